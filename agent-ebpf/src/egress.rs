@@ -1,0 +1,136 @@
+//! Egress verdicts: `cgroup/connect{4,6}` and `cgroup/sendmsg{4,6}` against per-cgroup allowlists.
+//!
+//! Only cgroups in `GUARDED` are judged; every other socket is allowed untouched, so unrelated
+//! processes pay one hash lookup. Default deny: an address/port not in the allowlist gets EPERM.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_cgroup_id,
+    macros::{cgroup_sock_addr, map},
+    maps::{HashMap, LpmTrie, lpm_trie::Key},
+    programs::SockAddrContext,
+};
+use mcp_guard_ebpf::{
+    CGROUP_PREFIX_BITS, GUARD_FLAG_OBSERVE, GuardConfig, Ip4Key, Ip6Key, PortSet,
+};
+
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+
+#[map]
+static GUARDED: HashMap<u64, GuardConfig> = HashMap::with_max_entries(4096, 0);
+
+#[map]
+static ALLOW_V4: LpmTrie<Ip4Key, PortSet> = LpmTrie::with_max_entries(65536, 0);
+
+#[map]
+static ALLOW_V6: LpmTrie<Ip6Key, PortSet> = LpmTrie::with_max_entries(65536, 0);
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    verdict_v4(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+    verdict_v4(&ctx)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    verdict_v6(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
+    verdict_v6(&ctx)
+}
+
+/// The guard settings of the calling task's cgroup, if mcp-guard guards it.
+#[inline(always)]
+fn guard() -> Option<(u64, GuardConfig)> {
+    // SAFETY: a helper without arguments, valid in every program type.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    // SAFETY: the value is copied out at once; a concurrent update can at worst give a stale copy.
+    let config = unsafe { GUARDED.get(&cgroup) }?;
+    Some((cgroup, *config))
+}
+
+#[inline(always)]
+fn finish(config: &GuardConfig, allowed: bool) -> i32 {
+    if allowed || config.flags & GUARD_FLAG_OBSERVE != 0 {
+        ALLOW
+    } else {
+        DENY
+    }
+}
+
+/// `user_port` holds the port in network order in its low 16 bits.
+#[inline(always)]
+fn port(ctx: &SockAddrContext) -> u16 {
+    // SAFETY: the context pointer is valid for the whole program run; a 4-byte ctx load.
+    let raw = unsafe { (*ctx.sock_addr).user_port };
+    u16::from_be(raw as u16)
+}
+
+#[inline(always)]
+fn lookup_v4(cgroup: u64, addr: [u8; 4], port: u16) -> bool {
+    let key = Key::new(
+        CGROUP_PREFIX_BITS + 32,
+        Ip4Key {
+            cgroup: cgroup.to_be_bytes(),
+            addr,
+        },
+    );
+    match ALLOW_V4.get(&key) {
+        Some(ports) => ports.allows(port),
+        None => false,
+    }
+}
+
+fn verdict_v4(ctx: &SockAddrContext) -> i32 {
+    let Some((cgroup, config)) = guard() else {
+        return ALLOW;
+    };
+    // SAFETY: as in `port`; `user_ip4` is in network order, so its in-memory bytes are the address.
+    let ip = unsafe { (*ctx.sock_addr).user_ip4 };
+    let allowed = lookup_v4(cgroup, ip.to_ne_bytes(), port(ctx));
+    finish(&config, allowed)
+}
+
+fn verdict_v6(ctx: &SockAddrContext) -> i32 {
+    let Some((cgroup, config)) = guard() else {
+        return ALLOW;
+    };
+    // SAFETY: as in `port`; each word is a 4-byte aligned ctx load, as the verifier requires.
+    let words = unsafe {
+        let p = &(*ctx.sock_addr).user_ip6;
+        [p[0], p[1], p[2], p[3]]
+    };
+    let port = port(ctx);
+    // An IPv4-mapped address (::ffff:a.b.c.d) reaches an IPv4 host: judge it by the IPv4 rules.
+    if words[0] == 0 && words[1] == 0 && words[2] == u32::from_be(0x0000_ffff) {
+        return finish(&config, lookup_v4(cgroup, words[3].to_ne_bytes(), port));
+    }
+    let mut addr = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let b = words[i].to_ne_bytes();
+        addr[i * 4] = b[0];
+        addr[i * 4 + 1] = b[1];
+        addr[i * 4 + 2] = b[2];
+        addr[i * 4 + 3] = b[3];
+        i += 1;
+    }
+    let key = Key::new(
+        CGROUP_PREFIX_BITS + 128,
+        Ip6Key {
+            cgroup: cgroup.to_be_bytes(),
+            addr,
+        },
+    );
+    let allowed = match ALLOW_V6.get(&key) {
+        Some(ports) => ports.allows(port),
+        None => false,
+    };
+    finish(&config, allowed)
+}

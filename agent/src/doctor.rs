@@ -1,0 +1,1 @@
+//! `mcp-guard doctor`: probes what this host supports and what that means for enforcement.

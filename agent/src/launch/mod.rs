@@ -1,0 +1,1 @@
+//! Turning a policy into a jailed server process: cgroup → namespaces → landlock → caps → seccomp.

@@ -1,0 +1,11 @@
+//! mcp-guard: a host enforcement agent for MCP servers.
+//!
+//! One module per stage of the data flow (see DESIGN.md); nothing below `exec` imports upward.
+
+pub mod cli;
+pub mod doctor;
+pub mod exec;
+pub mod kernel;
+pub mod launch;
+pub mod policy;
+pub mod state;
