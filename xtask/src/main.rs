@@ -1,1 +1,97 @@
-fn main() {}
+//! `cargo xtask`: setup, test and demo helpers for mcp-guard.
+//!
+//! Std-only on purpose: it must build on a fresh machine before anything else is installed.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+mod setup;
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  setup   install everything the build and tests need (idempotent)
+  test    fmt and clippy gates, build, then every test (needs root)
+  demo    build, then run the main job: doctor and a real MCP server under mcp-guard exec";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::run_all(),
+        Some("test") => test(&args[1..]),
+        Some("demo") => demo(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Prints what is about to run, runs it in the workspace root and fails on a non-zero exit.
+fn run(step: &str, program: &str, args: &[&str]) -> Result {
+    println!("==> {step}: {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("{step}: cannot start {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{step} failed ({status}): `{program} {}`",
+            args.join(" ")
+        ))
+    }
+}
+
+/// The gates and the whole test suite, the way CI runs it.
+fn test(extra: &[String]) -> Result {
+    run("format gate", "cargo", &["fmt", "--all", "--check"])?;
+    run(
+        "lint gate",
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    run("build", "cargo", &["build", "--workspace", "--bins"])?;
+    let mut args = vec!["test", "--workspace", "--no-fail-fast"];
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    args.extend(extra);
+    run("tests", "cargo", &args)
+}
+
+/// The main job: what a new user runs first.
+fn demo() -> Result {
+    run("build", "cargo", &["build", "--workspace", "--bins"])?;
+    let bin = root().join("target/debug/mcp-guard");
+    let bin = bin.to_string_lossy();
+    run("doctor", &bin, &["doctor"])
+}

@@ -1,0 +1,214 @@
+//! `cargo xtask setup`: installs what the build and the tests need, idempotently.
+//!
+//! Each step checks first and says what it does; a failing step says what to do about it.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use crate::{Result, root, run};
+
+/// Debian packages the build, tests and demo use.
+const DEBIAN_PACKAGES: &[&str] = &["iproute2", "procps"];
+
+/// Runs every step in order.
+pub fn run_all() -> Result {
+    debian_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    python_env()?;
+    npm_servers()?;
+    println!("==> setup complete");
+    Ok(())
+}
+
+fn output(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn debian_packages() -> Result {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if missing.is_empty() {
+        println!(
+            "==> debian packages: all present ({})",
+            DEBIAN_PACKAGES.join(", ")
+        );
+        return Ok(());
+    }
+    run("debian packages", "apt-get", &["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    run("debian packages", "apt-get", &args)
+        .map_err(|e| format!("{e}\n  (apt-get needs root and the Debian mirrors)"))
+}
+
+fn nightly_rust_src() -> Result {
+    let installed = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )
+    .map_err(|e| {
+        format!(
+            "{e}\n  the eBPF build needs a nightly toolchain: `rustup toolchain install nightly`"
+        )
+    })?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        println!("==> nightly rust-src: present");
+        return Ok(());
+    }
+    run(
+        "nightly rust-src (eBPF programs build core from source)",
+        "rustup",
+        &["component", "add", "rust-src", "--toolchain", "nightly"],
+    )
+}
+
+/// The nightly's own libLLVM, e.g. `libLLVM.so.22.1-rust-1.97.0-nightly`.
+fn nightly_llvm() -> Result<(PathBuf, String)> {
+    let sysroot = output("rustc", &["+nightly", "--print", "sysroot"])?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let entries = fs::read_dir(&lib).map_err(|e| format!("{}: {e}", lib.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("libLLVM.so.") {
+            return Ok((lib.join(&name), name));
+        }
+    }
+    Err(format!(
+        "no libLLVM.so.* in the nightly's {}",
+        lib.display()
+    ))
+}
+
+/// bpf-linker, built against the nightly's own LLVM (the recipe in DESIGN.md).
+fn bpf_linker() -> Result {
+    let (llvm_lib, llvm_name) = nightly_llvm()?;
+    // "libLLVM.so.22.1-rust-1.97.0-nightly" → major version 22 → cargo feature llvm-22.
+    let major = llvm_name
+        .trim_start_matches("libLLVM.so.")
+        .split('.')
+        .next()
+        .filter(|m| m.chars().all(|c| c.is_ascii_digit()) && !m.is_empty())
+        .ok_or_else(|| format!("cannot read the LLVM version from {llvm_name}"))?
+        .to_string();
+    let home = std::env::var("HOME").map_err(|_| "HOME is not set".to_string())?;
+    // bpf-linker finds libLLVM through an rpath to this directory: it must stay where it is.
+    let prefix = Path::new(&home).join(".local/share/mcp-guard/llvm");
+    let stamp = prefix.join("bpf-linker.stamp");
+    let wanted = format!("{llvm_name}\n");
+    let linker_works = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if linker_works && fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        println!("==> bpf-linker: present, built against {llvm_name}");
+        return Ok(());
+    }
+    let libdir = prefix.join("lib");
+    fs::create_dir_all(&libdir).map_err(|e| format!("{}: {e}", libdir.display()))?;
+    for link in ["libLLVM.so".to_string(), llvm_name.clone()] {
+        let path = libdir.join(&link);
+        let _ = fs::remove_file(&path);
+        std::os::unix::fs::symlink(&llvm_lib, &path)
+            .map_err(|e| format!("symlink {}: {e}", path.display()))?;
+    }
+    let prefix_str = prefix.to_string_lossy().into_owned();
+    let feature = format!("llvm-{major}");
+    println!(
+        "==> bpf-linker: building against {llvm_name} (LLVM_PREFIX={prefix_str}), about a minute"
+    );
+    let status = Command::new("cargo")
+        .args([
+            "install",
+            "--locked",
+            "--force",
+            "bpf-linker",
+            "--version",
+            "^0.13",
+            "--no-default-features",
+            "--features",
+            &feature,
+        ])
+        .env("LLVM_PREFIX", &prefix)
+        .status()
+        .map_err(|e| format!("cannot start cargo install: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "installing bpf-linker failed ({status}); it needs crates.io and the nightly's \
+             {llvm_name} (rustup toolchain install nightly)"
+        ));
+    }
+    fs::write(&stamp, wanted).map_err(|e| format!("{}: {e}", stamp.display()))
+}
+
+/// A venv at `.venv` with the MCP Python SDK and the PyPI servers the tests drive.
+fn python_env() -> Result {
+    let root = root();
+    let requirements = root.join("tests/requirements.txt");
+    let wanted = fs::read_to_string(&requirements)
+        .map_err(|e| format!("{}: {e}", requirements.display()))?;
+    let venv = root.join(".venv");
+    let stamp = venv.join("requirements.stamp");
+    if venv.join("bin/python").exists() && fs::read_to_string(&stamp).ok() == Some(wanted.clone()) {
+        println!("==> python venv: present with tests/requirements.txt");
+        return Ok(());
+    }
+    if !venv.join("bin/python").exists() {
+        run("python venv", "python3", &["-m", "venv", ".venv"])?;
+    }
+    run(
+        "python packages (MCP SDK, PyPI servers)",
+        ".venv/bin/pip",
+        &[
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-r",
+            "tests/requirements.txt",
+        ],
+    )?;
+    fs::write(&stamp, wanted).map_err(|e| format!("{}: {e}", stamp.display()))
+}
+
+/// The npm MCP servers, exactly as locked in tests/package-lock.json.
+fn npm_servers() -> Result {
+    let root = root();
+    let lock = fs::read_to_string(root.join("tests/package-lock.json"))
+        .map_err(|e| format!("tests/package-lock.json: {e}"))?;
+    let installed = root.join("tests/node_modules/.package-lock.json");
+    let stamp = root.join("tests/node_modules/.mcp-guard.stamp");
+    if installed.exists() && fs::read_to_string(&stamp).ok() == Some(lock.clone()) {
+        println!("==> npm servers: present as locked");
+        return Ok(());
+    }
+    run(
+        "npm servers",
+        "npm",
+        &["ci", "--prefix", "tests", "--no-audit", "--no-fund"],
+    )?;
+    fs::write(&stamp, lock).map_err(|e| format!("{}: {e}", stamp.display()))
+}
