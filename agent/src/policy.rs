@@ -48,6 +48,19 @@ pub struct Policy {
     pub detect: Detect,
     /// How strictly enforcement is applied.
     pub enforcement: Enforcement,
+    /// `user = "NAME"` or a numeric uid: who the server runs as when exec runs as root
+    /// (`None`: the invoking user).
+    pub user: Option<String>,
+    /// `[env]`: what the server's scrubbed environment keeps.
+    pub env: Env,
+}
+
+/// `[env]`: the server gets a scrubbed environment (the launcher's built-in allowlist plus the
+/// secrets); `pass` keeps more of exec's own environment, e.g. variables an MCP client sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Env {
+    /// Names of variables passed through from exec's environment when set there.
+    pub pass: Vec<String>,
 }
 
 /// `[filesystem]`: paths the server may read, write and execute; everything else is denied.
@@ -448,6 +461,8 @@ const TOP_KEYS: &[&str] = &[
     "secrets",
     "detect",
     "enforcement",
+    "user",
+    "env",
 ];
 
 impl Checker<'_> {
@@ -617,6 +632,22 @@ impl Checker<'_> {
         let enforcement = section("enforcement")
             .map(|(item, span)| self.enforcement(item, &span))
             .unwrap_or_default();
+        let user = section("user").and_then(|(item, span)| {
+            let user = self.string(item, &span, "user")?;
+            if is_user_name(user) {
+                Some(user.to_string())
+            } else {
+                self.error(
+                    &span,
+                    "user",
+                    format!("{user:?} is neither a user name nor a numeric uid"),
+                );
+                None
+            }
+        });
+        let env = section("env")
+            .map(|(item, span)| self.env(item, &span, &secrets))
+            .unwrap_or_default();
         Some(Policy {
             name: name?,
             source: source.map(Path::to_path_buf),
@@ -628,7 +659,37 @@ impl Checker<'_> {
             secrets,
             detect,
             enforcement,
+            user,
+            env,
         })
+    }
+
+    fn env(&mut self, item: &Item, span: &Span, secrets: &BTreeMap<String, Secret>) -> Env {
+        let mut env = Env::default();
+        let Some(table) = self.table(item, span, "env", &["pass"]) else {
+            return env;
+        };
+        if let Some(value) = table.get("pass") {
+            let (_, value_span) = entry(table, "pass", span);
+            for (s, s_span, s_path) in self.strings(value, &value_span, "env.pass") {
+                if !is_env_name(s) {
+                    self.error(
+                        &s_span,
+                        &s_path,
+                        format!("{s:?} is not an environment variable name"),
+                    );
+                } else if secrets.contains_key(s) {
+                    self.error(
+                        &s_span,
+                        &s_path,
+                        format!("{s} is also a secret; a variable comes from one place"),
+                    );
+                } else {
+                    env.pass.push(s.to_string());
+                }
+            }
+        }
+        env
     }
 
     fn filesystem(&mut self, item: &Item, span: &Span) -> Filesystem {
@@ -1068,6 +1129,16 @@ fn is_env_name(name: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A POSIX user name (as useradd accepts) or a numeric uid.
+fn is_user_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && (!name.chars().all(|c| c.is_ascii_digit()) || name.parse::<u32>().is_ok())
 }
 
 /// A systemd credential name: a file name inside `$CREDENTIALS_DIRECTORY`.
@@ -1799,6 +1870,44 @@ allow_degraded = true
     }
 
     #[test]
+    fn user_and_env_pass_are_checked() {
+        let p =
+            ok("name = \"x\"\nuser = \"mcp-runner\"\n[env]\npass = [\"NODE_OPTIONS\", \"LANG\"]\n");
+        assert_eq!(p.user.as_deref(), Some("mcp-runner"));
+        assert_eq!(p.env.pass, ["NODE_OPTIONS", "LANG"]);
+        assert_eq!(
+            ok("name = \"x\"\nuser = \"1000\"\n").user.as_deref(),
+            Some("1000")
+        );
+        for bad in ["", "-x", "a b", "a/b", "99999999999"] {
+            one_problem(
+                &format!("name = \"x\"\nuser = \"{bad}\"\n"),
+                2,
+                "user",
+                "neither a user name nor a numeric uid",
+            );
+        }
+        one_problem(
+            "name = \"x\"\n[env]\npass = [\"OK\", \"NOT-OK\"]\n",
+            3,
+            "env.pass[1]",
+            "not an environment variable name",
+        );
+        one_problem(
+            "name = \"x\"\n[secrets]\nT = { file = \"/t\" }\n[env]\npass = [\"T\"]\n",
+            5,
+            "env.pass[0]",
+            "also a secret",
+        );
+        one_problem(
+            "name = \"x\"\n[env]\nset = {}\n",
+            3,
+            "env.set",
+            "unknown key",
+        );
+    }
+
+    #[test]
     fn builtin_default_is_the_shipped_file() {
         let parsed = parse(DEFAULT_POLICY_TOML, None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(builtin_default(), parsed);
@@ -1906,6 +2015,7 @@ allow_degraded = true
         );
         assert!(!p.detect.sensitive.is_empty());
         assert_eq!(p.detect.on_sensitive, OnSensitive::Kill);
+        assert!(p.user.is_some() && !p.env.pass.is_empty());
     }
 
     #[test]
