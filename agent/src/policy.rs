@@ -1286,8 +1286,9 @@ fn parse_ports(port: &str, s: &str) -> Result<(u16, u16), String> {
     if port == "*" {
         return Ok((1, u16::MAX));
     }
+    // Digits only: u16's parser would also take "+443".
     let one = |p: &str| match p.parse::<u16>() {
-        Ok(n) if n > 0 => Ok(n),
+        Ok(n) if n > 0 && p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
         _ => Err(format!("{s:?}: {p:?} is not a port (1 to 65535)")),
     };
     match port.split_once('-') {
@@ -1606,6 +1607,7 @@ allow_degraded = true
             ("a.com:0", "not a port"),
             ("a.com:65536", "not a port"),
             ("a.com:https", "not a port"),
+            ("a.com:+443", "not a port"),
             ("a.com:9-1", "reversed"),
             ("a.com:1-", "not a port"),
             ("10.0.0.1/8:443", "did you mean 10.0.0.0/8"),
