@@ -283,8 +283,8 @@ pub fn parse(text: &str, source: Option<&Path>) -> Result<Policy, PolicyError> {
         Ok(doc) => doc,
         Err(e) => {
             let (line, col) = e.span().map_or((1, 1), |span| line_col(text, span.start));
-            // toml_edit's message repeats the location and a snippet; keep its first line and the
-            // explanation lines that follow the snippet.
+            // Syntax errors stop the parser, so this is the only problem reported; its message
+            // may span lines, and each problem is one line.
             let message = e
                 .message()
                 .lines()
