@@ -81,6 +81,13 @@ pub fn main() -> ExitCode {
         policy: cli.policy_dir,
     };
     match cli.command {
-        Command::Exec(_) | Command::Doctor(_) | Command::Policy(_) => ExitCode::SUCCESS,
+        Command::Policy(PolicyCommand::Check { files }) => {
+            if crate::policy::check_files(&files) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_POLICY)
+            }
+        }
+        Command::Exec(_) | Command::Doctor(_) => ExitCode::SUCCESS,
     }
 }
