@@ -38,6 +38,23 @@ pub fn count_drop(reason: u32) {
     }
 }
 
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+/// Wake the reader only once this much is pending; it also polls on a short timer, so a quiet
+/// stream is still delivered promptly. Waking on every record would cost each event a wakeup.
+const WAKEUP_BYTES: u64 = 256 << 10;
+
+/// Submit flags for a record: batch wakeups by pending volume.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// A filled-in record header.
 #[inline(always)]
 pub fn header(kind: u32, cgroup: u64, config: &GuardConfig) -> EventHeader {

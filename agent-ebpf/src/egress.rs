@@ -14,7 +14,7 @@ use mcp_guard_ebpf::{
     drop_reason, event_kind, sock_op, verdict,
 };
 
-use crate::common::{EVENTS, count_drop, guard, header};
+use crate::common::{EVENTS, count_drop, guard, header, submit_flags};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -79,7 +79,10 @@ fn finish(
         verdict: code,
         pad: 0,
     };
-    if EVENTS.output::<ConnectEvent>(&event, 0).is_err() {
+    if EVENTS
+        .output::<ConnectEvent>(&event, submit_flags())
+        .is_err()
+    {
         count_drop(drop_reason::RINGBUF_FULL);
     }
     if code == verdict::DENIED { DENY } else { ALLOW }

@@ -8,13 +8,13 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_probe_read_user,
         generated::{
             bpf_probe_read_kernel as probe_copy_kernel, bpf_probe_read_user_str, bpf_send_signal,
         },
     },
     macros::{btf_tracepoint, map},
-    maps::{LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::BtfTracePointContext,
 };
 use mcp_guard_ebpf::{
@@ -22,7 +22,7 @@ use mcp_guard_ebpf::{
     PATH_LEN, PathKey, drop_reason, event_kind,
 };
 
-use crate::common::{EVENTS, count_drop, guard, header};
+use crate::common::{EVENTS, count_drop, guard, header, submit_flags};
 
 // x86_64 syscall numbers.
 const SYS_OPEN: i64 = 2;
@@ -58,14 +58,16 @@ static SENSITIVE: LpmTrie<PathKey, u32> = LpmTrie::with_max_entries(16384, 0);
 #[map]
 static SCRATCH: PerCpuArray<OpenStash> = PerCpuArray::with_max_entries(1, 0);
 
-/// Opens between sys_enter and sys_exit, by thread. LRU: a task killed mid-call leaks nothing.
+/// Opens between sys_enter and sys_exit, by thread. A plain (preallocated) hash: an open always
+/// reaches sys_exit, even in a task being killed, so entries do not leak; a full map is counted.
 #[map]
-static OPEN_PENDING: LruHashMap<u64, OpenStash> = LruHashMap::with_max_entries(16384, 0);
+static OPEN_PENDING: HashMap<u64, OpenStash> = HashMap::with_max_entries(16384, 0);
 
 #[inline(always)]
 fn reg(regs: *const u64, slot: usize) -> u64 {
-    // SAFETY: a probe read: a bad pointer gives an error, never a fault.
-    unsafe { bpf_probe_read_kernel(regs.wrapping_add(slot)) }.unwrap_or(0)
+    // SAFETY: `regs` is the tracepoint's BTF-typed `struct pt_regs *`: the verifier checks the
+    // offset against the type and turns the load into a fault-safe one (BPF_PROBE_MEM).
+    unsafe { regs.wrapping_add(slot).read_volatile() }
 }
 
 #[btf_tracepoint(function = "sys_enter")]
@@ -172,7 +174,7 @@ fn emit_open(cgroup: u64, config: &GuardConfig, stash: &OpenStash, result: i64) 
             stash.key.data.path.as_ptr().cast::<c_void>(),
         );
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 fn emit_kill(cgroup: u64, config: &GuardConfig, stash: &OpenStash) {
@@ -192,7 +194,7 @@ fn emit_kill(cgroup: u64, config: &GuardConfig, stash: &OpenStash) {
             stash.key.data.path.as_ptr().cast::<c_void>(),
         );
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 fn on_exec(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig) {
@@ -246,5 +248,5 @@ fn on_exec(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig) {
         }
         (*ev).argc = argc;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }

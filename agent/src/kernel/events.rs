@@ -284,28 +284,27 @@ pub(crate) fn spawn_reader(
     // with it the AsyncFd) is dropped.
     let mut fd = unsafe { AsyncFd::register(ring) }.map_err(io::Error::from)?;
     Ok(tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(1024);
+        let mut batch = Vec::with_capacity(BATCH);
+        // The kernel wakes us only when a lot is pending (see agent-ebpf's `submit_flags`);
+        // the tick picks up the rest.
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Ok(mut guard) = fd.readable_mut().await else {
-                return;
+            let ready = tokio::select! {
+                guard = fd.readable_mut() => Some(guard),
+                _ = tick.tick() => None,
             };
-            let mut drained = true;
-            {
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    if let Some(event) = parse(&item, &labels) {
-                        batch.push(event);
-                    }
-                    if batch.len() == batch.capacity() {
-                        drained = false;
-                        break;
+            match ready {
+                Some(Ok(mut guard)) => {
+                    if drain(guard.get_inner_mut(), &labels, &mut batch) {
+                        guard.clear_ready();
                     }
                 }
+                Some(Err(_)) => return,
+                None => {
+                    drain(fd.get_mut(), &labels, &mut batch);
+                }
             }
-            if drained {
-                guard.clear_ready();
-            }
-            drop(guard);
             for event in batch.drain(..) {
                 if tx.send(event).await.is_err() {
                     return;
@@ -313,6 +312,24 @@ pub(crate) fn spawn_reader(
             }
         }
     }))
+}
+
+/// Records parsed per pass before they are handed on.
+const BATCH: usize = 4096;
+/// How often the ring buffer is drained without a wakeup.
+const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Parses pending records into `batch`; true when the ring buffer was emptied.
+fn drain(ring: &mut RingBuf<MapData>, labels: &Labels, batch: &mut Vec<KernelEvent>) -> bool {
+    while let Some(item) = ring.next() {
+        if let Some(event) = parse(&item, labels) {
+            batch.push(event);
+        }
+        if batch.len() >= BATCH {
+            return false;
+        }
+    }
+    true
 }
 
 /// The `kind` string of an event, as in DESIGN.md's events contract.
