@@ -126,6 +126,10 @@ pub fn fixture_bin(name: &str) -> PathBuf {
 pub fn listen(addr: &str) -> u16 {
     let listener = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     let port = listener.local_addr().expect("local addr").port();
+    // A deep accept queue: benchmark connect bursts must not overflow it (an overflow drops the
+    // SYN and the client retries a second later, which would swamp the measurement).
+    // SAFETY: listen(2) again on our own listening socket only changes its backlog.
+    unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 4096) };
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             drop(stream);
