@@ -15,6 +15,8 @@ pub mod maps {
     pub const ALLOW_V6: &str = "ALLOW_V6";
     /// `LpmTrie<PathKey, u32>`: per-cgroup sensitive paths (exact, NUL-terminated, or prefixes).
     pub const SENSITIVE: &str = "SENSITIVE";
+    /// `HashMap<NameKey, u32>`: per-cgroup sensitive file names (any directory).
+    pub const SENSITIVE_NAMES: &str = "SENSITIVE_NAMES";
     /// `RingBuf`: every event of every guarded cgroup.
     pub const EVENTS: &str = "EVENTS";
     /// `PerCpuArray<u64>` indexed by `drop_reason::*`: events the kernel could not deliver whole.
@@ -206,6 +208,49 @@ pub struct PathKey {
     pub path: [u8; PATH_LEN],
 }
 
+/// Bytes of a file name in `NameKey` (names are shorter: the rest is zero).
+pub const NAME_LEN: usize = 64;
+
+/// Where the last component of `path` (`len` bytes, no NUL) starts and how long it is, if it is
+/// a possible sensitive name (1..NAME_LEN bytes). Scans backwards at most NAME_LEN bytes, so
+/// the eBPF verifier sees one short, linear loop.
+#[inline(always)]
+pub fn last_component(path: &[u8; PATH_LEN], len: usize) -> Option<(usize, usize)> {
+    let len = if len > PATH_LEN { PATH_LEN } else { len };
+    let mut start = 0usize;
+    let mut k = 1usize;
+    while k <= NAME_LEN {
+        if k > len {
+            break;
+        }
+        let idx = len - k;
+        match path.get(idx) {
+            Some(b'/') => {
+                start = idx + 1;
+                break;
+            }
+            Some(_) => {}
+            None => return None,
+        }
+        k += 1;
+    }
+    let name_len = len - start;
+    if name_len == 0 || name_len >= NAME_LEN {
+        return None;
+    }
+    Some((start, name_len))
+}
+
+/// Key of the `SENSITIVE_NAMES` map: cgroup id (big-endian) then a zero-padded file name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NameKey {
+    /// `cgroup_id.to_be_bytes()`.
+    pub cgroup: [u8; 8],
+    /// The last path component, zero-padded.
+    pub name: [u8; NAME_LEN],
+}
+
 /// Per-cgroup settings, the value of the `GUARDED` map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -281,7 +326,7 @@ pub struct Ip6Key {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{GuardConfig, Ip4Key, Ip6Key, PathKey, PortSet};
+    use super::{GuardConfig, Ip4Key, Ip6Key, NameKey, PathKey, PortSet};
 
     // SAFETY: plain `#[repr(C)]` integers and arrays without padding or pointers.
     unsafe impl aya::Pod for GuardConfig {}
@@ -293,4 +338,28 @@ mod pod {
     unsafe impl aya::Pod for Ip6Key {}
     // SAFETY: as above.
     unsafe impl aya::Pod for PathKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for NameKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(s: &str) -> [u8; PATH_LEN] {
+        let mut p = [0u8; PATH_LEN];
+        p[..s.len()].copy_from_slice(s.as_bytes());
+        p
+    }
+
+    #[test]
+    fn last_component_of_absolute_relative_and_odd_paths() {
+        assert_eq!(last_component(&path("/a/b/.env"), 9), Some((5, 4)));
+        assert_eq!(last_component(&path(".env"), 4), Some((0, 4)));
+        assert_eq!(last_component(&path("dir/.env"), 8), Some((4, 4)));
+        assert_eq!(last_component(&path("/a/"), 3), None);
+        assert_eq!(last_component(&path(""), 0), None);
+        let long = "x".repeat(NAME_LEN);
+        assert_eq!(last_component(&path(&long), NAME_LEN), None);
+    }
 }

@@ -18,8 +18,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use mcp_guard_ebpf::{
-    ARG_LEN, ARGV_ENTRIES, ExecEvent, GUARD_FLAG_KILL_SENSITIVE, GuardConfig, KillEvent, OpenEvent,
-    PATH_LEN, PathKey, drop_reason, event_kind,
+    ARG_LEN, ARGV_ENTRIES, ExecEvent, GUARD_FLAG_KILL_SENSITIVE, GuardConfig, KillEvent, NAME_LEN,
+    NameKey, OpenEvent, PATH_LEN, PathKey, drop_reason, event_kind, last_component,
 };
 
 use crate::common::{EVENTS, count_drop, guard, header, submit_flags};
@@ -53,6 +53,14 @@ struct OpenStash {
 /// Sensitive paths per cgroup; the value is unused (presence is the answer).
 #[map]
 static SENSITIVE: LpmTrie<PathKey, u32> = LpmTrie::with_max_entries(16384, 0);
+
+/// Sensitive file names per cgroup, matched against the last component of the path as passed.
+#[map]
+static SENSITIVE_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Room to build a `NameKey`.
+#[map]
+static NAME_SCRATCH: PerCpuArray<NameKey> = PerCpuArray::with_max_entries(1, 0);
 
 /// Room to build an `OpenStash` (too big for the 512-byte stack next to everything else).
 #[map]
@@ -141,7 +149,10 @@ fn on_open_enter(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig) {
     if n <= 0 {
         stash.key.data.path[0] = 0;
         count_drop(drop_reason::PATH_READ);
-    } else if config.flags & GUARD_FLAG_KILL_SENSITIVE != 0 && SENSITIVE.get(&stash.key).is_some() {
+    } else if config.flags & GUARD_FLAG_KILL_SENSITIVE != 0
+        && (SENSITIVE.get(&stash.key).is_some()
+            || name_is_sensitive(cgroup, &stash.key.data.path, n as usize - 1))
+    {
         // Signal now, at syscall entry: the task dies before it returns to user space and can
         // never use what it opened.
         // SAFETY: a helper acting on the current task.
@@ -154,6 +165,38 @@ fn on_open_enter(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig) {
         count_drop(drop_reason::STASH_FULL);
         emit_open(cgroup, config, stash, i64::MIN);
     }
+}
+
+/// Whether the last component of `path` (`len` bytes, without the NUL) is a sensitive name.
+#[inline(always)]
+fn name_is_sensitive(cgroup: u64, path: &[u8; PATH_LEN], len: usize) -> bool {
+    let Some((start, name_len)) = last_component(path, len) else {
+        return false;
+    };
+    let Some(key) = NAME_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's scratch slot, used by nothing else while this program runs.
+    let key = unsafe { &mut *key };
+    key.cgroup = cgroup.to_be_bytes();
+    let mut j = 0usize;
+    while j < NAME_LEN {
+        key.name[j] = 0;
+        j += 1;
+    }
+    // A helper copy: the verifier cannot relate a variable `start + j` index to the bounds
+    // checked on another register, but it can bound a helper's size argument.
+    // SAFETY: `start + name_len <= len <= PATH_LEN`, so the source stays inside `path`, and
+    // `name_len < NAME_LEN` fits the destination.
+    unsafe {
+        probe_copy_kernel(
+            key.name.as_mut_ptr().cast::<c_void>(),
+            (name_len & (NAME_LEN - 1)) as u32,
+            path.as_ptr().wrapping_add(start).cast::<c_void>(),
+        )
+    };
+    // SAFETY: the value is only tested for presence.
+    unsafe { SENSITIVE_NAMES.get(&*key) }.is_some()
 }
 
 fn emit_open(cgroup: u64, config: &GuardConfig, stash: &OpenStash, result: i64) {

@@ -229,6 +229,7 @@ fn sensitive_open_kills_even_in_observe_mode() {
                 sensitive: vec![
                     SensitivePath::Under(home.join(".ssh")),
                     SensitivePath::Exact(creds.clone()),
+                    SensitivePath::Name(".env".into()),
                 ],
                 kill_on_sensitive: true,
                 ..Default::default()
@@ -260,6 +261,29 @@ fn sensitive_open_kills_even_in_observe_mode() {
             "died at the sensitive open"
         );
     }
+    // A sensitive name anywhere, even opened through a relative path.
+    let project = home.join("project");
+    std::fs::create_dir_all(&project).expect("mkdir project");
+    std::fs::write(project.join(".env"), "TOKEN=x").expect("write .env");
+    let out = cg
+        .command(opener())
+        .current_dir(&project)
+        .args([harmless.display().to_string(), ".env".to_string()])
+        .output()
+        .expect("run opener");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "relative .env: {out:?}"
+    );
+    let out = run(&project.join(".env"));
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "absolute .env: {out:?}"
+    );
+    let out = run(&project.join(".envrc"));
+    assert_eq!(lines(&out), ["ok", "errno 2", "ok"], ".envrc is not .env");
     // Not sensitive: a sibling of the exact path, and the same path outside the cgroup.
     let out = run(&home.join(".aws/config-missing"));
     assert_eq!(lines(&out), ["ok", "errno 2", "ok"]);
@@ -275,7 +299,7 @@ fn sensitive_open_kills_even_in_observe_mode() {
         seen.iter()
             .filter(|e| matches!(e.kind, EventKind::Killed { .. }))
             .count()
-            >= 2
+            >= 4
             && seen.iter().any(|e| is_open_of(e, &after))
     });
     let mut killed_pids = Vec::new();

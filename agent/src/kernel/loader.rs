@@ -25,7 +25,8 @@ use aya::{
 use ipnet::IpNet;
 use mcp_guard_ebpf::{
     CGROUP_PREFIX_BITS, GUARD_FLAG_KILL_SENSITIVE, GUARD_FLAG_OBSERVE, GuardConfig, Ip4Key, Ip6Key,
-    MAX_PORT_RANGES, PATH_LEN, PathKey, PortRange, PortSet, drop_reason, maps, programs,
+    MAX_PORT_RANGES, NAME_LEN, NameKey, PATH_LEN, PathKey, PortRange, PortSet, drop_reason, maps,
+    programs,
 };
 use tokio::sync::mpsc;
 
@@ -83,6 +84,9 @@ pub enum SensitivePath {
     Exact(PathBuf),
     /// This directory and everything below it.
     Under(PathBuf),
+    /// A file of this name in any directory (`**/.env` → `.env`), matched on the last
+    /// component of the path as the process passed it (relative paths included).
+    Name(String),
 }
 
 /// What the kernel enforces and reports for one server.
@@ -184,6 +188,7 @@ pub(crate) struct Maps {
     v4: LpmTrie<MapData, Ip4Key, PortSet>,
     v6: LpmTrie<MapData, Ip6Key, PortSet>,
     sensitive: LpmTrie<MapData, PathKey, u32>,
+    sensitive_names: HashMap<MapData, NameKey, u32>,
 }
 
 /// The allowlist keys one server has in the maps, so they can be updated and removed exactly.
@@ -257,6 +262,7 @@ impl KernelGuard {
             v4: take_map(&mut ebpf, maps::ALLOW_V4)?,
             v6: take_map(&mut ebpf, maps::ALLOW_V6)?,
             sensitive: take_map(&mut ebpf, maps::SENSITIVE)?,
+            sensitive_names: take_map(&mut ebpf, maps::SENSITIVE_NAMES)?,
         };
         let drops = take_map(&mut ebpf, maps::DROPS)?;
         let ring = take_map(&mut ebpf, maps::EVENTS)?;
@@ -330,7 +336,7 @@ impl KernelGuard {
             path: cgroup_dir.display().to_string(),
             source,
         })?;
-        let sensitive = sensitive_keys(cgroup_id, &spec.sensitive)?;
+        let (sensitive, names) = sensitive_keys(cgroup_id, &spec.sensitive)?;
         {
             let maps = lock(&self.maps);
             if maps.guarded.get(&cgroup_id, 0).is_ok() {
@@ -354,6 +360,7 @@ impl KernelGuard {
             cgroup_id,
             installed: installed.clone(),
             sensitive: sensitive.clone(),
+            names: names.clone(),
             refresher: None,
         };
         // From here on, dropping `handle` undoes whatever was installed.
@@ -363,6 +370,11 @@ impl KernelGuard {
                 maps.sensitive
                     .insert(key, 1, 0)
                     .map_err(map_err(maps::SENSITIVE))?;
+            }
+            for key in names {
+                maps.sensitive_names
+                    .insert(key, 1, 0)
+                    .map_err(map_err(maps::SENSITIVE_NAMES))?;
             }
         }
         let (nets, hosts) = split_rules(&spec.egress);
@@ -444,6 +456,7 @@ pub struct ServerHandle {
     cgroup_id: u64,
     installed: Arc<Mutex<Installed>>,
     sensitive: Vec<Key<PathKey>>,
+    names: Vec<NameKey>,
     refresher: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -470,6 +483,9 @@ impl Drop for ServerHandle {
         }
         for key in &self.sensitive {
             let _ = maps.sensitive.remove(key);
+        }
+        for key in &self.names {
+            let _ = maps.sensitive_names.remove(key);
         }
     }
 }
@@ -572,12 +588,30 @@ pub(crate) fn install_rules(
 }
 
 /// The `SENSITIVE` keys for a set of paths: exact paths with their NUL inside the prefix,
-/// directories as a prefix ending in `/` plus the directory itself.
+/// directories as a prefix ending in `/` plus the directory itself; and the `SENSITIVE_NAMES`
+/// keys for bare file names.
 fn sensitive_keys(
     cgroup_id: u64,
     paths: &[SensitivePath],
-) -> Result<Vec<Key<PathKey>>, KernelError> {
+) -> Result<(Vec<Key<PathKey>>, Vec<NameKey>), KernelError> {
     use std::os::unix::ffi::OsStrExt as _;
+    let mut names = Vec::new();
+    for p in paths {
+        if let SensitivePath::Name(name) = p {
+            if name.is_empty() || name.contains('/') || name.len() >= NAME_LEN {
+                return Err(KernelError::SensitivePath {
+                    path: name.clone(),
+                    why: "a file name must be non-empty, without '/', and under 64 bytes",
+                });
+            }
+            let mut key = NameKey {
+                cgroup: cgroup_id.to_be_bytes(),
+                name: [0; NAME_LEN],
+            };
+            key.name[..name.len()].copy_from_slice(name.as_bytes());
+            names.push(key);
+        }
+    }
     let mut keys = Vec::new();
     let mut push = |bytes: &[u8], with_nul: bool, shown: &Path| -> Result<(), KernelError> {
         let len = bytes.len() + usize::from(with_nul);
@@ -596,7 +630,9 @@ fn sensitive_keys(
         Ok(())
     };
     for p in paths {
-        let (SensitivePath::Exact(path) | SensitivePath::Under(path)) = p;
+        let (SensitivePath::Exact(path) | SensitivePath::Under(path)) = p else {
+            continue;
+        };
         if !path.is_absolute() {
             return Err(KernelError::SensitivePath {
                 path: path.display().to_string(),
@@ -613,9 +649,10 @@ fn sensitive_keys(
                 dir.push(b'/');
                 push(&dir, false, path)?;
             }
+            SensitivePath::Name(_) => {}
         }
     }
-    Ok(keys)
+    Ok((keys, names))
 }
 
 /// Turns rules into LPM entries: each network carries the ports of every rule containing it, so
