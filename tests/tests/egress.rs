@@ -221,3 +221,13 @@ fn allowed_host_name_resolves_and_dns_reaches_only_the_resolvers() {
     assert_eq!(addrs, vec!["127.0.0.1".parse::<IpAddr>().expect("addr")]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn probe_reports_every_program_working_here() {
+    require_root();
+    let status = mcp_guard::kernel::loader::probe_programs();
+    assert_eq!(status.len(), 6);
+    for s in &status {
+        assert_eq!(s.result, Ok(()), "{} ({})", s.name, s.role);
+    }
+}

@@ -449,6 +449,77 @@ impl KernelGuard {
     }
 }
 
+/// Whether one program of the object loads (and, for the tracepoints, attaches) here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramStatus {
+    /// Program name in the object.
+    pub name: &'static str,
+    /// What it does, for people.
+    pub role: &'static str,
+    /// `Ok` when it works here, else why not.
+    pub result: Result<(), String>,
+}
+
+/// Loads a fresh copy of the object and tries every program on its own, for `doctor`: unlike
+/// [`KernelGuard::load`], one failure does not hide the others.
+pub fn probe_programs() -> Vec<ProgramStatus> {
+    let roles = [
+        (programs::CONNECT4, "egress verdicts for IPv4 connect"),
+        (programs::CONNECT6, "egress verdicts for IPv6 connect"),
+        (programs::SENDMSG4, "egress verdicts for IPv4 sendmsg (UDP)"),
+        (programs::SENDMSG6, "egress verdicts for IPv6 sendmsg (UDP)"),
+        (
+            programs::SYS_ENTER,
+            "exec/open events and sensitive-path kill (tp_btf/sys_enter)",
+        ),
+        (programs::SYS_EXIT, "open results (tp_btf/sys_exit)"),
+    ];
+    let status = |name, role, result| ProgramStatus { name, role, result };
+    let mut ebpf = match Ebpf::load(EBPF_OBJECT) {
+        Ok(ebpf) => ebpf,
+        Err(e) => {
+            let why = KernelError::Load(e).to_string();
+            return roles
+                .iter()
+                .map(|(n, r)| status(*n, *r, Err(why.clone())))
+                .collect();
+        }
+    };
+    let btf = Btf::from_sys_fs().map_err(|e| KernelError::Btf(e).to_string());
+    let mut out = Vec::new();
+    for (name, role) in roles {
+        let result = match ebpf.program_mut(name) {
+            None => Err(KernelError::MissingProgram(name).to_string()),
+            Some(program) => match TRACE_PROGRAMS.iter().find(|(n, _)| *n == name) {
+                Some((_, target)) => try_tracepoint(program, target, &btf),
+                None => try_sock_addr(program),
+            },
+        };
+        out.push(status(name, role, result));
+    }
+    out
+}
+
+fn try_tracepoint(
+    program: &mut aya::programs::Program,
+    target: &str,
+    btf: &Result<Btf, String>,
+) -> Result<(), String> {
+    let btf = btf.as_ref().map_err(Clone::clone)?;
+    let p: &mut BtfTracePoint = program
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    p.load(target, btf).map_err(|e| e.to_string())?;
+    p.attach().map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn try_sock_addr(program: &mut aya::programs::Program) -> Result<(), String> {
+    let p: &mut CgroupSockAddr = program
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    p.load().map_err(|e| e.to_string())
+}
+
 /// One guarded server. Dropping it stops name refreshes and removes the server's map entries:
 /// drop it only once the server's processes are gone (its cgroup is then unguarded).
 pub struct ServerHandle {
@@ -724,6 +795,32 @@ mod tests {
             .find(|(n, _)| n.prefix_len() == 8)
             .expect("outer entry");
         assert!(outer.1.allows(443) && !outer.1.allows(80));
+    }
+
+    #[test]
+    fn the_guard_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<KernelGuard>();
+        shareable::<ServerHandle>();
+    }
+
+    #[test]
+    fn sensitive_paths_become_exact_prefix_and_name_keys() {
+        let (keys, names) = sensitive_keys(
+            7,
+            &[
+                SensitivePath::Exact("/root/.aws/credentials".into()),
+                SensitivePath::Under("/root/.ssh/".into()),
+                SensitivePath::Name(".env".into()),
+            ],
+        )
+        .expect("valid paths");
+        // Exact (with NUL), the directory itself (with NUL) and the directory prefix.
+        let lens: Vec<u32> = keys.iter().map(|k| k.prefix_len()).collect();
+        assert_eq!(lens, vec![(8 + 23) * 8, (8 + 11) * 8, (8 + 11) * 8]);
+        assert_eq!(&names[0].name[..5], b".env\0");
+        assert!(sensitive_keys(7, &[SensitivePath::Exact("relative".into())]).is_err());
+        assert!(sensitive_keys(7, &[SensitivePath::Name("a/b".into())]).is_err());
     }
 
     #[test]
