@@ -56,7 +56,8 @@ fn kernel_guard_overhead() {
     // measures the kernel side alone (events past the buffer's capacity are counted as drops).
     let no_reader = std::env::var_os("MCP_GUARD_BENCH_NO_READER").is_some();
     let mut rx = rt.block_on(async { guard.events() }).expect("events");
-    let target = std::env::temp_dir().join(format!("mcp-guard-bench-{}", std::process::id()));
+    let scratch = kernel_common::TempDir::new("bench");
+    let target = scratch.join("target");
     let target_str = target.display().to_string();
     let opens_seen = Arc::new(AtomicU64::new(0));
     let all_seen = Arc::new(AtomicU64::new(0));
@@ -134,7 +135,6 @@ fn kernel_guard_overhead() {
     }
     let drops: std::collections::BTreeMap<_, _> = guard.dropped().expect("drops");
     let drops_after: u64 = drops.values().sum();
-    let _ = std::fs::remove_file(&target);
 
     let (cp, cg) = (best(&c_plain), best(&c_guarded));
     let (op, og) = (best(&o_plain), best(&o_guarded));

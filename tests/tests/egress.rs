@@ -7,7 +7,7 @@ mod kernel_common;
 
 use std::{net::IpAddr, time::Duration};
 
-use kernel_common::{TestCgroup, free_port, lines, listen, run_outside};
+use kernel_common::{TempDir, TestCgroup, free_port, lines, listen, run_outside};
 use mcp_guard::kernel::{
     events::EventKind,
     loader::{Destination, EgressRule, KernelGuard, ServerSpec},
@@ -160,8 +160,7 @@ fn observe_mode_reports_but_does_not_deny() {
 fn allowed_host_name_resolves_and_dns_reaches_only_the_resolvers() {
     require_root();
     let guard = KernelGuard::load().expect("load");
-    let dir = std::env::temp_dir().join(format!("mcp-guard-hosts-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = TempDir::new("hosts");
     let hosts = dir.join("hosts");
     std::fs::write(&hosts, "127.0.0.1 guarded-service.test\n").expect("write hosts");
     let a = listen("127.0.0.1:0");
@@ -219,7 +218,6 @@ fn allowed_host_name_resolves_and_dns_reaches_only_the_resolvers() {
         .expect("event stream open");
     assert_eq!(name, "guarded-service.test");
     assert_eq!(addrs, vec!["127.0.0.1".parse::<IpAddr>().expect("addr")]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

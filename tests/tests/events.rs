@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use kernel_common::{TestCgroup, lines, listen, run_outside};
+use kernel_common::{TempDir, TestCgroup, lines, listen, run_outside};
 use mcp_guard::kernel::{
     events::{AuditLog, EventKind, KernelEvent, Verdict},
     loader::{Destination, EgressRule, KernelGuard, SensitivePath, ServerSpec},
@@ -34,11 +34,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mcp-guard-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+fn temp_dir(tag: &str) -> TempDir {
+    TempDir::new(tag)
 }
 
 /// Collects events until `done` says so or 5 s pass.
@@ -197,8 +194,6 @@ fn exec_open_and_connect_events_of_a_guarded_fixture() {
     let drops = guard.dropped().expect("drop counters");
     assert_eq!(drops.len(), 4, "{drops:?}");
     assert_eq!(drops["ringbuf_full"], 0, "{drops:?}");
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&state);
 }
 
 #[test]
@@ -321,5 +316,4 @@ fn sensitive_open_kills_even_in_observe_mode() {
             .any(|e| killed_pids.contains(&e.pid) && is_open_of(e, &after)),
         "a killed process opens nothing after the sensitive path"
     );
-    let _ = std::fs::remove_dir_all(&home);
 }

@@ -146,3 +146,32 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// A temporary directory removed on drop (also when a test panics).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates a fresh `/tmp/mcp-guard-<tag>-<pid>-<n>`.
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "mcp-guard-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
