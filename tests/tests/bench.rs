@@ -1,0 +1,175 @@
+//! Overhead benchmarks of the kernel guard, with vs without in one run, printing ratios.
+//!
+//! Not a timed test: run it on purpose, as root, in release mode for meaningful numbers:
+//! `cargo test --release -p mcp-guard-tests --test bench -- --ignored --nocapture`
+//!
+//! - 20k loopback TCP connects from a guarded cgroup (allowlisted port, events on) vs. an
+//!   unguarded cgroup;
+//! - 200k openat calls from a guarded cgroup (open events captured) vs. an unguarded cgroup;
+//! - ring buffer throughput: open events delivered per second during that run, and drops.
+
+mod kernel_common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use kernel_common::{TestCgroup, lines, listen};
+use mcp_guard::kernel::{
+    events::EventKind,
+    loader::{Destination, EgressRule, KernelGuard, ServerSpec},
+};
+use mcp_guard_tests::require_root;
+
+const CONNECTS: usize = 20_000;
+const OPENS: usize = 200_000;
+const ROUNDS: usize = 3;
+
+fn timed(cg: &TestCgroup, program: &str, args: &[String]) -> f64 {
+    let start = Instant::now();
+    let out = cg.run(std::path::Path::new(program), args);
+    let wall = start.elapsed().as_secs_f64();
+    let got = lines(&out);
+    assert!(got.iter().all(|l| l != "errno"), "{got:?}");
+    wall
+}
+
+fn best(samples: &[f64]) -> f64 {
+    samples.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture, as root"]
+fn kernel_guard_overhead() {
+    require_root();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let guard = KernelGuard::load().expect("load");
+    // MCP_GUARD_BENCH_NO_READER=1: nothing drains the ring buffer, so the guarded open loop
+    // measures the kernel side alone (events past the buffer's capacity are counted as drops).
+    let no_reader = std::env::var_os("MCP_GUARD_BENCH_NO_READER").is_some();
+    let mut rx = rt.block_on(async { guard.events() }).expect("events");
+    let scratch = kernel_common::TempDir::new("bench");
+    let target = scratch.join("target");
+    let target_str = target.display().to_string();
+    let opens_seen = Arc::new(AtomicU64::new(0));
+    let all_seen = Arc::new(AtomicU64::new(0));
+    {
+        let (opens, all) = (opens_seen.clone(), all_seen.clone());
+        rt.spawn(async move {
+            if no_reader {
+                std::future::pending::<()>().await;
+            }
+            while let Some(ev) = rx.recv().await {
+                all.fetch_add(1, Ordering::Relaxed);
+                if matches!(&ev.kind, EventKind::Open { path, .. } if *path == target_str) {
+                    opens.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    let port = listen("127.0.0.1:0");
+    let plain = TestCgroup::new("bench-plain");
+    let guarded = TestCgroup::new("bench-guarded");
+    let _h = rt
+        .block_on(guard.add_server(
+            &guarded.dir,
+            ServerSpec {
+                server: "bench".into(),
+                session: "b".into(),
+                egress: vec![EgressRule {
+                    dest: Destination::Net("127.0.0.1/32".parse().expect("net")),
+                    port_lo: port,
+                    port_hi: port,
+                }],
+                ..Default::default()
+            },
+        ))
+        .expect("guard");
+
+    let netprobe = env!("CARGO_BIN_EXE_netprobe");
+    let connect_args = vec![format!("tcpn:{CONNECTS}:127.0.0.1:{port}")];
+    let (mut c_plain, mut c_guarded) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        c_plain.push(timed(&plain, netprobe, &connect_args));
+        c_guarded.push(timed(&guarded, netprobe, &connect_args));
+    }
+
+    let opener = env!("CARGO_BIN_EXE_opener");
+    std::fs::write(&target, "x").expect("bench file");
+    let open_args = vec![
+        "--loop".to_string(),
+        OPENS.to_string(),
+        target.display().to_string(),
+    ];
+    let loop_secs = |cg: &TestCgroup| -> f64 {
+        let out = lines(&cg.run(std::path::Path::new(opener), &open_args));
+        let ns: f64 = out[0].parse().expect("elapsed ns");
+        ns / 1e9
+    };
+    let drops_before: u64 = guard.dropped().expect("drops").values().sum();
+    let (mut o_plain, mut o_guarded) = (Vec::new(), Vec::new());
+    let mut throughput = Vec::new();
+    for _ in 0..ROUNDS {
+        o_plain.push(loop_secs(&plain));
+        let before = opens_seen.load(Ordering::Relaxed);
+        let start = Instant::now();
+        o_guarded.push(loop_secs(&guarded));
+        // Let the reader finish draining what the run produced.
+        let expected = before + OPENS as u64;
+        while !no_reader
+            && opens_seen.load(Ordering::Relaxed) < expected
+            && start.elapsed().as_secs() < 30
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let delivered = opens_seen.load(Ordering::Relaxed) - before;
+        throughput.push((delivered, start.elapsed().as_secs_f64()));
+    }
+    let drops: std::collections::BTreeMap<_, _> = guard.dropped().expect("drops");
+    let drops_after: u64 = drops.values().sum();
+
+    let (cp, cg) = (best(&c_plain), best(&c_guarded));
+    let (op, og) = (best(&o_plain), best(&o_guarded));
+    println!("connects: {CONNECTS} loopback TCP, best of {ROUNDS}");
+    println!(
+        "  unguarded {:.3}s ({:.1} us/connect), guarded {:.3}s ({:.1} us/connect), ratio {:.3}",
+        cp,
+        cp * 1e6 / CONNECTS as f64,
+        cg,
+        cg * 1e6 / CONNECTS as f64,
+        cg / cp
+    );
+    println!("opens: {OPENS} openat+close, best of {ROUNDS}");
+    println!(
+        "  unguarded {:.3}s ({:.0} ns/open), guarded+events {:.3}s ({:.0} ns/open), ratio {:.3}",
+        op,
+        op * 1e9 / OPENS as f64,
+        og,
+        og * 1e9 / OPENS as f64,
+        og / op
+    );
+    for (delivered, secs) in &throughput {
+        println!(
+            "ring buffer: {delivered} open events delivered in {secs:.3}s = {:.0} events/s",
+            *delivered as f64 / secs
+        );
+    }
+    println!(
+        "drops during the open runs: {} ({drops:?}); events seen in total: {}",
+        drops_after - drops_before,
+        all_seen.load(Ordering::Relaxed)
+    );
+    let delivered: u64 = throughput.iter().map(|t| t.0).sum();
+    assert!(
+        no_reader || delivered + (drops_after - drops_before) >= (ROUNDS * OPENS) as u64,
+        "every open event is delivered or counted as dropped"
+    );
+}
