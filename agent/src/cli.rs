@@ -81,6 +81,7 @@ pub fn main() -> ExitCode {
         policy: cli.policy_dir,
     };
     match cli.command {
-        Command::Exec(_) | Command::Doctor(_) | Command::Policy(_) => ExitCode::SUCCESS,
+        Command::Doctor(args) => crate::doctor::run(args.json),
+        Command::Exec(_) | Command::Policy(_) => ExitCode::SUCCESS,
     }
 }
