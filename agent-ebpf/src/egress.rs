@@ -2,22 +2,24 @@
 //!
 //! Only cgroups in `GUARDED` are judged; every other socket is allowed untouched, so unrelated
 //! processes pay one hash lookup. Default deny: an address/port not in the allowlist gets EPERM.
+//! Every verdict in a guarded cgroup is also reported as a `ConnectEvent`.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_cgroup_id,
     macros::{cgroup_sock_addr, map},
-    maps::{HashMap, LpmTrie, lpm_trie::Key},
+    maps::{LpmTrie, lpm_trie::Key},
     programs::SockAddrContext,
 };
 use mcp_guard_ebpf::{
-    CGROUP_PREFIX_BITS, GUARD_FLAG_OBSERVE, GuardConfig, Ip4Key, Ip6Key, PortSet,
+    CGROUP_PREFIX_BITS, ConnectEvent, GUARD_FLAG_OBSERVE, GuardConfig, Ip4Key, Ip6Key, PortSet,
+    drop_reason, event_kind, sock_op, verdict,
 };
+
+use crate::common::{EVENTS, count_drop, guard, header};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
-
-#[map]
-static GUARDED: HashMap<u64, GuardConfig> = HashMap::with_max_entries(4096, 0);
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
 
 #[map]
 static ALLOW_V4: LpmTrie<Ip4Key, PortSet> = LpmTrie::with_max_entries(65536, 0);
@@ -27,41 +29,60 @@ static ALLOW_V6: LpmTrie<Ip6Key, PortSet> = LpmTrie::with_max_entries(65536, 0);
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
-    verdict_v4(&ctx)
+    verdict_v4(&ctx, sock_op::CONNECT)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
-    verdict_v4(&ctx)
+    verdict_v4(&ctx, sock_op::SENDMSG)
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
-    verdict_v6(&ctx)
+    verdict_v6(&ctx, sock_op::CONNECT)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
-    verdict_v6(&ctx)
+    verdict_v6(&ctx, sock_op::SENDMSG)
 }
 
-/// The guard settings of the calling task's cgroup, if mcp-guard guards it.
+/// Reports the verdict and turns it into the program's return value.
 #[inline(always)]
-fn guard() -> Option<(u64, GuardConfig)> {
-    // SAFETY: a helper without arguments, valid in every program type.
-    let cgroup = unsafe { bpf_get_current_cgroup_id() };
-    // SAFETY: the value is copied out at once; a concurrent update can at worst give a stale copy.
-    let config = unsafe { GUARDED.get(&cgroup) }?;
-    Some((cgroup, *config))
-}
-
-#[inline(always)]
-fn finish(config: &GuardConfig, allowed: bool) -> i32 {
-    if allowed || config.flags & GUARD_FLAG_OBSERVE != 0 {
-        ALLOW
+fn finish(
+    ctx: &SockAddrContext,
+    cgroup: u64,
+    config: &GuardConfig,
+    op: u32,
+    family: u32,
+    addr: [u8; 16],
+    port: u16,
+    allowed: bool,
+) -> i32 {
+    let observe = config.flags & GUARD_FLAG_OBSERVE != 0;
+    let code = if allowed {
+        verdict::ALLOWED
+    } else if observe {
+        verdict::OBSERVED
     } else {
-        DENY
+        verdict::DENIED
+    };
+    // SAFETY: the context pointer is valid for the whole program run; a 4-byte ctx load.
+    let protocol = unsafe { (*ctx.sock_addr).protocol };
+    let event = ConnectEvent {
+        header: header(event_kind::CONNECT, cgroup, config),
+        addr,
+        family,
+        port: u32::from(port),
+        protocol,
+        op,
+        verdict: code,
+        pad: 0,
+    };
+    if EVENTS.output::<ConnectEvent>(&event, 0).is_err() {
+        count_drop(drop_reason::RINGBUF_FULL);
     }
+    if code == verdict::DENIED { DENY } else { ALLOW }
 }
 
 /// `user_port` holds the port in network order in its low 16 bits.
@@ -87,17 +108,23 @@ fn lookup_v4(cgroup: u64, addr: [u8; 4], port: u16) -> bool {
     }
 }
 
-fn verdict_v4(ctx: &SockAddrContext) -> i32 {
+fn verdict_v4(ctx: &SockAddrContext, op: u32) -> i32 {
     let Some((cgroup, config)) = guard() else {
         return ALLOW;
     };
     // SAFETY: as in `port`; `user_ip4` is in network order, so its in-memory bytes are the address.
-    let ip = unsafe { (*ctx.sock_addr).user_ip4 };
-    let allowed = lookup_v4(cgroup, ip.to_ne_bytes(), port(ctx));
-    finish(&config, allowed)
+    let ip = unsafe { (*ctx.sock_addr).user_ip4 }.to_ne_bytes();
+    let port = port(ctx);
+    let allowed = lookup_v4(cgroup, ip, port);
+    let mut addr = [0u8; 16];
+    addr[0] = ip[0];
+    addr[1] = ip[1];
+    addr[2] = ip[2];
+    addr[3] = ip[3];
+    finish(ctx, cgroup, &config, op, AF_INET, addr, port, allowed)
 }
 
-fn verdict_v6(ctx: &SockAddrContext) -> i32 {
+fn verdict_v6(ctx: &SockAddrContext, op: u32) -> i32 {
     let Some((cgroup, config)) = guard() else {
         return ALLOW;
     };
@@ -107,10 +134,6 @@ fn verdict_v6(ctx: &SockAddrContext) -> i32 {
         [p[0], p[1], p[2], p[3]]
     };
     let port = port(ctx);
-    // An IPv4-mapped address (::ffff:a.b.c.d) reaches an IPv4 host: judge it by the IPv4 rules.
-    if words[0] == 0 && words[1] == 0 && words[2] == u32::from_be(0x0000_ffff) {
-        return finish(&config, lookup_v4(cgroup, words[3].to_ne_bytes(), port));
-    }
     let mut addr = [0u8; 16];
     let mut i = 0;
     while i < 4 {
@@ -120,6 +143,11 @@ fn verdict_v6(ctx: &SockAddrContext) -> i32 {
         addr[i * 4 + 2] = b[2];
         addr[i * 4 + 3] = b[3];
         i += 1;
+    }
+    // An IPv4-mapped address (::ffff:a.b.c.d) reaches an IPv4 host: judge it by the IPv4 rules.
+    if words[0] == 0 && words[1] == 0 && words[2] == u32::from_be(0x0000_ffff) {
+        let allowed = lookup_v4(cgroup, words[3].to_ne_bytes(), port);
+        return finish(ctx, cgroup, &config, op, AF_INET6, addr, port, allowed);
     }
     let key = Key::new(
         CGROUP_PREFIX_BITS + 128,
@@ -132,5 +160,5 @@ fn verdict_v6(ctx: &SockAddrContext) -> i32 {
         Some(ports) => ports.allows(port),
         None => false,
     };
-    finish(&config, allowed)
+    finish(ctx, cgroup, &config, op, AF_INET6, addr, port, allowed)
 }

@@ -13,6 +13,12 @@ pub mod maps {
     pub const ALLOW_V4: &str = "ALLOW_V4";
     /// `LpmTrie<Ip6Key, PortSet>`: per-cgroup IPv6 egress allowlist.
     pub const ALLOW_V6: &str = "ALLOW_V6";
+    /// `LpmTrie<PathKey, u32>`: per-cgroup sensitive paths (exact, NUL-terminated, or prefixes).
+    pub const SENSITIVE: &str = "SENSITIVE";
+    /// `RingBuf`: every event of every guarded cgroup.
+    pub const EVENTS: &str = "EVENTS";
+    /// `PerCpuArray<u64>` indexed by `drop_reason::*`: events the kernel could not deliver whole.
+    pub const DROPS: &str = "DROPS";
 }
 
 /// Names of the programs in the eBPF object.
@@ -25,6 +31,10 @@ pub mod programs {
     pub const SENDMSG4: &str = "sendmsg4";
     /// `cgroup/sendmsg6` egress verdict.
     pub const SENDMSG6: &str = "sendmsg6";
+    /// `tp_btf/sys_enter`: exec and open attempts, sensitive-path kills.
+    pub const SYS_ENTER: &str = "trace_sys_enter";
+    /// `tp_btf/sys_exit`: open results.
+    pub const SYS_EXIT: &str = "trace_sys_exit";
 }
 
 /// Bits of the cgroup id that prefix every allowlist key: a rule never matches another cgroup.
@@ -35,6 +45,166 @@ pub const MAX_PORT_RANGES: usize = 16;
 
 /// The guard is in observe mode: verdicts are reported, never enforced.
 pub const GUARD_FLAG_OBSERVE: u32 = 1;
+
+/// Processes of the cgroup are killed (SIGKILL) when they try to open a sensitive path, even in
+/// observe mode.
+pub const GUARD_FLAG_KILL_SENSITIVE: u32 = 2;
+
+/// Bytes of a path kept by the kernel side: an LPM key holds at most 256 bytes, 8 of them the
+/// cgroup id. Longer paths are truncated (and never NUL-terminated in the buffer).
+pub const PATH_LEN: usize = 248;
+/// How many leading argv entries an exec event carries.
+pub const ARGV_ENTRIES: usize = 4;
+/// Bytes kept of each argv entry.
+pub const ARG_LEN: usize = 64;
+
+/// `EventHeader::kind` values.
+pub mod event_kind {
+    /// [`super::ExecEvent`].
+    pub const EXEC: u32 = 1;
+    /// [`super::OpenEvent`].
+    pub const OPEN: u32 = 2;
+    /// [`super::ConnectEvent`].
+    pub const CONNECT: u32 = 3;
+    /// [`super::KillEvent`].
+    pub const KILL: u32 = 4;
+}
+
+/// `ConnectEvent::verdict` values.
+pub mod verdict {
+    /// The allowlist allowed it.
+    pub const ALLOWED: u32 = 0;
+    /// The allowlist denied it (EPERM).
+    pub const DENIED: u32 = 1;
+    /// The allowlist would have denied it, but the cgroup is in observe mode.
+    pub const OBSERVED: u32 = 2;
+}
+
+/// `ConnectEvent::op` values.
+pub mod sock_op {
+    /// connect(2).
+    pub const CONNECT: u32 = 0;
+    /// sendmsg/sendto with a destination address.
+    pub const SENDMSG: u32 = 1;
+}
+
+/// Indexes of the `DROPS` per-CPU counters.
+pub mod drop_reason {
+    /// The ring buffer was full: the event was lost.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// A path could not be read from user memory: the event carries an empty path.
+    pub const PATH_READ: u32 = 1;
+    /// The per-task open stash was full: the open was reported without its result.
+    pub const STASH_FULL: u32 = 2;
+    /// argv could not be read: the exec event carries fewer arguments.
+    pub const ARGV_READ: u32 = 3;
+    /// How many reasons there are (size of the `DROPS` array).
+    pub const COUNT: u32 = 4;
+    /// Names used in metrics (`mcp_guard_events_dropped_total{reason}`), by index.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "ringbuf_full",
+        "path_read_failed",
+        "stash_full",
+        "argv_read_failed",
+    ];
+}
+
+/// Start of every ring buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// One of `event_kind::*`.
+    pub kind: u32,
+    /// `GuardConfig::session` of the cgroup.
+    pub session: u32,
+    /// `bpf_ktime_get_boot_ns()`: CLOCK_BOOTTIME.
+    pub ts_boot_ns: u64,
+    /// The cgroup v2 id of the task.
+    pub cgroup: u64,
+    /// `bpf_get_current_pid_tgid()`: tgid in the high 32 bits, thread id in the low.
+    pub pid_tgid: u64,
+}
+
+/// A process called execve/execveat (emitted on entry: the attempt).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    /// Common header.
+    pub header: EventHeader,
+    /// How many `argv` entries were read.
+    pub argc: u32,
+    /// The syscall number.
+    pub syscall: u32,
+    /// The path passed to exec, NUL-terminated unless truncated.
+    pub path: [u8; PATH_LEN],
+    /// The first argv entries, each NUL-terminated unless truncated.
+    pub argv: [[u8; ARG_LEN]; ARGV_ENTRIES],
+}
+
+/// An open/openat/openat2/creat call and its result (emitted on exit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OpenEvent {
+    /// Common header.
+    pub header: EventHeader,
+    /// The syscall's return value: an fd or -errno; `i64::MIN` when unknown (stash full).
+    pub result: i64,
+    /// The open flags.
+    pub flags: u32,
+    /// The syscall number.
+    pub syscall: u32,
+    /// The path as passed, NUL-terminated unless truncated.
+    pub path: [u8; PATH_LEN],
+}
+
+/// A connect or sendmsg judged by the egress programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectEvent {
+    /// Common header.
+    pub header: EventHeader,
+    /// Destination address in network order: 4 bytes used for AF_INET.
+    pub addr: [u8; 16],
+    /// AF_INET or AF_INET6.
+    pub family: u32,
+    /// Destination port, host order.
+    pub port: u32,
+    /// IPPROTO_TCP, IPPROTO_UDP...
+    pub protocol: u32,
+    /// One of `sock_op::*`.
+    pub op: u32,
+    /// One of `verdict::*`.
+    pub verdict: u32,
+    /// Padding, zero.
+    pub pad: u32,
+}
+
+/// mcp-guard's kernel program sent a signal to a task (sensitive path on open).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KillEvent {
+    /// Common header.
+    pub header: EventHeader,
+    /// The signal sent.
+    pub signal: u32,
+    /// The syscall that triggered it.
+    pub syscall: u32,
+    /// The path that triggered it.
+    pub path: [u8; PATH_LEN],
+}
+
+/// LPM key data of the `SENSITIVE` map: cgroup id (big-endian) then path bytes.
+///
+/// An exact path is stored with its NUL terminator inside the prefix, so it matches only itself;
+/// a directory prefix (`/root/.ssh/`) is stored without one and matches everything below.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PathKey {
+    /// `cgroup_id.to_be_bytes()`.
+    pub cgroup: [u8; 8],
+    /// Path bytes.
+    pub path: [u8; PATH_LEN],
+}
 
 /// Per-cgroup settings, the value of the `GUARDED` map.
 #[repr(C)]
@@ -111,7 +281,7 @@ pub struct Ip6Key {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{GuardConfig, Ip4Key, Ip6Key, PortSet};
+    use super::{GuardConfig, Ip4Key, Ip6Key, PathKey, PortSet};
 
     // SAFETY: plain `#[repr(C)]` integers and arrays without padding or pointers.
     unsafe impl aya::Pod for GuardConfig {}
@@ -121,4 +291,6 @@ mod pod {
     unsafe impl aya::Pod for Ip4Key {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Ip6Key {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PathKey {}
 }

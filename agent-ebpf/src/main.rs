@@ -4,7 +4,11 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod common;
+#[cfg(target_arch = "bpf")]
 mod egress;
+#[cfg(target_arch = "bpf")]
+mod trace;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

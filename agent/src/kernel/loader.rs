@@ -1,20 +1,37 @@
 //! Loads mcp-guard's embedded eBPF object, attaches it to server cgroups and keeps the per-cgroup
 //! maps in step with each server's policy.
 //!
-//! This module knows cgroups, addresses and ports; it does not know JSON-RPC or policy files:
-//! callers hand it plain [`EgressRule`]s.
+//! This module knows cgroups, addresses, ports and paths; it does not know JSON-RPC or policy
+//! files: callers hand it a plain [`ServerSpec`].
+//!
+//! One [`KernelGuard`] per agent process: it loads the programs once, attaches the syscall
+//! tracepoints host-wide (they return at once for unguarded cgroups) and the egress programs to
+//! each server's cgroup. [`KernelGuard::add_server`] fills the maps for one server and returns a
+//! [`ServerHandle`] that empties them again when dropped.
 
-use std::{fs::File, net::IpAddr, os::unix::fs::MetadataExt as _, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs::File,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+};
 
 use aya::{
-    Ebpf,
-    maps::{HashMap, LpmTrie, MapData, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, links::LinkError},
+    Btf, Ebpf,
+    maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr},
 };
 use ipnet::IpNet;
 use mcp_guard_ebpf::{
-    CGROUP_PREFIX_BITS, GUARD_FLAG_OBSERVE, GuardConfig, Ip4Key, Ip6Key, MAX_PORT_RANGES,
-    PortRange, PortSet, maps, programs,
+    CGROUP_PREFIX_BITS, GUARD_FLAG_KILL_SENSITIVE, GUARD_FLAG_OBSERVE, GuardConfig, Ip4Key, Ip6Key,
+    MAX_PORT_RANGES, PATH_LEN, PathKey, PortRange, PortSet, drop_reason, maps, programs,
+};
+use tokio::sync::mpsc;
+
+use super::{
+    events::{self, KernelEvent, Labels, ServerLabel},
+    resolve::{self, NameResolver},
 };
 
 /// The eBPF object built by `agent/build.rs` from `agent-ebpf`.
@@ -29,15 +46,60 @@ const EGRESS_PROGRAMS: [&str; 4] = [
     programs::SENDMSG6,
 ];
 
-/// One allowed destination: a network and an inclusive port range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The syscall tracepoints: (program name, tp_btf target).
+const TRACE_PROGRAMS: [(&str, &str); 2] = [
+    (programs::SYS_ENTER, "sys_enter"),
+    (programs::SYS_EXIT, "sys_exit"),
+];
+
+/// How many events may wait in the channel before the reader stops draining the ring buffer
+/// (and the kernel starts counting `ringbuf_full` drops).
+const EVENT_CHANNEL: usize = 65536;
+
+/// Where a server may connect: a network, or a host name resolved and kept fresh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// A network (a single host is a /32 or /128).
+    Net(IpNet),
+    /// A DNS name, resolved at launch and re-resolved as its records expire.
+    Host(String),
+}
+
+/// One allowed destination with an inclusive port range.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EgressRule {
-    /// Destination network (a single host is a /32 or /128).
-    pub net: IpNet,
+    /// Where.
+    pub dest: Destination,
     /// Lowest allowed port.
     pub port_lo: u16,
     /// Highest allowed port.
     pub port_hi: u16,
+}
+
+/// A sensitive path, already `~`-expanded and absolute.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SensitivePath {
+    /// Exactly this path.
+    Exact(PathBuf),
+    /// This directory and everything below it.
+    Under(PathBuf),
+}
+
+/// What the kernel enforces and reports for one server.
+#[derive(Clone, Debug, Default)]
+pub struct ServerSpec {
+    /// The server's name (echoed in events).
+    pub server: String,
+    /// The session id (echoed in events).
+    pub session: String,
+    /// Report egress verdicts instead of enforcing them.
+    pub observe: bool,
+    /// Allowed destinations; everything else is denied (unless `observe`).
+    pub egress: Vec<EgressRule>,
+    /// Paths whose open attempt is fatal when `kill_on_sensitive` (even with `observe`).
+    pub sensitive: Vec<SensitivePath>,
+    /// SIGKILL a process of the server at its first attempt to open a sensitive path.
+    pub kill_on_sensitive: bool,
 }
 
 /// What can go wrong between the eBPF object and the kernel.
@@ -45,10 +107,10 @@ pub struct EgressRule {
 pub enum KernelError {
     /// The object did not load (verifier, missing privileges, old kernel).
     #[error(
-        "loading mcp-guard's eBPF programs failed: {0} (root or CAP_BPF+CAP_NET_ADMIN is needed)"
+        "loading mcp-guard's eBPF programs failed: {0} (root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON is needed)"
     )]
     Load(#[from] aya::EbpfError),
-    /// A program is missing from the object or did not load.
+    /// A program is missing from the object or did not load or attach.
     #[error("eBPF program {name}: {source}")]
     Program {
         /// Program name.
@@ -57,7 +119,7 @@ pub enum KernelError {
         #[source]
         source: aya::programs::ProgramError,
     },
-    /// A map is missing or has the wrong type.
+    /// A map is missing, has the wrong type or refused an update.
     #[error("eBPF map {name}: {source}")]
     Map {
         /// Map name.
@@ -66,6 +128,9 @@ pub enum KernelError {
         #[source]
         source: aya::maps::MapError,
     },
+    /// The kernel's BTF (needed for the tp_btf tracepoints) could not be read.
+    #[error("reading the kernel BTF from /sys/kernel/btf/vmlinux: {0}")]
+    Btf(#[from] aya::BtfError),
     /// The eBPF object does not contain a map the agent needs.
     #[error("the eBPF object has no map {0}")]
     MissingMap(&'static str),
@@ -91,18 +156,75 @@ pub enum KernelError {
         /// How many ranges it needed.
         count: usize,
     },
-    /// Detaching a program failed.
-    #[error("detaching: {0}")]
-    Link(#[from] LinkError),
+    /// A sensitive path the kernel cannot match.
+    #[error("sensitive path {path}: {why}")]
+    SensitivePath {
+        /// The path.
+        path: String,
+        /// Why it cannot be matched.
+        why: &'static str,
+    },
+    /// The event stream was already taken.
+    #[error("the kernel event stream can be taken only once")]
+    EventsTaken,
+    /// Async setup (event reader, resolver) failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A DNS name could not be resolved or the resolver not configured.
+    #[error("{0}")]
+    Resolve(#[from] resolve::ResolveError),
+    /// A server is already guarded on this cgroup.
+    #[error("cgroup {0} is already guarded")]
+    AlreadyGuarded(u64),
 }
 
-/// The loaded eBPF object with its egress programs.
-pub struct EgressGuard {
-    ebpf: Ebpf,
+/// The maps userspace writes, shared by the guard, its server handles and their name refreshers.
+pub(crate) struct Maps {
+    guarded: HashMap<MapData, u64, GuardConfig>,
+    v4: LpmTrie<MapData, Ip4Key, PortSet>,
+    v6: LpmTrie<MapData, Ip6Key, PortSet>,
+    sensitive: LpmTrie<MapData, PathKey, u32>,
 }
 
-impl EgressGuard {
-    /// Loads the embedded object into the kernel (programs verified, maps created).
+/// The allowlist keys one server has in the maps, so they can be updated and removed exactly.
+#[derive(Default)]
+pub(crate) struct Installed {
+    v4: BTreeSet<(u32, [u8; 4])>,
+    v6: BTreeSet<(u32, [u8; 16])>,
+}
+
+/// The loaded eBPF object: programs verified, tracepoints attached, maps created.
+pub struct KernelGuard {
+    ebpf: Mutex<Ebpf>,
+    maps: Arc<Mutex<Maps>>,
+    drops: PerCpuArray<MapData, u64>,
+    ring: Mutex<Option<RingBuf<MapData>>>,
+    labels: Labels,
+    tx: mpsc::Sender<KernelEvent>,
+    rx: Mutex<Option<mpsc::Receiver<KernelEvent>>>,
+    next_session: Mutex<u32>,
+    attached: Mutex<BTreeSet<u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain map handles behind: still usable.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(KernelError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| KernelError::Map { name, source })
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
+    move |source| KernelError::Map { name, source }
+}
+
+impl KernelGuard {
+    /// Loads the embedded object into the kernel and attaches the syscall tracepoints.
     pub fn load() -> Result<Self, KernelError> {
         let mut ebpf = Ebpf::load(EBPF_OBJECT)?;
         for name in EGRESS_PROGRAMS {
@@ -115,101 +237,240 @@ impl EgressGuard {
                 .load()
                 .map_err(|source| KernelError::Program { name, source })?;
         }
-        Ok(Self { ebpf })
-    }
-
-    /// Attaches the egress programs to the cgroup v2 directory `cgroup_dir`.
-    ///
-    /// Programs attached to a cgroup stay until it is removed, so nothing needs detaching when a
-    /// server's cgroup goes away. `AllowMultiple` leaves other tools' programs in place.
-    pub fn attach(&mut self, cgroup_dir: &Path) -> Result<(), KernelError> {
-        let cgroup = File::open(cgroup_dir).map_err(|source| KernelError::Cgroup {
-            path: cgroup_dir.display().to_string(),
-            source,
-        })?;
-        for name in EGRESS_PROGRAMS {
-            let program: &mut CgroupSockAddr = self
-                .ebpf
+        let btf = Btf::from_sys_fs()?;
+        for (name, target) in TRACE_PROGRAMS {
+            let program: &mut BtfTracePoint = ebpf
                 .program_mut(name)
                 .ok_or(KernelError::MissingProgram(name))?
                 .try_into()
                 .map_err(|source| KernelError::Program { name, source })?;
             program
-                .attach(&cgroup, CgroupAttachMode::AllowMultiple)
+                .load(target, &btf)
+                .map_err(|source| KernelError::Program { name, source })?;
+            // The link lives as long as `ebpf`; the programs filter to guarded cgroups.
+            program
+                .attach()
                 .map_err(|source| KernelError::Program { name, source })?;
         }
-        Ok(())
+        let maps = Maps {
+            guarded: take_map(&mut ebpf, maps::GUARDED)?,
+            v4: take_map(&mut ebpf, maps::ALLOW_V4)?,
+            v6: take_map(&mut ebpf, maps::ALLOW_V6)?,
+            sensitive: take_map(&mut ebpf, maps::SENSITIVE)?,
+        };
+        let drops = take_map(&mut ebpf, maps::DROPS)?;
+        let ring = take_map(&mut ebpf, maps::EVENTS)?;
+        let (tx, rx) = mpsc::channel(EVENT_CHANNEL);
+        Ok(Self {
+            ebpf: Mutex::new(ebpf),
+            maps: Arc::new(Mutex::new(maps)),
+            drops,
+            ring: Mutex::new(Some(ring)),
+            labels: Labels::default(),
+            tx,
+            rx: Mutex::new(Some(rx)),
+            next_session: Mutex::new(0),
+            attached: Mutex::new(BTreeSet::new()),
+        })
     }
 
-    /// Starts judging the egress of cgroup `cgroup_id` against `rules` (default deny).
-    pub fn guard(
-        &mut self,
-        cgroup_id: u64,
-        session: u32,
-        observe: bool,
-        rules: &[EgressRule],
-    ) -> Result<(), KernelError> {
-        let entries = allowlist_entries(rules)?;
+    /// Takes the event stream: starts the ring buffer reader on the current tokio runtime and
+    /// returns the channel of typed events (kernel records and `Resolve` events). Once only.
+    pub fn events(&self) -> Result<mpsc::Receiver<KernelEvent>, KernelError> {
+        let ring = lock(&self.ring).take().ok_or(KernelError::EventsTaken)?;
+        let rx = lock(&self.rx).take().ok_or(KernelError::EventsTaken)?;
+        events::spawn_reader(ring, self.labels.clone(), self.tx.clone())?;
+        Ok(rx)
+    }
+
+    /// Events the kernel could not deliver whole, by reason (`ringbuf_full`, `path_read_failed`,
+    /// `stash_full`, `argv_read_failed`), summed over CPUs since load.
+    pub fn dropped(&self) -> Result<BTreeMap<&'static str, u64>, KernelError> {
+        let mut out = BTreeMap::new();
+        for (i, name) in drop_reason::NAMES.iter().enumerate() {
+            let values = self
+                .drops
+                .get(&(i as u32), 0)
+                .map_err(map_err(maps::DROPS))?;
+            out.insert(*name, values.iter().sum());
+        }
+        Ok(out)
+    }
+
+    /// Guards the cgroup v2 directory `cgroup_dir` with `spec`: attaches the egress programs
+    /// (once per cgroup), resolves host names, fills the maps and starts keeping names fresh.
+    ///
+    /// Call it before the server's process enters the cgroup. Needs a tokio runtime when
+    /// `spec.egress` names hosts.
+    pub async fn add_server(
+        &self,
+        cgroup_dir: &Path,
+        spec: ServerSpec,
+    ) -> Result<ServerHandle, KernelError> {
+        let resolver = if spec
+            .egress
+            .iter()
+            .any(|r| matches!(r.dest, Destination::Host(_)))
         {
-            let mut v4: LpmTrie<&mut MapData, Ip4Key, PortSet> = self.map(maps::ALLOW_V4)?;
-            for (net, ports) in &entries {
-                if let IpNet::V4(n) = net {
-                    let key = Key::new(
-                        CGROUP_PREFIX_BITS + u32::from(n.prefix_len()),
-                        Ip4Key {
-                            cgroup: cgroup_id.to_be_bytes(),
-                            addr: n.network().octets(),
-                        },
-                    );
-                    v4.insert(&key, ports, 0)
-                        .map_err(|source| KernelError::Map {
-                            name: maps::ALLOW_V4,
-                            source,
-                        })?;
-                }
+            Some(NameResolver::system()?)
+        } else {
+            None
+        };
+        self.add_server_with(cgroup_dir, spec, resolver).await
+    }
+
+    /// [`Self::add_server`] with a given resolver (tests point it at their own hosts file).
+    pub async fn add_server_with(
+        &self,
+        cgroup_dir: &Path,
+        spec: ServerSpec,
+        resolver: Option<NameResolver>,
+    ) -> Result<ServerHandle, KernelError> {
+        let cgroup_id = cgroup_id(cgroup_dir).map_err(|source| KernelError::Cgroup {
+            path: cgroup_dir.display().to_string(),
+            source,
+        })?;
+        let sensitive = sensitive_keys(cgroup_id, &spec.sensitive)?;
+        {
+            let maps = lock(&self.maps);
+            if maps.guarded.get(&cgroup_id, 0).is_ok() {
+                return Err(KernelError::AlreadyGuarded(cgroup_id));
             }
         }
+        self.attach(cgroup_dir, cgroup_id)?;
+        let session = {
+            let mut next = lock(&self.next_session);
+            *next = next.wrapping_add(1);
+            *next
+        };
+        let label = ServerLabel {
+            server: spec.server.as_str().into(),
+            session: spec.session.as_str().into(),
+        };
+        self.labels.insert(session, label.clone());
+        let installed = Arc::new(Mutex::new(Installed::default()));
+        let handle = ServerHandle {
+            maps: self.maps.clone(),
+            cgroup_id,
+            installed: installed.clone(),
+            sensitive: sensitive.clone(),
+            refresher: None,
+        };
+        // From here on, dropping `handle` undoes whatever was installed.
         {
-            let mut v6: LpmTrie<&mut MapData, Ip6Key, PortSet> = self.map(maps::ALLOW_V6)?;
-            for (net, ports) in &entries {
-                if let IpNet::V6(n) = net {
-                    let key = Key::new(
-                        CGROUP_PREFIX_BITS + u32::from(n.prefix_len()),
-                        Ip6Key {
-                            cgroup: cgroup_id.to_be_bytes(),
-                            addr: n.network().octets(),
-                        },
-                    );
-                    v6.insert(&key, ports, 0)
-                        .map_err(|source| KernelError::Map {
-                            name: maps::ALLOW_V6,
-                            source,
-                        })?;
-                }
+            let mut maps = lock(&self.maps);
+            for key in &sensitive {
+                maps.sensitive
+                    .insert(key, 1, 0)
+                    .map_err(map_err(maps::SENSITIVE))?;
             }
         }
-        let mut guarded: HashMap<&mut MapData, u64, GuardConfig> = self.map(maps::GUARDED)?;
+        let (nets, hosts) = split_rules(&spec.egress);
+        let mut handle = handle;
+        match resolver {
+            Some(resolver) if !hosts.is_empty() => {
+                let mut refresher = resolve::Refresher::new(
+                    resolver,
+                    hosts,
+                    nets,
+                    self.tx.clone(),
+                    cgroup_id,
+                    label,
+                );
+                let rules = refresher.refresh().await;
+                install_rules(&self.maps, cgroup_id, &installed, &rules)?;
+                let maps = self.maps.clone();
+                let inst = installed.clone();
+                handle.refresher = Some(tokio::spawn(async move {
+                    refresher
+                        .run(move |rules| install_rules(&maps, cgroup_id, &inst, rules))
+                        .await;
+                }));
+            }
+            None if !hosts.is_empty() => {
+                return Err(resolve::ResolveError::NoResolver.into());
+            }
+            _ => install_rules(&self.maps, cgroup_id, &installed, &nets)?,
+        }
         let config = GuardConfig {
-            flags: if observe { GUARD_FLAG_OBSERVE } else { 0 },
+            flags: if spec.observe { GUARD_FLAG_OBSERVE } else { 0 }
+                | if spec.kill_on_sensitive {
+                    GUARD_FLAG_KILL_SENSITIVE
+                } else {
+                    0
+                },
             session,
         };
-        guarded
+        // Last: the programs judge this cgroup only once its allowlist is complete.
+        lock(&self.maps)
+            .guarded
             .insert(cgroup_id, config, 0)
-            .map_err(|source| KernelError::Map {
-                name: maps::GUARDED,
-                source,
-            })
+            .map_err(map_err(maps::GUARDED))?;
+        Ok(handle)
     }
 
-    fn map<'a, T>(&'a mut self, name: &'static str) -> Result<T, KernelError>
-    where
-        T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
-    {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(KernelError::MissingMap(name))?;
-        T::try_from(map).map_err(|source| KernelError::Map { name, source })
+    /// Attaches the egress programs to a cgroup (once). They stay until the cgroup is removed.
+    fn attach(&self, cgroup_dir: &Path, cgroup_id: u64) -> Result<(), KernelError> {
+        let mut attached = lock(&self.attached);
+        if attached.contains(&cgroup_id) {
+            return Ok(());
+        }
+        let cgroup = File::open(cgroup_dir).map_err(|source| KernelError::Cgroup {
+            path: cgroup_dir.display().to_string(),
+            source,
+        })?;
+        let mut ebpf = lock(&self.ebpf);
+        for name in EGRESS_PROGRAMS {
+            let program: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(KernelError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| KernelError::Program { name, source })?;
+            // On 5.7+ aya attaches through a bpf_link, which always coexists with other
+            // programs; link_create refuses the legacy BPF_F_ALLOW_MULTI flag (EINVAL).
+            program
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(|source| KernelError::Program { name, source })?;
+        }
+        attached.insert(cgroup_id);
+        Ok(())
+    }
+}
+
+/// One guarded server. Dropping it stops name refreshes and removes the server's map entries:
+/// drop it only once the server's processes are gone (its cgroup is then unguarded).
+pub struct ServerHandle {
+    maps: Arc<Mutex<Maps>>,
+    cgroup_id: u64,
+    installed: Arc<Mutex<Installed>>,
+    sensitive: Vec<Key<PathKey>>,
+    refresher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The cgroup id events of this server carry.
+    pub fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.refresher.take() {
+            task.abort();
+        }
+        let mut maps = lock(&self.maps);
+        let _ = maps.guarded.remove(&self.cgroup_id);
+        let mut installed = lock(&self.installed);
+        for (bits, addr) in std::mem::take(&mut installed.v4) {
+            let _ = maps.v4.remove(&v4_key(self.cgroup_id, bits, addr));
+        }
+        for (bits, addr) in std::mem::take(&mut installed.v6) {
+            let _ = maps.v6.remove(&v6_key(self.cgroup_id, bits, addr));
+        }
+        for key in &self.sensitive {
+            let _ = maps.sensitive.remove(key);
+        }
     }
 }
 
@@ -218,9 +479,148 @@ pub fn cgroup_id(cgroup_dir: &Path) -> std::io::Result<u64> {
     Ok(std::fs::metadata(cgroup_dir)?.ino())
 }
 
+/// A concrete network rule, as the kernel maps hold them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NetRule {
+    /// Destination network.
+    pub net: IpNet,
+    /// Lowest allowed port.
+    pub port_lo: u16,
+    /// Highest allowed port.
+    pub port_hi: u16,
+}
+
+/// Networks stay as they are; hosts go to the resolver with their ports.
+fn split_rules(rules: &[EgressRule]) -> (Vec<NetRule>, Vec<(String, u16, u16)>) {
+    let mut nets = Vec::new();
+    let mut hosts = Vec::new();
+    for r in rules {
+        match &r.dest {
+            Destination::Net(net) => nets.push(NetRule {
+                net: *net,
+                port_lo: r.port_lo,
+                port_hi: r.port_hi,
+            }),
+            Destination::Host(name) => hosts.push((name.clone(), r.port_lo, r.port_hi)),
+        }
+    }
+    (nets, hosts)
+}
+
+fn v4_key(cgroup_id: u64, bits: u32, addr: [u8; 4]) -> Key<Ip4Key> {
+    Key::new(
+        CGROUP_PREFIX_BITS + bits,
+        Ip4Key {
+            cgroup: cgroup_id.to_be_bytes(),
+            addr,
+        },
+    )
+}
+
+fn v6_key(cgroup_id: u64, bits: u32, addr: [u8; 16]) -> Key<Ip6Key> {
+    Key::new(
+        CGROUP_PREFIX_BITS + bits,
+        Ip6Key {
+            cgroup: cgroup_id.to_be_bytes(),
+            addr,
+        },
+    )
+}
+
+/// Makes the cgroup's allowlist equal `rules`: every new or changed entry is written first
+/// (each write replaces its entry atomically), stale entries are removed after, so an address
+/// allowed before and after is never denied in between.
+pub(crate) fn install_rules(
+    maps: &Mutex<Maps>,
+    cgroup_id: u64,
+    installed: &Mutex<Installed>,
+    rules: &[NetRule],
+) -> Result<(), KernelError> {
+    let entries = allowlist_entries(rules)?;
+    let mut maps = lock(maps);
+    let mut installed = lock(installed);
+    let mut v4 = BTreeSet::new();
+    let mut v6 = BTreeSet::new();
+    for (net, ports) in &entries {
+        let bits = u32::from(net.prefix_len());
+        match net {
+            IpNet::V4(n) => {
+                let addr = n.network().octets();
+                maps.v4
+                    .insert(&v4_key(cgroup_id, bits, addr), ports, 0)
+                    .map_err(map_err(maps::ALLOW_V4))?;
+                v4.insert((bits, addr));
+            }
+            IpNet::V6(n) => {
+                let addr = n.network().octets();
+                maps.v6
+                    .insert(&v6_key(cgroup_id, bits, addr), ports, 0)
+                    .map_err(map_err(maps::ALLOW_V6))?;
+                v6.insert((bits, addr));
+            }
+        }
+    }
+    for &(bits, addr) in installed.v4.difference(&v4) {
+        let _ = maps.v4.remove(&v4_key(cgroup_id, bits, addr));
+    }
+    for &(bits, addr) in installed.v6.difference(&v6) {
+        let _ = maps.v6.remove(&v6_key(cgroup_id, bits, addr));
+    }
+    installed.v4 = v4;
+    installed.v6 = v6;
+    Ok(())
+}
+
+/// The `SENSITIVE` keys for a set of paths: exact paths with their NUL inside the prefix,
+/// directories as a prefix ending in `/` plus the directory itself.
+fn sensitive_keys(
+    cgroup_id: u64,
+    paths: &[SensitivePath],
+) -> Result<Vec<Key<PathKey>>, KernelError> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut keys = Vec::new();
+    let mut push = |bytes: &[u8], with_nul: bool, shown: &Path| -> Result<(), KernelError> {
+        let len = bytes.len() + usize::from(with_nul);
+        if len > PATH_LEN {
+            return Err(KernelError::SensitivePath {
+                path: shown.display().to_string(),
+                why: "longer than the 247 bytes the kernel matcher holds",
+            });
+        }
+        let mut data = PathKey {
+            cgroup: cgroup_id.to_be_bytes(),
+            path: [0; PATH_LEN],
+        };
+        data.path[..bytes.len()].copy_from_slice(bytes);
+        keys.push(Key::new(((8 + len) * 8) as u32, data));
+        Ok(())
+    };
+    for p in paths {
+        let (SensitivePath::Exact(path) | SensitivePath::Under(path)) = p;
+        if !path.is_absolute() {
+            return Err(KernelError::SensitivePath {
+                path: path.display().to_string(),
+                why: "must be absolute (expand ~ first)",
+            });
+        }
+        let bytes = path.as_os_str().as_bytes();
+        match p {
+            SensitivePath::Exact(_) => push(bytes, true, path)?,
+            SensitivePath::Under(_) => {
+                let trimmed = bytes.strip_suffix(b"/").unwrap_or(bytes);
+                push(trimmed, true, path)?;
+                let mut dir = trimmed.to_vec();
+                dir.push(b'/');
+                push(&dir, false, path)?;
+            }
+        }
+    }
+    Ok(keys)
+}
+
 /// Turns rules into LPM entries: each network carries the ports of every rule containing it, so
 /// the kernel's longest-prefix match alone gives the full answer for an address.
-fn allowlist_entries(rules: &[EgressRule]) -> Result<Vec<(IpNet, PortSet)>, KernelError> {
+fn allowlist_entries(rules: &[NetRule]) -> Result<Vec<(IpNet, PortSet)>, KernelError> {
     let mut nets: Vec<IpNet> = rules.iter().map(|r| r.net.trunc()).collect();
     nets.sort();
     nets.dedup();
@@ -261,20 +661,12 @@ fn merge_ranges(ranges: &mut [(u16, u16)]) -> Vec<(u16, u16)> {
     merged
 }
 
-/// Whether an address is covered by `rules`, computed the way the kernel will (for tests and
-/// `policy check` explanations).
-pub fn rules_allow(rules: &[EgressRule], addr: IpAddr, port: u16) -> bool {
-    rules
-        .iter()
-        .any(|r| r.net.contains(&addr) && r.port_lo <= port && port <= r.port_hi)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rule(net: &str, lo: u16, hi: u16) -> EgressRule {
-        EgressRule {
+    fn rule(net: &str, lo: u16, hi: u16) -> NetRule {
+        NetRule {
             net: net.parse().expect("test net"),
             port_lo: lo,
             port_hi: hi,
@@ -303,7 +695,7 @@ mod tests {
             merge_ranges(&mut [(10, 20), (21, 30), (5, 12), (40, 40)]),
             vec![(5, 30), (40, 40)]
         );
-        let many: Vec<EgressRule> = (0..=MAX_PORT_RANGES as u16)
+        let many: Vec<NetRule> = (0..=MAX_PORT_RANGES as u16)
             .map(|i| rule("192.0.2.1/32", i * 10, i * 10))
             .collect();
         assert!(matches!(

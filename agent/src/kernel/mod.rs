@@ -1,2 +1,5 @@
-//! The eBPF side: loading and attaching mcp-guard's programs and filling their per-server maps.
+//! The eBPF side: loading and attaching mcp-guard's programs, filling their per-server maps,
+//! keeping allowed host names resolved, and turning the ring buffer into typed events.
+pub mod events;
 pub mod loader;
+pub mod resolve;

@@ -1,0 +1,459 @@
+//! The kernel event stream: ring buffer records → typed [`KernelEvent`]s on a channel, and a
+//! JSONL audit log of them in the state dir (until the store takes over).
+//!
+//! Records are copied out of the ring buffer and parsed here only; nothing else sees raw bytes.
+
+use std::{
+    collections::HashMap,
+    fs::{File, OpenOptions},
+    io::{self, BufWriter, Write as _},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+};
+
+use aya::maps::{MapData, RingBuf};
+use mcp_guard_ebpf::{
+    ConnectEvent, EventHeader, ExecEvent, KillEvent, OpenEvent, event_kind, sock_op, verdict,
+};
+use serde_json::{Value, json};
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+
+/// Who a guarded cgroup belongs to, as `add_server` was told.
+#[derive(Clone, Debug)]
+pub struct ServerLabel {
+    /// Server name.
+    pub server: Arc<str>,
+    /// Session id.
+    pub session: Arc<str>,
+}
+
+/// Session index (the kernel's `GuardConfig::session`) → label. Labels are kept after a server
+/// ends so its last events still carry its name.
+#[derive(Clone, Default)]
+pub(crate) struct Labels(Arc<RwLock<HashMap<u32, ServerLabel>>>);
+
+impl Labels {
+    pub(crate) fn insert(&self, session: u32, label: ServerLabel) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(session, label);
+    }
+
+    fn get(&self, session: u32) -> ServerLabel {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&session)
+            .cloned()
+            .unwrap_or_else(|| ServerLabel {
+                server: "".into(),
+                session: "".into(),
+            })
+    }
+}
+
+/// One thing a guarded server did (or that was done about it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelEvent {
+    /// CLOCK_BOOTTIME nanoseconds (see [`boot_ns_now`]).
+    pub ts_boot_ns: u64,
+    /// The cgroup v2 id of the process.
+    pub cgroup_id: u64,
+    /// Process id (tgid); 0 for events made in userspace (`Resolve`).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Server name.
+    pub server: Arc<str>,
+    /// Session id.
+    pub session: Arc<str>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// The kinds of kernel event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// execve/execveat attempted.
+    Exec {
+        /// The path passed to exec.
+        path: String,
+        /// The first arguments (at most 4, each at most 63 bytes).
+        argv: Vec<String>,
+    },
+    /// A file open and its outcome.
+    Open {
+        /// The path as passed (possibly relative to the process's cwd or a dirfd).
+        path: String,
+        /// open flags.
+        flags: u32,
+        /// fd or -errno; `None` when the kernel could not pair the result (counted as a drop).
+        result: Option<i64>,
+    },
+    /// A connect or a sendmsg with a destination, and the egress verdict.
+    Connect {
+        /// Destination.
+        addr: SocketAddr,
+        /// Transport protocol number (6 TCP, 17 UDP).
+        proto: u32,
+        /// connect or sendmsg.
+        op: SockOp,
+        /// The verdict.
+        verdict: Verdict,
+    },
+    /// mcp-guard's kernel program killed the process (a sensitive path on open).
+    Killed {
+        /// The path it tried to open.
+        path: String,
+        /// The signal sent.
+        signal: u32,
+    },
+    /// A host name in the allowlist was (re)resolved; these addresses are now allowed.
+    Resolve {
+        /// The name.
+        name: String,
+        /// The addresses now allowed for it (including still-valid earlier ones).
+        addrs: Vec<IpAddr>,
+        /// Seconds until the answer expires.
+        ttl_secs: u64,
+        /// Why resolving failed, if it did.
+        error: Option<String>,
+    },
+}
+
+/// Which socket operation a `Connect` event reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SockOp {
+    /// connect(2).
+    Connect,
+    /// sendmsg/sendto with a destination.
+    Sendmsg,
+}
+
+/// An egress verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed by the allowlist.
+    Allowed,
+    /// Denied (EPERM).
+    Denied,
+    /// Not in the allowlist, let through because the server is in observe mode.
+    Observed,
+}
+
+/// CLOCK_BOOTTIME now, in nanoseconds: the clock kernel events are stamped with.
+pub fn boot_ns_now() -> u64 {
+    clock_ns(libc::CLOCK_BOOTTIME)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer; the clock ids used are always supported on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
+/// Wall-clock nanoseconds since the epoch for a CLOCK_BOOTTIME stamp.
+pub fn boot_to_unix_ns(ts_boot_ns: u64) -> u64 {
+    let real = clock_ns(libc::CLOCK_REALTIME);
+    let boot = clock_ns(libc::CLOCK_BOOTTIME);
+    real.saturating_sub(boot.saturating_sub(ts_boot_ns))
+}
+
+/// RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T20:15:00.123456789Z`.
+pub fn rfc3339_ns(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let nanos = unix_ns % 1_000_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+fn c_str(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length was checked; T is a plain `#[repr(C)]` record valid for any bytes, and
+    // read_unaligned copes with the ring buffer's 8-byte alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Parses one ring buffer record; `None` for a record of unknown kind or short length.
+pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
+    let header: EventHeader = read(bytes)?;
+    let kind = match header.kind {
+        event_kind::EXEC => {
+            let ev: ExecEvent = read(bytes)?;
+            let argc = (ev.argc as usize).min(ev.argv.len());
+            EventKind::Exec {
+                path: c_str(&ev.path),
+                argv: ev.argv[..argc].iter().map(|a| c_str(a)).collect(),
+            }
+        }
+        event_kind::OPEN => {
+            let ev: OpenEvent = read(bytes)?;
+            EventKind::Open {
+                path: c_str(&ev.path),
+                flags: ev.flags,
+                result: (ev.result != i64::MIN).then_some(ev.result),
+            }
+        }
+        event_kind::CONNECT => {
+            let ev: ConnectEvent = read(bytes)?;
+            let ip = if ev.family == libc::AF_INET as u32 {
+                IpAddr::V4(Ipv4Addr::new(
+                    ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
+                ))
+            } else {
+                IpAddr::V6(Ipv6Addr::from(ev.addr))
+            };
+            EventKind::Connect {
+                addr: SocketAddr::new(ip, ev.port as u16),
+                proto: ev.protocol,
+                op: if ev.op == sock_op::SENDMSG {
+                    SockOp::Sendmsg
+                } else {
+                    SockOp::Connect
+                },
+                verdict: match ev.verdict {
+                    verdict::ALLOWED => Verdict::Allowed,
+                    verdict::OBSERVED => Verdict::Observed,
+                    _ => Verdict::Denied,
+                },
+            }
+        }
+        event_kind::KILL => {
+            let ev: KillEvent = read(bytes)?;
+            EventKind::Killed {
+                path: c_str(&ev.path),
+                signal: ev.signal,
+            }
+        }
+        _ => return None,
+    };
+    let label = labels.get(header.session);
+    Some(KernelEvent {
+        ts_boot_ns: header.ts_boot_ns,
+        cgroup_id: header.cgroup,
+        pid: (header.pid_tgid >> 32) as u32,
+        tid: header.pid_tgid as u32,
+        server: label.server,
+        session: label.session,
+        kind,
+    })
+}
+
+/// Drains the ring buffer whenever it becomes readable, forever, into `tx`. A full channel
+/// stops the draining, so the kernel (not this task) counts what cannot be kept.
+pub(crate) fn spawn_reader(
+    ring: RingBuf<MapData>,
+    labels: Labels,
+    tx: mpsc::Sender<KernelEvent>,
+) -> io::Result<tokio::task::JoinHandle<()>> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other(
+            "the kernel event reader needs a tokio runtime",
+        ));
+    }
+    // SAFETY: the ring buffer map owns its fd, which stays open and the same until the map (and
+    // with it the AsyncFd) is dropped.
+    let mut fd = unsafe { AsyncFd::register(ring) }.map_err(io::Error::from)?;
+    Ok(tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(1024);
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            let mut drained = true;
+            {
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    if let Some(event) = parse(&item, &labels) {
+                        batch.push(event);
+                    }
+                    if batch.len() == batch.capacity() {
+                        drained = false;
+                        break;
+                    }
+                }
+            }
+            if drained {
+                guard.clear_ready();
+            }
+            drop(guard);
+            for event in batch.drain(..) {
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }))
+}
+
+/// The `kind` string of an event, as in DESIGN.md's events contract.
+pub fn kind_name(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::Exec { .. } => "exec",
+        EventKind::Open { .. } => "open",
+        EventKind::Connect {
+            op: SockOp::Connect,
+            ..
+        } => "connect",
+        EventKind::Connect {
+            op: SockOp::Sendmsg,
+            ..
+        } => "sendmsg",
+        EventKind::Killed { .. } => "killed",
+        EventKind::Resolve { .. } => "resolve",
+    }
+}
+
+/// One event as a JSON object with DESIGN.md's event fields (`ts, server, session, pid, kind`,
+/// `path` or `addr`+`port`, `verdict`) plus kind-specific details.
+pub fn to_json(event: &KernelEvent) -> Value {
+    let mut obj = json!({
+        "ts": rfc3339_ns(boot_to_unix_ns(event.ts_boot_ns)),
+        "ts_boot_ns": event.ts_boot_ns,
+        "server": &*event.server,
+        "session": &*event.session,
+        "pid": event.pid,
+        "tid": event.tid,
+        "cgroup_id": event.cgroup_id,
+        "kind": kind_name(&event.kind),
+    });
+    let extra = match &event.kind {
+        EventKind::Exec { path, argv } => json!({"path": path, "argv": argv, "verdict": "allowed"}),
+        EventKind::Open {
+            path,
+            flags,
+            result,
+        } => {
+            let denied = matches!(result, Some(r) if *r == -i64::from(libc::EACCES) || *r == -i64::from(libc::EPERM));
+            json!({"path": path, "flags": flags, "result": result,
+                   "verdict": if denied { "denied" } else { "allowed" }})
+        }
+        EventKind::Connect {
+            addr,
+            proto,
+            verdict,
+            ..
+        } => json!({
+            "addr": addr.ip().to_string(),
+            "port": addr.port(),
+            "proto": match proto { 6 => "tcp".to_string(), 17 => "udp".to_string(), p => p.to_string() },
+            "verdict": match verdict { Verdict::Denied => "denied", _ => "allowed" },
+            "would_deny": *verdict == Verdict::Observed,
+        }),
+        EventKind::Killed { path, signal } => {
+            json!({"path": path, "signal": signal, "verdict": "killed"})
+        }
+        EventKind::Resolve {
+            name,
+            addrs,
+            ttl_secs,
+            error,
+        } => json!({
+            "name": name,
+            "addrs": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "ttl_secs": ttl_secs,
+            "error": error,
+            "verdict": "allowed",
+        }),
+    };
+    if let (Value::Object(o), Value::Object(e)) = (&mut obj, extra) {
+        o.extend(e);
+    }
+    obj
+}
+
+/// Appends events as JSON lines to `<state>/events.jsonl`.
+pub struct AuditLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl AuditLog {
+    /// Opens (creating the state dir and file if needed) the audit log for appending.
+    pub fn open(state_dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(state_dir)?;
+        let path = state_dir.join("events.jsonl");
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(Self {
+            path,
+            out: BufWriter::new(file),
+        })
+    }
+
+    /// The file written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes one event (buffered; see [`Self::flush`]).
+    pub fn write(&mut self, event: &KernelEvent) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, &to_json(event))?;
+        self.out.write_all(b"\n")
+    }
+
+    /// Pushes buffered lines to the file.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339_ns(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339_ns(1_709_210_096_000_000_123),
+            "2024-02-29T12:34:56.000000123Z"
+        );
+    }
+
+    #[test]
+    fn short_or_unknown_records_are_rejected() {
+        let labels = Labels::default();
+        assert!(parse(&[0u8; 8], &labels).is_none());
+        let header = EventHeader {
+            kind: 99,
+            ..Default::default()
+        };
+        // SAFETY: EventHeader is plain data; viewing it as bytes is sound.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&header as *const EventHeader).cast::<u8>(),
+                size_of::<EventHeader>(),
+            )
+        };
+        assert!(parse(bytes, &labels).is_none());
+    }
+}

@@ -1,0 +1,301 @@
+//! The kernel event stream on the real kernel: exec, open, connect and kill events of a fixture
+//! in a guarded cgroup, filtered to that cgroup, and the JSONL audit log of them.
+//!
+//! Needs root.
+
+mod kernel_common;
+
+use std::{
+    os::unix::process::ExitStatusExt as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use kernel_common::{TestCgroup, lines, listen, run_outside};
+use mcp_guard::kernel::{
+    events::{AuditLog, EventKind, KernelEvent, Verdict},
+    loader::{Destination, EgressRule, KernelGuard, SensitivePath, ServerSpec},
+};
+use mcp_guard_tests::require_root;
+use tokio::sync::mpsc::Receiver;
+
+fn opener() -> PathBuf {
+    env!("CARGO_BIN_EXE_opener").into()
+}
+
+fn netprobe() -> PathBuf {
+    env!("CARGO_BIN_EXE_netprobe").into()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mcp-guard-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Collects events until `done` says so or 5 s pass.
+fn collect(
+    rt: &tokio::runtime::Runtime,
+    rx: &mut Receiver<KernelEvent>,
+    mut done: impl FnMut(&[KernelEvent]) -> bool,
+) -> Vec<KernelEvent> {
+    rt.block_on(async {
+        let mut seen = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(ev) = rx.recv().await {
+                seen.push(ev);
+                if done(&seen) {
+                    break;
+                }
+            }
+        })
+        .await;
+        seen
+    })
+}
+
+fn is_open_of(ev: &KernelEvent, path: &Path) -> bool {
+    matches!(&ev.kind, EventKind::Open { path: p, .. } if Path::new(p) == path)
+}
+
+#[test]
+fn exec_open_and_connect_events_of_a_guarded_fixture() {
+    require_root();
+    let guard = KernelGuard::load().expect("load");
+    let rt = runtime();
+    let mut rx = rt.block_on(async { guard.events() }).expect("events");
+    let dir = temp_dir("events");
+    let present = dir.join("present.txt");
+    std::fs::write(&present, "x").expect("write fixture file");
+    let missing = dir.join("missing.txt");
+    let outside_marker = dir.join("outside-marker");
+    let a = listen("127.0.0.1:0");
+    let b = listen("127.0.0.1:0");
+
+    let cg = TestCgroup::new("events");
+    let handle = rt
+        .block_on(guard.add_server(
+            &cg.dir,
+            ServerSpec {
+                server: "fixture".into(),
+                session: "sess-1".into(),
+                egress: vec![EgressRule {
+                    dest: Destination::Net("127.0.0.1/32".parse().expect("net")),
+                    port_lo: a,
+                    port_hi: a,
+                }],
+                ..Default::default()
+            },
+        ))
+        .expect("guard");
+
+    // Unrelated activity first: it must not show up.
+    let outside = run_outside(&opener(), &[outside_marker.display().to_string()]);
+    assert_eq!(lines(&outside), ["errno 2"]);
+
+    let args = vec![present.display().to_string(), missing.display().to_string()];
+    assert_eq!(lines(&cg.run(&opener(), &args)), ["ok", "errno 2"]);
+    let probes = vec![format!("tcp:127.0.0.1:{a}"), format!("tcp:127.0.0.1:{b}")];
+    assert_eq!(lines(&cg.run(&netprobe(), &probes)), ["ok", "errno 1"]);
+
+    let seen = collect(&rt, &mut rx, |seen| {
+        seen.iter()
+            .filter(|e| matches!(e.kind, EventKind::Connect { .. }))
+            .count()
+            >= 2
+            && seen.iter().any(|e| is_open_of(e, &missing))
+    });
+
+    let exec = seen
+        .iter()
+        .find(|e| matches!(&e.kind, EventKind::Exec { path, .. } if Path::new(path) == opener()))
+        .unwrap_or_else(|| panic!("an exec event for the opener; got {seen:#?}"));
+    let EventKind::Exec { argv, .. } = &exec.kind else {
+        unreachable!()
+    };
+    assert_eq!(argv.len(), 3, "argv head: {argv:?}");
+    assert_eq!(argv[1], args[0]);
+    assert_eq!(&*exec.server, "fixture");
+    assert_eq!(&*exec.session, "sess-1");
+    assert_eq!(exec.cgroup_id, handle.cgroup_id());
+    assert!(exec.pid > 0 && exec.ts_boot_ns > 0);
+
+    let open_result = |path: &Path| {
+        seen.iter()
+            .find_map(|e| match &e.kind {
+                EventKind::Open {
+                    path: p, result, ..
+                } if Path::new(p) == path => Some(*result),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("an open event for {}; got {seen:#?}", path.display()))
+    };
+    assert!(matches!(open_result(&present), Some(fd) if fd >= 0));
+    assert_eq!(open_result(&missing), Some(-2), "ENOENT");
+
+    let connect = |port: u16| {
+        seen.iter()
+            .find_map(|e| match &e.kind {
+                EventKind::Connect {
+                    addr,
+                    verdict,
+                    proto,
+                    ..
+                } if addr.port() == port => Some((addr.ip().to_string(), *verdict, *proto)),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("a connect event to port {port}; got {seen:#?}"))
+    };
+    assert_eq!(connect(a), ("127.0.0.1".into(), Verdict::Allowed, 6));
+    assert_eq!(connect(b), ("127.0.0.1".into(), Verdict::Denied, 6));
+
+    assert!(
+        seen.iter().all(|e| e.cgroup_id == handle.cgroup_id()),
+        "only the guarded cgroup's events"
+    );
+    assert!(!seen.iter().any(|e| is_open_of(e, &outside_marker)));
+
+    // The audit log carries the contract's fields.
+    let state = temp_dir("events-state");
+    let mut log = AuditLog::open(&state).expect("open audit log");
+    for ev in &seen {
+        log.write(ev).expect("write event");
+    }
+    log.flush().expect("flush");
+    let text = std::fs::read_to_string(state.join("events.jsonl")).expect("read events.jsonl");
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(records.len(), seen.len());
+    let denied = records
+        .iter()
+        .find(|r| r["kind"] == "connect" && r["port"] == b)
+        .expect("the denied connect in the log");
+    assert_eq!(denied["verdict"], "denied");
+    assert_eq!(denied["addr"], "127.0.0.1");
+    assert_eq!(denied["server"], "fixture");
+    let ts = denied["ts"].as_str().expect("ts string");
+    assert!(
+        ts.len() == 30 && ts.ends_with('Z'),
+        "RFC 3339 with ns: {ts}"
+    );
+    let opened = records
+        .iter()
+        .find(|r| r["kind"] == "open" && r["path"] == present.display().to_string())
+        .expect("the open in the log");
+    assert_eq!(opened["verdict"], "allowed");
+
+    let drops = guard.dropped().expect("drop counters");
+    assert_eq!(drops.len(), 4, "{drops:?}");
+    assert_eq!(drops["ringbuf_full"], 0, "{drops:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[test]
+fn sensitive_open_kills_even_in_observe_mode() {
+    require_root();
+    let guard = KernelGuard::load().expect("load");
+    let rt = runtime();
+    let mut rx = rt.block_on(async { guard.events() }).expect("events");
+    let home = temp_dir("home");
+    std::fs::create_dir_all(home.join(".ssh")).expect("mkdir .ssh");
+    std::fs::create_dir_all(home.join(".aws")).expect("mkdir .aws");
+    let key = home.join(".ssh/id_rsa");
+    let creds = home.join(".aws/credentials");
+    let harmless = home.join("notes.txt");
+    let after = home.join("after.txt");
+    for f in [&key, &creds, &harmless, &after] {
+        std::fs::write(f, "secret").expect("write");
+    }
+
+    let cg = TestCgroup::new("kill");
+    let _h = rt
+        .block_on(guard.add_server(
+            &cg.dir,
+            ServerSpec {
+                server: "observed".into(),
+                session: "s".into(),
+                observe: true,
+                sensitive: vec![
+                    SensitivePath::Under(home.join(".ssh")),
+                    SensitivePath::Exact(creds.clone()),
+                ],
+                kill_on_sensitive: true,
+                ..Default::default()
+            },
+        ))
+        .expect("guard");
+
+    let run = |path: &Path| {
+        cg.run(
+            &opener(),
+            &[
+                harmless.display().to_string(),
+                path.display().to_string(),
+                after.display().to_string(),
+            ],
+        )
+    };
+    for target in [&key, &creds] {
+        let out = run(target);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "opening {} must be fatal: {out:?}",
+            target.display()
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ok\n",
+            "died at the sensitive open"
+        );
+    }
+    // Not sensitive: a sibling of the exact path, and the same path outside the cgroup.
+    let out = run(&home.join(".aws/config-missing"));
+    assert_eq!(lines(&out), ["ok", "errno 2", "ok"]);
+    let out = run_outside(&opener(), &[key.display().to_string()]);
+    assert_eq!(
+        lines(&out),
+        ["ok"],
+        "a process outside the cgroup is not killed"
+    );
+
+    // Wait for both kills and for the open of `after` by the third (unkilled) run.
+    let seen = collect(&rt, &mut rx, |seen| {
+        seen.iter()
+            .filter(|e| matches!(e.kind, EventKind::Killed { .. }))
+            .count()
+            >= 2
+            && seen.iter().any(|e| is_open_of(e, &after))
+    });
+    let mut killed_pids = Vec::new();
+    for target in [&key, &creds] {
+        let killed = seen
+            .iter()
+            .find(|e| matches!(&e.kind, EventKind::Killed { path, signal: 9 } if Path::new(path) == target.as_path()))
+            .unwrap_or_else(|| panic!("a killed event for {}; got {seen:#?}", target.display()));
+        assert_eq!(&*killed.server, "observed");
+        killed_pids.push(killed.pid);
+    }
+    assert!(
+        seen.iter().any(|e| is_open_of(e, &after)),
+        "the unkilled run's last open is reported"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| killed_pids.contains(&e.pid) && is_open_of(e, &after)),
+        "a killed process opens nothing after the sensitive path"
+    );
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -1,0 +1,144 @@
+//! Shared by the kernel tests: throwaway cgroups and fixture processes placed in them.
+#![allow(dead_code)]
+
+use std::{
+    fs::File,
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo.
+pub fn cgroup2_root() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        if right.split_whitespace().next() == Some("cgroup2") {
+            let mount = left.split_whitespace().nth(4).expect("mount point field");
+            return PathBuf::from(mount);
+        }
+    }
+    panic!("no cgroup2 mount in /proc/self/mountinfo: these tests need cgroup v2");
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh cgroup, removed (after killing what is left in it) on drop.
+pub struct TestCgroup {
+    /// Its directory.
+    pub dir: PathBuf,
+    procs: File,
+}
+
+impl TestCgroup {
+    /// Creates `<v2 root>/mcp-guard-test-<tag>-<pid>-<n>`.
+    pub fn new(tag: &str) -> Self {
+        let dir = cgroup2_root().join(format!(
+            "mcp-guard-test-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let procs = File::options()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+            .expect("open cgroup.procs");
+        Self { dir, procs }
+    }
+
+    /// A command whose process moves itself into this cgroup before exec.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        let fd = self.procs.as_raw_fd();
+        // SAFETY: the hook only calls write(2) on an fd inherited from the parent: async-signal
+        // safe, no allocation.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `program args` inside the cgroup and returns its output.
+    pub fn run(&self, program: &Path, args: &[String]) -> Output {
+        self.command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        if let Ok(pids) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+            for pid in pids.lines().filter_map(|p| p.parse::<i32>().ok()) {
+                // SAFETY: kill(2) with a pid read from our own test cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// Runs `program args` outside any test cgroup.
+pub fn run_outside(program: &Path, args: &[String]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
+}
+
+/// The result lines a fixture printed.
+pub fn lines(output: &Output) -> Vec<String> {
+    assert!(
+        output.status.success(),
+        "fixture failed: {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A fixture binary of this package.
+pub fn fixture_bin(name: &str) -> PathBuf {
+    mcp_guard_tests::workspace_bin(name)
+}
+
+/// A listener on `addr` (port 0 for any) accepting in the background; returns its port.
+pub fn listen(addr: &str) -> u16 {
+    let listener = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    let port = listener.local_addr().expect("local addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    port
+}
+
+/// A port with nothing listening on it (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
