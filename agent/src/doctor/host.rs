@@ -440,6 +440,36 @@ garbage line without separator
     }
 
     #[test]
+    fn engine_ping_accepts_200_and_rejects_other_answers() {
+        let dir = std::env::temp_dir().join(format!("mcp-guard-ping-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        for (answer, ok) in [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK", true),
+            ("HTTP/1.1 404 Not Found\r\n\r\n", false),
+        ] {
+            let sock = dir.join("engine.sock");
+            let _ = std::fs::remove_file(&sock);
+            let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+            let server = std::thread::spawn(move || {
+                let (mut conn, _) = listener.accept().expect("accept");
+                let mut request = [0u8; 256];
+                let n = conn.read(&mut request).expect("read request");
+                conn.write_all(answer.as_bytes()).expect("answer");
+                String::from_utf8_lossy(&request[..n]).into_owned()
+            });
+            let result = engine_ping(&sock);
+            let request = server.join().expect("server thread");
+            assert!(request.starts_with("GET /_ping HTTP/1.0\r\n"), "{request}");
+            assert_eq!(result.is_ok(), ok, "{answer:?} -> {result:?}");
+            if ok {
+                assert!(result.expect("ok").contains("\"OK\""));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(engine_ping(Path::new("/nonexistent/engine.sock")).is_err());
+    }
+
+    #[test]
     fn docker_host_unix_socket_comes_first() {
         let s = engine_sockets(Some("unix:///tmp/d.sock"));
         assert_eq!(s[0], Path::new("/tmp/d.sock"));

@@ -495,14 +495,28 @@ fn probe_tracepoint(b: &mut Builder, tracefs: Option<&Path>) {
         return;
     };
     let candidates = ["syscalls/sys_enter_openat", "sched/sched_process_exec"];
-    let Some((event, id)) = candidates.iter().find_map(|ev| {
-        let text = std::fs::read_to_string(tracefs.join("events").join(ev).join("id")).ok()?;
-        Some((*ev, text.trim().parse::<u64>().ok()?))
-    }) else {
+    let mut errors = Vec::new();
+    let found = candidates.iter().find_map(|ev| {
+        let path = tracefs.join("events").join(ev).join("id");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match text.trim().parse::<u64>() {
+                Ok(id) => Some((*ev, id)),
+                Err(_) => {
+                    errors.push(format!("{}: not a number", path.display()));
+                    None
+                }
+            },
+            Err(e) => {
+                errors.push(format!("{}: {}", path.display(), io_errno(&e)));
+                None
+            }
+        }
+    });
+    let Some((event, id)) = found else {
         b.put(
             CapabilityId::Tracepoint,
             Status::Unavailable,
-            format!("none of {candidates:?} under {}/events", tracefs.display()),
+            format!("no tracepoint id readable: {}", errors.join("; ")),
             CONSEQUENCE_NO,
         );
         return;
@@ -836,17 +850,30 @@ fn probe_cgroups(b: &mut Builder, mounts: &[host::Mount]) {
     probe_controllers(b, mounts, Some((root, controllers.as_str())));
 }
 
-/// Loads mcp-guard's own egress programs, attaches them to the temporary cgroup `dir`, guards it
-/// with an empty allowlist and checks that a connect from a child placed in it is refused.
+/// `e` with its sources, so an aya error shows the syscall's errno.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Loads mcp-guard's own embedded object (egress and tp_btf programs), guards the temporary
+/// cgroup `dir` with an empty allowlist and checks that a connect from a child placed in it is
+/// refused. Dropping the handle and the guard detaches everything before the cgroup is removed.
 fn probe_egress(b: &mut Builder, dir: &Path) {
-    use crate::kernel::loader::{EgressGuard, cgroup_id};
+    use crate::kernel::loader::{KernelGuard, ServerSpec};
     const NO: &str = "no egress filtering: [network] policies are refused (77)";
-    let mut guard = match EgressGuard::load() {
+    let guard = match KernelGuard::load() {
         Ok(g) => {
             b.put(
                 CapabilityId::EbpfObject,
                 Status::Available,
-                "mcp-guard's embedded connect4/connect6/sendmsg4/sendmsg6 programs passed the verifier".to_string(),
+                "mcp-guard's embedded connect4/connect6/sendmsg4/sendmsg6 and tp_btf sys_enter/sys_exit programs loaded; the tp_btf ones attached".to_string(),
                 "mcp-guard's own programs run on this kernel",
             );
             g
@@ -855,7 +882,7 @@ fn probe_egress(b: &mut Builder, dir: &Path) {
             b.put(
                 CapabilityId::EbpfObject,
                 Status::Unavailable,
-                e.to_string(),
+                error_chain(&e),
                 "exec refuses to run enforced (77)",
             );
             b.put(
@@ -867,19 +894,42 @@ fn probe_egress(b: &mut Builder, dir: &Path) {
             return;
         }
     };
-    let attached = guard
-        .attach(dir)
-        .map_err(|e| format!("attach to {} refused: {e}", dir.display()))
-        .and_then(|()| cgroup_id(dir).map_err(|e| format!("cgroup id: {e}")))
-        .and_then(|id| {
-            guard
-                .guard(id, 0, false, &[])
-                .map_err(|e| format!("guarding the cgroup: {e}"))
-        });
-    if let Err(e) = attached {
-        b.put(CapabilityId::CgroupSockAddr, Status::Unavailable, e, NO);
-        return;
-    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            b.put(
+                CapabilityId::CgroupSockAddr,
+                Status::Unavailable,
+                format!("not probed: tokio runtime: {e}"),
+                NO,
+            );
+            return;
+        }
+    };
+    let spec = ServerSpec {
+        server: "mcp-guard-doctor".to_string(),
+        session: "doctor".to_string(),
+        ..ServerSpec::default()
+    };
+    let handle = match runtime.block_on(guard.add_server_with(dir, spec, None)) {
+        Ok(h) => h,
+        Err(e) => {
+            b.put(
+                CapabilityId::CgroupSockAddr,
+                Status::Unavailable,
+                format!(
+                    "attaching to {} refused: {}",
+                    dir.display(),
+                    error_chain(&e)
+                ),
+                NO,
+            );
+            return;
+        }
+    };
     let procs = match CString::new(
         dir.join("cgroup.procs")
             .into_os_string()
@@ -898,15 +948,13 @@ fn probe_egress(b: &mut Builder, dir: &Path) {
     };
     // Port 9 (discard): if the verdict let it through, the kernel answers ECONNREFUSED instead.
     let end = host::in_child(|| host::child_connect_from_cgroup(&procs, 9), |_| {});
-    // Dropping the guard detaches the programs (aya owns their links) before the cgroup is removed.
+    drop(handle);
     drop(guard);
     match end {
         Ok(host::ChildEnd::Exited(libc::EPERM)) => b.put(
             CapabilityId::CgroupSockAddr,
             Status::Available,
-            format!(
-                "attached to a temporary cgroup under the v2 mount; a connect from a process in it got EPERM; detached and removed"
-            ),
+            "attached to a temporary cgroup under the v2 mount; a connect from a process in it got EPERM; detached and removed".to_string(),
             "per-server egress is filtered in the kernel at connect/sendmsg",
         ),
         Ok(host::ChildEnd::Exited(255)) => b.put(CapabilityId::CgroupSockAddr, Status::Unavailable, "attached, but a probe process could not join the cgroup".to_string(), NO),
