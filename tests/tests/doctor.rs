@@ -77,6 +77,25 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Every cgroup hierarchy's root (v2 and v1), each with its directory listing.
+fn all_cgroup_listings() -> Vec<(PathBuf, BTreeSet<String>)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            if !matches!(right.split(' ').next()?, "cgroup" | "cgroup2") {
+                return None;
+            }
+            left.split(' ').nth(4).map(PathBuf::from)
+        })
+        .map(|dir| {
+            let l = listing(&dir);
+            (dir, l)
+        })
+        .collect()
+}
+
 fn listing(dir: &std::path::Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
@@ -95,6 +114,7 @@ fn doctor_json_reports_this_host_accurately_and_leaves_nothing_behind() {
     let _serial = serial();
     let v2 = cgroup2_mount();
     let before = listing(&v2);
+    let before_all = all_cgroup_listings();
 
     let out = Command::new(mcp_guard())
         .args(["doctor", "--json"])
@@ -192,6 +212,11 @@ fn doctor_json_reports_this_host_accurately_and_leaves_nothing_behind() {
         "doctor left cgroups behind under {}",
         v2.display()
     );
+    assert_eq!(
+        before_all,
+        all_cgroup_listings(),
+        "doctor left cgroups behind in some hierarchy"
+    );
 }
 
 #[test]
@@ -263,4 +288,29 @@ fn unprivileged_doctor_exits_1_and_names_what_is_missing() {
         "verdict line: {last}"
     );
     assert_eq!(table.status.code(), Some(1));
+}
+
+/// exec will call `probe()` from async code to decide whether to fail closed: it must work there
+/// (no nested runtime) and answer through `Report::is_available`.
+#[tokio::test]
+async fn probe_is_callable_from_async_code_and_answers_exec_questions() {
+    use mcp_guard::doctor::{CapabilityId, probe};
+    require_root();
+    let _serial = serial();
+    let v2 = cgroup2_mount();
+    let before = listing(&v2);
+    let report = probe();
+    assert!(
+        report.is_available(CapabilityId::CgroupSockAddr),
+        "{report:?}"
+    );
+    assert!(report.is_available(CapabilityId::SendSignal), "{report:?}");
+    assert!(
+        !report.is_available(CapabilityId::Lsm),
+        "LSM BPF is refused here"
+    );
+    assert!(report.missing().is_empty(), "{:?}", report.missing());
+    assert!(report.ok());
+    assert_eq!(report.checks.len(), CAPABILITIES.len());
+    assert_eq!(before, listing(&v2), "probe left cgroups behind");
 }

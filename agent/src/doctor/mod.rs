@@ -12,6 +12,7 @@ mod host;
 use std::{
     ffi::CString,
     io::{IsTerminal as _, Write as _},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
     process::ExitCode,
 };
@@ -629,7 +630,12 @@ fn probe_send_signal(b: &mut Builder, btf: Option<&KernelBtf>) {
         );
         return;
     }
-    let (rfd, wfd) = (fds[0], fds[1]);
+    // SAFETY: pipe2 succeeded, so both are new fds owned by nobody else; owning them closes them
+    // on every path.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (rfd, wfd) = (read_end.as_raw_fd(), write_end.as_raw_fd());
+    let mut write_end = Some(write_end);
     let mut attach: Option<Result<(), String>> = None;
     let mut links = Vec::new();
     let end = host::in_child(
@@ -658,15 +664,14 @@ fn probe_send_signal(b: &mut Builder, btf: Option<&KernelBtf>) {
             })
             .map(|link| links.push(link));
             attach = Some(r);
-            // SAFETY: writing one byte to our pipe, then closing both ends we own in the parent.
-            unsafe {
-                libc::write(wfd, b"x".as_ptr().cast(), 1);
-                libc::close(wfd);
-                libc::close(rfd);
+            // The go-ahead: the child's read returns (on the byte, or on EOF if the write failed).
+            if let Some(w) = write_end.take() {
+                let _ = std::fs::File::from(w).write_all(b"x");
             }
         },
     );
     drop(links);
+    drop(read_end);
     let attach = attach.unwrap_or_else(|| Err("fork failed".to_string()));
     match (attach, end) {
         (Ok(()), Ok(host::ChildEnd::Signaled(sig))) if sig == libc::SIGUSR2 => b.put(
@@ -894,39 +899,37 @@ fn probe_egress(b: &mut Builder, dir: &Path) {
             return;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            b.put(
-                CapabilityId::CgroupSockAddr,
-                Status::Unavailable,
-                format!("not probed: tokio runtime: {e}"),
-                NO,
-            );
-            return;
-        }
-    };
     let spec = ServerSpec {
         server: "mcp-guard-doctor".to_string(),
         session: "doctor".to_string(),
         ..ServerSpec::default()
     };
-    let handle = match runtime.block_on(guard.add_server_with(dir, spec, None)) {
+    // add_server is async; its own thread and runtime keep `probe` callable from async code too
+    // (a nested block_on would panic).
+    let added = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("not probed: tokio runtime: {e}"))?;
+                runtime
+                    .block_on(guard.add_server_with(dir, spec, None))
+                    .map_err(|e| {
+                        format!(
+                            "attaching to {} refused: {}",
+                            dir.display(),
+                            error_chain(&e)
+                        )
+                    })
+            })
+            .join()
+            .unwrap_or_else(|_| Err("not probed: the attach thread panicked".to_string()))
+    });
+    let handle = match added {
         Ok(h) => h,
         Err(e) => {
-            b.put(
-                CapabilityId::CgroupSockAddr,
-                Status::Unavailable,
-                format!(
-                    "attaching to {} refused: {}",
-                    dir.display(),
-                    error_chain(&e)
-                ),
-                NO,
-            );
+            b.put(CapabilityId::CgroupSockAddr, Status::Unavailable, e, NO);
             return;
         }
     };
@@ -986,18 +989,43 @@ fn probe_controllers(b: &mut Builder, mounts: &[host::Mount], v2: Option<(&Path,
             lacking.push(format!("{controller} (not mounted)"));
             continue;
         };
+        // The file a limit is written to: its presence in a fresh cgroup proves the controller
+        // is active there (on v2 that needs it in the parent's cgroup.subtree_control).
+        let limit_file = match (version, controller) {
+            ("v2", c) => format!("{c}.max"),
+            (_, "memory") => "memory.limit_in_bytes".to_string(),
+            (_, "pids") => "pids.max".to_string(),
+            _ => "cpu.cfs_quota_us".to_string(),
+        };
         let dir = mount.join(host::temp_cgroup_name());
-        match std::fs::create_dir(&dir).and_then(|()| host::remove_cgroup(&dir)) {
-            Ok(()) => found.push(format!("{controller}: {version} {}", mount.display())),
-            Err(e) => lacking.push(format!(
+        if let Err(e) = std::fs::create_dir(&dir) {
+            lacking.push(format!(
                 "{controller}: {version} {} (mkdir: {})",
+                mount.display(),
+                io_errno(&e)
+            ));
+            continue;
+        }
+        let active = dir.join(&limit_file).exists();
+        let removed = host::remove_cgroup(&dir);
+        match (active, removed) {
+            (true, Ok(())) => found.push(format!("{controller}: {version} {}", mount.display())),
+            (false, _) => lacking.push(format!(
+                "{controller}: {version} {} has no {limit_file} in a new cgroup (add +{controller} to its cgroup.subtree_control)",
+                mount.display()
+            )),
+            (true, Err(e)) => lacking.push(format!(
+                "{controller}: {version} {} (rmdir: {})",
                 mount.display(),
                 io_errno(&e)
             )),
         }
     }
     let detail = if lacking.is_empty() {
-        format!("{}; created and removed a cgroup in each", found.join(", "))
+        format!(
+            "{}; a new cgroup in each had its limit file",
+            found.join(", ")
+        )
     } else {
         format!(
             "{}{}missing {}",
