@@ -171,7 +171,10 @@ pub fn load(
         let text = CStr::from_bytes_until_nul(&log)
             .map(|c| c.to_string_lossy().trim().to_string())
             .unwrap_or_default();
-        Errno { errno, log: text }
+        Errno {
+            errno,
+            log: Some(text),
+        }
     })
 }
 

@@ -197,8 +197,8 @@ impl Report {
 pub struct Errno {
     /// The errno value.
     pub errno: i32,
-    /// The verifier log (empty when the kernel gave none).
-    pub log: String,
+    /// The verifier log of a BPF load (empty when the kernel gave none); `None` for other calls.
+    pub log: Option<String>,
 }
 
 impl Errno {
@@ -208,21 +208,23 @@ impl Errno {
     }
 
     fn bare(errno: i32) -> Self {
-        Self {
-            errno,
-            log: String::new(),
-        }
+        Self { errno, log: None }
     }
 }
 
 impl std::fmt::Display for Errno {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", errno_name(self.errno))?;
-        let first = self.log.lines().next().unwrap_or("");
-        if self.log.is_empty() {
-            write!(f, ", empty verifier log")
-        } else {
-            write!(f, ", verifier: {first:?}")
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        // The verifier's reason is the last line before its statistics.
+        let reason = log.lines().rev().map(str::trim).find(|l| {
+            !l.is_empty() && !l.starts_with("processed ") && !l.starts_with("verification time")
+        });
+        match reason {
+            Some(line) => write!(f, ", verifier: {line:?}"),
+            None => write!(f, ", empty verifier log"),
         }
     }
 }
@@ -741,7 +743,10 @@ fn probe_lsm(b: &mut Builder, btf: Option<&KernelBtf>) {
 fn active_lsms() -> String {
     match std::fs::read_to_string("/sys/kernel/security/lsm") {
         Ok(list) => list.trim().to_string(),
-        Err(e) => format!("unknown: /sys/kernel/security/lsm {}", io_errno(&e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "unknown, securityfs is not mounted".to_string()
+        }
+        Err(e) => format!("unknown, /sys/kernel/security/lsm: {}", io_errno(&e)),
     }
 }
 
@@ -1434,5 +1439,19 @@ mod tests {
         assert!(CapabilityId::CgroupSockAddr.required());
         assert_eq!(errno_name(libc::EPERM), "EPERM");
         assert_eq!(errno_name(524), "ENOTSUPP");
+        let refused = Errno {
+            errno: libc::EACCES,
+            log: Some("0: R0=ctx\ninvalid mem access 'scalar'\nprocessed 2 insns\n".into()),
+        };
+        assert_eq!(
+            refused.to_string(),
+            "EACCES, verifier: \"invalid mem access 'scalar'\""
+        );
+        let empty = Errno {
+            errno: libc::EPERM,
+            log: Some(String::new()),
+        };
+        assert_eq!(empty.to_string(), "EPERM, empty verifier log");
+        assert_eq!(Errno::bare(libc::ENOENT).to_string(), "ENOENT");
     }
 }
