@@ -1254,7 +1254,15 @@ struct JsonSummary {
     missing: Vec<&'static str>,
 }
 
-/// Renders `report` as JSON lines (see [`JsonCheck`] and [`JsonSummary`] for the fields).
+/// Renders `report` as JSON lines; the field names are a contract for scripts:
+///
+/// - one line per capability, in [`CapabilityId::ALL`] order:
+///   `{"capability": "<CapabilityId::name>", "status": "available"|"unavailable"|"degraded",
+///   "required": bool, "detail": "<what was measured, errno when refused>",
+///   "consequence": "<what mcp-guard does because of it>"}`
+/// - then one summary line: `{"summary": true, "ok": bool, "missing": ["<name>", ...]}`, where
+///   `missing` lists the required capabilities whose status is not `available` and `ok` is
+///   `missing == []` (the exit status is 0 exactly when `ok`).
 pub fn render_json(report: &Report) -> String {
     let mut out = String::new();
     for c in &report.checks {
