@@ -88,6 +88,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_POLICY)
             }
         }
-        Command::Exec(_) | Command::Doctor(_) => ExitCode::SUCCESS,
+        Command::Doctor(args) => crate::doctor::run(args.json),
+        Command::Exec(_) => ExitCode::SUCCESS,
     }
 }
