@@ -9,3 +9,4 @@ pub mod kernel;
 pub mod launch;
 pub mod policy;
 pub mod state;
+pub mod store;
