@@ -311,6 +311,11 @@ impl Store {
         Ok(store)
     }
 
+    /// How long a statement waits for another writer's lock (default [`BUSY_TIMEOUT`]).
+    pub fn set_busy_timeout(&self, timeout: Duration) -> Result<(), StoreError> {
+        self.conn.busy_timeout(timeout).map_err(self.sql_err())
+    }
+
     /// The database path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -373,7 +378,12 @@ impl Store {
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>, StoreError> {
         let mut q = Query::new();
         q.eq("server", &filter.server);
-        q.eq("kind", &filter.kind);
+        // By contract name, so synonyms ("kill") find what was stored ("killed").
+        let kind = filter
+            .kind
+            .as_deref()
+            .map(|k| EventKind::from_name(k).as_str().to_string());
+        q.eq("kind", &kind);
         q.eq("session", &filter.session);
         q.since("ts", filter.since);
         if let Some(call) = &filter.call {

@@ -126,6 +126,10 @@ pub(super) fn migrate(
             _ => Ok(()),
         };
     }
+    // Already current (the common case): no write lock, so opening never queues behind writers.
+    if current_version(conn).map_err(open_err)? == SCHEMA_VERSION {
+        return Ok(());
+    }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(open_err)?;

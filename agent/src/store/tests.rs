@@ -571,3 +571,41 @@ fn writer_applies_retention() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_lock_held_beyond_the_busy_timeout_drops_and_counts_then_recovers() {
+    let dir = TempDir::new("busy");
+    let handle = StoreWriter::spawn_with(
+        dir.db(),
+        WriterConfig {
+            busy_timeout: Duration::from_millis(100),
+            ..Default::default()
+        },
+    );
+    let now = Timestamp::now();
+    handle.send(event("first", "a", EventKind::Open, now));
+    assert!(handle.flush(Duration::from_secs(10)));
+    assert_eq!(handle.written(), 1);
+
+    // Another process's long write transaction, as a stuck writer would hold it.
+    let other = rusqlite::Connection::open(dir.db()).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = std::time::Instant::now();
+    assert!(
+        handle.send(event("blocked", "a", EventKind::Open, now)),
+        "send never waits"
+    );
+    assert!(started.elapsed() < Duration::from_millis(50));
+    assert!(handle.flush(Duration::from_secs(10)));
+    let stats = handle.stats();
+    assert_eq!(stats.dropped_write_failed, 1, "{stats:?}");
+    assert!(
+        stats.last_error.as_deref().unwrap().contains("locked"),
+        "{stats:?}"
+    );
+    other.execute_batch("COMMIT").unwrap();
+
+    handle.send(event("after", "a", EventKind::Open, now));
+    assert!(handle.flush(Duration::from_secs(10)));
+    assert_eq!(handle.written(), 2, "{:?}", handle.stats());
+}

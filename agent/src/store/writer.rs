@@ -38,6 +38,8 @@ pub struct WriterConfig {
     pub max_batch: usize,
     /// After the database could not be opened, wait this long before trying again.
     pub reopen_after: Duration,
+    /// How long a batch waits for another process's write lock before it is dropped.
+    pub busy_timeout: Duration,
     /// Retention, if this writer should apply it (the agent does; `exec` processes need not).
     pub retention: Option<Retention>,
 }
@@ -48,6 +50,7 @@ impl Default for WriterConfig {
             capacity: 32_768,
             max_batch: 2_048,
             reopen_after: Duration::from_secs(1),
+            busy_timeout: super::BUSY_TIMEOUT,
             retention: None,
         }
     }
@@ -248,7 +251,10 @@ fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
         if !batch.is_empty() {
             let n = batch.len() as u64;
             if store.is_none() && Instant::now() >= next_open {
-                match Store::open(path) {
+                match Store::open(path).and_then(|s| {
+                    s.set_busy_timeout(config.busy_timeout)?;
+                    Ok(s)
+                }) {
                     Ok(s) => store = Some(s),
                     Err(e) => {
                         shared.set_error(e.to_string());
@@ -263,6 +269,12 @@ fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
                 Some(Err(e)) => {
                     shared.write_failed.fetch_add(n, Ordering::Relaxed);
                     shared.set_error(e.to_string());
+                    // Busy and full pass with time on the same connection; anything else (the
+                    // file removed or replaced, an I/O error) may need a fresh one.
+                    if !e.is_busy() && !e.is_disk_full() {
+                        store = None;
+                        next_open = Instant::now() + config.reopen_after;
+                    }
                 }
                 None => {
                     shared.write_failed.fetch_add(n, Ordering::Relaxed);
