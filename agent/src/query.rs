@@ -164,21 +164,17 @@ pub fn execute(
             since: s,
             json,
         } => {
-            let calls = store.calls(&CallFilter {
+            let filter = CallFilter {
                 server: server.clone(),
                 tool: tool.clone(),
                 since: since(s),
                 ..Default::default()
-            })?;
-            if calls.is_empty() {
-                let what = describe("calls", &[("server", server), ("tool", tool)], *s);
-                return empty(out, *json, &what, state_dir);
-            }
-            if *json {
-                json_lines(out, &calls)
-            } else {
-                calls_table(out, &calls, width)
-            }
+            };
+            let what = describe("calls", &[("server", server), ("tool", tool)], *s);
+            let each = |f: &mut dyn FnMut(CallRecord) -> Result<(), QueryError>| {
+                store.each_call(&filter, f)
+            };
+            list(out, *json, each, calls_table, width, &what, state_dir)
         }
         Query::Events {
             server,
@@ -187,46 +183,38 @@ pub fn execute(
             since: s,
             json,
         } => {
-            let events = store.events(&EventFilter {
+            let filter = EventFilter {
                 server: server.clone(),
                 call: call.clone(),
                 kind: kind.clone(),
                 since: since(s),
                 ..Default::default()
-            })?;
-            if events.is_empty() {
-                let what = describe(
-                    "events",
-                    &[("server", server), ("call", call), ("kind", kind)],
-                    *s,
-                );
-                return empty(out, *json, &what, state_dir);
-            }
-            if *json {
-                json_lines(out, &events)
-            } else {
-                events_table(out, &events, width)
-            }
+            };
+            let what = describe(
+                "events",
+                &[("server", server), ("call", call), ("kind", kind)],
+                *s,
+            );
+            let each = |f: &mut dyn FnMut(EventRecord) -> Result<(), QueryError>| {
+                store.each_event(&filter, f)
+            };
+            list(out, *json, each, events_table, width, &what, state_dir)
         }
         Query::Alerts {
             server,
             since: s,
             json,
         } => {
-            let alerts = store.alerts(&AlertFilter {
+            let filter = AlertFilter {
                 server: server.clone(),
                 since: since(s),
                 ..Default::default()
-            })?;
-            if alerts.is_empty() {
-                let what = describe("alerts", &[("server", server)], *s);
-                return empty(out, *json, &what, state_dir);
-            }
-            if *json {
-                json_lines(out, &alerts)
-            } else {
-                alerts_table(out, &alerts, width)
-            }
+            };
+            let what = describe("alerts", &[("server", server)], *s);
+            let each = |f: &mut dyn FnMut(AlertRecord) -> Result<(), QueryError>| {
+                store.each_alert(&filter, f)
+            };
+            list(out, *json, each, alerts_table, width, &what, state_dir)
         }
         Query::Trace { call_id, json } => {
             let trace = store
@@ -282,10 +270,37 @@ fn empty(out: &mut dyn Write, json: bool, what: &str, state_dir: &Path) -> Resul
     Ok(())
 }
 
-fn json_lines<T: Serialize>(out: &mut dyn Write, rows: &[T]) -> Result<(), QueryError> {
-    for row in rows {
-        serde_json::to_writer(&mut *out, row).map_err(io::Error::from)?;
-        out.write_all(b"\n")?;
+/// A list command: JSON lines streamed straight from the store (any size), or a table (which
+/// needs every row to size its columns); the empty-result line when nothing matched.
+fn list<T: Serialize>(
+    out: &mut dyn Write,
+    json: bool,
+    each: impl FnOnce(&mut dyn FnMut(T) -> Result<(), QueryError>) -> Result<(), QueryError>,
+    table: fn(&mut dyn Write, &[T], usize) -> Result<(), QueryError>,
+    width: usize,
+    what: &str,
+    state_dir: &Path,
+) -> Result<(), QueryError> {
+    let mut n = 0usize;
+    if json {
+        each(&mut |row| {
+            n += 1;
+            serde_json::to_writer(&mut *out, &row).map_err(io::Error::from)?;
+            Ok(out.write_all(b"\n")?)
+        })?;
+    } else {
+        let mut rows = Vec::new();
+        each(&mut |row| {
+            rows.push(row);
+            Ok(())
+        })?;
+        n = rows.len();
+        if n > 0 {
+            table(out, &rows, width)?;
+        }
+    }
+    if n == 0 {
+        empty(out, json, what, state_dir)?;
     }
     Ok(())
 }

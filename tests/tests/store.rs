@@ -282,7 +282,14 @@ fn a_full_disk_drops_and_counts_records_without_blocking_and_recovers() {
         "send blocked for {slowest:?}"
     );
     // What was committed is intact and readable.
-    let store = Store::open_existing(&db).expect("open the full store");
+    let store = match Store::open_existing(&db) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = Command::new("ls").arg("-la").arg(&mnt.0).status();
+            let _ = Command::new("df").arg(&mnt.0).status();
+            panic!("open the full store: {e} / {e:?}");
+        }
+    };
     assert_eq!(store.counts().expect("count").events, stats.written);
     drop(store);
 

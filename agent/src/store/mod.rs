@@ -264,7 +264,12 @@ impl Store {
             Err(StoreError::Open { source, .. })
                 if matches!(
                     source.sqlite_error_code(),
-                    Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::PermissionDenied)
+                    Some(
+                        ErrorCode::CannotOpen
+                            | ErrorCode::ReadOnly
+                            | ErrorCode::PermissionDenied
+                            | ErrorCode::DiskFull
+                    )
                 ) =>
             {
                 let ro = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -287,20 +292,37 @@ impl Store {
             read_only,
         };
         if !read_only {
-            // Must precede the first table: lets prune() give freed pages back to the disk.
-            store
-                .conn
-                .pragma_update(None, "auto_vacuum", "INCREMENTAL")
-                .map_err(open_err)?;
-            // WAL: readers and the writer do not block each other; persistent in the file.
-            let mode: String = store
-                .conn
-                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-                .map_err(open_err)?;
-            if !mode.eq_ignore_ascii_case("wal") {
-                tracing::warn!(path = %path.display(), mode, "store is not in WAL mode");
+            // Only what needs setting is set: each of these may write the header, and an
+            // existing store must open for queries even on a full disk.
+            let get = |pragma: &str| -> rusqlite::Result<String> {
+                store
+                    .conn
+                    .pragma_query_value(None, pragma, |r| r.get::<_, rusqlite::types::Value>(0))
+                    .map(|v| match v {
+                        Value::Text(s) => s.to_ascii_lowercase(),
+                        Value::Integer(i) => i.to_string(),
+                        _ => String::new(),
+                    })
+            };
+            if get("page_count").map_err(open_err)? == "0" {
+                // Must precede the first table: lets prune() give freed pages back to the disk.
+                store
+                    .conn
+                    .pragma_update(None, "auto_vacuum", "INCREMENTAL")
+                    .map_err(open_err)?;
             }
-            // WAL + NORMAL stays consistent on power loss; it may lose the last commits only.
+            // WAL: readers and the writer do not block each other; persistent in the file.
+            if get("journal_mode").map_err(open_err)? != "wal" {
+                let mode: String = store
+                    .conn
+                    .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+                    .map_err(open_err)?;
+                if !mode.eq_ignore_ascii_case("wal") {
+                    tracing::warn!(path = %path.display(), mode, "store is not in WAL mode");
+                }
+            }
+            // Per connection, writes nothing. WAL + NORMAL stays consistent on power loss; it
+            // may lose the last commits only.
             store
                 .conn
                 .pragma_update(None, "synchronous", "NORMAL")
@@ -359,23 +381,41 @@ impl Store {
 
     /// Calls matching `filter`, oldest first.
     pub fn calls(&self, filter: &CallFilter) -> Result<Vec<CallRecord>, StoreError> {
+        collect(|f| self.each_call(filter, f))
+    }
+
+    /// Calls matching `filter`, oldest first, handed to `f` one at a time (no list in memory).
+    pub fn each_call<E: From<StoreError>>(
+        &self,
+        filter: &CallFilter,
+        f: &mut dyn FnMut(CallRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut q = Query::new();
         q.eq("server", &filter.server);
         q.eq("tool", &filter.tool);
         q.eq("session", &filter.session);
         q.since("started_at", filter.since);
-        self.select(
-            schema::CALL_COLUMNS,
-            "calls",
-            &q,
-            "started_at",
-            filter.limit,
-            schema::call_from_row,
-        )
+        let select = Select {
+            columns: schema::CALL_COLUMNS,
+            table: "calls",
+            order: "started_at",
+            limit: filter.limit,
+            from_row: schema::call_from_row,
+        };
+        self.select_each(&select, &q, f)
     }
 
     /// Events matching `filter`, oldest first.
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>, StoreError> {
+        collect(|f| self.each_event(filter, f))
+    }
+
+    /// Events matching `filter`, oldest first, handed to `f` one at a time (no list in memory).
+    pub fn each_event<E: From<StoreError>>(
+        &self,
+        filter: &EventFilter,
+        f: &mut dyn FnMut(EventRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut q = Query::new();
         q.eq("server", &filter.server);
         // By contract name, so synonyms ("kill") find what was stored ("killed").
@@ -396,41 +436,54 @@ impl Store {
                  (SELECT 1 FROM json_each(events.candidates) WHERE value = ?{n})))"
             ));
         }
-        self.select(
-            schema::EVENT_COLUMNS,
-            "events",
-            &q,
-            "ts",
-            filter.limit,
-            schema::event_from_row,
-        )
+        let select = Select {
+            columns: schema::EVENT_COLUMNS,
+            table: "events",
+            order: "ts",
+            limit: filter.limit,
+            from_row: schema::event_from_row,
+        };
+        self.select_each(&select, &q, f)
     }
 
     /// Alerts matching `filter`, oldest first.
     pub fn alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        collect(|f| self.each_alert(filter, f))
+    }
+
+    /// Alerts matching `filter`, oldest first, handed to `f` one at a time (no list in memory).
+    pub fn each_alert<E: From<StoreError>>(
+        &self,
+        filter: &AlertFilter,
+        f: &mut dyn FnMut(AlertRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut q = Query::new();
         q.eq("server", &filter.server);
         q.eq("call_id", &filter.call);
         q.since("ts", filter.since);
-        self.select(
-            schema::ALERT_COLUMNS,
-            "alerts",
-            &q,
-            "ts",
-            filter.limit,
-            schema::alert_from_row,
-        )
+        let select = Select {
+            columns: schema::ALERT_COLUMNS,
+            table: "alerts",
+            order: "ts",
+            limit: filter.limit,
+            from_row: schema::alert_from_row,
+        };
+        self.select_each(&select, &q, f)
     }
 
-    fn select<T>(
+    fn select_each<T, E: From<StoreError>>(
         &self,
-        columns: &str,
-        table: &str,
+        select: &Select<T>,
         q: &Query,
-        order: &str,
-        limit: Option<usize>,
-        from_row: fn(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>, StoreError> {
+        f: &mut dyn FnMut(T) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Select {
+            columns,
+            table,
+            order,
+            limit,
+            from_row,
+        } = select;
         let mut sql = format!("SELECT {columns} FROM {table}");
         if !q.clauses.is_empty() {
             sql.push_str(" WHERE ");
@@ -441,17 +494,25 @@ impl Store {
             Some(n) => sql.push_str(&format!(" ORDER BY {order} DESC, id DESC LIMIT {n}")),
             None => sql.push_str(&format!(" ORDER BY {order}, id")),
         }
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(self.sql_err())?;
-        let rows = stmt
-            .query_map(params_from_iter(q.params.iter()), from_row)
-            .map_err(self.sql_err())?;
-        let mut out = rows
-            .collect::<Result<Vec<T>, _>>()
-            .map_err(self.sql_err())?;
+        let err = self.sql_err();
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(&err)?;
+        let mut rows = stmt
+            .query(params_from_iter(q.params.iter()))
+            .map_err(&err)?;
         if limit.is_some() {
-            out.reverse();
+            let mut newest_first = Vec::new();
+            while let Some(row) = rows.next().map_err(&err)? {
+                newest_first.push(from_row(row).map_err(&err)?);
+            }
+            for item in newest_first.into_iter().rev() {
+                f(item)?;
+            }
+        } else {
+            while let Some(row) = rows.next().map_err(&err)? {
+                f(from_row(row).map_err(&err)?)?;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// One call by id.
@@ -650,6 +711,27 @@ impl Store {
             }
         }
     }
+}
+
+/// Runs an `each_*` query into a list.
+fn collect<T>(
+    each: impl FnOnce(&mut dyn FnMut(T) -> Result<(), StoreError>) -> Result<(), StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    each(&mut |t| {
+        out.push(t);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// One table's query shape.
+struct Select<T> {
+    columns: &'static str,
+    table: &'static str,
+    order: &'static str,
+    limit: Option<usize>,
+    from_row: fn(&Row<'_>) -> rusqlite::Result<T>,
 }
 
 /// A WHERE clause under construction, with numbered parameters.
