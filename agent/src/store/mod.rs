@@ -12,6 +12,7 @@ mod writer;
 
 use std::{
     fs,
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     str::FromStr,
     time::Duration,
@@ -55,8 +56,8 @@ pub enum StoreError {
         /// The database path.
         path: PathBuf,
     },
-    /// The state dir could not be created.
-    #[error("cannot create the state dir {}: {source}", path.display())]
+    /// The state dir or the database file could not be created.
+    #[error("cannot create {}: {source}", path.display())]
     CreateDir {
         /// The directory.
         path: PathBuf,
@@ -244,6 +245,23 @@ impl Store {
                 path: dir.to_path_buf(),
                 source,
             })?;
+        }
+        // The history of what servers touched is for root and the agent: create the file 0600
+        // (SQLite gives the -wal and -shm files the database file's mode).
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(StoreError::CreateDir {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
