@@ -664,7 +664,12 @@ fn store_bench() {
         .expect("run");
     let cli = t.elapsed();
     assert!(out.status.success());
-    assert_eq!(text(&out.stdout).lines().count(), rows);
+    // "The last hour" slid on since the API query: a few rows may have aged out.
+    let cli_rows = text(&out.stdout).lines().count();
+    assert!(
+        cli_rows <= rows && cli_rows + 50 >= rows,
+        "{cli_rows} vs {rows}"
+    );
     let t = Instant::now();
     let out = Command::new(mcp_guard())
         .arg("--state-dir")
