@@ -327,11 +327,11 @@ fn calls_table(out: &mut dyn Write, calls: &[CallRecord], width: usize) -> Resul
     let cols = [
         Col::keep("LOCAL TIME"),
         Col::keep("CALL"),
-        Col::end("SERVER", 6),
+        Col::end("SERVER", 6).droppable(1),
         Col::end("TOOL", 8),
         Col::keep("DECISION"),
         Col::keep("TOOK"),
-        Col::end("REASON", 6),
+        Col::end("REASON", 6).droppable(0),
     ];
     let rows = calls
         .iter()
@@ -385,12 +385,12 @@ fn events_table(
 ) -> Result<(), QueryError> {
     let cols = [
         Col::keep("LOCAL TIME"),
-        Col::end("SERVER", 6),
+        Col::end("SERVER", 6).droppable(1),
         Col::keep("KIND"),
         Col::keep("VERDICT"),
-        Col::keep("PID"),
+        Col::keep("PID").droppable(0),
         Col::keep("CALL"),
-        Col::middle("TARGET", 16),
+        Col::middle("TARGET", 12).wants(28),
     ];
     let rows = events
         .iter()
@@ -426,11 +426,11 @@ fn alerts_table(
     let cols = [
         Col::keep("LOCAL TIME"),
         Col::keep("SEVERITY"),
-        Col::end("RULE", 8),
-        Col::end("SERVER", 6),
+        Col::end("RULE", 10),
+        Col::end("SERVER", 6).droppable(1),
         Col::keep("CALL"),
-        Col::end("TOOL", 6),
-        Col::end("SUMMARY", 12),
+        Col::end("TOOL", 6).droppable(0),
+        Col::end("SUMMARY", 12).wants(24),
     ];
     let rows = alerts
         .iter()
@@ -608,7 +608,11 @@ enum Trunc {
 struct Col {
     header: &'static str,
     min: usize,
+    /// Width worth leaving droppable columns out for (at least `min`).
+    want: usize,
     trunc: Trunc,
+    /// Left out when even the narrowest table is too wide; lower ranks go first.
+    drop: Option<u8>,
 }
 
 impl Col {
@@ -616,26 +620,42 @@ impl Col {
         Col {
             header,
             min: 0,
+            want: 0,
             trunc: Trunc::Keep,
+            drop: None,
         }
     }
     const fn end(header: &'static str, min: usize) -> Self {
         Col {
             header,
             min,
+            want: min,
             trunc: Trunc::End,
+            drop: None,
         }
     }
     const fn middle(header: &'static str, min: usize) -> Self {
         Col {
             header,
             min,
+            want: min,
             trunc: Trunc::Middle,
+            drop: None,
+        }
+    }
+    const fn wants(self, want: usize) -> Self {
+        Col { want, ..self }
+    }
+    const fn droppable(self, rank: u8) -> Self {
+        Col {
+            drop: Some(rank),
+            ..self
         }
     }
 }
 
-/// Columns two spaces apart, shrinking the truncatable ones (widest first) to fit `width`.
+/// Columns two spaces apart fitting `width`: leave out droppable columns while the narrowest
+/// layout is too wide, then shrink the truncatable ones (widest first). Ids never shrink.
 fn table(
     out: &mut dyn Write,
     cols: &[Col],
@@ -649,30 +669,62 @@ fn table(
             *w = (*w).max(len(cell));
         }
     }
-    let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * w.len().saturating_sub(1);
-    while total(&widths) > width {
-        let shrinkable = cols
-            .iter()
-            .enumerate()
-            .filter(|(i, c)| c.trunc != Trunc::Keep && widths[*i] > c.min.max(len(c.header)))
-            .max_by_key(|(i, _)| widths[*i]);
-        let Some((i, _)) = shrinkable else { break };
+    // The narrowest each column may get, and the width worth dropping other columns for.
+    let floor_of = |i: usize, n: usize| match cols[i].trunc {
+        Trunc::Keep => widths[i],
+        _ => widths[i].min(n.max(len(cols[i].header))),
+    };
+    let floors: Vec<usize> = (0..cols.len()).map(|i| floor_of(i, cols[i].min)).collect();
+    let wants: Vec<usize> = (0..cols.len())
+        .map(|i| floor_of(i, cols[i].want.max(cols[i].min)))
+        .collect();
+    let floor = |i: usize| floors[i];
+    let want = |i: usize| wants[i];
+    let mut shown: Vec<bool> = vec![true; cols.len()];
+    let total = |w: &dyn Fn(usize) -> usize, shown: &[bool]| {
+        let idx: Vec<usize> = (0..cols.len()).filter(|&i| shown[i]).collect();
+        idx.iter().map(|&i| w(i)).sum::<usize>() + 2 * idx.len().saturating_sub(1)
+    };
+    while total(&want, &shown) > width {
+        let next = (0..cols.len())
+            .filter(|&i| shown[i])
+            .filter_map(|i| cols[i].drop.map(|rank| (rank, i)))
+            .min();
+        let Some((_, i)) = next else { break };
+        shown[i] = false;
+    }
+    loop {
+        let current = widths.clone();
+        if total(&|i| current[i], &shown) <= width {
+            break;
+        }
+        // Columns above the width they want give way first, then all down to their floor.
+        let above = |limit: &dyn Fn(usize) -> usize| {
+            (0..cols.len())
+                .filter(|&i| shown[i] && cols[i].trunc != Trunc::Keep && widths[i] > limit(i))
+                .max_by_key(|&i| widths[i])
+        };
+        let shrinkable = above(&want).or_else(|| above(&floor));
+        let Some(i) = shrinkable else { break };
         widths[i] -= 1;
     }
     let mut line = |cells: Vec<String>| -> io::Result<()> {
-        let n = cells.len();
         let mut s = String::new();
         for (i, (cell, col)) in cells.into_iter().zip(cols).enumerate() {
+            if !shown[i] {
+                continue;
+            }
             let cell = match col.trunc {
                 Trunc::Keep => cell,
                 Trunc::Middle => truncate_middle(&cell, widths[i]),
                 Trunc::End => truncate_end(&cell, widths[i]),
             };
-            s.push_str(&cell);
-            if i + 1 < n {
-                let pad = widths[i].saturating_sub(len(&cell)) + 2;
-                s.extend(std::iter::repeat_n(' ', pad));
+            if !s.is_empty() {
+                s.push_str("  ");
             }
+            let pad = widths[i].saturating_sub(len(&cell));
+            s.push_str(&cell);
+            s.extend(std::iter::repeat_n(' ', pad));
         }
         writeln!(out, "{}", s.trim_end())
     };
@@ -872,32 +924,46 @@ mod tests {
 
     #[test]
     fn tables_fit_80_columns_and_keep_ids_whole() {
-        let trace = sample_trace();
+        // Ids as the proxy makes them: `<nanos hex>-<pid hex>-<n>`.
+        let id = "187a3f9c2b4d5e6f-1a2b-42";
+        let mut trace = sample_trace();
+        for e in &mut trace.events {
+            e.call_id = Some(id.into());
+        }
+        trace.alerts[0].call_id = Some(id.into());
         let mut out = Vec::new();
         events_table(&mut out, &trace.events, 80).expect("renders");
         let text = String::from_utf8(out).expect("utf-8");
         for line in text.lines() {
             assert!(line.chars().count() <= 80, "too wide: {line:?}");
             assert!(
-                line.contains("c-42") || line.starts_with("LOCAL TIME"),
+                line.contains(id) || line.starts_with("LOCAL TIME"),
                 "{line}"
             );
         }
+        assert!(text.contains("…/credentials"), "{text}");
         let mut out = Vec::new();
         let mut call = trace.call.clone();
-        call.call_id = "3f9a2c1b-000042".into();
+        call.call_id = id.into();
         call.reason = Some("tool is on the deny list of this server's policy".into());
         calls_table(&mut out, &[call], 80).expect("renders");
         let text = String::from_utf8(out).expect("utf-8");
-        assert!(text.contains("3f9a2c1b-000042"), "{text}");
+        assert!(text.contains(id), "{text}");
         for line in text.lines() {
             assert!(line.chars().count() <= 80, "too wide: {line:?}");
         }
         let mut out = Vec::new();
         alerts_table(&mut out, &trace.alerts, 80).expect("renders");
         let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.contains(id), "{text}");
         for line in text.lines() {
             assert!(line.chars().count() <= 80, "too wide: {line:?}");
         }
+        // Wider terminals get every column.
+        let mut out = Vec::new();
+        events_table(&mut out, &trace.events, 160).expect("renders");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.starts_with("LOCAL TIME      SERVER   KIND"), "{text}");
+        assert!(text.contains(&trace.events[0].path.clone().expect("path")));
     }
 }
