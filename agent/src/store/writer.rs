@@ -298,4 +298,23 @@ fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
             }
         }
     }
+    // Every handle is gone: say what was lost, once, where the operator's logs are.
+    let queue_full = shared.queue_full.load(Ordering::Relaxed);
+    let write_failed = shared.write_failed.load(Ordering::Relaxed);
+    if queue_full + write_failed > 0 {
+        let last_error = shared
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        tracing::warn!(
+            path = %path.display(),
+            written = shared.written.load(Ordering::Relaxed),
+            queue_full,
+            write_failed,
+            last_error,
+            "store: records were dropped"
+        );
+    }
 }
