@@ -35,6 +35,14 @@ pub enum Command {
     /// Policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Recorded tool calls.
+    Calls(CallsArgs),
+    /// Recorded kernel events, with the call each is attributed to.
+    Events(EventsArgs),
+    /// Alerts the detection rules raised.
+    Alerts(AlertsArgs),
+    /// One call as a timeline: request, kernel events with verdicts, alerts, response.
+    Trace(TraceArgs),
 }
 
 /// `mcp-guard exec`.
@@ -73,10 +81,71 @@ pub enum PolicyCommand {
     },
 }
 
+/// `mcp-guard calls`.
+#[derive(Debug, Args)]
+pub struct CallsArgs {
+    /// Only this server.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Only this tool.
+    #[arg(long)]
+    pub tool: Option<String>,
+    /// Only the last DUR (30s, 15m, 1h, 2d).
+    #[arg(long, value_name = "DUR", value_parser = crate::query::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mcp-guard events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only this server.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Only events of this call (ambiguous ones naming it included).
+    #[arg(long, value_name = "ID")]
+    pub call: Option<String>,
+    /// Only this kind (exec, open, connect, sendmsg, killed, resolve).
+    #[arg(long, value_name = "K")]
+    pub kind: Option<String>,
+    /// Only the last DUR (30s, 15m, 1h, 2d).
+    #[arg(long, value_name = "DUR", value_parser = crate::query::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mcp-guard alerts`.
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    /// Only this server.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Only the last DUR (30s, 15m, 1h, 2d).
+    #[arg(long, value_name = "DUR", value_parser = crate::query::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mcp-guard trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The call's id (see `mcp-guard calls`).
+    pub call_id: String,
+    /// JSON lines: the call, then its events and alerts in time order, each with a `type`.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _dirs = Dirs {
+    let dirs = Dirs {
         state: cli.state_dir,
         policy: cli.policy_dir,
     };
@@ -89,6 +158,40 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Doctor(args) => crate::doctor::run(args.json),
+        Command::Calls(a) => crate::query::run(
+            &dirs.state,
+            &crate::query::Query::Calls {
+                server: a.server,
+                tool: a.tool,
+                since: a.since,
+                json: a.json,
+            },
+        ),
+        Command::Events(a) => crate::query::run(
+            &dirs.state,
+            &crate::query::Query::Events {
+                server: a.server,
+                call: a.call,
+                kind: a.kind,
+                since: a.since,
+                json: a.json,
+            },
+        ),
+        Command::Alerts(a) => crate::query::run(
+            &dirs.state,
+            &crate::query::Query::Alerts {
+                server: a.server,
+                since: a.since,
+                json: a.json,
+            },
+        ),
+        Command::Trace(a) => crate::query::run(
+            &dirs.state,
+            &crate::query::Query::Trace {
+                call_id: a.call_id,
+                json: a.json,
+            },
+        ),
         Command::Exec(_) => ExitCode::SUCCESS,
     }
 }

@@ -8,4 +8,6 @@ pub mod exec;
 pub mod kernel;
 pub mod launch;
 pub mod policy;
+pub mod query;
 pub mod state;
+pub mod store;

@@ -1,0 +1,490 @@
+//! The records the store keeps: plain data, field names exactly as DESIGN.md's JSON contract.
+//!
+//! Producers (the proxy, the kernel event reader, the correlator, the detector) convert their own
+//! types into these; nothing here knows about those modules.
+
+use std::{
+    fmt,
+    str::FromStr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use chrono::{DateTime, Local, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A wall-clock instant: nanoseconds since the Unix epoch, UTC.
+///
+/// JSON: RFC 3339 with nanoseconds (`2026-11-23T20:15:03.123456789Z`); humans get local time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        Self::from(SystemTime::now())
+    }
+
+    /// From nanoseconds since the Unix epoch.
+    pub const fn from_unix_nanos(nanos: i64) -> Self {
+        Self(nanos)
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    pub const fn unix_nanos(self) -> i64 {
+        self.0
+    }
+
+    /// RFC 3339, UTC, nanoseconds.
+    pub fn rfc3339(self) -> String {
+        self.utc().to_rfc3339_opts(SecondsFormat::Nanos, true)
+    }
+
+    /// Parses RFC 3339 (any offset, any sub-second precision).
+    pub fn parse_rfc3339(s: &str) -> Option<Self> {
+        let t = DateTime::parse_from_rfc3339(s).ok()?;
+        t.timestamp_nanos_opt().map(Self)
+    }
+
+    /// This instant in the machine's local time zone.
+    pub fn local(self) -> DateTime<Local> {
+        self.utc().with_timezone(&Local)
+    }
+
+    fn utc(self) -> DateTime<Utc> {
+        DateTime::from_timestamp_nanos(self.0)
+    }
+
+    /// `d` earlier (saturating).
+    pub fn saturating_sub(self, d: Duration) -> Self {
+        let nanos = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_sub(nanos))
+    }
+
+    /// `d` later (saturating).
+    pub fn saturating_add(self, d: Duration) -> Self {
+        let nanos = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_add(nanos))
+    }
+
+    /// Signed nanoseconds from `earlier` to `self`.
+    pub fn nanos_since(self, earlier: Timestamp) -> i64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Self(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            Err(e) => Self(-i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.rfc3339())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Timestamp::parse_rfc3339(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 timestamp: {s:?}")))
+    }
+}
+
+/// A string that was not one of an enum's names.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?} (expected one of: {expected})")]
+pub struct UnknownName {
+    what: &'static str,
+    value: String,
+    expected: &'static str,
+}
+
+/// Closed enums stored and printed as their lowercase names.
+macro_rules! named_enum {
+    ($(#[$m:meta])* $name:ident, $what:literal { $($(#[$vm:meta])* $variant:ident = $s:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            $($(#[$vm])* $variant,)+
+        }
+
+        impl $name {
+            /// The contract name.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $s,)+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                match s {
+                    $($s => Ok(Self::$variant),)+
+                    _ => Err(UnknownName {
+                        what: $what,
+                        value: s.to_string(),
+                        expected: concat!($($s, " "),+),
+                    }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// What mcp-guard did with a tool call.
+    Decision, "decision" {
+        /// Forwarded unchanged.
+        Allowed = "allowed",
+        /// Refused; the client got a JSON-RPC error.
+        Denied = "denied",
+        /// Forwarded after an interceptor changed the request or the response.
+        Modified = "modified",
+    }
+);
+
+named_enum!(
+    /// What happened to a kernel action.
+    Verdict, "verdict" {
+        /// It went through (in observe mode also when the policy would deny it; see `would_deny`).
+        Allowed = "allowed",
+        /// It was refused (EPERM/EACCES).
+        Denied = "denied",
+        /// The process was killed for it.
+        Killed = "killed",
+    }
+);
+
+named_enum!(
+    /// How an event was tied to a tool call.
+    Attribution, "attribution" {
+        /// Exactly one call was in flight: `call_id` names it.
+        Call = "call",
+        /// Several calls were in flight: `candidates` lists them, `call_id` is null.
+        Ambiguous = "ambiguous",
+        /// No call was in flight (startup, background work).
+        None = "none",
+    }
+);
+
+named_enum!(
+    /// How bad an alert is.
+    Severity, "severity" {
+        /// Worth knowing.
+        Info = "info",
+        /// Unusual.
+        Low = "low",
+        /// Suspicious.
+        Medium = "medium",
+        /// Likely an attack.
+        High = "high",
+        /// An attack in progress.
+        Critical = "critical",
+    }
+);
+
+/// What kind of kernel event (the contract's `kind`). Kinds a newer mcp-guard writes read back as
+/// [`EventKind::Other`] rather than failing.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A program executed (execve/execveat).
+    Exec,
+    /// A file opened.
+    Open,
+    /// A connect(2).
+    Connect,
+    /// A sendmsg/sendto with a destination.
+    Sendmsg,
+    /// An allowlisted host name (re)resolved by mcp-guard.
+    Resolve,
+    /// mcp-guard killed the process.
+    Killed,
+    /// Any other kind, by name.
+    Other(String),
+}
+
+impl EventKind {
+    /// The contract name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Exec => "exec",
+            Self::Open => "open",
+            Self::Connect => "connect",
+            Self::Sendmsg => "sendmsg",
+            Self::Resolve => "resolve",
+            Self::Killed => "killed",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// Kind from its name; never fails (unknown names become `Other`).
+    pub fn from_name(s: &str) -> Self {
+        match s {
+            "exec" => Self::Exec,
+            "open" => Self::Open,
+            "connect" => Self::Connect,
+            "sendmsg" => Self::Sendmsg,
+            "resolve" => Self::Resolve,
+            // "kill" is accepted as a synonym: both names were in use while the contract settled.
+            "killed" | "kill" => Self::Killed,
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::from_name(&String::deserialize(d)?))
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One run of one MCP server under `mcp-guard exec` (or the agent).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Session id (unique across hosts' exec processes; other ids may build on it).
+    pub session: String,
+    /// Server name.
+    pub server: String,
+    /// When the server was launched.
+    pub started_at: Timestamp,
+    /// When it ended; `None` while running.
+    pub ended_at: Option<Timestamp>,
+    /// The server command and its arguments.
+    pub command: Vec<String>,
+    /// The policy applied: a name, a path, or `default`.
+    pub policy: String,
+    /// The server's process id, once launched.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Observe mode (nothing enforced).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub observe: bool,
+    /// Exit status (128+signal when killed by a signal); `None` while running.
+    pub exit_status: Option<i32>,
+}
+
+/// One JSON-RPC request the client sent the server, and what became of it.
+///
+/// Send it when the request is seen (`ended_at: None`) and again when the response is: the store
+/// keeps the latest version of each `call_id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// Call id (unique in the store; e.g. built from the session id and a counter).
+    pub call_id: String,
+    /// Server name.
+    pub server: String,
+    /// Session id.
+    pub session: String,
+    /// JSON-RPC method, e.g. `tools/call`.
+    pub method: String,
+    /// Tool name for `tools/call`.
+    pub tool: Option<String>,
+    /// The JSON-RPC request id, as text.
+    pub request_id: String,
+    /// When the request was read from the client.
+    pub started_at: Timestamp,
+    /// When the response was written to the client; `None` while in flight.
+    pub ended_at: Option<Timestamp>,
+    /// What mcp-guard did with it.
+    pub decision: Decision,
+    /// Why it was denied or modified.
+    pub reason: Option<String>,
+    /// The JSON-RPC error the client got, if the response was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Size of the response's result in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_bytes: Option<u64>,
+}
+
+/// One thing a guarded server did in the kernel (or that was done about it), attributed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Event id (unique in the store).
+    pub event_id: String,
+    /// When it happened (wall clock).
+    pub ts: Timestamp,
+    /// Server name.
+    pub server: String,
+    /// Session id.
+    pub session: String,
+    /// Process id (0 for events made by mcp-guard itself, such as `resolve`).
+    pub pid: u32,
+    /// What happened.
+    pub kind: EventKind,
+    /// File or program path (`open`, `exec`, `killed`).
+    pub path: Option<String>,
+    /// Destination IP address (`connect`, `sendmsg`).
+    pub addr: Option<String>,
+    /// Destination port (`connect`, `sendmsg`).
+    pub port: Option<u16>,
+    /// The outcome.
+    pub verdict: Verdict,
+    /// The call it is attributed to; `None` unless `attribution` is `call`.
+    pub call_id: Option<String>,
+    /// How it was attributed.
+    pub attribution: Attribution,
+    /// With `ambiguous`: every call that was in flight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
+    /// open(2) flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flags: Option<u32>,
+    /// The syscall's result: an fd or count, or `-errno`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<i64>,
+    /// exec arguments (possibly truncated by the kernel program).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    /// Transport (`tcp`, `udp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// Observe mode let it through, but the policy would have denied it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub would_deny: bool,
+    /// Anything else kind-specific (a resolve's name and addresses, a kill's signal), as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+/// A detection rule fired.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// Alert id (unique in the store).
+    pub alert_id: String,
+    /// When it fired.
+    pub ts: Timestamp,
+    /// Server name.
+    pub server: String,
+    /// Session id.
+    pub session: String,
+    /// Rule name, e.g. `sensitive-read`.
+    pub rule: String,
+    /// How bad.
+    pub severity: Severity,
+    /// The call it concerns, if any.
+    pub call_id: Option<String>,
+    /// That call's tool, if any.
+    pub tool: Option<String>,
+    /// One line for humans.
+    pub summary: String,
+    /// The events that made it fire.
+    pub event_ids: Vec<String>,
+    /// What mcp-guard did about it (`alert`, `deny-call`, `kill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+/// Any record, as the writer's channel carries them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    /// A session started or ended.
+    Session(SessionRecord),
+    /// A call seen or completed.
+    Call(CallRecord),
+    /// A kernel event.
+    Event(EventRecord),
+    /// An alert.
+    Alert(AlertRecord),
+}
+
+impl From<SessionRecord> for Record {
+    fn from(r: SessionRecord) -> Self {
+        Self::Session(r)
+    }
+}
+
+impl From<CallRecord> for Record {
+    fn from(r: CallRecord) -> Self {
+        Self::Call(r)
+    }
+}
+
+impl From<EventRecord> for Record {
+    fn from(r: EventRecord) -> Self {
+        Self::Event(r)
+    }
+}
+
+impl From<AlertRecord> for Record {
+    fn from(r: AlertRecord) -> Self {
+        Self::Alert(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_with_nanoseconds_utc() {
+        let t = Timestamp::from_unix_nanos(1_795_464_903_123_456_789);
+        assert_eq!(t.rfc3339(), "2026-11-23T20:15:03.123456789Z");
+        assert_eq!(Timestamp::parse_rfc3339(&t.rfc3339()), Some(t));
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-23T21:15:03.123456789+01:00"),
+            Some(t)
+        );
+        assert_eq!(
+            serde_json::to_string(&t).expect("serializes"),
+            "\"2026-11-23T20:15:03.123456789Z\""
+        );
+        // Whole seconds keep all nine digits: scripts can parse a fixed format.
+        assert_eq!(
+            Timestamp::from_unix_nanos(0).rfc3339(),
+            "1970-01-01T00:00:00.000000000Z"
+        );
+    }
+
+    #[test]
+    fn enums_use_contract_names() {
+        assert_eq!("modified".parse(), Ok(Decision::Modified));
+        assert_eq!(Verdict::Killed.as_str(), "killed");
+        assert_eq!(
+            serde_json::to_string(&Attribution::None).expect("serializes"),
+            "\"none\""
+        );
+        let err = "maybe".parse::<Decision>().expect_err("unknown name");
+        assert!(err.to_string().contains("allowed denied modified"), "{err}");
+        assert_eq!(EventKind::from_name("sendmsg"), EventKind::Sendmsg);
+        assert_eq!(
+            EventKind::from_name("ptrace"),
+            EventKind::Other("ptrace".into())
+        );
+        assert_eq!(EventKind::from_name("ptrace").as_str(), "ptrace");
+    }
+}
