@@ -54,11 +54,12 @@ pub struct SessionInfo {
     pub cgroup_id: u64,
     /// Whether enforcement is off (`--observe`).
     pub observe: bool,
-    /// Pid of the stage-2 helper, already in the cgroup (the server is its descendant).
+    /// Pid of the stage-2 helper (its child init, the server's parent, is already in the cgroup).
     pub helper_pid: u32,
 }
 
-/// The kernel-guard seam: called after the helper is in its cgroup and before the server execs.
+/// The kernel-guard seam: called once the jail's init is in the cgroup and before the server
+/// execs (no server code has run yet).
 /// An `Err` refuses the launch (exit 77, the server never runs). The returned value is kept alive
 /// until the session ends, then dropped before the cgroup is removed (e.g. the guard's handle).
 pub type Attach =

@@ -9,6 +9,7 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
@@ -446,8 +447,25 @@ fn nothing_is_left_after_exit_or_sigterm_or_sigkill() {
     assert!(processes_with(&marker).is_empty(), "tree killed");
     assert!(cgroups_of(&server).is_empty(), "cgroups removed");
 
-    // The client closes stdin and the server ignores it: killed after the grace period.
-    // (Covered by exec's STDIN_EOF_GRACE; the SIGKILL case below is the harder one.)
+    // The client closes stdin and the server ignores it: killed after the grace period (5 s).
+    let server = format!("cleanup-eof-{pid}");
+    let marker = format!("{}.75", 3000 + pid % 1000);
+    let started = Instant::now();
+    let out = Command::new(mcp_guard())
+        .args(["exec", "--name", &server, "--policy"])
+        .arg(&sb.policy)
+        .args(["--", "/bin/sleep", &marker])
+        .env("HOME", &sb.home)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "killed after the grace period"
+    );
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", describe(&out));
+    assert!(processes_with(&marker).is_empty(), "server killed");
+    assert!(cgroups_of(&server).is_empty(), "cgroups removed");
 
     // exec is SIGKILLed: parent-death signals take the tree down; the next exec reaps the cgroup.
     let server = format!("cleanup-kill-{pid}");
@@ -463,6 +481,28 @@ fn nothing_is_left_after_exit_or_sigterm_or_sigkill() {
         "a later exec removed the stale cgroups: {:?}",
         cgroups_of(&server)
     );
+}
+
+#[test]
+fn exec_without_root_refuses_with_77() {
+    require_root();
+    let sb = Sandbox::new("nonroot", "");
+    let marker = sb.work.join("ran");
+    std::fs::set_permissions(
+        &sb.root,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let out = Command::new(mcp_guard())
+        .args(["exec", "--", "/usr/bin/touch"])
+        .arg(&marker)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run as nobody");
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs root"));
+    assert!(!marker.exists(), "nothing was launched");
 }
 
 #[test]

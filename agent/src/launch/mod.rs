@@ -5,11 +5,13 @@
 //! seccomp filters, creates the cgroup and writes its limits, and returns a [`JailSpec`] of plain
 //! data. The jail itself is applied by a stage-2 helper, `mcp-guard` re-executed from
 //! `/proc/self/exe` with a hidden subcommand ([`stage2::main`]): a fresh single-threaded process
-//! may do anything after its forks, where a child forked from a tokio process could only make
-//! raw async-signal-safe syscalls. The helper joins the cgroup, waits for the launcher's go
-//! (the kernel guard attaches then), unshares the namespaces and forks a small init (pid 1 of the
-//! new PID namespace) that mounts the private /tmp and /proc, builds the landlock ruleset and forks
-//! the server child, which only restricts itself, drops privileges, installs seccomp and execs.
+//! may run ordinary code after its forks, where a child forked from a tokio process could only
+//! make raw async-signal-safe syscalls. The helper joins the v1 cgroups (hybrid hosts) and
+//! clone3()s a small init straight into the v2 cgroup and new mount, PID, IPC and UTS
+//! namespaces; init (pid 1) tells the launcher it is in the cgroup, waits for its go (the kernel
+//! guard attaches then), mounts the private /tmp and /proc, builds the landlock ruleset (rules
+//! are inode-based, so after the mounts) and forks the server child, which only restricts
+//! itself, drops privileges, installs the precompiled seccomp filters and execs.
 
 pub mod cgroup;
 pub mod identity;
@@ -303,14 +305,14 @@ fn apply_limits(
                         "no memory cgroup controller (v2 or v1): memory limited by RLIMIT_AS = \
                          {m} bytes per process instead (a last resort: address space, not RSS)"
                     ));
-                    enf.rlimits.push((libc::RLIMIT_AS as u32, m));
+                    enf.rlimits.push((libc::RLIMIT_AS, m));
                 }
                 (Controller::Pids, _, Some(p)) => {
                     warnings.push(format!(
                         "no pids cgroup controller (v2 or v1): tasks limited by RLIMIT_NPROC = {p} \
                          instead (a last resort: it counts every process of the server's user)"
                     ));
-                    enf.rlimits.push((libc::RLIMIT_NPROC as u32, p));
+                    enf.rlimits.push((libc::RLIMIT_NPROC, p));
                 }
                 _ => missing(
                     format!(

@@ -153,9 +153,8 @@ pub fn build(extra_deny: &[String]) -> Result<Vec<Program>, SeccompError> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(build)?;
-    if !rules.contains_key(&clone_nr) {
-        rules.insert(clone_nr, clone_rules);
-    }
+    // A policy denying clone outright wins over the argument filter.
+    rules.entry(clone_nr).or_insert(clone_rules);
     let deny = SeccompFilter::new(
         rules,
         SeccompAction::Allow,

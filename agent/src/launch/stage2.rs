@@ -1,7 +1,7 @@
 //! The stage-2 helper (`mcp-guard __jail-stage2`, started from `/proc/self/exe`) and its protocol.
 //!
-//! Process tree: launcher → helper (joins the cgroup, unshares, relays the exit status) → init
-//! (pid 1 of the PID namespace: mounts, builds landlock, reaps) → server (landlock → caps →
+//! Process tree: launcher → helper (joins v1 cgroups, relays the exit status) → init (born in
+//! the v2 cgroup as pid 1 of the new namespaces: handshake, mounts, builds landlock, reaps) → server (landlock → caps →
 //! seccomp → execve). Each sets PR_SET_PDEATHSIG=SIGKILL so a dead launcher takes the tree down.
 //!
 //! Control socket on fd 3 (a socketpair end, close-on-exec in the helper):
@@ -115,54 +115,96 @@ fn wait_for(pid: Pid) -> i32 {
     }
 }
 
-/// The helper: cgroup, go, namespaces, fork init, relay its status.
+/// The helper: v1 cgroups, then init forked straight into the v2 cgroup and the new namespaces
+/// (clone3 with CLONE_INTO_CGROUP: moving a live task into a v2 cgroup waits for an RCU grace
+/// period, ~13 ms here), then relay init's status. Kernels without clone3 get the old way:
+/// write cgroup.procs, unshare, fork.
 fn helper(spec: &JailSpec, mut sock: UnixStream) -> Result<i32, Failure> {
-    if let Err((code, msg)) = prelude(spec, &mut sock) {
-        report(&mut sock, code, &msg);
-        return Err((code, msg));
-    }
-    // SAFETY: the helper is single-threaded (a fresh exec, no runtime), so the child may run
-    // ordinary code after fork.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
+    let forked = join_v1_cgroups(spec).and_then(|()| fork_init(spec));
+    match forked {
+        Ok(None) => {
             let code = init(spec, sock);
             // SAFETY: _exit ends the forked child without running the parent's atexit hooks.
             unsafe { libc::_exit(code) }
         }
-        Ok(ForkResult::Parent { child }) => {
+        Ok(Some(child)) => {
             // Only the server's copy may remain, so its execve closes the last one (EOF).
             drop(sock);
             Ok(wait_for(child))
         }
-        Err(e) => {
-            let msg = format!("fork: {e}");
-            report(&mut sock, EXIT_JAIL, &msg);
-            Err((EXIT_JAIL, msg))
+        Err((code, msg)) => {
+            report(&mut sock, code, &msg);
+            Err((code, msg))
         }
     }
 }
 
-/// Joins the cgroup, says ready, waits for go, unshares the namespaces.
-fn prelude(spec: &JailSpec, sock: &mut UnixStream) -> Result<(), Failure> {
+/// The v1 hierarchies (hybrid hosts) carry limits; init inherits the helper's membership.
+fn join_v1_cgroups(spec: &JailSpec) -> Result<(), Failure> {
     let me = std::process::id().to_string();
-    for dir in &spec.cgroup_dirs {
+    for dir in spec.cgroup_dirs.iter().skip(1) {
         std::fs::write(dir.join("cgroup.procs"), &me)
             .map_err(fail(&format!("joining cgroup {}", dir.display())))?;
     }
+    Ok(())
+}
+
+/// Forks init into the v2 cgroup (first of `cgroup_dirs`) and, when enforcing, the new mount,
+/// PID, IPC and UTS namespaces. `None` in the child.
+fn fork_init(spec: &JailSpec) -> Result<Option<Pid>, Failure> {
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let Some(v2) = spec.cgroup_dirs.first() else {
+        return Err((EXIT_JAIL, "no cgroup given".into()));
+    };
+    let ns = if spec.enforce.is_some() {
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS
+    } else {
+        CloneFlags::empty()
+    };
+    let dir = std::fs::File::open(v2).map_err(fail(&format!("opening cgroup {}", v2.display())))?;
+    // SAFETY: clone_args is plain integers; zero is "unset" for every field.
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.flags = ns.bits() as u64 | CLONE_INTO_CGROUP;
+    args.exit_signal = libc::SIGCHLD as u64;
+    args.cgroup = std::os::fd::AsRawFd::as_raw_fd(&dir) as u64;
+    // SAFETY: a fork-like clone3 (no CLONE_VM, no stack): the single-threaded helper's child
+    // continues here with its own copy of memory, as after fork().
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    match r {
+        0 => Ok(None),
+        pid if pid > 0 => Ok(Some(Pid::from_raw(pid as i32))),
+        _ if nix::errno::Errno::last() == nix::errno::Errno::ENOSYS => {
+            std::fs::write(v2.join("cgroup.procs"), std::process::id().to_string())
+                .map_err(fail(&format!("joining cgroup {}", v2.display())))?;
+            unshare(ns).map_err(fail("unshare(mount, pid, ipc, uts namespaces)"))?;
+            // SAFETY: the helper is single-threaded (a fresh exec, no runtime).
+            match unsafe { fork() }.map_err(fail("fork"))? {
+                ForkResult::Child => Ok(None),
+                ForkResult::Parent { child } => Ok(Some(child)),
+            }
+        }
+        _ => Err(fail("clone3 into the cgroup and namespaces")(
+            std::io::Error::last_os_error(),
+        )),
+    }
+}
+
+/// In the cgroup: says ready and waits for go (the kernel guard attaches in between).
+fn handshake(sock: &mut UnixStream) -> Result<(), Failure> {
     sock.write_all(&[READY]).map_err(fail("control socket"))?;
     let mut go = [0u8; 1];
     sock.read_exact(&mut go).map_err(fail("waiting for go"))?;
     if go[0] != GO {
         return Err((EXIT_JAIL, "launcher did not say go".into()));
-    }
-    if spec.enforce.is_some() {
-        unshare(
-            CloneFlags::CLONE_NEWNS
-                | CloneFlags::CLONE_NEWPID
-                | CloneFlags::CLONE_NEWIPC
-                | CloneFlags::CLONE_NEWUTS,
-        )
-        .map_err(fail("unshare(mount, pid, ipc, uts namespaces)"))?;
     }
     Ok(())
 }
@@ -171,6 +213,7 @@ fn prelude(spec: &JailSpec, sock: &mut UnixStream) -> Result<(), Failure> {
 fn init(spec: &JailSpec, mut sock: UnixStream) -> i32 {
     set_pdeathsig();
     let prepared = (|| -> Result<Option<::landlock::RulesetCreated>, Failure> {
+        handshake(&mut sock)?;
         let Some(enforce) = &spec.enforce else {
             return Ok(None);
         };
