@@ -484,6 +484,68 @@ fn nothing_is_left_after_exit_or_sigterm_or_sigkill() {
 }
 
 #[test]
+fn environment_is_scrubbed_and_secrets_injected() {
+    require_root();
+    let sb = Sandbox::new("env", "");
+    let secret = sb.root.join("token");
+    std::fs::write(&secret, "s3cret\n").expect("write secret");
+    let policy = std::fs::read_to_string(&sb.policy).expect("policy");
+    std::fs::write(
+        &sb.policy,
+        format!(
+            "{policy}\n[secrets]\nAPI_TOKEN = {{ file = \"{}\" }}\n[env]\npass = [\"KEEP_ME\"]\n",
+            secret.display()
+        ),
+    )
+    .expect("policy");
+    let out = sb
+        .exec(false, &["/usr/bin/env"])
+        .env("AWS_SECRET_ACCESS_KEY", "leak")
+        .env("NODE_OPTIONS", "--require /tmp/evil.js")
+        .env("KEEP_ME", "kept")
+        .env("LC_ALL", "C")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", describe(&out));
+    let env = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(env.lines().any(|l| l == "API_TOKEN=s3cret"), "{env}");
+    assert!(env.lines().any(|l| l == "KEEP_ME=kept"), "{env}");
+    assert!(env.lines().any(|l| l == "LC_ALL=C"), "{env}");
+    assert!(
+        env.lines()
+            .any(|l| l == format!("HOME={}", sb.home.display())),
+        "{env}"
+    );
+    assert!(!names.contains(&"AWS_SECRET_ACCESS_KEY"), "{env}");
+    assert!(!names.contains(&"NODE_OPTIONS"), "{env}");
+    for name in &names {
+        assert!(
+            [
+                "PATH",
+                "HOME",
+                "USER",
+                "LOGNAME",
+                "TMPDIR",
+                "LANG",
+                "LANGUAGE",
+                "TERM",
+                "TZ",
+                "API_TOKEN",
+                "KEEP_ME"
+            ]
+            .contains(name)
+                || name.starts_with("LC_"),
+            "unexpected variable {name} in\n{env}"
+        );
+    }
+}
+
+#[test]
 fn exec_without_root_refuses_with_77() {
     require_root();
     let sb = Sandbox::new("nonroot", "");

@@ -212,7 +212,12 @@ impl Cgroup {
             enable_v2(v2root, c)?;
             enable_v2(&v2root.join(PARENT), c)?;
             for (file, value) in v2_settings(c, limits) {
-                write_file(&self.v2.join(file), &value)?;
+                let path = self.v2.join(file);
+                // memory.swap.max exists only with swap accounting; without it there is no swap.
+                if file == "memory.swap.max" && !path.exists() {
+                    continue;
+                }
+                write_file(&path, &value)?;
             }
             return Ok(Applied::V2);
         }
