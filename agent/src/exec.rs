@@ -87,6 +87,9 @@ pub struct Hooks {
     pub attach: Option<Attach>,
     /// The stdio carrier.
     pub pump: Pump,
+    /// The `mcp-guard` binary re-executed as the stage-2 helper: `/proc/self/exe` by default;
+    /// programs embedding exec (and tests) point it at the mcp-guard binary.
+    pub helper: PathBuf,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -102,6 +105,7 @@ impl Default for Hooks {
         Hooks {
             attach: None,
             pump: Box::new(|io| Box::pin(passthrough(io))),
+            helper: PathBuf::from("/proc/self/exe"),
         }
     }
 }
@@ -289,7 +293,7 @@ async fn drive(
     let theirs: OwnedFd = theirs.into();
     let theirs_raw = theirs.as_raw_fd();
     let parent_pid = std::process::id() as libc::pid_t;
-    let mut cmd = tokio::process::Command::new("/proc/self/exe");
+    let mut cmd = tokio::process::Command::new(&hooks.helper);
     cmd.arg(stage2::SUBCOMMAND)
         .env_clear()
         .stdin(Stdio::piped())

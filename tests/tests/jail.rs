@@ -391,7 +391,8 @@ fn start_tree(sb: &Sandbox, server: &str, marker: &str) -> (std::process::Child,
     let mut line = String::new();
     out.read_line(&mut line).expect("read ready");
     assert_eq!(line.trim(), "ready");
-    assert_eq!(sleeps(marker), 2, "both sleeps run");
+    // `sleep &` may not have exec'd yet when the shell prints.
+    wait_until("both sleeps run", || sleeps(marker) == 2);
     assert_eq!(
         cgroups_of(server).len(),
         4,
@@ -689,4 +690,116 @@ fn bench_exec_true() {
         j.as_secs_f64() / p.as_secs_f64(),
         o.as_secs_f64() / p.as_secs_f64()
     );
+}
+
+/// The seams exec leaves for the kernel guard and the JSON-RPC proxy, driven in-process.
+#[test]
+fn kernel_guard_and_pump_seams() {
+    use std::{cell::RefCell, rc::Rc};
+
+    use mcp_guard::{
+        exec::{self, ExecArgs, Hooks, ServerStdio, SessionInfo},
+        state::Dirs,
+    };
+    require_root();
+    let sb = Sandbox::new("seams", "");
+    let marker = sb.work.join("server-ran");
+    let dirs = Dirs {
+        state: sb.root.join("state"),
+        policy: sb.root.clone(),
+    };
+    let args = |cmd: &[&str]| ExecArgs {
+        policy: Some(sb.policy.display().to_string()),
+        name: Some(format!("seams-{}", std::process::id())),
+        observe: false,
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+    };
+
+    // What the attach hook saw, and when its returned guard was dropped.
+    #[derive(Default, Debug)]
+    struct Seen {
+        procs: String,
+        id_matches: bool,
+        server_had_run: bool,
+        dropped_with_cgroup_present: Option<bool>,
+        echoed: Vec<u8>,
+    }
+    struct Guard(Rc<RefCell<Seen>>, PathBuf);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.borrow_mut().dropped_with_cgroup_present = Some(self.1.exists());
+        }
+    }
+    let seen = Rc::new(RefCell::new(Seen::default()));
+    let touch = format!("echo hi; touch {}; cat", marker.display());
+    let hooks = Hooks {
+        attach: Some({
+            let seen = seen.clone();
+            let marker = marker.clone();
+            Box::new(move |info: SessionInfo| {
+                Box::pin(async move {
+                    use std::os::unix::fs::MetadataExt;
+                    let mut s = seen.borrow_mut();
+                    s.procs = std::fs::read_to_string(info.cgroup_dir.join("cgroup.procs"))
+                        .unwrap_or_default();
+                    s.id_matches = std::fs::metadata(&info.cgroup_dir)
+                        .is_ok_and(|m| m.ino() == info.cgroup_id);
+                    s.server_had_run = marker.exists();
+                    drop(s);
+                    Ok(Box::new(Guard(seen.clone(), info.cgroup_dir.clone()))
+                        as Box<dyn std::any::Any>)
+                })
+            })
+        }),
+        pump: {
+            let seen = seen.clone();
+            Box::new(move |io: ServerStdio| {
+                Box::pin(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let ServerStdio {
+                        mut stdin,
+                        mut stdout,
+                        ..
+                    } = io;
+                    stdin.write_all(b"via the pump\n").await?;
+                    drop(stdin);
+                    let mut out = Vec::new();
+                    stdout.read_to_end(&mut out).await?;
+                    seen.borrow_mut().echoed = out;
+                    Ok(())
+                })
+            })
+        },
+        helper: mcp_guard(),
+    };
+    let code = exec::run(args(&["/bin/sh", "-c", &touch]), &dirs, hooks);
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    let s = seen.borrow();
+    assert!(
+        !s.procs.trim().is_empty(),
+        "the jail's init was in the cgroup: {s:?}"
+    );
+    assert!(s.id_matches, "cgroup_id is the directory's inode: {s:?}");
+    assert!(!s.server_had_run, "attach ran before the server: {s:?}");
+    assert!(marker.exists(), "then the server ran");
+    assert_eq!(
+        s.dropped_with_cgroup_present,
+        Some(true),
+        "guard dropped before cgroup removal"
+    );
+    assert_eq!(String::from_utf8_lossy(&s.echoed), "hi\nvia the pump\n");
+    drop(s);
+
+    // A failing attach refuses the launch: 77 and the server never runs.
+    std::fs::remove_file(&marker).expect("remove marker");
+    let hooks = Hooks {
+        attach: Some(Box::new(|_info: SessionInfo| {
+            Box::pin(async { Err("no eBPF here".to_string()) })
+        })),
+        helper: mcp_guard(),
+        ..Hooks::default()
+    };
+    let code = exec::run(args(&["/bin/sh", "-c", &touch]), &dirs, hooks);
+    assert_eq!(code, std::process::ExitCode::from(77));
+    assert!(!marker.exists(), "nothing launched");
 }
