@@ -125,17 +125,18 @@ pub async fn passthrough(io: ServerStdio) -> io::Result<()> {
             match client.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    // The server closed its stdin: nothing more can be delivered.
+                    // The server closed its stdin: nothing more can be delivered, but its
+                    // stdout must still be carried.
                     if stdin.write_all(&buf[..n]).await.is_err() {
-                        return;
+                        return std::future::pending::<()>().await;
                     }
                 }
             }
         }
         drop(stdin);
         let _ = client_eof.send(());
-        // Keep this half alive (pending) so select! below only ends on the downstream half.
-        std::future::pending::<()>().await;
+        // Never completes: the pump ends with the downstream half.
+        std::future::pending::<()>().await
     };
     let downstream = async move {
         let mut client = tokio::io::stdout();

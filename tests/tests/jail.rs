@@ -324,6 +324,24 @@ fn stdio_passes_through_byte_identical_with_eof() {
     assert!(status.success(), "{status:?}");
     assert_eq!(echoed.len(), payload.len());
     assert!(echoed == payload, "echoed bytes differ");
+
+    // A server that closes its stdin while the client keeps writing still gets its output out.
+    let mut child = sb
+        .exec(false, &["/bin/sh", "-c", "exec 0<&-; sleep 0.3; echo late"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let chunk = [b'y'; 4096];
+        // Until exec exits and the pipe breaks.
+        while stdin.write_all(&chunk).is_ok() {}
+    });
+    let out = child.wait_with_output().expect("wait");
+    writer.join().expect("writer");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "late\n");
 }
 
 /// Processes whose command line contains `marker` (exec, the shell and the sleeps).
