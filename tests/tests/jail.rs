@@ -692,15 +692,22 @@ fn bench_exec_true() {
         assert!(status.success());
         start.elapsed()
     };
-    let plain: Vec<Duration> = (0..RUNS)
-        .map(|_| time(&mut Command::new("/bin/true")))
-        .collect();
-    let jailed: Vec<Duration> = (0..RUNS)
-        .map(|_| time(Command::new(mcp_guard()).args(["exec", "--", "/bin/true"])))
-        .collect();
-    let observed: Vec<Duration> = (0..RUNS)
-        .map(|_| time(Command::new(mcp_guard()).args(["exec", "--observe", "--", "/bin/true"])))
-        .collect();
+    // Interleaved, so load from other processes on this shared host hits all three alike.
+    let (mut plain, mut jailed, mut observed) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        plain.push(time(&mut Command::new("/bin/true")));
+        jailed.push(time(Command::new(mcp_guard()).args([
+            "exec",
+            "--",
+            "/bin/true",
+        ])));
+        observed.push(time(Command::new(mcp_guard()).args([
+            "exec",
+            "--observe",
+            "--",
+            "/bin/true",
+        ])));
+    }
     let (p, j, o) = (median(plain), median(jailed), median(observed));
     println!(
         "median of {RUNS} runs: /bin/true {p:?}; mcp-guard exec -- /bin/true {j:?} (x{:.1}); \
