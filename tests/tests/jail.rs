@@ -177,6 +177,18 @@ fn dangerous_syscalls_are_denied_by_seccomp_and_caps() {
     blocked_but_observable(&sb, &["io-uring"], EPERM);
     // No CAP_NET_RAW.
     blocked_but_observable(&sb, &["raw-socket"], EPERM);
+
+    // The policy's own [syscalls] deny comes on top of the built-in list.
+    let sb = Sandbox::new("sys-policy", "[syscalls]\ndeny = [\"uname\"]\n");
+    let out = sb.exec(false, &["/bin/uname"]).output().expect("run");
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "{}",
+        describe(&out)
+    );
+    let out = sb.exec(true, &["/bin/uname"]).output().expect("run");
+    assert!(out.status.success(), "{}", describe(&out));
 }
 
 #[test]
