@@ -43,6 +43,9 @@ pub enum Command {
     Alerts(AlertsArgs),
     /// One call as a timeline: request, kernel events with verdicts, alerts, response.
     Trace(TraceArgs),
+    /// Internal: the jail's stage-2 helper, started by `exec` from /proc/self/exe.
+    #[command(name = "__jail-stage2", hide = true)]
+    JailStage2,
 }
 
 /// `mcp-guard exec`.
@@ -192,6 +195,17 @@ pub fn main() -> ExitCode {
                 json: a.json,
             },
         ),
-        Command::Exec(_) => ExitCode::SUCCESS,
+        Command::Exec(a) => crate::exec::main(
+            crate::exec::ExecArgs {
+                policy: a.policy,
+                name: a.name,
+                observe: a.observe,
+                command: a.command,
+            },
+            &dirs,
+        ),
+        Command::JailStage2 => {
+            ExitCode::from(u8::try_from(crate::launch::stage2::main()).unwrap_or(1))
+        }
     }
 }
