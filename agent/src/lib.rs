@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod exec;
 pub mod kernel;
 pub mod launch;
+pub mod mounts;
 pub mod policy;
 pub mod query;
 pub mod state;

@@ -10,81 +10,6 @@ use std::{
 
 use super::Errno;
 
-/// One line of `/proc/self/mountinfo`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Mount {
-    /// Where it is mounted.
-    pub mount_point: PathBuf,
-    /// Filesystem type (`cgroup2`, `cgroup`, `tracefs`, ...).
-    pub fstype: String,
-    /// Per-superblock options (for cgroup v1: the controllers of that hierarchy).
-    pub super_options: Vec<String>,
-}
-
-/// Parses `/proc/self/mountinfo` (proc(5)); malformed lines are skipped.
-pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mount_point = left.split(' ').nth(4)?;
-            let mut right = right.split(' ');
-            let fstype = right.next()?;
-            let _source = right.next()?;
-            let super_options = right
-                .next()
-                .unwrap_or("")
-                .split(',')
-                .filter(|o| !o.is_empty())
-                .map(str::to_string)
-                .collect();
-            Some(Mount {
-                mount_point: PathBuf::from(unescape_octal(mount_point)),
-                fstype: fstype.to_string(),
-                super_options,
-            })
-        })
-        .collect()
-}
-
-/// Undoes mountinfo's `\ooo` escapes (space, tab, newline, backslash in paths).
-fn unescape_octal(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The first cgroup v2 mount.
-pub fn cgroup2_mount(mounts: &[Mount]) -> Option<&Path> {
-    mounts
-        .iter()
-        .find(|m| m.fstype == "cgroup2")
-        .map(|m| m.mount_point.as_path())
-}
-
-/// The cgroup v1 mount holding `controller`, if any.
-pub fn cgroup1_mount<'a>(mounts: &'a [Mount], controller: &str) -> Option<&'a Path> {
-    mounts
-        .iter()
-        .find(|m| m.fstype == "cgroup" && m.super_options.iter().any(|o| o == controller))
-        .map(|m| m.mount_point.as_path())
-}
-
 /// The effective capability set from `/proc/self/status` text (`CapEff:` hex).
 pub fn parse_cap_eff(status: &str) -> Option<u64> {
     status
@@ -274,21 +199,6 @@ pub fn seccomp_action_available(action: u32) -> bool {
     }
 }
 
-/// The landlock ABI version (`landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)`).
-pub fn landlock_abi() -> Result<i64, Errno> {
-    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-    // SAFETY: with a NULL attr, size 0 and the VERSION flag the call only returns a number.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
-    if r < 0 { Err(Errno::last()) } else { Ok(r) }
-}
-
 /// Creates (and closes) a real landlock ruleset handling file reads, proving rulesets work.
 pub fn landlock_ruleset_works() -> Result<(), Errno> {
     // struct landlock_ruleset_attr, first field only: LANDLOCK_ACCESS_FS_READ_FILE.
@@ -367,57 +277,6 @@ pub fn engine_ping(socket: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const MOUNTINFO: &str = "\
-24 29 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
-30 24 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
-31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
-34 30 0:30 / /sys/fs/cgroup/memory rw,nosuid shared:14 - cgroup cgroup rw,memory
-35 30 0:31 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:15 - cgroup cgroup rw,cpu,cpuacct
-36 30 0:32 / /sys/fs/cgroup/pids rw,nosuid shared:16 - cgroup cgroup rw,pids
-40 24 0:12 / /sys/kernel/tracing rw,nosuid,nodev,noexec,relatime shared:20 - tracefs tracefs rw
-41 1 0:40 / /mnt/with\\040space rw - ext4 /dev/sda1 rw
-garbage line without separator
-";
-
-    #[test]
-    fn mountinfo_finds_cgroup_hierarchies_and_unescapes_paths() {
-        let mounts = parse_mountinfo(MOUNTINFO);
-        assert_eq!(mounts.len(), 8, "the garbage line is skipped");
-        assert_eq!(
-            cgroup2_mount(&mounts),
-            Some(Path::new("/sys/fs/cgroup/unified"))
-        );
-        assert_eq!(
-            cgroup1_mount(&mounts, "cpu"),
-            Some(Path::new("/sys/fs/cgroup/cpu,cpuacct"))
-        );
-        assert_eq!(
-            cgroup1_mount(&mounts, "memory"),
-            Some(Path::new("/sys/fs/cgroup/memory"))
-        );
-        // "cpu" must not match "cpuacct" alone or "cpuset".
-        assert_eq!(cgroup1_mount(&mounts, "cpuset"), None);
-        assert!(
-            mounts
-                .iter()
-                .any(|m| m.mount_point == Path::new("/mnt/with space"))
-        );
-        assert!(
-            mounts
-                .iter()
-                .any(|m| m.fstype == "tracefs" && m.mount_point == Path::new("/sys/kernel/tracing"))
-        );
-    }
-
-    #[test]
-    fn pure_v2_host_has_no_v1_controllers() {
-        let mounts = parse_mountinfo(
-            "29 24 0:25 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n",
-        );
-        assert_eq!(cgroup2_mount(&mounts), Some(Path::new("/sys/fs/cgroup")));
-        assert_eq!(cgroup1_mount(&mounts, "memory"), None);
-    }
 
     #[test]
     fn cap_eff_parses_and_bits_are_right() {

@@ -299,9 +299,7 @@ impl Builder {
 /// Runs every probe on this host and returns the results.
 pub fn probe() -> Report {
     let mut b = Builder { checks: Vec::new() };
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|t| host::parse_mountinfo(&t))
-        .unwrap_or_default();
+    let mounts = crate::mounts::read().unwrap_or_default();
     probe_privileges(&mut b);
     let btf = probe_btf(&mut b);
     let tracefs = probe_tracefs(&mut b, &mounts);
@@ -436,7 +434,7 @@ fn probe_btf(b: &mut Builder) -> Option<KernelBtf> {
 }
 
 /// Finds tracefs, mounting it at /sys/kernel/tracing when it is not mounted anywhere.
-fn probe_tracefs(b: &mut Builder, mounts: &[host::Mount]) -> Option<PathBuf> {
+fn probe_tracefs(b: &mut Builder, mounts: &[crate::mounts::Mount]) -> Option<PathBuf> {
     const CONSEQUENCE: &str = "syscall tracepoints can be attached by name";
     if let Some(m) = mounts.iter().find(|m| m.fstype == "tracefs") {
         b.put(
@@ -799,8 +797,8 @@ fn probe_maps(b: &mut Builder) {
     }
 }
 
-fn probe_cgroups(b: &mut Builder, mounts: &[host::Mount]) {
-    let Some(root) = host::cgroup2_mount(mounts) else {
+fn probe_cgroups(b: &mut Builder, mounts: &[crate::mounts::Mount]) {
+    let Some(root) = crate::mounts::cgroup2_mount(mounts) else {
         b.put(
             CapabilityId::CgroupV2,
             Status::Unavailable,
@@ -981,14 +979,14 @@ fn probe_egress(b: &mut Builder, dir: &Path) {
 }
 
 /// Where the memory, pids and cpu controllers are, and whether a cgroup can be made there.
-fn probe_controllers(b: &mut Builder, mounts: &[host::Mount], v2: Option<(&Path, &str)>) {
+fn probe_controllers(b: &mut Builder, mounts: &[crate::mounts::Mount], v2: Option<(&Path, &str)>) {
     let mut found = Vec::new();
     let mut lacking = Vec::new();
     for controller in ["memory", "pids", "cpu"] {
         let in_v2 = v2.filter(|(_, list)| list.split_whitespace().any(|c| c == controller));
         let place = match in_v2 {
             Some((root, _)) => Some((root, "v2")),
-            None => host::cgroup1_mount(mounts, controller).map(|p| (p, "v1")),
+            None => crate::mounts::cgroup1_mount(mounts, controller).map(|p| (p, "v1")),
         };
         let Some((mount, version)) = place else {
             lacking.push(format!("{controller} (not mounted)"));
@@ -1056,7 +1054,10 @@ fn probe_controllers(b: &mut Builder, mounts: &[host::Mount], v2: Option<(&Path,
 fn probe_landlock(b: &mut Builder) {
     const NO: &str = "no filesystem confinement: [filesystem] policies are refused (77)";
     let active = active_lsms();
-    match host::landlock_abi() {
+    let abi = crate::launch::landlock::abi()
+        .map(i64::from)
+        .map_err(|e| Errno::bare(e.raw_os_error().unwrap_or(0)));
+    match abi {
         Ok(abi) => match host::landlock_ruleset_works() {
             Ok(()) => b.put(
                 CapabilityId::Landlock,

@@ -48,37 +48,22 @@ pub struct Mounts {
 impl Mounts {
     /// Reads /proc/self/mountinfo.
     pub fn discover() -> io::Result<Self> {
-        Ok(Self::parse(&fs::read_to_string("/proc/self/mountinfo")?))
+        Ok(Self::from_table(&crate::mounts::read()?))
     }
 
-    /// Parses mountinfo text (fields: id parent maj:min root mountpoint opts ... - fstype src superopts).
-    pub fn parse(mountinfo: &str) -> Self {
+    /// Picks the hierarchies mcp-guard uses out of the mount table.
+    pub fn from_table(table: &[crate::mounts::Mount]) -> Self {
         let mut mounts = Mounts::default();
-        for line in mountinfo.lines() {
-            let Some((pre, post)) = line.split_once(" - ") else {
-                continue;
-            };
-            let pre: Vec<&str> = pre.split(' ').collect();
-            let post: Vec<&str> = post.split(' ').collect();
-            let (Some(root), Some(mountpoint), Some(fstype)) =
-                (pre.get(3), pre.get(4), post.first())
-            else {
-                continue;
-            };
-            // A bind mount of a sub-cgroup is not a hierarchy root.
-            if *root != "/" {
-                continue;
-            }
-            let mountpoint = PathBuf::from(unescape_mountinfo(mountpoint));
-            match *fstype {
-                "cgroup2" if mounts.v2.is_none() => mounts.v2 = Some(mountpoint),
+        // A bind mount of a sub-cgroup is not a hierarchy root.
+        for m in table.iter().filter(|m| m.root == Path::new("/")) {
+            match m.fstype.as_str() {
+                "cgroup2" if mounts.v2.is_none() => mounts.v2 = Some(m.mount_point.clone()),
                 "cgroup" => {
-                    let opts = post.get(2).copied().unwrap_or("");
                     for c in [Controller::Memory, Controller::Pids, Controller::Cpu] {
-                        if opts.split(',').any(|o| o == c.name())
+                        if m.super_options.iter().any(|o| o == c.name())
                             && !mounts.v1.iter().any(|(have, _)| *have == c)
                         {
-                            mounts.v1.push((c, mountpoint.clone()));
+                            mounts.v1.push((c, m.mount_point.clone()));
                         }
                     }
                 }
@@ -103,14 +88,6 @@ impl Mounts {
                 .is_ok_and(|s| s.split_whitespace().any(|n| n == c.name()))
         })
     }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
 }
 
 /// The limits to apply, already decided per controller.
@@ -447,7 +424,7 @@ mod tests {
 
     #[test]
     fn finds_hybrid_mounts() {
-        let m = Mounts::parse(HYBRID);
+        let m = Mounts::from_table(&crate::mounts::parse(HYBRID));
         assert_eq!(m.v2.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
         assert_eq!(
             m.v1(Controller::Memory),
@@ -462,10 +439,10 @@ mod tests {
 
     #[test]
     fn finds_pure_v2_and_skips_bind_mounts() {
-        let m = Mounts::parse(
+        let m = Mounts::from_table(&crate::mounts::parse(
             "30 1 0:26 /sub /mnt/x rw - cgroup2 cgroup2 rw\n\
              31 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n",
-        );
+        ));
         assert_eq!(m.v2.as_deref(), Some(Path::new("/sys/fs/cgroup")));
         assert!(m.v1.is_empty());
     }

@@ -39,6 +39,11 @@ pub struct LandlockSpec {
 
 /// The kernel's landlock ABI version (0 when landlock is unavailable or disabled).
 pub fn kernel_abi() -> i32 {
+    abi().unwrap_or(0)
+}
+
+/// The kernel's landlock ABI version, or why the kernel refused to say (ENOSYS, EOPNOTSUPP).
+pub fn abi() -> std::io::Result<i32> {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
     // SAFETY: with a null attr and size 0 and the VERSION flag the kernel reads no memory.
     let r = unsafe {
@@ -49,7 +54,10 @@ pub fn kernel_abi() -> i32 {
             LANDLOCK_CREATE_RULESET_VERSION,
         )
     };
-    i32::try_from(r).unwrap_or(0).max(0)
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(i32::try_from(r).unwrap_or(i32::MAX))
 }
 
 /// Builds the ruleset (opening each path that exists; missing ones are skipped).
