@@ -35,6 +35,8 @@ pub enum Command {
     /// Policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Wrap the stdio servers of an MCP client's config file with `mcp-guard exec`.
+    ClientConfig(ClientConfigArgs),
 }
 
 /// `mcp-guard exec`.
@@ -62,6 +64,39 @@ pub struct DoctorArgs {
     pub json: bool,
 }
 
+/// `mcp-guard client-config`.
+///
+/// Reads an MCP client config (Claude Desktop's claude_desktop_config.json, Cursor's or VS
+/// Code's mcp.json) and wraps every stdio server as `mcp-guard exec --policy P --name SERVER --
+/// CMD ARGS...`. Each server's policy: --policy-for, else the policy in the policy dir named like
+/// the server or the package it runs (npx -y @modelcontextprotocol/server-filesystem →
+/// filesystem), else `default`; stderr says which and why. Servers already under mcp-guard and
+/// remote (url) servers are left unchanged. Prints the rewritten config unless --write.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct ClientConfigArgs {
+    /// The client's config file.
+    pub file: PathBuf,
+    /// Use POLICY (a name in the policy dir, or a file) for SERVER; repeatable.
+    #[arg(long = "policy-for", value_name = "SERVER=POLICY", value_parser = parse_policy_for)]
+    pub policy_for: Vec<(String, String)>,
+    /// Rewrite FILE in place, after writing a backup FILE.mcp-guard-backup-<UTC time> next to it.
+    #[arg(long)]
+    pub write: bool,
+    /// The mcp-guard command written into the config [default: this program's absolute path].
+    #[arg(long = "mcp-guard", value_name = "PATH")]
+    pub mcp_guard: Option<String>,
+}
+
+fn parse_policy_for(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((server, policy)) if !server.is_empty() && !policy.is_empty() => {
+            Ok((server.to_string(), policy.to_string()))
+        }
+        _ => Err(format!("{s:?} is not SERVER=POLICY")),
+    }
+}
+
 /// `mcp-guard policy ...`.
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -76,7 +111,7 @@ pub enum PolicyCommand {
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _dirs = Dirs {
+    let dirs = Dirs {
         state: cli.state_dir,
         policy: cli.policy_dir,
     };
@@ -88,6 +123,54 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_POLICY)
             }
         }
+        Command::ClientConfig(args) => client_config(args, &dirs),
         Command::Exec(_) | Command::Doctor(_) => ExitCode::SUCCESS,
+    }
+}
+
+fn client_config(args: ClientConfigArgs, dirs: &Dirs) -> ExitCode {
+    use crate::client_config::{self as cc, Settings};
+    let mcp_guard = match args.mcp_guard {
+        Some(path) => path,
+        // Clients start servers with a minimal PATH (Claude Desktop does not read the shell's),
+        // so the absolute path of this very binary is the safe default.
+        None => match std::env::current_exe() {
+            Ok(exe) => exe.display().to_string(),
+            Err(e) => {
+                eprintln!("cannot find this program's path ({e}); give --mcp-guard PATH");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let policy_dir = std::path::absolute(&dirs.policy).unwrap_or_else(|_| dirs.policy.clone());
+    let settings = Settings {
+        // exec finds policies by name in its default dir; any other dir is written out.
+        pin_policy_dir: dirs.policy != std::path::Path::new(DEFAULT_POLICY_DIR),
+        policy_dir,
+        mcp_guard,
+        policy_for: args.policy_for.into_iter().collect(),
+    };
+    match cc::run(&args.file, &settings, args.write) {
+        Ok(done) => {
+            let file = args.file.display();
+            eprintln!("{file}: format {}", done.rewritten.format);
+            for report in &done.rewritten.servers {
+                for line in cc::describe(report) {
+                    eprintln!("{line}");
+                }
+            }
+            if !args.write {
+                print!("{}", done.rewritten.text);
+            } else if let Some(backup) = done.backup {
+                eprintln!("{file}: rewritten; the original is in {}", backup.display());
+            } else {
+                eprintln!("{file}: nothing to change; left as it was");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
