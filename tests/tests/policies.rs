@@ -62,7 +62,9 @@ fn every_shipped_policy_passes_policy_check() {
         assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
     }
     for name in REFERENCE {
-        let file = workspace_root().join("policies").join(format!("{name}.toml"));
+        let file = workspace_root()
+            .join("policies")
+            .join(format!("{name}.toml"));
         assert!(files.contains(&file), "no policy for {name}: {files:?}");
     }
 }
@@ -95,7 +97,13 @@ fn nets_allowing(policy: &Path, port: u16) -> Vec<IpNet> {
 
 #[test]
 fn web_policies_reach_public_addresses_only() {
-    let public = ["1.1.1.1", "8.8.8.8", "93.184.215.14", "140.82.112.3", "2606:4700::1111"];
+    let public = [
+        "1.1.1.1",
+        "8.8.8.8",
+        "93.184.215.14",
+        "140.82.112.3",
+        "2606:4700::1111",
+    ];
     let inside = [
         "127.0.0.1",
         "10.0.0.1",
@@ -114,7 +122,9 @@ fn web_policies_reach_public_addresses_only() {
         "::ffff:169.254.169.254",
     ];
     for name in ["fetch", "playwright"] {
-        let file = workspace_root().join("policies").join(format!("{name}.toml"));
+        let file = workspace_root()
+            .join("policies")
+            .join(format!("{name}.toml"));
         for port in [80, 443] {
             let nets = nets_allowing(&file, port);
             for addr in public {
