@@ -35,7 +35,23 @@ pub enum Command {
     /// Policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Wrap the stdio servers of an MCP client's config file with `mcp-guard exec`.
+    /// Wrap the stdio servers of an MCP client's config file with `mcp-guard exec`
+    ///
+    /// Reads Claude Desktop's claude_desktop_config.json, Cursor's mcp.json or VS Code's mcp.json
+    /// (or settings.json) and wraps every stdio server as
+    ///   mcp-guard exec --policy POLICY --name SERVER -- COMMAND ARGS...
+    /// Each server's policy: --policy-for SERVER=POLICY if given, else the policy in the policy
+    /// dir named like the server or the package it runs (npx -y @modelcontextprotocol/
+    /// server-filesystem -> filesystem, uvx mcp-server-fetch -> fetch), else `default`; stderr
+    /// says which and why, and which of the server's env variables the policy will scrub.
+    /// Servers already under mcp-guard and remote (url) servers are left unchanged; every other
+    /// key of the file is kept. A policy dir other than the default is written into each wrapper
+    /// (--policy-dir DIR), policy files as absolute paths.
+    ///
+    /// Prints the rewritten config on stdout; with --write, writes a backup
+    /// FILE.mcp-guard-backup-<UTC time> next to FILE first, then replaces FILE atomically.
+    /// Exit status: 0 done, 1 unreadable or unknown config (file untouched), 78 policy error.
+    #[command(verbatim_doc_comment)]
     ClientConfig(ClientConfigArgs),
 }
 
@@ -65,15 +81,7 @@ pub struct DoctorArgs {
 }
 
 /// `mcp-guard client-config`.
-///
-/// Reads an MCP client config (Claude Desktop's claude_desktop_config.json, Cursor's or VS
-/// Code's mcp.json) and wraps every stdio server as `mcp-guard exec --policy P --name SERVER --
-/// CMD ARGS...`. Each server's policy: --policy-for, else the policy in the policy dir named like
-/// the server or the package it runs (npx -y @modelcontextprotocol/server-filesystem →
-/// filesystem), else `default`; stderr says which and why. Servers already under mcp-guard and
-/// remote (url) servers are left unchanged. Prints the rewritten config unless --write.
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
 pub struct ClientConfigArgs {
     /// The client's config file.
     pub file: PathBuf,
