@@ -168,7 +168,15 @@ fn client_config(args: ClientConfigArgs, dirs: &Dirs) -> ExitCode {
                 }
             }
             if !args.write {
-                print!("{}", done.rewritten.text);
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                if let Err(e) = stdout
+                    .write_all(done.rewritten.text.as_bytes())
+                    .and_then(|()| stdout.flush())
+                {
+                    eprintln!("cannot write the config to stdout: {e}");
+                    return ExitCode::FAILURE;
+                }
             } else if let Some(backup) = done.backup {
                 eprintln!("{file}: rewritten; the original is in {}", backup.display());
             } else {

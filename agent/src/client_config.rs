@@ -243,8 +243,15 @@ pub fn rewrite(path: &Path, text: &str, settings: &Settings) -> Result<Rewritten
     let mut reports = Vec::new();
     let mut changed = false;
     for (name, entry) in servers.iter_mut() {
-        let report = wrap_entry(name, entry, settings)?;
+        let mut report = wrap_entry(name, entry, settings)?;
         changed |= matches!(report.outcome, Outcome::Wrapped { .. });
+        if matches!(report.outcome, Outcome::Remote(_) | Outcome::Skipped(_))
+            && settings.policy_for.contains_key(name)
+        {
+            report
+                .notes
+                .push("--policy-for was not applied: the server is not wrapped".to_string());
+        }
         reports.push(report);
     }
     let mut out = to_json(&root, detect_indent(text));
@@ -407,7 +414,16 @@ fn wrap_entry(name: &str, entry: &mut Value, settings: &Settings) -> Result<Serv
     let guard_name = exec_name(name);
     if let Some(env) = obj.get("env").and_then(Value::as_object) {
         for (key, value) in env {
-            if looks_secret(key) && value.as_str().is_some_and(|v| !v.contains("${")) {
+            if !(looks_secret(key) && value.as_str().is_some_and(|v| !v.contains("${"))) {
+                continue;
+            }
+            if chosen.policy.secrets.contains_key(key) {
+                report.notes.push(format!(
+                    "env {key} is written in plain text in this file, and policy {} sets it \
+                     from its [secrets]: remove it from this file",
+                    chosen.spec
+                ));
+            } else {
                 report.notes.push(format!(
                     "env {key} looks like a secret written in plain text in this file: put it in \
                      a file readable only by root and name it in the policy's [secrets] \
@@ -550,6 +566,16 @@ fn choose_policy(
             return load(candidate, format!("matches the {source}"));
         }
         tried.push(file);
+    }
+    if !settings.policy_dir.is_dir() {
+        return load(
+            "default".to_string(),
+            format!(
+                "the policy dir {} does not exist: install the shipped policies there or give \
+                 --policy-dir",
+                settings.policy_dir.display()
+            ),
+        );
     }
     load(
         "default".to_string(),

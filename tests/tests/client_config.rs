@@ -204,7 +204,7 @@ fn claude_desktop_config_is_wrapped() {
             // The proxy is passed by the fetch policy; DEBUG is not.
             "web: env DEBUG will be scrubbed",
             "github: env GITHUB_PERSONAL_ACCESS_TOKEN will be replaced by policy github's [secrets]",
-            "github: note: env GITHUB_PERSONAL_ACCESS_TOKEN looks like a secret",
+            "github: note: env GITHUB_PERSONAL_ACCESS_TOKEN is written in plain text in this file, and policy github sets it",
         ],
     );
 }
