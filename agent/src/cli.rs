@@ -53,6 +53,9 @@ pub enum Command {
     /// Exit status: 0 done, 1 unreadable or unknown config (file untouched), 78 policy error.
     #[command(verbatim_doc_comment)]
     ClientConfig(ClientConfigArgs),
+    /// Internal: the jail's stage-2 helper, started by `exec` from /proc/self/exe.
+    #[command(name = "__jail-stage2", hide = true)]
+    JailStage2,
 }
 
 /// `mcp-guard exec`.
@@ -132,7 +135,19 @@ pub fn main() -> ExitCode {
             }
         }
         Command::ClientConfig(args) => client_config(args, &dirs),
-        Command::Exec(_) | Command::Doctor(_) => ExitCode::SUCCESS,
+        Command::Exec(a) => crate::exec::main(
+            crate::exec::ExecArgs {
+                policy: a.policy,
+                name: a.name,
+                observe: a.observe,
+                command: a.command,
+            },
+            &dirs,
+        ),
+        Command::JailStage2 => {
+            ExitCode::from(u8::try_from(crate::launch::stage2::main()).unwrap_or(1))
+        }
+        Command::Doctor(_) => ExitCode::SUCCESS,
     }
 }
 

@@ -30,7 +30,10 @@ use std::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::policy::{self, Policy, PolicyError};
+use crate::{
+    launch::identity::ENV_ALLOW,
+    policy::{self, Policy, PolicyError},
+};
 
 /// What `client-config` needs besides the file: where policies are and how to write the wrapper.
 #[derive(Clone, Debug)]
@@ -776,14 +779,18 @@ fn container_engine<'c>(command: &'c str, args: &[String]) -> Option<&'c str> {
         .then_some(program)
 }
 
-/// Variables of a server's `env` that the policy drops, and those its secrets replace.
+/// Variables of a server's `env` that the launcher drops (neither in its built-in allowlist nor
+/// passed by the policy), and those the policy's secrets replace.
 fn env_fate(names: &[String], policy: &Policy) -> (Vec<String>, Vec<String>) {
     let mut scrubbed = Vec::new();
     let mut replaced = Vec::new();
     for name in names {
+        let kept = ENV_ALLOW.contains(&name.as_str())
+            || name.starts_with("LC_")
+            || policy.env.pass.contains(name);
         if policy.secrets.contains_key(name) {
             replaced.push(name.clone());
-        } else if !policy.env.pass.contains(name) {
+        } else if !kept {
             scrubbed.push(name.clone());
         }
     }
@@ -866,10 +873,11 @@ pub fn describe(report: &ServerReport) -> Vec<String> {
         }
         if !scrubbed.is_empty() {
             lines.push(format!(
-                "{server}: env {} will be scrubbed: policy {policy} neither passes them ([env] \
-                 pass) nor sets them ([secrets]); add them to [env] pass in a copy of the policy \
-                 if the server needs them",
-                scrubbed.join(", ")
+                "{server}: env {} will be scrubbed: neither the built-in allowlist ({}, LC_*) \
+                 nor policy {policy}'s [env] pass or [secrets] keeps them; add them to [env] \
+                 pass in a copy of the policy if the server needs them",
+                scrubbed.join(", "),
+                ENV_ALLOW.join(", ")
             ));
         }
         if !replaced.is_empty() {
@@ -1096,7 +1104,7 @@ mod tests {
     "files": {
       "command": "npx",
       "args": ["-y", "@modelcontextprotocol/server-filesystem@2026.8.31", "/home/u/Desktop"],
-      "env": {"NODE_OPTIONS": "--max-old-space-size=256", "GITHUB_TOKEN": "x", "DEBUG": "1"},
+      "env": {"NODE_OPTIONS": "--max-old-space-size=256", "GITHUB_TOKEN": "x", "DEBUG": "1", "PATH": "/opt/node/bin:/usr/bin", "LC_ALL": "C"},
       "disabled": false
     },
     "fetch": {"command": "uvx", "args": ["mcp-server-fetch"]},
