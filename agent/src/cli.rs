@@ -182,6 +182,9 @@ fn client_config(args: ClientConfigArgs, dirs: &Dirs) -> ExitCode {
                     eprintln!("{line}");
                 }
             }
+            if let Some(note) = cc::privilege_note(&args.file) {
+                eprintln!("{note}");
+            }
             if !args.write {
                 use std::io::Write;
                 let mut stdout = std::io::stdout().lock();

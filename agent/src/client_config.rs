@@ -893,6 +893,20 @@ pub fn describe(report: &ServerReport) -> Vec<String> {
     lines
 }
 
+/// A warning when the config belongs to a user other than root: its client starts the servers
+/// as that user, and `mcp-guard exec` refuses to run unprivileged (exit 77).
+pub fn privilege_note(file: &Path) -> Option<String> {
+    let owner = std::fs::metadata(file).ok()?.uid();
+    (owner != 0).then(|| {
+        format!(
+            "note: {} belongs to uid {owner}, so its client starts the servers unprivileged; \
+             mcp-guard exec needs root and refuses to launch without it (exit 77): let that \
+             user run it through sudo (a sudoers rule for mcp-guard) or use the mcp-guard service",
+            file.display()
+        )
+    })
+}
+
 /// What `client-config` did with the file.
 #[derive(Debug)]
 pub struct Done {
@@ -1585,6 +1599,25 @@ mod tests {
             })
             .count();
         assert_eq!(backups, 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn configs_of_unprivileged_users_get_a_note() {
+        let dir = policy_dir("owner", &[]);
+        let file = dir.join("c.json");
+        std::fs::write(&file, "{}").expect("write config");
+        let ours = std::fs::metadata(&file).expect("meta").uid();
+        assert_eq!(privilege_note(&file).is_some(), ours != 0);
+        if ours == 0 {
+            // As root (CI), hand the file to nobody.
+            std::os::unix::fs::chown(&file, Some(65534), None).expect("chown");
+            let note = privilege_note(&file).expect("a note for uid 65534");
+            assert!(
+                note.contains("uid 65534") && note.contains("needs root"),
+                "{note}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
