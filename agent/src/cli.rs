@@ -43,6 +43,24 @@ pub enum Command {
     Alerts(AlertsArgs),
     /// One call as a timeline: request, kernel events with verdicts, alerts, response.
     Trace(TraceArgs),
+    /// Wrap the stdio servers of an MCP client's config file with `mcp-guard exec`
+    ///
+    /// Reads Claude Desktop's claude_desktop_config.json, Cursor's mcp.json or VS Code's mcp.json
+    /// (or settings.json) and wraps every stdio server as
+    ///   mcp-guard exec --policy POLICY --name SERVER -- COMMAND ARGS...
+    /// Each server's policy: --policy-for SERVER=POLICY if given, else the policy in the policy
+    /// dir named like the server or the package it runs (npx -y @modelcontextprotocol/
+    /// server-filesystem -> filesystem, uvx mcp-server-fetch -> fetch), else `default`; stderr
+    /// says which and why, and which of the server's env variables the policy will scrub.
+    /// Servers already under mcp-guard and remote (url) servers are left unchanged; every other
+    /// key of the file is kept. A policy dir other than the default is written into each wrapper
+    /// (--policy-dir DIR), policy files as absolute paths.
+    ///
+    /// Prints the rewritten config on stdout; with --write, writes a backup
+    /// FILE.mcp-guard-backup-<UTC time> next to FILE first, then replaces FILE atomically.
+    /// Exit status: 0 done, 1 unreadable or unknown config (file untouched), 78 policy error.
+    #[command(verbatim_doc_comment)]
+    ClientConfig(ClientConfigArgs),
     /// Internal: the jail's stage-2 helper, started by `exec` from /proc/self/exe.
     #[command(name = "__jail-stage2", hide = true)]
     JailStage2,
@@ -71,6 +89,31 @@ pub struct DoctorArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `mcp-guard client-config`.
+#[derive(Debug, Args)]
+pub struct ClientConfigArgs {
+    /// The client's config file.
+    pub file: PathBuf,
+    /// Use POLICY (a name in the policy dir, or a file) for SERVER; repeatable.
+    #[arg(long = "policy-for", value_name = "SERVER=POLICY", value_parser = parse_policy_for)]
+    pub policy_for: Vec<(String, String)>,
+    /// Rewrite FILE in place, after writing a backup FILE.mcp-guard-backup-<UTC time> next to it.
+    #[arg(long)]
+    pub write: bool,
+    /// The mcp-guard command written into the config [default: this program's absolute path].
+    #[arg(long = "mcp-guard", value_name = "PATH")]
+    pub mcp_guard: Option<String>,
+}
+
+fn parse_policy_for(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((server, policy)) if !server.is_empty() && !policy.is_empty() => {
+            Ok((server.to_string(), policy.to_string()))
+        }
+        _ => Err(format!("{s:?} is not SERVER=POLICY")),
+    }
 }
 
 /// `mcp-guard policy ...`.
@@ -195,6 +238,7 @@ pub fn main() -> ExitCode {
                 json: a.json,
             },
         ),
+        Command::ClientConfig(args) => client_config(args, &dirs),
         Command::Exec(a) => crate::exec::main(
             crate::exec::ExecArgs {
                 policy: a.policy,
@@ -206,6 +250,64 @@ pub fn main() -> ExitCode {
         ),
         Command::JailStage2 => {
             ExitCode::from(u8::try_from(crate::launch::stage2::main()).unwrap_or(1))
+        }
+    }
+}
+
+fn client_config(args: ClientConfigArgs, dirs: &Dirs) -> ExitCode {
+    use crate::client_config::{self as cc, Settings};
+    let mcp_guard = match args.mcp_guard {
+        Some(path) => path,
+        // Clients start servers with a minimal PATH (Claude Desktop does not read the shell's),
+        // so the absolute path of this very binary is the safe default.
+        None => match std::env::current_exe() {
+            Ok(exe) => exe.display().to_string(),
+            Err(e) => {
+                eprintln!("cannot find this program's path ({e}); give --mcp-guard PATH");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let policy_dir = std::path::absolute(&dirs.policy).unwrap_or_else(|_| dirs.policy.clone());
+    let settings = Settings {
+        // exec finds policies by name in its default dir; any other dir is written out.
+        pin_policy_dir: dirs.policy != std::path::Path::new(DEFAULT_POLICY_DIR),
+        policy_dir,
+        mcp_guard,
+        policy_for: args.policy_for.into_iter().collect(),
+    };
+    match cc::run(&args.file, &settings, args.write) {
+        Ok(done) => {
+            let file = args.file.display();
+            eprintln!("{file}: format {}", done.rewritten.format);
+            for report in &done.rewritten.servers {
+                for line in cc::describe(report) {
+                    eprintln!("{line}");
+                }
+            }
+            if let Some(note) = cc::privilege_note(&args.file) {
+                eprintln!("{note}");
+            }
+            if !args.write {
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                if let Err(e) = stdout
+                    .write_all(done.rewritten.text.as_bytes())
+                    .and_then(|()| stdout.flush())
+                {
+                    eprintln!("cannot write the config to stdout: {e}");
+                    return ExitCode::FAILURE;
+                }
+            } else if let Some(backup) = done.backup {
+                eprintln!("{file}: rewritten; the original is in {}", backup.display());
+            } else {
+                eprintln!("{file}: nothing to change; left as it was");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -3,6 +3,7 @@
 //! One module per stage of the data flow (see DESIGN.md); nothing below `exec` imports upward.
 
 pub mod cli;
+pub mod client_config;
 pub mod doctor;
 pub mod exec;
 pub mod kernel;

@@ -1,0 +1,1655 @@
+//! `mcp-guard client-config`: wraps the stdio servers of an MCP client's config file with
+//! `mcp-guard exec --policy P --name S -- CMD ARGS...`.
+//!
+//! Formats (detected from the file's shape, not its name):
+//! - `{"mcpServers": {name: {command, args, env, ...}}}`: Claude Desktop's
+//!   `claude_desktop_config.json`, Cursor's `mcp.json` (and other clients using the same shape);
+//! - `{"servers": {name: {type: "stdio", command, args, env, ...}}, "inputs": [...]}`: VS Code's
+//!   `mcp.json`;
+//! - `{"mcp": {"servers": {...}}}`: the same inside VS Code's `settings.json`.
+//!
+//! Only `command` and `args` of a stdio server change; every other key of the file and of each
+//! server (its `env`, `cwd`, `type`, client-specific keys) is kept, in order. Servers already
+//! running under mcp-guard are left alone, so running the command twice gives what running it
+//! once gave. Remote servers (`url`, `type: "sse"`/`"http"`) are left unchanged and reported.
+//!
+//! The original is never lost: `--write` first writes a timestamped backup next to the file
+//! (refusing if it cannot), then replaces the file atomically (temp file in the same directory,
+//! fsync, rename, fsync of the directory).
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    fs::{File, OpenOptions},
+    io::Write,
+    os::unix::fs::{MetadataExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::{
+    launch::identity::ENV_ALLOW,
+    policy::{self, Policy, PolicyError},
+};
+
+/// What `client-config` needs besides the file: where policies are and how to write the wrapper.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The policy dir where policies are looked up by name (`--policy-dir`).
+    pub policy_dir: PathBuf,
+    /// Also write `--policy-dir DIR` into each wrapper (the dir is not exec's default one).
+    pub pin_policy_dir: bool,
+    /// The mcp-guard command written into the config (`--mcp-guard`).
+    pub mcp_guard: String,
+    /// Explicit policies by server name (`--policy-for SERVER=POLICY`): a policy name or a path.
+    pub policy_for: BTreeMap<String, String>,
+}
+
+/// Which config shape a file has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Top-level `mcpServers` (Claude Desktop, Cursor).
+    McpServers,
+    /// Top-level `servers` (VS Code `mcp.json`).
+    VsCode,
+    /// `mcp.servers` (VS Code `settings.json`).
+    VsCodeSettings,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::McpServers => "mcpServers (Claude Desktop / Cursor)",
+            Format::VsCode => "servers (VS Code mcp.json)",
+            Format::VsCodeSettings => "mcp.servers (VS Code settings.json)",
+        })
+    }
+}
+
+/// What happened to one server entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Wrapped with `mcp-guard exec`.
+    Wrapped {
+        /// The value written after `--policy`.
+        policy: String,
+        /// Why that policy (explicit, matched a name, or the default).
+        reason: String,
+        /// The value written after `--name`.
+        name: String,
+        /// Variables of the entry's `env` that the policy neither passes nor sets: the server
+        /// will not see them.
+        scrubbed: Vec<String>,
+        /// Variables of the entry's `env` that the policy's `[secrets]` replaces.
+        replaced: Vec<String>,
+    },
+    /// Its command already is mcp-guard.
+    AlreadyWrapped,
+    /// A remote (URL) server: nothing to jail on this host.
+    Remote(String),
+    /// Left unchanged because the entry is not something mcp-guard can wrap.
+    Skipped(String),
+}
+
+/// One server's line of the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerReport {
+    /// The server's key in the config.
+    pub server: String,
+    /// What was done.
+    pub outcome: Outcome,
+    /// Further warnings about this server (plain-text secrets, containers).
+    pub notes: Vec<String>,
+}
+
+/// The result of rewriting a config's text.
+#[derive(Clone, Debug)]
+pub struct Rewritten {
+    /// The detected format.
+    pub format: Format,
+    /// The new file content.
+    pub text: String,
+    /// Whether anything changed (false: every server was already wrapped or not wrappable).
+    pub changed: bool,
+    /// One report per server, in file order.
+    pub servers: Vec<ServerReport>,
+}
+
+/// Why a config could not be rewritten. The file is never modified when one occurs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not JSON (comments, trailing commas, not UTF-8, ...).
+    #[error(
+        "{path}:{line}:{column}: not a JSON MCP client config: {message} (a file with comments \
+         or trailing commas, as VS Code allows, cannot be rewritten without losing them: remove \
+         them, or wrap the servers by hand); the file was not changed"
+    )]
+    NotJson {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// The JSON has none of the known shapes.
+    #[error(
+        "{path}: unknown MCP client config format: {what}; expected an object with \
+         \"mcpServers\" (Claude Desktop, Cursor), \"servers\" (VS Code mcp.json) or \
+         \"mcp\": {{\"servers\"}} (VS Code settings.json); the file was not changed"
+    )]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+        /// What was found instead.
+        what: String,
+    },
+    /// `--policy-for` named a server the file does not have.
+    #[error(
+        "--policy-for names {names} but {path} has no such server (it has: {known}); the file \
+         was not changed"
+    )]
+    UnknownServer {
+        /// The file.
+        path: PathBuf,
+        /// The unknown names.
+        names: String,
+        /// The servers the file has.
+        known: String,
+    },
+    /// A chosen policy is missing or invalid: wrapping with it would give a server that does not
+    /// start.
+    #[error(
+        "server {server:?}: policy {spec:?} cannot be used (the file was not changed):\n{source}"
+    )]
+    Policy {
+        /// The server.
+        server: String,
+        /// The policy name or path.
+        spec: String,
+        /// What is wrong with it.
+        source: PolicyError,
+    },
+    /// The backup could not be written: the file is left as it was.
+    #[error("{path}: cannot write the backup, so the config was not changed: {source}")]
+    Backup {
+        /// The backup file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The new config could not be written; the original is unchanged (and backed up).
+    #[error("{path}: cannot write the new config (the original is unchanged): {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The process exit status for this error: policy problems are EX_CONFIG like everywhere
+    /// else, everything else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Policy { .. } => crate::cli::EXIT_POLICY,
+            _ => 1,
+        }
+    }
+}
+
+/// Rewrites the config text `text` (read from `path`, named in errors).
+pub fn rewrite(path: &Path, text: &str, settings: &Settings) -> Result<Rewritten, Error> {
+    let mut root: Value = serde_json::from_str(text).map_err(|e| Error::NotJson {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string(),
+    })?;
+    let format = detect(&root).map_err(|what| Error::UnknownFormat {
+        path: path.to_path_buf(),
+        what,
+    })?;
+    let servers = servers_mut(&mut root, format).ok_or_else(|| Error::UnknownFormat {
+        path: path.to_path_buf(),
+        what: "the servers entry is not an object".to_string(),
+    })?;
+
+    let unknown: Vec<&str> = settings
+        .policy_for
+        .keys()
+        .filter(|name| !servers.contains_key(name.as_str()))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Error::UnknownServer {
+            path: path.to_path_buf(),
+            names: unknown.join(", "),
+            known: servers.keys().cloned().collect::<Vec<_>>().join(", "),
+        });
+    }
+
+    let mut reports = Vec::new();
+    let mut changed = false;
+    for (name, entry) in servers.iter_mut() {
+        let mut report = wrap_entry(name, entry, settings)?;
+        changed |= matches!(report.outcome, Outcome::Wrapped { .. });
+        if matches!(report.outcome, Outcome::Remote(_) | Outcome::Skipped(_))
+            && settings.policy_for.contains_key(name)
+        {
+            report
+                .notes
+                .push("--policy-for was not applied: the server is not wrapped".to_string());
+        }
+        reports.push(report);
+    }
+    let mut out = to_json(&root, detect_indent(text));
+    if text.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(Rewritten {
+        format,
+        changed: changed && out != text,
+        text: out,
+        servers: reports,
+    })
+}
+
+/// The format of a parsed config, or what is wrong with it.
+fn detect(root: &Value) -> Result<Format, String> {
+    let Some(obj) = root.as_object() else {
+        return Err(format!("the top level is {}, not an object", kind(root)));
+    };
+    let vscode_settings = obj
+        .get("mcp")
+        .and_then(Value::as_object)
+        .is_some_and(|mcp| mcp.contains_key("servers"));
+    let found: Vec<Format> = [
+        (obj.contains_key("mcpServers"), Format::McpServers),
+        (obj.contains_key("servers"), Format::VsCode),
+        (vscode_settings, Format::VsCodeSettings),
+    ]
+    .into_iter()
+    .filter_map(|(present, format)| present.then_some(format))
+    .collect();
+    match found.as_slice() {
+        [format] => {
+            let servers = match format {
+                Format::McpServers => &obj["mcpServers"],
+                Format::VsCode => &obj["servers"],
+                Format::VsCodeSettings => &obj["mcp"]["servers"],
+            };
+            if servers.is_object() {
+                Ok(*format)
+            } else {
+                Err(format!("its servers are {}, not an object", kind(servers)))
+            }
+        }
+        [] => Err(if obj.is_empty() {
+            "an empty object".to_string()
+        } else {
+            format!(
+                "no servers entry among its keys ({})",
+                obj.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        }),
+        _ => Err(format!(
+            "it has several servers entries ({}); which one the client reads is unclear",
+            found
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+fn servers_mut(root: &mut Value, format: Format) -> Option<&mut Map<String, Value>> {
+    match format {
+        Format::McpServers => root.get_mut("mcpServers")?.as_object_mut(),
+        Format::VsCode => root.get_mut("servers")?.as_object_mut(),
+        Format::VsCodeSettings => root.get_mut("mcp")?.get_mut("servers")?.as_object_mut(),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Server types that are reached over the network, not launched.
+const REMOTE_TYPES: &[&str] = &["sse", "http", "streamable-http", "streamableHttp", "ws"];
+
+/// Wraps one server entry in place when it is an unwrapped stdio server.
+fn wrap_entry(name: &str, entry: &mut Value, settings: &Settings) -> Result<ServerReport, Error> {
+    let mut report = ServerReport {
+        server: name.to_string(),
+        outcome: Outcome::Skipped(String::new()),
+        notes: Vec::new(),
+    };
+    let Some(obj) = entry.as_object_mut() else {
+        report.outcome = Outcome::Skipped(format!("its entry is {}, not an object", kind(entry)));
+        return Ok(report);
+    };
+    let ty = obj.get("type").and_then(Value::as_str);
+    let url = obj
+        .get("url")
+        .or_else(|| obj.get("serverUrl"))
+        .and_then(Value::as_str);
+    if let Some(ty) = ty.filter(|t| REMOTE_TYPES.contains(t)) {
+        report.outcome = Outcome::Remote(format!("type {ty:?}{}", at(url)));
+        return Ok(report);
+    }
+    if let Some(ty) = ty.filter(|t| *t != "stdio") {
+        report.outcome = Outcome::Skipped(format!("unknown server type {ty:?}"));
+        return Ok(report);
+    }
+    let Some(command) = obj
+        .get("command")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        report.outcome = match (obj.get("command"), url) {
+            (None, Some(_)) => Outcome::Remote(format!("a URL server{}", at(url))),
+            (None, None) => Outcome::Skipped("it has neither a command nor a url".to_string()),
+            (Some(c), _) => Outcome::Skipped(format!("its command is {}, not a string", kind(c))),
+        };
+        return Ok(report);
+    };
+    let args: Vec<String> = match obj.get("args") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            let strings: Option<Vec<String>> = items
+                .iter()
+                .map(|a| a.as_str().map(str::to_string))
+                .collect();
+            let Some(strings) = strings else {
+                report.outcome = Outcome::Skipped("its args are not all strings".to_string());
+                return Ok(report);
+            };
+            strings
+        }
+        Some(other) => {
+            report.outcome =
+                Outcome::Skipped(format!("its args are {}, not an array", kind(other)));
+            return Ok(report);
+        }
+    };
+    if is_mcp_guard(&command, &settings.mcp_guard) {
+        report.outcome = Outcome::AlreadyWrapped;
+        if settings.policy_for.contains_key(name) {
+            report.notes.push(
+                "--policy-for was not applied: it already runs under mcp-guard (edit its \
+                 --policy argument instead)"
+                    .to_string(),
+            );
+        }
+        return Ok(report);
+    }
+
+    let chosen = choose_policy(name, &command, &args, settings)?;
+    let env_names: Vec<String> = obj
+        .get("env")
+        .and_then(Value::as_object)
+        .map(|env| env.keys().cloned().collect())
+        .unwrap_or_default();
+    let (scrubbed, replaced) = env_fate(&env_names, &chosen.policy);
+    let guard_name = exec_name(name);
+    if let Some(env) = obj.get("env").and_then(Value::as_object) {
+        for (key, value) in env {
+            if !(looks_secret(key) && value.as_str().is_some_and(|v| !v.contains("${"))) {
+                continue;
+            }
+            if chosen.policy.secrets.contains_key(key) {
+                report.notes.push(format!(
+                    "env {key} is written in plain text in this file, and policy {} sets it \
+                     from its [secrets]: remove it from this file",
+                    chosen.spec
+                ));
+            } else {
+                report.notes.push(format!(
+                    "env {key} looks like a secret written in plain text in this file: put it in \
+                     a file readable only by root and name it in the policy's [secrets] \
+                     ({key} = {{ file = \"/etc/mcp-guard/secrets/{guard_name}\" }})"
+                ));
+            }
+        }
+    }
+    if let Some(engine) = container_engine(&command, &args) {
+        report.notes.push(format!(
+            "it runs `{engine} run`: exec jails the {engine} client, not the container, which \
+             the container engine starts outside the jail"
+        ));
+    }
+    if command.contains(char::is_whitespace) && args.is_empty() {
+        report.notes.push(format!(
+            "its command {command:?} contains spaces and it has no args: exec runs it as one \
+             program name; split it into command and args"
+        ));
+    }
+
+    let mut new_args = Vec::new();
+    if settings.pin_policy_dir {
+        new_args.push("--policy-dir".to_string());
+        new_args.push(settings.policy_dir.display().to_string());
+    }
+    new_args.extend([
+        "exec".to_string(),
+        "--policy".to_string(),
+        chosen.spec.clone(),
+        "--name".to_string(),
+        guard_name.clone(),
+        "--".to_string(),
+        command,
+    ]);
+    new_args.extend(args);
+    obj.insert(
+        "command".to_string(),
+        Value::String(settings.mcp_guard.clone()),
+    );
+    obj.insert(
+        "args".to_string(),
+        Value::Array(new_args.into_iter().map(Value::String).collect()),
+    );
+    report.outcome = Outcome::Wrapped {
+        policy: chosen.spec,
+        reason: chosen.reason,
+        name: guard_name,
+        scrubbed,
+        replaced,
+    };
+    Ok(report)
+}
+
+fn at(url: Option<&str>) -> String {
+    url.map(|u| format!(" at {u}")).unwrap_or_default()
+}
+
+/// Whether `command` already is mcp-guard (by the configured path or the program's name).
+fn is_mcp_guard(command: &str, configured: &str) -> bool {
+    command == configured || program_name(command) == "mcp-guard"
+}
+
+/// A command's file name without directory or Windows extension.
+fn program_name(command: &str) -> &str {
+    let base = command.rsplit(['/', '\\']).next().unwrap_or(command);
+    base.strip_suffix(".exe")
+        .or_else(|| base.strip_suffix(".cmd"))
+        .unwrap_or(base)
+}
+
+/// The server key as an exec `--name`: the same rules as a policy name (it names the cgroup,
+/// events and metrics); other characters become '-'.
+fn exec_name(server: &str) -> String {
+    let mut name: String = server
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        name.insert(0, 's');
+        name.truncate(64);
+    }
+    name
+}
+
+/// The policy chosen for a server.
+#[derive(Debug)]
+struct Chosen {
+    /// What goes after `--policy`: a name in the policy dir, or an absolute path.
+    spec: String,
+    policy: Policy,
+    reason: String,
+}
+
+fn choose_policy(
+    server: &str,
+    command: &str,
+    args: &[String],
+    settings: &Settings,
+) -> Result<Chosen, Error> {
+    let load = |spec: String, reason: String| -> Result<Chosen, Error> {
+        match policy::load(Some(&spec), &settings.policy_dir) {
+            Ok(policy) => Ok(Chosen {
+                spec,
+                policy,
+                reason,
+            }),
+            Err(source) => Err(Error::Policy {
+                server: server.to_string(),
+                spec,
+                source,
+            }),
+        }
+    };
+    if let Some(spec) = settings.policy_for.get(server) {
+        // A path is made absolute: the client starts exec from a directory of its own choosing.
+        let spec = if spec.contains('/') || spec.ends_with(".toml") {
+            std::path::absolute(spec)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| spec.clone())
+        } else {
+            spec.clone()
+        };
+        return load(spec, "given by --policy-for".to_string());
+    }
+    let mut tried = Vec::new();
+    for (candidate, source) in candidate_names(server, command, args) {
+        if !is_policy_name(&candidate) {
+            continue;
+        }
+        let file = format!("{candidate}.toml");
+        if settings.policy_dir.join(&file).is_file() {
+            return load(candidate, format!("matches the {source}"));
+        }
+        tried.push(file);
+    }
+    if !settings.policy_dir.is_dir() {
+        return load(
+            "default".to_string(),
+            format!(
+                "the policy dir {} does not exist: install the shipped policies there or give \
+                 --policy-dir",
+                settings.policy_dir.display()
+            ),
+        );
+    }
+    load(
+        "default".to_string(),
+        format!(
+            "no {} in {}",
+            if tried.is_empty() {
+                "policy named after the server".to_string()
+            } else {
+                tried.join(" or ")
+            },
+            settings.policy_dir.display()
+        ),
+    )
+}
+
+fn is_policy_name(name: &str) -> bool {
+    !name.is_empty() && exec_name(name) == name
+}
+
+/// Policy names to look for, best first, each with what it was derived from: the server's name,
+/// then the package it runs, each as written and with the usual `mcp-server-`/`server-`/`-mcp`
+/// affixes stripped (`@modelcontextprotocol/server-filesystem` → `filesystem`).
+fn candidate_names(server: &str, command: &str, args: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut push = |name: String, source: String| {
+        if !name.is_empty() && !out.iter().any(|(n, _)| *n == name) {
+            out.push((name, source));
+        }
+    };
+    push(server.to_string(), format!("server name {server:?}"));
+    let lower = server.to_ascii_lowercase();
+    push(strip_affixes(&lower), format!("server name {server:?}"));
+    if let Some(package) = package_of(command, args) {
+        let base = package_base(&package);
+        push(base.clone(), format!("package {package}"));
+        push(strip_affixes(&base), format!("package {package}"));
+    }
+    out
+}
+
+/// The last path segment of a package name, lowercased with `_` as `-` (Python module names);
+/// for `@scope/mcp` (e.g. `@playwright/mcp`) the scope, since the name says nothing.
+fn package_base(package: &str) -> String {
+    let package = package.to_ascii_lowercase().replace('_', "-");
+    let mut parts = package.rsplit('/');
+    let last = parts.next().unwrap_or_default();
+    if matches!(last, "mcp" | "mcp-server" | "server")
+        && let Some(scope) = parts.next()
+    {
+        return scope.trim_start_matches('@').to_string();
+    }
+    last.to_string()
+}
+
+fn strip_affixes(name: &str) -> String {
+    let name = name.replace('_', "-");
+    let mut s = name.as_str();
+    for prefix in ["mcp-server-", "server-", "mcp-"] {
+        if let Some(rest) = s.strip_prefix(prefix) {
+            s = rest;
+            break;
+        }
+    }
+    for suffix in ["-mcp-server", "-server-mcp", "-server", "-mcp"] {
+        if let Some(rest) = s.strip_suffix(suffix) {
+            s = rest;
+            break;
+        }
+    }
+    s.to_string()
+}
+
+/// The package (npm, PyPI, or a program's name) a server command runs, version stripped:
+/// `npx -y @scope/pkg@1.2` → `@scope/pkg`, `uvx --from pkg==1 cmd` → `pkg`,
+/// `python -m mcp_server_time` → `mcp_server_time`, `node .../node_modules/pkg/dist/index.js` →
+/// `pkg`, `/venv/bin/mcp-server-git` → `mcp-server-git`.
+fn package_of(command: &str, args: &[String]) -> Option<String> {
+    let program = program_name(command);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let runner = |rest: &[&str], value_flags: &[&str], package_flags: &[&str]| {
+        runner_package(rest, value_flags, package_flags)
+    };
+    match program {
+        "npx" | "bunx" | "pnpx" => runner(&args, NPX_VALUE_FLAGS, &["-p", "--package"]).map(npm),
+        "npm" | "pnpm" | "yarn" | "bun" => match args.split_first() {
+            Some((&("exec" | "dlx" | "x"), rest)) => {
+                runner(rest, NPX_VALUE_FLAGS, &["-p", "--package"]).map(npm)
+            }
+            _ => None,
+        },
+        "uvx" => runner(&args, UVX_VALUE_FLAGS, &["--from"]).map(pypi),
+        "uv" => match args.as_slice() {
+            ["tool", "run", rest @ ..] => runner(rest, UVX_VALUE_FLAGS, &["--from"]).map(pypi),
+            _ => None,
+        },
+        "pipx" => match args.split_first() {
+            Some((&"run", rest)) => {
+                runner(rest, &["--python", "--pip-args"], &["--spec"]).map(pypi)
+            }
+            _ => None,
+        },
+        p if p.starts_with("python") => {
+            let i = args.iter().position(|a| *a == "-m")?;
+            args.get(i + 1).map(|m| m.to_string())
+        }
+        "node" | "deno" | "tsx" | "ts-node" => args
+            .iter()
+            .find(|a| !a.starts_with('-'))
+            .and_then(|script| node_modules_package(script)),
+        _ if is_path_like(command) || !command.contains(char::is_whitespace) => {
+            Some(program.to_string())
+        }
+        _ => None,
+    }
+}
+
+const NPX_VALUE_FLAGS: &[&str] = &["--registry", "--cache", "--userconfig", "-c", "--call"];
+const UVX_VALUE_FLAGS: &[&str] = &[
+    "--with",
+    "--python",
+    "-p",
+    "--index",
+    "--index-url",
+    "--extra-index-url",
+    "--default-index",
+    "--with-requirements",
+    "--with-editable",
+];
+
+/// The package a runner (`npx`, `uvx`, ...) runs: the value of a package flag if given, else the
+/// first argument that is not an option.
+fn runner_package(args: &[&str], value_flags: &[&str], package_flags: &[&str]) -> Option<String> {
+    let mut first = None;
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i];
+        if let Some((flag, value)) = arg.split_once('=')
+            && package_flags.contains(&flag)
+        {
+            return Some(value.to_string());
+        }
+        if package_flags.contains(&arg) {
+            return args.get(i + 1).map(|v| v.to_string());
+        }
+        if value_flags.contains(&arg) {
+            i += 2;
+            continue;
+        }
+        if arg == "--" || arg.starts_with('-') {
+            i += 1;
+            continue;
+        }
+        if first.is_none() {
+            first = Some(arg.to_string());
+        }
+        i += 1;
+    }
+    first
+}
+
+/// An npm package spec without its version (`@scope/pkg@1` → `@scope/pkg`).
+fn npm(spec: String) -> String {
+    // A leading '@' starts a scope; the next one starts the version.
+    match spec.char_indices().skip(1).find(|(_, c)| *c == '@') {
+        Some((i, _)) => spec[..i].to_string(),
+        None => spec,
+    }
+}
+
+/// A PyPI requirement without version, extras or markers (`pkg[x]==1` → `pkg`).
+fn pypi(spec: String) -> String {
+    let end = spec
+        .find(['=', '<', '>', '[', '@', '~', '!', ';', ' '])
+        .unwrap_or(spec.len());
+    spec[..end].to_string()
+}
+
+/// The package in a script path under `node_modules` (the last one, scoped or not).
+fn node_modules_package(script: &str) -> Option<String> {
+    let parts: Vec<&str> = script.split(['/', '\\']).collect();
+    let i = parts.iter().rposition(|p| *p == "node_modules")?;
+    let first = parts.get(i + 1)?;
+    if first.starts_with('@') {
+        Some(format!("{first}/{}", parts.get(i + 2)?))
+    } else {
+        Some(first.to_string())
+    }
+}
+
+fn is_path_like(command: &str) -> bool {
+    command.contains('/') || command.contains('\\')
+}
+
+/// `docker`/`podman` when the command starts a container.
+fn container_engine<'c>(command: &'c str, args: &[String]) -> Option<&'c str> {
+    let program = program_name(command);
+    (matches!(program, "docker" | "podman" | "nerdctl") && args.iter().any(|a| a == "run"))
+        .then_some(program)
+}
+
+/// Variables of a server's `env` that the launcher drops (neither in its built-in allowlist nor
+/// passed by the policy), and those the policy's secrets replace.
+fn env_fate(names: &[String], policy: &Policy) -> (Vec<String>, Vec<String>) {
+    let mut scrubbed = Vec::new();
+    let mut replaced = Vec::new();
+    for name in names {
+        let kept = ENV_ALLOW.contains(&name.as_str())
+            || name.starts_with("LC_")
+            || policy.env.pass.contains(name);
+        if policy.secrets.contains_key(name) {
+            replaced.push(name.clone());
+        } else if !kept {
+            scrubbed.push(name.clone());
+        }
+    }
+    (scrubbed, replaced)
+}
+
+/// Whether an environment variable's name suggests a credential.
+fn looks_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "API_KEY",
+        "APIKEY",
+        "PRIVATE_KEY",
+        "CREDENTIAL",
+    ]
+    .iter()
+    .any(|word| upper.contains(word))
+        || upper.ends_with("_KEY")
+        || upper.ends_with("_PAT")
+}
+
+/// The indentation unit of the original file (its first indented line), so the rewrite keeps
+/// the user's style; two spaces when the file has none.
+fn detect_indent(text: &str) -> String {
+    text.lines()
+        .skip(1)
+        .find_map(|line| {
+            let indent: String = line
+                .chars()
+                .take_while(|c| *c == ' ' || *c == '\t')
+                .collect();
+            (!indent.is_empty() && line.len() > indent.len()).then_some(indent)
+        })
+        .unwrap_or_else(|| "  ".to_string())
+}
+
+fn to_json(value: &Value, indent: String) -> String {
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
+    // Serializing a Value into memory cannot fail (keys are strings, no I/O errors).
+    if value.serialize(&mut serializer).is_err() {
+        return value.to_string();
+    }
+    String::from_utf8(out).unwrap_or_else(|_| value.to_string())
+}
+
+/// One line per server for stderr: what was done and why, then notes about its environment.
+pub fn describe(report: &ServerReport) -> Vec<String> {
+    let server = &report.server;
+    let mut lines = vec![match &report.outcome {
+        Outcome::Wrapped { policy, reason, .. } => {
+            format!("{server}: wrapped with policy {policy} ({reason})")
+        }
+        Outcome::AlreadyWrapped => {
+            format!("{server}: left unchanged: it already runs under mcp-guard")
+        }
+        Outcome::Remote(what) => format!(
+            "{server}: left unchanged: not a stdio server ({what}); mcp-guard jails servers it \
+             launches, not remote ones"
+        ),
+        Outcome::Skipped(why) => format!("{server}: left unchanged, NOT guarded: {why}"),
+    }];
+    if let Outcome::Wrapped {
+        policy,
+        name,
+        scrubbed,
+        replaced,
+        ..
+    } = &report.outcome
+    {
+        if name != server {
+            lines.push(format!(
+                "{server}: runs as --name {name} (names allow letters, digits, '.', '_', '-')"
+            ));
+        }
+        if !scrubbed.is_empty() {
+            lines.push(format!(
+                "{server}: env {} will be scrubbed: neither the built-in allowlist ({}, LC_*) \
+                 nor policy {policy}'s [env] pass or [secrets] keeps them; add them to [env] \
+                 pass in a copy of the policy if the server needs them",
+                scrubbed.join(", "),
+                ENV_ALLOW.join(", ")
+            ));
+        }
+        if !replaced.is_empty() {
+            lines.push(format!(
+                "{server}: env {} will be replaced by policy {policy}'s [secrets]",
+                replaced.join(", ")
+            ));
+        }
+    }
+    for note in &report.notes {
+        lines.push(format!("{server}: note: {note}"));
+    }
+    lines
+}
+
+/// A warning when the config belongs to a user other than root: its client starts the servers
+/// as that user, and `mcp-guard exec` refuses to run unprivileged (exit 77).
+pub fn privilege_note(file: &Path) -> Option<String> {
+    let owner = std::fs::metadata(file).ok()?.uid();
+    (owner != 0).then(|| {
+        format!(
+            "note: {} belongs to uid {owner}, so its client starts the servers unprivileged; \
+             mcp-guard exec needs root and refuses to launch without it (exit 77): let that \
+             user run it through sudo (a sudoers rule for mcp-guard) or use the mcp-guard service",
+            file.display()
+        )
+    })
+}
+
+/// What `client-config` did with the file.
+#[derive(Debug)]
+pub struct Done {
+    /// The rewrite (its text is what was printed or written).
+    pub rewritten: Rewritten,
+    /// With `--write`: the backup written, or `None` when nothing had to change.
+    pub backup: Option<PathBuf>,
+}
+
+/// Reads `file`, rewrites it and, with `write`, replaces it after a backup (else the caller prints
+/// [`Rewritten::text`]).
+pub fn run(file: &Path, settings: &Settings, write: bool) -> Result<Done, Error> {
+    let bytes = std::fs::read(file).map_err(|source| Error::Read {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| Error::NotJson {
+        path: file.to_path_buf(),
+        line: 1,
+        column: 1,
+        message: format!("not UTF-8 text ({e})"),
+    })?;
+    let rewritten = rewrite(file, &text, settings)?;
+    let mut backup = None;
+    if write && rewritten.changed {
+        backup = Some(replace_with_backup(file, text.as_bytes(), &rewritten.text)?);
+    }
+    Ok(Done { rewritten, backup })
+}
+
+/// Backs `file` up (its bytes as read: `original`), then atomically replaces it with `new`.
+/// Returns the backup's path.
+fn replace_with_backup(file: &Path, original: &[u8], new: &str) -> Result<PathBuf, Error> {
+    // Through a symlink (dotfile managers), the real file is replaced and the link kept.
+    let target = std::fs::canonicalize(file).map_err(|source| Error::Read {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    let meta = std::fs::metadata(&target).map_err(|source| Error::Read {
+        path: target.clone(),
+        source,
+    })?;
+    let dir = target.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let file_name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mode = meta.mode() & 0o7777;
+
+    let stamp = utc_stamp(SystemTime::now());
+    let (backup_path, mut backup) =
+        create_unique(&dir, &format!("{file_name}.mcp-guard-backup-{stamp}"), mode)
+            .map_err(|(path, source)| Error::Backup { path, source })?;
+    let backup_result = backup.write_all(original).and_then(|()| backup.sync_all());
+    if let Err(source) = backup_result {
+        let _ = std::fs::remove_file(&backup_path);
+        return Err(Error::Backup {
+            path: backup_path,
+            source,
+        });
+    }
+    keep_owner(&backup, &meta);
+    drop(backup);
+
+    let tmp_name = format!(".{file_name}.mcp-guard-tmp-{}", std::process::id());
+    let tmp_path = dir.join(&tmp_name);
+    let write_err = |source| Error::Write {
+        path: target.clone(),
+        source,
+    };
+    let _ = std::fs::remove_file(&tmp_path);
+    let written = (|| {
+        let mut tmp = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp_path)?;
+        tmp.write_all(new.as_bytes())?;
+        // The umask may have narrowed the mode given at creation.
+        tmp.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        keep_owner(&tmp, &meta);
+        tmp.sync_all()?;
+        std::fs::rename(&tmp_path, &target)?;
+        File::open(&dir)?.sync_all()
+    })();
+    if let Err(source) = written {
+        let _ = std::fs::remove_file(&tmp_path);
+        return Err(write_err(source));
+    }
+    Ok(backup_path)
+}
+
+/// Creates `dir/base` exclusively (or `base-1`, `base-2`, ... when taken): a backup never
+/// overwrites another.
+fn create_unique(
+    dir: &Path,
+    base: &str,
+    mode: u32,
+) -> Result<(PathBuf, File), (PathBuf, std::io::Error)> {
+    let mut n = 0u32;
+    loop {
+        let name = if n == 0 {
+            base.to_string()
+        } else {
+            format!("{base}-{n}")
+        };
+        let path = dir.join(name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+        {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+            Err(e) => return Err((path, e)),
+        }
+    }
+}
+
+/// Gives a file written for the user (when root rewrites a user's config) the original's owner.
+fn keep_owner(file: &File, meta: &std::fs::Metadata) {
+    if let Ok(own) = file.metadata()
+        && (own.uid() != meta.uid() || own.gid() != meta.gid())
+    {
+        // Best effort: without the right to chown, the file stays ours, still readable.
+        let _ = std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid()));
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` for a time (UTC), for backup names that sort by time.
+fn utc_stamp(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
+/// (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh policy dir holding valid policies with the given names (and secrets / env pass).
+    fn policy_dir(tag: &str, policies: &[(&str, &str)]) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("mcp-guard-cc-unit-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create policy dir");
+        for (name, extra) in policies {
+            std::fs::write(
+                dir.join(format!("{name}.toml")),
+                format!("name = \"{name}\"\n{extra}"),
+            )
+            .expect("write policy");
+        }
+        dir
+    }
+
+    fn settings(dir: &Path) -> Settings {
+        Settings {
+            policy_dir: dir.to_path_buf(),
+            pin_policy_dir: false,
+            mcp_guard: "/usr/local/bin/mcp-guard".to_string(),
+            policy_for: BTreeMap::new(),
+        }
+    }
+
+    fn run_text(text: &str, settings: &Settings) -> Rewritten {
+        rewrite(Path::new("test.json"), text, settings).expect("rewrite")
+    }
+
+    fn json(text: &str) -> Value {
+        serde_json::from_str(text).expect("valid JSON")
+    }
+
+    fn args_of(v: &Value) -> Vec<&str> {
+        v["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("string arg"))
+            .collect()
+    }
+
+    const CLAUDE: &str = r#"{
+  "globalShortcut": "Ctrl+Space",
+  "mcpServers": {
+    "files": {
+      "command": "npx",
+      "args": ["-y", "@modelcontextprotocol/server-filesystem@2026.8.31", "/home/u/Desktop"],
+      "env": {"NODE_OPTIONS": "--max-old-space-size=256", "GITHUB_TOKEN": "x", "DEBUG": "1", "PATH": "/opt/node/bin:/usr/bin", "LC_ALL": "C"},
+      "disabled": false
+    },
+    "fetch": {"command": "uvx", "args": ["mcp-server-fetch"]},
+    "remote": {"url": "https://example.com/mcp"},
+    "guarded": {"command": "/opt/bin/mcp-guard", "args": ["exec", "--", "x"]}
+  },
+  "zzz": [1, 2.5, null, {"b": 1, "a": 2}]
+}
+"#;
+
+    #[test]
+    fn mcp_servers_format_wraps_stdio_servers_and_keeps_everything_else() {
+        let dir = policy_dir(
+            "claude",
+            &[
+                ("filesystem", "[env]\npass = [\"NODE_OPTIONS\"]\n"),
+                (
+                    "fetch",
+                    "[secrets]\nGITHUB_TOKEN = { file = \"/nonexistent\" }\n",
+                ),
+            ],
+        );
+        let out = run_text(CLAUDE, &settings(&dir));
+        assert_eq!(out.format, Format::McpServers);
+        assert!(out.changed);
+        let new = json(&out.text);
+        let old = json(CLAUDE);
+        // Top-level key order is the user's.
+        let keys: Vec<&String> = new.as_object().expect("object").keys().collect();
+        assert_eq!(keys, ["globalShortcut", "mcpServers", "zzz"]);
+        assert_eq!(new["zzz"], old["zzz"]);
+        assert_eq!(new["globalShortcut"], old["globalShortcut"]);
+
+        let files = &new["mcpServers"]["files"];
+        assert_eq!(files["command"], "/usr/local/bin/mcp-guard");
+        assert_eq!(
+            args_of(files),
+            [
+                "exec",
+                "--policy",
+                "filesystem",
+                "--name",
+                "files",
+                "--",
+                "npx",
+                "-y",
+                "@modelcontextprotocol/server-filesystem@2026.8.31",
+                "/home/u/Desktop"
+            ]
+        );
+        assert_eq!(files["env"], old["mcpServers"]["files"]["env"]);
+        assert_eq!(files["disabled"], false);
+        let fetch = &new["mcpServers"]["fetch"];
+        assert_eq!(
+            args_of(fetch),
+            [
+                "exec",
+                "--policy",
+                "fetch",
+                "--name",
+                "fetch",
+                "--",
+                "uvx",
+                "mcp-server-fetch"
+            ]
+        );
+        assert_eq!(new["mcpServers"]["remote"], old["mcpServers"]["remote"]);
+        assert_eq!(new["mcpServers"]["guarded"], old["mcpServers"]["guarded"]);
+
+        let by_name: BTreeMap<&str, &ServerReport> =
+            out.servers.iter().map(|r| (r.server.as_str(), r)).collect();
+        match &by_name["files"].outcome {
+            Outcome::Wrapped {
+                policy,
+                reason,
+                scrubbed,
+                replaced,
+                ..
+            } => {
+                assert_eq!(policy, "filesystem");
+                assert!(
+                    reason.contains("@modelcontextprotocol/server-filesystem"),
+                    "{reason}"
+                );
+                assert_eq!(scrubbed, &["GITHUB_TOKEN", "DEBUG"]);
+                assert!(replaced.is_empty());
+            }
+            other => panic!("files: {other:?}"),
+        }
+        assert!(
+            by_name["files"]
+                .notes
+                .iter()
+                .any(|n| n.contains("GITHUB_TOKEN looks like a secret")),
+            "{:?}",
+            by_name["files"].notes
+        );
+        assert_eq!(by_name["guarded"].outcome, Outcome::AlreadyWrapped);
+        assert!(matches!(by_name["remote"].outcome, Outcome::Remote(_)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rewriting_twice_is_rewriting_once() {
+        let dir = policy_dir("idem", &[("fetch", "")]);
+        let once = run_text(CLAUDE, &settings(&dir));
+        let twice = run_text(&once.text, &settings(&dir));
+        assert!(!twice.changed);
+        assert_eq!(once.text, twice.text);
+        assert!(
+            twice
+                .servers
+                .iter()
+                .all(|r| !matches!(r.outcome, Outcome::Wrapped { .. })),
+            "{:?}",
+            twice.servers
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    const VSCODE: &str = "{\n\t\"inputs\": [\n\t\t{\"type\": \"promptString\", \"id\": \"pat\", \"password\": true}\n\t],\n\t\"servers\": {\n\t\t\"time\": {\"type\": \"stdio\", \"command\": \"/home/u/.venv/bin/mcp-server-time\", \"args\": [], \"env\": {\"TOKEN\": \"${input:pat}\"}, \"envFile\": \"${workspaceFolder}/.env\"},\n\t\t\"docs\": {\"type\": \"http\", \"url\": \"https://example.com/mcp\", \"headers\": {\"A\": \"b\"}},\n\t\t\"old\": {\"type\": \"sse\", \"url\": \"https://example.com/sse\"}\n\t}\n}";
+
+    #[test]
+    fn vscode_format_keeps_type_inputs_and_tab_indentation() {
+        let dir = policy_dir("vscode", &[("time", "")]);
+        let out = run_text(VSCODE, &settings(&dir));
+        assert_eq!(out.format, Format::VsCode);
+        let new = json(&out.text);
+        let old = json(VSCODE);
+        assert_eq!(new["inputs"], old["inputs"]);
+        let time = &new["servers"]["time"];
+        assert_eq!(time["type"], "stdio");
+        assert_eq!(time["envFile"], old["servers"]["time"]["envFile"]);
+        assert_eq!(time["env"], old["servers"]["time"]["env"]);
+        assert_eq!(
+            args_of(time),
+            [
+                "exec",
+                "--policy",
+                "time",
+                "--name",
+                "time",
+                "--",
+                "/home/u/.venv/bin/mcp-server-time"
+            ]
+        );
+        assert_eq!(new["servers"]["docs"], old["servers"]["docs"]);
+        assert_eq!(new["servers"]["old"], old["servers"]["old"]);
+        // The user's tab indentation and missing final newline are kept.
+        assert!(out.text.starts_with("{\n\t\"inputs\""), "{}", out.text);
+        assert!(!out.text.ends_with('\n'));
+        // A value written as ${input:...} is not a plain-text secret.
+        assert!(
+            out.servers[0].notes.is_empty(),
+            "{:?}",
+            out.servers[0].notes
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn vscode_settings_format_wraps_mcp_servers() {
+        let dir = policy_dir("settings", &[]);
+        let text = r#"{"editor.fontSize": 14, "mcp": {"servers": {"s": {"command": "node", "args": ["/x/node_modules/@modelcontextprotocol/server-memory/dist/index.js"]}}}}"#;
+        let out = run_text(text, &settings(&dir));
+        assert_eq!(out.format, Format::VsCodeSettings);
+        let new = json(&out.text);
+        assert_eq!(new["editor.fontSize"], 14);
+        assert_eq!(args_of(&new["mcp"]["servers"]["s"])[2], "default");
+        match &out.servers[0].outcome {
+            Outcome::Wrapped { reason, .. } => {
+                assert!(reason.contains("memory.toml"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unknown_formats_are_errors() {
+        let dir = policy_dir("unknown", &[]);
+        let s = settings(&dir);
+        for (text, expected) in [
+            ("[1, 2]", "the top level is an array"),
+            ("{}", "an empty object"),
+            (
+                r#"{"theme": "dark"}"#,
+                "no servers entry among its keys (theme)",
+            ),
+            (r#"{"mcpServers": []}"#, "its servers are an array"),
+            (
+                r#"{"mcpServers": {}, "servers": {}}"#,
+                "several servers entries",
+            ),
+        ] {
+            match rewrite(Path::new("c.json"), text, &s) {
+                Err(e @ Error::UnknownFormat { .. }) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains(expected), "{text}: {msg}");
+                    assert!(msg.contains("the file was not changed"), "{msg}");
+                    assert_eq!(e.exit_code(), 1);
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        match rewrite(
+            Path::new("c.json"),
+            "{\n  // a comment\n  \"servers\": {}\n}",
+            &s,
+        ) {
+            Err(e @ Error::NotJson { line: 2, .. }) => {
+                assert!(e.to_string().contains("comments"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn entries_that_cannot_be_wrapped_are_left_and_reported() {
+        let dir = policy_dir("skip", &[]);
+        let text = r#"{"mcpServers": {
+            "a": "npx foo",
+            "b": {"command": "x", "args": "y"},
+            "c": {"command": "x", "args": [1]},
+            "d": {"type": "carrier-pigeon", "command": "x"},
+            "e": {}
+        }}"#;
+        let out = run_text(text, &settings(&dir));
+        assert!(!out.changed);
+        assert_eq!(json(&out.text), json(text));
+        for report in &out.servers {
+            assert!(matches!(report.outcome, Outcome::Skipped(_)), "{report:?}");
+            assert!(describe(report)[0].contains("NOT guarded"));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn explicit_policies_win_and_bad_ones_are_refused() {
+        let dir = policy_dir("explicit", &[("fetch", ""), ("strict", "")]);
+        let file_policy = dir.join("strict.toml");
+        let mut s = settings(&dir);
+        s.policy_for
+            .insert("fetch".to_string(), "strict".to_string());
+        let out = run_text(CLAUDE, &s);
+        let new = json(&out.text);
+        assert_eq!(args_of(&new["mcpServers"]["fetch"])[2], "strict");
+
+        s.policy_for
+            .insert("fetch".to_string(), file_policy.display().to_string());
+        let out = run_text(CLAUDE, &s);
+        assert_eq!(
+            args_of(&json(&out.text)["mcpServers"]["fetch"])[2],
+            file_policy.display().to_string()
+        );
+
+        s.policy_for
+            .insert("fetch".to_string(), "missing".to_string());
+        let err = rewrite(Path::new("c.json"), CLAUDE, &s).expect_err("missing policy");
+        assert!(matches!(err, Error::Policy { .. }), "{err}");
+        assert_eq!(err.exit_code(), crate::cli::EXIT_POLICY);
+
+        s.policy_for.clear();
+        s.policy_for
+            .insert("fecth".to_string(), "strict".to_string());
+        let err = rewrite(Path::new("c.json"), CLAUDE, &s).expect_err("unknown server");
+        assert!(err.to_string().contains("fecth"), "{err}");
+
+        // A matching policy that is invalid is an error, not a silent fallback to default.
+        std::fs::write(dir.join("fetch.toml"), "name = \"fetch\"\nbogus = 1\n").expect("write");
+        let err = rewrite(Path::new("c.json"), CLAUDE, &settings(&dir)).expect_err("bad policy");
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn pinned_policy_dir_is_written_before_exec() {
+        let dir = policy_dir("pin", &[]);
+        let mut s = settings(&dir);
+        s.pin_policy_dir = true;
+        let out = run_text(
+            r#"{"mcpServers": {"t": {"command": "uvx", "args": ["mcp-server-time"]}}}"#,
+            &s,
+        );
+        let new = json(&out.text);
+        let args = args_of(&new["mcpServers"]["t"]);
+        assert_eq!(
+            args[..3],
+            ["--policy-dir", &dir.display().to_string(), "exec"]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn packages_are_found_behind_the_usual_runners() {
+        let cases: &[(&str, &[&str], Option<&str>)] = &[
+            (
+                "npx",
+                &["-y", "@modelcontextprotocol/server-filesystem", "/d"],
+                Some("@modelcontextprotocol/server-filesystem"),
+            ),
+            (
+                "npx",
+                &["--yes", "@playwright/mcp@latest"],
+                Some("@playwright/mcp"),
+            ),
+            ("npx", &["-p", "pkg-a", "bin-b"], Some("pkg-a")),
+            ("npx.cmd", &["-y", "left-pad@1"], Some("left-pad")),
+            ("pnpm", &["dlx", "mcp-foo"], Some("mcp-foo")),
+            ("uvx", &["mcp-server-fetch"], Some("mcp-server-fetch")),
+            (
+                "uvx",
+                &[
+                    "--python",
+                    "3.12",
+                    "mcp-server-git==1.0",
+                    "--repository",
+                    ".",
+                ],
+                Some("mcp-server-git"),
+            ),
+            (
+                "uvx",
+                &["--from", "mcp-server-time[x]>=1", "mcp-server-time"],
+                Some("mcp-server-time"),
+            ),
+            (
+                "uv",
+                &["tool", "run", "mcp-server-sqlite"],
+                Some("mcp-server-sqlite"),
+            ),
+            (
+                "pipx",
+                &["run", "mcp-server-fetch"],
+                Some("mcp-server-fetch"),
+            ),
+            (
+                "/usr/bin/python3",
+                &["-m", "mcp_server_time"],
+                Some("mcp_server_time"),
+            ),
+            ("python", &["server.py"], None),
+            (
+                "node",
+                &["/x/node_modules/@modelcontextprotocol/server-memory/dist/index.js"],
+                Some("@modelcontextprotocol/server-memory"),
+            ),
+            ("node", &["/srv/my/index.js"], None),
+            (
+                "/home/u/.venv/bin/mcp-server-git",
+                &[],
+                Some("mcp-server-git"),
+            ),
+        ];
+        for (command, args, expected) in cases {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            assert_eq!(
+                package_of(command, &args).as_deref(),
+                *expected,
+                "{command} {args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn candidate_names_strip_the_usual_affixes() {
+        let names = |server: &str, command: &str, args: &[&str]| -> Vec<String> {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            candidate_names(server, command, &args)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
+        };
+        assert_eq!(
+            names(
+                "files",
+                "npx",
+                &["-y", "@modelcontextprotocol/server-filesystem"]
+            ),
+            ["files", "server-filesystem", "filesystem"]
+        );
+        assert_eq!(
+            names("f", "uvx", &["mcp-server-fetch"]),
+            ["f", "mcp-server-fetch", "fetch"]
+        );
+        assert_eq!(
+            names("pw", "npx", &["@playwright/mcp@latest"]),
+            ["pw", "playwright"]
+        );
+        assert_eq!(
+            names(
+                "GitHub-MCP",
+                "docker",
+                &["run", "-i", "ghcr.io/github/github-mcp-server"]
+            ),
+            ["GitHub-MCP", "github", "docker"]
+        );
+        assert_eq!(
+            names("t", "python", &["-m", "mcp_server_time"]),
+            ["t", "mcp-server-time", "time"]
+        );
+    }
+
+    #[test]
+    fn exec_names_are_safe() {
+        assert_eq!(exec_name("github"), "github");
+        assert_eq!(exec_name("my fetcher"), "my-fetcher");
+        assert_eq!(exec_name("-x"), "s-x");
+        assert_eq!(exec_name(&"a".repeat(80)).len(), 64);
+        assert!(is_mcp_guard("mcp-guard", "/x"));
+        assert!(is_mcp_guard("/usr/local/bin/mcp-guard", "/x"));
+        assert!(is_mcp_guard("/x", "/x"));
+        assert!(!is_mcp_guard("npx", "/x"));
+    }
+
+    #[test]
+    fn backup_names_carry_the_utc_time() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_763_929_512);
+        assert_eq!(utc_stamp(t), "20251123T202512Z");
+    }
+
+    #[test]
+    fn write_keeps_a_byte_identical_backup_and_the_files_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = policy_dir("write", &[]);
+        let real = dir.join("real.json");
+        let link = dir.join("link.json");
+        let original =
+            "{\"mcpServers\": {\"t\": {\"command\": \"uvx\", \"args\": [\"mcp-server-time\"]}}}";
+        std::fs::write(&real, original).expect("write config");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+
+        let done = run(&link, &settings(&dir), true).expect("run --write");
+        let backup = done.backup.expect("a backup");
+        assert_eq!(backup.parent(), Some(dir.as_path()));
+        assert!(
+            backup
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("real.json.mcp-guard-backup-")),
+            "{}",
+            backup.display()
+        );
+        assert_eq!(std::fs::read_to_string(&backup).expect("backup"), original);
+        // The link is kept and the file it points to now holds the rewrite.
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .expect("link")
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&real).expect("new"),
+            done.rewritten.text
+        );
+        let mode = std::fs::metadata(&real).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // No temp file is left behind.
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains("tmp")), "{names:?}");
+
+        // Again: nothing to change, no second backup.
+        let again = run(&link, &settings(&dir), true).expect("run --write again");
+        assert!(again.backup.is_none());
+        let backups = std::fs::read_dir(&dir)
+            .expect("list")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().contains("backup"))
+            })
+            .count();
+        assert_eq!(backups, 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn configs_of_unprivileged_users_get_a_note() {
+        let dir = policy_dir("owner", &[]);
+        let file = dir.join("c.json");
+        std::fs::write(&file, "{}").expect("write config");
+        let ours = std::fs::metadata(&file).expect("meta").uid();
+        assert_eq!(privilege_note(&file).is_some(), ours != 0);
+        if ours == 0 {
+            // As root (CI), hand the file to nobody.
+            std::os::unix::fs::chown(&file, Some(65534), None).expect("chown");
+            let note = privilege_note(&file).expect("a note for uid 65534");
+            assert!(
+                note.contains("uid 65534") && note.contains("needs root"),
+                "{note}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unwritable_backup_leaves_the_file_alone() {
+        let dir = policy_dir("nobackup", &[]);
+        let original =
+            "{\"mcpServers\": {\"t\": {\"command\": \"uvx\", \"args\": [\"mcp-server-time\"]}}}";
+        let file = dir.join("c.json");
+        std::fs::write(&file, original).expect("write config");
+        // Taken backup names up to the retry limit make the backup impossible.
+        let stamp = utc_stamp(SystemTime::now());
+        let base = format!("c.json.mcp-guard-backup-{stamp}");
+        std::fs::create_dir(dir.join(&base)).expect("block");
+        for n in 1..=100 {
+            std::fs::create_dir(dir.join(format!("{base}-{n}"))).expect("block");
+        }
+        match run(&file, &settings(&dir), true) {
+            Err(Error::Backup { .. }) => {}
+            // The second ticked over between the stamp above and the run: nothing to assert.
+            Ok(done)
+                if done
+                    .backup
+                    .as_ref()
+                    .is_some_and(|b| !b.to_string_lossy().contains(&stamp)) =>
+            {
+                let _ = std::fs::remove_dir_all(&dir);
+                return;
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(std::fs::read_to_string(&file).expect("read"), original);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
