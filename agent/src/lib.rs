@@ -7,5 +7,6 @@ pub mod doctor;
 pub mod exec;
 pub mod kernel;
 pub mod launch;
+pub mod mcp;
 pub mod policy;
 pub mod state;
