@@ -108,6 +108,9 @@ struct Core<K> {
     sink: K,
     stats: ProxyOutcome,
     max: usize,
+    /// Client requests the proxy already answered with an error after the server's response was
+    /// unreadable; a late valid response to them is dropped so the client gets one answer.
+    failed: std::collections::HashSet<String>,
 }
 
 /// Runs the proxy with the standard chain for `config` (see [`build_chain`]).
@@ -156,6 +159,7 @@ where
         sink,
         stats: ProxyOutcome::default(),
         max: config.max_message_bytes,
+        failed: Default::default(),
     });
     let (to_client, client_rx) = mpsc::channel::<Vec<u8>>(256);
     let (to_server, server_rx) = mpsc::channel::<Vec<u8>>(256);
@@ -424,6 +428,7 @@ impl<K: CallSink> Core<K> {
         {
             Some(rec) => {
                 self.sink.call(rec);
+                self.failed.insert(id.to_string());
                 vec![Out::Client(line(frame::error_response(
                     &id,
                     frame::INTERNAL_ERROR,
@@ -582,6 +587,14 @@ impl<K: CallSink> Core<K> {
                 return Step::Drop;
             }
         };
+        if let Kind::Response { id } = &kind
+            && self.failed.remove(&id.to_string())
+        {
+            tracing::warn!(
+                "late response to request {id} dropped: the client already got an error"
+            );
+            return Step::Drop;
+        }
         let Core {
             session,
             chain,

@@ -100,6 +100,17 @@ impl<T: CallSink + ?Sized> CallSink for Box<T> {
     }
 }
 
+impl<T: CallSink> CallSink for std::sync::Arc<std::sync::Mutex<T>> {
+    fn call(&mut self, record: CallRecord) {
+        self.lock().unwrap_or_else(|p| p.into_inner()).call(record)
+    }
+    fn finding(&mut self, finding: Finding) {
+        self.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .finding(finding)
+    }
+}
+
 /// Appends one JSON object per line: calls to `calls.jsonl`, findings to `findings.jsonl`.
 pub struct JsonlSink {
     calls: std::io::BufWriter<std::fs::File>,
