@@ -223,9 +223,17 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
-        let mut seen: HashSet<String> = HashSet::new();
+        // Folded keys, kept only for large objects; small ones are checked by a linear scan of
+        // the keys already inserted (no allocation for the common case).
+        let mut folded: Option<HashSet<String>> = None;
         while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(fold_case(&key)) {
+            let dup = if out.len() < 16 {
+                out.keys().any(|k| same_key(k, &key))
+            } else {
+                let set = folded.get_or_insert_with(|| out.keys().map(|k| fold_case(k)).collect());
+                !set.insert(fold_case(&key))
+            };
+            if dup {
                 return Err(de::Error::custom(format_args!("{DUP_PREFIX}{key}")));
             }
             let v = map.next_value_seed(StrictSeed)?;
@@ -235,13 +243,18 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
+/// Keys equal when case-folded (Unicode lowercase; ASCII compared without allocating).
+fn same_key(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        fold_case(a) == fold_case(b)
+    }
+}
+
 /// Case folding for key comparison: Unicode lowercase, so `Name`, `NAME` and `name` collide.
 fn fold_case(key: &str) -> String {
-    if key.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
-        key.to_owned()
-    } else {
-        key.to_lowercase()
-    }
+    key.to_lowercase()
 }
 
 /// What a single JSON-RPC message is.
