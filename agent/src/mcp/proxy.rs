@@ -181,7 +181,7 @@ where
                         break;
                     }
                 };
-                let outs = lock(core).from_client(frame);
+                let outs = lock(core).on_client_frame(frame);
                 if !send(outs, &to_client, &to_server).await {
                     break;
                 }
@@ -201,7 +201,7 @@ where
                         break;
                     }
                 };
-                let outs = lock(core).from_server(frame);
+                let outs = lock(core).on_server_frame(frame);
                 if !send_from_server(outs, &to_client, &server_answers).await {
                     break;
                 }
@@ -322,7 +322,7 @@ enum Step {
 }
 
 impl<K: CallSink> Core<K> {
-    fn from_client(&mut self, frame: Frame) -> Vec<Out> {
+    fn on_client_frame(&mut self, frame: Frame) -> Vec<Out> {
         let raw = match frame {
             Frame::Line(raw) => raw,
             Frame::Oversized { len, head, tail } => {
@@ -378,7 +378,7 @@ impl<K: CallSink> Core<K> {
         }
     }
 
-    fn from_server(&mut self, frame: Frame) -> Vec<Out> {
+    fn on_server_frame(&mut self, frame: Frame) -> Vec<Out> {
         let raw = match frame {
             Frame::Line(raw) => raw,
             Frame::Oversized { len, head, tail } => {
