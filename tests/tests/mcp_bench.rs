@@ -132,6 +132,7 @@ fn proxy_added_latency_and_throughput() {
             srv.stdout.take().expect("stdout"),
             cfg,
             MemorySink::default(),
+            None,
         ));
         let (cr, cw) = tokio::io::split(client);
         let (mut proxied, proxied_rate) = drive(cw, cr).await;

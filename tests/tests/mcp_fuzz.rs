@@ -132,7 +132,7 @@ proptest! {
             let (mut server, proxy_server) = tokio::io::duplex(1 << 16);
             let (ci, co) = tokio::io::split(proxy_client);
             let (so, si) = tokio::io::split(proxy_server);
-            let proxy = tokio::spawn(mcp::run(ci, co, si, so, ProxyConfig::new("fuzz"), MemorySink::default()));
+            let proxy = tokio::spawn(mcp::run(ci, co, si, so, ProxyConfig::new("fuzz"), MemorySink::default(), None));
             client.write_all(input.as_bytes()).await.expect("write");
             client.shutdown().await.expect("close");
             // The server echoes the same notifications back.

@@ -147,6 +147,7 @@ fn proxied(
                 srv.stdout.take().expect("server stdout"),
                 config,
                 sink.clone(),
+                None,
             ),
         )
         .await
@@ -435,6 +436,7 @@ fn malformed_and_oversized_messages_get_errors_and_the_session_survives() {
         let (proxy_in, proxy_out) = tokio::io::split(proxy_side);
         let mut cfg = ProxyConfig::new("noisy");
         cfg.max_message_bytes = 4096;
+        let (eof_tx, eof_rx) = tokio::sync::oneshot::channel();
         let proxy = tokio::spawn(mcp::run(
             proxy_in,
             proxy_out,
@@ -442,6 +444,7 @@ fn malformed_and_oversized_messages_get_errors_and_the_session_survives() {
             srv.stdout.take().expect("stdout"),
             cfg,
             MemorySink::default(),
+            Some(eof_tx),
         ));
         let (rd, mut wr) = tokio::io::split(client);
         let mut lines = BufReader::new(rd).lines();
@@ -489,6 +492,10 @@ fn malformed_and_oversized_messages_get_errors_and_the_session_survives() {
         assert!(b.iter().any(|m| m["error"]["code"] == -32600), "{b:?}");
 
         wr.shutdown().await.expect("close the client's side");
+        tokio::time::timeout(Duration::from_secs(10), eof_rx)
+            .await
+            .expect("client EOF reported in time")
+            .expect("client EOF reported");
         let outcome = tokio::time::timeout(Duration::from_secs(10), proxy)
             .await
             .expect("the proxy ends once the client closes")
@@ -497,4 +504,58 @@ fn malformed_and_oversized_messages_get_errors_and_the_session_survives() {
         assert_eq!(outcome.malformed_from_client, 5, "{outcome:?}");
         assert_eq!(outcome.malformed_from_server, 3, "{outcome:?}");
     });
+}
+
+#[test]
+fn argument_checks_and_the_external_hook_refuse_before_the_server() {
+    let dir = tmpdir("args-hook");
+    let actions = json!([
+        {"op": "list_tools"},
+        {"op": "call", "tool": "get-sum", "args": {"a": "one", "b": 2}},
+        {"op": "call", "tool": "echo", "args": {"message": "this is far too long"}},
+        {"op": "call", "tool": "echo", "args": {"message": "forbidden"}},
+        {"op": "call", "tool": "echo", "args": {"message": "fine"}},
+    ]);
+    let mut cfg = config("everything", &dir);
+    cfg.args.rules = [(
+        "echo".to_string(),
+        vec![mcp::args::ArgRule {
+            arg: "message".into(),
+            check: mcp::args::ArgCheck::MaxLen(12),
+        }],
+    )]
+    .into();
+    cfg.hook = Some(mcp::hook::HookConfig {
+        command: "/bin/sh".into(),
+        args: vec![
+            "-c".into(),
+            r#"if grep -q forbidden; then echo '{"decision":"deny","reason":"word filter"}'; else echo '{"decision":"allow"}'; fi"#.into(),
+        ],
+        timeout: Duration::from_secs(5),
+        results: false,
+        fail_open: false,
+    });
+    let (got, sink, _) = proxied(&everything(), &actions, &dir, "ide", cfg);
+    let err = |i: usize| {
+        got[i]["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("call {i} not refused: {}", got[i]))
+            .to_string()
+    };
+    assert!(
+        err(2).contains("mcp-guard") && err(2).contains("arguments.a"),
+        "{}",
+        err(2)
+    );
+    assert!(err(3).contains("longer than 12"), "{}", err(3));
+    assert!(err(4).contains("word filter"), "{}", err(4));
+    assert_eq!(got[5]["result"]["content"][0]["text"], "Echo: fine");
+    let denied = sink
+        .lock()
+        .expect("sink")
+        .calls
+        .iter()
+        .filter(|c| c.decision == mcp::Decision::Denied)
+        .count();
+    assert_eq!(denied, 3);
 }

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use serde_json::Value;
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter},
-    sync::mpsc,
+    sync::{mpsc, oneshot},
 };
 
 use super::{
@@ -38,6 +38,8 @@ pub struct ProxyConfig {
     pub pins: Option<super::pins::PinConfig>,
     /// Argument checks on `tools/call`.
     pub args: super::args::ArgConfig,
+    /// An external interceptor command (off when `None`).
+    pub hook: Option<super::hook::HookConfig>,
 }
 
 impl ProxyConfig {
@@ -54,6 +56,7 @@ impl ProxyConfig {
             secrets: super::secrets::SecretConfig::default(),
             pins: None,
             args: super::args::ArgConfig::default(),
+            hook: None,
         }
     }
 }
@@ -68,7 +71,7 @@ pub fn new_session_id() -> String {
 }
 
 /// Builds the standard interceptor chain for `config`: tool access, pins and poisoning,
-/// argument checks, secrets.
+/// argument checks, secrets, then the external hook (which so never sees unredacted results).
 pub fn build_chain(config: &ProxyConfig) -> anyhow::Result<Chain> {
     let mut chain = Chain::new();
     chain.push(Box::new(ToolAccess::new(config.tools.clone())));
@@ -77,6 +80,9 @@ pub fn build_chain(config: &ProxyConfig) -> anyhow::Result<Chain> {
     }
     chain.push(Box::new(super::args::ArgGuard::new(config.args.clone())));
     chain.push(Box::new(super::secrets::SecretGuard::new(&config.secrets)?));
+    if let Some(hook) = &config.hook {
+        chain.push(Box::new(super::hook::ExternalHook::new(hook.clone())));
+    }
     Ok(chain)
 }
 
@@ -95,6 +101,8 @@ pub struct ProxyOutcome {
     pub malformed_from_client: u64,
     /// Server lines dropped as malformed or oversized.
     pub malformed_from_server: u64,
+    /// Set when writing to the client failed (the client is gone; `exec` ends the session).
+    pub client_write_error: Option<String>,
 }
 
 enum Out {
@@ -113,7 +121,9 @@ struct Core<K> {
     failed: std::collections::HashSet<String>,
 }
 
-/// Runs the proxy with the standard chain for `config` (see [`build_chain`]).
+/// Runs the proxy with the standard chain for `config` (see [`build_chain`]). `client_eof` is
+/// sent when the client closes its input. Returns when the server's output ends (or the client
+/// can no longer be written to: see [`ProxyOutcome::client_write_error`]).
 pub async fn run<CI, CO, SI, SO, K>(
     client_in: CI,
     client_out: CO,
@@ -121,6 +131,7 @@ pub async fn run<CI, CO, SI, SO, K>(
     server_out: SO,
     config: ProxyConfig,
     sink: K,
+    client_eof: Option<oneshot::Sender<()>>,
 ) -> anyhow::Result<ProxyOutcome>
 where
     CI: AsyncRead + Unpin + Send,
@@ -131,12 +142,14 @@ where
 {
     let chain = build_chain(&config)?;
     run_with_chain(
-        client_in, client_out, server_in, server_out, &config, chain, sink,
+        client_in, client_out, server_in, server_out, &config, chain, sink, client_eof,
     )
     .await
 }
 
-/// Runs the proxy with a caller-built chain.
+/// Runs the proxy with a caller-built chain. `client_eof` is sent when the client closes its
+/// input (the server's stdin is closed then; the proxy still delivers the server's output).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_with_chain<CI, CO, SI, SO, K>(
     client_in: CI,
     client_out: CO,
@@ -145,6 +158,7 @@ pub async fn run_with_chain<CI, CO, SI, SO, K>(
     config: &ProxyConfig,
     chain: Chain,
     sink: K,
+    client_eof: Option<oneshot::Sender<()>>,
 ) -> anyhow::Result<ProxyOutcome>
 where
     CI: AsyncRead + Unpin + Send,
@@ -186,6 +200,9 @@ where
                     break;
                 }
             }
+            if let Some(tx) = client_eof {
+                let _ = tx.send(());
+            }
         }
     };
     let server_side = {
@@ -208,7 +225,7 @@ where
             }
         }
     };
-    let (server_done_tx, server_done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (server_done_tx, server_done_rx) = oneshot::channel::<()>();
     let client_side = async move {
         tokio::select! {
             () = client_side => {}
@@ -222,9 +239,10 @@ where
     let client_writer = writer(client_out, client_rx, "client");
     let server_writer = writer(server_in, server_rx, "server");
     let ((), (), cw, sw) = tokio::join!(client_side, server_side, client_writer, server_writer);
-    if let Err(e) = cw {
+    let client_write_error = cw.err().map(|e| {
         tracing::warn!("writing to the client: {e}");
-    }
+        e.to_string()
+    });
     if let Err(e) = sw {
         tracing::debug!("writing to the server: {e}");
     }
@@ -235,6 +253,7 @@ where
     {
         core.sink.call(rec);
     }
+    core.stats.client_write_error = client_write_error;
     Ok(core.stats)
 }
 
