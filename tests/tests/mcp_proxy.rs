@@ -81,7 +81,7 @@ fn client_cmd(dir: &Path, actions: &Value, client_name: &str) -> (Command, PathB
     std::fs::write(&acts, actions.to_string()).expect("write actions");
     let out = dir.join(format!("out-{client_name}-{}.json", rand_suffix()));
     let mut c = Command::new(python());
-    c.arg(fixture("mcp_client.py"))
+    c.arg(fixture("mcp_sdk_actions.py"))
         .arg(&out)
         .arg(&acts)
         .arg(client_name);

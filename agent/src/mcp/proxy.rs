@@ -61,6 +61,33 @@ impl ProxyConfig {
     }
 }
 
+impl ProxyConfig {
+    /// The configuration `exec` derives from a policy: `[tools]` allow/deny, the policy's
+    /// secrets (their resolved `values`, by variable name) redacted from server output, and
+    /// tool pinning in `<state_dir>/pins`. Everything else keeps [`ProxyConfig::new`]'s defaults
+    /// until the policy model grows keys for it.
+    pub fn from_policy(
+        policy: &crate::policy::Policy,
+        server: &str,
+        state_dir: &std::path::Path,
+        secret_values: Vec<(String, String)>,
+    ) -> Self {
+        let mut c = Self::new(server);
+        c.tools = ToolRules {
+            policy: policy.name.clone(),
+            allow: policy.tools.allow.clone(),
+            deny: policy.tools.deny.clone(),
+            per_client: Default::default(),
+        };
+        c.secrets.values = secret_values;
+        c.pins = Some(super::pins::PinConfig {
+            dir: state_dir.join("pins"),
+            poison: super::pins::PoisonAction::Block,
+        });
+        c
+    }
+}
+
 /// A fresh session id: time and pid, hex.
 pub fn new_session_id() -> String {
     let nanos = std::time::SystemTime::now()
