@@ -35,6 +35,9 @@ pub enum Command {
     /// Policy tools.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Internal: the jail's stage-2 helper, started by `exec` from /proc/self/exe.
+    #[command(name = "__jail-stage2", hide = true)]
+    JailStage2,
 }
 
 /// `mcp-guard exec`.
@@ -76,11 +79,30 @@ pub enum PolicyCommand {
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _dirs = Dirs {
+    let dirs = Dirs {
         state: cli.state_dir,
         policy: cli.policy_dir,
     };
     match cli.command {
-        Command::Exec(_) | Command::Doctor(_) | Command::Policy(_) => ExitCode::SUCCESS,
+        Command::Policy(PolicyCommand::Check { files }) => {
+            if crate::policy::check_files(&files) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_POLICY)
+            }
+        }
+        Command::Exec(a) => crate::exec::main(
+            crate::exec::ExecArgs {
+                policy: a.policy,
+                name: a.name,
+                observe: a.observe,
+                command: a.command,
+            },
+            &dirs,
+        ),
+        Command::JailStage2 => {
+            ExitCode::from(u8::try_from(crate::launch::stage2::main()).unwrap_or(1))
+        }
+        Command::Doctor(_) => ExitCode::SUCCESS,
     }
 }

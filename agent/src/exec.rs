@@ -1,1 +1,466 @@
 //! `mcp-guard exec`: wires one server session together (policy → launch → kernel guard → stdio).
+//!
+//! Steps: load the policy (78 on error); [`launch::prepare`] checks the host and makes the cgroup
+//! (77, nothing launched, when an enforcement is missing); start the stage-2 helper from
+//! `/proc/self/exe`; once it is in the cgroup run the [`Attach`] seam (the kernel guard attaches
+//! its eBPF programs to [`SessionInfo::cgroup_dir`] / [`SessionInfo::cgroup_id`]) and only then
+//! let the server exec; carry stdio with the [`Pump`] seam (passthrough now, the JSON-RPC proxy
+//! later); when the server exits, exec is signalled (TERM, INT, HUP) or the client closed stdin
+//! and the server did not exit within [`STDIN_EOF_GRACE`], kill the whole tree through the cgroup
+//! and remove it. Exit status: the server's (signal death → 128 + signal).
+
+use std::{
+    any::Any,
+    future::Future,
+    io,
+    os::fd::{AsRawFd, OwnedFd},
+    path::PathBuf,
+    pin::Pin,
+    process::{ExitCode, Stdio},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::UnixStream,
+    process::{ChildStdin, ChildStdout},
+    signal::unix::{SignalKind, signal},
+    sync::oneshot,
+};
+
+use crate::{
+    cli::{EXIT_POLICY, EXIT_UNENFORCEABLE},
+    launch::{self, LaunchError, LaunchRequest, stage2},
+    policy::{self, Policy},
+    state::Dirs,
+};
+
+/// How long a server may run on after the client closed its stdin before it is killed.
+pub const STDIN_EOF_GRACE: Duration = Duration::from_secs(5);
+
+/// A boxed, non-Send future (the session runs on one thread).
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// What exec knows about a session once the server's cgroup is populated.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    /// The server name.
+    pub server: String,
+    /// The policy in force.
+    pub policy: Policy,
+    /// The session's cgroup v2 directory: attach cgroup eBPF programs here.
+    pub cgroup_dir: PathBuf,
+    /// Its cgroup id (inode; what `bpf_get_current_cgroup_id` returns for the server).
+    pub cgroup_id: u64,
+    /// Whether enforcement is off (`--observe`).
+    pub observe: bool,
+    /// Pid of the stage-2 helper (its child init, the server's parent, is already in the cgroup).
+    pub helper_pid: u32,
+}
+
+/// The kernel-guard seam: called once the jail's init is in the cgroup and before the server
+/// execs (no server code has run yet).
+/// An `Err` refuses the launch (exit 77, the server never runs). The returned value is kept alive
+/// until the session ends, then dropped before the cgroup is removed (e.g. the guard's handle).
+pub type Attach =
+    Box<dyn FnOnce(SessionInfo) -> LocalFuture<'static, Result<Box<dyn Any>, String>>>;
+
+/// The server's stdio, handed to the pump.
+#[derive(Debug)]
+pub struct ServerStdio {
+    /// The server's stdin (drop it to send EOF).
+    pub stdin: ChildStdin,
+    /// The server's stdout.
+    pub stdout: ChildStdout,
+    /// Send when the client closed exec's stdin (starts the [`STDIN_EOF_GRACE`] timer).
+    pub client_eof: oneshot::Sender<()>,
+}
+
+/// The stdio seam: carries exec's stdin/stdout to and from the server. Resolves when the
+/// server's stdout reaches EOF (an `Err` means the client is gone: the session ends).
+/// The server's stderr is exec's stderr (inherited, not pumped).
+pub type Pump = Box<dyn FnOnce(ServerStdio) -> LocalFuture<'static, io::Result<()>>>;
+
+/// The seams a session is wired with.
+pub struct Hooks {
+    /// Kernel guard attachment (`None`: none yet).
+    pub attach: Option<Attach>,
+    /// The stdio carrier.
+    pub pump: Pump,
+    /// The `mcp-guard` binary re-executed as the stage-2 helper: `/proc/self/exe` by default;
+    /// programs embedding exec (and tests) point it at the mcp-guard binary.
+    pub helper: PathBuf,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("attach", &self.attach.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            attach: None,
+            pump: Box::new(|io| Box::pin(passthrough(io))),
+            helper: PathBuf::from("/proc/self/exe"),
+        }
+    }
+}
+
+/// Byte-for-byte passthrough: exec stdin → server stdin (EOF propagated), server stdout → exec
+/// stdout (flushed per read so replies are not held back).
+pub async fn passthrough(io: ServerStdio) -> io::Result<()> {
+    let ServerStdio {
+        mut stdin,
+        mut stdout,
+        client_eof,
+    } = io;
+    let upstream = async move {
+        let mut client = tokio::io::stdin();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    // The server closed its stdin: nothing more can be delivered, but its
+                    // stdout must still be carried.
+                    if stdin.write_all(&buf[..n]).await.is_err() {
+                        return std::future::pending::<()>().await;
+                    }
+                }
+            }
+        }
+        drop(stdin);
+        let _ = client_eof.send(());
+        // Never completes: the pump ends with the downstream half.
+        std::future::pending::<()>().await
+    };
+    let downstream = async move {
+        let mut client = tokio::io::stdout();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = stdout.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            client.write_all(&buf[..n]).await?;
+            client.flush().await?;
+        }
+    };
+    tokio::pin!(upstream);
+    tokio::select! {
+        r = downstream => r,
+        _ = &mut upstream => Ok(()),
+    }
+}
+
+/// `exec` as the CLI calls it.
+#[derive(Clone, Debug)]
+pub struct ExecArgs {
+    /// `--policy`.
+    pub policy: Option<String>,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--observe`.
+    pub observe: bool,
+    /// The server command.
+    pub command: Vec<String>,
+}
+
+/// Runs `mcp-guard exec` with the default hooks (no kernel guard, passthrough stdio).
+pub fn main(args: ExecArgs, dirs: &Dirs) -> ExitCode {
+    run(args, dirs, Hooks::default())
+}
+
+/// Runs one session with the given seams; returns exec's exit status.
+pub fn run(args: ExecArgs, dirs: &Dirs, hooks: Hooks) -> ExitCode {
+    let policy = match policy::load(args.policy.as_deref(), &dirs.policy) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mcp-guard: policy error:\n{e}");
+            return ExitCode::from(EXIT_POLICY);
+        }
+    };
+    // One thread: the helper's PR_SET_PDEATHSIG fires when the thread that forked it exits,
+    // so it must be forked by a thread that lives as long as exec.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcp-guard: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_UNENFORCEABLE);
+        }
+    };
+    let code = rt.block_on(session(args, policy, hooks));
+    // The stdin reader may be blocked in read(2) on a thread; do not wait for it.
+    rt.shutdown_background();
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn say(msg: &str) {
+    for line in msg.lines() {
+        eprintln!("mcp-guard: {line}");
+    }
+}
+
+async fn session(args: ExecArgs, policy: Policy, hooks: Hooks) -> i32 {
+    let server = args.name.clone().unwrap_or_else(|| policy.name.clone());
+    let observe = args.observe || policy.enforcement.observe;
+    // Registered before anything starts so a signal during launch is not lost.
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        _ => {
+            say("cannot install signal handlers");
+            return i32::from(EXIT_UNENFORCEABLE);
+        }
+    };
+    let prepared = match launch::prepare(&LaunchRequest {
+        policy: &policy,
+        server: &server,
+        command: &args.command,
+        observe,
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            say(&e.to_string());
+            return match e {
+                LaunchError::Unenforceable(_) => i32::from(EXIT_UNENFORCEABLE),
+                LaunchError::Config(_) => i32::from(EXIT_POLICY),
+                LaunchError::NotFound(_) => 127,
+            };
+        }
+    };
+    for w in &prepared.warnings {
+        say(&format!("WARNING: {w}"));
+    }
+    tracing::info!(
+        "server {server}: cgroup {}, running as {} ({})",
+        prepared.cgroup.v2_dir().display(),
+        prepared.spec.identity.name,
+        prepared.spec.identity.why
+    );
+    let cgroup = prepared.cgroup;
+    let mut info = SessionInfo {
+        server,
+        policy,
+        cgroup_dir: cgroup.v2_dir().to_path_buf(),
+        cgroup_id: cgroup.id().unwrap_or(0),
+        observe,
+        helper_pid: 0,
+    };
+    let code = drive(
+        &prepared.spec,
+        &mut info,
+        hooks,
+        (&mut term, &mut int, &mut hup),
+    )
+    .await;
+    if let Err(e) = cgroup.kill_and_remove() {
+        say(&format!("cleanup: {e}"));
+    }
+    code
+}
+
+type Signals<'a> = (
+    &'a mut tokio::signal::unix::Signal,
+    &'a mut tokio::signal::unix::Signal,
+    &'a mut tokio::signal::unix::Signal,
+);
+
+/// Starts the helper and runs the session until it ends; the caller removes the cgroup.
+async fn drive(
+    spec: &launch::JailSpec,
+    info: &mut SessionInfo,
+    hooks: Hooks,
+    (term, int, hup): Signals<'_>,
+) -> i32 {
+    let fail = |msg: String| {
+        say(&msg);
+        i32::from(EXIT_UNENFORCEABLE)
+    };
+    let (ours, theirs) = match std::os::unix::net::UnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("socketpair: {e}")),
+    };
+    let theirs: OwnedFd = theirs.into();
+    let theirs_raw = theirs.as_raw_fd();
+    let parent_pid = std::process::id() as libc::pid_t;
+    let mut cmd = tokio::process::Command::new(&hooks.helper);
+    cmd.arg(stage2::SUBCOMMAND)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe raw
+    // syscalls (dup2, prctl, getppid) on values captured before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(theirs_raw, stage2::CONTROL_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // exec died between fork and prctl: do not outlive it.
+            if libc::getppid() != parent_pid {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(format!("starting the jail helper: {e}")),
+    };
+    drop(theirs);
+    info.helper_pid = child.id().unwrap_or(0);
+
+    let mut ctl = match ours
+        .set_nonblocking(true)
+        .and_then(|()| UnixStream::from_std(ours))
+    {
+        Ok(s) => s,
+        Err(e) => return fail(format!("control socket: {e}")),
+    };
+    let json = match serde_json::to_vec(spec) {
+        Ok(j) => j,
+        Err(e) => return fail(format!("encoding the jail spec: {e}")),
+    };
+    let mut msg = u32::try_from(json.len())
+        .unwrap_or(u32::MAX)
+        .to_le_bytes()
+        .to_vec();
+    msg.extend_from_slice(&json);
+    let mut ready = [0u8; 1];
+    if let Err(e) = async {
+        ctl.write_all(&msg).await?;
+        ctl.read_exact(&mut ready).await
+    }
+    .await
+    {
+        let mut rest = Vec::new();
+        let _ = ctl.read_to_end(&mut rest).await;
+        return match stage2::outcome(&rest) {
+            stage2::Outcome::Failed(code, m) => {
+                say(&m);
+                code
+            }
+            stage2::Outcome::Started => fail(format!("jail helper: {e}")),
+        };
+    }
+    if ready[0] != stage2::READY {
+        let mut rest = ready.to_vec();
+        let _ = ctl.read_to_end(&mut rest).await;
+        if let stage2::Outcome::Failed(code, m) = stage2::outcome(&rest) {
+            say(&m);
+            return code;
+        }
+        return fail("jail helper: unexpected reply".into());
+    }
+
+    // The seam: the helper (and so everything the server will be) is in the cgroup.
+    let _guard: Option<Box<dyn Any>> = match hooks.attach {
+        Some(attach) => match attach(info.clone()).await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                return fail(format!(
+                    "kernel guard: {e}\nrefusing to launch (fail closed)"
+                ));
+            }
+        },
+        None => None,
+    };
+    let mut rest = Vec::new();
+    let launched = async {
+        ctl.write_all(&[stage2::GO]).await?;
+        ctl.read_to_end(&mut rest).await
+    }
+    .await;
+    match (launched, stage2::outcome(&rest)) {
+        (Ok(_), stage2::Outcome::Started) => {}
+        (_, stage2::Outcome::Failed(code, m)) => {
+            say(&m);
+            return code;
+        }
+        (Err(e), _) => return fail(format!("jail helper: {e}")),
+    }
+
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return fail("server stdio missing".into());
+    };
+    let (eof_tx, mut eof_rx) = oneshot::channel();
+    let mut pump = (hooks.pump)(ServerStdio {
+        stdin,
+        stdout,
+        client_eof: eof_tx,
+    });
+    let mut pump_done = false;
+    let mut eof_seen = false;
+    let grace = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(grace);
+    // Why the session ended, if exec ended it: the status to report.
+    let mut ended_by: Option<i32> = None;
+    let status = loop {
+        tokio::select! {
+            s = child.wait() => break s.ok(),
+            r = &mut pump, if !pump_done => {
+                pump_done = true;
+                if let Err(e) = r {
+                    // The client went away (stdout closed): nobody can use the server.
+                    tracing::info!("client gone: {e}");
+                    ended_by = Some(128 + libc::SIGPIPE);
+                    break None;
+                }
+            }
+            _ = &mut eof_rx, if !eof_seen => {
+                eof_seen = true;
+                grace.as_mut().reset(tokio::time::Instant::now() + STDIN_EOF_GRACE);
+            }
+            _ = &mut grace, if eof_seen => {
+                say(&format!(
+                    "the client closed stdin and the server did not exit within {}s: killing it",
+                    STDIN_EOF_GRACE.as_secs()
+                ));
+                ended_by = Some(128 + libc::SIGKILL);
+                break None;
+            }
+            _ = term.recv() => { ended_by = Some(128 + libc::SIGTERM); break None; }
+            _ = int.recv() => { ended_by = Some(128 + libc::SIGINT); break None; }
+            _ = hup.recv() => { ended_by = Some(128 + libc::SIGHUP); break None; }
+        }
+    };
+    // Whatever is left (daemonized grandchildren, or everything when exec ends the session).
+    if let Err(e) = launch::cgroup::kill_all(&info.cgroup_dir) {
+        say(&format!("cleanup: {e}"));
+    }
+    let status = match status {
+        Some(s) => Some(s),
+        None => child.wait().await.ok(),
+    };
+    // All writers are dead now: the pump drains what the server wrote and sees EOF.
+    if !pump_done {
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut pump).await;
+    }
+    drop(pump);
+    if let Some(code) = ended_by {
+        return code;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) => s
+            .code()
+            .or_else(|| s.signal().map(|sig| 128 + sig))
+            .unwrap_or(1),
+        None => 1,
+    }
+}

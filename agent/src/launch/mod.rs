@@ -1,1 +1,344 @@
 //! Turning a policy into a jailed server process: cgroup → namespaces → landlock → caps → seccomp.
+//!
+//! Two halves. [`prepare`] runs in the (multithreaded) launcher: it checks what this host can
+//! enforce (fail closed), resolves the user, environment, secrets and program, compiles the
+//! seccomp filters, creates the cgroup and writes its limits, and returns a [`JailSpec`] of plain
+//! data. The jail itself is applied by a stage-2 helper, `mcp-guard` re-executed from
+//! `/proc/self/exe` with a hidden subcommand ([`stage2::main`]): a fresh single-threaded process
+//! may run ordinary code after its forks, where a child forked from a tokio process could only
+//! make raw async-signal-safe syscalls. The helper joins the v1 cgroups (hybrid hosts) and
+//! clone3()s a small init straight into the v2 cgroup and new mount, PID, IPC and UTS
+//! namespaces; init (pid 1) tells the launcher it is in the cgroup, waits for its go (the kernel
+//! guard attaches then), mounts the private /tmp and /proc, builds the landlock ruleset (rules
+//! are inode-based, so after the mounts) and forks the server child, which only restricts
+//! itself, drops privileges, installs the precompiled seccomp filters and execs.
+
+pub mod cgroup;
+pub mod identity;
+pub mod landlock;
+pub mod seccomp;
+pub mod stage2;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{Policy, expand_home, read_secret};
+
+/// Everything the stage-2 helper needs, as plain data (sent over a socket, never on disk).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JailSpec {
+    /// Server name (logs).
+    pub server: String,
+    /// Absolute path of the program to execve.
+    pub program: PathBuf,
+    /// argv, argv[0] as the user wrote it.
+    pub argv: Vec<String>,
+    /// The complete, scrubbed environment.
+    pub env: Vec<(String, String)>,
+    /// cgroup directories (v2 first, then v1) the helper puts itself in.
+    pub cgroup_dirs: Vec<PathBuf>,
+    /// Who the server runs as.
+    pub identity: identity::Identity,
+    /// `None` under observe: no namespaces, landlock, capability drop or seccomp.
+    pub enforce: Option<Enforce>,
+}
+
+/// The enforcing parts of a jail.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Enforce {
+    /// Landlock rules (`None` only when degraded on a kernel without landlock).
+    pub landlock: Option<landlock::LandlockSpec>,
+    /// seccomp programs, installed in order (empty only when degraded).
+    pub seccomp: Vec<seccomp::Program>,
+    /// rlimits set as a last resort for limits no cgroup controller could carry: (resource, value).
+    pub rlimits: Vec<(u32, u64)>,
+}
+
+/// What `exec` asked for.
+#[derive(Clone, Debug)]
+pub struct LaunchRequest<'a> {
+    /// The validated policy.
+    pub policy: &'a Policy,
+    /// Server name (cgroup name, logs).
+    pub server: &'a str,
+    /// Command and arguments.
+    pub command: &'a [String],
+    /// `--observe` (or the policy's `enforcement.observe`).
+    pub observe: bool,
+}
+
+/// A prepared launch: the spec for the helper and the cgroup already made and limited.
+#[derive(Debug)]
+pub struct Prepared {
+    /// For the stage-2 helper.
+    pub spec: JailSpec,
+    /// The session's cgroup (kill and remove it when the session ends).
+    pub cgroup: cgroup::Cgroup,
+    /// What is not enforced (degraded or observe) and fallbacks used: say these loudly.
+    pub warnings: Vec<String>,
+}
+
+/// Why a launch was refused before anything ran.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// Something the policy asks for cannot be enforced on this host (exit 77).
+    #[error("{0}")]
+    Unenforceable(String),
+    /// The policy's inputs are wrong at launch, e.g. a secret file is missing (exit 78).
+    #[error("{0}")]
+    Config(String),
+    /// The command is not found or not executable (exit 127).
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// Checks the host, resolves everything and creates the cgroup. Nothing is launched; on error
+/// nothing is left behind.
+pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
+    use LaunchError::*;
+    let policy = req.policy;
+    let degraded_ok = policy.enforcement.allow_degraded;
+    let mut warnings = Vec::new();
+    // Either refuse (fail closed) or, when the policy allows it, run without and say so.
+    let mut missing = |what: String, warnings: &mut Vec<String>| -> Result<(), LaunchError> {
+        if degraded_ok {
+            warnings.push(format!("NOT ENFORCED (enforcement.allow_degraded): {what}"));
+            Ok(())
+        } else {
+            Err(Unenforceable(format!(
+                "{what}\nrefusing to launch (fail closed); fix the host, or set \
+                 [enforcement] allow_degraded = true in the policy, or use --observe"
+            )))
+        }
+    };
+
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Unenforceable(
+            "mcp-guard exec needs root (it creates cgroups and namespaces and drops the server \
+             to the invoking user): run it with sudo or from the mcp-guard service"
+                .into(),
+        ));
+    }
+
+    let id = identity::resolve(policy.user.as_deref()).map_err(Config)?;
+    let mut secrets = Vec::new();
+    for (name, secret) in &policy.secrets {
+        let value = read_secret(secret).map_err(|e| Config(format!("secrets.{name}: {e}")))?;
+        secrets.push((name.clone(), value));
+    }
+    let env = identity::environment(&id, &policy.env.pass, &secrets);
+    let Some(cmd) = req.command.first() else {
+        return Err(NotFound("no command given after --".into()));
+    };
+    let program = identity::resolve_program(cmd, &env).ok_or_else(|| {
+        NotFound(format!(
+            "{cmd}: command not found or not executable (searched the server's PATH)"
+        ))
+    })?;
+
+    let enforce = if req.observe {
+        warnings.push(
+            "OBSERVE MODE: nothing is enforced (no landlock, seccomp, namespaces, capability \
+             drop or limits); the server only runs in its own cgroup"
+                .into(),
+        );
+        None
+    } else {
+        let kabi = landlock::kernel_abi();
+        let abi = kabi.min(landlock::MAX_ABI);
+        let landlock = if abi < 1 {
+            missing(
+                "landlock is not available (kernel without CONFIG_SECURITY_LANDLOCK or `landlock` \
+                 missing from the lsm= boot parameter): the filesystem rules cannot be enforced"
+                    .into(),
+                &mut warnings,
+            )?;
+            None
+        } else {
+            let ports = tcp_ports(policy);
+            let tcp_ports = if ports.is_none() {
+                // An allow entry covers every port: only the eBPF egress filter restricts TCP.
+                None
+            } else if abi < landlock::NET_ABI {
+                missing(
+                    format!(
+                        "landlock ABI {abi} has no TCP rules (needs ABI {} = Linux 6.7): TCP \
+                         connect/bind are not limited to the policy's ports by landlock",
+                        landlock::NET_ABI
+                    ),
+                    &mut warnings,
+                )?;
+                None
+            } else {
+                ports
+            };
+            let scope = if abi < landlock::SCOPE_ABI {
+                missing(
+                    format!(
+                        "landlock ABI {abi} has no scopes (needs ABI {} = Linux 6.12): signals \
+                         and abstract unix sockets are not confined to the jail",
+                        landlock::SCOPE_ABI
+                    ),
+                    &mut warnings,
+                )?;
+                false
+            } else {
+                true
+            };
+            let expand = |v: &[String]| -> Vec<PathBuf> {
+                v.iter().map(|p| expand_home(p, &id.home)).collect()
+            };
+            Some(landlock::LandlockSpec {
+                abi,
+                read: expand(&policy.filesystem.read),
+                write: expand(&policy.filesystem.write),
+                exec: expand(&policy.filesystem.exec),
+                tcp_ports,
+                scope,
+            })
+        };
+        let seccomp = if seccomp::available() {
+            seccomp::build(&policy.syscalls.deny).map_err(|e| Config(e.to_string()))?
+        } else {
+            missing(
+                "seccomp filtering is not available (kernel without CONFIG_SECCOMP_FILTER): the \
+                 syscall deny list cannot be enforced"
+                    .into(),
+                &mut warnings,
+            )?;
+            Vec::new()
+        };
+        Some(Enforce {
+            landlock,
+            seccomp,
+            rlimits: Vec::new(),
+        })
+    };
+
+    let mounts = cgroup::Mounts::discover()
+        .map_err(|e| Unenforceable(format!("cannot read /proc/self/mountinfo: {e}")))?;
+    for stale in cgroup::reap_stale(&mounts) {
+        tracing::info!("removed stale cgroup {}", stale.display());
+    }
+    let mut cg = cgroup::Cgroup::create(&mounts, &cgroup::leaf_name(req.server)).map_err(|e| {
+        Unenforceable(format!(
+            "cannot create the server's cgroup: {e}\nmcp-guard needs a writable cgroup v2 \
+             hierarchy (found from /proc/self/mountinfo)"
+        ))
+    })?;
+    let result = apply_limits(
+        &mut cg,
+        &mounts,
+        policy,
+        enforce,
+        &mut warnings,
+        &mut missing,
+    );
+    match result {
+        Ok(enforce) => {
+            let spec = JailSpec {
+                server: req.server.to_string(),
+                program,
+                argv: req.command.to_vec(),
+                env,
+                cgroup_dirs: cg.dirs(),
+                identity: id,
+                enforce,
+            };
+            Ok(Prepared {
+                spec,
+                cgroup: cg,
+                warnings,
+            })
+        }
+        Err(e) => {
+            if let Err(rm) = cg.kill_and_remove() {
+                tracing::warn!("{rm}");
+            }
+            Err(e)
+        }
+    }
+}
+
+type Missing<'a> = dyn FnMut(String, &mut Vec<String>) -> Result<(), LaunchError> + 'a;
+
+/// Writes each limit through v2, else v1, else an rlimit (said in the log), else refuses.
+fn apply_limits(
+    cg: &mut cgroup::Cgroup,
+    mounts: &cgroup::Mounts,
+    policy: &Policy,
+    mut enforce: Option<Enforce>,
+    warnings: &mut Vec<String>,
+    missing: &mut Missing<'_>,
+) -> Result<Option<Enforce>, LaunchError> {
+    use cgroup::{Applied, Controller};
+    let Some(enf) = enforce.as_mut() else {
+        return Ok(None);
+    };
+    let l = &policy.limits;
+    let limits = cgroup::Limits {
+        memory: l.memory,
+        pids: l.pids,
+        cpu: l.cpu,
+    };
+    for (c, wanted) in [
+        (Controller::Memory, l.memory.is_some()),
+        (Controller::Pids, l.pids.is_some()),
+        (Controller::Cpu, l.cpu.is_some()),
+    ] {
+        if !wanted {
+            continue;
+        }
+        let applied = cg
+            .apply(mounts, c, &limits)
+            .map_err(|e| format!("cannot apply the {} limit: {e}", c.name()));
+        match applied {
+            Ok(Applied::V2) => tracing::debug!("{} limit: cgroup v2", c.name()),
+            Ok(Applied::V1(dir)) => {
+                tracing::debug!("{} limit: cgroup v1 {}", c.name(), dir.display())
+            }
+            Ok(Applied::Unavailable) => match (c, l.memory, l.pids) {
+                (Controller::Memory, Some(m), _) => {
+                    warnings.push(format!(
+                        "no memory cgroup controller (v2 or v1): memory limited by RLIMIT_AS = \
+                         {m} bytes per process instead (a last resort: address space, not RSS)"
+                    ));
+                    enf.rlimits.push((libc::RLIMIT_AS, m));
+                }
+                (Controller::Pids, _, Some(p)) => {
+                    warnings.push(format!(
+                        "no pids cgroup controller (v2 or v1): tasks limited by RLIMIT_NPROC = {p} \
+                         instead (a last resort: it counts every process of the server's user)"
+                    ));
+                    enf.rlimits.push((libc::RLIMIT_NPROC, p));
+                }
+                _ => missing(
+                    format!(
+                        "no {} cgroup controller (v2 or v1) and no rlimit equivalent: the limit \
+                         cannot be applied",
+                        c.name()
+                    ),
+                    warnings,
+                )?,
+            },
+            Err(e) => missing(e, warnings)?,
+        }
+    }
+    Ok(enforce)
+}
+
+/// The TCP ports the policy's network allow list names; `None` when an entry covers all ports.
+fn tcp_ports(policy: &Policy) -> Option<Vec<u16>> {
+    let mut ports = Vec::new();
+    for a in &policy.network.allow {
+        if a.port_lo <= 1 && a.port_hi == u16::MAX {
+            return None;
+        }
+        ports.extend(a.port_lo..=a.port_hi);
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    Some(ports)
+}

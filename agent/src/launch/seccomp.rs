@@ -1,0 +1,230 @@
+//! The seccomp filters: a built-in deny list plus the policy's `[syscalls] deny`, each denied call
+//! failing with EPERM (not a kill: runtimes probe optional syscalls and must see an error);
+//! `clone` creating namespaces denied by argument; `clone3` failing with ENOSYS so libc falls back
+//! to `clone`, whose flags a filter can see; x32-ABI syscall numbers denied.
+//!
+//! Compiled in the launcher (a compile error refuses the launch) and installed by the stage-2
+//! child just before execve.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch, sock_filter,
+};
+use serde::{Deserialize, Serialize};
+
+/// Syscalls denied to every server: kernel attack surface, other processes, the jail itself.
+pub const BUILTIN_DENY: &[&str] = &[
+    // Tracing and reading other processes.
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "pidfd_getfd",
+    // Mounts and namespaces: the jail's own walls.
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    // The kernel's large attack surfaces.
+    "bpf",
+    "perf_event_open",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "userfaultfd",
+    "keyctl",
+    "add_key",
+    "request_key",
+    // Changing the running kernel or host.
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "quotactl",
+    "quotactl_fd",
+    "syslog",
+    // File handles bypass path-based checks.
+    "open_by_handle_at",
+    "name_to_handle_at",
+    // Turns off ASLR and similar hardening.
+    "personality",
+];
+
+/// `clone` flags that create namespaces (denied by argument filter).
+const CLONE_NS_FLAGS: &[u64] = &[
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWCGROUP as u64,
+    libc::CLONE_NEWTIME as u64,
+];
+
+/// A compiled BPF program as plain data (it crosses the exec boundary to the stage-2 helper).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Program(pub Vec<(u16, u8, u8, u32)>);
+
+impl Program {
+    fn from_bpf(p: BpfProgram) -> Self {
+        Program(p.into_iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
+    }
+
+    /// Installs the filter on the calling thread (no_new_privs must be set or CAP_SYS_ADMIN held).
+    pub fn install(&self) -> Result<(), String> {
+        let bpf: BpfProgram = self
+            .0
+            .iter()
+            .map(|&(code, jt, jf, k)| sock_filter { code, jt, jf, k })
+            .collect();
+        seccompiler::apply_filter(&bpf).map_err(|e| format!("installing seccomp filter: {e}"))
+    }
+}
+
+/// Why the filter could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    /// A syscall name unknown on this architecture.
+    #[error("unknown syscall {0:?} in [syscalls] deny")]
+    Unknown(String),
+    /// seccompiler refused the filter.
+    #[error("building the seccomp filter: {0}")]
+    Build(String),
+    /// This architecture is not supported.
+    #[error("seccomp filters are not built for this architecture ({0})")]
+    Arch(&'static str),
+}
+
+/// The syscall number of `name` on this architecture.
+fn number(name: &str) -> Option<i64> {
+    crate::policy::syscall_number(name)
+}
+
+/// Builds the filters, in install order: the deny list (EPERM), clone3 (ENOSYS), x32 (EPERM).
+pub fn build(extra_deny: &[String]) -> Result<Vec<Program>, SeccompError> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|_| SeccompError::Arch(std::env::consts::ARCH))?;
+    let build = |e: seccompiler::BackendError| SeccompError::Build(e.to_string());
+
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for name in BUILTIN_DENY
+        .iter()
+        .copied()
+        .chain(extra_deny.iter().map(String::as_str))
+    {
+        // Built-in names missing on an architecture (e.g. no separate umount2) are skipped.
+        match number(name) {
+            Some(nr) => {
+                rules.insert(nr, Vec::new());
+            }
+            None if BUILTIN_DENY.contains(&name) => {}
+            None => return Err(SeccompError::Unknown(name.to_string())),
+        }
+    }
+    let clone_nr = number("clone").ok_or(SeccompError::Arch(std::env::consts::ARCH))?;
+    // Each rule is one flag bit set; rules are OR-ed. The flags are clone's first argument on
+    // x86_64 and aarch64.
+    let clone_rules = CLONE_NS_FLAGS
+        .iter()
+        .map(|&flag| {
+            SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(flag),
+                flag,
+            )
+            .and_then(|c| SeccompRule::new(vec![c]))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(build)?;
+    // A policy denying clone outright wins over the argument filter.
+    rules.entry(clone_nr).or_insert(clone_rules);
+    let deny = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )
+    .map_err(build)?;
+
+    let clone3 = number("clone3").ok_or(SeccompError::Arch(std::env::consts::ARCH))?;
+    let nosys = SeccompFilter::new(
+        BTreeMap::from([(clone3, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(build)?;
+
+    let mut programs = vec![
+        Program::from_bpf(
+            BpfProgram::try_from(deny).map_err(|e| SeccompError::Build(e.to_string()))?,
+        ),
+        Program::from_bpf(
+            BpfProgram::try_from(nosys).map_err(|e| SeccompError::Build(e.to_string()))?,
+        ),
+    ];
+    if cfg!(target_arch = "x86_64") {
+        programs.push(x32_filter());
+    }
+    Ok(programs)
+}
+
+/// x32 syscalls share the x86_64 audit arch but set bit 30 of the number; seccompiler's
+/// per-number rules would not match them, so they are refused wholesale.
+fn x32_filter() -> Program {
+    const X32_BIT: u32 = 0x4000_0000;
+    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    Program(vec![
+        // seccomp_data.nr is at offset 0.
+        (LD_W_ABS, 0, 0, 0),
+        (JSET_K, 0, 1, X32_BIT),
+        (RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        (RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ])
+}
+
+/// Whether this kernel has seccomp filtering (PR_GET_SECCOMP fails with EINVAL without it).
+pub fn available() -> bool {
+    // SAFETY: PR_GET_SECCOMP takes no pointer arguments.
+    let r = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
+    r >= 0 && std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_builtin_and_extra() {
+        let p = build(&["getpriority".to_string()]).expect("filter builds");
+        assert!(p.len() >= 2);
+        assert!(p[0].0.len() > BUILTIN_DENY.len());
+    }
+
+    #[test]
+    fn unknown_extra_is_an_error() {
+        assert!(matches!(
+            build(&["no_such_call".to_string()]),
+            Err(SeccompError::Unknown(_))
+        ));
+    }
+}

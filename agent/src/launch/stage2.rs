@@ -1,0 +1,393 @@
+//! The stage-2 helper (`mcp-guard __jail-stage2`, started from `/proc/self/exe`) and its protocol.
+//!
+//! Process tree: launcher → helper (joins v1 cgroups, relays the exit status) → init (born in
+//! the v2 cgroup as pid 1 of the new namespaces: handshake, mounts, builds landlock, reaps) → server (landlock → caps →
+//! seccomp → execve). Each sets PR_SET_PDEATHSIG=SIGKILL so a dead launcher takes the tree down.
+//!
+//! Control socket on fd 3 (a socketpair end, close-on-exec in the helper):
+//! launcher → helper: u32 LE length + JSON [`JailSpec`], later one [`GO`] byte;
+//! helper → launcher: [`READY`] once in the cgroup; then either EOF when the server's execve
+//! succeeded (the last copy of the socket closes on exec) or [`ERROR`], an exit code byte and a
+//! message when the jail or the execve failed (the server never ran).
+
+use std::{
+    ffi::CString,
+    io::{Read, Write},
+    os::{
+        fd::{FromRawFd, OwnedFd, RawFd},
+        unix::net::UnixStream,
+    },
+};
+
+use nix::{
+    sched::{CloneFlags, unshare},
+    sys::wait::{WaitStatus, waitpid},
+    unistd::{ForkResult, Gid, Pid, Uid, fork},
+};
+
+use super::{JailSpec, landlock};
+
+/// The hidden subcommand that runs the helper.
+pub const SUBCOMMAND: &str = "__jail-stage2";
+/// The fd the control socket is passed on.
+pub const CONTROL_FD: RawFd = 3;
+/// Helper → launcher: in the cgroup, waiting for [`GO`].
+pub const READY: u8 = b'R';
+/// Launcher → helper: the kernel guard is attached; continue.
+pub const GO: u8 = b'G';
+/// Helper → launcher: the server did not start; an exit code byte and a message follow.
+pub const ERROR: u8 = b'E';
+/// Exit status of the helper when the jail could not be applied.
+pub const EXIT_JAIL: i32 = 77;
+
+/// A failure inside the helper: the exit status to use and what went wrong.
+type Failure = (i32, String);
+
+fn fail<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> Failure + '_ {
+    move |e| (EXIT_JAIL, format!("{what}: {e}"))
+}
+
+/// Entry point of the helper; returns its exit status.
+pub fn main() -> i32 {
+    // SAFETY: F_GETFD on an fd number only queries; no memory is passed.
+    if unsafe { libc::fcntl(CONTROL_FD, libc::F_GETFD) } < 0 {
+        eprintln!("mcp-guard: {SUBCOMMAND} is internal to `mcp-guard exec`");
+        return 2;
+    }
+    // SAFETY: the launcher passed the control socket on CONTROL_FD; nothing else owns it.
+    let mut sock = UnixStream::from(unsafe { OwnedFd::from_raw_fd(CONTROL_FD) });
+    // SAFETY: FD_CLOEXEC on our own fd; no memory is passed.
+    unsafe { libc::fcntl(CONTROL_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let spec = match read_spec(&mut sock) {
+        Ok(spec) => spec,
+        Err(msg) => {
+            report(&mut sock, EXIT_JAIL, &msg);
+            return EXIT_JAIL;
+        }
+    };
+    match helper(&spec, sock) {
+        Ok(code) => code,
+        Err((code, _)) => code,
+    }
+}
+
+fn read_spec(sock: &mut UnixStream) -> Result<JailSpec, String> {
+    let mut len = [0u8; 4];
+    sock.read_exact(&mut len)
+        .map_err(|e| format!("reading the jail spec: {e}"))?;
+    let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+    sock.read_exact(&mut buf)
+        .map_err(|e| format!("reading the jail spec: {e}"))?;
+    serde_json::from_slice(&buf).map_err(|e| format!("decoding the jail spec: {e}"))
+}
+
+/// Sends an error to the launcher (best effort: it may be gone).
+fn report(sock: &mut UnixStream, code: i32, msg: &str) {
+    let mut out = vec![ERROR, u8::try_from(code).unwrap_or(1)];
+    out.extend_from_slice(msg.as_bytes());
+    let _ = sock.write_all(&out);
+}
+
+fn set_pdeathsig() {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number; no memory is passed.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+}
+
+fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+fn wait_for(pid: Pid) -> i32 {
+    loop {
+        match waitpid(None, None) {
+            Ok(status) if status.pid() == Some(pid) => {
+                if let Some(code) = exit_code(status) {
+                    return code;
+                }
+            }
+            Err(nix::errno::Errno::ECHILD) => return EXIT_JAIL,
+            _ => {}
+        }
+    }
+}
+
+/// The helper: v1 cgroups, then init forked straight into the v2 cgroup and the new namespaces
+/// (clone3 with CLONE_INTO_CGROUP: moving a live task into a v2 cgroup waits for an RCU grace
+/// period, ~13 ms here), then relay init's status. Kernels without clone3 get the old way:
+/// write cgroup.procs, unshare, fork.
+fn helper(spec: &JailSpec, mut sock: UnixStream) -> Result<i32, Failure> {
+    let forked = join_v1_cgroups(spec).and_then(|()| fork_init(spec));
+    match forked {
+        Ok(None) => {
+            let code = init(spec, sock);
+            // SAFETY: _exit ends the forked child without running the parent's atexit hooks.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(Some(child)) => {
+            // Only the server's copy may remain, so its execve closes the last one (EOF).
+            drop(sock);
+            Ok(wait_for(child))
+        }
+        Err((code, msg)) => {
+            report(&mut sock, code, &msg);
+            Err((code, msg))
+        }
+    }
+}
+
+/// The v1 hierarchies (hybrid hosts) carry limits; init inherits the helper's membership.
+fn join_v1_cgroups(spec: &JailSpec) -> Result<(), Failure> {
+    let me = std::process::id().to_string();
+    for dir in spec.cgroup_dirs.iter().skip(1) {
+        std::fs::write(dir.join("cgroup.procs"), &me)
+            .map_err(fail(&format!("joining cgroup {}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Forks init into the v2 cgroup (first of `cgroup_dirs`) and, when enforcing, the new mount,
+/// PID, IPC and UTS namespaces. `None` in the child.
+fn fork_init(spec: &JailSpec) -> Result<Option<Pid>, Failure> {
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let Some(v2) = spec.cgroup_dirs.first() else {
+        return Err((EXIT_JAIL, "no cgroup given".into()));
+    };
+    let ns = if spec.enforce.is_some() {
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS
+    } else {
+        CloneFlags::empty()
+    };
+    let dir = std::fs::File::open(v2).map_err(fail(&format!("opening cgroup {}", v2.display())))?;
+    // SAFETY: clone_args is plain integers; zero is "unset" for every field.
+    let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
+    args.flags = ns.bits() as u64 | CLONE_INTO_CGROUP;
+    args.exit_signal = libc::SIGCHLD as u64;
+    args.cgroup = std::os::fd::AsRawFd::as_raw_fd(&dir) as u64;
+    // SAFETY: a fork-like clone3 (no CLONE_VM, no stack): the single-threaded helper's child
+    // continues here with its own copy of memory, as after fork().
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut libc::clone_args,
+            std::mem::size_of::<libc::clone_args>(),
+        )
+    };
+    match r {
+        0 => Ok(None),
+        pid if pid > 0 => Ok(Some(Pid::from_raw(pid as i32))),
+        _ if nix::errno::Errno::last() == nix::errno::Errno::ENOSYS => {
+            std::fs::write(v2.join("cgroup.procs"), std::process::id().to_string())
+                .map_err(fail(&format!("joining cgroup {}", v2.display())))?;
+            unshare(ns).map_err(fail("unshare(mount, pid, ipc, uts namespaces)"))?;
+            // SAFETY: the helper is single-threaded (a fresh exec, no runtime).
+            match unsafe { fork() }.map_err(fail("fork"))? {
+                ForkResult::Child => Ok(None),
+                ForkResult::Parent { child } => Ok(Some(child)),
+            }
+        }
+        _ => Err(fail("clone3 into the cgroup and namespaces")(
+            std::io::Error::last_os_error(),
+        )),
+    }
+}
+
+/// In the cgroup: says ready and waits for go (the kernel guard attaches in between).
+fn handshake(sock: &mut UnixStream) -> Result<(), Failure> {
+    sock.write_all(&[READY]).map_err(fail("control socket"))?;
+    let mut go = [0u8; 1];
+    sock.read_exact(&mut go).map_err(fail("waiting for go"))?;
+    if go[0] != GO {
+        return Err((EXIT_JAIL, "launcher did not say go".into()));
+    }
+    Ok(())
+}
+
+/// The init: pid 1 of the jail's PID namespace (when enforcing).
+fn init(spec: &JailSpec, mut sock: UnixStream) -> i32 {
+    set_pdeathsig();
+    let prepared = (|| -> Result<Option<::landlock::RulesetCreated>, Failure> {
+        handshake(&mut sock)?;
+        let Some(enforce) = &spec.enforce else {
+            return Ok(None);
+        };
+        mount_private().map_err(|e| (EXIT_JAIL, e))?;
+        enforce
+            .landlock
+            .as_ref()
+            .map(landlock::build)
+            .transpose()
+            .map_err(|e| (EXIT_JAIL, e))
+    })();
+    let ruleset = match prepared {
+        Ok(r) => r,
+        Err((code, msg)) => {
+            report(&mut sock, code, &msg);
+            return code;
+        }
+    };
+    // SAFETY: init is single-threaded (forked from the single-threaded helper).
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let Err((code, msg)) = server(spec, ruleset);
+            report(&mut sock, code, &msg);
+            // SAFETY: see helper().
+            unsafe { libc::_exit(code) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(sock);
+            drop(ruleset);
+            // As pid 1 it also reaps orphans re-parented to it; its exit kills the namespace.
+            wait_for(child)
+        }
+        Err(e) => {
+            report(&mut sock, EXIT_JAIL, &format!("fork: {e}"));
+            EXIT_JAIL
+        }
+    }
+}
+
+/// In the new mount namespace: stop propagation to the host, a private /tmp and the PID
+/// namespace's own /proc.
+fn mount_private() -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    let none: Option<&str> = None;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .map_err(|e| format!("making / private in the jail's mount namespace: {e}"))?;
+    mount(
+        Some("tmpfs"),
+        "/tmp",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=1777"),
+    )
+    .map_err(|e| format!("mounting the private /tmp: {e}"))?;
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        none,
+    )
+    .map_err(|e| format!("mounting /proc for the jail's PID namespace: {e}"))?;
+    Ok(())
+}
+
+/// The server child: landlock → caps and user → seccomp → execve. Returns only on failure.
+fn server(
+    spec: &JailSpec,
+    ruleset: Option<::landlock::RulesetCreated>,
+) -> Result<std::convert::Infallible, Failure> {
+    // The helper is a Rust program, which ignores SIGPIPE; the server starts with defaults.
+    // SAFETY: resetting a disposition to SIG_DFL and emptying the mask pass no dangling memory.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+    set_pdeathsig();
+    if let Some(rs) = ruleset {
+        landlock::restrict(rs).map_err(|e| (EXIT_JAIL, e))?;
+    }
+    let enforce = spec.enforce.is_some();
+    if enforce {
+        // The bounding set can only be emptied while CAP_SETPCAP is still held.
+        caps::clear(None, caps::CapSet::Bounding).map_err(fail("dropping the bounding set"))?;
+        caps::clear(None, caps::CapSet::Ambient).map_err(fail("dropping ambient caps"))?;
+    }
+    let id = &spec.identity;
+    let groups: Vec<Gid> = id.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    nix::unistd::setgroups(&groups).map_err(fail("setgroups"))?;
+    let gid = Gid::from_raw(id.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(fail("setresgid"))?;
+    let uid = Uid::from_raw(id.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(fail("setresuid"))?;
+    // A uid change clears the parent-death signal.
+    set_pdeathsig();
+    if let Some(enf) = &spec.enforce {
+        for set in [
+            caps::CapSet::Inheritable,
+            caps::CapSet::Effective,
+            caps::CapSet::Permitted,
+        ] {
+            caps::clear(None, set).map_err(fail("dropping capabilities"))?;
+        }
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes integers only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(fail("no_new_privs")(std::io::Error::last_os_error()));
+        }
+        for &(resource, value) in &enf.rlimits {
+            let lim = libc::rlimit {
+                rlim_cur: value,
+                rlim_max: value,
+            };
+            // SAFETY: lim is a valid rlimit for the duration of the call.
+            if unsafe { libc::setrlimit(resource as _, &lim) } != 0 {
+                return Err(fail("setrlimit")(std::io::Error::last_os_error()));
+            }
+        }
+        for program in &enf.seccomp {
+            program.install().map_err(|e| (EXIT_JAIL, e))?;
+        }
+    }
+    let cstr = |s: &str| CString::new(s).map_err(|_| (EXIT_JAIL, format!("{s:?} contains NUL")));
+    let path = cstr(&spec.program.to_string_lossy())?;
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstr(&format!("{k}={v}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Err(e) = nix::unistd::execve(&path, &argv, &envp);
+    let code = if e == nix::errno::Errno::ENOENT {
+        127
+    } else {
+        126
+    };
+    let hint = if e == nix::errno::Errno::EACCES && enforce {
+        " (is it, and its interpreter, in the policy's [filesystem] exec set?)"
+    } else {
+        ""
+    };
+    Err((
+        code,
+        format!("execve {}: {e}{hint}", spec.program.display()),
+    ))
+}
+
+/// The launcher's view of the helper's last message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server's execve succeeded.
+    Started,
+    /// It did not; exit with this status after printing the message.
+    Failed(i32, String),
+}
+
+/// Decodes what the helper sent after [`GO`] (everything up to EOF).
+pub fn outcome(bytes: &[u8]) -> Outcome {
+    match bytes {
+        [] => Outcome::Started,
+        [ERROR, code, msg @ ..] => {
+            Outcome::Failed(i32::from(*code), String::from_utf8_lossy(msg).into_owned())
+        }
+        other => Outcome::Failed(
+            EXIT_JAIL,
+            format!(
+                "unexpected message from the jail helper: {:?}",
+                String::from_utf8_lossy(other)
+            ),
+        ),
+    }
+}

@@ -1,0 +1,160 @@
+//! `mcp-guard policy check FILE...` run as a user would: exit 0 when every file is valid, 78
+//! (EX_CONFIG) otherwise, with every problem named by file, line and key.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use mcp_guard_tests::{mcp_guard, workspace_root};
+
+/// A fresh directory for one test's policy files.
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "mcp-guard-policy-check-{tag}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn check(files: &[&Path]) -> Output {
+    Command::new(mcp_guard())
+        .args(["policy", "check"])
+        .args(files)
+        .output()
+        .expect("run mcp-guard policy check")
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const GOOD: &str = r#"name = "github"
+[filesystem]
+read = ["/usr", "/etc/ssl"]
+write = ["/tmp"]
+[network]
+allow = ["api.github.com:443", "10.0.0.0/8:443", "[::1]:8000-8999"]
+[limits]
+memory = "512M"
+pids = 128
+cpu = 1.0
+[secrets]
+GITHUB_TOKEN = { file = "/etc/mcp-guard/secrets/github" }
+[detect]
+on_sensitive = "kill"
+"#;
+
+const BAD: &str = r#"name = "github"
+[filesystem]
+read = ["/usr", "etc/ssl"]
+[network]
+allow = [
+  "10.0.0.0/8:443",
+  "api.github.com",
+]
+[limits]
+memroy = "512M"
+[secrets]
+GITHUB_TOKEN = "ghp_notarealtoken"
+"#;
+
+#[test]
+fn valid_files_exit_0_and_say_ok() {
+    let dir = temp_dir("good");
+    let good = dir.join("github.toml");
+    std::fs::write(&good, GOOD).expect("write policy");
+    let shipped = workspace_root().join("policies");
+    let output = check(&[
+        &good,
+        &shipped.join("default.toml"),
+        &shipped.join("example.toml"),
+    ]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("ok: {} (github)", good.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("default.toml (default)"), "{stdout}");
+    assert!(stdout.contains("example.toml (github)"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn invalid_file_exits_78_with_every_error_located() {
+    let dir = temp_dir("bad");
+    let good = dir.join("good.toml");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&good, GOOD).expect("write policy");
+    std::fs::write(&bad, BAD).expect("write policy");
+    let output = check(&[&good, &bad]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(78),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    // The valid file is still reported as such.
+    assert!(
+        stdout.contains(&format!("ok: {} (github)", good.display())),
+        "{stdout}"
+    );
+    let bad = bad.display();
+    for expected in [
+        format!("{bad}:3:17: filesystem.read[1]: \"etc/ssl\" must be absolute"),
+        format!("{bad}:7:3: network.allow[1]: \"api.github.com\" has no port"),
+        format!("{bad}:10:1: limits.memroy: unknown key"),
+        format!("{bad}:12:16: secrets.GITHUB_TOKEN: secrets are never written in the policy"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains("ghp_notarealtoken"),
+        "secret echoed:\n{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 4, "one line per problem:\n{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unreadable_and_malformed_files_exit_78() {
+    let dir = temp_dir("malformed");
+    let missing = dir.join("missing.toml");
+    let malformed = dir.join("malformed.toml");
+    std::fs::write(&malformed, "name = \"x\"\n[limits\n").expect("write policy");
+    let output = check(&[&missing, &malformed]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(78),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{}: cannot read policy", missing.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{}:2:", malformed.display())) && stderr.contains("invalid TOML"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn no_file_is_a_usage_error() {
+    let output = check(&[]);
+    assert_eq!(output.status.code(), Some(2), "{:?}", text(&output));
+}
