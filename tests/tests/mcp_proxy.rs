@@ -559,3 +559,46 @@ fn argument_checks_and_the_external_hook_refuse_before_the_server() {
         .count();
     assert_eq!(denied, 3);
 }
+
+#[test]
+fn observe_mode_reports_what_it_would_do_and_forwards_unchanged() {
+    let dir = tmpdir("observe");
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).expect("root");
+    let target = root.join("observed.txt");
+    let actions = json!([
+        {"op": "list_tools"},
+        {"op": "call", "tool": "write_file",
+         "args": {"path": target.display().to_string(), "content": "written"}},
+    ]);
+    let mut cfg = config("fs-observe", &dir);
+    cfg.tools.deny = vec!["write_file".into()];
+    cfg.observe = true;
+    let (got, sink, outcome) = proxied(&filesystem(&root), &actions, &dir, "ide", cfg);
+    assert!(tool_names(&got[1]).contains(&"write_file".to_string()));
+    assert!(got[2]["result"].is_object(), "{}", got[2]);
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("written"),
+        "written"
+    );
+    assert_eq!(outcome.denied + outcome.modified, 0);
+    let sink = sink.lock().expect("sink");
+    let would: Vec<&str> = sink
+        .findings
+        .iter()
+        .filter(|f| f.rule == "observe")
+        .map(|f| f.summary.as_str())
+        .collect();
+    assert!(
+        would
+            .iter()
+            .any(|s| s.contains("would have refused tools/call")),
+        "{would:?}"
+    );
+    assert!(
+        would
+            .iter()
+            .any(|s| s.contains("would have modified tools/list")),
+        "{would:?}"
+    );
+}

@@ -40,6 +40,9 @@ pub struct ProxyConfig {
     pub args: super::args::ArgConfig,
     /// An external interceptor command (off when `None`).
     pub hook: Option<super::hook::HookConfig>,
+    /// Observe only (`--observe`): run every interceptor, report what it would have done as an
+    /// `observe` finding, but forward the original message.
+    pub observe: bool,
 }
 
 impl ProxyConfig {
@@ -57,6 +60,7 @@ impl ProxyConfig {
             pins: None,
             args: super::args::ArgConfig::default(),
             hook: None,
+            observe: false,
         }
     }
 }
@@ -146,6 +150,7 @@ struct Core<K> {
     /// Client requests the proxy already answered with an error after the server's response was
     /// unreadable; a late valid response to them is dropped so the client gets one answer.
     failed: std::collections::HashSet<String>,
+    observe: bool,
 }
 
 /// Runs the proxy with the standard chain for `config` (see [`build_chain`]). `client_eof` is
@@ -201,6 +206,7 @@ where
         stats: ProxyOutcome::default(),
         max: config.max_message_bytes,
         failed: Default::default(),
+        observe: config.observe,
     });
     let (to_client, client_rx) = mpsc::channel::<Vec<u8>>(256);
     let (to_server, server_rx) = mpsc::channel::<Vec<u8>>(256);
@@ -545,6 +551,7 @@ impl<K: CallSink> Core<K> {
             chain,
             sink,
             stats,
+            observe,
             ..
         } = self;
         match kind {
@@ -558,7 +565,7 @@ impl<K: CallSink> Core<K> {
                     kind: MsgKind::Request,
                     findings: vec![],
                 };
-                let verdict = chain.pre_call(&mut ctx, &mut v);
+                let verdict = run_chain(chain, &mut ctx, &mut v, true, *observe);
                 let findings = std::mem::take(&mut ctx.findings);
                 for (rule, tool, summary) in findings {
                     sink.finding(session.finding(&rule, tool.as_deref(), summary));
@@ -598,7 +605,7 @@ impl<K: CallSink> Core<K> {
                     kind: MsgKind::Notification,
                     findings: vec![],
                 };
-                match chain.pre_call(&mut ctx, &mut v) {
+                match run_chain(chain, &mut ctx, &mut v, true, *observe) {
                     Verdict::Pass => Step::Forward(v, false),
                     Verdict::Modified(_) => Step::Forward(v, true),
                     Verdict::Deny(_) => Step::Drop,
@@ -614,7 +621,7 @@ impl<K: CallSink> Core<K> {
                     kind: MsgKind::Response,
                     findings: vec![],
                 };
-                match chain.pre_call(&mut ctx, &mut v) {
+                match run_chain(chain, &mut ctx, &mut v, true, *observe) {
                     Verdict::Pass => Step::Forward(v, false),
                     Verdict::Modified(_) => Step::Forward(v, true),
                     Verdict::Deny(d) => Step::ReplyServer(error_value(&id, d.code, &d.message)),
@@ -646,6 +653,7 @@ impl<K: CallSink> Core<K> {
             chain,
             sink,
             stats,
+            observe,
             ..
         } = self;
         let (method, tool, msg_kind, id) = match &kind {
@@ -672,7 +680,7 @@ impl<K: CallSink> Core<K> {
             kind: msg_kind,
             findings: vec![],
         };
-        let verdict = chain.post_call(&mut ctx, &mut v);
+        let verdict = run_chain(chain, &mut ctx, &mut v, false, *observe);
         let findings = std::mem::take(&mut ctx.findings);
         for (rule, tool, summary) in findings {
             sink.finding(session.finding(&rule, tool.as_deref(), summary));
@@ -706,6 +714,35 @@ impl<K: CallSink> Core<K> {
             (Verdict::Deny(_), ..) => Step::Drop,
         }
     }
+}
+
+/// Runs the chain; in observe mode on a copy, reporting instead of acting.
+fn run_chain(
+    chain: &mut Chain,
+    ctx: &mut Ctx<'_>,
+    v: &mut Value,
+    pre: bool,
+    observe: bool,
+) -> Verdict {
+    let run = |chain: &mut Chain, ctx: &mut Ctx<'_>, v: &mut Value| {
+        if pre {
+            chain.pre_call(ctx, v)
+        } else {
+            chain.post_call(ctx, v)
+        }
+    };
+    if !observe {
+        return run(chain, ctx, v);
+    }
+    let mut copy = v.clone();
+    let would = match run(chain, ctx, &mut copy) {
+        Verdict::Pass => return Verdict::Pass,
+        Verdict::Modified(why) => format!("would have modified {}: {why}", ctx.method),
+        Verdict::Deny(d) => format!("would have refused {}: {}", ctx.method, d.message),
+    };
+    let tool = ctx.tool;
+    ctx.report("observe", tool, would);
+    Verdict::Pass
 }
 
 fn error_value(id: &Value, code: i64, message: &str) -> Value {
