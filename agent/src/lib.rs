@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod exec;
 pub mod kernel;
 pub mod launch;
+pub mod mcp;
 pub mod mounts;
 pub mod policy;
 pub mod query;

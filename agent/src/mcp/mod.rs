@@ -1,0 +1,18 @@
+//! The MCP layer: a transparent JSON-RPC proxy on the server's stdio with policy interceptors.
+//!
+//! `frame` reads and parses messages, `session` tracks calls and emits records, `interceptors`
+//! defines the chain and tool access, `secrets`, `pins`/`poison`, `args` and `hook` are further
+//! interceptors, and `proxy` wires them between two pairs of streams.
+
+pub mod args;
+pub mod frame;
+pub mod hook;
+pub mod interceptors;
+pub mod pins;
+pub mod poison;
+pub mod proxy;
+pub mod secrets;
+pub mod session;
+
+pub use proxy::{ProxyConfig, ProxyOutcome, run};
+pub use session::{CallRecord, CallSink, Decision, Finding, JsonlSink};

@@ -1,0 +1,750 @@
+//! The proxy: reads each side's newline-delimited JSON-RPC, applies the interceptor chain, and
+//! writes to the other side. An untouched message is forwarded as its original bytes, in order.
+//!
+//! `exec` calls [`run`] with the client's stdio, the server's stdio, a [`ProxyConfig`] and a sink.
+//! The proxy ends when the server closes its stdout (after the client's side is drained); when
+//! the client closes its stdin the server's stdin is closed and the server's remaining output is
+//! still delivered.
+
+use std::sync::Mutex;
+
+use serde_json::Value;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter},
+    sync::{mpsc, oneshot},
+};
+
+use super::{
+    frame::{self, Frame, FrameReader, Kind},
+    interceptors::{Chain, Ctx, MsgKind, ToolAccess, ToolRules, Verdict},
+    session::{CallSink, Decision, Session},
+};
+
+/// Everything the proxy needs from the policy, as plain data. `exec` fills it from the policy;
+/// [`ProxyConfig::new`] is transparent apart from secret-shape detection.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Server name (pins, records, messages).
+    pub server: String,
+    /// Session id for records.
+    pub session: String,
+    /// Largest accepted message (one line) in bytes, either direction.
+    pub max_message_bytes: usize,
+    /// Tool allowlist/denylist and per-client scoping.
+    pub tools: ToolRules,
+    /// Secret values and shapes, PII.
+    pub secrets: super::secrets::SecretConfig,
+    /// Tool-definition pinning and poisoned-description checks (off when `None`).
+    pub pins: Option<super::pins::PinConfig>,
+    /// Argument checks on `tools/call`.
+    pub args: super::args::ArgConfig,
+    /// An external interceptor command (off when `None`).
+    pub hook: Option<super::hook::HookConfig>,
+    /// Observe only (`--observe`): run every interceptor, report what it would have done as an
+    /// `observe` finding, but forward the original message.
+    pub observe: bool,
+}
+
+impl ProxyConfig {
+    /// Defaults for `server`: no tool rules, no pins, secret shapes detected.
+    pub fn new(server: &str) -> Self {
+        Self {
+            server: server.into(),
+            session: new_session_id(),
+            max_message_bytes: frame::DEFAULT_MAX_MESSAGE_BYTES,
+            tools: ToolRules {
+                policy: server.into(),
+                ..ToolRules::default()
+            },
+            secrets: super::secrets::SecretConfig::default(),
+            pins: None,
+            args: super::args::ArgConfig::default(),
+            hook: None,
+            observe: false,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// The configuration `exec` derives from a policy: `[tools]` allow/deny, the policy's
+    /// secrets (their resolved `values`, by variable name) redacted from server output, and
+    /// tool pinning in `<state_dir>/pins`. Everything else keeps [`ProxyConfig::new`]'s defaults
+    /// until the policy model grows keys for it.
+    pub fn from_policy(
+        policy: &crate::policy::Policy,
+        server: &str,
+        state_dir: &std::path::Path,
+        secret_values: Vec<(String, String)>,
+    ) -> Self {
+        let mut c = Self::new(server);
+        c.tools = ToolRules {
+            policy: policy.name.clone(),
+            allow: policy.tools.allow.clone(),
+            deny: policy.tools.deny.clone(),
+            per_client: Default::default(),
+        };
+        c.secrets.values = secret_values;
+        c.pins = Some(super::pins::PinConfig {
+            dir: state_dir.join("pins"),
+            poison: super::pins::PoisonAction::Block,
+        });
+        c
+    }
+}
+
+/// A fresh session id: time and pid, hex.
+pub fn new_session_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{:x}-{:x}", nanos as u64, std::process::id())
+}
+
+/// Builds the standard interceptor chain for `config`: tool access, pins and poisoning,
+/// argument checks, secrets, then the external hook (which so never sees unredacted results).
+pub fn build_chain(config: &ProxyConfig) -> anyhow::Result<Chain> {
+    let mut chain = Chain::new();
+    chain.push(Box::new(ToolAccess::new(config.tools.clone())));
+    if let Some(pins) = &config.pins {
+        chain.push(Box::new(super::pins::PinGuard::open(&config.server, pins)?));
+    }
+    chain.push(Box::new(super::args::ArgGuard::new(config.args.clone())));
+    chain.push(Box::new(super::secrets::SecretGuard::new(&config.secrets)?));
+    if let Some(hook) = &config.hook {
+        chain.push(Box::new(super::hook::ExternalHook::new(hook.clone())));
+    }
+    Ok(chain)
+}
+
+/// Why the proxy stopped, and what it saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyOutcome {
+    /// Messages read from the client (batch elements counted singly).
+    pub client_messages: u64,
+    /// Messages read from the server.
+    pub server_messages: u64,
+    /// Calls refused.
+    pub denied: u64,
+    /// Messages changed.
+    pub modified: u64,
+    /// Client lines answered with a parse/invalid-request error.
+    pub malformed_from_client: u64,
+    /// Server lines dropped as malformed or oversized.
+    pub malformed_from_server: u64,
+    /// Set when writing to the client failed (the client is gone; `exec` ends the session).
+    pub client_write_error: Option<String>,
+}
+
+enum Out {
+    Server(Vec<u8>),
+    Client(Vec<u8>),
+}
+
+struct Core<K> {
+    session: Session,
+    chain: Chain,
+    sink: K,
+    stats: ProxyOutcome,
+    max: usize,
+    /// Client requests the proxy already answered with an error after the server's response was
+    /// unreadable; a late valid response to them is dropped so the client gets one answer.
+    failed: std::collections::HashSet<String>,
+    observe: bool,
+}
+
+/// Runs the proxy with the standard chain for `config` (see [`build_chain`]). `client_eof` is
+/// sent when the client closes its input. Returns when the server's output ends (or the client
+/// can no longer be written to: see [`ProxyOutcome::client_write_error`]).
+pub async fn run<CI, CO, SI, SO, K>(
+    client_in: CI,
+    client_out: CO,
+    server_in: SI,
+    server_out: SO,
+    config: ProxyConfig,
+    sink: K,
+    client_eof: Option<oneshot::Sender<()>>,
+) -> anyhow::Result<ProxyOutcome>
+where
+    CI: AsyncRead + Unpin + Send,
+    CO: AsyncWrite + Unpin + Send,
+    SI: AsyncWrite + Unpin + Send,
+    SO: AsyncRead + Unpin + Send,
+    K: CallSink,
+{
+    let chain = build_chain(&config)?;
+    run_with_chain(
+        client_in, client_out, server_in, server_out, &config, chain, sink, client_eof,
+    )
+    .await
+}
+
+/// Runs the proxy with a caller-built chain. `client_eof` is sent when the client closes its
+/// input (the server's stdin is closed then; the proxy still delivers the server's output).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_with_chain<CI, CO, SI, SO, K>(
+    client_in: CI,
+    client_out: CO,
+    server_in: SI,
+    server_out: SO,
+    config: &ProxyConfig,
+    chain: Chain,
+    sink: K,
+    client_eof: Option<oneshot::Sender<()>>,
+) -> anyhow::Result<ProxyOutcome>
+where
+    CI: AsyncRead + Unpin + Send,
+    CO: AsyncWrite + Unpin + Send,
+    SI: AsyncWrite + Unpin + Send,
+    SO: AsyncRead + Unpin + Send,
+    K: CallSink,
+{
+    let core = Mutex::new(Core {
+        session: Session::new(&config.server, &config.session),
+        chain,
+        sink,
+        stats: ProxyOutcome::default(),
+        max: config.max_message_bytes,
+        failed: Default::default(),
+        observe: config.observe,
+    });
+    let (to_client, client_rx) = mpsc::channel::<Vec<u8>>(256);
+    let (to_server, server_rx) = mpsc::channel::<Vec<u8>>(256);
+    let max = config.max_message_bytes;
+    // Weak, so the client closing its side still closes the server's stdin.
+    let server_answers = to_server.downgrade();
+
+    let client_side = {
+        let (to_client, to_server) = (to_client.clone(), to_server);
+        let core = &core;
+        async move {
+            let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, client_in), max);
+            loop {
+                let frame = match reader.next().await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!("reading from the client: {e}");
+                        break;
+                    }
+                };
+                let outs = lock(core).on_client_frame(frame);
+                if !send(outs, &to_client, &to_server).await {
+                    break;
+                }
+            }
+            if let Some(tx) = client_eof {
+                let _ = tx.send(());
+            }
+        }
+    };
+    let server_side = {
+        let core = &core;
+        async move {
+            let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, server_out), max);
+            loop {
+                let frame = match reader.next().await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!("reading from the server: {e}");
+                        break;
+                    }
+                };
+                let outs = lock(core).on_server_frame(frame);
+                if !send_from_server(outs, &to_client, &server_answers).await {
+                    break;
+                }
+            }
+        }
+    };
+    let (server_done_tx, server_done_rx) = oneshot::channel::<()>();
+    let client_side = async move {
+        tokio::select! {
+            () = client_side => {}
+            _ = server_done_rx => {}
+        }
+    };
+    let server_side = async move {
+        server_side.await;
+        let _ = server_done_tx.send(());
+    };
+    let client_writer = writer(client_out, client_rx, "client");
+    let server_writer = writer(server_in, server_rx, "server");
+    let ((), (), cw, sw) = tokio::join!(client_side, server_side, client_writer, server_writer);
+    let client_write_error = cw.err().map(|e| {
+        tracing::warn!("writing to the client: {e}");
+        e.to_string()
+    });
+    if let Err(e) = sw {
+        tracing::debug!("writing to the server: {e}");
+    }
+    let mut core = core.into_inner().unwrap_or_else(|p| p.into_inner());
+    for rec in core
+        .session
+        .drain("the server closed its output before answering")
+    {
+        core.sink.call(rec);
+    }
+    core.stats.client_write_error = client_write_error;
+    Ok(core.stats)
+}
+
+fn lock<K>(core: &Mutex<Core<K>>) -> std::sync::MutexGuard<'_, Core<K>> {
+    // A panic inside an interceptor must not wedge the other direction.
+    core.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn send(outs: Vec<Out>, c: &mpsc::Sender<Vec<u8>>, s: &mpsc::Sender<Vec<u8>>) -> bool {
+    for o in outs {
+        let ok = match o {
+            Out::Server(b) => s.send(b).await.is_ok(),
+            Out::Client(b) => c.send(b).await.is_ok(),
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+async fn send_from_server(
+    outs: Vec<Out>,
+    c: &mpsc::Sender<Vec<u8>>,
+    s: &mpsc::WeakSender<Vec<u8>>,
+) -> bool {
+    for o in outs {
+        match o {
+            Out::Client(b) => {
+                if c.send(b).await.is_err() {
+                    return false;
+                }
+            }
+            Out::Server(b) => match s.upgrade() {
+                Some(s) => {
+                    let _ = s.send(b).await;
+                }
+                None => tracing::debug!("the client has gone; answer to the server dropped"),
+            },
+        }
+    }
+    true
+}
+
+async fn writer<W: AsyncWrite + Unpin>(
+    w: W,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    side: &str,
+) -> std::io::Result<()> {
+    let mut w = BufWriter::with_capacity(64 * 1024, w);
+    while let Some(line) = rx.recv().await {
+        w.write_all(&line).await?;
+        // Coalesce whatever is already queued, then flush once.
+        while let Ok(line) = rx.try_recv() {
+            w.write_all(&line).await?;
+        }
+        w.flush().await?;
+    }
+    tracing::debug!("{side} writer done");
+    w.shutdown().await
+}
+
+fn line(mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes.push(b'\n');
+    bytes
+}
+
+fn to_line(v: &Value) -> Vec<u8> {
+    line(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// The id to answer an invalid message with: its own if it has a usable one, else null.
+fn reply_id(v: &Value) -> Value {
+    match v.get("id") {
+        Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
+        _ => Value::Null,
+    }
+}
+
+enum Step {
+    Forward(Value, bool),
+    ReplyClient(Value),
+    ReplyServer(Value),
+    Drop,
+}
+
+impl<K: CallSink> Core<K> {
+    fn on_client_frame(&mut self, frame: Frame) -> Vec<Out> {
+        let raw = match frame {
+            Frame::Line(raw) => raw,
+            Frame::Oversized { len, head, tail } => {
+                self.stats.malformed_from_client += 1;
+                let msg = format!(
+                    "mcp-guard: message of {len} bytes exceeds the limit of {} bytes",
+                    self.max
+                );
+                tracing::warn!("from the client: {msg}");
+                let id = frame::sniff_id(&[&head, &tail]).unwrap_or(Value::Null);
+                return vec![Out::Client(line(frame::error_response(
+                    &id,
+                    frame::PARSE_ERROR,
+                    &msg,
+                    None,
+                )))];
+            }
+        };
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return vec![];
+        }
+        let parsed = match frame::parse_strict(&raw) {
+            Ok(v) => v,
+            Err(e) => {
+                self.stats.malformed_from_client += 1;
+                tracing::warn!("from the client: {e}");
+                return vec![Out::Client(line(frame::error_response(
+                    &Value::Null,
+                    e.code(),
+                    &format!("mcp-guard: {e}"),
+                    None,
+                )))];
+            }
+        };
+        match parsed {
+            Value::Array(items) => {
+                if items.is_empty() {
+                    self.stats.malformed_from_client += 1;
+                    return vec![Out::Client(line(frame::error_response(
+                        &Value::Null,
+                        frame::INVALID_REQUEST,
+                        "mcp-guard: empty batch",
+                        None,
+                    )))];
+                }
+                let steps: Vec<Step> = items.into_iter().map(|v| self.client_msg(v)).collect();
+                Self::batch(raw, steps, true, true)
+            }
+            v => {
+                let step = self.client_msg(v);
+                Self::batch(raw, vec![step], false, true)
+            }
+        }
+    }
+
+    fn on_server_frame(&mut self, frame: Frame) -> Vec<Out> {
+        let raw = match frame {
+            Frame::Line(raw) => raw,
+            Frame::Oversized { len, head, tail } => {
+                self.stats.malformed_from_server += 1;
+                let msg = format!(
+                    "mcp-guard: the server's message of {len} bytes exceeds the limit of {} bytes",
+                    self.max
+                );
+                tracing::warn!("{msg}; dropped");
+                return self.fail_pending(frame::sniff_id(&[&head, &tail]), &msg);
+            }
+        };
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return vec![];
+        }
+        let parsed = match frame::parse_strict(&raw) {
+            Ok(v) => v,
+            Err(e) => {
+                self.stats.malformed_from_server += 1;
+                tracing::warn!("malformed output from the server dropped: {e}");
+                let head = &raw[..raw.len().min(frame::KEEP)];
+                let tail = &raw[raw.len().saturating_sub(frame::KEEP)..];
+                return self.fail_pending(
+                    frame::sniff_id(&[head, tail]),
+                    &format!("mcp-guard: the server sent a malformed message: {e}"),
+                );
+            }
+        };
+        match parsed {
+            Value::Array(items) if !items.is_empty() => {
+                let steps: Vec<Step> = items.into_iter().map(|v| self.server_msg(v)).collect();
+                Self::batch(raw, steps, true, false)
+            }
+            v => {
+                let step = self.server_msg(v);
+                Self::batch(raw, vec![step], false, false)
+            }
+        }
+    }
+
+    /// Answers the client's pending request `id` with an error (when its response was lost).
+    fn fail_pending(&mut self, id: Option<Value>, msg: &str) -> Vec<Out> {
+        let Some(id) = id else { return vec![] };
+        match self
+            .session
+            .finish(&id, Decision::Denied, msg.to_string(), None)
+        {
+            Some(rec) => {
+                self.sink.call(rec);
+                self.failed.insert(id.to_string());
+                vec![Out::Client(line(frame::error_response(
+                    &id,
+                    frame::INTERNAL_ERROR,
+                    msg,
+                    None,
+                )))]
+            }
+            None => vec![],
+        }
+    }
+
+    /// Turns per-message steps into output lines. When every message is forwarded unchanged the
+    /// original bytes go through; otherwise the forwarded ones are re-serialized.
+    fn batch(raw: Vec<u8>, steps: Vec<Step>, is_batch: bool, forward_to_server: bool) -> Vec<Out> {
+        let untouched = steps.iter().all(|s| matches!(s, Step::Forward(_, false)));
+        let mut fwd = Vec::new();
+        let mut to_client = Vec::new();
+        let mut to_server = Vec::new();
+        for s in steps {
+            match s {
+                Step::Forward(v, _) => fwd.push(v),
+                Step::ReplyClient(v) => to_client.push(v),
+                Step::ReplyServer(v) => to_server.push(v),
+                Step::Drop => {}
+            }
+        }
+        let pack = |mut vs: Vec<Value>| {
+            if is_batch {
+                to_line(&Value::Array(vs))
+            } else {
+                to_line(&vs.remove(0))
+            }
+        };
+        let mut outs = Vec::new();
+        if !fwd.is_empty() {
+            let bytes = if untouched { line(raw) } else { pack(fwd) };
+            outs.push(if forward_to_server {
+                Out::Server(bytes)
+            } else {
+                Out::Client(bytes)
+            });
+        }
+        if !to_client.is_empty() {
+            outs.push(Out::Client(pack(to_client)));
+        }
+        if !to_server.is_empty() {
+            outs.push(Out::Server(pack(to_server)));
+        }
+        outs
+    }
+
+    fn client_msg(&mut self, mut v: Value) -> Step {
+        self.stats.client_messages += 1;
+        let kind = match frame::classify(&v) {
+            Ok(k) => k,
+            Err(e) => {
+                self.stats.malformed_from_client += 1;
+                tracing::warn!("from the client: {e}");
+                return Step::ReplyClient(error_value(
+                    &reply_id(&v),
+                    e.code(),
+                    &format!("mcp-guard: {e}"),
+                ));
+            }
+        };
+        let Core {
+            session,
+            chain,
+            sink,
+            stats,
+            observe,
+            ..
+        } = self;
+        match kind {
+            Kind::Request { id, method } => {
+                let pending = session.client_request(&id, &method, &v);
+                let mut ctx = Ctx {
+                    server: &session.server,
+                    client_name: session.client_name.as_deref(),
+                    method: &method,
+                    tool: pending.tool.as_deref(),
+                    kind: MsgKind::Request,
+                    findings: vec![],
+                };
+                let verdict = run_chain(chain, &mut ctx, &mut v, true, *observe);
+                let findings = std::mem::take(&mut ctx.findings);
+                for (rule, tool, summary) in findings {
+                    sink.finding(session.finding(&rule, tool.as_deref(), summary));
+                }
+                match verdict {
+                    Verdict::Pass => Step::Forward(v, false),
+                    Verdict::Modified(why) => {
+                        stats.modified += 1;
+                        session.mark_modified(&id, why);
+                        Step::Forward(v, true)
+                    }
+                    Verdict::Deny(d) => {
+                        stats.denied += 1;
+                        if let Some(rec) =
+                            session.finish(&id, Decision::Denied, d.message.clone(), None)
+                        {
+                            sink.call(rec);
+                        }
+                        Step::ReplyClient(error_value(&id, d.code, &d.message))
+                    }
+                }
+            }
+            Kind::Notification { method } => {
+                if method == "notifications/cancelled"
+                    && let Some(rid) = v.pointer("/params/requestId")
+                {
+                    let why = v.pointer("/params/reason").and_then(Value::as_str);
+                    if let Some(rec) = session.cancel(rid, why) {
+                        sink.call(rec);
+                    }
+                }
+                let mut ctx = Ctx {
+                    server: &session.server,
+                    client_name: session.client_name.as_deref(),
+                    method: &method,
+                    tool: None,
+                    kind: MsgKind::Notification,
+                    findings: vec![],
+                };
+                match run_chain(chain, &mut ctx, &mut v, true, *observe) {
+                    Verdict::Pass => Step::Forward(v, false),
+                    Verdict::Modified(_) => Step::Forward(v, true),
+                    Verdict::Deny(_) => Step::Drop,
+                }
+            }
+            Kind::Response { id } => {
+                let method = session.server_request_done(&id).unwrap_or_default();
+                let mut ctx = Ctx {
+                    server: &session.server,
+                    client_name: session.client_name.as_deref(),
+                    method: &method,
+                    tool: None,
+                    kind: MsgKind::Response,
+                    findings: vec![],
+                };
+                match run_chain(chain, &mut ctx, &mut v, true, *observe) {
+                    Verdict::Pass => Step::Forward(v, false),
+                    Verdict::Modified(_) => Step::Forward(v, true),
+                    Verdict::Deny(d) => Step::ReplyServer(error_value(&id, d.code, &d.message)),
+                }
+            }
+        }
+    }
+
+    fn server_msg(&mut self, mut v: Value) -> Step {
+        self.stats.server_messages += 1;
+        let kind = match frame::classify(&v) {
+            Ok(k) => k,
+            Err(e) => {
+                self.stats.malformed_from_server += 1;
+                tracing::warn!("invalid message from the server dropped: {e}");
+                return Step::Drop;
+            }
+        };
+        if let Kind::Response { id } = &kind
+            && self.failed.remove(&id.to_string())
+        {
+            tracing::warn!(
+                "late response to request {id} dropped: the client already got an error"
+            );
+            return Step::Drop;
+        }
+        let Core {
+            session,
+            chain,
+            sink,
+            stats,
+            observe,
+            ..
+        } = self;
+        let (method, tool, msg_kind, id) = match &kind {
+            Kind::Response { id } => {
+                let p = session.pending_for(id);
+                (
+                    p.map(|p| p.method.clone()).unwrap_or_default(),
+                    p.and_then(|p| p.tool.clone()),
+                    MsgKind::Response,
+                    Some(id.clone()),
+                )
+            }
+            Kind::Request { id, method } => {
+                session.server_request(id, method);
+                (method.clone(), None, MsgKind::Request, Some(id.clone()))
+            }
+            Kind::Notification { method } => (method.clone(), None, MsgKind::Notification, None),
+        };
+        let mut ctx = Ctx {
+            server: &session.server,
+            client_name: session.client_name.as_deref(),
+            method: &method,
+            tool: tool.as_deref(),
+            kind: msg_kind,
+            findings: vec![],
+        };
+        let verdict = run_chain(chain, &mut ctx, &mut v, false, *observe);
+        let findings = std::mem::take(&mut ctx.findings);
+        for (rule, tool, summary) in findings {
+            sink.finding(session.finding(&rule, tool.as_deref(), summary));
+        }
+        let (decision, reason) = match &verdict {
+            Verdict::Pass => (Decision::Allowed, String::new()),
+            Verdict::Modified(why) => {
+                stats.modified += 1;
+                (Decision::Modified, why.clone())
+            }
+            Verdict::Deny(d) => {
+                stats.denied += 1;
+                (Decision::Denied, d.message.clone())
+            }
+        };
+        if msg_kind == MsgKind::Response
+            && let Some(id) = &id
+            && let Some(rec) = session.finish(id, decision, reason, Some(&v))
+        {
+            sink.call(rec);
+        }
+        match (verdict, msg_kind, id) {
+            (Verdict::Pass, ..) => Step::Forward(v, false),
+            (Verdict::Modified(_), ..) => Step::Forward(v, true),
+            (Verdict::Deny(d), MsgKind::Response, Some(id)) => {
+                Step::ReplyClient(error_value(&id, d.code, &d.message))
+            }
+            (Verdict::Deny(d), MsgKind::Request, Some(id)) => {
+                Step::ReplyServer(error_value(&id, d.code, &d.message))
+            }
+            (Verdict::Deny(_), ..) => Step::Drop,
+        }
+    }
+}
+
+/// Runs the chain; in observe mode on a copy, reporting instead of acting.
+fn run_chain(
+    chain: &mut Chain,
+    ctx: &mut Ctx<'_>,
+    v: &mut Value,
+    pre: bool,
+    observe: bool,
+) -> Verdict {
+    let run = |chain: &mut Chain, ctx: &mut Ctx<'_>, v: &mut Value| {
+        if pre {
+            chain.pre_call(ctx, v)
+        } else {
+            chain.post_call(ctx, v)
+        }
+    };
+    if !observe {
+        return run(chain, ctx, v);
+    }
+    let mut copy = v.clone();
+    let would = match run(chain, ctx, &mut copy) {
+        Verdict::Pass => return Verdict::Pass,
+        Verdict::Modified(why) => format!("would have modified {}: {why}", ctx.method),
+        Verdict::Deny(d) => format!("would have refused {}: {}", ctx.method, d.message),
+    };
+    let tool = ctx.tool;
+    ctx.report("observe", tool, would);
+    Verdict::Pass
+}
+
+fn error_value(id: &Value, code: i64, message: &str) -> Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}

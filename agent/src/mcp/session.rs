@@ -1,0 +1,419 @@
+//! One MCP session's state: what `initialize` said, the requests in flight in both directions,
+//! and the call records emitted when a client request ends (answered, denied or cancelled).
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    path::Path,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// What the proxy did with a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Forwarded unchanged.
+    Allowed,
+    /// Refused by an interceptor; never reached the server.
+    Denied,
+    /// Forwarded, but the request or its result was changed (e.g. redacted).
+    Modified,
+}
+
+/// One client request from start to end, as plain data (the store persists these).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CallRecord {
+    /// Unique id of this call (`<session>-<n>`).
+    pub call_id: String,
+    /// Server name.
+    pub server: String,
+    /// Session id.
+    pub session: String,
+    /// JSON-RPC method.
+    pub method: String,
+    /// Tool name for `tools/call`.
+    pub tool: Option<String>,
+    /// The JSON-RPC id as the client sent it, rendered as JSON text.
+    pub request_id: String,
+    /// RFC 3339 with nanoseconds.
+    pub started_at: String,
+    /// RFC 3339 with nanoseconds.
+    pub ended_at: String,
+    /// What was done.
+    pub decision: Decision,
+    /// Why (empty when allowed without remark).
+    pub reason: String,
+}
+
+/// Something an interceptor noticed that is worth an alert (a poisoned description, a changed pin).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    /// Server name.
+    pub server: String,
+    /// Session id.
+    pub session: String,
+    /// RFC 3339 with nanoseconds.
+    pub ts: String,
+    /// Short rule name, e.g. `tool-poisoning`, `tool-changed`, `secret-in-result`.
+    pub rule: String,
+    /// The tool concerned, if any.
+    pub tool: Option<String>,
+    /// What was found and what was done.
+    pub summary: String,
+}
+
+/// Where call records and findings go. The store implements this later; [`JsonlSink`] for now.
+pub trait CallSink: Send {
+    /// A call ended.
+    fn call(&mut self, record: CallRecord);
+    /// An interceptor reported something.
+    fn finding(&mut self, finding: Finding);
+}
+
+/// Keeps everything in memory (for embedding and tests).
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    /// Calls in the order they ended.
+    pub calls: Vec<CallRecord>,
+    /// Findings in order.
+    pub findings: Vec<Finding>,
+}
+
+impl CallSink for MemorySink {
+    fn call(&mut self, record: CallRecord) {
+        self.calls.push(record);
+    }
+    fn finding(&mut self, finding: Finding) {
+        self.findings.push(finding);
+    }
+}
+
+impl<T: CallSink + ?Sized> CallSink for Box<T> {
+    fn call(&mut self, record: CallRecord) {
+        (**self).call(record)
+    }
+    fn finding(&mut self, finding: Finding) {
+        (**self).finding(finding)
+    }
+}
+
+impl<T: CallSink> CallSink for std::sync::Arc<std::sync::Mutex<T>> {
+    fn call(&mut self, record: CallRecord) {
+        self.lock().unwrap_or_else(|p| p.into_inner()).call(record)
+    }
+    fn finding(&mut self, finding: Finding) {
+        self.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .finding(finding)
+    }
+}
+
+/// Appends one JSON object per line: calls to `calls.jsonl`, findings to `findings.jsonl`.
+pub struct JsonlSink {
+    calls: std::io::BufWriter<std::fs::File>,
+    findings: std::fs::File,
+}
+
+impl JsonlSink {
+    /// Opens (creating) the two files in `dir`.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let open = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name))
+        };
+        Ok(Self {
+            calls: std::io::BufWriter::new(open("calls.jsonl")?),
+            findings: open("findings.jsonl")?,
+        })
+    }
+}
+
+impl CallSink for JsonlSink {
+    fn call(&mut self, record: CallRecord) {
+        if let Ok(mut line) = serde_json::to_vec(&record) {
+            line.push(b'\n');
+            if let Err(e) = self.calls.write_all(&line) {
+                tracing::error!("cannot write call record: {e}");
+            }
+        }
+    }
+    fn finding(&mut self, finding: Finding) {
+        if let Ok(mut line) = serde_json::to_vec(&finding) {
+            line.push(b'\n');
+            if let Err(e) = self.findings.write_all(&line) {
+                tracing::error!("cannot write finding: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for JsonlSink {
+    fn drop(&mut self) {
+        let _ = self.calls.flush();
+    }
+}
+
+/// A client request in flight.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    /// Its call id.
+    pub call_id: String,
+    /// The method.
+    pub method: String,
+    /// The tool for `tools/call`.
+    pub tool: Option<String>,
+    /// The id as JSON text.
+    pub request_id: String,
+    /// When it was seen.
+    pub started_at: SystemTime,
+    /// Modified on the way in, with why.
+    pub modified: Option<String>,
+}
+
+/// The state of one client↔server session.
+#[derive(Debug)]
+pub struct Session {
+    /// Server name.
+    pub server: String,
+    /// Session id.
+    pub id: String,
+    /// `clientInfo.name` from `initialize`.
+    pub client_name: Option<String>,
+    /// `clientInfo.version`.
+    pub client_version: Option<String>,
+    /// `serverInfo.name` from the `initialize` result.
+    pub server_name: Option<String>,
+    /// Protocol version the client asked for, then the one the server chose.
+    pub protocol_version: Option<String>,
+    client_pending: HashMap<String, Pending>,
+    server_pending: HashMap<String, String>,
+    next_call: u64,
+}
+
+impl Session {
+    /// A new session for `server` with the given id.
+    pub fn new(server: &str, id: &str) -> Self {
+        Self {
+            server: server.into(),
+            id: id.into(),
+            client_name: None,
+            client_version: None,
+            server_name: None,
+            protocol_version: None,
+            client_pending: HashMap::new(),
+            server_pending: HashMap::new(),
+            next_call: 0,
+        }
+    }
+
+    /// A client request arrived: remembers it and returns its call id.
+    pub fn client_request(&mut self, id: &Value, method: &str, msg: &Value) -> Pending {
+        self.next_call += 1;
+        let params = msg.get("params");
+        if method == "initialize" {
+            let info = params.and_then(|p| p.get("clientInfo"));
+            self.client_name = str_at(info, "name");
+            self.client_version = str_at(info, "version");
+            self.protocol_version = str_at(params, "protocolVersion");
+        }
+        let tool = if method == "tools/call" {
+            str_at(params, "name")
+        } else {
+            None
+        };
+        let p = Pending {
+            call_id: format!("{}-{}", self.id, self.next_call),
+            method: method.into(),
+            tool,
+            request_id: id.to_string(),
+            started_at: SystemTime::now(),
+            modified: None,
+        };
+        self.client_pending.insert(p.request_id.clone(), p.clone());
+        p
+    }
+
+    /// Marks an in-flight request as modified on its way to the server.
+    pub fn mark_modified(&mut self, id: &Value, reason: String) {
+        if let Some(p) = self.client_pending.get_mut(&id.to_string()) {
+            p.modified = Some(reason);
+        }
+    }
+
+    /// The in-flight client request a server response answers, if any.
+    pub fn pending_for(&self, id: &Value) -> Option<&Pending> {
+        self.client_pending.get(&id.to_string())
+    }
+
+    /// Ends a client request; returns its record.
+    pub fn finish(
+        &mut self,
+        id: &Value,
+        decision: Decision,
+        reason: String,
+        response: Option<&Value>,
+    ) -> Option<CallRecord> {
+        let p = self.client_pending.remove(&id.to_string())?;
+        if p.method == "initialize"
+            && let Some(result) = response.and_then(|r| r.get("result"))
+        {
+            self.server_name = str_at(result.get("serverInfo"), "name");
+            if let Some(v) = str_at(Some(result), "protocolVersion") {
+                self.protocol_version = Some(v);
+            }
+        }
+        let (decision, reason) = match (decision, p.modified) {
+            (Decision::Allowed, Some(why)) => (Decision::Modified, why),
+            (Decision::Modified, Some(why)) => (Decision::Modified, format!("{why}; {reason}")),
+            (d, _) => (d, reason),
+        };
+        Some(CallRecord {
+            call_id: p.call_id,
+            server: self.server.clone(),
+            session: self.id.clone(),
+            method: p.method,
+            tool: p.tool,
+            request_id: p.request_id,
+            started_at: rfc3339(p.started_at),
+            ended_at: rfc3339(SystemTime::now()),
+            decision,
+            reason,
+        })
+    }
+
+    /// The client cancelled one of its requests (`notifications/cancelled`).
+    pub fn cancel(&mut self, request_id: &Value, why: Option<&str>) -> Option<CallRecord> {
+        let reason = match why {
+            Some(w) => format!("cancelled by the client: {w}"),
+            None => "cancelled by the client".into(),
+        };
+        self.finish(request_id, Decision::Allowed, reason, None)
+    }
+
+    /// A server request arrived (sampling, elicitation, roots).
+    pub fn server_request(&mut self, id: &Value, method: &str) {
+        self.server_pending.insert(id.to_string(), method.into());
+    }
+
+    /// The client answered a server request; returns the method it was for.
+    pub fn server_request_done(&mut self, id: &Value) -> Option<String> {
+        self.server_pending.remove(&id.to_string())
+    }
+
+    /// Requests still in flight (client → server, server → client).
+    pub fn in_flight(&self) -> (usize, usize) {
+        (self.client_pending.len(), self.server_pending.len())
+    }
+
+    /// Ends every client request still in flight (the server went away).
+    pub fn drain(&mut self, reason: &str) -> Vec<CallRecord> {
+        let ids: Vec<String> = self.client_pending.keys().cloned().collect();
+        ids.iter()
+            .filter_map(|k| {
+                let id: Value = serde_json::from_str(k).ok()?;
+                self.finish(&id, Decision::Allowed, reason.into(), None)
+            })
+            .collect()
+    }
+
+    /// A finding stamped with this session.
+    pub fn finding(&self, rule: &str, tool: Option<&str>, summary: String) -> Finding {
+        Finding {
+            server: self.server.clone(),
+            session: self.id.clone(),
+            ts: rfc3339(SystemTime::now()),
+            rule: rule.into(),
+            tool: tool.map(Into::into),
+            summary,
+        }
+    }
+}
+
+fn str_at(v: Option<&Value>, key: &str) -> Option<String> {
+    v?.get(key)?.as_str().map(Into::into)
+}
+
+/// RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T20:21:14.123456789Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        let t = UNIX_EPOCH + Duration::new(1_709_210_096, 5);
+        assert_eq!(rfc3339(t), "2024-02-29T12:34:56.000000005Z");
+    }
+
+    #[test]
+    fn tracks_initialize_calls_and_cancellation() {
+        let mut s = Session::new("srv", "S1");
+        let init = serde_json::json!({"params": {"protocolVersion": "2025-06-18",
+            "clientInfo": {"name": "ide", "version": "1"}}});
+        s.client_request(&Value::from(0), "initialize", &init);
+        assert_eq!(s.client_name.as_deref(), Some("ide"));
+        let resp = serde_json::json!({"result": {"protocolVersion": "2025-03-26",
+            "serverInfo": {"name": "everything"}}});
+        let r = s
+            .finish(
+                &Value::from(0),
+                Decision::Allowed,
+                String::new(),
+                Some(&resp),
+            )
+            .expect("pending");
+        assert_eq!(r.method, "initialize");
+        assert_eq!(s.server_name.as_deref(), Some("everything"));
+        assert_eq!(s.protocol_version.as_deref(), Some("2025-03-26"));
+
+        let call = serde_json::json!({"params": {"name": "echo"}});
+        let p = s.client_request(&Value::from("a"), "tools/call", &call);
+        assert_eq!(p.tool.as_deref(), Some("echo"));
+        assert_eq!(s.in_flight(), (1, 0));
+        let r = s.cancel(&Value::from("a"), Some("user")).expect("pending");
+        assert_eq!(r.request_id, "\"a\"");
+        assert!(r.reason.contains("cancelled"));
+        assert_eq!(s.in_flight(), (0, 0));
+        assert!(
+            s.finish(&Value::from("a"), Decision::Allowed, String::new(), None)
+                .is_none()
+        );
+
+        s.server_request(&Value::from(1), "sampling/createMessage");
+        assert_eq!(s.in_flight(), (0, 1));
+        assert_eq!(
+            s.server_request_done(&Value::from(1)).as_deref(),
+            Some("sampling/createMessage")
+        );
+    }
+}
