@@ -807,6 +807,7 @@ fn kernel_guard_and_pump_seams() {
                 })
             })
         },
+        finish: None,
         helper: mcp_guard(),
     };
     let code = exec::run(args(&["/bin/sh", "-c", &touch]), &dirs, hooks);
