@@ -198,6 +198,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// What a kernel drop counter means for the record.
+fn drop_meaning(reason: &str) -> &'static str {
+    match reason {
+        "ringbuf_full" => "events lost: the ring buffer was full",
+        "path_read_failed" => {
+            "events recorded without their path, and not checked against [detect] sensitive"
+        }
+        "stash_full" => "opens recorded without their result",
+        "argv_read_failed" => "execs recorded without some arguments",
+        _ => "events incomplete",
+    }
+}
+
 /// Drains the events still in flight into the store and reports what the kernel could not
 /// deliver. The server's processes are gone and its handle dropped by now.
 async fn finish_guard(running: Running) {
@@ -220,11 +233,11 @@ async fn finish_guard(running: Running) {
             let lost: Vec<String> = drops
                 .iter()
                 .filter(|(_, n)| **n > 0)
-                .map(|(reason, n)| format!("{reason} {n}"))
+                .map(|(reason, n)| format!("{reason} {n} ({})", drop_meaning(reason)))
                 .collect();
             if !lost.is_empty() {
                 say(&format!(
-                    "WARNING: kernel events lost in the kernel: {}",
+                    "WARNING: kernel events lost or incomplete: {}",
                     lost.join(", ")
                 ));
             }
