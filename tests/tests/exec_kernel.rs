@@ -1,5 +1,6 @@
 //! `mcp-guard exec` with the eBPF kernel guard, through the real binary on the real kernel:
-//! per-address egress verdicts (including denials landlock cannot express), the server's exec,
+//! per-address egress verdicts (including denials landlock cannot express), host names resolved
+//! at launch with their addresses in the events, the server's exec,
 //! open and connect events in `mcp-guard events`, the session in the store, the in-kernel kill
 //! of a sensitive read under `--observe`, processes outside the session unaffected, and exec's
 //! degraded-mode message naming what `mcp-guard doctor` reports. Needs root.
@@ -454,5 +455,46 @@ fn without_ebpf_observe_runs_unguarded_and_says_what_doctor_says() {
             .as_str()
             .is_some_and(|c| c.contains("exec refuses to launch (77) unless --observe")),
         "{check}"
+    );
+}
+
+#[test]
+fn host_names_in_the_allow_list_are_resolved_at_launch() {
+    require_root();
+    let a = port_on_two_addresses();
+    // /etc/hosts maps localhost to 127.0.0.1 (and ::1), never to 127.0.0.2.
+    let sb = Sandbox::new(
+        "hosts",
+        &format!("[network]\nallow = [\"localhost:{a}\"]\n"),
+    );
+    let name = format!("exec-kernel-hosts-{}", std::process::id());
+    let netprobe = fixture_bin("netprobe");
+    let out = sb
+        .exec(
+            &name,
+            false,
+            &[
+                s(&netprobe),
+                &format!("tcp:127.0.0.1:{a}"),
+                &format!("tcp:127.0.0.2:{a}"),
+            ],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mcp-guard exec");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("ok\nerrno {}\n", libc::EPERM),
+        "{}",
+        describe(&out)
+    );
+    let events = sb.events(&name);
+    let resolved = find(&events, "resolve", |e| e["detail"]["name"] == "localhost");
+    assert!(
+        resolved["detail"]["addrs"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "127.0.0.1")),
+        "the resolved addresses are in the events: {resolved}"
     );
 }
