@@ -1,13 +1,16 @@
 //! `mcp-guard exec`: wires one server session together (policy → launch → kernel guard → stdio).
 //!
 //! Steps: load the policy (78 on error); [`launch::prepare`] checks the host and makes the cgroup
-//! (77, nothing launched, when an enforcement is missing); start the stage-2 helper from
-//! `/proc/self/exe`; once it is in the cgroup run the [`Attach`] seam (the kernel guard attaches
-//! its eBPF programs to [`SessionInfo::cgroup_dir`] / [`SessionInfo::cgroup_id`]) and only then
-//! let the server exec; carry stdio with the [`Pump`] seam (passthrough now, the JSON-RPC proxy
-//! later); when the server exits, exec is signalled (TERM, INT, HUP) or the client closed stdin
-//! and the server did not exit within [`STDIN_EOF_GRACE`], kill the whole tree through the cgroup
-//! and remove it. Exit status: the server's (signal death → 128 + signal).
+//! (77, nothing launched, when an enforcement is missing); record the session's start in the
+//! store; start the stage-2 helper from `/proc/self/exe`; once it is in the cgroup run the
+//! [`Attach`] seam (the kernel guard, [`guard::hooks`], loads the eBPF programs, attaches them to
+//! [`SessionInfo::cgroup_dir`] with the policy's [`kernel_spec::server_spec`] and starts writing
+//! the cgroup's kernel events to the store) and only then let the server exec; carry stdio with
+//! the [`Pump`] seam (passthrough now, the JSON-RPC proxy later); when the server exits, exec is
+//! signalled (TERM, INT, HUP) or the client closed stdin and the server did not exit within
+//! [`STDIN_EOF_GRACE`], kill the whole tree through the cgroup and remove it; run the [`Finish`]
+//! seam (the guard drains the events still in flight); record the session's end, flush the
+//! store and say what was lost. Exit status: the server's (signal death → 128 + signal).
 
 use std::{
     any::Any,
@@ -33,7 +36,15 @@ use crate::{
     launch::{self, LaunchError, LaunchRequest, stage2},
     policy::{self, Policy},
     state::Dirs,
+    store::{SessionRecord, StoreHandle, StoreWriter, Timestamp, db_path},
 };
+
+pub mod guard;
+pub mod kernel_spec;
+pub mod record;
+
+/// How long exec waits at the end for the store to commit what the session sent it.
+pub const STORE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a server may run on after the client closed its stdin before it is killed.
 pub const STDIN_EOF_GRACE: Duration = Duration::from_secs(5);
@@ -56,6 +67,12 @@ pub struct SessionInfo {
     pub observe: bool,
     /// Pid of the stage-2 helper (its child init, the server's parent, is already in the cgroup).
     pub helper_pid: u32,
+    /// The session id (in the store, events and logs).
+    pub session: String,
+    /// The server user's home (`~/` in the policy).
+    pub home: PathBuf,
+    /// The store the session is recorded in.
+    pub store: StoreHandle,
 }
 
 /// The kernel-guard seam: called once the jail's init is in the cgroup and before the server
@@ -64,6 +81,11 @@ pub struct SessionInfo {
 /// until the session ends, then dropped before the cgroup is removed (e.g. the guard's handle).
 pub type Attach =
     Box<dyn FnOnce(SessionInfo) -> LocalFuture<'static, Result<Box<dyn Any>, String>>>;
+
+/// The end seam: runs once the session is over (server and its tree dead, the attach value
+/// dropped, the cgroup removed) and before exec records the session's end and flushes the store;
+/// e.g. the kernel guard drains the events still in flight.
+pub type Finish = Box<dyn FnOnce() -> LocalFuture<'static, ()>>;
 
 /// The server's stdio, handed to the pump.
 #[derive(Debug)]
@@ -83,8 +105,10 @@ pub type Pump = Box<dyn FnOnce(ServerStdio) -> LocalFuture<'static, io::Result<(
 
 /// The seams a session is wired with.
 pub struct Hooks {
-    /// Kernel guard attachment (`None`: none yet).
+    /// Kernel guard attachment (`None`: none).
     pub attach: Option<Attach>,
+    /// After the session (`None`: nothing to do).
+    pub finish: Option<Finish>,
     /// The stdio carrier.
     pub pump: Pump,
     /// The `mcp-guard` binary re-executed as the stage-2 helper: `/proc/self/exe` by default;
@@ -96,6 +120,7 @@ impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hooks")
             .field("attach", &self.attach.is_some())
+            .field("finish", &self.finish.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +129,7 @@ impl Default for Hooks {
     fn default() -> Self {
         Hooks {
             attach: None,
+            finish: None,
             pump: Box::new(|io| Box::pin(passthrough(io))),
             helper: PathBuf::from("/proc/self/exe"),
         }
@@ -170,13 +196,47 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
-/// Runs `mcp-guard exec` with the default hooks (no kernel guard, passthrough stdio).
-pub fn main(args: ExecArgs, dirs: &Dirs) -> ExitCode {
-    run(args, dirs, Hooks::default())
+/// Where a session is recorded: its id and the store writer. Made before the hooks so a seam
+/// (the kernel guard, the proxy) can record under the same session id.
+#[derive(Clone, Debug)]
+pub struct Recording {
+    /// The session id ([`record::new_session_id`]).
+    pub session: String,
+    /// The writer of `<state_dir>/mcp-guard.db`.
+    pub store: StoreHandle,
 }
 
-/// Runs one session with the given seams; returns exec's exit status.
+impl Recording {
+    /// A fresh session id and a store writer for the state dir (opened lazily: never fails here;
+    /// what cannot be written is counted and reported when the session ends).
+    pub fn new(state_dir: &std::path::Path) -> Self {
+        Recording {
+            session: record::new_session_id(),
+            store: StoreWriter::spawn(db_path(state_dir)),
+        }
+    }
+}
+
+/// Runs `mcp-guard exec`: the eBPF kernel guard on the attach and finish seams, passthrough stdio.
+pub fn main(args: ExecArgs, dirs: &Dirs) -> ExitCode {
+    let recording = Recording::new(&dirs.state);
+    let (attach, finish) = guard::hooks();
+    let hooks = Hooks {
+        attach: Some(attach),
+        finish: Some(finish),
+        ..Hooks::default()
+    };
+    run_recorded(args, dirs, recording, hooks)
+}
+
+/// Runs one session with the given seams, recorded under a fresh session id in the state dir's
+/// store; returns exec's exit status.
 pub fn run(args: ExecArgs, dirs: &Dirs, hooks: Hooks) -> ExitCode {
+    run_recorded(args, dirs, Recording::new(&dirs.state), hooks)
+}
+
+/// [`run`] recorded under `recording`.
+pub fn run_recorded(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hooks) -> ExitCode {
     let policy = match policy::load(args.policy.as_deref(), &dirs.policy) {
         Ok(p) => p,
         Err(e) => {
@@ -196,7 +256,7 @@ pub fn run(args: ExecArgs, dirs: &Dirs, hooks: Hooks) -> ExitCode {
             return ExitCode::from(EXIT_UNENFORCEABLE);
         }
     };
-    let code = rt.block_on(session(args, policy, hooks));
+    let code = rt.block_on(session(args, policy, recording, hooks));
     // The stdin reader may be blocked in read(2) on a thread; do not wait for it.
     rt.shutdown_background();
     ExitCode::from(u8::try_from(code).unwrap_or(1))
@@ -208,7 +268,7 @@ fn say(msg: &str) {
     }
 }
 
-async fn session(args: ExecArgs, policy: Policy, hooks: Hooks) -> i32 {
+async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks: Hooks) -> i32 {
     let server = args.name.clone().unwrap_or_else(|| policy.name.clone());
     let observe = args.observe || policy.enforcement.observe;
     // Registered before anything starts so a signal during launch is not lost.
@@ -249,6 +309,22 @@ async fn session(args: ExecArgs, policy: Policy, hooks: Hooks) -> i32 {
         prepared.spec.identity.why
     );
     let cgroup = prepared.cgroup;
+    let Recording { session, store } = recording;
+    let started = SessionRecord {
+        session: session.clone(),
+        server: server.clone(),
+        started_at: Timestamp::now(),
+        ended_at: None,
+        command: args.command.clone(),
+        policy: policy
+            .source
+            .as_ref()
+            .map_or_else(|| policy.name.clone(), |p| p.display().to_string()),
+        pid: None,
+        observe,
+        exit_status: None,
+    };
+    store.send(started.clone());
     let mut info = SessionInfo {
         server,
         policy,
@@ -256,7 +332,11 @@ async fn session(args: ExecArgs, policy: Policy, hooks: Hooks) -> i32 {
         cgroup_id: cgroup.id().unwrap_or(0),
         observe,
         helper_pid: 0,
+        session,
+        home: prepared.spec.identity.home.clone(),
+        store: store.clone(),
     };
+    let finish = hooks.finish.take();
     let code = drive(
         &prepared.spec,
         &mut info,
@@ -267,7 +347,42 @@ async fn session(args: ExecArgs, policy: Policy, hooks: Hooks) -> i32 {
     if let Err(e) = cgroup.kill_and_remove() {
         say(&format!("cleanup: {e}"));
     }
+    if let Some(finish) = finish {
+        finish().await;
+    }
+    store.send(SessionRecord {
+        ended_at: Some(Timestamp::now()),
+        exit_status: Some(code),
+        ..started
+    });
+    report_store(&store);
     code
+}
+
+/// Waits for the store to commit the session and says on stderr what it could not keep.
+fn report_store(store: &StoreHandle) {
+    let flushed = store.flush(STORE_FLUSH_TIMEOUT);
+    let stats = store.stats();
+    let lost = stats.dropped_queue_full + stats.dropped_write_failed;
+    if lost > 0 || !flushed {
+        say(&format!(
+            "WARNING: the store {} did not keep everything: {} records dropped (queue full {}, \
+             write failed {}){}{}",
+            store.path().display(),
+            lost,
+            stats.dropped_queue_full,
+            stats.dropped_write_failed,
+            stats
+                .last_error
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default(),
+            if flushed {
+                String::new()
+            } else {
+                format!("; not flushed within {}s", STORE_FLUSH_TIMEOUT.as_secs())
+            }
+        ));
+    }
 }
 
 type Signals<'a> = (

@@ -20,6 +20,18 @@ use mcp_guard_tests::{fixture, mcp_guard, npm_server, python, require_root, work
 const EACCES: i32 = libc::EACCES;
 const EPERM: i32 = libc::EPERM;
 
+/// Where these tests' sessions and kernel events are recorded (not the host's /var/lib/mcp-guard).
+fn jail_state_dir() -> PathBuf {
+    mcp_guard_tests::target_dir().join("jail-tests/state")
+}
+
+/// `mcp-guard` recording in [`jail_state_dir`].
+fn guard_cmd() -> Command {
+    let mut cmd = Command::new(mcp_guard());
+    cmd.env("MCP_GUARD_STATE_DIR", jail_state_dir());
+    cmd
+}
+
 /// A scratch tree for one test, outside /tmp (the jail mounts a private /tmp): a HOME with a
 /// planted SSH key, a write dir, and a policy file.
 struct Sandbox {
@@ -71,7 +83,7 @@ cpu = 1.0
     }
 
     fn exec(&self, observe: bool, args: &[&str]) -> Command {
-        let mut cmd = Command::new(mcp_guard());
+        let mut cmd = guard_cmd();
         cmd.arg("exec").arg("--policy").arg(&self.policy);
         if observe {
             cmd.arg("--observe");
@@ -408,7 +420,7 @@ fn cgroups_of(server: &str) -> Vec<PathBuf> {
 /// Starts a server that leaves background children and prints `ready`.
 fn start_tree(sb: &Sandbox, server: &str, marker: &str) -> (std::process::Child, impl BufRead) {
     let script = format!("sleep {marker} & sleep {marker} & echo ready; wait");
-    let mut child = Command::new(mcp_guard())
+    let mut child = guard_cmd()
         .args(["exec", "--name", server, "--policy"])
         .arg(&sb.policy)
         .args(["--", "/bin/sh", "-c", &script])
@@ -448,7 +460,7 @@ fn nothing_is_left_after_exit_or_sigterm_or_sigkill() {
     // The server exits on its own while its children still run: they are killed too.
     let server = format!("cleanup-exit-{pid}");
     let marker = format!("{}.5", 3000 + pid % 1000);
-    let out = Command::new(mcp_guard())
+    let out = guard_cmd()
         .args(["exec", "--name", &server, "--policy"])
         .arg(&sb.policy)
         .args([
@@ -482,7 +494,7 @@ fn nothing_is_left_after_exit_or_sigterm_or_sigkill() {
     let server = format!("cleanup-eof-{pid}");
     let marker = format!("{}.75", 3000 + pid % 1000);
     let started = Instant::now();
-    let out = Command::new(mcp_guard())
+    let out = guard_cmd()
         .args(["exec", "--name", &server, "--policy"])
         .arg(&sb.policy)
         .args(["--", "/bin/sleep", &marker])
@@ -586,7 +598,7 @@ fn exec_without_root_refuses_with_77() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod");
-    let out = Command::new(mcp_guard())
+    let out = guard_cmd()
         .args(["exec", "--", "/usr/bin/touch"])
         .arg(&marker)
         .uid(65534)
@@ -610,7 +622,7 @@ fn unenforceable_policy_launches_nothing() {
     )
     .expect("write");
     let marker = sb.work.join("ran");
-    let out = Command::new(mcp_guard())
+    let out = guard_cmd()
         .args(["exec", "--policy"])
         .arg(&bad)
         .args(["--", "/usr/bin/touch"])
@@ -659,6 +671,7 @@ fn real_filesystem_server_answers_through_the_jail() {
         ))
         .arg("--")
         .arg(mcp_guard())
+        .env("MCP_GUARD_STATE_DIR", jail_state_dir())
         .args(["exec", "--policy"])
         .arg(&policy)
         .args(["--", "node"])
@@ -708,12 +721,8 @@ fn bench_exec_true() {
     let (mut plain, mut jailed, mut observed) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RUNS {
         plain.push(time(&mut Command::new("/bin/true")));
-        jailed.push(time(Command::new(mcp_guard()).args([
-            "exec",
-            "--",
-            "/bin/true",
-        ])));
-        observed.push(time(Command::new(mcp_guard()).args([
+        jailed.push(time(guard_cmd().args(["exec", "--", "/bin/true"])));
+        observed.push(time(guard_cmd().args([
             "exec",
             "--observe",
             "--",
@@ -807,6 +816,7 @@ fn kernel_guard_and_pump_seams() {
                 })
             })
         },
+        finish: None,
         helper: mcp_guard(),
     };
     let code = exec::run(args(&["/bin/sh", "-c", &touch]), &dirs, hooks);

@@ -573,8 +573,7 @@ fn probe_raw_tracepoint(b: &mut Builder) {
 }
 
 fn probe_tp_btf(b: &mut Builder, btf: Option<&KernelBtf>) {
-    const CONSEQUENCE_NO: &str =
-        "no sys_enter hook with readable arguments: sensitive-file kills are refused (77)";
+    const CONSEQUENCE_NO: &str = "no sys_enter hook with readable arguments: mcp-guard's event and kill programs cannot attach; exec refuses to launch (77) unless --observe or [enforcement] allow_degraded";
     let Some(id) = btf.and_then(|k| k.sys_enter) else {
         b.put(
             CapabilityId::TpBtf,
@@ -609,7 +608,7 @@ fn probe_tp_btf(b: &mut Builder, btf: Option<&KernelBtf>) {
 /// Attaches a tp_btf/sys_enter program that sends SIGUSR2 to one forked child only, lets the
 /// child make a syscall, and checks that the signal killed it.
 fn probe_send_signal(b: &mut Builder, btf: Option<&KernelBtf>) {
-    const CONSEQUENCE_NO: &str = "no in-kernel kill: on_sensitive = \"kill\" is refused (77); alert and deny-call still work";
+    const CONSEQUENCE_NO: &str = "no in-kernel kill: mcp-guard's sys_enter program calls bpf_send_signal; exec refuses to launch (77) unless --observe or [enforcement] allow_degraded";
     let Some(id) = btf.and_then(|k| k.sys_enter) else {
         b.put(
             CapabilityId::SendSignal,
@@ -755,19 +754,19 @@ fn probe_maps(b: &mut Builder) {
             CapabilityId::Ringbuf,
             MapType::RingBuf,
             "kernel events reach userspace through a ring buffer",
-            "no event stream: exec refuses to run enforced (77)",
+            "no event stream: exec refuses to launch (77) unless --observe or [enforcement] allow_degraded",
         ),
         (
             CapabilityId::LpmTrie,
             MapType::LpmTrie,
             "egress allowlists match networks by prefix",
-            "no egress allowlists: [network] policies are refused (77)",
+            "no egress allowlists: exec refuses to launch (77) unless --observe or [enforcement] allow_degraded",
         ),
         (
             CapabilityId::HashMap,
             MapType::Hash,
             "per-server state (guarded cgroups, sensitive paths) is kept in the kernel",
-            "no per-server kernel state: exec refuses to run enforced (77)",
+            "no per-server kernel state: exec refuses to launch (77) unless --observe or [enforcement] allow_degraded",
         ),
     ];
     for (id, map_type, ok, no) in maps {
@@ -810,7 +809,7 @@ fn probe_cgroups(b: &mut Builder, mounts: &[crate::mounts::Mount]) {
                 id,
                 Status::Unavailable,
                 "not probed: no cgroup v2".to_string(),
-                "egress filtering is refused (77)",
+                "no egress filtering: exec refuses to launch (77) unless --observe or [enforcement] allow_degraded",
             );
         }
         probe_controllers(b, mounts, None);
@@ -850,7 +849,7 @@ fn probe_cgroups(b: &mut Builder, mounts: &[crate::mounts::Mount]) {
                     id,
                     Status::Unavailable,
                     "not probed: no cgroup could be created".to_string(),
-                    "egress filtering is refused (77)",
+                    "no egress filtering: exec refuses to launch (77) unless --observe or [enforcement] allow_degraded",
                 );
             }
         }
@@ -875,7 +874,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// refused. Dropping the handle and the guard detaches everything before the cgroup is removed.
 fn probe_egress(b: &mut Builder, dir: &Path) {
     use crate::kernel::loader::{KernelGuard, ServerSpec};
-    const NO: &str = "no egress filtering: [network] policies are refused (77)";
+    const NO: &str = "no egress filtering: exec refuses to launch (77) unless --observe or [enforcement] allow_degraded";
     let guard = match KernelGuard::load() {
         Ok(g) => {
             b.put(
@@ -891,7 +890,7 @@ fn probe_egress(b: &mut Builder, dir: &Path) {
                 CapabilityId::EbpfObject,
                 Status::Unavailable,
                 error_chain(&e),
-                "exec refuses to run enforced (77)",
+                "mcp-guard's kernel guard cannot load: exec refuses to launch (77) unless --observe or [enforcement] allow_degraded",
             );
             b.put(
                 CapabilityId::CgroupSockAddr,

@@ -1,0 +1,273 @@
+//! The eBPF kernel guard on exec's seams.
+//!
+//! [`hooks`] gives the [`Attach`] hook (load the programs, guard the session's cgroup with the
+//! policy's [`ServerSpec`](crate::kernel::loader::ServerSpec), start recording its events in the
+//! store) and the matching [`Finish`] hook (drain the events still in flight, say what was lost).
+//!
+//! Each exec process loads its own copy of the programs: the syscall tracepoints are host-wide
+//! but filter in the kernel to the cgroups this copy guards, so concurrent sessions do not see
+//! each other's events and one exec ending detaches nothing of another's.
+
+use std::{any::Any, cell::RefCell, rc::Rc};
+
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use super::{
+    Attach, Finish, SessionInfo,
+    kernel_spec::{sensitive_path, server_spec},
+    record::{RecorderStats, record_events},
+    say,
+};
+use crate::{
+    doctor::CapabilityId,
+    kernel::loader::{KernelError, KernelGuard},
+    policy::OnSensitive,
+};
+
+/// The guard of a running session, kept between attach and finish.
+struct Running {
+    guard: KernelGuard,
+    stop: oneshot::Sender<()>,
+    recorder: JoinHandle<RecorderStats>,
+}
+
+/// The kernel guard's attach and finish hooks for one session.
+pub fn hooks() -> (Attach, Finish) {
+    let state: Rc<RefCell<Option<Running>>> = Rc::default();
+    let attach_state = state.clone();
+    let attach: Attach = Box::new(move |info: SessionInfo| {
+        Box::pin(async move {
+            match attach_guard(&info).await {
+                Ok((running, handle)) => {
+                    *attach_state.borrow_mut() = Some(running);
+                    Ok(handle)
+                }
+                Err(e) => unavailable(&info, &e),
+            }
+        })
+    });
+    let finish: Finish = Box::new(move || {
+        Box::pin(async move {
+            let running = state.borrow_mut().take();
+            if let Some(running) = running {
+                finish_guard(running).await;
+            }
+        })
+    });
+    (attach, finish)
+}
+
+/// Loads the programs, starts the event stream and guards the session's cgroup. The returned
+/// handle is what exec keeps alive for the session.
+async fn attach_guard(info: &SessionInfo) -> Result<(Running, Box<dyn Any>), KernelError> {
+    let spec = server_spec(
+        &info.policy,
+        &info.server,
+        &info.session,
+        &info.home,
+        info.observe,
+    );
+    if spec.kill_on_sensitive {
+        let unmatched: Vec<&str> = info
+            .policy
+            .detect
+            .sensitive
+            .iter()
+            .map(String::as_str)
+            .filter(|p| sensitive_path(p, &info.home).is_none())
+            .collect();
+        if !unmatched.is_empty() {
+            // Landlock still denies these (unless the read set grants them) and the open
+            // events carry their paths; only the in-kernel kill cannot match the glob.
+            say(&format!(
+                "WARNING: on_sensitive = \"kill\" cannot kill in the kernel for {}: only \
+                 `~/dir/**`, exact paths and `**/name` are matched there; these are denied by \
+                 landlock (when enforcing) and reported",
+                unmatched.join(", ")
+            ));
+        }
+    }
+    let guard = KernelGuard::load()?;
+    let events = guard.events()?;
+    let handle = guard.add_server(&info.cgroup_dir, spec).await?;
+    let (stop, stopped) = oneshot::channel();
+    let recorder = tokio::spawn(record_events(
+        events,
+        info.store.clone(),
+        info.server.clone(),
+        info.session.clone(),
+        stopped,
+    ));
+    tracing::info!(
+        "server {}: eBPF guard attached to cgroup {} (session {})",
+        info.server,
+        handle.cgroup_id(),
+        info.session
+    );
+    Ok((
+        Running {
+            guard,
+            stop,
+            recorder,
+        },
+        Box::new(handle),
+    ))
+}
+
+/// Refuses (fail closed) or, under `--observe` / `allow_degraded`, says loudly what is lost
+/// and lets the server run without the guard.
+fn unavailable(info: &SessionInfo, e: &KernelError) -> Result<Box<dyn Any>, String> {
+    let why = explain(e);
+    if !(info.observe || info.policy.enforcement.allow_degraded) {
+        return Err(format!(
+            "{why}\nwithout it, egress cannot be limited to the policy's [network] allow list \
+             and no kernel events are recorded; fix the host (see `mcp-guard doctor`), or set \
+             [enforcement] allow_degraded = true in the policy, or use --observe"
+        ));
+    }
+    let mode = if info.observe {
+        "--observe"
+    } else {
+        "enforcement.allow_degraded"
+    };
+    let kill = if info.policy.detect.on_sensitive == OnSensitive::Kill {
+        ", no kill on sensitive-path access"
+    } else {
+        ""
+    };
+    say(&format!(
+        "WARNING: NOT ENFORCED ({mode}): {why}\nWARNING: running WITHOUT the eBPF kernel \
+         guard: no egress filtering by address, no kernel events recorded{kill}"
+    ));
+    Ok(Box::new(()))
+}
+
+/// The kernel error with the doctor capability that reports the same thing and how to fix it.
+pub fn explain(e: &KernelError) -> String {
+    use mcp_guard_ebpf::programs;
+    let (cap, fix) = match e {
+        KernelError::Btf(_) => (
+            CapabilityId::Btf,
+            "a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed",
+        ),
+        KernelError::Program { name, .. }
+            if [programs::SYS_ENTER, programs::SYS_EXIT].contains(name) =>
+        {
+            (
+                CapabilityId::TpBtf,
+                "tp_btf programs need Linux 5.5+ with BTF, and root (CAP_BPF + CAP_PERFMON)",
+            )
+        }
+        KernelError::Program { .. } | KernelError::Cgroup { .. } => (
+            CapabilityId::CgroupSockAddr,
+            "cgroup_sock_addr programs need a cgroup v2 hierarchy and root (CAP_BPF + \
+             CAP_NET_ADMIN)",
+        ),
+        KernelError::Resolve(_) => {
+            return format!(
+                "eBPF kernel guard: {e} (a host name in [network] allow could not be resolved: \
+                 check /etc/resolv.conf and the name)"
+            );
+        }
+        _ => (
+            CapabilityId::EbpfObject,
+            "run as root (or with CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON) on Linux 5.8+ with BTF",
+        ),
+    };
+    format!(
+        "eBPF kernel guard unavailable: {} (`mcp-guard doctor` reports this as {}: unavailable); \
+         {fix}",
+        error_chain(e),
+        cap.name()
+    )
+}
+
+/// `e` with its sources, so an aya error shows the syscall's errno (a source whose text is
+/// already in the message is not repeated).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// What a kernel drop counter means for the record.
+fn drop_meaning(reason: &str) -> &'static str {
+    match reason {
+        "ringbuf_full" => "events lost: the ring buffer was full",
+        "path_read_failed" => {
+            "events recorded without their path, and not checked against [detect] sensitive"
+        }
+        "stash_full" => "opens recorded without their result",
+        "argv_read_failed" => "execs recorded without some arguments",
+        _ => "events incomplete",
+    }
+}
+
+/// Drains the events still in flight into the store and reports what the kernel could not
+/// deliver. The server's processes are gone and its handle dropped by now.
+async fn finish_guard(running: Running) {
+    let Running {
+        guard,
+        stop,
+        recorder,
+    } = running;
+    let _ = stop.send(());
+    let stats = match recorder.await {
+        Ok(stats) => stats,
+        Err(e) => {
+            say(&format!("kernel event recorder failed: {e}"));
+            RecorderStats::default()
+        }
+    };
+    tracing::debug!("kernel events recorded: {}", stats.recorded);
+    match guard.dropped() {
+        Ok(drops) => {
+            let lost: Vec<String> = drops
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(reason, n)| format!("{reason} {n} ({})", drop_meaning(reason)))
+                .collect();
+            if !lost.is_empty() {
+                say(&format!(
+                    "WARNING: kernel events lost or incomplete: {}",
+                    lost.join(", ")
+                ));
+            }
+        }
+        Err(e) => say(&format!("cannot read the kernel drop counters: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_doctor_capability_that_reports_them() {
+        let cases = [
+            (KernelError::MissingMap("EVENTS"), CapabilityId::EbpfObject),
+            (
+                KernelError::Cgroup {
+                    path: "/sys/fs/cgroup/x".into(),
+                    source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                },
+                CapabilityId::CgroupSockAddr,
+            ),
+        ];
+        for (e, cap) in cases {
+            let text = explain(&e);
+            assert!(
+                text.contains(&format!("reports this as {}: unavailable", cap.name())),
+                "{text}"
+            );
+        }
+    }
+}

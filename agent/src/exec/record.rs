@@ -1,0 +1,283 @@
+//! Recording a session in the store: its id, and its kernel events as [`EventRecord`]s.
+//!
+//! [`event_record`] is the one conversion from a kernel event to a stored record; it leaves the
+//! event unattributed (`attribution: none`, `call_id: null`). The correlator, when it lands, ties
+//! events to the tool call in flight by filling those two fields on the record this returns.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    kernel::events::{self as kev, KernelEvent},
+    store::{Attribution, EventKind, EventRecord, StoreHandle, Timestamp, Verdict},
+};
+
+/// A fresh session id: 12 lowercase base32 characters from 60 random bits (e.g. `k3f9x2ab7c1q`).
+/// Short enough to lead the call and event ids built on it, random enough to be unique across
+/// every exec process of every host writing one store.
+pub fn new_session_id() -> String {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the live buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let mut bits = u64::from_le_bytes(bytes);
+    if n != bytes.len() as isize {
+        // No entropy source (a very early boot): time and pid still differ between processes.
+        let nanos = Timestamp::now().unix_nanos() as u64;
+        bits = nanos.rotate_left(20) ^ u64::from(std::process::id());
+    }
+    const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+    (0..12)
+        .map(|i| char::from(ALPHABET[((bits >> (i * 5)) & 31) as usize]))
+        .collect()
+}
+
+/// The stored form of one kernel event, unattributed. `event_id` must be unique in the store.
+///
+/// `ts` is the event's CLOCK_BOOTTIME stamp moved to the wall clock. Verdicts: an open that
+/// failed with EACCES/EPERM is `denied`; an egress let through only because of `--observe` is
+/// `allowed` with `would_deny`; an exec is reported when attempted (`allowed`).
+pub fn event_record(event: &KernelEvent, event_id: String) -> EventRecord {
+    let unix_ns = kev::boot_to_unix_ns(event.ts_boot_ns);
+    let mut rec = EventRecord {
+        event_id,
+        ts: Timestamp::from_unix_nanos(i64::try_from(unix_ns).unwrap_or(i64::MAX)),
+        server: event.server.to_string(),
+        session: event.session.to_string(),
+        pid: event.pid,
+        kind: EventKind::from_name(kev::kind_name(&event.kind)),
+        path: None,
+        addr: None,
+        port: None,
+        verdict: Verdict::Allowed,
+        call_id: None,
+        attribution: Attribution::None,
+        candidates: Vec::new(),
+        flags: None,
+        result: None,
+        argv: None,
+        proto: None,
+        would_deny: false,
+        detail: None,
+    };
+    match &event.kind {
+        kev::EventKind::Exec { path, argv } => {
+            rec.path = Some(path.clone());
+            rec.argv = Some(argv.clone());
+        }
+        kev::EventKind::Open {
+            path,
+            flags,
+            result,
+        } => {
+            rec.path = Some(path.clone());
+            rec.flags = Some(*flags);
+            rec.result = *result;
+            let refused = [-i64::from(libc::EACCES), -i64::from(libc::EPERM)];
+            if result.is_some_and(|r| refused.contains(&r)) {
+                rec.verdict = Verdict::Denied;
+            }
+        }
+        kev::EventKind::Connect {
+            addr,
+            proto,
+            verdict,
+            ..
+        } => {
+            rec.addr = Some(addr.ip().to_string());
+            rec.port = Some(addr.port());
+            rec.proto = Some(match proto {
+                6 => "tcp".to_string(),
+                17 => "udp".to_string(),
+                p => p.to_string(),
+            });
+            match verdict {
+                kev::Verdict::Allowed => {}
+                kev::Verdict::Denied => rec.verdict = Verdict::Denied,
+                kev::Verdict::Observed => rec.would_deny = true,
+            }
+        }
+        kev::EventKind::Killed { path, signal } => {
+            rec.path = Some(path.clone());
+            rec.verdict = Verdict::Killed;
+            rec.detail = Some(serde_json::json!({ "signal": signal }));
+        }
+        kev::EventKind::Resolve {
+            name,
+            addrs,
+            ttl_secs,
+            error,
+        } => {
+            rec.detail = Some(serde_json::json!({
+                "name": name,
+                "addrs": addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "ttl_secs": ttl_secs,
+                "error": error,
+            }));
+        }
+    }
+    rec
+}
+
+/// After the session ends, events are still read until none arrived for this long (the ring
+/// buffer reader polls every 10 ms, so whatever the server did before it died is in by then).
+pub const DRAIN_QUIET: Duration = Duration::from_millis(100);
+/// ...but for no longer than this in total.
+pub const DRAIN_MAX: Duration = Duration::from_secs(2);
+
+/// What the event recorder did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecorderStats {
+    /// Events handed to the store.
+    pub recorded: u64,
+    /// Events the store refused at once (its queue was full or it is gone); also in its stats.
+    pub refused: u64,
+}
+
+/// Writes each event from `events` to `store` until `stop` fires, then drains what is still
+/// coming (see [`DRAIN_QUIET`], [`DRAIN_MAX`]). Events without a server label (none is expected:
+/// the guard labels every cgroup it guards) get `server`/`session`.
+pub async fn record_events(
+    mut events: mpsc::Receiver<KernelEvent>,
+    store: StoreHandle,
+    server: String,
+    session: String,
+    stop: oneshot::Receiver<()>,
+) -> RecorderStats {
+    let mut stats = RecorderStats::default();
+    let mut seq: u64 = 0;
+    let mut write = |event: KernelEvent, stats: &mut RecorderStats| {
+        seq += 1;
+        let mut rec = event_record(&event, format!("{session}-e{seq}"));
+        if rec.server.is_empty() {
+            rec.server.clone_from(&server);
+        }
+        if rec.session.is_empty() {
+            rec.session.clone_from(&session);
+        }
+        if store.send(rec) {
+            stats.recorded += 1;
+        } else {
+            stats.refused += 1;
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ev) => write(ev, &mut stats),
+                None => return stats,
+            },
+            _ = &mut stop => break,
+        }
+    }
+    let deadline = tokio::time::Instant::now() + DRAIN_MAX;
+    loop {
+        let quiet = (tokio::time::Instant::now() + DRAIN_QUIET).min(deadline);
+        match tokio::time::timeout_at(quiet, events.recv()).await {
+            Ok(Some(ev)) => write(ev, &mut stats),
+            Ok(None) | Err(_) => return stats,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn event(kind: kev::EventKind) -> KernelEvent {
+        KernelEvent {
+            ts_boot_ns: kev::boot_ns_now(),
+            cgroup_id: 1,
+            pid: 42,
+            tid: 42,
+            server: Arc::from("srv"),
+            session: Arc::from("sess"),
+            kind,
+        }
+    }
+
+    #[test]
+    fn session_ids_are_short_distinct_and_safe() {
+        let a = new_session_id();
+        let b = new_session_id();
+        assert_eq!(a.len(), 12);
+        assert_ne!(a, b);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
+    }
+
+    #[test]
+    fn events_become_unattributed_records_with_contract_fields() {
+        let before = Timestamp::now();
+        let rec = event_record(
+            &event(kev::EventKind::Connect {
+                addr: "127.0.0.2:80".parse().expect("addr"),
+                proto: 6,
+                op: kev::SockOp::Connect,
+                verdict: kev::Verdict::Denied,
+            }),
+            "sess-e1".into(),
+        );
+        let after = Timestamp::now();
+        assert!(
+            rec.ts >= before.saturating_sub(Duration::from_millis(5))
+                && rec.ts <= after.saturating_add(Duration::from_millis(5)),
+            "boot time moved to the wall clock: {} not in [{before}, {after}]",
+            rec.ts
+        );
+        assert_eq!(rec.kind, EventKind::Connect);
+        assert_eq!(
+            (rec.addr.as_deref(), rec.port),
+            (Some("127.0.0.2"), Some(80))
+        );
+        assert_eq!(rec.verdict, Verdict::Denied);
+        assert_eq!(
+            (rec.attribution, rec.call_id.as_deref()),
+            (Attribution::None, None)
+        );
+        assert_eq!(
+            (rec.server.as_str(), rec.session.as_str(), rec.pid),
+            ("srv", "sess", 42)
+        );
+
+        let observed = event_record(
+            &event(kev::EventKind::Connect {
+                addr: "[::1]:53".parse().expect("addr"),
+                proto: 17,
+                op: kev::SockOp::Sendmsg,
+                verdict: kev::Verdict::Observed,
+            }),
+            "x".into(),
+        );
+        assert_eq!(observed.kind, EventKind::Sendmsg);
+        assert_eq!(observed.verdict, Verdict::Allowed);
+        assert!(observed.would_deny);
+        assert_eq!(observed.proto.as_deref(), Some("udp"));
+
+        let open = event_record(
+            &event(kev::EventKind::Open {
+                path: "/root/.ssh/id_rsa".into(),
+                flags: 0,
+                result: Some(-i64::from(libc::EACCES)),
+            }),
+            "y".into(),
+        );
+        assert_eq!((open.verdict, open.result), (Verdict::Denied, Some(-13)));
+
+        let killed = event_record(
+            &event(kev::EventKind::Killed {
+                path: "/h/.aws/credentials".into(),
+                signal: 9,
+            }),
+            "z".into(),
+        );
+        assert_eq!(killed.kind, EventKind::Killed);
+        assert_eq!(killed.verdict, Verdict::Killed);
+        assert_eq!(killed.path.as_deref(), Some("/h/.aws/credentials"));
+    }
+}
