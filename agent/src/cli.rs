@@ -78,6 +78,10 @@ pub struct ExecArgs {
     /// Do not enforce; still observe and report.
     #[arg(long)]
     pub observe: bool,
+    /// Carry stdio as raw bytes instead of reading it as MCP JSON-RPC (for programs that are not
+    /// MCP servers). Refused when the policy has [tools] rules, which need the MCP layer.
+    #[arg(long)]
+    pub passthrough: bool,
     /// The server command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -244,6 +248,7 @@ pub fn main() -> ExitCode {
                 policy: a.policy,
                 name: a.name,
                 observe: a.observe,
+                passthrough: a.passthrough,
                 command: a.command,
             },
             &dirs,

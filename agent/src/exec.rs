@@ -41,6 +41,7 @@ use crate::{
 
 pub mod guard;
 pub mod kernel_spec;
+pub mod pump;
 pub mod record;
 
 /// How long exec waits at the end for the store to commit what the session sent it.
@@ -73,6 +74,8 @@ pub struct SessionInfo {
     pub home: PathBuf,
     /// The store the session is recorded in.
     pub store: StoreHandle,
+    /// The state dir (tool pins live under it).
+    pub state_dir: PathBuf,
 }
 
 /// The kernel-guard seam: called once the jail's init is in the cgroup and before the server
@@ -96,6 +99,22 @@ pub struct ServerStdio {
     pub stdout: ChildStdout,
     /// Send when the client closed exec's stdin (starts the [`STDIN_EOF_GRACE`] timer).
     pub client_eof: oneshot::Sender<()>,
+    /// The session the stdio belongs to.
+    pub session: SessionInfo,
+    /// The injected secrets' values, which the proxy redacts from server output.
+    pub secrets: SecretValues,
+}
+
+/// Secret values by variable name; `Debug` never prints them.
+#[derive(Clone, Default)]
+pub struct SecretValues(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for SecretValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
 }
 
 /// The stdio seam: carries exec's stdin/stdout to and from the server. Resolves when the
@@ -143,6 +162,7 @@ pub async fn passthrough(io: ServerStdio) -> io::Result<()> {
         mut stdin,
         mut stdout,
         client_eof,
+        ..
     } = io;
     let upstream = async move {
         let mut client = tokio::io::stdin();
@@ -192,6 +212,8 @@ pub struct ExecArgs {
     pub name: Option<String>,
     /// `--observe`.
     pub observe: bool,
+    /// `--passthrough`: raw stdio instead of the MCP proxy.
+    pub passthrough: bool,
     /// The server command.
     pub command: Vec<String>,
 }
@@ -204,6 +226,8 @@ pub struct Recording {
     pub session: String,
     /// The writer of `<state_dir>/mcp-guard.db`.
     pub store: StoreHandle,
+    /// The state dir.
+    pub state_dir: PathBuf,
 }
 
 impl Recording {
@@ -213,17 +237,25 @@ impl Recording {
         Recording {
             session: record::new_session_id(),
             store: StoreWriter::spawn(db_path(state_dir)),
+            state_dir: state_dir.to_path_buf(),
         }
     }
 }
 
-/// Runs `mcp-guard exec`: the eBPF kernel guard on the attach and finish seams, passthrough stdio.
+/// Runs `mcp-guard exec`: the eBPF kernel guard on the attach and finish seams, the MCP proxy on
+/// stdio (raw bytes with `--passthrough`).
 pub fn main(args: ExecArgs, dirs: &Dirs) -> ExitCode {
     let recording = Recording::new(&dirs.state);
     let (attach, finish) = guard::hooks();
+    let pump: Pump = if args.passthrough {
+        Box::new(|io| Box::pin(passthrough(io)))
+    } else {
+        Box::new(|io| Box::pin(pump::guarded(io)))
+    };
     let hooks = Hooks {
         attach: Some(attach),
         finish: Some(finish),
+        pump,
         ..Hooks::default()
     };
     run_recorded(args, dirs, recording, hooks)
@@ -271,6 +303,19 @@ fn say(msg: &str) {
 async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks: Hooks) -> i32 {
     let server = args.name.clone().unwrap_or_else(|| policy.name.clone());
     let observe = args.observe || policy.enforcement.observe;
+    if args.passthrough && (policy.tools.allow.is_some() || !policy.tools.deny.is_empty()) {
+        say(&format!(
+            "policy {} has [tools] rules, which only the MCP proxy can apply: \
+             refusing --passthrough (fail closed); drop --passthrough or the [tools] rules",
+            policy.name
+        ));
+        return i32::from(EXIT_UNENFORCEABLE);
+    }
+    if args.passthrough && !policy.secrets.is_empty() {
+        say(
+            "WARNING: --passthrough: the server's output is not read, so injected secrets are NOT redacted from it",
+        );
+    }
     // Registered before anything starts so a signal during launch is not lost.
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
@@ -309,7 +354,11 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         prepared.spec.identity.why
     );
     let cgroup = prepared.cgroup;
-    let Recording { session, store } = recording;
+    let Recording {
+        session,
+        store,
+        state_dir,
+    } = recording;
     let started = SessionRecord {
         session: session.clone(),
         server: server.clone(),
@@ -335,6 +384,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         session,
         home: prepared.spec.identity.home.clone(),
         store: store.clone(),
+        state_dir,
     };
     let finish = hooks.finish.take();
     let code = drive(
@@ -514,10 +564,19 @@ async fn drive(
         return fail("server stdio missing".into());
     };
     let (eof_tx, mut eof_rx) = oneshot::channel();
+    let secrets = SecretValues(
+        spec.env
+            .iter()
+            .filter(|(name, _)| info.policy.secrets.contains_key(name))
+            .cloned()
+            .collect(),
+    );
     let mut pump = (hooks.pump)(ServerStdio {
         stdin,
         stdout,
         client_eof: eof_tx,
+        session: info.clone(),
+        secrets,
     });
     let mut pump_done = false;
     let mut eof_seen = false;

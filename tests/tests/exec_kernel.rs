@@ -81,7 +81,10 @@ exec = ["/usr", "/lib", "/lib64", "/bin", "{bindir}"]
     /// `mcp-guard exec` of `args` as server `name`, with this sandbox's HOME and state dir.
     fn exec(&self, name: &str, observe: bool, args: &[&str]) -> Command {
         let mut cmd = Command::new(mcp_guard());
-        cmd.arg("--state-dir").arg(&self.state).arg("exec");
+        // The fixtures report in plain text, not JSON-RPC.
+        cmd.arg("--state-dir")
+            .arg(&self.state)
+            .args(["exec", "--passthrough"]);
         cmd.arg("--policy")
             .arg(&self.policy)
             .arg("--name")

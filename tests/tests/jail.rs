@@ -84,7 +84,11 @@ cpu = 1.0
 
     fn exec(&self, observe: bool, args: &[&str]) -> Command {
         let mut cmd = guard_cmd();
-        cmd.arg("exec").arg("--policy").arg(&self.policy);
+        // The escape fixture reports in plain text, not JSON-RPC.
+        cmd.arg("exec")
+            .arg("--passthrough")
+            .arg("--policy")
+            .arg(&self.policy);
         if observe {
             cmd.arg("--observe");
         }
@@ -421,7 +425,7 @@ fn cgroups_of(server: &str) -> Vec<PathBuf> {
 fn start_tree(sb: &Sandbox, server: &str, marker: &str) -> (std::process::Child, impl BufRead) {
     let script = format!("sleep {marker} & sleep {marker} & echo ready; wait");
     let mut child = guard_cmd()
-        .args(["exec", "--name", server, "--policy"])
+        .args(["exec", "--passthrough", "--name", server, "--policy"])
         .arg(&sb.policy)
         .args(["--", "/bin/sh", "-c", &script])
         .env("HOME", &sb.home)
@@ -461,7 +465,7 @@ fn nothing_is_left_after_exit_or_sigterm_or_sigkill() {
     let server = format!("cleanup-exit-{pid}");
     let marker = format!("{}.5", 3000 + pid % 1000);
     let out = guard_cmd()
-        .args(["exec", "--name", &server, "--policy"])
+        .args(["exec", "--passthrough", "--name", &server, "--policy"])
         .arg(&sb.policy)
         .args([
             "--",
@@ -495,7 +499,7 @@ fn nothing_is_left_after_exit_or_sigterm_or_sigkill() {
     let marker = format!("{}.75", 3000 + pid % 1000);
     let started = Instant::now();
     let out = guard_cmd()
-        .args(["exec", "--name", &server, "--policy"])
+        .args(["exec", "--passthrough", "--name", &server, "--policy"])
         .arg(&sb.policy)
         .args(["--", "/bin/sleep", &marker])
         .env("HOME", &sb.home)
@@ -755,6 +759,7 @@ fn kernel_guard_and_pump_seams() {
         policy: sb.root.clone(),
     };
     let args = |cmd: &[&str]| ExecArgs {
+        passthrough: true,
         policy: Some(sb.policy.display().to_string()),
         name: Some(format!("seams-{}", std::process::id())),
         observe: false,

@@ -1,4 +1,5 @@
-//! Recording a session in the store: its id, and its kernel events as [`EventRecord`]s.
+//! Recording a session in the store: its id, its kernel events as [`EventRecord`]s, and the
+//! proxy's calls and findings as [`CallRecord`]s and [`AlertRecord`]s.
 //!
 //! [`event_record`] is the one conversion from a kernel event to a stored record; it leaves the
 //! event unattributed (`attribution: none`, `call_id: null`). The correlator, when it lands, ties
@@ -10,7 +11,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     kernel::events::{self as kev, KernelEvent},
-    store::{Attribution, EventKind, EventRecord, StoreHandle, Timestamp, Verdict},
+    mcp,
+    store::{
+        AlertRecord, Attribution, CallRecord, Decision, EventKind, EventRecord, Severity,
+        StoreHandle, Timestamp, Verdict,
+    },
 };
 
 /// A fresh session id: 12 lowercase base32 characters from 60 random bits (e.g. `k3f9x2ab7c1q`).
@@ -279,5 +284,78 @@ mod tests {
         assert_eq!(killed.kind, EventKind::Killed);
         assert_eq!(killed.verdict, Verdict::Killed);
         assert_eq!(killed.path.as_deref(), Some("/h/.aws/credentials"));
+    }
+}
+
+/// The proxy's call records and findings, written to the session's store.
+#[derive(Debug)]
+pub struct StoreCallSink {
+    store: StoreHandle,
+    alerts: u64,
+}
+
+impl StoreCallSink {
+    /// Records into `store`.
+    pub fn new(store: StoreHandle) -> Self {
+        StoreCallSink { store, alerts: 0 }
+    }
+}
+
+impl mcp::CallSink for StoreCallSink {
+    fn call(&mut self, record: mcp::CallRecord) {
+        // A full queue or a failing disk is counted by the store and reported at exit.
+        let _ = self.store.send(call_record(record));
+    }
+
+    fn finding(&mut self, finding: mcp::Finding) {
+        self.alerts += 1;
+        let alert_id = format!("{}-f{}", finding.session, self.alerts);
+        let _ = self.store.send(finding_alert(finding, alert_id));
+    }
+}
+
+/// The stored form of one proxied call.
+pub fn call_record(r: mcp::CallRecord) -> CallRecord {
+    let started_at = Timestamp::parse_rfc3339(&r.started_at).unwrap_or_else(Timestamp::now);
+    CallRecord {
+        call_id: r.call_id,
+        server: r.server,
+        session: r.session,
+        method: r.method,
+        tool: r.tool,
+        request_id: r.request_id,
+        started_at,
+        ended_at: Timestamp::parse_rfc3339(&r.ended_at),
+        decision: match r.decision {
+            mcp::Decision::Allowed => Decision::Allowed,
+            mcp::Decision::Denied => Decision::Denied,
+            mcp::Decision::Modified => Decision::Modified,
+        },
+        reason: Some(r.reason).filter(|s| !s.is_empty()),
+        error: None,
+        result_bytes: None,
+    }
+}
+
+/// The stored form of an interceptor's finding: an alert of the MCP layer.
+pub fn finding_alert(f: mcp::Finding, alert_id: String) -> AlertRecord {
+    // Tampering with what the model reads is an attack on the client; the rest is a leak caught.
+    let severity = match f.rule.as_str() {
+        "tool-poisoning" | "tool-changed" | "tool-shadowing" => Severity::High,
+        "secret-in-arguments" | "secret-in-result" => Severity::Medium,
+        _ => Severity::Low,
+    };
+    AlertRecord {
+        alert_id,
+        ts: Timestamp::parse_rfc3339(&f.ts).unwrap_or_else(Timestamp::now),
+        server: f.server,
+        session: f.session,
+        rule: f.rule,
+        severity,
+        call_id: None,
+        tool: f.tool,
+        summary: f.summary,
+        event_ids: Vec::new(),
+        action: None,
     }
 }
