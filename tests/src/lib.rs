@@ -84,3 +84,16 @@ pub fn npm_server(package: &str) -> PathBuf {
 pub fn fixture(name: &str) -> PathBuf {
     workspace_root().join("tests/fixtures").join(name)
 }
+
+/// Where tests put the files a jailed server must see (homes, work dirs, state): the target
+/// directory, unless the checkout lives under /tmp — the jail gives every server a private /tmp
+/// that shows only the paths its policy grants, so files outside the grant would vanish (ENOENT)
+/// instead of being denied (EACCES) — then `/var/tmp/mcp-guard-tests`.
+pub fn scratch_root() -> PathBuf {
+    let target = target_dir();
+    if target.starts_with("/tmp") {
+        PathBuf::from("/var/tmp/mcp-guard-tests")
+    } else {
+        target
+    }
+}

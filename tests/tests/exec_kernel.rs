@@ -17,7 +17,7 @@ use std::{
 
 use kernel_common::fixture_bin;
 use mcp_guard::store::{Store, Timestamp, db_path};
-use mcp_guard_tests::{mcp_guard, require_root, target_dir};
+use mcp_guard_tests::{mcp_guard, require_root, scratch_root};
 use serde_json::Value;
 
 /// A scratch tree outside /tmp (the jail mounts a private /tmp): HOME, a readable work dir, a
@@ -33,7 +33,7 @@ struct Sandbox {
 impl Sandbox {
     /// `extra` is appended to the policy (`[network]`, `[detect]`).
     fn new(name: &str, extra: &str) -> Self {
-        let root = target_dir()
+        let root = scratch_root()
             .join("exec-kernel-tests")
             .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);

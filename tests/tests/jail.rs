@@ -22,7 +22,7 @@ const EPERM: i32 = libc::EPERM;
 
 /// Where these tests' sessions and kernel events are recorded (not the host's /var/lib/mcp-guard).
 fn jail_state_dir() -> PathBuf {
-    mcp_guard_tests::target_dir().join("jail-tests/state")
+    mcp_guard_tests::scratch_root().join("jail-tests/state")
 }
 
 /// `mcp-guard` recording in [`jail_state_dir`].
@@ -44,7 +44,7 @@ struct Sandbox {
 impl Sandbox {
     /// `extra` is appended to the policy (e.g. a [network] section).
     fn new(name: &str, extra: &str) -> Self {
-        let root = mcp_guard_tests::target_dir()
+        let root = mcp_guard_tests::scratch_root()
             .join("jail-tests")
             .join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);

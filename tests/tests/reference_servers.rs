@@ -16,13 +16,13 @@ use std::{
 };
 
 use mcp_guard_tests::{
-    fixture, mcp_guard, npm_server, python, require_root, target_dir, workspace_root,
+    fixture, mcp_guard, npm_server, python, require_root, scratch_root, workspace_root,
 };
 use serde_json::Value;
 
 /// A fresh directory outside /tmp (the jail gives the server a private /tmp of its own).
 fn data_dir(tag: &str) -> PathBuf {
-    let dir = target_dir()
+    let dir = scratch_root()
         .join("mcp-guard-tests")
         .join(format!("reference-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
