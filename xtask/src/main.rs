@@ -88,10 +88,18 @@ fn test(extra: &[String]) -> Result {
     run("tests", "cargo", &args)
 }
 
-/// The main job: what a new user runs first.
+/// The main job: what a new user runs first. The host report, then real MCP servers under
+/// `mcp-guard exec` driven by the MCP Python SDK client (xtask/demo/demo.py).
 fn demo() -> Result {
     run("build", "cargo", &["build", "--workspace", "--bins"])?;
     let bin = root().join("target/debug/mcp-guard");
     let bin = bin.to_string_lossy();
-    run("doctor", &bin, &["doctor"])
+    run("what this host can enforce", &bin, &["doctor"])?;
+    let root = root();
+    let root = root.to_string_lossy();
+    run(
+        "real MCP servers under mcp-guard",
+        ".venv/bin/python",
+        &["xtask/demo/demo.py", &bin, &root],
+    )
 }
