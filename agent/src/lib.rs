@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod client_config;
+pub mod correlate;
 pub mod doctor;
 pub mod exec;
 pub mod kernel;
