@@ -1,0 +1,359 @@
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::*;
+use crate::correlate::{AttributedEvent, ProcessKey};
+use crate::kernel::events::{KernelEvent, SockOp};
+
+const HOME: &str = "/home/u";
+
+fn config() -> DetectConfig {
+    let policy = policy::parse(
+        "name = \"x\"\n[detect]\nsensitive = [\"/srv/secret/*.key\"]\n",
+        None,
+    )
+    .expect("policy");
+    DetectConfig::from_policy(&policy, Path::new(HOME))
+}
+
+fn detector(cfg: DetectConfig) -> Detector {
+    let ro: HashSet<String> = ["get_weather".to_string()].into();
+    Detector::new(cfg, "s", "sess", Profile::default(), ro)
+}
+
+fn at(ts: u64, call: Option<&str>, kind: EventKind) -> AttributedEvent {
+    AttributedEvent {
+        event: KernelEvent {
+            ts_boot_ns: ts,
+            cgroup_id: 1,
+            pid: 7,
+            tid: 7,
+            server: Arc::from("s"),
+            session: Arc::from("sess"),
+            kind,
+        },
+        attribution: if call.is_some() {
+            Attribution::Call
+        } else {
+            Attribution::None
+        },
+        call_id: call.map(str::to_string),
+        tool: call.map(|c| format!("tool_{c}")),
+        candidates: vec![],
+        process: ProcessKey {
+            pid: 7,
+            exec_boot_ns: 0,
+        },
+        forced: false,
+    }
+}
+
+fn open(path: &str, flags: i32) -> EventKind {
+    EventKind::Open {
+        path: path.into(),
+        flags: flags as u32,
+        result: Some(3),
+    }
+}
+
+fn connect(addr: &str, verdict: Verdict) -> EventKind {
+    EventKind::Connect {
+        addr: addr.parse().expect("addr"),
+        proto: 6,
+        op: SockOp::Connect,
+        verdict,
+    }
+}
+
+fn exec(path: &str) -> EventKind {
+    EventKind::Exec {
+        path: path.into(),
+        argv: vec![],
+    }
+}
+
+fn rules(f: &[Finding]) -> Vec<&str> {
+    f.iter().map(|f| f.alert.rule.as_str()).collect()
+}
+
+#[test]
+fn glob_semantics() {
+    assert!(glob_match("/home/u/.aws/**", "/home/u/.aws/credentials"));
+    assert!(glob_match("/home/u/.aws/**", "/home/u/.aws/a/b"));
+    assert!(glob_match("**/.env", "/srv/app/.env"));
+    assert!(glob_match("**/.env", ".env"));
+    assert!(!glob_match("**/.env", "/srv/app/.envrc"));
+    assert!(glob_match(
+        "/etc/ssh/ssh_host_*_key",
+        "/etc/ssh/ssh_host_rsa_key"
+    ));
+    assert!(!glob_match(
+        "/etc/ssh/ssh_host_*_key",
+        "/etc/ssh/ssh_host_rsa_key.pub"
+    ));
+    assert!(!glob_match("/a/*", "/a/b/c"), "* stays in one component");
+}
+
+#[test]
+fn sensitive_read_fires_on_default_and_policy_paths_only() {
+    let mut d = detector(config());
+    let f = d.event(
+        &at(
+            1,
+            Some("c1"),
+            open("/home/u/.aws/credentials", libc::O_RDONLY),
+        ),
+        "e1",
+    );
+    assert_eq!(rules(&f), ["sensitive-read"]);
+    assert_eq!(f[0].alert.call_id.as_deref(), Some("c1"));
+    assert_eq!(f[0].alert.tool.as_deref(), Some("tool_c1"));
+    assert_eq!(f[0].alert.event_ids, ["e1"]);
+    assert_eq!(f[0].alert.severity, Severity::High);
+    let f = d.event(
+        &at(2, Some("c1"), open("/srv/secret/api.key", libc::O_RDONLY)),
+        "e2",
+    );
+    assert_eq!(rules(&f), ["sensitive-read"], "policy [detect] sensitive");
+    assert!(
+        d.event(
+            &at(3, Some("c1"), open("/home/u/notes.txt", libc::O_RDONLY)),
+            "e3"
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn on_sensitive_sets_the_action() {
+    let policy =
+        policy::parse("name = \"x\"\n[detect]\non_sensitive = \"kill\"\n", None).expect("policy");
+    let mut d = detector(DetectConfig::from_policy(&policy, Path::new(HOME)));
+    let f = d.event(
+        &at(1, None, open("/home/u/.ssh/id_ed25519", libc::O_RDONLY)),
+        "e1",
+    );
+    assert_eq!(f[0].action, Action::Kill);
+    assert_eq!(f[0].alert.action.as_deref(), Some("kill"));
+    assert_eq!(f[0].alert.call_id, None);
+}
+
+#[test]
+fn new_egress_is_quiet_for_learned_destinations() {
+    let mut cfg = config();
+    cfg.learning = true;
+    let mut d = detector(cfg.clone());
+    assert!(
+        d.event(
+            &at(1, Some("w"), connect("10.0.0.1:443", Verdict::Allowed)),
+            "e1"
+        )
+        .is_empty()
+    );
+    let profile = d.profile().clone();
+    cfg.learning = false;
+    let mut d = Detector::new(cfg, "s", "sess", profile, HashSet::new());
+    assert!(
+        d.event(
+            &at(2, Some("w"), connect("10.0.0.1:443", Verdict::Allowed)),
+            "e2"
+        )
+        .is_empty()
+    );
+    let f = d.event(
+        &at(3, Some("w"), connect("10.0.0.2:443", Verdict::Allowed)),
+        "e3",
+    );
+    assert_eq!(rules(&f), ["new-egress"]);
+    assert!(
+        d.event(
+            &at(4, Some("w"), connect("10.0.0.2:443", Verdict::Allowed)),
+            "e4"
+        )
+        .is_empty(),
+        "once"
+    );
+    // Learned per tool: another tool to the same destination is new.
+    assert_eq!(
+        rules(&d.event(
+            &at(5, Some("x"), connect("10.0.0.1:443", Verdict::Allowed)),
+            "e5"
+        )),
+        ["new-egress"]
+    );
+}
+
+#[test]
+fn interpreter_exec_unless_learned() {
+    assert!(
+        is_interpreter("/usr/bin/python3.11")
+            && is_interpreter("/bin/sh")
+            && is_interpreter("node")
+    );
+    assert!(!is_interpreter("/usr/bin/git") && !is_interpreter("/usr/bin/shred"));
+    let mut d = detector(config());
+    assert_eq!(
+        rules(&d.event(&at(1, Some("c"), exec("/bin/bash")), "e1")),
+        ["interpreter-exec"]
+    );
+    assert!(
+        d.event(&at(2, Some("c"), exec("/usr/bin/git")), "e2")
+            .is_empty()
+    );
+    let mut profile = Profile::default();
+    profile
+        .tools
+        .entry(String::new())
+        .or_default()
+        .exec
+        .insert("/usr/bin/python3".into());
+    let mut d = Detector::new(config(), "s", "sess", profile, HashSet::new());
+    assert!(
+        d.event(&at(3, Some("c"), exec("/usr/bin/python3")), "e3")
+            .is_empty()
+    );
+}
+
+#[test]
+fn exfiltration_secret_then_connect_in_same_call() {
+    let mut d = detector(config());
+    d.event(
+        &at(
+            1,
+            Some("c"),
+            open("/home/u/.aws/credentials", libc::O_RDONLY),
+        ),
+        "e1",
+    );
+    let f = d.event(
+        &at(2, Some("c"), connect("10.0.0.9:80", Verdict::Allowed)),
+        "e2",
+    );
+    assert!(rules(&f).contains(&"exfiltration"));
+    let ex = f
+        .iter()
+        .find(|f| f.alert.rule == "exfiltration")
+        .expect("exfil");
+    assert_eq!(ex.alert.event_ids, ["e1", "e2"]);
+    assert_eq!(ex.alert.severity, Severity::Critical);
+    // A connect in another call is not the shape.
+    let f = d.event(
+        &at(3, Some("other"), connect("10.0.0.9:80", Verdict::Allowed)),
+        "e3",
+    );
+    assert!(!rules(&f).contains(&"exfiltration"));
+}
+
+#[test]
+fn exfiltration_secret_then_large_result() {
+    let mut d = detector(config());
+    d.event(
+        &at(
+            1,
+            Some("c"),
+            open("/home/u/.aws/credentials", libc::O_RDONLY),
+        ),
+        "e1",
+    );
+    let end = |id: &str, bytes| CallEnd {
+        call_id: id.into(),
+        tool: None,
+        result_bytes: Some(bytes),
+        denied: false,
+        at_boot_ns: 5,
+    };
+    assert_eq!(
+        rules(&d.call_ended(&end("c", 1 << 20), None)),
+        ["exfiltration"]
+    );
+    d.event(
+        &at(
+            6,
+            Some("d"),
+            open("/home/u/.aws/credentials", libc::O_RDONLY),
+        ),
+        "e2",
+    );
+    assert!(
+        d.call_ended(&end("d", 100), None).is_empty(),
+        "small result"
+    );
+    assert!(
+        d.call_ended(&end("z", 1 << 20), None).is_empty(),
+        "no secret read"
+    );
+}
+
+#[test]
+fn readonly_tool_that_writes() {
+    let mut d = detector(config());
+    let mut e = at(1, Some("c"), open("/tmp/x", libc::O_WRONLY | libc::O_CREAT));
+    e.tool = Some("get_weather".into());
+    assert_eq!(rules(&d.event(&e, "e1")), ["readonly-write"]);
+    e.event.kind = open("/tmp/x", libc::O_RDONLY);
+    assert!(d.event(&e, "e2").is_empty(), "reading is fine");
+    let e = at(2, Some("c"), open("/tmp/x", libc::O_RDWR));
+    assert!(d.event(&e, "e3").is_empty(), "tool not read-only");
+}
+
+#[test]
+fn denial_burst_n_in_t() {
+    let mut cfg = config();
+    cfg.burst_count = 3;
+    cfg.burst_window_ns = 1_000;
+    let mut d = detector(cfg);
+    let deny = |ts| at(ts, None, connect("1.2.3.4:80", Verdict::Denied));
+    // Spread out: never 3 within the window.
+    let mut fired = vec![];
+    for (i, ts) in [0u64, 600, 1_700, 3_300].into_iter().enumerate() {
+        fired.extend(
+            d.event(&deny(ts), &format!("e{i}"))
+                .into_iter()
+                .filter(|f| f.alert.rule == "denial-burst"),
+        );
+    }
+    assert!(fired.is_empty());
+    let f: Vec<Finding> = [3_400u64, 3_500]
+        .into_iter()
+        .flat_map(|ts| d.event(&deny(ts), &format!("b{ts}")))
+        .filter(|f| f.alert.rule == "denial-burst")
+        .collect();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].alert.event_ids, ["e3", "b3400", "b3500"]);
+}
+
+#[test]
+fn disabled_rule_never_fires() {
+    let mut cfg = config();
+    cfg.rules
+        .get_mut(&Rule::SensitiveRead)
+        .expect("rule")
+        .enabled = false;
+    let mut d = detector(cfg);
+    assert!(
+        d.event(&at(1, None, open("/home/u/.aws/credentials", 0)), "e1")
+            .is_empty()
+    );
+}
+
+#[test]
+fn profile_round_trips_and_rejects_corruption() {
+    let dir = std::env::temp_dir().join(format!("mcp-guard-profile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = Profile::path(&dir, "srv");
+    assert_eq!(
+        Profile::load(&path).expect("missing is empty"),
+        Profile::default()
+    );
+    let mut p = Profile::default();
+    p.tools
+        .entry("t".into())
+        .or_default()
+        .egress
+        .insert("1.1.1.1:53".into());
+    p.save(&path).expect("save");
+    assert_eq!(Profile::load(&path).expect("load"), p);
+    std::fs::write(&path, "{not json").expect("write");
+    assert!(Profile::load(&path).is_err());
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
