@@ -129,6 +129,12 @@ pub enum PolicyCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print a policy (TOML) built from what the store saw a server do.
+    Suggest {
+        /// The server.
+        #[arg(long)]
+        server: String,
+    },
 }
 
 /// `mcp-guard calls`.
@@ -207,6 +213,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_POLICY)
             }
         }
+        Command::Policy(PolicyCommand::Suggest { server }) => policy_suggest(&dirs.state, &server),
         Command::Doctor(args) => crate::doctor::run(args.json),
         Command::Calls(a) => crate::query::run(
             &dirs.state,
@@ -313,6 +320,22 @@ fn client_config(args: ClientConfigArgs, dirs: &Dirs) -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn policy_suggest(state: &std::path::Path, server: &str) -> ExitCode {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let result = crate::store::Store::open_existing(&crate::store::db_path(state))
+        .and_then(|store| crate::suggest::suggest(&store, server, &home));
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mcp-guard: policy suggest: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -254,10 +254,8 @@ impl Correlator {
 
     fn attribute(&mut self, event: KernelEvent, forced: bool) -> AttributedEvent {
         let ts = event.ts_boot_ns;
-        if let EventKind::Exec { .. } = event.kind {
-            if event.pid != 0 {
-                self.images.insert(event.pid, ts);
-            }
+        if matches!(event.kind, EventKind::Exec { .. }) && event.pid != 0 {
+            self.images.insert(event.pid, ts);
         }
         let process = ProcessKey {
             pid: event.pid,

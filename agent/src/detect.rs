@@ -444,8 +444,8 @@ impl Detector {
                         ids.clone(),
                     ));
                 }
-                if let Some(dir) = Path::new(path).parent() {
-                    if self.config.learning {
+                if let (true, Some(dir)) = (self.config.learning, Path::new(path).parent()) {
+                    {
                         self.profile
                             .tools
                             .entry(tool_key.clone())
