@@ -17,7 +17,10 @@ use mcp_guard_ebpf::{
     ConnectEvent, EventHeader, ExecEvent, KillEvent, OpenEvent, event_kind, sock_op, verdict,
 };
 use serde_json::{Value, json};
-use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, oneshot},
+};
 
 /// Who a guarded cgroup belongs to, as `add_server` was told.
 #[derive(Clone, Debug)]
@@ -270,10 +273,14 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
 
 /// Drains the ring buffer whenever it becomes readable, forever, into `tx`. A full channel
 /// stops the draining, so the kernel (not this task) counts what cannot be kept.
+///
+/// A request on `flushes` drains at once; its reply is sent after every event that was in the
+/// ring buffer has been handed to `tx`.
 pub(crate) fn spawn_reader(
     ring: RingBuf<MapData>,
     labels: Labels,
     tx: mpsc::Sender<KernelEvent>,
+    mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 ) -> io::Result<tokio::task::JoinHandle<()>> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(io::Error::other(
@@ -290,9 +297,11 @@ pub(crate) fn spawn_reader(
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut flushed = None;
             let ready = tokio::select! {
                 guard = fd.readable_mut() => Some(guard),
                 _ = tick.tick() => None,
+                Some(reply) = flushes.recv() => { flushed = Some(reply); None }
             };
             match ready {
                 Some(Ok(mut guard)) => {
@@ -302,13 +311,17 @@ pub(crate) fn spawn_reader(
                 }
                 Some(Err(_)) => return,
                 None => {
-                    drain(fd.get_mut(), &labels, &mut batch);
+                    // A flush must see everything submitted so far: drain until empty.
+                    while !drain(fd.get_mut(), &labels, &mut batch) {}
                 }
             }
             for event in batch.drain(..) {
                 if tx.send(event).await.is_err() {
                     return;
                 }
+            }
+            if let Some(reply) = flushed {
+                let _ = reply.send(());
             }
         }
     }))
