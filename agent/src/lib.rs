@@ -14,3 +14,4 @@ pub mod policy;
 pub mod query;
 pub mod state;
 pub mod store;
+pub mod timestamp;

@@ -170,26 +170,8 @@ pub fn boot_to_unix_ns(ts_boot_ns: u64) -> u64 {
 
 /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T20:15:00.123456789Z`.
 pub fn rfc3339_ns(unix_ns: u64) -> String {
-    let secs = unix_ns / 1_000_000_000;
-    let nanos = unix_ns % 1_000_000_000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    crate::timestamp::Timestamp::from_unix_nanos(i64::try_from(unix_ns).unwrap_or(i64::MAX))
+        .rfc3339()
 }
 
 fn c_str(bytes: &[u8]) -> String {
