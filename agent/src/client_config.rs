@@ -24,7 +24,7 @@ use std::{
     io::Write,
     os::unix::fs::{MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
+    time::SystemTime,
 };
 
 use serde::Serialize;
@@ -1039,31 +1039,10 @@ fn keep_owner(file: &File, meta: &std::fs::Metadata) {
 
 /// `YYYYMMDDTHHMMSSZ` for a time (UTC), for backup names that sort by time.
 fn utc_stamp(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
-/// (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    crate::timestamp::Timestamp::from(time)
+        .utc()
+        .format("%Y%m%dT%H%M%SZ")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -1537,10 +1516,10 @@ mod tests {
 
     #[test]
     fn backup_names_carry_the_utc_time() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
-        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_763_929_512);
+        assert_eq!(utc_stamp(std::time::UNIX_EPOCH), "19700101T000000Z");
+        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(11_016 * 86_400);
+        assert_eq!(utc_stamp(leap), "20000229T000000Z");
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_763_929_512);
         assert_eq!(utc_stamp(t), "20251123T202512Z");
     }
 

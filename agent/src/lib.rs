@@ -17,3 +17,4 @@ pub mod query;
 pub mod state;
 pub mod store;
 pub mod suggest;
+pub mod timestamp;

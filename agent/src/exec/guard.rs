@@ -219,6 +219,8 @@ async fn finish_guard(running: Running) {
         stop,
         recorder,
     } = running;
+    // The server's processes are gone: after the flush the channel holds all it ever produced.
+    guard.flush().await;
     let _ = stop.send(());
     let stats = match recorder.await {
         Ok(stats) => stats,

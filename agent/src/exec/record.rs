@@ -5,8 +5,6 @@
 //! event unattributed (`attribution: none`, `call_id: null`). The correlator, when it lands, ties
 //! events to the tool call in flight by filling those two fields on the record this returns.
 
-use std::time::Duration;
-
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -124,12 +122,6 @@ pub fn event_record(event: &KernelEvent, event_id: String) -> EventRecord {
     rec
 }
 
-/// After the session ends, events are still read until none arrived for this long (the ring
-/// buffer reader polls every 10 ms, so whatever the server did before it died is in by then).
-pub const DRAIN_QUIET: Duration = Duration::from_millis(100);
-/// ...but for no longer than this in total.
-pub const DRAIN_MAX: Duration = Duration::from_secs(2);
-
 /// What the event recorder did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecorderStats {
@@ -139,8 +131,9 @@ pub struct RecorderStats {
     pub refused: u64,
 }
 
-/// Writes each event from `events` to `store` until `stop` fires, then drains what is still
-/// coming (see [`DRAIN_QUIET`], [`DRAIN_MAX`]). Events without a server label (none is expected:
+/// Writes each event from `events` to `store` until `stop` fires, then what is already queued:
+/// the guard fires `stop` after [`KernelGuard::flush`](crate::kernel::loader::KernelGuard::flush)
+/// once the server's processes are gone, so nothing more can come. Events without a server label (none is expected:
 /// the guard labels every cgroup it guards) get `server`/`session`.
 pub async fn record_events(
     mut events: mpsc::Receiver<KernelEvent>,
@@ -176,19 +169,16 @@ pub async fn record_events(
             _ = &mut stop => break,
         }
     }
-    let deadline = tokio::time::Instant::now() + DRAIN_MAX;
-    loop {
-        let quiet = (tokio::time::Instant::now() + DRAIN_QUIET).min(deadline);
-        match tokio::time::timeout_at(quiet, events.recv()).await {
-            Ok(Some(ev)) => write(ev, &mut stats),
-            Ok(None) | Err(_) => return stats,
-        }
+    // Stopped after the reader's flush: what is left is already in the channel.
+    while let Ok(ev) = events.try_recv() {
+        write(ev, &mut stats);
     }
+    stats
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::{sync::Arc, time::Duration};
 
     use super::*;
 

@@ -17,7 +17,10 @@ use mcp_guard_ebpf::{
     ConnectEvent, EventHeader, ExecEvent, KillEvent, OpenEvent, event_kind, sock_op, verdict,
 };
 use serde_json::{Value, json};
-use tokio::{io::unix::AsyncFd, sync::mpsc};
+use tokio::{
+    io::unix::AsyncFd,
+    sync::{mpsc, oneshot},
+};
 
 /// Who a guarded cgroup belongs to, as `add_server` was told.
 #[derive(Clone, Debug)]
@@ -167,26 +170,8 @@ pub fn boot_to_unix_ns(ts_boot_ns: u64) -> u64 {
 
 /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T20:15:00.123456789Z`.
 pub fn rfc3339_ns(unix_ns: u64) -> String {
-    let secs = unix_ns / 1_000_000_000;
-    let nanos = unix_ns % 1_000_000_000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    crate::timestamp::Timestamp::from_unix_nanos(i64::try_from(unix_ns).unwrap_or(i64::MAX))
+        .rfc3339()
 }
 
 fn c_str(bytes: &[u8]) -> String {
@@ -270,10 +255,14 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
 
 /// Drains the ring buffer whenever it becomes readable, forever, into `tx`. A full channel
 /// stops the draining, so the kernel (not this task) counts what cannot be kept.
+///
+/// A request on `flushes` drains at once; its reply is sent after every event that was in the
+/// ring buffer has been handed to `tx`.
 pub(crate) fn spawn_reader(
     ring: RingBuf<MapData>,
     labels: Labels,
     tx: mpsc::Sender<KernelEvent>,
+    mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 ) -> io::Result<tokio::task::JoinHandle<()>> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(io::Error::other(
@@ -290,9 +279,11 @@ pub(crate) fn spawn_reader(
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut flushed = None;
             let ready = tokio::select! {
                 guard = fd.readable_mut() => Some(guard),
                 _ = tick.tick() => None,
+                Some(reply) = flushes.recv() => { flushed = Some(reply); None }
             };
             match ready {
                 Some(Ok(mut guard)) => {
@@ -302,13 +293,17 @@ pub(crate) fn spawn_reader(
                 }
                 Some(Err(_)) => return,
                 None => {
-                    drain(fd.get_mut(), &labels, &mut batch);
+                    // A flush must see everything submitted so far: drain until empty.
+                    while !drain(fd.get_mut(), &labels, &mut batch) {}
                 }
             }
             for event in batch.drain(..) {
                 if tx.send(event).await.is_err() {
                     return;
                 }
+            }
+            if let Some(reply) = flushed {
+                let _ = reply.send(());
             }
         }
     }))

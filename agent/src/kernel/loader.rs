@@ -28,7 +28,7 @@ use mcp_guard_ebpf::{
     MAX_PORT_RANGES, NAME_LEN, NameKey, PATH_LEN, PathKey, PortRange, PortSet, drop_reason, maps,
     programs,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     events::{self, KernelEvent, Labels, ServerLabel},
@@ -207,6 +207,7 @@ pub struct KernelGuard {
     labels: Labels,
     tx: mpsc::Sender<KernelEvent>,
     rx: Mutex<Option<mpsc::Receiver<KernelEvent>>>,
+    flush: Mutex<Option<mpsc::UnboundedSender<oneshot::Sender<()>>>>,
     next_session: Mutex<u32>,
     attached: Mutex<BTreeSet<u64>>,
 }
@@ -275,6 +276,7 @@ impl KernelGuard {
             labels: Labels::default(),
             tx,
             rx: Mutex::new(Some(rx)),
+            flush: Mutex::new(None),
             next_session: Mutex::new(0),
             attached: Mutex::new(BTreeSet::new()),
         })
@@ -285,8 +287,23 @@ impl KernelGuard {
     pub fn events(&self) -> Result<mpsc::Receiver<KernelEvent>, KernelError> {
         let ring = lock(&self.ring).take().ok_or(KernelError::EventsTaken)?;
         let rx = lock(&self.rx).take().ok_or(KernelError::EventsTaken)?;
-        events::spawn_reader(ring, self.labels.clone(), self.tx.clone())?;
+        let (flush, flushes) = mpsc::unbounded_channel();
+        events::spawn_reader(ring, self.labels.clone(), self.tx.clone(), flushes)?;
+        *lock(&self.flush) = Some(flush);
         Ok(rx)
+    }
+
+    /// Returns once every event already in the ring buffer is on the [`events`](Self::events)
+    /// channel. After a server's processes are gone this is all it will ever produce, so a
+    /// session can be closed without waiting for stragglers. Immediate before `events()`.
+    pub async fn flush(&self) {
+        let sender = lock(&self.flush).clone();
+        if let Some(sender) = sender {
+            let (reply, done) = oneshot::channel();
+            if sender.send(reply).is_ok() {
+                let _ = done.await;
+            }
+        }
     }
 
     /// Events the kernel could not deliver whole, by reason (`ringbuf_full`, `path_read_failed`,

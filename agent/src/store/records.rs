@@ -3,103 +3,11 @@
 //! Producers (the proxy, the kernel event reader, the correlator, the detector) convert their own
 //! types into these; nothing here knows about those modules.
 
-use std::{
-    fmt,
-    str::FromStr,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{fmt, str::FromStr};
 
-use chrono::{DateTime, Local, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A wall-clock instant: nanoseconds since the Unix epoch, UTC.
-///
-/// JSON: RFC 3339 with nanoseconds (`2026-11-23T20:15:03.123456789Z`); humans get local time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(i64);
-
-impl Timestamp {
-    /// The current wall-clock time.
-    pub fn now() -> Self {
-        Self::from(SystemTime::now())
-    }
-
-    /// From nanoseconds since the Unix epoch.
-    pub const fn from_unix_nanos(nanos: i64) -> Self {
-        Self(nanos)
-    }
-
-    /// Nanoseconds since the Unix epoch.
-    pub const fn unix_nanos(self) -> i64 {
-        self.0
-    }
-
-    /// RFC 3339, UTC, nanoseconds.
-    pub fn rfc3339(self) -> String {
-        self.utc().to_rfc3339_opts(SecondsFormat::Nanos, true)
-    }
-
-    /// Parses RFC 3339 (any offset, any sub-second precision).
-    pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        let t = DateTime::parse_from_rfc3339(s).ok()?;
-        t.timestamp_nanos_opt().map(Self)
-    }
-
-    /// This instant in the machine's local time zone.
-    pub fn local(self) -> DateTime<Local> {
-        self.utc().with_timezone(&Local)
-    }
-
-    fn utc(self) -> DateTime<Utc> {
-        DateTime::from_timestamp_nanos(self.0)
-    }
-
-    /// `d` earlier (saturating).
-    pub fn saturating_sub(self, d: Duration) -> Self {
-        let nanos = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-        Self(self.0.saturating_sub(nanos))
-    }
-
-    /// `d` later (saturating).
-    pub fn saturating_add(self, d: Duration) -> Self {
-        let nanos = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-        Self(self.0.saturating_add(nanos))
-    }
-
-    /// Signed nanoseconds from `earlier` to `self`.
-    pub fn nanos_since(self, earlier: Timestamp) -> i64 {
-        self.0.saturating_sub(earlier.0)
-    }
-}
-
-impl From<SystemTime> for Timestamp {
-    fn from(t: SystemTime) -> Self {
-        match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => Self(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-            Err(e) => Self(-i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX)),
-        }
-    }
-}
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.rfc3339())
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.rfc3339())
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Timestamp::parse_rfc3339(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 timestamp: {s:?}")))
-    }
-}
+pub use crate::timestamp::Timestamp;
 
 /// A string that was not one of an enum's names.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
