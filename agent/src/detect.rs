@@ -154,6 +154,23 @@ impl DetectConfig {
                 c.action = c.action.max(action);
             }
         }
+        // `[detect.rules.<name>]` overrides last (names are checked by the policy parser).
+        for (name, over) in &policy.detect.rules {
+            let Some(rule) = Rule::ALL.iter().find(|r| r.name() == name) else {
+                continue;
+            };
+            if let Some(c) = rules.get_mut(rule) {
+                c.enabled = over.enabled.unwrap_or(c.enabled);
+                c.severity = over.severity.unwrap_or(c.severity);
+                if let Some(a) = over.action {
+                    c.action = match a {
+                        OnSensitive::Alert => Action::Alert,
+                        OnSensitive::DenyCall => Action::DenyCall,
+                        OnSensitive::Kill => Action::Kill,
+                    };
+                }
+            }
+        }
         Self {
             sensitive,
             rules,

@@ -150,6 +150,29 @@ pub struct Detect {
     pub sensitive: Vec<String>,
     /// What to do on an access to one.
     pub on_sensitive: OnSensitive,
+    /// `[detect.rules.<name>]`: per-rule overrides, by rule name (one of [`DETECT_RULES`]).
+    pub rules: std::collections::BTreeMap<String, DetectRule>,
+}
+
+/// The detection rules a policy may configure (`detect::Rule::name`).
+pub const DETECT_RULES: &[&str] = &[
+    "sensitive-read",
+    "new-egress",
+    "interpreter-exec",
+    "exfiltration",
+    "readonly-write",
+    "denial-burst",
+];
+
+/// One `[detect.rules.<name>]` table; unset fields keep the rule's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DetectRule {
+    /// `enabled = false` turns the rule off.
+    pub enabled: Option<bool>,
+    /// `severity = "info" | "low" | "medium" | "high" | "critical"`.
+    pub severity: Option<crate::store::Severity>,
+    /// `action = "alert" | "deny-call" | "kill"`.
+    pub action: Option<OnSensitive>,
 }
 
 /// The action on a sensitive access.
@@ -992,7 +1015,12 @@ impl Checker<'_> {
 
     fn detect(&mut self, item: &Item, span: &Span) -> Detect {
         let mut detect = Detect::default();
-        let Some(table) = self.table(item, span, "detect", &["sensitive", "on_sensitive"]) else {
+        let Some(table) = self.table(
+            item,
+            span,
+            "detect",
+            &["sensitive", "on_sensitive", "rules"],
+        ) else {
             return detect;
         };
         if let Some(value) = table.get("sensitive") {
@@ -1026,7 +1054,57 @@ impl Checker<'_> {
                 None => {}
             }
         }
+        if let Some(value) = table.get("rules") {
+            let (_, rules_span) = entry(table, "rules", span);
+            if let Some(rules) = self.table(value, &rules_span, "detect.rules", DETECT_RULES) {
+                for (name, rule) in rules.iter() {
+                    let (_, r_span) = entry(rules, name, &rules_span);
+                    let path = format!("detect.rules.{name}");
+                    if DETECT_RULES.contains(&name) {
+                        let parsed = self.detect_rule(rule, &r_span, &path);
+                        detect.rules.insert(name.to_string(), parsed);
+                    }
+                }
+            }
+        }
         detect
+    }
+
+    fn detect_rule(&mut self, item: &Item, span: &Span, path: &str) -> DetectRule {
+        let mut rule = DetectRule::default();
+        let Some(table) = self.table(item, span, path, &["enabled", "severity", "action"]) else {
+            return rule;
+        };
+        if let Some(v) = table.get("enabled") {
+            let (_, s) = entry(table, "enabled", span);
+            rule.enabled = self.boolean(v, &s, &join(path, "enabled"));
+        }
+        if let Some(v) = table.get("severity") {
+            let (_, s) = entry(table, "severity", span);
+            let key = join(path, "severity");
+            if let Some(text) = self.string(v, &s, &key) {
+                match text.parse::<crate::store::Severity>() {
+                    Ok(sev) => rule.severity = Some(sev),
+                    Err(e) => self.error(&s, &key, e.to_string()),
+                }
+            }
+        }
+        if let Some(v) = table.get("action") {
+            let (_, s) = entry(table, "action", span);
+            let key = join(path, "action");
+            match self.string(v, &s, &key) {
+                Some("alert") => rule.action = Some(OnSensitive::Alert),
+                Some("deny-call") => rule.action = Some(OnSensitive::DenyCall),
+                Some("kill") => rule.action = Some(OnSensitive::Kill),
+                Some(other) => self.error(
+                    &s,
+                    &key,
+                    format!("{other:?} is not one of alert, deny-call, kill"),
+                ),
+                None => {}
+            }
+        }
+        rule
     }
 
     fn enforcement(&mut self, item: &Item, span: &Span) -> Enforcement {
@@ -1821,6 +1899,52 @@ allow_degraded = true
             "secrets.T.bad",
             "unknown key",
         );
+    }
+
+    #[test]
+    fn detect_rules_tables_are_parsed_and_checked() {
+        let p = parse(
+            "name = \"x\"\n[detect.rules.new-egress]\nenabled = false\n[detect.rules.exfiltration]\nseverity = \"high\"\naction = \"kill\"\n",
+            None,
+        )
+        .expect("valid rules");
+        assert_eq!(p.detect.rules["new-egress"].enabled, Some(false));
+        assert_eq!(
+            p.detect.rules["exfiltration"].severity,
+            Some(crate::store::Severity::High)
+        );
+        assert_eq!(
+            p.detect.rules["exfiltration"].action,
+            Some(OnSensitive::Kill)
+        );
+        for (text, key) in [
+            (
+                "[detect.rules.no-such-rule]\nenabled = true\n",
+                "detect.rules.no-such-rule",
+            ),
+            (
+                "[detect.rules.exfiltration]\nsevere = \"high\"\n",
+                "detect.rules.exfiltration.severe",
+            ),
+            (
+                "[detect.rules.exfiltration]\nseverity = \"dire\"\n",
+                "detect.rules.exfiltration.severity",
+            ),
+            (
+                "[detect.rules.exfiltration]\naction = \"explode\"\n",
+                "detect.rules.exfiltration.action",
+            ),
+            (
+                "[detect.rules.exfiltration]\nenabled = \"yes\"\n",
+                "detect.rules.exfiltration.enabled",
+            ),
+        ] {
+            let err = parse(&format!("name = \"x\"\n{text}"), None).expect_err(text);
+            assert!(
+                err.problems.iter().any(|p| p.key == key),
+                "{text}: expected a problem at {key}, got {err}"
+            );
+        }
     }
 
     #[test]

@@ -357,3 +357,29 @@ fn profile_round_trips_and_rejects_corruption() {
     assert!(Profile::load(&path).is_err());
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[test]
+fn policy_rule_tables_override_defaults() {
+    let policy = policy::parse(
+        "name = \"x\"\n[detect.rules.sensitive-read]\nenabled = false\n[detect.rules.new-egress]\nseverity = \"critical\"\naction = \"deny-call\"\n",
+        None,
+    )
+    .expect("policy");
+    let mut d = detector(DetectConfig::from_policy(&policy, Path::new(HOME)));
+    assert!(
+        d.event(&at(1, None, open("/home/u/.aws/credentials", 0)), "e1")
+            .is_empty()
+    );
+    let f = d.event(
+        &at(2, Some("c"), connect("10.0.0.3:443", Verdict::Allowed)),
+        "e2",
+    );
+    assert_eq!(f[0].alert.severity, Severity::Critical);
+    assert_eq!(f[0].action, Action::DenyCall);
+}
+
+#[test]
+fn policy_rule_names_match_the_rules() {
+    let names: Vec<&str> = Rule::ALL.iter().map(|r| r.name()).collect();
+    assert_eq!(names, policy::DETECT_RULES);
+}
