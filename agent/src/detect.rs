@@ -462,14 +462,8 @@ impl Detector {
                     ));
                 }
                 if let (true, Some(dir)) = (self.config.learning, Path::new(path).parent()) {
-                    {
-                        self.profile
-                            .tools
-                            .entry(tool_key.clone())
-                            .or_default()
-                            .prefixes
-                            .insert(dir.to_string_lossy().into_owned());
-                    }
+                    let learned = self.profile.tools.entry(tool_key.clone()).or_default();
+                    learned.prefixes.insert(dir.to_string_lossy().into_owned());
                 }
             }
             EventKind::Connect { addr, verdict, .. } => {
