@@ -206,7 +206,7 @@ def main():
     denied = [e for e in events if e.get("verdict") in ("denied", "killed")]
     for e in denied:
         where = e.get("path") or f"{e.get('addr')}:{e.get('port')}"
-        say(f"  {e['server']:<11} {e['kind']:<8} {e['verdict']:<7} {where}  (call {e.get('call_id')})")
+        say(f"  {e['server']:<11} {e['kind']:<8} {e['verdict']:<7} {where}  (call {e.get('call_id') or '-'})")
     calls = records("calls")
     reads = [c for c in calls if c.get("tool") == "read_text_file"]
     if reads:
