@@ -201,6 +201,7 @@ pub struct TraceArgs {
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let dirs = Dirs {
         state: cli.state_dir,
         policy: cli.policy_dir,
@@ -338,4 +339,17 @@ fn policy_suggest(state: &std::path::Path, server: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs go to stderr (stdout may be an MCP stream): warnings and errors by default, more with
+/// `MCP_GUARD_LOG` (e.g. `MCP_GUARD_LOG=info` or `MCP_GUARD_LOG=mcp_guard::mcp=debug`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_GUARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
 }
