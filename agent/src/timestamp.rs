@@ -100,3 +100,22 @@ impl<'de> Deserialize<'de> for Timestamp {
             .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 timestamp: {s:?}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339_with_nanoseconds_in_utc() {
+        assert_eq!(
+            Timestamp::from_unix_nanos(0).rfc3339(),
+            "1970-01-01T00:00:00.000000000Z"
+        );
+        let leap_day = Timestamp::from_unix_nanos(1_709_210_096_000_000_123);
+        assert_eq!(leap_day.rfc3339(), "2024-02-29T12:34:56.000000123Z");
+        assert_eq!(
+            Timestamp::parse_rfc3339(&leap_day.rfc3339()),
+            Some(leap_day)
+        );
+    }
+}

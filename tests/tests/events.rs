@@ -12,8 +12,9 @@ use std::{
 };
 
 use kernel_common::{TempDir, TestCgroup, lines, listen, run_outside};
+use mcp_guard::exec::record::event_record;
 use mcp_guard::kernel::{
-    events::{AuditLog, EventKind, KernelEvent, Verdict},
+    events::{EventKind, KernelEvent, Verdict},
     loader::{Destination, EgressRule, KernelGuard, SensitivePath, ServerSpec},
 };
 use mcp_guard_tests::require_root;
@@ -160,23 +161,19 @@ fn exec_open_and_connect_events_of_a_guarded_fixture() {
     );
     assert!(!seen.iter().any(|e| is_open_of(e, &outside_marker)));
 
-    // The audit log carries the contract's fields.
-    let state = temp_dir("events-state");
-    let mut log = AuditLog::open(&state).expect("open audit log");
-    for ev in &seen {
-        log.write(ev).expect("write event");
-    }
-    log.flush().expect("flush");
-    let text = std::fs::read_to_string(state.join("events.jsonl")).expect("read events.jsonl");
-    let records: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+    // The stored form (what `mcp-guard events --json` prints) carries the contract's fields.
+    let records: Vec<serde_json::Value> = seen
+        .iter()
+        .enumerate()
+        .map(|(i, ev)| {
+            serde_json::to_value(event_record(ev, format!("e{i}"))).expect("an event record")
+        })
         .collect();
     assert_eq!(records.len(), seen.len());
     let denied = records
         .iter()
         .find(|r| r["kind"] == "connect" && r["port"] == b)
-        .expect("the denied connect in the log");
+        .expect("the denied connect");
     assert_eq!(denied["verdict"], "denied");
     assert_eq!(denied["addr"], "127.0.0.1");
     assert_eq!(denied["server"], "fixture");
@@ -188,7 +185,7 @@ fn exec_open_and_connect_events_of_a_guarded_fixture() {
     let opened = records
         .iter()
         .find(|r| r["kind"] == "open" && r["path"] == present.display().to_string())
-        .expect("the open in the log");
+        .expect("the open");
     assert_eq!(opened["verdict"], "allowed");
 
     let drops = guard.dropped().expect("drop counters");

@@ -1,14 +1,11 @@
-//! The kernel event stream: ring buffer records → typed [`KernelEvent`]s on a channel, and a
-//! JSONL audit log of them in the state dir (until the store takes over).
+//! The kernel event stream: ring buffer records → typed [`KernelEvent`]s on a channel.
 //!
 //! Records are copied out of the ring buffer and parsed here only; nothing else sees raw bytes.
 
 use std::{
     collections::HashMap,
-    fs::{File, OpenOptions},
-    io::{self, BufWriter, Write as _},
+    io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    path::{Path, PathBuf},
     sync::{Arc, RwLock},
 };
 
@@ -16,7 +13,6 @@ use aya::maps::{MapData, RingBuf};
 use mcp_guard_ebpf::{
     ConnectEvent, EventHeader, ExecEvent, KillEvent, OpenEvent, event_kind, sock_op, verdict,
 };
-use serde_json::{Value, json};
 use tokio::{
     io::unix::AsyncFd,
     sync::{mpsc, oneshot},
@@ -166,12 +162,6 @@ pub fn boot_to_unix_ns(ts_boot_ns: u64) -> u64 {
     let real = clock_ns(libc::CLOCK_REALTIME);
     let boot = clock_ns(libc::CLOCK_BOOTTIME);
     real.saturating_sub(boot.saturating_sub(ts_boot_ns))
-}
-
-/// RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T20:15:00.123456789Z`.
-pub fn rfc3339_ns(unix_ns: u64) -> String {
-    crate::timestamp::Timestamp::from_unix_nanos(i64::try_from(unix_ns).unwrap_or(i64::MAX))
-        .rfc3339()
 }
 
 fn c_str(bytes: &[u8]) -> String {
@@ -345,111 +335,9 @@ pub fn kind_name(kind: &EventKind) -> &'static str {
     }
 }
 
-/// One event as a JSON object with DESIGN.md's event fields (`ts, server, session, pid, kind`,
-/// `path` or `addr`+`port`, `verdict`) plus kind-specific details.
-pub fn to_json(event: &KernelEvent) -> Value {
-    let mut obj = json!({
-        "ts": rfc3339_ns(boot_to_unix_ns(event.ts_boot_ns)),
-        "ts_boot_ns": event.ts_boot_ns,
-        "server": &*event.server,
-        "session": &*event.session,
-        "pid": event.pid,
-        "tid": event.tid,
-        "cgroup_id": event.cgroup_id,
-        "kind": kind_name(&event.kind),
-    });
-    let extra = match &event.kind {
-        EventKind::Exec { path, argv } => json!({"path": path, "argv": argv, "verdict": "allowed"}),
-        EventKind::Open {
-            path,
-            flags,
-            result,
-        } => {
-            let denied = matches!(result, Some(r) if *r == -i64::from(libc::EACCES) || *r == -i64::from(libc::EPERM));
-            json!({"path": path, "flags": flags, "result": result,
-                   "verdict": if denied { "denied" } else { "allowed" }})
-        }
-        EventKind::Connect {
-            addr,
-            proto,
-            verdict,
-            ..
-        } => json!({
-            "addr": addr.ip().to_string(),
-            "port": addr.port(),
-            "proto": match proto { 6 => "tcp".to_string(), 17 => "udp".to_string(), p => p.to_string() },
-            "verdict": match verdict { Verdict::Denied => "denied", _ => "allowed" },
-            "would_deny": *verdict == Verdict::Observed,
-        }),
-        EventKind::Killed { path, signal } => {
-            json!({"path": path, "signal": signal, "verdict": "killed"})
-        }
-        EventKind::Resolve {
-            name,
-            addrs,
-            ttl_secs,
-            error,
-        } => json!({
-            "name": name,
-            "addrs": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            "ttl_secs": ttl_secs,
-            "error": error,
-            "verdict": "allowed",
-        }),
-    };
-    if let (Value::Object(o), Value::Object(e)) = (&mut obj, extra) {
-        o.extend(e);
-    }
-    obj
-}
-
-/// Appends events as JSON lines to `<state>/events.jsonl`.
-pub struct AuditLog {
-    path: PathBuf,
-    out: BufWriter<File>,
-}
-
-impl AuditLog {
-    /// Opens (creating the state dir and file if needed) the audit log for appending.
-    pub fn open(state_dir: &Path) -> io::Result<Self> {
-        std::fs::create_dir_all(state_dir)?;
-        let path = state_dir.join("events.jsonl");
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Self {
-            path,
-            out: BufWriter::new(file),
-        })
-    }
-
-    /// The file written.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Writes one event (buffered; see [`Self::flush`]).
-    pub fn write(&mut self, event: &KernelEvent) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, &to_json(event))?;
-        self.out.write_all(b"\n")
-    }
-
-    /// Pushes buffered lines to the file.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339_ns(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            rfc3339_ns(1_709_210_096_000_000_123),
-            "2024-02-29T12:34:56.000000123Z"
-        );
-    }
 
     #[test]
     fn short_or_unknown_records_are_rejected() {
