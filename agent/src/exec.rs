@@ -76,6 +76,8 @@ pub struct SessionInfo {
     pub store: StoreHandle,
     /// The state dir (tool pins live under it).
     pub state_dir: PathBuf,
+    /// The proxy's call starts and ends, carried to the kernel guard's correlator.
+    pub call_facts: record::CallFacts,
 }
 
 /// The kernel-guard seam: called once the jail's init is in the cgroup and before the server
@@ -385,6 +387,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         home: prepared.spec.identity.home.clone(),
         store: store.clone(),
         state_dir,
+        call_facts: record::CallFacts::new(),
     };
     let finish = hooks.finish.take();
     let code = drive(

@@ -88,6 +88,7 @@ fn the_demo_shows_real_servers_working_and_every_attack_stopped() {
 
     // The kernel events in the store: the denied credential open and the denied connect.
     let events = summary["events"].as_array().expect("events");
+    let calls = summary["calls"].as_array().expect("calls");
     let cred = dir.join("home/.aws/credentials");
     assert!(
         events.iter().any(|e| e["kind"] == "open"
@@ -96,16 +97,44 @@ fn the_demo_shows_real_servers_working_and_every_attack_stopped() {
         "{describe}"
     );
     let port = summary["fetch"]["port"].as_u64().expect("port");
-    assert!(
-        events.iter().any(|e| e["server"] == "fetch"
-            && e["kind"] == "connect"
-            && e["verdict"] == "denied"
-            && e["addr"] == "127.0.0.1"
-            && e["port"].as_u64() == Some(port)),
-        "{describe}"
-    );
+    let connect = events
+        .iter()
+        .find(|e| {
+            e["server"] == "fetch"
+                && e["kind"] == "connect"
+                && e["verdict"] == "denied"
+                && e["addr"] == "127.0.0.1"
+                && e["port"].as_u64() == Some(port)
+        })
+        .unwrap_or_else(|| panic!("the denied connect:\n{describe}"));
+
+    // Both are attributed to the tool call that made them, and alerted naming that call.
+    let cred_open = events
+        .iter()
+        .find(|e| e["path"] == cred.to_str().expect("utf-8"))
+        .expect("the credential open");
+    for (event, rule, tool) in [
+        (cred_open, "sensitive-read", "read_text_file"),
+        (connect, "new-egress", "fetch"),
+    ] {
+        assert_eq!(event["attribution"], "call", "{event}\n{describe}");
+        let call_id = event["call_id"].as_str().expect("attributed to a call");
+        let call = calls
+            .iter()
+            .find(|c| c["call_id"] == call_id)
+            .unwrap_or_else(|| panic!("call {call_id} recorded:\n{describe}"));
+        assert_eq!(call["tool"], tool, "{describe}");
+        assert!(
+            alerts.iter().any(|a| a["rule"] == rule
+                && a["call_id"] == call_id
+                && a["tool"] == tool
+                && a["event_ids"]
+                    .as_array()
+                    .is_some_and(|ids| ids.contains(&event["event_id"]))),
+            "a {rule} alert naming call {call_id}:\n{describe}"
+        );
+    }
     // The denied tool call is in the call history with its reason.
-    let calls = summary["calls"].as_array().expect("calls");
     assert!(
         calls
             .iter()

@@ -8,17 +8,18 @@
 //! but filter in the kernel to the cgroups this copy guards, so concurrent sessions do not see
 //! each other's events and one exec ending detaches nothing of another's.
 
-use std::{any::Any, cell::RefCell, rc::Rc};
+use std::{any::Any, cell::RefCell, collections::HashSet, rc::Rc};
 
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use super::{
     Attach, Finish, SessionInfo,
     kernel_spec::{sensitive_path, server_spec},
-    record::{RecorderStats, record_events},
+    record::{Analysis, RecorderStats, record_events},
     say,
 };
 use crate::{
+    detect::{DetectConfig, Detector, Profile},
     doctor::CapabilityId,
     kernel::loader::{KernelError, KernelGuard},
     policy::OnSensitive,
@@ -91,11 +92,17 @@ async fn attach_guard(info: &SessionInfo) -> Result<(Running, Box<dyn Any>), Ker
     let events = guard.events()?;
     let handle = guard.add_server(&info.cgroup_dir, spec).await?;
     let (stop, stopped) = oneshot::channel();
+    let analysis = Analysis {
+        facts: info.call_facts.take_receiver(),
+        detector: Some(detector(info)),
+        cgroup_dir: info.cgroup_dir.clone(),
+    };
     let recorder = tokio::spawn(record_events(
         events,
         info.store.clone(),
         info.server.clone(),
         info.session.clone(),
+        analysis,
         stopped,
     ));
     tracing::info!(
@@ -112,6 +119,25 @@ async fn attach_guard(info: &SessionInfo) -> Result<(Running, Box<dyn Any>), Ker
         },
         Box::new(handle),
     ))
+}
+
+/// The session's detection rules, with what was learned about the server before.
+fn detector(info: &SessionInfo) -> Detector {
+    let path = Profile::path(&info.state_dir, &info.server);
+    let profile = Profile::load(&path).unwrap_or_else(|e| {
+        say(&format!(
+            "WARNING: {}: {e}; starting from an empty profile",
+            path.display()
+        ));
+        Profile::default()
+    });
+    Detector::new(
+        DetectConfig::from_policy(&info.policy, &info.home),
+        &info.server,
+        &info.session,
+        profile,
+        HashSet::new(),
+    )
 }
 
 /// Refuses (fail closed) or, under `--observe` / `allow_degraded`, says loudly what is lost

@@ -24,7 +24,7 @@ pub async fn guarded(io: ServerStdio) -> io::Result<()> {
     );
     config.session = session.session.clone();
     config.observe = session.observe;
-    let sink = StoreCallSink::new(session.store.clone());
+    let sink = StoreCallSink::new(session.store.clone(), session.call_facts.sender());
     let outcome = mcp::run(
         tokio::io::stdin(),
         tokio::io::stdout(),

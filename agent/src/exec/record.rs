@@ -7,7 +7,14 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
 use crate::{
+    correlate::{AttributedEvent, CallFact, Correlator, CorrelatorConfig},
+    detect::{Action, Detector},
     kernel::events::{self as kev, KernelEvent},
     mcp,
     store::{
@@ -131,49 +138,125 @@ pub struct RecorderStats {
     pub refused: u64,
 }
 
-/// Writes each event from `events` to `store` until `stop` fires, then what is already queued:
-/// the guard fires `stop` after [`KernelGuard::flush`](crate::kernel::loader::KernelGuard::flush)
-/// once the server's processes are gone, so nothing more can come. Events without a server label (none is expected:
-/// the guard labels every cgroup it guards) get `server`/`session`.
+/// What the recorder does with each session's events besides storing them.
+pub struct Analysis {
+    /// The proxy's call starts and ends (`None`: no proxy, every event is unattributed).
+    pub facts: Option<mpsc::UnboundedReceiver<CallFact>>,
+    /// The detection rules (`None`: store only).
+    pub detector: Option<Detector>,
+    /// The session's cgroup, killed when a rule's action is `kill`.
+    pub cgroup_dir: PathBuf,
+}
+
+/// Writes each event from `events` to `store`, attributed to the tool call in flight (the
+/// correlator holds events briefly so a call's start that arrives late still claims them), and
+/// raises the detector's alerts, until `stop` fires; then what is already queued: the guard
+/// fires `stop` after [`KernelGuard::flush`](crate::kernel::loader::KernelGuard::flush) once the
+/// server's processes are gone, so nothing more can come. Events without a server label (none
+/// is expected: the guard labels every cgroup it guards) get `server`/`session`.
 pub async fn record_events(
     mut events: mpsc::Receiver<KernelEvent>,
     store: StoreHandle,
     server: String,
     session: String,
+    analysis: Analysis,
     stop: oneshot::Receiver<()>,
 ) -> RecorderStats {
+    let Analysis {
+        facts,
+        mut detector,
+        cgroup_dir,
+    } = analysis;
+    let (mut facts, mut has_facts) = match facts {
+        Some(rx) => (rx, true),
+        // A closed channel: `recv` answers None at once and is never selected again.
+        None => (mpsc::unbounded_channel().1, false),
+    };
     let mut stats = RecorderStats::default();
+    let mut correlator = Correlator::new(CorrelatorConfig::default());
     let mut seq: u64 = 0;
-    let mut write = |event: KernelEvent, stats: &mut RecorderStats| {
+    // The first exec in the cgroup is the jail starting the server's own program: not something
+    // the server did, so not for the detector (an interpreter server would alert every session).
+    let mut launched = false;
+    let mut write = |a: AttributedEvent, stats: &mut RecorderStats| {
         seq += 1;
-        let mut rec = event_record(&event, format!("{session}-e{seq}"));
+        let event_id = format!("{session}-e{seq}");
+        let mut rec = event_record(&a.event, event_id.clone());
         if rec.server.is_empty() {
             rec.server.clone_from(&server);
         }
         if rec.session.is_empty() {
             rec.session.clone_from(&session);
         }
+        rec.attribution = a.attribution;
+        rec.call_id.clone_from(&a.call_id);
+        rec.candidates.clone_from(&a.candidates);
         if store.send(rec) {
             stats.recorded += 1;
         } else {
             stats.refused += 1;
         }
+        if !launched && matches!(a.event.kind, kev::EventKind::Exec { .. }) {
+            launched = true;
+            return;
+        }
+        for finding in detector
+            .as_mut()
+            .map(|d| d.event(&a, &event_id))
+            .unwrap_or_default()
+        {
+            if finding.action == Action::Kill {
+                say_kill(&finding, &cgroup_dir);
+            }
+            // deny-call is recorded as the alert's action; failing the call in flight needs a
+            // hook back into the proxy, which is not built yet.
+            let _ = store.send(finding.alert);
+        }
     };
+    let mut tick = tokio::time::interval(CORRELATE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
-                Some(ev) => write(ev, &mut stats),
-                None => return stats,
+                Some(ev) => correlator.event(ev),
+                None => break,
             },
+            fact = facts.recv(), if has_facts => match fact {
+                Some(fact) => correlator.call_fact(fact),
+                None => has_facts = false,
+            },
+            _ = tick.tick() => {}
             _ = &mut stop => break,
         }
+        for a in correlator.poll(kev::boot_ns_now()) {
+            write(a, &mut stats);
+        }
     }
-    // Stopped after the reader's flush: what is left is already in the channel.
+    // Stopped after the reader's flush: what is left is already in the channels.
+    while let Ok(fact) = facts.try_recv() {
+        correlator.call_fact(fact);
+    }
     while let Ok(ev) = events.try_recv() {
-        write(ev, &mut stats);
+        correlator.event(ev);
+    }
+    for a in correlator.flush() {
+        write(a, &mut stats);
     }
     stats
+}
+
+/// How often held events are checked for release by the correlator.
+const CORRELATE_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
+fn say_kill(finding: &crate::detect::Finding, cgroup_dir: &std::path::Path) {
+    eprintln!(
+        "mcp-guard: {} ({}): killing the server",
+        finding.alert.summary, finding.alert.rule
+    );
+    if let Err(e) = crate::launch::cgroup::kill_all(cgroup_dir) {
+        eprintln!("mcp-guard: killing the server: {e}");
+    }
 }
 
 #[cfg(test)]
@@ -277,22 +360,76 @@ mod tests {
     }
 }
 
-/// The proxy's call records and findings, written to the session's store.
+/// The proxy's call starts and ends for the correlator: a sender for the proxy's sink and a
+/// receiver the kernel guard takes once. Cloned into every seam with [`super::SessionInfo`].
+#[derive(Clone, Debug)]
+pub struct CallFacts {
+    tx: mpsc::UnboundedSender<CallFact>,
+    rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<CallFact>>>>,
+}
+
+impl CallFacts {
+    /// A fresh channel.
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        CallFacts {
+            tx,
+            rx: Arc::new(Mutex::new(Some(rx))),
+        }
+    }
+
+    /// Where the proxy's sink sends facts.
+    pub fn sender(&self) -> mpsc::UnboundedSender<CallFact> {
+        self.tx.clone()
+    }
+
+    /// The receiving end (once; `None` afterwards).
+    pub fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<CallFact>> {
+        self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl Default for CallFacts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The proxy's call records and findings, written to the session's store; call starts and ends
+/// also go to the correlator, stamped with the boot clock the kernel events carry.
 #[derive(Debug)]
 pub struct StoreCallSink {
     store: StoreHandle,
+    facts: mpsc::UnboundedSender<CallFact>,
     alerts: u64,
 }
 
 impl StoreCallSink {
-    /// Records into `store`.
-    pub fn new(store: StoreHandle) -> Self {
-        StoreCallSink { store, alerts: 0 }
+    /// Records into `store`, reports call starts and ends on `facts`.
+    pub fn new(store: StoreHandle, facts: mpsc::UnboundedSender<CallFact>) -> Self {
+        StoreCallSink {
+            store,
+            facts,
+            alerts: 0,
+        }
     }
 }
 
 impl mcp::CallSink for StoreCallSink {
+    fn call_started(&mut self, call_id: &str, tool: Option<&str>) {
+        // Nobody listening (no kernel guard) is fine: there is nothing to correlate.
+        let _ = self.facts.send(CallFact::Started {
+            call_id: call_id.to_string(),
+            tool: tool.map(str::to_string),
+            at_boot_ns: kev::boot_ns_now(),
+        });
+    }
+
     fn call(&mut self, record: mcp::CallRecord) {
+        let _ = self.facts.send(CallFact::Ended {
+            call_id: record.call_id.clone(),
+            at_boot_ns: kev::boot_ns_now(),
+        });
         // A full queue or a failing disk is counted by the store and reported at exit.
         let _ = self.store.send(call_record(record));
     }

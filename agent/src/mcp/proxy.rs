@@ -570,6 +570,9 @@ impl<K: CallSink> Core<K> {
                 for (rule, tool, summary) in findings {
                     sink.finding(session.finding(&rule, tool.as_deref(), summary));
                 }
+                if !matches!(verdict, Verdict::Deny(_)) {
+                    sink.call_started(&pending.call_id, pending.tool.as_deref());
+                }
                 match verdict {
                     Verdict::Pass => Step::Forward(v, false),
                     Verdict::Modified(why) => {

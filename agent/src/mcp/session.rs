@@ -62,6 +62,8 @@ pub struct Finding {
 
 /// Where call records and findings go. The store implements this later; [`JsonlSink`] for now.
 pub trait CallSink: Send {
+    /// A client request was forwarded to the server: its call is in flight from now on.
+    fn call_started(&mut self, _call_id: &str, _tool: Option<&str>) {}
     /// A call ended.
     fn call(&mut self, record: CallRecord);
     /// An interceptor reported something.
@@ -87,6 +89,9 @@ impl CallSink for MemorySink {
 }
 
 impl<T: CallSink + ?Sized> CallSink for Box<T> {
+    fn call_started(&mut self, call_id: &str, tool: Option<&str>) {
+        (**self).call_started(call_id, tool)
+    }
     fn call(&mut self, record: CallRecord) {
         (**self).call(record)
     }
@@ -96,6 +101,11 @@ impl<T: CallSink + ?Sized> CallSink for Box<T> {
 }
 
 impl<T: CallSink> CallSink for std::sync::Arc<std::sync::Mutex<T>> {
+    fn call_started(&mut self, call_id: &str, tool: Option<&str>) {
+        self.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .call_started(call_id, tool)
+    }
     fn call(&mut self, record: CallRecord) {
         self.lock().unwrap_or_else(|p| p.into_inner()).call(record)
     }
