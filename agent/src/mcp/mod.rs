@@ -15,4 +15,4 @@ pub mod secrets;
 pub mod session;
 
 pub use proxy::{ProxyConfig, ProxyOutcome, run};
-pub use session::{CallRecord, CallSink, Decision, Finding, JsonlSink};
+pub use session::{CallRecord, CallSink, Decision, Finding};

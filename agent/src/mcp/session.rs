@@ -1,7 +1,7 @@
 //! One MCP session's state: what `initialize` said, the requests in flight in both directions,
 //! and the call records emitted when a client request ends (answered, denied or cancelled).
 
-use std::{collections::HashMap, io::Write, path::Path, time::SystemTime};
+use std::{collections::HashMap, time::SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -60,7 +60,7 @@ pub struct Finding {
     pub summary: String,
 }
 
-/// Where call records and findings go. The store implements this later; [`JsonlSink`] for now.
+/// Where call records and findings go (exec records them in the store).
 pub trait CallSink: Send {
     /// A client request was forwarded to the server: its call is in flight from now on.
     fn call_started(&mut self, _call_id: &str, _tool: Option<&str>) {}
@@ -113,54 +113,6 @@ impl<T: CallSink> CallSink for std::sync::Arc<std::sync::Mutex<T>> {
         self.lock()
             .unwrap_or_else(|p| p.into_inner())
             .finding(finding)
-    }
-}
-
-/// Appends one JSON object per line: calls to `calls.jsonl`, findings to `findings.jsonl`.
-pub struct JsonlSink {
-    calls: std::io::BufWriter<std::fs::File>,
-    findings: std::fs::File,
-}
-
-impl JsonlSink {
-    /// Opens (creating) the two files in `dir`.
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let open = |name: &str| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(name))
-        };
-        Ok(Self {
-            calls: std::io::BufWriter::new(open("calls.jsonl")?),
-            findings: open("findings.jsonl")?,
-        })
-    }
-}
-
-impl CallSink for JsonlSink {
-    fn call(&mut self, record: CallRecord) {
-        if let Ok(mut line) = serde_json::to_vec(&record) {
-            line.push(b'\n');
-            if let Err(e) = self.calls.write_all(&line) {
-                tracing::error!("cannot write call record: {e}");
-            }
-        }
-    }
-    fn finding(&mut self, finding: Finding) {
-        if let Ok(mut line) = serde_json::to_vec(&finding) {
-            line.push(b'\n');
-            if let Err(e) = self.findings.write_all(&line) {
-                tracing::error!("cannot write finding: {e}");
-            }
-        }
-    }
-}
-
-impl Drop for JsonlSink {
-    fn drop(&mut self) {
-        let _ = self.calls.flush();
     }
 }
 
