@@ -97,3 +97,13 @@ pub fn scratch_root() -> PathBuf {
         target
     }
 }
+
+/// A finished command's status, stdout and stderr, for assertion messages.
+pub fn describe(out: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

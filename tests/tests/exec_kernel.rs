@@ -17,7 +17,7 @@ use std::{
 
 use kernel_common::fixture_bin;
 use mcp_guard::store::{Store, Timestamp, db_path};
-use mcp_guard_tests::{mcp_guard, require_root, scratch_root};
+use mcp_guard_tests::{describe, mcp_guard, require_root, scratch_root};
 use serde_json::Value;
 
 /// A scratch tree outside /tmp (the jail mounts a private /tmp): HOME, a readable work dir, a
@@ -116,15 +116,6 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.root);
     }
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn s(p: &Path) -> &str {

@@ -15,7 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcp_guard_tests::{fixture, mcp_guard, npm_server, python, require_root, workspace_bin};
+use mcp_guard_tests::{
+    describe, fixture, mcp_guard, npm_server, python, require_root, workspace_bin,
+};
 
 const EACCES: i32 = libc::EACCES;
 const EPERM: i32 = libc::EPERM;
@@ -120,15 +122,6 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.root);
     }
-}
-
-fn describe(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Asserts the action is refused with `errno` when enforced and succeeds under --observe.
