@@ -82,6 +82,10 @@ pub struct ExecArgs {
     /// MCP servers). Refused when the policy has [tools] rules, which need the MCP layer.
     #[arg(long)]
     pub passthrough: bool,
+    /// Learning mode (as the policy's `[detect] learn = true`): record what each tool normally
+    /// does into the server's profile at session end; later sessions alert on departures.
+    #[arg(long)]
+    pub learn: bool,
     /// The server command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -257,6 +261,7 @@ pub fn main() -> ExitCode {
                 name: a.name,
                 observe: a.observe,
                 passthrough: a.passthrough,
+                learn: a.learn,
                 command: a.command,
             },
             &dirs,

@@ -39,6 +39,12 @@ pub enum CallFact {
         call_id: String,
         /// When (CLOCK_BOOTTIME ns).
         at_boot_ns: u64,
+        /// The tool, if the call was `tools/call`.
+        tool: Option<String>,
+        /// Size of the server's response, when one came.
+        result_bytes: Option<u64>,
+        /// Whether mcp-guard refused the call.
+        denied: bool,
     },
 }
 
@@ -177,6 +183,7 @@ impl Correlator {
             CallFact::Ended {
                 call_id,
                 at_boot_ns,
+                ..
             } => match self.by_id.get(&call_id) {
                 Some(key) => {
                     if let Some(call) = self.calls.get_mut(key) {
@@ -245,6 +252,11 @@ impl Correlator {
     /// Counters so far.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// The timestamp of the oldest event waiting, if any.
+    pub fn oldest_held(&self) -> Option<u64> {
+        self.held.front().map(|e| e.ts_boot_ns)
     }
 
     /// How many events are waiting.
@@ -400,6 +412,9 @@ mod tests {
         CallFact::Ended {
             call_id: id.into(),
             at_boot_ns: at,
+            tool: None,
+            result_bytes: None,
+            denied: false,
         }
     }
 

@@ -177,7 +177,7 @@ impl DetectConfig {
             large_result_bytes: 64 * 1024,
             burst_count: 5,
             burst_window_ns: 10_000_000_000,
-            learning: false,
+            learning: policy.detect.learn,
         }
     }
 }
@@ -235,6 +235,16 @@ impl Profile {
             serde_json::to_vec_pretty(self).map_err(io::Error::other)?,
         )?;
         std::fs::rename(tmp, path)
+    }
+
+    /// Adds everything `other` has seen.
+    pub fn merge(&mut self, other: &Profile) {
+        for (tool, seen) in &other.tools {
+            let mine = self.tools.entry(tool.clone()).or_default();
+            mine.exec.extend(seen.exec.iter().cloned());
+            mine.egress.extend(seen.egress.iter().cloned());
+            mine.prefixes.extend(seen.prefixes.iter().cloned());
+        }
     }
 
     fn any_exec(&self, prog: &str) -> bool {
@@ -359,6 +369,11 @@ impl Detector {
     /// Replace the read-only tool set (after a new tools/list).
     pub fn set_read_only(&mut self, tools: HashSet<String>) {
         self.read_only = tools;
+    }
+
+    /// Whether it is learning (its profile is to be saved at session end).
+    pub fn learning(&self) -> bool {
+        self.config.learning
     }
 
     /// The profile (to persist with [`Profile::save`] at session end).

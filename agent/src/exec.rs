@@ -216,6 +216,8 @@ pub struct ExecArgs {
     pub observe: bool,
     /// `--passthrough`: raw stdio instead of the MCP proxy.
     pub passthrough: bool,
+    /// `--learn`: learning mode, whatever the policy says.
+    pub learn: bool,
     /// The server command.
     pub command: Vec<String>,
 }
@@ -271,13 +273,14 @@ pub fn run(args: ExecArgs, dirs: &Dirs, hooks: Hooks) -> ExitCode {
 
 /// [`run`] recorded under `recording`.
 pub fn run_recorded(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hooks) -> ExitCode {
-    let policy = match policy::load(args.policy.as_deref(), &dirs.policy) {
+    let mut policy = match policy::load(args.policy.as_deref(), &dirs.policy) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("mcp-guard: policy error:\n{e}");
             return ExitCode::from(EXIT_POLICY);
         }
     };
+    policy.detect.learn |= args.learn;
     // One thread: the helper's PR_SET_PDEATHSIG fires when the thread that forked it exits,
     // so it must be forked by a thread that lives as long as exec.
     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -152,6 +152,9 @@ pub struct Detect {
     pub on_sensitive: OnSensitive,
     /// `[detect.rules.<name>]`: per-rule overrides, by rule name (one of [`DETECT_RULES`]).
     pub rules: std::collections::BTreeMap<String, DetectRule>,
+    /// `learn = true`: learning mode; what each tool does is saved as the server's profile at
+    /// session end, and the learned rules (new-egress, interpreter-exec) stay quiet meanwhile.
+    pub learn: bool,
 }
 
 /// The detection rules a policy may configure (`detect::Rule::name`).
@@ -1019,7 +1022,7 @@ impl Checker<'_> {
             item,
             span,
             "detect",
-            &["sensitive", "on_sensitive", "rules"],
+            &["sensitive", "on_sensitive", "rules", "learn"],
         ) else {
             return detect;
         };
@@ -1053,6 +1056,10 @@ impl Checker<'_> {
                 ),
                 None => {}
             }
+        }
+        if let Some(value) = table.get("learn") {
+            let (_, s) = entry(table, "learn", span);
+            detect.learn = self.boolean(value, &s, "detect.learn").unwrap_or(false);
         }
         if let Some(value) = table.get("rules") {
             let (_, rules_span) = entry(table, "rules", span);

@@ -92,10 +92,16 @@ async fn attach_guard(info: &SessionInfo) -> Result<(Running, Box<dyn Any>), Ker
     let events = guard.events()?;
     let handle = guard.add_server(&info.cgroup_dir, spec).await?;
     let (stop, stopped) = oneshot::channel();
+    let detector = detector(info);
     let analysis = Analysis {
         facts: info.call_facts.take_receiver(),
-        detector: Some(detector(info)),
+        profile_path: detector
+            .learning()
+            .then(|| Profile::path(&info.state_dir, &info.server)),
+        detector: Some(detector),
         cgroup_dir: info.cgroup_dir.clone(),
+        // Under --observe a deny-call rule is recorded, not acted on, like the proxy's refusals.
+        denials: (!info.observe).then(|| info.call_facts.denial_sender()),
     };
     let recorder = tokio::spawn(record_events(
         events,
