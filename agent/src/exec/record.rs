@@ -192,7 +192,16 @@ pub async fn record_events(
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
-                Some(ev) => rec.correlator.event(ev),
+                Some(ev) => {
+                    rec.correlator.event(ev);
+                    // Take what else is queued: one poll per batch, not per event.
+                    for _ in 0..EVENT_BATCH {
+                        match events.try_recv() {
+                            Ok(ev) => rec.correlator.event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 None => break,
             },
             fact = facts.recv(), if has_facts => match fact {
@@ -376,6 +385,9 @@ impl Recorder {
         });
     }
 }
+
+/// Most events taken from the channel between two polls of the correlator.
+const EVENT_BATCH: usize = 256;
 
 /// How often held events are checked for release by the correlator.
 const CORRELATE_TICK: std::time::Duration = std::time::Duration::from_millis(10);

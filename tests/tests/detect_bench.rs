@@ -1,0 +1,174 @@
+//! Throughput of the userspace event path: correlator + detector + store, as exec runs it
+//! (`exec::record::record_events` on a one-thread runtime, the store's writer thread, a real
+//! SQLite database on disk), compared with the store alone in the same run, then paced at fixed
+//! rates to find what is sustained without a drop.
+//!
+//! Not a timed test: run it on purpose, in release mode for meaningful numbers:
+//! `cargo test --release -p mcp-guard-tests --test detect_bench -- --ignored --nocapture`
+//!
+//! The events are made in-process (the kernel side is measured by tests/tests/bench.rs: ring
+//! buffer 305k events/s): this measures what userspace does with them once read. The mix is
+//! what a busy server produces: opens of library files, one connect per 20 events, calls of 50
+//! events each started and ended through the same fact channel the proxy uses.
+
+use std::{sync::Arc, time::Duration, time::Instant};
+
+use mcp_guard::{
+    correlate::CallFact,
+    detect::{DetectConfig, Detector, Profile},
+    exec::record::{Analysis, RecorderStats, record_events},
+    kernel::events::{EventKind, KernelEvent, SockOp, Verdict, boot_ns_now},
+    policy,
+    store::{StoreWriter, db_path},
+};
+use tokio::sync::{mpsc, oneshot};
+
+const EVENTS: u64 = 200_000;
+const PER_CALL: u64 = 50;
+
+struct Run {
+    secs: f64,
+    recorded: u64,
+    written: u64,
+    dropped: u64,
+}
+
+fn event(i: u64) -> KernelEvent {
+    let kind = if i % 20 == 19 {
+        EventKind::Connect {
+            addr: "127.0.0.1:443".parse().expect("addr"),
+            proto: 6,
+            op: SockOp::Connect,
+            verdict: Verdict::Allowed,
+        }
+    } else {
+        EventKind::Open {
+            path: format!("/usr/lib/python3/dist-packages/mod{}.py", i % 500),
+            flags: 0,
+            result: Some(3),
+        }
+    };
+    KernelEvent {
+        ts_boot_ns: boot_ns_now(),
+        cgroup_id: 1,
+        pid: 1000 + (i % 4) as u32,
+        tid: 1000 + (i % 4) as u32,
+        server: Arc::from("bench"),
+        session: Arc::from("bench-s"),
+        kind,
+    }
+}
+
+/// Sends `EVENTS` events (paced at `rate` per second, or as fast as the channel takes them)
+/// through the recorder; `full` adds call facts and the detector.
+fn run(dir: &std::path::Path, full: bool, rate: Option<u64>) -> Run {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("bench dir");
+    let store = StoreWriter::spawn(db_path(dir));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (secs, stats): (f64, RecorderStats) = rt.block_on(async {
+        let (etx, erx) = mpsc::channel(65_536);
+        let (ftx, frx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop) = oneshot::channel();
+        let home = std::path::PathBuf::from("/root");
+        let analysis = Analysis {
+            facts: full.then_some(frx),
+            detector: full.then(|| {
+                Detector::new(
+                    DetectConfig::from_policy(&policy::builtin_default(), &home),
+                    "bench",
+                    "bench-s",
+                    Profile::default(),
+                    Default::default(),
+                )
+            }),
+            cgroup_dir: dir.join("no-cgroup"),
+            denials: None,
+            profile_path: None,
+        };
+        let t0 = Instant::now();
+        let recorder = tokio::spawn(record_events(
+            erx,
+            store.clone(),
+            "bench".into(),
+            "bench-s".into(),
+            analysis,
+            stop,
+        ));
+        let per_ms = rate.map(|r| (r / 1000).max(1));
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        for i in 0..EVENTS {
+            if let Some(n) = per_ms
+                && i % n == 0
+            {
+                tick.tick().await;
+            }
+            if full && i % PER_CALL == 0 {
+                let id = format!("c{}", i / PER_CALL);
+                if i > 0 {
+                    let _ = ftx.send(CallFact::Ended {
+                        call_id: format!("c{}", i / PER_CALL - 1),
+                        at_boot_ns: boot_ns_now(),
+                        tool: Some("read".into()),
+                        result_bytes: Some(512),
+                        denied: false,
+                    });
+                }
+                let _ = ftx.send(CallFact::Started {
+                    call_id: id,
+                    tool: Some("read".into()),
+                    at_boot_ns: boot_ns_now(),
+                });
+            }
+            etx.send(event(i)).await.expect("recorder alive");
+        }
+        drop((etx, ftx));
+        let stats = recorder.await.expect("recorder");
+        (t0.elapsed().as_secs_f64(), stats)
+    });
+    store.flush(Duration::from_secs(60));
+    let s = store.stats();
+    Run {
+        secs,
+        recorded: stats.recorded,
+        written: s.written,
+        // `refused` sends are the store's queue_full drops, counted there already.
+        dropped: s.dropped_queue_full + s.dropped_write_failed,
+    }
+}
+
+fn show(label: &str, r: &Run) {
+    println!(
+        "{label:<44} {:>9.0} events/s through  stored {:>7}  written {:>7}  dropped {:>7}",
+        EVENTS as f64 / r.secs,
+        r.recorded,
+        r.written,
+        r.dropped
+    );
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture (release)"]
+fn correlator_detector_store_throughput() {
+    let dir = std::env::temp_dir().join(format!("mcp-guard-detect-bench-{}", std::process::id()));
+    println!(
+        "{EVENTS} events per run, {PER_CALL} per call, SQLite in {}",
+        dir.display()
+    );
+    let store_only = run(&dir, false, None);
+    show("store only, unpaced", &store_only);
+    let full = run(&dir, true, None);
+    show("correlator + detector + store, unpaced", &full);
+    println!(
+        "ratio full/store-only events/s through: {:.2}",
+        store_only.secs / full.secs
+    );
+    for rate in [10_000, 20_000, 40_000, 80_000] {
+        let r = run(&dir, true, Some(rate));
+        show(&format!("correlator + detector + store, {rate}/s"), &r);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
