@@ -343,6 +343,18 @@ pub fn glob_match(pattern: &str, path: &str) -> bool {
     m(pattern.as_bytes(), path.as_bytes())
 }
 
+/// Opens for writing that change nothing a read-only tool promises to leave alone: unknown
+/// paths (the kernel could not read the path; counted as `path_read_failed`), the null device
+/// and terminals, and lock files taken with O_EXCL (how git, for one, guards a read: `git status`
+/// refreshes the index's stat cache under `.git/index.lock`; the content is unchanged).
+pub fn is_harmless_write(path: &str, flags: u32) -> bool {
+    path.is_empty()
+        || path == "/dev/null"
+        || path == "/dev/tty"
+        || path.starts_with("/dev/pts/")
+        || (path.ends_with(".lock") && flags & libc::O_EXCL as u32 != 0)
+}
+
 const WRITE_FLAGS: u32 = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u32;
 
 impl Detector {
@@ -464,6 +476,7 @@ impl Detector {
                     }
                 }
                 if flags & WRITE_FLAGS != 0
+                    && !is_harmless_write(path, *flags)
                     && tool.as_ref().is_some_and(|t| self.read_only.contains(t))
                 {
                     let summary = format!("read-only tool {tool_key} opened {path} for writing");

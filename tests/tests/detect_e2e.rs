@@ -443,3 +443,32 @@ fn overlapping_calls_make_their_events_ambiguous_listing_both() {
     }
     let _ = std::fs::remove_dir_all(&scene.dir);
 }
+
+#[test]
+fn a_read_only_tool_that_writes_is_alerted_and_an_honest_one_is_not() {
+    require_root();
+    let scene = scene("readonly", 9);
+    let results = script(
+        &scene,
+        9,
+        serde_json::json!([
+            call("forecast", serde_json::json!({"city": "Lyon"})),
+            call("logged_weather", serde_json::json!({"city": "Lyon"})),
+        ]),
+        &[],
+    );
+    assert_eq!(results[1]["text"], "Lyon: sunny, 21 C", "{results:?}");
+    let calls = query(&scene, &["calls", "--json", "--tool", "logged_weather"]);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let alerts = query(&scene, &["alerts", "--json"]);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["rule"], "readonly-write", "{alerts:?}");
+    assert_eq!(alerts[0]["call_id"], calls[0]["call_id"], "{alerts:?}");
+    assert!(
+        alerts[0]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("/tmp/weather.log")),
+        "{alerts:?}"
+    );
+    let _ = std::fs::remove_dir_all(&scene.dir);
+}

@@ -297,6 +297,29 @@ fn readonly_tool_that_writes() {
 }
 
 #[test]
+fn readonly_write_ignores_null_device_unknown_paths_and_exclusive_lock_files() {
+    let mut d = detector(config());
+    let creat = libc::O_RDWR | libc::O_CREAT;
+    for (i, (path, flags)) in [
+        ("/dev/null", libc::O_WRONLY),
+        ("", libc::O_WRONLY),
+        ("/dev/pts/3", libc::O_RDWR),
+        ("/r/.git/index.lock", creat | libc::O_EXCL),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = at(1, Some("c"), open(path, flags));
+        e.tool = Some("get_weather".into());
+        assert!(d.event(&e, &format!("e{i}")).is_empty(), "{path}");
+    }
+    // A lock file written without O_EXCL is an ordinary write.
+    let mut e = at(2, Some("c"), open("/r/data.lock", creat));
+    e.tool = Some("get_weather".into());
+    assert_eq!(rules(&d.event(&e, "e9")), ["readonly-write"]);
+}
+
+#[test]
 fn denial_burst_n_in_t() {
     let mut cfg = config();
     cfg.burst_count = 3;

@@ -102,6 +102,7 @@ async fn attach_guard(info: &SessionInfo) -> Result<(Running, Box<dyn Any>), Ker
         cgroup_dir: info.cgroup_dir.clone(),
         // Under --observe a deny-call rule is recorded, not acted on, like the proxy's refusals.
         denials: (!info.observe).then(|| info.call_facts.denial_sender()),
+        tools: info.call_facts.take_tools(),
     };
     let recorder = tokio::spawn(record_events(
         events,

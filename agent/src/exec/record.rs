@@ -150,6 +150,8 @@ pub struct Analysis {
     pub denials: Option<mpsc::UnboundedSender<mcp::CallDenial>>,
     /// Where the detector's profile is merged and saved at the end when it is learning.
     pub profile_path: Option<PathBuf>,
+    /// The proxy's tool listings (name, `readOnlyHint`), for the read-only check.
+    pub tools: Option<mpsc::UnboundedReceiver<Vec<(String, bool)>>>,
 }
 
 /// Writes each event from `events` to `store`, attributed to the tool call in flight (the
@@ -173,6 +175,12 @@ pub async fn record_events(
         // A closed channel: `recv` answers None at once and is never selected again.
         None => (mpsc::unbounded_channel().1, false),
     };
+    let (mut tools, mut has_tools) = match analysis.tools {
+        Some(rx) => (rx, true),
+        None => (mpsc::unbounded_channel().1, false),
+    };
+    // Every tool's latest readOnlyHint (a listing may come in pages, and may change).
+    let mut hints: std::collections::HashMap<String, bool> = Default::default();
     let mut rec = Recorder {
         store,
         server,
@@ -207,6 +215,17 @@ pub async fn record_events(
             fact = facts.recv(), if has_facts => match fact {
                 Some(fact) => rec.fact(fact),
                 None => has_facts = false,
+            },
+            listed = tools.recv(), if has_tools => match listed {
+                Some(listed) => {
+                    hints.extend(listed);
+                    if let Some(d) = rec.detector.as_mut() {
+                        d.set_read_only(
+                            hints.iter().filter(|(_, ro)| **ro).map(|(t, _)| t.clone()).collect(),
+                        );
+                    }
+                }
+                None => has_tools = false,
             },
             _ = tick.tick() => {}
             _ = &mut stop => break,
@@ -508,6 +527,8 @@ mod tests {
 #[derive(Clone, Debug)]
 pub struct CallFacts {
     tx: mpsc::UnboundedSender<CallFact>,
+    tools_tx: mpsc::UnboundedSender<Vec<(String, bool)>>,
+    tools_rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<Vec<(String, bool)>>>>>,
     rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<CallFact>>>>,
     deny_tx: mpsc::UnboundedSender<mcp::CallDenial>,
     deny_rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<mcp::CallDenial>>>>,
@@ -518,12 +539,28 @@ impl CallFacts {
     pub fn new() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (deny_tx, deny_rx) = mpsc::unbounded_channel();
+        let (tools_tx, tools_rx) = mpsc::unbounded_channel();
         CallFacts {
             tx,
+            tools_tx,
+            tools_rx: Arc::new(Mutex::new(Some(tools_rx))),
             rx: Arc::new(Mutex::new(Some(rx))),
             deny_tx,
             deny_rx: Arc::new(Mutex::new(Some(deny_rx))),
         }
+    }
+
+    /// Where the proxy's sink reports the tools listed (name, `readOnlyHint`).
+    pub fn tools_sender(&self) -> mpsc::UnboundedSender<Vec<(String, bool)>> {
+        self.tools_tx.clone()
+    }
+
+    /// The detector's end of the tool listings (once; `None` afterwards).
+    pub fn take_tools(&self) -> Option<mpsc::UnboundedReceiver<Vec<(String, bool)>>> {
+        self.tools_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// Where the detector sends the calls a `deny-call` rule fails.
@@ -562,6 +599,7 @@ impl Default for CallFacts {
 pub struct StoreCallSink {
     store: StoreHandle,
     facts: mpsc::UnboundedSender<CallFact>,
+    tools: Option<mpsc::UnboundedSender<Vec<(String, bool)>>>,
     denials: Option<mpsc::UnboundedReceiver<mcp::CallDenial>>,
     alerts: u64,
 }
@@ -572,9 +610,16 @@ impl StoreCallSink {
         StoreCallSink {
             store,
             facts,
+            tools: None,
             denials: None,
             alerts: 0,
         }
+    }
+
+    /// Also reports the tools listed (for the detector's read-only check).
+    pub fn with_tools(mut self, tools: mpsc::UnboundedSender<Vec<(String, bool)>>) -> Self {
+        self.tools = Some(tools);
+        self
     }
 
     /// Also hands the proxy the calls exec's detector fails (`deny-call`).
@@ -611,6 +656,12 @@ impl mcp::CallSink for StoreCallSink {
 
     fn take_call_denials(&mut self) -> Option<mpsc::UnboundedReceiver<mcp::CallDenial>> {
         self.denials.take()
+    }
+
+    fn tools_listed(&mut self, tools: &[(String, bool)]) {
+        if let Some(tx) = &self.tools {
+            let _ = tx.send(tools.to_vec());
+        }
     }
 
     fn finding(&mut self, finding: mcp::Finding) {

@@ -781,6 +781,12 @@ impl<K: CallSink> Core<K> {
             }
         };
         if msg_kind == MsgKind::Response
+            && method == "tools/list"
+            && !matches!(verdict, Verdict::Deny(_))
+        {
+            sink.tools_listed(&tool_hints(&v));
+        }
+        if msg_kind == MsgKind::Response
             && let Some(id) = &id
             && let Some(mut rec) = session.finish(id, decision, reason, Some(&v))
         {
@@ -799,6 +805,21 @@ impl<K: CallSink> Core<K> {
             (Verdict::Deny(_), ..) => Step::Drop,
         }
     }
+}
+
+/// The tools a `tools/list` result (as forwarded) offers, with their `readOnlyHint`.
+fn tool_hints(v: &Value) -> Vec<(String, bool)> {
+    let Some(tools) = v.pointer("/result/tools").and_then(Value::as_array) else {
+        return vec![];
+    };
+    tools
+        .iter()
+        .filter_map(|t| {
+            let name = t.get("name")?.as_str()?.to_string();
+            let read_only = t.pointer("/annotations/readOnlyHint") == Some(&Value::Bool(true));
+            Some((name, read_only))
+        })
+        .collect()
 }
 
 /// Runs the chain; in observe mode on a copy, reporting instead of acting.

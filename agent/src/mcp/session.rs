@@ -72,6 +72,9 @@ pub trait CallSink: Send {
     fn call(&mut self, record: CallRecord);
     /// An interceptor reported something.
     fn finding(&mut self, finding: Finding);
+    /// A `tools/list` answer reached the client: each tool's name and whether it is annotated
+    /// `readOnlyHint: true` (exec's detector checks such tools do not write). One call per page.
+    fn tools_listed(&mut self, _tools: &[(String, bool)]) {}
     /// Calls to fail from outside the proxy (exec's detector fired a `deny-call` rule on what a
     /// call did in the kernel). Taken once when the proxy starts; `None`: nothing outside fails
     /// calls.
@@ -118,6 +121,9 @@ impl<T: CallSink + ?Sized> CallSink for Box<T> {
     fn finding(&mut self, finding: Finding) {
         (**self).finding(finding)
     }
+    fn tools_listed(&mut self, tools: &[(String, bool)]) {
+        (**self).tools_listed(tools)
+    }
     fn take_call_denials(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<CallDenial>> {
         (**self).take_call_denials()
     }
@@ -136,6 +142,11 @@ impl<T: CallSink> CallSink for std::sync::Arc<std::sync::Mutex<T>> {
         self.lock()
             .unwrap_or_else(|p| p.into_inner())
             .finding(finding)
+    }
+    fn tools_listed(&mut self, tools: &[(String, bool)]) {
+        self.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tools_listed(tools)
     }
     fn take_call_denials(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<CallDenial>> {
         self.lock()
