@@ -151,7 +151,7 @@ pub struct Analysis {
     /// Where the detector's profile is merged and saved at the end when it is learning.
     pub profile_path: Option<PathBuf>,
     /// The proxy's tool listings (name, `readOnlyHint`), for the read-only check.
-    pub tools: Option<mpsc::UnboundedReceiver<Vec<(String, bool)>>>,
+    pub tools: Option<mpsc::UnboundedReceiver<ToolHints>>,
 }
 
 /// Writes each event from `events` to `store`, attributed to the tool call in flight (the
@@ -522,16 +522,22 @@ mod tests {
     }
 }
 
+/// Tools as a `tools/list` answer named them: (name, `readOnlyHint`).
+pub type ToolHints = Vec<(String, bool)>;
+
+/// A receiver handed out once.
+type TakeOnce<T> = Arc<Mutex<Option<mpsc::UnboundedReceiver<T>>>>;
+
 /// The proxy's call starts and ends for the correlator: a sender for the proxy's sink and a
 /// receiver the kernel guard takes once. Cloned into every seam with [`super::SessionInfo`].
 #[derive(Clone, Debug)]
 pub struct CallFacts {
     tx: mpsc::UnboundedSender<CallFact>,
-    tools_tx: mpsc::UnboundedSender<Vec<(String, bool)>>,
-    tools_rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<Vec<(String, bool)>>>>>,
-    rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<CallFact>>>>,
+    tools_tx: mpsc::UnboundedSender<ToolHints>,
+    tools_rx: TakeOnce<ToolHints>,
+    rx: TakeOnce<CallFact>,
     deny_tx: mpsc::UnboundedSender<mcp::CallDenial>,
-    deny_rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<mcp::CallDenial>>>>,
+    deny_rx: TakeOnce<mcp::CallDenial>,
 }
 
 impl CallFacts {
@@ -551,12 +557,12 @@ impl CallFacts {
     }
 
     /// Where the proxy's sink reports the tools listed (name, `readOnlyHint`).
-    pub fn tools_sender(&self) -> mpsc::UnboundedSender<Vec<(String, bool)>> {
+    pub fn tools_sender(&self) -> mpsc::UnboundedSender<ToolHints> {
         self.tools_tx.clone()
     }
 
     /// The detector's end of the tool listings (once; `None` afterwards).
-    pub fn take_tools(&self) -> Option<mpsc::UnboundedReceiver<Vec<(String, bool)>>> {
+    pub fn take_tools(&self) -> Option<mpsc::UnboundedReceiver<ToolHints>> {
         self.tools_rx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -599,7 +605,7 @@ impl Default for CallFacts {
 pub struct StoreCallSink {
     store: StoreHandle,
     facts: mpsc::UnboundedSender<CallFact>,
-    tools: Option<mpsc::UnboundedSender<Vec<(String, bool)>>>,
+    tools: Option<mpsc::UnboundedSender<ToolHints>>,
     denials: Option<mpsc::UnboundedReceiver<mcp::CallDenial>>,
     alerts: u64,
 }
@@ -617,7 +623,7 @@ impl StoreCallSink {
     }
 
     /// Also reports the tools listed (for the detector's read-only check).
-    pub fn with_tools(mut self, tools: mpsc::UnboundedSender<Vec<(String, bool)>>) -> Self {
+    pub fn with_tools(mut self, tools: mpsc::UnboundedSender<ToolHints>) -> Self {
         self.tools = Some(tools);
         self
     }
