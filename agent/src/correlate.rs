@@ -546,6 +546,29 @@ mod tests {
     }
 
     #[test]
+    fn a_long_call_stays_live_among_many_short_ended_ones() {
+        let mut c = corr();
+        c.call_fact(start("long", MS));
+        for i in 0..100 {
+            let id = format!("s{i}");
+            c.call_fact(start(&id, 2 * MS + i * 10));
+            c.call_fact(end(&id, 2 * MS + i * 10 + 5));
+        }
+        // Between two short calls: only the long one is in flight.
+        c.event(open(2 * MS + 50 * 10 + 7));
+        // Inside short call s60: both.
+        c.event(open(2 * MS + 60 * 10 + 2));
+        c.advance(10 * MS);
+        let out = c.poll(10 * MS);
+        assert_eq!(out[0].call_id.as_deref(), Some("long"));
+        assert_eq!(out[1].attribution, Attribution::Ambiguous);
+        assert_eq!(
+            out[1].candidates,
+            vec!["long".to_string(), "s60".to_string()]
+        );
+    }
+
+    #[test]
     fn pid_reuse_gets_a_new_identity_at_exec() {
         let mut c = corr();
         let exec = |ts, path: &str| {

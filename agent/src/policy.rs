@@ -1909,6 +1909,20 @@ allow_degraded = true
     }
 
     #[test]
+    fn detect_learn_is_a_boolean() {
+        let p = parse("name = \"x\"\n[detect]\nlearn = true\n", None).expect("valid");
+        assert!(p.detect.learn);
+        let p = parse("name = \"x\"\n", None).expect("valid");
+        assert!(!p.detect.learn, "off unless asked");
+        one_problem(
+            "name = \"x\"\n[detect]\nlearn = \"yes\"\n",
+            3,
+            "detect.learn",
+            "",
+        );
+    }
+
+    #[test]
     fn detect_rules_tables_are_parsed_and_checked() {
         let p = parse(
             "name = \"x\"\n[detect.rules.new-egress]\nenabled = false\n[detect.rules.exfiltration]\nseverity = \"high\"\naction = \"kill\"\n",

@@ -382,6 +382,41 @@ fn profile_round_trips_and_rejects_corruption() {
 }
 
 #[test]
+fn learning_grows_the_profile_and_merging_keeps_both_sessions() {
+    let mut cfg = config();
+    cfg.learning = true;
+    let mut d = detector(cfg);
+    assert!(d.learning());
+    let e = at(1, Some("a"), connect("10.0.0.1:443", Verdict::Allowed));
+    assert!(d.event(&e, "e1").is_empty(), "quiet while learning");
+    let e = at(2, Some("a"), exec("/bin/sh"));
+    assert!(d.event(&e, "e2").is_empty(), "quiet while learning");
+    let learned = d.profile().clone();
+    assert!(learned.tools["tool_a"].egress.contains("10.0.0.1:443"));
+    assert!(learned.tools["tool_a"].exec.contains("/bin/sh"));
+
+    let mut on_disk = Profile::default();
+    on_disk
+        .tools
+        .entry("tool_b".into())
+        .or_default()
+        .egress
+        .insert("10.0.0.2:443".into());
+    on_disk.merge(&learned);
+    assert!(on_disk.tools["tool_a"].egress.contains("10.0.0.1:443"));
+    assert!(on_disk.tools["tool_b"].egress.contains("10.0.0.2:443"));
+
+    // Afterwards: learned is quiet, a departure alerts.
+    let mut d = Detector::new(config(), "s", "sess", on_disk, HashSet::new());
+    let same = at(3, Some("a"), connect("10.0.0.1:443", Verdict::Allowed));
+    assert!(d.event(&same, "e3").is_empty());
+    let shell = at(4, Some("a"), exec("/bin/sh"));
+    assert!(d.event(&shell, "e4").is_empty());
+    let new = at(5, Some("a"), connect("10.0.0.9:443", Verdict::Allowed));
+    assert_eq!(rules(&d.event(&new, "e5")), ["new-egress"]);
+}
+
+#[test]
 fn policy_rule_tables_override_defaults() {
     let policy = policy::parse(
         "name = \"x\"\n[detect.rules.sensitive-read]\nenabled = false\n[detect.rules.new-egress]\nseverity = \"critical\"\naction = \"deny-call\"\n",
