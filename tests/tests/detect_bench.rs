@@ -10,8 +10,15 @@
 //! buffer 305k events/s): this measures what userspace does with them once read. The mix is
 //! what a busy server produces: opens of library files, one connect per 20 events, calls of 50
 //! events each started and ended through the same fact channel the proxy uses.
+//!
+//! `exec_session_under_an_open_storm` is the whole path for real: `mcp-guard exec` (the release
+//! binary: `cargo build --release --bins` first) runs the `opener` fixture opening one file as
+//! fast as it can, N times; it reports how many of those opens reached the store and what exec
+//! said was lost (ring buffer, store queue).
 
 use std::{sync::Arc, time::Duration, time::Instant};
+
+use mcp_guard_tests::{require_root, scratch_root, target_dir, workspace_root};
 
 use mcp_guard::{
     correlate::CallFact,
@@ -177,6 +184,103 @@ fn correlator_detector_store_throughput() {
     for rate in [20_000, 40_000, 80_000, 160_000] {
         let r = run(&dir, true, Some(rate));
         show(&format!("correlator + detector + store, {rate}/s"), &r);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A binary of the profile this bench was built with.
+fn bin(name: &str) -> std::path::PathBuf {
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let path = target_dir().join(profile).join(name);
+    assert!(
+        path.exists(),
+        "{} missing: cargo build {}--bins",
+        path.display(),
+        if profile == "release" {
+            "--release "
+        } else {
+            ""
+        }
+    );
+    path
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture (release, root)"]
+fn exec_session_under_an_open_storm() {
+    require_root();
+    let dir = scratch_root().join(format!("detect-storm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let opener = bin("opener").canonicalize().expect("opener");
+    let tool_dir = opener.parent().expect("dir").display().to_string();
+    let policy = std::fs::read_to_string(workspace_root().join("policies/default.toml"))
+        .expect("default policy")
+        .replacen(
+            "\nexec = [\n",
+            &format!("\nexec = [\n  \"{tool_dir}\",\n"),
+            1,
+        )
+        .replacen(
+            "\nread = [\n",
+            &format!("\nread = [\n  \"{tool_dir}\",\n"),
+            1,
+        );
+    let policy_path = dir.join("storm.toml");
+    std::fs::write(&policy_path, policy).expect("policy");
+    for n in [10_000u64, 50_000, 200_000] {
+        let state = dir.join(format!("state-{n}"));
+        let t0 = Instant::now();
+        let out = std::process::Command::new(bin("mcp-guard"))
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["exec", "--passthrough", "--name", "storm", "--policy"])
+            .arg(&policy_path)
+            .arg("--")
+            .arg(&opener)
+            .args(["--loop", &n.to_string(), "/etc/hosts"])
+            .output()
+            .expect("exec");
+        let wall = t0.elapsed().as_secs_f64();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let opener_ns: f64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("opener's elapsed ns");
+        let listed = std::process::Command::new(bin("mcp-guard"))
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["events", "--server", "storm", "--kind", "open", "--json"])
+            .output()
+            .expect("events");
+        let stored = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter(|l| l.contains("\"/etc/hosts\""))
+            .count();
+        let lost: Vec<String> = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.contains("lost") || l.contains("dropped"))
+            .map(str::to_string)
+            .collect();
+        println!(
+            "{n:>7} opens in {:>6.3} s ({:>7.0}/s): {stored:>7} stored ({:.1}%), exec wall {wall:.2} s; {}",
+            opener_ns / 1e9,
+            n as f64 / (opener_ns / 1e9),
+            100.0 * stored as f64 / n as f64,
+            if lost.is_empty() {
+                "nothing reported lost".to_string()
+            } else {
+                lost.join(" | ")
+            }
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
