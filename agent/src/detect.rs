@@ -205,9 +205,20 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// `<state>/profiles/<server>.json`.
+    /// `<state>/profiles/<server>.json`; a name that is not a plain file name (`/`, a leading
+    /// dot, control characters) has those characters replaced by `_`, so `--name ../x` stays in
+    /// the profiles directory.
     pub fn path(state_dir: &Path, server: &str) -> PathBuf {
-        state_dir.join("profiles").join(format!("{server}.json"))
+        let file: String = server
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                let plain =
+                    c.is_ascii_alphanumeric() || "-_@+=,".contains(c) || (c == '.' && i > 0);
+                if plain { c } else { '_' }
+            })
+            .collect();
+        state_dir.join("profiles").join(format!("{file}.json"))
     }
 
     /// Load; a missing file is an empty profile, a corrupt one an error (never silently reset).

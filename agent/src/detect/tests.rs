@@ -382,6 +382,24 @@ fn profile_round_trips_and_rejects_corruption() {
 }
 
 #[test]
+fn profile_paths_stay_in_the_profiles_dir() {
+    let state = Path::new("/s");
+    assert_eq!(
+        Profile::path(state, "git"),
+        Path::new("/s/profiles/git.json")
+    );
+    assert_eq!(
+        Profile::path(state, "my.server-1"),
+        Path::new("/s/profiles/my.server-1.json")
+    );
+    assert_eq!(
+        Profile::path(state, "../../etc/x"),
+        Path::new("/s/profiles/_._.._etc_x.json")
+    );
+    assert_eq!(Profile::path(state, ".x"), Path::new("/s/profiles/_x.json"));
+}
+
+#[test]
 fn learning_grows_the_profile_and_merging_keeps_both_sessions() {
     let mut cfg = config();
     cfg.learning = true;
