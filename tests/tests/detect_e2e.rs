@@ -304,6 +304,32 @@ fn deny_call_fails_the_call_in_flight_and_the_session_goes_on() {
 }
 
 #[test]
+fn under_observe_deny_call_is_recorded_not_acted_on() {
+    require_root();
+    let scene = scene_with(
+        "deny-observe",
+        &[9],
+        &[("on_sensitive = \"alert\"", "on_sensitive = \"deny-call\"")],
+    );
+    let results = script(
+        &scene,
+        9,
+        serde_json::json!([call("slow_weather", serde_json::json!({"city": "Lyon"}))]),
+        &["--observe"],
+    );
+    assert_eq!(results[0]["text"], "Lyon: sunny, 21 C", "{results:?}");
+    let alerts = query(&scene, &["alerts", "--json"]);
+    let alert = alerts
+        .iter()
+        .find(|a| a["rule"] == "sensitive-read")
+        .unwrap_or_else(|| panic!("still alerted: {alerts:?}"));
+    assert_eq!(alert["action"], "deny-call", "{alert}");
+    let calls = query(&scene, &["calls", "--json", "--tool", "slow_weather"]);
+    assert_eq!(calls[0]["decision"], "allowed", "{calls:?}");
+    let _ = std::fs::remove_dir_all(&scene.dir);
+}
+
+#[test]
 fn secret_read_then_a_large_result_is_an_exfiltration_shape() {
     require_root();
     let scene = scene("large", 9);
