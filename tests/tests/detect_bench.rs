@@ -23,7 +23,7 @@ use mcp_guard_tests::{require_root, scratch_root, target_dir, workspace_root};
 use mcp_guard::{
     correlate::CallFact,
     detect::{DetectConfig, Detector, Profile},
-    exec::record::{Analysis, RecorderStats, record_events},
+    exec::record::{Analysis, CallFacts, RecorderStats, record_events},
     kernel::events::{EventKind, KernelEvent, SockOp, Verdict, boot_ns_now},
     policy,
     store::{StoreWriter, db_path},
@@ -82,11 +82,12 @@ fn run(dir: &std::path::Path, full: bool, rate: Option<u64>) -> Run {
     let started = Instant::now();
     let (secs, stats): (f64, RecorderStats) = rt.block_on(async {
         let (etx, erx) = mpsc::channel(65_536);
-        let (ftx, frx) = mpsc::unbounded_channel();
+        let facts = CallFacts::new();
+        let (ftx, frx) = (facts.sender(), facts.take_receiver());
         let (_stop_tx, stop) = oneshot::channel();
         let home = std::path::PathBuf::from("/root");
         let analysis = Analysis {
-            facts: full.then_some(frx),
+            facts: frx.filter(|_| full),
             detector: full.then(|| {
                 Detector::new(
                     DetectConfig::from_policy(&policy::builtin_default(), &home),
@@ -121,23 +122,23 @@ fn run(dir: &std::path::Path, full: bool, rate: Option<u64>) -> Run {
             if full && i % PER_CALL == 0 {
                 let id = format!("c{}", i / PER_CALL);
                 if i > 0 {
-                    let _ = ftx.send(CallFact::Ended {
+                    ftx.send(|at_boot_ns| CallFact::Ended {
                         call_id: format!("c{}", i / PER_CALL - 1),
-                        at_boot_ns: boot_ns_now(),
+                        at_boot_ns,
                         tool: Some("read".into()),
                         result_bytes: Some(512),
                         denied: false,
                     });
                 }
-                let _ = ftx.send(CallFact::Started {
+                ftx.send(|at_boot_ns| CallFact::Started {
                     call_id: id,
                     tool: Some("read".into()),
-                    at_boot_ns: boot_ns_now(),
+                    at_boot_ns,
                 });
             }
             etx.send(event(i)).await.expect("recorder alive");
         }
-        drop((etx, ftx));
+        drop((etx, ftx, facts));
         let stats = recorder.await.expect("recorder");
         (t0.elapsed().as_secs_f64(), stats)
     });

@@ -9,7 +9,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use crate::{
@@ -141,7 +144,7 @@ pub struct RecorderStats {
 /// What the recorder does with each session's events besides storing them.
 pub struct Analysis {
     /// The proxy's call starts and ends (`None`: no proxy, every event is unattributed).
-    pub facts: Option<mpsc::UnboundedReceiver<CallFact>>,
+    pub facts: Option<FactReceiver>,
     /// The detection rules (`None`: store only).
     pub detector: Option<Detector>,
     /// The session's cgroup, killed when a rule's action is `kill`.
@@ -173,7 +176,7 @@ pub async fn record_events(
     let (mut facts, mut has_facts) = match analysis.facts {
         Some(rx) => (rx, true),
         // A closed channel: `recv` answers None at once and is never selected again.
-        None => (mpsc::unbounded_channel().1, false),
+        None => (CallFacts::new().closed_receiver(), false),
     };
     let (mut tools, mut has_tools) = match analysis.tools {
         Some(rx) => (rx, true),
@@ -212,7 +215,7 @@ pub async fn record_events(
                 }
                 None => break,
             },
-            fact = facts.recv(), if has_facts => match fact {
+            fact = facts.rx.recv(), if has_facts => match fact {
                 Some(fact) => rec.fact(fact),
                 None => has_facts = false,
             },
@@ -230,11 +233,13 @@ pub async fn record_events(
             _ = tick.tick() => {}
             _ = &mut stop => break,
         }
-        // exec runs on one thread and the proxy stamps and sends each call fact without an
-        // await between, so once the channel is empty every call started before now is known:
-        // events up to now can be attributed without waiting for the next fact.
+        // Once the channel is drained and no fact was being stamped when `now` was read, every
+        // call started before `now` is known: events up to it are attributed without waiting
+        // for the next fact (a fact stamped after the check is stamped after `now`).
+        let now = kev::boot_ns_now();
+        let settled = !facts.sending.load(Ordering::SeqCst);
         loop {
-            match facts.try_recv() {
+            match facts.rx.try_recv() {
                 Ok(fact) => rec.fact(fact),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -243,12 +248,13 @@ pub async fn record_events(
                 }
             }
         }
-        let now = kev::boot_ns_now();
-        rec.correlator.advance(now);
-        rec.poll(now);
+        if settled {
+            rec.correlator.advance(now);
+        }
+        rec.poll(kev::boot_ns_now());
     }
     // Stopped after the reader's flush: what is left is already in the channels.
-    while let Ok(fact) = facts.try_recv() {
+    while let Ok(fact) = facts.rx.try_recv() {
         rec.fact(fact);
     }
     while let Ok(ev) = events.try_recv() {
@@ -533,6 +539,8 @@ type TakeOnce<T> = Arc<Mutex<Option<mpsc::UnboundedReceiver<T>>>>;
 #[derive(Clone, Debug)]
 pub struct CallFacts {
     tx: mpsc::UnboundedSender<CallFact>,
+    /// Set while a fact is being stamped and sent (see [`FactSender::send`]).
+    sending: Arc<AtomicBool>,
     tools_tx: mpsc::UnboundedSender<ToolHints>,
     tools_rx: TakeOnce<ToolHints>,
     rx: TakeOnce<CallFact>,
@@ -548,6 +556,7 @@ impl CallFacts {
         let (tools_tx, tools_rx) = mpsc::unbounded_channel();
         CallFacts {
             tx,
+            sending: Arc::default(),
             tools_tx,
             tools_rx: Arc::new(Mutex::new(Some(tools_rx))),
             rx: Arc::new(Mutex::new(Some(rx))),
@@ -583,14 +592,54 @@ impl CallFacts {
     }
 
     /// Where the proxy's sink sends facts.
-    pub fn sender(&self) -> mpsc::UnboundedSender<CallFact> {
-        self.tx.clone()
+    pub fn sender(&self) -> FactSender {
+        FactSender {
+            tx: self.tx.clone(),
+            sending: self.sending.clone(),
+        }
     }
 
     /// The receiving end (once; `None` afterwards).
-    pub fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<CallFact>> {
-        self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    pub fn take_receiver(&self) -> Option<FactReceiver> {
+        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        Some(FactReceiver {
+            rx,
+            sending: self.sending.clone(),
+        })
     }
+
+    fn closed_receiver(self) -> FactReceiver {
+        let rx = mpsc::unbounded_channel().1;
+        FactReceiver {
+            rx,
+            sending: self.sending,
+        }
+    }
+}
+
+/// Sends call facts stamped with the boot clock.
+#[derive(Clone, Debug)]
+pub struct FactSender {
+    tx: mpsc::UnboundedSender<CallFact>,
+    sending: Arc<AtomicBool>,
+}
+
+impl FactSender {
+    /// Stamps (`make` gets `boot_ns_now()`) and sends a fact. The receiver does not take the
+    /// clock past a fact that is stamped but not yet in the channel (any runtime, any thread).
+    pub fn send(&self, make: impl FnOnce(u64) -> CallFact) {
+        self.sending.store(true, Ordering::SeqCst);
+        // Nobody listening (no kernel guard) is fine: there is nothing to correlate.
+        let _ = self.tx.send(make(kev::boot_ns_now()));
+        self.sending.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The recorder's end of the call facts.
+#[derive(Debug)]
+pub struct FactReceiver {
+    rx: mpsc::UnboundedReceiver<CallFact>,
+    sending: Arc<AtomicBool>,
 }
 
 impl Default for CallFacts {
@@ -604,7 +653,7 @@ impl Default for CallFacts {
 #[derive(Debug)]
 pub struct StoreCallSink {
     store: StoreHandle,
-    facts: mpsc::UnboundedSender<CallFact>,
+    facts: FactSender,
     tools: Option<mpsc::UnboundedSender<ToolHints>>,
     denials: Option<mpsc::UnboundedReceiver<mcp::CallDenial>>,
     alerts: u64,
@@ -612,7 +661,7 @@ pub struct StoreCallSink {
 
 impl StoreCallSink {
     /// Records into `store`, reports call starts and ends on `facts`.
-    pub fn new(store: StoreHandle, facts: mpsc::UnboundedSender<CallFact>) -> Self {
+    pub fn new(store: StoreHandle, facts: FactSender) -> Self {
         StoreCallSink {
             store,
             facts,
@@ -640,18 +689,17 @@ impl StoreCallSink {
 
 impl mcp::CallSink for StoreCallSink {
     fn call_started(&mut self, call_id: &str, tool: Option<&str>) {
-        // Nobody listening (no kernel guard) is fine: there is nothing to correlate.
-        let _ = self.facts.send(CallFact::Started {
+        self.facts.send(|at_boot_ns| CallFact::Started {
             call_id: call_id.to_string(),
             tool: tool.map(str::to_string),
-            at_boot_ns: kev::boot_ns_now(),
+            at_boot_ns,
         });
     }
 
     fn call(&mut self, record: mcp::CallRecord) {
-        let _ = self.facts.send(CallFact::Ended {
+        self.facts.send(|at_boot_ns| CallFact::Ended {
             call_id: record.call_id.clone(),
-            at_boot_ns: kev::boot_ns_now(),
+            at_boot_ns,
             tool: record.tool.clone(),
             result_bytes: record.result_bytes,
             denied: record.decision == mcp::Decision::Denied,
