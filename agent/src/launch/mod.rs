@@ -42,6 +42,9 @@ pub struct JailSpec {
     pub identity: identity::Identity,
     /// `None` under observe: no namespaces, landlock, capability drop or seccomp.
     pub enforce: Option<Enforce>,
+    /// The pinned `sha256:<hex>` of the program: the server process hashes the fd it opens and
+    /// execs that same fd (`fexecve`), so what runs is what was checked.
+    pub program_digest: Option<String>,
 }
 
 /// The enforcing parts of a jail.
@@ -137,6 +140,13 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             "{cmd}: command not found or not executable (searched the server's PATH)"
         ))
     })?;
+    let mut env = env;
+    let program_digest = check_pins(policy, &program, req.observe, &mut warnings)?;
+    if !policy.pin.pypi.is_empty() && !req.observe && !env.iter().any(|(k, _)| k == PYCACHE) {
+        // RECORD lists no bytecode: make Python ignore the __pycache__ dirs next to the pinned
+        // sources (a planted .pyc would run instead of them) and cache in the jail's private /tmp.
+        env.push((PYCACHE.into(), "/tmp/.mcp-guard-pycache".into()));
+    }
 
     let enforce = if req.observe {
         warnings.push(
@@ -246,6 +256,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
                 cgroup_dirs: cg.dirs(),
                 identity: id,
                 enforce,
+                program_digest,
             };
             Ok(Prepared {
                 spec,
@@ -259,6 +270,42 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             }
             Err(e)
         }
+    }
+}
+
+/// Python's variable for a bytecode cache outside the source tree.
+const PYCACHE: &str = "PYTHONPYCACHEPREFIX";
+
+/// Verifies the policy's `[pin]` table before anything runs; a mismatch refuses the launch
+/// (exit 77) naming each changed file, or under observe is only said. Returns the executable's
+/// pinned digest for the jail to check again on the fd it execs.
+fn check_pins(
+    policy: &Policy,
+    program: &std::path::Path,
+    observe: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Option<String>, LaunchError> {
+    let pins = &policy.pin;
+    if pins.is_empty() && pins.signature.is_none() {
+        return Ok(None);
+    }
+    let Err(problems) = crate::supply::verify(pins, program) else {
+        return Ok(pins.executable.clone());
+    };
+    let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    let msg = format!(
+        "supply-chain pins of policy {} do not verify:\n{}",
+        policy.name,
+        list.join("\n")
+    );
+    if observe {
+        warnings.push(format!("NOT ENFORCED (observe): {msg}"));
+        Ok(None)
+    } else {
+        Err(LaunchError::Unenforceable(format!(
+            "{msg}\nrefusing to launch (nothing ran); if the change is intended, re-pin with \
+             `mcp-guard policy pin -- COMMAND` and update [pin]"
+        )))
     }
 }
 
