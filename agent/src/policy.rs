@@ -1285,7 +1285,13 @@ impl Checker<'_> {
         }
     }
 
-    fn pin_path(&mut self, t: &dyn TableLike, span: &Span, path: &str, key: &str) -> Option<PathBuf> {
+    fn pin_path(
+        &mut self,
+        t: &dyn TableLike,
+        span: &Span,
+        path: &str,
+        key: &str,
+    ) -> Option<PathBuf> {
         let s = self.pin_string(t, span, path, key, true)?;
         if !s.starts_with('/') || has_dot_dot(&s) {
             let (_, vs) = entry(t, key, span);
@@ -1299,10 +1305,20 @@ impl Checker<'_> {
         Some(PathBuf::from(s))
     }
 
-    fn pin_digest(&mut self, t: &dyn TableLike, span: &Span, path: &str, key: &str) -> Option<String> {
+    fn pin_digest(
+        &mut self,
+        t: &dyn TableLike,
+        span: &Span,
+        path: &str,
+        key: &str,
+    ) -> Option<String> {
         let kpath = join(path, key);
         let Some(v) = t.get(key) else {
-            self.error(span, &kpath, "missing (`mcp-guard policy pin -- CMD` writes it)");
+            self.error(
+                span,
+                &kpath,
+                "missing (`mcp-guard policy pin -- CMD` writes it)",
+            );
             return None;
         };
         let (_, s) = entry(t, key, span);
@@ -1312,9 +1328,9 @@ impl Checker<'_> {
     /// `sha256:` and 64 lowercase hex digits.
     fn digest(&mut self, item: &Item, span: &Span, path: &str) -> Option<String> {
         let d = self.string(item, span, path)?;
-        let ok = d
-            .strip_prefix("sha256:")
-            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+        let ok = d.strip_prefix("sha256:").is_some_and(|h| {
+            h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
         if ok {
             Some(d.to_string())
         } else {

@@ -350,7 +350,10 @@ pub fn lockfile_integrity(dir: &Path) -> Result<Option<(PathBuf, String)>, Suppl
         let root: PathBuf = comps[..i].iter().collect();
         let key: PathBuf = comps[i..].iter().collect();
         let key = key.to_string_lossy().into_owned();
-        for lock in [nm.join(".package-lock.json"), root.join("package-lock.json")] {
+        for lock in [
+            nm.join(".package-lock.json"),
+            root.join("package-lock.json"),
+        ] {
             let Ok(text) = std::fs::read_to_string(&lock) else {
                 continue;
             };
@@ -417,7 +420,9 @@ fn verify_npm(p: &NpmPin) -> Vec<SupplyError> {
 /// (or two for `@scope/name`).
 fn npm_package_dir(file: &Path) -> Option<PathBuf> {
     let comps: Vec<Component<'_>> = file.components().collect();
-    let i = comps.iter().rposition(|c| c.as_os_str() == "node_modules")?;
+    let i = comps
+        .iter()
+        .rposition(|c| c.as_os_str() == "node_modules")?;
     let first = comps.get(i + 1)?.as_os_str().to_string_lossy();
     let n = if first.starts_with('@') { 3 } else { 2 };
     if comps.len() <= i + n {
@@ -483,9 +488,9 @@ fn dist_infos(site: &Path) -> Vec<PathBuf> {
 /// The dist-info of `name` `version` in `site`.
 fn find_dist(site: &Path, name: &str, version: &str) -> Option<PathBuf> {
     let want = normalize(name);
-    dist_infos(site).into_iter().find(|d| {
-        metadata(d).is_some_and(|(n, v)| normalize(&n) == want && v == version)
-    })
+    dist_infos(site)
+        .into_iter()
+        .find(|d| metadata(d).is_some_and(|(n, v)| normalize(&n) == want && v == version))
 }
 
 /// One RECORD row: path and `sha256=<b64>` (empty for RECORD itself and .pyc files).
@@ -771,7 +776,11 @@ pub fn generate(program: &Path, command: &[String]) -> Result<(Pins, Vec<String>
     // Canonical: a venv reached through a symlinked path is still one environment.
     let mut sites = BTreeSet::new();
     for i in &interpreters {
-        sites.extend(site_packages_of(i).iter().filter_map(|s| s.canonicalize().ok()));
+        sites.extend(
+            site_packages_of(i)
+                .iter()
+                .filter_map(|s| s.canonicalize().ok()),
+        );
     }
     for site in sites {
         let mut targets: Vec<PathBuf> = files.clone();

@@ -1,0 +1,467 @@
+//! Supply-chain pins (`[pin]`): real servers pinned with `mcp-guard policy pin` launch under
+//! `mcp-guard exec` and answer the MCP SDK client; a changed byte in a pinned package, a wrong
+//! executable digest, a missing or bad SSH signature refuse the launch (exit 77, nothing runs)
+//! and say which file changed, what was expected and what was found.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+use mcp_guard_tests::{
+    describe, fixture, mcp_guard, npm_server, python, require_root, scratch_root, workspace_root,
+};
+use serde_json::Value;
+
+/// A fresh directory outside /tmp (the jail gives the server a private /tmp of its own).
+fn data_dir(tag: &str) -> PathBuf {
+    let dir = scratch_root()
+        .join("mcp-guard-tests")
+        .join(format!("supply-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create data dir");
+    dir
+}
+
+/// The venv's console script (unresolved: what a client config names).
+fn time_server() -> PathBuf {
+    let p = workspace_root().join(".venv/bin/mcp-server-time");
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo xtask setup`",
+        p.display()
+    );
+    p
+}
+
+/// The shipped policy NAME with `extra` dirs (resolved) added to read and exec, `writable` to
+/// write, and `pin` (a `[pin]` table) appended.
+fn policy(dir: &Path, name: &str, extra: &[PathBuf], writable: &[PathBuf], pin: &str) -> PathBuf {
+    let text = std::fs::read_to_string(workspace_root().join(format!("policies/{name}.toml")))
+        .expect("read shipped policy");
+    let mut dirs = vec![
+        workspace_root().join("tests/node_modules"),
+        workspace_root().join(".venv"),
+    ];
+    dirs.extend(extra.iter().cloned());
+    let list = |v: &[PathBuf]| -> String {
+        v.iter()
+            .map(|p| {
+                let p = p.canonicalize().unwrap_or_else(|_| p.clone());
+                format!("  \"{}\",\n", p.display())
+            })
+            .collect()
+    };
+    let mut out = String::new();
+    for line in text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        match line {
+            "read = [" | "exec = [" => out.push_str(&list(&dirs)),
+            "write = [" => out.push_str(&list(writable)),
+            _ => {}
+        }
+    }
+    out.push('\n');
+    out.push_str(pin);
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, out).expect("write policy");
+    let check = Command::new(mcp_guard())
+        .args(["policy", "check"])
+        .arg(&path)
+        .output()
+        .expect("run policy check");
+    assert!(check.status.success(), "{}", describe(&check));
+    path
+}
+
+/// `mcp-guard policy pin -- COMMAND`: the `[pin]` table it prints.
+fn pin(command: &[&Path]) -> String {
+    let out = Command::new(mcp_guard())
+        .args(["policy", "pin", "--"])
+        .args(command)
+        .output()
+        .expect("run policy pin");
+    assert!(out.status.success(), "{}", describe(&out));
+    String::from_utf8(out.stdout).expect("UTF-8 pins")
+}
+
+/// The SDK client against `mcp-guard exec --policy P -- COMMAND`.
+fn client(state: &Path, policy: &Path, call: Option<(&str, &str)>, command: &[&Path]) -> Output {
+    let mut c = Command::new(python());
+    c.arg(fixture("mcp_client.py"));
+    if let Some((tool, args)) = call {
+        c.args(["--call", tool, args]);
+    }
+    c.arg("--")
+        .arg(mcp_guard())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["exec", "--policy"])
+        .arg(policy)
+        .arg("--")
+        .args(command)
+        .output()
+        .expect("run the MCP client")
+}
+
+fn answer(out: &Output) -> Value {
+    assert!(out.status.success(), "{}", describe(out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", describe(out)))
+}
+
+/// `mcp-guard exec` with stdin closed: for launches that must be refused.
+fn exec(state: &Path, policy: &Path, command: &[&Path]) -> Output {
+    Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["exec", "--policy"])
+        .arg(policy)
+        .arg("--")
+        .args(command)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mcp-guard exec")
+}
+
+fn assert_refused(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(out));
+    assert!(out.stdout.is_empty(), "{}", describe(out));
+    assert!(stderr.contains("refusing to launch"), "{}", describe(out));
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks {n:?}\n{}", describe(out));
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("run cp");
+    assert!(
+        status.success(),
+        "cp -a {} {}",
+        from.display(),
+        to.display()
+    );
+}
+
+/// The pinned value after `key = ` on the first line that has it.
+fn pinned<'a>(pins: &'a str, key: &str) -> &'a str {
+    pins.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = \"")))
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no {key} in\n{pins}"))
+}
+
+#[test]
+fn pinned_time_server_answers_and_a_wrong_executable_digest_refuses() {
+    require_root();
+    let dir = data_dir("time");
+    let server = time_server();
+    let pins = pin(&[&server]);
+    assert!(pins.contains("[[pin.pypi]]"), "{pins}");
+    assert!(pins.contains("name = \"mcp-server-time\""), "{pins}");
+    let good = policy(&dir, "time", &[], &[], &pins);
+    let out = client(
+        &dir.join("state"),
+        &good,
+        Some(("get_current_time", "{\"timezone\": \"UTC\"}")),
+        &[&server],
+    );
+    let a = answer(&out);
+    assert_eq!(a["server"]["name"], "mcp-time", "{a}");
+    assert_eq!(a["call"]["is_error"], false, "{a}");
+    assert!(
+        a["call"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("UTC")),
+        "{a}"
+    );
+
+    // One hex digit of the executable's digest changed.
+    let right = pinned(&pins, "executable");
+    let last = right.chars().last().expect("digest");
+    let wrong = format!(
+        "{}{}",
+        &right[..right.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
+    let bad = policy(&dir, "time", &[], &[], &pins.replacen(right, &wrong, 1));
+    let out = exec(&dir.join("state"), &bad, &[&server]);
+    let real = server.canonicalize().expect("real script");
+    assert_refused(
+        &out,
+        &[
+            &real.display().to_string(),
+            &format!("expected {wrong}, found {right}"),
+            "(the executable)",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pinned_filesystem_server_answers() {
+    require_root();
+    let dir = data_dir("fs");
+    let served = dir.join("served");
+    std::fs::create_dir_all(&served).expect("mkdir served");
+    std::fs::write(served.join("hello.txt"), "pinned hello").expect("write");
+    let node = Path::new("/usr/bin/node");
+    let entry = npm_server("@modelcontextprotocol/server-filesystem");
+    let pins = pin(&[node, &entry, &served]);
+    assert!(pins.contains("[[pin.npm]]"), "{pins}");
+    assert!(pins.contains("integrity = \"sha512-"), "{pins}");
+    let p = policy(
+        &dir,
+        "filesystem",
+        &[],
+        std::slice::from_ref(&served),
+        &pins,
+    );
+    let file = served.join("hello.txt");
+    let args = format!("{{\"path\": \"{}\"}}", file.display());
+    let out = client(
+        &dir.join("state"),
+        &p,
+        Some(("read_text_file", &args)),
+        &[node, &entry, &served],
+    );
+    let a = answer(&out);
+    assert_eq!(a["call"]["text"], "pinned hello", "{a}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_changed_byte_in_a_pinned_npm_package_refuses_naming_the_file() {
+    require_root();
+    let dir = data_dir("npm-tamper");
+    let installed = npm_server("@modelcontextprotocol/server-filesystem");
+    let pkg_src = installed
+        .ancestors()
+        .find(|a| a.join("package.json").is_file())
+        .expect("package dir");
+    let scope = dir.join("node_modules/@modelcontextprotocol");
+    std::fs::create_dir_all(&scope).expect("mkdir scope");
+    copy_tree(pkg_src, &scope);
+    std::fs::copy(
+        workspace_root().join("tests/node_modules/.package-lock.json"),
+        dir.join("node_modules/.package-lock.json"),
+    )
+    .expect("copy the lockfile");
+    let pkg = scope.join("server-filesystem");
+    let entry = pkg.join(
+        installed
+            .strip_prefix(pkg_src)
+            .expect("entry below package"),
+    );
+    let node = Path::new("/usr/bin/node");
+    let pins = pin(&[node, &entry, &dir]);
+    assert!(pins.contains("[[pin.npm]]"), "{pins}");
+    let here = std::slice::from_ref(&dir);
+    let p = policy(&dir, "filesystem", here, here, &pins);
+
+    // The entry changes by one statement that would leave a mark if it ever ran.
+    let marker = dir.join("ran");
+    let text = std::fs::read_to_string(&entry).expect("read entry");
+    let (shebang, rest) = text.split_once('\n').expect("a first line");
+    let planted = format!(
+        "{shebang}\nimport {{ writeFileSync as w }} from 'fs'; w({:?}, 'x');\n{rest}",
+        marker.display().to_string()
+    );
+    std::fs::write(&entry, planted).expect("tamper");
+    let out = exec(&dir.join("state"), &p, &[node, &entry, &dir]);
+    assert_refused(
+        &out,
+        &[
+            &format!("{}: expected {}", real(&entry), pinned(&pins, "digest")),
+            "(a pinned file)",
+            &format!("{}: expected {}", real(&pkg), pinned(&pins, "tree")),
+            "installed tree of npm package @modelcontextprotocol/server-filesystem",
+        ],
+    );
+    assert!(!marker.exists(), "the tampered server ran");
+
+    // Changing one byte of any other file (no file pin) still changes the tree.
+    std::fs::write(&entry, text).expect("restore");
+    let readme = pkg.join("package.json");
+    let mut bytes = std::fs::read(&readme).expect("read package.json");
+    let last = bytes.len() - 1;
+    bytes[last] = if bytes[last] == b'\n' { b' ' } else { b'\n' };
+    std::fs::write(&readme, bytes).expect("tamper package.json");
+    let out = exec(&dir.join("state"), &p, &[node, &entry, &dir]);
+    assert_refused(&out, &[&real(&pkg), "installed tree of npm"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_changed_byte_in_a_pinned_pypi_package_refuses_naming_the_file() {
+    require_root();
+    let dir = data_dir("pypi-tamper");
+    // A copy of the distribution laid out like an environment (RECORD names ../../../bin/...).
+    let real_site = workspace_root()
+        .join(".venv/lib/python3.11/site-packages")
+        .canonicalize()
+        .expect("the venv's site-packages (python3.11)");
+    let site = dir.join("env/lib/python3.11/site-packages");
+    std::fs::create_dir_all(&site).expect("mkdir site");
+    std::fs::create_dir_all(dir.join("env/bin")).expect("mkdir bin");
+    for e in std::fs::read_dir(&real_site).expect("list site-packages") {
+        let name = e.expect("entry").file_name();
+        if name.to_string_lossy().starts_with("mcp_server_time") {
+            copy_tree(&real_site.join(&name), &site);
+        }
+    }
+    std::fs::copy(time_server(), dir.join("env/bin/mcp-server-time")).expect("copy script");
+    let pins = pin(&[&time_server()]).replace(
+        &format!("site_packages = \"{}\"", real_site.display()),
+        &format!("site_packages = \"{}\"", site.display()),
+    );
+    assert!(pins.contains(&site.display().to_string()), "{pins}");
+    let p = policy(&dir, "time", &[], &[], &pins);
+    let state = dir.join("state");
+    let server = time_server();
+
+    let source = site.join("mcp_server_time/server.py");
+    let mut bytes = std::fs::read(&source).expect("read server.py");
+    bytes[0] ^= 0x20;
+    std::fs::write(&source, &bytes).expect("tamper server.py");
+    let out = exec(&state, &p, &[&server]);
+    assert_refused(
+        &out,
+        &[
+            &format!("{}: expected sha256=", source.display()),
+            "a file of PyPI mcp-server-time==",
+        ],
+    );
+    bytes[0] ^= 0x20;
+    std::fs::write(&source, &bytes).expect("restore server.py");
+
+    // A module RECORD does not list, dropped into the package, is refused too.
+    let planted = site.join("mcp_server_time/sitecustomize.py");
+    std::fs::write(&planted, "import os\n").expect("plant");
+    let out = exec(&state, &p, &[&server]);
+    assert_refused(&out, &[&planted.display().to_string(), "an unlisted file"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An ed25519 key pair and an allowed_signers file naming `identity`.
+fn keypair(dir: &Path, tag: &str, identity: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(tag);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", tag, "-f"])
+        .arg(&key)
+        .output()
+        .expect("run ssh-keygen (openssh-client)");
+    assert!(out.status.success(), "{}", describe(&out));
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("public key");
+    let signers = dir.join(format!("{tag}.allowed_signers"));
+    std::fs::write(&signers, format!("{identity} {public}")).expect("write allowed_signers");
+    (key, signers)
+}
+
+/// Signs `mcp-guard policy manifest POLICY` with `key` into `sig`.
+fn sign(policy: &Path, key: &Path, sig: &Path) {
+    let manifest = Command::new(mcp_guard())
+        .args(["policy", "manifest"])
+        .arg(policy)
+        .output()
+        .expect("run policy manifest");
+    assert!(manifest.status.success(), "{}", describe(&manifest));
+    let mut child = Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-n", "mcp-guard-pins", "-f"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ssh-keygen -Y sign");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&manifest.stdout)
+            .expect("feed the manifest");
+    }
+    let out = child.wait_with_output().expect("ssh-keygen -Y sign");
+    assert!(out.status.success(), "{}", describe(&out));
+    std::fs::write(sig, out.stdout).expect("write signature");
+}
+
+#[test]
+fn signed_pins_launch_and_unsigned_or_badly_signed_refuse() {
+    require_root();
+    let dir = data_dir("sig");
+    let (key, signers) = keypair(&dir, "release", "release@example.com");
+    let (other, _) = keypair(&dir, "mallory", "mallory@example.com");
+    let sig = dir.join("time.pins.sig");
+    let server = time_server();
+    let pins = format!(
+        "{}\n[pin.signature]\nallowed_signers = \"{}\"\nidentity = \"release@example.com\"\n\
+         file = \"{}\"\n",
+        pin(&[&server]),
+        signers.display(),
+        sig.display()
+    );
+    let p = policy(&dir, "time", &[], &[], &pins);
+    let state = dir.join("state");
+
+    // Missing signature: refused as unsigned.
+    let out = exec(&state, &p, &[&server]);
+    assert_refused(&out, &["unsigned", &sig.display().to_string()]);
+
+    // Signed by a key the allowed_signers file does not hold: refused.
+    sign(&p, &other, &sig);
+    let out = exec(&state, &p, &[&server]);
+    assert_refused(&out, &["bad signature", "release@example.com"]);
+
+    // Signed by the release key: launches and answers.
+    sign(&p, &key, &sig);
+    let a = answer(&client(&state, &p, None, &[&server]));
+    assert_eq!(a["server"]["name"], "mcp-time", "{a}");
+
+    // The pins edited after signing (a pin dropped): the signature no longer covers them.
+    let edited = std::fs::read_to_string(&p).expect("read policy").replacen(
+        "[[pin.file]]",
+        "[[pin.file_removed]]",
+        1,
+    );
+    assert!(
+        edited.contains("file_removed"),
+        "no [[pin.file]] in the pins"
+    );
+    let without_file: String = {
+        // Drop the [[pin.file]] table (three lines) instead of renaming it.
+        let mut out = String::new();
+        let mut skip = 0;
+        for line in edited.lines() {
+            if line == "[[pin.file_removed]]" {
+                skip = 3;
+            }
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    };
+    std::fs::write(&p, without_file).expect("edit policy");
+    let out = exec(&state, &p, &[&server]);
+    assert_refused(&out, &["bad signature"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn real(p: &Path) -> String {
+    p.canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .display()
+        .to_string()
+}
