@@ -2336,6 +2336,96 @@ allow_degraded = true
         );
     }
 
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn pin_tables_parse_into_the_model() {
+        let p = ok(&format!(
+            "name = \"x\"\n[pin]\nexecutable = \"{D}\"\n\
+             [[pin.file]]\npath = \"/srv/a.js\"\ndigest = \"{D}\"\n\
+             [[pin.npm]]\ndir = \"/n/node_modules/p\"\nname = \"p\"\nversion = \"1.0.0\"\n\
+             integrity = \"sha512-AbC+/=\"\ntree = \"{D}\"\n\
+             [[pin.pypi]]\nsite_packages = \"/v/site\"\nname = \"q\"\nversion = \"2\"\n\
+             record = \"{D}\"\n\
+             [pin.signature]\nallowed_signers = \"/k/as\"\nidentity = \"me@x\"\n\
+             file = \"/k/x.sig\"\n"
+        ));
+        assert_eq!(p.pin.executable.as_deref(), Some(D));
+        assert_eq!(
+            p.pin.files,
+            [FilePin {
+                path: "/srv/a.js".into(),
+                digest: D.into()
+            }]
+        );
+        assert_eq!(p.pin.npm[0].integrity.as_deref(), Some("sha512-AbC+/="));
+        assert_eq!(p.pin.pypi[0].site_packages, Path::new("/v/site"));
+        let sig = p.pin.signature.expect("signature");
+        assert_eq!(sig.key.namespace, "mcp-guard-pins");
+        assert_eq!(sig.key.identity, "me@x");
+        // Inline arrays of tables are the same thing.
+        let q = ok(&format!(
+            "name = \"x\"\n[pin]\nfile = [{{ path = \"/a\", digest = \"{D}\" }}]\n"
+        ));
+        assert_eq!(q.pin.files.len(), 1);
+        assert!(ok("name = \"x\"\n").pin.is_empty());
+    }
+
+    #[test]
+    fn pin_values_are_checked() {
+        one_problem(
+            "name = \"x\"\n[pin]\nexecutable = \"sha256:ABC\"\n",
+            3,
+            "pin.executable",
+            "64 lowercase hex",
+        );
+        one_problem(
+            &format!("name = \"x\"\n[pin]\nexecutable = \"{D}\"\nbogus = 1\n"),
+            4,
+            "pin.bogus",
+            "unknown key",
+        );
+        one_problem(
+            &format!("name = \"x\"\n[[pin.file]]\npath = \"rel/a.js\"\ndigest = \"{D}\"\n"),
+            3,
+            "pin.file[0].path",
+            "absolute path",
+        );
+        one_problem(
+            &format!("name = \"x\"\n[[pin.file]]\npath = \"/a\"\ndigest = \"{D}\"\nsize = 3\n"),
+            5,
+            "pin.file[0].size",
+            "unknown key",
+        );
+        one_problem(
+            "name = \"x\"\n[[pin.pypi]]\nsite_packages = \"/s\"\nname = \"q\"\nversion = \"1\"\n",
+            2,
+            "pin.pypi[0].record",
+            "missing",
+        );
+        one_problem(
+            &format!(
+                "name = \"x\"\n[[pin.npm]]\ndir = \"/n\"\nname = \"p\"\nversion = \"1\"\n\
+                 integrity = \"md5-xx\"\ntree = \"{D}\"\n"
+            ),
+            6,
+            "pin.npm[0].integrity",
+            "SRI",
+        );
+        one_problem(
+            "name = \"x\"\n[pin.signature]\nallowed_signers = \"/k\"\nidentity = \"i\"\nfile = \"/s\"\n",
+            2,
+            "pin.signature",
+            "protects nothing",
+        );
+        one_problem(
+            "name = \"x\"\n[pin]\nfile = \"/a\"\n",
+            3,
+            "pin.file",
+            "expected an array of tables",
+        );
+    }
+
     #[test]
     fn user_and_env_pass_are_checked() {
         let p =
