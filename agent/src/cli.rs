@@ -136,7 +136,8 @@ pub enum PolicyCommand {
         server: String,
     },
     /// Print a [pin] table for a server command: the sha256 of its executable, of the files it
-    /// is given, and of the npm package / PyPI distribution those belong to.
+    /// is given, and of the npm packages / PyPI distributions those belong to, with the
+    /// packages they depend on (as installed; --no-deps for only the named ones).
     ///
     /// Paste the table into the server's policy; `exec` then refuses (exit 77) to launch when
     /// any of them changed, naming the file. With --policy, the policy's [pin.signature] is kept
@@ -146,6 +147,9 @@ pub enum PolicyCommand {
         /// The policy the pins are for (name or file).
         #[arg(long)]
         policy: Option<String>,
+        /// Pin only the packages the command names, not the packages they depend on.
+        #[arg(long)]
+        no_deps: bool,
         /// The server command, as given to `mcp-guard exec`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -237,9 +241,11 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Policy(PolicyCommand::Suggest { server }) => policy_suggest(&dirs.state, &server),
-        Command::Policy(PolicyCommand::Pin { policy, command }) => {
-            crate::supply::pin_command(policy.as_deref(), &dirs.policy, &command)
-        }
+        Command::Policy(PolicyCommand::Pin {
+            policy,
+            command,
+            no_deps,
+        }) => crate::supply::pin_command(policy.as_deref(), &dirs.policy, &command, !no_deps),
         Command::Policy(PolicyCommand::Manifest { policy }) => {
             crate::supply::manifest_command(&policy, &dirs.policy)
         }

@@ -164,8 +164,9 @@ pub fn verify(pins: &Pins, program: &Path) -> Result<(), Vec<SupplyError>> {
     for p in &pins.npm {
         problems.extend(verify_npm(p));
     }
+    let mut listed = BTreeMap::new();
     for p in &pins.pypi {
-        problems.extend(verify_pypi(p));
+        problems.extend(verify_pypi(p, &mut listed));
     }
     if problems.is_empty() {
         Ok(())
@@ -544,7 +545,19 @@ fn record_path(site: &Path, rel: &str) -> PathBuf {
     out
 }
 
-fn verify_pypi(p: &PypiPin) -> Vec<SupplyError> {
+/// Every path any RECORD in `site` lists: packages may share a directory (namespace packages).
+fn all_listed(site: &Path) -> BTreeSet<PathBuf> {
+    let mut listed = BTreeSet::new();
+    for d in dist_infos(site) {
+        if let Ok(t) = std::fs::read_to_string(d.join("RECORD")) {
+            listed.extend(record_rows(&t).iter().map(|(r, _)| record_path(site, r)));
+        }
+    }
+    listed
+}
+
+/// Checks one distribution; `listed` caches [`all_listed`] per site-packages.
+fn verify_pypi(p: &PypiPin, listed: &mut BTreeMap<PathBuf, BTreeSet<PathBuf>>) -> Vec<SupplyError> {
     let what = format!("PyPI {}=={}", p.name, p.version);
     let Some(dist) = find_dist(&p.site_packages, &p.name, &p.version) else {
         return vec![SupplyError::Mismatch {
@@ -578,10 +591,9 @@ fn verify_pypi(p: &PypiPin) -> Vec<SupplyError> {
     }
     let text = String::from_utf8_lossy(&bytes);
     let rows = record_rows(&text);
-    let listed: BTreeSet<PathBuf> = rows
-        .iter()
-        .map(|(r, _)| record_path(&p.site_packages, r))
-        .collect();
+    let listed = listed
+        .entry(p.site_packages.clone())
+        .or_insert_with(|| all_listed(&p.site_packages));
     let mut dirs = BTreeSet::new();
     for (rel, hash) in &rows {
         let path = record_path(&p.site_packages, rel);
@@ -696,7 +708,13 @@ fn owning_dist(site: &Path, targets: &[PathBuf]) -> Vec<(PathBuf, String, String
 /// each argument that is a file, the npm packages those files belong to and the PyPI
 /// distributions that own the script or the `-m` module run. Returns the pins and notes on what
 /// was found (for stderr).
-pub fn generate(program: &Path, command: &[String]) -> Result<(Pins, Vec<String>), SupplyError> {
+/// With `deps`, the packages those import are pinned too (their whole dependency closure, as
+/// installed: package.json dependencies resolved the way node does, `Requires-Dist`).
+pub fn generate(
+    program: &Path,
+    command: &[String],
+    deps: bool,
+) -> Result<(Pins, Vec<String>), SupplyError> {
     let mut pins = Pins::default();
     let mut notes = Vec::new();
     let real = real_executable(program)?;
@@ -754,6 +772,11 @@ pub fn generate(program: &Path, command: &[String]) -> Result<(Pins, Vec<String>
             npm_dirs.insert(dir);
         }
     }
+    let npm_dirs = if deps {
+        npm_closure(npm_dirs, &mut notes)?
+    } else {
+        npm_dirs
+    };
     for dir in npm_dirs {
         let (name, version) = package_json(&dir)?;
         let integrity = lockfile_integrity(&dir)?.map(|(_, i)| i);
@@ -793,7 +816,13 @@ pub fn generate(program: &Path, command: &[String]) -> Result<(Pins, Vec<String>
         if shebang(&real).is_some() {
             targets.push(program.to_path_buf());
         }
-        for (dist, name, version) in owning_dist(&site, &targets) {
+        let owners = owning_dist(&site, &targets);
+        let owners = if deps {
+            pypi_closure(&site, owners, &mut notes)
+        } else {
+            owners
+        };
+        for (dist, name, version) in owners {
             let record = sha256_file(&dist.join("RECORD"))?;
             notes.push(format!("PyPI {name}=={version} in {}", site.display()));
             pins.pypi.push(PypiPin {
@@ -805,6 +834,115 @@ pub fn generate(program: &Path, command: &[String]) -> Result<(Pins, Vec<String>
         }
     }
     Ok((pins, notes))
+}
+
+/// npm packages and, transitively, the packages their package.json depends on.
+fn npm_closure(
+    roots: BTreeSet<PathBuf>,
+    notes: &mut Vec<String>,
+) -> Result<BTreeSet<PathBuf>, SupplyError> {
+    let mut seen = BTreeSet::new();
+    let mut todo: Vec<PathBuf> = roots.into_iter().collect();
+    while let Some(dir) = todo.pop() {
+        if !seen.insert(dir.clone()) {
+            continue;
+        }
+        let path = dir.join("package.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| SupplyError::Io(format!("{}: {e}", path.display())))?;
+        for (kind, required) in [
+            ("dependencies", true),
+            ("optionalDependencies", false),
+            ("peerDependencies", false),
+        ] {
+            let Some(names) = v[kind].as_object() else {
+                continue;
+            };
+            for name in names.keys() {
+                match resolve_npm(&dir, name) {
+                    Some(d) => todo.push(d),
+                    None if required => notes.push(format!(
+                        "npm {}: dependency {name} is not installed (not pinned)",
+                        dir.display()
+                    )),
+                    None => {}
+                }
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// Where node finds package `name` required from `from`: the nearest `node_modules/name` up
+/// the tree.
+fn resolve_npm(from: &Path, name: &str) -> Option<PathBuf> {
+    from.ancestors()
+        .filter(|a| a.file_name().is_none_or(|n| n != "node_modules"))
+        .map(|a| a.join("node_modules").join(name))
+        .find(|c| c.join("package.json").is_file())
+        .and_then(|c| c.canonicalize().ok())
+}
+
+/// Distribution names a dist-info's METADATA requires (`Requires-Dist`), normalised.
+fn requires(dist: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(dist.join("METADATA")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.strip_prefix("Requires-Dist:"))
+        .filter_map(|r| {
+            let r = r.trim();
+            let end = r
+                .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+                .unwrap_or(r.len());
+            (end > 0).then(|| normalize(&r[..end]))
+        })
+        .collect()
+}
+
+/// Distributions and, transitively, the installed ones they require (markers and extras
+/// aside: whatever is installed and named is pinned).
+fn pypi_closure(
+    site: &Path,
+    roots: Vec<(PathBuf, String, String)>,
+    notes: &mut Vec<String>,
+) -> Vec<(PathBuf, String, String)> {
+    let installed: BTreeMap<String, (PathBuf, String, String)> = dist_infos(site)
+        .into_iter()
+        .filter_map(|d| metadata(&d).map(|(n, v)| (normalize(&n), (d, n, v))))
+        .collect();
+    let mut seen = BTreeMap::new();
+    let mut todo = roots;
+    while let Some((dist, name, version)) = todo.pop() {
+        let key = normalize(&name);
+        if seen.contains_key(&key) {
+            continue;
+        }
+        for r in requires(&dist) {
+            match installed.get(&r) {
+                Some(found) => todo.push(found.clone()),
+                None if !seen.contains_key(&r) => {
+                    tracing::debug!(
+                        "{name}: requirement {r} not installed in {}",
+                        site.display()
+                    )
+                }
+                None => {}
+            }
+        }
+        seen.insert(key, (dist, name, version));
+    }
+    let out: Vec<_> = seen.into_values().collect();
+    if out.len() > 1 {
+        notes.push(format!(
+            "PyPI: {} distributions with dependencies in {}",
+            out.len(),
+            site.display()
+        ));
+    }
+    out
 }
 
 /// The `[pin]` table of `pins` as TOML text (what `mcp-guard policy pin` prints).
@@ -881,6 +1019,7 @@ pub fn pin_command(
     policy: Option<&str>,
     policy_dir: &Path,
     command: &[String],
+    deps: bool,
 ) -> std::process::ExitCode {
     use std::process::ExitCode;
     let signature = match policy.map(|p| crate::policy::load(Some(p), policy_dir)) {
@@ -899,7 +1038,7 @@ pub fn pin_command(
         eprintln!("mcp-guard: policy pin: {cmd}: command not found or not executable");
         return ExitCode::from(127);
     };
-    match generate(&program, command) {
+    match generate(&program, command, deps) {
         Ok((mut pins, notes)) => {
             for n in notes {
                 eprintln!("pinned: {n}");

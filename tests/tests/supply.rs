@@ -77,8 +77,15 @@ fn policy(dir: &Path, name: &str, extra: &[PathBuf], writable: &[PathBuf], pin: 
 
 /// `mcp-guard policy pin -- COMMAND`: the `[pin]` table it prints.
 fn pin(command: &[&Path]) -> String {
+    pin_with(&[], command)
+}
+
+/// [`pin`] with options.
+fn pin_with(options: &[&str], command: &[&Path]) -> String {
     let out = Command::new(mcp_guard())
-        .args(["policy", "pin", "--"])
+        .args(["policy", "pin"])
+        .args(options)
+        .arg("--")
         .args(command)
         .output()
         .expect("run policy pin");
@@ -165,6 +172,8 @@ fn pinned_time_server_answers_and_a_wrong_executable_digest_refuses() {
     let pins = pin(&[&server]);
     assert!(pins.contains("[[pin.pypi]]"), "{pins}");
     assert!(pins.contains("name = \"mcp-server-time\""), "{pins}");
+    // Its dependencies too: the MCP SDK it imports.
+    assert!(pins.contains("name = \"mcp\""), "{pins}");
     let good = policy(&dir, "time", &[], &[], &pins);
     let out = client(
         &dir.join("state"),
@@ -237,33 +246,47 @@ fn pinned_filesystem_server_answers() {
 }
 
 #[test]
-fn a_changed_byte_in_a_pinned_npm_package_refuses_naming_the_file() {
+fn a_changed_byte_in_a_pinned_npm_package_or_its_dependency_refuses_naming_the_file() {
     require_root();
     let dir = data_dir("npm-tamper");
+    // A copy of the test environment's node_modules (the server and its dependencies).
     let installed = npm_server("@modelcontextprotocol/server-filesystem");
-    let pkg_src = installed
-        .ancestors()
-        .find(|a| a.join("package.json").is_file())
-        .expect("package dir");
-    let scope = dir.join("node_modules/@modelcontextprotocol");
-    std::fs::create_dir_all(&scope).expect("mkdir scope");
-    copy_tree(pkg_src, &scope);
-    std::fs::copy(
-        workspace_root().join("tests/node_modules/.package-lock.json"),
-        dir.join("node_modules/.package-lock.json"),
-    )
-    .expect("copy the lockfile");
-    let pkg = scope.join("server-filesystem");
-    let entry = pkg.join(
-        installed
-            .strip_prefix(pkg_src)
-            .expect("entry below package"),
-    );
+    let modules = workspace_root()
+        .join("tests/node_modules")
+        .canonicalize()
+        .expect("tests/node_modules");
+    std::fs::create_dir_all(dir.join("node_modules")).expect("mkdir node_modules");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", modules.display()))
+        .arg(dir.join("node_modules"))
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "copying node_modules failed");
+    let rel = installed
+        .canonicalize()
+        .expect("entry")
+        .strip_prefix(&modules)
+        .expect("entry below node_modules")
+        .to_path_buf();
+    let entry = dir.join("node_modules").join(rel);
+    let pkg = dir.join("node_modules/@modelcontextprotocol/server-filesystem");
+    let sdk = dir.join("node_modules/@modelcontextprotocol/sdk");
     let node = Path::new("/usr/bin/node");
     let pins = pin(&[node, &entry, &dir]);
-    assert!(pins.contains("[[pin.npm]]"), "{pins}");
+    for p in [&pkg, &sdk] {
+        assert!(
+            pins.contains(&format!("dir = \"{}\"", real(p))),
+            "{p:?} not pinned:\n{pins}"
+        );
+    }
     let here = std::slice::from_ref(&dir);
     let p = policy(&dir, "filesystem", here, here, &pins);
+    let state = dir.join("state");
+
+    // The pinned copy answers.
+    let a = answer(&client(&state, &p, None, &[node, &entry, &dir]));
+    assert!(a["tools"].as_array().is_some_and(|t| !t.is_empty()), "{a}");
 
     // The entry changes by one statement that would leave a mark if it ever ran.
     let marker = dir.join("ran");
@@ -274,28 +297,42 @@ fn a_changed_byte_in_a_pinned_npm_package_refuses_naming_the_file() {
         marker.display().to_string()
     );
     std::fs::write(&entry, planted).expect("tamper");
-    let out = exec(&dir.join("state"), &p, &[node, &entry, &dir]);
+    let out = exec(&state, &p, &[node, &entry, &dir]);
     assert_refused(
         &out,
         &[
             &format!("{}: expected {}", real(&entry), pinned(&pins, "digest")),
             "(a pinned file)",
-            &format!("{}: expected {}", real(&pkg), pinned(&pins, "tree")),
+            &format!("{}: expected {}", real(&pkg), tree_of(&pins, &pkg)),
             "installed tree of npm package @modelcontextprotocol/server-filesystem",
         ],
     );
     assert!(!marker.exists(), "the tampered server ran");
-
-    // Changing one byte of any other file (no file pin) still changes the tree.
     std::fs::write(&entry, text).expect("restore");
-    let readme = pkg.join("package.json");
-    let mut bytes = std::fs::read(&readme).expect("read package.json");
+
+    // One byte of a file in a dependency (the MCP SDK the server imports).
+    let sdk_file = dir.join("node_modules/@modelcontextprotocol/sdk/package.json");
+    let mut bytes = std::fs::read(&sdk_file).expect("read the SDK's package.json");
     let last = bytes.len() - 1;
     bytes[last] = if bytes[last] == b'\n' { b' ' } else { b'\n' };
-    std::fs::write(&readme, bytes).expect("tamper package.json");
-    let out = exec(&dir.join("state"), &p, &[node, &entry, &dir]);
-    assert_refused(&out, &[&real(&pkg), "installed tree of npm"]);
+    std::fs::write(&sdk_file, bytes).expect("tamper the SDK");
+    let out = exec(&state, &p, &[node, &entry, &dir]);
+    assert_refused(
+        &out,
+        &[
+            &format!("{}: expected {}", real(&sdk), tree_of(&pins, &sdk)),
+            "installed tree of npm package @modelcontextprotocol/sdk@",
+        ],
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `tree` pinned for the npm package in `dir`.
+fn tree_of<'a>(pins: &'a str, dir: &Path) -> &'a str {
+    let at = pins
+        .find(&format!("dir = \"{}\"", real(dir)))
+        .unwrap_or_else(|| panic!("{dir:?} not pinned"));
+    pinned(&pins[at..], "tree")
 }
 
 #[test]
@@ -317,7 +354,8 @@ fn a_changed_byte_in_a_pinned_pypi_package_refuses_naming_the_file() {
         }
     }
     std::fs::copy(time_server(), dir.join("env/bin/mcp-server-time")).expect("copy script");
-    let pins = pin(&[&time_server()]).replace(
+    // Only the distribution itself: the copy holds none of its dependencies.
+    let pins = pin_with(&["--no-deps"], &[&time_server()]).replace(
         &format!("site_packages = \"{}\"", real_site.display()),
         &format!("site_packages = \"{}\"", site.display()),
     );
