@@ -205,7 +205,19 @@ pub fn verify_signature(data: &[u8], sig: &Path, key: &SignerKey) -> Result<(), 
             key.allowed_signers.display()
         )));
     }
-    let mut child = Command::new("ssh-keygen")
+    // From the system's directories, not the caller's PATH: exec runs as root.
+    let Some(ssh_keygen) = ["/usr/bin", "/bin", "/usr/local/bin"]
+        .iter()
+        .map(|d| Path::new(d).join("ssh-keygen"))
+        .find(|p| p.is_file())
+    else {
+        return Err(SupplyError::Io(
+            "ssh-keygen not found in /usr/bin, /bin or /usr/local/bin: install OpenSSH's client \
+             tools (Debian: openssh-client) to verify signed pins"
+                .into(),
+        ));
+    };
+    let mut child = Command::new(ssh_keygen)
         .args(["-Y", "verify", "-f"])
         .arg(&key.allowed_signers)
         .arg("-I")
@@ -670,15 +682,20 @@ fn site_packages_of(interpreter: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// The `#!` interpreter of a script, when it is one.
+/// The `#!` interpreter of a script, when it is one (`#!/usr/bin/env node`: node on the PATH).
 fn shebang(path: &Path) -> Option<PathBuf> {
     let mut buf = [0u8; 256];
     let n = std::fs::File::open(path).ok()?.read(&mut buf).ok()?;
     let line = buf[..n].strip_prefix(b"#!")?;
     let line = line.split(|&b| b == b'\n').next()?;
     let line = String::from_utf8_lossy(line);
-    let interp = line.split_whitespace().next()?;
-    Some(PathBuf::from(interp))
+    let mut words = line.split_whitespace();
+    let interp = PathBuf::from(words.next()?);
+    if interp.file_name().is_some_and(|n| n == "env") {
+        let cmd = words.find(|w| !w.starts_with('-'))?;
+        return which(cmd);
+    }
+    Some(interp)
 }
 
 /// The distribution in `site` whose RECORD lists `target` (a file or a package directory).

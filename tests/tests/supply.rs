@@ -210,6 +210,26 @@ fn pinned_time_server_answers_and_a_wrong_executable_digest_refuses() {
             "(the executable)",
         ],
     );
+
+    // --observe enforces nothing: the mismatch is said, and the server runs (stdin closed: it
+    // ends at once, with its own status, not 77).
+    let out = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["exec", "--observe", "--policy"])
+        .arg(&bad)
+        .arg("--")
+        .arg(&server)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mcp-guard exec --observe");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(
+        stderr.contains("NOT ENFORCED (observe): supply-chain pins of policy time do not verify"),
+        "{}",
+        describe(&out)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -522,3 +522,41 @@ pub fn outcome(bytes: &[u8]) -> Outcome {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cloexec(f: &std::fs::File) -> bool {
+        // SAFETY: F_GETFD on an fd we own; no memory is passed.
+        let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFD) };
+        flags & libc::FD_CLOEXEC != 0
+    }
+
+    #[test]
+    fn the_pinned_program_is_hashed_on_the_fd_that_is_returned_for_exec() {
+        let dir = std::env::temp_dir().join(format!("stage2-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let elf = dir.join("prog");
+        std::fs::write(&elf, b"\x7fELF not really").expect("write");
+        let script = dir.join("script");
+        std::fs::write(&script, b"#!/bin/sh\necho hi\n").expect("write");
+        let digest = |p: &Path| crate::supply::sha256_file(p).expect("hash");
+
+        let f = open_pinned(&elf, &digest(&elf)).expect("matching digest opens");
+        assert!(cloexec(&f), "a binary's fd must not leak into the server");
+        let f = open_pinned(&script, &digest(&script)).expect("matching digest opens");
+        assert!(
+            !cloexec(&f),
+            "a script's fd stays open for its interpreter (/dev/fd/N)"
+        );
+
+        let wrong = digest(&script);
+        let (code, msg) = open_pinned(&elf, &wrong).expect_err("a changed program is refused");
+        assert_eq!(code, EXIT_JAIL);
+        assert!(msg.contains(&elf.display().to_string()), "{msg}");
+        assert!(msg.contains(&format!("expected {wrong}")), "{msg}");
+        assert!(msg.contains(&format!("found {}", digest(&elf))), "{msg}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
