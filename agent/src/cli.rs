@@ -245,7 +245,13 @@ pub fn main() -> ExitCode {
             policy,
             command,
             no_deps,
-        }) => crate::supply::pin_command(policy.as_deref(), &dirs.policy, &command, !no_deps),
+        }) => crate::supply::pin_command(
+            policy.as_deref(),
+            &dirs.policy,
+            &dirs.state,
+            &command,
+            !no_deps,
+        ),
         Command::Policy(PolicyCommand::Manifest { policy }) => {
             crate::supply::manifest_command(&policy, &dirs.policy)
         }

@@ -75,14 +75,16 @@ fn policy(dir: &Path, name: &str, extra: &[PathBuf], writable: &[PathBuf], pin: 
     path
 }
 
-/// `mcp-guard policy pin -- COMMAND`: the `[pin]` table it prints.
-fn pin(command: &[&Path]) -> String {
-    pin_with(&[], command)
+/// `mcp-guard --state-dir STATE policy pin -- COMMAND`: the `[pin]` table it prints.
+fn pin(state: &Path, command: &[&Path]) -> String {
+    pin_with(state, &[], command)
 }
 
 /// [`pin`] with options.
-fn pin_with(options: &[&str], command: &[&Path]) -> String {
+fn pin_with(state: &Path, options: &[&str], command: &[&Path]) -> String {
     let out = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(state)
         .args(["policy", "pin"])
         .args(options)
         .arg("--")
@@ -169,7 +171,7 @@ fn pinned_time_server_answers_and_a_wrong_executable_digest_refuses() {
     require_root();
     let dir = data_dir("time");
     let server = time_server();
-    let pins = pin(&[&server]);
+    let pins = pin(&dir.join("state"), &[&server]);
     assert!(pins.contains("[[pin.pypi]]"), "{pins}");
     assert!(pins.contains("name = \"mcp-server-time\""), "{pins}");
     // Its dependencies too: the MCP SDK it imports.
@@ -189,6 +191,25 @@ fn pinned_time_server_answers_and_a_wrong_executable_digest_refuses() {
             .as_str()
             .is_some_and(|t| t.contains("UTC")),
         "{a}"
+    );
+    // The server's bytecode comes from the cache mcp-guard compiled from the verified sources
+    // (`policy pin` built it), not from the __pycache__ dirs next to them.
+    let site = workspace_root()
+        .join(".venv/lib/python3.11/site-packages")
+        .canonicalize()
+        .expect("site-packages");
+    let cache = std::fs::read_dir(dir.join("state/pycache"))
+        .expect("a pycache dir in the state dir")
+        .map(|e| e.expect("entry").path())
+        .next()
+        .expect("one cache");
+    assert!(cache.join(".complete").exists(), "{cache:?}");
+    let mirrored = cache
+        .join(site.strip_prefix("/").expect("absolute"))
+        .join("mcp_server_time/server.cpython-311.pyc");
+    assert!(
+        mirrored.exists(),
+        "no compiled server module at {mirrored:?}"
     );
 
     // One hex digit of the executable's digest changed.
@@ -242,7 +263,7 @@ fn pinned_filesystem_server_answers() {
     std::fs::write(served.join("hello.txt"), "pinned hello").expect("write");
     let node = Path::new("/usr/bin/node");
     let entry = npm_server("@modelcontextprotocol/server-filesystem");
-    let pins = pin(&[node, &entry, &served]);
+    let pins = pin(&dir.join("state"), &[node, &entry, &served]);
     assert!(pins.contains("[[pin.npm]]"), "{pins}");
     assert!(pins.contains("integrity = \"sha512-"), "{pins}");
     let p = policy(
@@ -293,7 +314,7 @@ fn a_changed_byte_in_a_pinned_npm_package_or_its_dependency_refuses_naming_the_f
     let pkg = dir.join("node_modules/@modelcontextprotocol/server-filesystem");
     let sdk = dir.join("node_modules/@modelcontextprotocol/sdk");
     let node = Path::new("/usr/bin/node");
-    let pins = pin(&[node, &entry, &dir]);
+    let pins = pin(&dir.join("state"), &[node, &entry, &dir]);
     for p in [&pkg, &sdk] {
         assert!(
             pins.contains(&format!("dir = \"{}\"", real(p))),
@@ -375,7 +396,7 @@ fn a_changed_byte_in_a_pinned_pypi_package_refuses_naming_the_file() {
     }
     std::fs::copy(time_server(), dir.join("env/bin/mcp-server-time")).expect("copy script");
     // Only the distribution itself: the copy holds none of its dependencies.
-    let pins = pin_with(&["--no-deps"], &[&time_server()]).replace(
+    let pins = pin_with(&dir.join("state"), &["--no-deps"], &[&time_server()]).replace(
         &format!("site_packages = \"{}\"", real_site.display()),
         &format!("site_packages = \"{}\"", site.display()),
     );
@@ -463,7 +484,7 @@ fn signed_pins_launch_and_unsigned_or_badly_signed_refuse() {
     let pins = format!(
         "{}\n[pin.signature]\nallowed_signers = \"{}\"\nidentity = \"release@example.com\"\n\
          file = \"{}\"\n",
-        pin(&[&server]),
+        pin(&dir.join("state"), &[&server]),
         signers.display(),
         sig.display()
     );
@@ -522,4 +543,63 @@ fn real(p: &Path) -> String {
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         .display()
         .to_string()
+}
+
+/// Benchmark (run with `--ignored --nocapture`): what pinning adds to a launch. In one run, for
+/// the time server (35 PyPI distributions with dependencies) and the filesystem server (107 npm
+/// packages): the in-process cost of `supply::verify`, and a whole session (start, initialize,
+/// tools/list) under `exec` with and without the pins; medians, and the ratio.
+#[test]
+#[ignore = "benchmark: prints numbers, asserts nothing about time"]
+fn bench_pin_verification() {
+    require_root();
+    let dir = data_dir("bench");
+    let node = Path::new("/usr/bin/node");
+    let entry = npm_server("@modelcontextprotocol/server-filesystem");
+    let time = time_server();
+    let cases: [(&str, Vec<&Path>); 2] = [
+        ("time", vec![&time]),
+        ("filesystem", vec![node, &entry, &dir]),
+    ];
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for (name, command) in cases {
+        let pins = pin(&dir.join("state"), &command);
+        let args: Vec<String> = command.iter().map(|p| p.display().to_string()).collect();
+        let (model, _) = mcp_guard::supply::generate(command[0], &args, true).expect("generate");
+        let verify: Vec<f64> = (0..10)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                mcp_guard::supply::verify(&model, command[0]).expect("pins verify");
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        let plain = policy(&dir, name, &[], &[], "");
+        let plain_copy = dir.join(format!("{name}-plain.toml"));
+        std::fs::rename(&plain, &plain_copy).expect("keep the unpinned policy");
+        let pinned_policy = policy(&dir, name, &[], &[], &pins);
+        let state = dir.join("state");
+        let mut with = Vec::new();
+        let mut without = Vec::new();
+        for _ in 0..5 {
+            for (p, out) in [(&plain_copy, &mut without), (&pinned_policy, &mut with)] {
+                let t = std::time::Instant::now();
+                answer(&client(&state, p, None, &command));
+                out.push(t.elapsed().as_secs_f64());
+            }
+        }
+        let (w, wo) = (median(with), median(without));
+        println!(
+            "{name}: {} pins; supply::verify median {:.1} ms; session with pins {:.3} s, \
+             without {:.3} s, ratio {:.3}",
+            model.npm.len() + model.pypi.len() + model.files.len() + 1,
+            median(verify) * 1e3,
+            w,
+            wo,
+            w / wo
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -69,6 +69,9 @@ pub struct LaunchRequest<'a> {
     pub command: &'a [String],
     /// `--observe` (or the policy's `enforcement.observe`).
     pub observe: bool,
+    /// mcp-guard's state dir: the bytecode cache of pinned Python packages lives there
+    /// (`None`: no cache; Python compiles the pinned sources at every start).
+    pub state_dir: Option<&'a std::path::Path>,
 }
 
 /// A prepared launch: the spec for the helper and the cgroup already made and limited.
@@ -142,11 +145,31 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
     })?;
     let mut env = env;
     let program_digest = check_pins(policy, &program, req.observe, &mut warnings)?;
-    if !policy.pin.pypi.is_empty() && !req.observe && !env.iter().any(|(k, _)| k == PYCACHE) {
-        // RECORD lists no bytecode: make Python ignore the __pycache__ dirs next to the pinned
-        // sources (a planted .pyc would run instead of them) and cache in the jail's private /tmp.
-        env.push((PYCACHE.into(), "/tmp/.mcp-guard-pycache".into()));
-    }
+    // RECORD lists no bytecode: Python must not read the __pycache__ dirs next to the pinned
+    // sources (a planted .pyc would run instead of them), but a cache mcp-guard compiled itself.
+    let pycache = if policy.pin.pypi.is_empty() || req.observe {
+        None
+    } else {
+        // A shared cache only where the server cannot write (else its own private /tmp, where
+        // it is compiled at every start).
+        let state = req.state_dir.filter(|s| {
+            let s = std::path::absolute(s).unwrap_or_else(|_| s.to_path_buf());
+            !s.starts_with("/tmp")
+                && !policy
+                    .filesystem
+                    .write
+                    .iter()
+                    .any(|w| s.starts_with(expand_home(w, &id.home)))
+        });
+        let dir = match state {
+            Some(state) => crate::supply::python_cache(&policy.pin, &program, state)
+                .map_err(|e| Unenforceable(format!("the pinned packages' bytecode cache: {e}")))?,
+            None => PathBuf::from("/tmp/.mcp-guard-pycache"),
+        };
+        env.retain(|(k, _)| k != PYCACHE);
+        env.push((PYCACHE.into(), dir.display().to_string()));
+        Some(dir)
+    };
 
     let enforce = if req.observe {
         warnings.push(
@@ -220,6 +243,11 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             )?;
             Vec::new()
         };
+        let mut landlock = landlock;
+        if let (Some(l), Some(dir)) = (landlock.as_mut(), &pycache) {
+            // Read-only: the server uses the cache and cannot poison it.
+            l.read.push(dir.clone());
+        }
         Some(Enforce {
             landlock,
             seccomp,
