@@ -603,3 +603,98 @@ fn bench_pin_verification() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sets up, in `site`, a one-module distribution `pinnedpkg` 1.0 whose `__init__.py` prints
+/// "honest!", with a planted `__pycache__` .pyc that prints "planted" and carries the source's
+/// mtime and size (so a plain Python loads it instead of the source). Returns the sha256 of
+/// its RECORD.
+fn plant_pyc(site: &Path) -> String {
+    const SETUP: &str = r#"
+import base64, hashlib, os, py_compile, sys
+site = sys.argv[1]
+pkg = os.path.join(site, "pinnedpkg")
+info = os.path.join(site, "pinnedpkg-1.0.dist-info")
+os.makedirs(pkg, exist_ok=True)
+os.makedirs(info, exist_ok=True)
+src = os.path.join(pkg, "__init__.py")
+with open(src, "w") as f:
+    f.write('print("planted")\n')
+py_compile.compile(src, doraise=True)
+mtime = os.stat(src).st_mtime
+with open(src, "w") as f:
+    f.write('print("honest!")\n')
+os.utime(src, (mtime, mtime))
+with open(os.path.join(info, "METADATA"), "w") as f:
+    f.write("Metadata-Version: 2.1\nName: pinnedpkg\nVersion: 1.0\n\n")
+def row(rel):
+    data = open(os.path.join(site, rel), "rb").read()
+    h = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{rel},sha256={h},{len(data)}\n"
+record = os.path.join(info, "RECORD")
+with open(record, "w") as f:
+    f.write(row("pinnedpkg/__init__.py") + row("pinnedpkg-1.0.dist-info/METADATA"))
+    f.write("pinnedpkg-1.0.dist-info/RECORD,,\n")
+print("sha256:" + hashlib.sha256(open(record, "rb").read()).hexdigest())
+"#;
+    std::fs::create_dir_all(site).expect("mkdir site");
+    let out = Command::new(python())
+        .args(["-c", SETUP])
+        .arg(site)
+        .output()
+        .expect("run the setup script");
+    assert!(out.status.success(), "{}", describe(&out));
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_planted_bytecode_file_next_to_pinned_sources_is_never_run() {
+    require_root();
+    let dir = data_dir("pyc");
+    let site = dir.join("site");
+    let record = plant_pyc(&site);
+    let py = python();
+    let run = [py.as_path(), Path::new("-c"), Path::new("import pinnedpkg")];
+
+    // Without mcp-guard the plant works: Python runs the .pyc, not the source.
+    let plain = Command::new(&py)
+        .args(["-c", "import pinnedpkg"])
+        .env("PYTHONPATH", &site)
+        .output()
+        .expect("run python");
+    assert_eq!(
+        String::from_utf8_lossy(&plain.stdout),
+        "planted\n",
+        "{}",
+        describe(&plain)
+    );
+
+    // Under exec with the distribution pinned (the source verifies: only bytecode was planted).
+    let pins = format!(
+        "[[pin.pypi]]\nsite_packages = \"{}\"\nname = \"pinnedpkg\"\nversion = \"1.0\"\n\
+         record = \"{record}\"\n\n[env]\npass = [\"PYTHONPATH\"]\n",
+        real(&site)
+    );
+    let p = policy(&dir, "time", &[site.clone()], &[], &pins);
+    let out = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["exec", "--passthrough", "--policy"])
+        .arg(&p)
+        .arg("--")
+        .args(run)
+        .env("PYTHONPATH", &site)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mcp-guard exec");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "honest!\n",
+        "{}",
+        describe(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
