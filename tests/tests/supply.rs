@@ -677,7 +677,7 @@ fn a_planted_bytecode_file_next_to_pinned_sources_is_never_run() {
          record = \"{record}\"\n\n[env]\npass = [\"PYTHONPATH\"]\n",
         real(&site)
     );
-    let p = policy(&dir, "time", &[site.clone()], &[], &pins);
+    let p = policy(&dir, "time", std::slice::from_ref(&site), &[], &pins);
     let out = Command::new(mcp_guard())
         .arg("--state-dir")
         .arg(dir.join("state"))
