@@ -128,8 +128,13 @@ pub fn real_executable(program: &Path) -> Result<PathBuf, SupplyError> {
 }
 
 /// Checks every pin; all problems at once, each naming its file. `program` is the command's
-/// executable as found on PATH.
-pub fn verify(pins: &Pins, program: &Path) -> Result<(), Vec<SupplyError>> {
+/// executable as found on PATH. With mcp-guard's `state_dir`, a changed npm tree is narrowed
+/// down to the files that changed (from the listing kept when it last matched).
+pub fn verify(
+    pins: &Pins,
+    program: &Path,
+    state_dir: Option<&Path>,
+) -> Result<(), Vec<SupplyError>> {
     let mut problems = Vec::new();
     if let Some(sig) = &pins.signature {
         let text = manifest(pins);
@@ -162,7 +167,7 @@ pub fn verify(pins: &Pins, program: &Path) -> Result<(), Vec<SupplyError>> {
         }
     }
     for p in &pins.npm {
-        problems.extend(verify_npm(p));
+        problems.extend(verify_npm(p, state_dir));
     }
     let mut listed = BTreeMap::new();
     for p in &pins.pypi {
@@ -301,6 +306,12 @@ pub fn manifest(pins: &Pins) -> String {
 /// A digest over an installed package tree: every file and symlink below `dir` (nested
 /// node_modules included), in path order, with its kind, executable bit and content digest.
 pub fn tree_digest(dir: &Path) -> Result<String, SupplyError> {
+    tree_listing(dir).map(|text| sha256_bytes(text.as_bytes()))
+}
+
+/// The text [`tree_digest`] hashes: per entry a line `LEN KIND [DIGEST|TARGET]`, then the
+/// relative path (LEN bytes) and a newline.
+fn tree_listing(dir: &Path) -> Result<String, SupplyError> {
     let mut entries = BTreeMap::new();
     walk(dir, Path::new(""), &mut entries)?;
     let mut text = String::new();
@@ -309,7 +320,79 @@ pub fn tree_digest(dir: &Path) -> Result<String, SupplyError> {
         text.push_str(&rel);
         text.push('\n');
     }
-    Ok(sha256_bytes(text.as_bytes()))
+    Ok(text)
+}
+
+/// Where a pinned tree's listing is kept (diagnostics only: it names the files that changed).
+fn listing_path(state_dir: &Path, tree: &str) -> PathBuf {
+    state_dir
+        .join("npm-trees")
+        .join(format!("{}.txt", tree.trim_start_matches(SHA256)))
+}
+
+/// Keeps the listing of a tree that matches its pin, for naming changed files later.
+fn remember_listing(state_dir: &Path, tree: &str, listing: &str) {
+    let path = listing_path(state_dir, tree);
+    if path.exists() {
+        return;
+    }
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&path, listing));
+    if let Err(e) = written {
+        tracing::debug!("{}: {e}", path.display());
+    }
+}
+
+/// A listing entry's kind and value in words.
+fn entry_words(what: &str) -> String {
+    match what.split_once(' ') {
+        Some(("f", d)) => d.to_string(),
+        Some(("x", d)) => format!("{d} (executable)"),
+        Some(("l", t)) => format!("a symlink to {t}"),
+        _ => "not a regular file".to_string(),
+    }
+}
+
+fn parse_listing(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = text;
+    while let Some((head, tail)) = rest.split_once('\n') {
+        let Some((len, what)) = head.split_once(' ') else {
+            break;
+        };
+        let Some(rel) = len.parse::<usize>().ok().and_then(|n| tail.get(..n)) else {
+            break;
+        };
+        out.insert(rel.to_string(), what.to_string());
+        rest = tail.get(rel.len() + 1..).unwrap_or_default();
+    }
+    out
+}
+
+/// The files that differ between the pinned tree (its listing, if kept and authentic: its
+/// digest is the pin) and the installed one.
+fn changed_files(state_dir: &Path, p: &NpmPin, what: &str, now: &str) -> Option<Vec<SupplyError>> {
+    let then = std::fs::read_to_string(listing_path(state_dir, &p.tree)).ok()?;
+    if sha256_bytes(then.as_bytes()) != p.tree {
+        return None;
+    }
+    let (then, now) = (parse_listing(&then), parse_listing(now));
+    let absent = || "absent".to_string();
+    let mut out = Vec::new();
+    for rel in then.keys().chain(now.keys()).collect::<BTreeSet<_>>() {
+        let (a, b) = (then.get(rel), now.get(rel));
+        if a != b {
+            out.push(SupplyError::Mismatch {
+                file: p.dir.join(rel),
+                what: format!("a file of {what}"),
+                expected: a.map_or_else(absent, |w| entry_words(w)),
+                actual: b.map_or_else(absent, |w| entry_words(w)),
+            });
+        }
+    }
+    Some(out)
 }
 
 fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<String, String>) -> Result<(), SupplyError> {
@@ -380,7 +463,7 @@ pub fn lockfile_integrity(dir: &Path) -> Result<Option<(PathBuf, String)>, Suppl
     Ok(None)
 }
 
-fn verify_npm(p: &NpmPin) -> Vec<SupplyError> {
+fn verify_npm(p: &NpmPin, state_dir: Option<&Path>) -> Vec<SupplyError> {
     let mut problems = Vec::new();
     let what = format!("npm package {}@{}", p.name, p.version);
     match package_json(&p.dir) {
@@ -416,14 +499,25 @@ fn verify_npm(p: &NpmPin) -> Vec<SupplyError> {
             Err(e) => problems.push(e),
         }
     }
-    match tree_digest(&p.dir) {
-        Ok(actual) if actual != p.tree => problems.push(SupplyError::Mismatch {
-            file: p.dir.clone(),
-            what: format!("installed tree of {what}: a file was changed, added or removed"),
-            expected: p.tree.clone(),
-            actual,
-        }),
-        Ok(_) => {}
+    match tree_listing(&p.dir) {
+        Ok(listing) => {
+            let actual = sha256_bytes(listing.as_bytes());
+            if actual == p.tree {
+                if let Some(state) = state_dir {
+                    remember_listing(state, &p.tree, &listing);
+                }
+            } else {
+                problems.push(SupplyError::Mismatch {
+                    file: p.dir.clone(),
+                    what: format!("installed tree of {what}: a file was changed, added or removed"),
+                    expected: p.tree.clone(),
+                    actual,
+                });
+                if let Some(files) = state_dir.and_then(|s| changed_files(s, p, &what, &listing)) {
+                    problems.extend(files);
+                }
+            }
+        }
         Err(e) => problems.push(e),
     }
     problems
@@ -1159,6 +1253,11 @@ pub fn pin_command(
             for n in notes {
                 eprintln!("pinned: {n}");
             }
+            for n in &pins.npm {
+                if let Ok(listing) = tree_listing(&n.dir) {
+                    remember_listing(state_dir, &n.tree, &listing);
+                }
+            }
             if !pins.pypi.is_empty() {
                 // Compiled now rather than at the first launch (which would otherwise wait).
                 match python_cache(&pins, &program, state_dir) {
@@ -1266,6 +1365,23 @@ mod tests {
         );
         assert_eq!(npm_package_dir(&plain.join("dist/i.js")), Some(plain));
         assert_eq!(npm_package_dir(&root.join("x.js")), None);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_listing_parses_back_to_its_entries_even_with_odd_names() {
+        let root = std::env::temp_dir().join(format!("supply-listing-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("d")).expect("mkdir");
+        std::fs::write(root.join("d/a b\nc.js"), "x").expect("write");
+        std::fs::write(root.join("z"), "").expect("write");
+        let listing = tree_listing(&root).expect("listing");
+        let entries = parse_listing(&listing);
+        assert_eq!(
+            entries.keys().collect::<Vec<_>>(),
+            ["d/a b\nc.js", "z"],
+            "{listing:?}"
+        );
+        assert_eq!(entry_words(&entries["z"]), sha256_bytes(b""));
         let _ = std::fs::remove_dir_all(&root);
     }
 

@@ -144,7 +144,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
         ))
     })?;
     let mut env = env;
-    let program_digest = check_pins(policy, &program, req.observe, &mut warnings)?;
+    let program_digest = check_pins(policy, &program, req, &mut warnings)?;
     // RECORD lists no bytecode: Python must not read the __pycache__ dirs next to the pinned
     // sources (a planted .pyc would run instead of them), but a cache mcp-guard compiled itself.
     let pycache = if policy.pin.pypi.is_empty() || req.observe {
@@ -310,14 +310,15 @@ const PYCACHE: &str = "PYTHONPYCACHEPREFIX";
 fn check_pins(
     policy: &Policy,
     program: &std::path::Path,
-    observe: bool,
+    req: &LaunchRequest<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<String>, LaunchError> {
     let pins = &policy.pin;
     if pins.is_empty() && pins.signature.is_none() {
         return Ok(None);
     }
-    let Err(problems) = crate::supply::verify(pins, program) else {
+    let observe = req.observe;
+    let Err(problems) = crate::supply::verify(pins, program, req.state_dir) else {
         return Ok(pins.executable.clone());
     };
     let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
