@@ -1248,6 +1248,19 @@ pub fn pin_command(
         eprintln!("mcp-guard: policy pin: {cmd}: command not found or not executable");
         return ExitCode::from(127);
     };
+    if let Some(name) = program.file_name().map(|n| n.to_string_lossy())
+        && matches!(
+            &*name,
+            "npx" | "uvx" | "pipx" | "bunx" | "pnpx" | "uv" | "pnpm" | "yarn"
+        )
+    {
+        eprintln!(
+            "mcp-guard: policy pin: WARNING: {name} finds (and may download) the server at each \
+             launch, so its pins cover {name} itself, not the server: install the server and pin \
+             its installed entry instead (e.g. node .../node_modules/PKG/dist/index.js, or \
+             .venv/bin/SERVER)"
+        );
+    }
     match generate(&program, command, deps) {
         Ok((mut pins, notes)) => {
             for n in notes {
