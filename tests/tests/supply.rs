@@ -701,3 +701,58 @@ fn a_planted_bytecode_file_next_to_pinned_sources_is_never_run() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn policy_pin_keeps_a_policys_signature_and_manifest_needs_pins() {
+    let dir = data_dir("cli");
+    let server = time_server();
+    let state = dir.join("state");
+    let pins = pin_with(&state, &["--no-deps"], &[&server]);
+    let signature = "[pin.signature]\nallowed_signers = \"/k/as\"\nidentity = \"me@example.com\"\n\
+                     file = \"/k/time.sig\"\n";
+    let signed = dir.join("signed.toml");
+    std::fs::write(&signed, format!("name = \"t\"\n{pins}\n{signature}")).expect("write");
+    let out = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["policy", "pin", "--no-deps", "--policy"])
+        .arg(&signed)
+        .arg("--")
+        .arg(&server)
+        .output()
+        .expect("run policy pin --policy");
+    assert!(out.status.success(), "{}", describe(&out));
+    let again = String::from_utf8_lossy(&out.stdout);
+    assert!(again.contains("identity = \"me@example.com\""), "{again}");
+    assert!(again.starts_with(&pins), "{again}");
+
+    // The manifest covers the pins, not the signature section.
+    let out = Command::new(mcp_guard())
+        .args(["policy", "manifest"])
+        .arg(&signed)
+        .output()
+        .expect("run policy manifest");
+    assert!(out.status.success(), "{}", describe(&out));
+    let manifest = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        manifest.starts_with("mcp-guard-pins v1\nexecutable sha256:"),
+        "{manifest}"
+    );
+    assert!(manifest.contains("pypi "), "{manifest}");
+    assert!(!manifest.contains("me@example.com"), "{manifest}");
+
+    let unpinned = dir.join("unpinned.toml");
+    std::fs::write(&unpinned, "name = \"t\"\n").expect("write");
+    let out = Command::new(mcp_guard())
+        .args(["policy", "manifest"])
+        .arg(&unpinned)
+        .output()
+        .expect("run policy manifest");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pins nothing"),
+        "{}",
+        describe(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
