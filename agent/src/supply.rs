@@ -173,6 +173,7 @@ pub fn verify(
     for p in &pins.pypi {
         problems.extend(verify_pypi(p, &mut listed));
     }
+    problems.extend(verify_startup_files(pins));
     if problems.is_empty() {
         Ok(())
     } else {
@@ -651,6 +652,57 @@ fn record_path(site: &Path, rel: &str) -> PathBuf {
     out
 }
 
+/// The files in a site-packages that every Python start runs: `*.pth` (their `import` lines)
+/// and `sitecustomize.py` / `usercustomize.py`.
+fn startup_files(site: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(site) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "pth")
+                || p.file_name()
+                    .is_some_and(|n| n == "sitecustomize.py" || n == "usercustomize.py")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Startup files ([`startup_files`]) of the pinned sites that no pinned distribution's RECORD
+/// lists (so nothing verified their content): refused.
+fn verify_startup_files(pins: &Pins) -> Vec<SupplyError> {
+    let mut by_site: BTreeMap<&Path, BTreeSet<PathBuf>> = BTreeMap::new();
+    for p in &pins.pypi {
+        let listed = by_site.entry(&p.site_packages).or_default();
+        if let Some(dist) = find_dist(&p.site_packages, &p.name, &p.version)
+            && let Ok(text) = std::fs::read_to_string(dist.join("RECORD"))
+        {
+            listed.extend(
+                record_rows(&text)
+                    .iter()
+                    .map(|(r, _)| record_path(&p.site_packages, r)),
+            );
+        }
+    }
+    let mut problems = Vec::new();
+    for (site, listed) in by_site {
+        for f in startup_files(site) {
+            if !listed.contains(&f) {
+                problems.push(SupplyError::Mismatch {
+                    file: f,
+                    what: "run by every Python start in a pinned site-packages".into(),
+                    expected: "listed in a pinned distribution's RECORD".into(),
+                    actual: "not listed (re-pin to include its distribution, or remove it)".into(),
+                });
+            }
+        }
+    }
+    problems
+}
+
 /// Every path any RECORD in `site` lists: packages may share a directory (namespace packages).
 fn all_listed(site: &Path) -> BTreeSet<PathBuf> {
     let mut listed = BTreeSet::new();
@@ -1025,7 +1077,18 @@ pub fn generate(
         if shebang(&real).is_some() {
             targets.push(program.to_path_buf());
         }
-        let owners = owning_dist(&site, &targets);
+        let mut owners = owning_dist(&site, &targets);
+        if !owners.is_empty() {
+            // Every Python start runs the site's .pth files and sitecustomize: their owners are
+            // part of what runs.
+            let startup = startup_files(&site);
+            for o in owning_dist(&site, &startup) {
+                if !owners.iter().any(|(d, _, _)| *d == o.0) {
+                    notes.push(format!("PyPI {} (owns a file Python runs at startup)", o.1));
+                    owners.push(o);
+                }
+            }
+        }
         let owners = if deps {
             pypi_closure(&site, owners, &mut notes)
         } else {

@@ -428,6 +428,23 @@ fn a_changed_byte_in_a_pinned_pypi_package_refuses_naming_the_file() {
     std::fs::write(&planted, "import os\n").expect("plant");
     let out = exec(&state, &p, &[&server]);
     assert_refused(&out, &[&planted.display().to_string(), "an unlisted file"]);
+    std::fs::remove_file(&planted).expect("unplant");
+
+    // A .pth file in site-packages runs at every Python start: one no pinned RECORD lists is
+    // refused.
+    let pth = site.join("zz-persist.pth");
+    std::fs::write(&pth, "import os\n").expect("plant .pth");
+    let out = exec(&state, &p, &[&server]);
+    assert_refused(
+        &out,
+        &[
+            &format!(
+                "{}: expected listed in a pinned distribution's RECORD",
+                pth.display()
+            ),
+            "run by every Python start",
+        ],
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
