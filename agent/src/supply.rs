@@ -907,12 +907,20 @@ pub fn python_cache(pins: &Pins, program: &Path, state_dir: &Path) -> Result<Pat
     let real = real_executable(program)?;
     let interpreter = shebang(&real)
         .and_then(|i| real_executable(&i).ok())
-        .unwrap_or(real);
+        .unwrap_or_else(|| real.clone());
     let is_python = interpreter
         .file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with("python"));
-    if !is_python {
-        // Not started through a Python we know: the empty cache still hides __pycache__.
+    // It runs as root here: only an interpreter the pins cover (just verified).
+    let pinned = (interpreter == real && pins.executable.is_some())
+        || pins.files.iter().any(|f| f.path == interpreter);
+    if !is_python || !pinned {
+        // Not a pinned Python we know: the empty cache still hides __pycache__ (the server
+        // compiles in memory at each start).
+        tracing::info!(
+            "{}: not a pinned Python interpreter; bytecode cache left empty",
+            interpreter.display()
+        );
         return Ok(dir);
     }
     let mut list = String::new();
