@@ -338,6 +338,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         server: &server,
         command: &args.command,
         observe,
+        state_dir: Some(&recording.state_dir),
     }) {
         Ok(p) => p,
         Err(e) => {

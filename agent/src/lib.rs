@@ -17,4 +17,5 @@ pub mod query;
 pub mod state;
 pub mod store;
 pub mod suggest;
+pub mod supply;
 pub mod timestamp;

@@ -10,8 +10,9 @@ use std::{
 
 use crate::{Result, root, run};
 
-/// Debian packages the build, tests and demo use.
-const DEBIAN_PACKAGES: &[&str] = &["iproute2", "procps"];
+/// Debian packages the build, tests and demo use (openssh-client: `ssh-keygen -Y` verifies
+/// signed pins, tests/tests/supply.rs).
+const DEBIAN_PACKAGES: &[&str] = &["iproute2", "procps", "openssh-client"];
 
 /// Runs every step in order.
 pub fn run_all() -> Result {
