@@ -11,6 +11,7 @@ pub mod exec;
 pub mod kernel;
 pub mod launch;
 pub mod mcp;
+pub mod metrics;
 pub mod mounts;
 pub mod policy;
 pub mod query;
