@@ -61,9 +61,22 @@ pub enum Command {
     /// Exit status: 0 done, 1 unreadable or unknown config (file untouched), 78 policy error.
     #[command(verbatim_doc_comment)]
     ClientConfig(ClientConfigArgs),
+    /// The service: follows every session's history and serves Prometheus metrics (/metrics).
+    Agent(AgentArgs),
     /// Internal: the jail's stage-2 helper, started by `exec` from /proc/self/exe.
     #[command(name = "__jail-stage2", hide = true)]
     JailStage2,
+}
+
+/// `mcp-guard agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Agent config file (TOML); default /etc/mcp-guard/agent.toml when it exists.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to serve /metrics on (overrides the config; default 127.0.0.1:9464).
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `mcp-guard exec`.
@@ -295,6 +308,13 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::ClientConfig(args) => client_config(args, &dirs),
+        Command::Agent(a) => crate::daemon::main(
+            crate::daemon::AgentArgs {
+                config: a.config,
+                metrics: a.metrics,
+            },
+            &dirs,
+        ),
         Command::Exec(a) => crate::exec::main(
             crate::exec::ExecArgs {
                 policy: a.policy,

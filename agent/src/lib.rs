@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod client_config;
 pub mod correlate;
+pub mod daemon;
 pub mod detect;
 pub mod doctor;
 pub mod exec;

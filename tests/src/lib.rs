@@ -7,6 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod prom;
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

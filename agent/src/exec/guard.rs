@@ -23,6 +23,7 @@ use crate::{
     doctor::CapabilityId,
     kernel::loader::{KernelError, KernelGuard},
     policy::OnSensitive,
+    store::{Attribution, EventKind, EventRecord, LOST_KIND, StoreHandle, Timestamp, Verdict},
 };
 
 /// The guard of a running session, kept between attach and finish.
@@ -30,6 +31,10 @@ struct Running {
     guard: KernelGuard,
     stop: oneshot::Sender<()>,
     recorder: JoinHandle<RecorderStats>,
+    /// Where the kernel's drop counts are recorded at the end (as `lost` events).
+    store: StoreHandle,
+    server: String,
+    session: String,
 }
 
 /// The kernel guard's attach and finish hooks for one session.
@@ -123,6 +128,9 @@ async fn attach_guard(info: &SessionInfo) -> Result<(Running, Box<dyn Any>), Ker
             guard,
             stop,
             recorder,
+            store: info.store.clone(),
+            server: info.server.clone(),
+            session: info.session.clone(),
         },
         Box::new(handle),
     ))
@@ -251,6 +259,9 @@ async fn finish_guard(running: Running) {
         guard,
         stop,
         recorder,
+        store,
+        server,
+        session,
     } = running;
     // The server's processes are gone: after the flush the channel holds all it ever produced.
     guard.flush().await;
@@ -276,8 +287,39 @@ async fn finish_guard(running: Running) {
                     lost.join(", ")
                 ));
             }
+            // The gap is part of the session's history (`events --kind lost`) and what the
+            // agent counts as mcp_guard_events_dropped_total{reason}.
+            for (reason, n) in drops.iter().filter(|(_, n)| **n > 0) {
+                store.send(lost_event(&server, &session, reason, *n));
+            }
         }
         Err(e) => say(&format!("cannot read the kernel drop counters: {e}")),
+    }
+}
+
+/// A `lost` event: `n` kernel events of the session were lost or incomplete for `reason`
+/// (kept in `detail` as `{"reason": .., "count": ..}`).
+fn lost_event(server: &str, session: &str, reason: &str, n: u64) -> EventRecord {
+    EventRecord {
+        event_id: format!("{session}-lost-{reason}"),
+        ts: Timestamp::now(),
+        server: server.to_string(),
+        session: session.to_string(),
+        pid: 0,
+        kind: EventKind::Other(LOST_KIND.to_string()),
+        path: None,
+        addr: None,
+        port: None,
+        verdict: Verdict::Allowed,
+        call_id: None,
+        attribution: Attribution::None,
+        candidates: Vec::new(),
+        flags: None,
+        result: i64::try_from(n).ok(),
+        argv: None,
+        proto: None,
+        would_deny: false,
+        detail: Some(serde_json::json!({ "reason": reason, "count": n })),
     }
 }
 

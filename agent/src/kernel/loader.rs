@@ -53,6 +53,16 @@ const TRACE_PROGRAMS: [(&str, &str); 2] = [
     (programs::SYS_EXIT, "sys_exit"),
 ];
 
+/// Every program of the object by name (what the kernel's program info reports).
+pub const PROGRAM_NAMES: [&str; 6] = [
+    programs::CONNECT4,
+    programs::CONNECT6,
+    programs::SENDMSG4,
+    programs::SENDMSG6,
+    programs::SYS_ENTER,
+    programs::SYS_EXIT,
+];
+
 /// How many events may wait in the channel before the reader stops draining the ring buffer
 /// (and the kernel starts counting `ringbuf_full` drops).
 const EVENT_CHANNEL: usize = 65536;

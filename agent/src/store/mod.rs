@@ -8,6 +8,7 @@
 
 mod records;
 mod schema;
+mod tail;
 mod writer;
 
 use std::{
@@ -27,7 +28,12 @@ pub use records::{
     AlertRecord, Attribution, CallRecord, Decision, EventKind, EventRecord, Record, SessionRecord,
     Severity, Timestamp, UnknownName, Verdict,
 };
+pub use tail::{Tail, TailBatch};
 pub use writer::{Retention, StoreHandle, StoreWriter, WriterConfig, WriterStats};
+
+/// The `kind` of an event that stands for kernel events the session lost (`detail` names the
+/// reason and the count).
+pub const LOST_KIND: &str = "lost";
 
 /// The database file's name inside the state dir.
 pub const DB_FILE: &str = "mcp-guard.db";

@@ -1,0 +1,281 @@
+//! `mcp-guard agent`: the long-running service. Serves Prometheus metrics for every session on
+//! the host.
+//!
+//! Each `mcp-guard exec` writes its calls, kernel events, alerts and lost-event counts to the
+//! store in the state dir; the agent follows the store ([`Tail`]) and turns what is new into the
+//! contract's counters, counts the sessions whose server is alive, and adds the kernel's own
+//! per-program statistics for the mcp-guard eBPF programs. Readiness and liveness go to systemd
+//! (`Type=notify`: `READY=1`, then `WATCHDOG=1` while the store is being followed); SIGTERM and
+//! SIGINT stop it, SIGHUP re-reads the config file (a bad file keeps the running config and
+//! says why).
+
+use std::{
+    net::SocketAddr,
+    os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use serde::Deserialize;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    cli::EXIT_POLICY,
+    kernel::loader::PROGRAM_NAMES,
+    metrics::{BpfStatsSource, Metrics},
+    state::Dirs,
+    store::{Store, StoreError, Tail, TailBatch, db_path},
+};
+
+/// Where `/metrics` is served unless the config or `--metrics` says otherwise (loopback only:
+/// the counters name servers and tools).
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
+
+/// The config file read when `--config` is not given (absent is fine: defaults apply).
+pub const DEFAULT_CONFIG: &str = "/etc/mcp-guard/agent.toml";
+
+/// `mcp-guard agent` as the CLI calls it.
+#[derive(Clone, Debug)]
+pub struct AgentArgs {
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// `--metrics` (overrides the config).
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The agent's config file (TOML; unknown keys are errors).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address `/metrics` is served on.
+    #[serde(default = "default_metrics")]
+    pub metrics: SocketAddr,
+    /// How often the store is followed, in milliseconds.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+fn default_metrics() -> SocketAddr {
+    DEFAULT_METRICS_ADDR
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9464)))
+}
+
+fn default_poll_ms() -> u64 {
+    1000
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            metrics: default_metrics(),
+            poll_ms: default_poll_ms(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; `None` when the default file is absent. Errors name the file, line and key.
+    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+        let (path, required) = match path {
+            Some(p) => (p, true),
+            None => (Path::new(DEFAULT_CONFIG), false),
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config::default());
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses a config file's text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if config.poll_ms == 0 || config.poll_ms > 60_000 {
+            return Err(format!(
+                "poll_ms = {}: must be between 1 and 60000",
+                config.poll_ms
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
+    let mut config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mcp-guard agent: config error: {e}");
+            return ExitCode::from(EXIT_POLICY);
+        }
+    };
+    if let Some(addr) = args.metrics {
+        config.metrics = addr;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcp-guard agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args, config, dirs.state.clone())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-guard agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: AgentArgs, mut config: Config, state_dir: PathBuf) -> Result<(), String> {
+    let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+    match metrics.enable_bpf_stats(&PROGRAM_NAMES) {
+        Ok(BpfStatsSource::Off) => tracing::warn!(
+            "eBPF run statistics are off (no CAP_SYS_ADMIN?): per-program counts stay flat"
+        ),
+        Ok(source) => tracing::info!("eBPF run statistics: {source:?}"),
+        Err(e) => tracing::warn!("eBPF run statistics unavailable: {e}"),
+    }
+    let listener = tokio::net::TcpListener::bind(config.metrics)
+        .await
+        .map_err(|e| format!("cannot listen on {} for /metrics: {e}", config.metrics))?;
+    eprintln!(
+        "mcp-guard agent: serving http://{}/metrics, following {}",
+        listener.local_addr().map_err(|e| e.to_string())?,
+        db_path(&state_dir).display()
+    );
+    tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+
+    let store = open_store(&state_dir)?;
+    let mut tail = Tail::from_now(&store).map_err(|e| format!("store: {e}"))?;
+    let store = Arc::new(std::sync::Mutex::new(store));
+    notify("READY=1");
+
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        _ => return Err("cannot install signal handlers".into()),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(config.poll_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let store = store.clone();
+                let mut cursor = std::mem::take(&mut tail);
+                let (cursor, polled) = tokio::task::spawn_blocking(move || {
+                    let store = store.lock().unwrap_or_else(|p| p.into_inner());
+                    let polled = cursor.poll(&store);
+                    (cursor, polled)
+                })
+                .await
+                .map_err(|e| format!("store follower: {e}"))?;
+                tail = cursor;
+                match polled {
+                    Ok(batch) => {
+                        count(&metrics, &batch);
+                        // Alive only while the store is followed: a wedged store stops the pings.
+                        notify("WATCHDOG=1");
+                    }
+                    Err(e) => tracing::warn!("store: {e}; retrying"),
+                }
+            }
+            _ = hup.recv() => match Config::load(args.config.as_deref()) {
+                Ok(new) => {
+                    if new.metrics != config.metrics && args.metrics.is_none() {
+                        tracing::warn!("SIGHUP: a new metrics address takes a restart; keeping {}", config.metrics);
+                    }
+                    tick = tokio::time::interval(Duration::from_millis(new.poll_ms));
+                    config = Config { metrics: config.metrics, ..new };
+                    eprintln!("mcp-guard agent: config reloaded");
+                }
+                Err(e) => eprintln!("mcp-guard agent: SIGHUP: keeping the running config: {e}"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    notify("STOPPING=1");
+    eprintln!("mcp-guard agent: stopping");
+    Ok(())
+}
+
+/// The store, created if this host has none yet (the agent may start before any exec).
+fn open_store(state_dir: &Path) -> Result<Store, String> {
+    let path = db_path(state_dir);
+    let store = Store::open(&path).map_err(|e| format!("store {}: {e}", path.display()))?;
+    // Execs write while the agent reads; a short wait beats a failed poll.
+    store
+        .set_busy_timeout(Duration::from_millis(500))
+        .map_err(|e: StoreError| format!("store {}: {e}", path.display()))?;
+    Ok(store)
+}
+
+/// Adds what was new in the store to the counters.
+fn count(metrics: &Metrics, batch: &TailBatch) {
+    for c in &batch.calls {
+        metrics.tool_call(&c.server, &c.tool, &c.decision, c.duration);
+    }
+    for e in &batch.events {
+        match &e.lost {
+            Some((reason, n)) => metrics.add_dropped(reason, *n),
+            None => metrics.kernel_event(&e.server, &e.kind, &e.verdict),
+        }
+    }
+    for a in &batch.alerts {
+        metrics.alert(&a.server, &a.rule, &a.severity);
+    }
+    metrics.set_servers_running(batch.running.len());
+}
+
+/// Tells systemd (`$NOTIFY_SOCKET`, `Type=notify`) a state; nothing when not under systemd.
+fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = UnixDatagram::unbound().and_then(|sock| {
+        let bytes = path.as_encoded_bytes();
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            // An abstract socket: the name after '@'.
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(state.as_bytes(), &addr)
+        } else {
+            sock.send_to(state.as_bytes(), &path)
+        }
+    });
+    if let Err(e) = sent {
+        tracing::warn!("sd_notify {state}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_unknown_keys() {
+        assert_eq!(Config::parse("").expect("empty"), Config::default());
+        let c = Config::parse("metrics = \"0.0.0.0:9000\"\npoll_ms = 250\n").expect("valid");
+        assert_eq!(c.metrics.port(), 9000);
+        assert_eq!(c.poll_ms, 250);
+        let e = Config::parse("metric = \"0.0.0.0:9000\"\n").expect_err("unknown key");
+        assert!(e.contains("metric") && e.contains("line 1"), "{e}");
+        let e = Config::parse("poll_ms = 0\n").expect_err("zero");
+        assert!(e.contains("poll_ms"), "{e}");
+    }
+}

@@ -1,0 +1,186 @@
+//! `mcp-guard agent`: a real Prometheus scrapes the agent while real MCP sessions run under
+//! `mcp-guard exec`, and sees the calls, the denial and the kernel events they caused.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use mcp_guard_tests::{
+    fixture, mcp_guard, npm_server,
+    prom::{Prometheus, free_port, http_get},
+    python, require_root, scratch_root, workspace_root,
+};
+
+/// The agent, killed on drop.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_agent(state: &Path, addr: &str, log: &Path) -> Agent {
+    let log = std::fs::File::create(log).expect("agent log");
+    let child = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["agent", "--config", "/dev/null", "--metrics", addr])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the agent");
+    let agent = Agent(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(addr, "/metrics").is_none_or(|(status, _)| status != 200) {
+        assert!(Instant::now() < deadline, "the agent never served /metrics");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent
+}
+
+/// policies/everything.toml with the test's installs readable and `get-sum` denied.
+fn policy(dir: &Path) -> PathBuf {
+    let shipped = std::fs::read_to_string(workspace_root().join("policies/everything.toml"))
+        .expect("read the shipped policy");
+    let installs = workspace_root()
+        .join("tests/node_modules")
+        .canonicalize()
+        .expect("tests/node_modules: run `cargo xtask setup`");
+    let extra = format!("  \"{}\",\n", installs.display());
+    let mut text = String::new();
+    let mut in_tools = false;
+    for line in shipped.lines() {
+        if line.starts_with('[') {
+            in_tools = line == "[tools]";
+        }
+        if in_tools && line == "deny = []" {
+            text.push_str("deny = [\"get-sum\"]\n");
+            continue;
+        }
+        text.push_str(line);
+        text.push('\n');
+        if line == "read = [" || line == "exec = [" {
+            text.push_str(&extra);
+        }
+    }
+    assert!(
+        text.contains("\"get-sum\""),
+        "no [tools] deny in the policy"
+    );
+    let path = dir.join("everything.toml");
+    std::fs::write(&path, text).expect("write the policy");
+    path
+}
+
+/// One SDK client session through `mcp-guard exec`, calling `tool`; the client's output.
+fn session(state: &Path, policy: &Path, tool: &str, args: &str) -> std::process::Output {
+    let server = npm_server("@modelcontextprotocol/server-everything");
+    Command::new(python())
+        .arg(fixture("mcp_client.py"))
+        .args(["--call", tool, args, "--"])
+        .arg(mcp_guard())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["exec", "--policy"])
+        .arg(policy)
+        .args(["--name", "everything", "--", "node"])
+        .arg(&server)
+        .arg("stdio")
+        .output()
+        .expect("run the MCP client")
+}
+
+#[test]
+fn prometheus_scrapes_the_calls_denials_and_kernel_events_of_real_sessions() {
+    require_root();
+    let dir = scratch_root()
+        .join("mcp-guard-tests")
+        .join(format!("agent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+    let state = dir.join("state");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _agent = start_agent(&state, &addr, &dir.join("agent.log"));
+
+    // The exposition is valid for Prometheus's own checker.
+    let (_, body) = http_get(&addr, "/metrics").expect("scrape");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool (Debian package prometheus: cargo xtask setup)");
+    promtool
+        .stdin
+        .take()
+        .expect("promtool stdin")
+        .write_all(body.as_bytes())
+        .expect("feed promtool");
+    let checked = promtool.wait_with_output().expect("promtool");
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let prom = Prometheus::start(&dir.join("prometheus"), &addr);
+    prom.wait_for("up{job=\"mcp-guard\"}", Duration::from_secs(20), |v| {
+        v == 1.0
+    });
+
+    let policy = policy(&dir);
+    let allowed = session(&state, &policy, "echo", "{\"message\": \"counted\"}");
+    assert!(
+        allowed.status.success() && String::from_utf8_lossy(&allowed.stdout).contains("counted"),
+        "echo through exec: {}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    let denied = session(&state, &policy, "get-sum", "{\"a\": 1, \"b\": 2}");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&denied.stdout),
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    assert!(said.contains("policy"), "get-sum was not refused: {said}");
+
+    let wait = Duration::from_secs(30);
+    let echo = prom.wait_for(
+        "mcp_guard_tool_calls_total{server=\"everything\",tool=\"echo\",decision=\"allowed\"}",
+        wait,
+        |v| v >= 1.0,
+    );
+    assert_eq!(echo, 1.0, "one echo call");
+    prom.wait_for(
+        "mcp_guard_tool_calls_total{server=\"everything\",tool=\"get-sum\",decision=\"denied\"}",
+        wait,
+        |v| v == 1.0,
+    );
+    prom.wait_for(
+        "mcp_guard_tool_call_duration_seconds_count{server=\"everything\",tool=\"echo\"}",
+        wait,
+        |v| v == 1.0,
+    );
+    // Both servers were started by exec and opened files: the kernel saw it.
+    prom.wait_for(
+        "sum(mcp_guard_kernel_events_total{server=\"everything\",kind=\"exec\"})",
+        wait,
+        |v| v >= 2.0,
+    );
+    prom.wait_for(
+        "sum(mcp_guard_kernel_events_total{server=\"everything\",kind=\"open\"})",
+        wait,
+        |v| v >= 10.0,
+    );
+    prom.wait_for("mcp_guard_servers_running", wait, |v| v == 0.0);
+    prom.wait_for("mcp_guard_bpf_stats_enabled", wait, |v| v == 1.0);
+    drop(prom);
+    let _ = std::fs::remove_dir_all(&dir);
+}
