@@ -278,4 +278,10 @@ mod tests {
         let e = Config::parse("poll_ms = 0\n").expect_err("zero");
         assert!(e.contains("poll_ms"), "{e}");
     }
+
+    #[test]
+    fn the_shipped_sample_config_is_valid() {
+        let sample = include_str!("../../packaging/mcp-guard.toml");
+        assert_eq!(Config::parse(sample).expect("sample"), Config::default());
+    }
 }

@@ -8,6 +8,7 @@ use std::{
     process::{Command, ExitCode},
 };
 
+mod lint;
 mod setup;
 
 type Result<T = ()> = std::result::Result<T, String>;
@@ -16,7 +17,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   setup   install everything the build and tests need (idempotent)
-  test    fmt and clippy gates, build, then every test (needs root)
+  test    fmt and clippy gates, build, lint the shipped ops files, then every test (needs root)
+  lint    check packaging/ and vagrant/ with systemd-analyze, promtool and bash
   demo    build, then run the main job: doctor and a real MCP server under mcp-guard exec";
 
 fn main() -> ExitCode {
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::run_all(),
         Some("test") => test(&args[1..]),
         Some("demo") => demo(),
+        Some("lint") => lint::run_all(&root().join("target/debug/mcp-guard")),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -82,6 +85,7 @@ fn test(extra: &[String]) -> Result {
         ],
     )?;
     run("build", "cargo", &["build", "--workspace", "--bins"])?;
+    lint::run_all(&root().join("target/debug/mcp-guard"))?;
     let mut args = vec!["test", "--workspace", "--no-fail-fast"];
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     args.extend(extra);

@@ -12,7 +12,15 @@ use crate::{Result, root, run};
 
 /// Debian packages the build, tests and demo use (openssh-client: `ssh-keygen -Y` verifies
 /// signed pins, tests/tests/supply.rs).
-const DEBIAN_PACKAGES: &[&str] = &["iproute2", "procps", "openssh-client"];
+/// prometheus: promtool lints packaging/prometheus and tests/tests/agent.rs scrapes the agent
+/// with a real Prometheus; systemd: systemd-analyze verifies the unit.
+const DEBIAN_PACKAGES: &[&str] = &[
+    "iproute2",
+    "procps",
+    "openssh-client",
+    "prometheus",
+    "systemd",
+];
 
 /// Runs every step in order.
 pub fn run_all() -> Result {

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Provisions the mcp-guard dev VM (Debian 12): builds and installs mcp-guard, runs the agent
+# under systemd, points Prometheus at it and wires one real MCP server through mcp-guard exec.
+# Idempotent: `vagrant provision` re-runs it.
+set -euo pipefail
+
+SRC=/src/mcp-guard
+BUILD=/var/tmp/mcp-guard-build
+export DEBIAN_FRONTEND=noninteractive
+
+echo "==> Debian packages"
+apt-get update -q
+apt-get install -y -q --no-install-recommends \
+  build-essential ca-certificates curl git pkg-config python3 python3-venv nodejs \
+  prometheus iproute2 procps openssh-client
+
+echo "==> Rust (rustup, stable + the nightly the eBPF build needs)"
+if ! command -v cargo >/dev/null && [ ! -x /root/.cargo/bin/cargo ]; then
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+fi
+export PATH=/root/.cargo/bin:$PATH
+
+echo "==> build mcp-guard (cargo xtask setup installs the nightly pieces and bpf-linker)"
+rm -rf "$BUILD"
+cp -a "$SRC" "$BUILD"
+cd "$BUILD"
+cargo xtask setup
+cargo build --release --bin mcp-guard
+install -m 0755 target/release/mcp-guard /usr/bin/mcp-guard
+
+echo "==> configuration and policies"
+install -d -m 0755 /etc/mcp-guard /etc/mcp-guard/policies
+install -m 0644 packaging/mcp-guard.toml /etc/mcp-guard/agent.toml
+install -m 0644 policies/*.toml /etc/mcp-guard/policies/
+mcp-guard policy check /etc/mcp-guard/policies/*.toml
+
+echo "==> the agent as a systemd service"
+install -m 0644 packaging/systemd/mcp-guard.service /etc/systemd/system/mcp-guard.service
+systemctl daemon-reload
+systemctl enable --now mcp-guard.service
+systemctl restart mcp-guard.service
+
+echo "==> Prometheus scraping the agent, with mcp-guard's alert rules"
+install -m 0644 packaging/prometheus/prometheus.yml /etc/prometheus/prometheus.yml
+install -m 0644 packaging/prometheus/mcp-guard-rules.yml /etc/prometheus/mcp-guard-rules.yml
+promtool check config /etc/prometheus/prometheus.yml
+systemctl enable prometheus
+systemctl restart prometheus
+
+echo "==> one real MCP server (mcp-server-time) wired through mcp-guard exec"
+python3 -m venv /opt/mcp-servers
+/opt/mcp-servers/bin/pip install -q mcp-server-time mcp
+CLIENT_DIR=/home/vagrant/.config/Claude
+install -d -o vagrant -g vagrant "$CLIENT_DIR"
+cat > "$CLIENT_DIR/claude_desktop_config.json" <<'JSON'
+{
+  "mcpServers": {
+    "time": { "command": "/opt/mcp-servers/bin/mcp-server-time", "args": [] }
+  }
+}
+JSON
+# Rewrites the config in place (a timestamped backup is kept next to it).
+mcp-guard client-config --write "$CLIENT_DIR/claude_desktop_config.json"
+chown vagrant:vagrant "$CLIENT_DIR"/*
+
+echo "==> smoke test: one MCP session through mcp-guard exec, then the agent's metrics"
+/opt/mcp-servers/bin/python - <<'PY'
+import asyncio, json
+from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+async def main():
+    config = json.load(open("/home/vagrant/.config/Claude/claude_desktop_config.json"))
+    server = config["mcpServers"]["time"]
+    params = StdioServerParameters(command=server["command"], args=server["args"])
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as client:
+            await client.initialize()
+            answer = await client.call_tool("get_current_time", {"timezone": "UTC"})
+            print("time server through mcp-guard:", answer.content[0].text)
+
+asyncio.run(main())
+PY
+sleep 2
+curl -sf 127.0.0.1:9464/metrics | grep '^mcp_guard_tool_calls_total'
+echo "==> done: Prometheus on http://localhost:9090 (host), mcp-guard calls/events/alerts in the VM"
