@@ -61,6 +61,19 @@ pub enum Command {
     /// Exit status: 0 done, 1 unreadable or unknown config (file untouched), 78 policy error.
     #[command(verbatim_doc_comment)]
     ClientConfig(ClientConfigArgs),
+    /// Stop a server everywhere: kill its running sessions, refuse new launches until release.
+    Quarantine {
+        /// The server name (as in `exec --name` or the policy's name).
+        server: String,
+        /// Why (kept with the quarantine and in the recorded event).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a quarantine: the server may be launched again.
+    Release {
+        /// The server name.
+        server: String,
+    },
     /// The service: follows every session's history and serves Prometheus metrics (/metrics).
     Agent(AgentArgs),
     /// Internal: the jail's stage-2 helper, started by `exec` from /proc/self/exe.
@@ -308,6 +321,40 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::ClientConfig(args) => client_config(args, &dirs),
+        Command::Quarantine { server, reason } => {
+            match crate::quarantine::quarantine(&dirs.state, &server, reason) {
+                Ok(killed) => {
+                    println!(
+                        "{server}: quarantined; {} running session(s) killed{}",
+                        killed.len(),
+                        if killed.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", killed.join(", "))
+                        }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mcp-guard quarantine {server}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Release { server } => match crate::quarantine::release(&dirs.state, &server) {
+            Ok(true) => {
+                println!("{server}: released");
+                ExitCode::SUCCESS
+            }
+            Ok(false) => {
+                eprintln!("mcp-guard release {server}: not quarantined");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("mcp-guard release {server}: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Agent(a) => crate::daemon::main(
             crate::daemon::AgentArgs {
                 config: a.config,

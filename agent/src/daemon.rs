@@ -233,6 +233,8 @@ fn count(metrics: &Metrics, batch: &TailBatch) {
     for e in &batch.events {
         match &e.lost {
             Some((reason, n)) => metrics.add_dropped(reason, *n),
+            // Operator actions (quarantine, release) are history, not kernel events.
+            None if crate::quarantine::KINDS.contains(&e.kind.as_str()) => {}
             None => metrics.kernel_event(&e.server, &e.kind, &e.verdict),
         }
     }

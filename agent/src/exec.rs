@@ -35,6 +35,7 @@ use crate::{
     cli::{EXIT_POLICY, EXIT_UNENFORCEABLE},
     launch::{self, LaunchError, LaunchRequest, stage2},
     policy::{self, Policy},
+    quarantine,
     state::Dirs,
     store::{SessionRecord, StoreHandle, StoreWriter, Timestamp, db_path},
 };
@@ -360,6 +361,20 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         prepared.spec.identity.why
     );
     let cgroup = prepared.cgroup;
+    // After the cgroup exists (a quarantine writes its marker, then sweeps the cgroups: a
+    // launch racing with it is refused here or killed by the sweep).
+    if let Some(q) = quarantine::check(&recording.state_dir, &server) {
+        say(&format!(
+            "server {server} is quarantined since {}{}: refusing to launch; \
+             `mcp-guard release {server}` lifts it",
+            q.since,
+            q.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        ));
+        if let Err(e) = cgroup.kill_and_remove() {
+            say(&format!("cleanup: {e}"));
+        }
+        return i32::from(EXIT_UNENFORCEABLE);
+    }
     let Recording {
         session,
         store,
@@ -375,7 +390,8 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
             .source
             .as_ref()
             .map_or_else(|| policy.name.clone(), |p| p.display().to_string()),
-        pid: None,
+        // exec owns the session and lives exactly as long: what `servers_running` checks.
+        pid: Some(std::process::id()),
         observe,
         exit_status: None,
     };

@@ -15,6 +15,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod mounts;
 pub mod policy;
+pub mod quarantine;
 pub mod query;
 pub mod state;
 pub mod store;

@@ -184,3 +184,150 @@ fn prometheus_scrapes_the_calls_denials_and_kernel_events_of_real_sessions() {
     drop(prom);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Value of an unlabelled sample in an exposition, e.g. `mcp_guard_servers_running`.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+fn wait_metric(addr: &str, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = http_get(addr, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        if sample(&body, name) == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never became {want}: {:?}",
+            sample(&body, name)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `mcp-guard exec --passthrough` of `sleep`, stdin held open so it runs until killed.
+fn long_session(state: &Path, policy: &Path) -> Child {
+    Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["exec", "--passthrough", "--policy"])
+        .arg(policy)
+        .args(["--", "/bin/sleep", "300"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start exec")
+}
+
+#[test]
+fn quarantine_kills_running_sessions_and_refuses_launches_until_release() {
+    require_root();
+    let dir = scratch_root()
+        .join("mcp-guard-tests")
+        .join(format!("quarantine-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+    let state = dir.join("state");
+    let policy = dir.join("qsrv.toml");
+    std::fs::write(
+        &policy,
+        "name = \"qsrv\"\n[filesystem]\nread = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\", \"/etc\"]\n\
+         exec = [\"/usr\", \"/bin\"]\n",
+    )
+    .expect("write policy");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _agent = start_agent(&state, &addr, &dir.join("agent.log"));
+
+    let mut running = long_session(&state, &policy);
+    // The agent sees the live session.
+    wait_metric(&addr, "mcp_guard_servers_running", 1.0);
+
+    let q = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["quarantine", "qsrv", "--reason", "incident 42"])
+        .output()
+        .expect("quarantine");
+    let said = String::from_utf8_lossy(&q.stdout);
+    assert!(q.status.success(), "quarantine: {q:?}");
+    assert!(said.contains("1 running session(s) killed"), "{said}");
+    // The running session ends with its server killed (128 + SIGKILL).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = running.try_wait().expect("wait exec") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the quarantined session still runs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(137), "exec's status after the kill");
+    wait_metric(&addr, "mcp_guard_servers_running", 0.0);
+
+    // A new launch is refused, saying how to lift it, and nothing runs.
+    let refused = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["exec", "--passthrough", "--policy"])
+        .arg(&policy)
+        .args(["--", "/bin/true"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("exec while quarantined");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(77), "{err}");
+    assert!(
+        err.contains("quarantined") && err.contains("incident 42") && err.contains("release qsrv"),
+        "{err}"
+    );
+
+    // Both actions are in the history.
+    let events = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&state)
+        .args([
+            "events",
+            "--server",
+            "qsrv",
+            "--kind",
+            "quarantine",
+            "--json",
+        ])
+        .output()
+        .expect("events");
+    let listed = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        listed.contains("\"kind\":\"quarantine\"") && listed.contains("incident 42"),
+        "{listed}"
+    );
+
+    let released = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["release", "qsrv"])
+        .output()
+        .expect("release");
+    assert!(released.status.success(), "release: {released:?}");
+    let again = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["exec", "--passthrough", "--policy"])
+        .arg(&policy)
+        .args(["--", "/bin/true"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("exec after release");
+    assert!(
+        again.status.success(),
+        "after release: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -119,9 +119,10 @@ pub struct Cgroup {
     v1: Vec<PathBuf>,
 }
 
-/// The cgroup leaf name for a server session: `<server>-<execpid>-<nonce>`.
-pub fn leaf_name(server: &str) -> String {
-    let server: String = server
+/// A server name as it appears in cgroup leaf names: `[A-Za-z0-9_.-]`, others as `_`, at most
+/// 64 characters.
+pub fn sanitize(server: &str) -> String {
+    server
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
@@ -131,12 +132,29 @@ pub fn leaf_name(server: &str) -> String {
             }
         })
         .take(64)
-        .collect();
+        .collect()
+}
+
+/// The cgroup leaf name for a server session: `<server>-<execpid>-<nonce>`.
+pub fn leaf_name(server: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{server}-{}-{nanos:08x}", std::process::id())
+    format!("{}-{}-{nanos:08x}", sanitize(server), std::process::id())
+}
+
+/// The (sanitized) server part of a leaf made by [`leaf_name`]; `None` for other names.
+pub fn leaf_server(leaf: &str) -> Option<String> {
+    let mut parts = leaf.rsplitn(3, '-');
+    let nonce = parts.next()?;
+    let pid = parts.next()?;
+    let server = parts.next()?;
+    let ok = nonce.len() >= 8
+        && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| server.to_string())
 }
 
 impl Cgroup {

@@ -195,7 +195,7 @@ pub struct SessionRecord {
     pub command: Vec<String>,
     /// The policy applied: a name, a path, or `default`.
     pub policy: String,
-    /// The server's process id, once launched.
+    /// The pid of the `mcp-guard exec` that owns the session (alive exactly while it runs).
     #[serde(default)]
     pub pid: Option<u32>,
     /// Observe mode (nothing enforced).
