@@ -147,5 +147,22 @@ fn the_demo_shows_real_servers_working_and_every_attack_stopped() {
             .any(|c| c["tool"] == "write_file" && c["decision"] == "denied"),
         "{describe}"
     );
+    // The agent's /metrics counted the same: the refused write, the alerts, the denied connect.
+    let metrics: Vec<&str> = summary["metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    for want in [
+        "mcp_guard_tool_calls_total{decision=\"denied\",server=\"filesystem\",tool=\"write_file\"} 1",
+        "mcp_guard_alerts_total{rule=\"sensitive-read\"",
+        "mcp_guard_kernel_events_total{kind=\"connect\",server=\"fetch\",verdict=\"denied\"}",
+    ] {
+        assert!(
+            metrics.iter().any(|l| l.starts_with(want)),
+            "/metrics has no {want}:\n{metrics:#?}\n{describe}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,6 +19,8 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
 from mcp import ClientSession
@@ -186,6 +188,32 @@ def records(*args):
     return [json.loads(line) for line in guard_cmd(*args, "--json", capture=True).splitlines() if line.strip()]
 
 
+def start_agent():
+    """`mcp-guard agent`: follows the sessions' history and serves /metrics on a free port."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        addr = f"127.0.0.1:{probe.getsockname()[1]}"
+    log = open(DEMO / "agent.log", "w")
+    agent = subprocess.Popen(
+        [str(MCP_GUARD), "--state-dir", str(STATE), "agent", "--config", "/dev/null", "--metrics", addr],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+    )
+    for _ in range(100):
+        try:
+            scrape(addr)
+            return agent, addr
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"mcp-guard agent did not serve /metrics: {(DEMO / 'agent.log').read_text()}")
+
+
+def scrape(addr):
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as answer:
+        return answer.read().decode()
+
+
 def main():
     shutil.rmtree(DEMO, ignore_errors=True)
     (HOME / ".aws").mkdir(parents=True)
@@ -195,6 +223,7 @@ def main():
     (HOME / ".ssh/id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\ndemo\n-----END OPENSSH PRIVATE KEY-----\n")
     (PROJECT / "notes.md").write_text("# Project notes\nShip the release on Friday.\n")
     STATE.mkdir()
+    agent, addr = start_agent()
     asyncio.run(filesystem())
     asyncio.run(fetch())
     asyncio.run(rug_pull())
@@ -213,9 +242,19 @@ def main():
         last = reads[-1]["call_id"]
         step(f"one call as a timeline: mcp-guard trace {last}")
         guard_cmd("trace", last)
-    step("metrics")
-    say("  Prometheus metrics are served by `mcp-guard agent` (not built yet); the same facts are in")
-    say(f"  the store: sqlite3 {STATE}/mcp-guard.db, or mcp-guard calls|events|alerts --state-dir {STATE}")
+    step(f"metrics: what Prometheus scrapes from mcp-guard agent (http://{addr}/metrics)")
+    time.sleep(1.5)  # the agent follows the store once a second
+    wanted = ("mcp_guard_tool_calls_total", "mcp_guard_alerts_total", "mcp_guard_servers_running")
+    metrics = [
+        line for line in scrape(addr).splitlines()
+        if line.startswith(wanted) or (line.startswith("mcp_guard_kernel_events_total") and "denied" in line)
+    ]
+    for line in metrics:
+        say(f"  {line}")
+    say(f"  (everything is also in the store: sqlite3 {STATE}/mcp-guard.db)")
+    agent.terminate()
+    agent.wait(timeout=10)
+    summary["metrics"] = metrics
     summary["events"] = denied
     summary["alerts"] = records("alerts")
     summary["calls"] = calls
