@@ -497,7 +497,10 @@ pub fn leaf_candidates(parent: &Path, id: &str) -> Vec<PathBuf> {
     vec![parent.join(format!("libpod-{id}")), parent.join(id)]
 }
 
-/// Attaches to the container's stdio: (stdin writer, stdout reader). stderr goes to exec's.
+/// Attaches to the container's stdio: (stdin writer, stdout reader); stderr goes to exec's.
+/// Two attach connections: stdout/stderr on one, stdin alone on the other, so that closing the
+/// stdin writer closes its whole connection and the engine closes the container's stdin
+/// (`StdinOnce`); podman does not pass a half-close of a shared connection on as EOF.
 pub async fn attach(
     docker: &Docker,
     id: &str,
@@ -508,20 +511,29 @@ pub async fn attach(
     ),
     String,
 > {
-    let opts = AttachContainerOptions {
+    let out_opts = AttachContainerOptions {
         stream: true,
-        stdin: true,
         stdout: true,
         stderr: true,
-        logs: false,
         ..Default::default()
     };
-    let results = docker
-        .attach_container(id, Some(opts))
+    let out = docker
+        .attach_container(id, Some(out_opts))
         .await
-        .map_err(|e| format!("attaching to the container: {e}"))?;
+        .map_err(|e| format!("attaching to the container's output: {e}"))?;
+    let in_opts = AttachContainerOptions {
+        stream: true,
+        stdin: true,
+        ..Default::default()
+    };
+    let input = docker
+        .attach_container(id, Some(in_opts))
+        .await
+        .map_err(|e| format!("attaching to the container's stdin: {e}"))?;
+    // Only the writer is kept: when it is dropped the connection closes.
+    drop(input.output);
     let (mut writer, reader) = tokio::io::duplex(256 * 1024);
-    let mut output = results.output;
+    let mut output = out.output;
     tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         let mut stderr = tokio::io::stderr();
@@ -541,7 +553,7 @@ pub async fn attach(
         }
         let _ = writer.shutdown().await;
     });
-    Ok((results.input, reader))
+    Ok((input.input, reader))
 }
 
 /// The container's main pid (host namespace).
