@@ -1,0 +1,364 @@
+//! The container backend against a real engine (podman serving the Docker Engine API, started by
+//! the test helper when it is not running) with an image built offline from the venv's Python:
+//! the real mcp-server-time answers the MCP Python SDK client through `mcp-guard exec`; egress
+//! from a container that HAS a network is still judged by mcp-guard's eBPF (EPERM for a
+//! non-allowed port, a connection for the allowed one); opens and connects are in `events`,
+//! attributed to calls; a wrong digest and an unreachable engine refuse to launch; 100
+//! sequential and 10 parallel sessions leave no container, cgroup or network namespace behind.
+//!
+//! Tests share the engine and count leftovers, so they run one at a time (a lock).
+
+use std::{
+    io::Write,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use mcp_guard_tests::{
+    container_test_image, describe, fixture, mcp_guard, podman_engine, python, require_root,
+    scratch_root,
+};
+use serde_json::Value;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const PY: &str = "/opt/py/bin/python3";
+
+struct Scene {
+    dir: PathBuf,
+    state: PathBuf,
+    policy: PathBuf,
+}
+
+/// A state dir and a container policy pinning the test image by `digest`.
+fn scene(tag: &str, digest: &str, extra: &str) -> Scene {
+    require_root();
+    let engine = podman_engine();
+    let (name, _) = container_test_image();
+    let dir = scratch_root().join(format!("container-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scene dir");
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "name = \"ctr-{tag}\"\n[isolation]\nbackend = \"container\"\nimage = \"{name}@{digest}\"\n\
+             engine = \"{engine}\"\n[limits]\nmemory = \"512M\"\npids = 64\ncpu = 1.0\n{extra}"
+        ),
+    )
+    .expect("policy");
+    Scene {
+        state: dir.join("state"),
+        dir,
+        policy,
+    }
+}
+
+fn image_id() -> String {
+    container_test_image().1
+}
+
+/// The MCP SDK client driving `mcp-guard exec` of `server` in the scene, calling `tool`.
+fn sdk_call(s: &Scene, tool: &str, args: &str, server: &[&str]) -> Output {
+    let mut cmd = Command::new(python());
+    cmd.arg(fixture("mcp_client.py"))
+        .args(["--call", tool, args, "--"])
+        .arg(mcp_guard())
+        .arg("--state-dir")
+        .arg(&s.state)
+        .arg("exec")
+        .arg("--policy")
+        .arg(&s.policy)
+        .arg("--")
+        .args(server);
+    cmd.output().expect("mcp_client.py")
+}
+
+fn call_text(out: &Output) -> String {
+    assert!(out.status.success(), "{}", describe(out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert_eq!(v["call"]["is_error"], false, "{}", describe(out));
+    v["call"]["text"].as_str().expect("text").to_string()
+}
+
+fn events(s: &Scene) -> Vec<Value> {
+    let out = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&s.state)
+        .args(["events", "--json"])
+        .output()
+        .expect("mcp-guard events");
+    assert!(out.status.success(), "{}", describe(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event JSON"))
+        .collect()
+}
+
+/// What the sessions could leave behind: containers, cgroups, network namespaces.
+#[derive(Debug, PartialEq, Eq)]
+struct Leftovers {
+    containers: usize,
+    cgroups_v2: usize,
+    cgroups_pids_v1: usize,
+    netns: usize,
+}
+
+fn count_dirs(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
+        .unwrap_or(0)
+}
+
+fn leftovers() -> Leftovers {
+    let out = Command::new("podman")
+        .args(["ps", "-aq"])
+        .output()
+        .expect("podman ps");
+    let v2 = [
+        "/sys/fs/cgroup/unified/mcp-guard",
+        "/sys/fs/cgroup/mcp-guard",
+    ]
+    .iter()
+    .map(|d| count_dirs(Path::new(d)))
+    .sum();
+    Leftovers {
+        containers: String::from_utf8_lossy(&out.stdout).lines().count(),
+        cgroups_v2: v2,
+        cgroups_pids_v1: count_dirs(Path::new("/sys/fs/cgroup/pids/mcp-guard")),
+        netns: std::fs::read_dir("/run/netns")
+            .map(|d| d.count())
+            .unwrap_or(0),
+    }
+}
+
+fn bridge_gateway() -> String {
+    let out = Command::new("podman")
+        .args([
+            "network",
+            "inspect",
+            "podman",
+            "--format",
+            "{{range .Subnets}}{{.Gateway}}{{end}}",
+        ])
+        .output()
+        .expect("podman network inspect");
+    assert!(out.status.success(), "{}", describe(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn mcp_server_time_in_a_container_answers_the_sdk_client() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = scene("time", &image_id(), "");
+    let out = sdk_call(
+        &s,
+        "get_current_time",
+        r#"{"timezone": "UTC"}"#,
+        &[PY, "-m", "mcp_server_time", "--local-timezone", "UTC"],
+    );
+    let text = call_text(&out);
+    assert!(text.contains("UTC"), "{text}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert_eq!(v["server"]["name"], "mcp-time", "{}", describe(&out));
+    // The server really ran in the container, under the guard: its Python came from the image.
+    let evs = events(&s);
+    assert!(
+        evs.iter().any(|e| e["kind"] == "open"
+            && e["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/opt/py/lib/"))),
+        "no open of the image's Python recorded: {} events",
+        evs.len()
+    );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+#[test]
+fn networked_container_egress_is_judged_by_ebpf_and_attributed() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let allowed = TcpListener::bind("0.0.0.0:0").expect("listener");
+    let denied = TcpListener::bind("0.0.0.0:0").expect("listener");
+    let (ap, dp) = (
+        allowed.local_addr().expect("addr").port(),
+        denied.local_addr().expect("addr").port(),
+    );
+    let gw = bridge_gateway();
+    // The container gets the engine's bridge network (the policy allows some egress), so only
+    // mcp-guard's eBPF stands between it and the second listener.
+    let s = scene(
+        "egress",
+        &image_id(),
+        &format!("[network]\nallow = [\"{gw}:{ap}\"]\n"),
+    );
+    let server = [PY, "/srv/server.py"];
+    let ok = call_text(&sdk_call(
+        &s,
+        "connect",
+        &format!(r#"{{"host": "{gw}", "port": {ap}}}"#),
+        &server,
+    ));
+    assert_eq!(ok, "connected", "the allowed destination must be reachable");
+    let no = call_text(&sdk_call(
+        &s,
+        "connect",
+        &format!(r#"{{"host": "{gw}", "port": {dp}}}"#),
+        &server,
+    ));
+    assert_eq!(
+        no, "errno 1 (EPERM)",
+        "the engine's network would refuse with ECONNREFUSED or connect; EPERM is the eBPF verdict"
+    );
+    let read = call_text(&sdk_call(
+        &s,
+        "read_file",
+        r#"{"path": "/etc/passwd"}"#,
+        &server,
+    ));
+    assert!(read.starts_with("root:"), "{read}");
+
+    let evs = events(&s);
+    let connect = |port: u16, verdict: &str| {
+        evs.iter().find(|e| {
+            e["kind"] == "connect"
+                && e["port"] == port
+                && e["addr"] == gw.as_str()
+                && e["verdict"] == verdict
+        })
+    };
+    for (port, verdict) in [(ap, "allowed"), (dp, "denied")] {
+        let e = connect(port, verdict)
+            .unwrap_or_else(|| panic!("no {verdict} connect to {gw}:{port} in events"));
+        assert_eq!(e["attribution"], "call", "{e}");
+        assert!(e["call_id"].is_string(), "{e}");
+    }
+    // Python's startup may read /etc/passwd too (outside any call); the tool's open is in a call.
+    let opens: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["kind"] == "open" && e["path"] == "/etc/passwd")
+        .collect();
+    assert!(
+        opens
+            .iter()
+            .any(|e| e["attribution"] == "call" && e["call_id"].is_string()),
+        "the read_file open of /etc/passwd is attributed to its call: {opens:?}"
+    );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+#[test]
+fn wrong_digest_or_unreachable_engine_refuses_to_launch() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let before = leftovers();
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let s = scene("digest", &wrong, "");
+    let out = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&s.state)
+        .args(["exec", "--policy"])
+        .arg(&s.policy)
+        .args(["--", PY, "-c", "print('ran')"])
+        .output()
+        .expect("exec");
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not match the pinned digest"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ran"));
+    assert_eq!(leftovers(), before, "a refused launch leaves nothing");
+
+    let policy = std::fs::read_to_string(&s.policy)
+        .expect("policy")
+        .replace(&wrong, &image_id())
+        .replace(
+            "unix:///run/podman/podman.sock",
+            "unix:///run/mcp-guard-no-such-engine.sock",
+        );
+    std::fs::write(&s.policy, policy).expect("policy");
+    let out = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&s.state)
+        .args(["exec", "--policy"])
+        .arg(&s.policy)
+        .args(["--", PY, "-c", "print('ran')"])
+        .output()
+        .expect("exec");
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not reachable"), "{err}");
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// One short passthrough session: the container echoes its stdin.
+fn echo_session(s: &Scene) -> Output {
+    let mut child = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&s.state)
+        .args(["exec", "--passthrough", "--policy"])
+        .arg(&s.policy)
+        .args([
+            "--",
+            PY,
+            "-S",
+            "-c",
+            "import sys; sys.stdout.write(sys.stdin.read())",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("exec");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"hello\n")
+        .expect("write");
+    child.wait_with_output().expect("exec output")
+}
+
+#[test]
+fn hundred_sequential_and_ten_parallel_sessions_leave_nothing_behind() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let gw = bridge_gateway();
+    // With a network, so that each session also gets (and must lose) a network namespace.
+    let s = scene(
+        "leaks",
+        &image_id(),
+        &format!("[network]\nallow = [\"{gw}:9\"]\n"),
+    );
+    let before = leftovers();
+    let started = Instant::now();
+    for i in 0..100 {
+        let out = echo_session(&s);
+        assert!(out.status.success(), "session {i}: {}", describe(&out));
+        assert_eq!(out.stdout, b"hello\n", "session {i}: {}", describe(&out));
+    }
+    let sequential = started.elapsed();
+    let started = Instant::now();
+    let outs: Vec<Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..10).map(|_| scope.spawn(|| echo_session(&s))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("session thread"))
+            .collect()
+    });
+    for (i, out) in outs.iter().enumerate() {
+        assert!(out.status.success(), "parallel {i}: {}", describe(out));
+        assert_eq!(out.stdout, b"hello\n", "parallel {i}: {}", describe(out));
+    }
+    eprintln!(
+        "100 sequential sessions {:.1}s, 10 parallel {:.1}s",
+        sequential.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    // The engine tears network namespaces down asynchronously: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leftovers() != before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(leftovers(), before, "containers, cgroups or netns leaked");
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
