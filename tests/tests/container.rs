@@ -362,3 +362,39 @@ fn hundred_sequential_and_ten_parallel_sessions_leave_nothing_behind() {
     assert_eq!(leftovers(), before, "containers, cgroups or netns leaked");
     let _ = std::fs::remove_dir_all(&s.dir);
 }
+
+#[test]
+fn container_is_hardened_as_the_policy_says() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = scene("hardened", &image_id(), "[syscalls]\ndeny = [\"getcpu\"]\n");
+    let probe = "import ctypes, resource\n\
+        l = ctypes.CDLL(None, use_errno=True)\n\
+        def sc(*a):\n    r = l.syscall(*a); return (r, ctypes.get_errno() if r < 0 else 0)\n\
+        st = dict(x.split(':\\t', 1) for x in open('/proc/self/status').read().splitlines() if ':\\t' in x)\n\
+        try:\n    open('/rootfs-write', 'w'); ro = 0\n\
+        except OSError as e:\n    ro = e.errno\n\
+        open('/tmp/ok', 'w').write('x')\n\
+        print(sc(135, 0xffffffff), sc(272, 0x20000), sc(309, 0, 0, 0), st['Seccomp'].strip(), \
+        st['CapEff'].strip(), st['NoNewPrivs'].strip(), ro, \
+        resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 0)";
+    let out = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&s.state)
+        .args(["exec", "--passthrough", "--policy"])
+        .arg(&s.policy)
+        .args(["--", PY, "-S", "-c", probe])
+        .stdin(Stdio::null())
+        .output()
+        .expect("exec");
+    assert!(out.status.success(), "{}", describe(&out));
+    // personality, unshare(CLONE_NEWNS) and the policy's getcpu fail with EPERM (1) under the
+    // jail's deny list as an engine profile; seccomp filter mode 2; no capabilities;
+    // no_new_privs; the root filesystem is read-only (EROFS 30) while /tmp is a writable tmpfs.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "(-1, 1) (-1, 1) (-1, 1) 2 0000000000000000 1 30 True",
+        "{}",
+        describe(&out)
+    );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}

@@ -204,19 +204,9 @@ pub fn seccomp_profile(extra_deny: &[String]) -> serde_json::Value {
 /// Where content-addressed seccomp profiles are written for engines that read a path.
 const PROFILE_DIR: &str = "/run/mcp-guard/seccomp";
 
-/// The `seccomp=` security option: Docker takes the profile's JSON inline; podman's compatible
-/// API reads it from a path, so the profile is written to a root-only file named by its hash.
-async fn seccomp_opt(docker: &Docker, profile: &serde_json::Value) -> Result<String, String> {
-    let json = profile.to_string();
-    let podman = docker
-        .version()
-        .await
-        .ok()
-        .and_then(|v| v.components)
-        .is_some_and(|c| c.iter().any(|c| c.name.to_lowercase().contains("podman")));
-    if !podman {
-        return Ok(format!("seccomp={json}"));
-    }
+/// Writes `profile` to a root-only file named by its hash; returns the path. Podman's compatible
+/// API reads `seccomp=` as a path where Docker takes the JSON inline.
+fn profile_file(json: &str) -> io::Result<PathBuf> {
     use sha2::Digest;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let hash: String = sha2::Sha256::digest(json.as_bytes())
@@ -226,25 +216,21 @@ async fn seccomp_opt(docker: &Docker, profile: &serde_json::Value) -> Result<Str
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(PROFILE_DIR)
-        .map_err(|e| format!("creating {PROFILE_DIR}: {e}"))?;
+        .create(PROFILE_DIR)?;
     let path = Path::new(PROFILE_DIR).join(format!("{hash}.json"));
     if !path.exists() {
+        use std::io::Write;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let write = || -> io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(json.as_bytes())?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(json.as_bytes())?;
+        std::fs::rename(&tmp, &path)?;
     }
-    Ok(format!("seccomp={}", path.display()))
+    Ok(path)
 }
 
 /// Caps of the explicit ulimits: the engine (not mcp-guard) sets them and cannot go above its
@@ -366,12 +352,7 @@ pub async fn prepare(
         cap_drop: Some(vec!["ALL".into()]),
         security_opt: Some(vec![
             "no-new-privileges".into(),
-            seccomp_opt(&docker, &seccomp_profile(&policy.syscalls.deny))
-                .await
-                .map_err(|e| {
-                    let _ = cg.kill_and_remove();
-                    Unenforceable(format!("the seccomp profile: {e}"))
-                })?,
+            format!("seccomp={}", seccomp_profile(&policy.syscalls.deny)),
         ]),
         memory: l.memory.and_then(|m| i64::try_from(m).ok()),
         memory_swap: l.memory.and_then(|m| i64::try_from(m).ok()),
@@ -475,16 +456,42 @@ pub async fn remove(docker: &Docker, id: &str) -> Result<(), String> {
     }
 }
 
-/// Creates the container; returns its id.
+/// Creates the container; returns its id. The seccomp profile goes inline (Docker); when the
+/// engine reads it as a file name instead (podman), it is written to a file and the create
+/// retried with its path.
 pub async fn create(
     docker: &Docker,
-    body: ContainerCreateBody,
+    mut body: ContainerCreateBody,
     name: &str,
 ) -> Result<String, String> {
     let opts = CreateContainerOptions {
         name: Some(name.to_string()),
         ..Default::default()
     };
+    let first = docker
+        .create_container(Some(opts.clone()), body.clone())
+        .await;
+    let err = match first {
+        Ok(r) => return Ok(r.id),
+        Err(e) => e.to_string(),
+    };
+    if !err.contains("seccomp profile") {
+        return Err(format!("creating the container: {err}"));
+    }
+    let Some(opts_list) = body
+        .host_config
+        .as_mut()
+        .and_then(|h| h.security_opt.as_mut())
+    else {
+        return Err(format!("creating the container: {err}"));
+    };
+    for opt in opts_list.iter_mut() {
+        if let Some(json) = opt.strip_prefix("seccomp=") {
+            let path = profile_file(json)
+                .map_err(|e| format!("writing the seccomp profile under {PROFILE_DIR}: {e}"))?;
+            *opt = format!("seccomp={}", path.display());
+        }
+    }
     docker
         .create_container(Some(opts), body)
         .await
