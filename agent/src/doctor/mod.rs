@@ -1215,11 +1215,21 @@ fn probe_container_engine(b: &mut Builder) {
         match host::engine_ping(&socket) {
             Ok(answer) => {
                 let address = format!("unix://{}", socket.display());
-                let about = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())
-                    .and_then(|rt| rt.block_on(crate::launch::container::engine_info(&address)));
+                // Its own thread and runtime: probe() may be called from async code.
+                let about = std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| {
+                            tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()
+                                .map_err(|e| e.to_string())
+                                .and_then(|rt| {
+                                    rt.block_on(crate::launch::container::engine_info(&address))
+                                })
+                        })
+                        .join()
+                        .unwrap_or_else(|_| Err("the engine probe panicked".into()))
+                });
                 let detail = match about {
                     Ok(i) => format!(
                         "{}: reachable ({}), cgroup manager {}, runtime {}",
