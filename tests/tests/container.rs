@@ -398,3 +398,100 @@ fn container_is_hardened_as_the_policy_says() {
     );
     let _ = std::fs::remove_dir_all(&s.dir);
 }
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn timed_ok(cmd: &mut Command) -> f64 {
+    let start = Instant::now();
+    let out = cmd.stdin(Stdio::null()).output().expect("spawn");
+    let t = start.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{}", describe(&out));
+    t
+}
+
+/// Start-up to exit of a trivial server (`python3 -S -c pass`), median of 20 each: through
+/// mcp-guard's container backend, the engine's own `podman run` of the same image with the same
+/// hardening, and mcp-guard's jail backend with the host's Python.
+/// `cargo test -p mcp-guard-tests --test container -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture, as root"]
+fn startup_container_vs_podman_run_vs_jail() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (name, id) = container_test_image();
+    let s = scene("bench", &id, "");
+    // The system Python (the venv's lives under /root, which the jailed user cannot traverse).
+    let host_py = PathBuf::from("/usr/bin/python3");
+    assert!(host_py.exists(), "/usr/bin/python3 is missing");
+    let jail_policy = s.dir.join("jail.toml");
+    std::fs::write(
+        &jail_policy,
+        format!(
+            "name = \"bench-jail\"\n[filesystem]\nread = [\"/usr\", \"/lib\", \"/lib64\", \"/etc\"]\n\
+             exec = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\"]\n[limits]\nmemory = \"512M\"\npids = 64\ncpu = 1.0\n"
+        ),
+    )
+    .expect("jail policy");
+    const N: usize = 20;
+    let (mut guarded, mut engine, mut jail) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..N {
+        guarded.push(timed_ok(
+            Command::new(mcp_guard())
+                .arg("--state-dir")
+                .arg(&s.state)
+                .args(["exec", "--passthrough", "--policy"])
+                .arg(&s.policy)
+                .args(["--", PY, "-S", "-c", "pass"]),
+        ));
+        engine.push(timed_ok(Command::new("podman").args([
+            "run",
+            "--rm",
+            "-i",
+            "--runtime",
+            "runc",
+            "--read-only",
+            "--network",
+            "none",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--ulimit",
+            "nofile=16384:16384",
+            "--ulimit",
+            "nproc=4096:4096",
+            "--memory",
+            "512m",
+            "--pids-limit",
+            "64",
+            &name,
+            PY,
+            "-S",
+            "-c",
+            "pass",
+        ])));
+        jail.push(timed_ok(
+            Command::new(mcp_guard())
+                .arg("--state-dir")
+                .arg(&s.state)
+                .args(["exec", "--passthrough", "--policy"])
+                .arg(&jail_policy)
+                .arg("--")
+                .arg(&host_py)
+                .args(["-S", "-c", "pass"]),
+        ));
+    }
+    let (g, e, j) = (median(guarded), median(engine), median(jail));
+    println!(
+        "start-up to exit, median of {N}: mcp-guard container {:.0} ms, podman run {:.0} ms \
+         (container/podman {:.2}x), mcp-guard jail {:.0} ms (container/jail {:.2}x)",
+        g * 1e3,
+        e * 1e3,
+        g / e,
+        j * 1e3,
+        g / j
+    );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
