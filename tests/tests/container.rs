@@ -428,10 +428,8 @@ fn startup_container_vs_podman_run_vs_jail() {
     let jail_policy = s.dir.join("jail.toml");
     std::fs::write(
         &jail_policy,
-        format!(
             "name = \"bench-jail\"\n[filesystem]\nread = [\"/usr\", \"/lib\", \"/lib64\", \"/etc\"]\n\
-             exec = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\"]\n[limits]\nmemory = \"512M\"\npids = 64\ncpu = 1.0\n"
-        ),
+             exec = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\"]\n[limits]\nmemory = \"512M\"\npids = 64\ncpu = 1.0\n",
     )
     .expect("jail policy");
     const N: usize = 20;
