@@ -493,3 +493,46 @@ fn startup_container_vs_podman_run_vs_jail() {
     );
     let _ = std::fs::remove_dir_all(&s.dir);
 }
+
+#[test]
+fn a_sigkilled_exec_leaves_nothing_after_the_next_session() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = scene("sigkill", &image_id(), "");
+    let before = leftovers();
+    let mut child = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&s.state)
+        .args(["exec", "--passthrough", "--policy"])
+        .arg(&s.policy)
+        .args(["--", PY, "-S", "-c", "import sys; sys.stdin.read()"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("exec");
+    let label = format!("label=io.mcp-guard.exec-pid={}", child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new("podman")
+            .args(["ps", "-q", "--filter", &label])
+            .output()
+            .expect("podman ps");
+        if !out.stdout.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the container never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SIGKILL: exec runs no cleanup at all.
+    child.kill().expect("SIGKILL exec");
+    let _ = child.wait();
+    assert_ne!(leftovers(), before, "exec's death alone removes nothing");
+    let out = echo_session(&s);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        leftovers(),
+        before,
+        "the next session removed the dead exec's container and cgroups"
+    );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}

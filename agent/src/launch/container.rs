@@ -301,6 +301,9 @@ pub async fn prepare(
 
     let mounts = cgroup::Mounts::discover()
         .map_err(|e| Unenforceable(format!("cannot read /proc/self/mountinfo: {e}")))?;
+    for stale in reap_stale_cgroups(&mounts) {
+        tracing::info!("removed stale container cgroup {}", stale.display());
+    }
     for stale in cgroup::reap_stale(&mounts) {
         tracing::info!("removed stale cgroup {}", stale.display());
     }
@@ -435,6 +438,44 @@ pub async fn reap_stale(docker: &Docker) -> Vec<String> {
             && remove(docker, &id).await.is_ok()
         {
             removed.push(id);
+        }
+    }
+    removed
+}
+
+/// Removes the session cgroups (with the container leaves below them, in v2 and v1) of execs
+/// that are gone and whose cgroups are empty: what a SIGKILLed exec leaves. Run after
+/// [`reap_stale`] removed their containers.
+pub fn reap_stale_cgroups(mounts: &cgroup::Mounts) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Some(v2) = &mounts.v2 else {
+        return removed;
+    };
+    let Ok(entries) = std::fs::read_dir(v2.join(cgroup::PARENT)) else {
+        return removed;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = cgroup::exec_pid(&name) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        // Only trees with container leaves (the jail's own reaper handles flat leaves), and
+        // only when nothing runs there any more.
+        let has_children = std::fs::read_dir(&path)
+            .map(|d| d.flatten().any(|e| e.path().is_dir()))
+            .unwrap_or(false);
+        let populated = std::fs::read_to_string(path.join("cgroup.events"))
+            .map(|t| t.lines().any(|l| l == "populated 1"))
+            .unwrap_or(true);
+        if has_children && !populated && remove_tree(mounts, &path).is_ok() {
+            removed.push(path);
         }
     }
     removed
