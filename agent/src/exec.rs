@@ -579,7 +579,7 @@ async fn drive_container(
         },
         None => None,
     };
-    let (input, output) = match ctr::attach(docker, &id).await {
+    let (input, output, output_closed) = match ctr::attach(docker, &id).await {
         Ok(io) => io,
         Err(e) => return (fail(e), Some(id)),
     };
@@ -621,7 +621,7 @@ async fn drive_container(
         }
     }
     let secrets = SecretValues(prepared.secrets.clone());
-    let exit = Box::pin(ctr::wait(docker.clone(), id.clone()));
+    let exit = Box::pin(ctr::wait(docker.clone(), id.clone(), output_closed));
     let (kill_docker, kill_id) = (docker.clone(), id.clone());
     let kill: KillTree = Box::new(move || {
         Box::pin(async move {

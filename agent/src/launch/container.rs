@@ -556,6 +556,7 @@ pub async fn attach(
     (
         std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
         tokio::io::DuplexStream,
+        tokio::sync::oneshot::Receiver<()>,
     ),
     String,
 > {
@@ -582,6 +583,7 @@ pub async fn attach(
     drop(input.output);
     let (mut writer, reader) = tokio::io::duplex(256 * 1024);
     let mut output = out.output;
+    let (closed_tx, closed) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
         let mut stderr = tokio::io::stderr();
@@ -600,8 +602,9 @@ pub async fn attach(
             }
         }
         let _ = writer.shutdown().await;
+        let _ = closed_tx.send(());
     });
-    Ok((input.input, reader))
+    Ok((input.input, reader, closed))
 }
 
 /// The container's main pid (host namespace).
@@ -624,8 +627,26 @@ pub fn v2_cgroup_of(pid: u32, v2root: &Path) -> Option<PathBuf> {
     Some(v2root.join(rel.trim_start_matches('/')))
 }
 
-/// Waits for the container to exit; its exit code.
-pub async fn wait(docker: Docker, id: String) -> Option<i32> {
+/// Waits for the container to exit; its exit code. `output_closed` fires when its output
+/// stream ends (normally: it exited); the engine's state is read then, which is quicker than
+/// podman's polling wait, and the wait endpoint is the fallback.
+pub async fn wait(
+    docker: Docker,
+    id: String,
+    output_closed: tokio::sync::oneshot::Receiver<()>,
+) -> Option<i32> {
+    if output_closed.await.is_ok() {
+        for _ in 0..50 {
+            let Ok(c) = docker.inspect_container(&id, None).await else {
+                break;
+            };
+            let state = c.state.unwrap_or_default();
+            if state.running != Some(true) {
+                return state.exit_code.and_then(|c| i32::try_from(c).ok());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
     let opts = WaitContainerOptions {
         condition: "not-running".into(),
     };
