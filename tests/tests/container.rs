@@ -293,7 +293,13 @@ fn wrong_digest_or_unreachable_engine_refuses_to_launch() {
 
 /// One short passthrough session: the container echoes its stdin.
 fn echo_session(s: &Scene) -> Output {
+    echo_session_logged(s, "warn")
+}
+
+/// [`echo_session`] with exec's log filter (`MCP_GUARD_LOG`).
+fn echo_session_logged(s: &Scene, log: &str) -> Output {
     let mut child = Command::new(mcp_guard())
+        .env("MCP_GUARD_LOG", log)
         .arg("--state-dir")
         .arg(&s.state)
         .args(["exec", "--passthrough", "--policy"])
@@ -527,12 +533,13 @@ fn a_sigkilled_exec_leaves_nothing_after_the_next_session() {
     child.kill().expect("SIGKILL exec");
     let _ = child.wait();
     assert_ne!(leftovers(), before, "exec's death alone removes nothing");
-    let out = echo_session(&s);
+    let out = echo_session_logged(&s, "mcp_guard::launch::container=debug");
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(
         leftovers(),
         before,
-        "the next session removed the dead exec's container and cgroups"
+        "the next session removed the dead exec's container and cgroups: {}",
+        describe(&out)
     );
     let _ = std::fs::remove_dir_all(&s.dir);
 }

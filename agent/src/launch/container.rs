@@ -421,8 +421,21 @@ pub async fn reap_stale(docker: &Docker) -> Vec<String> {
         )])),
         ..Default::default()
     };
-    let Ok(list) = docker.list_containers(Some(opts)).await else {
-        return removed;
+    // podman refuses the whole list while a container is mid-teardown: retry for a moment.
+    let mut attempt = 0;
+    let list = loop {
+        match docker.list_containers(Some(opts.clone())).await {
+            Ok(list) => break list,
+            Err(e) if attempt >= 20 => {
+                tracing::warn!("listing stale mcp-guard containers: {e}");
+                return removed;
+            }
+            Err(e) => {
+                tracing::debug!("listing containers (attempt {attempt}): {e}");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     };
     for c in list {
         let pid: Option<i32> = c
@@ -430,14 +443,18 @@ pub async fn reap_stale(docker: &Docker) -> Vec<String> {
             .as_ref()
             .and_then(|l| l.get(LABEL_EXEC_PID))
             .and_then(|p| p.parse().ok());
-        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if alive {
+        tracing::debug!(
+            "mcp-guard container {:?} of exec {pid:?}: {:?}",
+            c.id,
+            c.state
+        );
+        if pid.is_some_and(alive) {
             continue;
         }
-        if let Some(id) = c.id
-            && remove(docker, &id).await.is_ok()
-        {
-            removed.push(id);
+        let Some(id) = c.id else { continue };
+        match remove(docker, &id).await {
+            Ok(()) => removed.push(id),
+            Err(e) => tracing::warn!("stale container: {e}"),
         }
     }
     removed
@@ -481,19 +498,38 @@ pub fn reap_stale_cgroups(mounts: &cgroup::Mounts) -> Vec<PathBuf> {
     removed
 }
 
-/// Force-removes a container (killing it).
+/// Whether `pid` runs (a zombie does not: it is a dead exec its parent has not reaped yet).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the parenthesised command name, which may contain anything.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// Force-removes a container (killing it). Retried for a moment: the engine may be cleaning the
+/// container up itself right then (it just exited) and refuse in the meantime.
 pub async fn remove(docker: &Docker, id: &str) -> Result<(), String> {
     let opts = RemoveContainerOptions {
         force: true,
         v: true,
         ..Default::default()
     };
-    match docker.remove_container(id, Some(opts)).await {
-        Ok(()) => Ok(()),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(()),
-        Err(e) => Err(format!("removing container {id}: {e}")),
+    let mut attempt = 0;
+    loop {
+        match docker.remove_container(id, Some(opts.clone())).await {
+            Ok(()) => return Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(()),
+            Err(e) if attempt >= 20 => return Err(format!("removing container {id}: {e}")),
+            Err(e) => {
+                tracing::debug!("removing container {id} (attempt {attempt}): {e}");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 
