@@ -380,6 +380,9 @@ fn container_is_hardened_as_the_policy_says() {
         try:\n    open('/rootfs-write', 'w'); ro = 0\n\
         except OSError as e:\n    ro = e.errno\n\
         open('/tmp/ok', 'w').write('x')\n\
+        def lim(*paths):\n    for p in paths:\n        try:\n            return open(p).read().strip()\n        except OSError:\n            pass\n\
+        print(lim('/sys/fs/cgroup/pids/pids.max', '/sys/fs/cgroup/pids.max'), \
+        lim('/sys/fs/cgroup/memory/memory.limit_in_bytes', '/sys/fs/cgroup/memory.max'))\n\
         print(sc(135, 0xffffffff), sc(272, 0x20000), sc(309, 0, 0, 0), st['Seccomp'].strip(), \
         st['CapEff'].strip(), st['NoNewPrivs'].strip(), ro, \
         resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 0)";
@@ -393,12 +396,13 @@ fn container_is_hardened_as_the_policy_says() {
         .output()
         .expect("exec");
     assert!(out.status.success(), "{}", describe(&out));
-    // personality, unshare(CLONE_NEWNS) and the policy's getcpu fail with EPERM (1) under the
-    // jail's deny list as an engine profile; seccomp filter mode 2; no capabilities;
-    // no_new_privs; the root filesystem is read-only (EROFS 30) while /tmp is a writable tmpfs.
+    // The policy's pids and memory limits (v1 or v2, whichever the host has); personality,
+    // unshare(CLONE_NEWNS) and the policy's getcpu fail with EPERM (1) under the jail's deny
+    // list as an engine profile; seccomp filter mode 2; no capabilities; no_new_privs; the root
+    // filesystem is read-only (EROFS 30) while /tmp is a writable tmpfs.
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "(-1, 1) (-1, 1) (-1, 1) 2 0000000000000000 1 30 True",
+        "64 536870912\n(-1, 1) (-1, 1) (-1, 1) 2 0000000000000000 1 30 True",
         "{}",
         describe(&out)
     );
