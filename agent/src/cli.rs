@@ -82,6 +82,10 @@ pub struct ExecArgs {
     /// MCP servers). Refused when the policy has [tools] rules, which need the MCP layer.
     #[arg(long)]
     pub passthrough: bool,
+    /// Learning mode (as the policy's `[detect] learn = true`): record what each tool normally
+    /// does into the server's profile at session end; later sessions alert on departures.
+    #[arg(long)]
+    pub learn: bool,
     /// The server command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -134,6 +138,32 @@ pub enum PolicyCommand {
         /// The server.
         #[arg(long)]
         server: String,
+    },
+    /// Print a [pin] table for a server command: the sha256 of its executable, of the files it
+    /// is given, and of the npm packages / PyPI distributions those belong to, with the
+    /// packages they depend on (as installed; --no-deps for only the named ones).
+    ///
+    /// Paste the table into the server's policy; `exec` then refuses (exit 77) to launch when
+    /// any of them changed, naming the file. With --policy, the policy's [pin.signature] is kept
+    /// in the table (re-sign the new pins: see `policy manifest`).
+    #[command(verbatim_doc_comment)]
+    Pin {
+        /// The policy the pins are for (name or file).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Pin only the packages the command names, not the packages they depend on.
+        #[arg(long)]
+        no_deps: bool,
+        /// The server command, as given to `mcp-guard exec`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print the canonical text of a policy's pins: what its [pin.signature] file signs, e.g.
+    ///   mcp-guard policy manifest P | ssh-keygen -Y sign -f KEY -n mcp-guard-pins > P.pins.sig
+    #[command(verbatim_doc_comment)]
+    Manifest {
+        /// The policy (name or file).
+        policy: String,
     },
 }
 
@@ -215,6 +245,20 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Policy(PolicyCommand::Suggest { server }) => policy_suggest(&dirs.state, &server),
+        Command::Policy(PolicyCommand::Pin {
+            policy,
+            command,
+            no_deps,
+        }) => crate::supply::pin_command(
+            policy.as_deref(),
+            &dirs.policy,
+            &dirs.state,
+            &command,
+            !no_deps,
+        ),
+        Command::Policy(PolicyCommand::Manifest { policy }) => {
+            crate::supply::manifest_command(&policy, &dirs.policy)
+        }
         Command::Doctor(args) => crate::doctor::run(args.json),
         Command::Calls(a) => crate::query::run(
             &dirs.state,
@@ -257,6 +301,7 @@ pub fn main() -> ExitCode {
                 name: a.name,
                 observe: a.observe,
                 passthrough: a.passthrough,
+                learn: a.learn,
                 command: a.command,
             },
             &dirs,

@@ -39,6 +39,12 @@ pub enum CallFact {
         call_id: String,
         /// When (CLOCK_BOOTTIME ns).
         at_boot_ns: u64,
+        /// The tool, if the call was `tools/call`.
+        tool: Option<String>,
+        /// Size of the server's response, when one came.
+        result_bytes: Option<u64>,
+        /// Whether mcp-guard refused the call.
+        denied: bool,
     },
 }
 
@@ -115,15 +121,20 @@ struct Call {
     call_id: String,
     tool: Option<String>,
     start: u64,
-    end: Option<u64>,
+    /// Arrival order, to keep calls that share a start time apart and in order.
+    seq: u64,
 }
 
 /// The correlation state machine for one server session.
 #[derive(Debug)]
 pub struct Correlator {
     config: CorrelatorConfig,
-    /// Calls by start time (several can share one; order kept by a sequence number).
-    calls: BTreeMap<(u64, u64), Call>,
+    /// Calls in flight by (start, seq).
+    open: BTreeMap<(u64, u64), Call>,
+    /// Ended calls by (end, seq): an event at `ts` only looks at those ending at or after it,
+    /// which are few (the recent ones), however many calls the window remembers.
+    ended: BTreeMap<(u64, u64), Call>,
+    /// Open calls' keys by call id.
     by_id: HashMap<String, (u64, u64)>,
     /// Ended facts whose start was not seen yet (start lost or reordered).
     early_ends: HashMap<String, u64>,
@@ -140,7 +151,8 @@ impl Correlator {
     pub fn new(config: CorrelatorConfig) -> Self {
         Self {
             config,
-            calls: BTreeMap::new(),
+            open: BTreeMap::new(),
+            ended: BTreeMap::new(),
             by_id: HashMap::new(),
             early_ends: HashMap::new(),
             seq: 0,
@@ -161,26 +173,31 @@ impl Correlator {
                 at_boot_ns,
             } => {
                 self.seq += 1;
-                let key = (at_boot_ns, self.seq);
-                let end = self.early_ends.remove(&call_id);
-                self.by_id.insert(call_id.clone(), key);
-                self.calls.insert(
-                    key,
-                    Call {
-                        call_id,
-                        tool,
-                        start: at_boot_ns,
-                        end,
-                    },
-                );
+                let seq = self.seq;
+                let call = Call {
+                    call_id,
+                    tool,
+                    start: at_boot_ns,
+                    seq,
+                };
+                match self.early_ends.remove(&call.call_id) {
+                    Some(end) => {
+                        self.ended.insert((end, seq), call);
+                    }
+                    None => {
+                        self.by_id.insert(call.call_id.clone(), (at_boot_ns, seq));
+                        self.open.insert((at_boot_ns, seq), call);
+                    }
+                }
             }
             CallFact::Ended {
                 call_id,
                 at_boot_ns,
-            } => match self.by_id.get(&call_id) {
+                ..
+            } => match self.by_id.remove(&call_id) {
                 Some(key) => {
-                    if let Some(call) = self.calls.get_mut(key) {
-                        call.end = Some(at_boot_ns);
+                    if let Some(call) = self.open.remove(&key) {
+                        self.ended.insert((at_boot_ns, call.seq), call);
                     }
                 }
                 None => {
@@ -247,6 +264,11 @@ impl Correlator {
         self.stats
     }
 
+    /// The timestamp of the oldest event waiting, if any.
+    pub fn oldest_held(&self) -> Option<u64> {
+        self.held.front().map(|e| e.ts_boot_ns)
+    }
+
     /// How many events are waiting.
     pub fn held(&self) -> usize {
         self.held.len()
@@ -261,12 +283,18 @@ impl Correlator {
             pid: event.pid,
             exec_boot_ns: self.images.get(&event.pid).copied().unwrap_or(0),
         };
-        let live: Vec<&Call> = self
-            .calls
+        let mut live: Vec<&Call> = self
+            .open
             .range(..=(ts, u64::MAX))
             .map(|(_, c)| c)
-            .filter(|c| c.start <= ts && c.end.is_none_or(|end| ts <= end))
+            .chain(
+                self.ended
+                    .range((ts, 0)..)
+                    .map(|(_, c)| c)
+                    .filter(|c| c.start <= ts),
+            )
             .collect();
+        live.sort_by_key(|c| (c.start, c.seq));
         self.stats.emitted += 1;
         let (attribution, call_id, tool, candidates) = match live.as_slice() {
             [] => (Attribution::None, None, None, Vec::new()),
@@ -302,17 +330,8 @@ impl Correlator {
             .watermark
             .saturating_sub(self.config.max_delay_ns.saturating_mul(10))
             .min(oldest_held);
-        let stale: Vec<(u64, u64)> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.end.is_some_and(|end| end < horizon))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in stale {
-            if let Some(call) = self.calls.remove(&key) {
-                self.by_id.remove(&call.call_id);
-            }
-        }
+        self.ended = self.ended.split_off(&(horizon, 0));
+        self.early_ends.retain(|_, end| *end >= horizon);
     }
 }
 
@@ -400,6 +419,9 @@ mod tests {
         CallFact::Ended {
             call_id: id.into(),
             at_boot_ns: at,
+            tool: None,
+            result_bytes: None,
+            denied: false,
         }
     }
 
@@ -521,6 +543,29 @@ mod tests {
         c.event(open(25 * MS));
         c.advance(30 * MS);
         assert_eq!(c.poll(30 * MS)[0].attribution, Attribution::None);
+    }
+
+    #[test]
+    fn a_long_call_stays_live_among_many_short_ended_ones() {
+        let mut c = corr();
+        c.call_fact(start("long", MS));
+        for i in 0..100 {
+            let id = format!("s{i}");
+            c.call_fact(start(&id, 2 * MS + i * 10));
+            c.call_fact(end(&id, 2 * MS + i * 10 + 5));
+        }
+        // Between two short calls: only the long one is in flight.
+        c.event(open(2 * MS + 50 * 10 + 7));
+        // Inside short call s60: both.
+        c.event(open(2 * MS + 60 * 10 + 2));
+        c.advance(10 * MS);
+        let out = c.poll(10 * MS);
+        assert_eq!(out[0].call_id.as_deref(), Some("long"));
+        assert_eq!(out[1].attribution, Attribution::Ambiguous);
+        assert_eq!(
+            out[1].candidates,
+            vec!["long".to_string(), "s60".to_string()]
+        );
     }
 
     #[test]

@@ -177,7 +177,7 @@ impl DetectConfig {
             large_result_bytes: 64 * 1024,
             burst_count: 5,
             burst_window_ns: 10_000_000_000,
-            learning: false,
+            learning: policy.detect.learn,
         }
     }
 }
@@ -205,9 +205,20 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// `<state>/profiles/<server>.json`.
+    /// `<state>/profiles/<server>.json`; a name that is not a plain file name (`/`, a leading
+    /// dot, control characters) has those characters replaced by `_`, so `--name ../x` stays in
+    /// the profiles directory.
     pub fn path(state_dir: &Path, server: &str) -> PathBuf {
-        state_dir.join("profiles").join(format!("{server}.json"))
+        let file: String = server
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                let plain =
+                    c.is_ascii_alphanumeric() || "-_@+=,".contains(c) || (c == '.' && i > 0);
+                if plain { c } else { '_' }
+            })
+            .collect();
+        state_dir.join("profiles").join(format!("{file}.json"))
     }
 
     /// Load; a missing file is an empty profile, a corrupt one an error (never silently reset).
@@ -235,6 +246,16 @@ impl Profile {
             serde_json::to_vec_pretty(self).map_err(io::Error::other)?,
         )?;
         std::fs::rename(tmp, path)
+    }
+
+    /// Adds everything `other` has seen.
+    pub fn merge(&mut self, other: &Profile) {
+        for (tool, seen) in &other.tools {
+            let mine = self.tools.entry(tool.clone()).or_default();
+            mine.exec.extend(seen.exec.iter().cloned());
+            mine.egress.extend(seen.egress.iter().cloned());
+            mine.prefixes.extend(seen.prefixes.iter().cloned());
+        }
     }
 
     fn any_exec(&self, prog: &str) -> bool {
@@ -333,6 +354,18 @@ pub fn glob_match(pattern: &str, path: &str) -> bool {
     m(pattern.as_bytes(), path.as_bytes())
 }
 
+/// Opens for writing that change nothing a read-only tool promises to leave alone: unknown
+/// paths (the kernel could not read the path; counted as `path_read_failed`), the null device
+/// and terminals, and lock files taken with O_EXCL (how git, for one, guards a read: `git status`
+/// refreshes the index's stat cache under `.git/index.lock`; the content is unchanged).
+pub fn is_harmless_write(path: &str, flags: u32) -> bool {
+    path.is_empty()
+        || path == "/dev/null"
+        || path == "/dev/tty"
+        || path.starts_with("/dev/pts/")
+        || (path.ends_with(".lock") && flags & libc::O_EXCL as u32 != 0)
+}
+
 const WRITE_FLAGS: u32 = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u32;
 
 impl Detector {
@@ -359,6 +392,11 @@ impl Detector {
     /// Replace the read-only tool set (after a new tools/list).
     pub fn set_read_only(&mut self, tools: HashSet<String>) {
         self.read_only = tools;
+    }
+
+    /// Whether it is learning (its profile is to be saved at session end).
+    pub fn learning(&self) -> bool {
+        self.config.learning
     }
 
     /// The profile (to persist with [`Profile::save`] at session end).
@@ -449,6 +487,7 @@ impl Detector {
                     }
                 }
                 if flags & WRITE_FLAGS != 0
+                    && !is_harmless_write(path, *flags)
                     && tool.as_ref().is_some_and(|t| self.read_only.contains(t))
                 {
                     let summary = format!("read-only tool {tool_key} opened {path} for writing");

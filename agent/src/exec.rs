@@ -231,6 +231,8 @@ pub struct ExecArgs {
     pub observe: bool,
     /// `--passthrough`: raw stdio instead of the MCP proxy.
     pub passthrough: bool,
+    /// `--learn`: learning mode, whatever the policy says.
+    pub learn: bool,
     /// The server command.
     pub command: Vec<String>,
 }
@@ -286,13 +288,14 @@ pub fn run(args: ExecArgs, dirs: &Dirs, hooks: Hooks) -> ExitCode {
 
 /// [`run`] recorded under `recording`.
 pub fn run_recorded(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hooks) -> ExitCode {
-    let policy = match policy::load(args.policy.as_deref(), &dirs.policy) {
+    let mut policy = match policy::load(args.policy.as_deref(), &dirs.policy) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("mcp-guard: policy error:\n{e}");
             return ExitCode::from(EXIT_POLICY);
         }
     };
+    policy.detect.learn |= args.learn;
     // One thread: the helper's PR_SET_PDEATHSIG fires when the thread that forked it exits,
     // so it must be forked by a thread that lives as long as exec.
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -362,6 +365,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         server: &server,
         command: &args.command,
         observe,
+        state_dir: Some(&recording.state_dir),
     }) {
         Ok(p) => p,
         Err(e) => {
@@ -457,11 +461,20 @@ async fn container_session(
         store,
         state_dir,
     } = recording;
+    if !policy.pin.is_empty() || policy.pin.signature.is_some() {
+        // The pins name host files; a container's content is pinned by its image digest.
+        say(
+            "[pin] applies to the jail; with backend = \"container\" the image digest pins \
+             what runs: remove [pin] from the policy (refusing to launch rather than ignore it)",
+        );
+        return i32::from(EXIT_POLICY);
+    }
     let req = LaunchRequest {
         policy: &policy,
         server: &server,
         command: &args.command,
         observe,
+        state_dir: None,
     };
     let prepared = match ctr::prepare(&req, &session).await {
         Ok(p) => p,

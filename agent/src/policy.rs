@@ -55,6 +55,8 @@ pub struct Policy {
     pub env: Env,
     /// `[isolation]`: the jail (default) or a container.
     pub isolation: Isolation,
+    /// `[pin]`: what the server may run, by content (checked before launch; see `supply`).
+    pub pin: Pins,
 }
 
 /// `[isolation]`: how the server is isolated.
@@ -237,6 +239,9 @@ pub struct Detect {
     pub on_sensitive: OnSensitive,
     /// `[detect.rules.<name>]`: per-rule overrides, by rule name (one of [`DETECT_RULES`]).
     pub rules: std::collections::BTreeMap<String, DetectRule>,
+    /// `learn = true`: learning mode; what each tool does is saved as the server's profile at
+    /// session end, and the learned rules (new-egress, interpreter-exec) stay quiet meanwhile.
+    pub learn: bool,
 }
 
 /// The detection rules a policy may configure (`detect::Rule::name`).
@@ -280,6 +285,88 @@ pub struct Enforcement {
     /// Launch with what this host can enforce instead of refusing (exit 77) when a requested
     /// enforcement is unavailable. Off by default: fail closed.
     pub allow_degraded: bool,
+}
+
+/// `[pin]`: content pins of what the jail runs; empty pins nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pins {
+    /// `executable = "sha256:..."`: the program after PATH lookup and symlinks.
+    pub executable: Option<String>,
+    /// `[[pin.file]]`: single files (an entry script, an interpreter).
+    pub files: Vec<FilePin>,
+    /// `[[pin.npm]]`: installed npm packages.
+    pub npm: Vec<NpmPin>,
+    /// `[[pin.pypi]]`: installed PyPI distributions.
+    pub pypi: Vec<PypiPin>,
+    /// `[pin.signature]`: the pins must carry this signer's detached SSH signature.
+    pub signature: Option<PinSignature>,
+}
+
+impl Pins {
+    /// Whether anything is pinned (a signature alone pins nothing).
+    pub fn is_empty(&self) -> bool {
+        self.executable.is_none()
+            && self.files.is_empty()
+            && self.npm.is_empty()
+            && self.pypi.is_empty()
+    }
+}
+
+/// One pinned file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilePin {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// `sha256:<hex>` of its content.
+    pub digest: String,
+}
+
+/// One pinned npm package, as installed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NpmPin {
+    /// The package's directory (`.../node_modules/NAME`).
+    pub dir: PathBuf,
+    /// package.json `name`.
+    pub name: String,
+    /// package.json `version`.
+    pub version: String,
+    /// The lockfile's `integrity` (the registry tarball's SRI hash), when pinned.
+    pub integrity: Option<String>,
+    /// `sha256:<hex>` over the installed tree (`supply::tree_digest`).
+    pub tree: String,
+}
+
+/// One pinned PyPI distribution, as installed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PypiPin {
+    /// The site-packages directory holding its dist-info.
+    pub site_packages: PathBuf,
+    /// Distribution name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// `sha256:<hex>` of its dist-info RECORD (which lists a sha256 per installed file).
+    pub record: String,
+}
+
+/// `[pin.signature]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinSignature {
+    /// Who must have signed.
+    pub key: SignerKey,
+    /// The detached signature over the pins' manifest (`mcp-guard policy manifest`).
+    pub file: PathBuf,
+}
+
+/// A signer for `ssh-keygen -Y verify`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignerKey {
+    /// OpenSSH allowed_signers file holding the public key.
+    pub allowed_signers: PathBuf,
+    /// The principal (identity) the signature must be from.
+    pub identity: String,
+    /// The signature namespace (`-n`), `mcp-guard-pins` unless set.
+    pub namespace: String,
 }
 
 /// One problem in a policy, located by line, column and key.
@@ -572,6 +659,7 @@ const TOP_KEYS: &[&str] = &[
     "user",
     "env",
     "isolation",
+    "pin",
 ];
 
 impl Checker<'_> {
@@ -760,6 +848,9 @@ impl Checker<'_> {
         let isolation = section("isolation")
             .map(|(item, span)| self.isolation(item, &span))
             .unwrap_or_default();
+        let pin = section("pin")
+            .map(|(item, span)| self.pin(item, &span))
+            .unwrap_or_default();
         Some(Policy {
             name: name?,
             source: source.map(Path::to_path_buf),
@@ -774,6 +865,7 @@ impl Checker<'_> {
             user,
             env,
             isolation,
+            pin,
         })
     }
 
@@ -1186,13 +1278,254 @@ impl Checker<'_> {
         secrets
     }
 
+    fn pin(&mut self, item: &Item, span: &Span) -> Pins {
+        let mut pins = Pins::default();
+        let known = ["executable", "file", "npm", "pypi", "signature"];
+        let Some(table) = self.table(item, span, "pin", &known) else {
+            return pins;
+        };
+        if let Some(value) = table.get("executable") {
+            let (_, s) = entry(table, "executable", span);
+            pins.executable = self.digest(value, &s, "pin.executable");
+        }
+        if let Some(value) = table.get("file") {
+            let (_, s) = entry(table, "file", span);
+            for (t, ts, path) in self.tables(value, &s, "pin.file", &["path", "digest"]) {
+                let path_ = self.pin_path(t, &ts, &path, "path");
+                let digest = self.pin_digest(t, &ts, &path, "digest");
+                if let (Some(path), Some(digest)) = (path_, digest) {
+                    pins.files.push(FilePin { path, digest });
+                }
+            }
+        }
+        if let Some(value) = table.get("npm") {
+            let (_, s) = entry(table, "npm", span);
+            let keys = ["dir", "name", "version", "integrity", "tree"];
+            for (t, ts, path) in self.tables(value, &s, "pin.npm", &keys) {
+                let dir = self.pin_path(t, &ts, &path, "dir");
+                let name = self.pin_string(t, &ts, &path, "name", true);
+                let version = self.pin_string(t, &ts, &path, "version", true);
+                let integrity = self.pin_string(t, &ts, &path, "integrity", false);
+                if let Some(i) = &integrity
+                    && !is_sri(i)
+                {
+                    let (_, is) = entry(t, "integrity", &ts);
+                    self.error(
+                        &is,
+                        &join(&path, "integrity"),
+                        format!("{i:?} is not an SRI hash such as \"sha512-<base64>\""),
+                    );
+                }
+                let tree = self.pin_digest(t, &ts, &path, "tree");
+                if let (Some(dir), Some(name), Some(version), Some(tree)) =
+                    (dir, name, version, tree)
+                {
+                    pins.npm.push(NpmPin {
+                        dir,
+                        name,
+                        version,
+                        integrity,
+                        tree,
+                    });
+                }
+            }
+        }
+        if let Some(value) = table.get("pypi") {
+            let (_, s) = entry(table, "pypi", span);
+            let keys = ["site_packages", "name", "version", "record"];
+            for (t, ts, path) in self.tables(value, &s, "pin.pypi", &keys) {
+                let site = self.pin_path(t, &ts, &path, "site_packages");
+                let name = self.pin_string(t, &ts, &path, "name", true);
+                let version = self.pin_string(t, &ts, &path, "version", true);
+                let record = self.pin_digest(t, &ts, &path, "record");
+                if let (Some(site_packages), Some(name), Some(version), Some(record)) =
+                    (site, name, version, record)
+                {
+                    pins.pypi.push(PypiPin {
+                        site_packages,
+                        name,
+                        version,
+                        record,
+                    });
+                }
+            }
+        }
+        if let Some(value) = table.get("signature") {
+            let (_, s) = entry(table, "signature", span);
+            let keys = ["allowed_signers", "identity", "namespace", "file"];
+            if let Some(t) = self.table(value, &s, "pin.signature", &keys) {
+                let p = "pin.signature";
+                let signers = self.pin_path(t, &s, p, "allowed_signers");
+                let identity = self.pin_string(t, &s, p, "identity", true);
+                let namespace = self.pin_string(t, &s, p, "namespace", false);
+                let file = self.pin_path(t, &s, p, "file");
+                if let (Some(allowed_signers), Some(identity), Some(file)) =
+                    (signers, identity, file)
+                {
+                    pins.signature = Some(PinSignature {
+                        key: SignerKey {
+                            allowed_signers,
+                            identity,
+                            namespace: namespace.unwrap_or_else(|| "mcp-guard-pins".into()),
+                        },
+                        file,
+                    });
+                }
+            }
+        }
+        if pins.signature.is_some() && pins.is_empty() {
+            self.error(
+                span,
+                "pin.signature",
+                "a signature over no pins protects nothing: add the pins it signs",
+            );
+        }
+        pins
+    }
+
+    /// An array of tables (`[[x]]` or `x = [{...}]`), each checked for unknown keys.
+    fn tables<'d>(
+        &mut self,
+        item: &'d Item,
+        span: &Span,
+        path: &str,
+        known: &[&str],
+    ) -> Vec<(&'d dyn TableLike, Span, String)> {
+        let mut found: Vec<(&'d dyn TableLike, Span)> = Vec::new();
+        if let Some(aot) = item.as_array_of_tables() {
+            for t in aot.iter() {
+                found.push((t, t.span().or_else(|| span.clone())));
+            }
+        } else if let Some(array) = item.as_array() {
+            for v in array.iter() {
+                match v.as_inline_table() {
+                    Some(t) => found.push((t, t.span().or_else(|| span.clone()))),
+                    None => self.error(
+                        &v.span().or_else(|| span.clone()),
+                        path,
+                        format!("expected a table, found {}", describe_value(v)),
+                    ),
+                }
+            }
+        } else {
+            self.error(
+                span,
+                path,
+                format!("expected an array of tables, found {}", describe(item)),
+            );
+        }
+        let mut out = Vec::new();
+        for (i, (t, ts)) in found.into_iter().enumerate() {
+            let tpath = format!("{path}[{i}]");
+            for (key, _) in t.iter() {
+                if !known.contains(&key) {
+                    let (ks, _) = entry(t, key, &ts);
+                    self.error(
+                        &ks,
+                        &join(&tpath, key),
+                        format!("unknown key (expected one of: {})", known.join(", ")),
+                    );
+                }
+            }
+            out.push((t, ts, tpath));
+        }
+        out
+    }
+
+    fn pin_string(
+        &mut self,
+        t: &dyn TableLike,
+        span: &Span,
+        path: &str,
+        key: &str,
+        required: bool,
+    ) -> Option<String> {
+        let kpath = join(path, key);
+        match t.get(key) {
+            None => {
+                if required {
+                    self.error(span, &kpath, "missing");
+                }
+                None
+            }
+            Some(v) => {
+                let (_, s) = entry(t, key, span);
+                match self.string(v, &s, &kpath) {
+                    Some("") => {
+                        self.error(&s, &kpath, "must not be empty");
+                        None
+                    }
+                    other => other.map(str::to_string),
+                }
+            }
+        }
+    }
+
+    fn pin_path(
+        &mut self,
+        t: &dyn TableLike,
+        span: &Span,
+        path: &str,
+        key: &str,
+    ) -> Option<PathBuf> {
+        let s = self.pin_string(t, span, path, key, true)?;
+        if !s.starts_with('/') || has_dot_dot(&s) {
+            let (_, vs) = entry(t, key, span);
+            self.error(
+                &vs,
+                &join(path, key),
+                format!("{s:?} must be an absolute path without '..'"),
+            );
+            return None;
+        }
+        Some(PathBuf::from(s))
+    }
+
+    fn pin_digest(
+        &mut self,
+        t: &dyn TableLike,
+        span: &Span,
+        path: &str,
+        key: &str,
+    ) -> Option<String> {
+        let kpath = join(path, key);
+        let Some(v) = t.get(key) else {
+            self.error(
+                span,
+                &kpath,
+                "missing (`mcp-guard policy pin -- CMD` writes it)",
+            );
+            return None;
+        };
+        let (_, s) = entry(t, key, span);
+        self.digest(v, &s, &kpath)
+    }
+
+    /// `sha256:` and 64 lowercase hex digits.
+    fn digest(&mut self, item: &Item, span: &Span, path: &str) -> Option<String> {
+        let d = self.string(item, span, path)?;
+        let ok = d.strip_prefix("sha256:").is_some_and(|h| {
+            h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+        if ok {
+            Some(d.to_string())
+        } else {
+            self.error(
+                span,
+                path,
+                format!("{d:?} is not \"sha256:\" followed by 64 lowercase hex digits"),
+            );
+            None
+        }
+    }
+
     fn detect(&mut self, item: &Item, span: &Span) -> Detect {
         let mut detect = Detect::default();
         let Some(table) = self.table(
             item,
             span,
             "detect",
-            &["sensitive", "on_sensitive", "rules"],
+            &["sensitive", "on_sensitive", "rules", "learn"],
         ) else {
             return detect;
         };
@@ -1226,6 +1559,10 @@ impl Checker<'_> {
                 ),
                 None => {}
             }
+        }
+        if let Some(value) = table.get("learn") {
+            let (_, s) = entry(table, "learn", span);
+            detect.learn = self.boolean(value, &s, "detect.learn").unwrap_or(false);
         }
         if let Some(value) = table.get("rules") {
             let (_, rules_span) = entry(table, "rules", span);
@@ -1400,6 +1737,17 @@ fn is_credential_name(name: &str) -> bool {
         && name.len() <= 255
         && !name.contains('/')
         && !name.contains('\0')
+}
+
+/// A Subresource Integrity value as npm writes it: `sha512-<base64>` (or sha256/sha384/sha1).
+fn is_sri(s: &str) -> bool {
+    s.split_once('-').is_some_and(|(alg, b64)| {
+        matches!(alg, "sha1" | "sha256" | "sha384" | "sha512")
+            && !b64.is_empty()
+            && b64
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+    })
 }
 
 fn has_dot_dot(path: &str) -> bool {
@@ -1580,7 +1928,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
 
-    const D: &str = "sha256:abababababababababababababababababababababababababababababababab";
+    const IMAGE_D: &str = "sha256:abababababababababababababababababababababababababababababababab";
 
     /// The problems of an invalid policy as `line:col: key: message` strings.
     fn problems(text: &str) -> Vec<String> {
@@ -1609,12 +1957,12 @@ mod tests {
     #[test]
     fn container_isolation_pins_a_digest() {
         let p = ok(&format!(
-            "name = \"x\"\n[isolation]\nbackend = \"container\"\nimage = \"localhost/srv:1@{D}\"\nengine = \"unix:///run/podman/podman.sock\"\n"
+            "name = \"x\"\n[isolation]\nbackend = \"container\"\nimage = \"localhost/srv:1@{IMAGE_D}\"\nengine = \"unix:///run/podman/podman.sock\"\n"
         ));
         assert_eq!(p.isolation.backend, Backend::Container);
         let image = p.isolation.image.expect("image");
         assert_eq!(image.name.as_deref(), Some("localhost/srv:1"));
-        assert_eq!(image.digest.as_deref(), Some(D));
+        assert_eq!(image.digest.as_deref(), Some(IMAGE_D));
         assert_eq!(ok("name = \"x\"\n").isolation, Isolation::default());
     }
 
@@ -1649,14 +1997,16 @@ mod tests {
             "missing",
         );
         one_problem(
-            &format!("name = \"x\"\n[isolation]\nimage = \"a@{D}\"\nengine = \"unix:///s\"\n"),
+            &format!(
+                "name = \"x\"\n[isolation]\nimage = \"a@{IMAGE_D}\"\nengine = \"unix:///s\"\n"
+            ),
             3,
             "isolation.image",
             "only used with backend",
         );
         one_problem(
             &format!(
-                "name = \"x\"\n[isolation]\nbackend = \"container\"\nimage = \"a@{D}\"\nengine = \"tcp://1.2.3.4:2375\"\n"
+                "name = \"x\"\n[isolation]\nbackend = \"container\"\nimage = \"a@{IMAGE_D}\"\nengine = \"tcp://1.2.3.4:2375\"\n"
             ),
             5,
             "isolation.engine",
@@ -2135,6 +2485,20 @@ allow_degraded = true
     }
 
     #[test]
+    fn detect_learn_is_a_boolean() {
+        let p = parse("name = \"x\"\n[detect]\nlearn = true\n", None).expect("valid");
+        assert!(p.detect.learn);
+        let p = parse("name = \"x\"\n", None).expect("valid");
+        assert!(!p.detect.learn, "off unless asked");
+        one_problem(
+            "name = \"x\"\n[detect]\nlearn = \"yes\"\n",
+            3,
+            "detect.learn",
+            "",
+        );
+    }
+
+    #[test]
     fn detect_rules_tables_are_parsed_and_checked() {
         let p = parse(
             "name = \"x\"\n[detect.rules.new-egress]\nenabled = false\n[detect.rules.exfiltration]\nseverity = \"high\"\naction = \"kill\"\n",
@@ -2225,6 +2589,96 @@ allow_degraded = true
             3,
             "enforcement.allow_degraded",
             "expected true or false",
+        );
+    }
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn pin_tables_parse_into_the_model() {
+        let p = ok(&format!(
+            "name = \"x\"\n[pin]\nexecutable = \"{D}\"\n\
+             [[pin.file]]\npath = \"/srv/a.js\"\ndigest = \"{D}\"\n\
+             [[pin.npm]]\ndir = \"/n/node_modules/p\"\nname = \"p\"\nversion = \"1.0.0\"\n\
+             integrity = \"sha512-AbC+/=\"\ntree = \"{D}\"\n\
+             [[pin.pypi]]\nsite_packages = \"/v/site\"\nname = \"q\"\nversion = \"2\"\n\
+             record = \"{D}\"\n\
+             [pin.signature]\nallowed_signers = \"/k/as\"\nidentity = \"me@x\"\n\
+             file = \"/k/x.sig\"\n"
+        ));
+        assert_eq!(p.pin.executable.as_deref(), Some(D));
+        assert_eq!(
+            p.pin.files,
+            [FilePin {
+                path: "/srv/a.js".into(),
+                digest: D.into()
+            }]
+        );
+        assert_eq!(p.pin.npm[0].integrity.as_deref(), Some("sha512-AbC+/="));
+        assert_eq!(p.pin.pypi[0].site_packages, Path::new("/v/site"));
+        let sig = p.pin.signature.expect("signature");
+        assert_eq!(sig.key.namespace, "mcp-guard-pins");
+        assert_eq!(sig.key.identity, "me@x");
+        // Inline arrays of tables are the same thing.
+        let q = ok(&format!(
+            "name = \"x\"\n[pin]\nfile = [{{ path = \"/a\", digest = \"{D}\" }}]\n"
+        ));
+        assert_eq!(q.pin.files.len(), 1);
+        assert!(ok("name = \"x\"\n").pin.is_empty());
+    }
+
+    #[test]
+    fn pin_values_are_checked() {
+        one_problem(
+            "name = \"x\"\n[pin]\nexecutable = \"sha256:ABC\"\n",
+            3,
+            "pin.executable",
+            "64 lowercase hex",
+        );
+        one_problem(
+            &format!("name = \"x\"\n[pin]\nexecutable = \"{D}\"\nbogus = 1\n"),
+            4,
+            "pin.bogus",
+            "unknown key",
+        );
+        one_problem(
+            &format!("name = \"x\"\n[[pin.file]]\npath = \"rel/a.js\"\ndigest = \"{D}\"\n"),
+            3,
+            "pin.file[0].path",
+            "absolute path",
+        );
+        one_problem(
+            &format!("name = \"x\"\n[[pin.file]]\npath = \"/a\"\ndigest = \"{D}\"\nsize = 3\n"),
+            5,
+            "pin.file[0].size",
+            "unknown key",
+        );
+        one_problem(
+            "name = \"x\"\n[[pin.pypi]]\nsite_packages = \"/s\"\nname = \"q\"\nversion = \"1\"\n",
+            2,
+            "pin.pypi[0].record",
+            "missing",
+        );
+        one_problem(
+            &format!(
+                "name = \"x\"\n[[pin.npm]]\ndir = \"/n\"\nname = \"p\"\nversion = \"1\"\n\
+                 integrity = \"md5-xx\"\ntree = \"{D}\"\n"
+            ),
+            6,
+            "pin.npm[0].integrity",
+            "SRI",
+        );
+        one_problem(
+            "name = \"x\"\n[pin.signature]\nallowed_signers = \"/k\"\nidentity = \"i\"\nfile = \"/s\"\n",
+            2,
+            "pin.signature",
+            "protects nothing",
+        );
+        one_problem(
+            "name = \"x\"\n[pin]\nfile = \"/a\"\n",
+            3,
+            "pin.file",
+            "expected an array of tables",
         );
     }
 

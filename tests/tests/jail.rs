@@ -756,6 +756,7 @@ fn kernel_guard_and_pump_seams() {
         policy: Some(sb.policy.display().to_string()),
         name: Some(format!("seams-{}", std::process::id())),
         observe: false,
+        learn: false,
         command: cmd.iter().map(|s| s.to_string()).collect(),
     };
 

@@ -10,11 +10,13 @@ use std::{
 
 use crate::{Result, root, run};
 
-/// Debian packages the build, tests and demo use (podman and its runtime pieces: the container
-/// backend's tests run against podman's Docker-compatible API).
+/// Debian packages the build, tests and demo use (openssh-client: `ssh-keygen -Y` verifies
+/// signed pins, tests/tests/supply.rs; podman and its runtime pieces: the container backend's
+/// tests run against podman's Docker-compatible API).
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "procps",
+    "openssh-client",
     "podman",
     "runc",
     "conmon",

@@ -297,6 +297,29 @@ fn readonly_tool_that_writes() {
 }
 
 #[test]
+fn readonly_write_ignores_null_device_unknown_paths_and_exclusive_lock_files() {
+    let mut d = detector(config());
+    let creat = libc::O_RDWR | libc::O_CREAT;
+    for (i, (path, flags)) in [
+        ("/dev/null", libc::O_WRONLY),
+        ("", libc::O_WRONLY),
+        ("/dev/pts/3", libc::O_RDWR),
+        ("/r/.git/index.lock", creat | libc::O_EXCL),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = at(1, Some("c"), open(path, flags));
+        e.tool = Some("get_weather".into());
+        assert!(d.event(&e, &format!("e{i}")).is_empty(), "{path}");
+    }
+    // A lock file written without O_EXCL is an ordinary write.
+    let mut e = at(2, Some("c"), open("/r/data.lock", creat));
+    e.tool = Some("get_weather".into());
+    assert_eq!(rules(&d.event(&e, "e9")), ["readonly-write"]);
+}
+
+#[test]
 fn denial_burst_n_in_t() {
     let mut cfg = config();
     cfg.burst_count = 3;
@@ -356,6 +379,59 @@ fn profile_round_trips_and_rejects_corruption() {
     std::fs::write(&path, "{not json").expect("write");
     assert!(Profile::load(&path).is_err());
     std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn profile_paths_stay_in_the_profiles_dir() {
+    let state = Path::new("/s");
+    assert_eq!(
+        Profile::path(state, "git"),
+        Path::new("/s/profiles/git.json")
+    );
+    assert_eq!(
+        Profile::path(state, "my.server-1"),
+        Path::new("/s/profiles/my.server-1.json")
+    );
+    assert_eq!(
+        Profile::path(state, "../../etc/x"),
+        Path::new("/s/profiles/_._.._etc_x.json")
+    );
+    assert_eq!(Profile::path(state, ".x"), Path::new("/s/profiles/_x.json"));
+}
+
+#[test]
+fn learning_grows_the_profile_and_merging_keeps_both_sessions() {
+    let mut cfg = config();
+    cfg.learning = true;
+    let mut d = detector(cfg);
+    assert!(d.learning());
+    let e = at(1, Some("a"), connect("10.0.0.1:443", Verdict::Allowed));
+    assert!(d.event(&e, "e1").is_empty(), "quiet while learning");
+    let e = at(2, Some("a"), exec("/bin/sh"));
+    assert!(d.event(&e, "e2").is_empty(), "quiet while learning");
+    let learned = d.profile().clone();
+    assert!(learned.tools["tool_a"].egress.contains("10.0.0.1:443"));
+    assert!(learned.tools["tool_a"].exec.contains("/bin/sh"));
+
+    let mut on_disk = Profile::default();
+    on_disk
+        .tools
+        .entry("tool_b".into())
+        .or_default()
+        .egress
+        .insert("10.0.0.2:443".into());
+    on_disk.merge(&learned);
+    assert!(on_disk.tools["tool_a"].egress.contains("10.0.0.1:443"));
+    assert!(on_disk.tools["tool_b"].egress.contains("10.0.0.2:443"));
+
+    // Afterwards: learned is quiet, a departure alerts.
+    let mut d = Detector::new(config(), "s", "sess", on_disk, HashSet::new());
+    let same = at(3, Some("a"), connect("10.0.0.1:443", Verdict::Allowed));
+    assert!(d.event(&same, "e3").is_empty());
+    let shell = at(4, Some("a"), exec("/bin/sh"));
+    assert!(d.event(&shell, "e4").is_empty());
+    let new = at(5, Some("a"), connect("10.0.0.9:443", Verdict::Allowed));
+    assert_eq!(rules(&d.event(&new, "e5")), ["new-egress"]);
 }
 
 #[test]

@@ -95,10 +95,17 @@ async fn attach_guard(info: &SessionInfo) -> Result<(Running, Box<dyn Any>), Ker
         handle.add_member(member)?;
     }
     let (stop, stopped) = oneshot::channel();
+    let detector = detector(info);
     let analysis = Analysis {
         facts: info.call_facts.take_receiver(),
-        detector: Some(detector(info)),
+        profile_path: detector
+            .learning()
+            .then(|| Profile::path(&info.state_dir, &info.server)),
+        detector: Some(detector),
         cgroup_dir: info.cgroup_dir.clone(),
+        // Under --observe a deny-call rule is recorded, not acted on, like the proxy's refusals.
+        denials: (!info.observe).then(|| info.call_facts.denial_sender()),
+        tools: info.call_facts.take_tools(),
     };
     let recorder = tokio::spawn(record_events(
         events,

@@ -24,7 +24,9 @@ pub async fn guarded(io: ServerStdio) -> io::Result<()> {
     );
     config.session = session.session.clone();
     config.observe = session.observe;
-    let sink = StoreCallSink::new(session.store.clone(), session.call_facts.sender());
+    let sink = StoreCallSink::new(session.store.clone(), session.call_facts.sender())
+        .with_denials(session.call_facts.take_denials())
+        .with_tools(session.call_facts.tools_sender());
     let outcome = mcp::run(
         tokio::io::stdin(),
         tokio::io::stdout(),

@@ -9,12 +9,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use crate::{
     correlate::{AttributedEvent, CallFact, Correlator, CorrelatorConfig},
-    detect::{Action, Detector},
+    detect::{Action, CallEnd, Detector, Finding},
     kernel::events::{self as kev, KernelEvent},
     mcp,
     store::{
@@ -141,19 +144,27 @@ pub struct RecorderStats {
 /// What the recorder does with each session's events besides storing them.
 pub struct Analysis {
     /// The proxy's call starts and ends (`None`: no proxy, every event is unattributed).
-    pub facts: Option<mpsc::UnboundedReceiver<CallFact>>,
+    pub facts: Option<FactReceiver>,
     /// The detection rules (`None`: store only).
     pub detector: Option<Detector>,
     /// The session's cgroup, killed when a rule's action is `kill`.
     pub cgroup_dir: PathBuf,
+    /// Where a `deny-call` action fails the call in flight (the proxy; `None`: recorded only).
+    pub denials: Option<mpsc::UnboundedSender<mcp::CallDenial>>,
+    /// Where the detector's profile is merged and saved at the end when it is learning.
+    pub profile_path: Option<PathBuf>,
+    /// The proxy's tool listings (name, `readOnlyHint`), for the read-only check.
+    pub tools: Option<mpsc::UnboundedReceiver<ToolHints>>,
 }
 
 /// Writes each event from `events` to `store`, attributed to the tool call in flight (the
 /// correlator holds events briefly so a call's start that arrives late still claims them), and
-/// raises the detector's alerts, until `stop` fires; then what is already queued: the guard
-/// fires `stop` after [`KernelGuard::flush`](crate::kernel::loader::KernelGuard::flush) once the
-/// server's processes are gone, so nothing more can come. Events without a server label (none
-/// is expected: the guard labels every cgroup it guards) get `server`/`session`.
+/// raises the detector's alerts and acts on them, until `stop` fires; then what is already
+/// queued: the guard fires `stop` after
+/// [`KernelGuard::flush`](crate::kernel::loader::KernelGuard::flush) once the server's processes
+/// are gone, so nothing more can come. Events without a server label (none is expected: the
+/// guard labels every cgroup it guards) get `server`/`session`. A learning detector's profile is
+/// saved at the end.
 pub async fn record_events(
     mut events: mpsc::Receiver<KernelEvent>,
     store: StoreHandle,
@@ -162,56 +173,29 @@ pub async fn record_events(
     analysis: Analysis,
     stop: oneshot::Receiver<()>,
 ) -> RecorderStats {
-    let Analysis {
-        facts,
-        mut detector,
-        cgroup_dir,
-    } = analysis;
-    let (mut facts, mut has_facts) = match facts {
+    let (mut facts, mut has_facts) = match analysis.facts {
         Some(rx) => (rx, true),
         // A closed channel: `recv` answers None at once and is never selected again.
+        None => (CallFacts::new().closed_receiver(), false),
+    };
+    let (mut tools, mut has_tools) = match analysis.tools {
+        Some(rx) => (rx, true),
         None => (mpsc::unbounded_channel().1, false),
     };
-    let mut stats = RecorderStats::default();
-    let mut correlator = Correlator::new(CorrelatorConfig::default());
-    let mut seq: u64 = 0;
-    // The first exec in the cgroup is the jail starting the server's own program: not something
-    // the server did, so not for the detector (an interpreter server would alert every session).
-    let mut launched = false;
-    let mut write = |a: AttributedEvent, stats: &mut RecorderStats| {
-        seq += 1;
-        let event_id = format!("{session}-e{seq}");
-        let mut rec = event_record(&a.event, event_id.clone());
-        if rec.server.is_empty() {
-            rec.server.clone_from(&server);
-        }
-        if rec.session.is_empty() {
-            rec.session.clone_from(&session);
-        }
-        rec.attribution = a.attribution;
-        rec.call_id.clone_from(&a.call_id);
-        rec.candidates.clone_from(&a.candidates);
-        if store.send(rec) {
-            stats.recorded += 1;
-        } else {
-            stats.refused += 1;
-        }
-        if !launched && matches!(a.event.kind, kev::EventKind::Exec { .. }) {
-            launched = true;
-            return;
-        }
-        for finding in detector
-            .as_mut()
-            .map(|d| d.event(&a, &event_id))
-            .unwrap_or_default()
-        {
-            if finding.action == Action::Kill {
-                say_kill(&finding, &cgroup_dir);
-            }
-            // deny-call is recorded as the alert's action; failing the call in flight needs a
-            // hook back into the proxy, which is not built yet.
-            let _ = store.send(finding.alert);
-        }
+    // Every tool's latest readOnlyHint (a listing may come in pages, and may change).
+    let mut hints: std::collections::HashMap<String, bool> = Default::default();
+    let mut rec = Recorder {
+        store,
+        server,
+        session,
+        detector: analysis.detector,
+        cgroup_dir: analysis.cgroup_dir,
+        denials: analysis.denials,
+        stats: RecorderStats::default(),
+        correlator: Correlator::new(CorrelatorConfig::default()),
+        ends: Vec::new(),
+        seq: 0,
+        launched: false,
     };
     let mut tick = tokio::time::interval(CORRELATE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -219,32 +203,216 @@ pub async fn record_events(
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
-                Some(ev) => correlator.event(ev),
+                Some(ev) => {
+                    rec.correlator.event(ev);
+                    // Take what else is queued: one poll per batch, not per event.
+                    for _ in 0..EVENT_BATCH {
+                        match events.try_recv() {
+                            Ok(ev) => rec.correlator.event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 None => break,
             },
-            fact = facts.recv(), if has_facts => match fact {
-                Some(fact) => correlator.call_fact(fact),
+            fact = facts.rx.recv(), if has_facts => match fact {
+                Some(fact) => rec.fact(fact),
                 None => has_facts = false,
+            },
+            listed = tools.recv(), if has_tools => match listed {
+                Some(listed) => {
+                    hints.extend(listed);
+                    if let Some(d) = rec.detector.as_mut() {
+                        d.set_read_only(
+                            hints.iter().filter(|(_, ro)| **ro).map(|(t, _)| t.clone()).collect(),
+                        );
+                    }
+                }
+                None => has_tools = false,
             },
             _ = tick.tick() => {}
             _ = &mut stop => break,
         }
-        for a in correlator.poll(kev::boot_ns_now()) {
-            write(a, &mut stats);
+        // Once the channel is drained and no fact was being stamped when `now` was read, every
+        // call started before `now` is known: events up to it are attributed without waiting
+        // for the next fact (a fact stamped after the check is stamped after `now`).
+        let now = kev::boot_ns_now();
+        let settled = !facts.sending.load(Ordering::SeqCst);
+        loop {
+            match facts.rx.try_recv() {
+                Ok(fact) => rec.fact(fact),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    has_facts = false;
+                    break;
+                }
+            }
         }
+        if settled {
+            rec.correlator.advance(now);
+        }
+        rec.poll(kev::boot_ns_now());
     }
     // Stopped after the reader's flush: what is left is already in the channels.
-    while let Ok(fact) = facts.try_recv() {
-        correlator.call_fact(fact);
+    while let Ok(fact) = facts.rx.try_recv() {
+        rec.fact(fact);
     }
     while let Ok(ev) = events.try_recv() {
-        correlator.event(ev);
+        rec.correlator.event(ev);
     }
-    for a in correlator.flush() {
-        write(a, &mut stats);
+    for a in rec.correlator.flush() {
+        rec.write(a);
     }
-    stats
+    rec.end_calls(u64::MAX);
+    if let (Some(path), Some(d)) = (analysis.profile_path, &rec.detector)
+        && d.learning()
+    {
+        save_profile(&path, d.profile());
+    }
+    rec.stats
 }
+
+/// Merges `learned` into the profile on disk (another session of the server may have saved
+/// since this one loaded it) and saves it.
+fn save_profile(path: &std::path::Path, learned: &crate::detect::Profile) {
+    let mut profile = crate::detect::Profile::load(path).unwrap_or_else(|e| {
+        eprintln!("mcp-guard: WARNING: {e}; replacing it with what this session learned");
+        crate::detect::Profile::default()
+    });
+    profile.merge(learned);
+    match profile.save(path) {
+        Ok(()) => tracing::info!("learned profile saved to {}", path.display()),
+        Err(e) => eprintln!(
+            "mcp-guard: WARNING: cannot save the learned profile {}: {e}",
+            path.display()
+        ),
+    }
+}
+
+/// How long after a call's end its result is judged: kernel events of the call still in the
+/// ring buffer are attributed (and their rules run) first.
+const END_GRACE_NS: u64 = 50_000_000;
+
+struct Recorder {
+    store: StoreHandle,
+    server: String,
+    session: String,
+    detector: Option<Detector>,
+    cgroup_dir: PathBuf,
+    denials: Option<mpsc::UnboundedSender<mcp::CallDenial>>,
+    stats: RecorderStats,
+    correlator: Correlator,
+    /// Ended calls not yet given to the detector.
+    ends: Vec<CallEnd>,
+    seq: u64,
+    /// The first exec in the cgroup is the jail starting the server's own program: not something
+    /// the server did, so not for the detector (an interpreter server would alert every session).
+    launched: bool,
+}
+
+impl Recorder {
+    fn fact(&mut self, fact: CallFact) {
+        if let CallFact::Ended {
+            call_id,
+            at_boot_ns,
+            tool,
+            result_bytes,
+            denied,
+        } = &fact
+        {
+            self.ends.push(CallEnd {
+                call_id: call_id.clone(),
+                tool: tool.clone(),
+                result_bytes: *result_bytes,
+                denied: *denied,
+                at_boot_ns: *at_boot_ns,
+            });
+        }
+        self.correlator.call_fact(fact);
+    }
+
+    fn poll(&mut self, now: u64) {
+        for a in self.correlator.poll(now) {
+            self.write(a);
+        }
+        self.end_calls(now.saturating_sub(END_GRACE_NS));
+    }
+
+    /// Gives the detector the calls that ended before `until` whose events are all out.
+    fn end_calls(&mut self, until: u64) {
+        let oldest = self.correlator.oldest_held().unwrap_or(u64::MAX);
+        let (ready, waiting): (Vec<CallEnd>, Vec<CallEnd>) = std::mem::take(&mut self.ends)
+            .into_iter()
+            .partition(|e| e.at_boot_ns <= until && e.at_boot_ns < oldest);
+        self.ends = waiting;
+        for end in ready {
+            let findings = self
+                .detector
+                .as_mut()
+                .map(|d| d.call_ended(&end, None))
+                .unwrap_or_default();
+            self.act(findings);
+        }
+    }
+
+    fn write(&mut self, a: AttributedEvent) {
+        self.seq += 1;
+        let event_id = format!("{}-e{}", self.session, self.seq);
+        let mut rec = event_record(&a.event, event_id.clone());
+        if rec.server.is_empty() {
+            rec.server.clone_from(&self.server);
+        }
+        if rec.session.is_empty() {
+            rec.session.clone_from(&self.session);
+        }
+        rec.attribution = a.attribution;
+        rec.call_id.clone_from(&a.call_id);
+        rec.candidates.clone_from(&a.candidates);
+        if self.store.send(rec) {
+            self.stats.recorded += 1;
+        } else {
+            self.stats.refused += 1;
+        }
+        if !self.launched && matches!(a.event.kind, kev::EventKind::Exec { .. }) {
+            self.launched = true;
+            return;
+        }
+        let findings = self
+            .detector
+            .as_mut()
+            .map(|d| d.event(&a, &event_id))
+            .unwrap_or_default();
+        self.act(findings);
+    }
+
+    fn act(&mut self, findings: Vec<Finding>) {
+        for finding in findings {
+            match finding.action {
+                Action::Kill => say_kill(&finding, &self.cgroup_dir),
+                Action::DenyCall => self.deny(&finding),
+                Action::Alert => {}
+            }
+            let _ = self.store.send(finding.alert);
+        }
+    }
+
+    /// Asks the proxy to fail the call the finding names (a no-op once it has ended).
+    fn deny(&self, finding: &Finding) {
+        let (Some(tx), Some(call_id)) = (&self.denials, &finding.alert.call_id) else {
+            return;
+        };
+        let _ = tx.send(mcp::CallDenial {
+            call_id: call_id.clone(),
+            reason: format!(
+                "mcp-guard: call denied by detection rule {}: {}",
+                finding.alert.rule, finding.alert.summary
+            ),
+        });
+    }
+}
+
+/// Most events taken from the channel between two polls of the correlator.
+const EVENT_BATCH: usize = 256;
 
 /// How often held events are checked for release by the correlator.
 const CORRELATE_TICK: std::time::Duration = std::time::Duration::from_millis(10);
@@ -360,33 +528,118 @@ mod tests {
     }
 }
 
+/// Tools as a `tools/list` answer named them: (name, `readOnlyHint`).
+pub type ToolHints = Vec<(String, bool)>;
+
+/// A receiver handed out once.
+type TakeOnce<T> = Arc<Mutex<Option<mpsc::UnboundedReceiver<T>>>>;
+
 /// The proxy's call starts and ends for the correlator: a sender for the proxy's sink and a
 /// receiver the kernel guard takes once. Cloned into every seam with [`super::SessionInfo`].
 #[derive(Clone, Debug)]
 pub struct CallFacts {
     tx: mpsc::UnboundedSender<CallFact>,
-    rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<CallFact>>>>,
+    /// Set while a fact is being stamped and sent (see [`FactSender::send`]).
+    sending: Arc<AtomicBool>,
+    tools_tx: mpsc::UnboundedSender<ToolHints>,
+    tools_rx: TakeOnce<ToolHints>,
+    rx: TakeOnce<CallFact>,
+    deny_tx: mpsc::UnboundedSender<mcp::CallDenial>,
+    deny_rx: TakeOnce<mcp::CallDenial>,
 }
 
 impl CallFacts {
     /// A fresh channel.
     pub fn new() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (deny_tx, deny_rx) = mpsc::unbounded_channel();
+        let (tools_tx, tools_rx) = mpsc::unbounded_channel();
         CallFacts {
             tx,
+            sending: Arc::default(),
+            tools_tx,
+            tools_rx: Arc::new(Mutex::new(Some(tools_rx))),
             rx: Arc::new(Mutex::new(Some(rx))),
+            deny_tx,
+            deny_rx: Arc::new(Mutex::new(Some(deny_rx))),
         }
     }
 
+    /// Where the proxy's sink reports the tools listed (name, `readOnlyHint`).
+    pub fn tools_sender(&self) -> mpsc::UnboundedSender<ToolHints> {
+        self.tools_tx.clone()
+    }
+
+    /// The detector's end of the tool listings (once; `None` afterwards).
+    pub fn take_tools(&self) -> Option<mpsc::UnboundedReceiver<ToolHints>> {
+        self.tools_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Where the detector sends the calls a `deny-call` rule fails.
+    pub fn denial_sender(&self) -> mpsc::UnboundedSender<mcp::CallDenial> {
+        self.deny_tx.clone()
+    }
+
+    /// The proxy's end of the denials (once; `None` afterwards).
+    pub fn take_denials(&self) -> Option<mpsc::UnboundedReceiver<mcp::CallDenial>> {
+        self.deny_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
     /// Where the proxy's sink sends facts.
-    pub fn sender(&self) -> mpsc::UnboundedSender<CallFact> {
-        self.tx.clone()
+    pub fn sender(&self) -> FactSender {
+        FactSender {
+            tx: self.tx.clone(),
+            sending: self.sending.clone(),
+        }
     }
 
     /// The receiving end (once; `None` afterwards).
-    pub fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<CallFact>> {
-        self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    pub fn take_receiver(&self) -> Option<FactReceiver> {
+        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        Some(FactReceiver {
+            rx,
+            sending: self.sending.clone(),
+        })
     }
+
+    fn closed_receiver(self) -> FactReceiver {
+        let rx = mpsc::unbounded_channel().1;
+        FactReceiver {
+            rx,
+            sending: self.sending,
+        }
+    }
+}
+
+/// Sends call facts stamped with the boot clock.
+#[derive(Clone, Debug)]
+pub struct FactSender {
+    tx: mpsc::UnboundedSender<CallFact>,
+    sending: Arc<AtomicBool>,
+}
+
+impl FactSender {
+    /// Stamps (`make` gets `boot_ns_now()`) and sends a fact. The receiver does not take the
+    /// clock past a fact that is stamped but not yet in the channel (any runtime, any thread).
+    pub fn send(&self, make: impl FnOnce(u64) -> CallFact) {
+        self.sending.store(true, Ordering::SeqCst);
+        // Nobody listening (no kernel guard) is fine: there is nothing to correlate.
+        let _ = self.tx.send(make(kev::boot_ns_now()));
+        self.sending.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The recorder's end of the call facts.
+#[derive(Debug)]
+pub struct FactReceiver {
+    rx: mpsc::UnboundedReceiver<CallFact>,
+    sending: Arc<AtomicBool>,
 }
 
 impl Default for CallFacts {
@@ -400,38 +653,69 @@ impl Default for CallFacts {
 #[derive(Debug)]
 pub struct StoreCallSink {
     store: StoreHandle,
-    facts: mpsc::UnboundedSender<CallFact>,
+    facts: FactSender,
+    tools: Option<mpsc::UnboundedSender<ToolHints>>,
+    denials: Option<mpsc::UnboundedReceiver<mcp::CallDenial>>,
     alerts: u64,
 }
 
 impl StoreCallSink {
     /// Records into `store`, reports call starts and ends on `facts`.
-    pub fn new(store: StoreHandle, facts: mpsc::UnboundedSender<CallFact>) -> Self {
+    pub fn new(store: StoreHandle, facts: FactSender) -> Self {
         StoreCallSink {
             store,
             facts,
+            tools: None,
+            denials: None,
             alerts: 0,
         }
+    }
+
+    /// Also reports the tools listed (for the detector's read-only check).
+    pub fn with_tools(mut self, tools: mpsc::UnboundedSender<ToolHints>) -> Self {
+        self.tools = Some(tools);
+        self
+    }
+
+    /// Also hands the proxy the calls exec's detector fails (`deny-call`).
+    pub fn with_denials(
+        mut self,
+        denials: Option<mpsc::UnboundedReceiver<mcp::CallDenial>>,
+    ) -> Self {
+        self.denials = denials;
+        self
     }
 }
 
 impl mcp::CallSink for StoreCallSink {
     fn call_started(&mut self, call_id: &str, tool: Option<&str>) {
-        // Nobody listening (no kernel guard) is fine: there is nothing to correlate.
-        let _ = self.facts.send(CallFact::Started {
+        self.facts.send(|at_boot_ns| CallFact::Started {
             call_id: call_id.to_string(),
             tool: tool.map(str::to_string),
-            at_boot_ns: kev::boot_ns_now(),
+            at_boot_ns,
         });
     }
 
     fn call(&mut self, record: mcp::CallRecord) {
-        let _ = self.facts.send(CallFact::Ended {
+        self.facts.send(|at_boot_ns| CallFact::Ended {
             call_id: record.call_id.clone(),
-            at_boot_ns: kev::boot_ns_now(),
+            at_boot_ns,
+            tool: record.tool.clone(),
+            result_bytes: record.result_bytes,
+            denied: record.decision == mcp::Decision::Denied,
         });
         // A full queue or a failing disk is counted by the store and reported at exit.
         let _ = self.store.send(call_record(record));
+    }
+
+    fn take_call_denials(&mut self) -> Option<mpsc::UnboundedReceiver<mcp::CallDenial>> {
+        self.denials.take()
+    }
+
+    fn tools_listed(&mut self, tools: &[(String, bool)]) {
+        if let Some(tx) = &self.tools {
+            let _ = tx.send(tools.to_vec());
+        }
     }
 
     fn finding(&mut self, finding: mcp::Finding) {
@@ -460,7 +744,7 @@ pub fn call_record(r: mcp::CallRecord) -> CallRecord {
         },
         reason: Some(r.reason).filter(|s| !s.is_empty()),
         error: None,
-        result_bytes: None,
+        result_bytes: r.result_bytes,
     }
 }
 

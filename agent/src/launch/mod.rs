@@ -43,6 +43,9 @@ pub struct JailSpec {
     pub identity: identity::Identity,
     /// `None` under observe: no namespaces, landlock, capability drop or seccomp.
     pub enforce: Option<Enforce>,
+    /// The pinned `sha256:<hex>` of the program: the server process hashes the fd it opens and
+    /// execs that same fd (`fexecve`), so what runs is what was checked.
+    pub program_digest: Option<String>,
 }
 
 /// The enforcing parts of a jail.
@@ -67,6 +70,9 @@ pub struct LaunchRequest<'a> {
     pub command: &'a [String],
     /// `--observe` (or the policy's `enforcement.observe`).
     pub observe: bool,
+    /// mcp-guard's state dir: the bytecode cache of pinned Python packages lives there
+    /// (`None`: no cache; Python compiles the pinned sources at every start).
+    pub state_dir: Option<&'a std::path::Path>,
 }
 
 /// A prepared launch: the spec for the helper and the cgroup already made and limited.
@@ -138,6 +144,33 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             "{cmd}: command not found or not executable (searched the server's PATH)"
         ))
     })?;
+    let mut env = env;
+    let program_digest = check_pins(policy, &program, req, &mut warnings)?;
+    // RECORD lists no bytecode: Python must not read the __pycache__ dirs next to the pinned
+    // sources (a planted .pyc would run instead of them), but a cache mcp-guard compiled itself.
+    let pycache = if policy.pin.pypi.is_empty() || req.observe {
+        None
+    } else {
+        // A shared cache only where the server cannot write (else its own private /tmp, where
+        // it is compiled at every start).
+        let state = req.state_dir.filter(|s| {
+            let s = std::path::absolute(s).unwrap_or_else(|_| s.to_path_buf());
+            !s.starts_with("/tmp")
+                && !policy
+                    .filesystem
+                    .write
+                    .iter()
+                    .any(|w| s.starts_with(expand_home(w, &id.home)))
+        });
+        let dir = match state {
+            Some(state) => crate::supply::python_cache(&policy.pin, &program, state)
+                .map_err(|e| Unenforceable(format!("the pinned packages' bytecode cache: {e}")))?,
+            None => PathBuf::from("/tmp/.mcp-guard-pycache"),
+        };
+        env.retain(|(k, _)| k != PYCACHE);
+        env.push((PYCACHE.into(), dir.display().to_string()));
+        Some(dir)
+    };
 
     let enforce = if req.observe {
         warnings.push(
@@ -211,6 +244,11 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             )?;
             Vec::new()
         };
+        let mut landlock = landlock;
+        if let (Some(l), Some(dir)) = (landlock.as_mut(), &pycache) {
+            // Read-only: the server uses the cache and cannot poison it.
+            l.read.push(dir.clone());
+        }
         Some(Enforce {
             landlock,
             seccomp,
@@ -247,6 +285,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
                 cgroup_dirs: cg.dirs(),
                 identity: id,
                 enforce,
+                program_digest,
             };
             Ok(Prepared {
                 spec,
@@ -260,6 +299,43 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             }
             Err(e)
         }
+    }
+}
+
+/// Python's variable for a bytecode cache outside the source tree.
+const PYCACHE: &str = "PYTHONPYCACHEPREFIX";
+
+/// Verifies the policy's `[pin]` table before anything runs; a mismatch refuses the launch
+/// (exit 77) naming each changed file, or under observe is only said. Returns the executable's
+/// pinned digest for the jail to check again on the fd it execs.
+fn check_pins(
+    policy: &Policy,
+    program: &std::path::Path,
+    req: &LaunchRequest<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<String>, LaunchError> {
+    let pins = &policy.pin;
+    if pins.is_empty() && pins.signature.is_none() {
+        return Ok(None);
+    }
+    let observe = req.observe;
+    let Err(problems) = crate::supply::verify(pins, program, req.state_dir) else {
+        return Ok(pins.executable.clone());
+    };
+    let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    let msg = format!(
+        "supply-chain pins of policy {} do not verify:\n{}",
+        policy.name,
+        list.join("\n")
+    );
+    if observe {
+        warnings.push(format!("NOT ENFORCED (observe): {msg}"));
+        Ok(None)
+    } else {
+        Err(LaunchError::Unenforceable(format!(
+            "{msg}\nrefusing to launch (nothing ran); if the change is intended, re-pin with \
+             `mcp-guard policy pin -- COMMAND` and update [pin]"
+        )))
     }
 }
 

@@ -386,6 +386,12 @@ fn server(
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
     set_pdeathsig();
+    // Opened while still root and unrestricted, hashed, and exec'd as this very fd below.
+    let pinned = spec
+        .program_digest
+        .as_deref()
+        .map(|d| open_pinned(&spec.program, d))
+        .transpose()?;
     if let Some(rs) = ruleset {
         landlock::restrict(rs).map_err(|e| (EXIT_JAIL, e))?;
     }
@@ -442,7 +448,10 @@ fn server(
         .iter()
         .map(|(k, v)| cstr(&format!("{k}={v}")))
         .collect::<Result<Vec<_>, _>>()?;
-    let Err(e) = nix::unistd::execve(&path, &argv, &envp);
+    let Err(e) = match &pinned {
+        Some(fd) => nix::unistd::fexecve(fd, &argv, &envp),
+        None => nix::unistd::execve(&path, &argv, &envp),
+    };
     let code = if e == nix::errno::Errno::ENOENT {
         127
     } else {
@@ -457,6 +466,35 @@ fn server(
         code,
         format!("execve {}: {e}{hint}", spec.program.display()),
     ))
+}
+
+/// Opens the pinned program and checks its digest on that fd. A `#!` script keeps the fd across
+/// the exec: the kernel hands its interpreter `/dev/fd/N`, the same open file.
+fn open_pinned(program: &Path, expected: &str) -> Result<std::fs::File, Failure> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(program)
+        .map_err(fail(&format!("opening the pinned {}", program.display())))?;
+    let actual = crate::supply::sha256_reader(&mut f)
+        .map_err(fail(&format!("hashing the pinned {}", program.display())))?;
+    if actual != expected {
+        return Err((
+            EXIT_JAIL,
+            format!(
+                "supply-chain pin: {} changed between the check and the exec: expected \
+                 {expected}, found {actual}; refusing to exec",
+                program.display()
+            ),
+        ));
+    }
+    let mut head = [0u8; 2];
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| f.read(&mut head))
+        .map_err(fail(&format!("reading {}", program.display())))?;
+    if head == *b"#!" {
+        // SAFETY: clearing FD_CLOEXEC on an fd we own; no memory is passed.
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFD, 0) };
+    }
+    Ok(f)
 }
 
 /// The launcher's view of the helper's last message.
@@ -482,5 +520,43 @@ pub fn outcome(bytes: &[u8]) -> Outcome {
                 String::from_utf8_lossy(other)
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cloexec(f: &std::fs::File) -> bool {
+        // SAFETY: F_GETFD on an fd we own; no memory is passed.
+        let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFD) };
+        flags & libc::FD_CLOEXEC != 0
+    }
+
+    #[test]
+    fn the_pinned_program_is_hashed_on_the_fd_that_is_returned_for_exec() {
+        let dir = std::env::temp_dir().join(format!("stage2-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let elf = dir.join("prog");
+        std::fs::write(&elf, b"\x7fELF not really").expect("write");
+        let script = dir.join("script");
+        std::fs::write(&script, b"#!/bin/sh\necho hi\n").expect("write");
+        let digest = |p: &Path| crate::supply::sha256_file(p).expect("hash");
+
+        let f = open_pinned(&elf, &digest(&elf)).expect("matching digest opens");
+        assert!(cloexec(&f), "a binary's fd must not leak into the server");
+        let f = open_pinned(&script, &digest(&script)).expect("matching digest opens");
+        assert!(
+            !cloexec(&f),
+            "a script's fd stays open for its interpreter (/dev/fd/N)"
+        );
+
+        let wrong = digest(&script);
+        let (code, msg) = open_pinned(&elf, &wrong).expect_err("a changed program is refused");
+        assert_eq!(code, EXIT_JAIL);
+        assert!(msg.contains(&elf.display().to_string()), "{msg}");
+        assert!(msg.contains(&format!("expected {wrong}")), "{msg}");
+        assert!(msg.contains(&format!("found {}", digest(&elf))), "{msg}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -15,4 +15,4 @@ pub mod secrets;
 pub mod session;
 
 pub use proxy::{ProxyConfig, ProxyOutcome, run};
-pub use session::{CallRecord, CallSink, Decision, Finding};
+pub use session::{CallDenial, CallRecord, CallSink, Decision, Finding};

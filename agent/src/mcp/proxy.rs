@@ -17,7 +17,7 @@ use tokio::{
 use super::{
     frame::{self, Frame, FrameReader, Kind},
     interceptors::{Chain, Ctx, MsgKind, ToolAccess, ToolRules, Verdict},
-    session::{CallSink, Decision, Session},
+    session::{CallDenial, CallSink, Decision, Session},
 };
 
 /// Everything the proxy needs from the policy, as plain data. `exec` fills it from the policy;
@@ -151,6 +151,8 @@ struct Core<K> {
     /// unreadable; a late valid response to them is dropped so the client gets one answer.
     failed: std::collections::HashSet<String>,
     observe: bool,
+    /// Size of the server frame being handled (a response's `result_bytes`).
+    frame_len: usize,
 }
 
 /// Runs the proxy with the standard chain for `config` (see [`build_chain`]). `client_eof` is
@@ -199,6 +201,8 @@ where
     SO: AsyncRead + Unpin + Send,
     K: CallSink,
 {
+    let mut sink = sink;
+    let denials = sink.take_call_denials();
     let core = Mutex::new(Core {
         session: Session::new(&config.server, &config.session),
         chain,
@@ -207,6 +211,7 @@ where
         max: config.max_message_bytes,
         failed: Default::default(),
         observe: config.observe,
+        frame_len: 0,
     });
     let (to_client, client_rx) = mpsc::channel::<Vec<u8>>(256);
     let (to_server, server_rx) = mpsc::channel::<Vec<u8>>(256);
@@ -238,6 +243,14 @@ where
             }
         }
     };
+    let (denials_done_tx, denials_done_rx) = oneshot::channel::<()>();
+    let denial_side = deny_calls(
+        &core,
+        denials,
+        to_client.clone(),
+        server_answers.clone(),
+        denials_done_rx,
+    );
     let server_side = {
         let core = &core;
         async move {
@@ -268,10 +281,17 @@ where
     let server_side = async move {
         server_side.await;
         let _ = server_done_tx.send(());
+        let _ = denials_done_tx.send(());
     };
     let client_writer = writer(client_out, client_rx, "client");
     let server_writer = writer(server_in, server_rx, "server");
-    let ((), (), cw, sw) = tokio::join!(client_side, server_side, client_writer, server_writer);
+    let ((), (), (), cw, sw) = tokio::join!(
+        client_side,
+        server_side,
+        denial_side,
+        client_writer,
+        server_writer
+    );
     let client_write_error = cw.err().map(|e| {
         tracing::warn!("writing to the client: {e}");
         e.to_string()
@@ -288,6 +308,32 @@ where
     }
     core.stats.client_write_error = client_write_error;
     Ok(core.stats)
+}
+
+/// Fails the in-flight calls named on `denials` until the server's output ends.
+async fn deny_calls<K: CallSink>(
+    core: &Mutex<Core<K>>,
+    denials: Option<mpsc::UnboundedReceiver<CallDenial>>,
+    to_client: mpsc::Sender<Vec<u8>>,
+    to_server: mpsc::WeakSender<Vec<u8>>,
+    done: oneshot::Receiver<()>,
+) {
+    let Some(mut denials) = denials else { return };
+    tokio::pin!(done);
+    loop {
+        tokio::select! {
+            d = denials.recv() => match d {
+                Some(d) => {
+                    let outs = lock(core).deny_call(&d);
+                    if !send_from_server(outs, &to_client, &to_server).await {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            _ = &mut done => return,
+        }
+    }
 }
 
 fn lock<K>(core: &Mutex<Core<K>>) -> std::sync::MutexGuard<'_, Core<K>> {
@@ -432,7 +478,10 @@ impl<K: CallSink> Core<K> {
 
     fn on_server_frame(&mut self, frame: Frame) -> Vec<Out> {
         let raw = match frame {
-            Frame::Line(raw) => raw,
+            Frame::Line(raw) => {
+                self.frame_len = raw.len();
+                raw
+            }
             Frame::Oversized { len, head, tail } => {
                 self.stats.malformed_from_server += 1;
                 let msg = format!(
@@ -469,6 +518,37 @@ impl<K: CallSink> Core<K> {
                 Self::batch(raw, vec![step], false, false)
             }
         }
+    }
+
+    /// Fails call `d.call_id` if it is still in flight: an error to the client, a
+    /// `notifications/cancelled` to the server, and its late response dropped when it comes.
+    fn deny_call(&mut self, d: &CallDenial) -> Vec<Out> {
+        let Some(id) = self.session.request_for_call(&d.call_id) else {
+            tracing::debug!("call {} already ended; nothing to deny", d.call_id);
+            return vec![];
+        };
+        let Some(rec) = self
+            .session
+            .finish(&id, Decision::Denied, d.reason.clone(), None)
+        else {
+            return vec![];
+        };
+        self.sink.call(rec);
+        self.stats.denied += 1;
+        self.failed.insert(id.to_string());
+        let cancel = serde_json::json!({
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": id, "reason": d.reason},
+        });
+        vec![
+            Out::Client(to_line(&error_value(
+                &id,
+                super::interceptors::POLICY_DENIED,
+                &d.reason,
+            ))),
+            Out::Server(to_line(&cancel)),
+        ]
     }
 
     /// Answers the client's pending request `id` with an error (when its response was lost).
@@ -657,6 +737,7 @@ impl<K: CallSink> Core<K> {
             sink,
             stats,
             observe,
+            frame_len,
             ..
         } = self;
         let (method, tool, msg_kind, id) = match &kind {
@@ -700,9 +781,16 @@ impl<K: CallSink> Core<K> {
             }
         };
         if msg_kind == MsgKind::Response
-            && let Some(id) = &id
-            && let Some(rec) = session.finish(id, decision, reason, Some(&v))
+            && method == "tools/list"
+            && !matches!(verdict, Verdict::Deny(_))
         {
+            sink.tools_listed(&tool_hints(&v));
+        }
+        if msg_kind == MsgKind::Response
+            && let Some(id) = &id
+            && let Some(mut rec) = session.finish(id, decision, reason, Some(&v))
+        {
+            rec.result_bytes = Some(*frame_len as u64);
             sink.call(rec);
         }
         match (verdict, msg_kind, id) {
@@ -717,6 +805,21 @@ impl<K: CallSink> Core<K> {
             (Verdict::Deny(_), ..) => Step::Drop,
         }
     }
+}
+
+/// The tools a `tools/list` result (as forwarded) offers, with their `readOnlyHint`.
+fn tool_hints(v: &Value) -> Vec<(String, bool)> {
+    let Some(tools) = v.pointer("/result/tools").and_then(Value::as_array) else {
+        return vec![];
+    };
+    tools
+        .iter()
+        .filter_map(|t| {
+            let name = t.get("name")?.as_str()?.to_string();
+            let read_only = t.pointer("/annotations/readOnlyHint") == Some(&Value::Bool(true));
+            Some((name, read_only))
+        })
+        .collect()
 }
 
 /// Runs the chain; in observe mode on a copy, reporting instead of acting.

@@ -41,6 +41,10 @@ pub struct CallRecord {
     pub decision: Decision,
     /// Why (empty when allowed without remark).
     pub reason: String,
+    /// Bytes of the server's message that carried the response (`None`: no response reached
+    /// the proxy, e.g. refused or cancelled). For a batch it is the whole batch's size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result_bytes: Option<u64>,
 }
 
 /// Something an interceptor noticed that is worth an alert (a poisoned description, a changed pin).
@@ -68,6 +72,25 @@ pub trait CallSink: Send {
     fn call(&mut self, record: CallRecord);
     /// An interceptor reported something.
     fn finding(&mut self, finding: Finding);
+    /// A `tools/list` answer reached the client: each tool's name and whether it is annotated
+    /// `readOnlyHint: true` (exec's detector checks such tools do not write). One call per page.
+    fn tools_listed(&mut self, _tools: &[(String, bool)]) {}
+    /// Calls to fail from outside the proxy (exec's detector fired a `deny-call` rule on what a
+    /// call did in the kernel). Taken once when the proxy starts; `None`: nothing outside fails
+    /// calls.
+    fn take_call_denials(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<CallDenial>> {
+        None
+    }
+}
+
+/// A request from outside the proxy to fail one in-flight call: the client gets a JSON-RPC
+/// error carrying `reason`, the server a `notifications/cancelled`, and its late answer is dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallDenial {
+    /// The call (`CallRecord::call_id`).
+    pub call_id: String,
+    /// Why, shown to the client and recorded as the call's reason.
+    pub reason: String,
 }
 
 /// Keeps everything in memory (for embedding and tests).
@@ -98,6 +121,12 @@ impl<T: CallSink + ?Sized> CallSink for Box<T> {
     fn finding(&mut self, finding: Finding) {
         (**self).finding(finding)
     }
+    fn tools_listed(&mut self, tools: &[(String, bool)]) {
+        (**self).tools_listed(tools)
+    }
+    fn take_call_denials(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<CallDenial>> {
+        (**self).take_call_denials()
+    }
 }
 
 impl<T: CallSink> CallSink for std::sync::Arc<std::sync::Mutex<T>> {
@@ -113,6 +142,16 @@ impl<T: CallSink> CallSink for std::sync::Arc<std::sync::Mutex<T>> {
         self.lock()
             .unwrap_or_else(|p| p.into_inner())
             .finding(finding)
+    }
+    fn tools_listed(&mut self, tools: &[(String, bool)]) {
+        self.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tools_listed(tools)
+    }
+    fn take_call_denials(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<CallDenial>> {
+        self.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_call_denials()
     }
 }
 
@@ -241,7 +280,17 @@ impl Session {
             ended_at: rfc3339(SystemTime::now()),
             decision,
             reason,
+            result_bytes: None,
         })
+    }
+
+    /// The JSON-RPC id of the client request in flight as call `call_id`, if it still is.
+    pub fn request_for_call(&self, call_id: &str) -> Option<Value> {
+        let p = self
+            .client_pending
+            .values()
+            .find(|p| p.call_id == call_id)?;
+        serde_json::from_str(&p.request_id).ok()
     }
 
     /// The client cancelled one of its requests (`notifications/cancelled`).

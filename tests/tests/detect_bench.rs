@@ -1,0 +1,287 @@
+//! Throughput of the userspace event path: correlator + detector + store, as exec runs it
+//! (`exec::record::record_events` on a one-thread runtime, the store's writer thread, a real
+//! SQLite database on disk), compared with the store alone in the same run, then paced at fixed
+//! rates to find what is sustained without a drop.
+//!
+//! Not a timed test: run it on purpose, in release mode for meaningful numbers:
+//! `cargo test --release -p mcp-guard-tests --test detect_bench -- --ignored --nocapture`
+//!
+//! The events are made in-process (the kernel side is measured by tests/tests/bench.rs: ring
+//! buffer 305k events/s): this measures what userspace does with them once read. The mix is
+//! what a busy server produces: opens of library files, one connect per 20 events, calls of 50
+//! events each started and ended through the same fact channel the proxy uses.
+//!
+//! `exec_session_under_an_open_storm` is the whole path for real: `mcp-guard exec` (the release
+//! binary: `cargo build --release --bins` first) runs the `opener` fixture opening one file as
+//! fast as it can, N times; it reports how many of those opens reached the store and what exec
+//! said was lost (ring buffer, store queue).
+
+use std::{sync::Arc, time::Duration, time::Instant};
+
+use mcp_guard_tests::{require_root, scratch_root, target_dir, workspace_root};
+
+use mcp_guard::{
+    correlate::CallFact,
+    detect::{DetectConfig, Detector, Profile},
+    exec::record::{Analysis, CallFacts, RecorderStats, record_events},
+    kernel::events::{EventKind, KernelEvent, SockOp, Verdict, boot_ns_now},
+    policy,
+    store::{StoreWriter, db_path},
+};
+use tokio::sync::{mpsc, oneshot};
+
+const EVENTS: u64 = 200_000;
+const PER_CALL: u64 = 50;
+
+struct Run {
+    secs: f64,
+    /// Until the store had committed everything (its queue absorbs bursts: a run whose
+    /// stored/s falls behind its events/s is not sustained, drops or not).
+    stored_secs: f64,
+    recorded: u64,
+    written: u64,
+    dropped: u64,
+}
+
+fn event(i: u64) -> KernelEvent {
+    let kind = if i % 20 == 19 {
+        EventKind::Connect {
+            addr: "127.0.0.1:443".parse().expect("addr"),
+            proto: 6,
+            op: SockOp::Connect,
+            verdict: Verdict::Allowed,
+        }
+    } else {
+        EventKind::Open {
+            path: format!("/usr/lib/python3/dist-packages/mod{}.py", i % 500),
+            flags: 0,
+            result: Some(3),
+        }
+    };
+    KernelEvent {
+        ts_boot_ns: boot_ns_now(),
+        cgroup_id: 1,
+        pid: 1000 + (i % 4) as u32,
+        tid: 1000 + (i % 4) as u32,
+        server: Arc::from("bench"),
+        session: Arc::from("bench-s"),
+        kind,
+    }
+}
+
+/// Sends `EVENTS` events (paced at `rate` per second, or as fast as the channel takes them)
+/// through the recorder; `full` adds call facts and the detector.
+fn run(dir: &std::path::Path, full: bool, rate: Option<u64>) -> Run {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("bench dir");
+    let store = StoreWriter::spawn(db_path(dir));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let started = Instant::now();
+    let (secs, stats): (f64, RecorderStats) = rt.block_on(async {
+        let (etx, erx) = mpsc::channel(65_536);
+        let facts = CallFacts::new();
+        let (ftx, frx) = (facts.sender(), facts.take_receiver());
+        let (_stop_tx, stop) = oneshot::channel();
+        let home = std::path::PathBuf::from("/root");
+        let analysis = Analysis {
+            facts: frx.filter(|_| full),
+            detector: full.then(|| {
+                Detector::new(
+                    DetectConfig::from_policy(&policy::builtin_default(), &home),
+                    "bench",
+                    "bench-s",
+                    Profile::default(),
+                    Default::default(),
+                )
+            }),
+            cgroup_dir: dir.join("no-cgroup"),
+            denials: None,
+            profile_path: None,
+            tools: None,
+        };
+        let t0 = Instant::now();
+        let recorder = tokio::spawn(record_events(
+            erx,
+            store.clone(),
+            "bench".into(),
+            "bench-s".into(),
+            analysis,
+            stop,
+        ));
+        let per_ms = rate.map(|r| (r / 1000).max(1));
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        for i in 0..EVENTS {
+            if let Some(n) = per_ms
+                && i % n == 0
+            {
+                tick.tick().await;
+            }
+            if full && i % PER_CALL == 0 {
+                let id = format!("c{}", i / PER_CALL);
+                if i > 0 {
+                    ftx.send(|at_boot_ns| CallFact::Ended {
+                        call_id: format!("c{}", i / PER_CALL - 1),
+                        at_boot_ns,
+                        tool: Some("read".into()),
+                        result_bytes: Some(512),
+                        denied: false,
+                    });
+                }
+                ftx.send(|at_boot_ns| CallFact::Started {
+                    call_id: id,
+                    tool: Some("read".into()),
+                    at_boot_ns,
+                });
+            }
+            etx.send(event(i)).await.expect("recorder alive");
+        }
+        drop((etx, ftx, facts));
+        let stats = recorder.await.expect("recorder");
+        (t0.elapsed().as_secs_f64(), stats)
+    });
+    store.flush(Duration::from_secs(60));
+    let stored_secs = started.elapsed().as_secs_f64();
+    let s = store.stats();
+    Run {
+        secs,
+        stored_secs,
+        recorded: stats.recorded,
+        written: s.written,
+        // `refused` sends are the store's queue_full drops, counted there already.
+        dropped: s.dropped_queue_full + s.dropped_write_failed,
+    }
+}
+
+fn show(label: &str, r: &Run) {
+    println!(
+        "{label:<44} {:>7.0} events/s through  {:>7.0} stored/s  stored {:>6}  written {:>6}  dropped {:>6}",
+        EVENTS as f64 / r.secs,
+        r.written as f64 / r.stored_secs,
+        r.recorded,
+        r.written,
+        r.dropped
+    );
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture (release)"]
+fn correlator_detector_store_throughput() {
+    let dir = std::env::temp_dir().join(format!("mcp-guard-detect-bench-{}", std::process::id()));
+    println!(
+        "{EVENTS} events per run, {PER_CALL} per call, SQLite in {}",
+        dir.display()
+    );
+    let store_only = run(&dir, false, None);
+    show("store only, unpaced", &store_only);
+    let full = run(&dir, true, None);
+    show("correlator + detector + store, unpaced", &full);
+    println!(
+        "ratio full/store-only events/s through: {:.2}",
+        store_only.secs / full.secs
+    );
+    for rate in [20_000, 40_000, 80_000, 160_000] {
+        let r = run(&dir, true, Some(rate));
+        show(&format!("correlator + detector + store, {rate}/s"), &r);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A binary of the profile this bench was built with.
+fn bin(name: &str) -> std::path::PathBuf {
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let path = target_dir().join(profile).join(name);
+    assert!(
+        path.exists(),
+        "{} missing: cargo build {}--bins",
+        path.display(),
+        if profile == "release" {
+            "--release "
+        } else {
+            ""
+        }
+    );
+    path
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture (release, root)"]
+fn exec_session_under_an_open_storm() {
+    require_root();
+    let dir = scratch_root().join(format!("detect-storm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let opener = bin("opener").canonicalize().expect("opener");
+    let tool_dir = opener.parent().expect("dir").display().to_string();
+    let policy = std::fs::read_to_string(workspace_root().join("policies/default.toml"))
+        .expect("default policy")
+        .replacen(
+            "\nexec = [\n",
+            &format!("\nexec = [\n  \"{tool_dir}\",\n"),
+            1,
+        )
+        .replacen(
+            "\nread = [\n",
+            &format!("\nread = [\n  \"{tool_dir}\",\n"),
+            1,
+        );
+    let policy_path = dir.join("storm.toml");
+    std::fs::write(&policy_path, policy).expect("policy");
+    for n in [10_000u64, 50_000, 200_000] {
+        let state = dir.join(format!("state-{n}"));
+        let t0 = Instant::now();
+        let out = std::process::Command::new(bin("mcp-guard"))
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["exec", "--passthrough", "--name", "storm", "--policy"])
+            .arg(&policy_path)
+            .arg("--")
+            .arg(&opener)
+            .args(["--loop", &n.to_string(), "/etc/hosts"])
+            .output()
+            .expect("exec");
+        let wall = t0.elapsed().as_secs_f64();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let opener_ns: f64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("opener's elapsed ns");
+        let listed = std::process::Command::new(bin("mcp-guard"))
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["events", "--server", "storm", "--kind", "open", "--json"])
+            .output()
+            .expect("events");
+        let stored = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter(|l| l.contains("\"/etc/hosts\""))
+            .count();
+        let lost: Vec<String> = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.contains("lost") || l.contains("dropped"))
+            .map(str::to_string)
+            .collect();
+        println!(
+            "{n:>7} opens in {:>6.3} s ({:>7.0}/s): {stored:>7} stored ({:.1}%), exec wall {wall:.2} s; {}",
+            opener_ns / 1e9,
+            n as f64 / (opener_ns / 1e9),
+            100.0 * stored as f64 / n as f64,
+            if lost.is_empty() {
+                "nothing reported lost".to_string()
+            } else {
+                lost.join(" | ")
+            }
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
