@@ -1,11 +1,14 @@
 //! Maps and helpers shared by the egress and tracing programs.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
+        generated::bpf_get_current_ancestor_cgroup_id,
+    },
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use mcp_guard_ebpf::{EventHeader, GuardConfig, drop_reason};
+use mcp_guard_ebpf::{ANCESTOR_LEVELS, EventHeader, GuardConfig, drop_reason};
 
 /// The guarded cgroups; every program returns early for a cgroup not in it.
 #[map]
@@ -26,7 +29,34 @@ pub fn guard() -> Option<(u64, GuardConfig)> {
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     // SAFETY: the value is copied out at once; a concurrent update can at worst give a stale copy.
     let config = unsafe { GUARDED.get(&cgroup) }?;
-    Some((cgroup, *config))
+    Some((config.rules, *config))
+}
+
+/// [`guard`], or else the settings of the nearest guarded ancestor cgroup. Only for programs
+/// attached to guarded cgroups (the egress ones): they run only for tasks in a guarded cgroup's
+/// subtree, so a task there whose own cgroup is not registered (yet) is judged by its guarded
+/// ancestor's rules instead of passing unjudged (fail closed), and unrelated tasks never pay for
+/// the walk.
+#[inline(always)]
+pub fn guard_or_ancestor() -> Option<(u64, GuardConfig)> {
+    if let Some(found) = guard() {
+        return Some(found);
+    }
+    let mut found = None;
+    let mut level = 1;
+    while level <= ANCESTOR_LEVELS {
+        // SAFETY: a helper taking a plain integer; 0 comes back past the task's own level.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id == 0 {
+            break;
+        }
+        // SAFETY: as in `guard`: the value is copied out at once.
+        if let Some(config) = unsafe { GUARDED.get(&id) } {
+            found = Some((config.rules, *config));
+        }
+        level += 1;
+    }
+    found
 }
 
 /// Counts one loss of `reason`.

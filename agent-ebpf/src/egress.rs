@@ -1,7 +1,8 @@
 //! Egress verdicts: `cgroup/connect{4,6}` and `cgroup/sendmsg{4,6}` against per-cgroup allowlists.
 //!
-//! Only cgroups in `GUARDED` are judged; every other socket is allowed untouched, so unrelated
-//! processes pay one hash lookup. Default deny: an address/port not in the allowlist gets EPERM.
+//! Only cgroups in `GUARDED` and their descendants are judged (the programs are attached to
+//! guarded cgroups only, so unrelated processes never run them); a descendant not registered
+//! itself is judged by its nearest guarded ancestor ([`guard_or_ancestor`]). Default deny: an address/port not in the allowlist gets EPERM.
 //! Every verdict in a guarded cgroup is also reported as a `ConnectEvent`.
 
 use aya_ebpf::{
@@ -14,7 +15,7 @@ use mcp_guard_ebpf::{
     drop_reason, event_kind, sock_op, verdict,
 };
 
-use crate::common::{EVENTS, count_drop, guard, header, submit_flags};
+use crate::common::{EVENTS, count_drop, guard_or_ancestor, header, submit_flags};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -112,7 +113,7 @@ fn lookup_v4(cgroup: u64, addr: [u8; 4], port: u16) -> bool {
 }
 
 fn verdict_v4(ctx: &SockAddrContext, op: u32) -> i32 {
-    let Some((cgroup, config)) = guard() else {
+    let Some((cgroup, config)) = guard_or_ancestor() else {
         return ALLOW;
     };
     // SAFETY: as in `port`; `user_ip4` is in network order, so its in-memory bytes are the address.
@@ -128,7 +129,7 @@ fn verdict_v4(ctx: &SockAddrContext, op: u32) -> i32 {
 }
 
 fn verdict_v6(ctx: &SockAddrContext, op: u32) -> i32 {
-    let Some((cgroup, config)) = guard() else {
+    let Some((cgroup, config)) = guard_or_ancestor() else {
         return ALLOW;
     };
     // SAFETY: as in `port`; each word is a 4-byte aligned ctx load, as the verifier requires.

@@ -259,7 +259,15 @@ pub struct GuardConfig {
     pub flags: u32,
     /// Index of the server session in userspace, echoed in events.
     pub session: u32,
+    /// The cgroup id whose rules (egress allowlists, sensitive paths) apply and that events
+    /// carry: the server's own cgroup, also for a member cgroup registered under it (a
+    /// container's leaf cgroup, which the engine creates below the server's).
+    pub rules: u64,
 }
+
+/// How deep below the root the egress programs look for a guarded ancestor of an unregistered
+/// cgroup (`bpf_get_current_ancestor_cgroup_id` levels).
+pub const ANCESTOR_LEVELS: i32 = 16;
 
 /// An inclusive range of destination ports, in host byte order.
 #[repr(C)]

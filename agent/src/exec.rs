@@ -17,7 +17,7 @@ use std::{
     future::Future,
     io,
     os::fd::{AsRawFd, OwnedFd},
-    path::PathBuf,
+    path::{Path, PathBuf},
     pin::Pin,
     process::{ExitCode, Stdio},
     time::Duration,
@@ -26,7 +26,6 @@ use std::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::UnixStream,
-    process::{ChildStdin, ChildStdout},
     signal::unix::{SignalKind, signal},
     sync::oneshot,
 };
@@ -79,6 +78,9 @@ pub struct SessionInfo {
     pub state_dir: PathBuf,
     /// The proxy's call starts and ends, carried to the kernel guard's correlator.
     pub call_facts: record::CallFacts,
+    /// Cgroups below `cgroup_dir` the guard registers as part of the server before it runs
+    /// (a container's leaf cgroups); empty for the jail.
+    pub member_cgroups: Vec<PathBuf>,
 }
 
 /// The kernel-guard seam: called once the jail's init is in the cgroup and before the server
@@ -93,19 +95,32 @@ pub type Attach =
 /// e.g. the kernel guard drains the events still in flight.
 pub type Finish = Box<dyn FnOnce() -> LocalFuture<'static, ()>>;
 
+/// The server's stdin: a jailed child's pipe or a container's attach stream.
+pub type ServerIn = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+/// The server's stdout.
+pub type ServerOut = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
 /// The server's stdio, handed to the pump.
-#[derive(Debug)]
 pub struct ServerStdio {
     /// The server's stdin (drop it to send EOF).
-    pub stdin: ChildStdin,
+    pub stdin: ServerIn,
     /// The server's stdout.
-    pub stdout: ChildStdout,
+    pub stdout: ServerOut,
     /// Send when the client closed exec's stdin (starts the [`STDIN_EOF_GRACE`] timer).
     pub client_eof: oneshot::Sender<()>,
     /// The session the stdio belongs to.
     pub session: SessionInfo,
     /// The injected secrets' values, which the proxy redacts from server output.
     pub secrets: SecretValues,
+}
+
+impl std::fmt::Debug for ServerStdio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerStdio")
+            .field("session", &self.session.session)
+            .field("secrets", &self.secrets)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Secret values by variable name; `Debug` never prints them.
@@ -300,6 +315,22 @@ pub fn run_recorded(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Ho
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+/// Whether `server` is quarantined (then says so, and how to lift it). Checked once the
+/// session's cgroup exists: a quarantine writes its marker before it sweeps the cgroups, so a
+/// launch racing with it is refused here or killed by the sweep.
+fn quarantined(state_dir: &std::path::Path, server: &str) -> bool {
+    let Some(q) = quarantine::check(state_dir, server) else {
+        return false;
+    };
+    say(&format!(
+        "server {server} is quarantined since {}{}: refusing to launch; \
+         `mcp-guard release {server}` lifts it",
+        q.since,
+        q.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+    ));
+    true
+}
+
 fn say(msg: &str) {
     for line in msg.lines() {
         eprintln!("mcp-guard: {line}");
@@ -334,6 +365,18 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
             return i32::from(EXIT_UNENFORCEABLE);
         }
     };
+    if launch::container::wanted(&policy) {
+        return container_session(
+            args,
+            policy,
+            server,
+            observe,
+            recording,
+            hooks,
+            (&mut term, &mut int, &mut hup),
+        )
+        .await;
+    }
     let prepared = match launch::prepare(&LaunchRequest {
         policy: &policy,
         server: &server,
@@ -361,15 +404,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         prepared.spec.identity.why
     );
     let cgroup = prepared.cgroup;
-    // After the cgroup exists (a quarantine writes its marker, then sweeps the cgroups: a
-    // launch racing with it is refused here or killed by the sweep).
-    if let Some(q) = quarantine::check(&recording.state_dir, &server) {
-        say(&format!(
-            "server {server} is quarantined since {}{}: refusing to launch; \
-             `mcp-guard release {server}` lifts it",
-            q.since,
-            q.reason.map(|r| format!(" ({r})")).unwrap_or_default()
-        ));
+    if quarantined(&recording.state_dir, &server) {
         if let Err(e) = cgroup.kill_and_remove() {
             say(&format!("cleanup: {e}"));
         }
@@ -408,6 +443,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         store: store.clone(),
         state_dir,
         call_facts: record::CallFacts::new(),
+        member_cgroups: Vec::new(),
     };
     let finish = hooks.finish.take();
     let code = drive(
@@ -430,6 +466,226 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
     });
     report_store(&store);
     code
+}
+
+/// [`session`] with the container backend ([`launch::container`]): the same recording, guard,
+/// pump and supervision, the server in a container whose cgroup is below the session's.
+async fn container_session(
+    args: ExecArgs,
+    policy: Policy,
+    server: String,
+    observe: bool,
+    recording: Recording,
+    mut hooks: Hooks,
+    signals: Signals<'_>,
+) -> i32 {
+    use launch::container as ctr;
+    let Recording {
+        session,
+        store,
+        state_dir,
+    } = recording;
+    if !policy.pin.is_empty() || policy.pin.signature.is_some() {
+        // The pins name host files; a container's content is pinned by its image digest.
+        say(
+            "[pin] applies to the jail; with backend = \"container\" the image digest pins \
+             what runs: remove [pin] from the policy (refusing to launch rather than ignore it)",
+        );
+        return i32::from(EXIT_POLICY);
+    }
+    let req = LaunchRequest {
+        policy: &policy,
+        server: &server,
+        command: &args.command,
+        observe,
+        state_dir: None,
+    };
+    let prepared = match ctr::prepare(&req, &session).await {
+        Ok(p) => p,
+        Err(e) => {
+            say(&e.to_string());
+            return match e {
+                LaunchError::Unenforceable(_) => i32::from(EXIT_UNENFORCEABLE),
+                LaunchError::Config(_) => i32::from(EXIT_POLICY),
+                LaunchError::NotFound(_) => 127,
+            };
+        }
+    };
+    for w in &prepared.warnings {
+        say(&format!("WARNING: {w}"));
+    }
+    if quarantined(&state_dir, &server) {
+        let cleaned = launch::cgroup::Mounts::discover()
+            .and_then(|mounts| ctr::remove_tree(&mounts, prepared.cgroup.v2_dir()));
+        if let Err(e) = cleaned {
+            say(&format!("cleanup: {e}"));
+        }
+        return i32::from(EXIT_UNENFORCEABLE);
+    }
+    let started = SessionRecord {
+        session: session.clone(),
+        server: server.clone(),
+        started_at: Timestamp::now(),
+        ended_at: None,
+        command: args.command.clone(),
+        policy: policy
+            .source
+            .as_ref()
+            .map_or_else(|| policy.name.clone(), |p| p.display().to_string()),
+        pid: Some(std::process::id()),
+        observe,
+        exit_status: None,
+    };
+    store.send(started.clone());
+    let mut info = SessionInfo {
+        server,
+        policy,
+        cgroup_dir: prepared.cgroup.v2_dir().to_path_buf(),
+        cgroup_id: prepared.cgroup.id().unwrap_or(0),
+        observe,
+        helper_pid: 0,
+        session: session.clone(),
+        home: prepared.home.clone(),
+        store: store.clone(),
+        state_dir,
+        call_facts: record::CallFacts::new(),
+        member_cgroups: Vec::new(),
+    };
+    let finish = hooks.finish.take();
+    let name = format!("mcp-guard-{session}");
+    let (code, id) = drive_container(&prepared, &mut info, hooks, &name, signals).await;
+    if let Some(id) = id
+        && let Err(e) = ctr::remove(&prepared.docker, &id).await
+    {
+        say(&format!("cleanup: {e}"));
+    }
+    let cleaned = launch::cgroup::kill_all(&info.cgroup_dir).and_then(|()| {
+        let mounts = launch::cgroup::Mounts::discover()?;
+        ctr::remove_tree(&mounts, &info.cgroup_dir)
+    });
+    if let Err(e) = cleaned {
+        say(&format!("cleanup: {e}"));
+    }
+    if let Some(finish) = finish {
+        finish().await;
+    }
+    store.send(SessionRecord {
+        ended_at: Some(Timestamp::now()),
+        exit_status: Some(code),
+        ..started
+    });
+    report_store(&store);
+    code
+}
+
+/// Creates, guards, attaches and starts the container, then supervises it. Returns exec's status
+/// and the container id when one was created (the caller removes it).
+async fn drive_container(
+    prepared: &launch::container::ContainerPrepared,
+    info: &mut SessionInfo,
+    hooks: Hooks,
+    name: &str,
+    signals: Signals<'_>,
+) -> (i32, Option<String>) {
+    use launch::container as ctr;
+    let fail = |msg: String| {
+        say(&msg);
+        i32::from(EXIT_UNENFORCEABLE)
+    };
+    let docker = &prepared.docker;
+    let id = match ctr::create(docker, prepared.body.clone(), name).await {
+        Ok(id) => id,
+        Err(e) => return (fail(e), None),
+    };
+    let leaves = ctr::leaf_candidates(&info.cgroup_dir, &id);
+    for leaf in &leaves {
+        if let Err(e) = std::fs::create_dir(leaf)
+            && e.kind() != io::ErrorKind::AlreadyExists
+        {
+            return (
+                fail(format!("creating cgroup {}: {e}", leaf.display())),
+                Some(id),
+            );
+        }
+    }
+    info.member_cgroups = leaves.clone();
+    // The seam: the cgroups exist, nothing of the server runs yet.
+    let _guard: Option<Box<dyn Any>> = match hooks.attach {
+        Some(attach) => match attach(info.clone()).await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                return (
+                    fail(format!(
+                        "kernel guard: {e}\nrefusing to launch (fail closed)"
+                    )),
+                    Some(id),
+                );
+            }
+        },
+        None => None,
+    };
+    let (input, output, output_closed) = match ctr::attach(docker, &id).await {
+        Ok(io) => io,
+        Err(e) => return (fail(e), Some(id)),
+    };
+    // podman's attach already starts a created container: 304 (already started) is fine.
+    match docker.start_container(&id, None).await {
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 304, ..
+        }) => {}
+        Err(e) => return (fail(format!("starting the container: {e}")), Some(id)),
+    }
+    // The container must be where the guard looks (a short-lived server may be gone already).
+    if let Ok(pid) = ctr::pid(docker, &id).await {
+        info.helper_pid = pid;
+        let v2root = info
+            .cgroup_dir
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        match ctr::v2_cgroup_of(pid, &v2root) {
+            Some(cg) if leaves.contains(&cg) => {}
+            Some(cg) => {
+                return (
+                    fail(format!(
+                        "the engine put the container in cgroup {}, not one mcp-guard registered \
+                         ({}): its events would not be seen; refusing to run it (fail closed)",
+                        cg.display(),
+                        leaves
+                            .iter()
+                            .map(|l| l.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                    Some(id),
+                );
+            }
+            None => {}
+        }
+    }
+    let secrets = SecretValues(prepared.secrets.clone());
+    let exit = Box::pin(ctr::wait(docker.clone(), id.clone(), output_closed));
+    let (kill_docker, kill_id) = (docker.clone(), id.clone());
+    let kill: KillTree = Box::new(move || {
+        Box::pin(async move {
+            if let Err(e) = ctr::remove(&kill_docker, &kill_id).await {
+                say(&format!("cleanup: {e}"));
+            }
+        })
+    });
+    let code = supervise(
+        info,
+        hooks.pump,
+        (Box::new(input), Box::new(output)),
+        secrets,
+        exit,
+        kill,
+        signals,
+    )
+    .await;
+    (code, Some(id))
 }
 
 /// Waits for the store to commit the session and says on stderr what it could not keep.
@@ -586,7 +842,6 @@ async fn drive(
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return fail("server stdio missing".into());
     };
-    let (eof_tx, mut eof_rx) = oneshot::channel();
     let secrets = SecretValues(
         spec.env
             .iter()
@@ -594,7 +849,53 @@ async fn drive(
             .cloned()
             .collect(),
     );
-    let mut pump = (hooks.pump)(ServerStdio {
+    let exit = Box::pin(async move {
+        use std::os::unix::process::ExitStatusExt;
+        child.wait().await.ok().map(|s| {
+            s.code()
+                .or_else(|| s.signal().map(|sig| 128 + sig))
+                .unwrap_or(1)
+        })
+    });
+    let cgroup_dir = info.cgroup_dir.clone();
+    let kill: KillTree = Box::new(move || {
+        Box::pin(async move {
+            // Whatever is left (daemonized grandchildren, or everything when exec ends it).
+            if let Err(e) = launch::cgroup::kill_all(&cgroup_dir) {
+                say(&format!("cleanup: {e}"));
+            }
+        })
+    });
+    supervise(
+        info,
+        hooks.pump,
+        (Box::new(stdin), Box::new(stdout)),
+        secrets,
+        exit,
+        kill,
+        (term, int, hup),
+    )
+    .await
+}
+
+/// Kills everything the server is (called once, when the session ends).
+type KillTree = Box<dyn FnOnce() -> LocalFuture<'static, ()>>;
+
+/// Runs the pump and waits until the session ends: the server exits (`exit` resolves to its
+/// status), the client goes away, exec is signalled, or the client closed stdin and the server
+/// outlived [`STDIN_EOF_GRACE`]. Then kills the server's tree, drains the pump and returns exec's
+/// status. Shared by the jail and the container backend.
+async fn supervise(
+    info: &SessionInfo,
+    pump: Pump,
+    (stdin, stdout): (ServerIn, ServerOut),
+    secrets: SecretValues,
+    mut exit: LocalFuture<'static, Option<i32>>,
+    kill: KillTree,
+    (term, int, hup): Signals<'_>,
+) -> i32 {
+    let (eof_tx, mut eof_rx) = oneshot::channel();
+    let mut pump = pump(ServerStdio {
         stdin,
         stdout,
         client_eof: eof_tx,
@@ -607,9 +908,10 @@ async fn drive(
     tokio::pin!(grace);
     // Why the session ended, if exec ended it: the status to report.
     let mut ended_by: Option<i32> = None;
+    let mut exited = false;
     let status = loop {
         tokio::select! {
-            s = child.wait() => break s.ok(),
+            s = &mut exit => { exited = true; break s }
             r = &mut pump, if !pump_done => {
                 pump_done = true;
                 if let Err(e) = r {
@@ -636,28 +938,16 @@ async fn drive(
             _ = hup.recv() => { ended_by = Some(128 + libc::SIGHUP); break None; }
         }
     };
-    // Whatever is left (daemonized grandchildren, or everything when exec ends the session).
-    if let Err(e) = launch::cgroup::kill_all(&info.cgroup_dir) {
-        say(&format!("cleanup: {e}"));
-    }
+    kill().await;
     let status = match status {
         Some(s) => Some(s),
-        None => child.wait().await.ok(),
+        None if !exited => exit.await,
+        None => None,
     };
     // All writers are dead now: the pump drains what the server wrote and sees EOF.
     if !pump_done {
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut pump).await;
     }
     drop(pump);
-    if let Some(code) = ended_by {
-        return code;
-    }
-    use std::os::unix::process::ExitStatusExt;
-    match status {
-        Some(s) => s
-            .code()
-            .or_else(|| s.signal().map(|sig| 128 + sig))
-            .unwrap_or(1),
-        None => 1,
-    }
+    ended_by.or(status).unwrap_or(1)
 }

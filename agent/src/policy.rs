@@ -53,8 +53,93 @@ pub struct Policy {
     pub user: Option<String>,
     /// `[env]`: what the server's scrubbed environment keeps.
     pub env: Env,
+    /// `[isolation]`: the jail (default) or a container.
+    pub isolation: Isolation,
     /// `[pin]`: what the server may run, by content (checked before launch; see `supply`).
     pub pin: Pins,
+}
+
+/// `[isolation]`: how the server is isolated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Isolation {
+    /// `backend = "jail" | "container"`.
+    pub backend: Backend,
+    /// `image`: the container image (required with the container backend).
+    pub image: Option<ImageRef>,
+    /// `allow_tag = true`: accept an image named by tag only (no digest pin).
+    pub allow_tag: bool,
+    /// `engine`: the Docker Engine API address (`unix:///path`); else `DOCKER_HOST`, else the
+    /// default sockets.
+    pub engine: Option<String>,
+}
+
+/// Which launcher runs the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// namespaces + landlock + seccomp (launch::prepare).
+    #[default]
+    Jail,
+    /// A container through the Docker Engine API (launch::container).
+    Container,
+}
+
+/// A container image reference: `name[:tag][@sha256:HEX]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Repository and tag as written, without the digest (`None` for a bare `sha256:HEX` id).
+    pub name: Option<String>,
+    /// The pinned digest, `sha256:` and 64 lowercase hex digits.
+    pub digest: Option<String>,
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.name, &self.digest) {
+            (Some(n), Some(d)) => write!(f, "{n}@{d}"),
+            (Some(n), None) => write!(f, "{n}"),
+            (None, Some(d)) => write!(f, "{d}"),
+            (None, None) => write!(f, "<none>"),
+        }
+    }
+}
+
+/// Parses `name[:tag][@sha256:HEX]` or a bare `sha256:HEX` image id.
+pub fn parse_image(s: &str) -> Result<ImageRef, String> {
+    let digest_ok = |d: &str| {
+        d.strip_prefix("sha256:").is_some_and(|h| {
+            h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+    };
+    let (name, digest) = match s.split_once('@') {
+        Some((n, d)) => (Some(n), Some(d)),
+        None if s.starts_with("sha256:") => (None, Some(s)),
+        None => (Some(s), None),
+    };
+    if let Some(d) = digest
+        && !digest_ok(d)
+    {
+        return Err(format!(
+            "{s:?}: the digest must be sha256: followed by 64 lowercase hex digits"
+        ));
+    }
+    if let Some(n) = name {
+        let ok = !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:".contains(&b))
+            && n.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            return Err(format!(
+                "{s:?}: an image name is lowercase letters, digits, '.', '_', '-', '/' and an \
+                 optional :tag, e.g. \"ghcr.io/org/server@sha256:...\""
+            ));
+        }
+    }
+    Ok(ImageRef {
+        name: name.map(str::to_string),
+        digest: digest.map(str::to_string),
+    })
 }
 
 /// `[env]`: the server gets a scrubbed environment (the launcher's built-in allowlist plus the
@@ -573,6 +658,7 @@ const TOP_KEYS: &[&str] = &[
     "enforcement",
     "user",
     "env",
+    "isolation",
     "pin",
 ];
 
@@ -759,6 +845,9 @@ impl Checker<'_> {
         let env = section("env")
             .map(|(item, span)| self.env(item, &span, &secrets))
             .unwrap_or_default();
+        let isolation = section("isolation")
+            .map(|(item, span)| self.isolation(item, &span))
+            .unwrap_or_default();
         let pin = section("pin")
             .map(|(item, span)| self.pin(item, &span))
             .unwrap_or_default();
@@ -775,8 +864,92 @@ impl Checker<'_> {
             enforcement,
             user,
             env,
+            isolation,
             pin,
         })
+    }
+
+    fn isolation(&mut self, item: &Item, span: &Span) -> Isolation {
+        let mut iso = Isolation::default();
+        let keys = &["backend", "image", "allow_tag", "engine"];
+        let Some(table) = self.table(item, span, "isolation", keys) else {
+            return iso;
+        };
+        if let Some(v) = table.get("backend") {
+            let (_, s) = entry(table, "backend", span);
+            match self.string(v, &s, "isolation.backend") {
+                Some("jail") => iso.backend = Backend::Jail,
+                Some("container") => iso.backend = Backend::Container,
+                Some(other) => self.error(
+                    &s,
+                    "isolation.backend",
+                    format!("{other:?} is not one of jail, container"),
+                ),
+                None => {}
+            }
+        }
+        if let Some(v) = table.get("allow_tag") {
+            let (_, s) = entry(table, "allow_tag", span);
+            iso.allow_tag = self.boolean(v, &s, "isolation.allow_tag").unwrap_or(false);
+        }
+        if let Some(v) = table.get("engine") {
+            let (_, s) = entry(table, "engine", span);
+            if let Some(addr) = self.string(v, &s, "isolation.engine") {
+                if addr.starts_with("unix:///") {
+                    iso.engine = Some(addr.to_string());
+                } else {
+                    self.error(
+                        &s,
+                        "isolation.engine",
+                        format!(
+                            "{addr:?}: the engine address is a local socket, unix:///PATH \
+                             (e.g. unix:///run/podman/podman.sock)"
+                        ),
+                    );
+                }
+            }
+        }
+        let image_span = table
+            .get("image")
+            .map(|v| (v, entry(table, "image", span).1));
+        if let Some((v, s)) = &image_span
+            && let Some(text) = self.string(v, s, "isolation.image")
+        {
+            match parse_image(text) {
+                Ok(image) => {
+                    if image.digest.is_none() && !iso.allow_tag {
+                        self.error(
+                            s,
+                            "isolation.image",
+                            format!(
+                                "{text:?} names a tag, not a digest: a tag can be moved to \
+                                 other content; pin it as name@sha256:... (see `podman images \
+                                 --digests`), or set allow_tag = true to accept the risk"
+                            ),
+                        );
+                    }
+                    iso.image = Some(image);
+                }
+                Err(e) => self.error(s, "isolation.image", e),
+            }
+        }
+        if iso.backend == Backend::Container && image_span.is_none() {
+            self.error(
+                span,
+                "isolation.image",
+                "missing: backend = \"container\" needs image = \"name@sha256:...\"",
+            );
+        }
+        if iso.backend == Backend::Jail
+            && let Some((_, s)) = &image_span
+        {
+            self.error(
+                s,
+                "isolation.image",
+                "only used with backend = \"container\"",
+            );
+        }
+        iso
     }
 
     fn env(&mut self, item: &Item, span: &Span, secrets: &BTreeMap<String, Secret>) -> Env {
@@ -1755,6 +1928,8 @@ fn parse_size(text: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
 
+    const IMAGE_D: &str = "sha256:abababababababababababababababababababababababababababababababab";
+
     /// The problems of an invalid policy as `line:col: key: message` strings.
     fn problems(text: &str) -> Vec<String> {
         let e = parse(text, Some(Path::new("t.toml"))).expect_err("policy should be invalid");
@@ -1777,6 +1952,66 @@ mod tests {
 
     fn ok(text: &str) -> Policy {
         parse(text, None).unwrap_or_else(|e| panic!("policy should be valid:\n{e}"))
+    }
+
+    #[test]
+    fn container_isolation_pins_a_digest() {
+        let p = ok(&format!(
+            "name = \"x\"\n[isolation]\nbackend = \"container\"\nimage = \"localhost/srv:1@{IMAGE_D}\"\nengine = \"unix:///run/podman/podman.sock\"\n"
+        ));
+        assert_eq!(p.isolation.backend, Backend::Container);
+        let image = p.isolation.image.expect("image");
+        assert_eq!(image.name.as_deref(), Some("localhost/srv:1"));
+        assert_eq!(image.digest.as_deref(), Some(IMAGE_D));
+        assert_eq!(ok("name = \"x\"\n").isolation, Isolation::default());
+    }
+
+    #[test]
+    fn container_isolation_errors_name_line_and_key() {
+        one_problem(
+            "name = \"x\"\n[isolation]\nbackend = \"container\"\nimage = \"srv:latest\"\n",
+            4,
+            "isolation.image",
+            "names a tag, not a digest",
+        );
+        let tagged = ok(
+            "name = \"x\"\n[isolation]\nbackend = \"container\"\nimage = \"srv:latest\"\nallow_tag = true\n",
+        );
+        assert_eq!(tagged.isolation.image.and_then(|i| i.digest), None);
+        one_problem(
+            "name = \"x\"\n[isolation]\nbackend = \"container\"\nimage = \"srv@sha256:12\"\n",
+            4,
+            "isolation.image",
+            "64 lowercase hex",
+        );
+        one_problem(
+            "name = \"x\"\n[isolation]\nbackend = \"vm\"\n",
+            3,
+            "isolation.backend",
+            "not one of jail, container",
+        );
+        one_problem(
+            "name = \"x\"\n[isolation]\nbackend = \"container\"\n",
+            2,
+            "isolation.image",
+            "missing",
+        );
+        one_problem(
+            &format!(
+                "name = \"x\"\n[isolation]\nimage = \"a@{IMAGE_D}\"\nengine = \"unix:///s\"\n"
+            ),
+            3,
+            "isolation.image",
+            "only used with backend",
+        );
+        one_problem(
+            &format!(
+                "name = \"x\"\n[isolation]\nbackend = \"container\"\nimage = \"a@{IMAGE_D}\"\nengine = \"tcp://1.2.3.4:2375\"\n"
+            ),
+            5,
+            "isolation.engine",
+            "unix:///PATH",
+        );
     }
 
     /// A fresh empty directory for one test.

@@ -109,3 +109,106 @@ pub fn describe(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// The podman socket the container tests use.
+pub const PODMAN_SOCKET: &str = "/run/podman/podman.sock";
+
+/// Makes sure podman serves the Docker Engine API on [`PODMAN_SOCKET`] (starts
+/// `podman system service` detached when nothing answers there); returns `unix://` + socket.
+pub fn podman_engine() -> String {
+    use std::os::unix::net::UnixStream;
+    let podman = std::process::Command::new("podman")
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("podman is not installed ({e}): run `cargo xtask setup`"));
+    assert!(
+        podman.status.success(),
+        "podman --version: {}",
+        describe(&podman)
+    );
+    if UnixStream::connect(PODMAN_SOCKET).is_err() {
+        std::fs::create_dir_all("/run/podman").expect("/run/podman");
+        let _ = std::fs::remove_file(PODMAN_SOCKET);
+        // Detached (setsid through the shell's background job): it outlives the test process,
+        // which is what a CI host running the test binaries one after another wants.
+        let status = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "setsid podman system service --time=0 unix://{PODMAN_SOCKET} \
+                     >/tmp/mcp-guard-podman-service.log 2>&1 < /dev/null &"
+                ),
+            ])
+            .status()
+            .expect("starting podman system service");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while UnixStream::connect(PODMAN_SOCKET).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "podman system service did not open {PODMAN_SOCKET} within 30s \
+                 (see /tmp/mcp-guard-podman-service.log)"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    format!("unix://{PODMAN_SOCKET}")
+}
+
+/// The container test image (built offline by `tests/fixtures/container/build_image.sh` from the
+/// venv's Python, the MCP SDK, mcp-server-time and `container_server.py`, once per content of
+/// the fixture files): returns `(name, image id)`, the id as `sha256:HEX`.
+pub fn container_test_image() -> (String, String) {
+    use sha2::Digest;
+    let dir = fixture("container");
+    let mut hash = sha2::Sha256::new();
+    for f in ["build_image.sh", "container_server.py"] {
+        hash.update(std::fs::read(dir.join(f)).expect("container fixture"));
+    }
+    let tag: String = hash.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let name = format!("localhost/mcp-guard-test:{tag}");
+    let inspect = || {
+        std::process::Command::new("podman")
+            .args(["image", "inspect", "--format", "{{.Id}}", &name])
+            .output()
+            .expect("podman image inspect")
+    };
+    let mut out = inspect();
+    if !out.status.success() {
+        let py = std::fs::canonicalize(python()).expect("venv python");
+        let prefix = py
+            .parent()
+            .and_then(Path::parent)
+            .expect("python prefix")
+            .to_path_buf();
+        let site = std::fs::read_dir(workspace_root().join(".venv/lib"))
+            .expect("venv lib")
+            .flatten()
+            .map(|e| e.path().join("site-packages"))
+            .find(|p| p.exists())
+            .expect("venv site-packages");
+        let build = std::process::Command::new(dir.join("build_image.sh"))
+            .arg(&prefix)
+            .arg(&site)
+            .arg(&name)
+            .output()
+            .expect("build_image.sh");
+        assert!(
+            build.status.success(),
+            "building the test image: {}",
+            describe(&build)
+        );
+        out = inspect();
+    }
+    assert!(out.status.success(), "{}", describe(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let id = if id.starts_with("sha256:") {
+        id
+    } else {
+        format!("sha256:{id}")
+    };
+    (name, id)
+}

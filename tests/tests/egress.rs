@@ -229,3 +229,61 @@ fn probe_reports_every_program_working_here() {
         assert_eq!(s.result, Ok(()), "{} ({})", s.name, s.role);
     }
 }
+
+/// Runs netprobe in the cgroup directory `dir` (a child of a test cgroup).
+fn probe_in(dir: &std::path::Path, args: &[String]) -> Vec<String> {
+    use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
+    let procs = std::fs::File::options()
+        .write(true)
+        .open(dir.join("cgroup.procs"))
+        .expect("open cgroup.procs");
+    let fd = procs.as_raw_fd();
+    let mut cmd = std::process::Command::new(netprobe());
+    // SAFETY: the hook only calls write(2) on an fd inherited from the parent: async-signal safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run netprobe");
+    lines(&out)
+}
+
+/// A container runtime makes the container's cgroup below the guarded one: before mcp-guard
+/// registers it (or if it never can), its connects are judged by the guarded ancestor's
+/// allowlist in the kernel, never let through unjudged; registered as a member, the same.
+#[test]
+fn unregistered_child_cgroup_is_judged_by_its_guarded_ancestor() {
+    require_root();
+    let guard = KernelGuard::load().expect("load");
+    let a = listen("127.0.0.1:0");
+    let b = listen("127.0.0.1:0");
+    let cg = TestCgroup::new("ancestor");
+    let mut handle = runtime()
+        .block_on(guard.add_server(&cg.dir, spec(vec![net("127.0.0.1/32", a)])))
+        .expect("guard the parent");
+    let leaf = cg.dir.join("leaf").join("deeper");
+    std::fs::create_dir_all(&leaf).expect("child cgroups");
+    let args = vec![format!("tcp:127.0.0.1:{a}"), format!("tcp:127.0.0.1:{b}")];
+    assert_eq!(
+        probe_in(&leaf, &args),
+        ["ok", EPERM],
+        "an unregistered descendant gets the parent's verdicts"
+    );
+    handle.add_member(&leaf).expect("register the leaf");
+    assert_eq!(
+        probe_in(&leaf, &args),
+        ["ok", EPERM],
+        "a registered member gets the server's verdicts"
+    );
+    drop(handle);
+    std::fs::remove_dir(&leaf).expect("rmdir leaf");
+    std::fs::remove_dir(cg.dir.join("leaf")).expect("rmdir leaf parent");
+}

@@ -11,7 +11,8 @@ use std::{
 use crate::{Result, root, run};
 
 /// Debian packages the build, tests and demo use (openssh-client: `ssh-keygen -Y` verifies
-/// signed pins, tests/tests/supply.rs).
+/// signed pins, tests/tests/supply.rs; podman and its runtime pieces: the container backend's
+/// tests run against podman's Docker-compatible API).
 /// prometheus: promtool lints packaging/prometheus and tests/tests/agent.rs scrapes the agent
 /// with a real Prometheus; systemd: systemd-analyze verifies the unit.
 const DEBIAN_PACKAGES: &[&str] = &[
@@ -20,11 +21,23 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "openssh-client",
     "prometheus",
     "systemd",
+    "podman",
+    "runc",
+    "conmon",
+    "containernetworking-plugins",
+    "iptables",
+    "slirp4netns",
+    "uidmap",
 ];
+
+/// podman's default OCI runtime for mcp-guard's hosts: crun refuses hybrid cgroup hosts, runc
+/// works (DESIGN.md).
+const PODMAN_RUNTIME_CONF: &str = "/etc/containers/containers.conf.d/mcp-guard-runtime.conf";
 
 /// Runs every step in order.
 pub fn run_all() -> Result {
     debian_packages()?;
+    podman_runtime()?;
     nightly_rust_src()?;
     bpf_linker()?;
     python_env()?;
@@ -72,6 +85,22 @@ fn debian_packages() -> Result {
     args.extend(&missing);
     run("debian packages", "apt-get", &args)
         .map_err(|e| format!("{e}\n  (apt-get needs root and the Debian mirrors)"))
+}
+
+fn podman_runtime() -> Result {
+    let want = "# Written by `cargo xtask setup`: crun refuses hybrid cgroup hosts.\n[engine]\nruntime = \"runc\"\n";
+    if fs::read_to_string(PODMAN_RUNTIME_CONF).is_ok_and(|have| have == want) {
+        println!("==> podman runtime: runc ({PODMAN_RUNTIME_CONF})");
+        return Ok(());
+    }
+    let dir = Path::new(PODMAN_RUNTIME_CONF)
+        .parent()
+        .ok_or("no parent directory")?;
+    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    fs::write(PODMAN_RUNTIME_CONF, want)
+        .map_err(|e| format!("writing {PODMAN_RUNTIME_CONF}: {e} (setup needs root)"))?;
+    println!("==> podman runtime: wrote {PODMAN_RUNTIME_CONF} (runc)");
+    Ok(())
 }
 
 fn nightly_rust_src() -> Result {

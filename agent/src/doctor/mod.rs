@@ -1214,10 +1214,36 @@ fn probe_container_engine(b: &mut Builder) {
     for socket in host::engine_sockets(docker_host.as_deref()) {
         match host::engine_ping(&socket) {
             Ok(answer) => {
+                let address = format!("unix://{}", socket.display());
+                // Its own thread and runtime: probe() may be called from async code.
+                let about = std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| {
+                            tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()
+                                .map_err(|e| e.to_string())
+                                .and_then(|rt| {
+                                    rt.block_on(crate::launch::container::engine_info(&address))
+                                })
+                        })
+                        .join()
+                        .unwrap_or_else(|_| Err("the engine probe panicked".into()))
+                });
+                let detail = match about {
+                    Ok(i) => format!(
+                        "{}: reachable ({}), cgroup manager {}, runtime {}",
+                        i.address, i.version, i.cgroup_driver, i.runtime
+                    ),
+                    Err(e) => format!(
+                        "GET /_ping on {}: {answer}; /version: {e}",
+                        socket.display()
+                    ),
+                };
                 b.put(
                     CapabilityId::ContainerEngine,
                     Status::Available,
-                    format!("GET /_ping on {}: {answer}", socket.display()),
+                    detail,
                     "the container backend can run servers through the Docker Engine API",
                 );
                 return;

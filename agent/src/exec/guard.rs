@@ -95,7 +95,10 @@ async fn attach_guard(info: &SessionInfo) -> Result<(Running, Box<dyn Any>), Ker
     }
     let guard = KernelGuard::load()?;
     let events = guard.events()?;
-    let handle = guard.add_server(&info.cgroup_dir, spec).await?;
+    let mut handle = guard.add_server(&info.cgroup_dir, spec).await?;
+    for member in &info.member_cgroups {
+        handle.add_member(member)?;
+    }
     let (stop, stopped) = oneshot::channel();
     let detector = detector(info);
     let analysis = Analysis {

@@ -389,6 +389,8 @@ impl KernelGuard {
             sensitive: sensitive.clone(),
             names: names.clone(),
             refresher: None,
+            config: GuardConfig::default(),
+            members: Vec::new(),
         };
         // From here on, dropping `handle` undoes whatever was installed.
         {
@@ -439,7 +441,9 @@ impl KernelGuard {
                     0
                 },
             session,
+            rules: cgroup_id,
         };
+        handle.config = config;
         // Last: the programs judge this cgroup only once its allowlist is complete.
         lock(&self.maps)
             .guarded
@@ -556,12 +560,32 @@ pub struct ServerHandle {
     sensitive: Vec<Key<PathKey>>,
     names: Vec<NameKey>,
     refresher: Option<tokio::task::JoinHandle<()>>,
+    config: GuardConfig,
+    members: Vec<u64>,
 }
 
 impl ServerHandle {
     /// The cgroup id events of this server carry.
     pub fn cgroup_id(&self) -> u64 {
         self.cgroup_id
+    }
+
+    /// Guards `member_dir`, a cgroup below the server's (a container's leaf), as part of this
+    /// server: its tasks are judged by the server's rules and their events carry the server's
+    /// cgroup id. Register it before anything runs in it: the syscall tracepoints only see
+    /// registered cgroups (the egress programs also judge unregistered descendants). Undone
+    /// when the handle is dropped.
+    pub fn add_member(&mut self, member_dir: &Path) -> Result<u64, KernelError> {
+        let id = cgroup_id(member_dir).map_err(|source| KernelError::Cgroup {
+            path: member_dir.display().to_string(),
+            source,
+        })?;
+        lock(&self.maps)
+            .guarded
+            .insert(id, self.config, 0)
+            .map_err(map_err(maps::GUARDED))?;
+        self.members.push(id);
+        Ok(id)
     }
 }
 
@@ -572,6 +596,9 @@ impl Drop for ServerHandle {
         }
         let mut maps = lock(&self.maps);
         let _ = maps.guarded.remove(&self.cgroup_id);
+        for id in &self.members {
+            let _ = maps.guarded.remove(id);
+        }
         let mut installed = lock(&self.installed);
         for (bits, addr) in std::mem::take(&mut installed.v4) {
             let _ = maps.v4.remove(&v4_key(self.cgroup_id, bits, addr));

@@ -421,7 +421,8 @@ pub fn reap_stale(mounts: &Mounts) -> Vec<PathBuf> {
     removed
 }
 
-fn exec_pid(leaf: &str) -> Option<i32> {
+/// The exec pid in a leaf name made by [`leaf_name`].
+pub fn exec_pid(leaf: &str) -> Option<i32> {
     let mut parts = leaf.rsplitn(3, '-');
     let _nonce = parts.next()?;
     parts.next()?.parse().ok()

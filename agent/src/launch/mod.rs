@@ -14,6 +14,7 @@
 //! itself, drops privileges, installs the precompiled seccomp filters and execs.
 
 pub mod cgroup;
+pub mod container;
 pub mod identity;
 pub mod landlock;
 pub mod seccomp;

@@ -77,6 +77,12 @@ const CLONE_NS_FLAGS: &[u64] = &[
     libc::CLONE_NEWTIME as u64,
 ];
 
+/// The `clone` flags that create namespaces (the container backend's seccomp profile denies them
+/// by argument too).
+pub fn clone_ns_flags() -> &'static [u64] {
+    CLONE_NS_FLAGS
+}
+
 /// A compiled BPF program as plain data (it crosses the exec boundary to the stage-2 helper).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Program(pub Vec<(u16, u8, u8, u32)>);
