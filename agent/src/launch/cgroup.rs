@@ -341,18 +341,26 @@ fn procs(dir: &Path) -> io::Result<Vec<i32>> {
         .collect())
 }
 
-/// Kills everything in a v2 cgroup (and its descendants) and waits until it is empty.
+/// Kills everything in a v2 cgroup (and its descendants) and waits until it is empty. A cgroup
+/// that is gone (its owner removed it meanwhile) has nothing left to kill.
 pub fn kill_all(dir: &Path) -> io::Result<()> {
     let kill_file = dir.join("cgroup.kill");
     let has_kill = kill_file.exists();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let pids = procs(dir)?;
+        let pids = match procs(dir) {
+            Ok(pids) => pids,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
         if pids.is_empty() {
             return Ok(());
         }
         if has_kill {
-            write_file(&kill_file, "1")?;
+            match write_file(&kill_file, "1") {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                other => other?,
+            }
         } else {
             for pid in pids {
                 // SAFETY: kill has no memory-safety preconditions.
