@@ -331,3 +331,75 @@ fn quarantine_kills_running_sessions_and_refuses_launches_until_release() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ten_concurrent_exec_sessions_lose_nothing_in_the_store_or_the_metrics() {
+    require_root();
+    let dir = scratch_root()
+        .join("mcp-guard-tests")
+        .join(format!("agent-ten-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+    let state = dir.join("state");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let _agent = start_agent(&state, &addr, &dir.join("agent.log"));
+    let policy = policy(&dir);
+    let sessions: Vec<_> = (0..10)
+        .map(|i| {
+            let (state, policy) = (state.clone(), policy.clone());
+            std::thread::spawn(move || {
+                session(
+                    &state,
+                    &policy,
+                    "echo",
+                    &format!("{{\"message\": \"n{i}\"}}"),
+                )
+            })
+        })
+        .collect();
+    for (i, s) in sessions.into_iter().enumerate() {
+        let out = s.join().expect("session thread");
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&format!("n{i}")),
+            "session {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every session's call is in the store, each from its own session.
+    let calls = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&state)
+        .args([
+            "calls",
+            "--server",
+            "everything",
+            "--tool",
+            "echo",
+            "--json",
+        ])
+        .output()
+        .expect("calls");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&calls.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("calls JSON"))
+        .collect();
+    assert_eq!(lines.len(), 10, "{lines:#?}");
+    let sessions: std::collections::BTreeSet<&str> =
+        lines.iter().filter_map(|c| c["session"].as_str()).collect();
+    assert_eq!(sessions.len(), 10, "{lines:#?}");
+    // And the agent counted all ten.
+    let want =
+        "mcp_guard_tool_calls_total{decision=\"allowed\",server=\"everything\",tool=\"echo\"} 10";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body = http_get(&addr, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        if body.lines().any(|l| l == want) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no `{want}` in:\n{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
