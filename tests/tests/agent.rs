@@ -333,18 +333,18 @@ fn quarantine_kills_running_sessions_and_refuses_launches_until_release() {
 }
 
 #[test]
-fn ten_concurrent_exec_sessions_lose_nothing_in_the_store_or_the_metrics() {
+fn twenty_concurrent_exec_sessions_lose_nothing_in_the_store_or_the_metrics() {
     require_root();
     let dir = scratch_root()
         .join("mcp-guard-tests")
-        .join(format!("agent-ten-{}", std::process::id()));
+        .join(format!("agent-twenty-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("test dir");
     let state = dir.join("state");
     let addr = format!("127.0.0.1:{}", free_port());
     let _agent = start_agent(&state, &addr, &dir.join("agent.log"));
     let policy = policy(&dir);
-    let sessions: Vec<_> = (0..10)
+    let sessions: Vec<_> = (0..20)
         .map(|i| {
             let (state, policy) = (state.clone(), policy.clone());
             std::thread::spawn(move || {
@@ -383,13 +383,13 @@ fn ten_concurrent_exec_sessions_lose_nothing_in_the_store_or_the_metrics() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("calls JSON"))
         .collect();
-    assert_eq!(lines.len(), 10, "{lines:#?}");
+    assert_eq!(lines.len(), 20, "{lines:#?}");
     let sessions: std::collections::BTreeSet<&str> =
         lines.iter().filter_map(|c| c["session"].as_str()).collect();
-    assert_eq!(sessions.len(), 10, "{lines:#?}");
-    // And the agent counted all ten.
+    assert_eq!(sessions.len(), 20, "{lines:#?}");
+    // And the agent counted all of them.
     let want =
-        "mcp_guard_tool_calls_total{decision=\"allowed\",server=\"everything\",tool=\"echo\"} 10";
+        "mcp_guard_tool_calls_total{decision=\"allowed\",server=\"everything\",tool=\"echo\"} 20";
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let body = http_get(&addr, "/metrics")
