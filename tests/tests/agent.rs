@@ -403,3 +403,80 @@ fn twenty_concurrent_exec_sessions_lose_nothing_in_the_store_or_the_metrics() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_sigkilled_agent_leaves_sessions_enforced_and_a_restarted_one_reports_them() {
+    require_root();
+    let dir = scratch_root()
+        .join("mcp-guard-tests")
+        .join(format!("agent-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+    let state = dir.join("state");
+    let netprobe = mcp_guard_tests::workspace_bin("netprobe");
+    let bin_dir = netprobe.parent().expect("target dir").display().to_string();
+    let policy = dir.join("probe.toml");
+    // Port 9 is open to landlock (10.0.0.0/8:9 is allowed), so 127.0.0.1:9 is judged by eBPF.
+    std::fs::write(
+        &policy,
+        format!(
+            "name = \"probe\"\n[filesystem]\nread = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\", \
+             \"/etc\", \"{bin_dir}\"]\nexec = [\"/usr\", \"/bin\", \"{bin_dir}\"]\n\
+             [network]\nallow = [\"10.0.0.0/8:9\"]\n"
+        ),
+    )
+    .expect("write policy");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut agent = start_agent(&state, &addr, &dir.join("agent.log"));
+
+    // The server waits for a line, then connects to a denied address, then idles.
+    let script = format!("read go; {} tcp:127.0.0.1:9; sleep 300", netprobe.display());
+    let mut session = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["exec", "--passthrough", "--policy"])
+        .arg(&policy)
+        .args(["--", "/bin/sh", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start exec");
+    wait_metric(&addr, "mcp_guard_servers_running", 1.0);
+
+    // SIGKILL: no cleanup of any kind runs in the agent.
+    agent.0.kill().expect("SIGKILL the agent");
+    agent.0.wait().expect("reap the agent");
+    assert!(
+        http_get(&addr, "/metrics").is_none(),
+        "the agent still answers"
+    );
+
+    let mut stdin = session.stdin.take().expect("session stdin");
+    writeln!(stdin, "go").expect("tell the server to connect");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(session.stdout.take().expect("session stdout")),
+        &mut line,
+    )
+    .expect("the server's answer");
+    assert_eq!(line.trim(), "errno 1", "the connect after the agent died");
+    assert!(
+        session.try_wait().expect("exec").is_none(),
+        "the session ended with the agent"
+    );
+
+    // A new agent finds the live session.
+    let _agent = start_agent(&state, &addr, &dir.join("agent2.log"));
+    wait_metric(&addr, "mcp_guard_servers_running", 1.0);
+    // SIGTERM: exec kills the server's cgroup and records the end.
+    let term = Command::new("kill")
+        .arg(session.id().to_string())
+        .status()
+        .expect("kill(1)");
+    assert!(term.success());
+    session.wait().expect("reap exec");
+    wait_metric(&addr, "mcp_guard_servers_running", 0.0);
+    drop(stdin);
+    let _ = std::fs::remove_dir_all(&dir);
+}
