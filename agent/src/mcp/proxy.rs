@@ -66,27 +66,73 @@ impl ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// The configuration `exec` derives from a policy: `[tools]` allow/deny, the policy's
-    /// secrets (their resolved `values`, by variable name) redacted from server output, and
-    /// tool pinning in `<state_dir>/pins`. Everything else keeps [`ProxyConfig::new`]'s defaults
-    /// until the policy model grows keys for it.
+    /// The configuration `exec` derives from a policy: `[tools]` (allow/deny, `[tools.clients]`
+    /// scoping, `[tools.args]` rules, `validate_schema`), the `[mcp]` table (message size,
+    /// poisoned descriptions, secret shapes, PII, the external hook), the policy's secrets
+    /// (their resolved `values`, by variable name) redacted from server output, and tool pinning
+    /// in `<state_dir>/pins`.
     pub fn from_policy(
         policy: &crate::policy::Policy,
         server: &str,
         state_dir: &std::path::Path,
         secret_values: Vec<(String, String)>,
     ) -> Self {
+        use super::args::{ArgCheck, ArgRule};
+        use crate::policy::{ArgCheck as P, PoisonAction as PP};
         let mut c = Self::new(server);
+        let mcp = &policy.mcp;
+        c.max_message_bytes = usize::try_from(mcp.max_message_size).unwrap_or(usize::MAX);
         c.tools = ToolRules {
             policy: policy.name.clone(),
             allow: policy.tools.allow.clone(),
             deny: policy.tools.deny.clone(),
-            per_client: Default::default(),
+            per_client: policy.tools.clients.clone(),
         };
-        c.secrets.values = secret_values;
+        c.args = super::args::ArgConfig {
+            validate_schema: policy.tools.validate_schema,
+            rules: policy
+                .tools
+                .args
+                .iter()
+                .map(|(tool, rules)| {
+                    let rules = rules
+                        .iter()
+                        .map(|r| ArgRule {
+                            arg: r.arg.clone(),
+                            check: match &r.check {
+                                P::Regex(re) => ArgCheck::Regex(re.clone()),
+                                P::Enum(v) => ArgCheck::Enum(v.clone()),
+                                P::PathPrefix(p) => ArgCheck::PathPrefix(p.clone()),
+                                P::MaxLength(n) => ArgCheck::MaxLen(*n),
+                            },
+                        })
+                        .collect();
+                    (tool.clone(), rules)
+                })
+                .collect(),
+        };
+        c.secrets = super::secrets::SecretConfig {
+            values: secret_values,
+            shapes: mcp.secret_shapes.enabled,
+            in_arguments: mcp.secret_shapes.in_arguments,
+            in_results: mcp.secret_shapes.in_results,
+            disabled_shapes: mcp.secret_shapes.ignore.clone(),
+            pii: mcp.pii.clone(),
+        };
         c.pins = Some(super::pins::PinConfig {
             dir: state_dir.join("pins"),
-            poison: super::pins::PoisonAction::Block,
+            poison: match mcp.poisoned_descriptions {
+                PP::Block => super::pins::PoisonAction::Block,
+                PP::Strip => super::pins::PoisonAction::Strip,
+                PP::Alert => super::pins::PoisonAction::Report,
+            },
+        });
+        c.hook = mcp.hook.as_ref().map(|h| super::hook::HookConfig {
+            command: h.command.clone(),
+            args: h.args.clone(),
+            timeout: std::time::Duration::from_millis(h.timeout_ms),
+            results: h.results,
+            fail_open: !h.fail_closed,
         });
         c
     }
