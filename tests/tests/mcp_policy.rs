@@ -429,3 +429,101 @@ fn max_message_size_and_secret_shapes_off_from_the_policy() {
     assert_eq!(text(&got[1]).len(), 200_000);
     refused(&got[2], "aws-access-key");
 }
+
+fn pins_cmd(scene: &Scene, policy: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(scene.state(policy))
+        .arg("pins")
+        .args(args)
+        .output()
+        .expect("run mcp-guard pins")
+}
+
+#[test]
+fn a_rug_pull_is_caught_without_a_relist_and_accepted_with_pins_approve() {
+    let scene = scene("rugpull");
+    let policy = policy(&scene, "tricky", &[], "[tools]\n");
+    // The client lists once and never again; the server changes `echo` and announces it.
+    let actions = json!([
+        {"op": "list_tools"},
+        {"op": "call", "tool": "echo", "args": {"message": "one"}},
+        {"op": "sleep", "seconds": 1},
+        {"op": "call", "tool": "echo", "args": {"message": "two"}},
+    ]);
+    let got = session(&scene, &policy, "ide", &tricky("rugpull"), &actions);
+    assert_eq!(tool_names(&got[1]), vec!["echo", "ping"]);
+    assert_eq!(text(&got[2]), "one");
+    refused(&got[4], "mcp-guard pins approve tricky echo");
+    let alerts = mcp_guard_json(&scene, &policy, &["alerts", "--json"]);
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["rule"] == "tool-changed" && a["tool"] == "echo"),
+        "{alerts:#?}"
+    );
+
+    // pins list: the change waits for approval, with what changed.
+    let rows = mcp_guard_json(&scene, &policy, &["pins", "list", "--json"]);
+    let row = |rows: &[Value], tool: &str| -> Value {
+        rows.iter()
+            .find(|r| r["tool"] == tool)
+            .unwrap_or_else(|| panic!("no row for {tool}: {rows:#?}"))
+            .clone()
+    };
+    let echo = row(&rows, "echo");
+    assert_eq!(echo["server"], "tricky");
+    assert_eq!(echo["status"], "changed", "{echo}");
+    assert_eq!(echo["changed_parts"], json!(["description"]));
+    assert!(
+        echo["pending_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("id_rsa")),
+        "{echo}"
+    );
+    assert_eq!(row(&rows, "ping")["status"], "pinned");
+    let table = pins_cmd(&scene, &policy, &["list", "tricky"]);
+    let table_text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{}", describe(&table));
+    assert!(
+        table_text.starts_with("SERVER") && table_text.contains("changed"),
+        "{table_text}"
+    );
+    assert!(
+        table_text.contains("mcp-guard pins approve tricky echo"),
+        "{table_text}"
+    );
+
+    // pins approve accepts it; the pinned hash becomes the changed one.
+    let ok = pins_cmd(&scene, &policy, &["approve", "tricky", "echo"]);
+    assert!(ok.status.success(), "{}", describe(&ok));
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout),
+        "approved tricky echo\n"
+    );
+    let rows = mcp_guard_json(&scene, &policy, &["pins", "list", "tricky", "--json"]);
+    let approved = row(&rows, "echo");
+    assert_eq!(approved["status"], "pinned");
+    assert_eq!(approved["hash"], echo["pending_hash"]);
+    let again = pins_cmd(&scene, &policy, &["approve", "tricky"]);
+    assert!(
+        !again.status.success(),
+        "nothing pending: {}",
+        describe(&again)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no pending change"));
+    let unknown = pins_cmd(&scene, &policy, &["list", "no-such-server"]);
+    assert!(!unknown.status.success(), "{}", describe(&unknown));
+
+    // The next session: the changed definition passes and its calls work. (This fixture's first
+    // listing is the old definition, which is now the change: hidden until its own approval.)
+    let actions = json!([
+        {"op": "list_tools"},
+        {"op": "list_tools"},
+        {"op": "call", "tool": "echo", "args": {"message": "three"}},
+    ]);
+    let got = session(&scene, &policy, "ide", &tricky("rugpull"), &actions);
+    assert_eq!(tool_names(&got[1]), vec!["ping"]);
+    assert_eq!(tool_names(&got[2]), vec!["echo", "ping"]);
+    assert_eq!(text(&got[3]), "three");
+}

@@ -120,7 +120,7 @@ impl ProxyConfig {
             pii: mcp.pii.clone(),
         };
         c.pins = Some(super::pins::PinConfig {
-            dir: state_dir.join("pins"),
+            dir: super::pins::pins_dir(state_dir),
             poison: match mcp.poisoned_descriptions {
                 PP::Block => super::pins::PoisonAction::Block,
                 PP::Strip => super::pins::PoisonAction::Strip,
@@ -197,6 +197,12 @@ struct Core<K> {
     /// unreadable; a late valid response to them is dropped so the client gets one answer.
     failed: std::collections::HashSet<String>,
     observe: bool,
+    /// Ids of the proxy's own `tools/list` requests (sent when the server announces
+    /// `notifications/tools/list_changed`); their responses are checked, never forwarded.
+    relists: std::collections::HashSet<String>,
+    relist_seq: u64,
+    /// The proxy's own requests to the server, sent after the current server frame's output.
+    to_server: Vec<Vec<u8>>,
 }
 
 /// Runs the proxy with the standard chain for `config` (see [`build_chain`]). `client_eof` is
@@ -253,6 +259,9 @@ where
         max: config.max_message_bytes,
         failed: Default::default(),
         observe: config.observe,
+        relists: Default::default(),
+        relist_seq: 0,
+        to_server: Vec::new(),
     });
     let (to_client, client_rx) = mpsc::channel::<Vec<u8>>(256);
     let (to_server, server_rx) = mpsc::channel::<Vec<u8>>(256);
@@ -505,7 +514,7 @@ impl<K: CallSink> Core<K> {
                 );
             }
         };
-        match parsed {
+        let mut outs = match parsed {
             Value::Array(items) if !items.is_empty() => {
                 let steps: Vec<Step> = items.into_iter().map(|v| self.server_msg(v)).collect();
                 Self::batch(raw, steps, true, false)
@@ -514,7 +523,22 @@ impl<K: CallSink> Core<K> {
                 let step = self.server_msg(v);
                 Self::batch(raw, vec![step], false, false)
             }
+        };
+        outs.extend(self.to_server.drain(..).map(Out::Server));
+        outs
+    }
+
+    /// Asks the server for its tools on the proxy's own behalf (`cursor` for the next page), so
+    /// a changed definition is caught even when the client never lists again.
+    fn relist(&mut self, cursor: Option<Value>) {
+        self.relist_seq += 1;
+        let id = format!("mcp-guard-relist-{}", self.relist_seq);
+        let mut req = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
+        if let Some(c) = cursor {
+            req["params"] = serde_json::json!({ "cursor": c });
         }
+        self.relists.insert(Value::String(id).to_string());
+        self.to_server.push(to_line(&req));
     }
 
     /// Answers the client's pending request `id` with an error (when its response was lost).
@@ -679,6 +703,39 @@ impl<K: CallSink> Core<K> {
         }
     }
 
+    /// The server's answer to the proxy's own `tools/list`: runs through the chain like a
+    /// client's listing would (pins and poisoning are checked and reported, changed tools blocked),
+    /// then dropped.
+    fn check_relisted(&mut self, mut v: Value) {
+        if v.get("error").is_some() {
+            tracing::warn!("the server refused mcp-guard's own tools/list: {v}");
+            return;
+        }
+        let Core {
+            session,
+            chain,
+            sink,
+            observe,
+            ..
+        } = self;
+        let mut ctx = Ctx {
+            server: &session.server,
+            client_name: session.client_name.as_deref(),
+            method: "tools/list",
+            tool: None,
+            kind: MsgKind::Response,
+            findings: vec![],
+        };
+        run_chain(chain, &mut ctx, &mut v, false, *observe);
+        for (rule, tool, summary) in std::mem::take(&mut ctx.findings) {
+            sink.finding(session.finding(&rule, tool.as_deref(), summary));
+        }
+        if let Some(next) = v.pointer("/result/nextCursor").filter(|c| !c.is_null()) {
+            let next = next.clone();
+            self.relist(Some(next));
+        }
+    }
+
     fn server_msg(&mut self, mut v: Value) -> Step {
         self.stats.server_messages += 1;
         let kind = match frame::classify(&v) {
@@ -689,6 +746,17 @@ impl<K: CallSink> Core<K> {
                 return Step::Drop;
             }
         };
+        if let Kind::Response { id } = &kind
+            && self.relists.remove(&id.to_string())
+        {
+            self.check_relisted(v);
+            return Step::Drop;
+        }
+        if let Kind::Notification { method } = &kind
+            && method == "notifications/tools/list_changed"
+        {
+            self.relist(None);
+        }
         if let Kind::Response { id } = &kind
             && self.failed.remove(&id.to_string())
         {
