@@ -274,6 +274,7 @@ where
         let core = &core;
         async move {
             let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, client_in), max);
+            let mut batch = Batch::default();
             loop {
                 let frame = match reader.next().await {
                     Ok(Some(f)) => f,
@@ -283,11 +284,15 @@ where
                         break;
                     }
                 };
-                let outs = lock(core).on_client_frame(frame);
-                if !send(outs, &to_client, &to_server).await {
+                batch.add(lock(core).on_client_frame(frame));
+                // While more input is buffered, keep going: one write per side per burst.
+                if (!reader.line_ready() || batch.full())
+                    && !batch.send(&to_client, &to_server).await
+                {
                     break;
                 }
             }
+            batch.send(&to_client, &to_server).await;
             if let Some(tx) = client_eof {
                 let _ = tx.send(());
             }
@@ -297,6 +302,7 @@ where
         let core = &core;
         async move {
             let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, server_out), max);
+            let mut batch = Batch::default();
             loop {
                 let frame = match reader.next().await {
                     Ok(Some(f)) => f,
@@ -306,11 +312,14 @@ where
                         break;
                     }
                 };
-                let outs = lock(core).on_server_frame(frame);
-                if !send_from_server(outs, &to_client, &server_answers).await {
+                batch.add(lock(core).on_server_frame(frame));
+                if (!reader.line_ready() || batch.full())
+                    && !batch.send_from_server(&to_client, &server_answers).await
+                {
                     break;
                 }
             }
+            batch.send_from_server(&to_client, &server_answers).await;
         }
     };
     let (server_done_tx, server_done_rx) = oneshot::channel::<()>();
@@ -350,40 +359,71 @@ fn lock<K>(core: &Mutex<Core<K>>) -> std::sync::MutexGuard<'_, Core<K>> {
     core.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn send(outs: Vec<Out>, c: &mpsc::Sender<Vec<u8>>, s: &mpsc::Sender<Vec<u8>>) -> bool {
-    for o in outs {
-        let ok = match o {
-            Out::Server(b) => s.send(b).await.is_ok(),
-            Out::Client(b) => c.send(b).await.is_ok(),
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
+/// Output bytes gathered over a burst of input, per destination.
+#[derive(Default)]
+struct Batch {
+    client: Vec<u8>,
+    server: Vec<u8>,
 }
 
-async fn send_from_server(
-    outs: Vec<Out>,
-    c: &mpsc::Sender<Vec<u8>>,
-    s: &mpsc::WeakSender<Vec<u8>>,
-) -> bool {
-    for o in outs {
-        match o {
-            Out::Client(b) => {
-                if c.send(b).await.is_err() {
-                    return false;
-                }
+/// Flush a batch once it holds this much, even if more input is buffered.
+const BATCH_BYTES: usize = 64 * 1024;
+
+impl Batch {
+    fn add(&mut self, outs: Vec<Out>) {
+        for o in outs {
+            match o {
+                Out::Client(b) => append(&mut self.client, b),
+                Out::Server(b) => append(&mut self.server, b),
             }
-            Out::Server(b) => match s.upgrade() {
-                Some(s) => {
-                    let _ = s.send(b).await;
-                }
-                None => tracing::debug!("the client has gone; answer to the server dropped"),
-            },
         }
     }
-    true
+
+    fn full(&self) -> bool {
+        self.client.len() + self.server.len() >= BATCH_BYTES
+    }
+
+    /// Sends what the client side produced; false when either destination is gone.
+    async fn send(&mut self, c: &mpsc::Sender<Vec<u8>>, s: &mpsc::Sender<Vec<u8>>) -> bool {
+        if !self.server.is_empty() && s.send(std::mem::take(&mut self.server)).await.is_err() {
+            return false;
+        }
+        if !self.client.is_empty() && c.send(std::mem::take(&mut self.client)).await.is_err() {
+            return false;
+        }
+        true
+    }
+
+    /// Sends what the server side produced; false when the client is gone (answers to the
+    /// server are dropped once the client has closed its side).
+    async fn send_from_server(
+        &mut self,
+        c: &mpsc::Sender<Vec<u8>>,
+        s: &mpsc::WeakSender<Vec<u8>>,
+    ) -> bool {
+        if !self.server.is_empty() {
+            let bytes = std::mem::take(&mut self.server);
+            match s.upgrade() {
+                Some(s) => {
+                    let _ = s.send(bytes).await;
+                }
+                None => tracing::debug!("the client has gone; answer to the server dropped"),
+            }
+        }
+        if !self.client.is_empty() && c.send(std::mem::take(&mut self.client)).await.is_err() {
+            return false;
+        }
+        true
+    }
+}
+
+/// Appends `b` to `buf`, taking `b`'s allocation when `buf` is empty.
+fn append(buf: &mut Vec<u8>, b: Vec<u8>) {
+    if buf.is_empty() {
+        *buf = b;
+    } else {
+        buf.extend_from_slice(&b);
+    }
 }
 
 async fn writer<W: AsyncWrite + Unpin>(
@@ -747,6 +787,7 @@ impl<K: CallSink> Core<K> {
             }
         };
         if let Kind::Response { id } = &kind
+            && !self.relists.is_empty()
             && self.relists.remove(&id.to_string())
         {
             self.check_relisted(v);
@@ -758,6 +799,7 @@ impl<K: CallSink> Core<K> {
             self.relist(None);
         }
         if let Kind::Response { id } = &kind
+            && !self.failed.is_empty()
             && self.failed.remove(&id.to_string())
         {
             tracing::warn!(

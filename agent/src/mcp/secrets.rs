@@ -135,6 +135,10 @@ impl Patterns {
 
     /// The names of the patterns with a real match in `s`.
     fn found(&self, s: &str, out: &mut Vec<String>) {
+        // The common case, nothing: one early-exit scan instead of collecting every match.
+        if !self.set.is_match(s) {
+            return;
+        }
         let hits = self.set.matches(s);
         for i in hits.iter() {
             let (name, re) = &self.list[i];
@@ -146,6 +150,9 @@ impl Patterns {
 
     /// Replaces every real match in `s` with `[REDACTED:<name>]`; notes the names in `what`.
     fn redact(&self, s: &mut String, what: &mut Vec<String>) {
+        if !self.set.is_match(s.as_str()) {
+            return;
+        }
         let hits = self.set.matches(s.as_str());
         if !hits.matched_any() {
             return;
