@@ -43,6 +43,9 @@ pub enum Command {
     Alerts(AlertsArgs),
     /// One call as a timeline: request, kernel events with verdicts, alerts, response.
     Trace(TraceArgs),
+    /// Pinned tool definitions, and accepting a changed one.
+    #[command(subcommand)]
+    Pins(PinsCommand),
     /// Wrap the stdio servers of an MCP client's config file with `mcp-guard exec`
     ///
     /// Reads Claude Desktop's claude_desktop_config.json, Cursor's mcp.json or VS Code's mcp.json
@@ -190,6 +193,27 @@ pub enum PolicyCommand {
     Manifest {
         /// The policy (name or file).
         policy: String,
+    },
+}
+
+/// `mcp-guard pins ...`.
+#[derive(Debug, Subcommand)]
+pub enum PinsCommand {
+    /// Every pinned tool (of SERVER, or of all servers) and any change waiting for approval.
+    List {
+        /// Only this server.
+        server: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept the changed definition of TOOL (or of every changed tool) of SERVER; calls to it
+    /// pass from the next `tools/list` on.
+    Approve {
+        /// The server.
+        server: String,
+        /// The tool (default: every changed tool of SERVER).
+        tool: Option<String>,
     },
 }
 
@@ -362,6 +386,7 @@ pub fn main() -> ExitCode {
             },
             &dirs,
         ),
+        Command::Pins(cmd) => pins(cmd, &dirs.state),
         Command::Exec(a) => crate::exec::main(
             crate::exec::ExecArgs {
                 policy: a.policy,
@@ -433,6 +458,49 @@ fn client_config(args: ClientConfigArgs, dirs: &Dirs) -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn pins(cmd: PinsCommand, state: &std::path::Path) -> ExitCode {
+    use crate::mcp::pins;
+    let dir = pins::pins_dir(state);
+    match cmd {
+        PinsCommand::List { server, json } => match pins::list(&dir, server.as_deref()) {
+            Ok(rows) => {
+                if json {
+                    for r in &rows {
+                        match serde_json::to_string(r) {
+                            Ok(line) => println!("{line}"),
+                            Err(e) => {
+                                eprintln!("mcp-guard: pins list: {e}");
+                                return ExitCode::FAILURE;
+                            }
+                        }
+                    }
+                } else {
+                    print!("{}", pins::render_table(&rows));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mcp-guard: pins list: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        PinsCommand::Approve { server, tool } => {
+            match pins::approve(&dir, &server, tool.as_deref()) {
+                Ok(names) => {
+                    for n in names {
+                        println!("approved {server} {n}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("mcp-guard: pins approve: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -340,10 +340,10 @@ fn say(msg: &str) {
 async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks: Hooks) -> i32 {
     let server = args.name.clone().unwrap_or_else(|| policy.name.clone());
     let observe = args.observe || policy.enforcement.observe;
-    if args.passthrough && (policy.tools.allow.is_some() || !policy.tools.deny.is_empty()) {
+    if args.passthrough && policy.has_mcp_rules() {
         say(&format!(
-            "policy {} has [tools] rules, which only the MCP proxy can apply: \
-             refusing --passthrough (fail closed); drop --passthrough or the [tools] rules",
+            "policy {} has [tools] or [mcp] rules, which only the MCP proxy can apply: \
+             refusing --passthrough (fail closed); drop --passthrough or those rules",
             policy.name
         ));
         return i32::from(EXIT_UNENFORCEABLE);

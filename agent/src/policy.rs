@@ -19,6 +19,11 @@ use std::{
 use ipnet::IpNet;
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
+mod mcp;
+pub use mcp::{
+    ArgCheck, ArgRule, Hook, Mcp, PII_KINDS, PoisonAction, SECRET_SHAPES, SecretShapes, ShapeAction,
+};
+
 /// The built-in default policy's TOML, shipped as `policies/default.toml` and embedded here.
 pub const DEFAULT_POLICY_TOML: &str = include_str!("../../policies/default.toml");
 
@@ -57,6 +62,9 @@ pub struct Policy {
     pub isolation: Isolation,
     /// `[pin]`: what the server may run, by content (checked before launch; see `supply`).
     pub pin: Pins,
+    /// `[mcp]`: the MCP proxy's settings (message size, poisoned descriptions, secret shapes,
+    /// PII, external hook).
+    pub mcp: Mcp,
 }
 
 /// `[isolation]`: how the server is isolated.
@@ -213,12 +221,31 @@ pub struct Limits {
 }
 
 /// `[tools]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tools {
     /// If set, only these tools are visible and callable.
     pub allow: Option<Vec<String>>,
     /// Tools hidden and refused.
     pub deny: Vec<String>,
+    /// `[tools.clients]`: per `clientInfo.name`, the only tools that client sees (on top of
+    /// allow/deny).
+    pub clients: BTreeMap<String, Vec<String>>,
+    /// `[tools.args.<tool>]`: argument checks per tool, applied before a call reaches the server.
+    pub args: BTreeMap<String, Vec<ArgRule>>,
+    /// `validate_schema` (default true): check arguments against the tool's own `inputSchema`.
+    pub validate_schema: bool,
+}
+
+impl Default for Tools {
+    fn default() -> Self {
+        Self {
+            allow: None,
+            deny: Vec::new(),
+            clients: BTreeMap::new(),
+            args: BTreeMap::new(),
+            validate_schema: true,
+        }
+    }
 }
 
 /// Where a secret's value comes from at launch (never the policy itself).
@@ -660,6 +687,7 @@ const TOP_KEYS: &[&str] = &[
     "env",
     "isolation",
     "pin",
+    "mcp",
 ];
 
 impl Checker<'_> {
@@ -851,6 +879,9 @@ impl Checker<'_> {
         let pin = section("pin")
             .map(|(item, span)| self.pin(item, &span))
             .unwrap_or_default();
+        let mcp = section("mcp")
+            .map(|(item, span)| self.mcp(item, &span))
+            .unwrap_or_default();
         Some(Policy {
             name: name?,
             source: source.map(Path::to_path_buf),
@@ -866,6 +897,7 @@ impl Checker<'_> {
             env,
             isolation,
             pin,
+            mcp,
         })
     }
 
@@ -1120,9 +1152,28 @@ impl Checker<'_> {
 
     fn tools(&mut self, item: &Item, span: &Span) -> Tools {
         let mut tools = Tools::default();
-        let Some(table) = self.table(item, span, "tools", &["allow", "deny"]) else {
+        let Some(table) = self.table(
+            item,
+            span,
+            "tools",
+            &["allow", "deny", "clients", "args", "validate_schema"],
+        ) else {
             return tools;
         };
+        if let Some(value) = table.get("clients") {
+            let (_, s) = entry(table, "clients", span);
+            tools.clients = self.tool_clients(value, &s);
+        }
+        if let Some(value) = table.get("args") {
+            let (_, s) = entry(table, "args", span);
+            tools.args = self.tool_args(value, &s);
+        }
+        if let Some(value) = table.get("validate_schema") {
+            let (_, s) = entry(table, "validate_schema", span);
+            if let Some(b) = self.boolean(value, &s, "tools.validate_schema") {
+                tools.validate_schema = b;
+            }
+        }
         let mut lists: [Vec<(String, Span, String)>; 2] = [Vec::new(), Vec::new()];
         for (i, key) in ["allow", "deny"].into_iter().enumerate() {
             let Some(value) = table.get(key) else {
@@ -1133,7 +1184,7 @@ impl Checker<'_> {
                 tools.allow = Some(Vec::new());
             }
             for (s, s_span, s_path) in self.strings(value, &value_span, &join("tools", key)) {
-                if s.trim().is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                if !mcp::is_tool_name(s) {
                     self.error(
                         &s_span,
                         &s_path,
@@ -2820,6 +2871,9 @@ allow_degraded = true
         assert!(!p.syscalls.deny.is_empty() && p.limits.memory.is_some());
         assert!(p.limits.pids.is_some() && p.limits.cpu.is_some());
         assert!(p.tools.allow.is_some() && !p.tools.deny.is_empty());
+        assert!(!p.tools.clients.is_empty() && !p.tools.args.is_empty());
+        assert!(!p.mcp.pii.is_empty() && p.mcp.hook.is_some());
+        assert!(!p.mcp.secret_shapes.ignore.is_empty());
         assert!(p.secrets.values().any(|s| matches!(s, Secret::File(_))));
         assert!(
             p.secrets

@@ -208,6 +208,13 @@ fn everything_server_results_identical_with_and_without_the_proxy() {
         .collect();
     assert_eq!(calls.len(), 4, "{:?}", sink.calls);
     assert!(calls.iter().all(|c| c.decision == mcp::Decision::Allowed));
+    // What the metrics need is on every record: a decision label and a measured duration.
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.decision.as_str() == "allowed" && c.duration > Duration::ZERO),
+        "{calls:?}"
+    );
     assert_eq!(calls[0].tool.as_deref(), Some("echo"));
     assert!(sink.findings.is_empty(), "{:?}", sink.findings);
     // First sight pinned every tool.
@@ -300,6 +307,7 @@ fn filesystem_denied_tool_is_hidden_and_refused_and_planted_secrets_are_redacted
             .unwrap_or_else(|| panic!("no record for {tool}: {:?}", sink.calls))
     };
     assert_eq!(rec("write_file").decision, mcp::Decision::Denied);
+    assert!(rec("write_file").duration > Duration::ZERO);
     assert_eq!(rec("read_text_file").decision, mcp::Decision::Modified);
     assert!(rec("read_text_file").reason.contains("DEPLOY_TOKEN"));
 }

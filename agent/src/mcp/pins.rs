@@ -63,6 +63,11 @@ pub struct PinFile {
     pub pending: BTreeMap<String, Pin>,
 }
 
+/// Where pins live under a state dir (`<state>/pins`).
+pub fn pins_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("pins")
+}
+
 fn pin_path(dir: &Path, server: &str) -> PathBuf {
     dir.join(format!("{server}.json"))
 }
@@ -109,6 +114,165 @@ pub fn approve(dir: &Path, server: &str, tool: Option<&str>) -> anyhow::Result<V
     }
     save(dir, server, &pins)?;
     Ok(names)
+}
+
+/// One row of `mcp-guard pins list`: a pinned tool and, when it changed, the change waiting for
+/// approval.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PinRow {
+    /// Server name.
+    pub server: String,
+    /// Tool name.
+    pub tool: String,
+    /// `pinned` (unchanged since pinned), `changed` (a new definition waits for approval) or
+    /// `new` (only a pending definition, no approved one).
+    pub status: &'static str,
+    /// SHA-256 of the approved definition (empty for `new`).
+    pub hash: String,
+    /// When the approved definition was pinned (RFC 3339; empty for `new`).
+    pub pinned_at: String,
+    /// SHA-256 of the definition waiting for approval.
+    pub pending_hash: Option<String>,
+    /// When the pending definition was first seen.
+    pub changed_at: Option<String>,
+    /// Which parts differ (`name`, `description`, `inputSchema`, `annotations`).
+    pub changed_parts: Vec<String>,
+    /// The approved description, and the pending one when it differs.
+    pub description: Option<String>,
+    /// The pending description when it differs from the approved one.
+    pub pending_description: Option<String>,
+}
+
+/// The servers with a pin file in `dir`, sorted.
+pub fn servers(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for e in entries.flatten() {
+        if let Some(name) = e.file_name().to_str().and_then(|n| n.strip_suffix(".json")) {
+            out.push(name.to_string());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The rows of `mcp-guard pins list [SERVER]`: every pinned tool of `server` (or of every
+/// server), in server then tool order.
+pub fn list(dir: &Path, server: Option<&str>) -> anyhow::Result<Vec<PinRow>> {
+    let names = match server {
+        Some(s) => {
+            if !pin_path(dir, s).exists() {
+                anyhow::bail!(
+                    "no pinned tools for server {s:?} in {} (it has not listed its tools under \
+                     mcp-guard with this state dir)",
+                    dir.display()
+                );
+            }
+            vec![s.to_string()]
+        }
+        None => servers(dir)?,
+    };
+    let mut rows = Vec::new();
+    for name in names {
+        let pins = load(dir, &name)?;
+        let tools: std::collections::BTreeSet<&String> =
+            pins.tools.keys().chain(pins.pending.keys()).collect();
+        for tool in tools {
+            let pinned = pins.tools.get(tool);
+            let pending = pins.pending.get(tool);
+            let desc = |p: &Pin| p.definition["description"].as_str().map(String::from);
+            let changed_parts: Vec<String> = match (pinned, pending) {
+                (Some(a), Some(b)) => ["name", "description", "inputSchema", "annotations"]
+                    .into_iter()
+                    .filter(|k| a.definition.get(k) != b.definition.get(k))
+                    .map(String::from)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let description = pinned.and_then(desc);
+            let pending_description = pending
+                .and_then(desc)
+                .filter(|d| Some(d) != description.as_ref());
+            rows.push(PinRow {
+                server: name.clone(),
+                tool: tool.clone(),
+                status: match (pinned, pending) {
+                    (Some(_), None) => "pinned",
+                    (Some(_), Some(_)) => "changed",
+                    (None, _) => "new",
+                },
+                hash: pinned.map(|p| p.hash.clone()).unwrap_or_default(),
+                pinned_at: pinned.map(|p| p.pinned_at.clone()).unwrap_or_default(),
+                pending_hash: pending.map(|p| p.hash.clone()),
+                changed_at: pending.map(|p| p.pinned_at.clone()),
+                changed_parts,
+                description,
+                pending_description,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// `pins list` as a table: server, tool, status, short hash, pinned at, what changed.
+pub fn render_table(rows: &[PinRow]) -> String {
+    let short = |h: &str| h.chars().take(12).collect::<String>();
+    let mut lines = vec![[
+        "SERVER".to_string(),
+        "TOOL".into(),
+        "STATUS".into(),
+        "HASH".into(),
+        "PINNED AT".into(),
+        "CHANGE".into(),
+    ]];
+    for r in rows {
+        let change = match &r.pending_hash {
+            Some(h) => format!(
+                "-> {} ({}); approve: mcp-guard pins approve {} {}",
+                short(h),
+                if r.changed_parts.is_empty() {
+                    "new tool".to_string()
+                } else {
+                    r.changed_parts.join(", ")
+                },
+                r.server,
+                r.tool
+            ),
+            None => String::new(),
+        };
+        lines.push([
+            r.server.clone(),
+            r.tool.clone(),
+            r.status.to_string(),
+            short(&r.hash),
+            r.pinned_at.clone(),
+            change,
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for l in &lines {
+        for (w, c) in widths.iter_mut().zip(l) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for l in &lines {
+        let mut line = String::new();
+        for (i, (c, w)) in l.iter().zip(widths).enumerate() {
+            if i + 1 == l.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// The pinned part of a tool definition.
@@ -334,6 +498,12 @@ impl Interceptor for PinGuard {
         else {
             return Verdict::Pass;
         };
+        // `mcp-guard pins approve` may have changed the file since: take its approvals now, and
+        // never write back a stale copy over them.
+        match load(&self.dir, &self.server) {
+            Ok(p) => self.pins = p,
+            Err(e) => tracing::warn!("cannot reload pins: {e:#}"),
+        }
         let mut hide = Vec::new();
         let mut stripped = Vec::new();
         for tool in tools.iter_mut() {

@@ -66,27 +66,73 @@ impl ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// The configuration `exec` derives from a policy: `[tools]` allow/deny, the policy's
-    /// secrets (their resolved `values`, by variable name) redacted from server output, and
-    /// tool pinning in `<state_dir>/pins`. Everything else keeps [`ProxyConfig::new`]'s defaults
-    /// until the policy model grows keys for it.
+    /// The configuration `exec` derives from a policy: `[tools]` (allow/deny, `[tools.clients]`
+    /// scoping, `[tools.args]` rules, `validate_schema`), the `[mcp]` table (message size,
+    /// poisoned descriptions, secret shapes, PII, the external hook), the policy's secrets
+    /// (their resolved `values`, by variable name) redacted from server output, and tool pinning
+    /// in `<state_dir>/pins`.
     pub fn from_policy(
         policy: &crate::policy::Policy,
         server: &str,
         state_dir: &std::path::Path,
         secret_values: Vec<(String, String)>,
     ) -> Self {
+        use super::args::{ArgCheck, ArgRule};
+        use crate::policy::{ArgCheck as P, PoisonAction as PP};
         let mut c = Self::new(server);
+        let mcp = &policy.mcp;
+        c.max_message_bytes = usize::try_from(mcp.max_message_size).unwrap_or(usize::MAX);
         c.tools = ToolRules {
             policy: policy.name.clone(),
             allow: policy.tools.allow.clone(),
             deny: policy.tools.deny.clone(),
-            per_client: Default::default(),
+            per_client: policy.tools.clients.clone(),
         };
-        c.secrets.values = secret_values;
+        c.args = super::args::ArgConfig {
+            validate_schema: policy.tools.validate_schema,
+            rules: policy
+                .tools
+                .args
+                .iter()
+                .map(|(tool, rules)| {
+                    let rules = rules
+                        .iter()
+                        .map(|r| ArgRule {
+                            arg: r.arg.clone(),
+                            check: match &r.check {
+                                P::Regex(re) => ArgCheck::Regex(re.clone()),
+                                P::Enum(v) => ArgCheck::Enum(v.clone()),
+                                P::PathPrefix(p) => ArgCheck::PathPrefix(p.clone()),
+                                P::MaxLength(n) => ArgCheck::MaxLen(*n),
+                            },
+                        })
+                        .collect();
+                    (tool.clone(), rules)
+                })
+                .collect(),
+        };
+        c.secrets = super::secrets::SecretConfig {
+            values: secret_values,
+            shapes: mcp.secret_shapes.enabled,
+            in_arguments: mcp.secret_shapes.in_arguments,
+            in_results: mcp.secret_shapes.in_results,
+            disabled_shapes: mcp.secret_shapes.ignore.clone(),
+            pii: mcp.pii.clone(),
+        };
         c.pins = Some(super::pins::PinConfig {
-            dir: state_dir.join("pins"),
-            poison: super::pins::PoisonAction::Block,
+            dir: super::pins::pins_dir(state_dir),
+            poison: match mcp.poisoned_descriptions {
+                PP::Block => super::pins::PoisonAction::Block,
+                PP::Strip => super::pins::PoisonAction::Strip,
+                PP::Alert => super::pins::PoisonAction::Report,
+            },
+        });
+        c.hook = mcp.hook.as_ref().map(|h| super::hook::HookConfig {
+            command: h.command.clone(),
+            args: h.args.clone(),
+            timeout: std::time::Duration::from_millis(h.timeout_ms),
+            results: h.results,
+            fail_open: !h.fail_closed,
         });
         c
     }
@@ -153,6 +199,12 @@ struct Core<K> {
     observe: bool,
     /// Size of the server frame being handled (a response's `result_bytes`).
     frame_len: usize,
+    /// Ids of the proxy's own `tools/list` requests (sent when the server announces
+    /// `notifications/tools/list_changed`); their responses are checked, never forwarded.
+    relists: std::collections::HashSet<String>,
+    relist_seq: u64,
+    /// The proxy's own requests to the server, sent after the current server frame's output.
+    to_server: Vec<Vec<u8>>,
 }
 
 /// Runs the proxy with the standard chain for `config` (see [`build_chain`]). `client_eof` is
@@ -212,6 +264,9 @@ where
         failed: Default::default(),
         observe: config.observe,
         frame_len: 0,
+        relists: Default::default(),
+        relist_seq: 0,
+        to_server: Vec::new(),
     });
     let (to_client, client_rx) = mpsc::channel::<Vec<u8>>(256);
     let (to_server, server_rx) = mpsc::channel::<Vec<u8>>(256);
@@ -224,6 +279,7 @@ where
         let core = &core;
         async move {
             let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, client_in), max);
+            let mut batch = Batch::default();
             loop {
                 let frame = match reader.next().await {
                     Ok(Some(f)) => f,
@@ -233,11 +289,15 @@ where
                         break;
                     }
                 };
-                let outs = lock(core).on_client_frame(frame);
-                if !send(outs, &to_client, &to_server).await {
+                batch.add(lock(core).on_client_frame(frame));
+                // While more input is buffered, keep going: one write per side per burst.
+                if (!reader.line_ready() || batch.full())
+                    && !batch.send(&to_client, &to_server).await
+                {
                     break;
                 }
             }
+            batch.send(&to_client, &to_server).await;
             if let Some(tx) = client_eof {
                 let _ = tx.send(());
             }
@@ -255,6 +315,7 @@ where
         let core = &core;
         async move {
             let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, server_out), max);
+            let mut batch = Batch::default();
             loop {
                 let frame = match reader.next().await {
                     Ok(Some(f)) => f,
@@ -264,11 +325,14 @@ where
                         break;
                     }
                 };
-                let outs = lock(core).on_server_frame(frame);
-                if !send_from_server(outs, &to_client, &server_answers).await {
+                batch.add(lock(core).on_server_frame(frame));
+                if (!reader.line_ready() || batch.full())
+                    && !batch.send_from_server(&to_client, &server_answers).await
+                {
                     break;
                 }
             }
+            batch.send_from_server(&to_client, &server_answers).await;
         }
     };
     let (server_done_tx, server_done_rx) = oneshot::channel::<()>();
@@ -324,8 +388,9 @@ async fn deny_calls<K: CallSink>(
         tokio::select! {
             d = denials.recv() => match d {
                 Some(d) => {
-                    let outs = lock(core).deny_call(&d);
-                    if !send_from_server(outs, &to_client, &to_server).await {
+                    let mut batch = Batch::default();
+                    batch.add(lock(core).deny_call(&d));
+                    if !batch.send_from_server(&to_client, &to_server).await {
                         return;
                     }
                 }
@@ -341,40 +406,71 @@ fn lock<K>(core: &Mutex<Core<K>>) -> std::sync::MutexGuard<'_, Core<K>> {
     core.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn send(outs: Vec<Out>, c: &mpsc::Sender<Vec<u8>>, s: &mpsc::Sender<Vec<u8>>) -> bool {
-    for o in outs {
-        let ok = match o {
-            Out::Server(b) => s.send(b).await.is_ok(),
-            Out::Client(b) => c.send(b).await.is_ok(),
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
+/// Output bytes gathered over a burst of input, per destination.
+#[derive(Default)]
+struct Batch {
+    client: Vec<u8>,
+    server: Vec<u8>,
 }
 
-async fn send_from_server(
-    outs: Vec<Out>,
-    c: &mpsc::Sender<Vec<u8>>,
-    s: &mpsc::WeakSender<Vec<u8>>,
-) -> bool {
-    for o in outs {
-        match o {
-            Out::Client(b) => {
-                if c.send(b).await.is_err() {
-                    return false;
-                }
+/// Flush a batch once it holds this much, even if more input is buffered.
+const BATCH_BYTES: usize = 64 * 1024;
+
+impl Batch {
+    fn add(&mut self, outs: Vec<Out>) {
+        for o in outs {
+            match o {
+                Out::Client(b) => append(&mut self.client, b),
+                Out::Server(b) => append(&mut self.server, b),
             }
-            Out::Server(b) => match s.upgrade() {
-                Some(s) => {
-                    let _ = s.send(b).await;
-                }
-                None => tracing::debug!("the client has gone; answer to the server dropped"),
-            },
         }
     }
-    true
+
+    fn full(&self) -> bool {
+        self.client.len() + self.server.len() >= BATCH_BYTES
+    }
+
+    /// Sends what the client side produced; false when either destination is gone.
+    async fn send(&mut self, c: &mpsc::Sender<Vec<u8>>, s: &mpsc::Sender<Vec<u8>>) -> bool {
+        if !self.server.is_empty() && s.send(std::mem::take(&mut self.server)).await.is_err() {
+            return false;
+        }
+        if !self.client.is_empty() && c.send(std::mem::take(&mut self.client)).await.is_err() {
+            return false;
+        }
+        true
+    }
+
+    /// Sends what the server side produced; false when the client is gone (answers to the
+    /// server are dropped once the client has closed its side).
+    async fn send_from_server(
+        &mut self,
+        c: &mpsc::Sender<Vec<u8>>,
+        s: &mpsc::WeakSender<Vec<u8>>,
+    ) -> bool {
+        if !self.server.is_empty() {
+            let bytes = std::mem::take(&mut self.server);
+            match s.upgrade() {
+                Some(s) => {
+                    let _ = s.send(bytes).await;
+                }
+                None => tracing::debug!("the client has gone; answer to the server dropped"),
+            }
+        }
+        if !self.client.is_empty() && c.send(std::mem::take(&mut self.client)).await.is_err() {
+            return false;
+        }
+        true
+    }
+}
+
+/// Appends `b` to `buf`, taking `b`'s allocation when `buf` is empty.
+fn append(buf: &mut Vec<u8>, b: Vec<u8>) {
+    if buf.is_empty() {
+        *buf = b;
+    } else {
+        buf.extend_from_slice(&b);
+    }
 }
 
 async fn writer<W: AsyncWrite + Unpin>(
@@ -508,7 +604,7 @@ impl<K: CallSink> Core<K> {
                 );
             }
         };
-        match parsed {
+        let mut outs = match parsed {
             Value::Array(items) if !items.is_empty() => {
                 let steps: Vec<Step> = items.into_iter().map(|v| self.server_msg(v)).collect();
                 Self::batch(raw, steps, true, false)
@@ -517,7 +613,22 @@ impl<K: CallSink> Core<K> {
                 let step = self.server_msg(v);
                 Self::batch(raw, vec![step], false, false)
             }
+        };
+        outs.extend(self.to_server.drain(..).map(Out::Server));
+        outs
+    }
+
+    /// Asks the server for its tools on the proxy's own behalf (`cursor` for the next page), so
+    /// a changed definition is caught even when the client never lists again.
+    fn relist(&mut self, cursor: Option<Value>) {
+        self.relist_seq += 1;
+        let id = format!("mcp-guard-relist-{}", self.relist_seq);
+        let mut req = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"});
+        if let Some(c) = cursor {
+            req["params"] = serde_json::json!({ "cursor": c });
         }
+        self.relists.insert(Value::String(id).to_string());
+        self.to_server.push(to_line(&req));
     }
 
     /// Fails call `d.call_id` if it is still in flight: an error to the client, a
@@ -713,6 +824,43 @@ impl<K: CallSink> Core<K> {
         }
     }
 
+    /// The server's answer to the proxy's own `tools/list`: runs through the chain like a
+    /// client's listing would (pins and poisoning are checked and reported, changed tools blocked),
+    /// then dropped.
+    fn check_relisted(&mut self, mut v: Value) {
+        if v.get("error").is_some() {
+            tracing::warn!("the server refused mcp-guard's own tools/list: {v}");
+            return;
+        }
+        let Core {
+            session,
+            chain,
+            sink,
+            observe,
+            ..
+        } = self;
+        let mut ctx = Ctx {
+            server: &session.server,
+            client_name: session.client_name.as_deref(),
+            method: "tools/list",
+            tool: None,
+            kind: MsgKind::Response,
+            findings: vec![],
+        };
+        let verdict = run_chain(chain, &mut ctx, &mut v, false, *observe);
+        for (rule, tool, summary) in std::mem::take(&mut ctx.findings) {
+            sink.finding(session.finding(&rule, tool.as_deref(), summary));
+        }
+        // The detector's read-only hints follow the server's current definitions.
+        if !matches!(verdict, Verdict::Deny(_)) {
+            sink.tools_listed(&tool_hints(&v));
+        }
+        if let Some(next) = v.pointer("/result/nextCursor").filter(|c| !c.is_null()) {
+            let next = next.clone();
+            self.relist(Some(next));
+        }
+    }
+
     fn server_msg(&mut self, mut v: Value) -> Step {
         self.stats.server_messages += 1;
         let kind = match frame::classify(&v) {
@@ -724,6 +872,19 @@ impl<K: CallSink> Core<K> {
             }
         };
         if let Kind::Response { id } = &kind
+            && !self.relists.is_empty()
+            && self.relists.remove(&id.to_string())
+        {
+            self.check_relisted(v);
+            return Step::Drop;
+        }
+        if let Kind::Notification { method } = &kind
+            && method == "notifications/tools/list_changed"
+        {
+            self.relist(None);
+        }
+        if let Kind::Response { id } = &kind
+            && !self.failed.is_empty()
             && self.failed.remove(&id.to_string())
         {
             tracing::warn!(

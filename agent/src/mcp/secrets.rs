@@ -11,29 +11,35 @@ use serde_json::Value;
 
 use super::interceptors::{Ctx, Denial, Interceptor, MsgKind, Verdict};
 
+/// What to do with a secret shape found in a message (the policy's `in_arguments`/`in_results`).
+pub use crate::policy::ShapeAction;
+
 /// Secret and PII settings (plain data, from the policy).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretConfig {
-    /// Injected secrets as (variable name, value); values are redacted from server output.
+    /// Injected secrets as (variable name, value); values are always redacted from server output.
     pub values: Vec<(String, String)>,
-    /// Refuse `tools/call` whose arguments contain a well-known secret shape.
-    pub deny_shapes_in_args: bool,
-    /// Redact well-known secret shapes from what the server sends.
-    pub redact_shapes_in_results: bool,
+    /// Look for well-known secret shapes (see [`SHAPES`]) at all.
+    pub shapes: bool,
+    /// What to do with a shape in a `tools/call`'s arguments.
+    pub in_arguments: ShapeAction,
+    /// What to do with a shape in what the server sends.
+    pub in_results: ShapeAction,
     /// Shape names to leave alone (see [`SHAPES`]).
     pub disabled_shapes: Vec<String>,
-    /// Scrub PII (see [`PII`]) from what the server sends.
-    pub pii: bool,
+    /// PII kinds (see [`PII`]) scrubbed from what the server sends; empty: none.
+    pub pii: Vec<String>,
 }
 
 impl Default for SecretConfig {
     fn default() -> Self {
         Self {
             values: vec![],
-            deny_shapes_in_args: true,
-            redact_shapes_in_results: true,
+            shapes: true,
+            in_arguments: ShapeAction::Deny,
+            in_results: ShapeAction::Redact,
             disabled_shapes: vec![],
-            pii: false,
+            pii: vec![],
         }
     }
 }
@@ -101,22 +107,85 @@ pub fn luhn(s: &str) -> bool {
     sum.is_multiple_of(10)
 }
 
-struct Pattern {
-    name: &'static str,
-    re: Regex,
-    pii: bool,
+/// A family of compiled patterns (secret shapes, or PII kinds), pre-checked with one `RegexSet`.
+struct Patterns {
+    set: RegexSet,
+    list: Vec<(&'static str, Regex)>,
+}
+
+impl Patterns {
+    fn new(
+        all: &[(&'static str, &'static str)],
+        keep: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Self> {
+        let mut list = Vec::new();
+        for (name, re) in all {
+            if keep(name) {
+                list.push((*name, Regex::new(re)?));
+            }
+        }
+        let set = RegexSet::new(list.iter().map(|(_, re)| re.as_str()))?;
+        Ok(Self { set, list })
+    }
+
+    /// A true match of pattern `name` (card numbers must pass the Luhn check).
+    fn real(name: &str, m: &str) -> bool {
+        name != "card-number" || luhn(m)
+    }
+
+    /// The names of the patterns with a real match in `s`.
+    fn found(&self, s: &str, out: &mut Vec<String>) {
+        // The common case, nothing: one early-exit scan instead of collecting every match.
+        if !self.set.is_match(s) {
+            return;
+        }
+        let hits = self.set.matches(s);
+        for i in hits.iter() {
+            let (name, re) = &self.list[i];
+            if re.find_iter(s).any(|m| Self::real(name, m.as_str())) {
+                note(out, (*name).to_string());
+            }
+        }
+    }
+
+    /// Replaces every real match in `s` with `[REDACTED:<name>]`; notes the names in `what`.
+    fn redact(&self, s: &mut String, what: &mut Vec<String>) {
+        if !self.set.is_match(s.as_str()) {
+            return;
+        }
+        let hits = self.set.matches(s.as_str());
+        if !hits.matched_any() {
+            return;
+        }
+        for i in hits.iter() {
+            let (name, re) = &self.list[i];
+            let mut found = false;
+            let replaced = re.replace_all(s.as_str(), |c: &regex::Captures<'_>| {
+                let m = &c[0];
+                if !Self::real(name, m) {
+                    return m.to_string();
+                }
+                found = true;
+                format!("[REDACTED:{name}]")
+            });
+            if found {
+                *s = replaced.into_owned();
+                note(what, (*name).to_string());
+            }
+        }
+    }
 }
 
 /// The compiled detector/redactor.
 pub struct Redactor {
     exact: Option<AhoCorasick>,
     exact_names: Vec<String>,
-    set: RegexSet,
-    patterns: Vec<Pattern>,
+    shapes: Patterns,
+    pii: Patterns,
 }
 
 impl Redactor {
-    /// Compiles `config`'s values and shapes.
+    /// Compiles `config`'s values, the enabled shapes and the chosen PII kinds.
     pub fn new(config: &SecretConfig) -> anyhow::Result<Self> {
         let mut names = Vec::new();
         let mut values = Vec::new();
@@ -135,46 +204,27 @@ impl Redactor {
         } else {
             Some(AhoCorasick::builder().build(&values)?)
         };
-        let mut patterns = Vec::new();
-        for (name, re) in SHAPES {
-            if !config.disabled_shapes.iter().any(|d| d == name) {
-                patterns.push(Pattern {
-                    name,
-                    re: Regex::new(re)?,
-                    pii: false,
-                });
-            }
-        }
-        if config.pii {
-            for (name, re) in PII {
-                patterns.push(Pattern {
-                    name,
-                    re: Regex::new(re)?,
-                    pii: true,
-                });
-            }
-        }
-        let set = RegexSet::new(patterns.iter().map(|p| p.re.as_str()))?;
+        let shapes = Patterns::new(SHAPES, |n| {
+            config.shapes && !config.disabled_shapes.iter().any(|d| d == n)
+        })?;
+        let pii = Patterns::new(PII, |n| config.pii.iter().any(|k| k == n))?;
         Ok(Self {
             exact,
             exact_names: names,
-            set,
-            patterns,
+            shapes,
+            pii,
         })
     }
 
     /// The names of the secret shapes found in `s` (not PII).
-    pub fn shapes_in(&self, s: &str) -> Vec<&'static str> {
-        self.set
-            .matches(s)
-            .iter()
-            .map(|i| &self.patterns[i])
-            .filter(|p| !p.pii)
-            .map(|p| p.name)
-            .collect()
+    pub fn shapes_in(&self, s: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        self.shapes.found(s, &mut out);
+        out
     }
 
-    /// Redacts `s`: exact secret values always, shapes when `shapes`; returns what was redacted.
+    /// Redacts `s`: exact secret values and PII always, secret shapes when `shapes`; returns
+    /// what was redacted in `what`.
     pub fn redact(&self, s: &mut String, shapes: bool, what: &mut Vec<String>) {
         if let Some(ac) = &self.exact
             && ac.is_match(s.as_str())
@@ -191,28 +241,9 @@ impl Redactor {
             out.push_str(&s[last..]);
             *s = out;
         }
-        if !shapes {
-            return;
-        }
-        let hits = self.set.matches(s.as_str());
-        if !hits.matched_any() {
-            return;
-        }
-        for i in hits.iter() {
-            let p = &self.patterns[i];
-            let mut found = false;
-            let replaced = p.re.replace_all(s.as_str(), |c: &regex::Captures<'_>| {
-                let m = &c[0];
-                if p.name == "card-number" && !luhn(m) {
-                    return m.to_string();
-                }
-                found = true;
-                format!("[REDACTED:{}]", p.name)
-            });
-            if found {
-                *s = replaced.into_owned();
-                note(what, p.name.to_string());
-            }
+        self.pii.redact(s, what);
+        if shapes {
+            self.shapes.redact(s, what);
         }
     }
 }
@@ -236,8 +267,8 @@ pub fn for_each_string(v: &mut Value, f: &mut impl FnMut(&mut String)) {
 /// The secrets interceptor.
 pub struct SecretGuard {
     redactor: Redactor,
-    deny_args: bool,
-    redact_shapes: bool,
+    in_arguments: ShapeAction,
+    in_results: ShapeAction,
 }
 
 impl SecretGuard {
@@ -245,8 +276,8 @@ impl SecretGuard {
     pub fn new(config: &SecretConfig) -> anyhow::Result<Self> {
         Ok(Self {
             redactor: Redactor::new(config)?,
-            deny_args: config.deny_shapes_in_args,
-            redact_shapes: config.redact_shapes_in_results || config.pii,
+            in_arguments: config.in_arguments,
+            in_results: config.in_results,
         })
     }
 }
@@ -257,18 +288,24 @@ impl Interceptor for SecretGuard {
     }
 
     fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
-        if !self.deny_args || ctx.kind != MsgKind::Request || ctx.method != "tools/call" {
+        if ctx.kind != MsgKind::Request || ctx.method != "tools/call" {
             return Verdict::Pass;
         }
-        let mut found: Vec<&'static str> = Vec::new();
-        if let Some(args) = msg.pointer_mut("/params/arguments") {
-            for_each_string(args, &mut |s| {
-                for shape in self.redactor.shapes_in(s) {
-                    if !found.contains(&shape) {
-                        found.push(shape);
-                    }
-                }
-            });
+        let Some(args) = msg.pointer_mut("/params/arguments") else {
+            return Verdict::Pass;
+        };
+        let mut found: Vec<String> = Vec::new();
+        match self.in_arguments {
+            ShapeAction::Redact => {
+                for_each_string(args, &mut |s| {
+                    let mut shapes = Vec::new();
+                    self.redactor.shapes.redact(s, &mut shapes);
+                    shapes.into_iter().for_each(|x| note(&mut found, x));
+                });
+            }
+            ShapeAction::Deny | ShapeAction::Alert => {
+                for_each_string(args, &mut |s| self.redactor.shapes.found(s, &mut found));
+            }
         }
         if found.is_empty() {
             return Verdict::Pass;
@@ -278,16 +315,66 @@ impl Interceptor for SecretGuard {
             "arguments of {tool:?} contain what looks like a secret ({})",
             found.join(", ")
         );
-        ctx.report("secret-in-arguments", ctx.tool, summary.clone());
-        Verdict::Deny(Denial::policy(format!(
-            "mcp-guard: refused: {summary}; secrets must not be passed to tools"
-        )))
+        match self.in_arguments {
+            ShapeAction::Deny => {
+                ctx.report(
+                    "secret-in-arguments",
+                    ctx.tool,
+                    format!("{summary}; refused"),
+                );
+                Verdict::Deny(Denial::policy(format!(
+                    "mcp-guard: refused: {summary}; secrets must not be passed to tools"
+                )))
+            }
+            ShapeAction::Redact => {
+                ctx.report(
+                    "secret-in-arguments",
+                    ctx.tool,
+                    format!("{summary}; redacted"),
+                );
+                Verdict::Modified(format!("redacted {} from the arguments", found.join(", ")))
+            }
+            ShapeAction::Alert => {
+                ctx.report(
+                    "secret-in-arguments",
+                    ctx.tool,
+                    format!("{summary}; passed"),
+                );
+                Verdict::Pass
+            }
+        }
     }
 
     fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+        let mut shapes_found = Vec::new();
+        if self.in_results != ShapeAction::Redact {
+            for_each_string(msg, &mut |s| {
+                self.redactor.shapes.found(s, &mut shapes_found)
+            });
+        }
+        if self.in_results == ShapeAction::Deny && !shapes_found.is_empty() {
+            let summary = format!(
+                "the server's {} contains what looks like a secret ({})",
+                ctx.method,
+                shapes_found.join(", ")
+            );
+            ctx.report("secret-in-result", ctx.tool, format!("{summary}; refused"));
+            return Verdict::Deny(Denial::policy(format!("mcp-guard: refused: {summary}")));
+        }
         let mut what = Vec::new();
-        let shapes = self.redact_shapes;
+        let shapes = self.in_results == ShapeAction::Redact;
         for_each_string(msg, &mut |s| self.redactor.redact(s, shapes, &mut what));
+        if !shapes_found.is_empty() {
+            ctx.report(
+                "secret-in-result",
+                ctx.tool,
+                format!(
+                    "the server's {} contains what looks like a secret ({}); passed",
+                    ctx.method,
+                    shapes_found.join(", ")
+                ),
+            );
+        }
         if what.is_empty() {
             return Verdict::Pass;
         }
@@ -311,7 +398,11 @@ mod tests {
                 ("GITHUB_TOKEN".into(), "s3cr3t-value-42".into()),
                 ("SHORT".into(), "abc".into()),
             ],
-            pii,
+            pii: if pii {
+                PII.iter().map(|(n, _)| n.to_string()).collect()
+            } else {
+                vec![]
+            },
             ..SecretConfig::default()
         })
         .expect("compiles")
@@ -410,5 +501,87 @@ mod tests {
             "key [REDACTED:aws-access-key]"
         );
         assert_eq!(ctx.findings.len(), 2);
+    }
+
+    #[test]
+    fn the_policy_names_the_same_shapes_and_pii_kinds() {
+        let shapes: Vec<&str> = SHAPES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(shapes, crate::policy::SECRET_SHAPES);
+        let pii: Vec<&str> = PII.iter().map(|(n, _)| *n).collect();
+        assert_eq!(pii, crate::policy::PII_KINDS);
+    }
+
+    #[test]
+    fn shape_actions_and_pii_kinds_are_honoured() {
+        let call = || serde_json::json!({"params":{"name":"t","arguments":{"q":"key AKIAIOSFODNN7EXAMPLE"}}});
+        let result = || {
+            serde_json::json!({"result":{"content":[{"type":"text",
+                "text":"key AKIAIOSFODNN7EXAMPLE mail bob@example.org ssn 078-05-1120"}]}})
+        };
+        let mut ctx = Ctx {
+            server: "s",
+            client_name: None,
+            method: "tools/call",
+            tool: Some("t"),
+            kind: MsgKind::Request,
+            findings: vec![],
+        };
+        let guard = |a, r, pii: &[&str]| {
+            SecretGuard::new(&SecretConfig {
+                in_arguments: a,
+                in_results: r,
+                pii: pii.iter().map(|s| s.to_string()).collect(),
+                ..SecretConfig::default()
+            })
+            .expect("compiles")
+        };
+        // Redact in arguments: the server gets a marker instead of the key.
+        let mut g = guard(ShapeAction::Redact, ShapeAction::Alert, &["email"]);
+        let mut c = call();
+        assert!(matches!(g.pre_call(&mut ctx, &mut c), Verdict::Modified(_)));
+        assert_eq!(
+            c["params"]["arguments"]["q"],
+            "key [REDACTED:aws-access-key]"
+        );
+        // Alert in results: reported, the key passes, only the chosen PII kind is scrubbed.
+        ctx.kind = MsgKind::Response;
+        let mut r = result();
+        assert!(matches!(
+            g.post_call(&mut ctx, &mut r),
+            Verdict::Modified(_)
+        ));
+        let text = r["result"]["content"][0]["text"].as_str().expect("text");
+        assert_eq!(
+            text,
+            "key AKIAIOSFODNN7EXAMPLE mail [REDACTED:email] ssn 078-05-1120"
+        );
+        assert!(
+            ctx.findings.iter().any(|f| f.2.contains("passed")),
+            "{:?}",
+            ctx.findings
+        );
+
+        // Alert in arguments passes the call; deny in results refuses the result.
+        let mut g = guard(ShapeAction::Alert, ShapeAction::Deny, &[]);
+        ctx.kind = MsgKind::Request;
+        let mut c = call();
+        assert_eq!(g.pre_call(&mut ctx, &mut c), Verdict::Pass);
+        assert_eq!(c, call());
+        ctx.kind = MsgKind::Response;
+        assert!(matches!(
+            g.post_call(&mut ctx, &mut result()),
+            Verdict::Deny(_)
+        ));
+
+        // Shapes off: neither direction looks; PII off: nothing scrubbed.
+        let mut g = SecretGuard::new(&SecretConfig {
+            shapes: false,
+            ..SecretConfig::default()
+        })
+        .expect("compiles");
+        ctx.kind = MsgKind::Request;
+        assert_eq!(g.pre_call(&mut ctx, &mut call()), Verdict::Pass);
+        ctx.kind = MsgKind::Response;
+        assert_eq!(g.post_call(&mut ctx, &mut result()), Verdict::Pass);
     }
 }

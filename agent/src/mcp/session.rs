@@ -1,7 +1,10 @@
 //! One MCP session's state: what `initialize` said, the requests in flight in both directions,
 //! and the call records emitted when a client request ends (answered, denied or cancelled).
 
-use std::{collections::HashMap, time::SystemTime};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant, SystemTime},
+};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -16,6 +19,17 @@ pub enum Decision {
     Denied,
     /// Forwarded, but the request or its result was changed (e.g. redacted).
     Modified,
+}
+
+impl Decision {
+    /// The label value used in the contract (`allowed|denied|modified`): JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+            Decision::Modified => "modified",
+        }
+    }
 }
 
 /// One client request from start to end, as plain data (the store persists these).
@@ -45,6 +59,21 @@ pub struct CallRecord {
     /// the proxy, e.g. refused or cancelled). For a batch it is the whole batch's size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result_bytes: Option<u64>,
+    /// How long the call took, from the request read to the answer (or refusal) decided,
+    /// measured on the monotonic clock (for `mcp_guard_tool_call_duration_seconds`).
+    #[serde(serialize_with = "as_seconds")]
+    pub duration: Duration,
+}
+
+impl CallRecord {
+    /// The call's duration in seconds, as Prometheus histograms take it.
+    pub fn duration_seconds(&self) -> f64 {
+        self.duration.as_secs_f64()
+    }
+}
+
+fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// Something an interceptor noticed that is worth an alert (a poisoned description, a changed pin).
@@ -68,7 +97,10 @@ pub struct Finding {
 pub trait CallSink: Send {
     /// A client request was forwarded to the server: its call is in flight from now on.
     fn call_started(&mut self, _call_id: &str, _tool: Option<&str>) {}
-    /// A call ended.
+    /// A call ended: answered, refused, cancelled or lost. Every client request ends here exactly
+    /// once, so the record's `server`, `tool`, `decision` and `duration` are all that
+    /// `mcp_guard_tool_calls_total{server,tool,decision}` and
+    /// `mcp_guard_tool_call_duration_seconds{server,tool}` need.
     fn call(&mut self, record: CallRecord);
     /// An interceptor reported something.
     fn finding(&mut self, finding: Finding);
@@ -168,6 +200,8 @@ pub struct Pending {
     pub request_id: String,
     /// When it was seen.
     pub started_at: SystemTime,
+    /// The same instant on the monotonic clock (durations).
+    pub started: Instant,
     /// Modified on the way in, with why.
     pub modified: Option<String>,
 }
@@ -229,6 +263,7 @@ impl Session {
             tool,
             request_id: id.to_string(),
             started_at: SystemTime::now(),
+            started: Instant::now(),
             modified: None,
         };
         self.client_pending.insert(p.request_id.clone(), p.clone());
@@ -281,6 +316,7 @@ impl Session {
             decision,
             reason,
             result_bytes: None,
+            duration: p.started.elapsed(),
         })
     }
 
@@ -389,6 +425,7 @@ mod tests {
         assert_eq!(s.in_flight(), (1, 0));
         let r = s.cancel(&Value::from("a"), Some("user")).expect("pending");
         assert_eq!(r.request_id, "\"a\"");
+        assert!(r.duration > Duration::ZERO && r.duration < Duration::from_secs(5));
         assert!(r.reason.contains("cancelled"));
         assert_eq!(s.in_flight(), (0, 0));
         assert!(

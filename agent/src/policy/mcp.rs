@@ -1,0 +1,814 @@
+//! The MCP-layer keys of a policy: `[tools.clients]`, `[tools.args.<tool>]`,
+//! `tools.validate_schema` and the `[mcp]` table (message size, poisoned descriptions, secret
+//! shapes, PII, the external hook). Plain data; `mcp::ProxyConfig::from_policy` maps it.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use toml_edit::{Item, Value};
+
+use super::{Checker, Span, describe, describe_value, entry, has_dot_dot, join, parse_size};
+
+/// The secret shapes a policy may name in `[mcp.secret_shapes] ignore` (the detector's list).
+pub const SECRET_SHAPES: &[&str] = &[
+    "private-key",
+    "aws-access-key",
+    "github-token",
+    "slack-token",
+    "google-api-key",
+    "api-key-sk",
+    "jwt",
+    "bearer-token",
+];
+
+/// The PII kinds a policy may name in `[mcp.pii] kinds`.
+pub const PII_KINDS: &[&str] = &["email", "card-number", "us-ssn", "phone"];
+
+/// Default `[mcp] max_message_size`: 4 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 4 << 20;
+/// Smallest `max_message_size`: an `initialize` with capabilities must fit.
+const MIN_MESSAGE_SIZE: u64 = 4 << 10;
+/// Largest `max_message_size`: the proxy holds a whole message in memory.
+const MAX_MESSAGE_SIZE: u64 = 1 << 30;
+/// Default `[mcp.hook] timeout_ms`.
+pub const DEFAULT_HOOK_TIMEOUT_MS: u64 = 2000;
+const MAX_HOOK_TIMEOUT_MS: i64 = 600_000;
+
+/// One per-tool argument rule (`[tools.args.<tool>] <arg> = { ... }`), one check each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArgRule {
+    /// The top-level argument name.
+    pub arg: String,
+    /// The check.
+    pub check: ArgCheck,
+}
+
+/// A check on one argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArgCheck {
+    /// `regex = "..."`: the string must match in full (validated at load).
+    Regex(String),
+    /// `enum = [...]`: the value must be one of these (strings, numbers, booleans).
+    Enum(Vec<serde_json::Value>),
+    /// `path_prefix = ["/dir", ...]`: an absolute path lying under one of these.
+    PathPrefix(Vec<String>),
+    /// `max_length = N`: at most N characters (or array elements).
+    MaxLength(usize),
+}
+
+/// What to do with a poisoned tool description (`[mcp] poisoned_descriptions`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PoisonAction {
+    /// Hide the tool and refuse its calls.
+    #[default]
+    Block,
+    /// Remove invisible characters and ANSI escapes (hidden instructions still block).
+    Strip,
+    /// Report only.
+    Alert,
+}
+
+/// What to do with a secret shape found in a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShapeAction {
+    /// Refuse the message (a call gets an error; a result is replaced by an error).
+    Deny,
+    /// Replace the secret with a `[REDACTED:<shape>]` marker.
+    Redact,
+    /// Report it and pass the message unchanged.
+    Alert,
+}
+
+/// `[mcp.secret_shapes]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretShapes {
+    /// `enabled` (default true): look for well-known secret shapes at all.
+    pub enabled: bool,
+    /// `in_arguments` (default deny): a shape in a `tools/call`'s arguments.
+    pub in_arguments: ShapeAction,
+    /// `in_results` (default redact): a shape in what the server sends.
+    pub in_results: ShapeAction,
+    /// `ignore`: shape names not looked for (from [`SECRET_SHAPES`]).
+    pub ignore: Vec<String>,
+}
+
+impl Default for SecretShapes {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            in_arguments: ShapeAction::Deny,
+            in_results: ShapeAction::Redact,
+            ignore: Vec::new(),
+        }
+    }
+}
+
+/// `[mcp.hook]`: an external interceptor command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hook {
+    /// `command`: an absolute path.
+    pub command: PathBuf,
+    /// `args`.
+    pub args: Vec<String>,
+    /// `timeout_ms` (default 2000): how long one answer may take.
+    pub timeout_ms: u64,
+    /// `results` (default false): also send `tools/call` results.
+    pub results: bool,
+    /// `fail_closed` (default true): refuse the message when the hook fails or times out.
+    pub fail_closed: bool,
+}
+
+/// `[mcp]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mcp {
+    /// `max_message_size`: the largest JSON-RPC message (one line) accepted, in bytes.
+    pub max_message_size: u64,
+    /// `poisoned_descriptions = "block" | "strip" | "alert"`.
+    pub poisoned_descriptions: PoisonAction,
+    /// `[mcp.secret_shapes]`.
+    pub secret_shapes: SecretShapes,
+    /// `[mcp.pii] enabled` + `kinds`: the PII kinds scrubbed from results; empty when off.
+    pub pii: Vec<String>,
+    /// `[mcp.hook]`.
+    pub hook: Option<Hook>,
+}
+
+impl Default for Mcp {
+    fn default() -> Self {
+        Self {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            poisoned_descriptions: PoisonAction::Block,
+            secret_shapes: SecretShapes::default(),
+            pii: Vec::new(),
+            hook: None,
+        }
+    }
+}
+
+impl super::Policy {
+    /// True when the policy asks for something only the MCP proxy can do (tool rules, argument
+    /// checks, client scoping, PII scrubbing, an external hook).
+    pub fn has_mcp_rules(&self) -> bool {
+        let t = &self.tools;
+        t.allow.is_some()
+            || !t.deny.is_empty()
+            || !t.clients.is_empty()
+            || !t.args.is_empty()
+            || !self.mcp.pii.is_empty()
+            || self.mcp.hook.is_some()
+    }
+}
+
+/// A tool name as `[tools]` accepts it.
+pub(super) fn is_tool_name(s: &str) -> bool {
+    !s.trim().is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+impl Checker<'_> {
+    /// `[tools.clients]`: client name → the tools it may see.
+    pub(super) fn tool_clients(
+        &mut self,
+        item: &Item,
+        span: &Span,
+    ) -> BTreeMap<String, Vec<String>> {
+        let mut out = BTreeMap::new();
+        let Some(table) = item.as_table_like() else {
+            self.error(
+                span,
+                "tools.clients",
+                format!(
+                    "expected a table of client name = [tools], found {}",
+                    describe(item)
+                ),
+            );
+            return out;
+        };
+        for (client, value) in table.iter() {
+            let (key_span, value_span) = entry(table, client, span);
+            let path = join("tools.clients", client);
+            if client.trim().is_empty() {
+                self.error(&key_span, &path, "a client name (clientInfo.name) is empty");
+                continue;
+            }
+            let mut tools = Vec::new();
+            for (s, s_span, s_path) in self.strings(value, &value_span, &path) {
+                if is_tool_name(s) {
+                    tools.push(s.to_string());
+                } else {
+                    self.error(&s_span, &s_path, format!("{s:?} is not a tool name"));
+                }
+            }
+            out.insert(client.to_string(), tools);
+        }
+        out
+    }
+
+    /// `[tools.args]`: tool → argument → checks.
+    pub(super) fn tool_args(&mut self, item: &Item, span: &Span) -> BTreeMap<String, Vec<ArgRule>> {
+        let mut out = BTreeMap::new();
+        let Some(table) = item.as_table_like() else {
+            self.error(
+                span,
+                "tools.args",
+                format!(
+                    "expected a table of [tools.args.TOOL], found {}",
+                    describe(item)
+                ),
+            );
+            return out;
+        };
+        for (tool, value) in table.iter() {
+            let (key_span, value_span) = entry(table, tool, span);
+            let path = join("tools.args", tool);
+            if !is_tool_name(tool) {
+                self.error(&key_span, &path, format!("{tool:?} is not a tool name"));
+                continue;
+            }
+            let Some(args) = value.as_table_like() else {
+                self.error(
+                    &value_span,
+                    &path,
+                    format!(
+                        "expected a table of argument = {{ regex, enum, path_prefix, max_length }}, found {}",
+                        describe(value)
+                    ),
+                );
+                continue;
+            };
+            let mut rules = Vec::new();
+            for (arg, checks) in args.iter() {
+                let (_, c_span) = entry(args, arg, &value_span);
+                let c_path = join(&path, arg);
+                rules.extend(self.arg_checks(arg, checks, &c_span, &c_path));
+            }
+            out.insert(tool.to_string(), rules);
+        }
+        out
+    }
+
+    fn arg_checks(&mut self, arg: &str, item: &Item, span: &Span, path: &str) -> Vec<ArgRule> {
+        const KEYS: &[&str] = &["regex", "enum", "path_prefix", "max_length"];
+        let mut rules = Vec::new();
+        let Some(table) = self.table(item, span, path, KEYS) else {
+            return rules;
+        };
+        if table.iter().next().is_none() {
+            self.error(
+                span,
+                path,
+                format!("no check given (one or more of: {})", KEYS.join(", ")),
+            );
+        }
+        let mut push = |check| {
+            rules.push(ArgRule {
+                arg: arg.to_string(),
+                check,
+            });
+        };
+        if let Some(v) = table.get("regex") {
+            let (_, s) = entry(table, "regex", span);
+            let key = join(path, "regex");
+            if let Some(re) = self.string(v, &s, &key) {
+                // The guard anchors it the same way.
+                match regex::Regex::new(&format!("^(?:{re})$")) {
+                    Ok(_) => push(ArgCheck::Regex(re.to_string())),
+                    Err(e) => self.error(&s, &key, format!("not a valid regex: {e}")),
+                }
+            }
+        }
+        if let Some(v) = table.get("enum") {
+            let (_, s) = entry(table, "enum", span);
+            let key = join(path, "enum");
+            match v.as_array() {
+                Some(a) if !a.is_empty() => {
+                    let mut values = Vec::new();
+                    for (i, x) in a.iter().enumerate() {
+                        match toml_to_json(x) {
+                            Some(j) => values.push(j),
+                            None => self.error(
+                                &x.span().or_else(|| s.clone()),
+                                &format!("{key}[{i}]"),
+                                format!(
+                                    "expected a string, number or boolean, found {}",
+                                    describe_value(x)
+                                ),
+                            ),
+                        }
+                    }
+                    push(ArgCheck::Enum(values));
+                }
+                _ => self.error(
+                    &s,
+                    &key,
+                    format!(
+                        "expected a non-empty array of values, found {}",
+                        describe(v)
+                    ),
+                ),
+            }
+        }
+        if let Some(v) = table.get("path_prefix") {
+            let (_, s) = entry(table, "path_prefix", span);
+            let key = join(path, "path_prefix");
+            let mut prefixes = Vec::new();
+            let given = self.strings(v, &s, &key);
+            let any_given = !given.is_empty();
+            for (p, p_span, p_path) in given {
+                if p.starts_with('/') && !has_dot_dot(p) {
+                    prefixes.push(p.to_string());
+                } else {
+                    self.error(
+                        &p_span,
+                        &p_path,
+                        format!("{p:?} must be an absolute path without '..'"),
+                    );
+                }
+            }
+            if !any_given {
+                self.error(&s, &key, "expected at least one absolute directory");
+            } else if !prefixes.is_empty() {
+                push(ArgCheck::PathPrefix(prefixes));
+            }
+        }
+        if let Some(v) = table.get("max_length") {
+            let (_, s) = entry(table, "max_length", span);
+            match v.as_integer().and_then(|n| usize::try_from(n).ok()) {
+                Some(n) if n > 0 => push(ArgCheck::MaxLength(n)),
+                _ => self.error(
+                    &s,
+                    &join(path, "max_length"),
+                    format!("expected a positive whole number, found {}", describe(v)),
+                ),
+            }
+        }
+        rules
+    }
+
+    /// The `[mcp]` table.
+    pub(super) fn mcp(&mut self, item: &Item, span: &Span) -> Mcp {
+        let mut mcp = Mcp::default();
+        let Some(table) = self.table(
+            item,
+            span,
+            "mcp",
+            &[
+                "max_message_size",
+                "poisoned_descriptions",
+                "secret_shapes",
+                "pii",
+                "hook",
+            ],
+        ) else {
+            return mcp;
+        };
+        if let Some(v) = table.get("max_message_size") {
+            let (_, s) = entry(table, "max_message_size", span);
+            let bytes = match v.as_value() {
+                Some(Value::String(t)) => parse_size(t.value()),
+                Some(Value::Integer(n)) => {
+                    u64::try_from(*n.value()).map_err(|_| "must be positive".to_string())
+                }
+                _ => Err(format!(
+                    "expected a size like \"4M\" or a number of bytes, found {}",
+                    describe(v)
+                )),
+            };
+            match bytes {
+                Ok(b) if (MIN_MESSAGE_SIZE..=MAX_MESSAGE_SIZE).contains(&b) => {
+                    mcp.max_message_size = b;
+                }
+                Ok(b) => self.error(
+                    &s,
+                    "mcp.max_message_size",
+                    format!("{b} bytes is out of range: 4K to 1G"),
+                ),
+                Err(m) => self.error(&s, "mcp.max_message_size", m),
+            }
+        }
+        if let Some(v) = table.get("poisoned_descriptions") {
+            let (_, s) = entry(table, "poisoned_descriptions", span);
+            let key = "mcp.poisoned_descriptions";
+            match self.string(v, &s, key) {
+                Some("block") => mcp.poisoned_descriptions = PoisonAction::Block,
+                Some("strip") => mcp.poisoned_descriptions = PoisonAction::Strip,
+                Some("alert") => mcp.poisoned_descriptions = PoisonAction::Alert,
+                Some(o) => self.error(&s, key, format!("{o:?} is not one of block, strip, alert")),
+                None => {}
+            }
+        }
+        if let Some(v) = table.get("secret_shapes") {
+            let (_, s) = entry(table, "secret_shapes", span);
+            mcp.secret_shapes = self.secret_shapes(v, &s);
+        }
+        if let Some(v) = table.get("pii") {
+            let (_, s) = entry(table, "pii", span);
+            mcp.pii = self.pii(v, &s);
+        }
+        if let Some(v) = table.get("hook") {
+            let (_, s) = entry(table, "hook", span);
+            mcp.hook = self.hook(v, &s);
+        }
+        mcp
+    }
+
+    fn secret_shapes(&mut self, item: &Item, span: &Span) -> SecretShapes {
+        let mut out = SecretShapes::default();
+        let path = "mcp.secret_shapes";
+        let Some(table) = self.table(
+            item,
+            span,
+            path,
+            &["enabled", "in_arguments", "in_results", "ignore"],
+        ) else {
+            return out;
+        };
+        if let Some(v) = table.get("enabled") {
+            let (_, s) = entry(table, "enabled", span);
+            if let Some(b) = self.boolean(v, &s, &join(path, "enabled")) {
+                out.enabled = b;
+            }
+        }
+        for (key, slot) in [
+            ("in_arguments", &mut out.in_arguments),
+            ("in_results", &mut out.in_results),
+        ] {
+            if let Some(v) = table.get(key) {
+                let (_, s) = entry(table, key, span);
+                let k = join(path, key);
+                match self.string(v, &s, &k) {
+                    Some("deny") => *slot = ShapeAction::Deny,
+                    Some("redact") => *slot = ShapeAction::Redact,
+                    Some("alert") => *slot = ShapeAction::Alert,
+                    Some(o) => {
+                        self.error(&s, &k, format!("{o:?} is not one of deny, redact, alert"))
+                    }
+                    None => {}
+                }
+            }
+        }
+        if let Some(v) = table.get("ignore") {
+            let (_, s) = entry(table, "ignore", span);
+            for (name, n_span, n_path) in self.strings(v, &s, &join(path, "ignore")) {
+                if SECRET_SHAPES.contains(&name) {
+                    out.ignore.push(name.to_string());
+                } else {
+                    self.error(
+                        &n_span,
+                        &n_path,
+                        format!(
+                            "unknown secret shape {name:?} (one of: {})",
+                            SECRET_SHAPES.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn pii(&mut self, item: &Item, span: &Span) -> Vec<String> {
+        let path = "mcp.pii";
+        let Some(table) = self.table(item, span, path, &["enabled", "kinds"]) else {
+            return Vec::new();
+        };
+        let mut enabled = false;
+        if let Some(v) = table.get("enabled") {
+            let (_, s) = entry(table, "enabled", span);
+            enabled = self.boolean(v, &s, &join(path, "enabled")).unwrap_or(false);
+        }
+        let mut kinds: Vec<String> = PII_KINDS.iter().map(|k| k.to_string()).collect();
+        if let Some(v) = table.get("kinds") {
+            let (_, s) = entry(table, "kinds", span);
+            kinds.clear();
+            for (k, k_span, k_path) in self.strings(v, &s, &join(path, "kinds")) {
+                if PII_KINDS.contains(&k) {
+                    kinds.push(k.to_string());
+                } else {
+                    self.error(
+                        &k_span,
+                        &k_path,
+                        format!("unknown PII kind {k:?} (one of: {})", PII_KINDS.join(", ")),
+                    );
+                }
+            }
+        }
+        if enabled { kinds } else { Vec::new() }
+    }
+
+    fn hook(&mut self, item: &Item, span: &Span) -> Option<Hook> {
+        let path = "mcp.hook";
+        let table = self.table(
+            item,
+            span,
+            path,
+            &["command", "args", "timeout_ms", "results", "fail_closed"],
+        )?;
+        let mut hook = Hook {
+            command: PathBuf::new(),
+            args: Vec::new(),
+            timeout_ms: DEFAULT_HOOK_TIMEOUT_MS,
+            results: false,
+            fail_closed: true,
+        };
+        let mut ok = true;
+        match table.get("command") {
+            None => {
+                self.error(
+                    span,
+                    &join(path, "command"),
+                    "missing: the program to run, as an absolute path",
+                );
+                ok = false;
+            }
+            Some(v) => {
+                let (_, s) = entry(table, "command", span);
+                let key = join(path, "command");
+                match self.string(v, &s, &key) {
+                    Some(c) if c.starts_with('/') && !has_dot_dot(c) => hook.command = c.into(),
+                    Some(c) => {
+                        self.error(
+                            &s,
+                            &key,
+                            format!("{c:?} must be an absolute path without '..'"),
+                        );
+                        ok = false;
+                    }
+                    None => ok = false,
+                }
+            }
+        }
+        if let Some(v) = table.get("args") {
+            let (_, s) = entry(table, "args", span);
+            hook.args = self
+                .strings(v, &s, &join(path, "args"))
+                .into_iter()
+                .map(|(a, _, _)| a.to_string())
+                .collect();
+        }
+        if let Some(v) = table.get("timeout_ms") {
+            let (_, s) = entry(table, "timeout_ms", span);
+            match v.as_integer() {
+                Some(n) if (1..=MAX_HOOK_TIMEOUT_MS).contains(&n) => {
+                    hook.timeout_ms = u64::try_from(n).unwrap_or(DEFAULT_HOOK_TIMEOUT_MS);
+                }
+                _ => self.error(
+                    &s,
+                    &join(path, "timeout_ms"),
+                    format!(
+                        "expected milliseconds from 1 to {MAX_HOOK_TIMEOUT_MS}, found {}",
+                        describe(v)
+                    ),
+                ),
+            }
+        }
+        for (key, flag) in [
+            ("results", &mut hook.results),
+            ("fail_closed", &mut hook.fail_closed),
+        ] {
+            if let Some(v) = table.get(key) {
+                let (_, s) = entry(table, key, span);
+                if let Some(b) = self.boolean(v, &s, &join(path, key)) {
+                    *flag = b;
+                }
+            }
+        }
+        ok.then_some(hook)
+    }
+}
+
+/// A TOML scalar as JSON (for `enum` values); `None` for tables, arrays and dates.
+fn toml_to_json(v: &Value) -> Option<serde_json::Value> {
+    match v {
+        Value::String(s) => Some(serde_json::Value::from(s.value().as_str())),
+        Value::Integer(n) => Some(serde_json::Value::from(*n.value())),
+        Value::Float(f) => serde_json::Number::from_f64(*f.value()).map(serde_json::Value::Number),
+        Value::Boolean(b) => Some(serde_json::Value::from(*b.value())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::policy::parse;
+
+    fn ok(text: &str) -> crate::policy::Policy {
+        parse(text, None).unwrap_or_else(|e| panic!("policy should be valid:\n{e}"))
+    }
+
+    #[track_caller]
+    fn one_problem(text: &str, line: usize, key: &str, msg: &str) {
+        let e = parse(text, Some(Path::new("t.toml"))).expect_err("policy should be invalid");
+        assert_eq!(e.problems.len(), 1, "expected one problem, got:\n{e}");
+        let p = &e.problems[0];
+        assert_eq!((p.line, p.key.as_str()), (line, key), "wrong place:\n{e}");
+        assert!(p.message.contains(msg), "{:?} lacks {msg:?}", p.message);
+        assert!(e.to_string().starts_with(&format!("t.toml:{line}:")), "{e}");
+    }
+
+    #[test]
+    fn defaults_are_the_safe_ones() {
+        let p = ok("name = \"x\"\n");
+        assert!(p.tools.validate_schema && p.tools.clients.is_empty() && p.tools.args.is_empty());
+        assert_eq!(p.mcp, Mcp::default());
+        assert_eq!(p.mcp.secret_shapes.in_arguments, ShapeAction::Deny);
+        assert_eq!(p.mcp.secret_shapes.in_results, ShapeAction::Redact);
+        assert!(p.mcp.secret_shapes.enabled && p.mcp.pii.is_empty() && p.mcp.hook.is_none());
+        assert!(!p.has_mcp_rules());
+    }
+
+    #[test]
+    fn every_mcp_key_parses_into_the_model() {
+        let p = ok(r#"name = "x"
+[tools]
+validate_schema = false
+[tools.clients]
+"Claude Desktop" = ["read"]
+[tools.args.read]
+path = { path_prefix = ["/srv/data", "/home/u"], max_length = 200 }
+mode = { enum = ["a", 2, true] }
+id = { regex = "[a-z]+" }
+[mcp]
+max_message_size = "64K"
+poisoned_descriptions = "strip"
+[mcp.secret_shapes]
+enabled = true
+in_arguments = "redact"
+in_results = "alert"
+ignore = ["jwt"]
+[mcp.pii]
+enabled = true
+kinds = ["email", "card-number"]
+[mcp.hook]
+command = "/usr/local/bin/hook"
+args = ["-v"]
+timeout_ms = 300
+results = true
+fail_closed = false
+"#);
+        assert!(!p.tools.validate_schema && p.has_mcp_rules());
+        assert_eq!(p.tools.clients["Claude Desktop"], vec!["read"]);
+        let rules = &p.tools.args["read"];
+        let checks: Vec<(&str, &ArgCheck)> =
+            rules.iter().map(|r| (r.arg.as_str(), &r.check)).collect();
+        assert_eq!(
+            checks,
+            vec![
+                (
+                    "path",
+                    &ArgCheck::PathPrefix(vec!["/srv/data".into(), "/home/u".into()])
+                ),
+                ("path", &ArgCheck::MaxLength(200)),
+                (
+                    "mode",
+                    &ArgCheck::Enum(vec!["a".into(), 2.into(), true.into()])
+                ),
+                ("id", &ArgCheck::Regex("[a-z]+".into())),
+            ]
+        );
+        assert_eq!(p.mcp.max_message_size, 64 << 10);
+        assert_eq!(p.mcp.poisoned_descriptions, PoisonAction::Strip);
+        assert_eq!(
+            p.mcp.secret_shapes,
+            SecretShapes {
+                enabled: true,
+                in_arguments: ShapeAction::Redact,
+                in_results: ShapeAction::Alert,
+                ignore: vec!["jwt".into()],
+            }
+        );
+        assert_eq!(p.mcp.pii, vec!["email", "card-number"]);
+        assert_eq!(
+            p.mcp.hook,
+            Some(Hook {
+                command: "/usr/local/bin/hook".into(),
+                args: vec!["-v".into()],
+                timeout_ms: 300,
+                results: true,
+                fail_closed: false,
+            })
+        );
+        // PII on without kinds means every kind; off means none even with kinds.
+        assert_eq!(
+            ok("name = \"x\"\n[mcp.pii]\nenabled = true\n")
+                .mcp
+                .pii
+                .len(),
+            PII_KINDS.len()
+        );
+        assert!(
+            ok("name = \"x\"\n[mcp.pii]\nkinds = [\"email\"]\n")
+                .mcp
+                .pii
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_mcp_keys_are_located_errors() {
+        let n = "name = \"x\"\n";
+        one_problem(
+            &format!("{n}[mcp]\nmax_size = 1\n"),
+            3,
+            "mcp.max_size",
+            "unknown key",
+        );
+        one_problem(
+            &format!("{n}[tools]\nclient = {{}}\n"),
+            3,
+            "tools.client",
+            "unknown key",
+        );
+        one_problem(
+            &format!("{n}[tools.args.read]\npath = {{ prefix = [\"/a\"] }}\n"),
+            3,
+            "tools.args.read.path.prefix",
+            "unknown key",
+        );
+        one_problem(
+            &format!("{n}[tools.args.read]\nid = {{ regex = \"(\" }}\n"),
+            3,
+            "tools.args.read.id.regex",
+            "not a valid regex",
+        );
+        one_problem(
+            &format!("{n}[tools.args.read]\npath = {{ path_prefix = [\"rel/dir\"] }}\n"),
+            3,
+            "tools.args.read.path.path_prefix[0]",
+            "absolute path",
+        );
+        one_problem(
+            &format!("{n}[tools.args.read]\nq = {{ max_length = 0 }}\n"),
+            3,
+            "tools.args.read.q.max_length",
+            "positive",
+        );
+        one_problem(
+            &format!("{n}[tools.args.read]\nq = {{ enum = [] }}\n"),
+            3,
+            "tools.args.read.q.enum",
+            "non-empty",
+        );
+        one_problem(
+            &format!("{n}[tools.args.read]\nq = {{}}\n"),
+            3,
+            "tools.args.read.q",
+            "no check given",
+        );
+        one_problem(
+            &format!("{n}[tools.clients]\nide = [\"a b\"]\n"),
+            3,
+            "tools.clients.ide[0]",
+            "not a tool name",
+        );
+        one_problem(
+            &format!("{n}[mcp]\nmax_message_size = \"1K\"\n"),
+            3,
+            "mcp.max_message_size",
+            "out of range",
+        );
+        one_problem(
+            &format!("{n}[mcp]\npoisoned_descriptions = \"ignore\"\n"),
+            3,
+            "mcp.poisoned_descriptions",
+            "block, strip, alert",
+        );
+        one_problem(
+            &format!("{n}[mcp.secret_shapes]\nin_results = \"drop\"\n"),
+            3,
+            "mcp.secret_shapes.in_results",
+            "deny, redact, alert",
+        );
+        one_problem(
+            &format!("{n}[mcp.secret_shapes]\nignore = [\"passwords\"]\n"),
+            3,
+            "mcp.secret_shapes.ignore[0]",
+            "unknown secret shape",
+        );
+        one_problem(
+            &format!("{n}[mcp.pii]\nenabled = true\nkinds = [\"iban\"]\n"),
+            4,
+            "mcp.pii.kinds[0]",
+            "unknown PII kind",
+        );
+        one_problem(
+            &format!("{n}[mcp.hook]\ncommand = \"hook.sh\"\n"),
+            3,
+            "mcp.hook.command",
+            "absolute path",
+        );
+        one_problem(
+            &format!("{n}[mcp.hook]\ncommand = \"/bin/h\"\ntimeout_ms = 0\n"),
+            4,
+            "mcp.hook.timeout_ms",
+            "milliseconds",
+        );
+        one_problem(
+            &format!("{n}[mcp.hook]\nargs = []\n"),
+            2,
+            "mcp.hook.command",
+            "missing",
+        );
+    }
+}
