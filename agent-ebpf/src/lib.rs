@@ -35,7 +35,7 @@ pub mod programs {
     pub const SENDMSG6: &str = "sendmsg6";
     /// `tp_btf/sys_enter`: exec and open attempts, sensitive-path kills.
     pub const SYS_ENTER: &str = "trace_sys_enter";
-    /// `tp_btf/sys_exit`: open results.
+    /// `tp_btf/sys_exit`: open results, and connects landlock refused (never seen by the hooks).
     pub const SYS_EXIT: &str = "trace_sys_exit";
 }
 

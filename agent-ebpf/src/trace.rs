@@ -1,4 +1,5 @@
-//! Syscall tracing for guarded cgroups: exec and open events, and the sensitive-path kill.
+//! Syscall tracing for guarded cgroups: exec and open events, connects landlock refused, and the
+//! sensitive-path kill.
 //!
 //! `tp_btf/sys_enter` and `tp_btf/sys_exit` fire for every syscall on the host, so both return
 //! after one hash lookup for tasks outside `GUARDED`. Arguments come from the user `pt_regs`
@@ -18,8 +19,9 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use mcp_guard_ebpf::{
-    ARG_LEN, ARGV_ENTRIES, ExecEvent, GUARD_FLAG_KILL_SENSITIVE, GuardConfig, KillEvent, NAME_LEN,
-    NameKey, OpenEvent, PATH_LEN, PathKey, drop_reason, event_kind, last_component,
+    ARG_LEN, ARGV_ENTRIES, ConnectEvent, ExecEvent, GUARD_FLAG_KILL_SENSITIVE, GuardConfig,
+    KillEvent, NAME_LEN, NameKey, OpenEvent, PATH_LEN, PathKey, drop_reason, event_kind,
+    last_component, sock_op, verdict,
 };
 
 use crate::common::{EVENTS, count_drop, guard, header, submit_flags};
@@ -31,6 +33,14 @@ const SYS_OPENAT: i64 = 257;
 const SYS_OPENAT2: i64 = 437;
 const SYS_EXECVE: i64 = 59;
 const SYS_EXECVEAT: i64 = 322;
+const SYS_CONNECT: i64 = 42;
+
+/// What landlock returns for a connect its TCP port rules refuse (the cgroup hook's EPERM is
+/// reported by the hook itself).
+const EACCES: i64 = 13;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u32 = 6;
 
 // `struct pt_regs` u64 slots (arch/x86/include/uapi/asm/ptrace.h).
 const REG_DX: usize = 12;
@@ -101,6 +111,12 @@ pub fn trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
     let regs: *const u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     let id = reg(regs, REG_ORIG_AX) as i64;
+    if id == SYS_CONNECT {
+        if ret == -EACCES {
+            emit_refused_connect(regs, cgroup, &config);
+        }
+        return 0;
+    }
     if !matches!(id, SYS_OPEN | SYS_CREAT | SYS_OPENAT | SYS_OPENAT2) {
         return 0;
     }
@@ -113,6 +129,51 @@ pub fn trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
     emit_open(cgroup, &config, unsafe { &*stash }, ret);
     let _ = OPEN_PENDING.remove(&tid);
     0
+}
+
+/// A connect landlock refused never reaches the cgroup connect hook: report it here. The
+/// arguments are still in the saved user registers at exit (x86_64 preserves rdi/rsi/rdx), and
+/// the sockaddr is still in user memory.
+fn emit_refused_connect(regs: *const u64, cgroup: u64, config: &GuardConfig) {
+    let sa = reg(regs, REG_SI) as *const u8;
+    // sockaddr_in6 is 28 bytes, sockaddr_in 16: a short buffer at a page end only fits the latter.
+    // SAFETY: probe reads of user memory; a fault returns an error.
+    let raw: [u8; 28] = match unsafe { bpf_probe_read_user(sa as *const [u8; 28]) } {
+        Ok(b) => b,
+        // SAFETY: as above, 16 bytes.
+        Err(_) => match unsafe { bpf_probe_read_user(sa as *const [u8; 16]) } {
+            Ok(b) => {
+                let mut full = [0u8; 28];
+                full[..16].copy_from_slice(&b);
+                full
+            }
+            Err(_) => return,
+        },
+    };
+    let family = u16::from_ne_bytes([raw[0], raw[1]]);
+    let port = u16::from_be_bytes([raw[2], raw[3]]);
+    let mut addr = [0u8; 16];
+    match family {
+        AF_INET => addr[..4].copy_from_slice(&raw[4..8]),
+        AF_INET6 => addr.copy_from_slice(&raw[8..24]),
+        _ => return,
+    }
+    let event = ConnectEvent {
+        header: header(event_kind::CONNECT, cgroup, config),
+        addr,
+        family: u32::from(family),
+        port: u32::from(port),
+        protocol: IPPROTO_TCP,
+        op: sock_op::CONNECT,
+        verdict: verdict::DENIED,
+        pad: 0,
+    };
+    if EVENTS
+        .output::<ConnectEvent>(&event, submit_flags())
+        .is_err()
+    {
+        count_drop(drop_reason::RINGBUF_FULL);
+    }
 }
 
 fn on_open_enter(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig) {

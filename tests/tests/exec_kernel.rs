@@ -492,3 +492,57 @@ fn host_names_in_the_allow_list_are_resolved_at_launch() {
         "the resolved addresses are in the events: {resolved}"
     );
 }
+
+#[test]
+fn a_connect_refused_by_landlock_is_a_denied_connect_event() {
+    require_root();
+    let a = listen_on(("127.0.0.1", 0)).expect("listen A");
+    let c = listen_on(("127.0.0.1", 0)).expect("listen C");
+    // Only port A is listed: landlock's TCP rule refuses C (EACCES) before the cgroup hook runs.
+    let sb = Sandbox::new(
+        "landlock-connect",
+        &format!("[network]\nallow = [\"127.0.0.1:{a}\"]\n"),
+    );
+    let name = format!("exec-kernel-landlock-{}", std::process::id());
+    let netprobe = fixture_bin("netprobe");
+    let out = sb
+        .exec(
+            &name,
+            false,
+            &[
+                s(&netprobe),
+                &format!("tcp:127.0.0.1:{a}"),
+                &format!("tcp:127.0.0.1:{c}"),
+            ],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("run exec");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["ok", &format!("errno {}", libc::EACCES)],
+        "{}",
+        describe(&out)
+    );
+    let events = sb.events(&name);
+    let refused = find(&events, "connect", |e| {
+        e["port"].as_u64() == Some(u64::from(c))
+    });
+    assert_eq!(field(refused, "verdict"), "denied", "{refused}");
+    assert_eq!(field(refused, "addr"), "127.0.0.1", "{refused}");
+    let allowed = find(&events, "connect", |e| {
+        e["port"].as_u64() == Some(u64::from(a))
+    });
+    assert_eq!(field(allowed, "verdict"), "allowed", "{allowed}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| field(e, "kind") == "connect")
+            .count(),
+        2,
+        "one event per connect: {events:#?}"
+    );
+}
