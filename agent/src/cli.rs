@@ -82,6 +82,9 @@ pub enum Command {
     /// Internal: the jail's stage-2 helper, started by `exec` from /proc/self/exe.
     #[command(name = "__jail-stage2", hide = true)]
     JailStage2,
+    /// Internal: a session the agent runs for an `exec` client.
+    #[command(name = "__session", hide = true)]
+    Session,
 }
 
 /// `mcp-guard agent`.
@@ -93,6 +96,14 @@ pub struct AgentArgs {
     /// Address to serve /metrics on (overrides the config; default 127.0.0.1:9464).
     #[arg(long)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// The Unix socket `exec` clients connect to (overrides the config; default
+    /// /run/mcp-guard/agent.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// The bpffs directory the eBPF programs and maps are pinned in (overrides the config;
+    /// default /sys/fs/bpf/mcp-guard).
+    #[arg(long, value_name = "DIR")]
+    pub bpf_dir: Option<PathBuf>,
 }
 
 /// `mcp-guard exec`.
@@ -115,6 +126,14 @@ pub struct ExecArgs {
     /// does into the server's profile at session end; later sessions alert on departures.
     #[arg(long)]
     pub learn: bool,
+    /// The agent's socket: when an agent listens there, the session runs in the agent (exec
+    /// then needs no privilege). Default: $MCP_GUARD_AGENT_SOCKET, else
+    /// /run/mcp-guard/agent.sock.
+    #[arg(long, value_name = "PATH")]
+    pub agent_socket: Option<PathBuf>,
+    /// Run the session in this process even when an agent listens (needs root).
+    #[arg(long)]
+    pub standalone: bool,
     /// The server command and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -383,6 +402,8 @@ pub fn main() -> ExitCode {
             crate::daemon::AgentArgs {
                 config: a.config,
                 metrics: a.metrics,
+                socket: a.socket,
+                bpf_dir: a.bpf_dir,
             },
             &dirs,
         ),
@@ -390,17 +411,24 @@ pub fn main() -> ExitCode {
         Command::Exec(a) => crate::exec::main(
             crate::exec::ExecArgs {
                 policy: a.policy,
+                policy_text: None,
                 name: a.name,
                 observe: a.observe,
                 passthrough: a.passthrough,
                 learn: a.learn,
                 command: a.command,
+                caller: None,
             },
             &dirs,
+            &crate::exec::AgentRoute {
+                socket: a.agent_socket,
+                standalone: a.standalone,
+            },
         ),
         Command::JailStage2 => {
             ExitCode::from(u8::try_from(crate::launch::stage2::main()).unwrap_or(1))
         }
+        Command::Session => crate::exec::worker::main(),
     }
 }
 

@@ -1,5 +1,6 @@
-//! `mcp-guard agent`: the long-running service. Serves Prometheus metrics for every session on
-//! the host.
+//! `mcp-guard agent`: the long-running service. Loads and pins the eBPF programs once, runs
+//! sessions for `exec` clients on its Unix socket ([`sessions`], [`guard_service`]), and serves
+//! Prometheus metrics for every session on the host.
 //!
 //! Each `mcp-guard exec` writes its calls, kernel events, alerts and lost-event counts to the
 //! store in the state dir; the agent follows the store ([`Tail`]) and turns what is new into the
@@ -21,13 +22,21 @@ use std::{
 use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
 
+pub mod guard_service;
+pub mod policies;
+pub mod sessions;
+
 use crate::{
     cli::EXIT_POLICY,
+    ipc,
     kernel::loader::PROGRAM_NAMES,
     metrics::{BpfStatsSource, Metrics},
     state::Dirs,
-    store::{Store, StoreError, Tail, TailBatch, db_path},
+    store::{Store, StoreError, StoreWriter, Tail, TailBatch, db_path},
 };
+
+/// Where the programs and maps are pinned unless configured otherwise.
+pub const DEFAULT_BPF_DIR: &str = "/sys/fs/bpf/mcp-guard";
 
 /// Where `/metrics` is served unless the config or `--metrics` says otherwise (loopback only:
 /// the counters name servers and tools).
@@ -43,6 +52,10 @@ pub struct AgentArgs {
     pub config: Option<PathBuf>,
     /// `--metrics` (overrides the config).
     pub metrics: Option<SocketAddr>,
+    /// `--socket` (overrides the config).
+    pub socket: Option<PathBuf>,
+    /// `--bpf-dir` (overrides the config).
+    pub bpf_dir: Option<PathBuf>,
 }
 
 /// The agent's config file (TOML; unknown keys are errors).
@@ -55,6 +68,36 @@ pub struct Config {
     /// How often the store is followed, in milliseconds.
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
+    /// The Unix socket `exec` clients connect to.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// The socket's permission bits, in octal (`"0660"`: owner and group).
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: String,
+    /// The group that owns the socket (its members may run sessions); `None`: root's.
+    #[serde(default)]
+    pub socket_group: Option<String>,
+    /// The bpffs directory the programs and maps are pinned in.
+    #[serde(default = "default_bpf_dir")]
+    pub bpf_dir: PathBuf,
+    /// Launch only servers that have a policy in the policy dir.
+    #[serde(default)]
+    pub known_only: bool,
+    /// Let non-root callers use `--observe`.
+    #[serde(default)]
+    pub allow_observe: bool,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(ipc::DEFAULT_SOCKET)
+}
+
+fn default_socket_mode() -> String {
+    "0660".into()
+}
+
+fn default_bpf_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_BPF_DIR)
 }
 
 fn default_metrics() -> SocketAddr {
@@ -72,6 +115,12 @@ impl Default for Config {
         Config {
             metrics: default_metrics(),
             poll_ms: default_poll_ms(),
+            socket: default_socket(),
+            socket_mode: default_socket_mode(),
+            socket_group: None,
+            bpf_dir: default_bpf_dir(),
+            known_only: false,
+            allow_observe: false,
         }
     }
 }
@@ -102,7 +151,28 @@ impl Config {
                 config.poll_ms
             ));
         }
+        config.mode()?;
         Ok(config)
+    }
+
+    /// `socket_mode` as permission bits.
+    pub fn mode(&self) -> Result<u32, String> {
+        u32::from_str_radix(&self.socket_mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                format!(
+                    "socket_mode = {:?}: permission bits in octal, e.g. \"0660\"",
+                    self.socket_mode
+                )
+            })
+    }
+
+    fn rules(&self) -> sessions::LaunchRules {
+        sessions::LaunchRules {
+            known_only: self.known_only,
+            allow_observe: self.allow_observe,
+        }
     }
 }
 
@@ -118,6 +188,12 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
     if let Some(addr) = args.metrics {
         config.metrics = addr;
     }
+    if let Some(socket) = &args.socket {
+        config.socket = socket.clone();
+    }
+    if let Some(dir) = &args.bpf_dir {
+        config.bpf_dir = dir.clone();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -129,7 +205,7 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args, config, dirs.state.clone())) {
+    match rt.block_on(run(args, config, dirs.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcp-guard agent: {e}");
@@ -138,7 +214,29 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
     }
 }
 
-async fn run(args: AgentArgs, mut config: Config, state_dir: PathBuf) -> Result<(), String> {
+async fn run(args: AgentArgs, mut config: Config, dirs: Dirs) -> Result<(), String> {
+    let state_dir = dirs.state.clone();
+    let writer = StoreWriter::spawn(db_path(&state_dir));
+    let guard = guard_service::GuardService::start(&config.bpf_dir, writer.clone())
+        .map_err(|e| format!("{e}\nthe agent cannot guard sessions without its eBPF programs"))?;
+    eprintln!(
+        "mcp-guard agent: eBPF programs pinned in {} ({} server(s) guarded from before)",
+        config.bpf_dir.display(),
+        guard.guarded()
+    );
+    let (policies, problems) = policies::PolicySet::load(&dirs.policy);
+    for p in problems {
+        eprintln!("mcp-guard agent: policy not loaded: {p}");
+    }
+    let listener = bind_socket(&config)?;
+    let launcher = Arc::new(sessions::Launcher {
+        rules: std::sync::RwLock::new(config.rules()),
+        policies: std::sync::Mutex::new(policies),
+        dirs: dirs.clone(),
+        socket: config.socket.clone(),
+        guard: guard.clone(),
+    });
+    let accepting = tokio::spawn(sessions::accept(listener, launcher.clone()));
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     match metrics.enable_bpf_stats(&PROGRAM_NAMES) {
         Ok(BpfStatsSource::Off) => tracing::warn!(
@@ -185,6 +283,8 @@ async fn run(args: AgentArgs, mut config: Config, state_dir: PathBuf) -> Result<
                 .await
                 .map_err(|e| format!("store follower: {e}"))?;
                 tail = cursor;
+                guard.record_drops();
+                guard.collect_orphans();
                 match polled {
                     Ok(batch) => {
                         count(&metrics, &batch);
@@ -194,24 +294,91 @@ async fn run(args: AgentArgs, mut config: Config, state_dir: PathBuf) -> Result<
                     Err(e) => tracing::warn!("store: {e}; retrying"),
                 }
             }
-            _ = hup.recv() => match Config::load(args.config.as_deref()) {
+            _ = hup.recv() => {
+                let problems = launcher.policies.lock().unwrap_or_else(|p| p.into_inner()).reload();
+                for p in &problems {
+                    eprintln!("mcp-guard agent: SIGHUP: {p}");
+                }
+                eprintln!("mcp-guard agent: policies reloaded ({} problem(s))", problems.len());
+                match Config::load(args.config.as_deref()) {
                 Ok(new) => {
                     if new.metrics != config.metrics && args.metrics.is_none() {
                         tracing::warn!("SIGHUP: a new metrics address takes a restart; keeping {}", config.metrics);
                     }
+                    if new.socket != config.socket || new.bpf_dir != config.bpf_dir
+                        || new.socket_mode != config.socket_mode
+                        || new.socket_group != config.socket_group {
+                        tracing::warn!("SIGHUP: socket and bpf_dir changes take a restart");
+                    }
                     tick = tokio::time::interval(Duration::from_millis(new.poll_ms));
-                    config = Config { metrics: config.metrics, ..new };
+                    *launcher.rules.write().unwrap_or_else(|p| p.into_inner()) = new.rules();
+                    config = Config {
+                        metrics: config.metrics,
+                        socket: config.socket,
+                        socket_mode: config.socket_mode,
+                        socket_group: config.socket_group,
+                        bpf_dir: config.bpf_dir,
+                        ..new
+                    };
                     eprintln!("mcp-guard agent: config reloaded");
                 }
                 Err(e) => eprintln!("mcp-guard agent: SIGHUP: keeping the running config: {e}"),
-            },
+            }},
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     notify("STOPPING=1");
     eprintln!("mcp-guard agent: stopping");
+    // No new sessions; running ones keep their worker and their pinned guard, and reconnect to
+    // the next agent.
+    accepting.abort();
+    let _ = std::fs::remove_file(&config.socket);
+    guard.keep_all();
+    guard.record_drops();
+    writer.flush(Duration::from_secs(5));
     Ok(())
+}
+
+/// Binds the Unix socket (replacing a stale one), with the configured mode and group.
+fn bind_socket(config: &Config) -> Result<tokio::net::UnixListener, String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = &config.socket;
+    let err =
+        |what: &str, e: &dyn std::fmt::Display| format!("socket {}: {what}: {e}", path.display());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| err("creating its directory", &e))?;
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(err("in use", &"another agent listens there"));
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err("removing the stale socket", &e)),
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| err("bind", &e))?;
+    if let Some(group) = &config.socket_group {
+        let gid = nix::unistd::Group::from_name(group)
+            .map_err(|e| err("looking up socket_group", &e))?
+            .ok_or_else(|| err("socket_group", &format!("no group {group:?}")))?
+            .gid;
+        nix::unistd::chown(path, None, Some(gid)).map_err(|e| err("chown", &e))?;
+    }
+    let mode = config.mode()?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| err("chmod", &e))?;
+    eprintln!(
+        "mcp-guard agent: exec clients connect to {} (mode {:o}{})",
+        path.display(),
+        mode,
+        config
+            .socket_group
+            .as_ref()
+            .map(|g| format!(", group {g}"))
+            .unwrap_or_default()
+    );
+    Ok(listener)
 }
 
 /// The store, created if this host has none yet (the agent may start before any exec).

@@ -39,10 +39,13 @@ use crate::{
     store::{SessionRecord, StoreHandle, StoreWriter, Timestamp, db_path},
 };
 
+pub mod agent_link;
+pub mod client;
 pub mod guard;
 pub mod kernel_spec;
 pub mod pump;
 pub mod record;
+pub mod worker;
 
 /// How long exec waits at the end for the store to commit what the session sent it.
 pub const STORE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -226,6 +229,8 @@ pub async fn passthrough(io: ServerStdio) -> io::Result<()> {
 pub struct ExecArgs {
     /// `--policy`.
     pub policy: Option<String>,
+    /// The policy's text as the agent validated it (then `policy` is its file's path).
+    pub policy_text: Option<String>,
     /// `--name`.
     pub name: Option<String>,
     /// `--observe`.
@@ -236,6 +241,17 @@ pub struct ExecArgs {
     pub learn: bool,
     /// The server command.
     pub command: Vec<String>,
+    /// The agent's client the session runs for (a session worker); `None`: exec's own user.
+    pub caller: Option<launch::identity::Caller>,
+}
+
+/// How `exec` finds the agent.
+#[derive(Clone, Debug, Default)]
+pub struct AgentRoute {
+    /// `--agent-socket` (else `$MCP_GUARD_AGENT_SOCKET`, else the default path).
+    pub socket: Option<PathBuf>,
+    /// `--standalone`: never through the agent.
+    pub standalone: bool,
 }
 
 /// Where a session is recorded: its id and the store writer. Made before the hooks so a seam
@@ -262,11 +278,27 @@ impl Recording {
     }
 }
 
-/// Runs `mcp-guard exec`: the eBPF kernel guard on the attach and finish seams, the MCP proxy on
-/// stdio (raw bytes with `--passthrough`).
-pub fn main(args: ExecArgs, dirs: &Dirs) -> ExitCode {
+/// Runs `mcp-guard exec`: through the agent when it listens (the session then runs in the
+/// agent's session worker, see [`client`]), else standalone here: the eBPF kernel guard on the
+/// attach and finish seams, the MCP proxy on stdio (raw bytes with `--passthrough`).
+pub fn main(args: ExecArgs, dirs: &Dirs, route: &AgentRoute) -> ExitCode {
+    if !route.standalone {
+        let socket = client::socket_path(route.socket.as_deref());
+        if let Some(stream) = client::connect(&socket) {
+            let request = crate::ipc::ExecRequest {
+                policy: args.policy,
+                name: args.name,
+                observe: args.observe,
+                passthrough: args.passthrough,
+                learn: args.learn,
+                command: args.command,
+                env: std::env::vars().collect(),
+            };
+            return ExitCode::from(client::run(stream, request));
+        }
+    }
     let recording = Recording::new(&dirs.state);
-    let (attach, finish) = guard::hooks();
+    let (attach, finish) = guard::hooks(guard::GuardSource::Local);
     let pump: Pump = if args.passthrough {
         Box::new(|io| Box::pin(passthrough(io)))
     } else {
@@ -289,11 +321,20 @@ pub fn run(args: ExecArgs, dirs: &Dirs, hooks: Hooks) -> ExitCode {
 
 /// [`run`] recorded under `recording`.
 pub fn run_recorded(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hooks) -> ExitCode {
-    let mut policy = match policy::load(args.policy.as_deref(), &dirs.policy) {
+    ExitCode::from(u8::try_from(run_status(args, dirs, recording, hooks)).unwrap_or(1))
+}
+
+/// [`run_recorded`], returning the status as a number.
+pub fn run_status(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hooks) -> i32 {
+    let loaded = match &args.policy_text {
+        Some(text) => policy::parse(text, args.policy.as_deref().map(Path::new)),
+        None => policy::load(args.policy.as_deref(), &dirs.policy),
+    };
+    let mut policy = match loaded {
         Ok(p) => p,
         Err(e) => {
             eprintln!("mcp-guard: policy error:\n{e}");
-            return ExitCode::from(EXIT_POLICY);
+            return i32::from(EXIT_POLICY);
         }
     };
     policy.detect.learn |= args.learn;
@@ -306,13 +347,13 @@ pub fn run_recorded(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Ho
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mcp-guard: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_UNENFORCEABLE);
+            return i32::from(EXIT_UNENFORCEABLE);
         }
     };
     let code = rt.block_on(session(args, policy, recording, hooks));
     // The stdin reader may be blocked in read(2) on a thread; do not wait for it.
     rt.shutdown_background();
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    code
 }
 
 /// Whether `server` is quarantined (then says so, and how to lift it). Checked once the
@@ -331,7 +372,8 @@ fn quarantined(state_dir: &std::path::Path, server: &str) -> bool {
     true
 }
 
-fn say(msg: &str) {
+/// Writes `msg` to stderr, each line prefixed `mcp-guard: `.
+pub(crate) fn say(msg: &str) {
     for line in msg.lines() {
         eprintln!("mcp-guard: {line}");
     }
@@ -383,6 +425,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         command: &args.command,
         observe,
         state_dir: Some(&recording.state_dir),
+        caller: args.caller.as_ref(),
     }) {
         Ok(p) => p,
         Err(e) => {
@@ -499,6 +542,7 @@ async fn container_session(
         command: &args.command,
         observe,
         state_dir: None,
+        caller: args.caller.as_ref(),
     };
     let prepared = match ctr::prepare(&req, &session).await {
         Ok(p) => p,

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod detect;
 pub mod doctor;
 pub mod exec;
+pub mod ipc;
 pub mod kernel;
 pub mod launch;
 pub mod mcp;

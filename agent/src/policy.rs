@@ -65,6 +65,36 @@ pub struct Policy {
     /// `[mcp]`: the MCP proxy's settings (message size, poisoned descriptions, secret shapes,
     /// PII, external hook).
     pub mcp: Mcp,
+    /// `[access]`: who may launch this policy through the agent.
+    pub access: Access,
+}
+
+/// `[access]`: the users and groups the agent launches this policy for (an unprivileged `exec`
+/// through the agent's socket). Empty lists: everyone who may reach the socket. Root always may.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// `users`: login names or numeric uids.
+    pub users: Vec<String>,
+    /// `groups`: group names or numeric gids (primary or supplementary).
+    pub groups: Vec<String>,
+}
+
+impl Access {
+    /// Whether a caller with `uid`, login `name` and `groups` (names and gids) may use the
+    /// policy.
+    pub fn permits(&self, uid: u32, name: &str, groups: &[(u32, String)]) -> bool {
+        if uid == 0 || (self.users.is_empty() && self.groups.is_empty()) {
+            return true;
+        }
+        self.users
+            .iter()
+            .any(|u| u == name || *u == uid.to_string())
+            || self.groups.iter().any(|g| {
+                groups
+                    .iter()
+                    .any(|(gid, gname)| g == gname || *g == gid.to_string())
+            })
+    }
 }
 
 /// `[isolation]`: how the server is isolated.
@@ -688,6 +718,7 @@ const TOP_KEYS: &[&str] = &[
     "isolation",
     "pin",
     "mcp",
+    "access",
 ];
 
 impl Checker<'_> {
@@ -882,6 +913,9 @@ impl Checker<'_> {
         let mcp = section("mcp")
             .map(|(item, span)| self.mcp(item, &span))
             .unwrap_or_default();
+        let access = section("access")
+            .map(|(item, span)| self.access(item, &span))
+            .unwrap_or_default();
         Some(Policy {
             name: name?,
             source: source.map(Path::to_path_buf),
@@ -898,6 +932,7 @@ impl Checker<'_> {
             isolation,
             pin,
             mcp,
+            access,
         })
     }
 
@@ -1666,6 +1701,30 @@ impl Checker<'_> {
             }
         }
         rule
+    }
+
+    fn access(&mut self, item: &Item, span: &Span) -> Access {
+        let mut access = Access::default();
+        let Some(table) = self.table(item, span, "access", &["users", "groups"]) else {
+            return access;
+        };
+        for (key, list) in [("users", &mut access.users), ("groups", &mut access.groups)] {
+            if let Some(value) = table.get(key) {
+                let (_, value_span) = entry(table, key, span);
+                for (s, s_span, s_path) in self.strings(value, &value_span, &join("access", key)) {
+                    if is_user_name(s) {
+                        list.push(s.to_string());
+                    } else {
+                        self.error(
+                            &s_span,
+                            &s_path,
+                            format!("{s:?} is neither a name nor a numeric id"),
+                        );
+                    }
+                }
+            }
+        }
+        access
     }
 
     fn enforcement(&mut self, item: &Item, span: &Span) -> Enforcement {

@@ -4,16 +4,22 @@
 //! policy's [`ServerSpec`](crate::kernel::loader::ServerSpec), start recording its events in the
 //! store) and the matching [`Finish`] hook (drain the events still in flight, say what was lost).
 //!
-//! Each exec process loads its own copy of the programs: the syscall tracepoints are host-wide
-//! but filter in the kernel to the cgroups this copy guards, so concurrent sessions do not see
-//! each other's events and one exec ending detaches nothing of another's.
+//! A standalone exec loads its own copy of the programs ([`GuardSource::Local`]): the syscall
+//! tracepoints are host-wide but filter in the kernel to the cgroups this copy guards, so
+//! concurrent sessions do not see each other's events and one exec ending detaches nothing of
+//! another's. A session worker of the agent ([`GuardSource::Agent`]) asks the agent instead,
+//! which guards the cgroup with the programs it loaded and pinned once, and streams the events.
 
-use std::{any::Any, cell::RefCell, collections::HashSet, rc::Rc};
+use std::{any::Any, cell::RefCell, collections::HashSet, path::PathBuf, rc::Rc, time::Duration};
 
-use tokio::{sync::oneshot, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
 
 use super::{
     Attach, Finish, SessionInfo,
+    agent_link::AgentLink,
     kernel_spec::{sensitive_path, server_spec},
     record::{Analysis, RecorderStats, record_events},
     say,
@@ -21,14 +27,37 @@ use super::{
 use crate::{
     detect::{DetectConfig, Detector, Profile},
     doctor::CapabilityId,
-    kernel::loader::{KernelError, KernelGuard},
+    ipc::GuardRequest,
+    kernel::{
+        events::KernelEvent,
+        loader::{KernelError, KernelGuard, ServerSpec},
+    },
     policy::OnSensitive,
-    store::{Attribution, EventKind, EventRecord, LOST_KIND, StoreHandle, Timestamp, Verdict},
+    store::{EventRecord, StoreHandle},
 };
+
+/// Where a session's kernel guard comes from.
+#[derive(Clone, Debug)]
+pub enum GuardSource {
+    /// Load the programs in this process (standalone exec).
+    Local,
+    /// The agent listening on this socket, with its pinned programs (a session worker).
+    Agent(PathBuf),
+}
+
+/// How long the end of a session waits for an absent agent to come back and deliver the
+/// session's last events.
+const AGENT_FLUSH_WAIT: Duration = Duration::from_secs(10);
+
+/// What guards a running session.
+enum Guarded {
+    Local(Box<KernelGuard>),
+    Agent(AgentLink),
+}
 
 /// The guard of a running session, kept between attach and finish.
 struct Running {
-    guard: KernelGuard,
+    guard: Guarded,
     stop: oneshot::Sender<()>,
     recorder: JoinHandle<RecorderStats>,
     /// Where the kernel's drop counts are recorded at the end (as `lost` events).
@@ -38,17 +67,21 @@ struct Running {
 }
 
 /// The kernel guard's attach and finish hooks for one session.
-pub fn hooks() -> (Attach, Finish) {
+pub fn hooks(source: GuardSource) -> (Attach, Finish) {
     let state: Rc<RefCell<Option<Running>>> = Rc::default();
     let attach_state = state.clone();
     let attach: Attach = Box::new(move |info: SessionInfo| {
         Box::pin(async move {
-            match attach_guard(&info).await {
-                Ok((running, handle)) => {
-                    *attach_state.borrow_mut() = Some(running);
+            let attached = match source {
+                GuardSource::Local => local_guard(&info).await.map_err(|e| explain(&e)),
+                GuardSource::Agent(socket) => agent_guard(&info, socket).await,
+            };
+            match attached {
+                Ok((guard, events, handle)) => {
+                    *attach_state.borrow_mut() = Some(start_recorder(&info, guard, events));
                     Ok(handle)
                 }
-                Err(e) => unavailable(&info, &e),
+                Err(why) => unavailable(&info, why),
             }
         })
     });
@@ -63,9 +96,9 @@ pub fn hooks() -> (Attach, Finish) {
     (attach, finish)
 }
 
-/// Loads the programs, starts the event stream and guards the session's cgroup. The returned
-/// handle is what exec keeps alive for the session.
-async fn attach_guard(info: &SessionInfo) -> Result<(Running, Box<dyn Any>), KernelError> {
+/// The policy's kernel spec for the session, warning about sensitive globs the kernel cannot
+/// match.
+fn spec_for(info: &SessionInfo) -> ServerSpec {
     let spec = server_spec(
         &info.policy,
         &info.server,
@@ -93,12 +126,58 @@ async fn attach_guard(info: &SessionInfo) -> Result<(Running, Box<dyn Any>), Ker
             ));
         }
     }
+    spec
+}
+
+/// The session's guard, its event stream, and the value exec keeps alive for the session.
+type Attached = (Guarded, mpsc::Receiver<KernelEvent>, Box<dyn Any>);
+
+/// Loads the programs in this process, starts the event stream and guards the session's cgroup.
+async fn local_guard(info: &SessionInfo) -> Result<Attached, KernelError> {
+    let spec = spec_for(info);
     let guard = KernelGuard::load()?;
     let events = guard.events()?;
     let mut handle = guard.add_server(&info.cgroup_dir, spec).await?;
     for member in &info.member_cgroups {
         handle.add_member(member)?;
     }
+    tracing::info!(
+        "server {}: eBPF guard attached to cgroup {} (session {})",
+        info.server,
+        handle.cgroup_id(),
+        info.session
+    );
+    Ok((Guarded::Local(Box::new(guard)), events, Box::new(handle)))
+}
+
+/// Asks the agent to guard the session's cgroup with its pinned programs.
+async fn agent_guard(info: &SessionInfo, socket: PathBuf) -> Result<Attached, String> {
+    let request = GuardRequest {
+        cgroup_dir: info.cgroup_dir.clone(),
+        members: info.member_cgroups.clone(),
+        spec: spec_for(info),
+        adopt: false,
+    };
+    let (tx, events) = mpsc::channel(EVENT_QUEUE);
+    let link = AgentLink::connect(socket, request, tx).await?;
+    tracing::info!(
+        "server {}: guarded by the agent's eBPF programs on cgroup {} (session {})",
+        info.server,
+        link.cgroup_id(),
+        info.session
+    );
+    Ok((Guarded::Agent(link), events, Box::new(())))
+}
+
+/// Events from the agent that may wait for the recorder.
+const EVENT_QUEUE: usize = 65536;
+
+/// Starts recording the session's events (with correlation and detection) in the store.
+fn start_recorder(
+    info: &SessionInfo,
+    guard: Guarded,
+    events: mpsc::Receiver<KernelEvent>,
+) -> Running {
     let (stop, stopped) = oneshot::channel();
     let detector = detector(info);
     let analysis = Analysis {
@@ -120,23 +199,14 @@ async fn attach_guard(info: &SessionInfo) -> Result<(Running, Box<dyn Any>), Ker
         analysis,
         stopped,
     ));
-    tracing::info!(
-        "server {}: eBPF guard attached to cgroup {} (session {})",
-        info.server,
-        handle.cgroup_id(),
-        info.session
-    );
-    Ok((
-        Running {
-            guard,
-            stop,
-            recorder,
-            store: info.store.clone(),
-            server: info.server.clone(),
-            session: info.session.clone(),
-        },
-        Box::new(handle),
-    ))
+    Running {
+        guard,
+        stop,
+        recorder,
+        store: info.store.clone(),
+        server: info.server.clone(),
+        session: info.session.clone(),
+    }
 }
 
 /// The session's detection rules, with what was learned about the server before.
@@ -160,8 +230,7 @@ fn detector(info: &SessionInfo) -> Detector {
 
 /// Refuses (fail closed) or, under `--observe` / `allow_degraded`, says loudly what is lost
 /// and lets the server run without the guard.
-fn unavailable(info: &SessionInfo, e: &KernelError) -> Result<Box<dyn Any>, String> {
-    let why = explain(e);
+fn unavailable(info: &SessionInfo, why: String) -> Result<Box<dyn Any>, String> {
     if !(info.observe || info.policy.enforcement.allow_degraded) {
         return Err(format!(
             "{why}\nwithout it, egress cannot be limited to the policy's [network] allow list \
@@ -267,7 +336,26 @@ async fn finish_guard(running: Running) {
         session,
     } = running;
     // The server's processes are gone: after the flush the channel holds all it ever produced.
-    guard.flush().await;
+    let guard = match guard {
+        Guarded::Local(guard) => {
+            guard.flush().await;
+            guard
+        }
+        Guarded::Agent(link) => {
+            if !link.flush(AGENT_FLUSH_WAIT).await {
+                say(&format!(
+                    "WARNING: the agent did not come back within {}s: the session's last kernel \
+                     events stay in its ring buffer and are not attributed to this session",
+                    AGENT_FLUSH_WAIT.as_secs()
+                ));
+            }
+            let _ = stop.send(());
+            let _ = recorder.await;
+            // The agent accounts for the kernel's drops of all its sessions.
+            link.release().await;
+            return;
+        }
+    };
     let _ = stop.send(());
     let stats = match recorder.await {
         Ok(stats) => stats,
@@ -293,36 +381,16 @@ async fn finish_guard(running: Running) {
             // The gap is part of the session's history (`events --kind lost`) and what the
             // agent counts as mcp_guard_events_dropped_total{reason}.
             for (reason, n) in drops.iter().filter(|(_, n)| **n > 0) {
-                store.send(lost_event(&server, &session, reason, *n));
+                store.send(EventRecord::lost(
+                    format!("{session}-lost-{reason}"),
+                    &server,
+                    &session,
+                    reason,
+                    *n,
+                ));
             }
         }
         Err(e) => say(&format!("cannot read the kernel drop counters: {e}")),
-    }
-}
-
-/// A `lost` event: `n` kernel events of the session were lost or incomplete for `reason`
-/// (kept in `detail` as `{"reason": .., "count": ..}`).
-fn lost_event(server: &str, session: &str, reason: &str, n: u64) -> EventRecord {
-    EventRecord {
-        event_id: format!("{session}-lost-{reason}"),
-        ts: Timestamp::now(),
-        server: server.to_string(),
-        session: session.to_string(),
-        pid: 0,
-        kind: EventKind::Other(LOST_KIND.to_string()),
-        path: None,
-        addr: None,
-        port: None,
-        verdict: Verdict::Allowed,
-        call_id: None,
-        attribution: Attribution::None,
-        candidates: Vec::new(),
-        flags: None,
-        result: i64::try_from(n).ok(),
-        argv: None,
-        proto: None,
-        would_deny: false,
-        detail: Some(serde_json::json!({ "reason": reason, "count": n })),
     }
 }
 

@@ -54,7 +54,7 @@ impl Labels {
 }
 
 /// One thing a guarded server did (or that was done about it).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KernelEvent {
     /// CLOCK_BOOTTIME nanoseconds (see [`boot_ns_now`]).
     pub ts_boot_ns: u64,
@@ -73,7 +73,7 @@ pub struct KernelEvent {
 }
 
 /// The kinds of kernel event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EventKind {
     /// execve/execveat attempted.
     Exec {
@@ -123,7 +123,7 @@ pub enum EventKind {
 }
 
 /// Which socket operation a `Connect` event reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SockOp {
     /// connect(2).
     Connect,
@@ -132,7 +132,7 @@ pub enum SockOp {
 }
 
 /// An egress verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Verdict {
     /// Allowed by the allowlist.
     Allowed,

@@ -8,6 +8,12 @@
 //! tracepoints host-wide (they return at once for unguarded cgroups) and the egress programs to
 //! each server's cgroup. [`KernelGuard::add_server`] fills the maps for one server and returns a
 //! [`ServerHandle`] that empties them again when dropped.
+//!
+//! A standalone `exec` owns its copy: everything is detached when it exits. The agent loads with
+//! [`KernelGuard::load_pinned`]: maps, programs and every attachment are pinned on bpffs, so
+//! servers stay enforced while the agent restarts, and the next agent takes the same maps (and
+//! the events queued in the ring buffer meanwhile) over; [`KernelGuard::adopt_server`] gives it
+//! the handle of a server guarded before it started.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -18,9 +24,12 @@ use std::{
 };
 
 use aya::{
-    Btf, Ebpf,
+    Btf, Ebpf, EbpfLoader,
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr},
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSockAddr,
+        links::{FdLink, PinnedLink},
+    },
 };
 use ipnet::IpNet;
 use mcp_guard_ebpf::{
@@ -63,12 +72,25 @@ pub const PROGRAM_NAMES: [&str; 6] = [
     programs::SYS_EXIT,
 ];
 
+/// The maps pinned in the agent's bpffs directory: enforcement state of live servers, the event
+/// ring buffer (what was queued while no agent ran) and the drop counters. The programs' scratch
+/// and pairing maps are private to each load.
+const PINNED_MAPS: [&str; 7] = [
+    maps::GUARDED,
+    maps::ALLOW_V4,
+    maps::ALLOW_V6,
+    maps::SENSITIVE,
+    maps::SENSITIVE_NAMES,
+    maps::EVENTS,
+    maps::DROPS,
+];
+
 /// How many events may wait in the channel before the reader stops draining the ring buffer
 /// (and the kernel starts counting `ringbuf_full` drops).
 const EVENT_CHANNEL: usize = 65536;
 
 /// Where a server may connect: a network, or a host name resolved and kept fresh.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Destination {
     /// A network (a single host is a /32 or /128).
     Net(IpNet),
@@ -77,7 +99,7 @@ pub enum Destination {
 }
 
 /// One allowed destination with an inclusive port range.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EgressRule {
     /// Where.
     pub dest: Destination,
@@ -88,7 +110,7 @@ pub struct EgressRule {
 }
 
 /// A sensitive path, already `~`-expanded and absolute.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SensitivePath {
     /// Exactly this path.
     Exact(PathBuf),
@@ -100,7 +122,7 @@ pub enum SensitivePath {
 }
 
 /// What the kernel enforces and reports for one server.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ServerSpec {
     /// The server's name (echoed in events).
     pub server: String,
@@ -190,6 +212,17 @@ pub enum KernelError {
     /// A server is already guarded on this cgroup.
     #[error("cgroup {0} is already guarded")]
     AlreadyGuarded(u64),
+    /// The bpffs directory for pinned objects is not usable.
+    #[error("pinning on bpffs at {path}: {why}")]
+    Pin {
+        /// The path.
+        path: String,
+        /// Why.
+        why: String,
+    },
+    /// A server to adopt is not (or no longer) guarded in the pinned maps.
+    #[error("cgroup {0} is not guarded in the pinned maps: its enforcement did not survive")]
+    NotGuarded(u64),
 }
 
 /// The maps userspace writes, shared by the guard, its server handles and their name refreshers.
@@ -219,7 +252,12 @@ pub struct KernelGuard {
     rx: Mutex<Option<mpsc::Receiver<KernelEvent>>>,
     flush: Mutex<Option<mpsc::UnboundedSender<oneshot::Sender<()>>>>,
     next_session: Mutex<u32>,
-    attached: Mutex<BTreeSet<u64>>,
+    /// Cgroups the egress programs are attached to; shared with the handles, which remove
+    /// their cgroup (an inode number, which a later cgroup may get again).
+    attached: Arc<Mutex<BTreeSet<u64>>>,
+    /// Where objects are pinned (the agent's versioned bpffs directory); `None`: owned by this
+    /// process only.
+    pins: Option<PathBuf>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -240,9 +278,31 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
 }
 
 impl KernelGuard {
-    /// Loads the embedded object into the kernel and attaches the syscall tracepoints.
+    /// Loads the embedded object into the kernel and attaches the syscall tracepoints; all of it
+    /// is detached and freed when the guard is dropped.
     pub fn load() -> Result<Self, KernelError> {
-        let mut ebpf = Ebpf::load(EBPF_OBJECT)?;
+        Self::load_with(None)
+    }
+
+    /// Loads the object with its maps, programs and attachments pinned below `base` (on bpffs,
+    /// mounted at /sys/fs/bpf when it is not yet): in `base/<object hash>/`, so a different
+    /// build never reuses maps of another layout. Maps pinned by an earlier agent with the same
+    /// object are reused with their contents: live servers stay guarded and their queued events
+    /// are read. The new tracepoints replace the old ones (attached first, then the old
+    /// detached: a moment of duplicate events, never a gap).
+    pub fn load_pinned(base: &Path) -> Result<Self, KernelError> {
+        let dir = pin_dir(base)?;
+        Self::load_with(Some(dir))
+    }
+
+    fn load_with(pins: Option<PathBuf>) -> Result<Self, KernelError> {
+        let mut loader = EbpfLoader::new();
+        if let Some(dir) = &pins {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, dir.join("maps").join(name));
+            }
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
         for name in EGRESS_PROGRAMS {
             let program: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
@@ -252,6 +312,9 @@ impl KernelGuard {
             program
                 .load()
                 .map_err(|source| KernelError::Program { name, source })?;
+            if let Some(dir) = &pins {
+                replace_pin(&dir.join(format!("prog_{name}")), |p| program.pin(p))?;
+            }
         }
         let btf = Btf::from_sys_fs()?;
         for (name, target) in TRACE_PROGRAMS {
@@ -263,10 +326,19 @@ impl KernelGuard {
             program
                 .load(target, &btf)
                 .map_err(|source| KernelError::Program { name, source })?;
-            // The link lives as long as `ebpf`; the programs filter to guarded cgroups.
-            program
+            let link = program
                 .attach()
                 .map_err(|source| KernelError::Program { name, source })?;
+            if let Some(dir) = &pins {
+                replace_pin(&dir.join(format!("prog_{name}")), |p| program.pin(p))?;
+                // Pinned, the attachment outlives this process; unpinned, it lives as long as
+                // `ebpf`. The programs filter to guarded cgroups either way.
+                let link: FdLink = program
+                    .take_link(link)
+                    .map_err(|source| KernelError::Program { name, source })?
+                    .into();
+                replace_pin(&dir.join(format!("link_{name}")), |p| link.pin(p).map(drop))?;
+            }
         }
         let maps = Maps {
             guarded: take_map(&mut ebpf, maps::GUARDED)?,
@@ -275,6 +347,14 @@ impl KernelGuard {
             sensitive: take_map(&mut ebpf, maps::SENSITIVE)?,
             sensitive_names: take_map(&mut ebpf, maps::SENSITIVE_NAMES)?,
         };
+        // Session indexes go on from the highest a pinned map still holds.
+        let next_session = maps
+            .guarded
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, config)| config.session)
+            .max()
+            .unwrap_or(0);
         let drops = take_map(&mut ebpf, maps::DROPS)?;
         let ring = take_map(&mut ebpf, maps::EVENTS)?;
         let (tx, rx) = mpsc::channel(EVENT_CHANNEL);
@@ -287,9 +367,68 @@ impl KernelGuard {
             tx,
             rx: Mutex::new(Some(rx)),
             flush: Mutex::new(None),
-            next_session: Mutex::new(0),
-            attached: Mutex::new(BTreeSet::new()),
+            next_session: Mutex::new(next_session),
+            attached: Arc::default(),
+            pins,
         })
+    }
+
+    /// The server cgroups guarded in the (pinned) maps: after a restart, those an earlier agent
+    /// guarded, to adopt or to forget.
+    pub fn guarded_cgroups(&self) -> Vec<u64> {
+        let maps = lock(&self.maps);
+        maps.guarded
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(id, config)| config.rules == *id)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Removes everything the maps and pins hold for the server cgroup `cgroup_id` (its members,
+    /// allowlist, sensitive paths and attachments): for a server whose cgroup is gone and that
+    /// nobody adopted.
+    pub fn forget(&self, cgroup_id: u64) {
+        let mut maps = lock(&self.maps);
+        let members: Vec<u64> = maps
+            .guarded
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, config)| config.rules == cgroup_id)
+            .map(|(id, _)| id)
+            .collect();
+        for id in members {
+            let _ = maps.guarded.remove(&id);
+        }
+        let prefix = cgroup_id.to_be_bytes();
+        let v4: Vec<_> = maps.v4.keys().filter_map(Result::ok).collect();
+        for key in v4.iter().filter(|k| k.data().cgroup == prefix) {
+            let _ = maps.v4.remove(key);
+        }
+        let v6: Vec<_> = maps.v6.keys().filter_map(Result::ok).collect();
+        for key in v6.iter().filter(|k| k.data().cgroup == prefix) {
+            let _ = maps.v6.remove(key);
+        }
+        let paths: Vec<_> = maps.sensitive.keys().filter_map(Result::ok).collect();
+        for key in paths.iter().filter(|k| k.data().cgroup == prefix) {
+            let _ = maps.sensitive.remove(key);
+        }
+        let names: Vec<_> = maps.sensitive_names.keys().filter_map(Result::ok).collect();
+        for key in names.iter().filter(|k| k.cgroup == prefix) {
+            let _ = maps.sensitive_names.remove(key);
+        }
+        drop(maps);
+        if let Some(dir) = self.cgroup_pins(cgroup_id) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        lock(&self.attached).remove(&cgroup_id);
+    }
+
+    /// Where the egress attachments of `cgroup_id` are pinned (agent only).
+    fn cgroup_pins(&self, cgroup_id: u64) -> Option<PathBuf> {
+        self.pins
+            .as_ref()
+            .map(|dir| dir.join("cgroups").join(cgroup_id.to_string()))
     }
 
     /// Takes the event stream: starts the ring buffer reader on the current tokio runtime and
@@ -340,15 +479,7 @@ impl KernelGuard {
         cgroup_dir: &Path,
         spec: ServerSpec,
     ) -> Result<ServerHandle, KernelError> {
-        let resolver = if spec
-            .egress
-            .iter()
-            .any(|r| matches!(r.dest, Destination::Host(_)))
-        {
-            Some(NameResolver::system()?)
-        } else {
-            None
-        };
+        let resolver = resolver_for(&spec)?;
         self.add_server_with(cgroup_dir, spec, resolver).await
     }
 
@@ -363,12 +494,10 @@ impl KernelGuard {
             path: cgroup_dir.display().to_string(),
             source,
         })?;
-        let (sensitive, names) = sensitive_keys(cgroup_id, &spec.sensitive)?;
-        {
-            let maps = lock(&self.maps);
-            if maps.guarded.get(&cgroup_id, 0).is_ok() {
-                return Err(KernelError::AlreadyGuarded(cgroup_id));
-            }
+        // Checked before anything is written: a bad path changes nothing.
+        sensitive_keys(cgroup_id, &spec.sensitive)?;
+        if lock(&self.maps).guarded.get(&cgroup_id, 0).is_ok() {
+            return Err(KernelError::AlreadyGuarded(cgroup_id));
         }
         self.attach(cgroup_dir, cgroup_id)?;
         let session = {
@@ -376,13 +505,94 @@ impl KernelGuard {
             *next = next.wrapping_add(1);
             *next
         };
+        let fresh = Adopted {
+            session,
+            installed: Installed::default(),
+            members: Vec::new(),
+        };
+        self.guard(cgroup_id, spec, resolver, fresh).await
+    }
+
+    /// Takes over a server an earlier agent guarded (its entries are in the pinned maps and its
+    /// egress programs still attached): returns its handle, with the allowlist, sensitive paths
+    /// and name refreshes brought back in line with `spec`. Nothing is detached meanwhile.
+    pub async fn adopt_server(
+        &self,
+        cgroup_dir: &Path,
+        spec: ServerSpec,
+    ) -> Result<ServerHandle, KernelError> {
+        let resolver = resolver_for(&spec)?;
+        let cgroup_id = cgroup_id(cgroup_dir).map_err(|source| KernelError::Cgroup {
+            path: cgroup_dir.display().to_string(),
+            source,
+        })?;
+        sensitive_keys(cgroup_id, &spec.sensitive)?;
+        let adopted = {
+            let maps = lock(&self.maps);
+            let config = maps
+                .guarded
+                .get(&cgroup_id, 0)
+                .map_err(|_| KernelError::NotGuarded(cgroup_id))?;
+            let prefix = cgroup_id.to_be_bytes();
+            let mut installed = Installed::default();
+            for key in maps.v4.keys().filter_map(Result::ok) {
+                let data = key.data();
+                if data.cgroup == prefix {
+                    let bits = key.prefix_len().saturating_sub(CGROUP_PREFIX_BITS);
+                    installed.v4.insert((bits, data.addr));
+                }
+            }
+            for key in maps.v6.keys().filter_map(Result::ok) {
+                let data = key.data();
+                if data.cgroup == prefix {
+                    let bits = key.prefix_len().saturating_sub(CGROUP_PREFIX_BITS);
+                    installed.v6.insert((bits, data.addr));
+                }
+            }
+            let members = maps
+                .guarded
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(id, c)| c.rules == cgroup_id && *id != cgroup_id)
+                .map(|(id, _)| id)
+                .collect();
+            Adopted {
+                session: config.session,
+                installed,
+                members,
+            }
+        };
+        let pinned = self.cgroup_pins(cgroup_id).is_some_and(|d| d.is_dir());
+        if pinned {
+            lock(&self.attached).insert(cgroup_id);
+        } else {
+            self.attach(cgroup_dir, cgroup_id)?;
+        }
+        self.guard(cgroup_id, spec, resolver, adopted).await
+    }
+
+    /// Fills the maps for one server (new or adopted) and returns its handle; the `GUARDED`
+    /// entry is written last, so the programs judge the cgroup only once its allowlist is whole.
+    async fn guard(
+        &self,
+        cgroup_id: u64,
+        spec: ServerSpec,
+        resolver: Option<NameResolver>,
+        adopted: Adopted,
+    ) -> Result<ServerHandle, KernelError> {
+        let (sensitive, names) = sensitive_keys(cgroup_id, &spec.sensitive)?;
+        let Adopted {
+            session,
+            installed,
+            members,
+        } = adopted;
         let label = ServerLabel {
             server: spec.server.as_str().into(),
             session: spec.session.as_str().into(),
         };
         self.labels.insert(session, label.clone());
-        let installed = Arc::new(Mutex::new(Installed::default()));
-        let handle = ServerHandle {
+        let installed = Arc::new(Mutex::new(installed));
+        let mut handle = ServerHandle {
             maps: self.maps.clone(),
             cgroup_id,
             installed: installed.clone(),
@@ -390,7 +600,10 @@ impl KernelGuard {
             names: names.clone(),
             refresher: None,
             config: GuardConfig::default(),
-            members: Vec::new(),
+            members,
+            pins: self.cgroup_pins(cgroup_id),
+            attached: self.attached.clone(),
+            kept: false,
         };
         // From here on, dropping `handle` undoes whatever was installed.
         {
@@ -407,7 +620,6 @@ impl KernelGuard {
             }
         }
         let (nets, hosts) = split_rules(&spec.egress);
-        let mut handle = handle;
         match resolver {
             Some(resolver) if !hosts.is_empty() => {
                 let mut refresher = resolve::Refresher::new(
@@ -444,7 +656,6 @@ impl KernelGuard {
             rules: cgroup_id,
         };
         handle.config = config;
-        // Last: the programs judge this cgroup only once its allowlist is complete.
         lock(&self.maps)
             .guarded
             .insert(cgroup_id, config, 0)
@@ -452,7 +663,8 @@ impl KernelGuard {
         Ok(handle)
     }
 
-    /// Attaches the egress programs to a cgroup (once). They stay until the cgroup is removed.
+    /// Attaches the egress programs to a cgroup (once). They stay until the cgroup is removed,
+    /// or, pinned (agent), until the server's handle is dropped.
     fn attach(&self, cgroup_dir: &Path, cgroup_id: u64) -> Result<(), KernelError> {
         let mut attached = lock(&self.attached);
         if attached.contains(&cgroup_id) {
@@ -462,6 +674,10 @@ impl KernelGuard {
             path: cgroup_dir.display().to_string(),
             source,
         })?;
+        let pins = self.cgroup_pins(cgroup_id);
+        if let Some(dir) = &pins {
+            std::fs::create_dir_all(dir).map_err(|e| pin_error(dir, e))?;
+        }
         let mut ebpf = lock(&self.ebpf);
         for name in EGRESS_PROGRAMS {
             let program: &mut CgroupSockAddr = ebpf
@@ -471,13 +687,130 @@ impl KernelGuard {
                 .map_err(|source| KernelError::Program { name, source })?;
             // On 5.7+ aya attaches through a bpf_link, which always coexists with other
             // programs; link_create refuses the legacy BPF_F_ALLOW_MULTI flag (EINVAL).
-            program
+            let link = program
                 .attach(&cgroup, CgroupAttachMode::Single)
                 .map_err(|source| KernelError::Program { name, source })?;
+            if let Some(dir) = &pins {
+                let link = program
+                    .take_link(link)
+                    .map_err(|source| KernelError::Program { name, source })?;
+                let link = FdLink::try_from(link).map_err(|e| KernelError::Pin {
+                    path: dir.display().to_string(),
+                    why: format!("{name}: the cgroup attachment is not a bpf_link: {e}"),
+                })?;
+                replace_pin(&dir.join(name), |p| link.pin(p).map(drop))?;
+            }
         }
         attached.insert(cgroup_id);
         Ok(())
     }
+}
+
+/// The system resolver when `spec` names hosts.
+fn resolver_for(spec: &ServerSpec) -> Result<Option<NameResolver>, KernelError> {
+    let names_hosts = spec
+        .egress
+        .iter()
+        .any(|r| matches!(r.dest, Destination::Host(_)));
+    Ok(if names_hosts {
+        Some(NameResolver::system()?)
+    } else {
+        None
+    })
+}
+
+/// What a server's handle starts from: fresh (nothing installed) or adopted from pinned maps.
+struct Adopted {
+    session: u32,
+    installed: Installed,
+    members: Vec<u64>,
+}
+
+/// The versioned pin directory below `base` (created), mounting bpffs at /sys/fs/bpf first when
+/// `base` is below it and nothing is mounted there (systemd usually mounts it; not every host).
+/// Directories of other builds are removed once no server in them is guarded any more.
+fn pin_dir(base: &Path) -> Result<PathBuf, KernelError> {
+    use sha2::Digest as _;
+    let root = Path::new("/sys/fs/bpf");
+    if base.starts_with(root) && !on_bpffs(root) {
+        nix::mount::mount(
+            Some("bpf"),
+            root,
+            Some("bpf"),
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(|e| pin_error(root, std::io::Error::from(e)))?;
+    }
+    std::fs::create_dir_all(base).map_err(|e| pin_error(base, e))?;
+    if !on_bpffs(base) {
+        return Err(KernelError::Pin {
+            path: base.display().to_string(),
+            why: "not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)".into(),
+        });
+    }
+    let digest = sha2::Sha256::digest(EBPF_OBJECT);
+    let version: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let dir = base.join(&version);
+    for sub in ["maps", "cgroups"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(|e| pin_error(&dir, e))?;
+    }
+    if let Ok(entries) = std::fs::read_dir(base) {
+        for other in entries.flatten().map(|e| e.path()) {
+            if other != dir && other.is_dir() && !guards_anything(&other) {
+                let _ = std::fs::remove_dir_all(&other);
+            }
+        }
+    }
+    Ok(dir)
+}
+
+fn on_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
+}
+
+/// Whether the pinned `GUARDED` map of another build's directory still guards a server (its
+/// programs then still enforce; the directory stays until that server ends).
+fn guards_anything(dir: &Path) -> bool {
+    let Ok(data) = MapData::from_pin(dir.join("maps").join(maps::GUARDED)) else {
+        return false;
+    };
+    HashMap::<_, u64, GuardConfig>::try_from(aya::maps::Map::HashMap(data))
+        .is_ok_and(|m| m.keys().next().is_some())
+}
+
+fn pin_error(path: &Path, e: std::io::Error) -> KernelError {
+    KernelError::Pin {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    }
+}
+
+/// Pins a new object at `path` in place of whatever an earlier load pinned there. An old link
+/// is held open until the new object is pinned, so the attachment it stands for never lapses.
+fn replace_pin(
+    path: &Path,
+    pin: impl FnOnce(&Path) -> Result<(), aya::pin::PinError>,
+) -> Result<(), KernelError> {
+    let old = if path.exists() {
+        PinnedLink::from_pin(path).ok()
+    } else {
+        None
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(pin_error(path, e)),
+    }
+    pin(path).map_err(|e| KernelError::Pin {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    })?;
+    drop(old);
+    Ok(())
 }
 
 /// Whether one program of the object loads (and, for the tracepoints, attaches) here.
@@ -562,6 +895,11 @@ pub struct ServerHandle {
     refresher: Option<tokio::task::JoinHandle<()>>,
     config: GuardConfig,
     members: Vec<u64>,
+    /// Where its egress attachments are pinned (agent): removed with the handle.
+    pins: Option<PathBuf>,
+    attached: Arc<Mutex<BTreeSet<u64>>>,
+    /// Leave the maps and pins in place when dropped ([`ServerHandle::keep`]).
+    kept: bool,
 }
 
 impl ServerHandle {
@@ -589,10 +927,21 @@ impl ServerHandle {
     }
 }
 
+impl ServerHandle {
+    /// Lets go of the server without touching the kernel: its maps and pinned attachments stay
+    /// and keep enforcing, for the next agent to adopt (the agent stopping or restarting).
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         if let Some(task) = self.refresher.take() {
             task.abort();
+        }
+        if self.kept {
+            return;
         }
         let mut maps = lock(&self.maps);
         let _ = maps.guarded.remove(&self.cgroup_id);
@@ -612,6 +961,12 @@ impl Drop for ServerHandle {
         for key in &self.names {
             let _ = maps.sensitive_names.remove(key);
         }
+        // Unpinned, the links are released: the programs leave the (usually gone) cgroup.
+        if let Some(dir) = &self.pins {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        drop(maps);
+        lock(&self.attached).remove(&self.cgroup_id);
     }
 }
 

@@ -286,7 +286,7 @@ pub async fn prepare(
     let Some(image) = &policy.isolation.image else {
         return Err(Config("[isolation] image is missing".into()));
     };
-    let id = identity::resolve(policy.user.as_deref()).map_err(Config)?;
+    let id = identity::resolve(policy.user.as_deref(), req.caller).map_err(Config)?;
     let mut secrets = Vec::new();
     for (name, secret) in &policy.secrets {
         let value = read_secret(secret).map_err(|e| Config(format!("secrets.{name}: {e}")))?;
@@ -322,7 +322,8 @@ pub async fn prepare(
         }
     };
 
-    let mut env: Vec<String> = std::env::vars()
+    let mut env: Vec<String> = identity::source_vars(req.caller)
+        .into_iter()
         .filter(|(k, _)| policy.env.pass.iter().any(|p| p == k))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();

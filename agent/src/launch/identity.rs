@@ -5,6 +5,10 @@
 //! no_new_privs and the landlock/seccomp jail (plain root is then only a uid that owns files, and
 //! landlock decides which of them it may touch). Exec refuses to run as non-root (it needs root
 //! for cgroups and namespaces).
+//!
+//! When the agent launches for an `exec` client ([`Caller`]), the server runs as that client's
+//! user (its uid and gid as the kernel reported them on the socket), and the variables come
+//! from the client's environment, not the agent's. Only a root client may pick another user.
 
 use std::{
     ffi::CString,
@@ -31,9 +35,73 @@ pub struct Identity {
     pub why: String,
 }
 
-/// Resolves the server's identity. `configured` is the policy's `user` (name or uid).
-pub fn resolve(configured: Option<&str>) -> Result<Identity, String> {
+/// Who asked the agent for a launch: the client's credentials (SO_PEERCRED) and environment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Caller {
+    /// The client's uid.
+    pub uid: u32,
+    /// The client's gid.
+    pub gid: u32,
+    /// The client's environment (only what [`environment`] keeps reaches the server).
+    pub env: Vec<(String, String)>,
+}
+
+impl Caller {
+    fn var(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A variable of the environment the launch is for: the caller's, else exec's own.
+fn var(caller: Option<&Caller>, name: &str) -> Option<String> {
+    match caller {
+        Some(c) => c.var(name).map(str::to_string),
+        None => std::env::var(name).ok(),
+    }
+}
+
+/// The variables of the environment the launch is for.
+pub fn source_vars(caller: Option<&Caller>) -> Vec<(String, String)> {
+    match caller {
+        Some(c) => c.env.clone(),
+        None => std::env::vars().collect(),
+    }
+}
+
+/// Resolves the server's identity. `configured` is the policy's `user` (name or uid); `caller`
+/// the agent's client, if the agent launches.
+pub fn resolve(configured: Option<&str>, caller: Option<&Caller>) -> Result<Identity, String> {
     let lookup_err = |what: &str, e: nix::Error| format!("looking up user {what}: {e}");
+    if let Some(c) = caller.filter(|c| c.uid != 0) {
+        let user = User::from_uid(Uid::from_raw(c.uid))
+            .map_err(|e| lookup_err(&c.uid.to_string(), e))?
+            .ok_or_else(|| format!("uid {} has no passwd entry on this host", c.uid))?;
+        if let Some(spec) = configured {
+            let wanted = match spec.parse::<u32>() {
+                Ok(uid) => uid,
+                Err(_) => User::from_name(spec)
+                    .map_err(|e| lookup_err(spec, e))?
+                    .map_or(u32::MAX, |u| u.uid.as_raw()),
+            };
+            if wanted != c.uid {
+                return Err(format!(
+                    "the policy runs the server as user {spec:?}, but you are {} (uid {}): only \
+                     root may launch a server as another user",
+                    user.name, c.uid
+                ));
+            }
+        }
+        return Ok(with_groups(
+            User {
+                gid: Gid::from_raw(c.gid),
+                ..user
+            },
+            "the caller of exec (through the agent)".into(),
+        ));
+    }
     let (user, why) = if let Some(spec) = configured {
         let user = match spec.parse::<u32>() {
             Ok(uid) => User::from_uid(Uid::from_raw(uid)).map_err(|e| lookup_err(spec, e))?,
@@ -41,17 +109,11 @@ pub fn resolve(configured: Option<&str>) -> Result<Identity, String> {
         }
         .ok_or_else(|| format!("the policy's user {spec:?} does not exist on this host"))?;
         (user, format!("the policy's user = {spec:?}"))
-    } else if let Some(uid) = std::env::var("SUDO_UID")
-        .ok()
-        .and_then(|s| s.parse::<u32>().ok())
-    {
+    } else if let Some(uid) = var(caller, "SUDO_UID").and_then(|s| s.parse::<u32>().ok()) {
         let mut user = User::from_uid(Uid::from_raw(uid))
             .map_err(|e| lookup_err(&uid.to_string(), e))?
             .ok_or_else(|| format!("SUDO_UID={uid} names no user on this host"))?;
-        if let Some(gid) = std::env::var("SUDO_GID")
-            .ok()
-            .and_then(|s| s.parse::<u32>().ok())
-        {
+        if let Some(gid) = var(caller, "SUDO_GID").and_then(|s| s.parse::<u32>().ok()) {
             user.gid = Gid::from_raw(gid);
         }
         (user, "the invoking user (SUDO_UID)".to_string())
@@ -61,7 +123,7 @@ pub fn resolve(configured: Option<&str>) -> Result<Identity, String> {
             .ok_or("the current uid has no passwd entry")?;
         let mut user = user;
         // Plain root keeps its own HOME (e.g. a service's or a test's) when it is set.
-        if let Some(home) = std::env::var_os("HOME").filter(|h| Path::new(h).is_absolute()) {
+        if let Some(home) = var(caller, "HOME").filter(|h| Path::new(h).is_absolute()) {
             user.dir = PathBuf::from(home);
         }
         (
@@ -69,20 +131,25 @@ pub fn resolve(configured: Option<&str>) -> Result<Identity, String> {
             "root (no SUDO_UID and no policy user): all capabilities dropped".to_string(),
         )
     };
+    Ok(with_groups(user, why))
+}
+
+/// The identity of `user`, with its supplementary groups from the group database.
+fn with_groups(user: User, why: String) -> Identity {
     let groups = match CString::new(user.name.clone()) {
         Ok(name) => nix::unistd::getgrouplist(&name, user.gid)
             .map(|g| g.into_iter().map(Gid::as_raw).collect())
             .unwrap_or_else(|_| vec![user.gid.as_raw()]),
         Err(_) => vec![user.gid.as_raw()],
     };
-    Ok(Identity {
+    Identity {
         uid: user.uid.as_raw(),
         gid: user.gid.as_raw(),
         groups,
         name: user.name,
         home: user.dir,
         why,
-    })
+    }
 }
 
 /// Variables kept from exec's environment (plus `LC_*` and the policy's `[env] pass`). Not
@@ -96,8 +163,10 @@ pub fn environment(
     id: &Identity,
     pass: &[String],
     secrets: &[(String, String)],
+    caller: Option<&Caller>,
 ) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = std::env::vars()
+    let mut env: Vec<(String, String)> = source_vars(caller)
+        .into_iter()
         .filter(|(k, _)| {
             ENV_ALLOW.contains(&k.as_str()) || k.starts_with("LC_") || pass.iter().any(|p| p == k)
         })
@@ -106,7 +175,7 @@ pub fn environment(
         env.retain(|(have, _)| have != k);
         env.push((k.to_string(), v));
     };
-    if std::env::var_os("PATH").is_none() {
+    if var(caller, "PATH").is_none() {
         set("PATH", "/usr/local/bin:/usr/bin:/bin".to_string());
     }
     set("HOME", id.home.display().to_string());

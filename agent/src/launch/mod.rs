@@ -73,6 +73,8 @@ pub struct LaunchRequest<'a> {
     /// mcp-guard's state dir: the bytecode cache of pinned Python packages lives there
     /// (`None`: no cache; Python compiles the pinned sources at every start).
     pub state_dir: Option<&'a std::path::Path>,
+    /// The agent's client the server is launched for (`None`: exec's own user and environment).
+    pub caller: Option<&'a identity::Caller>,
 }
 
 /// A prepared launch: the spec for the helper and the cgroup already made and limited.
@@ -129,13 +131,13 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
         ));
     }
 
-    let id = identity::resolve(policy.user.as_deref()).map_err(Config)?;
+    let id = identity::resolve(policy.user.as_deref(), req.caller).map_err(Config)?;
     let mut secrets = Vec::new();
     for (name, secret) in &policy.secrets {
         let value = read_secret(secret).map_err(|e| Config(format!("secrets.{name}: {e}")))?;
         secrets.push((name.clone(), value));
     }
-    let env = identity::environment(&id, &policy.env.pass, &secrets);
+    let env = identity::environment(&id, &policy.env.pass, &secrets, req.caller);
     let Some(cmd) = req.command.first() else {
         return Err(NotFound("no command given after --".into()));
     };

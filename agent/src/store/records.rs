@@ -289,6 +289,35 @@ pub struct EventRecord {
     pub detail: Option<serde_json::Value>,
 }
 
+impl EventRecord {
+    /// A `lost` event: `n` kernel events of `session` (or, from the agent, of all its sessions)
+    /// were lost or incomplete for `reason` (kept in `detail` as `{"reason": .., "count": ..}`);
+    /// what the agent counts as `mcp_guard_events_dropped_total{reason}`.
+    pub fn lost(event_id: String, server: &str, session: &str, reason: &str, n: u64) -> Self {
+        EventRecord {
+            event_id,
+            ts: Timestamp::now(),
+            server: server.to_string(),
+            session: session.to_string(),
+            pid: 0,
+            kind: EventKind::Other(super::LOST_KIND.to_string()),
+            path: None,
+            addr: None,
+            port: None,
+            verdict: Verdict::Allowed,
+            call_id: None,
+            attribution: Attribution::None,
+            candidates: Vec::new(),
+            flags: None,
+            result: i64::try_from(n).ok(),
+            argv: None,
+            proto: None,
+            would_deny: false,
+            detail: Some(serde_json::json!({ "reason": reason, "count": n })),
+        }
+    }
+}
+
 /// A detection rule fired.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AlertRecord {
