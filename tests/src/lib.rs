@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod agent;
 pub mod prom;
 
 /// The workspace root.

@@ -9,39 +9,32 @@ use std::{
 };
 
 use mcp_guard_tests::{
+    agent::{self as harness, PinDir},
     fixture, mcp_guard, npm_server,
     prom::{Prometheus, free_port, http_get},
     python, require_root, scratch_root, workspace_root,
 };
 
-/// The agent, killed on drop.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// The agent (with its own socket and pin directory), killed on drop.
+struct Agent {
+    agent: harness::Agent,
+    _pins: PinDir,
 }
 
+/// Starts an agent whose state dir is `state` (`<test dir>/state`), serving /metrics on `addr`,
+/// logging to `log` (`<test dir>/<name>.log`).
 fn start_agent(state: &Path, addr: &str, log: &Path) -> Agent {
-    let log = std::fs::File::create(log).expect("agent log");
-    let child = Command::new(mcp_guard())
-        .arg("--state-dir")
-        .arg(state)
-        .args(["agent", "--config", "/dev/null", "--metrics", addr])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start the agent");
-    let agent = Agent(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(addr, "/metrics").is_none_or(|(status, _)| status != 200) {
-        assert!(Instant::now() < deadline, "the agent never served /metrics");
-        std::thread::sleep(Duration::from_millis(100));
+    let dir = state.parent().expect("state is in the test dir");
+    let name = log.file_stem().and_then(|s| s.to_str()).expect("log name");
+    let test = dir
+        .file_name()
+        .and_then(|s| s.to_str())
+        .expect("test dir name");
+    let pins = PinDir::new(&format!("{test}-{name}"));
+    Agent {
+        agent: harness::Agent::start_at(dir, &pins, "", addr, name),
+        _pins: pins,
     }
-    agent
 }
 
 /// policies/everything.toml with the test's installs readable and `get-sum` denied.
@@ -445,8 +438,7 @@ fn a_sigkilled_agent_leaves_sessions_enforced_and_a_restarted_one_reports_them()
     wait_metric(&addr, "mcp_guard_servers_running", 1.0);
 
     // SIGKILL: no cleanup of any kind runs in the agent.
-    agent.0.kill().expect("SIGKILL the agent");
-    agent.0.wait().expect("reap the agent");
+    agent.agent.kill();
     assert!(
         http_get(&addr, "/metrics").is_none(),
         "the agent still answers"

@@ -754,10 +754,12 @@ fn kernel_guard_and_pump_seams() {
     let args = |cmd: &[&str]| ExecArgs {
         passthrough: true,
         policy: Some(sb.policy.display().to_string()),
+        policy_text: None,
         name: Some(format!("seams-{}", std::process::id())),
         observe: false,
         learn: false,
         command: cmd.iter().map(|s| s.to_string()).collect(),
+        caller: None,
     };
 
     // What the attach hook saw, and when its returned guard was dropped.

@@ -1,0 +1,460 @@
+//! `exec` as a thin client of `mcp-guard agent`: an unprivileged user's exec hands its stdio to
+//! the agent over the Unix socket; the agent checks who asks, runs the session as that user
+//! with the eBPF programs it pinned once, and the session outlives the agent restarting.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use mcp_guard_tests::{
+    agent::{Agent, NOBODY, PinDir, Public},
+    describe, fixture, mcp_guard, npm_server,
+    prom::http_get,
+    python, require_root, scratch_root, workspace_bin, workspace_root,
+};
+
+fn test_dir(name: &str) -> PathBuf {
+    let dir = scratch_root()
+        .join("mcp-guard-tests")
+        .join(format!("agent-sessions-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+    dir
+}
+
+/// A policy for plain programs (`sh`, `id`, the test fixtures in `extra`), installed in the
+/// agent's policy dir as `name`; `more` is appended.
+fn shell_policy(agent_dir: &Path, name: &str, extra: &Path, more: &str) {
+    let dir = agent_dir.join("policies");
+    std::fs::create_dir_all(&dir).expect("policy dir");
+    let extra = extra.display();
+    std::fs::write(
+        dir.join(format!("{name}.toml")),
+        format!(
+            "name = \"{name}\"\n{more}\n[filesystem]\nread = [\"/usr\", \"/bin\", \"/lib\", \
+             \"/lib64\", \"/etc\", \"{extra}\"]\nexec = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\", \
+             \"{extra}\"]\n"
+        ),
+    )
+    .expect("write policy");
+}
+
+/// policies/everything.toml with `extra` readable and runnable, `get-sum` denied.
+fn everything_policy(agent_dir: &Path, extra: &Path) {
+    let shipped = std::fs::read_to_string(workspace_root().join("policies/everything.toml"))
+        .expect("read the shipped policy");
+    let line = format!("  \"{}\",\n", extra.display());
+    let mut text = String::new();
+    let mut section = "";
+    for l in shipped.lines() {
+        if l.starts_with('[') {
+            section = l;
+        }
+        if section == "[tools]" && l == "deny = []" {
+            text.push_str("deny = [\"get-sum\"]\n");
+            continue;
+        }
+        text.push_str(l);
+        text.push('\n');
+        if l == "read = [" || l == "exec = [" {
+            text.push_str(&line);
+        }
+    }
+    assert!(
+        text.contains("deny = [\"get-sum\"]"),
+        "no [tools] deny in the policy"
+    );
+    let dir = agent_dir.join("policies");
+    std::fs::create_dir_all(&dir).expect("policy dir");
+    std::fs::write(dir.join("everything.toml"), text).expect("write the policy");
+}
+
+fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+fn query(agent: &Agent, what: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&agent.state)
+        .args(what)
+        .arg("--json")
+        .output()
+        .expect("query the store");
+    assert!(out.status.success(), "{}", describe(&out));
+    json_lines(&out.stdout)
+}
+
+#[test]
+fn an_unprivileged_exec_runs_a_real_server_through_the_agent_as_itself() {
+    require_root();
+    let dir = test_dir("unpriv");
+    let pins = PinDir::new("unpriv");
+    let public = Public::new("unpriv");
+    let guard = public.copy(&mcp_guard(), "mcp-guard");
+    let modules = public.copy(&workspace_root().join("tests/node_modules"), "node_modules");
+    let server = modules.join(
+        npm_server("@modelcontextprotocol/server-everything")
+            .strip_prefix(workspace_root().join("tests/node_modules"))
+            .expect("the server is in tests/node_modules"),
+    );
+    everything_policy(&dir, &public.0);
+    shell_policy(&dir, "shell", &public.0, "");
+    shell_policy(&dir, "rootonly", &public.0, "[access]\nusers = [\"root\"]");
+    shell_policy(&dir, "asroot", &public.0, "user = \"root\"");
+    let agent = Agent::start(&dir, &pins, "");
+
+    // The MCP Python SDK client (root) starts `exec` as nobody, which hands its stdio to the
+    // agent; the real server answers through the agent's proxy.
+    let exec = agent.exec(
+        &guard,
+        NOBODY,
+        &["--policy", "everything", "--name", "everything", "--"],
+    );
+    let mut argv: Vec<String> = std::iter::once(exec.get_program())
+        .chain(exec.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    argv.extend([
+        "node".to_string(),
+        server.display().to_string(),
+        "stdio".into(),
+    ]);
+    let out = Command::new(python())
+        .arg(fixture("mcp_client.py"))
+        .args([
+            "--call",
+            "echo",
+            r#"{"message": "hello from nobody"}"#,
+            "--",
+        ])
+        .args(&argv)
+        .current_dir(&public.0)
+        .output()
+        .expect("run the MCP client");
+    assert!(
+        out.status.success(),
+        "{}\nagent:\n{}",
+        describe(&out),
+        agent.log()
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert!(
+        answer["call"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("hello from nobody")),
+        "{answer}"
+    );
+    let tools: Vec<&str> = answer["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    assert!(
+        tools.contains(&"echo") && !tools.contains(&"get-sum"),
+        "{tools:?}"
+    );
+    // Recorded in the agent's store: the call, and the server's kernel events (routed from the
+    // agent's ring buffer to the session).
+    let calls = query(&agent, &["calls", "--server", "everything"]);
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["tool"] == "echo" && c["decision"] == "allowed"),
+        "{calls:?}"
+    );
+    let execs = query(
+        &agent,
+        &["events", "--server", "everything", "--kind", "exec"],
+    );
+    assert!(
+        execs
+            .iter()
+            .any(|e| e["path"].as_str().is_some_and(|p| p.ends_with("node"))),
+        "{execs:?}"
+    );
+
+    // The server runs as the caller, in the caller's working directory, and its status is
+    // exec's.
+    let out = agent
+        .exec(
+            &guard,
+            NOBODY,
+            &[
+                "--passthrough",
+                "--policy",
+                "shell",
+                "--",
+                "/bin/sh",
+                "-c",
+                "id -u; pwd; exit 7",
+            ],
+        )
+        .current_dir(&public.0)
+        .stdin(Stdio::null())
+        .output()
+        .expect("exec");
+    assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{NOBODY}\n{}\n", public.0.display())
+    );
+
+    // What the agent refuses an unprivileged caller, with exec's exit status and the reason.
+    let policy_file = dir.join("policies/shell.toml").display().to_string();
+    let refusals: [(&[&str], i32, &str); 4] = [
+        (
+            &["--passthrough", "--policy", &policy_file, "--", "/bin/true"],
+            77,
+            "for root only",
+        ),
+        (
+            &[
+                "--passthrough",
+                "--observe",
+                "--policy",
+                "shell",
+                "--",
+                "/bin/true",
+            ],
+            77,
+            "allow_observe",
+        ),
+        (
+            &["--passthrough", "--policy", "rootonly", "--", "/bin/true"],
+            77,
+            "may not use policy rootonly",
+        ),
+        (
+            &["--passthrough", "--policy", "asroot", "--", "/bin/true"],
+            78,
+            "only root may launch a server as another user",
+        ),
+    ];
+    for (args, code, why) in refusals {
+        let out = agent
+            .exec(&guard, NOBODY, args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("exec");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            describe(&out)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{args:?}: {}",
+            describe(&out)
+        );
+    }
+    // Root may use a policy file and run its server as root.
+    let out = agent
+        .exec(
+            &guard,
+            0,
+            &[
+                "--passthrough",
+                "--policy",
+                &policy_file,
+                "--",
+                "/bin/sh",
+                "-c",
+                "id -u",
+            ],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("exec");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n");
+    drop(agent);
+    assert!(
+        pins.pinned_cgroups().is_empty(),
+        "{:?}",
+        pins.pinned_cgroups()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn metric(addr: &str, name: &str) -> Option<f64> {
+    let (_, body) = http_get(addr, "/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn wait_metric(addr: &str, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = metric(addr, name);
+        if got == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} is {got:?}, not {want}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Reads one line of the session's stdout.
+fn read_line(out: &mut BufReader<std::process::ChildStdout>) -> String {
+    let mut line = String::new();
+    out.read_line(&mut line).expect("the server's answer");
+    line
+}
+
+#[test]
+fn agent_restarts_leave_its_sessions_enforced_and_the_next_agent_adopts_them() {
+    require_root();
+    let dir = test_dir("restart");
+    let pins = PinDir::new("restart");
+    let public = Public::new("restart");
+    let guard = public.copy(&mcp_guard(), "mcp-guard");
+    let netprobe = public.copy(&workspace_bin("netprobe"), "netprobe");
+    // Port 9 is open to landlock (10.0.0.0/8:9 is allowed), so 127.0.0.1:9 is judged by eBPF.
+    shell_policy(
+        &dir,
+        "probe",
+        &public.0,
+        "[network]\nallow = [\"10.0.0.0/8:9\"]",
+    );
+    let mut agent = Agent::start(&dir, &pins, "");
+    let addr = agent.addr.clone();
+
+    // For each line it reads, the server connects to a denied address and says what it got.
+    let script = format!(
+        "while read go; do {} tcp:127.0.0.1:9; done",
+        netprobe.display()
+    );
+    let mut session: Child = agent
+        .exec(
+            &guard,
+            NOBODY,
+            &[
+                "--passthrough",
+                "--policy",
+                "probe",
+                "--",
+                "/bin/sh",
+                "-c",
+                &script,
+            ],
+        )
+        .current_dir(&public.0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start exec");
+    let mut stdin = session.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(session.stdout.take().expect("stdout"));
+    writeln!(stdin, "go").expect("write");
+    assert_eq!(read_line(&mut stdout).trim(), "errno 1", "with the agent");
+    wait_metric(&addr, "mcp_guard_servers_running", 1.0);
+
+    // SIGKILL: nothing of the agent's runs any more, the pinned programs still judge.
+    agent.kill();
+    writeln!(stdin, "go").expect("write");
+    assert_eq!(
+        read_line(&mut stdout).trim(),
+        "errno 1",
+        "the connect while no agent runs"
+    );
+    assert!(
+        session.try_wait().expect("exec").is_none(),
+        "the session ended"
+    );
+
+    // A new agent adopts the session: it reports it, and its events (those made while no
+    // agent ran included) reach the session's record.
+    let mut agent = Agent::start_at(&dir, &pins, "", &addr, "agent2");
+    wait_metric(&addr, "mcp_guard_servers_running", 1.0);
+    assert!(
+        agent.log().contains("1 server(s) guarded from before"),
+        "{}",
+        agent.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let denied = query(
+            &agent,
+            &["events", "--server", "probe", "--kind", "connect"],
+        );
+        let n = denied
+            .iter()
+            .filter(|e| e["verdict"] == "denied" && e["port"] == 9)
+            .count();
+        if n == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} denied connects recorded, not 2: {denied:?}\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // SIGHUP with a broken policy file: the agent keeps the last good one and says why.
+    let file = dir.join("policies/probe.toml");
+    let good = std::fs::read_to_string(&file).expect("policy");
+    std::fs::write(&file, format!("{good}bogus = 1\n")).expect("break the policy");
+    let hup = Command::new("kill")
+        .args(["-HUP", &agent.pid().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent
+        .log()
+        .contains("keeping the last good version of policy probe")
+    {
+        assert!(Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = agent
+        .exec(
+            &guard,
+            NOBODY,
+            &["--passthrough", "--policy", "probe", "--", "/bin/true"],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("exec");
+    assert!(out.status.success(), "{}", describe(&out));
+
+    // SIGTERM drains: the agent stops at once, the session goes on, enforced.
+    assert!(agent.terminate().success(), "{}", agent.log());
+    writeln!(stdin, "go").expect("write");
+    assert_eq!(read_line(&mut stdout).trim(), "errno 1", "after SIGTERM");
+    let agent = Agent::start_at(&dir, &pins, "", &addr, "agent3");
+    wait_metric(&addr, "mcp_guard_servers_running", 1.0);
+
+    // exec's SIGTERM reaches the session through the agent: it ends as exec would (143).
+    let term = Command::new("kill")
+        .arg(session.id().to_string())
+        .status()
+        .expect("kill(1)");
+    assert!(term.success());
+    let status = session.wait().expect("reap exec");
+    assert_eq!(status.code(), Some(143), "{}", agent.log());
+    wait_metric(&addr, "mcp_guard_servers_running", 0.0);
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pins.pinned_cgroups().is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", pins.pinned_cgroups());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
