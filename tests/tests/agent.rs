@@ -72,15 +72,28 @@ fn policy(dir: &Path) -> PathBuf {
 }
 
 /// One SDK client session through `mcp-guard exec`, calling `tool`; the client's output.
-fn session(state: &Path, policy: &Path, tool: &str, args: &str) -> std::process::Output {
+/// (Through the agent listening on `socket`, when given.)
+fn session(
+    state: &Path,
+    policy: &Path,
+    tool: &str,
+    args: &str,
+    socket: Option<&Path>,
+) -> std::process::Output {
     let server = npm_server("@modelcontextprotocol/server-everything");
+    let route: Vec<&std::ffi::OsStr> = match socket {
+        Some(s) => vec!["--agent-socket".as_ref(), s.as_os_str()],
+        None => vec!["--standalone".as_ref()],
+    };
     Command::new(python())
         .arg(fixture("mcp_client.py"))
         .args(["--call", tool, args, "--"])
         .arg(mcp_guard())
         .arg("--state-dir")
         .arg(state)
-        .args(["exec", "--policy"])
+        .arg("exec")
+        .args(route)
+        .arg("--policy")
         .arg(policy)
         .args(["--name", "everything", "--", "node"])
         .arg(&server)
@@ -130,13 +143,13 @@ fn prometheus_scrapes_the_calls_denials_and_kernel_events_of_real_sessions() {
     });
 
     let policy = policy(&dir);
-    let allowed = session(&state, &policy, "echo", "{\"message\": \"counted\"}");
+    let allowed = session(&state, &policy, "echo", "{\"message\": \"counted\"}", None);
     assert!(
         allowed.status.success() && String::from_utf8_lossy(&allowed.stdout).contains("counted"),
         "echo through exec: {}",
         String::from_utf8_lossy(&allowed.stderr)
     );
-    let denied = session(&state, &policy, "get-sum", "{\"a\": 1, \"b\": 2}");
+    let denied = session(&state, &policy, "get-sum", "{\"a\": 1, \"b\": 2}", None);
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&denied.stdout),
@@ -326,7 +339,7 @@ fn quarantine_kills_running_sessions_and_refuses_launches_until_release() {
 }
 
 #[test]
-fn twenty_concurrent_exec_sessions_lose_nothing_in_the_store_or_the_metrics() {
+fn twenty_concurrent_sessions_through_the_agent_lose_nothing_in_the_store_or_the_metrics() {
     require_root();
     let dir = scratch_root()
         .join("mcp-guard-tests")
@@ -335,17 +348,19 @@ fn twenty_concurrent_exec_sessions_lose_nothing_in_the_store_or_the_metrics() {
     std::fs::create_dir_all(&dir).expect("test dir");
     let state = dir.join("state");
     let addr = format!("127.0.0.1:{}", free_port());
-    let _agent = start_agent(&state, &addr, &dir.join("agent.log"));
+    let agent = start_agent(&state, &addr, &dir.join("agent.log"));
     let policy = policy(&dir);
     let sessions: Vec<_> = (0..20)
         .map(|i| {
             let (state, policy) = (state.clone(), policy.clone());
+            let socket = agent.agent.socket.clone();
             std::thread::spawn(move || {
                 session(
                     &state,
                     &policy,
                     "echo",
                     &format!("{{\"message\": \"n{i}\"}}"),
+                    Some(&socket),
                 )
             })
         })
