@@ -31,6 +31,10 @@ install -m 0755 target/release/mcp-guard /usr/bin/mcp-guard
 echo "==> configuration and policies"
 install -d -m 0755 /etc/mcp-guard /etc/mcp-guard/policies
 install -m 0644 packaging/mcp-guard.toml /etc/mcp-guard/agent.toml
+# Members of group mcp may run MCP servers through the agent (exec then needs no sudo).
+groupadd -f mcp
+usermod -a -G mcp vagrant
+sed -i 's/^# socket_group = "mcp"/socket_group = "mcp"/' /etc/mcp-guard/agent.toml
 install -m 0644 policies/*.toml /etc/mcp-guard/policies/
 mcp-guard policy check /etc/mcp-guard/policies/*.toml
 
@@ -63,8 +67,8 @@ JSON
 mcp-guard client-config --write "$CLIENT_DIR/claude_desktop_config.json"
 chown vagrant:vagrant "$CLIENT_DIR"/*
 
-echo "==> smoke test: one MCP session through mcp-guard exec, then the agent's metrics"
-/opt/mcp-servers/bin/python - <<'PY'
+echo "==> smoke test: one MCP session as user vagrant through mcp-guard exec and the agent, then the agent's metrics"
+runuser -u vagrant -g vagrant -G mcp -- /opt/mcp-servers/bin/python - <<'PY'
 import asyncio, json
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
