@@ -1,0 +1,100 @@
+//! Benchmark (ignored by default): how long `mcp-guard exec -- /bin/true` takes from start to
+//! exit, median of 50 runs each, in one run: the plain command, exec standalone (loads and
+//! attaches its own eBPF programs), exec through the agent as root and as an unprivileged user
+//! (the agent's pinned programs). Prints the medians and ratios.
+//!
+//! `cargo test -p mcp-guard-tests --test startup_bench -- --ignored --nocapture`
+//! (debug build; `MCP_GUARD_BIN=target/release/mcp-guard` measures a release build, which the
+//! agent then runs as well).
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use mcp_guard_tests::{
+    agent::{Agent, NOBODY, PinDir, Public},
+    mcp_guard, require_root, scratch_root,
+};
+
+const RUNS: usize = 50;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn timed(mut cmd: impl FnMut() -> Command) -> Duration {
+    // One warm-up run (page cache, first eBPF load), then the samples.
+    let run = |cmd: &mut Command| {
+        let start = Instant::now();
+        let out = cmd.stdin(Stdio::null()).output().expect("run");
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+        start.elapsed()
+    };
+    run(&mut cmd());
+    median((0..RUNS).map(|_| run(&mut cmd())).collect())
+}
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture, as root"]
+fn exec_startup_through_the_agent_vs_standalone_vs_plain() {
+    require_root();
+    let bin = std::env::var_os("MCP_GUARD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(mcp_guard);
+    let dir = scratch_root()
+        .join("mcp-guard-tests")
+        .join(format!("startup-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("policies")).expect("dir");
+    let policy = "name = \"bench\"\n[filesystem]\nread = [\"/usr\", \"/bin\", \"/lib\", \
+                  \"/lib64\", \"/etc\"]\nexec = [\"/usr\", \"/bin\", \"/lib\", \"/lib64\"]\n";
+    std::fs::write(dir.join("policies/bench.toml"), policy).expect("policy");
+    let public = Public::new("startup");
+    let guard = public.copy(&bin, "mcp-guard");
+    let pins = PinDir::new("startup");
+    let agent = Agent::start(&dir, &pins, "");
+    let state = dir.join("standalone-state");
+
+    let plain = timed(|| Command::new("/bin/true"));
+    let standalone = timed(|| {
+        let mut c = Command::new(&guard);
+        c.arg("--state-dir")
+            .arg(&state)
+            .arg("--policy-dir")
+            .arg(dir.join("policies"))
+            .args(["exec", "--standalone", "--passthrough", "--policy", "bench"])
+            .args(["--", "/bin/true"]);
+        c
+    });
+    let args = ["--passthrough", "--policy", "bench", "--", "/bin/true"];
+    let root = timed(|| agent.exec(&guard, 0, &args));
+    let nobody = timed(|| agent.exec(&guard, NOBODY, &args));
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "exec start-up to exit, median of {RUNS} ({}):",
+        bin.display()
+    );
+    println!("  plain /bin/true               {:8.2} ms", ms(plain));
+    println!(
+        "  exec standalone               {:8.2} ms  ({:.0}x plain)",
+        ms(standalone),
+        ms(standalone) / ms(plain)
+    );
+    println!(
+        "  exec through the agent (root) {:8.2} ms  ({:.0}x plain, {:.2}x standalone)",
+        ms(root),
+        ms(root) / ms(plain),
+        ms(root) / ms(standalone)
+    );
+    println!(
+        "  exec through the agent (user) {:8.2} ms  ({:.0}x plain, {:.2}x standalone)",
+        ms(nobody),
+        ms(nobody) / ms(plain),
+        ms(nobody) / ms(standalone)
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
