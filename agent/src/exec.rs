@@ -293,6 +293,7 @@ pub fn main(args: ExecArgs, dirs: &Dirs, route: &AgentRoute) -> ExitCode {
                 learn: args.learn,
                 command: args.command,
                 env: std::env::vars().collect(),
+                umask: Some(client::umask()),
             };
             return ExitCode::from(client::run(stream, request));
         }

@@ -61,6 +61,9 @@ pub struct ExecRequest {
     pub command: Vec<String>,
     /// The client's environment (the policy decides what reaches the server).
     pub env: Vec<(String, String)>,
+    /// The client's umask (the server creates files as the client would).
+    #[serde(default)]
+    pub umask: Option<u32>,
 }
 
 /// A session worker's request to guard its cgroup.

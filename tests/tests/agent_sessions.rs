@@ -182,22 +182,25 @@ fn an_unprivileged_exec_runs_a_real_server_through_the_agent_as_itself() {
         "{execs:?}"
     );
 
-    // The server runs as the caller, in the caller's working directory, and its status is
-    // exec's.
-    let out = agent
-        .exec(
-            &guard,
-            NOBODY,
-            &[
-                "--passthrough",
-                "--policy",
-                "shell",
-                "--",
-                "/bin/sh",
-                "-c",
-                "id -u; pwd; exit 7",
-            ],
-        )
+    // The server runs as the caller, in the caller's working directory, with the caller's
+    // umask, and its status is exec's.
+    let exec = agent.exec(
+        &guard,
+        NOBODY,
+        &[
+            "--passthrough",
+            "--policy",
+            "shell",
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -u; pwd; umask; exit 7",
+        ],
+    );
+    let out = Command::new("/bin/sh")
+        .args(["-c", "umask 027; exec \"$@\"", "sh"])
+        .arg(exec.get_program())
+        .args(exec.get_args())
         .current_dir(&public.0)
         .stdin(Stdio::null())
         .output()
@@ -205,7 +208,7 @@ fn an_unprivileged_exec_runs_a_real_server_through_the_agent_as_itself() {
     assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("{NOBODY}\n{}\n", public.0.display())
+        format!("{NOBODY}\n{}\n0027\n", public.0.display())
     );
 
     // What the agent refuses an unprivileged caller, with exec's exit status and the reason.

@@ -42,6 +42,14 @@ pub fn connect(path: &Path) -> Option<UnixStream> {
     }
 }
 
+/// This process's umask (read by setting it, then set back).
+pub fn umask() -> u32 {
+    use nix::sys::stat::{Mode, umask};
+    let mask = umask(Mode::empty());
+    umask(mask);
+    mask.bits()
+}
+
 /// Sends the request with exec's stdio and working directory, then relays exec's TERM, INT and
 /// HUP to the session until its exit status arrives; returns that status.
 pub fn run(stream: UnixStream, request: ExecRequest) -> u8 {

@@ -106,6 +106,7 @@ pub fn main() -> ExitCode {
             uid: setup.uid,
             gid: setup.gid,
             env: request.env,
+            umask: request.umask,
         }),
     };
     let code = super::run_status(args, &dirs, recording, hooks);

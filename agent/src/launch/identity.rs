@@ -44,6 +44,8 @@ pub struct Caller {
     pub gid: u32,
     /// The client's environment (only what [`environment`] keeps reaches the server).
     pub env: Vec<(String, String)>,
+    /// The client's umask, the server's too (files it creates are the client's kind).
+    pub umask: Option<u32>,
 }
 
 impl Caller {

@@ -46,6 +46,9 @@ pub struct JailSpec {
     /// The pinned `sha256:<hex>` of the program: the server process hashes the fd it opens and
     /// execs that same fd (`fexecve`), so what runs is what was checked.
     pub program_digest: Option<String>,
+    /// The server's umask (`None`: the launcher's own, inherited).
+    #[serde(default)]
+    pub umask: Option<u32>,
 }
 
 /// The enforcing parts of a jail.
@@ -288,6 +291,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
                 identity: id,
                 enforce,
                 program_digest,
+                umask: req.caller.and_then(|c| c.umask),
             };
             Ok(Prepared {
                 spec,

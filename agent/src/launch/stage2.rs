@@ -410,6 +410,9 @@ fn server(
     nix::unistd::setresuid(uid, uid, uid).map_err(fail("setresuid"))?;
     // A uid change clears the parent-death signal.
     set_pdeathsig();
+    if let Some(mask) = spec.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
     if let Some(enf) = &spec.enforce {
         for set in [
             caps::CapSet::Inheritable,
