@@ -443,16 +443,27 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
     }
     tracing::info!(
         "server {server}: cgroup {}, running as {} ({})",
-        prepared.cgroup.v2_dir().display(),
+        prepared.cgroup.as_ref().map_or_else(
+            || "none (not root)".into(),
+            |c| c.v2_dir().display().to_string()
+        ),
         prepared.spec.identity.name,
         prepared.spec.identity.why
     );
     let cgroup = prepared.cgroup;
-    if quarantined(&recording.state_dir, &server) {
-        if let Err(e) = cgroup.kill_and_remove() {
+    let remove = |cgroup: &Option<launch::cgroup::Cgroup>| {
+        if let Some(Err(e)) = cgroup.as_ref().map(launch::cgroup::Cgroup::kill_and_remove) {
             say(&format!("cleanup: {e}"));
         }
+    };
+    if quarantined(&recording.state_dir, &server) {
+        remove(&cgroup);
         return i32::from(EXIT_UNENFORCEABLE);
+    }
+    if cgroup.is_none() {
+        // Not root: no cgroup to guard, nothing of the kernel guard can run (said above).
+        hooks.attach = None;
+        hooks.finish = None;
     }
     let Recording {
         session,
@@ -478,8 +489,11 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
     let mut info = SessionInfo {
         server,
         policy,
-        cgroup_dir: cgroup.v2_dir().to_path_buf(),
-        cgroup_id: cgroup.id().unwrap_or(0),
+        cgroup_dir: cgroup
+            .as_ref()
+            .map(|c| c.v2_dir().to_path_buf())
+            .unwrap_or_default(),
+        cgroup_id: cgroup.as_ref().and_then(|c| c.id().ok()).unwrap_or(0),
         observe,
         helper_pid: 0,
         session,
@@ -497,9 +511,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         (&mut term, &mut int, &mut hup),
     )
     .await;
-    if let Err(e) = cgroup.kill_and_remove() {
-        say(&format!("cleanup: {e}"));
-    }
+    remove(&cgroup);
     if let Some(finish) = finish {
         finish().await;
     }
@@ -790,6 +802,10 @@ async fn drive(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    if spec.unprivileged {
+        // No cgroup: the server's tree is this process group.
+        cmd.process_group(0);
+    }
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe raw
     // syscalls (dup2, prctl, getppid) on values captured before the fork.
     unsafe {
@@ -903,10 +919,24 @@ async fn drive(
         })
     });
     let cgroup_dir = info.cgroup_dir.clone();
+    let group = (spec.unprivileged && info.helper_pid != 0)
+        .then(|| nix::unistd::Pid::from_raw(i32::try_from(info.helper_pid).unwrap_or(0)));
     let kill: KillTree = Box::new(move || {
         Box::pin(async move {
             // Whatever is left (daemonized grandchildren, or everything when exec ends it).
-            if let Err(e) = launch::cgroup::kill_all(&cgroup_dir) {
+            let killed = match group {
+                Some(pgid) => nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL)
+                    .or_else(|e| {
+                        if e == nix::errno::Errno::ESRCH {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(std::io::Error::from),
+                None => launch::cgroup::kill_all(&cgroup_dir),
+            };
+            if let Err(e) = killed {
                 say(&format!("cleanup: {e}"));
             }
         })

@@ -603,7 +603,11 @@ fn exec_without_root_refuses_with_77() {
         .output()
         .expect("run as nobody");
     assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs root"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not root") && err.contains("refusing to launch"),
+        "{err}"
+    );
     assert!(!marker.exists(), "nothing was launched");
 }
 

@@ -128,10 +128,12 @@ pub fn resolve(configured: Option<&str>, caller: Option<&Caller>) -> Result<Iden
         if let Some(home) = var(caller, "HOME").filter(|h| Path::new(h).is_absolute()) {
             user.dir = PathBuf::from(home);
         }
-        (
-            user,
-            "root (no SUDO_UID and no policy user): all capabilities dropped".to_string(),
-        )
+        let why = if user.uid.is_root() {
+            "root (no SUDO_UID and no policy user): all capabilities dropped"
+        } else {
+            "the invoking user (exec is not root)"
+        };
+        (user, why.to_string())
     };
     Ok(with_groups(user, why))
 }

@@ -49,6 +49,10 @@ pub struct JailSpec {
     /// The server's umask (`None`: the launcher's own, inherited).
     #[serde(default)]
     pub umask: Option<u32>,
+    /// exec is not root (and no agent listens): no cgroup, namespaces or user switch; only
+    /// what an unprivileged process can do to itself (landlock, seccomp, no_new_privs).
+    #[serde(default)]
+    pub unprivileged: bool,
 }
 
 /// The enforcing parts of a jail.
@@ -85,8 +89,9 @@ pub struct LaunchRequest<'a> {
 pub struct Prepared {
     /// For the stage-2 helper.
     pub spec: JailSpec,
-    /// The session's cgroup (kill and remove it when the session ends).
-    pub cgroup: cgroup::Cgroup,
+    /// The session's cgroup (kill and remove it when the session ends); `None` when exec is
+    /// not root ([`JailSpec::unprivileged`]).
+    pub cgroup: Option<cgroup::Cgroup>,
     /// What is not enforced (degraded or observe) and fallbacks used: say these loudly.
     pub warnings: Vec<String>,
 }
@@ -125,13 +130,40 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
         }
     };
 
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(Unenforceable(
-            "mcp-guard exec needs root (it creates cgroups and namespaces and drops the server \
-             to the invoking user): run it with sudo or from the mcp-guard service"
-                .into(),
-        ));
+    let unprivileged = !nix::unistd::geteuid().is_root();
+    if unprivileged {
+        let gaps = unprivileged_gaps(policy);
+        let what = format!(
+            "mcp-guard exec runs as uid {}, not root, and no mcp-guard agent listens (see \
+             --agent-socket); without root it cannot enforce:\n{}\nit can: landlock (files, TCP \
+             ports), seccomp, no_new_privs and the MCP proxy's rules",
+            nix::unistd::geteuid(),
+            gaps.iter()
+                .map(|g| format!("  - {g}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        if req.observe {
+            warnings.push(format!("NOT ENFORCED (not root): {what}"));
+        } else if degraded_ok {
+            warnings.push(format!(
+                "NOT ENFORCED (enforcement.allow_degraded, not root): {what}"
+            ));
+        } else {
+            return Err(Unenforceable(format!(
+                "{what}\nrefusing to launch (fail closed): start the agent (systemctl start \
+                 mcp-guard) so that exec hands the session to it, or run exec as root, or set \
+                 [enforcement] allow_degraded = true in the policy to run with landlock, \
+                 seccomp and the MCP proxy only"
+            )));
+        }
+        if let Some(user) = &policy.user {
+            return Err(Config(format!(
+                "the policy runs the server as user {user:?}: only root can switch users \
+                 (exec runs as uid {})",
+                nix::unistd::geteuid()
+            )));
+        }
     }
 
     let id = identity::resolve(policy.user.as_deref(), req.caller).map_err(Config)?;
@@ -261,6 +293,25 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
         })
     };
 
+    if unprivileged {
+        let spec = JailSpec {
+            server: req.server.to_string(),
+            program,
+            argv: req.command.to_vec(),
+            env,
+            cgroup_dirs: Vec::new(),
+            identity: id,
+            enforce,
+            program_digest,
+            umask: req.caller.and_then(|c| c.umask),
+            unprivileged: true,
+        };
+        return Ok(Prepared {
+            spec,
+            cgroup: None,
+            warnings,
+        });
+    }
     let mounts = cgroup::Mounts::discover()
         .map_err(|e| Unenforceable(format!("cannot read /proc/self/mountinfo: {e}")))?;
     for stale in cgroup::reap_stale(&mounts) {
@@ -292,10 +343,11 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
                 enforce,
                 program_digest,
                 umask: req.caller.and_then(|c| c.umask),
+                unprivileged: false,
             };
             Ok(Prepared {
                 spec,
-                cgroup: cg,
+                cgroup: Some(cg),
                 warnings,
             })
         }
@@ -306,6 +358,30 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             Err(e)
         }
     }
+}
+
+/// What an unprivileged exec cannot enforce of `policy`, for people.
+fn unprivileged_gaps(policy: &Policy) -> Vec<String> {
+    let mut gaps = vec![
+        "eBPF egress filtering by address: [network] allow is enforced by port only \
+         (landlock), any host on an allowed port is reachable"
+            .to_string(),
+        "the kernel event stream: no exec/open/connect history, no detection rules over it, \
+         no in-kernel kill on [detect] sensitive (landlock still denies what [filesystem] does \
+         not grant)"
+            .to_string(),
+        "the session cgroup: the server's process tree is killed by process group only (a \
+         server that starts its own session escapes), and quarantine cannot find it"
+            .to_string(),
+        "mount, PID, IPC and UTS namespaces: no private /tmp or /proc, the server sees the \
+         host's processes"
+            .to_string(),
+    ];
+    let l = &policy.limits;
+    if l.memory.is_some() || l.pids.is_some() || l.cpu.is_some() {
+        gaps.push("[limits] (memory, pids, cpu need a cgroup)".to_string());
+    }
+    gaps
 }
 
 /// Python's variable for a bytecode cache outside the source tree.

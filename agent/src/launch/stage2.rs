@@ -155,7 +155,15 @@ fn join_v1_cgroups(spec: &JailSpec) -> Result<(), Failure> {
 fn fork_init(spec: &JailSpec) -> Result<Option<Pid>, Failure> {
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let Some(v2) = spec.cgroup_dirs.first() else {
-        return Err((EXIT_JAIL, "no cgroup given".into()));
+        if !spec.unprivileged {
+            return Err((EXIT_JAIL, "no cgroup given".into()));
+        }
+        // Not root: no cgroup and no namespaces, a plain child.
+        // SAFETY: the helper is single-threaded (a fresh exec, no runtime).
+        return match unsafe { fork() }.map_err(fail("fork"))? {
+            ForkResult::Child => Ok(None),
+            ForkResult::Parent { child } => Ok(Some(child)),
+        };
     };
     let ns = if spec.enforce.is_some() {
         CloneFlags::CLONE_NEWNS
@@ -218,7 +226,9 @@ fn init(spec: &JailSpec, mut sock: UnixStream) -> i32 {
         let Some(enforce) = &spec.enforce else {
             return Ok(None);
         };
-        mount_private(spec).map_err(|e| (EXIT_JAIL, e))?;
+        if !spec.unprivileged {
+            mount_private(spec).map_err(|e| (EXIT_JAIL, e))?;
+        }
         enforce
             .landlock
             .as_ref()
@@ -396,18 +406,22 @@ fn server(
         landlock::restrict(rs).map_err(|e| (EXIT_JAIL, e))?;
     }
     let enforce = spec.enforce.is_some();
-    if enforce {
+    // Not root: already the user, with no capabilities to drop (nor CAP_SETPCAP to drop the
+    // bounding set with).
+    if enforce && !spec.unprivileged {
         // The bounding set can only be emptied while CAP_SETPCAP is still held.
         caps::clear(None, caps::CapSet::Bounding).map_err(fail("dropping the bounding set"))?;
         caps::clear(None, caps::CapSet::Ambient).map_err(fail("dropping ambient caps"))?;
     }
-    let id = &spec.identity;
-    let groups: Vec<Gid> = id.groups.iter().map(|&g| Gid::from_raw(g)).collect();
-    nix::unistd::setgroups(&groups).map_err(fail("setgroups"))?;
-    let gid = Gid::from_raw(id.gid);
-    nix::unistd::setresgid(gid, gid, gid).map_err(fail("setresgid"))?;
-    let uid = Uid::from_raw(id.uid);
-    nix::unistd::setresuid(uid, uid, uid).map_err(fail("setresuid"))?;
+    if !spec.unprivileged {
+        let id = &spec.identity;
+        let groups: Vec<Gid> = id.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+        nix::unistd::setgroups(&groups).map_err(fail("setgroups"))?;
+        let gid = Gid::from_raw(id.gid);
+        nix::unistd::setresgid(gid, gid, gid).map_err(fail("setresgid"))?;
+        let uid = Uid::from_raw(id.uid);
+        nix::unistd::setresuid(uid, uid, uid).map_err(fail("setresuid"))?;
+    }
     // A uid change clears the parent-death signal.
     set_pdeathsig();
     if let Some(mask) = spec.umask {
