@@ -30,6 +30,9 @@ MCP_GUARD, ROOT = Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()
 JSON = "--json" in sys.argv[3:]
 # Outside /tmp: every jailed server gets a private /tmp of its own.
 DEMO = Path(os.environ.get("MCP_GUARD_DEMO_DIR", "/var/tmp/mcp-guard-demo"))
+# The demo's own agent: its socket and bpffs pin directory (removed at the end).
+SOCKET = DEMO / "agent.sock"
+PINS = Path("/sys/fs/bpf/mcp-guard-demo")
 HOME, STATE = DEMO / "home", DEMO / "state"
 PROJECT = HOME / "project"
 summary = {}
@@ -67,7 +70,9 @@ def derived_policy(name, extra_read=(), extra_write=(), extra_exec=(), deny_tool
 
 def guarded(policy, name, *command):
     """The server command as an MCP client config would run it: behind `mcp-guard exec`."""
-    args = ["--state-dir", str(STATE), "exec", "--policy", str(policy), "--name", name, "--", *map(str, command)]
+    # exec hands the session to the demo's agent (its socket), which runs it with the eBPF
+    # programs it pinned once.
+    args = ["--state-dir", str(STATE), "exec", "--agent-socket", str(SOCKET), "--policy", str(policy), "--name", name, "--", *map(str, command)]
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TERM")}
     env["HOME"] = str(HOME)
     return StdioServerParameters(command=str(MCP_GUARD), args=args, env=env)
@@ -189,7 +194,8 @@ def records(*args):
 
 
 def start_agent():
-    """`mcp-guard agent`: follows the sessions' history and serves /metrics on a free port."""
+    """`mcp-guard agent`: loads and pins the eBPF programs, runs the demo's sessions for exec
+    (its socket), follows their history and serves /metrics on a free port."""
     import socket
 
     with socket.socket() as probe:
@@ -197,16 +203,19 @@ def start_agent():
         addr = f"127.0.0.1:{probe.getsockname()[1]}"
     log = open(DEMO / "agent.log", "w")
     agent = subprocess.Popen(
-        [str(MCP_GUARD), "--state-dir", str(STATE), "agent", "--config", "/dev/null", "--metrics", addr],
+        [str(MCP_GUARD), "--state-dir", str(STATE), "agent", "--config", "/dev/null", "--metrics", addr,
+         "--socket", str(SOCKET), "--bpf-dir", str(PINS)],
         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
     )
     for _ in range(100):
         try:
             scrape(addr)
-            return agent, addr
+            if SOCKET.exists():
+                return agent, addr
         except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"mcp-guard agent did not serve /metrics: {(DEMO / 'agent.log').read_text()}")
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"mcp-guard agent did not start: {(DEMO / 'agent.log').read_text()}")
 
 
 def scrape(addr):
@@ -224,6 +233,10 @@ def main():
     (PROJECT / "notes.md").write_text("# Project notes\nShip the release on Friday.\n")
     STATE.mkdir()
     agent, addr = start_agent()
+    step("mcp-guard agent")
+    say(f"  Pinned the eBPF programs in {PINS}; listening on {SOCKET}.")
+    say("  Each `mcp-guard exec` below hands its stdio to the agent, which runs the session (jail,")
+    say("  proxy, eBPF guard) as the calling user; exec itself needs no privilege then.")
     asyncio.run(filesystem())
     asyncio.run(fetch())
     asyncio.run(rug_pull())
@@ -254,6 +267,7 @@ def main():
     say(f"  (everything is also in the store: sqlite3 {STATE}/mcp-guard.db)")
     agent.terminate()
     agent.wait(timeout=10)
+    shutil.rmtree(PINS, ignore_errors=True)
     summary["metrics"] = metrics
     summary["events"] = denied
     summary["alerts"] = records("alerts")
