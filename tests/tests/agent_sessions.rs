@@ -461,3 +461,37 @@ fn agent_restarts_leave_its_sessions_enforced_and_the_next_agent_adopts_them() {
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_known_only_agent_launches_only_servers_with_a_policy_of_their_own() {
+    require_root();
+    let dir = test_dir("known");
+    let pins = PinDir::new("known");
+    shell_policy(&dir, "shell", Path::new("/usr"), "");
+    let agent = Agent::start(&dir, &pins, "known_only = true\n");
+    let out = agent
+        .exec(&mcp_guard(), 0, &["--passthrough", "--", "/bin/true"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("exec");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(
+        err.contains("known_only")
+            && err.contains("policy suggest")
+            && err.contains("--policy NAME"),
+        "{err}"
+    );
+    let out = agent
+        .exec(
+            &mcp_guard(),
+            0,
+            &["--passthrough", "--policy", "shell", "--", "/bin/true"],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("exec");
+    assert!(out.status.success(), "{}", describe(&out));
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -48,6 +48,8 @@ pub const AGENT_SERVER: &str = "mcp-guard-agent";
 pub struct GuardService {
     guard: KernelGuard,
     handles: Mutex<HashMap<u64, ServerHandle>>,
+    /// Cgroups whose worker is connected now.
+    connected: Mutex<HashSet<u64>>,
     router: mpsc::UnboundedSender<RouterCmd>,
     started: Instant,
     store: StoreHandle,
@@ -86,6 +88,7 @@ impl GuardService {
         let service = Arc::new(GuardService {
             guard,
             handles: Mutex::new(HashMap::new()),
+            connected: Mutex::new(HashSet::new()),
             router,
             started: Instant::now(),
             store: store.clone(),
@@ -121,6 +124,7 @@ impl GuardService {
             return;
         }
         let (tx, mut rx) = mpsc::channel(WORKER_QUEUE);
+        lock(&self.connected).insert(cgroup);
         let _ = self.router.send(RouterCmd::Register { cgroup, tx });
         let writer = tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
@@ -146,12 +150,14 @@ impl GuardService {
                     if !cgroup_has_processes(&request.cgroup_dir) {
                         break;
                     }
+                    lock(&self.connected).remove(&cgroup);
                     let _ = self.router.send(RouterCmd::Unregister { cgroup });
                     writer.abort();
                     return;
                 }
             }
         }
+        lock(&self.connected).remove(&cgroup);
         let _ = self.router.send(RouterCmd::Unregister { cgroup });
         self.release(cgroup, &request.cgroup_dir);
         writer.abort();
@@ -222,15 +228,28 @@ impl GuardService {
         }
     }
 
-    /// Forgets pinned servers that nobody adopted within [`ADOPT_GRACE`] and whose cgroup is
-    /// gone (their worker died with the previous agent). Returns how many.
+    /// Forgets pinned servers whose cgroup is gone and that no worker holds: never adopted
+    /// within [`ADOPT_GRACE`] (their worker died with the previous agent), or whose worker died
+    /// while the server still ran. Returns how many.
     pub fn collect_orphans(&self) -> usize {
         if self.started.elapsed() < ADOPT_GRACE {
             return 0;
         }
-        let held: HashSet<u64> = lock(&self.handles).keys().copied().collect();
         let live = live_session_cgroups();
-        let mut forgotten = 0;
+        let connected = lock(&self.connected).clone();
+        let dead: Vec<u64> = lock(&self.handles)
+            .keys()
+            .copied()
+            .filter(|id| !connected.contains(id) && !live.contains(id))
+            .collect();
+        for id in &dead {
+            // Dropping the handle empties its maps and pins.
+            lock(&self.handles).remove(id);
+            let _ = self.router.send(RouterCmd::Forget { cgroup: *id });
+            tracing::info!("released cgroup {id}: gone, and its worker is gone");
+        }
+        let held: HashSet<u64> = lock(&self.handles).keys().copied().collect();
+        let mut forgotten = dead.len();
         for id in self.guard.guarded_cgroups() {
             if held.contains(&id) || live.contains(&id) {
                 continue;
