@@ -219,6 +219,10 @@ async fn run(args: AgentArgs, mut config: Config, dirs: Dirs) -> Result<(), Stri
     let writer = StoreWriter::spawn(db_path(&state_dir));
     let guard = guard_service::GuardService::start(&config.bpf_dir, writer.clone())
         .map_err(|e| format!("{e}\nthe agent cannot guard sessions without its eBPF programs"))?;
+    // Loading parsed the kernel's BTF and the object (tens of MB, freed since): hand the pages
+    // back, or the idle agent keeps them for good.
+    // SAFETY: malloc_trim only releases free heap memory; it has no other preconditions.
+    unsafe { libc::malloc_trim(0) };
     eprintln!(
         "mcp-guard agent: eBPF programs pinned in {} ({} server(s) guarded from before)",
         config.bpf_dir.display(),
