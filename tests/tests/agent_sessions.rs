@@ -495,3 +495,115 @@ fn a_known_only_agent_launches_only_servers_with_a_policy_of_their_own() {
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_upgraded_agent_moves_running_sessions_onto_its_own_programs() {
+    require_root();
+    let dir = test_dir("upgrade");
+    let pins = PinDir::new("upgrade");
+    let public = Public::new("upgrade");
+    let guard = public.copy(&mcp_guard(), "mcp-guard");
+    let netprobe = public.copy(&workspace_bin("netprobe"), "netprobe");
+    shell_policy(
+        &dir,
+        "probe",
+        &public.0,
+        "[network]\nallow = [\"10.0.0.0/8:9\"]",
+    );
+    let mut agent = Agent::start(&dir, &pins, "");
+    let addr = agent.addr.clone();
+    let script = format!(
+        "while read go; do {} tcp:127.0.0.1:9; done",
+        netprobe.display()
+    );
+    let mut session: Child = agent
+        .exec(
+            &guard,
+            NOBODY,
+            &[
+                "--passthrough",
+                "--policy",
+                "probe",
+                "--",
+                "/bin/sh",
+                "-c",
+                &script,
+            ],
+        )
+        .current_dir(&public.0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start exec");
+    let mut stdin = session.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(session.stdout.take().expect("stdout"));
+    writeln!(stdin, "go").expect("write");
+    assert_eq!(
+        read_line(&mut stdout).trim(),
+        "errno 1",
+        "before the upgrade"
+    );
+    agent.kill();
+
+    // Make the running session's programs and maps look like another build's: the next agent
+    // (this build) loads its own beside them.
+    let versions: Vec<PathBuf> = std::fs::read_dir(&pins.0)
+        .expect("pin dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let old = pins.0.join("0000000000000000");
+    std::fs::rename(&versions[0], &old).expect("rename on bpffs");
+    let agent = Agent::start_at(&dir, &pins, "", &addr, "agent2");
+    assert!(
+        agent.log().contains("0 server(s) guarded from before"),
+        "{}",
+        agent.log()
+    );
+
+    // The worker reconnects; the new agent guards its cgroup with its own programs, then drops
+    // it from the old build's maps, and the old build's directory goes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while old.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the old build's pins are still there:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    writeln!(stdin, "go").expect("write");
+    assert_eq!(
+        read_line(&mut stdout).trim(),
+        "errno 1",
+        "after the upgrade"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let denied = query(
+            &agent,
+            &["events", "--server", "probe", "--kind", "connect"],
+        );
+        if denied.iter().filter(|e| e["verdict"] == "denied").count() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{denied:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let term = Command::new("kill")
+        .arg(session.id().to_string())
+        .status()
+        .expect("kill(1)");
+    assert!(term.success());
+    assert_eq!(session.wait().expect("reap exec").code(), Some(143));
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pins.pinned_cgroups().is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", pins.pinned_cgroups());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -25,7 +25,7 @@ use crate::{
     ipc::{self, GuardCommand, GuardReply, GuardRequest},
     kernel::{
         events::KernelEvent,
-        loader::{KernelGuard, ServerHandle},
+        loader::{KernelError, KernelGuard, ServerHandle},
     },
     launch::cgroup::{Mounts, PARENT},
     store::{EventRecord, StoreHandle},
@@ -172,9 +172,19 @@ impl GuardService {
             return Ok(id);
         }
         let handle = if request.adopt {
-            self.guard
+            match self
+                .guard
                 .adopt_server(&request.cgroup_dir, request.spec.clone())
                 .await
+            {
+                // Guarded by the build before an upgrade: move it over to this one.
+                Err(KernelError::NotGuarded(id)) => self
+                    .guard
+                    .migrate_server(&request.cgroup_dir, request.spec.clone())
+                    .await
+                    .and_then(|h| h.ok_or(KernelError::NotGuarded(id))),
+                other => other,
+            }
         } else {
             match self
                 .guard
@@ -248,6 +258,7 @@ impl GuardService {
             let _ = self.router.send(RouterCmd::Forget { cgroup: *id });
             tracing::info!("released cgroup {id}: gone, and its worker is gone");
         }
+        self.guard.prune_other_versions();
         let held: HashSet<u64> = lock(&self.handles).keys().copied().collect();
         let mut forgotten = dead.len();
         for id in self.guard.guarded_cgroups() {

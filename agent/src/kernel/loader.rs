@@ -389,39 +389,76 @@ impl KernelGuard {
     /// allowlist, sensitive paths and attachments): for a server whose cgroup is gone and that
     /// nobody adopted.
     pub fn forget(&self, cgroup_id: u64) {
-        let mut maps = lock(&self.maps);
-        let members: Vec<u64> = maps
-            .guarded
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, config)| config.rules == cgroup_id)
-            .map(|(id, _)| id)
-            .collect();
-        for id in members {
-            let _ = maps.guarded.remove(&id);
-        }
-        let prefix = cgroup_id.to_be_bytes();
-        let v4: Vec<_> = maps.v4.keys().filter_map(Result::ok).collect();
-        for key in v4.iter().filter(|k| k.data().cgroup == prefix) {
-            let _ = maps.v4.remove(key);
-        }
-        let v6: Vec<_> = maps.v6.keys().filter_map(Result::ok).collect();
-        for key in v6.iter().filter(|k| k.data().cgroup == prefix) {
-            let _ = maps.v6.remove(key);
-        }
-        let paths: Vec<_> = maps.sensitive.keys().filter_map(Result::ok).collect();
-        for key in paths.iter().filter(|k| k.data().cgroup == prefix) {
-            let _ = maps.sensitive.remove(key);
-        }
-        let names: Vec<_> = maps.sensitive_names.keys().filter_map(Result::ok).collect();
-        for key in names.iter().filter(|k| k.cgroup == prefix) {
-            let _ = maps.sensitive_names.remove(key);
-        }
-        drop(maps);
+        remove_server(&mut lock(&self.maps), cgroup_id);
         if let Some(dir) = self.cgroup_pins(cgroup_id) {
             let _ = std::fs::remove_dir_all(dir);
         }
         lock(&self.attached).remove(&cgroup_id);
+    }
+
+    /// Takes over a server that another build's programs guard (the agent was upgraded while it
+    /// ran): guards it with this build's programs first (both judge alike meanwhile), then
+    /// removes it from the old build's maps and pins. `None` when no other build guards it. The
+    /// old build's directory goes once it guards nothing; events its ring buffer still held for
+    /// the server are not read.
+    pub async fn migrate_server(
+        &self,
+        cgroup_dir: &Path,
+        spec: ServerSpec,
+    ) -> Result<Option<ServerHandle>, KernelError> {
+        let id = cgroup_id(cgroup_dir).map_err(|source| KernelError::Cgroup {
+            path: cgroup_dir.display().to_string(),
+            source,
+        })?;
+        let Some(current) = &self.pins else {
+            return Ok(None);
+        };
+        let Some(base) = current.parent() else {
+            return Ok(None);
+        };
+        for old in std::fs::read_dir(base).into_iter().flatten().flatten() {
+            let old = old.path();
+            if old == *current {
+                continue;
+            }
+            let Ok(mut maps) = pinned_maps(&old) else {
+                continue;
+            };
+            let Ok(config) = maps.guarded.get(&id, 0) else {
+                continue;
+            };
+            let members: Vec<u64> = maps
+                .guarded
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(m, c)| c.rules == id && *m != id)
+                .map(|(m, _)| m)
+                .collect();
+            let mut handle = self.add_server(cgroup_dir, spec).await?;
+            for member in members {
+                handle.add_member_id(member)?;
+            }
+            remove_server(&mut maps, id);
+            drop(maps);
+            let _ = std::fs::remove_dir_all(old.join("cgroups").join(id.to_string()));
+            if !guards_anything(&old) {
+                let _ = std::fs::remove_dir_all(&old);
+            }
+            tracing::info!(
+                "cgroup {id} moved from the programs in {} (session index {}) to this build's",
+                old.display(),
+                config.session
+            );
+            return Ok(Some(handle));
+        }
+        Ok(None)
+    }
+
+    /// Removes other builds' pin directories that guard nothing any more (agent only).
+    pub fn prune_other_versions(&self) {
+        if let Some((current, base)) = self.pins.as_ref().and_then(|d| Some((d, d.parent()?))) {
+            prune_versions(base, current);
+        }
     }
 
     /// Where the egress attachments of `cgroup_id` are pinned (agent only).
@@ -757,19 +794,79 @@ fn pin_dir(base: &Path) -> Result<PathBuf, KernelError> {
     for sub in ["maps", "cgroups"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| pin_error(&dir, e))?;
     }
+    prune_versions(base, &dir);
+    Ok(dir)
+}
+
+/// Removes the directories of other builds below `base` that guard nothing any more (their
+/// tracepoints and programs go with them).
+fn prune_versions(base: &Path, current: &Path) {
     if let Ok(entries) = std::fs::read_dir(base) {
         for other in entries.flatten().map(|e| e.path()) {
-            if other != dir && other.is_dir() && !guards_anything(&other) {
+            if other != current && other.is_dir() && !guards_anything(&other) {
                 let _ = std::fs::remove_dir_all(&other);
             }
         }
     }
-    Ok(dir)
 }
 
 fn on_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
+}
+
+/// Removes a server cgroup and its members from `maps`: guard entries, allowlist, sensitive
+/// paths and names (every key carries the cgroup id).
+fn remove_server(maps: &mut Maps, cgroup_id: u64) {
+    let members: Vec<u64> = maps
+        .guarded
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, config)| config.rules == cgroup_id)
+        .map(|(id, _)| id)
+        .collect();
+    for id in members {
+        let _ = maps.guarded.remove(&id);
+    }
+    let prefix = cgroup_id.to_be_bytes();
+    let v4: Vec<_> = maps.v4.keys().filter_map(Result::ok).collect();
+    for key in v4.iter().filter(|k| k.data().cgroup == prefix) {
+        let _ = maps.v4.remove(key);
+    }
+    let v6: Vec<_> = maps.v6.keys().filter_map(Result::ok).collect();
+    for key in v6.iter().filter(|k| k.data().cgroup == prefix) {
+        let _ = maps.v6.remove(key);
+    }
+    let paths: Vec<_> = maps.sensitive.keys().filter_map(Result::ok).collect();
+    for key in paths.iter().filter(|k| k.data().cgroup == prefix) {
+        let _ = maps.sensitive.remove(key);
+    }
+    let names: Vec<_> = maps.sensitive_names.keys().filter_map(Result::ok).collect();
+    for key in names.iter().filter(|k| k.cgroup == prefix) {
+        let _ = maps.sensitive_names.remove(key);
+    }
+}
+
+/// The maps pinned in a build's directory (another build's, for a migration).
+fn pinned_maps(dir: &Path) -> Result<Maps, KernelError> {
+    fn open<T>(dir: &Path, name: &'static str) -> Result<T, KernelError>
+    where
+        T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let data = MapData::from_pin(dir.join("maps").join(name)).map_err(map_err(name))?;
+        let map = match name {
+            maps::ALLOW_V4 | maps::ALLOW_V6 | maps::SENSITIVE => aya::maps::Map::LpmTrie(data),
+            _ => aya::maps::Map::HashMap(data),
+        };
+        T::try_from(map).map_err(map_err(name))
+    }
+    Ok(Maps {
+        guarded: open(dir, maps::GUARDED)?,
+        v4: open(dir, maps::ALLOW_V4)?,
+        v6: open(dir, maps::ALLOW_V6)?,
+        sensitive: open(dir, maps::SENSITIVE)?,
+        sensitive_names: open(dir, maps::SENSITIVE_NAMES)?,
+    })
 }
 
 /// Whether the pinned `GUARDED` map of another build's directory still guards a server (its
@@ -918,12 +1015,17 @@ impl ServerHandle {
             path: member_dir.display().to_string(),
             source,
         })?;
+        self.add_member_id(id)?;
+        Ok(id)
+    }
+
+    fn add_member_id(&mut self, id: u64) -> Result<(), KernelError> {
         lock(&self.maps)
             .guarded
             .insert(id, self.config, 0)
             .map_err(map_err(maps::GUARDED))?;
         self.members.push(id);
-        Ok(id)
+        Ok(())
     }
 }
 
