@@ -165,6 +165,25 @@ impl std::fmt::Debug for Hooks {
     }
 }
 
+impl Hooks {
+    /// A real session's seams: the kernel guard from `source`, the MCP proxy on stdio (raw
+    /// bytes with `passthrough`).
+    pub fn guarded(source: guard::GuardSource, passthrough: bool) -> Hooks {
+        let (attach, finish) = guard::hooks(source);
+        let pump: Pump = if passthrough {
+            Box::new(|io| Box::pin(self::passthrough(io)))
+        } else {
+            Box::new(|io| Box::pin(pump::guarded(io)))
+        };
+        Hooks {
+            attach: Some(attach),
+            finish: Some(finish),
+            pump,
+            ..Hooks::default()
+        }
+    }
+}
+
 impl Default for Hooks {
     fn default() -> Self {
         Hooks {
@@ -298,20 +317,8 @@ pub fn main(args: ExecArgs, dirs: &Dirs, route: &AgentRoute) -> ExitCode {
             return ExitCode::from(client::run(stream, request));
         }
     }
-    let recording = Recording::new(&dirs.state);
-    let (attach, finish) = guard::hooks(guard::GuardSource::Local);
-    let pump: Pump = if args.passthrough {
-        Box::new(|io| Box::pin(passthrough(io)))
-    } else {
-        Box::new(|io| Box::pin(pump::guarded(io)))
-    };
-    let hooks = Hooks {
-        attach: Some(attach),
-        finish: Some(finish),
-        pump,
-        ..Hooks::default()
-    };
-    run_recorded(args, dirs, recording, hooks)
+    let hooks = Hooks::guarded(guard::GuardSource::Local, args.passthrough);
+    run_recorded(args, dirs, Recording::new(&dirs.state), hooks)
 }
 
 /// Runs one session with the given seams, recorded under a fresh session id in the state dir's

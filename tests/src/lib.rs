@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 pub mod agent;
 pub mod prom;
+pub mod residue;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
@@ -212,4 +213,33 @@ pub fn container_test_image() -> (String, String) {
         format!("sha256:{id}")
     };
     (name, id)
+}
+
+/// The shipped `policies/everything.toml` with `extra` readable and runnable and `get-sum`
+/// denied (the tests' installs may live outside the shipped read set).
+pub fn everything_policy(extra: &Path) -> String {
+    let shipped = std::fs::read_to_string(workspace_root().join("policies/everything.toml"))
+        .expect("read the shipped policy");
+    let line = format!("  \"{}\",\n", extra.display());
+    let mut text = String::new();
+    let mut in_tools = false;
+    for l in shipped.lines() {
+        if l.starts_with('[') {
+            in_tools = l == "[tools]";
+        }
+        if in_tools && l == "deny = []" {
+            text.push_str("deny = [\"get-sum\"]\n");
+            continue;
+        }
+        text.push_str(l);
+        text.push('\n');
+        if l == "read = [" || l == "exec = [" {
+            text.push_str(&line);
+        }
+    }
+    assert!(
+        text.contains("deny = [\"get-sum\"]"),
+        "no [tools] deny in the policy"
+    );
+    text
 }

@@ -10,7 +10,7 @@ use std::{
 
 use mcp_guard_tests::{
     agent::{self as harness, PinDir},
-    fixture, mcp_guard, npm_server,
+    everything_policy, fixture, mcp_guard, npm_server,
     prom::{Prometheus, free_port, http_get},
     python, require_root, scratch_root, workspace_root,
 };
@@ -39,33 +39,11 @@ fn start_agent(state: &Path, addr: &str, log: &Path) -> Agent {
 
 /// policies/everything.toml with the test's installs readable and `get-sum` denied.
 fn policy(dir: &Path) -> PathBuf {
-    let shipped = std::fs::read_to_string(workspace_root().join("policies/everything.toml"))
-        .expect("read the shipped policy");
     let installs = workspace_root()
         .join("tests/node_modules")
         .canonicalize()
         .expect("tests/node_modules: run `cargo xtask setup`");
-    let extra = format!("  \"{}\",\n", installs.display());
-    let mut text = String::new();
-    let mut in_tools = false;
-    for line in shipped.lines() {
-        if line.starts_with('[') {
-            in_tools = line == "[tools]";
-        }
-        if in_tools && line == "deny = []" {
-            text.push_str("deny = [\"get-sum\"]\n");
-            continue;
-        }
-        text.push_str(line);
-        text.push('\n');
-        if line == "read = [" || line == "exec = [" {
-            text.push_str(&extra);
-        }
-    }
-    assert!(
-        text.contains("\"get-sum\""),
-        "no [tools] deny in the policy"
-    );
+    let text = everything_policy(&installs);
     let path = dir.join("everything.toml");
     std::fs::write(&path, text).expect("write the policy");
     path

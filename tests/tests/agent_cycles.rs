@@ -2,62 +2,14 @@
 //! pinned object or map entry behind, and the agent's programs stay the one set it loaded.
 //! Alone in its test binary so that nothing else runs while it counts.
 
-use std::{
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::process::Stdio;
 
 use mcp_guard_tests::{
     agent::{Agent, PinDir},
-    mcp_guard, require_root, scratch_root,
+    mcp_guard, require_root,
+    residue::Residue,
+    scratch_root,
 };
-
-/// What sessions could leave behind.
-#[derive(Debug, PartialEq)]
-struct Residue {
-    processes: usize,
-    cgroups: usize,
-    mounts: usize,
-    programs: usize,
-}
-
-fn residue() -> Residue {
-    let processes = std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
-                c.windows(9).any(|w| w == b"__session") || c.starts_with(b"/bin/true")
-            })
-        })
-        .count();
-    let cgroups = [
-        "/sys/fs/cgroup/unified/mcp-guard",
-        "/sys/fs/cgroup/mcp-guard",
-    ]
-    .iter()
-    .filter_map(|d| std::fs::read_dir(d).ok())
-    .flat_map(|d| d.flatten())
-    .filter(|e| e.path().is_dir())
-    .count();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .count();
-    let programs = aya::programs::loaded_programs()
-        .flatten()
-        .filter(|p| {
-            p.name_as_str()
-                .is_some_and(|n| mcp_guard::kernel::loader::PROGRAM_NAMES.contains(&n))
-        })
-        .count();
-    Residue {
-        processes,
-        cgroups,
-        mounts,
-        programs,
-    }
-}
 
 /// Entries of the agent's pinned `GUARDED` map (every version directory).
 fn guarded_entries(pins: &PinDir) -> usize {
@@ -90,16 +42,7 @@ fn two_hundred_exec_cycles_through_the_agent_leave_nothing_behind() {
     let agent = Agent::start(&dir, &pins, "");
     // Programs closed by an earlier test binary are freed after an RCU grace period: count
     // from a settled state.
-    let mut before = residue();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let now = residue();
-        if now == before || Instant::now() > deadline {
-            break;
-        }
-        before = now;
-    }
+    let before = Residue::settled(b"__session");
     for i in 0..200 {
         let out = agent
             .exec(
@@ -118,12 +61,7 @@ fn two_hundred_exec_cycles_through_the_agent_leave_nothing_behind() {
         );
     }
     // Workers end after answering their client: give the last ones a moment.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut after = residue();
-    while after != before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        after = residue();
-    }
+    let after = before.wait_back(b"__session");
     assert_eq!(
         after, before,
         "what 200 cycles through the agent left behind"

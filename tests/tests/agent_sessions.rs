@@ -11,7 +11,7 @@ use std::{
 
 use mcp_guard_tests::{
     agent::{Agent, NOBODY, PinDir, Public},
-    describe, fixture, mcp_guard, npm_server,
+    describe, everything_policy, fixture, mcp_guard, npm_server,
     prom::http_get,
     python, require_root, scratch_root, workspace_bin, workspace_root,
 };
@@ -43,33 +43,10 @@ fn shell_policy(agent_dir: &Path, name: &str, extra: &Path, more: &str) {
 }
 
 /// policies/everything.toml with `extra` readable and runnable, `get-sum` denied.
-fn everything_policy(agent_dir: &Path, extra: &Path) {
-    let shipped = std::fs::read_to_string(workspace_root().join("policies/everything.toml"))
-        .expect("read the shipped policy");
-    let line = format!("  \"{}\",\n", extra.display());
-    let mut text = String::new();
-    let mut section = "";
-    for l in shipped.lines() {
-        if l.starts_with('[') {
-            section = l;
-        }
-        if section == "[tools]" && l == "deny = []" {
-            text.push_str("deny = [\"get-sum\"]\n");
-            continue;
-        }
-        text.push_str(l);
-        text.push('\n');
-        if l == "read = [" || l == "exec = [" {
-            text.push_str(&line);
-        }
-    }
-    assert!(
-        text.contains("deny = [\"get-sum\"]"),
-        "no [tools] deny in the policy"
-    );
+fn install_everything_policy(agent_dir: &Path, extra: &Path) {
     let dir = agent_dir.join("policies");
     std::fs::create_dir_all(&dir).expect("policy dir");
-    std::fs::write(dir.join("everything.toml"), text).expect("write the policy");
+    std::fs::write(dir.join("everything.toml"), everything_policy(extra)).expect("write");
 }
 
 fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
@@ -105,7 +82,7 @@ fn an_unprivileged_exec_runs_a_real_server_through_the_agent_as_itself() {
             .strip_prefix(workspace_root().join("tests/node_modules"))
             .expect("the server is in tests/node_modules"),
     );
-    everything_policy(&dir, &public.0);
+    install_everything_policy(&dir, &public.0);
     shell_policy(&dir, "shell", &public.0, "");
     shell_policy(&dir, "rootonly", &public.0, "[access]\nusers = [\"root\"]");
     shell_policy(&dir, "asroot", &public.0, "user = \"root\"");
@@ -309,107 +286,170 @@ fn wait_metric(addr: &str, name: &str, want: f64) {
     }
 }
 
-/// Reads one line of the session's stdout.
-fn read_line(out: &mut BufReader<std::process::ChildStdout>) -> String {
-    let mut line = String::new();
-    out.read_line(&mut line).expect("the server's answer");
-    line
+/// A session through the agent, as nobody, whose server connects to 127.0.0.1:9 for each line
+/// it reads and prints what it got. Port 9 is open to landlock (the policy allows
+/// 10.0.0.0/8:9), so that address is judged by the eBPF programs alone.
+struct Probe {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+/// A test's agent dir, pins and public copies of mcp-guard and the probe, with the policy.
+struct ProbeSetup {
+    dir: PathBuf,
+    pins: PinDir,
+    public: Public,
+    guard: PathBuf,
+    netprobe: PathBuf,
+}
+
+impl ProbeSetup {
+    fn new(name: &str) -> ProbeSetup {
+        let dir = test_dir(name);
+        let public = Public::new(name);
+        let guard = public.copy(&mcp_guard(), "mcp-guard");
+        let netprobe = public.copy(&workspace_bin("netprobe"), "netprobe");
+        shell_policy(
+            &dir,
+            "probe",
+            &public.0,
+            "[network]\nallow = [\"10.0.0.0/8:9\"]",
+        );
+        ProbeSetup {
+            dir,
+            pins: PinDir::new(name),
+            public,
+            guard,
+            netprobe,
+        }
+    }
+
+    fn start(&self, agent: &Agent) -> Probe {
+        let script = format!(
+            "while read go; do {} tcp:127.0.0.1:9; done",
+            self.netprobe.display()
+        );
+        let mut child = agent
+            .exec(
+                &self.guard,
+                NOBODY,
+                &[
+                    "--passthrough",
+                    "--policy",
+                    "probe",
+                    "--",
+                    "/bin/sh",
+                    "-c",
+                    &script,
+                ],
+            )
+            .current_dir(&self.public.0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start exec");
+        Probe {
+            stdin: child.stdin.take().expect("stdin"),
+            stdout: BufReader::new(child.stdout.take().expect("stdout")),
+            child,
+        }
+    }
+
+    /// Waits until the agent's pinned attachments are all gone.
+    fn wait_unpinned(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.pins.pinned_cgroups().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{:?}",
+                self.pins.pinned_cgroups()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Probe {
+    /// One connect: its outcome (`errno 1` is EPERM).
+    fn connect(&mut self) -> String {
+        writeln!(self.stdin, "go").expect("write");
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .expect("the server's answer");
+        line.trim().to_string()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("exec").is_none()
+    }
+
+    /// SIGTERM to exec; its exit status.
+    fn terminate(mut self) -> Option<i32> {
+        let term = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill(1)");
+        assert!(term.success());
+        self.child.wait().expect("reap exec").code()
+    }
+}
+
+/// Waits until the store holds `n` denied connects of the probe.
+fn wait_denied(agent: &Agent, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = query(agent, &["events", "--server", "probe", "--kind", "connect"]);
+        let denied = events
+            .iter()
+            .filter(|e| e["verdict"] == "denied" && e["port"] == 9)
+            .count();
+        if denied == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{denied} denied connects recorded, not {n}: {events:?}\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
 fn agent_restarts_leave_its_sessions_enforced_and_the_next_agent_adopts_them() {
     require_root();
-    let dir = test_dir("restart");
-    let pins = PinDir::new("restart");
-    let public = Public::new("restart");
-    let guard = public.copy(&mcp_guard(), "mcp-guard");
-    let netprobe = public.copy(&workspace_bin("netprobe"), "netprobe");
-    // Port 9 is open to landlock (10.0.0.0/8:9 is allowed), so 127.0.0.1:9 is judged by eBPF.
-    shell_policy(
-        &dir,
-        "probe",
-        &public.0,
-        "[network]\nallow = [\"10.0.0.0/8:9\"]",
-    );
-    let mut agent = Agent::start(&dir, &pins, "");
+    let setup = ProbeSetup::new("restart");
+    let mut agent = Agent::start(&setup.dir, &setup.pins, "");
     let addr = agent.addr.clone();
-
-    // For each line it reads, the server connects to a denied address and says what it got.
-    let script = format!(
-        "while read go; do {} tcp:127.0.0.1:9; done",
-        netprobe.display()
-    );
-    let mut session: Child = agent
-        .exec(
-            &guard,
-            NOBODY,
-            &[
-                "--passthrough",
-                "--policy",
-                "probe",
-                "--",
-                "/bin/sh",
-                "-c",
-                &script,
-            ],
-        )
-        .current_dir(&public.0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start exec");
-    let mut stdin = session.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(session.stdout.take().expect("stdout"));
-    writeln!(stdin, "go").expect("write");
-    assert_eq!(read_line(&mut stdout).trim(), "errno 1", "with the agent");
+    let mut probe = setup.start(&agent);
+    assert_eq!(probe.connect(), "errno 1", "with the agent");
     wait_metric(&addr, "mcp_guard_servers_running", 1.0);
 
     // SIGKILL: nothing of the agent's runs any more, the pinned programs still judge.
     agent.kill();
-    writeln!(stdin, "go").expect("write");
     assert_eq!(
-        read_line(&mut stdout).trim(),
+        probe.connect(),
         "errno 1",
         "the connect while no agent runs"
     );
-    assert!(
-        session.try_wait().expect("exec").is_none(),
-        "the session ended"
-    );
+    assert!(probe.running(), "the session ended with the agent");
 
     // A new agent adopts the session: it reports it, and its events (those made while no
     // agent ran included) reach the session's record.
-    let mut agent = Agent::start_at(&dir, &pins, "", &addr, "agent2");
+    let mut agent = Agent::start_at(&setup.dir, &setup.pins, "", &addr, "agent2");
     wait_metric(&addr, "mcp_guard_servers_running", 1.0);
     assert!(
         agent.log().contains("1 server(s) guarded from before"),
         "{}",
         agent.log()
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let denied = query(
-            &agent,
-            &["events", "--server", "probe", "--kind", "connect"],
-        );
-        let n = denied
-            .iter()
-            .filter(|e| e["verdict"] == "denied" && e["port"] == 9)
-            .count();
-        if n == 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{n} denied connects recorded, not 2: {denied:?}\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_denied(&agent, 2);
 
     // SIGHUP with a broken policy file: the agent keeps the last good one and says why.
-    let file = dir.join("policies/probe.toml");
+    let file = setup.dir.join("policies/probe.toml");
     let good = std::fs::read_to_string(&file).expect("policy");
     std::fs::write(&file, format!("{good}bogus = 1\n")).expect("break the policy");
     let hup = Command::new("kill")
@@ -427,7 +467,7 @@ fn agent_restarts_leave_its_sessions_enforced_and_the_next_agent_adopts_them() {
     }
     let out = agent
         .exec(
-            &guard,
+            &setup.guard,
             NOBODY,
             &["--passthrough", "--policy", "probe", "--", "/bin/true"],
         )
@@ -438,28 +478,62 @@ fn agent_restarts_leave_its_sessions_enforced_and_the_next_agent_adopts_them() {
 
     // SIGTERM drains: the agent stops at once, the session goes on, enforced.
     assert!(agent.terminate().success(), "{}", agent.log());
-    writeln!(stdin, "go").expect("write");
-    assert_eq!(read_line(&mut stdout).trim(), "errno 1", "after SIGTERM");
-    let agent = Agent::start_at(&dir, &pins, "", &addr, "agent3");
+    assert_eq!(probe.connect(), "errno 1", "after SIGTERM");
+    let agent = Agent::start_at(&setup.dir, &setup.pins, "", &addr, "agent3");
     wait_metric(&addr, "mcp_guard_servers_running", 1.0);
 
     // exec's SIGTERM reaches the session through the agent: it ends as exec would (143).
-    let term = Command::new("kill")
-        .arg(session.id().to_string())
-        .status()
-        .expect("kill(1)");
-    assert!(term.success());
-    let status = session.wait().expect("reap exec");
-    assert_eq!(status.code(), Some(143), "{}", agent.log());
+    assert_eq!(probe.terminate(), Some(143), "{}", agent.log());
     wait_metric(&addr, "mcp_guard_servers_running", 0.0);
-    drop(stdin);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !pins.pinned_cgroups().is_empty() {
-        assert!(Instant::now() < deadline, "{:?}", pins.pinned_cgroups());
+    setup.wait_unpinned();
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&setup.dir);
+}
+
+#[test]
+fn an_upgraded_agent_moves_running_sessions_onto_its_own_programs() {
+    require_root();
+    let setup = ProbeSetup::new("upgrade");
+    let mut agent = Agent::start(&setup.dir, &setup.pins, "");
+    let addr = agent.addr.clone();
+    let mut probe = setup.start(&agent);
+    assert_eq!(probe.connect(), "errno 1", "before the upgrade");
+    agent.kill();
+
+    // Make the running session's programs and maps look like another build's: the next agent
+    // (this build) loads its own beside them.
+    let versions: Vec<PathBuf> = std::fs::read_dir(&setup.pins.0)
+        .expect("pin dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let old = setup.pins.0.join("0000000000000000");
+    std::fs::rename(&versions[0], &old).expect("rename on bpffs");
+    let agent = Agent::start_at(&setup.dir, &setup.pins, "", &addr, "agent2");
+    assert!(
+        agent.log().contains("0 server(s) guarded from before"),
+        "{}",
+        agent.log()
+    );
+
+    // The worker reconnects; the new agent guards its cgroup with its own programs, then drops
+    // it from the old build's maps, and the old build's directory goes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while old.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the old build's pins are still there:\n{}",
+            agent.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(probe.connect(), "errno 1", "after the upgrade");
+    wait_denied(&agent, 2);
+    assert_eq!(probe.terminate(), Some(143));
+    setup.wait_unpinned();
     drop(agent);
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&setup.dir);
 }
 
 #[test]
@@ -492,118 +566,6 @@ fn a_known_only_agent_launches_only_servers_with_a_policy_of_their_own() {
         .output()
         .expect("exec");
     assert!(out.status.success(), "{}", describe(&out));
-    drop(agent);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
-fn an_upgraded_agent_moves_running_sessions_onto_its_own_programs() {
-    require_root();
-    let dir = test_dir("upgrade");
-    let pins = PinDir::new("upgrade");
-    let public = Public::new("upgrade");
-    let guard = public.copy(&mcp_guard(), "mcp-guard");
-    let netprobe = public.copy(&workspace_bin("netprobe"), "netprobe");
-    shell_policy(
-        &dir,
-        "probe",
-        &public.0,
-        "[network]\nallow = [\"10.0.0.0/8:9\"]",
-    );
-    let mut agent = Agent::start(&dir, &pins, "");
-    let addr = agent.addr.clone();
-    let script = format!(
-        "while read go; do {} tcp:127.0.0.1:9; done",
-        netprobe.display()
-    );
-    let mut session: Child = agent
-        .exec(
-            &guard,
-            NOBODY,
-            &[
-                "--passthrough",
-                "--policy",
-                "probe",
-                "--",
-                "/bin/sh",
-                "-c",
-                &script,
-            ],
-        )
-        .current_dir(&public.0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start exec");
-    let mut stdin = session.stdin.take().expect("stdin");
-    let mut stdout = BufReader::new(session.stdout.take().expect("stdout"));
-    writeln!(stdin, "go").expect("write");
-    assert_eq!(
-        read_line(&mut stdout).trim(),
-        "errno 1",
-        "before the upgrade"
-    );
-    agent.kill();
-
-    // Make the running session's programs and maps look like another build's: the next agent
-    // (this build) loads its own beside them.
-    let versions: Vec<PathBuf> = std::fs::read_dir(&pins.0)
-        .expect("pin dir")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert_eq!(versions.len(), 1, "{versions:?}");
-    let old = pins.0.join("0000000000000000");
-    std::fs::rename(&versions[0], &old).expect("rename on bpffs");
-    let agent = Agent::start_at(&dir, &pins, "", &addr, "agent2");
-    assert!(
-        agent.log().contains("0 server(s) guarded from before"),
-        "{}",
-        agent.log()
-    );
-
-    // The worker reconnects; the new agent guards its cgroup with its own programs, then drops
-    // it from the old build's maps, and the old build's directory goes.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while old.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the old build's pins are still there:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    writeln!(stdin, "go").expect("write");
-    assert_eq!(
-        read_line(&mut stdout).trim(),
-        "errno 1",
-        "after the upgrade"
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let denied = query(
-            &agent,
-            &["events", "--server", "probe", "--kind", "connect"],
-        );
-        if denied.iter().filter(|e| e["verdict"] == "denied").count() == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{denied:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let term = Command::new("kill")
-        .arg(session.id().to_string())
-        .status()
-        .expect("kill(1)");
-    assert!(term.success());
-    assert_eq!(session.wait().expect("reap exec").code(), Some(143));
-    drop(stdin);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !pins.pinned_cgroups().is_empty() {
-        assert!(Instant::now() < deadline, "{:?}", pins.pinned_cgroups());
-        std::thread::sleep(Duration::from_millis(100));
-    }
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,7 +17,7 @@ use std::{
     process::ExitCode,
 };
 
-use super::{ExecArgs, Hooks, Pump, Recording, guard, passthrough, pump};
+use super::{ExecArgs, Hooks, Recording, guard};
 use crate::{
     ipc::{self, ClientReply, ClientSignal, WORKER_CLIENT_FD, WORKER_CWD_FD, WORKER_SETUP_FD},
     launch::identity::Caller,
@@ -82,18 +82,7 @@ pub fn main() -> ExitCode {
         Err(e) => eprintln!("mcp-guard: the client's signals cannot be relayed: {e}"),
     }
     let request = setup.request;
-    let (attach, finish) = guard::hooks(guard::GuardSource::Agent(setup.socket));
-    let pump: Pump = if request.passthrough {
-        Box::new(|io| Box::pin(passthrough(io)))
-    } else {
-        Box::new(|io| Box::pin(pump::guarded(io)))
-    };
-    let hooks = Hooks {
-        attach: Some(attach),
-        finish: Some(finish),
-        pump,
-        ..Hooks::default()
-    };
+    let hooks = Hooks::guarded(guard::GuardSource::Agent(setup.socket), request.passthrough);
     let args = ExecArgs {
         policy: request.policy,
         policy_text: setup.policy_text,

@@ -398,18 +398,15 @@ impl KernelGuard {
 
     /// Takes over a server that another build's programs guard (the agent was upgraded while it
     /// ran): guards it with this build's programs first (both judge alike meanwhile), then
-    /// removes it from the old build's maps and pins. `None` when no other build guards it. The
-    /// old build's directory goes once it guards nothing; events its ring buffer still held for
-    /// the server are not read.
+    /// removes it from the old build's maps and pins, and reads what the old ring buffer holds
+    /// (records of the shared layout; one that does not parse is dropped). `None` when no other
+    /// build guards it. The old build's directory goes once it guards nothing.
     pub async fn migrate_server(
         &self,
         cgroup_dir: &Path,
         spec: ServerSpec,
     ) -> Result<Option<ServerHandle>, KernelError> {
-        let id = cgroup_id(cgroup_dir).map_err(|source| KernelError::Cgroup {
-            path: cgroup_dir.display().to_string(),
-            source,
-        })?;
+        let id = guarded_id(cgroup_dir)?;
         let Some(current) = &self.pins else {
             return Ok(None);
         };
@@ -440,6 +437,7 @@ impl KernelGuard {
             }
             remove_server(&mut maps, id);
             drop(maps);
+            self.drain_ring_of(&old).await;
             let _ = std::fs::remove_dir_all(old.join("cgroups").join(id.to_string()));
             if !guards_anything(&old) {
                 let _ = std::fs::remove_dir_all(&old);
@@ -452,6 +450,24 @@ impl KernelGuard {
             return Ok(Some(handle));
         }
         Ok(None)
+    }
+
+    /// Moves what another build's ring buffer holds onto this guard's event channel (its
+    /// sessions' events since the last agent stopped reading it).
+    async fn drain_ring_of(&self, dir: &Path) {
+        let Ok(data) = MapData::from_pin(dir.join("maps").join(maps::EVENTS)) else {
+            return;
+        };
+        let Ok(mut ring) = RingBuf::try_from(aya::maps::Map::RingBuf(data)) else {
+            return;
+        };
+        let mut batch = Vec::new();
+        while let Some(item) = ring.next() {
+            batch.extend(events::parse(&item, &self.labels));
+        }
+        for event in batch {
+            let _ = self.tx.send(event).await;
+        }
     }
 
     /// Removes other builds' pin directories that guard nothing any more (agent only).
@@ -527,10 +543,7 @@ impl KernelGuard {
         spec: ServerSpec,
         resolver: Option<NameResolver>,
     ) -> Result<ServerHandle, KernelError> {
-        let cgroup_id = cgroup_id(cgroup_dir).map_err(|source| KernelError::Cgroup {
-            path: cgroup_dir.display().to_string(),
-            source,
-        })?;
+        let cgroup_id = guarded_id(cgroup_dir)?;
         // Checked before anything is written: a bad path changes nothing.
         sensitive_keys(cgroup_id, &spec.sensitive)?;
         if lock(&self.maps).guarded.get(&cgroup_id, 0).is_ok() {
@@ -559,10 +572,7 @@ impl KernelGuard {
         spec: ServerSpec,
     ) -> Result<ServerHandle, KernelError> {
         let resolver = resolver_for(&spec)?;
-        let cgroup_id = cgroup_id(cgroup_dir).map_err(|source| KernelError::Cgroup {
-            path: cgroup_dir.display().to_string(),
-            source,
-        })?;
+        let cgroup_id = guarded_id(cgroup_dir)?;
         sensitive_keys(cgroup_id, &spec.sensitive)?;
         let adopted = {
             let maps = lock(&self.maps);
@@ -1011,10 +1021,7 @@ impl ServerHandle {
     /// registered cgroups (the egress programs also judge unregistered descendants). Undone
     /// when the handle is dropped.
     pub fn add_member(&mut self, member_dir: &Path) -> Result<u64, KernelError> {
-        let id = cgroup_id(member_dir).map_err(|source| KernelError::Cgroup {
-            path: member_dir.display().to_string(),
-            source,
-        })?;
+        let id = guarded_id(member_dir)?;
         self.add_member_id(id)?;
         Ok(id)
     }
@@ -1070,6 +1077,14 @@ impl Drop for ServerHandle {
         drop(maps);
         lock(&self.attached).remove(&self.cgroup_id);
     }
+}
+
+/// [`cgroup_id`] as a [`KernelError`] naming the directory.
+fn guarded_id(cgroup_dir: &Path) -> Result<u64, KernelError> {
+    cgroup_id(cgroup_dir).map_err(|source| KernelError::Cgroup {
+        path: cgroup_dir.display().to_string(),
+        source,
+    })
 }
 
 /// The id of a cgroup v2 directory: its inode number, as `bpf_get_current_cgroup_id` returns.
