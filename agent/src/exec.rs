@@ -302,7 +302,7 @@ impl Recording {
 /// attach and finish seams, the MCP proxy on stdio (raw bytes with `--passthrough`).
 pub fn main(args: ExecArgs, dirs: &Dirs, route: &AgentRoute) -> ExitCode {
     if !route.standalone {
-        let socket = client::socket_path(route.socket.as_deref());
+        let socket = crate::ipc::socket_path(route.socket.as_deref());
         if let Some(stream) = client::connect(&socket) {
             let request = crate::ipc::ExecRequest {
                 policy: args.policy,

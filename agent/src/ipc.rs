@@ -28,6 +28,14 @@ pub const DEFAULT_SOCKET: &str = "/run/mcp-guard/agent.sock";
 /// Environment variable naming the agent's socket for `exec` (and the agent's own default).
 pub const SOCKET_ENV: &str = "MCP_GUARD_AGENT_SOCKET";
 
+/// The agent's socket as `exec` finds it: `--agent-socket`, else `$MCP_GUARD_AGENT_SOCKET`, else
+/// the default.
+pub fn socket_path(flag: Option<&std::path::Path>) -> PathBuf {
+    flag.map(std::path::Path::to_path_buf)
+        .or_else(|| std::env::var_os(SOCKET_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+}
+
 /// The longest message accepted (an exec request carries the client's whole environment).
 pub const MAX_MESSAGE: usize = 1 << 20;
 

@@ -8,7 +8,7 @@ use mcp_guard_tests::{mcp_guard, require_root};
 use serde_json::Value;
 
 /// Every capability the doctor must report (issue 2).
-const CAPABILITIES: [&str; 20] = [
+const CAPABILITIES: [&str; 21] = [
     "privileges",
     "btf",
     "tracefs",
@@ -29,6 +29,7 @@ const CAPABILITIES: [&str; 20] = [
     "namespaces",
     "user_namespaces",
     "container_engine",
+    "agent",
 ];
 
 /// Available on these machines (DESIGN.md, measured).

@@ -62,11 +62,13 @@ pub enum CapabilityId {
     UserNamespaces,
     /// A Docker-Engine-API endpoint answers (for the container backend).
     ContainerEngine,
+    /// An mcp-guard agent listens on its socket (exec then hands sessions to it).
+    Agent,
 }
 
 impl CapabilityId {
     /// Every capability, in report order.
-    pub const ALL: [CapabilityId; 20] = [
+    pub const ALL: [CapabilityId; 21] = [
         Self::Privileges,
         Self::Btf,
         Self::Tracefs,
@@ -87,6 +89,7 @@ impl CapabilityId {
         Self::Namespaces,
         Self::UserNamespaces,
         Self::ContainerEngine,
+        Self::Agent,
     ];
 
     /// The stable name used in output and JSON.
@@ -112,6 +115,7 @@ impl CapabilityId {
             Self::Namespaces => "namespaces",
             Self::UserNamespaces => "user_namespaces",
             Self::ContainerEngine => "container_engine",
+            Self::Agent => "agent",
         }
     }
 
@@ -119,7 +123,7 @@ impl CapabilityId {
     pub fn required(self) -> bool {
         !matches!(
             self,
-            Self::Lsm | Self::UserNamespaces | Self::ContainerEngine
+            Self::Lsm | Self::UserNamespaces | Self::ContainerEngine | Self::Agent
         )
     }
 }
@@ -314,6 +318,7 @@ pub fn probe() -> Report {
     probe_seccomp(&mut b);
     probe_namespaces(&mut b);
     probe_container_engine(&mut b);
+    probe_agent(&mut b);
     b.finish()
 }
 
@@ -1205,6 +1210,27 @@ fn probe_namespaces(b: &mut Builder) {
     }
 }
 
+/// Whether `exec` here would hand its session to an agent (the socket `exec` uses by default).
+fn probe_agent(b: &mut Builder) {
+    let socket = crate::ipc::socket_path(None);
+    match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(_) => b.put(
+            CapabilityId::Agent,
+            Status::Available,
+            format!("an agent listens on {}", socket.display()),
+            "exec hands its sessions to the agent: they run as the calling user with the \
+             agent's pinned eBPF programs, and exec needs no privilege",
+        ),
+        Err(e) => b.put(
+            CapabilityId::Agent,
+            Status::Unavailable,
+            format!("no agent listens on {}: {}", socket.display(), io_errno(&e)),
+            "exec runs each session itself: it needs root for full enforcement (start \
+             `mcp-guard agent`, e.g. systemctl start mcp-guard, to serve unprivileged users)",
+        ),
+    }
+}
+
 fn probe_container_engine(b: &mut Builder) {
     let docker_host = std::env::var("DOCKER_HOST").ok();
     let mut tried = Vec::new();
@@ -1470,6 +1496,7 @@ mod tests {
         assert_eq!(names.len(), CapabilityId::ALL.len());
         assert!(!CapabilityId::Lsm.required());
         assert!(!CapabilityId::ContainerEngine.required());
+        assert!(!CapabilityId::Agent.required());
         assert!(CapabilityId::CgroupSockAddr.required());
         assert_eq!(errno_name(libc::EPERM), "EPERM");
         assert_eq!(errno_name(524), "ENOTSUPP");

@@ -9,7 +9,7 @@ use std::{
         fd::{AsFd, AsRawFd, OwnedFd},
         unix::net::UnixStream,
     },
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use tokio::{
@@ -21,13 +21,6 @@ use crate::ipc::{self, ClientReply, ClientSignal, ExecRequest, Request};
 
 /// Exit status when the agent or the session worker went away without an exit status.
 pub const EXIT_LOST: u8 = 69;
-
-/// The agent's socket: `--agent-socket`, else `$MCP_GUARD_AGENT_SOCKET`, else the default.
-pub fn socket_path(flag: Option<&Path>) -> PathBuf {
-    flag.map(Path::to_path_buf)
-        .or_else(|| std::env::var_os(ipc::SOCKET_ENV).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(ipc::DEFAULT_SOCKET))
-}
 
 /// Connects to the agent at `path`: `None` when no agent listens there (no socket file, or a
 /// stale one), so exec runs standalone.
