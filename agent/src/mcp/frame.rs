@@ -80,7 +80,12 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
             };
             let taken = chunk.len();
             match over.as_mut() {
-                None if self.buf.len() + taken <= self.max => self.buf.extend_from_slice(chunk),
+                None if self.buf.len() + taken <= self.max => {
+                    // One more byte for the newline the proxy appends when it forwards the line,
+                    // so that push never reallocates (and copies) the whole message.
+                    self.buf.reserve(taken + 1);
+                    self.buf.extend_from_slice(chunk);
+                }
                 None => {
                     head = self.buf[..self.buf.len().min(KEEP)].to_vec();
                     if head.len() < KEEP {
