@@ -187,6 +187,13 @@ enum Out {
     Client(Vec<u8>),
 }
 
+/// Which side a forwarded message goes to.
+#[derive(Clone, Copy)]
+enum Dest {
+    Client,
+    Server,
+}
+
 struct Core<K> {
     session: Session,
     chain: Chain,
@@ -289,7 +296,7 @@ where
                         break;
                     }
                 };
-                batch.add(lock(core).on_client_frame(frame));
+                lock(core).on_client_frame(frame, &mut batch);
                 // While more input is buffered, keep going: one write per side per burst.
                 if (!reader.line_ready() || batch.full())
                     && !batch.send(&to_client, &to_server).await
@@ -325,7 +332,7 @@ where
                         break;
                     }
                 };
-                batch.add(lock(core).on_server_frame(frame));
+                lock(core).on_server_frame(frame, &mut batch);
                 if (!reader.line_ready() || batch.full())
                     && !batch.send_from_server(&to_client, &server_answers).await
                 {
@@ -426,6 +433,22 @@ impl Batch {
         }
     }
 
+    /// Queues a forwarded line (without its newline) for `to`, reusing its allocation when
+    /// nothing else is queued there (the frame reader left room for the newline).
+    fn push_line(&mut self, to: Dest, mut raw: Vec<u8>) {
+        let buf = match to {
+            Dest::Client => &mut self.client,
+            Dest::Server => &mut self.server,
+        };
+        if buf.is_empty() {
+            raw.push(b'\n');
+            *buf = raw;
+        } else {
+            buf.extend_from_slice(&raw);
+            buf.push(b'\n');
+        }
+    }
+
     fn full(&self) -> bool {
         self.client.len() + self.server.len() >= BATCH_BYTES
     }
@@ -497,7 +520,12 @@ fn line(mut bytes: Vec<u8>) -> Vec<u8> {
 }
 
 fn to_line(v: &Value) -> Vec<u8> {
-    line(serde_json::to_vec(v).unwrap_or_default())
+    line(to_vec(v))
+}
+
+/// `v` serialized (without a newline). Serializing a `Value` cannot fail (its keys are strings).
+fn to_vec(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
 }
 
 /// The id to answer an invalid message with: its own if it has a usable one, else null.
@@ -516,7 +544,7 @@ enum Step {
 }
 
 impl<K: CallSink> Core<K> {
-    fn on_client_frame(&mut self, frame: Frame) -> Vec<Out> {
+    fn on_client_frame(&mut self, frame: Frame, out: &mut Batch) {
         let raw = match frame {
             Frame::Line(raw) => raw,
             Frame::Oversized { len, head, tail } => {
@@ -527,52 +555,55 @@ impl<K: CallSink> Core<K> {
                 );
                 tracing::warn!("from the client: {msg}");
                 let id = frame::sniff_id(&[&head, &tail]).unwrap_or(Value::Null);
-                return vec![Out::Client(line(frame::error_response(
+                out.add(vec![Out::Client(line(frame::error_response(
                     &id,
                     frame::PARSE_ERROR,
                     &msg,
                     None,
-                )))];
+                )))]);
+                return;
             }
         };
         if raw.iter().all(u8::is_ascii_whitespace) {
-            return vec![];
+            return;
         }
         let parsed = match frame::parse_strict(&raw) {
             Ok(v) => v,
             Err(e) => {
                 self.stats.malformed_from_client += 1;
                 tracing::warn!("from the client: {e}");
-                return vec![Out::Client(line(frame::error_response(
+                out.add(vec![Out::Client(line(frame::error_response(
                     &Value::Null,
                     e.code(),
                     &format!("mcp-guard: {e}"),
                     None,
-                )))];
+                )))]);
+                return;
             }
         };
         match parsed {
             Value::Array(items) => {
                 if items.is_empty() {
                     self.stats.malformed_from_client += 1;
-                    return vec![Out::Client(line(frame::error_response(
+                    out.add(vec![Out::Client(line(frame::error_response(
                         &Value::Null,
                         frame::INVALID_REQUEST,
                         "mcp-guard: empty batch",
                         None,
-                    )))];
+                    )))]);
+                    return;
                 }
                 let steps: Vec<Step> = items.into_iter().map(|v| self.client_msg(v)).collect();
-                Self::batch(raw, steps, true, true)
+                Self::emit_batch(out, raw, steps, Dest::Server);
             }
             v => {
                 let step = self.client_msg(v);
-                Self::batch(raw, vec![step], false, true)
+                Self::emit_one(out, raw, step, Dest::Server);
             }
         }
     }
 
-    fn on_server_frame(&mut self, frame: Frame) -> Vec<Out> {
+    fn on_server_frame(&mut self, frame: Frame, out: &mut Batch) {
         let raw = match frame {
             Frame::Line(raw) => {
                 self.frame_len = raw.len();
@@ -585,11 +616,12 @@ impl<K: CallSink> Core<K> {
                     self.max
                 );
                 tracing::warn!("{msg}; dropped");
-                return self.fail_pending(frame::sniff_id(&[&head, &tail]), &msg);
+                out.add(self.fail_pending(frame::sniff_id(&[&head, &tail]), &msg));
+                return;
             }
         };
         if raw.iter().all(u8::is_ascii_whitespace) {
-            return vec![];
+            return;
         }
         let parsed = match frame::parse_strict(&raw) {
             Ok(v) => v,
@@ -598,24 +630,27 @@ impl<K: CallSink> Core<K> {
                 tracing::warn!("malformed output from the server dropped: {e}");
                 let head = &raw[..raw.len().min(frame::KEEP)];
                 let tail = &raw[raw.len().saturating_sub(frame::KEEP)..];
-                return self.fail_pending(
+                out.add(self.fail_pending(
                     frame::sniff_id(&[head, tail]),
                     &format!("mcp-guard: the server sent a malformed message: {e}"),
-                );
+                ));
+                return;
             }
         };
-        let mut outs = match parsed {
+        match parsed {
             Value::Array(items) if !items.is_empty() => {
                 let steps: Vec<Step> = items.into_iter().map(|v| self.server_msg(v)).collect();
-                Self::batch(raw, steps, true, false)
+                Self::emit_batch(out, raw, steps, Dest::Client);
             }
             v => {
                 let step = self.server_msg(v);
-                Self::batch(raw, vec![step], false, false)
+                Self::emit_one(out, raw, step, Dest::Client);
             }
-        };
-        outs.extend(self.to_server.drain(..).map(Out::Server));
-        outs
+        }
+        // The proxy's own requests (re-listing) go after what this frame produced.
+        if !self.to_server.is_empty() {
+            out.add(self.to_server.drain(..).map(Out::Server).collect());
+        }
     }
 
     /// Asks the server for its tools on the proxy's own behalf (`cursor` for the next page), so
@@ -683,9 +718,22 @@ impl<K: CallSink> Core<K> {
         }
     }
 
-    /// Turns per-message steps into output lines. When every message is forwarded unchanged the
-    /// original bytes go through; otherwise the forwarded ones are re-serialized.
-    fn batch(raw: Vec<u8>, steps: Vec<Step>, is_batch: bool, forward_to_server: bool) -> Vec<Out> {
+    /// Queues the output of a single (non-batch) message. Forwarded untouched, its original
+    /// bytes go through (the common case: no re-serialization, no copy).
+    fn emit_one(out: &mut Batch, raw: Vec<u8>, step: Step, forward: Dest) {
+        match step {
+            Step::Forward(_, false) => out.push_line(forward, raw),
+            Step::Forward(v, true) => out.push_line(forward, to_vec(&v)),
+            Step::ReplyClient(v) => out.push_line(Dest::Client, to_vec(&v)),
+            Step::ReplyServer(v) => out.push_line(Dest::Server, to_vec(&v)),
+            Step::Drop => {}
+        }
+    }
+
+    /// Queues the output of a JSON-RPC batch: the forwarded elements as one batch (the original
+    /// bytes when every element is forwarded unchanged), and the proxy's own answers to each
+    /// side as another.
+    fn emit_batch(out: &mut Batch, raw: Vec<u8>, steps: Vec<Step>, forward: Dest) {
         let untouched = steps.iter().all(|s| matches!(s, Step::Forward(_, false)));
         let mut fwd = Vec::new();
         let mut to_client = Vec::new();
@@ -698,29 +746,20 @@ impl<K: CallSink> Core<K> {
                 Step::Drop => {}
             }
         }
-        let pack = |mut vs: Vec<Value>| {
-            if is_batch {
-                to_line(&Value::Array(vs))
-            } else {
-                to_line(&vs.remove(0))
-            }
-        };
-        let mut outs = Vec::new();
         if !fwd.is_empty() {
-            let bytes = if untouched { line(raw) } else { pack(fwd) };
-            outs.push(if forward_to_server {
-                Out::Server(bytes)
+            let bytes = if untouched {
+                raw
             } else {
-                Out::Client(bytes)
-            });
+                to_vec(&Value::Array(fwd))
+            };
+            out.push_line(forward, bytes);
         }
         if !to_client.is_empty() {
-            outs.push(Out::Client(pack(to_client)));
+            out.push_line(Dest::Client, to_vec(&Value::Array(to_client)));
         }
         if !to_server.is_empty() {
-            outs.push(Out::Server(pack(to_server)));
+            out.push_line(Dest::Server, to_vec(&Value::Array(to_server)));
         }
-        outs
     }
 
     fn client_msg(&mut self, mut v: Value) -> Step {
@@ -747,7 +786,7 @@ impl<K: CallSink> Core<K> {
         } = self;
         match kind {
             Kind::Request { id, method } => {
-                let pending = session.client_request(&id, &method, &v);
+                let mut pending = session.client_request(&id, &method, &v);
                 let mut ctx = Ctx {
                     server: &session.server,
                     client_name: session.client_name.as_deref(),
@@ -761,26 +800,28 @@ impl<K: CallSink> Core<K> {
                 for (rule, tool, summary) in findings {
                     sink.finding(session.finding(&rule, tool.as_deref(), summary));
                 }
-                if !matches!(verdict, Verdict::Deny(_)) {
-                    sink.call_started(&pending.call_id, pending.tool.as_deref());
-                }
-                match verdict {
+                let step = match verdict {
                     Verdict::Pass => Step::Forward(v, false),
                     Verdict::Modified(why) => {
                         stats.modified += 1;
-                        session.mark_modified(&id, why);
+                        pending.modified = Some(why);
                         Step::Forward(v, true)
                     }
                     Verdict::Deny(d) => {
+                        // Refused: never in flight, ended here.
                         stats.denied += 1;
-                        if let Some(rec) =
-                            session.finish(&id, Decision::Denied, d.message.clone(), None)
-                        {
-                            sink.call(rec);
-                        }
-                        Step::ReplyClient(error_value(&id, d.code, &d.message))
+                        sink.call(session.complete(
+                            pending,
+                            Decision::Denied,
+                            d.message.clone(),
+                            None,
+                        ));
+                        return Step::ReplyClient(error_value(&id, d.code, &d.message));
                     }
-                }
+                };
+                sink.call_started(&pending.call_id, pending.tool.as_deref());
+                session.track(pending);
+                step
             }
             Kind::Notification { method } => {
                 if method == "notifications/cancelled"
@@ -901,27 +942,27 @@ impl<K: CallSink> Core<K> {
             frame_len,
             ..
         } = self;
-        let (method, tool, msg_kind, id) = match &kind {
-            Kind::Response { id } => {
-                let p = session.pending_for(id);
-                (
-                    p.map(|p| p.method.clone()).unwrap_or_default(),
-                    p.and_then(|p| p.tool.clone()),
-                    MsgKind::Response,
-                    Some(id.clone()),
-                )
-            }
+        // A response ends its request: taken out of the session now (one lookup), its method
+        // and tool borrowed for the chain, and completed with the verdict below.
+        let (pending, msg_kind, id, own_method) = match kind {
+            Kind::Response { id } => (session.take(&id), MsgKind::Response, Some(id), None),
             Kind::Request { id, method } => {
-                session.server_request(id, method);
-                (method.clone(), None, MsgKind::Request, Some(id.clone()))
+                session.server_request(&id, &method);
+                (None, MsgKind::Request, Some(id), Some(method))
             }
-            Kind::Notification { method } => (method.clone(), None, MsgKind::Notification, None),
+            Kind::Notification { method } => (None, MsgKind::Notification, None, Some(method)),
+        };
+        let method: &str = match (&pending, &own_method) {
+            (Some(p), _) => &p.method,
+            (None, Some(m)) => m,
+            // A response to no request the proxy knows of.
+            (None, None) => "",
         };
         let mut ctx = Ctx {
             server: &session.server,
             client_name: session.client_name.as_deref(),
-            method: &method,
-            tool: tool.as_deref(),
+            method,
+            tool: pending.as_ref().and_then(|p| p.tool.as_deref()),
             kind: msg_kind,
             findings: vec![],
         };
@@ -947,10 +988,8 @@ impl<K: CallSink> Core<K> {
         {
             sink.tools_listed(&tool_hints(&v));
         }
-        if msg_kind == MsgKind::Response
-            && let Some(id) = &id
-            && let Some(mut rec) = session.finish(id, decision, reason, Some(&v))
-        {
+        if let Some(p) = pending {
+            let mut rec = session.complete(p, decision, reason, Some(&v));
             rec.result_bytes = Some(*frame_len as u64);
             sink.call(rec);
         }
