@@ -10,7 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use regex::Regex;
 use serde_json::Value;
 
-use super::interceptors::{Ctx, Denial, Interceptor, MsgKind, Verdict};
+use super::{
+    frame::{map_get, member},
+    interceptors::{Ctx, Denial, Interceptor, MsgKind, Verdict},
+};
 
 /// One check on one argument.
 #[derive(Clone, Debug, PartialEq)]
@@ -102,7 +105,7 @@ fn check_schema(
             Ok(())
         };
     };
-    if let Some(t) = s.get("type") {
+    if let Some(t) = map_get(s, "type") {
         let ok = match t {
             Value::String(t) => type_ok(t, value),
             Value::Array(ts) => ts
@@ -117,35 +120,35 @@ fn check_schema(
             });
         }
     }
-    if let Some(Value::Array(e)) = s.get("enum")
+    if let Some(Value::Array(e)) = map_get(s, "enum")
         && !e.contains(value)
     {
         return violation(quiet, || {
             format!("{path}: must be one of {}", Value::Array(e.clone()))
         });
     }
-    if let Some(c) = s.get("const")
+    if let Some(c) = map_get(s, "const")
         && c != value
     {
         return violation(quiet, || format!("{path}: must be {c}"));
     }
     match value {
         Value::Object(obj) => {
-            if let Some(Value::Array(req)) = s.get("required") {
+            if let Some(Value::Array(req)) = map_get(s, "required") {
                 for r in req.iter().filter_map(Value::as_str) {
-                    if !obj.contains_key(r) {
+                    if map_get(obj, r).is_none() {
                         return violation(quiet, || {
                             format!("{path}: missing required property {r:?}")
                         });
                     }
                 }
             }
-            let props = s.get("properties").and_then(Value::as_object);
+            let props = map_get(s, "properties").and_then(Value::as_object);
             for (k, v) in obj {
                 let sub = Path::Key(path, k);
-                match props.and_then(|p| p.get(k)) {
+                match props.and_then(|p| map_get(p, k)) {
                     Some(ps) => check_schema(ps, v, &sub, re_cache, quiet)?,
-                    None => match s.get("additionalProperties") {
+                    None => match map_get(s, "additionalProperties") {
                         Some(Value::Bool(false)) => {
                             return violation(quiet, || {
                                 format!("{path}: unexpected property {k:?}")
@@ -158,7 +161,7 @@ fn check_schema(
             }
         }
         Value::Array(items) => {
-            if let Some(is) = s.get("items") {
+            if let Some(is) = map_get(s, "items") {
                 for (i, v) in items.iter().enumerate() {
                     check_schema(is, v, &Path::Index(path, i), re_cache, quiet)?;
                 }
@@ -174,7 +177,7 @@ fn check_schema(
                 path,
                 quiet,
             )?;
-            if let Some(Value::String(p)) = s.get("pattern") {
+            if let Some(Value::String(p)) = map_get(s, "pattern") {
                 match re_cache.get(p) {
                     Some(re) if !re.is_match(st) => {
                         return violation(quiet, || {
@@ -187,12 +190,12 @@ fn check_schema(
         }
         Value::Number(n) => {
             if let Some(x) = n.as_f64() {
-                if let Some(min) = s.get("minimum").and_then(Value::as_f64)
+                if let Some(min) = map_get(s, "minimum").and_then(Value::as_f64)
                     && x < min
                 {
                     return violation(quiet, || format!("{path}: must be >= {min}"));
                 }
-                if let Some(max) = s.get("maximum").and_then(Value::as_f64)
+                if let Some(max) = map_get(s, "maximum").and_then(Value::as_f64)
                     && x > max
                 {
                     return violation(quiet, || format!("{path}: must be <= {max}"));
@@ -201,13 +204,13 @@ fn check_schema(
         }
         _ => {}
     }
-    if let Some(Value::Array(all)) = s.get("allOf") {
+    if let Some(Value::Array(all)) = map_get(s, "allOf") {
         for sub in all {
             check_schema(sub, value, path, re_cache, quiet)?;
         }
     }
     for key in ["anyOf", "oneOf"] {
-        if let Some(Value::Array(any)) = s.get(key) {
+        if let Some(Value::Array(any)) = map_get(s, key) {
             let n = any
                 .iter()
                 .filter(|sub| check_schema(sub, value, path, re_cache, true).is_ok())
@@ -230,8 +233,8 @@ fn check_len(
     quiet: bool,
 ) -> Result<(), String> {
     let (min, max) = (
-        s.get(lo).and_then(Value::as_u64),
-        s.get(hi).and_then(Value::as_u64),
+        map_get(s, lo).and_then(Value::as_u64),
+        map_get(s, hi).and_then(Value::as_u64),
     );
     if min.is_none() && max.is_none() {
         return Ok(());
@@ -376,7 +379,7 @@ impl ArgGuard {
             return Ok(());
         };
         for (arg, check) in rules {
-            let Some(v) = args.get(arg) else { continue };
+            let Some(v) = member(args, arg) else { continue };
             let what = Arg(arg);
             match check {
                 CompiledCheck::Regex(re, p) => {
@@ -436,9 +439,8 @@ impl Interceptor for ArgGuard {
         let tool = ctx.tool.unwrap_or("");
         let empty = Value::Object(serde_json::Map::new());
         // Two lookups, not `pointer()`, which splits and unescapes the path on every call.
-        let args = msg
-            .get("params")
-            .and_then(|p| p.get("arguments"))
+        let args = member(msg, "params")
+            .and_then(|p| member(p, "arguments"))
             .unwrap_or(&empty);
         match self.check(tool, args) {
             Ok(()) => Verdict::Pass,

@@ -9,7 +9,10 @@ use aho_corasick::AhoCorasick;
 use regex::{Regex, RegexSet};
 use serde_json::Value;
 
-use super::interceptors::{Ctx, Denial, Interceptor, MsgKind, Verdict};
+use super::{
+    frame::member_mut,
+    interceptors::{Ctx, Denial, Interceptor, MsgKind, Verdict},
+};
 
 /// What to do with a secret shape found in a message (the policy's `in_arguments`/`in_results`).
 pub use crate::policy::ShapeAction;
@@ -306,7 +309,7 @@ impl Interceptor for SecretGuard {
             return Verdict::Pass;
         }
         // Two lookups, not `pointer_mut()`, which splits and unescapes the path on every call.
-        let Some(args) = msg.get_mut("params").and_then(|p| p.get_mut("arguments")) else {
+        let Some(args) = member_mut(msg, "params").and_then(|p| member_mut(p, "arguments")) else {
             return Verdict::Pass;
         };
         let mut found: Vec<String> = Vec::new();

@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use super::frame::member;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -246,9 +247,9 @@ impl Session {
     /// the client's and protocol's details from `initialize`.
     pub fn client_request(&mut self, id: &Value, method: &str, msg: &Value) -> Pending {
         self.next_call += 1;
-        let params = msg.get("params");
+        let params = member(msg, "params");
         if method == "initialize" {
-            let info = params.and_then(|p| p.get("clientInfo"));
+            let info = params.and_then(|p| member(p, "clientInfo"));
             self.client_name = str_at(info, "name");
             self.client_version = str_at(info, "version");
             self.protocol_version = str_at(params, "protocolVersion");
@@ -390,7 +391,7 @@ impl Session {
 }
 
 fn str_at(v: Option<&Value>, key: &str) -> Option<String> {
-    v?.get(key)?.as_str().map(Into::into)
+    member(v?, key)?.as_str().map(Into::into)
 }
 
 /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T20:21:14.123456789Z`.
