@@ -114,14 +114,6 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
     }
 }
 
-impl<R: tokio::io::AsyncRead> FrameReader<tokio::io::BufReader<R>> {
-    /// True when a whole line is already buffered, so [`FrameReader::next`] returns it without
-    /// waiting for input (the proxy then batches its output instead of writing per message).
-    pub fn line_ready(&self) -> bool {
-        memchr::memchr(b'\n', self.inner.buffer()).is_some()
-    }
-}
-
 fn keep_tail(tail: &mut Vec<u8>, more: &[u8]) {
     tail.extend_from_slice(&more[more.len().saturating_sub(KEEP)..]);
     if tail.len() > KEEP {

@@ -334,10 +334,10 @@ where
                 if hold_started {
                     held_changed.notify_waiters();
                 }
-                // While more input is buffered, keep going: one write per side per burst.
-                if (!reader.line_ready() || batch.full())
-                    && !batch.send(&to_client, &to_server).await
-                {
+                // Sent per frame: the forwarded line moves through the channel without a copy and
+                // the writer coalesces what is queued into one write. (Gathering a burst of
+                // buffered frames first measured slower: every line after the first was copied.)
+                if !batch.send(&to_client, &to_server).await {
                     break;
                 }
             }
@@ -397,9 +397,7 @@ where
                 if released {
                     held_changed.notify_waiters();
                 }
-                if (!reader.line_ready() || batch.full())
-                    && !batch.send_from_server(&to_client, &server_answers).await
-                {
+                if !batch.send_from_server(&to_client, &server_answers).await {
                     break;
                 }
             }
@@ -529,15 +527,12 @@ fn lock<K>(core: &Mutex<Core<K>>) -> std::sync::MutexGuard<'_, Core<K>> {
     core.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Output bytes gathered over a burst of input, per destination.
+/// Output bytes of one frame (or one event), per destination.
 #[derive(Default)]
 struct Batch {
     client: Vec<u8>,
     server: Vec<u8>,
 }
-
-/// Flush a batch once it holds this much, even if more input is buffered.
-const BATCH_BYTES: usize = 64 * 1024;
 
 impl Batch {
     fn add(&mut self, outs: Vec<Out>) {
@@ -563,10 +558,6 @@ impl Batch {
             buf.extend_from_slice(&raw);
             buf.push(b'\n');
         }
-    }
-
-    fn full(&self) -> bool {
-        self.client.len() + self.server.len() >= BATCH_BYTES
     }
 
     /// Sends what the client side produced; false when either destination is gone.
