@@ -7,6 +7,10 @@
 //! without interceptors), and the CPU time the proxy's thread spends per pipelined call. The
 //! proxy runs as `exec` runs it: on a thread of its own with a current-thread runtime. On a
 //! shared 2-core machine the rates swing with the load; the CPU per call is the steadier number.
+//!
+//! `MCP_BENCH_CALLS=N` runs N pipelined calls and N/5 round trips instead (e.g. a short run under
+//! `valgrind --tool=callgrind --separate-threads=yes`, whose instruction counts per proxy thread
+//! are repeatable where timings on a shared machine are not).
 
 use std::{
     process::Stdio,
@@ -23,8 +27,16 @@ use tokio::{
     process::{Child, Command},
 };
 
-const ROUND_TRIPS: usize = 10_000;
-const PIPELINED: usize = 50_000;
+/// Round trips and pipelined calls: 10k and 50k, or `MCP_BENCH_CALLS` / 5 and `MCP_BENCH_CALLS`.
+fn counts() -> (usize, usize) {
+    match std::env::var("MCP_BENCH_CALLS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        Some(n) if n >= 5 => (n / 5, n),
+        _ => (10_000, 50_000),
+    }
+}
 
 fn spawn_echo() -> Child {
     Command::new(env!("CARGO_BIN_EXE_mcp_echo_server"))
@@ -62,8 +74,9 @@ async fn drive<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
     for _ in 0..2 {
         lines.next_line().await.expect("read").expect("line");
     }
-    let mut lat = Vec::with_capacity(ROUND_TRIPS);
-    for i in 0..ROUND_TRIPS {
+    let (round_trips, pipelined) = counts();
+    let mut lat = Vec::with_capacity(round_trips);
+    for i in 0..round_trips {
         let msg = call(i);
         let t = Instant::now();
         w.write_all(msg.as_bytes()).await.expect("write");
@@ -76,8 +89,8 @@ async fn drive<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
     let cpu0 = cpu();
     let writer = async move {
         let mut buf = Vec::with_capacity(1 << 16);
-        for i in 0..PIPELINED {
-            buf.extend_from_slice(call(ROUND_TRIPS + i).as_bytes());
+        for i in 0..pipelined {
+            buf.extend_from_slice(call(round_trips + i).as_bytes());
             if buf.len() > 32 * 1024 {
                 w.write_all(&buf).await.expect("write");
                 buf.clear();
@@ -88,13 +101,13 @@ async fn drive<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
         w
     };
     let reader = async {
-        for _ in 0..PIPELINED {
+        for _ in 0..pipelined {
             lines.next_line().await.expect("read").expect("line");
         }
     };
     let (_w, ()) = tokio::join!(writer, reader);
-    let rate = PIPELINED as f64 / t.elapsed().as_secs_f64();
-    (lat, rate, (cpu() - cpu0) / PIPELINED as u32)
+    let rate = pipelined as f64 / t.elapsed().as_secs_f64();
+    (lat, rate, (cpu() - cpu0) / pipelined as u32)
 }
 
 /// Runs [`drive`] through the proxy with `chain` in front of a fresh echo server. The proxy runs
@@ -206,7 +219,8 @@ fn proxy_added_latency_and_throughput() {
         let (d50, d99) = (pct(&mut direct, 0.50), pct(&mut direct, 0.99));
         let (p50, p99) = (pct(&mut proxied, 0.50), pct(&mut proxied, 0.99));
         let us = |d: Duration| d.as_secs_f64() * 1e6;
-        println!("round trips: {ROUND_TRIPS} tools/call, echo tool");
+        let (round_trips, pipelined) = counts();
+        println!("round trips: {round_trips} tools/call, echo tool");
         println!("  direct   p50 {:8.1} us  p99 {:8.1} us", us(d50), us(d99));
         println!("  proxied  p50 {:8.1} us  p99 {:8.1} us", us(p50), us(p99));
         println!(
@@ -216,7 +230,7 @@ fn proxy_added_latency_and_throughput() {
             us(p50) / us(d50),
             us(p99) / us(d99)
         );
-        println!("throughput: {PIPELINED} pipelined tools/call");
+        println!("throughput: {pipelined} pipelined tools/call");
         println!(
             "  direct {direct_rate:10.0} msg/s  proxied {proxied_rate:10.0} msg/s  ratio {:.2}",
             proxied_rate / direct_rate

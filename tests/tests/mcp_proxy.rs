@@ -236,14 +236,29 @@ fn time_server_results_identical_with_and_without_the_proxy() {
         {"op": "call", "tool": "convert_time",
          "args": {"source_timezone": "Nowhere/Invalid", "time": "12:00", "target_timezone": "UTC"}},
     ]);
-    let want = direct(&time_server(), &actions, &dir);
-    let (got, _, outcome) = proxied(
-        &time_server(),
-        &actions,
-        &dir,
-        "direct",
-        config("time", &dir),
-    );
+    // convert_time answers with today's date (UTC): the two runs compare only when both saw
+    // the same day, so a pair that straddles midnight is run again (a pair takes seconds).
+    let utc_day = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            / 86_400
+    };
+    let (want, got, outcome) = loop {
+        let day = utc_day();
+        let want = direct(&time_server(), &actions, &dir);
+        let (got, _, outcome) = proxied(
+            &time_server(),
+            &actions,
+            &dir,
+            "direct",
+            config("time", &dir),
+        );
+        if utc_day() == day {
+            break (want, got, outcome);
+        }
+    };
     assert_eq!(got, want, "results differ through the proxy");
     assert_eq!(outcome.denied + outcome.modified, 0, "{outcome:?}");
 }

@@ -10,7 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use regex::Regex;
 use serde_json::Value;
 
-use super::interceptors::{Ctx, Denial, Interceptor, MsgKind, Verdict};
+use super::{
+    frame::{map_get, member},
+    interceptors::{Ctx, Denial, Interceptor, MsgKind, Verdict},
+};
 
 /// One check on one argument.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,15 +63,49 @@ pub fn validate(
     path: &str,
     re_cache: &mut ReCache,
 ) -> Result<(), String> {
+    check_schema(schema, value, &Path::Root(path), re_cache, false)
+}
+
+/// Where a value sits inside the arguments, rendered only when a violation is reported (the
+/// happy path of a call builds no path strings).
+enum Path<'a> {
+    Root(&'a str),
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root(r) => f.write_str(r),
+            Path::Key(p, k) => write!(f, "{p}.{k}"),
+            Path::Index(p, i) => write!(f, "{p}[{i}]"),
+        }
+    }
+}
+
+/// The violation message, built only when someone will read it: `quiet` checks (the branches
+/// of `anyOf`/`oneOf`, which may fail on valid input) get an empty, unallocated string.
+fn violation(quiet: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
+    Err(if quiet { String::new() } else { msg() })
+}
+
+fn check_schema(
+    schema: &Value,
+    value: &Value,
+    path: &Path<'_>,
+    re_cache: &mut ReCache,
+    quiet: bool,
+) -> Result<(), String> {
     let Some(s) = schema.as_object() else {
         // `true`/absent accepts everything; `false` nothing.
         return if schema == &Value::Bool(false) {
-            Err(format!("{path}: no value is allowed here"))
+            violation(quiet, || format!("{path}: no value is allowed here"))
         } else {
             Ok(())
         };
     };
-    if let Some(t) = s.get("type") {
+    if let Some(t) = map_get(s, "type") {
         let ok = match t {
             Value::String(t) => type_ok(t, value),
             Value::Array(ts) => ts
@@ -78,63 +115,74 @@ pub fn validate(
             _ => true,
         };
         if !ok {
-            return Err(format!(
-                "{path}: expected type {t}, got {}",
-                type_name(value)
-            ));
+            return violation(quiet, || {
+                format!("{path}: expected type {t}, got {}", type_name(value))
+            });
         }
     }
-    if let Some(Value::Array(e)) = s.get("enum")
+    if let Some(Value::Array(e)) = map_get(s, "enum")
         && !e.contains(value)
     {
-        return Err(format!(
-            "{path}: must be one of {}",
-            Value::Array(e.clone())
-        ));
+        return violation(quiet, || {
+            format!("{path}: must be one of {}", Value::Array(e.clone()))
+        });
     }
-    if let Some(c) = s.get("const")
+    if let Some(c) = map_get(s, "const")
         && c != value
     {
-        return Err(format!("{path}: must be {c}"));
+        return violation(quiet, || format!("{path}: must be {c}"));
     }
     match value {
         Value::Object(obj) => {
-            if let Some(Value::Array(req)) = s.get("required") {
+            if let Some(Value::Array(req)) = map_get(s, "required") {
                 for r in req.iter().filter_map(Value::as_str) {
-                    if !obj.contains_key(r) {
-                        return Err(format!("{path}: missing required property {r:?}"));
+                    if map_get(obj, r).is_none() {
+                        return violation(quiet, || {
+                            format!("{path}: missing required property {r:?}")
+                        });
                     }
                 }
             }
-            let props = s.get("properties").and_then(Value::as_object);
+            let props = map_get(s, "properties").and_then(Value::as_object);
             for (k, v) in obj {
-                let sub = format!("{path}.{k}");
-                match props.and_then(|p| p.get(k)) {
-                    Some(ps) => validate(ps, v, &sub, re_cache)?,
-                    None => match s.get("additionalProperties") {
+                let sub = Path::Key(path, k);
+                match props.and_then(|p| map_get(p, k)) {
+                    Some(ps) => check_schema(ps, v, &sub, re_cache, quiet)?,
+                    None => match map_get(s, "additionalProperties") {
                         Some(Value::Bool(false)) => {
-                            return Err(format!("{path}: unexpected property {k:?}"));
+                            return violation(quiet, || {
+                                format!("{path}: unexpected property {k:?}")
+                            });
                         }
-                        Some(ap @ Value::Object(_)) => validate(ap, v, &sub, re_cache)?,
+                        Some(ap @ Value::Object(_)) => check_schema(ap, v, &sub, re_cache, quiet)?,
                         _ => {}
                     },
                 }
             }
         }
         Value::Array(items) => {
-            if let Some(is) = s.get("items") {
+            if let Some(is) = map_get(s, "items") {
                 for (i, v) in items.iter().enumerate() {
-                    validate(is, v, &format!("{path}[{i}]"), re_cache)?;
+                    check_schema(is, v, &Path::Index(path, i), re_cache, quiet)?;
                 }
             }
-            check_len(s, items.len(), "minItems", "maxItems", path)?;
+            check_len(s, || items.len(), "minItems", "maxItems", path, quiet)?;
         }
         Value::String(st) => {
-            check_len(s, st.chars().count(), "minLength", "maxLength", path)?;
-            if let Some(Value::String(p)) = s.get("pattern") {
+            check_len(
+                s,
+                || st.chars().count(),
+                "minLength",
+                "maxLength",
+                path,
+                quiet,
+            )?;
+            if let Some(Value::String(p)) = map_get(s, "pattern") {
                 match re_cache.get(p) {
                     Some(re) if !re.is_match(st) => {
-                        return Err(format!("{path}: does not match pattern {p:?}"));
+                        return violation(quiet, || {
+                            format!("{path}: does not match pattern {p:?}")
+                        });
                     }
                     _ => {}
                 }
@@ -142,55 +190,65 @@ pub fn validate(
         }
         Value::Number(n) => {
             if let Some(x) = n.as_f64() {
-                if let Some(min) = s.get("minimum").and_then(Value::as_f64)
+                if let Some(min) = map_get(s, "minimum").and_then(Value::as_f64)
                     && x < min
                 {
-                    return Err(format!("{path}: must be >= {min}"));
+                    return violation(quiet, || format!("{path}: must be >= {min}"));
                 }
-                if let Some(max) = s.get("maximum").and_then(Value::as_f64)
+                if let Some(max) = map_get(s, "maximum").and_then(Value::as_f64)
                     && x > max
                 {
-                    return Err(format!("{path}: must be <= {max}"));
+                    return violation(quiet, || format!("{path}: must be <= {max}"));
                 }
             }
         }
         _ => {}
     }
-    if let Some(Value::Array(all)) = s.get("allOf") {
+    if let Some(Value::Array(all)) = map_get(s, "allOf") {
         for sub in all {
-            validate(sub, value, path, re_cache)?;
+            check_schema(sub, value, path, re_cache, quiet)?;
         }
     }
     for key in ["anyOf", "oneOf"] {
-        if let Some(Value::Array(any)) = s.get(key) {
+        if let Some(Value::Array(any)) = map_get(s, key) {
             let n = any
                 .iter()
-                .filter(|sub| validate(sub, value, path, re_cache).is_ok())
+                .filter(|sub| check_schema(sub, value, path, re_cache, true).is_ok())
                 .count();
             if n == 0 || (key == "oneOf" && n > 1) {
-                return Err(format!("{path}: does not match {key}"));
+                return violation(quiet, || format!("{path}: does not match {key}"));
             }
         }
     }
     Ok(())
 }
 
+/// `lo`/`hi` bounds on a length, which is counted only when the schema has a bound.
 fn check_len(
     s: &serde_json::Map<String, Value>,
-    len: usize,
+    len: impl FnOnce() -> usize,
     lo: &str,
     hi: &str,
-    path: &str,
+    path: &Path<'_>,
+    quiet: bool,
 ) -> Result<(), String> {
-    if let Some(min) = s.get(lo).and_then(Value::as_u64)
-        && (len as u64) < min
-    {
-        return Err(format!("{path}: shorter than {min}"));
+    let (min, max) = (
+        map_get(s, lo).and_then(Value::as_u64),
+        map_get(s, hi).and_then(Value::as_u64),
+    );
+    if min.is_none() && max.is_none() {
+        return Ok(());
     }
-    if let Some(max) = s.get(hi).and_then(Value::as_u64)
-        && (len as u64) > max
+    let len = len() as u64;
+    if let Some(min) = min
+        && len < min
     {
-        return Err(format!("{path}: longer than {max}"));
+        return violation(quiet, || format!("{path}: shorter than {min}"));
+    }
+    if let Some(max) = max
+        && len > max
+    {
+        return violation(quiet, || format!("{path}: longer than {max}"));
     }
     Ok(())
 }
@@ -229,10 +287,11 @@ pub struct ReCache(HashMap<String, Option<Regex>>);
 
 impl ReCache {
     fn get(&mut self, p: &str) -> Option<&Regex> {
-        self.0
-            .entry(p.to_string())
-            .or_insert_with(|| Regex::new(p).ok())
-            .as_ref()
+        // Look up before inserting: `entry` would need an owned key (an allocation) every time.
+        if !self.0.contains_key(p) {
+            self.0.insert(p.to_string(), Regex::new(p).ok());
+        }
+        self.0.get(p).and_then(Option::as_ref)
     }
 }
 
@@ -259,6 +318,15 @@ fn under(path: &str, prefix: &str) -> bool {
         return false;
     };
     path == prefix || prefix == "/" || path.starts_with(&format!("{prefix}/"))
+}
+
+/// `argument "name"` in a refusal, rendered only when there is one.
+struct Arg<'a>(&'a str);
+
+impl std::fmt::Display for Arg<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "argument {:?}", self.0)
+    }
 }
 
 /// The argument-check interceptor.
@@ -311,8 +379,8 @@ impl ArgGuard {
             return Ok(());
         };
         for (arg, check) in rules {
-            let Some(v) = args.get(arg) else { continue };
-            let what = format!("argument {arg:?}");
+            let Some(v) = member(args, arg) else { continue };
+            let what = Arg(arg);
             match check {
                 CompiledCheck::Regex(re, p) => {
                     let ok = re
@@ -370,7 +438,10 @@ impl Interceptor for ArgGuard {
         }
         let tool = ctx.tool.unwrap_or("");
         let empty = Value::Object(serde_json::Map::new());
-        let args = msg.pointer("/params/arguments").unwrap_or(&empty);
+        // Two lookups, not `pointer()`, which splits and unescapes the path on every call.
+        let args = member(msg, "params")
+            .and_then(|p| member(p, "arguments"))
+            .unwrap_or(&empty);
         match self.check(tool, args) {
             Ok(()) => Verdict::Pass,
             Err(why) => Verdict::Deny(Denial {

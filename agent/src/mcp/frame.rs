@@ -80,7 +80,12 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
             };
             let taken = chunk.len();
             match over.as_mut() {
-                None if self.buf.len() + taken <= self.max => self.buf.extend_from_slice(chunk),
+                None if self.buf.len() + taken <= self.max => {
+                    // One more byte for the newline the proxy appends when it forwards the line,
+                    // so that push never reallocates (and copies) the whole message.
+                    self.buf.reserve(taken + 1);
+                    self.buf.extend_from_slice(chunk);
+                }
                 None => {
                     head = self.buf[..self.buf.len().min(KEEP)].to_vec();
                     if head.len() < KEEP {
@@ -106,14 +111,6 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
                 }));
             }
         }
-    }
-}
-
-impl<R: tokio::io::AsyncRead> FrameReader<tokio::io::BufReader<R>> {
-    /// True when a whole line is already buffered, so [`FrameReader::next`] returns it without
-    /// waiting for input (the proxy then batches its output instead of writing per message).
-    pub fn line_ready(&self) -> bool {
-        memchr::memchr(b'\n', self.inner.buffer()).is_some()
     }
 }
 
@@ -161,7 +158,15 @@ impl fmt::Display for ParseError {
 /// Parses JSON strictly: any object with a repeated key (compared case-insensitively) is an error,
 /// where serde_json alone would silently keep the last one.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, ParseError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // One UTF-8 check of the whole line (quick on ASCII) instead of one per string, which is
+    // what parsing from bytes does. Invalid UTF-8 is refused either way.
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ParseError::Syntax(format!(
+            "invalid UTF-8 at byte {} of the message",
+            e.valid_up_to()
+        ))
+    })?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let value = StrictSeed.deserialize(&mut de).map_err(map_err)?;
     de.end().map_err(map_err)?;
     Ok(value)
@@ -230,7 +235,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Value::Array(out))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
+        // Room for the usual JSON-RPC object (at most four members) from the start, so the map
+        // does not grow (and rehash) while it is filled.
+        let mut out = Map::with_capacity(4);
         // Folded keys, kept only for large objects; small ones are checked by a linear scan of
         // the keys already inserted (no allocation for the common case).
         let mut folded: Option<HashSet<String>> = None;
@@ -253,10 +260,43 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
 /// Keys equal when case-folded (Unicode lowercase; ASCII compared without allocating).
 fn same_key(a: &str, b: &str) -> bool {
+    // Equal but for ASCII case: equal when folded too (the cheap test first, as distinct keys
+    // mostly differ in length, which it checks first).
+    if a.eq_ignore_ascii_case(b) {
+        return true;
+    }
     if a.is_ascii() && b.is_ascii() {
-        a.eq_ignore_ascii_case(b)
+        return false;
+    }
+    fold_case(a) == fold_case(b)
+}
+
+/// Objects up to this many members are searched by comparing keys: serde_json's map hashes
+/// every lookup with SipHash, which costs more than a few short string comparisons.
+const SCAN_MEMBERS: usize = 8;
+
+/// `obj[key]`, by a scan of the keys for small objects (see [`SCAN_MEMBERS`]).
+pub fn map_get<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if obj.len() <= SCAN_MEMBERS {
+        obj.iter().find_map(|(k, v)| (k == key).then_some(v))
     } else {
-        fold_case(a) == fold_case(b)
+        obj.get(key)
+    }
+}
+
+/// `v[key]` when `v` is an object (see [`map_get`]); what `Value::get` does, faster on the small
+/// objects JSON-RPC messages are made of.
+pub fn member<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    map_get(v.as_object()?, key)
+}
+
+/// The mutable counterpart of [`member`].
+pub fn member_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Value> {
+    let obj = v.as_object_mut()?;
+    if obj.len() <= SCAN_MEMBERS {
+        obj.iter_mut().find_map(|(k, v)| (k == key).then_some(v))
+    } else {
+        obj.get_mut(key)
     }
 }
 
@@ -292,10 +332,10 @@ pub fn classify(v: &Value) -> Result<Kind, ParseError> {
     let obj = v
         .as_object()
         .ok_or_else(|| ParseError::Invalid("a message must be an object".into()))?;
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+    if map_get(obj, "jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err(ParseError::Invalid("\"jsonrpc\" must be \"2.0\"".into()));
     }
-    let id = obj.get("id");
+    let id = map_get(obj, "id");
     if let Some(id) = id
         && !(id.is_string() || id.is_number() || id.is_null())
     {
@@ -303,7 +343,7 @@ pub fn classify(v: &Value) -> Result<Kind, ParseError> {
             "\"id\" must be a string or number".into(),
         ));
     }
-    match obj.get("method") {
+    match map_get(obj, "method") {
         Some(Value::String(m)) => Ok(match id {
             Some(id) if !id.is_null() => Kind::Request {
                 id: id.clone(),
@@ -317,7 +357,10 @@ pub fn classify(v: &Value) -> Result<Kind, ParseError> {
             let id = id.ok_or_else(|| {
                 ParseError::Invalid("neither a request (method) nor a response (id)".into())
             })?;
-            match (obj.contains_key("result"), obj.contains_key("error")) {
+            match (
+                map_get(obj, "result").is_some(),
+                map_get(obj, "error").is_some(),
+            ) {
                 (true, false) | (false, true) => Ok(Kind::Response { id: id.clone() }),
                 _ => Err(ParseError::Invalid(
                     "a response has exactly one of \"result\" and \"error\"".into(),
@@ -439,6 +482,32 @@ mod tests {
         assert!(matches!(parse_strict(b"{} x"), Err(ParseError::Syntax(_))));
         assert!(matches!(
             parse_strict(b"{\"a\":"),
+            Err(ParseError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn member_lookup_matches_get_on_small_and_large_objects() {
+        let small = serde_json::json!({"a": 1, "b": {"c": 2}});
+        assert_eq!(member(&small, "b"), small.get("b"));
+        assert_eq!(member(&small, "z"), None);
+        assert_eq!(member(&Value::from(3), "a"), None);
+        let large: Map<String, Value> =
+            (0..20).map(|i| (format!("k{i}"), Value::from(i))).collect();
+        let mut large = Value::Object(large);
+        assert_eq!(member(&large, "k17"), Some(&Value::from(17)));
+        if let Some(v) = member_mut(&mut large, "k3") {
+            *v = Value::from("three");
+        }
+        assert_eq!(large["k3"], "three");
+        assert!(same_key("Name", "nAME") && !same_key("name", "named"));
+        assert!(same_key("ÄB", "äb") && !same_key("ÄB", "äc"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_parse_error() {
+        assert!(matches!(
+            parse_strict(b"{\"a\":\"\xff\"}"),
             Err(ParseError::Syntax(_))
         ));
     }

@@ -9,7 +9,10 @@ use aho_corasick::AhoCorasick;
 use regex::{Regex, RegexSet};
 use serde_json::Value;
 
-use super::interceptors::{Ctx, Denial, Interceptor, MsgKind, Verdict};
+use super::{
+    frame::member_mut,
+    interceptors::{Ctx, Denial, Interceptor, MsgKind, Verdict},
+};
 
 /// What to do with a secret shape found in a message (the policy's `in_arguments`/`in_results`).
 pub use crate::policy::ShapeAction;
@@ -133,10 +136,15 @@ impl Patterns {
         name != "card-number" || luhn(m)
     }
 
+    /// True when no pattern is enabled (no PII kinds chosen, shapes off): nothing to scan for.
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
     /// The names of the patterns with a real match in `s`.
     fn found(&self, s: &str, out: &mut Vec<String>) {
         // The common case, nothing: one early-exit scan instead of collecting every match.
-        if !self.set.is_match(s) {
+        if self.is_empty() || !self.set.is_match(s) {
             return;
         }
         let hits = self.set.matches(s);
@@ -150,7 +158,7 @@ impl Patterns {
 
     /// Replaces every real match in `s` with `[REDACTED:<name>]`; notes the names in `what`.
     fn redact(&self, s: &mut String, what: &mut Vec<String>) {
-        if !self.set.is_match(s.as_str()) {
+        if self.is_empty() || !self.set.is_match(s.as_str()) {
             return;
         }
         let hits = self.set.matches(s.as_str());
@@ -223,6 +231,12 @@ impl Redactor {
         out
     }
 
+    /// True when [`Redactor::redact`] (with `shapes`) could not change anything: no secret
+    /// values, no PII kinds, and no shapes to redact.
+    pub fn redacts_nothing(&self, shapes: bool) -> bool {
+        self.exact.is_none() && self.pii.is_empty() && (!shapes || self.shapes.is_empty())
+    }
+
     /// Redacts `s`: exact secret values and PII always, secret shapes when `shapes`; returns
     /// what was redacted in `what`.
     pub fn redact(&self, s: &mut String, shapes: bool, what: &mut Vec<String>) {
@@ -291,7 +305,11 @@ impl Interceptor for SecretGuard {
         if ctx.kind != MsgKind::Request || ctx.method != "tools/call" {
             return Verdict::Pass;
         }
-        let Some(args) = msg.pointer_mut("/params/arguments") else {
+        if self.redactor.shapes.is_empty() {
+            return Verdict::Pass;
+        }
+        // Two lookups, not `pointer_mut()`, which splits and unescapes the path on every call.
+        let Some(args) = member_mut(msg, "params").and_then(|p| member_mut(p, "arguments")) else {
             return Verdict::Pass;
         };
         let mut found: Vec<String> = Vec::new();
@@ -347,7 +365,7 @@ impl Interceptor for SecretGuard {
 
     fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
         let mut shapes_found = Vec::new();
-        if self.in_results != ShapeAction::Redact {
+        if self.in_results != ShapeAction::Redact && !self.redactor.shapes.is_empty() {
             for_each_string(msg, &mut |s| {
                 self.redactor.shapes.found(s, &mut shapes_found)
             });
@@ -363,7 +381,9 @@ impl Interceptor for SecretGuard {
         }
         let mut what = Vec::new();
         let shapes = self.in_results == ShapeAction::Redact;
-        for_each_string(msg, &mut |s| self.redactor.redact(s, shapes, &mut what));
+        if !self.redactor.redacts_nothing(shapes) {
+            for_each_string(msg, &mut |s| self.redactor.redact(s, shapes, &mut what));
+        }
         if !shapes_found.is_empty() {
             ctx.report(
                 "secret-in-result",

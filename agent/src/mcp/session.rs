@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use super::frame::member;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -242,12 +243,13 @@ impl Session {
         }
     }
 
-    /// A client request arrived: remembers it and returns its call id.
+    /// A client request arrived: its call, not yet in flight (see [`Session::track`]). Records
+    /// the client's and protocol's details from `initialize`.
     pub fn client_request(&mut self, id: &Value, method: &str, msg: &Value) -> Pending {
         self.next_call += 1;
-        let params = msg.get("params");
+        let params = member(msg, "params");
         if method == "initialize" {
-            let info = params.and_then(|p| p.get("clientInfo"));
+            let info = params.and_then(|p| member(p, "clientInfo"));
             self.client_name = str_at(info, "name");
             self.client_version = str_at(info, "version");
             self.protocol_version = str_at(params, "protocolVersion");
@@ -257,7 +259,7 @@ impl Session {
         } else {
             None
         };
-        let p = Pending {
+        Pending {
             call_id: format!("{}-{}", self.id, self.next_call),
             method: method.into(),
             tool,
@@ -265,21 +267,19 @@ impl Session {
             started_at: SystemTime::now(),
             started: Instant::now(),
             modified: None,
-        };
-        self.client_pending.insert(p.request_id.clone(), p.clone());
-        p
-    }
-
-    /// Marks an in-flight request as modified on its way to the server.
-    pub fn mark_modified(&mut self, id: &Value, reason: String) {
-        if let Some(p) = self.client_pending.get_mut(&id.to_string()) {
-            p.modified = Some(reason);
         }
     }
 
-    /// The in-flight client request a server response answers, if any.
-    pub fn pending_for(&self, id: &Value) -> Option<&Pending> {
-        self.client_pending.get(&id.to_string())
+    /// Puts a request from [`Session::client_request`] in flight, until its response (or
+    /// refusal, cancellation) ends it.
+    pub fn track(&mut self, p: Pending) {
+        self.client_pending.insert(p.request_id.clone(), p);
+    }
+
+    /// Takes the in-flight client request a server response answers, if any; end it with
+    /// [`Session::complete`].
+    pub fn take(&mut self, id: &Value) -> Option<Pending> {
+        self.client_pending.remove(&id.to_string())
     }
 
     /// Ends a client request; returns its record.
@@ -290,7 +290,20 @@ impl Session {
         reason: String,
         response: Option<&Value>,
     ) -> Option<CallRecord> {
-        let p = self.client_pending.remove(&id.to_string())?;
+        let p = self.take(id)?;
+        Some(self.complete(p, decision, reason, response))
+    }
+
+    /// Ends a request taken with [`Session::take`]: its record, with the decision (a request
+    /// modified on its way in is recorded as modified) and, for `initialize`, the server's
+    /// details from `response`.
+    pub fn complete(
+        &mut self,
+        p: Pending,
+        decision: Decision,
+        reason: String,
+        response: Option<&Value>,
+    ) -> CallRecord {
         if p.method == "initialize"
             && let Some(result) = response.and_then(|r| r.get("result"))
         {
@@ -304,7 +317,7 @@ impl Session {
             (Decision::Modified, Some(why)) => (Decision::Modified, format!("{why}; {reason}")),
             (d, _) => (d, reason),
         };
-        Some(CallRecord {
+        CallRecord {
             call_id: p.call_id,
             server: self.server.clone(),
             session: self.id.clone(),
@@ -317,7 +330,7 @@ impl Session {
             reason,
             result_bytes: None,
             duration: p.started.elapsed(),
-        })
+        }
     }
 
     /// The JSON-RPC id of the client request in flight as call `call_id`, if it still is.
@@ -378,7 +391,7 @@ impl Session {
 }
 
 fn str_at(v: Option<&Value>, key: &str) -> Option<String> {
-    v?.get(key)?.as_str().map(Into::into)
+    member(v?, key)?.as_str().map(Into::into)
 }
 
 /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T20:21:14.123456789Z`.
@@ -403,7 +416,8 @@ mod tests {
         let mut s = Session::new("srv", "S1");
         let init = serde_json::json!({"params": {"protocolVersion": "2025-06-18",
             "clientInfo": {"name": "ide", "version": "1"}}});
-        s.client_request(&Value::from(0), "initialize", &init);
+        let p = s.client_request(&Value::from(0), "initialize", &init);
+        s.track(p);
         assert_eq!(s.client_name.as_deref(), Some("ide"));
         let resp = serde_json::json!({"result": {"protocolVersion": "2025-03-26",
             "serverInfo": {"name": "everything"}}});
@@ -422,6 +436,8 @@ mod tests {
         let call = serde_json::json!({"params": {"name": "echo"}});
         let p = s.client_request(&Value::from("a"), "tools/call", &call);
         assert_eq!(p.tool.as_deref(), Some("echo"));
+        assert_eq!(s.in_flight(), (0, 0), "not in flight until tracked");
+        s.track(p);
         assert_eq!(s.in_flight(), (1, 0));
         let r = s.cancel(&Value::from("a"), Some("user")).expect("pending");
         assert_eq!(r.request_id, "\"a\"");
