@@ -469,6 +469,20 @@ impl KernelGuard {
         Ok(out)
     }
 
+    /// Total run time and run count of each syscall tracing program since load, from the
+    /// kernel's BPF statistics: zero unless they are on (`aya::sys::enable_stats`). What the
+    /// benchmark reads to price one guarded syscall without CPU counters.
+    pub fn trace_program_stats(&self) -> Vec<(&'static str, std::time::Duration, u64)> {
+        let ebpf = lock(&self.ebpf);
+        TRACE_PROGRAMS
+            .iter()
+            .filter_map(|(name, _)| {
+                let info = ebpf.program(name)?.info().ok()?;
+                Some((*name, info.run_time(), info.run_count()))
+            })
+            .collect()
+    }
+
     /// Guards the cgroup v2 directory `cgroup_dir` with `spec`: attaches the egress programs
     /// (once per cgroup), resolves host names, fills the maps and starts keeping names fresh.
     ///
