@@ -125,8 +125,8 @@ fn kernel_guard_overhead() {
             .map(|(name, t, n)| (name, t.as_nanos(), n))
             .collect()
     };
-    // Per loop: wall seconds and the programs' ns per open+close (summed over programs).
-    let mut kernel_ns: std::collections::BTreeMap<&str, Vec<(f64, f64)>> = Default::default();
+    // Per loop: the programs' ns per open+close (sys_enter, sys_exit) and their runs per open.
+    let mut kernel_ns: std::collections::BTreeMap<&str, Vec<(f64, f64, f64)>> = Default::default();
     let mut loop_secs = |cg: &TestCgroup, label: &'static str| -> f64 {
         let before = prog_ns();
         let out = lines(&cg.run(std::path::Path::new(opener), &open_args));
@@ -150,7 +150,7 @@ fn kernel_guard_overhead() {
         kernel_ns
             .entry(label)
             .or_default()
-            .push((enter + exit, runs_e + runs_x));
+            .push((enter, exit, runs_e + runs_x));
         let ns: f64 = out[0].parse().expect("elapsed ns");
         ns / 1e9
     };
@@ -199,10 +199,10 @@ fn kernel_guard_overhead() {
     for (label, runs) in kernel_ns.iter().filter(|_| _stats.is_some()) {
         let shown: Vec<String> = runs
             .iter()
-            .map(|(ns, n)| format!("{ns:.0} ns over {n:.1} runs"))
+            .map(|(enter, exit, n)| format!("{enter:.0}+{exit:.0} ns ({n:.1} runs)"))
             .collect();
         println!(
-            "  kernel: tracing programs per open+close, {label}: {}",
+            "  kernel: sys_enter+sys_exit programs per open+close, {label}: {}",
             shown.join(", ")
         );
     }

@@ -456,7 +456,7 @@ impl KernelGuard {
     }
 
     /// Events the kernel could not deliver whole, by reason (`ringbuf_full`, `path_read_failed`,
-    /// `stash_full`, `argv_read_failed`), summed over CPUs since load.
+    /// `open_result_lost`, `argv_read_failed`), summed over CPUs since load.
     pub fn dropped(&self) -> Result<BTreeMap<&'static str, u64>, KernelError> {
         let mut out = BTreeMap::new();
         for (i, name) in drop_reason::NAMES.iter().enumerate() {
