@@ -59,7 +59,9 @@ const SIGKILL: u32 = 9;
 /// O_WRONLY | O_CREAT | O_TRUNC: what creat(2) means.
 const CREAT_FLAGS: u32 = 0o1 | 0o100 | 0o1000;
 
-/// Sensitive paths per cgroup; the value is unused (presence is the answer).
+/// Sensitive paths per cgroup; the value is unused (presence is the answer). Besides the
+/// absolute paths, userspace stores their tails (`.ssh/`, `.aws/credentials`) for relative
+/// paths.
 #[map]
 static SENSITIVE: LpmTrie<PathKey, u32> = LpmTrie::with_max_entries(16384, 0);
 
@@ -71,9 +73,10 @@ static SENSITIVE_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(4096, 
 #[map]
 static NAME_SCRATCH: PerCpuArray<NameKey> = PerCpuArray::with_max_entries(1, 0);
 
-/// Room for an open record when the ring buffer is full (the sensitive check still runs).
+/// Room for an open record when the ring buffer is full (the sensitive check still runs), and
+/// for a relative path's key once its leading `./` is stripped (slot 1).
 #[map]
-static SCRATCH: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(2, 0);
 
 /// Threads whose open path could not be read at entry (the page holding it was not faulted
 /// in yet): sys_exit reads it again. A plain (preallocated) hash: an open always reaches
@@ -331,11 +334,58 @@ fn kill_if_sensitive(ev: &OpenEvent, len: usize, cgroup: u64, config: &GuardConf
     // SAFETY: `key_bits` and `key` are laid out as `Key<PathKey>` (a packed u32 then the key
     // data), inside the record.
     let key = unsafe { &*(&ev.key_bits as *const u32).cast::<Key<PathKey>>() };
-    if SENSITIVE.get(key).is_some() || name_is_sensitive(cgroup, &ev.key.path, len) {
+    if SENSITIVE.get(key).is_some()
+        || name_is_sensitive(cgroup, &ev.key.path, len)
+        || dot_relative_is_sensitive(&ev.key)
+    {
         // SAFETY: a helper acting on the current task.
         unsafe { bpf_send_signal(SIGKILL) };
         emit_kill(cgroup, config, ev.syscall, &ev.key.path);
     }
+}
+
+/// How many leading `./` (and slashes after one) are stripped from a relative path.
+const MAX_DOT_SLASH: usize = 8;
+
+/// For a relative path starting with `./`: whether it is sensitive once those are stripped
+/// (`./.ssh/id_rsa` is `.ssh/id_rsa`, whose tail key userspace stored).
+#[inline(always)]
+fn dot_relative_is_sensitive(key: &PathKey) -> bool {
+    if key.path[0] != b'.' || key.path[1] != b'/' {
+        return false;
+    }
+    let mut skip = 0usize;
+    let mut i = 0;
+    while i < MAX_DOT_SLASH {
+        match (key.path.get(skip), key.path.get(skip + 1)) {
+            (Some(b'.'), Some(b'/')) => skip += 2,
+            (Some(b'/'), _) => skip += 1,
+            _ => break,
+        }
+        i += 1;
+    }
+    // `skip` is at most 2 * MAX_DOT_SLASH; the mask tells the verifier so.
+    let skip = skip & (4 * MAX_DOT_SLASH - 1);
+    let Some(stripped) = SCRATCH.get_ptr_mut(1) else {
+        return false;
+    };
+    // SAFETY: this CPU's second scratch slot, used by nothing else while this program runs.
+    let stripped = unsafe { &mut *stripped };
+    stripped.key_bits = ((8 + PATH_LEN) * 8) as u32;
+    stripped.key.cgroup = key.cgroup;
+    // A helper copy: the verifier can bound its size argument, not a variable index.
+    // SAFETY: `skip + (PATH_LEN - skip)` stays inside the source path and the copy fits the
+    // destination.
+    unsafe {
+        probe_copy_kernel(
+            stripped.key.path.as_mut_ptr().cast::<c_void>(),
+            (PATH_LEN - skip) as u32,
+            key.path.as_ptr().wrapping_add(skip).cast::<c_void>(),
+        )
+    };
+    // SAFETY: as in `kill_if_sensitive`.
+    let lookup = unsafe { &*(&stripped.key_bits as *const u32).cast::<Key<PathKey>>() };
+    SENSITIVE.get(lookup).is_some()
 }
 
 /// Whether the last component of `path` (`len` bytes, without the NUL) is a sensitive name.
