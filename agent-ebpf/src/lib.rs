@@ -70,6 +70,11 @@ pub mod event_kind {
     pub const CONNECT: u32 = 3;
     /// [`super::KillEvent`].
     pub const KILL: u32 = 4;
+    /// [`super::OpenResult`]: the result of the thread's last [`OPEN`].
+    pub const OPEN_RESULT: u32 = 5;
+    /// [`super::OpenEvent`] emitted at syscall exit because the path could not be read at
+    /// entry: the path read again (the kernel's own copy faulted its page in) and the result.
+    pub const OPEN_REREAD: u32 = 6;
 }
 
 /// `ConnectEvent::verdict` values.
@@ -94,10 +99,12 @@ pub mod sock_op {
 pub mod drop_reason {
     /// The ring buffer was full: the event was lost.
     pub const RINGBUF_FULL: u32 = 0;
-    /// A path could not be read from user memory: the event carries an empty path.
+    /// A path could not be read from user memory (for an open: neither at entry nor again at
+    /// exit): the event carries an empty path.
     pub const PATH_READ: u32 = 1;
-    /// The per-task open stash was full: the open was reported without its result.
-    pub const STASH_FULL: u32 = 2;
+    /// An open's result record was lost (ring buffer full at syscall exit): the open is
+    /// reported without its result.
+    pub const OPEN_RESULT_LOST: u32 = 2;
     /// argv could not be read: the exec event carries fewer arguments.
     pub const ARGV_READ: u32 = 3;
     /// How many reasons there are (size of the `DROPS` array).
@@ -106,7 +113,7 @@ pub mod drop_reason {
     pub const NAMES: [&str; COUNT as usize] = [
         "ringbuf_full",
         "path_read_failed",
-        "stash_full",
+        "open_result_lost",
         "argv_read_failed",
     ];
 }
@@ -143,20 +150,45 @@ pub struct ExecEvent {
     pub argv: [[u8; ARG_LEN]; ARGV_ENTRIES],
 }
 
-/// An open/openat/openat2/creat call and its result (emitted on exit).
+/// An open/openat/openat2/creat attempt, emitted on entry (`event_kind::OPEN`); its result
+/// follows in an [`OpenResult`] of the same thread. Or, as `event_kind::OPEN_REREAD`, emitted
+/// on exit with the result when the path could not be read on entry.
+///
+/// `key_bits` and `key` are laid out as an LPM trie key (`prefix_len` then `PathKey`), so the
+/// kernel looks the path up in `SENSITIVE` straight from the record, without a copy.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OpenEvent {
     /// Common header.
     pub header: EventHeader,
-    /// The syscall's return value: an fd or -errno; `i64::MIN` when unknown (stash full).
+    /// `OPEN_REREAD` only: the syscall's return value, an fd or -errno.
     pub result: i64,
     /// The open flags.
     pub flags: u32,
     /// The syscall number.
     pub syscall: u32,
-    /// The path as passed, NUL-terminated unless truncated.
-    pub path: [u8; PATH_LEN],
+    /// LPM prefix length of `key` in bits (the whole key).
+    pub key_bits: u32,
+    /// The cgroup id and the path as passed, NUL-terminated unless truncated (empty when it
+    /// could not be read).
+    pub key: PathKey,
+}
+
+/// The result of a thread's open, emitted on exit; userspace pairs it with the thread's
+/// preceding [`OpenEvent`] (a thread has one syscall in flight, and the ring buffer keeps
+/// reservation order). Deliberately small and without a timestamp: one of these per open is
+/// what the event stream costs on top of the attempt.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OpenResult {
+    /// `event_kind::OPEN_RESULT`, where every other record has its [`EventHeader`].
+    pub kind: u32,
+    /// Padding, zero.
+    pub pad: u32,
+    /// `bpf_get_current_pid_tgid()` of the thread.
+    pub pid_tgid: u64,
+    /// The syscall's return value: an fd or -errno.
+    pub result: i64,
 }
 
 /// A connect or sendmsg judged by the egress programs.

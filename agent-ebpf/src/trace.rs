@@ -1,9 +1,16 @@
 //! Syscall tracing for guarded cgroups: exec and open events, connects landlock refused, and the
 //! sensitive-path kill.
 //!
-//! `tp_btf/sys_enter` and `tp_btf/sys_exit` fire for every syscall on the host, so both return
-//! after one hash lookup for tasks outside `GUARDED`. Arguments come from the user `pt_regs`
-//! (a UAPI layout on x86_64) through probe reads: no CO-RE, no kernel struct layouts.
+//! `tp_btf/sys_enter` and `tp_btf/sys_exit` fire for every syscall on the host, so both look at
+//! the syscall number first and return for the ones they do not trace, then after one hash
+//! lookup for tasks outside `GUARDED`. Arguments come from the user `pt_regs` (a UAPI layout on
+//! x86_64) through probe reads: no CO-RE, no kernel struct layouts.
+//!
+//! An open is reported in two records: the attempt at entry, its path read straight into the
+//! ring buffer record (which doubles as the sensitive-path lookup key), and a small result
+//! record at exit that userspace pairs with it by thread. Nothing is kept in a map between the
+//! two, except for the rare open whose path could not be read at entry: its thread is marked
+//! in `REREAD` and the path is read again at exit, checked, and reported with the result.
 
 use core::ffi::c_void;
 
@@ -20,11 +27,11 @@ use aya_ebpf::{
 };
 use mcp_guard_ebpf::{
     ARG_LEN, ARGV_ENTRIES, ConnectEvent, ExecEvent, GUARD_FLAG_KILL_SENSITIVE, GuardConfig,
-    KillEvent, NAME_LEN, NameKey, OpenEvent, PATH_LEN, PathKey, drop_reason, event_kind,
-    last_component, sock_op, verdict,
+    KillEvent, NAME_LEN, NameKey, OpenEvent, OpenResult, PATH_LEN, PathKey, drop_reason,
+    event_kind, last_component, sock_op, verdict,
 };
 
-use crate::common::{EVENTS, count_drop, guard, header, submit_flags};
+use crate::common::{BPF_RB_NO_WAKEUP, EVENTS, count_drop, guard, header, submit_flags};
 
 // x86_64 syscall numbers.
 const SYS_OPEN: i64 = 2;
@@ -52,15 +59,9 @@ const SIGKILL: u32 = 9;
 /// O_WRONLY | O_CREAT | O_TRUNC: what creat(2) means.
 const CREAT_FLAGS: u32 = 0o1 | 0o100 | 0o1000;
 
-/// An open in flight: its path (already in LPM key form for the sensitive lookup) and flags.
-#[repr(C)]
-struct OpenStash {
-    key: Key<PathKey>,
-    flags: u32,
-    syscall: u32,
-}
-
-/// Sensitive paths per cgroup; the value is unused (presence is the answer).
+/// Sensitive paths per cgroup; the value is unused (presence is the answer). Besides the
+/// absolute paths, userspace stores their tails (`.ssh/`, `.aws/credentials`) for relative
+/// paths.
 #[map]
 static SENSITIVE: LpmTrie<PathKey, u32> = LpmTrie::with_max_entries(16384, 0);
 
@@ -72,14 +73,16 @@ static SENSITIVE_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(4096, 
 #[map]
 static NAME_SCRATCH: PerCpuArray<NameKey> = PerCpuArray::with_max_entries(1, 0);
 
-/// Room to build an `OpenStash` (too big for the 512-byte stack next to everything else).
+/// Room for an open record when the ring buffer is full (the sensitive check still runs), and
+/// for a relative path's key once its leading `./` is stripped (slot 1).
 #[map]
-static SCRATCH: PerCpuArray<OpenStash> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(2, 0);
 
-/// Opens between sys_enter and sys_exit, by thread. A plain (preallocated) hash: an open always
-/// reaches sys_exit, even in a task being killed, so entries do not leak; a full map is counted.
+/// Threads whose open path could not be read at entry (the page holding it was not faulted
+/// in yet): sys_exit reads it again. A plain (preallocated) hash: an open always reaches
+/// sys_exit, even in a task being killed, so entries do not leak.
 #[map]
-static OPEN_PENDING: HashMap<u64, OpenStash> = HashMap::with_max_entries(16384, 0);
+static REREAD: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
 
 #[inline(always)]
 fn reg(regs: *const u64, slot: usize) -> u64 {
@@ -90,45 +93,83 @@ fn reg(regs: *const u64, slot: usize) -> u64 {
 
 #[btf_tracepoint(function = "sys_enter")]
 pub fn trace_sys_enter(ctx: BtfTracePointContext) -> i32 {
+    let id: i64 = ctx.arg(1);
+    // The syscall number first: most syscalls are not traced, and this costs no lookup.
+    if !(is_open(id) || matches!(id, SYS_EXECVE | SYS_EXECVEAT)) {
+        return 0;
+    }
     let Some((cgroup, config)) = guard() else {
         return 0;
     };
     let regs: *const u64 = ctx.arg(0);
-    let id: i64 = ctx.arg(1);
-    match id {
-        SYS_OPEN | SYS_CREAT | SYS_OPENAT | SYS_OPENAT2 => on_open_enter(regs, id, cgroup, &config),
-        SYS_EXECVE | SYS_EXECVEAT => on_exec(regs, id, cgroup, &config),
-        _ => {}
+    if is_open(id) {
+        on_open_enter(regs, id, cgroup, &config);
+    } else {
+        on_exec(regs, id, cgroup, &config);
     }
     0
 }
 
 #[btf_tracepoint(function = "sys_exit")]
 pub fn trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    let regs: *const u64 = ctx.arg(0);
+    let id = reg(regs, REG_ORIG_AX) as i64;
+    if !(is_open(id) || id == SYS_CONNECT) {
+        return 0;
+    }
     let Some((cgroup, config)) = guard() else {
         return 0;
     };
-    let regs: *const u64 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    let id = reg(regs, REG_ORIG_AX) as i64;
     if id == SYS_CONNECT {
         if ret == -EACCES {
             emit_refused_connect(regs, cgroup, &config);
         }
         return 0;
     }
-    if !matches!(id, SYS_OPEN | SYS_CREAT | SYS_OPENAT | SYS_OPENAT2) {
+    if take_reread() {
+        on_open_reread(regs, id, cgroup, &config, ret);
         return 0;
     }
-    let tid = bpf_get_current_pid_tgid();
-    // SAFETY: the entry is read before it is removed, by the only thread that writes it.
-    let Some(stash) = OPEN_PENDING.get_ptr(&tid) else {
+    let Some(mut entry) = EVENTS.reserve::<OpenResult>(0) else {
+        // The open itself was reported at entry; only its result is lost.
+        count_drop(drop_reason::OPEN_RESULT_LOST);
         return 0;
     };
-    // SAFETY: `get_ptr` returned a valid map value pointer.
-    emit_open(cgroup, &config, unsafe { &*stash }, ret);
-    let _ = OPEN_PENDING.remove(&tid);
+    entry.write(OpenResult {
+        kind: event_kind::OPEN_RESULT,
+        pad: 0,
+        pid_tgid: bpf_get_current_pid_tgid(),
+        result: ret,
+    });
+    // No wakeup of its own: the reader is woken by volume at the attempts, or polls.
+    entry.submit(BPF_RB_NO_WAKEUP);
     0
+}
+
+#[inline(always)]
+fn is_open(id: i64) -> bool {
+    matches!(id, SYS_OPEN | SYS_CREAT | SYS_OPENAT | SYS_OPENAT2)
+}
+
+/// Whether the current thread's open is marked for a path read at exit; clears the mark. A
+/// lockless lookup that misses for almost every open; only a hit pays for the delete.
+#[inline(always)]
+fn take_reread() -> bool {
+    let tid = bpf_get_current_pid_tgid();
+    // SAFETY: only presence is tested.
+    if unsafe { REREAD.get(&tid) }.is_none() {
+        return false;
+    }
+    let _ = REREAD.remove(&tid);
+    true
+}
+
+/// Marks the current thread's open for a path read at exit; false when the mark could not be
+/// kept (map full).
+#[inline(always)]
+fn mark_reread() -> bool {
+    REREAD.insert(&bpf_get_current_pid_tgid(), &0, 0).is_ok()
 }
 
 /// A connect landlock refused never reaches the cgroup connect hook: report it here. The
@@ -176,8 +217,11 @@ fn emit_refused_connect(regs: *const u64, cgroup: u64, config: &GuardConfig) {
     }
 }
 
-fn on_open_enter(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig) {
-    let (path_ptr, flags) = match id {
+/// The path pointer and flags of an open, from the saved user registers (still intact at
+/// exit: the syscall only writes the return register).
+#[inline(always)]
+fn open_args(regs: *const u64, id: i64) -> (u64, u32) {
+    match id {
         SYS_OPEN => (reg(regs, REG_DI), reg(regs, REG_SI) as u32),
         SYS_CREAT => (reg(regs, REG_DI), CREAT_FLAGS),
         SYS_OPENAT => (reg(regs, REG_SI), reg(regs, REG_DX) as u32),
@@ -188,44 +232,160 @@ fn on_open_enter(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig) {
             let flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
             (reg(regs, REG_SI), flags as u32)
         }
-    };
-    let Some(stash) = SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: this CPU's scratch slot, used by nothing else while this program runs.
-    let stash = unsafe { &mut *stash };
-    stash.flags = flags;
-    stash.syscall = id as u32;
-    stash.key.prefix_len = ((8 + PATH_LEN) * 8) as u32;
-    stash.key.data.cgroup = cgroup.to_be_bytes();
-    // SAFETY: the destination is the scratch path buffer of PATH_LEN bytes; the source is a
-    // user pointer read through the fault-safe helper.
+    }
+}
+
+/// Fills `ev` (all but the header) for an open and reads its path; returns the string length
+/// with its NUL, or <= 0 when the path could not be read.
+#[inline(always)]
+fn fill_open(ev: &mut OpenEvent, regs: *const u64, id: i64, cgroup: u64, result: i64) -> i64 {
+    let (path_ptr, flags) = open_args(regs, id);
+    ev.result = result;
+    ev.flags = flags;
+    ev.syscall = id as u32;
+    ev.key_bits = ((8 + PATH_LEN) * 8) as u32;
+    ev.key.cgroup = cgroup.to_be_bytes();
+    // SAFETY: the destination is the record's PATH_LEN-byte path; the source is a user
+    // pointer read through the fault-safe helper.
     let n = unsafe {
         bpf_probe_read_user_str(
-            stash.key.data.path.as_mut_ptr().cast::<c_void>(),
+            ev.key.path.as_mut_ptr().cast::<c_void>(),
             PATH_LEN as u32,
             path_ptr as *const c_void,
         )
     };
     if n <= 0 {
-        stash.key.data.path[0] = 0;
-        count_drop(drop_reason::PATH_READ);
-    } else if config.flags & GUARD_FLAG_KILL_SENSITIVE != 0
-        && (SENSITIVE.get(&stash.key).is_some()
-            || name_is_sensitive(cgroup, &stash.key.data.path, n as usize - 1))
-    {
+        ev.key.path[0] = 0;
+    }
+    n
+}
+
+fn on_open_enter(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig) {
+    let mut entry = EVENTS.reserve::<OpenEvent>(0);
+    let ev = match entry.as_mut() {
+        Some(entry) => entry.as_mut_ptr(),
+        None => {
+            count_drop(drop_reason::RINGBUF_FULL);
+            // The event is lost, the check must still run.
+            match SCRATCH.get_ptr_mut(0) {
+                Some(ev) => ev,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: a reserved ring buffer record or this CPU's scratch slot, exclusively ours while
+    // this program runs.
+    let ev = unsafe { &mut *ev };
+    ev.header = header(event_kind::OPEN, cgroup, config);
+    let n = fill_open(ev, regs, id, cgroup, 0);
+    if n <= 0 {
+        // Probably a page not faulted in yet: the kernel's own copy will fault it in, and the
+        // exit reads the path again. Without the mark the path stays unknown.
+        if !mark_reread() {
+            count_drop(drop_reason::PATH_READ);
+        }
+    } else {
         // Signal now, at syscall entry: the task dies before it returns to user space and can
         // never use what it opened.
+        kill_if_sensitive(ev, n as usize - 1, cgroup, config);
+    }
+    if let Some(entry) = entry {
+        entry.submit(submit_flags());
+    }
+}
+
+/// The exit of an open whose path could not be read at entry: read it again (the kernel has
+/// faulted the page in copying it), check it, and report path and result together.
+fn on_open_reread(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig, ret: i64) {
+    let mut entry = EVENTS.reserve::<OpenEvent>(0);
+    let ev = match entry.as_mut() {
+        Some(entry) => entry.as_mut_ptr(),
+        None => {
+            count_drop(drop_reason::OPEN_RESULT_LOST);
+            match SCRATCH.get_ptr_mut(0) {
+                Some(ev) => ev,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: as in `on_open_enter`.
+    let ev = unsafe { &mut *ev };
+    ev.header = header(event_kind::OPEN_REREAD, cgroup, config);
+    let n = fill_open(ev, regs, id, cgroup, ret);
+    if n <= 0 {
+        count_drop(drop_reason::PATH_READ);
+    } else {
+        // Still in time: the signal is delivered before the task returns to user space, so it
+        // never runs with the new fd.
+        kill_if_sensitive(ev, n as usize - 1, cgroup, config);
+    }
+    if let Some(entry) = entry {
+        entry.submit(submit_flags());
+    }
+}
+
+/// SIGKILLs the current task and reports it when the cgroup kills on sensitive paths and the
+/// open's path (`len` bytes without the NUL) is one.
+#[inline(always)]
+fn kill_if_sensitive(ev: &OpenEvent, len: usize, cgroup: u64, config: &GuardConfig) {
+    if config.flags & GUARD_FLAG_KILL_SENSITIVE == 0 {
+        return;
+    }
+    // SAFETY: `key_bits` and `key` are laid out as `Key<PathKey>` (a packed u32 then the key
+    // data), inside the record.
+    let key = unsafe { &*(&ev.key_bits as *const u32).cast::<Key<PathKey>>() };
+    if SENSITIVE.get(key).is_some()
+        || name_is_sensitive(cgroup, &ev.key.path, len)
+        || dot_relative_is_sensitive(&ev.key)
+    {
         // SAFETY: a helper acting on the current task.
         unsafe { bpf_send_signal(SIGKILL) };
-        emit_kill(cgroup, config, stash);
+        emit_kill(cgroup, config, ev.syscall, &ev.key.path);
     }
-    let tid = bpf_get_current_pid_tgid();
-    if OPEN_PENDING.insert(&tid, &*stash, 0).is_err() {
-        // Report the attempt without its result rather than lose it.
-        count_drop(drop_reason::STASH_FULL);
-        emit_open(cgroup, config, stash, i64::MIN);
+}
+
+/// How many leading `./` (and slashes after one) are stripped from a relative path.
+const MAX_DOT_SLASH: usize = 8;
+
+/// For a relative path starting with `./`: whether it is sensitive once those are stripped
+/// (`./.ssh/id_rsa` is `.ssh/id_rsa`, whose tail key userspace stored).
+#[inline(always)]
+fn dot_relative_is_sensitive(key: &PathKey) -> bool {
+    if key.path[0] != b'.' || key.path[1] != b'/' {
+        return false;
     }
+    let mut skip = 0usize;
+    let mut i = 0;
+    while i < MAX_DOT_SLASH {
+        match (key.path.get(skip), key.path.get(skip + 1)) {
+            (Some(b'.'), Some(b'/')) => skip += 2,
+            (Some(b'/'), _) => skip += 1,
+            _ => break,
+        }
+        i += 1;
+    }
+    // `skip` is at most 2 * MAX_DOT_SLASH; the mask tells the verifier so.
+    let skip = skip & (4 * MAX_DOT_SLASH - 1);
+    let Some(stripped) = SCRATCH.get_ptr_mut(1) else {
+        return false;
+    };
+    // SAFETY: this CPU's second scratch slot, used by nothing else while this program runs.
+    let stripped = unsafe { &mut *stripped };
+    stripped.key_bits = ((8 + PATH_LEN) * 8) as u32;
+    stripped.key.cgroup = key.cgroup;
+    // A helper copy: the verifier can bound its size argument, not a variable index.
+    // SAFETY: `skip + (PATH_LEN - skip)` stays inside the source path and the copy fits the
+    // destination.
+    unsafe {
+        probe_copy_kernel(
+            stripped.key.path.as_mut_ptr().cast::<c_void>(),
+            (PATH_LEN - skip) as u32,
+            key.path.as_ptr().wrapping_add(skip).cast::<c_void>(),
+        )
+    };
+    // SAFETY: as in `kill_if_sensitive`.
+    let lookup = unsafe { &*(&stripped.key_bits as *const u32).cast::<Key<PathKey>>() };
+    SENSITIVE.get(lookup).is_some()
 }
 
 /// Whether the last component of `path` (`len` bytes, without the NUL) is a sensitive name.
@@ -260,42 +420,21 @@ fn name_is_sensitive(cgroup: u64, path: &[u8; PATH_LEN], len: usize) -> bool {
     unsafe { SENSITIVE_NAMES.get(&*key) }.is_some()
 }
 
-fn emit_open(cgroup: u64, config: &GuardConfig, stash: &OpenStash, result: i64) {
-    let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
+fn emit_kill(cgroup: u64, config: &GuardConfig, syscall: u32, path: &[u8; PATH_LEN]) {
+    let Some(mut entry) = EVENTS.reserve::<KillEvent>(0) else {
         count_drop(drop_reason::RINGBUF_FULL);
         return;
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points at a reserved, exclusively owned record of the right size.
     unsafe {
-        (*ev).header = header(event_kind::OPEN, cgroup, config);
-        (*ev).result = result;
-        (*ev).flags = stash.flags;
-        (*ev).syscall = stash.syscall;
-        probe_copy_kernel(
-            (*ev).path.as_mut_ptr().cast::<c_void>(),
-            PATH_LEN as u32,
-            stash.key.data.path.as_ptr().cast::<c_void>(),
-        );
-    }
-    entry.submit(submit_flags());
-}
-
-fn emit_kill(cgroup: u64, config: &GuardConfig, stash: &OpenStash) {
-    let Some(mut entry) = EVENTS.reserve::<KillEvent>(0) else {
-        count_drop(drop_reason::RINGBUF_FULL);
-        return;
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: as in `emit_open`.
-    unsafe {
         (*ev).header = header(event_kind::KILL, cgroup, config);
         (*ev).signal = SIGKILL;
-        (*ev).syscall = stash.syscall;
+        (*ev).syscall = syscall;
         probe_copy_kernel(
             (*ev).path.as_mut_ptr().cast::<c_void>(),
             PATH_LEN as u32,
-            stash.key.data.path.as_ptr().cast::<c_void>(),
+            path.as_ptr().cast::<c_void>(),
         );
     }
     entry.submit(submit_flags());

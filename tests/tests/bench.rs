@@ -6,7 +6,11 @@
 //! - 20k loopback TCP connects from a guarded cgroup (allowlisted port, events on) vs. an
 //!   unguarded cgroup;
 //! - 200k openat calls from a guarded cgroup (open events captured) vs. an unguarded cgroup;
-//! - ring buffer throughput: open events delivered per second during that run, and drops.
+//! - ring buffer throughput: open events delivered per second during that run, and drops;
+//! - with `MCP_GUARD_BENCH_STATS=1`, the kernel's own price of a guarded open: run time of the
+//!   syscall tracing programs (kernel BPF statistics) per open+close in the guarded loop, next to the unguarded
+//!   loop's (the programs run there too and return at once). CPU counters are not available on
+//!   every host; these are.
 
 mod kernel_common;
 
@@ -52,6 +56,10 @@ fn kernel_guard_overhead() {
         .build()
         .expect("runtime");
     let guard = KernelGuard::load().expect("load");
+    // MCP_GUARD_BENCH_STATS=1: the kernel times every program run (while this fd is held),
+    // which itself costs each run two clock reads: the ratios are then not the plain ones.
+    let _stats = std::env::var_os("MCP_GUARD_BENCH_STATS")
+        .map(|_| aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF stats"));
     // MCP_GUARD_BENCH_NO_READER=1: nothing drains the ring buffer, so the guarded open loop
     // measures the kernel side alone (events past the buffer's capacity are counted as drops).
     let no_reader = std::env::var_os("MCP_GUARD_BENCH_NO_READER").is_some();
@@ -109,8 +117,40 @@ fn kernel_guard_overhead() {
         OPENS.to_string(),
         target.display().to_string(),
     ];
-    let loop_secs = |cg: &TestCgroup| -> f64 {
+    // Program run time (ns) summed over the tracing programs, per program.
+    let prog_ns = || -> Vec<(&'static str, u128, u64)> {
+        guard
+            .trace_program_stats()
+            .into_iter()
+            .map(|(name, t, n)| (name, t.as_nanos(), n))
+            .collect()
+    };
+    // Per loop: the programs' ns per open+close (sys_enter, sys_exit) and their runs per open.
+    let mut kernel_ns: std::collections::BTreeMap<&str, Vec<(f64, f64, f64)>> = Default::default();
+    let mut loop_secs = |cg: &TestCgroup, label: &'static str| -> f64 {
+        let before = prog_ns();
         let out = lines(&cg.run(std::path::Path::new(opener), &open_args));
+        let after = prog_ns();
+        let per_open = |name: &str| -> (f64, f64) {
+            let b = before
+                .iter()
+                .find(|p| p.0 == name)
+                .map_or((0, 0), |p| (p.1, p.2));
+            let a = after
+                .iter()
+                .find(|p| p.0 == name)
+                .map_or((0, 0), |p| (p.1, p.2));
+            (
+                (a.0 - b.0) as f64 / OPENS as f64,
+                (a.1 - b.1) as f64 / OPENS as f64,
+            )
+        };
+        let (enter, runs_e) = per_open(mcp_guard_ebpf::programs::SYS_ENTER);
+        let (exit, runs_x) = per_open(mcp_guard_ebpf::programs::SYS_EXIT);
+        kernel_ns
+            .entry(label)
+            .or_default()
+            .push((enter, exit, runs_e + runs_x));
         let ns: f64 = out[0].parse().expect("elapsed ns");
         ns / 1e9
     };
@@ -118,10 +158,10 @@ fn kernel_guard_overhead() {
     let (mut o_plain, mut o_guarded) = (Vec::new(), Vec::new());
     let mut throughput = Vec::new();
     for _ in 0..ROUNDS {
-        o_plain.push(loop_secs(&plain));
+        o_plain.push(loop_secs(&plain, "unguarded"));
         let before = opens_seen.load(Ordering::Relaxed);
         let start = Instant::now();
-        o_guarded.push(loop_secs(&guarded));
+        o_guarded.push(loop_secs(&guarded, "guarded"));
         // Let the reader finish draining what the run produced.
         let expected = before + OPENS as u64;
         while !no_reader
@@ -156,6 +196,16 @@ fn kernel_guard_overhead() {
         og * 1e9 / OPENS as f64,
         og / op
     );
+    for (label, runs) in kernel_ns.iter().filter(|_| _stats.is_some()) {
+        let shown: Vec<String> = runs
+            .iter()
+            .map(|(enter, exit, n)| format!("{enter:.0}+{exit:.0} ns ({n:.1} runs)"))
+            .collect();
+        println!(
+            "  kernel: sys_enter+sys_exit programs per open+close, {label}: {}",
+            shown.join(", ")
+        );
+    }
     for (delivered, secs) in &throughput {
         println!(
             "ring buffer: {delivered} open events delivered in {secs:.3}s = {:.0} events/s",

@@ -314,3 +314,202 @@ fn sensitive_open_kills_even_in_observe_mode() {
         "a killed process opens nothing after the sensitive path"
     );
 }
+
+/// A path on a page the process never touched cannot be read at syscall entry (probe reads do
+/// not fault pages in): the kernel's own copy of it does, so the exit reads it again, kills the
+/// process before the open returns to it, and reports the open with its path. Against the
+/// entry check alone the fixture opens the key and carries on.
+#[test]
+fn a_sensitive_path_on_an_unfaulted_page_is_killed_before_the_open_returns() {
+    require_root();
+    let guard = KernelGuard::load().expect("load");
+    let rt = runtime();
+    let mut rx = rt.block_on(async { guard.events() }).expect("events");
+    let home = temp_dir("unfaulted");
+    std::fs::create_dir_all(home.join(".ssh")).expect("mkdir .ssh");
+    let key = home.join(".ssh/id_rsa");
+    let harmless = home.join("notes.txt");
+    for f in [&key, &harmless] {
+        std::fs::write(f, "secret").expect("write");
+    }
+    let cg = TestCgroup::new("unfaulted");
+    let _h = rt
+        .block_on(guard.add_server(
+            &cg.dir,
+            ServerSpec {
+                server: "unfaulted".into(),
+                session: "u".into(),
+                observe: true,
+                sensitive: vec![SensitivePath::Under(home.join(".ssh"))],
+                kill_on_sensitive: true,
+                ..Default::default()
+            },
+        ))
+        .expect("guard");
+
+    let show = |p: &Path| p.display().to_string();
+    let out = cg.run(
+        &opener(),
+        &[
+            "--unfaulted".to_string(),
+            show(&harmless),
+            show(&key),
+            show(&harmless),
+        ],
+    );
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "opening the key from an unfaulted page must be fatal: {out:?}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok\n",
+        "died in the open of the key"
+    );
+
+    let seen = collect(&rt, &mut rx, |seen| {
+        seen.iter()
+            .any(|e| matches!(e.kind, EventKind::Killed { .. }))
+            && seen.iter().filter(|e| is_open_of(e, &harmless)).count() >= 1
+            && seen.iter().any(|e| is_open_of(e, &key))
+    });
+    let killed = seen
+        .iter()
+        .find(
+            |e| matches!(&e.kind, EventKind::Killed { path, signal: 9 } if Path::new(path) == key),
+        )
+        .unwrap_or_else(|| panic!("a killed event for the key; got {seen:#?}"));
+    let fd_of = |path: &Path| {
+        seen.iter().find_map(|e| match &e.kind {
+            EventKind::Open {
+                path: p, result, ..
+            } if Path::new(p) == path => Some(*result),
+            _ => None,
+        })
+    };
+    // Both opens are reported with the path read at exit and their result.
+    assert!(
+        matches!(fd_of(&harmless), Some(Some(fd)) if fd >= 0),
+        "{seen:#?}"
+    );
+    assert!(
+        matches!(fd_of(&key), Some(Some(fd)) if fd >= 0),
+        "{seen:#?}"
+    );
+    assert!(
+        seen.iter()
+            .filter(|e| e.pid == killed.pid)
+            .all(|e| !matches!(&e.kind, EventKind::Open { path, .. } if path.is_empty())),
+        "no open of the fixture is left without its path: {seen:#?}"
+    );
+    assert_eq!(
+        guard.dropped().expect("drops")["path_read_failed"],
+        0,
+        "every path was read, at entry or at exit"
+    );
+}
+
+/// Relative spellings of a sensitive path that name it from an ancestor (`.ssh/id_rsa` from
+/// the home directory, `./.aws/credentials`, `u/.ssh/...` from its parent) are killed like the
+/// absolute path; a name that only starts like one (`.sshx/`) is not. What stays open is
+/// asserted too, so that covering it changes this test: the bare file name from the file's own
+/// directory, and paths through `..`.
+#[test]
+fn relative_spellings_of_sensitive_paths_are_killed() {
+    require_root();
+    let guard = KernelGuard::load().expect("load");
+    let rt = runtime();
+    let home = temp_dir("relative");
+    for dir in [".ssh", ".sshx", ".aws", "project"] {
+        std::fs::create_dir_all(home.join(dir)).expect("mkdir");
+    }
+    let files = [
+        ".ssh/id_rsa",
+        ".sshx/id_rsa",
+        ".aws/credentials",
+        ".aws/config",
+        "notes.txt",
+    ];
+    for f in files {
+        std::fs::write(home.join(f), "secret").expect("write");
+    }
+    let cg = TestCgroup::new("relative");
+    let _h = rt
+        .block_on(guard.add_server(
+            &cg.dir,
+            ServerSpec {
+                server: "relative".into(),
+                session: "r".into(),
+                observe: true,
+                sensitive: vec![
+                    SensitivePath::Under(home.join(".ssh")),
+                    SensitivePath::Exact(home.join(".aws/credentials")),
+                ],
+                kill_on_sensitive: true,
+                ..Default::default()
+            },
+        ))
+        .expect("guard");
+    let parent = home.parent().expect("home has a parent");
+    let home_name = home
+        .file_name()
+        .expect("home has a name")
+        .to_string_lossy()
+        .into_owned();
+    // Runs the opener in `cwd` on `notes.txt` (absolute) then `path`.
+    let run = |cwd: &Path, path: &str| {
+        cg.command(opener())
+            .current_dir(cwd)
+            .args([home.join("notes.txt").display().to_string(), path.into()])
+            .output()
+            .expect("run opener")
+    };
+    let from_parent = format!("{home_name}/.ssh/id_rsa");
+    for (cwd, path) in [
+        (&*home, ".ssh/id_rsa"),
+        (&*home, "./.ssh/id_rsa"),
+        (&*home, ".//./.ssh/id_rsa"),
+        (&*home, ".ssh"),
+        (&*home, ".aws/credentials"),
+        (&*home, "./.aws/credentials"),
+        (parent, from_parent.as_str()),
+    ] {
+        let out = run(cwd, path);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "{path} from {}: {out:?}",
+            cwd.display()
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ok\n",
+            "{path}: died at the relative open"
+        );
+    }
+    for (cwd, path, why) in [
+        (&*home, ".sshx/id_rsa", "not the sensitive directory"),
+        (&*home, ".aws/config", "a sibling of the sensitive file"),
+        (&*home, "notes.txt", "not sensitive"),
+        (
+            home.join(".aws").as_path(),
+            "credentials",
+            "uncovered: the bare file name from its own directory",
+        ),
+        (
+            home.join(".ssh").as_path(),
+            "id_rsa",
+            "uncovered: a path from inside the sensitive directory",
+        ),
+        (
+            home.join("project").as_path(),
+            "../.ssh/id_rsa",
+            "uncovered: a path through ..",
+        ),
+    ] {
+        let out = run(cwd, path);
+        assert!(out.status.success(), "{path}: {why}: {out:?}");
+        assert_eq!(lines(&out), ["ok", "ok"], "{path}: {why}");
+    }
+}

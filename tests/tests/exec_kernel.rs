@@ -399,6 +399,53 @@ fn sensitive_read_under_observe_is_killed_in_the_kernel() {
     );
 }
 
+/// The same kill when the server hands open(2) a path on a page it never touched (a fresh
+/// file mapping): unreadable for the entry check, read again at exit, before the open returns.
+#[test]
+fn sensitive_read_from_an_unfaulted_page_under_observe_is_killed_in_the_kernel() {
+    require_root();
+    let sb = Sandbox::new(
+        "kill-unfaulted",
+        "[detect]\nsensitive = [\"~/.aws/credentials\"]\non_sensitive = \"kill\"\n",
+    );
+    let name = format!("exec-kernel-kill-unfaulted-{}", std::process::id());
+    let opener = fixture_bin("opener");
+    let present = sb.work.join("present.txt");
+    let creds = sb.home.join(".aws/credentials");
+    let out = sb
+        .exec(
+            &name,
+            true,
+            &[
+                s(&opener),
+                "--unfaulted",
+                s(&present),
+                s(&creds),
+                s(&present),
+            ],
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mcp-guard exec");
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok\n",
+        "{}",
+        describe(&out)
+    );
+    let events = sb.events(&name);
+    let killed = find(&events, "killed", |_| true);
+    assert_eq!(field(killed, "path"), s(&creds), "{killed}");
+    let open = find(&events, "open", |e| field(e, "path") == s(&creds));
+    assert_eq!(open["pid"], killed["pid"], "{open}");
+    let first = find(&events, "open", |e| field(e, "path") == s(&present));
+    assert!(
+        first["result"].as_i64().is_some_and(|fd| fd >= 0),
+        "{first}"
+    );
+}
+
 /// Drops CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN from the bounding set before exec: root then
 /// starts without them, and no eBPF program can load.
 fn without_bpf_privileges(cmd: &mut Command) -> &mut Command {

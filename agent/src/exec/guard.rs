@@ -316,9 +316,10 @@ fn drop_meaning(reason: &str) -> &'static str {
     match reason {
         "ringbuf_full" => "events lost: the ring buffer was full",
         "path_read_failed" => {
-            "events recorded without their path, and not checked against [detect] sensitive"
+            "events recorded without their path (for opens: unreadable at entry and again at \
+             exit), and not checked against [detect] sensitive"
         }
-        "stash_full" => "opens recorded without their result",
+        "open_result_lost" => "opens recorded without their result: the ring buffer was full",
         "argv_read_failed" => "execs recorded without some arguments",
         _ => "events incomplete",
     }

@@ -109,12 +109,14 @@ pub struct EgressRule {
     pub port_hi: u16,
 }
 
-/// A sensitive path, already `~`-expanded and absolute.
+/// A sensitive path, already `~`-expanded and absolute. The kernel matches the path string a
+/// process passes to open: absolute as given, and relative when it names the path from one of
+/// its ancestors (see `relative_tails`); not through `..`, symlinks or a cwd inside it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SensitivePath {
-    /// Exactly this path.
+    /// Exactly this path (relative: from its directory's parent or higher, `.aws/credentials`).
     Exact(PathBuf),
-    /// This directory and everything below it.
+    /// This directory and everything below it (relative: `.ssh/...` and up).
     Under(PathBuf),
     /// A file of this name in any directory (`**/.env` → `.env`), matched on the last
     /// component of the path as the process passed it (relative paths included).
@@ -509,7 +511,7 @@ impl KernelGuard {
     }
 
     /// Events the kernel could not deliver whole, by reason (`ringbuf_full`, `path_read_failed`,
-    /// `stash_full`, `argv_read_failed`), summed over CPUs since load.
+    /// `open_result_lost`, `argv_read_failed`), summed over CPUs since load.
     pub fn dropped(&self) -> Result<BTreeMap<&'static str, u64>, KernelError> {
         let mut out = BTreeMap::new();
         for (i, name) in drop_reason::NAMES.iter().enumerate() {
@@ -520,6 +522,20 @@ impl KernelGuard {
             out.insert(*name, values.iter().sum());
         }
         Ok(out)
+    }
+
+    /// Total run time and run count of each syscall tracing program since load, from the
+    /// kernel's BPF statistics: zero unless they are on (`aya::sys::enable_stats`). What the
+    /// benchmark reads to price one guarded syscall without CPU counters.
+    pub fn trace_program_stats(&self) -> Vec<(&'static str, std::time::Duration, u64)> {
+        let ebpf = lock(&self.ebpf);
+        TRACE_PROGRAMS
+            .iter()
+            .filter_map(|(name, _)| {
+                let info = ebpf.program(name)?.info().ok()?;
+                Some((*name, info.run_time(), info.run_count()))
+            })
+            .collect()
     }
 
     /// Guards the cgroup v2 directory `cgroup_dir` with `spec`: attaches the egress programs
@@ -1248,8 +1264,46 @@ fn sensitive_keys(
             }
             SensitivePath::Name(_) => {}
         }
+        for (tail, under) in relative_tails(p) {
+            push(&tail, true, path)?;
+            if under {
+                let mut dir = tail;
+                dir.push(b'/');
+                push(&dir, false, path)?;
+            }
+        }
     }
     Ok((keys, names))
+}
+
+/// The relative spellings of a sensitive path that name it from one of its ancestors,
+/// whatever the process's cwd or dirfd (a relative path that resolves to the sensitive one
+/// without `..` or symlinks is one of these): for a directory `/h/u/.ssh`, `.ssh`, `u/.ssh` and
+/// `h/u/.ssh` (each also as a prefix, `.ssh/...`); for a file `/h/u/.aws/credentials`, the
+/// tails that still name its directory, `.aws/credentials` and up, not the bare file name
+/// (that is `**/credentials`, which the policy can say when it means it). `true` marks a
+/// directory's tails. A path with `.` or `..` components has none.
+fn relative_tails(p: &SensitivePath) -> Vec<(Vec<u8>, bool)> {
+    use std::{os::unix::ffi::OsStrExt as _, path::Component};
+    let (path, under) = match p {
+        SensitivePath::Exact(path) => (path, false),
+        SensitivePath::Under(path) => (path, true),
+        SensitivePath::Name(_) => return Vec::new(),
+    };
+    let mut names = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(name) => names.push(name.as_bytes()),
+            _ => return Vec::new(),
+        }
+    }
+    // A file's tails keep its directory; a directory's tails keep the directory.
+    let min_names = if under { 1 } else { 2 };
+    (0..names.len())
+        .filter(|k| names.len() - k >= min_names)
+        .map(|k| (names[k..].join(&b'/'), under))
+        .collect()
 }
 
 /// Turns rules into LPM entries: each network carries the ports of every rule containing it, so
@@ -1341,9 +1395,45 @@ mod tests {
             ],
         )
         .expect("valid paths");
-        // Exact (with NUL), the directory itself (with NUL) and the directory prefix.
-        let lens: Vec<u32> = keys.iter().map(|k| k.prefix_len()).collect();
-        assert_eq!(lens, vec![(8 + 23) * 8, (8 + 11) * 8, (8 + 11) * 8]);
+        // Exact (with NUL), then its relative tails `root/.aws/credentials` and
+        // `.aws/credentials` (with NUL); the directory itself (with NUL) and its prefix, then
+        // its tails `root/.ssh` and `.ssh`, each with NUL and as a prefix.
+        let shown: Vec<(String, u32)> = keys
+            .iter()
+            .map(|k| {
+                let bits = k.prefix_len();
+                let len = (bits / 8 - 8) as usize;
+                let data = k.data();
+                (
+                    String::from_utf8_lossy(&data.path[..len]).into_owned(),
+                    bits,
+                )
+            })
+            .collect();
+        let want = [
+            ("/root/.aws/credentials\0", 23),
+            ("root/.aws/credentials\0", 22),
+            (".aws/credentials\0", 17),
+            ("/root/.ssh\0", 11),
+            ("/root/.ssh/", 11),
+            ("root/.ssh\0", 10),
+            ("root/.ssh/", 10),
+            (".ssh\0", 5),
+            (".ssh/", 5),
+        ];
+        let want: Vec<(String, u32)> = want
+            .iter()
+            .map(|(p, n)| (p.to_string(), (8 + n) * 8))
+            .collect();
+        assert_eq!(shown, want);
+        assert!(
+            sensitive_keys(7, &[SensitivePath::Exact("/a/../b".into())])
+                .expect("valid")
+                .0
+                .len()
+                == 1,
+            "no tails for a path with `..`"
+        );
         assert_eq!(&names[0].name[..5], b".env\0");
         assert!(sensitive_keys(7, &[SensitivePath::Exact("relative".into())]).is_err());
         assert!(sensitive_keys(7, &[SensitivePath::Name("a/b".into())]).is_err());
