@@ -293,6 +293,12 @@ pub(crate) struct OpenPairer {
 }
 
 impl OpenPairer {
+    /// Every attempt still waiting for its result goes to `out` without one (the stream they
+    /// came from ends).
+    pub(crate) fn flush(&mut self, out: &mut Vec<KernelEvent>) {
+        out.extend(self.pending.drain().map(|(_, event)| event));
+    }
+
     /// Takes one record; complete events go to `out`.
     pub(crate) fn push(&mut self, record: Record, out: &mut Vec<KernelEvent>) {
         match record {

@@ -464,9 +464,14 @@ impl KernelGuard {
             return;
         };
         let mut batch = Vec::new();
+        let mut pairer = events::OpenPairer::default();
         while let Some(item) = ring.next() {
-            batch.extend(events::parse(&item, &self.labels));
+            if let Some(record) = events::parse(&item, &self.labels) {
+                pairer.push(record, &mut batch);
+            }
         }
+        // Attempts whose result the old ring buffer did not hold go on without it.
+        pairer.flush(&mut batch);
         for event in batch {
             let _ = self.tx.send(event).await;
         }
