@@ -21,7 +21,7 @@ use tokio::{
 };
 
 use crate::{
-    exec::guard::explain,
+    doctor::explain_kernel as explain,
     ipc::{self, GuardCommand, GuardReply, GuardRequest},
     kernel::{
         events::KernelEvent,

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     detect::{DetectConfig, Detector, Profile},
-    doctor::CapabilityId,
+    doctor::explain_kernel,
     ipc::GuardRequest,
     kernel::{
         events::KernelEvent,
@@ -73,7 +73,7 @@ pub fn hooks(source: GuardSource) -> (Attach, Finish) {
     let attach: Attach = Box::new(move |info: SessionInfo| {
         Box::pin(async move {
             let attached = match source {
-                GuardSource::Local => local_guard(&info).await.map_err(|e| explain(&e)),
+                GuardSource::Local => local_guard(&info).await.map_err(|e| explain_kernel(&e)),
                 GuardSource::Agent(socket) => agent_guard(&info, socket).await,
             };
             match attached {
@@ -255,62 +255,6 @@ fn unavailable(info: &SessionInfo, why: String) -> Result<Box<dyn Any>, String> 
     Ok(Box::new(()))
 }
 
-/// The kernel error with the doctor capability that reports the same thing and how to fix it.
-pub fn explain(e: &KernelError) -> String {
-    use mcp_guard_ebpf::programs;
-    let (cap, fix) = match e {
-        KernelError::Btf(_) => (
-            CapabilityId::Btf,
-            "a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed",
-        ),
-        KernelError::Program { name, .. }
-            if [programs::SYS_ENTER, programs::SYS_EXIT].contains(name) =>
-        {
-            (
-                CapabilityId::TpBtf,
-                "tp_btf programs need Linux 5.5+ with BTF, and root (CAP_BPF + CAP_PERFMON)",
-            )
-        }
-        KernelError::Program { .. } | KernelError::Cgroup { .. } => (
-            CapabilityId::CgroupSockAddr,
-            "cgroup_sock_addr programs need a cgroup v2 hierarchy and root (CAP_BPF + \
-             CAP_NET_ADMIN)",
-        ),
-        KernelError::Resolve(_) => {
-            return format!(
-                "eBPF kernel guard: {e} (a host name in [network] allow could not be resolved: \
-                 check /etc/resolv.conf and the name)"
-            );
-        }
-        _ => (
-            CapabilityId::EbpfObject,
-            "run as root (or with CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON) on Linux 5.8+ with BTF",
-        ),
-    };
-    format!(
-        "eBPF kernel guard unavailable: {} (`mcp-guard doctor` reports this as {}: unavailable); \
-         {fix}",
-        error_chain(e),
-        cap.name()
-    )
-}
-
-/// `e` with its sources, so an aya error shows the syscall's errno (a source whose text is
-/// already in the message is not repeated).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
 /// What a kernel drop counter means for the record.
 fn drop_meaning(reason: &str) -> &'static str {
     match reason {
@@ -392,31 +336,5 @@ async fn finish_guard(running: Running) {
             }
         }
         Err(e) => say(&format!("cannot read the kernel drop counters: {e}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_name_the_doctor_capability_that_reports_them() {
-        let cases = [
-            (KernelError::MissingMap("EVENTS"), CapabilityId::EbpfObject),
-            (
-                KernelError::Cgroup {
-                    path: "/sys/fs/cgroup/x".into(),
-                    source: std::io::Error::from_raw_os_error(libc::ENOENT),
-                },
-                CapabilityId::CgroupSockAddr,
-            ),
-        ];
-        for (e, cap) in cases {
-            let text = explain(&e);
-            assert!(
-                text.contains(&format!("reports this as {}: unavailable", cap.name())),
-                "{text}"
-            );
-        }
     }
 }
