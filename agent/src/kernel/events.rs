@@ -11,7 +11,7 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use aya::maps::{MapData, RingBuf};
+use super::ringbuf::RingReader;
 use mcp_guard_ebpf::{
     ConnectEvent, EventHeader, ExecEvent, KillEvent, OpenEvent, OpenResult, event_kind, sock_op,
     verdict,
@@ -389,7 +389,7 @@ fn thread_gone(pid_tgid: u64) -> bool {
 /// A request on `flushes` drains at once; its reply is sent after every event that was in the
 /// ring buffer has been handed to `tx`.
 pub(crate) fn spawn_reader(
-    ring: RingBuf<MapData>,
+    ring: RingReader,
     labels: Labels,
     tx: mpsc::Sender<KernelEvent>,
     mut flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
@@ -448,27 +448,23 @@ pub(crate) fn spawn_reader(
     }))
 }
 
-/// Records parsed per pass before they are handed on.
+/// Records parsed per pass before they are handed on (and their space given back).
 const BATCH: usize = 4096;
 /// How often the ring buffer is drained without a wakeup.
 const POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Parses pending records into `batch`; true when the ring buffer was emptied.
-fn drain(
-    ring: &mut RingBuf<MapData>,
+pub(crate) fn drain(
+    ring: &mut RingReader,
     labels: &Labels,
     pairer: &mut OpenPairer,
     batch: &mut Vec<KernelEvent>,
 ) -> bool {
-    while let Some(item) = ring.next() {
-        if let Some(record) = parse(&item, labels) {
+    ring.read_batch(BATCH, |bytes| {
+        if let Some(record) = parse(bytes, labels) {
             pairer.push(record, batch);
         }
-        if batch.len() >= BATCH {
-            return false;
-        }
-    }
-    true
+    })
 }
 
 /// The `kind` string of an event, as in DESIGN.md's events contract.

@@ -25,7 +25,7 @@ use std::{
 
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSockAddr,
         links::{FdLink, PinnedLink},
@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     events::{self, KernelEvent, Labels, ServerLabel},
     resolve::{self, NameResolver},
+    ringbuf::RingReader,
 };
 
 /// The eBPF object built by `agent/build.rs` from `agent-ebpf`.
@@ -248,7 +249,7 @@ pub struct KernelGuard {
     ebpf: Mutex<Ebpf>,
     maps: Arc<Mutex<Maps>>,
     drops: PerCpuArray<MapData, u64>,
-    ring: Mutex<Option<RingBuf<MapData>>>,
+    ring: Mutex<Option<RingReader>>,
     labels: Labels,
     tx: mpsc::Sender<KernelEvent>,
     rx: Mutex<Option<mpsc::Receiver<KernelEvent>>>,
@@ -265,6 +266,20 @@ pub struct KernelGuard {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain map handles behind: still usable.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The event ring buffer, mapped for reading.
+fn take_ring(ebpf: &mut Ebpf) -> Result<RingReader, KernelError> {
+    let name = maps::EVENTS;
+    match ebpf.take_map(name).ok_or(KernelError::MissingMap(name))? {
+        aya::maps::Map::RingBuf(data) => RingReader::new(data).map_err(|e| {
+            KernelError::Io(std::io::Error::new(
+                e.kind(),
+                format!("mapping the event ring buffer: {e}"),
+            ))
+        }),
+        _ => Err(KernelError::MissingMap(name)),
+    }
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
@@ -358,7 +373,7 @@ impl KernelGuard {
             .max()
             .unwrap_or(0);
         let drops = take_map(&mut ebpf, maps::DROPS)?;
-        let ring = take_map(&mut ebpf, maps::EVENTS)?;
+        let ring = take_ring(&mut ebpf)?;
         let (tx, rx) = mpsc::channel(EVENT_CHANNEL);
         Ok(Self {
             ebpf: Mutex::new(ebpf),
@@ -460,20 +475,23 @@ impl KernelGuard {
         let Ok(data) = MapData::from_pin(dir.join("maps").join(maps::EVENTS)) else {
             return;
         };
-        let Ok(mut ring) = RingBuf::try_from(aya::maps::Map::RingBuf(data)) else {
+        let Ok(mut ring) = RingReader::new(data) else {
             return;
         };
         let mut batch = Vec::new();
         let mut pairer = events::OpenPairer::default();
-        while let Some(item) = ring.next() {
-            if let Some(record) = events::parse(&item, &self.labels) {
-                pairer.push(record, &mut batch);
+        loop {
+            let emptied = events::drain(&mut ring, &self.labels, &mut pairer, &mut batch);
+            if emptied {
+                // Attempts whose result the old ring buffer did not hold go on without it.
+                pairer.flush(&mut batch);
             }
-        }
-        // Attempts whose result the old ring buffer did not hold go on without it.
-        pairer.flush(&mut batch);
-        for event in batch {
-            let _ = self.tx.send(event).await;
+            for event in batch.drain(..) {
+                let _ = self.tx.send(event).await;
+            }
+            if emptied {
+                return;
+            }
         }
     }
 

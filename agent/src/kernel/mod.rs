@@ -3,3 +3,4 @@
 pub mod events;
 pub mod loader;
 pub mod resolve;
+mod ringbuf;
