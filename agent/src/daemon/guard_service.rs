@@ -9,7 +9,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -52,6 +52,9 @@ pub struct GuardService {
     connected: Mutex<HashSet<u64>>,
     router: mpsc::UnboundedSender<RouterCmd>,
     started: Instant,
+    /// The cgroup directory sessions are created in (found once: mountinfo is not re-read
+    /// at every orphan check).
+    sessions_parent: Option<PathBuf>,
     store: StoreHandle,
     drops_seen: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -91,6 +94,10 @@ impl GuardService {
             connected: Mutex::new(HashSet::new()),
             router,
             started: Instant::now(),
+            sessions_parent: Mounts::discover()
+                .ok()
+                .and_then(|m| m.v2)
+                .map(|v2| v2.join(PARENT)),
             store: store.clone(),
             drops_seen: Mutex::new(drops_seen),
         });
@@ -186,23 +193,10 @@ impl GuardService {
                 other => other,
             }
         } else {
-            match self
-                .guard
+            self.guard
                 .add_server(&request.cgroup_dir, request.spec.clone())
                 .await
-            {
-                Ok(mut handle) => {
-                    let mut added = Ok(());
-                    for member in &request.members {
-                        if let Err(e) = handle.add_member(member) {
-                            added = Err(e);
-                            break;
-                        }
-                    }
-                    added.map(|()| handle)
-                }
-                Err(e) => Err(e),
-            }
+                .and_then(|handle| handle.with_members(&request.members))
         }
         .map_err(|e| explain(&e))?;
         tracing::info!(
@@ -245,7 +239,11 @@ impl GuardService {
         if self.started.elapsed() < ADOPT_GRACE {
             return 0;
         }
-        let live = live_session_cgroups();
+        let live = self
+            .sessions_parent
+            .as_deref()
+            .map(live_session_cgroups)
+            .unwrap_or_default();
         let connected = lock(&self.connected).clone();
         let dead: Vec<u64> = lock(&self.handles)
             .keys()
@@ -295,16 +293,9 @@ impl GuardService {
     }
 }
 
-/// The cgroup ids of the session cgroups that exist now (below `<v2>/mcp-guard/`).
-fn live_session_cgroups() -> HashSet<u64> {
+/// The cgroup ids of the session cgroups that exist now (below `parent`, `<v2>/mcp-guard/`).
+fn live_session_cgroups(parent: &Path) -> HashSet<u64> {
     use std::os::unix::fs::MetadataExt as _;
-    let Some(parent) = Mounts::discover()
-        .ok()
-        .and_then(|m| m.v2)
-        .map(|v2| v2.join(PARENT))
-    else {
-        return HashSet::new();
-    };
     std::fs::read_dir(parent)
         .map(|entries| {
             entries

@@ -137,10 +137,10 @@ async fn local_guard(info: &SessionInfo) -> Result<Attached, KernelError> {
     let spec = spec_for(info);
     let guard = KernelGuard::load()?;
     let events = guard.events()?;
-    let mut handle = guard.add_server(&info.cgroup_dir, spec).await?;
-    for member in &info.member_cgroups {
-        handle.add_member(member)?;
-    }
+    let handle = guard
+        .add_server(&info.cgroup_dir, spec)
+        .await?
+        .with_members(&info.member_cgroups)?;
     tracing::info!(
         "server {}: eBPF guard attached to cgroup {} (session {})",
         info.server,

@@ -1065,6 +1065,15 @@ impl ServerHandle {
         Ok(id)
     }
 
+    /// [`Self::add_member`] for each of `member_dirs`; on failure the handle is dropped, which
+    /// undoes the server's guard with the members added so far.
+    pub fn with_members(mut self, member_dirs: &[PathBuf]) -> Result<Self, KernelError> {
+        for dir in member_dirs {
+            self.add_member(dir)?;
+        }
+        Ok(self)
+    }
+
     fn add_member_id(&mut self, id: u64) -> Result<(), KernelError> {
         lock(&self.maps)
             .guarded
