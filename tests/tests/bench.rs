@@ -31,7 +31,9 @@ use mcp_guard_tests::require_root;
 
 const CONNECTS: usize = 20_000;
 const OPENS: usize = 200_000;
-const ROUNDS: usize = 3;
+/// Plain and guarded runs alternate this many times; the best of each is compared, and so are
+/// the runs pair by pair (median of the ratios), since a shared VM's speed drifts.
+const ROUNDS: usize = 10;
 
 fn timed(cg: &TestCgroup, program: &str, args: &[String]) -> f64 {
     let start = Instant::now();
@@ -42,8 +44,27 @@ fn timed(cg: &TestCgroup, program: &str, args: &[String]) -> f64 {
     wall
 }
 
+/// CPU time (user + system) this process (the event reader, not the children it runs) has used.
+fn own_cpu() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF always exists.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
 fn best(samples: &[f64]) -> f64 {
     samples.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// The median of guarded/plain over adjacent runs.
+fn paired(plain: &[f64], guarded: &[f64]) -> f64 {
+    let mut ratios: Vec<f64> = plain.iter().zip(guarded).map(|(p, g)| g / p).collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios[ratios.len() / 2]
 }
 
 #[test]
@@ -157,10 +178,13 @@ fn kernel_guard_overhead() {
     let drops_before: u64 = guard.dropped().expect("drops").values().sum();
     let (mut o_plain, mut o_guarded) = (Vec::new(), Vec::new());
     let mut throughput = Vec::new();
+    // The reader's CPU time per delivered event: steadier than wall time on a shared machine.
+    let mut reader_cpu = Vec::new();
     for _ in 0..ROUNDS {
         o_plain.push(loop_secs(&plain, "unguarded"));
         let before = opens_seen.load(Ordering::Relaxed);
         let start = Instant::now();
+        let cpu_before = own_cpu();
         o_guarded.push(loop_secs(&guarded, "guarded"));
         // Let the reader finish draining what the run produced.
         let expected = before + OPENS as u64;
@@ -172,6 +196,7 @@ fn kernel_guard_overhead() {
         }
         let delivered = opens_seen.load(Ordering::Relaxed) - before;
         throughput.push((delivered, start.elapsed().as_secs_f64()));
+        reader_cpu.push((own_cpu() - cpu_before) / delivered.max(1) as f64);
     }
     let drops: std::collections::BTreeMap<_, _> = guard.dropped().expect("drops");
     let drops_after: u64 = drops.values().sum();
@@ -180,21 +205,23 @@ fn kernel_guard_overhead() {
     let (op, og) = (best(&o_plain), best(&o_guarded));
     println!("connects: {CONNECTS} loopback TCP, best of {ROUNDS}");
     println!(
-        "  unguarded {:.3}s ({:.1} us/connect), guarded {:.3}s ({:.1} us/connect), ratio {:.3}",
+        "  unguarded {:.3}s ({:.1} us/connect), guarded {:.3}s ({:.1} us/connect), ratio {:.3} (paired median {:.3})",
         cp,
         cp * 1e6 / CONNECTS as f64,
         cg,
         cg * 1e6 / CONNECTS as f64,
-        cg / cp
+        cg / cp,
+        paired(&c_plain, &c_guarded)
     );
     println!("opens: {OPENS} openat+close, best of {ROUNDS}");
     println!(
-        "  unguarded {:.3}s ({:.0} ns/open), guarded+events {:.3}s ({:.0} ns/open), ratio {:.3}",
+        "  unguarded {:.3}s ({:.0} ns/open), guarded+events {:.3}s ({:.0} ns/open), ratio {:.3} (paired median {:.3})",
         op,
         op * 1e9 / OPENS as f64,
         og,
         og * 1e9 / OPENS as f64,
-        og / op
+        og / op,
+        paired(&o_plain, &o_guarded)
     );
     for (label, runs) in kernel_ns.iter().filter(|_| _stats.is_some()) {
         let shown: Vec<String> = runs
@@ -206,12 +233,25 @@ fn kernel_guard_overhead() {
             shown.join(", ")
         );
     }
-    for (delivered, secs) in &throughput {
-        println!(
-            "ring buffer: {delivered} open events delivered in {secs:.3}s = {:.0} events/s",
-            *delivered as f64 / secs
-        );
-    }
+    let mut rates: Vec<f64> = throughput
+        .iter()
+        .map(|(n, secs)| *n as f64 / secs)
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "ring buffer: {} open events per run delivered (run start to last delivery) at \
+         {:.0} / {:.0} / {:.0} events/s (min / median / max of {ROUNDS})",
+        throughput.iter().map(|t| t.0).min().unwrap_or(0),
+        rates[0],
+        rates[rates.len() / 2],
+        rates[rates.len() - 1]
+    );
+    reader_cpu.sort_by(f64::total_cmp);
+    println!(
+        "event reader CPU per delivered open event: {:.0} ns (min), {:.0} ns (median)",
+        reader_cpu[0] * 1e9,
+        reader_cpu[reader_cpu.len() / 2] * 1e9
+    );
     println!(
         "drops during the open runs: {} ({drops:?}); events seen in total: {}",
         drops_after - drops_before,
