@@ -47,6 +47,9 @@ pub struct ProxyConfig {
     /// Observe only (`--observe`): run every interceptor, report what it would have done as an
     /// `observe` finding, but forward the original message.
     pub observe: bool,
+    /// Measure how long each message spends inside the proxy (benchmarks): see
+    /// [`ProxyOutcome::client_to_server`]. Off, nothing is measured.
+    pub timing: bool,
 }
 
 impl ProxyConfig {
@@ -65,6 +68,7 @@ impl ProxyConfig {
             args: super::args::ArgConfig::default(),
             hook: None,
             observe: false,
+            timing: false,
         }
     }
 }
@@ -184,11 +188,25 @@ pub struct ProxyOutcome {
     pub malformed_from_server: u64,
     /// Set when writing to the client failed (the client is gone; `exec` ends the session).
     pub client_write_error: Option<String>,
+    /// With [`ProxyConfig::timing`]: for each client frame forwarded, in order, the time from
+    /// its line fully read to its output handed to `write(2)` to the server (the proxy's own
+    /// work and queueing), and to that write returned (with the system call, which also wakes
+    /// the reader on the other end). Empty otherwise.
+    pub client_to_server: Vec<(Duration, Duration)>,
+    /// The same for each server frame forwarded to the client.
+    pub server_to_client: Vec<(Duration, Duration)>,
 }
 
 enum Out {
     Server(Vec<u8>),
     Client(Vec<u8>),
+}
+
+/// What goes to a writer: one frame's output bytes, and when that frame was read (only with
+/// [`ProxyConfig::timing`]).
+struct Chunk {
+    bytes: Vec<u8>,
+    read_at: Option<Instant>,
 }
 
 /// Which side a forwarded message goes to.
@@ -304,8 +322,9 @@ where
     });
     // Signalled when client frames start being held and when they are released.
     let held_changed = Notify::new();
-    let (to_client, client_rx) = mpsc::channel::<Vec<u8>>(256);
-    let (to_server, server_rx) = mpsc::channel::<Vec<u8>>(256);
+    let (to_client, client_rx) = mpsc::channel::<Chunk>(256);
+    let (to_server, server_rx) = mpsc::channel::<Chunk>(256);
+    let timing = config.timing;
     let max = config.max_message_bytes;
     // Weak, so the client closing its side still closes the server's stdin.
     let server_answers = to_server.downgrade();
@@ -326,6 +345,9 @@ where
                         break;
                     }
                 };
+                if timing {
+                    batch.read_at = Some(Instant::now());
+                }
                 let hold_started = {
                     let mut c = lock(core);
                     c.on_client_frame(frame, &mut batch);
@@ -388,6 +410,9 @@ where
                         break;
                     }
                 };
+                if timing {
+                    batch.read_at = Some(Instant::now());
+                }
                 let released = {
                     let mut c = lock(core);
                     let holding = !c.held.is_empty();
@@ -419,7 +444,7 @@ where
     };
     let client_writer = writer(client_out, client_rx, "client");
     let server_writer = writer(server_in, server_rx, "server");
-    let ((), (), (), (), cw, sw) = tokio::join!(
+    let ((), (), (), (), (cw, server_to_client), (sw, client_to_server)) = tokio::join!(
         client_side,
         server_side,
         denial_side,
@@ -454,6 +479,8 @@ where
         core.sink.call(rec);
     }
     core.stats.client_write_error = client_write_error;
+    core.stats.client_to_server = client_to_server;
+    core.stats.server_to_client = server_to_client;
     Ok(core.stats)
 }
 
@@ -461,8 +488,8 @@ where
 async fn deny_calls<K: CallSink>(
     core: &Mutex<Core<K>>,
     denials: Option<mpsc::UnboundedReceiver<CallDenial>>,
-    to_client: mpsc::Sender<Vec<u8>>,
-    to_server: mpsc::WeakSender<Vec<u8>>,
+    to_client: mpsc::Sender<Chunk>,
+    to_server: mpsc::WeakSender<Chunk>,
     done: oneshot::Receiver<()>,
 ) {
     let Some(mut denials) = denials else { return };
@@ -489,8 +516,8 @@ async fn deny_calls<K: CallSink>(
 async fn relist_watchdog<K: CallSink>(
     core: &Mutex<Core<K>>,
     held_changed: &Notify,
-    to_client: mpsc::Sender<Vec<u8>>,
-    to_server: mpsc::WeakSender<Vec<u8>>,
+    to_client: mpsc::Sender<Chunk>,
+    to_server: mpsc::WeakSender<Chunk>,
     done: oneshot::Receiver<()>,
 ) {
     tokio::pin!(done);
@@ -532,6 +559,8 @@ fn lock<K>(core: &Mutex<Core<K>>) -> std::sync::MutexGuard<'_, Core<K>> {
 struct Batch {
     client: Vec<u8>,
     server: Vec<u8>,
+    /// When the frame was read (with [`ProxyConfig::timing`]).
+    read_at: Option<Instant>,
 }
 
 impl Batch {
@@ -561,12 +590,19 @@ impl Batch {
     }
 
     /// Sends what the client side produced; false when either destination is gone.
-    async fn send(&mut self, c: &mpsc::Sender<Vec<u8>>, s: &mpsc::Sender<Vec<u8>>) -> bool {
-        if !self.server.is_empty() && s.send(std::mem::take(&mut self.server)).await.is_err() {
-            return false;
+    async fn send(&mut self, c: &mpsc::Sender<Chunk>, s: &mpsc::Sender<Chunk>) -> bool {
+        let read_at = self.read_at.take();
+        if !self.server.is_empty() {
+            let bytes = std::mem::take(&mut self.server);
+            if s.send(Chunk { bytes, read_at }).await.is_err() {
+                return false;
+            }
         }
-        if !self.client.is_empty() && c.send(std::mem::take(&mut self.client)).await.is_err() {
-            return false;
+        if !self.client.is_empty() {
+            let bytes = std::mem::take(&mut self.client);
+            if c.send(Chunk { bytes, read_at }).await.is_err() {
+                return false;
+            }
         }
         true
     }
@@ -575,20 +611,24 @@ impl Batch {
     /// server are dropped once the client has closed its side).
     async fn send_from_server(
         &mut self,
-        c: &mpsc::Sender<Vec<u8>>,
-        s: &mpsc::WeakSender<Vec<u8>>,
+        c: &mpsc::Sender<Chunk>,
+        s: &mpsc::WeakSender<Chunk>,
     ) -> bool {
+        let read_at = self.read_at.take();
         if !self.server.is_empty() {
             let bytes = std::mem::take(&mut self.server);
             match s.upgrade() {
                 Some(s) => {
-                    let _ = s.send(bytes).await;
+                    let _ = s.send(Chunk { bytes, read_at }).await;
                 }
                 None => tracing::debug!("the client has gone; answer to the server dropped"),
             }
         }
-        if !self.client.is_empty() && c.send(std::mem::take(&mut self.client)).await.is_err() {
-            return false;
+        if !self.client.is_empty() {
+            let bytes = std::mem::take(&mut self.client);
+            if c.send(Chunk { bytes, read_at }).await.is_err() {
+                return false;
+            }
         }
         true
     }
@@ -603,22 +643,38 @@ fn append(buf: &mut Vec<u8>, b: Vec<u8>) {
     }
 }
 
+/// Writes what arrives on `rx` to `w`; also returns how long each chunk stamped with its frame's
+/// read time took from then to the write issued, and to written (see
+/// [`ProxyOutcome::client_to_server`]).
 async fn writer<W: AsyncWrite + Unpin>(
     w: W,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Chunk>,
     side: &str,
-) -> std::io::Result<()> {
+) -> (std::io::Result<()>, Vec<(Duration, Duration)>) {
+    let mut times = Vec::new();
+    let mut read_at = Vec::new();
     let mut w = BufWriter::with_capacity(64 * 1024, w);
-    while let Some(line) = rx.recv().await {
-        w.write_all(&line).await?;
-        // Coalesce whatever is already queued, then flush once.
-        while let Ok(line) = rx.try_recv() {
-            w.write_all(&line).await?;
+    let written = async {
+        while let Some(chunk) = rx.recv().await {
+            w.write_all(&chunk.bytes).await?;
+            read_at.extend(chunk.read_at);
+            // Coalesce whatever is already queued, then flush once.
+            while let Ok(chunk) = rx.try_recv() {
+                w.write_all(&chunk.bytes).await?;
+                read_at.extend(chunk.read_at);
+            }
+            let issued = (!read_at.is_empty()).then(Instant::now);
+            w.flush().await?;
+            if let Some(issued) = issued {
+                let now = Instant::now();
+                times.extend(read_at.drain(..).map(|t| (issued - t, now - t)));
+            }
         }
-        w.flush().await?;
+        tracing::debug!("{side} writer done");
+        w.shutdown().await
     }
-    tracing::debug!("{side} writer done");
-    w.shutdown().await
+    .await;
+    (written, times)
 }
 
 fn line(mut bytes: Vec<u8>) -> Vec<u8> {
