@@ -20,7 +20,8 @@ use tokio::{
 
 use super::{
     frame::{self, Frame, FrameReader, Kind},
-    interceptors::{Chain, Ctx, Denial, MsgKind, ToolAccess, ToolRules, Verdict},
+    interceptors::{Chain, Ctx, Denial, MsgKind, Peeked, ToolAccess, ToolRules, Verdict},
+    peek::Peeker,
     session::{CallDenial, CallSink, Decision, Session},
 };
 
@@ -248,6 +249,8 @@ struct Core<K> {
     refuse_calls: Option<String>,
     /// The proxy's own requests to the server, sent after the current server frame's output.
     to_server: Vec<Vec<u8>>,
+    /// Reads the common messages without parsing them (its scratch space kept).
+    peeker: Peeker,
 }
 
 /// How long client tool calls wait for the answer to the proxy's own re-list before they are
@@ -319,6 +322,7 @@ where
         hold_started: false,
         refuse_calls: None,
         to_server: Vec::new(),
+        peeker: Peeker::default(),
     });
     // Signalled when client frames start being held and when they are released.
     let held_changed = Notify::new();
@@ -730,6 +734,11 @@ impl<K: CallSink> Core<K> {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return;
         }
+        // The common path (nothing held for a re-list, which needs the parsed frame).
+        if self.relists.is_empty() && self.held.is_empty() && self.client_peeked(&raw) {
+            out.push_line(Dest::Server, raw);
+            return;
+        }
         let parsed = match frame::parse_strict(&raw) {
             Ok(v) => v,
             Err(e) => {
@@ -799,28 +808,32 @@ impl<K: CallSink> Core<K> {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let parsed = match frame::parse_strict(&raw) {
-            Ok(v) => v,
-            Err(e) => {
-                self.stats.malformed_from_server += 1;
-                tracing::warn!("malformed output from the server dropped: {e}");
-                let head = &raw[..raw.len().min(frame::KEEP)];
-                let tail = &raw[raw.len().saturating_sub(frame::KEEP)..];
-                out.add(self.fail_pending(
-                    frame::sniff_id(&[head, tail]),
-                    &format!("mcp-guard: the server sent a malformed message: {e}"),
-                ));
-                return;
-            }
-        };
-        match parsed {
-            Value::Array(items) if !items.is_empty() => {
-                let steps: Vec<Step> = items.into_iter().map(|v| self.server_msg(v)).collect();
-                Self::emit_batch(out, raw, steps, Dest::Client);
-            }
-            v => {
-                let step = self.server_msg(v);
-                Self::emit_one(out, raw, step, Dest::Client);
+        if self.server_peeked(&raw) {
+            out.push_line(Dest::Client, raw);
+        } else {
+            let parsed = match frame::parse_strict(&raw) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.stats.malformed_from_server += 1;
+                    tracing::warn!("malformed output from the server dropped: {e}");
+                    let head = &raw[..raw.len().min(frame::KEEP)];
+                    let tail = &raw[raw.len().saturating_sub(frame::KEEP)..];
+                    out.add(self.fail_pending(
+                        frame::sniff_id(&[head, tail]),
+                        &format!("mcp-guard: the server sent a malformed message: {e}"),
+                    ));
+                    return;
+                }
+            };
+            match parsed {
+                Value::Array(items) if !items.is_empty() => {
+                    let steps: Vec<Step> = items.into_iter().map(|v| self.server_msg(v)).collect();
+                    Self::emit_batch(out, raw, steps, Dest::Client);
+                }
+                v => {
+                    let step = self.server_msg(v);
+                    Self::emit_one(out, raw, step, Dest::Client);
+                }
             }
         }
         // The proxy's own requests (re-listing) go after what this frame produced.
@@ -830,6 +843,142 @@ impl<K: CallSink> Core<K> {
         // The re-list is answered and checked: the held calls meet the new definitions.
         if !self.held.is_empty() && self.relists.is_empty() {
             self.release_held(out, None);
+        }
+    }
+
+    /// The common path for a client line: a plain request or notification that every stage
+    /// passes without seeing it parsed is tracked like [`Core::client_msg`] tracks it, and true
+    /// is returned (the caller forwards the line). False, with nothing done: the full path takes
+    /// the line (a batch, an odd or malformed message, a response to a server request, one the
+    /// proxy reads itself, or one a stage wants to see).
+    fn client_peeked(&mut self, raw: &[u8]) -> bool {
+        let Some(p) = self.peeker.peek(raw) else {
+            return false;
+        };
+        let Some(method) = p.method.as_deref() else {
+            return false;
+        };
+        // `initialize` records the client's details, a cancellation ends a call.
+        if method == "initialize" || method == "notifications/cancelled" {
+            return false;
+        }
+        let Core {
+            session,
+            chain,
+            sink,
+            stats,
+            ..
+        } = self;
+        let tool = if method == "tools/call" {
+            p.tool.as_deref()
+        } else {
+            None
+        };
+        let ctx = Ctx {
+            server: &session.server,
+            client_name: session.client_name.as_deref(),
+            method,
+            tool,
+            kind: if p.id.is_some() {
+                MsgKind::Request
+            } else {
+                MsgKind::Notification
+            },
+            findings: vec![],
+        };
+        let peeked = Peeked {
+            raw,
+            escaped: memchr::memchr(b'\\', raw).is_some(),
+            arguments: p.arguments.as_ref(),
+        };
+        if !chain.pre_passes(&ctx, &peeked) {
+            return false;
+        }
+        stats.client_messages += 1;
+        if let Some(id) = &p.id {
+            let pending = session.client_request_peeked(id.key(), method, tool);
+            sink.call_started(&pending.call_id, pending.tool.as_deref());
+            session.track(pending);
+        }
+        true
+    }
+
+    /// The common path for a server line: a response or notification that every stage passes
+    /// without seeing it parsed ends its call like [`Core::server_msg`] does, and true is
+    /// returned (the caller forwards the line). False, with nothing done: the full path takes it
+    /// (see [`Core::client_peeked`]; also answers to the proxy's own re-list, late answers to
+    /// failed calls, and `tools/list` and `initialize` answers, which the proxy reads).
+    fn server_peeked(&mut self, raw: &[u8]) -> bool {
+        let Some(p) = self.peeker.peek(raw) else {
+            return false;
+        };
+        let Core {
+            session,
+            chain,
+            sink,
+            stats,
+            relists,
+            failed,
+            frame_len,
+            ..
+        } = self;
+        let peeked = Peeked {
+            raw,
+            escaped: memchr::memchr(b'\\', raw).is_some(),
+            arguments: None,
+        };
+        match (&p.id, p.method.as_deref()) {
+            (Some(id), None) => {
+                let key = id.key();
+                if relists.contains(&key) || failed.contains(&key) {
+                    return false;
+                }
+                let (method, tool) = match session.in_flight_request(&key) {
+                    Some(pending) => (pending.method.as_str(), pending.tool.as_deref()),
+                    None => ("", None),
+                };
+                if method == "initialize" || method == "tools/list" {
+                    return false;
+                }
+                let ctx = Ctx {
+                    server: &session.server,
+                    client_name: session.client_name.as_deref(),
+                    method,
+                    tool,
+                    kind: MsgKind::Response,
+                    findings: vec![],
+                };
+                if !chain.post_passes(&ctx, &peeked) {
+                    return false;
+                }
+                stats.server_messages += 1;
+                if let Some(pending) = session.take_key(&key) {
+                    let mut rec = session.complete(pending, Decision::Allowed, String::new(), None);
+                    rec.result_bytes = Some(*frame_len as u64);
+                    sink.call(rec);
+                }
+                true
+            }
+            (None, Some(method)) => {
+                if method == "notifications/tools/list_changed" {
+                    return false;
+                }
+                let ctx = Ctx {
+                    server: &session.server,
+                    client_name: session.client_name.as_deref(),
+                    method,
+                    tool: None,
+                    kind: MsgKind::Notification,
+                    findings: vec![],
+                };
+                if !chain.post_passes(&ctx, &peeked) {
+                    return false;
+                }
+                stats.server_messages += 1;
+                true
+            }
+            // Requests from the server are tracked by the full path.
+            _ => false,
         }
     }
 

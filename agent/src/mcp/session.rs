@@ -259,15 +259,47 @@ impl Session {
         } else {
             None
         };
+        self.pending(id.to_string(), method, tool)
+    }
+
+    /// A client request the proxy did not parse (not an `initialize`): its id as JSON text (as
+    /// `Value::to_string` renders it), its method and `params.name`. Like
+    /// [`Session::client_request`].
+    pub fn client_request_peeked(
+        &mut self,
+        request_id: String,
+        method: &str,
+        name: Option<&str>,
+    ) -> Pending {
+        self.next_call += 1;
+        let tool = if method == "tools/call" {
+            name.map(Into::into)
+        } else {
+            None
+        };
+        self.pending(request_id, method, tool)
+    }
+
+    fn pending(&self, request_id: String, method: &str, tool: Option<String>) -> Pending {
         Pending {
             call_id: format!("{}-{}", self.id, self.next_call),
             method: method.into(),
             tool,
-            request_id: id.to_string(),
+            request_id,
             started_at: SystemTime::now(),
             started: Instant::now(),
             modified: None,
         }
+    }
+
+    /// The in-flight client request with id `key` (JSON text, see [`Pending::request_id`]).
+    pub fn in_flight_request(&self, key: &str) -> Option<&Pending> {
+        self.client_pending.get(key)
+    }
+
+    /// [`Session::take`] by the id's JSON text.
+    pub fn take_key(&mut self, key: &str) -> Option<Pending> {
+        self.client_pending.remove(key)
     }
 
     /// Puts a request from [`Session::client_request`] in flight, until its response (or
@@ -279,7 +311,7 @@ impl Session {
     /// Takes the in-flight client request a server response answers, if any; end it with
     /// [`Session::complete`].
     pub fn take(&mut self, id: &Value) -> Option<Pending> {
-        self.client_pending.remove(&id.to_string())
+        self.take_key(&id.to_string())
     }
 
     /// Ends a client request; returns its record.
@@ -390,6 +422,22 @@ impl Session {
     }
 }
 
+/// Appends `n` in decimal (ids are rendered for every message; `format!` costs more).
+pub(crate) fn push_decimal(s: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // A digit: n % 10 < 10.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
 fn str_at(v: Option<&Value>, key: &str) -> Option<String> {
     member(v?, key)?.as_str().map(Into::into)
 }
@@ -403,6 +451,15 @@ pub fn rfc3339(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 12345, u64::MAX] {
+            let mut s = String::from("x-");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("x-{n}"));
+        }
+    }
 
     #[test]
     fn rfc3339_known_instants() {
