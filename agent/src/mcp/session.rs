@@ -7,6 +7,7 @@ use std::{
 };
 
 use super::frame::member;
+use crate::timestamp::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -48,10 +49,11 @@ pub struct CallRecord {
     pub tool: Option<String>,
     /// The JSON-RPC id as the client sent it, rendered as JSON text.
     pub request_id: String,
-    /// RFC 3339 with nanoseconds.
-    pub started_at: String,
-    /// RFC 3339 with nanoseconds.
-    pub ended_at: String,
+    /// When the request was read (RFC 3339 with nanoseconds in JSON). Kept as the instant, not
+    /// its text: formatting it for every call cost more than the rest of the record.
+    pub started_at: Timestamp,
+    /// When the call ended.
+    pub ended_at: Timestamp,
     /// What was done.
     pub decision: Decision,
     /// Why (empty when allowed without remark).
@@ -222,8 +224,10 @@ pub struct Session {
     pub server_name: Option<String>,
     /// Protocol version the client asked for, then the one the server chose.
     pub protocol_version: Option<String>,
-    client_pending: HashMap<String, Pending>,
-    server_pending: HashMap<String, String>,
+    // foldhash, not SipHash: every call inserts and removes its id (hashing it twice); its seed
+    // is random per process, so ids chosen by a peer cannot be aimed at one bucket.
+    client_pending: HashMap<String, Pending, foldhash::fast::RandomState>,
+    server_pending: HashMap<String, String, foldhash::fast::RandomState>,
     next_call: u64,
 }
 
@@ -237,8 +241,8 @@ impl Session {
             client_version: None,
             server_name: None,
             protocol_version: None,
-            client_pending: HashMap::new(),
-            server_pending: HashMap::new(),
+            client_pending: HashMap::default(),
+            server_pending: HashMap::default(),
             next_call: 0,
         }
     }
@@ -281,8 +285,12 @@ impl Session {
     }
 
     fn pending(&self, request_id: String, method: &str, tool: Option<String>) -> Pending {
+        let mut call_id = String::with_capacity(self.id.len() + 21);
+        call_id.push_str(&self.id);
+        call_id.push('-');
+        push_decimal(&mut call_id, self.next_call);
         Pending {
-            call_id: format!("{}-{}", self.id, self.next_call),
+            call_id,
             method: method.into(),
             tool,
             request_id,
@@ -356,8 +364,8 @@ impl Session {
             method: p.method,
             tool: p.tool,
             request_id: p.request_id,
-            started_at: rfc3339(p.started_at),
-            ended_at: rfc3339(SystemTime::now()),
+            started_at: Timestamp::from(p.started_at),
+            ended_at: Timestamp::now(),
             decision,
             reason,
             result_bytes: None,
@@ -422,7 +430,7 @@ impl Session {
     }
 }
 
-/// Appends `n` in decimal (ids are rendered for every message; `format!` costs more).
+/// Appends `n` in decimal: `format!` costs more than the rest of opening a call.
 pub(crate) fn push_decimal(s: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
