@@ -90,22 +90,20 @@ impl Peeker {
             text,
             i: 0,
             keys: &mut self.keys,
+            params: [None; 2],
         };
         s.ws();
         if s.b.get(s.i) != Some(&b'{') {
             return None;
         }
-        let mut top = [None; 6];
-        s.object(
-            0,
-            &["jsonrpc", "id", "method", "params", "result", "error"],
-            &mut top,
-        )?;
+        let mut top = [None; 5];
+        s.object(0, &["jsonrpc", "id", "method", "result", "error"], &mut top)?;
+        let [name, arguments] = s.params;
         s.ws();
         if s.i != raw.len() {
             return None;
         }
-        let [jsonrpc, id, method, params, result, error] = top;
+        let [jsonrpc, id, method, result, error] = top;
         if jsonrpc.map(|(a, b)| &raw[a..b]) != Some(b"\"2.0\"") {
             return None;
         }
@@ -125,27 +123,14 @@ impl Peeker {
             (None, Some(_)) if result.is_some() != error.is_some() => {}
             _ => return None,
         }
-        if let Some((a, b)) = params
-            && raw[a] == b'{'
+        // `name` only when a plain string: an escaped one takes the full path.
+        if let Some((a, b)) = name
+            && raw[a] == b'"'
         {
-            let mut inner = [None; 2];
-            let mut s = Scanner {
-                b: &raw[..b],
-                text: &text[..b],
-                i: a,
-                keys: &mut self.keys,
-            };
-            s.object(1, &["name", "arguments"], &mut inner)?;
-            let [name, arguments] = inner;
-            // `name` only when a plain string: an escaped one takes the full path.
-            if let Some((a, b)) = name
-                && raw[a] == b'"'
-            {
-                peek.tool = Some(plain_str(text, (a, b))?);
-            }
-            if let Some((a, b)) = arguments {
-                peek.arguments = Some(parse_strict(&raw[a..b]).ok()?);
-            }
+            peek.tool = Some(plain_str(text, (a, b))?);
+        }
+        if let Some((a, b)) = arguments {
+            peek.arguments = Some(parse_strict(&raw[a..b]).ok()?);
         }
         Some(peek)
     }
@@ -181,6 +166,8 @@ struct Scanner<'s, 'k> {
     text: &'s str,
     i: usize,
     keys: &'k mut Vec<Span>,
+    /// `name` and `arguments` of the top-level `params`, when it is an object.
+    params: [Option<Span>; 2],
 }
 
 impl Scanner<'_, '_> {
@@ -224,14 +211,8 @@ impl Scanner<'_, '_> {
         self.eat(b'"')?;
         let mut escaped = false;
         loop {
-            // Skip the plain run at once (memchr finds the quote or backslash ending it), then
-            // check it holds no control character.
-            let rest = self.b.get(self.i..)?;
-            let run = memchr::memchr2(b'"', b'\\', rest)?;
-            if rest[..run].iter().any(|&c| c < 0x20) {
-                return None;
-            }
-            self.i += run;
+            // Byte by byte: the strings of a message are short, and a memchr call per string
+            // measured dearer than this loop.
             match *self.b.get(self.i)? {
                 b'"' => {
                     self.i += 1;
@@ -255,8 +236,9 @@ impl Scanner<'_, '_> {
                         _ => return None,
                     }
                 }
-                // memchr2 stopped at one of the two.
-                _ => return None,
+                // Control characters must be escaped.
+                0..=0x1f => return None,
+                _ => self.i += 1,
             }
         }
     }
@@ -364,9 +346,16 @@ impl Scanner<'_, '_> {
             self.ws();
             self.eat(b':')?;
             self.ws();
-            let span = self.value(depth)?;
-            if let Some(slot) = names.iter().position(|n| *n == k) {
-                found[slot] = Some(span);
+            if depth == 0 && k == "params" && self.b.get(self.i) == Some(&b'{') {
+                // Read in the same pass, not scanned again afterwards.
+                let mut params = [None; 2];
+                self.object(1, &["name", "arguments"], &mut params)?;
+                self.params = params;
+            } else {
+                let span = self.value(depth)?;
+                if let Some(slot) = names.iter().position(|n| *n == k) {
+                    found[slot] = Some(span);
+                }
             }
             self.ws();
             match *self.b.get(self.i)? {
