@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use mcp_guard::mcp::{
     self, ProxyConfig,
-    frame::{Frame, FrameReader, ParseError, parse_strict},
+    frame::{Frame, FrameReader, Kind, ParseError, classify, parse_strict},
+    peek::peek,
     session::MemorySink,
 };
 use proptest::prelude::*;
@@ -29,6 +30,42 @@ fn json_value() -> impl Strategy<Value = Value> {
                 .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
         ]
     })
+}
+
+/// When `peek` reads `line`, the full path parses and classifies it, to the same id and method,
+/// and the same `params.name` and `params.arguments`.
+fn agrees_with_full_path(line: &[u8]) -> Result<(), TestCaseError> {
+    let Some(p) = peek(line) else { return Ok(()) };
+    let v = parse_strict(line).map_err(|e| {
+        TestCaseError::fail(format!("peek accepted a line parse_strict refuses ({e})"))
+    })?;
+    let kind = classify(&v)
+        .map_err(|e| TestCaseError::fail(format!("peek accepted what classify refuses ({e})")))?;
+    let key = p.id.as_ref().map(|id| id.key());
+    match kind {
+        Kind::Request { id, method } => {
+            prop_assert_eq!(key, Some(id.to_string()));
+            prop_assert_eq!(p.method.as_deref(), Some(method.as_str()));
+        }
+        Kind::Notification { method } => {
+            prop_assert_eq!(key, None);
+            prop_assert_eq!(p.method.as_deref(), Some(method.as_str()));
+        }
+        Kind::Response { id } => {
+            prop_assert_eq!(key, Some(id.to_string()));
+            prop_assert_eq!(p.method.as_deref(), None);
+        }
+    }
+    let params = v.get("params");
+    prop_assert_eq!(
+        p.tool.as_deref(),
+        params.and_then(|p| p.get("name")).and_then(Value::as_str)
+    );
+    prop_assert_eq!(
+        p.arguments.as_ref(),
+        params.and_then(|p| p.get("arguments"))
+    );
+    Ok(())
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -57,6 +94,29 @@ proptest! {
         let text = serde_json::to_vec(&v).expect("serialize");
         let plain: Value = serde_json::from_slice(&text).expect("valid");
         prop_assert_eq!(parse_strict(&text).expect("valid"), plain);
+    }
+
+    /// The proxy's peek (its common path, which builds no message) never accepts what the full
+    /// path refuses, and reads the same id, method, tool and arguments from what it accepts:
+    /// arbitrary bytes, and bytes mutated from a valid message.
+    #[test]
+    fn peek_never_accepts_what_the_full_path_refuses(
+        bytes in prop::collection::vec(any::<u8>(), 0..200),
+        v in json_value(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        id in prop_oneof![any::<i64>().prop_map(Value::from), "[a-z\\\\\"]{0,4}".prop_map(Value::from)],
+    ) {
+        agrees_with_full_path(&bytes)?;
+        let msg = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"v": v}}});
+        let mut line = serde_json::to_vec(&msg).expect("serialize");
+        agrees_with_full_path(&line)?;
+        let resp = serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {"v": v}});
+        agrees_with_full_path(&serde_json::to_vec(&resp).expect("serialize"))?;
+        let i = at.index(line.len());
+        line[i] = byte;
+        agrees_with_full_path(&line)?;
     }
 
     /// Adding an exact or case-variant duplicate key anywhere an object is makes it rejected.

@@ -727,7 +727,6 @@ impl mcp::CallSink for StoreCallSink {
 
 /// The stored form of one proxied call.
 pub fn call_record(r: mcp::CallRecord) -> CallRecord {
-    let started_at = Timestamp::parse_rfc3339(&r.started_at).unwrap_or_else(Timestamp::now);
     CallRecord {
         call_id: r.call_id,
         server: r.server,
@@ -735,8 +734,8 @@ pub fn call_record(r: mcp::CallRecord) -> CallRecord {
         method: r.method,
         tool: r.tool,
         request_id: r.request_id,
-        started_at,
-        ended_at: Timestamp::parse_rfc3339(&r.ended_at),
+        started_at: r.started_at,
+        ended_at: Some(r.ended_at),
         decision: match r.decision {
             mcp::Decision::Allowed => Decision::Allowed,
             mcp::Decision::Denied => Decision::Denied,

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{
     frame::{map_get, member},
-    interceptors::{Ctx, Denial, Interceptor, MsgKind, Verdict},
+    interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict},
 };
 
 /// One check on one argument.
@@ -430,6 +430,21 @@ impl ArgGuard {
 impl Interceptor for ArgGuard {
     fn name(&self) -> &'static str {
         "arguments"
+    }
+
+    fn pre_passes(&mut self, ctx: &Ctx<'_>, msg: &Peeked<'_>) -> bool {
+        if ctx.kind != MsgKind::Request || ctx.method != "tools/call" {
+            return true;
+        }
+        // The same check `pre_call` makes (on the same arguments, parsed by the peek); a
+        // refusal is made again there, with the parsed message, to be reported.
+        let empty = Value::Object(serde_json::Map::new());
+        self.check(ctx.tool.unwrap_or(""), msg.arguments.unwrap_or(&empty))
+            .is_ok()
+    }
+
+    fn post_passes(&mut self, ctx: &Ctx<'_>, _msg: &Peeked<'_>) -> bool {
+        ctx.kind != MsgKind::Response || ctx.method != "tools/list"
     }
 
     fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {

@@ -186,7 +186,8 @@ fn map_err(e: serde_json::Error) -> ParseError {
     }
 }
 
-struct StrictSeed;
+/// Builds a `Value`, refusing duplicate keys (see [`parse_strict`]).
+pub(crate) struct StrictSeed;
 
 impl<'de> DeserializeSeed<'de> for StrictSeed {
     type Value = Value;
@@ -259,7 +260,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
 }
 
 /// Keys equal when case-folded (Unicode lowercase; ASCII compared without allocating).
-fn same_key(a: &str, b: &str) -> bool {
+pub(crate) fn same_key(a: &str, b: &str) -> bool {
     // Equal but for ASCII case: equal when folded too (the cheap test first, as distinct keys
     // mostly differ in length, which it checks first).
     if a.eq_ignore_ascii_case(b) {
@@ -301,7 +302,7 @@ pub fn member_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Value> {
 }
 
 /// Case folding for key comparison: Unicode lowercase, so `Name`, `NAME` and `name` collide.
-fn fold_case(key: &str) -> String {
+pub(crate) fn fold_case(key: &str) -> String {
     key.to_lowercase()
 }
 

@@ -78,10 +78,34 @@ pub enum Verdict {
     Deny(Denial),
 }
 
+/// A message the proxy has not parsed: its line and what it read from it (see
+/// [`super::peek`]), for the stages to rule themselves out without the parsed message.
+#[derive(Debug)]
+pub struct Peeked<'a> {
+    /// The message's line as received (without its newline).
+    pub raw: &'a [u8],
+    /// The line has a backslash: some string in it is escaped, so its value is not the same
+    /// bytes as in the line (a pattern absent from the line may still be in a string).
+    pub escaped: bool,
+    /// `params.arguments`, parsed, when present.
+    pub arguments: Option<&'a Value>,
+}
+
 /// One stage of policy applied to messages.
 pub trait Interceptor: Send {
     /// A short name for logs.
     fn name(&self) -> &'static str;
+    /// True when [`Interceptor::pre_call`] would pass this client message untouched and report
+    /// nothing, decided without the parsed message. When every stage says so the proxy forwards
+    /// the line without building it; otherwise it parses the message and runs `pre_call`. The
+    /// default, `false`, is always correct.
+    fn pre_passes(&mut self, _ctx: &Ctx<'_>, _msg: &Peeked<'_>) -> bool {
+        false
+    }
+    /// The same for [`Interceptor::post_call`] and a server message.
+    fn post_passes(&mut self, _ctx: &Ctx<'_>, _msg: &Peeked<'_>) -> bool {
+        false
+    }
     /// A message from the client, before it reaches the server.
     fn pre_call(&mut self, _ctx: &mut Ctx<'_>, _msg: &mut Value) -> Verdict {
         Verdict::Pass
@@ -114,6 +138,14 @@ impl Chain {
     /// True when there are no stages.
     pub fn is_empty(&self) -> bool {
         self.stages.is_empty()
+    }
+    /// True when every stage's `pre_passes` holds for `msg`.
+    pub fn pre_passes(&mut self, ctx: &Ctx<'_>, msg: &Peeked<'_>) -> bool {
+        self.stages.iter_mut().all(|s| s.pre_passes(ctx, msg))
+    }
+    /// True when every stage's `post_passes` holds for `msg`.
+    pub fn post_passes(&mut self, ctx: &Ctx<'_>, msg: &Peeked<'_>) -> bool {
+        self.stages.iter_mut().all(|s| s.post_passes(ctx, msg))
     }
     /// Runs `pre_call` of every stage.
     pub fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
@@ -213,6 +245,14 @@ impl Interceptor for ToolAccess {
         "tool-access"
     }
 
+    fn pre_passes(&mut self, ctx: &Ctx<'_>, _msg: &Peeked<'_>) -> bool {
+        !(ctx.kind == MsgKind::Request && ctx.method == "tools/call")
+            || self
+                .rules
+                .refusal(ctx.tool.unwrap_or(""), ctx.client_name)
+                .is_none()
+    }
+
     fn pre_call(&mut self, ctx: &mut Ctx<'_>, _msg: &mut Value) -> Verdict {
         if ctx.kind == MsgKind::Request
             && ctx.method == "tools/call"
@@ -221,6 +261,10 @@ impl Interceptor for ToolAccess {
             return Verdict::Deny(Denial::policy(format!("mcp-guard: {why}")));
         }
         Verdict::Pass
+    }
+
+    fn post_passes(&mut self, ctx: &Ctx<'_>, _msg: &Peeked<'_>) -> bool {
+        ctx.kind != MsgKind::Response || ctx.method != "tools/list" || self.rules.is_open()
     }
 
     fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {

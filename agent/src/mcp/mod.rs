@@ -1,6 +1,6 @@
 //! The MCP layer: a transparent JSON-RPC proxy on the server's stdio with policy interceptors.
 //!
-//! `frame` reads and parses messages, `session` tracks calls and emits records, `interceptors`
+//! `frame` reads and parses messages, `peek` reads what the common path needs without parsing, `session` tracks calls and emits records, `interceptors`
 //! defines the chain and tool access, `secrets`, `pins`/`poison`, `args` and `hook` are further
 //! interceptors, and `proxy` wires them between two pairs of streams.
 
@@ -8,6 +8,7 @@ pub mod args;
 pub mod frame;
 pub mod hook;
 pub mod interceptors;
+pub mod peek;
 pub mod pins;
 pub mod poison;
 pub mod proxy;

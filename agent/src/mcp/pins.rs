@@ -16,7 +16,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{
-    interceptors::{Ctx, Denial, Interceptor, MsgKind, Verdict, retain_tools},
+    interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict, retain_tools},
     poison,
 };
 
@@ -476,6 +476,15 @@ impl PinGuard {
 impl Interceptor for PinGuard {
     fn name(&self) -> &'static str {
         "pins"
+    }
+
+    fn pre_passes(&mut self, ctx: &Ctx<'_>, _msg: &Peeked<'_>) -> bool {
+        !(ctx.kind == MsgKind::Request && ctx.method == "tools/call")
+            || ctx.tool.is_none_or(|t| !self.blocked.contains_key(t))
+    }
+
+    fn post_passes(&mut self, ctx: &Ctx<'_>, _msg: &Peeked<'_>) -> bool {
+        ctx.kind != MsgKind::Response || ctx.method != "tools/list"
     }
 
     fn pre_call(&mut self, ctx: &mut Ctx<'_>, _msg: &mut Value) -> Verdict {

@@ -20,7 +20,8 @@ use tokio::{
 
 use super::{
     frame::{self, Frame, FrameReader, Kind},
-    interceptors::{Chain, Ctx, Denial, MsgKind, ToolAccess, ToolRules, Verdict},
+    interceptors::{Chain, Ctx, Denial, MsgKind, Peeked, ToolAccess, ToolRules, Verdict},
+    peek::Peeker,
     session::{CallDenial, CallSink, Decision, Session},
 };
 
@@ -47,6 +48,9 @@ pub struct ProxyConfig {
     /// Observe only (`--observe`): run every interceptor, report what it would have done as an
     /// `observe` finding, but forward the original message.
     pub observe: bool,
+    /// Measure how long each message spends inside the proxy (benchmarks): see
+    /// [`ProxyOutcome::client_to_server`]. Off, nothing is measured.
+    pub timing: bool,
 }
 
 impl ProxyConfig {
@@ -65,6 +69,7 @@ impl ProxyConfig {
             args: super::args::ArgConfig::default(),
             hook: None,
             observe: false,
+            timing: false,
         }
     }
 }
@@ -184,11 +189,25 @@ pub struct ProxyOutcome {
     pub malformed_from_server: u64,
     /// Set when writing to the client failed (the client is gone; `exec` ends the session).
     pub client_write_error: Option<String>,
+    /// With [`ProxyConfig::timing`]: for each client frame forwarded, in order, the time from
+    /// its line fully read to its output handed to `write(2)` to the server (the proxy's own
+    /// work and queueing), and to that write returned (with the system call, which also wakes
+    /// the reader on the other end). Empty otherwise.
+    pub client_to_server: Vec<(Duration, Duration)>,
+    /// The same for each server frame forwarded to the client.
+    pub server_to_client: Vec<(Duration, Duration)>,
 }
 
 enum Out {
     Server(Vec<u8>),
     Client(Vec<u8>),
+}
+
+/// What goes to a writer: one frame's output bytes, and when that frame was read (only with
+/// [`ProxyConfig::timing`]).
+struct Chunk {
+    bytes: Vec<u8>,
+    read_at: Option<Instant>,
 }
 
 /// Which side a forwarded message goes to.
@@ -230,6 +249,8 @@ struct Core<K> {
     refuse_calls: Option<String>,
     /// The proxy's own requests to the server, sent after the current server frame's output.
     to_server: Vec<Vec<u8>>,
+    /// Reads the common messages without parsing them (its scratch space kept).
+    peeker: Peeker,
 }
 
 /// How long client tool calls wait for the answer to the proxy's own re-list before they are
@@ -301,11 +322,13 @@ where
         hold_started: false,
         refuse_calls: None,
         to_server: Vec::new(),
+        peeker: Peeker::default(),
     });
     // Signalled when client frames start being held and when they are released.
     let held_changed = Notify::new();
-    let (to_client, client_rx) = mpsc::channel::<Vec<u8>>(256);
-    let (to_server, server_rx) = mpsc::channel::<Vec<u8>>(256);
+    let (to_client, client_rx) = mpsc::channel::<Chunk>(256);
+    let (to_server, server_rx) = mpsc::channel::<Chunk>(256);
+    let timing = config.timing;
     let max = config.max_message_bytes;
     // Weak, so the client closing its side still closes the server's stdin.
     let server_answers = to_server.downgrade();
@@ -326,6 +349,9 @@ where
                         break;
                     }
                 };
+                if timing {
+                    batch.read_at = Some(Instant::now());
+                }
                 let hold_started = {
                     let mut c = lock(core);
                     c.on_client_frame(frame, &mut batch);
@@ -388,6 +414,9 @@ where
                         break;
                     }
                 };
+                if timing {
+                    batch.read_at = Some(Instant::now());
+                }
                 let released = {
                     let mut c = lock(core);
                     let holding = !c.held.is_empty();
@@ -419,7 +448,7 @@ where
     };
     let client_writer = writer(client_out, client_rx, "client");
     let server_writer = writer(server_in, server_rx, "server");
-    let ((), (), (), (), cw, sw) = tokio::join!(
+    let ((), (), (), (), (cw, server_to_client), (sw, client_to_server)) = tokio::join!(
         client_side,
         server_side,
         denial_side,
@@ -454,6 +483,8 @@ where
         core.sink.call(rec);
     }
     core.stats.client_write_error = client_write_error;
+    core.stats.client_to_server = client_to_server;
+    core.stats.server_to_client = server_to_client;
     Ok(core.stats)
 }
 
@@ -461,8 +492,8 @@ where
 async fn deny_calls<K: CallSink>(
     core: &Mutex<Core<K>>,
     denials: Option<mpsc::UnboundedReceiver<CallDenial>>,
-    to_client: mpsc::Sender<Vec<u8>>,
-    to_server: mpsc::WeakSender<Vec<u8>>,
+    to_client: mpsc::Sender<Chunk>,
+    to_server: mpsc::WeakSender<Chunk>,
     done: oneshot::Receiver<()>,
 ) {
     let Some(mut denials) = denials else { return };
@@ -489,8 +520,8 @@ async fn deny_calls<K: CallSink>(
 async fn relist_watchdog<K: CallSink>(
     core: &Mutex<Core<K>>,
     held_changed: &Notify,
-    to_client: mpsc::Sender<Vec<u8>>,
-    to_server: mpsc::WeakSender<Vec<u8>>,
+    to_client: mpsc::Sender<Chunk>,
+    to_server: mpsc::WeakSender<Chunk>,
     done: oneshot::Receiver<()>,
 ) {
     tokio::pin!(done);
@@ -532,6 +563,8 @@ fn lock<K>(core: &Mutex<Core<K>>) -> std::sync::MutexGuard<'_, Core<K>> {
 struct Batch {
     client: Vec<u8>,
     server: Vec<u8>,
+    /// When the frame was read (with [`ProxyConfig::timing`]).
+    read_at: Option<Instant>,
 }
 
 impl Batch {
@@ -561,12 +594,19 @@ impl Batch {
     }
 
     /// Sends what the client side produced; false when either destination is gone.
-    async fn send(&mut self, c: &mpsc::Sender<Vec<u8>>, s: &mpsc::Sender<Vec<u8>>) -> bool {
-        if !self.server.is_empty() && s.send(std::mem::take(&mut self.server)).await.is_err() {
-            return false;
+    async fn send(&mut self, c: &mpsc::Sender<Chunk>, s: &mpsc::Sender<Chunk>) -> bool {
+        let read_at = self.read_at.take();
+        if !self.server.is_empty() {
+            let bytes = std::mem::take(&mut self.server);
+            if s.send(Chunk { bytes, read_at }).await.is_err() {
+                return false;
+            }
         }
-        if !self.client.is_empty() && c.send(std::mem::take(&mut self.client)).await.is_err() {
-            return false;
+        if !self.client.is_empty() {
+            let bytes = std::mem::take(&mut self.client);
+            if c.send(Chunk { bytes, read_at }).await.is_err() {
+                return false;
+            }
         }
         true
     }
@@ -575,20 +615,24 @@ impl Batch {
     /// server are dropped once the client has closed its side).
     async fn send_from_server(
         &mut self,
-        c: &mpsc::Sender<Vec<u8>>,
-        s: &mpsc::WeakSender<Vec<u8>>,
+        c: &mpsc::Sender<Chunk>,
+        s: &mpsc::WeakSender<Chunk>,
     ) -> bool {
+        let read_at = self.read_at.take();
         if !self.server.is_empty() {
             let bytes = std::mem::take(&mut self.server);
             match s.upgrade() {
                 Some(s) => {
-                    let _ = s.send(bytes).await;
+                    let _ = s.send(Chunk { bytes, read_at }).await;
                 }
                 None => tracing::debug!("the client has gone; answer to the server dropped"),
             }
         }
-        if !self.client.is_empty() && c.send(std::mem::take(&mut self.client)).await.is_err() {
-            return false;
+        if !self.client.is_empty() {
+            let bytes = std::mem::take(&mut self.client);
+            if c.send(Chunk { bytes, read_at }).await.is_err() {
+                return false;
+            }
         }
         true
     }
@@ -603,22 +647,38 @@ fn append(buf: &mut Vec<u8>, b: Vec<u8>) {
     }
 }
 
+/// Writes what arrives on `rx` to `w`; also returns how long each chunk stamped with its frame's
+/// read time took from then to the write issued, and to written (see
+/// [`ProxyOutcome::client_to_server`]).
 async fn writer<W: AsyncWrite + Unpin>(
     w: W,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Chunk>,
     side: &str,
-) -> std::io::Result<()> {
+) -> (std::io::Result<()>, Vec<(Duration, Duration)>) {
+    let mut times = Vec::new();
+    let mut read_at = Vec::new();
     let mut w = BufWriter::with_capacity(64 * 1024, w);
-    while let Some(line) = rx.recv().await {
-        w.write_all(&line).await?;
-        // Coalesce whatever is already queued, then flush once.
-        while let Ok(line) = rx.try_recv() {
-            w.write_all(&line).await?;
+    let written = async {
+        while let Some(chunk) = rx.recv().await {
+            w.write_all(&chunk.bytes).await?;
+            read_at.extend(chunk.read_at);
+            // Coalesce whatever is already queued, then flush once.
+            while let Ok(chunk) = rx.try_recv() {
+                w.write_all(&chunk.bytes).await?;
+                read_at.extend(chunk.read_at);
+            }
+            let issued = (!read_at.is_empty()).then(Instant::now);
+            w.flush().await?;
+            if let Some(issued) = issued {
+                let now = Instant::now();
+                times.extend(read_at.drain(..).map(|t| (issued - t, now - t)));
+            }
         }
-        w.flush().await?;
+        tracing::debug!("{side} writer done");
+        w.shutdown().await
     }
-    tracing::debug!("{side} writer done");
-    w.shutdown().await
+    .await;
+    (written, times)
 }
 
 fn line(mut bytes: Vec<u8>) -> Vec<u8> {
@@ -672,6 +732,11 @@ impl<K: CallSink> Core<K> {
             }
         };
         if raw.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        // The common path (nothing held for a re-list, which needs the parsed frame).
+        if self.relists.is_empty() && self.held.is_empty() && self.client_peeked(&raw) {
+            out.push_line(Dest::Server, raw);
             return;
         }
         let parsed = match frame::parse_strict(&raw) {
@@ -743,28 +808,32 @@ impl<K: CallSink> Core<K> {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let parsed = match frame::parse_strict(&raw) {
-            Ok(v) => v,
-            Err(e) => {
-                self.stats.malformed_from_server += 1;
-                tracing::warn!("malformed output from the server dropped: {e}");
-                let head = &raw[..raw.len().min(frame::KEEP)];
-                let tail = &raw[raw.len().saturating_sub(frame::KEEP)..];
-                out.add(self.fail_pending(
-                    frame::sniff_id(&[head, tail]),
-                    &format!("mcp-guard: the server sent a malformed message: {e}"),
-                ));
-                return;
-            }
-        };
-        match parsed {
-            Value::Array(items) if !items.is_empty() => {
-                let steps: Vec<Step> = items.into_iter().map(|v| self.server_msg(v)).collect();
-                Self::emit_batch(out, raw, steps, Dest::Client);
-            }
-            v => {
-                let step = self.server_msg(v);
-                Self::emit_one(out, raw, step, Dest::Client);
+        if self.server_peeked(&raw) {
+            out.push_line(Dest::Client, raw);
+        } else {
+            let parsed = match frame::parse_strict(&raw) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.stats.malformed_from_server += 1;
+                    tracing::warn!("malformed output from the server dropped: {e}");
+                    let head = &raw[..raw.len().min(frame::KEEP)];
+                    let tail = &raw[raw.len().saturating_sub(frame::KEEP)..];
+                    out.add(self.fail_pending(
+                        frame::sniff_id(&[head, tail]),
+                        &format!("mcp-guard: the server sent a malformed message: {e}"),
+                    ));
+                    return;
+                }
+            };
+            match parsed {
+                Value::Array(items) if !items.is_empty() => {
+                    let steps: Vec<Step> = items.into_iter().map(|v| self.server_msg(v)).collect();
+                    Self::emit_batch(out, raw, steps, Dest::Client);
+                }
+                v => {
+                    let step = self.server_msg(v);
+                    Self::emit_one(out, raw, step, Dest::Client);
+                }
             }
         }
         // The proxy's own requests (re-listing) go after what this frame produced.
@@ -774,6 +843,142 @@ impl<K: CallSink> Core<K> {
         // The re-list is answered and checked: the held calls meet the new definitions.
         if !self.held.is_empty() && self.relists.is_empty() {
             self.release_held(out, None);
+        }
+    }
+
+    /// The common path for a client line: a plain request or notification that every stage
+    /// passes without seeing it parsed is tracked like [`Core::client_msg`] tracks it, and true
+    /// is returned (the caller forwards the line). False, with nothing done: the full path takes
+    /// the line (a batch, an odd or malformed message, a response to a server request, one the
+    /// proxy reads itself, or one a stage wants to see).
+    fn client_peeked(&mut self, raw: &[u8]) -> bool {
+        let Some(p) = self.peeker.peek(raw) else {
+            return false;
+        };
+        let Some(method) = p.method.as_deref() else {
+            return false;
+        };
+        // `initialize` records the client's details, a cancellation ends a call.
+        if method == "initialize" || method == "notifications/cancelled" {
+            return false;
+        }
+        let Core {
+            session,
+            chain,
+            sink,
+            stats,
+            ..
+        } = self;
+        let tool = if method == "tools/call" {
+            p.tool.as_deref()
+        } else {
+            None
+        };
+        let ctx = Ctx {
+            server: &session.server,
+            client_name: session.client_name.as_deref(),
+            method,
+            tool,
+            kind: if p.id.is_some() {
+                MsgKind::Request
+            } else {
+                MsgKind::Notification
+            },
+            findings: vec![],
+        };
+        let peeked = Peeked {
+            raw,
+            escaped: memchr::memchr(b'\\', raw).is_some(),
+            arguments: p.arguments.as_ref(),
+        };
+        if !chain.pre_passes(&ctx, &peeked) {
+            return false;
+        }
+        stats.client_messages += 1;
+        if let Some(id) = &p.id {
+            let pending = session.client_request_peeked(id.key(), method, tool);
+            sink.call_started(&pending.call_id, pending.tool.as_deref());
+            session.track(pending);
+        }
+        true
+    }
+
+    /// The common path for a server line: a response or notification that every stage passes
+    /// without seeing it parsed ends its call like [`Core::server_msg`] does, and true is
+    /// returned (the caller forwards the line). False, with nothing done: the full path takes it
+    /// (see [`Core::client_peeked`]; also answers to the proxy's own re-list, late answers to
+    /// failed calls, and `tools/list` and `initialize` answers, which the proxy reads).
+    fn server_peeked(&mut self, raw: &[u8]) -> bool {
+        let Some(p) = self.peeker.peek(raw) else {
+            return false;
+        };
+        let Core {
+            session,
+            chain,
+            sink,
+            stats,
+            relists,
+            failed,
+            frame_len,
+            ..
+        } = self;
+        let peeked = Peeked {
+            raw,
+            escaped: memchr::memchr(b'\\', raw).is_some(),
+            arguments: None,
+        };
+        match (&p.id, p.method.as_deref()) {
+            (Some(id), None) => {
+                let key = id.key();
+                if relists.contains(&key) || failed.contains(&key) {
+                    return false;
+                }
+                let (method, tool) = match session.in_flight_request(&key) {
+                    Some(pending) => (pending.method.as_str(), pending.tool.as_deref()),
+                    None => ("", None),
+                };
+                if method == "initialize" || method == "tools/list" {
+                    return false;
+                }
+                let ctx = Ctx {
+                    server: &session.server,
+                    client_name: session.client_name.as_deref(),
+                    method,
+                    tool,
+                    kind: MsgKind::Response,
+                    findings: vec![],
+                };
+                if !chain.post_passes(&ctx, &peeked) {
+                    return false;
+                }
+                stats.server_messages += 1;
+                if let Some(pending) = session.take_key(&key) {
+                    let mut rec = session.complete(pending, Decision::Allowed, String::new(), None);
+                    rec.result_bytes = Some(*frame_len as u64);
+                    sink.call(rec);
+                }
+                true
+            }
+            (None, Some(method)) => {
+                if method == "notifications/tools/list_changed" {
+                    return false;
+                }
+                let ctx = Ctx {
+                    server: &session.server,
+                    client_name: session.client_name.as_deref(),
+                    method,
+                    tool: None,
+                    kind: MsgKind::Notification,
+                    findings: vec![],
+                };
+                if !chain.post_passes(&ctx, &peeked) {
+                    return false;
+                }
+                stats.server_messages += 1;
+                true
+            }
+            // Requests from the server are tracked by the full path.
+            _ => false,
         }
     }
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{
     frame::member_mut,
-    interceptors::{Ctx, Denial, Interceptor, MsgKind, Verdict},
+    interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict},
 };
 
 /// What to do with a secret shape found in a message (the policy's `in_arguments`/`in_results`).
@@ -237,6 +237,16 @@ impl Redactor {
         self.exact.is_none() && self.pii.is_empty() && (!shapes || self.shapes.is_empty())
     }
 
+    /// False when no secret value, chosen PII kind or (with `shapes`) secret shape occurs in
+    /// `text`. A message whose line has no escapes holds each of its strings as is in its line,
+    /// so when this is false for the line it is false for every string in it (a pattern's `\b`
+    /// sees the same non-word quote at a string's ends, and no pattern anchors elsewhere).
+    pub fn could_match(&self, text: &str, shapes: bool) -> bool {
+        self.exact.as_ref().is_some_and(|ac| ac.is_match(text))
+            || (!self.pii.is_empty() && self.pii.set.is_match(text))
+            || (shapes && !self.shapes.is_empty() && self.shapes.set.is_match(text))
+    }
+
     /// Redacts `s`: exact secret values and PII always, secret shapes when `shapes`; returns
     /// what was redacted in `what`.
     pub fn redact(&self, s: &mut String, shapes: bool, what: &mut Vec<String>) {
@@ -278,6 +288,16 @@ pub fn for_each_string(v: &mut Value, f: &mut impl FnMut(&mut String)) {
     }
 }
 
+/// Visits every string in `v` (values only, not keys), read-only.
+fn for_each_str(v: &Value, f: &mut impl FnMut(&str)) {
+    match v {
+        Value::String(s) => f(s),
+        Value::Array(a) => a.iter().for_each(|x| for_each_str(x, f)),
+        Value::Object(m) => m.values().for_each(|x| for_each_str(x, f)),
+        _ => {}
+    }
+}
+
 /// The secrets interceptor.
 pub struct SecretGuard {
     redactor: Redactor,
@@ -299,6 +319,43 @@ impl SecretGuard {
 impl Interceptor for SecretGuard {
     fn name(&self) -> &'static str {
         "secrets"
+    }
+
+    fn pre_passes(&mut self, ctx: &Ctx<'_>, msg: &Peeked<'_>) -> bool {
+        if ctx.kind != MsgKind::Request
+            || ctx.method != "tools/call"
+            || self.redactor.shapes.is_empty()
+        {
+            return true;
+        }
+        let Some(args) = msg.arguments else {
+            return true;
+        };
+        // What `pre_call` looks for, whatever it would then do with it.
+        let mut found = Vec::new();
+        for_each_str(args, &mut |s| self.redactor.shapes.found(s, &mut found));
+        found.is_empty()
+    }
+
+    fn post_passes(&mut self, _ctx: &Ctx<'_>, msg: &Peeked<'_>) -> bool {
+        let shapes = !self.redactor.shapes.is_empty();
+        // `post_call` looks for shapes (to refuse or report) or redacts; when it does neither
+        // there is nothing to look at.
+        let looks = self.in_results != ShapeAction::Redact && shapes;
+        if !looks
+            && self
+                .redactor
+                .redacts_nothing(self.in_results == ShapeAction::Redact)
+        {
+            return true;
+        }
+        if msg.escaped {
+            return false;
+        }
+        let Ok(text) = std::str::from_utf8(msg.raw) else {
+            return false;
+        };
+        !self.redactor.could_match(text, shapes)
     }
 
     fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {

@@ -7,6 +7,7 @@ use std::{
 };
 
 use super::frame::member;
+use crate::timestamp::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -48,10 +49,11 @@ pub struct CallRecord {
     pub tool: Option<String>,
     /// The JSON-RPC id as the client sent it, rendered as JSON text.
     pub request_id: String,
-    /// RFC 3339 with nanoseconds.
-    pub started_at: String,
-    /// RFC 3339 with nanoseconds.
-    pub ended_at: String,
+    /// When the request was read (RFC 3339 with nanoseconds in JSON). Kept as the instant, not
+    /// its text: formatting it for every call cost more than the rest of the record.
+    pub started_at: Timestamp,
+    /// When the call ended.
+    pub ended_at: Timestamp,
     /// What was done.
     pub decision: Decision,
     /// Why (empty when allowed without remark).
@@ -222,8 +224,10 @@ pub struct Session {
     pub server_name: Option<String>,
     /// Protocol version the client asked for, then the one the server chose.
     pub protocol_version: Option<String>,
-    client_pending: HashMap<String, Pending>,
-    server_pending: HashMap<String, String>,
+    // foldhash, not SipHash: every call inserts and removes its id (hashing it twice); its seed
+    // is random per process, so ids chosen by a peer cannot be aimed at one bucket.
+    client_pending: HashMap<String, Pending, foldhash::fast::RandomState>,
+    server_pending: HashMap<String, String, foldhash::fast::RandomState>,
     next_call: u64,
 }
 
@@ -237,8 +241,8 @@ impl Session {
             client_version: None,
             server_name: None,
             protocol_version: None,
-            client_pending: HashMap::new(),
-            server_pending: HashMap::new(),
+            client_pending: HashMap::default(),
+            server_pending: HashMap::default(),
             next_call: 0,
         }
     }
@@ -259,15 +263,51 @@ impl Session {
         } else {
             None
         };
+        self.pending(id.to_string(), method, tool)
+    }
+
+    /// A client request the proxy did not parse (not an `initialize`): its id as JSON text (as
+    /// `Value::to_string` renders it), its method and `params.name`. Like
+    /// [`Session::client_request`].
+    pub fn client_request_peeked(
+        &mut self,
+        request_id: String,
+        method: &str,
+        name: Option<&str>,
+    ) -> Pending {
+        self.next_call += 1;
+        let tool = if method == "tools/call" {
+            name.map(Into::into)
+        } else {
+            None
+        };
+        self.pending(request_id, method, tool)
+    }
+
+    fn pending(&self, request_id: String, method: &str, tool: Option<String>) -> Pending {
+        let mut call_id = String::with_capacity(self.id.len() + 21);
+        call_id.push_str(&self.id);
+        call_id.push('-');
+        push_decimal(&mut call_id, self.next_call);
         Pending {
-            call_id: format!("{}-{}", self.id, self.next_call),
+            call_id,
             method: method.into(),
             tool,
-            request_id: id.to_string(),
+            request_id,
             started_at: SystemTime::now(),
             started: Instant::now(),
             modified: None,
         }
+    }
+
+    /// The in-flight client request with id `key` (JSON text, see [`Pending::request_id`]).
+    pub fn in_flight_request(&self, key: &str) -> Option<&Pending> {
+        self.client_pending.get(key)
+    }
+
+    /// [`Session::take`] by the id's JSON text.
+    pub fn take_key(&mut self, key: &str) -> Option<Pending> {
+        self.client_pending.remove(key)
     }
 
     /// Puts a request from [`Session::client_request`] in flight, until its response (or
@@ -279,7 +319,7 @@ impl Session {
     /// Takes the in-flight client request a server response answers, if any; end it with
     /// [`Session::complete`].
     pub fn take(&mut self, id: &Value) -> Option<Pending> {
-        self.client_pending.remove(&id.to_string())
+        self.take_key(&id.to_string())
     }
 
     /// Ends a client request; returns its record.
@@ -324,8 +364,8 @@ impl Session {
             method: p.method,
             tool: p.tool,
             request_id: p.request_id,
-            started_at: rfc3339(p.started_at),
-            ended_at: rfc3339(SystemTime::now()),
+            started_at: Timestamp::from(p.started_at),
+            ended_at: Timestamp::now(),
             decision,
             reason,
             result_bytes: None,
@@ -390,6 +430,22 @@ impl Session {
     }
 }
 
+/// Appends `n` in decimal: `format!` costs more than the rest of opening a call.
+pub(crate) fn push_decimal(s: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // A digit: n % 10 < 10.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(digits[i..].iter().map(|&d| char::from(d)));
+}
+
 fn str_at(v: Option<&Value>, key: &str) -> Option<String> {
     member(v?, key)?.as_str().map(Into::into)
 }
@@ -403,6 +459,15 @@ pub fn rfc3339(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 12345, u64::MAX] {
+            let mut s = String::from("x-");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("x-{n}"));
+        }
+    }
 
     #[test]
     fn rfc3339_known_instants() {
