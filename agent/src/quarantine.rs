@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     launch::cgroup::{self, Mounts},
-    store::{Attribution, EventKind, EventRecord, Store, StoreError, Timestamp, Verdict, db_path},
+    store::{EventKind, EventRecord, Store, StoreError, Timestamp, Verdict, db_path},
 };
 
 /// Event kinds written by these commands (not kernel events: the metrics leave them out).
@@ -176,30 +176,22 @@ fn record(
     let mut store = Store::open(&db_path(state_dir))?;
     let now = Timestamp::now();
     store.insert(EventRecord {
-        event_id: format!("{kind}-{}-{}", now.unix_nanos(), std::process::id()),
-        ts: now,
-        server: server.to_string(),
-        session: "-".to_string(),
-        pid: std::process::id(),
-        kind: EventKind::Other(kind.to_string()),
-        path: None,
-        addr: None,
-        port: None,
         verdict: if kind == "quarantine" {
             Verdict::Killed
         } else {
             Verdict::Allowed
         },
-        call_id: None,
-        attribution: Attribution::None,
-        candidates: Vec::new(),
-        flags: None,
-        result: None,
-        argv: None,
-        proto: None,
-        would_deny: false,
         detail: Some(detail),
+        ..EventRecord::new(
+            format!("{kind}-{}-{}", now.unix_nanos(), std::process::id()),
+            now,
+            server,
+            "-",
+            std::process::id(),
+            EventKind::Other(kind.to_string()),
+        )
     })?;
+
     Ok(())
 }
 

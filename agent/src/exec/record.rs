@@ -21,8 +21,8 @@ use crate::{
     kernel::events::{self as kev, KernelEvent},
     mcp,
     store::{
-        AlertRecord, Attribution, CallRecord, Decision, EventKind, EventRecord, Severity,
-        StoreHandle, Timestamp, Verdict,
+        AlertRecord, CallRecord, Decision, EventKind, EventRecord, Severity, StoreHandle,
+        Timestamp, Verdict,
     },
 };
 
@@ -52,27 +52,14 @@ pub fn new_session_id() -> String {
 /// `allowed` with `would_deny`; an exec is reported when attempted (`allowed`).
 pub fn event_record(event: &KernelEvent, event_id: String) -> EventRecord {
     let unix_ns = kev::boot_to_unix_ns(event.ts_boot_ns);
-    let mut rec = EventRecord {
+    let mut rec = EventRecord::new(
         event_id,
-        ts: Timestamp::from_unix_nanos(i64::try_from(unix_ns).unwrap_or(i64::MAX)),
-        server: event.server.to_string(),
-        session: event.session.to_string(),
-        pid: event.pid,
-        kind: EventKind::from_name(kev::kind_name(&event.kind)),
-        path: None,
-        addr: None,
-        port: None,
-        verdict: Verdict::Allowed,
-        call_id: None,
-        attribution: Attribution::None,
-        candidates: Vec::new(),
-        flags: None,
-        result: None,
-        argv: None,
-        proto: None,
-        would_deny: false,
-        detail: None,
-    };
+        Timestamp::from_unix_nanos(i64::try_from(unix_ns).unwrap_or(i64::MAX)),
+        &event.server,
+        &event.session,
+        event.pid,
+        EventKind::from_name(kev::kind_name(&event.kind)),
+    );
     match &event.kind {
         kev::EventKind::Exec { path, argv } => {
             rec.path = Some(path.clone());
@@ -432,6 +419,7 @@ mod tests {
     use std::{sync::Arc, time::Duration};
 
     use super::*;
+    use crate::store::Attribution;
 
     fn event(kind: kev::EventKind) -> KernelEvent {
         KernelEvent {

@@ -290,17 +290,23 @@ pub struct EventRecord {
 }
 
 impl EventRecord {
-    /// A `lost` event: `n` kernel events of `session` (or, from the agent, of all its sessions)
-    /// were lost or incomplete for `reason` (kept in `detail` as `{"reason": .., "count": ..}`);
-    /// what the agent counts as `mcp_guard_events_dropped_total{reason}`.
-    pub fn lost(event_id: String, server: &str, session: &str, reason: &str, n: u64) -> Self {
+    /// An event with what every event has; the kind-specific fields empty, `allowed`, not
+    /// attributed.
+    pub fn new(
+        event_id: String,
+        ts: Timestamp,
+        server: &str,
+        session: &str,
+        pid: u32,
+        kind: EventKind,
+    ) -> Self {
         EventRecord {
             event_id,
-            ts: Timestamp::now(),
+            ts,
             server: server.to_string(),
             session: session.to_string(),
-            pid: 0,
-            kind: EventKind::Other(super::LOST_KIND.to_string()),
+            pid,
+            kind,
             path: None,
             addr: None,
             port: None,
@@ -309,11 +315,29 @@ impl EventRecord {
             attribution: Attribution::None,
             candidates: Vec::new(),
             flags: None,
-            result: i64::try_from(n).ok(),
+            result: None,
             argv: None,
             proto: None,
             would_deny: false,
+            detail: None,
+        }
+    }
+
+    /// A `lost` event: `n` kernel events of `session` (or, from the agent, of all its sessions)
+    /// were lost or incomplete for `reason` (kept in `detail` as `{"reason": .., "count": ..}`);
+    /// what the agent counts as `mcp_guard_events_dropped_total{reason}`.
+    pub fn lost(event_id: String, server: &str, session: &str, reason: &str, n: u64) -> Self {
+        EventRecord {
+            result: i64::try_from(n).ok(),
             detail: Some(serde_json::json!({ "reason": reason, "count": n })),
+            ..Self::new(
+                event_id,
+                Timestamp::now(),
+                server,
+                session,
+                0,
+                EventKind::Other(super::LOST_KIND.to_string()),
+            )
         }
     }
 }
