@@ -132,8 +132,10 @@ pub fn podman_engine() -> String {
         std::fs::create_dir_all("/run/podman").expect("/run/podman");
         let _ = std::fs::remove_file(PODMAN_SOCKET);
         // Detached (setsid through the shell's background job): it outlives the test process,
-        // which is what a CI host running the test binaries one after another wants.
+        // which is what a CI host running the test binaries one after another wants. From `/`:
+        // its conmons inherit its working directory, and a checkout it was started in may go.
         let status = std::process::Command::new("sh")
+            .current_dir("/")
             .args([
                 "-c",
                 &format!(
