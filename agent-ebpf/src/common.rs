@@ -69,7 +69,7 @@ pub fn count_drop(reason: u32) {
 }
 
 /// Submit without waking the reader.
-pub const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 /// Wake the reader only once this much is pending; it also polls on a short timer, so a quiet
@@ -77,7 +77,7 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 const WAKEUP_BYTES: u64 = 256 << 10;
 /// Records a CPU submits between two looks at the pending volume. The look reads the
 /// consumer position, a cache line the reader on another CPU keeps writing: on every record
-/// it was a good part of an event's cost. At 300 bytes a record this looks every ~40 KiB per
+/// it was a good part of an event's cost. At 320 bytes a record this looks every ~40 KiB per
 /// CPU, well within `WAKEUP_BYTES` of slack.
 const WAKEUP_CHECK_EVERY: u64 = 128;
 

@@ -33,9 +33,10 @@ pub mod programs {
     pub const SENDMSG4: &str = "sendmsg4";
     /// `cgroup/sendmsg6` egress verdict.
     pub const SENDMSG6: &str = "sendmsg6";
-    /// `tp_btf/sys_enter`: exec and open attempts, sensitive-path kills.
+    /// `tp_btf/sys_enter`: exec attempts, sensitive-path kills.
     pub const SYS_ENTER: &str = "trace_sys_enter";
-    /// `tp_btf/sys_exit`: open results, and connects landlock refused (never seen by the hooks).
+    /// `tp_btf/sys_exit`: opens with their result, and connects landlock refused (never seen by
+    /// the hooks).
     pub const SYS_EXIT: &str = "trace_sys_exit";
 }
 
@@ -64,17 +65,18 @@ pub const ARG_LEN: usize = 64;
 pub mod event_kind {
     /// [`super::ExecEvent`].
     pub const EXEC: u32 = 1;
-    /// [`super::OpenEvent`].
-    pub const OPEN: u32 = 2;
+    /// Retired: an open attempt at syscall entry, whose result followed in a record of kind 5.
+    /// Another build's ring buffer, drained on upgrade, may still hold these.
+    pub const OPEN_ATTEMPT_V1: u32 = 2;
     /// [`super::ConnectEvent`].
     pub const CONNECT: u32 = 3;
     /// [`super::KillEvent`].
     pub const KILL: u32 = 4;
-    /// [`super::OpenResult`]: the result of the thread's last [`OPEN`].
-    pub const OPEN_RESULT: u32 = 5;
-    /// [`super::OpenEvent`] emitted at syscall exit because the path could not be read at
-    /// entry: the path read again (the kernel's own copy faulted its page in) and the result.
-    pub const OPEN_REREAD: u32 = 6;
+    /// Retired: the result of the thread's last [`OPEN_ATTEMPT_V1`] (`kind`, pad, pid_tgid,
+    /// result).
+    pub const OPEN_RESULT_V1: u32 = 5;
+    /// [`super::OpenEvent`], emitted at syscall exit: path, flags and result in one record.
+    pub const OPEN: u32 = 6;
 }
 
 /// `ConnectEvent::verdict` values.
@@ -99,23 +101,17 @@ pub mod sock_op {
 pub mod drop_reason {
     /// The ring buffer was full: the event was lost.
     pub const RINGBUF_FULL: u32 = 0;
-    /// A path could not be read from user memory (for an open: neither at entry nor again at
-    /// exit): the event carries an empty path.
+    /// A path could not be read from user memory: the event carries an empty path (or, for
+    /// an open in a cgroup that kills on sensitive paths, the check could not run at entry and
+    /// could not be deferred to exit).
     pub const PATH_READ: u32 = 1;
-    /// An open's result record was lost (ring buffer full at syscall exit): the open is
-    /// reported without its result.
-    pub const OPEN_RESULT_LOST: u32 = 2;
     /// argv could not be read: the exec event carries fewer arguments.
-    pub const ARGV_READ: u32 = 3;
+    pub const ARGV_READ: u32 = 2;
     /// How many reasons there are (size of the `DROPS` array).
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 3;
     /// Names used in metrics (`mcp_guard_events_dropped_total{reason}`), by index.
-    pub const NAMES: [&str; COUNT as usize] = [
-        "ringbuf_full",
-        "path_read_failed",
-        "open_result_lost",
-        "argv_read_failed",
-    ];
+    pub const NAMES: [&str; COUNT as usize] =
+        ["ringbuf_full", "path_read_failed", "argv_read_failed"];
 }
 
 /// Start of every ring buffer record.
@@ -150,9 +146,7 @@ pub struct ExecEvent {
     pub argv: [[u8; ARG_LEN]; ARGV_ENTRIES],
 }
 
-/// An open/openat/openat2/creat attempt, emitted on entry (`event_kind::OPEN`); its result
-/// follows in an [`OpenResult`] of the same thread. Or, as `event_kind::OPEN_REREAD`, emitted
-/// on exit with the result when the path could not be read on entry.
+/// An open/openat/openat2/creat and its result, emitted at syscall exit (`event_kind::OPEN`).
 ///
 /// `key_bits` and `key` are laid out as an LPM trie key (`prefix_len` then `PathKey`), so the
 /// kernel looks the path up in `SENSITIVE` straight from the record, without a copy.
@@ -161,7 +155,7 @@ pub struct ExecEvent {
 pub struct OpenEvent {
     /// Common header.
     pub header: EventHeader,
-    /// `OPEN_REREAD` only: the syscall's return value, an fd or -errno.
+    /// The syscall's return value: an fd or -errno.
     pub result: i64,
     /// The open flags.
     pub flags: u32,
@@ -172,23 +166,6 @@ pub struct OpenEvent {
     /// The cgroup id and the path as passed, NUL-terminated unless truncated (empty when it
     /// could not be read).
     pub key: PathKey,
-}
-
-/// The result of a thread's open, emitted on exit; userspace pairs it with the thread's
-/// preceding [`OpenEvent`] (a thread has one syscall in flight, and the ring buffer keeps
-/// reservation order). Deliberately small and without a timestamp: one of these per open is
-/// what the event stream costs on top of the attempt.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct OpenResult {
-    /// `event_kind::OPEN_RESULT`, where every other record has its [`EventHeader`].
-    pub kind: u32,
-    /// Padding, zero.
-    pub pad: u32,
-    /// `bpf_get_current_pid_tgid()` of the thread.
-    pub pid_tgid: u64,
-    /// The syscall's return value: an fd or -errno.
-    pub result: i64,
 }
 
 /// A connect or sendmsg judged by the egress programs.

@@ -6,12 +6,12 @@
 //! lookup for tasks outside `GUARDED`. Arguments come from the user `pt_regs` (a UAPI layout on
 //! x86_64) through probe reads: no CO-RE, no kernel struct layouts.
 //!
-//! An open is reported in two records: the attempt at entry, its path read straight into the
-//! ring buffer record (which doubles as the sensitive-path lookup key), and a small result
-//! record at exit that userspace pairs with it by thread. Nothing is kept in a map between the
-//! two, except for the rare open whose path could not be read at entry: its thread is marked
-//! in `REREAD` and the path is read again at exit, checked, and reported with the result.
-
+//! An open is reported in one record at exit: path, flags and result. The path is read then,
+//! after the kernel's own copy has faulted its page in, straight into the ring buffer record
+//! (which doubles as the sensitive-path lookup key). In a cgroup that kills on sensitive paths
+//! the path is also read and checked at entry, before the kernel copies it (the narrowest window
+//! for a thread that rewrites the buffer); an entry read that fails marks the thread in
+//! `REREAD`, and the check runs at exit instead.
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -27,11 +27,11 @@ use aya_ebpf::{
 };
 use mcp_guard_ebpf::{
     ARG_LEN, ARGV_ENTRIES, ConnectEvent, ExecEvent, GUARD_FLAG_KILL_SENSITIVE, GuardConfig,
-    KillEvent, NAME_LEN, NameKey, OpenEvent, OpenResult, PATH_LEN, PathKey, drop_reason,
-    event_kind, last_component, sock_op, verdict,
+    KillEvent, NAME_LEN, NameKey, OpenEvent, PATH_LEN, PathKey, drop_reason, event_kind,
+    last_component, sock_op, verdict,
 };
 
-use crate::common::{BPF_RB_NO_WAKEUP, EVENTS, count_drop, guard, header, submit_flags};
+use crate::common::{EVENTS, count_drop, guard, header, submit_flags};
 
 // x86_64 syscall numbers.
 const SYS_OPEN: i64 = 2;
@@ -73,14 +73,15 @@ static SENSITIVE_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(4096, 
 #[map]
 static NAME_SCRATCH: PerCpuArray<NameKey> = PerCpuArray::with_max_entries(1, 0);
 
-/// Room for an open record when the ring buffer is full (the sensitive check still runs), and
-/// for a relative path's key once its leading `./` is stripped (slot 1).
+/// Room for an open's path at entry and for an open record when the ring buffer is full (the
+/// sensitive check still runs), and for a relative path's key once its leading `./` is
+/// stripped (slot 1).
 #[map]
 static SCRATCH: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(2, 0);
 
-/// Threads whose open path could not be read at entry (the page holding it was not faulted
-/// in yet): sys_exit reads it again. A plain (preallocated) hash: an open always reaches
-/// sys_exit, even in a task being killed, so entries do not leak.
+/// Threads of kill-on-sensitive cgroups whose open path could not be read at entry (the page
+/// holding it was not faulted in yet): sys_exit checks it instead. A plain (preallocated) hash:
+/// an open always reaches sys_exit, even in a task being killed, so entries do not leak.
 #[map]
 static REREAD: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
 
@@ -103,7 +104,9 @@ pub fn trace_sys_enter(ctx: BtfTracePointContext) -> i32 {
     };
     let regs: *const u64 = ctx.arg(0);
     if is_open(id) {
-        on_open_enter(regs, id, cgroup, &config);
+        if config.flags & GUARD_FLAG_KILL_SENSITIVE != 0 {
+            check_open_enter(regs, id, cgroup, &config);
+        }
     } else {
         on_exec(regs, id, cgroup, &config);
     }
@@ -127,23 +130,9 @@ pub fn trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
         }
         return 0;
     }
-    if take_reread() {
-        on_open_reread(regs, id, cgroup, &config, ret);
-        return 0;
-    }
-    let Some(mut entry) = EVENTS.reserve::<OpenResult>(0) else {
-        // The open itself was reported at entry; only its result is lost.
-        count_drop(drop_reason::OPEN_RESULT_LOST);
-        return 0;
-    };
-    entry.write(OpenResult {
-        kind: event_kind::OPEN_RESULT,
-        pad: 0,
-        pid_tgid: bpf_get_current_pid_tgid(),
-        result: ret,
-    });
-    // No wakeup of its own: the reader is woken by volume at the attempts, or polls.
-    entry.submit(BPF_RB_NO_WAKEUP);
+    // Only a kill-on-sensitive cgroup marks threads, and only when the entry read failed.
+    let check = config.flags & GUARD_FLAG_KILL_SENSITIVE != 0 && take_reread();
+    on_open_exit(regs, id, cgroup, &config, ret, check);
     0
 }
 
@@ -260,12 +249,45 @@ fn fill_open(ev: &mut OpenEvent, regs: *const u64, id: i64, cgroup: u64, result:
     n
 }
 
-fn on_open_enter(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig) {
+/// The sensitive-path check of a kill-on-sensitive cgroup, before the kernel copies the path:
+/// the path is read into scratch space; the open itself is reported at exit.
+fn check_open_enter(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig) {
+    let Some(ev) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch slot, exclusively ours while this program runs.
+    let ev = unsafe { &mut *ev };
+    let n = fill_open(ev, regs, id, cgroup, 0);
+    if n <= 0 {
+        // Probably a page not faulted in yet: the kernel's own copy will fault it in, and the
+        // exit checks the path it reads. Without the mark the check is skipped: counted.
+        if !mark_reread() {
+            count_drop(drop_reason::PATH_READ);
+        }
+    } else {
+        // Signal now, at syscall entry: the task dies before it returns to user space and can
+        // never use what it opened.
+        kill_if_sensitive(ev, n as usize - 1, cgroup, config);
+    }
+}
+
+/// Reports an open with its result; `check` runs the sensitive-path check the entry could not.
+fn on_open_exit(
+    regs: *const u64,
+    id: i64,
+    cgroup: u64,
+    config: &GuardConfig,
+    ret: i64,
+    check: bool,
+) {
     let mut entry = EVENTS.reserve::<OpenEvent>(0);
     let ev = match entry.as_mut() {
         Some(entry) => entry.as_mut_ptr(),
         None => {
             count_drop(drop_reason::RINGBUF_FULL);
+            if !check {
+                return;
+            }
             // The event is lost, the check must still run.
             match SCRATCH.get_ptr_mut(0) {
                 Some(ev) => ev,
@@ -277,44 +299,10 @@ fn on_open_enter(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig) {
     // this program runs.
     let ev = unsafe { &mut *ev };
     ev.header = header(event_kind::OPEN, cgroup, config);
-    let n = fill_open(ev, regs, id, cgroup, 0);
-    if n <= 0 {
-        // Probably a page not faulted in yet: the kernel's own copy will fault it in, and the
-        // exit reads the path again. Without the mark the path stays unknown.
-        if !mark_reread() {
-            count_drop(drop_reason::PATH_READ);
-        }
-    } else {
-        // Signal now, at syscall entry: the task dies before it returns to user space and can
-        // never use what it opened.
-        kill_if_sensitive(ev, n as usize - 1, cgroup, config);
-    }
-    if let Some(entry) = entry {
-        entry.submit(submit_flags());
-    }
-}
-
-/// The exit of an open whose path could not be read at entry: read it again (the kernel has
-/// faulted the page in copying it), check it, and report path and result together.
-fn on_open_reread(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig, ret: i64) {
-    let mut entry = EVENTS.reserve::<OpenEvent>(0);
-    let ev = match entry.as_mut() {
-        Some(entry) => entry.as_mut_ptr(),
-        None => {
-            count_drop(drop_reason::OPEN_RESULT_LOST);
-            match SCRATCH.get_ptr_mut(0) {
-                Some(ev) => ev,
-                None => return,
-            }
-        }
-    };
-    // SAFETY: as in `on_open_enter`.
-    let ev = unsafe { &mut *ev };
-    ev.header = header(event_kind::OPEN_REREAD, cgroup, config);
     let n = fill_open(ev, regs, id, cgroup, ret);
     if n <= 0 {
         count_drop(drop_reason::PATH_READ);
-    } else {
+    } else if check {
         // Still in time: the signal is delivered before the task returns to user space, so it
         // never runs with the new fd.
         kill_if_sensitive(ev, n as usize - 1, cgroup, config);

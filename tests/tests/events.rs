@@ -189,7 +189,7 @@ fn exec_open_and_connect_events_of_a_guarded_fixture() {
     assert_eq!(opened["verdict"], "allowed");
 
     let drops = guard.dropped().expect("drop counters");
-    assert_eq!(drops.len(), 4, "{drops:?}");
+    assert_eq!(drops.len(), 3, "{drops:?}");
     assert_eq!(drops["ringbuf_full"], 0, "{drops:?}");
 }
 

@@ -260,10 +260,9 @@ fn drop_meaning(reason: &str) -> &'static str {
     match reason {
         "ringbuf_full" => "events lost: the ring buffer was full",
         "path_read_failed" => {
-            "events recorded without their path (for opens: unreadable at entry and again at \
-             exit), and not checked against [detect] sensitive"
+            "events recorded without their path, or opens not checked against [detect] \
+             sensitive at entry or exit"
         }
-        "open_result_lost" => "opens recorded without their result: the ring buffer was full",
         "argv_read_failed" => "execs recorded without some arguments",
         _ => "events incomplete",
     }

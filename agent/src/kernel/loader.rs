@@ -479,13 +479,8 @@ impl KernelGuard {
             return;
         };
         let mut batch = Vec::new();
-        let mut pairer = events::OpenPairer::default();
         loop {
-            let emptied = events::drain(&mut ring, &self.labels, &mut pairer, &mut batch);
-            if emptied {
-                // Attempts whose result the old ring buffer did not hold go on without it.
-                pairer.flush(&mut batch);
-            }
+            let emptied = events::drain(&mut ring, &self.labels, &mut batch);
             for event in batch.drain(..) {
                 let _ = self.tx.send(event).await;
             }
@@ -534,7 +529,7 @@ impl KernelGuard {
     }
 
     /// Events the kernel could not deliver whole, by reason (`ringbuf_full`, `path_read_failed`,
-    /// `open_result_lost`, `argv_read_failed`), summed over CPUs since load.
+    /// `argv_read_failed`), summed over CPUs since load.
     pub fn dropped(&self) -> Result<BTreeMap<&'static str, u64>, KernelError> {
         let mut out = BTreeMap::new();
         for (i, name) in drop_reason::NAMES.iter().enumerate() {
