@@ -41,6 +41,7 @@ use crate::{
 
 pub mod agent_link;
 pub mod client;
+pub mod client_io;
 pub mod guard;
 pub mod kernel_spec;
 pub mod pump;
@@ -205,7 +206,7 @@ pub async fn passthrough(io: ServerStdio) -> io::Result<()> {
         ..
     } = io;
     let upstream = async move {
-        let mut client = tokio::io::stdin();
+        let mut client = client_io::stdin();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match client.read(&mut buf).await {
@@ -225,7 +226,7 @@ pub async fn passthrough(io: ServerStdio) -> io::Result<()> {
         std::future::pending::<()>().await
     };
     let downstream = async move {
-        let mut client = tokio::io::stdout();
+        let mut client = client_io::stdout();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = stdout.read(&mut buf).await?;

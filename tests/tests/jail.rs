@@ -365,6 +365,55 @@ fn stdio_passes_through_byte_identical_with_eof() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "late\n");
 }
 
+/// exec's stdio as the client hands it over: one socket for both (driven by the reactor, like a
+/// pipe), or a file (read through tokio's blocking stdio, left in blocking mode). Through the
+/// MCP proxy too, whose writer shuts the socket's sending side down at the end.
+#[test]
+fn stdio_works_as_a_socket_and_as_a_file() {
+    require_root();
+    let sb = Sandbox::new("stdio-kinds", "");
+    let line = "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n";
+    for passthrough in [true, false] {
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let theirs_out = theirs.try_clone().expect("dup");
+        let mut cmd = guard_cmd();
+        cmd.arg("exec");
+        if passthrough {
+            cmd.arg("--passthrough");
+        }
+        let mut child = cmd
+            .arg("--policy")
+            .arg(&sb.policy)
+            .args(["--", "/bin/cat"])
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs_out)))
+            .spawn()
+            .expect("spawn");
+        // The command holds the socket's other end until dropped: exec's must be the last.
+        drop(cmd);
+        ours.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("timeout");
+        ours.write_all(line.as_bytes()).expect("write");
+        ours.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        let mut echoed = String::new();
+        ours.read_to_string(&mut echoed)
+            .expect("read until exec's EOF");
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "passthrough {passthrough}: {status:?}");
+        assert_eq!(echoed, line, "passthrough {passthrough}");
+    }
+
+    let input = sb.root.join("input");
+    std::fs::write(&input, line).expect("input file");
+    let out = sb
+        .exec(false, &["/bin/cat"])
+        .stdin(std::fs::File::open(&input).expect("open input"))
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), line);
+}
+
 /// Processes whose command line contains `marker` (exec, the shell and the sleeps).
 fn processes_with(marker: &str) -> Vec<i32> {
     processes_where(|cmdline| cmdline.contains(marker))

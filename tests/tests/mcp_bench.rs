@@ -32,6 +32,7 @@ use mcp_guard::mcp::{
 use mcp_guard_tests::npm_server;
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
+    net::unix::pipe,
     process::{Child, Command},
 };
 
@@ -172,13 +173,15 @@ struct Proxied {
 
 /// Runs [`drive`] through the proxy with `chain` in front of a fresh `server`. The proxy runs
 /// as `exec` runs it: alone on its own thread, in a current-thread runtime (not sharing the
-/// client's runtime), here with its own time per message measured.
+/// client's runtime), with the client on the other end of two pipes, here with its own time
+/// per message measured.
 async fn through_proxy(
     server: Server,
     cfg: &ProxyConfig,
     chain: mcp::interceptors::Chain,
 ) -> Proxied {
-    let (client, proxy_side) = tokio::io::duplex(1 << 16);
+    let (proxy_in, to_proxy) = std::io::pipe().expect("pipe");
+    let (from_proxy, proxy_out) = std::io::pipe().expect("pipe");
     let mut cfg = cfg.clone();
     cfg.timing = true;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -189,7 +192,8 @@ async fn through_proxy(
             .expect("proxy runtime");
         rt.block_on(async move {
             let mut srv = server.spawn();
-            let (pi, po) = tokio::io::split(proxy_side);
+            let pi = pipe::Receiver::from_owned_fd(proxy_in.into()).expect("proxy stdin");
+            let po = pipe::Sender::from_owned_fd(proxy_out.into()).expect("proxy stdout");
             let (si, so) = (
                 srv.stdin.take().expect("stdin"),
                 srv.stdout.take().expect("stdout"),
@@ -211,7 +215,9 @@ async fn through_proxy(
         })
     });
     let clock = thread_clock(&proxy);
-    let (cr, cw) = tokio::io::split(client);
+    let cw = pipe::Sender::from_owned_fd(to_proxy.into()).expect("client's pipe to the proxy");
+    let cr =
+        pipe::Receiver::from_owned_fd(from_proxy.into()).expect("client's pipe from the proxy");
     let (lat, rate, cpu) = drive(cw, cr, || clock_time(clock)).await;
     // The client's side is closed now: the proxy closes the server's stdin and ends with the
     // server's output. A server slow to exit is cut short (the timings are then missing).
@@ -266,16 +272,21 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// Direct vs. proxied (default interceptors, and none) against `server`; prints the results.
-async fn compare(server: Server) {
+/// [`drive`] against a fresh `server`, directly: its round-trip latencies and pipelined rate.
+async fn direct(server: Server) -> (Vec<Duration>, f64) {
     let mut srv = server.spawn();
-    let (mut direct, direct_rate, _) = drive(
+    let (lat, rate, _) = drive(
         srv.stdin.take().expect("stdin"),
         srv.stdout.take().expect("stdout"),
         || Duration::ZERO,
     )
     .await;
-    drop(srv);
+    (lat, rate)
+}
+
+/// Direct vs. proxied (default interceptors, and none) against `server`; prints the results.
+async fn compare(server: Server) {
+    let (mut direct_lat, direct_rate) = direct(server).await;
 
     // Through the proxy (in-process, as exec runs it), default interceptors plus pins.
     let dir =
@@ -292,14 +303,21 @@ async fn compare(server: Server) {
     // cost on their own.
     let bare = through_proxy(server, &cfg, mcp::interceptors::Chain::new()).await;
     let _ = std::fs::remove_dir_all(&dir);
+    // Direct again: how far the machine drifted while the proxied runs ran.
+    let (mut direct_after, _) = direct(server).await;
 
-    let (d50, d99) = (pct(&mut direct, 0.50), pct(&mut direct, 0.99));
+    let (d50, d99) = (pct(&mut direct_lat, 0.50), pct(&mut direct_lat, 0.99));
     let (p50, p99) = (pct(&mut p.lat, 0.50), pct(&mut p.lat, 0.99));
     let (round_trips, pipelined) = counts();
     println!("== {}", server.name());
     println!("round trips: {round_trips} tools/call, echo tool");
     println!("  direct   p50 {:8.1} us  p99 {:8.1} us", us(d50), us(d99));
     println!("  proxied  p50 {:8.1} us  p99 {:8.1} us", us(p50), us(p99));
+    println!(
+        "  direct again p50 {:8.1} us  p99 {:8.1} us",
+        us(pct(&mut direct_after, 0.50)),
+        us(pct(&mut direct_after, 0.99))
+    );
     println!(
         "  added    p50 {:8.1} us  p99 {:8.1} us   (ratio p50 {:.2}x, p99 {:.2}x)",
         us(p50) - us(d50),

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use super::{ServerStdio, record::StoreCallSink};
+use super::{ServerStdio, client_io, record::StoreCallSink};
 use crate::mcp::{self, ProxyConfig};
 
 /// Runs the proxy between exec's stdin/stdout and the server until the server's stdout ends.
@@ -28,8 +28,8 @@ pub async fn guarded(io: ServerStdio) -> io::Result<()> {
         .with_denials(session.call_facts.take_denials())
         .with_tools(session.call_facts.tools_sender());
     let outcome = mcp::run(
-        tokio::io::stdin(),
-        tokio::io::stdout(),
+        client_io::stdin(),
+        client_io::stdout(),
         stdin,
         stdout,
         config,
