@@ -874,18 +874,16 @@ impl<K: CallSink> Core<K> {
         } else {
             None
         };
-        let ctx = Ctx {
-            server: &session.server,
-            client_name: session.client_name.as_deref(),
+        let ctx = ctx_for(
+            session,
             method,
             tool,
-            kind: if p.id.is_some() {
+            if p.id.is_some() {
                 MsgKind::Request
             } else {
                 MsgKind::Notification
             },
-            findings: vec![],
-        };
+        );
         let peeked = Peeked {
             raw,
             escaped: memchr::memchr(b'\\', raw).is_some(),
@@ -940,14 +938,7 @@ impl<K: CallSink> Core<K> {
                 if method == "initialize" || method == "tools/list" {
                     return false;
                 }
-                let ctx = Ctx {
-                    server: &session.server,
-                    client_name: session.client_name.as_deref(),
-                    method,
-                    tool,
-                    kind: MsgKind::Response,
-                    findings: vec![],
-                };
+                let ctx = ctx_for(session, method, tool, MsgKind::Response);
                 if !chain.post_passes(&ctx, &peeked) {
                     return false;
                 }
@@ -963,14 +954,7 @@ impl<K: CallSink> Core<K> {
                 if method == "notifications/tools/list_changed" {
                     return false;
                 }
-                let ctx = Ctx {
-                    server: &session.server,
-                    client_name: session.client_name.as_deref(),
-                    method,
-                    tool: None,
-                    kind: MsgKind::Notification,
-                    findings: vec![],
-                };
+                let ctx = ctx_for(session, method, None, MsgKind::Notification);
                 if !chain.post_passes(&ctx, &peeked) {
                     return false;
                 }
@@ -1163,14 +1147,7 @@ impl<K: CallSink> Core<K> {
         match kind {
             Kind::Request { id, method } => {
                 let mut pending = session.client_request(&id, &method, &v);
-                let mut ctx = Ctx {
-                    server: &session.server,
-                    client_name: session.client_name.as_deref(),
-                    method: &method,
-                    tool: pending.tool.as_deref(),
-                    kind: MsgKind::Request,
-                    findings: vec![],
-                };
+                let mut ctx = ctx_for(session, &method, pending.tool.as_deref(), MsgKind::Request);
                 let verdict = match refuse_calls.as_deref() {
                     Some(why) if method == "tools/call" => {
                         Verdict::Deny(Denial::policy(why.to_string()))
@@ -1213,14 +1190,7 @@ impl<K: CallSink> Core<K> {
                         sink.call(rec);
                     }
                 }
-                let mut ctx = Ctx {
-                    server: &session.server,
-                    client_name: session.client_name.as_deref(),
-                    method: &method,
-                    tool: None,
-                    kind: MsgKind::Notification,
-                    findings: vec![],
-                };
+                let mut ctx = ctx_for(session, &method, None, MsgKind::Notification);
                 match run_chain(chain, &mut ctx, &mut v, true, *observe) {
                     Verdict::Pass => Step::Forward(v, false),
                     Verdict::Modified(_) => Step::Forward(v, true),
@@ -1229,14 +1199,7 @@ impl<K: CallSink> Core<K> {
             }
             Kind::Response { id } => {
                 let method = session.server_request_done(&id).unwrap_or_default();
-                let mut ctx = Ctx {
-                    server: &session.server,
-                    client_name: session.client_name.as_deref(),
-                    method: &method,
-                    tool: None,
-                    kind: MsgKind::Response,
-                    findings: vec![],
-                };
+                let mut ctx = ctx_for(session, &method, None, MsgKind::Response);
                 match run_chain(chain, &mut ctx, &mut v, true, *observe) {
                     Verdict::Pass => Step::Forward(v, false),
                     Verdict::Modified(_) => Step::Forward(v, true),
@@ -1261,14 +1224,7 @@ impl<K: CallSink> Core<K> {
             observe,
             ..
         } = self;
-        let mut ctx = Ctx {
-            server: &session.server,
-            client_name: session.client_name.as_deref(),
-            method: "tools/list",
-            tool: None,
-            kind: MsgKind::Response,
-            findings: vec![],
-        };
+        let mut ctx = ctx_for(session, "tools/list", None, MsgKind::Response);
         let verdict = run_chain(chain, &mut ctx, &mut v, false, *observe);
         for (rule, tool, summary) in std::mem::take(&mut ctx.findings) {
             sink.finding(session.finding(&rule, tool.as_deref(), summary));
@@ -1343,14 +1299,12 @@ impl<K: CallSink> Core<K> {
             // A response to no request the proxy knows of.
             (None, None) => "",
         };
-        let mut ctx = Ctx {
-            server: &session.server,
-            client_name: session.client_name.as_deref(),
+        let mut ctx = ctx_for(
+            session,
             method,
-            tool: pending.as_ref().and_then(|p| p.tool.as_deref()),
-            kind: msg_kind,
-            findings: vec![],
-        };
+            pending.as_ref().and_then(|p| p.tool.as_deref()),
+            msg_kind,
+        );
         let verdict = run_chain(chain, &mut ctx, &mut v, false, *observe);
         let findings = std::mem::take(&mut ctx.findings);
         for (rule, tool, summary) in findings {
@@ -1393,6 +1347,23 @@ impl<K: CallSink> Core<K> {
 }
 
 /// True when a client frame (a message or a batch) holds a `tools/call` request.
+/// The interceptors' view of a message of `session`.
+fn ctx_for<'a>(
+    session: &'a Session,
+    method: &'a str,
+    tool: Option<&'a str>,
+    kind: MsgKind,
+) -> Ctx<'a> {
+    Ctx {
+        server: &session.server,
+        client_name: session.client_name.as_deref(),
+        method,
+        tool,
+        kind,
+        findings: vec![],
+    }
+}
+
 fn calls_a_tool(frame_value: &Value) -> bool {
     let is_call =
         |m: &Value| frame::member(m, "method").and_then(Value::as_str) == Some("tools/call");
