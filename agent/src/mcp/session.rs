@@ -250,7 +250,6 @@ impl Session {
     /// A client request arrived: its call, not yet in flight (see [`Session::track`]). Records
     /// the client's and protocol's details from `initialize`.
     pub fn client_request(&mut self, id: &Value, method: &str, msg: &Value) -> Pending {
-        self.next_call += 1;
         let params = member(msg, "params");
         if method == "initialize" {
             let info = params.and_then(|p| member(p, "clientInfo"));
@@ -258,12 +257,10 @@ impl Session {
             self.client_version = str_at(info, "version");
             self.protocol_version = str_at(params, "protocolVersion");
         }
-        let tool = if method == "tools/call" {
-            str_at(params, "name")
-        } else {
-            None
-        };
-        self.pending(id.to_string(), method, tool)
+        let name = params
+            .and_then(|p| member(p, "name"))
+            .and_then(Value::as_str);
+        self.client_request_peeked(id.to_string(), method, name)
     }
 
     /// A client request the proxy did not parse (not an `initialize`): its id as JSON text (as
@@ -281,10 +278,6 @@ impl Session {
         } else {
             None
         };
-        self.pending(request_id, method, tool)
-    }
-
-    fn pending(&self, request_id: String, method: &str, tool: Option<String>) -> Pending {
         let mut call_id = String::with_capacity(self.id.len() + 21);
         call_id.push_str(&self.id);
         call_id.push('-');
