@@ -75,7 +75,8 @@ pub mod event_kind {
     /// Retired: the result of the thread's last [`OPEN_ATTEMPT_V1`] (`kind`, pad, pid_tgid,
     /// result).
     pub const OPEN_RESULT_V1: u32 = 5;
-    /// [`super::OpenEvent`], emitted at syscall exit: path, flags and result in one record.
+    /// [`super::OpenEvent`], emitted at syscall exit: path, flags and result in one record,
+    /// sent only up to the path's NUL (at least [`super::OPEN_PATH_OFFSET`] + 1 bytes).
     pub const OPEN: u32 = 6;
 }
 
@@ -167,6 +168,11 @@ pub struct OpenEvent {
     /// could not be read).
     pub key: PathKey,
 }
+
+/// Where an [`OpenEvent`]'s path starts. The kernel sends an open record only up to the path's
+/// NUL: most paths are short, and a full-size record would put 320 bytes through the ring
+/// buffer for every open.
+pub const OPEN_PATH_OFFSET: usize = core::mem::offset_of!(OpenEvent, key.path);
 
 /// A connect or sendmsg judged by the egress programs.
 #[repr(C)]

@@ -7,8 +7,8 @@
 //! x86_64) through probe reads: no CO-RE, no kernel struct layouts.
 //!
 //! An open is reported in one record at exit: path, flags and result. The path is read then,
-//! after the kernel's own copy has faulted its page in, straight into the ring buffer record
-//! (which doubles as the sensitive-path lookup key). In a cgroup that kills on sensitive paths
+//! after the kernel's own copy has faulted its page in, into a per-CPU record (which doubles as
+//! the sensitive-path lookup key) that goes to the ring buffer up to the path's NUL. In a cgroup that kills on sensitive paths
 //! the path is also read and checked at entry, before the kernel copies it (the narrowest window
 //! for a thread that rewrites the buffer); an entry read that fails marks the thread in
 //! `REREAD`, and the check runs at exit instead.
@@ -27,8 +27,8 @@ use aya_ebpf::{
 };
 use mcp_guard_ebpf::{
     ARG_LEN, ARGV_ENTRIES, ConnectEvent, ExecEvent, GUARD_FLAG_KILL_SENSITIVE, GuardConfig,
-    KillEvent, NAME_LEN, NameKey, OpenEvent, PATH_LEN, PathKey, drop_reason, event_kind,
-    last_component, sock_op, verdict,
+    KillEvent, NAME_LEN, NameKey, OPEN_PATH_OFFSET, OpenEvent, PATH_LEN, PathKey, drop_reason,
+    event_kind, last_component, sock_op, verdict,
 };
 
 use crate::common::{EVENTS, count_drop, guard, header, submit_flags};
@@ -73,9 +73,8 @@ static SENSITIVE_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(4096, 
 #[map]
 static NAME_SCRATCH: PerCpuArray<NameKey> = PerCpuArray::with_max_entries(1, 0);
 
-/// Room for an open's path at entry and for an open record when the ring buffer is full (the
-/// sensitive check still runs), and for a relative path's key once its leading `./` is
-/// stripped (slot 1).
+/// Room to build an open record (slot 0: at entry for the sensitive check, at exit for the
+/// record), and for a relative path's key once its leading `./` is stripped (slot 1).
 #[map]
 static SCRATCH: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(2, 0);
 
@@ -272,6 +271,9 @@ fn check_open_enter(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig
 }
 
 /// Reports an open with its result; `check` runs the sensitive-path check the entry could not.
+///
+/// The record is built in scratch space and copied into the ring buffer only up to the path's
+/// NUL (a reserved record has a fixed size: the whole path buffer).
 fn on_open_exit(
     regs: *const u64,
     id: i64,
@@ -280,35 +282,34 @@ fn on_open_exit(
     ret: i64,
     check: bool,
 ) {
-    let mut entry = EVENTS.reserve::<OpenEvent>(0);
-    let ev = match entry.as_mut() {
-        Some(entry) => entry.as_mut_ptr(),
-        None => {
-            count_drop(drop_reason::RINGBUF_FULL);
-            if !check {
-                return;
-            }
-            // The event is lost, the check must still run.
-            match SCRATCH.get_ptr_mut(0) {
-                Some(ev) => ev,
-                None => return,
-            }
-        }
+    let Some(ev) = SCRATCH.get_ptr_mut(0) else {
+        return;
     };
-    // SAFETY: a reserved ring buffer record or this CPU's scratch slot, exclusively ours while
-    // this program runs.
+    // SAFETY: this CPU's scratch slot, exclusively ours while this program runs.
     let ev = unsafe { &mut *ev };
     ev.header = header(event_kind::OPEN, cgroup, config);
     let n = fill_open(ev, regs, id, cgroup, ret);
     if n <= 0 {
         count_drop(drop_reason::PATH_READ);
-    } else if check {
+    }
+    // The path's bytes with their NUL (an unread path is one NUL); `fill_open` never returns
+    // more than PATH_LEN, and the bound tells the verifier so.
+    let path_bytes = if n <= 0 { 1 } else { n as usize };
+    let len = OPEN_PATH_OFFSET
+        + if path_bytes > PATH_LEN {
+            PATH_LEN
+        } else {
+            path_bytes
+        };
+    // SAFETY: `len` is at most the offset of the path plus the path buffer, inside the record.
+    let record = unsafe { core::slice::from_raw_parts((ev as *const OpenEvent).cast::<u8>(), len) };
+    if EVENTS.output::<[u8]>(record, submit_flags()).is_err() {
+        count_drop(drop_reason::RINGBUF_FULL);
+    }
+    if n > 0 && check {
         // Still in time: the signal is delivered before the task returns to user space, so it
         // never runs with the new fd.
         kill_if_sensitive(ev, n as usize - 1, cgroup, config);
-    }
-    if let Some(entry) = entry {
-        entry.submit(submit_flags());
     }
 }
 
