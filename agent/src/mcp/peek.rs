@@ -29,15 +29,23 @@ pub enum PeekId<'a> {
 impl PeekId<'_> {
     /// The id as JSON text, exactly as `Value::to_string` renders it (the session's key).
     pub fn key(&self) -> String {
+        let mut key = String::with_capacity(20);
+        self.write_key(&mut key);
+        key
+    }
+
+    /// [`PeekId::key`] into `out` (cleared first), so that a lookup can reuse one buffer.
+    pub fn write_key(&self, out: &mut String) {
+        out.clear();
         match self {
-            PeekId::Unsigned(n) => {
-                let mut s = String::with_capacity(20);
-                super::session::push_decimal(&mut s, *n);
-                s
+            PeekId::Unsigned(n) => super::session::push_decimal(out, *n),
+            PeekId::Negative(n) => {
+                use std::fmt::Write as _;
+                // Writing to a String cannot fail.
+                let _ = write!(out, "{n}");
             }
-            PeekId::Negative(n) => n.to_string(),
             // Serializing a string cannot fail.
-            PeekId::Str(s) => serde_json::to_string(s.as_ref()).unwrap_or_default(),
+            PeekId::Str(s) => out.push_str(&serde_json::to_string(s.as_ref()).unwrap_or_default()),
         }
     }
 }
@@ -88,6 +96,7 @@ impl Peeker {
         let mut s = Scanner {
             b: raw,
             text,
+            ascii: raw.is_ascii(),
             i: 0,
             keys: &mut self.keys,
             params: [None; 2],
@@ -161,9 +170,25 @@ fn plain_str(text: &str, (a, b): Span) -> Option<Cow<'_, str>> {
     (!t.contains('\\')).then_some(Cow::Borrowed(t))
 }
 
+/// The bytes that end a plain run inside a string: the closing quote, a backslash, and the
+/// control characters JSON requires escaped.
+const STRING_STOP: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        table[c] = true;
+        c += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 struct Scanner<'s, 'k> {
     b: &'s [u8],
     text: &'s str,
+    /// The whole line is ASCII, so every key is: keys that differ in length differ.
+    ascii: bool,
     i: usize,
     keys: &'k mut Vec<Span>,
     /// `name` and `arguments` of the top-level `params`, when it is an object.
@@ -211,9 +236,12 @@ impl Scanner<'_, '_> {
         self.eat(b'"')?;
         let mut escaped = false;
         loop {
-            // Byte by byte: the strings of a message are short, and a memchr call per string
-            // measured dearer than this loop.
-            match *self.b.get(self.i)? {
+            // To the next byte that needs a look, one table load per byte: the strings of a
+            // message are short, and a memchr call per string measured dearer than this.
+            // None: the line ends inside the string.
+            let rest = self.b.get(self.i..)?;
+            self.i += rest.iter().position(|&c| STRING_STOP[usize::from(c)])?;
+            match self.b[self.i] {
                 b'"' => {
                     self.i += 1;
                     return Some(escaped);
@@ -237,8 +265,7 @@ impl Scanner<'_, '_> {
                     }
                 }
                 // Control characters must be escaped.
-                0..=0x1f => return None,
-                _ => self.i += 1,
+                _ => return None,
             }
         }
     }
@@ -331,7 +358,10 @@ impl Scanner<'_, '_> {
             let text = self.text;
             let k = &text[key.0..key.1];
             let seen = &self.keys[base..];
-            let dup = if seen.len() < SCAN_KEYS {
+            let dup = if seen.len() < SCAN_KEYS && self.ascii {
+                seen.iter()
+                    .any(|&(a, b)| b - a == k.len() && text[a..b].eq_ignore_ascii_case(k))
+            } else if seen.len() < SCAN_KEYS {
                 seen.iter().any(|&(a, b)| same_key(&text[a..b], k))
             } else {
                 let set = folded.get_or_insert_with(|| {
@@ -472,6 +502,9 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"arguments":{"x":1,"\u0078":2}}}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"m","params":{"name":"a","Name":"b"}}"#,
             r#"{"jsonrpc":"2.0","id":1,"result":[{"k":1,"K":1}]}"#,
+            // Outside ASCII, where folding can change a key's length (the Kelvin sign is `k`).
+            r#"{"jsonrpc":"2.0","id":1,"result":{"Été":1,"étÉ":2}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"K":1,"k":2}}"#,
             // Not plain JSON-RPC.
             r#"[{"jsonrpc":"2.0","id":1,"result":{}}]"#,
             r#"{"jsonrpc":"2.0","id":1.5,"result":{}}"#,

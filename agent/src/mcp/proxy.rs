@@ -251,6 +251,8 @@ struct Core<K> {
     to_server: Vec<Vec<u8>>,
     /// Reads the common messages without parsing them (its scratch space kept).
     peeker: Peeker,
+    /// A response's id as the session's key, rebuilt in place for every response.
+    response_key: String,
 }
 
 /// How long client tool calls wait for the answer to the proxy's own re-list before they are
@@ -323,6 +325,7 @@ where
         refuse_calls: None,
         to_server: Vec::new(),
         peeker: Peeker::default(),
+        response_key: String::new(),
     });
     // Signalled when client frames start being held and when they are released.
     let held_changed = Notify::new();
@@ -918,6 +921,7 @@ impl<K: CallSink> Core<K> {
             relists,
             failed,
             frame_len,
+            response_key: key,
             ..
         } = self;
         let peeked = Peeked {
@@ -927,11 +931,12 @@ impl<K: CallSink> Core<K> {
         };
         match (&p.id, p.method.as_deref()) {
             (Some(id), None) => {
-                let key = id.key();
-                if relists.contains(&key) || failed.contains(&key) {
+                id.write_key(key);
+                let key = key.as_str();
+                if relists.contains(key) || failed.contains(key) {
                     return false;
                 }
-                let (method, tool) = match session.in_flight_request(&key) {
+                let (method, tool) = match session.in_flight_request(key) {
                     Some(pending) => (pending.method.as_str(), pending.tool.as_deref()),
                     None => ("", None),
                 };
@@ -943,7 +948,7 @@ impl<K: CallSink> Core<K> {
                     return false;
                 }
                 stats.server_messages += 1;
-                if let Some(pending) = session.take_key(&key) {
+                if let Some(pending) = session.take_key(key) {
                     let mut rec = session.complete(pending, Decision::Allowed, String::new(), None);
                     rec.result_bytes = Some(*frame_len as u64);
                     sink.call(rec);

@@ -436,7 +436,8 @@ pub(crate) fn push_decimal(s: &mut String, mut n: u64) {
             break;
         }
     }
-    s.extend(digits[i..].iter().map(|&d| char::from(d)));
+    // ASCII digits: always UTF-8.
+    s.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
 }
 
 fn str_at(v: Option<&Value>, key: &str) -> Option<String> {
