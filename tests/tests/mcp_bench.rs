@@ -8,7 +8,10 @@
 //! latency is the extra pipe hops and wakeups), the throughput ratio (also without
 //! interceptors), and the CPU time the proxy's thread spends per pipelined call. The proxy runs
 //! as `exec` runs it: on a thread of its own with a current-thread runtime. On a shared 2-core
-//! machine the rates swing with the load; the CPU per call is the steadier number.
+//! machine the rates swing with the load, so the direct and proxied connections are open side
+//! by side and take the calls in alternating blocks: both paths see the same stretches of
+//! noise, and the throughput ratio is the median of the blocks' ratios. The CPU per call is the
+//! steadier number.
 //!
 //! Two servers: the Rust echo fixture (the worst case for the ratios: it costs almost nothing,
 //! so the proxy's cost dominates) and the real npm `@modelcontextprotocol/server-everything`
@@ -31,7 +34,7 @@ use mcp_guard::mcp::{
 };
 use mcp_guard_tests::npm_server;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Lines},
     net::unix::pipe,
     process::{Child, Command},
 };
@@ -84,7 +87,7 @@ impl Server {
 }
 
 /// The next response line (server-everything also sends notifications, e.g. log messages).
-async fn response<R: AsyncRead + Unpin>(lines: &mut tokio::io::Lines<BufReader<R>>) -> String {
+async fn response<R: AsyncRead + Unpin>(lines: &mut Lines<BufReader<R>>) -> String {
     loop {
         let l = lines.next_line().await.expect("read").expect("line");
         if !l.contains(r#""method":"notifications/"#) {
@@ -99,93 +102,107 @@ fn call(id: usize) -> String {
     ) + "\n"
 }
 
-/// Initializes, lists tools, then measures round trips and pipelined throughput.
-async fn drive<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
-    mut w: W,
-    r: R,
-    cpu: impl Fn() -> Duration,
-) -> (Vec<Duration>, f64, Duration) {
-    let mut lines = BufReader::new(r).lines();
-    let init = r#"{"jsonrpc":"2.0","id":"i","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#;
-    w.write_all(
-        format!(
-            "{init}\n{}\n",
-            r#"{"jsonrpc":"2.0","id":"l","method":"tools/list"}"#
-        )
-        .as_bytes(),
-    )
-    .await
-    .expect("write");
-    w.flush().await.expect("flush");
-    for _ in 0..2 {
-        response(&mut lines).await;
-    }
-    let (round_trips, pipelined) = counts();
-    let mut lat = Vec::with_capacity(round_trips);
-    for i in 0..round_trips {
-        let msg = call(i);
-        let t = Instant::now();
-        w.write_all(msg.as_bytes()).await.expect("write");
-        w.flush().await.expect("flush");
-        let l = response(&mut lines).await;
-        lat.push(t.elapsed());
-        assert!(l.contains(&format!("ping {i}")), "{l}");
-    }
-    let t = Instant::now();
-    let cpu0 = cpu();
-    let writer = async move {
-        let mut buf = Vec::with_capacity(1 << 16);
-        for i in 0..pipelined {
-            buf.extend_from_slice(call(round_trips + i).as_bytes());
-            if buf.len() > 32 * 1024 {
-                w.write_all(&buf).await.expect("write");
-                buf.clear();
-            }
-        }
-        w.write_all(&buf).await.expect("write");
-        w.flush().await.expect("flush");
-        w
-    };
-    let reader = async {
-        for _ in 0..pipelined {
-            response(&mut lines).await;
-        }
-    };
-    let (_w, ()) = tokio::join!(writer, reader);
-    let rate = pipelined as f64 / t.elapsed().as_secs_f64();
-    (lat, rate, (cpu() - cpu0) / pipelined as u32)
-}
-
-/// What one run through the proxy measured.
-struct Proxied {
-    /// Round-trip latencies.
+/// A client's connection to a server, directly or through a proxy, initialized and with the
+/// tools listed.
+struct Conn {
+    w: Box<dyn AsyncWrite + Unpin>,
+    lines: Lines<BufReader<Box<dyn AsyncRead + Unpin>>>,
+    /// The next request id.
+    next: usize,
+    /// Round-trip latencies so far.
     lat: Vec<Duration>,
-    /// Pipelined calls per second.
-    rate: f64,
-    /// The proxy thread's CPU time per pipelined call (request and response).
-    cpu: Duration,
-    /// The proxy's own time per message during the round trips (see `ProxyConfig::timing`):
-    /// requests (client to server) and responses, each from read to the write issued and to
-    /// written.
-    requests: Vec<(Duration, Duration)>,
-    responses: Vec<(Duration, Duration)>,
+    /// Pipelined calls per second, per block.
+    rates: Vec<f64>,
 }
 
-/// Runs [`drive`] through the proxy with `chain` in front of a fresh `server`. The proxy runs
-/// as `exec` runs it: alone on its own thread, in a current-thread runtime (not sharing the
-/// client's runtime), with the client on the other end of two pipes, here with its own time
-/// per message measured.
+impl Conn {
+    async fn open(
+        w: impl AsyncWrite + Unpin + 'static,
+        r: impl AsyncRead + Unpin + 'static,
+    ) -> Self {
+        let mut c = Conn {
+            w: Box::new(w),
+            lines: BufReader::new(Box::new(r) as Box<dyn AsyncRead + Unpin>).lines(),
+            next: 0,
+            lat: Vec::new(),
+            rates: Vec::new(),
+        };
+        let init = r#"{"jsonrpc":"2.0","id":"i","method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#;
+        let list = r#"{"jsonrpc":"2.0","id":"l","method":"tools/list"}"#;
+        c.w.write_all(format!("{init}\n{list}\n").as_bytes())
+            .await
+            .expect("write");
+        c.w.flush().await.expect("flush");
+        for _ in 0..2 {
+            response(&mut c.lines).await;
+        }
+        c
+    }
+
+    /// `n` calls, each sent when the previous one's answer is in.
+    async fn round_trips(&mut self, n: usize) {
+        for _ in 0..n {
+            let i = self.next;
+            self.next += 1;
+            let msg = call(i);
+            let t = Instant::now();
+            self.w.write_all(msg.as_bytes()).await.expect("write");
+            self.w.flush().await.expect("flush");
+            let l = response(&mut self.lines).await;
+            self.lat.push(t.elapsed());
+            assert!(l.contains(&format!("ping {i}")), "{l}");
+        }
+    }
+
+    /// `n` calls written in 32 KiB batches while the answers are read.
+    async fn pipelined(&mut self, n: usize) {
+        let first = self.next;
+        self.next += n;
+        let Conn { w, lines, .. } = self;
+        let t = Instant::now();
+        let writer = async move {
+            let mut buf = Vec::with_capacity(1 << 16);
+            for i in first..first + n {
+                buf.extend_from_slice(call(i).as_bytes());
+                if buf.len() > 32 * 1024 {
+                    w.write_all(&buf).await.expect("write");
+                    buf.clear();
+                }
+            }
+            w.write_all(&buf).await.expect("write");
+            w.flush().await.expect("flush");
+        };
+        let reader = async {
+            for _ in 0..n {
+                response(lines).await;
+            }
+        };
+        tokio::join!(writer, reader);
+        self.rates.push(n as f64 / t.elapsed().as_secs_f64());
+    }
+}
+
+/// A proxy running on its own thread, and the CPU-time clock of that thread.
+struct ProxyThread {
+    thread: std::thread::JoinHandle<Option<ProxyOutcome>>,
+    clock: libc::clockid_t,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts the proxy with `chain` in front of a fresh `server`, as `exec` runs it: alone on its
+/// own thread, in a current-thread runtime (not sharing the client's runtime), with the client
+/// on the other end of two pipes; here with its own time per message measured.
 async fn through_proxy(
     server: Server,
     cfg: &ProxyConfig,
     chain: mcp::interceptors::Chain,
-) -> Proxied {
+) -> (Conn, ProxyThread) {
     let (proxy_in, to_proxy) = std::io::pipe().expect("pipe");
     let (from_proxy, proxy_out) = std::io::pipe().expect("pipe");
     let mut cfg = cfg.clone();
     cfg.timing = true;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let proxy = std::thread::spawn(move || -> Option<ProxyOutcome> {
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || -> Option<ProxyOutcome> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -214,28 +231,50 @@ async fn through_proxy(
             }
         })
     });
-    let clock = thread_clock(&proxy);
+    let clock = thread_clock(&thread);
     let cw = pipe::Sender::from_owned_fd(to_proxy.into()).expect("client's pipe to the proxy");
     let cr =
         pipe::Receiver::from_owned_fd(from_proxy.into()).expect("client's pipe from the proxy");
-    let (lat, rate, cpu) = drive(cw, cr, || clock_time(clock)).await;
-    // The client's side is closed now: the proxy closes the server's stdin and ends with the
-    // server's output. A server slow to exit is cut short (the timings are then missing).
-    let t = Instant::now();
-    while !proxy.is_finished() && t.elapsed() < Duration::from_secs(5) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let _ = stop_tx.send(());
-    let outcome = proxy.join().expect("proxy thread").unwrap_or_default();
-    // The round trips' messages: after `initialize` and `tools/list`.
-    let round_trips =
-        |v: Vec<(Duration, Duration)>| v.into_iter().skip(2).take(lat.len()).collect();
-    Proxied {
-        requests: round_trips(outcome.client_to_server),
-        responses: round_trips(outcome.server_to_client),
-        lat,
-        rate,
-        cpu,
+    let conn = Conn::open(cw, cr).await;
+    (
+        conn,
+        ProxyThread {
+            thread,
+            clock,
+            stop,
+        },
+    )
+}
+
+impl ProxyThread {
+    /// Ends the proxy (whose client, `conn`, is dropped first) and returns its own timings of
+    /// the first `round_trips` calls: requests (client to server) and responses, each from read
+    /// to the write issued and to written (see `ProxyConfig::timing`).
+    async fn finish(
+        self,
+        conn: Conn,
+        round_trips: usize,
+    ) -> (Vec<(Duration, Duration)>, Vec<(Duration, Duration)>) {
+        // With the client's side closed, the proxy closes the server's stdin and ends with the
+        // server's output. A server slow to exit is cut short (the timings are then missing).
+        drop(conn);
+        let t = Instant::now();
+        while !self.thread.is_finished() && t.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = self.stop.send(());
+        let outcome = self
+            .thread
+            .join()
+            .expect("proxy thread")
+            .unwrap_or_default();
+        // The round trips' messages: after `initialize` and `tools/list`.
+        let round_trips =
+            |v: Vec<(Duration, Duration)>| v.into_iter().skip(2).take(round_trips).collect();
+        (
+            round_trips(outcome.client_to_server),
+            round_trips(outcome.server_to_client),
+        )
     }
 }
 
@@ -272,22 +311,27 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// [`drive`] against a fresh `server`, directly: its round-trip latencies and pipelined rate.
-async fn direct(server: Server) -> (Vec<Duration>, f64) {
-    let mut srv = server.spawn();
-    let (lat, rate, _) = drive(
-        srv.stdin.take().expect("stdin"),
-        srv.stdout.take().expect("stdout"),
-        || Duration::ZERO,
-    )
-    .await;
-    (lat, rate)
+/// The median of `v`.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Direct vs. proxied (default interceptors, and none) against `server`; prints the results.
-async fn compare(server: Server) {
-    let (mut direct_lat, direct_rate) = direct(server).await;
+/// How many blocks each measurement is cut into (see [`compare`]).
+const BLOCKS: usize = 10;
 
+/// Direct vs. proxied (default interceptors, and none) against `server`; prints the results.
+///
+/// The three connections are open at once, and the calls go to them in alternating blocks
+/// (the order rotating from block to block), so that each sees the same stretches of a noisy
+/// machine: measured one after the other, a quiet or busy second decided the ratios.
+async fn compare(server: Server) {
+    let mut srv = server.spawn();
+    let direct = Conn::open(
+        srv.stdin.take().expect("stdin"),
+        srv.stdout.take().expect("stdout"),
+    )
+    .await;
     // Through the proxy (in-process, as exec runs it), default interceptors plus pins.
     let dir =
         std::env::temp_dir().join(format!("mcp-guard-bench-{}-{server:?}", std::process::id()));
@@ -298,26 +342,53 @@ async fn compare(server: Server) {
         poison: PoisonAction::Block,
     });
     let chain = mcp::proxy::build_chain(&cfg).expect("chain");
-    let mut p = through_proxy(server, &cfg, chain).await;
+    let (proxied, proxy) = through_proxy(server, &cfg, chain).await;
     // The same without interceptors: what framing, parsing, session tracking and the plumbing
     // cost on their own.
-    let bare = through_proxy(server, &cfg, mcp::interceptors::Chain::new()).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    // Direct again: how far the machine drifted while the proxied runs ran.
-    let (mut direct_after, _) = direct(server).await;
+    let (bare, bare_proxy) = through_proxy(server, &cfg, mcp::interceptors::Chain::new()).await;
+    let mut conns = [direct, proxied, bare];
 
-    let (d50, d99) = (pct(&mut direct_lat, 0.50), pct(&mut direct_lat, 0.99));
-    let (p50, p99) = (pct(&mut p.lat, 0.50), pct(&mut p.lat, 0.99));
     let (round_trips, pipelined) = counts();
+    for b in 0..BLOCKS {
+        for k in 0..conns.len() {
+            conns[(b + k) % conns.len()]
+                .round_trips(round_trips / BLOCKS)
+                .await;
+        }
+    }
+    let cpu_before = [clock_time(proxy.clock), clock_time(bare_proxy.clock)];
+    for b in 0..BLOCKS {
+        for k in 0..conns.len() {
+            conns[(b + k) % conns.len()]
+                .pipelined(pipelined / BLOCKS)
+                .await;
+        }
+    }
+    let per_call = |clock, before: Duration| {
+        (clock_time(clock) - before) / (pipelined / BLOCKS * BLOCKS) as u32
+    };
+    let (cpu, bare_cpu) = (
+        per_call(proxy.clock, cpu_before[0]),
+        per_call(bare_proxy.clock, cpu_before[1]),
+    );
+    let [direct, proxied, bare] = conns;
+    let (d_lat, d_rates) = (direct.lat, direct.rates);
+    let (mut p_lat, p_rates) = (proxied.lat.clone(), proxied.rates.clone());
+    let b_rates = bare.rates.clone();
+    let measured = p_lat.len();
+    let (requests, responses) = proxy.finish(proxied, measured).await;
+    bare_proxy.finish(bare, 0).await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut d_lat = d_lat;
+    let (d50, d99) = (pct(&mut d_lat, 0.50), pct(&mut d_lat, 0.99));
+    let (p50, p99) = (pct(&mut p_lat, 0.50), pct(&mut p_lat, 0.99));
     println!("== {}", server.name());
-    println!("round trips: {round_trips} tools/call, echo tool");
+    println!(
+        "round trips: {measured} tools/call to the echo tool per path, in {BLOCKS} alternating blocks"
+    );
     println!("  direct   p50 {:8.1} us  p99 {:8.1} us", us(d50), us(d99));
     println!("  proxied  p50 {:8.1} us  p99 {:8.1} us", us(p50), us(p99));
-    println!(
-        "  direct again p50 {:8.1} us  p99 {:8.1} us",
-        us(pct(&mut direct_after, 0.50)),
-        us(pct(&mut direct_after, 0.99))
-    );
     println!(
         "  added    p50 {:8.1} us  p99 {:8.1} us   (ratio p50 {:.2}x, p99 {:.2}x)",
         us(p50) - us(d50),
@@ -325,7 +396,7 @@ async fn compare(server: Server) {
         us(p50) / us(d50),
         us(p99) / us(d99)
     );
-    for (what, times) in [("request ", &p.requests), ("response", &p.responses)] {
+    for (what, times) in [("request ", &requests), ("response", &responses)] {
         let mut issued: Vec<Duration> = times.iter().map(|t| t.0).collect();
         let mut written: Vec<Duration> = times.iter().map(|t| t.1).collect();
         println!(
@@ -336,21 +407,30 @@ async fn compare(server: Server) {
             us(pct(&mut written, 0.99)),
         );
     }
-    println!("throughput: {pipelined} pipelined tools/call");
+    // Per block, the proxied rate over the direct rate of the same block.
+    let ratios =
+        |rates: &[f64]| -> Vec<f64> { rates.iter().zip(&d_rates).map(|(p, d)| p / d).collect() };
     println!(
-        "  direct {direct_rate:10.0} msg/s  proxied {:10.0} msg/s  ratio {:.2}",
-        p.rate,
-        p.rate / direct_rate
+        "throughput: {} pipelined tools/call per path, in {BLOCKS} alternating blocks",
+        pipelined / BLOCKS * BLOCKS
+    );
+    println!(
+        "  direct {:10.0} msg/s  proxied {:10.0} msg/s (medians of the blocks)  ratio {:.2} (median of the blocks' ratios; min {:.2}, max {:.2})",
+        median(d_rates.clone()),
+        median(p_rates.clone()),
+        median(ratios(&p_rates)),
+        ratios(&p_rates).into_iter().fold(f64::INFINITY, f64::min),
+        ratios(&p_rates).into_iter().fold(0.0, f64::max),
     );
     println!(
         "  proxied without interceptors {:10.0} msg/s  ratio {:.2}",
-        bare.rate,
-        bare.rate / direct_rate
+        median(b_rates.clone()),
+        median(ratios(&b_rates))
     );
     println!(
         "proxy CPU per pipelined call (request + response): {:.2} us with the default interceptors, {:.2} us without",
-        us(p.cpu),
-        us(bare.cpu)
+        us(cpu),
+        us(bare_cpu)
     );
 }
 
