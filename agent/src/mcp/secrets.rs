@@ -110,9 +110,15 @@ pub fn luhn(s: &str) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// A family of compiled patterns (secret shapes, or PII kinds), pre-checked with one `RegexSet`.
+/// A family of compiled patterns (secret shapes, or PII kinds), pre-checked with `RegexSet`s.
 struct Patterns {
+    /// Which patterns match (asked only once a screen said something does).
     set: RegexSet,
+    /// Whether any pattern matches: the case-insensitive patterns in a set of their own, the
+    /// others together. A case-insensitive literal has many spellings, and in one set with the
+    /// others it cost the whole set its fast literal search: measured on a 90-byte result
+    /// line, 221 ns with one set against 109 ns with two; on 1.9 KB, 4.0 us against 0.45 us.
+    screens: Vec<RegexSet>,
     list: Vec<(&'static str, Regex)>,
 }
 
@@ -128,7 +134,22 @@ impl Patterns {
             }
         }
         let set = RegexSet::new(list.iter().map(|(_, re)| re.as_str()))?;
-        Ok(Self { set, list })
+        let (folded, exact): (Vec<&Regex>, Vec<&Regex>) = list
+            .iter()
+            .map(|(_, re)| re)
+            .partition(|re| re.as_str().starts_with("(?i)"));
+        let mut screens = Vec::new();
+        for group in [exact, folded] {
+            if !group.is_empty() {
+                screens.push(RegexSet::new(group.iter().map(|re| re.as_str()))?);
+            }
+        }
+        Ok(Self { set, screens, list })
+    }
+
+    /// Whether any pattern matches somewhere in `s`.
+    fn any_match(&self, s: &str) -> bool {
+        self.screens.iter().any(|set| set.is_match(s))
     }
 
     /// A true match of pattern `name` (card numbers must pass the Luhn check).
@@ -144,7 +165,7 @@ impl Patterns {
     /// The names of the patterns with a real match in `s`.
     fn found(&self, s: &str, out: &mut Vec<String>) {
         // The common case, nothing: one early-exit scan instead of collecting every match.
-        if self.is_empty() || !self.set.is_match(s) {
+        if !self.any_match(s) {
             return;
         }
         let hits = self.set.matches(s);
@@ -158,7 +179,7 @@ impl Patterns {
 
     /// Replaces every real match in `s` with `[REDACTED:<name>]`; notes the names in `what`.
     fn redact(&self, s: &mut String, what: &mut Vec<String>) {
-        if self.is_empty() || !self.set.is_match(s.as_str()) {
+        if !self.any_match(s) {
             return;
         }
         let hits = self.set.matches(s.as_str());
@@ -243,8 +264,8 @@ impl Redactor {
     /// sees the same non-word quote at a string's ends, and no pattern anchors elsewhere).
     pub fn could_match(&self, text: &str, shapes: bool) -> bool {
         self.exact.as_ref().is_some_and(|ac| ac.is_match(text))
-            || (!self.pii.is_empty() && self.pii.set.is_match(text))
-            || (shapes && !self.shapes.is_empty() && self.shapes.set.is_match(text))
+            || self.pii.any_match(text)
+            || (shapes && self.shapes.any_match(text))
     }
 
     /// Redacts `s`: exact secret values and PII always, secret shapes when `shapes`; returns
@@ -515,6 +536,11 @@ mod tests {
             ),
             (
                 "Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345",
+                "bearer-token",
+            ),
+            // The scheme in any case (checked apart from the case-sensitive shapes).
+            (
+                "authorization: bEaReR abcdefghijklmnopqrstuvwxyz012345",
                 "bearer-token",
             ),
             (
