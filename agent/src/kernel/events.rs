@@ -379,7 +379,8 @@ mod tests {
     }
 
     /// An open carries its result, also when its record ends at the path's NUL; an attempt from
-    /// the build before (drained on upgrade) has none, and that build's separate result record is skipped, not misread.
+    /// the build before (drained on upgrade) has none, and that build's separate result record
+    /// is skipped, not misread.
     #[test]
     fn opens_and_the_previous_builds_records() {
         let labels = Labels::default();

@@ -187,7 +187,7 @@ const STRING_STOP: [bool; 256] = {
 struct Scanner<'s, 'k> {
     b: &'s [u8],
     text: &'s str,
-    /// The whole line is ASCII, so every key is: keys that differ in length differ.
+    /// The whole line is ASCII, so every key is (and compares without case folding).
     ascii: bool,
     i: usize,
     keys: &'k mut Vec<Span>,
@@ -358,11 +358,15 @@ impl Scanner<'_, '_> {
             let text = self.text;
             let k = &text[key.0..key.1];
             let seen = &self.keys[base..];
-            let dup = if seen.len() < SCAN_KEYS && self.ascii {
-                seen.iter()
-                    .any(|&(a, b)| b - a == k.len() && text[a..b].eq_ignore_ascii_case(k))
-            } else if seen.len() < SCAN_KEYS {
-                seen.iter().any(|&(a, b)| same_key(&text[a..b], k))
+            let dup = if seen.len() < SCAN_KEYS {
+                seen.iter().any(|&(a, b)| {
+                    // Only outside ASCII can folding change a key's length (and need more).
+                    if self.ascii {
+                        text[a..b].eq_ignore_ascii_case(k)
+                    } else {
+                        same_key(&text[a..b], k)
+                    }
+                })
             } else {
                 let set = folded.get_or_insert_with(|| {
                     seen.iter().map(|&(a, b)| fold_case(&text[a..b])).collect()
