@@ -14,7 +14,8 @@ use mcp_guard_ebpf::{ANCESTOR_LEVELS, EventHeader, GuardConfig, drop_reason};
 #[map]
 pub static GUARDED: HashMap<u64, GuardConfig> = HashMap::with_max_entries(4096, 0);
 
-/// The one ring buffer all events go through (16 MiB: about 50k open events of slack).
+/// The one ring buffer all events go through (16 MiB: 50k open events of slack with the longest
+/// paths, about 150k with paths of a few dozen bytes).
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
@@ -77,8 +78,8 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 const WAKEUP_BYTES: u64 = 256 << 10;
 /// Records a CPU submits between two looks at the pending volume. The look reads the
 /// consumer position, a cache line the reader on another CPU keeps writing: on every record
-/// it was a good part of an event's cost. At 320 bytes a record this looks every ~40 KiB per
-/// CPU, well within `WAKEUP_BYTES` of slack.
+/// it was a good part of an event's cost. At 320 bytes at most a record, this looks at least
+/// every ~40 KiB per CPU, well within `WAKEUP_BYTES` of slack.
 const WAKEUP_CHECK_EVERY: u64 = 128;
 
 /// Per-CPU count of records submitted, for `submit_flags`.
