@@ -8,10 +8,11 @@
 //!
 //! An open is reported in one record at exit: path, flags and result. The path is read then,
 //! after the kernel's own copy has faulted its page in, into a per-CPU record (which doubles as
-//! the sensitive-path lookup key) that goes to the ring buffer up to the path's NUL. In a cgroup that kills on sensitive paths
-//! the path is also read and checked at entry, before the kernel copies it (the narrowest window
-//! for a thread that rewrites the buffer); an entry read that fails marks the thread in
-//! `REREAD`, and the check runs at exit instead.
+//! the sensitive-path lookup key) that goes to the ring buffer up to the path's NUL. In a
+//! cgroup that kills on sensitive paths the path is also read and checked at entry, before the
+//! kernel copies it (the narrowest window for a thread that rewrites the buffer); an entry read
+//! that fails marks the thread in `REREAD`, and the check runs at exit instead.
+
 use core::ffi::c_void;
 
 use aya_ebpf::{

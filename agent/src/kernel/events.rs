@@ -177,17 +177,14 @@ fn c_str(bytes: &[u8]) -> String {
     }
 }
 
+/// A whole record of type `T`; `None` when `bytes` is shorter.
 fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < size_of::<T>() {
-        return None;
-    }
-    // SAFETY: the length was checked; T is a plain `#[repr(C)]` record valid for any bytes, and
-    // read_unaligned copes with the ring buffer's 8-byte alignment.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    read_prefix(bytes, size_of::<T>())
 }
 
 /// A record sent only up to its path's NUL (see `OPEN_PATH_OFFSET`): the bytes present, the rest
-/// zero; `None` when it does not reach `min` bytes.
+/// zero; `None` when it does not reach `min` bytes. The copy also copes with the ring buffer's
+/// 8-byte alignment.
 fn read_prefix<T: Copy>(bytes: &[u8], min: usize) -> Option<T> {
     if bytes.len() < min {
         return None;

@@ -1351,7 +1351,6 @@ impl<K: CallSink> Core<K> {
     }
 }
 
-/// True when a client frame (a message or a batch) holds a `tools/call` request.
 /// The interceptors' view of a message of `session`.
 fn ctx_for<'a>(
     session: &'a Session,
@@ -1369,6 +1368,7 @@ fn ctx_for<'a>(
     }
 }
 
+/// True when a client frame (a message or a batch) holds a `tools/call` request.
 fn calls_a_tool(frame_value: &Value) -> bool {
     let is_call =
         |m: &Value| frame::member(m, "method").and_then(Value::as_str) == Some("tools/call");
