@@ -5,7 +5,9 @@
 //!
 //! - 20k loopback TCP connects from a guarded cgroup (allowlisted port, events on) vs. an
 //!   unguarded cgroup;
-//! - 200k openat calls from a guarded cgroup (open events captured) vs. an unguarded cgroup;
+//! - 200k openat calls from a guarded cgroup (open events captured) vs. an unguarded cgroup, by
+//!   wall time and by the opening thread's own CPU time (which leaves out the stretches when the
+//!   event reader, another task or the hypervisor has its CPU: the steadier of the two here);
 //! - ring buffer throughput: open events delivered per second during that run, and drops;
 //! - with `MCP_GUARD_BENCH_STATS=1`, the kernel's own price of a guarded open: run time of the
 //!   syscall tracing programs (kernel BPF statistics) per open+close in the guarded loop, next to the unguarded
@@ -148,7 +150,8 @@ fn kernel_guard_overhead() {
     };
     // Per loop: the programs' ns per open+close (sys_enter, sys_exit) and their runs per open.
     let mut kernel_ns: std::collections::BTreeMap<&str, Vec<(f64, f64, f64)>> = Default::default();
-    let mut loop_secs = |cg: &TestCgroup, label: &'static str| -> f64 {
+    // Per loop: wall and the opening thread's CPU time, in seconds.
+    let mut loop_secs = |cg: &TestCgroup, label: &'static str| -> (f64, f64) {
         let before = prog_ns();
         let out = lines(&cg.run(std::path::Path::new(opener), &open_args));
         let after = prog_ns();
@@ -172,20 +175,25 @@ fn kernel_guard_overhead() {
             .entry(label)
             .or_default()
             .push((enter, exit, runs_e + runs_x));
-        let ns: f64 = out[0].parse().expect("elapsed ns");
-        ns / 1e9
+        let ns = |i: usize| -> f64 { out[i].parse::<f64>().expect("opener's ns") / 1e9 };
+        (ns(0), ns(1))
     };
     let drops_before: u64 = guard.dropped().expect("drops").values().sum();
     let (mut o_plain, mut o_guarded) = (Vec::new(), Vec::new());
+    let (mut cpu_plain, mut cpu_guarded) = (Vec::new(), Vec::new());
     let mut throughput = Vec::new();
     // The reader's CPU time per delivered event: steadier than wall time on a shared machine.
     let mut reader_cpu = Vec::new();
     for _ in 0..ROUNDS {
-        o_plain.push(loop_secs(&plain, "unguarded"));
+        let (wall, cpu) = loop_secs(&plain, "unguarded");
+        o_plain.push(wall);
+        cpu_plain.push(cpu);
         let before = opens_seen.load(Ordering::Relaxed);
         let start = Instant::now();
         let cpu_before = own_cpu();
-        o_guarded.push(loop_secs(&guarded, "guarded"));
+        let (wall, cpu) = loop_secs(&guarded, "guarded");
+        o_guarded.push(wall);
+        cpu_guarded.push(cpu);
         // Let the reader finish draining what the run produced.
         let expected = before + OPENS as u64;
         while !no_reader
@@ -222,6 +230,14 @@ fn kernel_guard_overhead() {
         og * 1e9 / OPENS as f64,
         og / op,
         paired(&o_plain, &o_guarded)
+    );
+    let (cpu_p, cpu_g) = (best(&cpu_plain), best(&cpu_guarded));
+    println!(
+        "  the opening thread's CPU time: unguarded {:.0} ns/open, guarded+events {:.0} ns/open, ratio {:.3} (paired median {:.3})",
+        cpu_p * 1e9 / OPENS as f64,
+        cpu_g * 1e9 / OPENS as f64,
+        cpu_g / cpu_p,
+        paired(&cpu_plain, &cpu_guarded)
     );
     for (label, runs) in kernel_ns.iter().filter(|_| _stats.is_some()) {
         let shown: Vec<String> = runs

@@ -253,7 +253,9 @@ fn exec_session_under_an_open_storm() {
             String::from_utf8_lossy(&out.stderr)
         );
         let opener_ns: f64 = String::from_utf8_lossy(&out.stdout)
-            .trim()
+            .lines()
+            .next()
+            .unwrap_or_default()
             .parse()
             .expect("opener's elapsed ns");
         let listed = std::process::Command::new(bin("mcp-guard"))
