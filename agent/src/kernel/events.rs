@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap,
     io,
+    mem::offset_of,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, RwLock},
 };
@@ -177,39 +178,33 @@ fn c_str(bytes: &[u8]) -> String {
     }
 }
 
-/// A whole record of type `T`; `None` when `bytes` is shorter.
+/// A record of type `T` copied out of `bytes` (which the ring buffer only aligns to 8 bytes);
+/// `None` when `bytes` is shorter.
 fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
-    read_prefix(bytes, size_of::<T>())
-}
-
-/// A record sent only up to its path's NUL (see `OPEN_PATH_OFFSET`): the bytes present, the rest
-/// zero; `None` when it does not reach `min` bytes. The copy also copes with the ring buffer's
-/// 8-byte alignment.
-fn read_prefix<T: Copy>(bytes: &[u8], min: usize) -> Option<T> {
-    if bytes.len() < min {
+    if bytes.len() < size_of::<T>() {
         return None;
     }
-    let mut record = std::mem::MaybeUninit::<T>::zeroed();
-    // SAFETY: at most size_of::<T>() bytes are copied into the zeroed record; T is a plain
-    // `#[repr(C)]` record valid for any bytes (all zero included).
+    let mut record = std::mem::MaybeUninit::<T>::uninit();
+    // SAFETY: exactly size_of::<T>() bytes, all present in `bytes`, fill the record; T is a
+    // plain `#[repr(C)]` record valid for any bytes.
     unsafe {
         std::ptr::copy_nonoverlapping(
             bytes.as_ptr(),
             record.as_mut_ptr().cast::<u8>(),
-            bytes.len().min(size_of::<T>()),
+            size_of::<T>(),
         );
         Some(record.assume_init())
     }
 }
 
+/// The `N` bytes of a field at `offset`; `None` when the record is too short.
+fn field<const N: usize>(bytes: &[u8], offset: usize) -> Option<[u8; N]> {
+    bytes.get(offset..offset + N)?.try_into().ok()
+}
+
 /// Parses one ring buffer record; `None` for a record of unknown kind or short length.
 pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
     let header: EventHeader = read(bytes)?;
-    let open = |ev: &OpenEvent, result| EventKind::Open {
-        path: c_str(&ev.key.path),
-        flags: ev.flags,
-        result,
-    };
     let kind = match header.kind {
         event_kind::EXEC => {
             let ev: ExecEvent = read(bytes)?;
@@ -219,13 +214,25 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
                 argv: ev.argv[..argc].iter().map(|a| c_str(a)).collect(),
             }
         }
-        event_kind::OPEN => {
-            let ev: OpenEvent = read_prefix(bytes, OPEN_PATH_OFFSET + 1)?;
-            open(&ev, Some(ev.result))
-        }
+        // The fields in place: copying the record whole would mean a full-size path buffer.
+        event_kind::OPEN if bytes.len() > OPEN_PATH_OFFSET => EventKind::Open {
+            path: c_str(&bytes[OPEN_PATH_OFFSET..]),
+            flags: u32::from_ne_bytes(field(bytes, offset_of!(OpenEvent, flags))?),
+            result: Some(i64::from_ne_bytes(field(
+                bytes,
+                offset_of!(OpenEvent, result),
+            )?)),
+        },
         // An upgrade drains the ring buffer of the build before it: its attempts go on
         // without their result (in a separate record, which has no header and is skipped).
-        event_kind::OPEN_ATTEMPT_V1 => open(&read(bytes)?, None),
+        event_kind::OPEN_ATTEMPT_V1 => {
+            let ev: OpenEvent = read(bytes)?;
+            EventKind::Open {
+                path: c_str(&ev.key.path),
+                flags: ev.flags,
+                result: None,
+            }
+        }
         event_kind::CONNECT => {
             let ev: ConnectEvent = read(bytes)?;
             let ip = if ev.family == libc::AF_INET as u32 {
@@ -315,9 +322,14 @@ pub(crate) fn spawn_reader(
                     while !drain(fd.get_mut(), &labels, &mut batch) {}
                 }
             }
-            for event in batch.drain(..) {
-                if tx.send(event).await.is_err() {
+            // Room for many events at a time: one wait on the channel instead of one per event.
+            let mut events = batch.drain(..);
+            while events.len() > 0 {
+                let Ok(permits) = tx.reserve_many(events.len().min(tx.max_capacity())).await else {
                     return;
+                };
+                for (permit, event) in permits.zip(&mut events) {
+                    permit.send(event);
                 }
             }
             if let Some(reply) = flushed {
