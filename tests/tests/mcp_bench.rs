@@ -21,6 +21,10 @@
 //! `valgrind --tool=callgrind --separate-threads=yes`, whose instruction counts per proxy thread
 //! are repeatable where timings on a shared machine are not). `MCP_BENCH_SERVERS=echo` (or
 //! `everything`) runs one server only.
+//!
+//! `MCP_BENCH_NO_IDLE=1` (root) holds `/dev/cpu_dma_latency` at 0 for the run, so idle CPUs poll
+//! instead of halting: on a VM whose halted vCPUs are slow to wake, this separates that wakeup
+//! cost (paid on each of the proxy's two extra hops) from the proxy's own.
 
 use std::{
     process::Stdio,
@@ -437,6 +441,17 @@ async fn compare(server: Server) {
 #[test]
 #[ignore = "benchmark: run in release with --ignored --nocapture"]
 fn proxy_added_latency_and_throughput() {
+    let no_idle = std::env::var("MCP_BENCH_NO_IDLE").is_ok_and(|v| !v.is_empty() && v != "0");
+    let _no_idle = no_idle.then(|| {
+        let mut qos = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/cpu_dma_latency")
+            .expect("MCP_BENCH_NO_IDLE: /dev/cpu_dma_latency (needs root)");
+        std::io::Write::write_all(&mut qos, &0i32.to_ne_bytes()).expect("latency request");
+        println!("MCP_BENCH_NO_IDLE: CPUs kept out of idle states for this run");
+        // The request holds while the file is open.
+        qos
+    });
     // The client gets a thread of its own; the proxy another (see `through_proxy`).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
