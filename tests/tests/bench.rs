@@ -7,7 +7,8 @@
 //!   unguarded cgroup;
 //! - 200k openat calls from a guarded cgroup (open events captured) vs. an unguarded cgroup, by
 //!   wall time and by the opening thread's own CPU time (which leaves out the stretches when the
-//!   event reader, another task or the hypervisor has its CPU: the steadier of the two here);
+//!   event reader, another task or the hypervisor has its CPU; where the two agree, the gap is
+//!   work done inside the guarded open itself);
 //! - ring buffer throughput: open events delivered per second during that run, and drops;
 //! - with `MCP_GUARD_BENCH_STATS=1`, the kernel's own price of a guarded open: run time of the
 //!   syscall tracing programs (kernel BPF statistics) per open+close in the guarded loop, next to the unguarded
