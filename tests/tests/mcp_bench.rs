@@ -31,11 +31,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mcp_guard::exec::record::{CallFacts, StoreCallSink};
 use mcp_guard::mcp::{
     self, ProxyConfig, ProxyOutcome,
     pins::{PinConfig, PoisonAction},
-    session::MemorySink,
 };
+use mcp_guard::store::StoreWriter;
 use mcp_guard_tests::npm_server;
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Lines},
@@ -195,11 +196,14 @@ struct ProxyThread {
 
 /// Starts the proxy with `chain` in front of a fresh `server`, as `exec` runs it: alone on its
 /// own thread, in a current-thread runtime (not sharing the client's runtime), with the client
-/// on the other end of two pipes; here with its own time per message measured.
+/// on the other end of two pipes, and each call recorded in a store at `db` by its writer
+/// thread; here with its own time per message measured. (exec's correlator, which also hears
+/// of each call, is not run.)
 async fn through_proxy(
     server: Server,
     cfg: &ProxyConfig,
     chain: mcp::interceptors::Chain,
+    db: std::path::PathBuf,
 ) -> (Conn, ProxyThread) {
     let (proxy_in, to_proxy) = std::io::pipe().expect("pipe");
     let (from_proxy, proxy_out) = std::io::pipe().expect("pipe");
@@ -226,7 +230,7 @@ async fn through_proxy(
                 so,
                 &cfg,
                 chain,
-                MemorySink::default(),
+                StoreCallSink::new(StoreWriter::spawn(db), CallFacts::new().sender()),
                 None,
             );
             tokio::select! {
@@ -340,16 +344,23 @@ async fn compare(server: Server) {
     let dir =
         std::env::temp_dir().join(format!("mcp-guard-bench-{}-{server:?}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench dir");
     let mut cfg = ProxyConfig::new("bench");
     cfg.pins = Some(PinConfig {
         dir: dir.clone(),
         poison: PoisonAction::Block,
     });
     let chain = mcp::proxy::build_chain(&cfg).expect("chain");
-    let (proxied, proxy) = through_proxy(server, &cfg, chain).await;
+    let (proxied, proxy) = through_proxy(server, &cfg, chain, dir.join("default.db")).await;
     // The same without interceptors: what framing, parsing, session tracking and the plumbing
     // cost on their own.
-    let (bare, bare_proxy) = through_proxy(server, &cfg, mcp::interceptors::Chain::new()).await;
+    let (bare, bare_proxy) = through_proxy(
+        server,
+        &cfg,
+        mcp::interceptors::Chain::new(),
+        dir.join("bare.db"),
+    )
+    .await;
     let mut conns = [direct, proxied, bare];
 
     let (round_trips, pipelined) = counts();
@@ -382,6 +393,21 @@ async fn compare(server: Server) {
     let measured = p_lat.len();
     let (requests, responses) = proxy.finish(proxied, measured).await;
     bare_proxy.finish(bare, 0).await;
+    // The records really went to SQLite (not dropped for a store that would not open).
+    let sent = (round_trips + pipelined) as u64;
+    let stored = || {
+        mcp_guard::store::Store::open(&dir.join("default.db"))
+            .and_then(|s| s.counts())
+            .map_or(0, |c| c.calls)
+    };
+    let waited = Instant::now();
+    while stored() < sent && waited.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "calls recorded in the proxied path's store: {} of {sent}",
+        stored()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
     let mut d_lat = d_lat;
