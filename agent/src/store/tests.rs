@@ -505,6 +505,46 @@ fn writer_batches_and_flush_waits_for_commit() {
     assert_eq!(store.counts().unwrap().events, 5_000);
 }
 
+/// The writer looks for records on a tick while they flow and waits on the channel once they
+/// stop: a record after a quiet spell is still written at once, and the last records before
+/// every handle is dropped are written too.
+#[test]
+fn writer_goes_quiet_and_wakes_and_drains_on_close() {
+    let dir = TempDir::new("writer-quiet");
+    let handle = StoreWriter::spawn(dir.db());
+    let now = Timestamp::now();
+    let written = |n: u64, handle: &StoreHandle| {
+        let since = std::time::Instant::now();
+        while handle.written() < n && since.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        handle.written()
+    };
+    assert!(handle.send(event("e1", "a", EventKind::Open, now)));
+    assert_eq!(written(1, &handle), 1);
+    // Long enough for a quiet tick: the writer now waits on the channel.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(handle.send(event("e2", "a", EventKind::Open, now)));
+    assert_eq!(written(2, &handle), 2, "a record after a quiet spell");
+    // Sent while the writer ticks, then every handle gone.
+    assert!(handle.send(event("e3", "a", EventKind::Open, now)));
+    drop(handle);
+    let since = std::time::Instant::now();
+    let stored = || {
+        Store::open_existing(&dir.db())
+            .and_then(|s| s.counts())
+            .map_or(0, |c| c.events)
+    };
+    while stored() < 3 && since.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        stored(),
+        3,
+        "the record sent just before the last handle was dropped"
+    );
+}
+
 #[test]
 fn writer_counts_what_it_cannot_write_and_never_blocks() {
     // A state dir that cannot be created: a regular file sits where its parent should be.
