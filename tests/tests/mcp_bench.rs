@@ -7,7 +7,8 @@
 //! (line read to forwarded bytes written, measured inside the proxy: the rest of the added
 //! latency is the extra pipe hops and wakeups), the throughput ratio (also without
 //! interceptors), and the CPU time the proxy's thread spends per pipelined call. The proxy runs
-//! as `exec` runs it: on a thread of its own with a current-thread runtime. On a shared 2-core
+//! as `exec` runs it: on a thread of its own with a current-thread runtime, each call recorded in
+//! a SQLite store by the store writer's thread (exec's correlator is not run). On a shared 2-core
 //! machine the rates swing with the load, so the direct and proxied connections are open side
 //! by side and take the calls in alternating blocks: both paths see the same stretches of
 //! noise, and the throughput ratio is the median of the blocks' ratios. The CPU per call is the
@@ -404,10 +405,7 @@ async fn compare(server: Server) {
     while stored() < sent && waited.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!(
-        "calls recorded in the proxied path's store: {} of {sent}",
-        stored()
-    );
+    let recorded = stored();
     let _ = std::fs::remove_dir_all(&dir);
 
     let mut d_lat = d_lat;
@@ -462,6 +460,7 @@ async fn compare(server: Server) {
         us(cpu),
         us(bare_cpu)
     );
+    println!("calls recorded in the proxied path's store: {recorded} of {sent}");
 }
 
 #[test]
