@@ -231,9 +231,13 @@ fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
     let mut flushes: Vec<mpsc::Sender<()>> = Vec::new();
     // Something arrived last time round: look again after a tick rather than wait.
     let mut active = false;
+    // The last batch was cut at `max_batch`: more is waiting now.
+    let mut backlog = false;
     loop {
         let first = if active {
-            thread::sleep(ACTIVE_TICK);
+            if !backlog {
+                thread::sleep(ACTIVE_TICK);
+            }
             match rx.try_recv() {
                 Ok(m) => Some(m),
                 // A quiet tick: wait on the channel from the next round.
@@ -267,6 +271,7 @@ fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
                 None
             };
         }
+        backlog = batch.len() >= config.max_batch;
         if !batch.is_empty() {
             let n = batch.len() as u64;
             if store.is_none() && Instant::now() >= next_open {
