@@ -117,7 +117,14 @@ fn busy(stream: &UnixStream, uid: u32, full: Full) {
             admission::MAX_PENDING
         ),
     };
-    tracing::warn!("agent socket: uid {uid}: {message}");
+    // At most one line a second: the refused connections are the attacker's to multiply.
+    static LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LOGGED.swap(second, std::sync::atomic::Ordering::Relaxed) != second {
+        tracing::warn!("agent socket: uid {uid}: {message}");
+    }
     let reply = ClientReply::Refused {
         code: i32::from(EXIT_BUSY),
         message,
