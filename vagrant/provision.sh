@@ -35,6 +35,12 @@ install -m 0644 packaging/mcp-guard.toml /etc/mcp-guard/agent.toml
 groupadd -f mcp
 usermod -a -G mcp vagrant
 sed -i 's/^# socket_group = "mcp"/socket_group = "mcp"/' /etc/mcp-guard/agent.toml
+# /metrics only for requests bearing the token (a root-only file; kept across re-provisioning).
+if [ ! -s /etc/mcp-guard/metrics.token ]; then
+  install -m 0600 -o root -g root /dev/null /etc/mcp-guard/metrics.token
+  python3 -c 'import secrets; print(secrets.token_hex(32))' > /etc/mcp-guard/metrics.token
+fi
+sed -i 's|^# metrics_token_file = |metrics_token_file = |' /etc/mcp-guard/agent.toml
 install -m 0644 policies/*.toml /etc/mcp-guard/policies/
 mcp-guard policy check /etc/mcp-guard/policies/*.toml
 
@@ -47,6 +53,9 @@ systemctl restart mcp-guard.service
 echo "==> Prometheus scraping the agent, with mcp-guard's alert rules"
 install -m 0644 packaging/prometheus/prometheus.yml /etc/prometheus/prometheus.yml
 install -m 0644 packaging/prometheus/mcp-guard-rules.yml /etc/prometheus/mcp-guard-rules.yml
+# Prometheus's own copy of the agent's /metrics token (authorization: credentials_file).
+install -o prometheus -g prometheus -m 0400 /etc/mcp-guard/metrics.token \
+  /etc/prometheus/mcp-guard-metrics.token
 promtool check config /etc/prometheus/prometheus.yml
 systemctl enable prometheus
 systemctl restart prometheus
@@ -86,5 +95,7 @@ async def main():
 asyncio.run(main())
 PY
 sleep 2
-curl -sf 127.0.0.1:9464/metrics | grep '^mcp_guard_tool_calls_total'
+test "$(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:9464/metrics)" = 401
+curl -sf -H "Authorization: Bearer $(cat /etc/mcp-guard/metrics.token)" 127.0.0.1:9464/metrics \
+  | grep '^mcp_guard_tool_calls_total'
 echo "==> done: Prometheus on http://localhost:9090 (host), mcp-guard calls/events/alerts in the VM"

@@ -9,6 +9,10 @@ use crate::state::{DEFAULT_POLICY_DIR, DEFAULT_STATE_DIR, Dirs};
 pub const EXIT_POLICY: u8 = 78;
 /// Exit status when an enforcement the policy asks for cannot be applied here (fail closed).
 pub const EXIT_UNENFORCEABLE: u8 = 77;
+/// Exit status when the agent is at a limit for the caller (`max_sessions_per_user`, too many
+/// connections waiting): nothing was launched, and trying again later may succeed
+/// (EX_TEMPFAIL).
+pub const EXIT_BUSY: u8 = 75;
 
 /// mcp-guard: host enforcement for MCP servers.
 #[derive(Debug, Parser)]
@@ -93,9 +97,10 @@ pub struct AgentArgs {
     /// Agent config file (TOML); default /etc/mcp-guard/agent.toml when it exists.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Address to serve /metrics on (overrides the config; default 127.0.0.1:9464).
-    #[arg(long)]
-    pub metrics: Option<std::net::SocketAddr>,
+    /// Where to serve /metrics: host:port or unix:/path (overrides the config; default
+    /// 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<crate::metrics::listen::MetricsAddr>,
     /// The Unix socket `exec` clients connect to (overrides the config; default
     /// /run/mcp-guard/agent.sock).
     #[arg(long, value_name = "PATH")]
@@ -418,6 +423,7 @@ pub fn main() -> ExitCode {
                 learn: a.learn,
                 command: a.command,
                 caller: None,
+                client_exe: None,
             },
             &dirs,
             &crate::exec::AgentRoute {

@@ -1,6 +1,7 @@
 //! `mcp-guard agent`: the long-running service. Loads and pins the eBPF programs once, runs
 //! sessions for `exec` clients on its Unix socket ([`sessions`], [`guard_service`]), and serves
-//! Prometheus metrics for every session on the host.
+//! Prometheus metrics for every session on the host (on TCP or a Unix socket, optionally behind
+//! a bearer token: [`crate::metrics::auth`], [`crate::metrics::listen`]).
 //!
 //! Each `mcp-guard exec` writes its calls, kernel events, alerts and lost-event counts to the
 //! store in the state dir; the agent follows the store ([`Tail`]) and turns what is new into the
@@ -11,7 +12,6 @@
 //! says why).
 
 use std::{
-    net::SocketAddr,
     os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
     process::ExitCode,
@@ -22,6 +22,7 @@ use std::{
 use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
 
+pub mod admission;
 pub mod guard_service;
 pub mod policies;
 pub mod sessions;
@@ -30,7 +31,11 @@ use crate::{
     cli::EXIT_POLICY,
     ipc,
     kernel::loader::PROGRAM_NAMES,
-    metrics::{BpfStatsSource, Metrics},
+    metrics::{
+        BpfStatsSource, Metrics,
+        auth::{Auth, Token},
+        listen::{Listener, MetricsAddr},
+    },
     state::Dirs,
     store::{Store, StoreError, StoreWriter, Tail, TailBatch, db_path},
 };
@@ -51,7 +56,7 @@ pub struct AgentArgs {
     /// `--config`.
     pub config: Option<PathBuf>,
     /// `--metrics` (overrides the config).
-    pub metrics: Option<SocketAddr>,
+    pub metrics: Option<MetricsAddr>,
     /// `--socket` (overrides the config).
     pub socket: Option<PathBuf>,
     /// `--bpf-dir` (overrides the config).
@@ -62,9 +67,15 @@ pub struct AgentArgs {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Address `/metrics` is served on.
+    /// Where `/metrics` is served: `host:port` or `unix:/path`.
     #[serde(default = "default_metrics")]
-    pub metrics: SocketAddr,
+    pub metrics: MetricsAddr,
+    /// A file only root may read holding the bearer token every `/metrics` request must carry.
+    #[serde(default)]
+    pub metrics_token_file: Option<PathBuf>,
+    /// The group of a `unix:` metrics socket (mode 0660); `None`: root's.
+    #[serde(default)]
+    pub metrics_socket_group: Option<String>,
     /// How often the store is followed, in milliseconds.
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
@@ -86,7 +97,17 @@ pub struct Config {
     /// Let non-root callers use `--observe`.
     #[serde(default)]
     pub allow_observe: bool,
+    /// Sessions one non-root user may run at once (by SO_PEERCRED uid).
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions_per_user: u32,
 }
+
+fn default_max_sessions() -> u32 {
+    admission::DEFAULT_MAX_SESSIONS_PER_USER
+}
+
+/// The largest `max_sessions_per_user` (each session is a root worker and a jailed server).
+const MAX_SESSIONS_PER_USER: u32 = 65_536;
 
 fn default_socket() -> PathBuf {
     PathBuf::from(ipc::DEFAULT_SOCKET)
@@ -100,10 +121,10 @@ fn default_bpf_dir() -> PathBuf {
     PathBuf::from(DEFAULT_BPF_DIR)
 }
 
-fn default_metrics() -> SocketAddr {
+fn default_metrics() -> MetricsAddr {
     DEFAULT_METRICS_ADDR
         .parse()
-        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9464)))
+        .unwrap_or_else(|_| MetricsAddr::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))))
 }
 
 fn default_poll_ms() -> u64 {
@@ -114,6 +135,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             metrics: default_metrics(),
+            metrics_token_file: None,
+            metrics_socket_group: None,
             poll_ms: default_poll_ms(),
             socket: default_socket(),
             socket_mode: default_socket_mode(),
@@ -121,6 +144,7 @@ impl Default for Config {
             bpf_dir: default_bpf_dir(),
             known_only: false,
             allow_observe: false,
+            max_sessions_per_user: default_max_sessions(),
         }
     }
 }
@@ -152,7 +176,42 @@ impl Config {
             ));
         }
         config.mode()?;
+        if !(1..=MAX_SESSIONS_PER_USER).contains(&config.max_sessions_per_user) {
+            return Err(format!(
+                "max_sessions_per_user = {}: must be between 1 and {MAX_SESSIONS_PER_USER}",
+                config.max_sessions_per_user
+            ));
+        }
+        if let Some(file) = &config.metrics_token_file
+            && !file.is_absolute()
+        {
+            return Err(format!(
+                "metrics_token_file = {:?}: an absolute path",
+                file.display()
+            ));
+        }
         Ok(config)
+    }
+
+    /// Checks what only the whole configuration (file and flags) can tell.
+    fn check_effective(&self) -> Result<(), String> {
+        if self.metrics_socket_group.is_some() && !matches!(self.metrics, MetricsAddr::Unix(_)) {
+            return Err(format!(
+                "metrics_socket_group is the group of a unix: metrics socket; /metrics is served \
+                 on TCP {} (protect that with metrics_token_file)",
+                self.metrics
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `/metrics` token from `metrics_token_file` (`None` when not set); an error when the
+    /// file is not root's alone (the agent then refuses to start, or a reload keeps the old one).
+    pub fn metrics_token(&self) -> Result<Option<(Token, PathBuf)>, String> {
+        self.metrics_token_file
+            .as_ref()
+            .map(|f| Token::from_file(f).map(|t| (t, f.clone())))
+            .transpose()
     }
 
     /// `socket_mode` as permission bits.
@@ -172,6 +231,7 @@ impl Config {
         sessions::LaunchRules {
             known_only: self.known_only,
             allow_observe: self.allow_observe,
+            max_sessions_per_user: self.max_sessions_per_user,
         }
     }
 }
@@ -185,8 +245,20 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
             return ExitCode::from(EXIT_POLICY);
         }
     };
-    if let Some(addr) = args.metrics {
-        config.metrics = addr;
+    if let Some(addr) = &args.metrics {
+        config.metrics = addr.clone();
+    }
+    // Before anything is loaded or bound: a token others can read is refused (fail closed).
+    let auth = Arc::new(Auth::default());
+    match config
+        .check_effective()
+        .and_then(|()| config.metrics_token())
+    {
+        Ok(token) => auth.set(token),
+        Err(e) => {
+            eprintln!("mcp-guard agent: config error: {e}");
+            return ExitCode::from(EXIT_POLICY);
+        }
     }
     if let Some(socket) = &args.socket {
         config.socket = socket.clone();
@@ -205,7 +277,7 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args, config, dirs.clone())) {
+    match rt.block_on(run(args, config, auth, dirs.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcp-guard agent: {e}");
@@ -214,7 +286,12 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
     }
 }
 
-async fn run(args: AgentArgs, mut config: Config, dirs: Dirs) -> Result<(), String> {
+async fn run(
+    args: AgentArgs,
+    mut config: Config,
+    auth: Arc<Auth>,
+    dirs: Dirs,
+) -> Result<(), String> {
     let state_dir = dirs.state.clone();
     let writer = StoreWriter::spawn(db_path(&state_dir));
     let guard = guard_service::GuardService::start(&config.bpf_dir, writer.clone())
@@ -239,6 +316,7 @@ async fn run(args: AgentArgs, mut config: Config, dirs: Dirs) -> Result<(), Stri
         dirs: dirs.clone(),
         socket: config.socket.clone(),
         guard: guard.clone(),
+        admission: Arc::default(),
     });
     let accepting = tokio::spawn(sessions::accept(listener, launcher.clone()));
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
@@ -249,15 +327,22 @@ async fn run(args: AgentArgs, mut config: Config, dirs: Dirs) -> Result<(), Stri
         Ok(source) => tracing::info!("eBPF run statistics: {source:?}"),
         Err(e) => tracing::warn!("eBPF run statistics unavailable: {e}"),
     }
-    let listener = tokio::net::TcpListener::bind(config.metrics)
-        .await
-        .map_err(|e| format!("cannot listen on {} for /metrics: {e}", config.metrics))?;
+    let listener = Listener::bind(&config.metrics, config.metrics_socket_group.as_deref()).await?;
     eprintln!(
-        "mcp-guard agent: serving http://{}/metrics, following {}",
-        listener.local_addr().map_err(|e| e.to_string())?,
+        "mcp-guard agent: serving {}{}, following {}",
+        listener.describe(),
+        if auth.required() {
+            " (bearer token required)"
+        } else {
+            ""
+        },
         db_path(&state_dir).display()
     );
-    tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+    tokio::spawn(crate::metrics::serve(
+        listener,
+        metrics.clone(),
+        auth.clone(),
+    ));
 
     let store = open_store(&state_dir)?;
     let mut tail = Tail::from_now(&store).map_err(|e| format!("store: {e}"))?;
@@ -304,11 +389,15 @@ async fn run(args: AgentArgs, mut config: Config, dirs: Dirs) -> Result<(), Stri
                     eprintln!("mcp-guard agent: SIGHUP: {p}");
                 }
                 eprintln!("mcp-guard agent: policies reloaded ({} problem(s))", problems.len());
-                match Config::load(args.config.as_deref()) {
-                Ok(new) => {
-                    if new.metrics != config.metrics && args.metrics.is_none() {
-                        tracing::warn!("SIGHUP: a new metrics address takes a restart; keeping {}", config.metrics);
+                match Config::load(args.config.as_deref())
+                    .and_then(|new| new.metrics_token().map(|token| (new, token)))
+                {
+                Ok((new, token)) => {
+                    if (new.metrics != config.metrics && args.metrics.is_none())
+                        || new.metrics_socket_group != config.metrics_socket_group {
+                        tracing::warn!("SIGHUP: a new metrics address or group takes a restart; keeping {}", config.metrics);
                     }
+                    auth.set(token);
                     if new.socket != config.socket || new.bpf_dir != config.bpf_dir
                         || new.socket_mode != config.socket_mode
                         || new.socket_group != config.socket_group {
@@ -318,6 +407,7 @@ async fn run(args: AgentArgs, mut config: Config, dirs: Dirs) -> Result<(), Stri
                     *launcher.rules.write().unwrap_or_else(|p| p.into_inner()) = new.rules();
                     config = Config {
                         metrics: config.metrics,
+                        metrics_socket_group: config.metrics_socket_group,
                         socket: config.socket,
                         socket_mode: config.socket_mode,
                         socket_group: config.socket_group,
@@ -338,6 +428,9 @@ async fn run(args: AgentArgs, mut config: Config, dirs: Dirs) -> Result<(), Stri
     // the next agent.
     accepting.abort();
     let _ = std::fs::remove_file(&config.socket);
+    if let MetricsAddr::Unix(path) = &config.metrics {
+        let _ = std::fs::remove_file(path);
+    }
     guard.keep_all();
     guard.record_drops();
     writer.flush(Duration::from_secs(5));
@@ -444,12 +537,39 @@ mod tests {
     fn config_defaults_and_unknown_keys() {
         assert_eq!(Config::parse("").expect("empty"), Config::default());
         let c = Config::parse("metrics = \"0.0.0.0:9000\"\npoll_ms = 250\n").expect("valid");
-        assert_eq!(c.metrics.port(), 9000);
+        assert_eq!(c.metrics, MetricsAddr::Tcp(([0, 0, 0, 0], 9000).into()));
         assert_eq!(c.poll_ms, 250);
         let e = Config::parse("metric = \"0.0.0.0:9000\"\n").expect_err("unknown key");
         assert!(e.contains("metric") && e.contains("line 1"), "{e}");
         let e = Config::parse("poll_ms = 0\n").expect_err("zero");
         assert!(e.contains("poll_ms"), "{e}");
+    }
+
+    #[test]
+    fn metrics_and_session_keys_are_checked() {
+        let c = Config::parse(
+            "metrics = \"unix:/run/mcp-guard/metrics.sock\"\nmetrics_socket_group = \"adm\"\n\
+             metrics_token_file = \"/etc/mcp-guard/metrics.token\"\nmax_sessions_per_user = 4\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.metrics,
+            MetricsAddr::Unix("/run/mcp-guard/metrics.sock".into())
+        );
+        assert_eq!(c.rules().max_sessions_per_user, 4);
+        assert_eq!(Config::default().max_sessions_per_user, 32);
+        let tcp_group = Config::parse("metrics_socket_group = \"adm\"\n").expect("parses");
+        let e = tcp_group.check_effective().expect_err("a group for TCP");
+        assert!(e.contains("metrics_socket_group"), "{e}");
+        for (bad, key) in [
+            ("max_sessions_per_user = 0\n", "max_sessions_per_user"),
+            ("max_sessions_per_user = -1\n", "max_sessions_per_user"),
+            ("metrics_token_file = \"token\"\n", "metrics_token_file"),
+            ("metrics = \"unix:metrics.sock\"\n", "metrics"),
+        ] {
+            let e = Config::parse(bad).expect_err(bad);
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub struct SessionInfo {
     /// Cgroups below `cgroup_dir` the guard registers as part of the server before it runs
     /// (a container's leaf cgroups); empty for the jail.
     pub member_cgroups: Vec<PathBuf>,
+    /// The executable the MCP client runs from (`[tools.clients]` `exe`), when known.
+    pub client_exe: Option<PathBuf>,
 }
 
 /// The kernel-guard seam: called once the jail's init is in the cgroup and before the server
@@ -263,6 +265,8 @@ pub struct ExecArgs {
     pub command: Vec<String>,
     /// The agent's client the session runs for (a session worker); `None`: exec's own user.
     pub caller: Option<launch::identity::Caller>,
+    /// The executable of the MCP client that started exec ([`crate::client_exe`]), when known.
+    pub client_exe: Option<PathBuf>,
 }
 
 /// How `exec` finds the agent.
@@ -301,7 +305,7 @@ impl Recording {
 /// Runs `mcp-guard exec`: through the agent when it listens (the session then runs in the
 /// agent's session worker, see [`client`]), else standalone here: the eBPF kernel guard on the
 /// attach and finish seams, the MCP proxy on stdio (raw bytes with `--passthrough`).
-pub fn main(args: ExecArgs, dirs: &Dirs, route: &AgentRoute) -> ExitCode {
+pub fn main(mut args: ExecArgs, dirs: &Dirs, route: &AgentRoute) -> ExitCode {
     if !route.standalone {
         let socket = crate::ipc::socket_path(route.socket.as_deref());
         if let Some(stream) = client::connect(&socket) {
@@ -318,6 +322,8 @@ pub fn main(args: ExecArgs, dirs: &Dirs, route: &AgentRoute) -> ExitCode {
             return ExitCode::from(client::run(stream, request));
         }
     }
+    // Through the agent, the agent reads it itself (the client's word is not taken).
+    args.client_exe = crate::client_exe::of_own_parent();
     let hooks = Hooks::guarded(guard::GuardSource::Local, args.passthrough);
     run_recorded(args, dirs, Recording::new(&dirs.state), hooks)
 }
@@ -510,6 +516,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         state_dir,
         call_facts: record::CallFacts::new(),
         member_cgroups: Vec::new(),
+        client_exe: args.client_exe.clone(),
     };
     let finish = hooks.finish.take();
     let code = drive(
@@ -615,6 +622,7 @@ async fn container_session(
         state_dir,
         call_facts: record::CallFacts::new(),
         member_cgroups: Vec::new(),
+        client_exe: args.client_exe.clone(),
     };
     let finish = hooks.finish.take();
     let name = format!("mcp-guard-{session}");

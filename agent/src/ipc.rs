@@ -105,6 +105,9 @@ pub struct WorkerSetup {
     pub policy_dir: PathBuf,
     /// The agent's socket, for the worker's guard connection.
     pub socket: PathBuf,
+    /// The executable of the client's parent (the MCP client), read by the agent from `/proc`.
+    #[serde(default)]
+    pub client_exe: Option<PathBuf>,
 }
 
 /// A session worker's descriptors: the client's connection (for [`ClientReply`]s and

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod client_config;
+pub mod client_exe;
 pub mod correlate;
 pub mod daemon;
 pub mod detect;

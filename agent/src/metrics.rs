@@ -1,6 +1,7 @@
 //! Prometheus metrics: the names and labels of the contract (DESIGN.md), the process's own
 //! metrics, per-program eBPF run statistics read from the kernel at scrape time, and the HTTP
-//! endpoint that serves them (`/metrics`, text exposition format).
+//! endpoint that serves them (`/metrics`, text exposition format) on TCP or a Unix socket,
+//! optionally behind a bearer token.
 //!
 //! Label values that come from untrusted input are bounded: an MCP server chooses its tool
 //! names and a user chooses `--name`, so at most [`MetricsLimits::tools_per_server`] distinct
@@ -8,8 +9,10 @@
 //! servers get their own label value; the rest are counted under [`OTHER`] (`"_other"`).
 //! Values longer than [`MAX_LABEL_LEN`] bytes are cut at a character boundary.
 
+pub mod auth;
 mod bpf;
 mod http;
+pub mod listen;
 
 use std::{
     collections::{HashMap, HashSet},

@@ -19,7 +19,9 @@ use std::{
 use ipnet::IpNet;
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
+mod clients;
 mod mcp;
+pub use clients::{ANY_CLIENT, ClientMatch, ClientRule};
 pub use mcp::{
     ArgCheck, ArgRule, Hook, Mcp, PII_KINDS, PoisonAction, SECRET_SHAPES, SecretShapes, ShapeAction,
 };
@@ -257,9 +259,9 @@ pub struct Tools {
     pub allow: Option<Vec<String>>,
     /// Tools hidden and refused.
     pub deny: Vec<String>,
-    /// `[tools.clients]`: per `clientInfo.name`, the only tools that client sees (on top of
-    /// allow/deny).
-    pub clients: BTreeMap<String, Vec<String>>,
+    /// `[tools.clients]`: per client (declared name and/or executable), the only tools it sees
+    /// (on top of allow/deny).
+    pub clients: BTreeMap<String, ClientRule>,
     /// `[tools.args.<tool>]`: argument checks per tool, applied before a call reaches the server.
     pub args: BTreeMap<String, Vec<ArgRule>>,
     /// `validate_schema` (default true): check arguments against the tool's own `inputSchema`.

@@ -10,6 +10,17 @@ use std::{
 
 use crate::{mcp_guard, prom::free_port, prom::http_get};
 
+/// How a test's agent is started beyond its config file.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `--metrics` (default: a free loopback port).
+    pub metrics: Option<String>,
+    /// The agent's RLIMIT_NOFILE (soft and hard), e.g. systemd's default for services.
+    pub nofile: Option<u64>,
+    /// The log's name (`dir/<log>.log`; default `agent`).
+    pub log: Option<String>,
+}
+
 /// The unprivileged user the tests run `exec` as (`nobody`).
 pub const NOBODY: u32 = 65534;
 
@@ -81,6 +92,27 @@ impl Agent {
 
     /// [`Agent::start`] on a given metrics address, logging to `dir/<log>.log` (a restart).
     pub fn start_at(dir: &Path, pins: &PinDir, config: &str, addr: &str, log: &str) -> Agent {
+        Self::start_with(
+            dir,
+            pins,
+            config,
+            &Options {
+                metrics: Some(addr.into()),
+                log: Some(log.into()),
+                ..Options::default()
+            },
+        )
+    }
+
+    /// [`Agent::start`] with `options`. Ready once its socket is there and its log says it serves
+    /// /metrics (for a TCP address without a token in `config`, once /metrics answers 200).
+    pub fn start_with(dir: &Path, pins: &PinDir, config: &str, options: &Options) -> Agent {
+        let addr = options
+            .metrics
+            .clone()
+            .unwrap_or_else(|| format!("127.0.0.1:{}", free_port()));
+        let log = options.log.as_deref().unwrap_or("agent");
+        let plain_http = !addr.starts_with("unix:") && !config.contains("metrics_token_file");
         let state = dir.join("state");
         let policies = dir.join("policies");
         std::fs::create_dir_all(&policies).expect("policy dir");
@@ -90,7 +122,24 @@ impl Agent {
         std::fs::write(&config_path, format!("socket_mode = \"0666\"\n{config}"))
             .expect("agent config");
         let log = dir.join(format!("{log}.log"));
-        let child = Command::new(mcp_guard())
+        let mut cmd = Command::new(mcp_guard());
+        if let Some(n) = options.nofile {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("--state-dir")
             .arg(&state)
             .arg("--policy-dir")
@@ -98,7 +147,7 @@ impl Agent {
             .arg("agent")
             .arg("--config")
             .arg(&config_path)
-            .args(["--metrics", addr])
+            .args(["--metrics", &addr])
             .arg("--socket")
             .arg(&socket)
             .arg("--bpf-dir")
@@ -119,9 +168,14 @@ impl Agent {
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while http_get(addr, "/metrics").is_none_or(|(status, _)| status != 200)
-            || !agent.socket.exists()
-        {
+        let serving = |agent: &Agent| {
+            if plain_http {
+                http_get(&agent.addr, "/metrics").is_some_and(|(status, _)| status == 200)
+            } else {
+                agent.log().contains("mcp-guard agent: serving")
+            }
+        };
+        while !serving(&agent) || !agent.socket.exists() {
             if let Ok(Some(status)) = agent.child.try_wait() {
                 panic!("the agent exited ({status}):\n{}", agent.log());
             }

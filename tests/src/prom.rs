@@ -42,13 +42,31 @@ impl Prometheus {
     /// Starts Prometheus in `dir` scraping `target` (`host:port`, path `/metrics`) every
     /// second, and waits until it is ready.
     pub fn start(dir: &Path, target: &str) -> Prometheus {
+        Self::start_with_token(dir, target, None)
+    }
+
+    /// [`Prometheus::start`], sending the bearer token in `credentials_file` with each scrape
+    /// (`authorization: credentials_file`, as packaging/prometheus/prometheus.yml does).
+    pub fn start_with_token(
+        dir: &Path,
+        target: &str,
+        credentials_file: Option<&Path>,
+    ) -> Prometheus {
         std::fs::create_dir_all(dir).expect("prometheus dir");
         let config = dir.join("prometheus.yml");
+        let auth = credentials_file
+            .map(|f| {
+                format!(
+                    "    authorization:\n      credentials_file: {}\n",
+                    f.display()
+                )
+            })
+            .unwrap_or_default();
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: mcp-guard\n    static_configs:\n      \
+                 scrape_configs:\n  - job_name: mcp-guard\n{auth}    static_configs:\n      \
                  - targets: ['{target}']\n"
             ),
         )
@@ -132,11 +150,37 @@ impl Drop for Prometheus {
 
 /// A plain HTTP/1.0 GET: (status, body), or `None` when nothing answers.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
+    http_get_as(addr, path, None)
+}
+
+/// [`http_get`] with `Authorization: Bearer <token>` when a token is given.
+pub fn http_get_as(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let stream = TcpStream::connect(addr).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    exchange(stream, addr, path, token)
+}
+
+/// [`http_get_as`] over the Unix socket at `socket`.
+pub fn unix_http_get(socket: &Path, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    exchange(stream, "localhost", path, token)
+}
+
+fn exchange<S: Read + Write>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Option<(u16, String)> {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n{auth}\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;

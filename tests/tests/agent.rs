@@ -3,6 +3,7 @@
 
 use std::{
     io::Write,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -11,7 +12,7 @@ use std::{
 use mcp_guard_tests::{
     agent::{self as harness, PinDir},
     everything_policy, fixture, mcp_guard, npm_server,
-    prom::{Prometheus, free_port, http_get},
+    prom::{Prometheus, free_port, http_get, http_get_as},
     python, require_root, scratch_root, workspace_root,
 };
 
@@ -24,6 +25,11 @@ struct Agent {
 /// Starts an agent whose state dir is `state` (`<test dir>/state`), serving /metrics on `addr`,
 /// logging to `log` (`<test dir>/<name>.log`).
 fn start_agent(state: &Path, addr: &str, log: &Path) -> Agent {
+    start_agent_with(state, addr, log, "")
+}
+
+/// [`start_agent`] with `config` in its config file.
+fn start_agent_with(state: &Path, addr: &str, log: &Path, config: &str) -> Agent {
     let dir = state.parent().expect("state is in the test dir");
     let name = log.file_stem().and_then(|s| s.to_str()).expect("log name");
     let test = dir
@@ -32,7 +38,7 @@ fn start_agent(state: &Path, addr: &str, log: &Path) -> Agent {
         .expect("test dir name");
     let pins = PinDir::new(&format!("{test}-{name}"));
     Agent {
-        agent: harness::Agent::start_at(dir, &pins, "", addr, name),
+        agent: harness::Agent::start_at(dir, &pins, config, addr, name),
         _pins: pins,
     }
 }
@@ -90,10 +96,22 @@ fn prometheus_scrapes_the_calls_denials_and_kernel_events_of_real_sessions() {
     std::fs::create_dir_all(&dir).expect("test dir");
     let state = dir.join("state");
     let addr = format!("127.0.0.1:{}", free_port());
-    let _agent = start_agent(&state, &addr, &dir.join("agent.log"));
+    // /metrics behind a bearer token in a file only root may read; Prometheus reads its copy.
+    let token = "c2VjcmV0LXRva2VuLWZvci10aGUtc2NyYXBl";
+    let token_file = dir.join("metrics.token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("token file");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let _agent = start_agent_with(
+        &state,
+        &addr,
+        &dir.join("agent.log"),
+        &format!("metrics_token_file = \"{}\"\n", token_file.display()),
+    );
+    let (status, _) = http_get(&addr, "/metrics").expect("scrape without the token");
+    assert_eq!(status, 401, "/metrics without the token");
 
     // The exposition is valid for Prometheus's own checker.
-    let (_, body) = http_get(&addr, "/metrics").expect("scrape");
+    let (_, body) = http_get_as(&addr, "/metrics", Some(token)).expect("scrape");
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -115,7 +133,7 @@ fn prometheus_scrapes_the_calls_denials_and_kernel_events_of_real_sessions() {
         String::from_utf8_lossy(&checked.stderr)
     );
 
-    let prom = Prometheus::start(&dir.join("prometheus"), &addr);
+    let prom = Prometheus::start_with_token(&dir.join("prometheus"), &addr, Some(&token_file));
     prom.wait_for("up{job=\"mcp-guard\"}", Duration::from_secs(20), |v| {
         v == 1.0
     });

@@ -813,6 +813,7 @@ fn kernel_guard_and_pump_seams() {
         learn: false,
         command: cmd.iter().map(|s| s.to_string()).collect(),
         caller: None,
+        client_exe: None,
     };
 
     // What the attach hook saw, and when its returned guard was dropped.

@@ -335,7 +335,10 @@ fn per_client_scoping_narrows_the_tools_one_client_sees() {
         {"op": "call", "tool": "get-sum", "args": {"a": 1, "b": 2}},
     ]);
     let mut cfg = config("everything", &dir);
-    cfg.tools.per_client = [("narrow-ide".to_string(), vec!["echo".to_string()])].into();
+    cfg.tools.per_client = mcp_guard::mcp::client_scope::ClientScopes::by_name([(
+        "narrow-ide",
+        vec!["echo".to_string()],
+    )]);
     let (narrow, _, _) = proxied(&everything(), &actions, &dir, "narrow-ide", cfg.clone());
     assert_eq!(tool_names(&narrow[1]), vec!["echo"]);
     assert!(

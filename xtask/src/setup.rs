@@ -14,8 +14,11 @@ use crate::{Result, root, run};
 /// signed pins, tests/tests/supply.rs; podman and its runtime pieces: the container backend's
 /// tests run against podman's Docker-compatible API).
 /// prometheus: promtool lints packaging/prometheus and tests/tests/agent.rs scrapes the agent
-/// with a real Prometheus; systemd: systemd-analyze verifies the unit.
+/// with a real Prometheus; systemd: systemd-analyze verifies the unit. python3: the system
+/// interpreter, which tests/tests/trust_agent.rs runs as other users (the test venv's may sit
+/// where they cannot read it).
 const DEBIAN_PACKAGES: &[&str] = &[
+    "python3",
     "iproute2",
     "procps",
     "openssh-client",

@@ -6,6 +6,10 @@
 //! without a policy of its own. An accepted request starts a session worker
 //! (`mcp-guard __session`, see `exec::worker`) with the client's stdio, connection and working
 //! directory; the worker runs the server as the client's user and answers the client itself.
+//!
+//! What one user may hold is bounded ([`admission`]): connections that have not sent their
+//! request yet, and sessions at once (`max_sessions_per_user`; the worker's exit gives the place
+//! back). Past either bound the caller gets a refusal with exit status 75 ([`EXIT_BUSY`]).
 
 use std::{
     io,
@@ -26,11 +30,12 @@ use tokio::{
 };
 
 use super::{
+    admission::{self, Admission, Full, Slot},
     guard_service::GuardService,
     policies::{self, Loaded, PolicySet},
 };
 use crate::{
-    cli::{EXIT_POLICY, EXIT_UNENFORCEABLE},
+    cli::{EXIT_BUSY, EXIT_POLICY, EXIT_UNENFORCEABLE},
     ipc::{self, ClientReply, ExecRequest, GuardReply, Request, WorkerSetup},
     state::Dirs,
 };
@@ -39,12 +44,14 @@ use crate::{
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The rules for launching, from the agent's config (reloaded on SIGHUP).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LaunchRules {
     /// Launch only servers whose policy is in the policy dir (named with `--policy`).
     pub known_only: bool,
     /// Let non-root callers use `--observe` (enforcement off for their session).
     pub allow_observe: bool,
+    /// Sessions one non-root uid may run at once.
+    pub max_sessions_per_user: u32,
 }
 
 /// What the socket's connections share.
@@ -59,14 +66,30 @@ pub struct Launcher {
     pub socket: PathBuf,
     /// The kernel guard.
     pub guard: Arc<GuardService>,
+    /// What each user holds of the agent (connections waiting, sessions).
+    pub admission: Arc<Admission>,
 }
 
-/// Accepts connections until the listener is dropped.
+/// Accepts connections until the listener is dropped. A connection past its user's share of
+/// waiting connections is refused at once (it would otherwise hold a descriptor and a task for
+/// [`REQUEST_TIMEOUT`] while sending nothing).
 pub async fn accept(listener: UnixListener, launcher: Arc<Launcher>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(handle(launcher.clone(), stream));
+                let cred = match stream.peer_cred() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!("agent socket: no peer credentials: {e}");
+                        continue;
+                    }
+                };
+                match launcher.admission.pending(cred.uid()) {
+                    Ok(slot) => {
+                        tokio::spawn(handle(launcher.clone(), stream, cred, slot));
+                    }
+                    Err(full) => busy(&stream, cred.uid(), full),
+                }
             }
             Err(e) => {
                 tracing::warn!("agent socket: {e}");
@@ -79,14 +102,42 @@ pub async fn accept(listener: UnixListener, launcher: Arc<Launcher>) {
 /// A refusal: exec's exit status and the message for the user.
 type Refusal = (u8, String);
 
-async fn handle(launcher: Arc<Launcher>, mut stream: UnixStream) {
-    let cred = match stream.peer_cred() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!("agent socket: no peer credentials: {e}");
-            return;
-        }
+/// Refuses a connection past the waiting bound without waiting for it: one non-blocking write
+/// of the refusal (a small line fits the socket buffer), then it is closed.
+fn busy(stream: &UnixStream, uid: u32, full: Full) {
+    let message = match full {
+        Full::PendingUser => format!(
+            "the agent has {} connections from uid {uid} waiting for their request; refused \
+             (try again once they are answered or time out)",
+            admission::MAX_PENDING_PER_USER
+        ),
+        _ => format!(
+            "the agent has {} connections waiting for their request; refused (try again \
+             shortly)",
+            admission::MAX_PENDING
+        ),
     };
+    // At most one line a second: the refused connections are the attacker's to multiply.
+    static LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LOGGED.swap(second, std::sync::atomic::Ordering::Relaxed) != second {
+        tracing::warn!("agent socket: uid {uid}: {message}");
+    }
+    let reply = ClientReply::Refused {
+        code: i32::from(EXIT_BUSY),
+        message,
+    };
+    let _ = stream.try_write(&ipc::line(&reply));
+}
+
+async fn handle(
+    launcher: Arc<Launcher>,
+    mut stream: UnixStream,
+    cred: tokio::net::unix::UCred,
+    _waiting: Slot,
+) {
     let first = tokio::time::timeout(REQUEST_TIMEOUT, ipc::read_first(&stream)).await;
     let (line, fds) = match first {
         Ok(Ok(got)) => got,
@@ -124,7 +175,8 @@ async fn handle(launcher: Arc<Launcher>, mut stream: UnixStream) {
         Request::Exec(req) => {
             let launched = launcher
                 .authorize(cred.uid(), cred.gid(), &req)
-                .and_then(|policy| {
+                .and_then(|policy| launcher.session_slot(cred.uid()).map(|slot| (policy, slot)))
+                .and_then(|(policy, slot)| {
                     if fds.len() != ipc::EXEC_FDS {
                         return Err((
                             EXIT_UNENFORCEABLE,
@@ -144,7 +196,24 @@ async fn handle(launcher: Arc<Launcher>, mut stream: UnixStream) {
                             .as_ref()
                             .map_or_else(|| "default".into(), |p| p.path.display().to_string())
                     );
-                    launcher.spawn_worker(&stream, fds, cred.uid(), cred.gid(), req, policy)
+                    // The MCP client is exec's parent: read by the agent, not taken from exec.
+                    let client_exe = cred.pid().and_then(|pid| {
+                        crate::client_exe::of_peer_parent(
+                            stream.as_fd(),
+                            u32::try_from(pid).ok()?,
+                            cred.uid(),
+                            cred.gid(),
+                        )
+                    });
+                    tracing::info!("uid {}: client executable {client_exe:?}", cred.uid());
+                    launcher.spawn_worker(
+                        &stream,
+                        fds,
+                        (cred.uid(), cred.gid(), client_exe),
+                        req,
+                        policy,
+                        slot,
+                    )
                 });
             if let Err(refusal) = launched {
                 tracing::info!("uid {}: refused: {}", cred.uid(), refusal.1);
@@ -163,6 +232,30 @@ async fn refuse(stream: &mut UnixStream, (code, message): Refusal) {
 }
 
 impl Launcher {
+    /// A place among `uid`'s sessions, or the refusal at `max_sessions_per_user`.
+    fn session_slot(&self, uid: u32) -> Result<Slot, Refusal> {
+        let cap = self
+            .rules
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .max_sessions_per_user;
+        self.admission.session(uid, cap).map_err(|_| {
+            let name = User::from_uid(Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map_or_else(|| uid.to_string(), |u| u.name);
+            (
+                EXIT_BUSY,
+                format!(
+                    "user {name} (uid {uid}) already runs {} session(s) through this agent, its \
+                     cap (max_sessions_per_user = {cap} in the agent's config): end one, or ask \
+                     an administrator to raise it",
+                    self.admission.sessions_of(uid)
+                ),
+            )
+        })
+    }
+
     /// Whether `uid` may run `req`; the policy the worker runs it with (`None`: the built-in
     /// default).
     fn authorize(&self, uid: u32, gid: u32, req: &ExecRequest) -> Result<Option<Loaded>, Refusal> {
@@ -236,14 +329,15 @@ impl Launcher {
     }
 
     /// Starts the session worker with the client's descriptors; it answers the client.
+    /// `slot` is the session's place in its user's count, held until the worker exits.
     fn spawn_worker(
         &self,
         stream: &UnixStream,
         fds: Vec<OwnedFd>,
-        uid: u32,
-        gid: u32,
+        (uid, gid, client_exe): (u32, u32, Option<PathBuf>),
         mut req: ExecRequest,
         policy: Option<Loaded>,
+        slot: Slot,
     ) -> Result<(), Refusal> {
         let fail = |what: &str, e: io::Error| {
             (
@@ -260,6 +354,7 @@ impl Launcher {
             state_dir: self.dirs.state.clone(),
             policy_dir: self.dirs.policy.clone(),
             socket: self.socket.clone(),
+            client_exe,
         };
         // The worker reads it blocking (the flag is the connection's: the agent only writes a
         // refusal on it from here on).
@@ -333,6 +428,8 @@ impl Launcher {
                 Ok(status) => tracing::info!("session worker {} ended: {status}", child.id()),
                 Err(e) => tracing::warn!("session worker {}: {e}", child.id()),
             }
+            // The session is over: its user may start another.
+            drop(slot);
         });
         Ok(())
     }

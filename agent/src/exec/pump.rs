@@ -23,6 +23,7 @@ pub async fn guarded(io: ServerStdio) -> io::Result<()> {
         secrets.0,
     );
     config.session = session.session.clone();
+    config.tools.client_exe = session.client_exe.clone();
     config.observe = session.observe;
     let sink = StoreCallSink::new(session.store.clone(), session.call_facts.sender())
         .with_denials(session.call_facts.take_denials())

@@ -97,6 +97,7 @@ pub fn main() -> ExitCode {
             env: request.env,
             umask: request.umask,
         }),
+        client_exe: setup.client_exe,
     };
     let code = super::run_status(args, &dirs, recording, hooks);
     reply_exit(&client, code)

@@ -4,9 +4,11 @@
 //! for what the server sends. It may pass, change the message in place, or deny it. The chain
 //! stops at the first denial.
 
-use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde_json::Value;
+
+use super::client_scope::ClientScopes;
 
 /// JSON-RPC error code used for every policy refusal (server-defined range).
 pub const POLICY_DENIED: i64 = -32001;
@@ -189,8 +191,10 @@ pub struct ToolRules {
     pub allow: Option<Vec<String>>,
     /// Never these (`[tools] deny`); wins over allow.
     pub deny: Vec<String>,
-    /// Per `clientInfo.name`: that client sees only these tools (on top of allow/deny).
-    pub per_client: BTreeMap<String, Vec<String>>,
+    /// `[tools.clients]`: the client's rule narrows what it sees (on top of allow/deny).
+    pub per_client: ClientScopes,
+    /// The executable the session's client runs from (read from `/proc`), when known.
+    pub client_exe: Option<PathBuf>,
 }
 
 impl ToolRules {
@@ -210,13 +214,19 @@ impl ToolRules {
                 self.policy
             ));
         }
-        if let Some(client) = client
-            && let Some(scope) = self.per_client.get(client)
-            && !scope.iter().any(|t| t == tool)
+        if let Some(scope) = self.per_client.scope(client, self.client_exe.as_deref())
+            && !scope.tools.iter().any(|t| t == tool)
         {
+            let exe = self
+                .client_exe
+                .as_ref()
+                .map_or_else(|| "executable unknown".into(), |e| e.display().to_string());
             return Some(format!(
-                "tool {tool:?} is not available to client {client:?} under policy {:?} ([tools.clients])",
-                self.policy
+                "tool {tool:?} is not available to client {:?} ({exe}) under policy {:?} \
+                 ([tools.clients] rule {:?})",
+                client.unwrap_or(""),
+                self.policy,
+                scope.rule
             ));
         }
         None
@@ -328,7 +338,8 @@ mod tests {
             policy: "p".into(),
             allow: Some(vec!["a".into(), "b".into(), "c".into()]),
             deny: vec!["c".into()],
-            per_client: [("narrow".to_string(), vec!["a".to_string()])].into(),
+            per_client: ClientScopes::by_name([("narrow", vec!["a".to_string()])]),
+            client_exe: None,
         }
     }
 

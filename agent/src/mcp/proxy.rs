@@ -95,7 +95,8 @@ impl ProxyConfig {
             policy: policy.name.clone(),
             allow: policy.tools.allow.clone(),
             deny: policy.tools.deny.clone(),
-            per_client: policy.tools.clients.clone(),
+            per_client: super::client_scope::ClientScopes::new(&policy.tools.clients),
+            client_exe: None,
         };
         c.args = super::args::ArgConfig {
             validate_schema: policy.tools.validate_schema,

@@ -1,7 +1,8 @@
-//! The `/metrics` endpoint: HTTP/1.1 on a TCP listener the caller bound.
+//! The `/metrics` endpoint: HTTP/1.1 on a TCP or Unix listener the caller bound.
 //!
 //! Each connection runs in its own task with a deadline, and at most [`MAX_CONNECTIONS`] run at
 //! once, so a slow or stuck client neither blocks other scrapes nor pins memory and fds forever.
+//! With a token configured ([`Auth`]), a request without it gets 401 and nothing else.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -14,9 +15,12 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
 
-use super::Metrics;
+use super::{Metrics, auth::Auth, listen::Listener};
 
 /// The Content-Type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -31,12 +35,26 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Serves `GET /metrics` (and `HEAD`) from `metrics` on `listener` until the task is dropped;
-/// other paths get 404, other methods on `/metrics` 405. Accept errors (e.g. out of fds) are
-/// logged and retried after a short pause rather than ending the endpoint.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+/// other paths get 404, other methods on `/metrics` 405, and every request without the token
+/// `auth` requires 401. Accept errors (e.g. out of fds) are logged and retried after a short
+/// pause rather than ending the endpoint.
+pub async fn serve(listener: Listener, metrics: Arc<Metrics>, auth: Arc<Auth>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = match &listener {
+            Listener::Tcp(l) => l.accept().await.map(|(s, peer)| {
+                let slot = Arc::clone(&slots).try_acquire_owned().ok();
+                (slot, peer.to_string(), Stream::Tcp(s))
+            }),
+            Listener::Unix(l) => l.accept().await.map(|(s, _)| {
+                let slot = Arc::clone(&slots).try_acquire_owned().ok();
+                let peer = s
+                    .peer_cred()
+                    .map_or_else(|_| "a Unix peer".into(), |c| format!("uid {}", c.uid()));
+                (slot, peer, Stream::Unix(s))
+            }),
+        };
+        let (slot, peer, stream) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!("metrics: accept: {e}");
@@ -44,31 +62,52 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+        let Some(slot) = slot else {
             tracing::debug!("metrics: {MAX_CONNECTIONS} connections open, closing {peer}");
             continue;
         };
-        let metrics = Arc::clone(&metrics);
-        tokio::spawn(async move {
-            let _slot = slot;
-            let service = service_fn(move |req| {
-                let metrics = Arc::clone(&metrics);
-                async move { Ok::<_, Infallible>(respond(&req, &metrics)) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_DEADLINE, conn).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!("metrics: connection from {peer}: {e}"),
-                Err(_) => tracing::debug!("metrics: connection from {peer} timed out"),
-            }
-        });
+        match stream {
+            Stream::Tcp(s) => connection(s, peer, slot, &metrics, &auth),
+            Stream::Unix(s) => connection(s, peer, slot, &metrics, &auth),
+        }
     }
 }
 
-fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// Serves one connection in a task of its own, holding `slot` until it ends.
+fn connection<S>(
+    stream: S,
+    peer: String,
+    slot: OwnedSemaphorePermit,
+    metrics: &Arc<Metrics>,
+    auth: &Arc<Auth>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (metrics, auth) = (Arc::clone(metrics), Arc::clone(auth));
+    tokio::spawn(async move {
+        let _slot = slot;
+        let service = service_fn(move |req| {
+            let (metrics, auth) = (Arc::clone(&metrics), Arc::clone(&auth));
+            async move { Ok::<_, Infallible>(respond(&req, &metrics, &auth)) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service);
+        match tokio::time::timeout(CONNECTION_DEADLINE, conn).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("metrics: connection from {peer}: {e}"),
+            Err(_) => tracing::debug!("metrics: connection from {peer} timed out"),
+        }
+    });
+}
+
+fn respond(req: &Request<Incoming>, metrics: &Metrics, auth: &Auth) -> Response<Full<Bytes>> {
     let plain = |status: StatusCode, text: &'static str| {
         let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
         *response.status_mut() = status;
@@ -78,6 +117,17 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> 
         );
         response
     };
+    if !auth.permits(req.headers()) {
+        let mut response = plain(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required (the agent's metrics_token_file)\n",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"mcp-guard\""),
+        );
+        return response;
+    }
     if req.uri().path() != "/metrics" {
         return plain(
             StatusCode::NOT_FOUND,
@@ -114,10 +164,10 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::auth::Token;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn get(addr: std::net::SocketAddr, request: &str) -> String {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    async fn read_all<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: &str) -> String {
         stream
             .write_all(request.as_bytes())
             .await
@@ -130,13 +180,31 @@ mod tests {
         out
     }
 
+    async fn get(addr: std::net::SocketAddr, request: &str) -> String {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        read_all(stream, request).await
+    }
+
+    fn request(auth: Option<&str>) -> String {
+        let auth = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n")
+    }
+
     #[tokio::test]
     async fn serves_metrics_404s_elsewhere_and_a_stuck_client_blocks_nobody() {
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         metrics.tool_call("srv", "echo", "allowed", None);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(serve(listener, Arc::clone(&metrics)));
+        let server = tokio::spawn(serve(
+            Listener::Tcp(listener),
+            Arc::clone(&metrics),
+            Arc::default(),
+        ));
 
         // A client that connects and never sends a byte.
         let _stuck = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -182,5 +250,63 @@ mod tests {
             "{garbage}"
         );
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn with_a_token_only_requests_bearing_it_are_answered() {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        metrics.tool_call("srv", "echo", "allowed", None);
+        let auth = Arc::new(Auth::default());
+        let token = "0123456789abcdef0123";
+        auth.set(Some((
+            Token::parse(token.as_bytes()).expect("token"),
+            "/t".into(),
+        )));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(serve(Listener::Tcp(listener), metrics, auth));
+        for wrong in [
+            None,
+            Some("Bearer nope"),
+            Some("Basic MDEyMzQ1Njc4OWFiY2RlZjAxMjM="),
+        ] {
+            let got = get(addr, &request(wrong)).await;
+            assert!(got.starts_with("HTTP/1.1 401"), "{wrong:?}: {got}");
+            assert!(
+                got.to_ascii_lowercase()
+                    .contains("www-authenticate: bearer"),
+                "{got}"
+            );
+            assert!(!got.contains("mcp_guard_"), "{got}");
+        }
+        let ok = get(addr, &request(Some(&format!("Bearer {token}")))).await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains("mcp_guard_tool_calls_total"), "{ok}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn serves_on_a_unix_socket() {
+        let dir = std::env::temp_dir().join(format!("mcp-guard-http-{}", std::process::id()));
+        let path = dir.join("metrics.sock");
+        let listener = Listener::bind(
+            &crate::metrics::listen::MetricsAddr::Unix(path.clone()),
+            None,
+        )
+        .await
+        .expect("bind");
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        metrics.tool_call("srv", "echo", "allowed", None);
+        let server = tokio::spawn(serve(listener, metrics, Arc::default()));
+        let stream = tokio::net::UnixStream::connect(&path)
+            .await
+            .expect("connect");
+        let ok = read_all(stream, &request(None)).await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains("mcp_guard_tool_calls_total"), "{ok}");
+        server.abort();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,4 +1,4 @@
-//! The MCP-layer keys of a policy: `[tools.clients]`, `[tools.args.<tool>]`,
+//! The MCP-layer keys of a policy: `[tools.args.<tool>]`,
 //! `tools.validate_schema` and the `[mcp]` table (message size, poisoned descriptions, secret
 //! shapes, PII, the external hook). Plain data; `mcp::ProxyConfig::from_policy` maps it.
 
@@ -164,44 +164,6 @@ pub(super) fn is_tool_name(s: &str) -> bool {
 }
 
 impl Checker<'_> {
-    /// `[tools.clients]`: client name → the tools it may see.
-    pub(super) fn tool_clients(
-        &mut self,
-        item: &Item,
-        span: &Span,
-    ) -> BTreeMap<String, Vec<String>> {
-        let mut out = BTreeMap::new();
-        let Some(table) = item.as_table_like() else {
-            self.error(
-                span,
-                "tools.clients",
-                format!(
-                    "expected a table of client name = [tools], found {}",
-                    describe(item)
-                ),
-            );
-            return out;
-        };
-        for (client, value) in table.iter() {
-            let (key_span, value_span) = entry(table, client, span);
-            let path = join("tools.clients", client);
-            if client.trim().is_empty() {
-                self.error(&key_span, &path, "a client name (clientInfo.name) is empty");
-                continue;
-            }
-            let mut tools = Vec::new();
-            for (s, s_span, s_path) in self.strings(value, &value_span, &path) {
-                if is_tool_name(s) {
-                    tools.push(s.to_string());
-                } else {
-                    self.error(&s_span, &s_path, format!("{s:?} is not a tool name"));
-                }
-            }
-            out.insert(client.to_string(), tools);
-        }
-        out
-    }
-
     /// `[tools.args]`: tool → argument → checks.
     pub(super) fn tool_args(&mut self, item: &Item, span: &Span) -> BTreeMap<String, Vec<ArgRule>> {
         let mut out = BTreeMap::new();
@@ -648,7 +610,7 @@ results = true
 fail_closed = false
 "#);
         assert!(!p.tools.validate_schema && p.has_mcp_rules());
-        assert_eq!(p.tools.clients["Claude Desktop"], vec!["read"]);
+        assert_eq!(p.tools.clients["Claude Desktop"].tools, vec!["read"]);
         let rules = &p.tools.args["read"];
         let checks: Vec<(&str, &ArgCheck)> =
             rules.iter().map(|r| (r.arg.as_str(), &r.check)).collect();
