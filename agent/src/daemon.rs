@@ -23,6 +23,7 @@ use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub mod guard_service;
+pub mod peer;
 pub mod policies;
 pub mod sessions;
 
