@@ -49,27 +49,29 @@ pub struct Member {
     pub ty: MemberType,
 }
 
-/// One type record: its kind, name offset, size-or-type field and where its trailing data is.
-#[derive(Clone, Copy)]
-struct TypeRecord {
-    kind: u32,
-    kind_flag: bool,
-    vlen: u32,
-    name_off: u32,
-    size_or_type: u32,
-    /// Offset of the trailing data in the type section.
-    extra: usize,
-}
-
-/// A parsed BTF blob: the type records by id (id 0 is `void`) and the string section.
+/// A parsed BTF blob: where each type record starts (by id; id 0 is `void`), and the string
+/// section.
 pub struct Btf<'a> {
-    types: Vec<TypeRecord>,
+    /// Offset of each type record in `type_data`; index 0 stands for `void`.
+    starts: Vec<u32>,
+    /// (name offset, id) of every struct.
+    structs: Vec<(u32, u32)>,
     type_data: &'a [u8],
     strings: &'a [u8],
 }
 
 fn u32_at(data: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(data.get(at..at + 4)?.try_into().ok()?))
+    let b = data.get(at..at + 4)?;
+    Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// A type record's fields: kind, kind_flag, vlen, size-or-type, trailing data.
+struct Record {
+    kind: u32,
+    kind_flag: bool,
+    vlen: usize,
+    size_or_type: u32,
+    extra: usize,
 }
 
 impl<'a> Btf<'a> {
@@ -99,44 +101,53 @@ impl<'a> Btf<'a> {
         };
         let type_data = section(type_off, type_len)?;
         let strings = section(str_off, str_len)?;
-        let mut types = vec![TypeRecord {
-            kind: 0,
-            kind_flag: false,
-            vlen: 0,
-            name_off: 0,
-            size_or_type: 0,
-            extra: 0,
-        }];
+        let mut btf = Self {
+            starts: vec![0],
+            structs: Vec::new(),
+            type_data,
+            strings,
+        };
+        // The kernel's BTF has well over 100k types: one tight pass recording where each
+        // starts; fields are decoded only for the few types looked at.
         let mut at = 0usize;
         while at < type_data.len() {
-            let word = |k: usize| u32_at(type_data, at + k).ok_or("BTF type record cut short");
-            let (name_off, info, size_or_type) = (word(0)?, word(4)?, word(8)?);
+            let info = u32_at(type_data, at + 4).ok_or("BTF type record cut short")?;
+            let vlen = (info & 0xffff) as usize;
             let kind = (info >> 24) & 0x1f;
-            let vlen = info & 0xffff;
-            let extra = at + 12;
+            if kind == KIND_STRUCT {
+                let name_off = u32_at(type_data, at).ok_or("BTF type record cut short")?;
+                btf.structs.push((name_off, btf.starts.len() as u32));
+            }
             let trailing = match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
                 KIND_ARRAY => 12,
-                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen as usize,
-                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen as usize,
+                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+                KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
                 // PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, FLOAT, TYPE_TAG.
                 2 | 7 | 8..=12 | 16 | 18 => 0,
                 other => return Err(format!("unknown BTF kind {other} at byte {at}")),
             };
-            types.push(TypeRecord {
-                kind,
-                kind_flag: info >> 31 == 1,
-                vlen,
-                name_off,
-                size_or_type,
-                extra,
-            });
-            at = extra + trailing;
+            btf.starts.push(at as u32);
+            at += 12 + trailing;
         }
-        Ok(Self {
-            types,
-            type_data,
-            strings,
+        if at != type_data.len() {
+            return Err("BTF type section cut short".into());
+        }
+        Ok(btf)
+    }
+
+    fn record(&self, id: u32) -> Option<Record> {
+        if id == 0 {
+            return None;
+        }
+        let at = *self.starts.get(id as usize)? as usize;
+        let info = u32_at(self.type_data, at + 4)?;
+        Some(Record {
+            kind: (info >> 24) & 0x1f,
+            kind_flag: info >> 31 == 1,
+            vlen: (info & 0xffff) as usize,
+            size_or_type: u32_at(self.type_data, at + 8)?,
+            extra: at + 12,
         })
     }
 
@@ -148,7 +159,7 @@ impl<'a> Btf<'a> {
     /// The kind of `id` with typedefs, qualifiers and type tags looked through.
     fn resolve(&self, mut id: u32) -> MemberType {
         for _ in 0..32 {
-            let Some(t) = self.types.get(id as usize) else {
+            let Some(t) = self.record(id) else {
                 return MemberType::Other;
             };
             match t.kind {
@@ -166,15 +177,22 @@ impl<'a> Btf<'a> {
     /// The named members of the struct `name` (the first struct of that name), in the order
     /// asked for. A member that is missing, a bitfield or not byte-aligned is an error.
     pub fn struct_members(&self, name: &str, members: &[&str]) -> Result<Vec<Member>, String> {
+        let missing = || format!("the kernel BTF has no struct {name}");
+        let named = |off: u32| {
+            let off = off as usize;
+            self.strings.get(off..off + name.len()) == Some(name.as_bytes())
+                && self.strings.get(off + name.len()) == Some(&0)
+        };
         let st = self
-            .types
+            .structs
             .iter()
-            .find(|t| t.kind == KIND_STRUCT && self.name(t.name_off) == name.as_bytes())
-            .ok_or_else(|| format!("the kernel BTF has no struct {name}"))?;
+            .find(|(off, _)| named(*off))
+            .and_then(|(_, id)| self.record(*id))
+            .ok_or_else(missing)?;
         members
             .iter()
             .map(|want| {
-                for i in 0..st.vlen as usize {
+                for i in 0..st.vlen {
                     let at = st.extra + 12 * i;
                     let word = |k| u32_at(self.type_data, at + k).unwrap_or_default();
                     if self.name(word(0)) != want.as_bytes() {

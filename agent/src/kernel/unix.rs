@@ -87,8 +87,14 @@ pub fn display(path: &[u8], len: u32) -> String {
 }
 
 /// Where `struct bpf_sock_addr_kern` keeps the address (`uaddr`) and its length (`uaddrlen`,
-/// added with the unix attach types in 6.7), from the kernel's BTF.
+/// added with the unix attach types in 6.7), from the kernel's BTF (read once per process).
 pub fn kernel_layout() -> Result<SockAddrKernLayout, String> {
+    static LAYOUT: std::sync::OnceLock<Result<SockAddrKernLayout, String>> =
+        std::sync::OnceLock::new();
+    LAYOUT.get_or_init(read_layout).clone()
+}
+
+fn read_layout() -> Result<SockAddrKernLayout, String> {
     let data = btf_layout::read_vmlinux()?;
     let btf = btf_layout::Btf::parse(&data)?;
     let m = btf.struct_members("bpf_sock_addr_kern", &["uaddr", "uaddrlen"])?;
