@@ -21,6 +21,11 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     /// `PerCpuArray<u64>` indexed by `drop_reason::*`: events the kernel could not deliver whole.
     pub const DROPS: &str = "DROPS";
+    /// `HashMap<UnixKey, u32>`: per-cgroup Unix sockets a server may connect or send to.
+    pub const ALLOW_UNIX: &str = "ALLOW_UNIX";
+    /// `Array<SockAddrKernLayout>` (one entry): where the kernel keeps the socket address the
+    /// unix programs judge, read from the kernel's BTF at load.
+    pub const UNIX_LAYOUT: &str = "UNIX_LAYOUT";
 }
 
 /// Names of the programs in the eBPF object.
@@ -33,6 +38,11 @@ pub mod programs {
     pub const SENDMSG4: &str = "sendmsg4";
     /// `cgroup/sendmsg6` egress verdict.
     pub const SENDMSG6: &str = "sendmsg6";
+    /// `cgroup/connect_unix` verdict (Linux 6.7+; loaded by the agent itself, see
+    /// `agent/src/kernel/unix.rs`).
+    pub const CONNECT_UNIX: &str = "connect_unix";
+    /// `cgroup/sendmsg_unix` verdict (datagrams with a destination).
+    pub const SENDMSG_UNIX: &str = "sendmsg_unix";
     /// `tp_btf/sys_enter`: exec attempts, sensitive-path kills.
     pub const SYS_ENTER: &str = "trace_sys_enter";
     /// `tp_btf/sys_exit`: opens with their result, and connects landlock refused (never seen by
@@ -78,6 +88,8 @@ pub mod event_kind {
     /// [`super::OpenEvent`], emitted at syscall exit: path, flags and result in one record,
     /// sent only up to the path's NUL (at least [`super::OPEN_PATH_OFFSET`] + 1 bytes).
     pub const OPEN: u32 = 6;
+    /// [`super::UnixEvent`].
+    pub const UNIX: u32 = 7;
 }
 
 /// `ConnectEvent::verdict` values.
@@ -192,6 +204,62 @@ pub struct ConnectEvent {
     pub op: u32,
     /// One of `verdict::*`.
     pub verdict: u32,
+    /// Padding, zero.
+    pub pad: u32,
+}
+
+/// Bytes of `sun_path` in `struct sockaddr_un`.
+pub const UNIX_PATH_LEN: usize = 108;
+
+/// Key of the `ALLOW_UNIX` map, and the address a unix program judged.
+///
+/// A pathname socket is its path up to the first NUL or the address length, the rest zero,
+/// with `len` 0; an abstract one is its whole name as the kernel sees it: the leading NUL, then
+/// every byte up to the address length, which `len` counts (NULs in the name included).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnixKey {
+    /// The server cgroup whose rules apply (`GuardConfig::rules`).
+    pub cgroup: u64,
+    /// Bytes of an abstract name (with its leading NUL); 0 for a path.
+    pub len: u32,
+    /// The path or abstract name, zero-padded.
+    pub path: [u8; UNIX_PATH_LEN],
+}
+
+/// A connect or sendmsg to a Unix socket judged by the unix programs (`event_kind::UNIX`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnixEvent {
+    /// Common header.
+    pub header: EventHeader,
+    /// One of `sock_op::*`.
+    pub op: u32,
+    /// One of `verdict::*`.
+    pub verdict: u32,
+    /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
+    pub sock_type: u32,
+    /// As in [`UnixKey::len`] (0 with an all-zero `path`: the address could not be read).
+    pub len: u32,
+    /// As in [`UnixKey::path`].
+    pub path: [u8; UNIX_PATH_LEN],
+    /// Padding to a multiple of 8 bytes, zero.
+    pub pad: u32,
+}
+
+/// Offsets of the members of the kernel's `struct bpf_sock_addr_kern` (the context a
+/// `cgroup_sock_addr` program really gets) that hold the address being judged: the kernel's
+/// own copy of it, never the caller's memory. Userspace reads them from the kernel BTF; `valid`
+/// is 0 until it has (the programs then deny, or only report under observe).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockAddrKernLayout {
+    /// 1 once the offsets are set.
+    pub valid: u32,
+    /// Offset of `struct sockaddr *uaddr`.
+    pub uaddr: u32,
+    /// Offset of `u32 uaddrlen`.
+    pub uaddrlen: u32,
     /// Padding, zero.
     pub pad: u32,
 }
@@ -349,7 +417,9 @@ pub struct Ip6Key {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{GuardConfig, Ip4Key, Ip6Key, NameKey, PathKey, PortSet};
+    use super::{
+        GuardConfig, Ip4Key, Ip6Key, NameKey, PathKey, PortSet, SockAddrKernLayout, UnixKey,
+    };
 
     // SAFETY: plain `#[repr(C)]` integers and arrays without padding or pointers.
     unsafe impl aya::Pod for GuardConfig {}
@@ -363,6 +433,10 @@ mod pod {
     unsafe impl aya::Pod for PathKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for NameKey {}
+    // SAFETY: as above (8 + 4 + 108 bytes: no padding).
+    unsafe impl aya::Pod for UnixKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SockAddrKernLayout {}
 }
 
 #[cfg(test)]
@@ -373,6 +447,13 @@ mod tests {
         let mut p = [0u8; PATH_LEN];
         p[..s.len()].copy_from_slice(s.as_bytes());
         p
+    }
+
+    #[test]
+    fn unix_records_have_the_sizes_both_sides_assume() {
+        // No padding in the map key (its bytes are hashed whole) and 8-byte records.
+        assert_eq!(core::mem::size_of::<UnixKey>(), 8 + 4 + UNIX_PATH_LEN);
+        assert_eq!(core::mem::size_of::<UnixEvent>(), 160);
     }
 
     #[test]

@@ -9,6 +9,8 @@ mod common;
 mod egress;
 #[cfg(target_arch = "bpf")]
 mod trace;
+#[cfg(target_arch = "bpf")]
+mod unix;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

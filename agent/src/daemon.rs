@@ -24,6 +24,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 pub mod admission;
 pub mod guard_service;
+pub mod peer;
 pub mod policies;
 pub mod sessions;
 

@@ -597,6 +597,8 @@ impl Detector {
                 }
             }
             EventKind::Killed { .. } => denied = true,
+            // A Unix socket the policy does not list counts towards a burst of denials.
+            EventKind::Unix { verdict, .. } => denied = *verdict == Verdict::Denied,
             EventKind::Resolve { .. } => {}
         }
         if denied {

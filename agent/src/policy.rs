@@ -21,6 +21,7 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 
 mod clients;
 mod mcp;
+mod unix;
 pub use clients::{ANY_CLIENT, ClientMatch, ClientRule};
 pub use mcp::{
     ArgCheck, ArgRule, Hook, Mcp, PII_KINDS, PoisonAction, SECRET_SHAPES, SecretShapes, ShapeAction,
@@ -210,6 +211,9 @@ pub struct Filesystem {
 pub struct Network {
     /// Allowed destinations.
     pub allow: Vec<NetAllow>,
+    /// `unix`: the Unix sockets the server may connect or send to (absolute paths, `@name` for
+    /// abstract ones); every other one is denied.
+    pub unix: Vec<String>,
 }
 
 /// One `allow` entry: `host:port`, `a.b.c.d:port`, `cidr:port`, `[v6]:port`, `[v6cidr]:port`;
@@ -1075,7 +1079,7 @@ impl Checker<'_> {
 
     fn network(&mut self, item: &Item, span: &Span) -> Network {
         let mut network = Network::default();
-        let Some(table) = self.table(item, span, "network", &["allow"]) else {
+        let Some(table) = self.table(item, span, "network", &["allow", "unix"]) else {
             return network;
         };
         if let Some(value) = table.get("allow") {
@@ -1083,6 +1087,15 @@ impl Checker<'_> {
             for (s, s_span, s_path) in self.strings(value, &value_span, "network.allow") {
                 match parse_net_allow(s) {
                     Ok(allow) => network.allow.push(allow),
+                    Err(m) => self.error(&s_span, &s_path, m),
+                }
+            }
+        }
+        if let Some(value) = table.get("unix") {
+            let (_, value_span) = entry(table, "unix", span);
+            for (s, s_span, s_path) in self.strings(value, &value_span, "network.unix") {
+                match unix::check_unix_socket(s) {
+                    Ok(()) => network.unix.push(s.to_string()),
                     Err(m) => self.error(&s_span, &s_path, m),
                 }
             }
@@ -2421,6 +2434,35 @@ allow_degraded = true
         assert_eq!(
             (p.network.allow[1].port_lo, p.network.allow[1].port_hi),
             (1, 65535)
+        );
+    }
+
+    #[test]
+    fn unix_sockets_are_listed_exactly_and_errors_name_the_entry() {
+        let p =
+            ok("name = \"x\"\n[network]\nunix = [\"/run/postgresql/.s.PGSQL.5432\", \"@bus\"]\n");
+        assert_eq!(p.network.unix, ["/run/postgresql/.s.PGSQL.5432", "@bus"]);
+        assert!(
+            ok("name = \"x\"\n").network.unix.is_empty(),
+            "default: none"
+        );
+        one_problem(
+            "name = \"x\"\n[network]\nunix = [\n\"/run/a.sock\", \"/run/../b.sock\"]\n",
+            4,
+            "network.unix[1]",
+            "without '.', '..' or '//'",
+        );
+        one_problem(
+            "name = \"x\"\n[network]\nunix = [\"relative.sock\"]\n",
+            3,
+            "network.unix[0]",
+            "absolute socket path or @name",
+        );
+        one_problem(
+            "name = \"x\"\n[network]\nunix = \"/run/a.sock\"\n",
+            3,
+            "network.unix",
+            "",
         );
     }
 

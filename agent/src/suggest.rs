@@ -1,6 +1,7 @@
 //! `mcp-guard policy suggest --server S`: a policy (TOML that passes `policy check`) from what the
 //! store saw the server do: opened paths → `[filesystem] read`/`write` directories, exec'd programs
-//! → `exec`, connect destinations → `[network] allow`. Secrets are never suggested: paths matching
+//! → `exec`, connect destinations → `[network] allow`, Unix sockets reached → `[network] unix`.
+//! Secrets are never suggested: paths matching
 //! the built-in sensitive list are left out, and so are failed opens and denied connects.
 
 use std::collections::BTreeSet;
@@ -25,7 +26,8 @@ pub fn suggest(store: &Store, server: &str, home: &Path) -> Result<String, Store
         server: Some(server.to_string()),
         ..Default::default()
     })?;
-    let (mut read, mut write, mut exec, mut allow) = (
+    let (mut read, mut write, mut exec, mut allow, mut unix) = (
+        BTreeSet::new(),
         BTreeSet::new(),
         BTreeSet::new(),
         BTreeSet::new(),
@@ -60,6 +62,13 @@ pub fn suggest(store: &Store, server: &str, home: &Path) -> Result<String, Store
                 if e.verdict.as_str() == "denied" {
                     continue;
                 }
+                if let (Some(path), None) = (e.path.as_deref(), e.addr.as_deref()) {
+                    // A Unix socket (seen under --observe, or already listed).
+                    if path.starts_with('/') || path.len() > 1 && path.starts_with('@') {
+                        unix.insert(path.to_string());
+                    }
+                    continue;
+                }
                 if let (Some(addr), Some(port)) = (e.addr.as_deref(), e.port) {
                     let host = addr.trim_start_matches('[').trim_end_matches(']');
                     allow.insert(if host.contains(':') {
@@ -85,6 +94,9 @@ pub fn suggest(store: &Store, server: &str, home: &Path) -> Result<String, Store
         list(&exec)
     );
     let _ = write!(out, "\n[network]\nallow = {}\n", list(&allow));
+    if !unix.is_empty() {
+        let _ = writeln!(out, "unix = {}", list(&unix));
+    }
     Ok(out)
 }
 

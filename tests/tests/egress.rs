@@ -224,7 +224,7 @@ fn allowed_host_name_resolves_and_dns_reaches_only_the_resolvers() {
 fn probe_reports_every_program_working_here() {
     require_root();
     let status = mcp_guard::kernel::loader::probe_programs();
-    assert_eq!(status.len(), 6);
+    assert_eq!(status.len(), 8);
     for s in &status {
         assert_eq!(s.result, Ok(()), "{} ({})", s.name, s.role);
     }

@@ -6,6 +6,7 @@
 //! without a policy of its own. An accepted request starts a session worker
 //! (`mcp-guard __session`, see `exec::worker`) with the client's stdio, connection and working
 //! directory; the worker runs the server as the client's user and answers the client itself.
+//! A process of a guarded server is refused whatever it asks (see `peer`).
 //!
 //! What one user may hold is bounded ([`admission`]): connections that have not sent their
 //! request yet, and sessions at once (`max_sessions_per_user`; the worker's exit gives the place
@@ -161,6 +162,18 @@ async fn handle(
             .await;
         }
     };
+    // A server never becomes a client, whatever it asks (checked once the request is read, so
+    // the refusal reaches the client instead of a broken pipe).
+    if let Some(why) = super::peer::guarded_peer(stream.as_raw_fd(), cred.pid()) {
+        tracing::warn!("agent socket: uid {}: refused: {why}", cred.uid());
+        drop(fds);
+        if matches!(request, Request::Guard(_)) {
+            let msg = GuardReply::Error { message: why };
+            let _ = stream.write_all(&ipc::line(&msg)).await;
+            return;
+        }
+        return refuse(&mut stream, (EXIT_UNENFORCEABLE, why)).await;
+    }
     match request {
         Request::Guard(req) => {
             if cred.uid() != 0 {

@@ -97,7 +97,7 @@ pub fn hooks(source: GuardSource) -> (Attach, Finish) {
 }
 
 /// The policy's kernel spec for the session, warning about sensitive globs the kernel cannot
-/// match.
+/// match and, where the policy lets it run without them, about missing unix programs.
 fn spec_for(info: &SessionInfo) -> ServerSpec {
     let spec = server_spec(
         &info.policy,
@@ -125,6 +125,16 @@ fn spec_for(info: &SessionInfo) -> ServerSpec {
                 unmatched.join(", ")
             ));
         }
+    }
+    if spec.unix_optional
+        && let Err(why) = crate::kernel::unix::probe()
+    {
+        say(&format!(
+            "WARNING: NOT ENFORCED: connect/sendmsg to Unix sockets are not limited to \
+             [network] unix ({why}); the jail's own /run, /var/run, /dev/shm and /tmp still \
+             hide the host's sockets there, landlock's scope still refuses abstract ones \
+             unless the policy lists some, and nothing stops the rest"
+        ));
     }
     spec
 }
@@ -233,9 +243,10 @@ fn detector(info: &SessionInfo) -> Detector {
 fn unavailable(info: &SessionInfo, why: String) -> Result<Box<dyn Any>, String> {
     if !(info.observe || info.policy.enforcement.allow_degraded) {
         return Err(format!(
-            "{why}\nwithout it, egress cannot be limited to the policy's [network] allow list \
-             and no kernel events are recorded; fix the host (see `mcp-guard doctor`), or set \
-             [enforcement] allow_degraded = true in the policy, or use --observe"
+            "{why}\nwithout the kernel guard, egress cannot be limited to the policy's [network] \
+             lists and no kernel events are recorded; refusing to launch (fail closed): fix the \
+             host (see `mcp-guard doctor`), or set [enforcement] allow_degraded = true in the \
+             policy, or use --observe"
         ));
     }
     let mode = if info.observe {

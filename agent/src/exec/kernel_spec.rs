@@ -34,6 +34,10 @@ pub fn server_spec(
             .filter_map(|p| sensitive_path(p, home))
             .collect(),
         kill_on_sensitive: policy.detect.on_sensitive == OnSensitive::Kill,
+        unix: policy.network.unix.clone(),
+        // As for the rest of the guard: only observe or a policy that accepts degraded
+        // enforcement runs where the kernel cannot judge Unix sockets.
+        unix_optional: observe || policy.enforcement.allow_degraded,
     }
 }
 
@@ -111,6 +115,7 @@ mod tests {
             r#"name = "t"
 [network]
 allow = ["127.0.0.1:8080", "10.0.0.0/8:1000-2000", "api.example.com:443"]
+unix = ["/run/db.sock", "@bus"]
 [detect]
 sensitive = ["~/.aws/credentials", "**/.env", "/etc/ssh/ssh_host_*_key"]
 on_sensitive = "kill"
@@ -124,6 +129,8 @@ on_sensitive = "kill"
             ("srv", "sess")
         );
         assert!(spec.observe && spec.kill_on_sensitive);
+        assert_eq!(spec.unix, ["/run/db.sock", "@bus"]);
+        assert!(spec.unix_optional, "observe runs without the unix programs");
         assert_eq!(
             spec.egress,
             vec![
@@ -152,6 +159,8 @@ on_sensitive = "kill"
             ]
         );
         let default = crate::policy::builtin_default();
-        assert!(!server_spec(&default, "d", "s", Path::new("/h"), false).kill_on_sensitive);
+        let spec = server_spec(&default, "d", "s", Path::new("/h"), false);
+        assert!(!spec.kill_on_sensitive);
+        assert!(spec.unix.is_empty() && !spec.unix_optional);
     }
 }

@@ -97,6 +97,28 @@ pub fn event_record(event: &KernelEvent, event_id: String) -> EventRecord {
                 kev::Verdict::Observed => rec.would_deny = true,
             }
         }
+        kev::EventKind::Unix {
+            path,
+            sock_type,
+            verdict,
+            ..
+        } => {
+            rec.path = Some(path.clone());
+            rec.proto = Some("unix".to_string());
+            rec.detail = Some(serde_json::json!({
+                "sock_type": match sock_type {
+                    1 => "stream".to_string(),
+                    2 => "dgram".to_string(),
+                    5 => "seqpacket".to_string(),
+                    t => t.to_string(),
+                }
+            }));
+            match verdict {
+                kev::Verdict::Allowed => {}
+                kev::Verdict::Denied => rec.verdict = Verdict::Denied,
+                kev::Verdict::Observed => rec.would_deny = true,
+            }
+        }
         kev::EventKind::Killed { path, signal } => {
             rec.path = Some(path.clone());
             rec.verdict = Verdict::Killed;

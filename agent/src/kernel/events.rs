@@ -12,8 +12,8 @@ use std::{
 
 use super::ringbuf::RingReader;
 use mcp_guard_ebpf::{
-    ConnectEvent, EventHeader, ExecEvent, KillEvent, OPEN_PATH_OFFSET, OpenEvent, event_kind,
-    sock_op, verdict,
+    ConnectEvent, EventHeader, ExecEvent, KillEvent, OPEN_PATH_OFFSET, OpenEvent, UnixEvent,
+    event_kind, sock_op, verdict,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -100,6 +100,19 @@ pub enum EventKind {
         addr: SocketAddr,
         /// Transport protocol number (6 TCP, 17 UDP).
         proto: u32,
+        /// connect or sendmsg.
+        op: SockOp,
+        /// The verdict.
+        verdict: Verdict,
+    },
+    /// A connect or a sendmsg with a destination to a Unix socket, and the `[network] unix`
+    /// verdict.
+    Unix {
+        /// The socket's path as passed, or `@name` for an abstract socket (the kernel's copy);
+        /// empty when the kernel program could not read it.
+        path: String,
+        /// SOCK_STREAM (1), SOCK_DGRAM (2) or SOCK_SEQPACKET (5).
+        sock_type: u32,
         /// connect or sendmsg.
         op: SockOp,
         /// The verdict.
@@ -245,16 +258,17 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
             EventKind::Connect {
                 addr: SocketAddr::new(ip, ev.port as u16),
                 proto: ev.protocol,
-                op: if ev.op == sock_op::SENDMSG {
-                    SockOp::Sendmsg
-                } else {
-                    SockOp::Connect
-                },
-                verdict: match ev.verdict {
-                    verdict::ALLOWED => Verdict::Allowed,
-                    verdict::OBSERVED => Verdict::Observed,
-                    _ => Verdict::Denied,
-                },
+                op: sock_op_of(ev.op),
+                verdict: verdict_of(ev.verdict),
+            }
+        }
+        event_kind::UNIX => {
+            let ev: UnixEvent = read(bytes)?;
+            EventKind::Unix {
+                path: super::unix::display(&ev.path, ev.len),
+                sock_type: ev.sock_type,
+                op: sock_op_of(ev.op),
+                verdict: verdict_of(ev.verdict),
             }
         }
         event_kind::KILL => {
@@ -276,6 +290,22 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
         session: label.session,
         kind,
     })
+}
+
+fn sock_op_of(op: u32) -> SockOp {
+    if op == sock_op::SENDMSG {
+        SockOp::Sendmsg
+    } else {
+        SockOp::Connect
+    }
+}
+
+fn verdict_of(code: u32) -> Verdict {
+    match code {
+        verdict::ALLOWED => Verdict::Allowed,
+        verdict::OBSERVED => Verdict::Observed,
+        _ => Verdict::Denied,
+    }
 }
 
 /// Drains the ring buffer whenever it becomes readable, forever, into `tx`. A full channel
@@ -357,8 +387,16 @@ pub fn kind_name(kind: &EventKind) -> &'static str {
         EventKind::Connect {
             op: SockOp::Connect,
             ..
+        }
+        | EventKind::Unix {
+            op: SockOp::Connect,
+            ..
         } => "connect",
         EventKind::Connect {
+            op: SockOp::Sendmsg,
+            ..
+        }
+        | EventKind::Unix {
             op: SockOp::Sendmsg,
             ..
         } => "sendmsg",
@@ -385,6 +423,46 @@ mod tests {
             ..Default::default()
         };
         assert!(parse(bytes_of(&header), &labels).is_none());
+    }
+
+    #[test]
+    fn unix_records_show_paths_and_abstract_names() {
+        let labels = Labels::default();
+        let mut ev = UnixEvent {
+            header: EventHeader {
+                kind: event_kind::UNIX,
+                ..Default::default()
+            },
+            op: sock_op::SENDMSG,
+            verdict: verdict::DENIED,
+            sock_type: 2,
+            len: 4,
+            path: [0; mcp_guard_ebpf::UNIX_PATH_LEN],
+            pad: 0,
+        };
+        ev.path[..6].copy_from_slice(b"\0a\0b\0c");
+        let parsed = parse(bytes_of(&ev), &labels).expect("a unix event");
+        assert_eq!(
+            parsed.kind,
+            EventKind::Unix {
+                path: "@a@b".into(),
+                sock_type: 2,
+                op: SockOp::Sendmsg,
+                verdict: Verdict::Denied
+            }
+        );
+        assert_eq!(kind_name(&parsed.kind), "sendmsg");
+        ev.path[..9].copy_from_slice(b"/run/x.so");
+        ev.len = 0;
+        ev.op = sock_op::CONNECT;
+        let parsed = parse(bytes_of(&ev), &labels).expect("a unix event");
+        assert!(matches!(&parsed.kind, EventKind::Unix { path, .. } if path == "/run/x.so"));
+        assert_eq!(kind_name(&parsed.kind), "connect");
+        assert_eq!(
+            size_of::<UnixEvent>() % 8,
+            0,
+            "ring buffer records are 8-byte aligned"
+        );
     }
 
     /// An open carries its result, also when its record ends at the path's NUL; an attempt from

@@ -34,8 +34,8 @@ use aya::{
 use ipnet::IpNet;
 use mcp_guard_ebpf::{
     CGROUP_PREFIX_BITS, GUARD_FLAG_KILL_SENSITIVE, GUARD_FLAG_OBSERVE, GuardConfig, Ip4Key, Ip6Key,
-    MAX_PORT_RANGES, NAME_LEN, NameKey, PATH_LEN, PathKey, PortRange, PortSet, drop_reason, maps,
-    programs,
+    MAX_PORT_RANGES, NAME_LEN, NameKey, PATH_LEN, PathKey, PortRange, PortSet, UnixKey,
+    drop_reason, maps, programs,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -43,6 +43,7 @@ use super::{
     events::{self, KernelEvent, Labels, ServerLabel},
     resolve::{self, NameResolver},
     ringbuf::RingReader,
+    unix::{self, UnixPrograms},
 };
 
 /// The eBPF object built by `agent/build.rs` from `agent-ebpf`.
@@ -64,11 +65,13 @@ const TRACE_PROGRAMS: [(&str, &str); 2] = [
 ];
 
 /// Every program of the object by name (what the kernel's program info reports).
-pub const PROGRAM_NAMES: [&str; 6] = [
+pub const PROGRAM_NAMES: [&str; 8] = [
     programs::CONNECT4,
     programs::CONNECT6,
     programs::SENDMSG4,
     programs::SENDMSG6,
+    programs::CONNECT_UNIX,
+    programs::SENDMSG_UNIX,
     programs::SYS_ENTER,
     programs::SYS_EXIT,
 ];
@@ -76,12 +79,13 @@ pub const PROGRAM_NAMES: [&str; 6] = [
 /// The maps pinned in the agent's bpffs directory: enforcement state of live servers, the event
 /// ring buffer (what was queued while no agent ran) and the drop counters. The programs' scratch
 /// and pairing maps are private to each load.
-const PINNED_MAPS: [&str; 7] = [
+const PINNED_MAPS: [&str; 8] = [
     maps::GUARDED,
     maps::ALLOW_V4,
     maps::ALLOW_V6,
     maps::SENSITIVE,
     maps::SENSITIVE_NAMES,
+    maps::ALLOW_UNIX,
     maps::EVENTS,
     maps::DROPS,
 ];
@@ -139,6 +143,14 @@ pub struct ServerSpec {
     pub sensitive: Vec<SensitivePath>,
     /// SIGKILL a process of the server at its first attempt to open a sensitive path.
     pub kill_on_sensitive: bool,
+    /// Unix sockets the server may connect or send to: absolute paths and `@abstract` names;
+    /// every other one is denied (unless `observe`).
+    #[serde(default)]
+    pub unix: Vec<String>,
+    /// Guard the server even when this kernel cannot run the unix programs (observe, or a
+    /// policy that accepts degraded enforcement); otherwise that refuses the guard.
+    #[serde(default)]
+    pub unix_optional: bool,
 }
 
 /// What can go wrong between the eBPF object and the kernel.
@@ -226,6 +238,15 @@ pub enum KernelError {
     /// A server to adopt is not (or no longer) guarded in the pinned maps.
     #[error("cgroup {0} is not guarded in the pinned maps: its enforcement did not survive")]
     NotGuarded(u64),
+    /// The kernel cannot run the unix programs, and the server's spec needs them.
+    #[error(
+        "connect/sendmsg to Unix sockets cannot be limited to [network] unix on this kernel \
+         (cgroup connect_unix/sendmsg_unix programs, Linux 6.7+): {0}"
+    )]
+    UnixUnavailable(String),
+    /// A `[network] unix` entry the kernel cannot match.
+    #[error("unix socket {0}")]
+    UnixSocket(String),
 }
 
 /// The maps userspace writes, shared by the guard, its server handles and their name refreshers.
@@ -235,6 +256,8 @@ pub(crate) struct Maps {
     v6: LpmTrie<MapData, Ip6Key, PortSet>,
     sensitive: LpmTrie<MapData, PathKey, u32>,
     sensitive_names: HashMap<MapData, NameKey, u32>,
+    /// `None` in the pinned maps of a build from before the unix programs.
+    unix: Option<HashMap<MapData, UnixKey, u32>>,
 }
 
 /// The allowlist keys one server has in the maps, so they can be updated and removed exactly.
@@ -261,6 +284,8 @@ pub struct KernelGuard {
     /// Where objects are pinned (the agent's versioned bpffs directory); `None`: owned by this
     /// process only.
     pins: Option<PathBuf>,
+    /// The unix programs, or why this kernel cannot run them.
+    unix: Result<UnixPrograms, String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -320,6 +345,16 @@ impl KernelGuard {
             }
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
+        // Before any map is taken out of `ebpf`: they are relocated against its maps.
+        let unix = UnixPrograms::load(&mut ebpf, EBPF_OBJECT);
+        match (&unix, &pins) {
+            (Ok(progs), Some(dir)) => progs.pin_programs(dir).map_err(|why| KernelError::Pin {
+                path: dir.display().to_string(),
+                why,
+            })?,
+            (Err(why), _) => tracing::warn!("unix socket programs unavailable: {why}"),
+            _ => {}
+        }
         for name in EGRESS_PROGRAMS {
             let program: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
@@ -363,6 +398,7 @@ impl KernelGuard {
             v6: take_map(&mut ebpf, maps::ALLOW_V6)?,
             sensitive: take_map(&mut ebpf, maps::SENSITIVE)?,
             sensitive_names: take_map(&mut ebpf, maps::SENSITIVE_NAMES)?,
+            unix: Some(take_map(&mut ebpf, maps::ALLOW_UNIX)?),
         };
         // Session indexes go on from the highest a pinned map still holds.
         let next_session = maps
@@ -387,7 +423,27 @@ impl KernelGuard {
             next_session: Mutex::new(next_session),
             attached: Arc::default(),
             pins,
+            unix,
         })
+    }
+
+    /// `Ok` when the unix programs run here (every guarded server gets them), else why not.
+    pub fn unix_status(&self) -> Result<(), String> {
+        self.unix.as_ref().map(drop).map_err(Clone::clone)
+    }
+
+    /// Refuses a spec that needs the unix programs where they do not run, and one whose
+    /// sockets the kernel cannot match; the keys to install otherwise.
+    fn unix_keys(&self, cgroup_id: u64, spec: &ServerSpec) -> Result<Vec<UnixKey>, KernelError> {
+        if let Err(why) = &self.unix
+            && !spec.unix_optional
+        {
+            return Err(KernelError::UnixUnavailable(why.clone()));
+        }
+        spec.unix
+            .iter()
+            .map(|s| unix::key(cgroup_id, s).map_err(KernelError::UnixSocket))
+            .collect()
     }
 
     /// The server cgroups guarded in the (pinned) maps: after a restart, those an earlier agent
@@ -580,6 +636,7 @@ impl KernelGuard {
         let cgroup_id = guarded_id(cgroup_dir)?;
         // Checked before anything is written: a bad path changes nothing.
         sensitive_keys(cgroup_id, &spec.sensitive)?;
+        self.unix_keys(cgroup_id, &spec)?;
         if lock(&self.maps).guarded.get(&cgroup_id, 0).is_ok() {
             return Err(KernelError::AlreadyGuarded(cgroup_id));
         }
@@ -608,6 +665,7 @@ impl KernelGuard {
         let resolver = resolver_for(&spec)?;
         let cgroup_id = guarded_id(cgroup_dir)?;
         sensitive_keys(cgroup_id, &spec.sensitive)?;
+        self.unix_keys(cgroup_id, &spec)?;
         let adopted = {
             let maps = lock(&self.maps);
             let config = maps
@@ -662,6 +720,7 @@ impl KernelGuard {
         adopted: Adopted,
     ) -> Result<ServerHandle, KernelError> {
         let (sensitive, names) = sensitive_keys(cgroup_id, &spec.sensitive)?;
+        let unix_keys = self.unix_keys(cgroup_id, &spec)?;
         let Adopted {
             session,
             installed,
@@ -679,6 +738,7 @@ impl KernelGuard {
             installed: installed.clone(),
             sensitive: sensitive.clone(),
             names: names.clone(),
+            unix: unix_keys.clone(),
             refresher: None,
             config: GuardConfig::default(),
             members,
@@ -698,6 +758,11 @@ impl KernelGuard {
                 maps.sensitive_names
                     .insert(key, 1, 0)
                     .map_err(map_err(maps::SENSITIVE_NAMES))?;
+            }
+            if let Some(map) = maps.unix.as_mut() {
+                for key in &unix_keys {
+                    map.insert(key, 1, 0).map_err(map_err(maps::ALLOW_UNIX))?;
+                }
             }
         }
         let (nets, hosts) = split_rules(&spec.egress);
@@ -781,6 +846,13 @@ impl KernelGuard {
                 })?;
                 replace_pin(&dir.join(name), |p| link.pin(p).map(drop))?;
             }
+        }
+        drop(ebpf);
+        if let Ok(progs) = &self.unix {
+            use std::os::fd::AsFd as _;
+            progs
+                .attach(cgroup.as_fd(), pins.as_deref())
+                .map_err(KernelError::UnixUnavailable)?;
         }
         attached.insert(cgroup_id);
         Ok(())
@@ -889,6 +961,12 @@ fn remove_server(maps: &mut Maps, cgroup_id: u64) {
     for key in names.iter().filter(|k| k.cgroup == prefix) {
         let _ = maps.sensitive_names.remove(key);
     }
+    if let Some(map) = maps.unix.as_mut() {
+        let keys: Vec<_> = map.keys().filter_map(Result::ok).collect();
+        for key in keys.iter().filter(|k| k.cgroup == cgroup_id) {
+            let _ = map.remove(key);
+        }
+    }
 }
 
 /// The maps pinned in a build's directory (another build's, for a migration).
@@ -910,6 +988,8 @@ fn pinned_maps(dir: &Path) -> Result<Maps, KernelError> {
         v6: open(dir, maps::ALLOW_V6)?,
         sensitive: open(dir, maps::SENSITIVE)?,
         sensitive_names: open(dir, maps::SENSITIVE_NAMES)?,
+        // A build from before the unix programs has none.
+        unix: open(dir, maps::ALLOW_UNIX).ok(),
     })
 }
 
@@ -978,6 +1058,14 @@ pub fn probe_programs() -> Vec<ProgramStatus> {
             "exec/open events and sensitive-path kill (tp_btf/sys_enter)",
         ),
         (programs::SYS_EXIT, "open results (tp_btf/sys_exit)"),
+        (
+            programs::CONNECT_UNIX,
+            "Unix socket verdicts for connect (Linux 6.7+)",
+        ),
+        (
+            programs::SENDMSG_UNIX,
+            "Unix socket verdicts for sendmsg (Linux 6.7+)",
+        ),
     ];
     let status = |name, role, result| ProgramStatus { name, role, result };
     let mut ebpf = match Ebpf::load(EBPF_OBJECT) {
@@ -990,9 +1078,15 @@ pub fn probe_programs() -> Vec<ProgramStatus> {
                 .collect();
         }
     };
+    // Loaded by mcp-guard itself, both at once (see `unix`).
+    let unix = UnixPrograms::load(&mut ebpf, EBPF_OBJECT).map(drop);
     let btf = Btf::from_sys_fs().map_err(|e| KernelError::Btf(e).to_string());
     let mut out = Vec::new();
     for (name, role) in roles {
+        if name == programs::CONNECT_UNIX || name == programs::SENDMSG_UNIX {
+            out.push(status(name, role, unix.clone()));
+            continue;
+        }
         let result = match ebpf.program_mut(name) {
             None => Err(KernelError::MissingProgram(name).to_string()),
             Some(program) => match TRACE_PROGRAMS.iter().find(|(n, _)| *n == name) {
@@ -1033,6 +1127,7 @@ pub struct ServerHandle {
     installed: Arc<Mutex<Installed>>,
     sensitive: Vec<Key<PathKey>>,
     names: Vec<NameKey>,
+    unix: Vec<UnixKey>,
     refresher: Option<tokio::task::JoinHandle<()>>,
     config: GuardConfig,
     members: Vec<u64>,
@@ -1112,6 +1207,11 @@ impl Drop for ServerHandle {
         }
         for key in &self.names {
             let _ = maps.sensitive_names.remove(key);
+        }
+        if let Some(map) = maps.unix.as_mut() {
+            for key in &self.unix {
+                let _ = map.remove(key);
+            }
         }
         // Unpinned, the links are released: the programs leave the (usually gone) cgroup.
         if let Some(dir) = &self.pins {

@@ -1,6 +1,9 @@
 //! The eBPF side: loading and attaching mcp-guard's programs, filling their per-server maps,
 //! keeping allowed host names resolved, and turning the ring buffer into typed events.
+mod bpf_sys;
+pub mod btf_layout;
 pub mod events;
 pub mod loader;
 pub mod resolve;
 mod ringbuf;
+pub mod unix;

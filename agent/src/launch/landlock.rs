@@ -35,6 +35,10 @@ pub struct LandlockSpec {
     pub tcp_ports: Option<Vec<u16>>,
     /// Scope abstract unix sockets and signals to the jail.
     pub scope: bool,
+    /// Leave abstract unix sockets out of the scope: the policy lists abstract names, which
+    /// the kernel guard's unix programs let through (and deny every other one).
+    #[serde(default)]
+    pub abstract_unscoped: bool,
 }
 
 /// The kernel's landlock ABI version (0 when landlock is unavailable or disabled).
@@ -78,7 +82,11 @@ pub fn build(spec: &LandlockSpec) -> Result<RulesetCreated, String> {
             .map_err(err)?;
     }
     if spec.scope {
-        ruleset = ruleset.scope(Scope::from_all(abi)).map_err(err)?;
+        let mut scopes = Scope::from_all(abi);
+        if spec.abstract_unscoped {
+            scopes.remove(Scope::AbstractUnixSocket);
+        }
+        ruleset = ruleset.scope(scopes).map_err(err)?;
     }
     let mut created = ruleset
         .create()

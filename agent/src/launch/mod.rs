@@ -17,6 +17,7 @@ pub mod cgroup;
 pub mod container;
 pub mod identity;
 pub mod landlock;
+pub mod mount_view;
 pub mod seccomp;
 pub mod stage2;
 
@@ -64,6 +65,10 @@ pub struct Enforce {
     pub seccomp: Vec<seccomp::Program>,
     /// rlimits set as a last resort for limits no cgroup controller could carry: (resource, value).
     pub rlimits: Vec<(u32, u64)>,
+    /// The pathname sockets of `[network] unix`, carried into the jail's own /run (and the
+    /// like) by [`mount_view`].
+    #[serde(default)]
+    pub unix_sockets: Vec<PathBuf>,
 }
 
 /// What `exec` asked for.
@@ -268,6 +273,10 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
                 exec: expand(&policy.filesystem.exec),
                 tcp_ports,
                 scope,
+                // Landlock cannot make exceptions to its abstract socket scope: with abstract
+                // names listed, the kernel guard's unix programs are what deny the others (the
+                // launch refuses where they cannot run).
+                abstract_unscoped: policy.network.unix.iter().any(|u| u.starts_with('@')),
             })
         };
         let seccomp = if seccomp::available() {
@@ -290,6 +299,13 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             landlock,
             seccomp,
             rlimits: Vec::new(),
+            unix_sockets: policy
+                .network
+                .unix
+                .iter()
+                .filter(|u| u.starts_with('/'))
+                .map(PathBuf::from)
+                .collect(),
         })
     };
 

@@ -26,7 +26,7 @@ use nix::{
     unistd::{ForkResult, Gid, Pid, Uid, fork},
 };
 
-use super::{JailSpec, landlock};
+use super::{JailSpec, landlock, mount_view};
 
 /// The hidden subcommand that runs the helper.
 pub const SUBCOMMAND: &str = "__jail-stage2";
@@ -264,31 +264,16 @@ fn init(spec: &JailSpec, mut sock: UnixStream) -> i32 {
     }
 }
 
-/// In the new mount namespace: stop propagation to the host, a private /tmp and the PID
-/// namespace's own /proc.
+/// In the new mount namespace: stop propagation to the host, the jail's own /tmp, /run,
+/// /dev/shm (see [`mount_view`]) and the PID namespace's own /proc.
 fn mount_private(spec: &JailSpec) -> Result<(), String> {
     use nix::mount::{MsFlags, mount};
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| format!("making / private in the jail's mount namespace: {e}"))?;
-    // Detached copies of what the policy grants under /tmp, taken before the private /tmp
-    // hides it.
-    let carried = tmp_paths(spec)
-        .into_iter()
-        .filter(|p| p.exists())
-        .map(|p| clone_tree(&p).map(|fd| (p, fd)))
-        .collect::<Result<Vec<_>, String>>()?;
-    mount(
-        Some("tmpfs"),
-        "/tmp",
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
-    )
-    .map_err(|e| format!("mounting the private /tmp: {e}"))?;
-    for (path, tree) in carried {
-        attach_tree(&path, &tree)?;
-    }
+    // Worked out from the host's view, before the fresh mounts hide it.
+    let plan = mount_view::plan(&mount_view::HIDDEN, &granted_paths(spec));
+    mount_view::apply(&plan)?;
     mount(
         Some("proc"),
         "/proc",
@@ -300,86 +285,20 @@ fn mount_private(spec: &JailSpec) -> Result<(), String> {
     Ok(())
 }
 
-/// The paths below /tmp that the policy grants or the program lives in: the private /tmp would
-/// hide them, so they are carried into it (only they: the rest of the host's /tmp stays hidden).
-fn tmp_paths(spec: &JailSpec) -> Vec<PathBuf> {
-    let tmp = Path::new("/tmp");
-    let mut paths: Vec<PathBuf> = spec
-        .enforce
+/// Everything the server is granted by path: the policy's filesystem entries, its program and
+/// the pathname sockets it may reach.
+fn granted_paths(spec: &JailSpec) -> Vec<PathBuf> {
+    spec.enforce
         .iter()
-        .filter_map(|e| e.landlock.as_ref())
-        .flat_map(|l| l.read.iter().chain(&l.write).chain(&l.exec))
+        .flat_map(|e| {
+            e.landlock
+                .iter()
+                .flat_map(|l| l.read.iter().chain(&l.write).chain(&l.exec))
+                .chain(&e.unix_sockets)
+        })
         .chain(std::iter::once(&spec.program))
-        .filter(|p| p.starts_with(tmp) && p.as_path() != tmp)
         .cloned()
-        .collect();
-    paths.sort();
-    paths.dedup();
-    // A tree carried whole carries everything below it.
-    let mut kept: Vec<PathBuf> = Vec::new();
-    for p in paths {
-        if !kept.iter().any(|k| p.starts_with(k)) {
-            kept.push(p);
-        }
-    }
-    kept
-}
-
-/// A detached bind mount of `path` (open_tree with OPEN_TREE_CLONE), to attach elsewhere later.
-fn clone_tree(path: &Path) -> Result<OwnedFd, String> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| format!("{}: NUL in path", path.display()))?;
-    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32;
-    // SAFETY: `c` is a live NUL-terminated string; the result is a new fd we own or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(format!(
-            "carrying {} into the private /tmp (open_tree): {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: the kernel just returned this fd and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Attaches a tree from [`clone_tree`] at `path` inside the private /tmp.
-fn attach_tree(path: &Path, tree: &OwnedFd) -> Result<(), String> {
-    let err = |what: &str, e: std::io::Error| {
-        format!(
-            "carrying {} into the private /tmp ({what}): {e}",
-            path.display()
-        )
-    };
-    let is_dir = std::fs::metadata(format!("/proc/self/fd/{}", tree.as_raw_fd()))
-        .map(|m| m.is_dir())
-        .unwrap_or(true);
-    if is_dir {
-        std::fs::create_dir_all(path).map_err(|e| err("mkdir", e))?;
-    } else {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| err("mkdir", e))?;
-        }
-        std::fs::File::create(path).map_err(|e| err("mount point", e))?;
-    }
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| format!("{}: NUL in path", path.display()))?;
-    let empty = c"";
-    // SAFETY: both strings are live and NUL-terminated; `tree` is a detached mount fd we own.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if r < 0 {
-        return Err(err("move_mount", std::io::Error::last_os_error()));
-    }
-    Ok(())
+        .collect()
 }
 
 /// The server child: landlock → caps and user → seccomp → execve. Returns only on failure.

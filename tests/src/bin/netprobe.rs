@@ -1,8 +1,10 @@
 //! Test fixture: tries network operations and prints one result line per argument.
 //!
 //! Arguments: `tcp:ADDR:PORT` (connect), `udp:ADDR:PORT` (sendto from an unconnected socket),
-//! `tcpn:COUNT:ADDR:PORT` (COUNT connects, for benchmarks). Output: `ok` or `errno N` per
-//! argument. IPv6 addresses are written in brackets: `tcp:[::1]:5000`.
+//! `tcpn:COUNT:ADDR:PORT` (COUNT connects, for benchmarks), `unix:PATH` (a stream connect),
+//! `unixdg:PATH` (a datagram sendto from an unbound socket), `stat:PATH` (following links). Output: `ok` or
+//! `errno N` per argument. IPv6 addresses are written in brackets: `tcp:[::1]:5000`; an
+//! abstract Unix socket is `@name`.
 use std::{
     io::Write as _,
     net::{SocketAddr, TcpStream, UdpSocket},
@@ -12,10 +14,41 @@ fn errno(e: &std::io::Error) -> String {
     format!("errno {}", e.raw_os_error().unwrap_or(-1))
 }
 
+/// A Unix socket address: a path, or `@name` for an abstract one.
+fn unix_addr(s: &str) -> std::io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt as _;
+    match s.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()),
+        None => std::os::unix::net::SocketAddr::from_pathname(s),
+    }
+}
+
+fn probe_unix(kind: &str, target: &str) -> String {
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+    let result = unix_addr(target).and_then(|addr| match kind {
+        "unix" => UnixStream::connect_addr(&addr).map(drop),
+        _ => UnixDatagram::unbound().and_then(|s| s.send_to_addr(b"probe", &addr).map(drop)),
+    });
+    match result {
+        Ok(()) => "ok".into(),
+        Err(e) => errno(&e),
+    }
+}
+
 fn probe(arg: &str) -> String {
     let Some((kind, rest)) = arg.split_once(':') else {
         return format!("bad argument {arg}");
     };
+    match kind {
+        "unix" | "unixdg" => return probe_unix(kind, rest),
+        "stat" => {
+            return match std::fs::metadata(rest) {
+                Ok(_) => "ok".into(),
+                Err(e) => errno(&e),
+            };
+        }
+        _ => {}
+    }
     let (count, rest) = if kind == "tcpn" {
         let Some((n, rest)) = rest.split_once(':') else {
             return format!("bad argument {arg}");
