@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod agent;
+pub mod corpus;
 pub mod prom;
 pub mod residue;
 

@@ -4,6 +4,7 @@
 
 use std::{
     fs,
+    hash::{DefaultHasher, Hasher},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -45,6 +46,7 @@ pub fn run_all() -> Result {
     bpf_linker()?;
     python_env()?;
     npm_servers()?;
+    real_server_tools()?;
     println!("==> setup complete");
     Ok(())
 }
@@ -252,4 +254,39 @@ fn npm_servers() -> Result {
         &["ci", "--prefix", "tests", "--no-audit", "--no-fund"],
     )?;
     fs::write(&stamp, lock).map_err(|e| format!("{}: {e}", stamp.display()))
+}
+
+/// What the real servers of tests/corpus/real_servers.json list (tools, prompts, resources),
+/// fetched into the target directory for the detection corpus's false-positive tests. Fetched
+/// again whenever the pins, the table or the fetch script change.
+fn real_server_tools() -> Result {
+    let root = root();
+    let inputs = [
+        "tests/package-lock.json",
+        "tests/requirements.txt",
+        "tests/corpus/real_servers.json",
+        "tests/fixtures/fetch_real_tools.py",
+    ];
+    let mut hasher = DefaultHasher::new();
+    for input in inputs {
+        let bytes = fs::read(root.join(input)).map_err(|e| format!("{input}: {e}"))?;
+        hasher.write(&bytes);
+    }
+    let wanted = format!("{:016x}\n", hasher.finish());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let out = target.join("real-tools");
+    let stamp = out.join("inputs.stamp");
+    if out.join("index.json").exists() && fs::read_to_string(&stamp).ok() == Some(wanted.clone()) {
+        println!("==> real servers' tools: present in {}", out.display());
+        return Ok(());
+    }
+    let out_arg = out.to_string_lossy().into_owned();
+    run(
+        "real servers' tools (detection corpus), about a minute",
+        ".venv/bin/python",
+        &["tests/fixtures/fetch_real_tools.py", &out_arg],
+    )?;
+    fs::write(&stamp, wanted).map_err(|e| format!("{}: {e}", stamp.display()))
 }
