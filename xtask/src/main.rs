@@ -8,6 +8,7 @@ use std::{
     process::{Command, ExitCode},
 };
 
+mod kernels;
 mod lint;
 mod setup;
 
@@ -19,6 +20,8 @@ commands:
   setup   install everything the build and tests need (idempotent)
   test    fmt and clippy gates, build, lint the shipped ops files, then every test (needs root)
   lint    check packaging/ and vagrant/ with systemd-analyze, promtool and bash
+  kernels boot Debian's kernels in QEMU and run the enforcement tests inside each (needs root;
+          `cargo xtask kernels --help`)
   demo    build, then run the main job: doctor and a real MCP server under mcp-guard exec";
 
 fn main() -> ExitCode {
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::run_all(),
         Some("test") => test(&args[1..]),
+        Some("kernels") => kernels::command(&args[1..]),
         Some("demo") => demo(),
         Some("lint") => lint::run_all(&root().join("target/debug/mcp-guard")),
         Some("-h" | "--help" | "help") => {

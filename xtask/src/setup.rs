@@ -15,6 +15,8 @@ use crate::{Result, root, run};
 /// tests run against podman's Docker-compatible API).
 /// prometheus: promtool lints packaging/prometheus and tests/tests/agent.rs scrapes the agent
 /// with a real Prometheus; systemd: systemd-analyze verifies the unit.
+/// qemu-system-x86 (with virtiofsd from qemu-system-common), busybox-static, xz-utils and
+/// zstd: `cargo xtask kernels` boots Debian's kernels and unpacks their modules.
 const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     "procps",
@@ -28,6 +30,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iptables",
     "slirp4netns",
     "uidmap",
+    "qemu-system-x86",
+    "busybox-static",
+    "xz-utils",
+    "zstd",
 ];
 
 /// podman's default OCI runtime for mcp-guard's hosts: crun refuses hybrid cgroup hosts, runc
