@@ -16,6 +16,7 @@ pub struct GuestCase {
 const PRELUDE: &str = r#"# Written by `cargo xtask kernels`; run by the guest as PID 1 (busybox sh).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8 TERM=dumb NO_COLOR=1 RUST_BACKTRACE=0
+export MCPG_ROOT_TAG=@TAG@
 bb=/bin/busybox
 uptime_s() { $bb cut -d' ' -f1 /proc/uptime; }
 setup_fail() { echo "MCPG-SETUP-FAIL $*"; }
@@ -64,7 +65,7 @@ fn quote(s: &str) -> String {
 
 /// The script text; `env` are exported before the cases run.
 pub fn script(cases: &[GuestCase], env: &[(String, String)]) -> String {
-    let mut out = PRELUDE.to_string();
+    let mut out = PRELUDE.replace("@TAG@", super::initramfs::ROOT_TAG);
     for (k, v) in env {
         out.push_str(&format!("export {k}={}\n", quote(v)));
     }
@@ -80,6 +81,16 @@ pub fn script(cases: &[GuestCase], env: &[(String, String)]) -> String {
     }
     out.push_str(EPILOGUE);
     out
+}
+
+/// The argv of a shell case.
+pub fn shell_argv(script: &str) -> Vec<String> {
+    vec![
+        "/bin/busybox".into(),
+        "sh".into(),
+        "-c".into(),
+        script.into(),
+    ]
 }
 
 /// The argv of one integration test, run alone, without colour.

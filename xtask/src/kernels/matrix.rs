@@ -52,6 +52,9 @@ pub enum Expect {
 pub enum Run {
     /// `mcp-guard ARGS` from the workspace's target dir.
     McpGuard(&'static [&'static str]),
+    /// A busybox shell script, run as root in the guest (`$MCPG_ROOT_TAG`: the virtiofs tag of
+    /// this machine's root).
+    Shell(&'static str),
     /// One test of an integration test binary of `tests/` (`--exact`).
     Test {
         target: &'static str,
@@ -114,8 +117,31 @@ const CLIENT_SEES_NO_KERNEL_GUARD: Expect = Expect::Fails("eBPF kernel guard una
 /// they exist, with what each does on kernels before 6.7 (no `connect_unix` attach type).
 pub const UNIX_SOCKET_CASES: &[Case] = &[];
 
+/// The guest is root and runs what the tests run: it mounts the host's root share again,
+/// makes the mount writable and tries to create a file. The share is a read-only bind on the
+/// host side (vm.rs), so the write must fail whatever the guest does.
+const GUEST_CANNOT_WRITE_HOST: &str = r#"
+m=$(mktemp -d) || exit 2
+mount -t virtiofs "$MCPG_ROOT_TAG" "$m" || exit 2
+mount -o remount,rw "$m" && echo "the guest remounted the host's root share read-write"
+probe="$m/tmp/.mcpg-guest-write-probe-$$"
+if touch "$probe"; then
+    echo "FAIL: the guest created $probe on the host"
+    rm -f "$probe"
+    exit 1
+fi
+echo "the host's root stays read-only to the guest"
+"#;
+
 /// Every case but the Unix-socket ones, in the order they run.
 pub const CASES: &[Case] = &[
+    Case {
+        id: "vm: host root is read-only",
+        run: Run::Shell(GUEST_CANNOT_WRITE_HOST),
+        except: &[],
+        in_ci: true,
+        timeout_s: 60,
+    },
     Case {
         id: "doctor",
         run: Run::McpGuard(&["doctor"]),

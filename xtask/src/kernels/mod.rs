@@ -214,7 +214,7 @@ fn build(cases: &[&Case]) -> Result<BTreeMap<String, TestExe>> {
         .iter()
         .filter_map(|c| match c.run {
             Run::Test { target, .. } => Some(target),
-            Run::McpGuard(_) => None,
+            Run::McpGuard(_) | Run::Shell(_) => None,
         })
         .collect();
     targets.sort_unstable();
@@ -315,6 +315,7 @@ fn run_kernel(
                 argv.extend(args.iter().map(|a| a.to_string()));
                 (root(), argv)
             }
+            Run::Shell(script) => (root(), guest::shell_argv(script)),
             Run::Test { target, name } => {
                 let exe = &tests[target];
                 (
