@@ -52,40 +52,66 @@ pub fn cache_dir() -> Result<PathBuf> {
     Ok(base.join("mcp-guard/kernels"))
 }
 
-/// The kernel of `series`: the cached one unless `refresh` (or nothing is cached), else the
-/// newest in the archive, downloaded and unpacked once.
-pub fn kernel(kernel: &Kernel, refresh: bool) -> Result<KernelFiles> {
-    let cache = cache_dir()?;
-    let current = cache.join(format!("{}.current", kernel.series));
-    let cached = fs::read_to_string(&current)
-        .ok()
-        .and_then(|dir| load(&cache.join(dir.trim())));
-    if let (false, Some(files)) = (refresh, &cached) {
-        println!(
-            "==> kernel {}: cached {} {} (--refresh looks for a newer one)",
-            kernel.series, files.package, files.version
-        );
-        return Ok(files.clone());
+/// Hands out the kernels of the matrix; talks to the archive (one `apt-get update` per run) only
+/// for a series not cached yet, or for every series with `refresh`.
+pub struct Fetcher {
+    cache: PathBuf,
+    refresh: bool,
+    apt: Option<Apt>,
+}
+
+impl Fetcher {
+    pub fn new(refresh: bool) -> Result<Self> {
+        Ok(Fetcher {
+            cache: cache_dir()?,
+            refresh,
+            apt: None,
+        })
     }
-    let apt = Apt::new(&cache)?;
-    apt.update()?;
-    let (package, version) = apt.newest(kernel.series)?;
-    let dir_name = format!("{package}_{version}");
-    let dir = cache.join(&dir_name);
-    let files = match load(&dir) {
-        Some(files) => files,
-        None => unpack(&apt, &package, &version, &dir)?,
-    };
-    write(&current, format!("{dir_name}\n"))?;
-    let moved = match &cached {
-        Some(old) if old.version != files.version => format!(" (was {})", old.version),
-        _ => String::new(),
-    };
-    println!(
-        "==> kernel {}: {} {}{moved}, the newest {}.x in the archive (release {})",
-        kernel.series, files.package, files.version, kernel.series, files.release
-    );
-    Ok(files)
+
+    fn apt(&mut self) -> Result<&Apt> {
+        if self.apt.is_none() {
+            let apt = Apt::new(&self.cache)?;
+            apt.update()?;
+            self.apt = Some(apt);
+        }
+        self.apt
+            .as_ref()
+            .ok_or_else(|| "apt is not set up".to_string())
+    }
+
+    /// The kernel of `kernel.series`: the cached one unless refreshing (or nothing is cached),
+    /// else the newest in the archive, downloaded and unpacked once.
+    pub fn kernel(&mut self, kernel: &Kernel) -> Result<KernelFiles> {
+        let current = self.cache.join(format!("{}.current", kernel.series));
+        let cached = fs::read_to_string(&current)
+            .ok()
+            .and_then(|dir| load(&self.cache.join(dir.trim())));
+        if let (false, Some(files)) = (self.refresh, &cached) {
+            println!(
+                "==> kernel {}: cached {} {} (--refresh looks for a newer one)",
+                kernel.series, files.package, files.version
+            );
+            return Ok(files.clone());
+        }
+        let (package, version) = self.apt()?.newest(kernel.series)?;
+        let dir_name = format!("{package}_{version}");
+        let dir = self.cache.join(&dir_name);
+        let files = match load(&dir) {
+            Some(files) => files,
+            None => unpack(self.apt()?, &package, &version, &dir)?,
+        };
+        write(&current, format!("{dir_name}\n"))?;
+        let moved = match &cached {
+            Some(old) if old.version != files.version => format!(" (was {})", old.version),
+            _ => String::new(),
+        };
+        println!(
+            "==> kernel {}: {} {}{moved}, the newest {}.x in the archive (release {})",
+            kernel.series, files.package, files.version, kernel.series, files.release
+        );
+        Ok(files)
+    }
 }
 
 fn write(path: &Path, text: String) -> Result {
@@ -347,6 +373,7 @@ impl Apt {
         let mut args = vec!["madison"];
         args.extend(names.iter().map(String::as_str));
         let mut best: Option<(String, String)> = None;
+        let mut avoided = Vec::new();
         for line in self.output("apt-cache", &args)?.lines() {
             let mut cols = line.split('|').map(str::trim);
             let (Some(name), Some(version)) = (cols.next(), cols.next()) else {
@@ -356,7 +383,7 @@ impl Apt {
                 continue;
             }
             if let Some((_, why)) = KNOWN_BAD.iter().find(|(v, _)| version.starts_with(v)) {
-                println!("    skipping {name} {version}: {why}");
+                avoided.push((name.to_string(), version.to_string(), *why));
                 continue;
             }
             let newer = match &best {
@@ -367,7 +394,14 @@ impl Apt {
                 best = Some((name.to_string(), version.to_string()));
             }
         }
-        best.ok_or_else(|| format!("no usable {series} cloud kernel in the archive"))
+        let (name, version) =
+            best.ok_or_else(|| format!("no usable {series} cloud kernel in the archive"))?;
+        for (bad, bad_version, why) in avoided {
+            if version_gt(&bad_version, &version)? {
+                println!("    not {bad} {bad_version}, newer but it {why}");
+            }
+        }
+        Ok((name, version))
     }
 
     /// Packages the image package depends on at exactly its version that carry the kernel
