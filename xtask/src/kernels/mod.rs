@@ -103,7 +103,16 @@ fn parse(args: &[String]) -> Result<Options> {
 
 /// `cargo xtask kernels ARGS`.
 pub fn command(args: &[String]) -> Result {
+    if matches!(args.first().map(String::as_str), Some("-h" | "--help")) {
+        println!("{USAGE}");
+        return Ok(());
+    }
     matrix_run(parse(args)?)
+}
+
+/// The matrix step of `cargo xtask test`: the CI kernels and cases (`--ci`).
+pub fn ci() -> Result {
+    matrix_run(parse(&["--ci".to_string()])?)
 }
 
 fn matrix_run(opts: Options) -> Result {
@@ -114,9 +123,11 @@ fn matrix_run(opts: Options) -> Result {
     needed.push(root().join("tests/node_modules"));
     needed.extend(tests.values().map(|t| t.path.clone()));
     same_filesystem_as_root(&needed)?;
+    let mut fetcher = fetch::Fetcher::new(opts.refresh)?;
     let mut results = Vec::new();
     for kernel in &opts.kernels {
-        results.push(run_kernel(kernel, &opts, &tests, &target)?);
+        let files = fetcher.kernel(kernel)?;
+        results.push(run_kernel(kernel, files, &opts, &tests, &target)?);
     }
     print_verdict(&opts, &results)
 }
@@ -296,11 +307,11 @@ struct KernelRun {
 
 fn run_kernel(
     kernel: &'static Kernel,
+    files: fetch::KernelFiles,
     opts: &Options,
     tests: &BTreeMap<String, TestExe>,
     target: &Path,
 ) -> Result<KernelRun> {
-    let files = fetch::kernel(kernel, opts.refresh)?;
     let dir = target.join("kernels").join(kernel.series);
     fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let initrd = dir.join("initramfs.cpio");
