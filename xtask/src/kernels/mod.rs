@@ -347,6 +347,13 @@ fn run_kernel(
         env.push(("CARGO_TARGET_DIR".into(), t.to_string_lossy().into_owned()));
     }
     let script = dir.join("run.sh");
+    if script.to_string_lossy().contains(char::is_whitespace) {
+        // The path travels on the kernel command line, which splits at whitespace.
+        return Err(format!(
+            "{}: the target dir's path has whitespace; the guest cannot be told it",
+            script.display()
+        ));
+    }
     fs::write(&script, guest::script(&guest_cases, &env))
         .map_err(|e| format!("{}: {e}", script.display()))?;
 
