@@ -8,6 +8,7 @@ use std::{
     process::{Command, ExitCode},
 };
 
+mod kernels;
 mod lint;
 mod setup;
 
@@ -17,8 +18,11 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   setup   install everything the build and tests need (idempotent)
-  test    fmt and clippy gates, build, lint the shipped ops files, then every test (needs root)
+  test    fmt and clippy gates, build, lint the shipped ops files, every test, then the kernel
+          matrix on the CI kernels (`kernels --ci`; needs root)
   lint    check packaging/ and vagrant/ with systemd-analyze, promtool and bash
+  kernels boot Debian's kernels in QEMU and run the enforcement tests inside each (needs root;
+          `cargo xtask kernels --help`)
   demo    build, then run the main job: doctor and a real MCP server under mcp-guard exec";
 
 fn main() -> ExitCode {
@@ -26,6 +30,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::run_all(),
         Some("test") => test(&args[1..]),
+        Some("kernels") => kernels::command(&args[1..]),
         Some("demo") => demo(),
         Some("lint") => lint::run_all(&root().join("target/debug/mcp-guard")),
         Some("-h" | "--help" | "help") => {
@@ -89,7 +94,10 @@ fn test(extra: &[String]) -> Result {
     let mut args = vec!["test", "--workspace", "--no-fail-fast"];
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     args.extend(extra);
-    run("tests", "cargo", &args)
+    run("tests", "cargo", &args)?;
+    // The same tests inside Debian's kernels (6.1 and 6.12), each judged by the matrix table.
+    println!("==> kernel matrix: cargo xtask kernels --ci");
+    kernels::ci()
 }
 
 /// The main job: what a new user runs first. The host report, then real MCP servers under

@@ -18,6 +18,8 @@ use crate::{Result, root, run};
 /// with a real Prometheus; systemd: systemd-analyze verifies the unit. python3: the system
 /// interpreter, which tests/tests/trust_agent.rs runs as other users (the test venv's may sit
 /// where they cannot read it).
+/// qemu-system-x86 (with virtiofsd from qemu-system-common), busybox-static, xz-utils and
+/// zstd: `cargo xtask kernels` boots Debian's kernels and unpacks their modules.
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "iproute2",
@@ -32,6 +34,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iptables",
     "slirp4netns",
     "uidmap",
+    "qemu-system-x86",
+    "busybox-static",
+    "xz-utils",
+    "zstd",
 ];
 
 /// podman's default OCI runtime for mcp-guard's hosts: crun refuses hybrid cgroup hosts, runc

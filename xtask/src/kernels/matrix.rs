@@ -1,0 +1,286 @@
+//! The kernel matrix as data: which kernels boot, which tests run in each, and what each test
+//! is expected to do on each kernel. This is the one table to edit when a kernel gains a
+//! mechanism: turn its `Refuses`/`Fails` entry into nothing (must pass).
+
+/// A Debian kernel series the matrix boots (the newest cloud-amd64 build of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kernel {
+    /// `6.1` matches `linux-image-6.1.*-cloud-amd64`.
+    pub series: &'static str,
+    /// Where Debian ships it (for the report).
+    pub suite: &'static str,
+    /// The landlock ABI this series has; the run reports a mismatch with what doctor saw.
+    pub landlock_abi: u32,
+    /// Run by `cargo xtask test` (CI), not only by `cargo xtask kernels`.
+    pub in_ci: bool,
+}
+
+pub const KERNELS: &[Kernel] = &[
+    Kernel {
+        series: "6.1",
+        suite: "bookworm",
+        landlock_abi: 2,
+        in_ci: true,
+    },
+    Kernel {
+        series: "6.12",
+        suite: "trixie-security",
+        landlock_abi: 6,
+        in_ci: true,
+    },
+    Kernel {
+        series: "7.3",
+        suite: "trixie-backports",
+        landlock_abi: 11,
+        in_ci: false,
+    },
+];
+
+/// What a case must do on a kernel other than pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Enforcement is refused: the case fails, its output shows an `exec` that exited 77 and
+    /// names this promise (a substring of mcp-guard's refusal message).
+    Refuses(&'static str),
+    /// A known gap on this kernel: the case fails and its output contains this text. Listed in
+    /// the verdict as a gap; the run fails if the case passes (so the table gets updated).
+    Fails(&'static str),
+}
+
+/// How a case runs inside the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Run {
+    /// `mcp-guard ARGS` from the workspace's target dir.
+    McpGuard(&'static [&'static str]),
+    /// A busybox shell script, run as root in the guest (`$MCPG_ROOT_TAG`: the virtiofs tag of
+    /// this machine's root).
+    Shell(&'static str),
+    /// One test of an integration test binary of `tests/` (`--exact`).
+    Test {
+        target: &'static str,
+        name: &'static str,
+    },
+}
+
+/// One row of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Case {
+    /// Short name in the verdict table.
+    pub id: &'static str,
+    pub run: Run,
+    /// Kernels (by series) where the case does not pass today, and what it does instead.
+    /// Every kernel not listed here must pass.
+    pub except: &'static [(&'static str, Expect)],
+    /// Run by `cargo xtask test` (CI) as well as by `cargo xtask kernels`.
+    pub in_ci: bool,
+    /// Seconds the case may take inside the guest (CPU-bound work runs several times slower
+    /// under TCG than on the host) before it is killed and failed.
+    pub timeout_s: u32,
+}
+
+impl Case {
+    /// What this case must do on `series`: `None` means pass.
+    pub fn expect_on(&self, series: &str) -> Option<Expect> {
+        self.except
+            .iter()
+            .find(|(s, _)| *s == series)
+            .map(|(_, e)| *e)
+    }
+}
+
+const fn test(target: &'static str, name: &'static str) -> Run {
+    Run::Test { target, name }
+}
+
+// What today's main does where a kernel lacks something. The texts are mcp-guard's and the
+// kernel's own messages, so the assertions notice when the message (or the behaviour) changes.
+
+/// Landlock ABI < 4 (6.1): every enforced launch is refused first for TCP, since a policy
+/// without `[network] allow` asks landlock to deny every TCP port.
+const NO_TCP_RULES: Expect = Expect::Refuses("has no TCP rules (needs ABI 4");
+/// The eBPF object does not load (6.12): exec refuses, naming the kernel guard.
+const NO_KERNEL_GUARD: Expect = Expect::Refuses("eBPF kernel guard unavailable");
+/// 6.1's and 6.12's verifiers reject `trace_sys_enter` (tests that load the eBPF object
+/// themselves fail at the load): both lose the bound of the path index in the basename loop
+/// (agent-ebpf `path.get(idx)`) that newer verifiers keep. (6.1 also logs `reg type unsupported
+/// for arg#0` first, but verifies on and stops at the same access.)
+const EBPF_REJECTED: Expect = Expect::Fails("R5 unbounded memory access");
+/// doctor's verdict when the eBPF object does not load.
+const DOCTOR_NOT_OK: Expect = Expect::Fails("NOT OK: missing for full enforcement: ebpf_object");
+/// Through the SDK client exec's exit status is not visible: the client sees the connection
+/// close, and the refusal shows only in exec's message on stderr.
+const CLIENT_SEES_NO_TCP_RULES: Expect = Expect::Fails("has no TCP rules (needs ABI 4");
+const CLIENT_SEES_NO_KERNEL_GUARD: Expect = Expect::Fails("eBPF kernel guard unavailable");
+
+/// The Unix-socket tests (issue 18: `[network] unix`, connect_unix/sendmsg_unix) go here once
+/// they exist, with what each does on kernels before 6.7 (no `connect_unix` attach type).
+pub const UNIX_SOCKET_CASES: &[Case] = &[];
+
+/// The guest is root and runs what the tests run: it mounts the host's root share again,
+/// makes the mount writable and tries to create a file. The share is a read-only bind on the
+/// host side (vm.rs), so the write must fail whatever the guest does.
+const GUEST_CANNOT_WRITE_HOST: &str = r#"
+m=$(mktemp -d) || exit 2
+mount -t virtiofs "$MCPG_ROOT_TAG" "$m" || exit 2
+mount -o remount,rw "$m" && echo "the guest remounted the host's root share read-write"
+probe="$m/tmp/.mcpg-guest-write-probe-$$"
+if touch "$probe"; then
+    echo "FAIL: the guest created $probe on the host"
+    rm -f "$probe"
+    exit 1
+fi
+echo "the host's root stays read-only to the guest"
+"#;
+
+/// Every case but the Unix-socket ones, in the order they run.
+pub const CASES: &[Case] = &[
+    Case {
+        id: "vm: host root is read-only",
+        run: Run::Shell(GUEST_CANNOT_WRITE_HOST),
+        except: &[],
+        in_ci: true,
+        timeout_s: 60,
+    },
+    Case {
+        id: "doctor",
+        run: Run::McpGuard(&["doctor"]),
+        except: &[("6.1", DOCTOR_NOT_OK), ("6.12", DOCTOR_NOT_OK)],
+        in_ci: true,
+        timeout_s: 120,
+    },
+    // The jail's escape tests: each escape is refused when enforced and works under --observe.
+    // (Not `limits_stop_fork_bombs_and_memory_hogs`: under TCG its 256 MiB allocation under
+    // --observe now and then outlasts exec's 5 s grace after stdin closes, and is killed.)
+    Case {
+        id: "jail: filesystem escapes",
+        run: test("jail", "filesystem_escapes_are_denied_by_landlock"),
+        except: &[("6.1", NO_TCP_RULES), ("6.12", NO_KERNEL_GUARD)],
+        in_ci: true,
+        timeout_s: 300,
+    },
+    Case {
+        id: "jail: dangerous syscalls",
+        run: test("jail", "dangerous_syscalls_are_denied_by_seccomp_and_caps"),
+        except: &[("6.1", NO_TCP_RULES), ("6.12", NO_KERNEL_GUARD)],
+        in_ci: true,
+        timeout_s: 300,
+    },
+    Case {
+        id: "jail: tcp ports",
+        run: test("jail", "tcp_connect_only_to_allowed_ports"),
+        except: &[("6.1", NO_TCP_RULES), ("6.12", NO_KERNEL_GUARD)],
+        in_ci: true,
+        timeout_s: 180,
+    },
+    Case {
+        id: "jail: signals",
+        run: test("jail", "signals_do_not_leave_the_jail"),
+        except: &[("6.1", NO_TCP_RULES), ("6.12", NO_KERNEL_GUARD)],
+        in_ci: true,
+        timeout_s: 180,
+    },
+    Case {
+        id: "jail: unenforceable policy",
+        run: test("jail", "unenforceable_policy_launches_nothing"),
+        except: &[],
+        in_ci: true,
+        timeout_s: 120,
+    },
+    // Egress allow/deny in the kernel: v4, v6, v4-mapped v6 and UDP.
+    Case {
+        id: "egress: connect4 deny",
+        run: test(
+            "egress",
+            "foundation_object_loads_and_connect4_denies_inside_only",
+        ),
+        except: &[("6.1", EBPF_REJECTED), ("6.12", EBPF_REJECTED)],
+        in_ci: true,
+        timeout_s: 120,
+    },
+    Case {
+        id: "egress: v4/v6/udp allowlist",
+        run: test("egress", "allowlist_by_address_port_family_and_mapped_v4"),
+        except: &[("6.1", EBPF_REJECTED), ("6.12", EBPF_REJECTED)],
+        in_ci: true,
+        timeout_s: 120,
+    },
+    Case {
+        id: "exec: egress + session recorded",
+        run: test(
+            "exec_kernel",
+            "egress_is_filtered_per_address_and_the_session_is_recorded",
+        ),
+        except: &[("6.1", NO_TCP_RULES), ("6.12", NO_KERNEL_GUARD)],
+        in_ci: true,
+        timeout_s: 180,
+    },
+    Case {
+        id: "exec: observe without eBPF",
+        run: test(
+            "exec_kernel",
+            "without_ebpf_observe_runs_unguarded_and_says_what_doctor_says",
+        ),
+        except: &[],
+        in_ci: true,
+        timeout_s: 120,
+    },
+    // The event stream: exec/open/connect seen with paths and verdicts.
+    Case {
+        id: "events: exec/open/connect",
+        run: test(
+            "events",
+            "exec_open_and_connect_events_of_a_guarded_fixture",
+        ),
+        except: &[("6.1", EBPF_REJECTED), ("6.12", EBPF_REJECTED)],
+        in_ci: true,
+        timeout_s: 120,
+    },
+    // The sensitive-path kill, in the kernel, before the open returns.
+    Case {
+        id: "events: sensitive-path kill",
+        run: test("events", "sensitive_open_kills_even_in_observe_mode"),
+        except: &[("6.1", EBPF_REJECTED), ("6.12", EBPF_REJECTED)],
+        in_ci: true,
+        timeout_s: 120,
+    },
+    // One real MCP server session through the MCP Python SDK's client: the npm filesystem
+    // server. (Not a Python server: under TCG, mcp-server-time's imports from a cold bytecode
+    // cache outlast the client's 90 s session timeout.)
+    Case {
+        id: "mcp: filesystem server via SDK",
+        run: test("jail", "real_filesystem_server_answers_through_the_jail"),
+        except: &[
+            ("6.1", CLIENT_SEES_NO_TCP_RULES),
+            ("6.12", CLIENT_SEES_NO_KERNEL_GUARD),
+        ],
+        in_ci: true,
+        timeout_s: 300,
+    },
+];
+
+/// The cases in run order: [`CASES`], then [`UNIX_SOCKET_CASES`].
+pub fn all_cases() -> impl Iterator<Item = &'static Case> {
+    CASES.iter().chain(UNIX_SOCKET_CASES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_consistent() {
+        let mut ids = std::collections::BTreeSet::new();
+        for case in all_cases() {
+            assert!(ids.insert(case.id), "duplicate case id {:?}", case.id);
+            for (series, _) in case.except {
+                assert!(
+                    KERNELS.iter().any(|k| k.series == *series),
+                    "{}: no kernel {series} in KERNELS",
+                    case.id
+                );
+            }
+            assert!(case.timeout_s > 0, "{}", case.id);
+        }
+        assert!(KERNELS.iter().filter(|k| k.in_ci).count() >= 2);
+    }
+}
