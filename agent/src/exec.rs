@@ -373,16 +373,6 @@ pub fn run_status(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hook
         }
     };
     policy.detect.learn |= args.learn;
-    // Pins, profiles, quarantine markers and the store live there: a state dir another user
-    // could plant files or symlinks in is a configuration error, said before anything runs.
-    if let Err(e) = crate::statefs::StateDir::create(&recording.state_dir) {
-        say(&format!(
-            "state dir: {e}
-(--state-dir / MCP_GUARD_STATE_DIR: it must be this user's or \
-             root's, and writable by no one else)"
-        ));
-        return i32::from(EXIT_POLICY);
-    }
     // One thread: the helper's PR_SET_PDEATHSIG fires when the thread that forked it exits,
     // so it must be forked by a thread that lives as long as exec.
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -401,13 +391,21 @@ pub fn run_status(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hook
     code
 }
 
-/// Whether `server` is quarantined (then says so, and how to lift it). Checked once the
-/// session's cgroup exists: a quarantine writes its marker before it sweeps the cgroups, so a
-/// launch racing with it is refused here or killed by the sweep.
-fn quarantined(state_dir: &std::path::Path, key: &StateKey) -> bool {
-    let Some(q) = quarantine::check(state_dir, key) else {
-        return false;
-    };
+/// Why the session may not start, from the state dir: exec's status (and says why), `None`
+/// when it may. Checked once the session's cgroup exists (a quarantine writes its marker before
+/// it sweeps the cgroups, so a launch racing with it is refused here or killed by the sweep).
+/// - The state dir holds pins, profiles, quarantine markers and the store: one this user cannot
+///   use, or another user could plant files or symlinks in, is a configuration error (78).
+/// - A quarantine of the server's name or of its policy refuses it (77), saying how to lift it.
+fn refused_by_state(state_dir: &std::path::Path, key: &StateKey) -> Option<i32> {
+    if let Err(e) = crate::statefs::StateDir::create(state_dir) {
+        say(&format!(
+            "state dir: {e}\n(--state-dir / MCP_GUARD_STATE_DIR: it must be this user's or \
+             root's, and writable by no one else)"
+        ));
+        return Some(i32::from(EXIT_POLICY));
+    }
+    let q = quarantine::check(state_dir, key)?;
     let what = if q.server == key.server {
         format!("server {} is quarantined", key.server)
     } else {
@@ -422,7 +420,7 @@ fn quarantined(state_dir: &std::path::Path, key: &StateKey) -> bool {
         q.reason.map(|r| format!(" ({r})")).unwrap_or_default(),
         q.server
     ));
-    true
+    Some(i32::from(EXIT_UNENFORCEABLE))
 }
 
 /// Writes `msg` to stderr, each line prefixed `mcp-guard: `.
@@ -508,15 +506,13 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
             say(&format!("cleanup: {e}"));
         }
     };
-    if quarantined(
-        &recording.state_dir,
-        &StateKey {
-            policy: policy.name.clone(),
-            server: server.clone(),
-        },
-    ) {
+    let key = StateKey {
+        policy: policy.name.clone(),
+        server: server.clone(),
+    };
+    if let Some(code) = refused_by_state(&recording.state_dir, &key) {
         remove(&cgroup);
-        return i32::from(EXIT_UNENFORCEABLE);
+        return code;
     }
     if cgroup.is_none() {
         // Not root: no cgroup to guard, nothing of the kernel guard can run (said above).
@@ -629,19 +625,17 @@ async fn container_session(
     for w in &prepared.warnings {
         say(&format!("WARNING: {w}"));
     }
-    if quarantined(
-        &state_dir,
-        &StateKey {
-            policy: policy.name.clone(),
-            server: server.clone(),
-        },
-    ) {
+    let key = StateKey {
+        policy: policy.name.clone(),
+        server: server.clone(),
+    };
+    if let Some(code) = refused_by_state(&state_dir, &key) {
         let cleaned = launch::cgroup::Mounts::discover()
             .and_then(|mounts| ctr::remove_tree(&mounts, prepared.cgroup.v2_dir()));
         if let Err(e) = cleaned {
             say(&format!("cleanup: {e}"));
         }
-        return i32::from(EXIT_UNENFORCEABLE);
+        return code;
     }
     let started = SessionRecord {
         session: session.clone(),
