@@ -90,6 +90,19 @@ fn modes(dir: &Path) -> Vec<(PathBuf, bool, u32)> {
     out
 }
 
+/// An exec request sent straight to the agent's socket (argv: socket, server name), with stdin,
+/// stdout, stderr and the working directory attached; prints the agent's first answer.
+const RAW_CLIENT: &str = r#"
+import json, os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+req = {"op": "exec", "policy": "shell", "name": sys.argv[2], "observe": False,
+       "passthrough": True, "learn": False, "command": ["/bin/true"], "env": [], "umask": 18}
+cwd = os.open(".", os.O_PATH)
+socket.send_fds(s, [json.dumps(req).encode() + b"\n"], [0, 1, 2, cwd])
+sys.stdout.write(s.makefile().readline())
+"#;
+
 /// The attack of the issue: `--name` with `..` walks root's pin write out of the state dir into
 /// a directory nobody owns, where a planted `<name>.json.tmp` symlink points at a file of
 /// root's. Before names were checked, root wrote the server's tool list into that file.
@@ -137,6 +150,23 @@ fn a_traversal_name_cannot_make_root_overwrite_a_file() {
         !attacker.join("x.json").exists(),
         "root wrote into the attacker's directory"
     );
+
+    // The agent checks the name itself: a client of nobody's own making (not mcp-guard exec,
+    // which checks first) sends the request over the socket with its descriptors.
+    let raw = Command::new("setpriv")
+        .arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .args(["--clear-groups", "--", "/usr/bin/python3", "-c", RAW_CLIENT])
+        .arg(&agent.socket)
+        .arg(&name)
+        .current_dir(&public.0)
+        .stdin(Stdio::null())
+        .output()
+        .expect("raw client");
+    let reply: serde_json::Value =
+        serde_json::from_slice(&raw.stdout).unwrap_or_else(|e| panic!("{e}: {}", describe(&raw)));
+    assert_eq!(reply["op"], "refused", "{reply}\nagent:\n{}", agent.log());
+    assert_eq!(reply["code"], 78, "{reply}");
 
     // The refusal itself: 78, naming the problem, through the agent and standalone.
     let out = agent
