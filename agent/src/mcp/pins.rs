@@ -754,6 +754,46 @@ mod tests {
     }
 
     #[test]
+    fn pins_are_kept_per_policy_and_found_by_server() {
+        let dir = std::env::temp_dir().join(format!("mcp-guard-pinkeys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let a = StateKey::new("team", "srv").expect("key");
+        let b = StateKey::new("default", "srv").expect("key");
+        let mut pins = PinFile::default();
+        pins.tools.insert(
+            "t".into(),
+            Pin {
+                hash: "h".into(),
+                definition: Value::Null,
+                pinned_at: "now".into(),
+            },
+        );
+        save(&dir, &a, &pins).expect("save");
+        assert_eq!(load(&dir, &a).expect("load"), pins);
+        assert_eq!(
+            load(&dir, &b).expect("load"),
+            PinFile::default(),
+            "another policy's"
+        );
+        save(&dir, &b, &PinFile::default()).expect("save");
+        assert_eq!(keys(&dir).expect("keys"), vec![b.clone(), a.clone()]);
+        assert_eq!(
+            find(&dir, "srv", Some("team"), true).expect("one"),
+            vec![a.clone()]
+        );
+        let e = find(&dir, "srv", None, true).expect_err("two policies");
+        assert!(e.to_string().contains("--policy"), "{e}");
+        assert!(find(&dir, "other", None, false).is_err());
+        assert_eq!(
+            approve_command(&a, "t"),
+            "mcp-guard pins approve srv t --policy team"
+        );
+        let same = StateKey::new("srv", "srv").expect("key");
+        assert_eq!(approve_command(&same, "t"), "mcp-guard pins approve srv t");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn poisoned_descriptions_blocked_or_stripped() {
         let dir = std::env::temp_dir().join(format!("mcp-guard-poison-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
