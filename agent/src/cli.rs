@@ -69,8 +69,12 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     ClientConfig(ClientConfigArgs),
     /// Stop a server everywhere: kill its running sessions, refuse new launches until release.
+    ///
+    /// The server is its name and the policies it ran under: launches under that name, or
+    /// under any of those policies other than the shared default one, are refused.
     Quarantine {
         /// The server name (as in `exec --name` or the policy's name).
+        #[arg(value_parser = crate::names::parse)]
         server: String,
         /// Why (kept with the quarantine and in the recorded event).
         #[arg(long)]
@@ -79,6 +83,7 @@ pub enum Command {
     /// Lift a quarantine: the server may be launched again.
     Release {
         /// The server name.
+        #[arg(value_parser = crate::names::parse)]
         server: String,
     },
     /// The service: follows every session's history and serves Prometheus metrics (/metrics).
@@ -189,7 +194,7 @@ pub enum PolicyCommand {
     /// Print a policy (TOML) built from what the store saw a server do.
     Suggest {
         /// The server.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::names::parse)]
         server: String,
     },
     /// Print a [pin] table for a server command: the sha256 of its executable, of the files it
@@ -226,7 +231,11 @@ pub enum PinsCommand {
     /// Every pinned tool (of SERVER, or of all servers) and any change waiting for approval.
     List {
         /// Only this server.
+        #[arg(value_parser = crate::names::parse)]
         server: Option<String>,
+        /// Only the servers of this policy (pins are kept per policy and server).
+        #[arg(long, value_parser = crate::names::parse)]
+        policy: Option<String>,
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
@@ -235,9 +244,13 @@ pub enum PinsCommand {
     /// pass from the next `tools/list` on.
     Approve {
         /// The server.
+        #[arg(value_parser = crate::names::parse)]
         server: String,
         /// The tool (default: every changed tool of SERVER).
         tool: Option<String>,
+        /// The policy SERVER runs under, when it has pins under more than one.
+        #[arg(long, value_parser = crate::names::parse)]
+        policy: Option<String>,
     },
 }
 
@@ -245,7 +258,7 @@ pub enum PinsCommand {
 #[derive(Debug, Args)]
 pub struct CallsArgs {
     /// Only this server.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::names::parse)]
     pub server: Option<String>,
     /// Only this tool.
     #[arg(long)]
@@ -262,7 +275,7 @@ pub struct CallsArgs {
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Only this server.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::names::parse)]
     pub server: Option<String>,
     /// Only events of this call (ambiguous ones naming it included).
     #[arg(long, value_name = "ID")]
@@ -282,7 +295,7 @@ pub struct EventsArgs {
 #[derive(Debug, Args)]
 pub struct AlertsArgs {
     /// Only this server.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::names::parse)]
     pub server: Option<String>,
     /// Only the last DUR (30s, 15m, 1h, 2d).
     #[arg(long, value_name = "DUR", value_parser = crate::query::parse_duration)]
@@ -370,10 +383,22 @@ pub fn main() -> ExitCode {
         ),
         Command::ClientConfig(args) => client_config(args, &dirs),
         Command::Quarantine { server, reason } => {
-            match crate::quarantine::quarantine(&dirs.state, &server, reason) {
-                Ok(killed) => {
+            match crate::quarantine::quarantine(&dirs, &server, reason) {
+                Ok((marker, killed)) => {
                     println!(
-                        "{server}: quarantined; {} running session(s) killed{}",
+                        "{server}: quarantined (launches named {server}{} are refused); {} \
+                         running session(s) killed{}",
+                        match marker
+                            .policies
+                            .iter()
+                            .filter(|p| *p != crate::names::SHARED_POLICY)
+                            .map(String::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                        {
+                            p if p.is_empty() => String::new(),
+                            p => format!(" or under policy {p}"),
+                        },
                         killed.len(),
                         if killed.is_empty() {
                             String::new()
@@ -498,9 +523,12 @@ fn client_config(args: ClientConfigArgs, dirs: &Dirs) -> ExitCode {
 
 fn pins(cmd: PinsCommand, state: &std::path::Path) -> ExitCode {
     use crate::mcp::pins;
-    let dir = pins::pins_dir(state);
     match cmd {
-        PinsCommand::List { server, json } => match pins::list(&dir, server.as_deref()) {
+        PinsCommand::List {
+            server,
+            policy,
+            json,
+        } => match pins::list(state, server.as_deref(), policy.as_deref()) {
             Ok(rows) => {
                 if json {
                     for r in &rows {
@@ -522,8 +550,19 @@ fn pins(cmd: PinsCommand, state: &std::path::Path) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        PinsCommand::Approve { server, tool } => {
-            match pins::approve(&dir, &server, tool.as_deref()) {
+        PinsCommand::Approve {
+            server,
+            tool,
+            policy,
+        } => {
+            let approved = pins::find(state, &server, policy.as_deref(), true).and_then(|keys| {
+                let key = keys
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("no pinned tools for server {server:?}"))?;
+                pins::approve(state, &key, tool.as_deref())
+            });
+            match approved {
                 Ok(names) => {
                     for n in names {
                         println!("approved {server} {n}");

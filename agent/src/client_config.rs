@@ -15,14 +15,14 @@
 //!
 //! The original is never lost: `--write` first writes a timestamped backup next to the file
 //! (refusing if it cannot), then replaces the file atomically (temp file in the same directory,
-//! fsync, rename, fsync of the directory).
+//! fsync, rename, fsync of the directory), all through one descriptor of that directory.
+
+mod target;
 
 use std::{
     collections::BTreeMap,
     fmt,
-    fs::{File, OpenOptions},
-    io::Write,
-    os::unix::fs::{MetadataExt, OpenOptionsExt},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -917,13 +917,11 @@ pub struct Done {
 }
 
 /// Reads `file`, rewrites it and, with `write`, replaces it after a backup (else the caller prints
-/// [`Rewritten::text`]).
+/// [`Rewritten::text`]). The file is read, backed up and replaced through one descriptor of its
+/// directory (see [`target`]).
 pub fn run(file: &Path, settings: &Settings, write: bool) -> Result<Done, Error> {
-    let bytes = std::fs::read(file).map_err(|source| Error::Read {
-        path: file.to_path_buf(),
-        source,
-    })?;
-    let text = String::from_utf8(bytes).map_err(|e| Error::NotJson {
+    let config = target::ConfigFile::open(file)?;
+    let text = String::from_utf8(config.bytes().to_vec()).map_err(|e| Error::NotJson {
         path: file.to_path_buf(),
         line: 1,
         column: 1,
@@ -932,109 +930,9 @@ pub fn run(file: &Path, settings: &Settings, write: bool) -> Result<Done, Error>
     let rewritten = rewrite(file, &text, settings)?;
     let mut backup = None;
     if write && rewritten.changed {
-        backup = Some(replace_with_backup(file, text.as_bytes(), &rewritten.text)?);
+        backup = Some(config.replace_with_backup(&rewritten.text)?);
     }
     Ok(Done { rewritten, backup })
-}
-
-/// Backs `file` up (its bytes as read: `original`), then atomically replaces it with `new`.
-/// Returns the backup's path.
-fn replace_with_backup(file: &Path, original: &[u8], new: &str) -> Result<PathBuf, Error> {
-    // Through a symlink (dotfile managers), the real file is replaced and the link kept.
-    let target = std::fs::canonicalize(file).map_err(|source| Error::Read {
-        path: file.to_path_buf(),
-        source,
-    })?;
-    let meta = std::fs::metadata(&target).map_err(|source| Error::Read {
-        path: target.clone(),
-        source,
-    })?;
-    let dir = target.parent().unwrap_or(Path::new("/")).to_path_buf();
-    let file_name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mode = meta.mode() & 0o7777;
-
-    let stamp = utc_stamp(SystemTime::now());
-    let (backup_path, mut backup) =
-        create_unique(&dir, &format!("{file_name}.mcp-guard-backup-{stamp}"), mode)
-            .map_err(|(path, source)| Error::Backup { path, source })?;
-    let backup_result = backup.write_all(original).and_then(|()| backup.sync_all());
-    if let Err(source) = backup_result {
-        let _ = std::fs::remove_file(&backup_path);
-        return Err(Error::Backup {
-            path: backup_path,
-            source,
-        });
-    }
-    keep_owner(&backup, &meta);
-    drop(backup);
-
-    let tmp_name = format!(".{file_name}.mcp-guard-tmp-{}", std::process::id());
-    let tmp_path = dir.join(&tmp_name);
-    let write_err = |source| Error::Write {
-        path: target.clone(),
-        source,
-    };
-    let _ = std::fs::remove_file(&tmp_path);
-    let written = (|| {
-        let mut tmp = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp_path)?;
-        tmp.write_all(new.as_bytes())?;
-        // The umask may have narrowed the mode given at creation.
-        tmp.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        keep_owner(&tmp, &meta);
-        tmp.sync_all()?;
-        std::fs::rename(&tmp_path, &target)?;
-        File::open(&dir)?.sync_all()
-    })();
-    if let Err(source) = written {
-        let _ = std::fs::remove_file(&tmp_path);
-        return Err(write_err(source));
-    }
-    Ok(backup_path)
-}
-
-/// Creates `dir/base` exclusively (or `base-1`, `base-2`, ... when taken): a backup never
-/// overwrites another.
-fn create_unique(
-    dir: &Path,
-    base: &str,
-    mode: u32,
-) -> Result<(PathBuf, File), (PathBuf, std::io::Error)> {
-    let mut n = 0u32;
-    loop {
-        let name = if n == 0 {
-            base.to_string()
-        } else {
-            format!("{base}-{n}")
-        };
-        let path = dir.join(name);
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&path)
-        {
-            Ok(file) => return Ok((path, file)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
-            Err(e) => return Err((path, e)),
-        }
-    }
-}
-
-/// Gives a file written for the user (when root rewrites a user's config) the original's owner.
-fn keep_owner(file: &File, meta: &std::fs::Metadata) {
-    if let Ok(own) = file.metadata()
-        && (own.uid() != meta.uid() || own.gid() != meta.gid())
-    {
-        // Best effort: without the right to chown, the file stays ours, still readable.
-        let _ = std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid()));
-    }
 }
 
 /// `YYYYMMDDTHHMMSSZ` for a time (UTC), for backup names that sort by time.

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::correlate::AttributedEvent;
 use crate::kernel::events::{EventKind, Verdict, boot_to_unix_ns};
+use crate::names::StateKey;
 use crate::policy::{self, OnSensitive, Policy};
+use crate::statefs::StateDir;
 use crate::store::{AlertRecord, Attribution, Severity, Timestamp};
 
 /// What to do when a rule fires.
@@ -197,6 +199,9 @@ pub struct ToolProfile {
 }
 
 /// A server's learned profile: per tool (events outside calls under `""`).
+/// The directory of learned profiles under the state dir.
+pub const PROFILES_DIR: &str = "profiles";
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     /// Per tool.
@@ -205,47 +210,43 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// `<state>/profiles/<server>.json`; a name that is not a plain file name (`/`, a leading
-    /// dot, control characters) has those characters replaced by `_`, so `--name ../x` stays in
-    /// the profiles directory.
-    pub fn path(state_dir: &Path, server: &str) -> PathBuf {
-        let file: String = server
-            .chars()
-            .enumerate()
-            .map(|(i, c)| {
-                let plain =
-                    c.is_ascii_alphanumeric() || "-_@+=,".contains(c) || (c == '.' && i > 0);
-                if plain { c } else { '_' }
-            })
-            .collect();
-        state_dir.join("profiles").join(format!("{file}.json"))
+    /// `<state>/profiles/<policy>/<server>.json`: one policy's sessions never read or write
+    /// what another policy's server learned.
+    pub fn path(state_dir: &Path, key: &StateKey) -> PathBuf {
+        state_dir
+            .join(PROFILES_DIR)
+            .join(&key.policy)
+            .join(format!("{}.json", key.server))
     }
 
     /// Load; a missing file is an empty profile, a corrupt one an error (never silently reset).
-    pub fn load(path: &Path) -> io::Result<Self> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+    pub fn load(state_dir: &Path, key: &StateKey) -> io::Result<Self> {
+        let path = Self::path(state_dir, key);
+        let bytes = match StateDir::existing(state_dir)? {
+            Some(state) => state.read(
+                &format!("{PROFILES_DIR}/{}", key.policy),
+                &format!("{}.json", key.server),
+            )?,
+            None => None,
+        };
+        match bytes {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("{}: {e}", path.display()),
                 )
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(e),
+            None => Ok(Self::default()),
         }
     }
 
-    /// Save atomically (temp file + rename).
-    pub fn save(&self, path: &Path) -> io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).map_err(io::Error::other)?,
-        )?;
-        std::fs::rename(tmp, path)
+    /// Save atomically (a fresh temp file renamed over the profile).
+    pub fn save(&self, state_dir: &Path, key: &StateKey) -> io::Result<()> {
+        StateDir::create(state_dir)?.write(
+            &format!("{PROFILES_DIR}/{}", key.policy),
+            &format!("{}.json", key.server),
+            &serde_json::to_vec_pretty(self).map_err(io::Error::other)?,
+        )
     }
 
     /// Adds everything `other` has seen.

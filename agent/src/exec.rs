@@ -33,6 +33,7 @@ use tokio::{
 use crate::{
     cli::{EXIT_POLICY, EXIT_UNENFORCEABLE},
     launch::{self, LaunchError, LaunchRequest, stage2},
+    names::StateKey,
     policy::{self, Policy},
     quarantine,
     state::Dirs,
@@ -87,6 +88,16 @@ pub struct SessionInfo {
     pub member_cgroups: Vec<PathBuf>,
     /// The executable the MCP client runs from (`[tools.clients]` `exe`), when known.
     pub client_exe: Option<PathBuf>,
+}
+
+impl SessionInfo {
+    /// Whose state the session uses: its policy's and its server name's.
+    pub fn key(&self) -> StateKey {
+        StateKey {
+            policy: self.policy.name.clone(),
+            server: self.server.clone(),
+        }
+    }
 }
 
 /// The kernel-guard seam: called once the jail's init is in the cgroup and before the server
@@ -306,6 +317,9 @@ impl Recording {
 /// agent's session worker, see [`client`]), else standalone here: the eBPF kernel guard on the
 /// attach and finish seams, the MCP proxy on stdio (raw bytes with `--passthrough`).
 pub fn main(mut args: ExecArgs, dirs: &Dirs, route: &AgentRoute) -> ExitCode {
+    if let Some(code) = bad_name(args.name.as_deref()) {
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     if !route.standalone {
         let socket = crate::ipc::socket_path(route.socket.as_deref());
         if let Some(stream) = client::connect(&socket) {
@@ -339,8 +353,20 @@ pub fn run_recorded(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Ho
     ExitCode::from(u8::try_from(run_status(args, dirs, recording, hooks)).unwrap_or(1))
 }
 
+/// `--name` that is not a server name: says why; exec's status (78).
+fn bad_name(name: Option<&str>) -> Option<i32> {
+    let why = crate::names::check(name?).err()?;
+    say(&format!(
+        "--name: {why}\n(the name keys the server's state files, cgroup, records and metrics)"
+    ));
+    Some(i32::from(EXIT_POLICY))
+}
+
 /// [`run_recorded`], returning the status as a number.
 pub fn run_status(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hooks) -> i32 {
+    if let Some(code) = bad_name(args.name.as_deref()) {
+        return code;
+    }
     let loaded = match &args.policy_text {
         Some(text) => policy::parse(text, args.policy.as_deref().map(Path::new)),
         None => policy::load(args.policy.as_deref(), &dirs.policy),
@@ -371,20 +397,36 @@ pub fn run_status(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hook
     code
 }
 
-/// Whether `server` is quarantined (then says so, and how to lift it). Checked once the
-/// session's cgroup exists: a quarantine writes its marker before it sweeps the cgroups, so a
-/// launch racing with it is refused here or killed by the sweep.
-fn quarantined(state_dir: &std::path::Path, server: &str) -> bool {
-    let Some(q) = quarantine::check(state_dir, server) else {
-        return false;
+/// Why the session may not start, from the state dir: exec's status (and says why), `None`
+/// when it may. Checked once the session's cgroup exists (a quarantine writes its marker before
+/// it sweeps the cgroups, so a launch racing with it is refused here or killed by the sweep).
+/// - The state dir holds pins, profiles, quarantine markers and the store: one this user cannot
+///   use, or another user could plant files or symlinks in, is a configuration error (78).
+/// - A quarantine of the server's name or of its policy refuses it (77), saying how to lift it.
+fn refused_by_state(state_dir: &std::path::Path, key: &StateKey) -> Option<i32> {
+    if let Err(e) = crate::statefs::StateDir::create(state_dir) {
+        say(&format!(
+            "state dir: {e}\n(--state-dir / MCP_GUARD_STATE_DIR: it must be this user's or \
+             root's, and writable by no one else)"
+        ));
+        return Some(i32::from(EXIT_POLICY));
+    }
+    let q = quarantine::check(state_dir, key)?;
+    let what = if q.server == key.server {
+        format!("server {} is quarantined", key.server)
+    } else {
+        format!(
+            "policy {} is quarantined with server {}, which ran under it",
+            key.policy, q.server
+        )
     };
     say(&format!(
-        "server {server} is quarantined since {}{}: refusing to launch; \
-         `mcp-guard release {server}` lifts it",
+        "{what} since {}{}: refusing to launch; `mcp-guard release {}` lifts it",
         q.since,
-        q.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        q.reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+        q.server
     ));
-    true
+    Some(i32::from(EXIT_UNENFORCEABLE))
 }
 
 /// Writes `msg` to stderr, each line prefixed `mcp-guard: `.
@@ -470,9 +512,13 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
             say(&format!("cleanup: {e}"));
         }
     };
-    if quarantined(&recording.state_dir, &server) {
+    let key = StateKey {
+        policy: policy.name.clone(),
+        server: server.clone(),
+    };
+    if let Some(code) = refused_by_state(&recording.state_dir, &key) {
         remove(&cgroup);
-        return i32::from(EXIT_UNENFORCEABLE);
+        return code;
     }
     if cgroup.is_none() {
         // Not root: no cgroup to guard, nothing of the kernel guard can run (said above).
@@ -586,13 +632,17 @@ async fn container_session(
     for w in &prepared.warnings {
         say(&format!("WARNING: {w}"));
     }
-    if quarantined(&state_dir, &server) {
+    let key = StateKey {
+        policy: policy.name.clone(),
+        server: server.clone(),
+    };
+    if let Some(code) = refused_by_state(&state_dir, &key) {
         let cleaned = launch::cgroup::Mounts::discover()
             .and_then(|mounts| ctr::remove_tree(&mounts, prepared.cgroup.v2_dir()));
         if let Err(e) = cleaned {
             say(&format!("cleanup: {e}"));
         }
-        return i32::from(EXIT_UNENFORCEABLE);
+        return code;
     }
     let started = SessionRecord {
         session: session.clone(),

@@ -849,17 +849,11 @@ impl Checker<'_> {
             Some(item) => {
                 let (_, span) = entry(root, "name", &root_item_span);
                 let name = self.string(item, &span, "name");
-                match name {
-                    Some(n) if is_safe_name(n) => Some(n.to_string()),
-                    Some(n) => {
-                        self.error(
-                            &span,
-                            "name",
-                            format!(
-                                "{n:?} is not a safe name: 1 to 64 letters, digits, '.', '_' or \
-                                 '-', starting with a letter or digit"
-                            ),
-                        );
+                match name.map(|n| (n, crate::names::check(n))) {
+                    Some((n, Ok(()))) => Some(n.to_string()),
+                    Some((_, Err(why))) => {
+                        // It names the server's state files, cgroup, records and metrics.
+                        self.error(&span, "name", format!("not a server name: {why}"));
                         None
                     }
                     None => None,
@@ -2330,14 +2324,14 @@ allow_degraded = true
     #[test]
     fn name_is_required_and_safe() {
         one_problem("[limits]\npids = 1\n", 1, "name", "missing");
-        one_problem("name = \"../etc\"\n", 1, "name", "not a safe name");
-        one_problem("name = \"\"\n", 1, "name", "not a safe name");
-        one_problem("name = \"-x\"\n", 1, "name", "not a safe name");
+        one_problem("name = \"../etc\"\n", 1, "name", "not a server name");
+        one_problem("name = \"\"\n", 1, "name", "not a server name");
+        one_problem("name = \"-x\"\n", 1, "name", "not a server name");
         one_problem(
             &format!("name = \"{}\"\n", "a".repeat(65)),
             1,
             "name",
-            "safe name",
+            "not a server name",
         );
         one_problem(
             "name = 3\n",

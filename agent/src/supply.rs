@@ -27,6 +27,7 @@ use std::{
 use sha2::{Digest, Sha256};
 
 pub use crate::policy::{FilePin, NpmPin, PinSignature, Pins, PypiPin, SignerKey};
+use crate::statefs::StateDir;
 
 /// The prefix of every digest in a policy.
 pub const SHA256: &str = "sha256:";
@@ -324,25 +325,35 @@ fn tree_listing(dir: &Path) -> Result<String, SupplyError> {
     Ok(text)
 }
 
+/// The state dir's directory of pinned trees' listings.
+const LISTINGS_DIR: &str = "npm-trees";
+
+/// A pinned tree's listing's file name in [`LISTINGS_DIR`].
+fn listing_name(tree: &str) -> String {
+    format!("{}.txt", tree.trim_start_matches(SHA256))
+}
+
 /// Where a pinned tree's listing is kept (diagnostics only: it names the files that changed).
 fn listing_path(state_dir: &Path, tree: &str) -> PathBuf {
-    state_dir
-        .join("npm-trees")
-        .join(format!("{}.txt", tree.trim_start_matches(SHA256)))
+    state_dir.join(LISTINGS_DIR).join(listing_name(tree))
+}
+
+/// Reads a kept listing, if there is one.
+fn read_listing(state_dir: &Path, tree: &str) -> Option<String> {
+    let state = StateDir::existing(state_dir).ok()??;
+    let bytes = state.read(LISTINGS_DIR, &listing_name(tree)).ok()??;
+    String::from_utf8(bytes).ok()
 }
 
 /// Keeps the listing of a tree that matches its pin, for naming changed files later.
 fn remember_listing(state_dir: &Path, tree: &str, listing: &str) {
-    let path = listing_path(state_dir, tree);
-    if path.exists() {
+    if read_listing(state_dir, tree).is_some() {
         return;
     }
-    let written = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(&path, listing));
+    let written = StateDir::create(state_dir)
+        .and_then(|s| s.write(LISTINGS_DIR, &listing_name(tree), listing.as_bytes()));
     if let Err(e) = written {
-        tracing::debug!("{}: {e}", path.display());
+        tracing::debug!("{}: {e}", listing_path(state_dir, tree).display());
     }
 }
 
@@ -375,7 +386,7 @@ fn parse_listing(text: &str) -> BTreeMap<String, String> {
 /// The files that differ between the pinned tree (its listing, if kept and authentic: its
 /// digest is the pin) and the installed one.
 fn changed_files(state_dir: &Path, p: &NpmPin, what: &str, now: &str) -> Option<Vec<SupplyError>> {
-    let then = std::fs::read_to_string(listing_path(state_dir, &p.tree)).ok()?;
+    let then = read_listing(state_dir, &p.tree)?;
     if sha256_bytes(then.as_bytes()) != p.tree {
         return None;
     }
@@ -883,17 +894,20 @@ sys.exit(0 if ok else 1)
 /// launch. Compiled once per set of pins; returns the directory.
 pub fn python_cache(pins: &Pins, program: &Path, state_dir: &Path) -> Result<PathBuf, SupplyError> {
     let key = sha256_bytes(manifest(pins).as_bytes());
-    let dir = state_dir
-        .join("pycache")
-        .join(&key[SHA256.len()..SHA256.len() + 32]);
-    let done = dir.join(".complete");
-    if done.exists() {
+    let rel = format!("pycache/{}", &key[SHA256.len()..SHA256.len() + 32]);
+    let dir = state_dir.join(&rel);
+    // Made like every directory of the state dir (0700, not through symlinks).
+    let state = StateDir::create(state_dir).map_err(|e| io_err(state_dir, e))?;
+    let cache = state.subdir(&rel).map_err(|e| io_err(&dir, e))?;
+    let complete = |cache: &crate::statefs::Dir| cache.read(".complete").is_ok_and(|d| d.is_some());
+    if complete(&cache) {
         return Ok(dir);
     }
-    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
     // One compiler at a time per cache; the others wait and find it complete.
     let lock_path = dir.join(".lock");
-    let lock = std::fs::File::create(&lock_path).map_err(|e| io_err(&lock_path, e))?;
+    let lock = state
+        .ensure_file(&cache, ".lock")
+        .map_err(|e| io_err(&lock_path, e))?;
     {
         use std::os::fd::AsRawFd;
         // SAFETY: flock on an fd we own; released when `lock` is dropped (closed).
@@ -901,7 +915,7 @@ pub fn python_cache(pins: &Pins, program: &Path, state_dir: &Path) -> Result<Pat
             return Err(io_err(&lock_path, std::io::Error::last_os_error()));
         }
     }
-    if done.exists() {
+    if complete(&cache) {
         return Ok(dir);
     }
     let real = real_executable(program)?;
@@ -965,7 +979,10 @@ pub fn python_cache(pins: &Pins, program: &Path, state_dir: &Path) -> Result<Pat
             String::from_utf8_lossy(&out.stdout).trim()
         );
     }
-    std::fs::write(&done, b"").map_err(|e| io_err(&done, e))?;
+    let done = dir.join(".complete");
+    cache
+        .replace(".complete", b"", crate::statefs::FILE_MODE, |_| Ok(()))
+        .map_err(|e| io_err(&done, e))?;
     drop(lock);
     Ok(dir)
 }

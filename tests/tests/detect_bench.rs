@@ -99,7 +99,7 @@ fn run(dir: &std::path::Path, full: bool, rate: Option<u64>) -> Run {
             }),
             cgroup_dir: dir.join("no-cgroup"),
             denials: None,
-            profile_path: None,
+            profile: None,
             tools: None,
         };
         let t0 = Instant::now();

@@ -388,7 +388,8 @@ fn learned_behaviour_is_quiet_and_a_departure_is_alerted() {
         "nothing alerted while learning"
     );
     let profile: Value = serde_json::from_slice(
-        &std::fs::read(scene.state.join("profiles/weather.json")).expect("profile saved"),
+        // Kept per policy (the widened default keeps its name) and server.
+        &std::fs::read(scene.state.join("profiles/default/weather.json")).expect("profile saved"),
     )
     .expect("profile JSON");
     assert!(

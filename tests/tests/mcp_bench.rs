@@ -348,7 +348,8 @@ async fn compare(server: Server) {
     std::fs::create_dir_all(&dir).expect("bench dir");
     let mut cfg = ProxyConfig::new("bench");
     cfg.pins = Some(PinConfig {
-        dir: dir.clone(),
+        state_dir: dir.clone(),
+        policy: "bench".into(),
         poison: PoisonAction::Block,
     });
     let chain = mcp::proxy::build_chain(&cfg).expect("chain");

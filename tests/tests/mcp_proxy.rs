@@ -17,6 +17,7 @@ use mcp_guard::mcp::{
     pins::{PinConfig, PoisonAction},
     session::MemorySink,
 };
+use mcp_guard::names::StateKey;
 use mcp_guard_tests::{fixture, npm_server, python};
 use serde_json::{Value, json};
 use tokio::{
@@ -165,7 +166,8 @@ fn proxied(
 fn config(server: &str, dir: &Path) -> ProxyConfig {
     let mut c = ProxyConfig::new(server);
     c.pins = Some(PinConfig {
-        dir: dir.join("pins"),
+        state_dir: dir.to_path_buf(),
+        policy: server.into(),
         poison: PoisonAction::Block,
     });
     c
@@ -218,7 +220,8 @@ fn everything_server_results_identical_with_and_without_the_proxy() {
     assert_eq!(calls[0].tool.as_deref(), Some("echo"));
     assert!(sink.findings.is_empty(), "{:?}", sink.findings);
     // First sight pinned every tool.
-    let pins = mcp::pins::load(&dir.join("pins"), "everything").expect("pins");
+    let key = StateKey::new("everything", "everything").expect("key");
+    let pins = mcp::pins::load(&dir, &key).expect("pins");
     assert!(
         pins.tools.contains_key("get-sum"),
         "{:?}",
@@ -388,7 +391,8 @@ fn a_changed_tool_description_is_caught_and_blocked_until_approved() {
     drop(sink);
 
     // After approval a new session sees the new definition.
-    let approved = mcp::pins::approve(&dir.join("pins"), "tricky", Some("echo")).expect("approve");
+    let key = StateKey::new("tricky", "tricky").expect("key");
+    let approved = mcp::pins::approve(&dir, &key, Some("echo")).expect("approve");
     assert_eq!(approved, vec!["echo"]);
     let again = json!([{"op": "list_tools"}, {"op": "list_tools"}]);
     let (got, _, _) = proxied(

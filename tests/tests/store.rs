@@ -229,14 +229,21 @@ fn ten_processes_writing_one_store_lose_nothing() {
     assert_eq!(events.len(), 10);
 }
 
-/// A tmpfs mounted for the test, unmounted on drop.
+/// A tmpfs mounted for the test, unmounted on drop. Mode 0755, not tmpfs's default 1777: mcp-guard
+/// refuses a state dir others can write.
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Self {
         fs::create_dir_all(dir).expect("mount point");
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(dir)
             .status()
             .expect("run mount");

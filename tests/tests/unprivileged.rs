@@ -33,13 +33,10 @@ fn without_root_or_agent_exec_refuses_or_runs_landlock_seccomp_and_the_proxy_onl
     let public = Public::new("unprivileged");
     let guard = public.copy(&mcp_guard(), "mcp-guard");
     let echo = public.copy(&workspace_bin("mcp_echo_server"), "mcp_echo_server");
+    // The unprivileged user's own state dir: mcp-guard refuses one other users can write.
     std::fs::create_dir_all(public.0.join("state")).expect("state dir");
-    let chmod = Command::new("chmod")
-        .arg("0777")
-        .arg(public.0.join("state"))
-        .status()
-        .expect("chmod");
-    assert!(chmod.success());
+    std::os::unix::fs::chown(public.0.join("state"), Some(NOBODY), Some(NOBODY))
+        .expect("chown the state dir");
     let dir = public.0.display().to_string();
     let policy = |name: &str, more: &str| {
         let path = public.0.join(format!("{name}.toml"));

@@ -82,6 +82,24 @@ impl PolicySet {
     }
 }
 
+impl PolicySet {
+    /// The policy of the policy dir that owns the server name `server`: the policy of
+    /// `<server>.toml` (named `server` itself when that file does not validate: the name is still
+    /// taken), else one whose `name` is `server`. `None` when the name is free.
+    pub fn owner_of(&mut self, server: &str) -> Option<String> {
+        if self.dir.join(format!("{server}.toml")).exists() {
+            return Some(
+                self.get(server)
+                    .map_or_else(|_| server.to_string(), |l| l.policy.name),
+            );
+        }
+        self.by_name
+            .values()
+            .find(|l| l.policy.name == server)
+            .map(|l| l.policy.name.clone())
+    }
+}
+
 /// `NAME` of a `NAME.toml` file.
 fn policy_name(path: &Path) -> Option<String> {
     if path.extension()? != "toml" {
@@ -126,6 +144,25 @@ mod tests {
         std::fs::remove_file(dir.join("a.toml")).expect("rm");
         set.reload();
         assert!(set.get("a").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn server_names_belong_to_the_policy_of_that_file_or_name() {
+        let dir = std::env::temp_dir().join(format!("mcp-guard-owners-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("gh.toml"), "name = \"github\"\n").expect("write");
+        std::fs::write(dir.join("broken.toml"), "name = \"broken\"\nbogus = 1\n").expect("write");
+        let (mut set, _) = PolicySet::load(&dir);
+        assert_eq!(set.owner_of("gh").as_deref(), Some("github"), "by file");
+        assert_eq!(set.owner_of("github").as_deref(), Some("github"), "by name");
+        assert_eq!(
+            set.owner_of("broken").as_deref(),
+            Some("broken"),
+            "still taken"
+        );
+        assert_eq!(set.owner_of("free"), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

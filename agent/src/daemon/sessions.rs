@@ -2,8 +2,9 @@
 //!
 //! An exec request is checked against who sent it (SO_PEERCRED, not anything the client says):
 //! a non-root user gets policies from the policy dir by name only, only those whose `[access]`
-//! lets them, no `--observe` unless the config allows it, and, with `known_only`, no launch
-//! without a policy of its own. An accepted request starts a session worker
+//! lets them, no `--observe` unless the config allows it, with `known_only` no launch without a
+//! policy of its own, and no server name (`--name`, checked here as an identifier) that belongs
+//! to another policy of the policy dir. An accepted request starts a session worker
 //! (`mcp-guard __session`, see `exec::worker`) with the client's stdio, connection and working
 //! directory; the worker runs the server as the client's user and answers the client itself.
 //! A process of a guarded server is refused whatever it asks (see `peer`).
@@ -327,6 +328,37 @@ impl Launcher {
                     "user {name} (uid {uid}) may not use policy {}: its [access] lists users {:?} \
                      and groups {:?}",
                     policy.name, policy.access.users, policy.access.groups
+                ),
+            ));
+        }
+        let server = match &req.name {
+            Some(n) => {
+                crate::names::check(n).map_err(|e| {
+                    (
+                        EXIT_POLICY,
+                        format!("--name: {e}\n(the name keys the server's state and records)"),
+                    )
+                })?;
+                n.as_str()
+            }
+            None => policy.name.as_str(),
+        };
+        if uid != 0
+            && let Some(owner) = self
+                .policies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .owner_of(server)
+            && owner != policy.name
+        {
+            // Its pins, profile, quarantine and records would be mixed with that policy's
+            // server's; root may (e.g. to try a new policy on a known server).
+            return Err((
+                EXIT_POLICY,
+                format!(
+                    "--name {server}: that name belongs to policy {owner} in {dir}, and this \
+                     session runs under policy {}: use --policy {owner}, or another name",
+                    policy.name
                 ),
             ));
         }

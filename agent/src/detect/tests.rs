@@ -363,9 +363,9 @@ fn disabled_rule_never_fires() {
 fn profile_round_trips_and_rejects_corruption() {
     let dir = std::env::temp_dir().join(format!("mcp-guard-profile-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let path = Profile::path(&dir, "srv");
+    let key = crate::names::StateKey::new("pol", "srv").expect("key");
     assert_eq!(
-        Profile::load(&path).expect("missing is empty"),
+        Profile::load(&dir, &key).expect("missing is empty"),
         Profile::default()
     );
     let mut p = Profile::default();
@@ -374,29 +374,26 @@ fn profile_round_trips_and_rejects_corruption() {
         .or_default()
         .egress
         .insert("1.1.1.1:53".into());
-    p.save(&path).expect("save");
-    assert_eq!(Profile::load(&path).expect("load"), p);
-    std::fs::write(&path, "{not json").expect("write");
-    assert!(Profile::load(&path).is_err());
+    p.save(&dir, &key).expect("save");
+    assert_eq!(Profile::load(&dir, &key).expect("load"), p);
+    // Another policy's server of the same name has its own profile.
+    let other = crate::names::StateKey::new("other", "srv").expect("key");
+    assert_eq!(
+        Profile::load(&dir, &other).expect("load"),
+        Profile::default()
+    );
+    std::fs::write(Profile::path(&dir, &key), "{not json").expect("write");
+    assert!(Profile::load(&dir, &key).is_err());
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 #[test]
-fn profile_paths_stay_in_the_profiles_dir() {
-    let state = Path::new("/s");
+fn profile_paths_are_per_policy() {
+    let key = crate::names::StateKey::new("github", "gh").expect("key");
     assert_eq!(
-        Profile::path(state, "git"),
-        Path::new("/s/profiles/git.json")
+        Profile::path(Path::new("/s"), &key),
+        Path::new("/s/profiles/github/gh.json")
     );
-    assert_eq!(
-        Profile::path(state, "my.server-1"),
-        Path::new("/s/profiles/my.server-1.json")
-    );
-    assert_eq!(
-        Profile::path(state, "../../etc/x"),
-        Path::new("/s/profiles/_._.._etc_x.json")
-    );
-    assert_eq!(Profile::path(state, ".x"), Path::new("/s/profiles/_x.json"));
 }
 
 #[test]

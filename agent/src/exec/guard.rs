@@ -192,9 +192,9 @@ fn start_recorder(
     let detector = detector(info);
     let analysis = Analysis {
         facts: info.call_facts.take_receiver(),
-        profile_path: detector
+        profile: detector
             .learning()
-            .then(|| Profile::path(&info.state_dir, &info.server)),
+            .then(|| (info.state_dir.clone(), info.key())),
         detector: Some(detector),
         cgroup_dir: info.cgroup_dir.clone(),
         // Under --observe a deny-call rule is recorded, not acted on, like the proxy's refusals.
@@ -221,12 +221,8 @@ fn start_recorder(
 
 /// The session's detection rules, with what was learned about the server before.
 fn detector(info: &SessionInfo) -> Detector {
-    let path = Profile::path(&info.state_dir, &info.server);
-    let profile = Profile::load(&path).unwrap_or_else(|e| {
-        say(&format!(
-            "WARNING: {}: {e}; starting from an empty profile",
-            path.display()
-        ));
+    let profile = Profile::load(&info.state_dir, &info.key()).unwrap_or_else(|e| {
+        say(&format!("WARNING: {e}; starting from an empty profile"));
         Profile::default()
     });
     Detector::new(

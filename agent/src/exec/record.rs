@@ -160,8 +160,9 @@ pub struct Analysis {
     pub cgroup_dir: PathBuf,
     /// Where a `deny-call` action fails the call in flight (the proxy; `None`: recorded only).
     pub denials: Option<mpsc::UnboundedSender<mcp::CallDenial>>,
-    /// Where the detector's profile is merged and saved at the end when it is learning.
-    pub profile_path: Option<PathBuf>,
+    /// Where the detector's profile is merged and saved at the end when it is learning: the
+    /// state dir and the session's key.
+    pub profile: Option<(PathBuf, crate::names::StateKey)>,
     /// The proxy's tool listings (name, `readOnlyHint`), for the read-only check.
     pub tools: Option<mpsc::UnboundedReceiver<ToolHints>>,
 }
@@ -273,23 +274,29 @@ pub async fn record_events(
         rec.write(a);
     }
     rec.end_calls(u64::MAX);
-    if let (Some(path), Some(d)) = (analysis.profile_path, &rec.detector)
+    if let (Some((state_dir, key)), Some(d)) = (analysis.profile, &rec.detector)
         && d.learning()
     {
-        save_profile(&path, d.profile());
+        save_profile(&state_dir, &key, d.profile());
     }
     rec.stats
 }
 
 /// Merges `learned` into the profile on disk (another session of the server may have saved
 /// since this one loaded it) and saves it.
-fn save_profile(path: &std::path::Path, learned: &crate::detect::Profile) {
-    let mut profile = crate::detect::Profile::load(path).unwrap_or_else(|e| {
+fn save_profile(
+    state_dir: &std::path::Path,
+    key: &crate::names::StateKey,
+    learned: &crate::detect::Profile,
+) {
+    use crate::detect::Profile;
+    let path = Profile::path(state_dir, key);
+    let mut profile = Profile::load(state_dir, key).unwrap_or_else(|e| {
         eprintln!("mcp-guard: WARNING: {e}; replacing it with what this session learned");
-        crate::detect::Profile::default()
+        Profile::default()
     });
     profile.merge(learned);
-    match profile.save(path) {
+    match profile.save(state_dir, key) {
         Ok(()) => tracing::info!("learned profile saved to {}", path.display()),
         Err(e) => eprintln!(
             "mcp-guard: WARNING: cannot save the learned profile {}: {e}",

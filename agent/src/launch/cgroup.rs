@@ -1,7 +1,7 @@
-//! The server's cgroup: a v2 directory `<v2>/mcp-guard/<server>-<execpid>-<nonce>` (found from
-//! /proc/self/mountinfo) that holds the whole process tree, plus, on hybrid hosts, same-named
-//! directories in the v1 memory/pids/cpu hierarchies that carry the limits the v2 hierarchy
-//! cannot. Killing goes through v2 `cgroup.kill`; removal takes every directory away.
+//! The server's cgroup: a v2 directory `<v2>/mcp-guard/<server>-<execpid>-<nonce>@<policy>`
+//! (found from /proc/self/mountinfo) that holds the whole process tree, plus, on hybrid hosts,
+//! same-named directories in the v1 memory/pids/cpu hierarchies that carry the limits the v2
+//! hierarchy cannot. Killing goes through v2 `cgroup.kill`; removal takes every directory away.
 
 use std::{
     fs,
@@ -135,18 +135,30 @@ pub fn sanitize(server: &str) -> String {
         .collect()
 }
 
-/// The cgroup leaf name for a server session: `<server>-<execpid>-<nonce>`.
-pub fn leaf_name(server: &str) -> String {
+/// The cgroup leaf name for a server session: `<server>-<execpid>-<nonce>@<policy>`. The policy
+/// is in the name so that a quarantine of a policy finds its sessions whatever their server
+/// name (`@` is in no server or policy name).
+pub fn leaf_name(server: &str, policy: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{}-{}-{nanos:08x}", sanitize(server), std::process::id())
+    format!(
+        "{}-{}-{nanos:08x}@{}",
+        sanitize(server),
+        std::process::id(),
+        sanitize(policy)
+    )
 }
 
-/// The (sanitized) server part of a leaf made by [`leaf_name`]; `None` for other names.
-pub fn leaf_server(leaf: &str) -> Option<String> {
-    let mut parts = leaf.rsplitn(3, '-');
+/// The (sanitized) server, exec pid and policy of a leaf made by [`leaf_name`] (no policy in
+/// the leaves of earlier versions); `None` for other names.
+fn split_leaf(leaf: &str) -> Option<(&str, &str, Option<&str>)> {
+    let (rest, policy) = match leaf.split_once('@') {
+        Some((rest, policy)) => (rest, Some(policy)),
+        None => (leaf, None),
+    };
+    let mut parts = rest.rsplitn(3, '-');
     let nonce = parts.next()?;
     let pid = parts.next()?;
     let server = parts.next()?;
@@ -154,7 +166,17 @@ pub fn leaf_server(leaf: &str) -> Option<String> {
         && nonce.bytes().all(|b| b.is_ascii_hexdigit())
         && !pid.is_empty()
         && pid.bytes().all(|b| b.is_ascii_digit());
-    ok.then(|| server.to_string())
+    ok.then_some((server, pid, policy))
+}
+
+/// The (sanitized) server part of a leaf made by [`leaf_name`]; `None` for other names.
+pub fn leaf_server(leaf: &str) -> Option<String> {
+    split_leaf(leaf).map(|(server, _, _)| server.to_string())
+}
+
+/// The (sanitized) policy part of a leaf made by [`leaf_name`]; `None` for other names.
+pub fn leaf_policy(leaf: &str) -> Option<String> {
+    split_leaf(leaf).and_then(|(_, _, policy)| policy.map(str::to_string))
 }
 
 impl Cgroup {
@@ -431,9 +453,7 @@ pub fn reap_stale(mounts: &Mounts) -> Vec<PathBuf> {
 
 /// The exec pid in a leaf name made by [`leaf_name`].
 pub fn exec_pid(leaf: &str) -> Option<i32> {
-    let mut parts = leaf.rsplitn(3, '-');
-    let _nonce = parts.next()?;
-    parts.next()?.parse().ok()
+    split_leaf(leaf).and_then(|(_, pid, _)| pid.parse().ok())
 }
 
 #[cfg(test)]
@@ -475,10 +495,17 @@ mod tests {
     }
 
     #[test]
-    fn leaf_names_carry_the_exec_pid() {
-        let leaf = leaf_name("my server/x");
+    fn leaf_names_carry_server_exec_pid_and_policy() {
+        let leaf = leaf_name("my server/x", "pol-1.a");
         assert!(leaf.starts_with("my_server_x-"));
         assert_eq!(exec_pid(&leaf), Some(std::process::id() as i32));
+        assert_eq!(leaf_server(&leaf).as_deref(), Some("my_server_x"));
+        assert_eq!(leaf_policy(&leaf).as_deref(), Some("pol-1.a"));
+        // An earlier version's leaf: no policy.
+        assert_eq!(exec_pid("srv-12-0000abcd"), Some(12));
+        assert_eq!(leaf_server("srv-12-0000abcd").as_deref(), Some("srv"));
+        assert_eq!(leaf_policy("srv-12-0000abcd"), None);
+        assert_eq!(exec_pid("not-a-leaf"), None);
     }
 
     #[test]

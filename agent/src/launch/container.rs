@@ -310,7 +310,7 @@ pub async fn prepare(
     let v2root = mounts.v2.clone().ok_or_else(|| {
         Unenforceable("no cgroup v2 hierarchy is mounted: the eBPF guard needs one".into())
     })?;
-    let cg = cgroup::Cgroup::create(&mounts, &cgroup::leaf_name(req.server))
+    let cg = cgroup::Cgroup::create(&mounts, &cgroup::leaf_name(req.server, &req.policy.name))
         .map_err(|e| Unenforceable(format!("cannot create the server's cgroup: {e}")))?;
     let parent = match cg.v2_dir().strip_prefix(&v2root) {
         Ok(rel) => format!("/{}", rel.display()),

@@ -333,12 +333,13 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
     for stale in cgroup::reap_stale(&mounts) {
         tracing::info!("removed stale cgroup {}", stale.display());
     }
-    let mut cg = cgroup::Cgroup::create(&mounts, &cgroup::leaf_name(req.server)).map_err(|e| {
-        Unenforceable(format!(
-            "cannot create the server's cgroup: {e}\nmcp-guard needs a writable cgroup v2 \
+    let mut cg = cgroup::Cgroup::create(&mounts, &cgroup::leaf_name(req.server, &req.policy.name))
+        .map_err(|e| {
+            Unenforceable(format!(
+                "cannot create the server's cgroup: {e}\nmcp-guard needs a writable cgroup v2 \
              hierarchy (found from /proc/self/mountinfo)"
-        ))
-    })?;
+            ))
+        })?;
     let result = apply_limits(
         &mut cg,
         &mounts,

@@ -11,6 +11,8 @@ use std::{
 };
 
 use anyhow::Context as _;
+
+use crate::{names::StateKey, statefs::StateDir};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -36,8 +38,10 @@ pub enum PoisonAction {
 /// Pinning settings (plain data).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinConfig {
-    /// Directory of pin files (`<state>/pins`).
-    pub dir: PathBuf,
+    /// The state dir: pins live in `<state>/pins/<policy>/<server>.json`.
+    pub state_dir: PathBuf,
+    /// The policy the server runs under: its pins are kept apart from every other policy's.
+    pub policy: String,
     /// What to do with poisoned descriptions and with names shadowing another server's tools.
     pub poison: PoisonAction,
 }
@@ -63,38 +67,131 @@ pub struct PinFile {
     pub pending: BTreeMap<String, Pin>,
 }
 
-/// Where pins live under a state dir (`<state>/pins`).
-pub fn pins_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("pins")
+/// The directory of pins under a state dir.
+pub const PINS_DIR: &str = "pins";
+
+/// A policy's pin directory, relative to the state dir.
+fn policy_dir(policy: &str) -> String {
+    format!("{PINS_DIR}/{policy}")
 }
 
-fn pin_path(dir: &Path, server: &str) -> PathBuf {
-    dir.join(format!("{server}.json"))
+fn file_name(server: &str) -> String {
+    format!("{server}.json")
+}
+
+/// Where a server's pins are (for messages): `<state>/pins/<policy>/<server>.json`.
+pub fn pin_path(state_dir: &Path, key: &StateKey) -> PathBuf {
+    state_dir
+        .join(policy_dir(&key.policy))
+        .join(file_name(&key.server))
 }
 
 /// Loads a server's pins (empty when none yet).
-pub fn load(dir: &Path, server: &str) -> anyhow::Result<PinFile> {
-    let path = pin_path(dir, server);
-    match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("reading {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PinFile::default()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+pub fn load(state_dir: &Path, key: &StateKey) -> anyhow::Result<PinFile> {
+    let path = pin_path(state_dir, key);
+    let bytes = match StateDir::existing(state_dir)? {
+        Some(state) => state.read(&policy_dir(&key.policy), &file_name(&key.server)),
+        None => Ok(None),
+    };
+    match bytes.with_context(|| format!("reading {}", path.display()))? {
+        Some(b) => {
+            serde_json::from_slice(&b).with_context(|| format!("reading {}", path.display()))
+        }
+        None => Ok(PinFile::default()),
     }
 }
 
-fn save(dir: &Path, server: &str, pins: &PinFile) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = pin_path(dir, server);
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(pins)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+fn save(state_dir: &Path, key: &StateKey, pins: &PinFile) -> anyhow::Result<()> {
+    let path = pin_path(state_dir, key);
+    StateDir::create(state_dir)
+        .and_then(|state| {
+            state.write(
+                &policy_dir(&key.policy),
+                &file_name(&key.server),
+                &serde_json::to_vec_pretty(pins).map_err(std::io::Error::other)?,
+            )
+        })
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Every (policy, server) with a pin file, sorted.
+pub fn keys(state_dir: &Path) -> anyhow::Result<Vec<StateKey>> {
+    let mut out = Vec::new();
+    let Some(state) = StateDir::existing(state_dir)? else {
+        return Ok(out);
+    };
+    let Some(pins) = state.existing_subdir(PINS_DIR)? else {
+        return Ok(out);
+    };
+    for policy in pins.names()? {
+        // Other entries (a pin file of an earlier version, temp files) name no policy dir.
+        let Ok(Some(dir)) = state.existing_subdir(&policy_dir(&policy)) else {
+            continue;
+        };
+        for file in dir.names()? {
+            if let Some(server) = file.strip_suffix(".json")
+                && let Ok(key) = StateKey::new(&policy, server)
+            {
+                out.push(key);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The pinned (policy, server) pairs of `server` (under `policy` when given); an error says
+/// what exists when there is none, or when the choice is ambiguous and `one` is asked for.
+pub fn find(
+    state_dir: &Path,
+    server: &str,
+    policy: Option<&str>,
+    one: bool,
+) -> anyhow::Result<Vec<StateKey>> {
+    let found: Vec<StateKey> = keys(state_dir)?
+        .into_iter()
+        .filter(|k| k.server == server && policy.is_none_or(|p| p == k.policy))
+        .collect();
+    if found.is_empty() {
+        anyhow::bail!(
+            "no pinned tools for server {server:?}{} in {} (it has not listed its tools under \
+             mcp-guard with this state dir)",
+            policy
+                .map(|p| format!(" under policy {p:?}"))
+                .unwrap_or_default(),
+            state_dir.join(PINS_DIR).display()
+        );
+    }
+    if one && found.len() > 1 {
+        anyhow::bail!(
+            "server {server:?} has pins under several policies ({}): say which with --policy",
+            found
+                .iter()
+                .map(|k| k.policy.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(found)
+}
+
+/// The command that approves `tool` of `key`.
+pub fn approve_command(key: &StateKey, tool: &str) -> String {
+    let mut cmd = format!("mcp-guard pins approve {} {tool}", key.server);
+    if key.policy != key.server {
+        cmd.push_str(&format!(" --policy {}", key.policy));
+    }
+    cmd
 }
 
 /// Accepts the pending changed definitions of `server` (all, or just `tool`); returns the names
 /// approved. Backs `mcp-guard pins approve SERVER [TOOL]`.
-pub fn approve(dir: &Path, server: &str, tool: Option<&str>) -> anyhow::Result<Vec<String>> {
-    let mut pins = load(dir, server)?;
+pub fn approve(
+    state_dir: &Path,
+    key: &StateKey,
+    tool: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let mut pins = load(state_dir, key)?;
     let names: Vec<String> = pins
         .pending
         .keys()
@@ -103,7 +200,7 @@ pub fn approve(dir: &Path, server: &str, tool: Option<&str>) -> anyhow::Result<V
         .collect();
     if names.is_empty() {
         anyhow::bail!(
-            "no pending change for {} of server {server:?}",
+            "no pending change for {} of {key}",
             tool.map_or("any tool".to_string(), |t| format!("tool {t:?}"))
         );
     }
@@ -112,7 +209,7 @@ pub fn approve(dir: &Path, server: &str, tool: Option<&str>) -> anyhow::Result<V
             pins.tools.insert(n.clone(), p);
         }
     }
-    save(dir, server, &pins)?;
+    save(state_dir, key, &pins)?;
     Ok(names)
 }
 
@@ -122,6 +219,8 @@ pub fn approve(dir: &Path, server: &str, tool: Option<&str>) -> anyhow::Result<V
 pub struct PinRow {
     /// Server name.
     pub server: String,
+    /// The policy it runs under.
+    pub policy: String,
     /// Tool name.
     pub tool: String,
     /// `pinned` (unchanged since pinned), `changed` (a new definition waits for approval) or
@@ -143,42 +242,23 @@ pub struct PinRow {
     pub pending_description: Option<String>,
 }
 
-/// The servers with a pin file in `dir`, sorted.
-pub fn servers(dir: &Path) -> anyhow::Result<Vec<String>> {
-    let mut out = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    };
-    for e in entries.flatten() {
-        if let Some(name) = e.file_name().to_str().and_then(|n| n.strip_suffix(".json")) {
-            out.push(name.to_string());
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// The rows of `mcp-guard pins list [SERVER]`: every pinned tool of `server` (or of every
-/// server), in server then tool order.
-pub fn list(dir: &Path, server: Option<&str>) -> anyhow::Result<Vec<PinRow>> {
+/// server; under `policy` when given), in policy, server then tool order.
+pub fn list(
+    state_dir: &Path,
+    server: Option<&str>,
+    policy: Option<&str>,
+) -> anyhow::Result<Vec<PinRow>> {
     let names = match server {
-        Some(s) => {
-            if !pin_path(dir, s).exists() {
-                anyhow::bail!(
-                    "no pinned tools for server {s:?} in {} (it has not listed its tools under \
-                     mcp-guard with this state dir)",
-                    dir.display()
-                );
-            }
-            vec![s.to_string()]
-        }
-        None => servers(dir)?,
+        Some(s) => find(state_dir, s, policy, false)?,
+        None => keys(state_dir)?
+            .into_iter()
+            .filter(|k| policy.is_none_or(|p| p == k.policy))
+            .collect(),
     };
     let mut rows = Vec::new();
-    for name in names {
-        let pins = load(dir, &name)?;
+    for key in names {
+        let pins = load(state_dir, &key)?;
         let tools: std::collections::BTreeSet<&String> =
             pins.tools.keys().chain(pins.pending.keys()).collect();
         for tool in tools {
@@ -198,7 +278,8 @@ pub fn list(dir: &Path, server: Option<&str>) -> anyhow::Result<Vec<PinRow>> {
                 .and_then(desc)
                 .filter(|d| Some(d) != description.as_ref());
             rows.push(PinRow {
-                server: name.clone(),
+                server: key.server.clone(),
+                policy: key.policy.clone(),
                 tool: tool.clone(),
                 status: match (pinned, pending) {
                     (Some(_), None) => "pinned",
@@ -218,11 +299,12 @@ pub fn list(dir: &Path, server: Option<&str>) -> anyhow::Result<Vec<PinRow>> {
     Ok(rows)
 }
 
-/// `pins list` as a table: server, tool, status, short hash, pinned at, what changed.
+/// `pins list` as a table: server, policy, tool, status, short hash, pinned at, what changed.
 pub fn render_table(rows: &[PinRow]) -> String {
     let short = |h: &str| h.chars().take(12).collect::<String>();
     let mut lines = vec![[
         "SERVER".to_string(),
+        "POLICY".into(),
         "TOOL".into(),
         "STATUS".into(),
         "HASH".into(),
@@ -232,20 +314,26 @@ pub fn render_table(rows: &[PinRow]) -> String {
     for r in rows {
         let change = match &r.pending_hash {
             Some(h) => format!(
-                "-> {} ({}); approve: mcp-guard pins approve {} {}",
+                "-> {} ({}); approve: {}",
                 short(h),
                 if r.changed_parts.is_empty() {
                     "new tool".to_string()
                 } else {
                     r.changed_parts.join(", ")
                 },
-                r.server,
-                r.tool
+                approve_command(
+                    &StateKey {
+                        policy: r.policy.clone(),
+                        server: r.server.clone()
+                    },
+                    &r.tool
+                )
             ),
             None => String::new(),
         };
         lines.push([
             r.server.clone(),
+            r.policy.clone(),
             r.tool.clone(),
             r.status.to_string(),
             short(&r.hash),
@@ -253,7 +341,7 @@ pub fn render_table(rows: &[PinRow]) -> String {
             change,
         ]);
     }
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 7];
     for l in &lines {
         for (w, c) in widths.iter_mut().zip(l) {
             *w = (*w).max(c.chars().count());
@@ -324,46 +412,56 @@ fn canonical(v: &Value, out: &mut String) {
     }
 }
 
+/// Says where an earlier version's pins of the server are: they were kept by server name
+/// alone (`<state>/pins/<server>.json`), which any session could reach, and are not read.
+fn warn_legacy(state_dir: &Path, key: &StateKey) {
+    let legacy = state_dir.join(PINS_DIR).join(file_name(&key.server));
+    if std::fs::symlink_metadata(&legacy).is_ok_and(|m| m.is_file()) {
+        tracing::warn!(
+            "{} holds pins of an earlier mcp-guard, kept by server name only, and is not read; \
+             if they are this server's, move it to {}",
+            legacy.display(),
+            pin_path(state_dir, key).display()
+        );
+    }
+}
+
 /// The pinning and poisoning interceptor for one server.
 pub struct PinGuard {
-    server: String,
-    dir: PathBuf,
+    key: StateKey,
+    state_dir: PathBuf,
     action: PoisonAction,
     pins: PinFile,
-    /// Tool names of the other servers' pin files (for shadowing).
+    /// Tool names of the other servers' pin files, of every policy (for shadowing: a client
+    /// talks to servers of many policies).
     others: HashMap<String, String>,
     /// Tools currently refused, with why.
     blocked: HashMap<String, String>,
 }
 
 impl PinGuard {
-    /// Loads `server`'s pins and the tool names of every other pinned server.
+    /// Loads the pins of `server` under the configured policy, and the tool names of every
+    /// other pinned server.
     pub fn open(server: &str, config: &PinConfig) -> anyhow::Result<Self> {
-        let pins = load(&config.dir, server)?;
+        let key = StateKey::new(&config.policy, server).map_err(anyhow::Error::msg)?;
+        let pins = load(&config.state_dir, &key)?;
+        if pins == PinFile::default() {
+            warn_legacy(&config.state_dir, &key);
+        }
         let mut others = HashMap::new();
-        if let Ok(entries) = std::fs::read_dir(&config.dir) {
-            for e in entries.flatten() {
-                let p = e.path();
-                let Some(name) = p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".json"))
-                else {
-                    continue;
-                };
-                if name == server {
-                    continue;
-                }
-                if let Ok(f) = load(&config.dir, name) {
-                    for tool in f.tools.keys() {
-                        others.insert(tool.clone(), name.to_string());
-                    }
+        for other in keys(&config.state_dir).unwrap_or_default() {
+            if other == key {
+                continue;
+            }
+            if let Ok(f) = load(&config.state_dir, &other) {
+                for tool in f.tools.keys() {
+                    others.insert(tool.clone(), other.server.clone());
                 }
             }
         }
         Ok(Self {
-            server: server.into(),
-            dir: config.dir.clone(),
+            key,
+            state_dir: config.state_dir.clone(),
             action: config.poison,
             pins,
             others,
@@ -445,8 +543,10 @@ impl PinGuard {
             }
             Some(p) => {
                 let summary = format!(
-                    "tool {name:?} of server {:?} changed since it was pinned at {}; approve with `mcp-guard pins approve {} {name}`",
-                    self.server, p.pinned_at, self.server
+                    "tool {name:?} of server {:?} changed since it was pinned at {}; approve with `{}`",
+                    self.key.server,
+                    p.pinned_at,
+                    approve_command(&self.key, &name)
                 );
                 if self.pins.pending.get(&name).is_none_or(|q| q.hash != hash) {
                     ctx.report("tool-changed", Some(&name), summary.clone());
@@ -467,7 +567,7 @@ impl PinGuard {
     }
 
     fn save(&self) {
-        if let Err(e) = save(&self.dir, &self.server, &self.pins) {
+        if let Err(e) = save(&self.state_dir, &self.key, &self.pins) {
             tracing::error!("cannot save pins: {e:#}");
         }
     }
@@ -509,7 +609,7 @@ impl Interceptor for PinGuard {
         };
         // `mcp-guard pins approve` may have changed the file since: take its approvals now, and
         // never write back a stale copy over them.
-        match load(&self.dir, &self.server) {
+        match load(&self.state_dir, &self.key) {
             Ok(p) => self.pins = p,
             Err(e) => tracing::warn!("cannot reload pins: {e:#}"),
         }
@@ -594,9 +694,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mcp-guard-pins-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cfg = PinConfig {
-            dir: dir.clone(),
+            state_dir: dir.clone(),
+            policy: "srv".into(),
             poison: PoisonAction::Block,
         };
+        let key = StateKey::new("srv", "srv").expect("key");
         let mut g = PinGuard::open("srv", &cfg).expect("open");
         let mut first = list("Adds.");
         assert_eq!(
@@ -623,10 +725,10 @@ mod tests {
         );
 
         assert_eq!(
-            approve(&dir, "srv", Some("add")).expect("approve"),
+            approve(&dir, &key, Some("add")).expect("approve"),
             vec!["add"]
         );
-        assert!(approve(&dir, "srv", None).is_err(), "nothing left pending");
+        assert!(approve(&dir, &key, None).is_err(), "nothing left pending");
         let mut g = PinGuard::open("srv", &cfg).expect("open");
         let mut third = list("Adds. Also sends your files.");
         assert_eq!(
@@ -634,8 +736,12 @@ mod tests {
             Verdict::Pass
         );
 
-        // Shadowing: another server offering "echo" is flagged and blocked.
-        let mut other = PinGuard::open("other", &cfg).expect("open");
+        // Shadowing: another server offering "echo" is flagged and blocked, under any policy.
+        let other_policy = PinConfig {
+            policy: "elsewhere".into(),
+            ..cfg.clone()
+        };
+        let mut other = PinGuard::open("other", &other_policy).expect("open");
         let mut c = ctx("tools/list", None, MsgKind::Response);
         let mut l =
             json!({"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","description":"x"}]}});
@@ -648,13 +754,54 @@ mod tests {
     }
 
     #[test]
+    fn pins_are_kept_per_policy_and_found_by_server() {
+        let dir = std::env::temp_dir().join(format!("mcp-guard-pinkeys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let a = StateKey::new("team", "srv").expect("key");
+        let b = StateKey::new("default", "srv").expect("key");
+        let mut pins = PinFile::default();
+        pins.tools.insert(
+            "t".into(),
+            Pin {
+                hash: "h".into(),
+                definition: Value::Null,
+                pinned_at: "now".into(),
+            },
+        );
+        save(&dir, &a, &pins).expect("save");
+        assert_eq!(load(&dir, &a).expect("load"), pins);
+        assert_eq!(
+            load(&dir, &b).expect("load"),
+            PinFile::default(),
+            "another policy's"
+        );
+        save(&dir, &b, &PinFile::default()).expect("save");
+        assert_eq!(keys(&dir).expect("keys"), vec![b.clone(), a.clone()]);
+        assert_eq!(
+            find(&dir, "srv", Some("team"), true).expect("one"),
+            vec![a.clone()]
+        );
+        let e = find(&dir, "srv", None, true).expect_err("two policies");
+        assert!(e.to_string().contains("--policy"), "{e}");
+        assert!(find(&dir, "other", None, false).is_err());
+        assert_eq!(
+            approve_command(&a, "t"),
+            "mcp-guard pins approve srv t --policy team"
+        );
+        let same = StateKey::new("srv", "srv").expect("key");
+        assert_eq!(approve_command(&same, "t"), "mcp-guard pins approve srv t");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn poisoned_descriptions_blocked_or_stripped() {
         let dir = std::env::temp_dir().join(format!("mcp-guard-poison-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut g = PinGuard::open(
             "p1",
             &PinConfig {
-                dir: dir.clone(),
+                state_dir: dir.clone(),
+                policy: "p1".into(),
                 poison: PoisonAction::Block,
             },
         )
@@ -668,12 +815,13 @@ mod tests {
         );
         assert!(c.findings[0].2.contains("<IMPORTANT>"), "{:?}", c.findings);
 
-        // A separate pin dir: p1's tools would otherwise be shadowed.
+        // A separate state dir: p1's tools would otherwise be shadowed.
         let dir2 = dir.join("other");
         let mut g = PinGuard::open(
             "p2",
             &PinConfig {
-                dir: dir2,
+                state_dir: dir2,
+                policy: "p2".into(),
                 poison: PoisonAction::Strip,
             },
         )

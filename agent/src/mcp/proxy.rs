@@ -79,7 +79,7 @@ impl ProxyConfig {
     /// scoping, `[tools.args]` rules, `validate_schema`), the `[mcp]` table (message size,
     /// poisoned descriptions, secret shapes, PII, the external hook), the policy's secrets
     /// (their resolved `values`, by variable name) redacted from server output, and tool pinning
-    /// in `<state_dir>/pins`.
+    /// in `<state_dir>/pins/<policy>`.
     pub fn from_policy(
         policy: &crate::policy::Policy,
         server: &str,
@@ -130,7 +130,8 @@ impl ProxyConfig {
             pii: mcp.pii.clone(),
         };
         c.pins = Some(super::pins::PinConfig {
-            dir: super::pins::pins_dir(state_dir),
+            state_dir: state_dir.to_path_buf(),
+            policy: policy.name.clone(),
             poison: match mcp.poisoned_descriptions {
                 PP::Block => super::pins::PoisonAction::Block,
                 PP::Strip => super::pins::PoisonAction::Strip,
@@ -1518,7 +1519,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut config = ProxyConfig::new("rugpull");
         config.pins = Some(PinConfig {
-            dir: dir.clone(),
+            state_dir: dir.clone(),
+            policy: "rugpull".into(),
             poison: PoisonAction::Block,
         });
         let chain = build_chain(&config).expect("chain");

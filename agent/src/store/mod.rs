@@ -12,8 +12,6 @@ mod tail;
 mod writer;
 
 use std::{
-    fs,
-    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     str::FromStr,
     time::Duration,
@@ -30,6 +28,8 @@ pub use records::{
 };
 pub use tail::{Tail, TailBatch};
 pub use writer::{Retention, StoreHandle, StoreWriter, WriterConfig, WriterStats};
+
+use crate::statefs::StateDir;
 
 /// The `kind` of an event that stands for kernel events the session lost (`detail` names the
 /// reason and the count).
@@ -245,34 +245,39 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens the database at `path` for writing, creating it (and its directory) if needed, and
     /// brings its schema up to date.
+    ///
+    /// The directory is opened through [`StateDir`] (created 0700; this user's and writable by
+    /// no one else) and the file created in it 0600 (SQLite gives the -wal and -shm files the
+    /// database file's mode) or found there as a regular file of this user, never through a
+    /// symlink. SQLite then opens it by the directory's resolved path with
+    /// `SQLITE_OPEN_NOFOLLOW`: a symlink anywhere in that path makes the open fail, and SQLite
+    /// opens the database, WAL and journal files themselves with `O_NOFOLLOW`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        // The history of what servers touched is for root and the agent: create the file 0600
-        // (SQLite gives the -wal and -shm files the database file's mode).
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => {
-                return Err(StoreError::CreateDir {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        }
+        let create_err = |source| StoreError::CreateDir {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| create_err(std::io::Error::other("not a file name")))?;
+        let state = StateDir::create(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        state.ensure_file(state.dir(), name).map_err(create_err)?;
+        let real = state.dir().real_path().map_err(create_err)?.join(name);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        Self::open_with(path, flags, false)
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let mut store = Self::open_with(&real, flags, false)?;
+        store.path = path.to_path_buf();
+        Ok(store)
     }
 
     /// Opens an existing database for queries: fails with [`StoreError::Missing`] when there is

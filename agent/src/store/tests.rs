@@ -1,7 +1,7 @@
 //! Unit tests: schema, round trips, filters, `since`, retention, the writer's counters.
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
+use std::{fs, time::Duration};
 
 use super::*;
 
