@@ -18,6 +18,7 @@ pub mod mounts;
 pub mod policy;
 pub mod quarantine;
 pub mod query;
+pub mod scrub;
 pub mod state;
 pub mod store;
 pub mod suggest;
