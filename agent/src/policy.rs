@@ -19,6 +19,7 @@ use std::{
 use ipnet::IpNet;
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
+mod command;
 mod mcp;
 pub use mcp::{
     ArgCheck, ArgRule, Hook, Mcp, PII_KINDS, PoisonAction, SECRET_SHAPES, SecretShapes, ShapeAction,
@@ -67,6 +68,9 @@ pub struct Policy {
     pub mcp: Mcp,
     /// `[access]`: who may launch this policy through the agent.
     pub access: Access,
+    /// `command = [...]`: the argv the policy fixes; only it (or the program `[pin]` pins) gets
+    /// the `[secrets]`, and `exec` with no command runs it.
+    pub command: Option<Vec<String>>,
 }
 
 /// `[access]`: the users and groups the agent launches this policy for (an unprivileged `exec`
@@ -719,6 +723,7 @@ const TOP_KEYS: &[&str] = &[
     "pin",
     "mcp",
     "access",
+    "command",
 ];
 
 impl Checker<'_> {
@@ -916,6 +921,8 @@ impl Checker<'_> {
         let access = section("access")
             .map(|(item, span)| self.access(item, &span))
             .unwrap_or_default();
+        let command = section("command")
+            .and_then(|(item, span)| self.command(item, &span, isolation.backend));
         Some(Policy {
             name: name?,
             source: source.map(Path::to_path_buf),
@@ -933,6 +940,7 @@ impl Checker<'_> {
             pin,
             mcp,
             access,
+            command,
         })
     }
 
