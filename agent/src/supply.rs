@@ -28,6 +28,8 @@ use sha2::{Digest, Sha256};
 
 pub use crate::policy::{FilePin, NpmPin, PinSignature, Pins, PypiPin, SignerKey};
 
+pub mod argv;
+
 /// The prefix of every digest in a policy.
 pub const SHA256: &str = "sha256:";
 /// The default `ssh-keygen -Y` namespace of pin manifests.

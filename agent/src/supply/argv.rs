@@ -1,0 +1,1054 @@
+//! With `[pin]`, what a pinned interpreter is asked to run must be pinned too: the pinned entry
+//! script is its script argument, and nothing in its arguments or environment makes it run code
+//! from anywhere else (inline code, preloads, a REPL on stdin, a debugger port).
+//!
+//! What is refused, from the interpreters' own documentation (`python3 --help`, "Command line
+//! and environment" of the Python docs; `node --help`, "Command-line API" of the Node.js docs):
+//!
+//! - Python (`python`, `python3`, `python3.X`, `pypy*`): `-c` (inline code), `-i` and
+//!   `PYTHONINSPECT` (a REPL on stdin after the script), `-` or no script (code from stdin),
+//!   `-m` of a module no pinned PyPI distribution provides, `-X` options other than
+//!   [`PY_SAFE_X`] (`-X pycache_prefix` would load bytecode from elsewhere, `-X presite` preloads
+//!   a module), options Python does not have; a script that is not a pinned file (or a file of a
+//!   pinned npm package or PyPI distribution). Environment: `PYTHONSTARTUP`, `PYTHONHOME`,
+//!   `PYTHONINSPECT`, `PYTHONUSERBASE`, `PYTHONPLATLIBDIR`, `PYTHONBREAKPOINT`,
+//!   `PYTHONPYCACHEPREFIX`, `PYTHONEXECUTABLE`, `PYTHON_PRESITE`, and a `PYTHONPATH` entry outside
+//!   the pinned trees (the pinned distributions' site-packages and npm packages).
+//! - Node (`node`, `nodejs`): `-e`/`--eval`, `-p`/`--print`, `-r`/`--require`, `--import`,
+//!   `--loader`/`--experimental-loader`, `-i`/`--interactive`, `-` or no script, `--inspect*` and
+//!   `--debug-port` (a debugger anyone on the port can drive), `--env-file*` (may set
+//!   `NODE_OPTIONS`), `--openssl-config` (loads engines), `--snapshot-blob`, `--build-snapshot*`,
+//!   `--experimental-sea-config`, `--experimental-network-imports`, `--test` and `--run` (run
+//!   other files or package scripts), and every option not in [`NODE_FLAGS`]/[`NODE_VALUES`]
+//!   (an unknown option might take the next argument, and then the script would be another).
+//!   Environment: `NODE_OPTIONS` with any of those or an unknown option, `NODE_PATH` outside
+//!   the pinned trees, `NODE_REPL_EXTERNAL_MODULE`, `NODE_COMPILE_CACHE`.
+//! - Shells and other interpreters (`sh`, `bash`, `perl`, `ruby`, `php`, `lua`, `bun`, `deno`,
+//!   ...): the first argument must be the pinned script (their options are not checked).
+//! - Programs that run whatever their arguments name (`env`, `sudo`, `timeout`, `npx`, `uvx`,
+//!   `busybox`, ...): refused as the pinned program; pin what they would run.
+//! - For every pinned program: `LD_*` (the dynamic loader), `GCONV_PATH`, `OPENSSL_CONF`,
+//!   `OPENSSL_ENGINES`, `OPENSSL_MODULES`, `BASH_ENV`, `ENV`, `PERL5OPT`, `PERL5LIB`, `PERLLIB`,
+//!   `RUBYOPT`, `RUBYLIB`, `JAVA_TOOL_OPTIONS`, `_JAVA_OPTIONS`, `JDK_JAVA_OPTIONS`.
+//!
+//! A `#!` script as the program is itself pinned; its interpreter and options are its first
+//! line's. When that line is `#!/usr/bin/env NAME`, NAME is found on the server's PATH, so the
+//! interpreter found must be a pinned file. Its arguments are the script's, not checked.
+//!
+//! A pinned Python also gets `PYTHONNOUSERSITE=1` (the user's site-packages and its `.pth`
+//! files are not pinned) and, with `-m`, `PYTHONSAFEPATH=1` (Python ≥ 3.11 then does not put
+//! the working directory, which the caller chooses, before the pinned module).
+
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+use super::{Pins, find_dist, record_path, record_rows};
+
+/// Python's `-X` options that load nothing: the only ones allowed with `[pin]`.
+pub const PY_SAFE_X: &[&str] = &[
+    "faulthandler",
+    "showrefcount",
+    "tracemalloc",
+    "importtime",
+    "dev",
+    "utf8",
+    "warn_default_encoding",
+    "no_debug_ranges",
+    "int_max_str_digits",
+    "frozen_modules",
+    "perf",
+    "cpu_count",
+];
+
+/// Node options that take no value and load no code (V8's usual ones too).
+pub const NODE_FLAGS: &[&str] = &[
+    "--abort-on-uncaught-exception",
+    "--allow-addons",
+    "--allow-child-process",
+    "--allow-wasi",
+    "--allow-worker",
+    "-c",
+    "--check",
+    "--cpu-prof",
+    "--disable-wasm-trap-handler",
+    "--disallow-code-generation-from-strings",
+    "--enable-fips",
+    "--enable-source-maps",
+    "--experimental-eventsource",
+    "--experimental-import-meta-resolve",
+    "--experimental-network-inspection",
+    "--experimental-permission",
+    "--permission",
+    "--experimental-print-required-tla",
+    "--experimental-vm-modules",
+    "--experimental-wasm-modules",
+    "--experimental-websocket",
+    "--experimental-detect-module",
+    "--experimental-require-module",
+    "--expose-gc",
+    "--force-context-aware",
+    "--force-fips",
+    "--force-node-api-uncaught-exceptions-policy",
+    "--frozen-intrinsics",
+    "--heap-prof",
+    "-h",
+    "--help",
+    "--huge-max-old-generation-size",
+    "--insecure-http-parser",
+    "--interpreted-frames-native-stack",
+    "--jitless",
+    "--no-addons",
+    "--no-deprecation",
+    "--no-experimental-detect-module",
+    "--no-experimental-fetch",
+    "--no-experimental-global-customevent",
+    "--no-experimental-global-webcrypto",
+    "--no-experimental-repl-await",
+    "--no-experimental-require-module",
+    "--no-extra-info-on-fatal-exception",
+    "--no-force-async-hooks-checks",
+    "--no-global-search-paths",
+    "--enable-network-family-autoselection",
+    "--no-network-family-autoselection",
+    "--no-warnings",
+    "--node-memory-debug",
+    "--openssl-legacy-provider",
+    "--openssl-shared-config",
+    "--pending-deprecation",
+    "--preserve-symlinks",
+    "--preserve-symlinks-main",
+    "--prof",
+    "--report-compact",
+    "--report-exclude-network",
+    "--report-on-fatalerror",
+    "--report-on-signal",
+    "--report-uncaught-exception",
+    "--throw-deprecation",
+    "--tls-max-v1.2",
+    "--tls-max-v1.3",
+    "--tls-min-v1.0",
+    "--tls-min-v1.1",
+    "--tls-min-v1.2",
+    "--tls-min-v1.3",
+    "--trace-atomics-wait",
+    "--trace-deprecation",
+    "--trace-exit",
+    "--trace-promises",
+    "--trace-sigint",
+    "--trace-sync-io",
+    "--trace-tls",
+    "--trace-uncaught",
+    "--trace-warnings",
+    "--track-heap-objects",
+    "--use-bundled-ca",
+    "--use-openssl-ca",
+    "-v",
+    "--version",
+    "--v8-options",
+    "--zero-fill-buffers",
+    "--watch-preserve-output",
+];
+
+/// Node options that take a value (`--opt=V` or `--opt V`) and load no code. V8's options take
+/// theirs only as `--opt=V`.
+pub const NODE_VALUES: &[&str] = &[
+    "-C",
+    "--conditions",
+    "--cpu-prof-dir",
+    "--cpu-prof-interval",
+    "--cpu-prof-name",
+    "--diagnostic-dir",
+    "--disable-proto",
+    "--disable-warning",
+    "--dns-result-order",
+    "--experimental-default-type",
+    "--experimental-policy",
+    "--heap-prof-dir",
+    "--heap-prof-interval",
+    "--heap-prof-name",
+    "--heapsnapshot-near-heap-limit",
+    "--heapsnapshot-signal",
+    "--icu-data-dir",
+    "--input-type",
+    "--inspect-publish-uid",
+    "--max-http-header-size",
+    "--network-family-autoselection-attempt-timeout",
+    "--policy-integrity",
+    "--redirect-warnings",
+    "--report-directory",
+    "--report-dir",
+    "--report-filename",
+    "--report-signal",
+    "--secure-heap",
+    "--secure-heap-min",
+    "--title",
+    "--tls-cipher-list",
+    "--tls-keylog",
+    "--trace-event-categories",
+    "--trace-event-file-pattern",
+    "--trace-require-module",
+    "--unhandled-rejections",
+    "--use-largepages",
+    "--v8-pool-size",
+    "--allow-fs-read",
+    "--allow-fs-write",
+    "--watch-path",
+    "--max-old-space-size",
+    "--max-semi-space-size",
+    "--stack-size",
+    "--stack-trace-limit",
+];
+
+/// Node options that run or load code other than the pinned script, with why.
+const NODE_DENIED: &[(&str, &str)] = &[
+    ("-e", "runs inline code"),
+    ("--eval", "runs inline code"),
+    ("-p", "runs inline code"),
+    ("--print", "runs inline code"),
+    ("-pe", "runs inline code"),
+    ("-r", "preloads a module"),
+    ("--require", "preloads a module"),
+    ("--import", "preloads a module"),
+    ("--loader", "loads a module loader"),
+    ("--experimental-loader", "loads a module loader"),
+    ("-i", "reads code from stdin (REPL)"),
+    ("--interactive", "reads code from stdin (REPL)"),
+    ("--inspect", "opens a debugger that runs any code"),
+    ("--inspect-brk", "opens a debugger that runs any code"),
+    ("--inspect-wait", "opens a debugger that runs any code"),
+    ("--inspect-port", "opens a debugger that runs any code"),
+    ("--debug-port", "opens a debugger that runs any code"),
+    (
+        "--env-file",
+        "reads variables (NODE_OPTIONS too) from a file",
+    ),
+    (
+        "--env-file-if-exists",
+        "reads variables (NODE_OPTIONS too) from a file",
+    ),
+    ("--openssl-config", "loads OpenSSL engines"),
+    ("--snapshot-blob", "restores a heap snapshot"),
+    ("--build-snapshot", "runs a script to build a snapshot"),
+    (
+        "--build-snapshot-config",
+        "runs a script to build a snapshot",
+    ),
+    ("--experimental-sea-config", "builds an executable blob"),
+    ("--experimental-network-imports", "imports code over https"),
+    ("--test", "runs the test files it finds"),
+    ("--run", "runs a package.json script (a shell command)"),
+];
+
+/// Environment variables that make any program load code from elsewhere.
+const ENV_ANY: &[&str] = &[
+    "GCONV_PATH",
+    "OPENSSL_CONF",
+    "OPENSSL_ENGINES",
+    "OPENSSL_MODULES",
+    "BASH_ENV",
+    "ENV",
+    "PERL5OPT",
+    "PERL5LIB",
+    "PERLLIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "NODE_REPL_EXTERNAL_MODULE",
+    "NODE_COMPILE_CACHE",
+    "PYTHONSTARTUP",
+    "PYTHONHOME",
+    "PYTHONINSPECT",
+    "PYTHONUSERBASE",
+    "PYTHONPLATLIBDIR",
+    "PYTHONBREAKPOINT",
+    "PYTHONPYCACHEPREFIX",
+    "PYTHONEXECUTABLE",
+    "PYTHON_PRESITE",
+];
+
+/// Programs that run whatever their arguments name.
+const RUNNERS: &[&str] = &[
+    "env",
+    "nice",
+    "nohup",
+    "timeout",
+    "stdbuf",
+    "setsid",
+    "xargs",
+    "busybox",
+    "sudo",
+    "doas",
+    "su",
+    "runuser",
+    "setpriv",
+    "chroot",
+    "unshare",
+    "nsenter",
+    "strace",
+    "ltrace",
+    "gdb",
+    "valgrind",
+    "script",
+    "time",
+    "taskset",
+    "ionice",
+    "chrt",
+    "flock",
+    "capsh",
+    "systemd-run",
+    "npx",
+    "npm",
+    "pnpm",
+    "pnpx",
+    "yarn",
+    "bunx",
+    "uv",
+    "uvx",
+    "pipx",
+];
+
+/// Interpreters whose first argument is the script.
+const SCRIPT_FIRST: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "csh", "tcsh", "perl", "ruby",
+    "php", "lua", "luajit", "tclsh", "wish", "Rscript", "bun", "deno",
+];
+
+/// What kind of program the pinned one is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Python,
+    Node,
+    ScriptFirst,
+    Runner,
+    Other,
+}
+
+fn kind_of(path: &Path) -> Kind {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Kind::Other;
+    };
+    let versioned = |base: &str| {
+        name.strip_prefix(base).is_some_and(|rest| {
+            rest.chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == 'd' || c == 'm' || c == 't')
+        })
+    };
+    if versioned("python") || versioned("pypy") {
+        Kind::Python
+    } else if name == "node" || name == "nodejs" {
+        Kind::Node
+    } else if RUNNERS.contains(&name) {
+        Kind::Runner
+    } else if SCRIPT_FIRST.iter().any(|s| versioned(s)) {
+        Kind::ScriptFirst
+    } else {
+        Kind::Other
+    }
+}
+
+/// A launch to check: the program as found on the PATH, its argv, the server's environment.
+#[derive(Clone, Copy, Debug)]
+pub struct Launch<'a> {
+    /// The program (absolute, as found; symlinks not resolved).
+    pub program: &'a Path,
+    /// argv, argv[0] included.
+    pub argv: &'a [String],
+    /// The server's environment.
+    pub env: &'a [(String, String)],
+}
+
+/// A launch that passed: variables to add to the server's environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// Protective settings (`PYTHONNOUSERSITE`, `PYTHONSAFEPATH`).
+    pub env: Vec<(String, String)>,
+}
+
+/// Checks a pinned launch; each refusal names what was refused and why.
+pub fn check(pins: &Pins, launch: &Launch<'_>) -> Result<Checked, Vec<String>> {
+    let mut refused = env_refusals(pins, launch.env);
+    let mut checked = Checked::default();
+    let real = launch
+        .program
+        .canonicalize()
+        .unwrap_or_else(|_| launch.program.to_path_buf());
+    let mut kind = match kind_of(&real) {
+        Kind::Other => kind_of(launch.program),
+        k => k,
+    };
+    if let Some(line) = shebang_line(&real) {
+        // The pinned script names its interpreter; its arguments are its own.
+        match shebang_interpreter(&line, launch.env) {
+            Ok((interp, via_env)) => {
+                if via_env && !pinned_file(pins, &interp) {
+                    refused.push(format!(
+                        "`#!{line}` finds its interpreter on the server's PATH, at {}, which \
+                         [pin] does not pin (pin it, or name it by path in the script)",
+                        interp.display()
+                    ));
+                }
+                kind = kind_of(&interp);
+            }
+            Err(e) => refused.push(e),
+        }
+    } else {
+        let args = launch.argv.get(1..).unwrap_or_default();
+        let name = real.display();
+        match kind {
+            Kind::Python => match python_target(args) {
+                Ok(PyTarget::Script(s)) => {
+                    if !pinned_file(pins, Path::new(&s)) {
+                        refused.push(not_pinned(&name, &s));
+                    }
+                }
+                Ok(PyTarget::Module(m)) => {
+                    if pinned_module(pins, &m) {
+                        checked.env.push(("PYTHONSAFEPATH".into(), "1".into()));
+                    } else {
+                        refused.push(format!(
+                            "{name} -m {m}: no pinned PyPI distribution provides module {m}"
+                        ));
+                    }
+                }
+                Err(e) => refused.extend(e.into_iter().map(|e| format!("{name} {e}"))),
+            },
+            Kind::Node => match node_target(args) {
+                Ok(s) => {
+                    if !pinned_file(pins, Path::new(&s)) {
+                        refused.push(not_pinned(&name, &s));
+                    }
+                }
+                Err(e) => refused.extend(e.into_iter().map(|e| format!("{name} {e}"))),
+            },
+            Kind::ScriptFirst => match args.first() {
+                Some(s) if !s.starts_with('-') => {
+                    if !pinned_file(pins, Path::new(s)) {
+                        refused.push(not_pinned(&name, s));
+                    }
+                }
+                _ => refused.push(format!(
+                    "{name}: with [pin] its first argument must be the pinned script (its \
+                     options are not checked: put them in the script's #! line)"
+                )),
+            },
+            Kind::Runner => refused.push(format!(
+                "{name} runs whatever its arguments name: pin the program it would run and \
+                 run that instead"
+            )),
+            Kind::Other => {}
+        }
+    }
+    if kind == Kind::Python {
+        checked
+            .env
+            .insert(0, ("PYTHONNOUSERSITE".into(), "1".into()));
+    }
+    if refused.is_empty() {
+        Ok(checked)
+    } else {
+        Err(refused)
+    }
+}
+
+fn not_pinned(program: &impl std::fmt::Display, script: &str) -> String {
+    format!(
+        "{program} {script}: the script is not a pinned file (nor a file of a pinned npm \
+         package or PyPI distribution)"
+    )
+}
+
+/// The variables of `env` that would make a program load code from outside the pinned trees
+/// (the pinned PyPI distributions' site-packages and npm packages), each named with why.
+pub fn env_refusals(pins: &Pins, env: &[(String, String)]) -> Vec<String> {
+    let mut refused = Vec::new();
+    let trees: Vec<PathBuf> = pins
+        .pypi
+        .iter()
+        .map(|p| p.site_packages.clone())
+        .chain(pins.npm.iter().map(|n| n.dir.clone()))
+        .map(|p| p.canonicalize().unwrap_or(p))
+        .collect();
+    for (k, v) in env {
+        if k.starts_with("LD_") || ENV_ANY.contains(&k.as_str()) {
+            refused.push(format!("{k} (makes the program load code from elsewhere)"));
+        } else if k == "PYTHONPATH" || k == "NODE_PATH" {
+            for entry in v.split(':') {
+                let inside = !entry.is_empty()
+                    && Path::new(entry)
+                        .canonicalize()
+                        .is_ok_and(|p| trees.iter().any(|t| p.starts_with(t)));
+                if !inside {
+                    let shown = if entry.is_empty() {
+                        "an empty entry (the working directory)".to_string()
+                    } else {
+                        entry.to_string()
+                    };
+                    refused.push(format!("{k}: {shown} is outside the pinned trees"));
+                }
+            }
+        } else if k == "NODE_OPTIONS" {
+            for (opt, why) in node_options_refusals(v) {
+                refused.push(format!("NODE_OPTIONS: {opt} ({why})"));
+            }
+        }
+    }
+    refused
+}
+
+/// The options in a `NODE_OPTIONS` value that are refused: code-loading ones and any option
+/// not known to load nothing.
+fn node_options_refusals(value: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let words = split_node_options(value);
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i];
+        let (name, inline) = split_opt(w);
+        if let Some(why) = node_denied(&name) {
+            out.push((name, why.to_string()));
+        } else if NODE_VALUES.contains(&name.as_str()) {
+            if inline.is_none() {
+                i += 1;
+            }
+        } else if !is_node_flag(&name) {
+            out.push((name, "an option mcp-guard does not know".to_string()));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Splits `NODE_OPTIONS` like Node does: on spaces, with double quotes grouping.
+fn split_node_options(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// `--name=value` → (`--name`, Some(value)); underscores in a long name read as dashes, as
+/// Node reads them.
+fn split_opt(arg: &str) -> (String, Option<String>) {
+    let (name, value) = match arg.split_once('=') {
+        Some((n, v)) => (n, Some(v.to_string())),
+        None => (arg, None),
+    };
+    let name = if let Some(long) = name.strip_prefix("--") {
+        format!("--{}", long.replace('_', "-"))
+    } else {
+        name.to_string()
+    };
+    (name, value)
+}
+
+fn node_denied(name: &str) -> Option<&'static str> {
+    NODE_DENIED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, why)| *why)
+}
+
+fn is_node_flag(name: &str) -> bool {
+    NODE_FLAGS.contains(&name)
+        || name
+            .strip_prefix("--no-")
+            .is_some_and(|rest| NODE_FLAGS.contains(&format!("--{rest}").as_str()))
+}
+
+/// The script node runs for `args` (argv after the program), or what is refused.
+fn node_target(args: &[String]) -> Result<String, Vec<String>> {
+    let mut refused = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--" {
+            return match args.get(i + 1) {
+                Some(s) if refused.is_empty() => Ok(s.clone()),
+                Some(_) => Err(refused),
+                None => {
+                    refused.push("-- and no script: node reads code from stdin".into());
+                    Err(refused)
+                }
+            };
+        }
+        if a == "-" {
+            refused.push("- (reads code from stdin)".into());
+            return Err(refused);
+        }
+        if !a.starts_with('-') {
+            return if refused.is_empty() {
+                Ok(a.clone())
+            } else {
+                Err(refused)
+            };
+        }
+        let (name, inline) = split_opt(a);
+        if let Some(why) = node_denied(&name) {
+            refused.push(format!("{name} ({why})"));
+            // Its value (if separate) is not the script.
+            if inline.is_none()
+                && !matches!(
+                    name.as_str(),
+                    "-i" | "--interactive"
+                        | "--inspect"
+                        | "--inspect-brk"
+                        | "--inspect-wait"
+                        | "--test"
+                        | "--build-snapshot"
+                        | "--experimental-network-imports"
+                )
+            {
+                i += 1;
+            }
+        } else if NODE_VALUES.contains(&name.as_str()) {
+            if inline.is_none() {
+                i += 1;
+            }
+        } else if !is_node_flag(&name) {
+            refused.push(format!(
+                "{name} (an option mcp-guard does not know: it might take the next argument, \
+                 and then the script would be another)"
+            ));
+        }
+        i += 1;
+    }
+    refused.push("no script: node reads code from stdin".into());
+    Err(refused)
+}
+
+/// What python runs for `args`.
+#[derive(Debug, PartialEq, Eq)]
+enum PyTarget {
+    Script(String),
+    Module(String),
+}
+
+/// The script or module python runs for `args` (argv after the program), or what is refused.
+fn python_target(args: &[String]) -> Result<PyTarget, Vec<String>> {
+    let mut refused = Vec::new();
+    let mut i = 0;
+    let done = |refused: Vec<String>, t: PyTarget| {
+        if refused.is_empty() {
+            Ok(t)
+        } else {
+            Err(refused)
+        }
+    };
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--" {
+            return match args.get(i + 1) {
+                Some(s) if s != "-" => done(refused, PyTarget::Script(s.clone())),
+                _ => {
+                    refused.push("- or no script (reads code from stdin)".into());
+                    Err(refused)
+                }
+            };
+        }
+        if a == "-" {
+            refused.push("- (reads code from stdin)".into());
+            return Err(refused);
+        }
+        if !a.starts_with('-') {
+            return done(refused, PyTarget::Script(a.clone()));
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (long, None),
+            };
+            match name {
+                "check-hash-based-pycs" => {
+                    if inline.is_none() {
+                        i += 1;
+                    }
+                }
+                "help" | "help-env" | "help-xoptions" | "help-all" | "version" => {}
+                _ => refused.push(format!("--{name} (not an option of Python)")),
+            }
+            i += 1;
+            continue;
+        }
+        // A cluster of short options: `-Bu`, `-W error`, `-Werror`, `-c code`, `-mpkg`.
+        let cluster: Vec<char> = a[1..].chars().collect();
+        let mut j = 0;
+        while j < cluster.len() {
+            let c = cluster[j];
+            let takes = matches!(c, 'c' | 'm' | 'X' | 'W');
+            let value = if takes {
+                let rest: String = cluster[j + 1..].iter().collect();
+                if rest.is_empty() {
+                    i += 1;
+                    args.get(i).cloned()
+                } else {
+                    Some(rest)
+                }
+            } else {
+                None
+            };
+            match c {
+                'c' => {
+                    refused.push("-c (runs inline code, not the pinned script)".into());
+                    return Err(refused);
+                }
+                'm' => {
+                    return match value {
+                        Some(m) => done(refused, PyTarget::Module(m)),
+                        None => {
+                            refused.push("-m without a module".into());
+                            Err(refused)
+                        }
+                    };
+                }
+                'i' => refused.push("-i (reads code from stdin after the script)".into()),
+                'X' => {
+                    let opt = value.unwrap_or_default();
+                    let key = opt.split('=').next().unwrap_or_default();
+                    if !PY_SAFE_X.contains(&key) {
+                        refused.push(format!(
+                            "-X {key} (only -X {} pass with [pin])",
+                            PY_SAFE_X.join(", ")
+                        ));
+                    }
+                }
+                'W' => {}
+                'b' | 'B' | 'd' | 'E' | 'h' | 'I' | 'J' | 'O' | 'P' | 'q' | 'R' | 's' | 'S'
+                | 't' | 'u' | 'v' | 'V' | 'x' | '?' => {}
+                other => refused.push(format!("-{other} (not an option of Python)")),
+            }
+            if takes {
+                break;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    refused.push("no script (python reads code from stdin)".into());
+    Err(refused)
+}
+
+/// The first line of a `#!` script (without `#!`), if `path` is one.
+fn shebang_line(path: &Path) -> Option<String> {
+    let mut buf = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut buf).ok()?;
+    let line = buf[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    Some(String::from_utf8_lossy(line).trim().to_string())
+}
+
+/// The interpreter a `#!` line runs (real path) and whether `env` found it on the PATH.
+fn shebang_interpreter(line: &str, env: &[(String, String)]) -> Result<(PathBuf, bool), String> {
+    let mut words = line.split_whitespace();
+    let Some(first) = words.next() else {
+        return Err(format!("`#!{line}` names no interpreter"));
+    };
+    let interp = PathBuf::from(first);
+    if interp.file_name().is_none_or(|n| n != "env") {
+        return Ok((interp.canonicalize().unwrap_or(interp), false));
+    }
+    // `env [-S] [-i] [NAME=VALUE...] PROGRAM`: the first word that is neither.
+    let Some(cmd) = words.find(|w| !w.starts_with('-') && !w.contains('=')) else {
+        return Err(format!("`#!{line}` names no program for env to run"));
+    };
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or("/usr/local/bin:/usr/bin:/bin", |(_, v)| v.as_str());
+    let found = if cmd.contains('/') {
+        Some(PathBuf::from(cmd))
+    } else {
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(cmd))
+            .find(|p| p.is_file())
+    };
+    match found {
+        Some(p) => Ok((p.canonicalize().unwrap_or(p), true)),
+        None => Err(format!(
+            "`#!{line}`: {cmd} is not on the server's PATH ({path})"
+        )),
+    }
+}
+
+/// Whether `path` is a pinned file, a file of a pinned npm package or one a pinned PyPI
+/// distribution's RECORD lists (relative paths are the working directory's, as the
+/// interpreter resolves them).
+fn pinned_file(pins: &Pins, path: &Path) -> bool {
+    let Ok(real) = path.canonicalize() else {
+        return false;
+    };
+    let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    pins.files.iter().any(|f| canon(&f.path) == real)
+        || pins.npm.iter().any(|n| real.starts_with(canon(&n.dir)))
+        || pins.pypi.iter().any(|p| {
+            record_of(&p.site_packages, &p.name, &p.version)
+                .iter()
+                .any(|rel| canon(&record_path(&p.site_packages, rel)) == real)
+        })
+}
+
+/// Whether a pinned PyPI distribution provides the top-level module of `module`.
+fn pinned_module(pins: &Pins, module: &str) -> bool {
+    let top = module.split('.').next().unwrap_or(module);
+    if top.is_empty() {
+        return false;
+    }
+    pins.pypi.iter().any(|p| {
+        record_of(&p.site_packages, &p.name, &p.version)
+            .iter()
+            .any(|rel| {
+                let first = rel.split('/').next().unwrap_or_default();
+                (first == top && rel.contains('/'))
+                    || first == format!("{top}.py")
+                    || (first.starts_with(&format!("{top}.")) && first.ends_with(".so"))
+            })
+    })
+}
+
+/// The paths a pinned distribution's RECORD lists (empty when it cannot be read: the pins'
+/// own verification reports that).
+fn record_of(site: &Path, name: &str, version: &str) -> Vec<String> {
+    find_dist(site, name, version)
+        .and_then(|d| std::fs::read_to_string(d.join("RECORD")).ok())
+        .map(|t| record_rows(&t).into_iter().map(|(p, _)| p).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::FilePin;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn python_options_are_parsed_like_python() {
+        assert_eq!(
+            python_target(&s(&["-u", "-W", "ignore", "x.py", "-c", "arg"])),
+            Ok(PyTarget::Script("x.py".into()))
+        );
+        assert_eq!(
+            python_target(&s(&["-Bsmpkg.mod", "arg"])),
+            Ok(PyTarget::Module("pkg.mod".into()))
+        );
+        assert_eq!(
+            python_target(&s(&["-X", "utf8", "--", "-x.py"])),
+            Ok(PyTarget::Script("-x.py".into()))
+        );
+        for (args, needle) in [
+            (&["-c", "print(1)"][..], "-c"),
+            (&["-Bc", "print(1)"], "-c"),
+            (&["-i", "x.py"], "-i"),
+            (&["-"], "stdin"),
+            (&[], "no script"),
+            (&["-u"], "no script"),
+            (
+                &["-X", "pycache_prefix=/tmp/p", "x.py"],
+                "-X pycache_prefix",
+            ),
+            (&["-Xpresite=evil", "x.py"], "-X presite"),
+            (&["--frobnicate", "x.py"], "--frobnicate"),
+        ] {
+            let e = python_target(&s(args)).expect_err("refused");
+            assert!(e.iter().any(|r| r.contains(needle)), "{args:?}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn node_options_are_parsed_like_node() {
+        assert_eq!(
+            node_target(&s(&[
+                "--title",
+                "srv",
+                "--max-old-space-size=100",
+                "x.js",
+                "-e"
+            ])),
+            Ok("x.js".into())
+        );
+        assert_eq!(node_target(&s(&["--", "x.js"])), Ok("x.js".into()));
+        assert_eq!(
+            node_target(&s(&["--no-warnings", "--no_deprecation", "x.js"])),
+            Ok("x.js".into())
+        );
+        for (args, needle) in [
+            (&["-e", "1"][..], "-e"),
+            (&["--eval=1"], "--eval"),
+            (&["-p", "1"], "-p"),
+            (&["-r", "/tmp/evil.js", "x.js"], "-r"),
+            (&["--require=/tmp/evil.js", "x.js"], "--require"),
+            (&["--import", "evil", "x.js"], "--import"),
+            (
+                &["--experimental-loader", "evil", "x.js"],
+                "--experimental-loader",
+            ),
+            (&["--loader=evil", "x.js"], "--loader"),
+            (&["-i", "x.js"], "-i"),
+            (&["--inspect", "x.js"], "--inspect"),
+            (&["--env-file=.env", "x.js"], "--env-file"),
+            (&["-"], "stdin"),
+            (&[], "no script"),
+            // Unknown: it might take `x.js` as its value and run `evil.js`.
+            (
+                &["--experimental-config-file", "x.js", "evil.js"],
+                "does not know",
+            ),
+        ] {
+            let e = node_target(&s(args)).expect_err("refused");
+            assert!(e.iter().any(|r| r.contains(needle)), "{args:?}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn code_loading_environment_is_named() {
+        let pins = Pins::default();
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        for (k, v, needle) in [
+            ("NODE_OPTIONS", "--require /tmp/evil.js", "--require"),
+            ("NODE_OPTIONS", "-r=/tmp/evil.js", "-r"),
+            ("NODE_OPTIONS", "\"--import\" x", "--import"),
+            ("NODE_OPTIONS", "--frobnicate", "does not know"),
+            ("PYTHONSTARTUP", "/tmp/evil.py", "PYTHONSTARTUP"),
+            ("PYTHONHOME", "/tmp", "PYTHONHOME"),
+            ("PYTHONINSPECT", "1", "PYTHONINSPECT"),
+            ("PYTHONPATH", "/tmp", "outside the pinned trees"),
+            ("PYTHONPATH", "", "empty entry"),
+            ("LD_PRELOAD", "/tmp/x.so", "LD_PRELOAD"),
+            ("NODE_PATH", "/tmp", "outside"),
+        ] {
+            let r = env_refusals(&pins, &env(k, v));
+            assert!(r.iter().any(|x| x.contains(needle)), "{k}={v}: {r:?}");
+            // Names and options, never the values of other variables.
+        }
+        assert!(
+            env_refusals(
+                &pins,
+                &env("NODE_OPTIONS", "--max-old-space-size=100 --no-warnings")
+            )
+            .is_empty()
+        );
+        assert!(env_refusals(&pins, &env("PATH", "/usr/bin")).is_empty());
+        // Inside a pinned tree: allowed.
+        let dir = std::env::temp_dir().join(format!("argv-tree-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("lib")).expect("mkdir");
+        let pins = Pins {
+            npm: vec![crate::policy::NpmPin {
+                dir: dir.clone(),
+                name: "x".into(),
+                version: "1".into(),
+                integrity: None,
+                tree: String::new(),
+            }],
+            ..Pins::default()
+        };
+        assert!(
+            env_refusals(
+                &pins,
+                &env("NODE_PATH", &dir.join("lib").display().to_string())
+            )
+            .is_empty()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_script_must_be_pinned_and_runners_are_refused() {
+        let dir = std::env::temp_dir().join(format!("argv-pins-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let entry = dir.join("entry.js");
+        let other = dir.join("other.js");
+        std::fs::write(&entry, "1").expect("write");
+        std::fs::write(&other, "2").expect("write");
+        let node = dir.join("node");
+        std::fs::write(&node, "\x7fELF").expect("write");
+        let pins = Pins {
+            executable: Some("sha256:x".into()),
+            files: vec![FilePin {
+                path: entry.clone(),
+                digest: "sha256:y".into(),
+            }],
+            ..Pins::default()
+        };
+        let run = |program: &Path, args: &[&str], env: &[(String, String)]| {
+            let mut argv = vec![program.display().to_string()];
+            argv.extend(args.iter().map(|a| a.to_string()));
+            check(
+                &pins,
+                &Launch {
+                    program,
+                    argv: &argv,
+                    env,
+                },
+            )
+        };
+        let e = entry.display().to_string();
+        let o = other.display().to_string();
+        assert_eq!(
+            run(&node, &[&e, "--port", "1"], &[]),
+            Ok(Checked::default())
+        );
+        let r = run(&node, &[&o], &[]).expect_err("unpinned script");
+        assert!(r[0].contains("not a pinned file"), "{r:?}");
+        let r = run(&node, &["-e", "1"], &[]).expect_err("inline");
+        assert!(r[0].contains("-e (runs inline code)"), "{r:?}");
+        let python = dir.join("python3.11");
+        std::fs::write(&python, "\x7fELF").expect("write");
+        let ok = run(&python, &[&e], &[]).expect("pinned script");
+        assert_eq!(ok.env, vec![("PYTHONNOUSERSITE".into(), "1".into())]);
+        let r = run(&python, &["-m", "nothing_pins_this"], &[]).expect_err("module");
+        assert!(r[0].contains("no pinned PyPI distribution"), "{r:?}");
+        let env = dir.join("env");
+        std::fs::write(&env, "\x7fELF").expect("write");
+        let r = run(&env, &["node", &e], &[]).expect_err("runner");
+        assert!(r[0].contains("runs whatever its arguments name"), "{r:?}");
+        let sh = dir.join("bash");
+        std::fs::write(&sh, "\x7fELF").expect("write");
+        let r = run(&sh, &["-c", "echo"], &[]).expect_err("shell -c");
+        assert!(
+            r[0].contains("first argument must be the pinned script"),
+            "{r:?}"
+        );
+        // A pinned #! script: its arguments are its own, its `env` interpreter must be pinned.
+        let script = dir.join("server");
+        std::fs::write(&script, "#!/usr/bin/env nodeish-t18\n").expect("write");
+        let path = vec![("PATH".to_string(), dir.display().to_string())];
+        std::fs::write(dir.join("nodeish-t18"), "\x7fELF").expect("write");
+        let r = run(&script, &["-e", "anything"], &path).expect_err("env interpreter");
+        assert!(r[0].contains("does not pin"), "{r:?}");
+        let script2 = dir.join("server2");
+        std::fs::write(&script2, format!("#!{}\n", node.display())).expect("write");
+        assert!(run(&script2, &["-e", "anything"], &path).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
