@@ -134,8 +134,9 @@ pub struct ExecArgs {
     /// Run the session in this process even when an agent listens (needs root).
     #[arg(long)]
     pub standalone: bool,
-    /// The server command and its arguments.
-    #[arg(last = true, required = true)]
+    /// The server command and its arguments (none: the policy's `command`). Only the command
+    /// the policy fixes (its `command`, or the program its [pin] pins) gets its [secrets].
+    #[arg(last = true)]
     pub command: Vec<String>,
 }
 
@@ -556,7 +557,7 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::scrub::LogWriter(std::io::stderr()))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
