@@ -85,6 +85,12 @@ pub enum Command {
     /// Internal: a session the agent runs for an `exec` client.
     #[command(name = "__session", hide = true)]
     Session,
+    /// Internal: the jail the pinned Python packages' bytecode cache is compiled in.
+    #[command(name = "__pycache-compile", hide = true)]
+    PycacheCompile {
+        /// The compile spec (JSON).
+        spec: String,
+    },
 }
 
 /// `mcp-guard agent`.
@@ -430,6 +436,9 @@ pub fn main() -> ExitCode {
             ExitCode::from(u8::try_from(crate::launch::stage2::main()).unwrap_or(1))
         }
         Command::Session => crate::exec::worker::main(),
+        Command::PycacheCompile { spec } => {
+            ExitCode::from(u8::try_from(crate::supply::compile_jail::main(&spec)).unwrap_or(1))
+        }
     }
 }
 
