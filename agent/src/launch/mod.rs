@@ -203,6 +203,11 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             (command, Vec::new())
         }
     };
+    // The policy's command runs by its own path (a caller's spelling only found the same file).
+    let program = match (&policy.command, argv.first()) {
+        (Some(cmd), Some(first)) if argv == *cmd => PathBuf::from(first),
+        _ => program,
+    };
     let mut env = if secrets.is_empty() {
         env
     } else {

@@ -15,7 +15,8 @@ pub type NotFixed = String;
 
 /// The jail: whether `argv` (its program found at `program`) is the command `policy` fixes.
 /// `pinned`: the pins verified and the pinned argv check passed. Returns the argv to run: the
-/// policy's `command` as written when it matched, else `argv`.
+/// policy's `command` as written when it matched (its program is then run by the policy's
+/// path, however the caller named the same file), else `argv`.
 pub fn jail(
     policy: &Policy,
     program: &Path,
@@ -25,7 +26,9 @@ pub fn jail(
 ) -> Result<Vec<String>, NotFixed> {
     let fixed = match &policy.command {
         Some(cmd) => {
-            let same = cmd.first().is_some_and(|p| Path::new(p) == program)
+            let same = cmd
+                .first()
+                .is_some_and(|p| same_file(Path::new(p), program))
                 && argv.get(1..) == cmd.get(1..);
             if !same {
                 return Err(format!(
@@ -99,6 +102,13 @@ fn clean_env(policy: &Policy, env: &[(String, String)]) -> Result<(), NotFixed> 
             loading.join("; ")
         ))
     }
+}
+
+/// The same path, or two paths to the same file (`/bin/sh` and `/usr/bin/sh`).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || a.canonicalize()
+            .is_ok_and(|a| b.canonicalize().is_ok_and(|b| a == b))
 }
 
 /// An argv as one would type it (for messages).
