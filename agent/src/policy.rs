@@ -2950,6 +2950,7 @@ allow_degraded = true
         assert!(!p.detect.sensitive.is_empty());
         assert_eq!(p.detect.on_sensitive, OnSensitive::Kill);
         assert!(p.user.is_some() && !p.env.pass.is_empty());
+        assert!(p.command.as_ref().is_some_and(|c| c.len() == 2));
     }
 
     #[test]
