@@ -391,6 +391,17 @@ pub(crate) fn say(msg: &str) {
     }
 }
 
+/// With `--passthrough` nothing reads the server's stdout: say so when secrets were injected
+/// (its stderr is still redacted).
+fn warn_passthrough(passthrough: bool, secrets: &[(String, String)]) {
+    if passthrough && !secrets.is_empty() {
+        say(
+            "WARNING: --passthrough: the server's output is not read, so injected secrets are NOT \
+             redacted from its stdout",
+        );
+    }
+}
+
 /// What a session's secrets are redacted with: its writers' store handle from now on, its log
 /// lines, and the server's stderr (with the policy's PII kinds and secret shapes).
 fn redaction(
@@ -423,11 +434,6 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
             policy.name
         ));
         return i32::from(EXIT_UNENFORCEABLE);
-    }
-    if args.passthrough && !policy.secrets.is_empty() {
-        say(
-            "WARNING: --passthrough: the server's output is not read, so injected secrets are NOT redacted from it",
-        );
     }
     // Registered before anything starts so a signal during launch is not lost.
     let (mut term, mut int, mut hup) = match (
@@ -503,6 +509,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         store,
         state_dir,
     } = recording;
+    warn_passthrough(args.passthrough, &prepared.secrets);
     let (store, stderr_lines) = redaction(&policy, &prepared.secrets, store);
     let Some(stderr_lines) = stderr_lines else {
         remove(&cgroup);
@@ -616,6 +623,7 @@ async fn container_session(
     for w in &prepared.warnings {
         say(&format!("WARNING: {w}"));
     }
+    warn_passthrough(args.passthrough, &prepared.secrets);
     let (store, stderr_lines) = redaction(&policy, &prepared.secrets, store);
     if quarantined(&state_dir, &server) || stderr_lines.is_none() {
         let cleaned = launch::cgroup::Mounts::discover()

@@ -539,6 +539,76 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_text_of_every_record_is_visited() {
+        const V: &str = "value-0123456789";
+        let v = || V.to_string();
+        let t = Timestamp::from_unix_nanos(1);
+        let mut event = EventRecord::new(v(), t, V, V, 1, EventKind::Other(v()));
+        event.path = Some(v());
+        event.addr = Some(v());
+        event.call_id = Some(v());
+        event.candidates = vec![v()];
+        event.argv = Some(vec![v(), format!("x{V}x")]);
+        event.proto = Some(v());
+        event.detail = Some(serde_json::json!({ V: [V, { "k": V }] }));
+        let records: Vec<Record> = vec![
+            SessionRecord {
+                session: v(),
+                server: v(),
+                started_at: t,
+                ended_at: None,
+                command: vec![v()],
+                policy: v(),
+                pid: None,
+                observe: false,
+                exit_status: None,
+            }
+            .into(),
+            CallRecord {
+                call_id: v(),
+                server: v(),
+                session: v(),
+                method: v(),
+                tool: Some(v()),
+                request_id: v(),
+                started_at: t,
+                ended_at: None,
+                decision: Decision::Allowed,
+                reason: Some(v()),
+                error: Some(v()),
+                result_bytes: None,
+            }
+            .into(),
+            event.into(),
+            AlertRecord {
+                alert_id: v(),
+                ts: t,
+                server: v(),
+                session: v(),
+                rule: v(),
+                severity: Severity::High,
+                call_id: Some(v()),
+                tool: Some(v()),
+                summary: v(),
+                event_ids: vec![v()],
+                action: Some(v()),
+            }
+            .into(),
+        ];
+        for mut r in records {
+            r.each_text_mut(&mut |s| *s = s.replace(V, "*"));
+            let json = match &r {
+                Record::Session(x) => serde_json::to_string(x),
+                Record::Call(x) => serde_json::to_string(x),
+                Record::Event(x) => serde_json::to_string(x),
+                Record::Alert(x) => serde_json::to_string(x),
+            }
+            .expect("serializes");
+            assert!(!json.contains(V), "{json}");
+        }
+    }
+
+    #[test]
     fn timestamps_are_rfc3339_with_nanoseconds_utc() {
         let t = Timestamp::from_unix_nanos(1_795_464_903_123_456_789);
         assert_eq!(t.rfc3339(), "2026-11-23T20:15:03.123456789Z");
