@@ -368,3 +368,61 @@ fn no_injected_value_reaches_the_store() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_planted_startup_file_in_the_callers_home_does_not_run_with_the_secret() {
+    require_root();
+    let dir = data_dir("usersite");
+    let value = token();
+    let secret = secret_file(&dir, &value);
+    let app = dir.join("app");
+    std::fs::create_dir_all(&app).expect("mkdir app");
+    let server = app.join("server.py");
+    std::fs::write(
+        &server,
+        "import hashlib, os\nprint(hashlib.sha256(os.environ['TOKEN'].encode()).hexdigest())\n",
+    )
+    .expect("write the server");
+    // The caller's home: Python runs the `.pth` files of the user's site-packages at startup.
+    // This one prints the secret reversed, which no redaction of the exact value catches.
+    let home = dir.join("home");
+    let site = home.join(".local/lib/python3.11/site-packages");
+    std::fs::create_dir_all(&site).expect("mkdir site");
+    std::fs::write(
+        site.join("zz-evil.pth"),
+        "import os, sys; sys.stderr.write('EVIL ' + os.environ.get('TOKEN', '')[::-1] + '\\n')\n",
+    )
+    .expect("plant the .pth");
+    let policy = dir.join("py.toml");
+    let command = format!("command = [\"/usr/bin/python3\", \"{}\"]", server.display());
+    let text = shell_policy("py", &command, &app, &secret).replacen(
+        "\"/etc\", ",
+        &format!("\"/etc\", \"{}\", ", home.display()),
+        1,
+    );
+    std::fs::write(&policy, text).expect("write policy");
+    let out = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["exec", "--standalone", "--passthrough", "--policy"])
+        .arg(&policy)
+        .arg("--")
+        .env("HOME", &home)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mcp-guard exec");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        digest(&value),
+        "{}",
+        describe(&out)
+    );
+    let reversed: String = value.chars().rev().collect();
+    assert!(
+        count(&out.stderr, &reversed) == 0 && count(&out.stderr, "EVIL") == 0,
+        "the caller's startup file ran with the secret:\n{}",
+        describe(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -213,7 +213,12 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
     } else {
         identity::environment(&id, &policy.env.pass, &secrets, req.caller)
     };
-    for (k, v) in pinned_env.unwrap_or_default() {
+    let protect = match pinned_env {
+        Some(env) => env,
+        None if !secrets.is_empty() => crate::supply::argv::hardening(&program, &argv),
+        None => Vec::new(),
+    };
+    for (k, v) in protect {
         env.retain(|(have, _)| *have != k);
         env.push((k, v));
     }

@@ -35,9 +35,10 @@
 //! line's. When that line is `#!/usr/bin/env NAME`, NAME is found on the server's PATH, so the
 //! interpreter found must be a pinned file. Its arguments are the script's, not checked.
 //!
-//! A pinned Python also gets `PYTHONNOUSERSITE=1` (the user's site-packages and its `.pth`
-//! files are not pinned) and, with `-m`, `PYTHONSAFEPATH=1` (Python ≥ 3.11 then does not put
-//! the working directory, which the caller chooses, before the pinned module).
+//! A pinned Python, and a Python that gets secrets as a policy's `command` ([`hardening`]),
+//! also gets `PYTHONNOUSERSITE=1` (the user's site-packages and its `.pth` files are not
+//! pinned, and the caller owns them) and, with `-m`, `PYTHONSAFEPATH=1` (Python ≥ 3.11 then
+//! does not put the working directory, which the caller chooses, before the module).
 
 use std::{
     io::Read,
@@ -452,6 +453,27 @@ pub fn check(pins: &Pins, launch: &Launch<'_>) -> Result<Checked, Vec<String>> {
     } else {
         Err(refused)
     }
+}
+
+/// What a launch that gets secrets runs with when no pins checked it (a policy's `command`):
+/// a Python ignores the user's site-packages (their `.pth` files run at every start, and the
+/// caller owns them) and, with `-m`, the working directory the caller chose.
+pub fn hardening(program: &Path, argv: &[String]) -> Vec<(String, String)> {
+    let real = program
+        .canonicalize()
+        .unwrap_or_else(|_| program.to_path_buf());
+    let python = kind_of(&real) == Kind::Python || kind_of(program) == Kind::Python;
+    if !python {
+        return Vec::new();
+    }
+    let mut env = vec![("PYTHONNOUSERSITE".to_string(), "1".to_string())];
+    if matches!(
+        python_target(argv.get(1..).unwrap_or_default()),
+        Ok(PyTarget::Module(_))
+    ) {
+        env.push(("PYTHONSAFEPATH".into(), "1".into()));
+    }
+    env
 }
 
 fn not_pinned(program: &impl std::fmt::Display, script: &str) -> String {
@@ -928,6 +950,20 @@ mod tests {
             let e = node_target(&s(args)).expect_err("refused");
             assert!(e.iter().any(|r| r.contains(needle)), "{args:?}: {e:?}");
         }
+    }
+
+    #[test]
+    fn a_python_with_secrets_ignores_the_callers_site_and_working_directory() {
+        let py = Path::new("/usr/bin/python3.11");
+        assert_eq!(
+            hardening(py, &s(&["python3", "-m", "srv"])),
+            vec![
+                ("PYTHONNOUSERSITE".to_string(), "1".to_string()),
+                ("PYTHONSAFEPATH".to_string(), "1".to_string())
+            ]
+        );
+        assert_eq!(hardening(py, &s(&["python3", "/srv/x.py"])).len(), 1);
+        assert!(hardening(Path::new("/usr/bin/node"), &s(&["node", "x.js"])).is_empty());
     }
 
     #[test]
