@@ -370,59 +370,80 @@ fn no_injected_value_reaches_the_store() {
 }
 
 #[test]
-fn a_planted_startup_file_in_the_callers_home_does_not_run_with_the_secret() {
+fn code_planted_in_the_callers_home_does_not_run_with_the_secret() {
     require_root();
-    let dir = data_dir("usersite");
+    let dir = data_dir("home-code");
     let value = token();
     let secret = secret_file(&dir, &value);
     let app = dir.join("app");
     std::fs::create_dir_all(&app).expect("mkdir app");
-    let server = app.join("server.py");
-    std::fs::write(
-        &server,
+    let write = |path: &Path, text: &str| {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    };
+    // The policies' servers: they print the secret's digest (and the node one first tries an
+    // optional dependency that is not installed, as many packages do).
+    let py_server = app.join("server.py");
+    write(
+        &py_server,
         "import hashlib, os\nprint(hashlib.sha256(os.environ['TOKEN'].encode()).hexdigest())\n",
-    )
-    .expect("write the server");
-    // The caller's home: Python runs the `.pth` files of the user's site-packages at startup.
-    // This one prints the secret reversed, which no redaction of the exact value catches.
-    let home = dir.join("home");
-    let site = home.join(".local/lib/python3.11/site-packages");
-    std::fs::create_dir_all(&site).expect("mkdir site");
-    std::fs::write(
-        site.join("zz-evil.pth"),
-        "import os, sys; sys.stderr.write('EVIL ' + os.environ.get('TOKEN', '')[::-1] + '\\n')\n",
-    )
-    .expect("plant the .pth");
-    let policy = dir.join("py.toml");
-    let command = format!("command = [\"/usr/bin/python3\", \"{}\"]", server.display());
-    let text = shell_policy("py", &command, &app, &secret).replacen(
-        "\"/etc\", ",
-        &format!("\"/etc\", \"{}\", ", home.display()),
-        1,
     );
-    std::fs::write(&policy, text).expect("write policy");
-    let out = Command::new(mcp_guard())
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .args(["exec", "--standalone", "--passthrough", "--policy"])
-        .arg(&policy)
-        .arg("--")
-        .env("HOME", &home)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run mcp-guard exec");
-    assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        digest(&value),
-        "{}",
-        describe(&out)
+    let js_server = app.join("server.js");
+    write(
+        &js_server,
+        "try { require('optional-speedup'); } catch (e) {}\n\
+         const t = process.env.TOKEN || '';\n\
+         console.log(require('crypto').createHash('sha256').update(t).digest('hex'));\n",
+    );
+    // The caller's home: Python runs the `.pth` files of the user's site-packages at startup,
+    // and Node looks for a module it cannot find in $HOME/.node_modules. The planted code prints
+    // the secret reversed, which no redaction of the exact value catches.
+    let home = dir.join("home");
+    let evil_py =
+        "import os, sys; sys.stderr.write('EVIL ' + os.environ.get('TOKEN', '')[::-1] + '\\n')\n";
+    write(
+        &home.join(".local/lib/python3.11/site-packages/zz-evil.pth"),
+        evil_py,
+    );
+    write(
+        &home.join(".node_modules/optional-speedup/index.js"),
+        "process.stderr.write('EVIL ' + (process.env.TOKEN || '').split('').reverse().join('') + '\\n');\n",
     );
     let reversed: String = value.chars().rev().collect();
-    assert!(
-        count(&out.stderr, &reversed) == 0 && count(&out.stderr, "EVIL") == 0,
-        "the caller's startup file ran with the secret:\n{}",
-        describe(&out)
-    );
+    for (name, program, server) in [
+        ("py", "/usr/bin/python3", &py_server),
+        ("js", "/usr/bin/node", &js_server),
+    ] {
+        let policy = dir.join(format!("{name}.toml"));
+        let command = format!("command = [\"{program}\", \"{}\"]", server.display());
+        let text = shell_policy(name, &command, &app, &secret).replacen(
+            "\"/etc\", ",
+            &format!("\"/etc\", \"{}\", ", home.display()),
+            1,
+        );
+        std::fs::write(&policy, text).expect("write policy");
+        let out = Command::new(mcp_guard())
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["exec", "--standalone", "--passthrough", "--policy"])
+            .arg(&policy)
+            .arg("--")
+            .env("HOME", &home)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run mcp-guard exec");
+        assert!(out.status.success(), "{name}: {}", describe(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            digest(&value),
+            "{name}: {}",
+            describe(&out)
+        );
+        assert!(
+            count(&out.stderr, &reversed) == 0 && count(&out.stderr, "EVIL") == 0,
+            "{name}: code from the caller's home ran with the secret:\n{}",
+            describe(&out)
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

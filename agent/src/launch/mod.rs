@@ -215,7 +215,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
     };
     let protect = match pinned_env {
         Some(env) => env,
-        None if !secrets.is_empty() => crate::supply::argv::hardening(&program, &argv),
+        None if !secrets.is_empty() => crate::supply::argv::hardening(&program, &argv, &env),
         None => Vec::new(),
     };
     for (k, v) in protect {

@@ -38,7 +38,9 @@
 //! A pinned Python, and a Python that gets secrets as a policy's `command` ([`hardening`]),
 //! also gets `PYTHONNOUSERSITE=1` (the user's site-packages and its `.pth` files are not
 //! pinned, and the caller owns them) and, with `-m`, `PYTHONSAFEPATH=1` (Python ≥ 3.11 then
-//! does not put the working directory, which the caller chooses, before the module).
+//! does not put the working directory, which the caller chooses, before the module); a Node
+//! gets `--no-global-search-paths` added to `NODE_OPTIONS` (a `require` of a missing optional
+//! dependency would otherwise load `$HOME/.node_modules/NAME`).
 
 use std::{
     io::Read,
@@ -365,14 +367,14 @@ pub struct Launch<'a> {
 /// A launch that passed: variables to add to the server's environment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Checked {
-    /// Protective settings (`PYTHONNOUSERSITE`, `PYTHONSAFEPATH`).
+    /// Protective settings (`PYTHONNOUSERSITE`, `PYTHONSAFEPATH`, `NODE_OPTIONS`).
     pub env: Vec<(String, String)>,
 }
 
 /// Checks a pinned launch; each refusal names what was refused and why.
 pub fn check(pins: &Pins, launch: &Launch<'_>) -> Result<Checked, Vec<String>> {
     let mut refused = env_refusals(pins, launch.env);
-    let mut checked = Checked::default();
+    let mut module = false;
     let real = launch
         .program
         .canonicalize()
@@ -408,7 +410,7 @@ pub fn check(pins: &Pins, launch: &Launch<'_>) -> Result<Checked, Vec<String>> {
                 }
                 Ok(PyTarget::Module(m)) => {
                     if pinned_module(pins, &m) {
-                        checked.env.push(("PYTHONSAFEPATH".into(), "1".into()));
+                        module = true;
                     } else {
                         refused.push(format!(
                             "{name} -m {m}: no pinned PyPI distribution provides module {m}"
@@ -443,37 +445,69 @@ pub fn check(pins: &Pins, launch: &Launch<'_>) -> Result<Checked, Vec<String>> {
             Kind::Other => {}
         }
     }
-    if kind == Kind::Python {
-        checked
-            .env
-            .insert(0, ("PYTHONNOUSERSITE".into(), "1".into()));
-    }
     if refused.is_empty() {
-        Ok(checked)
+        Ok(Checked {
+            env: protect(kind, module, launch.env),
+        })
     } else {
         Err(refused)
     }
 }
 
 /// What a launch that gets secrets runs with when no pins checked it (a policy's `command`):
-/// a Python ignores the user's site-packages (their `.pth` files run at every start, and the
-/// caller owns them) and, with `-m`, the working directory the caller chose.
-pub fn hardening(program: &Path, argv: &[String]) -> Vec<(String, String)> {
+/// see [`protect`].
+pub fn hardening(
+    program: &Path,
+    argv: &[String],
+    env: &[(String, String)],
+) -> Vec<(String, String)> {
     let real = program
         .canonicalize()
         .unwrap_or_else(|_| program.to_path_buf());
-    let python = kind_of(&real) == Kind::Python || kind_of(program) == Kind::Python;
-    if !python {
-        return Vec::new();
+    let kind = match shebang_line(&real).map(|line| shebang_interpreter(&line, env)) {
+        Some(Ok((interp, _))) => return protect(kind_of(&interp), false, env),
+        Some(Err(_)) => return Vec::new(),
+        None => match kind_of(&real) {
+            Kind::Other => kind_of(program),
+            k => k,
+        },
+    };
+    let module = kind == Kind::Python
+        && matches!(
+            python_target(argv.get(1..).unwrap_or_default()),
+            Ok(PyTarget::Module(_))
+        );
+    protect(kind, module, env)
+}
+
+/// Settings that keep an interpreter from loading code from where the caller (who owns the
+/// home, the working directory) can put it: a Python ignores the user's site-packages (its
+/// `.pth` files run at every start) and, running a module (`module`), the working directory; a
+/// Node skips the global module folders (`$HOME/.node_modules`, which a `require` of a missing
+/// optional dependency would reach). `env` is the server's environment so far.
+fn protect(kind: Kind, module: bool, env: &[(String, String)]) -> Vec<(String, String)> {
+    match kind {
+        Kind::Python => {
+            let mut out = vec![("PYTHONNOUSERSITE".to_string(), "1".to_string())];
+            if module {
+                out.push(("PYTHONSAFEPATH".into(), "1".into()));
+            }
+            out
+        }
+        Kind::Node => {
+            let options = env
+                .iter()
+                .find(|(k, _)| k == "NODE_OPTIONS")
+                .map_or("", |(_, v)| v.as_str());
+            let value = if options.trim().is_empty() {
+                "--no-global-search-paths".to_string()
+            } else {
+                format!("{options} --no-global-search-paths")
+            };
+            vec![("NODE_OPTIONS".to_string(), value)]
+        }
+        _ => Vec::new(),
     }
-    let mut env = vec![("PYTHONNOUSERSITE".to_string(), "1".to_string())];
-    if matches!(
-        python_target(argv.get(1..).unwrap_or_default()),
-        Ok(PyTarget::Module(_))
-    ) {
-        env.push(("PYTHONSAFEPATH".into(), "1".into()));
-    }
-    env
 }
 
 fn not_pinned(program: &impl std::fmt::Display, script: &str) -> String {
@@ -956,14 +990,26 @@ mod tests {
     fn a_python_with_secrets_ignores_the_callers_site_and_working_directory() {
         let py = Path::new("/usr/bin/python3.11");
         assert_eq!(
-            hardening(py, &s(&["python3", "-m", "srv"])),
+            hardening(py, &s(&["python3", "-m", "srv"]), &[]),
             vec![
                 ("PYTHONNOUSERSITE".to_string(), "1".to_string()),
                 ("PYTHONSAFEPATH".to_string(), "1".to_string())
             ]
         );
-        assert_eq!(hardening(py, &s(&["python3", "/srv/x.py"])).len(), 1);
-        assert!(hardening(Path::new("/usr/bin/node"), &s(&["node", "x.js"])).is_empty());
+        assert_eq!(hardening(py, &s(&["python3", "/srv/x.py"]), &[]).len(), 1);
+        let node = Path::new("/usr/bin/node");
+        assert_eq!(
+            hardening(node, &s(&["node", "x.js"]), &[]),
+            vec![(
+                "NODE_OPTIONS".to_string(),
+                "--no-global-search-paths".to_string()
+            )]
+        );
+        let passed = vec![("NODE_OPTIONS".to_string(), "--no-warnings".to_string())];
+        assert_eq!(
+            hardening(node, &s(&["node", "x.js"]), &passed)[0].1,
+            "--no-warnings --no-global-search-paths"
+        );
     }
 
     #[test]
@@ -1050,9 +1096,10 @@ mod tests {
         };
         let e = entry.display().to_string();
         let o = other.display().to_string();
+        let ok = run(&node, &[&e, "--port", "1"], &[]).expect("pinned script");
         assert_eq!(
-            run(&node, &[&e, "--port", "1"], &[]),
-            Ok(Checked::default())
+            ok.env,
+            vec![("NODE_OPTIONS".into(), "--no-global-search-paths".into())]
         );
         let r = run(&node, &[&o], &[]).expect_err("unpinned script");
         assert!(r[0].contains("not a pinned file"), "{r:?}");
