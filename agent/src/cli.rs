@@ -94,6 +94,12 @@ pub enum Command {
     /// Internal: a session the agent runs for an `exec` client.
     #[command(name = "__session", hide = true)]
     Session,
+    /// Internal: the jail the pinned Python packages' bytecode cache is compiled in.
+    #[command(name = "__pycache-compile", hide = true)]
+    PycacheCompile {
+        /// The compile spec (JSON).
+        spec: String,
+    },
 }
 
 /// `mcp-guard agent`.
@@ -144,8 +150,9 @@ pub struct ExecArgs {
     /// Run the session in this process even when an agent listens (needs root).
     #[arg(long)]
     pub standalone: bool,
-    /// The server command and its arguments.
-    #[arg(last = true, required = true)]
+    /// The server command and its arguments (none: the policy's `command`). Only the command
+    /// the policy fixes (its `command`, or the program its [pin] pins) gets its [secrets].
+    #[arg(last = true)]
     pub command: Vec<String>,
 }
 
@@ -460,6 +467,9 @@ pub fn main() -> ExitCode {
             ExitCode::from(u8::try_from(crate::launch::stage2::main()).unwrap_or(1))
         }
         Command::Session => crate::exec::worker::main(),
+        Command::PycacheCompile { spec } => {
+            ExitCode::from(u8::try_from(crate::supply::compile_jail::main(&spec)).unwrap_or(1))
+        }
     }
 }
 
@@ -601,7 +611,7 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::scrub::LogWriter(std::io::stderr()))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();

@@ -882,7 +882,8 @@ pub fn describe(report: &ServerReport) -> Vec<String> {
         }
         if !replaced.is_empty() {
             lines.push(format!(
-                "{server}: env {} will be replaced by policy {policy}'s [secrets]",
+                "{server}: env {} will be replaced by policy {policy}'s [secrets], which only \
+                 the command the policy fixes gets (its `command`, or the program its [pin] pins)",
                 replaced.join(", ")
             ));
         }

@@ -47,6 +47,7 @@ pub mod guard;
 pub mod kernel_spec;
 pub mod pump;
 pub mod record;
+pub mod stderr;
 pub mod worker;
 
 /// How long exec waits at the end for the store to commit what the session sent it.
@@ -429,11 +430,46 @@ fn refused_by_state(state_dir: &std::path::Path, key: &StateKey) -> Option<i32> 
     Some(i32::from(EXIT_UNENFORCEABLE))
 }
 
-/// Writes `msg` to stderr, each line prefixed `mcp-guard: `.
+/// Writes `msg` to stderr, each line prefixed `mcp-guard: `, with the session's injected
+/// values redacted ([`crate::scrub::for_logs`]).
 pub(crate) fn say(msg: &str) {
-    for line in msg.lines() {
+    let msg = crate::scrub::for_logs(msg.as_bytes());
+    for line in String::from_utf8_lossy(&msg).lines() {
         eprintln!("mcp-guard: {line}");
     }
+}
+
+/// With `--passthrough` nothing reads the server's stdout: say so when secrets were injected
+/// (its stderr is still redacted).
+fn warn_passthrough(passthrough: bool, secrets: &[(String, String)]) {
+    if passthrough && !secrets.is_empty() {
+        say(
+            "WARNING: --passthrough: the server's output is not read, so injected secrets are NOT \
+             redacted from its stdout",
+        );
+    }
+}
+
+/// What a session's secrets are redacted with: its writers' store handle from now on, its log
+/// lines, and the server's stderr (with the policy's PII kinds and secret shapes).
+fn redaction(
+    policy: &Policy,
+    secrets: &[(String, String)],
+    store: StoreHandle,
+) -> (StoreHandle, Option<stderr::LineRedactor>) {
+    let scrubber = crate::scrub::Scrubber::new(secrets);
+    if let Some(s) = &scrubber {
+        crate::scrub::install_for_logs(s.clone());
+    }
+    let config = crate::mcp::secrets::SecretConfig::for_policy(&policy.mcp, secrets.to_vec());
+    let lines = match stderr::LineRedactor::new(&config) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            say(&format!("cannot compile the stderr redactor: {e}"));
+            None
+        }
+    };
+    (store.redacting(scrubber), lines)
 }
 
 async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks: Hooks) -> i32 {
@@ -446,11 +482,6 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
             policy.name
         ));
         return i32::from(EXIT_UNENFORCEABLE);
-    }
-    if args.passthrough && !policy.secrets.is_empty() {
-        say(
-            "WARNING: --passthrough: the server's output is not read, so injected secrets are NOT redacted from it",
-        );
     }
     // Registered before anything starts so a signal during launch is not lost.
     let (mut term, mut int, mut hup) = match (
@@ -530,12 +561,18 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         store,
         state_dir,
     } = recording;
+    warn_passthrough(args.passthrough, &prepared.secrets);
+    let (store, stderr_lines) = redaction(&policy, &prepared.secrets, store);
+    let Some(stderr_lines) = stderr_lines else {
+        remove(&cgroup);
+        return i32::from(EXIT_UNENFORCEABLE);
+    };
     let started = SessionRecord {
         session: session.clone(),
         server: server.clone(),
         started_at: Timestamp::now(),
         ended_at: None,
-        command: args.command.clone(),
+        command: prepared.spec.argv.clone(),
         policy: policy
             .source
             .as_ref()
@@ -565,13 +602,20 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         client_exe: args.client_exe.clone(),
     };
     let finish = hooks.finish.take();
+    let mut stderr_task = None;
     let code = drive(
         &prepared.spec,
         &mut info,
         hooks,
+        (
+            SecretValues(prepared.secrets.clone()),
+            stderr_lines,
+            &mut stderr_task,
+        ),
         (&mut term, &mut int, &mut hup),
     )
     .await;
+    drain_stderr(stderr_task).await;
     remove(&cgroup);
     if let Some(finish) = finish {
         finish().await;
@@ -636,7 +680,11 @@ async fn container_session(
         policy: policy.name.clone(),
         server: server.clone(),
     };
-    if let Some(code) = refused_by_state(&state_dir, &key) {
+    warn_passthrough(args.passthrough, &prepared.secrets);
+    let (store, stderr_lines) = redaction(&policy, &prepared.secrets, store);
+    let refused = refused_by_state(&state_dir, &key)
+        .or_else(|| stderr_lines.is_none().then_some(i32::from(EXIT_UNENFORCEABLE)));
+    if let Some(code) = refused {
         let cleaned = launch::cgroup::Mounts::discover()
             .and_then(|mounts| ctr::remove_tree(&mounts, prepared.cgroup.v2_dir()));
         if let Err(e) = cleaned {
@@ -649,7 +697,7 @@ async fn container_session(
         server: server.clone(),
         started_at: Timestamp::now(),
         ended_at: None,
-        command: args.command.clone(),
+        command: prepared.body.cmd.clone().unwrap_or_default(),
         policy: policy
             .source
             .as_ref()
@@ -676,7 +724,8 @@ async fn container_session(
     };
     let finish = hooks.finish.take();
     let name = format!("mcp-guard-{session}");
-    let (code, id) = drive_container(&prepared, &mut info, hooks, &name, signals).await;
+    let (code, id) =
+        drive_container(&prepared, &mut info, hooks, (&name, stderr_lines), signals).await;
     if let Some(id) = id
         && let Err(e) = ctr::remove(&prepared.docker, &id).await
     {
@@ -707,7 +756,7 @@ async fn drive_container(
     prepared: &launch::container::ContainerPrepared,
     info: &mut SessionInfo,
     hooks: Hooks,
-    name: &str,
+    (name, stderr_lines): (&str, Option<stderr::LineRedactor>),
     signals: Signals<'_>,
 ) -> (i32, Option<String>) {
     use launch::container as ctr;
@@ -747,10 +796,12 @@ async fn drive_container(
         },
         None => None,
     };
-    let (input, output, output_closed) = match ctr::attach(docker, &id).await {
+    let (input, output, errors, output_closed) = match ctr::attach(docker, &id).await {
         Ok(io) => io,
         Err(e) => return (fail(e), Some(id)),
     };
+    let stderr_task =
+        stderr_lines.map(|lines| tokio::spawn(stderr::carry(errors, tokio::io::stderr(), lines)));
     // podman's attach already starts a created container: 304 (already started) is fine.
     match docker.start_container(&id, None).await {
         Ok(())
@@ -808,6 +859,7 @@ async fn drive_container(
         signals,
     )
     .await;
+    drain_stderr(stderr_task).await;
     (code, Some(id))
 }
 
@@ -848,6 +900,11 @@ async fn drive(
     spec: &launch::JailSpec,
     info: &mut SessionInfo,
     hooks: Hooks,
+    (secrets, stderr_lines, stderr_task): (
+        SecretValues,
+        stderr::LineRedactor,
+        &mut Option<tokio::task::JoinHandle<()>>,
+    ),
     (term, int, hup): Signals<'_>,
 ) -> i32 {
     let fail = |msg: String| {
@@ -866,7 +923,7 @@ async fn drive(
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     if spec.unprivileged {
         // No cgroup: the server's tree is this process group.
@@ -895,7 +952,12 @@ async fn drive(
     };
     drop(theirs);
     info.helper_pid = child.id().unwrap_or(0);
-
+    // The helper's and the server's stderr, redacted on its way to exec's (the caller drains
+    // it once the session is over).
+    *stderr_task = child
+        .stderr
+        .take()
+        .map(|from| tokio::spawn(stderr::carry(from, tokio::io::stderr(), stderr_lines)));
     let mut ctl = match ours
         .set_nonblocking(true)
         .and_then(|()| UnixStream::from_std(ours))
@@ -969,13 +1031,6 @@ async fn drive(
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return fail("server stdio missing".into());
     };
-    let secrets = SecretValues(
-        spec.env
-            .iter()
-            .filter(|(name, _)| info.policy.secrets.contains_key(name))
-            .cloned()
-            .collect(),
-    );
     let exit = Box::pin(async move {
         use std::os::unix::process::ExitStatusExt;
         child.wait().await.ok().map(|s| {
@@ -1017,6 +1072,13 @@ async fn drive(
         (term, int, hup),
     )
     .await
+}
+
+/// Waits (briefly: every writer is dead by now) for the server's stderr to be written out.
+async fn drain_stderr(task: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(task) = task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
 }
 
 /// Kills everything the server is (called once, when the session ends).

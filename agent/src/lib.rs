@@ -20,6 +20,7 @@ pub mod names;
 pub mod policy;
 pub mod quarantine;
 pub mod query;
+pub mod scrub;
 pub mod state;
 pub mod statefs;
 pub mod store;

@@ -20,6 +20,7 @@ use ipnet::IpNet;
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
 mod clients;
+mod command;
 mod mcp;
 mod unix;
 pub use clients::{ANY_CLIENT, ClientMatch, ClientRule};
@@ -70,6 +71,9 @@ pub struct Policy {
     pub mcp: Mcp,
     /// `[access]`: who may launch this policy through the agent.
     pub access: Access,
+    /// `command = [...]`: the argv the policy fixes; only it (or the program `[pin]` pins) gets
+    /// the `[secrets]`, and `exec` with no command runs it.
+    pub command: Option<Vec<String>>,
 }
 
 /// `[access]`: the users and groups the agent launches this policy for (an unprivileged `exec`
@@ -725,6 +729,7 @@ const TOP_KEYS: &[&str] = &[
     "pin",
     "mcp",
     "access",
+    "command",
 ];
 
 impl Checker<'_> {
@@ -916,6 +921,8 @@ impl Checker<'_> {
         let access = section("access")
             .map(|(item, span)| self.access(item, &span))
             .unwrap_or_default();
+        let command = section("command")
+            .and_then(|(item, span)| self.command(item, &span, isolation.backend));
         Some(Policy {
             name: name?,
             source: source.map(Path::to_path_buf),
@@ -933,6 +940,7 @@ impl Checker<'_> {
             pin,
             mcp,
             access,
+            command,
         })
     }
 
@@ -2980,6 +2988,7 @@ allow_degraded = true
         assert!(!p.detect.sensitive.is_empty());
         assert_eq!(p.detect.on_sensitive, OnSensitive::Kill);
         assert!(p.user.is_some() && !p.env.pass.is_empty());
+        assert!(p.command.as_ref().is_some_and(|c| c.len() == 2));
     }
 
     #[test]

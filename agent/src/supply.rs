@@ -29,6 +29,12 @@ use sha2::{Digest, Sha256};
 pub use crate::policy::{FilePin, NpmPin, PinSignature, Pins, PypiPin, SignerKey};
 use crate::statefs::StateDir;
 
+pub mod argv;
+pub mod compile_jail;
+mod pycache;
+
+pub use pycache::python_cache;
+
 /// The prefix of every digest in a policy.
 pub const SHA256: &str = "sha256:";
 /// The default `ssh-keygen -Y` namespace of pin manifests.
@@ -873,118 +879,6 @@ fn owning_dist(site: &Path, targets: &[PathBuf]) -> Vec<(PathBuf, String, String
         }
     }
     found
-}
-
-/// Compiles the interpreter's standard library (the prefix hides its own `__pycache__` too) and
-/// the files named on stdin into `-X pycache_prefix`.
-const COMPILE: &str = r"
-import compileall, re, sys, sysconfig
-skip = re.compile(r'/(site-packages|dist-packages|test|tests|idlelib|lib2to3|tkinter|turtledemo|ensurepip)/')
-ok = compileall.compile_dir(sysconfig.get_paths()['stdlib'], quiet=2, workers=0, rx=skip)
-for f in sys.stdin.read().splitlines():
-    ok = compileall.compile_file(f, quiet=2) and ok
-sys.exit(0 if ok else 1)
-";
-
-/// The bytecode cache for pinned Python packages: `<state>/pycache/<digest of the pins>`,
-/// compiled here by mcp-guard (root, before launch) from the sources just verified, with the
-/// pinned interpreter isolated (`-I -S`: no site-packages code, no `.pth`, no environment). The
-/// server reads it (`PYTHONPYCACHEPREFIX`) but cannot write it, so the `__pycache__` dirs next to
-/// the sources — which RECORD does not cover — are never read, and nothing is recompiled per
-/// launch. Compiled once per set of pins; returns the directory.
-pub fn python_cache(pins: &Pins, program: &Path, state_dir: &Path) -> Result<PathBuf, SupplyError> {
-    let key = sha256_bytes(manifest(pins).as_bytes());
-    let rel = format!("pycache/{}", &key[SHA256.len()..SHA256.len() + 32]);
-    let dir = state_dir.join(&rel);
-    // Made like every directory of the state dir (0700, not through symlinks).
-    let state = StateDir::create(state_dir).map_err(|e| io_err(state_dir, e))?;
-    let cache = state.subdir(&rel).map_err(|e| io_err(&dir, e))?;
-    let complete = |cache: &crate::statefs::Dir| cache.read(".complete").is_ok_and(|d| d.is_some());
-    if complete(&cache) {
-        return Ok(dir);
-    }
-    // One compiler at a time per cache; the others wait and find it complete.
-    let lock_path = dir.join(".lock");
-    let lock = state
-        .ensure_file(&cache, ".lock")
-        .map_err(|e| io_err(&lock_path, e))?;
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on an fd we own; released when `lock` is dropped (closed).
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_err(&lock_path, std::io::Error::last_os_error()));
-        }
-    }
-    if complete(&cache) {
-        return Ok(dir);
-    }
-    let real = real_executable(program)?;
-    let interpreter = shebang(&real)
-        .and_then(|i| real_executable(&i).ok())
-        .unwrap_or_else(|| real.clone());
-    let is_python = interpreter
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("python"));
-    // It runs as root here: only an interpreter the pins cover (just verified).
-    let pinned = (interpreter == real && pins.executable.is_some())
-        || pins.files.iter().any(|f| f.path == interpreter);
-    if !is_python || !pinned {
-        // Not a pinned Python we know: the empty cache still hides __pycache__ (the server
-        // compiles in memory at each start).
-        tracing::info!(
-            "{}: not a pinned Python interpreter; bytecode cache left empty",
-            interpreter.display()
-        );
-        return Ok(dir);
-    }
-    let mut list = String::new();
-    for p in &pins.pypi {
-        let Some(dist) = find_dist(&p.site_packages, &p.name, &p.version) else {
-            continue;
-        };
-        let Ok(text) = std::fs::read_to_string(dist.join("RECORD")) else {
-            continue;
-        };
-        for (rel, _) in record_rows(&text) {
-            if rel.ends_with(".py") {
-                let _ = writeln!(list, "{}", record_path(&p.site_packages, &rel).display());
-            }
-        }
-    }
-    let mut child = Command::new(&interpreter)
-        .arg("-I")
-        .arg("-S")
-        .arg("-X")
-        .arg(format!("pycache_prefix={}", dir.display()))
-        .args(["-c", COMPILE])
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| SupplyError::Io(format!("{}: {e}", interpreter.display())))?;
-    let wrote = child.stdin.take().map(|mut stdin| {
-        use std::io::Write;
-        stdin.write_all(list.as_bytes())
-    });
-    let out = child
-        .wait_with_output()
-        .map_err(|e| SupplyError::Io(format!("{}: {e}", interpreter.display())))?;
-    if matches!(wrote, Some(Err(_))) || !out.status.success() {
-        // A file that does not compile (e.g. a test fixture for another Python) is compiled by
-        // nobody; the others are cached. Worth a note, not a refusal.
-        tracing::info!(
-            "compileall into {} did not finish cleanly: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stdout).trim()
-        );
-    }
-    let done = dir.join(".complete");
-    cache
-        .replace(".complete", b"", crate::statefs::FILE_MODE, |_| Ok(()))
-        .map_err(|e| io_err(&done, e))?;
-    drop(lock);
-    Ok(dir)
 }
 
 // ---------------------------------------------------------------------------------------------

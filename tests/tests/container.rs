@@ -547,3 +547,74 @@ fn a_sigkilled_exec_leaves_nothing_after_the_next_session() {
     );
     let _ = std::fs::remove_dir_all(&s.dir);
 }
+
+#[test]
+fn a_container_gets_its_secrets_only_for_the_fixed_command_and_its_stderr_is_redacted() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let value: String = std::fs::read("/proc/sys/kernel/random/uuid")
+        .map(|u| String::from_utf8_lossy(&u).trim().replace('-', ""))
+        .expect("a random value");
+    let s = scene("secrets", &image_id(), "");
+    let secret = s.dir.join("token");
+    std::fs::write(&secret, &value).expect("write the secret");
+    // The fixed command: the digest of the token on stdout, the token itself on stderr.
+    let fixed = "import hashlib, os, sys; t = os.environ.get('TOKEN', ''); \
+                 print(hashlib.sha256(t.encode()).hexdigest()); print('leak', t, file=sys.stderr)";
+    let policy = format!(
+        "{}\n[secrets]\nTOKEN = {{ file = \"{}\" }}\n",
+        std::fs::read_to_string(&s.policy).expect("policy"),
+        secret.display()
+    );
+    std::fs::write(&s.policy, &policy).expect("policy");
+    let run = |args: &[&str]| {
+        Command::new(mcp_guard())
+            .arg("--state-dir")
+            .arg(&s.state)
+            .args(["exec", "--standalone", "--passthrough", "--policy"])
+            .arg(&s.policy)
+            .arg("--")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("exec")
+    };
+    // The caller's own command reads the environment: no token, and stderr says why.
+    let attack = "import os, sys; t = os.environ.get('TOKEN', 'none'); print(t); \
+                  print(t, file=sys.stderr)";
+    let out = run(&[PY, "-S", "-c", attack]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let both = [out.stdout.clone(), out.stderr.clone()].concat();
+    assert!(
+        !String::from_utf8_lossy(&both).contains(&value),
+        "the caller's command read the secret:\n{}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("secrets TOKEN withheld"),
+        "{}",
+        describe(&out)
+    );
+    // Once the policy fixes its command, that command gets it; what it writes on stderr is
+    // redacted.
+    std::fs::write(
+        &s.policy,
+        format!("command = [\"{PY}\", \"-S\", \"-c\", \"{fixed}\"]\n{policy}"),
+    )
+    .expect("policy");
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let digest = mcp_guard::supply::sha256_bytes(value.as_bytes());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        &digest["sha256:".len()..],
+        "{}",
+        describe(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains(&value) && stderr.contains("leak [REDACTED:secret TOKEN]"),
+        "{}",
+        describe(&out)
+    );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}

@@ -578,7 +578,14 @@ fn environment_is_scrubbed_and_secrets_injected() {
     let sb = Sandbox::new("env", "");
     let secret = sb.root.join("token");
     std::fs::write(&secret, "s3cret\n").expect("write secret");
-    let policy = std::fs::read_to_string(&sb.policy).expect("policy");
+    // Secrets go only to the command the policy fixes (trust_secrets.rs: any other gets none).
+    let policy = std::fs::read_to_string(&sb.policy)
+        .expect("policy")
+        .replacen(
+            "name = \"jail-test\"\n",
+            "name = \"jail-test\"\ncommand = [\"/usr/bin/env\"]\n",
+            1,
+        );
     std::fs::write(
         &sb.policy,
         format!(

@@ -1,7 +1,10 @@
 //! Supply-chain pins (`[pin]`): real servers pinned with `mcp-guard policy pin` launch under
 //! `mcp-guard exec` and answer the MCP SDK client; a changed byte in a pinned package, a wrong
 //! executable digest, a missing or bad SSH signature refuse the launch (exit 77, nothing runs)
-//! and say which file changed, what was expected and what was found.
+//! and say which file changed, what was expected and what was found. A pinned interpreter told
+//! to run inline code or a preload instead of its pinned script is refused the same way; the
+//! bytecode cache is compiled by an unprivileged process from the interpreter's verified
+//! descriptor, so an interpreter swapped in after the check never compiles it.
 
 use std::{
     path::{Path, PathBuf},
@@ -676,7 +679,12 @@ fn a_planted_bytecode_file_next_to_pinned_sources_is_never_run() {
     let site = dir.join("site");
     let record = plant_pyc(&site);
     let py = python();
-    let run = [py.as_path(), Path::new("-c"), Path::new("import pinnedpkg")];
+    // With [pin] the interpreter runs a pinned script (inline code is refused), which imports it.
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir bin");
+    let script = bin.join("run.py");
+    std::fs::write(&script, "import pinnedpkg\n").expect("write the script");
+    let run = [py.as_path(), script.as_path()];
 
     // Without mcp-guard the plant works: Python runs the .pyc, not the source.
     let plain = Command::new(&py)
@@ -694,10 +702,13 @@ fn a_planted_bytecode_file_next_to_pinned_sources_is_never_run() {
     // Under exec with the distribution pinned (the source verifies: only bytecode was planted).
     let pins = format!(
         "[[pin.pypi]]\nsite_packages = \"{}\"\nname = \"pinnedpkg\"\nversion = \"1.0\"\n\
-         record = \"{record}\"\n\n[env]\npass = [\"PYTHONPATH\"]\n",
-        real(&site)
+         record = \"{record}\"\n\n[[pin.file]]\npath = \"{}\"\ndigest = \"{}\"\n\n\
+         [env]\npass = [\"PYTHONPATH\"]\n",
+        real(&site),
+        real(&script),
+        mcp_guard::supply::sha256_file(&script).expect("hash the script"),
     );
-    let p = policy(&dir, "time", std::slice::from_ref(&site), &[], &pins);
+    let p = policy(&dir, "time", &[site.clone(), bin.clone()], &[], &pins);
     let out = Command::new(mcp_guard())
         .arg("--state-dir")
         .arg(dir.join("state"))
@@ -768,6 +779,344 @@ fn policy_pin_keeps_a_policys_signature_and_manifest_needs_pins() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("pins nothing"),
+        "{}",
+        describe(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `mcp-guard exec --standalone --passthrough --policy P -- ARGS` with `env` set, stdin closed.
+fn exec_with(state: &Path, policy: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(mcp_guard());
+    cmd.arg("--state-dir")
+        .arg(state)
+        .args(["exec", "--standalone", "--passthrough", "--policy"])
+        .arg(policy)
+        .arg("--")
+        .args(args)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run mcp-guard exec")
+}
+
+/// Refused with 77 before anything ran (neither the attacker's code nor the entry script),
+/// naming `what`.
+fn assert_refused_unrun(out: &Output, what: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(out));
+    assert!(
+        !stderr.contains("EVIL-RAN") && !stderr.contains("ENTRY-RAN"),
+        "something ran:\n{}",
+        describe(out)
+    );
+    assert!(
+        stderr.contains("pins what runs") && stderr.contains(what),
+        "stderr does not name {what:?}:\n{}",
+        describe(out)
+    );
+}
+
+#[test]
+fn a_pinned_interpreter_runs_its_pinned_script_and_no_other_code() {
+    require_root();
+    let dir = data_dir("argv");
+    let app = dir.join("app");
+    std::fs::create_dir_all(&app).expect("mkdir app");
+    let file = |name: &str, text: &str| {
+        let p = app.join(name);
+        std::fs::write(&p, text).expect("write fixture");
+        p
+    };
+    let entry_py = file("entry.py", "import sys\nsys.stderr.write('ENTRY-RAN\\n')\n");
+    let entry_js = file("entry.js", "process.stderr.write('ENTRY-RAN\\n');\n");
+    let evil_py = file("evil.py", "import sys\nsys.stderr.write('EVIL-RAN\\n')\n");
+    let evil_js = file("evil.js", "process.stderr.write('EVIL-RAN\\n');\n");
+    let state = dir.join("state");
+    let python3 = Path::new("/usr/bin/python3");
+    let node = Path::new("/usr/bin/node");
+    let pinned_policy = |name: &str, command: &[&Path]| {
+        let pins = pin_with(&state, &["--no-deps"], command);
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"{name}\"\n[filesystem]\nread = [\"/usr\", \"/bin\", \"/lib\", \
+                 \"/lib64\", \"/etc\", \"{app}\"]\nexec = [\"/usr\", \"/bin\", \"/lib\", \
+                 \"/lib64\"]\n[env]\npass = [\"NODE_OPTIONS\", \"PYTHONSTARTUP\"]\n{pins}",
+                app = app.display()
+            ),
+        )
+        .expect("write policy");
+        path
+    };
+    let py_policy = pinned_policy("pinned-python", &[python3, &entry_py]);
+    let js_policy = pinned_policy("pinned-node", &[node, &entry_js]);
+    let (py, js) = (
+        python3.to_str().expect("path"),
+        node.to_str().expect("path"),
+    );
+    let (entry_py, entry_js) = (
+        entry_py.to_str().expect("path"),
+        entry_js.to_str().expect("path"),
+    );
+
+    // Inline code instead of the pinned script.
+    let evil = "import sys; sys.stderr.write('EVIL-RAN\\n')";
+    let out = exec_with(&state, &py_policy, &[py, "-c", evil], &[]);
+    assert_refused_unrun(&out, "-c (runs inline code");
+    let evil = "process.stderr.write('EVIL-RAN\\n')";
+    let out = exec_with(&state, &js_policy, &[js, "-e", evil], &[]);
+    assert_refused_unrun(&out, "-e (runs inline code)");
+    // A preload through the environment, in front of the pinned script.
+    let require = format!("--require {}", evil_js.display());
+    let out = exec_with(
+        &state,
+        &js_policy,
+        &[js, entry_js],
+        &[("NODE_OPTIONS", Path::new(&require))],
+    );
+    assert_refused_unrun(&out, "NODE_OPTIONS: --require (preloads a module)");
+    // A startup file for an interactive interpreter reading the client's stdin.
+    let out = exec_with(
+        &state,
+        &py_policy,
+        &[py, "-i"],
+        &[("PYTHONSTARTUP", evil_py.as_path())],
+    );
+    assert_refused_unrun(&out, "PYTHONSTARTUP");
+
+    // The pinned entry scripts still run.
+    for (policy, argv) in [(&py_policy, [py, entry_py]), (&js_policy, [js, entry_js])] {
+        let out = exec_with(&state, policy, &argv, &[]);
+        assert!(out.status.success(), "{}", describe(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("ENTRY-RAN"),
+            "{}",
+            describe(&out)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The uids and effective capabilities (`CapEff`, hex) of the processes whose command line
+/// contains `needle` and not `but`, by pid.
+fn processes_with(
+    needle: &str,
+    but: &str,
+    found: &mut std::collections::BTreeMap<u32, (u32, String)>,
+) {
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let path = entry.path();
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(path.join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.contains(needle) || cmdline.contains(but) {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().next().unwrap_or_default().to_string())
+        };
+        if let (Some(uid), Some(caps)) = (field("Uid:"), field("CapEff:")) {
+            found.insert(pid, (uid.parse().unwrap_or(u32::MAX), caps));
+        }
+    }
+}
+
+#[test]
+fn the_bytecode_cache_is_compiled_by_an_unprivileged_process() {
+    require_root();
+    let dir = data_dir("pycache-uid");
+    let state = dir.join("state");
+    let mut pin = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["policy", "pin", "--no-deps", "--"])
+        .arg(time_server())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start policy pin");
+    // The compiler's command line names the cache it compiles into, below this state dir (the
+    // mcp-guard helper that starts it, root until it has confined itself, is not it).
+    let needle = format!("pycache_prefix={}", state.display());
+    let mut seen = std::collections::BTreeMap::new();
+    while pin.try_wait().expect("policy pin status").is_none() {
+        processes_with(&needle, "__pycache-compile", &mut seen);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = pin.wait_with_output().expect("policy pin");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!seen.is_empty(), "no compiler process was seen");
+    // nobody, with CAP_DAC_READ_SEARCH (bit 2) alone.
+    for (uid, caps) in seen.values() {
+        assert_ne!(*uid, 0, "the cache was compiled as root: {seen:?}");
+        assert_eq!(
+            u64::from_str_radix(caps, 16).expect("hex caps"),
+            1 << 2,
+            "{seen:?}"
+        );
+    }
+    let cache = std::fs::read_dir(state.join("pycache"))
+        .expect("a pycache dir")
+        .map(|e| e.expect("entry").path())
+        .next()
+        .expect("one cache");
+    assert!(cache.join(".complete").exists(), "{cache:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Blocks until `path` is closed after a read-only open; then renames `with` over it.
+fn swap_after_first_read(path: &Path, with: PathBuf) -> std::thread::JoinHandle<bool> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: inotify_init1 takes flags only.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    assert!(
+        fd >= 0,
+        "inotify_init1: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `c` is a live NUL-terminated path; `fd` is the inotify instance just made.
+    let wd = unsafe { libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_CLOSE_NOWRITE) };
+    assert!(
+        wd >= 0,
+        "inotify_add_watch: {}",
+        std::io::Error::last_os_error()
+    );
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        // SAFETY: reading into a live buffer of its length from the inotify fd we own.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        let swapped = n > 0 && std::fs::rename(&with, &path).is_ok();
+        // SAFETY: closing the fd this thread owns.
+        unsafe { libc::close(fd) };
+        swapped
+    })
+}
+
+#[test]
+fn an_interpreter_swapped_after_verification_does_not_compile_the_cache() {
+    require_root();
+    let dir = data_dir("pycache-swap");
+    // A virtual environment of its own whose interpreter (a copy) the attacker can replace; its
+    // site-packages is the test environment's.
+    let venv = dir.join("venv");
+    std::fs::create_dir_all(venv.join("bin")).expect("mkdir venv/bin");
+    std::fs::create_dir_all(venv.join("lib/python3.11")).expect("mkdir venv/lib");
+    let real_python = python()
+        .canonicalize()
+        .expect("the test environment's python");
+    let interpreter = venv.join("bin/python3.11");
+    std::fs::copy(&real_python, &interpreter).expect("copy the interpreter");
+    std::fs::write(
+        venv.join("pyvenv.cfg"),
+        format!(
+            "home = {}\ninclude-system-site-packages = false\n",
+            real_python.parent().expect("bin").display()
+        ),
+    )
+    .expect("write pyvenv.cfg");
+    std::os::unix::fs::symlink(
+        workspace_root()
+            .join(".venv/lib/python3.11/site-packages")
+            .canonicalize()
+            .expect("site-packages"),
+        venv.join("lib/python3.11/site-packages"),
+    )
+    .expect("link site-packages");
+    // The impostor: another interpreter (ELF, named like the pinned one).
+    let evil = dir.join("evil");
+    std::fs::copy("/usr/bin/python3.11", &evil).expect("copy another interpreter");
+    let evil_inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&evil).expect("stat"));
+
+    let command: [&Path; 3] = [&interpreter, Path::new("-m"), Path::new("mcp_server_time")];
+    let pins = pin(&dir.join("pin-state"), &command);
+    assert!(pins.contains("name = \"mcp-server-time\""), "{pins}");
+    let p = policy(&dir, "time", std::slice::from_ref(&venv), &[], &pins);
+    // The launch verifies the pins (reading the interpreter), then builds the cache: the
+    // attacker swaps the interpreter as soon as the verification has read it.
+    let swapper = swap_after_first_read(&interpreter, evil);
+    let state = dir.join("state");
+    let mut launch = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["exec", "--standalone", "--policy"])
+        .arg(&p)
+        .arg("--")
+        .args(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mcp-guard exec");
+    // Which file each compiler process runs (its inode: the verified one is unlinked by then).
+    let needle = format!("pycache_prefix={}", state.display());
+    let mut compilers = std::collections::BTreeMap::new();
+    while launch.try_wait().expect("exec status").is_none() {
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains(&needle)
+                && !cmdline.contains("__pycache-compile")
+                && let Ok(m) = std::fs::metadata(entry.path().join("exe"))
+            {
+                let status =
+                    std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+                let uid = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                compilers.insert(
+                    entry.file_name(),
+                    (std::os::unix::fs::MetadataExt::ino(&m), uid),
+                );
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let out = launch.wait_with_output().expect("exec output");
+    assert!(
+        swapper.join().expect("swapper"),
+        "the interpreter was not swapped"
+    );
+    let impostors: Vec<&String> = compilers
+        .values()
+        .filter(|(ino, _)| *ino == evil_inode)
+        .map(|(_, uid)| uid)
+        .collect();
+    assert!(
+        impostors.is_empty(),
+        "the swapped-in interpreter compiled the cache, as uid {impostors:?}:\n{}",
+        describe(&out)
+    );
+    // Refused, naming the interpreter: when the cache is built (its descriptor no longer matches
+    // the pin), or, had the swap come later, when the server is executed.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{}", describe(&out));
+    assert!(
+        stderr.contains(&interpreter.display().to_string())
+            && (stderr.contains("changed since it was verified")
+                || stderr.contains("changed between the check and the exec")),
         "{}",
         describe(&out)
     );

@@ -48,7 +48,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{LaunchError, LaunchRequest, cgroup, identity, seccomp};
-use crate::policy::{ImageRef, Policy, expand_home, read_secret};
+use crate::policy::{ImageRef, Policy, expand_home};
 
 /// Label every mcp-guard container carries.
 pub const LABEL: &str = "io.mcp-guard.session";
@@ -287,11 +287,26 @@ pub async fn prepare(
         return Err(Config("[isolation] image is missing".into()));
     };
     let id = identity::resolve(policy.user.as_deref(), req.caller).map_err(Config)?;
-    let mut secrets = Vec::new();
-    for (name, secret) in &policy.secrets {
-        let value = read_secret(secret).map_err(|e| Config(format!("secrets.{name}: {e}")))?;
-        secrets.push((name.clone(), value));
-    }
+    let passed: Vec<(String, String)> = identity::source_vars(req.caller)
+        .into_iter()
+        .filter(|(k, _)| policy.env.pass.iter().any(|p| p == k))
+        .collect();
+    // The secrets go only to the command the policy fixes: the image's own or its `command`.
+    let mut warnings = Vec::new();
+    let secrets = match super::secret_gate::container(policy, req.command, &passed) {
+        Ok(()) => super::read_secrets(policy)?,
+        Err(why) => {
+            if !policy.secrets.is_empty() {
+                warnings.push(super::secret_gate::withheld(policy, &why));
+            }
+            Vec::new()
+        }
+    };
+    let command = if req.command.is_empty() {
+        policy.command.clone()
+    } else {
+        Some(req.command.to_vec())
+    };
     let address = engine_address(policy.isolation.engine.as_deref());
     let docker = connect(&address).await.map_err(Unenforceable)?;
     for stale in reap_stale(&docker).await {
@@ -322,11 +337,7 @@ pub async fn prepare(
         }
     };
 
-    let mut env: Vec<String> = identity::source_vars(req.caller)
-        .into_iter()
-        .filter(|(k, _)| policy.env.pass.iter().any(|p| p == k))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let mut env: Vec<String> = passed.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.extend(secrets.iter().map(|(k, v)| format!("{k}={v}")));
 
     let mut binds = Vec::new();
@@ -380,11 +391,7 @@ pub async fn prepare(
     };
     let body = ContainerCreateBody {
         image: Some(image_id),
-        cmd: if req.command.is_empty() {
-            None
-        } else {
-            Some(req.command.to_vec())
-        },
+        cmd: command,
         env: Some(env),
         user: policy.user.clone(),
         attach_stdin: Some(true),
@@ -407,7 +414,7 @@ pub async fn prepare(
         cgroup: cg,
         home: id.home,
         secrets,
-        warnings: Vec::new(),
+        warnings,
     })
 }
 
@@ -582,7 +589,8 @@ pub fn leaf_candidates(parent: &Path, id: &str) -> Vec<PathBuf> {
     vec![parent.join(format!("libpod-{id}")), parent.join(id)]
 }
 
-/// Attaches to the container's stdio: (stdin writer, stdout reader); stderr goes to exec's.
+/// Attaches to the container's stdio: (stdin writer, stdout reader, stderr reader, closed when
+/// the output ends); exec carries stderr through its redactor.
 /// Two attach connections: stdout/stderr on one, stdin alone on the other, so that closing the
 /// stdin writer closes its whole connection and the engine closes the container's stdin
 /// (`StdinOnce`); podman does not pass a half-close of a shared connection on as EOF.
@@ -592,6 +600,7 @@ pub async fn attach(
 ) -> Result<
     (
         std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+        tokio::io::DuplexStream,
         tokio::io::DuplexStream,
         tokio::sync::oneshot::Receiver<()>,
     ),
@@ -619,11 +628,11 @@ pub async fn attach(
     // Only the writer is kept: when it is dropped the connection closes.
     drop(input.output);
     let (mut writer, reader) = tokio::io::duplex(256 * 1024);
+    let (mut stderr, errors) = tokio::io::duplex(64 * 1024);
     let mut output = out.output;
     let (closed_tx, closed) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         use tokio::io::AsyncWriteExt;
-        let mut stderr = tokio::io::stderr();
         while let Some(Ok(chunk)) = output.next().await {
             match chunk {
                 bollard::container::LogOutput::StdOut { message }
@@ -639,9 +648,10 @@ pub async fn attach(
             }
         }
         let _ = writer.shutdown().await;
+        let _ = stderr.shutdown().await;
         let _ = closed_tx.send(());
     });
-    Ok((input.input, reader, closed))
+    Ok((input.input, reader, errors, closed))
 }
 
 /// The container's main pid (host namespace).

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod landlock;
 pub mod mount_view;
 pub mod seccomp;
+pub mod secret_gate;
 pub mod stage2;
 
 use std::path::PathBuf;
@@ -78,7 +79,7 @@ pub struct LaunchRequest<'a> {
     pub policy: &'a Policy,
     /// Server name (cgroup name, logs).
     pub server: &'a str,
-    /// Command and arguments.
+    /// Command and arguments (empty: the policy's `command`).
     pub command: &'a [String],
     /// `--observe` (or the policy's `enforcement.observe`).
     pub observe: bool,
@@ -99,6 +100,9 @@ pub struct Prepared {
     pub cgroup: Option<cgroup::Cgroup>,
     /// What is not enforced (degraded or observe) and fallbacks used: say these loudly.
     pub warnings: Vec<String>,
+    /// The secrets injected into the server's environment, (name, value): none unless the
+    /// command is the one the policy fixes ([`secret_gate`]).
+    pub secrets: Vec<(String, String)>,
 }
 
 /// Why a launch was refused before anything ran.
@@ -172,13 +176,18 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
     }
 
     let id = identity::resolve(policy.user.as_deref(), req.caller).map_err(Config)?;
-    let mut secrets = Vec::new();
-    for (name, secret) in &policy.secrets {
-        let value = read_secret(secret).map_err(|e| Config(format!("secrets.{name}: {e}")))?;
-        secrets.push((name.clone(), value));
-    }
-    let env = identity::environment(&id, &policy.env.pass, &secrets, req.caller);
-    let Some(cmd) = req.command.first() else {
+    let command = match (req.command.is_empty(), &policy.command) {
+        (false, _) => req.command.to_vec(),
+        (true, Some(cmd)) => cmd.clone(),
+        (true, None) => {
+            return Err(NotFound(format!(
+                "no command given after -- and policy {} has no `command`",
+                policy.name
+            )));
+        }
+    };
+    let env = identity::environment(&id, &policy.env.pass, &[], req.caller);
+    let Some(cmd) = command.first() else {
         return Err(NotFound("no command given after --".into()));
     };
     let program = identity::resolve_program(cmd, &env).ok_or_else(|| {
@@ -186,8 +195,38 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             "{cmd}: command not found or not executable (searched the server's PATH)"
         ))
     })?;
-    let mut env = env;
     let program_digest = check_pins(policy, &program, req, &mut warnings)?;
+    let pinned_env = check_pinned_argv(policy, &program, &command, &env, req, &mut warnings)?;
+    // The secrets go only to the command the policy fixes; any other runs without them.
+    let pinned = program_digest.is_some() && pinned_env.is_some();
+    let (argv, secrets) = match secret_gate::jail(policy, &program, &command, pinned, &env) {
+        Ok(argv) => (argv, read_secrets(policy)?),
+        Err(why) => {
+            if !policy.secrets.is_empty() {
+                warnings.push(secret_gate::withheld(policy, &why));
+            }
+            (command, Vec::new())
+        }
+    };
+    // The policy's command runs by its own path (a caller's spelling only found the same file).
+    let program = match (&policy.command, argv.first()) {
+        (Some(cmd), Some(first)) if argv == *cmd => PathBuf::from(first),
+        _ => program,
+    };
+    let mut env = if secrets.is_empty() {
+        env
+    } else {
+        identity::environment(&id, &policy.env.pass, &secrets, req.caller)
+    };
+    let protect = match pinned_env {
+        Some(env) => env,
+        None if !secrets.is_empty() => crate::supply::argv::hardening(&program, &argv, &env),
+        None => Vec::new(),
+    };
+    for (k, v) in protect {
+        env.retain(|(have, _)| *have != k);
+        env.push((k, v));
+    }
     // RECORD lists no bytecode: Python must not read the __pycache__ dirs next to the pinned
     // sources (a planted .pyc would run instead of them), but a cache mcp-guard compiled itself.
     let pycache = if policy.pin.pypi.is_empty() || req.observe {
@@ -313,7 +352,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
         let spec = JailSpec {
             server: req.server.to_string(),
             program,
-            argv: req.command.to_vec(),
+            argv,
             env,
             cgroup_dirs: Vec::new(),
             identity: id,
@@ -326,6 +365,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             spec,
             cgroup: None,
             warnings,
+            secrets,
         });
     }
     let mounts = cgroup::Mounts::discover()
@@ -353,7 +393,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             let spec = JailSpec {
                 server: req.server.to_string(),
                 program,
-                argv: req.command.to_vec(),
+                argv,
                 env,
                 cgroup_dirs: cg.dirs(),
                 identity: id,
@@ -366,6 +406,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
                 spec,
                 cgroup: Some(cg),
                 warnings,
+                secrets,
             })
         }
         Err(e) => {
@@ -435,6 +476,64 @@ fn check_pins(
             "{msg}\nrefusing to launch (nothing ran); if the change is intended, re-pin with \
              `mcp-guard policy pin -- COMMAND` and update [pin]"
         )))
+    }
+}
+
+/// Reads the policy's secrets (exit 78 when one cannot be read, naming it, never its value).
+pub fn read_secrets(policy: &Policy) -> Result<Vec<(String, String)>, LaunchError> {
+    let mut secrets = Vec::new();
+    for (name, secret) in &policy.secrets {
+        let value =
+            read_secret(secret).map_err(|e| LaunchError::Config(format!("secrets.{name}: {e}")))?;
+        if value.contains('\0') {
+            return Err(LaunchError::Config(format!(
+                "secrets.{name}: the value contains a NUL byte, which an environment variable \
+                 cannot carry"
+            )));
+        }
+        secrets.push((name.clone(), value));
+    }
+    Ok(secrets)
+}
+
+/// With `[pin]`, checks that the pinned program runs the pinned script and nothing else
+/// ([`crate::supply::argv`]): refused (exit 77) naming what, or under observe only said.
+/// `Some(variables to add)` when it passed; `None` without pins or when it failed under
+/// observe.
+fn check_pinned_argv(
+    policy: &Policy,
+    program: &std::path::Path,
+    argv: &[String],
+    env: &[(String, String)],
+    req: &LaunchRequest<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Vec<(String, String)>>, LaunchError> {
+    use crate::supply::argv;
+    if policy.pin.is_empty() {
+        return Ok(None);
+    }
+    match argv::check(&policy.pin, &argv::Launch { program, argv, env }) {
+        Ok(checked) => Ok(Some(checked.env)),
+        Err(refused) => {
+            let msg = format!(
+                "policy {} pins what runs, and this launch would run something else:\n{}",
+                policy.name,
+                refused
+                    .iter()
+                    .map(|r| format!("  {r}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            if req.observe {
+                warnings.push(format!("NOT ENFORCED (observe): {msg}"));
+                Ok(None)
+            } else {
+                Err(LaunchError::Unenforceable(format!(
+                    "{msg}\nrefusing to launch (nothing ran): run the pinned entry script \
+                     itself, without inline code or preloads"
+                )))
+            }
+        }
     }
 }
 

@@ -121,14 +121,7 @@ impl ProxyConfig {
                 })
                 .collect(),
         };
-        c.secrets = super::secrets::SecretConfig {
-            values: secret_values,
-            shapes: mcp.secret_shapes.enabled,
-            in_arguments: mcp.secret_shapes.in_arguments,
-            in_results: mcp.secret_shapes.in_results,
-            disabled_shapes: mcp.secret_shapes.ignore.clone(),
-            pii: mcp.pii.clone(),
-        };
+        c.secrets = super::secrets::SecretConfig::for_policy(mcp, secret_values);
         c.pins = Some(super::pins::PinConfig {
             state_dir: state_dir.to_path_buf(),
             policy: policy.name.clone(),

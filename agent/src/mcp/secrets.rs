@@ -5,7 +5,6 @@
 //! All patterns are compiled once; each string is pre-checked with one `RegexSet` and one
 //! Aho-Corasick automaton, so a clean message costs a scan and no allocation.
 
-use aho_corasick::AhoCorasick;
 use regex::{Regex, RegexSet};
 use serde_json::Value;
 
@@ -34,6 +33,20 @@ pub struct SecretConfig {
     pub pii: Vec<String>,
 }
 
+impl SecretConfig {
+    /// The settings of a policy's `[mcp]` table, with the injected `values`.
+    pub fn for_policy(mcp: &crate::policy::Mcp, values: Vec<(String, String)>) -> Self {
+        Self {
+            values,
+            shapes: mcp.secret_shapes.enabled,
+            in_arguments: mcp.secret_shapes.in_arguments,
+            in_results: mcp.secret_shapes.in_results,
+            disabled_shapes: mcp.secret_shapes.ignore.clone(),
+            pii: mcp.pii.clone(),
+        }
+    }
+}
+
 impl Default for SecretConfig {
     fn default() -> Self {
         Self {
@@ -47,8 +60,8 @@ impl Default for SecretConfig {
     }
 }
 
-/// Secret values shorter than this are not redacted (they would shred ordinary text).
-pub const MIN_SECRET_LEN: usize = 6;
+pub use crate::scrub::MIN_SECRET_LEN;
+use crate::scrub::Scrubber;
 
 /// Well-known secret shapes: (name, regex).
 pub const SHAPES: &[(&str, &str)] = &[
@@ -207,8 +220,7 @@ impl Patterns {
 
 /// The compiled detector/redactor.
 pub struct Redactor {
-    exact: Option<AhoCorasick>,
-    exact_names: Vec<String>,
+    exact: Option<Scrubber>,
     shapes: Patterns,
     pii: Patterns,
 }
@@ -216,33 +228,12 @@ pub struct Redactor {
 impl Redactor {
     /// Compiles `config`'s values, the enabled shapes and the chosen PII kinds.
     pub fn new(config: &SecretConfig) -> anyhow::Result<Self> {
-        let mut names = Vec::new();
-        let mut values = Vec::new();
-        for (name, value) in &config.values {
-            if value.len() < MIN_SECRET_LEN {
-                tracing::warn!(
-                    "secret {name} is shorter than {MIN_SECRET_LEN} bytes and cannot be redacted safely"
-                );
-                continue;
-            }
-            names.push(name.clone());
-            values.push(value.clone());
-        }
-        let exact = if values.is_empty() {
-            None
-        } else {
-            Some(AhoCorasick::builder().build(&values)?)
-        };
+        let exact = Scrubber::new(&config.values);
         let shapes = Patterns::new(SHAPES, |n| {
             config.shapes && !config.disabled_shapes.iter().any(|d| d == n)
         })?;
         let pii = Patterns::new(PII, |n| config.pii.iter().any(|k| k == n))?;
-        Ok(Self {
-            exact,
-            exact_names: names,
-            shapes,
-            pii,
-        })
+        Ok(Self { exact, shapes, pii })
     }
 
     /// The names of the secret shapes found in `s` (not PII).
@@ -263,7 +254,9 @@ impl Redactor {
     /// so when this is false for the line it is false for every string in it (a pattern's `\b`
     /// sees the same non-word quote at a string's ends, and no pattern anchors elsewhere).
     pub fn could_match(&self, text: &str, shapes: bool) -> bool {
-        self.exact.as_ref().is_some_and(|ac| ac.is_match(text))
+        self.exact
+            .as_ref()
+            .is_some_and(|s| s.is_match(text.as_bytes()))
             || self.pii.any_match(text)
             || (shapes && self.shapes.any_match(text))
     }
@@ -271,20 +264,8 @@ impl Redactor {
     /// Redacts `s`: exact secret values and PII always, secret shapes when `shapes`; returns
     /// what was redacted in `what`.
     pub fn redact(&self, s: &mut String, shapes: bool, what: &mut Vec<String>) {
-        if let Some(ac) = &self.exact
-            && ac.is_match(s.as_str())
-        {
-            let mut out = String::with_capacity(s.len());
-            let mut last = 0;
-            for m in ac.find_iter(s.as_str()) {
-                out.push_str(&s[last..m.start()]);
-                let name = &self.exact_names[m.pattern().as_usize()];
-                out.push_str(&format!("[REDACTED:secret {name}]"));
-                note(what, format!("secret {name}"));
-                last = m.end();
-            }
-            out.push_str(&s[last..]);
-            *s = out;
+        if let Some(exact) = &self.exact {
+            exact.redact(s, what);
         }
         self.pii.redact(s, what);
         if shapes {

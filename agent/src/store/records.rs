@@ -407,9 +407,206 @@ impl From<AlertRecord> for Record {
     }
 }
 
+impl Record {
+    /// Calls `f` on every piece of text the record holds (ids, names, paths, arguments,
+    /// reasons, summaries, the strings inside `detail`): what a redaction must see before the
+    /// record is written. Destructured field by field, so a new field cannot be forgotten.
+    pub fn each_text_mut(&mut self, f: &mut dyn FnMut(&mut String)) {
+        let opt = |o: &mut Option<String>, f: &mut dyn FnMut(&mut String)| {
+            if let Some(s) = o {
+                f(s);
+            }
+        };
+        match self {
+            Record::Session(SessionRecord {
+                session,
+                server,
+                started_at: _,
+                ended_at: _,
+                command,
+                policy,
+                pid: _,
+                observe: _,
+                exit_status: _,
+            }) => {
+                f(session);
+                f(server);
+                command.iter_mut().for_each(&mut *f);
+                f(policy);
+            }
+            Record::Call(CallRecord {
+                call_id,
+                server,
+                session,
+                method,
+                tool,
+                request_id,
+                started_at: _,
+                ended_at: _,
+                decision: _,
+                reason,
+                error,
+                result_bytes: _,
+            }) => {
+                for s in [call_id, server, session, method, request_id] {
+                    f(s);
+                }
+                for o in [tool, reason, error] {
+                    opt(o, f);
+                }
+            }
+            Record::Event(EventRecord {
+                event_id,
+                ts: _,
+                server,
+                session,
+                pid: _,
+                kind,
+                path,
+                addr,
+                port: _,
+                verdict: _,
+                call_id,
+                attribution: _,
+                candidates,
+                flags: _,
+                result: _,
+                argv,
+                proto,
+                would_deny: _,
+                detail,
+            }) => {
+                for s in [event_id, server, session] {
+                    f(s);
+                }
+                if let EventKind::Other(k) = kind {
+                    f(k);
+                }
+                for o in [path, addr, call_id, proto] {
+                    opt(o, f);
+                }
+                candidates.iter_mut().for_each(&mut *f);
+                argv.iter_mut().flatten().for_each(&mut *f);
+                if let Some(d) = detail {
+                    each_json_text(d, f);
+                }
+            }
+            Record::Alert(AlertRecord {
+                alert_id,
+                ts: _,
+                server,
+                session,
+                rule,
+                severity: _,
+                call_id,
+                tool,
+                summary,
+                event_ids,
+                action,
+            }) => {
+                for s in [alert_id, server, session, rule, summary] {
+                    f(s);
+                }
+                for o in [call_id, tool, action] {
+                    opt(o, f);
+                }
+                event_ids.iter_mut().for_each(&mut *f);
+            }
+        }
+    }
+}
+
+/// Every string in a JSON value: keys (rebuilt when one changes) and values.
+fn each_json_text(v: &mut serde_json::Value, f: &mut dyn FnMut(&mut String)) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => f(s),
+        Value::Array(a) => a.iter_mut().for_each(|x| each_json_text(x, f)),
+        Value::Object(m) => {
+            let old = std::mem::take(m);
+            for (mut k, mut x) in old {
+                f(&mut k);
+                each_json_text(&mut x, f);
+                m.insert(k, x);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_text_of_every_record_is_visited() {
+        const V: &str = "value-0123456789";
+        let v = || V.to_string();
+        let t = Timestamp::from_unix_nanos(1);
+        let mut event = EventRecord::new(v(), t, V, V, 1, EventKind::Other(v()));
+        event.path = Some(v());
+        event.addr = Some(v());
+        event.call_id = Some(v());
+        event.candidates = vec![v()];
+        event.argv = Some(vec![v(), format!("x{V}x")]);
+        event.proto = Some(v());
+        event.detail = Some(serde_json::json!({ V: [V, { "k": V }] }));
+        let records: Vec<Record> = vec![
+            SessionRecord {
+                session: v(),
+                server: v(),
+                started_at: t,
+                ended_at: None,
+                command: vec![v()],
+                policy: v(),
+                pid: None,
+                observe: false,
+                exit_status: None,
+            }
+            .into(),
+            CallRecord {
+                call_id: v(),
+                server: v(),
+                session: v(),
+                method: v(),
+                tool: Some(v()),
+                request_id: v(),
+                started_at: t,
+                ended_at: None,
+                decision: Decision::Allowed,
+                reason: Some(v()),
+                error: Some(v()),
+                result_bytes: None,
+            }
+            .into(),
+            event.into(),
+            AlertRecord {
+                alert_id: v(),
+                ts: t,
+                server: v(),
+                session: v(),
+                rule: v(),
+                severity: Severity::High,
+                call_id: Some(v()),
+                tool: Some(v()),
+                summary: v(),
+                event_ids: vec![v()],
+                action: Some(v()),
+            }
+            .into(),
+        ];
+        for mut r in records {
+            r.each_text_mut(&mut |s| *s = s.replace(V, "*"));
+            let json = match &r {
+                Record::Session(x) => serde_json::to_string(x),
+                Record::Call(x) => serde_json::to_string(x),
+                Record::Event(x) => serde_json::to_string(x),
+                Record::Alert(x) => serde_json::to_string(x),
+            }
+            .expect("serializes");
+            assert!(!json.contains(V), "{json}");
+        }
+    }
 
     #[test]
     fn timestamps_are_rfc3339_with_nanoseconds_utc() {

@@ -17,6 +17,7 @@ use std::{
 };
 
 use super::{Record, Store};
+use crate::scrub::Scrubber;
 
 /// Retention the writer applies on its own thread, between batches.
 #[derive(Clone, Copy, Debug)]
@@ -123,6 +124,7 @@ impl StoreWriter {
             tx,
             shared,
             path: path.into(),
+            scrub: None,
         }
     }
 }
@@ -133,21 +135,39 @@ pub struct StoreHandle {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     path: Arc<Path>,
+    /// The session's injected secret values, redacted from every record this handle sends.
+    scrub: Option<Arc<Scrubber>>,
 }
 
 impl std::fmt::Debug for StoreHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreHandle")
             .field("path", &self.path)
+            .field("redacts", &self.scrub.is_some())
             .field("stats", &self.stats())
             .finish()
     }
 }
 
 impl StoreHandle {
+    /// A handle to the same writer that redacts `scrubber`'s values from every text of every
+    /// record it sends: give a session's writers this one, and no injected value reaches the
+    /// store whatever path a record takes (event argv, call reasons, alert summaries, ...).
+    pub fn redacting(&self, scrubber: Option<Scrubber>) -> StoreHandle {
+        StoreHandle {
+            scrub: scrubber.map(Arc::new),
+            ..self.clone()
+        }
+    }
+
     /// Queues a record. Never blocks; returns false (and counts it) when it had to be dropped.
     pub fn send(&self, record: impl Into<Record>) -> bool {
-        match self.tx.try_send(Msg::Record(Box::new(record.into()))) {
+        let mut record = record.into();
+        if let Some(scrub) = &self.scrub {
+            let mut what = Vec::new();
+            record.each_text_mut(&mut |s| scrub.redact(s, &mut what));
+        }
+        match self.tx.try_send(Msg::Record(Box::new(record))) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
                 self.shared.queue_full.fetch_add(1, Ordering::Relaxed);
