@@ -682,8 +682,11 @@ async fn container_session(
     };
     warn_passthrough(args.passthrough, &prepared.secrets);
     let (store, stderr_lines) = redaction(&policy, &prepared.secrets, store);
-    let refused = refused_by_state(&state_dir, &key)
-        .or_else(|| stderr_lines.is_none().then_some(i32::from(EXIT_UNENFORCEABLE)));
+    let refused = refused_by_state(&state_dir, &key).or_else(|| {
+        stderr_lines
+            .is_none()
+            .then_some(i32::from(EXIT_UNENFORCEABLE))
+    });
     if let Some(code) = refused {
         let cleaned = launch::cgroup::Mounts::discover()
             .and_then(|mounts| ctr::remove_tree(&mounts, prepared.cgroup.v2_dir()));
