@@ -194,6 +194,21 @@ pub fn seccomp_profile(extra_deny: &[String]) -> serde_json::Value {
         }));
     }
     rules.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}));
+    // The terminal ioctls, on the request's low 32 bits as the kernel reads them: MASKED_EQ
+    // takes the mask as `value` and the datum as `valueTwo`.
+    for request in seccomp::DENIED_IOCTLS {
+        rules.push(json!({
+            "names": ["ioctl"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": libc::EPERM,
+            "args": [{
+                "index": 1,
+                "value": u64::from(u32::MAX),
+                "valueTwo": request,
+                "op": "SCMP_CMP_MASKED_EQ",
+            }],
+        }));
+    }
     json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
@@ -764,6 +779,20 @@ mod tests {
         }
         assert_eq!(p["defaultAction"], "SCMP_ACT_ALLOW");
         assert!(p["syscalls"].as_array().expect("rules").len() > 2);
+        let ioctl: Vec<&serde_json::Value> = p["syscalls"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter(|r| r["names"] == json!(["ioctl"]))
+            .collect();
+        for request in [libc::TIOCSTI, libc::TIOCLINUX] {
+            assert!(
+                ioctl.iter().any(|r| r["args"][0]["valueTwo"] == request
+                    && r["args"][0]["value"] == 0xffff_ffffu64
+                    && r["args"][0]["op"] == "SCMP_CMP_MASKED_EQ"),
+                "{request:#x} is not denied on its low 32 bits: {p}"
+            );
+        }
     }
 
     #[test]
