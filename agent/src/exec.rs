@@ -459,6 +459,8 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         prepared.spec.identity.why
     );
     let cgroup = prepared.cgroup;
+    // A per-session uid stays this session's until exec returns.
+    let _lease = prepared.lease;
     let remove = |cgroup: &Option<launch::cgroup::Cgroup>| {
         if let Some(Err(e)) = cgroup.as_ref().map(launch::cgroup::Cgroup::kill_and_remove) {
             say(&format!("cleanup: {e}"));

@@ -38,6 +38,7 @@ const PODMAN_RUNTIME_CONF: &str = "/etc/containers/containers.conf.d/mcp-guard-r
 pub fn run_all() -> Result {
     debian_packages()?;
     podman_runtime()?;
+    server_user()?;
     nightly_rust_src()?;
     bpf_linker()?;
     python_env()?;
@@ -101,6 +102,21 @@ fn podman_runtime() -> Result {
         .map_err(|e| format!("writing {PODMAN_RUNTIME_CONF}: {e} (setup needs root)"))?;
     println!("==> podman runtime: wrote {PODMAN_RUNTIME_CONF} (runc)");
     Ok(())
+}
+
+/// The system user servers run as when root starts them without sudo (agent/src/launch/
+/// server_user.rs), from the sysusers.d file packaging ships.
+const SERVER_USER: &str = "mcp-guard-server";
+
+fn server_user() -> Result {
+    if output("getent", &["passwd", SERVER_USER]).is_ok() {
+        println!("==> server user: {SERVER_USER} present");
+        return Ok(());
+    }
+    // systemd-sysusers reads a relative argument as a name in its own search path.
+    let conf = root().join("packaging/sysusers.d/mcp-guard.conf");
+    let conf = conf.to_str().ok_or("non-UTF-8 checkout path")?;
+    run("server user", "systemd-sysusers", &[conf])
 }
 
 fn nightly_rust_src() -> Result {

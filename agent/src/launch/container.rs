@@ -1,6 +1,11 @@
 //! The container backend: a server in a container made through the Docker Engine API (Docker, or
 //! podman's compatible service), with the jail's guarantees.
 //!
+//! The container runs as the server's identity ([`identity::resolve`]: the caller, `SUDO_UID`'s
+//! user, the policy's `user` or the unprivileged server user), as a numeric `uid:gid` with its
+//! supplementary groups, never as the image's default user; the image's files the server needs
+//! must be readable by that uid.
+//!
 //! The container: read-only root filesystem, tmpfs `/tmp`, every capability dropped,
 //! no-new-privileges, the jail's seccomp deny list as the engine's seccomp profile
 //! ([`seccomp_profile`]), memory/CPU/pids limits, explicit `nofile`/`nproc` ulimits at or below
@@ -281,6 +286,8 @@ pub struct ContainerPrepared {
     pub secrets: Vec<(String, String)>,
     /// Warnings to print.
     pub warnings: Vec<String>,
+    /// The per-session uid's lease, when the server runs as one: keep it until the session ends.
+    pub lease: Option<super::server_user::Lease>,
 }
 
 /// Checks the host and the engine, verifies the image, makes the session cgroup and builds the
@@ -301,7 +308,12 @@ pub async fn prepare(
     let Some(image) = &policy.isolation.image else {
         return Err(Config("[isolation] image is missing".into()));
     };
-    let id = identity::resolve(policy.user.as_deref(), req.caller).map_err(Config)?;
+    let identity::Resolved {
+        identity: id,
+        lease,
+    } = identity::resolve(policy.user.as_deref(), req.caller).map_err(Config)?;
+    // The container's engine runs no jail of mcp-guard's: its capabilities are always dropped.
+    let warnings: Vec<String> = identity::root_warning(&id, false).into_iter().collect();
     let mut secrets = Vec::new();
     for (name, secret) in &policy.secrets {
         let value = read_secret(secret).map_err(|e| Config(format!("secrets.{name}: {e}")))?;
@@ -390,6 +402,13 @@ pub async fn prepare(
             },
         ]),
         binds: Some(binds),
+        group_add: Some(
+            id.groups
+                .iter()
+                .filter(|&&g| g != id.gid)
+                .map(u32::to_string)
+                .collect(),
+        ),
         network_mode: Some(if no_network { "none" } else { "bridge" }.into()),
         ..Default::default()
     };
@@ -401,7 +420,9 @@ pub async fn prepare(
             Some(req.command.to_vec())
         },
         env: Some(env),
-        user: policy.user.clone(),
+        // Numeric, so the image's /etc/passwd cannot map a name elsewhere, and always set: an
+        // image's default user is often root, and the `~/` bind mounts are the server user's.
+        user: Some(format!("{}:{}", id.uid, id.gid)),
         attach_stdin: Some(true),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
@@ -422,7 +443,8 @@ pub async fn prepare(
         cgroup: cg,
         home: id.home,
         secrets,
-        warnings: Vec::new(),
+        warnings,
+        lease,
     })
 }
 

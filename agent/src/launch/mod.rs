@@ -18,6 +18,7 @@ pub mod container;
 pub mod identity;
 pub mod landlock;
 pub mod seccomp;
+pub mod server_user;
 pub mod stage2;
 
 use std::path::PathBuf;
@@ -94,6 +95,8 @@ pub struct Prepared {
     pub cgroup: Option<cgroup::Cgroup>,
     /// What is not enforced (degraded or observe) and fallbacks used: say these loudly.
     pub warnings: Vec<String>,
+    /// The per-session uid's lease, when the server runs as one: keep it until the session ends.
+    pub lease: Option<server_user::Lease>,
 }
 
 /// Why a launch was refused before anything ran.
@@ -166,7 +169,11 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
         }
     }
 
-    let id = identity::resolve(policy.user.as_deref(), req.caller).map_err(Config)?;
+    let identity::Resolved {
+        identity: id,
+        lease,
+    } = identity::resolve(policy.user.as_deref(), req.caller).map_err(Config)?;
+    warnings.extend(identity::root_warning(&id, req.observe));
     let mut secrets = Vec::new();
     for (name, secret) in &policy.secrets {
         let value = read_secret(secret).map_err(|e| Config(format!("secrets.{name}: {e}")))?;
@@ -310,6 +317,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             spec,
             cgroup: None,
             warnings,
+            lease,
         });
     }
     let mounts = cgroup::Mounts::discover()
@@ -349,6 +357,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
                 spec,
                 cgroup: Some(cg),
                 warnings,
+                lease,
             })
         }
         Err(e) => {
