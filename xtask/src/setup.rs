@@ -14,8 +14,11 @@ use crate::{Result, root, run};
 /// signed pins, tests/tests/supply.rs; podman and its runtime pieces: the container backend's
 /// tests run against podman's Docker-compatible API).
 /// prometheus: promtool lints packaging/prometheus and tests/tests/agent.rs scrapes the agent
-/// with a real Prometheus; systemd: systemd-analyze verifies the unit.
+/// with a real Prometheus; systemd: systemd-analyze verifies the unit and systemd-sysusers makes
+/// the server user; python3 and python3-venv: the tests' venv (see [`VENV_PYTHON`]).
 const DEBIAN_PACKAGES: &[&str] = &[
+    "python3",
+    "python3-venv",
     "iproute2",
     "procps",
     "openssh-client",
@@ -219,6 +222,11 @@ fn bpf_linker() -> Result {
     fs::write(&stamp, wanted).map_err(|e| format!("{}: {e}", stamp.display()))
 }
 
+/// The interpreter the venv is made from: Debian's, which every user may run. The tests' servers
+/// run unprivileged (as mcp-guard-server or a test user), so an interpreter below a private home
+/// (a pyenv in /root) would not start for them.
+const VENV_PYTHON: &str = "/usr/bin/python3";
+
 /// A venv at `.venv` with the MCP Python SDK and the PyPI servers the tests drive.
 fn python_env() -> Result {
     let root = root();
@@ -227,12 +235,23 @@ fn python_env() -> Result {
         .map_err(|e| format!("{}: {e}", requirements.display()))?;
     let venv = root.join(".venv");
     let stamp = venv.join("requirements.stamp");
+    let python = venv.join("bin/python");
+    let python = python.to_str().ok_or("non-UTF-8 checkout path")?;
+    // An older setup may have made it from another python3 the server user cannot run.
+    if venv.join("bin/python").exists()
+        && output("runuser", &["-u", SERVER_USER, "--", python, "-c", ""]).is_err()
+    {
+        println!(
+            "==> python venv: {SERVER_USER} cannot run it; making it again from {VENV_PYTHON}"
+        );
+        fs::remove_dir_all(&venv).map_err(|e| format!("{}: {e}", venv.display()))?;
+    }
     if venv.join("bin/python").exists() && fs::read_to_string(&stamp).ok() == Some(wanted.clone()) {
         println!("==> python venv: present with tests/requirements.txt");
         return Ok(());
     }
     if !venv.join("bin/python").exists() {
-        run("python venv", "python3", &["-m", "venv", ".venv"])?;
+        run("python venv", VENV_PYTHON, &["-m", "venv", ".venv"])?;
     }
     run(
         "python packages (MCP SDK, PyPI servers)",
