@@ -158,7 +158,15 @@ pub fn resolve(configured: Option<&str>, caller: Option<&Caller>) -> Result<Reso
         }
         return Ok(with_groups(user, "the invoking user (SUDO_UID)".into()).into());
     }
-    let home = own_home().map(PathBuf::from);
+    // exec's HOME is the server's, unless it is root's own home: that one is private to root,
+    // and a server given it would only meet EACCES there.
+    let root_home = User::from_uid(Uid::from_raw(0))
+        .ok()
+        .flatten()
+        .map(|u| u.dir);
+    let home = own_home()
+        .map(PathBuf::from)
+        .filter(|h| Some(h) != root_home.as_ref());
     match server_user::choose()? {
         server_user::ServerUser::System(mut user) => {
             if let Some(home) = home {
@@ -177,7 +185,8 @@ pub fn resolve(configured: Option<&str>, caller: Option<&Caller>) -> Result<Reso
                 gid: uid,
                 groups: vec![uid],
                 name: uid.to_string(),
-                home: home.unwrap_or_else(|| PathBuf::from("/")),
+                // As the system user's: no home.
+                home: home.unwrap_or_else(|| PathBuf::from("/nonexistent")),
                 why: format!(
                     "a per-session uid (no SUDO_UID and no policy user, and this host has no \
                      {} user)",

@@ -25,10 +25,12 @@
 //! make that reuse rare.
 //!
 //! `HOME` and `~/` in the policy: exec's own `HOME` when it is set (what root's environment,
-//! e.g. a service's, says the server's home is), else the system user's home from passwd. The
-//! server reaches it only as far as its uid's file permissions and the policy's landlock rules
-//! both allow: with root's `/root` (mode 0700) nothing below `~/` is reachable; a root-run service
-//! that wants its servers to have a usable home sets `HOME` to a directory that user owns.
+//! e.g. a service's, says the server's home is), unless it is root's own home from passwd, which
+//! is private to root (the server would meet only EACCES there); else the system user's home from
+//! passwd (`/nonexistent`, also a leased uid's: nothing below `~/` exists). The server reaches its
+//! home only as far as its uid's file permissions and the policy's landlock rules both allow: a
+//! root-run service that wants its servers to have a usable home sets `HOME` to a directory that
+//! user owns.
 
 use std::{
     fs::File,
