@@ -18,7 +18,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   setup   install everything the build and tests need (idempotent)
   test    fmt and clippy gates, build, lint the shipped ops files, then every test (needs root)
-  lint    check packaging/ and vagrant/ with systemd-analyze, promtool and bash
+  lint    check packaging/ and vagrant/ with systemd-analyze, systemd-sysusers, promtool and bash
   demo    build, then run the main job: doctor and a real MCP server under mcp-guard exec";
 
 fn main() -> ExitCode {
