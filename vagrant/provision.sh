@@ -27,6 +27,9 @@ cd "$BUILD"
 cargo xtask setup
 cargo build --release --bin mcp-guard
 install -m 0755 target/release/mcp-guard /usr/bin/mcp-guard
+# The unprivileged user servers run as when root starts them without sudo.
+install -D -m 0644 packaging/sysusers.d/mcp-guard.conf /usr/lib/sysusers.d/mcp-guard.conf
+systemd-sysusers /usr/lib/sysusers.d/mcp-guard.conf
 
 echo "==> configuration and policies"
 install -d -m 0755 /etc/mcp-guard /etc/mcp-guard/policies

@@ -538,6 +538,8 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         prepared.spec.identity.why
     );
     let cgroup = prepared.cgroup;
+    // A per-session uid stays this session's until exec returns.
+    let _lease = prepared.lease;
     let remove = |cgroup: &Option<launch::cgroup::Cgroup>| {
         if let Some(Err(e)) = cgroup.as_ref().map(launch::cgroup::Cgroup::kill_and_remove) {
             say(&format!("cleanup: {e}"));
@@ -928,14 +930,16 @@ async fn drive(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if spec.unprivileged {
-        // No cgroup: the server's tree is this process group.
-        cmd.process_group(0);
-    }
+    let unprivileged = spec.unprivileged;
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe raw
-    // syscalls (dup2, prctl, getppid) on values captured before the fork.
+    // syscalls (setsid, dup2, prctl, getppid) on values captured before the fork.
     unsafe {
         cmd.pre_exec(move || {
+            // No cgroup: the server's tree is this process group, in a session of its own
+            // without exec's terminal (the server stays in it; see stage2's `server`).
+            if unprivileged && libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
             if libc::dup2(theirs_raw, stage2::CONTROL_FD) < 0 {
                 return Err(io::Error::last_os_error());
             }

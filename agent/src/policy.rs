@@ -58,7 +58,8 @@ pub struct Policy {
     /// How strictly enforcement is applied.
     pub enforcement: Enforcement,
     /// `user = "NAME"` or a numeric uid: who the server runs as when exec runs as root
-    /// (`None`: the invoking user).
+    /// (`None`: the invoking user of sudo, else the unprivileged server user; see
+    /// `launch::identity`).
     pub user: Option<String>,
     /// `[env]`: what the server's scrubbed environment keeps.
     pub env: Env,

@@ -265,12 +265,12 @@ impl Public {
         Public(dir)
     }
 
-    /// Copies `src` (a file or a tree) in as `name`, readable (and, where it was, runnable)
-    /// by everyone; its path.
+    /// Copies `src` (a file or a tree; a symlink is followed, as a worktree's node_modules
+    /// may be one) in as `name`, readable (and, where it was, runnable) by everyone; its path.
     pub fn copy(&self, src: &Path, name: &str) -> PathBuf {
         let dst = self.0.join(name);
         let status = Command::new("cp")
-            .arg("-a")
+            .arg("-aH")
             .arg(src)
             .arg(&dst)
             .status()

@@ -43,7 +43,8 @@ pub fn mcp_guard() -> PathBuf {
     workspace_bin("mcp-guard")
 }
 
-/// Panics unless running as root: these tests need the real kernel's enforcement.
+/// Panics unless running as root (these tests need the real kernel's enforcement) and the
+/// server user is ready ([`server_user`]).
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -51,6 +52,62 @@ pub fn require_root() {
         euid, 0,
         "this test needs root (eBPF, cgroups, namespaces); run it as root, as CI does"
     );
+    // The servers root's exec launches run as the server user: it must exist and reach the
+    // workspace.
+    server_user();
+}
+
+/// The system user a standalone root `exec` (no `SUDO_UID`, no policy `user`) runs servers as.
+pub const SERVER_USER: &str = "mcp-guard-server";
+
+/// [`SERVER_USER`]'s uid and gid. Panics when the host lacks it (`cargo xtask setup` makes it)
+/// or when it cannot reach the workspace: the tests' servers run as that user, from the
+/// workspace's build, venv and node_modules.
+pub fn server_user() -> (u32, u32) {
+    static CHECKED: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *CHECKED.get_or_init(|| {
+        let out = std::process::Command::new("getent")
+            .args(["passwd", SERVER_USER])
+            .output()
+            .expect("getent");
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        let fields: Vec<&str> = line.trim().split(':').collect();
+        let (Some(uid), Some(gid)) = (
+            fields.get(2).and_then(|u| u.parse().ok()),
+            fields.get(3).and_then(|g| g.parse().ok()),
+        ) else {
+            panic!("the system user {SERVER_USER} is missing: run `cargo xtask setup`");
+        };
+        for dir in [workspace_root(), target_dir()] {
+            let blocked = dir.ancestors().find(|a| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0)
+            });
+            if let Some(a) = blocked {
+                panic!(
+                    "{} is below {}, which {SERVER_USER} cannot enter: the tests' servers run \
+                     as that user from the workspace; check the workspace out (and build it) \
+                     where every user may enter, e.g. not below /root",
+                    dir.display(),
+                    a.display()
+                );
+            }
+        }
+        (uid, gid)
+    })
+}
+
+/// Gives `path` (and everything below it) to [`SERVER_USER`]: what a user does for a directory a
+/// policy lets the servers write.
+pub fn give_to_server_user(path: &Path) {
+    let (uid, gid) = server_user();
+    let status = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(format!("{uid}:{gid}"))
+        .arg(path)
+        .status()
+        .expect("chown");
+    assert!(status.success(), "chown -R {uid}:{gid} {}", path.display());
 }
 
 /// The Python interpreter of the test environment (MCP SDK and PyPI servers installed).

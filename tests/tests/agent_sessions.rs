@@ -13,7 +13,7 @@ use mcp_guard_tests::{
     agent::{Agent, NOBODY, PinDir, Public},
     describe, everything_policy, fixture, mcp_guard, npm_server,
     prom::http_get,
-    python, require_root, scratch_root, workspace_bin, workspace_root,
+    python, require_root, scratch_root, server_user, workspace_bin, workspace_root,
 };
 
 fn test_dir(name: &str) -> PathBuf {
@@ -237,26 +237,38 @@ fn an_unprivileged_exec_runs_a_real_server_through_the_agent_as_itself() {
             describe(&out)
         );
     }
-    // Root may use a policy file and run its server as root.
-    let out = agent
-        .exec(
-            &guard,
-            0,
-            &[
-                "--passthrough",
-                "--policy",
-                &policy_file,
-                "--",
-                "/bin/sh",
-                "-c",
-                "id -u",
-            ],
-        )
-        .stdin(Stdio::null())
-        .output()
-        .expect("exec");
-    assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n");
+    // Root may use a policy file; its server runs as the unprivileged server user unless the
+    // policy says user = "root", and then that start says so.
+    let as_root = dir.join("policies/asroot.toml").display().to_string();
+    let (server_uid, _) = server_user();
+    for (policy, uid) in [(&policy_file, server_uid), (&as_root, 0)] {
+        let out = agent
+            .exec(
+                &guard,
+                0,
+                &[
+                    "--passthrough",
+                    "--policy",
+                    policy,
+                    "--",
+                    "/bin/sh",
+                    "-c",
+                    "id -u",
+                ],
+            )
+            .env_remove("SUDO_UID")
+            .stdin(Stdio::null())
+            .output()
+            .expect("exec");
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{uid}\n"));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).contains("runs as root"),
+            uid == 0,
+            "{}",
+            describe(&out)
+        );
+    }
     drop(agent);
     assert!(
         pins.pinned_cgroups().is_empty(),

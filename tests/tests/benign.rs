@@ -10,7 +10,8 @@ use std::{
 };
 
 use mcp_guard_tests::{
-    fixture, mcp_guard, npm_server, python, require_root, scratch_root, workspace_root,
+    fixture, give_to_server_user, mcp_guard, npm_server, python, require_root, scratch_root,
+    workspace_root,
 };
 use serde_json::{Value, json};
 
@@ -118,6 +119,8 @@ fn ordinary_filesystem_and_git_work_raises_no_alert() {
     let served = dir.join("served");
     std::fs::create_dir_all(served.join("notes")).expect("served dir");
     std::fs::write(served.join("notes/todo.md"), "- buy milk\n- call Bob\n").expect("seed");
+    // The served dir is the server user's, as a user gives a server the dir it may write.
+    give_to_server_user(&served);
     let policy = test_policy("filesystem", &dir, std::slice::from_ref(&served));
     let at = |rel: &str| served.join(rel).display().to_string();
     let server = npm_server("@modelcontextprotocol/server-filesystem");
@@ -188,6 +191,9 @@ fn ordinary_filesystem_and_git_work_raises_no_alert() {
     git(&["commit", "-q", "-m", "first commit"]);
     std::fs::write(repo.join("README"), "scratch repo\nwith a change\n").expect("change");
     std::fs::write(repo.join("NEW"), "new file\n").expect("new");
+    // Handed to the server user, as a user gives a server the repository it may work on (git
+    // refuses a repository another user owns).
+    give_to_server_user(&repo);
     let policy = test_policy("git", &dir, std::slice::from_ref(&repo));
     let r = repo.display().to_string();
     let results = run(

@@ -18,8 +18,8 @@ use std::{
 };
 
 use mcp_guard_tests::{
-    container_test_image, describe, fixture, mcp_guard, podman_engine, python, require_root,
-    scratch_root,
+    agent::NOBODY, container_test_image, describe, fixture, mcp_guard, podman_engine, python,
+    require_root, scratch_root, server_user,
 };
 use serde_json::Value;
 
@@ -385,7 +385,8 @@ fn container_is_hardened_as_the_policy_says() {
         lim('/sys/fs/cgroup/memory/memory.limit_in_bytes', '/sys/fs/cgroup/memory.max'))\n\
         print(sc(135, 0xffffffff), sc(272, 0x20000), sc(309, 0, 0, 0), st['Seccomp'].strip(), \
         st['CapEff'].strip(), st['NoNewPrivs'].strip(), ro, \
-        resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 0)";
+        resource.getrlimit(resource.RLIMIT_NOFILE)[0] > 0)\n\
+        print([sc(16, 0, ctypes.c_ulong(r), 0) for r in (0x5412, 0x100005412, 0x541c, 0x5413)])";
     let out = Command::new(mcp_guard())
         .arg("--state-dir")
         .arg(&s.state)
@@ -399,13 +400,56 @@ fn container_is_hardened_as_the_policy_says() {
     // The policy's pids and memory limits (v1 or v2, whichever the host has); personality,
     // unshare(CLONE_NEWNS) and the policy's getcpu fail with EPERM (1) under the jail's deny
     // list as an engine profile; seccomp filter mode 2; no capabilities; no_new_privs; the root
-    // filesystem is read-only (EROFS 30) while /tmp is a writable tmpfs.
+    // filesystem is read-only (EROFS 30) while /tmp is a writable tmpfs. TIOCSTI and TIOCLINUX
+    // are refused by the profile (EPERM), also with a high bit set in the request; another
+    // ioctl on the same (not a terminal) stdin gets the kernel's ENOTTY (25).
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "64 536870912\n(-1, 1) (-1, 1) (-1, 1) 2 0000000000000000 1 30 True",
+        "64 536870912\n(-1, 1) (-1, 1) (-1, 1) 2 0000000000000000 1 30 True\n\
+         [(-1, 1), (-1, 1), (-1, 1), (-1, 25)]",
         "{}",
         describe(&out)
     );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+#[test]
+fn the_container_runs_as_the_servers_user_never_the_images() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = scene("identity", &image_id(), "");
+    let ids = |sudo: Option<(u32, u32)>| {
+        let mut cmd = Command::new(mcp_guard());
+        cmd.arg("--state-dir")
+            .arg(&s.state)
+            .args(["exec", "--passthrough", "--policy"])
+            .arg(&s.policy)
+            .args([
+                "--",
+                PY,
+                "-S",
+                "-c",
+                "import os; print(os.getuid(), os.geteuid(), os.getgid())",
+            ])
+            .env_remove("SUDO_UID")
+            .env_remove("SUDO_GID")
+            .env_remove("SUDO_USER")
+            .stdin(Stdio::null());
+        if let Some((uid, gid)) = sudo {
+            cmd.env("SUDO_UID", uid.to_string())
+                .env("SUDO_GID", gid.to_string());
+        }
+        let out = cmd.output().expect("exec");
+        assert!(out.status.success(), "{}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // The image's default user is root: a user who ran exec through sudo gets their own uid and
+    // gid, root without sudo the unprivileged server user.
+    assert_eq!(
+        ids(Some((NOBODY, NOBODY))),
+        format!("{NOBODY} {NOBODY} {NOBODY}")
+    );
+    let (uid, gid) = server_user();
+    assert_eq!(ids(None), format!("{uid} {uid} {gid}"));
     let _ = std::fs::remove_dir_all(&s.dir);
 }
 

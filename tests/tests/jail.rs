@@ -16,7 +16,8 @@ use std::{
 };
 
 use mcp_guard_tests::{
-    describe, fixture, mcp_guard, npm_server, python, require_root, workspace_bin,
+    describe, fixture, give_to_server_user, mcp_guard, npm_server, python, require_root,
+    server_user, workspace_bin,
 };
 
 const EACCES: i32 = libc::EACCES;
@@ -44,8 +45,20 @@ struct Sandbox {
 }
 
 impl Sandbox {
-    /// `extra` is appended to the policy (e.g. a [network] section).
+    /// `extra` is appended to the policy (e.g. a [network] section). The server runs as the
+    /// unprivileged server user, whose home and work dir these are.
     fn new(name: &str, extra: &str) -> Self {
+        Self::build(name, "", extra)
+    }
+
+    /// A sandbox whose policy runs the server as root (`user = "root"`): what the jail takes
+    /// away even from root.
+    fn as_root(name: &str) -> Self {
+        Self::build(name, "user = \"root\"\n", "")
+    }
+
+    /// `top` goes above the policy's tables, `extra` below them.
+    fn build(name: &str, top: &str, extra: &str) -> Self {
         let root = mcp_guard_tests::scratch_root()
             .join("jail-tests")
             .join(format!("{name}-{}", std::process::id()));
@@ -55,6 +68,9 @@ impl Sandbox {
         std::fs::create_dir_all(home.join(".ssh")).expect("create home");
         std::fs::create_dir_all(&work).expect("create work dir");
         std::fs::write(home.join(".ssh/id_rsa"), "-----BEGIN FAKE KEY-----\n").expect("plant key");
+        // What a user gives the server's user: its home and the dir the policy lets it write.
+        give_to_server_user(&home);
+        give_to_server_user(&work);
         let bin = workspace_bin("escape");
         let bindir = bin.parent().expect("bin dir").display().to_string();
         let policy = root.join("policy.toml");
@@ -62,7 +78,7 @@ impl Sandbox {
             &policy,
             format!(
                 r#"name = "jail-test"
-[filesystem]
+{top}[filesystem]
 read = ["/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/proc", "{bindir}"]
 write = ["{work}", "/tmp", "/dev/null"]
 exec = ["/usr", "/lib", "/lib64", "/bin", "{bindir}"]
@@ -176,16 +192,36 @@ fn filesystem_escapes_are_denied_by_landlock() {
 #[test]
 fn dangerous_syscalls_are_denied_by_seccomp_and_caps() {
     require_root();
+    // What the jail takes away even from a server its policy runs as root (under --observe
+    // root keeps all of it, so each refusal is the jail's).
+    let root = Sandbox::as_root("sys-root");
+    let root_mnt = root.work.join("mnt");
     let sb = Sandbox::new("sys", "");
-    blocked_but_observable(&sb, &["ptrace"], EPERM);
     let mnt = sb.work.join("mnt");
-    blocked_but_observable(&sb, &["mount", mnt.to_str().expect("utf-8")], EPERM);
-    blocked_but_observable(&sb, &["unshare-user"], EPERM);
-    blocked_but_observable(&sb, &["clone-newuser"], EPERM);
-    blocked_but_observable(&sb, &["bpf"], EPERM);
-    blocked_but_observable(&sb, &["io-uring"], EPERM);
-    // No CAP_NET_RAW.
-    blocked_but_observable(&sb, &["raw-socket"], EPERM);
+    for (action, in_sb) in [
+        (vec!["ptrace"], vec!["ptrace"]),
+        (
+            vec!["mount", root_mnt.to_str().expect("utf-8")],
+            vec!["mount", mnt.to_str().expect("utf-8")],
+        ),
+        (vec!["unshare-user"], vec!["unshare-user"]),
+        (vec!["clone-newuser"], vec!["clone-newuser"]),
+        (vec!["bpf"], vec!["bpf"]),
+        (vec!["io-uring"], vec!["io-uring"]),
+        // No CAP_NET_RAW.
+        (vec!["raw-socket"], vec!["raw-socket"]),
+    ] {
+        blocked_but_observable(&root, &action, EPERM);
+        // The unprivileged server user, as root's exec runs servers by default, is refused the
+        // same.
+        let (line, out) = sb.escape(false, &in_sb);
+        assert_eq!(
+            line,
+            format!("{} errno {EPERM}", in_sb[0]),
+            "{}",
+            describe(&out)
+        );
+    }
 
     // The policy's own [syscalls] deny comes on top of the built-in list.
     let sb = Sandbox::new("sys-policy", "[syscalls]\ndeny = [\"uname\"]\n");
@@ -220,9 +256,13 @@ fn tcp_connect_only_to_allowed_ports() {
 fn signals_do_not_leave_the_jail() {
     require_root();
     let sb = Sandbox::new("sig", "");
-    // A process outside the jail: invisible in the jail's PID namespace.
+    // A process outside the jail, of the server's own uid (as another server of root's exec
+    // would be): invisible in the jail's PID namespace.
+    let (uid, gid) = server_user();
     let mut victim = Command::new("sleep")
         .arg("60")
+        .uid(uid)
+        .gid(gid)
         .spawn()
         .expect("spawn sleep");
     let pid = victim.id().to_string();

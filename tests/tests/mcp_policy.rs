@@ -13,7 +13,8 @@ use std::{
 };
 
 use mcp_guard_tests::{
-    describe, fixture, mcp_guard, npm_server, python, require_root, scratch_root, workspace_root,
+    describe, fixture, give_to_server_user, mcp_guard, npm_server, python, require_root,
+    scratch_root, workspace_root,
 };
 use serde_json::{Value, json};
 
@@ -265,6 +266,8 @@ fn path_prefix_pii_kinds_and_secret_shape_actions_from_the_policy() {
     let root = scene.dir.join("root");
     let allowed = root.join("allowed");
     std::fs::create_dir_all(&allowed).expect("dirs");
+    // The served tree is the server user's, as a user gives a server the dir it may write.
+    give_to_server_user(&root);
     let contact = allowed.join("contact.txt");
     std::fs::write(
         &contact,

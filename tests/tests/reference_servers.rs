@@ -16,7 +16,8 @@ use std::{
 };
 
 use mcp_guard_tests::{
-    fixture, mcp_guard, npm_server, python, require_root, scratch_root, workspace_root,
+    fixture, give_to_server_user, mcp_guard, npm_server, python, require_root, scratch_root,
+    workspace_root,
 };
 use serde_json::Value;
 
@@ -221,6 +222,8 @@ fn memory_server_keeps_its_graph_where_the_policy_lets_it() {
     // shipped policy passes it ([env] pass).
     let store = dir.join("mcp-memory");
     std::fs::create_dir_all(&store).expect("create memory dir");
+    // The server user's, as the user's own ~/.local/share would be.
+    give_to_server_user(&store);
     let file = store.join("memory.jsonl");
     let policy = test_policy("memory", &dir, std::slice::from_ref(&store));
     let server = npm_server("@modelcontextprotocol/server-memory");
@@ -313,6 +316,9 @@ fn git_server_answers_under_its_policy() {
         "-m",
         "first commit under test",
     ]);
+    // Handed to the server user, as a user gives a server the repository it may work on (git
+    // refuses a repository another user owns).
+    give_to_server_user(&repo);
     let policy = test_policy("git", &dir, std::slice::from_ref(&repo));
     let args = format!(
         "{{\"repo_path\": \"{}\", \"max_count\": 1}}",

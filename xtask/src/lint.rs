@@ -1,5 +1,5 @@
 //! `cargo xtask lint`: the shipped operations files checked by the tools that consume them
-//! (systemd-analyze, promtool, bash), and the dashboard's metric names against the agent's.
+//! (systemd-analyze, systemd-sysusers, promtool, bash), and the dashboard's metric names against the agent's.
 
 use std::{fs, path::Path, process::Command};
 
@@ -55,6 +55,13 @@ pub fn run_all(bin: &Path) -> Result {
         "prometheus rules",
         "promtool",
         &["check", "rules", "packaging/prometheus/mcp-guard-rules.yml"],
+    )?;
+    // Absolute: systemd-sysusers reads a relative argument as a name in its own search path.
+    let sysusers = packaging.join("sysusers.d/mcp-guard.conf");
+    run(
+        "sysusers.d file",
+        "systemd-sysusers",
+        &["--dry-run", &sysusers.display().to_string()],
     )?;
     run(
         "vagrant provisioning",

@@ -20,7 +20,7 @@ commands:
   setup   install everything the build and tests need (idempotent)
   test    fmt and clippy gates, build, lint the shipped ops files, every test, then the kernel
           matrix on the CI kernels (`kernels --ci`; needs root)
-  lint    check packaging/ and vagrant/ with systemd-analyze, promtool and bash
+  lint    check packaging/ and vagrant/ with systemd-analyze, systemd-sysusers, promtool and bash
   kernels boot Debian's kernels in QEMU and run the enforcement tests inside each (needs root;
           `cargo xtask kernels --help`)
   demo    build, then run the main job: doctor and a real MCP server under mcp-guard exec";

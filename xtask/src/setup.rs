@@ -15,13 +15,14 @@ use crate::{Result, root, run};
 /// signed pins, tests/tests/supply.rs; podman and its runtime pieces: the container backend's
 /// tests run against podman's Docker-compatible API).
 /// prometheus: promtool lints packaging/prometheus and tests/tests/agent.rs scrapes the agent
-/// with a real Prometheus; systemd: systemd-analyze verifies the unit. python3: the system
-/// interpreter, which tests/tests/trust_agent.rs runs as other users (the test venv's may sit
-/// where they cannot read it).
+/// with a real Prometheus; systemd: systemd-analyze verifies the unit and systemd-sysusers makes
+/// the server user; python3 and python3-venv: the tests' venv (see [`VENV_PYTHON`]), whose
+/// interpreter tests/tests/trust_agent.rs also runs as other users.
 /// qemu-system-x86 (with virtiofsd from qemu-system-common), busybox-static, xz-utils and
 /// zstd: `cargo xtask kernels` boots Debian's kernels and unpacks their modules.
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
+    "python3-venv",
     "iproute2",
     "procps",
     "openssh-client",
@@ -48,6 +49,7 @@ const PODMAN_RUNTIME_CONF: &str = "/etc/containers/containers.conf.d/mcp-guard-r
 pub fn run_all() -> Result {
     debian_packages()?;
     podman_runtime()?;
+    server_user()?;
     nightly_rust_src()?;
     bpf_linker()?;
     python_env()?;
@@ -112,6 +114,21 @@ fn podman_runtime() -> Result {
         .map_err(|e| format!("writing {PODMAN_RUNTIME_CONF}: {e} (setup needs root)"))?;
     println!("==> podman runtime: wrote {PODMAN_RUNTIME_CONF} (runc)");
     Ok(())
+}
+
+/// The system user servers run as when root starts them without sudo (agent/src/launch/
+/// server_user.rs), from the sysusers.d file packaging ships.
+const SERVER_USER: &str = "mcp-guard-server";
+
+fn server_user() -> Result {
+    if output("getent", &["passwd", SERVER_USER]).is_ok() {
+        println!("==> server user: {SERVER_USER} present");
+        return Ok(());
+    }
+    // systemd-sysusers reads a relative argument as a name in its own search path.
+    let conf = root().join("packaging/sysusers.d/mcp-guard.conf");
+    let conf = conf.to_str().ok_or("non-UTF-8 checkout path")?;
+    run("server user", "systemd-sysusers", &[conf])
 }
 
 fn nightly_rust_src() -> Result {
@@ -214,6 +231,11 @@ fn bpf_linker() -> Result {
     fs::write(&stamp, wanted).map_err(|e| format!("{}: {e}", stamp.display()))
 }
 
+/// The interpreter the venv is made from: Debian's, which every user may run. The tests' servers
+/// run unprivileged (as mcp-guard-server or a test user), so an interpreter below a private home
+/// (a pyenv in /root) would not start for them.
+const VENV_PYTHON: &str = "/usr/bin/python3";
+
 /// A venv at `.venv` with the MCP Python SDK and the PyPI servers the tests drive.
 fn python_env() -> Result {
     let root = root();
@@ -222,12 +244,23 @@ fn python_env() -> Result {
         .map_err(|e| format!("{}: {e}", requirements.display()))?;
     let venv = root.join(".venv");
     let stamp = venv.join("requirements.stamp");
+    let python = venv.join("bin/python");
+    let python = python.to_str().ok_or("non-UTF-8 checkout path")?;
+    // An older setup may have made it from another python3 the server user cannot run.
+    if venv.join("bin/python").exists()
+        && output("runuser", &["-u", SERVER_USER, "--", python, "-c", ""]).is_err()
+    {
+        println!(
+            "==> python venv: {SERVER_USER} cannot run it; making it again from {VENV_PYTHON}"
+        );
+        fs::remove_dir_all(&venv).map_err(|e| format!("{}: {e}", venv.display()))?;
+    }
     if venv.join("bin/python").exists() && fs::read_to_string(&stamp).ok() == Some(wanted.clone()) {
         println!("==> python venv: present with tests/requirements.txt");
         return Ok(());
     }
     if !venv.join("bin/python").exists() {
-        run("python venv", "python3", &["-m", "venv", ".venv"])?;
+        run("python venv", VENV_PYTHON, &["-m", "venv", ".venv"])?;
     }
     run(
         "python packages (MCP SDK, PyPI servers)",

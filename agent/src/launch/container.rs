@@ -1,6 +1,11 @@
 //! The container backend: a server in a container made through the Docker Engine API (Docker, or
 //! podman's compatible service), with the jail's guarantees.
 //!
+//! The container runs as the server's identity ([`identity::resolve`]: the caller, `SUDO_UID`'s
+//! user, the policy's `user` or the unprivileged server user), as a numeric `uid:gid` with its
+//! supplementary groups, never as the image's default user; the image's files the server needs
+//! must be readable by that uid.
+//!
 //! The container: read-only root filesystem, tmpfs `/tmp`, every capability dropped,
 //! no-new-privileges, the jail's seccomp deny list as the engine's seccomp profile
 //! ([`seccomp_profile`]), memory/CPU/pids limits, explicit `nofile`/`nproc` ulimits at or below
@@ -194,6 +199,21 @@ pub fn seccomp_profile(extra_deny: &[String]) -> serde_json::Value {
         }));
     }
     rules.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}));
+    // The terminal ioctls, on the request's low 32 bits as the kernel reads them: MASKED_EQ
+    // takes the mask as `value` and the datum as `valueTwo`.
+    for request in seccomp::DENIED_IOCTLS {
+        rules.push(json!({
+            "names": ["ioctl"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": libc::EPERM,
+            "args": [{
+                "index": 1,
+                "value": u64::from(u32::MAX),
+                "valueTwo": request,
+                "op": "SCMP_CMP_MASKED_EQ",
+            }],
+        }));
+    }
     json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
@@ -266,6 +286,8 @@ pub struct ContainerPrepared {
     pub secrets: Vec<(String, String)>,
     /// Warnings to print.
     pub warnings: Vec<String>,
+    /// The per-session uid's lease, when the server runs as one: keep it until the session ends.
+    pub lease: Option<super::server_user::Lease>,
 }
 
 /// Checks the host and the engine, verifies the image, makes the session cgroup and builds the
@@ -286,13 +308,17 @@ pub async fn prepare(
     let Some(image) = &policy.isolation.image else {
         return Err(Config("[isolation] image is missing".into()));
     };
-    let id = identity::resolve(policy.user.as_deref(), req.caller).map_err(Config)?;
+    let identity::Resolved {
+        identity: id,
+        lease,
+    } = identity::resolve(policy.user.as_deref(), req.caller).map_err(Config)?;
     let passed: Vec<(String, String)> = identity::source_vars(req.caller)
         .into_iter()
         .filter(|(k, _)| policy.env.pass.iter().any(|p| p == k))
         .collect();
     // The secrets go only to the command the policy fixes: the image's own or its `command`.
-    let mut warnings = Vec::new();
+    // The container's engine runs no jail of mcp-guard's: its capabilities are always dropped.
+    let mut warnings: Vec<String> = identity::root_warning(&id, false).into_iter().collect();
     let secrets = match super::secret_gate::container(policy, req.command, &passed) {
         Ok(()) => super::read_secrets(policy)?,
         Err(why) => {
@@ -386,6 +412,13 @@ pub async fn prepare(
             },
         ]),
         binds: Some(binds),
+        group_add: Some(
+            id.groups
+                .iter()
+                .filter(|&&g| g != id.gid)
+                .map(u32::to_string)
+                .collect(),
+        ),
         network_mode: Some(if no_network { "none" } else { "bridge" }.into()),
         ..Default::default()
     };
@@ -393,7 +426,9 @@ pub async fn prepare(
         image: Some(image_id),
         cmd: command,
         env: Some(env),
-        user: policy.user.clone(),
+        // Numeric, so the image's /etc/passwd cannot map a name elsewhere, and always set: an
+        // image's default user is often root, and the `~/` bind mounts are the server user's.
+        user: Some(format!("{}:{}", id.uid, id.gid)),
         attach_stdin: Some(true),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
@@ -415,6 +450,7 @@ pub async fn prepare(
         home: id.home,
         secrets,
         warnings,
+        lease,
     })
 }
 
@@ -774,6 +810,20 @@ mod tests {
         }
         assert_eq!(p["defaultAction"], "SCMP_ACT_ALLOW");
         assert!(p["syscalls"].as_array().expect("rules").len() > 2);
+        let ioctl: Vec<&serde_json::Value> = p["syscalls"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter(|r| r["names"] == json!(["ioctl"]))
+            .collect();
+        for request in [libc::TIOCSTI, libc::TIOCLINUX] {
+            assert!(
+                ioctl.iter().any(|r| r["args"][0]["valueTwo"] == request
+                    && r["args"][0]["value"] == 0xffff_ffffu64
+                    && r["args"][0]["op"] == "SCMP_CMP_MASKED_EQ"),
+                "{request:#x} is not denied on its low 32 bits: {p}"
+            );
+        }
     }
 
     #[test]

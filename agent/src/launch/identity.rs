@@ -1,14 +1,16 @@
 //! Who the server runs as, its home, and its scrubbed environment.
 //!
-//! When exec runs as root the server runs as: the policy's `user` if set; else the invoking user
-//! of sudo (`SUDO_UID`/`SUDO_GID`); else root itself, but with every capability dropped,
-//! no_new_privs and the landlock/seccomp jail (plain root is then only a uid that owns files, and
-//! landlock decides which of them it may touch). Exec refuses to run as non-root (it needs root
-//! for cgroups and namespaces).
+//! A server never runs as uid 0 unless its policy says `user = "root"` (then every start warns,
+//! [`root_warning`]). When exec runs as root the server runs as: the policy's `user` if set; else
+//! the invoking user of sudo (`SUDO_UID`/`SUDO_GID`, unless that is root itself); else the
+//! unprivileged identity of [`super::server_user`] (the `mcp-guard-server` system user, or a
+//! per-session uid where the host has no such user). Exec that is not root runs the server as
+//! itself (it cannot switch users).
 //!
 //! When the agent launches for an `exec` client ([`Caller`]), the server runs as that client's
 //! user (its uid and gid as the kernel reported them on the socket), and the variables come
-//! from the client's environment, not the agent's. Only a root client may pick another user.
+//! from the client's environment, not the agent's. Only a root client may pick another user; a
+//! root client is resolved like a root exec above.
 
 use std::{
     ffi::CString,
@@ -17,6 +19,8 @@ use std::{
 
 use nix::unistd::{Gid, Uid, User};
 use serde::{Deserialize, Serialize};
+
+use super::server_user;
 
 /// The server's identity, resolved before launch.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -73,9 +77,27 @@ pub fn source_vars(caller: Option<&Caller>) -> Vec<(String, String)> {
     }
 }
 
+/// A resolved identity and, for a per-session uid, the lease that keeps it the session's.
+#[derive(Debug)]
+pub struct Resolved {
+    /// Who the server runs as.
+    pub identity: Identity,
+    /// Held for the session's lifetime when the uid is leased ([`server_user::Lease`]).
+    pub lease: Option<server_user::Lease>,
+}
+
+impl From<Identity> for Resolved {
+    fn from(identity: Identity) -> Self {
+        Resolved {
+            identity,
+            lease: None,
+        }
+    }
+}
+
 /// Resolves the server's identity. `configured` is the policy's `user` (name or uid); `caller`
 /// the agent's client, if the agent launches.
-pub fn resolve(configured: Option<&str>, caller: Option<&Caller>) -> Result<Identity, String> {
+pub fn resolve(configured: Option<&str>, caller: Option<&Caller>) -> Result<Resolved, String> {
     let lookup_err = |what: &str, e: nix::Error| format!("looking up user {what}: {e}");
     if let Some(c) = caller.filter(|c| c.uid != 0) {
         let user = User::from_uid(Uid::from_raw(c.uid))
@@ -102,40 +124,98 @@ pub fn resolve(configured: Option<&str>, caller: Option<&Caller>) -> Result<Iden
                 ..user
             },
             "the caller of exec (through the agent)".into(),
-        ));
+        )
+        .into());
     }
-    let (user, why) = if let Some(spec) = configured {
+    // exec's HOME (or the agent's root client's), when it names one.
+    let own_home = || var(caller, "HOME").filter(|h| Path::new(h).is_absolute());
+    if let Some(spec) = configured {
         let user = match spec.parse::<u32>() {
             Ok(uid) => User::from_uid(Uid::from_raw(uid)).map_err(|e| lookup_err(spec, e))?,
             Err(_) => User::from_name(spec).map_err(|e| lookup_err(spec, e))?,
         }
         .ok_or_else(|| format!("the policy's user {spec:?} does not exist on this host"))?;
-        (user, format!("the policy's user = {spec:?}"))
-    } else if let Some(uid) = var(caller, "SUDO_UID").and_then(|s| s.parse::<u32>().ok()) {
+        return Ok(with_groups(user, format!("the policy's user = {spec:?}")).into());
+    }
+    if caller.is_none() && !Uid::effective().is_root() {
+        let mut user = User::from_uid(Uid::effective())
+            .map_err(|e| lookup_err("of exec", e))?
+            .ok_or("the current uid has no passwd entry")?;
+        if let Some(home) = own_home() {
+            user.dir = PathBuf::from(home);
+        }
+        return Ok(with_groups(user, "the invoking user (exec is not root)".into()).into());
+    }
+    let sudo = var(caller, "SUDO_UID")
+        .and_then(|s| s.parse::<u32>().ok())
+        .filter(|&uid| uid != 0);
+    if let Some(uid) = sudo {
         let mut user = User::from_uid(Uid::from_raw(uid))
             .map_err(|e| lookup_err(&uid.to_string(), e))?
             .ok_or_else(|| format!("SUDO_UID={uid} names no user on this host"))?;
         if let Some(gid) = var(caller, "SUDO_GID").and_then(|s| s.parse::<u32>().ok()) {
             user.gid = Gid::from_raw(gid);
         }
-        (user, "the invoking user (SUDO_UID)".to_string())
-    } else {
-        let user = User::from_uid(Uid::current())
-            .map_err(|e| lookup_err("root", e))?
-            .ok_or("the current uid has no passwd entry")?;
-        let mut user = user;
-        // Plain root keeps its own HOME (e.g. a service's or a test's) when it is set.
-        if let Some(home) = var(caller, "HOME").filter(|h| Path::new(h).is_absolute()) {
-            user.dir = PathBuf::from(home);
+        return Ok(with_groups(user, "the invoking user (SUDO_UID)".into()).into());
+    }
+    // exec's HOME is the server's, unless it is root's own home: that one is private to root,
+    // and a server given it would only meet EACCES there.
+    let root_home = User::from_uid(Uid::from_raw(0))
+        .ok()
+        .flatten()
+        .map(|u| u.dir);
+    let home = own_home()
+        .map(PathBuf::from)
+        .filter(|h| Some(h) != root_home.as_ref());
+    match server_user::choose()? {
+        server_user::ServerUser::System(mut user) => {
+            if let Some(home) = home {
+                user.dir = home;
+            }
+            let why = format!(
+                "root's unprivileged server user {} (no SUDO_UID and no policy user)",
+                server_user::SYSTEM_USER
+            );
+            Ok(with_groups(user, why).into())
         }
-        let why = if user.uid.is_root() {
-            "root (no SUDO_UID and no policy user): all capabilities dropped"
+        server_user::ServerUser::Leased(lease) => {
+            let uid = lease.uid();
+            let identity = Identity {
+                uid,
+                gid: uid,
+                groups: vec![uid],
+                name: uid.to_string(),
+                // As the system user's: no home.
+                home: home.unwrap_or_else(|| PathBuf::from("/nonexistent")),
+                why: format!(
+                    "a per-session uid (no SUDO_UID and no policy user, and this host has no \
+                     {} user)",
+                    server_user::SYSTEM_USER
+                ),
+            };
+            Ok(Resolved {
+                identity,
+                lease: Some(lease),
+            })
+        }
+    }
+}
+
+/// What to say on every start of a server that runs as root (only a policy's `user` does that).
+pub fn root_warning(id: &Identity, observe: bool) -> Option<String> {
+    (id.uid == 0).then(|| {
+        let caps = if observe {
+            "under observe it keeps every capability and no jail applies"
         } else {
-            "the invoking user (exec is not root)"
+            "its capabilities are dropped and the jail applies, but it owns and may change every \
+             root-owned file the policy's paths reach"
         };
-        (user, why.to_string())
-    };
-    Ok(with_groups(user, why))
+        format!(
+            "the server runs as root (uid 0) because {}: {caps}; run it as an unprivileged user \
+             unless it cannot work otherwise",
+            id.why
+        )
+    })
 }
 
 /// The identity of `user`, with its supplementary groups from the group database.

@@ -20,6 +20,7 @@ pub mod landlock;
 pub mod mount_view;
 pub mod seccomp;
 pub mod secret_gate;
+pub mod server_user;
 pub mod stage2;
 
 use std::path::PathBuf;
@@ -103,6 +104,8 @@ pub struct Prepared {
     /// The secrets injected into the server's environment, (name, value): none unless the
     /// command is the one the policy fixes ([`secret_gate`]).
     pub secrets: Vec<(String, String)>,
+    /// The per-session uid's lease, when the server runs as one: keep it until the session ends.
+    pub lease: Option<server_user::Lease>,
 }
 
 /// Why a launch was refused before anything ran.
@@ -175,7 +178,11 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
         }
     }
 
-    let id = identity::resolve(policy.user.as_deref(), req.caller).map_err(Config)?;
+    let identity::Resolved {
+        identity: id,
+        lease,
+    } = identity::resolve(policy.user.as_deref(), req.caller).map_err(Config)?;
+    warnings.extend(identity::root_warning(&id, req.observe));
     let command = match (req.command.is_empty(), &policy.command) {
         (false, _) => req.command.to_vec(),
         (true, Some(cmd)) => cmd.clone(),
@@ -366,6 +373,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             cgroup: None,
             warnings,
             secrets,
+            lease,
         });
     }
     let mounts = cgroup::Mounts::discover()
@@ -407,6 +415,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
                 cgroup: Some(cg),
                 warnings,
                 secrets,
+                lease,
             })
         }
         Err(e) => {

@@ -1,7 +1,9 @@
 //! The seccomp filters: a built-in deny list plus the policy's `[syscalls] deny`, each denied call
 //! failing with EPERM (not a kill: runtimes probe optional syscalls and must see an error);
 //! `clone` creating namespaces denied by argument; `clone3` failing with ENOSYS so libc falls back
-//! to `clone`, whose flags a filter can see; x32-ABI syscall numbers denied.
+//! to `clone`, whose flags a filter can see; x32-ABI syscall numbers denied; the terminal
+//! ioctls that type into or drive a terminal ([`DENIED_IOCTLS`]: TIOCSTI, TIOCLINUX) denied by
+//! their request argument, compared on its low 32 bits as the kernel reads it.
 //!
 //! Compiled in the launcher (a compile error refuses the launch) and installed by the stage-2
 //! child just before execve.
@@ -76,6 +78,11 @@ const CLONE_NS_FLAGS: &[u64] = &[
     libc::CLONE_NEWCGROUP as u64,
     libc::CLONE_NEWTIME as u64,
 ];
+
+/// `ioctl` requests denied to every server: TIOCSTI pushes bytes into a terminal's input (a
+/// server holding its user's terminal would type commands into the shell that started it),
+/// TIOCLINUX can do the same through the console's selection paste.
+pub const DENIED_IOCTLS: &[u32] = &[libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
 
 /// The `clone` flags that create namespaces (the container backend's seccomp profile denies them
 /// by argument too).
@@ -161,6 +168,25 @@ pub fn build(extra_deny: &[String]) -> Result<Vec<Program>, SeccompError> {
         .map_err(build)?;
     // A policy denying clone outright wins over the argument filter.
     rules.entry(clone_nr).or_insert(clone_rules);
+    // ioctl's request is an `unsigned int` in the kernel, which ignores the register's upper
+    // half: a 32-bit comparison, or TIOCSTI with a high bit set would pass the filter and still
+    // be TIOCSTI to the kernel. The request is ioctl's second argument.
+    let ioctl_nr = number("ioctl").ok_or(SeccompError::Arch(std::env::consts::ARCH))?;
+    let ioctl_rules = DENIED_IOCTLS
+        .iter()
+        .map(|&request| {
+            SeccompCondition::new(
+                1,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                u64::from(request),
+            )
+            .and_then(|c| SeccompRule::new(vec![c]))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(build)?;
+    // As with clone: a policy denying ioctl outright wins.
+    rules.entry(ioctl_nr).or_insert(ioctl_rules);
     let deny = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -224,6 +250,78 @@ mod tests {
         let p = build(&["getpriority".to_string()]).expect("filter builds");
         assert!(p.len() >= 2);
         assert!(p[0].0.len() > BUILTIN_DENY.len());
+    }
+
+    /// Installs the filters in a forked child and runs `ioctl(fd, request)` there on /dev/null,
+    /// with `request` as the whole 64-bit register; returns the child's errno (the kernel alone
+    /// answers ENOTTY: /dev/null is no terminal).
+    fn ioctl_errno_under_filter(request: u64) -> i32 {
+        // Built before the fork: the child of a multithreaded test must not allocate.
+        let programs: Vec<BpfProgram> = build(&[])
+            .expect("filter builds")
+            .iter()
+            .map(|p| {
+                p.0.iter()
+                    .map(|&(code, jt, jf, k)| sock_filter { code, jt, jf, k })
+                    .collect()
+            })
+            .collect();
+        let null = std::fs::File::open("/dev/null").expect("/dev/null");
+        // SAFETY: the test's own fork; the child only makes raw syscalls and _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: PR_SET_NO_NEW_PRIVS takes integers only.
+            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+            for p in &programs {
+                if seccompiler::apply_filter(p).is_err() {
+                    // SAFETY: ends the forked child.
+                    unsafe { libc::_exit(200) };
+                }
+            }
+            let c = b'x';
+            // SAFETY: a raw ioctl on an open fd with a pointer to a live byte.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_ioctl,
+                    std::os::fd::AsRawFd::as_raw_fd(&null),
+                    request,
+                    &c as *const u8,
+                )
+            };
+            let e = if r == 0 {
+                0
+            } else {
+                std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(255)
+            };
+            // SAFETY: ends the forked child.
+            unsafe { libc::_exit(e) };
+        }
+        let mut status = 0;
+        // SAFETY: reaping our own child into a valid int.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "child status {status}");
+        libc::WEXITSTATUS(status)
+    }
+
+    #[test]
+    fn terminal_injection_ioctls_are_denied_whatever_the_upper_bits() {
+        assert_eq!(DENIED_IOCTLS, [0x5412, 0x541c], "TIOCSTI, TIOCLINUX");
+        let (sti, linux) = (0x5412u64, 0x541cu64);
+        // The kernel reads the request as 32 bits: with high bits set it is still TIOCSTI.
+        for request in [sti, sti | 0xdead_0000_0000, linux, linux | 1 << 32] {
+            assert_eq!(
+                ioctl_errno_under_filter(request),
+                libc::EPERM,
+                "{request:#x}"
+            );
+        }
+        // Other requests pass the filter and get the kernel's answer.
+        assert_eq!(
+            ioctl_errno_under_filter(0x5413), // TIOCGWINSZ
+            libc::ENOTTY
+        );
     }
 
     #[test]

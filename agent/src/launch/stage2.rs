@@ -1,8 +1,10 @@
 //! The stage-2 helper (`mcp-guard __jail-stage2`, started from `/proc/self/exe`) and its protocol.
 //!
 //! Process tree: launcher → helper (joins v1 cgroups, relays the exit status) → init (born in
-//! the v2 cgroup as pid 1 of the new namespaces: handshake, mounts, builds landlock, reaps) → server (landlock → caps →
-//! seccomp → execve). Each sets PR_SET_PDEATHSIG=SIGKILL so a dead launcher takes the tree down.
+//! the v2 cgroup as pid 1 of the new namespaces: handshake, mounts, builds landlock, reaps) →
+//! server (inherited descriptors closed at exec, its own session without a terminal →
+//! landlock → caps → seccomp → execve). Each sets PR_SET_PDEATHSIG=SIGKILL so a dead launcher
+//! takes the tree down.
 //!
 //! Control socket on fd 3 (a socketpair end, close-on-exec in the helper):
 //! launcher → helper: u32 LE length + JSON [`JailSpec`], later one [`GO`] byte;
@@ -315,6 +317,16 @@ fn server(
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
     set_pdeathsig();
+    // Nothing but stdio reaches the server unless the jail passes it on purpose (the pinned
+    // script's fd, opened below): a descriptor exec inherited from whoever started it (an open
+    // file, a pipe, a socket) would hand the server what its policy does not grant.
+    close_inherited().map_err(fail("closing inherited descriptors"))?;
+    // Its own session, without a controlling terminal: no TIOCSTI into the terminal exec runs
+    // in (seccomp denies it too), no signals from its job control. Not exec is root: exec made
+    // the helper a session leader already, and its process group is how exec kills the tree.
+    if !spec.unprivileged {
+        nix::unistd::setsid().map_err(fail("setsid"))?;
+    }
     // Opened while still root and unrestricted, hashed, and exec'd as this very fd below.
     let pinned = spec
         .program_digest
@@ -404,6 +416,50 @@ fn server(
     ))
 }
 
+/// Marks every descriptor above stderr close-on-exec: the server's execve closes them, while the
+/// control socket stays usable until then to report a failed exec. `close_range` with
+/// CLOSE_RANGE_CLOEXEC (Linux 5.11), else each entry of /proc/self/fd.
+fn close_inherited() -> std::io::Result<()> {
+    // SAFETY: close_range takes integers only; with CLOSE_RANGE_CLOEXEC it closes nothing.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        // ENOSYS: no close_range (before 5.9); EINVAL: no CLOSE_RANGE_CLOEXEC (5.9, 5.10).
+        Some(libc::ENOSYS | libc::EINVAL) => cloexec_each_open_fd(),
+        _ => Err(e),
+    }
+}
+
+/// [`close_inherited`] without close_range: every fd above stderr that /proc/self/fd lists.
+fn cloexec_each_open_fd() -> std::io::Result<()> {
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD on an fd number pass no memory; one that closed since (the
+        // directory's own) fails EBADF, which is fine.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Opens the pinned program and checks its digest on that fd. A `#!` script keeps the fd across
 /// the exec: the kernel hands its interpreter `/dev/fd/N`, the same open file.
 fn open_pinned(program: &Path, expected: &str) -> Result<std::fs::File, Failure> {
@@ -467,6 +523,25 @@ mod tests {
         // SAFETY: F_GETFD on an fd we own; no memory is passed.
         let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFD) };
         flags & libc::FD_CLOEXEC != 0
+    }
+
+    fn inheritable_fd() -> std::fs::File {
+        let f = std::fs::File::open("/dev/null").expect("/dev/null");
+        // SAFETY: clearing FD_CLOEXEC on an fd we own; no memory is passed.
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFD, 0) };
+        assert!(!cloexec(&f));
+        f
+    }
+
+    #[test]
+    fn inherited_descriptors_are_closed_at_exec_with_close_range_and_without() {
+        let f = inheritable_fd();
+        close_inherited().expect("close_range");
+        assert!(cloexec(&f), "close_range marks it");
+        // The fallback for kernels without close_range (or its CLOEXEC flag), run here for real.
+        let f = inheritable_fd();
+        cloexec_each_open_fd().expect("/proc/self/fd");
+        assert!(cloexec(&f), "the /proc/self/fd walk marks it");
     }
 
     #[test]

@@ -4,7 +4,15 @@
 //!
 //! Actions: `read PATH`, `write PATH`, `exec SRC DST` (copy SRC to DST, make it executable and
 //! execve it in a child), `ptrace`, `mount DIR`, `unshare-user`, `clone-newuser`, `bpf`,
-//! `io-uring`, `raw-socket`, `connect PORT` (127.0.0.1), `kill PID [SIGNAL]` (default SIGTERM), `fork N`, `alloc MIB`.
+//! `io-uring`, `raw-socket`, `connect PORT` (127.0.0.1), `kill PID [SIGNAL]` (default SIGTERM),
+//! `fork N`, `alloc MIB`.
+//!
+//! Who it is and what it holds: `whoami` (`uid= euid= gid= groups= capeff= sid= pid= tty=`, from
+//! /proc/self), `fds` (the descriptors above stderr: `N=TARGET ...`), `read-fd N` (what fd N
+//! reads). `tiocsti TEXT` types TEXT into a terminal the way a hostile server would: one line
+//! `tiocsti TARGET ok|errno N` for each of fd 0, 1, 2 and /dev/tty (`tty` ... `open-errno N` when
+//! it cannot be opened), with the request as the plain TIOCSTI and again (`tiocsti-high`) with
+//! bits set above the 32 the kernel reads.
 
 use std::{
     ffi::CString,
@@ -50,6 +58,100 @@ fn in_child(f: impl FnOnce() -> i32) -> i32 {
     } else {
         -1
     }
+}
+
+/// A field of /proc/self/status, e.g. `CapEff`.
+fn status_field(name: &str) -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+fn whoami() -> String {
+    // SAFETY: the get*id calls have no preconditions.
+    let (uid, euid, gid, sid) = unsafe {
+        (
+            libc::getuid(),
+            libc::geteuid(),
+            libc::getgid(),
+            libc::getsid(0),
+        )
+    };
+    // tty_nr is the 7th field of /proc/self/stat, after the parenthesised command name.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let tty = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(4))
+        .unwrap_or("?")
+        .to_string();
+    format!(
+        "uid={uid} euid={euid} gid={gid} groups={} capeff={} sid={sid} pid={} tty={tty}",
+        status_field("Groups").replace(' ', ","),
+        status_field("CapEff"),
+        std::process::id()
+    )
+}
+
+/// TIOCSTI of each byte of `text` on `fd`, `request` as the whole 64-bit register.
+fn tiocsti(fd: i32, request: u64, text: &str) -> Result<String, i32> {
+    for b in text.bytes() {
+        // SAFETY: a raw ioctl with a pointer to a live byte.
+        let r = unsafe { libc::syscall(libc::SYS_ioctl, fd, request, &b as *const u8) };
+        if r != 0 {
+            return Err(errno());
+        }
+    }
+    Ok(String::new())
+}
+
+fn tiocsti_all(text: &str) {
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty");
+    // TIOCSTI (asm-generic/ioctls.h).
+    let sti: u64 = 0x5412;
+    for (name, request) in [("tiocsti", sti), ("tiocsti-high", sti | 0x1_0000_0000)] {
+        for fd in 0..3 {
+            report(&format!("{name} fd{fd}"), tiocsti(fd, request, text));
+        }
+        match &tty {
+            Ok(f) => {
+                use std::os::fd::AsRawFd;
+                report(
+                    &format!("{name} tty"),
+                    tiocsti(f.as_raw_fd(), request, text),
+                );
+            }
+            Err(e) => println!("{name} tty open-errno {}", e.raw_os_error().unwrap_or(-1)),
+        }
+    }
+}
+
+/// The descriptors above stderr, each with what it points at.
+fn fds() -> String {
+    let names: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names
+        .into_iter()
+        .filter(|&fd| fd > 2)
+        .filter_map(|fd| {
+            // The listing's own descriptor is closed by now.
+            let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+            Some(format!("{fd}={}", target.display()))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn main() {
@@ -262,6 +364,25 @@ fn main() {
                 blocks.push(vec![1u8; 1 << 20]);
             }
             Ok(blocks.iter().map(|b| b.len()).sum::<usize>().to_string())
+        }
+        "whoami" => Ok(whoami()),
+        "fds" => Ok(fds()),
+        "read-fd" => {
+            let fd: i32 = arg(1).parse().unwrap_or(-1);
+            let mut buf = [0u8; 256];
+            // SAFETY: a read into a live buffer of its length; fd is only read.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                Err(errno())
+            } else {
+                Ok(String::from_utf8_lossy(&buf[..n as usize])
+                    .trim()
+                    .to_string())
+            }
+        }
+        "tiocsti" => {
+            tiocsti_all(arg(1));
+            Ok(String::new())
         }
         other => {
             eprintln!("escape: unknown action {other:?}");
