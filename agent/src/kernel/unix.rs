@@ -253,6 +253,12 @@ impl UnixPrograms {
         Ok(())
     }
 
+    /// The verifier's instruction count for the program `name` (see [`bpf_sys::verified_insns`]).
+    pub(crate) fn verified_insns(&self, name: &str) -> Option<u32> {
+        let (_, _, fd) = self.progs.iter().find(|(n, _, _)| *n == name)?;
+        bpf_sys::verified_insns(fd.as_fd())
+    }
+
     /// Pins the programs in `dir` (as `prog_<name>`), for inspection with bpftool.
     pub(crate) fn pin_programs(&self, dir: &Path) -> Result<(), String> {
         for (name, _, prog) in &self.progs {
