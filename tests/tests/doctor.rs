@@ -8,12 +8,13 @@ use mcp_guard_tests::{mcp_guard, require_root};
 use serde_json::Value;
 
 /// Every capability the doctor must report (issue 2).
-const CAPABILITIES: [&str; 21] = [
+const CAPABILITIES: [&str; 22] = [
     "privileges",
     "btf",
     "tracefs",
     "ebpf_object",
     "cgroup_sock_addr",
+    "cgroup_unix",
     "tracepoint",
     "raw_tracepoint",
     "tp_btf",
@@ -33,12 +34,13 @@ const CAPABILITIES: [&str; 21] = [
 ];
 
 /// Available on these machines (DESIGN.md, measured).
-const AVAILABLE_HERE: [&str; 17] = [
+const AVAILABLE_HERE: [&str; 18] = [
     "privileges",
     "btf",
     "tracefs",
     "ebpf_object",
     "cgroup_sock_addr",
+    "cgroup_unix",
     "tracepoint",
     "raw_tracepoint",
     "tp_btf",
