@@ -279,6 +279,17 @@ pub const CASES: &[Case] = &[
         in_ci: true,
         timeout_s: 120,
     },
+    // Sensitive names at the end of long paths: the window the kernel scans for them.
+    Case {
+        id: "events: sensitive names, long paths",
+        run: test(
+            "events",
+            "sensitive_names_are_found_at_the_end_of_long_paths",
+        ),
+        except: &[],
+        in_ci: true,
+        timeout_s: 120,
+    },
     // One real MCP server session through the MCP Python SDK's client: the npm filesystem
     // server. (Not a Python server: under TCG, mcp-server-time's imports from a cold bytecode
     // cache outlast the client's 90 s session timeout.)
