@@ -23,6 +23,7 @@ mod clients;
 mod command;
 mod mcp;
 mod unix;
+pub mod usable;
 pub use clients::{ANY_CLIENT, ClientMatch, ClientRule};
 pub use mcp::{
     ArgCheck, ArgRule, Hook, Mcp, PII_KINDS, PoisonAction, SECRET_SHAPES, SecretShapes, ShapeAction,

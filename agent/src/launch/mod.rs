@@ -15,6 +15,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod elf_deps;
 pub mod identity;
 pub mod landlock;
 pub mod mount_view;
@@ -312,11 +313,14 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             let expand = |v: &[String]| -> Vec<PathBuf> {
                 v.iter().map(|p| expand_home(p, &id.home)).collect()
             };
+            let mut exec = expand(&policy.filesystem.exec);
+            // A listed program runs: its loader and libraries come with it.
+            exec.extend(elf_deps::for_exec_set(&exec, &program));
             Some(landlock::LandlockSpec {
                 abi,
                 read: expand(&policy.filesystem.read),
                 write: expand(&policy.filesystem.write),
-                exec: expand(&policy.filesystem.exec),
+                exec,
                 tcp_ports,
                 scope,
                 // Landlock cannot make exceptions to its abstract socket scope: with abstract
