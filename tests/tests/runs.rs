@@ -88,3 +88,179 @@ exec = ["/usr/bin/python3"]
         describe(&out)
     );
 }
+
+/// The jail's view of devices, from a script run in it: every device node it can open, walking
+/// its /dev and trying each of `host_devices` by path, and what the standard devices do.
+const DEVICE_PROBE: &str = r#"
+import json, os, stat, sys
+def opens(p):
+    try:
+        st = os.lstat(p)
+    except OSError:
+        return False
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        return False
+    try:
+        os.close(os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY))
+        return True
+    except OSError:
+        return False
+seen = set(sys.argv[1:])
+for root, dirs, files in os.walk("/dev"):
+    seen.update(os.path.join(root, n) for n in files + dirs)
+out = {"opened": sorted(p for p in seen if opens(p))}
+def attempt(name, f):
+    try:
+        f()
+        out[name] = "ok"
+    except OSError as e:
+        out[name] = "errno %d" % e.errno
+def rw(p):
+    with open(p, "r+b", buffering=0) as f:
+        f.read(1)
+        f.write(b"x")
+for d in ["null", "zero", "random", "urandom"]:
+    attempt(d, lambda d=d: rw("/dev/" + d))
+attempt("full", lambda: rw("/dev/full"))
+attempt("pty", lambda: os.ttyname(os.openpty()[1]))
+attempt("shm", lambda: open("/dev/shm/probe", "w").write("x"))
+print(json.dumps(out))
+"#;
+
+/// Every device node on the host (char and block), by path.
+fn host_devices() -> Vec<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = Vec::new();
+    let mut dirs = vec![PathBuf::from("/dev")];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                dirs.push(e.path());
+            } else if t.is_char_device() || t.is_block_device() {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_jail_has_the_standard_devices_and_no_other() {
+    require_root();
+    let s = Scratch::new("devices");
+    // Root in the jail (capabilities dropped) reaches every device its uid owns on the host:
+    // the broadest case. A read set of "/" covers /dev.
+    let policy = s.policy(&format!(
+        r#"name = "broad-root"
+user = "root"
+[filesystem]
+read = ["/"]
+write = ["{work}", "/tmp"]
+exec = ["/usr"]
+"#,
+        work = s.root.join("work").display()
+    ));
+    let devices = host_devices();
+    assert!(devices.len() > 6, "the host has few devices: {devices:?}");
+    let mut args = vec!["/usr/bin/python3", "-c", DEVICE_PROBE];
+    args.extend(devices.iter().map(String::as_str));
+    let out = s.exec(&policy, &args);
+    assert!(out.status.success(), "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_slice(
+        out.stdout
+            .split(|&b| b == b'\n')
+            .find(|l| l.starts_with(b"{"))
+            .unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("probe output ({e}): {}", describe(&out)));
+    let standard = [
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/random",
+        "/dev/urandom",
+        "/dev/ptmx",
+    ];
+    let others: Vec<&str> = v["opened"]
+        .as_array()
+        .expect("opened")
+        .iter()
+        .filter_map(|p| p.as_str())
+        .filter(|p| !standard.contains(p) && !p.starts_with("/dev/pts/"))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "devices opened in the jail: {others:?}\n{v}"
+    );
+    for d in ["null", "zero", "random", "urandom", "pty", "shm"] {
+        assert_eq!(v[d], "ok", "{d}: {v}");
+    }
+    // /dev/full reads zeros and fails every write with ENOSPC: the device itself answered.
+    assert_eq!(v["full"], format!("errno {}", libc::ENOSPC), "{v}");
+}
+
+#[test]
+fn mcp_server_git_works_under_a_broad_policy() {
+    require_root();
+    let s = Scratch::new("git");
+    let repo = s.root.join("work/repo");
+    std::fs::create_dir_all(&repo).expect("repo dir");
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .status()
+            .expect("run git");
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README"), "scratch\n").expect("README");
+    git(&["add", "README"]);
+    git(&["commit", "-q", "-m", "first"]);
+    std::fs::write(repo.join("NEW"), "new\n").expect("new");
+    give_to_server_user(&repo);
+    let venv = mcp_guard_tests::workspace_root()
+        .join(".venv")
+        .canonicalize()
+        .expect(".venv: run `cargo xtask setup`");
+    let policy = s.policy(&format!(
+        r#"name = "broad"
+[filesystem]
+read = ["/"]
+write = ["{work}", "/tmp"]
+exec = ["/usr", "{venv}"]
+"#,
+        work = s.root.join("work").display(),
+        venv = venv.display()
+    ));
+    let out = Command::new(mcp_guard_tests::python())
+        .arg(mcp_guard_tests::fixture("mcp_client.py"))
+        .arg("--call")
+        .arg("git_status")
+        .arg(format!("{{\"repo_path\": \"{}\"}}", repo.display()))
+        .arg("--")
+        .arg(mcp_guard())
+        .env("MCP_GUARD_STATE_DIR", s.root.join("state"))
+        .env("HOME", s.root.join("home"))
+        .args(["exec", "--policy"])
+        .arg(&policy)
+        .arg("--")
+        .arg(venv.join("bin/mcp-server-git"))
+        .output()
+        .expect("run the MCP client");
+    assert!(out.status.success(), "{}", describe(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert_eq!(v["call"]["is_error"], false, "{v}");
+    assert!(
+        v["call"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("NEW")),
+        "{v}"
+    );
+}

@@ -15,6 +15,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod devices;
 pub mod elf_deps;
 pub mod identity;
 pub mod landlock;
@@ -341,6 +342,11 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             Vec::new()
         };
         let mut landlock = landlock;
+        let sockets: Vec<PathBuf> = policy.network.unix.iter().map(PathBuf::from).collect();
+        if let Some(l) = landlock.as_mut() {
+            // Without root there is no mount namespace, hence no private /dev.
+            devices::grant(l, !unprivileged, &sockets);
+        }
         if let (Some(l), Some(dir)) = (landlock.as_mut(), &pycache) {
             // Read-only: the server uses the cache and cannot poison it.
             l.read.push(dir.clone());
