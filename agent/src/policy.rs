@@ -675,13 +675,25 @@ pub fn syscall_number(name: &str) -> Option<i64> {
         .map(|s| i64::from(s.id()))
 }
 
-/// Validates `policy check FILE...`: prints `ok: FILE (name)` or every error of each file;
-/// returns whether all were valid.
+/// Validates `policy check FILE...`: prints `ok: FILE (name)` and its warnings, or every error
+/// of each file; returns whether all were valid.
 pub fn check_files(files: &[PathBuf]) -> bool {
     let mut all_ok = true;
     for file in files {
         match load_file(file) {
-            Ok(policy) => println!("ok: {} ({})", file.display(), policy.name),
+            Ok(policy) => {
+                println!("ok: {} ({})", file.display(), policy.name);
+                // Valid, but entries that cannot work on this host are said (not an error).
+                let text = std::fs::read_to_string(file).unwrap_or_default();
+                for mut w in usable::warnings(&text, &policy) {
+                    w.message = format!("warning: {}", w.message);
+                    let one = PolicyError {
+                        file: file.display().to_string(),
+                        problems: vec![w],
+                    };
+                    eprintln!("{one}");
+                }
+            }
             Err(e) => {
                 all_ok = false;
                 eprintln!("{e}");

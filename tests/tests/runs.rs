@@ -264,3 +264,60 @@ exec = ["/usr", "{venv}"]
         "{v}"
     );
 }
+
+#[test]
+fn policy_check_warns_about_entries_that_cannot_work() {
+    let s = Scratch::new("check");
+    let script = s.root.join("server.sh");
+    std::fs::write(&script, "#!/usr/bin/no-such-shell\necho hi\n").expect("write script");
+    let file = s.root.join("policy.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name = "cannot-work"
+[filesystem]
+read = ["/usr", "/no/such/dir", "{root}"]
+exec = [
+  "/usr/bin",
+  "/etc",
+  "{script}",
+]
+"#,
+            script = script.display(),
+            root = s.root.display()
+        ),
+    )
+    .expect("write policy");
+    let out = Command::new(mcp_guard())
+        .args(["policy", "check"])
+        .arg(&file)
+        .output()
+        .expect("run policy check");
+    // Warnings, not errors: the policy is valid.
+    assert!(out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let f = file.display();
+    for (place, what) in [
+        (
+            format!("{f}:3:17: filesystem.read[1]: warning:"),
+            "does not exist",
+        ),
+        (
+            format!("{f}:6:3: filesystem.exec[1]: warning:"),
+            "not in the read set",
+        ),
+        (
+            format!("{f}:7:3: filesystem.exec[2]: warning:"),
+            "/usr/bin/no-such-shell",
+        ),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&place) && l.contains(what)),
+            "expected {place} ... {what}\n{}",
+            describe(&out)
+        );
+    }
+    assert_eq!(stderr.lines().count(), 3, "{}", describe(&out));
+}
