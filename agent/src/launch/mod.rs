@@ -18,6 +18,7 @@ pub mod container;
 pub mod devices;
 pub mod elf_deps;
 pub mod identity;
+pub mod image_lookup;
 pub mod landlock;
 pub mod mount_view;
 pub mod seccomp;
