@@ -938,7 +938,7 @@ pub fn run(file: &Path, settings: &Settings, write: bool) -> Result<Done, Error>
 
 /// `YYYYMMDDTHHMMSSZ` for a time (UTC), for backup names that sort by time.
 fn utc_stamp(time: SystemTime) -> String {
-    crate::timestamp::Timestamp::from(time)
+    mcp_guard_model::timestamp::Timestamp::from(time)
         .utc()
         .format("%Y%m%dT%H%M%SZ")
         .to_string()

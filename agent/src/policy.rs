@@ -855,7 +855,7 @@ impl Checker<'_> {
             Some(item) => {
                 let (_, span) = entry(root, "name", &root_item_span);
                 let name = self.string(item, &span, "name");
-                match name.map(|n| (n, crate::names::check(n))) {
+                match name.map(|n| (n, mcp_guard_model::names::check(n))) {
                     Some((n, Ok(()))) => Some(n.to_string()),
                     Some((_, Err(why))) => {
                         // It names the server's state files, cgroup, records and metrics.

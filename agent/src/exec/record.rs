@@ -162,7 +162,7 @@ pub struct Analysis {
     pub denials: Option<mpsc::UnboundedSender<mcp::CallDenial>>,
     /// Where the detector's profile is merged and saved at the end when it is learning: the
     /// state dir and the session's key.
-    pub profile: Option<(PathBuf, crate::names::StateKey)>,
+    pub profile: Option<(PathBuf, mcp_guard_model::names::StateKey)>,
     /// The proxy's tool listings (name, `readOnlyHint`), for the read-only check.
     pub tools: Option<mpsc::UnboundedReceiver<ToolHints>>,
 }
@@ -286,7 +286,7 @@ pub async fn record_events(
 /// since this one loaded it) and saves it.
 fn save_profile(
     state_dir: &std::path::Path,
-    key: &crate::names::StateKey,
+    key: &mcp_guard_model::names::StateKey,
     learned: &crate::detect::Profile,
 ) {
     use crate::detect::Profile;

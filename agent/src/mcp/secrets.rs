@@ -60,8 +60,8 @@ impl Default for SecretConfig {
     }
 }
 
-pub use crate::scrub::MIN_SECRET_LEN;
-use crate::scrub::Scrubber;
+pub use mcp_guard_model::redact::MIN_SECRET_LEN;
+use mcp_guard_model::redact::Scrubber;
 
 /// Well-known secret shapes: (name, regex).
 pub const SHAPES: &[(&str, &str)] = &[

@@ -6,7 +6,6 @@
 //! call [`Store`] directly on a hot path; they send records to a [`StoreHandle`]
 //! ([`StoreWriter::spawn`]), which never blocks and counts what it could not write.
 
-mod records;
 mod schema;
 mod tail;
 mod writer;
@@ -22,18 +21,14 @@ use rusqlite::{
     params_from_iter, types::Value,
 };
 
-pub use records::{
-    AlertRecord, Attribution, CallRecord, Decision, EventKind, EventRecord, Record, SessionRecord,
-    Severity, Timestamp, UnknownName, Verdict,
+pub use mcp_guard_model::records::{
+    AlertRecord, Attribution, CallRecord, Decision, EventKind, EventRecord, LOST_KIND, Record,
+    SessionRecord, Severity, Timestamp, UnknownName, Verdict,
 };
 pub use tail::{Tail, TailBatch};
 pub use writer::{Retention, StoreHandle, StoreWriter, WriterConfig, WriterStats};
 
 use crate::statefs::StateDir;
-
-/// The `kind` of an event that stands for kernel events the session lost (`detail` names the
-/// reason and the count).
-pub const LOST_KIND: &str = "lost";
 
 /// The database file's name inside the state dir.
 pub const DB_FILE: &str = "mcp-guard.db";
