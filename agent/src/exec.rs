@@ -405,7 +405,7 @@ pub fn run_status(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hook
 ///   use, or another user could plant files or symlinks in, is a configuration error (78).
 /// - A quarantine of the server's name or of its policy refuses it (77), saying how to lift it.
 fn refused_by_state(state_dir: &std::path::Path, key: &StateKey) -> Option<i32> {
-    if let Err(e) = crate::statefs::StateDir::create(state_dir) {
+    if let Err(e) = mcp_guard_statefs::StateDir::create(state_dir) {
         say(&format!(
             "state dir: {e}\n(--state-dir / MCP_GUARD_STATE_DIR: it must be this user's or \
              root's, and writable by no one else)"

@@ -20,7 +20,6 @@ pub mod policy;
 pub mod quarantine;
 pub mod query;
 pub mod say;
-pub mod statefs;
 pub mod store;
 pub mod suggest;
 pub mod supply;

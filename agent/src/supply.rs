@@ -27,7 +27,7 @@ use std::{
 use sha2::{Digest, Sha256};
 
 pub use crate::policy::{FilePin, NpmPin, PinSignature, Pins, PypiPin, SignerKey};
-use crate::statefs::StateDir;
+use mcp_guard_statefs::StateDir;
 
 pub mod argv;
 pub mod compile_jail;

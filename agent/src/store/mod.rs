@@ -28,7 +28,7 @@ pub use mcp_guard_model::records::{
 pub use tail::{Tail, TailBatch};
 pub use writer::{Retention, StoreHandle, StoreWriter, WriterConfig, WriterStats};
 
-use crate::statefs::StateDir;
+use mcp_guard_statefs::StateDir;
 
 /// The database file's name inside the state dir.
 pub const DB_FILE: &str = "mcp-guard.db";
