@@ -271,7 +271,7 @@ pub struct CallsArgs {
     #[arg(long)]
     pub tool: Option<String>,
     /// Only the last DUR (30s, 15m, 1h, 2d).
-    #[arg(long, value_name = "DUR", value_parser = crate::query::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = mcp_guard_store::query::parse_duration)]
     pub since: Option<std::time::Duration>,
     /// One JSON object per line.
     #[arg(long)]
@@ -291,7 +291,7 @@ pub struct EventsArgs {
     #[arg(long, value_name = "K")]
     pub kind: Option<String>,
     /// Only the last DUR (30s, 15m, 1h, 2d).
-    #[arg(long, value_name = "DUR", value_parser = crate::query::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = mcp_guard_store::query::parse_duration)]
     pub since: Option<std::time::Duration>,
     /// One JSON object per line.
     #[arg(long)]
@@ -305,7 +305,7 @@ pub struct AlertsArgs {
     #[arg(long, value_parser = mcp_guard_model::names::parse)]
     pub server: Option<String>,
     /// Only the last DUR (30s, 15m, 1h, 2d).
-    #[arg(long, value_name = "DUR", value_parser = crate::query::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = mcp_guard_store::query::parse_duration)]
     pub since: Option<std::time::Duration>,
     /// One JSON object per line.
     #[arg(long)]
@@ -354,18 +354,18 @@ pub fn main() -> ExitCode {
             crate::supply::manifest_command(&policy, &dirs.policy)
         }
         Command::Doctor(args) => crate::doctor::run(args.json),
-        Command::Calls(a) => crate::query::run(
+        Command::Calls(a) => crate::commands::query::run(
             &dirs.state,
-            &crate::query::Query::Calls {
+            &mcp_guard_store::query::Query::Calls {
                 server: a.server,
                 tool: a.tool,
                 since: a.since,
                 json: a.json,
             },
         ),
-        Command::Events(a) => crate::query::run(
+        Command::Events(a) => crate::commands::query::run(
             &dirs.state,
-            &crate::query::Query::Events {
+            &mcp_guard_store::query::Query::Events {
                 server: a.server,
                 call: a.call,
                 kind: a.kind,
@@ -373,17 +373,17 @@ pub fn main() -> ExitCode {
                 json: a.json,
             },
         ),
-        Command::Alerts(a) => crate::query::run(
+        Command::Alerts(a) => crate::commands::query::run(
             &dirs.state,
-            &crate::query::Query::Alerts {
+            &mcp_guard_store::query::Query::Alerts {
                 server: a.server,
                 since: a.since,
                 json: a.json,
             },
         ),
-        Command::Trace(a) => crate::query::run(
+        Command::Trace(a) => crate::commands::query::run(
             &dirs.state,
-            &crate::query::Query::Trace {
+            &mcp_guard_store::query::Query::Trace {
                 call_id: a.call_id,
                 json: a.json,
             },
@@ -590,7 +590,7 @@ fn pins(cmd: PinsCommand, state: &std::path::Path) -> ExitCode {
 
 fn policy_suggest(state: &std::path::Path, server: &str) -> ExitCode {
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    let result = crate::store::Store::open_existing(&crate::store::db_path(state))
+    let result = mcp_guard_store::Store::open_existing(&mcp_guard_store::db_path(state))
         .and_then(|store| crate::suggest::suggest(&store, server, &home));
     match result {
         Ok(text) => {

@@ -35,10 +35,11 @@ use crate::{
     launch::{self, LaunchError, LaunchRequest, stage2},
     policy::{self, Policy},
     quarantine,
-    store::{SessionRecord, StoreHandle, StoreWriter, Timestamp, db_path},
 };
 use mcp_guard_model::dirs::Dirs;
 use mcp_guard_model::names::StateKey;
+use mcp_guard_model::{SessionRecord, Timestamp};
+use mcp_guard_store::{StoreHandle, StoreWriter, db_path};
 
 pub mod agent_link;
 pub mod client;

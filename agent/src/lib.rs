@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod client_config;
 pub mod client_exe;
+pub mod commands;
 pub mod correlate;
 pub mod daemon;
 pub mod detect;
@@ -18,8 +19,6 @@ pub mod metrics;
 pub mod mounts;
 pub mod policy;
 pub mod quarantine;
-pub mod query;
 pub mod say;
-pub mod store;
 pub mod suggest;
 pub mod supply;

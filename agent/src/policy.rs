@@ -328,7 +328,7 @@ pub struct DetectRule {
     /// `enabled = false` turns the rule off.
     pub enabled: Option<bool>,
     /// `severity = "info" | "low" | "medium" | "high" | "critical"`.
-    pub severity: Option<crate::store::Severity>,
+    pub severity: Option<mcp_guard_model::Severity>,
     /// `action = "alert" | "deny-call" | "kill"`.
     pub action: Option<OnSensitive>,
 }
@@ -1697,7 +1697,7 @@ impl Checker<'_> {
             let (_, s) = entry(table, "severity", span);
             let key = join(path, "severity");
             if let Some(text) = self.string(v, &s, &key) {
-                match text.parse::<crate::store::Severity>() {
+                match text.parse::<mcp_guard_model::Severity>() {
                     Ok(sev) => rule.severity = Some(sev),
                     Err(e) => self.error(&s, &key, e.to_string()),
                 }
@@ -2665,7 +2665,7 @@ allow_degraded = true
         assert_eq!(p.detect.rules["new-egress"].enabled, Some(false));
         assert_eq!(
             p.detect.rules["exfiltration"].severity,
-            Some(crate::store::Severity::High)
+            Some(mcp_guard_model::Severity::High)
         );
         assert_eq!(
             p.detect.rules["exfiltration"].action,

@@ -28,11 +28,12 @@ use serde::{Deserialize, Serialize};
 use crate::{
     launch::cgroup::{self, Mounts},
     policy,
-    store::{EventKind, EventRecord, Store, StoreError, Timestamp, Verdict, db_path},
 };
 use mcp_guard_model::dirs::Dirs;
 use mcp_guard_model::names::{SHARED_POLICY, StateKey};
+use mcp_guard_model::{EventKind, EventRecord, Timestamp, Verdict};
 use mcp_guard_statefs::StateDir;
+use mcp_guard_store::{Store, StoreError, db_path};
 
 /// Event kinds written by these commands (not kernel events: the metrics leave them out).
 pub const KINDS: [&str; 2] = ["quarantine", "release"];

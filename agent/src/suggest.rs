@@ -10,7 +10,8 @@ use std::path::Path;
 
 use crate::detect::glob_match;
 use crate::policy;
-use crate::store::{EventFilter, EventKind, Store, StoreError};
+use mcp_guard_model::EventKind;
+use mcp_guard_store::{EventFilter, Store, StoreError};
 
 const WRITE_FLAGS: u32 = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u32;
 

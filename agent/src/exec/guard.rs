@@ -33,8 +33,9 @@ use crate::{
         loader::{KernelError, KernelGuard, ServerSpec},
     },
     policy::OnSensitive,
-    store::{EventRecord, StoreHandle},
 };
+use mcp_guard_model::EventRecord;
+use mcp_guard_store::StoreHandle;
 
 /// Where a session's kernel guard comes from.
 #[derive(Clone, Debug)]

@@ -20,11 +20,11 @@ use crate::{
     detect::{Action, CallEnd, Detector, Finding},
     kernel::events::{self as kev, KernelEvent},
     mcp,
-    store::{
-        AlertRecord, CallRecord, Decision, EventKind, EventRecord, Severity, StoreHandle,
-        Timestamp, Verdict,
-    },
 };
+use mcp_guard_model::{
+    AlertRecord, CallRecord, Decision, EventKind, EventRecord, Severity, Timestamp, Verdict,
+};
+use mcp_guard_store::StoreHandle;
 
 /// A fresh session id: 12 lowercase base32 characters from 60 random bits (e.g. `k3f9x2ab7c1q`).
 /// Short enough to lead the call and event ids built on it, random enough to be unique across
@@ -448,7 +448,7 @@ mod tests {
     use std::{sync::Arc, time::Duration};
 
     use super::*;
-    use crate::store::Attribution;
+    use mcp_guard_model::Attribution;
 
     fn event(kind: kev::EventKind) -> KernelEvent {
         KernelEvent {

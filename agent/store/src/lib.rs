@@ -6,6 +6,7 @@
 //! call [`Store`] directly on a hot path; they send records to a [`StoreHandle`]
 //! ([`StoreWriter::spawn`]), which never blocks and counts what it could not write.
 
+pub mod query;
 mod schema;
 mod tail;
 mod writer;
@@ -21,9 +22,8 @@ use rusqlite::{
     params_from_iter, types::Value,
 };
 
-pub use mcp_guard_model::records::{
-    AlertRecord, Attribution, CallRecord, Decision, EventKind, EventRecord, LOST_KIND, Record,
-    SessionRecord, Severity, Timestamp, UnknownName, Verdict,
+use mcp_guard_model::records::{
+    AlertRecord, CallRecord, EventKind, EventRecord, LOST_KIND, Record, SessionRecord, Timestamp,
 };
 pub use tail::{Tail, TailBatch};
 pub use writer::{Retention, StoreHandle, StoreWriter, WriterConfig, WriterStats};
