@@ -30,10 +30,8 @@ use std::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{
-    launch::identity::ENV_ALLOW,
-    policy::{self, Policy, PolicyError},
-};
+use crate::launch::identity::ENV_ALLOW;
+use mcp_guard_policy::{self as policy, Policy, PolicyError};
 
 /// What `client-config` needs besides the file: where policies are and how to write the wrapper.
 #[derive(Clone, Debug)]

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::correlate::AttributedEvent;
 use crate::kernel::events::{EventKind, Verdict, boot_to_unix_ns};
-use crate::policy::{self, OnSensitive, Policy};
 use mcp_guard_model::names::StateKey;
 use mcp_guard_model::{AlertRecord, Attribution, Severity, Timestamp};
+use mcp_guard_policy::{self as policy, OnSensitive, Policy};
 use mcp_guard_statefs::StateDir;
 
 /// What to do when a rule fires.

@@ -33,12 +33,12 @@ use tokio::{
 use crate::{
     cli::{EXIT_POLICY, EXIT_UNENFORCEABLE},
     launch::{self, LaunchError, LaunchRequest, stage2},
-    policy::{self, Policy},
     quarantine,
 };
 use mcp_guard_model::dirs::Dirs;
 use mcp_guard_model::names::StateKey;
 use mcp_guard_model::{SessionRecord, Timestamp};
+use mcp_guard_policy::{self as policy, Policy};
 use mcp_guard_store::{StoreHandle, StoreWriter, db_path};
 
 pub mod agent_link;

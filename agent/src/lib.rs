@@ -17,7 +17,6 @@ pub mod launch;
 pub mod mcp;
 pub mod metrics;
 pub mod mounts;
-pub mod policy;
 pub mod quarantine;
 pub mod say;
 pub mod suggest;

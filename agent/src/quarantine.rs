@@ -25,13 +25,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    launch::cgroup::{self, Mounts},
-    policy,
-};
+use crate::launch::cgroup::{self, Mounts};
 use mcp_guard_model::dirs::Dirs;
 use mcp_guard_model::names::{SHARED_POLICY, StateKey};
 use mcp_guard_model::{EventKind, EventRecord, Timestamp, Verdict};
+use mcp_guard_policy as policy;
 use mcp_guard_statefs::StateDir;
 use mcp_guard_store::{Store, StoreError, db_path};
 

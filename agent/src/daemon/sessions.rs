@@ -316,7 +316,7 @@ impl Launcher {
         let policy = match &loaded {
             Some(l) => &l.policy,
             None => {
-                builtin = crate::policy::builtin_default();
+                builtin = mcp_guard_policy::builtin_default();
                 &builtin
             }
         };

@@ -553,9 +553,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::policy::parse;
+    use crate::parse;
 
-    fn ok(text: &str) -> crate::policy::Policy {
+    fn ok(text: &str) -> crate::Policy {
         parse(text, None).unwrap_or_else(|e| panic!("policy should be valid:\n{e}"))
     }
 

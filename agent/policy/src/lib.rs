@@ -29,7 +29,7 @@ pub use mcp::{
 };
 
 /// The built-in default policy's TOML, shipped as `policies/default.toml` and embedded here.
-pub const DEFAULT_POLICY_TOML: &str = include_str!("../../policies/default.toml");
+pub const DEFAULT_POLICY_TOML: &str = include_str!("../../../policies/default.toml");
 
 /// The name under which errors in the embedded default policy are reported.
 const BUILTIN_FILE: &str = "<built-in default policy>";
@@ -672,22 +672,6 @@ pub fn syscall_number(name: &str) -> Option<i64> {
     syscalls::Sysno::from_str(name)
         .ok()
         .map(|s| i64::from(s.id()))
-}
-
-/// Validates `policy check FILE...`: prints `ok: FILE (name)` or every error of each file;
-/// returns whether all were valid.
-pub fn check_files(files: &[PathBuf]) -> bool {
-    let mut all_ok = true;
-    for file in files {
-        match load_file(file) {
-            Ok(policy) => println!("ok: {} ({})", file.display(), policy.name),
-            Err(e) => {
-                all_ok = false;
-                eprintln!("{e}");
-            }
-        }
-    }
-    all_ok
 }
 
 /// 1-based line and character column of a byte offset.

@@ -203,7 +203,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::policy::parse;
+    use crate::parse;
 
     #[track_caller]
     fn clients(body: &str) -> BTreeMap<String, ClientRule> {

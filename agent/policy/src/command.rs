@@ -64,7 +64,7 @@ impl Checker<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::policy::parse;
+    use crate::parse;
 
     fn problems(text: &str) -> Vec<(usize, String, String)> {
         match parse(text, None) {
