@@ -331,7 +331,13 @@ pub fn main() -> ExitCode {
         policy: cli.policy_dir,
     };
     match cli.command {
-        Command::Policy(PolicyCommand::Check { files }) => crate::commands::policy::check(&files),
+        Command::Policy(PolicyCommand::Check { files }) => {
+            if crate::commands::policy::check(&files) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_POLICY)
+            }
+        }
         Command::Policy(PolicyCommand::Suggest { server }) => policy_suggest(&dirs.state, &server),
         Command::Policy(PolicyCommand::Pin {
             policy,

@@ -1,12 +1,10 @@
 //! `mcp-guard policy check FILE...`.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::path::PathBuf;
 
-use crate::cli::EXIT_POLICY;
-
-/// Prints `ok: FILE (name)` for each valid file and every error of each invalid one; exits 78
-/// when any is invalid.
-pub fn check(files: &[PathBuf]) -> ExitCode {
+/// Prints `ok: FILE (name)` for each valid file and every error of each invalid one; returns
+/// whether all were valid (the caller exits 78 when not).
+pub fn check(files: &[PathBuf]) -> bool {
     let mut all_ok = true;
     for file in files {
         match mcp_guard_policy::load_file(file) {
@@ -17,9 +15,5 @@ pub fn check(files: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_POLICY)
-    }
+    all_ok
 }
