@@ -32,10 +32,8 @@ use std::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{
-    launch::identity::ENV_ALLOW,
-    policy::{self, Policy, PolicyError},
-};
+use crate::launch::identity::ENV_ALLOW;
+use mcp_guard_policy::{self as policy, Policy, PolicyError};
 
 /// What `client-config` needs besides the file: where policies are and how to write the wrapper.
 #[derive(Clone, Debug)]
@@ -990,7 +988,7 @@ pub fn run(file: &Path, settings: &Settings, write: bool) -> Result<Done, Error>
 
 /// `YYYYMMDDTHHMMSSZ` for a time (UTC), for backup names that sort by time.
 fn utc_stamp(time: SystemTime) -> String {
-    crate::timestamp::Timestamp::from(time)
+    mcp_guard_model::timestamp::Timestamp::from(time)
         .utc()
         .format("%Y%m%dT%H%M%SZ")
         .to_string()
@@ -1255,13 +1253,13 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
-        match rewrite(
-            Path::new("c.json"),
-            "{\n  // a comment\n  \"servers\": {}\n}",
-            &s,
-        ) {
+        // Comments are JSONC, accepted; looser syntax is not.
+        let jsonc = "{\n  // a comment\n  \"servers\": {}\n}";
+        let r = rewrite(Path::new("c.json"), jsonc, &s).expect("JSONC");
+        assert_eq!((r.text.as_str(), r.changed), (jsonc, false));
+        match rewrite(Path::new("c.json"), "{\n  'servers': {}\n}", &s) {
             Err(e @ Error::NotJson { line: 2, .. }) => {
-                assert!(e.to_string().contains("comments"), "{e}");
+                assert!(e.to_string().contains("nothing looser"), "{e}");
             }
             other => panic!("{other:?}"),
         }

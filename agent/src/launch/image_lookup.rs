@@ -3,7 +3,7 @@
 //! local tags; `name:tag@sha256:<digest>` by its tag (the digest is checked on what is found);
 //! a bare `sha256:<id>` by id.
 
-use crate::policy::ImageRef;
+use mcp_guard_policy::ImageRef;
 
 /// Whether `name` carries a tag (a `:` after its last `/`; a registry's port comes before).
 fn has_tag(name: &str) -> bool {
@@ -28,7 +28,7 @@ pub fn candidates(image: &ImageRef) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::parse_image;
+    use mcp_guard_policy::parse_image;
 
     #[test]
     fn a_digest_without_tag_is_looked_up_by_repo_digest_then_id() {

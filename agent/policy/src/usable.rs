@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::ImDocument;
 
-use super::{Policy, Problem, line_col};
+use crate::{Policy, Problem, check::line_col};
 
 /// The interpreter a script names on its `#!` line (`None`: not a script, or unreadable).
 pub fn shebang(path: &Path) -> Option<PathBuf> {
@@ -133,7 +133,7 @@ mod tests {
             s = script.display(),
             g = good.display()
         );
-        let policy = super::super::parse(&text, None).expect("valid policy");
+        let policy = crate::parse(&text, None).expect("valid policy");
         let w = warnings(&text, &policy);
         let got: Vec<(usize, &str)> = w.iter().map(|p| (p.line, p.key.as_str())).collect();
         assert_eq!(
