@@ -177,7 +177,8 @@ pub fn for_exec_set(exec: &[PathBuf], program: &Path) -> Vec<PathBuf> {
         exec.iter().any(|e| p.starts_with(real(e)))
     };
     let mut roots: Vec<PathBuf> = exec.iter().filter(|e| e.is_file()).cloned().collect();
-    for p in std::iter::once(program.to_path_buf()).chain(mcp_guard_policy::usable::shebang(program)) {
+    let interpreter = mcp_guard_policy::usable::shebang(program);
+    for p in std::iter::once(program.to_path_buf()).chain(interpreter) {
         if covered(&p) {
             roots.push(p);
         }
