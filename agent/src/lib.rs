@@ -21,6 +21,7 @@ pub mod policy;
 pub mod quarantine;
 pub mod query;
 pub mod scrub;
+pub mod secret_rules;
 pub mod state;
 pub mod statefs;
 pub mod store;
