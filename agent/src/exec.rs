@@ -450,8 +450,9 @@ fn warn_passthrough(passthrough: bool, secrets: &[(String, String)]) {
     }
 }
 
-/// What a session's secrets are redacted with: its writers' store handle from now on, its log
-/// lines, and the server's stderr (with the policy's PII kinds and secret shapes).
+/// What a session's secrets are redacted with: its writers' store handle from now on (values
+/// and secret rules), its log lines (values), and the server's stderr (values, the policy's PII
+/// kinds and secret rules).
 fn redaction(
     policy: &Policy,
     secrets: &[(String, String)],
@@ -469,7 +470,15 @@ fn redaction(
             None
         }
     };
-    (store.redacting(scrubber), lines)
+    let records: Option<std::sync::Arc<dyn crate::scrub::TextRedactor>> =
+        match crate::mcp::secrets::RecordRedactor::new(&config) {
+            Ok(r) => Some(std::sync::Arc::new(r)),
+            Err(e) => {
+                say(&format!("cannot compile the records' secret rules: {e}"));
+                scrubber.map(|s| std::sync::Arc::new(s) as _)
+            }
+        };
+    (store.redacting(records), lines)
 }
 
 async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks: Hooks) -> i32 {

@@ -22,11 +22,10 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 mod clients;
 mod command;
 mod mcp;
+mod secret_rules;
 mod unix;
 pub use clients::{ANY_CLIENT, ClientMatch, ClientRule};
-pub use mcp::{
-    ArgCheck, ArgRule, Hook, Mcp, PII_KINDS, PoisonAction, SECRET_SHAPES, SecretShapes, ShapeAction,
-};
+pub use mcp::{ArgCheck, ArgRule, Hook, Mcp, PII_KINDS, PoisonAction, SecretShapes, ShapeAction};
 
 /// The built-in default policy's TOML, shipped as `policies/default.toml` and embedded here.
 pub const DEFAULT_POLICY_TOML: &str = include_str!("../../policies/default.toml");
@@ -569,6 +568,8 @@ pub fn parse(text: &str, source: Option<&Path>) -> Result<Policy, PolicyError> {
     let mut checker = Checker {
         text,
         problems: Vec::new(),
+        secret_rules: None,
+        secret_rules_failed: false,
     };
     let policy = checker.policy(doc.as_table(), source);
     match policy {
@@ -711,6 +712,10 @@ type Span = Option<Range<usize>>;
 struct Checker<'t> {
     text: &'t str,
     problems: Vec<Problem>,
+    /// `[secrets] rules`, once read (`[mcp.secret_shapes] ignore` names its rules).
+    secret_rules: Option<secret_rules::CheckedRules>,
+    /// `[secrets] rules` names a file with problems (already reported): any name may be ignored.
+    secret_rules_failed: bool,
 }
 
 /// Top-level keys.
@@ -916,9 +921,10 @@ impl Checker<'_> {
         let pin = section("pin")
             .map(|(item, span)| self.pin(item, &span))
             .unwrap_or_default();
-        let mcp = section("mcp")
+        let mut mcp = section("mcp")
             .map(|(item, span)| self.mcp(item, &span))
             .unwrap_or_default();
+        mcp.secret_rules = self.secret_rules.as_ref().map(|c| c.source.clone());
         let access = section("access")
             .map(|(item, span)| self.access(item, &span))
             .unwrap_or_default();
@@ -1278,6 +1284,10 @@ impl Checker<'_> {
         for (var, value) in table.iter() {
             let path = join("secrets", var);
             let (key_span, value_span) = entry(table, var, span);
+            if var == secret_rules::RULES_KEY && value.as_str().is_some() {
+                self.secret_rules = self.secret_rules_file(value, &value_span);
+                continue;
+            }
             if !is_env_name(var) {
                 self.error(
                     &key_span,
