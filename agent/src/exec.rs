@@ -45,6 +45,7 @@ pub mod client;
 pub mod client_io;
 pub mod guard;
 pub mod kernel_spec;
+pub mod launch_chain;
 pub mod pump;
 pub mod record;
 pub mod stderr;
