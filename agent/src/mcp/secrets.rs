@@ -15,10 +15,10 @@ use super::{
     frame::member_mut,
     interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict},
 };
-use crate::secret_rules::{self, Finding, RulesSource, SecretRules};
+use mcp_guard_secrets::{self as secret_rules, Finding, RulesSource, SecretRules};
 
 /// What to do with a secret found in a message (the policy's `in_arguments`/`in_results`).
-pub use crate::policy::ShapeAction;
+pub use mcp_guard_policy::ShapeAction;
 
 /// Secret and PII settings (plain data, from the policy).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub struct SecretConfig {
 
 impl SecretConfig {
     /// The settings of a policy's `[mcp]` table, with the injected `values`.
-    pub fn for_policy(mcp: &crate::policy::Mcp, values: Vec<(String, String)>) -> Self {
+    pub fn for_policy(mcp: &mcp_guard_policy::Mcp, values: Vec<(String, String)>) -> Self {
         Self {
             values,
             shapes: mcp.secret_shapes.enabled,
@@ -68,8 +68,8 @@ impl Default for SecretConfig {
     }
 }
 
-pub use crate::scrub::MIN_SECRET_LEN;
-use crate::scrub::Scrubber;
+pub use mcp_guard_model::redact::MIN_SECRET_LEN;
+use mcp_guard_model::redact::Scrubber;
 
 /// PII shapes: (name, regex). `card-number` matches are kept only when they pass a Luhn check.
 pub const PII: &[(&str, &str)] = &[
@@ -312,7 +312,7 @@ impl RecordRedactor {
     }
 }
 
-impl crate::scrub::TextRedactor for RecordRedactor {
+impl mcp_guard_model::redact::TextRedactor for RecordRedactor {
     fn redact_text(&self, text: &mut String) {
         let mut what = Vec::new();
         self.redactor.redact(text, self.shapes, &mut what);
@@ -649,7 +649,7 @@ mod tests {
     #[test]
     fn the_policy_names_the_same_pii_kinds() {
         let pii: Vec<&str> = PII.iter().map(|(n, _)| *n).collect();
-        assert_eq!(pii, crate::policy::PII_KINDS);
+        assert_eq!(pii, mcp_guard_policy::PII_KINDS);
     }
 
     #[test]

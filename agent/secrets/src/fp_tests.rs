@@ -66,7 +66,8 @@ const PNG: &str = "playwright-core/lib/server/chromium/appIcon.png";
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .expect("workspace root")
         .to_path_buf()
 }

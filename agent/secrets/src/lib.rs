@@ -2,7 +2,7 @@
 //! credential assignments, and teams' own rules in the gitleaks config format, compiled into
 //! one engine with a keyword prefilter.
 //!
-//! A leaf module: it knows regexes and TOML, nothing of policies, proxies or stores. The policy
+//! A leaf crate: it knows regexes and TOML, nothing of policies, proxies or stores. The policy
 //! reads a rules file through [`read_file`] (so `policy check` reports its problems), and the
 //! redactors of a session get the compiled set from [`for_source`].
 
@@ -25,7 +25,7 @@ pub use gitleaks::{RulesError, RulesProblem, RulesSource, read as read_file};
 pub use spec::{AllowlistSpec, Condition, RuleSpec, RulesSpec, Target};
 
 /// The built-in catalog, in the gitleaks format (so a team can read, copy and extend it).
-pub const CATALOG: &str = include_str!("secret_rules/catalog.toml");
+pub const CATALOG: &str = include_str!("catalog.toml");
 
 /// How the built-in catalog is named in messages.
 pub const CATALOG_NAME: &str = "<built-in secret rules>";

@@ -17,7 +17,7 @@ use std::{
 };
 
 use super::{Record, Store};
-use crate::scrub::TextRedactor;
+use mcp_guard_model::redact::TextRedactor;
 
 /// Retention the writer applies on its own thread, between batches.
 #[derive(Clone, Copy, Debug)]

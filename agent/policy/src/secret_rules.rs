@@ -11,23 +11,25 @@ use std::path::Path;
 
 use toml_edit::Item;
 
-use super::{Checker, Span, has_dot_dot};
-use crate::secret_rules::{self, RulesSource};
+use mcp_guard_secrets::{self as secret_rules, RulesSource};
+
+use crate::check::{Checker, Span};
+use crate::values::has_dot_dot;
 
 /// The `[secrets]` key naming a rules file (when its value is a string).
 pub const RULES_KEY: &str = "rules";
 
 /// A checked rules file and the rule ids and tags it makes (for `[mcp.secret_shapes] ignore`).
 #[derive(Clone, Debug)]
-pub(super) struct CheckedRules {
-    pub(super) source: RulesSource,
+pub(crate) struct CheckedRules {
+    pub(crate) source: RulesSource,
     names: Vec<String>,
 }
 
 impl Checker<'_> {
     /// `[secrets] rules = "<path>"`: reads the file (and what it extends) and checks every rule;
     /// each of its problems is reported at this key.
-    pub(super) fn secret_rules_file(&mut self, value: &Item, span: &Span) -> Option<CheckedRules> {
+    pub(crate) fn secret_rules_file(&mut self, value: &Item, span: &Span) -> Option<CheckedRules> {
         let key = "secrets.rules";
         let path = value.as_str()?;
         if !path.starts_with('/') || has_dot_dot(path) {
@@ -62,7 +64,7 @@ impl Checker<'_> {
 
     /// Whether `name` is a rule id or tag of the policy's secret rules: its rules file's when it
     /// has one, else the built-in catalog's.
-    pub(super) fn is_secret_rule_name(&self, name: &str) -> bool {
+    pub(crate) fn is_secret_rule_name(&self, name: &str) -> bool {
         match &self.secret_rules {
             Some(c) => c.names.iter().any(|n| n == name),
             // Its problems are reported already; what it would name is unknown.
@@ -72,7 +74,7 @@ impl Checker<'_> {
     }
 
     /// Where the names `ignore` may use come from, for messages.
-    pub(super) fn secret_rules_origin(&self) -> String {
+    pub(crate) fn secret_rules_origin(&self) -> String {
         match &self.secret_rules {
             Some(c) => c
                 .source
@@ -88,7 +90,7 @@ impl Checker<'_> {
 mod tests {
     use std::path::{Path, PathBuf};
 
-    use crate::policy::{Secret, parse};
+    use crate::{Secret, parse};
 
     fn rules_file(tag: &str, text: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("policy-rules-{tag}-{}", std::process::id()));
