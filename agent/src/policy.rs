@@ -25,7 +25,8 @@ mod mcp;
 mod unix;
 pub use clients::{ANY_CLIENT, ClientMatch, ClientRule};
 pub use mcp::{
-    ArgCheck, ArgRule, Hook, Mcp, PII_KINDS, PoisonAction, SECRET_SHAPES, SecretShapes, ShapeAction,
+    ArgCheck, ArgRule, ControlAction, Hook, Mcp, PII_KINDS, PoisonAction, SECRET_SHAPES,
+    SecretShapes, ShapeAction,
 };
 
 /// The built-in default policy's TOML, shipped as `policies/default.toml` and embedded here.

@@ -33,10 +33,7 @@ use std::{
 };
 
 use mcp_guard::exec::record::{CallFacts, StoreCallSink};
-use mcp_guard::mcp::{
-    self, ProxyConfig, ProxyOutcome,
-    pins::{PinConfig, PoisonAction},
-};
+use mcp_guard::mcp::{self, ProxyConfig, ProxyOutcome, pins::PinConfig};
 use mcp_guard::store::StoreWriter;
 use mcp_guard_tests::npm_server;
 use tokio::{
@@ -350,7 +347,6 @@ async fn compare(server: Server) {
     cfg.pins = Some(PinConfig {
         state_dir: dir.clone(),
         policy: "bench".into(),
-        poison: PoisonAction::Block,
     });
     let chain = mcp::proxy::build_chain(&cfg).expect("chain");
     let (proxied, proxy) = through_proxy(server, &cfg, chain, dir.join("default.db")).await;
