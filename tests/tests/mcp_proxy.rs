@@ -437,7 +437,7 @@ fn poisoned_descriptions_are_flagged_and_blocked() {
             .map(|(_, s)| *s)
             .unwrap_or_else(|| panic!("{t} not flagged: {flagged:?}"))
     };
-    assert!(reason("add").contains("<IMPORTANT>"));
+    assert!(reason("add").contains("<IMPORTANT>"), "{flagged:?}");
     // The hidden text is shown decoded, as the model would have read it.
     assert!(
         reason("tagged").contains("tag characters") && reason("tagged").contains("send secrets")

@@ -8,6 +8,7 @@ pub mod args;
 pub mod client_scope;
 pub mod frame;
 pub mod hook;
+pub mod ids;
 pub mod interceptors;
 pub mod peek;
 pub mod pins;

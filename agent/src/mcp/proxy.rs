@@ -745,7 +745,7 @@ impl<K: CallSink> Core<K> {
                     self.max
                 );
                 tracing::warn!("from the client: {msg}");
-                let id = frame::sniff_id(&[&head, &tail]).unwrap_or(Value::Null);
+                let id = super::ids::oversized_id(&head, &tail).unwrap_or(Value::Null);
                 out.add(vec![Out::Client(line(frame::error_response(
                     &id,
                     frame::PARSE_ERROR,
@@ -768,11 +768,10 @@ impl<K: CallSink> Core<K> {
             Err(e) => {
                 self.stats.malformed_from_client += 1;
                 tracing::warn!("from the client: {e}");
-                out.add(vec![Out::Client(line(frame::error_response(
-                    &Value::Null,
+                out.add(vec![Out::Client(line(super::ids::refusal(
+                    &raw,
                     e.code(),
                     &format!("mcp-guard: {e}"),
-                    None,
                 )))]);
                 return;
             }
@@ -825,7 +824,7 @@ impl<K: CallSink> Core<K> {
                     self.max
                 );
                 tracing::warn!("{msg}; dropped");
-                out.add(self.fail_pending(frame::sniff_id(&[&head, &tail]), &msg));
+                out.add(self.fail_pending(super::ids::oversized_id(&head, &tail), &msg));
                 return;
             }
         };
@@ -840,12 +839,22 @@ impl<K: CallSink> Core<K> {
                 Err(e) => {
                     self.stats.malformed_from_server += 1;
                     tracing::warn!("malformed output from the server dropped: {e}");
-                    let head = &raw[..raw.len().min(frame::KEEP)];
-                    let tail = &raw[raw.len().saturating_sub(frame::KEEP)..];
-                    out.add(self.fail_pending(
-                        frame::sniff_id(&[head, tail]),
-                        &format!("mcp-guard: the server sent a malformed message: {e}"),
-                    ));
+                    let msg = format!("mcp-guard: the server sent a malformed message: {e}");
+                    // A request of the server's own is answered; a response fails the client's
+                    // request it answers (each of a batch).
+                    if super::ids::has_method(&raw) {
+                        out.add(vec![Out::Server(line(super::ids::refusal(
+                            &raw,
+                            e.code(),
+                            &msg,
+                        )))]);
+                    } else {
+                        let ids = super::ids::message_id(&raw)
+                            .map_or_else(|| super::ids::batch_ids(&raw), |id| vec![id]);
+                        for id in ids {
+                            out.add(self.fail_pending(Some(id), &msg));
+                        }
+                    }
                     return;
                 }
             };

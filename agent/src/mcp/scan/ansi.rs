@@ -233,7 +233,7 @@ impl Screen {
         });
         let how = self.moved.unwrap_or(Concealment::Overwritten);
         let (row, col) = (self.row, self.col);
-        let old = std::mem::replace(self.cell(row, col), Some(id));
+        let old = self.cell(row, col).replace(id);
         if let Some(old) = old {
             // Written over with the same visible character: nothing is lost to the eye.
             if self.printed[old].ch == ch && !invisible {

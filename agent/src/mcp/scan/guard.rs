@@ -145,17 +145,28 @@ impl ScanGuard {
         };
         let what = describe(&flags);
         let summary = format!("tool {name:?} has a poisoned {what}");
-        self.act(ctx, rule, Some(&name), summary, tool, &flags, changed)
+        let brief = format!("tool {name:?} has a poisoned {}", channels(&flags));
+        self.act(
+            ctx,
+            rule,
+            Some(&name),
+            (summary, brief),
+            tool,
+            &flags,
+            changed,
+        )
     }
 
-    /// Applies the strictest action of the flagged channels to `v`; returns why it is blocked.
+    /// Applies the strictest action of the flagged channels to `v`; returns why it is blocked,
+    /// for the client. The report gets `summary` (with the evidence); the client only `brief`,
+    /// since quoting the evidence would hand the model the very text that was kept from it.
     #[allow(clippy::too_many_arguments)]
     fn act(
         &self,
         ctx: &mut Ctx<'_>,
         rule: &str,
         tool: Option<&str>,
-        summary: String,
+        (summary, brief): (String, String),
         v: &mut Value,
         flags: &[Flag],
         changed: &mut bool,
@@ -186,12 +197,12 @@ impl ScanGuard {
                         tool,
                         format!("{summary}; blocked (cannot be stripped)"),
                     );
-                    Some(summary)
+                    Some(brief)
                 }
             },
             Action::Block | Action::Fail => {
                 ctx.report(rule, tool, format!("{summary}; blocked"));
-                Some(summary)
+                Some(brief)
             }
         }
     }
@@ -257,16 +268,14 @@ impl ScanGuard {
                 self.blocked.remove(&name);
                 continue;
             }
-            let summary = format!(
-                "{} {name:?} has a poisoned {}",
-                key.trim_end_matches('s'),
-                describe(&flags)
-            );
+            let kind = key.trim_end_matches('s');
+            let summary = format!("{kind} {name:?} has a poisoned {}", describe(&flags));
+            let brief = format!("{kind} {name:?} has a poisoned {}", channels(&flags));
             match self.act(
                 ctx,
                 "prompt-poisoning",
                 None,
-                summary,
+                (summary, brief),
                 item,
                 &flags,
                 &mut changed,
@@ -306,19 +315,20 @@ impl ScanGuard {
         let flags = walk::scan(body, &walk::result_spots(body), &self.neighbours);
         if !flags.is_empty() {
             let summary = format!("the {what} is poisoned: {}", reasons(&flags));
+            let brief = format!("the {what} is poisoned (the alert names what was found)");
             if self.config.results == Action::Fail {
                 ctx.report(
                     "result-poisoning",
                     tool.as_deref(),
                     format!("{summary}; the call failed"),
                 );
-                return Verdict::Deny(Denial::policy(format!("mcp-guard: refused: {summary}")));
+                return Verdict::Deny(Denial::policy(format!("mcp-guard: refused: {brief}")));
             }
             if let Some(why) = self.act(
                 ctx,
                 "result-poisoning",
                 tool.as_deref(),
-                summary,
+                (summary, brief),
                 body,
                 &flags,
                 &mut changed,
@@ -350,11 +360,16 @@ fn verdict(changed: bool, hidden: &[String]) -> Verdict {
 
 /// "description (score 2.1: reason; reason)", per flagged channel.
 fn describe(flags: &[Flag]) -> String {
+    format!("{}: {}", channels(flags), reasons(flags))
+}
+
+/// "description and schema": the flagged channels.
+fn channels(flags: &[Flag]) -> String {
     let mut channels: Vec<Channel> = flags.iter().map(|f| f.spot.channel).collect();
     channels.sort();
     channels.dedup();
     let names: Vec<&str> = channels.iter().map(|c| c.name()).collect();
-    format!("{}: {}", names.join(" and "), reasons(flags))
+    names.join(" and ")
 }
 
 fn reasons(flags: &[Flag]) -> String {
@@ -506,7 +521,7 @@ impl ScanGuard {
                     ctx,
                     "tool-poisoning",
                     None,
-                    summary,
+                    (summary, String::new()),
                     result,
                     &flags,
                     &mut changed,

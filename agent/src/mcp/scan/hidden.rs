@@ -287,6 +287,29 @@ pub fn fold(s: &str) -> String {
         .collect()
 }
 
+/// The part of `s` that folds to the bytes `range` of `fold(s)`: evidence shown as the server
+/// wrote it. `None` when the range does not start and end on a folded character's bounds.
+pub fn unfolded(s: &str, range: std::ops::Range<usize>) -> Option<&str> {
+    if s.is_ascii() {
+        return s.get(range);
+    }
+    let (mut at, mut start) = (0, None);
+    for (i, c) in s.char_indices() {
+        if at == range.start && start.is_none() {
+            start = Some(i);
+        }
+        if at >= range.end {
+            return start.and_then(|b| s.get(b..i)).filter(|_| at == range.end);
+        }
+        let twin = ascii_twin(c).unwrap_or(c);
+        at += twin.to_lowercase().map(char::len_utf8).sum::<usize>();
+    }
+    if at == range.end {
+        return start.and_then(|b| s.get(b..));
+    }
+    None
+}
+
 static HTML_COMMENT: LazyLock<Option<Regex>> =
     LazyLock::new(|| Regex::new(r"(?s)<!--(.*?)(?:-->|\z)").ok());
 static CSS_HIDDEN: LazyLock<Option<Regex>> = LazyLock::new(|| {
@@ -414,6 +437,19 @@ mod tests {
     fn folding_reads_look_alikes_as_ascii() {
         assert_eq!(fold("ＩＧＮＯＲＥ рrevious"), "ignore previous");
         assert_eq!(fold("Ignore"), "ignore");
+    }
+
+    #[test]
+    fn evidence_maps_back_to_the_text_as_written() {
+        let s = "Note: <IMPORTANT> ＩＧＮＯＲＥ рrevious";
+        let f = fold(s);
+        let at = |w: &str| f.find(w).map(|a| a..a + w.len()).expect(w);
+        assert_eq!(unfolded(s, at("<important>")), Some("<IMPORTANT>"));
+        assert_eq!(
+            unfolded(s, at("ignore previous")),
+            Some("ＩＧＮＯＲＥ рrevious")
+        );
+        assert_eq!(unfolded("İx", 1..3), None, "inside a folded character");
     }
 
     #[test]

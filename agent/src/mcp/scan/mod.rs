@@ -83,6 +83,8 @@ impl TextScan {
 struct Views {
     /// What the model reads, folded for the rules (smuggled text appended).
     model: String,
+    /// The same before folding (evidence is quoted from it).
+    raw: String,
     /// What a person sees (escapes applied, invisible characters and hidden markup removed).
     visible: String,
     /// Hiding found: (weight, reason).
@@ -227,6 +229,7 @@ fn views(s: &str, role: Role, channel: Channel) -> Views {
     }
     Views {
         model: hidden::fold(&model),
+        raw: model,
         visible,
         hiding,
         controls,
@@ -288,7 +291,9 @@ pub fn scan_text(s: &str, role: Role, channel: Channel, n: &Neighbours) -> TextS
         reasons.push(what.clone());
     }
     if w.score >= 0.5 || score >= THRESHOLD {
-        for (c, example) in &w.reasons {
+        for (c, example, range) in &w.reasons {
+            // Quoted as the server wrote it where the folding maps back.
+            let example = hidden::unfolded(&v.raw, range.clone()).unwrap_or(example);
             reasons.push(if example.is_empty() {
                 c.describe().to_string()
             } else {
@@ -300,10 +305,9 @@ pub fn scan_text(s: &str, role: Role, channel: Channel, n: &Neighbours) -> TextS
         score,
         reasons,
         controls: v.controls,
-        about_other_servers: w
-            .reasons
-            .iter()
-            .any(|(c, _)| matches!(c, rules::Concept::ForeignTool | rules::Concept::OtherServer)),
+        about_other_servers: w.reasons.iter().any(|(c, _, _)| {
+            matches!(c, rules::Concept::ForeignTool | rules::Concept::OtherServer)
+        }),
     }
 }
 
@@ -339,7 +343,7 @@ pub fn strip_text(
         }
         let mut kept = String::new();
         for (orig, f) in spans.iter().zip(&folded_spans) {
-            if f.start >= w.span.start && f.end <= w.span.end.max(f.start) {
+            if w.sentences.contains(f) {
                 let cut = text[orig.clone()].trim();
                 if !cut.is_empty() {
                     removed.push(format!("removed {}", short(cut)));

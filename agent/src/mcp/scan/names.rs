@@ -104,7 +104,7 @@ pub fn mentions(folded: &str, n: &Neighbours) -> Vec<Hit> {
                 let left = folded[..at].trim_end();
                 let as_tool = after == Some('(')
                     || right.starts_with("tool")
-                    || ["call", "use", "invoke", "call the", "use the", "invoke the"]
+                    || ["call", "invoke", "call the", "invoke the"]
                         .iter()
                         .any(|v| left.ends_with(v));
                 if !as_tool {
@@ -178,6 +178,7 @@ mod tests {
         assert_eq!(spans("search the web for pages"), 0);
         assert_eq!(spans("use the search tool first"), 1);
         assert_eq!(spans("an optional `search` term"), 0, "a parameter");
+        assert_eq!(spans("use search for discovery"), 0, "a parameter");
         assert_eq!(spans("call create_issue after"), 0, "own tool");
     }
 }

@@ -409,10 +409,11 @@ pub fn names_secret_file(folded: &str) -> bool {
 pub struct Window {
     /// The window's score (1.0 and up: poisoned).
     pub score: f32,
-    /// The concepts that count, strongest first, each with an example of what matched.
-    pub reasons: Vec<(Concept, String)>,
-    /// The sentences of the window.
-    pub span: Range<usize>,
+    /// The concepts that count, strongest first, each with an example of what matched (and its
+    /// byte range in the scored text).
+    pub reasons: Vec<(Concept, String, Range<usize>)>,
+    /// The sentences of the window that hold what scored.
+    pub sentences: Vec<Range<usize>>,
 }
 
 /// Sentence boundaries of `text`: each sentence's byte range (ends of lines, and `.`, `!` or
@@ -476,19 +477,27 @@ pub fn score(text: &str, hits: &[Hit]) -> Window {
         }
         let s = combine(&w);
         if s > best.score {
-            let mut reasons: Vec<(f32, Concept, String)> = ALL
+            let mut reasons: Vec<(f32, Concept, String, Range<usize>)> = ALL
                 .iter()
                 .filter(|c| w[**c as usize] > 0.0)
                 .map(|c| {
                     let r = ex[*c as usize].clone().unwrap_or(0..0);
-                    (w[*c as usize], *c, text.get(r).unwrap_or("").to_string())
+                    let t = text.get(r.clone()).unwrap_or("").to_string();
+                    (w[*c as usize], *c, t, r)
                 })
                 .collect();
             reasons.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let scored = |k: usize| per[k].iter().any(|w| *w > 0.0);
+            let mut sentences: Vec<Range<usize>> = [i, j]
+                .iter()
+                .filter(|k| scored(**k))
+                .map(|k| spans[*k].clone())
+                .collect();
+            sentences.dedup();
             best = Window {
                 score: s,
-                reasons: reasons.into_iter().map(|(_, c, t)| (c, t)).collect(),
-                span: spans[i].start..spans[j].end,
+                reasons: reasons.into_iter().map(|(_, c, t, r)| (c, t, r)).collect(),
+                sentences,
             };
         }
     }
