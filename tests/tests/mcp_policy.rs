@@ -146,6 +146,18 @@ fn session(
     server: &[String],
     actions: &Value,
 ) -> Value {
+    session_named(scene, policy, None, client, server, actions)
+}
+
+/// [`session`] with the server named `name` (`exec --name`) instead of after the policy.
+fn session_named(
+    scene: &Scene,
+    policy: &Path,
+    name: Option<&str>,
+    client: &str,
+    server: &[String],
+    actions: &Value,
+) -> Value {
     let n = std::fs::read_dir(&scene.dir).map_or(0, Iterator::count);
     let acts = scene.dir.join(format!("actions-{n}.json"));
     let out = scene.dir.join(format!("out-{n}.json"));
@@ -160,6 +172,7 @@ fn session(
         .arg(scene.state(policy))
         .args(["exec", "--policy"])
         .arg(policy)
+        .args(name.iter().flat_map(|n| ["--name", n]))
         .arg("--")
         .args(server)
         .output()
@@ -508,6 +521,67 @@ fn a_poisoned_server_gets_each_channels_action() {
         got[3]
     );
     assert!(!got[3].to_string().contains("netrc"), "{}", got[3]);
+}
+
+/// Two servers under one state dir (one policy): the filesystem server first, then a server
+/// with a tool of the same name, a look-alike of one of its tools and a tool whose description
+/// steers its `read_text_file`. The same name is normal and stays; the look-alike and the
+/// steering are shadowing, hidden and refused, and the alerts say which tool they imitate/steer.
+#[test]
+fn shadowing_is_behaviour_not_a_shared_name() {
+    let scene = scene("shadow");
+    let root = scene.dir.join("root");
+    std::fs::create_dir_all(&root).expect("root");
+    give_to_server_user(&root);
+    let shared = policy(&scene, "shadow", &[&root], "[tools]\n");
+    let fs = session_named(
+        &scene,
+        &shared,
+        Some("files"),
+        "ide",
+        &filesystem(&root),
+        &json!([{"op": "list_tools"}]),
+    );
+    let fs_tools = tool_names(&fs[1]);
+    assert!(
+        ["read_file", "read_text_file", "write_file"]
+            .iter()
+            .all(|t| fs_tools.contains(&t.to_string())),
+        "{fs_tools:?}"
+    );
+    let got = session_named(
+        &scene,
+        &shared,
+        Some("notes"),
+        "ide",
+        &tricky("shadow"),
+        &json!([
+            {"op": "list_tools"},
+            {"op": "call", "tool": "read_file", "args": {"message": "same name"}},
+            {"op": "call", "tool": "write_fiIe", "args": {"message": "x"}},
+            {"op": "call", "tool": "sync_notes", "args": {"message": "x"}},
+        ]),
+    );
+    let mut names = tool_names(&got[1]);
+    names.sort();
+    assert_eq!(names, vec!["echo", "read_file"]);
+    assert_eq!(text(&got[2]), "same name");
+    refused(&got[3], "write_fiIe");
+    refused(&got[4], "sync_notes");
+    let alerts = mcp_guard_json(&scene, &shared, &["alerts", "--json"]);
+    let shadowing = |tool: &str, needle: &str| {
+        alerts.iter().any(|a| {
+            a["rule"] == "tool-shadowing"
+                && a["tool"] == tool
+                && a["summary"].as_str().is_some_and(|s| s.contains(needle))
+        })
+    };
+    assert!(shadowing("write_fiIe", "write_file"), "{alerts:#?}");
+    assert!(shadowing("sync_notes", "read_text_file"), "{alerts:#?}");
+    assert!(
+        !alerts.iter().any(|a| a["tool"] == "read_file"),
+        "a shared name is no alert: {alerts:#?}"
+    );
 }
 
 #[test]
