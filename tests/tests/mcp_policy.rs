@@ -526,7 +526,8 @@ fn a_poisoned_server_gets_each_channels_action() {
 /// Two servers under one state dir (one policy): the filesystem server first, then a server
 /// with a tool of the same name, a look-alike of one of its tools and a tool whose description
 /// steers its `read_text_file`. The same name is normal and stays; the look-alike and the
-/// steering are shadowing, hidden and refused, and the alerts say which tool they imitate/steer.
+/// steering are shadowing, hidden and refused, and the alerts say which tool they imitate/steer
+/// (once per session, however often the client lists the tools).
 #[test]
 fn shadowing_is_behaviour_not_a_shared_name() {
     let scene = scene("shadow");
@@ -560,6 +561,7 @@ fn shadowing_is_behaviour_not_a_shared_name() {
             {"op": "call", "tool": "read_file", "args": {"message": "same name"}},
             {"op": "call", "tool": "write_fiIe", "args": {"message": "x"}},
             {"op": "call", "tool": "sync_notes", "args": {"message": "x"}},
+            {"op": "list_tools"},
         ]),
     );
     let mut names = tool_names(&got[1]);
@@ -577,6 +579,16 @@ fn shadowing_is_behaviour_not_a_shared_name() {
         })
     };
     assert!(shadowing("write_fiIe", "write_file"), "{alerts:#?}");
+    // Listed twice, alerted once.
+    assert_eq!(tool_names(&got[5]).len(), 2);
+    assert_eq!(
+        alerts
+            .iter()
+            .filter(|a| a["rule"] == "tool-shadowing" && a["tool"] == "write_fiIe")
+            .count(),
+        1,
+        "{alerts:#?}"
+    );
     assert!(shadowing("sync_notes", "read_text_file"), "{alerts:#?}");
     assert!(
         !alerts.iter().any(|a| a["tool"] == "read_file"),

@@ -5,7 +5,11 @@
 //! state dir by every other (policy, server) that has run there. A server's tools are never
 //! hidden for sharing a name with those; a look-alike name or text that steers them is a finding.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{
+    collections::{HashMap, HashSet},
+    hash::{DefaultHasher, Hash, Hasher},
+    path::PathBuf,
+};
 
 use serde_json::Value;
 
@@ -89,6 +93,9 @@ pub struct ScanGuard {
     screen: Screen,
     /// Tools, prompts and resources refused, with why.
     blocked: HashMap<String, String>,
+    /// Findings reported this session, by (rule, tool, summary): a listing fetched again or the
+    /// same poisoned result raises its alert once. Hashes, so a session's memory stays small.
+    reported: HashSet<u64>,
 }
 
 impl ScanGuard {
@@ -99,6 +106,7 @@ impl ScanGuard {
             screen: Screen::new(std::iter::empty()),
             neighbours: Neighbours::default(),
             blocked: HashMap::new(),
+            reported: HashSet::new(),
             config,
         };
         g.reload();
@@ -123,6 +131,22 @@ impl ScanGuard {
             self.screen = Screen::new(foreign.iter().map(|(_, t)| t.as_str()));
             self.neighbours.foreign = foreign;
         }
+    }
+
+    /// Reports a finding unless this session reported the same one already.
+    fn report(&mut self, ctx: &mut Ctx<'_>, rule: &str, tool: Option<&str>, summary: String) {
+        /// Beyond this many distinct findings a session reports every one again.
+        const KEPT: usize = 10_000;
+        let mut h = DefaultHasher::new();
+        (rule, tool, &summary).hash(&mut h);
+        let key = h.finish();
+        if self.reported.contains(&key) {
+            return;
+        }
+        if self.reported.len() < KEPT {
+            self.reported.insert(key);
+        }
+        ctx.report(rule, tool, summary);
     }
 
     /// Scans one listed tool; reports; returns why it must be hidden, if it must.
@@ -162,7 +186,7 @@ impl ScanGuard {
     /// since quoting the evidence would hand the model the very text that was kept from it.
     #[allow(clippy::too_many_arguments)]
     fn act(
-        &self,
+        &mut self,
         ctx: &mut Ctx<'_>,
         rule: &str,
         tool: Option<&str>,
@@ -178,13 +202,14 @@ impl ScanGuard {
             .unwrap_or(Action::Alert);
         match action {
             Action::Alert => {
-                ctx.report(rule, tool, format!("{summary}; passed (alert only)"));
+                self.report(ctx, rule, tool, format!("{summary}; passed (alert only)"));
                 None
             }
             Action::Strip => match walk::strip(v, flags, &self.neighbours) {
                 Some(removed) => {
                     *changed = true;
-                    ctx.report(
+                    self.report(
+                        ctx,
                         rule,
                         tool,
                         format!("{summary}; stripped: {}", removed.join("; ")),
@@ -192,7 +217,8 @@ impl ScanGuard {
                     None
                 }
                 None => {
-                    ctx.report(
+                    self.report(
+                        ctx,
                         rule,
                         tool,
                         format!("{summary}; blocked (cannot be stripped)"),
@@ -201,7 +227,7 @@ impl ScanGuard {
                 }
             },
             Action::Block | Action::Fail => {
-                ctx.report(rule, tool, format!("{summary}; blocked"));
+                self.report(ctx, rule, tool, format!("{summary}; blocked"));
                 Some(brief)
             }
         }
@@ -209,7 +235,7 @@ impl ScanGuard {
 
     /// Neutralises escapes in `v`; reports text a terminal would have hidden.
     fn neutralise(
-        &self,
+        &mut self,
         ctx: &mut Ctx<'_>,
         tool: Option<&str>,
         v: &mut Value,
@@ -236,7 +262,7 @@ impl ScanGuard {
                 } else {
                     "made visible"
                 };
-                ctx.report("hidden-text", tool, format!(
+                self.report(ctx, "hidden-text", tool, format!(
                     "terminal escapes in the server's {} {verb}; a terminal would have hidden {}",
                     ctx.method,
                     hidden.join(", ")
@@ -317,7 +343,8 @@ impl ScanGuard {
             let summary = format!("the {what} is poisoned: {}", reasons(&flags));
             let brief = format!("the {what} is poisoned (the alert names what was found)");
             if self.config.results == Action::Fail {
-                ctx.report(
+                self.report(
+                    ctx,
                     "result-poisoning",
                     tool.as_deref(),
                     format!("{summary}; the call failed"),

@@ -229,7 +229,7 @@ fn rules() -> Vec<(Concept, f32, String)> {
         r(
             Bypass,
             0.6,
-            r"\bwithout\s+(?:asking|confirmation|confirming|approval|permission|consent|prompting)\b|\b(?:never|don'?t|do\s+not|no\s+need\s+to|need\s+not)\s+(?:ask|pause|wait|check)\s+(?:the\s+user\s+)?(?:for\s+)?(?:approval|confirmation|permission|consent|again|first|questions)\b|\b(?:needs?|requires?)\s+no\s+(?:confirmation|approval|permission)\b|\bask\s+no\s+questions\b|\bno\s+need\s+to\s+ask\b|\b(?:skip|bypass)\s+(?:all\s+|any\s+|the\s+)?(?:confirmation|approval|review)s?(?:\s+steps?|\s+prompts?)?\b",
+            r"\bwithout\s+(?:asking|confirmation|confirming|approval|permission|consent|prompting)\b|\b(?:never|don'?t|do\s+not|no\s+need\s+to|need\s+not)\s+(?:ask|pause|wait|check)\s+(?:the\s+user\s+)?(?:for\s+)?(?:approval|confirmation|permission|consent|again|first|questions)\b|\b(?:needs?|requires?)\s+no\s+(?:confirmation|approval|permission)\b|\bask\s+no\s+questions\b|\bno\s+need\s+to\s+ask\b|\b(?:skip|bypass)\s+(?:all\s+|any\s+|the\s+)?(?:confirmation|approval|review)s?(?:\s+steps?|\s+prompts?)?\b|\b(?:confirmation|approval|permission)s?(?:\s+(?:prompts?|dialogs?|steps?|checks?))?\s+(?:are|is|have\s+been|has\s+been)\s+(?:now\s+)?(?:disabled|off|turned\s+off|skipped|not\s+(?:needed|required))\b",
         ),
         r(
             Override,
@@ -254,7 +254,7 @@ fn rules() -> Vec<(Concept, f32, String)> {
         r(
             SecretFile,
             0.4,
-            r"\bid[_ ](?:rsa|dsa|ecdsa|ed25519)\b|\bauthorized[_ ]keys\b|\bknown[_ ]hosts\b|\.aws/credentials\b|\baws[_ ]credentials\b|\.netrc\b|\.git-credentials\b|\.npmrc\b|\.pypirc\b|\.docker/config\.json\b|\.kube/config\b|\.gnupg\b|/etc/(?:shadow|passwd|sudoers|gshadow)\b|\b(?:bash|zsh|sh|python|node_repl|mysql|psql)_history\b|\.config/(?:gh|gcloud|google-chrome|chromium|mozilla|bravesoftware|hub)\b|\bcredentials\.(?:db|json)\b|\blogin\s+data\b|\bcookies?\s+(?:database|db|file)\b|\b(?:session|browser)\s+cookies?\b|\bkeychain\b|\bwallet\.dat\b|\bmcp\.json\b|claude_desktop_config|\bsecrets?\.(?:ya?ml|json|toml|md)\b|\bhosts\.yml\b|/proc/self/environ|://(?:credentials|secrets?)\b|\bpasswords?\s+file\b|\bsaved\s+passwords\b",
+            r"\bid[_ ](?:rsa|dsa|ecdsa|ed25519)\b|\bauthorized[_ ]keys\b|\bknown[_ ]hosts\b|\.aws/credentials\b|\baws[_ ]credentials\b|\.netrc\b|\.git-credentials\b|\.npmrc\b|\.pypirc\b|\.docker/config\.json\b|\.kube/config\b|\.gnupg\b|/etc/(?:shadow|passwd|sudoers|gshadow)\b|\b(?:bash|zsh|sh|python|node_repl|mysql|psql)_history\b|\.config/(?:gh|gcloud|google-chrome|chromium|mozilla|bravesoftware|hub)\b|\bcredentials\.(?:db|json)\b|\blogin\s+data\b|\bcookies?\s+(?:database|db|file)\b|\b(?:session|browser)\s+cookies?\b|\bkeychain\b|\bwallet\.dat\b|\bmcp\.json\b|claude_desktop_config|\bsecrets?\.(?:ya?ml|json|toml|md)\b|\bhosts\.yml\b|/proc/self/environ|://(?:credentials|secrets?)\b|\bpasswords?\s+file\b|\bsaved\s+passwords\b|\bcontents?\s+of\s+(?:the\s+|your\s+|a\s+)?[\w./~-]*\.env\b",
         ),
         r(
             SecretFile,
@@ -550,8 +550,10 @@ fn combine(w: &[f32; N]) -> f32 {
     if has(Exec) && any(&[Read, Move]) {
         s += 0.3;
     }
+    // A secret beside a destination, with no verb that moves it, describes (a phishing report
+    // quoting its lure); with one it is the attack, scored above.
     if secret && has(External) {
-        s += 0.3;
+        s += 0.25;
     }
     // Below the threshold even with a read and a send: a destination in an instruction is
     // ordinary ("send the report to bob@example.com").
