@@ -13,7 +13,7 @@ use std::{
 };
 
 use mcp_guard::mcp::{self, ProxyConfig, pins::PinConfig, session::MemorySink};
-use mcp_guard::names::StateKey;
+use mcp_guard_model::names::StateKey;
 use mcp_guard_tests::{fixture, npm_server, python};
 use serde_json::{Value, json};
 use tokio::{

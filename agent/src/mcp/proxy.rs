@@ -85,14 +85,14 @@ impl ProxyConfig {
     /// (their resolved `values`, by variable name) redacted from server output, and tool pinning
     /// in `<state_dir>/pins/<policy>`.
     pub fn from_policy(
-        policy: &crate::policy::Policy,
+        policy: &mcp_guard_policy::Policy,
         server: &str,
         state_dir: &std::path::Path,
         secret_values: Vec<(String, String)>,
     ) -> Self {
         use super::args::{ArgCheck, ArgRule};
         use super::scan::{guard::Action, walk::Controls};
-        use crate::policy::{ArgCheck as P, ControlAction as C, PoisonAction as PP};
+        use mcp_guard_policy::{ArgCheck as P, ControlAction as C, PoisonAction as PP};
         let mut c = Self::new(server);
         let mcp = &policy.mcp;
         c.max_message_bytes = usize::try_from(mcp.max_message_size).unwrap_or(usize::MAX);
@@ -148,7 +148,7 @@ impl ProxyConfig {
                 C::Visible => Controls::Visible,
                 C::Keep => Controls::Keep,
             },
-            state: crate::names::StateKey::new(&policy.name, server)
+            state: mcp_guard_model::names::StateKey::new(&policy.name, server)
                 .ok()
                 .map(|k| (state_dir.to_path_buf(), k)),
             foreign: Vec::new(),

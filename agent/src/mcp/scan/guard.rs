@@ -18,10 +18,8 @@ use super::{
     screen::Screen,
     walk::{self, Controls, Flag},
 };
-use crate::{
-    mcp::interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict, retain_tools},
-    names::StateKey,
-};
+use crate::mcp::interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict, retain_tools};
+use mcp_guard_model::names::StateKey;
 
 /// What to do with a poisoned channel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
