@@ -2,7 +2,8 @@
 //! `cargo test --release -p mcp-guard-tests --test mcp_bench -- --ignored --nocapture`
 //!
 //! 10k small `tools/call` round trips to an echo tool, direct vs. through the proxy with the
-//! default interceptors (tool access, pins, argument schema check, secret shapes) in one run, and
+//! default interceptors (tool access, pins, the poisoning scanner, argument schema check, secret
+//! shapes; and the same without the scanner, for its cost) in one run, and
 //! sustained pipelined throughput; prints p50/p99 added latency, the proxy's own time per message
 //! (line read to forwarded bytes written, measured inside the proxy: the rest of the added
 //! latency is the extra pipe hops and wakeups), the throughput ratio (also without
@@ -33,10 +34,7 @@ use std::{
 };
 
 use mcp_guard::exec::record::{CallFacts, StoreCallSink};
-use mcp_guard::mcp::{
-    self, ProxyConfig, ProxyOutcome,
-    pins::{PinConfig, PoisonAction},
-};
+use mcp_guard::mcp::{self, ProxyConfig, ProxyOutcome, pins::PinConfig};
 use mcp_guard_store::StoreWriter;
 use mcp_guard_tests::npm_server;
 use tokio::{
@@ -350,10 +348,19 @@ async fn compare(server: Server) {
     cfg.pins = Some(PinConfig {
         state_dir: dir.clone(),
         policy: "bench".into(),
-        poison: PoisonAction::Block,
     });
     let chain = mcp::proxy::build_chain(&cfg).expect("chain");
     let (proxied, proxy) = through_proxy(server, &cfg, chain, dir.join("default.db")).await;
+    // The default interceptors without the poisoning scanner: the chain before it existed.
+    let mut unscanned_cfg = cfg.clone();
+    unscanned_cfg.scan = None;
+    unscanned_cfg.pins = Some(PinConfig {
+        state_dir: dir.join("unscanned"),
+        policy: "bench".into(),
+    });
+    let chain = mcp::proxy::build_chain(&unscanned_cfg).expect("chain");
+    let (unscanned, unscanned_proxy) =
+        through_proxy(server, &unscanned_cfg, chain, dir.join("unscanned.db")).await;
     // The same without interceptors: what framing, parsing, session tracking and the plumbing
     // cost on their own.
     let (bare, bare_proxy) = through_proxy(
@@ -363,7 +370,7 @@ async fn compare(server: Server) {
         dir.join("bare.db"),
     )
     .await;
-    let mut conns = [direct, proxied, bare];
+    let mut conns = [direct, proxied, bare, unscanned];
 
     let (round_trips, pipelined) = counts();
     for b in 0..BLOCKS {
@@ -373,7 +380,11 @@ async fn compare(server: Server) {
                 .await;
         }
     }
-    let cpu_before = [clock_time(proxy.clock), clock_time(bare_proxy.clock)];
+    let cpu_before = [
+        clock_time(proxy.clock),
+        clock_time(bare_proxy.clock),
+        clock_time(unscanned_proxy.clock),
+    ];
     for b in 0..BLOCKS {
         for k in 0..conns.len() {
             conns[(b + k) % conns.len()]
@@ -384,17 +395,19 @@ async fn compare(server: Server) {
     let per_call = |clock, before: Duration| {
         (clock_time(clock) - before) / (pipelined / BLOCKS * BLOCKS) as u32
     };
-    let (cpu, bare_cpu) = (
+    let (cpu, bare_cpu, unscanned_cpu) = (
         per_call(proxy.clock, cpu_before[0]),
         per_call(bare_proxy.clock, cpu_before[1]),
+        per_call(unscanned_proxy.clock, cpu_before[2]),
     );
-    let [direct, proxied, bare] = conns;
+    let [direct, proxied, bare, unscanned] = conns;
     let (d_lat, d_rates) = (direct.lat, direct.rates);
     let (mut p_lat, p_rates) = (proxied.lat.clone(), proxied.rates.clone());
     let b_rates = bare.rates.clone();
     let measured = p_lat.len();
     let (requests, responses) = proxy.finish(proxied, measured).await;
     bare_proxy.finish(bare, 0).await;
+    unscanned_proxy.finish(unscanned, 0).await;
     // The records really went to SQLite (not dropped for a store that would not open).
     let sent = (round_trips + pipelined) as u64;
     let stored = || {
@@ -460,6 +473,11 @@ async fn compare(server: Server) {
         "proxy CPU per pipelined call (request + response): {:.2} us with the default interceptors, {:.2} us without",
         us(cpu),
         us(bare_cpu)
+    );
+    println!(
+        "  without the poisoning scanner {:.2} us: the scanner costs {:.2}x",
+        us(unscanned_cpu),
+        us(cpu) / us(unscanned_cpu)
     );
     println!("calls recorded in the proxied path's store: {recorded} of {sent}");
 }

@@ -146,6 +146,18 @@ fn session(
     server: &[String],
     actions: &Value,
 ) -> Value {
+    session_named(scene, policy, None, client, server, actions)
+}
+
+/// [`session`] with the server named `name` (`exec --name`) instead of after the policy.
+fn session_named(
+    scene: &Scene,
+    policy: &Path,
+    name: Option<&str>,
+    client: &str,
+    server: &[String],
+    actions: &Value,
+) -> Value {
     let n = std::fs::read_dir(&scene.dir).map_or(0, Iterator::count);
     let acts = scene.dir.join(format!("actions-{n}.json"));
     let out = scene.dir.join(format!("out-{n}.json"));
@@ -160,6 +172,7 @@ fn session(
         .arg(scene.state(policy))
         .args(["exec", "--policy"])
         .arg(policy)
+        .args(name.iter().flat_map(|n| ["--name", n]))
         .arg("--")
         .args(server)
         .output()
@@ -342,16 +355,30 @@ fn poisoned_descriptions_stripped_or_only_alerted_by_policy() {
     );
     let got = session(&scene, &strip, "ide", &tricky("poison"), &actions);
     let tools = got[1]["tools"].as_array().expect("tools");
-    let names = tool_names(&got[1]);
-    // Invisible characters and ANSI escapes are strippable; hidden instructions are not.
-    assert!(names.contains(&"tagged".to_string()) && names.contains(&"bidi".to_string()));
-    assert!(!names.contains(&"add".to_string()), "{names:?}");
-    let tagged = tools
-        .iter()
-        .find(|t| t["name"] == "tagged")
-        .expect("tagged");
-    assert_eq!(tagged["description"], "Looks harmless.");
+    // Hidden text and the sentences that carry the attack are taken out; the rest stays.
+    let description = |name: &str| {
+        tools
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} hidden: {tools:?}"))["description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(description("add"), "Adds.");
+    assert_eq!(description("tagged"), "Looks harmless.");
+    assert_eq!(description("ansi"), "Shows a color.");
+    assert_eq!(description("bidi"), "Reverses text.");
     assert_eq!(text(&got[2]), "x");
+    let alerts = mcp_guard_json(&scene, &strip, &["alerts", "--json"]);
+    assert!(
+        alerts.iter().any(|a| a["rule"] == "tool-poisoning"
+            && a["tool"] == "add"
+            && a["summary"]
+                .as_str()
+                .is_some_and(|s| s.contains("stripped") && s.contains("id_rsa"))),
+        "the finding shows what was removed: {alerts:#?}"
+    );
 
     let alert = policy(
         &scene,
@@ -369,6 +396,203 @@ fn poisoned_descriptions_stripped_or_only_alerted_by_policy() {
             .count()
             >= 4,
         "{alerts:#?}"
+    );
+}
+
+/// A server whose description, schema, results and prompts are poisoned, under three policies:
+/// each channel gets the action its key names, and the alerts name the tool and the reason.
+#[test]
+fn a_poisoned_server_gets_each_channels_action() {
+    let scene = scene("channels");
+    let actions = json!([
+        {"op": "list_tools"},
+        {"op": "call", "tool": "add", "args": {"message": "x"}},
+        {"op": "call", "tool": "fetch_page", "args": {"message": "x"}},
+        {"op": "list_prompts"},
+        {"op": "call", "tool": "echo", "args": {"message": "plain"}},
+    ]);
+    let names = |got: &Value| {
+        let mut n = tool_names(&got[1]);
+        n.sort();
+        n
+    };
+    let alerts = |policy: &Path| mcp_guard_json(&scene, policy, &["alerts", "--json"]);
+    let has = |alerts: &[Value], rule: &str, tool: Option<&str>, needle: &str| {
+        alerts.iter().any(|a| {
+            a["rule"] == rule
+                && tool.is_none_or(|t| a["tool"] == t)
+                && a["summary"].as_str().is_some_and(|s| s.contains(needle))
+        })
+    };
+
+    // Defaults: definitions and schemas blocked, results stripped, prompts hidden.
+    let defaults = policy(&scene, "channels-default", &[], "[tools]\n");
+    let got = session(&scene, &defaults, "ide", &tricky("poisoned"), &actions);
+    assert_eq!(names(&got), vec!["echo", "fetch_page"]);
+    refused(&got[2], "poisoned");
+    let page = text(&got[3]);
+    assert!(
+        page.contains("Welcome to the docs") && page.contains("Install with pip"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("netrc") && !page.contains("curl") && !page.contains('\u{1b}'),
+        "{page}"
+    );
+    let prompts: Vec<&str> = got[4]["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(prompts, vec!["summarize"]);
+    assert_eq!(text(&got[5]), "plain");
+    let a = alerts(&defaults);
+    assert!(
+        has(&a, "tool-poisoning", Some("add"), "<IMPORTANT>"),
+        "{a:#?}"
+    );
+    assert!(
+        has(&a, "tool-poisoning", Some("convert"), "schema"),
+        "{a:#?}"
+    );
+    assert!(
+        has(&a, "result-poisoning", Some("fetch_page"), "stripped"),
+        "{a:#?}"
+    );
+    assert!(
+        has(&a, "result-poisoning", Some("fetch_page"), "netrc"),
+        "{a:#?}"
+    );
+    assert!(has(&a, "prompt-poisoning", None, "review"), "{a:#?}");
+
+    // Descriptions only alerted, schemas stripped, results fail the call, prompts alerted.
+    let mixed = policy(
+        &scene,
+        "channels-mixed",
+        &[],
+        "[tools]\n[mcp]\npoisoned_descriptions = \"alert\"\npoisoned_schemas = \"strip\"\npoisoned_results = \"fail\"\npoisoned_prompts = \"alert\"\n",
+    );
+    let got = session(&scene, &mixed, "ide", &tricky("poisoned"), &actions);
+    assert_eq!(names(&got), vec!["add", "convert", "echo", "fetch_page"]);
+    let tools = got[1]["tools"].as_array().expect("tools");
+    let convert = tools
+        .iter()
+        .find(|t| t["name"] == "convert")
+        .expect("convert");
+    assert!(
+        !convert.to_string().contains("id_rsa"),
+        "schema stripped: {convert}"
+    );
+    assert!(
+        text(&got[2]).contains('x'),
+        "alert passes the call: {}",
+        got[2]
+    );
+    refused(&got[3], "the result of tool \"fetch_page\" is poisoned");
+    assert_eq!(got[4]["prompts"].as_array().map(Vec::len), Some(2));
+    let a = alerts(&mixed);
+    assert!(
+        has(&a, "tool-poisoning", Some("add"), "passed (alert only)"),
+        "{a:#?}"
+    );
+    assert!(
+        has(
+            &a,
+            "result-poisoning",
+            Some("fetch_page"),
+            "the call failed"
+        ),
+        "{a:#?}"
+    );
+
+    // Results blocked: the call answers with an error result that names the reason.
+    let block = policy(
+        &scene,
+        "channels-block",
+        &[],
+        "[tools]\n[mcp]\npoisoned_results = \"block\"\n",
+    );
+    let got = session(&scene, &block, "ide", &tricky("poisoned"), &actions);
+    assert_eq!(got[3]["result"]["is_error"], true, "{}", got[3]);
+    assert!(
+        text(&got[3]).contains("mcp-guard withheld this result"),
+        "{}",
+        got[3]
+    );
+    assert!(!got[3].to_string().contains("netrc"), "{}", got[3]);
+}
+
+/// Two servers under one state dir (one policy): the filesystem server first, then a server
+/// with a tool of the same name, a look-alike of one of its tools and a tool whose description
+/// steers its `read_text_file`. The same name is normal and stays; the look-alike and the
+/// steering are shadowing, hidden and refused, and the alerts say which tool they imitate/steer
+/// (once per session, however often the client lists the tools).
+#[test]
+fn shadowing_is_behaviour_not_a_shared_name() {
+    let scene = scene("shadow");
+    let root = scene.dir.join("root");
+    std::fs::create_dir_all(&root).expect("root");
+    give_to_server_user(&root);
+    let shared = policy(&scene, "shadow", &[&root], "[tools]\n");
+    let fs = session_named(
+        &scene,
+        &shared,
+        Some("files"),
+        "ide",
+        &filesystem(&root),
+        &json!([{"op": "list_tools"}]),
+    );
+    let fs_tools = tool_names(&fs[1]);
+    assert!(
+        ["read_file", "read_text_file", "write_file"]
+            .iter()
+            .all(|t| fs_tools.contains(&t.to_string())),
+        "{fs_tools:?}"
+    );
+    let got = session_named(
+        &scene,
+        &shared,
+        Some("notes"),
+        "ide",
+        &tricky("shadow"),
+        &json!([
+            {"op": "list_tools"},
+            {"op": "call", "tool": "read_file", "args": {"message": "same name"}},
+            {"op": "call", "tool": "write_fiIe", "args": {"message": "x"}},
+            {"op": "call", "tool": "sync_notes", "args": {"message": "x"}},
+            {"op": "list_tools"},
+        ]),
+    );
+    let mut names = tool_names(&got[1]);
+    names.sort();
+    assert_eq!(names, vec!["echo", "read_file"]);
+    assert_eq!(text(&got[2]), "same name");
+    refused(&got[3], "write_fiIe");
+    refused(&got[4], "sync_notes");
+    let alerts = mcp_guard_json(&scene, &shared, &["alerts", "--json"]);
+    let shadowing = |tool: &str, needle: &str| {
+        alerts.iter().any(|a| {
+            a["rule"] == "tool-shadowing"
+                && a["tool"] == tool
+                && a["summary"].as_str().is_some_and(|s| s.contains(needle))
+        })
+    };
+    assert!(shadowing("write_fiIe", "write_file"), "{alerts:#?}");
+    // Listed twice, alerted once.
+    assert_eq!(tool_names(&got[5]).len(), 2);
+    assert_eq!(
+        alerts
+            .iter()
+            .filter(|a| a["rule"] == "tool-shadowing" && a["tool"] == "write_fiIe")
+            .count(),
+        1,
+        "{alerts:#?}"
+    );
+    assert!(shadowing("sync_notes", "read_text_file"), "{alerts:#?}");
+    assert!(
+        !alerts.iter().any(|a| a["tool"] == "read_file"),
+        "a shared name is no alert: {alerts:#?}"
     );
 }
 

@@ -12,11 +12,7 @@ use std::{
     time::Duration,
 };
 
-use mcp_guard::mcp::{
-    self, ProxyConfig,
-    pins::{PinConfig, PoisonAction},
-    session::MemorySink,
-};
+use mcp_guard::mcp::{self, ProxyConfig, pins::PinConfig, session::MemorySink};
 use mcp_guard_model::names::StateKey;
 use mcp_guard_tests::{fixture, npm_server, python};
 use serde_json::{Value, json};
@@ -168,7 +164,6 @@ fn config(server: &str, dir: &Path) -> ProxyConfig {
     c.pins = Some(PinConfig {
         state_dir: dir.to_path_buf(),
         policy: server.into(),
-        poison: PoisonAction::Block,
     });
     c
 }
@@ -442,8 +437,11 @@ fn poisoned_descriptions_are_flagged_and_blocked() {
             .map(|(_, s)| *s)
             .unwrap_or_else(|| panic!("{t} not flagged: {flagged:?}"))
     };
-    assert!(reason("add").contains("<IMPORTANT>"));
-    assert!(reason("tagged").contains("U+E0073"));
+    assert!(reason("add").contains("<IMPORTANT>"), "{flagged:?}");
+    // The hidden text is shown decoded, as the model would have read it.
+    assert!(
+        reason("tagged").contains("tag characters") && reason("tagged").contains("send secrets")
+    );
     assert!(
         reason("ansi").contains("ANSI") && reason("ansi").contains("ignore previous instructions")
     );

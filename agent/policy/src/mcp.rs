@@ -45,16 +45,33 @@ pub enum ArgCheck {
     MaxLength(usize),
 }
 
-/// What to do with a poisoned tool description (`[mcp] poisoned_descriptions`).
+/// What to do with poisoned text the server sends (`[mcp] poisoned_descriptions`,
+/// `poisoned_schemas`, `poisoned_annotations`, `poisoned_prompts`, `poisoned_results`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PoisonAction {
-    /// Hide the tool and refuse its calls.
+    /// Hide the tool, prompt or resource and refuse its use; a result is withheld (replaced by
+    /// an error result naming the reason).
     #[default]
     Block,
-    /// Remove invisible characters and ANSI escapes (hidden instructions still block).
+    /// Remove the poisoned text (hidden text, the sentences that score, a poisoned schema
+    /// entry); what cannot be removed is blocked.
     Strip,
     /// Report only.
     Alert,
+    /// Results only: fail the call with a JSON-RPC error naming the reason.
+    Fail,
+}
+
+/// What to do with terminal escapes and control characters (`[mcp] control_characters`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ControlAction {
+    /// Keep what a terminal shows, remove what it would hide (and the escapes).
+    #[default]
+    Strip,
+    /// Show each control character as a visible symbol (ESC as `␛`).
+    Visible,
+    /// Pass them unchanged.
+    Keep,
 }
 
 /// What to do with a secret shape found in a message.
@@ -113,8 +130,20 @@ pub struct Hook {
 pub struct Mcp {
     /// `max_message_size`: the largest JSON-RPC message (one line) accepted, in bytes.
     pub max_message_size: u64,
-    /// `poisoned_descriptions = "block" | "strip" | "alert"`.
+    /// `poisoned_descriptions = "block" | "strip" | "alert"`: tool names, titles, descriptions,
+    /// the server's instructions.
     pub poisoned_descriptions: PoisonAction,
+    /// `poisoned_schemas` (default: as `poisoned_descriptions`): `inputSchema`/`outputSchema`.
+    pub poisoned_schemas: PoisonAction,
+    /// `poisoned_annotations` (default: as `poisoned_descriptions`).
+    pub poisoned_annotations: PoisonAction,
+    /// `poisoned_prompts` (default block): prompt, resource and template listings.
+    pub poisoned_prompts: PoisonAction,
+    /// `poisoned_results = "strip" | "block" | "fail" | "alert"` (default strip): tool results
+    /// and read resources.
+    pub poisoned_results: PoisonAction,
+    /// `control_characters = "strip" | "visible" | "keep"` (default strip).
+    pub control_characters: ControlAction,
     /// `[mcp.secret_shapes]`.
     pub secret_shapes: SecretShapes,
     /// `[mcp.pii] enabled` + `kinds`: the PII kinds scrubbed from results; empty when off.
@@ -131,6 +160,11 @@ impl Default for Mcp {
         Self {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             poisoned_descriptions: PoisonAction::Block,
+            poisoned_schemas: PoisonAction::Block,
+            poisoned_annotations: PoisonAction::Block,
+            poisoned_prompts: PoisonAction::Block,
+            poisoned_results: PoisonAction::Strip,
+            control_characters: ControlAction::Strip,
             secret_shapes: SecretShapes::default(),
             pii: Vec::new(),
             hook: None,
@@ -296,6 +330,11 @@ impl Checker<'_> {
             &[
                 "max_message_size",
                 "poisoned_descriptions",
+                "poisoned_schemas",
+                "poisoned_annotations",
+                "poisoned_prompts",
+                "poisoned_results",
+                "control_characters",
                 "secret_shapes",
                 "pii",
                 "hook",
@@ -327,14 +366,31 @@ impl Checker<'_> {
                 Err(m) => self.error(&s, "mcp.max_message_size", m),
             }
         }
-        if let Some(v) = table.get("poisoned_descriptions") {
-            let (_, s) = entry(table, "poisoned_descriptions", span);
-            let key = "mcp.poisoned_descriptions";
+        // Schemas and annotations follow the descriptions unless given: a definition was one
+        // thing to `poisoned_descriptions` before they had keys of their own.
+        if let Some(a) = self.poison_action(table, span, "poisoned_descriptions", false) {
+            mcp.poisoned_descriptions = a;
+        }
+        mcp.poisoned_schemas = self
+            .poison_action(table, span, "poisoned_schemas", false)
+            .unwrap_or(mcp.poisoned_descriptions);
+        mcp.poisoned_annotations = self
+            .poison_action(table, span, "poisoned_annotations", false)
+            .unwrap_or(mcp.poisoned_descriptions);
+        if let Some(a) = self.poison_action(table, span, "poisoned_prompts", false) {
+            mcp.poisoned_prompts = a;
+        }
+        if let Some(a) = self.poison_action(table, span, "poisoned_results", true) {
+            mcp.poisoned_results = a;
+        }
+        if let Some(v) = table.get("control_characters") {
+            let (_, s) = entry(table, "control_characters", span);
+            let key = "mcp.control_characters";
             match self.string(v, &s, key) {
-                Some("block") => mcp.poisoned_descriptions = PoisonAction::Block,
-                Some("strip") => mcp.poisoned_descriptions = PoisonAction::Strip,
-                Some("alert") => mcp.poisoned_descriptions = PoisonAction::Alert,
-                Some(o) => self.error(&s, key, format!("{o:?} is not one of block, strip, alert")),
+                Some("strip") => mcp.control_characters = ControlAction::Strip,
+                Some("visible") => mcp.control_characters = ControlAction::Visible,
+                Some("keep") => mcp.control_characters = ControlAction::Keep,
+                Some(o) => self.error(&s, key, format!("{o:?} is not one of strip, visible, keep")),
                 None => {}
             }
         }
@@ -351,6 +407,34 @@ impl Checker<'_> {
             mcp.hook = self.hook(v, &s);
         }
         mcp
+    }
+
+    /// `[mcp] <key> = "block" | "strip" | "alert"` (and `"fail"` where `fail` is allowed).
+    fn poison_action(
+        &mut self,
+        table: &dyn toml_edit::TableLike,
+        span: &Span,
+        name: &str,
+        fail: bool,
+    ) -> Option<PoisonAction> {
+        let v = table.get(name)?;
+        let (_, s) = entry(table, name, span);
+        let key = format!("mcp.{name}");
+        let one_of = if fail {
+            "block, strip, alert, fail"
+        } else {
+            "block, strip, alert"
+        };
+        match self.string(v, &s, &key)? {
+            "block" => Some(PoisonAction::Block),
+            "strip" => Some(PoisonAction::Strip),
+            "alert" => Some(PoisonAction::Alert),
+            "fail" if fail => Some(PoisonAction::Fail),
+            o => {
+                self.error(&s, &key, format!("{o:?} is not one of {one_of}"));
+                None
+            }
+        }
     }
 
     fn secret_shapes(&mut self, item: &Item, span: &Span) -> SecretShapes {
@@ -573,6 +657,10 @@ id = { regex = "[a-z]+" }
 [mcp]
 max_message_size = "64K"
 poisoned_descriptions = "strip"
+poisoned_annotations = "alert"
+poisoned_prompts = "alert"
+poisoned_results = "fail"
+control_characters = "visible"
 [mcp.secret_shapes]
 enabled = true
 in_arguments = "redact"
@@ -610,6 +698,15 @@ fail_closed = false
         );
         assert_eq!(p.mcp.max_message_size, 64 << 10);
         assert_eq!(p.mcp.poisoned_descriptions, PoisonAction::Strip);
+        assert_eq!(
+            p.mcp.poisoned_schemas,
+            PoisonAction::Strip,
+            "follows descriptions"
+        );
+        assert_eq!(p.mcp.poisoned_annotations, PoisonAction::Alert);
+        assert_eq!(p.mcp.poisoned_prompts, PoisonAction::Alert);
+        assert_eq!(p.mcp.poisoned_results, PoisonAction::Fail);
+        assert_eq!(p.mcp.control_characters, ControlAction::Visible);
         assert_eq!(
             p.mcp.secret_shapes,
             SecretShapes {
@@ -714,6 +811,24 @@ fail_closed = false
             3,
             "mcp.poisoned_descriptions",
             "block, strip, alert",
+        );
+        one_problem(
+            &format!("{n}[mcp]\npoisoned_schemas = \"fail\"\n"),
+            3,
+            "mcp.poisoned_schemas",
+            "block, strip, alert",
+        );
+        one_problem(
+            &format!("{n}[mcp]\npoisoned_results = \"hide\"\n"),
+            3,
+            "mcp.poisoned_results",
+            "block, strip, alert, fail",
+        );
+        one_problem(
+            &format!("{n}[mcp]\ncontrol_characters = \"drop\"\n"),
+            3,
+            "mcp.control_characters",
+            "strip, visible, keep",
         );
         one_problem(
             &format!("{n}[mcp.secret_shapes]\nin_results = \"drop\"\n"),

@@ -777,7 +777,9 @@ pub fn call_record(r: mcp::CallRecord) -> CallRecord {
 pub fn finding_alert(f: mcp::Finding, alert_id: String) -> AlertRecord {
     // Tampering with what the model reads is an attack on the client; the rest is a leak caught.
     let severity = match f.rule.as_str() {
-        "tool-poisoning" | "tool-changed" | "tool-shadowing" => Severity::High,
+        "tool-poisoning" | "tool-changed" | "tool-shadowing" | "result-poisoning"
+        | "prompt-poisoning" => Severity::High,
+        "hidden-text" => Severity::Medium,
         "secret-in-arguments" | "secret-in-result" => Severity::Medium,
         _ => Severity::Low,
     };

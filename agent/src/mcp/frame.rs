@@ -383,33 +383,6 @@ pub fn error_response(id: &Value, code: i64, message: &str, data: Option<Value>)
     serde_json::to_vec(&msg).unwrap_or_default()
 }
 
-/// Best effort: the `"id"` of a message we could not parse (from the kept ends of an oversized
-/// line), so its sender can still be answered instead of waiting forever.
-pub fn sniff_id(parts: &[&[u8]]) -> Option<Value> {
-    for part in parts {
-        let text = String::from_utf8_lossy(part);
-        let mut rest: &str = &text;
-        while let Some(pos) = rest.find("\"id\"") {
-            let after = rest[pos + 4..].trim_start();
-            if let Some(after) = after.strip_prefix(':') {
-                let after = after.trim_start();
-                let end = after
-                    .char_indices()
-                    .skip(1)
-                    .find(|&(_, c)| matches!(c, ',' | '}' | ' '))
-                    .map_or(after.len(), |(i, _)| i);
-                if let Ok(v) = serde_json::from_str::<Value>(&after[..end])
-                    && (v.is_number() || v.is_string())
-                {
-                    return Some(v);
-                }
-            }
-            rest = &rest[pos + 4..];
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,7 +422,10 @@ mod tests {
                 assert_eq!(*len, input.len() - 4);
                 assert!(head.starts_with(b"{\"id\":7"));
                 assert!(tail.ends_with(b"a\"}"));
-                assert_eq!(sniff_id(&[head, tail]), Some(Value::from(7)));
+                assert_eq!(
+                    crate::mcp::ids::oversized_id(head, tail),
+                    Some(Value::from(7))
+                );
             }
             other => panic!("expected oversized, got {other:?}"),
         }

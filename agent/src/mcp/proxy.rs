@@ -26,7 +26,7 @@ use super::{
 };
 
 /// Everything the proxy needs from the policy, as plain data. `exec` fills it from the policy;
-/// [`ProxyConfig::new`] is transparent apart from secret-shape detection.
+/// [`ProxyConfig::new`] is transparent apart from secret-shape detection and the scanner.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
     /// Server name (pins, records, messages).
@@ -39,8 +39,10 @@ pub struct ProxyConfig {
     pub tools: ToolRules,
     /// Secret values and shapes, PII.
     pub secrets: super::secrets::SecretConfig,
-    /// Tool-definition pinning and poisoned-description checks (off when `None`).
+    /// Tool-definition pinning (off when `None`).
     pub pins: Option<super::pins::PinConfig>,
+    /// The poisoning scanner over everything the server sends (off when `None`).
+    pub scan: Option<super::scan::ScanConfig>,
     /// Argument checks on `tools/call`.
     pub args: super::args::ArgConfig,
     /// An external interceptor command (off when `None`).
@@ -54,7 +56,8 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// Defaults for `server`: no tool rules, no pins, secret shapes detected.
+    /// Defaults for `server`: no tool rules, no pins, secret shapes detected, the scanner with
+    /// its default actions.
     pub fn new(server: &str) -> Self {
         Self {
             server: server.into(),
@@ -66,6 +69,7 @@ impl ProxyConfig {
             },
             secrets: super::secrets::SecretConfig::default(),
             pins: None,
+            scan: Some(super::scan::ScanConfig::default()),
             args: super::args::ArgConfig::default(),
             hook: None,
             observe: false,
@@ -87,7 +91,8 @@ impl ProxyConfig {
         secret_values: Vec<(String, String)>,
     ) -> Self {
         use super::args::{ArgCheck, ArgRule};
-        use mcp_guard_policy::{ArgCheck as P, PoisonAction as PP};
+        use super::scan::{guard::Action, walk::Controls};
+        use mcp_guard_policy::{ArgCheck as P, ControlAction as C, PoisonAction as PP};
         let mut c = Self::new(server);
         let mcp = &policy.mcp;
         c.max_message_bytes = usize::try_from(mcp.max_message_size).unwrap_or(usize::MAX);
@@ -125,11 +130,28 @@ impl ProxyConfig {
         c.pins = Some(super::pins::PinConfig {
             state_dir: state_dir.to_path_buf(),
             policy: policy.name.clone(),
-            poison: match mcp.poisoned_descriptions {
-                PP::Block => super::pins::PoisonAction::Block,
-                PP::Strip => super::pins::PoisonAction::Strip,
-                PP::Alert => super::pins::PoisonAction::Report,
+        });
+        let action = |a: PP| match a {
+            PP::Block => Action::Block,
+            PP::Strip => Action::Strip,
+            PP::Alert => Action::Alert,
+            PP::Fail => Action::Fail,
+        };
+        c.scan = Some(super::scan::ScanConfig {
+            definitions: action(mcp.poisoned_descriptions),
+            schema: action(mcp.poisoned_schemas),
+            annotations: action(mcp.poisoned_annotations),
+            prompts: action(mcp.poisoned_prompts),
+            results: action(mcp.poisoned_results),
+            controls: match mcp.control_characters {
+                C::Strip => Controls::Strip,
+                C::Visible => Controls::Visible,
+                C::Keep => Controls::Keep,
             },
+            state: mcp_guard_model::names::StateKey::new(&policy.name, server)
+                .ok()
+                .map(|k| (state_dir.to_path_buf(), k)),
+            foreign: Vec::new(),
         });
         c.hook = mcp.hook.as_ref().map(|h| super::hook::HookConfig {
             command: h.command.clone(),
@@ -151,13 +173,17 @@ pub fn new_session_id() -> String {
     format!("{:x}-{:x}", nanos as u64, std::process::id())
 }
 
-/// Builds the standard interceptor chain for `config`: tool access, pins and poisoning,
-/// argument checks, secrets, then the external hook (which so never sees unredacted results).
+/// Builds the standard interceptor chain for `config`: tool access, pins (of definitions as the
+/// server sent them), the poisoning scanner, argument checks, secrets, then the external hook
+/// (which so never sees unredacted results).
 pub fn build_chain(config: &ProxyConfig) -> anyhow::Result<Chain> {
     let mut chain = Chain::new();
     chain.push(Box::new(ToolAccess::new(config.tools.clone())));
     if let Some(pins) = &config.pins {
         chain.push(Box::new(super::pins::PinGuard::open(&config.server, pins)?));
+    }
+    if let Some(scan) = &config.scan {
+        chain.push(Box::new(super::scan::ScanGuard::new(scan.clone())));
     }
     chain.push(Box::new(super::args::ArgGuard::new(config.args.clone())));
     chain.push(Box::new(super::secrets::SecretGuard::new(&config.secrets)?));
@@ -719,7 +745,7 @@ impl<K: CallSink> Core<K> {
                     self.max
                 );
                 tracing::warn!("from the client: {msg}");
-                let id = frame::sniff_id(&[&head, &tail]).unwrap_or(Value::Null);
+                let id = super::ids::oversized_id(&head, &tail).unwrap_or(Value::Null);
                 out.add(vec![Out::Client(line(frame::error_response(
                     &id,
                     frame::PARSE_ERROR,
@@ -742,11 +768,10 @@ impl<K: CallSink> Core<K> {
             Err(e) => {
                 self.stats.malformed_from_client += 1;
                 tracing::warn!("from the client: {e}");
-                out.add(vec![Out::Client(line(frame::error_response(
-                    &Value::Null,
+                out.add(vec![Out::Client(line(super::ids::refusal(
+                    &raw,
                     e.code(),
                     &format!("mcp-guard: {e}"),
-                    None,
                 )))]);
                 return;
             }
@@ -799,7 +824,7 @@ impl<K: CallSink> Core<K> {
                     self.max
                 );
                 tracing::warn!("{msg}; dropped");
-                out.add(self.fail_pending(frame::sniff_id(&[&head, &tail]), &msg));
+                out.add(self.fail_pending(super::ids::oversized_id(&head, &tail), &msg));
                 return;
             }
         };
@@ -814,12 +839,22 @@ impl<K: CallSink> Core<K> {
                 Err(e) => {
                     self.stats.malformed_from_server += 1;
                     tracing::warn!("malformed output from the server dropped: {e}");
-                    let head = &raw[..raw.len().min(frame::KEEP)];
-                    let tail = &raw[raw.len().saturating_sub(frame::KEEP)..];
-                    out.add(self.fail_pending(
-                        frame::sniff_id(&[head, tail]),
-                        &format!("mcp-guard: the server sent a malformed message: {e}"),
-                    ));
+                    let msg = format!("mcp-guard: the server sent a malformed message: {e}");
+                    // A request of the server's own is answered; a response fails the client's
+                    // request it answers (each of a batch).
+                    if super::ids::has_method(&raw) {
+                        out.add(vec![Out::Server(line(super::ids::refusal(
+                            &raw,
+                            e.code(),
+                            &msg,
+                        )))]);
+                    } else {
+                        let ids = super::ids::message_id(&raw)
+                            .map_or_else(|| super::ids::batch_ids(&raw), |id| vec![id]);
+                        for id in ids {
+                            out.add(self.fail_pending(Some(id), &msg));
+                        }
+                    }
                     return;
                 }
             };
@@ -1424,10 +1459,7 @@ fn error_value(id: &Value, code: i64, message: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mcp::{
-        pins::{PinConfig, PoisonAction},
-        session::MemorySink,
-    };
+    use crate::mcp::{pins::PinConfig, session::MemorySink};
     use serde_json::json;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
@@ -1514,7 +1546,6 @@ mod tests {
         config.pins = Some(PinConfig {
             state_dir: dir.clone(),
             policy: "rugpull".into(),
-            poison: PoisonAction::Block,
         });
         let chain = build_chain(&config).expect("chain");
         let (client, proxy_client) = tokio::io::duplex(1 << 16);
