@@ -47,6 +47,8 @@ pub enum Command {
     Alerts(AlertsArgs),
     /// One call as a timeline: request, kernel events with verdicts, alerts, response.
     Trace(TraceArgs),
+    /// Recorded sessions: which server (by its own name and version) ran, with which tools.
+    Sessions(SessionsArgs),
     /// Pinned tool definitions, and accepting a changed one.
     #[command(subcommand)]
     Pins(PinsCommand),
@@ -312,6 +314,20 @@ pub struct AlertsArgs {
     pub json: bool,
 }
 
+/// `mcp-guard sessions`.
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    /// Only this server.
+    #[arg(long, value_parser = crate::names::parse)]
+    pub server: Option<String>,
+    /// Only sessions started in the last DUR (30s, 15m, 1h, 2d).
+    #[arg(long, value_name = "DUR", value_parser = crate::query::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `mcp-guard trace`.
 #[derive(Debug, Args)]
 pub struct TraceArgs {
@@ -376,6 +392,14 @@ pub fn main() -> ExitCode {
         Command::Alerts(a) => crate::query::run(
             &dirs.state,
             &crate::query::Query::Alerts {
+                server: a.server,
+                since: a.since,
+                json: a.json,
+            },
+        ),
+        Command::Sessions(a) => crate::query::run(
+            &dirs.state,
+            &crate::query::Query::Sessions {
                 server: a.server,
                 since: a.since,
                 json: a.json,
@@ -456,6 +480,7 @@ pub fn main() -> ExitCode {
                 command: a.command,
                 caller: None,
                 client_exe: None,
+                audit: Default::default(),
             },
             &dirs,
             &crate::exec::AgentRoute {

@@ -19,10 +19,12 @@ use std::{
 use ipnet::IpNet;
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
+mod audit;
 mod clients;
 mod command;
 mod mcp;
 mod unix;
+pub use audit::{Audit, MAX_RESULT_BYTES, ToolAudit};
 pub use clients::{ANY_CLIENT, ClientMatch, ClientRule};
 pub use mcp::{
     ArgCheck, ArgRule, Hook, Mcp, PII_KINDS, PoisonAction, SECRET_SHAPES, SecretShapes, ShapeAction,
@@ -72,6 +74,8 @@ pub struct Policy {
     pub mcp: Mcp,
     /// `[access]`: who may launch this policy through the agent.
     pub access: Access,
+    /// `[audit]`: what the history keeps of its calls (over the host's defaults).
+    pub audit: Audit,
     /// `command = [...]`: the argv the policy fixes; only it (or the program `[pin]` pins) gets
     /// the `[secrets]`, and `exec` with no command runs it.
     pub command: Option<Vec<String>>,
@@ -731,6 +735,7 @@ const TOP_KEYS: &[&str] = &[
     "mcp",
     "access",
     "command",
+    "audit",
 ];
 
 impl Checker<'_> {
@@ -924,6 +929,9 @@ impl Checker<'_> {
             .unwrap_or_default();
         let command = section("command")
             .and_then(|(item, span)| self.command(item, &span, isolation.backend));
+        let audit = section("audit")
+            .map(|(item, span)| self.audit(item, &span))
+            .unwrap_or_default();
         Some(Policy {
             name: name?,
             source: source.map(Path::to_path_buf),
@@ -941,6 +949,7 @@ impl Checker<'_> {
             pin,
             mcp,
             access,
+            audit,
             command,
         })
     }
@@ -2032,7 +2041,7 @@ fn parse_ports(port: &str, s: &str) -> Result<(u16, u16), String> {
 
 /// `512M`, `1G`, `100K`, `2048` (bytes); units are binary (K = 1024) as the kernel's limits are;
 /// `KiB`/`MB`-style spellings mean the same.
-fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(digits);
@@ -2990,6 +2999,8 @@ allow_degraded = true
         assert_eq!(p.detect.on_sensitive, OnSensitive::Kill);
         assert!(p.user.is_some() && !p.env.pass.is_empty());
         assert!(p.command.as_ref().is_some_and(|c| c.len() == 2));
+        assert!(p.audit.arguments.is_some() && p.audit.result_bytes.is_some());
+        assert!(p.audit.tools.len() == 2);
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::{
 
 use serde::Serialize;
 
+mod history;
+
 use crate::store::{
     self, AlertFilter, AlertRecord, Attribution, CallFilter, CallRecord, EventFilter, EventRecord,
     Store, StoreError, Timestamp, Trace,
@@ -50,6 +52,15 @@ pub enum Query {
     },
     /// `mcp-guard alerts`.
     Alerts {
+        /// `--server`.
+        server: Option<String>,
+        /// `--since`.
+        since: Option<Duration>,
+        /// `--json`.
+        json: bool,
+    },
+    /// `mcp-guard sessions`.
+    Sessions {
         /// `--server`.
         server: Option<String>,
         /// `--since`.
@@ -216,6 +227,26 @@ pub fn execute(
             };
             list(out, *json, each, alerts_table, width, &what, state_dir)
         }
+        Query::Sessions {
+            server,
+            since: s,
+            json,
+        } => {
+            let sessions = history::sessions_of(&store, server.as_deref(), since(s))?;
+            let what = describe("sessions", &[("server", server)], *s);
+            let each = |f: &mut dyn FnMut(store::SessionRecord) -> Result<(), QueryError>| {
+                sessions.into_iter().try_for_each(f)
+            };
+            list(
+                out,
+                *json,
+                each,
+                history::sessions_table,
+                width,
+                &what,
+                state_dir,
+            )
+        }
         Query::Trace { call_id, json } => {
             let trace = store
                 .trace(call_id)?
@@ -327,10 +358,11 @@ fn calls_table(out: &mut dyn Write, calls: &[CallRecord], width: usize) -> Resul
     let cols = [
         Col::keep("LOCAL TIME"),
         Col::keep("CALL"),
-        Col::end("SERVER", 6).droppable(1),
+        Col::end("SERVER", 6).droppable(2),
         Col::end("TOOL", 8),
         Col::keep("DECISION"),
         Col::keep("TOOK"),
+        Col::end("ARGUMENTS", 9).droppable(1),
         Col::end("REASON", 6).droppable(0),
     ];
     let rows = calls
@@ -346,6 +378,7 @@ fn calls_table(out: &mut dyn Write, calls: &[CallRecord], width: usize) -> Resul
                     || "running".to_string(),
                     |e| duration_text(e.nanos_since(c.started_at)),
                 ),
+                history::arguments_cell(c),
                 c.reason.clone().unwrap_or_default(),
             ]
         })
@@ -516,6 +549,7 @@ fn trace_text(out: &mut dyn Write, trace: &Trace, width: usize) -> Result<(), Qu
             s.policy,
             if s.observe { " (observe mode)" } else { "" }
         )?;
+        history::server_lines(out, s, width)?;
     }
     writeln!(
         out,
@@ -523,6 +557,7 @@ fn trace_text(out: &mut dyn Write, trace: &Trace, width: usize) -> Result<(), Qu
         start.format("%Y-%m-%d %H:%M:%S%.3f"),
         start.format("%:z")
     )?;
+    history::call_lines(out, trace, width)?;
     writeln!(out)?;
     let mut notes = Vec::new();
     for (t, step) in timeline(trace) {
@@ -821,6 +856,7 @@ mod tests {
             reason: None,
             error: None,
             result_bytes: None,
+            audit: None,
         };
         let event =
             |id: &str, ms, kind, path: Option<&str>, addr: Option<&str>, verdict| EventRecord {

@@ -72,6 +72,7 @@ fn call(id: &str, server: &str, tool: &str, at: Timestamp) -> CallRecord {
         reason: None,
         error: None,
         result_bytes: None,
+        audit: None,
     }
 }
 
@@ -162,6 +163,7 @@ fn write_incident(db: &Path) -> Timestamp {
             pid: Some(4242),
             observe: false,
             exit_status: None,
+            facts: Default::default(),
         }
         .into(),
     ];

@@ -261,6 +261,14 @@ impl Redactor {
             || (shapes && self.shapes.any_match(text))
     }
 
+    /// How many bytes at the end of `s` could be the beginning of an injected value that
+    /// continues past it (see [`Scrubber::unfinished_tail`]).
+    pub fn unfinished_tail(&self, s: &str) -> usize {
+        self.exact
+            .as_ref()
+            .map_or(0, |e| e.unfinished_tail(s.as_bytes()))
+    }
+
     /// Redacts `s`: exact secret values and PII always, secret shapes when `shapes`; returns
     /// what was redacted in `what`.
     pub fn redact(&self, s: &mut String, shapes: bool, what: &mut Vec<String>) {
