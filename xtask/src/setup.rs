@@ -19,7 +19,9 @@ use crate::{Result, root, run};
 /// the server user; python3 and python3-venv: the tests' venv (see [`VENV_PYTHON`]), whose
 /// interpreter tests/tests/trust_agent.rs also runs as other users.
 /// qemu-system-x86 (with virtiofsd from qemu-system-common), busybox-static, xz-utils and
-/// zstd: `cargo xtask kernels` boots Debian's kernels and unpacks their modules.
+/// zstd: `cargo xtask kernels` boots Debian's kernels and unpacks their modules. e2fsprogs
+/// (mkfs.ext4) and util-linux (mount -o loop): tests/tests/history.rs fills a small loop-mounted
+/// file system holding the state dir.
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "python3-venv",
@@ -39,6 +41,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static",
     "xz-utils",
     "zstd",
+    "e2fsprogs",
+    "util-linux",
 ];
 
 /// podman's default OCI runtime for mcp-guard's hosts: crun refuses hybrid cgroup hosts, runc
