@@ -5,7 +5,7 @@
 //! [store]
 //! retention_days = 30          # calls, events, sessions (0: no age limit)
 //! alert_retention_days = 90    # alerts and the events they cite (0: no age limit)
-//! max_db_bytes = "1GiB"        # the oldest records go first beyond this (0: no limit)
+//! max_db_bytes = "2GiB"        # the oldest records go first beyond this (0: no limit)
 //!
 //! [audit]
 //! arguments = true             # each call's arguments, redacted
@@ -58,7 +58,7 @@ fn default_alert_retention_days() -> u32 {
 }
 
 fn default_max_db_bytes() -> u64 {
-    1 << 30
+    2 << 30
 }
 
 impl Default for StoreConfig {
@@ -257,7 +257,7 @@ mod tests {
         let r = h.store.retention().expect("limits by default");
         assert_eq!(r.max_age, Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(r.alert_max_age, Some(Duration::from_secs(90 * 86_400)));
-        assert_eq!(r.max_bytes, Some(1 << 30));
+        assert_eq!(r.max_bytes, Some(2 << 30));
         let h = parse("[store]\nmax_db_bytes = \"2GiB\"\nretention_days = 7\n").expect("valid");
         assert_eq!(h.store.max_db_bytes, 2 << 30);
         let h = parse("[store]\nmax_db_bytes = 1000\n").expect("bytes");
