@@ -451,7 +451,7 @@ fn a_tool_the_policy_keeps_out_of_the_history_leaves_nothing_of_its_calls() {
     );
     let shown = query(&state, &["trace", read["call_id"].as_str().expect("id")]);
     assert!(
-        shown.contains("not recorded (the policy's [audit] keeps none of read_text_file)"),
+        shown.contains("not recorded ([audit] off for read_text_file)"),
         "{shown}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -70,11 +70,12 @@ pub(super) fn call_lines(
 ) -> Result<(), QueryError> {
     let c = &trace.call;
     let Some(a) = &c.audit else {
-        writeln!(
-            out,
-            "  arguments and result: not recorded (the policy's [audit] keeps none of {})",
+        // [audit] off for the tool, or recorded before calls kept them.
+        let line = format!(
+            "  arguments and result: not recorded ([audit] off for {})",
             c.tool.as_deref().unwrap_or(&c.method)
-        )?;
+        );
+        writeln!(out, "{}", truncate_end(&line, width))?;
         return Ok(());
     };
     let CallAudit {
