@@ -37,9 +37,9 @@ use crate::{
         auth::{Auth, Token},
         listen::{Listener, MetricsAddr},
     },
-    state::Dirs,
-    store::{Store, StoreError, StoreWriter, Tail, TailBatch, WriterConfig, db_path},
 };
+use mcp_guard_model::dirs::Dirs;
+use mcp_guard_store::{Store, StoreError, StoreWriter, Tail, TailBatch, WriterConfig, db_path};
 
 /// Where the programs and maps are pinned unless configured otherwise.
 pub const DEFAULT_BPF_DIR: &str = "/sys/fs/bpf/mcp-guard";
@@ -527,7 +527,7 @@ fn count(metrics: &Metrics, batch: &TailBatch) {
     }
     for e in &batch.events {
         if let Some((reason, n)) = &e.lost
-            && reason == crate::store::STORE_WRITE_FAILED
+            && reason == mcp_guard_store::STORE_WRITE_FAILED
             && e.lost_by != Some(std::process::id())
         {
             metrics.add_store_write_failures(*n);

@@ -12,22 +12,21 @@
 //! result_bytes = 4096          # of each result, redacted (0: none)
 //! ```
 //! A policy's own `[audit]` overrides the defaults for its server, per tool too
-//! ([`crate::policy::Audit`]).
+//! ([`mcp_guard_policy::Audit`]).
 
 use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::{
-    mcp::audit::{AuditConfig, Keep},
-    store::Retention,
-};
+use mcp_guard_policy::MAX_RESULT_BYTES;
+use mcp_guard_store::Retention;
+
+use crate::mcp::audit::{AuditConfig, Keep};
 
 /// The host config file `exec` reads for these settings when `$MCP_GUARD_CONFIG` names none
 /// (the agent's: [`crate::daemon::DEFAULT_CONFIG`]).
 pub const CONFIG_ENV: &str = "MCP_GUARD_CONFIG";
 
-use crate::policy::MAX_RESULT_BYTES;
 /// Longest retention accepted (a larger value is a typo).
 const MAX_DAYS: u32 = 36_500;
 /// How often retention runs after its first pass (at the writer's start).
@@ -81,7 +80,7 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
     match Size::deserialize(d)? {
         Size::Bytes(n) => Ok(n),
-        Size::Text(t) => crate::policy::parse_size(&t).map_err(serde::de::Error::custom),
+        Size::Text(t) => mcp_guard_policy::parse_size(&t).map_err(serde::de::Error::custom),
     }
 }
 
@@ -163,7 +162,7 @@ impl AuditDefaults {
 
 /// What the history of one server's calls keeps: the policy's `[audit]` over the host's
 /// defaults.
-pub fn audit_config(policy: &crate::policy::Audit, host: &AuditDefaults) -> AuditConfig {
+pub fn audit_config(policy: &mcp_guard_policy::Audit, host: &AuditDefaults) -> AuditConfig {
     let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     let default = Keep {
         arguments: policy.arguments.unwrap_or(host.arguments),
@@ -288,20 +287,20 @@ mod tests {
             arguments: true,
             result_bytes: 100,
         };
-        let mut policy = crate::policy::Audit::default();
+        let mut policy = mcp_guard_policy::Audit::default();
         let c = audit_config(&policy, &host);
         assert_eq!(c.keep("tools/call", Some("x")).result_bytes, 100);
         policy.result_bytes = Some(10);
         policy.tools.insert(
             "quiet".into(),
-            crate::policy::ToolAudit {
+            mcp_guard_policy::ToolAudit {
                 arguments: Some(false),
                 result_bytes: Some(0),
             },
         );
         policy.tools.insert(
             "args_only".into(),
-            crate::policy::ToolAudit {
+            mcp_guard_policy::ToolAudit {
                 arguments: None,
                 result_bytes: Some(0),
             },

@@ -16,10 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcp_guard::store::{
-    self, AlertRecord, Attribution, CallRecord, Decision, EventKind, EventRecord, Record,
-    SessionRecord, Severity, Store, Timestamp, Verdict,
+use mcp_guard_model::{
+    AlertRecord, Attribution, CallRecord, Decision, EventKind, EventRecord, Record, SessionRecord,
+    Severity, Timestamp, Verdict,
 };
+use mcp_guard_store::{self as store, Store};
 use mcp_guard_tests::{
     agent::{Agent, PinDir},
     describe, fixture, mcp_guard, npm_server, prom, python, require_root, scratch_root,

@@ -41,7 +41,7 @@ use mcp_guard::mcp::{
     self, ProxyConfig, ProxyOutcome,
     pins::{PinConfig, PoisonAction},
 };
-use mcp_guard::store::StoreWriter;
+use mcp_guard_store::StoreWriter;
 use mcp_guard_tests::npm_server;
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Lines},
@@ -212,7 +212,7 @@ async fn through_proxy(
 ) -> (Conn, ProxyThread) {
     // The store's redactor as exec gives it to a session (the default policy's).
     let redactor =
-        mcp_guard::exec::history::store_redactor(&mcp_guard::policy::builtin_default(), &[])
+        mcp_guard::exec::history::store_redactor(&mcp_guard_policy::builtin_default(), &[])
             .expect("the store's redactor");
     let (proxy_in, to_proxy) = std::io::pipe().expect("pipe");
     let (from_proxy, proxy_out) = std::io::pipe().expect("pipe");
@@ -368,7 +368,7 @@ async fn compare(server: Server) {
     // The same, with each call's arguments and result recorded as `[audit]`'s defaults keep them.
     let mut audited_cfg = cfg.clone();
     audited_cfg.audit = mcp_guard::history::audit_config(
-        &mcp_guard::policy::Audit::default(),
+        &mcp_guard_policy::Audit::default(),
         &mcp_guard::history::AuditDefaults::default(),
     );
     let chain = mcp::proxy::build_chain(&audited_cfg).expect("chain");
@@ -425,7 +425,7 @@ async fn compare(server: Server) {
     // The records really went to SQLite (not dropped for a store that would not open).
     let sent = (round_trips + pipelined) as u64;
     let stored = || {
-        mcp_guard::store::Store::open(&dir.join("default.db"))
+        mcp_guard_store::Store::open(&dir.join("default.db"))
             .and_then(|s| s.counts())
             .map_or(0, |c| c.calls)
     };
@@ -435,9 +435,9 @@ async fn compare(server: Server) {
     }
     let recorded = stored();
     // The audited path's store holds the arguments and results.
-    let audited_rows = mcp_guard::store::Store::open(&dir.join("audited.db"))
+    let audited_rows = mcp_guard_store::Store::open(&dir.join("audited.db"))
         .and_then(|s| {
-            s.calls(&mcp_guard::store::CallFilter {
+            s.calls(&mcp_guard_store::CallFilter {
                 tool: Some("echo".into()),
                 limit: Some(1),
                 ..Default::default()

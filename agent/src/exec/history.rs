@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use crate::{
-    mcp::{
-        self,
-        audit::{Captured, ServerFact},
-        secrets::{Redactor, SecretConfig},
-    },
-    policy::Policy,
-    store::{self, RawJson, Redact, SessionFacts, Timestamp, ToolsListing},
+use mcp_guard_model::{SessionFacts, Timestamp, ToolsListing};
+use mcp_guard_policy::Policy;
+use mcp_guard_store::{self as store, RawJson, Redact};
+
+use crate::mcp::{
+    self,
+    audit::{Captured, ServerFact},
+    secrets::{Redactor, SecretConfig},
 };
 
 /// The proxy's capture of a call, as the store's writer takes it.

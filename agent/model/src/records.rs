@@ -9,7 +9,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use crate::timestamp::Timestamp;
 
-use super::audit::CallAudit;
+use crate::audit::CallAudit;
+
+/// The `kind` of an event that stands for kernel events the session lost (`detail` names the
+/// reason and the count).
+pub const LOST_KIND: &str = "lost";
 
 /// A string that was not one of an enum's names.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -383,7 +387,7 @@ impl EventRecord {
                 server,
                 session,
                 0,
-                EventKind::Other(super::LOST_KIND.to_string()),
+                EventKind::Other(LOST_KIND.to_string()),
             )
         }
     }

@@ -7,7 +7,6 @@
 use std::{
     io::{self, Write},
     path::{Path, PathBuf},
-    process::ExitCode,
     time::Duration,
 };
 
@@ -15,13 +14,9 @@ use serde::Serialize;
 
 mod history;
 
-use crate::store::{
-    self, AlertFilter, AlertRecord, Attribution, CallFilter, CallRecord, EventFilter, EventRecord,
-    Store, StoreError, Timestamp, Trace,
-};
+use mcp_guard_model::{AlertRecord, Attribution, CallRecord, EventRecord, Timestamp};
 
-/// Table width when `COLUMNS` does not say otherwise.
-const DEFAULT_WIDTH: usize = 80;
+use crate::{AlertFilter, CallFilter, EventFilter, Store, StoreError, Trace};
 
 /// One query command, as parsed from the command line.
 #[derive(Clone, Debug)]
@@ -134,31 +129,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// Runs a query against the store in `state_dir`, printing to stdout; errors go to stderr.
-pub fn run(state_dir: &Path, query: &Query) -> ExitCode {
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let result = execute(state_dir, query, &mut out, width()).and_then(|()| Ok(out.flush()?));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        // `mcp-guard events | head` is not an error.
-        Err(QueryError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            drop(out);
-            eprintln!("mcp-guard: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn width() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse::<usize>().ok())
-        .filter(|&c| c >= 40)
-        .unwrap_or(DEFAULT_WIDTH)
-}
-
 /// Runs a query, writing its output to `out` (tables `width` columns wide).
 pub fn execute(
     state_dir: &Path,
@@ -166,7 +136,7 @@ pub fn execute(
     out: &mut dyn Write,
     width: usize,
 ) -> Result<(), QueryError> {
-    let store = Store::open_existing(&store::db_path(state_dir))?;
+    let store = Store::open_existing(&crate::db_path(state_dir))?;
     let since = |d: &Option<Duration>| d.map(|d| Timestamp::now().saturating_sub(d));
     match query {
         Query::Calls {
@@ -234,9 +204,10 @@ pub fn execute(
         } => {
             let sessions = history::sessions_of(&store, server.as_deref(), since(s))?;
             let what = describe("sessions", &[("server", server)], *s);
-            let each = |f: &mut dyn FnMut(store::SessionRecord) -> Result<(), QueryError>| {
-                sessions.into_iter().try_for_each(f)
-            };
+            let each =
+                |f: &mut dyn FnMut(mcp_guard_model::SessionRecord) -> Result<(), QueryError>| {
+                    sessions.into_iter().try_for_each(f)
+                };
             list(
                 out,
                 *json,
@@ -811,7 +782,7 @@ fn truncate_end(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Decision, EventKind, Severity, Verdict};
+    use mcp_guard_model::{Decision, EventKind, Severity, Verdict};
 
     #[test]
     fn durations_parse_in_the_documented_units() {

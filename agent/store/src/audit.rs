@@ -9,7 +9,7 @@
 //! secret, whose start no pattern recognises: the end of the string that was cut open is dropped
 //! before redaction, by as much as the redactor says could begin a secret.
 
-use serde::{Deserialize, Serialize};
+pub use mcp_guard_model::audit::CallAudit;
 use serde_json::Value;
 
 /// Bytes dropped from the end of a string that a capture cut open, at least: the longest secret
@@ -27,13 +27,13 @@ pub trait Redact: Send + Sync {
     fn unfinished_tail(&self, s: &str) -> usize;
 }
 
-impl Redact for crate::scrub::Scrubber {
+impl Redact for mcp_guard_model::redact::Scrubber {
     fn redact(&self, s: &mut String, what: &mut Vec<String>) {
-        crate::scrub::Scrubber::redact(self, s, what);
+        mcp_guard_model::redact::Scrubber::redact(self, s, what);
     }
 
     fn unfinished_tail(&self, s: &str) -> usize {
-        crate::scrub::Scrubber::unfinished_tail(self, s.as_bytes())
+        mcp_guard_model::redact::Scrubber::unfinished_tail(self, s.as_bytes())
     }
 }
 
@@ -61,37 +61,6 @@ pub struct CallCapture {
     pub arguments: Option<(RawJson, usize)>,
     /// The response's `result`, and its bound in bytes.
     pub result: Option<(RawJson, usize)>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-/// A call's arguments and result as stored and shown (JSON fields of `calls --json`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CallAudit {
-    /// The arguments, redacted; cut when `arguments_cut` is not zero.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arguments: Option<Value>,
-    /// Bytes of the arguments as sent that the stored ones lack.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub arguments_cut: u64,
-    /// The result, redacted; an excerpt when `result_cut` is not zero.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-    /// Bytes of the result as the server sent it that the excerpt lacks.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub result_cut: u64,
-    /// What was redacted from them (`secret NAME`, a shape or PII kind), once each.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub redacted: Vec<String>,
-}
-
-impl CallAudit {
-    /// Nothing kept.
-    pub fn is_empty(&self) -> bool {
-        self.arguments.is_none() && self.result.is_none() && self.redacted.is_empty()
-    }
 }
 
 impl CallCapture {

@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 
 use toml_edit::{Item, Value};
 
-use super::{Checker, Span, describe, entry, join, mcp::is_tool_name, parse_size};
+use crate::check::{Checker, Span, describe, entry, join};
+use crate::mcp::is_tool_name;
+use crate::values::parse_size;
 
 /// The largest `result_bytes` (the history keeps each call's excerpt in its row).
 pub const MAX_RESULT_BYTES: u64 = 1 << 20;
@@ -148,7 +150,7 @@ impl Checker<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::policy::parse;
+    use crate::parse;
 
     fn problems(text: &str) -> Vec<String> {
         match parse(text, None) {

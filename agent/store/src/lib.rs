@@ -8,7 +8,7 @@
 
 pub mod audit;
 mod lost;
-mod records;
+pub mod query;
 pub mod retention;
 mod schema;
 mod tail;
@@ -25,21 +25,17 @@ use rusqlite::{
     params_from_iter, types::Value,
 };
 
-pub use audit::{CallAudit, CallCapture, RawJson, Redact};
+pub use audit::{CallCapture, RawJson, Redact};
 pub use lost::{QUEUE_FULL as STORE_QUEUE_FULL, WRITE_FAILED as STORE_WRITE_FAILED};
-pub use records::{
-    AlertRecord, Attribution, CallRecord, Decision, EventKind, EventRecord, Record, ServerFacts,
-    SessionFacts, SessionRecord, Severity, Timestamp, ToolsListing, UnknownName, Verdict,
+use mcp_guard_model::records::{
+    AlertRecord, CallRecord, EventKind, EventRecord, LOST_KIND, Record, ServerFacts, SessionFacts,
+    SessionRecord, Timestamp,
 };
 pub use retention::Retention;
 pub use tail::{Tail, TailBatch};
 pub use writer::{StoreHandle, StoreWriter, WriterConfig, WriterStats};
 
-use crate::statefs::StateDir;
-
-/// The `kind` of an event that stands for kernel events the session lost (`detail` names the
-/// reason and the count).
-pub const LOST_KIND: &str = "lost";
+use mcp_guard_statefs::StateDir;
 
 /// The database file's name inside the state dir.
 pub const DB_FILE: &str = "mcp-guard.db";

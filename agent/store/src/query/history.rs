@@ -7,7 +7,8 @@ use std::io::Write;
 use serde_json::Value;
 
 use super::{Col, QueryError, list_time, table, truncate_end};
-use crate::store::{CallAudit, CallRecord, SessionRecord, Timestamp, Trace};
+use crate::Trace;
+use mcp_guard_model::{CallAudit, CallRecord, SessionRecord, Timestamp};
 
 /// Lines of a pretty-printed value `trace` shows before it says how many more there are.
 const TRACE_LINES: usize = 24;
@@ -194,7 +195,7 @@ pub(super) fn sessions_table(
 
 /// Sessions started at or after `since`, of `server` when given.
 pub(super) fn sessions_of(
-    store: &crate::store::Store,
+    store: &crate::Store,
     server: Option<&str>,
     since: Option<Timestamp>,
 ) -> Result<Vec<SessionRecord>, QueryError> {

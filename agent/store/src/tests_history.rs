@@ -9,6 +9,7 @@ use super::{
     tests::{TempDir, alert, call, event},
     *,
 };
+use mcp_guard_model::{Attribution, CallAudit, ToolsListing};
 
 fn ago(d: Duration) -> Timestamp {
     Timestamp::now().saturating_sub(d)
