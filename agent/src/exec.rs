@@ -47,6 +47,7 @@ pub mod client_io;
 pub mod guard;
 pub mod history;
 pub mod kernel_spec;
+pub mod launch_chain;
 pub mod pump;
 pub mod record;
 pub mod stderr;
@@ -477,8 +478,9 @@ fn warn_passthrough(passthrough: bool, secrets: &[(String, String)]) {
     }
 }
 
-/// What a session's secrets are redacted with: its writers' store handle from now on, its log
-/// lines, and the server's stderr (with the policy's PII kinds and secret shapes).
+/// What a session's secrets are redacted with: its writers' store handle from now on (values
+/// and secret rules), its log lines (values), and the server's stderr (values, the policy's PII
+/// kinds and secret rules).
 fn redaction(
     policy: &Policy,
     secrets: &[(String, String)],
@@ -495,11 +497,11 @@ fn redaction(
             None
         }
     };
-    let for_store = match history::store_redactor(policy, secrets) {
+    let for_store = match history::store_redactor(&config) {
         Ok(r) => Some(r),
         Err(e) => {
             // Nothing is recorded unredacted: the session is refused (as without `lines`).
-            say(&format!("cannot compile the store's redactor: {e}"));
+            say(&format!("cannot compile the records' secret rules: {e}"));
             return (store, None);
         }
     };

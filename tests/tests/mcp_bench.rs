@@ -211,9 +211,13 @@ async fn through_proxy(
     db: std::path::PathBuf,
 ) -> (Conn, ProxyThread) {
     // The store's redactor as exec gives it to a session (the default policy's).
-    let redactor =
-        mcp_guard::exec::history::store_redactor(&mcp_guard_policy::builtin_default(), &[])
-            .expect("the store's redactor");
+    let redactor = mcp_guard::exec::history::store_redactor(
+        &mcp_guard::mcp::secrets::SecretConfig::for_policy(
+            &mcp_guard_policy::builtin_default().mcp,
+            Vec::new(),
+        ),
+    )
+    .expect("the store's redactor");
     let (proxy_in, to_proxy) = std::io::pipe().expect("pipe");
     let (from_proxy, proxy_out) = std::io::pipe().expect("pipe");
     let mut cfg = cfg.clone();

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 
 use mcp_guard_model::{SessionFacts, Timestamp, ToolsListing};
-use mcp_guard_policy::Policy;
 use mcp_guard_store::{self as store, RawJson, Redact};
 
 use crate::mcp::{
     self,
     audit::{Captured, ServerFact},
-    secrets::{Redactor, SecretConfig},
+    secrets::{RecordRedactor, SecretConfig},
 };
 
 /// The proxy's capture of a call, as the store's writer takes it.
@@ -46,14 +45,14 @@ pub fn session_facts(session: &str, fact: ServerFact) -> SessionFacts {
     facts
 }
 
-/// The proxy's redactor for the store: the session's injected values, the policy's PII kinds,
-/// and every secret shape the policy does not `ignore`, whatever the policy does with shapes in
-/// messages (a shape it lets through to the client still never reaches the disk).
-struct StoreRedactor(Redactor);
+/// The store's redactor: the session's record rules ([`RecordRedactor`]: injected values and the
+/// secret rules, whatever the policy does with secrets in messages, so one it lets through to
+/// the client still never reaches the disk), noting what it took out for a call's `redacted`.
+struct StoreRedactor(RecordRedactor);
 
 impl Redact for StoreRedactor {
     fn redact(&self, s: &mut String, what: &mut Vec<String>) {
-        self.0.redact(s, true, what);
+        self.0.redact(s, what);
     }
 
     fn unfinished_tail(&self, s: &str) -> usize {
@@ -62,11 +61,6 @@ impl Redact for StoreRedactor {
 }
 
 /// The redactor a session's store handle applies to every record (see [`StoreRedactor`]).
-pub fn store_redactor(
-    policy: &Policy,
-    secrets: &[(String, String)],
-) -> anyhow::Result<Arc<dyn Redact>> {
-    let mut config = SecretConfig::for_policy(&policy.mcp, secrets.to_vec());
-    config.shapes = true;
-    Ok(Arc::new(StoreRedactor(Redactor::new(&config)?)))
+pub fn store_redactor(config: &SecretConfig) -> anyhow::Result<Arc<dyn Redact>> {
+    Ok(Arc::new(StoreRedactor(RecordRedactor::new(config)?)))
 }

@@ -17,8 +17,8 @@ use serde_json::Value;
 /// recognised from their first bytes, exact values by [`Redact::unfinished_tail`]).
 pub const OPEN_TAIL: usize = 512;
 
-/// What a session's records are redacted with before they are written: the same redactor as the
-/// proxy's (injected secret values, secret shapes, the policy's PII kinds).
+/// What a session's records are redacted with before they are written: the session's record
+/// redactor (injected secret values, what the secret rules find).
 pub trait Redact: Send + Sync {
     /// Replaces every secret in `s` by a marker; notes what was redacted in `what` (once each).
     fn redact(&self, s: &mut String, what: &mut Vec<String>);
