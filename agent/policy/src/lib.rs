@@ -21,6 +21,7 @@ mod secret_rules;
 mod secrets;
 mod sections;
 mod unix;
+pub mod usable;
 mod values;
 
 pub use audit::{Audit, MAX_RESULT_BYTES, ToolAudit};

@@ -12,8 +12,9 @@ use crate::values::{has_dot_dot, parse_size};
 /// The PII kinds a policy may name in `[mcp.pii] kinds`.
 pub const PII_KINDS: &[&str] = &["email", "card-number", "us-ssn", "phone"];
 
-/// Default `[mcp] max_message_size`: 4 MiB.
-pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 4 << 20;
+/// Default `[mcp] max_message_size`: 64 MiB (screenshots, file reads and query results are
+/// often tens of megabytes).
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 64 << 20;
 /// Smallest `max_message_size`: an `initialize` with capabilities must fit.
 const MIN_MESSAGE_SIZE: u64 = 4 << 10;
 /// Largest `max_message_size`: the proxy holds a whole message in memory.
