@@ -47,6 +47,8 @@ pub enum Command {
     Alerts(AlertsArgs),
     /// One call as a timeline: request, kernel events with verdicts, alerts, response.
     Trace(TraceArgs),
+    /// Recorded sessions: which server (by its own name and version) ran, with which tools.
+    Sessions(SessionsArgs),
     /// Pinned tool definitions, and accepting a changed one.
     #[command(subcommand)]
     Pins(PinsCommand),
@@ -315,6 +317,20 @@ pub struct AlertsArgs {
     pub json: bool,
 }
 
+/// `mcp-guard sessions`.
+#[derive(Debug, Args)]
+pub struct SessionsArgs {
+    /// Only this server.
+    #[arg(long, value_parser = mcp_guard_model::names::parse)]
+    pub server: Option<String>,
+    /// Only sessions started in the last DUR (30s, 15m, 1h, 2d).
+    #[arg(long, value_name = "DUR", value_parser = mcp_guard_store::query::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `mcp-guard trace`.
 #[derive(Debug, Args)]
 pub struct TraceArgs {
@@ -379,6 +395,14 @@ pub fn main() -> ExitCode {
         Command::Alerts(a) => crate::commands::query::run(
             &dirs.state,
             &mcp_guard_store::query::Query::Alerts {
+                server: a.server,
+                since: a.since,
+                json: a.json,
+            },
+        ),
+        Command::Sessions(a) => crate::commands::query::run(
+            &dirs.state,
+            &mcp_guard_store::query::Query::Sessions {
                 server: a.server,
                 since: a.since,
                 json: a.json,
@@ -459,6 +483,7 @@ pub fn main() -> ExitCode {
                 command: a.command,
                 caller: None,
                 client_exe: None,
+                audit: Default::default(),
             },
             &dirs,
             &crate::exec::AgentRoute {

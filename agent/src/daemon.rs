@@ -39,7 +39,7 @@ use crate::{
     },
 };
 use mcp_guard_model::dirs::Dirs;
-use mcp_guard_store::{Store, StoreError, StoreWriter, Tail, TailBatch, db_path};
+use mcp_guard_store::{Store, StoreError, StoreWriter, Tail, TailBatch, WriterConfig, db_path};
 
 /// Where the programs and maps are pinned unless configured otherwise.
 pub const DEFAULT_BPF_DIR: &str = "/sys/fs/bpf/mcp-guard";
@@ -101,6 +101,12 @@ pub struct Config {
     /// Sessions one non-root user may run at once (by SO_PEERCRED uid).
     #[serde(default = "default_max_sessions")]
     pub max_sessions_per_user: u32,
+    /// `[store]`: retention.
+    #[serde(default)]
+    pub store: crate::history::StoreConfig,
+    /// `[audit]`: what the history keeps of calls unless a policy says otherwise.
+    #[serde(default)]
+    pub audit: crate::history::AuditDefaults,
 }
 
 fn default_max_sessions() -> u32 {
@@ -146,6 +152,8 @@ impl Default for Config {
             known_only: false,
             allow_observe: false,
             max_sessions_per_user: default_max_sessions(),
+            store: Default::default(),
+            audit: Default::default(),
         }
     }
 }
@@ -183,6 +191,11 @@ impl Config {
                 config.max_sessions_per_user
             ));
         }
+        crate::history::HostHistory {
+            store: config.store.clone(),
+            audit: config.audit,
+        }
+        .check()?;
         if let Some(file) = &config.metrics_token_file
             && !file.is_absolute()
         {
@@ -233,6 +246,7 @@ impl Config {
             known_only: self.known_only,
             allow_observe: self.allow_observe,
             max_sessions_per_user: self.max_sessions_per_user,
+            audit: self.audit,
         }
     }
 }
@@ -294,7 +308,14 @@ async fn run(
     dirs: Dirs,
 ) -> Result<(), String> {
     let state_dir = dirs.state.clone();
-    let writer = StoreWriter::spawn(db_path(&state_dir));
+    // The agent applies the host's retention; its sessions' writers do not.
+    let writer = StoreWriter::spawn_with(
+        db_path(&state_dir),
+        WriterConfig {
+            retention: config.store.retention(),
+            ..WriterConfig::default()
+        },
+    );
     let guard = guard_service::GuardService::start(&config.bpf_dir, writer.clone())
         .map_err(|e| format!("{e}\nthe agent cannot guard sessions without its eBPF programs"))?;
     // Loading parsed the kernel's BTF and the object (tens of MB, freed since): hand the pages
@@ -358,6 +379,7 @@ async fn run(
         (Ok(t), Ok(i), Ok(h)) => (t, i, h),
         _ => return Err("cannot install signal handlers".into()),
     };
+    let mut own_failures = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(config.poll_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -375,6 +397,11 @@ async fn run(
                 tail = cursor;
                 guard.record_drops();
                 guard.collect_orphans();
+                // The agent's own writer's failures as they happen (its `lost` events are
+                // skipped below); other processes' once their `lost` events are written.
+                let failed = writer.stats().dropped_write_failed;
+                metrics.add_store_write_failures(failed.saturating_sub(own_failures));
+                own_failures = failed;
                 match polled {
                     Ok(batch) => {
                         count(&metrics, &batch);
@@ -405,6 +432,9 @@ async fn run(
                         tracing::warn!("SIGHUP: socket and bpf_dir changes take a restart");
                     }
                     tick = tokio::time::interval(Duration::from_millis(new.poll_ms));
+                    if new.store != config.store && !writer.set_retention(new.store.retention()) {
+                        tracing::warn!("SIGHUP: the store writer is busy; [store] takes effect at the next reload");
+                    }
                     *launcher.rules.write().unwrap_or_else(|p| p.into_inner()) = new.rules();
                     config = Config {
                         metrics: config.metrics,
@@ -496,6 +526,12 @@ fn count(metrics: &Metrics, batch: &TailBatch) {
         metrics.tool_call(&c.server, &c.tool, &c.decision, c.duration);
     }
     for e in &batch.events {
+        if let Some((reason, n)) = &e.lost
+            && reason == mcp_guard_store::STORE_WRITE_FAILED
+            && e.lost_by != Some(std::process::id())
+        {
+            metrics.add_store_write_failures(*n);
+        }
         match &e.lost {
             Some((reason, n)) => metrics.add_dropped(reason, *n),
             // Operator actions (quarantine, release) are history, not kernel events.

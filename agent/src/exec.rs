@@ -45,6 +45,7 @@ pub mod agent_link;
 pub mod client;
 pub mod client_io;
 pub mod guard;
+pub mod history;
 pub mod kernel_spec;
 pub mod launch_chain;
 pub mod pump;
@@ -91,6 +92,8 @@ pub struct SessionInfo {
     pub member_cgroups: Vec<PathBuf>,
     /// The executable the MCP client runs from (`[tools.clients]` `exe`), when known.
     pub client_exe: Option<PathBuf>,
+    /// What the history keeps of each call.
+    pub audit: crate::mcp::audit::AuditConfig,
 }
 
 impl SessionInfo {
@@ -281,6 +284,9 @@ pub struct ExecArgs {
     pub caller: Option<launch::identity::Caller>,
     /// The executable of the MCP client that started exec ([`crate::client_exe`]), when known.
     pub client_exe: Option<PathBuf>,
+    /// What the history keeps of calls unless the policy says otherwise (the host config's
+    /// `[audit]`).
+    pub audit: crate::history::AuditDefaults,
 }
 
 /// How `exec` finds the agent.
@@ -308,9 +314,22 @@ impl Recording {
     /// A fresh session id and a store writer for the state dir (opened lazily: never fails here;
     /// what cannot be written is counted and reported when the session ends).
     pub fn new(state_dir: &std::path::Path) -> Self {
+        Self::with_retention(state_dir, None)
+    }
+
+    /// [`Recording::new`] whose writer also applies `retention` to the store (a standalone
+    /// exec does: no agent does it for the host).
+    pub fn with_retention(
+        state_dir: &std::path::Path,
+        retention: Option<mcp_guard_store::Retention>,
+    ) -> Self {
+        let config = mcp_guard_store::WriterConfig {
+            retention,
+            ..Default::default()
+        };
         Recording {
             session: record::new_session_id(),
-            store: StoreWriter::spawn(db_path(state_dir)),
+            store: StoreWriter::spawn_with(db_path(state_dir), config),
             state_dir: state_dir.to_path_buf(),
         }
     }
@@ -341,8 +360,15 @@ pub fn main(mut args: ExecArgs, dirs: &Dirs, route: &AgentRoute) -> ExitCode {
     }
     // Through the agent, the agent reads it itself (the client's word is not taken).
     args.client_exe = crate::client_exe::of_own_parent();
+    // Standalone, the host's history settings are this process's to apply.
+    let (host, warning) = crate::history::HostHistory::for_exec();
+    if let Some(w) = warning {
+        say(&format!("WARNING: host config: {w}"));
+    }
+    args.audit = host.audit;
+    let recording = Recording::with_retention(&dirs.state, host.store.retention());
     let hooks = Hooks::guarded(guard::GuardSource::Local, args.passthrough);
-    run_recorded(args, dirs, Recording::new(&dirs.state), hooks)
+    run_recorded(args, dirs, recording, hooks)
 }
 
 /// Runs one session with the given seams, recorded under a fresh session id in the state dir's
@@ -460,9 +486,8 @@ fn redaction(
     secrets: &[(String, String)],
     store: StoreHandle,
 ) -> (StoreHandle, Option<stderr::LineRedactor>) {
-    let scrubber = mcp_guard_model::redact::Scrubber::new(secrets);
-    if let Some(s) = &scrubber {
-        crate::say::install_for_logs(s.clone());
+    if let Some(s) = mcp_guard_model::redact::Scrubber::new(secrets) {
+        crate::say::install_for_logs(s);
     }
     let config = crate::mcp::secrets::SecretConfig::for_policy(&policy.mcp, secrets.to_vec());
     let lines = match stderr::LineRedactor::new(&config) {
@@ -472,15 +497,15 @@ fn redaction(
             None
         }
     };
-    let records: Option<std::sync::Arc<dyn mcp_guard_model::redact::TextRedactor>> =
-        match crate::mcp::secrets::RecordRedactor::new(&config) {
-            Ok(r) => Some(std::sync::Arc::new(r)),
-            Err(e) => {
-                say(&format!("cannot compile the records' secret rules: {e}"));
-                scrubber.map(|s| std::sync::Arc::new(s) as _)
-            }
-        };
-    (store.redacting(records), lines)
+    let for_store = match history::store_redactor(&config) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            // Nothing is recorded unredacted: the session is refused (as without `lines`).
+            say(&format!("cannot compile the records' secret rules: {e}"));
+            return (store, None);
+        }
+    };
+    (store.redacting(for_store), lines)
 }
 
 async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks: Hooks) -> i32 {
@@ -594,8 +619,10 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         pid: Some(std::process::id()),
         observe,
         exit_status: None,
+        facts: Default::default(),
     };
     store.send(started.clone());
+    let audit = crate::history::audit_config(&policy.audit, &args.audit);
     let mut info = SessionInfo {
         server,
         policy,
@@ -613,6 +640,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         call_facts: record::CallFacts::new(),
         member_cgroups: Vec::new(),
         client_exe: args.client_exe.clone(),
+        audit,
     };
     let finish = hooks.finish.take();
     let mut stderr_task = None;
@@ -721,8 +749,10 @@ async fn container_session(
         pid: Some(std::process::id()),
         observe,
         exit_status: None,
+        facts: Default::default(),
     };
     store.send(started.clone());
+    let audit = crate::history::audit_config(&policy.audit, &args.audit);
     let mut info = SessionInfo {
         server,
         policy,
@@ -737,6 +767,7 @@ async fn container_session(
         call_facts: record::CallFacts::new(),
         member_cgroups: Vec::new(),
         client_exe: args.client_exe.clone(),
+        audit,
     };
     let finish = hooks.finish.take();
     let name = format!("mcp-guard-{session}");
@@ -885,9 +916,17 @@ fn report_store(store: &StoreHandle) {
     let stats = store.stats();
     let lost = stats.dropped_queue_full + stats.dropped_write_failed;
     if lost > 0 || !flushed {
+        let recorded = if stats.lost_recorded >= lost {
+            "; all of them are recorded as lost events".to_string()
+        } else {
+            format!(
+                "; {} of them are recorded as lost events (the store refused the rest)",
+                stats.lost_recorded
+            )
+        };
         say(&format!(
             "WARNING: the store {} did not keep everything: {} records dropped (queue full {}, \
-             write failed {}){}{}",
+             write failed {}){recorded}{}{}",
             store.path().display(),
             lost,
             stats.dropped_queue_full,

@@ -108,6 +108,9 @@ pub struct WorkerSetup {
     /// The executable of the client's parent (the MCP client), read by the agent from `/proc`.
     #[serde(default)]
     pub client_exe: Option<PathBuf>,
+    /// What the history keeps of calls unless the policy says otherwise (the agent's `[audit]`).
+    #[serde(default)]
+    pub audit: crate::history::AuditDefaults,
 }
 
 /// A session worker's descriptors: the client's connection (for [`ClientReply`]s and

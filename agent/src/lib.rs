@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod detect;
 pub mod doctor;
 pub mod exec;
+pub mod history;
 pub mod ipc;
 pub mod kernel;
 pub mod launch;

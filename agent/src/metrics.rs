@@ -21,7 +21,7 @@ use std::{
 };
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 pub use bpf::BpfStatsSource;
@@ -136,6 +136,7 @@ pub struct Metrics {
     alerts: IntCounterVec,
     servers_running: IntGauge,
     events_dropped: IntCounterVec,
+    store_write_failures: IntCounter,
     /// Last total seen per drop reason (for [`dropped`](Self::dropped)'s deltas).
     drop_totals: Mutex<HashMap<String, u64>>,
 }
@@ -194,7 +195,12 @@ impl Metrics {
         registry.register(Box::new(kernel_events.clone()))?;
         registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(servers_running.clone()))?;
+        let store_write_failures = IntCounter::new(
+            "mcp_guard_store_write_failures_total",
+            "Records a store writer could not write (disk full, I/O error, lock held too long).",
+        )?;
         registry.register(Box::new(events_dropped.clone()))?;
+        registry.register(Box::new(store_write_failures.clone()))?;
         // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -209,6 +215,7 @@ impl Metrics {
             alerts,
             servers_running,
             events_dropped,
+            store_write_failures,
             drop_totals: Mutex::new(HashMap::new()),
         })
     }
@@ -294,6 +301,11 @@ impl Metrics {
         self.events_dropped
             .with_label_values(&[truncate(reason)])
             .inc_by(n);
+    }
+
+    /// `n` more records a store writer could not write.
+    pub fn add_store_write_failures(&self, n: u64) {
+        self.store_write_failures.inc_by(n);
     }
 
     /// Adds per-program eBPF statistics, read from the kernel at each scrape:

@@ -859,6 +859,7 @@ fn kernel_guard_and_pump_seams() {
         command: cmd.iter().map(|s| s.to_string()).collect(),
         caller: None,
         client_exe: None,
+        audit: Default::default(),
     };
 
     // What the attach hook saw, and when its returned guard was dropped.

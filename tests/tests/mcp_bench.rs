@@ -15,6 +15,10 @@
 //! noise, and the throughput ratio is the median of the blocks' ratios. The CPU per call is the
 //! steadier number.
 //!
+//! The history's cost is measured the same way, side by side: one proxied connection records
+//! each call's arguments and result (`[audit]` at its defaults: arguments, 4096 bytes of the
+//! result, redacted on the store writer's thread), another records the calls without them.
+//!
 //! Two servers: the Rust echo fixture (the worst case for the ratios: it costs almost nothing,
 //! so the proxy's cost dominates) and the real npm `@modelcontextprotocol/server-everything`
 //! `echo` tool (what users run; node).
@@ -204,6 +208,14 @@ async fn through_proxy(
     chain: mcp::interceptors::Chain,
     db: std::path::PathBuf,
 ) -> (Conn, ProxyThread) {
+    // The store's redactor as exec gives it to a session (the default policy's).
+    let redactor = mcp_guard::exec::history::store_redactor(
+        &mcp_guard::mcp::secrets::SecretConfig::for_policy(
+            &mcp_guard_policy::builtin_default().mcp,
+            Vec::new(),
+        ),
+    )
+    .expect("the store's redactor");
     let (proxy_in, to_proxy) = std::io::pipe().expect("pipe");
     let (from_proxy, proxy_out) = std::io::pipe().expect("pipe");
     let mut cfg = cfg.clone();
@@ -229,7 +241,10 @@ async fn through_proxy(
                 so,
                 &cfg,
                 chain,
-                StoreCallSink::new(StoreWriter::spawn(db), CallFacts::new().sender()),
+                StoreCallSink::new(
+                    StoreWriter::spawn(db).redacting(Some(redactor)),
+                    CallFacts::new().sender(),
+                ),
                 None,
             );
             tokio::select! {
@@ -361,6 +376,15 @@ async fn compare(server: Server) {
     let chain = mcp::proxy::build_chain(&unscanned_cfg).expect("chain");
     let (unscanned, unscanned_proxy) =
         through_proxy(server, &unscanned_cfg, chain, dir.join("unscanned.db")).await;
+    // The same, with each call's arguments and result recorded as `[audit]`'s defaults keep them.
+    let mut audited_cfg = cfg.clone();
+    audited_cfg.audit = mcp_guard::history::audit_config(
+        &mcp_guard_policy::Audit::default(),
+        &mcp_guard::history::AuditDefaults::default(),
+    );
+    let chain = mcp::proxy::build_chain(&audited_cfg).expect("chain");
+    let (audited, audited_proxy) =
+        through_proxy(server, &audited_cfg, chain, dir.join("audited.db")).await;
     // The same without interceptors: what framing, parsing, session tracking and the plumbing
     // cost on their own.
     let (bare, bare_proxy) = through_proxy(
@@ -370,7 +394,7 @@ async fn compare(server: Server) {
         dir.join("bare.db"),
     )
     .await;
-    let mut conns = [direct, proxied, bare, unscanned];
+    let mut conns = [direct, proxied, audited, bare, unscanned];
 
     let (round_trips, pipelined) = counts();
     for b in 0..BLOCKS {
@@ -383,6 +407,7 @@ async fn compare(server: Server) {
     let cpu_before = [
         clock_time(proxy.clock),
         clock_time(bare_proxy.clock),
+        clock_time(audited_proxy.clock),
         clock_time(unscanned_proxy.clock),
     ];
     for b in 0..BLOCKS {
@@ -395,17 +420,20 @@ async fn compare(server: Server) {
     let per_call = |clock, before: Duration| {
         (clock_time(clock) - before) / (pipelined / BLOCKS * BLOCKS) as u32
     };
-    let (cpu, bare_cpu, unscanned_cpu) = (
+    let (cpu, bare_cpu, audited_cpu, unscanned_cpu) = (
         per_call(proxy.clock, cpu_before[0]),
         per_call(bare_proxy.clock, cpu_before[1]),
-        per_call(unscanned_proxy.clock, cpu_before[2]),
+        per_call(audited_proxy.clock, cpu_before[2]),
+        per_call(unscanned_proxy.clock, cpu_before[3]),
     );
-    let [direct, proxied, bare, unscanned] = conns;
+    let [direct, proxied, audited, bare, unscanned] = conns;
     let (d_lat, d_rates) = (direct.lat, direct.rates);
     let (mut p_lat, p_rates) = (proxied.lat.clone(), proxied.rates.clone());
+    let (mut a_lat, a_rates) = (audited.lat.clone(), audited.rates.clone());
     let b_rates = bare.rates.clone();
     let measured = p_lat.len();
     let (requests, responses) = proxy.finish(proxied, measured).await;
+    let (a_requests, a_responses) = audited_proxy.finish(audited, measured).await;
     bare_proxy.finish(bare, 0).await;
     unscanned_proxy.finish(unscanned, 0).await;
     // The records really went to SQLite (not dropped for a store that would not open).
@@ -420,6 +448,17 @@ async fn compare(server: Server) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let recorded = stored();
+    // The audited path's store holds the arguments and results.
+    let audited_rows = mcp_guard_store::Store::open(&dir.join("audited.db"))
+        .and_then(|s| {
+            s.calls(&mcp_guard_store::CallFilter {
+                tool: Some("echo".into()),
+                limit: Some(1),
+                ..Default::default()
+            })
+        })
+        .map(|c| c.into_iter().filter(|c| c.audit.is_some()).count())
+        .unwrap_or(0);
     let _ = std::fs::remove_dir_all(&dir);
 
     let mut d_lat = d_lat;
@@ -438,7 +477,20 @@ async fn compare(server: Server) {
         us(p50) / us(d50),
         us(p99) / us(d99)
     );
-    for (what, times) in [("request ", &requests), ("response", &responses)] {
+    let (a50, a99) = (pct(&mut a_lat, 0.50), pct(&mut a_lat, 0.99));
+    println!(
+        "  with arguments and results recorded: proxied p50 {:8.1} us  p99 {:8.1} us; added p50 {:8.1} us  p99 {:8.1} us",
+        us(a50),
+        us(a99),
+        us(a50) - us(d50),
+        us(a99) - us(d99),
+    );
+    for (what, times) in [
+        ("request ", &requests),
+        ("response", &responses),
+        ("request, recorded ", &a_requests),
+        ("response, recorded", &a_responses),
+    ] {
         let mut issued: Vec<Duration> = times.iter().map(|t| t.0).collect();
         let mut written: Vec<Duration> = times.iter().map(|t| t.1).collect();
         println!(
@@ -470,14 +522,24 @@ async fn compare(server: Server) {
         median(ratios(&b_rates))
     );
     println!(
-        "proxy CPU per pipelined call (request + response): {:.2} us with the default interceptors, {:.2} us without",
+        "  proxied with arguments and results recorded {:10.0} msg/s  ratio {:.2}",
+        median(a_rates.clone()),
+        median(ratios(&a_rates))
+    );
+    println!(
+        "proxy CPU per pipelined call (request + response): {:.2} us with the default interceptors, {:.2} us with arguments and results recorded too, {:.2} us without interceptors",
         us(cpu),
+        us(audited_cpu),
         us(bare_cpu)
     );
     println!(
         "  without the poisoning scanner {:.2} us: the scanner costs {:.2}x",
         us(unscanned_cpu),
         us(cpu) / us(unscanned_cpu)
+    );
+    println!(
+        "the recorded path's last echo call kept its arguments and result: {}",
+        audited_rows == 1
     );
     println!("calls recorded in the proxied path's store: {recorded} of {sent}");
 }

@@ -50,6 +50,7 @@ fn suggested_policy_passes_check_and_holds_what_was_seen() {
             pid: Some(4242),
             observe: false,
             exit_status: None,
+            facts: Default::default(),
         })
         .expect("session");
         let wr = (libc::O_WRONLY | libc::O_CREAT) as u32;

@@ -4,14 +4,16 @@
 //! Everything else builds on this crate and none of it reaches back: it does no I/O beyond
 //! reading the clock.
 
+pub mod audit;
 pub mod dirs;
 pub mod names;
 pub mod records;
 pub mod redact;
 pub mod timestamp;
 
+pub use audit::CallAudit;
 pub use records::{
-    AlertRecord, Attribution, CallRecord, Decision, EventKind, EventRecord, Record, SessionRecord,
-    Severity, UnknownName, Verdict,
+    AlertRecord, Attribution, CallRecord, Decision, EventKind, EventRecord, Record, ServerFacts,
+    SessionFacts, SessionRecord, Severity, ToolsListing, UnknownName, Verdict,
 };
 pub use timestamp::Timestamp;

@@ -9,6 +9,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use crate::timestamp::Timestamp;
 
+use crate::audit::CallAudit;
+
 /// The `kind` of an event that stands for kernel events the session lost (`detail` names the
 /// reason and the count).
 pub const LOST_KIND: &str = "lost";
@@ -207,6 +209,47 @@ pub struct SessionRecord {
     pub observe: bool,
     /// Exit status (128+signal when killed by a signal); `None` while running.
     pub exit_status: Option<i32>,
+    /// What the server said about itself ([`SessionFacts`] fill it in; never written with the
+    /// session's own record).
+    #[serde(flatten, default)]
+    pub facts: ServerFacts,
+}
+
+/// What a server said about itself in a session: which server, which version, which tools.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerFacts {
+    /// From its `initialize` answer: `name`, `version` (and `title`) of `serverInfo`,
+    /// `protocolVersion`, `capabilities`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_info: Option<serde_json::Value>,
+    /// Its `tools/list` answers, each time the list changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools_listed: Vec<ToolsListing>,
+}
+
+/// One `tools/list` answer, by digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolsListing {
+    /// When it reached the proxy.
+    pub at: Timestamp,
+    /// SHA-256 (hex) of the canonical JSON of its `tools` (keys sorted, no spaces).
+    pub sha256: String,
+    /// How many tools it listed.
+    pub tools: u64,
+}
+
+/// An update of a session's [`ServerFacts`]: the `initialize` answer, or one more tool list
+/// (added when its digest differs from the last one's).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionFacts {
+    /// Session id.
+    pub session: String,
+    /// The server's `initialize` answer, as in [`ServerFacts::server_info`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_info: Option<serde_json::Value>,
+    /// A `tools/list` answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools_listed: Option<ToolsListing>,
 }
 
 /// One JSON-RPC request the client sent the server, and what became of it.
@@ -241,6 +284,10 @@ pub struct CallRecord {
     /// Size of the response's result in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_bytes: Option<u64>,
+    /// Its arguments and an excerpt of its result, redacted (fields `arguments`,
+    /// `arguments_cut`, `result`, `result_cut`, `redacted`), as much as the policy keeps.
+    #[serde(flatten, default)]
+    pub audit: Option<CallAudit>,
 }
 
 /// One thing a guarded server did in the kernel (or that was done about it), attributed.
@@ -385,6 +432,8 @@ pub enum Record {
     Event(EventRecord),
     /// An alert.
     Alert(AlertRecord),
+    /// What a session's server said about itself.
+    Facts(SessionFacts),
 }
 
 impl From<SessionRecord> for Record {
@@ -411,6 +460,12 @@ impl From<AlertRecord> for Record {
     }
 }
 
+impl From<SessionFacts> for Record {
+    fn from(r: SessionFacts) -> Self {
+        Self::Facts(r)
+    }
+}
+
 impl Record {
     /// Calls `f` on every piece of text the record holds (ids, names, paths, arguments,
     /// reasons, summaries, the strings inside `detail`): what a redaction must see before the
@@ -432,11 +487,35 @@ impl Record {
                 pid: _,
                 observe: _,
                 exit_status: _,
+                facts:
+                    ServerFacts {
+                        server_info,
+                        tools_listed,
+                    },
             }) => {
                 f(session);
                 f(server);
                 command.iter_mut().for_each(&mut *f);
                 f(policy);
+                if let Some(v) = server_info {
+                    each_json_text(v, f);
+                }
+                for t in tools_listed {
+                    f(&mut t.sha256);
+                }
+            }
+            Record::Facts(SessionFacts {
+                session,
+                server_info,
+                tools_listed,
+            }) => {
+                f(session);
+                if let Some(v) = server_info {
+                    each_json_text(v, f);
+                }
+                if let Some(t) = tools_listed {
+                    f(&mut t.sha256);
+                }
             }
             Record::Call(CallRecord {
                 call_id,
@@ -451,12 +530,25 @@ impl Record {
                 reason,
                 error,
                 result_bytes: _,
+                audit,
             }) => {
                 for s in [call_id, server, session, method, request_id] {
                     f(s);
                 }
                 for o in [tool, reason, error] {
                     opt(o, f);
+                }
+                if let Some(CallAudit {
+                    arguments,
+                    arguments_cut: _,
+                    result,
+                    result_cut: _,
+                    redacted,
+                }) = audit
+                {
+                    arguments.iter_mut().for_each(|v| each_json_text(v, f));
+                    result.iter_mut().for_each(|v| each_json_text(v, f));
+                    redacted.iter_mut().for_each(&mut *f);
                 }
             }
             Record::Event(EventRecord {
@@ -566,6 +658,14 @@ mod tests {
                 pid: None,
                 observe: false,
                 exit_status: None,
+                facts: ServerFacts {
+                    server_info: Some(serde_json::json!({ V: V })),
+                    tools_listed: vec![ToolsListing {
+                        at: t,
+                        sha256: v(),
+                        tools: 1,
+                    }],
+                },
             }
             .into(),
             CallRecord {
@@ -581,9 +681,26 @@ mod tests {
                 reason: Some(v()),
                 error: Some(v()),
                 result_bytes: None,
+                audit: Some(CallAudit {
+                    arguments: Some(serde_json::json!({ V: [V] })),
+                    arguments_cut: 0,
+                    result: Some(serde_json::json!({ "text": V })),
+                    result_cut: 1,
+                    redacted: vec![v()],
+                }),
             }
             .into(),
             event.into(),
+            SessionFacts {
+                session: v(),
+                server_info: Some(serde_json::json!([V])),
+                tools_listed: Some(ToolsListing {
+                    at: t,
+                    sha256: v(),
+                    tools: 0,
+                }),
+            }
+            .into(),
             AlertRecord {
                 alert_id: v(),
                 ts: t,
@@ -606,6 +723,7 @@ mod tests {
                 Record::Call(x) => serde_json::to_string(x),
                 Record::Event(x) => serde_json::to_string(x),
                 Record::Alert(x) => serde_json::to_string(x),
+                Record::Facts(x) => serde_json::to_string(x),
             }
             .expect("serializes");
             assert!(!json.contains(V), "{json}");

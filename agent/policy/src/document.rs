@@ -27,6 +27,7 @@ const TOP_KEYS: &[&str] = &[
     "mcp",
     "access",
     "command",
+    "audit",
 ];
 
 impl Checker<'_> {
@@ -125,6 +126,9 @@ impl Checker<'_> {
             .unwrap_or_default();
         let command = section("command")
             .and_then(|(item, span)| self.command(item, &span, isolation.backend));
+        let audit = section("audit")
+            .map(|(item, span)| self.audit(item, &span))
+            .unwrap_or_default();
         Some(Policy {
             name: name?,
             source: source.map(Path::to_path_buf),
@@ -142,6 +146,7 @@ impl Checker<'_> {
             pin,
             mcp,
             access,
+            audit,
             command,
         })
     }

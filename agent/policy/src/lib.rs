@@ -5,6 +5,7 @@
 //! span-preserving TOML tree by hand (not serde) so that one run reports every problem, each as
 //! `file:line:col: key.path: message`, instead of stopping at the first.
 
+mod audit;
 mod check;
 mod clients;
 mod command;
@@ -23,6 +24,7 @@ mod unix;
 pub mod usable;
 mod values;
 
+pub use audit::{Audit, MAX_RESULT_BYTES, ToolAudit};
 pub use clients::{ANY_CLIENT, ClientMatch, ClientRule};
 pub use error::{PolicyError, Problem};
 pub use image::{ImageRef, parse_image};
@@ -38,7 +40,7 @@ pub use model::{
 pub use network::{NetAllow, NetTarget};
 pub use pins::{FilePin, NpmPin, PinSignature, Pins, PypiPin, SignerKey};
 pub use secrets::{Secret, SecretError, read_secret};
-pub use values::syscall_number;
+pub use values::{parse_size, syscall_number};
 
 #[cfg(test)]
 mod tests;

@@ -174,7 +174,7 @@ impl Default for Mcp {
 }
 
 /// A tool name as `[tools]` accepts it.
-pub(super) fn is_tool_name(s: &str) -> bool {
+pub(crate) fn is_tool_name(s: &str) -> bool {
     !s.trim().is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 

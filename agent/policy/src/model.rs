@@ -48,6 +48,8 @@ pub struct Policy {
     pub mcp: Mcp,
     /// `[access]`: who may launch this policy through the agent.
     pub access: Access,
+    /// `[audit]`: what the history keeps of its calls (over the host's defaults).
+    pub audit: crate::audit::Audit,
     /// `command = [...]`: the argv the policy fixes; only it (or the program `[pin]` pins) gets
     /// the `[secrets]`, and `exec` with no command runs it.
     pub command: Option<Vec<String>>,

@@ -932,6 +932,8 @@ fn example_policy_parses_and_uses_every_section() {
     assert_eq!(p.detect.on_sensitive, OnSensitive::Kill);
     assert!(p.user.is_some() && !p.env.pass.is_empty());
     assert!(p.command.as_ref().is_some_and(|c| c.len() == 2));
+    assert!(p.audit.arguments.is_some() && p.audit.result_bytes.is_some());
+    assert!(p.audit.tools.len() == 2);
 }
 
 #[test]

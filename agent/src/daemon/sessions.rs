@@ -54,6 +54,8 @@ pub struct LaunchRules {
     pub allow_observe: bool,
     /// Sessions one non-root uid may run at once.
     pub max_sessions_per_user: u32,
+    /// What the history keeps of calls unless a policy says otherwise (`[audit]`).
+    pub audit: crate::history::AuditDefaults,
 }
 
 /// What the socket's connections share.
@@ -400,6 +402,7 @@ impl Launcher {
             policy_dir: self.dirs.policy.clone(),
             socket: self.socket.clone(),
             client_exe,
+            audit: self.rules.read().unwrap_or_else(|p| p.into_inner()).audit,
         };
         // The worker reads it blocking (the flag is the connection's: the agent only writes a
         // refusal on it from here on).

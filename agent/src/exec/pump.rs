@@ -25,7 +25,9 @@ pub async fn guarded(io: ServerStdio) -> io::Result<()> {
     config.session = session.session.clone();
     config.tools.client_exe = session.client_exe.clone();
     config.observe = session.observe;
+    config.audit = session.audit.clone();
     let sink = StoreCallSink::new(session.store.clone(), session.call_facts.sender())
+        .with_session(&session.session)
         .with_denials(session.call_facts.take_denials())
         .with_tools(session.call_facts.tools_sender());
     let outcome = mcp::run(

@@ -679,6 +679,8 @@ pub struct StoreCallSink {
     tools: Option<mpsc::UnboundedSender<ToolHints>>,
     denials: Option<mpsc::UnboundedReceiver<mcp::CallDenial>>,
     alerts: u64,
+    /// The session the server's facts are recorded under.
+    session: String,
 }
 
 impl StoreCallSink {
@@ -690,7 +692,14 @@ impl StoreCallSink {
             tools: None,
             denials: None,
             alerts: 0,
+            session: String::new(),
         }
+    }
+
+    /// Records what the server says about itself under `session`.
+    pub fn with_session(mut self, session: &str) -> Self {
+        self.session = session.to_string();
+        self
     }
 
     /// Also reports the tools listed (for the detector's read-only check).
@@ -731,7 +740,17 @@ impl mcp::CallSink for StoreCallSink {
             denied: record.decision == mcp::Decision::Denied,
         });
         // A full queue or a failing disk is counted by the store and reported at exit.
-        let _ = self.store.send(call_record(record));
+        let (call, capture) = call_record_with_capture(record);
+        let _ = match capture {
+            Some(capture) => self.store.send_call(call, capture),
+            None => self.store.send(call),
+        };
+    }
+
+    fn server_fact(&mut self, fact: mcp::audit::ServerFact) {
+        let _ = self
+            .store
+            .send(super::history::session_facts(&self.session, fact));
     }
 
     fn take_call_denials(&mut self) -> Option<mpsc::UnboundedReceiver<mcp::CallDenial>> {
@@ -753,7 +772,15 @@ impl mcp::CallSink for StoreCallSink {
 
 /// The stored form of one proxied call.
 pub fn call_record(r: mcp::CallRecord) -> CallRecord {
-    CallRecord {
+    call_record_with_capture(r).0
+}
+
+/// [`call_record`], and what the proxy captured of its arguments and result for the store.
+pub fn call_record_with_capture(
+    mut r: mcp::CallRecord,
+) -> (CallRecord, Option<mcp_guard_store::CallCapture>) {
+    let capture = r.capture.take().map(super::history::capture);
+    let call = CallRecord {
         call_id: r.call_id,
         server: r.server,
         session: r.session,
@@ -770,7 +797,9 @@ pub fn call_record(r: mcp::CallRecord) -> CallRecord {
         reason: Some(r.reason).filter(|s| !s.is_empty()),
         error: None,
         result_bytes: r.result_bytes,
-    }
+        audit: None,
+    };
+    (call, capture)
 }
 
 /// The stored form of an interceptor's finding: an alert of the MCP layer.

@@ -98,6 +98,7 @@ pub fn main() -> ExitCode {
             umask: request.umask,
         }),
         client_exe: setup.client_exe,
+        audit: setup.audit,
     };
     let code = super::run_status(args, &dirs, recording, hooks);
     reply_exit(&client, code)

@@ -62,6 +62,20 @@ pub struct Peek<'a> {
     pub tool: Option<Cow<'a, str>>,
     /// `params.arguments`, parsed (the argument checks read it).
     pub arguments: Option<Value>,
+    /// Where `params`, `params.arguments` and `result` are in the line (the history copies
+    /// their text).
+    pub spans: Spans,
+}
+
+/// Where some members are in the line, as byte ranges of their values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Spans {
+    /// `params`, when it is an object.
+    pub params: Option<Span>,
+    /// `params.arguments`.
+    pub arguments: Option<Span>,
+    /// `result`.
+    pub result: Option<Span>,
 }
 
 /// Reads what the proxy needs from `raw` (one line, no newline), or `None` when the line is not
@@ -78,7 +92,7 @@ pub struct Peeker {
 }
 
 /// A value's span in the line.
-type Span = (usize, usize);
+pub type Span = (usize, usize);
 
 /// Deeper than this, the full path decides (serde_json's own limit is 128).
 const MAX_DEPTH: usize = 100;
@@ -100,6 +114,7 @@ impl Peeker {
             i: 0,
             keys: &mut self.keys,
             params: [None; 2],
+            params_span: None,
         };
         s.ws();
         if s.b.get(s.i) != Some(&b'{') {
@@ -124,6 +139,11 @@ impl Peeker {
             method: match method {
                 Some(span) => Some(plain_str(text, span)?),
                 None => None,
+            },
+            spans: Spans {
+                params: s.params_span,
+                arguments,
+                result,
             },
             ..Peek::default()
         };
@@ -193,6 +213,8 @@ struct Scanner<'s, 'k> {
     keys: &'k mut Vec<Span>,
     /// `name` and `arguments` of the top-level `params`, when it is an object.
     params: [Option<Span>; 2],
+    /// The top-level `params`, when it is an object.
+    params_span: Option<Span>,
 }
 
 impl Scanner<'_, '_> {
@@ -383,8 +405,10 @@ impl Scanner<'_, '_> {
             if depth == 0 && k == "params" && self.b.get(self.i) == Some(&b'{') {
                 // Read in the same pass, not scanned again afterwards.
                 let mut params = [None; 2];
+                let start = self.i;
                 self.object(1, &["name", "arguments"], &mut params)?;
                 self.params = params;
+                self.params_span = Some((start, self.i));
             } else {
                 let span = self.value(depth)?;
                 if let Some(slot) = names.iter().position(|n| *n == k) {
@@ -454,6 +478,18 @@ mod tests {
             params.and_then(|p| p.get("arguments")),
             "{line}"
         );
+        // The spans hold exactly the members' values.
+        let at = |span: Option<Span>| {
+            span.map(|(a, b)| parse_strict(&line.as_bytes()[a..b]).expect("a value"))
+        };
+        assert_eq!(
+            at(p.spans.arguments).as_ref(),
+            params.and_then(|p| p.get("arguments"))
+        );
+        assert_eq!(at(p.spans.result).as_ref(), v.get("result"), "{line}");
+        if params.is_some_and(Value::is_object) {
+            assert_eq!(at(p.spans.params).as_ref(), params, "{line}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tokio::{
 };
 
 use super::{
+    audit,
     frame::{self, Frame, FrameReader, Kind},
     interceptors::{Chain, Ctx, Denial, MsgKind, Peeked, ToolAccess, ToolRules, Verdict},
     peek::Peeker,
@@ -53,6 +54,8 @@ pub struct ProxyConfig {
     /// Measure how long each message spends inside the proxy (benchmarks): see
     /// [`ProxyOutcome::client_to_server`]. Off, nothing is measured.
     pub timing: bool,
+    /// What the history keeps of each call's arguments and result.
+    pub audit: super::audit::AuditConfig,
 }
 
 impl ProxyConfig {
@@ -74,6 +77,7 @@ impl ProxyConfig {
             hook: None,
             observe: false,
             timing: false,
+            audit: super::audit::AuditConfig::default(),
         }
     }
 }
@@ -274,6 +278,7 @@ struct Core<K> {
     peeker: Peeker,
     /// A response's id as the session's key, rebuilt in place for every response.
     response_key: String,
+    audit: super::audit::AuditConfig,
 }
 
 /// How long client tool calls wait for the answer to the proxy's own re-list before they are
@@ -347,6 +352,7 @@ where
         to_server: Vec::new(),
         peeker: Peeker::default(),
         response_key: String::new(),
+        audit: config.audit.clone(),
     });
     // Signalled when client frames start being held and when they are released.
     let held_changed = Notify::new();
@@ -900,6 +906,7 @@ impl<K: CallSink> Core<K> {
             chain,
             sink,
             stats,
+            audit: audit_config,
             ..
         } = self;
         let tool = if method == "tools/call" {
@@ -927,7 +934,8 @@ impl<K: CallSink> Core<K> {
         }
         stats.client_messages += 1;
         if let Some(id) = &p.id {
-            let pending = session.client_request_peeked(id.key(), method, tool);
+            let mut pending = session.client_request_peeked(id.key(), method, tool);
+            pending.capture = audit::request(audit_config, method, tool, raw, &p.spans);
             sink.call_started(&pending.call_id, pending.tool.as_deref());
             session.track(pending);
         }
@@ -981,6 +989,7 @@ impl<K: CallSink> Core<K> {
                 if let Some(pending) = session.take_key(key) {
                     let mut rec = session.complete(pending, Decision::Allowed, String::new(), None);
                     rec.result_bytes = Some(*frame_len as u64);
+                    audit::response(&mut rec.capture, raw, p.spans.result);
                     sink.call(rec);
                 }
                 true
@@ -1177,11 +1186,14 @@ impl<K: CallSink> Core<K> {
             stats,
             observe,
             refuse_calls,
+            audit: audit_config,
             ..
         } = self;
         match kind {
             Kind::Request { id, method } => {
                 let mut pending = session.client_request(&id, &method, &v);
+                pending.capture =
+                    audit::request_value(audit_config, &method, pending.tool.as_deref(), &v);
                 let mut ctx = ctx_for(session, &method, pending.tool.as_deref(), MsgKind::Request);
                 let verdict = match refuse_calls.as_deref() {
                     Some(why) if method == "tools/call" => {
@@ -1259,6 +1271,9 @@ impl<K: CallSink> Core<K> {
             observe,
             ..
         } = self;
+        if let Some(fact) = audit::server_fact("tools/list", &v) {
+            sink.server_fact(fact);
+        }
         let mut ctx = ctx_for(session, "tools/list", None, MsgKind::Response);
         let verdict = run_chain(chain, &mut ctx, &mut v, false, *observe);
         for (rule, tool, summary) in std::mem::take(&mut ctx.findings) {
@@ -1334,6 +1349,12 @@ impl<K: CallSink> Core<K> {
             // A response to no request the proxy knows of.
             (None, None) => "",
         };
+        // What the server says about itself, as it said it (before the chain changes it).
+        if pending.is_some()
+            && let Some(fact) = audit::server_fact(method, &v)
+        {
+            sink.server_fact(fact);
+        }
         let mut ctx = ctx_for(
             session,
             method,
@@ -1365,6 +1386,7 @@ impl<K: CallSink> Core<K> {
         if let Some(p) = pending {
             let mut rec = session.complete(p, decision, reason, Some(&v));
             rec.result_bytes = Some(*frame_len as u64);
+            audit::response_value(&mut rec.capture, &v);
             sink.call(rec);
         }
         match (verdict, msg_kind, id) {

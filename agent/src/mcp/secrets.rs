@@ -235,6 +235,14 @@ impl Redactor {
             || (shapes && self.shapes.may_match(text))
     }
 
+    /// How many bytes at the end of `s` could be the beginning of an injected value that
+    /// continues past it (see [`Scrubber::unfinished_tail`]).
+    pub fn unfinished_tail(&self, s: &str) -> usize {
+        self.exact
+            .as_ref()
+            .map_or(0, |e| e.unfinished_tail(s.as_bytes()))
+    }
+
     /// Redacts `s`: exact secret values and PII always, secrets the rules find when `shapes`;
     /// returns what was redacted in `what`.
     pub fn redact(&self, s: &mut String, shapes: bool, what: &mut Vec<String>) {
@@ -312,10 +320,22 @@ impl RecordRedactor {
     }
 }
 
+impl RecordRedactor {
+    /// Redacts `s`, noting what was redacted in `what` (once each).
+    pub fn redact(&self, s: &mut String, what: &mut Vec<String>) {
+        self.redactor.redact(s, self.shapes, what);
+    }
+
+    /// How many bytes at the end of `s` could begin an injected value that continues past it.
+    pub fn unfinished_tail(&self, s: &str) -> usize {
+        self.redactor.unfinished_tail(s)
+    }
+}
+
 impl mcp_guard_model::redact::TextRedactor for RecordRedactor {
     fn redact_text(&self, text: &mut String) {
         let mut what = Vec::new();
-        self.redactor.redact(text, self.shapes, &mut what);
+        self.redact(text, &mut what);
     }
 }
 

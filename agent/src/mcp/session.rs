@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use super::frame::member;
+use super::{audit::CallCapture, audit::ServerFact, frame::member};
 use mcp_guard_model::timestamp::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
@@ -66,6 +66,9 @@ pub struct CallRecord {
     /// measured on the monotonic clock (for `mcp_guard_tool_call_duration_seconds`).
     #[serde(serialize_with = "as_seconds")]
     pub duration: Duration,
+    /// What the history keeps of its arguments and result, as copied (`None`: nothing).
+    #[serde(skip)]
+    pub capture: Option<CallCapture>,
 }
 
 impl CallRecord {
@@ -107,6 +110,8 @@ pub trait CallSink: Send {
     fn call(&mut self, record: CallRecord);
     /// An interceptor reported something.
     fn finding(&mut self, finding: Finding);
+    /// The server said something about itself (its `initialize` answer, a `tools/list`).
+    fn server_fact(&mut self, _fact: ServerFact) {}
     /// A `tools/list` answer reached the client: each tool's name and whether it is annotated
     /// `readOnlyHint: true` (exec's detector checks such tools do not write). One call per page.
     fn tools_listed(&mut self, _tools: &[(String, bool)]) {}
@@ -156,6 +161,9 @@ impl<T: CallSink + ?Sized> CallSink for Box<T> {
     fn finding(&mut self, finding: Finding) {
         (**self).finding(finding)
     }
+    fn server_fact(&mut self, fact: ServerFact) {
+        (**self).server_fact(fact)
+    }
     fn tools_listed(&mut self, tools: &[(String, bool)]) {
         (**self).tools_listed(tools)
     }
@@ -177,6 +185,11 @@ impl<T: CallSink> CallSink for std::sync::Arc<std::sync::Mutex<T>> {
         self.lock()
             .unwrap_or_else(|p| p.into_inner())
             .finding(finding)
+    }
+    fn server_fact(&mut self, fact: ServerFact) {
+        self.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .server_fact(fact)
     }
     fn tools_listed(&mut self, tools: &[(String, bool)]) {
         self.lock()
@@ -207,6 +220,8 @@ pub struct Pending {
     pub started: Instant,
     /// Modified on the way in, with why.
     pub modified: Option<String>,
+    /// What the history keeps of it, as copied so far.
+    pub capture: Option<CallCapture>,
 }
 
 /// The state of one client↔server session.
@@ -290,6 +305,7 @@ impl Session {
             started_at: SystemTime::now(),
             started: Instant::now(),
             modified: None,
+            capture: None,
         }
     }
 
@@ -363,6 +379,7 @@ impl Session {
             reason,
             result_bytes: None,
             duration: p.started.elapsed(),
+            capture: p.capture,
         }
     }
 

@@ -6,7 +6,10 @@
 //! call [`Store`] directly on a hot path; they send records to a [`StoreHandle`]
 //! ([`StoreWriter::spawn`]), which never blocks and counts what it could not write.
 
+pub mod audit;
+mod lost;
 pub mod query;
+pub mod retention;
 mod schema;
 mod tail;
 mod writer;
@@ -18,15 +21,19 @@ use std::{
 };
 
 use rusqlite::{
-    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior,
     params_from_iter, types::Value,
 };
 
+pub use audit::{CallCapture, RawJson, Redact};
+pub use lost::{QUEUE_FULL as STORE_QUEUE_FULL, WRITE_FAILED as STORE_WRITE_FAILED};
 use mcp_guard_model::records::{
-    AlertRecord, CallRecord, EventKind, EventRecord, LOST_KIND, Record, SessionRecord, Timestamp,
+    AlertRecord, CallRecord, EventKind, EventRecord, LOST_KIND, Record, ServerFacts, SessionFacts,
+    SessionRecord, Timestamp,
 };
+pub use retention::Retention;
 pub use tail::{Tail, TailBatch};
-pub use writer::{Retention, StoreHandle, StoreWriter, WriterConfig, WriterStats};
+pub use writer::{StoreHandle, StoreWriter, WriterConfig, WriterStats};
 
 use mcp_guard_statefs::StateDir;
 
@@ -36,8 +43,8 @@ pub const DB_FILE: &str = "mcp-guard.db";
 /// How long a writer waits for another process's transaction before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Rows deleted per transaction when pruning, so other writers wait at most a few milliseconds.
-const PRUNE_CHUNK: i64 = 5_000;
+/// Bytes the WAL file is cut back to after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 4 << 20;
 
 /// The store's path for a state dir.
 pub fn db_path(state_dir: &Path) -> PathBuf {
@@ -351,6 +358,12 @@ impl Store {
                 .conn
                 .pragma_update(None, "synchronous", "NORMAL")
                 .map_err(open_err)?;
+            // Per connection: a WAL that a burst or a retention pass grew is cut back to this
+            // once checkpointed, so its disk space comes back too.
+            store
+                .conn
+                .pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+                .map_err(open_err)?;
         }
         // The first statement that reads the file tells whether it is a database at all.
         schema::migrate(&mut store.conn, path, read_only)?;
@@ -392,6 +405,7 @@ impl Store {
                 Record::Call(c) => schema::upsert_call(&tx, c),
                 Record::Event(e) => schema::upsert_event(&tx, e),
                 Record::Alert(a) => schema::upsert_alert(&tx, a),
+                Record::Facts(f) => schema::update_facts(&tx, f),
             }
             .map_err(err)?;
         }
@@ -627,113 +641,26 @@ impl Store {
         Ok(u64::try_from(pages * get("page_size")?).unwrap_or(0))
     }
 
-    /// Retention: deletes what is older than `max_age`, then the oldest records until the live
-    /// data fits in `max_bytes`, and gives the freed pages back to the file system. Sessions
-    /// still running are kept. Deletes in short transactions so concurrent writers are not held.
+    /// Retention, all at once: deletes what is older than `max_age` (alerts and the events
+    /// they cite too), then the oldest records until the live data fits in `max_bytes`, and gives
+    /// the freed pages back to the file system. Sessions still running are kept. The writer
+    /// runs the same passes a step at a time ([`retention::Pruner`]).
     pub fn prune(
         &mut self,
         max_age: Option<Duration>,
         max_bytes: Option<u64>,
     ) -> Result<PruneStats, StoreError> {
-        let bytes_before = self.live_bytes()?;
-        let mut deleted = Counts::default();
-        if let Some(age) = max_age {
-            let cutoff = Timestamp::now().saturating_sub(age);
-            self.delete_before(cutoff, &mut deleted)?;
-        }
-        if let Some(max) = max_bytes {
-            // Delete by time, oldest first, a slice proportional to the excess each round (the
-            // live size is only known after deleting). Bounded: each round moves the cutoff.
-            for _ in 0..64 {
-                let live = self.live_bytes()?;
-                if live <= max {
-                    break;
-                }
-                let Some((oldest, newest)) = self.time_span()? else {
-                    break;
-                };
-                let excess = (live - max) as f64 / live as f64;
-                let span = newest.nanos_since(oldest).max(1) as f64;
-                let step = ((span * (excess + 0.02)) as i64).max(1);
-                let cutoff = Timestamp::from_unix_nanos(oldest.unix_nanos().saturating_add(step));
-                let before = deleted;
-                self.delete_before(cutoff, &mut deleted)?;
-                if deleted == before && cutoff > newest {
-                    break;
-                }
-            }
-        }
-        if deleted != Counts::default() {
-            // incremental_vacuum frees one page per step: step it to the end.
-            let mut stmt = self
-                .conn
-                .prepare("PRAGMA incremental_vacuum")
-                .map_err(self.sql_err())?;
-            let mut rows = stmt.query([]).map_err(self.sql_err())?;
-            while rows.next().map_err(self.sql_err())?.is_some() {}
-            drop(rows);
-            drop(stmt);
-            // Shrinks the file only once the WAL is checkpointed; PASSIVE never waits on readers.
-            let _: rusqlite::Result<()> =
-                self.conn
-                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-        }
-        Ok(PruneStats {
-            deleted,
-            bytes_before,
-            bytes_after: self.live_bytes()?,
+        self.prune_with(Retention {
+            max_age,
+            alert_max_age: max_age,
+            max_bytes,
+            every: Duration::ZERO,
         })
     }
 
-    /// Oldest and newest timestamp of any record.
-    fn time_span(&self) -> Result<Option<(Timestamp, Timestamp)>, StoreError> {
-        let span: (Option<i64>, Option<i64>) = self
-            .conn
-            .query_row(
-                "SELECT min(t), max(t) FROM ( \
-                   SELECT min(ts) AS t FROM events UNION ALL SELECT max(ts) FROM events \
-                   UNION ALL SELECT min(ts) FROM alerts UNION ALL SELECT max(ts) FROM alerts \
-                   UNION ALL SELECT min(started_at) FROM calls \
-                   UNION ALL SELECT max(started_at) FROM calls \
-                   UNION ALL SELECT min(ended_at) FROM sessions)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(self.sql_err())?;
-        Ok(match span {
-            (Some(a), Some(b)) => {
-                Some((Timestamp::from_unix_nanos(a), Timestamp::from_unix_nanos(b)))
-            }
-            _ => None,
-        })
-    }
-
-    fn delete_before(&mut self, cutoff: Timestamp, deleted: &mut Counts) -> Result<(), StoreError> {
-        let t = cutoff.unix_nanos();
-        deleted.events += self.delete_chunked("events", "ts < ?1", t)?;
-        deleted.alerts += self.delete_chunked("alerts", "ts < ?1", t)?;
-        deleted.calls += self.delete_chunked("calls", "coalesce(ended_at, started_at) < ?1", t)?;
-        deleted.sessions +=
-            self.delete_chunked("sessions", "ended_at IS NOT NULL AND ended_at < ?1", t)?;
-        Ok(())
-    }
-
-    fn delete_chunked(&mut self, table: &str, cond: &str, t: i64) -> Result<u64, StoreError> {
-        let key = if table == "sessions" { "rowid" } else { "id" };
-        let sql = format!(
-            "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {cond} LIMIT {PRUNE_CHUNK})"
-        );
-        let mut total = 0u64;
-        loop {
-            let n = self
-                .conn
-                .execute(&sql, params![t])
-                .map_err(self.sql_err())?;
-            total += n as u64;
-            if (n as i64) < PRUNE_CHUNK {
-                return Ok(total);
-            }
-        }
+    /// [`Store::prune`] with every limit of `retention`.
+    pub fn prune_with(&mut self, retention: Retention) -> Result<PruneStats, StoreError> {
+        retention::Pruner::new(retention).run(self)
     }
 }
 
@@ -806,3 +733,5 @@ where
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_history;

@@ -12,6 +12,8 @@ use std::{
 
 use serde::Serialize;
 
+mod history;
+
 use mcp_guard_model::{AlertRecord, Attribution, CallRecord, EventRecord, Timestamp};
 
 use crate::{AlertFilter, CallFilter, EventFilter, Store, StoreError, Trace};
@@ -45,6 +47,15 @@ pub enum Query {
     },
     /// `mcp-guard alerts`.
     Alerts {
+        /// `--server`.
+        server: Option<String>,
+        /// `--since`.
+        since: Option<Duration>,
+        /// `--json`.
+        json: bool,
+    },
+    /// `mcp-guard sessions`.
+    Sessions {
         /// `--server`.
         server: Option<String>,
         /// `--since`.
@@ -186,6 +197,27 @@ pub fn execute(
             };
             list(out, *json, each, alerts_table, width, &what, state_dir)
         }
+        Query::Sessions {
+            server,
+            since: s,
+            json,
+        } => {
+            let sessions = history::sessions_of(&store, server.as_deref(), since(s))?;
+            let what = describe("sessions", &[("server", server)], *s);
+            let each =
+                |f: &mut dyn FnMut(mcp_guard_model::SessionRecord) -> Result<(), QueryError>| {
+                    sessions.into_iter().try_for_each(f)
+                };
+            list(
+                out,
+                *json,
+                each,
+                history::sessions_table,
+                width,
+                &what,
+                state_dir,
+            )
+        }
         Query::Trace { call_id, json } => {
             let trace = store
                 .trace(call_id)?
@@ -297,10 +329,11 @@ fn calls_table(out: &mut dyn Write, calls: &[CallRecord], width: usize) -> Resul
     let cols = [
         Col::keep("LOCAL TIME"),
         Col::keep("CALL"),
-        Col::end("SERVER", 6).droppable(1),
+        Col::end("SERVER", 6).droppable(2),
         Col::end("TOOL", 8),
         Col::keep("DECISION"),
         Col::keep("TOOK"),
+        Col::end("ARGUMENTS", 9).droppable(1),
         Col::end("REASON", 6).droppable(0),
     ];
     let rows = calls
@@ -316,6 +349,7 @@ fn calls_table(out: &mut dyn Write, calls: &[CallRecord], width: usize) -> Resul
                     || "running".to_string(),
                     |e| duration_text(e.nanos_since(c.started_at)),
                 ),
+                history::arguments_cell(c),
                 c.reason.clone().unwrap_or_default(),
             ]
         })
@@ -486,6 +520,7 @@ fn trace_text(out: &mut dyn Write, trace: &Trace, width: usize) -> Result<(), Qu
             s.policy,
             if s.observe { " (observe mode)" } else { "" }
         )?;
+        history::server_lines(out, s, width)?;
     }
     writeln!(
         out,
@@ -493,6 +528,7 @@ fn trace_text(out: &mut dyn Write, trace: &Trace, width: usize) -> Result<(), Qu
         start.format("%Y-%m-%d %H:%M:%S%.3f"),
         start.format("%:z")
     )?;
+    history::call_lines(out, trace, width)?;
     writeln!(out)?;
     let mut notes = Vec::new();
     for (t, step) in timeline(trace) {
@@ -791,6 +827,7 @@ mod tests {
             reason: None,
             error: None,
             result_bytes: None,
+            audit: None,
         };
         let event =
             |id: &str, ms, kind, path: Option<&str>, addr: Option<&str>, verdict| EventRecord {

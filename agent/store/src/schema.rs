@@ -8,13 +8,13 @@ use std::path::Path;
 use rusqlite::{Connection, Row, Transaction, TransactionBehavior, params};
 
 use super::{
-    AlertRecord, CallRecord, EventKind, EventRecord, SessionRecord, StoreError, Timestamp,
-    parse_col,
+    AlertRecord, CallRecord, EventKind, EventRecord, ServerFacts, SessionFacts, SessionRecord,
+    StoreError, Timestamp, audit::CallAudit, parse_col,
 };
 
 /// Migrations in order; the schema version is the number applied. Never edit one that shipped:
 /// append a new one.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: sessions, calls, events, alerts with the indexes the query commands use.
     "
     CREATE TABLE sessions (
@@ -94,7 +94,44 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX alerts_ts ON alerts(ts);
     CREATE INDEX alerts_call ON alerts(call_id) WHERE call_id IS NOT NULL;
     ",
+    // 2: what a call was asked and answered (redacted, bounded), what the server said about
+    // itself, and the events alerts cite (retention keeps those as long as their alerts).
+    "
+    ALTER TABLE calls ADD COLUMN arguments TEXT;
+    ALTER TABLE calls ADD COLUMN arguments_cut INTEGER;
+    ALTER TABLE calls ADD COLUMN result TEXT;
+    ALTER TABLE calls ADD COLUMN result_cut INTEGER;
+    ALTER TABLE calls ADD COLUMN redacted TEXT;
+    ALTER TABLE sessions ADD COLUMN server_info TEXT;
+    ALTER TABLE sessions ADD COLUMN tools_listed TEXT;
+
+    CREATE TABLE alert_events (
+        event_id TEXT NOT NULL,
+        alert_id TEXT NOT NULL,
+        PRIMARY KEY (event_id, alert_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX alert_events_alert ON alert_events(alert_id);
+    INSERT OR IGNORE INTO alert_events (event_id, alert_id)
+        SELECT j.value, a.alert_id FROM alerts a, json_each(a.event_ids) j
+        WHERE j.type = 'text';
+    CREATE TRIGGER alerts_cite AFTER INSERT ON alerts BEGIN
+        INSERT OR IGNORE INTO alert_events (event_id, alert_id)
+            SELECT value, new.alert_id FROM json_each(new.event_ids) WHERE type = 'text';
+    END;
+    CREATE TRIGGER alerts_recite AFTER UPDATE OF alert_id, event_ids ON alerts BEGIN
+        DELETE FROM alert_events WHERE alert_id = old.alert_id;
+        INSERT OR IGNORE INTO alert_events (event_id, alert_id)
+            SELECT value, new.alert_id FROM json_each(new.event_ids) WHERE type = 'text';
+    END;
+    CREATE TRIGGER alerts_uncite AFTER DELETE ON alerts BEGIN
+        DELETE FROM alert_events WHERE alert_id = old.alert_id;
+    END;
+    ",
 ];
+
+/// Tool lists kept per session at most: a server that changes its tools at every call cannot
+/// grow its session's row without bound (the last entry is replaced instead).
+const MAX_TOOLS_LISTED: i64 = 256;
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -202,8 +239,8 @@ fn opt_ts(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Timestamp>> {
         .map(Timestamp::from_unix_nanos))
 }
 
-pub(super) const SESSION_COLUMNS: &str =
-    "session, server, started_at, ended_at, command, policy, pid, observe, exit_status";
+pub(super) const SESSION_COLUMNS: &str = "session, server, started_at, ended_at, command, policy, \
+     pid, observe, exit_status, server_info, tools_listed";
 
 pub(super) fn upsert_session(tx: &Transaction<'_>, s: &SessionRecord) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
@@ -241,25 +278,66 @@ pub(super) fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord>
         pid: row.get(6)?,
         observe: row.get(7)?,
         exit_status: row.get(8)?,
+        facts: ServerFacts {
+            server_info: from_json(row, 9)?,
+            tools_listed: from_json(row, 10)?.unwrap_or_default(),
+        },
     })
 }
 
+/// Adds what the server said about itself to its session's row (nothing when the row is not
+/// there: its session's own record was lost).
+pub(super) fn update_facts(tx: &Transaction<'_>, f: &SessionFacts) -> rusqlite::Result<()> {
+    if let Some(info) = &f.server_info {
+        let mut stmt =
+            tx.prepare_cached("UPDATE sessions SET server_info = ?2 WHERE session = ?1")?;
+        stmt.execute(params![f.session, json_text(info)])?;
+    }
+    if let Some(listing) = &f.tools_listed {
+        // Appended when it differs from the last one; past the cap, it replaces the last one.
+        let mut stmt = tx.prepare_cached(
+            "UPDATE sessions SET tools_listed = CASE
+                 WHEN json_array_length(coalesce(tools_listed, '[]')) >= ?4
+                 THEN json_set(tools_listed, '$[#-1]', json(?2))
+                 ELSE json_insert(coalesce(tools_listed, '[]'), '$[#]', json(?2)) END
+             WHERE session = ?1
+               AND json_extract(coalesce(tools_listed, '[]'), '$[#-1].sha256') IS NOT ?3",
+        )?;
+        stmt.execute(params![
+            f.session,
+            json_text(listing),
+            listing.sha256,
+            MAX_TOOLS_LISTED
+        ])?;
+    }
+    Ok(())
+}
+
 pub(super) const CALL_COLUMNS: &str = "call_id, server, session, method, tool, request_id, \
-     started_at, ended_at, decision, reason, error, result_bytes";
+     started_at, ended_at, decision, reason, error, result_bytes, arguments, arguments_cut, \
+     result, result_cut, redacted";
 
 pub(super) fn upsert_call(tx: &Transaction<'_>, c: &CallRecord) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO calls (call_id, server, session, method, tool, request_id, started_at,
-                            ended_at, decision, reason, error, result_bytes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                            ended_at, decision, reason, error, result_bytes, arguments,
+                            arguments_cut, result, result_cut, redacted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
          ON CONFLICT(call_id) DO UPDATE SET
              server = excluded.server, session = excluded.session, method = excluded.method,
              tool = coalesce(excluded.tool, tool), request_id = excluded.request_id,
              started_at = excluded.started_at, ended_at = coalesce(excluded.ended_at, ended_at),
              decision = excluded.decision, reason = coalesce(excluded.reason, reason),
              error = coalesce(excluded.error, error),
-             result_bytes = coalesce(excluded.result_bytes, result_bytes)",
+             result_bytes = coalesce(excluded.result_bytes, result_bytes),
+             arguments = coalesce(excluded.arguments, arguments),
+             arguments_cut = coalesce(excluded.arguments_cut, arguments_cut),
+             result = coalesce(excluded.result, result),
+             result_cut = coalesce(excluded.result_cut, result_cut),
+             redacted = coalesce(excluded.redacted, redacted)",
     )?;
+    let audit = c.audit.as_ref();
+    let cut = |n: u64| (n > 0).then(|| i64::try_from(n).unwrap_or(i64::MAX));
     stmt.execute(params![
         c.call_id,
         c.server,
@@ -273,6 +351,13 @@ pub(super) fn upsert_call(tx: &Transaction<'_>, c: &CallRecord) -> rusqlite::Res
         c.reason,
         c.error,
         c.result_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)),
+        audit.and_then(|a| a.arguments.as_ref()).map(json_text),
+        audit.and_then(|a| cut(a.arguments_cut)),
+        audit.and_then(|a| a.result.as_ref()).map(json_text),
+        audit.and_then(|a| cut(a.result_cut)),
+        audit
+            .filter(|a| !a.redacted.is_empty())
+            .map(|a| json_text(&a.redacted)),
     ])?;
     Ok(())
 }
@@ -293,6 +378,21 @@ pub(super) fn call_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
         result_bytes: row
             .get::<_, Option<i64>>(11)?
             .map(|b| u64::try_from(b).unwrap_or(0)),
+        audit: {
+            let cut = |idx| -> rusqlite::Result<u64> {
+                Ok(row
+                    .get::<_, Option<i64>>(idx)?
+                    .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+            };
+            let audit = CallAudit {
+                arguments: from_json(row, 12)?,
+                arguments_cut: cut(13)?,
+                result: from_json(row, 14)?,
+                result_cut: cut(15)?,
+                redacted: from_json(row, 16)?.unwrap_or_default(),
+            };
+            (audit != CallAudit::default()).then_some(audit)
+        },
     })
 }
 

@@ -43,6 +43,8 @@ pub struct TailEvent {
     pub verdict: String,
     /// For a `lost` record: (reason, count).
     pub lost: Option<(String, u64)>,
+    /// For a `lost` record a store writer wrote: the pid of the process whose writer lost them.
+    pub lost_by: Option<u32>,
 }
 
 /// One alert.
@@ -119,19 +121,25 @@ impl Tail {
         while let Some(row) = rows.next()? {
             self.events_after = row.get(0)?;
             let kind: String = row.get(2)?;
-            let lost = if kind == LOST_KIND {
+            let detail = if kind == LOST_KIND {
                 let detail: Option<String> = row.get(4)?;
-                detail
-                    .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
-                    .and_then(|d| Some((d["reason"].as_str()?.to_string(), d["count"].as_u64()?)))
+                detail.and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
             } else {
                 None
             };
+            let lost = detail
+                .as_ref()
+                .and_then(|d| Some((d["reason"].as_str()?.to_string(), d["count"].as_u64()?)));
+            let lost_by = detail
+                .as_ref()
+                .and_then(|d| d["pid"].as_u64())
+                .and_then(|p| u32::try_from(p).ok());
             batch.events.push(TailEvent {
                 server: row.get(1)?,
                 kind,
                 verdict: row.get(3)?,
                 lost,
+                lost_by,
             });
         }
         let mut stmt = store.conn.prepare_cached(

@@ -46,6 +46,7 @@ pub(crate) fn call(id: &str, server: &str, tool: &str, at: Timestamp) -> CallRec
         reason: None,
         error: None,
         result_bytes: None,
+        audit: None,
     }
 }
 
@@ -202,6 +203,7 @@ fn records_round_trip_with_every_field() {
         pid: Some(99),
         observe: true,
         exit_status: None,
+        facts: Default::default(),
     };
     let mut c = call("c1", "weather", "get_weather", t);
     c.result_bytes = Some(1234);
@@ -416,6 +418,7 @@ fn prune_by_age_keeps_recent_records_and_running_sessions() {
         pid: None,
         observe: false,
         exit_status: None,
+        facts: Default::default(),
     };
     let mut ended = running.clone();
     ended.session = "ended".into();
@@ -586,6 +589,7 @@ fn writer_applies_retention() {
         WriterConfig {
             retention: Some(Retention {
                 max_age: Some(Duration::from_secs(3600)),
+                alert_max_age: Some(Duration::from_secs(3600)),
                 max_bytes: None,
                 every: Duration::from_millis(50),
             }),
@@ -653,4 +657,19 @@ fn a_lock_held_beyond_the_busy_timeout_drops_and_counts_then_recovers() {
     handle.send(event("after", "a", EventKind::Open, now));
     assert!(handle.flush(Duration::from_secs(10)));
     assert_eq!(handle.written(), 2, "{:?}", handle.stats());
+    // The gap is in the store too: a `lost` event of the session, with the reason and count.
+    assert_eq!(handle.stats().lost_recorded, 1, "{:?}", handle.stats());
+    let store = Store::open_existing(&dir.db()).unwrap();
+    let lost = store
+        .events(&EventFilter {
+            kind: Some(LOST_KIND.into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0].session, "a-s1");
+    let detail = lost[0].detail.clone().unwrap();
+    assert_eq!(detail["reason"], STORE_WRITE_FAILED);
+    assert_eq!(detail["count"], 1);
+    assert_eq!(detail["pid"], std::process::id());
 }

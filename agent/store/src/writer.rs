@@ -3,7 +3,12 @@
 //!
 //! A full queue, a full disk or a database locked beyond the busy timeout costs records, never
 //! the caller's time: each lost record is counted ([`StoreHandle::dropped`]) and the last error
-//! is kept for reporting.
+//! is kept for reporting. Lost records are written down as `lost` events (per session and
+//! reason) as soon as the store takes writes again, which the writer tries by itself.
+//!
+//! The thread does the records' expensive part too: it redacts them ([`StoreHandle::redacting`])
+//! and turns a call's captured arguments and result into their stored form, so a producer pays
+//! for a channel send. Between batches it runs retention a step at a time.
 
 use std::{
     path::{Path, PathBuf},
@@ -16,19 +21,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Record, Store};
-use mcp_guard_model::redact::TextRedactor;
-
-/// Retention the writer applies on its own thread, between batches.
-#[derive(Clone, Copy, Debug)]
-pub struct Retention {
-    /// Delete records older than this.
-    pub max_age: Option<Duration>,
-    /// Delete the oldest records while the live data is larger than this.
-    pub max_bytes: Option<u64>,
-    /// How often to check.
-    pub every: Duration,
-}
+use super::{
+    CallRecord, Record, Store,
+    audit::{CallCapture, Redact},
+    lost::{self, LostLedger},
+    retention::{Progress, Pruner, Retention},
+};
 
 /// How the writer batches and what it keeps.
 #[derive(Clone, Copy, Debug)]
@@ -41,7 +39,7 @@ pub struct WriterConfig {
     pub reopen_after: Duration,
     /// How long a batch waits for another process's write lock before it is dropped.
     pub busy_timeout: Duration,
-    /// Retention, if this writer should apply it (the agent does; `exec` processes need not).
+    /// Retention, if this writer should apply it (the agent's and a standalone `exec`'s do).
     pub retention: Option<Retention>,
 }
 
@@ -66,6 +64,8 @@ pub struct WriterStats {
     pub dropped_queue_full: u64,
     /// Records dropped because writing failed or the writer was gone (reason `store_write_failed`).
     pub dropped_write_failed: u64,
+    /// Lost records since accounted for by `lost` events in the store.
+    pub lost_recorded: u64,
     /// The most recent error, for humans.
     pub last_error: Option<String>,
 }
@@ -75,7 +75,10 @@ struct Shared {
     written: AtomicU64,
     queue_full: AtomicU64,
     write_failed: AtomicU64,
+    lost_recorded: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Records the queue had no room for, by session (the writer writes them down).
+    queue_full_lost: Mutex<LostLedger>,
 }
 
 impl Shared {
@@ -89,10 +92,41 @@ impl Shared {
     }
 }
 
+/// One record on its way, with what the writer's thread does to it before it is written.
+struct Queued {
+    record: Record,
+    /// A call's captured arguments and result.
+    capture: Option<CallCapture>,
+    redact: Option<Arc<dyn Redact>>,
+}
+
+impl Queued {
+    /// The record as stored: the capture in its stored form, every text redacted.
+    fn prepare(self) -> Record {
+        let Queued {
+            mut record,
+            capture,
+            redact,
+        } = self;
+        if let (Record::Call(call), Some(capture)) = (&mut record, capture) {
+            let audit = capture.finish(redact.as_deref());
+            if !audit.is_empty() || audit.arguments_cut + audit.result_cut > 0 {
+                call.audit = Some(audit);
+            }
+        }
+        if let Some(r) = &redact {
+            let mut what = Vec::new();
+            record.each_text_mut(&mut |s| r.redact(s, &mut what));
+        }
+        record
+    }
+}
+
 /// Records are boxed: a bounded channel preallocates every slot at the largest variant's size.
 enum Msg {
-    Record(Box<Record>),
+    Record(Box<Queued>),
     Flush(mpsc::Sender<()>),
+    Retention(Option<Retention>),
 }
 
 /// Starts store writer threads.
@@ -124,7 +158,7 @@ impl StoreWriter {
             tx,
             shared,
             path: path.into(),
-            scrub: None,
+            redact: None,
         }
     }
 }
@@ -135,16 +169,15 @@ pub struct StoreHandle {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     path: Arc<Path>,
-    /// The session's redactor (injected values, secret rules), applied to every record this
-    /// handle sends.
-    scrub: Option<Arc<dyn TextRedactor>>,
+    /// The session's redactor, applied to every record this handle sends.
+    redact: Option<Arc<dyn Redact>>,
 }
 
 impl std::fmt::Debug for StoreHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreHandle")
             .field("path", &self.path)
-            .field("redacts", &self.scrub.is_some())
+            .field("redacts", &self.redact.is_some())
             .field("stats", &self.stats())
             .finish()
     }
@@ -152,26 +185,40 @@ impl std::fmt::Debug for StoreHandle {
 
 impl StoreHandle {
     /// A handle to the same writer that redacts every text of every record it sends with
-    /// `redactor`: give a session's writers this one, and no injected value or secret the rules
-    /// find reaches the store whatever path a record takes (event argv, call reasons, alert
-    /// summaries, ...).
-    pub fn redacting(&self, redactor: Option<Arc<dyn TextRedactor>>) -> StoreHandle {
+    /// `redact` (on the writer's thread, before anything is written): give a session's writers
+    /// this one, and no injected value or secret shape reaches the store whatever path a record
+    /// takes (event argv, call arguments and results, reasons, alert summaries, ...).
+    pub fn redacting(&self, redact: Option<Arc<dyn Redact>>) -> StoreHandle {
         StoreHandle {
-            scrub: redactor,
+            redact,
             ..self.clone()
         }
     }
 
     /// Queues a record. Never blocks; returns false (and counts it) when it had to be dropped.
     pub fn send(&self, record: impl Into<Record>) -> bool {
-        let mut record = record.into();
-        if let Some(scrub) = &self.scrub {
-            record.each_text_mut(&mut |s| scrub.redact_text(s));
-        }
-        match self.tx.try_send(Msg::Record(Box::new(record))) {
+        self.queue(record.into(), None)
+    }
+
+    /// Queues a call with what the proxy captured of its arguments and result, which the
+    /// writer's thread redacts and bounds into [`CallRecord::audit`]. Never blocks.
+    pub fn send_call(&self, call: CallRecord, capture: CallCapture) -> bool {
+        self.queue(Record::Call(call), Some(capture))
+    }
+
+    fn queue(&self, record: Record, capture: Option<CallCapture>) -> bool {
+        let queued = Queued {
+            record,
+            capture,
+            redact: self.redact.clone(),
+        };
+        match self.tx.try_send(Msg::Record(Box::new(queued))) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(msg)) => {
                 self.shared.queue_full.fetch_add(1, Ordering::Relaxed);
+                if let Msg::Record(q) = msg {
+                    lock(&self.shared.queue_full_lost).add(&q.record, lost::QUEUE_FULL);
+                }
                 false
             }
             Err(TrySendError::Disconnected(_)) => {
@@ -179,6 +226,11 @@ impl StoreHandle {
                 false
             }
         }
+    }
+
+    /// New retention limits for this writer (`None`: none), from its next pass on.
+    pub fn set_retention(&self, retention: Option<Retention>) -> bool {
+        self.tx.try_send(Msg::Retention(retention)).is_ok()
     }
 
     /// Records dropped so far, for any reason.
@@ -198,6 +250,7 @@ impl StoreHandle {
             written: self.written(),
             dropped_queue_full: self.shared.queue_full.load(Ordering::Relaxed),
             dropped_write_failed: self.shared.write_failed.load(Ordering::Relaxed),
+            lost_recorded: self.shared.lost_recorded.load(Ordering::Relaxed),
             last_error: self
                 .shared
                 .last_error
@@ -243,11 +296,162 @@ impl StoreHandle {
 /// server's answer and its delivery to the client. Records reach the database up to a tick later.
 const ACTIVE_TICK: Duration = Duration::from_millis(5);
 
-/// The writer thread: take what is queued (up to a batch), commit it, repeat.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The writer thread's state.
+struct Writer<'a> {
+    path: &'a Path,
+    config: WriterConfig,
+    shared: &'a Shared,
+    store: Option<Store>,
+    next_open: Instant,
+    pruner: Option<Pruner>,
+    /// Records lost and not yet written down.
+    lost: LostLedger,
+    /// Tells this writer's `lost` events apart from other writers' of the same store.
+    writer_id: String,
+    lost_seq: u64,
+}
+
+impl Writer<'_> {
+    /// The store, opened when it is not (at most every `reopen_after`).
+    fn store(&mut self) -> Option<&mut Store> {
+        if self.store.is_none() && Instant::now() >= self.next_open {
+            match Store::open(self.path).and_then(|s| {
+                s.set_busy_timeout(self.config.busy_timeout)?;
+                Ok(s)
+            }) {
+                Ok(s) => self.store = Some(s),
+                Err(e) => {
+                    self.shared.set_error(e.to_string());
+                    self.next_open = Instant::now() + self.config.reopen_after;
+                }
+            }
+        }
+        self.store.as_mut()
+    }
+
+    /// Writes `batch` (prepared); what cannot be written is counted as lost.
+    fn write(&mut self, batch: &[Record]) {
+        let n = batch.len() as u64;
+        match self.store().map(|s| s.write(batch)) {
+            Some(Ok(())) => {
+                self.shared.written.fetch_add(n, Ordering::Relaxed);
+            }
+            Some(Err(e)) => {
+                self.shared.write_failed.fetch_add(n, Ordering::Relaxed);
+                self.shared.set_error(e.to_string());
+                batch
+                    .iter()
+                    .for_each(|r| self.lost.add(r, lost::WRITE_FAILED));
+                // Busy and full pass with time on the same connection; anything else (the
+                // file removed or replaced, an I/O error) may need a fresh one.
+                if !e.is_busy() && !e.is_disk_full() {
+                    self.store = None;
+                    self.next_open = Instant::now() + self.config.reopen_after;
+                }
+            }
+            None => {
+                self.shared.write_failed.fetch_add(n, Ordering::Relaxed);
+                batch
+                    .iter()
+                    .for_each(|r| self.lost.add(r, lost::WRITE_FAILED));
+            }
+        }
+    }
+
+    /// Whether lost records wait to be written down (this writer's, or the queue's).
+    fn lost_pending(&self) -> bool {
+        !self.lost.is_empty() || !lock(&self.shared.queue_full_lost).is_empty()
+    }
+
+    /// Writes the lost records down as `lost` events, if the store takes writes now; they stay
+    /// counted for the next try otherwise.
+    fn write_lost(&mut self) {
+        self.lost.take_from(&mut lock(&self.shared.queue_full_lost));
+        if self.lost.is_empty() {
+            return;
+        }
+        let events = self.lost.events(&self.writer_id, &mut self.lost_seq);
+        let total = self.lost.total();
+        let Some(store) = self.store() else { return };
+        match store.write(&events) {
+            Ok(()) => {
+                tracing::warn!(
+                    records = total,
+                    "store: writing again; the records lost meanwhile are recorded as lost events"
+                );
+                self.shared
+                    .lost_recorded
+                    .fetch_add(total, Ordering::Relaxed);
+                self.lost.clear();
+            }
+            Err(e) => {
+                if !e.is_busy() && !e.is_disk_full() {
+                    self.store = None;
+                    self.next_open = Instant::now() + self.config.reopen_after;
+                }
+            }
+        }
+    }
+
+    /// One step of retention, when a pass is running or due (opening the store for it: a
+    /// writer with nothing to write still keeps the store within its limits).
+    fn prune_step(&mut self) {
+        if !self.pruner.as_ref().is_some_and(Pruner::due) {
+            return;
+        }
+        if self.store().is_none() {
+            return;
+        }
+        let (Some(pruner), Some(store)) = (self.pruner.as_mut(), self.store.as_mut()) else {
+            return;
+        };
+        match pruner.step(store) {
+            Ok(Progress::Done(Some(stats))) if stats.deleted != super::Counts::default() => {
+                tracing::info!(?stats, "store: retention pruned old records");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "store: retention failed"),
+        }
+    }
+
+    /// How long an idle writer may wait for records before it has something else to do.
+    fn idle_wait(&self) -> Option<Duration> {
+        // A store that would not open is tried again no sooner than planned.
+        let reopen = match self.store {
+            Some(_) => Duration::ZERO,
+            None => self.next_open.saturating_duration_since(Instant::now()),
+        };
+        let prune = self.pruner.as_ref().map(|p| p.wait().max(reopen));
+        let lost = self.lost_pending().then_some(self.config.reopen_after);
+        match (prune, lost) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The writer thread: take what is queued (up to a batch), commit it, repeat; between batches,
+/// write down what was lost and run retention.
 fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
-    let mut store: Option<Store> = None;
-    let mut next_open = Instant::now();
-    let mut last_prune = Instant::now();
+    let mut w = Writer {
+        path,
+        config,
+        shared,
+        store: None,
+        next_open: Instant::now(),
+        pruner: config.retention.map(Pruner::new),
+        lost: LostLedger::default(),
+        writer_id: format!(
+            "{}-{}",
+            std::process::id(),
+            super::Timestamp::now().unix_nanos()
+        ),
+        lost_seq: 0,
+    };
     let mut batch: Vec<Record> = Vec::with_capacity(config.max_batch);
     let mut flushes: Vec<mpsc::Sender<()>> = Vec::new();
     // Something arrived last time round: look again after a tick rather than wait.
@@ -255,8 +459,9 @@ fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
     // The last batch was cut at `max_batch`: more is waiting now.
     let mut backlog = false;
     loop {
-        let first = if active {
-            if !backlog {
+        let pruning = w.store.is_some() && w.pruner.as_ref().is_some_and(Pruner::running);
+        let first = if active || pruning {
+            if !backlog && !pruning {
                 thread::sleep(ACTIVE_TICK);
             }
             match rx.try_recv() {
@@ -266,9 +471,10 @@ fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
                 Err(TryRecvError::Disconnected) => break,
             }
         } else {
-            // Wake up now and then even when idle, so retention runs on a quiet store too.
-            match config.retention {
-                Some(r) => match rx.recv_timeout(r.every) {
+            // Wake up now and then even when idle: retention runs on a quiet store too, and
+            // lost records are written down once the disk has room again.
+            match w.idle_wait() {
+                Some(wait) => match rx.recv_timeout(wait) {
                     Ok(m) => Some(m),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => break,
@@ -283,8 +489,12 @@ fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
         let mut next = first;
         while let Some(msg) = next {
             match msg {
-                Msg::Record(r) => batch.push(*r),
+                Msg::Record(q) => batch.push(q.prepare()),
                 Msg::Flush(done) => flushes.push(done),
+                Msg::Retention(r) => match (&mut w.pruner, r) {
+                    (Some(p), Some(r)) => p.set(r),
+                    (p, r) => *p = r.map(Pruner::new),
+                },
             }
             next = if batch.len() < config.max_batch {
                 rx.try_recv().ok()
@@ -294,70 +504,31 @@ fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
         }
         backlog = batch.len() >= config.max_batch;
         if !batch.is_empty() {
-            let n = batch.len() as u64;
-            if store.is_none() && Instant::now() >= next_open {
-                match Store::open(path).and_then(|s| {
-                    s.set_busy_timeout(config.busy_timeout)?;
-                    Ok(s)
-                }) {
-                    Ok(s) => store = Some(s),
-                    Err(e) => {
-                        shared.set_error(e.to_string());
-                        next_open = Instant::now() + config.reopen_after;
-                    }
-                }
-            }
-            match store.as_mut().map(|s| s.write(&batch)) {
-                Some(Ok(())) => {
-                    shared.written.fetch_add(n, Ordering::Relaxed);
-                }
-                Some(Err(e)) => {
-                    shared.write_failed.fetch_add(n, Ordering::Relaxed);
-                    shared.set_error(e.to_string());
-                    // Busy and full pass with time on the same connection; anything else (the
-                    // file removed or replaced, an I/O error) may need a fresh one.
-                    if !e.is_busy() && !e.is_disk_full() {
-                        store = None;
-                        next_open = Instant::now() + config.reopen_after;
-                    }
-                }
-                None => {
-                    shared.write_failed.fetch_add(n, Ordering::Relaxed);
-                }
-            }
+            w.write(&batch);
             batch.clear();
+        }
+        if w.lost_pending() {
+            w.write_lost();
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
-        if let (Some(r), Some(s)) = (config.retention, store.as_mut())
-            && last_prune.elapsed() >= r.every
-        {
-            last_prune = Instant::now();
-            match s.prune(r.max_age, r.max_bytes) {
-                Ok(stats) if stats.deleted != super::Counts::default() => {
-                    tracing::info!(?stats, "store: retention pruned old records");
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "store: retention failed"),
-            }
-        }
+        w.prune_step();
+    }
+    if w.lost_pending() {
+        w.write_lost();
     }
     // Every handle is gone: say what was lost, once, where the operator's logs are.
     let queue_full = shared.queue_full.load(Ordering::Relaxed);
     let write_failed = shared.write_failed.load(Ordering::Relaxed);
     if queue_full + write_failed > 0 {
-        let last_error = shared
-            .last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_default();
+        let last_error = lock(&shared.last_error).clone().unwrap_or_default();
         tracing::warn!(
             path = %path.display(),
             written = shared.written.load(Ordering::Relaxed),
             queue_full,
             write_failed,
+            recorded_as_lost = shared.lost_recorded.load(Ordering::Relaxed),
             last_error,
             "store: records were dropped"
         );

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             pid: Some(std::process::id()),
             observe: false,
             exit_status: None,
+            facts: Default::default(),
         }
         .into(),
     );
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
             reason: None,
             error: None,
             result_bytes: None,
+            audit: None,
         };
         send(call.clone().into());
         for e in 0..10 {

@@ -1,0 +1,66 @@
+//! A session's history in the store: the proxy's captures in the store's form, what the server
+//! said about itself as a session update, and the redactor every record passes on its way to
+//! the disk.
+
+use std::sync::Arc;
+
+use mcp_guard_model::{SessionFacts, Timestamp, ToolsListing};
+use mcp_guard_store::{self as store, RawJson, Redact};
+
+use crate::mcp::{
+    self,
+    audit::{Captured, ServerFact},
+    secrets::{RecordRedactor, SecretConfig},
+};
+
+/// The proxy's capture of a call, as the store's writer takes it.
+pub fn capture(c: mcp::audit::CallCapture) -> store::CallCapture {
+    let raw = |c: Captured| RawJson {
+        text: c.text,
+        total: c.total,
+    };
+    store::CallCapture {
+        arguments: c.arguments.map(|(a, bound)| (raw(a), bound)),
+        result: c.result.map(|r| (raw(r), c.result_bytes)),
+    }
+}
+
+/// What the server said about itself, as an update of `session`'s row.
+pub fn session_facts(session: &str, fact: ServerFact) -> SessionFacts {
+    let mut facts = SessionFacts {
+        session: session.to_string(),
+        server_info: None,
+        tools_listed: None,
+    };
+    match fact {
+        ServerFact::Info(v) => facts.server_info = Some(v),
+        ServerFact::Tools { sha256, tools } => {
+            facts.tools_listed = Some(ToolsListing {
+                at: Timestamp::now(),
+                sha256,
+                tools,
+            });
+        }
+    }
+    facts
+}
+
+/// The store's redactor: the session's record rules ([`RecordRedactor`]: injected values and the
+/// secret rules, whatever the policy does with secrets in messages, so one it lets through to
+/// the client still never reaches the disk), noting what it took out for a call's `redacted`.
+struct StoreRedactor(RecordRedactor);
+
+impl Redact for StoreRedactor {
+    fn redact(&self, s: &mut String, what: &mut Vec<String>) {
+        self.0.redact(s, what);
+    }
+
+    fn unfinished_tail(&self, s: &str) -> usize {
+        self.0.unfinished_tail(s)
+    }
+}
+
+/// The redactor a session's store handle applies to every record (see [`StoreRedactor`]).
+pub fn store_redactor(config: &SecretConfig) -> anyhow::Result<Arc<dyn Redact>> {
+    Ok(Arc::new(StoreRedactor(RecordRedactor::new(config)?)))
+}
