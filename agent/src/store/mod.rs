@@ -6,6 +6,7 @@
 //! call [`Store`] directly on a hot path; they send records to a [`StoreHandle`]
 //! ([`StoreWriter::spawn`]), which never blocks and counts what it could not write.
 
+pub mod changes;
 mod records;
 mod schema;
 mod tail;
@@ -22,6 +23,7 @@ use rusqlite::{
     params_from_iter, types::Value,
 };
 
+pub use changes::{Change, ChangeBatch, ExportLag};
 pub use records::{
     AlertRecord, Attribution, CallRecord, Decision, EventKind, EventRecord, Record, SessionRecord,
     Severity, Timestamp, UnknownName, Verdict,
