@@ -9,7 +9,7 @@
 //! per-program statistics for the mcp-guard eBPF programs. Readiness and liveness go to systemd
 //! (`Type=notify`: `READY=1`, then `WATCHDOG=1` while the store is being followed); SIGTERM and
 //! SIGINT stop it, SIGHUP re-reads the config file (a bad file keeps the running config and
-//! says why).
+//! says why). With sinks in `[export]`, it also ships the store to them ([`crate::export`]).
 
 use std::{
     os::unix::net::UnixDatagram,
@@ -30,6 +30,7 @@ pub mod sessions;
 
 use crate::{
     cli::EXIT_POLICY,
+    export::{Exporter, Prepared, config::ExportConfig},
     ipc,
     kernel::loader::PROGRAM_NAMES,
     metrics::{
@@ -101,6 +102,9 @@ pub struct Config {
     /// Sessions one non-root user may run at once (by SO_PEERCRED uid).
     #[serde(default = "default_max_sessions")]
     pub max_sessions_per_user: u32,
+    /// `[export]`: the sinks the history is shipped to.
+    #[serde(default)]
+    pub export: ExportConfig,
 }
 
 fn default_max_sessions() -> u32 {
@@ -146,6 +150,7 @@ impl Default for Config {
             known_only: false,
             allow_observe: false,
             max_sessions_per_user: default_max_sessions(),
+            export: ExportConfig::default(),
         }
     }
 }
@@ -183,6 +188,7 @@ impl Config {
                 config.max_sessions_per_user
             ));
         }
+        config.export.check(text)?;
         if let Some(file) = &config.metrics_token_file
             && !file.is_absolute()
         {
@@ -261,6 +267,15 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
             return ExitCode::from(EXIT_POLICY);
         }
     }
+    // Credentials, CA files and the host id: a sink that cannot work stops the start here.
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let export = match Prepared::new(&config.export, credentials.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mcp-guard agent: config error: {e}");
+            return ExitCode::from(EXIT_POLICY);
+        }
+    };
     if let Some(socket) = &args.socket {
         config.socket = socket.clone();
     }
@@ -278,7 +293,7 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args, config, auth, dirs.clone())) {
+    match rt.block_on(run(args, config, auth, export, dirs.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcp-guard agent: {e}");
@@ -291,6 +306,7 @@ async fn run(
     args: AgentArgs,
     mut config: Config,
     auth: Arc<Auth>,
+    export: Prepared,
     dirs: Dirs,
 ) -> Result<(), String> {
     let state_dir = dirs.state.clone();
@@ -347,6 +363,16 @@ async fn run(
 
     let store = open_store(&state_dir)?;
     let mut tail = Tail::from_now(&store).map_err(|e| format!("store: {e}"))?;
+    let export_metrics = metrics
+        .export_metrics()
+        .map_err(|e| format!("metrics: {e}"))?;
+    let exporter = Exporter::start(export, &db_path(&state_dir), export_metrics);
+    if !exporter.sinks().is_empty() {
+        eprintln!(
+            "mcp-guard agent: shipping the history to {}",
+            exporter.sinks().join(", ")
+        );
+    }
     let store = Arc::new(std::sync::Mutex::new(store));
     notify("READY=1");
 
@@ -399,6 +425,9 @@ async fn run(
                         tracing::warn!("SIGHUP: a new metrics address or group takes a restart; keeping {}", config.metrics);
                     }
                     auth.set(token);
+                    if new.export != config.export {
+                        tracing::warn!("SIGHUP: [export] changes take a restart; keeping the running sinks");
+                    }
                     if new.socket != config.socket || new.bpf_dir != config.bpf_dir
                         || new.socket_mode != config.socket_mode
                         || new.socket_group != config.socket_group {
@@ -413,6 +442,7 @@ async fn run(
                         socket_mode: config.socket_mode,
                         socket_group: config.socket_group,
                         bpf_dir: config.bpf_dir,
+                        export: config.export,
                         ..new
                     };
                     eprintln!("mcp-guard agent: config reloaded");
@@ -435,6 +465,8 @@ async fn run(
     guard.keep_all();
     guard.record_drops();
     writer.flush(Duration::from_secs(5));
+    // A delivery cut short here is sent again by the next agent (the cursor did not move).
+    exporter.stop(Duration::from_secs(5));
     Ok(())
 }
 

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod detect;
 pub mod doctor;
 pub mod exec;
+pub mod export;
 pub mod ipc;
 pub mod kernel;
 pub mod launch;
