@@ -20,6 +20,9 @@ use crate::{Result, root, run};
 /// interpreter tests/tests/trust_agent.rs also runs as other users.
 /// qemu-system-x86 (with virtiofsd from qemu-system-common), busybox-static, xz-utils and
 /// zstd: `cargo xtask kernels` boots Debian's kernels and unpacks their modules.
+/// clickhouse-server and rsyslog (with rsyslog-gnutls for TLS): the export sinks' tests start
+/// their own instances of both (tests/tests/export.rs); only the binaries are used, never the
+/// system services.
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "python3-venv",
@@ -39,6 +42,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static",
     "xz-utils",
     "zstd",
+    "clickhouse-server",
+    "clickhouse-client",
+    "rsyslog",
+    "rsyslog-gnutls",
 ];
 
 /// podman's default OCI runtime for mcp-guard's hosts: crun refuses hybrid cgroup hosts, runc
