@@ -342,7 +342,7 @@ fn an_agent_killed_mid_export_resumes_from_its_cursor() {
         total += fill(&state, tag, 1000);
     }
     let pins = PinDir::new("export-sigkill");
-    let batch = 100;
+    let batch = 1000;
     let config = export_config("vm-a", &clickhouse_sink("fleet", &ch.url(), batch));
     let mut agent = Agent::start(&dir, &pins, &config);
     // Kill it while ClickHouse has some of the history but not all.
