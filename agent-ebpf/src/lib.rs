@@ -294,34 +294,51 @@ pub struct PathKey {
 /// Bytes of a file name in `NameKey` (names are shorter: the rest is zero).
 pub const NAME_LEN: usize = 64;
 
-/// Where the last component of `path` (`len` bytes, no NUL) starts and how long it is, if it is
-/// a possible sensitive name (1..NAME_LEN bytes). Scans backwards at most NAME_LEN bytes, so
-/// the eBPF verifier sees one short, linear loop.
+/// Where the last component of a path starts in `tail` and how long it is, if it is a possible
+/// sensitive name (1..NAME_LEN bytes). `tail` holds the path's last `tail_len` bytes (no NUL):
+/// the whole path when it is shorter than NAME_LEN, else its last NAME_LEN bytes, which is room
+/// enough for the longest name and the `/` before it.
+///
+/// The kernel side scans a NAME_LEN-byte window rather than the path buffer itself: indexing the
+/// path at `len - k` is in bounds, but 6.1's and 6.12's verifiers lose the relation between `len`
+/// and `k` (the compiler checks one register and indexes with another) and reject the read. In a
+/// power-of-two window, masking the index proves the bound on the register that is used.
 #[inline(always)]
-pub fn last_component(path: &[u8; PATH_LEN], len: usize) -> Option<(usize, usize)> {
-    let len = if len > PATH_LEN { PATH_LEN } else { len };
+pub fn last_component(tail: &[u8; NAME_LEN], tail_len: usize) -> Option<(usize, usize)> {
+    let tail_len = if tail_len > NAME_LEN {
+        NAME_LEN
+    } else {
+        tail_len
+    };
     let mut start = 0usize;
     let mut k = 1usize;
     while k <= NAME_LEN {
-        if k > len {
+        if k > tail_len {
             break;
         }
-        let idx = len - k;
-        match path.get(idx) {
-            Some(b'/') => {
-                start = idx + 1;
-                break;
-            }
-            Some(_) => {}
-            None => return None,
+        // `tail_len - k` is already below NAME_LEN: the mask changes nothing but the proof.
+        let idx = (tail_len - k) & (NAME_LEN - 1);
+        if tail[idx] == b'/' {
+            start = idx + 1;
+            break;
         }
         k += 1;
     }
-    let name_len = len - start;
+    let name_len = tail_len - start;
     if name_len == 0 || name_len >= NAME_LEN {
         return None;
     }
     Some((start, name_len))
+}
+
+/// Where the window [`last_component`] scans starts in a path of `len` bytes, and how many of its
+/// bytes are the path's (the window is NAME_LEN bytes from there: it never ends past the path
+/// buffer).
+#[inline(always)]
+pub fn tail_window(len: usize) -> (usize, usize) {
+    let len = if len > PATH_LEN { PATH_LEN } else { len };
+    let tail_len = if len > NAME_LEN { NAME_LEN } else { len };
+    (len - tail_len, tail_len)
 }
 
 /// Key of the `SENSITIVE_NAMES` map: cgroup id (big-endian) then a zero-padded file name.
@@ -441,12 +458,25 @@ mod pod {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+    use std::{format, string::String};
+
     use super::*;
 
-    fn path(s: &str) -> [u8; PATH_LEN] {
-        let mut p = [0u8; PATH_LEN];
-        p[..s.len()].copy_from_slice(s.as_bytes());
-        p
+    /// The window of `s` the kernel scans for the last component, and its length.
+    fn tail(s: &str) -> ([u8; NAME_LEN], usize) {
+        let (start, len) = tail_window(s.len());
+        let mut t = [0u8; NAME_LEN];
+        t[..len].copy_from_slice(&s.as_bytes()[start..start + len]);
+        (t, len)
+    }
+
+    /// The last component of `s` as the kernel finds it.
+    fn name(s: &str) -> Option<String> {
+        let (t, len) = tail(s);
+        last_component(&t, len).map(|(start, n)| {
+            String::from_utf8(t[start..start + n].to_vec()).expect("utf-8 test path")
+        })
     }
 
     #[test]
@@ -458,12 +488,40 @@ mod tests {
 
     #[test]
     fn last_component_of_absolute_relative_and_odd_paths() {
-        assert_eq!(last_component(&path("/a/b/.env"), 9), Some((5, 4)));
-        assert_eq!(last_component(&path(".env"), 4), Some((0, 4)));
-        assert_eq!(last_component(&path("dir/.env"), 8), Some((4, 4)));
-        assert_eq!(last_component(&path("/a/"), 3), None);
-        assert_eq!(last_component(&path(""), 0), None);
+        assert_eq!(name("/a/b/.env").as_deref(), Some(".env"));
+        assert_eq!(name(".env").as_deref(), Some(".env"));
+        assert_eq!(name("dir/.env").as_deref(), Some(".env"));
+        assert_eq!(name("/a/"), None);
+        assert_eq!(name(""), None);
         let long = "x".repeat(NAME_LEN);
-        assert_eq!(last_component(&path(&long), NAME_LEN), None);
+        assert_eq!(name(&long), None, "a name of NAME_LEN bytes is never a key");
+        let longest = "y".repeat(NAME_LEN - 1);
+        assert_eq!(name(&longest).as_deref(), Some(longest.as_str()));
+        assert_eq!(
+            name(&format!("/{longest}")).as_deref(),
+            Some(longest.as_str())
+        );
+        assert_eq!(
+            name(&format!("/deep/{longest}")).as_deref(),
+            Some(longest.as_str())
+        );
+        assert_eq!(
+            name(&format!("/deep/z{longest}")),
+            None,
+            "64 bytes after the last slash"
+        );
+    }
+
+    #[test]
+    fn the_window_is_the_path_tail_within_the_path_buffer() {
+        assert_eq!(tail_window(0), (0, 0));
+        assert_eq!(tail_window(10), (0, 10));
+        assert_eq!(tail_window(NAME_LEN), (0, NAME_LEN));
+        assert_eq!(tail_window(NAME_LEN + 1), (1, NAME_LEN));
+        assert_eq!(tail_window(PATH_LEN), (PATH_LEN - NAME_LEN, NAME_LEN));
+        assert_eq!(tail_window(usize::MAX), (PATH_LEN - NAME_LEN, NAME_LEN));
+        // A long path: the name is found in the last NAME_LEN bytes.
+        let p = format!("/{}/.aws/credentials", "d".repeat(150));
+        assert_eq!(name(&p).as_deref(), Some("credentials"));
     }
 }

@@ -29,7 +29,7 @@ use aya_ebpf::{
 use mcp_guard_ebpf::{
     ARG_LEN, ARGV_ENTRIES, ConnectEvent, ExecEvent, GUARD_FLAG_KILL_SENSITIVE, GuardConfig,
     KillEvent, NAME_LEN, NameKey, OPEN_PATH_OFFSET, OpenEvent, PATH_LEN, PathKey, drop_reason,
-    event_kind, last_component, sock_op, verdict,
+    event_kind, last_component, sock_op, tail_window, verdict,
 };
 
 use crate::common::{EVENTS, count_drop, guard, header, submit_flags};
@@ -74,6 +74,10 @@ static SENSITIVE_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(4096, 
 #[map]
 static NAME_SCRATCH: PerCpuArray<NameKey> = PerCpuArray::with_max_entries(1, 0);
 
+/// Room for the last NAME_LEN bytes of a path, where its last component is looked for.
+#[map]
+static TAIL_SCRATCH: PerCpuArray<[u8; NAME_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
 /// Room to build an open record (slot 0: at entry for the sensitive check, at exit for the
 /// record), and for a relative path's key once its leading `./` is stripped (slot 1).
 #[map]
@@ -92,6 +96,10 @@ fn reg(regs: *const u64, slot: usize) -> u64 {
     unsafe { regs.wrapping_add(slot).read_volatile() }
 }
 
+// 6.1's verifier logs "reg type unsupported for arg#0 function trace_sys_enter" before it
+// verifies this: it compares the function's BTF prototype with the context pointer and, for a
+// program's entry function, only warns. It loads, attaches and runs there (the matrix's event
+// and sensitive-path-kill cases pass on 6.1), so no raw-tracepoint fallback is needed.
 #[btf_tracepoint(function = "sys_enter")]
 pub fn trace_sys_enter(ctx: BtfTracePointContext) -> i32 {
     let id: i64 = ctx.arg(1);
@@ -381,7 +389,26 @@ fn dot_relative_is_sensitive(key: &PathKey) -> bool {
 /// Whether the last component of `path` (`len` bytes, without the NUL) is a sensitive name.
 #[inline(always)]
 fn name_is_sensitive(cgroup: u64, path: &[u8; PATH_LEN], len: usize) -> bool {
-    let Some((start, name_len)) = last_component(path, len) else {
+    let Some(tail) = TAIL_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's scratch slot, used by nothing else while this program runs.
+    let tail = unsafe { &mut *tail };
+    // The path's last bytes go to a power-of-two window that `last_component` can index with a
+    // masked, provably bounded index (see there). Always a whole window, so the copy's size is
+    // a constant: a computed one is bounded on one register and passed in another, which 6.1's
+    // and 6.12's verifiers reject; what lies past `tail_len` is never read.
+    let (from, tail_len) = tail_window(len);
+    // SAFETY: `from <= PATH_LEN - NAME_LEN`, so the NAME_LEN bytes from there are inside `path`,
+    // and they fit `tail`.
+    unsafe {
+        probe_copy_kernel(
+            tail.as_mut_ptr().cast::<c_void>(),
+            NAME_LEN as u32,
+            path.as_ptr().wrapping_add(from).cast::<c_void>(),
+        )
+    };
+    let Some((start, name_len)) = last_component(tail, tail_len) else {
         return false;
     };
     let Some(key) = NAME_SCRATCH.get_ptr_mut(0) else {
@@ -397,13 +424,13 @@ fn name_is_sensitive(cgroup: u64, path: &[u8; PATH_LEN], len: usize) -> bool {
     }
     // A helper copy: the verifier cannot relate a variable `start + j` index to the bounds
     // checked on another register, but it can bound a helper's size argument.
-    // SAFETY: `start + name_len <= len <= PATH_LEN`, so the source stays inside `path`, and
+    // SAFETY: `start + name_len <= tail_len <= NAME_LEN`, so the source stays inside `tail`, and
     // `name_len < NAME_LEN` fits the destination.
     unsafe {
         probe_copy_kernel(
             key.name.as_mut_ptr().cast::<c_void>(),
             (name_len & (NAME_LEN - 1)) as u32,
-            path.as_ptr().wrapping_add(start).cast::<c_void>(),
+            tail.as_ptr().wrapping_add(start).cast::<c_void>(),
         )
     };
     // SAFETY: the value is only tested for presence.

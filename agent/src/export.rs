@@ -4,7 +4,7 @@
 //! syslog receivers ([`syslog`], OCSF JSON: [`ocsf`]).
 //!
 //! Each sink has its own thread ([`pump`]) and its own cursor in the store's change log
-//! ([`crate::store::changes`]), so a slow or broken sink holds no other back. Delivery is at
+//! ([`mcp_guard_store::changes`]), so a slow or broken sink holds no other back. Delivery is at
 //! least once: the cursor moves only after a batch was delivered, and it survives restarts.
 
 pub mod clickhouse;
@@ -28,7 +28,9 @@ use config::{ExportConfig, Target};
 use host::Host;
 use pump::{Backoff, Deliver, Pump};
 
-use crate::{metrics::export::ExportMetrics, store::Store};
+use mcp_guard_store::Store;
+
+use crate::metrics::export::ExportMetrics;
 
 /// How often the supervisor checks that the change log's triggers are all still there (a
 /// table rebuilt by a migration loses its triggers).

@@ -82,15 +82,19 @@ pub fn server_user() -> (u32, u32) {
             panic!("the system user {SERVER_USER} is missing: run `cargo xtask setup`");
         };
         for dir in [workspace_root(), target_dir()] {
-            let blocked = dir.ancestors().find(|a| {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::metadata(a).is_ok_and(|m| m.permissions().mode() & 0o001 == 0)
-            });
-            if let Some(a) = blocked {
+            // Asked of the kernel as that user (mode bits alone miss ACLs).
+            let enters = |a: &Path| {
+                std::process::Command::new("runuser")
+                    .args(["-u", SERVER_USER, "--", "test", "-x"])
+                    .arg(a)
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if let Some(a) = dir.ancestors().find(|a| !enters(a)) {
                 panic!(
                     "{} is below {}, which {SERVER_USER} cannot enter: the tests' servers run \
-                     as that user from the workspace; check the workspace out (and build it) \
-                     where every user may enter, e.g. not below /root",
+                     as that user from the workspace; `cargo xtask setup` lets it through \
+                     (an ACL entry), or check the workspace out where every user may enter",
                     dir.display(),
                     a.display()
                 );

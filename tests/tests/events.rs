@@ -90,6 +90,9 @@ fn exec_open_and_connect_events_of_a_guarded_fixture() {
                     port_lo: a,
                     port_hi: a,
                 }],
+                // About events, not the Unix-socket promise (tests/tests/unix_sockets.rs): this
+                // runs on kernels without connect_unix too.
+                unix_optional: true,
                 ..Default::default()
             },
         ))
@@ -224,6 +227,7 @@ fn sensitive_open_kills_even_in_observe_mode() {
                     SensitivePath::Name(".env".into()),
                 ],
                 kill_on_sensitive: true,
+                unix_optional: true,
                 ..Default::default()
             },
         ))
@@ -342,6 +346,7 @@ fn a_sensitive_path_on_an_unfaulted_page_is_killed_before_the_open_returns() {
                 observe: true,
                 sensitive: vec![SensitivePath::Under(home.join(".ssh"))],
                 kill_on_sensitive: true,
+                unix_optional: true,
                 ..Default::default()
             },
         ))
@@ -447,6 +452,7 @@ fn relative_spellings_of_sensitive_paths_are_killed() {
                     SensitivePath::Exact(home.join(".aws/credentials")),
                 ],
                 kill_on_sensitive: true,
+                unix_optional: true,
                 ..Default::default()
             },
         ))
@@ -512,4 +518,74 @@ fn relative_spellings_of_sensitive_paths_are_killed() {
         assert!(out.status.success(), "{path}: {why}: {out:?}");
         assert_eq!(lines(&out), ["ok", "ok"], "{path}: {why}");
     }
+}
+
+/// The kernel looks for a sensitive name in the last NAME_LEN bytes of the path as passed (a
+/// window it can index provably in bounds on every verifier): a name deep below long
+/// directories is found, and so is one of the longest length a name key holds, whose `/` is the
+/// window's first byte. A last component one byte longer is another name.
+#[test]
+fn sensitive_names_are_found_at_the_end_of_long_paths() {
+    use mcp_guard_ebpf::{NAME_LEN, PATH_LEN};
+    require_root();
+    let guard = KernelGuard::load().expect("load");
+    let rt = runtime();
+    let home = temp_dir("names");
+    let longest = format!("{}.key", "n".repeat(NAME_LEN - 1 - ".key".len()));
+    assert_eq!(longest.len(), NAME_LEN - 1);
+    // Deep enough that the longest path nearly fills what the kernel reads of a path.
+    let room = (PATH_LEN - 20).saturating_sub(home.display().to_string().len() + 2 + NAME_LEN);
+    assert!(
+        room >= 16,
+        "the scratch dir's path is too long for this test"
+    );
+    let deep = home
+        .join("d".repeat(room / 2))
+        .join("e".repeat(room - room / 2));
+    std::fs::create_dir_all(&deep).expect("mkdir deep");
+    let harmless = home.join("notes.txt");
+    let env = deep.join(".env");
+    let key = deep.join(&longest);
+    let other = deep.join(format!("x{longest}"));
+    for f in [&harmless, &env, &key, &other] {
+        std::fs::write(f, "secret").expect("write");
+    }
+    assert!(other.display().to_string().len() < PATH_LEN);
+    let cg = TestCgroup::new("names");
+    let _h = rt
+        .block_on(guard.add_server(
+            &cg.dir,
+            ServerSpec {
+                server: "names".into(),
+                session: "n".into(),
+                observe: true,
+                sensitive: vec![
+                    SensitivePath::Name(".env".into()),
+                    SensitivePath::Name(longest.clone()),
+                ],
+                kill_on_sensitive: true,
+                unix_optional: true,
+                ..Default::default()
+            },
+        ))
+        .expect("guard");
+    let run = |path: &Path| {
+        cg.run(
+            &opener(),
+            &[harmless.display().to_string(), path.display().to_string()],
+        )
+    };
+    for target in [&env, &key] {
+        let out = run(target);
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGKILL),
+            "opening {} ({} bytes) must be fatal: {out:?}",
+            target.display(),
+            target.display().to_string().len()
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    }
+    let out = run(&other);
+    assert_eq!(lines(&out), ["ok", "ok"], "x{longest} is not {longest}");
 }

@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcp_guard::store::{Store, db_path};
+use mcp_guard_store::{Store, db_path};
 use mcp_guard_tests::{
     agent::{Agent, PinDir},
     certs::Pki,

@@ -1040,9 +1040,16 @@ fn an_interpreter_swapped_after_verification_does_not_compile_the_cache() {
         venv.join("lib/python3.11/site-packages"),
     )
     .expect("link site-packages");
-    // The impostor: another interpreter (ELF, named like the pinned one).
+    // The impostor: another interpreter (ELF, named like the pinned one). The test environment's
+    // python may be this very file, so a few bytes after the ELF's end (which the loader never
+    // reads) make it another one: its digest differs from the pin, it runs the same.
     let evil = dir.join("evil");
     std::fs::copy("/usr/bin/python3.11", &evil).expect("copy another interpreter");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&evil)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"impostor"))
+        .expect("make the impostor differ");
     let evil_inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&evil).expect("stat"));
 
     let command: [&Path; 3] = [&interpreter, Path::new("-m"), Path::new("mcp_server_time")];

@@ -19,7 +19,8 @@ use crate::{Result, root, run};
 /// the server user; python3 and python3-venv: the tests' venv (see [`VENV_PYTHON`]), whose
 /// interpreter tests/tests/trust_agent.rs also runs as other users.
 /// qemu-system-x86 (with virtiofsd from qemu-system-common), busybox-static, xz-utils and
-/// zstd: `cargo xtask kernels` boots Debian's kernels and unpacks their modules.
+/// zstd: `cargo xtask kernels` boots Debian's kernels and unpacks their modules. acl: setfacl
+/// lets the server user through a checkout's ancestors ([`server_user_reaches_workspace`]).
 /// clickhouse-server and rsyslog (with rsyslog-gnutls for TLS): the export sinks' tests start
 /// their own instances of both (tests/tests/export.rs); only the binaries are used, never the
 /// system services.
@@ -42,6 +43,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static",
     "xz-utils",
     "zstd",
+    "acl",
     "clickhouse-server",
     "clickhouse-client",
     "rsyslog",
@@ -57,6 +59,7 @@ pub fn run_all() -> Result {
     debian_packages()?;
     podman_runtime()?;
     server_user()?;
+    server_user_reaches_workspace()?;
     nightly_rust_src()?;
     bpf_linker()?;
     python_env()?;
@@ -136,6 +139,35 @@ fn server_user() -> Result {
     let conf = root().join("packaging/sysusers.d/mcp-guard.conf");
     let conf = conf.to_str().ok_or("non-UTF-8 checkout path")?;
     run("server user", "systemd-sysusers", &[conf])
+}
+
+/// The tests' servers run as [`SERVER_USER`] from the workspace (its build, venv, node_modules
+/// and fixtures), which may sit below a directory only root may enter (a checkout in /root, as
+/// CI's is). Each such ancestor gets an ACL entry that lets that one user pass through it (`x`,
+/// not read): what an admin does for a service user that must reach one tree.
+fn server_user_reaches_workspace() -> Result {
+    let root = root();
+    let blocked: Vec<PathBuf> = root
+        .ancestors()
+        .filter(|dir| {
+            let dir = dir.to_str().unwrap_or("/");
+            output("runuser", &["-u", SERVER_USER, "--", "test", "-x", dir]).is_err()
+        })
+        .map(Path::to_path_buf)
+        .collect();
+    if blocked.is_empty() {
+        println!("==> workspace: {SERVER_USER} can enter {}", root.display());
+        return Ok(());
+    }
+    for dir in blocked.iter().rev() {
+        let dir = dir.to_str().ok_or("non-UTF-8 checkout path")?;
+        run(
+            "workspace: let the server user pass through",
+            "setfacl",
+            &["-m", &format!("u:{SERVER_USER}:x"), dir],
+        )?;
+    }
+    Ok(())
 }
 
 fn nightly_rust_src() -> Result {

@@ -32,6 +32,8 @@ pub enum CapabilityId {
     EbpfObject,
     /// cgroup_sock_addr programs load, attach to a cgroup and judge a connect.
     CgroupSockAddr,
+    /// The `connect_unix`/`sendmsg_unix` attach types (Linux 6.7+) for Unix socket verdicts.
+    CgroupUnix,
     /// Tracepoint programs load and attach.
     Tracepoint,
     /// Raw tracepoint programs load and attach.
@@ -68,12 +70,13 @@ pub enum CapabilityId {
 
 impl CapabilityId {
     /// Every capability, in report order.
-    pub const ALL: [CapabilityId; 21] = [
+    pub const ALL: [CapabilityId; 22] = [
         Self::Privileges,
         Self::Btf,
         Self::Tracefs,
         Self::EbpfObject,
         Self::CgroupSockAddr,
+        Self::CgroupUnix,
         Self::Tracepoint,
         Self::RawTracepoint,
         Self::TpBtf,
@@ -100,6 +103,7 @@ impl CapabilityId {
             Self::Tracefs => "tracefs",
             Self::EbpfObject => "ebpf_object",
             Self::CgroupSockAddr => "cgroup_sock_addr",
+            Self::CgroupUnix => "cgroup_unix",
             Self::Tracepoint => "tracepoint",
             Self::RawTracepoint => "raw_tracepoint",
             Self::TpBtf => "tp_btf",
@@ -120,10 +124,15 @@ impl CapabilityId {
     }
 
     /// Whether full enforcement needs it (the others only add to it or enable a backend).
+    /// `cgroup_unix` is not: without it, what `[network] unix` promises is refused per launch.
     pub fn required(self) -> bool {
         !matches!(
             self,
-            Self::Lsm | Self::UserNamespaces | Self::ContainerEngine | Self::Agent
+            Self::Lsm
+                | Self::CgroupUnix
+                | Self::UserNamespaces
+                | Self::ContainerEngine
+                | Self::Agent
         )
     }
 }
@@ -314,6 +323,7 @@ pub fn probe() -> Report {
     probe_lsm(&mut b, btf.as_ref());
     probe_maps(&mut b);
     probe_cgroups(&mut b, &mounts);
+    probe_cgroup_unix(&mut b);
     probe_landlock(&mut b);
     probe_seccomp(&mut b);
     probe_namespaces(&mut b);
@@ -884,6 +894,11 @@ pub fn explain_kernel(e: &crate::kernel::loader::KernelError) -> String {
             "cgroup_sock_addr programs need a cgroup v2 hierarchy and root (CAP_BPF + \
              CAP_NET_ADMIN)",
         ),
+        KernelError::UnixUnavailable(_) => (
+            CapabilityId::CgroupUnix,
+            "the cgroup connect_unix/sendmsg_unix programs need Linux 6.7+; on an older kernel \
+             run under --observe, or set [enforcement] allow_degraded = true to run without them",
+        ),
         KernelError::Resolve(_) => {
             return format!(
                 "eBPF kernel guard: {e} (a host name in [network] allow could not be resolved: \
@@ -930,7 +945,15 @@ fn probe_egress(b: &mut Builder, dir: &Path) {
             b.put(
                 CapabilityId::EbpfObject,
                 Status::Available,
-                "mcp-guard's embedded connect4/connect6/sendmsg4/sendmsg6 and tp_btf sys_enter/sys_exit programs loaded; the tp_btf ones attached".to_string(),
+                format!(
+                    "mcp-guard's embedded connect4/connect6/sendmsg4/sendmsg6 and tp_btf \
+                     sys_enter/sys_exit programs loaded; the tp_btf ones attached; \
+                     connect_unix/sendmsg_unix {}",
+                    match g.unix_status() {
+                        Ok(()) => "loaded".to_string(),
+                        Err(why) => format!("skipped: {why}"),
+                    }
+                ),
                 "mcp-guard's own programs run on this kernel",
             );
             g
@@ -954,6 +977,8 @@ fn probe_egress(b: &mut Builder, dir: &Path) {
     let spec = ServerSpec {
         server: "mcp-guard-doctor".to_string(),
         session: "doctor".to_string(),
+        // Egress is probed here; the unix programs have their own line (cgroup_unix).
+        unix_optional: true,
         ..ServerSpec::default()
     };
     // add_server is async; its own thread and runtime keep `probe` callable from async code too
@@ -1024,6 +1049,27 @@ fn probe_egress(b: &mut Builder, dir: &Path) {
             NO,
         ),
         Err(e) => b.put(CapabilityId::CgroupSockAddr, Status::Unavailable, format!("not probed: fork failed: {e}"), NO),
+    }
+}
+
+/// Whether this kernel runs the Unix socket programs (`kernel::unix::probe`).
+fn probe_cgroup_unix(b: &mut Builder) {
+    match crate::kernel::unix::probe() {
+        Ok(()) => b.put(
+            CapabilityId::CgroupUnix,
+            Status::Available,
+            "connect_unix and sendmsg_unix programs load, and the kernel BTF describes the \
+             address they judge"
+                .to_string(),
+            "connect/sendmsg to Unix sockets are limited to [network] unix in the kernel",
+        ),
+        Err(why) => b.put(
+            CapabilityId::CgroupUnix,
+            Status::Unavailable,
+            why,
+            "connect/sendmsg to Unix sockets cannot be limited to [network] unix: exec refuses \
+             (77) unless --observe or [enforcement] allow_degraded",
+        ),
     }
 }
 
@@ -1572,6 +1618,10 @@ mod tests {
                     source: std::io::Error::from_raw_os_error(libc::ENOENT),
                 },
                 CapabilityId::CgroupSockAddr,
+            ),
+            (
+                KernelError::UnixUnavailable("no attach type".into()),
+                CapabilityId::CgroupUnix,
             ),
         ];
         for (e, cap) in cases {

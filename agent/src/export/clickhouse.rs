@@ -13,7 +13,7 @@ use super::{
     pump::Deliver,
     rows, tls,
 };
-use crate::store::Change;
+use mcp_guard_store::Change;
 
 /// Longest piece of an error body kept (ClickHouse repeats the offending input at length).
 const MAX_ERROR_TEXT: usize = 400;

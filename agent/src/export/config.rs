@@ -245,7 +245,7 @@ impl ExportConfig {
             let at = |key: &str, what: String| {
                 format!("[[export.sink]] {:?} (line {line}): {key}: {what}", s.name)
             };
-            if !crate::names::is_valid(&s.name) {
+            if !mcp_guard_model::names::is_valid(&s.name) {
                 return Err(at(
                     "name",
                     "letters, digits, '.', '_' or '-', 1 to 64 of them".into(),
@@ -324,7 +324,7 @@ impl ExportConfig {
                         ));
                     }
                     if let Some(c) = &s.password_credential
-                        && !crate::names::is_valid(c)
+                        && !mcp_guard_model::names::is_valid(c)
                     {
                         return Err(at("password_credential", "a credential name".into()));
                     }

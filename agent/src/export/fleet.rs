@@ -18,9 +18,10 @@ use super::{
     clickhouse::ClickHouse,
     config::{self, ClickHouseTarget, DEFAULT_DATABASE},
 };
-use crate::{
+use mcp_guard_model::{AlertRecord, CallRecord, EventKind, EventRecord, SessionRecord, Timestamp};
+use mcp_guard_store::{
+    Trace,
     query::{self, Hosted, Query, QueryError, TableFn},
-    store::{AlertRecord, CallRecord, EventKind, EventRecord, SessionRecord, Timestamp, Trace},
 };
 
 /// How long one fleet query may take.
@@ -165,9 +166,15 @@ pub fn run(fleet: &Fleet, query: &Query) -> ExitCode {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let result = connect(fleet).and_then(|ch| {
-        execute(&ch, &fleet.url, query, &mut out, query::terminal_width())
-            .map_err(|e| e.to_string())
-            .and_then(|()| out.flush().map_err(|e| e.to_string()))
+        execute(
+            &ch,
+            &fleet.url,
+            query,
+            &mut out,
+            crate::commands::query::width(),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|()| out.flush().map_err(|e| e.to_string()))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

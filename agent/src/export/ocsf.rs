@@ -19,7 +19,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::store::{
+use mcp_guard_model::{
     AlertRecord, CallRecord, Decision, EventKind, EventRecord, Record, SessionRecord, Severity,
     Timestamp, Verdict,
 };
@@ -407,7 +407,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::store::{Attribution, EventRecord};
+    use mcp_guard_model::{Attribution, EventRecord};
 
     fn host() -> Host {
         Host {

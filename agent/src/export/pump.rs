@@ -11,10 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    metrics::export::ExportMetrics,
-    store::{Change, Store, Timestamp},
-};
+use mcp_guard_model::Timestamp;
+use mcp_guard_store::{Change, Store};
+
+use crate::metrics::export::ExportMetrics;
 
 /// How a sink ships a batch.
 pub trait Deliver: Send {

@@ -10,9 +10,8 @@
 
 use serde::Serialize;
 
-use crate::store::{
-    AlertRecord, CallRecord, Change, EventRecord, Record, SessionRecord, Timestamp,
-};
+use mcp_guard_model::{AlertRecord, CallRecord, EventRecord, Record, SessionRecord, Timestamp};
+use mcp_guard_store::Change;
 
 use super::host::Host;
 
@@ -223,7 +222,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::store::EventKind;
+    use mcp_guard_model::EventKind;
 
     #[test]
     fn rows_carry_the_host_the_version_and_the_record() {

@@ -29,7 +29,8 @@ use super::{
     pump::Deliver,
     tls,
 };
-use crate::store::{Change, Record};
+use mcp_guard_model::Record;
+use mcp_guard_store::Change;
 
 /// The APP-NAME of every message.
 const APP_NAME: &str = "mcp-guard";
@@ -209,7 +210,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::store::{EventKind, EventRecord, Timestamp};
+    use mcp_guard_model::{EventKind, EventRecord, Timestamp};
 
     #[test]
     fn frames_are_octet_counted_rfc_5424_with_ocsf_json() {
@@ -231,7 +232,7 @@ mod tests {
         let mut e = EventRecord::new("e1".into(), t, "fs", "s1", 42, EventKind::Open);
         // A path that would forge a second message if frames ended at newlines.
         e.path = Some("/tmp/x\n<11>1 - forged - - - - {}".into());
-        e.verdict = crate::store::Verdict::Denied;
+        e.verdict = mcp_guard_model::Verdict::Denied;
         let mut out = Vec::new();
         sink.frame(&Record::Event(e), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();

@@ -10,10 +10,11 @@ use std::{
     path::Path,
 };
 
-use aya_obj::generated::bpf_insn;
+use aya_obj::generated::{bpf_insn, bpf_prog_info};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
 /// `BPF_PROG_TYPE_CGROUP_SOCK_ADDR`.
@@ -59,6 +60,15 @@ struct ObjPinAttr {
     pathname: u64,
     bpf_fd: u32,
     file_flags: u32,
+}
+
+/// `union bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
 }
 
 /// Issues `cmd` with `attr`; the raw return value.
@@ -178,6 +188,21 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
         file_flags: 0,
     };
     sys_bpf(BPF_OBJ_PIN, &mut attr).map(drop)
+}
+
+/// How many instructions the verifier processed for the program `prog` (Linux 5.16+; `None`
+/// before, or when the kernel does not say).
+pub fn verified_insns(prog: BorrowedFd<'_>) -> Option<u32> {
+    // SAFETY: `bpf_prog_info` is plain integers and a bitfield: all zeroes is a valid value.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr = InfoAttr {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<bpf_prog_info>() as u32,
+        info: std::ptr::from_mut(&mut info) as u64,
+    };
+    // The kernel writes at most `info_len` bytes (fewer when its struct is older) into `info`.
+    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).ok()?;
+    (info.verified_insns > 0).then_some(info.verified_insns)
 }
 
 #[cfg(test)]

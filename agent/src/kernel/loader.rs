@@ -51,7 +51,7 @@ pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcp-guard-ebpf"));
 
 /// The egress programs, in the order they are attached.
-const EGRESS_PROGRAMS: [&str; 4] = [
+pub(crate) const EGRESS_PROGRAMS: [&str; 4] = [
     programs::CONNECT4,
     programs::CONNECT6,
     programs::SENDMSG4,
@@ -59,7 +59,7 @@ const EGRESS_PROGRAMS: [&str; 4] = [
 ];
 
 /// The syscall tracepoints: (program name, tp_btf target).
-const TRACE_PROGRAMS: [(&str, &str); 2] = [
+pub(crate) const TRACE_PROGRAMS: [(&str, &str); 2] = [
     (programs::SYS_ENTER, "sys_enter"),
     (programs::SYS_EXIT, "sys_exit"),
 ];
@@ -1032,91 +1032,6 @@ fn replace_pin(
     })?;
     drop(old);
     Ok(())
-}
-
-/// Whether one program of the object loads (and, for the tracepoints, attaches) here.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProgramStatus {
-    /// Program name in the object.
-    pub name: &'static str,
-    /// What it does, for people.
-    pub role: &'static str,
-    /// `Ok` when it works here, else why not.
-    pub result: Result<(), String>,
-}
-
-/// Loads a fresh copy of the object and tries every program on its own, for `doctor`: unlike
-/// [`KernelGuard::load`], one failure does not hide the others.
-pub fn probe_programs() -> Vec<ProgramStatus> {
-    let roles = [
-        (programs::CONNECT4, "egress verdicts for IPv4 connect"),
-        (programs::CONNECT6, "egress verdicts for IPv6 connect"),
-        (programs::SENDMSG4, "egress verdicts for IPv4 sendmsg (UDP)"),
-        (programs::SENDMSG6, "egress verdicts for IPv6 sendmsg (UDP)"),
-        (
-            programs::SYS_ENTER,
-            "exec/open events and sensitive-path kill (tp_btf/sys_enter)",
-        ),
-        (programs::SYS_EXIT, "open results (tp_btf/sys_exit)"),
-        (
-            programs::CONNECT_UNIX,
-            "Unix socket verdicts for connect (Linux 6.7+)",
-        ),
-        (
-            programs::SENDMSG_UNIX,
-            "Unix socket verdicts for sendmsg (Linux 6.7+)",
-        ),
-    ];
-    let status = |name, role, result| ProgramStatus { name, role, result };
-    let mut ebpf = match Ebpf::load(EBPF_OBJECT) {
-        Ok(ebpf) => ebpf,
-        Err(e) => {
-            let why = KernelError::Load(e).to_string();
-            return roles
-                .iter()
-                .map(|(n, r)| status(*n, *r, Err(why.clone())))
-                .collect();
-        }
-    };
-    // Loaded by mcp-guard itself, both at once (see `unix`).
-    let unix = UnixPrograms::load(&mut ebpf, EBPF_OBJECT).map(drop);
-    let btf = Btf::from_sys_fs().map_err(|e| KernelError::Btf(e).to_string());
-    let mut out = Vec::new();
-    for (name, role) in roles {
-        if name == programs::CONNECT_UNIX || name == programs::SENDMSG_UNIX {
-            out.push(status(name, role, unix.clone()));
-            continue;
-        }
-        let result = match ebpf.program_mut(name) {
-            None => Err(KernelError::MissingProgram(name).to_string()),
-            Some(program) => match TRACE_PROGRAMS.iter().find(|(n, _)| *n == name) {
-                Some((_, target)) => try_tracepoint(program, target, &btf),
-                None => try_sock_addr(program),
-            },
-        };
-        out.push(status(name, role, result));
-    }
-    out
-}
-
-fn try_tracepoint(
-    program: &mut aya::programs::Program,
-    target: &str,
-    btf: &Result<Btf, String>,
-) -> Result<(), String> {
-    let btf = btf.as_ref().map_err(Clone::clone)?;
-    let p: &mut BtfTracePoint = program
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-    p.load(target, btf).map_err(|e| e.to_string())?;
-    p.attach().map(|_| ()).map_err(|e| e.to_string())
-}
-
-fn try_sock_addr(program: &mut aya::programs::Program) -> Result<(), String> {
-    let p: &mut CgroupSockAddr = program
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-    p.load().map_err(|e| e.to_string())
 }
 
 /// One guarded server. Dropping it stops name refreshes and removes the server's map entries:

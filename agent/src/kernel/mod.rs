@@ -2,6 +2,7 @@
 //! keeping allowed host names resolved, and turning the ring buffer into typed events.
 mod bpf_sys;
 pub mod btf_layout;
+pub mod compat;
 pub mod events;
 pub mod loader;
 pub mod resolve;

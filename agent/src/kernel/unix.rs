@@ -121,7 +121,7 @@ fn read_layout() -> Result<SockAddrKernLayout, String> {
 /// say what it runs without before it starts.
 pub fn probe() -> Result<(), String> {
     use aya_obj::generated::bpf_insn;
-    kernel_layout()?;
+    // The attach types first: on an older kernel that is the reason to give.
     let insn = |code: u8, imm: i32| bpf_insn {
         code,
         _bitfield_align_1: [],
@@ -132,10 +132,11 @@ pub fn probe() -> Result<(), String> {
     // r0 = 1 (allow); exit.
     let trivial = [insn(0xb7, 1), insn(0x95, 0)];
     for (name, attach) in PROGRAMS {
-        bpf_sys::prog_load(name, PROG_CGROUP_SOCK_ADDR, attach, &trivial, c"GPL")
-            .map_err(|e| format!("the kernel refuses {name} programs: {e}"))?;
+        bpf_sys::prog_load(name, PROG_CGROUP_SOCK_ADDR, attach, &trivial, c"GPL").map_err(|e| {
+            format!("this kernel has no cgroup {name} attach type (Linux 6.7+): {e}")
+        })?;
     }
-    Ok(())
+    kernel_layout().map(drop)
 }
 
 /// The loaded unix programs, and (unpinned) the attachments made with them.
@@ -165,6 +166,7 @@ impl UnixPrograms {
     /// against `ebpf`'s maps, and writes the kernel layout they read. Call it before any map is
     /// taken out of `ebpf`. `Err`: why this kernel cannot run them.
     pub(crate) fn load(ebpf: &mut Ebpf, object: &[u8]) -> Result<Self, String> {
+        probe()?;
         let layout = kernel_layout()?;
         let mut obj = aya_obj::Object::parse(object).map_err(|e| format!("parsing: {e}"))?;
         // As aya does: every function's section, so calls are told from map references.
@@ -251,6 +253,12 @@ impl UnixPrograms {
             }
         }
         Ok(())
+    }
+
+    /// The verifier's instruction count for the program `name` (see [`bpf_sys::verified_insns`]).
+    pub(crate) fn verified_insns(&self, name: &str) -> Option<u32> {
+        let (_, _, fd) = self.progs.iter().find(|(n, _, _)| *n == name)?;
+        bpf_sys::verified_insns(fd.as_fd())
     }
 
     /// Pins the programs in `dir` (as `prog_<name>`), for inspection with bpftool.

@@ -1,6 +1,7 @@
 //! The script the guest runs after switching into this machine's root: it mounts what a real
 //! host has (cgroup2 with its controllers enabled, bpffs, tracefs, debugfs, securityfs, fresh
-//! tmpfs over /tmp, /run and mcp-guard's state dir so nothing of the host's state leaks in),
+//! tmpfs over /tmp, /run, mcp-guard's state dir and podman's storage so nothing of the host's
+//! state leaks in),
 //! runs each case with a time limit and prints markers the host parses (report.rs).
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,11 @@ mnt -t tmpfs -o mode=1777 tmpfs /tmp
 mnt -t tmpfs -o mode=0755 tmpfs /run
 $bb mkdir -p /var/lib/mcp-guard /dev/pts /dev/shm
 mnt -t tmpfs -o mode=0700 tmpfs /var/lib/mcp-guard
+# Podman's storage (the Unix-socket tests start its API service): the host's records name the
+# overlay driver, which podman refuses over the guest's overlay root, and a fresh one on tmpfs
+# works.
+$bb mkdir -p /var/lib/containers
+mnt -t tmpfs -o mode=0700 tmpfs /var/lib/containers
 mnt -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
 mnt -t tmpfs -o mode=1777 tmpfs /dev/shm
 mnt -t cgroup2 cgroup2 /sys/fs/cgroup

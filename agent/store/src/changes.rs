@@ -418,10 +418,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::store::{
-        Decision, EventKind,
-        tests::{TempDir, alert, call, event},
-    };
+    use mcp_guard_model::{Decision, EventKind};
+
+    use crate::tests::{TempDir, alert, call, event};
 
     fn ids(batch: &ChangeBatch) -> Vec<String> {
         batch
