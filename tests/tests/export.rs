@@ -1050,8 +1050,10 @@ fn bench_export_throughput() {
     let ch = ClickHouse::start(&dir.join("clickhouse"));
     let rs = Rsyslog::start(&dir.join("rsyslog"), None);
     let state = dir.join("state");
-    let calls = 20_000;
-    let total = fill(&state, "bench", calls);
+    // 20 sessions of 1,000 calls with ten events each (the writer's queue takes 1,000 at once).
+    let total: u64 = (0..20)
+        .map(|i| fill(&state, &format!("bench{i}"), 1000))
+        .sum();
     let db = db_path(&state);
     // Numbering the history for shipping happens once, when the first sink is configured.
     let t = Instant::now();
