@@ -281,6 +281,9 @@ pub struct CallsArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// The fleet instead of this host.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 /// `mcp-guard events`.
@@ -301,6 +304,9 @@ pub struct EventsArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// The fleet instead of this host.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 /// `mcp-guard alerts`.
@@ -315,6 +321,9 @@ pub struct AlertsArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// The fleet instead of this host.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 /// `mcp-guard sessions`.
@@ -339,6 +348,51 @@ pub struct TraceArgs {
     /// JSON lines: the call, then its events and alerts in time order, each with a `type`.
     #[arg(long)]
     pub json: bool,
+    /// The fleet instead of this host.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
+}
+
+/// `--fleet URL` and how to reach it (the query commands).
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Query the fleet's ClickHouse instead of this host's store: its HTTP(S) interface, e.g.
+    /// http://clickhouse.example:8123. Output gains each record's host.
+    #[arg(long, value_name = "URL")]
+    pub fleet: Option<String>,
+    /// The database the agents ship to [default: mcp_guard].
+    #[arg(long, value_name = "DB", requires = "fleet")]
+    pub fleet_database: Option<String>,
+    /// The ClickHouse user [default: ClickHouse's default user].
+    #[arg(long, value_name = "USER", requires = "fleet")]
+    pub fleet_user: Option<String>,
+    /// A file (yours, mode 0600) holding the user's password.
+    #[arg(long, value_name = "FILE", requires = "fleet")]
+    pub fleet_password_file: Option<PathBuf>,
+    /// The CA certificates (PEM) an https:// URL's certificate must chain to.
+    #[arg(long, value_name = "FILE", requires = "fleet")]
+    pub fleet_ca: Option<PathBuf>,
+}
+
+/// A query on this host's store, or with `--fleet` on the fleet's ClickHouse.
+fn query(
+    state: &std::path::Path,
+    fleet: FleetArgs,
+    query: mcp_guard_store::query::Query,
+) -> ExitCode {
+    match fleet.fleet {
+        None => crate::commands::query::run(state, &query),
+        Some(url) => crate::export::fleet::run(
+            &crate::export::fleet::Fleet {
+                url,
+                database: fleet.fleet_database,
+                user: fleet.fleet_user,
+                password_file: fleet.fleet_password_file,
+                ca_file: fleet.fleet_ca,
+            },
+            &query,
+        ),
+    }
 }
 
 /// Parses the command line and runs the command.
@@ -373,18 +427,20 @@ pub fn main() -> ExitCode {
             crate::supply::manifest_command(&policy, &dirs.policy)
         }
         Command::Doctor(args) => crate::doctor::run(args.json),
-        Command::Calls(a) => crate::commands::query::run(
+        Command::Calls(a) => query(
             &dirs.state,
-            &mcp_guard_store::query::Query::Calls {
+            a.fleet,
+            mcp_guard_store::query::Query::Calls {
                 server: a.server,
                 tool: a.tool,
                 since: a.since,
                 json: a.json,
             },
         ),
-        Command::Events(a) => crate::commands::query::run(
+        Command::Events(a) => query(
             &dirs.state,
-            &mcp_guard_store::query::Query::Events {
+            a.fleet,
+            mcp_guard_store::query::Query::Events {
                 server: a.server,
                 call: a.call,
                 kind: a.kind,
@@ -392,9 +448,10 @@ pub fn main() -> ExitCode {
                 json: a.json,
             },
         ),
-        Command::Alerts(a) => crate::commands::query::run(
+        Command::Alerts(a) => query(
             &dirs.state,
-            &mcp_guard_store::query::Query::Alerts {
+            a.fleet,
+            mcp_guard_store::query::Query::Alerts {
                 server: a.server,
                 since: a.since,
                 json: a.json,
@@ -408,9 +465,10 @@ pub fn main() -> ExitCode {
                 json: a.json,
             },
         ),
-        Command::Trace(a) => crate::commands::query::run(
+        Command::Trace(a) => query(
             &dirs.state,
-            &mcp_guard_store::query::Query::Trace {
+            a.fleet,
+            mcp_guard_store::query::Query::Trace {
                 call_id: a.call_id,
                 json: a.json,
             },

@@ -9,7 +9,7 @@
 //! per-program statistics for the mcp-guard eBPF programs. Readiness and liveness go to systemd
 //! (`Type=notify`: `READY=1`, then `WATCHDOG=1` while the store is being followed); SIGTERM and
 //! SIGINT stop it, SIGHUP re-reads the config file (a bad file keeps the running config and
-//! says why).
+//! says why). With sinks in `[export]`, it also ships the store to them ([`crate::export`]).
 
 use std::{
     os::unix::net::UnixDatagram,
@@ -30,6 +30,7 @@ pub mod sessions;
 
 use crate::{
     cli::EXIT_POLICY,
+    export::{Exporter, Prepared, config::ExportConfig},
     ipc,
     kernel::loader::PROGRAM_NAMES,
     metrics::{
@@ -107,6 +108,9 @@ pub struct Config {
     /// `[audit]`: what the history keeps of calls unless a policy says otherwise.
     #[serde(default)]
     pub audit: crate::history::AuditDefaults,
+    /// `[export]`: the sinks the history is shipped to.
+    #[serde(default)]
+    pub export: ExportConfig,
 }
 
 fn default_max_sessions() -> u32 {
@@ -154,6 +158,7 @@ impl Default for Config {
             max_sessions_per_user: default_max_sessions(),
             store: Default::default(),
             audit: Default::default(),
+            export: ExportConfig::default(),
         }
     }
 }
@@ -196,6 +201,7 @@ impl Config {
             audit: config.audit,
         }
         .check()?;
+        config.export.check(text)?;
         if let Some(file) = &config.metrics_token_file
             && !file.is_absolute()
         {
@@ -275,6 +281,15 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
             return ExitCode::from(EXIT_POLICY);
         }
     }
+    // Credentials, CA files and the host id: a sink that cannot work stops the start here.
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let export = match Prepared::new(&config.export, credentials.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mcp-guard agent: config error: {e}");
+            return ExitCode::from(EXIT_POLICY);
+        }
+    };
     if let Some(socket) = &args.socket {
         config.socket = socket.clone();
     }
@@ -292,7 +307,7 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args, config, auth, dirs.clone())) {
+    match rt.block_on(run(args, config, auth, export, dirs.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mcp-guard agent: {e}");
@@ -305,6 +320,7 @@ async fn run(
     args: AgentArgs,
     mut config: Config,
     auth: Arc<Auth>,
+    export: Prepared,
     dirs: Dirs,
 ) -> Result<(), String> {
     let state_dir = dirs.state.clone();
@@ -368,6 +384,16 @@ async fn run(
 
     let store = open_store(&state_dir)?;
     let mut tail = Tail::from_now(&store).map_err(|e| format!("store: {e}"))?;
+    let export_metrics = metrics
+        .export_metrics()
+        .map_err(|e| format!("metrics: {e}"))?;
+    let exporter = Exporter::start(export, &db_path(&state_dir), export_metrics);
+    if !exporter.sinks().is_empty() {
+        eprintln!(
+            "mcp-guard agent: shipping the history to {}",
+            exporter.sinks().join(", ")
+        );
+    }
     let store = Arc::new(std::sync::Mutex::new(store));
     notify("READY=1");
 
@@ -426,6 +452,9 @@ async fn run(
                         tracing::warn!("SIGHUP: a new metrics address or group takes a restart; keeping {}", config.metrics);
                     }
                     auth.set(token);
+                    if new.export != config.export {
+                        tracing::warn!("SIGHUP: [export] changes take a restart; keeping the running sinks");
+                    }
                     if new.socket != config.socket || new.bpf_dir != config.bpf_dir
                         || new.socket_mode != config.socket_mode
                         || new.socket_group != config.socket_group {
@@ -443,6 +472,7 @@ async fn run(
                         socket_mode: config.socket_mode,
                         socket_group: config.socket_group,
                         bpf_dir: config.bpf_dir,
+                        export: config.export,
                         ..new
                     };
                     eprintln!("mcp-guard agent: config reloaded");
@@ -465,6 +495,8 @@ async fn run(
     guard.keep_all();
     guard.record_drops();
     writer.flush(Duration::from_secs(5));
+    // A delivery cut short here is sent again by the next agent (the cursor did not move).
+    exporter.stop(Duration::from_secs(5));
     Ok(())
 }
 

@@ -12,6 +12,7 @@ pub mod detect;
 pub mod doctor;
 pub mod exec;
 pub mod history;
+pub mod export;
 pub mod ipc;
 pub mod kernel;
 pub mod launch;

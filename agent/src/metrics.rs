@@ -11,6 +11,7 @@
 
 pub mod auth;
 mod bpf;
+pub mod export;
 mod http;
 pub mod listen;
 
@@ -323,6 +324,11 @@ impl Metrics {
         let (collector, source) = bpf::BpfCollector::new(programs)?;
         self.registry.register(Box::new(collector))?;
         Ok(source)
+    }
+
+    /// Registers the per-sink export metrics (`mcp_guard_export_*{sink}`). Call it once.
+    pub fn export_metrics(&self) -> Result<export::ExportMetrics, MetricsError> {
+        export::ExportMetrics::register(&self.registry)
     }
 
     /// Every metric in the Prometheus text exposition format (version 0.0.4).

@@ -8,9 +8,12 @@
 use std::path::{Path, PathBuf};
 
 pub mod agent;
+pub mod certs;
+pub mod clickhouse;
 pub mod corpus;
 pub mod prom;
 pub mod residue;
+pub mod rsyslog;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

@@ -74,7 +74,11 @@ pub fn run_all(bin: &Path) -> Result {
 /// Every `mcp_guard_*` name the dashboard and the rules query must be one the agent exports.
 fn dashboard_names(root: &Path) -> Result {
     let mut exported = String::new();
-    for file in ["agent/src/metrics.rs", "agent/src/metrics/bpf.rs"] {
+    for file in [
+        "agent/src/metrics.rs",
+        "agent/src/metrics/bpf.rs",
+        "agent/src/metrics/export.rs",
+    ] {
         exported
             .push_str(&fs::read_to_string(root.join(file)).map_err(|e| format!("{file}: {e}"))?);
     }

@@ -23,6 +23,9 @@ use crate::{Result, root, run};
 /// lets the server user through a checkout's ancestors ([`server_user_reaches_workspace`]).
 /// e2fsprogs (mkfs.ext4) and util-linux (mount -o loop): tests/tests/history.rs fills a small
 /// loop-mounted file system holding the state dir.
+/// clickhouse-server and rsyslog (with rsyslog-gnutls for TLS): the export sinks' tests start
+/// their own instances of both (tests/tests/export.rs); only the binaries are used, never the
+/// system services.
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "python3-venv",
@@ -45,6 +48,10 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "acl",
     "e2fsprogs",
     "util-linux",
+    "clickhouse-server",
+    "clickhouse-client",
+    "rsyslog",
+    "rsyslog-gnutls",
 ];
 
 /// podman's default OCI runtime for mcp-guard's hosts: crun refuses hybrid cgroup hosts, runc

@@ -28,7 +28,8 @@ pub fn run(state_dir: &Path, query: &Query) -> ExitCode {
     }
 }
 
-fn width() -> usize {
+/// Table width: `COLUMNS` when it says at least 40, else 80 (the fleet's queries too).
+pub fn width() -> usize {
     std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.parse::<usize>().ok())

@@ -8,6 +8,7 @@
 
 pub mod audit;
 mod lost;
+pub mod changes;
 pub mod query;
 pub mod retention;
 mod schema;
@@ -27,6 +28,7 @@ use rusqlite::{
 
 pub use audit::{CallCapture, RawJson, Redact};
 pub use lost::{QUEUE_FULL as STORE_QUEUE_FULL, WRITE_FAILED as STORE_WRITE_FAILED};
+pub use changes::{Change, ChangeBatch, ExportLag};
 use mcp_guard_model::records::{
     AlertRecord, CallRecord, EventKind, EventRecord, LOST_KIND, Record, ServerFacts, SessionFacts,
     SessionRecord, Timestamp,

@@ -3,6 +3,9 @@
 //!
 //! `trace --json` prints the call, then its events and alerts in time order, one object per
 //! line; each carries a `type` field (`call`, `event`, `alert`) next to the contract fields.
+//!
+//! The same renderers print the fleet's history (`--fleet`, mcp-guard's `export::fleet`): each record
+//! then comes with its host, a `HOST` column first in tables and a `host` field in JSON.
 
 use std::{
     io::{self, Write},
@@ -70,6 +73,17 @@ pub enum Query {
         /// `--json`.
         json: bool,
     },
+}
+
+/// A record from the fleet, with the name of the host it came from (JSON: `host`, then the
+/// record's own fields).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hosted<T> {
+    /// The host's name.
+    pub host: String,
+    /// The record.
+    #[serde(flatten)]
+    pub record: T,
 }
 
 /// Why a query printed nothing useful.
@@ -155,7 +169,8 @@ pub fn execute(
             let each = |f: &mut dyn FnMut(CallRecord) -> Result<(), QueryError>| {
                 store.each_call(&filter, f)
             };
-            list(out, *json, each, calls_table, width, &what, state_dir)
+            let table: TableFn<CallRecord> = |o, rows, w| calls_table(o, &rows, None, w);
+            list(out, *json, each, table, width, &what, &state_dir.display())
         }
         Query::Events {
             server,
@@ -179,7 +194,8 @@ pub fn execute(
             let each = |f: &mut dyn FnMut(EventRecord) -> Result<(), QueryError>| {
                 store.each_event(&filter, f)
             };
-            list(out, *json, each, events_table, width, &what, state_dir)
+            let table: TableFn<EventRecord> = |o, rows, w| events_table(o, &rows, None, w);
+            list(out, *json, each, table, width, &what, &state_dir.display())
         }
         Query::Alerts {
             server,
@@ -195,7 +211,8 @@ pub fn execute(
             let each = |f: &mut dyn FnMut(AlertRecord) -> Result<(), QueryError>| {
                 store.each_alert(&filter, f)
             };
-            list(out, *json, each, alerts_table, width, &what, state_dir)
+            let table: TableFn<AlertRecord> = |o, rows, w| alerts_table(o, &rows, None, w);
+            list(out, *json, each, table, width, &what, &state_dir.display())
         }
         Query::Sessions {
             server,
@@ -208,15 +225,9 @@ pub fn execute(
                 |f: &mut dyn FnMut(mcp_guard_model::SessionRecord) -> Result<(), QueryError>| {
                     sessions.into_iter().try_for_each(f)
                 };
-            list(
-                out,
-                *json,
-                each,
-                history::sessions_table,
-                width,
-                &what,
-                state_dir,
-            )
+            let table: TableFn<mcp_guard_model::SessionRecord> =
+                |o, rows, w| history::sessions_table(o, &rows, w);
+            list(out, *json, each, table, width, &what, &state_dir.display())
         }
         Query::Trace { call_id, json } => {
             let trace = store
@@ -226,16 +237,20 @@ pub fn execute(
                     state_dir: state_dir.to_path_buf(),
                 })?;
             if *json {
-                trace_json(out, &trace)
+                trace_json(out, &trace, None)
             } else {
-                trace_text(out, &trace, width)
+                trace_text(out, &trace, None, width)
             }
         }
     }
 }
 
 /// "calls recorded for server a, tool b in the last 1h".
-fn describe(what: &str, filters: &[(&str, &Option<String>)], since: Option<Duration>) -> String {
+pub fn describe(
+    what: &str,
+    filters: &[(&str, &Option<String>)],
+    since: Option<Duration>,
+) -> String {
     let parts: Vec<String> = filters
         .iter()
         .filter_map(|(name, v)| v.as_ref().map(|v| format!("{name} {v}")))
@@ -262,8 +277,13 @@ fn human_duration(d: Duration) -> String {
 }
 
 /// No rows: say so (on stderr with `--json`, so stdout stays JSON lines), and succeed.
-fn empty(out: &mut dyn Write, json: bool, what: &str, state_dir: &Path) -> Result<(), QueryError> {
-    let line = format!("no {what} (state dir: {})", state_dir.display());
+fn empty(
+    out: &mut dyn Write,
+    json: bool,
+    what: &str,
+    state_dir: &dyn std::fmt::Display,
+) -> Result<(), QueryError> {
+    let line = format!("no {what} ({})", source_text(state_dir));
     if json {
         eprintln!("{line}");
     } else {
@@ -272,16 +292,30 @@ fn empty(out: &mut dyn Write, json: bool, what: &str, state_dir: &Path) -> Resul
     Ok(())
 }
 
-/// A list command: JSON lines streamed straight from the store (any size), or a table (which
-/// needs every row to size its columns); the empty-result line when nothing matched.
-fn list<T: Serialize>(
+/// Where records came from, for the empty-result line: a state dir, or `fleet <url>`.
+fn source_text(source: &dyn std::fmt::Display) -> String {
+    let s = source.to_string();
+    if s.starts_with("fleet ") {
+        s
+    } else {
+        format!("state dir: {s}")
+    }
+}
+
+/// A table renderer over owned rows.
+pub type TableFn<T> = fn(&mut dyn Write, Vec<T>, usize) -> Result<(), QueryError>;
+
+/// A list command: JSON lines streamed straight from the source (any size), or a table
+/// (which needs every row to size its columns); the empty-result line when nothing matched.
+/// `source` is the state dir, or `fleet <url>`.
+pub fn list<T: Serialize>(
     out: &mut dyn Write,
     json: bool,
     each: impl FnOnce(&mut dyn FnMut(T) -> Result<(), QueryError>) -> Result<(), QueryError>,
-    table: fn(&mut dyn Write, &[T], usize) -> Result<(), QueryError>,
+    table: TableFn<T>,
     width: usize,
     what: &str,
-    state_dir: &Path,
+    state_dir: &dyn std::fmt::Display,
 ) -> Result<(), QueryError> {
     let mut n = 0usize;
     if json {
@@ -298,7 +332,7 @@ fn list<T: Serialize>(
         })?;
         n = rows.len();
         if n > 0 {
-            table(out, &rows, width)?;
+            table(out, rows, width)?;
         }
     }
     if n == 0 {
@@ -325,8 +359,13 @@ fn duration_text(nanos: i64) -> String {
     }
 }
 
-fn calls_table(out: &mut dyn Write, calls: &[CallRecord], width: usize) -> Result<(), QueryError> {
-    let cols = [
+fn calls_table(
+    out: &mut dyn Write,
+    calls: &[CallRecord],
+    hosts: Option<&[String]>,
+    width: usize,
+) -> Result<(), QueryError> {
+    let cols = vec![
         Col::keep("LOCAL TIME"),
         Col::keep("CALL"),
         Col::end("SERVER", 6).droppable(2),
@@ -354,7 +393,7 @@ fn calls_table(out: &mut dyn Write, calls: &[CallRecord], width: usize) -> Resul
             ]
         })
         .collect();
-    table(out, &cols, rows, width)
+    hosted_table(out, cols, rows, hosts, width)
 }
 
 /// What an event touched: a path, or an address and port.
@@ -385,9 +424,10 @@ fn verdict_text(e: &EventRecord) -> String {
 fn events_table(
     out: &mut dyn Write,
     events: &[EventRecord],
+    hosts: Option<&[String]>,
     width: usize,
 ) -> Result<(), QueryError> {
-    let cols = [
+    let cols = vec![
         Col::keep("LOCAL TIME"),
         Col::end("SERVER", 6).droppable(1),
         Col::keep("KIND"),
@@ -415,7 +455,7 @@ fn events_table(
             ]
         })
         .collect();
-    table(out, &cols, rows, width)?;
+    hosted_table(out, cols, rows, hosts, width)?;
     if events.iter().any(|e| e.would_deny) {
         writeln!(out, "* observe mode: the policy would have denied this")?;
     }
@@ -425,9 +465,10 @@ fn events_table(
 fn alerts_table(
     out: &mut dyn Write,
     alerts: &[AlertRecord],
+    hosts: Option<&[String]>,
     width: usize,
 ) -> Result<(), QueryError> {
-    let cols = [
+    let cols = vec![
         Col::keep("LOCAL TIME"),
         Col::keep("SEVERITY"),
         Col::end("RULE", 10),
@@ -450,7 +491,81 @@ fn alerts_table(
             ]
         })
         .collect();
+    hosted_table(out, cols, rows, hosts, width)
+}
+
+/// A table with a `HOST` column first when the rows come from the fleet.
+fn hosted_table(
+    out: &mut dyn Write,
+    mut cols: Vec<Col>,
+    mut rows: Vec<Vec<String>>,
+    hosts: Option<&[String]>,
+    width: usize,
+) -> Result<(), QueryError> {
+    if let Some(hosts) = hosts {
+        cols.insert(0, Col::end("HOST", 8));
+        for (row, host) in rows.iter_mut().zip(hosts) {
+            row.insert(0, host.clone());
+        }
+    }
     table(out, &cols, rows, width)
+}
+
+/// A table renderer over records, with their hosts when they come from the fleet.
+type RecordTable<T> = fn(&mut dyn Write, &[T], Option<&[String]>, usize) -> Result<(), QueryError>;
+
+/// Fleet rows as a table: the records' own columns after `HOST`.
+fn fleet_table<T>(
+    out: &mut dyn Write,
+    rows: Vec<Hosted<T>>,
+    width: usize,
+    table: RecordTable<T>,
+) -> Result<(), QueryError> {
+    let (hosts, records): (Vec<String>, Vec<T>) =
+        rows.into_iter().map(|h| (h.host, h.record)).unzip();
+    table(out, &records, Some(&hosts), width)
+}
+
+/// `calls --fleet` as a table.
+pub fn fleet_calls_table(
+    out: &mut dyn Write,
+    rows: Vec<Hosted<CallRecord>>,
+    width: usize,
+) -> Result<(), QueryError> {
+    fleet_table(out, rows, width, calls_table)
+}
+
+/// `events --fleet` as a table.
+pub fn fleet_events_table(
+    out: &mut dyn Write,
+    rows: Vec<Hosted<EventRecord>>,
+    width: usize,
+) -> Result<(), QueryError> {
+    fleet_table(out, rows, width, events_table)
+}
+
+/// `alerts --fleet` as a table.
+pub fn fleet_alerts_table(
+    out: &mut dyn Write,
+    rows: Vec<Hosted<AlertRecord>>,
+    width: usize,
+) -> Result<(), QueryError> {
+    fleet_table(out, rows, width, alerts_table)
+}
+
+/// `trace` of a call: JSON lines (each with `host` when it is given) or the timeline.
+pub fn print_trace(
+    out: &mut dyn Write,
+    trace: &Trace,
+    host: Option<&str>,
+    json: bool,
+    width: usize,
+) -> Result<(), QueryError> {
+    if json {
+        trace_json(out, trace, host)
+    } else {
+        trace_text(out, trace, host, width)
+    }
 }
 
 /// One entry of a trace's timeline.
@@ -474,11 +589,14 @@ fn timeline(trace: &Trace) -> Vec<(Timestamp, Step<'_>)> {
     steps.into_iter().map(|(t, _, s)| (t, s)).collect()
 }
 
-fn trace_json(out: &mut dyn Write, trace: &Trace) -> Result<(), QueryError> {
+fn trace_json(out: &mut dyn Write, trace: &Trace, host: Option<&str>) -> Result<(), QueryError> {
     let line = |out: &mut dyn Write, kind: &str, v: serde_json::Result<serde_json::Value>| {
         let mut v = v.map_err(io::Error::from)?;
         if let serde_json::Value::Object(m) = &mut v {
             m.insert("type".into(), kind.into());
+            if let Some(h) = host {
+                m.insert("host".into(), h.into());
+            }
         }
         serde_json::to_writer(&mut *out, &v).map_err(io::Error::from)?;
         out.write_all(b"\n")
@@ -494,11 +612,23 @@ fn trace_json(out: &mut dyn Write, trace: &Trace) -> Result<(), QueryError> {
     Ok(())
 }
 
-fn trace_text(out: &mut dyn Write, trace: &Trace, width: usize) -> Result<(), QueryError> {
+fn trace_text(
+    out: &mut dyn Write,
+    trace: &Trace,
+    host: Option<&str>,
+    width: usize,
+) -> Result<(), QueryError> {
     let c = &trace.call;
     let start = c.started_at.local();
     let what = c.tool.as_deref().unwrap_or(&c.method);
-    writeln!(out, "call {}  {}  on {}", c.call_id, what, c.server)?;
+    match host {
+        Some(h) => writeln!(
+            out,
+            "call {}  {}  on {}  host {h}",
+            c.call_id, what, c.server
+        )?,
+        None => writeln!(out, "call {}  {}  on {}", c.call_id, what, c.server)?,
+    }
     let mut facts = vec![
         format!("session {}", c.session),
         format!("{} id {}", c.method, c.request_id),
@@ -893,7 +1023,7 @@ mod tests {
     #[test]
     fn trace_text_is_a_timeline_within_the_width() {
         let mut out = Vec::new();
-        trace_text(&mut out, &sample_trace(), 80).expect("renders");
+        trace_text(&mut out, &sample_trace(), None, 80).expect("renders");
         let text = String::from_utf8(out).expect("utf-8");
         for line in text.lines() {
             assert!(line.chars().count() <= 80, "too wide: {line:?}");
@@ -913,7 +1043,7 @@ mod tests {
     #[test]
     fn trace_json_is_the_call_then_its_timeline() {
         let mut out = Vec::new();
-        trace_json(&mut out, &sample_trace()).expect("renders");
+        trace_json(&mut out, &sample_trace(), None).expect("renders");
         let lines: Vec<serde_json::Value> = String::from_utf8(out)
             .expect("utf-8")
             .lines()
@@ -939,7 +1069,7 @@ mod tests {
         }
         trace.alerts[0].call_id = Some(id.into());
         let mut out = Vec::new();
-        events_table(&mut out, &trace.events, 80).expect("renders");
+        events_table(&mut out, &trace.events, None, 80).expect("renders");
         let text = String::from_utf8(out).expect("utf-8");
         for line in text.lines() {
             assert!(line.chars().count() <= 80, "too wide: {line:?}");
@@ -953,14 +1083,14 @@ mod tests {
         let mut call = trace.call.clone();
         call.call_id = id.into();
         call.reason = Some("tool is on the deny list of this server's policy".into());
-        calls_table(&mut out, &[call], 80).expect("renders");
+        calls_table(&mut out, &[call], None, 80).expect("renders");
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.contains(id), "{text}");
         for line in text.lines() {
             assert!(line.chars().count() <= 80, "too wide: {line:?}");
         }
         let mut out = Vec::new();
-        alerts_table(&mut out, &trace.alerts, 80).expect("renders");
+        alerts_table(&mut out, &trace.alerts, None, 80).expect("renders");
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.contains(id), "{text}");
         for line in text.lines() {
@@ -968,7 +1098,7 @@ mod tests {
         }
         // Wider terminals get every column.
         let mut out = Vec::new();
-        events_table(&mut out, &trace.events, 160).expect("renders");
+        events_table(&mut out, &trace.events, None, 160).expect("renders");
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.starts_with("LOCAL TIME      SERVER   KIND"), "{text}");
         assert!(text.contains(&trace.events[0].path.clone().expect("path")));

@@ -1,0 +1,259 @@
+//! Records as rows of the shipped ClickHouse tables (packaging/clickhouse/mcp-guard.sql), one
+//! JSON object per line for `INSERT … FORMAT JSONEachRow`.
+//!
+//! Every row has the host's name and id, `version` (the record's number in the store's change
+//! log: `ReplacingMergeTree(version)` keeps the latest write of a record and folds the copies
+//! at-least-once delivery may send), the contract's fields as columns for SQL, each timestamp
+//! twice (RFC 3339 with nanoseconds as text, and nanoseconds since the epoch as `Int64`: Debian's
+//! ClickHouse has no `DateTime64`), and `record`, the whole record as `--json` prints it, which
+//! `--fleet` queries read back.
+
+use serde::Serialize;
+
+use mcp_guard_model::{AlertRecord, CallRecord, EventRecord, Record, SessionRecord, Timestamp};
+use mcp_guard_store::Change;
+
+use super::host::Host;
+
+/// The shipped tables, in the order [`encode`] returns their bodies.
+pub const TABLES: [&str; 4] = ["sessions", "calls", "events", "alerts"];
+
+/// What every row starts with.
+#[derive(Serialize)]
+struct Common<'a> {
+    host: &'a str,
+    host_id: &'a str,
+    version: u64,
+}
+
+#[derive(Serialize)]
+struct SessionRow<'a> {
+    #[serde(flatten)]
+    common: Common<'a>,
+    session: &'a str,
+    server: &'a str,
+    started_at: Timestamp,
+    started_ns: i64,
+    ended_at: Option<Timestamp>,
+    ended_ns: Option<i64>,
+    command: &'a [String],
+    policy: &'a str,
+    pid: Option<u32>,
+    observe: u8,
+    exit_status: Option<i32>,
+    record: String,
+}
+
+#[derive(Serialize)]
+struct CallRow<'a> {
+    #[serde(flatten)]
+    common: Common<'a>,
+    call_id: &'a str,
+    server: &'a str,
+    session: &'a str,
+    method: &'a str,
+    tool: Option<&'a str>,
+    request_id: &'a str,
+    started_at: Timestamp,
+    started_ns: i64,
+    ended_at: Option<Timestamp>,
+    ended_ns: Option<i64>,
+    decision: &'a str,
+    reason: Option<&'a str>,
+    error: Option<&'a str>,
+    result_bytes: Option<u64>,
+    record: String,
+}
+
+#[derive(Serialize)]
+struct EventRow<'a> {
+    #[serde(flatten)]
+    common: Common<'a>,
+    event_id: &'a str,
+    ts: Timestamp,
+    ts_ns: i64,
+    server: &'a str,
+    session: &'a str,
+    pid: u32,
+    kind: &'a str,
+    path: Option<&'a str>,
+    addr: Option<&'a str>,
+    port: Option<u16>,
+    verdict: &'a str,
+    call_id: Option<&'a str>,
+    attribution: &'a str,
+    candidates: &'a [String],
+    flags: Option<u32>,
+    result: Option<i64>,
+    argv: &'a [String],
+    proto: Option<&'a str>,
+    would_deny: u8,
+    detail: Option<String>,
+    record: String,
+}
+
+#[derive(Serialize)]
+struct AlertRow<'a> {
+    #[serde(flatten)]
+    common: Common<'a>,
+    alert_id: &'a str,
+    ts: Timestamp,
+    ts_ns: i64,
+    server: &'a str,
+    session: &'a str,
+    rule: &'a str,
+    severity: &'a str,
+    call_id: Option<&'a str>,
+    tool: Option<&'a str>,
+    summary: &'a str,
+    event_ids: &'a [String],
+    action: Option<&'a str>,
+    record: String,
+}
+
+/// The JSONEachRow bodies for [`TABLES`] (empty where a table has no rows).
+pub fn encode(changes: &[Change], host: &Host) -> Result<[Vec<u8>; 4], serde_json::Error> {
+    let mut bodies: [Vec<u8>; 4] = Default::default();
+    for change in changes {
+        let common = Common {
+            host: &host.name,
+            host_id: &host.id,
+            version: u64::try_from(change.seq).unwrap_or(0),
+        };
+        let (i, line) = match &change.record {
+            Record::Session(s) => (0, session(common, s)?),
+            Record::Call(c) => (1, call(common, c)?),
+            Record::Event(e) => (2, event(common, e)?),
+            Record::Alert(a) => (3, alert(common, a)?),
+            // In its session's row: the change log holds table rows only.
+            Record::Facts(_) => continue,
+        };
+        bodies[i].extend_from_slice(&line);
+        bodies[i].push(b'\n');
+    }
+    Ok(bodies)
+}
+
+fn session(common: Common<'_>, s: &SessionRecord) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&SessionRow {
+        common,
+        session: &s.session,
+        server: &s.server,
+        started_at: s.started_at,
+        started_ns: s.started_at.unix_nanos(),
+        ended_at: s.ended_at,
+        ended_ns: s.ended_at.map(Timestamp::unix_nanos),
+        command: &s.command,
+        policy: &s.policy,
+        pid: s.pid,
+        observe: u8::from(s.observe),
+        exit_status: s.exit_status,
+        record: serde_json::to_string(s)?,
+    })
+}
+
+fn call(common: Common<'_>, c: &CallRecord) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&CallRow {
+        common,
+        call_id: &c.call_id,
+        server: &c.server,
+        session: &c.session,
+        method: &c.method,
+        tool: c.tool.as_deref(),
+        request_id: &c.request_id,
+        started_at: c.started_at,
+        started_ns: c.started_at.unix_nanos(),
+        ended_at: c.ended_at,
+        ended_ns: c.ended_at.map(Timestamp::unix_nanos),
+        decision: c.decision.as_str(),
+        reason: c.reason.as_deref(),
+        error: c.error.as_deref(),
+        result_bytes: c.result_bytes,
+        record: serde_json::to_string(c)?,
+    })
+}
+
+fn event(common: Common<'_>, e: &EventRecord) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&EventRow {
+        common,
+        event_id: &e.event_id,
+        ts: e.ts,
+        ts_ns: e.ts.unix_nanos(),
+        server: &e.server,
+        session: &e.session,
+        pid: e.pid,
+        kind: e.kind.as_str(),
+        path: e.path.as_deref(),
+        addr: e.addr.as_deref(),
+        port: e.port,
+        verdict: e.verdict.as_str(),
+        call_id: e.call_id.as_deref(),
+        attribution: e.attribution.as_str(),
+        candidates: &e.candidates,
+        flags: e.flags,
+        result: e.result,
+        argv: e.argv.as_deref().unwrap_or_default(),
+        proto: e.proto.as_deref(),
+        would_deny: u8::from(e.would_deny),
+        detail: e.detail.as_ref().map(ToString::to_string),
+        record: serde_json::to_string(e)?,
+    })
+}
+
+fn alert(common: Common<'_>, a: &AlertRecord) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&AlertRow {
+        common,
+        alert_id: &a.alert_id,
+        ts: a.ts,
+        ts_ns: a.ts.unix_nanos(),
+        server: &a.server,
+        session: &a.session,
+        rule: &a.rule,
+        severity: a.severity.as_str(),
+        call_id: a.call_id.as_deref(),
+        tool: a.tool.as_deref(),
+        summary: &a.summary,
+        event_ids: &a.event_ids,
+        action: a.action.as_deref(),
+        record: serde_json::to_string(a)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use mcp_guard_model::EventKind;
+
+    #[test]
+    fn rows_carry_the_host_the_version_and_the_record() {
+        let host = Host {
+            name: "vm-a".into(),
+            id: "id-a".into(),
+        };
+        let t = Timestamp::from_unix_nanos(1_795_464_903_123_456_789);
+        let mut e = EventRecord::new("e1".into(), t, "fs", "s1", 42, EventKind::Open);
+        e.path = Some("/etc/\"quoted\"\nname".into());
+        let bodies = encode(
+            &[Change {
+                seq: 7,
+                record: Record::Event(e.clone()),
+            }],
+            &host,
+        )
+        .unwrap();
+        assert!(bodies[0].is_empty() && bodies[1].is_empty() && bodies[3].is_empty());
+        let text = String::from_utf8(bodies[2].clone()).unwrap();
+        assert_eq!(text.matches('\n').count(), 1, "one line per row: {text}");
+        let row: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(row["host"], "vm-a");
+        assert_eq!(row["host_id"], "id-a");
+        assert_eq!(row["version"], 7);
+        assert_eq!(row["ts"], "2026-11-23T20:15:03.123456789Z");
+        assert_eq!(row["ts_ns"], 1_795_464_903_123_456_789_i64);
+        assert_eq!(row["argv"], serde_json::json!([]));
+        let back: EventRecord = serde_json::from_str(row["record"].as_str().unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+}
