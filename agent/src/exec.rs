@@ -89,6 +89,9 @@ pub struct SessionInfo {
     pub member_cgroups: Vec<PathBuf>,
     /// The executable the MCP client runs from (`[tools.clients]` `exe`), when known.
     pub client_exe: Option<PathBuf>,
+    /// The cgroup unix programs keep the Unix-socket promises (where they do not, the jail's
+    /// mount view or network namespace does, see [`crate::promises`]).
+    pub unix_programs: bool,
 }
 
 impl SessionInfo {
@@ -602,6 +605,10 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         call_facts: record::CallFacts::new(),
         member_cgroups: Vec::new(),
         client_exe: args.client_exe.clone(),
+        unix_programs: crate::promises::uses(
+            &prepared.promises,
+            crate::promises::Mechanism::CgroupUnix,
+        ),
     };
     let finish = hooks.finish.take();
     let mut stderr_task = None;
@@ -726,6 +733,9 @@ async fn container_session(
         call_facts: record::CallFacts::new(),
         member_cgroups: Vec::new(),
         client_exe: args.client_exe.clone(),
+        // The container's own network namespace and mounts are not the jail's: as before, the
+        // unix programs are what judge its sockets.
+        unix_programs: true,
     };
     let finish = hooks.finish.take();
     let name = format!("mcp-guard-{session}");

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod mounts;
 pub mod names;
 pub mod policy;
+pub mod promises;
 pub mod quarantine;
 pub mod query;
 pub mod scrub;
