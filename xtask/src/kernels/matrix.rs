@@ -177,6 +177,50 @@ fi
 echo "the host's root stays read-only to the guest"
 "#;
 
+/// The vagrant box's provisioning smoke test (vagrant/smoke.sh, which provision.sh runs), here
+/// inside the booted kernel: the box's pieces set up as provision.sh does (the repository's
+/// policies, checked; the agent with a metrics token; a Claude config for mcp-server-time
+/// wrapped by `client-config --write`; the SDK's venv at the box's /opt/mcp-servers), in a
+/// mount namespace of its own so the other cases see nothing of it. Differences, because the
+/// guest's root is this machine's, read-only: the agent runs in the background, not under
+/// systemd; the client is `nobody` (the box's `vagrant`) and the agent's socket is mode 0666
+/// (the box's group `mcp`); the server runs as `python -m mcp_server_time` (the venv's own
+/// scripts name this machine's venv path in their #!).
+const VAGRANT_SMOKE: &str = r#"
+set -eu
+G="${CARGO_TARGET_DIR:-$PWD/target}/debug/mcp-guard"
+VENV=$(readlink -f .venv)
+D=$(mktemp -d /tmp/vagrant-box.XXXXXX)
+chmod 755 "$D"
+export G VENV D
+exec unshare --mount --propagation private /bin/busybox sh -c '
+set -eu
+mount -t tmpfs -o mode=0755 tmpfs /opt
+mkdir /opt/mcp-servers
+mount --bind "$VENV" /opt/mcp-servers
+mkdir -p "$D/policies" /run/mcp-guard
+cp policies/*.toml "$D/policies/"
+"$G" policy check "$D"/policies/*.toml
+head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n" > "$D/metrics.token"
+chmod 600 "$D/metrics.token"
+printf "%s\n" "socket = \"/run/mcp-guard/agent.sock\"" "socket_mode = \"0666\"" \
+    "metrics = \"127.0.0.1:9464\"" "metrics_token_file = \"$D/metrics.token\"" > "$D/agent.toml"
+"$G" --policy-dir "$D/policies" agent --config "$D/agent.toml" > "$D/agent.log" 2>&1 &
+agent=$!
+i=0
+while [ ! -S /run/mcp-guard/agent.sock ] && [ $i -lt 120 ]; do sleep 1; i=$((i + 1)); done
+printf "%s\n" "{\"mcpServers\": {\"time\": {\"command\": \"/opt/mcp-servers/bin/python\", \"args\": [\"-m\", \"mcp_server_time\"]}}}" > "$D/claude_desktop_config.json"
+"$G" --policy-dir "$D/policies" client-config --write "$D/claude_desktop_config.json"
+chmod 644 "$D/claude_desktop_config.json"
+rc=0
+sh vagrant/smoke.sh "$D/claude_desktop_config.json" nobody nogroup "" \
+    /opt/mcp-servers/bin/python "$D/metrics.token" || rc=$?
+if [ $rc -ne 0 ]; then echo "--- agent log"; cat "$D/agent.log"; fi
+kill $agent
+exit $rc
+'
+"#;
+
 /// Every case but the Unix-socket ones, in the order they run.
 pub const CASES: &[Case] = &[
     Case {
@@ -320,6 +364,14 @@ pub const CASES: &[Case] = &[
         except: &[],
         in_ci: true,
         timeout_s: 300,
+    },
+    // The shipped vagrant box (Debian 12): its provisioning smoke test, on each kernel.
+    Case {
+        id: "vagrant: provisioning smoke test",
+        run: Run::Shell(VAGRANT_SMOKE),
+        except: &[],
+        in_ci: true,
+        timeout_s: 420,
     },
 ];
 
