@@ -62,7 +62,7 @@ pub fn render_table(report: &Report) -> String {
         .max()
         .unwrap_or(10);
     let mut out = format!(
-        "\n{:<w$}  {:<20}  {:<20}  PROMISE\n",
+        "\n{:<w$}  {:<20}  {:<20}  WHAT\n",
         "PROMISE", "WITH EGRESS", "WITHOUT EGRESS"
     );
     let mut why = Vec::new();
