@@ -9,8 +9,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::detect::glob_match;
-use crate::policy;
-use crate::store::{EventFilter, EventKind, Store, StoreError};
+use mcp_guard_model::EventKind;
+use mcp_guard_policy as policy;
+use mcp_guard_store::{EventFilter, Store, StoreError};
 
 const WRITE_FLAGS: u32 = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u32;
 

@@ -28,8 +28,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Policy, expand_home, read_secret};
 use crate::promises::{self, Mechanism, Promise};
+use mcp_guard_policy::{Policy, expand_home, read_secret};
 
 /// Mechanisms used only where a stronger one is missing (logged when chosen).
 const FALLBACKS: &[Mechanism] = &[

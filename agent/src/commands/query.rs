@@ -1,0 +1,37 @@
+//! `calls`, `events`, `alerts` and `trace`: the store's query on stdout, its error on stderr.
+
+use std::{
+    io::{self, Write},
+    path::Path,
+    process::ExitCode,
+};
+
+use mcp_guard_store::query::{Query, QueryError, execute};
+
+/// Table width when `COLUMNS` does not say otherwise.
+const DEFAULT_WIDTH: usize = 80;
+
+/// Runs a query against the store in `state_dir`, printing to stdout; errors go to stderr.
+pub fn run(state_dir: &Path, query: &Query) -> ExitCode {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let result = execute(state_dir, query, &mut out, width()).and_then(|()| Ok(out.flush()?));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // `mcp-guard events | head` is not an error.
+        Err(QueryError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            drop(out);
+            eprintln!("mcp-guard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+        .filter(|&c| c >= 40)
+        .unwrap_or(DEFAULT_WIDTH)
+}
