@@ -178,6 +178,9 @@ pub struct ClientConfigArgs {
     /// The mcp-guard command written into the config [default: this program's absolute path].
     #[arg(long = "mcp-guard", value_name = "PATH")]
     pub mcp_guard: Option<String>,
+    /// Undo the wrapping: give each server that runs under mcp-guard its original command back.
+    #[arg(long, conflicts_with = "policy_for")]
+    pub unwrap: bool,
 }
 
 fn parse_policy_for(s: &str) -> Result<(String, String), String> {
@@ -494,6 +497,7 @@ fn client_config(args: ClientConfigArgs, dirs: &Dirs) -> ExitCode {
         policy_dir,
         mcp_guard,
         policy_for: args.policy_for.into_iter().collect(),
+        unwrap: args.unwrap,
     };
     match cc::run(&args.file, &settings, args.write) {
         Ok(done) => {

@@ -17,7 +17,9 @@
 //! (refusing if it cannot), then replaces the file atomically (temp file in the same directory,
 //! fsync, rename, fsync of the directory), all through one descriptor of that directory.
 
+mod jsonc;
 mod target;
+mod unwrap;
 
 use std::{
     collections::BTreeMap,
@@ -44,6 +46,8 @@ pub struct Settings {
     pub mcp_guard: String,
     /// Explicit policies by server name (`--policy-for SERVER=POLICY`): a policy name or a path.
     pub policy_for: BTreeMap<String, String>,
+    /// `--unwrap`: restore the original commands of the servers mcp-guard wraps.
+    pub unwrap: bool,
 }
 
 /// Which config shape a file has.
@@ -86,6 +90,13 @@ pub enum Outcome {
     },
     /// Its command already is mcp-guard.
     AlreadyWrapped,
+    /// `--unwrap`: its original command and args are back.
+    Unwrapped {
+        /// The restored command.
+        command: String,
+    },
+    /// `--unwrap`: it does not run under mcp-guard.
+    NotWrapped,
     /// A remote (URL) server: nothing to jail on this host.
     Remote(String),
     /// Left unchanged because the entry is not something mcp-guard can wrap.
@@ -127,11 +138,10 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file is not JSON (comments, trailing commas, not UTF-8, ...).
+    /// The file is neither JSON nor JSONC (not UTF-8, a syntax error, ...).
     #[error(
-        "{path}:{line}:{column}: not a JSON MCP client config: {message} (a file with comments \
-         or trailing commas, as VS Code allows, cannot be rewritten without losing them: remove \
-         them, or wrap the servers by hand); the file was not changed"
+        "{path}:{line}:{column}: not a JSON MCP client config: {message} (comments and \
+         trailing commas are accepted, nothing looser); the file was not changed"
     )]
     NotJson {
         /// The file.
@@ -212,11 +222,11 @@ impl Error {
 
 /// Rewrites the config text `text` (read from `path`, named in errors).
 pub fn rewrite(path: &Path, text: &str, settings: &Settings) -> Result<Rewritten, Error> {
-    let mut root: Value = serde_json::from_str(text).map_err(|e| Error::NotJson {
+    let (mut root, plain) = jsonc::parse(text).map_err(|e| Error::NotJson {
         path: path.to_path_buf(),
-        line: e.line(),
-        column: e.column(),
-        message: e.to_string(),
+        line: e.line,
+        column: e.column,
+        message: e.message,
     })?;
     let format = detect(&root).map_err(|what| Error::UnknownFormat {
         path: path.to_path_buf(),
@@ -243,9 +253,31 @@ pub fn rewrite(path: &Path, text: &str, settings: &Settings) -> Result<Rewritten
 
     let mut reports = Vec::new();
     let mut changed = false;
+    let mut edits = Vec::new();
     for (name, entry) in servers.iter_mut() {
-        let mut report = wrap_entry(name, entry, settings)?;
-        changed |= matches!(report.outcome, Outcome::Wrapped { .. });
+        let mut report = if settings.unwrap {
+            unwrap::entry(name, entry, &settings.mcp_guard)
+        } else {
+            wrap_entry(name, entry, settings)?
+        };
+        if matches!(
+            report.outcome,
+            Outcome::Wrapped { .. } | Outcome::Unwrapped { .. }
+        ) {
+            changed = true;
+            edits.push(jsonc::Edit {
+                server: name.clone(),
+                command: entry["command"].as_str().unwrap_or_default().to_string(),
+                args: entry["args"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+        }
         if matches!(report.outcome, Outcome::Remote(_) | Outcome::Skipped(_))
             && settings.policy_for.contains_key(name)
         {
@@ -255,10 +287,26 @@ pub fn rewrite(path: &Path, text: &str, settings: &Settings) -> Result<Rewritten
         }
         reports.push(report);
     }
-    let mut out = to_json(&root, detect_indent(text));
-    if text.ends_with('\n') {
-        out.push('\n');
-    }
+    let out = if plain {
+        let mut out = to_json(&root, detect_indent(text));
+        if text.ends_with('\n') {
+            out.push('\n');
+        }
+        out
+    } else {
+        // Comments stay: only the changed values are replaced in the text.
+        let keys: &[&str] = match format {
+            Format::McpServers => &["mcpServers"],
+            Format::VsCode => &["servers"],
+            Format::VsCodeSettings => &["mcp", "servers"],
+        };
+        jsonc::splice(text, keys, &edits).map_err(|message| Error::NotJson {
+            path: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message,
+        })?
+    };
     Ok(Rewritten {
         format,
         changed: changed && out != text,
@@ -855,6 +903,10 @@ pub fn describe(report: &ServerReport) -> Vec<String> {
              launches, not remote ones"
         ),
         Outcome::Skipped(why) => format!("{server}: left unchanged, NOT guarded: {why}"),
+        Outcome::Unwrapped { command } => {
+            format!("{server}: unwrapped: runs {command} again, NOT guarded")
+        }
+        Outcome::NotWrapped => format!("{server}: left unchanged: it does not run under mcp-guard"),
     }];
     if let Outcome::Wrapped {
         policy,
@@ -968,6 +1020,7 @@ mod tests {
             pin_policy_dir: false,
             mcp_guard: "/usr/local/bin/mcp-guard".to_string(),
             policy_for: BTreeMap::new(),
+            unwrap: false,
         }
     }
 
@@ -1200,13 +1253,13 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
-        match rewrite(
-            Path::new("c.json"),
-            "{\n  // a comment\n  \"servers\": {}\n}",
-            &s,
-        ) {
+        // Comments are JSONC, accepted; looser syntax is not.
+        let jsonc = "{\n  // a comment\n  \"servers\": {}\n}";
+        let r = rewrite(Path::new("c.json"), jsonc, &s).expect("JSONC");
+        assert_eq!((r.text.as_str(), r.changed), (jsonc, false));
+        match rewrite(Path::new("c.json"), "{\n  'servers': {}\n}", &s) {
             Err(e @ Error::NotJson { line: 2, .. }) => {
-                assert!(e.to_string().contains("comments"), "{e}");
+                assert!(e.to_string().contains("nothing looser"), "{e}");
             }
             other => panic!("{other:?}"),
         }

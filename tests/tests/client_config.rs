@@ -315,12 +315,7 @@ fn bad_input_is_refused_and_the_file_untouched() {
             1,
             "no servers entry among its keys (editor.fontSize)",
         ),
-        (
-            "comments.json",
-            "{\n  // mine\n  \"servers\": {}\n}\n",
-            1,
-            "comments.json:2:",
-        ),
+        ("loose.json", "{\n  'servers': {}\n}\n", 1, "loose.json:2:"),
     ];
     for (name, content, code, message) in cases {
         let file = dir.join(name);
@@ -335,7 +330,7 @@ fn bad_input_is_refused_and_the_file_untouched() {
     }
     assert_eq!(
         files_in(&dir),
-        ["comments.json", "list.json", "settings.json"],
+        ["list.json", "loose.json", "settings.json"],
         "no backup or temp file is left"
     );
 
@@ -369,7 +364,7 @@ fn bad_input_is_refused_and_the_file_untouched() {
     assert_eq!(std::fs::read_to_string(&file).expect("read"), CLAUDE);
     assert_eq!(
         files_in(&dir),
-        ["claude.json", "comments.json", "list.json", "settings.json"]
+        ["claude.json", "list.json", "loose.json", "settings.json"]
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -392,5 +387,86 @@ fn explicit_policy_files_are_written_as_absolute_paths() {
         policy.display().to_string()
     );
     assert!(stderr.contains("given by --policy-for"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// VS Code's `mcp.json` as people write it: comments and trailing commas.
+const JSONC: &str = r#"{
+  // Servers for this workspace.
+  "servers": {
+    "git": {
+      "type": "stdio",
+      "command": "uvx", // from PyPI
+      "args": ["mcp-server-git", "--repository", "/home/u/src/app"],
+    },
+    /* the clock */
+    "time": {"command": "uvx", "args": ["mcp-server-time"]},
+  },
+  "inputs": [],
+}
+"#;
+
+#[test]
+fn jsonc_keeps_its_comments_and_unwrap_restores_the_original() {
+    let dir = temp_dir("jsonc");
+    let file = dir.join("mcp.json");
+    std::fs::write(&file, JSONC).expect("write config");
+    let f = file.to_str().expect("UTF-8 path");
+    let guard = "/usr/local/bin/mcp-guard";
+    let (_, stderr) = ok(&client_config(&["--mcp-guard", guard, "--write", f]));
+    assert!(stderr.contains("git: wrapped with policy git"), "{stderr}");
+    let wrapped = std::fs::read_to_string(&file).expect("read");
+    for kept in [
+        "// Servers for this workspace.",
+        "// from PyPI",
+        "/* the clock */",
+        "\"type\": \"stdio\",",
+        "\"inputs\": [],\n}",
+    ] {
+        assert!(wrapped.contains(kept), "{kept:?} lost:\n{wrapped}");
+    }
+    assert!(
+        wrapped.contains(&format!(
+            "\"command\": \"{guard}\", // from PyPI\n      \"args\": [\"--policy-dir\", \"{}\", \
+             \"exec\", \"--policy\", \"git\", \"--name\", \"git\", \"--\", \"uvx\", \
+             \"mcp-server-git\", \"--repository\", \"/home/u/src/app\"],",
+            policy_dir().display()
+        )),
+        "{wrapped}"
+    );
+    // A second run changes nothing: both already run under mcp-guard.
+    let (_, stderr) = ok(&client_config(&["--mcp-guard", guard, "--write", f]));
+    assert!(stderr.contains("nothing to change"), "{stderr}");
+    // --unwrap gives back the file as it was, comments and all.
+    let (_, stderr) = ok(&client_config(&[
+        "--mcp-guard",
+        guard,
+        "--unwrap",
+        "--write",
+        f,
+    ]));
+    assert!(
+        stderr.contains("git: unwrapped: runs uvx again"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), JSONC);
+    // Plain JSON unwraps too.
+    let plain = dir.join("claude.json");
+    std::fs::write(&plain, CLAUDE).expect("write config");
+    let p = plain.to_str().expect("UTF-8 path");
+    ok(&client_config(&["--mcp-guard", guard, "--write", p]));
+    assert_ne!(std::fs::read_to_string(&plain).expect("read"), CLAUDE);
+    let (_, stderr) = ok(&client_config(&[
+        "--mcp-guard",
+        guard,
+        "--unwrap",
+        "--write",
+        p,
+    ]));
+    assert!(stderr.contains("unwrapped"), "{stderr}");
+    let back: Value =
+        serde_json::from_str(&std::fs::read_to_string(&plain).expect("read")).expect("JSON");
+    let original: Value = serde_json::from_str(CLAUDE).expect("JSON");
+    assert_eq!(back, original);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -291,6 +291,53 @@ fn wrong_digest_or_unreachable_engine_refuses_to_launch() {
     let _ = std::fs::remove_dir_all(&s.dir);
 }
 
+#[test]
+fn a_digest_pin_without_tag_finds_the_image_whatever_its_tag() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // The test image is tagged only `:<content hash>`; `name@digest` must not look for
+    // `name:latest`, as `docker run name@digest` does not.
+    let (name, id) = container_test_image();
+    let (repo, _tag) = name.rsplit_once(':').expect("the test image has a tag");
+    let out = Command::new("podman")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{range .RepoDigests}}{{.}} {{end}}",
+            &name,
+        ])
+        .output()
+        .expect("podman image inspect");
+    assert!(out.status.success(), "{}", describe(&out));
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    let repo_digest = listed
+        .split_whitespace()
+        .find_map(|d| d.strip_prefix(&format!("{repo}@")))
+        .unwrap_or_else(|| panic!("no repo digest of {repo} in {listed:?}"))
+        .to_string();
+    for (what, digest) in [
+        ("repo digest", repo_digest.as_str()),
+        ("image id", id.as_str()),
+    ] {
+        let s = scene("untagged", digest, "");
+        let policy = std::fs::read_to_string(&s.policy)
+            .expect("policy")
+            .replace(&format!("{name}@"), &format!("{repo}@"));
+        assert!(
+            policy.contains(&format!("image = \"{repo}@{digest}\"")),
+            "{policy}"
+        );
+        std::fs::write(&s.policy, policy).expect("policy");
+        let out = echo_session(&s);
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout) == "hello\n",
+            "{what}: {}",
+            describe(&out)
+        );
+        let _ = std::fs::remove_dir_all(&s.dir);
+    }
+}
+
 /// One short passthrough session: the container echoes its stdin.
 fn echo_session(s: &Scene) -> Output {
     echo_session_logged(s, "warn")

@@ -136,20 +136,28 @@ pub async fn engine_info(address: &str) -> Result<EngineInfo, String> {
     })
 }
 
-/// Checks the local image against the policy's reference; returns the image id to create from.
-/// A digest must equal the image id or one of its repo digests.
+/// Finds the local image the policy's reference names ([`super::image_lookup`]) and checks it;
+/// returns the image id to create from. A digest must equal the image id or one of its repo
+/// digests.
 pub async fn resolve_image(docker: &Docker, image: &ImageRef) -> Result<String, LaunchError> {
-    let lookup = image
-        .name
-        .clone()
-        .or_else(|| image.digest.clone())
-        .unwrap_or_default();
-    let found = docker.inspect_image(&lookup).await.map_err(|e| {
-        LaunchError::Config(format!(
-            "image {image}: not found in the engine ({e}); mcp-guard does not pull: load or pull \
-             it first"
-        ))
-    })?;
+    let mut missing = Vec::new();
+    let mut found = None;
+    for lookup in super::image_lookup::candidates(image) {
+        match docker.inspect_image(&lookup).await {
+            Ok(f) => {
+                found = Some((lookup, f));
+                break;
+            }
+            Err(e) => missing.push(format!("{lookup}: {e}")),
+        }
+    }
+    let Some((lookup, found)) = found else {
+        return Err(LaunchError::Config(format!(
+            "image {image}: not found in the engine ({}); mcp-guard does not pull: load or pull \
+             it first",
+            missing.join("; ")
+        )));
+    };
     let id = found.id.clone().unwrap_or_default();
     let Some(want) = &image.digest else {
         return Ok(id);

@@ -15,7 +15,10 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod devices;
+pub mod elf_deps;
 pub mod identity;
+pub mod image_lookup;
 pub mod landlock;
 pub mod mount_view;
 pub mod netns;
@@ -319,11 +322,14 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             let expand = |v: &[String]| -> Vec<PathBuf> {
                 v.iter().map(|p| expand_home(p, &id.home)).collect()
             };
+            let mut exec = expand(&policy.filesystem.exec);
+            // A listed program runs: its loader and libraries come with it.
+            exec.extend(elf_deps::for_exec_set(&exec, &program));
             Some(landlock::LandlockSpec {
                 abi,
                 read: expand(&policy.filesystem.read),
                 write: expand(&policy.filesystem.write),
-                exec: expand(&policy.filesystem.exec),
+                exec,
                 tcp_ports,
                 scope,
                 // Landlock cannot make exceptions to its abstract socket scope: with abstract
@@ -385,6 +391,11 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             Vec::new()
         };
         let mut landlock = landlock;
+        let sockets: Vec<PathBuf> = policy.network.unix.iter().map(PathBuf::from).collect();
+        if let Some(l) = landlock.as_mut() {
+            // Without root there is no mount namespace, hence no private /dev.
+            devices::grant(l, !unprivileged, &sockets);
+        }
         if let (Some(l), Some(dir)) = (landlock.as_mut(), &pycache) {
             // Read-only: the server uses the cache and cannot poison it.
             l.read.push(dir.clone());

@@ -159,7 +159,7 @@ pub fn apply(plan: &Plan) -> Result<(), String> {
 }
 
 /// A detached bind mount of `path` (open_tree with OPEN_TREE_CLONE), to attach elsewhere later.
-fn clone_tree(path: &Path) -> Result<OwnedFd, String> {
+pub(super) fn clone_tree(path: &Path) -> Result<OwnedFd, String> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| format!("{}: NUL in path", path.display()))?;
     let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32;
@@ -177,7 +177,7 @@ fn clone_tree(path: &Path) -> Result<OwnedFd, String> {
 }
 
 /// Attaches a tree from [`clone_tree`] at `path`, inside a fresh tmpfs.
-fn attach_tree(path: &Path, tree: &OwnedFd) -> Result<(), String> {
+pub(super) fn attach_tree(path: &Path, tree: &OwnedFd) -> Result<(), String> {
     let err = |what: &str, e: std::io::Error| {
         format!("carrying {} into the jail ({what}): {e}", path.display())
     };

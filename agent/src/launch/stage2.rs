@@ -28,7 +28,7 @@ use nix::{
     unistd::{ForkResult, Gid, Pid, Uid, fork},
 };
 
-use super::{JailSpec, landlock, mount_view};
+use super::{JailSpec, devices, landlock, mount_view};
 
 /// The hidden subcommand that runs the helper.
 pub const SUBCOMMAND: &str = "__jail-stage2";
@@ -277,15 +277,17 @@ fn init(spec: &JailSpec, mut sock: UnixStream) -> i32 {
 }
 
 /// In the new mount namespace: stop propagation to the host, the jail's own /tmp, /run,
-/// /dev/shm (see [`mount_view`]) and the PID namespace's own /proc.
+/// /dev/shm (see [`mount_view`]), its own /dev ([`devices`]) and the PID namespace's own /proc.
 fn mount_private(spec: &JailSpec) -> Result<(), String> {
     use nix::mount::{MsFlags, mount};
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(|e| format!("making / private in the jail's mount namespace: {e}"))?;
     // Worked out from the host's view, before the fresh mounts hide it.
-    let plan = mount_view::plan(&mount_view::HIDDEN, &granted_paths(spec));
+    let granted = granted_paths(spec);
+    let plan = mount_view::plan(&mount_view::HIDDEN, &granted);
     mount_view::apply(&plan)?;
+    devices::mount(&granted)?;
     mount(
         Some("proc"),
         "/proc",
