@@ -80,25 +80,7 @@ mcp-guard client-config --write "$CLIENT_DIR/claude_desktop_config.json"
 chown vagrant:vagrant "$CLIENT_DIR"/*
 
 echo "==> smoke test: one MCP session as user vagrant through mcp-guard exec and the agent, then the agent's metrics"
-runuser -u vagrant -g vagrant -G mcp -- /opt/mcp-servers/bin/python - <<'PY'
-import asyncio, json
-from mcp import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
-
-async def main():
-    config = json.load(open("/home/vagrant/.config/Claude/claude_desktop_config.json"))
-    server = config["mcpServers"]["time"]
-    params = StdioServerParameters(command=server["command"], args=server["args"])
-    async with stdio_client(params) as (read, write):
-        async with ClientSession(read, write) as client:
-            await client.initialize()
-            answer = await client.call_tool("get_current_time", {"timezone": "UTC"})
-            print("time server through mcp-guard:", answer.content[0].text)
-
-asyncio.run(main())
-PY
-sleep 2
-test "$(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:9464/metrics)" = 401
-curl -sf -H "Authorization: Bearer $(cat /etc/mcp-guard/metrics.token)" 127.0.0.1:9464/metrics \
-  | grep '^mcp_guard_tool_calls_total'
+# The same script the kernel matrix runs inside Debian 12's kernel (cargo xtask kernels).
+sh "$SRC/vagrant/smoke.sh" /home/vagrant/.config/Claude/claude_desktop_config.json \
+  vagrant vagrant mcp /opt/mcp-servers/bin/python /etc/mcp-guard/metrics.token
 echo "==> done: Prometheus on http://localhost:9090 (host), mcp-guard calls/events/alerts in the VM"

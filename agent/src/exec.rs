@@ -94,6 +94,9 @@ pub struct SessionInfo {
     pub client_exe: Option<PathBuf>,
     /// What the history keeps of each call.
     pub audit: crate::mcp::audit::AuditConfig,
+    /// The cgroup unix programs keep the Unix-socket promises (where they do not, the jail's
+    /// mount view or network namespace does, see [`crate::promises`]).
+    pub unix_programs: bool,
 }
 
 impl SessionInfo {
@@ -641,6 +644,10 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         member_cgroups: Vec::new(),
         client_exe: args.client_exe.clone(),
         audit,
+        unix_programs: crate::promises::uses(
+            &prepared.promises,
+            crate::promises::Mechanism::CgroupUnix,
+        ),
     };
     let finish = hooks.finish.take();
     let mut stderr_task = None;
@@ -768,6 +775,9 @@ async fn container_session(
         member_cgroups: Vec::new(),
         client_exe: args.client_exe.clone(),
         audit,
+        // The container's own network namespace and mounts are not the jail's: as before, the
+        // unix programs are what judge its sockets.
+        unix_programs: true,
     };
     let finish = hooks.finish.take();
     let name = format!("mcp-guard-{session}");

@@ -19,6 +19,7 @@ pub mod launch;
 pub mod mcp;
 pub mod metrics;
 pub mod mounts;
+pub mod promises;
 pub mod quarantine;
 pub mod say;
 pub mod suggest;

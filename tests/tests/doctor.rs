@@ -129,8 +129,40 @@ fn doctor_json_reports_this_host_accurately_and_leaves_nothing_behind() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
-    let (summary, checks) = lines.split_last().expect("at least a summary line");
+    let (summary, rest) = lines.split_last().expect("at least a summary line");
     assert_eq!(summary["summary"], true, "the last line is the summary");
+    // Capabilities first, then the promises table.
+    let split = rest
+        .iter()
+        .position(|l| l.get("promise").is_some())
+        .expect("promise lines");
+    let (checks, promises) = rest.split_at(split);
+    // Linux 6.18 here: every promise is kept by its strongest mechanism, with egress or without
+    // (what the launch picked before promises had fallbacks).
+    let strongest = [
+        ("filesystem", "landlock"),
+        ("truncation", "landlock_truncate"),
+        ("device_ioctl", "landlock_ioctl_dev"),
+        ("syscalls", "seccomp"),
+        ("egress", "cgroup_sock_addr"),
+        ("tcp_bind", "landlock_tcp"),
+        ("unix_pathname", "cgroup_unix"),
+        ("unix_abstract", "cgroup_unix"),
+        ("signals", "landlock_scope"),
+        ("events", "tracing"),
+    ];
+    assert_eq!(promises.len(), strongest.len(), "{promises:#?}");
+    for (line, (promise, mechanism)) in promises.iter().zip(strongest) {
+        assert_eq!(line["promise"], promise, "{line}");
+        assert_eq!(
+            line["mechanisms"][0], mechanism,
+            "the strongest first: {line}"
+        );
+        for column in ["with_egress", "without_egress"] {
+            assert_eq!(line[column]["state"], "kept", "{line}");
+            assert_eq!(line[column]["mechanism"], mechanism, "{line}");
+        }
+    }
 
     let mut names = BTreeSet::new();
     for c in checks {

@@ -9,7 +9,7 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
-    os::unix::process::CommandExt,
+    os::unix::{fs::PermissionsExt as _, process::CommandExt},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
@@ -187,6 +187,47 @@ fn filesystem_escapes_are_denied_by_landlock() {
     blocked_but_observable(&sb, &["write", through.to_str().expect("utf-8")], EACCES);
     let through = sb.work.join("link/id_rsa");
     blocked_but_observable(&sb, &["read", through.to_str().expect("utf-8")], EACCES);
+}
+
+/// The kernel's landlock ABI (0 without landlock).
+fn landlock_abi() -> i64 {
+    // SAFETY: with a null attr, size 0 and the VERSION flag (1) the kernel reads no memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32,
+        )
+    };
+    r.max(0)
+}
+
+/// A file outside every set that the server's user may write by its mode (as a file it made
+/// in an earlier session would be) keeps its bytes: landlock's truncate right from ABI 3 on
+/// (EACCES), the jail's seccomp rule before (EPERM). Under --observe the truncation works.
+#[test]
+fn truncation_outside_the_write_set_is_denied_on_every_kernel() {
+    require_root();
+    let sb = Sandbox::new("trunc", "");
+    let victim = sb.home.join("notes.txt");
+    std::fs::write(&victim, "the user's notes\n").expect("plant victim");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let errno = if landlock_abi() >= 3 { EACCES } else { EPERM };
+    let (line, out) = sb.escape(false, &["truncate", victim.to_str().expect("utf-8")]);
+    assert_eq!(
+        line,
+        format!("truncate errno {errno}"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "the user's notes\n"
+    );
+    let (line, out) = sb.escape(true, &["truncate", victim.to_str().expect("utf-8")]);
+    assert!(line.starts_with("truncate ok"), "{}", describe(&out));
+    assert_eq!(std::fs::metadata(&victim).expect("victim").len(), 0);
 }
 
 #[test]

@@ -439,3 +439,61 @@ fn standalone_exec_enforces_too_and_observe_only_reports() {
     );
     assert_eq!(w.accepted(&root_sock), 1);
 }
+
+/// The promise itself, on whatever kernel this is: a hostile server's connect to a root-owned
+/// socket under /run and to an abstract socket, neither listed, reaches nothing, and the
+/// listed socket works. Where the cgroup unix programs run (Linux 6.7+) they refuse (EPERM);
+/// where they do not, `mcp-guard doctor` names what keeps each promise instead (the jail's own
+/// /run: the path is not there, ENOENT; its network namespace, for a policy without egress:
+/// the abstract name is not there, ECONNREFUSED).
+#[test]
+fn unlisted_sockets_are_out_of_reach_by_whatever_this_kernel_has() {
+    require_root();
+    let mut w = World::new("reach-any");
+    let root_sock = w.listen(&w.in_run("root.sock"));
+    let abstract_unlisted = w.listen(&w.abstract_name("unlisted"));
+    let listed_sock = w.listen(&w.in_run("listed.sock"));
+    let policy = w.policy(&[&listed_sock], &[]);
+    let doctor = Command::new(mcp_guard())
+        .args(["doctor", "--json"])
+        .output()
+        .expect("mcp-guard doctor --json");
+    let report: Vec<serde_json::Value> = String::from_utf8_lossy(&doctor.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let line = |key: &str, name: &str| {
+        report
+            .iter()
+            .find(|v| v[key] == name)
+            .unwrap_or_else(|| panic!("doctor reports {key} {name}: {report:#?}"))
+            .clone()
+    };
+    let programs = line("capability", "cgroup_unix")["status"] == "available";
+    let kept_by = |promise: &str| line("promise", promise)["without_egress"]["mechanism"].clone();
+    let expected = if programs {
+        assert_eq!(kept_by("unix_pathname"), "cgroup_unix");
+        assert_eq!(kept_by("unix_abstract"), "cgroup_unix");
+        [EPERM, EPERM, "ok"]
+    } else {
+        assert_eq!(kept_by("unix_pathname"), "mount_view");
+        assert_eq!(kept_by("unix_abstract"), "net_namespace");
+        [ENOENT, "errno 111", "ok"]
+    };
+    let out = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(w.dir.join("state"))
+        .args(["exec", "--standalone", "--passthrough", "--policy"])
+        .arg(&policy)
+        .arg("--")
+        .arg(workspace_bin("netprobe"))
+        .arg(format!("unix:{root_sock}"))
+        .arg(format!("unix:{abstract_unlisted}"))
+        .arg(format!("unix:{listed_sock}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run exec");
+    assert_eq!(lines(&out), expected, "{}", describe(&out));
+    assert_eq!(w.accepted(&root_sock), 0);
+    assert_eq!(w.accepted(&abstract_unlisted), 0);
+}

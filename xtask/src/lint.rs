@@ -68,6 +68,7 @@ pub fn run_all(bin: &Path) -> Result {
         "bash",
         &["-n", "vagrant/provision.sh"],
     )?;
+    run("vagrant smoke test", "sh", &["-n", "vagrant/smoke.sh"])?;
     dashboard_names(&root)
 }
 

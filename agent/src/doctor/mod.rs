@@ -8,6 +8,7 @@
 
 mod bpf;
 mod host;
+mod promises;
 
 use std::{
     ffi::CString,
@@ -1067,8 +1068,9 @@ fn probe_cgroup_unix(b: &mut Builder) {
             CapabilityId::CgroupUnix,
             Status::Unavailable,
             why,
-            "connect/sendmsg to Unix sockets cannot be limited to [network] unix: exec refuses \
-             (77) unless --observe or [enforcement] allow_degraded",
+            "connect/sendmsg to Unix sockets are not judged in the kernel: the jail's own /run, \
+             /var/run, /dev/shm and /tmp keep pathname sockets, and abstract ones are kept or \
+             refused as the promises below say",
         ),
     }
 }
@@ -1403,6 +1405,9 @@ struct JsonSummary {
 ///   `{"capability": "<CapabilityId::name>", "status": "available"|"unavailable"|"degraded",
 ///   "required": bool, "detail": "<what was measured, errno when refused>",
 ///   "consequence": "<what mcp-guard does because of it>"}`
+/// - then one line per promise (`crate::promises`), in `Promise::ALL` order: which mechanism
+///   keeps it on this host for a policy with egress and one without (see
+///   `promises::render_json` for the fields);
 /// - then one summary line: `{"summary": true, "ok": bool, "missing": ["<name>", ...]}`, where
 ///   `missing` lists the required capabilities whose status is not `available` and `ok` is
 ///   `missing == []` (the exit status is 0 exactly when `ok`).
@@ -1419,6 +1424,7 @@ pub fn render_json(report: &Report) -> String {
         out.push_str(&serde_json::to_string(&line).unwrap_or_default());
         out.push('\n');
     }
+    out.push_str(&promises::render_json(report));
     let summary = JsonSummary {
         summary: true,
         ok: report.ok(),
@@ -1471,6 +1477,7 @@ pub fn render_table(report: &Report, color: bool) -> String {
         ));
         out.push_str(&format!("{:indent$}→ {}\n", "", c.consequence));
     }
+    out.push_str(&promises::render_table(report));
     let missing: Vec<&str> = report
         .missing()
         .into_iter()

@@ -127,7 +127,19 @@ fn spec_for(info: &SessionInfo) -> ServerSpec {
             ));
         }
     }
-    if spec.unix_optional
+    let mut spec = spec;
+    if !spec.unix_optional && !info.unix_programs {
+        // The launch chose the jail's mount view (and, for abstract names, its network
+        // namespace or landlock's scope) to keep the Unix-socket promises: the programs are
+        // used where they load, and not required.
+        spec.unix_optional = true;
+        if let Err(why) = crate::kernel::unix::probe() {
+            tracing::info!(
+                "Unix sockets: kept by the jail's own /run, /var/run, /dev/shm and /tmp, not the \
+                 cgroup unix programs ({why})"
+            );
+        }
+    } else if spec.unix_optional
         && let Err(why) = crate::kernel::unix::probe()
     {
         say(&format!(

@@ -21,6 +21,7 @@ pub mod identity;
 pub mod image_lookup;
 pub mod landlock;
 pub mod mount_view;
+pub mod netns;
 pub mod seccomp;
 pub mod secret_gate;
 pub mod server_user;
@@ -30,7 +31,32 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::promises::{self, Mechanism, Promise};
 use mcp_guard_policy::{Policy, expand_home, read_secret};
+
+/// Mechanisms used only where a stronger one is missing (logged when chosen).
+const FALLBACKS: &[Mechanism] = &[
+    Mechanism::SeccompTruncate,
+    Mechanism::NetNamespace,
+    Mechanism::MountView,
+    Mechanism::PidNamespace,
+];
+
+/// What `policy` asks of the kernel beyond what every launch promises.
+fn needs(policy: &Policy, home: &std::path::Path) -> promises::Needs {
+    let net = &policy.network;
+    let fs = &policy.filesystem;
+    promises::Needs {
+        tcp_ports_limited: tcp_ports(policy).is_some(),
+        egress: !net.allow.is_empty(),
+        abstract_names: net.unix.iter().any(|u| u.starts_with('@')),
+        device_files: fs
+            .read
+            .iter()
+            .chain(&fs.exec)
+            .any(|p| promises::reaches_devices(&expand_home(p, home))),
+    }
+}
 
 /// Everything the stage-2 helper needs, as plain data (sent over a socket, never on disk).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -74,6 +100,10 @@ pub struct Enforce {
     /// like) by [`mount_view`].
     #[serde(default)]
     pub unix_sockets: Vec<PathBuf>,
+    /// A network namespace of its own (only a loopback): chosen where it is what keeps the
+    /// abstract-socket or TCP-bind promise of a policy without egress.
+    #[serde(default)]
+    pub net_namespace: bool,
 }
 
 /// What `exec` asked for.
@@ -109,6 +139,8 @@ pub struct Prepared {
     pub secrets: Vec<(String, String)>,
     /// The per-session uid's lease, when the server runs as one: keep it until the session ends.
     pub lease: Option<server_user::Lease>,
+    /// Which mechanism keeps each promise (empty under observe).
+    pub promises: Vec<promises::Choice>,
 }
 
 /// Why a launch was refused before anything ran.
@@ -263,6 +295,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
         Some(dir)
     };
 
+    let mut promises_kept = Vec::new();
     let enforce = if req.observe {
         warnings.push(
             "OBSERVE MODE: nothing is enforced (no landlock, seccomp, namespaces, capability \
@@ -282,36 +315,10 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             )?;
             None
         } else {
-            let ports = tcp_ports(policy);
-            let tcp_ports = if ports.is_none() {
-                // An allow entry covers every port: only the eBPF egress filter restricts TCP.
-                None
-            } else if abi < landlock::NET_ABI {
-                missing(
-                    format!(
-                        "landlock ABI {abi} has no TCP rules (needs ABI {} = Linux 6.7): TCP \
-                         connect/bind are not limited to the policy's ports by landlock",
-                        landlock::NET_ABI
-                    ),
-                    &mut warnings,
-                )?;
-                None
-            } else {
-                ports
-            };
-            let scope = if abi < landlock::SCOPE_ABI {
-                missing(
-                    format!(
-                        "landlock ABI {abi} has no scopes (needs ABI {} = Linux 6.12): signals \
-                         and abstract unix sockets are not confined to the jail",
-                        landlock::SCOPE_ABI
-                    ),
-                    &mut warnings,
-                )?;
-                false
-            } else {
-                true
-            };
+            // Landlock's TCP rules and scopes wherever the kernel has them (the promises table
+            // below decides what else keeps those promises where it has not).
+            let tcp_ports = tcp_ports(policy).filter(|_| abi >= landlock::NET_ABI);
+            let scope = abi >= landlock::SCOPE_ABI;
             let expand = |v: &[String]| -> Vec<PathBuf> {
                 v.iter().map(|p| expand_home(p, &id.home)).collect()
             };
@@ -331,8 +338,49 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
                 abstract_unscoped: policy.network.unix.iter().any(|u| u.starts_with('@')),
             })
         };
+        let features = promises::Features {
+            landlock_abi: abi.max(0),
+            seccomp: seccomp::available(),
+            namespaces: !unprivileged,
+            // The eBPF guard loads once the cgroup exists; where it cannot, it refuses then,
+            // naming what failed (exec/guard.rs).
+            cgroup_sock_addr: !unprivileged,
+            cgroup_unix: !unprivileged && crate::kernel::unix::probe().is_ok(),
+            tracing: !unprivileged,
+        };
+        let choices = promises::choose(&features, &needs(policy, &id.home));
+        let unkept: Vec<String> = choices
+            .iter()
+            // Their own messages below (and above, for landlock) say more.
+            .filter(|c| !matches!(c.promise, Promise::Filesystem | Promise::Syscalls))
+            // Without root these are in the list of what an unprivileged exec cannot do.
+            .filter(|c| {
+                !unprivileged
+                    || !matches!(
+                        c.promise,
+                        Promise::Egress | Promise::UnixPathname | Promise::Events
+                    )
+            })
+            .filter_map(promises::unkept_message)
+            .collect();
+        if !unkept.is_empty() {
+            missing(unkept.join("\n"), &mut warnings)?;
+        }
+        for c in &choices {
+            if let promises::Holder::Kept { mechanism } = c.holder
+                && FALLBACKS.contains(&mechanism)
+            {
+                tracing::info!(
+                    "promise {} kept by {} on this kernel",
+                    c.promise.name(),
+                    mechanism.name()
+                );
+            }
+        }
+        let seccomp_truncate = promises::uses(&choices, Mechanism::SeccompTruncate);
         let seccomp = if seccomp::available() {
-            seccomp::build(&policy.syscalls.deny).map_err(|e| Config(e.to_string()))?
+            seccomp::build(&policy.syscalls.deny, seccomp_truncate)
+                .map_err(|e| Config(e.to_string()))?
         } else {
             missing(
                 "seccomp filtering is not available (kernel without CONFIG_SECCOMP_FILTER): the \
@@ -352,9 +400,11 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             // Read-only: the server uses the cache and cannot poison it.
             l.read.push(dir.clone());
         }
+        promises_kept = choices;
         Some(Enforce {
             landlock,
             seccomp,
+            net_namespace: promises::uses(&promises_kept, Mechanism::NetNamespace),
             rlimits: Vec::new(),
             unix_sockets: policy
                 .network
@@ -385,6 +435,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             warnings,
             secrets,
             lease,
+            promises: promises_kept,
         });
     }
     let mounts = cgroup::Mounts::discover()
@@ -427,6 +478,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
                 warnings,
                 secrets,
                 lease,
+                promises: promises_kept,
             })
         }
         Err(e) => {

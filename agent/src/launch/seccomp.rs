@@ -130,7 +130,9 @@ fn number(name: &str) -> Option<i64> {
 }
 
 /// Builds the filters, in install order: the deny list (EPERM), clone3 (ENOSYS), x32 (EPERM).
-pub fn build(extra_deny: &[String]) -> Result<Vec<Program>, SeccompError> {
+/// `truncate_rule`: where landlock has no truncate right (ABI < 3), the truncation promise is
+/// kept here ([`truncate_rules`]).
+pub fn build(extra_deny: &[String], truncate_rule: bool) -> Result<Vec<Program>, SeccompError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|_| SeccompError::Arch(std::env::consts::ARCH))?;
     let build = |e: seccompiler::BackendError| SeccompError::Build(e.to_string());
@@ -187,6 +189,18 @@ pub fn build(extra_deny: &[String]) -> Result<Vec<Program>, SeccompError> {
         .map_err(build)?;
     // As with clone: a policy denying ioctl outright wins.
     rules.entry(ioctl_nr).or_insert(ioctl_rules);
+    let mut nosys_calls = vec![number("clone3").ok_or(SeccompError::Arch(std::env::consts::ARCH))?];
+    if truncate_rule {
+        for (nr, call_rules) in truncate_rules().map_err(build)? {
+            // A policy denying the call outright wins.
+            rules.entry(nr).or_insert(call_rules);
+        }
+        // openat2's flags are in a struct a filter cannot read: ENOSYS, and libc and runtimes
+        // fall back to openat, whose flags it can.
+        if let Some(nr) = number("openat2") {
+            nosys_calls.push(nr);
+        }
+    }
     let deny = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -195,9 +209,8 @@ pub fn build(extra_deny: &[String]) -> Result<Vec<Program>, SeccompError> {
     )
     .map_err(build)?;
 
-    let clone3 = number("clone3").ok_or(SeccompError::Arch(std::env::consts::ARCH))?;
     let nosys = SeccompFilter::new(
-        BTreeMap::from([(clone3, Vec::new())]),
+        nosys_calls.into_iter().map(|nr| (nr, Vec::new())).collect(),
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,
@@ -216,6 +229,43 @@ pub fn build(extra_deny: &[String]) -> Result<Vec<Program>, SeccompError> {
         programs.push(x32_filter());
     }
     Ok(programs)
+}
+
+/// The truncation promise without landlock's truncate right (ABI < 3, which checks neither
+/// `truncate(2)` nor an open with `O_TRUNC` that does not write): `truncate(2)` is denied, and
+/// so is `open`/`openat` with `O_TRUNC` and a read-only access mode. An open for writing is
+/// landlock's (write set only), and `ftruncate` needs such a descriptor.
+fn truncate_rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, seccompiler::BackendError> {
+    let trunc = libc::O_TRUNC as u64;
+    let accmode = libc::O_ACCMODE as u64;
+    let read_only_trunc = |flags_arg: u8| -> Result<SeccompRule, seccompiler::BackendError> {
+        SeccompRule::new(vec![
+            SeccompCondition::new(
+                flags_arg,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::MaskedEq(trunc),
+                trunc,
+            )?,
+            SeccompCondition::new(
+                flags_arg,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::MaskedEq(accmode),
+                libc::O_RDONLY as u64,
+            )?,
+        ])
+    };
+    let mut out = Vec::new();
+    if let Some(nr) = number("truncate") {
+        out.push((nr, Vec::new()));
+    }
+    // open(path, flags, mode) has no number on aarch64; openat(dirfd, path, flags, mode).
+    if let Some(nr) = number("open") {
+        out.push((nr, vec![read_only_trunc(1)?]));
+    }
+    if let Some(nr) = number("openat") {
+        out.push((nr, vec![read_only_trunc(2)?]));
+    }
+    Ok(out)
 }
 
 /// x32 syscalls share the x86_64 audit arch but set bit 30 of the number; seccompiler's
@@ -247,7 +297,7 @@ mod tests {
 
     #[test]
     fn builds_builtin_and_extra() {
-        let p = build(&["getpriority".to_string()]).expect("filter builds");
+        let p = build(&["getpriority".to_string()], false).expect("filter builds");
         assert!(p.len() >= 2);
         assert!(p[0].0.len() > BUILTIN_DENY.len());
     }
@@ -257,7 +307,7 @@ mod tests {
     /// answers ENOTTY: /dev/null is no terminal).
     fn ioctl_errno_under_filter(request: u64) -> i32 {
         // Built before the fork: the child of a multithreaded test must not allocate.
-        let programs: Vec<BpfProgram> = build(&[])
+        let programs: Vec<BpfProgram> = build(&[], false)
             .expect("filter builds")
             .iter()
             .map(|p| {
@@ -324,10 +374,111 @@ mod tests {
         );
     }
 
+    /// Runs `call` in a forked child under the filters (with or without the truncate rule)
+    /// and returns its errno (0: the call succeeded).
+    fn errno_under(truncate_rule: bool, call: impl FnOnce() -> libc::c_long) -> i32 {
+        let programs: Vec<BpfProgram> = build(&[], truncate_rule)
+            .expect("filter builds")
+            .iter()
+            .map(|p| {
+                p.0.iter()
+                    .map(|&(code, jt, jf, k)| sock_filter { code, jt, jf, k })
+                    .collect()
+            })
+            .collect();
+        // SAFETY: the test's own fork; the child only makes raw syscalls and _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: PR_SET_NO_NEW_PRIVS takes integers only.
+            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+            for p in &programs {
+                if seccompiler::apply_filter(p).is_err() {
+                    // SAFETY: ends the forked child.
+                    unsafe { libc::_exit(200) };
+                }
+            }
+            let e = if call() >= 0 {
+                0
+            } else {
+                // SAFETY: reads the calling thread's errno.
+                unsafe { *libc::__errno_location() }
+            };
+            // SAFETY: ends the forked child.
+            unsafe { libc::_exit(e) };
+        }
+        let mut status = 0;
+        // SAFETY: reaping our own child into a valid int.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status), "child status {status}");
+        libc::WEXITSTATUS(status)
+    }
+
+    /// The attack landlock before ABI 3 lets through: truncating a file the server may only
+    /// read (or one outside every set) with truncate(2) or a read-only open with O_TRUNC.
+    #[test]
+    fn the_truncate_rule_denies_truncation_without_a_write_open() {
+        let dir = std::env::temp_dir().join(format!("mcpg-seccomp-trunc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("victim");
+        let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).expect("path");
+        let p = path.as_ptr();
+        let refill = || std::fs::write(&file, b"keep me").expect("write victim");
+        let len = || std::fs::metadata(&file).expect("victim").len();
+        let openat = |flags: libc::c_int| {
+            // SAFETY: a raw openat with a live NUL-terminated path; the fd leaks into a child
+            // that exits at once.
+            unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, p, flags, 0) }
+        };
+        let truncate = || {
+            // SAFETY: a raw truncate with a live NUL-terminated path.
+            unsafe { libc::syscall(libc::SYS_truncate, p, 0) }
+        };
+        let open_ro_trunc = || openat(libc::O_RDONLY | libc::O_TRUNC);
+        let open_wr_trunc = || openat(libc::O_WRONLY | libc::O_TRUNC);
+        let open_ro = || openat(libc::O_RDONLY);
+        // Without the rule each truncation works (root here; DAC is what the server has).
+        for (name, call) in [
+            ("truncate", &truncate as &dyn Fn() -> libc::c_long),
+            ("open O_RDONLY|O_TRUNC", &open_ro_trunc),
+        ] {
+            refill();
+            assert_eq!(errno_under(false, call), 0, "{name}");
+            assert_eq!(len(), 0, "{name} truncated without the rule");
+        }
+        // With it both fail and the file keeps its bytes.
+        for (name, call) in [
+            ("truncate", &truncate as &dyn Fn() -> libc::c_long),
+            ("open O_RDONLY|O_TRUNC", &open_ro_trunc),
+        ] {
+            refill();
+            assert_eq!(errno_under(true, call), libc::EPERM, "{name}");
+            assert_eq!(len(), 7, "{name} left the file alone");
+        }
+        // A read-only open and an open for writing pass (landlock judges the latter).
+        assert_eq!(errno_under(true, open_ro), 0);
+        refill();
+        assert_eq!(errno_under(true, open_wr_trunc), 0);
+        // openat2 carries its flags in a struct: ENOSYS, and callers fall back to openat.
+        let how = [0u64; 3];
+        // SAFETY: a raw openat2 with a live path and a zeroed open_how of the right size.
+        let openat2 = || unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                p,
+                how.as_ptr(),
+                std::mem::size_of_val(&how),
+            )
+        };
+        assert_eq!(errno_under(true, openat2), libc::ENOSYS);
+        assert_eq!(errno_under(false, openat2), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn unknown_extra_is_an_error() {
         assert!(matches!(
-            build(&["no_such_call".to_string()]),
+            build(&["no_such_call".to_string()], false),
             Err(SeccompError::Unknown(_))
         ));
     }

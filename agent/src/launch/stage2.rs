@@ -167,13 +167,20 @@ fn fork_init(spec: &JailSpec) -> Result<Option<Pid>, Failure> {
             ForkResult::Parent { child } => Ok(Some(child)),
         };
     };
-    let ns = if spec.enforce.is_some() {
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWUTS
-    } else {
-        CloneFlags::empty()
+    let ns = match &spec.enforce {
+        Some(e) => {
+            let net = if e.net_namespace {
+                CloneFlags::CLONE_NEWNET
+            } else {
+                CloneFlags::empty()
+            };
+            CloneFlags::CLONE_NEWNS
+                | CloneFlags::CLONE_NEWPID
+                | CloneFlags::CLONE_NEWIPC
+                | CloneFlags::CLONE_NEWUTS
+                | net
+        }
+        None => CloneFlags::empty(),
     };
     let dir = std::fs::File::open(v2).map_err(fail(&format!("opening cgroup {}", v2.display())))?;
     // SAFETY: clone_args is plain integers; zero is "unset" for every field.
@@ -196,7 +203,7 @@ fn fork_init(spec: &JailSpec) -> Result<Option<Pid>, Failure> {
         _ if nix::errno::Errno::last() == nix::errno::Errno::ENOSYS => {
             std::fs::write(v2.join("cgroup.procs"), std::process::id().to_string())
                 .map_err(fail(&format!("joining cgroup {}", v2.display())))?;
-            unshare(ns).map_err(fail("unshare(mount, pid, ipc, uts namespaces)"))?;
+            unshare(ns).map_err(fail("unshare(mount, pid, ipc, uts (, net) namespaces)"))?;
             // SAFETY: the helper is single-threaded (a fresh exec, no runtime).
             match unsafe { fork() }.map_err(fail("fork"))? {
                 ForkResult::Child => Ok(None),
@@ -230,6 +237,9 @@ fn init(spec: &JailSpec, mut sock: UnixStream) -> i32 {
         };
         if !spec.unprivileged {
             mount_private(spec).map_err(|e| (EXIT_JAIL, e))?;
+        }
+        if enforce.net_namespace {
+            super::netns::loopback_up().map_err(|e| (EXIT_JAIL, e))?;
         }
         enforce
             .landlock

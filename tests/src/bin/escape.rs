@@ -168,6 +168,16 @@ fn main() {
         "write" => std::fs::write(arg(1), b"escaped\n")
             .map(|()| String::new())
             .map_err(io_err),
+        // truncate(2): landlock checks it from ABI 3 on; before, the jail's seccomp rule.
+        "truncate" => {
+            let path = cstr(arg(1));
+            // SAFETY: a NUL-terminated path that lives across the call.
+            if unsafe { libc::truncate(path.as_ptr(), 0) } == 0 {
+                Ok(String::new())
+            } else {
+                Err(io_err(std::io::Error::last_os_error()))
+            }
+        }
         "exec" => std::fs::copy(arg(1), arg(2))
             .and_then(|_| std::fs::set_permissions(arg(2), std::fs::Permissions::from_mode(0o755)))
             .map_err(|e| -1000 - io_err(e))
