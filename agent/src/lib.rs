@@ -26,4 +26,5 @@ pub mod statefs;
 pub mod store;
 pub mod suggest;
 pub mod supply;
+pub mod term_width;
 pub mod timestamp;
