@@ -21,8 +21,8 @@ use crate::{Result, root, run};
 /// qemu-system-x86 (with virtiofsd from qemu-system-common), busybox-static, xz-utils and
 /// zstd: `cargo xtask kernels` boots Debian's kernels and unpacks their modules. acl: setfacl
 /// lets the server user through a checkout's ancestors ([`server_user_reaches_workspace`]).
-/// postgresql and chromium: tests/tests/shipped_policies.rs runs the shipped postgres policy's
-/// server against a real database and the playwright policy's server with a real browser.
+/// postgresql: tests/tests/shipped_policies.rs runs the shipped postgres policy's server against
+/// a real database.
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "python3-venv",
@@ -44,7 +44,6 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "zstd",
     "acl",
     "postgresql",
-    "chromium",
 ];
 
 /// podman's default OCI runtime for mcp-guard's hosts: crun refuses hybrid cgroup hosts, runc
