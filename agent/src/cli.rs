@@ -3,7 +3,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::state::{DEFAULT_POLICY_DIR, DEFAULT_STATE_DIR, Dirs};
+use mcp_guard_model::dirs::{DEFAULT_POLICY_DIR, DEFAULT_STATE_DIR, Dirs};
 
 /// Exit status for an invalid policy (EX_CONFIG).
 pub const EXIT_POLICY: u8 = 78;
@@ -74,7 +74,7 @@ pub enum Command {
     /// under any of those policies other than the shared default one, are refused.
     Quarantine {
         /// The server name (as in `exec --name` or the policy's name).
-        #[arg(value_parser = crate::names::parse)]
+        #[arg(value_parser = mcp_guard_model::names::parse)]
         server: String,
         /// Why (kept with the quarantine and in the recorded event).
         #[arg(long)]
@@ -83,7 +83,7 @@ pub enum Command {
     /// Lift a quarantine: the server may be launched again.
     Release {
         /// The server name.
-        #[arg(value_parser = crate::names::parse)]
+        #[arg(value_parser = mcp_guard_model::names::parse)]
         server: String,
     },
     /// The service: follows every session's history and serves Prometheus metrics (/metrics).
@@ -201,7 +201,7 @@ pub enum PolicyCommand {
     /// Print a policy (TOML) built from what the store saw a server do.
     Suggest {
         /// The server.
-        #[arg(long, value_parser = crate::names::parse)]
+        #[arg(long, value_parser = mcp_guard_model::names::parse)]
         server: String,
         /// Only this recorded session (repeat to merge several; default: all of the server's).
         #[arg(long = "session")]
@@ -241,10 +241,10 @@ pub enum PinsCommand {
     /// Every pinned tool (of SERVER, or of all servers) and any change waiting for approval.
     List {
         /// Only this server.
-        #[arg(value_parser = crate::names::parse)]
+        #[arg(value_parser = mcp_guard_model::names::parse)]
         server: Option<String>,
         /// Only the servers of this policy (pins are kept per policy and server).
-        #[arg(long, value_parser = crate::names::parse)]
+        #[arg(long, value_parser = mcp_guard_model::names::parse)]
         policy: Option<String>,
         /// One JSON object per line.
         #[arg(long)]
@@ -254,12 +254,12 @@ pub enum PinsCommand {
     /// pass from the next `tools/list` on.
     Approve {
         /// The server.
-        #[arg(value_parser = crate::names::parse)]
+        #[arg(value_parser = mcp_guard_model::names::parse)]
         server: String,
         /// The tool (default: every changed tool of SERVER).
         tool: Option<String>,
         /// The policy SERVER runs under, when it has pins under more than one.
-        #[arg(long, value_parser = crate::names::parse)]
+        #[arg(long, value_parser = mcp_guard_model::names::parse)]
         policy: Option<String>,
     },
 }
@@ -268,13 +268,13 @@ pub enum PinsCommand {
 #[derive(Debug, Args)]
 pub struct CallsArgs {
     /// Only this server.
-    #[arg(long, value_parser = crate::names::parse)]
+    #[arg(long, value_parser = mcp_guard_model::names::parse)]
     pub server: Option<String>,
     /// Only this tool.
     #[arg(long)]
     pub tool: Option<String>,
     /// Only the last DUR (30s, 15m, 1h, 2d).
-    #[arg(long, value_name = "DUR", value_parser = crate::query::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = mcp_guard_store::query::parse_duration)]
     pub since: Option<std::time::Duration>,
     /// One JSON object per line.
     #[arg(long)]
@@ -285,7 +285,7 @@ pub struct CallsArgs {
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Only this server.
-    #[arg(long, value_parser = crate::names::parse)]
+    #[arg(long, value_parser = mcp_guard_model::names::parse)]
     pub server: Option<String>,
     /// Only events of this call (ambiguous ones naming it included).
     #[arg(long, value_name = "ID")]
@@ -294,7 +294,7 @@ pub struct EventsArgs {
     #[arg(long, value_name = "K")]
     pub kind: Option<String>,
     /// Only the last DUR (30s, 15m, 1h, 2d).
-    #[arg(long, value_name = "DUR", value_parser = crate::query::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = mcp_guard_store::query::parse_duration)]
     pub since: Option<std::time::Duration>,
     /// One JSON object per line.
     #[arg(long)]
@@ -305,10 +305,10 @@ pub struct EventsArgs {
 #[derive(Debug, Args)]
 pub struct AlertsArgs {
     /// Only this server.
-    #[arg(long, value_parser = crate::names::parse)]
+    #[arg(long, value_parser = mcp_guard_model::names::parse)]
     pub server: Option<String>,
     /// Only the last DUR (30s, 15m, 1h, 2d).
-    #[arg(long, value_name = "DUR", value_parser = crate::query::parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = mcp_guard_store::query::parse_duration)]
     pub since: Option<std::time::Duration>,
     /// One JSON object per line.
     #[arg(long)]
@@ -335,7 +335,7 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         Command::Policy(PolicyCommand::Check { files }) => {
-            if crate::policy::check_files(&files) {
+            if crate::commands::policy::check(&files) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_POLICY)
@@ -359,18 +359,18 @@ pub fn main() -> ExitCode {
             crate::supply::manifest_command(&policy, &dirs.policy)
         }
         Command::Doctor(args) => crate::doctor::run(args.json),
-        Command::Calls(a) => crate::query::run(
+        Command::Calls(a) => crate::commands::query::run(
             &dirs.state,
-            &crate::query::Query::Calls {
+            &mcp_guard_store::query::Query::Calls {
                 server: a.server,
                 tool: a.tool,
                 since: a.since,
                 json: a.json,
             },
         ),
-        Command::Events(a) => crate::query::run(
+        Command::Events(a) => crate::commands::query::run(
             &dirs.state,
-            &crate::query::Query::Events {
+            &mcp_guard_store::query::Query::Events {
                 server: a.server,
                 call: a.call,
                 kind: a.kind,
@@ -378,17 +378,17 @@ pub fn main() -> ExitCode {
                 json: a.json,
             },
         ),
-        Command::Alerts(a) => crate::query::run(
+        Command::Alerts(a) => crate::commands::query::run(
             &dirs.state,
-            &crate::query::Query::Alerts {
+            &mcp_guard_store::query::Query::Alerts {
                 server: a.server,
                 since: a.since,
                 json: a.json,
             },
         ),
-        Command::Trace(a) => crate::query::run(
+        Command::Trace(a) => crate::commands::query::run(
             &dirs.state,
-            &crate::query::Query::Trace {
+            &mcp_guard_store::query::Query::Trace {
                 call_id: a.call_id,
                 json: a.json,
             },
@@ -403,7 +403,7 @@ pub fn main() -> ExitCode {
                         match marker
                             .policies
                             .iter()
-                            .filter(|p| *p != crate::names::SHARED_POLICY)
+                            .filter(|p| *p != mcp_guard_model::names::SHARED_POLICY)
                             .map(String::as_str)
                             .collect::<Vec<_>>()
                             .join(", ")
@@ -600,7 +600,7 @@ fn policy_suggest(state: &std::path::Path, server: &str, sessions: &[String]) ->
         sessions,
         home: &home,
     };
-    let result = crate::store::Store::open_existing(&crate::store::db_path(state))
+    let result = mcp_guard_store::Store::open_existing(&mcp_guard_store::db_path(state))
         .map_err(crate::suggest::SuggestError::from)
         .and_then(|store| crate::suggest::suggest(&store, &req));
     match result {
@@ -622,7 +622,7 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(|| crate::scrub::LogWriter(std::io::stderr()))
+        .with_writer(|| crate::say::LogWriter(std::io::stderr()))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();

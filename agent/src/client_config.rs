@@ -30,10 +30,8 @@ use std::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{
-    launch::identity::ENV_ALLOW,
-    policy::{self, Policy, PolicyError},
-};
+use crate::launch::identity::ENV_ALLOW;
+use mcp_guard_policy::{self as policy, Policy, PolicyError};
 
 /// What `client-config` needs besides the file: where policies are and how to write the wrapper.
 #[derive(Clone, Debug)]
@@ -938,7 +936,7 @@ pub fn run(file: &Path, settings: &Settings, write: bool) -> Result<Done, Error>
 
 /// `YYYYMMDDTHHMMSSZ` for a time (UTC), for backup names that sort by time.
 fn utc_stamp(time: SystemTime) -> String {
-    crate::timestamp::Timestamp::from(time)
+    mcp_guard_model::timestamp::Timestamp::from(time)
         .utc()
         .format("%Y%m%dT%H%M%SZ")
         .to_string()

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::kernel::events::{EventKind, KernelEvent};
-use crate::store::Attribution;
+use mcp_guard_model::Attribution;
 
 /// A call-lifecycle fact from the proxy, stamped with `kernel::events::boot_ns_now()`.
 #[derive(Clone, Debug, PartialEq, Eq)]

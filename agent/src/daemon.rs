@@ -37,9 +37,9 @@ use crate::{
         auth::{Auth, Token},
         listen::{Listener, MetricsAddr},
     },
-    state::Dirs,
-    store::{Store, StoreError, StoreWriter, Tail, TailBatch, db_path},
 };
+use mcp_guard_model::dirs::Dirs;
+use mcp_guard_store::{Store, StoreError, StoreWriter, Tail, TailBatch, db_path};
 
 /// Where the programs and maps are pinned unless configured otherwise.
 pub const DEFAULT_BPF_DIR: &str = "/sys/fs/bpf/mcp-guard";

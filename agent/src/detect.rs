@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::correlate::AttributedEvent;
 use crate::kernel::events::{EventKind, Verdict, boot_to_unix_ns};
-use crate::names::StateKey;
-use crate::policy::{self, OnSensitive, Policy};
-use crate::statefs::StateDir;
-use crate::store::{AlertRecord, Attribution, Severity, Timestamp};
+use mcp_guard_model::names::StateKey;
+use mcp_guard_model::{AlertRecord, Attribution, Severity, Timestamp};
+use mcp_guard_policy::{self as policy, OnSensitive, Policy};
+use mcp_guard_statefs::StateDir;
 
 /// What to do when a rule fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -33,12 +33,13 @@ use tokio::{
 use crate::{
     cli::{EXIT_POLICY, EXIT_UNENFORCEABLE},
     launch::{self, LaunchError, LaunchRequest, stage2},
-    names::StateKey,
-    policy::{self, Policy},
     quarantine,
-    state::Dirs,
-    store::{SessionRecord, StoreHandle, StoreWriter, Timestamp, db_path},
 };
+use mcp_guard_model::dirs::Dirs;
+use mcp_guard_model::names::StateKey;
+use mcp_guard_model::{SessionRecord, Timestamp};
+use mcp_guard_policy::{self as policy, Policy};
+use mcp_guard_store::{StoreHandle, StoreWriter, db_path};
 
 pub mod agent_link;
 pub mod client;
@@ -356,7 +357,7 @@ pub fn run_recorded(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Ho
 
 /// `--name` that is not a server name: says why; exec's status (78).
 fn bad_name(name: Option<&str>) -> Option<i32> {
-    let why = crate::names::check(name?).err()?;
+    let why = mcp_guard_model::names::check(name?).err()?;
     say(&format!(
         "--name: {why}\n(the name keys the server's state files, cgroup, records and metrics)"
     ));
@@ -405,7 +406,7 @@ pub fn run_status(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hook
 ///   use, or another user could plant files or symlinks in, is a configuration error (78).
 /// - A quarantine of the server's name or of its policy refuses it (77), saying how to lift it.
 fn refused_by_state(state_dir: &std::path::Path, key: &StateKey) -> Option<i32> {
-    if let Err(e) = crate::statefs::StateDir::create(state_dir) {
+    if let Err(e) = mcp_guard_statefs::StateDir::create(state_dir) {
         say(&format!(
             "state dir: {e}\n(--state-dir / MCP_GUARD_STATE_DIR: it must be this user's or \
              root's, and writable by no one else)"
@@ -431,9 +432,9 @@ fn refused_by_state(state_dir: &std::path::Path, key: &StateKey) -> Option<i32> 
 }
 
 /// Writes `msg` to stderr, each line prefixed `mcp-guard: `, with the session's injected
-/// values redacted ([`crate::scrub::for_logs`]).
+/// values redacted ([`crate::say::for_logs`]).
 pub(crate) fn say(msg: &str) {
-    let msg = crate::scrub::for_logs(msg.as_bytes());
+    let msg = crate::say::for_logs(msg.as_bytes());
     for line in String::from_utf8_lossy(&msg).lines() {
         eprintln!("mcp-guard: {line}");
     }
@@ -457,9 +458,9 @@ fn redaction(
     secrets: &[(String, String)],
     store: StoreHandle,
 ) -> (StoreHandle, Option<stderr::LineRedactor>) {
-    let scrubber = crate::scrub::Scrubber::new(secrets);
+    let scrubber = mcp_guard_model::redact::Scrubber::new(secrets);
     if let Some(s) = &scrubber {
-        crate::scrub::install_for_logs(s.clone());
+        crate::say::install_for_logs(s.clone());
     }
     let config = crate::mcp::secrets::SecretConfig::for_policy(&policy.mcp, secrets.to_vec());
     let lines = match stderr::LineRedactor::new(&config) {

@@ -25,14 +25,13 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    launch::cgroup::{self, Mounts},
-    names::{SHARED_POLICY, StateKey},
-    policy,
-    state::Dirs,
-    statefs::StateDir,
-    store::{EventKind, EventRecord, Store, StoreError, Timestamp, Verdict, db_path},
-};
+use crate::launch::cgroup::{self, Mounts};
+use mcp_guard_model::dirs::Dirs;
+use mcp_guard_model::names::{SHARED_POLICY, StateKey};
+use mcp_guard_model::{EventKind, EventRecord, Timestamp, Verdict};
+use mcp_guard_policy as policy;
+use mcp_guard_statefs::StateDir;
+use mcp_guard_store::{Store, StoreError, db_path};
 
 /// Event kinds written by these commands (not kernel events: the metrics leave them out).
 pub const KINDS: [&str; 2] = ["quarantine", "release"];
@@ -248,13 +247,13 @@ fn policies_of(dirs: &Dirs, server: &str) -> Vec<String> {
 /// A session record's policy (its file's path, or a name) as a policy name.
 fn recorded_policy_name(recorded: &str) -> Option<String> {
     if !recorded.contains('/') {
-        return crate::names::is_valid(recorded).then(|| recorded.to_string());
+        return mcp_guard_model::names::is_valid(recorded).then(|| recorded.to_string());
     }
     let path = Path::new(recorded);
     policy::load_file(path).map(|p| p.name).ok().or_else(|| {
         path.file_stem()
             .and_then(|s| s.to_str())
-            .filter(|s| crate::names::is_valid(s))
+            .filter(|s| mcp_guard_model::names::is_valid(s))
             .map(str::to_string)
     })
 }

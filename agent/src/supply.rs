@@ -26,8 +26,8 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-pub use crate::policy::{FilePin, NpmPin, PinSignature, Pins, PypiPin, SignerKey};
-use crate::statefs::StateDir;
+pub use mcp_guard_policy::{FilePin, NpmPin, PinSignature, Pins, PypiPin, SignerKey};
+use mcp_guard_statefs::StateDir;
 
 pub mod argv;
 pub mod compile_jail;
@@ -1214,7 +1214,7 @@ pub fn pin_command(
     deps: bool,
 ) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let signature = match policy.map(|p| crate::policy::load(Some(p), policy_dir)) {
+    let signature = match policy.map(|p| mcp_guard_policy::load(Some(p), policy_dir)) {
         Some(Ok(p)) => p.pin.signature,
         Some(Err(e)) => {
             eprintln!("{e}");
@@ -1284,7 +1284,7 @@ pub fn pin_command(
 /// `mcp-guard policy manifest P`: prints the canonical text of P's pins (what gets signed).
 pub fn manifest_command(policy: &str, policy_dir: &Path) -> std::process::ExitCode {
     use std::process::ExitCode;
-    match crate::policy::load(Some(policy), policy_dir) {
+    match mcp_guard_policy::load(Some(policy), policy_dir) {
         Ok(p) if p.pin.is_empty() => {
             eprintln!(
                 "mcp-guard: policy {} pins nothing: add a [pin] table first (mcp-guard policy pin)",

@@ -25,9 +25,9 @@ use mcp_guard::{
     detect::{DetectConfig, Detector, Profile},
     exec::record::{Analysis, CallFacts, RecorderStats, record_events},
     kernel::events::{EventKind, KernelEvent, SockOp, Verdict, boot_ns_now},
-    policy,
-    store::{StoreWriter, db_path},
 };
+use mcp_guard_policy as policy;
+use mcp_guard_store::{StoreWriter, db_path};
 use tokio::sync::{mpsc, oneshot};
 
 const EVENTS: u64 = 200_000;

@@ -16,7 +16,8 @@ use std::{
 };
 
 use kernel_common::fixture_bin;
-use mcp_guard::store::{Store, Timestamp, db_path};
+use mcp_guard_model::Timestamp;
+use mcp_guard_store::{Store, db_path};
 use mcp_guard_tests::{describe, mcp_guard, require_root, scratch_root};
 use serde_json::Value;
 

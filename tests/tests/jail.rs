@@ -840,10 +840,8 @@ fn bench_exec_true() {
 fn kernel_guard_and_pump_seams() {
     use std::{cell::RefCell, rc::Rc};
 
-    use mcp_guard::{
-        exec::{self, ExecArgs, Hooks, ServerStdio, SessionInfo},
-        state::Dirs,
-    };
+    use mcp_guard::exec::{self, ExecArgs, Hooks, ServerStdio, SessionInfo};
+    use mcp_guard_model::dirs::Dirs;
     require_root();
     let sb = Sandbox::new("seams", "");
     let marker = sb.work.join("server-ran");

@@ -37,7 +37,7 @@ use mcp_guard::mcp::{
     self, ProxyConfig, ProxyOutcome,
     pins::{PinConfig, PoisonAction},
 };
-use mcp_guard::store::StoreWriter;
+use mcp_guard_store::StoreWriter;
 use mcp_guard_tests::npm_server;
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Lines},
@@ -398,7 +398,7 @@ async fn compare(server: Server) {
     // The records really went to SQLite (not dropped for a store that would not open).
     let sent = (round_trips + pipelined) as u64;
     let stored = || {
-        mcp_guard::store::Store::open(&dir.join("default.db"))
+        mcp_guard_store::Store::open(&dir.join("default.db"))
             .and_then(|s| s.counts())
             .map_or(0, |c| c.calls)
     };

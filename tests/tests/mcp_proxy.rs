@@ -17,7 +17,7 @@ use mcp_guard::mcp::{
     pins::{PinConfig, PoisonAction},
     session::MemorySink,
 };
-use mcp_guard::names::StateKey;
+use mcp_guard_model::names::StateKey;
 use mcp_guard_tests::{fixture, npm_server, python};
 use serde_json::{Value, json};
 use tokio::{

@@ -12,10 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcp_guard::store::{
-    self, AlertFilter, AlertRecord, Attribution, CallRecord, Decision, EventFilter, EventKind,
-    EventRecord, Record, SessionRecord, Severity, Store, StoreWriter, Timestamp, Verdict,
+use mcp_guard_model::{
+    AlertRecord, Attribution, CallRecord, Decision, EventKind, EventRecord, Record, SessionRecord,
+    Severity, Timestamp, Verdict,
 };
+use mcp_guard_store::{self as store, AlertFilter, EventFilter, Store, StoreWriter};
 use mcp_guard_tests::{mcp_guard, require_root, workspace_bin};
 
 /// A temporary state dir, removed on drop.

@@ -3,10 +3,10 @@
 
 use std::{fs, path::PathBuf, process::Command};
 
-use mcp_guard::store::{
-    self, Attribution, CallRecord, Decision, EventKind, EventRecord, SessionRecord, Store,
-    Timestamp, Verdict,
+use mcp_guard_model::{
+    Attribution, CallRecord, Decision, EventKind, EventRecord, SessionRecord, Timestamp, Verdict,
 };
+use mcp_guard_store::{self as store, Store};
 use mcp_guard_tests::mcp_guard;
 
 fn event(n: u32, kind: EventKind, path: Option<&str>, flags: u32, result: i64) -> EventRecord {

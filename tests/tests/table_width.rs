@@ -3,7 +3,8 @@
 
 use std::{path::PathBuf, process::Command};
 
-use mcp_guard::store::{self, AlertRecord, Severity, Store, Timestamp};
+use mcp_guard_model::{AlertRecord, Severity, Timestamp};
+use mcp_guard_store::{self as store, Store};
 use mcp_guard_tests::mcp_guard;
 
 const SUMMARY: &str = "read of /home/dev/.aws/credentials during get_weather, then a connect to \

@@ -16,7 +16,7 @@ use std::{
 };
 
 use super::{Error, utc_stamp};
-use crate::statefs::Dir;
+use mcp_guard_statefs::Dir;
 
 /// A config file as read: its directory, name, owner and mode, and content.
 #[derive(Debug)]

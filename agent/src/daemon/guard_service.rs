@@ -28,8 +28,9 @@ use crate::{
         loader::{KernelError, KernelGuard, ServerHandle},
     },
     launch::cgroup::{Mounts, PARENT},
-    store::{EventRecord, StoreHandle},
 };
+use mcp_guard_model::EventRecord;
+use mcp_guard_store::StoreHandle;
 
 /// Events held for cgroups whose worker has not (re)connected yet, at most.
 const MAX_PENDING: usize = 1 << 20;
@@ -280,7 +281,7 @@ impl GuardService {
         for (reason, n) in now {
             let before = seen.insert(reason, n).unwrap_or(0);
             if n > before {
-                let stamp = crate::store::Timestamp::now();
+                let stamp = mcp_guard_model::Timestamp::now();
                 self.store.send(EventRecord::lost(
                     format!("agent-{}-lost-{reason}-{stamp}", std::process::id()),
                     AGENT_SERVER,
@@ -364,7 +365,7 @@ async fn route(
                 format!(
                     "agent-{}-lost-unclaimed-{}",
                     std::process::id(),
-                    crate::store::Timestamp::now()
+                    mcp_guard_model::Timestamp::now()
                 ),
                 AGENT_SERVER,
                 "agent",

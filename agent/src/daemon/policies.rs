@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::policy::{self, Policy};
+use mcp_guard_policy::{self as policy, Policy};
 
 /// One validated policy with the text it was parsed from (what the session worker parses).
 #[derive(Clone, Debug)]

@@ -39,8 +39,8 @@ use super::{
 use crate::{
     cli::{EXIT_BUSY, EXIT_POLICY, EXIT_UNENFORCEABLE},
     ipc::{self, ClientReply, ExecRequest, GuardReply, Request, WorkerSetup},
-    state::Dirs,
 };
+use mcp_guard_model::dirs::Dirs;
 
 /// How long a connection may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -316,7 +316,7 @@ impl Launcher {
         let policy = match &loaded {
             Some(l) => &l.policy,
             None => {
-                builtin = crate::policy::builtin_default();
+                builtin = mcp_guard_policy::builtin_default();
                 &builtin
             }
         };
@@ -333,7 +333,7 @@ impl Launcher {
         }
         let server = match &req.name {
             Some(n) => {
-                crate::names::check(n).map_err(|e| {
+                mcp_guard_model::names::check(n).map_err(|e| {
                     (
                         EXIT_POLICY,
                         format!("--name: {e}\n(the name keys the server's state and records)"),

@@ -363,7 +363,7 @@ fn disabled_rule_never_fires() {
 fn profile_round_trips_and_rejects_corruption() {
     let dir = std::env::temp_dir().join(format!("mcp-guard-profile-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let key = crate::names::StateKey::new("pol", "srv").expect("key");
+    let key = mcp_guard_model::names::StateKey::new("pol", "srv").expect("key");
     assert_eq!(
         Profile::load(&dir, &key).expect("missing is empty"),
         Profile::default()
@@ -377,7 +377,7 @@ fn profile_round_trips_and_rejects_corruption() {
     p.save(&dir, &key).expect("save");
     assert_eq!(Profile::load(&dir, &key).expect("load"), p);
     // Another policy's server of the same name has its own profile.
-    let other = crate::names::StateKey::new("other", "srv").expect("key");
+    let other = mcp_guard_model::names::StateKey::new("other", "srv").expect("key");
     assert_eq!(
         Profile::load(&dir, &other).expect("load"),
         Profile::default()
@@ -389,7 +389,7 @@ fn profile_round_trips_and_rejects_corruption() {
 
 #[test]
 fn profile_paths_are_per_policy() {
-    let key = crate::names::StateKey::new("github", "gh").expect("key");
+    let key = mcp_guard_model::names::StateKey::new("github", "gh").expect("key");
     assert_eq!(
         Profile::path(Path::new("/s"), &key),
         Path::new("/s/profiles/github/gh.json")

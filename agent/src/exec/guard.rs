@@ -32,9 +32,10 @@ use crate::{
         events::KernelEvent,
         loader::{KernelError, KernelGuard, ServerSpec},
     },
-    policy::OnSensitive,
-    store::{EventRecord, StoreHandle},
 };
+use mcp_guard_model::EventRecord;
+use mcp_guard_policy::OnSensitive;
+use mcp_guard_store::StoreHandle;
 
 /// Where a session's kernel guard comes from.
 #[derive(Clone, Debug)]

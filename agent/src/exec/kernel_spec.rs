@@ -5,10 +5,8 @@
 
 use std::path::Path;
 
-use crate::{
-    kernel::loader::{Destination, EgressRule, SensitivePath, ServerSpec},
-    policy::{NetAllow, NetTarget, OnSensitive, Policy, expand_home},
-};
+use crate::kernel::loader::{Destination, EgressRule, SensitivePath, ServerSpec};
+use mcp_guard_policy::{NetAllow, NetTarget, OnSensitive, Policy, expand_home};
 
 /// What the kernel guard enforces for a server run under `policy`.
 ///
@@ -111,7 +109,7 @@ mod tests {
 
     #[test]
     fn policy_becomes_a_server_spec() {
-        let policy = crate::policy::parse(
+        let policy = mcp_guard_policy::parse(
             r#"name = "t"
 [network]
 allow = ["127.0.0.1:8080", "10.0.0.0/8:1000-2000", "api.example.com:443"]
@@ -158,7 +156,7 @@ on_sensitive = "kill"
                 SensitivePath::Name(".env".into())
             ]
         );
-        let default = crate::policy::builtin_default();
+        let default = mcp_guard_policy::builtin_default();
         let spec = server_spec(&default, "d", "s", Path::new("/h"), false);
         assert!(!spec.kill_on_sensitive);
         assert!(spec.unix.is_empty() && !spec.unix_optional);

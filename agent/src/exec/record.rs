@@ -20,11 +20,11 @@ use crate::{
     detect::{Action, CallEnd, Detector, Finding},
     kernel::events::{self as kev, KernelEvent},
     mcp,
-    store::{
-        AlertRecord, CallRecord, Decision, EventKind, EventRecord, Severity, StoreHandle,
-        Timestamp, Verdict,
-    },
 };
+use mcp_guard_model::{
+    AlertRecord, CallRecord, Decision, EventKind, EventRecord, Severity, Timestamp, Verdict,
+};
+use mcp_guard_store::StoreHandle;
 
 /// A fresh session id: 12 lowercase base32 characters from 60 random bits (e.g. `k3f9x2ab7c1q`).
 /// Short enough to lead the call and event ids built on it, random enough to be unique across
@@ -162,7 +162,7 @@ pub struct Analysis {
     pub denials: Option<mpsc::UnboundedSender<mcp::CallDenial>>,
     /// Where the detector's profile is merged and saved at the end when it is learning: the
     /// state dir and the session's key.
-    pub profile: Option<(PathBuf, crate::names::StateKey)>,
+    pub profile: Option<(PathBuf, mcp_guard_model::names::StateKey)>,
     /// The proxy's tool listings (name, `readOnlyHint`), for the read-only check.
     pub tools: Option<mpsc::UnboundedReceiver<ToolHints>>,
 }
@@ -286,7 +286,7 @@ pub async fn record_events(
 /// since this one loaded it) and saves it.
 fn save_profile(
     state_dir: &std::path::Path,
-    key: &crate::names::StateKey,
+    key: &mcp_guard_model::names::StateKey,
     learned: &crate::detect::Profile,
 ) {
     use crate::detect::Profile;
@@ -448,7 +448,7 @@ mod tests {
     use std::{sync::Arc, time::Duration};
 
     use super::*;
-    use crate::store::Attribution;
+    use mcp_guard_model::Attribution;
 
     fn event(kind: kev::EventKind) -> KernelEvent {
         KernelEvent {

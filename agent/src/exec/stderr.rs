@@ -12,10 +12,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::{
-    mcp::secrets::{Redactor, SecretConfig, ShapeAction},
-    scrub::Scrubber,
-};
+use crate::mcp::secrets::{Redactor, SecretConfig, ShapeAction};
+use mcp_guard_model::redact::Scrubber;
 
 /// The longest line held in memory before a part of it is written.
 pub const MAX_LINE: usize = 64 * 1024;

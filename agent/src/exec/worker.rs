@@ -21,8 +21,8 @@ use super::{ExecArgs, Hooks, Recording, guard};
 use crate::{
     ipc::{self, ClientReply, ClientSignal, WORKER_CLIENT_FD, WORKER_CWD_FD, WORKER_SETUP_FD},
     launch::identity::Caller,
-    state::Dirs,
 };
+use mcp_guard_model::dirs::Dirs;
 
 /// The hidden subcommand the agent starts.
 pub const SUBCOMMAND: &str = "__session";

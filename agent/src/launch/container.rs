@@ -53,7 +53,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{LaunchError, LaunchRequest, cgroup, identity, seccomp};
-use crate::policy::{ImageRef, Policy, expand_home};
+use mcp_guard_policy::{ImageRef, Policy, expand_home};
 
 /// Label every mcp-guard container carries.
 pub const LABEL: &str = "io.mcp-guard.session";
@@ -794,7 +794,7 @@ fn remove_below(dir: &Path) -> io::Result<()> {
 
 /// Whether `policy` asks for the container backend.
 pub fn wanted(policy: &Policy) -> bool {
-    policy.isolation.backend == crate::policy::Backend::Container
+    policy.isolation.backend == mcp_guard_policy::Backend::Container
 }
 
 #[cfg(test)]

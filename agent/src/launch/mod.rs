@@ -28,7 +28,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Policy, expand_home, read_secret};
+use mcp_guard_policy::{Policy, expand_home, read_secret};
 
 /// Everything the stage-2 helper needs, as plain data (sent over a socket, never on disk).
 #[derive(Clone, Debug, Serialize, Deserialize)]

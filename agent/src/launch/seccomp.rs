@@ -126,7 +126,7 @@ pub enum SeccompError {
 
 /// The syscall number of `name` on this architecture.
 fn number(name: &str) -> Option<i64> {
-    crate::policy::syscall_number(name)
+    mcp_guard_policy::syscall_number(name)
 }
 
 /// Builds the filters, in install order: the deny list (EPERM), clone3 (ENOSYS), x32 (EPERM).

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::policy::Policy;
+use mcp_guard_policy::Policy;
 
 /// Why a command does not get the secrets (for people; names variables, never values).
 pub type NotFixed = String;
@@ -133,7 +133,7 @@ mod tests {
     use super::*;
 
     fn policy(text: &str) -> Policy {
-        crate::policy::parse(&format!("name = \"p\"\n{text}"), None).expect("valid policy")
+        mcp_guard_policy::parse(&format!("name = \"p\"\n{text}"), None).expect("valid policy")
     }
 
     fn argv(v: &[&str]) -> Vec<String> {

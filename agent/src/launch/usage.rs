@@ -48,8 +48,8 @@ fn read_u64(path: &Path) -> Option<u64> {
 
 /// The `usage` event that keeps `peaks` in the session's history (`events --kind usage`);
 /// `None` when nothing was accounted for.
-pub fn event(peaks: Peaks, server: &str, session: &str) -> Option<crate::store::EventRecord> {
-    use crate::store::{EventKind, EventRecord, Timestamp};
+pub fn event(peaks: Peaks, server: &str, session: &str) -> Option<mcp_guard_model::EventRecord> {
+    use mcp_guard_model::{EventKind, EventRecord, Timestamp};
     if peaks == Peaks::default() {
         return None;
     }

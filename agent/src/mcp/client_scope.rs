@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::policy::{ANY_CLIENT, ClientMatch, ClientRule};
+use mcp_guard_policy::{ANY_CLIENT, ClientMatch, ClientRule};
 
 /// The rules of one policy, ready to match (executables also by their resolved paths).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -12,7 +12,8 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::{names::StateKey, statefs::StateDir};
+use mcp_guard_model::names::StateKey;
+use mcp_guard_statefs::StateDir;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};

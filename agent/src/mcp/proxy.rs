@@ -81,13 +81,13 @@ impl ProxyConfig {
     /// (their resolved `values`, by variable name) redacted from server output, and tool pinning
     /// in `<state_dir>/pins/<policy>`.
     pub fn from_policy(
-        policy: &crate::policy::Policy,
+        policy: &mcp_guard_policy::Policy,
         server: &str,
         state_dir: &std::path::Path,
         secret_values: Vec<(String, String)>,
     ) -> Self {
         use super::args::{ArgCheck, ArgRule};
-        use crate::policy::{ArgCheck as P, PoisonAction as PP};
+        use mcp_guard_policy::{ArgCheck as P, PoisonAction as PP};
         let mut c = Self::new(server);
         let mcp = &policy.mcp;
         c.max_message_bytes = usize::try_from(mcp.max_message_size).unwrap_or(usize::MAX);

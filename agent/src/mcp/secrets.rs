@@ -14,7 +14,7 @@ use super::{
 };
 
 /// What to do with a secret shape found in a message (the policy's `in_arguments`/`in_results`).
-pub use crate::policy::ShapeAction;
+pub use mcp_guard_policy::ShapeAction;
 
 /// Secret and PII settings (plain data, from the policy).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub struct SecretConfig {
 
 impl SecretConfig {
     /// The settings of a policy's `[mcp]` table, with the injected `values`.
-    pub fn for_policy(mcp: &crate::policy::Mcp, values: Vec<(String, String)>) -> Self {
+    pub fn for_policy(mcp: &mcp_guard_policy::Mcp, values: Vec<(String, String)>) -> Self {
         Self {
             values,
             shapes: mcp.secret_shapes.enabled,
@@ -60,8 +60,8 @@ impl Default for SecretConfig {
     }
 }
 
-pub use crate::scrub::MIN_SECRET_LEN;
-use crate::scrub::Scrubber;
+pub use mcp_guard_model::redact::MIN_SECRET_LEN;
+use mcp_guard_model::redact::Scrubber;
 
 /// Well-known secret shapes: (name, regex).
 pub const SHAPES: &[(&str, &str)] = &[
@@ -590,9 +590,9 @@ mod tests {
     #[test]
     fn the_policy_names_the_same_shapes_and_pii_kinds() {
         let shapes: Vec<&str> = SHAPES.iter().map(|(n, _)| *n).collect();
-        assert_eq!(shapes, crate::policy::SECRET_SHAPES);
+        assert_eq!(shapes, mcp_guard_policy::SECRET_SHAPES);
         let pii: Vec<&str> = PII.iter().map(|(n, _)| *n).collect();
-        assert_eq!(pii, crate::policy::PII_KINDS);
+        assert_eq!(pii, mcp_guard_policy::PII_KINDS);
     }
 
     #[test]

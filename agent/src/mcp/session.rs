@@ -7,7 +7,7 @@ use std::{
 };
 
 use super::frame::member;
-use crate::timestamp::Timestamp;
+use mcp_guard_model::timestamp::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -446,7 +446,7 @@ fn str_at(v: Option<&Value>, key: &str) -> Option<String> {
 
 /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-23T20:21:14.123456789Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    crate::timestamp::Timestamp::from(t).rfc3339()
+    mcp_guard_model::timestamp::Timestamp::from(t).rfc3339()
 }
 
 #[cfg(test)]

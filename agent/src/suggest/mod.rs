@@ -19,8 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::detect::glob_match;
-use crate::policy;
-use crate::store::{CallFilter, EventFilter, EventKind, EventRecord, Store, StoreError};
+use mcp_guard_model::{EventKind, EventRecord};
+use mcp_guard_policy as policy;
+use mcp_guard_store::{CallFilter, EventFilter, Store, StoreError};
 
 pub use render::Why;
 

@@ -458,7 +458,7 @@ fn record_of(site: &Path, name: &str, version: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::FilePin;
+    use mcp_guard_policy::FilePin;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -523,7 +523,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("argv-tree-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("lib")).expect("mkdir");
         let pins = Pins {
-            npm: vec![crate::policy::NpmPin {
+            npm: vec![mcp_guard_policy::NpmPin {
                 dir: dir.clone(),
                 name: "x".into(),
                 version: "1".into(),

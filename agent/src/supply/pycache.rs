@@ -21,7 +21,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use crate::statefs::StateDir;
+use mcp_guard_statefs::StateDir;
 
 use super::{
     Pins, SHA256, SupplyError, compile_jail, find_dist, io_err, manifest, real_executable,
@@ -94,7 +94,8 @@ pub fn python_cache(pins: &Pins, program: &Path, state_dir: &Path) -> Result<Pat
     // Made like every directory of the state dir (0700, not through symlinks).
     let state = StateDir::create(&state_dir).map_err(|e| io_err(&state_dir, e))?;
     let cache = state.subdir(&rel).map_err(|e| io_err(&dir, e))?;
-    let complete = |cache: &crate::statefs::Dir| cache.read(".complete").is_ok_and(|d| d.is_some());
+    let complete =
+        |cache: &mcp_guard_statefs::Dir| cache.read(".complete").is_ok_and(|d| d.is_some());
     if complete(&cache) {
         return Ok(dir);
     }
@@ -187,7 +188,7 @@ pub fn python_cache(pins: &Pins, program: &Path, state_dir: &Path) -> Result<Pat
     };
     if compile(&file, &spec, &list, &dir)? {
         cache
-            .replace(".complete", b"", crate::statefs::FILE_MODE, |_| Ok(()))
+            .replace(".complete", b"", mcp_guard_statefs::FILE_MODE, |_| Ok(()))
             .map_err(|e| io_err(&dir.join(".complete"), e))?;
     }
     drop(lock);

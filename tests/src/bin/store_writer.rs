@@ -4,10 +4,10 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use mcp_guard::store::{
-    Attribution, CallRecord, Decision, EventKind, EventRecord, SessionRecord, StoreWriter,
-    Timestamp, Verdict,
+use mcp_guard_model::{
+    Attribution, CallRecord, Decision, EventKind, EventRecord, SessionRecord, Timestamp, Verdict,
 };
+use mcp_guard_store::StoreWriter;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     let server = format!("server-{tag}");
     let session = tag.clone();
     let mut refused = 0u64;
-    let mut send = |r: mcp_guard::store::Record| refused += u64::from(!handle.send(r));
+    let mut send = |r: mcp_guard_model::Record| refused += u64::from(!handle.send(r));
     send(
         SessionRecord {
             session: session.clone(),

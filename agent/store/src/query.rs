@@ -7,16 +7,14 @@
 use std::{
     io::{self, Write},
     path::{Path, PathBuf},
-    process::ExitCode,
     time::Duration,
 };
 
 use serde::Serialize;
 
-use crate::store::{
-    self, AlertFilter, AlertRecord, Attribution, CallFilter, CallRecord, EventFilter, EventRecord,
-    Store, StoreError, Timestamp, Trace,
-};
+use mcp_guard_model::{AlertRecord, Attribution, CallRecord, EventRecord, Timestamp};
+
+use crate::{AlertFilter, CallFilter, EventFilter, Store, StoreError, Trace};
 
 /// One query command, as parsed from the command line.
 #[derive(Clone, Debug)]
@@ -120,28 +118,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// Runs a query against the store in `state_dir`, printing to stdout; errors go to stderr.
-pub fn run(state_dir: &Path, query: &Query) -> ExitCode {
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let result = execute(state_dir, query, &mut out, width()).and_then(|()| Ok(out.flush()?));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        // `mcp-guard events | head` is not an error.
-        Err(QueryError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            drop(out);
-            eprintln!("mcp-guard: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `COLUMNS`, else the terminal's width; not a terminal: no limit (nothing is cut).
-fn width() -> usize {
-    crate::term_width::stdout_width().unwrap_or(usize::MAX)
-}
-
 /// Runs a query, writing its output to `out` (tables `width` columns wide).
 pub fn execute(
     state_dir: &Path,
@@ -149,7 +125,7 @@ pub fn execute(
     out: &mut dyn Write,
     width: usize,
 ) -> Result<(), QueryError> {
-    let store = Store::open_existing(&store::db_path(state_dir))?;
+    let store = Store::open_existing(&crate::db_path(state_dir))?;
     let since = |d: &Option<Duration>| d.map(|d| Timestamp::now().saturating_sub(d));
     match query {
         Query::Calls {
@@ -718,7 +694,7 @@ fn table(
                 Trunc::Keep => cell,
                 Trunc::Middle => truncate_middle(&cell, widths[i]),
                 Trunc::End if Some(i) == last => {
-                    let mut parts = crate::term_width::wrap(&cell, widths[i]).into_iter();
+                    let mut parts = crate::wrap::wrap(&cell, widths[i]).into_iter();
                     let first = parts.next().unwrap_or_default();
                     let indent = " ".repeat(len(&s));
                     more = parts.map(|p| format!("{indent}{p}")).collect();
@@ -784,7 +760,7 @@ fn truncate_end(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Decision, EventKind, Severity, Verdict};
+    use mcp_guard_model::{Decision, EventKind, Severity, Verdict};
 
     #[test]
     fn durations_parse_in_the_documented_units() {

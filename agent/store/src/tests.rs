@@ -4,6 +4,7 @@
 use std::{fs, time::Duration};
 
 use super::*;
+use mcp_guard_model::{Attribution, Decision, Severity, Verdict};
 
 /// A temporary state dir, removed on drop.
 pub(crate) struct TempDir(pub PathBuf);

@@ -9,6 +9,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use crate::timestamp::Timestamp;
 
+/// The `kind` of an event that stands for kernel events the session lost (`detail` names the
+/// reason and the count).
+pub const LOST_KIND: &str = "lost";
+
 /// A string that was not one of an enum's names.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} {value:?} (expected one of: {expected})")]
@@ -336,7 +340,7 @@ impl EventRecord {
                 server,
                 session,
                 0,
-                EventKind::Other(super::LOST_KIND.to_string()),
+                EventKind::Other(LOST_KIND.to_string()),
             )
         }
     }

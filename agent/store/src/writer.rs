@@ -17,7 +17,7 @@ use std::{
 };
 
 use super::{Record, Store};
-use crate::scrub::Scrubber;
+use mcp_guard_model::redact::Scrubber;
 
 /// Retention the writer applies on its own thread, between batches.
 #[derive(Clone, Copy, Debug)]

@@ -6,9 +6,10 @@
 //! call [`Store`] directly on a hot path; they send records to a [`StoreHandle`]
 //! ([`StoreWriter::spawn`]), which never blocks and counts what it could not write.
 
-mod records;
+pub mod query;
 mod schema;
 mod tail;
+mod wrap;
 mod writer;
 
 use std::{
@@ -22,18 +23,13 @@ use rusqlite::{
     params_from_iter, types::Value,
 };
 
-pub use records::{
-    AlertRecord, Attribution, CallRecord, Decision, EventKind, EventRecord, Record, SessionRecord,
-    Severity, Timestamp, UnknownName, Verdict,
+use mcp_guard_model::records::{
+    AlertRecord, CallRecord, EventKind, EventRecord, LOST_KIND, Record, SessionRecord, Timestamp,
 };
 pub use tail::{Tail, TailBatch};
 pub use writer::{Retention, StoreHandle, StoreWriter, WriterConfig, WriterStats};
 
-use crate::statefs::StateDir;
-
-/// The `kind` of an event that stands for kernel events the session lost (`detail` names the
-/// reason and the count).
-pub const LOST_KIND: &str = "lost";
+use mcp_guard_statefs::StateDir;
 
 /// The database file's name inside the state dir.
 pub const DB_FILE: &str = "mcp-guard.db";

@@ -15,7 +15,9 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use toml_edit::Item;
 
-use super::{Checker, Span, describe, entry, has_dot_dot, join, mcp::is_tool_name};
+use crate::check::{Checker, Span, describe, entry, join};
+use crate::mcp::is_tool_name;
+use crate::values::has_dot_dot;
 
 /// The rule key that applies to every client no other rule matches.
 pub const ANY_CLIENT: &str = "*";
@@ -203,7 +205,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::policy::parse;
+    use crate::parse;
 
     #[track_caller]
     fn clients(body: &str) -> BTreeMap<String, ClientRule> {

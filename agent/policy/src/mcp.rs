@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use toml_edit::{Item, Value};
 
-use super::{Checker, Span, describe, describe_value, entry, has_dot_dot, join, parse_size};
+use crate::check::{Checker, Span, describe, describe_value, entry, join};
+use crate::values::{has_dot_dot, parse_size};
 
 /// The secret shapes a policy may name in `[mcp.secret_shapes] ignore` (the detector's list).
 pub const SECRET_SHAPES: &[&str] = &[
@@ -141,20 +142,6 @@ impl Default for Mcp {
             pii: Vec::new(),
             hook: None,
         }
-    }
-}
-
-impl super::Policy {
-    /// True when the policy asks for something only the MCP proxy can do (tool rules, argument
-    /// checks, client scoping, PII scrubbing, an external hook).
-    pub fn has_mcp_rules(&self) -> bool {
-        let t = &self.tools;
-        t.allow.is_some()
-            || !t.deny.is_empty()
-            || !t.clients.is_empty()
-            || !t.args.is_empty()
-            || !self.mcp.pii.is_empty()
-            || self.mcp.hook.is_some()
     }
 }
 
@@ -553,9 +540,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::policy::parse;
+    use crate::parse;
 
-    fn ok(text: &str) -> crate::policy::Policy {
+    fn ok(text: &str) -> crate::Policy {
         parse(text, None).unwrap_or_else(|e| panic!("policy should be valid:\n{e}"))
     }
 

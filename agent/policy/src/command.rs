@@ -4,7 +4,9 @@
 
 use toml_edit::Item;
 
-use super::{Backend, Checker, Span, has_dot_dot};
+use crate::check::{Checker, Span};
+use crate::model::Backend;
+use crate::values::has_dot_dot;
 
 impl Checker<'_> {
     /// `command = ["/usr/bin/node", "/srv/x/index.js", ...]`: a non-empty array of strings
@@ -64,7 +66,7 @@ impl Checker<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::policy::parse;
+    use crate::parse;
 
     fn problems(text: &str) -> Vec<(usize, String, String)> {
         match parse(text, None) {
