@@ -208,6 +208,9 @@ pub enum PolicyCommand {
         /// The server.
         #[arg(long, value_parser = mcp_guard_model::names::parse)]
         server: String,
+        /// Only this recorded session (repeat to merge several; default: all of the server's).
+        #[arg(long = "session")]
+        sessions: Vec<String>,
     },
     /// Print a [pin] table for a server command: the sha256 of its executable, of the files it
     /// is given, and of the npm packages / PyPI distributions those belong to, with the
@@ -411,7 +414,9 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_POLICY)
             }
         }
-        Command::Policy(PolicyCommand::Suggest { server }) => policy_suggest(&dirs.state, &server),
+        Command::Policy(PolicyCommand::Suggest { server, sessions }) => {
+            policy_suggest(&dirs.state, &server, &sessions)
+        }
         Command::Policy(PolicyCommand::Pin {
             policy,
             command,
@@ -675,10 +680,16 @@ fn pins(cmd: PinsCommand, state: &std::path::Path) -> ExitCode {
     }
 }
 
-fn policy_suggest(state: &std::path::Path, server: &str) -> ExitCode {
+fn policy_suggest(state: &std::path::Path, server: &str, sessions: &[String]) -> ExitCode {
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let req = crate::suggest::Request {
+        server,
+        sessions,
+        home: &home,
+    };
     let result = mcp_guard_store::Store::open_existing(&mcp_guard_store::db_path(state))
-        .and_then(|store| crate::suggest::suggest(&store, server, &home));
+        .map_err(crate::suggest::SuggestError::from)
+        .and_then(|store| crate::suggest::suggest(&store, &req));
     match result {
         Ok(text) => {
             print!("{text}");

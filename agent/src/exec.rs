@@ -664,6 +664,12 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
     )
     .await;
     drain_stderr(stderr_task).await;
+    if let Some(cg) = cgroup.as_ref() {
+        let peaks = launch::usage::peaks(cg);
+        if let Some(e) = launch::usage::event(peaks, &started.server, &started.session) {
+            store.send(e);
+        }
+    }
     remove(&cgroup);
     if let Some(finish) = finish {
         finish().await;

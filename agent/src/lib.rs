@@ -24,3 +24,4 @@ pub mod quarantine;
 pub mod say;
 pub mod suggest;
 pub mod supply;
+pub mod term_width;

@@ -2,7 +2,7 @@
 //! shows is asserted: the benign calls got the real servers' answers, every attack was stopped by
 //! the layer that should stop it, and mcp-guard's store recorded it.
 
-use std::process::Command;
+use std::{path::Path, process::Command};
 
 use mcp_guard_tests::{mcp_guard, python, require_root, scratch_root, workspace_root};
 use serde_json::Value;
@@ -94,6 +94,15 @@ fn the_demo_shows_real_servers_working_and_every_attack_stopped() {
 
     // The kernel events in the store: the denied credential open and the denied connect.
     let events = summary["events"].as_array().expect("events");
+    // Only what the scenarios are about: not the demo's own working directory, which `python -m`
+    // would put on the fetch server's import path (the demo runs it with -P).
+    let cwd = std::env::current_dir().expect("cwd");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["path"].as_str().is_some_and(|p| Path::new(p) == cwd)),
+        "{describe}"
+    );
     let calls = summary["calls"].as_array().expect("calls");
     let cred = dir.join("home/.aws/credentials");
     assert!(

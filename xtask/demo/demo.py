@@ -149,7 +149,7 @@ async def fetch():
     python_home = Path(os.path.realpath(venv / "bin/python")).parent.parent
     policy = derived_policy("fetch", extra_read=[venv, python_home], extra_exec=[venv, python_home])
     out = {"port": port}
-    async with stdio_client(guarded(policy, "fetch", venv / "bin/python", "-m", "mcp_server_fetch", "--ignore-robots-txt", "--allow-private-ips")) as (r, w):
+    async with stdio_client(guarded(policy, "fetch", venv / "bin/python", "-P", "-m", "mcp_server_fetch", "--ignore-robots-txt", "--allow-private-ips")) as (r, w):
         async with ClientSession(r, w) as client:
             await client.initialize()
             out["fetch"] = await call(client, "fetch", {"url": f"http://127.0.0.1:{port}/admin"})

@@ -26,6 +26,8 @@ use crate::{Result, root, run};
 /// clickhouse-server and rsyslog (with rsyslog-gnutls for TLS): the export sinks' tests start
 /// their own instances of both (tests/tests/export.rs); only the binaries are used, never the
 /// system services.
+/// postgresql: tests/tests/shipped_policies.rs runs the shipped postgres policy's server against
+/// a real database.
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "python3-venv",
@@ -52,6 +54,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "clickhouse-client",
     "rsyslog",
     "rsyslog-gnutls",
+    "postgresql",
 ];
 
 /// podman's default OCI runtime for mcp-guard's hosts: crun refuses hybrid cgroup hosts, runc

@@ -8,9 +8,6 @@ use std::{
 
 use mcp_guard_store::query::{Query, QueryError, execute};
 
-/// Table width when `COLUMNS` does not say otherwise.
-const DEFAULT_WIDTH: usize = 80;
-
 /// Runs a query against the store in `state_dir`, printing to stdout; errors go to stderr.
 pub fn run(state_dir: &Path, query: &Query) -> ExitCode {
     let stdout = io::stdout();
@@ -28,11 +25,8 @@ pub fn run(state_dir: &Path, query: &Query) -> ExitCode {
     }
 }
 
-/// Table width: `COLUMNS` when it says at least 40, else 80 (the fleet's queries too).
+/// `COLUMNS`, else the terminal's width; not a terminal: no limit (nothing is cut). The fleet's
+/// queries too.
 pub fn width() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse::<usize>().ok())
-        .filter(|&c| c >= 40)
-        .unwrap_or(DEFAULT_WIDTH)
+    crate::term_width::stdout_width().unwrap_or(usize::MAX)
 }

@@ -26,6 +26,7 @@ pub mod seccomp;
 pub mod secret_gate;
 pub mod server_user;
 pub mod stage2;
+pub mod usage;
 
 use std::path::PathBuf;
 
@@ -460,6 +461,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
     );
     match result {
         Ok(enforce) => {
+            usage::track(&mut cg, &mounts);
             let spec = JailSpec {
                 server: req.server.to_string(),
                 program,

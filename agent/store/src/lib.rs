@@ -13,6 +13,7 @@ pub mod query;
 pub mod retention;
 mod schema;
 mod tail;
+mod wrap;
 mod writer;
 
 use std::{

@@ -844,25 +844,39 @@ fn table(
         let Some(i) = shrinkable else { break };
         widths[i] -= 1;
     }
+    // The last column, when it is prose (a summary, a reason), wraps rather than being cut.
+    let last = (0..cols.len()).rev().find(|&i| shown[i]);
     let mut line = |cells: Vec<String>| -> io::Result<()> {
         let mut s = String::new();
+        let mut more: Vec<String> = Vec::new();
         for (i, (cell, col)) in cells.into_iter().zip(cols).enumerate() {
             if !shown[i] {
                 continue;
             }
-            let cell = match col.trunc {
-                Trunc::Keep => cell,
-                Trunc::Middle => truncate_middle(&cell, widths[i]),
-                Trunc::End => truncate_end(&cell, widths[i]),
-            };
             if !s.is_empty() {
                 s.push_str("  ");
             }
+            let cell = match col.trunc {
+                Trunc::Keep => cell,
+                Trunc::Middle => truncate_middle(&cell, widths[i]),
+                Trunc::End if Some(i) == last => {
+                    let mut parts = crate::wrap::wrap(&cell, widths[i]).into_iter();
+                    let first = parts.next().unwrap_or_default();
+                    let indent = " ".repeat(len(&s));
+                    more = parts.map(|p| format!("{indent}{p}")).collect();
+                    first
+                }
+                Trunc::End => truncate_end(&cell, widths[i]),
+            };
             let pad = widths[i].saturating_sub(len(&cell));
             s.push_str(&cell);
             s.extend(std::iter::repeat_n(' ', pad));
         }
-        writeln!(out, "{}", s.trim_end())
+        writeln!(out, "{}", s.trim_end())?;
+        for m in more {
+            writeln!(out, "{m}")?;
+        }
+        Ok(())
     };
     line(cols.iter().map(|c| c.header.to_string()).collect())?;
     for row in rows {
@@ -1073,8 +1087,9 @@ mod tests {
         let text = String::from_utf8(out).expect("utf-8");
         for line in text.lines() {
             assert!(line.chars().count() <= 80, "too wide: {line:?}");
+            // A wrapped summary's continuation lines start blank.
             assert!(
-                line.contains(id) || line.starts_with("LOCAL TIME"),
+                line.contains(id) || line.starts_with("LOCAL TIME") || line.starts_with("  "),
                 "{line}"
             );
         }
