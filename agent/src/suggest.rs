@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::detect::glob_match;
+use crate::detect::PathGlobs;
 use mcp_guard_model::EventKind;
 use mcp_guard_policy as policy;
 use mcp_guard_store::{EventFilter, Store, StoreError};
@@ -23,6 +23,7 @@ pub fn suggest(store: &Store, server: &str, home: &Path) -> Result<String, Store
         .iter()
         .map(|s| policy::expand_home(s, home).to_string_lossy().into_owned())
         .collect();
+    let sensitive = PathGlobs::new(&sensitive);
     let events = store.events(&EventFilter {
         server: Some(server.to_string()),
         ..Default::default()
@@ -40,8 +41,7 @@ pub fn suggest(store: &Store, server: &str, home: &Path) -> Result<String, Store
                 let Some(path) = e.path.as_deref().filter(|p| p.starts_with('/')) else {
                     continue;
                 };
-                if e.result.is_some_and(|r| r < 0) || sensitive.iter().any(|g| glob_match(g, path))
-                {
+                if e.result.is_some_and(|r| r < 0) || sensitive.is_match(path) {
                     continue;
                 }
                 let dir = Path::new(path)
