@@ -90,6 +90,8 @@ pub mod event_kind {
     pub const OPEN: u32 = 6;
     /// [`super::UnixEvent`].
     pub const UNIX: u32 = 7;
+    /// [`super::ExecDoneEvent`]: an exec and its result, emitted at syscall exit.
+    pub const EXEC_DONE: u32 = 8;
 }
 
 /// `ConnectEvent::verdict` values.
@@ -143,7 +145,10 @@ pub struct EventHeader {
     pub pid_tgid: u64,
 }
 
-/// A process called execve/execveat (emitted on entry: the attempt).
+/// A process called execve/execveat. Emitted on entry (kind `EXEC`: the attempt, its outcome
+/// unknown) only when it cannot be held until exit: a thread other than the leader (a successful
+/// exec changes its thread id), or no room to hold it; otherwise it is the body of an
+/// [`ExecDoneEvent`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ExecEvent {
@@ -157,6 +162,18 @@ pub struct ExecEvent {
     pub path: [u8; PATH_LEN],
     /// The first argv entries, each NUL-terminated unless truncated.
     pub argv: [[u8; ARG_LEN]; ARGV_ENTRIES],
+}
+
+/// An execve/execveat and its result (`event_kind::EXEC_DONE`): read at entry, while the
+/// arguments are in the caller's memory, held per thread and sent at exit with the result (0:
+/// the new program runs; -errno: the caller goes on).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecDoneEvent {
+    /// The exec as read at entry (its header's kind is `EXEC_DONE`).
+    pub exec: ExecEvent,
+    /// The syscall's return value.
+    pub result: i64,
 }
 
 /// An open/openat/openat2/creat and its result, emitted at syscall exit (`event_kind::OPEN`).

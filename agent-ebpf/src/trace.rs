@@ -12,6 +12,12 @@
 //! cgroup that kills on sensitive paths the path is also read and checked at entry, before the
 //! kernel copies it (the narrowest window for a thread that rewrites the buffer); an entry read
 //! that fails marks the thread in `REREAD`, and the check runs at exit instead.
+//!
+//! An exec is read at entry (the path and argv are gone from memory once it succeeds), held per
+//! thread in `EXEC_PENDING` and reported at exit with its result, so userspace can tell the
+//! programs that ran from the attempts that failed (`env` trying each `PATH` entry). What cannot
+//! be held (a thread other than the leader, whose thread id a successful exec changes; a full
+//! map) is reported at entry as an attempt of unknown outcome.
 
 use core::ffi::c_void;
 
@@ -27,9 +33,9 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use mcp_guard_ebpf::{
-    ARG_LEN, ARGV_ENTRIES, ConnectEvent, ExecEvent, GUARD_FLAG_KILL_SENSITIVE, GuardConfig,
-    KillEvent, NAME_LEN, NameKey, OPEN_PATH_OFFSET, OpenEvent, PATH_LEN, PathKey, drop_reason,
-    event_kind, last_component, sock_op, tail_window, verdict,
+    ARG_LEN, ARGV_ENTRIES, ConnectEvent, ExecDoneEvent, ExecEvent, GUARD_FLAG_KILL_SENSITIVE,
+    GuardConfig, KillEvent, NAME_LEN, NameKey, OPEN_PATH_OFFSET, OpenEvent, PATH_LEN, PathKey,
+    drop_reason, event_kind, last_component, sock_op, tail_window, verdict,
 };
 
 use crate::common::{EVENTS, count_drop, guard, header, submit_flags};
@@ -89,6 +95,17 @@ static SCRATCH: PerCpuArray<OpenEvent> = PerCpuArray::with_max_entries(2, 0);
 #[map]
 static REREAD: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
 
+/// Execs of leader threads waiting for their result, by `pid_tgid`. A plain (preallocated) hash:
+/// every exec reaches sys_exit (a failed one in the caller, a successful one in the new program,
+/// with the leader's thread id unchanged), so entries do not leak; a full map only means
+/// attempts are reported at entry.
+#[map]
+static EXEC_PENDING: HashMap<u64, ExecDoneEvent> = HashMap::with_max_entries(4096, 0);
+
+/// Room to build an exec record before it goes into `EXEC_PENDING`.
+#[map]
+static EXEC_SCRATCH: PerCpuArray<ExecDoneEvent> = PerCpuArray::with_max_entries(1, 0);
+
 #[inline(always)]
 fn reg(regs: *const u64, slot: usize) -> u64 {
     // SAFETY: `regs` is the tracepoint's BTF-typed `struct pt_regs *`: the verifier checks the
@@ -125,6 +142,11 @@ pub fn trace_sys_enter(ctx: BtfTracePointContext) -> i32 {
 pub fn trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
     let regs: *const u64 = ctx.arg(0);
     let id = reg(regs, REG_ORIG_AX) as i64;
+    if matches!(id, SYS_EXECVE | SYS_EXECVEAT) {
+        // Before the guard check: whatever held an exec at entry, its entry goes now.
+        on_exec_exit(ctx.arg(1));
+        return 0;
+    }
     if !(is_open(id) || id == SYS_CONNECT) {
         return 0;
     }
@@ -458,19 +480,79 @@ fn emit_kill(cgroup: u64, config: &GuardConfig, syscall: u32, path: &[u8; PATH_L
 }
 
 fn on_exec(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if pid_tgid >> 32 == pid_tgid & 0xffff_ffff
+        && let Some(held) = EXEC_SCRATCH.get_ptr_mut(0)
+    {
+        // SAFETY: a per-CPU slot: no other program touches it while this one runs on this CPU.
+        let held = unsafe {
+            read_exec(
+                &raw mut (*held).exec,
+                event_kind::EXEC_DONE,
+                regs,
+                id,
+                cgroup,
+                config,
+            );
+            (*held).result = 0;
+            &*held
+        };
+        if EXEC_PENDING.insert(&pid_tgid, held, 0).is_ok() {
+            return;
+        }
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_drop(drop_reason::RINGBUF_FULL);
+        return;
+    };
+    read_exec(
+        entry.as_mut_ptr(),
+        event_kind::EXEC,
+        regs,
+        id,
+        cgroup,
+        config,
+    );
+    entry.submit(submit_flags());
+}
+
+/// Reports the exec the current thread held at entry, with its result.
+fn on_exec_exit(result: i64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(held) = EXEC_PENDING.get_ptr_mut(&pid_tgid) else {
+        return;
+    };
+    // SAFETY: the thread's own entry: only this thread's exit touches it.
+    let sent = unsafe {
+        (*held).result = result;
+        EVENTS.output::<ExecDoneEvent>(&*held, submit_flags())
+    };
+    if sent.is_err() {
+        count_drop(drop_reason::RINGBUF_FULL);
+    }
+    let _ = EXEC_PENDING.remove(&pid_tgid);
+}
+
+/// Fills `ev` (a reserved record or a map value) with the exec's header, path and first argv
+/// entries.
+#[inline(always)]
+fn read_exec(
+    ev: *mut ExecEvent,
+    kind: u32,
+    regs: *const u64,
+    id: i64,
+    cgroup: u64,
+    config: &GuardConfig,
+) {
     let (path_ptr, argv_ptr) = if id == SYS_EXECVE {
         (reg(regs, REG_DI), reg(regs, REG_SI))
     } else {
         (reg(regs, REG_SI), reg(regs, REG_DX))
     };
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count_drop(drop_reason::RINGBUF_FULL);
-        return;
-    };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` is a reserved record; the user pointers are only touched by probe reads.
+    // SAFETY: `ev` is a reserved record or a map value; the user pointers are only touched by
+    // probe reads.
     unsafe {
-        (*ev).header = header(event_kind::EXEC, cgroup, config);
+        (*ev).header = header(kind, cgroup, config);
         (*ev).syscall = id as u32;
         let n = bpf_probe_read_user_str(
             (*ev).path.as_mut_ptr().cast::<c_void>(),
@@ -508,5 +590,4 @@ fn on_exec(regs: *const u64, id: i64, cgroup: u64, config: &GuardConfig) {
         }
         (*ev).argc = argc;
     }
-    entry.submit(submit_flags());
 }

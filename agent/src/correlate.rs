@@ -46,15 +46,20 @@ pub enum CallFact {
         /// Whether mcp-guard refused the call.
         denied: bool,
     },
+    /// The client's `initialize` was answered: the server's launch is over.
+    Initialized {
+        /// When (CLOCK_BOOTTIME ns).
+        at_boot_ns: u64,
+    },
 }
 
 impl CallFact {
     /// The fact's timestamp.
     pub fn at_boot_ns(&self) -> u64 {
         match self {
-            CallFact::Started { at_boot_ns, .. } | CallFact::Ended { at_boot_ns, .. } => {
-                *at_boot_ns
-            }
+            CallFact::Started { at_boot_ns, .. }
+            | CallFact::Ended { at_boot_ns, .. }
+            | CallFact::Initialized { at_boot_ns } => *at_boot_ns,
         }
     }
 }
@@ -204,6 +209,8 @@ impl Correlator {
                     self.early_ends.insert(call_id, at_boot_ns);
                 }
             },
+            // Not about a call: nothing to attribute.
+            CallFact::Initialized { .. } => {}
         }
     }
 
@@ -276,7 +283,10 @@ impl Correlator {
 
     fn attribute(&mut self, event: KernelEvent, forced: bool) -> AttributedEvent {
         let ts = event.ts_boot_ns;
-        if matches!(event.kind, EventKind::Exec { .. }) && event.pid != 0 {
+        // A failed exec leaves the process's image as it was.
+        if matches!(event.kind, EventKind::Exec { result, .. } if result.is_none_or(|r| r == 0))
+            && event.pid != 0
+        {
             self.images.insert(event.pid, ts);
         }
         let process = ProcessKey {
@@ -578,6 +588,7 @@ mod tests {
                 EventKind::Exec {
                     path: path.into(),
                     argv: vec![],
+                    result: Some(0),
                 },
             )
         };

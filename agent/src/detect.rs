@@ -52,7 +52,7 @@ pub enum Rule {
     SensitiveRead,
     /// A connect to a destination this (server, tool) never used while learning.
     NewEgress,
-    /// Exec of a shell or interpreter by a server that did not while learning.
+    /// A successful exec of a shell or interpreter by a server that did not while learning.
     InterpreterExec,
     /// Sensitive read then a connect or a large result in the same call.
     Exfiltration,
@@ -552,6 +552,10 @@ impl Detector {
                     }
                 }
             }
+            // A failed exec ran nothing (`env` trying each PATH entry): only what ran counts.
+            EventKind::Exec {
+                result: Some(r), ..
+            } if *r != 0 => {}
             EventKind::Exec { path, .. } => {
                 if self.config.learning {
                     self.profile

@@ -46,6 +46,7 @@ pub mod client;
 pub mod client_io;
 pub mod guard;
 pub mod kernel_spec;
+pub mod launch_chain;
 pub mod pump;
 pub mod record;
 pub mod stderr;
@@ -451,8 +452,9 @@ fn warn_passthrough(passthrough: bool, secrets: &[(String, String)]) {
     }
 }
 
-/// What a session's secrets are redacted with: its writers' store handle from now on, its log
-/// lines, and the server's stderr (with the policy's PII kinds and secret shapes).
+/// What a session's secrets are redacted with: its writers' store handle from now on (values
+/// and secret rules), its log lines (values), and the server's stderr (values, the policy's PII
+/// kinds and secret rules).
 fn redaction(
     policy: &Policy,
     secrets: &[(String, String)],
@@ -470,7 +472,15 @@ fn redaction(
             None
         }
     };
-    (store.redacting(scrubber), lines)
+    let records: Option<std::sync::Arc<dyn mcp_guard_model::redact::TextRedactor>> =
+        match crate::mcp::secrets::RecordRedactor::new(&config) {
+            Ok(r) => Some(std::sync::Arc::new(r)),
+            Err(e) => {
+                say(&format!("cannot compile the records' secret rules: {e}"));
+                scrubber.map(|s| std::sync::Arc::new(s) as _)
+            }
+        };
+    (store.redacting(records), lines)
 }
 
 async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks: Hooks) -> i32 {

@@ -3,6 +3,11 @@
 //! normal work for a real SDK client (list, read, write, edit, search in the served directory;
 //! git status, log, diff, add, commit, show on a scratch repository) raise no alert, while their
 //! kernel events are recorded and attributed to the calls.
+//!
+//! Also: with a developer's `PATH` (version-manager shim directories first, none of them holding
+//! the interpreter), each of server-filesystem, mcp-server-git and server-everything started
+//! through `#!/usr/bin/env` raises no alert: `env` trying each `PATH` entry is the server's
+//! launch, not an interpreter exec of its own.
 
 use std::{
     path::{Path, PathBuf},
@@ -63,7 +68,23 @@ fn test_policy(name: &str, dir: &Path, writable: &[PathBuf]) -> PathBuf {
 /// Runs `steps` (tests/fixtures/detect_client.py) against `command` under exec; every call must
 /// succeed. Returns the results.
 fn run(policy: &Path, name: &str, state: &Path, steps: Value, command: &[&str]) -> Vec<Value> {
-    let out = Command::new(python())
+    run_with_path(policy, name, state, steps, command, None)
+}
+
+/// [`run`] with `PATH` set to `path` for mcp-guard and the server it starts.
+fn run_with_path(
+    policy: &Path,
+    name: &str,
+    state: &Path,
+    steps: Value,
+    command: &[&str],
+    path: Option<&str>,
+) -> Vec<Value> {
+    let mut client = Command::new(python());
+    if let Some(path) = path {
+        client.env("PATH", path);
+    }
+    let out = client
         .arg(fixture("detect_client.py"))
         .arg(steps.to_string())
         .arg("--")
@@ -233,6 +254,119 @@ fn ordinary_filesystem_and_git_work_raises_no_alert() {
             events.len()
         );
     }
+    // ... and none of it is an alert.
+    let alerts = query(&state, &["alerts", "--json"]);
+    assert!(alerts.is_empty(), "false positives: {alerts:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Version-manager shim directories (pyenv, nvm, cargo) under `dir`, each holding some other
+/// program but not the interpreter; a `PATH` with them first.
+fn shim_path(dir: &Path, after: &[&Path]) -> String {
+    let mut entries = Vec::new();
+    for (shim, other) in [
+        (".pyenv/shims", "pip"),
+        (".nvm/versions/current/bin", "corepack"),
+        (".cargo/bin", "rustup"),
+    ] {
+        let d = dir.join(shim);
+        std::fs::create_dir_all(&d).expect("shim dir");
+        std::fs::write(d.join(other), "#!/bin/sh\nexit 1\n").expect("shim");
+        entries.push(d.display().to_string());
+    }
+    entries.extend(after.iter().map(|p| p.display().to_string()));
+    entries.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(String::from));
+    entries.join(":")
+}
+
+#[test]
+fn a_path_of_version_manager_shims_before_the_interpreter_raises_no_alert() {
+    require_root();
+    let dir = data_dir("shims");
+    let state = dir.join("state");
+    let bin = workspace_root().join("tests/node_modules/.bin");
+    let venv_bin = workspace_root().join(".venv/bin");
+    let path = shim_path(&dir, &[&venv_bin]);
+
+    let served = dir.join("served");
+    std::fs::create_dir_all(&served).expect("served dir");
+    std::fs::write(served.join("todo.md"), "- buy milk\n").expect("seed");
+    give_to_server_user(&served);
+    let policy = test_policy("filesystem", &dir, std::slice::from_ref(&served));
+    let todo = served.join("todo.md").display().to_string();
+    // `#!/usr/bin/env node`: env tries every shim directory before /usr/bin.
+    let fs = run_with_path(
+        &policy,
+        "filesystem",
+        &state,
+        json!([
+            call("list_allowed_directories", json!({})),
+            call("read_text_file", json!({"path": todo})),
+        ]),
+        &[
+            &bin.join("mcp-server-filesystem").display().to_string(),
+            &served.display().to_string(),
+        ],
+        Some(&path),
+    );
+    assert!(
+        fs[1]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("buy milk")),
+        "{fs:?}"
+    );
+
+    let everything = test_policy("everything", &dir, &[]);
+    let ev = run_with_path(
+        &everything,
+        "everything",
+        &state,
+        json!([call("echo", json!({"message": "hello"}))]),
+        &[
+            &bin.join("mcp-server-everything").display().to_string(),
+            "stdio",
+        ],
+        Some(&path),
+    );
+    assert!(
+        ev[0]["text"].as_str().is_some_and(|t| t.contains("hello")),
+        "{ev:?}"
+    );
+
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo).expect("repo dir");
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["init", "-q", "-b", "main"])
+        .status()
+        .expect("git init");
+    assert!(status.success());
+    give_to_server_user(&repo);
+    let git_policy = test_policy("git", &dir, std::slice::from_ref(&repo));
+    let r = repo.display().to_string();
+    // env looks `mcp-server-git` up through the shims too, then its own shebang names python.
+    let git = run_with_path(
+        &git_policy,
+        "git",
+        &state,
+        json!([call("git_status", json!({"repo_path": r}))]),
+        &["/usr/bin/env", "mcp-server-git"],
+        Some(&path),
+    );
+    assert!(
+        git[0]["text"].as_str().is_some_and(|t| t.contains("main")),
+        "{git:?}"
+    );
+
+    // env's attempts through the shims were recorded ...
+    let execs = query(&state, &["events", "--json", "--kind", "exec"]);
+    assert!(
+        execs.iter().any(|e| e["path"]
+            .as_str()
+            .is_some_and(|p| p.contains(".pyenv/shims/"))),
+        "no exec attempt through the shims: {execs:#?}"
+    );
     // ... and none of it is an alert.
     let alerts = query(&state, &["alerts", "--json"]);
     assert!(alerts.is_empty(), "false positives: {alerts:#?}");

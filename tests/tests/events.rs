@@ -106,6 +106,17 @@ fn exec_open_and_connect_events_of_a_guarded_fixture() {
     assert_eq!(lines(&cg.run(&opener(), &args)), ["ok", "errno 2"]);
     let probes = vec![format!("tcp:127.0.0.1:{a}"), format!("tcp:127.0.0.1:{b}")];
     assert_eq!(lines(&cg.run(&netprobe(), &probes)), ["ok", "errno 1"]);
+    // An exec that fails (as `env` trying a PATH entry without the program).
+    let absent = dir.join("no-such-program");
+    let tried = cg.run(
+        Path::new("/bin/sh"),
+        &[
+            "-c".into(),
+            format!("{} 2>/dev/null; exit 0", absent.display()),
+        ],
+    );
+    assert!(tried.status.success());
+    let is_exec_of = |e: &KernelEvent, path: &Path| matches!(&e.kind, EventKind::Exec { path: p, .. } if Path::new(p) == path);
 
     let seen = collect(&rt, &mut rx, |seen| {
         seen.iter()
@@ -113,16 +124,30 @@ fn exec_open_and_connect_events_of_a_guarded_fixture() {
             .count()
             >= 2
             && seen.iter().any(|e| is_open_of(e, &missing))
+            && seen.iter().any(|e| is_exec_of(e, &absent))
     });
 
     let exec = seen
         .iter()
         .find(|e| matches!(&e.kind, EventKind::Exec { path, .. } if Path::new(path) == opener()))
         .unwrap_or_else(|| panic!("an exec event for the opener; got {seen:#?}"));
-    let EventKind::Exec { argv, .. } = &exec.kind else {
+    let EventKind::Exec { argv, result, .. } = &exec.kind else {
         unreachable!()
     };
+    assert_eq!(*result, Some(0), "the opener ran");
     assert_eq!(argv.len(), 3, "argv head: {argv:?}");
+    let failed = seen
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Exec { path, result, .. } if Path::new(path) == absent => Some(*result),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("an exec event for {}; got {seen:#?}", absent.display()));
+    assert_eq!(
+        failed,
+        Some(-i64::from(libc::ENOENT)),
+        "the missing program did not run"
+    );
     assert_eq!(argv[1], args[0]);
     assert_eq!(&*exec.server, "fixture");
     assert_eq!(&*exec.session, "sess-1");

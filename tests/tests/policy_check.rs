@@ -158,3 +158,62 @@ fn no_file_is_a_usage_error() {
     let output = check(&[]);
     assert_eq!(output.status.code(), Some(2), "{:?}", text(&output));
 }
+
+/// `[secrets] rules` names a gitleaks-format rules file: a valid one passes, and each problem of
+/// an invalid one is reported at the policy's key with the rules file's own line and key.
+#[test]
+fn a_secret_rules_file_is_checked_with_the_policy() {
+    let dir = temp_dir("rules");
+    let good_rules = dir.join("good-rules.toml");
+    std::fs::write(
+        &good_rules,
+        "[extend]\nuseDefault = true\n\n[[rules]]\nid = \"acme-token\"\nregex = '''\\bacme_[0-9a-f]{32}\\b'''\nkeywords = [\"acme_\"]\n",
+    )
+    .expect("write rules");
+    let bad_rules = dir.join("bad-rules.toml");
+    std::fs::write(
+        &bad_rules,
+        "[[rules]]\nid = \"acme-token\"\nregex = '''acme_([0-9a-f]{32}'''\nkeywords = [\"acme_\"]\n\n[[rules]]\nid = \"other\"\nregex = 'x'\nentropie = 3.5\n",
+    )
+    .expect("write rules");
+    let policy = |name: &str, rules: &Path| {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"{name}\"\n[secrets]\nrules = \"{}\"\n[mcp.secret_shapes]\nignore = [\"acme-token\"]\n",
+                rules.display()
+            ),
+        )
+        .expect("write policy");
+        path
+    };
+    let good = policy("good", &good_rules);
+    let output = check(&[&good]);
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let bad = policy("bad", &bad_rules);
+    let output = check(&[&bad]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(78),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let (p, r) = (bad.display(), bad_rules.display());
+    for expected in [
+        format!("{p}:3:9: secrets.rules: {r}:3:9: rules[0].regex: not a valid regex"),
+        format!("{p}:3:9: secrets.rules: {r}:9:1: rules[1].entropie: unknown key"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    // `ignore` naming the broken file's rule is not a problem of its own.
+    assert_eq!(stderr.lines().count(), 2, "one line per problem:\n{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

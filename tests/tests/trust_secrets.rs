@@ -235,6 +235,42 @@ fn through_the_agent_an_unprivileged_caller_gets_no_secret_from_another_command(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The shipped default policy named `name`, able to run the leaky server with the venv's Python,
+/// `read` added to what it may read.
+fn leaky_policy_text(name: &str, read: &[&Path]) -> String {
+    let py = workspace_root().join(".venv/bin/python");
+    let venv = workspace_root().join(".venv").canonicalize().expect("venv");
+    let python_home = py
+        .canonicalize()
+        .expect("venv python")
+        .parent()
+        .and_then(Path::parent)
+        .expect("python prefix")
+        .to_path_buf();
+    let list = |paths: &[&Path]| -> String {
+        paths
+            .iter()
+            .map(|p| format!("  \"{}\",\n", p.display()))
+            .collect()
+    };
+    let fixtures = fixture("");
+    let mut readable: Vec<&Path> = vec![&venv, &python_home, &fixtures];
+    readable.extend_from_slice(read);
+    std::fs::read_to_string(workspace_root().join("policies/default.toml"))
+        .expect("default policy")
+        .replacen("name = \"default\"", &format!("name = \"{name}\""), 1)
+        .replacen(
+            "\nread = [\n",
+            &format!("\nread = [\n{}", list(&readable)),
+            1,
+        )
+        .replacen(
+            "\nexec = [\n",
+            &format!("\nexec = [\n{}", list(&[&venv, &python_home])),
+            1,
+        )
+}
+
 #[test]
 fn no_injected_value_reaches_the_store() {
     require_root();
@@ -256,33 +292,7 @@ fn no_injected_value_reaches_the_store() {
         .expect("run policy pin");
     assert!(pinned.status.success(), "{}", describe(&pinned));
     let pins = String::from_utf8(pinned.stdout).expect("UTF-8 pins");
-    let venv = workspace_root().join(".venv").canonicalize().expect("venv");
-    let python_home = py
-        .canonicalize()
-        .expect("venv python")
-        .parent()
-        .and_then(Path::parent)
-        .expect("python prefix")
-        .to_path_buf();
-    let list = |paths: &[&Path]| -> String {
-        paths
-            .iter()
-            .map(|p| format!("  \"{}\",\n", p.display()))
-            .collect()
-    };
-    let policy_text = std::fs::read_to_string(workspace_root().join("policies/default.toml"))
-        .expect("default policy")
-        .replacen("name = \"default\"", "name = \"leaky\"", 1)
-        .replacen(
-            "\nread = [\n",
-            &format!("\nread = [\n{}", list(&[&venv, &python_home, &fixture("")])),
-            1,
-        )
-        .replacen(
-            "\nexec = [\n",
-            &format!("\nexec = [\n{}", list(&[&venv, &python_home])),
-            1,
-        );
+    let policy_text = leaky_policy_text("leaky", &[]);
     let policy = dir.join("leaky.toml");
     std::fs::write(
         &policy,
@@ -446,5 +456,111 @@ fn code_planted_in_the_callers_home_does_not_run_with_the_secret() {
             describe(&out)
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `n` random characters of `alphabet`.
+fn random_of(alphabet: &str, n: usize) -> String {
+    let chars: Vec<char> = alphabet.chars().collect();
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .expect("read /dev/urandom");
+    bytes
+        .iter()
+        .map(|b| chars[usize::from(*b) % chars.len()])
+        .collect()
+}
+
+/// A server leaks credentials it found on the machine (nothing mcp-guard injected): a GitLab
+/// token in a tool result, on stderr and in a child's argv, and in its result an AWS secret key
+/// assignment and a database URI with its password. The built-in secret rules redact each
+/// everywhere: the client, the terminal and the store never see them.
+#[test]
+fn provider_tokens_a_server_found_are_redacted_from_result_stderr_and_store() {
+    require_root();
+    let dir = data_dir("found");
+    let state = dir.join("state");
+    let alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let gitlab = format!("glpat-{}", random_of(alnum, 20));
+    let aws = random_of(&format!("{alnum}/+"), 40);
+    let db_password = random_of(alnum, 18);
+    let found = dir.join("found");
+    std::fs::create_dir_all(&found).expect("mkdir found");
+    let file = found.join("creds.txt");
+    std::fs::write(
+        &file,
+        format!(
+            "{gitlab}\naws_secret_access_key={aws}\nDATABASE_URL=postgres://app:{db_password}@db.internal:5432/app\n"
+        ),
+    )
+    .expect("write the found credentials");
+    mcp_guard_tests::give_to_server_user(&found);
+    let policy = dir.join("found.toml");
+    std::fs::write(&policy, leaky_policy_text("found", &[&found])).expect("write policy");
+    let py = workspace_root().join(".venv/bin/python");
+
+    let out = Command::new(python())
+        .arg(fixture("mcp_client.py"))
+        .args(["--call", "leak_found", "{}", "--"])
+        .arg(mcp_guard())
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["exec", "--standalone", "--name", "found", "--policy"])
+        .arg(&policy)
+        .arg("--")
+        .arg(&py)
+        .arg(fixture("leaky_server.py"))
+        .arg(&file)
+        .output()
+        .expect("run the MCP client");
+    assert!(out.status.success(), "{}", describe(&out));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    let text = answer["call"]["text"].as_str().unwrap_or_default();
+    assert!(text.starts_with("found "), "the call did not run: {answer}");
+
+    let mut leaks = Vec::new();
+    for (name, secret) in [("gitlab", &gitlab), ("aws", &aws), ("db", &db_password)] {
+        if text.contains(secret.as_str()) {
+            leaks.push(format!("{name} in the tool result"));
+        }
+        if count(&out.stderr, secret) > 0 {
+            leaks.push(format!("{name} on stderr"));
+        }
+        for file in ["mcp-guard.db", "mcp-guard.db-wal", "mcp-guard.db-shm"] {
+            if std::fs::read(state.join(file)).is_ok_and(|b| count(&b, secret) > 0) {
+                leaks.push(format!("{name} in {file}"));
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "leaked: {leaks:?}\nresult: {text}\n{}",
+        describe(&out)
+    );
+    for marker in [
+        "found [REDACTED:gitlab-pat]",
+        "aws_secret_access_key=[REDACTED:aws-secret-access-key]",
+        "postgres://app:[REDACTED:postgres-uri]@db.internal",
+    ] {
+        assert!(text.contains(marker), "{marker} missing from: {text}");
+    }
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stderr: [REDACTED:gitlab-pat] was found"),
+        "{}",
+        describe(&out)
+    );
+    let events = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["events", "--server", "found", "--kind", "exec", "--json"])
+        .output()
+        .expect("query events");
+    assert!(events.status.success(), "{}", describe(&events));
+    assert!(
+        String::from_utf8_lossy(&events.stdout).contains("[REDACTED:gitlab-pat]"),
+        "no exec event with the redacted argv:\n{}",
+        describe(&events)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -117,6 +117,20 @@ impl Scrubber {
     }
 }
 
+/// Redacts secrets from a text in place: what a store handle applies to every text of every
+/// record (see `StoreHandle::redacting`).
+pub trait TextRedactor: Send + Sync {
+    /// Replaces the secrets in `text` by markers.
+    fn redact_text(&self, text: &mut String);
+}
+
+impl TextRedactor for Scrubber {
+    fn redact_text(&self, text: &mut String) {
+        let mut what = Vec::new();
+        self.redact(text, &mut what);
+    }
+}
+
 /// What replaces a value named `name`.
 pub fn marker(name: &str) -> String {
     format!("[REDACTED:secret {name}]")

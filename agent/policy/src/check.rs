@@ -30,6 +30,10 @@ pub(crate) type Span = Option<Range<usize>>;
 pub(crate) struct Checker<'t> {
     pub(crate) text: &'t str,
     pub(crate) problems: Vec<Problem>,
+    /// `[secrets] rules`, once read (`[mcp.secret_shapes] ignore` names its rules).
+    pub(crate) secret_rules: Option<crate::secret_rules::CheckedRules>,
+    /// `[secrets] rules` names a file with problems (already reported): any name may be ignored.
+    pub(crate) secret_rules_failed: bool,
 }
 
 impl Checker<'_> {

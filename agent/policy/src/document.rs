@@ -116,9 +116,10 @@ impl Checker<'_> {
         let pin = section("pin")
             .map(|(item, span)| self.pin(item, &span))
             .unwrap_or_default();
-        let mcp = section("mcp")
+        let mut mcp = section("mcp")
             .map(|(item, span)| self.mcp(item, &span))
             .unwrap_or_default();
+        mcp.secret_rules = self.secret_rules.as_ref().map(|c| c.source.clone());
         let access = section("access")
             .map(|(item, span)| self.access(item, &span))
             .unwrap_or_default();

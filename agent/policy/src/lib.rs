@@ -16,6 +16,7 @@ mod mcp;
 mod model;
 mod network;
 mod pins;
+mod secret_rules;
 mod secrets;
 mod sections;
 mod unix;
@@ -25,9 +26,7 @@ pub use clients::{ANY_CLIENT, ClientMatch, ClientRule};
 pub use error::{PolicyError, Problem};
 pub use image::{ImageRef, parse_image};
 pub use load::{DEFAULT_POLICY_TOML, builtin_default, expand_home, load, load_file, parse};
-pub use mcp::{
-    ArgCheck, ArgRule, Hook, Mcp, PII_KINDS, PoisonAction, SECRET_SHAPES, SecretShapes, ShapeAction,
-};
+pub use mcp::{ArgCheck, ArgRule, Hook, Mcp, PII_KINDS, PoisonAction, SecretShapes, ShapeAction};
 pub use model::{
     Access, Backend, DETECT_RULES, Detect, DetectRule, Enforcement, Env, Filesystem, Isolation,
     Limits, Network, OnSensitive, Policy, Syscalls, Tools,

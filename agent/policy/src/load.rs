@@ -92,6 +92,8 @@ pub fn parse(text: &str, source: Option<&Path>) -> Result<Policy, PolicyError> {
     let mut checker = Checker {
         text,
         problems: Vec::new(),
+        secret_rules: None,
+        secret_rules_failed: false,
     };
     let policy = checker.policy(doc.as_table(), source);
     match policy {

@@ -1,6 +1,6 @@
 //! The MCP-layer keys of a policy: `[tools.args.<tool>]`,
 //! `tools.validate_schema` and the `[mcp]` table (message size, poisoned descriptions, secret
-//! shapes, PII, the external hook). Plain data; `mcp::ProxyConfig::from_policy` maps it.
+//! rules, PII, the external hook). Plain data; `mcp::ProxyConfig::from_policy` maps it.
 
 use std::{collections::BTreeMap, path::PathBuf};
 
@@ -8,18 +8,6 @@ use toml_edit::{Item, Value};
 
 use crate::check::{Checker, Span, describe, describe_value, entry, join};
 use crate::values::{has_dot_dot, parse_size};
-
-/// The secret shapes a policy may name in `[mcp.secret_shapes] ignore` (the detector's list).
-pub const SECRET_SHAPES: &[&str] = &[
-    "private-key",
-    "aws-access-key",
-    "github-token",
-    "slack-token",
-    "google-api-key",
-    "api-key-sk",
-    "jwt",
-    "bearer-token",
-];
 
 /// The PII kinds a policy may name in `[mcp.pii] kinds`.
 pub const PII_KINDS: &[&str] = &["email", "card-number", "us-ssn", "phone"];
@@ -88,7 +76,8 @@ pub struct SecretShapes {
     pub in_arguments: ShapeAction,
     /// `in_results` (default redact): a shape in what the server sends.
     pub in_results: ShapeAction,
-    /// `ignore`: shape names not looked for (from [`SECRET_SHAPES`]).
+    /// `ignore`: rules not looked for, by id or tag (of the built-in catalog, or of the
+    /// policy's `[secrets] rules` file).
     pub ignore: Vec<String>,
 }
 
@@ -131,6 +120,9 @@ pub struct Mcp {
     pub pii: Vec<String>,
     /// `[mcp.hook]`.
     pub hook: Option<Hook>,
+    /// `[secrets] rules`: the gitleaks-format rules file (and what it extends) used instead of
+    /// the built-in catalog; `None`: the built-in catalog.
+    pub secret_rules: Option<mcp_guard_secrets::RulesSource>,
 }
 
 impl Default for Mcp {
@@ -141,6 +133,7 @@ impl Default for Mcp {
             secret_shapes: SecretShapes::default(),
             pii: Vec::new(),
             hook: None,
+            secret_rules: None,
         }
     }
 }
@@ -397,16 +390,14 @@ impl Checker<'_> {
         if let Some(v) = table.get("ignore") {
             let (_, s) = entry(table, "ignore", span);
             for (name, n_span, n_path) in self.strings(v, &s, &join(path, "ignore")) {
-                if SECRET_SHAPES.contains(&name) {
+                if self.is_secret_rule_name(name) {
                     out.ignore.push(name.to_string());
                 } else {
+                    let origin = self.secret_rules_origin();
                     self.error(
                         &n_span,
                         &n_path,
-                        format!(
-                            "unknown secret shape {name:?} (one of: {})",
-                            SECRET_SHAPES.join(", ")
-                        ),
+                        format!("unknown secret rule {name:?}: not a rule id or tag of {origin}"),
                     );
                 }
             }
@@ -733,7 +724,7 @@ fail_closed = false
             &format!("{n}[mcp.secret_shapes]\nignore = [\"passwords\"]\n"),
             3,
             "mcp.secret_shapes.ignore[0]",
-            "unknown secret shape",
+            "unknown secret rule",
         );
         one_problem(
             &format!("{n}[mcp.pii]\nenabled = true\nkinds = [\"iban\"]\n"),

@@ -98,6 +98,10 @@ impl Checker<'_> {
         for (var, value) in table.iter() {
             let path = join("secrets", var);
             let (key_span, value_span) = entry(table, var, span);
+            if var == crate::secret_rules::RULES_KEY && value.as_str().is_some() {
+                self.secret_rules = self.secret_rules_file(value, &value_span);
+                continue;
+            }
             if !is_env_name(var) {
                 self.error(
                     &key_span,

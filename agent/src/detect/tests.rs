@@ -69,6 +69,7 @@ fn exec(path: &str) -> EventKind {
     EventKind::Exec {
         path: path.into(),
         argv: vec![],
+        result: Some(0),
     }
 }
 
@@ -239,6 +240,31 @@ fn interpreter_exec_unless_learned() {
     );
     assert!(!is_interpreter("/usr/bin/git") && !is_interpreter("/usr/bin/shred"));
     let mut d = detector(config());
+    // Failed execs ran nothing (`env` trying each PATH entry): no alert, and the one that ran
+    // still alerts; an exec whose outcome the kernel could not tell counts.
+    for (i, dir) in ["/home/u/.pyenv/shims", "/home/u/.cargo/bin"]
+        .iter()
+        .enumerate()
+    {
+        let failed = EventKind::Exec {
+            path: format!("{dir}/bash"),
+            argv: vec![],
+            result: Some(-i64::from(libc::ENOENT)),
+        };
+        assert!(
+            d.event(&at(1, Some("c"), failed), &format!("f{i}"))
+                .is_empty()
+        );
+    }
+    let unknown = EventKind::Exec {
+        path: "/bin/dash".into(),
+        argv: vec![],
+        result: None,
+    };
+    assert_eq!(
+        rules(&d.event(&at(1, Some("c"), unknown), "u1")),
+        ["interpreter-exec"]
+    );
     assert_eq!(
         rules(&d.event(&at(1, Some("c"), exec("/bin/bash")), "e1")),
         ["interpreter-exec"]

@@ -18,6 +18,7 @@ use std::{
 use crate::{
     correlate::{AttributedEvent, CallFact, Correlator, CorrelatorConfig},
     detect::{Action, CallEnd, Detector, Finding},
+    exec::launch_chain::LaunchChain,
     kernel::events::{self as kev, KernelEvent},
     mcp,
 };
@@ -61,9 +62,10 @@ pub fn event_record(event: &KernelEvent, event_id: String) -> EventRecord {
         EventKind::from_name(kev::kind_name(&event.kind)),
     );
     match &event.kind {
-        kev::EventKind::Exec { path, argv } => {
+        kev::EventKind::Exec { path, argv, result } => {
             rec.path = Some(path.clone());
             rec.argv = Some(argv.clone());
+            rec.result = *result;
         }
         kev::EventKind::Open {
             path,
@@ -205,7 +207,7 @@ pub async fn record_events(
         correlator: Correlator::new(CorrelatorConfig::default()),
         ends: Vec::new(),
         seq: 0,
-        launched: false,
+        launch: LaunchChain::default(),
     };
     let mut tick = tokio::time::interval(CORRELATE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -321,13 +323,17 @@ struct Recorder {
     /// Ended calls not yet given to the detector.
     ends: Vec<CallEnd>,
     seq: u64,
-    /// The first exec in the cgroup is the jail starting the server's own program: not something
-    /// the server did, so not for the detector (an interpreter server would alert every session).
-    launched: bool,
+    /// The server's launch chain: its execs are its baseline, not for the detector (an
+    /// interpreter server would alert every session, once per PATH entry `env` tries).
+    launch: LaunchChain,
 }
 
 impl Recorder {
     fn fact(&mut self, fact: CallFact) {
+        if let CallFact::Initialized { at_boot_ns } = fact {
+            self.launch.initialized(at_boot_ns);
+            return;
+        }
         if let CallFact::Ended {
             call_id,
             at_boot_ns,
@@ -389,8 +395,7 @@ impl Recorder {
         } else {
             self.stats.refused += 1;
         }
-        if !self.launched && matches!(a.event.kind, kev::EventKind::Exec { .. }) {
-            self.launched = true;
+        if self.launch.is_launch(&a.event) {
             return;
         }
         let findings = self
@@ -714,6 +719,10 @@ impl mcp::CallSink for StoreCallSink {
     }
 
     fn call(&mut self, record: mcp::CallRecord) {
+        if record.method == "initialize" {
+            self.facts
+                .send(|at_boot_ns| CallFact::Initialized { at_boot_ns });
+        }
         self.facts.send(|at_boot_ns| CallFact::Ended {
             call_id: record.call_id.clone(),
             at_boot_ns,

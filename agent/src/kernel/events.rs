@@ -12,8 +12,8 @@ use std::{
 
 use super::ringbuf::RingReader;
 use mcp_guard_ebpf::{
-    ConnectEvent, EventHeader, ExecEvent, KillEvent, OPEN_PATH_OFFSET, OpenEvent, UnixEvent,
-    event_kind, sock_op, verdict,
+    ConnectEvent, EventHeader, ExecDoneEvent, ExecEvent, KillEvent, OPEN_PATH_OFFSET, OpenEvent,
+    UnixEvent, event_kind, sock_op, verdict,
 };
 use tokio::{
     io::unix::AsyncFd,
@@ -77,12 +77,15 @@ pub struct KernelEvent {
 /// The kinds of kernel event.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EventKind {
-    /// execve/execveat attempted.
+    /// execve/execveat and its outcome.
     Exec {
         /// The path passed to exec.
         path: String,
         /// The first arguments (at most 4, each at most 63 bytes).
         argv: Vec<String>,
+        /// 0 (the program runs) or -errno (the caller goes on); `None` when the kernel could
+        /// not tell (an exec by a thread other than the leader, or one reported at entry).
+        result: Option<i64>,
     },
     /// A file open and its outcome.
     Open {
@@ -215,17 +218,23 @@ fn field<const N: usize>(bytes: &[u8], offset: usize) -> Option<[u8; N]> {
     bytes.get(offset..offset + N)?.try_into().ok()
 }
 
+fn exec_kind(ev: &ExecEvent, result: Option<i64>) -> EventKind {
+    let argc = (ev.argc as usize).min(ev.argv.len());
+    EventKind::Exec {
+        path: c_str(&ev.path),
+        argv: ev.argv[..argc].iter().map(|a| c_str(a)).collect(),
+        result,
+    }
+}
+
 /// Parses one ring buffer record; `None` for a record of unknown kind or short length.
 pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
     let header: EventHeader = read(bytes)?;
     let kind = match header.kind {
-        event_kind::EXEC => {
-            let ev: ExecEvent = read(bytes)?;
-            let argc = (ev.argc as usize).min(ev.argv.len());
-            EventKind::Exec {
-                path: c_str(&ev.path),
-                argv: ev.argv[..argc].iter().map(|a| c_str(a)).collect(),
-            }
+        event_kind::EXEC => exec_kind(&read::<ExecEvent>(bytes)?, None),
+        event_kind::EXEC_DONE => {
+            let ev: ExecDoneEvent = read(bytes)?;
+            exec_kind(&ev.exec, Some(ev.result))
         }
         // The fields in place: copying the record whole would mean a full-size path buffer.
         event_kind::OPEN if bytes.len() > OPEN_PATH_OFFSET => EventKind::Open {

@@ -1,9 +1,12 @@
 //! Secret handling: the exact values of injected secrets are redacted from everything the server
-//! sends; well-known secret shapes are refused in tool arguments and redacted from results; PII
-//! (e-mail, phone, card numbers with a Luhn check, US SSN shapes) is optionally scrubbed.
+//! sends; secrets found by the secret rules (the built-in catalog of provider token formats and
+//! generic credential assignments, or the policy's gitleaks-format `[secrets] rules`) are
+//! refused in tool arguments and redacted from results; PII (e-mail, phone, card numbers with a
+//! Luhn check, US SSN shapes) is optionally scrubbed.
 //!
-//! All patterns are compiled once; each string is pre-checked with one `RegexSet` and one
-//! Aho-Corasick automaton, so a clean message costs a scan and no allocation.
+//! All patterns are compiled once; each message is pre-checked with one keyword pass of the
+//! rules, one `RegexSet` (PII) and one Aho-Corasick automaton (values), so a clean message costs
+//! those scans and no allocation.
 
 use regex::{Regex, RegexSet};
 use serde_json::Value;
@@ -12,8 +15,9 @@ use super::{
     frame::member_mut,
     interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict},
 };
+use mcp_guard_secrets::{self as secret_rules, Finding, RulesSource, SecretRules};
 
-/// What to do with a secret shape found in a message (the policy's `in_arguments`/`in_results`).
+/// What to do with a secret found in a message (the policy's `in_arguments`/`in_results`).
 pub use mcp_guard_policy::ShapeAction;
 
 /// Secret and PII settings (plain data, from the policy).
@@ -21,16 +25,18 @@ pub use mcp_guard_policy::ShapeAction;
 pub struct SecretConfig {
     /// Injected secrets as (variable name, value); values are always redacted from server output.
     pub values: Vec<(String, String)>,
-    /// Look for well-known secret shapes (see [`SHAPES`]) at all.
+    /// Look for secrets with the secret rules at all.
     pub shapes: bool,
-    /// What to do with a shape in a `tools/call`'s arguments.
+    /// What to do with a secret in a `tools/call`'s arguments.
     pub in_arguments: ShapeAction,
-    /// What to do with a shape in what the server sends.
+    /// What to do with a secret in what the server sends.
     pub in_results: ShapeAction,
-    /// Shape names to leave alone (see [`SHAPES`]).
+    /// Rules to leave out, by id or tag.
     pub disabled_shapes: Vec<String>,
     /// PII kinds (see [`PII`]) scrubbed from what the server sends; empty: none.
     pub pii: Vec<String>,
+    /// The policy's rules file (`[secrets] rules`); `None`: the built-in catalog.
+    pub rules: Option<RulesSource>,
 }
 
 impl SecretConfig {
@@ -43,6 +49,7 @@ impl SecretConfig {
             in_results: mcp.secret_shapes.in_results,
             disabled_shapes: mcp.secret_shapes.ignore.clone(),
             pii: mcp.pii.clone(),
+            rules: mcp.secret_rules.clone(),
         }
     }
 }
@@ -56,36 +63,13 @@ impl Default for SecretConfig {
             in_results: ShapeAction::Redact,
             disabled_shapes: vec![],
             pii: vec![],
+            rules: None,
         }
     }
 }
 
 pub use mcp_guard_model::redact::MIN_SECRET_LEN;
 use mcp_guard_model::redact::Scrubber;
-
-/// Well-known secret shapes: (name, regex).
-pub const SHAPES: &[(&str, &str)] = &[
-    (
-        "private-key",
-        r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\z)",
-    ),
-    (
-        "aws-access-key",
-        r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",
-    ),
-    (
-        "github-token",
-        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b",
-    ),
-    ("slack-token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
-    ("google-api-key", r"\bAIza[0-9A-Za-z_-]{35}\b"),
-    ("api-key-sk", r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}"),
-    (
-        "jwt",
-        r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}",
-    ),
-    ("bearer-token", r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{20,}=*"),
-];
 
 /// PII shapes: (name, regex). `card-number` matches are kept only when they pass a Luhn check.
 pub const PII: &[(&str, &str)] = &[
@@ -123,7 +107,7 @@ pub fn luhn(s: &str) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// A family of compiled patterns (secret shapes, or PII kinds), pre-checked with `RegexSet`s.
+/// The PII patterns, pre-checked with `RegexSet`s.
 struct Patterns {
     /// Which patterns match (asked only once a screen said something does).
     set: RegexSet,
@@ -170,24 +154,9 @@ impl Patterns {
         name != "card-number" || luhn(m)
     }
 
-    /// True when no pattern is enabled (no PII kinds chosen, shapes off): nothing to scan for.
+    /// True when no pattern is enabled (no PII kinds chosen): nothing to scan for.
     fn is_empty(&self) -> bool {
         self.list.is_empty()
-    }
-
-    /// The names of the patterns with a real match in `s`.
-    fn found(&self, s: &str, out: &mut Vec<String>) {
-        // The common case, nothing: one early-exit scan instead of collecting every match.
-        if !self.any_match(s) {
-            return;
-        }
-        let hits = self.set.matches(s);
-        for i in hits.iter() {
-            let (name, re) = &self.list[i];
-            if re.find_iter(s).any(|m| Self::real(name, m.as_str())) {
-                note(out, (*name).to_string());
-            }
-        }
     }
 
     /// Replaces every real match in `s` with `[REDACTED:<name>]`; notes the names in `what`.
@@ -221,56 +190,132 @@ impl Patterns {
 /// The compiled detector/redactor.
 pub struct Redactor {
     exact: Option<Scrubber>,
-    shapes: Patterns,
+    shapes: SecretRules,
     pii: Patterns,
 }
 
 impl Redactor {
-    /// Compiles `config`'s values, the enabled shapes and the chosen PII kinds.
+    /// Compiles `config`'s values, the enabled secret rules and the chosen PII kinds.
     pub fn new(config: &SecretConfig) -> anyhow::Result<Self> {
         let exact = Scrubber::new(&config.values);
-        let shapes = Patterns::new(SHAPES, |n| {
-            config.shapes && !config.disabled_shapes.iter().any(|d| d == n)
-        })?;
+        let shapes = if config.shapes {
+            secret_rules::for_source(config.rules.as_ref())
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .without(&config.disabled_shapes)
+        } else {
+            SecretRules::none()
+        };
         let pii = Patterns::new(PII, |n| config.pii.iter().any(|k| k == n))?;
         Ok(Self { exact, shapes, pii })
     }
 
-    /// The names of the secret shapes found in `s` (not PII).
+    /// The ids of the secret rules that found something in `s` (not PII).
     pub fn shapes_in(&self, s: &str) -> Vec<String> {
         let mut out = Vec::new();
-        self.shapes.found(s, &mut out);
+        self.shapes.ids_in(s, &mut out);
         out
     }
 
     /// True when [`Redactor::redact`] (with `shapes`) could not change anything: no secret
-    /// values, no PII kinds, and no shapes to redact.
+    /// values, no PII kinds, and no secret rules to redact with.
     pub fn redacts_nothing(&self, shapes: bool) -> bool {
         self.exact.is_none() && self.pii.is_empty() && (!shapes || self.shapes.is_empty())
     }
 
-    /// False when no secret value, chosen PII kind or (with `shapes`) secret shape occurs in
-    /// `text`. A message whose line has no escapes holds each of its strings as is in its line,
-    /// so when this is false for the line it is false for every string in it (a pattern's `\b`
-    /// sees the same non-word quote at a string's ends, and no pattern anchors elsewhere).
+    /// False when no secret value, chosen PII kind or (with `shapes`) secret rule can match in
+    /// `text`. A message whose line has no escapes holds each of its strings (and object keys)
+    /// as is in its line, so when this is false for the line it is false for every string in
+    /// it: the rules' keywords are not in the line, PII patterns' `\b` see the same non-word
+    /// quote at a string's ends, and no pattern anchors elsewhere.
     pub fn could_match(&self, text: &str, shapes: bool) -> bool {
         self.exact
             .as_ref()
             .is_some_and(|s| s.is_match(text.as_bytes()))
             || self.pii.any_match(text)
-            || (shapes && self.shapes.any_match(text))
+            || (shapes && self.shapes.may_match(text))
     }
 
-    /// Redacts `s`: exact secret values and PII always, secret shapes when `shapes`; returns
-    /// what was redacted in `what`.
+    /// Redacts `s`: exact secret values and PII always, secrets the rules find when `shapes`;
+    /// returns what was redacted in `what`.
     pub fn redact(&self, s: &mut String, shapes: bool, what: &mut Vec<String>) {
+        self.redact_member(None, s, shapes, what);
+    }
+
+    /// [`Redactor::redact`] for a string that is the value of the object member `key`: the
+    /// key is context for the rules (`"password": "..."`), never redacted itself.
+    pub fn redact_member(
+        &self,
+        key: Option<&str>,
+        s: &mut String,
+        shapes: bool,
+        what: &mut Vec<String>,
+    ) {
         if let Some(exact) = &self.exact {
             exact.redact(s, what);
         }
         self.pii.redact(s, what);
         if shapes {
-            self.shapes.redact(s, what);
+            let found = self.member_findings(key, s);
+            self.shapes.redact_found(s, found, what);
         }
+    }
+
+    /// The ids of the secret rules that found something in `s`, the value of member `key`.
+    fn shapes_in_member(&self, key: Option<&str>, s: &str, out: &mut Vec<String>) {
+        let mut found = self.member_findings(key, s);
+        found.sort_by_key(|f| f.rule);
+        for f in found {
+            note(out, self.shapes.rule_id(f.rule).to_string());
+        }
+    }
+
+    /// The secrets in `s`; when `s` is the value of a member whose key holds one of the rules'
+    /// keywords, they are looked for in the member as JSON writes it (`"key": "value"`), and
+    /// what falls in the value is kept.
+    fn member_findings(&self, key: Option<&str>, s: &str) -> Vec<Finding> {
+        let mut found = Vec::new();
+        match key {
+            Some(k) if self.shapes.may_match(k) => {
+                let prefix = format!("\"{k}\": \"");
+                let text = format!("{prefix}{s}\"");
+                self.shapes.find(&text, &mut found);
+                let (lo, hi) = (prefix.len(), prefix.len() + s.len());
+                found.retain_mut(|f| {
+                    f.range = f.range.start.max(lo) - lo..f.range.end.min(hi).max(lo) - lo;
+                    !f.range.is_empty()
+                });
+            }
+            _ => self.shapes.find(s, &mut found),
+        }
+        found
+    }
+}
+
+/// What a session's store records are redacted with: the injected values and, unless the
+/// policy turns them off, the secret rules; not PII (a record keeps what it describes).
+pub struct RecordRedactor {
+    redactor: Redactor,
+    shapes: bool,
+}
+
+impl RecordRedactor {
+    /// Compiles `config` without its PII kinds.
+    pub fn new(config: &SecretConfig) -> anyhow::Result<Self> {
+        let config = SecretConfig {
+            pii: Vec::new(),
+            ..config.clone()
+        };
+        Ok(Self {
+            redactor: Redactor::new(&config)?,
+            shapes: config.shapes,
+        })
+    }
+}
+
+impl mcp_guard_model::redact::TextRedactor for RecordRedactor {
+    fn redact_text(&self, text: &mut String) {
+        let mut what = Vec::new();
+        self.redactor.redact(text, self.shapes, &mut what);
     }
 }
 
@@ -288,6 +333,20 @@ pub fn for_each_string(v: &mut Value, f: &mut impl FnMut(&mut String)) {
         Value::Object(m) => m.values_mut().for_each(|x| for_each_string(x, f)),
         _ => {}
     }
+}
+
+/// Visits every string in `v` with the key of the object member it is the value of (array
+/// elements and the top have none).
+pub fn for_each_member_string(v: &mut Value, f: &mut impl FnMut(Option<&str>, &mut String)) {
+    fn walk(v: &mut Value, key: Option<&str>, f: &mut impl FnMut(Option<&str>, &mut String)) {
+        match v {
+            Value::String(s) => f(key, s),
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, None, f)),
+            Value::Object(m) => m.iter_mut().for_each(|(k, x)| walk(x, Some(k), f)),
+            _ => {}
+        }
+    }
+    walk(v, None, f);
 }
 
 /// Visits every string in `v` (values only, not keys), read-only.
@@ -335,7 +394,7 @@ impl Interceptor for SecretGuard {
         };
         // What `pre_call` looks for, whatever it would then do with it.
         let mut found = Vec::new();
-        for_each_str(args, &mut |s| self.redactor.shapes.found(s, &mut found));
+        for_each_str(args, &mut |s| self.redactor.shapes.ids_in(s, &mut found));
         found.is_empty()
     }
 
@@ -371,6 +430,8 @@ impl Interceptor for SecretGuard {
         let Some(args) = member_mut(msg, "params").and_then(|p| member_mut(p, "arguments")) else {
             return Verdict::Pass;
         };
+        // Values alone: an argument the tool declares (`password`) is the tool's contract, which
+        // `[tools]` rules govern; what is looked for here is a secret inside what is passed.
         let mut found: Vec<String> = Vec::new();
         match self.in_arguments {
             ShapeAction::Redact => {
@@ -381,7 +442,7 @@ impl Interceptor for SecretGuard {
                 });
             }
             ShapeAction::Deny | ShapeAction::Alert => {
-                for_each_string(args, &mut |s| self.redactor.shapes.found(s, &mut found));
+                for_each_string(args, &mut |s| self.redactor.shapes.ids_in(s, &mut found));
             }
         }
         if found.is_empty() {
@@ -425,8 +486,8 @@ impl Interceptor for SecretGuard {
     fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
         let mut shapes_found = Vec::new();
         if self.in_results != ShapeAction::Redact && !self.redactor.shapes.is_empty() {
-            for_each_string(msg, &mut |s| {
-                self.redactor.shapes.found(s, &mut shapes_found)
+            for_each_member_string(msg, &mut |key, s| {
+                self.redactor.shapes_in_member(key, s, &mut shapes_found)
             });
         }
         if self.in_results == ShapeAction::Deny && !shapes_found.is_empty() {
@@ -441,7 +502,9 @@ impl Interceptor for SecretGuard {
         let mut what = Vec::new();
         let shapes = self.in_results == ShapeAction::Redact;
         if !self.redactor.redacts_nothing(shapes) {
-            for_each_string(msg, &mut |s| self.redactor.redact(s, shapes, &mut what));
+            for_each_member_string(msg, &mut |key, s| {
+                self.redactor.redact_member(key, s, shapes, &mut what)
+            });
         }
         if !shapes_found.is_empty() {
             ctx.report(
@@ -505,11 +568,7 @@ mod tests {
         assert_eq!(w, vec!["secret GITHUB_TOKEN"]);
         let cases = [
             ("AKIAIOSFODNN7EXAMPLE", "aws-access-key"),
-            ("ghp_0123456789abcdefghijABCDEFGHIJ012345", "github-token"),
-            (
-                "github_pat_11ABCDEFG0123456789_abcdefghijklmnop",
-                "github-token",
-            ),
+            ("ghp_0123456789abcdefghijABCDEFGHIJ012345", "github-pat"),
             ("xoxb-1234567890-abcdefghij", "slack-token"),
             (
                 "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
@@ -588,9 +647,7 @@ mod tests {
     }
 
     #[test]
-    fn the_policy_names_the_same_shapes_and_pii_kinds() {
-        let shapes: Vec<&str> = SHAPES.iter().map(|(n, _)| *n).collect();
-        assert_eq!(shapes, mcp_guard_policy::SECRET_SHAPES);
+    fn the_policy_names_the_same_pii_kinds() {
         let pii: Vec<&str> = PII.iter().map(|(n, _)| *n).collect();
         assert_eq!(pii, mcp_guard_policy::PII_KINDS);
     }

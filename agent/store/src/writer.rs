@@ -17,7 +17,7 @@ use std::{
 };
 
 use super::{Record, Store};
-use mcp_guard_model::redact::Scrubber;
+use mcp_guard_model::redact::TextRedactor;
 
 /// Retention the writer applies on its own thread, between batches.
 #[derive(Clone, Copy, Debug)]
@@ -135,8 +135,9 @@ pub struct StoreHandle {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     path: Arc<Path>,
-    /// The session's injected secret values, redacted from every record this handle sends.
-    scrub: Option<Arc<Scrubber>>,
+    /// The session's redactor (injected values, secret rules), applied to every record this
+    /// handle sends.
+    scrub: Option<Arc<dyn TextRedactor>>,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -150,12 +151,13 @@ impl std::fmt::Debug for StoreHandle {
 }
 
 impl StoreHandle {
-    /// A handle to the same writer that redacts `scrubber`'s values from every text of every
-    /// record it sends: give a session's writers this one, and no injected value reaches the
-    /// store whatever path a record takes (event argv, call reasons, alert summaries, ...).
-    pub fn redacting(&self, scrubber: Option<Scrubber>) -> StoreHandle {
+    /// A handle to the same writer that redacts every text of every record it sends with
+    /// `redactor`: give a session's writers this one, and no injected value or secret the rules
+    /// find reaches the store whatever path a record takes (event argv, call reasons, alert
+    /// summaries, ...).
+    pub fn redacting(&self, redactor: Option<Arc<dyn TextRedactor>>) -> StoreHandle {
         StoreHandle {
-            scrub: scrubber.map(Arc::new),
+            scrub: redactor,
             ..self.clone()
         }
     }
@@ -164,8 +166,7 @@ impl StoreHandle {
     pub fn send(&self, record: impl Into<Record>) -> bool {
         let mut record = record.into();
         if let Some(scrub) = &self.scrub {
-            let mut what = Vec::new();
-            record.each_text_mut(&mut |s| scrub.redact(s, &mut what));
+            record.each_text_mut(&mut |s| scrub.redact_text(s));
         }
         match self.tx.try_send(Msg::Record(Box::new(record))) {
             Ok(()) => true,
