@@ -21,6 +21,9 @@ use mcp_guard_model::{AlertRecord, Attribution, Severity, Timestamp};
 use mcp_guard_policy::{self as policy, OnSensitive, Policy};
 use mcp_guard_statefs::StateDir;
 
+mod globs;
+pub use globs::PathGlobs;
+
 /// What to do when a rule fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
@@ -301,6 +304,7 @@ pub struct Detector {
     session: String,
     profile: Profile,
     read_only: HashSet<String>,
+    sensitive: PathGlobs,
     calls: BTreeMap<String, CallState>,
     denials: VecDeque<(u64, String)>,
     seq: u64,
@@ -334,27 +338,6 @@ pub fn is_interpreter(path: &str) -> bool {
     )
 }
 
-/// Glob match: `**` any run of characters (crossing `/`), `*` any run within one component, `?` one
-/// character other than `/`. The pattern must match the whole path.
-pub fn glob_match(pattern: &str, path: &str) -> bool {
-    fn m(p: &[u8], s: &[u8]) -> bool {
-        match p {
-            [] => s.is_empty(),
-            [b'*', b'*', rest @ ..] => {
-                // `**/x` also matches `x` at the top.
-                let rest_no_slash = rest.strip_prefix(b"/").unwrap_or(rest);
-                (0..=s.len()).any(|i| m(rest, &s[i..]) || (i == 0 && m(rest_no_slash, s)))
-            }
-            [b'*', rest @ ..] => (0..=s.len())
-                .take_while(|&i| i == 0 || s[i - 1] != b'/')
-                .any(|i| m(rest, &s[i..])),
-            [b'?', rest @ ..] => matches!(s, [c, tail @ ..] if *c != b'/' && m(rest, tail)),
-            [c, rest @ ..] => matches!(s, [d, tail @ ..] if d == c && m(rest, tail)),
-        }
-    }
-    m(pattern.as_bytes(), path.as_bytes())
-}
-
 /// Opens for writing that change nothing a read-only tool promises to leave alone: unknown
 /// paths (the kernel could not read the path; counted as `path_read_failed`), the null device
 /// and terminals, and lock files taken with O_EXCL (how git, for one, guards a read: `git status`
@@ -379,6 +362,7 @@ impl Detector {
         read_only: HashSet<String>,
     ) -> Self {
         Self {
+            sensitive: PathGlobs::new(&config.sensitive),
             config,
             server: server.to_string(),
             session: session.to_string(),
@@ -406,7 +390,7 @@ impl Detector {
     }
 
     fn is_sensitive(&self, path: &str) -> bool {
-        self.config.sensitive.iter().any(|g| glob_match(g, path))
+        self.sensitive.is_match(path)
     }
 
     fn fire(

@@ -100,7 +100,7 @@ pub enum QuarantineError {
 /// A marker's file name: the server name in hex (the naming of earlier versions, whose markers
 /// must keep quarantining).
 fn marker_name(server: &str) -> String {
-    server.bytes().map(|b| format!("{b:02x}")).collect()
+    hex::encode(server)
 }
 
 fn marker_path(state_dir: &Path, server: &str) -> PathBuf {

@@ -105,28 +105,13 @@ fn io_err(path: &Path, e: std::io::Error) -> SupplyError {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    hex::encode(bytes)
 }
 
 /// Unpadded URL-safe base64, the encoding of the hashes in a wheel's RECORD (PEP 376/427).
 fn base64_url(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The executable a command runs: absolute, symlinks resolved (what the kernel maps).
@@ -1190,18 +1175,17 @@ pub fn to_toml(pins: &Pins) -> String {
 
 /// Finds a command on the PATH (as `exec` does, with this process's PATH).
 fn which(cmd: &str) -> Option<PathBuf> {
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
     if cmd.contains('/') {
+        let executable = |p: &Path| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        };
         let p = std::path::absolute(cmd).ok()?;
         return executable(&p).then_some(p);
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(cmd))
-        .find(|p| executable(p))
+    // A bare name is looked up in PATH's directories only, so the working directory is unused.
+    which::which_in(cmd, Some(path), "/").ok()
 }
 
 /// `mcp-guard policy pin [--policy P] -- CMD...`: prints the `[pin]` table on stdout and what

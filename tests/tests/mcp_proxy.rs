@@ -588,6 +588,59 @@ fn argument_checks_and_the_external_hook_refuse_before_the_server() {
     assert_eq!(denied, 3);
 }
 
+/// pydantic (the MCP Python SDK, FastMCP) lists a nested model's fields under `$defs` behind a
+/// `$ref`: a call whose nested argument breaks them is refused before the server, as is one that
+/// breaks `format`, `minItems` or `uniqueItems` (the server itself dedups the set and books it).
+#[test]
+fn nested_model_arguments_are_checked_against_the_listed_schema() {
+    let dir = tmpdir("nested-models");
+    let server = vec![
+        python().display().to_string(),
+        fixture("nested_model_server.py").display().to_string(),
+    ];
+    let trip = |traveler: Value, leaves: &str, stops: Value| json!({"trip": {"traveler": traveler, "leaves": leaves, "stops": stops}});
+    let ann = json!({"name": "Ann", "age": 30});
+    let at = "2026-01-01T10:00:00Z";
+    let actions = json!([
+        {"op": "list_tools"},
+        {"op": "call", "tool": "book", "args": trip(ann.clone(), at, json!(["x"]))},
+        {"op": "call", "tool": "book", "args": trip(json!({"name": "Ann", "age": -5}), at, json!(["x"]))},
+        {"op": "call", "tool": "book", "args": trip(json!({"name": "ann; id", "age": 5}), at, json!(["x"]))},
+        {"op": "call", "tool": "book", "args": trip(ann.clone(), "next tuesday", json!(["x"]))},
+        {"op": "call", "tool": "book", "args": trip(ann.clone(), at, json!([]))},
+        {"op": "call", "tool": "book", "args": trip(ann, at, json!(["x", "x"]))},
+    ]);
+    let (got, sink, _) = proxied(&server, &actions, &dir, "ide", config("nested", &dir));
+    assert_eq!(
+        got[2]["result"]["content"][0]["text"], "booked Ann",
+        "{}",
+        got[2]
+    );
+    for (i, at) in [
+        (3, "arguments.trip.traveler.age"),
+        (4, "arguments.trip.traveler.name"),
+        (5, "arguments.trip.leaves"),
+        (6, "arguments.trip.stops"),
+        (7, "arguments.trip.stops"),
+    ] {
+        let err = got[i]["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("call {i} reached the server: {}", got[i]));
+        assert!(
+            err.contains("mcp-guard: refused call of \"book\"") && err.contains(at),
+            "call {i}: {err}"
+        );
+    }
+    let denied = sink
+        .lock()
+        .expect("sink")
+        .calls
+        .iter()
+        .filter(|c| c.decision == mcp::Decision::Denied)
+        .count();
+    assert_eq!(denied, 5);
+}
+
 #[test]
 fn observe_mode_reports_what_it_would_do_and_forwards_unchanged() {
     let dir = tmpdir("observe");

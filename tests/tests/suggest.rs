@@ -155,6 +155,7 @@ fn session(id: &str) -> SessionRecord {
         pid: Some(4242),
         observe: true,
         exit_status: Some(0),
+        facts: Default::default(),
     }
 }
 
@@ -172,6 +173,7 @@ fn call(session: &str, n: u32, tool: &str) -> CallRecord {
         reason: None,
         error: None,
         result_bytes: Some(10),
+        audit: None,
     }
 }
 

@@ -365,6 +365,12 @@ impl Checker<'_> {
                     );
                 } else if has_dot_dot(s) {
                     self.error(&s_span, &s_path, format!("{s:?} must not contain '..'"));
+                } else if let Err(e) = globset::Glob::new(s) {
+                    self.error(
+                        &s_span,
+                        &s_path,
+                        format!("{s:?} is not a glob: {}", e.kind()),
+                    );
                 } else {
                     detect.sensitive.push(s.to_string());
                 }

@@ -659,6 +659,12 @@ fn detect_patterns_and_action_are_checked() {
         "..",
     );
     one_problem(
+        "name = \"x\"\n[detect]\nsensitive = [\"/srv/[key\"]\n",
+        3,
+        "detect.sensitive[0]",
+        "is not a glob: unclosed character class",
+    );
+    one_problem(
         "name = \"x\"\n[detect]\non_sensitive = \"explode\"\n",
         3,
         "detect.on_sensitive",

@@ -106,6 +106,7 @@ pub(crate) fn check_fs_path(s: &str) -> Result<(), String> {
 
 /// `512M`, `1G`, `100K`, `2048` (bytes); units are binary (K = 1024) as the kernel's limits are;
 /// `KiB`/`MB`-style spellings mean the same.
+// Hand-written: bytesize and parse-size read `MB` as 10^6 and accept fractions; the contract is binary.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());

@@ -77,6 +77,10 @@ fn rules(f: &[Finding]) -> Vec<&str> {
     f.iter().map(|f| f.alert.rule.as_str()).collect()
 }
 
+fn glob_match(pattern: &str, path: &str) -> bool {
+    PathGlobs::new(&[pattern]).is_match(path)
+}
+
 #[test]
 fn glob_semantics() {
     assert!(glob_match("/home/u/.aws/**", "/home/u/.aws/credentials"));
@@ -93,6 +97,49 @@ fn glob_semantics() {
         "/etc/ssh/ssh_host_rsa_key.pub"
     ));
     assert!(!glob_match("/a/*", "/a/b/c"), "* stays in one component");
+    assert!(glob_match("/a/?", "/a/b") && !glob_match("/a/?", "/a//"));
+    assert!(glob_match("/srv/**/*.pem", "/srv/x/y/z.pem"));
+    assert!(glob_match("/srv/*.{pem,key}", "/srv/a.key"));
+    // A pattern that does not compile is matched as the path it spells, not dropped.
+    assert!(glob_match("/srv/[oops", "/srv/[oops"));
+    assert!(!glob_match("/srv/[oops", "/srv/o"));
+    // The whole set at once: the built-in list, `~` expanded.
+    let d = DetectConfig::from_policy(&policy::builtin_default(), Path::new(HOME));
+    let set = PathGlobs::new(&d.sensitive);
+    assert!(set.is_match("/home/u/.ssh/id_ed25519") && set.is_match("/etc/shadow"));
+    assert!(!set.is_match("/home/u/notes.txt"));
+}
+
+/// The server picks the paths it opens: one built against a policy glob with several `**` made
+/// the old backtracking matcher take time exponential in the path (tens of seconds for this
+/// 242-byte path), stalling the session's detection meanwhile. Matched in linear time now.
+#[test]
+fn a_crafted_path_does_not_stall_the_glob_match() {
+    let policy = policy::parse(
+        "name = \"x\"\n[detect]\nsensitive = [\"/**/*k*/**/*k*/**/*k*/**/*k*/**/*.pem\"]\n",
+        None,
+    )
+    .expect("policy");
+    let mut d = detector(DetectConfig::from_policy(&policy, Path::new(HOME)));
+    let crafted = format!("/{}x", "k/".repeat(120));
+    assert!(crafted.len() <= mcp_guard_ebpf::PATH_LEN);
+    let t = std::time::Instant::now();
+    let f = d.event(&at(1, Some("c1"), open(&crafted, libc::O_RDONLY)), "e1");
+    assert!(rules(&f).is_empty(), "{f:?}");
+    let f = d.event(
+        &at(
+            2,
+            Some("c1"),
+            open("/a/k/b/k/c/k/d/k/e/x.pem", libc::O_RDONLY),
+        ),
+        "e2",
+    );
+    assert_eq!(rules(&f), ["sensitive-read"]);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]

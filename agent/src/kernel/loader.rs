@@ -905,7 +905,7 @@ fn pin_dir(base: &Path) -> Result<PathBuf, KernelError> {
         });
     }
     let digest = sha2::Sha256::digest(EBPF_OBJECT);
-    let version: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let version = hex::encode(&digest[..8]);
     let dir = base.join(&version);
     for sub in ["maps", "cgroups"] {
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| pin_error(&dir, e))?;

@@ -237,10 +237,7 @@ const PROFILE_DIR: &str = "/run/mcp-guard/seccomp";
 fn profile_file(json: &str) -> io::Result<PathBuf> {
     use sha2::Digest;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let hash: String = sha2::Sha256::digest(json.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = hex::encode(sha2::Sha256::digest(json.as_bytes()));
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

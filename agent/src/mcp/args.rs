@@ -1,17 +1,17 @@
 //! Argument checks before a `tools/call` reaches the server: validation against the tool's own
 //! `inputSchema` (as listed by the server, which the pin guard keeps unchanged) and per-tool rules.
 //!
-//! The schema validator is focused: `type`, `required`, `enum`, `const`, `properties`,
-//! `additionalProperties`, `items`, `minLength`/`maxLength`, `minimum`/`maximum`, `pattern`,
-//! `anyOf`/`oneOf`/`allOf`. Keywords it does not know are ignored (a schema may use more).
+//! The schema is checked by the `jsonschema` crate, the whole of JSON Schema (`$ref`/`$defs`,
+//! `format`, …); a schema (or a `pattern` in it) that does not compile refuses its tool's calls.
 
 use std::collections::{BTreeMap, HashMap};
 
+use jsonschema::{Validator, paths::LocationSegment};
 use regex::Regex;
 use serde_json::Value;
 
 use super::{
-    frame::{map_get, member},
+    frame::member,
     interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict},
 };
 
@@ -56,242 +56,46 @@ impl Default for ArgConfig {
     }
 }
 
-/// Validates `value` against `schema`; returns the first violation as `path: what`.
-pub fn validate(
-    schema: &Value,
-    value: &Value,
-    path: &str,
-    re_cache: &mut ReCache,
-) -> Result<(), String> {
-    check_schema(schema, value, &Path::Root(path), re_cache, false)
-}
+/// A tool's listed `inputSchema`, compiled once per `tools/list`, or why it did not compile.
+pub struct ToolSchema(Result<Validator, String>);
 
-/// Where a value sits inside the arguments, rendered only when a violation is reported (the
-/// happy path of a call builds no path strings).
-enum Path<'a> {
-    Root(&'a str),
-    Key(&'a Path<'a>, &'a str),
-    Index(&'a Path<'a>, usize),
-}
-
-impl std::fmt::Display for Path<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Path::Root(r) => f.write_str(r),
-            Path::Key(p, k) => write!(f, "{p}.{k}"),
-            Path::Index(p, i) => write!(f, "{p}[{i}]"),
-        }
+impl ToolSchema {
+    /// Compiles `schema` (any JSON Schema draft; 2020-12 when it names none), validating
+    /// `format`s too. References resolve only inside the schema: a server's schema never makes
+    /// the proxy fetch a URL or read a file.
+    pub fn compile(schema: &Value) -> Self {
+        let compiled = jsonschema::options()
+            .should_validate_formats(true)
+            .offline()
+            .build(schema)
+            .map_err(|e| e.to_string());
+        Self(compiled)
     }
-}
 
-/// The violation message, built only when someone will read it: `quiet` checks (the branches
-/// of `anyOf`/`oneOf`, which may fail on valid input) get an empty, unallocated string.
-fn violation(quiet: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
-    Err(if quiet { String::new() } else { msg() })
-}
-
-fn check_schema(
-    schema: &Value,
-    value: &Value,
-    path: &Path<'_>,
-    re_cache: &mut ReCache,
-    quiet: bool,
-) -> Result<(), String> {
-    let Some(s) = schema.as_object() else {
-        // `true`/absent accepts everything; `false` nothing.
-        return if schema == &Value::Bool(false) {
-            violation(quiet, || format!("{path}: no value is allowed here"))
-        } else {
-            Ok(())
+    /// Checks `value`; the first violation as `path: what`, with `path` starting at `root`. A
+    /// schema that did not compile refuses everything (an argument that cannot be checked does
+    /// not pass). Argument values are not quoted in the message, which is stored and logged.
+    pub fn check(&self, value: &Value, root: &str) -> Result<(), String> {
+        let v = match &self.0 {
+            Ok(v) => v,
+            Err(why) => return Err(format!("its inputSchema does not compile ({why})")),
         };
-    };
-    if let Some(t) = map_get(s, "type") {
-        let ok = match t {
-            Value::String(t) => type_ok(t, value),
-            Value::Array(ts) => ts
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|t| type_ok(t, value)),
-            _ => true,
-        };
-        if !ok {
-            return violation(quiet, || {
-                format!("{path}: expected type {t}, got {}", type_name(value))
-            });
-        }
-    }
-    if let Some(Value::Array(e)) = map_get(s, "enum")
-        && !e.contains(value)
-    {
-        return violation(quiet, || {
-            format!("{path}: must be one of {}", Value::Array(e.clone()))
-        });
-    }
-    if let Some(c) = map_get(s, "const")
-        && c != value
-    {
-        return violation(quiet, || format!("{path}: must be {c}"));
-    }
-    match value {
-        Value::Object(obj) => {
-            if let Some(Value::Array(req)) = map_get(s, "required") {
-                for r in req.iter().filter_map(Value::as_str) {
-                    if map_get(obj, r).is_none() {
-                        return violation(quiet, || {
-                            format!("{path}: missing required property {r:?}")
-                        });
-                    }
-                }
-            }
-            let props = map_get(s, "properties").and_then(Value::as_object);
-            for (k, v) in obj {
-                let sub = Path::Key(path, k);
-                match props.and_then(|p| map_get(p, k)) {
-                    Some(ps) => check_schema(ps, v, &sub, re_cache, quiet)?,
-                    None => match map_get(s, "additionalProperties") {
-                        Some(Value::Bool(false)) => {
-                            return violation(quiet, || {
-                                format!("{path}: unexpected property {k:?}")
-                            });
+        match v.validate(value) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let mut path = root.to_string();
+                for seg in e.instance_path().segments() {
+                    match seg {
+                        LocationSegment::Property(k) => {
+                            path.push('.');
+                            path.push_str(&k);
                         }
-                        Some(ap @ Value::Object(_)) => check_schema(ap, v, &sub, re_cache, quiet)?,
-                        _ => {}
-                    },
-                }
-            }
-        }
-        Value::Array(items) => {
-            if let Some(is) = map_get(s, "items") {
-                for (i, v) in items.iter().enumerate() {
-                    check_schema(is, v, &Path::Index(path, i), re_cache, quiet)?;
-                }
-            }
-            check_len(s, || items.len(), "minItems", "maxItems", path, quiet)?;
-        }
-        Value::String(st) => {
-            check_len(
-                s,
-                || st.chars().count(),
-                "minLength",
-                "maxLength",
-                path,
-                quiet,
-            )?;
-            if let Some(Value::String(p)) = map_get(s, "pattern") {
-                match re_cache.get(p) {
-                    Some(re) if !re.is_match(st) => {
-                        return violation(quiet, || {
-                            format!("{path}: does not match pattern {p:?}")
-                        });
+                        LocationSegment::Index(i) => path.push_str(&format!("[{i}]")),
                     }
-                    _ => {}
                 }
+                Err(format!("{path}: {}", e.masked()))
             }
         }
-        Value::Number(n) => {
-            if let Some(x) = n.as_f64() {
-                if let Some(min) = map_get(s, "minimum").and_then(Value::as_f64)
-                    && x < min
-                {
-                    return violation(quiet, || format!("{path}: must be >= {min}"));
-                }
-                if let Some(max) = map_get(s, "maximum").and_then(Value::as_f64)
-                    && x > max
-                {
-                    return violation(quiet, || format!("{path}: must be <= {max}"));
-                }
-            }
-        }
-        _ => {}
-    }
-    if let Some(Value::Array(all)) = map_get(s, "allOf") {
-        for sub in all {
-            check_schema(sub, value, path, re_cache, quiet)?;
-        }
-    }
-    for key in ["anyOf", "oneOf"] {
-        if let Some(Value::Array(any)) = map_get(s, key) {
-            let n = any
-                .iter()
-                .filter(|sub| check_schema(sub, value, path, re_cache, true).is_ok())
-                .count();
-            if n == 0 || (key == "oneOf" && n > 1) {
-                return violation(quiet, || format!("{path}: does not match {key}"));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// `lo`/`hi` bounds on a length, which is counted only when the schema has a bound.
-fn check_len(
-    s: &serde_json::Map<String, Value>,
-    len: impl FnOnce() -> usize,
-    lo: &str,
-    hi: &str,
-    path: &Path<'_>,
-    quiet: bool,
-) -> Result<(), String> {
-    let (min, max) = (
-        map_get(s, lo).and_then(Value::as_u64),
-        map_get(s, hi).and_then(Value::as_u64),
-    );
-    if min.is_none() && max.is_none() {
-        return Ok(());
-    }
-    let len = len() as u64;
-    if let Some(min) = min
-        && len < min
-    {
-        return violation(quiet, || format!("{path}: shorter than {min}"));
-    }
-    if let Some(max) = max
-        && len > max
-    {
-        return violation(quiet, || format!("{path}: longer than {max}"));
-    }
-    Ok(())
-}
-
-fn type_ok(t: &str, v: &Value) -> bool {
-    match t {
-        "object" => v.is_object(),
-        "array" => v.is_array(),
-        "string" => v.is_string(),
-        "boolean" => v.is_boolean(),
-        "null" => v.is_null(),
-        "number" => v.is_number(),
-        "integer" => {
-            v.as_i64().is_some()
-                || v.as_u64().is_some()
-                || v.as_f64().is_some_and(|f| f.fract() == 0.0)
-        }
-        _ => true,
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-/// Compiled `pattern`s, by source (a pattern that does not compile is ignored).
-#[derive(Default)]
-pub struct ReCache(HashMap<String, Option<Regex>>);
-
-impl ReCache {
-    fn get(&mut self, p: &str) -> Option<&Regex> {
-        // Look up before inserting: `entry` would need an owned key (an allocation) every time.
-        if !self.0.contains_key(p) {
-            self.0.insert(p.to_string(), Regex::new(p).ok());
-        }
-        self.0.get(p).and_then(Option::as_ref)
     }
 }
 
@@ -333,8 +137,7 @@ impl std::fmt::Display for Arg<'_> {
 pub struct ArgGuard {
     config: ArgConfig,
     rules: HashMap<String, Vec<(String, CompiledCheck)>>,
-    schemas: HashMap<String, Value>,
-    re_cache: ReCache,
+    schemas: HashMap<String, ToolSchema>,
 }
 
 enum CompiledCheck {
@@ -365,7 +168,6 @@ impl ArgGuard {
             config,
             rules,
             schemas: HashMap::new(),
-            re_cache: ReCache::default(),
         }
     }
 
@@ -373,7 +175,7 @@ impl ArgGuard {
         if self.config.validate_schema
             && let Some(schema) = self.schemas.get(tool)
         {
-            validate(schema, args, "arguments", &mut self.re_cache)?;
+            schema.check(args, "arguments")?;
         }
         let Some(rules) = self.rules.get(tool) else {
             return Ok(());
@@ -475,7 +277,8 @@ impl Interceptor for ArgGuard {
                 if let (Some(name), Some(schema)) =
                     (t.get("name").and_then(Value::as_str), t.get("inputSchema"))
                 {
-                    self.schemas.insert(name.to_string(), schema.clone());
+                    self.schemas
+                        .insert(name.to_string(), ToolSchema::compile(schema));
                 }
             }
         }
@@ -490,39 +293,35 @@ mod tests {
 
     #[test]
     fn schema_validation() {
-        let schema = json!({"type":"object","required":["path"],"additionalProperties":false,
+        let schema = ToolSchema::compile(&json!({"type":"object","required":["path"],
+            "additionalProperties":false,
             "properties":{"path":{"type":"string","maxLength":10},"n":{"type":"integer","minimum":1},
-            "mode":{"enum":["r","w"]},"tags":{"type":"array","items":{"type":"string"}}}});
-        let mut c = ReCache::default();
-        let v = |x: Value, c: &mut ReCache| validate(&schema, &x, "arguments", c);
+            "mode":{"enum":["r","w"]},"tags":{"type":"array","items":{"type":"string"}}}}));
+        let v = |x: Value| schema.check(&x, "arguments");
         assert_eq!(
-            v(json!({"path":"/a","n":2,"mode":"r","tags":["x"]}), &mut c),
+            v(json!({"path":"/a","n":2,"mode":"r","tags":["x"]})),
             Ok(())
         );
+        assert!(v(json!({})).expect_err("missing").contains("required"));
+        let why = v(json!({"path":1})).expect_err("type");
         assert!(
-            v(json!({}), &mut c)
-                .expect_err("missing")
-                .contains("required")
+            why.starts_with("arguments.path: ") && why.contains("string"),
+            "{why}"
         );
         assert!(
-            v(json!({"path":1}), &mut c)
-                .expect_err("type")
-                .contains("expected type")
-        );
-        assert!(
-            v(json!({"path":"/a","x":1}), &mut c)
+            v(json!({"path":"/a","x":1}))
                 .expect_err("extra")
-                .contains("unexpected")
+                .contains("Additional properties")
         );
-        assert!(v(json!({"path":"/aaaaaaaaaaaa"}), &mut c).is_err());
-        assert!(v(json!({"path":"/a","n":0}), &mut c).is_err());
-        assert!(v(json!({"path":"/a","n":1.5}), &mut c).is_err());
-        assert!(v(json!({"path":"/a","mode":"x"}), &mut c).is_err());
-        assert!(
-            v(json!({"path":"/a","tags":[1]}), &mut c)
-                .expect_err("items")
-                .contains("tags[0]")
-        );
+        assert!(v(json!({"path":"/aaaaaaaaaaaa"})).is_err());
+        assert!(v(json!({"path":"/a","n":0})).is_err());
+        assert!(v(json!({"path":"/a","n":1.5})).is_err());
+        assert!(v(json!({"path":"/a","mode":"x"})).is_err());
+        let why = v(json!({"path":"/a","tags":["ok", 1]})).expect_err("items");
+        assert!(why.starts_with("arguments.tags[1]: "), "{why}");
+        // The arguments' values are not quoted back (the reason is stored and logged).
+        let why = v(json!({"path":"SECRET-VALUE-0123456789"})).expect_err("long");
+        assert!(!why.contains("SECRET-VALUE"), "{why}");
     }
 
     #[test]
@@ -566,5 +365,157 @@ mod tests {
         assert!(g.check("read", &json!({"mode":"w"})).is_err());
         assert!(g.check("read", &json!({"q":"abcd"})).is_err());
         assert_eq!(g.check("other", &json!({"q":"abcd"})), Ok(()));
+    }
+
+    /// An `ArgGuard` that has seen `tool` listed with `schema`, as the proxy feeds it.
+    fn listed(tool: &str, schema: Value) -> ArgGuard {
+        let mut g = ArgGuard::new(ArgConfig::default());
+        let mut ctx = Ctx {
+            server: "s",
+            client_name: None,
+            method: "tools/list",
+            tool: None,
+            kind: MsgKind::Response,
+            findings: Vec::new(),
+        };
+        let mut list = json!({"jsonrpc":"2.0","id":1,"result":{"tools":[
+            {"name": tool, "inputSchema": schema}]}});
+        assert_eq!(g.post_call(&mut ctx, &mut list), Verdict::Pass);
+        g
+    }
+
+    /// What pydantic (FastMCP, the MCP Python SDK) lists for a tool taking a nested model: the
+    /// models under `$defs`, each use a `$ref`.
+    fn pydantic_trip() -> Value {
+        json!({"type":"object","title":"bookArguments","required":["trip"],
+            "properties":{"trip":{"$ref":"#/$defs/Trip"}},
+            "$defs":{
+                "Traveler":{"type":"object","title":"Traveler","required":["name","age"],
+                    "properties":{"name":{"type":"string","pattern":"^[A-Z][a-z]+$"},
+                        "age":{"type":"integer","minimum":0,"maximum":150}}},
+                "Trip":{"type":"object","title":"Trip","required":["traveler","leaves","stops"],
+                    "properties":{"traveler":{"$ref":"#/$defs/Traveler"},
+                        "leaves":{"type":"string","format":"date-time"},
+                        "stops":{"type":"array","items":{"type":"string"},
+                            "minItems":1,"uniqueItems":true}}}}})
+    }
+
+    #[test]
+    fn nested_models_behind_ref_and_defs_are_checked() {
+        let g = listed("book", pydantic_trip());
+        let trip = |traveler: Value, leaves: &str, stops: Value| json!({"trip":{"traveler":traveler,"leaves":leaves,"stops":stops}});
+        let ok = json!({"name":"Ann","age":30});
+        let mut g = g;
+        assert_eq!(
+            g.check(
+                "book",
+                &trip(ok.clone(), "2026-01-01T10:00:00Z", json!(["x"]))
+            ),
+            Ok(())
+        );
+        let why = g
+            .check(
+                "book",
+                &trip(
+                    json!({"name":"Ann","age":-5}),
+                    "2026-01-01T10:00:00Z",
+                    json!(["x"]),
+                ),
+            )
+            .expect_err("a nested field out of range");
+        assert!(why.contains("arguments.trip.traveler.age"), "{why}");
+        assert!(
+            g.check(
+                "book",
+                &trip(
+                    json!({"name":"ann; rm -rf /","age":5}),
+                    "2026-01-01T10:00:00Z",
+                    json!(["x"])
+                )
+            )
+            .is_err(),
+            "a nested pattern"
+        );
+        assert!(
+            g.check(
+                "book",
+                &trip(json!({"age":5}), "2026-01-01T10:00:00Z", json!(["x"]))
+            )
+            .is_err(),
+            "a nested required field"
+        );
+        assert!(
+            g.check("book", &trip(ok.clone(), "next tuesday", json!(["x"])))
+                .is_err(),
+            "format"
+        );
+        assert!(
+            g.check("book", &trip(ok.clone(), "2026-01-01T10:00:00Z", json!([])))
+                .is_err(),
+            "minItems"
+        );
+        let why = g
+            .check("book", &trip(ok, "2026-01-01T10:00:00Z", json!(["x", "x"])))
+            .expect_err("uniqueItems");
+        assert!(why.contains("arguments.trip.stops"), "{why}");
+    }
+
+    #[test]
+    fn pattern_properties_are_checked() {
+        let mut g = listed(
+            "env",
+            json!({"type":"object","properties":{"vars":{"type":"object",
+                "patternProperties":{"^[A-Z_]+$":{"type":"string","maxLength":8}},
+                "additionalProperties":false}}}),
+        );
+        assert_eq!(g.check("env", &json!({"vars":{"HOME":"/root"}})), Ok(()));
+        assert!(
+            g.check("env", &json!({"vars":{"HOME":"/a/long/path"}}))
+                .is_err()
+        );
+        assert!(g.check("env", &json!({"vars":{"LD_PRELOAD":1}})).is_err());
+        assert!(g.check("env", &json!({"vars":{"lower":"x"}})).is_err());
+    }
+
+    #[test]
+    fn a_schema_that_does_not_compile_refuses_its_tool() {
+        // A `pattern` the regex engine rejects, a type that does not exist, and references the
+        // proxy will not follow (a file on this host, a URL): each refuses the tool's calls,
+        // whatever the arguments, instead of letting them through unchecked.
+        for schema in [
+            json!({"type":"object","properties":{"q":{"type":"string","pattern":"(unclosed"}}}),
+            json!({"type":"object","properties":{"q":{"type":"strnig"}}}),
+            json!({"type":"object","properties":{"q":{"$ref":"file:///etc/passwd"}}}),
+            json!({"type":"object","properties":{"q":{"$ref":"https://example.invalid/s.json"}}}),
+        ] {
+            let mut g = listed("t", schema.clone());
+            let why = g.check("t", &json!({"q":"anything"})).expect_err("refused");
+            assert!(
+                why.contains("inputSchema does not compile"),
+                "{schema}: {why}"
+            );
+            assert!(g.check("t", &json!({})).is_err(), "{schema}");
+        }
+        // The refusal is a JSON-RPC error for the request it answers.
+        let mut g = listed("t", json!({"properties":{"q":{"pattern":"(unclosed"}}}));
+        let mut ctx = Ctx {
+            server: "s",
+            client_name: None,
+            method: "tools/call",
+            tool: Some("t"),
+            kind: MsgKind::Request,
+            findings: Vec::new(),
+        };
+        let mut call = json!({"jsonrpc":"2.0","id":"req-7","method":"tools/call",
+            "params":{"name":"t","arguments":{"q":"x"}}});
+        match g.pre_call(&mut ctx, &mut call) {
+            Verdict::Deny(d) => assert!(
+                d.message.contains("refused call of \"t\"")
+                    && d.message.contains("inputSchema does not compile"),
+                "{}",
+                d.message
+            ),
+            other => panic!("not refused: {other:?}"),
+        }
     }
 }

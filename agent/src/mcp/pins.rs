@@ -362,7 +362,7 @@ pub fn tool_hash(tool: &Value) -> String {
     let mut canon = String::new();
     canonical(&pinned_part(tool), &mut canon);
     let digest = Sha256::digest(canon.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(digest)
 }
 
 fn canonical(v: &Value, out: &mut String) {

@@ -18,7 +18,7 @@ mod roots;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::detect::glob_match;
+use crate::detect::PathGlobs;
 use mcp_guard_model::{EventKind, EventRecord};
 use mcp_guard_policy as policy;
 use mcp_guard_store::{CallFilter, EventFilter, Store, StoreError};
@@ -96,6 +96,7 @@ fn observe(store: &Store, req: &Request<'_>) -> Result<Observed, SuggestError> {
                 .into_owned()
         })
         .collect();
+    let sensitive = PathGlobs::new(&sensitive);
     let wanted = |s: &str| req.sessions.is_empty() || req.sessions.iter().any(|w| w == s);
     let mut o = Observed::default();
     let events: Vec<EventRecord> = store
@@ -173,7 +174,7 @@ fn observe(store: &Store, req: &Request<'_>) -> Result<Observed, SuggestError> {
                 // /etc/ssl/openssl.cnf): resolve on this host, which the session ran on.
                 let real = resolved(path);
                 let path = real.as_str();
-                let secret = |p: &str| sensitive.iter().any(|g| glob_match(g, p));
+                let secret = |p: &str| sensitive.is_match(p);
                 if e.result.is_some_and(|r| r < 0)
                     || secret(path)
                     || secret(e.path.as_deref().unwrap_or_default())
