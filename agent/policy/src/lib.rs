@@ -30,8 +30,7 @@ pub use error::{PolicyError, Problem};
 pub use image::{ImageRef, parse_image};
 pub use load::{DEFAULT_POLICY_TOML, builtin_default, expand_home, load, load_file, parse};
 pub use mcp::{
-    ArgCheck, ArgRule, ControlAction, Hook, Mcp, PII_KINDS, PoisonAction, SecretShapes,
-    ShapeAction,
+    ArgCheck, ArgRule, ControlAction, Hook, Mcp, PII_KINDS, PoisonAction, SecretShapes, ShapeAction,
 };
 pub use model::{
     Access, Backend, DETECT_RULES, Detect, DetectRule, Enforcement, Env, Filesystem, Isolation,

@@ -7,8 +7,8 @@
 //! ([`StoreWriter::spawn`]), which never blocks and counts what it could not write.
 
 pub mod audit;
-mod lost;
 pub mod changes;
+mod lost;
 pub mod query;
 pub mod retention;
 mod schema;
@@ -28,8 +28,8 @@ use rusqlite::{
 };
 
 pub use audit::{CallCapture, RawJson, Redact};
-pub use lost::{QUEUE_FULL as STORE_QUEUE_FULL, WRITE_FAILED as STORE_WRITE_FAILED};
 pub use changes::{Change, ChangeBatch, ExportLag};
+pub use lost::{QUEUE_FULL as STORE_QUEUE_FULL, WRITE_FAILED as STORE_WRITE_FAILED};
 use mcp_guard_model::records::{
     AlertRecord, CallRecord, EventKind, EventRecord, LOST_KIND, Record, ServerFacts, SessionFacts,
     SessionRecord, Timestamp,
