@@ -381,9 +381,10 @@ pub const CASES: &[Case] = &[
         id: "vagrant: provisioning smoke test",
         run: Run::Shell(VAGRANT_SMOKE),
         except: &[],
-        in_ci: true,
-        // The session's Python (client and server) under TCG: on a loaded 2-core machine it
-        // outlasted 420 s once and completed a few minutes later.
+        // Not in `cargo xtask test`: the session's Python (client and server) under TCG took
+        // longer than 420 s on a loaded 2-core machine, too much of CI's budget until it is
+        // made cheaper; `cargo xtask kernels` runs it.
+        in_ci: false,
         timeout_s: 900,
     },
 ];
