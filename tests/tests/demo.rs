@@ -45,8 +45,12 @@ fn the_demo_shows_real_servers_working_and_every_attack_stopped() {
     // open was seen. Whichever answer reaches the client first, the secret does not.
     assert_eq!(fs["credentials"]["is_error"], true, "{describe}");
     let refused = text(&fs["credentials"]);
+    // The error text names the secret file, so the result scanner may strip it (and alert):
+    // an empty error is a refusal too.
     assert!(
-        refused.contains("EACCES") || refused.contains("denied by detection rule sensitive-read"),
+        refused.contains("EACCES")
+            || refused.contains("denied by detection rule sensitive-read")
+            || refused.is_empty(),
         "{describe}"
     );
     assert!(
