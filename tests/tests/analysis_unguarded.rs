@@ -1,101 +1,33 @@
 //! The session's analysis runs without the eBPF kernel guard too: the call-level detection rules
-//! judge what the proxy saw. A server whose client keeps calling a tool the policy denies, in a
-//! session where no eBPF program could load (`allow_degraded`), raises a `denial-burst` alert
-//! naming the call, as it would with the kernel guard attached.
+//! judge what the proxy saw. An unprivileged `mcp-guard exec` with no agent to hand the session
+//! to runs without the kernel guard (`allow_degraded`: no cgroup, no eBPF); a client that keeps
+//! calling a tool the policy denies raises a `denial-burst` alert naming the call, as it would
+//! with the kernel guard attached.
 
-use std::{
-    os::unix::process::CommandExt,
-    path::PathBuf,
-    process::{Command, Output},
-};
+use std::process::{Command, Output};
 
 use mcp_guard_tests::{
-    describe, fixture, mcp_guard, python, require_root, scratch_root, workspace_bin,
+    agent::{NOBODY, Public},
+    describe, fixture, mcp_guard, python, require_root, workspace_bin,
 };
 use serde_json::{Value, json};
 
-struct Scene {
-    root: PathBuf,
-    state: PathBuf,
-    policy: PathBuf,
-}
-
-fn scene(tag: &str, extra: &str) -> Scene {
-    let root = scratch_root()
-        .join("analysis-unguarded")
-        .join(format!("{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).expect("scene dir");
-    let bindir = workspace_bin("mcp_echo_server")
-        .parent()
-        .expect("bin dir")
-        .display()
-        .to_string();
-    let policy = root.join("policy.toml");
-    std::fs::write(
-        &policy,
-        format!(
-            "name = \"unguarded\"\n[filesystem]\nread = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\", \
-             \"/etc/ld.so.cache\", \"{bindir}\"]\nexec = [\"/usr\", \"/lib\", \"/lib64\", \
-             \"/bin\", \"{bindir}\"]\n[tools]\ndeny = [\"echo\"]\n{extra}\n"
-        ),
-    )
-    .expect("policy");
-    Scene {
-        state: root.join("state"),
-        root,
-        policy,
-    }
-}
-
-/// Drops CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN from the bounding set before exec: root then
-/// starts without them, and no eBPF program can load (the cgroup and the jail still work).
-fn without_bpf_privileges(cmd: &mut Command) -> &mut Command {
-    // SAFETY: the hook only calls prctl(2), async-signal safe, with constant arguments.
-    unsafe {
-        cmd.pre_exec(|| {
-            // capability.h: CAP_SYS_ADMIN 21, CAP_PERFMON 38, CAP_BPF 39.
-            for cap in [21, 38, 39] {
-                if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        })
-    }
-}
-
-/// The SDK client calling the denied `echo` `calls` times through `mcp-guard exec` (flags
-/// `exec_flags`), with eBPF out of reach.
-fn session(scene: &Scene, exec_flags: &[&str], calls: usize) -> Output {
-    let steps: Vec<Value> = (0..calls)
-        .map(|i| json!({"call": "echo", "args": {"message": format!("hi {i}")}}))
-        .collect();
-    let mut cmd = Command::new(python());
-    cmd.arg(fixture("detect_client.py"))
-        .arg(Value::from(steps).to_string())
-        .arg("--")
-        .arg(mcp_guard())
+/// `mcp-guard` (the public copy) as the unprivileged user, with the public state dir.
+fn as_nobody(public: &Public, args: &[&str]) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .args(["--clear-groups", "--"])
+        .arg(public.0.join("mcp-guard"))
         .arg("--state-dir")
-        .arg(&scene.state)
-        .args(["exec", "--standalone", "--name", "unguarded"])
-        .args(exec_flags)
-        .arg("--policy")
-        .arg(&scene.policy)
-        .arg("--")
-        .arg(workspace_bin("mcp_echo_server"));
-    without_bpf_privileges(&mut cmd)
-        .output()
-        .expect("run the SDK client")
-}
-
-fn query(scene: &Scene, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(mcp_guard())
-        .arg("--state-dir")
-        .arg(&scene.state)
+        .arg(public.0.join("state"))
         .args(args)
-        .output()
-        .expect("query");
+        .current_dir(&public.0);
+    cmd
+}
+
+fn query(public: &Public, args: &[&str]) -> Vec<Value> {
+    let out = as_nobody(public, args).output().expect("query");
     assert!(out.status.success(), "{}", describe(&out));
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -103,15 +35,70 @@ fn query(scene: &Scene, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// The SDK client calling the denied `echo` `calls` times through `mcp-guard exec`, run as the
+/// unprivileged user with no agent listening.
+fn session(public: &Public, policy: &str, calls: usize) -> Output {
+    let steps: Vec<Value> = (0..calls)
+        .map(|i| json!({"call": "echo", "args": {"message": format!("hi {i}")}}))
+        .collect();
+    let exec = as_nobody(
+        public,
+        &[
+            "exec",
+            // No agent listens there: exec runs the session itself.
+            "--agent-socket",
+            &public.0.join("no-agent.sock").display().to_string(),
+            "--policy",
+            policy,
+            "--",
+            &public.0.join("mcp_echo_server").display().to_string(),
+        ],
+    );
+    Command::new(python())
+        .arg(fixture("detect_client.py"))
+        .arg(Value::from(steps).to_string())
+        .arg("--")
+        .arg(exec.get_program())
+        .args(exec.get_args())
+        .current_dir(&public.0)
+        .output()
+        .expect("run the SDK client")
+}
+
 #[test]
 fn without_the_kernel_guard_a_burst_of_denied_calls_is_alerted_naming_the_call() {
     require_root();
-    let scene = scene("burst", "[enforcement]\nallow_degraded = true\n");
-    let out = session(&scene, &[], 5);
+    let public = Public::new("analysis-unguarded");
+    public.copy(&mcp_guard(), "mcp-guard");
+    public.copy(&workspace_bin("mcp_echo_server"), "mcp_echo_server");
+    // The unprivileged user's own state dir: mcp-guard refuses one other users can write.
+    std::fs::create_dir_all(public.0.join("state")).expect("state dir");
+    std::os::unix::fs::chown(public.0.join("state"), Some(NOBODY), Some(NOBODY))
+        .expect("chown the state dir");
+    let dir = public.0.display().to_string();
+    let policy = public.0.join("unguarded.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "name = \"unguarded\"\n[filesystem]\nread = [\"/usr\", \"/bin\", \"/lib\", \
+             \"/lib64\", \"/etc/ld.so.cache\", \"{dir}\"]\nexec = [\"/usr\", \"/bin\", \"/lib\", \
+             \"/lib64\", \"{dir}\"]\n[limits]\nmemory = \"256M\"\n[enforcement]\n\
+             allow_degraded = true\n[tools]\ndeny = [\"echo\"]\n"
+        ),
+    )
+    .expect("policy");
+    let status = Command::new("chmod")
+        .arg("0644")
+        .arg(&policy)
+        .status()
+        .expect("chmod");
+    assert!(status.success());
+
+    let out = session(&public, &policy.display().to_string(), 5);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("running WITHOUT the eBPF kernel guard"),
-        "the kernel guard must not be attached for this test: {}",
+        String::from_utf8_lossy(&out.stderr).contains("NOT ENFORCED (enforcement.allow_degraded"),
+        "the session must run without the kernel guard: {}",
         describe(&out)
     );
     let answers: Vec<Value> = serde_json::from_slice(&out.stdout).expect("client JSON");
@@ -123,14 +110,14 @@ fn without_the_kernel_guard_a_burst_of_denied_calls_is_alerted_naming_the_call()
         "the proxy refuses the denied tool: {answers:?}"
     );
 
-    let calls = query(&scene, &["calls", "--json", "--tool", "echo"]);
+    let calls = query(&public, &["calls", "--json", "--tool", "echo"]);
     assert_eq!(calls.len(), 5, "{calls:?}");
     assert!(calls.iter().all(|c| c["decision"] == "denied"), "{calls:?}");
-    let alerts = query(&scene, &["alerts", "--json"]);
+    let alerts = query(&public, &["alerts", "--json"]);
     let burst = alerts
         .iter()
         .find(|a| a["rule"] == "denial-burst")
-        .unwrap_or_else(|| panic!("a denial-burst alert without eBPF: {alerts:?}"));
+        .unwrap_or_else(|| panic!("a denial-burst alert without the kernel guard: {alerts:?}"));
     let call_ids: Vec<&str> = calls.iter().filter_map(|c| c["call_id"].as_str()).collect();
     assert!(
         burst["call_id"]
@@ -139,5 +126,4 @@ fn without_the_kernel_guard_a_burst_of_denied_calls_is_alerted_naming_the_call()
         "the alert names one of the denied calls: {burst} / {call_ids:?}"
     );
     assert_eq!(burst["tool"], "echo", "{burst}");
-    let _ = std::fs::remove_dir_all(&scene.root);
 }
