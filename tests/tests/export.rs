@@ -27,6 +27,7 @@ use std::{
 use mcp_guard_store::{Store, db_path};
 use mcp_guard_tests::{
     agent::{Agent, PinDir},
+    bench::record,
     certs::Pki,
     clickhouse::{self, ClickHouse},
     describe, fixture, fresh_dir, mcp_guard, prom, python, require_root,
@@ -1223,6 +1224,20 @@ fn bench_export_throughput() {
             total as f64 / secs,
             cpu * 1e6 / total as f64,
             engine_cpu * 1e6 / total as f64,
+        );
+        let bench = format!("export {name}");
+        record(&bench, "throughput", total as f64 / secs, "records/s");
+        record(
+            &bench,
+            "exporter CPU",
+            cpu * 1e6 / total as f64,
+            "us/record",
+        );
+        record(
+            &bench,
+            "engine CPU",
+            engine_cpu * 1e6 / total as f64,
+            "us/record",
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
