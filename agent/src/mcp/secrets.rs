@@ -326,6 +326,12 @@ impl RecordRedactor {
         self.redactor.redact(s, self.shapes, what);
     }
 
+    /// [`RecordRedactor::redact`] for the value of the object member `key` (the key is the
+    /// rules' context, not redacted here).
+    pub fn redact_member(&self, key: &str, s: &mut String, what: &mut Vec<String>) {
+        self.redactor.redact_member(Some(key), s, self.shapes, what);
+    }
+
     /// How many bytes at the end of `s` could begin an injected value that continues past it.
     pub fn unfinished_tail(&self, s: &str) -> usize {
         self.redactor.unfinished_tail(s)
