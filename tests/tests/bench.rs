@@ -26,10 +26,8 @@ use std::{
 };
 
 use kernel_common::{TestCgroup, lines, listen};
-use mcp_guard::kernel::{
-    events::EventKind,
-    loader::{Destination, EgressRule, KernelGuard, ServerSpec},
-};
+use mcp_guard::kernel::loader::{Destination, EgressRule, KernelGuard, ServerSpec};
+use mcp_guard_model::KernelEventKind;
 use mcp_guard_tests::bench::record;
 use mcp_guard_tests::require_root;
 
@@ -102,7 +100,7 @@ fn kernel_guard_overhead() {
             }
             while let Some(ev) = rx.recv().await {
                 all.fetch_add(1, Ordering::Relaxed);
-                if matches!(&ev.kind, EventKind::Open { path, .. } if *path == target_str) {
+                if matches!(&ev.kind, KernelEventKind::Open { path, .. } if *path == target_str) {
                     opens.fetch_add(1, Ordering::Relaxed);
                 }
             }

@@ -36,7 +36,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcp_guard::exec::record::{CallFacts, StoreCallSink};
+use mcp_guard::exec::proxy_sink::ProxySink;
 use mcp_guard::mcp::{self, ProxyConfig, ProxyOutcome, pins::PinConfig};
 use mcp_guard_store::StoreWriter;
 use mcp_guard_tests::npm_server;
@@ -241,9 +241,11 @@ async fn through_proxy(
                 so,
                 &cfg,
                 chain,
-                StoreCallSink::new(
+                // No analysis listens (its input is closed): the proxy's own cost is measured.
+                ProxySink::new(
                     StoreWriter::spawn(db).redacting(Some(redactor)),
-                    CallFacts::new().sender(),
+                    mcp_guard_analysis::input::channel().0,
+                    &cfg.session,
                 ),
                 None,
             );
