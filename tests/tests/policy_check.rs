@@ -270,7 +270,7 @@ fn a_typo_warns_an_optional_alternative_does_not_and_a_bad_marker_is_an_error() 
                  host: the entry grants nothing"
             ),
             format!(
-                "{p}:5:40: filesystem.exec[2]: warning: /usr/bin/pyhton3 does not exist on this \
+                "{p}:5:36: filesystem.exec[2]: warning: /usr/bin/pyhton3 does not exist on this \
                  host: the entry grants nothing"
             ),
         ],
