@@ -8,7 +8,7 @@ mod boots;
 mod fetch;
 mod guest;
 mod initramfs;
-mod json;
+pub(crate) mod json;
 mod matrix;
 mod report;
 mod vm;
