@@ -65,7 +65,7 @@ systemctl restart prometheus
 
 echo "==> one real MCP server (mcp-server-time) wired through mcp-guard exec"
 python3 -m venv /opt/mcp-servers
-/opt/mcp-servers/bin/pip install -q mcp-server-time mcp
+/opt/mcp-servers/bin/pip install -q mcp-server-time
 CLIENT_DIR=/home/vagrant/.config/Claude
 install -d -o vagrant -g vagrant "$CLIENT_DIR"
 cat > "$CLIENT_DIR/claude_desktop_config.json" <<'JSON'
@@ -78,6 +78,10 @@ JSON
 # Rewrites the config in place (a timestamped backup is kept next to it).
 mcp-guard client-config --write "$CLIENT_DIR/claude_desktop_config.json"
 chown vagrant:vagrant "$CLIENT_DIR"/*
+
+echo "==> doctor: full enforcement on this kernel (Debian 12's 6.1 keeps every promise of a policy without egress)"
+# The kernel matrix runs the same check inside Debian 12's kernel (its "doctor" case).
+mcp-guard doctor
 
 echo "==> smoke test: one MCP session as user vagrant through mcp-guard exec and the agent, then the agent's metrics"
 # The same script the kernel matrix runs inside Debian 12's kernel (cargo xtask kernels).

@@ -156,11 +156,11 @@ pub const UNIX_SOCKET_CASES: &[Case] = &[
             "standalone_exec_enforces_too_and_observe_only_reports",
         ),
         except: &[("6.1", MOUNT_VIEW_ENOENT)],
-        // Not in `cargo xtask test`: on 6.12 under TCG the guest oopsed once (int3 in
+        // On 6.12 under TCG the guest oopsed once during this case (int3 in
         // syscall_exit_to_user_mode_prepare, in one of podman's threads, while a tracepoint's
-        // static branch was being patched), which ends the whole kernel's run. The host suite
-        // runs this test; `cargo xtask kernels` runs it in every kernel.
-        in_ci: false,
+        // static branch was being patched). Such a crash no longer ends the kernel's run: it is
+        // reported and the spoiled cases run once more in a fresh boot (boots.rs).
+        in_ci: true,
         timeout_s: 180,
     },
 ];
@@ -184,12 +184,16 @@ echo "the host's root stays read-only to the guest"
 /// The vagrant box's provisioning smoke test (vagrant/smoke.sh, which provision.sh runs), here
 /// inside the booted kernel: the box's pieces set up as provision.sh does (the repository's
 /// policies, checked; the agent with a metrics token; a Claude config for mcp-server-time
-/// wrapped by `client-config --write`; the SDK's venv at the box's /opt/mcp-servers), in a
+/// wrapped by `client-config --write`; the server's venv at the box's /opt/mcp-servers), in a
 /// mount namespace of its own so the other cases see nothing of it. Differences, because the
 /// guest's root is this machine's, read-only: the agent runs in the background, not under
 /// systemd; the client is `nobody` (the box's `vagrant`) and the agent's socket is mode 0666
 /// (the box's group `mcp`); the server runs as `python -m mcp_server_time` (the venv's own
-/// scripts name this machine's venv path in their #!).
+/// scripts name this machine's venv path in their #!). And one because the CPU is emulated:
+/// time.toml's `cpu = 0.25` is a quarter of a vCPU, which under TCG does a small fraction of
+/// what a quarter of a real core does (the server's imports took minutes at that share), so the
+/// guest's copy gets one vCPU; every promise of the policy stays as shipped. Each step prints
+/// its time.
 const VAGRANT_SMOKE: &str = r#"
 set -eu
 G="${CARGO_TARGET_DIR:-$PWD/target}/debug/mcp-guard"
@@ -199,12 +203,19 @@ chmod 755 "$D"
 export G VENV D
 exec unshare --mount --propagation private /bin/busybox sh -c '
 set -eu
+up() { cut -d" " -f1 /proc/uptime; }
+t0=$(up)
+step() { echo "vagrant-smoke: $1 done at $(awk "BEGIN { printf \"%.1f\", $(up) - $t0 }") s"; }
 mount -t tmpfs -o mode=0755 tmpfs /opt
 mkdir /opt/mcp-servers
 mount --bind "$VENV" /opt/mcp-servers
 mkdir -p "$D/policies" /run/mcp-guard
 cp policies/*.toml "$D/policies/"
+grep -q "^cpu = 0.25$" "$D/policies/time.toml" \
+    || { echo "time.toml no longer says cpu = 0.25: update the vagrant case of xtask/src/kernels/matrix.rs"; exit 1; }
+sed -i "s/^cpu = 0.25$/cpu = 1/" "$D/policies/time.toml"
 "$G" policy check "$D"/policies/*.toml
+step "policy check"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n" > "$D/metrics.token"
 chmod 600 "$D/metrics.token"
 printf "%s\n" "socket = \"/run/mcp-guard/agent.sock\"" "socket_mode = \"0666\"" \
@@ -212,13 +223,16 @@ printf "%s\n" "socket = \"/run/mcp-guard/agent.sock\"" "socket_mode = \"0666\"" 
 "$G" --policy-dir "$D/policies" agent --config "$D/agent.toml" > "$D/agent.log" 2>&1 &
 agent=$!
 i=0
-while [ ! -S /run/mcp-guard/agent.sock ] && [ $i -lt 120 ]; do sleep 1; i=$((i + 1)); done
+while [ ! -S /run/mcp-guard/agent.sock ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+step "agent listening"
 printf "%s\n" "{\"mcpServers\": {\"time\": {\"command\": \"/opt/mcp-servers/bin/python\", \"args\": [\"-m\", \"mcp_server_time\"]}}}" > "$D/claude_desktop_config.json"
 "$G" --policy-dir "$D/policies" client-config --write "$D/claude_desktop_config.json"
 chmod 644 "$D/claude_desktop_config.json"
+step "client-config --write"
 rc=0
 sh vagrant/smoke.sh "$D/claude_desktop_config.json" nobody nogroup "" \
     /opt/mcp-servers/bin/python "$D/metrics.token" || rc=$?
+step "smoke.sh (rc $rc)"
 if [ $rc -ne 0 ]; then echo "--- agent log"; cat "$D/agent.log"; fi
 kill $agent
 exit $rc
@@ -385,11 +399,8 @@ pub const CASES: &[Case] = &[
         id: "vagrant: provisioning smoke test",
         run: Run::Shell(VAGRANT_SMOKE),
         except: &[],
-        // Not in `cargo xtask test`: the session's Python (client and server) under TCG took
-        // longer than 420 s on a loaded 2-core machine, too much of CI's budget until it is
-        // made cheaper; `cargo xtask kernels` runs it.
-        in_ci: false,
-        timeout_s: 900,
+        in_ci: true,
+        timeout_s: 300,
     },
 ];
 

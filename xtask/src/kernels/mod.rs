@@ -4,6 +4,7 @@
 //! (matrix.rs) boots it under QEMU (software emulation) with this machine's root shared
 //! read-only, runs doctor and the chosen tests inside, and judges each against the table.
 
+mod boots;
 mod fetch;
 mod guest;
 mod initramfs;
@@ -17,11 +18,11 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Duration,
 };
 
+use boots::KernelRun;
 use matrix::{Case, KERNELS, Kernel, Run};
-use report::{GuestLog, Verdict};
+use report::Verdict;
 
 use crate::{Result, root, run};
 
@@ -127,7 +128,7 @@ fn matrix_run(opts: Options) -> Result {
     let mut results = Vec::new();
     for kernel in &opts.kernels {
         let files = fetcher.kernel(kernel)?;
-        results.push(run_kernel(kernel, files, &opts, &tests, &target)?);
+        results.push(boots::run_kernel(kernel, files, &opts, &tests, &target)?);
     }
     print_verdict(&opts, &results)
 }
@@ -295,124 +296,6 @@ fn build(cases: &[&Case]) -> Result<BTreeMap<String, TestExe>> {
     Ok(exes)
 }
 
-/// One kernel's boot and what it showed.
-struct KernelRun {
-    kernel: &'static Kernel,
-    files: fetch::KernelFiles,
-    log: GuestLog,
-    elapsed: Duration,
-    timed_out: bool,
-    serial_log: PathBuf,
-}
-
-fn run_kernel(
-    kernel: &'static Kernel,
-    files: fetch::KernelFiles,
-    opts: &Options,
-    tests: &BTreeMap<String, TestExe>,
-    target: &Path,
-) -> Result<KernelRun> {
-    let dir = target.join("kernels").join(kernel.series);
-    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let initrd = dir.join("initramfs.cpio");
-    initramfs::build(&initrd, Path::new(BUSYBOX), &files.modules)?;
-
-    let mcp_guard = target.join("debug/mcp-guard");
-    let mut guest_cases = Vec::new();
-    for (index, case) in opts.cases.iter().enumerate() {
-        let (dir, argv) = match case.run {
-            Run::McpGuard(args) => {
-                let mut argv = vec![mcp_guard.to_string_lossy().into_owned()];
-                argv.extend(args.iter().map(|a| a.to_string()));
-                (root(), argv)
-            }
-            Run::Shell(script) => (root(), guest::shell_argv(script)),
-            Run::Test { target, name } => {
-                let exe = &tests[target];
-                (
-                    exe.dir.clone(),
-                    guest::test_argv(&exe.path, name, &opts.test_args),
-                )
-            }
-        };
-        guest_cases.push(guest::GuestCase {
-            index,
-            dir,
-            argv,
-            timeout_s: case.timeout_s,
-        });
-    }
-    let mut env = Vec::new();
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        env.push(("CARGO_TARGET_DIR".into(), t.to_string_lossy().into_owned()));
-    }
-    let script = dir.join("run.sh");
-    if script.to_string_lossy().contains(char::is_whitespace) {
-        // The path travels on the kernel command line, which splits at whitespace.
-        return Err(format!(
-            "{}: the target dir's path has whitespace; the guest cannot be told it",
-            script.display()
-        ));
-    }
-    fs::write(&script, guest::script(&guest_cases, &env))
-        .map_err(|e| format!("{}: {e}", script.display()))?;
-
-    let limit: u64 = opts.cases.iter().map(|c| u64::from(c.timeout_s)).sum();
-    let timeout = Duration::from_secs((limit + BOOT_MARGIN_S).min(RUN_CAP_S));
-    let serial_log = dir.join("serial.log");
-    println!(
-        "==> kernel {} ({}): booting {} under TCG, {} case(s), at most {} s; serial log {}",
-        kernel.series,
-        files.release,
-        files.package,
-        opts.cases.len(),
-        timeout.as_secs(),
-        serial_log.display()
-    );
-    let mut log = GuestLog::default();
-    let series = kernel.series;
-    let mut on_line = |raw: &str| {
-        let line = report::strip_ansi(raw);
-        let before = log.alarms.len();
-        log.line(&line);
-        if log.alarms.len() > before {
-            println!("    [{series}] !! {line}");
-        }
-        if let Some(rest) = line.strip_prefix("MCPG-END ") {
-            let index = rest.split_whitespace().next().and_then(|i| i.parse().ok());
-            if let Some(case) = index.and_then(|i: usize| opts.cases.get(i)) {
-                let run = index.and_then(|i| log.runs.get(&i));
-                let verdict = report::judge(case, series, run);
-                let secs = run.and_then(|r| r.secs).unwrap_or(0.0);
-                println!(
-                    "    [{series}] {:<34} {} ({secs:.1} s)",
-                    case.id,
-                    short(&verdict)
-                );
-            }
-        }
-    };
-    let outcome = vm::boot(
-        &vm::Boot {
-            vmlinuz: &files.vmlinuz,
-            initramfs: &initrd,
-            run_script: &script,
-            workdir: &dir,
-            serial_log: &serial_log,
-            timeout,
-        },
-        &mut on_line,
-    )?;
-    Ok(KernelRun {
-        kernel,
-        files,
-        log,
-        elapsed: outcome.elapsed,
-        timed_out: outcome.timed_out,
-        serial_log,
-    })
-}
-
 fn short(v: &Verdict) -> String {
     match v {
         Verdict::Pass => "pass".into(),
@@ -425,27 +308,41 @@ fn short(v: &Verdict) -> String {
 fn print_verdict(opts: &Options, runs: &[KernelRun]) -> Result {
     let mut failures = Vec::new();
     let mut notes = Vec::new();
-    println!("\n==> kernel matrix: QEMU TCG, 2 vCPUs; time = boot + run + poweroff");
+    let mut crashes = Vec::new();
+    println!(
+        "\n==> kernel matrix: QEMU TCG, {}; time = boot + run + poweroff",
+        vm::MACHINE
+    );
     for r in runs {
         let abi = r
-            .log
-            .landlock_abi
+            .first_of(|l| l.landlock_abi)
             .map_or("?".to_string(), |a| a.to_string());
         let booted = r
-            .log
-            .booted_s
+            .boots
+            .first()
+            .and_then(|b| b.log.booted_s)
             .map_or("?".to_string(), |s| format!("{s:.1}"));
+        let last = r.boots.last();
         println!(
-            "  {:<5} {} {} (release {}, {}), landlock ABI {abi}: {:.0} s (userspace after {booted} s){}",
+            "  {:<5} {} {} (release {}, {}), landlock ABI {abi}: {:.0} s{} (userspace after {booted} s){}",
             r.kernel.series,
             r.files.package,
             r.files.version,
-            r.log.release.as_deref().unwrap_or("?"),
+            r.first_of(|l| l.release.clone()).as_deref().unwrap_or("?"),
             r.kernel.suite,
-            r.elapsed.as_secs_f64(),
-            if r.timed_out { ", TIMED OUT" } else { "" }
+            r.elapsed().as_secs_f64(),
+            if r.boots.len() > 1 {
+                format!(" in {} boots (the first CRASHED)", r.boots.len())
+            } else {
+                String::new()
+            },
+            if last.is_some_and(|b| b.timed_out) {
+                ", TIMED OUT"
+            } else {
+                ""
+            }
         );
-        if let Some(abi) = r.log.landlock_abi
+        if let Some(abi) = r.first_of(|l| l.landlock_abi)
             && abi != r.kernel.landlock_abi
         {
             failures.push(format!(
@@ -453,22 +350,61 @@ fn print_verdict(opts: &Options, runs: &[KernelRun]) -> Result {
                 r.kernel.series, r.kernel.landlock_abi
             ));
         }
-        if r.timed_out {
-            failures.push(format!(
-                "{}: the guest did not power off within {} s; serial log {}",
-                r.kernel.series,
-                r.elapsed.as_secs(),
-                r.serial_log.display()
-            ));
-        } else if !r.log.done {
-            failures.push(format!(
-                "{}: the guest stopped before the last case; serial log {}",
-                r.kernel.series,
-                r.serial_log.display()
-            ));
+        for (n, boot) in r.boots.iter().enumerate() {
+            if let Some(crash) = &boot.crashed {
+                let during = opts
+                    .cases
+                    .get(crash.from)
+                    .map_or("after the last case".to_string(), |c| {
+                        format!("from {:?} on", c.id)
+                    });
+                let rerun = if n + 1 < r.boots.len() {
+                    "rerun once in a fresh boot"
+                } else {
+                    "not rerun (this was the rerun)"
+                };
+                let mut text = format!(
+                    "{}, boot {}: the guest's kernel crashed; the cases {during} {rerun}; serial log {}",
+                    r.kernel.series,
+                    n + 1,
+                    boot.serial_log.display()
+                );
+                for l in crash.lines.iter().take(12) {
+                    text.push_str(&format!("\n      | {l}"));
+                }
+                crashes.push(text);
+            }
         }
-        for alarm in &r.log.alarms {
-            notes.push(format!("{}: {alarm}", r.kernel.series));
+        if let Some(boot) = last {
+            if boot.crashed.is_some() {
+                failures.push(format!(
+                    "{}: the guest's kernel crashed{} (see above)",
+                    r.kernel.series,
+                    if r.boots.len() > 1 {
+                        " again in the rerun"
+                    } else {
+                        ""
+                    }
+                ));
+            } else if boot.timed_out {
+                failures.push(format!(
+                    "{}: the guest did not power off within {} s; serial log {}",
+                    r.kernel.series,
+                    boot.elapsed.as_secs(),
+                    boot.serial_log.display()
+                ));
+            } else if !boot.log.done {
+                failures.push(format!(
+                    "{}: the guest stopped before the last case; serial log {}",
+                    r.kernel.series,
+                    boot.serial_log.display()
+                ));
+            }
+        }
+        for boot in &r.boots {
+            for alarm in &boot.log.alarms {
+                notes.push(format!("{}: {alarm}", r.kernel.series));
+            }
         }
     }
     print!("\n  {:<34}", "case");
@@ -479,7 +415,7 @@ fn print_verdict(opts: &Options, runs: &[KernelRun]) -> Result {
     for (index, case) in opts.cases.iter().enumerate() {
         print!("  {:<34}", case.id);
         for r in runs {
-            let run = r.log.runs.get(&index);
+            let run = r.case(index);
             let verdict = report::judge(case, r.kernel.series, run);
             let secs = run
                 .and_then(|x| x.secs)
@@ -509,8 +445,23 @@ fn print_verdict(opts: &Options, runs: &[KernelRun]) -> Result {
             println!("    {n}");
         }
     }
+    if !crashes.is_empty() {
+        println!(
+            "\n  !! GUEST KERNEL CRASHES (not a test's failure; each crashed boot's spoiled cases ran once more):"
+        );
+        for c in &crashes {
+            println!("    !! {c}");
+        }
+    }
     if failures.is_empty() {
-        println!("\n==> kernel matrix: every case did what the matrix expects");
+        println!(
+            "\n==> kernel matrix: every case did what the matrix expects{}",
+            if crashes.is_empty() {
+                ""
+            } else {
+                ", after a rerun for a guest kernel crash (above)"
+            }
+        );
         Ok(())
     } else {
         println!("\n  not as the matrix expects:");

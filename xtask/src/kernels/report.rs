@@ -26,9 +26,37 @@ pub struct GuestLog {
     pub runs: BTreeMap<usize, CaseRun>,
     /// Init and setup failures, kernel oopses and panics: shown verbatim in the report.
     pub alarms: Vec<String>,
+    /// The first kernel oops or panic of this boot: what ran after it ran in a broken kernel.
+    pub crash: Option<Crash>,
     /// The case whose output is being read.
     current: Option<usize>,
+    /// The last case that ended.
+    last_ended: Option<usize>,
 }
+
+/// A guest kernel oops or panic, and the case that was running when it happened.
+#[derive(Debug, Clone, Default)]
+pub struct Crash {
+    /// The case running then (`None`: between cases, during setup).
+    pub case: Option<usize>,
+    /// The oops's first line and the report that follows it (trace, registers), capped.
+    pub lines: Vec<String>,
+    /// The report's `---[ end trace` line was seen, or the kernel panicked.
+    pub ended: bool,
+    /// The last case that had ended before it.
+    pub after: Option<usize>,
+}
+
+impl Crash {
+    /// The first case whose result the crash spoils: the one running, else the next one
+    /// (`first`: the boot's first case).
+    pub fn first_spoiled(&self, first: usize) -> usize {
+        self.case.or(self.after.map(|i| i + 1)).unwrap_or(first)
+    }
+}
+
+/// How many lines of an oops report are kept (the first lines name the fault and the function).
+const CRASH_LINES: usize = 60;
 
 /// Drops ANSI colour sequences (doctor colours its table on a terminal, and the serial console
 /// is one).
@@ -68,6 +96,24 @@ const KERNEL_ALARMS: &[&str] = &[
     "segfault at",
 ];
 
+/// The kernel's `die()` line (`int3: 0000 [#1] PREEMPT SMP NOPTI`, since 6.10 prefixed with
+/// `Oops: `), or a panic. Not soft-lockup or RCU-stall reports: a loaded host stalls a TCG guest
+/// and the kernel carries on.
+pub fn is_crash(line: &str) -> bool {
+    if line.contains("Kernel panic") || line.contains("Oops:") {
+        return true;
+    }
+    // An error code of four hex digits, then the oops counter: `: 0000 [#1]`.
+    line.match_indices(" [#").any(|(at, _)| {
+        let code = line[..at].rsplit(' ').next().unwrap_or("");
+        let counter = line[at + 3..].split(']').next().unwrap_or("");
+        code.len() == 4
+            && code.chars().all(|c| c.is_ascii_hexdigit())
+            && !counter.is_empty()
+            && counter.chars().all(|c| c.is_ascii_digit())
+    })
+}
+
 fn is_kernel_message(line: &str) -> bool {
     line.trim_start().starts_with('[')
         && line.split_once(']').is_some_and(|(ts, _)| {
@@ -105,8 +151,24 @@ impl GuestLog {
         } else if let Some(rest) = line.strip_prefix("MCPG-END ") {
             self.end(rest);
         } else {
-            if is_kernel_message(line) && KERNEL_ALARMS.iter().any(|a| line.contains(a)) {
+            let kernel = is_kernel_message(line);
+            if kernel && (KERNEL_ALARMS.iter().any(|a| line.contains(a)) || is_crash(line)) {
                 self.alarms.push(line.to_string());
+            }
+            if let Some(crash) = &mut self.crash {
+                if kernel && !crash.ended && crash.lines.len() < CRASH_LINES {
+                    crash.lines.push(line.to_string());
+                }
+                if line.contains("---[ end trace") || line.contains("Kernel panic") {
+                    crash.ended = true;
+                }
+            } else if kernel && is_crash(line) {
+                self.crash = Some(Crash {
+                    case: self.current,
+                    lines: vec![line.to_string()],
+                    ended: line.contains("Kernel panic"),
+                    after: self.last_ended,
+                });
             }
             // doctor's landlock row: "landlock  ✓ available  required  ABI 2, a ruleset ..."
             if line.starts_with("landlock ")
@@ -138,6 +200,7 @@ impl GuestLog {
             run.secs = Some(t1 - t0);
         }
         self.current = None;
+        self.last_ended = Some(i);
     }
 }
 
@@ -303,6 +366,56 @@ mod tests {
                 "[    5.712345] Kernel panic - not syncing",
                 "MCPG-SETUP-FAIL mount -t bpf bpf /sys/fs/bpf"
             ]
+        );
+    }
+
+    #[test]
+    fn an_oops_is_a_crash_and_spoils_the_case_it_happened_in() {
+        assert!(is_crash(
+            "[  901.123456] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI"
+        ));
+        // Before 6.10 the die line has no `Oops:` prefix.
+        assert!(is_crash("[  33.000001] int3: 0000 [#1] PREEMPT SMP NOPTI"));
+        assert!(is_crash(
+            "[  33.000001] general protection fault, probably for non-canonical address 0xdead: 0000 [#2] SMP"
+        ));
+        assert!(is_crash(
+            "[  40.1] Kernel panic - not syncing: Fatal exception"
+        ));
+        assert!(!is_crash(
+            "[  50.2] watchdog: BUG: soft lockup - CPU#1 stuck for 23s! [podman:412]"
+        ));
+        assert!(!is_crash(
+            "[  50.2] rcu: INFO: rcu_preempt self-detected stall on CPU"
+        ));
+        assert!(!is_crash("test [#1] passed: 0000"));
+
+        let log = parse(&[
+            "MCPG-BEGIN 4",
+            "MCPG-END 4 rc=1 t0=1 t1=2 limit=60",
+            "MCPG-BEGIN 5",
+            "[  901.1] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI",
+            "[  901.1] RIP: 0010:syscall_exit_to_user_mode_prepare+0x5/0x80",
+            "[  901.2] ---[ end trace 0000000000000000 ]---",
+            "[  901.3] something after the report",
+        ]);
+        let crash = log.crash.as_ref().expect("the oops is a crash");
+        assert_eq!(crash.case, Some(5));
+        assert!(crash.ended);
+        assert_eq!(crash.lines.len(), 3, "{:?}", crash.lines);
+        assert_eq!(crash.first_spoiled(0), 5);
+        // Between cases: the next case is the first spoiled (case 4 failed on its own).
+        let between = parse(&[
+            "MCPG-BEGIN 4",
+            "MCPG-END 4 rc=1 t0=1 t1=2 limit=60",
+            "[  33.0] int3: 0000 [#1] SMP",
+        ]);
+        assert_eq!(between.crash.as_ref().map(|c| c.first_spoiled(0)), Some(5));
+        assert_eq!(
+            parse(&["[  1.0] Oops: int3: 0000 [#1] SMP"])
+                .crash
+                .map(|c| c.first_spoiled(7)),
+            Some(7)
         );
     }
 

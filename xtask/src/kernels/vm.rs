@@ -22,6 +22,9 @@ pub const QEMU: &str = "qemu-system-x86_64";
 /// QEMU 7.2's virtiofsd, as Debian bookworm ships it in qemu-system-common.
 pub const VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
 
+/// The emulated machine, for the report.
+pub const MACHINE: &str = "2 vCPUs, 4 GiB";
+
 /// Guest memory (MiB): the tests start several node and Python servers at once.
 const MEMORY_MIB: u32 = 4096;
 
@@ -108,8 +111,9 @@ fn virtiofsd(workdir: &Path) -> Result<(Reaped, PathBuf)> {
 }
 
 /// Boots, calls `on_line` with each complete serial line as it arrives, and returns when QEMU
-/// exits (the guest powered off or panicked: `-no-reboot`) or the time limit passes.
-pub fn boot(b: &Boot<'_>, on_line: &mut dyn FnMut(&str)) -> Result<Outcome> {
+/// exits (the guest powered off or panicked: `-no-reboot`), the time limit passes, or `on_line`
+/// returns true (stop now).
+pub fn boot(b: &Boot<'_>, on_line: &mut dyn FnMut(&str) -> bool) -> Result<Outcome> {
     let (mut fsd, socket) = virtiofsd(b.workdir)?;
     let mem = format!("{MEMORY_MIB}M");
     let append = format!(
@@ -165,18 +169,21 @@ pub fn boot(b: &Boot<'_>, on_line: &mut dyn FnMut(&str)) -> Result<Outcome> {
 
     let mut pos = 0u64;
     let mut partial = Vec::new();
-    let mut timed_out = false;
+    let (mut timed_out, mut stopped) = (false, false);
     loop {
         let exited = qemu
             .0
             .try_wait()
             .map_err(|e| format!("waiting for {QEMU}: {e}"))?;
-        pos = feed(b.serial_log, pos, &mut partial, on_line);
+        pos = feed(b.serial_log, pos, &mut partial, &mut stopped, on_line);
+        if stopped {
+            break;
+        }
         if let Some(status) = exited {
             if !status.success() {
                 let log = fs::read_to_string(&qemu_log).unwrap_or_default();
                 if !log.trim().is_empty() {
-                    on_line(&format!("(qemu exited {status}: {})", log.trim()));
+                    let _ = on_line(&format!("(qemu exited {status}: {})", log.trim()));
                 }
             }
             break;
@@ -189,9 +196,10 @@ pub fn boot(b: &Boot<'_>, on_line: &mut dyn FnMut(&str)) -> Result<Outcome> {
     }
     drop(qemu);
     let elapsed = started.elapsed();
-    feed(b.serial_log, pos, &mut partial, on_line);
+    feed(b.serial_log, pos, &mut partial, &mut stopped, on_line);
     if !partial.is_empty() {
-        on_line(&String::from_utf8_lossy(&partial));
+        // The last words before QEMU ended; nothing is left to stop.
+        let _ = on_line(&String::from_utf8_lossy(&partial));
     }
     // virtiofsd ends when QEMU disconnects; make sure of it.
     let _ = fsd.0.kill();
@@ -199,8 +207,15 @@ pub fn boot(b: &Boot<'_>, on_line: &mut dyn FnMut(&str)) -> Result<Outcome> {
     Ok(Outcome { elapsed, timed_out })
 }
 
-/// Reads what the serial log gained since `pos` and hands over its complete lines.
-fn feed(log: &Path, pos: u64, partial: &mut Vec<u8>, on_line: &mut dyn FnMut(&str)) -> u64 {
+/// Reads what the serial log gained since `pos` and hands over its complete lines (all of them,
+/// also after one asked to stop: they are the crash report).
+fn feed(
+    log: &Path,
+    pos: u64,
+    partial: &mut Vec<u8>,
+    stop: &mut bool,
+    on_line: &mut dyn FnMut(&str) -> bool,
+) -> u64 {
     let Ok(mut f) = File::open(log) else {
         return pos;
     };
@@ -215,7 +230,7 @@ fn feed(log: &Path, pos: u64, partial: &mut Vec<u8>, on_line: &mut dyn FnMut(&st
     while let Some(nl) = partial.iter().position(|&b| b == b'\n') {
         let line: Vec<u8> = partial.drain(..=nl).collect();
         let text = String::from_utf8_lossy(&line);
-        on_line(text.trim_end_matches(['\n', '\r']));
+        *stop |= on_line(text.trim_end_matches(['\n', '\r']));
     }
     pos + n as u64
 }
