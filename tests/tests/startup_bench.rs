@@ -1,7 +1,8 @@
 //! Benchmark (ignored by default): how long `mcp-guard exec -- /bin/true` takes from start to
-//! exit, median of 50 runs each, in one run: the plain command, exec standalone (loads and
-//! attaches its own eBPF programs), exec through the agent as root and as an unprivileged user
-//! (the agent's pinned programs). Prints the medians and ratios.
+//! exit, median of 50 runs each, in one run: the plain command, bubblewrap's sandbox of it (the
+//! yardstick issue 23 sets: through the agent within 2x of it, standalone within 10x), exec
+//! standalone (loads and attaches its own eBPF programs), exec through the agent as root and as
+//! an unprivileged user (the agent's pinned programs). Prints the medians and ratios.
 //!
 //! `cargo test -p mcp-guard-tests --test startup_bench -- --ignored --nocapture`
 //! (debug build; `MCP_GUARD_BIN=target/release/mcp-guard` measures a release build, which the
@@ -13,13 +14,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcp_guard_tests::median;
 use mcp_guard_tests::{
     agent::{Agent, NOBODY, PinDir, Public},
     mcp_guard, require_root, scratch_root,
 };
+use mcp_guard_tests::{bench::record, median};
 
 const RUNS: usize = 50;
+
+/// bubblewrap, the yardstick.
+const BWRAP: &str = "/usr/bin/bwrap";
 
 fn timed(mut cmd: impl FnMut() -> Command) -> Duration {
     // One warm-up run (page cache, first eBPF load), then the samples.
@@ -55,6 +59,17 @@ fn exec_startup_through_the_agent_vs_standalone_vs_plain() {
     let state = dir.join("standalone-state");
 
     let plain = timed(|| Command::new("/bin/true"));
+    assert!(
+        std::path::Path::new(BWRAP).exists(),
+        "{BWRAP} is missing: `cargo xtask setup` installs bubblewrap (apt-get install bubblewrap)"
+    );
+    let bwrap = timed(|| {
+        let mut c = Command::new(BWRAP);
+        c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
+            .args(["--tmpfs", "/tmp", "--unshare-all", "--die-with-parent"])
+            .arg("/bin/true");
+        c
+    });
     let standalone = timed(|| {
         let mut c = Command::new(&guard);
         c.arg("--state-dir")
@@ -75,22 +90,41 @@ fn exec_startup_through_the_agent_vs_standalone_vs_plain() {
     );
     println!("  plain /bin/true               {:8.2} ms", ms(plain));
     println!(
-        "  exec standalone               {:8.2} ms  ({:.0}x plain)",
-        ms(standalone),
-        ms(standalone) / ms(plain)
+        "  bubblewrap                    {:8.2} ms  ({:.0}x plain)",
+        ms(bwrap),
+        ms(bwrap) / ms(plain)
     );
     println!(
-        "  exec through the agent (root) {:8.2} ms  ({:.0}x plain, {:.2}x standalone)",
+        "  exec standalone               {:8.2} ms  ({:.1}x bubblewrap)",
+        ms(standalone),
+        ms(standalone) / ms(bwrap)
+    );
+    println!(
+        "  exec through the agent (root) {:8.2} ms  ({:.1}x bubblewrap, {:.2}x standalone)",
         ms(root),
-        ms(root) / ms(plain),
+        ms(root) / ms(bwrap),
         ms(root) / ms(standalone)
     );
     println!(
-        "  exec through the agent (user) {:8.2} ms  ({:.0}x plain, {:.2}x standalone)",
+        "  exec through the agent (user) {:8.2} ms  ({:.1}x bubblewrap, {:.2}x standalone)",
         ms(nobody),
-        ms(nobody) / ms(plain),
+        ms(nobody) / ms(bwrap),
         ms(nobody) / ms(standalone)
     );
+    for (name, d) in [
+        ("bubblewrap", bwrap),
+        ("exec standalone", standalone),
+        ("exec through the agent (root)", root),
+        ("exec through the agent (user)", nobody),
+    ] {
+        record("startup", name, ms(d), "ms");
+        record(
+            "startup",
+            &format!("{name}/bubblewrap"),
+            ms(d) / ms(bwrap),
+            "ratio",
+        );
+    }
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }

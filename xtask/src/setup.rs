@@ -44,6 +44,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iptables",
     "slirp4netns",
     "uidmap",
+    // The start-up benchmark's yardstick (tests/tests/startup_bench.rs).
+    "bubblewrap",
     "qemu-system-x86",
     "busybox-static",
     "xz-utils",

@@ -5,10 +5,9 @@
 use std::{ops::Range, sync::Arc};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use regex::Regex;
 
 use super::{
-    go_regex,
+    lazy_regex::LazyRegex,
     spec::{AllowlistSpec, Condition, RuleSpec, RulesSpec, Target},
 };
 
@@ -25,13 +24,13 @@ struct Allowlist {
     condition: Condition,
     target: Target,
     /// The `regexes`, as one alternation.
-    regex: Option<Regex>,
+    regex: Option<LazyRegex>,
     stopwords: Option<AhoCorasick>,
     file_checks: bool,
 }
 
 impl Allowlist {
-    fn compile(spec: &AllowlistSpec) -> Result<Self, String> {
+    fn compile(spec: &AllowlistSpec, deferred: bool) -> Result<Self, String> {
         let regex = if spec.regexes.is_empty() {
             None
         } else {
@@ -41,11 +40,7 @@ impl Allowlist {
                 .map(|r| format!("(?:{r})"))
                 .collect::<Vec<_>>()
                 .join("|");
-            Some(
-                go_regex::builder(&joined)
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            )
+            Some(regex(&joined, deferred)?)
         };
         let stopwords = if spec.stopwords.is_empty() {
             None
@@ -68,7 +63,10 @@ impl Allowlist {
             Target::Match => matched,
             Target::Line => line,
         };
-        let by_regex = self.regex.as_ref().map(|r| r.is_match(target));
+        let by_regex = self
+            .regex
+            .as_ref()
+            .map(|r| r.get().is_some_and(|r| r.is_match(target)));
         let by_stopword = self
             .stopwords
             .as_ref()
@@ -90,7 +88,7 @@ struct Rule {
     id: String,
     tags: Vec<String>,
     keywords: Vec<String>,
-    regex: Option<Regex>,
+    regex: Option<LazyRegex>,
     secret_group: usize,
     entropy: f64,
     allowlists: Vec<Allowlist>,
@@ -166,14 +164,24 @@ impl std::fmt::Debug for SecretRules {
 impl SecretRules {
     /// Compiles `spec` (checked already: an error here is a size limit or the like).
     pub fn compile(spec: &RulesSpec) -> Result<Self, String> {
+        Self::compile_with(spec, false)
+    }
+
+    /// [`SecretRules::compile`], each regex compiled on its first use: for a catalog a test
+    /// compiles whole (the built-in one), where no error can be left to find.
+    pub fn compile_deferred(spec: &RulesSpec) -> Result<Self, String> {
+        Self::compile_with(spec, true)
+    }
+
+    fn compile_with(spec: &RulesSpec, deferred: bool) -> Result<Self, String> {
         let mut rules = Vec::with_capacity(spec.rules.len());
         for r in &spec.rules {
-            rules.push(compile_rule(r).map_err(|e| format!("rule {:?}: {e}", r.id))?);
+            rules.push(compile_rule(r, deferred).map_err(|e| format!("rule {:?}: {e}", r.id))?);
         }
         let global = spec
             .allowlists
             .iter()
-            .map(Allowlist::compile)
+            .map(|a| Allowlist::compile(a, deferred))
             .collect::<Result<Vec<_>, _>>()?;
         let prefilter = Prefilter::new(&rules, |_| true)?;
         Ok(Self {
@@ -269,7 +277,7 @@ impl SecretRules {
 
     fn run(&self, i: usize, text: &str, out: &mut Vec<Finding>) {
         let rule = &self.rules[i];
-        let Some(re) = &rule.regex else {
+        let Some(re) = rule.regex.as_ref().and_then(LazyRegex::get) else {
             return;
         };
         for caps in re.captures_iter(text) {
@@ -369,15 +377,24 @@ impl SecretRules {
     }
 }
 
-fn compile_rule(r: &RuleSpec) -> Result<Rule, String> {
+/// `pattern` compiled now, or (`deferred`) on first use.
+fn regex(pattern: &str, deferred: bool) -> Result<LazyRegex, String> {
+    if deferred {
+        Ok(LazyRegex::deferred(pattern))
+    } else {
+        LazyRegex::now(pattern)
+    }
+}
+
+fn compile_rule(r: &RuleSpec, deferred: bool) -> Result<Rule, String> {
     let regex = match &r.regex {
-        Some(re) => Some(go_regex::builder(re).build().map_err(|e| e.to_string())?),
+        Some(re) => Some(regex(re, deferred)?),
         None => None,
     };
     let allowlists = r
         .allowlists
         .iter()
-        .map(Allowlist::compile)
+        .map(|a| Allowlist::compile(a, deferred))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Rule {
         id: r.id.clone(),

@@ -9,6 +9,7 @@
 mod engine;
 mod gitleaks;
 mod go_regex;
+mod lazy_regex;
 mod spec;
 
 #[cfg(test)]
@@ -33,18 +34,22 @@ pub const CATALOG_NAME: &str = "<built-in secret rules>";
 /// The built-in catalog, parsed.
 pub fn builtin_spec() -> &'static RulesSpec {
     static SPEC: OnceLock<RulesSpec> = OnceLock::new();
-    SPEC.get_or_init(|| match gitleaks::parse_text(CATALOG_NAME, CATALOG) {
-        Ok(spec) => spec,
-        // A unit test parses the embedded catalog, so this cannot ship.
-        Err(e) => panic!("the built-in secret rules are invalid:\n{e}"),
-    })
+    // Trusted: `the_builtin_catalog_compiles_eagerly` checks it with every check.
+    SPEC.get_or_init(
+        || match gitleaks::parse_trusted_text(CATALOG_NAME, CATALOG) {
+            Ok(spec) => spec,
+            // A unit test parses the embedded catalog, so this cannot ship.
+            Err(e) => panic!("the built-in secret rules are invalid:\n{e}"),
+        },
+    )
 }
 
 /// The built-in catalog, compiled once per process.
 pub fn builtin() -> SecretRules {
     static RULES: OnceLock<SecretRules> = OnceLock::new();
     RULES
-        .get_or_init(|| match SecretRules::compile(builtin_spec()) {
+        // Each regex on first use: the catalog's test compiles every one.
+        .get_or_init(|| match SecretRules::compile_deferred(builtin_spec()) {
             Ok(rules) => rules,
             Err(e) => panic!("the built-in secret rules do not compile: {e}"),
         })

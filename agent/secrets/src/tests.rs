@@ -23,6 +23,20 @@ fn redacted(r: &SecretRules, text: &str) -> (String, Vec<String>) {
     (s, what)
 }
 
+/// The catalog is parsed without compiling its regexes, and `builtin()` compiles each on first
+/// use: the full check must pass and every regex compile, so none fails then.
+#[test]
+fn the_builtin_catalog_compiles_eagerly() {
+    let checked = gitleaks::parse_text(CATALOG_NAME, CATALOG).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        &checked,
+        builtin_spec(),
+        "the trusted parse differs from the full check"
+    );
+    let eager = SecretRules::compile(&checked).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(eager.len(), builtin().len());
+}
+
 #[test]
 fn the_builtin_catalog_loads_and_every_rule_has_keywords_and_a_regex() {
     let spec = builtin_spec();

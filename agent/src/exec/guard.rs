@@ -72,11 +72,18 @@ struct Running {
 pub fn hooks(source: GuardSource) -> (Attach, Finish) {
     let state: Rc<RefCell<Option<Running>>> = Rc::default();
     let attach_state = state.clone();
+    // Standalone, the programs start loading now, while the session is prepared.
+    let preload = matches!(source, GuardSource::Local).then(Preload::start);
     let attach: Attach = Box::new(move |info: SessionInfo| {
         Box::pin(async move {
-            let attached = match source {
-                GuardSource::Local => local_guard(&info).await.map_err(|e| explain_kernel(&e)),
-                GuardSource::Agent(socket) => agent_guard(&info, socket).await,
+            let attached = match (source, preload) {
+                (GuardSource::Local, Some(preload)) => local_guard(&info, preload)
+                    .await
+                    .map_err(|e| explain_kernel(&e)),
+                (GuardSource::Local, None) => local_guard(&info, Preload::start())
+                    .await
+                    .map_err(|e| explain_kernel(&e)),
+                (GuardSource::Agent(socket), _) => agent_guard(&info, socket).await,
             };
             match attached {
                 Ok((guard, events, handle)) => {
@@ -156,10 +163,47 @@ fn spec_for(info: &SessionInfo) -> ServerSpec {
 /// The session's guard, its event stream, and the value exec keeps alive for the session.
 type Attached = (Guarded, mpsc::Receiver<KernelEvent>, Box<dyn Any>);
 
-/// Loads the programs in this process, starts the event stream and guards the session's cgroup.
-async fn local_guard(info: &SessionInfo) -> Result<Attached, KernelError> {
+/// The programs of a standalone exec, loading in a thread of their own from the start of the
+/// session: most of the load is the kernel verifying them, which need not wait for the policy,
+/// the cgroup and the jail's helper. Only a root exec loads them (no one else can, and a
+/// non-root session runs without the kernel guard); what is loaded for a session that never
+/// attaches is freed when exec exits.
+struct Preload(Option<oneshot::Receiver<Result<KernelGuard, KernelError>>>);
+
+impl Preload {
+    fn start() -> Self {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Preload(None);
+        }
+        let (tx, rx) = oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("ebpf-load".into())
+            .spawn(move || {
+                let _ = tx.send(KernelGuard::load());
+            });
+        Preload(spawned.ok().map(|_| rx))
+    }
+
+    /// The loaded guard (loaded here when the thread could not run).
+    async fn wait(self) -> Result<KernelGuard, KernelError> {
+        match self.0 {
+            Some(rx) => match rx.await {
+                Ok(loaded) => loaded,
+                Err(_) => Err(KernelError::Io(std::io::Error::other(
+                    "loading the eBPF programs: the loading thread ended without a result",
+                ))),
+            },
+            None => KernelGuard::load(),
+        }
+    }
+}
+
+/// Loads the programs in this process (or takes them from `preload`), starts the event stream
+/// and guards the session's cgroup.
+async fn local_guard(info: &SessionInfo, preload: Preload) -> Result<Attached, KernelError> {
     let spec = spec_for(info);
-    let guard = KernelGuard::load()?;
+    let guard = preload.wait().await?;
     let events = guard.events()?;
     let handle = guard
         .add_server(&info.cgroup_dir, spec)

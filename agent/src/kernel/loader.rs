@@ -24,7 +24,7 @@ use std::{
 };
 
 use aya::{
-    Btf, Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader,
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSockAddr,
@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     events::{self, KernelEvent, Labels, ServerLabel},
+    program_load,
     resolve::{self, NameResolver},
     ringbuf::RingReader,
     unix::{self, UnixPrograms},
@@ -338,6 +339,7 @@ impl KernelGuard {
     }
 
     fn load_with(pins: Option<PathBuf>) -> Result<Self, KernelError> {
+        let btf = program_load::PendingBtf::start();
         let mut loader = EbpfLoader::new();
         if let Some(dir) = &pins {
             for name in PINNED_MAPS {
@@ -355,28 +357,22 @@ impl KernelGuard {
             (Err(why), _) => tracing::warn!("unix socket programs unavailable: {why}"),
             _ => {}
         }
+        program_load::load_programs(&mut ebpf, &btf.wait()?)?;
         for name in EGRESS_PROGRAMS {
             let program: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
                 .ok_or(KernelError::MissingProgram(name))?
                 .try_into()
                 .map_err(|source| KernelError::Program { name, source })?;
-            program
-                .load()
-                .map_err(|source| KernelError::Program { name, source })?;
             if let Some(dir) = &pins {
                 replace_pin(&dir.join(format!("prog_{name}")), |p| program.pin(p))?;
             }
         }
-        let btf = Btf::from_sys_fs()?;
-        for (name, target) in TRACE_PROGRAMS {
+        for (name, _) in TRACE_PROGRAMS {
             let program: &mut BtfTracePoint = ebpf
                 .program_mut(name)
                 .ok_or(KernelError::MissingProgram(name))?
                 .try_into()
-                .map_err(|source| KernelError::Program { name, source })?;
-            program
-                .load(target, &btf)
                 .map_err(|source| KernelError::Program { name, source })?;
             let link = program
                 .attach()

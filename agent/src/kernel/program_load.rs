@@ -1,0 +1,96 @@
+//! Loading the object's egress and syscall-trace programs into the kernel, with the verifier's
+//! work spread over threads, and the kernel's BTF parsed beside it.
+//!
+//! Most of a guard's start-up is the kernel verifying the programs: CPU-bound work done in the
+//! thread that calls `BPF_PROG_LOAD`, with no lock shared between a privileged caller's loads.
+//! Loading each syscall tracepoint in a thread of its own, while this thread loads the egress
+//! programs, lets a machine with more than one core verify them at once. Nothing else changes:
+//! every program is loaded exactly as one at a time would load it, and the first error (in the
+//! order the programs are listed) is the one returned.
+
+use std::thread;
+
+use aya::{
+    Btf, Ebpf,
+    programs::{BtfTracePoint, CgroupSockAddr, Program},
+};
+
+use super::loader::{EGRESS_PROGRAMS, KernelError, TRACE_PROGRAMS};
+
+/// The kernel's BTF, being parsed in a thread of its own (the tracepoints need it; parsing it
+/// overlaps parsing and relocating the object).
+pub(crate) struct PendingBtf(thread::JoinHandle<Result<Btf, aya::BtfError>>);
+
+impl PendingBtf {
+    /// Starts parsing `/sys/kernel/btf/vmlinux`.
+    pub(crate) fn start() -> Self {
+        PendingBtf(thread::spawn(Btf::from_sys_fs))
+    }
+
+    /// The parsed BTF.
+    pub(crate) fn wait(self) -> Result<Btf, KernelError> {
+        self.0
+            .join()
+            .map_err(|_| panicked("parsing the kernel BTF"))?
+            .map_err(KernelError::from)
+    }
+}
+
+fn panicked(what: &str) -> KernelError {
+    KernelError::Io(std::io::Error::other(format!(
+        "{what}: the thread panicked"
+    )))
+}
+
+/// Loads (verifies) the egress programs and the syscall tracepoints of `ebpf`; attaching and
+/// pinning stay with the caller.
+pub(crate) fn load_programs(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
+    let mut egress: Vec<Option<&mut Program>> = EGRESS_PROGRAMS.iter().map(|_| None).collect();
+    let mut trace: Vec<Option<&mut Program>> = TRACE_PROGRAMS.iter().map(|_| None).collect();
+    for (name, program) in ebpf.programs_mut() {
+        if let Some(i) = EGRESS_PROGRAMS.iter().position(|n| *n == name) {
+            egress[i] = Some(program);
+        } else if let Some(i) = TRACE_PROGRAMS.iter().position(|(n, _)| *n == name) {
+            trace[i] = Some(program);
+        }
+    }
+    thread::scope(|scope| {
+        let tracing: Vec<_> = TRACE_PROGRAMS
+            .iter()
+            .zip(trace)
+            .map(|(&(name, target), program)| {
+                scope.spawn(move || {
+                    let program: &mut BtfTracePoint = program
+                        .ok_or(KernelError::MissingProgram(name))?
+                        .try_into()
+                        .map_err(|source| KernelError::Program { name, source })?;
+                    program
+                        .load(target, btf)
+                        .map_err(|source| KernelError::Program { name, source })
+                })
+            })
+            .collect();
+        let egress = EGRESS_PROGRAMS
+            .iter()
+            .zip(egress)
+            .try_for_each(|(&name, program)| {
+                let program: &mut CgroupSockAddr = program
+                    .ok_or(KernelError::MissingProgram(name))?
+                    .try_into()
+                    .map_err(|source| KernelError::Program { name, source })?;
+                program
+                    .load()
+                    .map_err(|source| KernelError::Program { name, source })
+            });
+        // Every thread is joined before the first error is returned.
+        let tracing: Vec<Result<(), KernelError>> = tracing
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(panicked("loading a tracepoint")))
+            })
+            .collect();
+        egress?;
+        tracing.into_iter().collect()
+    })
+}
