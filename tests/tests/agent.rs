@@ -199,17 +199,34 @@ fn wait_metric(addr: &str, name: &str, want: f64) {
 
 /// `mcp-guard exec --passthrough` of `sleep`, stdin held open so it runs until killed.
 fn long_session(state: &Path, policy: &Path) -> Child {
-    Command::new(mcp_guard())
+    // A sleep this test alone runs, so it can tell when the server itself is up: until then a
+    // quarantine meets the launch, not a running server.
+    let seconds = format!("300.{}", std::process::id());
+    let mut child = Command::new(mcp_guard())
         .arg("--state-dir")
         .arg(state)
         .args(["exec", "--passthrough", "--policy"])
         .arg(policy)
-        .args(["--", "/bin/sleep", "300"])
+        .args(["--", "/bin/sleep", &seconds])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start exec")
+        .expect("start exec");
+    let cmdline = format!("/bin/sleep\0{seconds}\0");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .any(|p| std::fs::read(p.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
+    {
+        if let Some(status) = child.try_wait().expect("wait exec") {
+            panic!("exec ended before its server ran: {status}");
+        }
+        assert!(Instant::now() < deadline, "the server never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 #[test]
