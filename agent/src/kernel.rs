@@ -5,6 +5,7 @@ pub mod btf_layout;
 pub mod compat;
 pub mod events;
 pub mod loader;
+mod net_rule;
 pub mod resolve;
 mod ringbuf;
 pub mod unix;

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use super::{
     events::{EventKind, KernelEvent, ServerLabel, boot_ns_now},
-    loader::{KernelError, NetRule},
+    net_rule::NetRule,
 };
 
 /// An answer is kept at least this long, even with a TTL of 0 (the server needs time to use it).
@@ -271,7 +271,10 @@ impl Refresher {
     }
 
     /// Refreshes forever, handing each new rule set to `install`.
-    pub(crate) async fn run(mut self, install: impl Fn(&[NetRule]) -> Result<(), KernelError>) {
+    pub(crate) async fn run<E: std::fmt::Display>(
+        mut self,
+        install: impl Fn(&[NetRule]) -> Result<(), E>,
+    ) {
         loop {
             tokio::time::sleep_until(self.next_wake().into()).await;
             let rules = self.refresh().await;
