@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client_config;
 pub mod client_exe;
 pub mod commands;
+pub mod credential_file;
 pub mod correlate;
 pub mod daemon;
 pub mod detect;
