@@ -209,17 +209,6 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// The process exit status for this error: policy problems are EX_CONFIG like everywhere
-    /// else, everything else 1.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Policy { .. } => crate::cli::EXIT_POLICY,
-            _ => 1,
-        }
-    }
-}
-
 /// Rewrites the config text `text` (read from `path`, named in errors).
 pub fn rewrite(path: &Path, text: &str, settings: &Settings) -> Result<Rewritten, Error> {
     let (mut root, plain) = jsonc::parse(text).map_err(|e| Error::NotJson {
@@ -1248,7 +1237,6 @@ mod tests {
                     let msg = e.to_string();
                     assert!(msg.contains(expected), "{text}: {msg}");
                     assert!(msg.contains("the file was not changed"), "{msg}");
-                    assert_eq!(e.exit_code(), 1);
                 }
                 other => panic!("{text}: {other:?}"),
             }
@@ -1309,7 +1297,6 @@ mod tests {
             .insert("fetch".to_string(), "missing".to_string());
         let err = rewrite(Path::new("c.json"), CLAUDE, &s).expect_err("missing policy");
         assert!(matches!(err, Error::Policy { .. }), "{err}");
-        assert_eq!(err.exit_code(), crate::cli::EXIT_POLICY);
 
         s.policy_for.clear();
         s.policy_for

@@ -1174,7 +1174,7 @@ pub fn to_toml(pins: &Pins) -> String {
 }
 
 /// Finds a command on the PATH (as `exec` does, with this process's PATH).
-fn which(cmd: &str) -> Option<PathBuf> {
+pub fn which(cmd: &str) -> Option<PathBuf> {
     if cmd.contains('/') {
         let executable = |p: &Path| {
             p.metadata()
@@ -1188,101 +1188,12 @@ fn which(cmd: &str) -> Option<PathBuf> {
     which::which_in(cmd, Some(path), "/").ok()
 }
 
-/// `mcp-guard policy pin [--policy P] -- CMD...`: prints the `[pin]` table on stdout and what
-/// was pinned on stderr.
-pub fn pin_command(
-    policy: Option<&str>,
-    policy_dir: &Path,
-    state_dir: &Path,
-    command: &[String],
-    deps: bool,
-) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    let signature = match policy.map(|p| mcp_guard_policy::load(Some(p), policy_dir)) {
-        Some(Ok(p)) => p.pin.signature,
-        Some(Err(e)) => {
-            eprintln!("{e}");
-            return ExitCode::from(crate::cli::EXIT_POLICY);
-        }
-        None => None,
-    };
-    let Some(cmd) = command.first() else {
-        eprintln!("mcp-guard: policy pin: no command given after --");
-        return ExitCode::from(2);
-    };
-    let Some(program) = which(cmd) else {
-        eprintln!("mcp-guard: policy pin: {cmd}: command not found or not executable");
-        return ExitCode::from(127);
-    };
-    if let Some(name) = program.file_name().map(|n| n.to_string_lossy())
-        && matches!(
-            &*name,
-            "npx" | "uvx" | "pipx" | "bunx" | "pnpx" | "uv" | "pnpm" | "yarn"
-        )
-    {
-        eprintln!(
-            "mcp-guard: policy pin: WARNING: {name} finds (and may download) the server at each \
-             launch, so its pins cover {name} itself, not the server: install the server and pin \
-             its installed entry instead (e.g. node .../node_modules/PKG/dist/index.js, or \
-             .venv/bin/SERVER)"
-        );
-    }
-    match generate(&program, command, deps) {
-        Ok((mut pins, notes)) => {
-            for n in notes {
-                eprintln!("pinned: {n}");
-            }
-            for n in &pins.npm {
-                if let Ok(listing) = tree_listing(&n.dir) {
-                    remember_listing(state_dir, &n.tree, &listing);
-                }
-            }
-            if !pins.pypi.is_empty() {
-                // Compiled now rather than at the first launch (which would otherwise wait).
-                match python_cache(&pins, &program, state_dir) {
-                    Ok(dir) => eprintln!("python bytecode cache ready: {}", dir.display()),
-                    Err(e) => eprintln!(
-                        "python bytecode cache not prepared ({e}): the first `exec` builds it"
-                    ),
-                }
-            }
-            let signed = signature.is_some();
-            pins.signature = signature;
-            print!("{}", to_toml(&pins));
-            if signed {
-                eprintln!(
-                    "the policy's [pin.signature] is kept: sign the new pins with \
-                     `mcp-guard policy manifest POLICY | ssh-keygen -Y sign -f KEY -n \
-                     {PIN_NAMESPACE} > SIGNATURE` once the table is in the policy"
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("mcp-guard: policy pin: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `mcp-guard policy manifest P`: prints the canonical text of P's pins (what gets signed).
-pub fn manifest_command(policy: &str, policy_dir: &Path) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    match mcp_guard_policy::load(Some(policy), policy_dir) {
-        Ok(p) if p.pin.is_empty() => {
-            eprintln!(
-                "mcp-guard: policy {} pins nothing: add a [pin] table first (mcp-guard policy pin)",
-                p.name
-            );
-            ExitCode::FAILURE
-        }
-        Ok(p) => {
-            print!("{}", manifest(&p.pin));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(crate::cli::EXIT_POLICY)
+/// Keeps the listing of each pinned npm tree in the state dir, so a later mismatch can name the
+/// files that changed (best effort: a tree that cannot be listed now is skipped).
+pub fn remember_npm_trees(pins: &Pins, state_dir: &Path) {
+    for n in &pins.npm {
+        if let Ok(listing) = tree_listing(&n.dir) {
+            remember_listing(state_dir, &n.tree, &listing);
         }
     }
 }

@@ -26,12 +26,12 @@ use super::{
 };
 use crate::{
     detect::{DetectConfig, Detector, Profile},
-    doctor::explain_kernel,
     ipc::GuardRequest,
     kernel::{
         events::KernelEvent,
         loader::{KernelError, KernelGuard, ServerSpec},
     },
+    kernel_refusal::explain_kernel,
 };
 use mcp_guard_model::EventRecord;
 use mcp_guard_policy::OnSensitive;
