@@ -18,7 +18,7 @@
 
 use std::{sync::Arc, time::Duration, time::Instant};
 
-use mcp_guard_tests::{require_root, scratch_root, target_dir, workspace_root};
+use mcp_guard_tests::{bench::record, require_root, scratch_root, workspace_bin, workspace_root};
 
 use mcp_guard::{
     correlate::CallFact,
@@ -164,10 +164,22 @@ fn show(label: &str, r: &Run) {
         r.written,
         r.dropped
     );
+    record(
+        "detect",
+        &format!("{label}: through"),
+        EVENTS as f64 / r.secs,
+        "events/s",
+    );
+    record(
+        "detect",
+        &format!("{label}: dropped"),
+        r.dropped as f64,
+        "events",
+    );
 }
 
 #[test]
-#[ignore = "benchmark: run with --ignored --nocapture (release)"]
+#[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn correlator_detector_store_throughput() {
     let dir = std::env::temp_dir().join(format!("mcp-guard-detect-bench-{}", std::process::id()));
     println!(
@@ -189,35 +201,14 @@ fn correlator_detector_store_throughput() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A binary of the profile this bench was built with.
-fn bin(name: &str) -> std::path::PathBuf {
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    let path = target_dir().join(profile).join(name);
-    assert!(
-        path.exists(),
-        "{} missing: cargo build {}--bins",
-        path.display(),
-        if profile == "release" {
-            "--release "
-        } else {
-            ""
-        }
-    );
-    path
-}
-
 #[test]
-#[ignore = "benchmark: run with --ignored --nocapture (release, root)"]
+#[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn exec_session_under_an_open_storm() {
     require_root();
     let dir = scratch_root().join(format!("detect-storm-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let opener = bin("opener").canonicalize().expect("opener");
+    let opener = workspace_bin("opener").canonicalize().expect("opener");
     let tool_dir = opener.parent().expect("dir").display().to_string();
     let policy = std::fs::read_to_string(workspace_root().join("policies/default.toml"))
         .expect("default policy")
@@ -236,7 +227,7 @@ fn exec_session_under_an_open_storm() {
     for n in [10_000u64, 50_000, 200_000] {
         let state = dir.join(format!("state-{n}"));
         let t0 = Instant::now();
-        let out = std::process::Command::new(bin("mcp-guard"))
+        let out = std::process::Command::new(workspace_bin("mcp-guard"))
             .arg("--state-dir")
             .arg(&state)
             .args(["exec", "--passthrough", "--name", "storm", "--policy"])
@@ -258,7 +249,7 @@ fn exec_session_under_an_open_storm() {
             .unwrap_or_default()
             .parse()
             .expect("opener's elapsed ns");
-        let listed = std::process::Command::new(bin("mcp-guard"))
+        let listed = std::process::Command::new(workspace_bin("mcp-guard"))
             .arg("--state-dir")
             .arg(&state)
             .args(["events", "--server", "storm", "--kind", "open", "--json"])
@@ -284,6 +275,8 @@ fn exec_session_under_an_open_storm() {
                 lost.join(" | ")
             }
         );
+        let share = 100.0 * stored as f64 / n as f64;
+        record("detect", &format!("open storm {n}: stored"), share, "%");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -28,21 +28,14 @@ use mcp_guard_tests::{
     agent::{Agent, PinDir},
     certs::Pki,
     clickhouse::{self, ClickHouse},
-    describe, fixture, mcp_guard,
-    prom::http_get,
-    python, require_root,
+    describe, fixture, fresh_dir, mcp_guard, prom, python, require_root,
     rsyslog::{Rsyslog, Tls},
-    scratch_root, workspace_bin, workspace_root,
+    workspace_bin, workspace_root,
 };
 use serde_json::Value;
 
 fn data_dir(tag: &str) -> PathBuf {
-    let dir = scratch_root()
-        .join("mcp-guard-tests")
-        .join(format!("export-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create data dir");
-    dir
+    fresh_dir("export", tag)
 }
 
 /// `[export]` naming this host, then `sinks`.
@@ -83,10 +76,7 @@ fn fill(state: &Path, tag: &str, calls: u64) -> u64 {
 
 /// A sample of the agent's metrics: `name{sink="..."}`.
 fn metric(agent: &Agent, name: &str, sink: &str) -> Option<f64> {
-    let (_, body) = http_get(&agent.addr, "/metrics")?;
-    let series = format!("{name}{{sink=\"{sink}\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+    prom::metric(&agent.addr, &format!("{name}{{sink=\"{sink}\"}}"))
 }
 
 /// Waits until `ok` holds for the sink's `name` sample, at most `wait`; the last value.
@@ -97,21 +87,8 @@ fn wait_metric(
     wait: Duration,
     ok: impl Fn(f64) -> bool,
 ) -> f64 {
-    let deadline = Instant::now() + wait;
-    loop {
-        let v = metric(agent, name, sink);
-        if let Some(v) = v
-            && ok(v)
-        {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}{{sink={sink:?}}} = {v:?} after {wait:?}\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let series = format!("{name}{{sink=\"{sink}\"}}");
+    prom::wait_metric(&agent.addr, &series, wait, ok, || agent.log())
 }
 
 /// The id of every record in the state dir's store.

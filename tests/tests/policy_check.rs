@@ -6,17 +6,12 @@ use std::{
     process::{Command, Output},
 };
 
+use mcp_guard_tests::fresh_dir;
 use mcp_guard_tests::{mcp_guard, workspace_root};
 
 /// A fresh directory for one test's policy files.
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "mcp-guard-policy-check-{tag}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+    fresh_dir("policy-check", tag)
 }
 
 fn check(files: &[&Path]) -> Output {

@@ -13,17 +13,12 @@ use std::{
 };
 
 use mcp_guard_tests::{
-    describe, fixture, mcp_guard, npm_server, python, require_root, scratch_root, workspace_root,
+    describe, fixture, fresh_dir, mcp_guard, npm_server, python, require_root, workspace_root,
 };
 use serde_json::Value;
 
 fn data_dir(tag: &str) -> PathBuf {
-    let dir = scratch_root()
-        .join("mcp-guard-tests")
-        .join(format!("shipped-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create data dir");
-    dir
+    fresh_dir("shipped", tag)
 }
 
 /// A copy of `policies/NAME.toml` in `dir`: the test environment's installs added to `read` and
