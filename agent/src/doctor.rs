@@ -24,18 +24,16 @@ use std::{
 use serde::Serialize;
 
 pub use crate::capability::CapabilityId;
+use cgroups::{probe_cgroup_unix, probe_cgroups};
 use errno::io_errno;
 pub use errno::{Errno, errno_name};
-pub use render::{render_json, render_table};
-use {
-    cgroups::{probe_cgroup_unix, probe_cgroups},
-    isolation::{probe_landlock, probe_namespaces, probe_privileges, probe_seccomp},
-    programs::{
-        probe_btf, probe_lsm, probe_maps, probe_raw_tracepoint, probe_send_signal, probe_tp_btf,
-        probe_tracefs, probe_tracepoint,
-    },
-    services::{probe_agent, probe_container_engine},
+use isolation::{probe_landlock, probe_namespaces, probe_privileges, probe_seccomp};
+use programs::{
+    probe_btf, probe_lsm, probe_maps, probe_raw_tracepoint, probe_send_signal, probe_tp_btf,
+    probe_tracefs, probe_tracepoint,
 };
+pub use render::{render_json, render_table};
+use services::{probe_agent, probe_container_engine};
 
 /// The outcome of one probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

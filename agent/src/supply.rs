@@ -35,13 +35,11 @@ mod pypi;
 mod signature;
 
 pub use generate::{generate, to_toml};
+use npm::verify_npm;
 pub use npm::{lockfile_integrity, remember_npm_trees, tree_digest};
 pub use pycache::python_cache;
+use pypi::{verify_pypi, verify_startup_files};
 pub use signature::{manifest, verify_signature};
-use {
-    npm::verify_npm,
-    pypi::{verify_pypi, verify_startup_files},
-};
 
 /// The prefix of every digest in a policy.
 pub const SHA256: &str = "sha256:";
