@@ -5,14 +5,7 @@ use clap::{Args, Parser, Subcommand};
 
 use mcp_guard_model::dirs::{DEFAULT_POLICY_DIR, DEFAULT_STATE_DIR, Dirs};
 
-/// Exit status for an invalid policy (EX_CONFIG).
-pub const EXIT_POLICY: u8 = 78;
-/// Exit status when an enforcement the policy asks for cannot be applied here (fail closed).
-pub const EXIT_UNENFORCEABLE: u8 = 77;
-/// Exit status when the agent is at a limit for the caller (`max_sessions_per_user`, too many
-/// connections waiting): nothing was launched, and trying again later may succeed
-/// (EX_TEMPFAIL).
-pub const EXIT_BUSY: u8 = 75;
+use crate::exit_codes::EXIT_POLICY;
 
 /// mcp-guard: host enforcement for MCP servers.
 #[derive(Debug, Parser)]
@@ -418,13 +411,13 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Policy(PolicyCommand::Suggest { server, sessions }) => {
-            policy_suggest(&dirs.state, &server, &sessions)
+            crate::commands::policy::suggest(&dirs.state, &server, &sessions)
         }
         Command::Policy(PolicyCommand::Pin {
             policy,
             command,
             no_deps,
-        }) => crate::supply::pin_command(
+        }) => crate::commands::policy::pin(
             policy.as_deref(),
             &dirs.policy,
             &dirs.state,
@@ -432,7 +425,7 @@ pub fn main() -> ExitCode {
             !no_deps,
         ),
         Command::Policy(PolicyCommand::Manifest { policy }) => {
-            crate::supply::manifest_command(&policy, &dirs.policy)
+            crate::commands::policy::manifest(&policy, &dirs.policy)
         }
         Command::Doctor(args) => crate::doctor::run(args.json),
         Command::Calls(a) => query(
@@ -482,53 +475,20 @@ pub fn main() -> ExitCode {
                 json: a.json,
             },
         ),
-        Command::ClientConfig(args) => client_config(args, &dirs),
+        Command::ClientConfig(a) => crate::commands::client_config::run(
+            crate::commands::client_config::Request {
+                file: a.file,
+                policy_for: a.policy_for,
+                write: a.write,
+                mcp_guard: a.mcp_guard,
+                unwrap: a.unwrap,
+            },
+            &dirs,
+        ),
         Command::Quarantine { server, reason } => {
-            match crate::quarantine::quarantine(&dirs, &server, reason) {
-                Ok((marker, killed)) => {
-                    println!(
-                        "{server}: quarantined (launches named {server}{} are refused); {} \
-                         running session(s) killed{}",
-                        match marker
-                            .policies
-                            .iter()
-                            .filter(|p| *p != mcp_guard_model::names::SHARED_POLICY)
-                            .map(String::as_str)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                        {
-                            p if p.is_empty() => String::new(),
-                            p => format!(" or under policy {p}"),
-                        },
-                        killed.len(),
-                        if killed.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", killed.join(", "))
-                        }
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("mcp-guard quarantine {server}: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            crate::commands::quarantine::quarantine(&dirs, &server, reason)
         }
-        Command::Release { server } => match crate::quarantine::release(&dirs.state, &server) {
-            Ok(true) => {
-                println!("{server}: released");
-                ExitCode::SUCCESS
-            }
-            Ok(false) => {
-                eprintln!("mcp-guard release {server}: not quarantined");
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("mcp-guard release {server}: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Release { server } => crate::commands::quarantine::release(&dirs.state, &server),
         Command::Agent(a) => crate::daemon::main(
             crate::daemon::AgentArgs {
                 config: a.config,
@@ -538,7 +498,18 @@ pub fn main() -> ExitCode {
             },
             &dirs,
         ),
-        Command::Pins(cmd) => pins(cmd, &dirs.state),
+        Command::Pins(PinsCommand::List {
+            server,
+            policy,
+            json,
+        }) => crate::commands::pins::list(&dirs.state, server.as_deref(), policy.as_deref(), json),
+        Command::Pins(PinsCommand::Approve {
+            server,
+            tool,
+            policy,
+        }) => {
+            crate::commands::pins::approve(&dirs.state, &server, tool.as_deref(), policy.as_deref())
+        }
         Command::Exec(a) => crate::exec::main(
             crate::exec::ExecArgs {
                 policy: a.policy,
@@ -564,144 +535,6 @@ pub fn main() -> ExitCode {
         Command::Session => crate::exec::worker::main(),
         Command::PycacheCompile { spec } => {
             ExitCode::from(u8::try_from(crate::supply::compile_jail::main(&spec)).unwrap_or(1))
-        }
-    }
-}
-
-fn client_config(args: ClientConfigArgs, dirs: &Dirs) -> ExitCode {
-    use crate::client_config::{self as cc, Settings};
-    let mcp_guard = match args.mcp_guard {
-        Some(path) => path,
-        // Clients start servers with a minimal PATH (Claude Desktop does not read the shell's),
-        // so the absolute path of this very binary is the safe default.
-        None => match std::env::current_exe() {
-            Ok(exe) => exe.display().to_string(),
-            Err(e) => {
-                eprintln!("cannot find this program's path ({e}); give --mcp-guard PATH");
-                return ExitCode::FAILURE;
-            }
-        },
-    };
-    let policy_dir = std::path::absolute(&dirs.policy).unwrap_or_else(|_| dirs.policy.clone());
-    let settings = Settings {
-        // exec finds policies by name in its default dir; any other dir is written out.
-        pin_policy_dir: dirs.policy != std::path::Path::new(DEFAULT_POLICY_DIR),
-        policy_dir,
-        mcp_guard,
-        policy_for: args.policy_for.into_iter().collect(),
-        unwrap: args.unwrap,
-    };
-    match cc::run(&args.file, &settings, args.write) {
-        Ok(done) => {
-            let file = args.file.display();
-            eprintln!("{file}: format {}", done.rewritten.format);
-            for report in &done.rewritten.servers {
-                for line in cc::describe(report) {
-                    eprintln!("{line}");
-                }
-            }
-            if let Some(note) = cc::privilege_note(&args.file) {
-                eprintln!("{note}");
-            }
-            if !args.write {
-                use std::io::Write;
-                let mut stdout = std::io::stdout().lock();
-                if let Err(e) = stdout
-                    .write_all(done.rewritten.text.as_bytes())
-                    .and_then(|()| stdout.flush())
-                {
-                    eprintln!("cannot write the config to stdout: {e}");
-                    return ExitCode::FAILURE;
-                }
-            } else if let Some(backup) = done.backup {
-                eprintln!("{file}: rewritten; the original is in {}", backup.display());
-            } else {
-                eprintln!("{file}: nothing to change; left as it was");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::from(e.exit_code())
-        }
-    }
-}
-
-fn pins(cmd: PinsCommand, state: &std::path::Path) -> ExitCode {
-    use crate::mcp::pins;
-    match cmd {
-        PinsCommand::List {
-            server,
-            policy,
-            json,
-        } => match pins::list(state, server.as_deref(), policy.as_deref()) {
-            Ok(rows) => {
-                if json {
-                    for r in &rows {
-                        match serde_json::to_string(r) {
-                            Ok(line) => println!("{line}"),
-                            Err(e) => {
-                                eprintln!("mcp-guard: pins list: {e}");
-                                return ExitCode::FAILURE;
-                            }
-                        }
-                    }
-                } else {
-                    print!("{}", pins::render_table(&rows));
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("mcp-guard: pins list: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        PinsCommand::Approve {
-            server,
-            tool,
-            policy,
-        } => {
-            let approved = pins::find(state, &server, policy.as_deref(), true).and_then(|keys| {
-                let key = keys
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| anyhow::anyhow!("no pinned tools for server {server:?}"))?;
-                pins::approve(state, &key, tool.as_deref())
-            });
-            match approved {
-                Ok(names) => {
-                    for n in names {
-                        println!("approved {server} {n}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("mcp-guard: pins approve: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-    }
-}
-
-fn policy_suggest(state: &std::path::Path, server: &str, sessions: &[String]) -> ExitCode {
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    let req = crate::suggest::Request {
-        server,
-        sessions,
-        home: &home,
-    };
-    let result = mcp_guard_store::Store::open_existing(&mcp_guard_store::db_path(state))
-        .map_err(crate::suggest::SuggestError::from)
-        .and_then(|store| crate::suggest::suggest(&store, &req));
-    match result {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("mcp-guard: policy suggest: {e}");
-            ExitCode::FAILURE
         }
     }
 }

@@ -29,8 +29,9 @@ pub mod policies;
 pub mod sessions;
 
 use crate::{
-    cli::EXIT_POLICY,
+    exit_codes::EXIT_POLICY,
     export::{Exporter, Prepared, config::ExportConfig},
+    history::DEFAULT_CONFIG,
     ipc,
     kernel::loader::PROGRAM_NAMES,
     metrics::{
@@ -48,9 +49,6 @@ pub const DEFAULT_BPF_DIR: &str = "/sys/fs/bpf/mcp-guard";
 /// Where `/metrics` is served unless the config or `--metrics` says otherwise (loopback only:
 /// the counters name servers and tools).
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
-
-/// The config file read when `--config` is not given (absent is fine: defaults apply).
-pub const DEFAULT_CONFIG: &str = "/etc/mcp-guard/agent.toml";
 
 /// `mcp-guard agent` as the CLI calls it.
 #[derive(Clone, Debug)]

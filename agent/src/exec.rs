@@ -33,7 +33,7 @@ use tokio::{
 };
 
 use crate::{
-    cli::{EXIT_POLICY, EXIT_UNENFORCEABLE},
+    exit_codes::{EXIT_POLICY, EXIT_UNENFORCEABLE},
     launch::{self, LaunchError, LaunchRequest, stage2},
     quarantine,
 };

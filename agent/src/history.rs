@@ -24,8 +24,12 @@ use mcp_guard_store::Retention;
 use crate::mcp::audit::{AuditConfig, Keep};
 
 /// The host config file `exec` reads for these settings when `$MCP_GUARD_CONFIG` names none
-/// (the agent's: [`crate::daemon::DEFAULT_CONFIG`]).
+/// (the agent's: [`DEFAULT_CONFIG`]).
 pub const CONFIG_ENV: &str = "MCP_GUARD_CONFIG";
+
+/// The agent's config file, read when `--config` is not given (absent is fine: defaults apply);
+/// a standalone `exec` reads its history tables too.
+pub const DEFAULT_CONFIG: &str = "/etc/mcp-guard/agent.toml";
 
 /// Longest retention accepted (a larger value is a typo).
 const MAX_DAYS: u32 = 36_500;
@@ -206,7 +210,7 @@ impl HostHistory {
     pub fn for_exec() -> (HostHistory, Option<String>) {
         let (path, required) = match std::env::var_os(CONFIG_ENV) {
             Some(p) if !p.is_empty() => (PathBuf::from(p), true),
-            _ => (PathBuf::from(crate::daemon::DEFAULT_CONFIG), false),
+            _ => (PathBuf::from(DEFAULT_CONFIG), false),
         };
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,

@@ -2,17 +2,21 @@
 //!
 //! One module per stage of the data flow (see DESIGN.md); nothing below `exec` imports upward.
 
+pub mod capability;
 pub mod cli;
 pub mod client_config;
 pub mod client_exe;
 pub mod commands;
+pub mod credential_file;
 pub mod daemon;
 pub mod doctor;
 pub mod exec;
+pub mod exit_codes;
 pub mod export;
 pub mod history;
 pub mod ipc;
 pub mod kernel;
+pub mod kernel_refusal;
 pub mod launch;
 pub mod mcp;
 pub mod metrics;

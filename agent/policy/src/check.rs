@@ -5,6 +5,7 @@
 
 use std::ops::Range;
 
+use mcp_guard_secrets::RulesSource;
 use toml_edit::{Item, TableLike, Value};
 
 use crate::error::Problem;
@@ -26,12 +27,20 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// A byte range in the policy text, when the TOML tree kept one.
 pub(crate) type Span = Option<Range<usize>>;
 
+/// A checked `[secrets] rules` file and the rule ids and tags it makes (for
+/// `[mcp.secret_shapes] ignore`): the checker keeps it, `secret_rules` fills it.
+#[derive(Clone, Debug)]
+pub(crate) struct CheckedRules {
+    pub(crate) source: RulesSource,
+    pub(crate) names: Vec<String>,
+}
+
 /// Walks the TOML tree, collecting every problem and building the policy as it goes.
 pub(crate) struct Checker<'t> {
     pub(crate) text: &'t str,
     pub(crate) problems: Vec<Problem>,
     /// `[secrets] rules`, once read (`[mcp.secret_shapes] ignore` names its rules).
-    pub(crate) secret_rules: Option<crate::secret_rules::CheckedRules>,
+    pub(crate) secret_rules: Option<CheckedRules>,
     /// `[secrets] rules` names a file with problems (already reported): any name may be ignored.
     pub(crate) secret_rules_failed: bool,
 }

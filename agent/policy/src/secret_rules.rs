@@ -11,20 +11,13 @@ use std::path::Path;
 
 use toml_edit::Item;
 
-use mcp_guard_secrets::{self as secret_rules, RulesSource};
+use mcp_guard_secrets as secret_rules;
 
-use crate::check::{Checker, Span};
+use crate::check::{CheckedRules, Checker, Span};
 use crate::values::has_dot_dot;
 
 /// The `[secrets]` key naming a rules file (when its value is a string).
 pub const RULES_KEY: &str = "rules";
-
-/// A checked rules file and the rule ids and tags it makes (for `[mcp.secret_shapes] ignore`).
-#[derive(Clone, Debug)]
-pub(crate) struct CheckedRules {
-    pub(crate) source: RulesSource,
-    names: Vec<String>,
-}
 
 impl Checker<'_> {
     /// `[secrets] rules = "<path>"`: reads the file (and what it extends) and checks every rule;

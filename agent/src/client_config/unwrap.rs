@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{Outcome, ServerReport, is_mcp_guard};
+use super::{Outcome, ServerReport, names::is_mcp_guard};
 
 /// The command line `mcp-guard ARGS` wraps: what follows `exec`'s `--`.
 fn original(args: &[String]) -> Option<&[String]> {

@@ -1,6 +1,14 @@
-//! `mcp-guard policy check FILE...`.
+//! `mcp-guard policy check|suggest|pin|manifest`.
 
-use std::path::PathBuf;
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use crate::{
+    exit_codes::EXIT_POLICY,
+    supply::{self, PIN_NAMESPACE},
+};
 
 /// Prints `ok: FILE (name)` and its warnings for each valid file and every error of each invalid
 /// one; returns whether all were valid (the caller exits 78 when not).
@@ -28,4 +36,120 @@ pub fn check(files: &[PathBuf]) -> bool {
         }
     }
     all_ok
+}
+
+/// `policy suggest --server S [--session ID]...`: a policy drafted from the recorded sessions.
+pub fn suggest(state: &Path, server: &str, sessions: &[String]) -> ExitCode {
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
+    let req = crate::suggest::Request {
+        server,
+        sessions,
+        home: &home,
+    };
+    let result = mcp_guard_store::Store::open_existing(&mcp_guard_store::db_path(state))
+        .map_err(crate::suggest::SuggestError::from)
+        .and_then(|store| crate::suggest::suggest(&store, &req));
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mcp-guard: policy suggest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `policy pin [--policy P] -- CMD...`: prints the `[pin]` table on stdout and what was pinned
+/// on stderr.
+pub fn pin(
+    policy: Option<&str>,
+    policy_dir: &Path,
+    state_dir: &Path,
+    command: &[String],
+    deps: bool,
+) -> ExitCode {
+    let signature = match policy.map(|p| mcp_guard_policy::load(Some(p), policy_dir)) {
+        Some(Ok(p)) => p.pin.signature,
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_POLICY);
+        }
+        None => None,
+    };
+    let Some(cmd) = command.first() else {
+        eprintln!("mcp-guard: policy pin: no command given after --");
+        return ExitCode::from(2);
+    };
+    let Some(program) = supply::which(cmd) else {
+        eprintln!("mcp-guard: policy pin: {cmd}: command not found or not executable");
+        return ExitCode::from(127);
+    };
+    if let Some(name) = program.file_name().map(|n| n.to_string_lossy())
+        && matches!(
+            &*name,
+            "npx" | "uvx" | "pipx" | "bunx" | "pnpx" | "uv" | "pnpm" | "yarn"
+        )
+    {
+        eprintln!(
+            "mcp-guard: policy pin: WARNING: {name} finds (and may download) the server at each \
+             launch, so its pins cover {name} itself, not the server: install the server and pin \
+             its installed entry instead (e.g. node .../node_modules/PKG/dist/index.js, or \
+             .venv/bin/SERVER)"
+        );
+    }
+    match supply::generate(&program, command, deps) {
+        Ok((mut pins, notes)) => {
+            for n in notes {
+                eprintln!("pinned: {n}");
+            }
+            supply::remember_npm_trees(&pins, state_dir);
+            if !pins.pypi.is_empty() {
+                // Compiled now rather than at the first launch (which would otherwise wait).
+                match supply::python_cache(&pins, &program, state_dir) {
+                    Ok(dir) => eprintln!("python bytecode cache ready: {}", dir.display()),
+                    Err(e) => eprintln!(
+                        "python bytecode cache not prepared ({e}): the first `exec` builds it"
+                    ),
+                }
+            }
+            let signed = signature.is_some();
+            pins.signature = signature;
+            print!("{}", supply::to_toml(&pins));
+            if signed {
+                eprintln!(
+                    "the policy's [pin.signature] is kept: sign the new pins with \
+                     `mcp-guard policy manifest POLICY | ssh-keygen -Y sign -f KEY -n \
+                     {PIN_NAMESPACE} > SIGNATURE` once the table is in the policy"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mcp-guard: policy pin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `policy manifest P`: prints the canonical text of P's pins (what gets signed).
+pub fn manifest(policy: &str, policy_dir: &Path) -> ExitCode {
+    match mcp_guard_policy::load(Some(policy), policy_dir) {
+        Ok(p) if p.pin.is_empty() => {
+            eprintln!(
+                "mcp-guard: policy {} pins nothing: add a [pin] table first (mcp-guard policy pin)",
+                p.name
+            );
+            ExitCode::FAILURE
+        }
+        Ok(p) => {
+            print!("{}", supply::manifest(&p.pin));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_POLICY)
+        }
+    }
 }

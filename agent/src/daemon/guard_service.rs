@@ -21,12 +21,12 @@ use tokio::{
 };
 
 use crate::{
-    doctor::explain_kernel as explain,
     ipc::{self, GuardCommand, GuardReply, GuardRequest},
     kernel::{
         events::KernelEvent,
         loader::{KernelError, KernelGuard, ServerHandle},
     },
+    kernel_refusal::explain_kernel as explain,
     launch::cgroup::{Mounts, PARENT},
 };
 use mcp_guard_model::EventRecord;

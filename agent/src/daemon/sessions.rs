@@ -37,7 +37,7 @@ use super::{
     policies::{self, Loaded, PolicySet},
 };
 use crate::{
-    cli::{EXIT_BUSY, EXIT_POLICY, EXIT_UNENFORCEABLE},
+    exit_codes::{EXIT_BUSY, EXIT_POLICY, EXIT_UNENFORCEABLE},
     ipc::{self, ClientReply, ExecRequest, GuardReply, Request, WorkerSetup},
 };
 use mcp_guard_model::dirs::Dirs;

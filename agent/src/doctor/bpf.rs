@@ -12,6 +12,7 @@ use std::{
 };
 
 use super::Errno;
+use crate::kernel::bpf_sys::ProgLoadAttr;
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
@@ -82,35 +83,6 @@ pub fn send_signal_to(tgid: u32, signal: i32) -> [Insn; 7] {
         mov_imm(0, 0),
         exit(),
     ]
-}
-
-/// The leading part of `union bpf_attr` for `BPF_PROG_LOAD`, up to `attach_prog_fd`; the kernel
-/// zero-fills the fields after `size_of` bytes. Padding is explicit so no byte is uninitialised.
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-    prog_btf_fd: u32,
-    func_info_rec_size: u32,
-    func_info: u64,
-    func_info_cnt: u32,
-    line_info_rec_size: u32,
-    line_info: u64,
-    line_info_cnt: u32,
-    attach_btf_id: u32,
-    attach_prog_fd: u32,
-    _pad: u32,
 }
 
 /// `union bpf_attr` for `BPF_RAW_TRACEPOINT_OPEN` (without the optional cookie).
@@ -260,9 +232,6 @@ mod tests {
     fn instructions_have_the_kernel_layout() {
         assert_eq!(std::mem::size_of::<Insn>(), 8);
         assert_eq!(std::mem::size_of::<PerfEventAttr>(), 64);
-        // attach_btf_id sits at byte 108 of union bpf_attr for BPF_PROG_LOAD.
-        assert_eq!(std::mem::offset_of!(ProgLoadAttr, attach_btf_id), 108);
-        assert_eq!(std::mem::offset_of!(ProgLoadAttr, expected_attach_type), 68);
         let prog = send_signal_to(42, 12);
         // The jump lands on `r0 = 0; exit`, skipping the signal for any other tgid.
         assert_eq!(prog[2].off, 2);

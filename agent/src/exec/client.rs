@@ -54,7 +54,7 @@ pub fn run(stream: UnixStream, request: ExecRequest) -> u8 {
         Ok(fd) => fd,
         Err(e) => {
             eprintln!("mcp-guard: cannot open the working directory: {e}");
-            return crate::cli::EXIT_UNENFORCEABLE;
+            return crate::exit_codes::EXIT_UNENFORCEABLE;
         }
     };
     let msg = ipc::line(&Request::Exec(request));

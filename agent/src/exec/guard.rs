@@ -25,12 +25,12 @@ use super::{
     say,
 };
 use crate::{
-    doctor::explain_kernel,
     ipc::GuardRequest,
     kernel::{
         events::KernelEvent,
         loader::{KernelError, KernelGuard, ServerSpec},
     },
+    kernel_refusal::explain_kernel,
 };
 use mcp_guard_analysis::InputSender;
 use mcp_guard_model::EventRecord;

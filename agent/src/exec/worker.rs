@@ -44,7 +44,7 @@ pub fn main() -> ExitCode {
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     ) {
         eprintln!("mcp-guard: session worker: {e}");
-        return ExitCode::from(crate::cli::EXIT_UNENFORCEABLE);
+        return ExitCode::from(crate::exit_codes::EXIT_UNENFORCEABLE);
     }
     let mut text = Vec::new();
     let setup: ipc::WorkerSetup = match BufReader::new(setup)
@@ -56,12 +56,12 @@ pub fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("mcp-guard: session worker setup: {e}");
-            return ExitCode::from(crate::cli::EXIT_UNENFORCEABLE);
+            return ExitCode::from(crate::exit_codes::EXIT_UNENFORCEABLE);
         }
     };
     if let Err(e) = nix::unistd::fchdir(&cwd) {
         eprintln!("mcp-guard: cannot enter the working directory: {e}");
-        return reply_exit(&client, i32::from(crate::cli::EXIT_UNENFORCEABLE));
+        return reply_exit(&client, i32::from(crate::exit_codes::EXIT_UNENFORCEABLE));
     }
     drop(cwd);
     let dirs = Dirs {

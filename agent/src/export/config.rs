@@ -25,9 +25,7 @@
 //! credential (`LoadCredential=`, read from `$CREDENTIALS_DIRECTORY`).
 
 use std::{
-    fs::File,
     io::Read as _,
-    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -491,41 +489,25 @@ fn resolve(s: &SinkConfig, credentials_dir: Option<&Path>) -> Result<Sink, Strin
     })
 }
 
-/// Reads a credential: a regular file (not a symlink) owned by root with no group or other
+/// Reads a credential: a regular file (not a symlink) owned by root or this user with no group or other
 /// permission bits, at most [`MAX_SECRET_FILE`] bytes; surrounding whitespace dropped.
 pub(crate) fn read_secret(path: &Path) -> Result<Secret, String> {
+    use crate::credential_file::{self, Owner, Refusal};
     let err = |what: String| format!("{}: {what}", path.display());
-    let mut file = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| {
-            err(if e.raw_os_error() == Some(libc::ELOOP) {
-                "a symbolic link: name the file itself".into()
-            } else {
-                e.to_string()
-            })
-        })?;
-    let meta = file.metadata().map_err(|e| err(e.to_string()))?;
-    if !meta.file_type().is_file() {
-        return Err(err("not a regular file".into()));
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if meta.uid() != 0 && meta.uid() != euid {
-        return Err(err(format!(
-            "owned by uid {}: `chown root:root {}` (a password another user controls is refused)",
-            meta.uid(),
-            path.display()
-        )));
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(err(format!(
-            "mode {mode:04o} lets group or others read it: `chmod 0600 {}`",
-            path.display()
-        )));
-    }
+    let mut file = credential_file::open(path, Owner::RootOrSelf).map_err(|r| {
+        err(match r {
+            Refusal::Owner(uid) => format!(
+                "owned by uid {uid}: `chown root:root {}` (a password another user controls is \
+                 refused)",
+                path.display()
+            ),
+            Refusal::Mode(mode) => format!(
+                "mode {mode:04o} lets group or others read it: `chmod 0600 {}`",
+                path.display()
+            ),
+            other => other.to_string(),
+        })
+    })?;
     let mut text = String::new();
     file.by_ref()
         .take(MAX_SECRET_FILE + 1)

@@ -24,23 +24,34 @@ pub const ATTACH_UNIX_CONNECT: u32 = 49;
 /// `BPF_CGROUP_UNIX_SENDMSG` (Linux 6.7).
 pub const ATTACH_UNIX_SENDMSG: u32 = 50;
 
-/// The leading part of `union bpf_attr` for `BPF_PROG_LOAD`, up to `expected_attach_type`; the
-/// kernel zero-fills the rest. Padding is explicit so no byte is uninitialised.
+/// The leading part of `union bpf_attr` for `BPF_PROG_LOAD`, up to `attach_prog_fd`; the kernel
+/// zero-fills the fields after `size_of` bytes. Padding is explicit so no byte is uninitialised.
+/// The doctor's hand-assembled probe programs load with it too.
 #[repr(C)]
 #[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
+pub(crate) struct ProgLoadAttr {
+    pub(crate) prog_type: u32,
+    pub(crate) insn_cnt: u32,
+    pub(crate) insns: u64,
+    pub(crate) license: u64,
+    pub(crate) log_level: u32,
+    pub(crate) log_size: u32,
+    pub(crate) log_buf: u64,
+    pub(crate) kern_version: u32,
+    pub(crate) prog_flags: u32,
+    pub(crate) prog_name: [u8; 16],
+    pub(crate) prog_ifindex: u32,
+    pub(crate) expected_attach_type: u32,
+    pub(crate) prog_btf_fd: u32,
+    pub(crate) func_info_rec_size: u32,
+    pub(crate) func_info: u64,
+    pub(crate) func_info_cnt: u32,
+    pub(crate) line_info_rec_size: u32,
+    pub(crate) line_info: u64,
+    pub(crate) line_info_cnt: u32,
+    pub(crate) attach_btf_id: u32,
+    pub(crate) attach_prog_fd: u32,
+    pub(crate) _pad: u32,
 }
 
 /// `union bpf_attr` for `BPF_LINK_CREATE` with no target-specific options.
@@ -213,6 +224,8 @@ mod tests {
     fn attrs_have_the_kernel_layout() {
         // expected_attach_type sits at byte 68 of union bpf_attr for BPF_PROG_LOAD.
         assert_eq!(std::mem::offset_of!(ProgLoadAttr, expected_attach_type), 68);
+        // attach_btf_id sits at byte 108 of union bpf_attr for BPF_PROG_LOAD.
+        assert_eq!(std::mem::offset_of!(ProgLoadAttr, attach_btf_id), 108);
         assert_eq!(std::mem::size_of::<LinkCreateAttr>(), 16);
         assert_eq!(std::mem::size_of::<ObjPinAttr>(), 16);
         assert_eq!(std::mem::size_of::<bpf_insn>(), 8);

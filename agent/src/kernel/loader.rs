@@ -41,6 +41,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     events::{self, KernelEvent, Labels, ServerLabel},
+    net_rule::NetRule,
     program_load,
     resolve::{self, NameResolver},
     ringbuf::RingReader,
@@ -1144,17 +1145,6 @@ fn guarded_id(cgroup_dir: &Path) -> Result<u64, KernelError> {
 /// The id of a cgroup v2 directory: its inode number, as `bpf_get_current_cgroup_id` returns.
 pub fn cgroup_id(cgroup_dir: &Path) -> std::io::Result<u64> {
     Ok(std::fs::metadata(cgroup_dir)?.ino())
-}
-
-/// A concrete network rule, as the kernel maps hold them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct NetRule {
-    /// Destination network.
-    pub net: IpNet,
-    /// Lowest allowed port.
-    pub port_lo: u16,
-    /// Highest allowed port.
-    pub port_hi: u16,
 }
 
 /// Networks stay as they are; hosts go to the resolver with their ports.

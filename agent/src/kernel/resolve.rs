@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use super::{
     events::ServerLabel,
-    loader::{KernelError, NetRule},
+    net_rule::NetRule,
 };
 use mcp_guard_model::kernel_event::{KernelEvent, KernelEventKind, boot_ns_now};
 
@@ -272,7 +272,10 @@ impl Refresher {
     }
 
     /// Refreshes forever, handing each new rule set to `install`.
-    pub(crate) async fn run(mut self, install: impl Fn(&[NetRule]) -> Result<(), KernelError>) {
+    pub(crate) async fn run<E: std::fmt::Display>(
+        mut self,
+        install: impl Fn(&[NetRule]) -> Result<(), E>,
+    ) {
         loop {
             tokio::time::sleep_until(self.next_wake().into()).await;
             let rules = self.refresh().await;

@@ -38,7 +38,7 @@ impl PeekId<'_> {
     pub fn write_key(&self, out: &mut String) {
         out.clear();
         match self {
-            PeekId::Unsigned(n) => super::session::push_decimal(out, *n),
+            PeekId::Unsigned(n) => push_decimal(out, *n),
             PeekId::Negative(n) => {
                 use std::fmt::Write as _;
                 // Writing to a String cannot fail.
@@ -429,6 +429,23 @@ impl Scanner<'_, '_> {
     }
 }
 
+/// Appends `n` in decimal: `format!` costs more than the rest of opening a call.
+pub(crate) fn push_decimal(s: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // A digit: n % 10 < 10.
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits: always UTF-8.
+    s.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,5 +615,14 @@ mod tests {
         );
         assert!(peek(dup.as_bytes()).is_none());
         assert!(parse_strict(dup.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 12345, u64::MAX] {
+            let mut s = String::from("x-");
+            push_decimal(&mut s, n);
+            assert_eq!(s, format!("x-{n}"));
+        }
     }
 }

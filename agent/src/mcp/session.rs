@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use super::{audit::CallCapture, audit::ServerFact, frame::member};
+use super::{audit::CallCapture, audit::ServerFact, frame::member, peek::push_decimal};
 use mcp_guard_model::timestamp::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
@@ -428,23 +428,6 @@ impl Session {
     }
 }
 
-/// Appends `n` in decimal: `format!` costs more than the rest of opening a call.
-pub(crate) fn push_decimal(s: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        // A digit: n % 10 < 10.
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits: always UTF-8.
-    s.push_str(std::str::from_utf8(&digits[i..]).unwrap_or_default());
-}
-
 fn str_at(v: Option<&Value>, key: &str) -> Option<String> {
     member(v?, key)?.as_str().map(Into::into)
 }
@@ -458,15 +441,6 @@ pub fn rfc3339(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn decimals() {
-        for n in [0, 7, 10, 12345, u64::MAX] {
-            let mut s = String::from("x-");
-            push_decimal(&mut s, n);
-            assert_eq!(s, format!("x-{n}"));
-        }
-    }
 
     #[test]
     fn rfc3339_known_instants() {

@@ -6,9 +6,7 @@
 //! protects nothing, and failing loudly beats serving with it.
 
 use std::{
-    fs::File,
     io::Read as _,
-    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     sync::RwLock,
 };
@@ -35,38 +33,23 @@ impl std::fmt::Debug for Token {
 impl Token {
     /// Reads and checks `path` (see the module doc); the error says what is wrong and how to fix it.
     pub fn from_file(path: &Path) -> Result<Token, String> {
+        use crate::credential_file::{self, Owner, Refusal};
         let err = |what: String| format!("metrics_token_file {}: {what}", path.display());
-        let mut file = File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| {
-                err(if e.raw_os_error() == Some(libc::ELOOP) {
-                    "a symbolic link: name the file itself".into()
-                } else {
-                    e.to_string()
-                })
-            })?;
-        let meta = file.metadata().map_err(|e| err(e.to_string()))?;
-        if !meta.file_type().is_file() {
-            return Err(err("not a regular file".into()));
-        }
-        if meta.uid() != 0 {
-            return Err(err(format!(
-                "owned by uid {}, not root: `chown root:root {}` (the agent refuses to serve \
-                 /metrics with a token another user controls)",
-                meta.uid(),
-                path.display()
-            )));
-        }
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(err(format!(
-                "mode {mode:04o} lets group or others at it: `chmod 0600 {}` (the agent refuses \
-                 to serve /metrics with a token other users can read)",
-                path.display()
-            )));
-        }
+        let mut file = credential_file::open(path, Owner::Root).map_err(|r| {
+            err(match r {
+                Refusal::Owner(uid) => format!(
+                    "owned by uid {uid}, not root: `chown root:root {}` (the agent refuses to \
+                     serve /metrics with a token another user controls)",
+                    path.display()
+                ),
+                Refusal::Mode(mode) => format!(
+                    "mode {mode:04o} lets group or others at it: `chmod 0600 {}` (the agent \
+                     refuses to serve /metrics with a token other users can read)",
+                    path.display()
+                ),
+                other => other.to_string(),
+            })
+        })?;
         let mut text = Vec::new();
         file.by_ref()
             .take(MAX_TOKEN_FILE + 1)

@@ -47,7 +47,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Pins, find_dist, record_path, record_rows};
+use super::{
+    Pins,
+    pypi::{find_dist, record_path, record_rows},
+};
 
 mod node;
 mod python;

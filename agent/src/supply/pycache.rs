@@ -24,8 +24,9 @@ use std::{
 use mcp_guard_statefs::StateDir;
 
 use super::{
-    Pins, SHA256, SupplyError, compile_jail, find_dist, io_err, manifest, real_executable,
-    record_path, record_rows, sha256_bytes, sha256_reader, shebang,
+    Pins, SHA256, SupplyError, compile_jail, io_err, manifest,
+    pypi::{find_dist, record_path, record_rows, shebang},
+    real_executable, sha256_bytes, sha256_reader,
 };
 
 /// Reads the sources to compile from stdin first (so the launcher's write never waits on the

@@ -1,10 +1,11 @@
 //! The eBPF side: loading and attaching mcp-guard's programs, filling their per-server maps,
 //! keeping allowed host names resolved, and turning the ring buffer into typed events.
-mod bpf_sys;
+pub(crate) mod bpf_sys;
 pub mod btf_layout;
 pub mod compat;
 pub mod events;
 pub mod loader;
+mod net_rule;
 mod program_load;
 pub mod resolve;
 mod ringbuf;
