@@ -21,10 +21,7 @@ use hickory_resolver::{
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
-use super::{
-    events::ServerLabel,
-    net_rule::NetRule,
-};
+use super::{events::ServerLabel, net_rule::NetRule};
 use mcp_guard_model::kernel_event::{KernelEvent, KernelEventKind, boot_ns_now};
 
 /// An answer is kept at least this long, even with a TTL of 0 (the server needs time to use it).
