@@ -26,6 +26,9 @@ pub mod maps {
     /// `Array<SockAddrKernLayout>` (one entry): where the kernel keeps the socket address the
     /// unix programs judge, read from the kernel's BTF at load.
     pub const UNIX_LAYOUT: &str = "UNIX_LAYOUT";
+    /// `HashMap<u64 cgroup id, BindPorts>`: the TCP ports a guarded cgroup may bind; no entry:
+    /// any.
+    pub const BIND_PORTS: &str = "BIND_PORTS";
 }
 
 /// Names of the programs in the eBPF object.
@@ -38,6 +41,10 @@ pub mod programs {
     pub const SENDMSG4: &str = "sendmsg4";
     /// `cgroup/sendmsg6` egress verdict.
     pub const SENDMSG6: &str = "sendmsg6";
+    /// `cgroup/bind4`: TCP binds only to the policy's ports.
+    pub const BIND4: &str = "bind4";
+    /// `cgroup/bind6`: the same for IPv6 sockets.
+    pub const BIND6: &str = "bind6";
     /// `cgroup/connect_unix` verdict (Linux 6.7+; loaded by the agent itself, see
     /// `agent/src/kernel/unix.rs`).
     pub const CONNECT_UNIX: &str = "connect_unix";
@@ -429,6 +436,47 @@ impl PortSet {
     }
 }
 
+/// Words of a [`BindPorts`] bitmap: one bit per 16-bit port value.
+pub const BIND_PORT_WORDS: usize = 65536 / 64;
+
+/// The TCP ports a cgroup may bind, as a bitmap indexed by the port *as the `cgroup/bind*`
+/// context holds it*: the low 16 bits of `user_port`, network byte order read as a native
+/// integer ([`BindPorts::index`]). Indexing by the raw value spares the kernel side a byte swap,
+/// whose result the verifier does not bound (it would reject the index).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BindPorts {
+    /// Bit `i % 64` of word `i / 64` is set when raw value `i` may be bound.
+    pub bits: [u64; BIND_PORT_WORDS],
+}
+
+impl BindPorts {
+    /// No port.
+    pub const NONE: Self = Self {
+        bits: [0; BIND_PORT_WORDS],
+    };
+
+    /// The raw `user_port` value (low 16 bits) of `port` (host order).
+    #[inline(always)]
+    pub fn index(port: u16) -> u32 {
+        u32::from(u16::from_ne_bytes(port.to_be_bytes()))
+    }
+
+    /// Allows `port` (host order).
+    pub fn allow(&mut self, port: u16) {
+        let i = Self::index(port) as usize;
+        self.bits[i / 64] |= 1 << (i % 64);
+    }
+
+    /// Whether the raw `user_port` context value may be bound (only its low 16 bits count).
+    #[inline(always)]
+    pub fn allows_raw(&self, user_port: u32) -> bool {
+        let raw = user_port & 0xffff;
+        let word = self.bits[(raw >> 6) as usize & (BIND_PORT_WORDS - 1)];
+        (word >> (raw & 63)) & 1 == 1
+    }
+}
+
 /// LPM key data for IPv4: cgroup id (big-endian) then the address in network order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -452,7 +500,8 @@ pub struct Ip6Key {
 #[cfg(feature = "user")]
 mod pod {
     use super::{
-        GuardConfig, Ip4Key, Ip6Key, NameKey, PathKey, PortSet, SockAddrKernLayout, UnixKey,
+        BindPorts, GuardConfig, Ip4Key, Ip6Key, NameKey, PathKey, PortSet, SockAddrKernLayout,
+        UnixKey,
     };
 
     // SAFETY: plain `#[repr(C)]` integers and arrays without padding or pointers.
@@ -471,6 +520,8 @@ mod pod {
     unsafe impl aya::Pod for UnixKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SockAddrKernLayout {}
+    // SAFETY: as above (an array of u64).
+    unsafe impl aya::Pod for BindPorts {}
 }
 
 #[cfg(test)]
@@ -501,6 +552,22 @@ mod tests {
         // No padding in the map key (its bytes are hashed whole) and 8-byte records.
         assert_eq!(core::mem::size_of::<UnixKey>(), 8 + 4 + UNIX_PATH_LEN);
         assert_eq!(core::mem::size_of::<UnixEvent>(), 160);
+    }
+
+    #[test]
+    fn bind_ports_match_the_raw_context_port_only() {
+        let mut p = BindPorts::NONE;
+        p.allow(8080);
+        p.allow(0);
+        p.allow(65535);
+        // What `user_port` holds for a bind to port P: P in network order in its low 16 bits.
+        let raw = |port: u16| u32::from(u16::from_ne_bytes(port.to_be_bytes()));
+        assert!(p.allows_raw(raw(8080)) && p.allows_raw(raw(0)) && p.allows_raw(raw(65535)));
+        assert!(!p.allows_raw(raw(8081)) && !p.allows_raw(raw(36895)));
+        // Bits above the port do not change the answer.
+        assert!(p.allows_raw(raw(8080) | 0xdead_0000));
+        assert!(!BindPorts::NONE.allows_raw(raw(8080)));
+        assert_eq!(core::mem::size_of::<BindPorts>(), 8192);
     }
 
     #[test]

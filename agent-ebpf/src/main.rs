@@ -4,6 +4,8 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod bind;
+#[cfg(target_arch = "bpf")]
 mod common;
 #[cfg(target_arch = "bpf")]
 mod egress;

@@ -18,7 +18,7 @@ pub struct Features {
     /// The launcher is root: the server gets its own mount, PID (and, where chosen, network)
     /// namespaces and a cgroup the eBPF programs attach to.
     pub namespaces: bool,
-    /// cgroup `sock_addr` programs (connect4/6, sendmsg4/6) judge egress.
+    /// cgroup `sock_addr` programs (connect4/6, sendmsg4/6) judge egress, and bind4/6 binds.
     pub cgroup_sock_addr: bool,
     /// cgroup `connect_unix`/`sendmsg_unix` programs run (Linux 6.7+).
     pub cgroup_unix: bool,
@@ -133,6 +133,8 @@ pub enum Mechanism {
     CgroupSockAddr,
     /// Landlock's TCP rules (ABI 4).
     LandlockTcp,
+    /// cgroup `bind4`/`bind6` programs: TCP binds only to the policy's ports.
+    CgroupBind,
     /// A network namespace of its own (only a loopback): for a policy without egress.
     NetNamespace,
     /// cgroup `connect_unix`/`sendmsg_unix` programs (Linux 6.7).
@@ -158,6 +160,7 @@ impl Mechanism {
             Self::Seccomp => "seccomp",
             Self::CgroupSockAddr => "cgroup_sock_addr",
             Self::LandlockTcp => "landlock_tcp",
+            Self::CgroupBind => "cgroup_bind",
             Self::NetNamespace => "net_namespace",
             Self::CgroupUnix => "cgroup_unix",
             Self::MountView => "mount_view",
@@ -196,6 +199,11 @@ impl Mechanism {
             Self::CgroupSockAddr => root("a cgroup").or_else(|| {
                 (!f.cgroup_sock_addr)
                     .then(|| format!("{}: the egress programs do not load", self.name()))
+            }),
+            // Loaded and attached with the egress programs (same program type, Linux 4.17).
+            Self::CgroupBind => root("a cgroup").or_else(|| {
+                (!f.cgroup_sock_addr)
+                    .then(|| format!("{}: the bind programs do not load", self.name()))
             }),
             Self::CgroupUnix => root("a cgroup").or_else(|| {
                 (!f.cgroup_unix).then(|| {
@@ -244,7 +252,9 @@ pub fn mechanisms(promise: Promise) -> &'static [Mechanism] {
         Promise::DeviceIoctl => &[LandlockIoctlDev],
         Promise::Syscalls => &[Seccomp],
         Promise::Egress => &[CgroupSockAddr, NetNamespace],
-        Promise::TcpBind => &[LandlockTcp, NetNamespace],
+        // The bind programs keep the promise itself (a bind elsewhere fails); the namespace
+        // only leaves such a bind unreachable from outside the jail.
+        Promise::TcpBind => &[LandlockTcp, CgroupBind, NetNamespace],
         Promise::UnixPathname => &[CgroupUnix, MountView],
         Promise::UnixAbstract => &[CgroupUnix, LandlockScope, NetNamespace],
         Promise::Signals => &[LandlockScope, PidNamespace],
@@ -472,7 +482,7 @@ mod tests {
     }
 
     #[test]
-    fn on_6_1_an_offline_server_is_kept_by_namespaces_and_seccomp() {
+    fn on_6_1_an_offline_server_is_kept_by_namespaces_seccomp_and_the_bind_programs() {
         let f = kernel("6.1");
         let t = table(&f, &OFFLINE);
         let want = [
@@ -481,7 +491,7 @@ mod tests {
             ("device_ioctl", "-"),
             ("syscalls", "seccomp"),
             ("egress", "cgroup_sock_addr"),
-            ("tcp_bind", "net_namespace"),
+            ("tcp_bind", "cgroup_bind"),
             ("unix_pathname", "mount_view"),
             ("unix_abstract", "net_namespace"),
             ("signals", "pid_namespace"),
@@ -495,17 +505,17 @@ mod tests {
     fn on_6_1_a_server_with_egress_is_refused_naming_what_no_mechanism_keeps() {
         let f = kernel("6.1");
         let c = choose(&f, &NET);
+        // No landlock TCP rules before ABI 4: the bind programs keep the TCP-bind promise.
+        assert_eq!(holder(&c, Promise::TcpBind), Some(CgroupBind));
         let refused: Vec<String> = c.iter().filter_map(unkept_message).collect();
-        assert_eq!(refused.len(), 2, "{refused:?}");
-        assert!(refused[0].starts_with("promise tcp_bind"), "{refused:?}");
-        assert!(refused[0].contains("landlock ABI 2 < 4"), "{refused:?}");
+        assert_eq!(refused.len(), 1, "{refused:?}");
         assert!(
-            refused[1].starts_with("promise unix_abstract"),
+            refused[0].starts_with("promise unix_abstract"),
             "{refused:?}"
         );
-        assert!(refused[1].contains("no connect_unix"), "{refused:?}");
-        assert!(refused[1].contains("allows egress"), "{refused:?}");
-        // Egress on every port: landlock had no TCP rule to keep; only abstract sockets remain.
+        assert!(refused[0].contains("no connect_unix"), "{refused:?}");
+        assert!(refused[0].contains("allows egress"), "{refused:?}");
+        // Egress on every port: no TCP promise to keep; only abstract sockets remain.
         let any_port = Needs {
             tcp_ports_limited: false,
             ..NET
@@ -526,11 +536,9 @@ mod tests {
             .iter()
             .filter_map(unkept_message)
             .collect();
-        // (and no namespace keeps the TCP-bind promise either)
-        assert_eq!(msg.len(), 2, "{msg:?}");
-        assert!(msg[0].starts_with("promise tcp_bind"), "{msg:?}");
-        assert!(msg[1].starts_with("promise unix_abstract"), "{msg:?}");
-        assert!(msg[1].contains("abstract names"), "{msg:?}");
+        assert_eq!(msg.len(), 1, "{msg:?}");
+        assert!(msg[0].starts_with("promise unix_abstract"), "{msg:?}");
+        assert!(msg[0].contains("abstract names"), "{msg:?}");
     }
 
     #[test]
@@ -562,9 +570,25 @@ mod tests {
         let c = choose(&f, &NET);
         assert_eq!(holder(&c, Promise::Signals), Some(LandlockScope));
         assert_eq!(holder(&c, Promise::UnixAbstract), Some(LandlockScope));
+        assert_eq!(holder(&c, Promise::TcpBind), Some(LandlockTcp));
         for p in [Promise::Egress, Promise::UnixPathname, Promise::Events] {
             assert_eq!(holder(&c, p), None, "{p:?}");
         }
+        // Before landlock's TCP rules, the bind programs need a cgroup, hence root.
+        let old = Features {
+            namespaces: false,
+            ..kernel("6.1")
+        };
+        let msg: Vec<String> = choose(&old, &NET)
+            .iter()
+            .filter_map(unkept_message)
+            .filter(|m| m.starts_with("promise tcp_bind"))
+            .collect();
+        assert_eq!(msg.len(), 1, "{msg:?}");
+        assert!(
+            msg[0].contains("cgroup_bind: a cgroup needs root"),
+            "{msg:?}"
+        );
     }
 
     #[test]

@@ -294,6 +294,42 @@ fn tcp_connect_only_to_allowed_ports() {
     assert_eq!(line, "connect ok", "allowed port\n{}", describe(&out));
 }
 
+/// A server without egress binds a TCP port for whoever finds it: refused by landlock's TCP
+/// rule where the kernel has one (ABI 4, EACCES), else by the kernel guard's bind programs
+/// (EPERM); before those, only the jail's network namespace left such a listener unreachable.
+#[test]
+fn tcp_bind_outside_the_policy_is_denied_on_every_kernel() {
+    require_root();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let sb = Sandbox::new("bind", "");
+    let errno = if mcp_guard::launch::landlock::kernel_abi() >= mcp_guard::launch::landlock::NET_ABI
+    {
+        EACCES
+    } else {
+        EPERM
+    };
+    blocked_but_observable(&sb, &["bind", &port.to_string()], errno);
+    // The same listener over MPTCP: landlock's TCP rule judges only `IPPROTO_TCP` sockets on
+    // newer kernels (6.15+), so there the bind programs deny it (they see its TCP subflow).
+    let (line, out) = sb.escape(false, &["mptcp-bind", &port.to_string()]);
+    assert!(
+        line == format!("mptcp-bind errno {EPERM}") || line == format!("mptcp-bind errno {EACCES}"),
+        "enforced MPTCP bind: expected EPERM or EACCES\n{}",
+        describe(&out)
+    );
+    let (line, out) = sb.escape(true, &["mptcp-bind", &port.to_string()]);
+    assert_eq!(
+        line,
+        "mptcp-bind ok",
+        "--observe MPTCP bind\n{}",
+        describe(&out)
+    );
+}
+
 #[test]
 fn signals_do_not_leave_the_jail() {
     require_root();

@@ -80,7 +80,7 @@ fn probe_egress(b: &mut Builder, dir: &Path) {
                 CapabilityId::EbpfObject,
                 Status::Available,
                 format!(
-                    "mcp-guard's embedded connect4/connect6/sendmsg4/sendmsg6 and tp_btf \
+                    "mcp-guard's embedded connect4/connect6/sendmsg4/sendmsg6, bind4/bind6 and tp_btf \
                      sys_enter/sys_exit programs loaded; the tp_btf ones attached; \
                      connect_unix/sendmsg_unix {}",
                     match g.unix_status() {

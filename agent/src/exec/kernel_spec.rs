@@ -36,6 +36,9 @@ pub fn server_spec(
         // As for the rest of the guard: only observe or a policy that accepts degraded
         // enforcement runs where the kernel cannot judge Unix sockets.
         unix_optional: observe || policy.enforcement.allow_degraded,
+        // The bind programs judge the ports landlock's TCP rules allow, on every kernel (where
+        // landlock has TCP rules it refuses first; where not, the programs keep the promise).
+        tcp_bind: crate::launch::tcp_port_ranges(policy),
     }
 }
 
@@ -130,6 +133,11 @@ on_sensitive = "kill"
         assert_eq!(spec.unix, ["/run/db.sock", "@bus"]);
         assert!(spec.unix_optional, "observe runs without the unix programs");
         assert_eq!(
+            spec.tcp_bind,
+            Some(vec![(8080, 8080), (1000, 2000), (443, 443)]),
+            "the ports landlock's TCP rules allow"
+        );
+        assert_eq!(
             spec.egress,
             vec![
                 EgressRule {
@@ -160,5 +168,15 @@ on_sensitive = "kill"
         let spec = server_spec(&default, "d", "s", Path::new("/h"), false);
         assert!(!spec.kill_on_sensitive);
         assert!(spec.unix.is_empty() && !spec.unix_optional);
+        let any = mcp_guard_policy::parse(
+            "name = \"t\"\n[network]\nallow = [\"10.0.0.1:80\", \"10.0.0.2:*\"]\n",
+            None,
+        )
+        .expect("valid policy");
+        let spec = server_spec(&any, "a", "s", Path::new("/h"), false);
+        assert_eq!(
+            spec.tcp_bind, None,
+            "an entry on every port: binds are not limited"
+        );
     }
 }

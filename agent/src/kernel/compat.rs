@@ -8,7 +8,7 @@
 //! 5.7). The README's "Supported kernels" table is rendered from it ([`markdown_table`]; a test
 //! keeps the two the same).
 //!
-//! mcp-guard supports kernels from [`OLDEST`] on. Everything the egress and syscall-tracing
+//! mcp-guard supports kernels from [`OLDEST`] on. Everything the egress, bind and syscall-tracing
 //! programs need is older than that, so on a supported kernel they load or the guard is refused
 //! as a whole (exec exits 77 naming the kernel guard). What is newer (the `connect_unix` and
 //! `sendmsg_unix` programs, Linux 6.7) is loaded on its own and, where the kernel lacks it,
@@ -49,8 +49,23 @@ pub const OLDEST: Release = Release(5, 15);
 const TRACE: &[&str] = &[programs::SYS_ENTER, programs::SYS_EXIT];
 /// The Unix socket verdicts.
 const UNIX: &[&str] = &[programs::CONNECT_UNIX, programs::SENDMSG_UNIX];
-/// Every program that writes to the ring buffer or stamps a record: all of them.
+/// The TCP bind verdicts.
+const BIND: &[&str] = &[programs::BIND4, programs::BIND6];
+/// Every program.
 const ALL: &[&str] = &[
+    programs::CONNECT4,
+    programs::CONNECT6,
+    programs::SENDMSG4,
+    programs::SENDMSG6,
+    programs::BIND4,
+    programs::BIND6,
+    programs::SYS_ENTER,
+    programs::SYS_EXIT,
+    programs::CONNECT_UNIX,
+    programs::SENDMSG_UNIX,
+];
+/// Every program that writes to the ring buffer or stamps a record: all but the bind ones.
+const RECORDING: &[&str] = &[
     programs::CONNECT4,
     programs::CONNECT6,
     programs::SENDMSG4,
@@ -66,6 +81,8 @@ const SOCK_ADDR: &[&str] = &[
     programs::CONNECT6,
     programs::SENDMSG4,
     programs::SENDMSG6,
+    programs::BIND4,
+    programs::BIND6,
     programs::CONNECT_UNIX,
     programs::SENDMSG_UNIX,
 ];
@@ -96,6 +113,11 @@ pub const NEEDS: &[Need] = &[
         "program type `cgroup_sock_addr`, attach types `cgroup_inet4_connect`, `cgroup_inet6_connect`",
         Release(4, 17),
         &[programs::CONNECT4, programs::CONNECT6],
+    ),
+    need(
+        "attach types `cgroup_inet4_bind`, `cgroup_inet6_bind`",
+        Release(4, 17),
+        BIND,
     ),
     need(
         "attach types `cgroup_udp4_sendmsg`, `cgroup_udp6_sendmsg`",
@@ -133,7 +155,7 @@ pub const NEEDS: &[Need] = &[
     // Map types.
     need("map type `hash`", Release(3, 19), ALL),
     need("map type `array`", Release(3, 19), UNIX),
-    need("map type `percpu_array`", Release(4, 6), ALL),
+    need("map type `percpu_array`", Release(4, 6), RECORDING),
     need(
         "map type `lpm_trie`",
         Release(4, 11),
@@ -146,7 +168,7 @@ pub const NEEDS: &[Need] = &[
             programs::SYS_EXIT,
         ],
     ),
-    need("map type `ringbuf`", Release(5, 8), ALL),
+    need("map type `ringbuf`", Release(5, 8), RECORDING),
     // Helpers.
     need(
         "`bpf_map_lookup_elem`, `bpf_map_update_elem`, `bpf_map_delete_elem`",
@@ -176,7 +198,7 @@ pub const NEEDS: &[Need] = &[
     need(
         "`bpf_ktime_get_boot_ns`; `bpf_ringbuf_output`, `bpf_ringbuf_reserve`, `bpf_ringbuf_submit`, `bpf_ringbuf_query`",
         Release(5, 8),
-        ALL,
+        RECORDING,
     ),
     need(
         "`bpf_probe_read_kernel`, `bpf_probe_read_kernel_str` in `cgroup_sock_addr` programs (CAP_PERFMON)",
@@ -202,6 +224,8 @@ pub fn markdown_table() -> String {
     for n in NEEDS {
         let users = if n.programs == ALL {
             "all".to_string()
+        } else if n.programs == RECORDING {
+            format!("all but {}", BIND.join(", "))
         } else {
             n.programs.join(", ")
         };
@@ -232,6 +256,8 @@ pub fn probe_programs() -> Vec<ProgramStatus> {
         (programs::CONNECT6, "egress verdicts for IPv6 connect"),
         (programs::SENDMSG4, "egress verdicts for IPv4 sendmsg (UDP)"),
         (programs::SENDMSG6, "egress verdicts for IPv6 sendmsg (UDP)"),
+        (programs::BIND4, "TCP bind verdicts for IPv4"),
+        (programs::BIND6, "TCP bind verdicts for IPv6"),
         (
             programs::SYS_ENTER,
             "exec/open events and sensitive-path kill (tp_btf/sys_enter)",
@@ -334,6 +360,8 @@ mod tests {
         }
         assert_eq!(since(programs::SYS_ENTER), Release(5, 8));
         assert_eq!(since(programs::CONNECT4), Release(5, 8));
+        // The bind programs use no ring buffer: the cgroup helpers (5.7) are their newest need.
+        assert_eq!(since(programs::BIND4), Release(5, 7));
     }
 
     #[test]

@@ -33,13 +33,14 @@ use aya::{
 };
 use ipnet::IpNet;
 use mcp_guard_ebpf::{
-    CGROUP_PREFIX_BITS, GUARD_FLAG_KILL_SENSITIVE, GUARD_FLAG_OBSERVE, GuardConfig, Ip4Key, Ip6Key,
-    MAX_PORT_RANGES, NAME_LEN, NameKey, PATH_LEN, PathKey, PortRange, PortSet, UnixKey,
-    drop_reason, maps, programs,
+    BindPorts, CGROUP_PREFIX_BITS, GUARD_FLAG_KILL_SENSITIVE, GUARD_FLAG_OBSERVE, GuardConfig,
+    Ip4Key, Ip6Key, MAX_PORT_RANGES, NAME_LEN, NameKey, PATH_LEN, PathKey, PortRange, PortSet,
+    UnixKey, drop_reason, maps, programs,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
+    bind,
     events::{self, KernelEvent, Labels, ServerLabel},
     net_rule::NetRule,
     program_load,
@@ -52,12 +53,14 @@ use super::{
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcp-guard-ebpf"));
 
-/// The egress programs, in the order they are attached.
-pub(crate) const EGRESS_PROGRAMS: [&str; 4] = [
+/// The egress and bind programs, in the order they are attached.
+pub(crate) const EGRESS_PROGRAMS: [&str; 6] = [
     programs::CONNECT4,
     programs::CONNECT6,
     programs::SENDMSG4,
     programs::SENDMSG6,
+    programs::BIND4,
+    programs::BIND6,
 ];
 
 /// The syscall tracepoints: (program name, tp_btf target).
@@ -67,11 +70,13 @@ pub(crate) const TRACE_PROGRAMS: [(&str, &str); 2] = [
 ];
 
 /// Every program of the object by name (what the kernel's program info reports).
-pub const PROGRAM_NAMES: [&str; 8] = [
+pub const PROGRAM_NAMES: [&str; 10] = [
     programs::CONNECT4,
     programs::CONNECT6,
     programs::SENDMSG4,
     programs::SENDMSG6,
+    programs::BIND4,
+    programs::BIND6,
     programs::CONNECT_UNIX,
     programs::SENDMSG_UNIX,
     programs::SYS_ENTER,
@@ -81,10 +86,11 @@ pub const PROGRAM_NAMES: [&str; 8] = [
 /// The maps pinned in the agent's bpffs directory: enforcement state of live servers, the event
 /// ring buffer (what was queued while no agent ran) and the drop counters. The programs' scratch
 /// and pairing maps are private to each load.
-const PINNED_MAPS: [&str; 8] = [
+const PINNED_MAPS: [&str; 9] = [
     maps::GUARDED,
     maps::ALLOW_V4,
     maps::ALLOW_V6,
+    maps::BIND_PORTS,
     maps::SENSITIVE,
     maps::SENSITIVE_NAMES,
     maps::ALLOW_UNIX,
@@ -153,6 +159,10 @@ pub struct ServerSpec {
     /// policy that accepts degraded enforcement); otherwise that refuses the guard.
     #[serde(default)]
     pub unix_optional: bool,
+    /// The TCP ports (inclusive ranges) the server may bind; `None`: any. Judged by the bind
+    /// programs (the launcher also gives them to landlock where it has TCP rules).
+    #[serde(default)]
+    pub tcp_bind: Option<Vec<(u16, u16)>>,
 }
 
 /// What can go wrong between the eBPF object and the kernel.
@@ -260,6 +270,8 @@ pub(crate) struct Maps {
     sensitive_names: HashMap<MapData, NameKey, u32>,
     /// `None` in the pinned maps of a build from before the unix programs.
     unix: Option<HashMap<MapData, UnixKey, u32>>,
+    /// `None` in the pinned maps of a build from before the bind programs.
+    bind: Option<HashMap<MapData, u64, BindPorts>>,
 }
 
 /// The allowlist keys one server has in the maps, so they can be updated and removed exactly.
@@ -396,6 +408,7 @@ impl KernelGuard {
             sensitive: take_map(&mut ebpf, maps::SENSITIVE)?,
             sensitive_names: take_map(&mut ebpf, maps::SENSITIVE_NAMES)?,
             unix: Some(take_map(&mut ebpf, maps::ALLOW_UNIX)?),
+            bind: Some(take_map(&mut ebpf, maps::BIND_PORTS)?),
         };
         // Session indexes go on from the highest a pinned map still holds.
         let next_session = maps
@@ -761,6 +774,7 @@ impl KernelGuard {
                     map.insert(key, 1, 0).map_err(map_err(maps::ALLOW_UNIX))?;
                 }
             }
+            bind::install(maps.bind.as_mut(), cgroup_id, spec.tcp_bind.as_deref())?;
         }
         let (nets, hosts) = split_rules(&spec.egress);
         match resolver {
@@ -964,6 +978,7 @@ fn remove_server(maps: &mut Maps, cgroup_id: u64) {
             let _ = map.remove(key);
         }
     }
+    bind::remove(maps.bind.as_mut(), cgroup_id);
 }
 
 /// The maps pinned in a build's directory (another build's, for a migration).
@@ -987,6 +1002,7 @@ fn pinned_maps(dir: &Path) -> Result<Maps, KernelError> {
         sensitive_names: open(dir, maps::SENSITIVE_NAMES)?,
         // A build from before the unix programs has none.
         unix: open(dir, maps::ALLOW_UNIX).ok(),
+        bind: open(dir, maps::BIND_PORTS).ok(),
     })
 }
 
@@ -1125,6 +1141,7 @@ impl Drop for ServerHandle {
                 let _ = map.remove(key);
             }
         }
+        bind::remove(maps.bind.as_mut(), self.cgroup_id);
         // Unpinned, the links are released: the programs leave the (usually gone) cgroup.
         if let Some(dir) = &self.pins {
             let _ = std::fs::remove_dir_all(dir);

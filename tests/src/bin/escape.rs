@@ -4,7 +4,8 @@
 //!
 //! Actions: `read PATH`, `write PATH`, `exec SRC DST` (copy SRC to DST, make it executable and
 //! execve it in a child), `ptrace`, `mount DIR`, `unshare-user`, `clone-newuser`, `bpf`,
-//! `io-uring`, `raw-socket`, `connect PORT` (127.0.0.1), `kill PID [SIGNAL]` (default SIGTERM),
+//! `io-uring`, `raw-socket`, `connect PORT` (127.0.0.1), `bind PORT` (a TCP listener on
+//! 127.0.0.1), `mptcp-bind PORT` (the same with an MPTCP socket), `kill PID [SIGNAL]` (default SIGTERM),
 //! `fork N`, `alloc MIB`.
 //!
 //! Who it is and what it holds: `whoami` (`uid= euid= gid= groups= capeff= sid= pid= tty=`, from
@@ -70,6 +71,40 @@ fn status_field(name: &str) -> String {
                 .map(|v| v.trim().to_string())
         })
         .unwrap_or_else(|| "?".into())
+}
+
+/// Binds an MPTCP stream socket to 127.0.0.1:`port`: a TCP listener by another protocol number,
+/// which a rule that looks only at `IPPROTO_TCP` sockets would miss.
+fn mptcp_bind(port: u16) -> Result<String, i32> {
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_MPTCP) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `addr` is a valid sockaddr_in of the size given; `fd` is ours.
+    let r = unsafe {
+        libc::bind(
+            fd,
+            (&addr as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    let result = if r == 0 {
+        Ok(String::new())
+    } else {
+        Err(errno())
+    };
+    // SAFETY: closes the descriptor opened above.
+    unsafe { libc::close(fd) };
+    result
 }
 
 fn whoami() -> String {
@@ -322,6 +357,10 @@ fn main() {
         "connect" => std::net::TcpStream::connect(("127.0.0.1", arg(1).parse().unwrap_or(1)))
             .map(|_| String::new())
             .map_err(io_err),
+        "bind" => std::net::TcpListener::bind(("127.0.0.1", arg(1).parse().unwrap_or(1)))
+            .map(|_| String::new())
+            .map_err(io_err),
+        "mptcp-bind" => mptcp_bind(arg(1).parse().unwrap_or(1)),
         "kill" => {
             let pid: i32 = arg(1).parse().unwrap_or(0);
             let sig: i32 = arg(2).parse().unwrap_or(libc::SIGTERM);

@@ -2,7 +2,9 @@
 //!
 //! Arguments: `tcp:ADDR:PORT` (connect), `udp:ADDR:PORT` (sendto from an unconnected socket),
 //! `tcpn:COUNT:ADDR:PORT` (COUNT connects, for benchmarks), `unix:PATH` (a stream connect),
-//! `unixdg:PATH` (a datagram sendto from an unbound socket), `stat:PATH` (following links). Output: `ok` or
+//! `unixdg:PATH` (a datagram sendto from an unbound socket), `stat:PATH` (following links),
+//! `bind:ADDR:PORT` (a TCP listener), `mbind:ADDR:PORT` (a bound MPTCP socket),
+//! `ubind:ADDR:PORT` (a bound UDP socket). Output: `ok` or
 //! `errno N` per argument. IPv6 addresses are written in brackets: `tcp:[::1]:5000`; an
 //! abstract Unix socket is `@name`.
 use std::{
@@ -72,6 +74,15 @@ fn probe(arg: &str) -> String {
             }
             "ok".into()
         }
+        "bind" => match std::net::TcpListener::bind(addr) {
+            Ok(_) => "ok".into(),
+            Err(e) => errno(&e),
+        },
+        "mbind" => mptcp_bind(addr),
+        "ubind" => match UdpSocket::bind(addr) {
+            Ok(_) => "ok".into(),
+            Err(e) => errno(&e),
+        },
         "udp" => {
             let bind: SocketAddr = if addr.is_ipv4() {
                 "0.0.0.0:0".parse().expect("literal")
@@ -88,6 +99,67 @@ fn probe(arg: &str) -> String {
             }
         }
         _ => format!("bad kind {kind}"),
+    }
+}
+
+/// Binds an MPTCP stream socket to `addr`.
+fn mptcp_bind(addr: SocketAddr) -> String {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM, libc::IPPROTO_MPTCP) };
+    if fd < 0 {
+        return errno(&std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned here only.
+    let _owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: `storage` holds a valid address of `len` bytes; `fd` is open.
+    let r = unsafe {
+        libc::bind(
+            fd,
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        "ok".into()
+    } else {
+        errno(&std::io::Error::last_os_error())
     }
 }
 

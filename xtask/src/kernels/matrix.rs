@@ -97,12 +97,12 @@ const fn test(target: &'static str, name: &'static str) -> Run {
 // The texts are mcp-guard's and the tests' own messages, so the assertions notice when the
 // message (or the behaviour) changes.
 
-/// Landlock ABI 2 and no cgroup unix programs (6.1): a policy with egress on some TCP ports is
-/// refused, naming the TCP-bind promise first (no landlock TCP rules before ABI 4, and the
+/// Landlock ABI 2 and no cgroup unix programs (6.1): a policy with egress is refused, naming
+/// the abstract-socket promise (no scope before ABI 6, no connect_unix before 6.7, and the
 /// network namespace that keeps it for a server without egress cannot give it the host's
-/// network) and then the abstract-socket one (no scope before ABI 6, no connect_unix before
-/// 6.7).
-const NO_TCP_BIND: Expect = Expect::Refuses("promise tcp_bind");
+/// network). Its TCP-bind promise is kept: by the cgroup bind programs (landlock has no TCP
+/// rules before ABI 4); `tcp bind: cgroup programs alone` and `jail: tcp bind` show them.
+const NO_ABSTRACT_WITH_EGRESS: Expect = Expect::Refuses("promise unix_abstract");
 /// A policy listing abstract Unix names: only the cgroup unix programs can let just those
 /// through.
 const NO_ABSTRACT_NAMES: Expect = Expect::Refuses("promise unix_abstract");
@@ -298,7 +298,18 @@ pub const CASES: &[Case] = &[
     Case {
         id: "jail: tcp ports",
         run: test("jail", "tcp_connect_only_to_allowed_ports"),
-        except: &[("6.1", NO_TCP_BIND)],
+        except: &[("6.1", NO_ABSTRACT_WITH_EGRESS)],
+        in_ci: true,
+        timeout_s: 180,
+    },
+    // Landlock's TCP rule from ABI 4 (EACCES); before, the kernel guard's bind programs (EPERM).
+    Case {
+        id: "jail: tcp bind",
+        run: test(
+            "jail",
+            "tcp_bind_outside_the_policy_is_denied_on_every_kernel",
+        ),
+        except: &[],
         in_ci: true,
         timeout_s: 180,
     },
@@ -334,13 +345,24 @@ pub const CASES: &[Case] = &[
         in_ci: true,
         timeout_s: 120,
     },
+    // The cgroup bind4/bind6 programs alone, without landlock: only the policy's TCP ports.
+    Case {
+        id: "tcp bind: cgroup programs alone",
+        run: test(
+            "tcp_bind",
+            "a_guarded_server_binds_only_the_ports_its_policy_allows",
+        ),
+        except: &[],
+        in_ci: true,
+        timeout_s: 120,
+    },
     Case {
         id: "exec: egress + session recorded",
         run: test(
             "exec_kernel",
             "egress_is_filtered_per_address_and_the_session_is_recorded",
         ),
-        except: &[("6.1", NO_TCP_BIND)],
+        except: &[("6.1", NO_ABSTRACT_WITH_EGRESS)],
         in_ci: true,
         timeout_s: 180,
     },
