@@ -812,9 +812,10 @@ pub fn finding_alert(f: mcp::Finding, alert_id: String) -> AlertRecord {
         "secret-in-arguments" | "secret-in-result" => Severity::Medium,
         _ => Severity::Low,
     };
+    let ts = Timestamp::parse_rfc3339(&f.ts).unwrap_or_else(Timestamp::now);
     AlertRecord {
         alert_id,
-        ts: Timestamp::parse_rfc3339(&f.ts).unwrap_or_else(Timestamp::now),
+        ts,
         server: f.server,
         session: f.session,
         rule: f.rule,
@@ -824,5 +825,7 @@ pub fn finding_alert(f: mcp::Finding, alert_id: String) -> AlertRecord {
         summary: f.summary,
         event_ids: Vec::new(),
         action: None,
+        count: 1,
+        last_seen: ts,
     }
 }

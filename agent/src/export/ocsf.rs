@@ -10,7 +10,7 @@
 //! | event `connect`, `sendmsg`  | Network Activity (4001)       | Open (1), Traffic (6)       |
 //! | other events (`resolve`...) | Base Event (0)                | Other (99)                  |
 //! | call                        | API Activity (6003)           | Other (99), named by method |
-//! | alert                       | Detection Finding (2004)      | Create (1)                  |
+//! | alert                       | Detection Finding (2004)      | Create (1), Update (2)      |
 //!
 //! Every event carries `metadata` (product, `uid` = the record's id, `log_name` = its table),
 //! `device` (host name and id), `time` (ms) and `time_dt` (RFC 3339, ns), severity, status and
@@ -396,10 +396,24 @@ fn alert(a: &AlertRecord) -> Mapped {
         Severity::High => HIGH,
         Severity::Critical => CRITICAL,
     };
+    // A repeat in the session is the same finding again: an Update with its count and span.
+    fields.insert("count".into(), a.count.into());
+    if let Some(info) = fields
+        .get_mut("finding_info")
+        .and_then(Value::as_object_mut)
+    {
+        info.insert("first_seen_time".into(), millis(a.ts).into());
+        info.insert("last_seen_time".into(), millis(a.last_seen).into());
+    }
+    let activity = if a.count > 1 {
+        (2, "Update".into())
+    } else {
+        (1, "Create".into())
+    };
     Mapped {
         class: DETECTION_FINDING,
         category: FINDINGS,
-        activity: (1, "Create".into()),
+        activity,
         severity,
         fields,
     }
@@ -487,13 +501,33 @@ mod tests {
             summary: "get_weather read ~/.aws/credentials".into(),
             event_ids: vec!["e1".into()],
             action: Some("kill".into()),
+            count: 1,
+            last_seen: t,
         };
-        let (v, sev) = event(&Record::Alert(a), &host()).expect("a table row");
+        let (v, sev) = event(&Record::Alert(a.clone()), &host()).expect("a table row");
         assert_eq!(v["class_uid"], 2004);
         assert_eq!(v["finding_info"]["analytic"]["name"], "sensitive-read");
         assert_eq!(v["finding_info"]["related_events"][0]["uid"], "e1");
         assert_eq!(v["disposition"], "Blocked");
+        assert_eq!(
+            (v["activity_id"].clone(), v["count"].clone()),
+            (1.into(), 1.into())
+        );
         assert_eq!(sev, CRITICAL);
+        // Repeated in its session: the same finding, updated.
+        let again = AlertRecord {
+            count: 3,
+            last_seen: Timestamp::from_unix_nanos(5_000_000_000),
+            ..a
+        };
+        let (v, _) = event(&Record::Alert(again), &host()).expect("a table row");
+        assert_eq!(
+            (v["activity_id"].clone(), v["type_uid"].clone()),
+            (2.into(), 200402.into())
+        );
+        assert_eq!(v["count"], 3);
+        assert_eq!(v["finding_info"]["first_seen_time"], 1_000);
+        assert_eq!(v["finding_info"]["last_seen_time"], 5_000);
         let c = CallRecord {
             call_id: "c1".into(),
             server: "weather".into(),

@@ -109,6 +109,9 @@ struct AlertRow<'a> {
     event_ids: &'a [String],
     action: Option<&'a str>,
     record: String,
+    count: u64,
+    last_seen: Timestamp,
+    last_seen_ns: i64,
 }
 
 /// The JSONEachRow bodies for [`TABLES`] (empty where a table has no rows).
@@ -216,6 +219,9 @@ fn alert(common: Common<'_>, a: &AlertRecord) -> Result<Vec<u8>, serde_json::Err
         event_ids: &a.event_ids,
         action: a.action.as_deref(),
         record: serde_json::to_string(a)?,
+        count: a.count,
+        last_seen: a.last_seen,
+        last_seen_ns: a.last_seen.unix_nanos(),
     })
 }
 
