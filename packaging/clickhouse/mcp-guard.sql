@@ -125,8 +125,8 @@ PARTITION BY toYYYYMM(time)
 ORDER BY (host_id, alert_id);
 
 -- An alert repeated in its session is shipped again with its new `count` and `last_seen` (and a
--- higher version): FINAL shows the latest. Tables created before alerts were counted get the
--- columns here.
-ALTER TABLE mcp_guard.alerts ADD COLUMN IF NOT EXISTS count UInt64 DEFAULT 1;
-ALTER TABLE mcp_guard.alerts ADD COLUMN IF NOT EXISTS last_seen String DEFAULT ts;
-ALTER TABLE mcp_guard.alerts ADD COLUMN IF NOT EXISTS last_seen_ns Int64 DEFAULT ts_ns;
+-- higher version): FINAL shows the latest. A table created before alerts were counted lacks the
+-- columns (inserts skip them until then); add them once, by hand (ClickHouse 18 has no
+-- ADD COLUMN IF NOT EXISTS):
+--   ALTER TABLE mcp_guard.alerts ADD COLUMN count UInt64 DEFAULT 1,
+--     ADD COLUMN last_seen String DEFAULT ts, ADD COLUMN last_seen_ns Int64 DEFAULT ts_ns
