@@ -341,6 +341,9 @@ pub struct SessionsArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// The fleet instead of this host.
+    #[command(flatten)]
+    pub fleet: FleetArgs,
 }
 
 /// `mcp-guard trace`.
@@ -462,9 +465,10 @@ pub fn main() -> ExitCode {
                 json: a.json,
             },
         ),
-        Command::Sessions(a) => crate::commands::query::run(
+        Command::Sessions(a) => query(
             &dirs.state,
-            &mcp_guard_store::query::Query::Sessions {
+            a.fleet,
+            mcp_guard_store::query::Query::Sessions {
                 server: a.server,
                 since: a.since,
                 json: a.json,

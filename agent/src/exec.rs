@@ -2,15 +2,17 @@
 //!
 //! Steps: load the policy (78 on error); [`launch::prepare`] checks the host and makes the cgroup
 //! (77, nothing launched, when an enforcement is missing); record the session's start in the
-//! store; start the stage-2 helper from `/proc/self/exe`; once it is in the cgroup run the
+//! store and start its [`analysis`] (correlation and detection, with or without the kernel
+//! guard); start the stage-2 helper from `/proc/self/exe`; once it is in the cgroup run the
 //! [`Attach`] seam (the kernel guard, [`guard::hooks`], loads the eBPF programs, attaches them to
-//! [`SessionInfo::cgroup_dir`] with the policy's [`kernel_spec::server_spec`] and starts writing
-//! the cgroup's kernel events to the store) and only then let the server exec; carry stdio with
-//! the [`Pump`] seam (passthrough now, the JSON-RPC proxy later); when the server exits, exec is
-//! signalled (TERM, INT, HUP) or the client closed stdin and the server did not exit within
-//! [`STDIN_EOF_GRACE`], kill the whole tree through the cgroup and remove it; run the [`Finish`]
-//! seam (the guard drains the events still in flight); record the session's end, flush the
-//! store and say what was lost. Exit status: the server's (signal death → 128 + signal).
+//! [`SessionInfo::cgroup_dir`] with the policy's [`kernel_spec::server_spec`] and hands the
+//! cgroup's kernel events to the analysis) and only then let the server exec; carry stdio with
+//! the [`Pump`] seam (the MCP proxy, [`pump::guarded`], or raw bytes with `--passthrough`); when
+//! the server exits, exec is signalled (TERM, INT, HUP) or the client closed stdin and the server
+//! did not exit within [`STDIN_EOF_GRACE`], kill the whole tree through the cgroup and remove it;
+//! run the [`Finish`] seam (the guard drains the events still in flight); end the analysis,
+//! record the session's end, flush the store and say what was lost. Exit status: the server's
+//! (signal death → 128 + signal).
 
 use std::{
     any::Any,
@@ -42,14 +44,14 @@ use mcp_guard_policy::{self as policy, Policy};
 use mcp_guard_store::{StoreHandle, StoreWriter, db_path};
 
 pub mod agent_link;
+pub mod analysis;
 pub mod client;
 pub mod client_io;
 pub mod guard;
 pub mod history;
 pub mod kernel_spec;
-pub mod launch_chain;
+pub mod proxy_sink;
 pub mod pump;
-pub mod record;
 pub mod stderr;
 pub mod worker;
 
@@ -85,8 +87,8 @@ pub struct SessionInfo {
     pub store: StoreHandle,
     /// The state dir (tool pins live under it).
     pub state_dir: PathBuf,
-    /// The proxy's call starts and ends, carried to the kernel guard's correlator.
-    pub call_facts: record::CallFacts,
+    /// The session's analysis: where the proxy and the kernel guard send what they see.
+    pub analysis: analysis::Link,
     /// Cgroups below `cgroup_dir` the guard registers as part of the server before it runs
     /// (a container's leaf cgroups); empty for the jail.
     pub member_cgroups: Vec<PathBuf>,
@@ -305,7 +307,7 @@ pub struct AgentRoute {
 /// (the kernel guard, the proxy) can record under the same session id.
 #[derive(Clone, Debug)]
 pub struct Recording {
-    /// The session id ([`record::new_session_id`]).
+    /// The session id ([`mcp_guard_model::new_session_id`]).
     pub session: String,
     /// The writer of `<state_dir>/mcp-guard.db`.
     pub store: StoreHandle,
@@ -331,7 +333,7 @@ impl Recording {
             ..Default::default()
         };
         Recording {
-            session: record::new_session_id(),
+            session: mcp_guard_model::new_session_id(),
             store: StoreWriter::spawn_with(db_path(state_dir), config),
             state_dir: state_dir.to_path_buf(),
         }
@@ -626,13 +628,24 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
     };
     store.send(started.clone());
     let audit = crate::history::audit_config(&policy.audit, &args.audit);
+    let cgroup_dir = cgroup
+        .as_ref()
+        .map(|c| c.v2_dir().to_path_buf())
+        .unwrap_or_default();
+    let (analysis, link) = analysis::start(analysis::Setup {
+        policy: &policy,
+        server: &server,
+        session: &session,
+        home: &prepared.spec.identity.home,
+        state_dir: &state_dir,
+        store: store.clone(),
+        cgroup_dir: cgroup_dir.clone(),
+        observe,
+    });
     let mut info = SessionInfo {
         server,
         policy,
-        cgroup_dir: cgroup
-            .as_ref()
-            .map(|c| c.v2_dir().to_path_buf())
-            .unwrap_or_default(),
+        cgroup_dir,
         cgroup_id: cgroup.as_ref().and_then(|c| c.id().ok()).unwrap_or(0),
         observe,
         helper_pid: 0,
@@ -640,7 +653,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         home: prepared.spec.identity.home.clone(),
         store: store.clone(),
         state_dir,
-        call_facts: record::CallFacts::new(),
+        analysis: link,
         member_cgroups: Vec::new(),
         client_exe: args.client_exe.clone(),
         audit,
@@ -674,6 +687,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
     if let Some(finish) = finish {
         finish().await;
     }
+    analysis.finish().await;
     store.send(SessionRecord {
         ended_at: Some(Timestamp::now()),
         exit_status: Some(code),
@@ -766,6 +780,16 @@ async fn container_session(
     };
     store.send(started.clone());
     let audit = crate::history::audit_config(&policy.audit, &args.audit);
+    let (analysis, link) = analysis::start(analysis::Setup {
+        policy: &policy,
+        server: &server,
+        session: &session,
+        home: &prepared.home,
+        state_dir: &state_dir,
+        store: store.clone(),
+        cgroup_dir: prepared.cgroup.v2_dir().to_path_buf(),
+        observe,
+    });
     let mut info = SessionInfo {
         server,
         policy,
@@ -777,7 +801,7 @@ async fn container_session(
         home: prepared.home.clone(),
         store: store.clone(),
         state_dir,
-        call_facts: record::CallFacts::new(),
+        analysis: link,
         member_cgroups: Vec::new(),
         client_exe: args.client_exe.clone(),
         audit,
@@ -804,6 +828,7 @@ async fn container_session(
     if let Some(finish) = finish {
         finish().await;
     }
+    analysis.finish().await;
     store.send(SessionRecord {
         ended_at: Some(Timestamp::now()),
         exit_status: Some(code),

@@ -26,7 +26,7 @@ use std::{
 
 use config::{ExportConfig, Target};
 use host::Host;
-use pump::{Backoff, Deliver, Pump};
+use pump::{Backoff, Deliver, Encode, Pump};
 
 use mcp_guard_store::Store;
 
@@ -48,7 +48,16 @@ pub struct Exporter {
 /// serves (a password file others can read, a missing CA file, no machine id).
 pub struct Prepared {
     host: Host,
-    pumps: Vec<(String, usize, Duration, Box<dyn Deliver>)>,
+    pumps: Vec<SinkPump>,
+}
+
+/// One sink's settings, encoding and delivery, before its thread starts.
+struct SinkPump {
+    name: String,
+    batch: usize,
+    interval: Duration,
+    encode: Box<dyn Encode>,
+    deliver: Box<dyn Deliver>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -57,7 +66,7 @@ impl std::fmt::Debug for Prepared {
             .field("host", &self.host)
             .field(
                 "sinks",
-                &self.pumps.iter().map(|p| &p.0).collect::<Vec<_>>(),
+                &self.pumps.iter().map(|p| &p.name).collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -80,24 +89,31 @@ impl Prepared {
         let host = Host::detect(config)?;
         let mut pumps = Vec::new();
         for sink in sinks {
-            let deliver: Box<dyn Deliver> = match &sink.target {
-                Target::ClickHouse(t) => Box::new(
-                    clickhouse::ClickHouseSink::new(t, sink.timeout, host.clone())
-                        .map_err(|e| format!("[[export.sink]] {:?}: {e}", sink.name))?,
+            let bad = |e: String| format!("[[export.sink]] {:?}: {e}", sink.name);
+            let (encode, deliver): (Box<dyn Encode>, Box<dyn Deliver>) = match &sink.target {
+                Target::ClickHouse(t) => (
+                    Box::new(rows::Rows::new(host.clone())),
+                    Box::new(clickhouse::ClickHouseSink::new(t, sink.timeout).map_err(bad)?),
                 ),
-                Target::Syslog(t) => Box::new(
-                    syslog::SyslogSink::new(t, sink.timeout, host.clone())
-                        .map_err(|e| format!("[[export.sink]] {:?}: {e}", sink.name))?,
+                Target::Syslog(t) => (
+                    Box::new(syslog::Frames::new(t, host.clone())),
+                    Box::new(syslog::SyslogSink::new(t, sink.timeout).map_err(bad)?),
                 ),
             };
-            pumps.push((sink.name, sink.batch, sink.interval, deliver));
+            pumps.push(SinkPump {
+                name: sink.name,
+                batch: sink.batch,
+                interval: sink.interval,
+                encode,
+                deliver,
+            });
         }
         Ok(Prepared { host, pumps })
     }
 
     /// The sinks' names.
     pub fn names(&self) -> Vec<String> {
-        self.pumps.iter().map(|p| p.0.clone()).collect()
+        self.pumps.iter().map(|p| p.name.clone()).collect()
     }
 
     /// This host, as the sinks see it.
@@ -193,7 +209,14 @@ fn supervise(prepared: Prepared, db: &Path, metrics: &ExportMetrics, stop: &Rece
     let mut threads = Vec::new();
     // Each sink stops when its sender goes; all go when the supervisor returns.
     let mut senders = Vec::new();
-    for (name, batch, interval, deliver) in prepared.pumps {
+    for SinkPump {
+        name,
+        batch,
+        interval,
+        encode,
+        deliver,
+    } in prepared.pumps
+    {
         let (tx, rx) = mpsc::channel::<()>();
         senders.push(tx);
         let pump = Pump {
@@ -201,6 +224,7 @@ fn supervise(prepared: Prepared, db: &Path, metrics: &ExportMetrics, stop: &Rece
             batch,
             interval,
             db: db.to_path_buf(),
+            encode,
             deliver,
             metrics: metrics.clone(),
         };

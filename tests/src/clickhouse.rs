@@ -170,6 +170,11 @@ impl ClickHouse {
         }
     }
 
+    /// The running server's pid (for the benchmark's CPU accounting).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The HTTP URL.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

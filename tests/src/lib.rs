@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod agent;
+pub mod bench;
 pub mod certs;
 pub mod clickhouse;
 pub mod corpus;
@@ -30,13 +31,24 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// A binary built from this workspace (`cargo build --bins`), e.g. `mcp-guard`.
+/// A binary built from this workspace (`cargo build --bins`), e.g. `mcp-guard`, of the profile
+/// these tests were built with: a `--release` benchmark measures release binaries.
 pub fn workspace_bin(name: &str) -> PathBuf {
-    let path = target_dir().join("debug").join(name);
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let path = target_dir().join(profile).join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo xtask test` (or `cargo build --workspace --bins`) first",
-        path.display()
+        "{} is missing: run `cargo xtask test` (or `cargo build {}--workspace --bins`) first",
+        path.display(),
+        if cfg!(debug_assertions) {
+            ""
+        } else {
+            "--release "
+        }
     );
     path
 }
@@ -165,6 +177,24 @@ pub fn scratch_root() -> PathBuf {
     } else {
         target
     }
+}
+
+/// A fresh, empty directory for one test: `<scratch_root>/mcp-guard-tests/<group>-<tag>-<pid>`.
+/// `group` names the test file, so test binaries running at once never share one.
+pub fn fresh_dir(group: &str, tag: &str) -> PathBuf {
+    let dir = scratch_root()
+        .join("mcp-guard-tests")
+        .join(format!("{group}-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the test's directory");
+    dir
+}
+
+/// The median of `samples` (the upper one of an even count); panics on an empty set.
+pub fn median<T: PartialOrd + Copy>(mut samples: Vec<T>) -> T {
+    assert!(!samples.is_empty(), "the median of no samples");
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    samples[samples.len() / 2]
 }
 
 /// A finished command's status, stdout and stderr, for assertion messages.

@@ -148,6 +148,45 @@ impl Drop for Prometheus {
     }
 }
 
+/// The value of one series in a Prometheus text exposition: `series` is the name with its
+/// labels exactly as exposed (`mcp_guard_servers_running`, `name{sink="ch"}`).
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// One series of the `/metrics` endpoint at `addr`, now; `None` when absent or unreachable.
+pub fn metric(addr: &str, series: &str) -> Option<f64> {
+    sample(&http_get(addr, "/metrics")?.1, series)
+}
+
+/// Polls `series` at `addr` until `ok` holds for its value, at most `within`; the value. On
+/// timeout it panics with the last value and `context()` (e.g. the agent's log).
+pub fn wait_metric(
+    addr: &str,
+    series: &str,
+    within: Duration,
+    ok: impl Fn(f64) -> bool,
+    context: impl FnOnce() -> String,
+) -> f64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = metric(addr, series);
+        if let Some(v) = got.filter(|v| ok(*v)) {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("{series} is {got:?} after {within:?}\n{}", context());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A plain HTTP/1.0 GET: (status, body), or `None` when nothing answers.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     http_get_as(addr, path, None)

@@ -142,6 +142,11 @@ impl Rsyslog {
         std::fs::read_to_string(self.dir.join("rsyslogd.log")).unwrap_or_default()
     }
 
+    /// The running server's pid (for the benchmark's CPU accounting).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `host:port`.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)

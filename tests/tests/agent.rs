@@ -12,7 +12,7 @@ use std::{
 use mcp_guard_tests::{
     agent::{self as harness, PinDir},
     everything_policy, fixture, mcp_guard, npm_server,
-    prom::{Prometheus, free_port, http_get, http_get_as},
+    prom::{self, Prometheus, free_port, http_get, http_get_as},
     python, require_root, scratch_root, workspace_root,
 };
 
@@ -187,28 +187,14 @@ fn prometheus_scrapes_the_calls_denials_and_kernel_events_of_real_sessions() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Value of an unlabelled sample in an exposition, e.g. `mcp_guard_servers_running`.
-fn sample(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 fn wait_metric(addr: &str, name: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let body = http_get(addr, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        if sample(&body, name) == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never became {want}: {:?}",
-            sample(&body, name)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    prom::wait_metric(
+        addr,
+        name,
+        Duration::from_secs(20),
+        |v| v == want,
+        String::new,
+    );
 }
 
 /// `mcp-guard exec --passthrough` of `sleep`, stdin held open so it runs until killed.

@@ -11,9 +11,8 @@ use std::{
 
 use mcp_guard_tests::{
     agent::{Agent, NOBODY, PinDir, Public},
-    describe, everything_policy, fixture, mcp_guard, npm_server,
-    prom::http_get,
-    python, require_root, scratch_root, server_user, workspace_bin, workspace_root,
+    describe, everything_policy, fixture, mcp_guard, npm_server, prom, python, require_root,
+    scratch_root, server_user, workspace_bin, workspace_root,
 };
 
 fn test_dir(name: &str) -> PathBuf {
@@ -278,24 +277,14 @@ fn an_unprivileged_exec_runs_a_real_server_through_the_agent_as_itself() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn metric(addr: &str, name: &str) -> Option<f64> {
-    let (_, body) = http_get(addr, "/metrics")?;
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 fn wait_metric(addr: &str, name: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = metric(addr, name);
-        if got == Some(want) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name} is {got:?}, not {want}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    prom::wait_metric(
+        addr,
+        name,
+        Duration::from_secs(20),
+        |v| v == want,
+        String::new,
+    );
 }
 
 /// A session through the agent, as nobody, whose server connects to 127.0.0.1:9 for each line

@@ -26,10 +26,9 @@ use std::{
 };
 
 use kernel_common::{TestCgroup, lines, listen};
-use mcp_guard::kernel::{
-    events::EventKind,
-    loader::{Destination, EgressRule, KernelGuard, ServerSpec},
-};
+use mcp_guard::kernel::loader::{Destination, EgressRule, KernelGuard, ServerSpec};
+use mcp_guard_model::KernelEventKind;
+use mcp_guard_tests::bench::record;
 use mcp_guard_tests::require_root;
 
 const CONNECTS: usize = 20_000;
@@ -71,7 +70,7 @@ fn paired(plain: &[f64], guarded: &[f64]) -> f64 {
 }
 
 #[test]
-#[ignore = "benchmark: run with --ignored --nocapture, as root"]
+#[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn kernel_guard_overhead() {
     require_root();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -101,7 +100,7 @@ fn kernel_guard_overhead() {
             }
             while let Some(ev) = rx.recv().await {
                 all.fetch_add(1, Ordering::Relaxed);
-                if matches!(&ev.kind, EventKind::Open { path, .. } if *path == target_str) {
+                if matches!(&ev.kind, KernelEventKind::Open { path, .. } if *path == target_str) {
                     opens.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -276,6 +275,26 @@ fn kernel_guard_overhead() {
         "drops during the open runs: {} ({drops:?}); events seen in total: {}",
         drops_after - drops_before,
         all_seen.load(Ordering::Relaxed)
+    );
+    record("kernel", "connect guarded/unguarded", cg / cp, "ratio");
+    record("kernel", "open guarded+events/unguarded", og / op, "ratio");
+    record(
+        "kernel",
+        "opener CPU guarded/unguarded",
+        cpu_g / cpu_p,
+        "ratio",
+    );
+    record(
+        "kernel",
+        "ring buffer median",
+        rates[rates.len() / 2],
+        "events/s",
+    );
+    record(
+        "kernel",
+        "event reader CPU per event, median",
+        reader_cpu[reader_cpu.len() / 2] * 1e9,
+        "ns",
     );
     let delivered: u64 = throughput.iter().map(|t| t.0).sum();
     assert!(

@@ -15,18 +15,13 @@ use std::{
 };
 
 use mcp_guard_tests::{
-    fixture, give_to_server_user, mcp_guard, npm_server, python, require_root, scratch_root,
+    fixture, fresh_dir, give_to_server_user, mcp_guard, npm_server, python, require_root,
     workspace_root,
 };
 use serde_json::{Value, json};
 
 fn data_dir(tag: &str) -> PathBuf {
-    let dir = scratch_root()
-        .join("mcp-guard-tests")
-        .join(format!("benign-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create data dir");
-    dir
+    fresh_dir("benign", tag)
 }
 
 /// `policies/NAME.toml` with the test environment's installs (workspace `tests/node_modules`

@@ -8,18 +8,13 @@ use std::{
     process::{Command, Output},
 };
 
+use mcp_guard_tests::fresh_dir;
 use mcp_guard_tests::{mcp_guard, workspace_root};
 use serde_json::{Value, json};
 
 /// A fresh directory for one test's config files.
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "mcp-guard-client-config-{tag}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+    fresh_dir("client-config", tag)
 }
 
 fn policy_dir() -> PathBuf {

@@ -21,6 +21,7 @@ use mcp_guard_tests::{
     agent::NOBODY, container_test_image, describe, fixture, mcp_guard, podman_engine, python,
     require_root, scratch_root, server_user,
 };
+use mcp_guard_tests::{bench::record, median};
 use serde_json::Value;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -500,11 +501,6 @@ fn the_container_runs_as_the_servers_user_never_the_images() {
     let _ = std::fs::remove_dir_all(&s.dir);
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn timed_ok(cmd: &mut Command) -> f64 {
     let start = Instant::now();
     let out = cmd.stdin(Stdio::null()).output().expect("spawn");
@@ -518,7 +514,7 @@ fn timed_ok(cmd: &mut Command) -> f64 {
 /// hardening, and mcp-guard's jail backend with the host's Python.
 /// `cargo test -p mcp-guard-tests --test container -- --ignored --nocapture`
 #[test]
-#[ignore = "benchmark: run with --ignored --nocapture, as root"]
+#[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn startup_container_vs_podman_run_vs_jail() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (name, id) = container_test_image();
@@ -592,6 +588,9 @@ fn startup_container_vs_podman_run_vs_jail() {
         j * 1e3,
         g / j
     );
+    record("container", "start-up, container", g * 1e3, "ms");
+    record("container", "container/podman run", g / e, "ratio");
+    record("container", "container/jail", g / j, "ratio");
     let _ = std::fs::remove_dir_all(&s.dir);
 }
 

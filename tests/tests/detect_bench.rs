@@ -1,7 +1,7 @@
 //! Throughput of the userspace event path: correlator + detector + store, as exec runs it
-//! (`exec::record::record_events` on a one-thread runtime, the store's writer thread, a real
-//! SQLite database on disk), compared with the store alone in the same run, then paced at fixed
-//! rates to find what is sustained without a drop.
+//! (the session pipeline, `mcp_guard_analysis::pipeline::run`, on a one-thread runtime, the
+//! store's writer thread, a real SQLite database on disk), compared with the store alone in the
+//! same run, then paced at fixed rates to find what is sustained without a drop.
 //!
 //! Not a timed test: run it on purpose, in release mode for meaningful numbers:
 //! `cargo test --release -p mcp-guard-tests --test detect_bench -- --ignored --nocapture`
@@ -9,7 +9,7 @@
 //! The events are made in-process (the kernel side is measured by tests/tests/bench.rs: ring
 //! buffer 305k events/s): this measures what userspace does with them once read. The mix is
 //! what a busy server produces: opens of library files, one connect per 20 events, calls of 50
-//! events each started and ended through the same fact channel the proxy uses.
+//! events each started and ended through the same input queue the proxy uses.
 //!
 //! `exec_session_under_an_open_storm` is the whole path for real: `mcp-guard exec` (the release
 //! binary: `cargo build --release --bins` first) runs the `opener` fixture opening one file as
@@ -18,17 +18,18 @@
 
 use std::{sync::Arc, time::Duration, time::Instant};
 
-use mcp_guard_tests::{require_root, scratch_root, target_dir, workspace_root};
+use mcp_guard_tests::{bench::record, require_root, scratch_root, workspace_bin, workspace_root};
 
-use mcp_guard::{
+use mcp_guard_analysis::{
+    Effect, Pipeline, PipelineConfig,
     correlate::CallFact,
     detect::{DetectConfig, Detector, Profile},
-    exec::record::{Analysis, CallFacts, RecorderStats, record_events},
-    kernel::events::{EventKind, KernelEvent, SockOp, Verdict, boot_ns_now},
+    event_record, input, pipeline,
 };
+use mcp_guard_model::{EgressVerdict, KernelEvent, KernelEventKind, SockOp, boot_ns_now};
 use mcp_guard_policy as policy;
 use mcp_guard_store::{StoreWriter, db_path};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 const EVENTS: u64 = 200_000;
 const PER_CALL: u64 = 50;
@@ -45,14 +46,14 @@ struct Run {
 
 fn event(i: u64) -> KernelEvent {
     let kind = if i % 20 == 19 {
-        EventKind::Connect {
+        KernelEventKind::Connect {
             addr: "127.0.0.1:443".parse().expect("addr"),
             proto: 6,
             op: SockOp::Connect,
-            verdict: Verdict::Allowed,
+            verdict: EgressVerdict::Allowed,
         }
     } else {
-        EventKind::Open {
+        KernelEventKind::Open {
             path: format!("/usr/lib/python3/dist-packages/mod{}.py", i % 500),
             flags: 0,
             result: Some(3),
@@ -69,8 +70,8 @@ fn event(i: u64) -> KernelEvent {
     }
 }
 
-/// Sends `EVENTS` events (paced at `rate` per second, or as fast as the channel takes them)
-/// through the recorder; `full` adds call facts and the detector.
+/// Sends `EVENTS` events (paced at `rate` per second, or as fast as they are taken) through
+/// the session pipeline with call facts and the detector (`full`), or straight to the store.
 fn run(dir: &std::path::Path, full: bool, rate: Option<u64>) -> Run {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("bench dir");
@@ -80,49 +81,47 @@ fn run(dir: &std::path::Path, full: bool, rate: Option<u64>) -> Run {
         .build()
         .expect("runtime");
     let started = Instant::now();
-    let (secs, stats): (f64, RecorderStats) = rt.block_on(async {
-        let (etx, erx) = mpsc::channel(65_536);
-        let facts = CallFacts::new();
-        let (ftx, frx) = (facts.sender(), facts.take_receiver());
-        let (_stop_tx, stop) = oneshot::channel();
+    let (secs, recorded): (f64, u64) = rt.block_on(async {
+        let (inputs, received) = input::channel();
+        let (stop_tx, stop) = oneshot::channel();
         let home = std::path::PathBuf::from("/root");
-        let analysis = Analysis {
-            facts: frx.filter(|_| full),
-            detector: full.then(|| {
-                Detector::new(
-                    DetectConfig::from_policy(&policy::builtin_default(), &home),
-                    "bench",
-                    "bench-s",
-                    Profile::default(),
-                    Default::default(),
-                )
-            }),
-            cgroup_dir: dir.join("no-cgroup"),
-            denials: None,
-            profile: None,
-            tools: None,
-        };
+        let pipeline = Pipeline::new(PipelineConfig {
+            server: "bench".into(),
+            session: "bench-s".into(),
+            detector: Detector::new(
+                DetectConfig::from_policy(&policy::builtin_default(), &home),
+                "bench",
+                "bench-s",
+                Profile::default(),
+                Default::default(),
+            ),
+            observe: false,
+        });
         let t0 = Instant::now();
-        let recorder = tokio::spawn(record_events(
-            erx,
-            store.clone(),
-            "bench".into(),
-            "bench-s".into(),
-            analysis,
-            stop,
-        ));
+        let to_store = store.clone();
+        let task = tokio::spawn(pipeline::run(pipeline, received, stop, move |e| {
+            if let Effect::Store(r) = e {
+                to_store.send(*r);
+            }
+        }));
         let per_ms = rate.map(|r| (r / 1000).max(1));
         let mut tick = tokio::time::interval(Duration::from_millis(1));
+        let mut direct = 0;
         for i in 0..EVENTS {
             if let Some(n) = per_ms
                 && i % n == 0
             {
                 tick.tick().await;
             }
-            if full && i % PER_CALL == 0 {
+            if !full {
+                direct += 1;
+                store.send(event_record(&event(i), format!("bench-s-e{i}")));
+                continue;
+            }
+            if i % PER_CALL == 0 {
                 let id = format!("c{}", i / PER_CALL);
                 if i > 0 {
-                    ftx.send(|at_boot_ns| CallFact::Ended {
+                    inputs.call_fact(|at_boot_ns| CallFact::Ended {
                         call_id: format!("c{}", i / PER_CALL - 1),
                         at_boot_ns,
                         tool: Some("read".into()),
@@ -130,17 +129,17 @@ fn run(dir: &std::path::Path, full: bool, rate: Option<u64>) -> Run {
                         denied: false,
                     });
                 }
-                ftx.send(|at_boot_ns| CallFact::Started {
+                inputs.call_fact(|at_boot_ns| CallFact::Started {
                     call_id: id,
                     tool: Some("read".into()),
                     at_boot_ns,
                 });
             }
-            etx.send(event(i)).await.expect("recorder alive");
+            assert!(inputs.kernel(event(i)).await, "pipeline alive");
         }
-        drop((etx, ftx, facts));
-        let stats = recorder.await.expect("recorder");
-        (t0.elapsed().as_secs_f64(), stats)
+        let _ = stop_tx.send(());
+        let outcome = task.await.expect("pipeline");
+        (t0.elapsed().as_secs_f64(), outcome.events + direct)
     });
     store.flush(Duration::from_secs(60));
     let stored_secs = started.elapsed().as_secs_f64();
@@ -148,9 +147,8 @@ fn run(dir: &std::path::Path, full: bool, rate: Option<u64>) -> Run {
     Run {
         secs,
         stored_secs,
-        recorded: stats.recorded,
+        recorded,
         written: s.written,
-        // `refused` sends are the store's queue_full drops, counted there already.
         dropped: s.dropped_queue_full + s.dropped_write_failed,
     }
 }
@@ -164,10 +162,22 @@ fn show(label: &str, r: &Run) {
         r.written,
         r.dropped
     );
+    record(
+        "detect",
+        &format!("{label}: through"),
+        EVENTS as f64 / r.secs,
+        "events/s",
+    );
+    record(
+        "detect",
+        &format!("{label}: dropped"),
+        r.dropped as f64,
+        "events",
+    );
 }
 
 #[test]
-#[ignore = "benchmark: run with --ignored --nocapture (release)"]
+#[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn correlator_detector_store_throughput() {
     let dir = std::env::temp_dir().join(format!("mcp-guard-detect-bench-{}", std::process::id()));
     println!(
@@ -189,35 +199,14 @@ fn correlator_detector_store_throughput() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A binary of the profile this bench was built with.
-fn bin(name: &str) -> std::path::PathBuf {
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    let path = target_dir().join(profile).join(name);
-    assert!(
-        path.exists(),
-        "{} missing: cargo build {}--bins",
-        path.display(),
-        if profile == "release" {
-            "--release "
-        } else {
-            ""
-        }
-    );
-    path
-}
-
 #[test]
-#[ignore = "benchmark: run with --ignored --nocapture (release, root)"]
+#[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn exec_session_under_an_open_storm() {
     require_root();
     let dir = scratch_root().join(format!("detect-storm-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let opener = bin("opener").canonicalize().expect("opener");
+    let opener = workspace_bin("opener").canonicalize().expect("opener");
     let tool_dir = opener.parent().expect("dir").display().to_string();
     let policy = std::fs::read_to_string(workspace_root().join("policies/default.toml"))
         .expect("default policy")
@@ -236,7 +225,7 @@ fn exec_session_under_an_open_storm() {
     for n in [10_000u64, 50_000, 200_000] {
         let state = dir.join(format!("state-{n}"));
         let t0 = Instant::now();
-        let out = std::process::Command::new(bin("mcp-guard"))
+        let out = std::process::Command::new(workspace_bin("mcp-guard"))
             .arg("--state-dir")
             .arg(&state)
             .args(["exec", "--passthrough", "--name", "storm", "--policy"])
@@ -258,7 +247,7 @@ fn exec_session_under_an_open_storm() {
             .unwrap_or_default()
             .parse()
             .expect("opener's elapsed ns");
-        let listed = std::process::Command::new(bin("mcp-guard"))
+        let listed = std::process::Command::new(workspace_bin("mcp-guard"))
             .arg("--state-dir")
             .arg(&state)
             .args(["events", "--server", "storm", "--kind", "open", "--json"])
@@ -284,6 +273,8 @@ fn exec_session_under_an_open_storm() {
                 lost.join(" | ")
             }
         );
+        let share = 100.0 * stored as f64 / n as f64;
+        record("detect", &format!("open storm {n}: stored"), share, "%");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

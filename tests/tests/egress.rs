@@ -9,10 +9,10 @@ use std::{net::IpAddr, time::Duration};
 
 use kernel_common::{TempDir, TestCgroup, free_port, lines, listen, run_outside};
 use mcp_guard::kernel::{
-    events::EventKind,
     loader::{Destination, EgressRule, KernelGuard, ServerSpec},
     resolve::NameResolver,
 };
+use mcp_guard_model::KernelEventKind;
 use mcp_guard_tests::require_root;
 
 const EPERM: &str = "errno 1";
@@ -208,7 +208,7 @@ fn allowed_host_name_resolves_and_dns_reaches_only_the_resolvers() {
     let resolved = rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(5), async {
             while let Some(ev) = events.recv().await {
-                if let EventKind::Resolve { name, addrs, .. } = ev.kind {
+                if let KernelEventKind::Resolve { name, addrs, .. } = ev.kind {
                     return Some((name, addrs));
                 }
             }

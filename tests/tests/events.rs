@@ -12,11 +12,9 @@ use std::{
 };
 
 use kernel_common::{TempDir, TestCgroup, lines, listen, run_outside};
-use mcp_guard::exec::record::event_record;
-use mcp_guard::kernel::{
-    events::{EventKind, KernelEvent, Verdict},
-    loader::{Destination, EgressRule, KernelGuard, SensitivePath, ServerSpec},
-};
+use mcp_guard::kernel::loader::{Destination, EgressRule, KernelGuard, SensitivePath, ServerSpec};
+use mcp_guard_analysis::event_record;
+use mcp_guard_model::{EgressVerdict, KernelEvent, KernelEventKind};
 use mcp_guard_tests::require_root;
 use tokio::sync::mpsc::Receiver;
 
@@ -61,7 +59,7 @@ fn collect(
 }
 
 fn is_open_of(ev: &KernelEvent, path: &Path) -> bool {
-    matches!(&ev.kind, EventKind::Open { path: p, .. } if Path::new(p) == path)
+    matches!(&ev.kind, KernelEventKind::Open { path: p, .. } if Path::new(p) == path)
 }
 
 #[test]
@@ -116,11 +114,11 @@ fn exec_open_and_connect_events_of_a_guarded_fixture() {
         ],
     );
     assert!(tried.status.success());
-    let is_exec_of = |e: &KernelEvent, path: &Path| matches!(&e.kind, EventKind::Exec { path: p, .. } if Path::new(p) == path);
+    let is_exec_of = |e: &KernelEvent, path: &Path| matches!(&e.kind, KernelEventKind::Exec { path: p, .. } if Path::new(p) == path);
 
     let seen = collect(&rt, &mut rx, |seen| {
         seen.iter()
-            .filter(|e| matches!(e.kind, EventKind::Connect { .. }))
+            .filter(|e| matches!(e.kind, KernelEventKind::Connect { .. }))
             .count()
             >= 2
             && seen.iter().any(|e| is_open_of(e, &missing))
@@ -129,9 +127,9 @@ fn exec_open_and_connect_events_of_a_guarded_fixture() {
 
     let exec = seen
         .iter()
-        .find(|e| matches!(&e.kind, EventKind::Exec { path, .. } if Path::new(path) == opener()))
+        .find(|e| matches!(&e.kind, KernelEventKind::Exec { path, .. } if Path::new(path) == opener()))
         .unwrap_or_else(|| panic!("an exec event for the opener; got {seen:#?}"));
-    let EventKind::Exec { argv, result, .. } = &exec.kind else {
+    let KernelEventKind::Exec { argv, result, .. } = &exec.kind else {
         unreachable!()
     };
     assert_eq!(*result, Some(0), "the opener ran");
@@ -139,7 +137,9 @@ fn exec_open_and_connect_events_of_a_guarded_fixture() {
     let failed = seen
         .iter()
         .find_map(|e| match &e.kind {
-            EventKind::Exec { path, result, .. } if Path::new(path) == absent => Some(*result),
+            KernelEventKind::Exec { path, result, .. } if Path::new(path) == absent => {
+                Some(*result)
+            }
             _ => None,
         })
         .unwrap_or_else(|| panic!("an exec event for {}; got {seen:#?}", absent.display()));
@@ -157,7 +157,7 @@ fn exec_open_and_connect_events_of_a_guarded_fixture() {
     let open_result = |path: &Path| {
         seen.iter()
             .find_map(|e| match &e.kind {
-                EventKind::Open {
+                KernelEventKind::Open {
                     path: p, result, ..
                 } if Path::new(p) == path => Some(*result),
                 _ => None,
@@ -170,7 +170,7 @@ fn exec_open_and_connect_events_of_a_guarded_fixture() {
     let connect = |port: u16| {
         seen.iter()
             .find_map(|e| match &e.kind {
-                EventKind::Connect {
+                KernelEventKind::Connect {
                     addr,
                     verdict,
                     proto,
@@ -180,8 +180,8 @@ fn exec_open_and_connect_events_of_a_guarded_fixture() {
             })
             .unwrap_or_else(|| panic!("a connect event to port {port}; got {seen:#?}"))
     };
-    assert_eq!(connect(a), ("127.0.0.1".into(), Verdict::Allowed, 6));
-    assert_eq!(connect(b), ("127.0.0.1".into(), Verdict::Denied, 6));
+    assert_eq!(connect(a), ("127.0.0.1".into(), EgressVerdict::Allowed, 6));
+    assert_eq!(connect(b), ("127.0.0.1".into(), EgressVerdict::Denied, 6));
 
     assert!(
         seen.iter().all(|e| e.cgroup_id == handle.cgroup_id()),
@@ -318,7 +318,7 @@ fn sensitive_open_kills_even_in_observe_mode() {
     // Wait for both kills and for the open of `after` by the third (unkilled) run.
     let seen = collect(&rt, &mut rx, |seen| {
         seen.iter()
-            .filter(|e| matches!(e.kind, EventKind::Killed { .. }))
+            .filter(|e| matches!(e.kind, KernelEventKind::Killed { .. }))
             .count()
             >= 4
             && seen.iter().any(|e| is_open_of(e, &after))
@@ -327,7 +327,7 @@ fn sensitive_open_kills_even_in_observe_mode() {
     for target in [&key, &creds] {
         let killed = seen
             .iter()
-            .find(|e| matches!(&e.kind, EventKind::Killed { path, signal: 9 } if Path::new(path) == target.as_path()))
+            .find(|e| matches!(&e.kind, KernelEventKind::Killed { path, signal: 9 } if Path::new(path) == target.as_path()))
             .unwrap_or_else(|| panic!("a killed event for {}; got {seen:#?}", target.display()));
         assert_eq!(&*killed.server, "observed");
         killed_pids.push(killed.pid);
@@ -400,19 +400,19 @@ fn a_sensitive_path_on_an_unfaulted_page_is_killed_before_the_open_returns() {
 
     let seen = collect(&rt, &mut rx, |seen| {
         seen.iter()
-            .any(|e| matches!(e.kind, EventKind::Killed { .. }))
+            .any(|e| matches!(e.kind, KernelEventKind::Killed { .. }))
             && seen.iter().filter(|e| is_open_of(e, &harmless)).count() >= 1
             && seen.iter().any(|e| is_open_of(e, &key))
     });
     let killed = seen
         .iter()
         .find(
-            |e| matches!(&e.kind, EventKind::Killed { path, signal: 9 } if Path::new(path) == key),
+            |e| matches!(&e.kind, KernelEventKind::Killed { path, signal: 9 } if Path::new(path) == key),
         )
         .unwrap_or_else(|| panic!("a killed event for the key; got {seen:#?}"));
     let fd_of = |path: &Path| {
         seen.iter().find_map(|e| match &e.kind {
-            EventKind::Open {
+            KernelEventKind::Open {
                 path: p, result, ..
             } if Path::new(p) == path => Some(*result),
             _ => None,
@@ -430,7 +430,7 @@ fn a_sensitive_path_on_an_unfaulted_page_is_killed_before_the_open_returns() {
     assert!(
         seen.iter()
             .filter(|e| e.pid == killed.pid)
-            .all(|e| !matches!(&e.kind, EventKind::Open { path, .. } if path.is_empty())),
+            .all(|e| !matches!(&e.kind, KernelEventKind::Open { path, .. } if path.is_empty())),
         "no open of the fixture is left without its path: {seen:#?}"
     );
     assert_eq!(

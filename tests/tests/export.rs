@@ -6,7 +6,8 @@
 //!   exactly once after `FINAL`;
 //! - two state dirs standing for two hosts ship to one ClickHouse, and `--fleet` queries show
 //!   both, the same records as each host's own query, with the host;
-//! - a secret injected into a server reaches neither the store, ClickHouse nor syslog;
+//! - a secret injected into a server, or passed by a client as a named argument (`"password": ...`),
+//!   reaches neither the store, `calls`, ClickHouse nor syslog;
 //! - rsyslog receives valid RFC 5424 frames carrying OCSF JSON, one per record, and a path
 //!   crafted to look like a second frame stays inside its own;
 //! - TLS: a syslog receiver and a ClickHouse whose certificates chain to the configured CA get
@@ -26,23 +27,17 @@ use std::{
 use mcp_guard_store::{Store, db_path};
 use mcp_guard_tests::{
     agent::{Agent, PinDir},
+    bench::record,
     certs::Pki,
     clickhouse::{self, ClickHouse},
-    describe, fixture, mcp_guard,
-    prom::http_get,
-    python, require_root,
+    describe, fixture, fresh_dir, mcp_guard, prom, python, require_root,
     rsyslog::{Rsyslog, Tls},
-    scratch_root, workspace_bin, workspace_root,
+    workspace_bin, workspace_root,
 };
 use serde_json::Value;
 
 fn data_dir(tag: &str) -> PathBuf {
-    let dir = scratch_root()
-        .join("mcp-guard-tests")
-        .join(format!("export-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create data dir");
-    dir
+    fresh_dir("export", tag)
 }
 
 /// `[export]` naming this host, then `sinks`.
@@ -83,10 +78,7 @@ fn fill(state: &Path, tag: &str, calls: u64) -> u64 {
 
 /// A sample of the agent's metrics: `name{sink="..."}`.
 fn metric(agent: &Agent, name: &str, sink: &str) -> Option<f64> {
-    let (_, body) = http_get(&agent.addr, "/metrics")?;
-    let series = format!("{name}{{sink=\"{sink}\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+    prom::metric(&agent.addr, &format!("{name}{{sink=\"{sink}\"}}"))
 }
 
 /// Waits until `ok` holds for the sink's `name` sample, at most `wait`; the last value.
@@ -97,21 +89,8 @@ fn wait_metric(
     wait: Duration,
     ok: impl Fn(f64) -> bool,
 ) -> f64 {
-    let deadline = Instant::now() + wait;
-    loop {
-        let v = metric(agent, name, sink);
-        if let Some(v) = v
-            && ok(v)
-        {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name}{{sink={sink:?}}} = {v:?} after {wait:?}\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let series = format!("{name}{{sink=\"{sink}\"}}");
+    prom::wait_metric(&agent.addr, &series, wait, ok, || agent.log())
 }
 
 /// The id of every record in the state dir's store.
@@ -567,6 +546,67 @@ fn two_hosts_ship_to_one_clickhouse_and_fleet_queries_show_both() {
     ));
     assert_eq!(trace.len(), 11, "{trace:?}");
     assert!(trace.iter().all(|l| l["host"] == "vm-a"), "{trace:?}");
+
+    // sessions: each host's session with what its server said about itself (shipped when the
+    // facts updated the session's row), the same as the host's own `sessions`, plus `host`.
+    assert_eq!(
+        ch.wait_count(
+            "SELECT count() FROM mcp_guard.sessions FINAL WHERE position(record, 'same-srv') > 0",
+            2,
+            Duration::from_secs(60)
+        ),
+        2
+    );
+    let out = cli(&state_a, &["sessions", "--fleet", &url]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text.lines().collect();
+    assert!(
+        rows.first()
+            .is_some_and(|h| h.starts_with("HOST  ") && h.contains("SAYS IT IS")),
+        "{text}"
+    );
+    assert_eq!(rows.len(), 3, "{text}");
+    for (row, host) in rows[1..].iter().zip(["vm-a", "vm-b"]) {
+        assert!(
+            row.starts_with(host) && row.contains("same-srv 1.2.3") && row.contains("running"),
+            "{text}"
+        );
+    }
+    let fleet = json_lines(&cli(&state_a, &["sessions", "--fleet", &url, "--json"]));
+    assert_eq!(fleet.len(), 2, "{fleet:?}");
+    for (agent, host) in agents.iter().zip(["vm-a", "vm-b"]) {
+        let local = json_lines(&cli(&agent.state, &["sessions", "--json"]));
+        let mine: Vec<Value> = fleet
+            .iter()
+            .filter(|s| s["host"] == host)
+            .map(|s| {
+                let mut s = s.clone();
+                s.as_object_mut().map(|m| m.remove("host"));
+                s
+            })
+            .collect();
+        assert_eq!(
+            mine, local,
+            "{host}: the fleet's sessions differ from the host's own"
+        );
+    }
+    let none = cli(
+        &state_a,
+        &[
+            "sessions",
+            "--fleet",
+            &url,
+            "--server",
+            "server-other",
+            "--json",
+        ],
+    );
+    assert!(
+        none.status.success() && none.stdout.is_empty(),
+        "{}",
+        describe(&none)
+    );
     drop(agents);
     drop(pins);
     let _ = std::fs::remove_dir_all(&dir);
@@ -797,20 +837,46 @@ fn no_injected_secret_reaches_the_store_clickhouse_or_syslog() {
         ),
     )
     .expect("write policy");
-    let out = Command::new(python())
-        .arg(fixture("mcp_client.py"))
-        .args(["--call", "leak", "{}", "--"])
-        .arg(mcp_guard())
-        .arg("--state-dir")
-        .arg(&agent.state)
-        .args(["exec", "--standalone", "--name", "leaky", "--policy"])
-        .arg(&policy)
-        .arg("--")
-        .arg(&py)
-        .arg(&server)
-        .output()
-        .expect("run the MCP client");
-    assert!(out.status.success(), "{}", describe(&out));
+    // The attack on the history: a client passes credentials as named arguments, which only
+    // their names make recognisable (each JSON string redacted alone keeps them).
+    let password = format!("hunter2{}", &value[..10]);
+    let aws_secret = format!("{}{}", &value[..20].to_uppercase(), &value[12..32]);
+    let arguments = serde_json::json!({
+        "password": password,
+        "aws_secret_access_key": aws_secret,
+    })
+    .to_string();
+    for args in ["{}", arguments.as_str()] {
+        let out = Command::new(python())
+            .arg(fixture("mcp_client.py"))
+            .args(["--call", "leak", args, "--"])
+            .arg(mcp_guard())
+            .arg("--state-dir")
+            .arg(&agent.state)
+            .args(["exec", "--standalone", "--name", "leaky", "--policy"])
+            .arg(&policy)
+            .arg("--")
+            .arg(&py)
+            .arg(&server)
+            .output()
+            .expect("run the MCP client");
+        assert!(out.status.success(), "{}", describe(&out));
+    }
+    let calls = cli(&agent.state, &["calls", "--json"]);
+    assert!(calls.status.success(), "{}", describe(&calls));
+    let with_args = json_lines(&calls)
+        .into_iter()
+        .find(|c| c["arguments"].get("password").is_some())
+        .unwrap_or_else(|| panic!("no call with the arguments: {}", describe(&calls)));
+    assert!(
+        with_args["arguments"]["password"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("[REDACTED:"))
+            && with_args["arguments"]["aws_secret_access_key"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("[REDACTED:")),
+        "{with_args}"
+    );
 
     // Shipped, all of it.
     let records = stored_ids(&agent.state).len();
@@ -832,15 +898,23 @@ fn no_injected_secret_reaches_the_store_clickhouse_or_syslog() {
         );
     }
     let mut leaks = Vec::new();
-    for (what, bytes) in [("ClickHouse", shipped.clone()), ("syslog", rs.files())] {
-        if count(&bytes, &value) > 0 || count(&bytes, &value[..12]) > 0 {
+    let secrets = [&value[..], &value[..12], &password, &aws_secret];
+    let has_secret = |bytes: &[u8]| secrets.iter().any(|s| count(bytes, s) > 0);
+    for (what, bytes) in [
+        ("ClickHouse", shipped.clone()),
+        ("syslog", rs.files()),
+        ("calls --json", calls.stdout.clone()),
+    ] {
+        if has_secret(&bytes) {
             leaks.push(what.to_string());
         }
     }
     let state = &agent.state;
     for file in ["mcp-guard.db", "mcp-guard.db-wal", "mcp-guard.db-shm"] {
         if let Ok(bytes) = std::fs::read(state.join(file))
-            && count(&bytes, &value) > 0
+            && [&value, &password, &aws_secret]
+                .iter()
+                .any(|s| count(&bytes, s) > 0)
         {
             leaks.push(file.to_string());
         }
@@ -1031,10 +1105,32 @@ fn process_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// A process's CPU time (user + system, all its threads) from /proc.
+fn pid_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    Duration::from_millis((ticks(14) + ticks(15)) * 1000 / hz)
+}
+
 /// Export throughput, the agent's exporter in this process (the same `Exporter` the agent runs,
 /// nothing else running in the process), from a store of 20,000 calls with ten events each to a
 /// local ClickHouse, then to a local rsyslog. Prints records/s and the exporter's CPU per
-/// record (this process's CPU while it ran: the exporter's threads and a 100 ms progress poll).
+/// record (this process's CPU while it ran: the exporter's threads and a 100 ms progress poll),
+/// and the receiving engine's CPU per record.
 ///
 /// Not a timed test: run it on purpose, in release mode for meaningful numbers:
 /// `cargo test --release -p mcp-guard-tests --test export -- --ignored --nocapture`
@@ -1078,14 +1174,29 @@ fn bench_export_throughput() {
             .and_then(|m| m.export_metrics())
             .expect("metrics");
         let store = Store::open_existing(&db).expect("store");
+        let engine = if name == "clickhouse" {
+            ch.pid()
+        } else {
+            rs.pid()
+        }
+        .expect("engine pid");
+        let engine_cpu = pid_cpu(engine);
         let cpu = process_cpu();
         let start = Instant::now();
         let exporter = Exporter::start(prepared, &db, metrics);
         let mut shipped = false;
         while start.elapsed() < Duration::from_secs(600) {
             std::thread::sleep(Duration::from_millis(100));
+            // Cheap, so the poll's own CPU stays out of the exporter's: anything after the
+            // cursor? (Counting the backlog would scan it ten times a second.)
             let cursor = store.export_cursor(name).expect("cursor");
-            if cursor > 0 && store.export_lag(cursor).expect("lag").records == 0 {
+            if cursor > 0
+                && store
+                    .changes_after(cursor, 1)
+                    .expect("changes")
+                    .changes
+                    .is_empty()
+            {
                 shipped = true;
                 break;
             }
@@ -1105,11 +1216,28 @@ fn bench_export_throughput() {
         };
         assert_eq!(landed, total, "{name}");
         let written = start.elapsed().as_secs_f64();
+        let engine_cpu = (pid_cpu(engine) - engine_cpu).as_secs_f64();
         println!(
             "export bench: {name}: {total} records delivered in {secs:.2}s = {:.0} records/s; \
-             exporter CPU {cpu:.2}s = {:.1} us/record; all in the engine after {written:.2}s",
+             exporter CPU {cpu:.2}s = {:.1} us/record; {name} CPU {engine_cpu:.2}s = {:.1} \
+             us/record; all in the engine after {written:.2}s",
             total as f64 / secs,
             cpu * 1e6 / total as f64,
+            engine_cpu * 1e6 / total as f64,
+        );
+        let bench = format!("export {name}");
+        record(&bench, "throughput", total as f64 / secs, "records/s");
+        record(
+            &bench,
+            "exporter CPU",
+            cpu * 1e6 / total as f64,
+            "us/record",
+        );
+        record(
+            &bench,
+            "engine CPU",
+            engine_cpu * 1e6 / total as f64,
+            "us/record",
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -23,19 +23,14 @@ use mcp_guard_model::{
 use mcp_guard_store::{self as store, Store};
 use mcp_guard_tests::{
     agent::{Agent, PinDir},
-    describe, fixture, mcp_guard, npm_server, prom, python, require_root, scratch_root,
+    describe, fixture, fresh_dir, mcp_guard, npm_server, prom, python, require_root,
     workspace_root,
 };
 use serde_json::{Value, json};
 
 /// A fresh directory outside /tmp (the jail gives the server a private /tmp of its own).
 fn data_dir(tag: &str) -> PathBuf {
-    let dir = scratch_root()
-        .join("mcp-guard-tests")
-        .join(format!("history-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create data dir");
-    dir
+    fresh_dir("history", tag)
 }
 
 /// Random lowercase hex (no fixed part that could match by accident).
@@ -787,10 +782,7 @@ impl RawClient {
 }
 
 fn metric(agent: &Agent, name: &str) -> Option<f64> {
-    let (_, body) = prom::http_get(&agent.addr, "/metrics")?;
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    prom::metric(&agent.addr, name)
 }
 
 #[test]

@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mcp_guard_tests::{bench::record, median};
 use mcp_guard_tests::{
     describe, fixture, give_to_server_user, mcp_guard, npm_server, python, require_root,
     server_user, workspace_bin,
@@ -839,13 +840,8 @@ fn real_filesystem_server_answers_through_the_jail() {
     );
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 #[test]
-#[ignore = "benchmark: cargo test -p mcp-guard-tests --test jail -- --ignored --nocapture bench"]
+#[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn bench_exec_true() {
     require_root();
     const RUNS: usize = 50;
@@ -874,6 +870,10 @@ fn bench_exec_true() {
         j.as_secs_f64() / p.as_secs_f64(),
         o.as_secs_f64() / p.as_secs_f64()
     );
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    record("exec_true", "exec -- /bin/true", ms(j), "ms");
+    record("exec_true", "exec --observe -- /bin/true", ms(o), "ms");
+    record("exec_true", "exec/plain", ms(j) / ms(p), "ratio");
 }
 
 /// The seams exec leaves for the kernel guard and the JSON-RPC proxy, driven in-process.

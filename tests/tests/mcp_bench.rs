@@ -1,5 +1,4 @@
-//! Benchmark (ignored by default; run in release):
-//! `cargo test --release -p mcp-guard-tests --test mcp_bench -- --ignored --nocapture`
+//! Benchmark (ignored by default): `cargo xtask bench --only mcp_bench`.
 //!
 //! 10k small `tools/call` round trips to an echo tool, direct vs. through the proxy with the
 //! default interceptors (tool access, pins, the poisoning scanner, argument schema check, secret
@@ -37,10 +36,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcp_guard::exec::record::{CallFacts, StoreCallSink};
+use mcp_guard::exec::proxy_sink::ProxySink;
 use mcp_guard::mcp::{self, ProxyConfig, ProxyOutcome, pins::PinConfig};
 use mcp_guard_store::StoreWriter;
 use mcp_guard_tests::npm_server;
+use mcp_guard_tests::{bench::record, median};
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, Lines},
     net::unix::pipe,
@@ -241,9 +241,11 @@ async fn through_proxy(
                 so,
                 &cfg,
                 chain,
-                StoreCallSink::new(
+                // No analysis listens (its input is closed): the proxy's own cost is measured.
+                ProxySink::new(
                     StoreWriter::spawn(db).redacting(Some(redactor)),
-                    CallFacts::new().sender(),
+                    mcp_guard_analysis::input::channel().0,
+                    &cfg.session,
                 ),
                 None,
             );
@@ -333,12 +335,6 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// The median of `v`.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
-}
-
 /// How many blocks each measurement is cut into (see [`compare`]).
 const BLOCKS: usize = 10;
 
@@ -366,9 +362,15 @@ async fn compare(server: Server) {
     });
     let chain = mcp::proxy::build_chain(&cfg).expect("chain");
     let (proxied, proxy) = through_proxy(server, &cfg, chain, dir.join("default.db")).await;
-    // The default interceptors without the poisoning scanner: the chain before it existed.
+    // The chain before the poisoning scanner and the secrets catalog: no scanner, and the eight
+    // secret shapes it had then (as a rules file), for what both cost.
     let mut unscanned_cfg = cfg.clone();
     unscanned_cfg.scan = None;
+    let eight = mcp_guard_tests::fixture("secrets/eight-shapes.toml");
+    let text = std::fs::read_to_string(&eight).expect("eight-shapes.toml");
+    unscanned_cfg.secrets.rules = Some(mcp_guard_secrets::RulesSource {
+        files: vec![(eight, text)],
+    });
     unscanned_cfg.pins = Some(PinConfig {
         state_dir: dir.join("unscanned"),
         policy: "bench".into(),
@@ -533,7 +535,7 @@ async fn compare(server: Server) {
         us(bare_cpu)
     );
     println!(
-        "  without the poisoning scanner {:.2} us: the scanner costs {:.2}x",
+        "  without the poisoning scanner, with the eight secret shapes of before the catalog {:.2} us: scanner and catalog cost {:.2}x",
         us(unscanned_cpu),
         us(cpu) / us(unscanned_cpu)
     );
@@ -542,10 +544,33 @@ async fn compare(server: Server) {
         audited_rows == 1
     );
     println!("calls recorded in the proxied path's store: {recorded} of {sent}");
+    let name = server.name();
+    let r =
+        |what: &str, value: f64, unit: &str| record("mcp", &format!("{name}: {what}"), value, unit);
+    r("added p50", us(p50) - us(d50), "us");
+    r("added p99", us(p99) - us(d99), "us");
+    r("added p50, recorded", us(a50) - us(d50), "us");
+    r(
+        "throughput proxied/direct",
+        median(ratios(&p_rates)),
+        "ratio",
+    );
+    r(
+        "throughput recorded/direct",
+        median(ratios(&a_rates)),
+        "ratio",
+    );
+    r("proxy CPU per call", us(cpu), "us");
+    r("proxy CPU per call, recorded", us(audited_cpu), "us");
+    r(
+        "scanner and catalog CPU, now/before",
+        us(cpu) / us(unscanned_cpu),
+        "ratio",
+    );
 }
 
 #[test]
-#[ignore = "benchmark: run in release with --ignored --nocapture"]
+#[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn proxy_added_latency_and_throughput() {
     let no_idle = std::env::var("MCP_BENCH_NO_IDLE").is_ok_and(|v| !v.is_empty() && v != "0");
     let _no_idle = no_idle.then(|| {

@@ -6,17 +6,12 @@ use std::{
     process::{Command, Output},
 };
 
+use mcp_guard_tests::fresh_dir;
 use mcp_guard_tests::{mcp_guard, workspace_root};
 
 /// A fresh directory for one test's policy files.
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "mcp-guard-policy-check-{tag}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+    fresh_dir("policy-check", tag)
 }
 
 fn check(files: &[&Path]) -> Output {
@@ -215,5 +210,94 @@ fn a_secret_rules_file_is_checked_with_the_policy() {
     }
     // `ignore` naming the broken file's rule is not a problem of its own.
     assert_eq!(stderr.lines().count(), 2, "one line per problem:\n{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The shipped policies list other distributions' locations (`/etc/pki`, `/lib32`, ...) as
+/// `?PATH` alternatives: checking all of them on this host prints no warning at all.
+#[test]
+fn shipped_policies_check_without_warnings() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(workspace_root().join("policies"))
+        .expect("read policies/")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let output = check(&refs);
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(stdout.lines().count(), files.len(), "{stdout}");
+    assert!(
+        stderr.is_empty(),
+        "warnings on the shipped policies:\n{stderr}"
+    );
+}
+
+/// A user's typo (a path that exists on no host) still warns, with file, line and key, while
+/// the same kind of entry marked `?` is quiet; a malformed marker is an error like any other.
+#[test]
+fn a_typo_warns_an_optional_alternative_does_not_and_a_bad_marker_is_an_error() {
+    let dir = temp_dir("optional");
+    let policy = dir.join("mine.toml");
+    std::fs::write(
+        &policy,
+        "name = \"mine\"\n[filesystem]\nread = [\"/usr\", \"?/etc/no-such-distro-pki\",\n  \
+         \"/usr/bin/pyhton3\"]\nexec = [\"/usr\", \"?/no-such-lib32\", \"/usr/bin/pyhton3\"]\n",
+    )
+    .expect("write policy");
+    let output = check(&[&policy]);
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let p = policy.display();
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "{p}:4:3: filesystem.read[2]: warning: /usr/bin/pyhton3 does not exist on this \
+                 host: the entry grants nothing"
+            ),
+            format!(
+                "{p}:5:36: filesystem.exec[2]: warning: /usr/bin/pyhton3 does not exist on this \
+                 host: the entry grants nothing"
+            ),
+        ],
+        "{stderr}"
+    );
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"bad\"\n[filesystem]\nread = [\"?\", \"?etc/pki\"]\nexec = [\"??/lib32\"]\n\
+         write = [\"/tmp\"]\nwritable = [\"?/x\"]\n",
+    )
+    .expect("write policy");
+    let output = check(&[&bad]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(78),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let b = bad.display();
+    for expected in [
+        format!("{b}:3:9: filesystem.read[0]: \"?\": after the optional marker `?`, empty path"),
+        format!("{b}:3:14: filesystem.read[1]: \"?etc/pki\": after the optional marker `?`"),
+        format!("{b}:4:9: filesystem.exec[0]: \"??/lib32\": after the optional marker `?`"),
+        format!("{b}:6:1: filesystem.writable: unknown key"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert_eq!(stderr.lines().count(), 4, "one line per problem:\n{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,11 +1,12 @@
 //! The shipped policies not covered by tests/tests/reference_servers.rs run their real servers:
-//! github (`@modelcontextprotocol/server-github`) and postgres
-//! (`@modelcontextprotocol/server-postgres` against a real PostgreSQL started from Debian's package),
-//! each under a copy of `policies/NAME.toml` with only the test environment's install
-//! directories added (as reference_servers.rs does) and the secret's file moved to the test's
-//! own. Each answers initialize, tools/list and one call, and the kernel denied none of its
-//! connections (github's resolver also probes nscd's Unix socket, which no policy should open:
-//! glibc falls back to DNS).
+//! github (`@modelcontextprotocol/server-github`), postgres
+//! (`@modelcontextprotocol/server-postgres` against a real PostgreSQL started from Debian's package)
+//! and playwright (`@playwright/mcp` driving Debian's chromium), each under a copy of
+//! `policies/NAME.toml` with only the test environment's install directories added (as
+//! reference_servers.rs does) and the secret's file moved to the test's own. Each answers
+//! initialize, tools/list and its calls, and the kernel denied none of its connections
+//! (github's resolver also probes nscd's Unix socket, which no policy should open: glibc falls
+//! back to DNS).
 
 use std::{
     path::{Path, PathBuf},
@@ -13,17 +14,12 @@ use std::{
 };
 
 use mcp_guard_tests::{
-    describe, fixture, mcp_guard, npm_server, python, require_root, scratch_root, workspace_root,
+    describe, fixture, fresh_dir, mcp_guard, npm_server, python, require_root, workspace_root,
 };
 use serde_json::Value;
 
 fn data_dir(tag: &str) -> PathBuf {
-    let dir = scratch_root()
-        .join("mcp-guard-tests")
-        .join(format!("shipped-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create data dir");
-    dir
+    fresh_dir("shipped", tag)
 }
 
 /// A copy of `policies/NAME.toml` in `dir`: the test environment's installs added to `read` and
@@ -83,10 +79,23 @@ fn guarded(
     call: (&str, &str),
     command: &[&str],
 ) -> (Value, Vec<Value>) {
+    guarded_calls(policy, name, dir, &[call], command)
+}
+
+/// [`guarded`] with several calls, made in order in one session.
+fn guarded_calls(
+    policy: &Path,
+    name: &str,
+    dir: &Path,
+    calls: &[(&str, &str)],
+    command: &[&str],
+) -> (Value, Vec<Value>) {
     let state = dir.join("state");
     let output = Command::new(python())
         .arg(fixture("mcp_client.py"))
-        .args(["--rpc-error-ok", "--call", call.0, call.1, "--"])
+        .arg("--rpc-error-ok")
+        .args(calls.iter().flat_map(|(tool, args)| ["--call", tool, args]))
+        .arg("--")
         .arg(mcp_guard())
         .arg("--state-dir")
         .arg(&state)
@@ -252,5 +261,181 @@ fn postgres_policy_runs_the_reference_postgres_server_against_a_real_database() 
     assert!(text.contains("\"answer\": 42"), "{text}");
     assert!(refused.is_empty(), "{refused:#?}");
     drop(pg);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Debian's chromium, which the shipped playwright policy tells users to install.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// @playwright/mcp as the playwright policy's header runs it, with Debian's chromium.
+fn playwright_command(server: &Path) -> Vec<String> {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: run `cargo xtask setup` (Debian package chromium)"
+    );
+    [
+        "node",
+        server.to_str().expect("UTF-8"),
+        "--headless",
+        "--no-sandbox",
+        "--executable-path",
+        CHROMIUM,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Whether `event` is one the playwright policy refuses on purpose (its header lists them):
+/// the system D-Bus and nscd sockets (the policy lists no Unix socket; Chromium and glibc go on
+/// without them), Chromium's writes to its children's /proc/PID/oom_score_adj and clear_refs
+/// (/proc is read-only), and Debian's launcher script listing the working directory (the
+/// unquoted glob `.*\.dpkg` in /usr/bin/chromium), which the policy does not grant.
+fn refused_on_purpose(event: &Value) -> bool {
+    let path = event["path"].as_str().unwrap_or_default();
+    let proc_write = path.strip_prefix("/proc/").is_some_and(|rest| {
+        rest.split_once('/').is_some_and(|(pid, file)| {
+            pid.bytes().all(|b| b.is_ascii_digit())
+                && ["oom_score_adj", "clear_refs"].contains(&file)
+        })
+    });
+    match event["kind"].as_str() {
+        Some("connect") => ["/run/dbus/system_bus_socket", "/var/run/nscd/socket"].contains(&path),
+        Some("open") => proc_write || path == ".",
+        _ => false,
+    }
+}
+
+#[test]
+fn playwright_policy_runs_playwright_mcp_with_debian_chromium() {
+    require_root();
+    let dir = data_dir("playwright");
+    let policy = test_policy("playwright", &dir, "unused");
+    let server = npm_server("@playwright/mcp");
+    let command = playwright_command(&server);
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    // A page of the test's own: the policy allows only public addresses, so a server on this
+    // host is out of reach (the next test shows it); a data: URL needs no network.
+    let page =
+        r#"{"url": "data:text/html,<title>Guarded page</title><h1>Hello from the jail</h1>"}"#;
+    let (answer, refused) = guarded_calls(
+        &policy,
+        "playwright",
+        &dir,
+        &[("browser_navigate", page), ("browser_snapshot", "{}")],
+        &command,
+    );
+    assert_eq!(answer["server"]["name"], "Playwright", "{answer}");
+    for t in ["browser_navigate", "browser_snapshot", "browser_click"] {
+        assert!(tools(&answer).contains(&t), "{answer}");
+    }
+    let calls = answer["calls"].as_array().expect("calls");
+    assert_eq!(calls.len(), 2, "{answer}");
+    assert_eq!(calls[0]["is_error"], false, "{answer}");
+    assert!(
+        calls[0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Page Title: Guarded page")),
+        "{answer}"
+    );
+    assert_eq!(calls[1]["is_error"], false, "{answer}");
+    let snapshot = calls[1]["text"].as_str().expect("snapshot text");
+    assert!(
+        snapshot.contains(r#"heading "Hello from the jail""#),
+        "{snapshot}"
+    );
+    let unexpected: Vec<&Value> = refused.iter().filter(|e| !refused_on_purpose(e)).collect();
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An HTTP server on this host's loopback, as a host-only service (an admin page, a metadata
+/// endpoint) is: answers every request with `body` and counts the connections.
+fn host_service(body: &'static str) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().expect("addr").port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, hits)
+}
+
+/// The attack: a prompt-injected page or instruction sends the browser to a service only this
+/// host can reach (server-side request forgery). Without the jail the browser reads it; under the
+/// shipped policy the connection is refused in the kernel, the service sees nothing and the
+/// refusal is recorded.
+#[test]
+fn playwright_policy_keeps_the_browser_off_the_hosts_own_services() {
+    require_root();
+    let dir = data_dir("playwright-ssrf");
+    let policy = test_policy("playwright", &dir, "unused");
+    let server = npm_server("@playwright/mcp");
+    let command = playwright_command(&server);
+    let (port, hits) = host_service("<title>admin</title><h1>Host-only admin page</h1>");
+    let navigate = format!(r#"{{"url": "http://127.0.0.1:{port}/"}}"#);
+    let calls = [
+        ("browser_navigate", navigate.as_str()),
+        ("browser_snapshot", "{}"),
+    ];
+
+    // Without mcp-guard the browser reaches the host's service: the attack works.
+    let direct = Command::new(python())
+        .arg(fixture("mcp_client.py"))
+        .arg("--rpc-error-ok")
+        .args(calls.iter().flat_map(|(tool, args)| ["--call", tool, args]))
+        .arg("--")
+        .args(&command)
+        .args([
+            "--output-dir",
+            dir.join("direct-output").to_str().expect("UTF-8"),
+        ])
+        // What the policy's [env] set does in the jail, here in the test's own dir.
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .current_dir(&dir)
+        .output()
+        .expect("run the MCP client");
+    assert!(direct.status.success(), "{}", describe(&direct));
+    let answer: Value = serde_json::from_slice(&direct.stdout).expect("client JSON");
+    assert!(
+        answer["call"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("Host-only admin page")),
+        "the direct run did not reach the host's service: {answer}"
+    );
+    let reached = hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(reached > 0);
+
+    // Under the shipped policy it does not.
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let (answer, refused) = guarded_calls(&policy, "playwright", &dir, &calls, &command);
+    let text = answer["calls"].to_string();
+    assert!(!text.contains("Host-only admin page"), "{answer}");
+    assert!(text.contains("ERR_"), "no network error in: {answer}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        reached,
+        "the host's service was reached through the jail"
+    );
+    assert!(
+        refused.iter().any(|e| e["kind"] == "connect"
+            && e["addr"] == "127.0.0.1"
+            && e["port"] == port
+            && e["verdict"] == "denied"),
+        "no denied connect to 127.0.0.1:{port} among {refused:#?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

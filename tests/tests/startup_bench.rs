@@ -13,17 +13,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mcp_guard_tests::median;
 use mcp_guard_tests::{
     agent::{Agent, NOBODY, PinDir, Public},
     mcp_guard, require_root, scratch_root,
 };
 
 const RUNS: usize = 50;
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
 
 fn timed(mut cmd: impl FnMut() -> Command) -> Duration {
     // One warm-up run (page cache, first eBPF load), then the samples.

@@ -1,8 +1,7 @@
 //! The store and its query commands, end to end: several producer processes writing one
 //! database, a full disk, and the real `mcp-guard` binary's `calls`/`events`/`alerts`/`trace`.
 //!
-//! The benchmark is `#[ignore]`d: `cargo test -p mcp-guard-tests --test store -- --ignored
-//! --nocapture store_bench` prints the numbers.
+//! The benchmark is `#[ignore]`d: `cargo xtask bench --only store` runs it.
 
 use std::{
     collections::BTreeSet,
@@ -17,7 +16,7 @@ use mcp_guard_model::{
     Severity, Timestamp, Verdict,
 };
 use mcp_guard_store::{self as store, AlertFilter, EventFilter, Store, StoreWriter};
-use mcp_guard_tests::{mcp_guard, require_root, workspace_bin};
+use mcp_guard_tests::{bench::record, mcp_guard, require_root, workspace_bin};
 
 /// A temporary state dir, removed on drop.
 struct StateDir(PathBuf);
@@ -601,7 +600,7 @@ fn tables_read_well_and_empty_or_missing_stores_are_explained() {
 
 /// Not a test: measures the batched writer and the query the issue names. Prints numbers.
 #[test]
-#[ignore = "benchmark: cargo test -p mcp-guard-tests --test store -- --ignored --nocapture"]
+#[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn store_bench() {
     let dir = StateDir::new("bench");
 
@@ -642,6 +641,13 @@ fn store_bench() {
          queue-full retries) vs {unbatched:.0}/s one transaction per record: {:.1}x",
         waited,
         batched / unbatched
+    );
+    record("store", "writer inserts, batched", batched, "records/s");
+    record(
+        "store",
+        "batched/one transaction per record",
+        batched / unbatched,
+        "ratio",
     );
 
     // 2. `events --server S --since 1h` with a million events stored: 10 servers over 48 hours.
@@ -752,6 +758,14 @@ fn store_bench() {
         pruned.deleted.events,
         prune_time.as_secs_f64(),
     );
+    record("store", "fill", fill, "events/s");
+    record(
+        "store",
+        "events --server --since 1h, 1M events",
+        big.as_secs_f64() * 1e3,
+        "ms",
+    );
+    record("store", "prune 24h", prune_time.as_secs_f64(), "s");
 }
 
 /// Every id the trace JSON mentions is a string (ids are strings in the contract).

@@ -10,19 +10,14 @@ use std::{
 };
 
 use mcp_guard_tests::{
-    describe, fixture, give_to_server_user, mcp_guard, npm_server, python, require_root,
-    scratch_root, workspace_root,
+    describe, fixture, fresh_dir, give_to_server_user, mcp_guard, npm_server, python, require_root,
+    workspace_root,
 };
 use serde_json::Value;
 
 /// A fresh directory outside /tmp (the jail gives the server a private /tmp of its own).
 fn data_dir(tag: &str) -> PathBuf {
-    let dir = scratch_root()
-        .join("mcp-guard-tests")
-        .join(format!("suggest-loop-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create data dir");
-    dir
+    fresh_dir("suggest-loop", tag)
 }
 
 fn venv_bin(name: &str) -> String {

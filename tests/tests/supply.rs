@@ -11,19 +11,15 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
+use mcp_guard_tests::{bench::record, median};
 use mcp_guard_tests::{
-    describe, fixture, mcp_guard, npm_server, python, require_root, scratch_root, workspace_root,
+    describe, fixture, fresh_dir, mcp_guard, npm_server, python, require_root, workspace_root,
 };
 use serde_json::Value;
 
 /// A fresh directory outside /tmp (the jail gives the server a private /tmp of its own).
 fn data_dir(tag: &str) -> PathBuf {
-    let dir = scratch_root()
-        .join("mcp-guard-tests")
-        .join(format!("supply-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create data dir");
-    dir
+    fresh_dir("supply", tag)
 }
 
 /// The venv's console script (unresolved: what a client config names).
@@ -573,7 +569,7 @@ fn real(p: &Path) -> String {
 /// packages): the in-process cost of `supply::verify`, and a whole session (start, initialize,
 /// tools/list) under `exec` with and without the pins; medians, and the ratio.
 #[test]
-#[ignore = "benchmark: prints numbers, asserts nothing about time"]
+#[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn bench_pin_verification() {
     require_root();
     let dir = data_dir("bench");
@@ -584,10 +580,6 @@ fn bench_pin_verification() {
         ("time", vec![&time]),
         ("filesystem", vec![node, &entry, &dir]),
     ];
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     for (name, command) in cases {
         let pins = pin(&dir.join("state"), &command);
         let args: Vec<String> = command.iter().map(|p| p.display().to_string()).collect();
@@ -622,6 +614,12 @@ fn bench_pin_verification() {
             w,
             wo,
             w / wo
+        );
+        record(
+            "supply",
+            &format!("{name}: session with pins/without"),
+            w / wo,
+            "ratio",
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

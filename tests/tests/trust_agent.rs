@@ -15,7 +15,7 @@ use std::{
 use mcp_guard_tests::{
     agent::{Agent, NOBODY, Options, PinDir, Public},
     describe, everything_policy, fixture, mcp_guard, npm_server,
-    prom::{http_get, http_get_as, unix_http_get},
+    prom::{self, http_get_as, unix_http_get},
     python, require_root, scratch_root, workspace_root,
 };
 use serde_json::{Value, json};
@@ -64,28 +64,9 @@ fn python_as(uid: u32, script: &str) -> Command {
     cmd
 }
 
-fn metric(addr: &str, name: &str) -> Option<f64> {
-    let (_, body) = http_get(addr, "/metrics")?;
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 fn wait_metric(agent: &Agent, name: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = metric(&agent.addr, name);
-        if got == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} is {got:?}, not {want}\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let within = Duration::from_secs(30);
+    prom::wait_metric(&agent.addr, name, within, |v| v == want, || agent.log());
 }
 
 /// A session of `uid` through the agent whose server (`cat`) runs until exec's stdin closes.

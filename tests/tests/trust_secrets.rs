@@ -12,17 +12,12 @@ use std::{
 
 use mcp_guard_tests::{
     agent::{Agent, NOBODY, PinDir, Public},
-    describe, fixture, mcp_guard, python, require_root, scratch_root, workspace_root,
+    describe, fixture, fresh_dir, mcp_guard, python, require_root, workspace_root,
 };
 use serde_json::Value;
 
 fn data_dir(tag: &str) -> PathBuf {
-    let dir = scratch_root()
-        .join("mcp-guard-tests")
-        .join(format!("trust-secrets-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create data dir");
-    dir
+    fresh_dir("trust-secrets", tag)
 }
 
 /// A fresh secret value: 32 random hex digits (no fixed part that would match by accident).

@@ -25,9 +25,7 @@ use std::{
 
 use mcp_guard_tests::{
     agent::{Agent, PinDir},
-    describe, mcp_guard, podman_engine,
-    prom::http_get,
-    require_root, scratch_root, workspace_bin,
+    describe, mcp_guard, podman_engine, prom, require_root, scratch_root, workspace_bin,
 };
 
 const EPERM: &str = "errno 1";
@@ -224,22 +222,8 @@ fn wait_event(state: &Path, kind: &str, path: &str, verdict: &str) -> Vec<serde_
 /// Waits until one series of the agent's /metrics reaches `min` (the agent counts what its
 /// store tail reads, a moment after the events are stored).
 fn wait_metric(agent: &Agent, series: &str, min: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, text) = http_get(&agent.addr, "/metrics").expect("/metrics");
-        let value: f64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or(0.0);
-        if value >= min {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} is {value}, not at least {min}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let within = Duration::from_secs(10);
+    prom::wait_metric(&agent.addr, series, within, |v| v >= min, || agent.log());
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::{
     process::{Command, ExitCode},
 };
 
+mod bench;
 mod kernels;
 mod lint;
 mod setup;
@@ -23,6 +24,8 @@ commands:
   lint    check packaging/ and vagrant/ with systemd-analyze, systemd-sysusers, promtool and bash
   kernels boot Debian's kernels in QEMU and run the enforcement tests inside each (needs root;
           `cargo xtask kernels --help`)
+  bench   the benchmarks in release, guarded against unguarded; numbers kept as JSON under
+          target/bench (`cargo xtask bench --help`)
   demo    build, then run the main job: doctor and a real MCP server under mcp-guard exec";
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::run_all(),
         Some("test") => test(&args[1..]),
         Some("kernels") => kernels::command(&args[1..]),
+        Some("bench") => bench::command(&args[1..]),
         Some("demo") => demo(),
         Some("lint") => lint::run_all(&root().join("target/debug/mcp-guard")),
         Some("-h" | "--help" | "help") => {

@@ -27,7 +27,8 @@ use crate::{Result, root, run};
 /// their own instances of both (tests/tests/export.rs); only the binaries are used, never the
 /// system services.
 /// postgresql: tests/tests/shipped_policies.rs runs the shipped postgres policy's server against
-/// a real database.
+/// a real database. chromium: the same file runs the shipped playwright policy's server
+/// (@playwright/mcp) with Debian's browser, as the policy tells users to.
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "python3-venv",
@@ -55,6 +56,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "rsyslog",
     "rsyslog-gnutls",
     "postgresql",
+    "chromium",
 ];
 
 /// podman's default OCI runtime for mcp-guard's hosts: crun refuses hybrid cgroup hosts, runc

@@ -1,7 +1,10 @@
 //! The validated policy: plain data that the rest of mcp-guard reads (the launcher, the kernel
 //! guard's spec, the proxy, detection). Built only by the checker ([`crate::parse`]).
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+};
 
 use crate::clients::ClientRule;
 use crate::image::ImageRef;
@@ -122,11 +125,15 @@ pub enum Backend {
 }
 
 /// `[env]`: the server gets a scrubbed environment (the launcher's built-in allowlist plus the
-/// secrets); `pass` keeps more of exec's own environment, e.g. variables an MCP client sets.
+/// secrets); `pass` keeps more of exec's own environment, e.g. variables an MCP client sets;
+/// `set` fixes values whatever the caller's environment holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Env {
     /// Names of variables passed through from exec's environment when set there.
     pub pass: Vec<String>,
+    /// Variables the policy sets, by name. A value starting with `~/` is below the server
+    /// user's home (expand with [`crate::expand_home`] at launch).
+    pub set: BTreeMap<String, String>,
 }
 
 /// `[filesystem]`: paths the server may read, write and execute; everything else is denied.
@@ -134,6 +141,7 @@ pub struct Env {
 /// Entries are absolute or start with `~/` (expand with [`crate::expand_home`]), contain no `..`
 /// and no glob; a directory grants its whole tree. The launcher skips entries that do not exist on
 /// the host (the default policy lists install locations of several distributions and toolchains).
+/// An entry written `?PATH` is PATH, marked as one that may be absent on a host.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filesystem {
     /// Readable trees.
@@ -142,6 +150,10 @@ pub struct Filesystem {
     pub write: Vec<String>,
     /// Executable files or trees.
     pub exec: Vec<String>,
+    /// The entries of `read`, `write` or `exec` written `?PATH` (stored without the `?`): other
+    /// hosts' alternatives (a distribution's trust store, a toolchain's install dir) that
+    /// `policy check` does not warn about when they are missing here.
+    pub optional: BTreeSet<String>,
 }
 
 /// `[network]`: default-deny egress allowlist.

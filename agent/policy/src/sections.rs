@@ -108,7 +108,7 @@ impl Checker<'_> {
         secrets: &BTreeMap<String, Secret>,
     ) -> Env {
         let mut env = Env::default();
-        let Some(table) = self.table(item, span, "env", &["pass"]) else {
+        let Some(table) = self.table(item, span, "env", &["pass", "set"]) else {
             return env;
         };
         if let Some(value) = table.get("pass") {
@@ -131,6 +131,49 @@ impl Checker<'_> {
                 }
             }
         }
+        if let Some(value) = table.get("set") {
+            let (_, value_span) = entry(table, "set", span);
+            // Any name is a key here: no list of known keys.
+            let Some(set) = value.as_table_like() else {
+                let found = describe(value);
+                self.error(
+                    &value_span,
+                    "env.set",
+                    format!("expected a table of NAME = \"value\", found {found}"),
+                );
+                return env;
+            };
+            for (name, v) in set.iter() {
+                let (_, v_span) = entry(set, name, &value_span);
+                let path = join("env.set", name);
+                let why = if !is_env_name(name) {
+                    Some(format!("{name:?} is not an environment variable name"))
+                } else if secrets.contains_key(name) {
+                    Some(format!(
+                        "{name} is also a secret; a variable comes from one place"
+                    ))
+                } else if env.pass.iter().any(|p| p == name) {
+                    Some(format!(
+                        "{name} is also in pass; a variable comes from one place"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    self.error(&v_span, &path, why);
+                    continue;
+                }
+                match self.string(v, &v_span, &path) {
+                    Some(s) if s.contains('\0') => {
+                        self.error(&v_span, &path, format!("{s:?} contains a NUL byte"));
+                    }
+                    Some(s) => {
+                        env.set.insert(name.to_string(), s.to_string());
+                    }
+                    None => {}
+                }
+            }
+        }
         env
     }
 
@@ -149,8 +192,24 @@ impl Checker<'_> {
             };
             let (_, value_span) = entry(table, key, span);
             for (s, s_span, s_path) in self.strings(value, &value_span, &join("filesystem", key)) {
-                match check_fs_path(s) {
-                    Ok(()) => list.push(s.to_string()),
+                // `?PATH`: an alternative that may be absent on a host (only `policy check`
+                // treats it differently; the launcher skips every missing entry).
+                let (path, optional) = match s.strip_prefix('?') {
+                    Some(rest) => (rest, true),
+                    None => (s, false),
+                };
+                match check_fs_path(path) {
+                    Ok(()) => {
+                        list.push(path.to_string());
+                        if optional {
+                            fs.optional.insert(path.to_string());
+                        }
+                    }
+                    Err(m) if optional => self.error(
+                        &s_span,
+                        &s_path,
+                        format!("{s:?}: after the optional marker `?`, {m}"),
+                    ),
                     Err(m) => self.error(&s_span, &s_path, m),
                 }
             }

@@ -332,6 +332,39 @@ fn filesystem_entries_are_absolute_or_home_relative_paths() {
 }
 
 #[test]
+fn a_question_mark_marks_an_entry_optional_and_is_checked_like_the_path() {
+    let p = ok(
+        "name = \"x\"\n[filesystem]\nread = [\"/usr\", \"?/etc/pki\"]\n\
+                exec = [\"?~/.volta\"]\nwrite = [\"/tmp\"]\n",
+    );
+    // Stored without the marker: the launcher and the kernel see plain paths.
+    assert_eq!(p.filesystem.read, ["/usr", "/etc/pki"]);
+    assert_eq!(p.filesystem.exec, ["~/.volta"]);
+    assert_eq!(
+        p.filesystem.optional.iter().collect::<Vec<_>>(),
+        ["/etc/pki", "~/.volta"]
+    );
+    let bad = [
+        ("?", "empty"),
+        ("??/x", "must be absolute"),
+        ("?etc/pki", "must be absolute"),
+        ("?/a/../b", ".."),
+        ("?/lib*", "glob"),
+        ("/etc/?pki", "glob"),
+    ];
+    for (entry, msg) in bad {
+        for key in ["read", "write", "exec"] {
+            one_problem(
+                &format!("name = \"x\"\n[filesystem]\n{key} = [\"/ok\",\n  \"{entry}\"]\n"),
+                4,
+                &format!("filesystem.{key}[1]"),
+                msg,
+            );
+        }
+    }
+}
+
+#[test]
 fn network_entries_need_a_valid_host_and_port() {
     let bad = [
         ("api.github.com", "has no port"),
@@ -789,6 +822,46 @@ fn pin_values_are_checked() {
 }
 
 #[test]
+fn env_set_fixes_values_and_is_checked() {
+    let p = ok("name = \"x\"\n[env]\npass = [\"LANG\"]\n\
+                set = { XDG_CACHE_HOME = \"/tmp/.cache\", BROWSERS = \"~/.cache/ms-playwright\" }\n");
+    assert_eq!(
+        p.env.set.iter().collect::<Vec<_>>(),
+        [
+            (
+                &"BROWSERS".to_string(),
+                &"~/.cache/ms-playwright".to_string()
+            ),
+            (&"XDG_CACHE_HOME".to_string(), &"/tmp/.cache".to_string()),
+        ]
+    );
+    for (set, msg) in [
+        ("{ \"A B\" = \"x\" }", "not an environment variable name"),
+        ("{ LANG = \"C\" }", "also in pass"),
+        ("{ T = \"x\" }", "also a secret"),
+        ("{ A = 1 }", "expected a string, found an integer"),
+    ] {
+        let text = format!(
+            "name = \"x\"\n[secrets]\nT = {{ file = \"/t\" }}\n[env]\npass = [\"LANG\"]\n\
+             set = {set}\n"
+        );
+        let key = match set {
+            s if s.contains("A B") => "env.set.\"A B\"",
+            s if s.contains("LANG") => "env.set.LANG",
+            s if s.contains("T =") => "env.set.T",
+            _ => "env.set.A",
+        };
+        one_problem(&text, 6, key, msg);
+    }
+    one_problem(
+        "name = \"x\"\n[env]\nset = \"XDG_CACHE_HOME=/tmp\"\n",
+        3,
+        "env.set",
+        "expected a table of NAME = \"value\"",
+    );
+}
+
+#[test]
 fn user_and_env_pass_are_checked() {
     let p = ok("name = \"x\"\nuser = \"mcp-runner\"\n[env]\npass = [\"NODE_OPTIONS\", \"LANG\"]\n");
     assert_eq!(p.user.as_deref(), Some("mcp-runner"));
@@ -818,9 +891,9 @@ fn user_and_env_pass_are_checked() {
         "also a secret",
     );
     one_problem(
-        "name = \"x\"\n[env]\nset = {}\n",
+        "name = \"x\"\n[env]\nunset = []\n",
         3,
-        "env.set",
+        "env.unset",
         "unknown key",
     );
 }

@@ -1,5 +1,6 @@
 //! Warnings about `[filesystem]` entries that are valid but cannot work on this host: a path
-//! that does not exist (landlock grants nothing for it), an `exec` entry outside the read set,
+//! that does not exist (landlock grants nothing for it) unless it is written `?PATH` (an
+//! alternative for other hosts), an `exec` entry outside the read set,
 //! a script whose `#!` interpreter is missing, not executable or outside the exec set. The
 //! policy still loads; `policy check` prints these with file, line and key.
 
@@ -62,6 +63,10 @@ pub fn warnings(text: &str, policy: &Policy) -> Vec<Problem> {
             }
             let path = Path::new(entry);
             if std::fs::symlink_metadata(path).is_err() {
+                // Written `?PATH`: another host's alternative, expected to be missing here.
+                if fs.optional.contains(entry) {
+                    continue;
+                }
                 warn(
                     key,
                     i,
@@ -151,5 +156,27 @@ mod tests {
         assert_eq!(shebang(&good), Some(PathBuf::from("/bin/sh")));
         assert_eq!(shebang(Path::new("/usr/bin/python3")), None);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn optional_entries_may_be_missing_but_typos_still_warn() {
+        let text = "name = \"w\"\n[filesystem]\n\
+                    read = [\"/usr\", \"?/no/such/distro/pki\", \"/usr/bin/pyhton3\"]\n\
+                    exec = [\"?/no/such/lib32\",\n  \"?/etc\"]\n";
+        let policy = crate::parse(text, None).expect("valid policy");
+        let w = warnings(text, &policy);
+        let got: Vec<(usize, &str)> = w.iter().map(|p| (p.line, p.key.as_str())).collect();
+        // The typo is not marked: it warns. The marked ones are quiet about being missing, but
+        // an optional entry that exists is checked like any other (/etc is not in read).
+        assert_eq!(
+            got,
+            [(3, "filesystem.read[2]"), (5, "filesystem.exec[1]")],
+            "{w:#?}"
+        );
+        assert!(
+            w[0].message.contains("/usr/bin/pyhton3 does not exist"),
+            "{w:#?}"
+        );
+        assert!(w[1].message.contains("not in the read set"), "{w:#?}");
     }
 }

@@ -140,7 +140,7 @@ async fn run(
             line = lines.next_line() => match line {
                 Ok(Some(line)) => match serde_json::from_str::<GuardReply>(&line) {
                     Ok(GuardReply::Event { event }) => {
-                        // The recorder stops only after the last flush: a closed channel means
+                        // The forwarder stops only after the last flush: a closed channel means
                         // the session is over.
                         let _ = events.send(event).await;
                     }

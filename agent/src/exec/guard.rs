@@ -1,8 +1,9 @@
 //! The eBPF kernel guard on exec's seams.
 //!
 //! [`hooks`] gives the [`Attach`] hook (load the programs, guard the session's cgroup with the
-//! policy's [`ServerSpec`](crate::kernel::loader::ServerSpec), start recording its events in the
-//! store) and the matching [`Finish`] hook (drain the events still in flight, say what was lost).
+//! policy's [`ServerSpec`](crate::kernel::loader::ServerSpec), hand its events to the session's
+//! analysis, see [`super::analysis`]) and the matching [`Finish`] hook (drain the events still in
+//! flight, say what was lost).
 //!
 //! A standalone exec loads its own copy of the programs ([`GuardSource::Local`]): the syscall
 //! tracepoints are host-wide but filter in the kernel to the cgroups this copy guards, so
@@ -10,7 +11,7 @@
 //! another's. A session worker of the agent ([`GuardSource::Agent`]) asks the agent instead,
 //! which guards the cgroup with the programs it loaded and pinned once, and streams the events.
 
-use std::{any::Any, cell::RefCell, collections::HashSet, path::PathBuf, rc::Rc, time::Duration};
+use std::{any::Any, cell::RefCell, path::PathBuf, rc::Rc, time::Duration};
 
 use tokio::{
     sync::{mpsc, oneshot},
@@ -21,11 +22,9 @@ use super::{
     Attach, Finish, SessionInfo,
     agent_link::AgentLink,
     kernel_spec::{sensitive_path, server_spec},
-    record::{Analysis, RecorderStats, record_events},
     say,
 };
 use crate::{
-    detect::{DetectConfig, Detector, Profile},
     doctor::explain_kernel,
     ipc::GuardRequest,
     kernel::{
@@ -33,6 +32,7 @@ use crate::{
         loader::{KernelError, KernelGuard, ServerSpec},
     },
 };
+use mcp_guard_analysis::InputSender;
 use mcp_guard_model::EventRecord;
 use mcp_guard_policy::OnSensitive;
 use mcp_guard_store::StoreHandle;
@@ -60,7 +60,8 @@ enum Guarded {
 struct Running {
     guard: Guarded,
     stop: oneshot::Sender<()>,
-    recorder: JoinHandle<RecorderStats>,
+    /// Hands the kernel's events to the session's analysis; the count handed.
+    forwarder: JoinHandle<u64>,
     /// Where the kernel's drop counts are recorded at the end (as `lost` events).
     store: StoreHandle,
     server: String,
@@ -79,7 +80,7 @@ pub fn hooks(source: GuardSource) -> (Attach, Finish) {
             };
             match attached {
                 Ok((guard, events, handle)) => {
-                    *attach_state.borrow_mut() = Some(start_recorder(&info, guard, events));
+                    *attach_state.borrow_mut() = Some(start_forwarder(&info, guard, events));
                     Ok(handle)
                 }
                 Err(why) => unavailable(&info, why),
@@ -192,59 +193,59 @@ async fn agent_guard(info: &SessionInfo, socket: PathBuf) -> Result<Attached, St
     Ok((Guarded::Agent(link), events, Box::new(())))
 }
 
-/// Events from the agent that may wait for the recorder.
+/// Events from the agent that may wait for the forwarder to the analysis.
 const EVENT_QUEUE: usize = 65536;
 
-/// Starts recording the session's events (with correlation and detection) in the store.
-fn start_recorder(
+/// Starts handing the session's kernel events to its analysis.
+fn start_forwarder(
     info: &SessionInfo,
     guard: Guarded,
     events: mpsc::Receiver<KernelEvent>,
 ) -> Running {
     let (stop, stopped) = oneshot::channel();
-    let detector = detector(info);
-    let analysis = Analysis {
-        facts: info.call_facts.take_receiver(),
-        profile: detector
-            .learning()
-            .then(|| (info.state_dir.clone(), info.key())),
-        detector: Some(detector),
-        cgroup_dir: info.cgroup_dir.clone(),
-        // Under --observe a deny-call rule is recorded, not acted on, like the proxy's refusals.
-        denials: (!info.observe).then(|| info.call_facts.denial_sender()),
-        tools: info.call_facts.take_tools(),
-    };
-    let recorder = tokio::spawn(record_events(
-        events,
-        info.store.clone(),
-        info.server.clone(),
-        info.session.clone(),
-        analysis,
-        stopped,
-    ));
+    let forwarder = tokio::spawn(forward(events, info.analysis.inputs(), stopped));
     Running {
         guard,
         stop,
-        recorder,
+        forwarder,
         store: info.store.clone(),
         server: info.server.clone(),
         session: info.session.clone(),
     }
 }
 
-/// The session's detection rules, with what was learned about the server before.
-fn detector(info: &SessionInfo) -> Detector {
-    let profile = Profile::load(&info.state_dir, &info.key()).unwrap_or_else(|e| {
-        say(&format!("WARNING: {e}; starting from an empty profile"));
-        Profile::default()
-    });
-    Detector::new(
-        DetectConfig::from_policy(&info.policy, &info.home),
-        &info.server,
-        &info.session,
-        profile,
-        HashSet::new(),
-    )
+/// Hands `events` to the session's analysis (waiting while its queue is full: the ring buffer
+/// holds the rest meanwhile) until `stop` fires, then what is already queued: the guard fires
+/// `stop` after its flush, once the server's processes are gone, so nothing more can come.
+/// Returns how many were handed.
+async fn forward(
+    mut events: mpsc::Receiver<KernelEvent>,
+    inputs: InputSender,
+    stop: oneshot::Receiver<()>,
+) -> u64 {
+    let mut handed = 0;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => {
+                    if !inputs.kernel(event).await {
+                        return handed;
+                    }
+                    handed += 1;
+                }
+                None => break,
+            },
+            _ = &mut stop => break,
+        }
+    }
+    while let Ok(event) = events.try_recv() {
+        if !inputs.kernel(event).await {
+            break;
+        }
+        handed += 1;
+    }
+    handed
 }
 
 /// Refuses (fail closed) or, under `--observe` / `allow_degraded`, says loudly what is lost
@@ -294,7 +295,7 @@ async fn finish_guard(running: Running) {
     let Running {
         guard,
         stop,
-        recorder,
+        forwarder,
         store,
         server,
         session,
@@ -314,21 +315,17 @@ async fn finish_guard(running: Running) {
                 ));
             }
             let _ = stop.send(());
-            let _ = recorder.await;
+            let _ = forwarder.await;
             // The agent accounts for the kernel's drops of all its sessions.
             link.release().await;
             return;
         }
     };
     let _ = stop.send(());
-    let stats = match recorder.await {
-        Ok(stats) => stats,
-        Err(e) => {
-            say(&format!("kernel event recorder failed: {e}"));
-            RecorderStats::default()
-        }
-    };
-    tracing::debug!("kernel events recorded: {}", stats.recorded);
+    match forwarder.await {
+        Ok(handed) => tracing::debug!("kernel events handed to the analysis: {handed}"),
+        Err(e) => say(&format!("kernel event forwarder failed: {e}")),
+    }
     match guard.dropped() {
         Ok(drops) => {
             let lost: Vec<String> = drops

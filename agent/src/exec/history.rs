@@ -55,6 +55,10 @@ impl Redact for StoreRedactor {
         self.0.redact(s, what);
     }
 
+    fn redact_member(&self, key: &str, s: &mut String, what: &mut Vec<String>) {
+        self.0.redact_member(key, s, what);
+    }
+
     fn unfinished_tail(&self, s: &str) -> usize {
         self.0.unfinished_tail(s)
     }

@@ -1,9 +1,10 @@
 //! The MCP proxy on exec's stdio seam: every JSON-RPC message between the client and the jailed
-//! server passes the policy's interceptors; calls and findings are recorded in the session's store.
+//! server passes the policy's interceptors; calls are recorded in the session's store, call facts
+//! and findings go to the session's analysis.
 
 use std::io;
 
-use super::{ServerStdio, client_io, record::StoreCallSink};
+use super::{ServerStdio, client_io, proxy_sink::ProxySink};
 use crate::mcp::{self, ProxyConfig};
 
 /// Runs the proxy between exec's stdin/stdout and the server until the server's stdout ends.
@@ -26,10 +27,12 @@ pub async fn guarded(io: ServerStdio) -> io::Result<()> {
     config.tools.client_exe = session.client_exe.clone();
     config.observe = session.observe;
     config.audit = session.audit.clone();
-    let sink = StoreCallSink::new(session.store.clone(), session.call_facts.sender())
-        .with_session(&session.session)
-        .with_denials(session.call_facts.take_denials())
-        .with_tools(session.call_facts.tools_sender());
+    let sink = ProxySink::new(
+        session.store.clone(),
+        session.analysis.inputs(),
+        &session.session,
+    )
+    .with_denials(session.analysis.take_denials());
     let outcome = mcp::run(
         client_io::stdin(),
         client_io::stdout(),

@@ -9,11 +9,9 @@ use std::{
 
 use super::{
     config::{ClickHouseTarget, Secret},
-    host::Host,
-    pump::Deliver,
+    pump::{Bodies, Deliver},
     rows, tls,
 };
-use mcp_guard_store::Change;
 
 /// Longest piece of an error body kept (ClickHouse repeats the offending input at length).
 const MAX_ERROR_TEXT: usize = 400;
@@ -128,29 +126,27 @@ impl ClickHouse {
     }
 }
 
-/// A ClickHouse sink: each batch becomes one insert per table that has rows.
+/// A ClickHouse sink: each batch ([`rows::Rows`] encodes it) becomes one insert per table
+/// that has rows.
 #[derive(Debug)]
 pub struct ClickHouseSink {
     client: ClickHouse,
-    host: Host,
 }
 
 impl ClickHouseSink {
     /// The sink for `target`.
-    pub fn new(target: &ClickHouseTarget, timeout: Duration, host: Host) -> Result<Self, String> {
+    pub fn new(target: &ClickHouseTarget, timeout: Duration) -> Result<Self, String> {
         Ok(ClickHouseSink {
             client: ClickHouse::new(target, timeout)?,
-            host,
         })
     }
 }
 
 impl Deliver for ClickHouseSink {
-    fn deliver(&mut self, changes: &[Change]) -> Result<(), String> {
-        let bodies = rows::encode(changes, &self.host).map_err(|e| format!("encoding: {e}"))?;
+    fn deliver(&mut self, bodies: &Bodies) -> Result<(), String> {
         // A failure part-way retries the whole batch: rows inserted twice share their id and
         // version, and `FINAL` folds them.
-        for (table, body) in rows::TABLES.iter().zip(&bodies) {
+        for (table, body) in rows::TABLES.iter().zip(bodies) {
             if !body.is_empty() {
                 self.client.insert(table, body)?;
             }

@@ -1,4 +1,4 @@
-//! `mcp-guard calls|events|alerts|trace --fleet URL`: the same queries against the fleet's
+//! `mcp-guard calls|events|alerts|sessions|trace --fleet URL`: the same queries against the fleet's
 //! ClickHouse, across hosts, printed the same way with the host of each record.
 //!
 //! Reads the `record` column (the record exactly as the host stored it) of the shipped tables
@@ -131,8 +131,12 @@ pub fn list_sql(database: &str, query: &Query) -> Option<String> {
             w.since("ts_ns", *since);
             ("alerts", "ts_ns, host, alert_id")
         }
-        // `sessions` has no --fleet: the fleet's session rows carry no server facts yet.
-        Query::Trace { .. } | Query::Sessions { .. } => return None,
+        Query::Sessions { server, since, .. } => {
+            w.eq("server", server);
+            w.since("started_ns", *since);
+            ("sessions", "started_ns, host, session")
+        }
+        Query::Trace { .. } => return None,
     };
     Some(format!(
         "SELECT host, record FROM {database}.{table} FINAL WHERE {} ORDER BY {order} \
@@ -284,10 +288,16 @@ pub fn execute(
             })?;
             query::print_trace(out, &trace, Some(&host), *json, width)
         }
-        Query::Sessions { .. } => Err(QueryError::Io(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "sessions has no fleet query",
-        ))),
+        Query::Sessions {
+            server,
+            since,
+            json,
+        } => {
+            let what = query::describe("sessions", &[("server", server)], *since);
+            let lines = fetch(list_sql(&db, query).unwrap_or_default())?;
+            let table: TableFn<Hosted<SessionRecord>> = query::fleet_sessions_table;
+            query::list(out, *json, each(lines), table, width, &what, &source)
+        }
     }
 }
 

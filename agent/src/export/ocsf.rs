@@ -16,8 +16,17 @@
 //! `device` (host name and id), `time` (ms) and `time_dt` (RFC 3339, ns), severity, status and
 //! disposition, and the whole mcp-guard record, exactly as `--json` prints it, in
 //! `unmapped.mcp_guard`.
+//!
+//! Each class is a typed struct serialized straight into the caller's buffer: the exporter
+//! writes one event per record it ships, and building a JSON tree per record first was most of
+//! a syslog sink's work. The fields are declared in the order the events have always had.
 
-use serde_json::{Map, Value, json};
+use std::{
+    borrow::Cow,
+    fmt::{self, Display},
+};
+
+use serde::{Serialize, Serializer};
 
 use mcp_guard_model::{
     AlertRecord, CallRecord, Decision, EventKind, EventRecord, Record, SessionRecord, Severity,
@@ -36,81 +45,235 @@ const MEDIUM: u8 = 3;
 const HIGH: u8 = 4;
 const CRITICAL: u8 = 5;
 
-/// One record as an OCSF event, and the OCSF severity id it got (for the syslog header). `None`
-/// for a session's facts: they travel in their session's row (the change log holds table rows).
-pub fn event(record: &Record, host: &Host) -> Option<(Value, u8)> {
-    let mut out = match record {
-        Record::Session(s) => session(s),
-        Record::Call(c) => call(c),
-        Record::Event(e) => kernel_event(e),
-        Record::Alert(a) => alert(a),
-        Record::Facts(_) => return None,
+/// Appends one record as an OCSF event (JSON, no newline) to `out`; the OCSF severity id it got
+/// (for the syslog header). `None`, and nothing written, for a session's facts: they travel in
+/// their session's row (the change log holds table rows).
+pub fn write_event(
+    record: &Record,
+    host: &Host,
+    out: &mut Vec<u8>,
+) -> Result<Option<u8>, serde_json::Error> {
+    let severity = match record {
+        Record::Session(s) => write(out, host, session(s))?,
+        Record::Call(c) => write(out, host, call(c))?,
+        Record::Event(e) => write(out, host, kernel_event(e))?,
+        Record::Alert(a) => write(out, host, alert(a))?,
+        Record::Facts(_) => return Ok(None),
     };
-    let severity = out.severity;
-    let (log_name, uid, time, raw) = match record {
-        Record::Session(s) => (
-            "sessions",
-            &s.session,
-            s.started_at,
-            serde_json::to_value(s),
-        ),
-        Record::Call(c) => ("calls", &c.call_id, c.started_at, serde_json::to_value(c)),
-        Record::Event(e) => ("events", &e.event_id, e.ts, serde_json::to_value(e)),
-        Record::Alert(a) => ("alerts", &a.alert_id, a.ts, serde_json::to_value(a)),
-        Record::Facts(_) => return None,
-    };
-    let m = &mut out.fields;
-    m.insert("class_uid".into(), out.class.0.into());
-    m.insert("class_name".into(), out.class.1.into());
-    m.insert("category_uid".into(), out.category.0.into());
-    m.insert("category_name".into(), out.category.1.into());
-    m.insert("activity_id".into(), out.activity.0.into());
-    m.insert("activity_name".into(), out.activity.1.clone().into());
-    m.insert(
-        "type_uid".into(),
-        (u32::from(out.class.0) * 100 + u32::from(out.activity.0)).into(),
-    );
-    m.insert(
-        "type_name".into(),
-        format!("{}: {}", out.class.1, out.activity.1).into(),
-    );
-    m.insert("time".into(), millis(time).into());
-    m.insert("time_dt".into(), time.rfc3339().into());
-    m.insert("severity_id".into(), severity.into());
-    m.insert("severity".into(), severity_name(severity).into());
-    m.insert(
-        "metadata".into(),
-        json!({
-            "version": OCSF_VERSION,
-            "product": {
-                "name": "mcp-guard",
-                "vendor_name": "mcp-guard",
-                "version": env!("CARGO_PKG_VERSION"),
-            },
-            "profiles": ["host", "security_control", "datetime"],
-            "uid": uid,
-            "log_name": log_name,
-        }),
-    );
-    m.insert(
-        "device".into(),
-        json!({ "hostname": host.name, "uid": host.id, "type_id": 0 }),
-    );
-    m.insert(
-        "unmapped".into(),
-        json!({ "mcp_guard": raw.unwrap_or(Value::Null) }),
-    );
-    Some((Value::Object(out.fields), severity))
+    Ok(Some(severity))
 }
 
-/// A class's specific part, before the common fields are added.
-struct Mapped {
+/// A class's specific part and what the common fields need.
+struct Mapped<'a, B> {
     class: (u16, &'static str),
     category: (u8, &'static str),
-    activity: (u8, String),
+    activity: (u8, &'a str),
     severity: u8,
-    fields: Map<String, Value>,
+    log_name: &'static str,
+    uid: &'a str,
+    time: Timestamp,
+    raw: Raw<'a>,
+    body: B,
 }
+
+fn write<B: Serialize>(
+    out: &mut Vec<u8>,
+    host: &Host,
+    m: Mapped<'_, B>,
+) -> Result<u8, serde_json::Error> {
+    let (class, activity) = (m.class, m.activity);
+    serde_json::to_writer(
+        out,
+        &Envelope {
+            body: m.body,
+            class_uid: class.0,
+            class_name: class.1,
+            category_uid: m.category.0,
+            category_name: m.category.1,
+            activity_id: activity.0,
+            activity_name: activity.1,
+            type_uid: u32::from(class.0) * 100 + u32::from(activity.0),
+            type_name: Text(move |f: &mut fmt::Formatter<'_>| {
+                write!(f, "{}: {}", class.1, activity.1)
+            }),
+            time: millis(m.time),
+            time_dt: m.time,
+            severity_id: m.severity,
+            severity: severity_name(m.severity),
+            metadata: Metadata {
+                version: OCSF_VERSION,
+                product: Product {
+                    name: "mcp-guard",
+                    vendor_name: "mcp-guard",
+                    version: env!("CARGO_PKG_VERSION"),
+                },
+                profiles: ["host", "security_control", "datetime"],
+                uid: m.uid,
+                log_name: m.log_name,
+            },
+            device: Device {
+                hostname: &host.name,
+                uid: &host.id,
+                type_id: 0,
+            },
+            unmapped: Unmapped { mcp_guard: m.raw },
+        },
+    )?;
+    Ok(m.severity)
+}
+
+/// Text written by a closure as a JSON string, without building a `String` first.
+struct Text<F>(F);
+
+impl<F: Fn(&mut fmt::Formatter<'_>) -> fmt::Result> Display for Text<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.0)(f)
+    }
+}
+
+impl<F: Fn(&mut fmt::Formatter<'_>) -> fmt::Result> Serialize for Text<F> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Serialize)]
+struct Envelope<'a, B, T> {
+    #[serde(flatten)]
+    body: B,
+    class_uid: u16,
+    class_name: &'static str,
+    category_uid: u8,
+    category_name: &'static str,
+    activity_id: u8,
+    activity_name: &'a str,
+    type_uid: u32,
+    type_name: T,
+    time: i64,
+    time_dt: Timestamp,
+    severity_id: u8,
+    severity: &'static str,
+    metadata: Metadata<'a>,
+    device: Device<'a>,
+    unmapped: Unmapped<'a>,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    version: &'static str,
+    product: Product,
+    profiles: [&'static str; 3],
+    uid: &'a str,
+    log_name: &'static str,
+}
+
+#[derive(Serialize)]
+struct Product {
+    name: &'static str,
+    vendor_name: &'static str,
+    version: &'static str,
+}
+
+#[derive(Serialize)]
+struct Device<'a> {
+    hostname: &'a str,
+    uid: &'a str,
+    type_id: u8,
+}
+
+#[derive(Serialize)]
+struct Unmapped<'a> {
+    mcp_guard: Raw<'a>,
+}
+
+/// The record as `--json` prints it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Raw<'a> {
+    Session(&'a SessionRecord),
+    Call(&'a CallRecord),
+    Event(&'a EventRecord),
+    Alert(&'a AlertRecord),
+}
+
+#[derive(Serialize)]
+struct File<'a> {
+    path: &'a str,
+    name: &'a str,
+    type_id: u8,
+    r#type: &'static str,
+}
+
+fn file(path: &str) -> File<'_> {
+    File {
+        path,
+        name: base_name(path),
+        type_id: 1,
+        r#type: "Regular File",
+    }
+}
+
+#[derive(Serialize)]
+struct Uid<'a> {
+    uid: &'a str,
+}
+
+#[derive(Serialize)]
+struct Name<'a> {
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Pid {
+    pid: u32,
+}
+
+/// Who acted: the guarded server's process in its session.
+#[derive(Serialize)]
+struct Actor<'a> {
+    app_name: &'a str,
+    session: Uid<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<Pid>,
+}
+
+fn actor<'a>(server: &'a str, session: &'a str, pid: Option<u32>) -> Actor<'a> {
+    Actor {
+        app_name: server,
+        session: Uid { uid: session },
+        process: pid.map(|pid| Pid { pid }),
+    }
+}
+
+/// `status_id`, `status`, `status_detail`, `disposition_id` and `disposition`, in that order.
+#[derive(Serialize)]
+struct Outcome<'a> {
+    status_id: u8,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_detail: Option<Cow<'a, str>>,
+    disposition_id: u8,
+    disposition: &'static str,
+}
+
+fn outcome<'a>(
+    ok: bool,
+    detail: Option<Cow<'a, str>>,
+    disposition: (u8, &'static str),
+) -> Outcome<'a> {
+    Outcome {
+        status_id: if ok { 1 } else { 2 },
+        status: if ok { "Success" } else { "Failure" },
+        status_detail: detail,
+        disposition_id: disposition.0,
+        disposition: disposition.1,
+    }
+}
+
+const ALLOWED: (u8, &str) = (1, "Allowed");
+const BLOCKED: (u8, &str) = (2, "Blocked");
+const CORRECTED: (u8, &str) = (11, "Corrected");
+const ALERT: (u8, &str) = (19, "Alert");
 
 const PROCESS_ACTIVITY: (u16, &str) = (1007, "Process Activity");
 const FILE_ACTIVITY: (u16, &str) = (1001, "File System Activity");
@@ -145,189 +308,240 @@ fn base_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-fn file(path: &str) -> Value {
-    json!({ "path": path, "name": base_name(path), "type_id": 1, "type": "Regular File" })
+#[derive(Serialize)]
+struct SessionBody<'a> {
+    process: SessionProcess<'a>,
+    actor: Actor<'a>,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    start_time: i64,
+    #[serde(flatten)]
+    outcome: Outcome<'a>,
 }
 
-/// Who acted: the guarded server's process in its session.
-fn actor(server: &str, session: &str, pid: Option<u32>) -> Value {
-    let mut a = json!({ "app_name": server, "session": { "uid": session } });
-    if let Some(pid) = pid {
-        a["process"] = json!({ "pid": pid });
-    }
-    a
+#[derive(Serialize)]
+struct SessionProcess<'a> {
+    cmd_line: String,
+    /// `null` when the session has no command.
+    file: Option<File<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<u32>,
 }
 
-fn status(m: &mut Map<String, Value>, ok: bool, detail: Option<&str>) {
-    m.insert("status_id".into(), if ok { 1 } else { 2 }.into());
-    m.insert(
-        "status".into(),
-        if ok { "Success" } else { "Failure" }.into(),
-    );
-    if let Some(d) = detail {
-        m.insert("status_detail".into(), d.into());
-    }
-}
-
-fn disposition(m: &mut Map<String, Value>, id: u8, name: &str) {
-    m.insert("disposition_id".into(), id.into());
-    m.insert("disposition".into(), name.into());
-}
-
-fn object(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
-fn session(s: &SessionRecord) -> Mapped {
-    let mut process = json!({
-        "cmd_line": s.command.join(" "),
-        "file": s.command.first().map(|p| file(p)).unwrap_or(Value::Null),
-    });
-    if let Some(pid) = s.pid {
-        process["pid"] = pid.into();
-    }
-    let mut fields = object(json!({
-        "process": process,
-        "actor": actor(&s.server, &s.session, s.pid),
-        "message": format!("MCP server {} {}", s.server,
-            if s.ended_at.is_some() { "ended" } else { "started" }),
-    }));
-    let activity = match s.ended_at {
-        Some(end) => {
-            fields.insert("end_time".into(), millis(end).into());
-            if let Some(code) = s.exit_status {
-                fields.insert("exit_code".into(), code.into());
-            }
-            (2, "Terminate".to_string())
-        }
-        None => (1, "Launch".to_string()),
-    };
-    fields.insert("start_time".into(), millis(s.started_at).into());
-    status(&mut fields, s.exit_status.is_none_or(|c| c == 0), None);
-    disposition(&mut fields, 1, "Allowed");
+fn session(s: &SessionRecord) -> Mapped<'_, SessionBody<'_>> {
+    let ended = s.ended_at.is_some();
     Mapped {
         class: PROCESS_ACTIVITY,
         category: SYSTEM,
-        activity,
+        activity: if ended {
+            (2, "Terminate")
+        } else {
+            (1, "Launch")
+        },
         severity: INFORMATIONAL,
-        fields,
+        log_name: "sessions",
+        uid: &s.session,
+        time: s.started_at,
+        raw: Raw::Session(s),
+        body: SessionBody {
+            process: SessionProcess {
+                cmd_line: s.command.join(" "),
+                file: s.command.first().map(|p| file(p)),
+                pid: s.pid,
+            },
+            actor: actor(&s.server, &s.session, s.pid),
+            message: format!(
+                "MCP server {} {}",
+                s.server,
+                if ended { "ended" } else { "started" }
+            ),
+            end_time: s.ended_at.map(millis),
+            exit_code: s.ended_at.and(s.exit_status),
+            start_time: millis(s.started_at),
+            outcome: outcome(s.exit_status.is_none_or(|c| c == 0), None, ALLOWED),
+        },
     }
 }
 
-fn call(c: &CallRecord) -> Mapped {
-    let operation = c.tool.clone().unwrap_or_else(|| c.method.clone());
-    let mut api = json!({
-        "operation": operation,
-        "service": { "name": c.server },
-        "request": { "uid": c.request_id },
-    });
-    if let Some(err) = &c.error {
-        api["response"] = json!({ "error": err });
-    }
-    let mut fields = object(json!({
-        "api": api,
-        "actor": actor(&c.server, &c.session, None),
-        "src_endpoint": { "name": "mcp-client" },
-        "start_time": millis(c.started_at),
-        "message": format!("{} {} on {}: {}", c.method, operation, c.server, c.decision),
-    }));
-    if let Some(end) = c.ended_at {
-        fields.insert("end_time".into(), millis(end).into());
-        fields.insert(
-            "duration".into(),
-            (end.nanos_since(c.started_at) / 1_000_000).into(),
-        );
-    }
+#[derive(Serialize)]
+struct Api<'a> {
+    operation: &'a str,
+    service: Name<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<Uid<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<ApiError<'a>>,
+}
+
+#[derive(Serialize)]
+struct ApiError<'a> {
+    error: &'a str,
+}
+
+#[derive(Serialize)]
+struct CallBody<'a> {
+    api: Api<'a>,
+    actor: Actor<'a>,
+    src_endpoint: Name<'static>,
+    start_time: i64,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<i64>,
+    #[serde(flatten)]
+    outcome: Outcome<'a>,
+}
+
+fn call(c: &CallRecord) -> Mapped<'_, CallBody<'_>> {
+    let operation = c.tool.as_deref().unwrap_or(&c.method);
     let denied = c.decision == Decision::Denied;
-    status(
-        &mut fields,
-        !denied && c.error.is_none(),
-        c.reason.as_deref().or(c.error.as_deref()),
-    );
-    let severity = match c.decision {
-        Decision::Allowed => INFORMATIONAL,
-        Decision::Modified => LOW,
-        Decision::Denied => MEDIUM,
+    let (severity, disposition) = match c.decision {
+        Decision::Allowed => (INFORMATIONAL, ALLOWED),
+        Decision::Modified => (LOW, CORRECTED),
+        Decision::Denied => (MEDIUM, BLOCKED),
     };
-    match c.decision {
-        Decision::Allowed => disposition(&mut fields, 1, "Allowed"),
-        Decision::Denied => disposition(&mut fields, 2, "Blocked"),
-        Decision::Modified => disposition(&mut fields, 11, "Corrected"),
-    }
     Mapped {
         class: API_ACTIVITY,
         category: APPLICATION,
-        activity: (99, c.method.clone()),
+        activity: (99, &c.method),
         severity,
-        fields,
+        log_name: "calls",
+        uid: &c.call_id,
+        time: c.started_at,
+        raw: Raw::Call(c),
+        body: CallBody {
+            api: Api {
+                operation,
+                service: Name { name: &c.server },
+                request: Some(Uid { uid: &c.request_id }),
+                response: c.error.as_deref().map(|error| ApiError { error }),
+            },
+            actor: actor(&c.server, &c.session, None),
+            src_endpoint: Name { name: "mcp-client" },
+            start_time: millis(c.started_at),
+            message: format!("{} {} on {}: {}", c.method, operation, c.server, c.decision),
+            end_time: c.ended_at.map(millis),
+            duration: c
+                .ended_at
+                .map(|end| end.nanos_since(c.started_at) / 1_000_000),
+            outcome: outcome(
+                !denied && c.error.is_none(),
+                c.reason
+                    .as_deref()
+                    .or(c.error.as_deref())
+                    .map(Cow::Borrowed),
+                disposition,
+            ),
+        },
     }
 }
 
-fn kernel_event(e: &EventRecord) -> Mapped {
-    let mut fields = object(json!({ "actor": actor(&e.server, &e.session, Some(e.pid)) }));
-    let target = e.path.clone().or_else(|| {
-        e.addr
-            .as_ref()
-            .map(|a| format!("{a}:{}", e.port.unwrap_or(0)))
-    });
-    fields.insert(
-        "message".into(),
+#[derive(Serialize)]
+struct EventBody<'a> {
+    actor: Actor<'a>,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<EventProcess<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<File<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_endpoint: Option<Endpoint<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection_info: Option<Connection<'a>>,
+    #[serde(flatten)]
+    outcome: Outcome<'a>,
+}
+
+#[derive(Serialize)]
+struct EventProcess<'a> {
+    pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<File<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cmd_line: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Endpoint<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+}
+
+#[derive(Serialize)]
+struct Connection<'a> {
+    direction_id: u8,
+    direction: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol_name: Option<&'a str>,
+}
+
+fn kernel_event(e: &EventRecord) -> Mapped<'_, EventBody<'_>> {
+    let target = match (&e.path, &e.addr) {
+        (Some(p), _) => p.clone(),
+        (None, Some(a)) => format!("{a}:{}", e.port.unwrap_or(0)),
+        (None, None) => "-".to_string(),
+    };
+    let message = if e.would_deny {
         format!(
-            "{} {} {}{}",
-            e.server,
-            e.kind,
-            target.as_deref().unwrap_or("-"),
-            if e.would_deny {
-                " (observe mode: the policy would deny it)".to_string()
-            } else {
-                format!(": {}", e.verdict)
-            }
+            "{} {} {target} (observe mode: the policy would deny it)",
+            e.server, e.kind
         )
-        .into(),
-    );
+    } else {
+        format!("{} {} {target}: {}", e.server, e.kind, e.verdict)
+    };
+    let mut body = EventBody {
+        actor: actor(&e.server, &e.session, Some(e.pid)),
+        message,
+        process: None,
+        file: None,
+        dst_endpoint: None,
+        connection_info: None,
+        outcome: outcome(
+            e.verdict == Verdict::Allowed,
+            e.result
+                .filter(|r| *r < 0)
+                .map(|r| Cow::Owned(format!("errno {}", -r))),
+            match e.verdict {
+                Verdict::Allowed => ALLOWED,
+                Verdict::Denied | Verdict::Killed => BLOCKED,
+            },
+        ),
+    };
     let (class, category, activity) = match &e.kind {
-        EventKind::Exec => {
-            let mut process = json!({ "pid": e.pid });
-            if let Some(p) = &e.path {
-                process["file"] = file(p);
-            }
-            if let Some(argv) = &e.argv {
-                process["cmd_line"] = argv.join(" ").into();
-            }
-            fields.insert("process".into(), process);
-            (PROCESS_ACTIVITY, SYSTEM, (1, "Launch"))
-        }
-        EventKind::Killed => {
-            let mut process = json!({ "pid": e.pid });
-            if let Some(p) = &e.path {
-                process["file"] = file(p);
-            }
-            fields.insert("process".into(), process);
-            (PROCESS_ACTIVITY, SYSTEM, (2, "Terminate"))
+        EventKind::Exec | EventKind::Killed => {
+            let exec = e.kind == EventKind::Exec;
+            body.process = Some(EventProcess {
+                pid: e.pid,
+                file: e.path.as_deref().map(file),
+                cmd_line: e.argv.as_ref().filter(|_| exec).map(|a| a.join(" ")),
+            });
+            let activity = if exec {
+                (1, "Launch")
+            } else {
+                (2, "Terminate")
+            };
+            (PROCESS_ACTIVITY, SYSTEM, activity)
         }
         EventKind::Open => {
-            if let Some(p) = &e.path {
-                fields.insert("file".into(), file(p));
-            }
+            body.file = e.path.as_deref().map(file);
             (FILE_ACTIVITY, SYSTEM, (14, "Open"))
         }
         EventKind::Connect | EventKind::Sendmsg => {
-            let mut dst = json!({});
-            if let Some(a) = &e.addr {
-                dst["ip"] = a.as_str().into();
-            }
-            if let Some(p) = e.port {
-                dst["port"] = p.into();
-            }
-            fields.insert("dst_endpoint".into(), dst);
-            let mut conn = json!({ "direction_id": 2, "direction": "Outbound" });
-            if let Some(p) = &e.proto {
-                conn["protocol_name"] = p.as_str().into();
-            }
-            fields.insert("connection_info".into(), conn);
+            body.dst_endpoint = Some(Endpoint {
+                ip: e.addr.as_deref(),
+                port: e.port,
+            });
+            body.connection_info = Some(Connection {
+                direction_id: 2,
+                direction: "Outbound",
+                protocol_name: e.proto.as_deref(),
+            });
             let activity = if e.kind == EventKind::Connect {
                 (1, "Open")
             } else {
@@ -335,60 +549,65 @@ fn kernel_event(e: &EventRecord) -> Mapped {
             };
             (NETWORK_ACTIVITY, NETWORK, activity)
         }
-        _ => (BASE_EVENT, UNCATEGORIZED, (99, "Other")),
+        other => (BASE_EVENT, UNCATEGORIZED, (99, other.as_str())),
     };
-    let activity = if activity.0 == 99 {
-        (99, e.kind.as_str().to_string())
-    } else {
-        (activity.0, activity.1.to_string())
-    };
-    let errno = e.result.filter(|r| *r < 0).map(|r| format!("errno {}", -r));
-    status(&mut fields, e.verdict == Verdict::Allowed, errno.as_deref());
     let severity = match e.verdict {
         Verdict::Allowed if e.would_deny => LOW,
         Verdict::Allowed => INFORMATIONAL,
         Verdict::Denied => MEDIUM,
         Verdict::Killed => HIGH,
     };
-    match e.verdict {
-        Verdict::Allowed => disposition(&mut fields, 1, "Allowed"),
-        Verdict::Denied | Verdict::Killed => disposition(&mut fields, 2, "Blocked"),
-    }
     Mapped {
         class,
         category,
         activity,
         severity,
-        fields,
+        log_name: "events",
+        uid: &e.event_id,
+        time: e.ts,
+        raw: Raw::Event(e),
+        body,
     }
 }
 
-fn alert(a: &AlertRecord) -> Mapped {
-    let related: Vec<Value> = a.event_ids.iter().map(|id| json!({ "uid": id })).collect();
-    let mut fields = object(json!({
-        "finding_info": {
-            "uid": a.alert_id,
-            "title": a.rule,
-            "desc": a.summary,
-            "types": ["mcp-guard"],
-            "analytic": { "name": a.rule, "type_id": 1, "type": "Rule" },
-            "related_events": related,
-        },
-        "actor": actor(&a.server, &a.session, None),
-        "message": a.summary,
-        "status_id": 1,
-        "status": "New",
-    }));
-    if let Some(tool) = &a.tool {
-        fields.insert(
-            "api".into(),
-            json!({ "operation": tool, "service": { "name": a.server } }),
-        );
-    }
-    match a.action.as_deref() {
-        Some("deny-call" | "kill") => disposition(&mut fields, 2, "Blocked"),
-        _ => disposition(&mut fields, 19, "Alert"),
-    }
+#[derive(Serialize)]
+struct AlertBody<'a> {
+    finding_info: FindingInfo<'a>,
+    count: u64,
+    actor: Actor<'a>,
+    message: &'a str,
+    status_id: u8,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api: Option<Api<'a>>,
+    disposition_id: u8,
+    disposition: &'static str,
+}
+
+#[derive(Serialize)]
+struct FindingInfo<'a> {
+    uid: &'a str,
+    title: &'a str,
+    desc: &'a str,
+    types: [&'static str; 1],
+    analytic: Analytic<'a>,
+    related_events: Vec<Uid<'a>>,
+    first_seen_time: i64,
+    last_seen_time: i64,
+}
+
+#[derive(Serialize)]
+struct Analytic<'a> {
+    name: &'a str,
+    type_id: u8,
+    r#type: &'static str,
+}
+
+fn alert(a: &AlertRecord) -> Mapped<'_, AlertBody<'_>> {
+    let disposition = match a.action.as_deref() {
+        Some("deny-call" | "kill") => BLOCKED,
+        _ => ALERT,
+    };
     let severity = match a.severity {
         Severity::Info => INFORMATIONAL,
         Severity::Low => LOW,
@@ -397,25 +616,49 @@ fn alert(a: &AlertRecord) -> Mapped {
         Severity::Critical => CRITICAL,
     };
     // A repeat in the session is the same finding again: an Update with its count and span.
-    fields.insert("count".into(), a.count.into());
-    if let Some(info) = fields
-        .get_mut("finding_info")
-        .and_then(Value::as_object_mut)
-    {
-        info.insert("first_seen_time".into(), millis(a.ts).into());
-        info.insert("last_seen_time".into(), millis(a.last_seen).into());
-    }
     let activity = if a.count > 1 {
-        (2, "Update".into())
+        (2, "Update")
     } else {
-        (1, "Create".into())
+        (1, "Create")
     };
     Mapped {
         class: DETECTION_FINDING,
         category: FINDINGS,
         activity,
         severity,
-        fields,
+        log_name: "alerts",
+        uid: &a.alert_id,
+        time: a.ts,
+        raw: Raw::Alert(a),
+        body: AlertBody {
+            finding_info: FindingInfo {
+                uid: &a.alert_id,
+                title: &a.rule,
+                desc: &a.summary,
+                types: ["mcp-guard"],
+                analytic: Analytic {
+                    name: &a.rule,
+                    type_id: 1,
+                    r#type: "Rule",
+                },
+                related_events: a.event_ids.iter().map(|uid| Uid { uid }).collect(),
+                first_seen_time: millis(a.ts),
+                last_seen_time: millis(a.last_seen),
+            },
+            count: a.count,
+            actor: actor(&a.server, &a.session, None),
+            message: &a.summary,
+            status_id: 1,
+            status: "New",
+            api: a.tool.as_deref().map(|operation| Api {
+                operation,
+                service: Name { name: &a.server },
+                request: None,
+                response: None,
+            }),
+            disposition_id: disposition.0,
+            disposition: disposition.1,
+        },
     }
 }
 
@@ -425,6 +668,14 @@ mod tests {
 
     use super::*;
     use mcp_guard_model::{Attribution, EventRecord};
+    use serde_json::Value;
+
+    /// The event parsed back, and its severity.
+    fn event(record: &Record, host: &Host) -> Option<(Value, u8)> {
+        let mut out = Vec::new();
+        let severity = write_event(record, host, &mut out).unwrap()?;
+        Some((serde_json::from_slice(&out).unwrap(), severity))
+    }
 
     fn host() -> Host {
         Host {

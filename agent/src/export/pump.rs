@@ -3,11 +3,16 @@
 //!
 //! The cursor moves only after a delivery succeeded, and it is kept in the store: a sink that
 //! is down, or an agent killed at any point, costs at most a batch sent twice, never a record.
+//!
+//! Reading and encoding run one batch ahead, on a thread of their own: while a batch is on the
+//! wire (or the sink is still taking it in), the next one is read from the store and encoded, so
+//! a sink waits neither for SQLite nor for JSON. The read-ahead starts from the cursor and never
+//! moves it.
 
 use std::{
     hash::{BuildHasher as _, Hasher as _},
     path::PathBuf,
-    sync::mpsc::{Receiver, RecvTimeoutError},
+    sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError},
     time::{Duration, Instant},
 };
 
@@ -16,10 +21,19 @@ use mcp_guard_store::{Change, Store};
 
 use crate::metrics::export::ExportMetrics;
 
-/// How a sink ships a batch.
+/// A batch in a sink's wire form: one body per destination (ClickHouse: one per table).
+pub type Bodies = Vec<Vec<u8>>;
+
+/// How a sink encodes a batch (CPU only; runs on the read-ahead thread).
+pub trait Encode: Send {
+    /// Every change in the sink's wire form.
+    fn encode(&mut self, changes: &[Change]) -> Result<Bodies, String>;
+}
+
+/// How a sink ships an encoded batch.
 pub trait Deliver: Send {
-    /// Delivers every change, or fails (then the same batch comes again).
-    fn deliver(&mut self, changes: &[Change]) -> Result<(), String>;
+    /// Delivers every body, or fails (then the same bodies come again).
+    fn deliver(&mut self, bodies: &Bodies) -> Result<(), String>;
 }
 
 /// The first wait after a failure, and the longest.
@@ -28,6 +42,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// How often the lag gauges are refreshed while records flow (counting the backlog is a scan).
 const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the delivering loop waits for the read-ahead before it looks at `stop` again.
+const POLL: Duration = Duration::from_millis(100);
 
 /// Exponential backoff with "equal jitter": each wait is between half and all of the current
 /// step, so sinks and hosts that failed together do not retry together.
@@ -80,6 +97,8 @@ pub struct Pump {
     pub interval: Duration,
     /// The store.
     pub db: PathBuf,
+    /// The encoding.
+    pub encode: Box<dyn Encode>,
     /// The delivery.
     pub deliver: Box<dyn Deliver>,
     /// Its metrics.
@@ -97,32 +116,52 @@ fn sleep(stop: &Receiver<()>, d: Duration) -> bool {
     !matches!(stop.recv_timeout(d), Err(RecvTimeoutError::Timeout))
 }
 
-impl Pump {
-    /// Runs until `stop`'s sender is dropped.
-    pub fn run(mut self, stop: &Receiver<()>) {
-        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
-        let mut store = loop {
-            match Store::open(&self.db) {
-                Ok(s) => break s,
-                Err(e) => {
-                    tracing::warn!(sink = %self.name, "export: store: {e}; retrying");
-                    if sleep(stop, backoff.next_wait()) {
-                        return;
-                    }
+/// Opens the store, retrying with backoff; `None` when told to stop first.
+fn open(name: &str, db: &std::path::Path, stop: &Receiver<()>) -> Option<Store> {
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    loop {
+        match Store::open(db) {
+            Ok(s) => return Some(s),
+            Err(e) => {
+                tracing::warn!(sink = %name, "export: store: {e}; retrying");
+                if sleep(stop, backoff.next_wait()) {
+                    return None;
                 }
             }
+        }
+    }
+}
+
+/// A batch read and encoded, waiting for its delivery.
+struct Ready {
+    /// Records in it (0: the numbers it covers hold no record any more).
+    records: usize,
+    /// The cursor once it is delivered.
+    last_seq: i64,
+    bodies: Bodies,
+    /// Fewer records than a batch: nothing more was there when it was read.
+    caught_up: bool,
+}
+
+/// The read-ahead: batches after `after`, encoded, one at a time into a channel of one.
+struct ReadAhead {
+    name: String,
+    db: PathBuf,
+    batch: usize,
+    interval: Duration,
+    encode: Box<dyn Encode>,
+    after: i64,
+}
+
+impl ReadAhead {
+    /// Runs until `stop`'s sender or `out`'s receiver is dropped.
+    fn run(mut self, out: &SyncSender<Ready>, stop: &Receiver<()>) {
+        let Some(store) = open(&self.name, &self.db, stop) else {
+            return;
         };
-        backoff.reset();
-        let mut cursor = match store.export_cursor(&self.name) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(sink = %self.name, "export: reading the cursor: {e}");
-                0
-            }
-        };
-        let mut last_lag: Option<Instant> = None;
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
-            let batch = match store.changes_after(cursor, self.batch) {
+            let batch = match store.changes_after(self.after, self.batch) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(sink = %self.name, "export: reading the store: {e}; retrying");
@@ -132,44 +171,149 @@ impl Pump {
                     continue;
                 }
             };
-            if !batch.changes.is_empty() {
-                let Some(()) = self.deliver_until_done(&store, &batch.changes, cursor, stop) else {
-                    return;
-                };
-                self.metrics
-                    .delivered(&self.name, batch.changes.len() as u64);
-            }
-            if batch.last_seq != cursor {
-                loop {
-                    match store.set_export_cursor(&self.name, batch.last_seq) {
-                        Ok(()) => break,
-                        Err(e) => {
-                            tracing::warn!(sink = %self.name, "export: saving the cursor: {e}");
-                            if sleep(stop, backoff.next_wait()) {
-                                return;
-                            }
-                        }
-                    }
-                }
-                backoff.reset();
-                cursor = batch.last_seq;
-            }
             let caught_up = batch.changes.len() < self.batch;
-            if caught_up || last_lag.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
-                self.update_lag(&store, cursor);
-                last_lag = Some(Instant::now());
+            if batch.last_seq != self.after {
+                let bodies = match self.encode.encode(&batch.changes) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(sink = %self.name, "export: encoding: {e}; retrying");
+                        if sleep(stop, backoff.next_wait()) {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                backoff.reset();
+                let ready = Ready {
+                    records: batch.changes.len(),
+                    last_seq: batch.last_seq,
+                    bodies,
+                    caught_up,
+                };
+                if out.send(ready).is_err() {
+                    return;
+                }
+                self.after = batch.last_seq;
             }
             if caught_up && sleep(stop, self.interval) {
                 return;
             }
         }
     }
+}
 
-    /// Delivers `changes`, retrying with backoff; `None` when told to stop first.
+impl Pump {
+    /// Runs until `stop`'s sender is dropped.
+    pub fn run(self, stop: &Receiver<()>) {
+        let Pump {
+            name,
+            batch,
+            interval,
+            db,
+            encode,
+            mut deliver,
+            metrics,
+        } = self;
+        let Some(mut store) = open(&name, &db, stop) else {
+            return;
+        };
+        let mut cursor = match store.export_cursor(&name) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(sink = %name, "export: reading the cursor: {e}");
+                0
+            }
+        };
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (reader_stop, reader_stopped) = mpsc::channel::<()>();
+        let reader = ReadAhead {
+            name: name.clone(),
+            db,
+            batch,
+            interval,
+            encode,
+            after: cursor,
+        };
+        let reader = match std::thread::Builder::new()
+            .name(format!("export-{name}-read"))
+            .spawn(move || reader.run(&ready_tx, &reader_stopped))
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(sink = %name, "export: cannot start its read-ahead: {e}");
+                return;
+            }
+        };
+        let mut last_lag: Option<Instant> = None;
+        let sink = Sink {
+            name: &name,
+            metrics: &metrics,
+        };
+        loop {
+            if !matches!(stop.try_recv(), Err(TryRecvError::Empty)) {
+                break;
+            }
+            let ready = match ready_rx.recv_timeout(POLL.min(interval)) {
+                Ok(r) => r,
+                Err(RecvTimeoutError::Timeout) => {
+                    // Idle: the gauges still follow what other writers add.
+                    if last_lag.is_none_or(|t| t.elapsed() >= interval) {
+                        sink.update_lag(&store, cursor);
+                        last_lag = Some(Instant::now());
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            if ready.records > 0 {
+                let Some(()) =
+                    sink.deliver_until_done(&mut *deliver, &store, &ready.bodies, cursor, stop)
+                else {
+                    break;
+                };
+                metrics.delivered(&name, ready.records as u64);
+            }
+            let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+            let saved = loop {
+                match store.set_export_cursor(&name, ready.last_seq) {
+                    Ok(()) => break true,
+                    Err(e) => {
+                        tracing::warn!(sink = %name, "export: saving the cursor: {e}");
+                        if sleep(stop, backoff.next_wait()) {
+                            break false;
+                        }
+                    }
+                }
+            };
+            if !saved {
+                break;
+            }
+            cursor = ready.last_seq;
+            if ready.caught_up || last_lag.is_none_or(|t| t.elapsed() >= LAG_EVERY) {
+                sink.update_lag(&store, cursor);
+                last_lag = Some(Instant::now());
+            }
+        }
+        // The read-ahead may wait to hand over a batch, or sleep: both end now.
+        drop(ready_rx);
+        drop(reader_stop);
+        let _ = reader.join();
+    }
+}
+
+/// A sink's name and metrics, for its delivering loop.
+struct Sink<'a> {
+    name: &'a str,
+    metrics: &'a ExportMetrics,
+}
+
+impl Sink<'_> {
+    /// Delivers `bodies`, retrying with backoff; `None` when told to stop first.
     fn deliver_until_done(
-        &mut self,
+        &self,
+        deliver: &mut dyn Deliver,
         store: &Store,
-        changes: &[Change],
+        bodies: &Bodies,
         cursor: i64,
         stop: &Receiver<()>,
     ) -> Option<()> {
@@ -177,7 +321,7 @@ impl Pump {
         let mut failures = 0u64;
         let mut last_error = String::new();
         loop {
-            match self.deliver.deliver(changes) {
+            match deliver.deliver(bodies) {
                 Ok(()) => {
                     if failures > 0 {
                         tracing::warn!(
@@ -188,7 +332,7 @@ impl Pump {
                     return Some(());
                 }
                 Err(e) => {
-                    self.metrics.failed(&self.name);
+                    self.metrics.failed(self.name);
                     failures += 1;
                     // Once per distinct error, not once per retry.
                     if e != last_error {
@@ -210,7 +354,7 @@ impl Pump {
                 let seconds = lag
                     .oldest
                     .map_or(0.0, |t| Timestamp::now().nanos_since(t).max(0) as f64 / 1e9);
-                self.metrics.set_lag(&self.name, lag.records, seconds);
+                self.metrics.set_lag(self.name, lag.records, seconds);
             }
             Err(e) => tracing::warn!(sink = %self.name, "export: measuring the lag: {e}"),
         }

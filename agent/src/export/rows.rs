@@ -13,7 +13,10 @@ use serde::Serialize;
 use mcp_guard_model::{AlertRecord, CallRecord, EventRecord, Record, SessionRecord, Timestamp};
 use mcp_guard_store::Change;
 
-use super::host::Host;
+use super::{
+    host::Host,
+    pump::{Bodies, Encode},
+};
 
 /// The shipped tables, in the order [`encode`] returns their bodies.
 pub const TABLES: [&str; 4] = ["sessions", "calls", "events", "alerts"];
@@ -41,7 +44,7 @@ struct SessionRow<'a> {
     pid: Option<u32>,
     observe: u8,
     exit_status: Option<i32>,
-    record: String,
+    record: &'a str,
 }
 
 #[derive(Serialize)]
@@ -62,7 +65,7 @@ struct CallRow<'a> {
     reason: Option<&'a str>,
     error: Option<&'a str>,
     result_bytes: Option<u64>,
-    record: String,
+    record: &'a str,
 }
 
 #[derive(Serialize)]
@@ -89,7 +92,7 @@ struct EventRow<'a> {
     proto: Option<&'a str>,
     would_deny: u8,
     detail: Option<String>,
-    record: String,
+    record: &'a str,
 }
 
 #[derive(Serialize)]
@@ -108,7 +111,7 @@ struct AlertRow<'a> {
     summary: &'a str,
     event_ids: &'a [String],
     action: Option<&'a str>,
-    record: String,
+    record: &'a str,
     count: u64,
     last_seen: Timestamp,
     last_seen_ns: i64,
@@ -117,28 +120,72 @@ struct AlertRow<'a> {
 /// The JSONEachRow bodies for [`TABLES`] (empty where a table has no rows).
 pub fn encode(changes: &[Change], host: &Host) -> Result<[Vec<u8>; 4], serde_json::Error> {
     let mut bodies: [Vec<u8>; 4] = Default::default();
+    // The `record` column's text, reused from row to row.
+    let mut record = Vec::with_capacity(4096);
     for change in changes {
         let common = Common {
             host: &host.name,
             host_id: &host.id,
             version: u64::try_from(change.seq).unwrap_or(0),
         };
-        let (i, line) = match &change.record {
-            Record::Session(s) => (0, session(common, s)?),
-            Record::Call(c) => (1, call(common, c)?),
-            Record::Event(e) => (2, event(common, e)?),
-            Record::Alert(a) => (3, alert(common, a)?),
+        record.clear();
+        let i = match &change.record {
+            Record::Session(s) => {
+                serde_json::to_writer(&mut record, s)?;
+                serde_json::to_writer(&mut bodies[0], &session(common, s, text(&record)?))?;
+                0
+            }
+            Record::Call(c) => {
+                serde_json::to_writer(&mut record, c)?;
+                serde_json::to_writer(&mut bodies[1], &call(common, c, text(&record)?))?;
+                1
+            }
+            Record::Event(e) => {
+                serde_json::to_writer(&mut record, e)?;
+                serde_json::to_writer(&mut bodies[2], &event(common, e, text(&record)?))?;
+                2
+            }
+            Record::Alert(a) => {
+                serde_json::to_writer(&mut record, a)?;
+                serde_json::to_writer(&mut bodies[3], &alert(common, a, text(&record)?))?;
+                3
+            }
             // In its session's row: the change log holds table rows only.
             Record::Facts(_) => continue,
         };
-        bodies[i].extend_from_slice(&line);
         bodies[i].push(b'\n');
     }
     Ok(bodies)
 }
 
-fn session(common: Common<'_>, s: &SessionRecord) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&SessionRow {
+/// A ClickHouse sink's encoding: one JSONEachRow body per table of [`TABLES`].
+#[derive(Debug)]
+pub struct Rows {
+    host: Host,
+}
+
+impl Rows {
+    /// Rows naming `host`.
+    pub fn new(host: Host) -> Self {
+        Rows { host }
+    }
+}
+
+impl Encode for Rows {
+    fn encode(&mut self, changes: &[Change]) -> Result<Bodies, String> {
+        encode(changes, &self.host)
+            .map(Vec::from)
+            .map_err(|e| format!("encoding: {e}"))
+    }
+}
+
+/// serde_json writes UTF-8; this only turns the bytes back into text.
+fn text(json: &[u8]) -> Result<&str, serde_json::Error> {
+    std::str::from_utf8(json).map_err(|e| serde::ser::Error::custom(e.to_string()))
+}
+
+fn session<'a>(common: Common<'a>, s: &'a SessionRecord, record: &'a str) -> SessionRow<'a> {
+    SessionRow {
         common,
         session: &s.session,
         server: &s.server,
@@ -151,12 +198,12 @@ fn session(common: Common<'_>, s: &SessionRecord) -> Result<Vec<u8>, serde_json:
         pid: s.pid,
         observe: u8::from(s.observe),
         exit_status: s.exit_status,
-        record: serde_json::to_string(s)?,
-    })
+        record,
+    }
 }
 
-fn call(common: Common<'_>, c: &CallRecord) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&CallRow {
+fn call<'a>(common: Common<'a>, c: &'a CallRecord, record: &'a str) -> CallRow<'a> {
+    CallRow {
         common,
         call_id: &c.call_id,
         server: &c.server,
@@ -172,12 +219,12 @@ fn call(common: Common<'_>, c: &CallRecord) -> Result<Vec<u8>, serde_json::Error
         reason: c.reason.as_deref(),
         error: c.error.as_deref(),
         result_bytes: c.result_bytes,
-        record: serde_json::to_string(c)?,
-    })
+        record,
+    }
 }
 
-fn event(common: Common<'_>, e: &EventRecord) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&EventRow {
+fn event<'a>(common: Common<'a>, e: &'a EventRecord, record: &'a str) -> EventRow<'a> {
+    EventRow {
         common,
         event_id: &e.event_id,
         ts: e.ts,
@@ -199,12 +246,12 @@ fn event(common: Common<'_>, e: &EventRecord) -> Result<Vec<u8>, serde_json::Err
         proto: e.proto.as_deref(),
         would_deny: u8::from(e.would_deny),
         detail: e.detail.as_ref().map(ToString::to_string),
-        record: serde_json::to_string(e)?,
-    })
+        record,
+    }
 }
 
-fn alert(common: Common<'_>, a: &AlertRecord) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&AlertRow {
+fn alert<'a>(common: Common<'a>, a: &'a AlertRecord, record: &'a str) -> AlertRow<'a> {
+    AlertRow {
         common,
         alert_id: &a.alert_id,
         ts: a.ts,
@@ -218,11 +265,11 @@ fn alert(common: Common<'_>, a: &AlertRecord) -> Result<Vec<u8>, serde_json::Err
         summary: &a.summary,
         event_ids: &a.event_ids,
         action: a.action.as_deref(),
-        record: serde_json::to_string(a)?,
+        record,
         count: a.count,
         last_seen: a.last_seen,
         last_seen_ns: a.last_seen.unix_nanos(),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use super::{
     config::{SyslogTarget, split_address},
     host::Host,
     ocsf,
-    pump::Deliver,
+    pump::{Bodies, Deliver, Encode},
     tls,
 };
 use mcp_guard_model::Record;
@@ -35,16 +35,23 @@ use mcp_guard_store::Change;
 /// The APP-NAME of every message.
 const APP_NAME: &str = "mcp-guard";
 
-/// A syslog sink.
-pub struct SyslogSink {
-    address: String,
-    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+/// A syslog sink's encoding: each record's frame, one stream per batch.
+#[derive(Debug)]
+pub struct Frames {
     facility: u8,
-    timeout: Duration,
     host: Host,
     /// HOSTNAME as RFC 5424 allows it (printable US-ASCII, at most 255).
     hostname: String,
     procid: String,
+    /// The message being framed (reused from frame to frame).
+    msg: Vec<u8>,
+}
+
+/// A syslog sink: each batch ([`Frames`] encodes it) over a connection of its own.
+pub struct SyslogSink {
+    address: String,
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for SyslogSink {
@@ -58,7 +65,7 @@ impl std::fmt::Debug for SyslogSink {
 
 impl SyslogSink {
     /// The sink for `target`; each delivery may take at most `timeout`.
-    pub fn new(target: &SyslogTarget, timeout: Duration, host: Host) -> Result<Self, String> {
+    pub fn new(target: &SyslogTarget, timeout: Duration) -> Result<Self, String> {
         let tls = match &target.tls {
             Some(t) => {
                 let config = tls::client_config(t.ca_file.as_deref())?;
@@ -71,11 +78,7 @@ impl SyslogSink {
         Ok(SyslogSink {
             address: target.address.clone(),
             tls,
-            facility: target.facility,
             timeout,
-            hostname: header_field(&host.name, 255),
-            host,
-            procid: std::process::id().to_string(),
         })
     }
 
@@ -97,42 +100,16 @@ impl SyslogSink {
         Err(last)
     }
 
-    /// Appends `record`'s frame to `out`.
-    fn frame(&self, record: &Record, out: &mut Vec<u8>) -> Result<(), String> {
-        let Some((json, severity)) = ocsf::event(record, &self.host) else {
-            return Ok(());
-        };
-        let (msgid, time) = match record {
-            Record::Session(s) => ("session", s.started_at),
-            Record::Call(c) => ("call", c.started_at),
-            Record::Event(e) => ("event", e.ts),
-            Record::Alert(a) => ("alert", a.ts),
-            Record::Facts(_) => return Ok(()),
-        };
-        // RFC 5424 TIME-SECFRAC has at most six digits.
-        let stamp = time.rfc3339();
-        let stamp = format!("{}Z", stamp.get(..26).unwrap_or(&stamp));
-        let pri = u16::from(self.facility) * 8 + u16::from(syslog_severity(severity));
-        let mut msg = format!(
-            "<{pri}>1 {stamp} {} {APP_NAME} {} {msgid} - ",
-            self.hostname, self.procid
-        )
-        .into_bytes();
-        serde_json::to_writer(&mut msg, &json).map_err(|e| format!("encoding: {e}"))?;
-        out.extend_from_slice(msg.len().to_string().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(&msg);
-        Ok(())
-    }
-
-    /// Sends `frames` and waits for the receiver to have read them all.
-    fn send(&self, frames: &[u8]) -> io::Result<()> {
+    /// Sends `bodies` and waits for the receiver to have read them all.
+    fn send(&self, bodies: &Bodies) -> io::Result<()> {
         let tcp = self.connect()?;
         let deadline = Instant::now() + self.timeout;
         match &self.tls {
             None => {
                 let mut w = BufWriter::with_capacity(64 * 1024, &tcp);
-                w.write_all(frames)?;
+                for b in bodies {
+                    w.write_all(b)?;
+                }
                 w.flush()?;
                 drop(w);
                 tcp.shutdown(Shutdown::Write)?;
@@ -142,7 +119,9 @@ impl SyslogSink {
                 let conn = ClientConnection::new(config.clone(), name.clone())
                     .map_err(io::Error::other)?;
                 let mut stream = StreamOwned::new(conn, tcp);
-                stream.write_all(frames)?;
+                for b in bodies {
+                    stream.write_all(b)?;
+                }
                 stream.flush()?;
                 stream.conn.send_close_notify();
                 stream.flush()?;
@@ -150,6 +129,51 @@ impl SyslogSink {
                 wait_for_close(&mut stream, deadline)
             }
         }
+    }
+}
+
+impl Frames {
+    /// Frames for `target`'s facility naming `host`.
+    pub fn new(target: &SyslogTarget, host: Host) -> Self {
+        Frames {
+            facility: target.facility,
+            hostname: header_field(&host.name, 255),
+            host,
+            procid: std::process::id().to_string(),
+            msg: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Appends `record`'s frame to `out`.
+    fn frame(&mut self, record: &Record, out: &mut Vec<u8>) -> Result<(), String> {
+        let (msgid, time) = match record {
+            Record::Session(s) => ("session", s.started_at),
+            Record::Call(c) => ("call", c.started_at),
+            Record::Event(e) => ("event", e.ts),
+            Record::Alert(a) => ("alert", a.ts),
+            Record::Facts(_) => return Ok(()),
+        };
+        // The header's PRI needs the severity the JSON's mapping picks, so the JSON goes first
+        // into the scratch buffer and the header in front of it in `out`.
+        let msg = &mut self.msg;
+        msg.clear();
+        let Some(severity) =
+            ocsf::write_event(record, &self.host, msg).map_err(|e| format!("encoding: {e}"))?
+        else {
+            return Ok(());
+        };
+        // RFC 5424 TIME-SECFRAC has at most six digits.
+        let stamp = time.rfc3339();
+        let stamp = stamp.get(..26).unwrap_or(&stamp);
+        let pri = u16::from(self.facility) * 8 + u16::from(syslog_severity(severity));
+        let header = format!(
+            "<{pri}>1 {stamp}Z {} {APP_NAME} {} {msgid} - ",
+            self.hostname, self.procid
+        );
+        let len = header.len() + msg.len();
+        write!(out, "{len} {header}").map_err(|e| format!("encoding: {e}"))?;
+        out.extend_from_slice(msg);
+        Ok(())
     }
 }
 
@@ -197,13 +221,19 @@ fn header_field(s: &str, max: usize) -> String {
     if out.is_empty() { "-".into() } else { out }
 }
 
-impl Deliver for SyslogSink {
-    fn deliver(&mut self, changes: &[Change]) -> Result<(), String> {
+impl Encode for Frames {
+    fn encode(&mut self, changes: &[Change]) -> Result<Bodies, String> {
         let mut frames = Vec::with_capacity(changes.len() * 1024);
         for c in changes {
             self.frame(&c.record, &mut frames)?;
         }
-        self.send(&frames)
+        Ok(vec![frames])
+    }
+}
+
+impl Deliver for SyslogSink {
+    fn deliver(&mut self, bodies: &Bodies) -> Result<(), String> {
+        self.send(bodies)
             .map_err(|e| format!("{}: {e}", self.address))
     }
 }
@@ -221,23 +251,21 @@ mod tests {
             name: "vm a".into(),
             id: "id".into(),
         };
-        let sink = SyslogSink::new(
+        let mut frames = Frames::new(
             &SyslogTarget {
                 address: "127.0.0.1:514".into(),
                 tls: None,
                 facility: 16,
             },
-            Duration::from_secs(1),
             host,
-        )
-        .unwrap();
+        );
         let t = Timestamp::from_unix_nanos(1_795_464_903_123_456_789);
         let mut e = EventRecord::new("e1".into(), t, "fs", "s1", 42, EventKind::Open);
         // A path that would forge a second message if frames ended at newlines.
         e.path = Some("/tmp/x\n<11>1 - forged - - - - {}".into());
         e.verdict = mcp_guard_model::Verdict::Denied;
         let mut out = Vec::new();
-        sink.frame(&Record::Event(e), &mut out).unwrap();
+        frames.frame(&Record::Event(e), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         let (len, msg) = text.split_once(' ').unwrap();
         assert_eq!(len.parse::<usize>().unwrap(), msg.len());

@@ -1,6 +1,8 @@
 //! The kernel event stream: ring buffer records → typed [`KernelEvent`]s on a channel.
 //!
 //! Records are copied out of the ring buffer and parsed here only; nothing else sees raw bytes.
+//! The parsed event is plain data of the model crate ([`mcp_guard_model::kernel_event`]), so the
+//! session's analysis reads it without depending on the kernel module.
 
 use std::{
     collections::HashMap,
@@ -15,6 +17,9 @@ use mcp_guard_ebpf::{
     ConnectEvent, EventHeader, ExecDoneEvent, ExecEvent, KillEvent, OPEN_PATH_OFFSET, OpenEvent,
     UnixEvent, event_kind, sock_op, verdict,
 };
+/// The parsed event (re-exported: the loader and the agent's links hand it on as this module's).
+pub use mcp_guard_model::kernel_event::KernelEvent;
+use mcp_guard_model::kernel_event::{EgressVerdict, KernelEventKind, SockOp};
 use tokio::{
     io::unix::AsyncFd,
     sync::{mpsc, oneshot},
@@ -55,134 +60,6 @@ impl Labels {
     }
 }
 
-/// One thing a guarded server did (or that was done about it).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct KernelEvent {
-    /// CLOCK_BOOTTIME nanoseconds (see [`boot_ns_now`]).
-    pub ts_boot_ns: u64,
-    /// The cgroup v2 id of the process.
-    pub cgroup_id: u64,
-    /// Process id (tgid); 0 for events made in userspace (`Resolve`).
-    pub pid: u32,
-    /// Thread id.
-    pub tid: u32,
-    /// Server name.
-    pub server: Arc<str>,
-    /// Session id.
-    pub session: Arc<str>,
-    /// What happened.
-    pub kind: EventKind,
-}
-
-/// The kinds of kernel event.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum EventKind {
-    /// execve/execveat and its outcome.
-    Exec {
-        /// The path passed to exec.
-        path: String,
-        /// The first arguments (at most 4, each at most 63 bytes).
-        argv: Vec<String>,
-        /// 0 (the program runs) or -errno (the caller goes on); `None` when the kernel could
-        /// not tell (an exec by a thread other than the leader, or one reported at entry).
-        result: Option<i64>,
-    },
-    /// A file open and its outcome.
-    Open {
-        /// The path as passed (possibly relative to the process's cwd or a dirfd).
-        path: String,
-        /// open flags.
-        flags: u32,
-        /// fd or -errno; `None` only for an attempt drained from an earlier build's ring
-        /// buffer, which reported the result in a record of its own.
-        result: Option<i64>,
-    },
-    /// A connect or a sendmsg with a destination, and the egress verdict.
-    Connect {
-        /// Destination.
-        addr: SocketAddr,
-        /// Transport protocol number (6 TCP, 17 UDP).
-        proto: u32,
-        /// connect or sendmsg.
-        op: SockOp,
-        /// The verdict.
-        verdict: Verdict,
-    },
-    /// A connect or a sendmsg with a destination to a Unix socket, and the `[network] unix`
-    /// verdict.
-    Unix {
-        /// The socket's path as passed, or `@name` for an abstract socket (the kernel's copy);
-        /// empty when the kernel program could not read it.
-        path: String,
-        /// SOCK_STREAM (1), SOCK_DGRAM (2) or SOCK_SEQPACKET (5).
-        sock_type: u32,
-        /// connect or sendmsg.
-        op: SockOp,
-        /// The verdict.
-        verdict: Verdict,
-    },
-    /// mcp-guard's kernel program killed the process (a sensitive path on open).
-    Killed {
-        /// The path it tried to open.
-        path: String,
-        /// The signal sent.
-        signal: u32,
-    },
-    /// A host name in the allowlist was (re)resolved; these addresses are now allowed.
-    Resolve {
-        /// The name.
-        name: String,
-        /// The addresses now allowed for it (including still-valid earlier ones).
-        addrs: Vec<IpAddr>,
-        /// Seconds until the answer expires.
-        ttl_secs: u64,
-        /// Why resolving failed, if it did.
-        error: Option<String>,
-    },
-}
-
-/// Which socket operation a `Connect` event reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum SockOp {
-    /// connect(2).
-    Connect,
-    /// sendmsg/sendto with a destination.
-    Sendmsg,
-}
-
-/// An egress verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Verdict {
-    /// Allowed by the allowlist.
-    Allowed,
-    /// Denied (EPERM).
-    Denied,
-    /// Not in the allowlist, let through because the server is in observe mode.
-    Observed,
-}
-
-/// CLOCK_BOOTTIME now, in nanoseconds: the clock kernel events are stamped with.
-pub fn boot_ns_now() -> u64 {
-    clock_ns(libc::CLOCK_BOOTTIME)
-}
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer; the clock ids used are always supported on Linux.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
-}
-
-/// Wall-clock nanoseconds since the epoch for a CLOCK_BOOTTIME stamp.
-pub fn boot_to_unix_ns(ts_boot_ns: u64) -> u64 {
-    let real = clock_ns(libc::CLOCK_REALTIME);
-    let boot = clock_ns(libc::CLOCK_BOOTTIME);
-    real.saturating_sub(boot.saturating_sub(ts_boot_ns))
-}
-
 /// The string up to the first NUL (or the end); invalid UTF-8 is replaced, not refused.
 fn c_str(bytes: &[u8]) -> String {
     let bytes = &bytes[..memchr::memchr(0, bytes).unwrap_or(bytes.len())];
@@ -218,9 +95,9 @@ fn field<const N: usize>(bytes: &[u8], offset: usize) -> Option<[u8; N]> {
     bytes.get(offset..offset + N)?.try_into().ok()
 }
 
-fn exec_kind(ev: &ExecEvent, result: Option<i64>) -> EventKind {
+fn exec_kind(ev: &ExecEvent, result: Option<i64>) -> KernelEventKind {
     let argc = (ev.argc as usize).min(ev.argv.len());
-    EventKind::Exec {
+    KernelEventKind::Exec {
         path: c_str(&ev.path),
         argv: ev.argv[..argc].iter().map(|a| c_str(a)).collect(),
         result,
@@ -237,7 +114,7 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
             exec_kind(&ev.exec, Some(ev.result))
         }
         // The fields in place: copying the record whole would mean a full-size path buffer.
-        event_kind::OPEN if bytes.len() > OPEN_PATH_OFFSET => EventKind::Open {
+        event_kind::OPEN if bytes.len() > OPEN_PATH_OFFSET => KernelEventKind::Open {
             path: c_str(&bytes[OPEN_PATH_OFFSET..]),
             flags: u32::from_ne_bytes(field(bytes, offset_of!(OpenEvent, flags))?),
             result: Some(i64::from_ne_bytes(field(
@@ -249,7 +126,7 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
         // without their result (in a separate record, which has no header and is skipped).
         event_kind::OPEN_ATTEMPT_V1 => {
             let ev: OpenEvent = read(bytes)?;
-            EventKind::Open {
+            KernelEventKind::Open {
                 path: c_str(&ev.key.path),
                 flags: ev.flags,
                 result: None,
@@ -264,7 +141,7 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
             } else {
                 IpAddr::V6(Ipv6Addr::from(ev.addr))
             };
-            EventKind::Connect {
+            KernelEventKind::Connect {
                 addr: SocketAddr::new(ip, ev.port as u16),
                 proto: ev.protocol,
                 op: sock_op_of(ev.op),
@@ -273,7 +150,7 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
         }
         event_kind::UNIX => {
             let ev: UnixEvent = read(bytes)?;
-            EventKind::Unix {
+            KernelEventKind::Unix {
                 path: super::unix::display(&ev.path, ev.len),
                 sock_type: ev.sock_type,
                 op: sock_op_of(ev.op),
@@ -282,7 +159,7 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
         }
         event_kind::KILL => {
             let ev: KillEvent = read(bytes)?;
-            EventKind::Killed {
+            KernelEventKind::Killed {
                 path: c_str(&ev.path),
                 signal: ev.signal,
             }
@@ -309,11 +186,11 @@ fn sock_op_of(op: u32) -> SockOp {
     }
 }
 
-fn verdict_of(code: u32) -> Verdict {
+fn verdict_of(code: u32) -> EgressVerdict {
     match code {
-        verdict::ALLOWED => Verdict::Allowed,
-        verdict::OBSERVED => Verdict::Observed,
-        _ => Verdict::Denied,
+        verdict::ALLOWED => EgressVerdict::Allowed,
+        verdict::OBSERVED => EgressVerdict::Observed,
+        _ => EgressVerdict::Denied,
     }
 }
 
@@ -388,32 +265,6 @@ pub(crate) fn drain(ring: &mut RingReader, labels: &Labels, batch: &mut Vec<Kern
     ring.read_batch(BATCH, |bytes| batch.extend(parse(bytes, labels)))
 }
 
-/// The `kind` string of an event, as in DESIGN.md's events contract.
-pub fn kind_name(kind: &EventKind) -> &'static str {
-    match kind {
-        EventKind::Exec { .. } => "exec",
-        EventKind::Open { .. } => "open",
-        EventKind::Connect {
-            op: SockOp::Connect,
-            ..
-        }
-        | EventKind::Unix {
-            op: SockOp::Connect,
-            ..
-        } => "connect",
-        EventKind::Connect {
-            op: SockOp::Sendmsg,
-            ..
-        }
-        | EventKind::Unix {
-            op: SockOp::Sendmsg,
-            ..
-        } => "sendmsg",
-        EventKind::Killed { .. } => "killed",
-        EventKind::Resolve { .. } => "resolve",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,20 +304,20 @@ mod tests {
         let parsed = parse(bytes_of(&ev), &labels).expect("a unix event");
         assert_eq!(
             parsed.kind,
-            EventKind::Unix {
+            KernelEventKind::Unix {
                 path: "@a@b".into(),
                 sock_type: 2,
                 op: SockOp::Sendmsg,
-                verdict: Verdict::Denied
+                verdict: EgressVerdict::Denied
             }
         );
-        assert_eq!(kind_name(&parsed.kind), "sendmsg");
+        assert_eq!(parsed.kind.contract_kind().as_str(), "sendmsg");
         ev.path[..9].copy_from_slice(b"/run/x.so");
         ev.len = 0;
         ev.op = sock_op::CONNECT;
         let parsed = parse(bytes_of(&ev), &labels).expect("a unix event");
-        assert!(matches!(&parsed.kind, EventKind::Unix { path, .. } if path == "/run/x.so"));
-        assert_eq!(kind_name(&parsed.kind), "connect");
+        assert!(matches!(&parsed.kind, KernelEventKind::Unix { path, .. } if path == "/run/x.so"));
+        assert_eq!(parsed.kind.contract_kind().as_str(), "connect");
         assert_eq!(
             size_of::<UnixEvent>() % 8,
             0,
@@ -510,7 +361,7 @@ mod tests {
         assert_eq!(&*open.server, "fs");
         assert_eq!(
             open.kind,
-            EventKind::Open {
+            KernelEventKind::Open {
                 path: "/a/b".into(),
                 flags: 0o100,
                 result: Some(-13)
@@ -522,7 +373,10 @@ mod tests {
         assert!(parse(&sent[..OPEN_PATH_OFFSET], &labels).is_none());
         ev.header.kind = event_kind::OPEN_ATTEMPT_V1;
         let attempt = parse(bytes_of(&ev), &labels).expect("an attempt");
-        assert!(matches!(attempt.kind, EventKind::Open { result: None, .. }));
+        assert!(matches!(
+            attempt.kind,
+            KernelEventKind::Open { result: None, .. }
+        ));
         let old_result: [u64; 3] = [u64::from(event_kind::OPEN_RESULT_V1), 1, 0];
         assert!(parse(bytes_of(&old_result), &labels).is_none());
     }

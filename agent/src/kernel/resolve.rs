@@ -22,9 +22,10 @@ use ipnet::IpNet;
 use tokio::sync::mpsc;
 
 use super::{
-    events::{EventKind, KernelEvent, ServerLabel, boot_ns_now},
+    events::ServerLabel,
     loader::{KernelError, NetRule},
 };
+use mcp_guard_model::kernel_event::{KernelEvent, KernelEventKind, boot_ns_now};
 
 /// An answer is kept at least this long, even with a TTL of 0 (the server needs time to use it).
 const MIN_TTL: Duration = Duration::from_secs(5);
@@ -228,7 +229,7 @@ impl Refresher {
                     tid: 0,
                     server: self.label.server.clone(),
                     session: self.label.session.clone(),
-                    kind: EventKind::Resolve {
+                    kind: KernelEventKind::Resolve {
                         name: name.name.clone(),
                         addrs: after,
                         ttl_secs: ttl.as_secs(),

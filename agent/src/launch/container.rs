@@ -369,6 +369,17 @@ pub async fn prepare(
     };
 
     let mut env: Vec<String> = passed.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // `[env] set`, `~/` below the same home the binds below use.
+    env.extend(
+        policy
+            .env
+            .set
+            .iter()
+            .map(|(k, v)| match v.strip_prefix("~/") {
+                Some(_) => format!("{k}={}", expand_home(v, &id.home).display()),
+                None => format!("{k}={v}"),
+            }),
+    );
     env.extend(secrets.iter().map(|(k, v)| format!("{k}={v}")));
 
     let mut binds = Vec::new();

@@ -241,14 +241,16 @@ fn with_groups(user: User, why: String) -> Identity {
 /// tokens: a policy passes those by name.
 pub const ENV_ALLOW: &[&str] = &["PATH", "LANG", "LANGUAGE", "TERM", "TZ"];
 
-/// Builds the server's environment: the allowlist, `pass`, identity variables and the secrets
-/// (which win over anything of the same name).
+/// Builds the server's environment: the allowlist, `[env] pass`, identity variables, `[env] set`
+/// (`~/` values below the server's home) and the secrets (which win over anything of the same
+/// name).
 pub fn environment(
     id: &Identity,
-    pass: &[String],
+    policy_env: &mcp_guard_policy::Env,
     secrets: &[(String, String)],
     caller: Option<&Caller>,
 ) -> Vec<(String, String)> {
+    let pass = &policy_env.pass;
     let mut env: Vec<(String, String)> = source_vars(caller)
         .into_iter()
         .filter(|(k, _)| {
@@ -266,6 +268,16 @@ pub fn environment(
     set("USER", id.name.clone());
     set("LOGNAME", id.name.clone());
     set("TMPDIR", "/tmp".to_string());
+    for (k, v) in &policy_env.set {
+        let v = if v.starts_with("~/") {
+            mcp_guard_policy::expand_home(v, &id.home)
+                .display()
+                .to_string()
+        } else {
+            v.clone()
+        };
+        set(k, v);
+    }
     for (k, v) in secrets {
         set(k, v.clone());
     }

@@ -229,7 +229,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             )));
         }
     };
-    let env = identity::environment(&id, &policy.env.pass, &[], req.caller);
+    let env = identity::environment(&id, &policy.env, &[], req.caller);
     let Some(cmd) = command.first() else {
         return Err(NotFound("no command given after --".into()));
     };
@@ -259,7 +259,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
     let mut env = if secrets.is_empty() {
         env
     } else {
-        identity::environment(&id, &policy.env.pass, &secrets, req.caller)
+        identity::environment(&id, &policy.env, &secrets, req.caller)
     };
     let protect = match pinned_env {
         Some(env) => env,

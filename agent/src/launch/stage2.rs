@@ -120,7 +120,7 @@ fn wait_for(pid: Pid) -> i32 {
 
 /// The helper: v1 cgroups, then init forked straight into the v2 cgroup and the new namespaces
 /// (clone3 with CLONE_INTO_CGROUP: moving a live task into a v2 cgroup waits for an RCU grace
-/// period, ~13 ms here), then relay init's status. Kernels without clone3 get the old way:
+/// period), then relay init's status. Kernels without clone3 get the old way:
 /// write cgroup.procs, unshare, fork.
 fn helper(spec: &JailSpec, mut sock: UnixStream) -> Result<i32, Failure> {
     let forked = join_v1_cgroups(spec).and_then(|()| fork_init(spec));

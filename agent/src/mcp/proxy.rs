@@ -64,7 +64,7 @@ impl ProxyConfig {
     pub fn new(server: &str) -> Self {
         Self {
             server: server.into(),
-            session: new_session_id(),
+            session: mcp_guard_model::new_session_id(),
             max_message_bytes: frame::DEFAULT_MAX_MESSAGE_BYTES,
             tools: ToolRules {
                 policy: server.into(),
@@ -166,15 +166,6 @@ impl ProxyConfig {
         });
         c
     }
-}
-
-/// A fresh session id: time and pid, hex.
-pub fn new_session_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{:x}-{:x}", nanos as u64, std::process::id())
 }
 
 /// Builds the standard interceptor chain for `config`: tool access, pins (of definitions as the

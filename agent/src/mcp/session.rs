@@ -11,28 +11,8 @@ use mcp_guard_model::timestamp::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
 
-/// What the proxy did with a call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Decision {
-    /// Forwarded unchanged.
-    Allowed,
-    /// Refused by an interceptor; never reached the server.
-    Denied,
-    /// Forwarded, but the request or its result was changed (e.g. redacted).
-    Modified,
-}
-
-impl Decision {
-    /// The label value used in the contract (`allowed|denied|modified`): JSON and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Allowed => "allowed",
-            Decision::Denied => "denied",
-            Decision::Modified => "modified",
-        }
-    }
-}
+/// What the proxy did with a call: the contract's decision.
+pub use mcp_guard_model::Decision;
 
 /// One client request from start to end, as plain data (the store persists these).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -78,26 +58,34 @@ impl CallRecord {
     }
 }
 
+/// The stored form of a call (what the proxy captured of it goes to the store separately:
+/// take [`CallRecord::capture`] first).
+impl From<CallRecord> for mcp_guard_model::CallRecord {
+    fn from(r: CallRecord) -> Self {
+        mcp_guard_model::CallRecord {
+            call_id: r.call_id,
+            server: r.server,
+            session: r.session,
+            method: r.method,
+            tool: r.tool,
+            request_id: r.request_id,
+            started_at: r.started_at,
+            ended_at: Some(r.ended_at),
+            decision: r.decision,
+            reason: Some(r.reason).filter(|s| !s.is_empty()),
+            error: None,
+            result_bytes: r.result_bytes,
+            audit: None,
+        }
+    }
+}
+
 fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// Something an interceptor noticed that is worth an alert (a poisoned description, a changed pin).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Finding {
-    /// Server name.
-    pub server: String,
-    /// Session id.
-    pub session: String,
-    /// RFC 3339 with nanoseconds.
-    pub ts: String,
-    /// Short rule name, e.g. `tool-poisoning`, `tool-changed`, `secret-in-result`.
-    pub rule: String,
-    /// The tool concerned, if any.
-    pub tool: Option<String>,
-    /// What was found and what was done.
-    pub summary: String,
-}
+/// What an interceptor reports: the contract's finding, which exec's analysis makes an alert.
+pub use mcp_guard_model::Finding;
 
 /// Where call records and findings go (exec records them in the store).
 pub trait CallSink: Send {

@@ -18,7 +18,7 @@ mod roots;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::detect::PathGlobs;
+use mcp_guard_analysis::detect::PathGlobs;
 use mcp_guard_model::{EventKind, EventRecord};
 use mcp_guard_policy as policy;
 use mcp_guard_store::{CallFilter, EventFilter, Store, StoreError};

@@ -4,8 +4,8 @@
 //! sent it (all of it, or its first bytes when it is long: [`RawJson`]); the writer's thread
 //! turns that into the stored form ([`CallAudit`]), so the proxy pays for a copy and nothing
 //! else. The order matters: the text is parsed (a prefix is closed into valid JSON first), every
-//! string in it (keys too, decoded, so an escaped secret is found as well) goes through the
-//! session's [`Redact`], and only then is the result cut to its bound. A prefix may end inside a
+//! string in it (keys too, decoded, so an escaped secret is found as well; a member's value with
+//! its key as the rules' context) goes through the session's [`Redact`], and only then is the result cut to its bound. A prefix may end inside a
 //! secret, whose start no pattern recognises: the end of the string that was cut open is dropped
 //! before redaction, by as much as the redactor says could begin a secret.
 
@@ -22,6 +22,12 @@ pub const OPEN_TAIL: usize = 512;
 pub trait Redact: Send + Sync {
     /// Replaces every secret in `s` by a marker; notes what was redacted in `what` (once each).
     fn redact(&self, s: &mut String, what: &mut Vec<String>);
+    /// [`Redact::redact`] for `s`, the value of the object member `key`: rules that need an
+    /// assignment's name (`"password": "..."`) see the key as its context.
+    fn redact_member(&self, key: &str, s: &mut String, what: &mut Vec<String>) {
+        let _ = key;
+        self.redact(s, what);
+    }
     /// How many bytes at the end of `s` could be the beginning of an injected value that
     /// continues past it.
     fn unfinished_tail(&self, s: &str) -> usize;
@@ -147,9 +153,15 @@ fn redact_all(v: &mut Value, r: &dyn Redact, what: &mut Vec<String>) {
         Value::Array(a) => a.iter_mut().for_each(|x| redact_all(x, r, what)),
         Value::Object(m) => {
             let old = std::mem::take(m);
-            for (mut k, mut x) in old {
+            for (k, mut x) in old {
+                // Each string alone would lose its name: `{"password": "..."}` is an
+                // assignment only with its key.
+                match &mut x {
+                    Value::String(s) => r.redact_member(&k, s, what),
+                    _ => redact_all(&mut x, r, what),
+                }
+                let mut k = k;
                 r.redact(&mut k, what);
-                redact_all(&mut x, r, what);
                 m.insert(k, x);
             }
         }

@@ -13,8 +13,6 @@
 //! cost a row write per record written). Turning it on numbers the records already stored, so a
 //! new sink gets the history the store keeps.
 
-use std::time::Duration;
-
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{Record, Store, StoreError, Timestamp, schema};
@@ -136,8 +134,7 @@ impl Store {
     /// Turns the change log on for `sinks` (idempotent): creates it and its triggers, numbers
     /// the records it does not hold yet (all of them the first time; those written while a
     /// trigger was missing later), gives each new sink a cursor at the start and forgets the
-    /// cursors of sinks no longer configured (they would hold retention back). Returns how many
-    /// records were numbered.
+    /// cursors of sinks no longer configured. Returns how many records were numbered.
     pub fn enable_export(&mut self, sinks: &[&str]) -> Result<u64, StoreError> {
         let complete = self.export_enabled()?;
         let path = self.path.clone();
@@ -363,54 +360,6 @@ impl Store {
             oldest: oldest.map(Timestamp::from_unix_nanos),
         })
     }
-
-    /// For retention: the lowest cursor of any sink (`None` when nothing is exported). Records
-    /// numbered above it are still to be shipped to some sink; see [`unshipped_condition`].
-    pub fn export_floor(&self) -> Result<Option<i64>, StoreError> {
-        if !self.has_table("export_cursors")? {
-            return Ok(None);
-        }
-        self.conn
-            .query_row("SELECT min(seq) FROM export_cursors", [], |r| r.get(0))
-            .map_err(self.sql_err())
-    }
-
-    fn has_table(&self, name: &str) -> Result<bool, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .map_err(self.sql_err())
-    }
-
-    /// For tests and the benchmark: waits until no sink is behind, at most `timeout`.
-    pub fn wait_exported(&self, timeout: Duration) -> Result<bool, StoreError> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let floor = self.export_floor()?.unwrap_or(i64::MAX);
-            if self.export_lag(floor)?.records == 0 {
-                return Ok(true);
-            }
-            if std::time::Instant::now() >= deadline {
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// For retention: an SQL condition true for the rows of `table` (`sessions`, `calls`, `events`
-/// or `alerts`, unaliased) that some sink has not shipped yet, given the floor from
-/// [`Store::export_floor`]; `None` for other tables. AND its negation into a delete to spare
-/// what is still to be shipped.
-pub fn unshipped_condition(table: &str, floor: i64) -> Option<String> {
-    let (n, _, id, _) = TABLES.iter().find(|(_, t, _, _)| *t == table)?;
-    Some(format!(
-        "EXISTS (SELECT 1 FROM export_changes c WHERE c.change_table = {n} \
-         AND c.change_row = {table}.{id} AND c.change_seq > {floor})"
-    ))
 }
 
 #[cfg(test)]
@@ -419,6 +368,7 @@ mod tests {
 
     use super::*;
     use mcp_guard_model::{Decision, EventKind};
+    use std::time::Duration;
 
     use crate::tests::{TempDir, alert, call, event};
 
@@ -444,7 +394,6 @@ mod tests {
         store.insert(call("c1", "s", "read", t)).unwrap();
         store.insert(event("e1", "s", EventKind::Open, t)).unwrap();
         assert!(!store.export_enabled().unwrap());
-        assert_eq!(store.export_floor().unwrap(), None);
         assert_eq!(store.enable_export(&["ch"]).unwrap(), 2);
         assert!(store.export_enabled().unwrap());
         // Idempotent: enabling again numbers nothing twice.
@@ -495,7 +444,7 @@ mod tests {
     }
 
     #[test]
-    fn deleted_records_leave_the_log_and_the_floor_is_the_slowest_sink() {
+    fn deleted_records_leave_the_log() {
         let dir = TempDir::new("changes-delete");
         let mut store = Store::open(&dir.db()).unwrap();
         store.enable_export(&["fast", "slow"]).unwrap();
@@ -508,20 +457,6 @@ mod tests {
         let all = store.changes_after(0, 100).unwrap();
         store.set_export_cursor("fast", all.last_seq).unwrap();
         store.set_export_cursor("slow", all.changes[1].seq).unwrap();
-        assert_eq!(store.export_floor().unwrap(), Some(all.changes[1].seq));
-        // Retention's view: e2..e4 are still to be shipped to `slow`.
-        let floor = store.export_floor().unwrap().unwrap();
-        let cond = unshipped_condition("events", floor).unwrap();
-        let unshipped: i64 = store
-            .conn
-            .query_row(
-                &format!("SELECT count(*) FROM events WHERE {cond}"),
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(unshipped, 3);
-        assert_eq!(unshipped_condition("export_changes", 0), None);
         let pruned = store
             .prune(Some(Duration::from_secs(1)), None)
             .unwrap()
@@ -540,13 +475,12 @@ mod tests {
         store.enable_export(&["a", "b"]).unwrap();
         store.set_export_cursor("a", 7).unwrap();
         store.set_export_cursor("b", 3).unwrap();
-        // `b` is gone from the config: its cursor no longer holds the floor.
+        // `b` is gone from the config: its cursor with it.
         store.enable_export(&["a"]).unwrap();
-        assert_eq!(store.export_floor().unwrap(), Some(7));
         assert_eq!(store.export_cursor("a").unwrap(), 7);
+        assert_eq!(store.export_cursor("b").unwrap(), 0);
         store.disable_export().unwrap();
         assert!(!store.export_enabled().unwrap());
-        assert_eq!(store.export_floor().unwrap(), None);
         // Writes go on without the log.
         let t = Timestamp::from_unix_nanos(1);
         store.insert(event("e1", "s", EventKind::Open, t)).unwrap();

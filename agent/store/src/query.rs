@@ -198,7 +198,7 @@ pub fn execute(
                     sessions.into_iter().try_for_each(f)
                 };
             let table: TableFn<mcp_guard_model::SessionRecord> =
-                |o, rows, w| history::sessions_table(o, &rows, w);
+                |o, rows, w| history::sessions_table(o, &rows, None, w);
             list(out, *json, each, table, width, &what, &state_dir.display())
         }
         Query::Trace { call_id, json } => {
@@ -527,6 +527,15 @@ pub fn fleet_alerts_table(
     width: usize,
 ) -> Result<(), QueryError> {
     fleet_table(out, rows, width, alerts_table)
+}
+
+/// `sessions --fleet` as a table.
+pub fn fleet_sessions_table(
+    out: &mut dyn Write,
+    rows: Vec<Hosted<mcp_guard_model::SessionRecord>>,
+    width: usize,
+) -> Result<(), QueryError> {
+    fleet_table(out, rows, width, history::sessions_table)
 }
 
 /// `trace` of a call: JSON lines (each with `host` when it is given) or the timeline.

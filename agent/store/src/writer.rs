@@ -292,7 +292,7 @@ impl StoreHandle {
 
 /// While records keep coming, the writer looks for more this often instead of waiting on the
 /// channel. A producer whose send finds the writer waiting has to wake it, and on a VM a wakeup
-/// across CPUs can cost the sender 15-20 µs (measured here): the proxy paid that between a
+/// across CPUs costs the sender many microseconds: the proxy paid that between a
 /// server's answer and its delivery to the client. Records reach the database up to a tick later.
 const ACTIVE_TICK: Duration = Duration::from_millis(5);
 

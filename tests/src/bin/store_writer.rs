@@ -1,11 +1,13 @@
 //! Fixture: one producer process writing to a shared store through the batched writer, as an
-//! `exec` process does. `store_writer DB TAG N` sends one session, N calls and 10×N events,
+//! `exec` process does. `store_writer DB TAG N` sends one session (and what its server said
+//! about itself), N calls and 10×N events,
 //! waits for them to be committed, and prints the writer's counters as one JSON line.
 
 use std::{process::ExitCode, time::Duration};
 
 use mcp_guard_model::{
-    Attribution, CallRecord, Decision, EventKind, EventRecord, SessionRecord, Timestamp, Verdict,
+    Attribution, CallRecord, Decision, EventKind, EventRecord, SessionFacts, SessionRecord,
+    Timestamp, Verdict,
 };
 use mcp_guard_store::StoreWriter;
 
@@ -39,6 +41,11 @@ fn main() -> ExitCode {
         }
         .into(),
     );
+    send(mcp_guard_model::Record::Facts(SessionFacts {
+        session: session.clone(),
+        server_info: Some(serde_json::json!({ "name": format!("{tag}-srv"), "version": "1.2.3" })),
+        tools_listed: None,
+    }));
     for c in 0..n {
         let call_id = format!("{tag}-c{c}");
         let mut call = CallRecord {

@@ -7,7 +7,7 @@
 mod fetch;
 mod guest;
 mod initramfs;
-mod json;
+pub(crate) mod json;
 mod matrix;
 mod report;
 mod vm;

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde_json::Value;
 
-use super::{Col, QueryError, list_time, table, truncate_end};
+use super::{Col, QueryError, hosted_table, list_time, truncate_end};
 use crate::Trace;
 use mcp_guard_model::{CallAudit, CallRecord, SessionRecord, Timestamp};
 
@@ -151,13 +151,15 @@ fn part(
     Ok(())
 }
 
-/// `sessions`: one line per session, with the server's own name and version and its tools.
+/// `sessions`: one line per session, with the server's own name and version and its tools
+/// (and each one's host, from the fleet).
 pub(super) fn sessions_table(
     out: &mut dyn Write,
     sessions: &[SessionRecord],
+    hosts: Option<&[String]>,
     width: usize,
 ) -> Result<(), QueryError> {
-    let cols = [
+    let cols = vec![
         Col::keep("LOCAL TIME"),
         Col::keep("SESSION"),
         Col::end("SERVER", 6).droppable(1),
@@ -190,7 +192,7 @@ pub(super) fn sessions_table(
             ]
         })
         .collect();
-    table(out, &cols, rows, width)
+    hosted_table(out, cols, rows, hosts, width)
 }
 
 /// Sessions started at or after `since`, of `server` when given.

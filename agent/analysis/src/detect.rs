@@ -1,28 +1,25 @@
 //! Detection: rules over attributed events and call ends → alerts with an action.
 //!
-//! Pure and synchronous: exec feeds [`Detector::event`] with each [`AttributedEvent`] (and the id
+//! Pure and synchronous: the session pipeline feeds [`Detector::event`] with each [`AttributedEvent`] (and the id
 //! it was stored under) and [`Detector::call_ended`] with each finished call; both return the
 //! alerts that fired (already `AlertRecord`s for the store) and the action to take. Learned rules
 //! (new egress, interpreter exec) compare against a per-(server, tool) [`Profile`], persisted as
 //! JSON in `<state>/profiles/<server>.json`; in learning mode the profile grows and those rules
 //! stay quiet.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
-use std::io;
-use std::path::{Path, PathBuf};
-
-use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 use crate::correlate::AttributedEvent;
-use crate::kernel::events::{EventKind, Verdict, boot_to_unix_ns};
-use mcp_guard_model::names::StateKey;
+use mcp_guard_model::kernel_event::{EgressVerdict, KernelEventKind, boot_to_unix_ns};
 use mcp_guard_model::{AlertRecord, Attribution, Severity, Timestamp};
 use mcp_guard_policy::{self as policy, OnSensitive, Policy};
-use mcp_guard_statefs::StateDir;
 
 mod globs;
+mod profile;
 pub use globs::PathGlobs;
+pub use profile::{PROFILES_DIR, Profile, ToolProfile};
 
 /// What to do when a rule fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -187,89 +184,9 @@ impl DetectConfig {
     }
 }
 
-/// What one (server, tool) normally does.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ToolProfile {
-    /// Programs exec'd (paths).
-    #[serde(default)]
-    pub exec: BTreeSet<String>,
-    /// Egress destinations (`addr:port`).
-    #[serde(default)]
-    pub egress: BTreeSet<String>,
-    /// Directories of opened paths.
-    #[serde(default)]
-    pub prefixes: BTreeSet<String>,
-}
-
-/// A server's learned profile: per tool (events outside calls under `""`).
-/// The directory of learned profiles under the state dir.
-pub const PROFILES_DIR: &str = "profiles";
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Profile {
-    /// Per tool.
-    #[serde(default)]
-    pub tools: BTreeMap<String, ToolProfile>,
-}
-
-impl Profile {
-    /// `<state>/profiles/<policy>/<server>.json`: one policy's sessions never read or write
-    /// what another policy's server learned.
-    pub fn path(state_dir: &Path, key: &StateKey) -> PathBuf {
-        state_dir
-            .join(PROFILES_DIR)
-            .join(&key.policy)
-            .join(format!("{}.json", key.server))
-    }
-
-    /// Load; a missing file is an empty profile, a corrupt one an error (never silently reset).
-    pub fn load(state_dir: &Path, key: &StateKey) -> io::Result<Self> {
-        let path = Self::path(state_dir, key);
-        let bytes = match StateDir::existing(state_dir)? {
-            Some(state) => state.read(
-                &format!("{PROFILES_DIR}/{}", key.policy),
-                &format!("{}.json", key.server),
-            )?,
-            None => None,
-        };
-        match bytes {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            }),
-            None => Ok(Self::default()),
-        }
-    }
-
-    /// Save atomically (a fresh temp file renamed over the profile).
-    pub fn save(&self, state_dir: &Path, key: &StateKey) -> io::Result<()> {
-        StateDir::create(state_dir)?.write(
-            &format!("{PROFILES_DIR}/{}", key.policy),
-            &format!("{}.json", key.server),
-            &serde_json::to_vec_pretty(self).map_err(io::Error::other)?,
-        )
-    }
-
-    /// Adds everything `other` has seen.
-    pub fn merge(&mut self, other: &Profile) {
-        for (tool, seen) in &other.tools {
-            let mine = self.tools.entry(tool.clone()).or_default();
-            mine.exec.extend(seen.exec.iter().cloned());
-            mine.egress.extend(seen.egress.iter().cloned());
-            mine.prefixes.extend(seen.prefixes.iter().cloned());
-        }
-    }
-
-    fn any_exec(&self, prog: &str) -> bool {
-        self.tools.values().any(|t| t.exec.contains(prog))
-    }
-}
-
 /// An alert and what to do about it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Finding {
+pub struct Detection {
     /// The store record (`action` filled in).
     pub alert: AlertRecord,
     /// The action.
@@ -401,7 +318,7 @@ impl Detector {
         tool: Option<String>,
         summary: String,
         event_ids: Vec<String>,
-    ) -> Option<Finding> {
+    ) -> Option<Detection> {
         let cfg = self
             .config
             .rules
@@ -430,14 +347,14 @@ impl Detector {
             count: 1,
             last_seen: ts,
         };
-        Some(Finding {
+        Some(Detection {
             alert,
             action: cfg.action,
         })
     }
 
     /// Run the rules on one attributed event stored as `event_id`.
-    pub fn event(&mut self, a: &AttributedEvent, event_id: &str) -> Vec<Finding> {
+    pub fn event(&mut self, a: &AttributedEvent, event_id: &str) -> Vec<Detection> {
         let mut out = Vec::new();
         let ts = a.event.ts_boot_ns;
         let call = a.call_id.clone();
@@ -446,7 +363,7 @@ impl Detector {
         let ids = vec![event_id.to_string()];
         let mut denied = false;
         match &a.event.kind {
-            EventKind::Open {
+            KernelEventKind::Open {
                 path,
                 flags,
                 result,
@@ -493,8 +410,8 @@ impl Detector {
                     learned.prefixes.insert(dir.to_string_lossy().into_owned());
                 }
             }
-            EventKind::Connect { addr, verdict, .. } => {
-                denied = *verdict == Verdict::Denied;
+            KernelEventKind::Connect { addr, verdict, .. } => {
+                denied = *verdict == EgressVerdict::Denied;
                 let dest = addr.to_string();
                 if self.config.learning {
                     self.profile
@@ -556,10 +473,10 @@ impl Detector {
                 }
             }
             // A failed exec ran nothing (`env` trying each PATH entry): only what ran counts.
-            EventKind::Exec {
+            KernelEventKind::Exec {
                 result: Some(r), ..
             } if *r != 0 => {}
-            EventKind::Exec { path, .. } => {
+            KernelEventKind::Exec { path, .. } => {
                 if self.config.learning {
                     self.profile
                         .tools
@@ -588,10 +505,10 @@ impl Detector {
                         .insert(path.clone());
                 }
             }
-            EventKind::Killed { .. } => denied = true,
+            KernelEventKind::Killed { .. } => denied = true,
             // A Unix socket the policy does not list counts towards a burst of denials.
-            EventKind::Unix { verdict, .. } => denied = *verdict == Verdict::Denied,
-            EventKind::Resolve { .. } => {}
+            KernelEventKind::Unix { verdict, .. } => denied = *verdict == EgressVerdict::Denied,
+            KernelEventKind::Resolve { .. } => {}
         }
         if denied {
             out.extend(self.denial(ts, event_id.to_string(), call, tool));
@@ -600,7 +517,7 @@ impl Detector {
     }
 
     /// Run the rules on a finished call (exfiltration by result size, denied calls).
-    pub fn call_ended(&mut self, end: &CallEnd, call_event_id: Option<&str>) -> Vec<Finding> {
+    pub fn call_ended(&mut self, end: &CallEnd, call_event_id: Option<&str>) -> Vec<Detection> {
         let mut out = Vec::new();
         let state = self.calls.remove(&end.call_id).unwrap_or_default();
         if !state.exfil_fired
@@ -641,7 +558,7 @@ impl Detector {
         id: String,
         call: Option<String>,
         tool: Option<String>,
-    ) -> Option<Finding> {
+    ) -> Option<Detection> {
         self.denials.push_back((ts, id));
         while self
             .denials

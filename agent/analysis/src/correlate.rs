@@ -18,10 +18,10 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use crate::kernel::events::{EventKind, KernelEvent};
 use mcp_guard_model::Attribution;
+use mcp_guard_model::kernel_event::{KernelEvent, KernelEventKind};
 
-/// A call-lifecycle fact from the proxy, stamped with `kernel::events::boot_ns_now()`.
+/// A call-lifecycle fact from the proxy, stamped with [`mcp_guard_model::boot_ns_now`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallFact {
     /// A tool call was forwarded to the server.
@@ -284,7 +284,7 @@ impl Correlator {
     fn attribute(&mut self, event: KernelEvent, forced: bool) -> AttributedEvent {
         let ts = event.ts_boot_ns;
         // A failed exec leaves the process's image as it was.
-        if matches!(event.kind, EventKind::Exec { result, .. } if result.is_none_or(|r| r == 0))
+        if matches!(event.kind, KernelEventKind::Exec { result, .. } if result.is_none_or(|r| r == 0))
             && event.pid != 0
         {
             self.images.insert(event.pid, ts);
@@ -345,47 +345,6 @@ impl Correlator {
     }
 }
 
-/// Thin async adapter: drains call facts and kernel events from channels into a [`Correlator`]
-/// and sends attributed events on, ticking every `tick` so held events are never stuck.
-/// Returns the final stats when both inputs have closed (everything held is flushed first).
-pub async fn run(
-    config: CorrelatorConfig,
-    mut facts: tokio::sync::mpsc::Receiver<CallFact>,
-    mut events: tokio::sync::mpsc::Receiver<KernelEvent>,
-    out: tokio::sync::mpsc::Sender<AttributedEvent>,
-    tick: std::time::Duration,
-) -> Stats {
-    use crate::kernel::events::boot_ns_now;
-    let mut corr = Correlator::new(config);
-    let mut interval = tokio::time::interval(tick);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (mut facts_open, mut events_open) = (true, true);
-    while facts_open || events_open {
-        tokio::select! {
-            fact = facts.recv(), if facts_open => match fact {
-                Some(f) => corr.call_fact(f),
-                None => facts_open = false,
-            },
-            ev = events.recv(), if events_open => match ev {
-                Some(e) => corr.event(e),
-                None => events_open = false,
-            },
-            _ = interval.tick() => {}
-        }
-        for a in corr.poll(boot_ns_now()) {
-            if out.send(a).await.is_err() {
-                return corr.stats();
-            }
-        }
-    }
-    for a in corr.flush() {
-        if out.send(a).await.is_err() {
-            break;
-        }
-    }
-    corr.stats()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,7 +352,7 @@ mod tests {
 
     const MS: u64 = 1_000_000;
 
-    fn ev(ts: u64, pid: u32, kind: EventKind) -> KernelEvent {
+    fn ev(ts: u64, pid: u32, kind: KernelEventKind) -> KernelEvent {
         KernelEvent {
             ts_boot_ns: ts,
             cgroup_id: 1,
@@ -409,7 +368,7 @@ mod tests {
         ev(
             ts,
             100,
-            EventKind::Open {
+            KernelEventKind::Open {
                 path: "/etc/hosts".into(),
                 flags: 0,
                 result: Some(3),
@@ -585,7 +544,7 @@ mod tests {
             ev(
                 ts,
                 200,
-                EventKind::Exec {
+                KernelEventKind::Exec {
                     path: path.into(),
                     argv: vec![],
                     result: Some(0),
@@ -595,7 +554,7 @@ mod tests {
         c.event(ev(
             MS,
             200,
-            EventKind::Open {
+            KernelEventKind::Open {
                 path: "/a".into(),
                 flags: 0,
                 result: Some(3),
@@ -605,7 +564,7 @@ mod tests {
         c.event(ev(
             3 * MS,
             200,
-            EventKind::Open {
+            KernelEventKind::Open {
                 path: "/b".into(),
                 flags: 0,
                 result: Some(3),
@@ -616,7 +575,7 @@ mod tests {
         c.event(ev(
             10 * MS,
             200,
-            EventKind::Open {
+            KernelEventKind::Open {
                 path: "/c".into(),
                 flags: 0,
                 result: Some(3),
@@ -648,29 +607,5 @@ mod tests {
         );
         assert_eq!(keys[4], keys[3]);
         assert_ne!(keys[2], keys[4], "same pid, different process");
-    }
-
-    #[tokio::test]
-    async fn async_adapter_attributes_and_flushes() {
-        use crate::kernel::events::boot_ns_now;
-        let (ftx, frx) = tokio::sync::mpsc::channel(8);
-        let (etx, erx) = tokio::sync::mpsc::channel(8);
-        let (otx, mut orx) = tokio::sync::mpsc::channel(8);
-        let task = tokio::spawn(run(
-            CorrelatorConfig::default(),
-            frx,
-            erx,
-            otx,
-            std::time::Duration::from_millis(5),
-        ));
-        let t0 = boot_ns_now();
-        etx.send(open(t0 + 1)).await.expect("send event");
-        ftx.send(start("a", t0)).await.expect("send start");
-        ftx.send(end("a", t0 + 2)).await.expect("send end");
-        let got = orx.recv().await.expect("an attributed event");
-        assert_eq!(got.call_id.as_deref(), Some("a"));
-        drop((ftx, etx));
-        let stats = task.await.expect("adapter task");
-        assert_eq!(stats.emitted, 1);
     }
 }

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::correlate::{AttributedEvent, ProcessKey};
-use crate::kernel::events::{KernelEvent, SockOp};
+use mcp_guard_model::kernel_event::{EgressVerdict, KernelEvent, KernelEventKind, SockOp};
 
 const HOME: &str = "/home/u";
 
@@ -21,7 +21,7 @@ fn detector(cfg: DetectConfig) -> Detector {
     Detector::new(cfg, "s", "sess", Profile::default(), ro)
 }
 
-fn at(ts: u64, call: Option<&str>, kind: EventKind) -> AttributedEvent {
+fn at(ts: u64, call: Option<&str>, kind: KernelEventKind) -> AttributedEvent {
     AttributedEvent {
         event: KernelEvent {
             ts_boot_ns: ts,
@@ -48,16 +48,16 @@ fn at(ts: u64, call: Option<&str>, kind: EventKind) -> AttributedEvent {
     }
 }
 
-fn open(path: &str, flags: i32) -> EventKind {
-    EventKind::Open {
+fn open(path: &str, flags: i32) -> KernelEventKind {
+    KernelEventKind::Open {
         path: path.into(),
         flags: flags as u32,
         result: Some(3),
     }
 }
 
-fn connect(addr: &str, verdict: Verdict) -> EventKind {
-    EventKind::Connect {
+fn connect(addr: &str, verdict: EgressVerdict) -> KernelEventKind {
+    KernelEventKind::Connect {
         addr: addr.parse().expect("addr"),
         proto: 6,
         op: SockOp::Connect,
@@ -65,15 +65,15 @@ fn connect(addr: &str, verdict: Verdict) -> EventKind {
     }
 }
 
-fn exec(path: &str) -> EventKind {
-    EventKind::Exec {
+fn exec(path: &str) -> KernelEventKind {
+    KernelEventKind::Exec {
         path: path.into(),
         argv: vec![],
         result: Some(0),
     }
 }
 
-fn rules(f: &[Finding]) -> Vec<&str> {
+fn rules(f: &[Detection]) -> Vec<&str> {
     f.iter().map(|f| f.alert.rule.as_str()).collect()
 }
 
@@ -193,7 +193,11 @@ fn new_egress_is_quiet_for_learned_destinations() {
     let mut d = detector(cfg.clone());
     assert!(
         d.event(
-            &at(1, Some("w"), connect("10.0.0.1:443", Verdict::Allowed)),
+            &at(
+                1,
+                Some("w"),
+                connect("10.0.0.1:443", EgressVerdict::Allowed)
+            ),
             "e1"
         )
         .is_empty()
@@ -203,19 +207,31 @@ fn new_egress_is_quiet_for_learned_destinations() {
     let mut d = Detector::new(cfg, "s", "sess", profile, HashSet::new());
     assert!(
         d.event(
-            &at(2, Some("w"), connect("10.0.0.1:443", Verdict::Allowed)),
+            &at(
+                2,
+                Some("w"),
+                connect("10.0.0.1:443", EgressVerdict::Allowed)
+            ),
             "e2"
         )
         .is_empty()
     );
     let f = d.event(
-        &at(3, Some("w"), connect("10.0.0.2:443", Verdict::Allowed)),
+        &at(
+            3,
+            Some("w"),
+            connect("10.0.0.2:443", EgressVerdict::Allowed),
+        ),
         "e3",
     );
     assert_eq!(rules(&f), ["new-egress"]);
     assert!(
         d.event(
-            &at(4, Some("w"), connect("10.0.0.2:443", Verdict::Allowed)),
+            &at(
+                4,
+                Some("w"),
+                connect("10.0.0.2:443", EgressVerdict::Allowed)
+            ),
             "e4"
         )
         .is_empty(),
@@ -224,7 +240,11 @@ fn new_egress_is_quiet_for_learned_destinations() {
     // Learned per tool: another tool to the same destination is new.
     assert_eq!(
         rules(&d.event(
-            &at(5, Some("x"), connect("10.0.0.1:443", Verdict::Allowed)),
+            &at(
+                5,
+                Some("x"),
+                connect("10.0.0.1:443", EgressVerdict::Allowed)
+            ),
             "e5"
         )),
         ["new-egress"]
@@ -246,7 +266,7 @@ fn interpreter_exec_unless_learned() {
         .iter()
         .enumerate()
     {
-        let failed = EventKind::Exec {
+        let failed = KernelEventKind::Exec {
             path: format!("{dir}/bash"),
             argv: vec![],
             result: Some(-i64::from(libc::ENOENT)),
@@ -256,7 +276,7 @@ fn interpreter_exec_unless_learned() {
                 .is_empty()
         );
     }
-    let unknown = EventKind::Exec {
+    let unknown = KernelEventKind::Exec {
         path: "/bin/dash".into(),
         argv: vec![],
         result: None,
@@ -299,7 +319,7 @@ fn exfiltration_secret_then_connect_in_same_call() {
         "e1",
     );
     let f = d.event(
-        &at(2, Some("c"), connect("10.0.0.9:80", Verdict::Allowed)),
+        &at(2, Some("c"), connect("10.0.0.9:80", EgressVerdict::Allowed)),
         "e2",
     );
     assert!(rules(&f).contains(&"exfiltration"));
@@ -311,7 +331,11 @@ fn exfiltration_secret_then_connect_in_same_call() {
     assert_eq!(ex.alert.severity, Severity::Critical);
     // A connect in another call is not the shape.
     let f = d.event(
-        &at(3, Some("other"), connect("10.0.0.9:80", Verdict::Allowed)),
+        &at(
+            3,
+            Some("other"),
+            connect("10.0.0.9:80", EgressVerdict::Allowed),
+        ),
         "e3",
     );
     assert!(!rules(&f).contains(&"exfiltration"));
@@ -398,7 +422,7 @@ fn denial_burst_n_in_t() {
     cfg.burst_count = 3;
     cfg.burst_window_ns = 1_000;
     let mut d = detector(cfg);
-    let deny = |ts| at(ts, None, connect("1.2.3.4:80", Verdict::Denied));
+    let deny = |ts| at(ts, None, connect("1.2.3.4:80", EgressVerdict::Denied));
     // Spread out: never 3 within the window.
     let mut fired = vec![];
     for (i, ts) in [0u64, 600, 1_700, 3_300].into_iter().enumerate() {
@@ -409,7 +433,7 @@ fn denial_burst_n_in_t() {
         );
     }
     assert!(fired.is_empty());
-    let f: Vec<Finding> = [3_400u64, 3_500]
+    let f: Vec<Detection> = [3_400u64, 3_500]
         .into_iter()
         .flat_map(|ts| d.event(&deny(ts), &format!("b{ts}")))
         .filter(|f| f.alert.rule == "denial-burst")
@@ -475,7 +499,11 @@ fn learning_grows_the_profile_and_merging_keeps_both_sessions() {
     cfg.learning = true;
     let mut d = detector(cfg);
     assert!(d.learning());
-    let e = at(1, Some("a"), connect("10.0.0.1:443", Verdict::Allowed));
+    let e = at(
+        1,
+        Some("a"),
+        connect("10.0.0.1:443", EgressVerdict::Allowed),
+    );
     assert!(d.event(&e, "e1").is_empty(), "quiet while learning");
     let e = at(2, Some("a"), exec("/bin/sh"));
     assert!(d.event(&e, "e2").is_empty(), "quiet while learning");
@@ -496,11 +524,19 @@ fn learning_grows_the_profile_and_merging_keeps_both_sessions() {
 
     // Afterwards: learned is quiet, a departure alerts.
     let mut d = Detector::new(config(), "s", "sess", on_disk, HashSet::new());
-    let same = at(3, Some("a"), connect("10.0.0.1:443", Verdict::Allowed));
+    let same = at(
+        3,
+        Some("a"),
+        connect("10.0.0.1:443", EgressVerdict::Allowed),
+    );
     assert!(d.event(&same, "e3").is_empty());
     let shell = at(4, Some("a"), exec("/bin/sh"));
     assert!(d.event(&shell, "e4").is_empty());
-    let new = at(5, Some("a"), connect("10.0.0.9:443", Verdict::Allowed));
+    let new = at(
+        5,
+        Some("a"),
+        connect("10.0.0.9:443", EgressVerdict::Allowed),
+    );
     assert_eq!(rules(&d.event(&new, "e5")), ["new-egress"]);
 }
 
@@ -517,7 +553,11 @@ fn policy_rule_tables_override_defaults() {
             .is_empty()
     );
     let f = d.event(
-        &at(2, Some("c"), connect("10.0.0.3:443", Verdict::Allowed)),
+        &at(
+            2,
+            Some("c"),
+            connect("10.0.0.3:443", EgressVerdict::Allowed),
+        ),
         "e2",
     );
     assert_eq!(f[0].alert.severity, Severity::Critical);

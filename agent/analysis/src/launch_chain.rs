@@ -6,7 +6,7 @@
 //! Only the launching process counts: a child it forks (a shell running `curl`) is judged as
 //! ever, before `initialize` too, and so is any exec of the launching process after it.
 
-use crate::kernel::events::{EventKind, KernelEvent};
+use mcp_guard_model::kernel_event::{KernelEvent, KernelEventKind};
 
 /// Tracks which exec events belong to the launch chain.
 #[derive(Debug, Default)]
@@ -25,7 +25,7 @@ impl LaunchChain {
 
     /// Whether `ev` (events come in time order) is an exec of the launch chain.
     pub fn is_launch(&mut self, ev: &KernelEvent) -> bool {
-        if !matches!(ev.kind, EventKind::Exec { .. }) {
+        if !matches!(ev.kind, KernelEventKind::Exec { .. }) {
             return false;
         }
         match self.pid {
@@ -52,7 +52,7 @@ mod tests {
             tid: pid,
             server: Arc::from("s"),
             session: Arc::from("x"),
-            kind: EventKind::Exec {
+            kind: KernelEventKind::Exec {
                 path: path.into(),
                 argv: vec![],
                 result: Some(0),
