@@ -1302,29 +1302,13 @@ fn a_repeated_alert_reaches_clickhouse_with_its_latest_count() {
         (2.into(), 3.into())
     );
     // Every occurrence counted, though the store holds one alert.
-    wait_metric_line(
-        &agent,
-        r#"mcp_guard_alerts_total{rule="sensitive-read",server="weather",severity="high"} 3"#,
+    prom::wait_metric(
+        &agent.addr,
+        r#"mcp_guard_alerts_total{rule="sensitive-read",server="weather",severity="high"}"#,
+        Duration::from_secs(30),
+        |v| v == 3.0,
+        || agent.log(),
     );
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Waits until the agent's metrics have `line`, at most 30 s.
-fn wait_metric_line(agent: &Agent, line: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let body = http_get(&agent.addr, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        if body.lines().any(|l| l == line) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{line} not in:\n{body}\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
