@@ -571,8 +571,11 @@ fn count(metrics: &Metrics, batch: &TailBatch) {
             None => metrics.kernel_event(&e.server, &e.kind, &e.verdict),
         }
     }
+    // Every occurrence: a repeat in a session is one stored alert with a higher count.
     for a in &batch.alerts {
-        metrics.alert(&a.server, &a.rule, &a.severity);
+        for _ in 0..a.count {
+            metrics.alert(&a.server, &a.rule, &a.severity);
+        }
     }
     metrics.set_servers_running(batch.running.len());
 }

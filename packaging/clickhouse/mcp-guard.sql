@@ -115,8 +115,18 @@ CREATE TABLE IF NOT EXISTS mcp_guard.alerts
     event_ids Array(String),
     action    Nullable(String),
     record    String,
-    time      DateTime MATERIALIZED toDateTime(intDiv(ts_ns, 1000000000))
+    time      DateTime MATERIALIZED toDateTime(intDiv(ts_ns, 1000000000)),
+    count     UInt64 DEFAULT 1,
+    last_seen String DEFAULT ts,
+    last_seen_ns Int64 DEFAULT ts_ns
 )
 ENGINE = ReplacingMergeTree(version)
 PARTITION BY toYYYYMM(time)
 ORDER BY (host_id, alert_id);
+
+-- An alert repeated in its session is shipped again with its new `count` and `last_seen` (and a
+-- higher version): FINAL shows the latest. A table created before alerts were counted lacks the
+-- columns (inserts skip them until then); add them once, by hand (ClickHouse 18 has no
+-- ADD COLUMN IF NOT EXISTS):
+--   ALTER TABLE mcp_guard.alerts ADD COLUMN count UInt64 DEFAULT 1,
+--     ADD COLUMN last_seen String DEFAULT ts, ADD COLUMN last_seen_ns Int64 DEFAULT ts_ns

@@ -74,6 +74,7 @@ pub const BENIGN_CATEGORIES: &[&str] = &[
     "markup",
     "ordinary",
     "security-report",
+    "error-report",
     "pagination-hint",
 ];
 

@@ -45,12 +45,10 @@ fn the_demo_shows_real_servers_working_and_every_attack_stopped() {
     // open was seen. Whichever answer reaches the client first, the secret does not.
     assert_eq!(fs["credentials"]["is_error"], true, "{describe}");
     let refused = text(&fs["credentials"]);
-    // The error text names the secret file, so the result scanner may strip it (and alert):
-    // an empty error is a refusal too.
+    // The error names the secret file but asks nothing of the model: the client gets it as the
+    // server wrote it, and no result-poisoning alert is raised for it.
     assert!(
-        refused.contains("EACCES")
-            || refused.contains("denied by detection rule sensitive-read")
-            || refused.is_empty(),
+        refused.contains("EACCES") || refused.contains("denied by detection rule sensitive-read"),
         "{describe}"
     );
     assert!(
@@ -89,6 +87,12 @@ fn the_demo_shows_real_servers_working_and_every_attack_stopped() {
         "{describe}"
     );
     let alerts = summary["alerts"].as_array().expect("alerts");
+    assert!(
+        !alerts
+            .iter()
+            .any(|a| a["rule"] == "result-poisoning" && a["server"] == "filesystem"),
+        "{describe}"
+    );
     assert!(
         alerts
             .iter()

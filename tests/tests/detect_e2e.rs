@@ -499,3 +499,79 @@ fn a_read_only_tool_that_writes_is_alerted_and_an_honest_one_is_not() {
     );
     let _ = std::fs::remove_dir_all(&scene.dir);
 }
+
+/// One rule firing again and again on the same tool and evidence is one alert with a count and
+/// the last time it fired, for `alerts` and `trace`; other evidence is an alert of its own.
+#[test]
+fn a_repeated_alert_is_one_row_with_a_count_and_other_evidence_another() {
+    require_root();
+    let scene = scene("repeat", 9);
+    std::fs::write(scene.home.join(".netrc"), "machine example.com\n").expect("plant netrc");
+    let read = |name: &str, times: u32| {
+        call(
+            "read_home_file",
+            serde_json::json!({"name": name, "times": times}),
+        )
+    };
+    let results = script(
+        &scene,
+        9,
+        serde_json::json!([
+            read(".aws/credentials", 2),
+            read(".aws/credentials", 1),
+            read(".netrc", 1)
+        ]),
+        &[],
+    );
+    assert!(results.iter().all(|r| r["text"] == "read"), "{results:?}");
+    let alerts = query(&scene, &["alerts", "--json"]);
+    let reads: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["rule"] == "sensitive-read" && a["tool"] == "read_home_file")
+        .collect();
+    assert_eq!(reads.len(), 2, "one per evidence: {alerts:#?}");
+    let cred = reads
+        .iter()
+        .find(|a| {
+            a["summary"]
+                .as_str()
+                .is_some_and(|s| s.contains(".aws/credentials"))
+        })
+        .unwrap_or_else(|| panic!("{alerts:#?}"));
+    // Three opens over two calls, in one row.
+    assert!(cred["count"].as_u64().is_some_and(|n| n >= 2), "{cred}");
+    let ts = cred["ts"].as_str().expect("ts");
+    let last = cred["last_seen"].as_str().expect("last_seen");
+    assert!(last > ts, "{cred}");
+    let netrc = reads
+        .iter()
+        .find(|a| a["summary"].as_str().is_some_and(|s| s.contains(".netrc")))
+        .unwrap_or_else(|| panic!("{alerts:#?}"));
+    assert_eq!(netrc["count"], 1, "{netrc}");
+    assert_eq!(netrc["last_seen"], netrc["ts"], "{netrc}");
+    // The second call's trace shows the alert its open was counted in.
+    let calls = query(&scene, &["calls", "--json", "--tool", "read_home_file"]);
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    let second = calls[1]["call_id"].as_str().expect("call id");
+    assert_ne!(cred["call_id"], second, "the row is the first call's");
+    let trace = query(&scene, &["trace", second, "--json"]);
+    assert!(
+        trace
+            .iter()
+            .any(|l| l["type"] == "alert" && l["alert_id"] == cred["alert_id"]),
+        "{trace:#?}"
+    );
+    // The table shows the count.
+    let out = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(&scene.state)
+        .arg("alerts")
+        .output()
+        .expect("alerts");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.lines().next().is_some_and(|h| h.contains("COUNT")),
+        "{table}"
+    );
+    let _ = std::fs::remove_dir_all(&scene.dir);
+}

@@ -1242,3 +1242,73 @@ fn bench_export_throughput() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An alert repeated in its session is one stored row whose count grows: it is shipped again,
+/// ClickHouse ends with the latest count after `FINAL`, syslog gets the update as an OCSF
+/// Update, and `mcp_guard_alerts_total` counts every occurrence.
+#[test]
+fn a_repeated_alert_reaches_clickhouse_with_its_latest_count() {
+    require_root();
+    let dir = data_dir("repeat");
+    let ch = ClickHouse::start(&dir.join("clickhouse"));
+    let rs = Rsyslog::start(&dir.join("rsyslog"), None);
+    let pins = PinDir::new("export-repeat");
+    let config = export_config(
+        "vm-r",
+        &(clickhouse_sink("fleet", &ch.url(), 100) + &syslog_sink("siem", &rs.address(), 100)),
+    );
+    let agent = Agent::start(&dir, &pins, &config);
+    let t0 = mcp_guard_model::Timestamp::now();
+    let alert = |id: &str, s: u64| mcp_guard_model::AlertRecord {
+        alert_id: id.into(),
+        ts: t0.saturating_add(Duration::from_secs(s)),
+        server: "weather".into(),
+        session: "weather-s1".into(),
+        rule: "sensitive-read".into(),
+        severity: mcp_guard_model::Severity::High,
+        call_id: Some(format!("c-{id}")),
+        tool: Some("get_weather".into()),
+        summary: "tool get_weather opened sensitive path /root/.aws/credentials".into(),
+        event_ids: vec![format!("e-{id}")],
+        action: Some("alert".into()),
+        count: 1,
+        last_seen: t0.saturating_add(Duration::from_secs(s)),
+    };
+    let mut store = Store::open(&db_path(&agent.state)).expect("store");
+    store.insert(alert("r-a1", 0)).expect("first");
+    wait_shipped(&agent, "fleet", 1);
+    wait_shipped(&agent, "siem", 1);
+    store.insert(alert("r-a2", 5)).expect("repeat");
+    store.insert(alert("r-a3", 9)).expect("repeat");
+    wait_shipped(&agent, "fleet", 2);
+    wait_shipped(&agent, "siem", 2);
+    let latest = ch.query(
+        "SELECT alert_id, count, last_seen_ns - ts_ns FROM mcp_guard.alerts FINAL \
+         WHERE host_id = 'id-vm-r' FORMAT TSV",
+    );
+    assert_eq!(latest.trim(), "r-a1\t3\t9000000000", "{}", agent.log());
+    // Syslog: the first message creates the finding, a later one updates it with its count.
+    let alerts: Vec<Value> = rs
+        .raw()
+        .iter()
+        .map(|l| rfc5424(l, "vm-r"))
+        .filter(|(_, msgid, _)| msgid == "alert")
+        .map(|(_, _, json)| json)
+        .collect();
+    assert_eq!(alerts[0]["activity_id"], 1, "{alerts:#?}");
+    let last = alerts.last().expect("an alert message");
+    assert_eq!(
+        (last["activity_id"].clone(), last["count"].clone()),
+        (2.into(), 3.into())
+    );
+    // Every occurrence counted, though the store holds one alert.
+    prom::wait_metric(
+        &agent.addr,
+        r#"mcp_guard_alerts_total{rule="sensitive-read",server="weather",severity="high"}"#,
+        Duration::from_secs(30),
+        |v| v == 3.0,
+        || agent.log(),
+    );
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -523,6 +523,8 @@ fn write_history(db: &Path) {
             summary: "read credentials".into(),
             event_ids: vec!["cited".into()],
             action: None,
+            count: 1,
+            last_seen: old,
         }
         .into(),
         event("recent", ago(DAY), "/srv/recent".into()).into(),

@@ -145,6 +145,8 @@ fn write_incident(db: &Path) -> Timestamp {
         summary: "secret read then connect to 203.0.113.9:443 in one call".into(),
         event_ids: vec!["w1-e1".into(), "w1-e2".into()],
         action: Some("kill".into()),
+        count: 1,
+        last_seen: ms(t0, 21),
     };
     // Written newest first: the output must be ordered by time, not by insertion.
     let records: Vec<Record> = vec![

@@ -15,9 +15,10 @@ fn state_dir() -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("state dir");
     let mut s = Store::open(&store::db_path(&dir)).expect("open store");
+    let now = Timestamp::now();
     s.insert(AlertRecord {
         alert_id: "w1-a1".into(),
-        ts: Timestamp::now(),
+        ts: now,
         server: "weather".into(),
         session: "weather-s1".into(),
         rule: "exfiltration-shape".into(),
@@ -27,6 +28,8 @@ fn state_dir() -> PathBuf {
         summary: SUMMARY.into(),
         event_ids: vec![],
         action: Some("kill".into()),
+        count: 1,
+        last_seen: now,
     })
     .expect("insert alert");
     dir

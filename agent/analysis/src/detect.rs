@@ -329,11 +329,12 @@ impl Detector {
             return None;
         }
         self.seq += 1;
+        let ts = Timestamp::from_unix_nanos(
+            i64::try_from(boot_to_unix_ns(ts_boot_ns)).unwrap_or(i64::MAX),
+        );
         let alert = AlertRecord {
             alert_id: format!("{}-a{}", self.session, self.seq),
-            ts: Timestamp::from_unix_nanos(
-                i64::try_from(boot_to_unix_ns(ts_boot_ns)).unwrap_or(i64::MAX),
-            ),
+            ts,
             server: self.server.clone(),
             session: self.session.clone(),
             rule: rule.name().to_string(),
@@ -343,6 +344,8 @@ impl Detector {
             summary,
             event_ids,
             action: Some(cfg.action.to_string()),
+            count: 1,
+            last_seen: ts,
         };
         Some(Detection {
             alert,

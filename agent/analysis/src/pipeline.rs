@@ -300,9 +300,10 @@ impl Pipeline {
             "secret-in-arguments" | "secret-in-result" => Severity::Medium,
             _ => Severity::Low,
         };
+        let ts = Timestamp::parse_rfc3339(&f.ts).unwrap_or_else(Timestamp::now);
         AlertRecord {
             alert_id: format!("{}-f{}", self.session, self.findings),
-            ts: Timestamp::parse_rfc3339(&f.ts).unwrap_or_else(Timestamp::now),
+            ts,
             server: f.server,
             session: f.session,
             rule: f.rule,
@@ -312,6 +313,8 @@ impl Pipeline {
             summary: f.summary,
             event_ids: Vec::new(),
             action: None,
+            count: 1,
+            last_seen: ts,
         }
     }
 }

@@ -10,7 +10,7 @@
 //! | event `connect`, `sendmsg`  | Network Activity (4001)       | Open (1), Traffic (6)       |
 //! | other events (`resolve`...) | Base Event (0)                | Other (99)                  |
 //! | call                        | API Activity (6003)           | Other (99), named by method |
-//! | alert                       | Detection Finding (2004)      | Create (1)                  |
+//! | alert                       | Detection Finding (2004)      | Create (1), Update (2)      |
 //!
 //! Every event carries `metadata` (product, `uid` = the record's id, `log_name` = its table),
 //! `device` (host name and id), `time` (ms) and `time_dt` (RFC 3339, ns), severity, status and
@@ -573,6 +573,7 @@ fn kernel_event(e: &EventRecord) -> Mapped<'_, EventBody<'_>> {
 #[derive(Serialize)]
 struct AlertBody<'a> {
     finding_info: FindingInfo<'a>,
+    count: u64,
     actor: Actor<'a>,
     message: &'a str,
     status_id: u8,
@@ -591,6 +592,8 @@ struct FindingInfo<'a> {
     types: [&'static str; 1],
     analytic: Analytic<'a>,
     related_events: Vec<Uid<'a>>,
+    first_seen_time: i64,
+    last_seen_time: i64,
 }
 
 #[derive(Serialize)]
@@ -612,10 +615,16 @@ fn alert(a: &AlertRecord) -> Mapped<'_, AlertBody<'_>> {
         Severity::High => HIGH,
         Severity::Critical => CRITICAL,
     };
+    // A repeat in the session is the same finding again: an Update with its count and span.
+    let activity = if a.count > 1 {
+        (2, "Update")
+    } else {
+        (1, "Create")
+    };
     Mapped {
         class: DETECTION_FINDING,
         category: FINDINGS,
-        activity: (1, "Create"),
+        activity,
         severity,
         log_name: "alerts",
         uid: &a.alert_id,
@@ -633,7 +642,10 @@ fn alert(a: &AlertRecord) -> Mapped<'_, AlertBody<'_>> {
                     r#type: "Rule",
                 },
                 related_events: a.event_ids.iter().map(|uid| Uid { uid }).collect(),
+                first_seen_time: millis(a.ts),
+                last_seen_time: millis(a.last_seen),
             },
+            count: a.count,
             actor: actor(&a.server, &a.session, None),
             message: &a.summary,
             status_id: 1,
@@ -740,13 +752,33 @@ mod tests {
             summary: "get_weather read ~/.aws/credentials".into(),
             event_ids: vec!["e1".into()],
             action: Some("kill".into()),
+            count: 1,
+            last_seen: t,
         };
-        let (v, sev) = event(&Record::Alert(a), &host()).expect("a table row");
+        let (v, sev) = event(&Record::Alert(a.clone()), &host()).expect("a table row");
         assert_eq!(v["class_uid"], 2004);
         assert_eq!(v["finding_info"]["analytic"]["name"], "sensitive-read");
         assert_eq!(v["finding_info"]["related_events"][0]["uid"], "e1");
         assert_eq!(v["disposition"], "Blocked");
+        assert_eq!(
+            (v["activity_id"].clone(), v["count"].clone()),
+            (1.into(), 1.into())
+        );
         assert_eq!(sev, CRITICAL);
+        // Repeated in its session: the same finding, updated.
+        let again = AlertRecord {
+            count: 3,
+            last_seen: Timestamp::from_unix_nanos(5_000_000_000),
+            ..a
+        };
+        let (v, _) = event(&Record::Alert(again), &host()).expect("a table row");
+        assert_eq!(
+            (v["activity_id"].clone(), v["type_uid"].clone()),
+            (2.into(), 200402.into())
+        );
+        assert_eq!(v["count"], 3);
+        assert_eq!(v["finding_info"]["first_seen_time"], 1_000);
+        assert_eq!(v["finding_info"]["last_seen_time"], 5_000);
         let c = CallRecord {
             call_id: "c1".into(),
             server: "weather".into(),

@@ -112,6 +112,9 @@ struct AlertRow<'a> {
     event_ids: &'a [String],
     action: Option<&'a str>,
     record: &'a str,
+    count: u64,
+    last_seen: Timestamp,
+    last_seen_ns: i64,
 }
 
 /// The JSONEachRow bodies for [`TABLES`] (empty where a table has no rows).
@@ -263,6 +266,9 @@ fn alert<'a>(common: Common<'a>, a: &'a AlertRecord, record: &'a str) -> AlertRo
         event_ids: &a.event_ids,
         action: a.action.as_deref(),
         record,
+        count: a.count,
+        last_seen: a.last_seen,
+        last_seen_ns: a.last_seen.unix_nanos(),
     }
 }
 

@@ -500,7 +500,15 @@ impl Store {
     ) -> Result<(), E> {
         let mut q = Query::new();
         q.eq("server", &filter.server);
-        q.eq("call_id", &filter.call);
+        if let Some(call) = &filter.call {
+            // A repeat in a later call is counted in the session's first alert: it is about
+            // this call too when it cites this call's events.
+            let n = q.push(Value::Text(call.clone()));
+            q.clauses.push(format!(
+                "(call_id = ?{n} OR alert_id IN (SELECT ae.alert_id FROM alert_events ae \
+                 JOIN events e ON e.event_id = ae.event_id WHERE e.call_id = ?{n}))"
+            ));
+        }
         q.since("ts", filter.since);
         let select = Select {
             columns: schema::ALERT_COLUMNS,
@@ -736,5 +744,7 @@ where
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_alerts;
 #[cfg(test)]
 mod tests_history;

@@ -444,9 +444,11 @@ fn alerts_table(
         Col::keep("LOCAL TIME"),
         Col::keep("SEVERITY"),
         Col::end("RULE", 10),
-        Col::end("SERVER", 6).droppable(1),
+        Col::end("SERVER", 6).droppable(3),
         Col::keep("CALL"),
-        Col::end("TOOL", 6).droppable(0),
+        Col::end("TOOL", 6).droppable(2),
+        Col::keep("COUNT").droppable(1),
+        Col::keep("LAST SEEN").droppable(0),
         Col::end("SUMMARY", 12).wants(24),
     ];
     let rows = alerts
@@ -459,6 +461,8 @@ fn alerts_table(
                 a.server.clone(),
                 a.call_id.clone().unwrap_or_else(|| "-".into()),
                 a.tool.clone().unwrap_or_else(|| "-".into()),
+                a.count.to_string(),
+                list_time(a.last_seen),
                 a.summary.clone(),
             ]
         })
@@ -683,10 +687,18 @@ fn trace_text(
             }
             Step::Alert(a) => {
                 let head = format!("! alert     {:<8} {}: ", a.severity.as_str(), a.rule);
+                // A repeat in the session: how often, and when last.
+                let tail = if a.count > 1 {
+                    format!(" (x{}, last {})", a.count, list_time(a.last_seen))
+                } else {
+                    String::new()
+                };
                 let room = width
-                    .saturating_sub(lead.chars().count() + head.chars().count())
+                    .saturating_sub(
+                        lead.chars().count() + head.chars().count() + tail.chars().count(),
+                    )
                     .max(12);
-                format!("{head}{}", truncate_end(&a.summary, room))
+                format!("{head}{}{tail}", truncate_end(&a.summary, room))
             }
             Step::Response => {
                 let mut s = format!("← response  {}", c.decision);
@@ -1012,6 +1024,8 @@ mod tests {
                 summary: "get_weather read ~/.aws/credentials".into(),
                 event_ids: vec!["e1".into()],
                 action: None,
+                count: 1,
+                last_seen: at(11),
             }],
         }
     }

@@ -378,9 +378,11 @@ fn oldest_plain(store: &Store) -> Result<Option<i64>, StoreError> {
 /// Deletes one chunk of `target` older than `t`; how many rows went.
 fn delete_chunk(store: &mut Store, target: Target, t: i64) -> Result<u64, StoreError> {
     let sql = match target {
+        // An alert that still repeats is as old as its last occurrence.
         Target::Alerts => format!(
             "DELETE FROM alerts WHERE id IN \
-             (SELECT id FROM alerts WHERE ts < ?1 ORDER BY ts LIMIT {CHUNK})"
+             (SELECT id FROM alerts WHERE ts < ?1 AND coalesce(last_seen, ts) < ?1 \
+              ORDER BY ts LIMIT {CHUNK})"
         ),
         Target::OldestAlerts => format!(
             "DELETE FROM alerts WHERE id IN \

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::{
     AlertRecord, CallRecord, EventKind, EventRecord, ServerFacts, SessionFacts, SessionRecord,
@@ -127,7 +127,33 @@ pub(super) const MIGRATIONS: &[&str] = &[
         DELETE FROM alert_events WHERE alert_id = old.alert_id;
     END;
     ",
+    // 3: one alert per session, rule, tool and summary, counted, with the last time it fired.
+    // The repeats stored before are folded into the first of each (their events stay cited
+    // by the first's `event_ids` only as far as it had them). `repeat_seq` numbers the rows in
+    // the order they were last repeated, so the agent's tail counts every occurrence.
+    "
+    ALTER TABLE alerts ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE alerts ADD COLUMN last_seen INTEGER;
+    UPDATE alerts SET last_seen = ts;
+    CREATE INDEX alerts_repeat ON alerts(session, rule, summary);
+    UPDATE alerts SET
+        count = (SELECT count(*) FROM alerts b WHERE b.session = alerts.session
+                 AND b.rule = alerts.rule AND b.summary = alerts.summary AND b.tool IS alerts.tool),
+        last_seen = (SELECT max(b.ts) FROM alerts b WHERE b.session = alerts.session
+                 AND b.rule = alerts.rule AND b.summary = alerts.summary AND b.tool IS alerts.tool)
+    WHERE EXISTS (SELECT 1 FROM alerts b WHERE b.session = alerts.session
+                  AND b.rule = alerts.rule AND b.summary = alerts.summary
+                  AND b.tool IS alerts.tool AND b.id <> alerts.id);
+    DELETE FROM alerts WHERE id <> (SELECT min(b.id) FROM alerts b WHERE b.session = alerts.session
+        AND b.rule = alerts.rule AND b.summary = alerts.summary AND b.tool IS alerts.tool);
+    ALTER TABLE alerts ADD COLUMN repeat_seq INTEGER;
+    CREATE INDEX alerts_repeated ON alerts(repeat_seq) WHERE repeat_seq IS NOT NULL;
+    ",
 ];
+
+/// Event ids an alert cites at most: a repeat adds its events until then, after that it
+/// replaces the last one (the first ones and the latest stay).
+const MAX_ALERT_EVENTS: usize = 64;
 
 /// Tool lists kept per session at most: a server that changes its tools at every call cannot
 /// grow its session's row without bound (the last entry is replaced instead).
@@ -463,19 +489,63 @@ pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<EventRecord> {
     })
 }
 
-pub(super) const ALERT_COLUMNS: &str =
-    "alert_id, ts, server, session, rule, severity, call_id, tool, summary, event_ids, action";
+pub(super) const ALERT_COLUMNS: &str = "alert_id, ts, server, session, rule, severity, call_id, \
+     tool, summary, event_ids, action, count, last_seen";
 
+/// Writes an alert. The same alert written again (its id is stored) replaces it, keeping its
+/// count; a repeat in its session (same rule, tool and summary under another id) is counted in
+/// the stored one instead: its count grows, `last_seen` moves on, its events are cited too.
 pub(super) fn upsert_alert(tx: &Transaction<'_>, a: &AlertRecord) -> rusqlite::Result<()> {
+    let mut known = tx.prepare_cached("SELECT 1 FROM alerts WHERE alert_id = ?1")?;
+    if !known.exists([&a.alert_id])? {
+        let mut repeat = tx.prepare_cached(
+            "SELECT id, event_ids FROM alerts
+             WHERE session = ?1 AND rule = ?2 AND summary = ?3 AND tool IS ?4
+             ORDER BY id LIMIT 1",
+        )?;
+        let found: Option<(i64, Option<String>)> = repeat
+            .query_row(params![a.session, a.rule, a.summary, a.tool], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        if let Some((id, cited)) = found {
+            let mut events: Vec<String> = cited
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            for e in &a.event_ids {
+                if events.contains(e) {
+                    continue;
+                }
+                if events.len() >= MAX_ALERT_EVENTS {
+                    events.pop();
+                }
+                events.push(e.clone());
+            }
+            let mut stmt = tx.prepare_cached(
+                "UPDATE alerts SET count = count + ?2, last_seen = max(coalesce(last_seen, ts), ?3),
+                     event_ids = ?4,
+                     repeat_seq = (SELECT coalesce(max(repeat_seq), 0) + 1 FROM alerts)
+                 WHERE id = ?1",
+            )?;
+            stmt.execute(params![
+                id,
+                i64::try_from(a.count.max(1)).unwrap_or(i64::MAX),
+                a.last_seen.max(a.ts).unix_nanos(),
+                json_text(&events),
+            ])?;
+            return Ok(());
+        }
+    }
     let mut stmt = tx.prepare_cached(
         "INSERT INTO alerts (alert_id, ts, server, session, rule, severity, call_id, tool,
-                             summary, event_ids, action)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                             summary, event_ids, action, count, last_seen)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT(alert_id) DO UPDATE SET
              ts = excluded.ts, server = excluded.server, session = excluded.session,
              rule = excluded.rule, severity = excluded.severity, call_id = excluded.call_id,
              tool = excluded.tool, summary = excluded.summary, event_ids = excluded.event_ids,
-             action = excluded.action",
+             action = excluded.action, count = max(count, excluded.count),
+             last_seen = max(coalesce(last_seen, ts), excluded.last_seen)",
     )?;
     stmt.execute(params![
         a.alert_id,
@@ -489,6 +559,8 @@ pub(super) fn upsert_alert(tx: &Transaction<'_>, a: &AlertRecord) -> rusqlite::R
         a.summary,
         json_text(&a.event_ids),
         a.action,
+        i64::try_from(a.count.max(1)).unwrap_or(i64::MAX),
+        a.last_seen.max(a.ts).unix_nanos(),
     ])?;
     Ok(())
 }
@@ -506,5 +578,9 @@ pub(super) fn alert_from_row(row: &Row<'_>) -> rusqlite::Result<AlertRecord> {
         summary: row.get(8)?,
         event_ids: from_json(row, 9)?.unwrap_or_default(),
         action: row.get(10)?,
+        count: row
+            .get::<_, Option<i64>>(11)?
+            .map_or(1, |n| u64::try_from(n).unwrap_or(1).max(1)),
+        last_seen: opt_ts(row, 12)?.unwrap_or(ts(row, 1)?),
     })
 }

@@ -2,12 +2,16 @@
 //!
 //! Every `exec` (standalone or not) writes its calls, events and alerts to the one store in the
 //! state dir, so the store is the place where all sessions' activity meets. [`Tail`] keeps a
-//! cursor per table and returns, on each poll, only what is new: events and alerts once each
-//! (they are written once), calls once each when they have ended (a call row is written when
+//! cursor per table and returns, on each poll, only what is new: events once each (they are
+//! written once), alerts once per occurrence (a repeat in a session raises the stored alert's
+//! count instead of adding a row), calls once each when they have ended (a call row is written when
 //! the request is seen and updated when it is answered). A call that never ends (its exec was
 //! killed) stops holding the cursor back after [`ABANDONED_AFTER`].
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use rusqlite::params;
 
@@ -47,7 +51,7 @@ pub struct TailEvent {
     pub lost_by: Option<u32>,
 }
 
-/// One alert.
+/// One alert, and how many times it fired since the previous poll.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TailAlert {
     /// Server name.
@@ -56,7 +60,13 @@ pub struct TailAlert {
     pub rule: String,
     /// Severity name.
     pub severity: String,
+    /// Occurrences new since the previous poll (at least 1).
+    pub count: u64,
 }
+
+/// Alert rows whose count the tail remembers at most (the most recent ids); a row repeated
+/// after it was forgotten counts one occurrence per poll it is seen in.
+const REMEMBERED_ALERTS: usize = 65_536;
 
 /// What was new in the store since the previous poll.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -80,6 +90,10 @@ pub struct Tail {
     calls_counted: BTreeSet<i64>,
     events_after: i64,
     alerts_after: i64,
+    /// Every alert repeated at or below this `repeat_seq` is counted.
+    repeats_after: i64,
+    /// The count last counted of alert rows, by id.
+    alert_counts: BTreeMap<i64, u64>,
 }
 
 impl Tail {
@@ -96,12 +110,48 @@ impl Tail {
                 )
                 .map_err(store.sql_err())
         };
+        let repeats_after = store
+            .conn
+            .query_row("SELECT coalesce(max(repeat_seq), 0) FROM alerts", [], |r| {
+                r.get(0)
+            })
+            .map_err(store.sql_err())?;
+        // The counts so far of the latest alerts (those that may still repeat).
+        let mut alert_counts = BTreeMap::new();
+        let mut stmt = store
+            .conn
+            .prepare("SELECT id, count FROM alerts ORDER BY id DESC LIMIT ?1")
+            .map_err(store.sql_err())?;
+        let rows = stmt
+            .query_map([REMEMBERED_ALERTS as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(store.sql_err())?;
+        for row in rows {
+            let (id, n) = row.map_err(store.sql_err())?;
+            alert_counts.insert(id, u64::try_from(n).unwrap_or(1));
+        }
         Ok(Tail {
             calls_low: max("calls")?,
             calls_counted: BTreeSet::new(),
             events_after: max("events")?,
             alerts_after: max("alerts")?,
+            repeats_after,
+            alert_counts,
         })
+    }
+
+    /// Occurrences of alert row `id` (now counted `count`) not yet counted.
+    fn new_occurrences(&mut self, id: i64, count: u64, new_row: bool) -> u64 {
+        let before = self.alert_counts.insert(id, count).unwrap_or(if new_row {
+            0
+        } else {
+            count.saturating_sub(1)
+        });
+        while self.alert_counts.len() > REMEMBERED_ALERTS {
+            self.alert_counts.pop_first();
+        }
+        count.saturating_sub(before)
     }
 
     /// What is new since the last poll.
@@ -143,16 +193,40 @@ impl Tail {
             });
         }
         let mut stmt = store.conn.prepare_cached(
-            "SELECT id, server, rule, severity FROM alerts WHERE id > ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, server, rule, severity, count FROM alerts WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
         let mut rows = stmt.query(params![self.alerts_after, BATCH])?;
         while let Some(row) = rows.next()? {
-            self.alerts_after = row.get(0)?;
+            let id: i64 = row.get(0)?;
+            self.alerts_after = id;
+            let count = u64::try_from(row.get::<_, i64>(4)?).unwrap_or(1);
+            let count = self.new_occurrences(id, count, true);
             batch.alerts.push(TailAlert {
                 server: row.get(1)?,
                 rule: row.get(2)?,
                 severity: row.get(3)?,
+                count: count.max(1),
             });
+        }
+        // Repeats of rows already there: the count they gained since it was last counted.
+        let mut stmt = store.conn.prepare_cached(
+            "SELECT id, server, rule, severity, count, repeat_seq FROM alerts
+             WHERE repeat_seq > ?1 ORDER BY repeat_seq LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![self.repeats_after, BATCH])?;
+        while let Some(row) = rows.next()? {
+            self.repeats_after = row.get(5)?;
+            let id: i64 = row.get(0)?;
+            let count = u64::try_from(row.get::<_, i64>(4)?).unwrap_or(1);
+            let new = self.new_occurrences(id, count, false);
+            if new > 0 {
+                batch.alerts.push(TailAlert {
+                    server: row.get(1)?,
+                    rule: row.get(2)?,
+                    severity: row.get(3)?,
+                    count: new,
+                });
+            }
         }
         let mut stmt = store
             .conn

@@ -84,9 +84,12 @@ pub(crate) fn alert(id: &str, server: &str, call_id: &str, at: Timestamp) -> Ale
         severity: Severity::High,
         call_id: Some(call_id.into()),
         tool: Some("get_weather".into()),
-        summary: "read ~/.aws/credentials".into(),
+        // Each its own evidence: the same summary in a session would be a repeat.
+        summary: format!("read ~/.aws/credentials ({id})"),
         event_ids: vec!["e1".into()],
         action: Some("alert".into()),
+        count: 1,
+        last_seen: at,
     }
 }
 

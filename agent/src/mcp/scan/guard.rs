@@ -5,11 +5,7 @@
 //! state dir by every other (policy, server) that has run there. A server's tools are never
 //! hidden for sharing a name with those; a look-alike name or text that steers them is a finding.
 
-use std::{
-    collections::{HashMap, HashSet},
-    hash::{DefaultHasher, Hash, Hasher},
-    path::PathBuf,
-};
+use std::{collections::HashMap, path::PathBuf};
 
 use serde_json::Value;
 
@@ -91,9 +87,6 @@ pub struct ScanGuard {
     screen: Screen,
     /// Tools, prompts and resources refused, with why.
     blocked: HashMap<String, String>,
-    /// Findings reported this session, by (rule, tool, summary): a listing fetched again or the
-    /// same poisoned result raises its alert once. Hashes, so a session's memory stays small.
-    reported: HashSet<u64>,
 }
 
 impl ScanGuard {
@@ -104,7 +97,6 @@ impl ScanGuard {
             screen: Screen::new(std::iter::empty()),
             neighbours: Neighbours::default(),
             blocked: HashMap::new(),
-            reported: HashSet::new(),
             config,
         };
         g.reload();
@@ -131,19 +123,9 @@ impl ScanGuard {
         }
     }
 
-    /// Reports a finding unless this session reported the same one already.
+    /// Reports a finding. Every occurrence: the store keeps one alert per session, rule, tool
+    /// and summary and counts the repeats (a listing fetched again, the same poisoned result).
     fn report(&mut self, ctx: &mut Ctx<'_>, rule: &str, tool: Option<&str>, summary: String) {
-        /// Beyond this many distinct findings a session reports every one again.
-        const KEPT: usize = 10_000;
-        let mut h = DefaultHasher::new();
-        (rule, tool, &summary).hash(&mut h);
-        let key = h.finish();
-        if self.reported.contains(&key) {
-            return;
-        }
-        if self.reported.len() < KEPT {
-            self.reported.insert(key);
-        }
         ctx.report(rule, tool, summary);
     }
 

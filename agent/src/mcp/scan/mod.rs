@@ -13,9 +13,13 @@ pub mod ansi;
 pub mod guard;
 pub mod hidden;
 pub mod names;
+pub mod report;
 pub mod rules;
 pub mod screen;
 pub mod walk;
+
+#[cfg(test)]
+mod tests;
 
 pub use guard::{ScanConfig, ScanGuard};
 pub use names::Neighbours;

@@ -358,7 +358,7 @@ static IDENT: LazyLock<Option<Compiled>> = LazyLock::new(|| compile(Role::Identi
 
 /// True when every rule compiled (checked by a test: a typo must not switch detection off).
 pub fn compiled() -> bool {
-    PROSE.is_some() && IDENT.is_some()
+    PROSE.is_some() && IDENT.is_some() && super::report::compiled()
 }
 
 /// A concept found in a string: what matched and where.
@@ -383,9 +383,18 @@ pub fn hits(folded: &str, role: Role) -> Vec<Hit> {
         return Vec::new();
     };
     let mut out = Vec::new();
+    // Verbs that name what failed or stand in quoted source are no imperatives.
+    let mut reporting: Option<Vec<Range<usize>>> = None;
     for i in rules.set.matches(folded).iter() {
         let (concept, weight, re) = &rules.list[i];
+        let verb = matches!(concept, Concept::Read | Concept::Move) && role == Role::Prose;
         for m in re.find_iter(folded).take(8) {
+            if verb {
+                let spared = reporting.get_or_insert_with(|| super::report::reporting(folded));
+                if spared.iter().any(|r| r.start < m.end() && m.end() <= r.end) {
+                    continue;
+                }
+            }
             out.push(Hit {
                 concept: *concept,
                 weight: *weight,
@@ -581,5 +590,15 @@ fn combine(w: &[f32; N]) -> f32 {
     if has(OtherServer) && any(&[Move, Trigger, Disparage, Prefer]) {
         s += 0.3;
     }
+    // Secrets, private data and destinations by name, with nothing that asks the model to do
+    // anything, describe (an error quoting the path it could not open, a scanner's report):
+    // only an instruction, a marker or hidden text makes them poisoning.
+    let nouns = [SecretFile, Secret, Private, External];
+    if ALL.iter().all(|c| nouns.contains(c) || !has(*c)) {
+        s = s.min(NOUNS_ALONE);
+    }
     s
 }
+
+/// The most that names alone can score: below the threshold.
+const NOUNS_ALONE: f32 = 0.9;
