@@ -213,8 +213,9 @@ fn ten_processes_writing_one_store_lose_nothing() {
         assert_eq!(stats["refused"], 0, "{stats}");
         assert_eq!(stats["dropped_queue_full"], 0, "{stats}");
         assert_eq!(stats["dropped_write_failed"], 0, "{stats}");
-        // 1 session, each call twice (request, response), 10 events per call.
-        assert_eq!(stats["written"], 1 + CALLS * 12, "{stats}");
+        // 1 session and its server's facts, each call twice (request, response), 10 events
+        // per call.
+        assert_eq!(stats["written"], 2 + CALLS * 12, "{stats}");
     }
     let store = Store::open_existing(&dir.db()).expect("open store");
     let counts = store.counts().expect("count");
