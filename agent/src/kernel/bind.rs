@@ -9,7 +9,7 @@
 use aya::maps::{HashMap, MapData};
 use mcp_guard_ebpf::{BindPorts, maps};
 
-use super::loader::KernelError;
+use super::error::KernelError;
 
 /// The bitmap allowing exactly the ports of `ranges` (inclusive, host order).
 pub fn port_set(ranges: &[(u16, u16)]) -> Box<BindPorts> {

@@ -27,7 +27,8 @@ use aya::{
 use mcp_guard_ebpf::programs;
 
 use super::{
-    loader::{EBPF_OBJECT, KernelError, TRACE_PROGRAMS},
+    loader::{EBPF_OBJECT, KernelError},
+    program_load::TRACE_PROGRAMS,
     unix::UnixPrograms,
 };
 
@@ -337,7 +338,10 @@ fn try_sock_addr(program: &mut aya::programs::Program) -> Result<Option<u32>, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::loader::{EGRESS_PROGRAMS, PROGRAM_NAMES};
+    use crate::kernel::{
+        loader::PROGRAM_NAMES,
+        program_load::{EGRESS_PROGRAMS, TRACE_PROGRAMS},
+    };
 
     #[test]
     fn every_program_is_listed_and_the_ones_the_guard_needs_are_old_enough() {

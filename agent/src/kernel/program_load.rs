@@ -15,7 +15,25 @@ use aya::{
     programs::{BtfTracePoint, CgroupSockAddr, Program},
 };
 
-use super::loader::{EGRESS_PROGRAMS, KernelError, TRACE_PROGRAMS};
+use mcp_guard_ebpf::programs;
+
+use super::error::KernelError;
+
+/// The egress and bind programs, in the order they are attached.
+pub(crate) const EGRESS_PROGRAMS: [&str; 6] = [
+    programs::CONNECT4,
+    programs::CONNECT6,
+    programs::SENDMSG4,
+    programs::SENDMSG6,
+    programs::BIND4,
+    programs::BIND6,
+];
+
+/// The syscall tracepoints: (program name, tp_btf target).
+pub(crate) const TRACE_PROGRAMS: [(&str, &str); 2] = [
+    (programs::SYS_ENTER, "sys_enter"),
+    (programs::SYS_EXIT, "sys_exit"),
+];
 
 /// The kernel's BTF, being parsed in a thread of its own (the tracepoints need it; parsing it
 /// overlaps parsing and relocating the object).
