@@ -7,26 +7,15 @@ mod kernel_common;
 
 use std::{net::IpAddr, time::Duration};
 
-use kernel_common::{TempDir, TestCgroup, free_port, lines, listen, run_outside};
+use kernel_common::{
+    EPERM, TempDir, TestCgroup, free_port, lines, listen, netprobe, run_outside, runtime,
+};
 use mcp_guard::kernel::{
     loader::{Destination, EgressRule, KernelGuard, ServerSpec},
     resolve::NameResolver,
 };
 use mcp_guard_model::KernelEventKind;
 use mcp_guard_tests::require_root;
-
-const EPERM: &str = "errno 1";
-
-fn netprobe() -> std::path::PathBuf {
-    env!("CARGO_BIN_EXE_netprobe").into()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 fn net(rule: &str, port: u16) -> EgressRule {
     EgressRule {

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use kernel_common::{TempDir, TestCgroup, lines, listen, run_outside};
+use kernel_common::{TempDir, TestCgroup, lines, listen, netprobe, run_outside, runtime};
 use mcp_guard::kernel::loader::{Destination, EgressRule, KernelGuard, SensitivePath, ServerSpec};
 use mcp_guard_analysis::event_record;
 use mcp_guard_model::{EgressVerdict, KernelEvent, KernelEventKind};
@@ -20,17 +20,6 @@ use tokio::sync::mpsc::Receiver;
 
 fn opener() -> PathBuf {
     env!("CARGO_BIN_EXE_opener").into()
-}
-
-fn netprobe() -> PathBuf {
-    env!("CARGO_BIN_EXE_netprobe").into()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
 }
 
 fn temp_dir(tag: &str) -> TempDir {

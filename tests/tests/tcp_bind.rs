@@ -7,22 +7,9 @@
 
 mod kernel_common;
 
-use kernel_common::{TestCgroup, free_port, lines, run_outside};
+use kernel_common::{EPERM, TestCgroup, free_port, lines, netprobe, run_outside, runtime};
 use mcp_guard::kernel::loader::{KernelGuard, ServerSpec};
 use mcp_guard_tests::require_root;
-
-const EPERM: &str = "errno 1";
-
-fn netprobe() -> std::path::PathBuf {
-    env!("CARGO_BIN_EXE_netprobe").into()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
 
 /// A server that may bind the ports of `tcp_bind` (`None`: any), with no egress at all.
 fn spec(tcp_bind: Option<Vec<(u16, u16)>>, observe: bool) -> ServerSpec {

@@ -140,12 +140,24 @@ pub fn listen(addr: &str) -> u16 {
 
 /// A port with nothing listening on it (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    mcp_guard_tests::prom::free_port()
 }
+
+/// The network probe fixture (`tests/src/bin/netprobe.rs`).
+pub fn netprobe() -> PathBuf {
+    env!("CARGO_BIN_EXE_netprobe").into()
+}
+
+/// A single-threaded runtime for the async parts of a kernel test (event streams, resolvers).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// How netprobe reports a refusal with EPERM.
+pub const EPERM: &str = "errno 1";
 
 /// A temporary directory removed on drop (also when a test panics).
 pub struct TempDir(pub PathBuf);
