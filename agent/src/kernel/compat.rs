@@ -27,7 +27,7 @@ use aya::{
 use mcp_guard_ebpf::programs;
 
 use super::{
-    loader::{EBPF_OBJECT, KernelError},
+    loader::{EBPF_OBJECT, KernelError, PROGRAM_NAMES},
     program_load::TRACE_PROGRAMS,
     unix::UnixPrograms,
 };
@@ -53,18 +53,7 @@ const UNIX: &[&str] = &[programs::CONNECT_UNIX, programs::SENDMSG_UNIX];
 /// The TCP bind verdicts.
 const BIND: &[&str] = &[programs::BIND4, programs::BIND6];
 /// Every program.
-const ALL: &[&str] = &[
-    programs::CONNECT4,
-    programs::CONNECT6,
-    programs::SENDMSG4,
-    programs::SENDMSG6,
-    programs::BIND4,
-    programs::BIND6,
-    programs::SYS_ENTER,
-    programs::SYS_EXIT,
-    programs::CONNECT_UNIX,
-    programs::SENDMSG_UNIX,
-];
+const ALL: &[&str] = &PROGRAM_NAMES;
 /// Every program that writes to the ring buffer or stamps a record: all but the bind ones.
 const RECORDING: &[&str] = &[
     programs::CONNECT4,
@@ -338,10 +327,7 @@ fn try_sock_addr(program: &mut aya::programs::Program) -> Result<Option<u32>, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::{
-        loader::PROGRAM_NAMES,
-        program_load::{EGRESS_PROGRAMS, TRACE_PROGRAMS},
-    };
+    use crate::kernel::program_load::EGRESS_PROGRAMS;
 
     #[test]
     fn every_program_is_listed_and_the_ones_the_guard_needs_are_old_enough() {
