@@ -187,6 +187,17 @@ pub fn wait_metric(
     }
 }
 
+/// [`wait_metric`] until `series` is exactly `want`, at most 20 s.
+pub fn wait_metric_is(addr: &str, series: &str, want: f64) {
+    wait_metric(
+        addr,
+        series,
+        Duration::from_secs(20),
+        |v| v == want,
+        String::new,
+    );
+}
+
 /// A plain HTTP/1.0 GET: (status, body), or `None` when nothing answers.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     http_get_as(addr, path, None)

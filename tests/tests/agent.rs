@@ -187,16 +187,6 @@ fn prometheus_scrapes_the_calls_denials_and_kernel_events_of_real_sessions() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn wait_metric(addr: &str, name: &str, want: f64) {
-    prom::wait_metric(
-        addr,
-        name,
-        Duration::from_secs(20),
-        |v| v == want,
-        String::new,
-    );
-}
-
 /// `mcp-guard exec --passthrough` of `sleep`, stdin held open so it runs until killed.
 fn long_session(state: &Path, policy: &Path) -> Child {
     // A sleep this test alone runs, so it can tell when the server itself is up: until then a
@@ -250,7 +240,7 @@ fn quarantine_kills_running_sessions_and_refuses_launches_until_release() {
 
     let mut running = long_session(&state, &policy);
     // The agent sees the live session.
-    wait_metric(&addr, "mcp_guard_servers_running", 1.0);
+    prom::wait_metric_is(&addr, "mcp_guard_servers_running", 1.0);
 
     let q = Command::new(mcp_guard())
         .arg("--state-dir")
@@ -274,7 +264,7 @@ fn quarantine_kills_running_sessions_and_refuses_launches_until_release() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(137), "exec's status after the kill");
-    wait_metric(&addr, "mcp_guard_servers_running", 0.0);
+    prom::wait_metric_is(&addr, "mcp_guard_servers_running", 0.0);
 
     // A new launch is refused, saying how to lift it, and nothing runs.
     let refused = Command::new(mcp_guard())
@@ -449,7 +439,7 @@ fn a_sigkilled_agent_leaves_sessions_enforced_and_a_restarted_one_reports_them()
         .stderr(Stdio::null())
         .spawn()
         .expect("start exec");
-    wait_metric(&addr, "mcp_guard_servers_running", 1.0);
+    prom::wait_metric_is(&addr, "mcp_guard_servers_running", 1.0);
 
     // SIGKILL: no cleanup of any kind runs in the agent.
     agent.agent.kill();
@@ -474,7 +464,7 @@ fn a_sigkilled_agent_leaves_sessions_enforced_and_a_restarted_one_reports_them()
 
     // A new agent finds the live session.
     let _agent = start_agent(&state, &addr, &dir.join("agent2.log"));
-    wait_metric(&addr, "mcp_guard_servers_running", 1.0);
+    prom::wait_metric_is(&addr, "mcp_guard_servers_running", 1.0);
     // SIGTERM: exec kills the server's cgroup and records the end.
     let term = Command::new("kill")
         .arg(session.id().to_string())
@@ -482,7 +472,7 @@ fn a_sigkilled_agent_leaves_sessions_enforced_and_a_restarted_one_reports_them()
         .expect("kill(1)");
     assert!(term.success());
     session.wait().expect("reap exec");
-    wait_metric(&addr, "mcp_guard_servers_running", 0.0);
+    prom::wait_metric_is(&addr, "mcp_guard_servers_running", 0.0);
     drop(stdin);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -277,16 +277,6 @@ fn an_unprivileged_exec_runs_a_real_server_through_the_agent_as_itself() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn wait_metric(addr: &str, name: &str, want: f64) {
-    prom::wait_metric(
-        addr,
-        name,
-        Duration::from_secs(20),
-        |v| v == want,
-        String::new,
-    );
-}
-
 /// A session through the agent, as nobody, whose server connects to 127.0.0.1:9 for each line
 /// it reads and prints what it got. Port 9 is open to landlock (the policy allows
 /// 10.0.0.0/8:9), so that address is judged by the eBPF programs alone.
@@ -427,7 +417,7 @@ fn agent_restarts_leave_its_sessions_enforced_and_the_next_agent_adopts_them() {
     let addr = agent.addr.clone();
     let mut probe = setup.start(&agent);
     assert_eq!(probe.connect(), "errno 1", "with the agent");
-    wait_metric(&addr, "mcp_guard_servers_running", 1.0);
+    prom::wait_metric_is(&addr, "mcp_guard_servers_running", 1.0);
 
     // SIGKILL: nothing of the agent's runs any more, the pinned programs still judge.
     agent.kill();
@@ -441,7 +431,7 @@ fn agent_restarts_leave_its_sessions_enforced_and_the_next_agent_adopts_them() {
     // A new agent adopts the session: it reports it, and its events (those made while no
     // agent ran included) reach the session's record.
     let mut agent = Agent::start_at(&setup.dir, &setup.pins, "", &addr, "agent2");
-    wait_metric(&addr, "mcp_guard_servers_running", 1.0);
+    prom::wait_metric_is(&addr, "mcp_guard_servers_running", 1.0);
     assert!(
         agent.log().contains("1 server(s) guarded from before"),
         "{}",
@@ -481,11 +471,11 @@ fn agent_restarts_leave_its_sessions_enforced_and_the_next_agent_adopts_them() {
     assert!(agent.terminate().success(), "{}", agent.log());
     assert_eq!(probe.connect(), "errno 1", "after SIGTERM");
     let agent = Agent::start_at(&setup.dir, &setup.pins, "", &addr, "agent3");
-    wait_metric(&addr, "mcp_guard_servers_running", 1.0);
+    prom::wait_metric_is(&addr, "mcp_guard_servers_running", 1.0);
 
     // exec's SIGTERM reaches the session through the agent: it ends as exec would (143).
     assert_eq!(probe.terminate(), Some(143), "{}", agent.log());
-    wait_metric(&addr, "mcp_guard_servers_running", 0.0);
+    prom::wait_metric_is(&addr, "mcp_guard_servers_running", 0.0);
     setup.wait_unpinned();
     drop(agent);
     let _ = std::fs::remove_dir_all(&setup.dir);
