@@ -443,7 +443,8 @@ fn alerts_table(
     let cols = vec![
         Col::keep("LOCAL TIME"),
         Col::keep("SEVERITY"),
-        Col::end("RULE", 10),
+        // Wide enough for every rule name: a cut rule is worse than leaving the count out.
+        Col::end("RULE", 18),
         Col::end("SERVER", 6).droppable(3),
         Col::keep("CALL"),
         Col::end("TOOL", 6).droppable(2),
