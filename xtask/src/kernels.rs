@@ -195,6 +195,13 @@ fn same_filesystem_as_root(paths: &[PathBuf]) -> Result {
     let root_dev = dev(Path::new("/"))?;
     for p in paths {
         let real = fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if let Some(hidden) = guest::HIDDEN_BY_TMPFS.iter().find(|d| real.starts_with(d)) {
+            return Err(format!(
+                "{} is below {hidden}, which the guest covers with a fresh tmpfs: put the \
+                 checkout and its target dir elsewhere on /",
+                real.display()
+            ));
+        }
         if dev(&real)? != root_dev {
             return Err(format!(
                 "{} is on another filesystem than /: the guest sees only the / filesystem \

@@ -14,6 +14,16 @@ pub struct GuestCase {
     pub timeout_s: u32,
 }
 
+/// The directories the guest mounts a fresh tmpfs over (see the prelude): whatever the host has
+/// below them is out of the guest's sight, a checkout included.
+pub const HIDDEN_BY_TMPFS: &[&str] = &[
+    "/tmp",
+    "/run",
+    "/var/lib/mcp-guard",
+    "/var/lib/containers",
+    "/dev/shm",
+];
+
 const PRELUDE: &str = r#"# Written by `cargo xtask kernels`; run by the guest as PID 1 (busybox sh).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8 TERM=dumb NO_COLOR=1 RUST_BACKTRACE=0
@@ -115,6 +125,18 @@ pub fn test_argv(executable: &Path, name: &str, extra: &[String]) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hidden_directories_are_the_ones_the_prelude_mounts_tmpfs_over() {
+        for dir in HIDDEN_BY_TMPFS {
+            assert!(
+                PRELUDE
+                    .lines()
+                    .any(|l| l.contains(" tmpfs ") && l.ends_with(&format!(" {dir}"))),
+                "{dir}"
+            );
+        }
+    }
 
     #[test]
     fn quotes_survive_the_shell() {
