@@ -118,8 +118,10 @@ pub fn ci() -> Result {
 
 fn matrix_run(opts: Options) -> Result {
     preflight()?;
-    let tests = build(&opts.cases)?;
     let target = target_dir();
+    // The checkout first: a guest that cannot see it makes the build below wasted work.
+    same_filesystem_as_root(&[root(), target.clone()])?;
+    let tests = build(&opts.cases)?;
     let mut needed = vec![root(), target.clone(), root().join(".venv/bin/python")];
     needed.push(root().join("tests/node_modules"));
     needed.extend(tests.values().map(|t| t.path.clone()));
