@@ -353,6 +353,7 @@ async fn run(
         socket: config.socket.clone(),
         guard: guard.clone(),
         admission: Arc::default(),
+        unix_probe: crate::kernel::unix::probe(),
     });
     let accepting = tokio::spawn(sessions::accept(listener, launcher.clone()));
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);

@@ -64,6 +64,9 @@ pub fn main() -> ExitCode {
         return reply_exit(&client, i32::from(crate::exit_codes::EXIT_UNENFORCEABLE));
     }
     drop(cwd);
+    if let Some(answer) = setup.unix_probe.clone() {
+        crate::kernel::unix::assume_probe(answer);
+    }
     let dirs = Dirs {
         state: setup.state_dir.clone(),
         policy: setup.policy_dir.clone(),

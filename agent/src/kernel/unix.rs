@@ -120,6 +120,20 @@ fn read_layout() -> Result<SockAddrKernLayout, String> {
 /// program loads for them) and its BTF describes the context they read. Cheap: for a launch to
 /// say what it runs without before it starts.
 pub fn probe() -> Result<(), String> {
+    PROBED.get_or_init(probe_kernel).clone()
+}
+
+/// [`probe`]'s answer in this process, once known.
+static PROBED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+
+/// Takes [`probe`]'s answer from whoever already asked this kernel (a session worker from the
+/// agent that started it), so this process does not parse the kernel's BTF again. No effect
+/// once this process has its own answer.
+pub fn assume_probe(answer: Result<(), String>) {
+    let _ = PROBED.set(answer);
+}
+
+fn probe_kernel() -> Result<(), String> {
     use aya_obj::generated::bpf_insn;
     // The attach types first: on an older kernel that is the reason to give.
     let insn = |code: u8, imm: i32| bpf_insn {
