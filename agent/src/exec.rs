@@ -548,6 +548,8 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         )
         .await;
     }
+    // Forked by this thread, which lives as long as exec (the helper's PR_SET_PDEATHSIG).
+    let helper = start_helper(&hooks.helper);
     let prepared = match launch::prepare(&LaunchRequest {
         policy: &policy,
         server: &server,
@@ -666,6 +668,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
     let mut stderr_task = None;
     let code = drive(
         &prepared.spec,
+        helper,
         &mut info,
         hooks,
         (
@@ -991,37 +994,36 @@ type Signals<'a> = (
     &'a mut tokio::signal::unix::Signal,
 );
 
-/// Starts the helper and runs the session until it ends; the caller removes the cgroup.
-async fn drive(
-    spec: &launch::JailSpec,
-    info: &mut SessionInfo,
-    hooks: Hooks,
-    (secrets, stderr_lines, stderr_task): (
-        SecretValues,
-        stderr::LineRedactor,
-        &mut Option<tokio::task::JoinHandle<()>>,
-    ),
-    (term, int, hup): Signals<'_>,
-) -> i32 {
-    let fail = |msg: String| {
-        say(&msg);
-        i32::from(EXIT_UNENFORCEABLE)
-    };
-    let (ours, theirs) = match std::os::unix::net::UnixStream::pair() {
-        Ok(p) => p,
-        Err(e) => return fail(format!("socketpair: {e}")),
-    };
+/// The stage-2 helper, started and waiting for its jail spec on `ctl`.
+struct Helper {
+    child: tokio::process::Child,
+    ctl: std::os::unix::net::UnixStream,
+}
+
+/// Whether the jail is an unprivileged one (exec not root): what [`launch::prepare`] decides,
+/// known before it runs.
+fn helper_unprivileged() -> bool {
+    !nix::unistd::geteuid().is_root()
+}
+
+/// Starts the stage-2 helper from `path`: it waits for its spec on the control socket, so it
+/// starts while the session is prepared instead of after (its exec and dynamic loading are off
+/// the launch's path). Dropped unused, it is killed (and, its control socket closed, it would
+/// exit anyway without doing anything).
+fn start_helper(path: &Path) -> Result<Helper, String> {
+    let (ours, theirs) =
+        std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     let theirs: OwnedFd = theirs.into();
     let theirs_raw = theirs.as_raw_fd();
     let parent_pid = std::process::id() as libc::pid_t;
-    let mut cmd = tokio::process::Command::new(&hooks.helper);
+    let mut cmd = tokio::process::Command::new(path);
     cmd.arg(stage2::SUBCOMMAND)
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let unprivileged = spec.unprivileged;
+    let unprivileged = helper_unprivileged();
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe raw
     // syscalls (setsid, dup2, prctl, getppid) on values captured before the fork.
     unsafe {
@@ -1044,11 +1046,40 @@ async fn drive(
             Ok(())
         });
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return fail(format!("starting the jail helper: {e}")),
-    };
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting the jail helper: {e}"))?;
     drop(theirs);
+    Ok(Helper { child, ctl: ours })
+}
+
+/// Runs the session with the started helper until it ends; the caller removes the cgroup.
+async fn drive(
+    spec: &launch::JailSpec,
+    helper: Result<Helper, String>,
+    info: &mut SessionInfo,
+    hooks: Hooks,
+    (secrets, stderr_lines, stderr_task): (
+        SecretValues,
+        stderr::LineRedactor,
+        &mut Option<tokio::task::JoinHandle<()>>,
+    ),
+    (term, int, hup): Signals<'_>,
+) -> i32 {
+    let fail = |msg: String| {
+        say(&msg);
+        i32::from(EXIT_UNENFORCEABLE)
+    };
+    let Helper {
+        mut child,
+        ctl: ours,
+    } = match helper {
+        Ok(h) => h,
+        Err(e) => return fail(e),
+    };
+    if spec.unprivileged != helper_unprivileged() {
+        return fail("jail helper: started for another privilege than the jail's".into());
+    }
     info.helper_pid = child.id().unwrap_or(0);
     // The helper's and the server's stderr, redacted on its way to exec's (the caller drains
     // it once the session is over).
