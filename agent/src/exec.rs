@@ -385,14 +385,8 @@ pub fn run_status(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hook
     code
 }
 
-/// Writes `msg` to stderr, each line prefixed `mcp-guard: `, with the session's injected
-/// values redacted ([`crate::say::for_logs`]).
-pub(crate) fn say(msg: &str) {
-    let msg = crate::say::for_logs(msg.as_bytes());
-    for line in String::from_utf8_lossy(&msg).lines() {
-        eprintln!("mcp-guard: {line}");
-    }
-}
+/// The session's messages to the user (one home for them: [`crate::say`]).
+pub(crate) use crate::say::say;
 
 /// Runs one session: checks what holds for both backends, registers the signals, then the jail
 /// ([`jail_session`]) or the container backend ([`container_session`]).
