@@ -832,13 +832,16 @@ fn no_injected_secret_reaches_the_store_clickhouse_or_syslog() {
     std::fs::write(
         &policy,
         format!(
-            "{policy_text}\n[secrets]\nLEAK_TOKEN = {{ file = \"{}\" }}\n\n{pins_table}",
+            "{policy_text}\n[secrets]\nLEAK_TOKEN = {{ file = \"{}\" }}\n\n\
+             [mcp.secret_shapes]\nin_arguments = \"alert\"\n\n{pins_table}",
             secret.display()
         ),
     )
     .expect("write policy");
     // The attack on the history: a client passes credentials as named arguments, which only
-    // their names make recognisable (each JSON string redacted alone keeps them).
+    // their names make recognisable (each JSON string redacted alone keeps them). The proxy
+    // refuses such a call by default; `in_arguments = "alert"` lets it reach the server, so what
+    // is checked here is that the history still never keeps the values.
     let password = format!("hunter2{}", &value[..10]);
     let aws_secret = format!("{}{}", &value[..20].to_uppercase(), &value[12..32]);
     let arguments = serde_json::json!({
