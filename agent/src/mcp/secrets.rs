@@ -375,14 +375,17 @@ pub fn for_each_member_string(v: &mut Value, f: &mut impl FnMut(Option<&str>, &m
     walk(v, None, f);
 }
 
-/// Visits every string in `v` (values only, not keys), read-only.
-fn for_each_str(v: &Value, f: &mut impl FnMut(&str)) {
-    match v {
-        Value::String(s) => f(s),
-        Value::Array(a) => a.iter().for_each(|x| for_each_str(x, f)),
-        Value::Object(m) => m.values().for_each(|x| for_each_str(x, f)),
-        _ => {}
+/// [`for_each_member_string`], read-only.
+fn for_each_member_str(v: &Value, f: &mut impl FnMut(Option<&str>, &str)) {
+    fn walk(v: &Value, key: Option<&str>, f: &mut impl FnMut(Option<&str>, &str)) {
+        match v {
+            Value::String(s) => f(key, s),
+            Value::Array(a) => a.iter().for_each(|x| walk(x, None, f)),
+            Value::Object(m) => m.iter().for_each(|(k, x)| walk(x, Some(k), f)),
+            _ => {}
+        }
     }
+    walk(v, None, f);
 }
 
 /// The secrets interceptor.
@@ -420,7 +423,9 @@ impl Interceptor for SecretGuard {
         };
         // What `pre_call` looks for, whatever it would then do with it.
         let mut found = Vec::new();
-        for_each_str(args, &mut |s| self.redactor.shapes.ids_in(s, &mut found));
+        for_each_member_str(args, &mut |key, s| {
+            self.redactor.shapes_in_member(key, s, &mut found)
+        });
         found.is_empty()
     }
 
@@ -456,19 +461,23 @@ impl Interceptor for SecretGuard {
         let Some(args) = member_mut(msg, "params").and_then(|p| member_mut(p, "arguments")) else {
             return Verdict::Pass;
         };
-        // Values alone: an argument the tool declares (`password`) is the tool's contract, which
-        // `[tools]` rules govern; what is looked for here is a secret inside what is passed.
+        // Each value with its key as context, as the history's redaction reads it: a value no
+        // shape matches alone (`{"password": "..."}`) is a secret by its name, and what the
+        // store would not keep must not reach the server either.
         let mut found: Vec<String> = Vec::new();
         match self.in_arguments {
             ShapeAction::Redact => {
-                for_each_string(args, &mut |s| {
+                for_each_member_string(args, &mut |key, s| {
                     let mut shapes = Vec::new();
-                    self.redactor.shapes.redact(s, &mut shapes);
+                    let hits = self.redactor.member_findings(key, s);
+                    self.redactor.shapes.redact_found(s, hits, &mut shapes);
                     shapes.into_iter().for_each(|x| note(&mut found, x));
                 });
             }
             ShapeAction::Deny | ShapeAction::Alert => {
-                for_each_string(args, &mut |s| self.redactor.shapes.ids_in(s, &mut found));
+                for_each_member_string(args, &mut |key, s| {
+                    self.redactor.shapes_in_member(key, s, &mut found)
+                });
             }
         }
         if found.is_empty() {
@@ -670,6 +679,60 @@ mod tests {
             "key [REDACTED:aws-access-key]"
         );
         assert_eq!(ctx.findings.len(), 2);
+    }
+
+    #[test]
+    fn a_secret_named_by_its_key_is_found_in_arguments_and_look_alike_keys_pass() {
+        let ctx = || Ctx {
+            server: "s",
+            client_name: None,
+            method: "tools/call",
+            tool: Some("t"),
+            kind: MsgKind::Request,
+            findings: vec![],
+        };
+        let named = || {
+            serde_json::json!({"params":{"name":"t","arguments":
+            {"user": "svc", "password": "Tr0ub4dor&3zq9"}}})
+        };
+        let benign = || {
+            serde_json::json!({"params":{"name":"t","arguments":
+            {"password_hint": "my first pet", "token_count": "12", "max_tokens": "4096"}}})
+        };
+        let peek = |msg: &Value| -> bool {
+            let raw = msg.to_string();
+            let mut g = SecretGuard::new(&SecretConfig::default()).expect("compiles");
+            g.pre_passes(
+                &ctx(),
+                &Peeked {
+                    raw: raw.as_bytes(),
+                    escaped: false,
+                    arguments: msg.pointer("/params/arguments"),
+                },
+            )
+        };
+        assert!(!peek(&named()), "the screen must not wave it through");
+        assert!(peek(&benign()));
+        let mut g = SecretGuard::new(&SecretConfig::default()).expect("compiles");
+        let mut msg = named();
+        assert!(matches!(g.pre_call(&mut ctx(), &mut msg), Verdict::Deny(_)));
+        let mut msg = benign();
+        assert_eq!(g.pre_call(&mut ctx(), &mut msg), Verdict::Pass);
+        assert_eq!(msg, benign());
+        let mut g = SecretGuard::new(&SecretConfig {
+            in_arguments: ShapeAction::Redact,
+            ..SecretConfig::default()
+        })
+        .expect("compiles");
+        let mut msg = named();
+        assert!(matches!(
+            g.pre_call(&mut ctx(), &mut msg),
+            Verdict::Modified(_)
+        ));
+        assert_eq!(
+            msg["params"]["arguments"],
+            serde_json::json!({"user": "svc", "password": "[REDACTED:generic-password]"})
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 
 use super::{
     AlertRecord, CallRecord, EventKind, EventRecord, ServerFacts, SessionFacts, SessionRecord,
-    StoreError, Timestamp, audit::CallAudit, parse_col,
+    StoreError, Timestamp, audit::CallAudit,
 };
 
 /// Migrations in order; the schema version is the number applied. Never edit one that shipped:
@@ -247,10 +247,22 @@ fn from_json<T: serde::de::DeserializeOwned>(
     row: &Row<'_>,
     idx: usize,
 ) -> rusqlite::Result<Option<T>> {
-    let Some(text): Option<String> = row.get(idx)? else {
+    // Borrowed from SQLite's row, not copied into a `String` first.
+    let Some(text) = row.get_ref(idx)?.as_str_or_null()? else {
         return Ok(None);
     };
-    serde_json::from_str(&text).map(Some).map_err(|e| {
+    serde_json::from_str(text).map(Some).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Parses a column holding an enum's name, as a conversion error rusqlite reports with the column.
+fn parse_col<T>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    row.get_ref(idx)?.as_str()?.parse().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
     })
 }
@@ -472,7 +484,7 @@ pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<EventRecord> {
         server: row.get(2)?,
         session: row.get(3)?,
         pid: row.get(4)?,
-        kind: EventKind::from_name(&row.get::<_, String>(5)?),
+        kind: EventKind::from_name(row.get_ref(5)?.as_str()?),
         path: row.get(6)?,
         addr: row.get(7)?,
         port: row.get(8)?,
