@@ -267,8 +267,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             no_unix: promises::uses(&choices, Mechanism::SeccompUnix),
         };
         let seccomp = if seccomp::available() {
-            seccomp::build(&policy.syscalls.deny, fallbacks)
-                .map_err(|e| Config(e.to_string()))?
+            seccomp::build(&policy.syscalls.deny, fallbacks).map_err(|e| Config(e.to_string()))?
         } else {
             missing(
                 "seccomp filtering is not available (kernel without CONFIG_SECCOMP_FILTER): the \
