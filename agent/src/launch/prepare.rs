@@ -19,6 +19,7 @@ use mcp_guard_policy::{Policy, expand_home};
 /// Mechanisms used only where a stronger one is missing (logged when chosen).
 const FALLBACKS: &[Mechanism] = &[
     Mechanism::SeccompTruncate,
+    Mechanism::SeccompUnix,
     Mechanism::NetNamespace,
     Mechanism::MountView,
     Mechanism::PidNamespace,
@@ -32,6 +33,7 @@ fn needs(policy: &Policy, home: &std::path::Path) -> promises::Needs {
         tcp_ports_limited: tcp_ports(policy).is_some(),
         egress: !net.allow.is_empty(),
         abstract_names: net.unix.iter().any(|u| u.starts_with('@')),
+        unix_sockets: !net.unix.is_empty(),
         device_files: fs
             .read
             .iter()
@@ -260,10 +262,12 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
                 );
             }
         }
-        let seccomp_truncate = promises::uses(&choices, Mechanism::SeccompTruncate);
+        let fallbacks = seccomp::Fallbacks {
+            truncate: promises::uses(&choices, Mechanism::SeccompTruncate),
+            no_unix: promises::uses(&choices, Mechanism::SeccompUnix),
+        };
         let seccomp = if seccomp::available() {
-            seccomp::build(&policy.syscalls.deny, seccomp_truncate)
-                .map_err(|e| Config(e.to_string()))?
+            seccomp::build(&policy.syscalls.deny, fallbacks).map_err(|e| Config(e.to_string()))?
         } else {
             missing(
                 "seccomp filtering is not available (kernel without CONFIG_SECCOMP_FILTER): the \
