@@ -4,9 +4,9 @@
 use serde_json::Value;
 
 use super::{
-    outbox::{Batch, Dest, Out, line},
+    outbox::{Outbox, Side, line},
     relist::calls_a_tool,
-    state::{Core, Step, ctx_for, error_value, reply_id, run_chain},
+    state::{MessageAction, ProxyState, ctx_for, error_value, reply_id, run_chain},
 };
 use crate::mcp::{
     audit,
@@ -15,8 +15,8 @@ use crate::mcp::{
     session::{CallSink, Decision},
 };
 
-impl<K: CallSink> Core<K> {
-    pub(super) fn on_client_frame(&mut self, frame: Frame, out: &mut Batch) {
+impl<K: CallSink> ProxyState<K> {
+    pub(super) fn on_client_frame(&mut self, frame: Frame, out: &mut Outbox) {
         let raw = match frame {
             Frame::Line(raw) => raw,
             Frame::Oversized { len, head, tail } => {
@@ -27,12 +27,10 @@ impl<K: CallSink> Core<K> {
                 );
                 tracing::warn!("from the client: {msg}");
                 let id = crate::mcp::ids::oversized_id(&head, &tail).unwrap_or(Value::Null);
-                out.add(vec![Out::Client(line(frame::error_response(
-                    &id,
-                    frame::PARSE_ERROR,
-                    &msg,
-                    None,
-                )))]);
+                out.queue(
+                    Side::Client,
+                    line(frame::error_response(&id, frame::PARSE_ERROR, &msg, None)),
+                );
                 return;
             }
         };
@@ -41,7 +39,7 @@ impl<K: CallSink> Core<K> {
         }
         // The common path (nothing held for a re-list, which needs the parsed frame).
         if self.relists.is_empty() && self.held.is_empty() && self.client_peeked(&raw) {
-            out.push_line(Dest::Server, raw);
+            out.push_line(Side::Server, raw);
             return;
         }
         let parsed = match frame::parse_strict(&raw) {
@@ -49,11 +47,14 @@ impl<K: CallSink> Core<K> {
             Err(e) => {
                 self.stats.malformed_from_client += 1;
                 tracing::warn!("from the client: {e}");
-                out.add(vec![Out::Client(line(crate::mcp::ids::refusal(
-                    &raw,
-                    e.code(),
-                    &format!("mcp-guard: {e}"),
-                )))]);
+                out.queue(
+                    Side::Client,
+                    line(crate::mcp::ids::refusal(
+                        &raw,
+                        e.code(),
+                        &format!("mcp-guard: {e}"),
+                    )),
+                );
                 return;
             }
         };
@@ -68,31 +69,37 @@ impl<K: CallSink> Core<K> {
         self.on_client_value(raw, parsed, out);
     }
 
-    /// A parsed client frame: each message through [`Core::client_msg`], the output queued.
-    pub(super) fn on_client_value(&mut self, raw: Vec<u8>, parsed: Value, out: &mut Batch) {
+    /// A parsed client frame: each message through [`ProxyState::on_client_message`], the output queued.
+    pub(super) fn on_client_value(&mut self, raw: Vec<u8>, parsed: Value, out: &mut Outbox) {
         match parsed {
             Value::Array(items) => {
                 if items.is_empty() {
                     self.stats.malformed_from_client += 1;
-                    out.add(vec![Out::Client(line(frame::error_response(
-                        &Value::Null,
-                        frame::INVALID_REQUEST,
-                        "mcp-guard: empty batch",
-                        None,
-                    )))]);
+                    out.queue(
+                        Side::Client,
+                        line(frame::error_response(
+                            &Value::Null,
+                            frame::INVALID_REQUEST,
+                            "mcp-guard: empty batch",
+                            None,
+                        )),
+                    );
                     return;
                 }
-                let steps: Vec<Step> = items.into_iter().map(|v| self.client_msg(v)).collect();
-                Self::emit_batch(out, raw, steps, Dest::Server);
+                let actions: Vec<MessageAction> = items
+                    .into_iter()
+                    .map(|v| self.on_client_message(v))
+                    .collect();
+                Self::emit_batch(out, raw, actions, Side::Server);
             }
             v => {
-                let step = self.client_msg(v);
-                Self::emit_one(out, raw, step, Dest::Server);
+                let action = self.on_client_message(v);
+                Self::emit_one(out, raw, action, Side::Server);
             }
         }
     }
     /// The common path for a client line: a plain request or notification that every stage
-    /// passes without seeing it parsed is tracked like [`Core::client_msg`] tracks it, and true
+    /// passes without seeing it parsed is tracked like [`ProxyState::on_client_message`] tracks it, and true
     /// is returned (the caller forwards the line). False, with nothing done: the full path takes
     /// the line (a batch, an odd or malformed message, a response to a server request, one the
     /// proxy reads itself, or one a stage wants to see).
@@ -107,7 +114,7 @@ impl<K: CallSink> Core<K> {
         if method == "initialize" || method == "notifications/cancelled" {
             return false;
         }
-        let Core {
+        let ProxyState {
             session,
             chain,
             sink,
@@ -148,21 +155,21 @@ impl<K: CallSink> Core<K> {
         true
     }
 
-    pub(super) fn client_msg(&mut self, mut v: Value) -> Step {
+    pub(super) fn on_client_message(&mut self, mut v: Value) -> MessageAction {
         self.stats.client_messages += 1;
         let kind = match frame::classify(&v) {
             Ok(k) => k,
             Err(e) => {
                 self.stats.malformed_from_client += 1;
                 tracing::warn!("from the client: {e}");
-                return Step::ReplyClient(error_value(
+                return MessageAction::AnswerClient(error_value(
                     &reply_id(&v),
                     e.code(),
                     &format!("mcp-guard: {e}"),
                 ));
             }
         };
-        let Core {
+        let ProxyState {
             session,
             chain,
             sink,
@@ -188,12 +195,12 @@ impl<K: CallSink> Core<K> {
                 for (rule, tool, summary) in findings {
                     sink.finding(session.finding(&rule, tool.as_deref(), summary));
                 }
-                let step = match verdict {
-                    Verdict::Pass => Step::Forward(v, false),
+                let action = match verdict {
+                    Verdict::Pass => MessageAction::Forward(v),
                     Verdict::Modified(why) => {
                         stats.modified += 1;
                         pending.modified = Some(why);
-                        Step::Forward(v, true)
+                        MessageAction::ForwardChanged(v)
                     }
                     Verdict::Deny(d) => {
                         // Refused: never in flight, ended here.
@@ -204,12 +211,12 @@ impl<K: CallSink> Core<K> {
                             d.message.clone(),
                             None,
                         ));
-                        return Step::ReplyClient(error_value(&id, d.code, &d.message));
+                        return MessageAction::AnswerClient(error_value(&id, d.code, &d.message));
                     }
                 };
                 sink.call_started(&pending.call_id, pending.tool.as_deref());
                 session.track(pending);
-                step
+                action
             }
             Kind::Notification { method } => {
                 if method == "notifications/cancelled"
@@ -222,18 +229,20 @@ impl<K: CallSink> Core<K> {
                 }
                 let mut ctx = ctx_for(session, &method, None, MsgKind::Notification);
                 match run_chain(chain, &mut ctx, &mut v, true, *observe) {
-                    Verdict::Pass => Step::Forward(v, false),
-                    Verdict::Modified(_) => Step::Forward(v, true),
-                    Verdict::Deny(_) => Step::Drop,
+                    Verdict::Pass => MessageAction::Forward(v),
+                    Verdict::Modified(_) => MessageAction::ForwardChanged(v),
+                    Verdict::Deny(_) => MessageAction::Drop,
                 }
             }
             Kind::Response { id } => {
                 let method = session.server_request_done(&id).unwrap_or_default();
                 let mut ctx = ctx_for(session, &method, None, MsgKind::Response);
                 match run_chain(chain, &mut ctx, &mut v, true, *observe) {
-                    Verdict::Pass => Step::Forward(v, false),
-                    Verdict::Modified(_) => Step::Forward(v, true),
-                    Verdict::Deny(d) => Step::ReplyServer(error_value(&id, d.code, &d.message)),
+                    Verdict::Pass => MessageAction::Forward(v),
+                    Verdict::Modified(_) => MessageAction::ForwardChanged(v),
+                    Verdict::Deny(d) => {
+                        MessageAction::AnswerServer(error_value(&id, d.code, &d.message))
+                    }
                 }
             }
         }

@@ -32,7 +32,7 @@ pub struct ProxyConfig {
     /// `observe` finding, but forward the original message.
     pub observe: bool,
     /// Measure how long each message spends inside the proxy (benchmarks): see
-    /// [`ProxyOutcome::client_to_server`]. Off, nothing is measured.
+    /// [`ProxyOutcome::client_to_server`](super::ProxyOutcome::client_to_server). Off, nothing is measured.
     pub timing: bool,
     /// What the history keeps of each call's arguments and result.
     pub audit: crate::mcp::audit::AuditConfig,

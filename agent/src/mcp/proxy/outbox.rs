@@ -9,50 +9,45 @@ use tokio::{
     sync::mpsc,
 };
 
-pub(super) enum Out {
-    Server(Vec<u8>),
-    Client(Vec<u8>),
-}
-
-/// What goes to a writer: one frame's output bytes, and when that frame was read (only with
-/// [`ProxyConfig::timing`]).
-pub(super) struct Chunk {
+/// What a side's writer gets: the bytes one frame (or one event) produced for that side, and
+/// when that frame was read (only with [`ProxyConfig::timing`](super::ProxyConfig::timing)).
+pub(super) struct Delivery {
     pub(super) bytes: Vec<u8>,
     pub(super) read_at: Option<Instant>,
 }
 
-/// Which side a forwarded message goes to.
+/// One end of the proxy: the client, or the server.
 #[derive(Clone, Copy)]
-pub(super) enum Dest {
+pub(super) enum Side {
     Client,
     Server,
 }
 
-/// Output bytes of one frame (or one event), per destination.
+/// The lines one frame (or one event) produced for each side, queued while the proxy's state
+/// is locked and sent after (each non-empty side as one [`Delivery`]).
 #[derive(Default)]
-pub(super) struct Batch {
+pub(super) struct Outbox {
     pub(super) client: Vec<u8>,
     pub(super) server: Vec<u8>,
-    /// When the frame was read (with [`ProxyConfig::timing`]).
+    /// When the frame was read (with [`ProxyConfig::timing`](super::ProxyConfig::timing)).
     pub(super) read_at: Option<Instant>,
 }
 
-impl Batch {
-    pub(super) fn add(&mut self, outs: Vec<Out>) {
-        for o in outs {
-            match o {
-                Out::Client(b) => append(&mut self.client, b),
-                Out::Server(b) => append(&mut self.server, b),
-            }
+impl Outbox {
+    /// Queues `line` (with its newline) for `to`.
+    pub(super) fn queue(&mut self, to: Side, line: Vec<u8>) {
+        match to {
+            Side::Client => append(&mut self.client, line),
+            Side::Server => append(&mut self.server, line),
         }
     }
 
     /// Queues a forwarded line (without its newline) for `to`, reusing its allocation when
     /// nothing else is queued there (the frame reader left room for the newline).
-    pub(super) fn push_line(&mut self, to: Dest, mut raw: Vec<u8>) {
+    pub(super) fn push_line(&mut self, to: Side, mut raw: Vec<u8>) {
         let buf = match to {
-            Dest::Client => &mut self.client,
-            Dest::Server => &mut self.server,
+            Side::Client => &mut self.client,
+            Side::Server => &mut self.server,
         };
         if buf.is_empty() {
             raw.push(b'\n');
@@ -64,17 +59,21 @@ impl Batch {
     }
 
     /// Sends what the client side produced; false when either destination is gone.
-    pub(super) async fn send(&mut self, c: &mpsc::Sender<Chunk>, s: &mpsc::Sender<Chunk>) -> bool {
+    pub(super) async fn send(
+        &mut self,
+        c: &mpsc::Sender<Delivery>,
+        s: &mpsc::Sender<Delivery>,
+    ) -> bool {
         let read_at = self.read_at.take();
         if !self.server.is_empty() {
             let bytes = std::mem::take(&mut self.server);
-            if s.send(Chunk { bytes, read_at }).await.is_err() {
+            if s.send(Delivery { bytes, read_at }).await.is_err() {
                 return false;
             }
         }
         if !self.client.is_empty() {
             let bytes = std::mem::take(&mut self.client);
-            if c.send(Chunk { bytes, read_at }).await.is_err() {
+            if c.send(Delivery { bytes, read_at }).await.is_err() {
                 return false;
             }
         }
@@ -85,22 +84,22 @@ impl Batch {
     /// server are dropped once the client has closed its side).
     pub(super) async fn send_from_server(
         &mut self,
-        c: &mpsc::Sender<Chunk>,
-        s: &mpsc::WeakSender<Chunk>,
+        c: &mpsc::Sender<Delivery>,
+        s: &mpsc::WeakSender<Delivery>,
     ) -> bool {
         let read_at = self.read_at.take();
         if !self.server.is_empty() {
             let bytes = std::mem::take(&mut self.server);
             match s.upgrade() {
                 Some(s) => {
-                    let _ = s.send(Chunk { bytes, read_at }).await;
+                    let _ = s.send(Delivery { bytes, read_at }).await;
                 }
                 None => tracing::debug!("the client has gone; answer to the server dropped"),
             }
         }
         if !self.client.is_empty() {
             let bytes = std::mem::take(&mut self.client);
-            if c.send(Chunk { bytes, read_at }).await.is_err() {
+            if c.send(Delivery { bytes, read_at }).await.is_err() {
                 return false;
             }
         }
@@ -119,10 +118,10 @@ pub(super) fn append(buf: &mut Vec<u8>, b: Vec<u8>) {
 
 /// Writes what arrives on `rx` to `w`; also returns how long each chunk stamped with its frame's
 /// read time took from then to the write issued, and to written (see
-/// [`ProxyOutcome::client_to_server`]).
+/// [`ProxyOutcome::client_to_server`](super::ProxyOutcome::client_to_server)).
 pub(super) async fn writer<W: AsyncWrite + Unpin>(
     w: W,
-    mut rx: mpsc::Receiver<Chunk>,
+    mut rx: mpsc::Receiver<Delivery>,
     side: &str,
 ) -> (std::io::Result<()>, Vec<(Duration, Duration)>) {
     let mut times = Vec::new();

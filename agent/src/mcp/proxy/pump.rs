@@ -11,9 +11,9 @@ use tokio::{
 
 use super::{
     ProxyConfig, ProxyOutcome, build_chain,
-    outbox::{Batch, Chunk, writer},
+    outbox::{Delivery, Outbox, writer},
     relist::relist_watchdog,
-    state::Core,
+    state::ProxyState,
 };
 use crate::mcp::{
     frame::FrameReader,
@@ -70,7 +70,7 @@ where
 {
     let mut sink = sink;
     let denials = sink.take_call_denials();
-    let core = Mutex::new(Core {
+    let state = Mutex::new(ProxyState {
         session: Session::new(&config.server, &config.session),
         chain,
         sink,
@@ -93,8 +93,8 @@ where
     });
     // Signalled when client frames start being held and when they are released.
     let held_changed = Notify::new();
-    let (to_client, client_rx) = mpsc::channel::<Chunk>(256);
-    let (to_server, server_rx) = mpsc::channel::<Chunk>(256);
+    let (to_client, client_rx) = mpsc::channel::<Delivery>(256);
+    let (to_server, server_rx) = mpsc::channel::<Delivery>(256);
     let timing = config.timing;
     let max = config.max_message_bytes;
     // Weak, so the client closing its side still closes the server's stdin.
@@ -102,11 +102,11 @@ where
 
     let client_side = {
         let (to_client, to_server) = (to_client.clone(), to_server);
-        let core = &core;
+        let state = &state;
         let held_changed = &held_changed;
         async move {
             let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, client_in), max);
-            let mut batch = Batch::default();
+            let mut outbox = Outbox::default();
             loop {
                 let frame = match reader.next().await {
                     Ok(Some(f)) => f,
@@ -117,11 +117,11 @@ where
                     }
                 };
                 if timing {
-                    batch.read_at = Some(Instant::now());
+                    outbox.read_at = Some(Instant::now());
                 }
                 let hold_started = {
-                    let mut c = lock(core);
-                    c.on_client_frame(frame, &mut batch);
+                    let mut c = lock(state);
+                    c.on_client_frame(frame, &mut outbox);
                     std::mem::take(&mut c.hold_started)
                 };
                 if hold_started {
@@ -130,17 +130,17 @@ where
                 // Sent per frame: the forwarded line moves through the channel without a copy and
                 // the writer coalesces what is queued into one write. (Gathering a burst of
                 // buffered frames first measured slower: every line after the first was copied.)
-                if !batch.send(&to_client, &to_server).await {
+                if !outbox.send(&to_client, &to_server).await {
                     break;
                 }
             }
-            batch.send(&to_client, &to_server).await;
+            outbox.send(&to_client, &to_server).await;
             // Held frames still need the server's stdin (which closes when this side ends).
             loop {
                 let released = held_changed.notified();
                 tokio::pin!(released);
                 released.as_mut().enable();
-                if lock(core).held.is_empty() {
+                if lock(state).held.is_empty() {
                     break;
                 }
                 released.await;
@@ -152,7 +152,7 @@ where
     };
     let (denials_done_tx, denials_done_rx) = oneshot::channel::<()>();
     let denial_side = deny_calls(
-        &core,
+        &state,
         denials,
         to_client.clone(),
         server_answers.clone(),
@@ -160,18 +160,18 @@ where
     );
     let (watchdog_done_tx, watchdog_done_rx) = oneshot::channel::<()>();
     let watchdog = relist_watchdog(
-        &core,
+        &state,
         &held_changed,
         to_client.clone(),
         server_answers.clone(),
         watchdog_done_rx,
     );
     let server_side = {
-        let core = &core;
+        let state = &state;
         let held_changed = &held_changed;
         async move {
             let mut reader = FrameReader::new(BufReader::with_capacity(64 * 1024, server_out), max);
-            let mut batch = Batch::default();
+            let mut outbox = Outbox::default();
             loop {
                 let frame = match reader.next().await {
                     Ok(Some(f)) => f,
@@ -182,22 +182,22 @@ where
                     }
                 };
                 if timing {
-                    batch.read_at = Some(Instant::now());
+                    outbox.read_at = Some(Instant::now());
                 }
                 let released = {
-                    let mut c = lock(core);
+                    let mut c = lock(state);
                     let holding = !c.held.is_empty();
-                    c.on_server_frame(frame, &mut batch);
+                    c.on_server_frame(frame, &mut outbox);
                     holding && c.held.is_empty()
                 };
                 if released {
                     held_changed.notify_waiters();
                 }
-                if !batch.send_from_server(&to_client, &server_answers).await {
+                if !outbox.send_from_server(&to_client, &server_answers).await {
                     break;
                 }
             }
-            batch.send_from_server(&to_client, &server_answers).await;
+            outbox.send_from_server(&to_client, &server_answers).await;
         }
     };
     let (server_done_tx, server_done_rx) = oneshot::channel::<()>();
@@ -230,37 +230,37 @@ where
     if let Err(e) = sw {
         tracing::debug!("writing to the server: {e}");
     }
-    let mut core = core.into_inner().unwrap_or_else(|p| p.into_inner());
-    if !core.held.is_empty() {
+    let mut state = state.into_inner().unwrap_or_else(|p| p.into_inner());
+    if !state.held.is_empty() {
         // Never delivered: their calls are refused and their other requests end unanswered below,
         // so each still gets its record.
         tracing::warn!(
             "{} client message(s) held for mcp-guard's re-list were not delivered: the server closed its output",
-            core.held.len()
+            state.held.len()
         );
-        core.release_held(
-            &mut Batch::default(),
+        state.release_held(
+            &mut Outbox::default(),
             Some("mcp-guard: the server closed its output before answering mcp-guard's re-list of its tools".into()),
         );
     }
-    for rec in core
+    for rec in state
         .session
         .drain("the server closed its output before answering")
     {
-        core.sink.call(rec);
+        state.sink.call(rec);
     }
-    core.stats.client_write_error = client_write_error;
-    core.stats.client_to_server = client_to_server;
-    core.stats.server_to_client = server_to_client;
-    Ok(core.stats)
+    state.stats.client_write_error = client_write_error;
+    state.stats.client_to_server = client_to_server;
+    state.stats.server_to_client = server_to_client;
+    Ok(state.stats)
 }
 
 /// Fails the in-flight calls named on `denials` until the server's output ends.
 async fn deny_calls<K: CallSink>(
-    core: &Mutex<Core<K>>,
+    state: &Mutex<ProxyState<K>>,
     denials: Option<mpsc::UnboundedReceiver<CallDenial>>,
-    to_client: mpsc::Sender<Chunk>,
-    to_server: mpsc::WeakSender<Chunk>,
+    to_client: mpsc::Sender<Delivery>,
+    to_server: mpsc::WeakSender<Delivery>,
     done: oneshot::Receiver<()>,
 ) {
     let Some(mut denials) = denials else { return };
@@ -269,9 +269,9 @@ async fn deny_calls<K: CallSink>(
         tokio::select! {
             d = denials.recv() => match d {
                 Some(d) => {
-                    let mut batch = Batch::default();
-                    batch.add(lock(core).deny_call(&d));
-                    if !batch.send_from_server(&to_client, &to_server).await {
+                    let mut outbox = Outbox::default();
+                    lock(state).deny_call(&d, &mut outbox);
+                    if !outbox.send_from_server(&to_client, &to_server).await {
                         return;
                     }
                 }
@@ -282,7 +282,7 @@ async fn deny_calls<K: CallSink>(
     }
 }
 
-pub(super) fn lock<K>(core: &Mutex<Core<K>>) -> std::sync::MutexGuard<'_, Core<K>> {
+pub(super) fn lock<K>(state: &Mutex<ProxyState<K>>) -> std::sync::MutexGuard<'_, ProxyState<K>> {
     // A panic inside an interceptor must not wedge the other direction.
-    core.lock().unwrap_or_else(|p| p.into_inner())
+    state.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -11,9 +11,9 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{
-    outbox::{Batch, Chunk, to_line},
+    outbox::{Delivery, Outbox, to_line},
     pump::lock,
-    state::{Core, ctx_for, run_chain, tool_hints},
+    state::{ProxyState, ctx_for, run_chain, tool_hints},
 };
 use crate::mcp::{
     audit, frame,
@@ -25,10 +25,10 @@ use crate::mcp::{
 /// refused (fail closed: the server may have changed a tool it no longer lets the proxy see).
 pub(super) const RELIST_WAIT: Duration = Duration::from_secs(10);
 
-impl<K: CallSink> Core<K> {
+impl<K: CallSink> ProxyState<K> {
     /// Processes the held client frames in order; with `refuse`, their tool calls are refused
     /// with it instead of being checked and forwarded.
-    pub(super) fn release_held(&mut self, out: &mut Batch, refuse: Option<String>) {
+    pub(super) fn release_held(&mut self, out: &mut Outbox, refuse: Option<String>) {
         self.refuse_calls = refuse;
         while let Some((raw, parsed)) = self.held.pop_front() {
             self.on_client_value(raw, parsed, out);
@@ -46,7 +46,7 @@ impl<K: CallSink> Core<K> {
 
     /// The re-list is overdue: stops holding for it and releases what is held, refusing its
     /// tool calls. Returns whether anything was released.
-    pub(super) fn give_up_relist(&mut self, out: &mut Batch) -> bool {
+    pub(super) fn give_up_relist(&mut self, out: &mut Outbox) -> bool {
         if self
             .hold_deadline()
             .is_none_or(|deadline| Instant::now() < deadline)
@@ -93,7 +93,7 @@ impl<K: CallSink> Core<K> {
             tracing::warn!("the server refused mcp-guard's own tools/list: {v}");
             return;
         }
-        let Core {
+        let ProxyState {
             session,
             chain,
             sink,
@@ -122,10 +122,10 @@ impl<K: CallSink> Core<K> {
 /// Ends a hold that outlasts [`RELIST_WAIT`]: the held tool calls are refused, the rest of the
 /// held frames forwarded. Runs until the server's output ends.
 pub(super) async fn relist_watchdog<K: CallSink>(
-    core: &Mutex<Core<K>>,
+    state: &Mutex<ProxyState<K>>,
     held_changed: &Notify,
-    to_client: mpsc::Sender<Chunk>,
-    to_server: mpsc::WeakSender<Chunk>,
+    to_client: mpsc::Sender<Delivery>,
+    to_server: mpsc::WeakSender<Delivery>,
     done: oneshot::Receiver<()>,
 ) {
     tokio::pin!(done);
@@ -133,7 +133,7 @@ pub(super) async fn relist_watchdog<K: CallSink>(
         let changed = held_changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        let deadline = lock(core).hold_deadline();
+        let deadline = lock(state).hold_deadline();
         let expired = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -144,12 +144,12 @@ pub(super) async fn relist_watchdog<K: CallSink>(
             _ = &mut done => return,
             () = &mut changed => {}
             () = expired => {
-                let mut batch = Batch::default();
-                let released = lock(core).give_up_relist(&mut batch);
+                let mut outbox = Outbox::default();
+                let released = lock(state).give_up_relist(&mut outbox);
                 if released {
                     held_changed.notify_waiters();
                 }
-                if !batch.send_from_server(&to_client, &to_server).await {
+                if !outbox.send_from_server(&to_client, &to_server).await {
                     return;
                 }
             }
@@ -157,7 +157,7 @@ pub(super) async fn relist_watchdog<K: CallSink>(
     }
 }
 
-/// True when a client frame (a message or a batch) holds a `tools/call` request.
+/// True when a client frame (a message or a outbox) holds a `tools/call` request.
 pub(super) fn calls_a_tool(frame_value: &Value) -> bool {
     let is_call =
         |m: &Value| frame::member(m, "method").and_then(Value::as_str) == Some("tools/call");

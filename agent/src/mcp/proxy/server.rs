@@ -4,8 +4,8 @@
 use serde_json::Value;
 
 use super::{
-    outbox::{Batch, Dest, Out, line, to_line},
-    state::{Core, Step, ctx_for, error_value, run_chain, tool_hints},
+    outbox::{Outbox, Side, line, to_line},
+    state::{MessageAction, ProxyState, ctx_for, error_value, run_chain, tool_hints},
 };
 use crate::mcp::{
     audit,
@@ -14,8 +14,8 @@ use crate::mcp::{
     session::{CallDenial, CallSink, Decision},
 };
 
-impl<K: CallSink> Core<K> {
-    pub(super) fn on_server_frame(&mut self, frame: Frame, out: &mut Batch) {
+impl<K: CallSink> ProxyState<K> {
+    pub(super) fn on_server_frame(&mut self, frame: Frame, out: &mut Outbox) {
         let raw = match frame {
             Frame::Line(raw) => {
                 self.frame_len = raw.len();
@@ -28,7 +28,7 @@ impl<K: CallSink> Core<K> {
                     self.max
                 );
                 tracing::warn!("{msg}; dropped");
-                out.add(self.fail_pending(crate::mcp::ids::oversized_id(&head, &tail), &msg));
+                self.fail_pending(crate::mcp::ids::oversized_id(&head, &tail), &msg, out);
                 return;
             }
         };
@@ -36,7 +36,7 @@ impl<K: CallSink> Core<K> {
             return;
         }
         if self.server_peeked(&raw) {
-            out.push_line(Dest::Client, raw);
+            out.push_line(Side::Client, raw);
         } else {
             let parsed = match frame::parse_strict(&raw) {
                 Ok(v) => v,
@@ -47,16 +47,15 @@ impl<K: CallSink> Core<K> {
                     // A request of the server's own is answered; a response fails the client's
                     // request it answers (each of a batch).
                     if crate::mcp::ids::has_method(&raw) {
-                        out.add(vec![Out::Server(line(crate::mcp::ids::refusal(
-                            &raw,
-                            e.code(),
-                            &msg,
-                        )))]);
+                        out.queue(
+                            Side::Server,
+                            line(crate::mcp::ids::refusal(&raw, e.code(), &msg)),
+                        );
                     } else {
                         let ids = crate::mcp::ids::message_id(&raw)
                             .map_or_else(|| crate::mcp::ids::batch_ids(&raw), |id| vec![id]);
                         for id in ids {
-                            out.add(self.fail_pending(Some(id), &msg));
+                            self.fail_pending(Some(id), &msg, out);
                         }
                     }
                     return;
@@ -64,18 +63,23 @@ impl<K: CallSink> Core<K> {
             };
             match parsed {
                 Value::Array(items) if !items.is_empty() => {
-                    let steps: Vec<Step> = items.into_iter().map(|v| self.server_msg(v)).collect();
-                    Self::emit_batch(out, raw, steps, Dest::Client);
+                    let actions: Vec<MessageAction> = items
+                        .into_iter()
+                        .map(|v| self.on_server_message(v))
+                        .collect();
+                    Self::emit_batch(out, raw, actions, Side::Client);
                 }
                 v => {
-                    let step = self.server_msg(v);
-                    Self::emit_one(out, raw, step, Dest::Client);
+                    let action = self.on_server_message(v);
+                    Self::emit_one(out, raw, action, Side::Client);
                 }
             }
         }
         // The proxy's own requests (re-listing) go after what this frame produced.
         if !self.to_server.is_empty() {
-            out.add(self.to_server.drain(..).map(Out::Server).collect());
+            for request in self.to_server.drain(..) {
+                out.queue(Side::Server, request);
+            }
         }
         // The re-list is answered and checked: the held calls meet the new definitions.
         if !self.held.is_empty() && self.relists.is_empty() {
@@ -84,15 +88,15 @@ impl<K: CallSink> Core<K> {
     }
 
     /// The common path for a server line: a response or notification that every stage passes
-    /// without seeing it parsed ends its call like [`Core::server_msg`] does, and true is
+    /// without seeing it parsed ends its call like [`ProxyState::on_server_message`] does, and true is
     /// returned (the caller forwards the line). False, with nothing done: the full path takes it
-    /// (see [`Core::client_peeked`]; also answers to the proxy's own re-list, late answers to
+    /// (see [`ProxyState::client_peeked`]; also answers to the proxy's own re-list, late answers to
     /// failed calls, and `tools/list` and `initialize` answers, which the proxy reads).
     pub(super) fn server_peeked(&mut self, raw: &[u8]) -> bool {
         let Some(p) = self.peeker.peek(raw) else {
             return false;
         };
-        let Core {
+        let ProxyState {
             session,
             chain,
             sink,
@@ -150,18 +154,19 @@ impl<K: CallSink> Core<K> {
             _ => false,
         }
     }
+
     /// Fails call `d.call_id` if it is still in flight: an error to the client, a
     /// `notifications/cancelled` to the server, and its late response dropped when it comes.
-    pub(super) fn deny_call(&mut self, d: &CallDenial) -> Vec<Out> {
+    pub(super) fn deny_call(&mut self, d: &CallDenial, out: &mut Outbox) {
         let Some(id) = self.session.request_for_call(&d.call_id) else {
             tracing::debug!("call {} already ended; nothing to deny", d.call_id);
-            return vec![];
+            return;
         };
         let Some(rec) = self
             .session
             .finish(&id, Decision::Denied, d.reason.clone(), None)
         else {
-            return vec![];
+            return;
         };
         self.sink.call(rec);
         self.stats.denied += 1;
@@ -171,45 +176,41 @@ impl<K: CallSink> Core<K> {
             "method": "notifications/cancelled",
             "params": {"requestId": id, "reason": d.reason},
         });
-        vec![
-            Out::Client(to_line(&error_value(
+        out.queue(
+            Side::Client,
+            to_line(&error_value(
                 &id,
                 crate::mcp::interceptors::POLICY_DENIED,
                 &d.reason,
-            ))),
-            Out::Server(to_line(&cancel)),
-        ]
+            )),
+        );
+        out.queue(Side::Server, to_line(&cancel));
     }
 
     /// Answers the client's pending request `id` with an error (when its response was lost).
-    pub(super) fn fail_pending(&mut self, id: Option<Value>, msg: &str) -> Vec<Out> {
-        let Some(id) = id else { return vec![] };
-        match self
+    pub(super) fn fail_pending(&mut self, id: Option<Value>, msg: &str, out: &mut Outbox) {
+        let Some(id) = id else { return };
+        if let Some(rec) = self
             .session
             .finish(&id, Decision::Denied, msg.to_string(), None)
         {
-            Some(rec) => {
-                self.sink.call(rec);
-                self.failed.insert(id.to_string());
-                vec![Out::Client(line(frame::error_response(
-                    &id,
-                    frame::INTERNAL_ERROR,
-                    msg,
-                    None,
-                )))]
-            }
-            None => vec![],
+            self.sink.call(rec);
+            self.failed.insert(id.to_string());
+            out.queue(
+                Side::Client,
+                line(frame::error_response(&id, frame::INTERNAL_ERROR, msg, None)),
+            );
         }
     }
 
-    pub(super) fn server_msg(&mut self, mut v: Value) -> Step {
+    pub(super) fn on_server_message(&mut self, mut v: Value) -> MessageAction {
         self.stats.server_messages += 1;
         let kind = match frame::classify(&v) {
             Ok(k) => k,
             Err(e) => {
                 self.stats.malformed_from_server += 1;
                 tracing::warn!("invalid message from the server dropped: {e}");
-                return Step::Drop;
+                return MessageAction::Drop;
             }
         };
         if let Kind::Response { id } = &kind
@@ -221,7 +222,7 @@ impl<K: CallSink> Core<K> {
                 self.relist_since = None;
                 self.relist_overdue = false;
             }
-            return Step::Drop;
+            return MessageAction::Drop;
         }
         if let Kind::Notification { method } = &kind
             && method == "notifications/tools/list_changed"
@@ -235,9 +236,9 @@ impl<K: CallSink> Core<K> {
             tracing::warn!(
                 "late response to request {id} dropped: the client already got an error"
             );
-            return Step::Drop;
+            return MessageAction::Drop;
         }
-        let Core {
+        let ProxyState {
             session,
             chain,
             sink,
@@ -303,15 +304,15 @@ impl<K: CallSink> Core<K> {
             sink.call(rec);
         }
         match (verdict, msg_kind, id) {
-            (Verdict::Pass, ..) => Step::Forward(v, false),
-            (Verdict::Modified(_), ..) => Step::Forward(v, true),
+            (Verdict::Pass, ..) => MessageAction::Forward(v),
+            (Verdict::Modified(_), ..) => MessageAction::ForwardChanged(v),
             (Verdict::Deny(d), MsgKind::Response, Some(id)) => {
-                Step::ReplyClient(error_value(&id, d.code, &d.message))
+                MessageAction::AnswerClient(error_value(&id, d.code, &d.message))
             }
             (Verdict::Deny(d), MsgKind::Request, Some(id)) => {
-                Step::ReplyServer(error_value(&id, d.code, &d.message))
+                MessageAction::AnswerServer(error_value(&id, d.code, &d.message))
             }
-            (Verdict::Deny(_), ..) => Step::Drop,
+            (Verdict::Deny(_), ..) => MessageAction::Drop,
         }
     }
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{
     ProxyOutcome,
-    outbox::{Batch, Dest, to_vec},
+    outbox::{Outbox, Side, to_vec},
 };
 use crate::mcp::{
     interceptors::{Chain, Ctx, MsgKind, Verdict},
@@ -16,7 +16,9 @@ use crate::mcp::{
     session::{CallSink, Session},
 };
 
-pub(super) struct Core<K> {
+/// What both directions of the proxy share, behind one lock: the session's calls, the
+/// interceptor chain, the sink, the counters, and the state of the proxy's own re-list.
+pub(super) struct ProxyState<K> {
     pub(super) session: Session,
     pub(super) chain: Chain,
     pub(super) sink: K,
@@ -34,7 +36,7 @@ pub(super) struct Core<K> {
     pub(super) relist_seq: u64,
     /// When the re-list in flight began (its first page was asked for).
     pub(super) relist_since: Option<Instant>,
-    /// The re-list took longer than [`RELIST_WAIT`]: client messages are no longer held for it
+    /// The re-list took longer than [`RELIST_WAIT`](super::relist::RELIST_WAIT): client messages are no longer held for it
     /// (its answer, if it comes, is still checked).
     pub(super) relist_overdue: bool,
     /// Client frames (raw, parsed) held while a re-list is in flight: each frame with a
@@ -63,40 +65,54 @@ pub(super) fn reply_id(v: &Value) -> Value {
     }
 }
 
-pub(super) enum Step {
-    Forward(Value, bool),
-    ReplyClient(Value),
-    ReplyServer(Value),
+/// What the proxy does with one message once the chain has judged it.
+pub(super) enum MessageAction {
+    /// Pass it on to the other side as it came (its original bytes when it is alone in its frame).
+    Forward(Value),
+    /// Pass it on changed (re-serialized).
+    ForwardChanged(Value),
+    /// Answer the client in its place (an error to a refused request).
+    AnswerClient(Value),
+    /// Answer the server in its place (an error to a refused server request).
+    AnswerServer(Value),
+    /// Nothing goes anywhere.
     Drop,
 }
 
-impl<K: CallSink> Core<K> {
+impl<K: CallSink> ProxyState<K> {
     /// Queues the output of a single (non-batch) message. Forwarded untouched, its original
     /// bytes go through (the common case: no re-serialization, no copy).
-    pub(super) fn emit_one(out: &mut Batch, raw: Vec<u8>, step: Step, forward: Dest) {
-        match step {
-            Step::Forward(_, false) => out.push_line(forward, raw),
-            Step::Forward(v, true) => out.push_line(forward, to_vec(&v)),
-            Step::ReplyClient(v) => out.push_line(Dest::Client, to_vec(&v)),
-            Step::ReplyServer(v) => out.push_line(Dest::Server, to_vec(&v)),
-            Step::Drop => {}
+    pub(super) fn emit_one(out: &mut Outbox, raw: Vec<u8>, action: MessageAction, forward: Side) {
+        match action {
+            MessageAction::Forward(_) => out.push_line(forward, raw),
+            MessageAction::ForwardChanged(v) => out.push_line(forward, to_vec(&v)),
+            MessageAction::AnswerClient(v) => out.push_line(Side::Client, to_vec(&v)),
+            MessageAction::AnswerServer(v) => out.push_line(Side::Server, to_vec(&v)),
+            MessageAction::Drop => {}
         }
     }
 
     /// Queues the output of a JSON-RPC batch: the forwarded elements as one batch (the original
     /// bytes when every element is forwarded unchanged), and the proxy's own answers to each
     /// side as another.
-    pub(super) fn emit_batch(out: &mut Batch, raw: Vec<u8>, steps: Vec<Step>, forward: Dest) {
-        let untouched = steps.iter().all(|s| matches!(s, Step::Forward(_, false)));
+    pub(super) fn emit_batch(
+        out: &mut Outbox,
+        raw: Vec<u8>,
+        actions: Vec<MessageAction>,
+        forward: Side,
+    ) {
+        let untouched = actions
+            .iter()
+            .all(|s| matches!(s, MessageAction::Forward(_)));
         let mut fwd = Vec::new();
         let mut to_client = Vec::new();
         let mut to_server = Vec::new();
-        for s in steps {
+        for s in actions {
             match s {
-                Step::Forward(v, _) => fwd.push(v),
-                Step::ReplyClient(v) => to_client.push(v),
-                Step::ReplyServer(v) => to_server.push(v),
-                Step::Drop => {}
+                MessageAction::Forward(v) | MessageAction::ForwardChanged(v) => fwd.push(v),
+                MessageAction::AnswerClient(v) => to_client.push(v),
+                MessageAction::AnswerServer(v) => to_server.push(v),
+                MessageAction::Drop => {}
             }
         }
         if !fwd.is_empty() {
@@ -108,10 +124,10 @@ impl<K: CallSink> Core<K> {
             out.push_line(forward, bytes);
         }
         if !to_client.is_empty() {
-            out.push_line(Dest::Client, to_vec(&Value::Array(to_client)));
+            out.push_line(Side::Client, to_vec(&Value::Array(to_client)));
         }
         if !to_server.is_empty() {
-            out.push_line(Dest::Server, to_vec(&Value::Array(to_server)));
+            out.push_line(Side::Server, to_vec(&Value::Array(to_server)));
         }
     }
 }
