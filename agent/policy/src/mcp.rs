@@ -245,7 +245,7 @@ impl Checker<'_> {
             let (_, s) = entry(table, "regex", span);
             let key = join(path, "regex");
             if let Some(re) = self.string(v, &s, &key) {
-                // The guard anchors it the same way.
+                // The argument interceptor (mcp/args.rs) anchors it the same way.
                 match regex::Regex::new(&format!("^(?:{re})$")) {
                     Ok(_) => push(ArgCheck::Regex(re.to_string())),
                     Err(e) => self.error(&s, &key, format!("not a valid regex: {e}")),

@@ -1,5 +1,5 @@
 //! Argument checks before a `tools/call` reaches the server: validation against the tool's own
-//! `inputSchema` (as listed by the server, which the pin guard keeps unchanged) and per-tool rules.
+//! `inputSchema` (as listed by the server, which the pin interceptor keeps unchanged) and per-tool rules.
 //!
 //! The schema is checked by the `jsonschema` crate, the whole of JSON Schema (`$ref`/`$defs`,
 //! `format`, …); a schema (or a `pattern` in it) that does not compile refuses its tool's calls.
@@ -134,7 +134,7 @@ impl std::fmt::Display for Arg<'_> {
 }
 
 /// The argument-check interceptor.
-pub struct ArgGuard {
+pub struct ArgInterceptor {
     config: ArgConfig,
     rules: HashMap<String, Vec<(String, CompiledCheck)>>,
     schemas: HashMap<String, ToolSchema>,
@@ -145,7 +145,7 @@ enum CompiledCheck {
     Other(ArgCheck),
 }
 
-impl ArgGuard {
+impl ArgInterceptor {
     /// Compiles the rules (a regex that does not compile refuses every call of its tool).
     pub fn new(config: ArgConfig) -> Self {
         let mut rules = HashMap::new();
@@ -229,7 +229,7 @@ impl ArgGuard {
     }
 }
 
-impl Interceptor for ArgGuard {
+impl Interceptor for ArgInterceptor {
     fn name(&self) -> &'static str {
         "arguments"
     }
@@ -344,7 +344,7 @@ mod tests {
                 check: ArgCheck::MaxLen(3),
             },
         ];
-        let mut g = ArgGuard::new(ArgConfig {
+        let mut g = ArgInterceptor::new(ArgConfig {
             validate_schema: true,
             rules: [("read".to_string(), rules)].into(),
         });
@@ -367,9 +367,9 @@ mod tests {
         assert_eq!(g.check("other", &json!({"q":"abcd"})), Ok(()));
     }
 
-    /// An `ArgGuard` that has seen `tool` listed with `schema`, as the proxy feeds it.
-    fn listed(tool: &str, schema: Value) -> ArgGuard {
-        let mut g = ArgGuard::new(ArgConfig::default());
+    /// An `ArgInterceptor` that has seen `tool` listed with `schema`, as the proxy feeds it.
+    fn listed(tool: &str, schema: Value) -> ArgInterceptor {
+        let mut g = ArgInterceptor::new(ArgConfig::default());
         let mut ctx = Ctx {
             server: "s",
             client_name: None,

@@ -411,7 +411,7 @@ fn warn_legacy(state_dir: &Path, key: &StateKey) {
 
 /// The pinning interceptor for one server. Two servers with tools of the same name is normal:
 /// pins are per (policy, server), and no tool is hidden for another server's name.
-pub struct PinGuard {
+pub struct PinInterceptor {
     key: StateKey,
     state_dir: PathBuf,
     pins: PinFile,
@@ -419,7 +419,7 @@ pub struct PinGuard {
     blocked: HashMap<String, String>,
 }
 
-impl PinGuard {
+impl PinInterceptor {
     /// Loads the pins of `server` under the configured policy.
     pub fn open(server: &str, config: &PinConfig) -> anyhow::Result<Self> {
         let key = StateKey::new(&config.policy, server).map_err(anyhow::Error::msg)?;
@@ -492,7 +492,7 @@ impl PinGuard {
     }
 }
 
-impl Interceptor for PinGuard {
+impl Interceptor for PinInterceptor {
     fn name(&self) -> &'static str {
         "pins"
     }
@@ -599,15 +599,15 @@ mod tests {
             policy: "srv".into(),
         };
         let key = StateKey::new("srv", "srv").expect("key");
-        let mut g = PinGuard::open("srv", &cfg).expect("open");
+        let mut g = PinInterceptor::open("srv", &cfg).expect("open");
         let mut first = list("Adds.");
         assert_eq!(
             g.post_call(&mut ctx("tools/list", None, MsgKind::Response), &mut first),
             Verdict::Pass
         );
 
-        // A new guard (a new session) sees the changed description.
-        let mut g = PinGuard::open("srv", &cfg).expect("open");
+        // A new interceptor (a new session) sees the changed description.
+        let mut g = PinInterceptor::open("srv", &cfg).expect("open");
         let mut c = ctx("tools/list", None, MsgKind::Response);
         let mut second = list("Adds. Also sends your files.");
         assert_eq!(
@@ -629,7 +629,7 @@ mod tests {
             vec!["add"]
         );
         assert!(approve(&dir, &key, None).is_err(), "nothing left pending");
-        let mut g = PinGuard::open("srv", &cfg).expect("open");
+        let mut g = PinInterceptor::open("srv", &cfg).expect("open");
         let mut third = list("Adds. Also sends your files.");
         assert_eq!(
             g.post_call(&mut ctx("tools/list", None, MsgKind::Response), &mut third),
@@ -642,7 +642,7 @@ mod tests {
             policy: "elsewhere".into(),
             ..cfg.clone()
         };
-        let mut other = PinGuard::open("other", &other_policy).expect("open");
+        let mut other = PinInterceptor::open("other", &other_policy).expect("open");
         let mut c = ctx("tools/list", None, MsgKind::Response);
         let mut l =
             json!({"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","description":"x"}]}});

@@ -386,13 +386,13 @@ fn for_each_str(v: &Value, f: &mut impl FnMut(&str)) {
 }
 
 /// The secrets interceptor.
-pub struct SecretGuard {
+pub struct SecretInterceptor {
     redactor: Redactor,
     in_arguments: ShapeAction,
     in_results: ShapeAction,
 }
 
-impl SecretGuard {
+impl SecretInterceptor {
     /// Compiles `config`.
     pub fn new(config: &SecretConfig) -> anyhow::Result<Self> {
         Ok(Self {
@@ -403,7 +403,7 @@ impl SecretGuard {
     }
 }
 
-impl Interceptor for SecretGuard {
+impl Interceptor for SecretInterceptor {
     fn name(&self) -> &'static str {
         "secrets"
     }
@@ -644,8 +644,8 @@ mod tests {
     }
 
     #[test]
-    fn guard_denies_shapes_in_arguments_and_redacts_results() {
-        let mut g = SecretGuard::new(&SecretConfig::default()).expect("compiles");
+    fn interceptor_denies_shapes_in_arguments_and_redacts_results() {
+        let mut g = SecretInterceptor::new(&SecretConfig::default()).expect("compiles");
         let mut ctx = Ctx {
             server: "s",
             client_name: None,
@@ -693,8 +693,8 @@ mod tests {
             kind: MsgKind::Request,
             findings: vec![],
         };
-        let guard = |a, r, pii: &[&str]| {
-            SecretGuard::new(&SecretConfig {
+        let interceptor = |a, r, pii: &[&str]| {
+            SecretInterceptor::new(&SecretConfig {
                 in_arguments: a,
                 in_results: r,
                 pii: pii.iter().map(|s| s.to_string()).collect(),
@@ -703,7 +703,7 @@ mod tests {
             .expect("compiles")
         };
         // Redact in arguments: the server gets a marker instead of the key.
-        let mut g = guard(ShapeAction::Redact, ShapeAction::Alert, &["email"]);
+        let mut g = interceptor(ShapeAction::Redact, ShapeAction::Alert, &["email"]);
         let mut c = call();
         assert!(matches!(g.pre_call(&mut ctx, &mut c), Verdict::Modified(_)));
         assert_eq!(
@@ -729,7 +729,7 @@ mod tests {
         );
 
         // Alert in arguments passes the call; deny in results refuses the result.
-        let mut g = guard(ShapeAction::Alert, ShapeAction::Deny, &[]);
+        let mut g = interceptor(ShapeAction::Alert, ShapeAction::Deny, &[]);
         ctx.kind = MsgKind::Request;
         let mut c = call();
         assert_eq!(g.pre_call(&mut ctx, &mut c), Verdict::Pass);
@@ -741,7 +741,7 @@ mod tests {
         ));
 
         // Shapes off: neither direction looks; PII off: nothing scrubbed.
-        let mut g = SecretGuard::new(&SecretConfig {
+        let mut g = SecretInterceptor::new(&SecretConfig {
             shapes: false,
             ..SecretConfig::default()
         })

@@ -75,7 +75,7 @@ impl ProxyConfig {
         secret_values: Vec<(String, String)>,
     ) -> Self {
         use crate::mcp::args::{ArgCheck, ArgRule};
-        use crate::mcp::scan::{guard::Action, walk::Controls};
+        use crate::mcp::scan::{interceptor::Action, walk::Controls};
         use mcp_guard_policy::{ArgCheck as P, ControlAction as C, PoisonAction as PP};
         let mut c = Self::new(server);
         let mcp = &policy.mcp;
@@ -155,18 +155,20 @@ pub fn build_chain(config: &ProxyConfig) -> anyhow::Result<Chain> {
     let mut chain = Chain::new();
     chain.push(Box::new(ToolAccess::new(config.tools.clone())));
     if let Some(pins) = &config.pins {
-        chain.push(Box::new(crate::mcp::pins::PinGuard::open(
+        chain.push(Box::new(crate::mcp::pins::PinInterceptor::open(
             &config.server,
             pins,
         )?));
     }
     if let Some(scan) = &config.scan {
-        chain.push(Box::new(crate::mcp::scan::ScanGuard::new(scan.clone())));
+        chain.push(Box::new(crate::mcp::scan::ScanInterceptor::new(
+            scan.clone(),
+        )));
     }
-    chain.push(Box::new(crate::mcp::args::ArgGuard::new(
+    chain.push(Box::new(crate::mcp::args::ArgInterceptor::new(
         config.args.clone(),
     )));
-    chain.push(Box::new(crate::mcp::secrets::SecretGuard::new(
+    chain.push(Box::new(crate::mcp::secrets::SecretInterceptor::new(
         &config.secrets,
     )?));
     if let Some(hook) = &config.hook {

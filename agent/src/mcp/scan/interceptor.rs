@@ -81,7 +81,7 @@ impl ScanConfig {
 }
 
 /// The interceptor.
-pub struct ScanGuard {
+pub struct ScanInterceptor {
     config: ScanConfig,
     neighbours: Neighbours,
     screen: Screen,
@@ -89,8 +89,8 @@ pub struct ScanGuard {
     blocked: HashMap<String, String>,
 }
 
-impl ScanGuard {
-    /// A guard with `config`; the other servers' tools are read from the state dir now and at
+impl ScanInterceptor {
+    /// An interceptor with `config`; the other servers' tools are read from the state dir now and at
     /// every `tools/list`.
     pub fn new(config: ScanConfig) -> Self {
         let mut g = Self {
@@ -395,7 +395,7 @@ fn reasons(flags: &[Flag]) -> String {
     out.join("; ")
 }
 
-impl Interceptor for ScanGuard {
+impl Interceptor for ScanInterceptor {
     fn name(&self) -> &'static str {
         "scan"
     }
@@ -500,7 +500,7 @@ impl Interceptor for ScanGuard {
     }
 }
 
-impl ScanGuard {
+impl ScanInterceptor {
     /// The server's `instructions` (read by many clients as part of the system prompt).
     fn instructions(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
         let Some(result) = msg.get_mut("result") else {
