@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{
     frame::member,
-    interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict},
+    interceptors::{Ctx, Denial, InterceptOutcome, Interceptor, MsgKind, Peeked},
 };
 
 /// One check on one argument.
@@ -249,9 +249,9 @@ impl Interceptor for ArgInterceptor {
         ctx.kind != MsgKind::Response || ctx.method != "tools/list"
     }
 
-    fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         if ctx.kind != MsgKind::Request || ctx.method != "tools/call" {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         let tool = ctx.tool.unwrap_or("");
         let empty = Value::Object(serde_json::Map::new());
@@ -260,15 +260,15 @@ impl Interceptor for ArgInterceptor {
             .and_then(|p| member(p, "arguments"))
             .unwrap_or(&empty);
         match self.check(tool, args) {
-            Ok(()) => Verdict::Pass,
-            Err(why) => Verdict::Deny(Denial {
+            Ok(()) => InterceptOutcome::Pass,
+            Err(why) => InterceptOutcome::Deny(Denial {
                 code: super::interceptors::POLICY_DENIED,
                 message: format!("mcp-guard: refused call of {tool:?}: {why}"),
             }),
         }
     }
 
-    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         if ctx.kind == MsgKind::Response
             && ctx.method == "tools/list"
             && let Some(tools) = msg.pointer("/result/tools").and_then(Value::as_array)
@@ -282,7 +282,7 @@ impl Interceptor for ArgInterceptor {
                 }
             }
         }
-        Verdict::Pass
+        InterceptOutcome::Pass
     }
 }
 
@@ -380,7 +380,7 @@ mod tests {
         };
         let mut list = json!({"jsonrpc":"2.0","id":1,"result":{"tools":[
             {"name": tool, "inputSchema": schema}]}});
-        assert_eq!(g.post_call(&mut ctx, &mut list), Verdict::Pass);
+        assert_eq!(g.post_call(&mut ctx, &mut list), InterceptOutcome::Pass);
         g
     }
 
@@ -509,7 +509,7 @@ mod tests {
         let mut call = json!({"jsonrpc":"2.0","id":"req-7","method":"tools/call",
             "params":{"name":"t","arguments":{"q":"x"}}});
         match g.pre_call(&mut ctx, &mut call) {
-            Verdict::Deny(d) => assert!(
+            InterceptOutcome::Deny(d) => assert!(
                 d.message.contains("refused call of \"t\"")
                     && d.message.contains("inputSchema does not compile"),
                 "{}",

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{
     frame::member_mut,
-    interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict},
+    interceptors::{Ctx, Denial, InterceptOutcome, Interceptor, MsgKind, Peeked},
 };
 use mcp_guard_secrets::{self as secret_rules, Finding, RulesSource, SecretRules};
 
@@ -445,16 +445,16 @@ impl Interceptor for SecretInterceptor {
         !self.redactor.could_match(text, shapes)
     }
 
-    fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         if ctx.kind != MsgKind::Request || ctx.method != "tools/call" {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         if self.redactor.shapes.is_empty() {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         // Two lookups, not `pointer_mut()`, which splits and unescapes the path on every call.
         let Some(args) = member_mut(msg, "params").and_then(|p| member_mut(p, "arguments")) else {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         };
         // Values alone: an argument the tool declares (`password`) is the tool's contract, which
         // `[tools]` rules govern; what is looked for here is a secret inside what is passed.
@@ -472,7 +472,7 @@ impl Interceptor for SecretInterceptor {
             }
         }
         if found.is_empty() {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         let tool = ctx.tool.unwrap_or("");
         let summary = format!(
@@ -486,7 +486,7 @@ impl Interceptor for SecretInterceptor {
                     ctx.tool,
                     format!("{summary}; refused"),
                 );
-                Verdict::Deny(Denial::policy(format!(
+                InterceptOutcome::Deny(Denial::policy(format!(
                     "mcp-guard: refused: {summary}; secrets must not be passed to tools"
                 )))
             }
@@ -496,7 +496,10 @@ impl Interceptor for SecretInterceptor {
                     ctx.tool,
                     format!("{summary}; redacted"),
                 );
-                Verdict::Modified(format!("redacted {} from the arguments", found.join(", ")))
+                InterceptOutcome::Modified(format!(
+                    "redacted {} from the arguments",
+                    found.join(", ")
+                ))
             }
             ShapeAction::Alert => {
                 ctx.report(
@@ -504,12 +507,12 @@ impl Interceptor for SecretInterceptor {
                     ctx.tool,
                     format!("{summary}; passed"),
                 );
-                Verdict::Pass
+                InterceptOutcome::Pass
             }
         }
     }
 
-    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         let mut shapes_found = Vec::new();
         if self.in_results != ShapeAction::Redact && !self.redactor.shapes.is_empty() {
             for_each_member_string(msg, &mut |key, s| {
@@ -523,7 +526,9 @@ impl Interceptor for SecretInterceptor {
                 shapes_found.join(", ")
             );
             ctx.report("secret-in-result", ctx.tool, format!("{summary}; refused"));
-            return Verdict::Deny(Denial::policy(format!("mcp-guard: refused: {summary}")));
+            return InterceptOutcome::Deny(Denial::policy(format!(
+                "mcp-guard: refused: {summary}"
+            )));
         }
         let mut what = Vec::new();
         let shapes = self.in_results == ShapeAction::Redact;
@@ -544,7 +549,7 @@ impl Interceptor for SecretInterceptor {
             );
         }
         if what.is_empty() {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         let summary = format!(
             "redacted {} from the server's {}",
@@ -552,7 +557,7 @@ impl Interceptor for SecretInterceptor {
             ctx.method
         );
         ctx.report("secret-in-result", ctx.tool, summary.clone());
-        Verdict::Modified(summary)
+        InterceptOutcome::Modified(summary)
     }
 }
 
@@ -656,14 +661,17 @@ mod tests {
         };
         let mut call =
             serde_json::json!({"params":{"name":"t","arguments":{"q":"AKIAIOSFODNN7EXAMPLE"}}});
-        assert!(matches!(g.pre_call(&mut ctx, &mut call), Verdict::Deny(_)));
+        assert!(matches!(
+            g.pre_call(&mut ctx, &mut call),
+            InterceptOutcome::Deny(_)
+        ));
         let mut ok = serde_json::json!({"params":{"name":"t","arguments":{"q":"hello"}}});
-        assert_eq!(g.pre_call(&mut ctx, &mut ok), Verdict::Pass);
+        assert_eq!(g.pre_call(&mut ctx, &mut ok), InterceptOutcome::Pass);
         ctx.kind = MsgKind::Response;
         let mut res = serde_json::json!({"result":{"content":[{"type":"text","text":"key AKIAIOSFODNN7EXAMPLE"}]}});
         assert!(matches!(
             g.post_call(&mut ctx, &mut res),
-            Verdict::Modified(_)
+            InterceptOutcome::Modified(_)
         ));
         assert_eq!(
             res["result"]["content"][0]["text"],
@@ -705,7 +713,10 @@ mod tests {
         // Redact in arguments: the server gets a marker instead of the key.
         let mut g = interceptor(ShapeAction::Redact, ShapeAction::Alert, &["email"]);
         let mut c = call();
-        assert!(matches!(g.pre_call(&mut ctx, &mut c), Verdict::Modified(_)));
+        assert!(matches!(
+            g.pre_call(&mut ctx, &mut c),
+            InterceptOutcome::Modified(_)
+        ));
         assert_eq!(
             c["params"]["arguments"]["q"],
             "key [REDACTED:aws-access-key]"
@@ -715,7 +726,7 @@ mod tests {
         let mut r = result();
         assert!(matches!(
             g.post_call(&mut ctx, &mut r),
-            Verdict::Modified(_)
+            InterceptOutcome::Modified(_)
         ));
         let text = r["result"]["content"][0]["text"].as_str().expect("text");
         assert_eq!(
@@ -732,12 +743,12 @@ mod tests {
         let mut g = interceptor(ShapeAction::Alert, ShapeAction::Deny, &[]);
         ctx.kind = MsgKind::Request;
         let mut c = call();
-        assert_eq!(g.pre_call(&mut ctx, &mut c), Verdict::Pass);
+        assert_eq!(g.pre_call(&mut ctx, &mut c), InterceptOutcome::Pass);
         assert_eq!(c, call());
         ctx.kind = MsgKind::Response;
         assert!(matches!(
             g.post_call(&mut ctx, &mut result()),
-            Verdict::Deny(_)
+            InterceptOutcome::Deny(_)
         ));
 
         // Shapes off: neither direction looks; PII off: nothing scrubbed.
@@ -747,8 +758,8 @@ mod tests {
         })
         .expect("compiles");
         ctx.kind = MsgKind::Request;
-        assert_eq!(g.pre_call(&mut ctx, &mut call()), Verdict::Pass);
+        assert_eq!(g.pre_call(&mut ctx, &mut call()), InterceptOutcome::Pass);
         ctx.kind = MsgKind::Response;
-        assert_eq!(g.post_call(&mut ctx, &mut result()), Verdict::Pass);
+        assert_eq!(g.post_call(&mut ctx, &mut result()), InterceptOutcome::Pass);
     }
 }

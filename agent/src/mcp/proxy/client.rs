@@ -11,7 +11,7 @@ use super::{
 use crate::mcp::{
     audit,
     frame::{self, Frame, Kind},
-    interceptors::{Denial, MsgKind, Peeked, Verdict},
+    interceptors::{Denial, InterceptOutcome, MsgKind, Peeked},
     session::{CallSink, Decision},
 };
 
@@ -187,7 +187,7 @@ impl<K: CallSink> ProxyState<K> {
                 let mut ctx = ctx_for(session, &method, pending.tool.as_deref(), MsgKind::Request);
                 let verdict = match refuse_calls.as_deref() {
                     Some(why) if method == "tools/call" => {
-                        Verdict::Deny(Denial::policy(why.to_string()))
+                        InterceptOutcome::Deny(Denial::policy(why.to_string()))
                     }
                     _ => run_chain(chain, &mut ctx, &mut v, true, *observe),
                 };
@@ -196,13 +196,13 @@ impl<K: CallSink> ProxyState<K> {
                     sink.finding(session.finding(&rule, tool.as_deref(), summary));
                 }
                 let action = match verdict {
-                    Verdict::Pass => MessageAction::Forward(v),
-                    Verdict::Modified(why) => {
+                    InterceptOutcome::Pass => MessageAction::Forward(v),
+                    InterceptOutcome::Modified(why) => {
                         stats.modified += 1;
                         pending.modified = Some(why);
                         MessageAction::ForwardChanged(v)
                     }
-                    Verdict::Deny(d) => {
+                    InterceptOutcome::Deny(d) => {
                         // Refused: never in flight, ended here.
                         stats.denied += 1;
                         sink.call(session.complete(
@@ -229,18 +229,18 @@ impl<K: CallSink> ProxyState<K> {
                 }
                 let mut ctx = ctx_for(session, &method, None, MsgKind::Notification);
                 match run_chain(chain, &mut ctx, &mut v, true, *observe) {
-                    Verdict::Pass => MessageAction::Forward(v),
-                    Verdict::Modified(_) => MessageAction::ForwardChanged(v),
-                    Verdict::Deny(_) => MessageAction::Drop,
+                    InterceptOutcome::Pass => MessageAction::Forward(v),
+                    InterceptOutcome::Modified(_) => MessageAction::ForwardChanged(v),
+                    InterceptOutcome::Deny(_) => MessageAction::Drop,
                 }
             }
             Kind::Response { id } => {
                 let method = session.server_request_done(&id).unwrap_or_default();
                 let mut ctx = ctx_for(session, &method, None, MsgKind::Response);
                 match run_chain(chain, &mut ctx, &mut v, true, *observe) {
-                    Verdict::Pass => MessageAction::Forward(v),
-                    Verdict::Modified(_) => MessageAction::ForwardChanged(v),
-                    Verdict::Deny(d) => {
+                    InterceptOutcome::Pass => MessageAction::Forward(v),
+                    InterceptOutcome::Modified(_) => MessageAction::ForwardChanged(v),
+                    InterceptOutcome::Deny(d) => {
                         MessageAction::AnswerServer(error_value(&id, d.code, &d.message))
                     }
                 }

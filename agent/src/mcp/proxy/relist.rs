@@ -17,7 +17,7 @@ use super::{
 };
 use crate::mcp::{
     audit, frame,
-    interceptors::{MsgKind, Verdict},
+    interceptors::{InterceptOutcome, MsgKind},
     session::CallSink,
 };
 
@@ -109,7 +109,7 @@ impl<K: CallSink> ProxyState<K> {
             sink.finding(session.finding(&rule, tool.as_deref(), summary));
         }
         // The detector's read-only hints follow the server's current definitions.
-        if !matches!(verdict, Verdict::Deny(_)) {
+        if !matches!(verdict, InterceptOutcome::Deny(_)) {
             sink.tools_listed(&tool_hints(&v));
         }
         if let Some(next) = v.pointer("/result/nextCursor").filter(|c| !c.is_null()) {

@@ -10,7 +10,7 @@ use super::{
 use crate::mcp::{
     audit,
     frame::{self, Frame, Kind},
-    interceptors::{MsgKind, Peeked, Verdict},
+    interceptors::{InterceptOutcome, MsgKind, Peeked},
     session::{CallDenial, CallSink, Decision},
 };
 
@@ -281,19 +281,19 @@ impl<K: CallSink> ProxyState<K> {
             sink.finding(session.finding(&rule, tool.as_deref(), summary));
         }
         let (decision, reason) = match &verdict {
-            Verdict::Pass => (Decision::Allowed, String::new()),
-            Verdict::Modified(why) => {
+            InterceptOutcome::Pass => (Decision::Allowed, String::new()),
+            InterceptOutcome::Modified(why) => {
                 stats.modified += 1;
                 (Decision::Modified, why.clone())
             }
-            Verdict::Deny(d) => {
+            InterceptOutcome::Deny(d) => {
                 stats.denied += 1;
                 (Decision::Denied, d.message.clone())
             }
         };
         if msg_kind == MsgKind::Response
             && method == "tools/list"
-            && !matches!(verdict, Verdict::Deny(_))
+            && !matches!(verdict, InterceptOutcome::Deny(_))
         {
             sink.tools_listed(&tool_hints(&v));
         }
@@ -304,15 +304,15 @@ impl<K: CallSink> ProxyState<K> {
             sink.call(rec);
         }
         match (verdict, msg_kind, id) {
-            (Verdict::Pass, ..) => MessageAction::Forward(v),
-            (Verdict::Modified(_), ..) => MessageAction::ForwardChanged(v),
-            (Verdict::Deny(d), MsgKind::Response, Some(id)) => {
+            (InterceptOutcome::Pass, ..) => MessageAction::Forward(v),
+            (InterceptOutcome::Modified(_), ..) => MessageAction::ForwardChanged(v),
+            (InterceptOutcome::Deny(d), MsgKind::Response, Some(id)) => {
                 MessageAction::AnswerClient(error_value(&id, d.code, &d.message))
             }
-            (Verdict::Deny(d), MsgKind::Request, Some(id)) => {
+            (InterceptOutcome::Deny(d), MsgKind::Request, Some(id)) => {
                 MessageAction::AnswerServer(error_value(&id, d.code, &d.message))
             }
-            (Verdict::Deny(_), ..) => MessageAction::Drop,
+            (InterceptOutcome::Deny(_), ..) => MessageAction::Drop,
         }
     }
 }

@@ -11,7 +11,7 @@ use super::{
     outbox::{Outbox, Side, to_vec},
 };
 use crate::mcp::{
-    interceptors::{Chain, Ctx, MsgKind, Verdict},
+    interceptors::{Chain, Ctx, InterceptOutcome, MsgKind},
     peek::Peeker,
     session::{CallSink, Session},
 };
@@ -171,7 +171,7 @@ pub(super) fn run_chain(
     v: &mut Value,
     pre: bool,
     observe: bool,
-) -> Verdict {
+) -> InterceptOutcome {
     let run = |chain: &mut Chain, ctx: &mut Ctx<'_>, v: &mut Value| {
         if pre {
             chain.pre_call(ctx, v)
@@ -184,13 +184,13 @@ pub(super) fn run_chain(
     }
     let mut copy = v.clone();
     let would = match run(chain, ctx, &mut copy) {
-        Verdict::Pass => return Verdict::Pass,
-        Verdict::Modified(why) => format!("would have modified {}: {why}", ctx.method),
-        Verdict::Deny(d) => format!("would have refused {}: {}", ctx.method, d.message),
+        InterceptOutcome::Pass => return InterceptOutcome::Pass,
+        InterceptOutcome::Modified(why) => format!("would have modified {}: {why}", ctx.method),
+        InterceptOutcome::Deny(d) => format!("would have refused {}: {}", ctx.method, d.message),
     };
     let tool = ctx.tool;
     ctx.report("observe", tool, would);
-    Verdict::Pass
+    InterceptOutcome::Pass
 }
 
 pub(super) fn error_value(id: &Value, code: i64, message: &str) -> Value {
