@@ -7,7 +7,7 @@
 //! [`Attach`] seam (the kernel guard, [`guard::hooks`], loads the eBPF programs, attaches them to
 //! [`SessionInfo::cgroup_dir`] with the policy's [`kernel_spec::server_spec`] and hands the
 //! cgroup's kernel events to the analysis) and only then let the server exec; carry stdio with
-//! the [`Pump`] seam (the MCP proxy, [`pump::guarded`], or raw bytes with `--passthrough`); when
+//! the [`Pump`] seam (the MCP proxy, [`pump::proxied`], or raw bytes with `--passthrough`); when
 //! the server exits, exec is signalled (TERM, INT, HUP) or the client closed stdin and the server
 //! did not exit within [`STDIN_EOF_GRACE`], kill the whole tree through the cgroup and remove it;
 //! run the [`Finish`] seam (the guard drains the events still in flight); end the analysis,
@@ -195,12 +195,12 @@ impl std::fmt::Debug for Hooks {
 impl Hooks {
     /// A real session's seams: the kernel guard from `source`, the MCP proxy on stdio (raw
     /// bytes with `passthrough`).
-    pub fn guarded(source: guard::GuardSource, passthrough: bool) -> Hooks {
+    pub fn for_session(source: guard::GuardSource, passthrough: bool) -> Hooks {
         let (attach, finish) = guard::hooks(source);
         let pump: Pump = if passthrough {
             Box::new(|io| Box::pin(pump::passthrough(io)))
         } else {
-            Box::new(|io| Box::pin(pump::guarded(io)))
+            Box::new(|io| Box::pin(pump::proxied(io)))
         };
         Hooks {
             attach: Some(attach),
@@ -326,7 +326,7 @@ pub fn main(mut args: ExecArgs, dirs: &Dirs, route: &AgentRoute) -> ExitCode {
     }
     args.audit = host.audit;
     let recording = Recording::with_retention(&dirs.state, host.store.retention());
-    let hooks = Hooks::guarded(guard::GuardSource::Local, args.passthrough);
+    let hooks = Hooks::for_session(guard::GuardSource::Local, args.passthrough);
     run_recorded(args, dirs, recording, hooks)
 }
 

@@ -399,7 +399,7 @@ mod tests {
     use super::*;
     use Mechanism::*;
 
-    /// What each kernel the README names has, for a root launch with the eBPF guard loading.
+    /// What each kernel the README names has, for a root launch with the kernel guard loading.
     fn kernel(series: &str) -> Features {
         let (landlock_abi, cgroup_unix) = match series {
             "5.15" => (1, false),

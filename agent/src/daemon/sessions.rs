@@ -170,7 +170,7 @@ async fn handle(
     };
     // A server never becomes a client, whatever it asks (checked once the request is read, so
     // the refusal reaches the client instead of a broken pipe).
-    if let Some(why) = super::peer::guarded_peer(stream.as_raw_fd(), cred.pid()) {
+    if let Some(why) = super::peer::jailed_peer(stream.as_raw_fd(), cred.pid()) {
         tracing::warn!("agent socket: uid {}: refused: {why}", cred.uid());
         drop(fds);
         if matches!(request, Request::Guard(_)) {

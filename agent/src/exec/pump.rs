@@ -11,7 +11,7 @@ use crate::mcp::{self, ProxyConfig};
 
 /// Runs the proxy between exec's stdin/stdout and the server until the server's stdout ends.
 /// An `Err` means the client is gone (its stdout closed) or the proxy could not start.
-pub async fn guarded(io: ServerStdio) -> io::Result<()> {
+pub async fn proxied(io: ServerStdio) -> io::Result<()> {
     let ServerStdio {
         stdin,
         stdout,

@@ -85,7 +85,7 @@ pub fn main() -> ExitCode {
         Err(e) => eprintln!("mcp-guard: the client's signals cannot be relayed: {e}"),
     }
     let request = setup.request;
-    let hooks = Hooks::guarded(guard::GuardSource::Agent(setup.socket), request.passthrough);
+    let hooks = Hooks::for_session(guard::GuardSource::Agent(setup.socket), request.passthrough);
     let args = ExecArgs {
         policy: request.policy,
         policy_text: setup.policy_text,

@@ -1,7 +1,7 @@
 //! Loading the object's egress and syscall-trace programs into the kernel, with the verifier's
 //! work spread over threads, and the kernel's BTF parsed beside it.
 //!
-//! Most of a guard's start-up is the kernel verifying the programs: CPU-bound work done in the
+//! Most of a kernel guard's start-up is the kernel verifying the programs: CPU-bound work done in the
 //! thread that calls `BPF_PROG_LOAD`, with no lock shared between a privileged caller's loads.
 //! Loading each syscall tracepoint in a thread of its own, while this thread loads the egress
 //! programs, lets a machine with more than one core verify them at once. Nothing else changes:

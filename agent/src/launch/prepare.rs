@@ -227,7 +227,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             landlock_abi: abi.max(0),
             seccomp: seccomp::available(),
             namespaces: !unprivileged,
-            // The eBPF guard loads once the cgroup exists; where it cannot, it refuses then,
+            // The kernel guard loads once the cgroup exists; where it cannot, it refuses then,
             // naming what failed (exec/guard.rs).
             cgroup_sock_addr: !unprivileged,
             cgroup_unix: !unprivileged && crate::kernel::unix::probe().is_ok(),

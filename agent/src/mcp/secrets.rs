@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{
     frame::member_mut,
-    interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict},
+    interceptors::{Ctx, Denial, InterceptOutcome, Interceptor, MsgKind, Peeked},
 };
 use mcp_guard_secrets::{self as secret_rules, Finding, RulesSource, SecretRules};
 
@@ -389,13 +389,13 @@ fn for_each_member_str(v: &Value, f: &mut impl FnMut(Option<&str>, &str)) {
 }
 
 /// The secrets interceptor.
-pub struct SecretGuard {
+pub struct SecretInterceptor {
     redactor: Redactor,
     in_arguments: ShapeAction,
     in_results: ShapeAction,
 }
 
-impl SecretGuard {
+impl SecretInterceptor {
     /// Compiles `config`.
     pub fn new(config: &SecretConfig) -> anyhow::Result<Self> {
         Ok(Self {
@@ -406,7 +406,7 @@ impl SecretGuard {
     }
 }
 
-impl Interceptor for SecretGuard {
+impl Interceptor for SecretInterceptor {
     fn name(&self) -> &'static str {
         "secrets"
     }
@@ -450,16 +450,16 @@ impl Interceptor for SecretGuard {
         !self.redactor.could_match(text, shapes)
     }
 
-    fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         if ctx.kind != MsgKind::Request || ctx.method != "tools/call" {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         if self.redactor.shapes.is_empty() {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         // Two lookups, not `pointer_mut()`, which splits and unescapes the path on every call.
         let Some(args) = member_mut(msg, "params").and_then(|p| member_mut(p, "arguments")) else {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         };
         // Each value with its key as context, as the history's redaction reads it: a value no
         // shape matches alone (`{"password": "..."}`) is a secret by its name, and what the
@@ -481,7 +481,7 @@ impl Interceptor for SecretGuard {
             }
         }
         if found.is_empty() {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         let tool = ctx.tool.unwrap_or("");
         let summary = format!(
@@ -495,7 +495,7 @@ impl Interceptor for SecretGuard {
                     ctx.tool,
                     format!("{summary}; refused"),
                 );
-                Verdict::Deny(Denial::policy(format!(
+                InterceptOutcome::Deny(Denial::policy(format!(
                     "mcp-guard: refused: {summary}; secrets must not be passed to tools"
                 )))
             }
@@ -505,7 +505,10 @@ impl Interceptor for SecretGuard {
                     ctx.tool,
                     format!("{summary}; redacted"),
                 );
-                Verdict::Modified(format!("redacted {} from the arguments", found.join(", ")))
+                InterceptOutcome::Modified(format!(
+                    "redacted {} from the arguments",
+                    found.join(", ")
+                ))
             }
             ShapeAction::Alert => {
                 ctx.report(
@@ -513,12 +516,12 @@ impl Interceptor for SecretGuard {
                     ctx.tool,
                     format!("{summary}; passed"),
                 );
-                Verdict::Pass
+                InterceptOutcome::Pass
             }
         }
     }
 
-    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         let mut shapes_found = Vec::new();
         if self.in_results != ShapeAction::Redact && !self.redactor.shapes.is_empty() {
             for_each_member_string(msg, &mut |key, s| {
@@ -532,7 +535,9 @@ impl Interceptor for SecretGuard {
                 shapes_found.join(", ")
             );
             ctx.report("secret-in-result", ctx.tool, format!("{summary}; refused"));
-            return Verdict::Deny(Denial::policy(format!("mcp-guard: refused: {summary}")));
+            return InterceptOutcome::Deny(Denial::policy(format!(
+                "mcp-guard: refused: {summary}"
+            )));
         }
         let mut what = Vec::new();
         let shapes = self.in_results == ShapeAction::Redact;
@@ -553,7 +558,7 @@ impl Interceptor for SecretGuard {
             );
         }
         if what.is_empty() {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         let summary = format!(
             "redacted {} from the server's {}",
@@ -561,7 +566,7 @@ impl Interceptor for SecretGuard {
             ctx.method
         );
         ctx.report("secret-in-result", ctx.tool, summary.clone());
-        Verdict::Modified(summary)
+        InterceptOutcome::Modified(summary)
     }
 }
 
@@ -653,8 +658,8 @@ mod tests {
     }
 
     #[test]
-    fn guard_denies_shapes_in_arguments_and_redacts_results() {
-        let mut g = SecretGuard::new(&SecretConfig::default()).expect("compiles");
+    fn interceptor_denies_shapes_in_arguments_and_redacts_results() {
+        let mut g = SecretInterceptor::new(&SecretConfig::default()).expect("compiles");
         let mut ctx = Ctx {
             server: "s",
             client_name: None,
@@ -665,14 +670,17 @@ mod tests {
         };
         let mut call =
             serde_json::json!({"params":{"name":"t","arguments":{"q":"AKIAIOSFODNN7EXAMPLE"}}});
-        assert!(matches!(g.pre_call(&mut ctx, &mut call), Verdict::Deny(_)));
+        assert!(matches!(
+            g.pre_call(&mut ctx, &mut call),
+            InterceptOutcome::Deny(_)
+        ));
         let mut ok = serde_json::json!({"params":{"name":"t","arguments":{"q":"hello"}}});
-        assert_eq!(g.pre_call(&mut ctx, &mut ok), Verdict::Pass);
+        assert_eq!(g.pre_call(&mut ctx, &mut ok), InterceptOutcome::Pass);
         ctx.kind = MsgKind::Response;
         let mut res = serde_json::json!({"result":{"content":[{"type":"text","text":"key AKIAIOSFODNN7EXAMPLE"}]}});
         assert!(matches!(
             g.post_call(&mut ctx, &mut res),
-            Verdict::Modified(_)
+            InterceptOutcome::Modified(_)
         ));
         assert_eq!(
             res["result"]["content"][0]["text"],
@@ -756,8 +764,8 @@ mod tests {
             kind: MsgKind::Request,
             findings: vec![],
         };
-        let guard = |a, r, pii: &[&str]| {
-            SecretGuard::new(&SecretConfig {
+        let interceptor = |a, r, pii: &[&str]| {
+            SecretInterceptor::new(&SecretConfig {
                 in_arguments: a,
                 in_results: r,
                 pii: pii.iter().map(|s| s.to_string()).collect(),
@@ -766,9 +774,12 @@ mod tests {
             .expect("compiles")
         };
         // Redact in arguments: the server gets a marker instead of the key.
-        let mut g = guard(ShapeAction::Redact, ShapeAction::Alert, &["email"]);
+        let mut g = interceptor(ShapeAction::Redact, ShapeAction::Alert, &["email"]);
         let mut c = call();
-        assert!(matches!(g.pre_call(&mut ctx, &mut c), Verdict::Modified(_)));
+        assert!(matches!(
+            g.pre_call(&mut ctx, &mut c),
+            InterceptOutcome::Modified(_)
+        ));
         assert_eq!(
             c["params"]["arguments"]["q"],
             "key [REDACTED:aws-access-key]"
@@ -778,7 +789,7 @@ mod tests {
         let mut r = result();
         assert!(matches!(
             g.post_call(&mut ctx, &mut r),
-            Verdict::Modified(_)
+            InterceptOutcome::Modified(_)
         ));
         let text = r["result"]["content"][0]["text"].as_str().expect("text");
         assert_eq!(
@@ -792,26 +803,26 @@ mod tests {
         );
 
         // Alert in arguments passes the call; deny in results refuses the result.
-        let mut g = guard(ShapeAction::Alert, ShapeAction::Deny, &[]);
+        let mut g = interceptor(ShapeAction::Alert, ShapeAction::Deny, &[]);
         ctx.kind = MsgKind::Request;
         let mut c = call();
-        assert_eq!(g.pre_call(&mut ctx, &mut c), Verdict::Pass);
+        assert_eq!(g.pre_call(&mut ctx, &mut c), InterceptOutcome::Pass);
         assert_eq!(c, call());
         ctx.kind = MsgKind::Response;
         assert!(matches!(
             g.post_call(&mut ctx, &mut result()),
-            Verdict::Deny(_)
+            InterceptOutcome::Deny(_)
         ));
 
         // Shapes off: neither direction looks; PII off: nothing scrubbed.
-        let mut g = SecretGuard::new(&SecretConfig {
+        let mut g = SecretInterceptor::new(&SecretConfig {
             shapes: false,
             ..SecretConfig::default()
         })
         .expect("compiles");
         ctx.kind = MsgKind::Request;
-        assert_eq!(g.pre_call(&mut ctx, &mut call()), Verdict::Pass);
+        assert_eq!(g.pre_call(&mut ctx, &mut call()), InterceptOutcome::Pass);
         ctx.kind = MsgKind::Response;
-        assert_eq!(g.post_call(&mut ctx, &mut result()), Verdict::Pass);
+        assert_eq!(g.post_call(&mut ctx, &mut result()), InterceptOutcome::Pass);
     }
 }
