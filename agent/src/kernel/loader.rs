@@ -26,10 +26,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
-    programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSockAddr,
-        links::{FdLink, PinnedLink},
-    },
+    programs::{BtfTracePoint, CgroupAttachMode, CgroupSockAddr, links::FdLink},
 };
 use mcp_guard_ebpf::{
     BindPorts, CGROUP_PREFIX_BITS, GUARD_FLAG_KILL_SENSITIVE, GUARD_FLAG_OBSERVE, GuardConfig,
@@ -86,9 +83,11 @@ const EVENT_CHANNEL: usize = 65536;
 pub use super::error::KernelError;
 pub use spec::{Destination, EgressRule, SensitivePath, ServerSpec};
 
+mod pins;
 mod rule_keys;
 mod spec;
 
+use pins::{guards_anything, pin_dir, pin_error, prune_versions, replace_pin};
 use rule_keys::{Installed, install_rules, sensitive_keys, split_rules, v4_key, v6_key};
 
 /// The maps userspace writes, shared by the guard, its server handles and their name refreshers.
@@ -713,58 +712,6 @@ struct Adopted {
     members: Vec<u64>,
 }
 
-/// The versioned pin directory below `base` (created), mounting bpffs at /sys/fs/bpf first when
-/// `base` is below it and nothing is mounted there (systemd usually mounts it; not every host).
-/// Directories of other builds are removed once no server in them is guarded any more.
-fn pin_dir(base: &Path) -> Result<PathBuf, KernelError> {
-    use sha2::Digest as _;
-    let root = Path::new("/sys/fs/bpf");
-    if base.starts_with(root) && !on_bpffs(root) {
-        nix::mount::mount(
-            Some("bpf"),
-            root,
-            Some("bpf"),
-            nix::mount::MsFlags::MS_NOSUID
-                | nix::mount::MsFlags::MS_NODEV
-                | nix::mount::MsFlags::MS_NOEXEC,
-            None::<&str>,
-        )
-        .map_err(|e| pin_error(root, std::io::Error::from(e)))?;
-    }
-    std::fs::create_dir_all(base).map_err(|e| pin_error(base, e))?;
-    if !on_bpffs(base) {
-        return Err(KernelError::Pin {
-            path: base.display().to_string(),
-            why: "not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)".into(),
-        });
-    }
-    let digest = sha2::Sha256::digest(EBPF_OBJECT);
-    let version = hex::encode(&digest[..8]);
-    let dir = base.join(&version);
-    for sub in ["maps", "cgroups"] {
-        std::fs::create_dir_all(dir.join(sub)).map_err(|e| pin_error(&dir, e))?;
-    }
-    prune_versions(base, &dir);
-    Ok(dir)
-}
-
-/// Removes the directories of other builds below `base` that guard nothing any more (their
-/// tracepoints and programs go with them).
-fn prune_versions(base: &Path, current: &Path) {
-    if let Ok(entries) = std::fs::read_dir(base) {
-        for other in entries.flatten().map(|e| e.path()) {
-            if other != current && other.is_dir() && !guards_anything(&other) {
-                let _ = std::fs::remove_dir_all(&other);
-            }
-        }
-    }
-}
-
-fn on_bpffs(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path)
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
-}
-
 /// Removes a server cgroup and its members from `maps`: guard entries, allowlist, sensitive
 /// paths and names (every key carries the cgroup id).
 fn remove_server(maps: &mut Maps, cgroup_id: u64) {
@@ -827,47 +774,6 @@ fn pinned_maps(dir: &Path) -> Result<Maps, KernelError> {
         unix: open(dir, maps::ALLOW_UNIX).ok(),
         bind: open(dir, maps::BIND_PORTS).ok(),
     })
-}
-
-/// Whether the pinned `GUARDED` map of another build's directory still guards a server (its
-/// programs then still enforce; the directory stays until that server ends).
-fn guards_anything(dir: &Path) -> bool {
-    let Ok(data) = MapData::from_pin(dir.join("maps").join(maps::GUARDED)) else {
-        return false;
-    };
-    HashMap::<_, u64, GuardConfig>::try_from(aya::maps::Map::HashMap(data))
-        .is_ok_and(|m| m.keys().next().is_some())
-}
-
-fn pin_error(path: &Path, e: std::io::Error) -> KernelError {
-    KernelError::Pin {
-        path: path.display().to_string(),
-        why: e.to_string(),
-    }
-}
-
-/// Pins a new object at `path` in place of whatever an earlier load pinned there. An old link
-/// is held open until the new object is pinned, so the attachment it stands for never lapses.
-fn replace_pin(
-    path: &Path,
-    pin: impl FnOnce(&Path) -> Result<(), aya::pin::PinError>,
-) -> Result<(), KernelError> {
-    let old = if path.exists() {
-        PinnedLink::from_pin(path).ok()
-    } else {
-        None
-    };
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(pin_error(path, e)),
-    }
-    pin(path).map_err(|e| KernelError::Pin {
-        path: path.display().to_string(),
-        why: e.to_string(),
-    })?;
-    drop(old);
-    Ok(())
 }
 
 /// One guarded server. Dropping it stops name refreshes and removes the server's map entries:
