@@ -40,7 +40,7 @@ use super::{
     program_load::{self, EGRESS_PROGRAMS, TRACE_PROGRAMS},
     resolve::{self, NameResolver},
     ringbuf::RingReader,
-    unix::{self, UnixPrograms},
+    unix::{self, RelocatedUnix, UnixPrograms},
 };
 
 /// The eBPF object built by `agent/build.rs` from `agent-ebpf`.
@@ -185,8 +185,20 @@ impl KernelGuard {
             }
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
-        // Before any map is taken out of `ebpf`: they are relocated against its maps.
-        let unix = UnixPrograms::load(&mut ebpf, EBPF_OBJECT);
+        // Before any map is taken out of `ebpf`: they are relocated against its maps. Verified
+        // in a thread of their own while the other programs are (on the critical path of a
+        // standalone exec's start otherwise).
+        let relocated = UnixPrograms::relocate(&mut ebpf, EBPF_OBJECT);
+        let btf = btf.wait()?;
+        let (unix, loaded) = std::thread::scope(|scope| {
+            let unix = scope.spawn(move || relocated.and_then(RelocatedUnix::verify));
+            let loaded = program_load::load_programs(&mut ebpf, &btf);
+            let unix = unix
+                .join()
+                .unwrap_or_else(|_| Err("verifying them: the thread panicked".into()));
+            (unix, loaded)
+        });
+        loaded?;
         match (&unix, &pins) {
             (Ok(progs), Some(dir)) => progs.pin_programs(dir).map_err(|why| KernelError::Pin {
                 path: dir.display().to_string(),
@@ -195,7 +207,6 @@ impl KernelGuard {
             (Err(why), _) => tracing::warn!("unix socket programs unavailable: {why}"),
             _ => {}
         }
-        program_load::load_programs(&mut ebpf, &btf.wait()?)?;
         for name in EGRESS_PROGRAMS {
             let program: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
