@@ -14,6 +14,10 @@
 //! servers stay enforced while the agent restarts, and the next agent takes the same maps (and
 //! the events queued in the ring buffer meanwhile) over; [`KernelGuard::adopt_server`] gives it
 //! the handle of a server guarded before it started.
+//!
+//! Here: loading, attaching and guarding. Beside it in `loader/`: the plain [`ServerSpec`]
+//! (`spec`), the rules as map keys (`rule_keys`), the agent's bpffs directory (`pins`), a
+//! server's [`ServerHandle`] (`handle`) and servers guarded before this load (`takeover`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
