@@ -11,13 +11,13 @@
 use std::thread;
 
 use aya::{
-    Btf, Ebpf,
+    Btf, Ebpf, Endianness,
     programs::{BtfTracePoint, CgroupSockAddr, Program},
 };
 
 use mcp_guard_ebpf::programs;
 
-use super::error::KernelError;
+use super::{btf_layout, error::KernelError};
 
 /// The egress and bind programs, in the order they are attached.
 pub(crate) const EGRESS_PROGRAMS: [&str; 6] = [
@@ -37,12 +37,16 @@ pub(crate) const TRACE_PROGRAMS: [(&str, &str); 2] = [
 
 /// The kernel's BTF, being parsed in a thread of its own (the tracepoints need it; parsing it
 /// overlaps parsing and relocating the object).
-pub(crate) struct PendingBtf(thread::JoinHandle<Result<Btf, aya::BtfError>>);
+pub(crate) struct PendingBtf(thread::JoinHandle<Result<Btf, KernelError>>);
 
 impl PendingBtf {
-    /// Starts parsing `/sys/kernel/btf/vmlinux`.
+    /// Starts parsing `/sys/kernel/btf/vmlinux` (the bytes the struct layouts read too).
     pub(crate) fn start() -> Self {
-        PendingBtf(thread::spawn(Btf::from_sys_fs))
+        PendingBtf(thread::spawn(|| {
+            let data =
+                btf_layout::vmlinux().map_err(|why| KernelError::Io(std::io::Error::other(why)))?;
+            Ok(Btf::parse(data, Endianness::default())?)
+        }))
     }
 
     /// The parsed BTF.
@@ -50,7 +54,6 @@ impl PendingBtf {
         self.0
             .join()
             .map_err(|_| panicked("parsing the kernel BTF"))?
-            .map_err(KernelError::from)
     }
 }
 

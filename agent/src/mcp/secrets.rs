@@ -709,7 +709,7 @@ mod tests {
         };
         let peek = |msg: &Value| -> bool {
             let raw = msg.to_string();
-            let mut g = SecretGuard::new(&SecretConfig::default()).expect("compiles");
+            let mut g = SecretInterceptor::new(&SecretConfig::default()).expect("compiles");
             g.pre_passes(
                 &ctx(),
                 &Peeked {
@@ -721,13 +721,13 @@ mod tests {
         };
         assert!(!peek(&named()), "the screen must not wave it through");
         assert!(peek(&benign()));
-        let mut g = SecretGuard::new(&SecretConfig::default()).expect("compiles");
+        let mut g = SecretInterceptor::new(&SecretConfig::default()).expect("compiles");
         let mut msg = named();
-        assert!(matches!(g.pre_call(&mut ctx(), &mut msg), Verdict::Deny(_)));
+        assert!(matches!(g.pre_call(&mut ctx(), &mut msg), InterceptOutcome::Deny(_)));
         let mut msg = benign();
-        assert_eq!(g.pre_call(&mut ctx(), &mut msg), Verdict::Pass);
+        assert_eq!(g.pre_call(&mut ctx(), &mut msg), InterceptOutcome::Pass);
         assert_eq!(msg, benign());
-        let mut g = SecretGuard::new(&SecretConfig {
+        let mut g = SecretInterceptor::new(&SecretConfig {
             in_arguments: ShapeAction::Redact,
             ..SecretConfig::default()
         })
@@ -735,7 +735,7 @@ mod tests {
         let mut msg = named();
         assert!(matches!(
             g.pre_call(&mut ctx(), &mut msg),
-            Verdict::Modified(_)
+            InterceptOutcome::Modified(_)
         ));
         assert_eq!(
             msg["params"]["arguments"],
