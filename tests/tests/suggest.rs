@@ -20,6 +20,7 @@ fn event(n: u32, kind: EventKind, path: Option<&str>, flags: u32, result: i64) -
         path: path.map(str::to_string),
         addr: None,
         port: None,
+        host: None,
         verdict: Verdict::Allowed,
         call_id: None,
         attribution: Attribution::None,

@@ -311,6 +311,9 @@ pub struct EventRecord {
     pub addr: Option<String>,
     /// Destination port (`connect`, `sendmsg`).
     pub port: Option<u16>,
+    /// The host name the server resolved `addr` from, per its own DNS (`connect`, `sendmsg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// The outcome.
     pub verdict: Verdict,
     /// The call it is attributed to; `None` unless `attribution` is `call`.
@@ -361,6 +364,7 @@ impl EventRecord {
             path: None,
             addr: None,
             port: None,
+            host: None,
             verdict: Verdict::Allowed,
             call_id: None,
             attribution: Attribution::None,
@@ -609,6 +613,7 @@ impl Record {
                 path,
                 addr,
                 port: _,
+                host,
                 verdict: _,
                 call_id,
                 attribution: _,
@@ -626,7 +631,7 @@ impl Record {
                 if let EventKind::Other(k) = kind {
                     f(k);
                 }
-                for o in [path, addr, call_id, proto] {
+                for o in [path, addr, host, call_id, proto] {
                     opt(o, f);
                 }
                 candidates.iter_mut().for_each(&mut *f);
