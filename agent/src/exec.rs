@@ -463,14 +463,8 @@ fn refused_by_state(state_dir: &std::path::Path, key: &StateKey) -> Option<i32> 
     Some(i32::from(EXIT_UNENFORCEABLE))
 }
 
-/// Writes `msg` to stderr, each line prefixed `mcp-guard: `, with the session's injected
-/// values redacted ([`crate::say::for_logs`]).
-pub(crate) fn say(msg: &str) {
-    let msg = crate::say::for_logs(msg.as_bytes());
-    for line in String::from_utf8_lossy(&msg).lines() {
-        eprintln!("mcp-guard: {line}");
-    }
-}
+/// The session's messages to the user (one home for them: [`crate::say`]).
+pub(crate) use crate::say::say;
 
 /// With `--passthrough` nothing reads the server's stdout: say so when secrets were injected
 /// (its stderr is still redacted).
