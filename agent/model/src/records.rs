@@ -162,6 +162,7 @@ impl Record {
                 path,
                 addr,
                 port: _,
+                host,
                 verdict: _,
                 call_id,
                 attribution: _,
@@ -179,7 +180,7 @@ impl Record {
                 if let EventKind::Other(k) = kind {
                     f(k);
                 }
-                for o in [path, addr, call_id, proto] {
+                for o in [path, addr, host, call_id, proto] {
                     opt(o, f);
                 }
                 candidates.iter_mut().for_each(&mut *f);

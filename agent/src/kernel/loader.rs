@@ -39,7 +39,7 @@ use mcp_guard_ebpf::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    bind,
+    bind, dns_programs,
     events::{self, KernelEvent, Labels, ServerLabel},
     program_load::{self, EGRESS_PROGRAMS, TRACE_PROGRAMS},
     resolve::{self, NameResolver},
@@ -52,7 +52,7 @@ pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcp-guard-ebpf"));
 
 /// Every program of the object by name (what the kernel's program info reports).
-pub const PROGRAM_NAMES: [&str; 10] = [
+pub const PROGRAM_NAMES: [&str; 12] = [
     programs::CONNECT4,
     programs::CONNECT6,
     programs::SENDMSG4,
@@ -63,6 +63,8 @@ pub const PROGRAM_NAMES: [&str; 10] = [
     programs::SENDMSG_UNIX,
     programs::SYS_ENTER,
     programs::SYS_EXIT,
+    programs::DNS_EGRESS,
+    programs::DNS_INGRESS,
 ];
 
 /// The maps pinned in the agent's bpffs directory: enforcement state of live servers, the event
@@ -220,6 +222,9 @@ impl KernelGuard {
             if let Some(dir) = &pins {
                 replace_pin(&dir.join(format!("prog_{name}")), |p| program.pin(p))?;
             }
+        }
+        if let Some(dir) = &pins {
+            dns_programs::pin(&mut ebpf, dir, |p, f| replace_pin(p, f))?;
         }
         for (name, _) in TRACE_PROGRAMS {
             let program: &mut BtfTracePoint = ebpf
@@ -535,6 +540,9 @@ impl KernelGuard {
                 replace_pin(&dir.join(name), |p| link.pin(p).map(drop))?;
             }
         }
+        dns_programs::attach(&mut ebpf, &cgroup, pins.as_deref(), |p, f| {
+            replace_pin(p, f)
+        })?;
         drop(ebpf);
         if let Ok(progs) = &self.unix {
             use std::os::fd::AsFd as _;

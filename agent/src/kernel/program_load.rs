@@ -17,7 +17,11 @@ use aya::{
 
 use mcp_guard_ebpf::programs;
 
-use super::{btf_layout, error::KernelError};
+use super::{
+    btf_layout,
+    dns_programs::{self, DNS_PROGRAMS},
+    error::KernelError,
+};
 
 /// The egress and bind programs, in the order they are attached.
 pub(crate) const EGRESS_PROGRAMS: [&str; 6] = [
@@ -63,14 +67,17 @@ fn panicked(what: &str) -> KernelError {
     )))
 }
 
-/// Loads (verifies) the egress programs and the syscall tracepoints of `ebpf`; attaching and
-/// pinning stay with the caller.
+/// Loads (verifies) the egress programs, the DNS capture programs and the syscall tracepoints of
+/// `ebpf`; attaching and pinning stay with the caller.
 pub(crate) fn load_programs(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
     let mut egress: Vec<Option<&mut Program>> = EGRESS_PROGRAMS.iter().map(|_| None).collect();
     let mut trace: Vec<Option<&mut Program>> = TRACE_PROGRAMS.iter().map(|_| None).collect();
+    let mut dns: Vec<Option<&mut Program>> = DNS_PROGRAMS.iter().map(|_| None).collect();
     for (name, program) in ebpf.programs_mut() {
         if let Some(i) = EGRESS_PROGRAMS.iter().position(|n| *n == name) {
             egress[i] = Some(program);
+        } else if let Some(i) = DNS_PROGRAMS.iter().position(|(n, _)| *n == name) {
+            dns[i] = Some(program);
         } else if let Some(i) = TRACE_PROGRAMS.iter().position(|(n, _)| *n == name) {
             trace[i] = Some(program);
         }
@@ -103,6 +110,11 @@ pub(crate) fn load_programs(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelErro
                     .load()
                     .map_err(|source| KernelError::Program { name, source })
             });
+        // After the egress programs, on this thread, while the tracepoints verify.
+        let dns = DNS_PROGRAMS
+            .iter()
+            .zip(dns)
+            .try_for_each(|(&(name, _), program)| dns_programs::load(name, program));
         // Every thread is joined before the first error is returned.
         let tracing: Vec<Result<(), KernelError>> = tracing
             .into_iter()
@@ -112,6 +124,7 @@ pub(crate) fn load_programs(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelErro
             })
             .collect();
         egress?;
+        dns?;
         tracing.into_iter().collect()
     })
 }

@@ -723,7 +723,10 @@ mod tests {
         assert!(peek(&benign()));
         let mut g = SecretInterceptor::new(&SecretConfig::default()).expect("compiles");
         let mut msg = named();
-        assert!(matches!(g.pre_call(&mut ctx(), &mut msg), InterceptOutcome::Deny(_)));
+        assert!(matches!(
+            g.pre_call(&mut ctx(), &mut msg),
+            InterceptOutcome::Deny(_)
+        ));
         let mut msg = benign();
         assert_eq!(g.pre_call(&mut ctx(), &mut msg), InterceptOutcome::Pass);
         assert_eq!(msg, benign());

@@ -384,6 +384,7 @@ mod tests {
                 path: path.map(Into::into),
                 addr: addr.map(Into::into),
                 port: addr.map(|_| 443),
+                host: None,
                 verdict,
                 call_id: Some("c-42".into()),
                 attribution: Attribution::Call,

@@ -149,6 +149,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE alerts ADD COLUMN repeat_seq INTEGER;
     CREATE INDEX alerts_repeated ON alerts(repeat_seq) WHERE repeat_seq IS NOT NULL;
     ",
+    // 4: the host name a connect's address was resolved from, per the server's own DNS.
+    "
+    ALTER TABLE events ADD COLUMN host TEXT;
+    ",
 ];
 
 /// Event ids an alert cites at most: a repeat adds its events until then, after that it
@@ -435,23 +439,25 @@ pub(super) fn call_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
 }
 
 pub(super) const EVENT_COLUMNS: &str = "event_id, ts, server, session, pid, kind, path, addr, \
-     port, verdict, call_id, attribution, candidates, flags, result, argv, proto, would_deny, detail";
+     port, verdict, call_id, attribution, candidates, flags, result, argv, proto, would_deny, detail, \
+     host";
 
 pub(super) fn upsert_event(tx: &Transaction<'_>, e: &EventRecord) -> rusqlite::Result<()> {
     // Last write wins: the correlator may re-send an event once its call becomes known.
     let mut stmt = tx.prepare_cached(
         "INSERT INTO events (event_id, ts, server, session, pid, kind, path, addr, port, verdict,
                              call_id, attribution, candidates, flags, result, argv, proto,
-                             would_deny, detail)
+                             would_deny, detail, host)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19)
+                 ?18, ?19, ?20)
          ON CONFLICT(event_id) DO UPDATE SET
              ts = excluded.ts, server = excluded.server, session = excluded.session,
              pid = excluded.pid, kind = excluded.kind, path = excluded.path, addr = excluded.addr,
              port = excluded.port, verdict = excluded.verdict, call_id = excluded.call_id,
              attribution = excluded.attribution, candidates = excluded.candidates,
              flags = excluded.flags, result = excluded.result, argv = excluded.argv,
-             proto = excluded.proto, would_deny = excluded.would_deny, detail = excluded.detail",
+             proto = excluded.proto, would_deny = excluded.would_deny, detail = excluded.detail,
+             host = excluded.host",
     )?;
     stmt.execute(params![
         e.event_id,
@@ -473,6 +479,7 @@ pub(super) fn upsert_event(tx: &Transaction<'_>, e: &EventRecord) -> rusqlite::R
         e.proto,
         e.would_deny,
         e.detail.as_ref().map(json_text),
+        e.host,
     ])?;
     Ok(())
 }
@@ -498,6 +505,7 @@ pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<EventRecord> {
         proto: row.get(16)?,
         would_deny: row.get(17)?,
         detail: from_json(row, 18)?,
+        host: row.get(19)?,
     })
 }
 

@@ -29,6 +29,9 @@ pub struct EventRecord {
     pub addr: Option<String>,
     /// Destination port (`connect`, `sendmsg`).
     pub port: Option<u16>,
+    /// The host name the server resolved `addr` from, per its own DNS (`connect`, `sendmsg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// The outcome.
     pub verdict: Verdict,
     /// The call it is attributed to; `None` unless `attribution` is `call`.
@@ -79,6 +82,7 @@ impl EventRecord {
             path: None,
             addr: None,
             port: None,
+            host: None,
             verdict: Verdict::Allowed,
             call_id: None,
             attribution: Attribution::None,

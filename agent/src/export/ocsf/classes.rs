@@ -165,6 +165,8 @@ pub(super) struct EventProcess<'a> {
 #[derive(Serialize)]
 pub(super) struct Endpoint<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     ip: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
@@ -181,7 +183,10 @@ pub(super) struct Connection<'a> {
 pub(super) fn kernel_event(e: &EventRecord) -> Mapped<'_, EventBody<'_>> {
     let target = match (&e.path, &e.addr) {
         (Some(p), _) => p.clone(),
-        (None, Some(a)) => format!("{a}:{}", e.port.unwrap_or(0)),
+        (None, Some(a)) => match &e.host {
+            Some(h) => format!("{h}:{} ({a})", e.port.unwrap_or(0)),
+            None => format!("{a}:{}", e.port.unwrap_or(0)),
+        },
         (None, None) => "-".to_string(),
     };
     let message = if e.would_deny {
@@ -231,6 +236,7 @@ pub(super) fn kernel_event(e: &EventRecord) -> Mapped<'_, EventBody<'_>> {
         }
         EventKind::Connect | EventKind::Sendmsg => {
             body.dst_endpoint = Some(Endpoint {
+                hostname: e.host.as_deref(),
                 ip: e.addr.as_deref(),
                 port: e.port,
             });

@@ -58,10 +58,18 @@ pub(super) fn calls_table(
     hosted_table(out, cols, rows, hosts, width)
 }
 
-/// What an event touched: a path, or an address and port.
+/// What an event touched: a path, or an address and port (`host:port (address)` when the
+/// server's DNS named the address).
 pub(super) fn target(e: &EventRecord) -> String {
     match (&e.path, &e.addr) {
         (Some(p), _) => p.clone(),
+        (None, Some(a)) if e.host.is_some() => {
+            format!(
+                "{}:{} ({a})",
+                e.host.as_deref().unwrap_or(""),
+                e.port.unwrap_or(0)
+            )
+        }
         (None, Some(a)) if a.contains(':') => format!("[{a}]:{}", e.port.unwrap_or(0)),
         (None, Some(a)) => format!("{a}:{}", e.port.unwrap_or(0)),
         (None, None) => e
