@@ -13,7 +13,7 @@ use super::{
     ProxyConfig, ProxyOutcome, build_chain,
     outbox::{Delivery, Outbox, writer},
     relist::relist_watchdog,
-    state::ProxyState,
+    state::{ProxyState, lock},
 };
 use crate::mcp::{
     frame::FrameReader,
@@ -280,9 +280,4 @@ async fn deny_calls<K: CallSink>(
             _ = &mut done => return,
         }
     }
-}
-
-pub(super) fn lock<K>(state: &Mutex<ProxyState<K>>) -> std::sync::MutexGuard<'_, ProxyState<K>> {
-    // A panic inside an interceptor must not wedge the other direction.
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }

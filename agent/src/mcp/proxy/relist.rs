@@ -12,8 +12,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{
     outbox::{Delivery, Outbox, to_line},
-    pump::lock,
-    state::{ProxyState, ctx_for, run_chain, tool_hints},
+    state::{ProxyState, ctx_for, lock, run_chain, tool_hints},
 };
 use crate::mcp::{
     audit, frame,

@@ -2,7 +2,7 @@
 //! counters, the re-list state), and the helpers every handler uses: running the chain, the
 //! interceptors' view of a message, queuing a handled message's output.
 
-use std::{collections::VecDeque, time::Instant};
+use std::{collections::VecDeque, sync::Mutex, time::Instant};
 
 use serde_json::Value;
 
@@ -195,4 +195,9 @@ pub(super) fn run_chain(
 
 pub(super) fn error_value(id: &Value, code: i64, message: &str) -> Value {
     serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+pub(super) fn lock<K>(state: &Mutex<ProxyState<K>>) -> std::sync::MutexGuard<'_, ProxyState<K>> {
+    // A panic inside an interceptor must not wedge the other direction.
+    state.lock().unwrap_or_else(|p| p.into_inner())
 }
