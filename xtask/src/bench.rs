@@ -34,7 +34,7 @@ const BENCHES: &[&str] = &[
 /// Where the results of this run go (one JSON line per number while the benchmarks run).
 const LINES: &str = "target/bench/results.jsonl";
 
-pub fn command(args: &[String]) -> Result {
+pub(crate) fn command(args: &[String]) -> Result {
     let mut only = None;
     let mut baseline = None;
     let mut it = args.iter();

@@ -26,7 +26,7 @@ use report::Verdict;
 
 use crate::{Result, root, run};
 
-pub const USAGE: &str = "usage: cargo xtask kernels [--kernel SERIES]... [--case TEXT]... [--ci] [--refresh] [-- TEST ARGS]
+pub(crate) const USAGE: &str = "usage: cargo xtask kernels [--kernel SERIES]... [--case TEXT]... [--ci] [--refresh] [-- TEST ARGS]
 
   --kernel SERIES  boot only this series (repeatable): 6.1, 6.12, 7.3 (default: all)
   --case TEXT      run only the cases whose name contains TEXT (repeatable)
@@ -103,7 +103,7 @@ fn parse(args: &[String]) -> Result<Options> {
 }
 
 /// `cargo xtask kernels ARGS`.
-pub fn command(args: &[String]) -> Result {
+pub(crate) fn command(args: &[String]) -> Result {
     if matches!(args.first().map(String::as_str), Some("-h" | "--help")) {
         println!("{USAGE}");
         return Ok(());
@@ -112,7 +112,7 @@ pub fn command(args: &[String]) -> Result {
 }
 
 /// The matrix step of `cargo xtask test`: the CI kernels and cases (`--ci`).
-pub fn ci() -> Result {
+pub(crate) fn ci() -> Result {
     matrix_run(parse(&["--ci".to_string()])?)
 }
 

@@ -7,7 +7,7 @@ use crate::{Result, root, run};
 
 /// Runs every check; `bin` is the built `mcp-guard` (systemd-analyze wants an existing
 /// ExecStart binary, so the unit is verified with its path swapped in).
-pub fn run_all(bin: &Path) -> Result {
+pub(crate) fn run_all(bin: &Path) -> Result {
     let root = root();
     let packaging = root.join("packaging");
     let unit = fs::read_to_string(packaging.join("systemd/mcp-guard.service"))

@@ -66,7 +66,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
 const PODMAN_RUNTIME_CONF: &str = "/etc/containers/containers.conf.d/mcp-guard-runtime.conf";
 
 /// Runs every step in order.
-pub fn run_all() -> Result {
+pub(crate) fn run_all() -> Result {
     debian_packages()?;
     podman_runtime()?;
     server_user()?;

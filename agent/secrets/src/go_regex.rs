@@ -19,7 +19,7 @@ const SPACE: &str = r"\t\n\f\r ";
 
 /// A `regex` builder for a translated pattern: octal escapes on (Go has them), and room for
 /// the large case-insensitive counted repetitions gitleaks rules are full of.
-pub fn builder(pattern: &str) -> regex::RegexBuilder {
+pub(crate) fn builder(pattern: &str) -> regex::RegexBuilder {
     let mut b = regex::RegexBuilder::new(pattern);
     b.octal(true).size_limit(64 << 20);
     b
@@ -27,7 +27,7 @@ pub fn builder(pattern: &str) -> regex::RegexBuilder {
 
 /// The `regex` crate spelling of the Go regex `go`; an error says what Go construct has no
 /// equivalent.
-pub fn translate(go: &str) -> Result<String, String> {
+pub(crate) fn translate(go: &str) -> Result<String, String> {
     let chars: Vec<char> = go.chars().collect();
     let mut out = String::with_capacity(go.len() + 16);
     let mut i = 0;

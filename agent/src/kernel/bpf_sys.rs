@@ -18,11 +18,11 @@ const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
 /// `BPF_PROG_TYPE_CGROUP_SOCK_ADDR`.
-pub const PROG_CGROUP_SOCK_ADDR: u32 = 18;
+pub(crate) const PROG_CGROUP_SOCK_ADDR: u32 = 18;
 /// `BPF_CGROUP_UNIX_CONNECT` (Linux 6.7).
-pub const ATTACH_UNIX_CONNECT: u32 = 49;
+pub(crate) const ATTACH_UNIX_CONNECT: u32 = 49;
 /// `BPF_CGROUP_UNIX_SENDMSG` (Linux 6.7).
-pub const ATTACH_UNIX_SENDMSG: u32 = 50;
+pub(crate) const ATTACH_UNIX_SENDMSG: u32 = 50;
 
 /// The leading part of `union bpf_attr` for `BPF_PROG_LOAD`, up to `attach_prog_fd`; the kernel
 /// zero-fills the fields after `size_of` bytes. Padding is explicit so no byte is uninitialised.
@@ -108,7 +108,7 @@ fn owned(ret: libc::c_long) -> OwnedFd {
 
 /// Why a program did not load: the errno and the verifier's log.
 #[derive(Debug)]
-pub struct LoadError {
+pub(crate) struct LoadError {
     /// What the kernel returned.
     pub error: io::Error,
     /// The verifier log (empty when the kernel refused before verifying).
@@ -129,7 +129,7 @@ impl std::fmt::Display for LoadError {
 }
 
 /// Loads `insns` as a program of `prog_type` that expects `expected_attach_type`.
-pub fn prog_load(
+pub(crate) fn prog_load(
     name: &str,
     prog_type: u32,
     expected_attach_type: u32,
@@ -175,7 +175,7 @@ pub fn prog_load(
 
 /// Attaches `prog` to the cgroup `cgroup` at `attach_type` through a bpf_link (which coexists
 /// with other programs there); closing the link, or unpinning it, detaches.
-pub fn link_create(
+pub(crate) fn link_create(
     prog: BorrowedFd<'_>,
     cgroup: BorrowedFd<'_>,
     attach_type: u32,
@@ -190,7 +190,7 @@ pub fn link_create(
 }
 
 /// Pins a program or link at `path` on bpffs.
-pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a pin path"))?;
     let mut attr = ObjPinAttr {
@@ -203,7 +203,7 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
 
 /// How many instructions the verifier processed for the program `prog` (Linux 5.16+; `None`
 /// before, or when the kernel does not say).
-pub fn verified_insns(prog: BorrowedFd<'_>) -> Option<u32> {
+pub(crate) fn verified_insns(prog: BorrowedFd<'_>) -> Option<u32> {
     // SAFETY: `bpf_prog_info` is plain integers and a bitfield: all zeroes is a valid value.
     let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
     let mut attr = InfoAttr {

@@ -6,7 +6,7 @@
 use std::{fs::File, io::Read, path::Path};
 
 /// The interpreter the kernel loads to run `path`, if any (and if it can be read).
-pub fn interpreter(path: &Path) -> Option<String> {
+pub(super) fn interpreter(path: &Path) -> Option<String> {
     let mut head = Vec::new();
     File::open(path)
         .ok()?

@@ -139,7 +139,7 @@ fn list(key: &str, entries: &BTreeMap<String, Why>, noun: &str, samples: bool) -
 }
 
 /// The policy text for `server` from what was observed.
-pub fn policy(server: &str, o: &Observed) -> String {
+pub(super) fn policy(server: &str, o: &Observed) -> String {
     let sessions: Vec<&str> = o.sessions.iter().map(String::as_str).collect();
     let mut out = format!(
         "# Suggested by `mcp-guard policy suggest` from {} recorded events of {} session{} ({}).\n\

@@ -9,7 +9,7 @@ use std::{fs, path::Path};
 use crate::Result;
 
 /// The virtiofs tag the host's root is exported under (vm.rs uses the same).
-pub const ROOT_TAG: &str = "mcpg-root";
+pub(super) const ROOT_TAG: &str = "mcpg-root";
 
 /// The first program the kernel runs. Modules load in the order given (dependencies first).
 /// The run script's path comes from `mcpg.run=` on the kernel command line. On any failure it
@@ -96,7 +96,7 @@ fn pad4(out: &mut Vec<u8>) {
 
 /// Builds the initramfs at `dest` from the static busybox and `modules` (name, uncompressed
 /// `.ko` path), loaded in the given order.
-pub fn build(dest: &Path, busybox: &Path, modules: &[(String, std::path::PathBuf)]) -> Result {
+pub(super) fn build(dest: &Path, busybox: &Path, modules: &[(String, std::path::PathBuf)]) -> Result {
     let read = |p: &Path| fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let busybox = read(busybox)?;
     let init = INIT.replace("@TAG@", ROOT_TAG);
