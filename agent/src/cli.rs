@@ -47,7 +47,7 @@ pub enum Command {
     Pins(PinsCommand),
     /// Wrap the stdio servers of an MCP client's config file with `mcp-guard exec`
     ///
-    /// Reads Claude Desktop's claude_desktop_config.json, Cursor's mcp.json or VS Code's mcp.json
+    /// Reads Claude Desktop's `claude_desktop_config.json`, Cursor's mcp.json or VS Code's mcp.json
     /// (or settings.json) and wraps every stdio server as
     ///   mcp-guard exec --policy POLICY --name SERVER -- COMMAND ARGS...
     /// Each server's policy: --policy-for SERVER=POLICY if given, else the policy in the policy
@@ -103,7 +103,7 @@ pub struct AgentArgs {
     /// Agent config file (TOML); default /etc/mcp-guard/agent.toml when it exists.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Where to serve /metrics: host:port or unix:/path (overrides the config; default
+    /// Where to serve /metrics: host:port or <unix:/path> (overrides the config; default
     /// 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<crate::metrics::listen::MetricsAddr>,
@@ -138,7 +138,7 @@ pub struct ExecArgs {
     #[arg(long)]
     pub learn: bool,
     /// The agent's socket: when an agent listens there, the session runs in the agent (exec
-    /// then needs no privilege). Default: $MCP_GUARD_AGENT_SOCKET, else
+    /// then needs no privilege). Default: $`MCP_GUARD_AGENT_SOCKET`, else
     /// /run/mcp-guard/agent.sock.
     #[arg(long, value_name = "PATH")]
     pub agent_socket: Option<PathBuf>,
@@ -356,10 +356,10 @@ pub struct TraceArgs {
 #[derive(Debug, Args)]
 pub struct FleetArgs {
     /// Query the fleet's ClickHouse instead of this host's store: its HTTP(S) interface, e.g.
-    /// http://clickhouse.example:8123. Output gains each record's host.
+    /// <http://clickhouse.example:8123>. Output gains each record's host.
     #[arg(long, value_name = "URL")]
     pub fleet: Option<String>,
-    /// The database the agents ship to [default: mcp_guard].
+    /// The database the agents ship to [default: `mcp_guard`].
     #[arg(long, value_name = "DB", requires = "fleet")]
     pub fleet_database: Option<String>,
     /// The ClickHouse user [default: ClickHouse's default user].

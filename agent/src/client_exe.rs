@@ -3,7 +3,7 @@
 //! choose what it says, unlike `clientInfo.name`). `[tools.clients]` rules with `exe` match it.
 //!
 //! Standalone, exec reads its own parent. Through the agent, the agent reads the parent of the
-//! peer the socket reports (SO_PEERCRED's pid), with the caller's file-system identity: it sees
+//! peer the socket reports (`SO_PEERCRED`'s pid), with the caller's file-system identity: it sees
 //! what the caller could see of its own processes, and needs no ptrace capability. In both cases
 //! the parent is read again afterwards: had it exited in between (the process then gets a new
 //! parent), its pid could have been reused, so the answer is dropped. Through the agent the peer
@@ -24,7 +24,7 @@ pub fn of_own_parent() -> Option<PathBuf> {
     (std::os::unix::process::parent_id() == parent).then_some(exe)
 }
 
-/// The executable of the parent of `pid`, the agent's peer on `peer` (SO_PEERCRED), read with
+/// The executable of the parent of `pid`, the agent's peer on `peer` (`SO_PEERCRED`), read with
 /// file-system uid `uid` and gid `gid` (the peer's).
 pub fn of_peer_parent(peer: BorrowedFd<'_>, pid: u32, uid: u32, gid: u32) -> Option<PathBuf> {
     let pidfd = peer_pidfd(peer);
@@ -75,7 +75,7 @@ fn as_user(uid: u32, gid: u32) -> bool {
     }
 }
 
-/// The peer's pidfd (SO_PEERPIDFD, Linux 6.5+); `None` on older kernels.
+/// The peer's pidfd (`SO_PEERPIDFD`, Linux 6.5+); `None` on older kernels.
 fn peer_pidfd(peer: BorrowedFd<'_>) -> Option<OwnedFd> {
     let mut fd: libc::c_int = -1;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;

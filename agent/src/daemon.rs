@@ -97,7 +97,7 @@ pub struct Config {
     /// Let non-root callers use `--observe`.
     #[serde(default)]
     pub allow_observe: bool,
-    /// Sessions one non-root user may run at once (by SO_PEERCRED uid).
+    /// Sessions one non-root user may run at once (by `SO_PEERCRED` uid).
     #[serde(default = "default_max_sessions")]
     pub max_sessions_per_user: u32,
     /// `[store]`: retention.

@@ -77,7 +77,7 @@ pub const SERVER_USER: &str = "mcp-guard-server";
 
 /// [`SERVER_USER`]'s uid and gid. Panics when the host lacks it (`cargo xtask setup` makes it)
 /// or when it cannot reach the workspace: the tests' servers run as that user, from the
-/// workspace's build, venv and node_modules.
+/// workspace's build, venv and `node_modules`.
 pub fn server_user() -> (u32, u32) {
     static CHECKED: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
     *CHECKED.get_or_init(|| {

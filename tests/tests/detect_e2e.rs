@@ -209,7 +209,7 @@ fn an_honest_call_raises_no_alert() {
     let _ = std::fs::remove_dir_all(&scene.dir);
 }
 
-/// Runs `steps` (see tests/fixtures/detect_client.py) against the weather server under exec;
+/// Runs `steps` (see `tests/fixtures/detect_client.py`) against the weather server under exec;
 /// the fixture's exfiltration port is `port`. Returns one result per call.
 fn script(scene: &Scene, port: u16, steps: Value, extra: &[&str]) -> Vec<Value> {
     let out = Command::new(python())

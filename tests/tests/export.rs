@@ -2,7 +2,7 @@
 //! Debian's clickhouse-server and rsyslog, each test's own instance on its own ports.
 //!
 //! - a sink down during a burst of 10,000 events gets every one once it is back;
-//! - an agent SIGKILLed mid-export resumes from its cursor, and ClickHouse holds each record
+//! - an agent `SIGKILLed` mid-export resumes from its cursor, and ClickHouse holds each record
 //!   exactly once after `FINAL`;
 //! - two state dirs standing for two hosts ship to one ClickHouse, and `--fleet` queries show
 //!   both, the same records as each host's own query, with the host;

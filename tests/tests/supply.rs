@@ -447,7 +447,7 @@ fn a_changed_byte_in_a_pinned_pypi_package_refuses_naming_the_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// An ed25519 key pair and an allowed_signers file naming `identity`.
+/// An ed25519 key pair and an `allowed_signers` file naming `identity`.
 fn keypair(dir: &Path, tag: &str, identity: &str) -> (PathBuf, PathBuf) {
     let key = dir.join(tag);
     let out = Command::new("ssh-keygen")

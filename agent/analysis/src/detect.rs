@@ -204,7 +204,7 @@ pub struct CallEnd {
     pub result_bytes: Option<u64>,
     /// Whether mcp-guard denied the call.
     pub denied: bool,
-    /// When (CLOCK_BOOTTIME ns).
+    /// When (`CLOCK_BOOTTIME` ns).
     pub at_boot_ns: u64,
 }
 
@@ -257,7 +257,7 @@ pub fn is_interpreter(path: &str) -> bool {
 
 /// Opens for writing that change nothing a read-only tool promises to leave alone: unknown
 /// paths (the kernel could not read the path; counted as `path_read_failed`), the null device
-/// and terminals, and lock files taken with O_EXCL (how git, for one, guards a read: `git status`
+/// and terminals, and lock files taken with `O_EXCL` (how git, for one, guards a read: `git status`
 /// refreshes the index's stat cache under `.git/index.lock`; the content is unchanged).
 pub fn is_harmless_write(path: &str, flags: u32) -> bool {
     path.is_empty()

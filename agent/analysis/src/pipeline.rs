@@ -134,7 +134,7 @@ impl Pipeline {
         }
     }
 
-    /// The proxy has said everything up to `now` (CLOCK_BOOTTIME ns): events up to it are
+    /// The proxy has said everything up to `now` (`CLOCK_BOOTTIME` ns): events up to it are
     /// attributed without waiting for its next fact.
     pub fn settled(&mut self, now: u64) {
         self.correlator.advance(now);

@@ -82,7 +82,7 @@ pub struct PinSignature {
 /// A signer for `ssh-keygen -Y verify`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignerKey {
-    /// OpenSSH allowed_signers file holding the public key.
+    /// OpenSSH `allowed_signers` file holding the public key.
     pub allowed_signers: PathBuf,
     /// The principal (identity) the signature must be from.
     pub identity: String,

@@ -1,5 +1,5 @@
 //! How much of the agent one local user may hold: connections that have not yet sent their
-//! request, and sessions (each one a root worker process), counted per uid from SO_PEERCRED.
+//! request, and sessions (each one a root worker process), counted per uid from `SO_PEERCRED`.
 //!
 //! A slot is a value that gives its place back when dropped, so a connection or session that ends
 //! any way at all (answered, refused, timed out, worker exited, panic) is no longer counted.

@@ -2,9 +2,9 @@
 //! mcp-guard guards is never a client. Its sessions would run under policies its user may use,
 //! and a server running as root would be treated as root (`--observe`: no jail at all).
 //!
-//! The peer's cgroup is read from `/proc/<pid>/cgroup`, with the pid of SO_PEERCRED (taken when
+//! The peer's cgroup is read from `/proc/<pid>/cgroup`, with the pid of `SO_PEERCRED` (taken when
 //! it connected). A pid is only reused once its process is gone, so the reading counts only if
-//! the same process is still alive after it: the peer's pidfd (SO_PEERPIDFD, Linux 6.5) says
+//! the same process is still alive after it: the peer's pidfd (`SO_PEERPIDFD`, Linux 6.5) says
 //! so. Where there is none, the process must still be there under that pid.
 
 use std::{

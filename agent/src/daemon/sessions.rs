@@ -1,6 +1,6 @@
 //! The agent's Unix socket: `exec` clients ask for sessions, session workers for their guard.
 //!
-//! An exec request is checked against who sent it (SO_PEERCRED, not anything the client says):
+//! An exec request is checked against who sent it (`SO_PEERCRED`, not anything the client says):
 //! a non-root user gets policies from the policy dir by name only, only those whose `[access]`
 //! lets them, no `--observe` unless the config allows it, with `known_only` no launch without a
 //! policy of its own, and no server name (`--name`, checked here as an identifier) that belongs

@@ -1,7 +1,7 @@
 //! Tiny hand-assembled BPF programs for the probes that need a program of a given type attached
 //! to a real hook, which aya can only do for programs found in an object file.
 //!
-//! Every program here is a handful of instructions (`mov r0, 0; exit`, or a send_signal aimed at
+//! Every program here is a handful of instructions (`mov r0, 0; exit`, or a `send_signal` aimed at
 //! one probe child); each is attached only for the duration of its probe and released by closing
 //! its file descriptors.
 
@@ -21,11 +21,11 @@ const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 pub(super) const PROG_TRACEPOINT: u32 = 5;
 /// `BPF_PROG_TYPE_RAW_TRACEPOINT`.
 pub(super) const PROG_RAW_TRACEPOINT: u32 = 17;
-/// `BPF_PROG_TYPE_TRACING` (tp_btf, fentry, ...).
+/// `BPF_PROG_TYPE_TRACING` (`tp_btf`, fentry, ...).
 pub(super) const PROG_TRACING: u32 = 26;
 /// `BPF_PROG_TYPE_LSM`.
 pub(super) const PROG_LSM: u32 = 29;
-/// `BPF_TRACE_RAW_TP`: a tracing program on a BTF-typed raw tracepoint (tp_btf).
+/// `BPF_TRACE_RAW_TP`: a tracing program on a BTF-typed raw tracepoint (`tp_btf`).
 pub(super) const ATTACH_TRACE_RAW_TP: u32 = 23;
 /// `BPF_LSM_MAC`.
 pub(super) const ATTACH_LSM_MAC: u32 = 27;
@@ -150,7 +150,7 @@ pub(super) fn load(
     })
 }
 
-/// Attaches a raw_tracepoint program to tracepoint `name`, or a tp_btf / LSM program (`None`) to
+/// Attaches a `raw_tracepoint` program to tracepoint `name`, or a `tp_btf` / LSM program (`None`) to
 /// the hook it was loaded for. Closing the returned fd detaches it.
 pub(super) fn raw_tracepoint_open(name: Option<&CStr>, prog: &OwnedFd) -> Result<OwnedFd, Errno> {
     let mut attr = RawTracepointAttr {

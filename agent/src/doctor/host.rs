@@ -19,7 +19,7 @@ pub(super) fn parse_cap_eff(status: &str) -> Option<u64> {
 }
 
 /// Capabilities mcp-guard uses, with their bit numbers (linux/capability.h): BPF and PERFMON to
-/// load programs, NET_ADMIN for cgroup socket hooks, SYS_ADMIN for cgroups, mounts and
+/// load programs, `NET_ADMIN` for cgroup socket hooks, `SYS_ADMIN` for cgroups, mounts and
 /// namespaces, SETUID/SETGID to drop a server to its user.
 pub(super) const CAPS: [(&str, u32); 6] = [
     ("CAP_SETGID", 6),

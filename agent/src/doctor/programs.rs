@@ -238,7 +238,7 @@ pub(super) fn probe_tp_btf(b: &mut Builder, btf: Option<&KernelBtf>) {
     }
 }
 
-/// Attaches a tp_btf/sys_enter program that sends SIGUSR2 to one forked child only, lets the
+/// Attaches a `tp_btf/sys_enter` program that sends SIGUSR2 to one forked child only, lets the
 /// child make a syscall, and checks that the signal killed it.
 pub(super) fn probe_send_signal(b: &mut Builder, btf: Option<&KernelBtf>) {
     const CONSEQUENCE_NO: &str = "no in-kernel kill: mcp-guard's sys_enter program calls bpf_send_signal; exec refuses to launch (77) unless --observe or [enforcement] allow_degraded";

@@ -112,7 +112,7 @@ impl ClickHouse {
         Err(format!("{}: HTTP {status}: {text}", self.url))
     }
 
-    /// Inserts JSONEachRow `body` into `table`.
+    /// Inserts `JSONEachRow` `body` into `table`.
     pub fn insert(&self, table: &str, body: &[u8]) -> Result<(), String> {
         let query = format!("INSERT INTO {}.{table} FORMAT JSONEachRow", self.database);
         self.post(Some(&query), body).map(drop)

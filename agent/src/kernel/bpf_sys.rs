@@ -173,7 +173,7 @@ pub(crate) fn prog_load(
     }
 }
 
-/// Attaches `prog` to the cgroup `cgroup` at `attach_type` through a bpf_link (which coexists
+/// Attaches `prog` to the cgroup `cgroup` at `attach_type` through a `bpf_link` (which coexists
 /// with other programs there); closing the link, or unpinning it, detaches.
 pub(crate) fn link_create(
     prog: BorrowedFd<'_>,

@@ -65,7 +65,7 @@ fn u32_at(data: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-/// A type record's fields: kind, kind_flag, vlen, size-or-type, trailing data.
+/// A type record's fields: kind, `kind_flag`, vlen, size-or-type, trailing data.
 struct Record {
     kind: u32,
     kind_flag: bool,

@@ -152,7 +152,7 @@ pub(crate) struct Refresher {
 }
 
 impl Refresher {
-    /// `hosts` are (name, port_lo, port_hi); `nets` the allowlist's fixed networks.
+    /// `hosts` are (name, `port_lo`, `port_hi`); `nets` the allowlist's fixed networks.
     pub(crate) fn new(
         resolver: NameResolver,
         hosts: Vec<(String, u16, u16)>,

@@ -39,7 +39,7 @@ pub struct Identity {
     pub why: String,
 }
 
-/// Who asked the agent for a launch: the client's credentials (SO_PEERCRED) and environment.
+/// Who asked the agent for a launch: the client's credentials (`SO_PEERCRED`) and environment.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Caller {
     /// The client's uid.

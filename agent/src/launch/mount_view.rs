@@ -158,7 +158,7 @@ pub fn apply(plan: &Plan) -> Result<(), String> {
     Ok(())
 }
 
-/// A detached bind mount of `path` (open_tree with OPEN_TREE_CLONE), to attach elsewhere later.
+/// A detached bind mount of `path` (`open_tree` with `OPEN_TREE_CLONE`), to attach elsewhere later.
 pub(super) fn clone_tree(path: &Path) -> Result<OwnedFd, String> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| format!("{}: NUL in path", path.display()))?;

@@ -99,7 +99,7 @@ impl Program {
         Program(p.into_iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
     }
 
-    /// Installs the filter on the calling thread (no_new_privs must be set or CAP_SYS_ADMIN held).
+    /// Installs the filter on the calling thread (`no_new_privs` must be set or `CAP_SYS_ADMIN` held).
     pub fn install(&self) -> Result<(), String> {
         let bpf: BpfProgram = self
             .0
@@ -268,7 +268,7 @@ fn truncate_rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, seccompiler::Backend
     Ok(out)
 }
 
-/// x32 syscalls share the x86_64 audit arch but set bit 30 of the number; seccompiler's
+/// x32 syscalls share the `x86_64` audit arch but set bit 30 of the number; seccompiler's
 /// per-number rules would not match them, so they are refused wholesale.
 fn x32_filter() -> Program {
     const X32_BIT: u32 = 0x4000_0000;
@@ -284,7 +284,7 @@ fn x32_filter() -> Program {
     ])
 }
 
-/// Whether this kernel has seccomp filtering (PR_GET_SECCOMP fails with EINVAL without it).
+/// Whether this kernel has seccomp filtering (`PR_GET_SECCOMP` fails with EINVAL without it).
 pub fn available() -> bool {
     // SAFETY: PR_GET_SECCOMP takes no pointer arguments.
     let r = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
@@ -414,7 +414,7 @@ mod tests {
     }
 
     /// The attack landlock before ABI 3 lets through: truncating a file the server may only
-    /// read (or one outside every set) with truncate(2) or a read-only open with O_TRUNC.
+    /// read (or one outside every set) with truncate(2) or a read-only open with `O_TRUNC`.
     #[test]
     fn the_truncate_rule_denies_truncation_without_a_write_open() {
         let dir = std::env::temp_dir().join(format!("mcpg-seccomp-trunc-{}", std::process::id()));

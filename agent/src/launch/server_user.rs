@@ -8,7 +8,7 @@
 //! mcp-guard-server` a directory the policy lets the server write, add the user to a group to let
 //! it read one. What one server could do to another running under the same uid is small: each
 //! jail has its own PID namespace (another server's processes cannot be named, so not signalled
-//! or traced; ptrace and process_vm_* are denied by seccomp anyway), its own IPC namespace and
+//! or traced; ptrace and `process_vm`_* are denied by seccomp anyway), its own IPC namespace and
 //! private `/tmp` and `/proc`, and landlock confines each to its policy's paths, so they meet
 //! only where two policies grant the same path: there the uid lets one change files the other
 //! reads, as two policies sharing a directory would let any two servers. What the shared uid does

@@ -3,7 +3,7 @@
 //! Process tree: launcher → helper (joins v1 cgroups, relays the exit status) → init (born in
 //! the v2 cgroup as pid 1 of the new namespaces: handshake, mounts, builds landlock, reaps) →
 //! server (inherited descriptors closed at exec, its own session without a terminal →
-//! landlock → caps → seccomp → execve). Each sets PR_SET_PDEATHSIG=SIGKILL so a dead launcher
+//! landlock → caps → seccomp → execve). Each sets `PR_SET_PDEATHSIG=SIGKILL` so a dead launcher
 //! takes the tree down.
 //!
 //! Control socket on fd 3 (a socketpair end, close-on-exec in the helper):
@@ -119,7 +119,7 @@ fn wait_for(pid: Pid) -> i32 {
 }
 
 /// The helper: v1 cgroups, then init forked straight into the v2 cgroup and the new namespaces
-/// (clone3 with CLONE_INTO_CGROUP: moving a live task into a v2 cgroup waits for an RCU grace
+/// (clone3 with `CLONE_INTO_CGROUP`: moving a live task into a v2 cgroup waits for an RCU grace
 /// period), then relay init's status. Kernels without clone3 get the old way:
 /// write cgroup.procs, unshare, fork.
 fn helper(spec: &JailSpec, mut sock: UnixStream) -> Result<i32, Failure> {
@@ -430,7 +430,7 @@ fn server(
 
 /// Marks every descriptor above stderr close-on-exec: the server's execve closes them, while the
 /// control socket stays usable until then to report a failed exec. `close_range` with
-/// CLOSE_RANGE_CLOEXEC (Linux 5.11), else each entry of /proc/self/fd.
+/// `CLOSE_RANGE_CLOEXEC` (Linux 5.11), else each entry of /proc/self/fd.
 fn close_inherited() -> std::io::Result<()> {
     // SAFETY: close_range takes integers only; with CLOSE_RANGE_CLOEXEC it closes nothing.
     let r = unsafe {
@@ -452,7 +452,7 @@ fn close_inherited() -> std::io::Result<()> {
     }
 }
 
-/// [`close_inherited`] without close_range: every fd above stderr that /proc/self/fd lists.
+/// [`close_inherited`] without `close_range`: every fd above stderr that /proc/self/fd lists.
 fn cloexec_each_open_fd() -> std::io::Result<()> {
     let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
         .flatten()

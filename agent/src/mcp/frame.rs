@@ -156,7 +156,7 @@ impl fmt::Display for ParseError {
 }
 
 /// Parses JSON strictly: any object with a repeated key (compared case-insensitively) is an error,
-/// where serde_json alone would silently keep the last one.
+/// where `serde_json` alone would silently keep the last one.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, ParseError> {
     // One UTF-8 check of the whole line (quick on ASCII) instead of one per string, which is
     // what parsing from bytes does. Invalid UTF-8 is refused either way.
@@ -272,7 +272,7 @@ pub(crate) fn same_key(a: &str, b: &str) -> bool {
     fold_case(a) == fold_case(b)
 }
 
-/// Objects up to this many members are searched by comparing keys: serde_json's map hashes
+/// Objects up to this many members are searched by comparing keys: `serde_json`'s map hashes
 /// every lookup with SipHash, which costs more than a few short string comparisons.
 const SCAN_MEMBERS: usize = 8;
 

@@ -14,7 +14,7 @@ use mcp_guard_statefs::StateDir;
 use super::{NpmPin, Pins, SHA256, SupplyError, io_err, sha256_bytes, sha256_file};
 
 /// A digest over an installed package tree: every file and symlink below `dir` (nested
-/// node_modules included), in path order, with its kind, executable bit and content digest.
+/// `node_modules` included), in path order, with its kind, executable bit and content digest.
 pub fn tree_digest(dir: &Path) -> Result<String, SupplyError> {
     tree_listing(dir).map(|text| sha256_bytes(text.as_bytes()))
 }

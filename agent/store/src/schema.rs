@@ -1,7 +1,7 @@
 //! The SQL side of the store: schema migrations, and records to and from rows.
 //!
 //! Timestamps are INTEGER nanoseconds since the epoch (UTC): compact, indexable, exact. Lists
-//! (command, argv, candidates, event_ids) and free-form detail are JSON text.
+//! (command, argv, candidates, `event_ids`) and free-form detail are JSON text.
 
 use std::path::Path;
 

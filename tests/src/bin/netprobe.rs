@@ -163,7 +163,7 @@ fn mptcp_bind(addr: SocketAddr) -> String {
     }
 }
 
-/// Closes with RST instead of FIN: thousands of benchmark connects leave no TIME_WAIT behind to
+/// Closes with RST instead of FIN: thousands of benchmark connects leave no `TIME_WAIT` behind to
 /// slow down the ephemeral port search of later runs.
 fn reset_on_close(stream: &TcpStream) {
     use std::os::fd::AsRawFd as _;

@@ -40,7 +40,7 @@ fn main() {
     }
 }
 
-/// The calling thread's CPU time in ns (CLOCK_THREAD_CPUTIME_ID).
+/// The calling thread's CPU time in ns (`CLOCK_THREAD_CPUTIME_ID`).
 fn thread_cpu_ns() -> u128 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -98,7 +98,7 @@ const fn test(target: &'static str, name: &'static str) -> Run {
 // message (or the behaviour) changes.
 
 /// Landlock ABI 2 and no cgroup unix programs (6.1): a policy with egress is refused, naming
-/// the abstract-socket promise (no scope before ABI 6, no connect_unix before 6.7, and the
+/// the abstract-socket promise (no scope before ABI 6, no `connect_unix` before 6.7, and the
 /// network namespace that keeps it for a server without egress cannot give it the host's
 /// network). Its TCP-bind promise is kept: by the cgroup bind programs (landlock has no TCP
 /// rules before ABI 4); `tcp bind: cgroup programs alone` and `jail: tcp bind` show them.

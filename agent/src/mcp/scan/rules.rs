@@ -53,7 +53,7 @@ pub enum Concept {
     Prefer,
     /// Another tool's use as a trigger ("whenever X is called").
     Trigger,
-    /// Another server or its tools, generically ("the filesystem server's write_file").
+    /// Another server or its tools, generically ("the filesystem server's `write_file`").
     OtherServer,
     /// A tool of another server, by name (see [`super::names`]).
     ForeignTool,
