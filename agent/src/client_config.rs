@@ -917,7 +917,7 @@ mod tests {
             ),
         ];
         for (command, args, expected) in cases {
-            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let args: Vec<String> = args.iter().map(std::string::ToString::to_string).collect();
             assert_eq!(
                 package_of(command, &args).as_deref(),
                 *expected,
@@ -929,7 +929,7 @@ mod tests {
     #[test]
     fn candidate_names_strip_the_usual_affixes() {
         let names = |server: &str, command: &str, args: &[&str]| -> Vec<String> {
-            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let args: Vec<String> = args.iter().map(std::string::ToString::to_string).collect();
             candidate_names(server, command, &args)
                 .into_iter()
                 .map(|(n, _)| n)

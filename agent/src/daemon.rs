@@ -412,7 +412,7 @@ async fn run(
                 let store = store.clone();
                 let mut cursor = std::mem::take(&mut tail);
                 let (cursor, polled) = tokio::task::spawn_blocking(move || {
-                    let store = store.lock().unwrap_or_else(|p| p.into_inner());
+                    let store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     let polled = cursor.poll(&store);
                     (cursor, polled)
                 })
@@ -436,7 +436,7 @@ async fn run(
                 }
             }
             _ = hup.recv() => {
-                let problems = launcher.policies.lock().unwrap_or_else(|p| p.into_inner()).reload();
+                let problems = launcher.policies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reload();
                 for p in &problems {
                     eprintln!("mcp-guard agent: SIGHUP: {p}");
                 }
@@ -462,7 +462,7 @@ async fn run(
                     if new.store != config.store && !writer.set_retention(new.store.retention()) {
                         tracing::warn!("SIGHUP: the store writer is busy; [store] takes effect at the next reload");
                     }
-                    *launcher.rules.write().unwrap_or_else(|p| p.into_inner()) = new.rules();
+                    *launcher.rules.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new.rules();
                     config = Config {
                         metrics: config.metrics,
                         metrics_socket_group: config.metrics_socket_group,

@@ -122,7 +122,7 @@ fn truncate(value: &str) -> &str {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded data are plain sets and counters: still consistent after a panic elsewhere.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The agent's metrics: one registry with the contract's metrics, the process collector and,

@@ -160,7 +160,7 @@ impl Agent {
             .expect("start the agent");
         let mut agent = Agent {
             child,
-            addr: addr.to_string(),
+            addr: addr.clone(),
             socket,
             state,
             policies,

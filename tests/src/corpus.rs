@@ -313,7 +313,7 @@ fn check_common(c: &Common<'_>, problems: &mut Vec<String>) {
     if c.note.trim().is_empty() {
         problems.push("`note` is empty".into());
     }
-    if c.names.iter().any(|list| list.iter().any(|n| n.is_empty())) {
+    if c.names.iter().any(|list| list.iter().any(std::string::String::is_empty)) {
         problems.push("an empty tool name in client_tools/server_tools".into());
     }
 }
@@ -324,7 +324,7 @@ fn check_tool(tool: &Value, field: &str, problems: &mut Vec<String>) {
         problems.push(format!("`{field}` is not an object"));
         return;
     }
-    if tool["name"].as_str().is_none_or(|n| n.is_empty()) {
+    if tool["name"].as_str().is_none_or(str::is_empty) {
         problems.push(format!("`{field}.name` must be a non-empty string"));
     }
     if !tool["inputSchema"].is_object() || tool["inputSchema"]["type"] != "object" {

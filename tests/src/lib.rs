@@ -26,9 +26,7 @@ pub fn workspace_root() -> PathBuf {
 
 /// The cargo target directory the binaries were built into.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
 /// A binary built from this workspace (`cargo build --bins`), e.g. `mcp-guard`, of the profile

@@ -33,7 +33,7 @@ impl Residue {
         ]
         .iter()
         .filter_map(|d| std::fs::read_dir(d).ok())
-        .flat_map(|d| d.flatten())
+        .flat_map(std::iter::Iterator::flatten)
         .filter(|e| e.path().is_dir())
         .count();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")

@@ -448,7 +448,7 @@ fn overlapping_calls_make_their_events_ambiguous_listing_both() {
         .iter()
         .map(|c| c["call_id"].as_str().expect("id"))
         .collect();
-    ids.sort();
+    ids.sort_unstable();
     let notes = scene.home.join("notes.txt");
     let events = query(&scene, &["events", "--json", "--kind", "open"]);
     let reads: Vec<&Value> = events
@@ -465,7 +465,7 @@ fn overlapping_calls_make_their_events_ambiguous_listing_both() {
             .iter()
             .map(|c| c.as_str().expect("id"))
             .collect();
-        candidates.sort();
+        candidates.sort_unstable();
         assert_eq!(candidates, ids, "{e}");
     }
     let _ = std::fs::remove_dir_all(&scene.dir);

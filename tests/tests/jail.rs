@@ -933,7 +933,7 @@ fn kernel_guard_and_pump_seams() {
         name: Some(format!("seams-{}", std::process::id())),
         observe: false,
         learn: false,
-        command: cmd.iter().map(|s| s.to_string()).collect(),
+        command: cmd.iter().map(std::string::ToString::to_string).collect(),
         caller: None,
         client_exe: None,
         audit: Default::default(),

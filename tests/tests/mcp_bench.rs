@@ -459,8 +459,7 @@ async fn compare(server: Server) {
                 ..Default::default()
             })
         })
-        .map(|c| c.into_iter().filter(|c| c.audit.is_some()).count())
-        .unwrap_or(0);
+        .map_or(0, |c| c.into_iter().filter(|c| c.audit.is_some()).count());
     let _ = std::fs::remove_dir_all(&dir);
 
     let mut d_lat = d_lat;

@@ -23,7 +23,7 @@ fn neighbours(client: &[String], own: &[String], name: &str) -> Neighbours {
 
 fn channels(flags: &[Flag]) -> String {
     let mut c: Vec<&str> = flags.iter().map(|f| f.spot.channel.name()).collect();
-    c.sort();
+    c.sort_unstable();
     c.dedup();
     c.join("+")
 }

@@ -128,10 +128,10 @@ impl World {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let unix: Vec<String> = unix.iter().map(|s| s.to_string()).collect();
+        let unix: Vec<String> = unix.iter().map(std::string::ToString::to_string).collect();
         let mut read: Vec<String> = ["/usr", "/lib", "/lib64", "/bin", "/etc", "/proc"]
             .iter()
-            .map(|s| s.to_string())
+            .map(std::string::ToString::to_string)
             .collect();
         read.push(bindir.clone());
         read.extend(extra_read.iter().map(|p| p.display().to_string()));

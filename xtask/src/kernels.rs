@@ -216,9 +216,7 @@ fn same_filesystem_as_root(paths: &[PathBuf]) -> Result {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 
 /// A test executable and the directory cargo runs it in (its package's).
@@ -285,9 +283,7 @@ fn build(cases: &[&Case]) -> Result<BTreeMap<String, TestExe>> {
         let manifest = msg.get("manifest_path").and_then(json::Value::as_str);
         if is_test && targets.contains(&name) {
             let dir = manifest
-                .and_then(|m| Path::new(m).parent())
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| root().join("tests"));
+                .and_then(|m| Path::new(m).parent()).map_or_else(|| root().join("tests"), Path::to_path_buf);
             exes.insert(
                 name.to_string(),
                 TestExe {

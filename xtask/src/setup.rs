@@ -103,8 +103,7 @@ fn debian_packages() -> Result {
             !Command::new("dpkg-query")
                 .args(["-W", "-f=${Status}", p])
                 .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-                .unwrap_or(false)
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
         })
         .collect();
     if missing.is_empty() {
@@ -238,8 +237,7 @@ fn bpf_linker() -> Result {
     let linker_works = Command::new("bpf-linker")
         .arg("--version")
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+        .is_ok_and(|o| o.status.success());
     if linker_works && fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         println!("==> bpf-linker: present, built against {llvm_name}");
         return Ok(());
@@ -362,9 +360,7 @@ fn real_server_tools() -> Result {
         hasher.write(&bytes);
     }
     let wanted = format!("{:016x}\n", hasher.finish());
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let out = target.join("real-tools");
     let stamp = out.join("inputs.stamp");
     if out.join("index.json").exists() && fs::read_to_string(&stamp).ok() == Some(wanted.clone()) {

@@ -229,7 +229,7 @@ fn walk(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
         return;
     };
     let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
-    entries.sort_by_key(|e| e.file_name());
+    entries.sort_by_key(std::fs::DirEntry::file_name);
     for e in entries {
         let p = e.path();
         let Ok(t) = e.file_type() else { continue };

@@ -205,7 +205,7 @@ fn posix_class_end(chars: &[char], from: usize) -> Option<usize> {
         j += 1;
     }
     let start = j;
-    while chars.get(j).is_some_and(|c| c.is_ascii_lowercase()) {
+    while chars.get(j).is_some_and(char::is_ascii_lowercase) {
         j += 1;
     }
     (j > start && chars.get(j) == Some(&':') && chars.get(j + 1) == Some(&']')).then_some(j + 2)

@@ -72,7 +72,7 @@ pub fn for_source(source: Option<&RulesSource>) -> Result<SecretRules, RulesErro
     let cache = CACHE.get_or_init(Default::default);
     if let Some((_, rules)) = cache
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .iter()
         .find(|(s, _)| s == source)
     {
@@ -92,7 +92,7 @@ pub fn for_source(source: Option<&RulesSource>) -> Result<SecretRules, RulesErro
             message,
         }],
     })?;
-    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cache = cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // A long-lived agent sees few distinct files; keep the latest few.
     if cache.len() >= 8 {
         cache.remove(0);

@@ -339,7 +339,7 @@ fn draw(template: &str, rng: &mut Rng) -> (String, String) {
                 in_secret = false;
                 continue;
             }
-            '{' if chars.peek().is_some_and(|c| c.is_ascii_alphabetic()) => {
+            '{' if chars.peek().is_some_and(char::is_ascii_alphabetic) => {
                 let mut spec = String::new();
                 for c in chars.by_ref() {
                     if c == '}' {

@@ -106,7 +106,7 @@ impl Admission {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
         // The counts stay consistent under a panic elsewhere: every change is one statement.
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

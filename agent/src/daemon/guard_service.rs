@@ -77,7 +77,7 @@ enum RouterCmd {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl GuardService {
@@ -302,7 +302,7 @@ fn live_session_cgroups(parent: &Path) -> HashSet<u64> {
             entries
                 .flatten()
                 .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_dir())
+                .filter(std::fs::Metadata::is_dir)
                 .map(|m| m.ino())
                 .collect()
         })

@@ -253,7 +253,7 @@ impl Launcher {
         let cap = self
             .rules
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .max_sessions_per_user;
         self.admission.session(uid, cap).map_err(|_| {
             let name = User::from_uid(Uid::from_raw(uid))
@@ -275,7 +275,7 @@ impl Launcher {
     /// Whether `uid` may run `req`; the policy the worker runs it with (`None`: the built-in
     /// default).
     fn authorize(&self, uid: u32, gid: u32, req: &ExecRequest) -> Result<Option<Loaded>, Refusal> {
-        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let rules = self.rules.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let dir = self.dirs.policy.display().to_string();
         let spec = req.policy.clone();
         let is_file = spec
@@ -308,7 +308,7 @@ impl Launcher {
             Some(name) => Some(
                 self.policies
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .get(name),
             ),
         }
@@ -349,7 +349,7 @@ impl Launcher {
             && let Some(owner) = self
                 .policies
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .owner_of(server)
             && owner != policy.name
         {
@@ -402,7 +402,7 @@ impl Launcher {
             policy_dir: self.dirs.policy.clone(),
             socket: self.socket.clone(),
             client_exe,
-            audit: self.rules.read().unwrap_or_else(|p| p.into_inner()).audit,
+            audit: self.rules.read().unwrap_or_else(std::sync::PoisonError::into_inner).audit,
         };
         // The worker reads it blocking (the flag is the connection's: the agent only writes a
         // refusal on it from here on).

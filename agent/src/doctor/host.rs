@@ -34,8 +34,7 @@ pub(super) const CAPS: [(&str, u32); 6] = [
 pub(super) fn temp_cgroup_name() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+        .map_or(0, |d| d.subsec_nanos());
     format!("mcp-guard-doctor-{}-{nanos}", std::process::id())
 }
 

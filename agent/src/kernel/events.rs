@@ -43,14 +43,14 @@ impl Labels {
     pub(crate) fn insert(&self, session: u32, label: ServerLabel) {
         self.0
             .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(session, label);
     }
 
     fn get(&self, session: u32) -> ServerLabel {
         self.0
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&session)
             .cloned()
             .unwrap_or_else(|| ServerLabel {

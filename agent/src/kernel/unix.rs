@@ -248,7 +248,7 @@ impl UnixPrograms {
                 None => self
                     .links
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(link),
             }
         }

@@ -141,8 +141,7 @@ pub fn sanitize(server: &str) -> String {
 pub fn leaf_name(server: &str, policy: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+        .map_or(0, |d| d.subsec_nanos());
     format!(
         "{}-{}-{nanos:08x}@{}",
         sanitize(server),

@@ -122,9 +122,7 @@ pub async fn engine_info(address: &str) -> Result<EngineInfo, String> {
     let product = version
         .components
         .as_ref()
-        .and_then(|c| c.first())
-        .map(|c| c.name.clone())
-        .unwrap_or_else(|| "Docker Engine".into());
+        .and_then(|c| c.first()).map_or_else(|| "Docker Engine".into(), |c| c.name.clone());
     Ok(EngineInfo {
         address: address.to_string(),
         version: format!("{product} {}", version.version.unwrap_or_default()),
@@ -189,7 +187,7 @@ pub async fn resolve_image(docker: &Docker, image: &ImageRef) -> Result<String, 
 pub fn seccomp_profile(extra_deny: &[String]) -> serde_json::Value {
     let mut names: Vec<String> = seccomp::BUILTIN_DENY
         .iter()
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .chain(extra_deny.iter().cloned())
         .collect();
     names.sort();
@@ -546,11 +544,9 @@ pub fn reap_stale_cgroups(mounts: &cgroup::Mounts) -> Vec<PathBuf> {
         // Only trees with container leaves (the jail's own reaper handles flat leaves), and
         // only when nothing runs there any more.
         let has_children = std::fs::read_dir(&path)
-            .map(|d| d.flatten().any(|e| e.path().is_dir()))
-            .unwrap_or(false);
+            .is_ok_and(|d| d.flatten().any(|e| e.path().is_dir()));
         let populated = std::fs::read_to_string(path.join("cgroup.events"))
-            .map(|t| t.lines().any(|l| l == "populated 1"))
-            .unwrap_or(true);
+            .map_or(true, |t| t.lines().any(|l| l == "populated 1"));
         if has_children && !populated && remove_tree(mounts, &path).is_ok() {
             removed.push(path);
         }

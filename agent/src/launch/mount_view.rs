@@ -182,8 +182,7 @@ pub(super) fn attach_tree(path: &Path, tree: &OwnedFd) -> Result<(), String> {
         format!("carrying {} into the jail ({what}): {e}", path.display())
     };
     let is_dir = std::fs::metadata(format!("/proc/self/fd/{}", tree.as_raw_fd()))
-        .map(|m| m.is_dir())
-        .unwrap_or(true);
+        .map_or(true, |m| m.is_dir());
     if is_dir {
         std::fs::create_dir_all(path).map_err(|e| err("mkdir", e))?;
     } else {

@@ -484,7 +484,7 @@ where
     if let Err(e) = sw {
         tracing::debug!("writing to the server: {e}");
     }
-    let mut core = core.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut core = core.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !core.held.is_empty() {
         // Never delivered: their calls are refused and their other requests end unanswered below,
         // so each still gets its record.
@@ -576,7 +576,7 @@ async fn relist_watchdog<K: CallSink>(
 
 fn lock<K>(core: &Mutex<Core<K>>) -> std::sync::MutexGuard<'_, Core<K>> {
     // A panic inside an interceptor must not wedge the other direction.
-    core.lock().unwrap_or_else(|p| p.into_inner())
+    core.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Output bytes of one frame (or one event), per destination.

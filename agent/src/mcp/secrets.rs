@@ -168,7 +168,7 @@ impl Patterns {
         if !hits.matched_any() {
             return;
         }
-        for i in hits.iter() {
+        for i in &hits {
             let (name, re) = &self.list[i];
             let mut found = false;
             let replaced = re.replace_all(s.as_str(), |c: &regex::Captures<'_>| {
@@ -697,7 +697,7 @@ mod tests {
             SecretGuard::new(&SecretConfig {
                 in_arguments: a,
                 in_results: r,
-                pii: pii.iter().map(|s| s.to_string()).collect(),
+                pii: pii.iter().map(std::string::ToString::to_string).collect(),
                 ..SecretConfig::default()
             })
             .expect("compiles")

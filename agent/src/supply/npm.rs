@@ -264,7 +264,7 @@ pub(super) fn npm_package_dir(file: &Path) -> Option<PathBuf> {
     if comps.len() <= i + n {
         return None;
     }
-    let dir: PathBuf = comps[..=i + n - 1].iter().collect();
+    let dir: PathBuf = comps[..(i + n)].iter().collect();
     dir.join("package.json").is_file().then_some(dir)
 }
 

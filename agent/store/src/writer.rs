@@ -83,7 +83,7 @@ struct Shared {
 
 impl Shared {
     fn set_error(&self, err: String) {
-        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Log each distinct error once, not once per batch.
         if last.as_deref() != Some(err.as_str()) {
             tracing::warn!(error = %err, "store: records dropped");
@@ -255,7 +255,7 @@ impl StoreHandle {
                 .shared
                 .last_error
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
         }
     }
@@ -297,7 +297,7 @@ impl StoreHandle {
 const ACTIVE_TICK: Duration = Duration::from_millis(5);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The writer thread's state.

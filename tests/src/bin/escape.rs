@@ -191,7 +191,7 @@ fn fds() -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let arg = |i: usize| -> &str { args.get(i).map(String::as_str).unwrap_or("") };
+    let arg = |i: usize| -> &str { args.get(i).map_or("", String::as_str) };
     let action = arg(0);
     let result: Result<String, i32> = match action {
         "read" => std::fs::File::open(arg(1))
@@ -412,7 +412,7 @@ fn main() {
                 // Touch every page so it is really charged.
                 blocks.push(vec![1u8; 1 << 20]);
             }
-            Ok(blocks.iter().map(|b| b.len()).sum::<usize>().to_string())
+            Ok(blocks.iter().map(std::vec::Vec::len).sum::<usize>().to_string())
         }
         "whoami" => Ok(whoami()),
         "fds" => Ok(fds()),

@@ -124,7 +124,7 @@ fn guest_case(
                     .to_string_lossy()
                     .into_owned(),
             ];
-            argv.extend(args.iter().map(|a| a.to_string()));
+            argv.extend(args.iter().map(std::string::ToString::to_string));
             (root(), argv)
         }
         Run::Shell(script) => (root(), guest::shell_argv(script)),

@@ -425,7 +425,7 @@ mod tests {
             rc: Some(rc),
             secs: Some(1.0),
             limit: Some(60),
-            output: lines.iter().map(|l| l.to_string()).collect(),
+            output: lines.iter().map(std::string::ToString::to_string).collect(),
         };
         let refused = run(
             101,

@@ -115,7 +115,7 @@ pub fn unicode(s: &str) -> (String, Vec<Found>) {
         if is_zero_width(c) {
             let end = run_end(&is_zero_width);
             let run = &chars[i..end];
-            let latin = |k: Option<&char>| k.is_some_and(|c| c.is_ascii_alphanumeric());
+            let latin = |k: Option<&char>| k.is_some_and(char::is_ascii_alphanumeric);
             if run.len() >= 8 {
                 found.push(Found {
                     trick: Trick::ZeroWidthBits,

@@ -385,7 +385,7 @@ pub fn hits(folded: &str, role: Role) -> Vec<Hit> {
     let mut out = Vec::new();
     // Verbs that name what failed or stand in quoted source are no imperatives.
     let mut reporting: Option<Vec<Range<usize>>> = None;
-    for i in rules.set.matches(folded).iter() {
+    for i in &rules.set.matches(folded) {
         let (concept, weight, re) = &rules.list[i];
         let verb = matches!(concept, Concept::Read | Concept::Move) && role == Role::Prose;
         for m in re.find_iter(folded).take(8) {
@@ -434,7 +434,7 @@ pub fn sentences(text: &str) -> Vec<Range<usize>> {
     for i in 0..b.len() {
         let end = match b[i] {
             b'\n' => Some(i + 1),
-            b'.' | b'!' | b'?' if b.get(i + 1).is_none_or(|c| c.is_ascii_whitespace()) => {
+            b'.' | b'!' | b'?' if b.get(i + 1).is_none_or(u8::is_ascii_whitespace) => {
                 Some(i + 1)
             }
             _ => None,
