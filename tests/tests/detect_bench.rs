@@ -141,7 +141,7 @@ fn run(dir: &std::path::Path, full: bool, rate: Option<u64>) -> Run {
         let outcome = task.await.expect("pipeline");
         (t0.elapsed().as_secs_f64(), outcome.events + direct)
     });
-    store.flush(Duration::from_secs(60));
+    store.flush(Duration::from_mins(1));
     let stored_secs = started.elapsed().as_secs_f64();
     let s = store.stats();
     Run {

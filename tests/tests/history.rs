@@ -456,7 +456,7 @@ fn a_tool_the_policy_keeps_out_of_the_history_leaves_nothing_of_its_calls() {
 // ---------------------------------------------------------------------------------------------
 // Retention, run by the agent.
 
-const DAY: Duration = Duration::from_secs(86_400);
+const DAY: Duration = Duration::from_hours(24);
 
 fn ago(d: Duration) -> Timestamp {
     Timestamp::now().saturating_sub(d)
@@ -628,7 +628,7 @@ fn the_agent_deletes_the_oldest_first_keeps_the_evidence_longer_and_gives_the_di
     assert!(hup.success());
     wait_until(
         "the store cut down to 2M",
-        Duration::from_secs(60),
+        Duration::from_mins(1),
         || std::fs::metadata(&db).map_or(0, |m| m.len()) < 3 << 20,
         || agent.log(),
     );
@@ -751,7 +751,7 @@ impl RawClient {
         self.next += 1;
         let id = self.next;
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self
@@ -772,7 +772,7 @@ impl RawClient {
     /// Closes exec's stdin and waits for it: its output.
     fn finish(mut self) -> Output {
         drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         while self.child.try_wait().expect("wait").is_none() {
             assert!(Instant::now() < deadline, "exec did not exit");
             std::thread::sleep(Duration::from_millis(50));

@@ -107,7 +107,7 @@ fn ms(t: Timestamp, ms: u64) -> Timestamp {
 /// The incident from issue 6: `get_weather` reads credentials, then connects out.
 fn write_incident(db: &Path) -> Timestamp {
     let mut store = Store::open(db).expect("open store");
-    let t0 = Timestamp::now().saturating_sub(Duration::from_secs(120));
+    let t0 = Timestamp::now().saturating_sub(Duration::from_mins(2));
     let mut c = call("w1-c42", "weather", "get_weather", t0);
     c.ended_at = Some(ms(t0, 40));
     let mut read = event("w1-e1", "weather", ms(t0, 10));
@@ -623,7 +623,7 @@ fn store_bench() {
             rec.event_id = format!("w-{i}");
         }
     }
-    assert!(handle.flush(Duration::from_secs(300)));
+    assert!(handle.flush(Duration::from_mins(5)));
     let batched = N as f64 / started.elapsed().as_secs_f64();
     let written = handle.written();
     assert_eq!(written, N);
@@ -655,7 +655,7 @@ fn store_bench() {
     let db = dir.0.join("million").join(store::DB_FILE);
     let mut store = Store::open(&db).expect("open");
     const TOTAL: u64 = 1_000_000;
-    let span = Duration::from_secs(48 * 3600);
+    let span = Duration::from_hours(48);
     let start = Timestamp::now().saturating_sub(span);
     let step = span.as_nanos() as u64 / TOTAL;
     let started = Instant::now();
@@ -685,7 +685,7 @@ fn store_bench() {
 
     let filter = EventFilter {
         server: Some("server-3".into()),
-        since: Some(Timestamp::now().saturating_sub(Duration::from_secs(3600))),
+        since: Some(Timestamp::now().saturating_sub(Duration::from_hours(1))),
         ..Default::default()
     };
     let time_query = |store: &Store| {
@@ -741,7 +741,7 @@ fn store_bench() {
 
     let t = Instant::now();
     let pruned = store
-        .prune(Some(Duration::from_secs(24 * 3600)), None)
+        .prune(Some(Duration::from_hours(24)), None)
         .expect("prune");
     let prune_time = t.elapsed();
     let alerts = store.alerts(&AlertFilter::default()).expect("alerts").len();

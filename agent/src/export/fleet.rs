@@ -25,7 +25,7 @@ use mcp_guard_store::{
 };
 
 /// How long one fleet query may take.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(300);
+const QUERY_TIMEOUT: Duration = Duration::from_mins(5);
 
 /// Where the fleet's history is, as the command line gives it.
 #[derive(Clone, Debug, Default)]
@@ -424,7 +424,7 @@ mod tests {
                 server: Some("fs".into()),
                 call: Some("c1".into()),
                 kind: Some("kill".into()),
-                since: Some(Duration::from_secs(60)),
+                since: Some(Duration::from_mins(1)),
                 json: true,
             },
         )

@@ -38,7 +38,7 @@ pub trait Deliver: Send {
 
 /// The first wait after a failure, and the longest.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+const BACKOFF_MAX: Duration = Duration::from_mins(1);
 
 /// How often the lag gauges are refreshed while records flow (counting the backlog is a scan).
 const LAG_EVERY: Duration = Duration::from_secs(1);

@@ -27,7 +27,7 @@ use mcp_guard_model::kernel_event::{KernelEvent, KernelEventKind, boot_ns_now};
 /// An answer is kept at least this long, even with a TTL of 0 (the server needs time to use it).
 const MIN_TTL: Duration = Duration::from_secs(5);
 /// Names are re-resolved at least this often (hosts-file answers carry a one-day TTL).
-const MAX_REFRESH: Duration = Duration::from_secs(300);
+const MAX_REFRESH: Duration = Duration::from_mins(5);
 /// After a failed lookup, try again this soon.
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -296,7 +296,7 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().expect("addr");
         let b: IpAddr = "192.0.2.2".parse().expect("addr");
         let mut known = Vec::new();
-        merge(&mut known, &[a], t0 + Duration::from_secs(60), t0);
+        merge(&mut known, &[a], t0 + Duration::from_mins(1), t0);
         // The name now answers b only: a is still valid for 60s and stays.
         merge(
             &mut known,

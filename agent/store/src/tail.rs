@@ -21,7 +21,7 @@ use super::{LOST_KIND, Store, StoreError, Timestamp};
 const BATCH: i64 = 20_000;
 
 /// A call without an end this long after its start no longer holds the call cursor back.
-pub(crate) const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
+pub(crate) const ABANDONED_AFTER: Duration = Duration::from_hours(1);
 
 /// One ended `tools/call`.
 #[derive(Clone, Debug, PartialEq)]

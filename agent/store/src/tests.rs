@@ -360,7 +360,7 @@ fn filters_narrow_and_results_are_in_time_order() {
 fn trace_has_the_calls_events_including_ambiguous_ones_and_alerts() {
     let dir = TempDir::new("trace");
     let mut store = Store::open(&dir.db()).unwrap();
-    let t0 = ago(Duration::from_secs(60));
+    let t0 = ago(Duration::from_mins(1));
     let at = |ms: u64| t0.saturating_add(Duration::from_millis(ms));
     let mut c1 = call("c1", "w", "get_weather", at(0));
     c1.ended_at = Some(at(50));
@@ -409,8 +409,8 @@ fn trace_has_the_calls_events_including_ambiguous_ones_and_alerts() {
 fn prune_by_age_keeps_recent_records_and_running_sessions() {
     let dir = TempDir::new("age");
     let mut store = Store::open(&dir.db()).unwrap();
-    let old = ago(Duration::from_secs(3 * 86_400));
-    let new = ago(Duration::from_secs(60));
+    let old = ago(Duration::from_hours(72));
+    let new = ago(Duration::from_mins(1));
     let running = SessionRecord {
         session: "running".into(),
         server: "a".into(),
@@ -439,7 +439,7 @@ fn prune_by_age_keeps_recent_records_and_running_sessions() {
         ])
         .unwrap();
     let stats = store
-        .prune(Some(Duration::from_secs(86_400)), None)
+        .prune(Some(Duration::from_hours(24)), None)
         .unwrap();
     assert_eq!(
         stats.deleted,
@@ -591,8 +591,8 @@ fn writer_applies_retention() {
         dir.db(),
         WriterConfig {
             retention: Some(Retention {
-                max_age: Some(Duration::from_secs(3600)),
-                alert_max_age: Some(Duration::from_secs(3600)),
+                max_age: Some(Duration::from_hours(1)),
+                alert_max_age: Some(Duration::from_hours(1)),
                 max_bytes: None,
                 every: Duration::from_millis(50),
             }),
@@ -603,7 +603,7 @@ fn writer_applies_retention() {
         "old",
         "a",
         EventKind::Open,
-        ago(Duration::from_secs(7200)),
+        ago(Duration::from_hours(2)),
     ));
     handle.send(event("new", "a", EventKind::Open, Timestamp::now()));
     assert!(handle.flush(Duration::from_secs(10)));

@@ -15,7 +15,7 @@ fn ago(d: Duration) -> Timestamp {
     Timestamp::now().saturating_sub(d)
 }
 
-const DAY: Duration = Duration::from_secs(86_400);
+const DAY: Duration = Duration::from_hours(24);
 
 #[test]
 fn a_version_1_store_is_upgraded_and_its_alerts_cite_their_events() {
@@ -329,7 +329,7 @@ fn the_writer_prunes_in_steps_while_it_keeps_writing() {
                 max_age: Some(DAY),
                 alert_max_age: Some(DAY),
                 max_bytes: None,
-                every: Duration::from_secs(3600),
+                every: Duration::from_hours(1),
             }),
             ..Default::default()
         },

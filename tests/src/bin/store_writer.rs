@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         call.ended_at = Some(Timestamp::now());
         send(call.into());
     }
-    let flushed = handle.flush(Duration::from_secs(60));
+    let flushed = handle.flush(Duration::from_mins(1));
     let stats = handle.stats();
     println!(
         "{}",
