@@ -86,7 +86,7 @@ fn peer_pidfd(peer: BorrowedFd<'_>) -> Option<OwnedFd> {
             libc::SOL_SOCKET,
             libc::SO_PEERPIDFD,
             (&raw mut fd).cast(),
-            &mut len,
+            &raw mut len,
         )
     };
     // SAFETY: on success the kernel installed a new descriptor for this process; it is owned
@@ -102,7 +102,7 @@ fn alive(pidfd: libc::c_int) -> bool {
         revents: 0,
     };
     // SAFETY: one valid pollfd, zero timeout.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    let n = unsafe { libc::poll(&raw mut p, 1, 0) };
     n == 0
 }
 

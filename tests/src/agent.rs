@@ -132,7 +132,7 @@ impl Agent {
                         rlim_cur: n,
                         rlim_max: n,
                     };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                     Ok(())

@@ -307,7 +307,7 @@ fn thread_clock<T>(t: &std::thread::JoinHandle<T>) -> libc::clockid_t {
     use std::os::unix::thread::JoinHandleExt;
     let mut clock: libc::clockid_t = 0;
     // SAFETY: the thread is running (joined only later); the call writes only `clock`.
-    let rc = unsafe { libc::pthread_getcpuclockid(t.as_pthread_t(), &mut clock) };
+    let rc = unsafe { libc::pthread_getcpuclockid(t.as_pthread_t(), &raw mut clock) };
     assert_eq!(rc, 0, "pthread_getcpuclockid");
     clock
 }
@@ -319,7 +319,7 @@ fn clock_time(clock: libc::clockid_t) -> Duration {
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes only into `ts`.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 

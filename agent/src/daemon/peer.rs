@@ -67,8 +67,8 @@ fn peer_pidfd(sock: RawFd) -> io::Result<OwnedFd> {
             sock,
             libc::SOL_SOCKET,
             libc::SO_PEERPIDFD,
-            (&mut fd as *mut libc::c_int).cast(),
-            &mut len,
+            (&raw mut fd).cast(),
+            &raw mut len,
         )
     };
     if r < 0 || fd < 0 {

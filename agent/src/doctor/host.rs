@@ -86,7 +86,7 @@ pub(super) fn in_child(f: impl FnOnce() -> i32, before_wait: impl FnOnce(i32)) -
     let mut status = 0;
     loop {
         // SAFETY: `pid` is our own child and `status` is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
         if r == pid {
             break;
         }

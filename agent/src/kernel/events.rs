@@ -271,7 +271,7 @@ mod tests {
 
     fn bytes_of<T>(record: &T) -> &[u8] {
         // SAFETY: the records are plain `#[repr(C)]` data; viewing one as bytes is sound.
-        unsafe { std::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref::<T>(record).cast::<u8>(), size_of::<T>()) }
     }
 
     #[test]

@@ -269,7 +269,7 @@ fn host_ulimit(resource: libc::__rlimit_resource_t, cap: u64) -> i64 {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the struct it is given.
-    let ok = unsafe { libc::getrlimit(resource, &mut r) } == 0;
+    let ok = unsafe { libc::getrlimit(resource, &raw mut r) } == 0;
     let v = if ok { r.rlim_cur.min(cap) } else { 1024 };
     i64::try_from(v).unwrap_or(1024)
 }

@@ -335,7 +335,7 @@ mod tests {
                     libc::SYS_ioctl,
                     std::os::fd::AsRawFd::as_raw_fd(&null),
                     request,
-                    &c as *const u8,
+                    &raw const c,
                 )
             };
             let e = if r == 0 {
@@ -350,7 +350,7 @@ mod tests {
         }
         let mut status = 0;
         // SAFETY: reaping our own child into a valid int.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        unsafe { libc::waitpid(pid, &raw mut status, 0) };
         assert!(libc::WIFEXITED(status), "child status {status}");
         libc::WEXITSTATUS(status)
     }
@@ -408,7 +408,7 @@ mod tests {
         }
         let mut status = 0;
         // SAFETY: reaping our own child into a valid int.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        unsafe { libc::waitpid(pid, &raw mut status, 0) };
         assert!(libc::WIFEXITED(status), "child status {status}");
         libc::WEXITSTATUS(status)
     }

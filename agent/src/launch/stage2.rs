@@ -193,7 +193,7 @@ fn fork_init(spec: &JailSpec) -> Result<Option<Pid>, Failure> {
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            &mut args as *mut libc::clone_args,
+            &raw mut args,
             std::mem::size_of::<libc::clone_args>(),
         )
     };
@@ -325,8 +325,8 @@ fn server(
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::sigemptyset(&raw mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &raw const set, std::ptr::null_mut());
     }
     set_pdeathsig();
     // Nothing but stdio reaches the server unless the jail passes it on purpose (the pinned
@@ -388,7 +388,7 @@ fn server(
                 rlim_max: value,
             };
             // SAFETY: lim is a valid rlimit for the duration of the call.
-            if unsafe { libc::setrlimit(resource as _, &lim) } != 0 {
+            if unsafe { libc::setrlimit(resource as _, &raw const lim) } != 0 {
                 return Err(fail("setrlimit")(std::io::Error::last_os_error()));
             }
         }

@@ -53,7 +53,7 @@ fn in_child(f: impl FnOnce() -> i32) -> i32 {
     }
     let mut status = 0;
     // SAFETY: status is a valid out pointer.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    unsafe { libc::waitpid(pid, &raw mut status, 0) };
     if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
@@ -93,7 +93,7 @@ fn mptcp_bind(port: u16) -> Result<String, i32> {
     let r = unsafe {
         libc::bind(
             fd,
-            (&addr as *const libc::sockaddr_in).cast(),
+            (&raw const addr).cast(),
             size_of::<libc::sockaddr_in>() as libc::socklen_t,
         )
     };
@@ -136,7 +136,7 @@ fn whoami() -> String {
 fn tiocsti(fd: i32, request: u64, text: &str) -> Result<String, i32> {
     for b in text.bytes() {
         // SAFETY: a raw ioctl with a pointer to a live byte.
-        let r = unsafe { libc::syscall(libc::SYS_ioctl, fd, request, &b as *const u8) };
+        let r = unsafe { libc::syscall(libc::SYS_ioctl, fd, request, &raw const b) };
         if r != 0 {
             return Err(errno());
         }

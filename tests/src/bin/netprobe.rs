@@ -130,7 +130,7 @@ fn mptcp_bind(addr: SocketAddr) -> String {
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
             size_of::<libc::sockaddr_in>()
         }
         SocketAddr::V6(a) => {
@@ -144,7 +144,7 @@ fn mptcp_bind(addr: SocketAddr) -> String {
                 sin6_scope_id: 0,
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
             size_of::<libc::sockaddr_in6>()
         }
     };
@@ -152,7 +152,7 @@ fn mptcp_bind(addr: SocketAddr) -> String {
     let r = unsafe {
         libc::bind(
             fd,
-            (&storage as *const libc::sockaddr_storage).cast(),
+            (&raw const storage).cast(),
             len as libc::socklen_t,
         )
     };
@@ -177,7 +177,7 @@ fn reset_on_close(stream: &TcpStream) {
             stream.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
+            (&raw const linger).cast(),
             size_of::<libc::linger>() as libc::socklen_t,
         );
     }

@@ -47,7 +47,7 @@ fn thread_cpu_ns() -> u128 {
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes the timespec it is given; this clock always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
     ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
 }
 
