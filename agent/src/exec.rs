@@ -247,7 +247,7 @@ pub async fn passthrough(io: ServerStdio) -> io::Result<()> {
         drop(stdin);
         let _ = client_eof.send(());
         // Never completes: the pump ends with the downstream half.
-        std::future::pending::<()>().await
+        std::future::pending::<()>().await;
     };
     let downstream = async move {
         let mut client = client_io::stdout();
@@ -264,7 +264,7 @@ pub async fn passthrough(io: ServerStdio) -> io::Result<()> {
     tokio::pin!(upstream);
     tokio::select! {
         r = downstream => r,
-        _ = &mut upstream => Ok(()),
+        () = &mut upstream => Ok(()),
     }
 }
 
@@ -525,16 +525,13 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         return i32::from(EXIT_UNENFORCEABLE);
     }
     // Registered before anything starts so a signal during launch is not lost.
-    let (mut term, mut int, mut hup) = match (
+    let (mut term, mut int, mut hup) = if let (Ok(t), Ok(i), Ok(h)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        _ => {
-            say("cannot install signal handlers");
-            return i32::from(EXIT_UNENFORCEABLE);
-        }
+    ) { (t, i, h) } else {
+        say("cannot install signal handlers");
+        return i32::from(EXIT_UNENFORCEABLE);
     };
     if launch::container::wanted(&policy) {
         return container_session(
@@ -1226,7 +1223,7 @@ async fn supervise(
                 eof_seen = true;
                 grace.as_mut().reset(tokio::time::Instant::now() + STDIN_EOF_GRACE);
             }
-            _ = &mut grace, if eof_seen => {
+            () = &mut grace, if eof_seen => {
                 say(&format!(
                     "the client closed stdin and the server did not exit within {}s: killing it",
                     STDIN_EOF_GRACE.as_secs()

@@ -161,7 +161,7 @@ pub enum LaunchError {
 /// Checks the host, resolves everything and creates the cgroup. Nothing is launched; on error
 /// nothing is left behind.
 pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
-    use LaunchError::*;
+    use LaunchError::{Unenforceable, Config, NotFound};
     let policy = req.policy;
     let degraded_ok = policy.enforcement.allow_degraded;
     let mut warnings = Vec::new();
@@ -646,7 +646,7 @@ fn apply_limits(
         match applied {
             Ok(Applied::V2) => tracing::debug!("{} limit: cgroup v2", c.name()),
             Ok(Applied::V1(dir)) => {
-                tracing::debug!("{} limit: cgroup v1 {}", c.name(), dir.display())
+                tracing::debug!("{} limit: cgroup v1 {}", c.name(), dir.display());
             }
             Ok(Applied::Unavailable) => match (c, l.memory, l.pids) {
                 (Controller::Memory, Some(m), _) => {

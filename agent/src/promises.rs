@@ -245,7 +245,7 @@ impl Mechanism {
 
 /// The mechanisms that can keep `promise`, strongest first.
 pub fn mechanisms(promise: Promise) -> &'static [Mechanism] {
-    use Mechanism::*;
+    use Mechanism::{Landlock, LandlockTruncate, SeccompTruncate, LandlockIoctlDev, Seccomp, CgroupSockAddr, NetNamespace, LandlockTcp, CgroupBind, CgroupUnix, MountView, LandlockScope, PidNamespace, Tracing};
     match promise {
         Promise::Filesystem => &[Landlock],
         Promise::Truncation => &[LandlockTruncate, SeccompTruncate],
@@ -295,9 +295,7 @@ pub fn choose(f: &Features, n: &Needs) -> Vec<Choice> {
     Promise::ALL
         .into_iter()
         .map(|promise| {
-            let holder = if !needed(promise, n) {
-                Holder::NotNeeded
-            } else {
+            let holder = if needed(promise, n) {
                 let mut why = Vec::new();
                 let mut kept = None;
                 for &m in mechanisms(promise) {
@@ -313,6 +311,8 @@ pub fn choose(f: &Features, n: &Needs) -> Vec<Choice> {
                     Some(mechanism) => Holder::Kept { mechanism },
                     None => Holder::Unkept { why },
                 }
+            } else {
+                Holder::NotNeeded
             };
             Choice { promise, holder }
         })

@@ -182,7 +182,7 @@ pub fn parse_definitions(text: &str) -> Result<Vec<DefinitionCase>, Vec<String>>
         }
         match case.category.as_str() {
             "rug-pull" if case.before.is_none() => {
-                problems.push("a rug-pull case needs `before` (the tool as approved)".into())
+                problems.push("a rug-pull case needs `before` (the tool as approved)".into());
             }
             "lookalike-name" | "cross-server-shadowing" | "same-name-other-server"
                 if case.client_tools.is_empty() =>
@@ -190,7 +190,7 @@ pub fn parse_definitions(text: &str) -> Result<Vec<DefinitionCase>, Vec<String>>
                 problems.push(format!(
                     "a {} case needs `client_tools` (the other servers' tools it is about)",
                     case.category
-                ))
+                ));
             }
             _ => {}
         }

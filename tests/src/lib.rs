@@ -143,7 +143,7 @@ pub fn python() -> PathBuf {
 pub fn npm_server(package: &str) -> PathBuf {
     let dir = workspace_root().join("tests/node_modules").join(package);
     let manifest = std::fs::read_to_string(dir.join("package.json"))
-        .unwrap_or_else(|e| panic!("{package} is not installed ({e}): run `cargo xtask setup`",));
+        .unwrap_or_else(|e| panic!("{package} is not installed ({e}): run `cargo xtask setup`"));
     let manifest: serde_json::Value =
         serde_json::from_str(&manifest).expect("package.json is JSON");
     let bin = match &manifest["bin"] {

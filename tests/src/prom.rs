@@ -180,9 +180,7 @@ pub fn wait_metric(
         if let Some(v) = got.filter(|v| ok(*v)) {
             return v;
         }
-        if Instant::now() >= deadline {
-            panic!("{series} is {got:?} after {within:?}\n{}", context());
-        }
+        assert!(Instant::now() < deadline, "{series} is {got:?} after {within:?}\n{}", context());
         std::thread::sleep(Duration::from_millis(100));
     }
 }

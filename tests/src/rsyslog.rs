@@ -50,11 +50,9 @@ impl Rsyslog {
         let d = dir.display();
         let (global_tls, module_tls) = match tls {
             Some(t) => {
-                if !Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so").exists() {
-                    panic!(
-                        "rsyslog's TLS driver is missing: run `cargo xtask setup` (rsyslog-gnutls)"
-                    );
-                }
+                assert!(Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so").exists(), 
+                    "rsyslog's TLS driver is missing: run `cargo xtask setup` (rsyslog-gnutls)"
+                );
                 (
                     format!(
                         " defaultNetstreamDriver=\"gtls\" defaultNetstreamDriverCAFile=\"{}\" \

@@ -68,16 +68,13 @@ impl World {
     /// A root-owned stream listener anyone may connect to (mode 0777); `@name` is abstract.
     fn listen(&mut self, at: &str) -> String {
         use std::os::linux::net::SocketAddrExt as _;
-        let listener = match at.strip_prefix('@') {
-            Some(name) => UnixListener::bind_addr(
-                &std::os::unix::net::SocketAddr::from_abstract_name(name).expect("abstract name"),
-            ),
-            None => {
-                let l = UnixListener::bind(at);
-                std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o777))
-                    .expect("chmod socket");
-                l
-            }
+        let listener = if let Some(name) = at.strip_prefix('@') { UnixListener::bind_addr(
+            &std::os::unix::net::SocketAddr::from_abstract_name(name).expect("abstract name"),
+        ) } else {
+            let l = UnixListener::bind(at);
+            std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o777))
+                .expect("chmod socket");
+            l
         }
         .unwrap_or_else(|e| panic!("listen on {at}: {e}"));
         let count = Arc::new(AtomicUsize::new(0));

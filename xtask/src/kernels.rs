@@ -430,7 +430,7 @@ fn print_verdict(opts: &Options, runs: &[KernelRun]) -> Result {
             match verdict {
                 Verdict::Pass => {}
                 Verdict::Refused(p) => {
-                    notes.push(format!("{at}: refused with exit 77 naming {p:?}"))
+                    notes.push(format!("{at}: refused with exit 77 naming {p:?}"));
                 }
                 Verdict::KnownGap(g) => notes.push(format!("{at}: known gap, failed with {g:?}")),
                 Verdict::Wrong(why, lines) => {

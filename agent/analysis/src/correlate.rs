@@ -185,14 +185,11 @@ impl Correlator {
                     start: at_boot_ns,
                     seq,
                 };
-                match self.early_ends.remove(&call.call_id) {
-                    Some(end) => {
-                        self.ended.insert((end, seq), call);
-                    }
-                    None => {
-                        self.by_id.insert(call.call_id.clone(), (at_boot_ns, seq));
-                        self.open.insert((at_boot_ns, seq), call);
-                    }
+                if let Some(end) = self.early_ends.remove(&call.call_id) {
+                    self.ended.insert((end, seq), call);
+                } else {
+                    self.by_id.insert(call.call_id.clone(), (at_boot_ns, seq));
+                    self.open.insert((at_boot_ns, seq), call);
                 }
             }
             CallFact::Ended {

@@ -347,12 +347,9 @@ pub async fn run(
         let now = inputs.settled_now();
         let mut drained = false;
         for _ in 0..INPUT_BATCH {
-            match inputs.try_recv() {
-                Some(input) => pipeline.input(input),
-                None => {
-                    drained = true;
-                    break;
-                }
+            if let Some(input) = inputs.try_recv() { pipeline.input(input) } else {
+                drained = true;
+                break;
             }
         }
         if drained {

@@ -466,7 +466,7 @@ impl Checker<'_> {
                     Some("redact") => *slot = ShapeAction::Redact,
                     Some("alert") => *slot = ShapeAction::Alert,
                     Some(o) => {
-                        self.error(&s, &k, format!("{o:?} is not one of deny, redact, alert"))
+                        self.error(&s, &k, format!("{o:?} is not one of deny, redact, alert"));
                     }
                     None => {}
                 }

@@ -374,14 +374,14 @@ impl Checker<'_> {
                 tools.allow = Some(Vec::new());
             }
             for (s, s_span, s_path) in self.strings(value, &value_span, &join("tools", key)) {
-                if !mcp::is_tool_name(s) {
+                if mcp::is_tool_name(s) {
+                    lists[i].push((s.to_string(), s_span, s_path));
+                } else {
                     self.error(
                         &s_span,
                         &s_path,
                         format!("{s:?} is not a tool name (empty, or has spaces or controls)"),
                     );
-                } else {
-                    lists[i].push((s.to_string(), s_span, s_path));
                 }
             }
         }

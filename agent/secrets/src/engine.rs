@@ -117,12 +117,9 @@ impl Prefilter {
                 always.push(i);
             }
             for k in &rule.keywords {
-                match words.iter().position(|w| w == k) {
-                    Some(p) => rules_of[p].push(i),
-                    None => {
-                        words.push(k.clone());
-                        rules_of.push(vec![i]);
-                    }
+                if let Some(p) = words.iter().position(|w| w == k) { rules_of[p].push(i) } else {
+                    words.push(k.clone());
+                    rules_of.push(vec![i]);
                 }
             }
         }

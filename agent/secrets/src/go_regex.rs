@@ -119,15 +119,12 @@ pub(crate) fn translate(go: &str) -> Result<String, String> {
                 out.push_str(r"\-");
                 i += 1;
             }
-            ('{', None) => match repetition_end(&chars, i) {
-                Some(end) => {
-                    out.extend(&chars[i..end]);
-                    i = end;
-                }
-                None => {
-                    out.push_str(r"\{");
-                    i += 1;
-                }
+            ('{', None) => if let Some(end) = repetition_end(&chars, i) {
+                out.extend(&chars[i..end]);
+                i = end;
+            } else {
+                out.push_str(r"\{");
+                i += 1;
             },
             ('}', None) => {
                 // Only reached for a `}` that closes no repetition: a literal in Go.

@@ -100,12 +100,9 @@ pub(super) fn splice(text: &str, servers: &[&str], edits: &[Edit]) -> Result<Str
             command.value.end(),
             Value::from(edit.command.as_str()).to_string(),
         ));
-        match entry.get("args") {
-            Some(args) => changes.push((args.value.start(), args.value.end(), args_text)),
-            None => {
-                let at = command.value.end();
-                changes.push((at, at, format!(", \"args\": {args_text}")));
-            }
+        if let Some(args) = entry.get("args") { changes.push((args.value.start(), args.value.end(), args_text)) } else {
+            let at = command.value.end();
+            changes.push((at, at, format!(", \"args\": {args_text}")));
         }
     }
     changes.sort_by_key(|c| std::cmp::Reverse(c.0));

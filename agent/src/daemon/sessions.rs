@@ -315,12 +315,9 @@ impl Launcher {
         .transpose()
         .map_err(|e| (EXIT_POLICY, format!("policy error:\n{e}")))?;
         let builtin;
-        let policy = match &loaded {
-            Some(l) => &l.policy,
-            None => {
-                builtin = mcp_guard_policy::builtin_default();
-                &builtin
-            }
+        let policy = if let Some(l) = &loaded { &l.policy } else {
+            builtin = mcp_guard_policy::builtin_default();
+            &builtin
         };
         let (name, groups) = user_and_groups(uid, gid);
         if !policy.access.permits(uid, &name, &groups) {

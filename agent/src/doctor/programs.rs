@@ -133,12 +133,9 @@ pub(super) fn probe_tracepoint(b: &mut Builder, tracefs: Option<&Path>) {
     let found = candidates.iter().find_map(|ev| {
         let path = tracefs.join("events").join(ev).join("id");
         match std::fs::read_to_string(&path) {
-            Ok(text) => match text.trim().parse::<u64>() {
-                Ok(id) => Some((*ev, id)),
-                Err(_) => {
-                    errors.push(format!("{}: not a number", path.display()));
-                    None
-                }
+            Ok(text) => if let Ok(id) = text.trim().parse::<u64>() { Some((*ev, id)) } else {
+                errors.push(format!("{}: not a number", path.display()));
+                None
             },
             Err(e) => {
                 errors.push(format!("{}: {}", path.display(), io_errno(&e)));

@@ -299,7 +299,7 @@ pub async fn prepare(
     req: &LaunchRequest<'_>,
     session: &str,
 ) -> Result<ContainerPrepared, LaunchError> {
-    use LaunchError::*;
+    use LaunchError::{Unenforceable, Config};
     let policy = req.policy;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -356,14 +356,11 @@ pub async fn prepare(
     })?;
     let cg = cgroup::Cgroup::create(&mounts, &cgroup::leaf_name(req.server, &req.policy.name))
         .map_err(|e| Unenforceable(format!("cannot create the server's cgroup: {e}")))?;
-    let parent = match cg.v2_dir().strip_prefix(&v2root) {
-        Ok(rel) => format!("/{}", rel.display()),
-        Err(_) => {
-            let _ = cg.kill_and_remove();
-            return Err(Unenforceable(
-                "the session cgroup is outside the v2 mount".into(),
-            ));
-        }
+    let parent = if let Ok(rel) = cg.v2_dir().strip_prefix(&v2root) { format!("/{}", rel.display()) } else {
+        let _ = cg.kill_and_remove();
+        return Err(Unenforceable(
+            "the session cgroup is outside the v2 mount".into(),
+        ));
     };
 
     let mut env: Vec<String> = passed.iter().map(|(k, v)| format!("{k}={v}")).collect();

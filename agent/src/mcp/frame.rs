@@ -512,6 +512,6 @@ mod tests {
         assert!(p(r#"{"jsonrpc":"1.0","id":3,"result":{}}"#).is_err());
         assert!(p(r#"{"jsonrpc":"2.0","id":3,"result":{},"error":{}}"#).is_err());
         assert!(p(r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#).is_err());
-        assert!(p(r#"[1]"#).is_err());
+        assert!(p(r"[1]").is_err());
     }
 }

@@ -513,7 +513,7 @@ impl Interceptor for SecretGuard {
         let mut shapes_found = Vec::new();
         if self.in_results != ShapeAction::Redact && !self.redactor.shapes.is_empty() {
             for_each_member_string(msg, &mut |key, s| {
-                self.redactor.shapes_in_member(key, s, &mut shapes_found)
+                self.redactor.shapes_in_member(key, s, &mut shapes_found);
             });
         }
         if self.in_results == ShapeAction::Deny && !shapes_found.is_empty() {
@@ -529,7 +529,7 @@ impl Interceptor for SecretGuard {
         let shapes = self.in_results == ShapeAction::Redact;
         if !self.redactor.redacts_nothing(shapes) {
             for_each_member_string(msg, &mut |key, s| {
-                self.redactor.redact_member(key, s, shapes, &mut what)
+                self.redactor.redact_member(key, s, shapes, &mut what);
             });
         }
         if !shapes_found.is_empty() {

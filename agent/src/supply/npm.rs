@@ -216,7 +216,7 @@ pub(super) fn verify_npm(p: &NpmPin, state_dir: Option<&Path>) -> Vec<SupplyErro
                     what: format!("integrity of {what} in the lockfile"),
                     expected: expected.clone(),
                     actual,
-                })
+                });
             }
             Ok(Some(_)) => {}
             Ok(None) => problems.push(SupplyError::Mismatch {

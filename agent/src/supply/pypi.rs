@@ -379,7 +379,7 @@ pub(super) fn pypi_closure(
                     tracing::debug!(
                         "{name}: requirement {r} not installed in {}",
                         site.display()
-                    )
+                    );
                 }
                 None => {}
             }

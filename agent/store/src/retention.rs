@@ -167,16 +167,13 @@ impl Pruner {
             return Ok(Progress::Done(None));
         };
         let result = step_pass(pass, &self.retention, store, &mut self.converted);
-        match result {
-            Ok(true) => Ok(Progress::More),
-            Ok(false) | Err(_) => {
-                self.next = Instant::now() + self.retention.every;
-                let pass = self.pass.take();
-                result?;
-                let mut stats = pass.map(|p| p.stats).unwrap_or_default();
-                stats.bytes_after = store.live_bytes()?;
-                Ok(Progress::Done(Some(stats)))
-            }
+        if let Ok(true) = result { Ok(Progress::More) } else {
+            self.next = Instant::now() + self.retention.every;
+            let pass = self.pass.take();
+            result?;
+            let mut stats = pass.map(|p| p.stats).unwrap_or_default();
+            stats.bytes_after = store.live_bytes()?;
+            Ok(Progress::Done(Some(stats)))
         }
     }
 

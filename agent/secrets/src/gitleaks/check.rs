@@ -137,16 +137,13 @@ impl<'t> Checker<'t> {
 
     fn string(&mut self, table: &dyn TableLike, key: &str, path: &str) -> Option<String> {
         let (span, item) = get(table, key)?;
-        match item.as_str() {
-            Some(s) => Some(s.to_string()),
-            None => {
-                self.error(
-                    &span,
-                    &join(path, key),
-                    format!("expected a string, found {}", describe(item)),
-                );
-                None
-            }
+        if let Some(s) = item.as_str() { Some(s.to_string()) } else {
+            self.error(
+                &span,
+                &join(path, key),
+                format!("expected a string, found {}", describe(item)),
+            );
+            None
         }
     }
 
@@ -314,16 +311,13 @@ impl<'t> Checker<'t> {
                 })
                 .collect();
         }
-        match item.as_table_like() {
-            Some(t) => vec![(t, path.to_string(), span.clone())],
-            None => {
-                self.error(
-                    span,
-                    path,
-                    format!("expected a table, found {}", describe(item)),
-                );
-                Vec::new()
-            }
+        if let Some(t) = item.as_table_like() { vec![(t, path.to_string(), span.clone())] } else {
+            self.error(
+                span,
+                path,
+                format!("expected a table, found {}", describe(item)),
+            );
+            Vec::new()
         }
     }
 

@@ -407,7 +407,7 @@ pub fn render(s: &str) -> Rendered {
                     }
                     '7' => t.saved = (t.row, t.col),
                     '8' => {
-                        (t.row, t.col, t.moved) = (t.saved.0, t.saved.1, Some(Concealment::Erased))
+                        (t.row, t.col, t.moved) = (t.saved.0, t.saved.1, Some(Concealment::Erased));
                     }
                     'c' => {
                         t.csi(&[2], 'J');

@@ -185,26 +185,23 @@ impl ScanGuard {
                 self.report(ctx, rule, tool, format!("{summary}; passed (alert only)"));
                 None
             }
-            Action::Strip => match walk::strip(v, flags, &self.neighbours) {
-                Some(removed) => {
-                    *changed = true;
-                    self.report(
-                        ctx,
-                        rule,
-                        tool,
-                        format!("{summary}; stripped: {}", removed.join("; ")),
-                    );
-                    None
-                }
-                None => {
-                    self.report(
-                        ctx,
-                        rule,
-                        tool,
-                        format!("{summary}; blocked (cannot be stripped)"),
-                    );
-                    Some(brief)
-                }
+            Action::Strip => if let Some(removed) = walk::strip(v, flags, &self.neighbours) {
+                *changed = true;
+                self.report(
+                    ctx,
+                    rule,
+                    tool,
+                    format!("{summary}; stripped: {}", removed.join("; ")),
+                );
+                None
+            } else {
+                self.report(
+                    ctx,
+                    rule,
+                    tool,
+                    format!("{summary}; blocked (cannot be stripped)"),
+                );
+                Some(brief)
             },
             Action::Block | Action::Fail => {
                 self.report(ctx, rule, tool, format!("{summary}; blocked"));

@@ -76,7 +76,9 @@ pub fn unicode(s: &str) -> (String, Vec<Found>) {
                 && run[..run.len() - 1]
                     .iter()
                     .all(|&t| matches!(t, '\u{E0061}'..='\u{E007A}' | '\u{E0030}'..='\u{E0039}'));
-            if !flag {
+            if flag {
+                clean.extend(run);
+            } else {
                 let text: String = run
                     .iter()
                     .filter_map(|&t| char::from_u32(t as u32 - 0xE0000))
@@ -86,8 +88,6 @@ pub fn unicode(s: &str) -> (String, Vec<Found>) {
                     trick: Trick::TagCharacters,
                     text,
                 });
-            } else {
-                clean.extend(run);
             }
             i = end;
             continue;

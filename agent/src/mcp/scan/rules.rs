@@ -108,7 +108,7 @@ const MOVE: &str = r"(?:send|post|upload|forward|e-?mail|mail|transmit|exfiltrat
 
 /// (concept, weight, pattern). Patterns match folded (lowercase) text.
 fn rules() -> Vec<(Concept, f32, String)> {
-    use Concept::*;
+    use Concept::{Marker, Addressed, Standing, Conceal, Deceive, Override, Bypass, Persona, SecretFile, Secret, Private, Exec, ExfilLink, External, Reassure, Disparage, Prefer, Trigger, OtherServer};
     let r = |c, w, p: &str| (c, w, p.to_string());
     vec![
         r(
@@ -514,7 +514,7 @@ pub fn score(text: &str, hits: &[Hit]) -> Window {
 }
 
 const ALL: [Concept; N] = {
-    use Concept::*;
+    use Concept::{Marker, Addressed, Standing, Conceal, Deceive, Override, Bypass, Persona, SecretFile, Secret, Private, Exec, ExfilLink, External, Read, Move, Reassure, Disparage, Prefer, Trigger, OtherServer, ForeignTool};
     [
         Marker,
         Addressed,
@@ -543,7 +543,7 @@ const ALL: [Concept; N] = {
 
 /// The concepts' weights summed, plus what they mean together.
 fn combine(w: &[f32; N]) -> f32 {
-    use Concept::*;
+    use Concept::{SecretFile, Secret, Private, Read, Move, Exec, External, Conceal, Addressed, Standing, Deceive, ForeignTool, Trigger, Disparage, Prefer, Override, Bypass, OtherServer};
     let has = |c: Concept| w[c as usize] > 0.0;
     let any = |cs: &[Concept]| cs.iter().any(|c| has(*c));
     let mut s: f32 = w.iter().sum();

@@ -95,12 +95,9 @@ pub(super) fn python_target(args: &[String]) -> Result<PyTarget, Vec<String>> {
                     return Err(refused);
                 }
                 'm' => {
-                    return match value {
-                        Some(m) => done(refused, PyTarget::Module(m)),
-                        None => {
-                            refused.push("-m without a module".into());
-                            Err(refused)
-                        }
+                    return if let Some(m) = value { done(refused, PyTarget::Module(m)) } else {
+                        refused.push("-m without a module".into());
+                        Err(refused)
                     };
                 }
                 'i' => refused.push("-i (reads code from stdin after the script)".into()),
