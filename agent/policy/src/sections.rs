@@ -316,7 +316,7 @@ impl Checker<'_> {
         }
         if let Some(value) = table.get("cpu") {
             let (_, s) = entry(table, "cpu", span);
-            #[allow(clippy::cast_precision_loss)] // small integers are exact in f64
+            #[expect(clippy::cast_precision_loss, reason = "core counts are small integers, exact in f64")]
             let cores = value
                 .as_float()
                 .or_else(|| value.as_integer().map(|n| n as f64));

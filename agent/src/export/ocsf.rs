@@ -664,7 +664,7 @@ fn alert(a: &AlertRecord) -> Mapped<'_, AlertBody<'_>> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![expect(clippy::unwrap_used, reason = "a test: a failed unwrap is the failure, with its line")]
 
     use super::*;
     use mcp_guard_model::{Attribution, EventRecord};

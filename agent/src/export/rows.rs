@@ -274,7 +274,7 @@ fn alert<'a>(common: Common<'a>, a: &'a AlertRecord, record: &'a str) -> AlertRo
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![expect(clippy::unwrap_used, reason = "a test: a failed unwrap is the failure, with its line")]
 
     use super::*;
     use mcp_guard_model::EventKind;

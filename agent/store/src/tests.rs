@@ -1,5 +1,5 @@
 //! Unit tests: schema, round trips, filters, `since`, retention, the writer's counters.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test: a failed unwrap is the failure, with its line")]
 
 use std::{fs, time::Duration};
 

@@ -1,7 +1,7 @@
 //! Unit tests: an alert repeated in its session is one row with a count and the last time it
 //! fired, for the queries, the agent's tail (which counts every occurrence), the export change
 //! log, and stores written before alerts were counted.
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test: a failed unwrap is the failure, with its line")]
 
 use super::*;
 use crate::tests::{TempDir, alert};
