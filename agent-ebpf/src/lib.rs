@@ -419,6 +419,10 @@ pub struct PortSet {
 impl PortSet {
     /// Whether `port` (host byte order) falls in one of the ranges.
     #[inline(always)]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "i < MAX_PORT_RANGES, a handful"
+    )]
     pub fn allows(&self, port: u16) -> bool {
         let mut i = 0;
         // A fixed bound keeps the eBPF verifier happy; `len` is checked inside.

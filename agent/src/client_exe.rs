@@ -63,6 +63,11 @@ fn parent_of(pid: u32) -> Option<u32> {
 
 /// Sets this thread's file-system uid and gid (the ptrace access check on `/proc/<pid>/exe`
 /// compares them with the target's ids); true when both took.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "setfsuid(2)/setfsgid(2) return the previous id, a 32-bit uid_t, in a long"
+)]
 fn as_user(uid: u32, gid: u32) -> bool {
     // SAFETY: setfsgid/setfsuid take plain integers and change only the calling thread's
     // credentials (raw syscalls: no libc broadcast to other threads); -1 (u32::MAX) only reads
@@ -78,6 +83,10 @@ fn as_user(uid: u32, gid: u32) -> bool {
 /// The peer's pidfd (`SO_PEERPIDFD`, Linux 6.5+); `None` on older kernels.
 fn peer_pidfd(peer: BorrowedFd<'_>) -> Option<OwnedFd> {
     let mut fd: libc::c_int = -1;
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the size of a c_int, a socklen_t"
+    )]
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `fd`, which is a c_int of that size.
     let r = unsafe {

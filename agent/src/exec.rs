@@ -529,7 +529,9 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
-    ) { (t, i, h) } else {
+    ) {
+        (t, i, h)
+    } else {
         say("cannot install signal handlers");
         return i32::from(EXIT_UNENFORCEABLE);
     };
@@ -1010,7 +1012,7 @@ async fn drive(
     };
     let theirs: OwnedFd = theirs.into();
     let theirs_raw = theirs.as_raw_fd();
-    let parent_pid = std::process::id() as libc::pid_t;
+    let parent_pid = std::process::id().cast_signed();
     let mut cmd = tokio::process::Command::new(&hooks.helper);
     cmd.arg(stage2::SUBCOMMAND)
         .env_clear()

@@ -161,7 +161,7 @@ pub enum LaunchError {
 /// Checks the host, resolves everything and creates the cgroup. Nothing is launched; on error
 /// nothing is left behind.
 pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
-    use LaunchError::{Unenforceable, Config, NotFound};
+    use LaunchError::{Config, NotFound, Unenforceable};
     let policy = req.policy;
     let degraded_ok = policy.enforcement.allow_degraded;
     let mut warnings = Vec::new();

@@ -245,7 +245,11 @@ impl Mechanism {
 
 /// The mechanisms that can keep `promise`, strongest first.
 pub fn mechanisms(promise: Promise) -> &'static [Mechanism] {
-    use Mechanism::{Landlock, LandlockTruncate, SeccompTruncate, LandlockIoctlDev, Seccomp, CgroupSockAddr, NetNamespace, LandlockTcp, CgroupBind, CgroupUnix, MountView, LandlockScope, PidNamespace, Tracing};
+    use Mechanism::{
+        CgroupBind, CgroupSockAddr, CgroupUnix, Landlock, LandlockIoctlDev, LandlockScope,
+        LandlockTcp, LandlockTruncate, MountView, NetNamespace, PidNamespace, Seccomp,
+        SeccompTruncate, Tracing,
+    };
     match promise {
         Promise::Filesystem => &[Landlock],
         Promise::Truncation => &[LandlockTruncate, SeccompTruncate],

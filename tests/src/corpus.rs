@@ -313,7 +313,10 @@ fn check_common(c: &Common<'_>, problems: &mut Vec<String>) {
     if c.note.trim().is_empty() {
         problems.push("`note` is empty".into());
     }
-    if c.names.iter().any(|list| list.iter().any(std::string::String::is_empty)) {
+    if c.names
+        .iter()
+        .any(|list| list.iter().any(std::string::String::is_empty))
+    {
         problems.push("an empty tool name in client_tools/server_tools".into());
     }
 }

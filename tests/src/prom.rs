@@ -180,7 +180,11 @@ pub fn wait_metric(
         if let Some(v) = got.filter(|v| ok(*v)) {
             return v;
         }
-        assert!(Instant::now() < deadline, "{series} is {got:?} after {within:?}\n{}", context());
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {got:?} after {within:?}\n{}",
+            context()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

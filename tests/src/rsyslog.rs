@@ -50,7 +50,8 @@ impl Rsyslog {
         let d = dir.display();
         let (global_tls, module_tls) = match tls {
             Some(t) => {
-                assert!(Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so").exists(), 
+                assert!(
+                    Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so").exists(),
                     "rsyslog's TLS driver is missing: run `cargo xtask setup` (rsyslog-gnutls)"
                 );
                 (

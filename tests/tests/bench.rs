@@ -14,6 +14,10 @@
 //!   syscall tracing programs (kernel BPF statistics) per open+close in the guarded loop, next to the unguarded
 //!   loop's (the programs run there too and return at once). CPU counters are not available on
 //!   every host; these are.
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "rates, shares and sizes for a report, to a few digits"
+)]
 
 mod kernel_common;
 

@@ -15,6 +15,10 @@
 //! binary: `cargo build --release --bins` first) runs the `opener` fixture opening one file as
 //! fast as it can, N times; it reports how many of those opens reached the store and what exec
 //! said was lost (ring buffer, store queue).
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "rates, shares and sizes for a report, to a few digits"
+)]
 
 use std::{sync::Arc, time::Duration, time::Instant};
 

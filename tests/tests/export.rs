@@ -15,6 +15,11 @@
 //! - an inline password, or a password file others can read, stops the agent (exit 78).
 //!
 //! Needs root (the agent loads its eBPF programs) and `cargo xtask setup`.
+#![expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    reason = "test record counts and rates: far below 2^32, shown to a few digits"
+)]
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -1202,7 +1207,10 @@ fn bench_export_throughput() {
             }
         }
         let secs = start.elapsed().as_secs_f64();
-        let cpu = process_cpu().checked_sub(cpu).expect("CPU time only grows").as_secs_f64();
+        let cpu = process_cpu()
+            .checked_sub(cpu)
+            .expect("CPU time only grows")
+            .as_secs_f64();
         exporter.stop(Duration::from_secs(10));
         assert!(shipped, "{name}: not shipped within 600 s");
         // Where it went: every record, once.
@@ -1216,7 +1224,10 @@ fn bench_export_throughput() {
         };
         assert_eq!(landed, total, "{name}");
         let written = start.elapsed().as_secs_f64();
-        let engine_cpu = pid_cpu(engine).checked_sub(engine_cpu).expect("CPU time only grows").as_secs_f64();
+        let engine_cpu = pid_cpu(engine)
+            .checked_sub(engine_cpu)
+            .expect("CPU time only grows")
+            .as_secs_f64();
         println!(
             "export bench: {name}: {total} records delivered in {secs:.2}s = {:.0} records/s; \
              exporter CPU {cpu:.2}s = {:.1} us/record; {name} CPU {engine_cpu:.2}s = {:.1} \

@@ -906,6 +906,7 @@ fn a_full_disk_costs_records_never_the_session_and_writing_resumes_by_itself() {
         "the call after the disk had room again is recorded: {calls:?}"
     );
     // The agent's metric counts them, from the lost events.
+    #[expect(clippy::cast_precision_loss, reason = "a handful of failures")]
     wait_until(
         "mcp_guard_store_write_failures_total",
         Duration::from_secs(20),

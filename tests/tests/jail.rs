@@ -648,7 +648,7 @@ fn nothing_is_left_after_exit_or_sigterm_or_sigkill() {
     let marker = format!("{}.25", 3000 + pid % 1000);
     let (mut child, _out) = start_tree(&sb, &server, &marker);
     // SAFETY: signalling the exec we spawned.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(child.id().cast_signed(), libc::SIGTERM) };
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(128 + 15));
     assert!(processes_with(&marker).is_empty(), "tree killed");

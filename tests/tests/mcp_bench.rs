@@ -30,6 +30,12 @@
 //! `MCP_BENCH_NO_IDLE=1` (root) holds `/dev/cpu_dma_latency` at 0 for the run, so idle CPUs poll
 //! instead of halting: on a VM whose halted vCPUs are slow to wake, this separates that wakeup
 //! cost (paid on each of the proxy's two extra hops) from the proxy's own.
+#![expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "benchmark clocks, rates and percentiles: clock_gettime fields are never negative, block counts small"
+)]
 
 use std::{
     process::Stdio,
@@ -420,7 +426,10 @@ async fn compare(server: Server) {
         }
     }
     let per_call = |clock, before: Duration| {
-        clock_time(clock).checked_sub(before).expect("the clock only grows") / (pipelined / BLOCKS * BLOCKS) as u32
+        clock_time(clock)
+            .checked_sub(before)
+            .expect("the clock only grows")
+            / (pipelined / BLOCKS * BLOCKS) as u32
     };
     let (cpu, bare_cpu, audited_cpu, unscanned_cpu) = (
         per_call(proxy.clock, cpu_before[0]),

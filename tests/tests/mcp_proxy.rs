@@ -433,7 +433,8 @@ fn poisoned_descriptions_are_flagged_and_blocked() {
     let reason = |t: &str| {
         flagged
             .iter()
-            .find(|(n, _)| *n == t).map_or_else(|| panic!("{t} not flagged: {flagged:?}"), |(_, s)| *s)
+            .find(|(n, _)| *n == t)
+            .map_or_else(|| panic!("{t} not flagged: {flagged:?}"), |(_, s)| *s)
     };
     assert!(reason("add").contains("<IMPORTANT>"), "{flagged:?}");
     // The hidden text is shown decoded, as the model would have read it.

@@ -2,6 +2,11 @@
 //! database, a full disk, and the real `mcp-guard` binary's `calls`/`events`/`alerts`/`trace`.
 //!
 //! The benchmark is `#[ignore]`d: `cargo xtask bench --only store` runs it.
+#![expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    reason = "test record counts, spans and rates: far below 2^53, shown to a few digits"
+)]
 
 use std::{
     collections::BTreeSet,

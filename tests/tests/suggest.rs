@@ -208,12 +208,12 @@ fn suggestion_merges_sessions_into_roots_names_tools_and_limits() {
         let mut n = 0;
         for id in ["weather-s1", "weather-s2"] {
             s.insert(session(id)).expect("session");
-            for (i, tool) in ["get_forecast", "get_alerts"].iter().enumerate() {
+            for (i, tool) in (0u32..).zip(["get_forecast", "get_alerts"].iter()) {
                 // s1 calls get_forecast only; s2 both.
                 if id == "weather-s1" && i == 1 {
                     continue;
                 }
-                s.insert(call(id, i as u32, tool)).expect("call");
+                s.insert(call(id, i, tool)).expect("call");
             }
             let mut add = |mut e: EventRecord| {
                 n += 1;

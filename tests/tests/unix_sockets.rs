@@ -68,9 +68,11 @@ impl World {
     /// A root-owned stream listener anyone may connect to (mode 0777); `@name` is abstract.
     fn listen(&mut self, at: &str) -> String {
         use std::os::linux::net::SocketAddrExt as _;
-        let listener = if let Some(name) = at.strip_prefix('@') { UnixListener::bind_addr(
-            &std::os::unix::net::SocketAddr::from_abstract_name(name).expect("abstract name"),
-        ) } else {
+        let listener = if let Some(name) = at.strip_prefix('@') {
+            UnixListener::bind_addr(
+                &std::os::unix::net::SocketAddr::from_abstract_name(name).expect("abstract name"),
+            )
+        } else {
             let l = UnixListener::bind(at);
             std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o777))
                 .expect("chmod socket");

@@ -283,7 +283,8 @@ fn build(cases: &[&Case]) -> Result<BTreeMap<String, TestExe>> {
         let manifest = msg.get("manifest_path").and_then(json::Value::as_str);
         if is_test && targets.contains(&name) {
             let dir = manifest
-                .and_then(|m| Path::new(m).parent()).map_or_else(|| root().join("tests"), Path::to_path_buf);
+                .and_then(|m| Path::new(m).parent())
+                .map_or_else(|| root().join("tests"), Path::to_path_buf);
             exes.insert(
                 name.to_string(),
                 TestExe {

@@ -55,7 +55,8 @@ fn main() -> ExitCode {
 /// The workspace root (xtask lives one level below it).
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// Prints what is about to run, runs it in the workspace root and fails on a non-zero exit.

@@ -360,7 +360,8 @@ fn real_server_tools() -> Result {
         hasher.write(&bytes);
     }
     let wanted = format!("{:016x}\n", hasher.finish());
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let out = target.join("real-tools");
     let stamp = out.join("inputs.stamp");
     if out.join("index.json").exists() && fs::read_to_string(&stamp).ok() == Some(wanted.clone()) {

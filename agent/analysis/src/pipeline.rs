@@ -347,7 +347,9 @@ pub async fn run(
         let now = inputs.settled_now();
         let mut drained = false;
         for _ in 0..INPUT_BATCH {
-            if let Some(input) = inputs.try_recv() { pipeline.input(input) } else {
+            if let Some(input) = inputs.try_recv() {
+                pipeline.input(input)
+            } else {
                 drained = true;
                 break;
             }

@@ -130,7 +130,10 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     };
     // SAFETY: `ts` is a valid out-pointer; the clock ids used are always supported on Linux.
     unsafe { libc::clock_gettime(clock, &raw mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+    // Boot and monotonic clocks are never negative; 0 if one were.
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000) + nanos
 }
 
 /// Wall-clock nanoseconds since the epoch for a `CLOCK_BOOTTIME` stamp.

@@ -500,7 +500,10 @@ impl Checker<'_> {
             let (_, s) = entry(table, "enabled", span);
             enabled = self.boolean(v, &s, &join(path, "enabled")).unwrap_or(false);
         }
-        let mut kinds: Vec<String> = PII_KINDS.iter().map(std::string::ToString::to_string).collect();
+        let mut kinds: Vec<String> = PII_KINDS
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         if let Some(v) = table.get("kinds") {
             let (_, s) = entry(table, "kinds", span);
             kinds.clear();

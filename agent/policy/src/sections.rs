@@ -316,7 +316,10 @@ impl Checker<'_> {
         }
         if let Some(value) = table.get("cpu") {
             let (_, s) = entry(table, "cpu", span);
-            #[expect(clippy::cast_precision_loss, reason = "core counts are small integers, exact in f64")]
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "a count too big for f64 to hold exactly is out of range anyway"
+            )]
             let cores = value
                 .as_float()
                 .or_else(|| value.as_integer().map(|n| n as f64));

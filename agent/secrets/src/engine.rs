@@ -117,7 +117,9 @@ impl Prefilter {
                 always.push(i);
             }
             for k in &rule.keywords {
-                if let Some(p) = words.iter().position(|w| w == k) { rules_of[p].push(i) } else {
+                if let Some(p) = words.iter().position(|w| w == k) {
+                    rules_of[p].push(i)
+                } else {
                     words.push(k.clone());
                     rules_of.push(vec![i]);
                 }
@@ -433,6 +435,7 @@ pub fn shannon_entropy(s: &str) -> f64 {
     for &b in s.as_bytes() {
         counts[usize::from(b)] += 1;
     }
+    #[expect(clippy::cast_precision_loss, reason = "a token's length, exact in f64")]
     let n = s.len() as f64;
     counts
         .iter()

@@ -7,6 +7,10 @@
 //! PNG as base64 (as an MCP image result carries it). A larger sample (every source file of the
 //! installed packages, up to a cap) prints the rate and what fired, and holds it under a
 //! threshold.
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "rates, shares and sizes for a report, to a few digits"
+)]
 
 use std::{
     path::{Path, PathBuf},

@@ -119,13 +119,15 @@ pub(crate) fn translate(go: &str) -> Result<String, String> {
                 out.push_str(r"\-");
                 i += 1;
             }
-            ('{', None) => if let Some(end) = repetition_end(&chars, i) {
-                out.extend(&chars[i..end]);
-                i = end;
-            } else {
-                out.push_str(r"\{");
-                i += 1;
-            },
+            ('{', None) => {
+                if let Some(end) = repetition_end(&chars, i) {
+                    out.extend(&chars[i..end]);
+                    i = end;
+                } else {
+                    out.push_str(r"\{");
+                    i += 1;
+                }
+            }
             ('}', None) => {
                 // Only reached for a `}` that closes no repetition: a literal in Go.
                 out.push_str(r"\}");

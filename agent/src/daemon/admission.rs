@@ -106,7 +106,9 @@ impl Admission {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
         // The counts stay consistent under a panic elsewhere: every change is one statement.
-        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -151,7 +153,7 @@ mod tests {
         drop(mine);
         assert!(a.pending(1000).is_ok(), "slots come back when dropped");
         drop((theirs, roots));
-        let many: Vec<Slot> = (0..MAX_PENDING as u32)
+        let many: Vec<Slot> = (0..u32::try_from(MAX_PENDING).expect("a few slots"))
             .map(|uid| a.pending(2000 + uid).expect("one each"))
             .collect();
         assert_eq!(a.pending(5000).err(), Some(Full::PendingAll));

@@ -59,6 +59,10 @@ fn is_guarded(path: &str) -> bool {
 /// The peer's pidfd.
 fn peer_pidfd(sock: RawFd) -> io::Result<OwnedFd> {
     let mut fd: libc::c_int = -1;
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the size of a c_int, a socklen_t"
+    )]
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `fd` and `len` are valid out-pointers of the sizes given; `sock` is a socket the
     // caller holds open.
@@ -116,7 +120,7 @@ mod tests {
     fn this_process_is_not_guarded_and_a_dead_pid_is_refused() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
         assert_eq!(
-            guarded_peer(a.as_raw_fd(), Some(std::process::id() as i32)),
+            guarded_peer(a.as_raw_fd(), Some(std::process::id().cast_signed())),
             None
         );
         assert!(guarded_peer(a.as_raw_fd(), None).is_some());

@@ -275,7 +275,11 @@ impl Launcher {
     /// Whether `uid` may run `req`; the policy the worker runs it with (`None`: the built-in
     /// default).
     fn authorize(&self, uid: u32, gid: u32, req: &ExecRequest) -> Result<Option<Loaded>, Refusal> {
-        let rules = self.rules.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let rules = self
+            .rules
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let dir = self.dirs.policy.display().to_string();
         let spec = req.policy.clone();
         let is_file = spec
@@ -315,7 +319,9 @@ impl Launcher {
         .transpose()
         .map_err(|e| (EXIT_POLICY, format!("policy error:\n{e}")))?;
         let builtin;
-        let policy = if let Some(l) = &loaded { &l.policy } else {
+        let policy = if let Some(l) = &loaded {
+            &l.policy
+        } else {
             builtin = mcp_guard_policy::builtin_default();
             &builtin
         };
@@ -399,7 +405,11 @@ impl Launcher {
             policy_dir: self.dirs.policy.clone(),
             socket: self.socket.clone(),
             client_exe,
-            audit: self.rules.read().unwrap_or_else(std::sync::PoisonError::into_inner).audit,
+            audit: self
+                .rules
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .audit,
         };
         // The worker reads it blocking (the flag is the connection's: the agent only writes a
         // refusal on it from here on).

@@ -77,7 +77,7 @@ pub(super) fn send_signal_to(tgid: u32, signal: i32) -> [Insn; 7] {
         // BPF_ALU64 | BPF_RSH | BPF_K: r0 >>= 32 leaves the tgid.
         insn(0x77, 0, 0, 32),
         // BPF_JMP | BPF_JNE | BPF_K: any other process skips to `r0 = 0; exit`.
-        insn(0x55, 0, 2, tgid as i32),
+        insn(0x55, 0, 2, tgid.cast_signed()),
         mov_imm(1, signal),
         call(FUNC_SEND_SIGNAL),
         mov_imm(0, 0),
@@ -108,6 +108,10 @@ fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> Result<OwnedFd, i32> {
     if ret < 0 {
         return Err(io::Error::last_os_error().raw_os_error().unwrap_or(0));
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "bpf(2) returns an fd, an int, in a long"
+    )]
     // SAFETY: on success these commands return a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
 }
@@ -126,6 +130,10 @@ pub(super) fn load(
     for (dst, src) in prog_name.iter_mut().zip(name.bytes().take(15)) {
         *dst = src;
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the probes' own programs (a few instructions) and log buffer, in __u32 fields"
+    )]
     let mut attr = ProgLoadAttr {
         prog_type,
         insn_cnt: insns.len() as u32,
@@ -155,7 +163,7 @@ pub(super) fn load(
 pub(super) fn raw_tracepoint_open(name: Option<&CStr>, prog: &OwnedFd) -> Result<OwnedFd, Errno> {
     let mut attr = RawTracepointAttr {
         name: name.map_or(0, |n| n.as_ptr() as u64),
-        prog_fd: prog.as_raw_fd() as u32,
+        prog_fd: prog.as_raw_fd().cast_unsigned(),
         _pad: 0,
     };
     sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr).map_err(Errno::bare)
@@ -185,6 +193,10 @@ const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
 /// Attaches a tracepoint program to the tracepoint with tracefs id `tracepoint_id` on CPU 0.
 /// Closing the returned perf event fd detaches it.
 pub(super) fn attach_tracepoint(prog: &OwnedFd, tracepoint_id: u64) -> Result<OwnedFd, Errno> {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the size of a kernel struct, a __u32"
+    )]
     let attr = PerfEventAttr {
         type_: PERF_TYPE_TRACEPOINT,
         size: std::mem::size_of::<PerfEventAttr>() as u32,
@@ -208,6 +220,10 @@ pub(super) fn attach_tracepoint(prog: &OwnedFd, tracepoint_id: u64) -> Result<Ow
     if ret < 0 {
         return Err(Errno::last());
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "perf_event_open(2) returns an fd, an int, in a long"
+    )]
     // SAFETY: perf_event_open returned a new fd that nothing else owns.
     let event = unsafe { OwnedFd::from_raw_fd(ret as i32) };
     // SAFETY: both fds are open for the duration of the call; SET_BPF takes the program fd by value.

@@ -70,7 +70,10 @@ pub(super) enum ChildEnd {
 ///
 /// `f` runs after fork in a copy of a possibly multi-threaded process, so it must only make
 /// async-signal-safe calls: raw syscalls on data prepared before the fork, no allocation.
-pub(super) fn in_child(f: impl FnOnce() -> i32, before_wait: impl FnOnce(i32)) -> Result<ChildEnd, Errno> {
+pub(super) fn in_child(
+    f: impl FnOnce() -> i32,
+    before_wait: impl FnOnce(i32),
+) -> Result<ChildEnd, Errno> {
     // SAFETY: the child only runs `f` (restricted to async-signal-safe calls, see above) and then
     // `_exit`s without running destructors or atexit handlers.
     let pid = unsafe { libc::fork() };
@@ -135,6 +138,10 @@ pub(super) fn child_connect_from_cgroup(procs: &CString, port: u16) -> i32 {
         if sock < 0 {
             return errno();
         }
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "AF_INET, a c_int, in sa_family_t"
+        )]
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: port.to_be(),
@@ -143,6 +150,10 @@ pub(super) fn child_connect_from_cgroup(procs: &CString, port: u16) -> i32 {
             },
             sin_zero: [0; 8],
         };
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "the size of a sockaddr_in, a socklen_t"
+        )]
         let r = libc::connect(
             sock,
             std::ptr::from_ref(&addr).cast(),
@@ -214,8 +225,14 @@ pub(super) fn landlock_ruleset_works() -> Result<(), Errno> {
     if fd < 0 {
         return Err(Errno::last());
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "landlock_create_ruleset(2) returns an fd, an int, in a long"
+    )]
     // SAFETY: `fd` is the ruleset fd just returned and owned by nobody else.
-    unsafe { libc::close(fd as i32) };
+    unsafe {
+        libc::close(fd as i32)
+    };
     Ok(())
 }
 

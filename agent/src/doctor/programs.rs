@@ -133,10 +133,14 @@ pub(super) fn probe_tracepoint(b: &mut Builder, tracefs: Option<&Path>) {
     let found = candidates.iter().find_map(|ev| {
         let path = tracefs.join("events").join(ev).join("id");
         match std::fs::read_to_string(&path) {
-            Ok(text) => if let Ok(id) = text.trim().parse::<u64>() { Some((*ev, id)) } else {
-                errors.push(format!("{}: not a number", path.display()));
-                None
-            },
+            Ok(text) => {
+                if let Ok(id) = text.trim().parse::<u64>() {
+                    Some((*ev, id))
+                } else {
+                    errors.push(format!("{}: not a number", path.display()));
+                    None
+                }
+            }
             Err(e) => {
                 errors.push(format!("{}: {}", path.display(), io_errno(&e)));
                 None
@@ -285,7 +289,7 @@ pub(super) fn probe_send_signal(b: &mut Builder, btf: Option<&KernelBtf>) {
                 bpf::PROG_TRACING,
                 bpf::ATTACH_TRACE_RAW_TP,
                 id,
-                &bpf::send_signal_to(pid as u32, libc::SIGUSR2),
+                &bpf::send_signal_to(pid.cast_unsigned(), libc::SIGUSR2),
             )
             .map_err(|e| format!("load refused: {e}"))
             .and_then(|prog| {

@@ -522,7 +522,10 @@ pub(crate) fn read_secret(path: &Path) -> Result<Secret, String> {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "a test: a failed unwrap is the failure, with its line")]
+    #![expect(
+        clippy::unwrap_used,
+        reason = "a test: a failed unwrap is the failure, with its line"
+    )]
 
     use std::os::unix::fs::PermissionsExt as _;
 

@@ -664,7 +664,10 @@ fn alert(a: &AlertRecord) -> Mapped<'_, AlertBody<'_>> {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "a test: a failed unwrap is the failure, with its line")]
+    #![expect(
+        clippy::unwrap_used,
+        reason = "a test: a failed unwrap is the failure, with its line"
+    )]
 
     use super::*;
     use mcp_guard_model::{Attribution, EventRecord};

@@ -351,6 +351,7 @@ impl Sink<'_> {
     fn update_lag(&self, store: &Store, cursor: i64) {
         match store.export_lag(cursor) {
             Ok(lag) => {
+                #[expect(clippy::cast_precision_loss, reason = "a lag in seconds, for a gauge")]
                 let seconds = lag
                     .oldest
                     .map_or(0.0, |t| Timestamp::now().nanos_since(t).max(0) as f64 / 1e9);

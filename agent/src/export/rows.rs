@@ -274,7 +274,10 @@ fn alert<'a>(common: Common<'a>, a: &'a AlertRecord, record: &'a str) -> AlertRo
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "a test: a failed unwrap is the failure, with its line")]
+    #![expect(
+        clippy::unwrap_used,
+        reason = "a test: a failed unwrap is the failure, with its line"
+    )]
 
     use super::*;
     use mcp_guard_model::EventKind;

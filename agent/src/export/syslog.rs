@@ -240,7 +240,10 @@ impl Deliver for SyslogSink {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "a test: a failed unwrap is the failure, with its line")]
+    #![expect(
+        clippy::unwrap_used,
+        reason = "a test: a failed unwrap is the failure, with its line"
+    )]
 
     use super::*;
     use mcp_guard_model::{EventKind, EventRecord, Timestamp};

@@ -33,12 +33,13 @@ pub(crate) fn install(
     let Some(map) = map else {
         return Ok(());
     };
-    if let Some(ranges) = ranges { map
-    .insert(cgroup_id, *port_set(ranges), 0)
-    .map_err(|source| KernelError::Map {
-        name: maps::BIND_PORTS,
-        source,
-    }) } else {
+    if let Some(ranges) = ranges {
+        map.insert(cgroup_id, *port_set(ranges), 0)
+            .map_err(|source| KernelError::Map {
+                name: maps::BIND_PORTS,
+                source,
+            })
+    } else {
         let _ = map.remove(&cgroup_id);
         Ok(())
     }

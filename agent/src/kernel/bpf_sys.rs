@@ -101,6 +101,10 @@ fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
 }
 
 /// A new descriptor returned by a successful `bpf(2)` command.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "bpf(2) returns an fd, an int, in a long"
+)]
 fn owned(ret: libc::c_long) -> OwnedFd {
     // SAFETY: PROG_LOAD and LINK_CREATE return a new fd on success that nothing else owns.
     unsafe { OwnedFd::from_raw_fd(ret as i32) }
@@ -140,14 +144,15 @@ pub(crate) fn prog_load(
     for (dst, src) in prog_name.iter_mut().zip(name.bytes().take(15)) {
         *dst = src;
     }
+    let too_big = |_| io::Error::from(io::ErrorKind::InvalidInput);
     let attempt = |log: &mut [u8]| {
         let mut attr = ProgLoadAttr {
             prog_type,
-            insn_cnt: insns.len() as u32,
+            insn_cnt: u32::try_from(insns.len()).map_err(too_big)?,
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
             log_level: u32::from(!log.is_empty()),
-            log_size: log.len() as u32,
+            log_size: u32::try_from(log.len()).map_err(too_big)?,
             log_buf: if log.is_empty() {
                 0
             } else {
@@ -181,8 +186,8 @@ pub(crate) fn link_create(
     attach_type: u32,
 ) -> io::Result<OwnedFd> {
     let mut attr = LinkCreateAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        target_fd: cgroup.as_raw_fd() as u32,
+        prog_fd: prog.as_raw_fd().cast_unsigned(),
+        target_fd: cgroup.as_raw_fd().cast_unsigned(),
         attach_type,
         flags: 0,
     };
@@ -195,7 +200,7 @@ pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a pin path"))?;
     let mut attr = ObjPinAttr {
         pathname: c.as_ptr() as u64,
-        bpf_fd: fd.as_raw_fd() as u32,
+        bpf_fd: fd.as_raw_fd().cast_unsigned(),
         file_flags: 0,
     };
     sys_bpf(BPF_OBJ_PIN, &mut attr).map(drop)
@@ -206,8 +211,12 @@ pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
 pub(crate) fn verified_insns(prog: BorrowedFd<'_>) -> Option<u32> {
     // SAFETY: `bpf_prog_info` is plain integers and a bitfield: all zeroes is a valid value.
     let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the size of a kernel struct, a __u32"
+    )]
     let mut attr = InfoAttr {
-        bpf_fd: prog.as_raw_fd() as u32,
+        bpf_fd: prog.as_raw_fd().cast_unsigned(),
         info_len: std::mem::size_of::<bpf_prog_info>() as u32,
         info: std::ptr::from_mut(&mut info) as u64,
     };

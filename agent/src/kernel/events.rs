@@ -134,6 +134,8 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
         }
         event_kind::CONNECT => {
             let ev: ConnectEvent = read(bytes)?;
+            // A port over 16 bits is a malformed record, skipped like one cut short.
+            let port = u16::try_from(ev.port).ok()?;
             let ip = if ev.family == libc::AF_INET as u32 {
                 IpAddr::V4(Ipv4Addr::new(
                     ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
@@ -142,7 +144,7 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
                 IpAddr::V6(Ipv6Addr::from(ev.addr))
             };
             KernelEventKind::Connect {
-                addr: SocketAddr::new(ip, ev.port as u16),
+                addr: SocketAddr::new(ip, port),
                 proto: ev.protocol,
                 op: sock_op_of(ev.op),
                 verdict: verdict_of(ev.verdict),
@@ -167,11 +169,16 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
         _ => return None,
     };
     let label = labels.get(header.session);
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "pid_tgid's low 32 bits are the thread id"
+    )]
+    let tid = header.pid_tgid as u32;
     Some(KernelEvent {
         ts_boot_ns: header.ts_boot_ns,
         cgroup_id: header.cgroup,
         pid: (header.pid_tgid >> 32) as u32,
-        tid: header.pid_tgid as u32,
+        tid,
         server: label.server,
         session: label.session,
         kind,
@@ -271,7 +278,9 @@ mod tests {
 
     fn bytes_of<T>(record: &T) -> &[u8] {
         // SAFETY: the records are plain `#[repr(C)]` data; viewing one as bytes is sound.
-        unsafe { std::slice::from_raw_parts(std::ptr::from_ref::<T>(record).cast::<u8>(), size_of::<T>()) }
+        unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref::<T>(record).cast::<u8>(), size_of::<T>())
+        }
     }
 
     #[test]

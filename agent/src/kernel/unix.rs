@@ -61,7 +61,12 @@ pub fn key(cgroup: u64, socket: &str) -> Result<UnixKey, String> {
     }
     key.path[..bytes.len()].copy_from_slice(&bytes);
     // A path is matched by its bytes alone; an abstract name by its length too (NULs count).
-    key.len = if bytes[0] == 0 { bytes.len() as u32 } else { 0 };
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "at most UNIX_PATH_LEN, checked above"
+    )]
+    let len = bytes.len() as u32;
+    key.len = if bytes[0] == 0 { len } else { 0 };
     Ok(key)
 }
 

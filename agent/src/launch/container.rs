@@ -122,7 +122,8 @@ pub async fn engine_info(address: &str) -> Result<EngineInfo, String> {
     let product = version
         .components
         .as_ref()
-        .and_then(|c| c.first()).map_or_else(|| "Docker Engine".into(), |c| c.name.clone());
+        .and_then(|c| c.first())
+        .map_or_else(|| "Docker Engine".into(), |c| c.name.clone());
     Ok(EngineInfo {
         address: address.to_string(),
         version: format!("{product} {}", version.version.unwrap_or_default()),
@@ -299,7 +300,7 @@ pub async fn prepare(
     req: &LaunchRequest<'_>,
     session: &str,
 ) -> Result<ContainerPrepared, LaunchError> {
-    use LaunchError::{Unenforceable, Config};
+    use LaunchError::{Config, Unenforceable};
     let policy = req.policy;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -356,7 +357,9 @@ pub async fn prepare(
     })?;
     let cg = cgroup::Cgroup::create(&mounts, &cgroup::leaf_name(req.server, &req.policy.name))
         .map_err(|e| Unenforceable(format!("cannot create the server's cgroup: {e}")))?;
-    let parent = if let Ok(rel) = cg.v2_dir().strip_prefix(&v2root) { format!("/{}", rel.display()) } else {
+    let parent = if let Ok(rel) = cg.v2_dir().strip_prefix(&v2root) {
+        format!("/{}", rel.display())
+    } else {
         let _ = cg.kill_and_remove();
         return Err(Unenforceable(
             "the session cgroup is outside the v2 mount".into(),
@@ -408,7 +411,7 @@ pub async fn prepare(
         ]),
         memory: l.memory.and_then(|m| i64::try_from(m).ok()),
         memory_swap: l.memory.and_then(|m| i64::try_from(m).ok()),
-        nano_cpus: l.cpu.map(|c| (c * 1e9) as i64),
+        nano_cpus: l.cpu.map(nano_cpus),
         pids_limit: l.pids.and_then(|p| i64::try_from(p).ok()),
         ulimits: Some(vec![
             ResourcesUlimits {
@@ -540,8 +543,8 @@ pub fn reap_stale_cgroups(mounts: &cgroup::Mounts) -> Vec<PathBuf> {
         }
         // Only trees with container leaves (the jail's own reaper handles flat leaves), and
         // only when nothing runs there any more.
-        let has_children = std::fs::read_dir(&path)
-            .is_ok_and(|d| d.flatten().any(|e| e.path().is_dir()));
+        let has_children =
+            std::fs::read_dir(&path).is_ok_and(|d| d.flatten().any(|e| e.path().is_dir()));
         let populated = std::fs::read_to_string(path.join("cgroup.events"))
             .map_or(true, |t| t.lines().any(|l| l == "populated 1"));
         if has_children && !populated && remove_tree(mounts, &path).is_ok() {
@@ -804,6 +807,15 @@ fn remove_below(dir: &Path) -> io::Result<()> {
 /// Whether `policy` asks for the container backend.
 pub fn wanted(policy: &Policy) -> bool {
     policy.isolation.backend == mcp_guard_policy::Backend::Container
+}
+
+/// CPU cores → Docker's `NanoCpus`.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the policy holds `cpu` to MIN_CPU..=MAX_CPU cores, and `as` saturates besides"
+)]
+fn nano_cpus(cores: f64) -> i64 {
+    (cores * 1e9) as i64
 }
 
 #[cfg(test)]

@@ -221,7 +221,10 @@ pub fn root_warning(id: &Identity, observe: bool) -> Option<String> {
 /// The identity of `user`, with its supplementary groups from the group database.
 fn with_groups(user: User, why: String) -> Identity {
     let groups = match CString::new(user.name.clone()) {
-        Ok(name) => nix::unistd::getgrouplist(&name, user.gid).map_or_else(|_| vec![user.gid.as_raw()], |g| g.into_iter().map(Gid::as_raw).collect()),
+        Ok(name) => nix::unistd::getgrouplist(&name, user.gid).map_or_else(
+            |_| vec![user.gid.as_raw()],
+            |g| g.into_iter().map(Gid::as_raw).collect(),
+        ),
         Err(_) => vec![user.gid.as_raw()],
     };
     Identity {

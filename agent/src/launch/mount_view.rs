@@ -172,6 +172,10 @@ pub(super) fn clone_tree(path: &Path) -> Result<OwnedFd, String> {
             std::io::Error::last_os_error()
         ));
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "open_tree(2) returns an fd, an int, in a long"
+    )]
     // SAFETY: the kernel just returned this fd and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

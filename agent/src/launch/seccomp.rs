@@ -82,6 +82,10 @@ const CLONE_NS_FLAGS: &[u64] = &[
 /// `ioctl` requests denied to every server: TIOCSTI pushes bytes into a terminal's input (a
 /// server holding its user's terminal would type commands into the shell that started it),
 /// TIOCLINUX can do the same through the console's selection paste.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the kernel compares ioctl requests as 32-bit"
+)]
 pub const DENIED_IOCTLS: &[u32] = &[libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
 
 /// The `clone` flags that create namespaces (the container backend's seccomp profile denies them
@@ -270,6 +274,10 @@ fn truncate_rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, seccompiler::Backend
 
 /// x32 syscalls share the `x86_64` audit arch but set bit 30 of the number; seccompiler's
 /// per-number rules would not match them, so they are refused wholesale.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "classic BPF opcodes are 16-bit"
+)]
 fn x32_filter() -> Program {
     const X32_BIT: u32 = 0x4000_0000;
     const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;

@@ -124,6 +124,7 @@ pub fn lease(dir: &Path) -> Result<Lease, String> {
             Uid::effective()
         ));
     }
+    #[expect(clippy::cast_possible_truncation, reason = "a remainder modulo a u32")]
     let start = {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());

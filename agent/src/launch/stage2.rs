@@ -154,6 +154,10 @@ fn join_v1_cgroups(spec: &JailSpec) -> Result<(), Failure> {
 
 /// Forks init into the v2 cgroup (first of `cgroup_dirs`) and, when enforcing, the new mount,
 /// PID, IPC and UTS namespaces. `None` in the child.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "clone3(2) returns a pid, an int, in a long"
+)]
 fn fork_init(spec: &JailSpec) -> Result<Option<Pid>, Failure> {
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let Some(v2) = spec.cgroup_dirs.first() else {
@@ -185,9 +189,9 @@ fn fork_init(spec: &JailSpec) -> Result<Option<Pid>, Failure> {
     let dir = std::fs::File::open(v2).map_err(fail(&format!("opening cgroup {}", v2.display())))?;
     // SAFETY: clone_args is plain integers; zero is "unset" for every field.
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
-    args.flags = ns.bits() as u64 | CLONE_INTO_CGROUP;
+    args.flags = u64::from(ns.bits().cast_unsigned()) | CLONE_INTO_CGROUP;
     args.exit_signal = libc::SIGCHLD as u64;
-    args.cgroup = dir.as_raw_fd() as u64;
+    args.cgroup = u64::from(dir.as_raw_fd().cast_unsigned());
     // SAFETY: a fork-like clone3 (no CLONE_VM, no stack): the single-threaded helper's child
     // continues here with its own copy of memory, as after fork().
     let r = unsafe {

@@ -551,7 +551,10 @@ mod tests {
     }
 
     #[test]
-    #[expect(clippy::unicode_not_nfc, reason = "the Kelvin sign, not its NFC form `K`, is the case")]
+    #[expect(
+        clippy::unicode_not_nfc,
+        reason = "the Kelvin sign, not its NFC form `K`, is the case"
+    )]
     fn leaves_everything_else_to_the_full_path() {
         for line in [
             // Duplicate keys, at any depth, also differing in case or spelled with escapes.

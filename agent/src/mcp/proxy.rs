@@ -304,7 +304,10 @@ where
 
 /// Runs the proxy with a caller-built chain. `client_eof` is sent when the client closes its
 /// input (the server's stdin is closed then; the proxy still delivers the server's output).
-#[expect(clippy::too_many_arguments, reason = "the four ends of the two pipes, each its own generic type, and the run's parts")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the four ends of the two pipes, each its own generic type, and the run's parts"
+)]
 pub async fn run_with_chain<CI, CO, SI, SO, K>(
     client_in: CI,
     client_out: CO,
@@ -484,7 +487,9 @@ where
     if let Err(e) = sw {
         tracing::debug!("writing to the server: {e}");
     }
-    let mut core = core.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut core = core
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !core.held.is_empty() {
         // Never delivered: their calls are refused and their other requests end unanswered below,
         // so each still gets its record.
@@ -576,7 +581,8 @@ async fn relist_watchdog<K: CallSink>(
 
 fn lock<K>(core: &Mutex<Core<K>>) -> std::sync::MutexGuard<'_, Core<K>> {
     // A panic inside an interceptor must not wedge the other direction.
-    core.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    core.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Output bytes of one frame (or one event), per destination.
@@ -644,7 +650,9 @@ impl Batch {
             let bytes = std::mem::take(&mut self.server);
             if let Some(s) = s.upgrade() {
                 let _ = s.send(Chunk { bytes, read_at }).await;
-            } else { tracing::debug!("the client has gone; answer to the server dropped") }
+            } else {
+                tracing::debug!("the client has gone; answer to the server dropped")
+            }
         }
         if !self.client.is_empty() {
             let bytes = std::mem::take(&mut self.client);

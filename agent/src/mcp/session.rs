@@ -167,7 +167,9 @@ impl<T: CallSink> CallSink for std::sync::Arc<std::sync::Mutex<T>> {
             .call_started(call_id, tool)
     }
     fn call(&mut self, record: CallRecord) {
-        self.lock().unwrap_or_else(std::sync::PoisonError::into_inner).call(record)
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .call(record)
     }
     fn finding(&mut self, finding: Finding) {
         self.lock()

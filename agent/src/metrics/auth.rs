@@ -93,8 +93,14 @@ impl Auth {
     /// Requires `token` (read from `file`) from now on; `None`: no token.
     pub fn set(&self, token: Option<(Token, PathBuf)>) {
         let (token, file) = token.unzip();
-        *self.token.write().unwrap_or_else(std::sync::PoisonError::into_inner) = token;
-        *self.file.write().unwrap_or_else(std::sync::PoisonError::into_inner) = file;
+        *self
+            .token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = token;
+        *self
+            .file
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = file;
     }
 
     /// Whether a token is required.
@@ -107,7 +113,10 @@ impl Auth {
 
     /// Whether a request with `headers` may read the metrics.
     pub fn permits(&self, headers: &HeaderMap) -> bool {
-        let guard = self.token.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = self
+            .token
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(token) = guard.as_ref() else {
             return true;
         };

@@ -198,6 +198,7 @@ fn limits(o: &Observed) -> String {
     let over = format!("over {n} session{}", if n == 1 { "" } else { "s" });
     if let Some(peak) = o.memory_peak {
         let mib = (peak.saturating_mul(HEADROOM).max(MIN_MEMORY)).div_ceil(16 * MIB) * 16;
+        #[expect(clippy::cast_precision_loss, reason = "shown to a tenth of a MiB")]
         let _ = writeln!(
             s,
             "memory = \"{mib}M\"  # peak {:.1} MiB {over}, ×{HEADROOM} headroom",

@@ -357,7 +357,10 @@ mod tests {
     use super::*;
 
     fn record(path: &str, data: &[u8]) -> Vec<u8> {
-        let mut v = (path.len() as u32).to_le_bytes().to_vec();
+        let mut v = u32::try_from(path.len())
+            .expect("a short path")
+            .to_le_bytes()
+            .to_vec();
         v.extend_from_slice(path.as_bytes());
         v.extend_from_slice(&(data.len() as u64).to_le_bytes());
         v.extend_from_slice(data);

@@ -318,6 +318,7 @@ fn list_time(t: Timestamp) -> String {
     t.local().format("%m-%d %H:%M:%S").to_string()
 }
 
+#[expect(clippy::cast_precision_loss, reason = "shown to three digits")]
 fn duration_text(nanos: i64) -> String {
     let ms = nanos as f64 / 1e6;
     if ms < 1.0 {
@@ -649,6 +650,7 @@ fn trace_text(
     let mut notes = Vec::new();
     for (t, step) in timeline(trace) {
         // Milliseconds with microsecond digits: kernel events within a call are that close.
+        #[expect(clippy::cast_precision_loss, reason = "shown to the microsecond")]
         let offset = t.nanos_since(c.started_at) as f64 / 1e6;
         let lead = format!("{offset:>+11.3}ms  ");
         let body = match step {

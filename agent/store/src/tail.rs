@@ -122,6 +122,7 @@ impl Tail {
             .conn
             .prepare("SELECT id, count FROM alerts ORDER BY id DESC LIMIT ?1")
             .map_err(store.sql_err())?;
+        #[expect(clippy::cast_possible_wrap, reason = "a small constant")]
         let rows = stmt
             .query_map([REMEMBERED_ALERTS as i64], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))

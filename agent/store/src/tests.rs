@@ -1,5 +1,8 @@
 //! Unit tests: schema, round trips, filters, `since`, retention, the writer's counters.
-#![expect(clippy::unwrap_used, reason = "a test: a failed unwrap is the failure, with its line")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a failed unwrap is the failure, with its line"
+)]
 
 use std::{fs, time::Duration};
 
@@ -438,9 +441,7 @@ fn prune_by_age_keeps_recent_records_and_running_sessions() {
             alert("new", "a", "new", new).into(),
         ])
         .unwrap();
-    let stats = store
-        .prune(Some(Duration::from_hours(24)), None)
-        .unwrap();
+    let stats = store.prune(Some(Duration::from_hours(24)), None).unwrap();
     assert_eq!(
         stats.deleted,
         Counts {

@@ -1,7 +1,10 @@
 //! Unit tests of what issue 20 added to the store: the schema upgrade, calls' arguments and
 //! results, the server's facts, retention that keeps the evidence, the one-time conversion to
 //! incremental vacuum.
-#![expect(clippy::unwrap_used, reason = "a test: a failed unwrap is the failure, with its line")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a failed unwrap is the failure, with its line"
+)]
 
 use std::{fs, time::Duration};
 

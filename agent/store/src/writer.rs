@@ -83,7 +83,10 @@ struct Shared {
 
 impl Shared {
     fn set_error(&self, err: String) {
-        let mut last = self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Log each distinct error once, not once per batch.
         if last.as_deref() != Some(err.as_str()) {
             tracing::warn!(error = %err, "store: records dropped");

@@ -14,6 +14,11 @@
 //! `tiocsti TARGET ok|errno N` for each of fd 0, 1, 2 and /dev/tty (`tty` ... `open-errno N` when
 //! it cannot be opened), with the request as the plain TIOCSTI and again (`tiocsti-high`) with
 //! bits set above the 32 the kernel reads.
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "socket address families and sizes, pids and byte counts, in the widths the syscall ABI gives them"
+)]
 
 use std::{
     ffi::CString,
@@ -412,7 +417,11 @@ fn main() {
                 // Touch every page so it is really charged.
                 blocks.push(vec![1u8; 1 << 20]);
             }
-            Ok(blocks.iter().map(std::vec::Vec::len).sum::<usize>().to_string())
+            Ok(blocks
+                .iter()
+                .map(std::vec::Vec::len)
+                .sum::<usize>()
+                .to_string())
         }
         "whoami" => Ok(whoami()),
         "fds" => Ok(fds()),

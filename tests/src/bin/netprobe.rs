@@ -7,6 +7,10 @@
 //! `ubind:ADDR:PORT` (a bound UDP socket). Output: `ok` or
 //! `errno N` per argument. IPv6 addresses are written in brackets: `tcp:[::1]:5000`; an
 //! abstract Unix socket is `@name`.
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "socket address families and sizes, in the widths the socket ABI gives them"
+)]
 use std::{
     io::Write as _,
     net::{SocketAddr, TcpStream, UdpSocket},
@@ -149,13 +153,7 @@ fn mptcp_bind(addr: SocketAddr) -> String {
         }
     };
     // SAFETY: `storage` holds a valid address of `len` bytes; `fd` is open.
-    let r = unsafe {
-        libc::bind(
-            fd,
-            (&raw const storage).cast(),
-            len as libc::socklen_t,
-        )
-    };
+    let r = unsafe { libc::bind(fd, (&raw const storage).cast(), len as libc::socklen_t) };
     if r == 0 {
         "ok".into()
     } else {

@@ -8,6 +8,10 @@
 //! touched: the path is written to a scratch file, which is mapped and handed to the kernel
 //! without being read. A tracer's fault-free read of it (`bpf_probe_read_user_str`) then fails,
 //! while the kernel's own copy faults the page in and opens the file.
+#![expect(
+    clippy::cast_sign_loss,
+    reason = "clock_gettime never returns negative fields"
+)]
 use std::{ffi::CString, fs::File, io::Write as _, time::Instant};
 
 fn main() {

@@ -1,5 +1,8 @@
 //! Shared by the kernel tests: throwaway cgroups and fixture processes placed in them.
-#![allow(dead_code, reason = "each test binary that includes this module uses a different part of it")]
+#![allow(
+    dead_code,
+    reason = "each test binary that includes this module uses a different part of it"
+)]
 
 use std::{
     fs::File,

@@ -137,7 +137,9 @@ impl<'t> Checker<'t> {
 
     fn string(&mut self, table: &dyn TableLike, key: &str, path: &str) -> Option<String> {
         let (span, item) = get(table, key)?;
-        if let Some(s) = item.as_str() { Some(s.to_string()) } else {
+        if let Some(s) = item.as_str() {
+            Some(s.to_string())
+        } else {
             self.error(
                 &span,
                 &join(path, key),
@@ -311,7 +313,9 @@ impl<'t> Checker<'t> {
                 })
                 .collect();
         }
-        if let Some(t) = item.as_table_like() { vec![(t, path.to_string(), span.clone())] } else {
+        if let Some(t) = item.as_table_like() {
+            vec![(t, path.to_string(), span.clone())]
+        } else {
             self.error(
                 span,
                 path,
@@ -425,6 +429,10 @@ impl<'t> Checker<'t> {
             }
         }
         if let Some((s, v)) = get(table, "entropy") {
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "entropy thresholds are a few bits"
+            )]
             let e = v
                 .as_float()
                 .or_else(|| v.as_integer().map(|n| n as f64))

@@ -164,7 +164,10 @@ impl ScanGuard {
     /// Applies the strictest action of the flagged channels to `v`; returns why it is blocked,
     /// for the client. The report gets `summary` (with the evidence); the client only `brief`,
     /// since quoting the evidence would hand the model the very text that was kept from it.
-    #[expect(clippy::too_many_arguments, reason = "the channels' verdict, both texts and where they go; a struct would only be built to be taken apart")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the channels' verdict, both texts and where they go; a struct would only be built to be taken apart"
+    )]
     fn act(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -185,24 +188,26 @@ impl ScanGuard {
                 self.report(ctx, rule, tool, format!("{summary}; passed (alert only)"));
                 None
             }
-            Action::Strip => if let Some(removed) = walk::strip(v, flags, &self.neighbours) {
-                *changed = true;
-                self.report(
-                    ctx,
-                    rule,
-                    tool,
-                    format!("{summary}; stripped: {}", removed.join("; ")),
-                );
-                None
-            } else {
-                self.report(
-                    ctx,
-                    rule,
-                    tool,
-                    format!("{summary}; blocked (cannot be stripped)"),
-                );
-                Some(brief)
-            },
+            Action::Strip => {
+                if let Some(removed) = walk::strip(v, flags, &self.neighbours) {
+                    *changed = true;
+                    self.report(
+                        ctx,
+                        rule,
+                        tool,
+                        format!("{summary}; stripped: {}", removed.join("; ")),
+                    );
+                    None
+                } else {
+                    self.report(
+                        ctx,
+                        rule,
+                        tool,
+                        format!("{summary}; blocked (cannot be stripped)"),
+                    );
+                    Some(brief)
+                }
+            }
             Action::Block | Action::Fail => {
                 self.report(ctx, rule, tool, format!("{summary}; blocked"));
                 Some(brief)

@@ -98,7 +98,7 @@ pub fn unicode(s: &str) -> (String, Vec<Found>) {
                 let bytes: Vec<u8> = chars[i..end]
                     .iter()
                     .map(|&v| match v as u32 {
-                        v @ 0xFE00..=0xFE0F => (v - 0xFE00) as u8,
+                        v @ 0xFE00..=0xFE0F => u8::try_from(v - 0xFE00).unwrap_or(u8::MAX),
                         v => (v - 0xE0100 + 16).min(255) as u8,
                     })
                     .collect();

@@ -108,7 +108,11 @@ const MOVE: &str = r"(?:send|post|upload|forward|e-?mail|mail|transmit|exfiltrat
 
 /// (concept, weight, pattern). Patterns match folded (lowercase) text.
 fn rules() -> Vec<(Concept, f32, String)> {
-    use Concept::{Marker, Addressed, Standing, Conceal, Deceive, Override, Bypass, Persona, SecretFile, Secret, Private, Exec, ExfilLink, External, Reassure, Disparage, Prefer, Trigger, OtherServer};
+    use Concept::{
+        Addressed, Bypass, Conceal, Deceive, Disparage, Exec, ExfilLink, External, Marker,
+        OtherServer, Override, Persona, Prefer, Private, Reassure, Secret, SecretFile, Standing,
+        Trigger,
+    };
     let r = |c, w, p: &str| (c, w, p.to_string());
     vec![
         r(
@@ -434,9 +438,7 @@ pub fn sentences(text: &str) -> Vec<Range<usize>> {
     for i in 0..b.len() {
         let end = match b[i] {
             b'\n' => Some(i + 1),
-            b'.' | b'!' | b'?' if b.get(i + 1).is_none_or(u8::is_ascii_whitespace) => {
-                Some(i + 1)
-            }
+            b'.' | b'!' | b'?' if b.get(i + 1).is_none_or(u8::is_ascii_whitespace) => Some(i + 1),
             _ => None,
         };
         if let Some(end) = end {
@@ -514,7 +516,11 @@ pub fn score(text: &str, hits: &[Hit]) -> Window {
 }
 
 const ALL: [Concept; N] = {
-    use Concept::{Marker, Addressed, Standing, Conceal, Deceive, Override, Bypass, Persona, SecretFile, Secret, Private, Exec, ExfilLink, External, Read, Move, Reassure, Disparage, Prefer, Trigger, OtherServer, ForeignTool};
+    use Concept::{
+        Addressed, Bypass, Conceal, Deceive, Disparage, Exec, ExfilLink, External, ForeignTool,
+        Marker, Move, OtherServer, Override, Persona, Prefer, Private, Read, Reassure, Secret,
+        SecretFile, Standing, Trigger,
+    };
     [
         Marker,
         Addressed,
@@ -543,7 +549,10 @@ const ALL: [Concept; N] = {
 
 /// The concepts' weights summed, plus what they mean together.
 fn combine(w: &[f32; N]) -> f32 {
-    use Concept::{SecretFile, Secret, Private, Read, Move, Exec, External, Conceal, Addressed, Standing, Deceive, ForeignTool, Trigger, Disparage, Prefer, Override, Bypass, OtherServer};
+    use Concept::{
+        Addressed, Bypass, Conceal, Deceive, Disparage, Exec, External, ForeignTool, Move,
+        OtherServer, Override, Prefer, Private, Read, Secret, SecretFile, Standing, Trigger,
+    };
     let has = |c: Concept| w[c as usize] > 0.0;
     let any = |cs: &[Concept]| cs.iter().any(|c| has(*c));
     let mut s: f32 = w.iter().sum();

@@ -95,7 +95,9 @@ pub(super) fn python_target(args: &[String]) -> Result<PyTarget, Vec<String>> {
                     return Err(refused);
                 }
                 'm' => {
-                    return if let Some(m) = value { done(refused, PyTarget::Module(m)) } else {
+                    return if let Some(m) = value {
+                        done(refused, PyTarget::Module(m))
+                    } else {
                         refused.push("-m without a module".into());
                         Err(refused)
                     };
