@@ -4,6 +4,7 @@
 //! real MCP Python SDK. They need root; `cargo xtask test` builds the binaries and the test
 //! environment (`cargo xtask setup`) first. A missing prerequisite panics with what to run,
 //! never skips.
+#![expect(clippy::missing_panics_doc, reason = "test helpers: a panic, with what to run, is how they fail a test")]
 
 use std::path::{Path, PathBuf};
 
@@ -26,7 +27,8 @@ pub fn workspace_root() -> PathBuf {
 
 /// The cargo target directory the binaries were built into.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
 /// A binary built from this workspace (`cargo build --bins`), e.g. `mcp-guard`, of the profile
