@@ -521,7 +521,7 @@ pub fn main() -> ExitCode {
                 command: a.command,
                 caller: None,
                 client_exe: None,
-                audit: Default::default(),
+                audit: crate::history::AuditDefaults::default(),
             },
             &dirs,
             &crate::exec::AgentRoute {

@@ -154,8 +154,8 @@ impl Default for Config {
             known_only: false,
             allow_observe: false,
             max_sessions_per_user: default_max_sessions(),
-            store: Default::default(),
-            audit: Default::default(),
+            store: crate::history::StoreConfig::default(),
+            audit: crate::history::AuditDefaults::default(),
             export: ExportConfig::default(),
         }
     }

@@ -623,7 +623,7 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         pid: Some(std::process::id()),
         observe,
         exit_status: None,
-        facts: Default::default(),
+        facts: mcp_guard_model::ServerFacts::default(),
     };
     store.send(started.clone());
     let audit = crate::history::audit_config(&policy.audit, &args.audit);
@@ -775,7 +775,7 @@ async fn container_session(
         pid: Some(std::process::id()),
         observe,
         exit_status: None,
-        facts: Default::default(),
+        facts: mcp_guard_model::ServerFacts::default(),
     };
     store.send(started.clone());
     let audit = crate::history::audit_config(&policy.audit, &args.audit);

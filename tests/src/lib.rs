@@ -4,7 +4,10 @@
 //! real MCP Python SDK. They need root; `cargo xtask test` builds the binaries and the test
 //! environment (`cargo xtask setup`) first. A missing prerequisite panics with what to run,
 //! never skips.
-#![expect(clippy::missing_panics_doc, reason = "test helpers: a panic, with what to run, is how they fail a test")]
+#![expect(
+    clippy::missing_panics_doc,
+    reason = "test helpers: a panic, with what to run, is how they fail a test"
+)]
 
 use std::path::{Path, PathBuf};
 

@@ -156,7 +156,8 @@ fn kernel_guard_overhead() {
             .collect()
     };
     // Per loop: the programs' ns per open+close (sys_enter, sys_exit) and their runs per open.
-    let mut kernel_ns: std::collections::BTreeMap<&str, Vec<(f64, f64, f64)>> = Default::default();
+    let mut kernel_ns: std::collections::BTreeMap<&str, Vec<(f64, f64, f64)>> =
+        std::collections::BTreeMap::new();
     // Per loop: wall and the opening thread's CPU time, in seconds.
     let mut loop_secs = |cg: &TestCgroup, label: &'static str| -> (f64, f64) {
         let before = prog_ns();

@@ -97,7 +97,7 @@ fn run(dir: &std::path::Path, full: bool, rate: Option<u64>) -> Run {
                 "bench",
                 "bench-s",
                 Profile::default(),
-                Default::default(),
+                std::collections::HashSet::default(),
             ),
             observe: false,
         });

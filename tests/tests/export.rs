@@ -111,21 +111,21 @@ fn stored_ids(state: &Path) -> BTreeSet<String> {
     );
     ids.extend(
         store
-            .calls(&Default::default())
+            .calls(&mcp_guard_store::CallFilter::default())
             .expect("calls")
             .into_iter()
             .map(|c| c.call_id),
     );
     ids.extend(
         store
-            .events(&Default::default())
+            .events(&mcp_guard_store::EventFilter::default())
             .expect("events")
             .into_iter()
             .map(|e| e.event_id),
     );
     ids.extend(
         store
-            .alerts(&Default::default())
+            .alerts(&mcp_guard_store::AlertFilter::default())
             .expect("alerts")
             .into_iter()
             .map(|a| a.alert_id),

@@ -505,7 +505,7 @@ fn write_history(db: &Path) {
             pid: None,
             observe: false,
             exit_status: Some(0),
-            facts: Default::default(),
+            facts: mcp_guard_model::ServerFacts::default(),
         }
         .into(),
         call("alerted", old).into(),
@@ -536,7 +536,7 @@ fn write_history(db: &Path) {
 
 fn event_ids(db: &Path) -> Vec<String> {
     Store::open_existing(db)
-        .and_then(|s| s.events(&Default::default()))
+        .and_then(|s| s.events(&mcp_guard_store::EventFilter::default()))
         .expect("read events")
         .into_iter()
         .map(|e| e.event_id)

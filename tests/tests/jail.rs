@@ -936,7 +936,7 @@ fn kernel_guard_and_pump_seams() {
         command: cmd.iter().map(std::string::ToString::to_string).collect(),
         caller: None,
         client_exe: None,
-        audit: Default::default(),
+        audit: mcp_guard::history::AuditDefaults::default(),
     };
 
     // What the attach hook saw, and when its returned guard was dropped.

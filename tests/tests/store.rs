@@ -170,7 +170,7 @@ fn write_incident(db: &Path) -> Timestamp {
             pid: Some(4242),
             observe: false,
             exit_status: None,
-            facts: Default::default(),
+            facts: mcp_guard_model::ServerFacts::default(),
         }
         .into(),
     ];
@@ -228,7 +228,9 @@ fn ten_processes_writing_one_store_lose_nothing() {
     assert_eq!(counts.calls, PROCS as u64 * CALLS);
     assert_eq!(counts.events, PROCS as u64 * CALLS * 10);
     // Every response landed on its call.
-    let calls = store.calls(&Default::default()).expect("calls");
+    let calls = store
+        .calls(&mcp_guard_store::CallFilter::default())
+        .expect("calls");
     assert!(calls.iter().all(|c| c.ended_at.is_some()));
     let events = store
         .events(&EventFilter {
@@ -749,7 +751,10 @@ fn store_bench() {
         .prune(Some(Duration::from_hours(24)), None)
         .expect("prune");
     let prune_time = t.elapsed();
-    let alerts = store.alerts(&AlertFilter::default()).expect("alerts").len();
+    let alerts = store
+        .alerts(&AlertFilter::default())
+        .expect("alerts")
+        .len();
     println!(
         "bench store: filled {TOTAL} events at {fill:.0}/s ({:.0} MB on disk); \
          events --server S --since 1h -> {rows} rows in {:.2} ms from 1M events vs {:.2} ms \

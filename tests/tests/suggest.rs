@@ -52,7 +52,7 @@ fn suggested_policy_passes_check_and_holds_what_was_seen() {
             pid: Some(4242),
             observe: false,
             exit_status: None,
-            facts: Default::default(),
+            facts: mcp_guard_model::ServerFacts::default(),
         })
         .expect("session");
         let wr = (libc::O_WRONLY | libc::O_CREAT) as u32;
@@ -155,7 +155,7 @@ fn session(id: &str) -> SessionRecord {
         pid: Some(4242),
         observe: true,
         exit_status: Some(0),
-        facts: Default::default(),
+        facts: mcp_guard_model::ServerFacts::default(),
     }
 }
 

@@ -348,7 +348,7 @@ pub async fn run(
         let mut drained = false;
         for _ in 0..INPUT_BATCH {
             if let Some(input) = inputs.try_recv() {
-                pipeline.input(input)
+                pipeline.input(input);
             } else {
                 drained = true;
                 break;

@@ -118,7 +118,7 @@ impl Prefilter {
             }
             for k in &rule.keywords {
                 if let Some(p) = words.iter().position(|w| w == k) {
-                    rules_of[p].push(i)
+                    rules_of[p].push(i);
                 } else {
                     words.push(k.clone());
                     rules_of.push(vec![i]);

@@ -261,7 +261,8 @@ fn false_positive_rate_on_installed_packages() {
     walk(&site_packages(), &["py", "pyi", "md", "txt"], &mut python);
     let (mut bytes, mut scanned, mut with_findings, mut findings) =
         (0usize, 0usize, 0usize, 0usize);
-    let mut by_rule: std::collections::BTreeMap<String, (usize, Vec<String>)> = Default::default();
+    let mut by_rule: std::collections::BTreeMap<String, (usize, Vec<String>)> =
+        std::collections::BTreeMap::new();
     let started = std::time::Instant::now();
     let mut taken = [0usize; 2];
     let files = node

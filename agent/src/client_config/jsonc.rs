@@ -101,7 +101,7 @@ pub(super) fn splice(text: &str, servers: &[&str], edits: &[Edit]) -> Result<Str
             Value::from(edit.command.as_str()).to_string(),
         ));
         if let Some(args) = entry.get("args") {
-            changes.push((args.value.start(), args.value.end(), args_text))
+            changes.push((args.value.start(), args.value.end(), args_text));
         } else {
             let at = command.value.end();
             changes.push((at, at, format!(", \"args\": {args_text}")));

@@ -34,7 +34,7 @@ pub fn loopback_up() -> Result<(), String> {
     )]
     // SAFETY: after SIOCGIFFLAGS the union holds the flags.
     unsafe {
-        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     };
     // SAFETY: SIOCSIFFLAGS reads the ifreq we pass, which lives across the call.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {

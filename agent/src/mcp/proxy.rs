@@ -333,10 +333,10 @@ where
         sink,
         stats: ProxyOutcome::default(),
         max: config.max_message_bytes,
-        failed: Default::default(),
+        failed: std::collections::HashSet::default(),
         observe: config.observe,
         frame_len: 0,
-        relists: Default::default(),
+        relists: std::collections::HashSet::default(),
         relist_seq: 0,
         relist_since: None,
         relist_overdue: false,
@@ -651,7 +651,7 @@ impl Batch {
             if let Some(s) = s.upgrade() {
                 let _ = s.send(Chunk { bytes, read_at }).await;
             } else {
-                tracing::debug!("the client has gone; answer to the server dropped")
+                tracing::debug!("the client has gone; answer to the server dropped");
             }
         }
         if !self.client.is_empty() {

@@ -164,27 +164,27 @@ impl<T: CallSink> CallSink for std::sync::Arc<std::sync::Mutex<T>> {
     fn call_started(&mut self, call_id: &str, tool: Option<&str>) {
         self.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .call_started(call_id, tool)
+            .call_started(call_id, tool);
     }
     fn call(&mut self, record: CallRecord) {
         self.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .call(record)
+            .call(record);
     }
     fn finding(&mut self, finding: Finding) {
         self.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .finding(finding)
+            .finding(finding);
     }
     fn server_fact(&mut self, fact: ServerFact) {
         self.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .server_fact(fact)
+            .server_fact(fact);
     }
     fn tools_listed(&mut self, tools: &[(String, bool)]) {
         self.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .tools_listed(tools)
+            .tools_listed(tools);
     }
     fn take_call_denials(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<CallDenial>> {
         self.lock()

@@ -209,7 +209,7 @@ fn records_round_trip_with_every_field() {
         pid: Some(99),
         observe: true,
         exit_status: None,
-        facts: Default::default(),
+        facts: mcp_guard_model::ServerFacts::default(),
     };
     let mut c = call("c1", "weather", "get_weather", t);
     c.result_bytes = Some(1234);
@@ -424,7 +424,7 @@ fn prune_by_age_keeps_recent_records_and_running_sessions() {
         pid: None,
         observe: false,
         exit_status: None,
-        facts: Default::default(),
+        facts: mcp_guard_model::ServerFacts::default(),
     };
     let mut ended = running.clone();
     ended.session = "ended".into();

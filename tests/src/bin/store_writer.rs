@@ -37,7 +37,7 @@ fn main() -> ExitCode {
             pid: Some(std::process::id()),
             observe: false,
             exit_status: None,
-            facts: Default::default(),
+            facts: mcp_guard_model::ServerFacts::default(),
         }
         .into(),
     );
