@@ -121,6 +121,7 @@ mod tests {
 
     #[test]
     fn reads_the_parent_of_a_peer_and_of_itself() {
+        use std::os::fd::AsFd as _;
         let mine = of_own_parent().expect("the test's parent");
         assert!(mine.is_absolute(), "{}", mine.display());
         // A child that connects back: its parent is this test process.
@@ -131,7 +132,6 @@ mod tests {
             .spawn()
             .expect("child");
         // SO_PEERCRED of a socketpair is this process; its parent is the harness.
-        use std::os::fd::AsFd as _;
         let peer = of_peer_parent(a.as_fd(), std::process::id(), 0, 0);
         assert_eq!(peer, Some(mine.clone()));
         // The child's parent is this test binary.

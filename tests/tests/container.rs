@@ -526,6 +526,7 @@ fn timed_ok(cmd: &mut Command) -> f64 {
 #[test]
 #[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn startup_container_vs_podman_run_vs_jail() {
+    const N: usize = 20;
     let _one = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -541,7 +542,6 @@ fn startup_container_vs_podman_run_vs_jail() {
              exec = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\"]\n[limits]\nmemory = \"512M\"\npids = 64\ncpu = 1.0\n",
     )
     .expect("jail policy");
-    const N: usize = 20;
     let (mut guarded, mut engine, mut jail) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..N {
         guarded.push(timed_ok(

@@ -879,8 +879,8 @@ fn real_filesystem_server_answers_through_the_jail() {
 #[test]
 #[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn bench_exec_true() {
-    require_root();
     const RUNS: usize = 50;
+    require_root();
     let time = |cmd: &mut Command| {
         let start = Instant::now();
         let status = cmd.status().expect("run");
@@ -919,6 +919,22 @@ fn kernel_guard_and_pump_seams() {
 
     use mcp_guard::exec::{self, ExecArgs, Hooks, ServerStdio, SessionInfo};
     use mcp_guard_model::dirs::Dirs;
+
+    // What the attach hook saw, and when its returned guard was dropped.
+    #[derive(Default, Debug)]
+    struct Seen {
+        procs: String,
+        id_matches: bool,
+        server_had_run: bool,
+        dropped_with_cgroup_present: Option<bool>,
+        echoed: Vec<u8>,
+    }
+    struct Guard(Rc<RefCell<Seen>>, PathBuf);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.borrow_mut().dropped_with_cgroup_present = Some(self.1.exists());
+        }
+    }
     require_root();
     let sb = Sandbox::new("seams", "");
     let marker = sb.work.join("server-ran");
@@ -939,21 +955,6 @@ fn kernel_guard_and_pump_seams() {
         audit: mcp_guard::history::AuditDefaults::default(),
     };
 
-    // What the attach hook saw, and when its returned guard was dropped.
-    #[derive(Default, Debug)]
-    struct Seen {
-        procs: String,
-        id_matches: bool,
-        server_had_run: bool,
-        dropped_with_cgroup_present: Option<bool>,
-        echoed: Vec<u8>,
-    }
-    struct Guard(Rc<RefCell<Seen>>, PathBuf);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            self.0.borrow_mut().dropped_with_cgroup_present = Some(self.1.exists());
-        }
-    }
     let seen = Rc::new(RefCell::new(Seen::default()));
     let touch = format!("echo hi; touch {}; cat", marker.display());
     let hooks = Hooks {

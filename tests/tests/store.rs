@@ -180,10 +180,10 @@ fn write_incident(db: &Path) -> Timestamp {
 
 #[test]
 fn ten_processes_writing_one_store_lose_nothing() {
-    let dir = StateDir::new("concurrent");
-    let writer = workspace_bin("store_writer");
     const PROCS: usize = 10;
     const CALLS: u64 = 300;
+    let dir = StateDir::new("concurrent");
+    let writer = workspace_bin("store_writer");
     // The store exists before the writers start, so queries run alongside them throughout.
     drop(Store::open(&dir.db()).expect("create the store"));
     let mut children: Vec<_> = (0..PROCS)
@@ -610,12 +610,14 @@ fn tables_read_well_and_empty_or_missing_stores_are_explained() {
 #[test]
 #[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn store_bench() {
+    const N: u64 = 200_000;
+    const M: u64 = 3_000;
+    const TOTAL: u64 = 1_000_000;
     let dir = StateDir::new("bench");
 
     // 1. Sustained inserts through the batched writer, vs one transaction per record.
     let handle = StoreWriter::spawn(dir.0.join("writer.db"));
     let now = Timestamp::now();
-    const N: u64 = 200_000;
     let started = Instant::now();
     let mut waited = 0u64;
     for i in 0..N {
@@ -636,7 +638,6 @@ fn store_bench() {
     assert_eq!(written, N);
 
     let mut single = Store::open(&dir.0.join("single.db")).expect("open");
-    const M: u64 = 3_000;
     let started = Instant::now();
     for i in 0..M {
         single
@@ -661,7 +662,6 @@ fn store_bench() {
     // 2. `events --server S --since 1h` with a million events stored: 10 servers over 48 hours.
     let db = dir.0.join("million").join(store::DB_FILE);
     let mut store = Store::open(&db).expect("open");
-    const TOTAL: u64 = 1_000_000;
     let span = Duration::from_hours(48);
     let start = Timestamp::now().saturating_sub(span);
     let step = span.as_nanos() as u64 / TOTAL;

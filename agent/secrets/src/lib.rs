@@ -72,11 +72,11 @@ pub fn is_builtin_name(name: &str) -> bool {
 /// The rules of `source` (a rules file and what it extends), or the built-in catalog for
 /// `None`; compiled once per distinct source in this process.
 pub fn for_source(source: Option<&RulesSource>) -> Result<SecretRules, RulesError> {
+    type Cache = Mutex<Vec<(RulesSource, SecretRules)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let Some(source) = source else {
         return Ok(builtin());
     };
-    type Cache = Mutex<Vec<(RulesSource, SecretRules)>>;
-    static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some((_, rules)) = cache
         .lock()

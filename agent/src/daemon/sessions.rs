@@ -109,6 +109,8 @@ type Refusal = (u8, String);
 /// Refuses a connection past the waiting bound without waiting for it: one non-blocking write
 /// of the refusal (a small line fits the socket buffer), then it is closed.
 fn busy(stream: &UnixStream, uid: u32, full: Full) {
+    // At most one line a second: the refused connections are the attacker's to multiply.
+    static LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let message = match full {
         Full::PendingUser => format!(
             "the agent has {} connections from uid {uid} waiting for their request; refused \
@@ -121,8 +123,6 @@ fn busy(stream: &UnixStream, uid: u32, full: Full) {
             admission::MAX_PENDING
         ),
     };
-    // At most one line a second: the refused connections are the attacker's to multiply.
-    static LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let second = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

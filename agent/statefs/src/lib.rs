@@ -290,10 +290,10 @@ impl StateDir {
         match std::fs::symlink_metadata(path) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                use std::os::unix::fs::DirBuilderExt as _;
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent)?;
                 }
-                use std::os::unix::fs::DirBuilderExt as _;
                 match std::fs::DirBuilder::new().mode(DIR_MODE).create(path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

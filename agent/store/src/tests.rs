@@ -102,6 +102,7 @@ fn ago(d: Duration) -> Timestamp {
 
 #[test]
 fn schema_is_created_versioned_wal_and_indexed() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("schema");
     let store = Store::open(&dir.db()).unwrap();
     let c = &store.conn;
@@ -145,7 +146,6 @@ fn schema_is_created_versioned_wal_and_indexed() {
         )
         .unwrap();
     assert!(plan.contains("events_server_ts"), "{plan}");
-    use std::os::unix::fs::PermissionsExt;
     for file in ["mcp-guard.db", "mcp-guard.db-wal", "mcp-guard.db-shm"] {
         let mode = fs::metadata(dir.0.join(file)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{file}");

@@ -245,7 +245,6 @@ pub fn tool_spots(tool: &Value) -> Vec<Spot> {
 /// The strings of a `tools/call` result or a `resources/read` result (text, embedded resources,
 /// structured content; not images, blobs or URIs).
 pub fn result_spots(result: &Value) -> Vec<Spot> {
-    let mut out = Vec::new();
     fn walk(v: &Value, at: &str, out: &mut Vec<Spot>) {
         match v {
             Value::Object(m) => {
@@ -273,6 +272,7 @@ pub fn result_spots(result: &Value) -> Vec<Spot> {
             _ => {}
         }
     }
+    let mut out = Vec::new();
     walk(result, "", &mut out);
     out
 }
