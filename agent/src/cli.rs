@@ -377,10 +377,10 @@ pub struct FleetArgs {
 fn query(
     state: &std::path::Path,
     fleet: FleetArgs,
-    query: mcp_guard_store::query::Query,
+    query: &mcp_guard_store::query::Query,
 ) -> ExitCode {
     match fleet.fleet {
-        None => crate::commands::query::run(state, &query),
+        None => crate::commands::query::run(state, query),
         Some(url) => crate::export::fleet::run(
             &crate::export::fleet::Fleet {
                 url,
@@ -431,7 +431,7 @@ pub fn main() -> ExitCode {
         Command::Calls(a) => query(
             &dirs.state,
             a.fleet,
-            mcp_guard_store::query::Query::Calls {
+            &mcp_guard_store::query::Query::Calls {
                 server: a.server,
                 tool: a.tool,
                 since: a.since,
@@ -441,7 +441,7 @@ pub fn main() -> ExitCode {
         Command::Events(a) => query(
             &dirs.state,
             a.fleet,
-            mcp_guard_store::query::Query::Events {
+            &mcp_guard_store::query::Query::Events {
                 server: a.server,
                 call: a.call,
                 kind: a.kind,
@@ -452,7 +452,7 @@ pub fn main() -> ExitCode {
         Command::Alerts(a) => query(
             &dirs.state,
             a.fleet,
-            mcp_guard_store::query::Query::Alerts {
+            &mcp_guard_store::query::Query::Alerts {
                 server: a.server,
                 since: a.since,
                 json: a.json,
@@ -461,7 +461,7 @@ pub fn main() -> ExitCode {
         Command::Sessions(a) => query(
             &dirs.state,
             a.fleet,
-            mcp_guard_store::query::Query::Sessions {
+            &mcp_guard_store::query::Query::Sessions {
                 server: a.server,
                 since: a.since,
                 json: a.json,
@@ -470,7 +470,7 @@ pub fn main() -> ExitCode {
         Command::Trace(a) => query(
             &dirs.state,
             a.fleet,
-            mcp_guard_store::query::Query::Trace {
+            &mcp_guard_store::query::Query::Trace {
                 call_id: a.call_id,
                 json: a.json,
             },

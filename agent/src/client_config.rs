@@ -281,7 +281,7 @@ pub fn rewrite(path: &Path, text: &str, settings: &Settings) -> Result<Rewritten
         reports.push(report);
     }
     let out = if plain {
-        let mut out = to_json(&root, detect_indent(text));
+        let mut out = to_json(&root, &detect_indent(text));
         if text.ends_with('\n') {
             out.push('\n');
         }
@@ -391,7 +391,7 @@ fn detect_indent(text: &str) -> String {
         .unwrap_or_else(|| "  ".to_string())
 }
 
-fn to_json(value: &Value, indent: String) -> String {
+fn to_json(value: &Value, indent: &str) -> String {
     let mut out = Vec::new();
     let formatter = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);

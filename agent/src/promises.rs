@@ -171,7 +171,7 @@ impl Mechanism {
     }
 
     /// Why this mechanism cannot keep its promise here (`None`: it can).
-    fn missing(self, f: &Features, n: &Needs) -> Option<String> {
+    fn missing(self, f: &Features, n: Needs) -> Option<String> {
         let abi = |need: i32, linux: &str| {
             (f.landlock_abi < need).then(|| {
                 format!(
@@ -267,7 +267,7 @@ pub fn mechanisms(promise: Promise) -> &'static [Mechanism] {
 }
 
 /// Whether `needs` asks for `promise` at all.
-fn needed(promise: Promise, n: &Needs) -> bool {
+fn needed(promise: Promise, n: Needs) -> bool {
     match promise {
         Promise::TcpBind => n.tcp_ports_limited,
         Promise::DeviceIoctl => n.device_files,
@@ -299,11 +299,11 @@ pub fn choose(f: &Features, n: &Needs) -> Vec<Choice> {
     Promise::ALL
         .into_iter()
         .map(|promise| {
-            let holder = if needed(promise, n) {
+            let holder = if needed(promise, *n) {
                 let mut why = Vec::new();
                 let mut kept = None;
                 for &m in mechanisms(promise) {
-                    match m.missing(f, n) {
+                    match m.missing(f, *n) {
                         None => {
                             kept = Some(m);
                             break;
@@ -400,8 +400,8 @@ mod tests {
         }
     }
 
-    fn table(f: &Features, n: &Needs) -> Vec<(&'static str, String)> {
-        choose(f, n)
+    fn table(f: &Features, n: Needs) -> Vec<(&'static str, String)> {
+        choose(f, &n)
             .into_iter()
             .map(|c| {
                 let h = match c.holder {
@@ -414,8 +414,8 @@ mod tests {
             .collect()
     }
 
-    fn kept(f: &Features, n: &Needs, p: Promise) -> Option<Mechanism> {
-        holder(&choose(f, n), p)
+    fn kept(f: &Features, n: Needs, p: Promise) -> Option<Mechanism> {
+        holder(&choose(f, &n), p)
     }
 
     /// A typical server with egress on a few ports and a pathname socket.
@@ -436,7 +436,7 @@ mod tests {
     #[test]
     fn on_6_12_the_strongest_mechanisms_are_today_s() {
         let f = kernel("6.12");
-        let t = table(&f, &NET);
+        let t = table(&f, NET);
         let want = [
             ("filesystem", "landlock"),
             ("truncation", "landlock_truncate"),
@@ -459,7 +459,7 @@ mod tests {
             device_files: true,
             ..NET
         };
-        assert_eq!(kept(&f, &dev, Promise::DeviceIoctl), Some(LandlockIoctlDev));
+        assert_eq!(kept(&f, dev, Promise::DeviceIoctl), Some(LandlockIoctlDev));
     }
 
     #[test]
@@ -488,7 +488,7 @@ mod tests {
     #[test]
     fn on_6_1_an_offline_server_is_kept_by_namespaces_seccomp_and_the_bind_programs() {
         let f = kernel("6.1");
-        let t = table(&f, &OFFLINE);
+        let t = table(&f, OFFLINE);
         let want = [
             ("filesystem", "landlock"),
             ("truncation", "seccomp_truncate"),

@@ -67,6 +67,10 @@ fn run(policy: &Path, name: &str, state: &Path, steps: Value, command: &[&str]) 
 }
 
 /// [`run`] with `PATH` set to `path` for mcp-guard and the server it starts.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "callers build the JSON in place with json!"
+)]
 fn run_with_path(
     policy: &Path,
     name: &str,
@@ -122,6 +126,10 @@ fn query(state: &Path, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "callers build the JSON in place with json!"
+)]
 fn call(tool: &str, args: Value) -> Value {
     json!({"call": tool, "args": args})
 }

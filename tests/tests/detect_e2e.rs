@@ -211,6 +211,10 @@ fn an_honest_call_raises_no_alert() {
 
 /// Runs `steps` (see `tests/fixtures/detect_client.py`) against the weather server under exec;
 /// the fixture's exfiltration port is `port`. Returns one result per call.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "callers build the JSON in place with json!"
+)]
 fn script(scene: &Scene, port: u16, steps: Value, extra: &[&str]) -> Vec<Value> {
     let out = Command::new(python())
         .arg(fixture("detect_client.py"))
@@ -238,6 +242,10 @@ fn script(scene: &Scene, port: u16, steps: Value, extra: &[&str]) -> Vec<Value> 
     serde_json::from_slice(&out.stdout).expect("client JSON")
 }
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "callers build the JSON in place with json!"
+)]
 fn call(tool: &str, args: Value) -> Value {
     serde_json::json!({"call": tool, "args": args})
 }

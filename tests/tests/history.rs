@@ -747,6 +747,10 @@ impl RawClient {
     }
 
     /// Sends a request and returns its response (notifications in between are skipped).
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "callers build the JSON in place with json!"
+    )]
     fn request(&mut self, method: &str, params: Value) -> Value {
         self.next += 1;
         let id = self.next;
@@ -765,6 +769,10 @@ impl RawClient {
         }
     }
 
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "callers build the JSON in place with json!"
+    )]
     fn call(&mut self, tool: &str, arguments: Value) -> Value {
         self.request("tools/call", json!({"name": tool, "arguments": arguments}))
     }

@@ -751,10 +751,7 @@ fn store_bench() {
         .prune(Some(Duration::from_hours(24)), None)
         .expect("prune");
     let prune_time = t.elapsed();
-    let alerts = store
-        .alerts(&AlertFilter::default())
-        .expect("alerts")
-        .len();
+    let alerts = store.alerts(&AlertFilter::default()).expect("alerts").len();
     println!(
         "bench store: filled {TOTAL} events at {fill:.0}/s ({:.0} MB on disk); \
          events --server S --since 1h -> {rows} rows in {:.2} ms from 1M events vs {:.2} ms \

@@ -108,15 +108,15 @@ pub(crate) fn command(args: &[String]) -> Result {
         println!("{USAGE}");
         return Ok(());
     }
-    matrix_run(parse(args)?)
+    matrix_run(&parse(args)?)
 }
 
 /// The matrix step of `cargo xtask test`: the CI kernels and cases (`--ci`).
 pub(crate) fn ci() -> Result {
-    matrix_run(parse(&["--ci".to_string()])?)
+    matrix_run(&parse(&["--ci".to_string()])?)
 }
 
-fn matrix_run(opts: Options) -> Result {
+fn matrix_run(opts: &Options) -> Result {
     preflight()?;
     let target = target_dir();
     // The checkout first: a guest that cannot see it makes the build below wasted work.

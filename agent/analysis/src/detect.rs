@@ -374,7 +374,7 @@ impl Detector {
                     denied = true;
                 }
                 if self.is_sensitive(path) {
-                    let summary = format!("{} opened sensitive path {path}", who(&tool));
+                    let summary = format!("{} opened sensitive path {path}", who(tool.as_deref()));
                     out.extend(self.fire(
                         Rule::SensitiveRead,
                         ts,
@@ -428,7 +428,7 @@ impl Detector {
                 {
                     let summary = format!(
                         "{} connected to {dest}, never seen for this tool",
-                        who(&tool)
+                        who(tool.as_deref())
                     );
                     out.extend(self.fire(
                         Rule::NewEgress,
@@ -456,7 +456,7 @@ impl Detector {
                         evs.push(event_id.to_string());
                         let summary = format!(
                             "{} read secret material then connected to {dest}",
-                            who(&tool)
+                            who(tool.as_deref())
                         );
                         out.extend(self.fire(
                             Rule::Exfiltration,
@@ -487,7 +487,7 @@ impl Detector {
                 } else if is_interpreter(path) && !self.profile.any_exec(path) {
                     let summary = format!(
                         "{} exec'd interpreter {path}, which this server did not while learning",
-                        who(&tool)
+                        who(tool.as_deref())
                     );
                     out.extend(self.fire(
                         Rule::InterpreterExec,
@@ -528,7 +528,7 @@ impl Detector {
         {
             let summary = format!(
                 "{} read secret material and returned {} bytes",
-                who(&end.tool),
+                who(end.tool.as_deref()),
                 end.result_bytes.unwrap_or(0)
             );
             out.extend(self.fire(
@@ -580,7 +580,7 @@ impl Detector {
     }
 }
 
-fn who(tool: &Option<String>) -> String {
+fn who(tool: Option<&str>) -> String {
     match tool {
         Some(t) => format!("tool {t}"),
         None => "the server (outside any call)".to_string(),

@@ -144,7 +144,7 @@ impl Pipeline {
     /// ended long enough ago.
     pub fn poll(&mut self, now: u64) {
         for a in self.correlator.poll(now) {
-            self.write(a);
+            self.write(&a);
         }
         self.end_calls(now.saturating_sub(END_GRACE_NS));
     }
@@ -158,7 +158,7 @@ impl Pipeline {
     /// judged (their effects are in [`Pipeline::take_effects`] afterwards).
     pub fn finish(&mut self) {
         for a in self.correlator.flush() {
-            self.write(a);
+            self.write(&a);
         }
         self.end_calls(u64::MAX);
     }
@@ -227,7 +227,7 @@ impl Pipeline {
         }
     }
 
-    fn write(&mut self, a: AttributedEvent) {
+    fn write(&mut self, a: &AttributedEvent) {
         self.events += 1;
         let event_id = format!("{}-e{}", self.session, self.events);
         let mut rec = event_record(&a.event, event_id.clone());

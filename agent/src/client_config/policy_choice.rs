@@ -245,11 +245,12 @@ pub(super) fn npm(spec: String) -> String {
 }
 
 /// A PyPI requirement without version, extras or markers (`pkg[x]==1` → `pkg`).
-pub(super) fn pypi(spec: String) -> String {
+pub(super) fn pypi(mut spec: String) -> String {
     let end = spec
         .find(['=', '<', '>', '[', '@', '~', '!', ';', ' '])
         .unwrap_or(spec.len());
-    spec[..end].to_string()
+    spec.truncate(end);
+    spec
 }
 
 /// The package in a script path under `node_modules` (the last one, scoped or not).

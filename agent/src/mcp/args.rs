@@ -368,6 +368,10 @@ mod tests {
     }
 
     /// An `ArgGuard` that has seen `tool` listed with `schema`, as the proxy feeds it.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "callers build the JSON in place with json!"
+    )]
     fn listed(tool: &str, schema: Value) -> ArgGuard {
         let mut g = ArgGuard::new(ArgConfig::default());
         let mut ctx = Ctx {

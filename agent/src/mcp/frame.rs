@@ -174,6 +174,10 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, ParseError> {
 
 const DUP_PREFIX: &str = "\u{0}duplicate key:";
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "`.map_err(map_err)` hands the error over by value"
+)]
 fn map_err(e: serde_json::Error) -> ParseError {
     let msg = e.to_string();
     match msg.strip_prefix(DUP_PREFIX) {

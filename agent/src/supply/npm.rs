@@ -126,17 +126,17 @@ pub(super) fn walk(
     out: &mut BTreeMap<String, String>,
 ) -> Result<(), SupplyError> {
     let dir = root.join(rel);
-    let read = std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?;
+    let read = std::fs::read_dir(&dir).map_err(|e| io_err(&dir, &e))?;
     for entry in read {
-        let entry = entry.map_err(|e| io_err(&dir, e))?;
+        let entry = entry.map_err(|e| io_err(&dir, &e))?;
         let rel = rel.join(entry.file_name());
         let path = root.join(&rel);
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| io_err(&path, e))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| io_err(&path, &e))?;
         let key = rel.to_string_lossy().into_owned();
         if meta.is_dir() {
             walk(root, &rel, out)?;
         } else if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&path).map_err(|e| io_err(&path, e))?;
+            let target = std::fs::read_link(&path).map_err(|e| io_err(&path, &e))?;
             out.insert(key, format!("l {}", target.to_string_lossy()));
         } else if meta.is_file() {
             let x = if meta.permissions().mode() & 0o111 != 0 {
@@ -155,7 +155,7 @@ pub(super) fn walk(
 /// `(name, version)` from a package.json.
 pub(super) fn package_json(dir: &Path) -> Result<(String, String), SupplyError> {
     let path = dir.join("package.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, &e))?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| SupplyError::Io(format!("{}: {e}", path.display())))?;
     let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
@@ -280,7 +280,7 @@ pub(super) fn npm_closure(
             continue;
         }
         let path = dir.join("package.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, &e))?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| SupplyError::Io(format!("{}: {e}", path.display())))?;
         for (kind, required) in [

@@ -39,6 +39,10 @@ fn report(action: &str, result: Result<String, i32>) {
     let _ = std::io::stdout().flush();
 }
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "`.map_err(io_err)` hands the error over by value"
+)]
 fn io_err(e: std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(-1)
 }
