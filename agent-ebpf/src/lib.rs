@@ -4,6 +4,10 @@
 //! and the ring buffer, userspace through aya. Layout changes must be made on both sides at once,
 //! which is why the types live in one crate.
 #![no_std]
+#![expect(
+    clippy::inline_always,
+    reason = "helpers the eBPF programs call: the BPF target wants them inlined"
+)]
 
 /// Names of the maps in the eBPF object, as userspace looks them up.
 pub mod maps {

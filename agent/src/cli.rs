@@ -119,6 +119,10 @@ pub struct AgentArgs {
 
 /// `mcp-guard exec`.
 #[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "the command line's independent on/off flags"
+)]
 pub struct ExecArgs {
     /// Policy name (in the policy dir) or file path; the built-in default when absent.
     #[arg(long)]
@@ -389,7 +393,7 @@ fn query(
                 password_file: fleet.fleet_password_file,
                 ca_file: fleet.fleet_ca,
             },
-            &query,
+            query,
         ),
     }
 }

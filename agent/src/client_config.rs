@@ -980,7 +980,7 @@ mod tests {
     #[test]
     fn backup_names_carry_the_utc_time() {
         assert_eq!(utc_stamp(std::time::UNIX_EPOCH), "19700101T000000Z");
-        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_hours(264384);
+        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_hours(264_384);
         assert_eq!(utc_stamp(leap), "20000229T000000Z");
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_763_929_512);
         assert_eq!(utc_stamp(t), "20251123T202512Z");

@@ -289,10 +289,10 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
         }
     };
     if let Some(socket) = &args.socket {
-        config.socket = socket.clone();
+        config.socket.clone_from(socket);
     }
     if let Some(dir) = &args.bpf_dir {
-        config.bpf_dir = dir.clone();
+        config.bpf_dir.clone_from(dir);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -395,13 +395,12 @@ async fn run(
     let store = Arc::new(std::sync::Mutex::new(store));
     notify("READY=1");
 
-    let (mut term, mut int, mut hup) = match (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        _ => return Err("cannot install signal handlers".into()),
+    ) else {
+        return Err("cannot install signal handlers".into());
     };
     let mut own_failures = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(config.poll_ms));

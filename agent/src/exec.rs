@@ -525,13 +525,11 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, mut hooks
         return i32::from(EXIT_UNENFORCEABLE);
     }
     // Registered before anything starts so a signal during launch is not lost.
-    let (mut term, mut int, mut hup) = if let (Ok(t), Ok(i), Ok(h)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
-    ) {
-        (t, i, h)
-    } else {
+    ) else {
         say("cannot install signal handlers");
         return i32::from(EXIT_UNENFORCEABLE);
     };
@@ -867,7 +865,7 @@ async fn drive_container(
             );
         }
     }
-    info.member_cgroups = leaves.clone();
+    info.member_cgroups.clone_from(&leaves);
     // The seam: the cgroups exist, nothing of the server runs yet.
     let _guard: Option<Box<dyn Any>> = match hooks.attach {
         Some(attach) => match attach(info.clone()).await {

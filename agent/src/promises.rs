@@ -10,6 +10,10 @@ use serde::Serialize;
 
 /// What the host's kernel offers, as far as the promises care.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent probes: each kernel feature is there or not"
+)]
 pub struct Features {
     /// The landlock ABI the launcher will use (0: no landlock).
     pub landlock_abi: i32,
@@ -28,6 +32,10 @@ pub struct Features {
 
 /// What a policy asks of the kernel beyond the promises every launch makes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts of the policy, each asked or not"
+)]
 pub struct Needs {
     /// `[network] allow` limits TCP to some ports (no entry covers every port).
     pub tcp_ports_limited: bool,

@@ -71,6 +71,7 @@ impl Residue {
     }
 
     /// Counts until they are back to `self` or 10 s passed; the last count.
+    #[must_use]
     pub fn wait_back(&self, marker: &[u8]) -> Residue {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut now = Residue::now(marker);

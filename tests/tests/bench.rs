@@ -85,7 +85,7 @@ fn kernel_guard_overhead() {
     let guard = KernelGuard::load().expect("load");
     // MCP_GUARD_BENCH_STATS=1: the kernel times every program run (while this fd is held),
     // which itself costs each run two clock reads: the ratios are then not the plain ones.
-    let _stats = std::env::var_os("MCP_GUARD_BENCH_STATS")
+    let stats = std::env::var_os("MCP_GUARD_BENCH_STATS")
         .map(|_| aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF stats"));
     // MCP_GUARD_BENCH_NO_READER=1: nothing drains the ring buffer, so the guarded open loop
     // measures the kernel side alone (events past the buffer's capacity are counted as drops).
@@ -247,7 +247,7 @@ fn kernel_guard_overhead() {
         cpu_g / cpu_p,
         paired(&cpu_plain, &cpu_guarded)
     );
-    for (label, runs) in kernel_ns.iter().filter(|_| _stats.is_some()) {
+    for (label, runs) in kernel_ns.iter().filter(|_| stats.is_some()) {
         let shown: Vec<String> = runs
             .iter()
             .map(|(enter, exit, n)| format!("{enter:.0}+{exit:.0} ns ({n:.1} runs)"))

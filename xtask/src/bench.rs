@@ -120,7 +120,7 @@ fn read_results(path: &Path) -> Result<Results> {
 fn parse_results(text: &str) -> Result<Results> {
     let doc = json::parse(text.trim())?;
     let mut out = Results::new();
-    for r in doc.get("results").map(json::Value::as_array).unwrap_or(&[]) {
+    for r in doc.get("results").map_or(&[][..], json::Value::as_array) {
         let field = |k: &str| r.get(k).and_then(json::Value::as_str).map(str::to_string);
         let value = match r.get("value") {
             Some(json::Value::Number(n)) => n.parse::<f64>().ok(),

@@ -130,9 +130,9 @@ fn matrix_run(opts: &Options) -> Result {
     let mut results = Vec::new();
     for kernel in &opts.kernels {
         let files = fetcher.kernel(kernel)?;
-        results.push(boots::run_kernel(kernel, files, &opts, &tests, &target)?);
+        results.push(boots::run_kernel(kernel, files, opts, &tests, &target)?);
     }
-    print_verdict(&opts, &results)
+    print_verdict(opts, &results)
 }
 
 /// Runs `program args` with its output captured; fails with its stderr.

@@ -123,6 +123,10 @@ pub struct Stats {
 
 #[derive(Clone, Debug)]
 struct Call {
+    #[expect(
+        clippy::struct_field_names,
+        reason = "`call_id` is the contract's name for it"
+    )]
     call_id: String,
     tool: Option<String>,
     start: u64,

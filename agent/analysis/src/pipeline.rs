@@ -246,7 +246,7 @@ impl Pipeline {
         if self.launch.is_launch(&a.event) {
             return;
         }
-        let detections = self.detector.event(&a, &event_id);
+        let detections = self.detector.event(a, &event_id);
         self.act(detections);
     }
 
@@ -296,8 +296,7 @@ impl Pipeline {
         let severity = match f.rule.as_str() {
             "tool-poisoning" | "tool-changed" | "tool-shadowing" | "result-poisoning"
             | "prompt-poisoning" => Severity::High,
-            "hidden-text" => Severity::Medium,
-            "secret-in-arguments" | "secret-in-result" => Severity::Medium,
+            "hidden-text" | "secret-in-arguments" | "secret-in-result" => Severity::Medium,
             _ => Severity::Low,
         };
         let ts = Timestamp::parse_rfc3339(&f.ts).unwrap_or_else(Timestamp::now);

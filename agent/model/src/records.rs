@@ -598,8 +598,12 @@ impl Record {
                     redacted,
                 }) = audit
                 {
-                    arguments.iter_mut().for_each(|v| each_json_text(v, f));
-                    result.iter_mut().for_each(|v| each_json_text(v, f));
+                    for v in arguments.iter_mut() {
+                        each_json_text(v, f);
+                    }
+                    for v in result.iter_mut() {
+                        each_json_text(v, f);
+                    }
                     redacted.iter_mut().for_each(&mut *f);
                 }
             }

@@ -73,12 +73,14 @@ impl Timestamp {
     }
 
     /// `d` earlier (saturating).
+    #[must_use]
     pub fn saturating_sub(self, d: Duration) -> Self {
         let nanos = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         Self(self.0.saturating_sub(nanos))
     }
 
     /// `d` later (saturating).
+    #[must_use]
     pub fn saturating_add(self, d: Duration) -> Self {
         let nanos = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         Self(self.0.saturating_add(nanos))

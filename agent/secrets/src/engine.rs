@@ -204,6 +204,7 @@ impl SecretRules {
     }
 
     /// The same rules but those whose id or one of whose tags is in `names`.
+    #[must_use]
     pub fn without(&self, names: &[String]) -> Self {
         if names.is_empty() {
             return self.clone();

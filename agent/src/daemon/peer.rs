@@ -26,13 +26,10 @@ pub fn guarded_peer(sock: RawFd, pid: Option<i32>) -> Option<String> {
         Ok(fd) => pidfd_alive(fd),
         Err(_) => Path::new(&format!("/proc/{pid}")).exists(),
     };
-    let cgroup = match (cgroup, alive) {
-        (Ok(text), true) => text,
-        _ => {
-            return Some(format!(
-                "process {pid} is gone: its cgroup cannot be checked"
-            ));
-        }
+    let (Ok(cgroup), true) = (cgroup, alive) else {
+        return Some(format!(
+            "process {pid} is gone: its cgroup cannot be checked"
+        ));
     };
     let path = v2_path(&cgroup)?;
     is_guarded(path).then(|| {

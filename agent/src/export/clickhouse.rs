@@ -30,7 +30,7 @@ impl std::fmt::Debug for ClickHouse {
             .field("url", &self.url)
             .field("database", &self.database)
             .field("auth", &self.auth.as_ref().map(|_| ".."))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -107,7 +107,9 @@ pub struct Pump {
 
 impl std::fmt::Debug for Pump {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pump").field("name", &self.name).finish()
+        f.debug_struct("Pump")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 

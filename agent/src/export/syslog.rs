@@ -59,7 +59,7 @@ impl std::fmt::Debug for SyslogSink {
         f.debug_struct("SyslogSink")
             .field("address", &self.address)
             .field("tls", &self.tls.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

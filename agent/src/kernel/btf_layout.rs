@@ -262,6 +262,10 @@ mod tests {
         push(&[name("s"), (1 << 31) | (KIND_STRUCT << 24) | 3, 16]);
         push(&[name("p"), 3, 0]);
         push(&[name("n"), 4, 64]);
+        #[expect(
+            clippy::decimal_bitwise_operands,
+            reason = "a 3-bit field at bit 96, as BTF packs it"
+        )]
         push(&[name("b"), 1, (3 << 24) | 96]);
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC.to_ne_bytes());

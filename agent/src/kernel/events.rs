@@ -338,6 +338,10 @@ mod tests {
     /// the build before (drained on upgrade) has none, and that build's separate result record
     /// is skipped, not misread.
     #[test]
+    #[expect(
+        clippy::decimal_bitwise_operands,
+        reason = "pid 10 in the high half, tid 11 in the low"
+    )]
     fn opens_and_the_previous_builds_records() {
         let labels = Labels::default();
         labels.insert(

@@ -134,6 +134,7 @@ pub(crate) fn merge(
 
 /// Per-name state of one server's allowlist.
 struct Name {
+    #[expect(clippy::struct_field_names, reason = "the DNS name itself")]
     name: String,
     port_lo: u16,
     port_hi: u16,

@@ -153,15 +153,15 @@ pub(crate) struct UnixPrograms {
 
 /// The descriptor of a map aya created, for the variants this object uses.
 fn map_fd(map: &Map) -> Option<RawFd> {
-    let data = match map {
-        Map::Array(d)
-        | Map::HashMap(d)
-        | Map::LpmTrie(d)
-        | Map::PerCpuArray(d)
-        | Map::PerCpuHashMap(d)
-        | Map::LruHashMap(d)
-        | Map::RingBuf(d) => d,
-        _ => return None,
+    let (Map::Array(data)
+    | Map::HashMap(data)
+    | Map::LpmTrie(data)
+    | Map::PerCpuArray(data)
+    | Map::PerCpuHashMap(data)
+    | Map::LruHashMap(data)
+    | Map::RingBuf(data)) = map
+    else {
+        return None;
     };
     Some(data.fd().as_fd().as_raw_fd())
 }

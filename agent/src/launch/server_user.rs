@@ -176,8 +176,8 @@ fn try_lease(dir: &Path, uid: u32) -> std::io::Result<Option<Lease>> {
                     lock: Some(lock),
                 }));
             }
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }

@@ -69,8 +69,7 @@ pub fn main() -> i32 {
         }
     };
     match helper(&spec, sock) {
-        Ok(code) => code,
-        Err((code, _)) => code,
+        Ok(code) | Err((code, _)) => code,
     }
 }
 

@@ -431,7 +431,7 @@ mod tests {
                     Some(Value::from(7))
                 );
             }
-            other => panic!("expected oversized, got {other:?}"),
+            other @ Frame::Line(_) => panic!("expected oversized, got {other:?}"),
         }
         assert_eq!(f[1], Frame::Line(b"ok".to_vec()));
     }

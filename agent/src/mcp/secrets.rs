@@ -464,7 +464,9 @@ impl Interceptor for SecretGuard {
                 for_each_string(args, &mut |s| {
                     let mut shapes = Vec::new();
                     self.redactor.shapes.redact(s, &mut shapes);
-                    shapes.into_iter().for_each(|x| note(&mut found, x));
+                    for x in shapes {
+                        note(&mut found, x);
+                    }
                 });
             }
             ShapeAction::Deny | ShapeAction::Alert => {

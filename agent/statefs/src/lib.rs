@@ -94,10 +94,12 @@ impl Dir {
                 Component::RootDir => {}
                 Component::Normal(name) => {
                     fd = openat(&fd, name, DIR_FLAGS, Mode::empty()).map_err(|e| {
-                        io::Error::new(
-                            io::Error::from(e).kind(),
-                            format!("{}: {name:?}: {}", path.display(), symlink_hint(e)),
-                        )
+                        #[expect(
+                            clippy::unnecessary_debug_formatting,
+                            reason = "quoted and escaped: a hostile name cannot forge the message"
+                        )]
+                        let message = format!("{}: {name:?}: {}", path.display(), symlink_hint(e));
+                        io::Error::new(io::Error::from(e).kind(), message)
                     })?;
                 }
                 _ => {

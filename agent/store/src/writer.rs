@@ -182,7 +182,7 @@ impl std::fmt::Debug for StoreHandle {
             .field("path", &self.path)
             .field("redacts", &self.redact.is_some())
             .field("stats", &self.stats())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -191,6 +191,7 @@ impl StoreHandle {
     /// `redact` (on the writer's thread, before anything is written): give a session's writers
     /// this one, and no injected value or secret shape reaches the store whatever path a record
     /// takes (event argv, call arguments and results, reasons, alert summaries, ...).
+    #[must_use]
     pub fn redacting(&self, redact: Option<Arc<dyn Redact>>) -> StoreHandle {
         StoreHandle {
             redact,
@@ -314,6 +315,10 @@ struct Writer<'a> {
     /// Records lost and not yet written down.
     lost: LostLedger,
     /// Tells this writer's `lost` events apart from other writers' of the same store.
+    #[expect(
+        clippy::struct_field_names,
+        reason = "the name `lost` records carry it under"
+    )]
     writer_id: String,
     lost_seq: u64,
 }
@@ -346,9 +351,9 @@ impl Writer<'_> {
             Some(Err(e)) => {
                 self.shared.write_failed.fetch_add(n, Ordering::Relaxed);
                 self.shared.set_error(e.to_string());
-                batch
-                    .iter()
-                    .for_each(|r| self.lost.add(r, lost::WRITE_FAILED));
+                for r in batch {
+                    self.lost.add(r, lost::WRITE_FAILED);
+                }
                 // Busy and full pass with time on the same connection; anything else (the
                 // file removed or replaced, an I/O error) may need a fresh one.
                 if !e.is_busy() && !e.is_disk_full() {
@@ -358,9 +363,9 @@ impl Writer<'_> {
             }
             None => {
                 self.shared.write_failed.fetch_add(n, Ordering::Relaxed);
-                batch
-                    .iter()
-                    .for_each(|r| self.lost.add(r, lost::WRITE_FAILED));
+                for r in batch {
+                    self.lost.add(r, lost::WRITE_FAILED);
+                }
             }
         }
     }

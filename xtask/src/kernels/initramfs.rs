@@ -46,8 +46,11 @@ struct Entry<'a> {
     data: &'a [u8],
 }
 
+#[expect(clippy::unreadable_literal, reason = "as <sys/stat.h> spells it")]
 const S_IFDIR: u32 = 0o040000;
+#[expect(clippy::unreadable_literal, reason = "as <sys/stat.h> spells it")]
 const S_IFREG: u32 = 0o100000;
+#[expect(clippy::unreadable_literal, reason = "as <sys/stat.h> spells it")]
 const S_IFCHR: u32 = 0o020000;
 
 /// Writes `entries` as a newc archive (with the trailer).

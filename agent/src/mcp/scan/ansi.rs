@@ -342,6 +342,10 @@ impl Screen {
 }
 
 /// Plays `s` on a terminal; see the module documentation.
+#[expect(
+    clippy::many_single_char_names,
+    reason = "a terminal emulator's loop: input, cursor, screen"
+)]
 pub fn render(s: &str) -> Rendered {
     let mut t = Screen::default();
     let chars: Vec<char> = s.chars().collect();

@@ -125,7 +125,7 @@ impl ScanGuard {
 
     /// Reports a finding. Every occurrence: the store keeps one alert per session, rule, tool
     /// and summary and counts the repeats (a listing fetched again, the same poisoned result).
-    fn report(&mut self, ctx: &mut Ctx<'_>, rule: &str, tool: Option<&str>, summary: String) {
+    fn report(ctx: &mut Ctx<'_>, rule: &str, tool: Option<&str>, summary: String) {
         ctx.report(rule, tool, summary);
     }
 
@@ -185,13 +185,13 @@ impl ScanGuard {
             .unwrap_or(Action::Alert);
         match action {
             Action::Alert => {
-                self.report(ctx, rule, tool, format!("{summary}; passed (alert only)"));
+                Self::report(ctx, rule, tool, format!("{summary}; passed (alert only)"));
                 None
             }
             Action::Strip => {
                 if let Some(removed) = walk::strip(v, flags, &self.neighbours) {
                     *changed = true;
-                    self.report(
+                    Self::report(
                         ctx,
                         rule,
                         tool,
@@ -199,7 +199,7 @@ impl ScanGuard {
                     );
                     None
                 } else {
-                    self.report(
+                    Self::report(
                         ctx,
                         rule,
                         tool,
@@ -209,7 +209,7 @@ impl ScanGuard {
                 }
             }
             Action::Block | Action::Fail => {
-                self.report(ctx, rule, tool, format!("{summary}; blocked"));
+                Self::report(ctx, rule, tool, format!("{summary}; blocked"));
                 Some(brief)
             }
         }
@@ -244,11 +244,16 @@ impl ScanGuard {
                 } else {
                     "made visible"
                 };
-                self.report(ctx, "hidden-text", tool, format!(
-                    "terminal escapes in the server's {} {verb}; a terminal would have hidden {}",
-                    ctx.method,
-                    hidden.join(", ")
-                ));
+                Self::report(
+                    ctx,
+                    "hidden-text",
+                    tool,
+                    format!(
+                        "terminal escapes in the server's {} {verb}; a terminal would have hidden {}",
+                        ctx.method,
+                        hidden.join(", ")
+                    ),
+                );
             }
             return true;
         }
@@ -325,7 +330,7 @@ impl ScanGuard {
             let summary = format!("the {what} is poisoned: {}", reasons(&flags));
             let brief = format!("the {what} is poisoned (the alert names what was found)");
             if self.config.results == Action::Fail {
-                self.report(
+                Self::report(
                     ctx,
                     "result-poisoning",
                     tool.as_deref(),

@@ -458,6 +458,10 @@ pub fn sentences(text: &str) -> Vec<Range<usize>> {
 }
 
 /// Scores `hits` over windows of two sentences of `text`; returns the best window.
+#[expect(
+    clippy::many_single_char_names,
+    reason = "window indices and concept columns, as in the scoring's description"
+)]
 pub fn score(text: &str, hits: &[Hit]) -> Window {
     let spans = sentences(text);
     let mut per: Vec<[f32; N]> = vec![[0.0; N]; spans.len()];
@@ -482,7 +486,7 @@ pub fn score(text: &str, hits: &[Hit]) -> Window {
             for c in 0..N {
                 if per[k][c] > w[c] {
                     w[c] = per[k][c];
-                    ex[c] = example[k][c].clone();
+                    ex[c].clone_from(&example[k][c]);
                 }
             }
         }

@@ -113,9 +113,8 @@ pub(super) fn python_target(args: &[String]) -> Result<PyTarget, Vec<String>> {
                         ));
                     }
                 }
-                'W' => {}
-                'b' | 'B' | 'd' | 'E' | 'h' | 'I' | 'J' | 'O' | 'P' | 'q' | 'R' | 's' | 'S'
-                | 't' | 'u' | 'v' | 'V' | 'x' | '?' => {}
+                'W' | 'b' | 'B' | 'd' | 'E' | 'h' | 'I' | 'J' | 'O' | 'P' | 'q' | 'R' | 's'
+                | 'S' | 't' | 'u' | 'v' | 'V' | 'x' | '?' => {}
                 other => refused.push(format!("-{other} (not an option of Python)")),
             }
             if takes {
