@@ -35,6 +35,54 @@ pub mod maps {
     pub const BIND_PORTS: &str = "BIND_PORTS";
 }
 
+/// Packets to or from this port are DNS to the `dns_*` programs.
+pub const DNS_PORT: u16 = 53;
+
+/// Bytes of a DNS payload a [`DnsEvent`] carries at most (a power of two the verifier can bound;
+/// more than a classic 512-byte UDP answer). Longer payloads arrive cut, and userspace ignores
+/// what it cannot parse whole.
+pub const DNS_PAYLOAD_LEN: usize = 1024;
+
+/// `DnsEvent::direction` values.
+pub mod dns_direction {
+    /// The guarded cgroup sent the packet (egress).
+    pub const SENT: u32 = 0;
+    /// The guarded cgroup received it (ingress).
+    pub const RECEIVED: u32 = 1;
+}
+
+/// A UDP datagram or TCP segment to or from port 53 of a guarded cgroup's socket
+/// (`event_kind::DNS`), sent only up to `captured` bytes of payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsEvent {
+    /// Common header (`pid_tgid` 0: an ingress packet has no task).
+    pub header: EventHeader,
+    /// One of `dns_direction::*`.
+    pub direction: u32,
+    /// `IPPROTO_UDP` or `IPPROTO_TCP`.
+    pub protocol: u32,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u32,
+    /// Source port, host order.
+    pub src_port: u16,
+    /// Destination port, host order.
+    pub dst_port: u16,
+    /// Source address, network order (4 bytes used for `AF_INET`).
+    pub src: [u8; 16],
+    /// Destination address, network order.
+    pub dst: [u8; 16],
+    /// Bytes of transport payload in the packet.
+    pub payload_len: u32,
+    /// Bytes of it in `payload` (at most [`DNS_PAYLOAD_LEN`]).
+    pub captured: u32,
+    /// The payload's first `captured` bytes.
+    pub payload: [u8; DNS_PAYLOAD_LEN],
+}
+
+/// Where a [`DnsEvent`]'s payload starts.
+pub const DNS_PAYLOAD_OFFSET: usize = core::mem::offset_of!(DnsEvent, payload);
+
 /// Names of the programs in the eBPF object.
 pub mod programs {
     /// `cgroup/connect4` egress verdict.
@@ -54,6 +102,10 @@ pub mod programs {
     pub const CONNECT_UNIX: &str = "connect_unix";
     /// `cgroup/sendmsg_unix` verdict (datagrams with a destination).
     pub const SENDMSG_UNIX: &str = "sendmsg_unix";
+    /// `cgroup_skb/egress`: DNS the server sends (a prefix to the ring buffer, never judged).
+    pub const DNS_EGRESS: &str = "dns_egress";
+    /// `cgroup_skb/ingress`: DNS answers the server receives.
+    pub const DNS_INGRESS: &str = "dns_ingress";
     /// `tp_btf/sys_enter`: exec attempts, sensitive-path kills.
     pub const SYS_ENTER: &str = "trace_sys_enter";
     /// `tp_btf/sys_exit`: opens with their result, and connects landlock refused (never seen by
@@ -103,6 +155,8 @@ pub mod event_kind {
     pub const UNIX: u32 = 7;
     /// [`super::ExecDoneEvent`]: an exec and its result, emitted at syscall exit.
     pub const EXEC_DONE: u32 = 8;
+    /// [`super::DnsEvent`], sent up to the end of its captured payload.
+    pub const DNS: u32 = 9;
 }
 
 /// `ConnectEvent::verdict` values.
@@ -560,6 +614,8 @@ mod tests {
         // No padding in the map key (its bytes are hashed whole) and 8-byte records.
         assert_eq!(core::mem::size_of::<UnixKey>(), 8 + 4 + UNIX_PATH_LEN);
         assert_eq!(core::mem::size_of::<UnixEvent>(), 160);
+        assert_eq!(DNS_PAYLOAD_OFFSET, 88);
+        assert!(DNS_PAYLOAD_LEN.is_power_of_two());
     }
 
     #[test]

@@ -12,43 +12,37 @@
 //! says why). With sinks in `[export]`, it also ships the store to them ([`crate::export`]).
 
 use std::{
-    os::unix::net::UnixDatagram,
     path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
     time::Duration,
 };
 
-use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 pub mod admission;
+pub mod config;
 pub mod guard_service;
 pub mod peer;
 pub mod policies;
 pub mod sessions;
+mod socket;
+mod systemd;
+
+pub use config::{Config, DEFAULT_BPF_DIR, DEFAULT_METRICS_ADDR};
 
 use crate::{
     exit_codes::EXIT_POLICY,
-    export::{Exporter, Prepared, config::ExportConfig},
-    history::DEFAULT_CONFIG,
-    ipc,
+    export::{Exporter, Prepared},
     kernel::loader::PROGRAM_NAMES,
     metrics::{
         BpfStatsSource, Metrics,
-        auth::{Auth, Token},
+        auth::Auth,
         listen::{Listener, MetricsAddr},
     },
 };
 use mcp_guard_model::dirs::Dirs;
 use mcp_guard_store::{Store, StoreError, StoreWriter, Tail, TailBatch, WriterConfig, db_path};
-
-/// Where the programs and maps are pinned unless configured otherwise.
-pub const DEFAULT_BPF_DIR: &str = "/sys/fs/bpf/mcp-guard";
-
-/// Where `/metrics` is served unless the config or `--metrics` says otherwise (loopback only:
-/// the counters name servers and tools).
-pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 
 /// `mcp-guard agent` as the CLI calls it.
 #[derive(Clone, Debug)]
@@ -61,198 +55,6 @@ pub struct AgentArgs {
     pub socket: Option<PathBuf>,
     /// `--bpf-dir` (overrides the config).
     pub bpf_dir: Option<PathBuf>,
-}
-
-/// The agent's config file (TOML; unknown keys are errors).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// Where `/metrics` is served: `host:port` or `unix:/path`.
-    #[serde(default = "default_metrics")]
-    pub metrics: MetricsAddr,
-    /// A file only root may read holding the bearer token every `/metrics` request must carry.
-    #[serde(default)]
-    pub metrics_token_file: Option<PathBuf>,
-    /// The group of a `unix:` metrics socket (mode 0660); `None`: root's.
-    #[serde(default)]
-    pub metrics_socket_group: Option<String>,
-    /// How often the store is followed, in milliseconds.
-    #[serde(default = "default_poll_ms")]
-    pub poll_ms: u64,
-    /// The Unix socket `exec` clients connect to.
-    #[serde(default = "default_socket")]
-    pub socket: PathBuf,
-    /// The socket's permission bits, in octal (`"0660"`: owner and group).
-    #[serde(default = "default_socket_mode")]
-    pub socket_mode: String,
-    /// The group that owns the socket (its members may run sessions); `None`: root's.
-    #[serde(default)]
-    pub socket_group: Option<String>,
-    /// The bpffs directory the programs and maps are pinned in.
-    #[serde(default = "default_bpf_dir")]
-    pub bpf_dir: PathBuf,
-    /// Launch only servers that have a policy in the policy dir.
-    #[serde(default)]
-    pub known_only: bool,
-    /// Let non-root callers use `--observe`.
-    #[serde(default)]
-    pub allow_observe: bool,
-    /// Sessions one non-root user may run at once (by `SO_PEERCRED` uid).
-    #[serde(default = "default_max_sessions")]
-    pub max_sessions_per_user: u32,
-    /// `[store]`: retention.
-    #[serde(default)]
-    pub store: crate::history::StoreConfig,
-    /// `[audit]`: what the history keeps of calls unless a policy says otherwise.
-    #[serde(default)]
-    pub audit: crate::history::AuditDefaults,
-    /// `[export]`: the sinks the history is shipped to.
-    #[serde(default)]
-    pub export: ExportConfig,
-}
-
-fn default_max_sessions() -> u32 {
-    admission::DEFAULT_MAX_SESSIONS_PER_USER
-}
-
-/// The largest `max_sessions_per_user` (each session is a root worker and a jailed server).
-const MAX_SESSIONS_PER_USER: u32 = 65_536;
-
-fn default_socket() -> PathBuf {
-    PathBuf::from(ipc::DEFAULT_SOCKET)
-}
-
-fn default_socket_mode() -> String {
-    "0660".into()
-}
-
-fn default_bpf_dir() -> PathBuf {
-    PathBuf::from(DEFAULT_BPF_DIR)
-}
-
-fn default_metrics() -> MetricsAddr {
-    DEFAULT_METRICS_ADDR
-        .parse()
-        .unwrap_or_else(|_| MetricsAddr::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))))
-}
-
-fn default_poll_ms() -> u64 {
-    1000
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            metrics: default_metrics(),
-            metrics_token_file: None,
-            metrics_socket_group: None,
-            poll_ms: default_poll_ms(),
-            socket: default_socket(),
-            socket_mode: default_socket_mode(),
-            socket_group: None,
-            bpf_dir: default_bpf_dir(),
-            known_only: false,
-            allow_observe: false,
-            max_sessions_per_user: default_max_sessions(),
-            store: crate::history::StoreConfig::default(),
-            audit: crate::history::AuditDefaults::default(),
-            export: ExportConfig::default(),
-        }
-    }
-}
-
-impl Config {
-    /// Reads `path`; `None` when the default file is absent. Errors name the file, line and key.
-    pub fn load(path: Option<&Path>) -> Result<Config, String> {
-        let (path, required) = match path {
-            Some(p) => (p, true),
-            None => (Path::new(DEFAULT_CONFIG), false),
-        };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Config::default());
-            }
-            Err(e) => return Err(format!("{}: {e}", path.display())),
-        };
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    /// Parses a config file's text.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
-        if config.poll_ms == 0 || config.poll_ms > 60_000 {
-            return Err(format!(
-                "poll_ms = {}: must be between 1 and 60000",
-                config.poll_ms
-            ));
-        }
-        config.mode()?;
-        if !(1..=MAX_SESSIONS_PER_USER).contains(&config.max_sessions_per_user) {
-            return Err(format!(
-                "max_sessions_per_user = {}: must be between 1 and {MAX_SESSIONS_PER_USER}",
-                config.max_sessions_per_user
-            ));
-        }
-        crate::history::HostHistory {
-            store: config.store.clone(),
-            audit: config.audit,
-        }
-        .check()?;
-        config.export.check(text)?;
-        if let Some(file) = &config.metrics_token_file
-            && !file.is_absolute()
-        {
-            return Err(format!(
-                "metrics_token_file = {:?}: an absolute path",
-                file.display()
-            ));
-        }
-        Ok(config)
-    }
-
-    /// Checks what only the whole configuration (file and flags) can tell.
-    fn check_effective(&self) -> Result<(), String> {
-        if self.metrics_socket_group.is_some() && !matches!(self.metrics, MetricsAddr::Unix(_)) {
-            return Err(format!(
-                "metrics_socket_group is the group of a unix: metrics socket; /metrics is served \
-                 on TCP {} (protect that with metrics_token_file)",
-                self.metrics
-            ));
-        }
-        Ok(())
-    }
-
-    /// The `/metrics` token from `metrics_token_file` (`None` when not set); an error when the
-    /// file is not root's alone (the agent then refuses to start, or a reload keeps the old one).
-    pub fn metrics_token(&self) -> Result<Option<(Token, PathBuf)>, String> {
-        self.metrics_token_file
-            .as_ref()
-            .map(|f| Token::from_file(f).map(|t| (t, f.clone())))
-            .transpose()
-    }
-
-    /// `socket_mode` as permission bits.
-    pub fn mode(&self) -> Result<u32, String> {
-        u32::from_str_radix(&self.socket_mode, 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .ok_or_else(|| {
-                format!(
-                    "socket_mode = {:?}: permission bits in octal, e.g. \"0660\"",
-                    self.socket_mode
-                )
-            })
-    }
-
-    fn rules(&self) -> sessions::LaunchRules {
-        sessions::LaunchRules {
-            known_only: self.known_only,
-            allow_observe: self.allow_observe,
-            max_sessions_per_user: self.max_sessions_per_user,
-            audit: self.audit,
-        }
-    }
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -345,7 +147,7 @@ async fn run(
     for p in problems {
         eprintln!("mcp-guard agent: policy not loaded: {p}");
     }
-    let listener = bind_socket(&config)?;
+    let listener = socket::bind(&config)?;
     let launcher = Arc::new(sessions::Launcher {
         rules: std::sync::RwLock::new(config.rules()),
         policies: std::sync::Mutex::new(policies),
@@ -353,6 +155,7 @@ async fn run(
         socket: config.socket.clone(),
         guard: guard.clone(),
         admission: Arc::default(),
+        unix_probe: crate::kernel::unix::probe(),
     });
     let accepting = tokio::spawn(sessions::accept(listener, launcher.clone()));
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
@@ -393,7 +196,7 @@ async fn run(
         );
     }
     let store = Arc::new(std::sync::Mutex::new(store));
-    notify("READY=1");
+    systemd::notify("READY=1");
 
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -429,7 +232,7 @@ async fn run(
                     Ok(batch) => {
                         count(&metrics, &batch);
                         // Alive only while the store is followed: a wedged store stops the pings.
-                        notify("WATCHDOG=1");
+                        systemd::notify("WATCHDOG=1");
                     }
                     Err(e) => tracing::warn!("store: {e}; retrying"),
                 }
@@ -480,7 +283,7 @@ async fn run(
             _ = int.recv() => break,
         }
     }
-    notify("STOPPING=1");
+    systemd::notify("STOPPING=1");
     eprintln!("mcp-guard agent: stopping");
     // No new sessions; running ones keep their worker and their pinned guard, and reconnect to
     // the next agent.
@@ -495,47 +298,6 @@ async fn run(
     // A delivery cut short here is sent again by the next agent (the cursor did not move).
     exporter.stop(Duration::from_secs(5));
     Ok(())
-}
-
-/// Binds the Unix socket (replacing a stale one), with the configured mode and group.
-fn bind_socket(config: &Config) -> Result<tokio::net::UnixListener, String> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let path = &config.socket;
-    let err =
-        |what: &str, e: &dyn std::fmt::Display| format!("socket {}: {what}: {e}", path.display());
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| err("creating its directory", &e))?;
-    }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(err("in use", &"another agent listens there"));
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err("removing the stale socket", &e)),
-    }
-    let listener = tokio::net::UnixListener::bind(path).map_err(|e| err("bind", &e))?;
-    if let Some(group) = &config.socket_group {
-        let gid = nix::unistd::Group::from_name(group)
-            .map_err(|e| err("looking up socket_group", &e))?
-            .ok_or_else(|| err("socket_group", &format!("no group {group:?}")))?
-            .gid;
-        nix::unistd::chown(path, None, Some(gid)).map_err(|e| err("chown", &e))?;
-    }
-    let mode = config.mode()?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| err("chmod", &e))?;
-    eprintln!(
-        "mcp-guard agent: exec clients connect to {} (mode {:o}{})",
-        path.display(),
-        mode,
-        config
-            .socket_group
-            .as_ref()
-            .map(|g| format!(", group {g}"))
-            .unwrap_or_default()
-    );
-    Ok(listener)
 }
 
 /// The store, created if this host has none yet (the agent may start before any exec).
@@ -577,76 +339,4 @@ fn count(metrics: &Metrics, batch: &TailBatch) {
         }
     }
     metrics.set_servers_running(batch.running.len());
-}
-
-/// Tells systemd (`$NOTIFY_SOCKET`, `Type=notify`) a state; nothing when not under systemd.
-// Hand-written: the sd-notify crate (0.5) connects an `@name` socket as a file path, not abstract.
-fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let sent = UnixDatagram::unbound().and_then(|sock| {
-        let bytes = path.as_encoded_bytes();
-        if let Some(name) = bytes.strip_prefix(b"@") {
-            // An abstract socket: the name after '@'.
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            sock.send_to_addr(state.as_bytes(), &addr)
-        } else {
-            sock.send_to(state.as_bytes(), &path)
-        }
-    });
-    if let Err(e) = sent {
-        tracing::warn!("sd_notify {state}: {e}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_defaults_and_unknown_keys() {
-        assert_eq!(Config::parse("").expect("empty"), Config::default());
-        let c = Config::parse("metrics = \"0.0.0.0:9000\"\npoll_ms = 250\n").expect("valid");
-        assert_eq!(c.metrics, MetricsAddr::Tcp(([0, 0, 0, 0], 9000).into()));
-        assert_eq!(c.poll_ms, 250);
-        let e = Config::parse("metric = \"0.0.0.0:9000\"\n").expect_err("unknown key");
-        assert!(e.contains("metric") && e.contains("line 1"), "{e}");
-        let e = Config::parse("poll_ms = 0\n").expect_err("zero");
-        assert!(e.contains("poll_ms"), "{e}");
-    }
-
-    #[test]
-    fn metrics_and_session_keys_are_checked() {
-        let c = Config::parse(
-            "metrics = \"unix:/run/mcp-guard/metrics.sock\"\nmetrics_socket_group = \"adm\"\n\
-             metrics_token_file = \"/etc/mcp-guard/metrics.token\"\nmax_sessions_per_user = 4\n",
-        )
-        .expect("valid");
-        assert_eq!(
-            c.metrics,
-            MetricsAddr::Unix("/run/mcp-guard/metrics.sock".into())
-        );
-        assert_eq!(c.rules().max_sessions_per_user, 4);
-        assert_eq!(Config::default().max_sessions_per_user, 32);
-        let tcp_group = Config::parse("metrics_socket_group = \"adm\"\n").expect("parses");
-        let e = tcp_group.check_effective().expect_err("a group for TCP");
-        assert!(e.contains("metrics_socket_group"), "{e}");
-        for (bad, key) in [
-            ("max_sessions_per_user = 0\n", "max_sessions_per_user"),
-            ("max_sessions_per_user = -1\n", "max_sessions_per_user"),
-            ("metrics_token_file = \"token\"\n", "metrics_token_file"),
-            ("metrics = \"unix:metrics.sock\"\n", "metrics"),
-        ] {
-            let e = Config::parse(bad).expect_err(bad);
-            assert!(e.contains(key), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn the_shipped_sample_config_is_valid() {
-        let sample = include_str!("../../packaging/mcp-guard.toml");
-        assert_eq!(Config::parse(sample).expect("sample"), Config::default());
-    }
 }

@@ -111,6 +111,10 @@ pub struct WorkerSetup {
     /// What the history keeps of calls unless the policy says otherwise (the agent's `[audit]`).
     #[serde(default)]
     pub audit: crate::history::AuditDefaults,
+    /// Whether this kernel runs the cgroup unix programs, as the agent found once
+    /// ([`crate::kernel::unix::probe`]): the worker does not parse the kernel's BTF again.
+    #[serde(default)]
+    pub unix_probe: Option<Result<(), String>>,
 }
 
 /// A session worker's descriptors: the client's connection (for [`ClientReply`]s and

@@ -4,6 +4,8 @@ pub mod bind;
 pub(crate) mod bpf_sys;
 pub mod btf_layout;
 pub mod compat;
+pub(crate) mod dns_packet;
+mod dns_programs;
 mod error;
 pub mod events;
 pub mod loader;

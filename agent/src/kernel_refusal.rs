@@ -1,5 +1,5 @@
-//! What the user is told when the kernel refuses a session's eBPF guard: the kernel error with
-//! the doctor capability that reports the same thing and how to fix it. The agent's guard
+//! What the user is told when the kernel refuses a session's kernel guard: the kernel error with
+//! the doctor capability that reports the same thing and how to fix it. The agent's kernel guard
 //! service and a standalone `exec` say it alike; `doctor` names the same capabilities.
 
 use mcp_guard_ebpf::programs;

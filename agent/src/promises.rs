@@ -43,6 +43,8 @@ pub struct Needs {
     pub egress: bool,
     /// `[network] unix` lists abstract names (`@name`).
     pub abstract_names: bool,
+    /// `[network] unix` lists any socket at all: the server must be able to make Unix sockets.
+    pub unix_sockets: bool,
     /// The read or exec set reaches device files other than the inert ones.
     pub device_files: bool,
 }
@@ -151,6 +153,10 @@ pub enum Mechanism {
     MountView,
     /// Landlock's scopes (ABI 6).
     LandlockScope,
+    /// seccomp: `socket(AF_UNIX, …)` fails, and `socketpair(AF_UNIX, …)` makes only stream and
+    /// seqpacket pairs, which cannot be pointed at an address: no Unix socket is reachable by
+    /// address at all. Only for a policy that lists no `[network] unix` sockets.
+    SeccompUnix,
     /// A PID namespace of its own: no process outside it can be named.
     PidNamespace,
     /// BTF-typed `sys_enter`/`sys_exit` programs with `bpf_send_signal`.
@@ -173,6 +179,7 @@ impl Mechanism {
             Self::CgroupUnix => "cgroup_unix",
             Self::MountView => "mount_view",
             Self::LandlockScope => "landlock_scope",
+            Self::SeccompUnix => "seccomp_unix",
             Self::PidNamespace => "pid_namespace",
             Self::Tracing => "tracing",
         }
@@ -202,6 +209,19 @@ impl Mechanism {
             )),
             Self::LandlockScope => abi(6, "6.12"),
             Self::Seccomp | Self::SeccompTruncate => {
+                (!f.seccomp).then(|| format!("{}: no seccomp filters", self.name()))
+            }
+            Self::SeccompUnix if n.unix_sockets => Some(format!(
+                "{}: [network] unix lists sockets, so the server must be able to make Unix \
+                 sockets; list none, or run on a kernel with connect_unix programs (Linux 6.7){}",
+                self.name(),
+                if n.abstract_names {
+                    ""
+                } else {
+                    " or landlock ABI 6 (Linux 6.12)"
+                }
+            )),
+            Self::SeccompUnix => {
                 (!f.seccomp).then(|| format!("{}: no seccomp filters", self.name()))
             }
             Self::CgroupSockAddr => root("a cgroup").or_else(|| {
@@ -256,7 +276,7 @@ pub fn mechanisms(promise: Promise) -> &'static [Mechanism] {
     use Mechanism::{
         CgroupBind, CgroupSockAddr, CgroupUnix, Landlock, LandlockIoctlDev, LandlockScope,
         LandlockTcp, LandlockTruncate, MountView, NetNamespace, PidNamespace, Seccomp,
-        SeccompTruncate, Tracing,
+        SeccompTruncate, SeccompUnix, Tracing,
     };
     match promise {
         Promise::Filesystem => &[Landlock],
@@ -268,7 +288,9 @@ pub fn mechanisms(promise: Promise) -> &'static [Mechanism] {
         // only leaves such a bind unreachable from outside the jail.
         Promise::TcpBind => &[LandlockTcp, CgroupBind, NetNamespace],
         Promise::UnixPathname => &[CgroupUnix, MountView],
-        Promise::UnixAbstract => &[CgroupUnix, LandlockScope, NetNamespace],
+        // The seccomp rule last: it takes Unix sockets away altogether, where the others judge
+        // each socket (or leave a server without egress only its own namespace's).
+        Promise::UnixAbstract => &[CgroupUnix, LandlockScope, NetNamespace, SeccompUnix],
         Promise::Signals => &[LandlockScope, PidNamespace],
         Promise::Events => &[Tracing],
     }
@@ -389,7 +411,7 @@ mod tests {
     use super::*;
     use Mechanism::*;
 
-    /// What each kernel the README names has, for a root launch with the eBPF guard loading.
+    /// What each kernel the README names has, for a root launch with the kernel guard loading.
     fn kernel(series: &str) -> Features {
         let (landlock_abi, cgroup_unix) = match series {
             "5.15" => (1, false),
@@ -431,6 +453,7 @@ mod tests {
         tcp_ports_limited: true,
         egress: true,
         abstract_names: false,
+        unix_sockets: false,
         device_files: false,
     };
     /// A server without any network (the filesystem server).
@@ -438,6 +461,7 @@ mod tests {
         tcp_ports_limited: true,
         egress: false,
         abstract_names: false,
+        unix_sockets: false,
         device_files: false,
     };
 
@@ -462,6 +486,9 @@ mod tests {
         // Nothing falls back to a namespace or a seccomp rule on 6.12.
         assert!(!uses(&choose(&f, &OFFLINE), NetNamespace));
         assert!(!uses(&choose(&f, &OFFLINE), SeccompTruncate));
+        for n in [NET, OFFLINE] {
+            assert!(!uses(&choose(&f, &n), SeccompUnix), "{n:?}");
+        }
         // Devices in the read set: landlock's ioctl right.
         let dev = Needs {
             device_files: true,
@@ -477,6 +504,7 @@ mod tests {
         assert_eq!(holder(&c, Promise::TcpBind), Some(LandlockTcp));
         assert_eq!(holder(&c, Promise::Truncation), Some(LandlockTruncate));
         assert_eq!(holder(&c, Promise::UnixAbstract), Some(CgroupUnix));
+        assert!(!uses(&c, SeccompUnix));
         assert_eq!(holder(&c, Promise::Signals), Some(PidNamespace));
         assert!(c.iter().all(|c| unkept_message(c).is_none()), "{c:?}");
         let dev = Needs {
@@ -514,34 +542,76 @@ mod tests {
     }
 
     #[test]
-    fn on_6_1_a_server_with_egress_is_refused_naming_what_no_mechanism_keeps() {
+    fn on_6_1_a_server_with_egress_and_no_unix_sockets_is_kept_by_the_seccomp_rule() {
         let f = kernel("6.1");
-        let c = choose(&f, &NET);
-        // No landlock TCP rules before ABI 4: the bind programs keep the TCP-bind promise.
-        assert_eq!(holder(&c, Promise::TcpBind), Some(CgroupBind));
-        let refused: Vec<String> = c.iter().filter_map(unkept_message).collect();
-        assert_eq!(refused.len(), 1, "{refused:?}");
-        assert!(
-            refused[0].starts_with("promise unix_abstract"),
-            "{refused:?}"
-        );
-        assert!(refused[0].contains("no connect_unix"), "{refused:?}");
-        assert!(refused[0].contains("allows egress"), "{refused:?}");
-        // Egress on every port: no TCP promise to keep; only abstract sockets remain.
+        let t = table(&f, NET);
+        let want = [
+            ("filesystem", "landlock"),
+            ("truncation", "seccomp_truncate"),
+            ("device_ioctl", "-"),
+            ("syscalls", "seccomp"),
+            ("egress", "cgroup_sock_addr"),
+            // No landlock TCP rules before ABI 4: the bind programs keep the TCP-bind promise.
+            ("tcp_bind", "cgroup_bind"),
+            ("unix_pathname", "mount_view"),
+            // No connect_unix (6.7), no scope (ABI 6), and the namespace would cut egress.
+            ("unix_abstract", "seccomp_unix"),
+            ("signals", "pid_namespace"),
+            ("events", "tracing"),
+        ];
+        let want: Vec<(&str, String)> = want.iter().map(|(p, m)| (*p, m.to_string())).collect();
+        assert_eq!(t, want);
+        // Egress on every port: the same.
         let any_port = Needs {
             tcp_ports_limited: false,
             ..NET
         };
-        let c = choose(&f, &any_port);
-        let refused: Vec<Promise> = c
+        assert_eq!(kept(&f, any_port, Promise::UnixAbstract), Some(SeccompUnix));
+        // Without egress the namespace, stronger (it leaves the server its Unix sockets), wins.
+        assert_eq!(kept(&f, OFFLINE, Promise::UnixAbstract), Some(NetNamespace));
+        // Without seccomp nothing is left.
+        let no_seccomp = Features {
+            seccomp: false,
+            ..f
+        };
+        let msg: Vec<String> = choose(&no_seccomp, &NET)
             .iter()
-            .filter(|c| matches!(c.holder, Holder::Unkept { .. }))
-            .map(|c| c.promise)
+            .filter_map(unkept_message)
+            .filter(|m| m.starts_with("promise unix_abstract"))
             .collect();
-        assert_eq!(refused, [Promise::UnixAbstract]);
-        // Listed abstract names: neither a scope nor a namespace can let just those through.
+        assert_eq!(msg.len(), 1, "{msg:?}");
+        assert!(
+            msg[0].contains("seccomp_unix: no seccomp filters"),
+            "{msg:?}"
+        );
+    }
+
+    #[test]
+    fn on_6_1_a_server_with_egress_listing_unix_sockets_is_refused_saying_what_would_work() {
+        let f = kernel("6.1");
+        let listed = Needs {
+            unix_sockets: true,
+            ..NET
+        };
+        let c = choose(&f, &listed);
+        let refused: Vec<String> = c.iter().filter_map(unkept_message).collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        let m = &refused[0];
+        assert!(m.starts_with("promise unix_abstract"), "{m}");
+        assert!(m.contains("no connect_unix"), "{m}");
+        assert!(m.contains("allows egress"), "{m}");
+        assert!(
+            m.contains("seccomp_unix: [network] unix lists sockets"),
+            "{m}"
+        );
+        assert!(m.contains("list none"), "{m}");
+        assert!(m.contains("connect_unix programs (Linux 6.7)"), "{m}");
+        assert!(m.contains("landlock ABI 6 (Linux 6.12)"), "{m}");
+        // Listed abstract names: neither a scope, a namespace nor the seccomp rule can let
+        // just those through; only the kernel programs can.
         let named = Needs {
             abstract_names: true,
+            unix_sockets: true,
             ..OFFLINE
         };
         let msg: Vec<String> = choose(&f, &named)
@@ -551,6 +621,17 @@ mod tests {
         assert_eq!(msg.len(), 1, "{msg:?}");
         assert!(msg[0].starts_with("promise unix_abstract"), "{msg:?}");
         assert!(msg[0].contains("abstract names"), "{msg:?}");
+        assert!(msg[0].contains("(Linux 6.7)"), "{msg:?}");
+        assert!(!msg[0].contains("landlock ABI 6 (Linux 6.12)"), "{msg:?}");
+        // A policy listing pathname sockets without egress: the namespace keeps it.
+        let offline_listed = Needs {
+            unix_sockets: true,
+            ..OFFLINE
+        };
+        assert_eq!(
+            kept(&f, offline_listed, Promise::UnixAbstract),
+            Some(NetNamespace)
+        );
     }
 
     #[test]
@@ -561,6 +642,7 @@ mod tests {
         assert_eq!(holder(&c, Promise::Truncation), Some(SeccompTruncate));
         assert_eq!(holder(&c, Promise::UnixAbstract), Some(NetNamespace));
         assert!(c.iter().all(|c| unkept_message(c).is_none()), "{c:?}");
+        assert_eq!(kept(&f, NET, Promise::UnixAbstract), Some(SeccompUnix));
         // Without landlock nothing keeps the filesystem promise.
         let none = Features {
             landlock_abi: 0,
@@ -601,6 +683,8 @@ mod tests {
             msg[0].contains("cgroup_bind: a cgroup needs root"),
             "{msg:?}"
         );
+        // The seccomp rule is the process's own: it keeps abstract sockets without root.
+        assert_eq!(kept(&old, NET, Promise::UnixAbstract), Some(SeccompUnix));
     }
 
     #[test]

@@ -1,5 +1,10 @@
-//! What mcp-guard itself writes to stderr: its log lines and messages, with the session's
-//! injected secret values redacted.
+//! What mcp-guard itself writes to stderr: its messages to the user ([`say`], [`say_as_is`]) and
+//! its log lines ([`LogWriter`], for `tracing`), with the session's injected secret values
+//! redacted.
+//!
+//! The rule (ARCHITECTURE.md, "Talking to the user"): stdout carries a command's result; a
+//! message for the user goes through this module; a diagnostic goes through `tracing`; library
+//! crates never print.
 
 use std::{borrow::Cow, sync::OnceLock};
 
@@ -21,6 +26,23 @@ pub fn for_logs(text: &[u8]) -> Cow<'_, [u8]> {
         Some(s) => s.redact_bytes(text),
         None => Cow::Borrowed(text),
     }
+}
+
+/// Writes `msg` to stderr, each line prefixed `mcp-guard: `, with the session's injected values
+/// redacted ([`for_logs`]).
+pub fn say(msg: &str) {
+    let msg = for_logs(msg.as_bytes());
+    for line in String::from_utf8_lossy(&msg).lines() {
+        eprintln!("mcp-guard: {line}");
+    }
+}
+
+/// Writes `msg` to stderr as it is, redacted like [`say`]: for text that names its own source
+/// (a policy error's `FILE:LINE:`, `mcp-guard doctor:`) or reports on stderr what a command
+/// did while its stdout holds the result.
+pub fn say_as_is(msg: &str) {
+    let msg = for_logs(msg.as_bytes());
+    eprintln!("{}", String::from_utf8_lossy(&msg));
 }
 
 /// A writer for log lines that redacts [`for_logs`] from each write: the log formatter writes

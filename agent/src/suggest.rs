@@ -3,7 +3,8 @@
 //! merged, or the ones named). Opened files become `[filesystem] read`/`write` rules collapsed to
 //! the package or install root they lie in ([`roots`]); executed programs become `exec`, with
 //! the interpreters the kernel loads for them ([`interp`]); connections become `[network]
-//! allow`, by the host name mcp-guard resolved to the address where it knows one; Unix sockets
+//! allow`, by the host name the server's own DNS answer gave the address (the event's `host`)
+//! or else one mcp-guard resolved for it, by address only where neither is known; Unix sockets
 //! reached become `unix`; the tools called become `[tools] allow`; the sessions' peaks (the
 //! `usage` events) set `[limits]` with headroom. Every line says why it is there.
 //!
@@ -243,7 +244,13 @@ fn observe(store: &Store, req: &Request<'_>) -> Result<Observed, SuggestError> {
                 }
                 if let (Some(addr), Some(port)) = (e.addr.as_deref(), e.port) {
                     let ip = addr.trim_start_matches('[').trim_end_matches(']');
-                    let (entry, what) = match names.get(ip) {
+                    // The name the server's own DNS gave the address first, then one mcp-guard
+                    // resolved itself for an allowlisted name.
+                    let name = e
+                        .host
+                        .as_deref()
+                        .or_else(|| names.get(ip).map(String::as_str));
+                    let (entry, what) = match name {
                         Some(name) => (format!("{name}:{port}"), "host"),
                         None if ip.contains(':') => (format!("[{ip}]:{port}"), "address"),
                         None => (format!("{ip}:{port}"), "address"),

@@ -39,6 +39,43 @@ pub struct Rsyslog {
     /// The TCP port it receives on.
     pub port: u16,
     dir: PathBuf,
+    /// The file holding one line per message received.
+    counted: &'static str,
+}
+
+/// The receiver config the README's syslog setup gives users, as a fenced block after this line.
+const README_CONFIG: &str = "# /etc/rsyslog.d/mcp-guard.conf";
+
+/// The README's receiver config for a test: its port and file replaced with the test's own, a
+/// work directory of its own added; nothing else changed.
+pub fn readme_config(readme: &str, dir: &Path, port: u16) -> String {
+    let block: String = readme
+        .split_once(README_CONFIG)
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map_or_else(
+            || panic!("README.md has no `{README_CONFIG}` block"),
+            |(block, _)| block.trim().to_string(),
+        );
+    for needle in ["port=\"6514\"", "/var/log/mcp-guard/ocsf.json", "global("] {
+        assert!(
+            block.contains(needle),
+            "README's rsyslog config lost {needle}"
+        );
+    }
+    block
+        .replace(
+            "port=\"6514\"",
+            &format!("port=\"{port}\" address=\"127.0.0.1\""),
+        )
+        .replace(
+            "/var/log/mcp-guard/ocsf.json",
+            &dir.join("msg.log").display().to_string(),
+        )
+        .replacen(
+            "global(",
+            &format!("global(workDirectory=\"{}/work\" ", dir.display()),
+            1,
+        )
 }
 
 impl Rsyslog {
@@ -92,6 +129,28 @@ impl Rsyslog {
             child: None,
             port,
             dir: dir.to_path_buf(),
+            counted: "raw.log",
+        };
+        r.run();
+        r
+    }
+
+    /// Starts one in `dir` with exactly the receiver config the README gives users (its port
+    /// and output file the test's own): it writes each message's MSG alone, which
+    /// [`messages`](Self::messages) reads; `raw` and `parsed` stay empty.
+    pub fn start_readme(dir: &Path) -> Rsyslog {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir.join("work")).expect("rsyslog dir");
+        let port = free_port();
+        let readme =
+            std::fs::read_to_string(crate::workspace_root().join("README.md")).expect("README.md");
+        let config = readme_config(&readme, dir, port);
+        std::fs::write(dir.join("rsyslog.conf"), config).expect("rsyslog config");
+        let mut r = Rsyslog {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+            counted: "msg.log",
         };
         r.run();
         r
@@ -170,7 +229,7 @@ impl Rsyslog {
     pub fn wait_for(&self, n: usize, wait: Duration) -> usize {
         let deadline = Instant::now() + wait;
         loop {
-            let got = self.raw().len();
+            let got = lines(&self.dir.join(self.counted)).len();
             if got >= n || Instant::now() >= deadline {
                 return got;
             }

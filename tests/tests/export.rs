@@ -840,13 +840,16 @@ fn no_injected_secret_reaches_the_store_clickhouse_or_syslog() {
     std::fs::write(
         &policy,
         format!(
-            "{policy_text}\n[secrets]\nLEAK_TOKEN = {{ file = \"{}\" }}\n\n{pins_table}",
+            "{policy_text}\n[secrets]\nLEAK_TOKEN = {{ file = \"{}\" }}\n\n\
+             [mcp.secret_shapes]\nin_arguments = \"alert\"\n\n{pins_table}",
             secret.display()
         ),
     )
     .expect("write policy");
     // The attack on the history: a client passes credentials as named arguments, which only
-    // their names make recognisable (each JSON string redacted alone keeps them).
+    // their names make recognisable (each JSON string redacted alone keeps them). The proxy
+    // refuses such a call by default; `in_arguments = "alert"` lets it reach the server, so what
+    // is checked here is that the history still never keeps the values.
     let password = format!("hunter2{}", &value[..10]);
     let aws_secret = format!("{}{}", &value[..20].to_uppercase(), &value[12..32]);
     let arguments = serde_json::json!({
@@ -1136,9 +1139,9 @@ fn pid_cpu(pid: u32) -> Duration {
 
 /// Export throughput, the agent's exporter in this process (the same `Exporter` the agent runs,
 /// nothing else running in the process), from a store of 20,000 calls with ten events each to a
-/// local ClickHouse, then to a local rsyslog. Prints records/s and the exporter's CPU per
-/// record (this process's CPU while it ran: the exporter's threads and a 100 ms progress poll),
-/// and the receiving engine's CPU per record.
+/// local ClickHouse, then to a local rsyslog configured as the README says. Prints records/s
+/// and the exporter's CPU per record (this process's CPU while it ran: the exporter's threads
+/// and a 100 ms progress poll), and the receiving engine's CPU per record.
 ///
 /// Not a timed test: run it on purpose, in release mode for meaningful numbers:
 /// `cargo test --release -p mcp-guard-tests --test export -- --ignored --nocapture`
@@ -1152,7 +1155,9 @@ fn bench_export_throughput() {
     };
     let dir = data_dir("bench");
     let ch = ClickHouse::start(&dir.join("clickhouse"));
-    let rs = Rsyslog::start(&dir.join("rsyslog"), None);
+    // The receiver the README gives users (the other tests' receiver also keeps each message
+    // raw and parsed, three writes per message, which is the test's need, not a user's).
+    let rs = Rsyslog::start_readme(&dir.join("rsyslog"));
     let state = dir.join("state");
     // 20 sessions of 1,000 calls with ten events each (the writer's queue takes 1,000 at once).
     let total: u64 = (0..20)

@@ -289,7 +289,15 @@ fn tcp_connect_only_to_allowed_ports() {
         "net",
         &format!("[network]\nallow = [\"127.0.0.1:{allowed_port}\"]\n"),
     );
-    blocked_but_observable(&sb, &["connect", &denied_port.to_string()], EACCES);
+    // Landlock's TCP rule where the kernel has one (ABI 4, EACCES), else the kernel guard's
+    // egress programs (EPERM).
+    let errno = if mcp_guard::launch::landlock::kernel_abi() >= mcp_guard::launch::landlock::NET_ABI
+    {
+        EACCES
+    } else {
+        EPERM
+    };
+    blocked_but_observable(&sb, &["connect", &denied_port.to_string()], errno);
     let (line, out) = sb.escape(false, &["connect", &allowed_port.to_string()]);
     assert_eq!(line, "connect ok", "allowed port\n{}", describe(&out));
 }

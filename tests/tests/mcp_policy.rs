@@ -754,3 +754,52 @@ fn a_rug_pull_is_caught_without_a_relist_and_accepted_with_pins_approve() {
     assert_eq!(tool_names(&got[2]), vec!["echo", "ping"]);
     assert_eq!(text(&got[3]), "three");
 }
+
+/// The attack: a client passes a credential as a named argument (`{"password": "..."}`) whose
+/// value alone has no secret's shape. The history recognises it by its key and redacts it; the
+/// pre-call check must read the same key, so the server never gets what the store would not
+/// keep. Keys that merely contain such a word (`password_hint`, `max_tokens`) with plain values
+/// pass untouched.
+#[test]
+fn a_password_passed_by_name_is_refused_or_redacted_before_the_server_gets_it() {
+    let scene = scene("named-secret");
+    // No shape matches the value alone: only its key makes it a password.
+    let password = "Tr0ub4dor&3zq9";
+    let benign = json!({"password_hint": "my first pet", "token_count": "12",
+                        "max_tokens": "4096", "note": "keep it safe"});
+    let actions = json!([
+        {"op": "call", "tool": "echo_args", "args": {"password": password, "user": "svc"}},
+        {"op": "call", "tool": "echo_args", "args": benign},
+    ]);
+    let deny = policy(
+        &scene,
+        "named-deny",
+        &[],
+        "[tools]\n[mcp.secret_shapes]\nin_arguments = \"deny\"\n",
+    );
+    let got = session(&scene, &deny, "ide", &tricky("args"), &actions);
+    refused(&got[1], "generic-password");
+    let passed: Value = serde_json::from_str(&text(&got[2])).expect("echoed arguments");
+    assert_eq!(passed, benign, "no false positive on look-alike keys");
+
+    let redact = policy(
+        &scene,
+        "named-redact",
+        &[],
+        "[tools]\n[mcp.secret_shapes]\nin_arguments = \"redact\"\n",
+    );
+    let got = session(&scene, &redact, "ide", &tricky("args"), &actions);
+    let seen: Value = serde_json::from_str(&text(&got[1])).expect("echoed arguments");
+    assert_eq!(
+        seen,
+        json!({"password": "[REDACTED:generic-password]", "user": "svc"}),
+        "the server gets the marker, not the password"
+    );
+    let passed: Value = serde_json::from_str(&text(&got[2])).expect("echoed arguments");
+    assert_eq!(passed, benign, "no false positive on look-alike keys");
+    let alerts = mcp_guard_json(&scene, &redact, &["alerts", "--json"]);
+    assert!(
+        alerts.iter().any(|a| a["rule"] == "secret-in-arguments"),
+        "{alerts:#?}"
+    );
+}

@@ -92,6 +92,7 @@ fn event(id: &str, server: &str, at: Timestamp) -> EventRecord {
         path: Some("/etc/hosts".into()),
         addr: None,
         port: None,
+        host: None,
         verdict: Verdict::Allowed,
         call_id: None,
         attribution: Attribution::None,

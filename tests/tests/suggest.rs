@@ -20,6 +20,7 @@ fn event(n: u32, kind: EventKind, path: Option<&str>, flags: u32, result: i64) -
         path: path.map(str::to_string),
         addr: None,
         port: None,
+        host: None,
         verdict: Verdict::Allowed,
         call_id: None,
         attribution: Attribution::None,
@@ -241,6 +242,19 @@ fn suggestion_merges_sessions_into_roots_names_tools_and_limits() {
             c.call_id = Some(format!("{id}-0"));
             c.attribution = Attribution::Call;
             add(c);
+            // Addresses the server's own DNS named (the event's `host`): one entry for both.
+            let mut gh = event(0, EventKind::Connect, None, 0, 0);
+            gh.addr = Some(
+                if id == "weather-s1" {
+                    "140.82.112.5"
+                } else {
+                    "140.82.112.6"
+                }
+                .into(),
+            );
+            gh.port = Some(443);
+            gh.host = Some("api.github.com".into());
+            add(gh);
             let mut usage = event(0, EventKind::Other("usage".into()), None, 0, 0);
             let peak: u64 = if id == "weather-s1" {
                 40 << 20
@@ -264,11 +278,12 @@ fn suggestion_merges_sessions_into_roots_names_tools_and_limits() {
     );
     assert!(
         text.contains(
-            "allow = [\n  \"api.weather.example:443\",  # host: 2 connects (e.g. 192.0.2.7) in 2 sessions, during get_forecast ×2\n]"
+            "allow = [\n  \"api.github.com:443\",  # host: 2 connects (e.g. 140.82.112.5, 140.82.112.6) in 2 sessions, outside tool calls\n  \"api.weather.example:443\",  # host: 2 connects (e.g. 192.0.2.7) in 2 sessions, during get_forecast ×2\n]"
         ),
         "{text}"
     );
     assert!(!text.contains("192.0.2.7:443"), "{text}");
+    assert!(!text.contains("\"140.82.112.5:443\""), "{text}");
     assert!(
         text.contains(
             "[tools]\nallow = [\n  \"get_alerts\",  # tool: 1 call in 1 session\n  \"get_forecast\",  # tool: 2 calls in 2 sessions\n]"

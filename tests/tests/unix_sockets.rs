@@ -91,10 +91,19 @@ impl World {
         at.to_string()
     }
 
-    /// A root-owned datagram socket anyone may send to.
+    /// A root-owned datagram socket anyone may send to; `@name` is abstract.
     fn receive(&mut self, at: &str) -> String {
-        let sock = UnixDatagram::bind(at).unwrap_or_else(|e| panic!("bind {at}: {e}"));
-        std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        use std::os::linux::net::SocketAddrExt as _;
+        let sock = match at.strip_prefix('@') {
+            Some(name) => UnixDatagram::bind_addr(
+                &std::os::unix::net::SocketAddr::from_abstract_name(name).expect("abstract name"),
+            ),
+            None => UnixDatagram::bind(at),
+        }
+        .unwrap_or_else(|e| panic!("bind {at}: {e}"));
+        if !at.starts_with('@') {
+            std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        }
         self.dgram.push(sock);
         at.to_string()
     }
@@ -116,6 +125,11 @@ impl World {
 
     /// A policy for the netprobe fixture (and mcp-guard itself) as root, with `unix` listed.
     fn policy(&self, unix: &[&str], extra_read: &[&Path]) -> PathBuf {
+        self.policy_allowing(unix, extra_read, &[])
+    }
+
+    /// [`World::policy`] with `[network] allow` entries: the server keeps the host's network.
+    fn policy_allowing(&self, unix: &[&str], extra_read: &[&Path], allow: &[String]) -> PathBuf {
         let bindir = workspace_bin("netprobe")
             .parent()
             .expect("bin dir")
@@ -140,9 +154,10 @@ impl World {
             format!(
                 "name = \"unix-probe\"\nuser = \"root\"\n[filesystem]\nread = [{}]\nwrite = \
                  [\"/tmp\", \"/dev/null\"]\nexec = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\", \
-                 {bindir:?}]\n[network]\nunix = [{}]\n",
+                 {bindir:?}]\n[network]\nunix = [{}]\nallow = [{}]\n",
                 list(&read),
-                list(&unix)
+                list(&unix),
+                list(allow)
             ),
         )
         .expect("write policy");
@@ -479,4 +494,86 @@ fn unlisted_sockets_are_out_of_reach_by_whatever_this_kernel_has() {
     assert_eq!(lines(&out), expected, "{}", describe(&out));
     assert_eq!(w.accepted(&root_sock), 0);
     assert_eq!(w.accepted(&abstract_unlisted), 0);
+}
+
+/// A server with egress shares the host's network namespace, where a host process listens on
+/// abstract Unix sockets (a desktop's X11 and D-Bus, systemd's): the hostile server tries them
+/// every way it can — a stream connect, a datagram, a socket elsewhere on disk, and a
+/// `socketpair` re-pointed at the name — and reaches none, while its allowed TCP egress works.
+/// Where the cgroup unix programs run (Linux 6.7+) they refuse; where neither they nor
+/// landlock's scopes exist (6.1), a network namespace would cut the egress, and the jail's
+/// seccomp rule takes Unix sockets away instead (its policy lists none). Before that rule, the
+/// launch was refused there (exit 77, `promise unix_abstract`).
+#[test]
+fn an_egress_server_listing_no_unix_sockets_reaches_none_of_the_host_s() {
+    require_root();
+    let mut w = World::new("egress-none");
+    let stream = w.listen(&w.abstract_name("stream"));
+    let dgram = w.receive(&w.abstract_name("dgram"));
+    let outside = w.listen(&w.dir.join("outside.sock").display().to_string());
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = tcp.local_addr().expect("addr").port();
+    let policy = w.policy_allowing(&[], &[], &[format!("127.0.0.1:{port}")]);
+    let doctor = Command::new(mcp_guard())
+        .args(["doctor", "--json"])
+        .output()
+        .expect("mcp-guard doctor --json");
+    let kept_by = String::from_utf8_lossy(&doctor.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["promise"] == "unix_abstract")
+        .map_or_else(
+            || panic!("doctor reports unix_abstract\n{}", describe(&doctor)),
+            |v| v["with_egress"]["mechanism"].clone(),
+        );
+    assert!(
+        kept_by == "cgroup_unix" || kept_by == "seccomp_unix",
+        "unix_abstract with egress kept by {kept_by}"
+    );
+    let out = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(w.dir.join("state"))
+        .args(["exec", "--standalone", "--passthrough", "--policy"])
+        .arg(&policy)
+        .arg("--")
+        .arg(workspace_bin("netprobe"))
+        .arg(format!("unix:{stream}"))
+        .arg(format!("unixdg:{dgram}"))
+        .arg(format!("unix:{outside}"))
+        .arg(format!("pairconnect:stream:{stream}"))
+        .arg(format!("pairsend:stream:{dgram}"))
+        .arg(format!("pairconnect:dgram:{dgram}"))
+        .arg(format!("pairsend:dgram:{dgram}"))
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run exec");
+    let eisconn = format!("errno {}", libc::EISCONN);
+    // A stream pair's connect: the programs judge it before af_unix sees the pair is
+    // connected; under the seccomp rule af_unix refuses it (the pair is connected for life).
+    let pair_connect = if kept_by == "cgroup_unix" {
+        EPERM
+    } else {
+        &eisconn
+    };
+    assert_eq!(
+        lines(&out),
+        [
+            EPERM,
+            EPERM,
+            EPERM,
+            pair_connect,
+            &eisconn,
+            EPERM,
+            EPERM,
+            "ok"
+        ],
+        "unix_abstract kept by {kept_by}\n{}",
+        describe(&out)
+    );
+    assert_eq!(w.accepted(&stream), 0);
+    assert_eq!(w.accepted(&outside), 0);
+    let mut buf = [0u8; 16];
+    w.dgram[0].set_nonblocking(true).expect("nonblocking");
+    assert!(w.dgram[0].recv(&mut buf).is_err(), "a datagram got through");
 }

@@ -512,7 +512,8 @@ impl Detector {
             KernelEventKind::Killed { .. } => denied = true,
             // A Unix socket the policy does not list counts towards a burst of denials.
             KernelEventKind::Unix { verdict, .. } => denied = *verdict == EgressVerdict::Denied,
-            KernelEventKind::Resolve { .. } => {}
+            // DNS is learnt by the pipeline and never reaches the rules.
+            KernelEventKind::Resolve { .. } | KernelEventKind::Dns(_) => {}
         }
         if denied {
             out.extend(self.denial(ts, event_id.to_string(), call, tool));

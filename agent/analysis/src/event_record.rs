@@ -99,6 +99,11 @@ pub fn event_record(event: &KernelEvent, event_id: String) -> EventRecord {
                 "error": error,
             }));
         }
+        // Not stored (the pipeline learns from it); should one get here, it says what it was.
+        KernelEventKind::Dns(packet) => {
+            rec.addr = Some(packet.peer.ip().to_string());
+            rec.port = Some(packet.peer.port());
+        }
     }
     rec
 }

@@ -9,6 +9,7 @@
 
 pub mod correlate;
 pub mod detect;
+pub mod dns_names;
 pub mod event_record;
 pub mod input;
 pub mod launch_chain;

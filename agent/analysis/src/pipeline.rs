@@ -16,11 +16,14 @@ use tokio::sync::oneshot;
 use crate::{
     correlate::{AttributedEvent, CallFact, Correlator, CorrelatorConfig},
     detect::{Action, CallEnd, Detection, Detector, Profile},
+    dns_names::DnsNames,
     event_record::event_record,
     input::{InputReceiver, SessionInput, ToolHints},
     launch_chain::LaunchChain,
 };
-use mcp_guard_model::{AlertRecord, Finding, Record, Severity, Timestamp, boot_ns_now};
+use mcp_guard_model::{
+    AlertRecord, EventRecord, Finding, KernelEventKind, Record, Severity, Timestamp, boot_ns_now,
+};
 
 /// What the session must do.
 #[derive(Clone, Debug, PartialEq)]
@@ -95,6 +98,8 @@ pub struct Pipeline {
     /// The server's launch chain: its execs are its baseline, not for the detector (an
     /// interpreter server would alert every session, once per PATH entry `env` tries).
     launch: LaunchChain,
+    /// The names the server's own DNS gave the addresses it connects to.
+    dns: DnsNames,
     events: u64,
     findings: u64,
     alerts: u64,
@@ -114,6 +119,7 @@ impl Pipeline {
             hints: HashMap::new(),
             denied: HashSet::new(),
             launch: LaunchChain::default(),
+            dns: DnsNames::default(),
             events: 0,
             findings: 0,
             alerts: 0,
@@ -126,7 +132,11 @@ impl Pipeline {
         match input {
             SessionInput::Call(fact) => self.call_fact(fact),
             SessionInput::Tools(tools) => self.tools(tools),
-            SessionInput::Kernel(event) => self.correlator.event(event),
+            // Learnt at once, in ring-buffer order: an answer is in before the connect it names.
+            SessionInput::Kernel(event) => match &event.kind {
+                KernelEventKind::Dns(packet) => self.dns.observe(packet),
+                _ => self.correlator.event(event),
+            },
             SessionInput::Finding(finding) => {
                 let alert = self.proxy_alert(finding);
                 self.store_alert(alert);
@@ -161,6 +171,22 @@ impl Pipeline {
             self.write(&a);
         }
         self.end_calls(u64::MAX);
+        // DNS the session could not use is part of its history, as other gaps are.
+        let ignored = [
+            ("dns_unparsed", self.dns.unparsed),
+            ("dns_unmatched", self.dns.unmatched),
+        ];
+        for (reason, n) in ignored.into_iter().filter(|(_, n)| *n > 0) {
+            let rec = EventRecord::lost(
+                format!("{}-lost-{reason}", self.session),
+                &self.server,
+                &self.session,
+                reason,
+                n,
+            );
+            self.effects
+                .push(Effect::Store(Box::new(Record::Event(rec))));
+        }
     }
 
     /// What the pipeline did, and the detector's profile if it was learning.
@@ -241,6 +267,9 @@ impl Pipeline {
         rec.attribution = a.attribution;
         rec.call_id.clone_from(&a.call_id);
         rec.candidates.clone_from(&a.candidates);
+        if let KernelEventKind::Connect { addr, .. } = &a.event.kind {
+            rec.host = self.dns.name_of(addr.ip()).map(str::to_string);
+        }
         self.effects
             .push(Effect::Store(Box::new(Record::Event(rec))));
         if self.launch.is_launch(&a.event) {

@@ -10,7 +10,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::records::EventKind;
+use crate::{dns::DnsPacket, records::EventKind};
 
 /// One thing a guarded server did (or that was done about it).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -96,6 +96,9 @@ pub enum KernelEventKind {
         /// Why resolving failed, if it did.
         error: Option<String>,
     },
+    /// A DNS packet the server sent or received: the session's analysis learns from it which
+    /// names the addresses it connects to have; it is not stored as an event of its own.
+    Dns(Box<DnsPacket>),
 }
 
 /// Which socket operation a `Connect` event reports.
@@ -167,6 +170,7 @@ impl KernelEventKind {
             } => EventKind::Sendmsg,
             Self::Killed { .. } => EventKind::Killed,
             Self::Resolve { .. } => EventKind::Resolve,
+            Self::Dns(_) => EventKind::Other("dns".to_string()),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod dirs;
+pub mod dns;
 pub mod finding;
 pub mod kernel_event;
 pub mod names;
@@ -15,6 +16,7 @@ pub mod session_id;
 pub mod timestamp;
 
 pub use audit::CallAudit;
+pub use dns::{DNS_MAX_ANSWERS, DnsAnswer, DnsDirection, DnsMessage, DnsPacket};
 pub use finding::Finding;
 pub use kernel_event::{
     EgressVerdict, KernelEvent, KernelEventKind, SockOp, boot_ns_now, boot_to_unix_ns,

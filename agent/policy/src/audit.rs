@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use toml_edit::{Item, Value};
 
 use crate::check::{Checker, Span, describe, entry, join};
-use crate::mcp::is_tool_name;
+use crate::values::is_tool_name;
 use crate::values::parse_size;
 
 /// The largest `result_bytes` (the history keeps each call's excerpt in its row).

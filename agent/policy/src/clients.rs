@@ -16,8 +16,8 @@ use std::{collections::BTreeMap, path::PathBuf};
 use toml_edit::Item;
 
 use crate::check::{Checker, Span, describe, entry, join};
-use crate::mcp::is_tool_name;
 use crate::values::has_dot_dot;
+use crate::values::is_tool_name;
 
 /// The rule key that applies to every client no other rule matches.
 pub const ANY_CLIENT: &str = "*";

@@ -20,6 +20,7 @@ mod pins;
 mod secret_rules;
 mod secrets;
 mod sections;
+mod tool_args;
 mod unix;
 pub mod usable;
 mod values;
@@ -29,9 +30,7 @@ pub use clients::{ANY_CLIENT, ClientMatch, ClientRule};
 pub use error::{PolicyError, Problem};
 pub use image::{ImageRef, parse_image};
 pub use load::{DEFAULT_POLICY_TOML, builtin_default, expand_home, load, load_file, parse};
-pub use mcp::{
-    ArgCheck, ArgRule, ControlAction, Hook, Mcp, PII_KINDS, PoisonAction, SecretShapes, ShapeAction,
-};
+pub use mcp::{ControlAction, Hook, Mcp, PII_KINDS, PoisonAction, SecretShapes, ShapeAction};
 pub use model::{
     Access, Backend, DETECT_RULES, Detect, DetectRule, Enforcement, Env, Filesystem, Isolation,
     Limits, Network, OnSensitive, Policy, Syscalls, Tools,
@@ -39,6 +38,7 @@ pub use model::{
 pub use network::{NetAllow, NetTarget};
 pub use pins::{FilePin, NpmPin, PinSignature, Pins, PypiPin, SignerKey};
 pub use secrets::{Secret, SecretError, read_secret};
+pub use tool_args::{ArgCheck, ArgRule};
 pub use values::{parse_size, syscall_number};
 
 #[cfg(test)]

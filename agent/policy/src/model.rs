@@ -8,10 +8,10 @@ use std::{
 
 use crate::clients::ClientRule;
 use crate::image::ImageRef;
-use crate::mcp::{ArgRule, Mcp};
 use crate::network::NetAllow;
 use crate::pins::Pins;
 use crate::secrets::Secret;
+use crate::{mcp::Mcp, tool_args::ArgRule};
 
 /// A validated policy for one server.
 #[derive(Clone, Debug, PartialEq)]

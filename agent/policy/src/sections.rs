@@ -15,7 +15,7 @@ use crate::values::{
     MAX_CPU, MAX_PIDS, MIN_CPU, MIN_MEMORY, check_fs_path, has_dot_dot, is_env_name, is_user_name,
     parse_size, syscall_number,
 };
-use crate::{image::parse_image, mcp, network::parse_net_allow, unix};
+use crate::{image::parse_image, network::parse_net_allow, unix, values};
 
 impl Checker<'_> {
     pub(crate) fn isolation(&mut self, item: &Item, span: &Span) -> Isolation {
@@ -377,7 +377,7 @@ impl Checker<'_> {
                 tools.allow = Some(Vec::new());
             }
             for (s, s_span, s_path) in self.strings(value, &value_span, &join("tools", key)) {
-                if mcp::is_tool_name(s) {
+                if values::is_tool_name(s) {
                     lists[i].push((s.to_string(), s_span, s_path));
                 } else {
                     self.error(

@@ -126,3 +126,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .checked_mul(1u64 << shift)
         .ok_or_else(|| format!("{text:?} is too large"))
 }
+
+/// A tool name as `[tools]` accepts it.
+pub(crate) fn is_tool_name(s: &str) -> bool {
+    !s.trim().is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}

@@ -94,7 +94,7 @@ pub(super) fn wrap_entry(
         .map(|env| env.keys().cloned().collect())
         .unwrap_or_default();
     let (scrubbed, replaced) = env_fate(&env_names, &chosen.policy);
-    let guard_name = exec_name(name);
+    let wrapped_name = exec_name(name);
     if let Some(env) = obj.get("env").and_then(Value::as_object) {
         for (key, value) in env {
             if !(looks_secret(key) && value.as_str().is_some_and(|v| !v.contains("${"))) {
@@ -110,7 +110,7 @@ pub(super) fn wrap_entry(
                 report.notes.push(format!(
                     "env {key} looks like a secret written in plain text in this file: put it in \
                      a file readable only by root and name it in the policy's [secrets] \
-                     ({key} = {{ file = \"/etc/mcp-guard/secrets/{guard_name}\" }})"
+                     ({key} = {{ file = \"/etc/mcp-guard/secrets/{wrapped_name}\" }})"
                 ));
             }
         }
@@ -138,7 +138,7 @@ pub(super) fn wrap_entry(
         "--policy".to_string(),
         chosen.spec.clone(),
         "--name".to_string(),
-        guard_name.clone(),
+        wrapped_name.clone(),
         "--".to_string(),
         command,
     ]);
@@ -154,7 +154,7 @@ pub(super) fn wrap_entry(
     report.outcome = Outcome::Wrapped {
         policy: chosen.spec,
         reason: chosen.reason,
-        name: guard_name,
+        name: wrapped_name,
         scrubbed,
         replaced,
     };

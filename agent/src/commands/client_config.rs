@@ -9,6 +9,7 @@ use mcp_guard_model::dirs::{DEFAULT_POLICY_DIR, Dirs};
 use crate::{
     client_config::{self as cc, Error, Settings},
     exit_codes::EXIT_POLICY,
+    say::say_as_is,
 };
 
 /// What the command line asked for.
@@ -34,7 +35,9 @@ pub fn run(req: Request, dirs: &Dirs) -> ExitCode {
         None => match std::env::current_exe() {
             Ok(exe) => exe.display().to_string(),
             Err(e) => {
-                eprintln!("cannot find this program's path ({e}); give --mcp-guard PATH");
+                say_as_is(&format!(
+                    "cannot find this program's path ({e}); give --mcp-guard PATH"
+                ));
                 return ExitCode::FAILURE;
             }
         },
@@ -51,14 +54,14 @@ pub fn run(req: Request, dirs: &Dirs) -> ExitCode {
     match cc::run(&req.file, &settings, req.write) {
         Ok(done) => {
             let file = req.file.display();
-            eprintln!("{file}: format {}", done.rewritten.format);
+            say_as_is(&format!("{file}: format {}", done.rewritten.format));
             for report in &done.rewritten.servers {
                 for line in cc::describe(report) {
-                    eprintln!("{line}");
+                    say_as_is(&line);
                 }
             }
             if let Some(note) = cc::privilege_note(&req.file) {
-                eprintln!("{note}");
+                say_as_is(&note);
             }
             if !req.write {
                 use std::io::Write;
@@ -67,18 +70,21 @@ pub fn run(req: Request, dirs: &Dirs) -> ExitCode {
                     .write_all(done.rewritten.text.as_bytes())
                     .and_then(|()| stdout.flush())
                 {
-                    eprintln!("cannot write the config to stdout: {e}");
+                    say_as_is(&format!("cannot write the config to stdout: {e}"));
                     return ExitCode::FAILURE;
                 }
             } else if let Some(backup) = done.backup {
-                eprintln!("{file}: rewritten; the original is in {}", backup.display());
+                say_as_is(&format!(
+                    "{file}: rewritten; the original is in {}",
+                    backup.display()
+                ));
             } else {
-                eprintln!("{file}: nothing to change; left as it was");
+                say_as_is(&format!("{file}: nothing to change; left as it was"));
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            say_as_is(&e.to_string());
             ExitCode::from(exit_status(&e))
         }
     }

@@ -2,7 +2,7 @@
 
 use std::{path::Path, process::ExitCode};
 
-use crate::mcp::pins;
+use crate::{mcp::pins, say::say};
 
 /// `pins list [SERVER] [--policy P] [--json]`: a table, or one JSON object per line.
 pub fn list(state: &Path, server: Option<&str>, policy: Option<&str>, json: bool) -> ExitCode {
@@ -13,7 +13,7 @@ pub fn list(state: &Path, server: Option<&str>, policy: Option<&str>, json: bool
                     match serde_json::to_string(r) {
                         Ok(line) => println!("{line}"),
                         Err(e) => {
-                            eprintln!("mcp-guard: pins list: {e}");
+                            say(&format!("pins list: {e}"));
                             return ExitCode::FAILURE;
                         }
                     }
@@ -24,7 +24,7 @@ pub fn list(state: &Path, server: Option<&str>, policy: Option<&str>, json: bool
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("mcp-guard: pins list: {e:#}");
+            say(&format!("pins list: {e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -47,7 +47,7 @@ pub fn approve(state: &Path, server: &str, tool: Option<&str>, policy: Option<&s
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("mcp-guard: pins approve: {e:#}");
+            say(&format!("pins approve: {e:#}"));
             ExitCode::FAILURE
         }
     }

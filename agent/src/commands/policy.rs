@@ -7,6 +7,7 @@ use std::{
 
 use crate::{
     exit_codes::EXIT_POLICY,
+    say::{say, say_as_is},
     supply::{self, PIN_NAMESPACE},
 };
 
@@ -26,12 +27,12 @@ pub fn check(files: &[PathBuf]) -> bool {
                         file: file.display().to_string(),
                         problems: vec![w],
                     };
-                    eprintln!("{one}");
+                    say_as_is(&one.to_string());
                 }
             }
             Err(e) => {
                 all_ok = false;
-                eprintln!("{e}");
+                say_as_is(&e.to_string());
             }
         }
     }
@@ -55,7 +56,7 @@ pub fn suggest(state: &Path, server: &str, sessions: &[String]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("mcp-guard: policy suggest: {e}");
+            say(&format!("policy suggest: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -73,17 +74,19 @@ pub fn pin(
     let signature = match policy.map(|p| mcp_guard_policy::load(Some(p), policy_dir)) {
         Some(Ok(p)) => p.pin.signature,
         Some(Err(e)) => {
-            eprintln!("{e}");
+            say_as_is(&e.to_string());
             return ExitCode::from(EXIT_POLICY);
         }
         None => None,
     };
     let Some(cmd) = command.first() else {
-        eprintln!("mcp-guard: policy pin: no command given after --");
+        say("policy pin: no command given after --");
         return ExitCode::from(2);
     };
     let Some(program) = supply::which(cmd) else {
-        eprintln!("mcp-guard: policy pin: {cmd}: command not found or not executable");
+        say(&format!(
+            "policy pin: {cmd}: command not found or not executable"
+        ));
         return ExitCode::from(127);
     };
     if let Some(name) = program.file_name().map(|n| n.to_string_lossy())
@@ -92,42 +95,44 @@ pub fn pin(
             "npx" | "uvx" | "pipx" | "bunx" | "pnpx" | "uv" | "pnpm" | "yarn"
         )
     {
-        eprintln!(
-            "mcp-guard: policy pin: WARNING: {name} finds (and may download) the server at each \
+        say(&format!(
+            "policy pin: WARNING: {name} finds (and may download) the server at each \
              launch, so its pins cover {name} itself, not the server: install the server and pin \
              its installed entry instead (e.g. node .../node_modules/PKG/dist/index.js, or \
              .venv/bin/SERVER)"
-        );
+        ));
     }
     match supply::generate(&program, command, deps) {
         Ok((mut pins, notes)) => {
             for n in notes {
-                eprintln!("pinned: {n}");
+                say_as_is(&format!("pinned: {n}"));
             }
             supply::remember_npm_trees(&pins, state_dir);
             if !pins.pypi.is_empty() {
                 // Compiled now rather than at the first launch (which would otherwise wait).
                 match supply::python_cache(&pins, &program, state_dir) {
-                    Ok(dir) => eprintln!("python bytecode cache ready: {}", dir.display()),
-                    Err(e) => eprintln!(
+                    Ok(dir) => {
+                        say_as_is(&format!("python bytecode cache ready: {}", dir.display()));
+                    }
+                    Err(e) => say_as_is(&format!(
                         "python bytecode cache not prepared ({e}): the first `exec` builds it"
-                    ),
+                    )),
                 }
             }
             let signed = signature.is_some();
             pins.signature = signature;
             print!("{}", supply::to_toml(&pins));
             if signed {
-                eprintln!(
+                say_as_is(&format!(
                     "the policy's [pin.signature] is kept: sign the new pins with \
                      `mcp-guard policy manifest POLICY | ssh-keygen -Y sign -f KEY -n \
                      {PIN_NAMESPACE} > SIGNATURE` once the table is in the policy"
-                );
+                ));
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("mcp-guard: policy pin: {e}");
+            say(&format!("policy pin: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -137,10 +142,10 @@ pub fn pin(
 pub fn manifest(policy: &str, policy_dir: &Path) -> ExitCode {
     match mcp_guard_policy::load(Some(policy), policy_dir) {
         Ok(p) if p.pin.is_empty() => {
-            eprintln!(
-                "mcp-guard: policy {} pins nothing: add a [pin] table first (mcp-guard policy pin)",
+            say(&format!(
+                "policy {} pins nothing: add a [pin] table first (mcp-guard policy pin)",
                 p.name
-            );
+            ));
             ExitCode::FAILURE
         }
         Ok(p) => {
@@ -148,7 +153,7 @@ pub fn manifest(policy: &str, policy_dir: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            say_as_is(&e.to_string());
             ExitCode::from(EXIT_POLICY)
         }
     }

@@ -4,6 +4,8 @@ use std::{path::Path, process::ExitCode};
 
 use mcp_guard_model::dirs::Dirs;
 
+use crate::say::say_as_is;
+
 /// Marks the server quarantined and kills its running sessions; says what it did.
 pub fn quarantine(dirs: &Dirs, server: &str, reason: Option<String>) -> ExitCode {
     match crate::quarantine::quarantine(dirs, server, reason) {
@@ -32,7 +34,7 @@ pub fn quarantine(dirs: &Dirs, server: &str, reason: Option<String>) -> ExitCode
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("mcp-guard quarantine {server}: {e}");
+            say_as_is(&format!("mcp-guard quarantine {server}: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -46,11 +48,11 @@ pub fn release(state: &Path, server: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(false) => {
-            eprintln!("mcp-guard release {server}: not quarantined");
+            say_as_is(&format!("mcp-guard release {server}: not quarantined"));
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("mcp-guard release {server}: {e}");
+            say_as_is(&format!("mcp-guard release {server}: {e}"));
             ExitCode::FAILURE
         }
     }

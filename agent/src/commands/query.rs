@@ -19,7 +19,7 @@ pub fn run(state_dir: &Path, query: &Query) -> ExitCode {
         Err(QueryError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             drop(out);
-            eprintln!("mcp-guard: {e}");
+            crate::say::say(&e.to_string());
             ExitCode::FAILURE
         }
     }

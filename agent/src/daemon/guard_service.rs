@@ -224,10 +224,10 @@ impl GuardService {
             handle.keep();
         }
         if n > 0 {
-            eprintln!(
+            crate::say::say_as_is(&format!(
                 "mcp-guard agent: {n} running session(s) stay guarded by the pinned eBPF \
                  programs; the next agent adopts them"
-            );
+            ));
         }
     }
 

@@ -15,8 +15,8 @@ use std::{
 
 use crate::launch::cgroup::PARENT;
 
-/// Why the peer is refused, or `None` when it is not in a guarded server's cgroup.
-pub fn guarded_peer(sock: RawFd, pid: Option<i32>) -> Option<String> {
+/// Why the peer is refused, or `None` when it is not in a jailed server's cgroup.
+pub fn jailed_peer(sock: RawFd, pid: Option<i32>) -> Option<String> {
     let Some(pid) = pid.filter(|p| *p > 0) else {
         return Some("the peer's process is unknown (no SO_PEERCRED pid)".into());
     };
@@ -32,7 +32,7 @@ pub fn guarded_peer(sock: RawFd, pid: Option<i32>) -> Option<String> {
         ));
     };
     let path = v2_path(&cgroup)?;
-    is_guarded(path).then(|| {
+    in_jail_cgroup(path).then(|| {
         format!(
             "process {pid} runs in {path}, a cgroup of a server mcp-guard guards: a guarded \
              server cannot use the agent"
@@ -47,7 +47,7 @@ fn v2_path(text: &str) -> Option<&str> {
 
 /// Whether a cgroup v2 path is mcp-guard's or below it (every session's cgroup, and a
 /// container's below its server's).
-fn is_guarded(path: &str) -> bool {
+fn in_jail_cgroup(path: &str) -> bool {
     path.strip_prefix('/')
         .and_then(|p| p.strip_prefix(PARENT))
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
@@ -99,13 +99,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mcp_guard_cgroups_are_guarded_and_others_not() {
-        assert!(is_guarded("/mcp-guard/time-12-ab"));
-        assert!(is_guarded("/mcp-guard/srv-1-x/libpod-abc"));
-        assert!(is_guarded("/mcp-guard"));
-        assert!(!is_guarded("/mcp-guardian/x"));
-        assert!(!is_guarded("/system.slice/mcp-guard.service"));
-        assert!(!is_guarded("/"));
+    fn mcp_guard_cgroups_are_jails_and_others_not() {
+        assert!(in_jail_cgroup("/mcp-guard/time-12-ab"));
+        assert!(in_jail_cgroup("/mcp-guard/srv-1-x/libpod-abc"));
+        assert!(in_jail_cgroup("/mcp-guard"));
+        assert!(!in_jail_cgroup("/mcp-guardian/x"));
+        assert!(!in_jail_cgroup("/system.slice/mcp-guard.service"));
+        assert!(!in_jail_cgroup("/"));
         assert_eq!(
             v2_path("12:pids:/x\n0::/mcp-guard/a\n"),
             Some("/mcp-guard/a")
@@ -114,12 +114,12 @@ mod tests {
     }
 
     #[test]
-    fn this_process_is_not_guarded_and_a_dead_pid_is_refused() {
+    fn this_process_is_not_jailed_and_a_dead_pid_is_refused() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
         assert_eq!(
-            guarded_peer(a.as_raw_fd(), Some(std::process::id().cast_signed())),
+            jailed_peer(a.as_raw_fd(), Some(std::process::id().cast_signed())),
             None
         );
-        assert!(guarded_peer(a.as_raw_fd(), None).is_some());
+        assert!(jailed_peer(a.as_raw_fd(), None).is_some());
     }
 }

@@ -72,6 +72,9 @@ pub struct Launcher {
     pub guard: Arc<GuardService>,
     /// What each user holds of the agent (connections waiting, sessions).
     pub admission: Arc<Admission>,
+    /// Whether this kernel runs the cgroup unix programs, probed once at start (the workers
+    /// take it instead of parsing the kernel's BTF per session).
+    pub unix_probe: Result<(), String>,
 }
 
 /// Accepts connections until the listener is dropped. A connection past its user's share of
@@ -167,7 +170,7 @@ async fn handle(
     };
     // A server never becomes a client, whatever it asks (checked once the request is read, so
     // the refusal reaches the client instead of a broken pipe).
-    if let Some(why) = super::peer::guarded_peer(stream.as_raw_fd(), cred.pid()) {
+    if let Some(why) = super::peer::jailed_peer(stream.as_raw_fd(), cred.pid()) {
         tracing::warn!("agent socket: uid {}: refused: {why}", cred.uid());
         drop(fds);
         if matches!(request, Request::Guard(_)) {
@@ -212,20 +215,10 @@ async fn handle(
                             .as_ref()
                             .map_or_else(|| "default".into(), |p| p.path.display().to_string())
                     );
-                    // The MCP client is exec's parent: read by the agent, not taken from exec.
-                    let client_exe = cred.pid().and_then(|pid| {
-                        crate::client_exe::of_peer_parent(
-                            stream.as_fd(),
-                            u32::try_from(pid).ok()?,
-                            cred.uid(),
-                            cred.gid(),
-                        )
-                    });
-                    tracing::info!("uid {}: client executable {client_exe:?}", cred.uid());
                     launcher.spawn_worker(
                         &stream,
                         fds,
-                        (cred.uid(), cred.gid(), client_exe),
+                        (cred.uid(), cred.gid(), cred.pid()),
                         req,
                         policy,
                         slot,
@@ -380,11 +373,13 @@ impl Launcher {
 
     /// Starts the session worker with the client's descriptors; it answers the client.
     /// `slot` is the session's place in its user's count, held until the worker exits.
+    /// The setup follows once the worker runs: it names the MCP client (exec's parent, read
+    /// by the agent from `/proc`, not taken from exec), looked up while the worker starts.
     fn spawn_worker(
         &self,
         stream: &UnixStream,
         fds: Vec<OwnedFd>,
-        (uid, gid, client_exe): (u32, u32, Option<PathBuf>),
+        (uid, gid, pid): (u32, u32, Option<libc::pid_t>),
         mut req: ExecRequest,
         policy: Option<Loaded>,
         slot: Slot,
@@ -396,7 +391,7 @@ impl Launcher {
             )
         };
         req.policy = policy.as_ref().map(|p| p.path.display().to_string());
-        let setup = WorkerSetup {
+        let mut setup = WorkerSetup {
             request: req,
             policy_text: policy.map(|p| p.text),
             uid,
@@ -404,12 +399,13 @@ impl Launcher {
             state_dir: self.dirs.state.clone(),
             policy_dir: self.dirs.policy.clone(),
             socket: self.socket.clone(),
-            client_exe,
+            client_exe: None,
             audit: self
                 .rules
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .audit,
+            unix_probe: Some(self.unix_probe.clone()),
         };
         // The worker reads it blocking (the flag is the connection's: the agent only writes a
         // refusal on it from here on).
@@ -418,6 +414,11 @@ impl Launcher {
             .try_clone_to_owned()
             .map(std::os::unix::net::UnixStream::from)
             .and_then(|s| s.set_nonblocking(false).map(|()| s))
+            .map_err(|e| fail("client connection", e))?;
+        // The client's end, for its pidfd while the MCP client is looked up.
+        let peer = stream
+            .as_fd()
+            .try_clone_to_owned()
             .map_err(|e| fail("client connection", e))?;
         let (setup_ours, setup_theirs) =
             std::os::unix::net::UnixStream::pair().map_err(|e| fail("socketpair", e))?;
@@ -470,12 +471,22 @@ impl Launcher {
         }
         let mut child = cmd.spawn().map_err(|e| fail("starting the worker", e))?;
         drop((conn, cwd, setup_theirs));
-        let json = serde_json::to_vec(&setup).map_err(|e| fail("setup", io::Error::other(e)))?;
         std::thread::spawn(move || {
             use std::io::Write as _;
+            setup.client_exe = pid.and_then(|pid| {
+                crate::client_exe::of_peer_parent(peer.as_fd(), u32::try_from(pid).ok()?, uid, gid)
+            });
+            drop(peer);
+            tracing::info!("uid {uid}: client executable {:?}", setup.client_exe);
             let mut ours = setup_ours;
-            if let Err(e) = ours.write_all(&json) {
-                tracing::warn!("session worker setup: {e}");
+            // Unwritten, the worker reads a truncated setup and ends the session (exit 77).
+            match serde_json::to_vec(&setup) {
+                Ok(json) => {
+                    if let Err(e) = ours.write_all(&json) {
+                        tracing::warn!("session worker setup: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("session worker setup: {e}"),
             }
             drop(ours);
             // Reaped here; it outlives the agent if the agent restarts (then init reaps it).

@@ -45,7 +45,10 @@ pub(super) fn probe_cgroups(b: &mut Builder, mounts: &[crate::mounts::Mount]) {
             probe_egress(b, &dir);
             if let Err(e) = host::remove_cgroup(&dir) {
                 // Not fatal for the report, but say so: the brief is to leave nothing behind.
-                eprintln!("mcp-guard doctor: could not remove {}: {e}", dir.display());
+                crate::say::say_as_is(&format!(
+                    "mcp-guard doctor: could not remove {}: {e}",
+                    dir.display()
+                ));
             }
         }
         Err(e) => {

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::{CapabilityId, Report};
-use crate::promises::{self, Choice, Features, Holder, Needs, Promise};
+use crate::promises::{self, Choice, Features, Holder, Mechanism, Needs, Promise};
 
 /// This host's features, as doctor's probes found them.
 pub(super) fn features(report: &Report) -> Features {
@@ -24,11 +24,12 @@ pub(super) fn features(report: &Report) -> Features {
 }
 
 /// The two policies the table is shown for. Both read devices, so the device row says what
-/// a policy that does gets.
+/// a policy that does gets; neither lists `[network] unix` sockets (the common case).
 const WITH_EGRESS: Needs = Needs {
     tcp_ports_limited: true,
     egress: true,
     abstract_names: false,
+    unix_sockets: false,
     device_files: true,
 };
 const WITHOUT_EGRESS: Needs = Needs {
@@ -83,6 +84,19 @@ pub(super) fn render_table(report: &Report) -> String {
                 ));
             }
         }
+    }
+    if rows.iter().any(|(with, without)| {
+        [with, without].iter().any(|c| {
+            c.holder
+                == (Holder::Kept {
+                    mechanism: Mechanism::SeccompUnix,
+                })
+        })
+    }) {
+        out.push_str(
+            "seccomp_unix: only for a policy that lists no [network] unix sockets (it takes Unix \
+             sockets away); one that lists some is refused (77) on this kernel\n",
+        );
     }
     if !why.is_empty() {
         out.push_str(

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use mcp_guard_model::{SessionFacts, Timestamp, ToolsListing};
-use mcp_guard_store::{self as store, RawJson, Redact};
+use mcp_guard_store::{self as store, RawJson, Redact, StoreHandle};
+
+use super::{STORE_FLUSH_TIMEOUT, say};
 
 use crate::mcp::{
     self,
@@ -67,4 +69,38 @@ impl Redact for StoreRedactor {
 /// The redactor a session's store handle applies to every record (see [`StoreRedactor`]).
 pub fn store_redactor(config: &SecretConfig) -> anyhow::Result<Arc<dyn Redact>> {
     Ok(Arc::new(StoreRedactor(RecordRedactor::new(config)?)))
+}
+
+/// Waits for the store to commit the session and says on stderr what it could not keep.
+pub(super) fn report_store(store: &StoreHandle) {
+    let flushed = store.flush(STORE_FLUSH_TIMEOUT);
+    let stats = store.stats();
+    let lost = stats.dropped_queue_full + stats.dropped_write_failed;
+    if lost > 0 || !flushed {
+        let recorded = if stats.lost_recorded >= lost {
+            "; all of them are recorded as lost events".to_string()
+        } else {
+            format!(
+                "; {} of them are recorded as lost events (the store refused the rest)",
+                stats.lost_recorded
+            )
+        };
+        say(&format!(
+            "WARNING: the store {} did not keep everything: {} records dropped (queue full {}, \
+             write failed {}){recorded}{}{}",
+            store.path().display(),
+            lost,
+            stats.dropped_queue_full,
+            stats.dropped_write_failed,
+            stats
+                .last_error
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default(),
+            if flushed {
+                String::new()
+            } else {
+                format!("; not flushed within {}s", STORE_FLUSH_TIMEOUT.as_secs())
+            }
+        ));
+    }
 }

@@ -1,4 +1,4 @@
-//! Policy → kernel: the [`ServerSpec`] the eBPF guard enforces for one server.
+//! Policy → kernel: the [`ServerSpec`] the kernel guard enforces for one server.
 //!
 //! The kernel module takes plain data and does not know policy files; this is the one place that
 //! reads a [`Policy`] for it.

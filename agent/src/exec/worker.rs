@@ -64,6 +64,9 @@ pub fn main() -> ExitCode {
         return reply_exit(&client, i32::from(crate::exit_codes::EXIT_UNENFORCEABLE));
     }
     drop(cwd);
+    if let Some(answer) = setup.unix_probe.clone() {
+        crate::kernel::unix::assume_probe(answer);
+    }
     let dirs = Dirs {
         state: setup.state_dir.clone(),
         policy: setup.policy_dir.clone(),
@@ -82,7 +85,7 @@ pub fn main() -> ExitCode {
         Err(e) => eprintln!("mcp-guard: the client's signals cannot be relayed: {e}"),
     }
     let request = setup.request;
-    let hooks = Hooks::guarded(guard::GuardSource::Agent(setup.socket), request.passthrough);
+    let hooks = Hooks::for_session(guard::GuardSource::Agent(setup.socket), request.passthrough);
     let args = ExecArgs {
         policy: request.policy,
         policy_text: setup.policy_text,

@@ -225,6 +225,15 @@ pub fn read_vmlinux() -> Result<Vec<u8>, String> {
     std::fs::read(Path::new(VMLINUX)).map_err(|e| format!("{VMLINUX}: {e}"))
 }
 
+/// The kernel's BTF, read once per process: the loader's tracepoints and the struct layouts
+/// parse the same bytes (sysfs hands the file out a page per read, so each read costs).
+pub fn vmlinux() -> Result<&'static [u8], String> {
+    static DATA: std::sync::OnceLock<Result<Vec<u8>, String>> = std::sync::OnceLock::new();
+    DATA.get_or_init(read_vmlinux)
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,8 @@ pub const OLDEST: Release = Release(5, 15);
 const TRACE: &[&str] = &[programs::SYS_ENTER, programs::SYS_EXIT];
 /// The Unix socket verdicts.
 const UNIX: &[&str] = &[programs::CONNECT_UNIX, programs::SENDMSG_UNIX];
+/// The DNS capture programs.
+const DNS: &[&str] = &[programs::DNS_EGRESS, programs::DNS_INGRESS];
 /// The TCP bind verdicts.
 const BIND: &[&str] = &[programs::BIND4, programs::BIND6];
 /// Every program.
@@ -64,6 +66,8 @@ const RECORDING: &[&str] = &[
     programs::SYS_EXIT,
     programs::CONNECT_UNIX,
     programs::SENDMSG_UNIX,
+    programs::DNS_EGRESS,
+    programs::DNS_INGRESS,
 ];
 /// The `cgroup_sock_addr` programs.
 const SOCK_ADDR: &[&str] = &[
@@ -113,6 +117,11 @@ pub const NEEDS: &[Need] = &[
         "attach types `cgroup_udp4_sendmsg`, `cgroup_udp6_sendmsg`",
         Release(4, 18),
         &[programs::SENDMSG4, programs::SENDMSG6],
+    ),
+    need(
+        "program type `cgroup_skb`, attach types `cgroup_inet_egress`, `cgroup_inet_ingress`; `bpf_skb_load_bytes`",
+        Release(4, 10),
+        DNS,
     ),
     need(
         "kernel BTF in /sys/kernel/btf/vmlinux",
@@ -174,6 +183,11 @@ pub const NEEDS: &[Need] = &[
         "`bpf_get_current_pid_tgid`, `bpf_get_current_cgroup_id`, `bpf_get_current_ancestor_cgroup_id` in `cgroup_sock_addr` programs",
         Release(5, 7),
         SOCK_ADDR,
+    ),
+    need(
+        "`bpf_skb_cgroup_id`, `bpf_skb_ancestor_cgroup_id` in `cgroup_skb` programs",
+        Release(5, 7),
+        DNS,
     ),
     need(
         "`bpf_probe_read_user`, `bpf_probe_read_user_str`, `bpf_probe_read_kernel`",
@@ -255,6 +269,14 @@ pub fn probe_programs() -> Vec<ProgramStatus> {
         (programs::SYS_EXIT, "open results (tp_btf/sys_exit)"),
         (programs::CONNECT_UNIX, "Unix socket verdicts for connect"),
         (programs::SENDMSG_UNIX, "Unix socket verdicts for sendmsg"),
+        (
+            programs::DNS_EGRESS,
+            "DNS queries the server sends (host names)",
+        ),
+        (
+            programs::DNS_INGRESS,
+            "DNS answers the server receives (host names)",
+        ),
     ];
     let status = |name, role, result| ProgramStatus {
         name,
@@ -289,6 +311,7 @@ pub fn probe_programs() -> Vec<ProgramStatus> {
             None => Err(KernelError::MissingProgram(name).to_string()),
             Some(program) => match TRACE_PROGRAMS.iter().find(|(n, _)| *n == name) {
                 Some((_, target)) => try_tracepoint(program, target, &btf),
+                None if DNS.contains(&name) => try_skb(program),
                 None => try_sock_addr(program),
             },
         };
@@ -313,6 +336,14 @@ fn try_tracepoint(
         .map_err(|e: aya::programs::ProgramError| e.to_string())?;
     p.load(target, btf).map_err(|e| e.to_string())?;
     p.attach().map_err(|e| e.to_string())?;
+    Ok(verified(program))
+}
+
+fn try_skb(program: &mut aya::programs::Program) -> Result<Option<u32>, String> {
+    let p: &mut aya::programs::CgroupSkb = program
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    p.load().map_err(|e| e.to_string())?;
     Ok(verified(program))
 }
 
@@ -342,6 +373,7 @@ mod tests {
         for name in EGRESS_PROGRAMS
             .iter()
             .chain(TRACE_PROGRAMS.iter().map(|(n, _)| n))
+            .chain(DNS)
         {
             assert!(since(name) <= OLDEST, "{name} needs Linux {}", since(name));
         }

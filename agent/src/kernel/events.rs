@@ -166,6 +166,7 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
                 signal: ev.signal,
             }
         }
+        event_kind::DNS => KernelEventKind::Dns(Box::new(super::dns_packet::parse(bytes)?)),
         _ => return None,
     };
     let label = labels.get(header.session);

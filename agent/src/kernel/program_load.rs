@@ -1,7 +1,7 @@
 //! Loading the object's egress and syscall-trace programs into the kernel, with the verifier's
 //! work spread over threads, and the kernel's BTF parsed beside it.
 //!
-//! Most of a guard's start-up is the kernel verifying the programs: CPU-bound work done in the
+//! Most of a kernel guard's start-up is the kernel verifying the programs: CPU-bound work done in the
 //! thread that calls `BPF_PROG_LOAD`, with no lock shared between a privileged caller's loads.
 //! Loading each syscall tracepoint in a thread of its own, while this thread loads the egress
 //! programs, lets a machine with more than one core verify them at once. Nothing else changes:
@@ -11,13 +11,17 @@
 use std::thread;
 
 use aya::{
-    Btf, Ebpf,
+    Btf, Ebpf, Endianness,
     programs::{BtfTracePoint, CgroupSockAddr, Program},
 };
 
 use mcp_guard_ebpf::programs;
 
-use super::error::KernelError;
+use super::{
+    btf_layout,
+    dns_programs::{self, DNS_PROGRAMS},
+    error::KernelError,
+};
 
 /// The egress and bind programs, in the order they are attached.
 pub(crate) const EGRESS_PROGRAMS: [&str; 6] = [
@@ -37,12 +41,16 @@ pub(crate) const TRACE_PROGRAMS: [(&str, &str); 2] = [
 
 /// The kernel's BTF, being parsed in a thread of its own (the tracepoints need it; parsing it
 /// overlaps parsing and relocating the object).
-pub(crate) struct PendingBtf(thread::JoinHandle<Result<Btf, aya::BtfError>>);
+pub(crate) struct PendingBtf(thread::JoinHandle<Result<Btf, KernelError>>);
 
 impl PendingBtf {
-    /// Starts parsing `/sys/kernel/btf/vmlinux`.
+    /// Starts parsing `/sys/kernel/btf/vmlinux` (the bytes the struct layouts read too).
     pub(crate) fn start() -> Self {
-        PendingBtf(thread::spawn(Btf::from_sys_fs))
+        PendingBtf(thread::spawn(|| {
+            let data =
+                btf_layout::vmlinux().map_err(|why| KernelError::Io(std::io::Error::other(why)))?;
+            Ok(Btf::parse(data, Endianness::default())?)
+        }))
     }
 
     /// The parsed BTF.
@@ -50,7 +58,6 @@ impl PendingBtf {
         self.0
             .join()
             .map_err(|_| panicked("parsing the kernel BTF"))?
-            .map_err(KernelError::from)
     }
 }
 
@@ -60,14 +67,17 @@ fn panicked(what: &str) -> KernelError {
     )))
 }
 
-/// Loads (verifies) the egress programs and the syscall tracepoints of `ebpf`; attaching and
-/// pinning stay with the caller.
+/// Loads (verifies) the egress programs, the DNS capture programs and the syscall tracepoints of
+/// `ebpf`; attaching and pinning stay with the caller.
 pub(crate) fn load_programs(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelError> {
     let mut egress: Vec<Option<&mut Program>> = EGRESS_PROGRAMS.iter().map(|_| None).collect();
     let mut trace: Vec<Option<&mut Program>> = TRACE_PROGRAMS.iter().map(|_| None).collect();
+    let mut dns: Vec<Option<&mut Program>> = DNS_PROGRAMS.iter().map(|_| None).collect();
     for (name, program) in ebpf.programs_mut() {
         if let Some(i) = EGRESS_PROGRAMS.iter().position(|n| *n == name) {
             egress[i] = Some(program);
+        } else if let Some(i) = DNS_PROGRAMS.iter().position(|(n, _)| *n == name) {
+            dns[i] = Some(program);
         } else if let Some(i) = TRACE_PROGRAMS.iter().position(|(n, _)| *n == name) {
             trace[i] = Some(program);
         }
@@ -100,6 +110,11 @@ pub(crate) fn load_programs(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelErro
                     .load()
                     .map_err(|source| KernelError::Program { name, source })
             });
+        // After the egress programs, on this thread, while the tracepoints verify.
+        let dns = DNS_PROGRAMS
+            .iter()
+            .zip(dns)
+            .try_for_each(|(&(name, _), program)| dns_programs::load(name, program));
         // Every thread is joined before the first error is returned.
         let tracing: Vec<Result<(), KernelError>> = tracing
             .into_iter()
@@ -109,6 +124,7 @@ pub(crate) fn load_programs(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), KernelErro
             })
             .collect();
         egress?;
+        dns?;
         tracing.into_iter().collect()
     })
 }

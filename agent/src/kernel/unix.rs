@@ -9,12 +9,14 @@
 
 use std::{
     collections::{HashMap as StdHashMap, HashSet},
+    ffi::CString,
     os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd, RawFd},
     path::Path,
     sync::Mutex,
 };
 
 use aya::{Ebpf, maps::Map};
+use aya_obj::generated::bpf_insn;
 use mcp_guard_ebpf::{SockAddrKernLayout, UNIX_PATH_LEN, UnixKey, maps, programs};
 
 use super::{
@@ -100,8 +102,7 @@ pub fn kernel_layout() -> Result<SockAddrKernLayout, String> {
 }
 
 fn read_layout() -> Result<SockAddrKernLayout, String> {
-    let data = btf_layout::read_vmlinux()?;
-    let btf = btf_layout::Btf::parse(&data)?;
+    let btf = btf_layout::Btf::parse(btf_layout::vmlinux()?)?;
     let m = btf.struct_members("bpf_sock_addr_kern", &["uaddr", "uaddrlen"])?;
     if m[0].ty != MemberType::Pointer || m[1].ty != MemberType::Int(4) {
         return Err(format!(
@@ -125,7 +126,20 @@ fn read_layout() -> Result<SockAddrKernLayout, String> {
 /// program loads for them) and its BTF describes the context they read. Cheap: for a launch to
 /// say what it runs without before it starts.
 pub fn probe() -> Result<(), String> {
-    use aya_obj::generated::bpf_insn;
+    PROBED.get_or_init(probe_kernel).clone()
+}
+
+/// [`probe`]'s answer in this process, once known.
+static PROBED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+
+/// Takes [`probe`]'s answer from whoever already asked this kernel (a session worker from the
+/// agent that started it), so this process does not parse the kernel's BTF again. No effect
+/// once this process has its own answer.
+pub fn assume_probe(answer: Result<(), String>) {
+    let _ = PROBED.set(answer);
+}
+
+fn probe_kernel() -> Result<(), String> {
     // The attach types first: on an older kernel that is the reason to give.
     let insn = |code: u8, imm: i32| bpf_insn {
         code,
@@ -166,11 +180,24 @@ fn map_fd(map: &Map) -> Option<RawFd> {
     Some(data.fd().as_fd().as_raw_fd())
 }
 
+/// Both programs' instructions, relocated against a loaded object's maps and ready for the
+/// verifier: plain data, so [`UnixPrograms::verify`] can run in a thread of its own while the
+/// object's other programs are verified.
+pub(crate) struct RelocatedUnix {
+    progs: Vec<(&'static str, u32, Vec<bpf_insn>, CString)>,
+}
+
 impl UnixPrograms {
     /// Loads both programs from `object` (the object `ebpf` was loaded from), relocated
     /// against `ebpf`'s maps, and writes the kernel layout they read. Call it before any map is
     /// taken out of `ebpf`. `Err`: why this kernel cannot run them.
     pub(crate) fn load(ebpf: &mut Ebpf, object: &[u8]) -> Result<Self, String> {
+        Self::relocate(ebpf, object)?.verify()
+    }
+
+    /// The first half of [`Self::load`], the one that needs `ebpf`: relocates both programs
+    /// against its maps and writes the kernel layout they read.
+    pub(crate) fn relocate(ebpf: &mut Ebpf, object: &[u8]) -> Result<RelocatedUnix, String> {
         probe()?;
         let layout = kernel_layout()?;
         let mut obj = aya_obj::Object::parse(object).map_err(|e| format!("parsing: {e}"))?;
@@ -221,22 +248,34 @@ impl UnixPrograms {
                 .functions
                 .get(&program.function_key())
                 .ok_or(format!("the eBPF object has no code for {name}"))?;
-            let fd = bpf_sys::prog_load(
+            progs.push((
                 name,
-                PROG_CGROUP_SOCK_ADDR,
                 attach,
-                &function.instructions,
-                &program.license,
-            )
-            .map_err(|e| format!("loading {name}: {e}"))?;
+                function.instructions.clone(),
+                program.license.clone(),
+            ));
+        }
+        Ok(RelocatedUnix { progs })
+    }
+}
+
+impl RelocatedUnix {
+    /// The second half of [`UnixPrograms::load`]: hands both programs to the verifier.
+    pub(crate) fn verify(self) -> Result<UnixPrograms, String> {
+        let mut progs = Vec::new();
+        for (name, attach, insns, license) in self.progs {
+            let fd = bpf_sys::prog_load(name, PROG_CGROUP_SOCK_ADDR, attach, &insns, &license)
+                .map_err(|e| format!("loading {name}: {e}"))?;
             progs.push((name, attach, fd));
         }
-        Ok(Self {
+        Ok(UnixPrograms {
             progs,
             links: Mutex::default(),
         })
     }
+}
 
+impl UnixPrograms {
     /// Attaches both programs to `cgroup`. With `pins`, each link is pinned there (named after
     /// its program) and outlives this process; without, it lives as long as `self`.
     pub(crate) fn attach(&self, cgroup: BorrowedFd<'_>, pins: Option<&Path>) -> Result<(), String> {

@@ -3,10 +3,14 @@
 //! `clone` creating namespaces denied by argument; `clone3` failing with ENOSYS so libc falls back
 //! to `clone`, whose flags a filter can see; x32-ABI syscall numbers denied; the terminal
 //! ioctls that type into or drive a terminal ([`DENIED_IOCTLS`]: TIOCSTI, TIOCLINUX) denied by
-//! their request argument, compared on its low 32 bits as the kernel reads it.
+//! their request argument, compared on its low 32 bits as the kernel reads it. Where the
+//! promises table picks them ([`Fallbacks`]): the truncate rule and the Unix-socket rule
+//! ([`unix_rule`]).
 //!
 //! Compiled in the launcher (a compile error refuses the launch) and installed by the stage-2
 //! child just before execve.
+
+mod unix_rule;
 
 use std::collections::BTreeMap;
 
@@ -133,10 +137,20 @@ fn number(name: &str) -> Option<i64> {
     mcp_guard_policy::syscall_number(name)
 }
 
-/// Builds the filters, in install order: the deny list (EPERM), clone3 (ENOSYS), x32 (EPERM).
-/// `truncate_rule`: where landlock has no truncate right (ABI < 3), the truncation promise is
-/// kept here ([`truncate_rules`]).
-pub fn build(extra_deny: &[String], truncate_rule: bool) -> Result<Vec<Program>, SeccompError> {
+/// The rules that keep a promise where a stronger mechanism is missing (the promises table
+/// says which).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fallbacks {
+    /// No landlock truncate right (ABI < 3): the truncation promise ([`truncate_rules`]).
+    pub truncate: bool,
+    /// Neither `connect_unix` programs nor landlock scopes, and egress: no Unix sockets by
+    /// address at all ([`unix_rule`]).
+    pub no_unix: bool,
+}
+
+/// Builds the filters, in install order: the deny list (EPERM), clone3 (ENOSYS), x32 (EPERM),
+/// with the rules `fallbacks` asks for.
+pub fn build(extra_deny: &[String], fallbacks: Fallbacks) -> Result<Vec<Program>, SeccompError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|_| SeccompError::Arch(std::env::consts::ARCH))?;
     let build = |e: seccompiler::BackendError| SeccompError::Build(e.to_string());
@@ -194,7 +208,13 @@ pub fn build(extra_deny: &[String], truncate_rule: bool) -> Result<Vec<Program>,
     // As with clone: a policy denying ioctl outright wins.
     rules.entry(ioctl_nr).or_insert(ioctl_rules);
     let mut nosys_calls = vec![number("clone3").ok_or(SeccompError::Arch(std::env::consts::ARCH))?];
-    if truncate_rule {
+    if fallbacks.no_unix {
+        for (nr, call_rules) in unix_rule::rules().map_err(build)? {
+            // A policy denying the call outright wins.
+            rules.entry(nr).or_insert(call_rules);
+        }
+    }
+    if fallbacks.truncate {
         for (nr, call_rules) in truncate_rules().map_err(build)? {
             // A policy denying the call outright wins.
             rules.entry(nr).or_insert(call_rules);
@@ -305,7 +325,7 @@ mod tests {
 
     #[test]
     fn builds_builtin_and_extra() {
-        let p = build(&["getpriority".to_string()], false).expect("filter builds");
+        let p = build(&["getpriority".to_string()], Fallbacks::default()).expect("filter builds");
         assert!(p.len() >= 2);
         assert!(p[0].0.len() > BUILTIN_DENY.len());
     }
@@ -315,7 +335,7 @@ mod tests {
     /// answers ENOTTY: /dev/null is no terminal).
     fn ioctl_errno_under_filter(request: u64) -> i32 {
         // Built before the fork: the child of a multithreaded test must not allocate.
-        let programs: Vec<BpfProgram> = build(&[], false)
+        let programs: Vec<BpfProgram> = build(&[], Fallbacks::default())
             .expect("filter builds")
             .iter()
             .map(|p| {
@@ -385,7 +405,11 @@ mod tests {
     /// Runs `call` in a forked child under the filters (with or without the truncate rule)
     /// and returns its errno (0: the call succeeded).
     fn errno_under(truncate_rule: bool, call: impl FnOnce() -> libc::c_long) -> i32 {
-        let programs: Vec<BpfProgram> = build(&[], truncate_rule)
+        let fallbacks = Fallbacks {
+            truncate: truncate_rule,
+            ..Fallbacks::default()
+        };
+        let programs: Vec<BpfProgram> = build(&[], fallbacks)
             .expect("filter builds")
             .iter()
             .map(|p| {
@@ -486,7 +510,7 @@ mod tests {
     #[test]
     fn unknown_extra_is_an_error() {
         assert!(matches!(
-            build(&["no_such_call".to_string()], false),
+            build(&["no_such_call".to_string()], Fallbacks::default()),
             Err(SeccompError::Unknown(_))
         ));
     }

@@ -54,7 +54,7 @@ fn fail<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> Failure + '_ {
 pub fn main() -> i32 {
     // SAFETY: F_GETFD on an fd number only queries; no memory is passed.
     if unsafe { libc::fcntl(CONTROL_FD, libc::F_GETFD) } < 0 {
-        eprintln!("mcp-guard: {SUBCOMMAND} is internal to `mcp-guard exec`");
+        crate::say::say(&format!("{SUBCOMMAND} is internal to `mcp-guard exec`"));
         return 2;
     }
     // SAFETY: the launcher passed the control socket on CONTROL_FD; nothing else owns it.

@@ -1,5 +1,5 @@
 //! Argument checks before a `tools/call` reaches the server: validation against the tool's own
-//! `inputSchema` (as listed by the server, which the pin guard keeps unchanged) and per-tool rules.
+//! `inputSchema` (as listed by the server, which the pin interceptor keeps unchanged) and per-tool rules.
 //!
 //! The schema is checked by the `jsonschema` crate, the whole of JSON Schema (`$ref`/`$defs`,
 //! `format`, …); a schema (or a `pattern` in it) that does not compile refuses its tool's calls.
@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{
     frame::member,
-    interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict},
+    interceptors::{Ctx, Denial, InterceptOutcome, Interceptor, MsgKind, Peeked},
 };
 
 /// One check on one argument.
@@ -134,7 +134,7 @@ impl std::fmt::Display for Arg<'_> {
 }
 
 /// The argument-check interceptor.
-pub struct ArgGuard {
+pub struct ArgInterceptor {
     config: ArgConfig,
     rules: HashMap<String, Vec<(String, CompiledCheck)>>,
     schemas: HashMap<String, ToolSchema>,
@@ -145,7 +145,7 @@ enum CompiledCheck {
     Other(ArgCheck),
 }
 
-impl ArgGuard {
+impl ArgInterceptor {
     /// Compiles the rules (a regex that does not compile refuses every call of its tool).
     pub fn new(config: ArgConfig) -> Self {
         let mut rules = HashMap::new();
@@ -229,7 +229,7 @@ impl ArgGuard {
     }
 }
 
-impl Interceptor for ArgGuard {
+impl Interceptor for ArgInterceptor {
     fn name(&self) -> &'static str {
         "arguments"
     }
@@ -249,9 +249,9 @@ impl Interceptor for ArgGuard {
         ctx.kind != MsgKind::Response || ctx.method != "tools/list"
     }
 
-    fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         if ctx.kind != MsgKind::Request || ctx.method != "tools/call" {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         let tool = ctx.tool.unwrap_or("");
         let empty = Value::Object(serde_json::Map::new());
@@ -260,15 +260,15 @@ impl Interceptor for ArgGuard {
             .and_then(|p| member(p, "arguments"))
             .unwrap_or(&empty);
         match self.check(tool, args) {
-            Ok(()) => Verdict::Pass,
-            Err(why) => Verdict::Deny(Denial {
+            Ok(()) => InterceptOutcome::Pass,
+            Err(why) => InterceptOutcome::Deny(Denial {
                 code: super::interceptors::POLICY_DENIED,
                 message: format!("mcp-guard: refused call of {tool:?}: {why}"),
             }),
         }
     }
 
-    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         if ctx.kind == MsgKind::Response
             && ctx.method == "tools/list"
             && let Some(tools) = msg.pointer("/result/tools").and_then(Value::as_array)
@@ -282,7 +282,7 @@ impl Interceptor for ArgGuard {
                 }
             }
         }
-        Verdict::Pass
+        InterceptOutcome::Pass
     }
 }
 
@@ -344,7 +344,7 @@ mod tests {
                 check: ArgCheck::MaxLen(3),
             },
         ];
-        let mut g = ArgGuard::new(ArgConfig {
+        let mut g = ArgInterceptor::new(ArgConfig {
             validate_schema: true,
             rules: [("read".to_string(), rules)].into(),
         });
@@ -367,13 +367,13 @@ mod tests {
         assert_eq!(g.check("other", &json!({"q":"abcd"})), Ok(()));
     }
 
-    /// An `ArgGuard` that has seen `tool` listed with `schema`, as the proxy feeds it.
+    /// An `ArgInterceptor` that has seen `tool` listed with `schema`, as the proxy feeds it.
     #[expect(
         clippy::needless_pass_by_value,
         reason = "callers build the JSON in place with json!"
     )]
-    fn listed(tool: &str, schema: Value) -> ArgGuard {
-        let mut g = ArgGuard::new(ArgConfig::default());
+    fn listed(tool: &str, schema: Value) -> ArgInterceptor {
+        let mut g = ArgInterceptor::new(ArgConfig::default());
         let mut ctx = Ctx {
             server: "s",
             client_name: None,
@@ -384,7 +384,7 @@ mod tests {
         };
         let mut list = json!({"jsonrpc":"2.0","id":1,"result":{"tools":[
             {"name": tool, "inputSchema": schema}]}});
-        assert_eq!(g.post_call(&mut ctx, &mut list), Verdict::Pass);
+        assert_eq!(g.post_call(&mut ctx, &mut list), InterceptOutcome::Pass);
         g
     }
 
@@ -513,7 +513,7 @@ mod tests {
         let mut call = json!({"jsonrpc":"2.0","id":"req-7","method":"tools/call",
             "params":{"name":"t","arguments":{"q":"x"}}});
         match g.pre_call(&mut ctx, &mut call) {
-            Verdict::Deny(d) => assert!(
+            InterceptOutcome::Deny(d) => assert!(
                 d.message.contains("refused call of \"t\"")
                     && d.message.contains("inputSchema does not compile"),
                 "{}",

@@ -19,7 +19,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::interceptors::{Ctx, Denial, Interceptor, MsgKind, POLICY_DENIED, Verdict};
+use super::interceptors::{Ctx, Denial, InterceptOutcome, Interceptor, MsgKind, POLICY_DENIED};
 
 /// External hook settings (plain data).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,7 +91,7 @@ impl ExternalHook {
         serde_json::from_slice(&out).map_err(|e| format!("unreadable answer: {e}"))
     }
 
-    fn apply(&self, ctx: &mut Ctx<'_>, msg: &mut Value, direction: &str) -> Verdict {
+    fn apply(&self, ctx: &mut Ctx<'_>, msg: &mut Value, direction: &str) -> InterceptOutcome {
         let input = json!({
             "direction": direction,
             "server": ctx.server,
@@ -106,9 +106,9 @@ impl ExternalHook {
                 let why = format!("external hook {}: {e}", self.config.command.display());
                 ctx.report("hook-failed", ctx.tool, why.clone());
                 return if self.config.fail_open {
-                    Verdict::Pass
+                    InterceptOutcome::Pass
                 } else {
-                    Verdict::Deny(Denial::policy(format!(
+                    InterceptOutcome::Deny(Denial::policy(format!(
                         "mcp-guard: refused (fail closed): {why}"
                     )))
                 };
@@ -120,21 +120,21 @@ impl ExternalHook {
             .unwrap_or("no reason given")
             .to_string();
         match answer.get("decision").and_then(Value::as_str) {
-            Some("allow") => Verdict::Pass,
-            Some("deny") => Verdict::Deny(Denial {
+            Some("allow") => InterceptOutcome::Pass,
+            Some("deny") => InterceptOutcome::Deny(Denial {
                 code: POLICY_DENIED,
                 message: format!("mcp-guard: refused by the external hook: {reason}"),
             }),
             Some("replace") => match answer.get("message") {
                 Some(m) if m.is_object() => {
                     *msg = m.clone();
-                    Verdict::Modified(format!("replaced by the external hook: {reason}"))
+                    InterceptOutcome::Modified(format!("replaced by the external hook: {reason}"))
                 }
-                _ => Verdict::Deny(Denial::policy(
+                _ => InterceptOutcome::Deny(Denial::policy(
                     "mcp-guard: refused (fail closed): the external hook's replacement is not an object".into(),
                 )),
             },
-            other => Verdict::Deny(Denial::policy(format!(
+            other => InterceptOutcome::Deny(Denial::policy(format!(
                 "mcp-guard: refused (fail closed): the external hook answered decision {other:?}"
             ))),
         }
@@ -146,19 +146,19 @@ impl Interceptor for ExternalHook {
         "external-hook"
     }
 
-    fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         if ctx.kind == MsgKind::Request && ctx.method == "tools/call" {
             self.apply(ctx, msg, "request")
         } else {
-            Verdict::Pass
+            InterceptOutcome::Pass
         }
     }
 
-    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         if self.config.results && ctx.kind == MsgKind::Response && ctx.method == "tools/call" {
             self.apply(ctx, msg, "response")
         } else {
-            Verdict::Pass
+            InterceptOutcome::Pass
         }
     }
 }
@@ -177,7 +177,7 @@ mod tests {
         })
     }
 
-    fn run(h: &mut ExternalHook, msg: &mut Value) -> Verdict {
+    fn run(h: &mut ExternalHook, msg: &mut Value) -> InterceptOutcome {
         let mut ctx = Ctx {
             server: "s",
             client_name: Some("ide"),
@@ -198,19 +198,24 @@ mod tests {
             5000,
             false,
         );
-        assert_eq!(run(&mut h, &mut msg), Verdict::Pass);
+        assert_eq!(run(&mut h, &mut msg), InterceptOutcome::Pass);
         let mut h = hook(
             r#"cat >/dev/null; echo '{"decision":"deny","reason":"nope"}'"#,
             5000,
             false,
         );
-        assert!(matches!(run(&mut h, &mut msg), Verdict::Deny(d) if d.message.contains("nope")));
+        assert!(
+            matches!(run(&mut h, &mut msg), InterceptOutcome::Deny(d) if d.message.contains("nope"))
+        );
         let mut h = hook(
             r#"cat >/dev/null; echo '{"decision":"replace","message":{"params":{"name":"t","arguments":{"x":2}}}}'"#,
             5000,
             false,
         );
-        assert!(matches!(run(&mut h, &mut msg), Verdict::Modified(_)));
+        assert!(matches!(
+            run(&mut h, &mut msg),
+            InterceptOutcome::Modified(_)
+        ));
         assert_eq!(msg["params"]["arguments"]["x"], 2);
         for bad in [
             "sleep 5",
@@ -220,11 +225,11 @@ mod tests {
         ] {
             let mut h = hook(bad, 300, false);
             assert!(
-                matches!(run(&mut h, &mut msg), Verdict::Deny(d) if d.message.contains("fail closed")),
+                matches!(run(&mut h, &mut msg), InterceptOutcome::Deny(d) if d.message.contains("fail closed")),
                 "{bad}"
             );
         }
         let mut h = hook("sleep 5", 200, true);
-        assert_eq!(run(&mut h, &mut msg), Verdict::Pass);
+        assert_eq!(run(&mut h, &mut msg), InterceptOutcome::Pass);
     }
 }

@@ -69,9 +69,9 @@ impl Denial {
     }
 }
 
-/// An interceptor's answer.
+/// An interceptor's answer for one message (not the kernel event's `Verdict` of the model).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum InterceptOutcome {
     /// Untouched.
     Pass,
     /// Changed in place; the reason says how.
@@ -109,12 +109,12 @@ pub trait Interceptor: Send {
         false
     }
     /// A message from the client, before it reaches the server.
-    fn pre_call(&mut self, _ctx: &mut Ctx<'_>, _msg: &mut Value) -> Verdict {
-        Verdict::Pass
+    fn pre_call(&mut self, _ctx: &mut Ctx<'_>, _msg: &mut Value) -> InterceptOutcome {
+        InterceptOutcome::Pass
     }
     /// A message from the server, before it reaches the client.
-    fn post_call(&mut self, _ctx: &mut Ctx<'_>, _msg: &mut Value) -> Verdict {
-        Verdict::Pass
+    fn post_call(&mut self, _ctx: &mut Ctx<'_>, _msg: &mut Value) -> InterceptOutcome {
+        InterceptOutcome::Pass
     }
 }
 
@@ -150,14 +150,14 @@ impl Chain {
         self.stages.iter_mut().all(|s| s.post_passes(ctx, msg))
     }
     /// Runs `pre_call` of every stage.
-    pub fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    pub fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         self.run(ctx, msg, true)
     }
     /// Runs `post_call` of every stage.
-    pub fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    pub fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         self.run(ctx, msg, false)
     }
-    fn run(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value, pre: bool) -> Verdict {
+    fn run(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value, pre: bool) -> InterceptOutcome {
         let mut why: Vec<String> = Vec::new();
         for stage in &mut self.stages {
             let v = if pre {
@@ -166,18 +166,18 @@ impl Chain {
                 stage.post_call(ctx, msg)
             };
             match v {
-                Verdict::Pass => {}
-                Verdict::Modified(r) => why.push(format!("{}: {r}", stage.name())),
-                Verdict::Deny(d) => {
+                InterceptOutcome::Pass => {}
+                InterceptOutcome::Modified(r) => why.push(format!("{}: {r}", stage.name())),
+                InterceptOutcome::Deny(d) => {
                     tracing::info!(stage = stage.name(), server = ctx.server, "{}", d.message);
-                    return Verdict::Deny(d);
+                    return InterceptOutcome::Deny(d);
                 }
             }
         }
         if why.is_empty() {
-            Verdict::Pass
+            InterceptOutcome::Pass
         } else {
-            Verdict::Modified(why.join("; "))
+            InterceptOutcome::Modified(why.join("; "))
         }
     }
 }
@@ -263,23 +263,23 @@ impl Interceptor for ToolAccess {
                 .is_none()
     }
 
-    fn pre_call(&mut self, ctx: &mut Ctx<'_>, _msg: &mut Value) -> Verdict {
+    fn pre_call(&mut self, ctx: &mut Ctx<'_>, _msg: &mut Value) -> InterceptOutcome {
         if ctx.kind == MsgKind::Request
             && ctx.method == "tools/call"
             && let Some(why) = self.rules.refusal(ctx.tool.unwrap_or(""), ctx.client_name)
         {
-            return Verdict::Deny(Denial::policy(format!("mcp-guard: {why}")));
+            return InterceptOutcome::Deny(Denial::policy(format!("mcp-guard: {why}")));
         }
-        Verdict::Pass
+        InterceptOutcome::Pass
     }
 
     fn post_passes(&mut self, ctx: &Ctx<'_>, _msg: &Peeked<'_>) -> bool {
         ctx.kind != MsgKind::Response || ctx.method != "tools/list" || self.rules.is_open()
     }
 
-    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         if ctx.kind != MsgKind::Response || ctx.method != "tools/list" || self.rules.is_open() {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         let client = ctx.client_name;
         let hidden = retain_tools(msg, |t| {
@@ -287,9 +287,9 @@ impl Interceptor for ToolAccess {
             self.rules.refusal(name, client).is_none()
         });
         if hidden.is_empty() {
-            Verdict::Pass
+            InterceptOutcome::Pass
         } else {
-            Verdict::Modified(format!("hid {}", hidden.join(", ")))
+            InterceptOutcome::Modified(format!("hid {}", hidden.join(", ")))
         }
     }
 }
@@ -374,7 +374,7 @@ mod tests {
             &mut ctx("tools/list", None, MsgKind::Response, None),
             &mut list,
         );
-        assert_eq!(v, Verdict::Modified("hid c, z".into()));
+        assert_eq!(v, InterceptOutcome::Modified("hid c, z".into()));
         assert_eq!(list["result"]["tools"], json!([{"name":"a"},{"name":"b"}]));
 
         let mut call = json!({});
@@ -383,12 +383,12 @@ mod tests {
             &mut call,
         );
         assert!(
-            matches!(v, Verdict::Deny(d) if d.code == POLICY_DENIED && d.message.contains("\"p\""))
+            matches!(v, InterceptOutcome::Deny(d) if d.code == POLICY_DENIED && d.message.contains("\"p\""))
         );
         let v = t.pre_call(
             &mut ctx("tools/call", Some("a"), MsgKind::Request, None),
             &mut call,
         );
-        assert_eq!(v, Verdict::Pass);
+        assert_eq!(v, InterceptOutcome::Pass);
     }
 }

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict, retain_tools};
+use super::interceptors::{
+    Ctx, Denial, InterceptOutcome, Interceptor, MsgKind, Peeked, retain_tools,
+};
 
 /// Pinning settings (plain data).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -411,7 +413,7 @@ fn warn_legacy(state_dir: &Path, key: &StateKey) {
 
 /// The pinning interceptor for one server. Two servers with tools of the same name is normal:
 /// pins are per (policy, server), and no tool is hidden for another server's name.
-pub struct PinGuard {
+pub struct PinInterceptor {
     key: StateKey,
     state_dir: PathBuf,
     pins: PinFile,
@@ -419,7 +421,7 @@ pub struct PinGuard {
     blocked: HashMap<String, String>,
 }
 
-impl PinGuard {
+impl PinInterceptor {
     /// Loads the pins of `server` under the configured policy.
     pub fn open(server: &str, config: &PinConfig) -> anyhow::Result<Self> {
         let key = StateKey::new(&config.policy, server).map_err(anyhow::Error::msg)?;
@@ -492,7 +494,7 @@ impl PinGuard {
     }
 }
 
-impl Interceptor for PinGuard {
+impl Interceptor for PinInterceptor {
     fn name(&self) -> &'static str {
         "pins"
     }
@@ -506,22 +508,22 @@ impl Interceptor for PinGuard {
         ctx.kind != MsgKind::Response || ctx.method != "tools/list"
     }
 
-    fn pre_call(&mut self, ctx: &mut Ctx<'_>, _msg: &mut Value) -> Verdict {
+    fn pre_call(&mut self, ctx: &mut Ctx<'_>, _msg: &mut Value) -> InterceptOutcome {
         if ctx.kind == MsgKind::Request
             && ctx.method == "tools/call"
             && let Some(why) = ctx.tool.and_then(|t| self.blocked.get(t))
         {
-            return Verdict::Deny(Denial::policy(format!("mcp-guard: refused: {why}")));
+            return InterceptOutcome::Deny(Denial::policy(format!("mcp-guard: refused: {why}")));
         }
-        Verdict::Pass
+        InterceptOutcome::Pass
     }
 
-    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         if ctx.kind != MsgKind::Response || ctx.method != "tools/list" {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         let Some(tools) = msg.pointer("/result/tools").and_then(Value::as_array) else {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         };
         // `mcp-guard pins approve` may have changed the file since: take its approvals now, and
         // never write back a stale copy over them.
@@ -552,9 +554,9 @@ impl Interceptor for PinGuard {
                 .any(|h| Some(h.as_str()) == t.get("name").and_then(Value::as_str))
         });
         if hidden.is_empty() {
-            Verdict::Pass
+            InterceptOutcome::Pass
         } else {
-            Verdict::Modified(format!("hid {}", hidden.join(", ")))
+            InterceptOutcome::Modified(format!("hid {}", hidden.join(", ")))
         }
     }
 }
@@ -599,20 +601,20 @@ mod tests {
             policy: "srv".into(),
         };
         let key = StateKey::new("srv", "srv").expect("key");
-        let mut g = PinGuard::open("srv", &cfg).expect("open");
+        let mut g = PinInterceptor::open("srv", &cfg).expect("open");
         let mut first = list("Adds.");
         assert_eq!(
             g.post_call(&mut ctx("tools/list", None, MsgKind::Response), &mut first),
-            Verdict::Pass
+            InterceptOutcome::Pass
         );
 
-        // A new guard (a new session) sees the changed description.
-        let mut g = PinGuard::open("srv", &cfg).expect("open");
+        // A new interceptor (a new session) sees the changed description.
+        let mut g = PinInterceptor::open("srv", &cfg).expect("open");
         let mut c = ctx("tools/list", None, MsgKind::Response);
         let mut second = list("Adds. Also sends your files.");
         assert_eq!(
             g.post_call(&mut c, &mut second),
-            Verdict::Modified("hid add".into())
+            InterceptOutcome::Modified("hid add".into())
         );
         assert_eq!(c.findings[0].0, "tool-changed");
         assert_eq!(second["result"]["tools"].as_array().map(Vec::len), Some(1));
@@ -621,7 +623,7 @@ mod tests {
             &mut json!({}),
         );
         assert!(
-            matches!(v, Verdict::Deny(d) if d.message.contains("mcp-guard pins approve srv add"))
+            matches!(v, InterceptOutcome::Deny(d) if d.message.contains("mcp-guard pins approve srv add"))
         );
 
         assert_eq!(
@@ -629,11 +631,11 @@ mod tests {
             vec!["add"]
         );
         assert!(approve(&dir, &key, None).is_err(), "nothing left pending");
-        let mut g = PinGuard::open("srv", &cfg).expect("open");
+        let mut g = PinInterceptor::open("srv", &cfg).expect("open");
         let mut third = list("Adds. Also sends your files.");
         assert_eq!(
             g.post_call(&mut ctx("tools/list", None, MsgKind::Response), &mut third),
-            Verdict::Pass
+            InterceptOutcome::Pass
         );
 
         // Another server offering "echo" too, under any policy: normal, not hidden (what the
@@ -642,11 +644,11 @@ mod tests {
             policy: "elsewhere".into(),
             ..cfg.clone()
         };
-        let mut other = PinGuard::open("other", &other_policy).expect("open");
+        let mut other = PinInterceptor::open("other", &other_policy).expect("open");
         let mut c = ctx("tools/list", None, MsgKind::Response);
         let mut l =
             json!({"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","description":"x"}]}});
-        assert_eq!(other.post_call(&mut c, &mut l), Verdict::Pass);
+        assert_eq!(other.post_call(&mut c, &mut l), InterceptOutcome::Pass);
         assert!(c.findings.is_empty(), "{:?}", c.findings);
         assert_eq!(l["result"]["tools"][0]["name"], "echo");
         let _ = std::fs::remove_dir_all(&dir);

@@ -7,11 +7,11 @@
 //! ([`rules`], over the folded model's view, with other servers' tools from [`names`]). Its score
 //! is the best-scoring window of two sentences plus what hiding was found; 1.0 and up is
 //! poisoned, with the reasons that fired. [`walk`] applies this to MCP objects per channel, and
-//! [`guard`] is the proxy's interceptor; [`screen`] lets a clean result through in one pass.
+//! [`interceptor`] is the proxy's interceptor; [`screen`] lets a clean result through in one pass.
 
 pub mod ansi;
-pub mod guard;
 pub mod hidden;
+pub mod interceptor;
 pub mod names;
 pub mod report;
 pub mod rules;
@@ -21,7 +21,7 @@ pub mod walk;
 #[cfg(test)]
 mod tests;
 
-pub use guard::{ScanConfig, ScanGuard};
+pub use interceptor::{ScanConfig, ScanInterceptor};
 pub use names::Neighbours;
 pub use rules::Role;
 

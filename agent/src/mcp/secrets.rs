@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{
     frame::member_mut,
-    interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict},
+    interceptors::{Ctx, Denial, InterceptOutcome, Interceptor, MsgKind, Peeked},
 };
 use mcp_guard_secrets::{self as secret_rules, Finding, RulesSource, SecretRules};
 
@@ -375,24 +375,27 @@ pub fn for_each_member_string(v: &mut Value, f: &mut impl FnMut(Option<&str>, &m
     walk(v, None, f);
 }
 
-/// Visits every string in `v` (values only, not keys), read-only.
-fn for_each_str(v: &Value, f: &mut impl FnMut(&str)) {
-    match v {
-        Value::String(s) => f(s),
-        Value::Array(a) => a.iter().for_each(|x| for_each_str(x, f)),
-        Value::Object(m) => m.values().for_each(|x| for_each_str(x, f)),
-        _ => {}
+/// [`for_each_member_string`], read-only.
+fn for_each_member_str(v: &Value, f: &mut impl FnMut(Option<&str>, &str)) {
+    fn walk(v: &Value, key: Option<&str>, f: &mut impl FnMut(Option<&str>, &str)) {
+        match v {
+            Value::String(s) => f(key, s),
+            Value::Array(a) => a.iter().for_each(|x| walk(x, None, f)),
+            Value::Object(m) => m.iter().for_each(|(k, x)| walk(x, Some(k), f)),
+            _ => {}
+        }
     }
+    walk(v, None, f);
 }
 
 /// The secrets interceptor.
-pub struct SecretGuard {
+pub struct SecretInterceptor {
     redactor: Redactor,
     in_arguments: ShapeAction,
     in_results: ShapeAction,
 }
 
-impl SecretGuard {
+impl SecretInterceptor {
     /// Compiles `config`.
     pub fn new(config: &SecretConfig) -> anyhow::Result<Self> {
         Ok(Self {
@@ -403,7 +406,7 @@ impl SecretGuard {
     }
 }
 
-impl Interceptor for SecretGuard {
+impl Interceptor for SecretInterceptor {
     fn name(&self) -> &'static str {
         "secrets"
     }
@@ -420,7 +423,9 @@ impl Interceptor for SecretGuard {
         };
         // What `pre_call` looks for, whatever it would then do with it.
         let mut found = Vec::new();
-        for_each_str(args, &mut |s| self.redactor.shapes.ids_in(s, &mut found));
+        for_each_member_str(args, &mut |key, s| {
+            self.redactor.shapes_in_member(key, s, &mut found);
+        });
         found.is_empty()
     }
 
@@ -445,36 +450,40 @@ impl Interceptor for SecretGuard {
         !self.redactor.could_match(text, shapes)
     }
 
-    fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         if ctx.kind != MsgKind::Request || ctx.method != "tools/call" {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         if self.redactor.shapes.is_empty() {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         // Two lookups, not `pointer_mut()`, which splits and unescapes the path on every call.
         let Some(args) = member_mut(msg, "params").and_then(|p| member_mut(p, "arguments")) else {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         };
-        // Values alone: an argument the tool declares (`password`) is the tool's contract, which
-        // `[tools]` rules govern; what is looked for here is a secret inside what is passed.
+        // Each value with its key as context, as the history's redaction reads it: a value no
+        // shape matches alone (`{"password": "..."}`) is a secret by its name, and what the
+        // store would not keep must not reach the server either.
         let mut found: Vec<String> = Vec::new();
         match self.in_arguments {
             ShapeAction::Redact => {
-                for_each_string(args, &mut |s| {
+                for_each_member_string(args, &mut |key, s| {
                     let mut shapes = Vec::new();
-                    self.redactor.shapes.redact(s, &mut shapes);
+                    let hits = self.redactor.member_findings(key, s);
+                    self.redactor.shapes.redact_found(s, hits, &mut shapes);
                     for x in shapes {
                         note(&mut found, x);
                     }
                 });
             }
             ShapeAction::Deny | ShapeAction::Alert => {
-                for_each_string(args, &mut |s| self.redactor.shapes.ids_in(s, &mut found));
+                for_each_member_string(args, &mut |key, s| {
+                    self.redactor.shapes_in_member(key, s, &mut found);
+                });
             }
         }
         if found.is_empty() {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         let tool = ctx.tool.unwrap_or("");
         let summary = format!(
@@ -488,7 +497,7 @@ impl Interceptor for SecretGuard {
                     ctx.tool,
                     format!("{summary}; refused"),
                 );
-                Verdict::Deny(Denial::policy(format!(
+                InterceptOutcome::Deny(Denial::policy(format!(
                     "mcp-guard: refused: {summary}; secrets must not be passed to tools"
                 )))
             }
@@ -498,7 +507,10 @@ impl Interceptor for SecretGuard {
                     ctx.tool,
                     format!("{summary}; redacted"),
                 );
-                Verdict::Modified(format!("redacted {} from the arguments", found.join(", ")))
+                InterceptOutcome::Modified(format!(
+                    "redacted {} from the arguments",
+                    found.join(", ")
+                ))
             }
             ShapeAction::Alert => {
                 ctx.report(
@@ -506,12 +518,12 @@ impl Interceptor for SecretGuard {
                     ctx.tool,
                     format!("{summary}; passed"),
                 );
-                Verdict::Pass
+                InterceptOutcome::Pass
             }
         }
     }
 
-    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         let mut shapes_found = Vec::new();
         if self.in_results != ShapeAction::Redact && !self.redactor.shapes.is_empty() {
             for_each_member_string(msg, &mut |key, s| {
@@ -525,7 +537,9 @@ impl Interceptor for SecretGuard {
                 shapes_found.join(", ")
             );
             ctx.report("secret-in-result", ctx.tool, format!("{summary}; refused"));
-            return Verdict::Deny(Denial::policy(format!("mcp-guard: refused: {summary}")));
+            return InterceptOutcome::Deny(Denial::policy(format!(
+                "mcp-guard: refused: {summary}"
+            )));
         }
         let mut what = Vec::new();
         let shapes = self.in_results == ShapeAction::Redact;
@@ -546,7 +560,7 @@ impl Interceptor for SecretGuard {
             );
         }
         if what.is_empty() {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         let summary = format!(
             "redacted {} from the server's {}",
@@ -554,7 +568,7 @@ impl Interceptor for SecretGuard {
             ctx.method
         );
         ctx.report("secret-in-result", ctx.tool, summary.clone());
-        Verdict::Modified(summary)
+        InterceptOutcome::Modified(summary)
     }
 }
 
@@ -646,8 +660,8 @@ mod tests {
     }
 
     #[test]
-    fn guard_denies_shapes_in_arguments_and_redacts_results() {
-        let mut g = SecretGuard::new(&SecretConfig::default()).expect("compiles");
+    fn interceptor_denies_shapes_in_arguments_and_redacts_results() {
+        let mut g = SecretInterceptor::new(&SecretConfig::default()).expect("compiles");
         let mut ctx = Ctx {
             server: "s",
             client_name: None,
@@ -658,20 +672,80 @@ mod tests {
         };
         let mut call =
             serde_json::json!({"params":{"name":"t","arguments":{"q":"AKIAIOSFODNN7EXAMPLE"}}});
-        assert!(matches!(g.pre_call(&mut ctx, &mut call), Verdict::Deny(_)));
+        assert!(matches!(
+            g.pre_call(&mut ctx, &mut call),
+            InterceptOutcome::Deny(_)
+        ));
         let mut ok = serde_json::json!({"params":{"name":"t","arguments":{"q":"hello"}}});
-        assert_eq!(g.pre_call(&mut ctx, &mut ok), Verdict::Pass);
+        assert_eq!(g.pre_call(&mut ctx, &mut ok), InterceptOutcome::Pass);
         ctx.kind = MsgKind::Response;
         let mut res = serde_json::json!({"result":{"content":[{"type":"text","text":"key AKIAIOSFODNN7EXAMPLE"}]}});
         assert!(matches!(
             g.post_call(&mut ctx, &mut res),
-            Verdict::Modified(_)
+            InterceptOutcome::Modified(_)
         ));
         assert_eq!(
             res["result"]["content"][0]["text"],
             "key [REDACTED:aws-access-key]"
         );
         assert_eq!(ctx.findings.len(), 2);
+    }
+
+    #[test]
+    fn a_secret_named_by_its_key_is_found_in_arguments_and_look_alike_keys_pass() {
+        let ctx = || Ctx {
+            server: "s",
+            client_name: None,
+            method: "tools/call",
+            tool: Some("t"),
+            kind: MsgKind::Request,
+            findings: vec![],
+        };
+        let named = || {
+            serde_json::json!({"params":{"name":"t","arguments":
+            {"user": "svc", "password": "Tr0ub4dor&3zq9"}}})
+        };
+        let benign = || {
+            serde_json::json!({"params":{"name":"t","arguments":
+            {"password_hint": "my first pet", "token_count": "12", "max_tokens": "4096"}}})
+        };
+        let peek = |msg: &Value| -> bool {
+            let raw = msg.to_string();
+            let mut g = SecretInterceptor::new(&SecretConfig::default()).expect("compiles");
+            g.pre_passes(
+                &ctx(),
+                &Peeked {
+                    raw: raw.as_bytes(),
+                    escaped: false,
+                    arguments: msg.pointer("/params/arguments"),
+                },
+            )
+        };
+        assert!(!peek(&named()), "the screen must not wave it through");
+        assert!(peek(&benign()));
+        let mut g = SecretInterceptor::new(&SecretConfig::default()).expect("compiles");
+        let mut msg = named();
+        assert!(matches!(
+            g.pre_call(&mut ctx(), &mut msg),
+            InterceptOutcome::Deny(_)
+        ));
+        let mut msg = benign();
+        assert_eq!(g.pre_call(&mut ctx(), &mut msg), InterceptOutcome::Pass);
+        assert_eq!(msg, benign());
+        let mut g = SecretInterceptor::new(&SecretConfig {
+            in_arguments: ShapeAction::Redact,
+            ..SecretConfig::default()
+        })
+        .expect("compiles");
+        let mut msg = named();
+        assert!(matches!(
+            g.pre_call(&mut ctx(), &mut msg),
+            InterceptOutcome::Modified(_)
+        ));
+        assert_eq!(
+            msg["params"]["arguments"],
+            serde_json::json!({"user": "svc", "password": "[REDACTED:generic-password]"})
+        );
     }
 
     #[test]
@@ -695,8 +769,8 @@ mod tests {
             kind: MsgKind::Request,
             findings: vec![],
         };
-        let guard = |a, r, pii: &[&str]| {
-            SecretGuard::new(&SecretConfig {
+        let interceptor = |a, r, pii: &[&str]| {
+            SecretInterceptor::new(&SecretConfig {
                 in_arguments: a,
                 in_results: r,
                 pii: pii.iter().map(std::string::ToString::to_string).collect(),
@@ -705,9 +779,12 @@ mod tests {
             .expect("compiles")
         };
         // Redact in arguments: the server gets a marker instead of the key.
-        let mut g = guard(ShapeAction::Redact, ShapeAction::Alert, &["email"]);
+        let mut g = interceptor(ShapeAction::Redact, ShapeAction::Alert, &["email"]);
         let mut c = call();
-        assert!(matches!(g.pre_call(&mut ctx, &mut c), Verdict::Modified(_)));
+        assert!(matches!(
+            g.pre_call(&mut ctx, &mut c),
+            InterceptOutcome::Modified(_)
+        ));
         assert_eq!(
             c["params"]["arguments"]["q"],
             "key [REDACTED:aws-access-key]"
@@ -717,7 +794,7 @@ mod tests {
         let mut r = result();
         assert!(matches!(
             g.post_call(&mut ctx, &mut r),
-            Verdict::Modified(_)
+            InterceptOutcome::Modified(_)
         ));
         let text = r["result"]["content"][0]["text"].as_str().expect("text");
         assert_eq!(
@@ -731,26 +808,26 @@ mod tests {
         );
 
         // Alert in arguments passes the call; deny in results refuses the result.
-        let mut g = guard(ShapeAction::Alert, ShapeAction::Deny, &[]);
+        let mut g = interceptor(ShapeAction::Alert, ShapeAction::Deny, &[]);
         ctx.kind = MsgKind::Request;
         let mut c = call();
-        assert_eq!(g.pre_call(&mut ctx, &mut c), Verdict::Pass);
+        assert_eq!(g.pre_call(&mut ctx, &mut c), InterceptOutcome::Pass);
         assert_eq!(c, call());
         ctx.kind = MsgKind::Response;
         assert!(matches!(
             g.post_call(&mut ctx, &mut result()),
-            Verdict::Deny(_)
+            InterceptOutcome::Deny(_)
         ));
 
         // Shapes off: neither direction looks; PII off: nothing scrubbed.
-        let mut g = SecretGuard::new(&SecretConfig {
+        let mut g = SecretInterceptor::new(&SecretConfig {
             shapes: false,
             ..SecretConfig::default()
         })
         .expect("compiles");
         ctx.kind = MsgKind::Request;
-        assert_eq!(g.pre_call(&mut ctx, &mut call()), Verdict::Pass);
+        assert_eq!(g.pre_call(&mut ctx, &mut call()), InterceptOutcome::Pass);
         ctx.kind = MsgKind::Response;
-        assert_eq!(g.post_call(&mut ctx, &mut result()), Verdict::Pass);
+        assert_eq!(g.post_call(&mut ctx, &mut result()), InterceptOutcome::Pass);
     }
 }

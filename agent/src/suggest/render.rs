@@ -165,7 +165,7 @@ pub(super) fn policy(server: &str, o: &Observed) -> String {
     out.push_str("\n[network]\n");
     if o.allow.values().any(|w| w.what == "address") {
         out.push_str(
-            "# Addresses whose host name mcp-guard did not resolve itself: replace each with the\n\
+            "# Addresses no DNS answer the server got (nor mcp-guard) named: replace each with the\n\
              # name the server uses (names are resolved and kept fresh; addresses are fixed).\n",
         );
     }

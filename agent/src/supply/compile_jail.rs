@@ -71,7 +71,7 @@ pub fn main(spec: &str) -> i32 {
     match run(spec) {
         Ok(never) => match never {},
         Err(e) => {
-            eprintln!("mcp-guard: {SUBCOMMAND}: {e}");
+            crate::say::say(&format!("{SUBCOMMAND}: {e}"));
             EXIT_SETUP
         }
     }

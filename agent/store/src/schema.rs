@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 
 use super::{
     AlertRecord, CallRecord, EventKind, EventRecord, ServerFacts, SessionFacts, SessionRecord,
-    StoreError, Timestamp, audit::CallAudit, parse_col,
+    StoreError, Timestamp, audit::CallAudit,
 };
 
 /// Migrations in order; the schema version is the number applied. Never edit one that shipped:
@@ -149,6 +149,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE alerts ADD COLUMN repeat_seq INTEGER;
     CREATE INDEX alerts_repeated ON alerts(repeat_seq) WHERE repeat_seq IS NOT NULL;
     ",
+    // 4: the host name a connect's address was resolved from, per the server's own DNS.
+    "
+    ALTER TABLE events ADD COLUMN host TEXT;
+    ",
 ];
 
 /// Event ids an alert cites at most: a repeat adds its events until then, after that it
@@ -251,10 +255,22 @@ fn from_json<T: serde::de::DeserializeOwned>(
     row: &Row<'_>,
     idx: usize,
 ) -> rusqlite::Result<Option<T>> {
-    let Some(text): Option<String> = row.get(idx)? else {
+    // Borrowed from SQLite's row, not copied into a `String` first.
+    let Some(text) = row.get_ref(idx)?.as_str_or_null()? else {
         return Ok(None);
     };
-    serde_json::from_str(&text).map(Some).map_err(|e| {
+    serde_json::from_str(text).map(Some).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Parses a column holding an enum's name, as a conversion error rusqlite reports with the column.
+fn parse_col<T>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    row.get_ref(idx)?.as_str()?.parse().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
     })
 }
@@ -427,23 +443,25 @@ pub(super) fn call_from_row(row: &Row<'_>) -> rusqlite::Result<CallRecord> {
 }
 
 pub(super) const EVENT_COLUMNS: &str = "event_id, ts, server, session, pid, kind, path, addr, \
-     port, verdict, call_id, attribution, candidates, flags, result, argv, proto, would_deny, detail";
+     port, verdict, call_id, attribution, candidates, flags, result, argv, proto, would_deny, detail, \
+     host";
 
 pub(super) fn upsert_event(tx: &Transaction<'_>, e: &EventRecord) -> rusqlite::Result<()> {
     // Last write wins: the correlator may re-send an event once its call becomes known.
     let mut stmt = tx.prepare_cached(
         "INSERT INTO events (event_id, ts, server, session, pid, kind, path, addr, port, verdict,
                              call_id, attribution, candidates, flags, result, argv, proto,
-                             would_deny, detail)
+                             would_deny, detail, host)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19)
+                 ?18, ?19, ?20)
          ON CONFLICT(event_id) DO UPDATE SET
              ts = excluded.ts, server = excluded.server, session = excluded.session,
              pid = excluded.pid, kind = excluded.kind, path = excluded.path, addr = excluded.addr,
              port = excluded.port, verdict = excluded.verdict, call_id = excluded.call_id,
              attribution = excluded.attribution, candidates = excluded.candidates,
              flags = excluded.flags, result = excluded.result, argv = excluded.argv,
-             proto = excluded.proto, would_deny = excluded.would_deny, detail = excluded.detail",
+             proto = excluded.proto, would_deny = excluded.would_deny, detail = excluded.detail,
+             host = excluded.host",
     )?;
     stmt.execute(params![
         e.event_id,
@@ -465,6 +483,7 @@ pub(super) fn upsert_event(tx: &Transaction<'_>, e: &EventRecord) -> rusqlite::R
         e.proto,
         e.would_deny,
         e.detail.as_ref().map(json_text),
+        e.host,
     ])?;
     Ok(())
 }
@@ -476,7 +495,7 @@ pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<EventRecord> {
         server: row.get(2)?,
         session: row.get(3)?,
         pid: row.get(4)?,
-        kind: EventKind::from_name(&row.get::<_, String>(5)?),
+        kind: EventKind::from_name(row.get_ref(5)?.as_str()?),
         path: row.get(6)?,
         addr: row.get(7)?,
         port: row.get(8)?,
@@ -490,6 +509,7 @@ pub(super) fn event_from_row(row: &Row<'_>) -> rusqlite::Result<EventRecord> {
         proto: row.get(16)?,
         would_deny: row.get(17)?,
         detail: from_json(row, 18)?,
+        host: row.get(19)?,
     })
 }
 

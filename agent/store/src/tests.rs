@@ -64,6 +64,7 @@ pub(crate) fn event(id: &str, server: &str, kind: EventKind, at: Timestamp) -> E
         path: Some("/etc/hosts".into()),
         addr: None,
         port: None,
+        host: None,
         verdict: Verdict::Allowed,
         call_id: None,
         attribution: Attribution::None,

@@ -79,6 +79,8 @@ struct Shared {
     last_error: Mutex<Option<String>>,
     /// Records the queue had no room for, by session (the writer writes them down).
     queue_full_lost: Mutex<LostLedger>,
+    /// The writer's thread: a flush wakes it from its active tick (a send does not).
+    writer: std::sync::OnceLock<thread::Thread>,
 }
 
 impl Shared {
@@ -277,7 +279,12 @@ impl StoreHandle {
         let mut msg = Msg::Flush(done_tx);
         loop {
             match self.tx.try_send(msg) {
-                Ok(()) => break,
+                Ok(()) => {
+                    if let Some(writer) = self.shared.writer.get() {
+                        writer.unpark();
+                    }
+                    break;
+                }
                 Err(TrySendError::Full(m)) => {
                     if Instant::now() >= deadline {
                         return false;
@@ -445,6 +452,7 @@ impl Writer<'_> {
 /// The writer thread: take what is queued (up to a batch), commit it, repeat; between batches,
 /// write down what was lost and run retention.
 fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
+    let _ = shared.writer.set(thread::current());
     let mut w = Writer {
         path,
         config,
@@ -470,7 +478,9 @@ fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
         let pruning = w.store.is_some() && w.pruner.as_ref().is_some_and(Pruner::running);
         let first = if active || pruning {
             if !backlog && !pruning {
-                thread::sleep(ACTIVE_TICK);
+                // Parked rather than asleep: a flush (whoever waits for the store, e.g. a
+                // session's end) unparks it at once.
+                thread::park_timeout(ACTIVE_TICK);
             }
             match rx.try_recv() {
                 Ok(m) => Some(m),

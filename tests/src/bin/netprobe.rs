@@ -4,7 +4,9 @@
 //! `tcpn:COUNT:ADDR:PORT` (COUNT connects, for benchmarks), `unix:PATH` (a stream connect),
 //! `unixdg:PATH` (a datagram sendto from an unbound socket), `stat:PATH` (following links),
 //! `bind:ADDR:PORT` (a TCP listener), `mbind:ADDR:PORT` (a bound MPTCP socket),
-//! `ubind:ADDR:PORT` (a bound UDP socket). Output: `ok` or
+//! `ubind:ADDR:PORT` (a bound UDP socket), `pairconnect:TYPE:PATH` and `pairsend:TYPE:PATH`
+//! (a Unix `socketpair` of TYPE `stream`, `seqpacket` or `dgram`, its peer closed, then a
+//! connect to PATH or a datagram sent to it: re-pointing a pair). Output: `ok` or
 //! `errno N` per argument. IPv6 addresses are written in brackets: `tcp:[::1]:5000`; an
 //! abstract Unix socket is `@name`.
 #![expect(
@@ -41,12 +43,106 @@ fn probe_unix(kind: &str, target: &str) -> String {
     }
 }
 
+/// A Unix socketpair of `TYPE`, the peer closed, pointed at `TARGET` (`TYPE:TARGET`).
+fn probe_pair(kind: &str, rest: &str) -> String {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    let Some((ty, target)) = rest.split_once(':') else {
+        return format!("bad argument {kind}:{rest}");
+    };
+    let ty = match ty {
+        "stream" => libc::SOCK_STREAM,
+        "seqpacket" => libc::SOCK_SEQPACKET,
+        "dgram" => libc::SOCK_DGRAM,
+        other => return format!("bad socket type {other}"),
+    };
+    let addr = match unix_addr(target) {
+        Ok(a) => a,
+        Err(e) => return errno(&e),
+    };
+    let mut fds = [-1; 2];
+    // SAFETY: socketpair(2) into a live array of two ints.
+    if unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } < 0
+    {
+        return errno(&std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just made and are owned here only.
+    let (ours, peer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(peer);
+    let result = match kind {
+        "pairconnect" => connect_fd(&ours, &addr),
+        _ => sendto_fd(&ours, &addr),
+    };
+    match result {
+        Ok(()) => "ok".into(),
+        Err(e) => errno(&e),
+    }
+}
+
+/// A raw connect(2) of `s` to `addr` (std has no connect on an existing stream socket).
+fn connect_fd(
+    s: &impl std::os::fd::AsRawFd,
+    addr: &std::os::unix::net::SocketAddr,
+) -> std::io::Result<()> {
+    let (sun, len) = sockaddr_un(addr);
+    // SAFETY: a live sockaddr_un of `len` bytes on an open fd.
+    let r = unsafe { libc::connect(s.as_raw_fd(), (&raw const sun).cast(), len) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A raw sendto(2) of one byte from `s` to `addr`.
+fn sendto_fd(
+    s: &impl std::os::fd::AsRawFd,
+    addr: &std::os::unix::net::SocketAddr,
+) -> std::io::Result<()> {
+    let (sun, len) = sockaddr_un(addr);
+    // SAFETY: a live 1-byte buffer and a live sockaddr_un of `len` bytes on an open fd.
+    let r = unsafe {
+        libc::sendto(
+            s.as_raw_fd(),
+            b"x".as_ptr().cast(),
+            1,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            (&raw const sun).cast(),
+            len,
+        )
+    };
+    if r >= 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `addr` as the kernel takes it.
+fn sockaddr_un(addr: &std::os::unix::net::SocketAddr) -> (libc::sockaddr_un, libc::socklen_t) {
+    use std::os::linux::net::SocketAddrExt as _;
+    // SAFETY: all-zero is a valid sockaddr_un.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let (lead, bytes): (usize, &[u8]) = match (addr.as_abstract_name(), addr.as_pathname()) {
+        (Some(name), _) => (1, name),
+        (None, Some(path)) => (0, path.as_os_str().as_encoded_bytes()),
+        (None, None) => (0, &[]),
+    };
+    for (i, b) in bytes.iter().take(sun.sun_path.len() - 1 - lead).enumerate() {
+        sun.sun_path[lead + i] = libc::c_char::from_ne_bytes([*b]);
+    }
+    // An abstract name is its bytes after the leading NUL; a path ends with one.
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
+    (sun, len as libc::socklen_t)
+}
+
 fn probe(arg: &str) -> String {
     let Some((kind, rest)) = arg.split_once(':') else {
         return format!("bad argument {arg}");
     };
     match kind {
         "unix" | "unixdg" => return probe_unix(kind, rest),
+        "pairconnect" | "pairsend" => return probe_pair(kind, rest),
         "stat" => {
             return match std::fs::metadata(rest) {
                 Ok(_) => "ok".into(),

@@ -76,6 +76,7 @@ fn main() -> ExitCode {
                     path: Some(format!("/srv/data/{tag}/{c}/{e}.txt")),
                     addr: None,
                     port: None,
+                    host: None,
                     verdict: Verdict::Allowed,
                     call_id: Some(call_id.clone()),
                     attribution: Attribution::Call,

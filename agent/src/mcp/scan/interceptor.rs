@@ -14,7 +14,9 @@ use super::{
     screen::Screen,
     walk::{self, Controls, Flag},
 };
-use crate::mcp::interceptors::{Ctx, Denial, Interceptor, MsgKind, Peeked, Verdict, retain_tools};
+use crate::mcp::interceptors::{
+    Ctx, Denial, InterceptOutcome, Interceptor, MsgKind, Peeked, retain_tools,
+};
 use mcp_guard_model::names::StateKey;
 
 /// What to do with a poisoned channel.
@@ -81,7 +83,7 @@ impl ScanConfig {
 }
 
 /// The interceptor.
-pub struct ScanGuard {
+pub struct ScanInterceptor {
     config: ScanConfig,
     neighbours: Neighbours,
     screen: Screen,
@@ -89,8 +91,8 @@ pub struct ScanGuard {
     blocked: HashMap<String, String>,
 }
 
-impl ScanGuard {
-    /// A guard with `config`; the other servers' tools are read from the state dir now and at
+impl ScanInterceptor {
+    /// An interceptor with `config`; the other servers' tools are read from the state dir now and at
     /// every `tools/list`.
     pub fn new(config: ScanConfig) -> Self {
         let mut g = Self {
@@ -260,12 +262,18 @@ impl ScanGuard {
         false
     }
 
-    fn listing(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value, key: &str, id: &str) -> Verdict {
+    fn listing(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        msg: &mut Value,
+        key: &str,
+        id: &str,
+    ) -> InterceptOutcome {
         let Some(items) = msg
             .pointer_mut(&format!("/result/{key}"))
             .and_then(Value::as_array_mut)
         else {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         };
         let mut changed = false;
         let mut hide = Vec::new();
@@ -310,7 +318,7 @@ impl ScanGuard {
         verdict(changed || !hide.is_empty(), &hide)
     }
 
-    fn result(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn result(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         let tool = ctx.tool.map(String::from);
         let part = if msg.get("error").is_some() {
             "error"
@@ -323,7 +331,7 @@ impl ScanGuard {
         };
         let mut changed = false;
         let Some(body) = msg.get_mut(part) else {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         };
         let flags = walk::scan(body, &walk::result_spots(body), &self.neighbours);
         if !flags.is_empty() {
@@ -336,7 +344,9 @@ impl ScanGuard {
                     tool.as_deref(),
                     format!("{summary}; the call failed"),
                 );
-                return Verdict::Deny(Denial::policy(format!("mcp-guard: refused: {brief}")));
+                return InterceptOutcome::Deny(Denial::policy(format!(
+                    "mcp-guard: refused: {brief}"
+                )));
             }
             if let Some(why) = self.act(
                 ctx,
@@ -352,7 +362,7 @@ impl ScanGuard {
                     "content": [{"type": "text", "text": format!("mcp-guard withheld this result: {why}")}],
                     "isError": true,
                 }});
-                return Verdict::Modified(format!("withheld the {what}"));
+                return InterceptOutcome::Modified(format!("withheld the {what}"));
             }
         }
         if let Some(body) = msg.get_mut(part) {
@@ -362,13 +372,13 @@ impl ScanGuard {
     }
 }
 
-fn verdict(changed: bool, hidden: &[String]) -> Verdict {
+fn verdict(changed: bool, hidden: &[String]) -> InterceptOutcome {
     if !hidden.is_empty() {
-        Verdict::Modified(format!("hid {}", hidden.join(", ")))
+        InterceptOutcome::Modified(format!("hid {}", hidden.join(", ")))
     } else if changed {
-        Verdict::Modified("scanned text neutralised or stripped".into())
+        InterceptOutcome::Modified("scanned text neutralised or stripped".into())
     } else {
-        Verdict::Pass
+        InterceptOutcome::Pass
     }
 }
 
@@ -402,7 +412,7 @@ fn reasons(flags: &[Flag]) -> String {
     out.join("; ")
 }
 
-impl Interceptor for ScanGuard {
+impl Interceptor for ScanInterceptor {
     fn name(&self) -> &'static str {
         "scan"
     }
@@ -416,9 +426,9 @@ impl Interceptor for ScanGuard {
             }
     }
 
-    fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         if ctx.kind != MsgKind::Request {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         let key = match ctx.method {
             "tools/call" | "prompts/get" => msg.pointer("/params/name"),
@@ -429,8 +439,10 @@ impl Interceptor for ScanGuard {
             .and_then(Value::as_str)
             .and_then(|k| self.blocked.get(k))
         {
-            Some(why) => Verdict::Deny(Denial::policy(format!("mcp-guard: refused: {why}"))),
-            None => Verdict::Pass,
+            Some(why) => {
+                InterceptOutcome::Deny(Denial::policy(format!("mcp-guard: refused: {why}")))
+            }
+            None => InterceptOutcome::Pass,
         }
     }
 
@@ -451,9 +463,9 @@ impl Interceptor for ScanGuard {
         }
     }
 
-    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         if ctx.kind != MsgKind::Response {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         }
         match ctx.method {
             "tools/call" | "resources/read" => self.result(ctx, msg),
@@ -466,7 +478,7 @@ impl Interceptor for ScanGuard {
             "tools/list" => {
                 self.reload();
                 let Some(tools) = msg.pointer("/result/tools").and_then(Value::as_array) else {
-                    return Verdict::Pass;
+                    return InterceptOutcome::Pass;
                 };
                 self.neighbours.own = tools
                     .iter()
@@ -502,16 +514,16 @@ impl Interceptor for ScanGuard {
                 });
                 verdict(changed, &hide)
             }
-            _ => Verdict::Pass,
+            _ => InterceptOutcome::Pass,
         }
     }
 }
 
-impl ScanGuard {
+impl ScanInterceptor {
     /// The server's `instructions` (read by many clients as part of the system prompt).
-    fn instructions(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> Verdict {
+    fn instructions(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
         let Some(result) = msg.get_mut("result") else {
-            return Verdict::Pass;
+            return InterceptOutcome::Pass;
         };
         let spots: Vec<walk::Spot> = match result.get("instructions") {
             Some(Value::String(_)) => vec![walk::Spot {
@@ -521,7 +533,7 @@ impl ScanGuard {
                 role: super::Role::Prose,
                 suggested: false,
             }],
-            _ => return Verdict::Pass,
+            _ => return InterceptOutcome::Pass,
         };
         let flags = walk::scan(result, &spots, &self.neighbours);
         let mut changed = false;
