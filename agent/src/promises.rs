@@ -287,7 +287,10 @@ pub fn mechanisms(promise: Promise) -> &'static [Mechanism] {
         // The bind programs keep the promise itself (a bind elsewhere fails); the namespace
         // only leaves such a bind unreachable from outside the jail.
         Promise::TcpBind => &[LandlockTcp, CgroupBind, NetNamespace],
-        Promise::UnixPathname => &[CgroupUnix, MountView],
+        // The seccomp rule before the mount view: the view hides only the jail's own /run,
+        // /tmp and /dev/shm, so a socket elsewhere in the read set (an agent socket under ~)
+        // stays reachable; the rule leaves a server that lists no sockets none at all.
+        Promise::UnixPathname => &[CgroupUnix, SeccompUnix, MountView],
         // The seccomp rule last: it takes Unix sockets away altogether, where the others judge
         // each socket (or leave a server without egress only its own namespace's).
         Promise::UnixAbstract => &[CgroupUnix, LandlockScope, NetNamespace, SeccompUnix],
@@ -532,7 +535,8 @@ mod tests {
             ("syscalls", "seccomp"),
             ("egress", "cgroup_sock_addr"),
             ("tcp_bind", "cgroup_bind"),
-            ("unix_pathname", "mount_view"),
+            // The mount view would hide only the jail's own /run and /tmp.
+            ("unix_pathname", "seccomp_unix"),
             ("unix_abstract", "net_namespace"),
             ("signals", "pid_namespace"),
             ("events", "tracing"),
@@ -553,7 +557,7 @@ mod tests {
             ("egress", "cgroup_sock_addr"),
             // No landlock TCP rules before ABI 4: the bind programs keep the TCP-bind promise.
             ("tcp_bind", "cgroup_bind"),
-            ("unix_pathname", "mount_view"),
+            ("unix_pathname", "seccomp_unix"),
             // No connect_unix (6.7), no scope (ABI 6), and the namespace would cut egress.
             ("unix_abstract", "seccomp_unix"),
             ("signals", "pid_namespace"),
@@ -665,9 +669,11 @@ mod tests {
         assert_eq!(holder(&c, Promise::Signals), Some(LandlockScope));
         assert_eq!(holder(&c, Promise::UnixAbstract), Some(LandlockScope));
         assert_eq!(holder(&c, Promise::TcpBind), Some(LandlockTcp));
-        for p in [Promise::Egress, Promise::UnixPathname, Promise::Events] {
+        for p in [Promise::Egress, Promise::Events] {
             assert_eq!(holder(&c, p), None, "{p:?}");
         }
+        // A policy listing no sockets: the seccomp rule, the process's own, keeps named ones.
+        assert_eq!(holder(&c, Promise::UnixPathname), Some(SeccompUnix));
         // Before landlock's TCP rules, the bind programs need a cgroup, hence root.
         let old = Features {
             namespaces: false,

@@ -474,7 +474,9 @@ fn unlisted_sockets_are_out_of_reach_by_whatever_this_kernel_has() {
         assert_eq!(kept_by("unix_abstract"), "cgroup_unix");
         [EPERM, EPERM, "ok"]
     } else {
-        assert_eq!(kept_by("unix_pathname"), "mount_view");
+        // doctor's table is for a policy that lists no sockets (the seccomp rule); this one
+        // lists a socket, so the mount view keeps the pathname promise for it.
+        assert_eq!(kept_by("unix_pathname"), "seccomp_unix");
         assert_eq!(kept_by("unix_abstract"), "net_namespace");
         [ENOENT, "errno 111", "ok"]
     };
@@ -494,6 +496,33 @@ fn unlisted_sockets_are_out_of_reach_by_whatever_this_kernel_has() {
     assert_eq!(lines(&out), expected, "{}", describe(&out));
     assert_eq!(w.accepted(&root_sock), 0);
     assert_eq!(w.accepted(&abstract_unlisted), 0);
+}
+
+/// A server without egress that lists no Unix sockets, reading a directory that holds a host
+/// process's socket (a gpg or ssh agent under the user's home, say): the jail's mount view
+/// hides only its own /run, /tmp and /dev/shm, so on a kernel without the cgroup unix programs
+/// (6.1) the connect used to get through. The programs (Linux 6.7+) or the seccomp rule refuse
+/// it now; a named socket in the read set is as out of reach as an abstract one.
+#[test]
+fn a_server_listing_no_unix_sockets_reaches_none_in_its_read_set() {
+    require_root();
+    let mut w = World::new("read-set");
+    let readable = w.listen(&w.dir.join("agent.sock").display().to_string());
+    let dir = w.dir.clone();
+    let policy = w.policy(&[], &[&dir]);
+    let out = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(w.dir.join("state"))
+        .args(["exec", "--standalone", "--passthrough", "--policy"])
+        .arg(&policy)
+        .arg("--")
+        .arg(workspace_bin("netprobe"))
+        .arg(format!("unix:{readable}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run exec");
+    assert_eq!(lines(&out), [EPERM], "{}", describe(&out));
+    assert_eq!(w.accepted(&readable), 0);
 }
 
 /// A server with egress shares the host's network namespace, where a host process listens on
