@@ -1,4 +1,4 @@
-//! Builds the eBPF programs of `agent-ebpf` for the BPF target and leaves the object in OUT_DIR,
+//! Builds the eBPF programs of `agent-ebpf` for the BPF target and leaves the object in `OUT_DIR`,
 //! where `kernel::loader` embeds it, so the installed `mcp-guard` is a single file.
 use anyhow::{Context as _, anyhow};
 

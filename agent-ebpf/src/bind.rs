@@ -24,12 +24,12 @@ const IPPROTO_TCP: u32 = 6;
 static BIND_PORTS: HashMap<u64, BindPorts> = HashMap::with_max_entries(4096, 0);
 
 #[cgroup_sock_addr(bind4)]
-pub fn bind4(ctx: SockAddrContext) -> i32 {
+pub(crate) fn bind4(ctx: SockAddrContext) -> i32 {
     verdict(&ctx)
 }
 
 #[cgroup_sock_addr(bind6)]
-pub fn bind6(ctx: SockAddrContext) -> i32 {
+pub(crate) fn bind6(ctx: SockAddrContext) -> i32 {
     verdict(&ctx)
 }
 

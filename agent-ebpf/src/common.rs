@@ -12,20 +12,20 @@ use mcp_guard_ebpf::{ANCESTOR_LEVELS, EventHeader, GuardConfig, drop_reason};
 
 /// The guarded cgroups; every program returns early for a cgroup not in it.
 #[map]
-pub static GUARDED: HashMap<u64, GuardConfig> = HashMap::with_max_entries(4096, 0);
+pub(crate) static GUARDED: HashMap<u64, GuardConfig> = HashMap::with_max_entries(4096, 0);
 
 /// The one ring buffer all events go through (16 MiB: 50k open events of slack with the longest
 /// paths, about 150k with paths of a few dozen bytes).
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 
 /// Per-CPU loss counters by `drop_reason`.
 #[map]
-pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_reason::COUNT, 0);
+pub(crate) static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_reason::COUNT, 0);
 
 /// The guard settings of the calling task's cgroup, if mcp-guard guards it.
 #[inline(always)]
-pub fn guard() -> Option<(u64, GuardConfig)> {
+pub(crate) fn guard() -> Option<(u64, GuardConfig)> {
     // SAFETY: a helper without arguments, valid in every program type used here.
     let cgroup = unsafe { bpf_get_current_cgroup_id() };
     // SAFETY: the value is copied out at once; a concurrent update can at worst give a stale copy.
@@ -39,7 +39,7 @@ pub fn guard() -> Option<(u64, GuardConfig)> {
 /// ancestor's rules instead of passing unjudged (fail closed), and unrelated tasks never pay for
 /// the walk.
 #[inline(always)]
-pub fn guard_or_ancestor() -> Option<(u64, GuardConfig)> {
+pub(crate) fn guard_or_ancestor() -> Option<(u64, GuardConfig)> {
     if let Some(found) = guard() {
         return Some(found);
     }
@@ -62,7 +62,7 @@ pub fn guard_or_ancestor() -> Option<(u64, GuardConfig)> {
 
 /// Counts one loss of `reason`.
 #[inline(always)]
-pub fn count_drop(reason: u32) {
+pub(crate) fn count_drop(reason: u32) {
     if let Some(counter) = DROPS.get_ptr_mut(reason) {
         // SAFETY: a per-CPU slot: no other program touches it while this one runs on this CPU.
         unsafe { *counter += 1 };
@@ -88,7 +88,7 @@ static SUBMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Submit flags for a record: batch wakeups by pending volume, looked at now and then.
 #[inline(always)]
-pub fn submit_flags() -> u64 {
+pub(crate) fn submit_flags() -> u64 {
     let Some(n) = SUBMITTED.get_ptr_mut(0) else {
         return BPF_RB_NO_WAKEUP;
     };
@@ -106,7 +106,7 @@ pub fn submit_flags() -> u64 {
 
 /// A filled-in record header.
 #[inline(always)]
-pub fn header(kind: u32, cgroup: u64, config: &GuardConfig) -> EventHeader {
+pub(crate) fn header(kind: u32, cgroup: u64, config: &GuardConfig) -> EventHeader {
     EventHeader {
         kind,
         session: config.session,

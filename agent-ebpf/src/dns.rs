@@ -34,13 +34,13 @@ const IPPROTO_UDP: u8 = 17;
 static DNS_SCRATCH: PerCpuArray<DnsEvent> = PerCpuArray::with_max_entries(1, 0);
 
 #[cgroup_skb(egress)]
-pub fn dns_egress(ctx: SkBuffContext) -> i32 {
+pub(crate) fn dns_egress(ctx: SkBuffContext) -> i32 {
     observe(&ctx, dns_direction::SENT);
     PASS
 }
 
 #[cgroup_skb(ingress)]
-pub fn dns_ingress(ctx: SkBuffContext) -> i32 {
+pub(crate) fn dns_ingress(ctx: SkBuffContext) -> i32 {
     observe(&ctx, dns_direction::RECEIVED);
     PASS
 }

@@ -29,22 +29,22 @@ static ALLOW_V4: LpmTrie<Ip4Key, PortSet> = LpmTrie::with_max_entries(65536, 0);
 static ALLOW_V6: LpmTrie<Ip6Key, PortSet> = LpmTrie::with_max_entries(65536, 0);
 
 #[cgroup_sock_addr(connect4)]
-pub fn connect4(ctx: SockAddrContext) -> i32 {
+pub(crate) fn connect4(ctx: SockAddrContext) -> i32 {
     verdict_v4(&ctx, sock_op::CONNECT)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
-pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+pub(crate) fn sendmsg4(ctx: SockAddrContext) -> i32 {
     verdict_v4(&ctx, sock_op::SENDMSG)
 }
 
 #[cgroup_sock_addr(connect6)]
-pub fn connect6(ctx: SockAddrContext) -> i32 {
+pub(crate) fn connect6(ctx: SockAddrContext) -> i32 {
     verdict_v6(&ctx, sock_op::CONNECT)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
-pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
+pub(crate) fn sendmsg6(ctx: SockAddrContext) -> i32 {
     verdict_v6(&ctx, sock_op::SENDMSG)
 }
 

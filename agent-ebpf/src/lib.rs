@@ -4,6 +4,10 @@
 //! and the ring buffer, userspace through aya. Layout changes must be made on both sides at once,
 //! which is why the types live in one crate.
 #![no_std]
+#![expect(
+    clippy::inline_always,
+    reason = "helpers the eBPF programs call: the BPF target wants them inlined"
+)]
 
 /// Names of the maps in the eBPF object, as userspace looks them up.
 pub mod maps {
@@ -56,15 +60,15 @@ pub struct DnsEvent {
     pub header: EventHeader,
     /// One of `dns_direction::*`.
     pub direction: u32,
-    /// IPPROTO_UDP or IPPROTO_TCP.
+    /// `IPPROTO_UDP` or `IPPROTO_TCP`.
     pub protocol: u32,
-    /// AF_INET or AF_INET6.
+    /// `AF_INET` or `AF_INET6`.
     pub family: u32,
     /// Source port, host order.
     pub src_port: u16,
     /// Destination port, host order.
     pub dst_port: u16,
-    /// Source address, network order (4 bytes used for AF_INET).
+    /// Source address, network order (4 bytes used for `AF_INET`).
     pub src: [u8; 16],
     /// Destination address, network order.
     pub dst: [u8; 16],
@@ -141,7 +145,7 @@ pub mod event_kind {
     pub const CONNECT: u32 = 3;
     /// [`super::KillEvent`].
     pub const KILL: u32 = 4;
-    /// Retired: the result of the thread's last [`OPEN_ATTEMPT_V1`] (`kind`, pad, pid_tgid,
+    /// Retired: the result of the thread's last [`OPEN_ATTEMPT_V1`] (`kind`, pad, `pid_tgid`,
     /// result).
     pub const OPEN_RESULT_V1: u32 = 5;
     /// [`super::OpenEvent`], emitted at syscall exit: path, flags and result in one record,
@@ -198,7 +202,7 @@ pub struct EventHeader {
     pub kind: u32,
     /// `GuardConfig::session` of the cgroup.
     pub session: u32,
-    /// `bpf_ktime_get_boot_ns()`: CLOCK_BOOTTIME.
+    /// `bpf_ktime_get_boot_ns()`: `CLOCK_BOOTTIME`.
     pub ts_boot_ns: u64,
     /// The cgroup v2 id of the task.
     pub cgroup: u64,
@@ -270,13 +274,13 @@ pub const OPEN_PATH_OFFSET: usize = core::mem::offset_of!(OpenEvent, key.path);
 pub struct ConnectEvent {
     /// Common header.
     pub header: EventHeader,
-    /// Destination address in network order: 4 bytes used for AF_INET.
+    /// Destination address in network order: 4 bytes used for `AF_INET`.
     pub addr: [u8; 16],
-    /// AF_INET or AF_INET6.
+    /// `AF_INET` or `AF_INET6`.
     pub family: u32,
     /// Destination port, host order.
     pub port: u32,
-    /// IPPROTO_TCP, IPPROTO_UDP...
+    /// `IPPROTO_TCP`, `IPPROTO_UDP`...
     pub protocol: u32,
     /// One of `sock_op::*`.
     pub op: u32,
@@ -315,7 +319,7 @@ pub struct UnixEvent {
     pub op: u32,
     /// One of `verdict::*`.
     pub verdict: u32,
-    /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
     pub sock_type: u32,
     /// As in [`UnixKey::len`] (0 with an all-zero `path`: the address could not be read).
     pub len: u32,
@@ -373,8 +377,8 @@ pub struct PathKey {
 pub const NAME_LEN: usize = 64;
 
 /// Where the last component of a path starts in `tail` and how long it is, if it is a possible
-/// sensitive name (1..NAME_LEN bytes). `tail` holds the path's last `tail_len` bytes (no NUL):
-/// the whole path when it is shorter than NAME_LEN, else its last NAME_LEN bytes, which is room
+/// sensitive name (`1..NAME_LEN` bytes). `tail` holds the path's last `tail_len` bytes (no NUL):
+/// the whole path when it is shorter than `NAME_LEN`, else its last `NAME_LEN` bytes, which is room
 /// enough for the longest name and the `/` before it.
 ///
 /// The kernel side scans a NAME_LEN-byte window rather than the path buffer itself: indexing the
@@ -410,7 +414,7 @@ pub fn last_component(tail: &[u8; NAME_LEN], tail_len: usize) -> Option<(usize, 
 }
 
 /// Where the window [`last_component`] scans starts in a path of `len` bytes, and how many of its
-/// bytes are the path's (the window is NAME_LEN bytes from there: it never ends past the path
+/// bytes are the path's (the window is `NAME_LEN` bytes from there: it never ends past the path
 /// buffer).
 #[inline(always)]
 pub fn tail_window(len: usize) -> (usize, usize) {
@@ -473,6 +477,10 @@ pub struct PortSet {
 impl PortSet {
     /// Whether `port` (host byte order) falls in one of the ranges.
     #[inline(always)]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "i < MAX_PORT_RANGES, a handful"
+    )]
     pub fn allows(&self, port: u16) -> bool {
         let mut i = 0;
         // A fixed bound keeps the eBPF verifier happy; `len` is checked inside.

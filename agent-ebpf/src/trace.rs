@@ -118,7 +118,7 @@ fn reg(regs: *const u64, slot: usize) -> u64 {
 // program's entry function, only warns. It loads, attaches and runs there (the matrix's event
 // and sensitive-path-kill cases pass on 6.1), so no raw-tracepoint fallback is needed.
 #[btf_tracepoint(function = "sys_enter")]
-pub fn trace_sys_enter(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn trace_sys_enter(ctx: BtfTracePointContext) -> i32 {
     let id: i64 = ctx.arg(1);
     // The syscall number first: most syscalls are not traced, and this costs no lookup.
     if !(is_open(id) || matches!(id, SYS_EXECVE | SYS_EXECVEAT)) {
@@ -139,7 +139,7 @@ pub fn trace_sys_enter(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[btf_tracepoint(function = "sys_exit")]
-pub fn trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
+pub(crate) fn trace_sys_exit(ctx: BtfTracePointContext) -> i32 {
     let regs: *const u64 = ctx.arg(0);
     let id = reg(regs, REG_ORIG_AX) as i64;
     if matches!(id, SYS_EXECVE | SYS_EXECVEAT) {

@@ -41,13 +41,13 @@ static UNIX_LAYOUT: Array<SockAddrKernLayout> = Array::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "cgroup/connect4/connect_unix")]
-pub fn connect_unix(ctx: *mut bpf_sock_addr) -> i32 {
+pub(crate) fn connect_unix(ctx: *mut bpf_sock_addr) -> i32 {
     judge(ctx, sock_op::CONNECT)
 }
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "cgroup/sendmsg4/sendmsg_unix")]
-pub fn sendmsg_unix(ctx: *mut bpf_sock_addr) -> i32 {
+pub(crate) fn sendmsg_unix(ctx: *mut bpf_sock_addr) -> i32 {
     judge(ctx, sock_op::SENDMSG)
 }
 

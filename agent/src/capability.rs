@@ -12,7 +12,7 @@ pub enum CapabilityId {
     Tracefs,
     /// mcp-guard's own embedded eBPF programs load.
     EbpfObject,
-    /// cgroup_sock_addr programs load, attach to a cgroup and judge a connect.
+    /// `cgroup_sock_addr` programs load, attach to a cgroup and judge a connect.
     CgroupSockAddr,
     /// The `connect_unix`/`sendmsg_unix` attach types (Linux 6.7+) for Unix socket verdicts.
     CgroupUnix,
@@ -20,9 +20,9 @@ pub enum CapabilityId {
     Tracepoint,
     /// Raw tracepoint programs load and attach.
     RawTracepoint,
-    /// BTF-typed raw tracepoints (tp_btf) load and attach.
+    /// BTF-typed raw tracepoints (`tp_btf`) load and attach.
     TpBtf,
-    /// `bpf_send_signal` from tp_btf/sys_enter really kills a task.
+    /// `bpf_send_signal` from `tp_btf/sys_enter` really kills a task.
     SendSignal,
     /// BPF LSM programs load and attach.
     Lsm,

@@ -47,7 +47,7 @@ pub enum Command {
     Pins(PinsCommand),
     /// Wrap the stdio servers of an MCP client's config file with `mcp-guard exec`
     ///
-    /// Reads Claude Desktop's claude_desktop_config.json, Cursor's mcp.json or VS Code's mcp.json
+    /// Reads Claude Desktop's `claude_desktop_config.json`, Cursor's mcp.json or VS Code's mcp.json
     /// (or settings.json) and wraps every stdio server as
     ///   mcp-guard exec --policy POLICY --name SERVER -- COMMAND ARGS...
     /// Each server's policy: --policy-for SERVER=POLICY if given, else the policy in the policy
@@ -103,7 +103,7 @@ pub struct AgentArgs {
     /// Agent config file (TOML); default /etc/mcp-guard/agent.toml when it exists.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Where to serve /metrics: host:port or unix:/path (overrides the config; default
+    /// Where to serve /metrics: host:port or <unix:/path> (overrides the config; default
     /// 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<crate::metrics::listen::MetricsAddr>,
@@ -119,6 +119,10 @@ pub struct AgentArgs {
 
 /// `mcp-guard exec`.
 #[derive(Debug, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "the command line's independent on/off flags"
+)]
 pub struct ExecArgs {
     /// Policy name (in the policy dir) or file path; the built-in default when absent.
     #[arg(long)]
@@ -138,7 +142,7 @@ pub struct ExecArgs {
     #[arg(long)]
     pub learn: bool,
     /// The agent's socket: when an agent listens there, the session runs in the agent (exec
-    /// then needs no privilege). Default: $MCP_GUARD_AGENT_SOCKET, else
+    /// then needs no privilege). Default: $`MCP_GUARD_AGENT_SOCKET`, else
     /// /run/mcp-guard/agent.sock.
     #[arg(long, value_name = "PATH")]
     pub agent_socket: Option<PathBuf>,
@@ -356,10 +360,10 @@ pub struct TraceArgs {
 #[derive(Debug, Args)]
 pub struct FleetArgs {
     /// Query the fleet's ClickHouse instead of this host's store: its HTTP(S) interface, e.g.
-    /// http://clickhouse.example:8123. Output gains each record's host.
+    /// <http://clickhouse.example:8123>. Output gains each record's host.
     #[arg(long, value_name = "URL")]
     pub fleet: Option<String>,
-    /// The database the agents ship to [default: mcp_guard].
+    /// The database the agents ship to [default: `mcp_guard`].
     #[arg(long, value_name = "DB", requires = "fleet")]
     pub fleet_database: Option<String>,
     /// The ClickHouse user [default: ClickHouse's default user].
@@ -377,10 +381,10 @@ pub struct FleetArgs {
 fn query(
     state: &std::path::Path,
     fleet: FleetArgs,
-    query: mcp_guard_store::query::Query,
+    query: &mcp_guard_store::query::Query,
 ) -> ExitCode {
     match fleet.fleet {
-        None => crate::commands::query::run(state, &query),
+        None => crate::commands::query::run(state, query),
         Some(url) => crate::export::fleet::run(
             &crate::export::fleet::Fleet {
                 url,
@@ -389,7 +393,7 @@ fn query(
                 password_file: fleet.fleet_password_file,
                 ca_file: fleet.fleet_ca,
             },
-            &query,
+            query,
         ),
     }
 }
@@ -431,7 +435,7 @@ pub fn main() -> ExitCode {
         Command::Calls(a) => query(
             &dirs.state,
             a.fleet,
-            mcp_guard_store::query::Query::Calls {
+            &mcp_guard_store::query::Query::Calls {
                 server: a.server,
                 tool: a.tool,
                 since: a.since,
@@ -441,7 +445,7 @@ pub fn main() -> ExitCode {
         Command::Events(a) => query(
             &dirs.state,
             a.fleet,
-            mcp_guard_store::query::Query::Events {
+            &mcp_guard_store::query::Query::Events {
                 server: a.server,
                 call: a.call,
                 kind: a.kind,
@@ -452,7 +456,7 @@ pub fn main() -> ExitCode {
         Command::Alerts(a) => query(
             &dirs.state,
             a.fleet,
-            mcp_guard_store::query::Query::Alerts {
+            &mcp_guard_store::query::Query::Alerts {
                 server: a.server,
                 since: a.since,
                 json: a.json,
@@ -461,7 +465,7 @@ pub fn main() -> ExitCode {
         Command::Sessions(a) => query(
             &dirs.state,
             a.fleet,
-            mcp_guard_store::query::Query::Sessions {
+            &mcp_guard_store::query::Query::Sessions {
                 server: a.server,
                 since: a.since,
                 json: a.json,
@@ -470,7 +474,7 @@ pub fn main() -> ExitCode {
         Command::Trace(a) => query(
             &dirs.state,
             a.fleet,
-            mcp_guard_store::query::Query::Trace {
+            &mcp_guard_store::query::Query::Trace {
                 call_id: a.call_id,
                 json: a.json,
             },
@@ -521,7 +525,7 @@ pub fn main() -> ExitCode {
                 command: a.command,
                 caller: None,
                 client_exe: None,
-                audit: Default::default(),
+                audit: crate::history::AuditDefaults::default(),
             },
             &dirs,
             &crate::exec::AgentRoute {

@@ -281,7 +281,7 @@ pub fn rewrite(path: &Path, text: &str, settings: &Settings) -> Result<Rewritten
         reports.push(report);
     }
     let out = if plain {
-        let mut out = to_json(&root, detect_indent(text));
+        let mut out = to_json(&root, &detect_indent(text));
         if text.ends_with('\n') {
             out.push('\n');
         }
@@ -391,7 +391,7 @@ fn detect_indent(text: &str) -> String {
         .unwrap_or_else(|| "  ".to_string())
 }
 
-fn to_json(value: &Value, indent: String) -> String {
+fn to_json(value: &Value, indent: &str) -> String {
     let mut out = Vec::new();
     let formatter = serde_json::ser::PrettyFormatter::with_indent(indent.as_bytes());
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
@@ -917,7 +917,7 @@ mod tests {
             ),
         ];
         for (command, args, expected) in cases {
-            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let args: Vec<String> = args.iter().map(std::string::ToString::to_string).collect();
             assert_eq!(
                 package_of(command, &args).as_deref(),
                 *expected,
@@ -929,7 +929,7 @@ mod tests {
     #[test]
     fn candidate_names_strip_the_usual_affixes() {
         let names = |server: &str, command: &str, args: &[&str]| -> Vec<String> {
-            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let args: Vec<String> = args.iter().map(std::string::ToString::to_string).collect();
             candidate_names(server, command, &args)
                 .into_iter()
                 .map(|(n, _)| n)
@@ -980,7 +980,7 @@ mod tests {
     #[test]
     fn backup_names_carry_the_utc_time() {
         assert_eq!(utc_stamp(std::time::UNIX_EPOCH), "19700101T000000Z");
-        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(11_016 * 86_400);
+        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_hours(264_384);
         assert_eq!(utc_stamp(leap), "20000229T000000Z");
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_763_929_512);
         assert_eq!(utc_stamp(t), "20251123T202512Z");

@@ -3,7 +3,7 @@
 //! choose what it says, unlike `clientInfo.name`). `[tools.clients]` rules with `exe` match it.
 //!
 //! Standalone, exec reads its own parent. Through the agent, the agent reads the parent of the
-//! peer the socket reports (SO_PEERCRED's pid), with the caller's file-system identity: it sees
+//! peer the socket reports (`SO_PEERCRED`'s pid), with the caller's file-system identity: it sees
 //! what the caller could see of its own processes, and needs no ptrace capability. In both cases
 //! the parent is read again afterwards: had it exited in between (the process then gets a new
 //! parent), its pid could have been reused, so the answer is dropped. Through the agent the peer
@@ -24,7 +24,7 @@ pub fn of_own_parent() -> Option<PathBuf> {
     (std::os::unix::process::parent_id() == parent).then_some(exe)
 }
 
-/// The executable of the parent of `pid`, the agent's peer on `peer` (SO_PEERCRED), read with
+/// The executable of the parent of `pid`, the agent's peer on `peer` (`SO_PEERCRED`), read with
 /// file-system uid `uid` and gid `gid` (the peer's).
 pub fn of_peer_parent(peer: BorrowedFd<'_>, pid: u32, uid: u32, gid: u32) -> Option<PathBuf> {
     let pidfd = peer_pidfd(peer);
@@ -63,6 +63,11 @@ fn parent_of(pid: u32) -> Option<u32> {
 
 /// Sets this thread's file-system uid and gid (the ptrace access check on `/proc/<pid>/exe`
 /// compares them with the target's ids); true when both took.
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "setfsuid(2)/setfsgid(2) return the previous id, a 32-bit uid_t, in a long"
+)]
 fn as_user(uid: u32, gid: u32) -> bool {
     // SAFETY: setfsgid/setfsuid take plain integers and change only the calling thread's
     // credentials (raw syscalls: no libc broadcast to other threads); -1 (u32::MAX) only reads
@@ -75,9 +80,13 @@ fn as_user(uid: u32, gid: u32) -> bool {
     }
 }
 
-/// The peer's pidfd (SO_PEERPIDFD, Linux 6.5+); `None` on older kernels.
+/// The peer's pidfd (`SO_PEERPIDFD`, Linux 6.5+); `None` on older kernels.
 fn peer_pidfd(peer: BorrowedFd<'_>) -> Option<OwnedFd> {
     let mut fd: libc::c_int = -1;
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the size of a c_int, a socklen_t"
+    )]
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `fd`, which is a c_int of that size.
     let r = unsafe {
@@ -86,7 +95,7 @@ fn peer_pidfd(peer: BorrowedFd<'_>) -> Option<OwnedFd> {
             libc::SOL_SOCKET,
             libc::SO_PEERPIDFD,
             (&raw mut fd).cast(),
-            &mut len,
+            &raw mut len,
         )
     };
     // SAFETY: on success the kernel installed a new descriptor for this process; it is owned
@@ -102,7 +111,7 @@ fn alive(pidfd: libc::c_int) -> bool {
         revents: 0,
     };
     // SAFETY: one valid pollfd, zero timeout.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    let n = unsafe { libc::poll(&raw mut p, 1, 0) };
     n == 0
 }
 
@@ -112,6 +121,7 @@ mod tests {
 
     #[test]
     fn reads_the_parent_of_a_peer_and_of_itself() {
+        use std::os::fd::AsFd as _;
         let mine = of_own_parent().expect("the test's parent");
         assert!(mine.is_absolute(), "{}", mine.display());
         // A child that connects back: its parent is this test process.
@@ -122,7 +132,6 @@ mod tests {
             .spawn()
             .expect("child");
         // SO_PEERCRED of a socketpair is this process; its parent is the harness.
-        use std::os::fd::AsFd as _;
         let peer = of_peer_parent(a.as_fd(), std::process::id(), 0, 0);
         assert_eq!(peer, Some(mine.clone()));
         // The child's parent is this test binary.

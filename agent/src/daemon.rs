@@ -91,10 +91,10 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
         }
     };
     if let Some(socket) = &args.socket {
-        config.socket = socket.clone();
+        config.socket.clone_from(socket);
     }
     if let Some(dir) = &args.bpf_dir {
-        config.bpf_dir = dir.clone();
+        config.bpf_dir.clone_from(dir);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -198,13 +198,12 @@ async fn run(
     let store = Arc::new(std::sync::Mutex::new(store));
     systemd::notify("READY=1");
 
-    let (mut term, mut int, mut hup) = match (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        _ => return Err("cannot install signal handlers".into()),
+    ) else {
+        return Err("cannot install signal handlers".into());
     };
     let mut own_failures = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(config.poll_ms));
@@ -215,7 +214,7 @@ async fn run(
                 let store = store.clone();
                 let mut cursor = std::mem::take(&mut tail);
                 let (cursor, polled) = tokio::task::spawn_blocking(move || {
-                    let store = store.lock().unwrap_or_else(|p| p.into_inner());
+                    let store = store.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     let polled = cursor.poll(&store);
                     (cursor, polled)
                 })
@@ -239,7 +238,7 @@ async fn run(
                 }
             }
             _ = hup.recv() => {
-                let problems = launcher.policies.lock().unwrap_or_else(|p| p.into_inner()).reload();
+                let problems = launcher.policies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reload();
                 for p in &problems {
                     eprintln!("mcp-guard agent: SIGHUP: {p}");
                 }
@@ -265,7 +264,7 @@ async fn run(
                     if new.store != config.store && !writer.set_retention(new.store.retention()) {
                         tracing::warn!("SIGHUP: the store writer is busy; [store] takes effect at the next reload");
                     }
-                    *launcher.rules.write().unwrap_or_else(|p| p.into_inner()) = new.rules();
+                    *launcher.rules.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new.rules();
                     config = Config {
                         metrics: config.metrics,
                         metrics_socket_group: config.metrics_socket_group,

@@ -402,16 +402,13 @@ async fn session(args: ExecArgs, policy: Policy, recording: Recording, hooks: Ho
         return i32::from(EXIT_UNENFORCEABLE);
     }
     // Registered before anything starts so a signal during launch is not lost.
-    let (mut term, mut int, mut hup) = match (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        _ => {
-            say("cannot install signal handlers");
-            return i32::from(EXIT_UNENFORCEABLE);
-        }
+    ) else {
+        say("cannot install signal handlers");
+        return i32::from(EXIT_UNENFORCEABLE);
     };
     if launch::container::wanted(&policy) {
         return container_session::run(

@@ -34,7 +34,7 @@ use crate::metrics::export::ExportMetrics;
 
 /// How often the supervisor checks that the change log's triggers are all still there (a
 /// table rebuilt by a migration loses its triggers).
-const CHECK_EVERY: Duration = Duration::from_secs(60);
+const CHECK_EVERY: Duration = Duration::from_mins(1);
 
 /// The running exporter; [`stop`](Self::stop) ends it.
 #[derive(Debug)]

@@ -34,7 +34,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/mcp-guard/agent.toml";
 /// Longest retention accepted (a larger value is a typo).
 const MAX_DAYS: u32 = 36_500;
 /// How often retention runs after its first pass (at the writer's start).
-pub const RETENTION_EVERY: Duration = Duration::from_secs(300);
+pub const RETENTION_EVERY: Duration = Duration::from_mins(5);
 
 /// `[store]`: what the store keeps.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -258,8 +258,8 @@ mod tests {
         let h = parse("").expect("empty");
         assert_eq!(h, HostHistory::default());
         let r = h.store.retention().expect("limits by default");
-        assert_eq!(r.max_age, Some(Duration::from_secs(30 * 86_400)));
-        assert_eq!(r.alert_max_age, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(r.max_age, Some(Duration::from_hours(720)));
+        assert_eq!(r.alert_max_age, Some(Duration::from_hours(2160)));
         assert_eq!(r.max_bytes, Some(2 << 30));
         let h = parse("[store]\nmax_db_bytes = \"2GiB\"\nretention_days = 7\n").expect("valid");
         assert_eq!(h.store.max_db_bytes, 2 << 30);

@@ -3,7 +3,7 @@
 //!
 //! Messages are JSON objects, one per line. A connection opens with one [`Request`]:
 //! - [`Request::Exec`] from `exec`, sent with its stdin, stdout, stderr and an `O_PATH` handle
-//!   of its working directory as SCM_RIGHTS: the agent checks the caller (SO_PEERCRED) and starts
+//!   of its working directory as `SCM_RIGHTS`: the agent checks the caller (`SO_PEERCRED`) and starts
 //!   a session worker that owns this connection from then on: it answers [`ClientReply`]s and
 //!   takes [`ClientSignal`]s;
 //! - [`Request::Guard`] from a session worker (root only): the agent guards the session's cgroup
@@ -95,7 +95,7 @@ pub struct WorkerSetup {
     pub request: ExecRequest,
     /// The policy file's content as the agent validated it.
     pub policy_text: Option<String>,
-    /// The client's uid and gid (SO_PEERCRED).
+    /// The client's uid and gid (`SO_PEERCRED`).
     pub uid: u32,
     /// The client's gid.
     pub gid: u32,
@@ -201,7 +201,7 @@ pub fn line<T: Serialize>(msg: &T) -> Vec<u8> {
     out
 }
 
-/// Sends `bytes` on a connected Unix socket with `fds` attached (SCM_RIGHTS, on the first byte),
+/// Sends `bytes` on a connected Unix socket with `fds` attached (`SCM_RIGHTS`, on the first byte),
 /// then the rest of `bytes` if the first send was short.
 pub fn send_with_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[RawFd]) -> io::Result<()> {
     let cmsg = [ControlMessage::ScmRights(fds)];

@@ -66,7 +66,7 @@ pub struct JailSpec {
     #[serde(default)]
     pub umask: Option<u32>,
     /// exec is not root (and no agent listens): no cgroup, namespaces or user switch; only
-    /// what an unprivileged process can do to itself (landlock, seccomp, no_new_privs).
+    /// what an unprivileged process can do to itself (landlock, seccomp, `no_new_privs`).
     #[serde(default)]
     pub unprivileged: bool,
 }

@@ -122,7 +122,7 @@ fn truncate(value: &str) -> &str {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded data are plain sets and counters: still consistent after a panic elsewhere.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The agent's metrics: one registry with the contract's metrics, the process collector and,
@@ -317,7 +317,7 @@ impl Metrics {
     /// The kernel counts only while statistics are enabled: this asks for them with
     /// `BPF_ENABLE_STATS` and keeps the returned fd for the life of `self` (the kernel stops
     /// counting when the last such fd closes, unless the `kernel.bpf_stats_enabled` sysctl is
-    /// 1). The result says which applies; [`BpfStatsSource::Off`] (no CAP_SYS_ADMIN, a kernel
+    /// 1). The result says which applies; [`BpfStatsSource::Off`] (no `CAP_SYS_ADMIN`, a kernel
     /// before 5.8) still registers the metrics, with the gauge at 0 and counts that stay flat.
     /// Call it once.
     pub fn enable_bpf_stats(&self, programs: &[&str]) -> Result<BpfStatsSource, MetricsError> {

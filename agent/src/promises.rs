@@ -10,6 +10,10 @@ use serde::Serialize;
 
 /// What the host's kernel offers, as far as the promises care.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent probes: each kernel feature is there or not"
+)]
 pub struct Features {
     /// The landlock ABI the launcher will use (0: no landlock).
     pub landlock_abi: i32,
@@ -28,6 +32,10 @@ pub struct Features {
 
 /// What a policy asks of the kernel beyond the promises every launch makes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts of the policy, each asked or not"
+)]
 pub struct Needs {
     /// `[network] allow` limits TCP to some ports (no entry covers every port).
     pub tcp_ports_limited: bool,
@@ -178,7 +186,7 @@ impl Mechanism {
     }
 
     /// Why this mechanism cannot keep its promise here (`None`: it can).
-    fn missing(self, f: &Features, n: &Needs) -> Option<String> {
+    fn missing(self, f: &Features, n: Needs) -> Option<String> {
         let abi = |need: i32, linux: &str| {
             (f.landlock_abi < need).then(|| {
                 format!(
@@ -265,7 +273,11 @@ impl Mechanism {
 
 /// The mechanisms that can keep `promise`, strongest first.
 pub fn mechanisms(promise: Promise) -> &'static [Mechanism] {
-    use Mechanism::*;
+    use Mechanism::{
+        CgroupBind, CgroupSockAddr, CgroupUnix, Landlock, LandlockIoctlDev, LandlockScope,
+        LandlockTcp, LandlockTruncate, MountView, NetNamespace, PidNamespace, Seccomp,
+        SeccompTruncate, SeccompUnix, Tracing,
+    };
     match promise {
         Promise::Filesystem => &[Landlock],
         Promise::Truncation => &[LandlockTruncate, SeccompTruncate],
@@ -288,7 +300,7 @@ pub fn mechanisms(promise: Promise) -> &'static [Mechanism] {
 }
 
 /// Whether `needs` asks for `promise` at all.
-fn needed(promise: Promise, n: &Needs) -> bool {
+fn needed(promise: Promise, n: Needs) -> bool {
     match promise {
         Promise::TcpBind => n.tcp_ports_limited,
         Promise::DeviceIoctl => n.device_files,
@@ -320,13 +332,11 @@ pub fn choose(f: &Features, n: &Needs) -> Vec<Choice> {
     Promise::ALL
         .into_iter()
         .map(|promise| {
-            let holder = if !needed(promise, n) {
-                Holder::NotNeeded
-            } else {
+            let holder = if needed(promise, *n) {
                 let mut why = Vec::new();
                 let mut kept = None;
                 for &m in mechanisms(promise) {
-                    match m.missing(f, n) {
+                    match m.missing(f, *n) {
                         None => {
                             kept = Some(m);
                             break;
@@ -338,6 +348,8 @@ pub fn choose(f: &Features, n: &Needs) -> Vec<Choice> {
                     Some(mechanism) => Holder::Kept { mechanism },
                     None => Holder::Unkept { why },
                 }
+            } else {
+                Holder::NotNeeded
             };
             Choice { promise, holder }
         })
@@ -421,8 +433,8 @@ mod tests {
         }
     }
 
-    fn table(f: &Features, n: &Needs) -> Vec<(&'static str, String)> {
-        choose(f, n)
+    fn table(f: &Features, n: Needs) -> Vec<(&'static str, String)> {
+        choose(f, &n)
             .into_iter()
             .map(|c| {
                 let h = match c.holder {
@@ -435,8 +447,8 @@ mod tests {
             .collect()
     }
 
-    fn kept(f: &Features, n: &Needs, p: Promise) -> Option<Mechanism> {
-        holder(&choose(f, n), p)
+    fn kept(f: &Features, n: Needs, p: Promise) -> Option<Mechanism> {
+        holder(&choose(f, &n), p)
     }
 
     /// A typical server with egress on a few ports and a pathname socket.
@@ -459,7 +471,7 @@ mod tests {
     #[test]
     fn on_6_12_the_strongest_mechanisms_are_today_s() {
         let f = kernel("6.12");
-        let t = table(&f, &NET);
+        let t = table(&f, NET);
         let want = [
             ("filesystem", "landlock"),
             ("truncation", "landlock_truncate"),
@@ -485,7 +497,7 @@ mod tests {
             device_files: true,
             ..NET
         };
-        assert_eq!(kept(&f, &dev, Promise::DeviceIoctl), Some(LandlockIoctlDev));
+        assert_eq!(kept(&f, dev, Promise::DeviceIoctl), Some(LandlockIoctlDev));
     }
 
     #[test]
@@ -515,7 +527,7 @@ mod tests {
     #[test]
     fn on_6_1_an_offline_server_is_kept_by_namespaces_seccomp_and_the_bind_programs() {
         let f = kernel("6.1");
-        let t = table(&f, &OFFLINE);
+        let t = table(&f, OFFLINE);
         let want = [
             ("filesystem", "landlock"),
             ("truncation", "seccomp_truncate"),
@@ -536,7 +548,7 @@ mod tests {
     #[test]
     fn on_6_1_a_server_with_egress_and_no_unix_sockets_is_kept_by_the_seccomp_rule() {
         let f = kernel("6.1");
-        let t = table(&f, &NET);
+        let t = table(&f, NET);
         let want = [
             ("filesystem", "landlock"),
             ("truncation", "seccomp_truncate"),
@@ -558,15 +570,9 @@ mod tests {
             tcp_ports_limited: false,
             ..NET
         };
-        assert_eq!(
-            kept(&f, &any_port, Promise::UnixAbstract),
-            Some(SeccompUnix)
-        );
+        assert_eq!(kept(&f, any_port, Promise::UnixAbstract), Some(SeccompUnix));
         // Without egress the namespace, stronger (it leaves the server its Unix sockets), wins.
-        assert_eq!(
-            kept(&f, &OFFLINE, Promise::UnixAbstract),
-            Some(NetNamespace)
-        );
+        assert_eq!(kept(&f, OFFLINE, Promise::UnixAbstract), Some(NetNamespace));
         // Without seccomp nothing is left.
         let no_seccomp = Features {
             seccomp: false,
@@ -627,7 +633,7 @@ mod tests {
             ..OFFLINE
         };
         assert_eq!(
-            kept(&f, &offline_listed, Promise::UnixAbstract),
+            kept(&f, offline_listed, Promise::UnixAbstract),
             Some(NetNamespace)
         );
     }
@@ -640,7 +646,7 @@ mod tests {
         assert_eq!(holder(&c, Promise::Truncation), Some(SeccompTruncate));
         assert_eq!(holder(&c, Promise::UnixAbstract), Some(NetNamespace));
         assert!(c.iter().all(|c| unkept_message(c).is_none()), "{c:?}");
-        assert_eq!(kept(&f, &NET, Promise::UnixAbstract), Some(SeccompUnix));
+        assert_eq!(kept(&f, NET, Promise::UnixAbstract), Some(SeccompUnix));
         // Without landlock nothing keeps the filesystem promise.
         let none = Features {
             landlock_abi: 0,
@@ -684,7 +690,7 @@ mod tests {
             "{msg:?}"
         );
         // The seccomp rule is the process's own: it keeps abstract sockets without root.
-        assert_eq!(kept(&old, &NET, Promise::UnixAbstract), Some(SeccompUnix));
+        assert_eq!(kept(&old, NET, Promise::UnixAbstract), Some(SeccompUnix));
     }
 
     #[test]

@@ -102,11 +102,11 @@ pub fn sha256_reader(mut r: impl Read) -> std::io::Result<String> {
 
 /// `sha256:<hex>` of a file's content.
 pub fn sha256_file(path: &Path) -> Result<String, SupplyError> {
-    let f = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
-    sha256_reader(f).map_err(|e| io_err(path, e))
+    let f = std::fs::File::open(path).map_err(|e| io_err(path, &e))?;
+    sha256_reader(f).map_err(|e| io_err(path, &e))
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> SupplyError {
+fn io_err(path: &Path, e: &std::io::Error) -> SupplyError {
     SupplyError::Io(format!("{}: {e}", path.display()))
 }
 
@@ -122,7 +122,7 @@ fn base64_url(bytes: &[u8]) -> String {
 
 /// The executable a command runs: absolute, symlinks resolved (what the kernel maps).
 pub fn real_executable(program: &Path) -> Result<PathBuf, SupplyError> {
-    program.canonicalize().map_err(|e| io_err(program, e))
+    program.canonicalize().map_err(|e| io_err(program, &e))
 }
 
 /// Finds a command on the PATH (as `exec` does, with this process's PATH).

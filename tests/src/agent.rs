@@ -15,7 +15,7 @@ use crate::{mcp_guard, prom::free_port, prom::http_get};
 pub struct Options {
     /// `--metrics` (default: a free loopback port).
     pub metrics: Option<String>,
-    /// The agent's RLIMIT_NOFILE (soft and hard), e.g. systemd's default for services.
+    /// The agent's `RLIMIT_NOFILE` (soft and hard), e.g. systemd's default for services.
     pub nofile: Option<u64>,
     /// The log's name (`dir/<log>.log`; default `agent`).
     pub log: Option<String>,
@@ -24,7 +24,7 @@ pub struct Options {
 /// The unprivileged user the tests run `exec` as (`nobody`).
 pub const NOBODY: u32 = 65534;
 
-/// A test's agent; SIGKILLed on drop (the pin directory goes with [`PinDir`]).
+/// A test's agent; `SIGKILLed` on drop (the pin directory goes with [`PinDir`]).
 pub struct Agent {
     child: Child,
     /// Its metrics address (`host:port`).
@@ -132,7 +132,7 @@ impl Agent {
                         rlim_cur: n,
                         rlim_max: n,
                     };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                     Ok(())
@@ -160,7 +160,7 @@ impl Agent {
             .expect("start the agent");
         let mut agent = Agent {
             child,
-            addr: addr.to_string(),
+            addr: addr.clone(),
             socket,
             state,
             policies,
@@ -265,7 +265,7 @@ impl Public {
         Public(dir)
     }
 
-    /// Copies `src` (a file or a tree; a symlink is followed, as a worktree's node_modules
+    /// Copies `src` (a file or a tree; a symlink is followed, as a worktree's `node_modules`
     /// may be one) in as `name`, readable (and, where it was, runnable) by everyone; its path.
     pub fn copy(&self, src: &Path, name: &str) -> PathBuf {
         let dst = self.0.join(name);

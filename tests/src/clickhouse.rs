@@ -114,7 +114,7 @@ impl ClickHouse {
             dir: dir.to_path_buf(),
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(60)))
+                .timeout_global(Some(Duration::from_mins(1)))
                 .build()
                 .into(),
         };
@@ -145,7 +145,7 @@ impl ClickHouse {
             .spawn()
             .expect("start clickhouse-server");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         while self.try_query("SELECT 1").is_err() {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!(

@@ -182,7 +182,7 @@ pub fn parse_definitions(text: &str) -> Result<Vec<DefinitionCase>, Vec<String>>
         }
         match case.category.as_str() {
             "rug-pull" if case.before.is_none() => {
-                problems.push("a rug-pull case needs `before` (the tool as approved)".into())
+                problems.push("a rug-pull case needs `before` (the tool as approved)".into());
             }
             "lookalike-name" | "cross-server-shadowing" | "same-name-other-server"
                 if case.client_tools.is_empty() =>
@@ -190,7 +190,7 @@ pub fn parse_definitions(text: &str) -> Result<Vec<DefinitionCase>, Vec<String>>
                 problems.push(format!(
                     "a {} case needs `client_tools` (the other servers' tools it is about)",
                     case.category
-                ))
+                ));
             }
             _ => {}
         }
@@ -313,7 +313,10 @@ fn check_common(c: &Common<'_>, problems: &mut Vec<String>) {
     if c.note.trim().is_empty() {
         problems.push("`note` is empty".into());
     }
-    if c.names.iter().any(|list| list.iter().any(|n| n.is_empty())) {
+    if c.names
+        .iter()
+        .any(|list| list.iter().any(std::string::String::is_empty))
+    {
         problems.push("an empty tool name in client_tools/server_tools".into());
     }
 }
@@ -324,7 +327,7 @@ fn check_tool(tool: &Value, field: &str, problems: &mut Vec<String>) {
         problems.push(format!("`{field}` is not an object"));
         return;
     }
-    if tool["name"].as_str().is_none_or(|n| n.is_empty()) {
+    if tool["name"].as_str().is_none_or(str::is_empty) {
         problems.push(format!("`{field}.name` must be a non-empty string"));
     }
     if !tool["inputSchema"].is_object() || tool["inputSchema"]["type"] != "object" {

@@ -4,6 +4,10 @@
 //! real MCP Python SDK. They need root; `cargo xtask test` builds the binaries and the test
 //! environment (`cargo xtask setup`) first. A missing prerequisite panics with what to run,
 //! never skips.
+#![expect(
+    clippy::missing_panics_doc,
+    reason = "test helpers: a panic, with what to run, is how they fail a test"
+)]
 
 use std::path::{Path, PathBuf};
 
@@ -27,8 +31,7 @@ pub fn workspace_root() -> PathBuf {
 /// The cargo target directory the binaries were built into.
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
 /// A binary built from this workspace (`cargo build --bins`), e.g. `mcp-guard`, of the profile
@@ -77,7 +80,7 @@ pub const SERVER_USER: &str = "mcp-guard-server";
 
 /// [`SERVER_USER`]'s uid and gid. Panics when the host lacks it (`cargo xtask setup` makes it)
 /// or when it cannot reach the workspace: the tests' servers run as that user, from the
-/// workspace's build, venv and node_modules.
+/// workspace's build, venv and `node_modules`.
 pub fn server_user() -> (u32, u32) {
     static CHECKED: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
     *CHECKED.get_or_init(|| {
@@ -145,7 +148,7 @@ pub fn python() -> PathBuf {
 pub fn npm_server(package: &str) -> PathBuf {
     let dir = workspace_root().join("tests/node_modules").join(package);
     let manifest = std::fs::read_to_string(dir.join("package.json"))
-        .unwrap_or_else(|e| panic!("{package} is not installed ({e}): run `cargo xtask setup`",));
+        .unwrap_or_else(|e| panic!("{package} is not installed ({e}): run `cargo xtask setup`"));
     let manifest: serde_json::Value =
         serde_json::from_str(&manifest).expect("package.json is JSON");
     let bin = match &manifest["bin"] {

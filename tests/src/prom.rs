@@ -1,5 +1,9 @@
 //! A real Prometheus server for tests: scrapes one target every second; tests query it through
 //! its HTTP API, as an operator's dashboards and alert rules would.
+#![expect(
+    clippy::float_cmp,
+    reason = "Prometheus samples of counters and gauges here are small integers, exact in f64"
+)]
 
 use std::{
     io::{Read, Write},
@@ -180,9 +184,11 @@ pub fn wait_metric(
         if let Some(v) = got.filter(|v| ok(*v)) {
             return v;
         }
-        if Instant::now() >= deadline {
-            panic!("{series} is {got:?} after {within:?}\n{}", context());
-        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {got:?} after {within:?}\n{}",
+            context()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -33,7 +33,7 @@ impl Residue {
         ]
         .iter()
         .filter_map(|d| std::fs::read_dir(d).ok())
-        .flat_map(|d| d.flatten())
+        .flat_map(std::iter::Iterator::flatten)
         .filter(|e| e.path().is_dir())
         .count();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")
@@ -71,6 +71,7 @@ impl Residue {
     }
 
     /// Counts until they are back to `self` or 10 s passed; the last count.
+    #[must_use]
     pub fn wait_back(&self, marker: &[u8]) -> Residue {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut now = Residue::now(marker);

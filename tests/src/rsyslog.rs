@@ -52,8 +52,10 @@ pub fn readme_config(readme: &str, dir: &Path, port: u16) -> String {
     let block: String = readme
         .split_once(README_CONFIG)
         .and_then(|(_, rest)| rest.split_once("```"))
-        .map(|(block, _)| block.trim().to_string())
-        .unwrap_or_else(|| panic!("README.md has no `{README_CONFIG}` block"));
+        .map_or_else(
+            || panic!("README.md has no `{README_CONFIG}` block"),
+            |(block, _)| block.trim().to_string(),
+        );
     for needle in ["port=\"6514\"", "/var/log/mcp-guard/ocsf.json", "global("] {
         assert!(
             block.contains(needle),
@@ -85,11 +87,10 @@ impl Rsyslog {
         let d = dir.display();
         let (global_tls, module_tls) = match tls {
             Some(t) => {
-                if !Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so").exists() {
-                    panic!(
-                        "rsyslog's TLS driver is missing: run `cargo xtask setup` (rsyslog-gnutls)"
-                    );
-                }
+                assert!(
+                    Path::new("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so").exists(),
+                    "rsyslog's TLS driver is missing: run `cargo xtask setup` (rsyslog-gnutls)"
+                );
                 (
                     format!(
                         " defaultNetstreamDriver=\"gtls\" defaultNetstreamDriverCAFile=\"{}\" \

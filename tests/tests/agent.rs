@@ -1,5 +1,9 @@
 //! `mcp-guard agent`: a real Prometheus scrapes the agent while real MCP sessions run under
 //! `mcp-guard exec`, and sees the calls, the denial and the kernel events they caused.
+#![expect(
+    clippy::float_cmp,
+    reason = "Prometheus samples of counters and gauges here are small integers, exact in f64"
+)]
 
 use std::{
     io::Write,

@@ -14,6 +14,10 @@
 //!   syscall tracing programs (kernel BPF statistics) per open+close in the guarded loop, next to the unguarded
 //!   loop's (the programs run there too and return at once). CPU counters are not available on
 //!   every host; these are.
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "rates, shares and sizes for a report, to a few digits"
+)]
 
 mod kernel_common;
 
@@ -81,7 +85,7 @@ fn kernel_guard_overhead() {
     let guard = KernelGuard::load().expect("load");
     // MCP_GUARD_BENCH_STATS=1: the kernel times every program run (while this fd is held),
     // which itself costs each run two clock reads: the ratios are then not the plain ones.
-    let _stats = std::env::var_os("MCP_GUARD_BENCH_STATS")
+    let stats = std::env::var_os("MCP_GUARD_BENCH_STATS")
         .map(|_| aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF stats"));
     // MCP_GUARD_BENCH_NO_READER=1: nothing drains the ring buffer, so the guarded open loop
     // measures the kernel side alone (events past the buffer's capacity are counted as drops).
@@ -152,7 +156,8 @@ fn kernel_guard_overhead() {
             .collect()
     };
     // Per loop: the programs' ns per open+close (sys_enter, sys_exit) and their runs per open.
-    let mut kernel_ns: std::collections::BTreeMap<&str, Vec<(f64, f64, f64)>> = Default::default();
+    let mut kernel_ns: std::collections::BTreeMap<&str, Vec<(f64, f64, f64)>> =
+        std::collections::BTreeMap::new();
     // Per loop: wall and the opening thread's CPU time, in seconds.
     let mut loop_secs = |cg: &TestCgroup, label: &'static str| -> (f64, f64) {
         let before = prog_ns();
@@ -242,7 +247,7 @@ fn kernel_guard_overhead() {
         cpu_g / cpu_p,
         paired(&cpu_plain, &cpu_guarded)
     );
-    for (label, runs) in kernel_ns.iter().filter(|_| _stats.is_some()) {
+    for (label, runs) in kernel_ns.iter().filter(|_| stats.is_some()) {
         let shown: Vec<String> = runs
             .iter()
             .map(|(enter, exit, n)| format!("{enter:.0}+{exit:.0} ns ({n:.1} runs)"))

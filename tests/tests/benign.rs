@@ -26,7 +26,7 @@ fn data_dir(tag: &str) -> PathBuf {
 
 /// `policies/NAME.toml` with the test environment's installs (workspace `tests/node_modules`
 /// and `.venv`, which no shipped policy grants) added to `read` and `exec` and `writable` to
-/// `write`; nothing else changed (as tests/tests/reference_servers.rs does).
+/// `write`; nothing else changed (as `tests/tests/reference_servers.rs` does).
 fn test_policy(name: &str, dir: &Path, writable: &[PathBuf]) -> PathBuf {
     let list = |paths: &[PathBuf]| -> String {
         paths
@@ -60,13 +60,17 @@ fn test_policy(name: &str, dir: &Path, writable: &[PathBuf]) -> PathBuf {
     path
 }
 
-/// Runs `steps` (tests/fixtures/detect_client.py) against `command` under exec; every call must
+/// Runs `steps` (`tests/fixtures/detect_client.py`) against `command` under exec; every call must
 /// succeed. Returns the results.
 fn run(policy: &Path, name: &str, state: &Path, steps: Value, command: &[&str]) -> Vec<Value> {
     run_with_path(policy, name, state, steps, command, None)
 }
 
 /// [`run`] with `PATH` set to `path` for mcp-guard and the server it starts.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "callers build the JSON in place with json!"
+)]
 fn run_with_path(
     policy: &Path,
     name: &str,
@@ -122,6 +126,10 @@ fn query(state: &Path, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "callers build the JSON in place with json!"
+)]
 fn call(tool: &str, args: Value) -> Value {
     json!({"call": tool, "args": args})
 }

@@ -154,9 +154,9 @@ fn check_format(
         .iter()
         .map(|(s, p)| (s.as_str(), p.as_str()))
         .collect();
-    policies.sort();
+    policies.sort_unstable();
     let mut expected = expected_policies.to_vec();
-    expected.sort();
+    expected.sort_unstable();
     assert_eq!(policies, expected, "stderr:\n{stderr}");
     for line in expected_stderr {
         assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");

@@ -109,9 +109,7 @@ struct Leftovers {
 }
 
 fn count_dirs(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
-        .unwrap_or(0)
+    std::fs::read_dir(dir).map_or(0, |d| d.flatten().filter(|e| e.path().is_dir()).count())
 }
 
 fn leftovers() -> Leftovers {
@@ -130,9 +128,7 @@ fn leftovers() -> Leftovers {
         containers: String::from_utf8_lossy(&out.stdout).lines().count(),
         cgroups_v2: v2,
         cgroups_pids_v1: count_dirs(Path::new("/sys/fs/cgroup/pids/mcp-guard")),
-        netns: std::fs::read_dir("/run/netns")
-            .map(|d| d.count())
-            .unwrap_or(0),
+        netns: std::fs::read_dir("/run/netns").map_or(0, std::iter::Iterator::count),
     }
 }
 
@@ -153,7 +149,9 @@ fn bridge_gateway() -> String {
 
 #[test]
 fn mcp_server_time_in_a_container_answers_the_sdk_client() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let s = scene("time", &image_id(), "");
     let out = sdk_call(
         &s,
@@ -180,7 +178,9 @@ fn mcp_server_time_in_a_container_answers_the_sdk_client() {
 
 #[test]
 fn networked_container_egress_is_judged_by_ebpf_and_attributed() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let allowed = TcpListener::bind("0.0.0.0:0").expect("listener");
     let denied = TcpListener::bind("0.0.0.0:0").expect("listener");
     let (ap, dp) = (
@@ -252,7 +252,9 @@ fn networked_container_egress_is_judged_by_ebpf_and_attributed() {
 
 #[test]
 fn wrong_digest_or_unreachable_engine_refuses_to_launch() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let before = leftovers();
     let wrong = format!("sha256:{}", "0".repeat(64));
     let s = scene("digest", &wrong, "");
@@ -294,7 +296,9 @@ fn wrong_digest_or_unreachable_engine_refuses_to_launch() {
 
 #[test]
 fn a_digest_pin_without_tag_finds_the_image_whatever_its_tag() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // The test image is tagged only `:<content hash>`; `name@digest` must not look for
     // `name:latest`, as `docker run name@digest` does not.
     let (name, id) = container_test_image();
@@ -375,7 +379,9 @@ fn echo_session_logged(s: &Scene, log: &str) -> Output {
 
 #[test]
 fn hundred_sequential_and_ten_parallel_sessions_leave_nothing_behind() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let gw = bridge_gateway();
     // With a network, so that each session also gets (and must lose) a network namespace.
     let s = scene(
@@ -419,7 +425,9 @@ fn hundred_sequential_and_ten_parallel_sessions_leave_nothing_behind() {
 
 #[test]
 fn container_is_hardened_as_the_policy_says() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let s = scene("hardened", &image_id(), "[syscalls]\ndeny = [\"getcpu\"]\n");
     let probe = "import ctypes, resource\n\
         l = ctypes.CDLL(None, use_errno=True)\n\
@@ -463,7 +471,9 @@ fn container_is_hardened_as_the_policy_says() {
 
 #[test]
 fn the_container_runs_as_the_servers_user_never_the_images() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let s = scene("identity", &image_id(), "");
     let ids = |sudo: Option<(u32, u32)>| {
         let mut cmd = Command::new(mcp_guard());
@@ -516,7 +526,10 @@ fn timed_ok(cmd: &mut Command) -> f64 {
 #[test]
 #[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn startup_container_vs_podman_run_vs_jail() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const N: usize = 20;
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (name, id) = container_test_image();
     let s = scene("bench", &id, "");
     // The system Python (the venv's lives under /root, which the jailed user cannot traverse).
@@ -529,7 +542,6 @@ fn startup_container_vs_podman_run_vs_jail() {
              exec = [\"/usr\", \"/lib\", \"/lib64\", \"/bin\"]\n[limits]\nmemory = \"512M\"\npids = 64\ncpu = 1.0\n",
     )
     .expect("jail policy");
-    const N: usize = 20;
     let (mut guarded, mut engine, mut jail) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..N {
         guarded.push(timed_ok(
@@ -596,7 +608,9 @@ fn startup_container_vs_podman_run_vs_jail() {
 
 #[test]
 fn a_sigkilled_exec_leaves_nothing_after_the_next_session() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let s = scene("sigkill", &image_id(), "");
     let before = leftovers();
     let mut child = Command::new(mcp_guard())
@@ -640,7 +654,9 @@ fn a_sigkilled_exec_leaves_nothing_after_the_next_session() {
 
 #[test]
 fn a_container_gets_its_secrets_only_for_the_fixed_command_and_its_stderr_is_redacted() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let value: String = std::fs::read("/proc/sys/kernel/random/uuid")
         .map(|u| String::from_utf8_lossy(&u).trim().replace('-', ""))
         .expect("a random value");

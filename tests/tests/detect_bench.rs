@@ -15,6 +15,10 @@
 //! binary: `cargo build --release --bins` first) runs the `opener` fixture opening one file as
 //! fast as it can, N times; it reports how many of those opens reached the store and what exec
 //! said was lost (ring buffer, store queue).
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "rates, shares and sizes for a report, to a few digits"
+)]
 
 use std::{sync::Arc, time::Duration, time::Instant};
 
@@ -93,7 +97,7 @@ fn run(dir: &std::path::Path, full: bool, rate: Option<u64>) -> Run {
                 "bench",
                 "bench-s",
                 Profile::default(),
-                Default::default(),
+                std::collections::HashSet::default(),
             ),
             observe: false,
         });
@@ -141,7 +145,7 @@ fn run(dir: &std::path::Path, full: bool, rate: Option<u64>) -> Run {
         let outcome = task.await.expect("pipeline");
         (t0.elapsed().as_secs_f64(), outcome.events + direct)
     });
-    store.flush(Duration::from_secs(60));
+    store.flush(Duration::from_mins(1));
     let stored_secs = started.elapsed().as_secs_f64();
     let s = store.stats();
     Run {

@@ -209,8 +209,12 @@ fn an_honest_call_raises_no_alert() {
     let _ = std::fs::remove_dir_all(&scene.dir);
 }
 
-/// Runs `steps` (see tests/fixtures/detect_client.py) against the weather server under exec;
+/// Runs `steps` (see `tests/fixtures/detect_client.py`) against the weather server under exec;
 /// the fixture's exfiltration port is `port`. Returns one result per call.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "callers build the JSON in place with json!"
+)]
 fn script(scene: &Scene, port: u16, steps: Value, extra: &[&str]) -> Vec<Value> {
     let out = Command::new(python())
         .arg(fixture("detect_client.py"))
@@ -238,6 +242,10 @@ fn script(scene: &Scene, port: u16, steps: Value, extra: &[&str]) -> Vec<Value> 
     serde_json::from_slice(&out.stdout).expect("client JSON")
 }
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "callers build the JSON in place with json!"
+)]
 fn call(tool: &str, args: Value) -> Value {
     serde_json::json!({"call": tool, "args": args})
 }
@@ -448,7 +456,7 @@ fn overlapping_calls_make_their_events_ambiguous_listing_both() {
         .iter()
         .map(|c| c["call_id"].as_str().expect("id"))
         .collect();
-    ids.sort();
+    ids.sort_unstable();
     let notes = scene.home.join("notes.txt");
     let events = query(&scene, &["events", "--json", "--kind", "open"]);
     let reads: Vec<&Value> = events
@@ -465,7 +473,7 @@ fn overlapping_calls_make_their_events_ambiguous_listing_both() {
             .iter()
             .map(|c| c.as_str().expect("id"))
             .collect();
-        candidates.sort();
+        candidates.sort_unstable();
         assert_eq!(candidates, ids, "{e}");
     }
     let _ = std::fs::remove_dir_all(&scene.dir);

@@ -18,7 +18,7 @@ fn running() -> Release {
     // SAFETY: uname fills the struct it is given.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: `uts` is a valid, writable utsname.
-    assert_eq!(unsafe { libc::uname(&mut uts) }, 0, "uname");
+    assert_eq!(unsafe { libc::uname(&raw mut uts) }, 0, "uname");
     // SAFETY: the kernel NUL-terminates `release`.
     let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }
         .to_string_lossy()

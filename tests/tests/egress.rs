@@ -45,7 +45,7 @@ fn probe(cgroup: Option<&TestCgroup>, args: &[String]) -> Vec<String> {
     lines(&out)
 }
 
-/// A TCP listener on both 127.0.0.1 and ::1 with the same port.
+/// A TCP listener on both 127.0.0.1 and `::1` with the same port.
 fn listen_dual() -> u16 {
     for _ in 0..50 {
         let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind v4");

@@ -534,7 +534,7 @@ fn relative_spellings_of_sensitive_paths_are_killed() {
     }
 }
 
-/// The kernel looks for a sensitive name in the last NAME_LEN bytes of the path as passed (a
+/// The kernel looks for a sensitive name in the last `NAME_LEN` bytes of the path as passed (a
 /// window it can index provably in bounds on every verifier): a name deep below long
 /// directories is found, and so is one of the longest length a name key holds, whose `/` is the
 /// window's first byte. A last component one byte longer is another name.

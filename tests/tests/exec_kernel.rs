@@ -447,7 +447,7 @@ fn sensitive_read_from_an_unfaulted_page_under_observe_is_killed_in_the_kernel()
     );
 }
 
-/// Drops CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN from the bounding set before exec: root then
+/// Drops `CAP_BPF`, `CAP_PERFMON` and `CAP_SYS_ADMIN` from the bounding set before exec: root then
 /// starts without them, and no eBPF program can load.
 fn without_bpf_privileges(cmd: &mut Command) -> &mut Command {
     // SAFETY: the hook only calls prctl(2), async-signal safe, with constant arguments.

@@ -456,7 +456,7 @@ fn a_tool_the_policy_keeps_out_of_the_history_leaves_nothing_of_its_calls() {
 // ---------------------------------------------------------------------------------------------
 // Retention, run by the agent.
 
-const DAY: Duration = Duration::from_secs(86_400);
+const DAY: Duration = Duration::from_hours(24);
 
 fn ago(d: Duration) -> Timestamp {
     Timestamp::now().saturating_sub(d)
@@ -505,7 +505,7 @@ fn write_history(db: &Path) {
             pid: None,
             observe: false,
             exit_status: Some(0),
-            facts: Default::default(),
+            facts: mcp_guard_model::ServerFacts::default(),
         }
         .into(),
         call("alerted", old).into(),
@@ -536,7 +536,7 @@ fn write_history(db: &Path) {
 
 fn event_ids(db: &Path) -> Vec<String> {
     Store::open_existing(db)
-        .and_then(|s| s.events(&Default::default()))
+        .and_then(|s| s.events(&mcp_guard_store::EventFilter::default()))
         .expect("read events")
         .into_iter()
         .map(|e| e.event_id)
@@ -628,7 +628,7 @@ fn the_agent_deletes_the_oldest_first_keeps_the_evidence_longer_and_gives_the_di
     assert!(hup.success());
     wait_until(
         "the store cut down to 2M",
-        Duration::from_secs(60),
+        Duration::from_mins(1),
         || std::fs::metadata(&db).map_or(0, |m| m.len()) < 3 << 20,
         || agent.log(),
     );
@@ -747,11 +747,15 @@ impl RawClient {
     }
 
     /// Sends a request and returns its response (notifications in between are skipped).
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "callers build the JSON in place with json!"
+    )]
     fn request(&mut self, method: &str, params: Value) -> Value {
         self.next += 1;
         let id = self.next;
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self
@@ -765,6 +769,10 @@ impl RawClient {
         }
     }
 
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "callers build the JSON in place with json!"
+    )]
     fn call(&mut self, tool: &str, arguments: Value) -> Value {
         self.request("tools/call", json!({"name": tool, "arguments": arguments}))
     }
@@ -772,7 +780,7 @@ impl RawClient {
     /// Closes exec's stdin and waits for it: its output.
     fn finish(mut self) -> Output {
         drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         while self.child.try_wait().expect("wait").is_none() {
             assert!(Instant::now() < deadline, "exec did not exit");
             std::thread::sleep(Duration::from_millis(50));
@@ -906,6 +914,7 @@ fn a_full_disk_costs_records_never_the_session_and_writing_resumes_by_itself() {
         "the call after the disk had room again is recorded: {calls:?}"
     );
     // The agent's metric counts them, from the lost events.
+    #[expect(clippy::cast_precision_loss, reason = "a handful of failures")]
     wait_until(
         "mcp_guard_store_write_failures_total",
         Duration::from_secs(20),

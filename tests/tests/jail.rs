@@ -656,7 +656,7 @@ fn nothing_is_left_after_exit_or_sigterm_or_sigkill() {
     let marker = format!("{}.25", 3000 + pid % 1000);
     let (mut child, _out) = start_tree(&sb, &server, &marker);
     // SAFETY: signalling the exec we spawned.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(child.id().cast_signed(), libc::SIGTERM) };
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(128 + 15));
     assert!(processes_with(&marker).is_empty(), "tree killed");
@@ -887,8 +887,8 @@ fn real_filesystem_server_answers_through_the_jail() {
 #[test]
 #[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn bench_exec_true() {
-    require_root();
     const RUNS: usize = 50;
+    require_root();
     let time = |cmd: &mut Command| {
         let start = Instant::now();
         let status = cmd.status().expect("run");
@@ -927,25 +927,6 @@ fn kernel_guard_and_pump_seams() {
 
     use mcp_guard::exec::{self, ExecArgs, Hooks, ServerStdio, SessionInfo};
     use mcp_guard_model::dirs::Dirs;
-    require_root();
-    let sb = Sandbox::new("seams", "");
-    let marker = sb.work.join("server-ran");
-    let dirs = Dirs {
-        state: sb.root.join("state"),
-        policy: sb.root.clone(),
-    };
-    let args = |cmd: &[&str]| ExecArgs {
-        passthrough: true,
-        policy: Some(sb.policy.display().to_string()),
-        policy_text: None,
-        name: Some(format!("seams-{}", std::process::id())),
-        observe: false,
-        learn: false,
-        command: cmd.iter().map(|s| s.to_string()).collect(),
-        caller: None,
-        client_exe: None,
-        audit: Default::default(),
-    };
 
     // What the attach hook saw, and when its returned guard was dropped.
     #[derive(Default, Debug)]
@@ -962,6 +943,26 @@ fn kernel_guard_and_pump_seams() {
             self.0.borrow_mut().dropped_with_cgroup_present = Some(self.1.exists());
         }
     }
+    require_root();
+    let sb = Sandbox::new("seams", "");
+    let marker = sb.work.join("server-ran");
+    let dirs = Dirs {
+        state: sb.root.join("state"),
+        policy: sb.root.clone(),
+    };
+    let args = |cmd: &[&str]| ExecArgs {
+        passthrough: true,
+        policy: Some(sb.policy.display().to_string()),
+        policy_text: None,
+        name: Some(format!("seams-{}", std::process::id())),
+        observe: false,
+        learn: false,
+        command: cmd.iter().map(std::string::ToString::to_string).collect(),
+        caller: None,
+        client_exe: None,
+        audit: mcp_guard::history::AuditDefaults::default(),
+    };
+
     let seen = Rc::new(RefCell::new(Seen::default()));
     let touch = format!("echo hi; touch {}; cat", marker.display());
     let hooks = Hooks {

@@ -30,6 +30,12 @@
 //! `MCP_BENCH_NO_IDLE=1` (root) holds `/dev/cpu_dma_latency` at 0 for the run, so idle CPUs poll
 //! instead of halting: on a VM whose halted vCPUs are slow to wake, this separates that wakeup
 //! cost (paid on each of the proxy's two extra hops) from the proxy's own.
+#![expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "benchmark clocks, rates and percentiles: clock_gettime fields are never negative, block counts small"
+)]
 
 use std::{
     process::Stdio,
@@ -307,7 +313,7 @@ fn thread_clock<T>(t: &std::thread::JoinHandle<T>) -> libc::clockid_t {
     use std::os::unix::thread::JoinHandleExt;
     let mut clock: libc::clockid_t = 0;
     // SAFETY: the thread is running (joined only later); the call writes only `clock`.
-    let rc = unsafe { libc::pthread_getcpuclockid(t.as_pthread_t(), &mut clock) };
+    let rc = unsafe { libc::pthread_getcpuclockid(t.as_pthread_t(), &raw mut clock) };
     assert_eq!(rc, 0, "pthread_getcpuclockid");
     clock
 }
@@ -319,7 +325,7 @@ fn clock_time(clock: libc::clockid_t) -> Duration {
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes only into `ts`.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
@@ -420,7 +426,10 @@ async fn compare(server: Server) {
         }
     }
     let per_call = |clock, before: Duration| {
-        (clock_time(clock) - before) / (pipelined / BLOCKS * BLOCKS) as u32
+        clock_time(clock)
+            .checked_sub(before)
+            .expect("the clock only grows")
+            / (pipelined / BLOCKS * BLOCKS) as u32
     };
     let (cpu, bare_cpu, audited_cpu, unscanned_cpu) = (
         per_call(proxy.clock, cpu_before[0]),
@@ -459,8 +468,7 @@ async fn compare(server: Server) {
                 ..Default::default()
             })
         })
-        .map(|c| c.into_iter().filter(|c| c.audit.is_some()).count())
-        .unwrap_or(0);
+        .map_or(0, |c| c.into_iter().filter(|c| c.audit.is_some()).count());
     let _ = std::fs::remove_dir_all(&dir);
 
     let mut d_lat = d_lat;

@@ -181,7 +181,7 @@ fn an_oversized_client_line_is_answered_with_its_own_id_not_a_nested_one() {
 fn a_batch_with_a_bad_element_is_answered_for_each_id() {
     let mut s = Session::start("batch");
     s.send(r#"[{"jsonrpc":"2.0","id":14,"method":"tools/list"},{"jsonrpc":"2.0","id":15,"method":"ping","params":{"a":1,"A":2}}]"#);
-    let v = s.answer(|v| v.is_array());
+    let v = s.answer(serde_json::Value::is_array);
     let ids: Vec<&Value> = v
         .as_array()
         .expect("batch")

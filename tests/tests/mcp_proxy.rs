@@ -103,7 +103,7 @@ fn direct(server: &[String], actions: &Value, dir: &Path) -> Value {
     let (mut c, out) = client_cmd(dir, actions, "direct");
     c.args(server).stderr(Stdio::null());
     let status = rt()
-        .block_on(async { tokio::time::timeout(Duration::from_secs(60), c.status()).await })
+        .block_on(async { tokio::time::timeout(Duration::from_mins(1), c.status()).await })
         .expect("direct client finished in time")
         .expect("client runs");
     assert!(status.success(), "direct client failed: {status}");
@@ -136,7 +136,7 @@ fn proxied(
             .spawn()
             .expect("spawn client");
         let outcome = tokio::time::timeout(
-            Duration::from_secs(60),
+            Duration::from_mins(1),
             mcp::run(
                 cli.stdout.take().expect("client stdout"),
                 cli.stdin.take().expect("client stdin"),
@@ -434,8 +434,7 @@ fn poisoned_descriptions_are_flagged_and_blocked() {
         flagged
             .iter()
             .find(|(n, _)| *n == t)
-            .map(|(_, s)| *s)
-            .unwrap_or_else(|| panic!("{t} not flagged: {flagged:?}"))
+            .map_or_else(|| panic!("{t} not flagged: {flagged:?}"), |(_, s)| *s)
     };
     assert!(reason("add").contains("<IMPORTANT>"), "{flagged:?}");
     // The hidden text is shown decoded, as the model would have read it.

@@ -4,6 +4,10 @@
 //! every real server's tools as the client's other tools, as one shared state dir has them), and
 //! the false-positive rate on the corpus' benign hard negatives. Prints the confusion tables by
 //! category and channel (`--nocapture`).
+#![expect(
+    clippy::cast_precision_loss,
+    reason = "rates, shares and sizes for a report, to a few digits"
+)]
 
 use std::collections::BTreeMap;
 
@@ -23,7 +27,7 @@ fn neighbours(client: &[String], own: &[String], name: &str) -> Neighbours {
 
 fn channels(flags: &[Flag]) -> String {
     let mut c: Vec<&str> = flags.iter().map(|f| f.spot.channel.name()).collect();
-    c.sort();
+    c.sort_unstable();
     c.dedup();
     c.join("+")
 }

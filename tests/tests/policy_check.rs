@@ -1,5 +1,5 @@
 //! `mcp-guard policy check FILE...` run as a user would: exit 0 when every file is valid, 78
-//! (EX_CONFIG) otherwise, with every problem named by file, line and key.
+//! (`EX_CONFIG`) otherwise, with every problem named by file, line and key.
 
 use std::{
     path::{Path, PathBuf},

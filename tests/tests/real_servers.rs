@@ -1,6 +1,6 @@
 //! The real servers' listings the detection corpus measures false positives on
-//! (tests/corpus/real_servers.json, fetched by `cargo xtask setup` with
-//! tests/fixtures/fetch_real_tools.py): every server of the table is there with its tools, and
+//! (`tests/corpus/real_servers.json`, fetched by `cargo xtask setup` with
+//! `tests/fixtures/fetch_real_tools.py`): every server of the table is there with its tools, and
 //! a server that does not answer fails the fetch instead of quietly shrinking the set.
 
 use std::process::Command;

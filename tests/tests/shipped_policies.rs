@@ -1,9 +1,9 @@
-//! The shipped policies not covered by tests/tests/reference_servers.rs run their real servers:
+//! The shipped policies not covered by `tests/tests/reference_servers.rs` run their real servers:
 //! github (`@modelcontextprotocol/server-github`), postgres
 //! (`@modelcontextprotocol/server-postgres` against a real PostgreSQL started from Debian's package)
 //! and playwright (`@playwright/mcp` driving Debian's chromium), each under a copy of
 //! `policies/NAME.toml` with only the test environment's install directories added (as
-//! reference_servers.rs does) and the secret's file moved to the test's own. Each answers
+//! `reference_servers.rs` does) and the secret's file moved to the test's own. Each answers
 //! initialize, tools/list and its calls, and the kernel denied none of its connections
 //! (github's resolver also probes nscd's Unix socket, which no policy should open: glibc falls
 //! back to DNS).
@@ -287,7 +287,7 @@ fn playwright_command(server: &Path) -> Vec<String> {
 
 /// Whether `event` is one the playwright policy refuses on purpose (its header lists them):
 /// the system D-Bus and nscd sockets (the policy lists no Unix socket; Chromium and glibc go on
-/// without them), Chromium's writes to its children's /proc/PID/oom_score_adj and clear_refs
+/// without them), Chromium's writes to its children's /`proc/PID/oom_score_adj` and `clear_refs`
 /// (/proc is read-only), and Debian's launcher script listing the working directory (the
 /// unquoted glob `.*\.dpkg` in /usr/bin/chromium), which the policy does not grant.
 fn refused_on_purpose(event: &Value) -> bool {

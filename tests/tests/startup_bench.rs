@@ -41,9 +41,7 @@ fn timed(mut cmd: impl FnMut() -> Command) -> Duration {
 #[ignore = "benchmark: run with --ignored --nocapture, as root"]
 fn exec_startup_through_the_agent_vs_standalone_vs_plain() {
     require_root();
-    let bin = std::env::var_os("MCP_GUARD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(mcp_guard);
+    let bin = std::env::var_os("MCP_GUARD_BIN").map_or_else(mcp_guard, PathBuf::from);
     let dir = scratch_root()
         .join("mcp-guard-tests")
         .join(format!("startup-bench-{}", std::process::id()));

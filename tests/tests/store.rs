@@ -2,6 +2,11 @@
 //! database, a full disk, and the real `mcp-guard` binary's `calls`/`events`/`alerts`/`trace`.
 //!
 //! The benchmark is `#[ignore]`d: `cargo xtask bench --only store` runs it.
+#![expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    reason = "test record counts, spans and rates: far below 2^53, shown to a few digits"
+)]
 
 use std::{
     collections::BTreeSet,
@@ -108,7 +113,7 @@ fn ms(t: Timestamp, ms: u64) -> Timestamp {
 /// The incident from issue 6: `get_weather` reads credentials, then connects out.
 fn write_incident(db: &Path) -> Timestamp {
     let mut store = Store::open(db).expect("open store");
-    let t0 = Timestamp::now().saturating_sub(Duration::from_secs(120));
+    let t0 = Timestamp::now().saturating_sub(Duration::from_mins(2));
     let mut c = call("w1-c42", "weather", "get_weather", t0);
     c.ended_at = Some(ms(t0, 40));
     let mut read = event("w1-e1", "weather", ms(t0, 10));
@@ -166,7 +171,7 @@ fn write_incident(db: &Path) -> Timestamp {
             pid: Some(4242),
             observe: false,
             exit_status: None,
-            facts: Default::default(),
+            facts: mcp_guard_model::ServerFacts::default(),
         }
         .into(),
     ];
@@ -176,10 +181,10 @@ fn write_incident(db: &Path) -> Timestamp {
 
 #[test]
 fn ten_processes_writing_one_store_lose_nothing() {
-    let dir = StateDir::new("concurrent");
-    let writer = workspace_bin("store_writer");
     const PROCS: usize = 10;
     const CALLS: u64 = 300;
+    let dir = StateDir::new("concurrent");
+    let writer = workspace_bin("store_writer");
     // The store exists before the writers start, so queries run alongside them throughout.
     drop(Store::open(&dir.db()).expect("create the store"));
     let mut children: Vec<_> = (0..PROCS)
@@ -224,7 +229,9 @@ fn ten_processes_writing_one_store_lose_nothing() {
     assert_eq!(counts.calls, PROCS as u64 * CALLS);
     assert_eq!(counts.events, PROCS as u64 * CALLS * 10);
     // Every response landed on its call.
-    let calls = store.calls(&Default::default()).expect("calls");
+    let calls = store
+        .calls(&mcp_guard_store::CallFilter::default())
+        .expect("calls");
     assert!(calls.iter().all(|c| c.ended_at.is_some()));
     let events = store
         .events(&EventFilter {
@@ -604,12 +611,14 @@ fn tables_read_well_and_empty_or_missing_stores_are_explained() {
 #[test]
 #[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn store_bench() {
+    const N: u64 = 200_000;
+    const M: u64 = 3_000;
+    const TOTAL: u64 = 1_000_000;
     let dir = StateDir::new("bench");
 
     // 1. Sustained inserts through the batched writer, vs one transaction per record.
     let handle = StoreWriter::spawn(dir.0.join("writer.db"));
     let now = Timestamp::now();
-    const N: u64 = 200_000;
     let started = Instant::now();
     let mut waited = 0u64;
     for i in 0..N {
@@ -624,13 +633,12 @@ fn store_bench() {
             rec.event_id = format!("w-{i}");
         }
     }
-    assert!(handle.flush(Duration::from_secs(300)));
+    assert!(handle.flush(Duration::from_mins(5)));
     let batched = N as f64 / started.elapsed().as_secs_f64();
     let written = handle.written();
     assert_eq!(written, N);
 
     let mut single = Store::open(&dir.0.join("single.db")).expect("open");
-    const M: u64 = 3_000;
     let started = Instant::now();
     for i in 0..M {
         single
@@ -655,8 +663,7 @@ fn store_bench() {
     // 2. `events --server S --since 1h` with a million events stored: 10 servers over 48 hours.
     let db = dir.0.join("million").join(store::DB_FILE);
     let mut store = Store::open(&db).expect("open");
-    const TOTAL: u64 = 1_000_000;
-    let span = Duration::from_secs(48 * 3600);
+    let span = Duration::from_hours(48);
     let start = Timestamp::now().saturating_sub(span);
     let step = span.as_nanos() as u64 / TOTAL;
     let started = Instant::now();
@@ -686,7 +693,7 @@ fn store_bench() {
 
     let filter = EventFilter {
         server: Some("server-3".into()),
-        since: Some(Timestamp::now().saturating_sub(Duration::from_secs(3600))),
+        since: Some(Timestamp::now().saturating_sub(Duration::from_hours(1))),
         ..Default::default()
     };
     let time_query = |store: &Store| {
@@ -742,7 +749,7 @@ fn store_bench() {
 
     let t = Instant::now();
     let pruned = store
-        .prune(Some(Duration::from_secs(24 * 3600)), None)
+        .prune(Some(Duration::from_hours(24)), None)
         .expect("prune");
     let prune_time = t.elapsed();
     let alerts = store.alerts(&AlertFilter::default()).expect("alerts").len();

@@ -53,7 +53,7 @@ fn suggested_policy_passes_check_and_holds_what_was_seen() {
             pid: Some(4242),
             observe: false,
             exit_status: None,
-            facts: Default::default(),
+            facts: mcp_guard_model::ServerFacts::default(),
         })
         .expect("session");
         let wr = (libc::O_WRONLY | libc::O_CREAT) as u32;
@@ -156,7 +156,7 @@ fn session(id: &str) -> SessionRecord {
         pid: Some(4242),
         observe: true,
         exit_status: Some(0),
-        facts: Default::default(),
+        facts: mcp_guard_model::ServerFacts::default(),
     }
 }
 
@@ -209,12 +209,12 @@ fn suggestion_merges_sessions_into_roots_names_tools_and_limits() {
         let mut n = 0;
         for id in ["weather-s1", "weather-s2"] {
             s.insert(session(id)).expect("session");
-            for (i, tool) in ["get_forecast", "get_alerts"].iter().enumerate() {
+            for (i, tool) in (0u32..).zip(["get_forecast", "get_alerts"].iter()) {
                 // s1 calls get_forecast only; s2 both.
                 if id == "weather-s1" && i == 1 {
                     continue;
                 }
-                s.insert(call(id, i as u32, tool)).expect("call");
+                s.insert(call(id, i, tool)).expect("call");
             }
             let mut add = |mut e: EventRecord| {
                 n += 1;

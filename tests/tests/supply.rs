@@ -374,7 +374,7 @@ fn a_changed_byte_in_a_pinned_npm_package_or_its_dependency_refuses_naming_the_f
 fn tree_of<'a>(pins: &'a str, dir: &Path) -> &'a str {
     let at = pins
         .find(&format!("dir = \"{}\"", real(dir)))
-        .unwrap_or_else(|| panic!("{dir:?} not pinned"));
+        .unwrap_or_else(|| panic!("{} not pinned", dir.display()));
     pinned(&pins[at..], "tree")
 }
 
@@ -447,7 +447,7 @@ fn a_changed_byte_in_a_pinned_pypi_package_refuses_naming_the_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// An ed25519 key pair and an allowed_signers file naming `identity`.
+/// An ed25519 key pair and an `allowed_signers` file naming `identity`.
 fn keypair(dir: &Path, tag: &str, identity: &str) -> (PathBuf, PathBuf) {
     let key = dir.join(tag);
     let out = Command::new("ssh-keygen")

@@ -3,6 +3,10 @@
 //! others out; any local user reads `/metrics`; an MCP client declares another client's name to
 //! get its tools. Each against the real agent (root, its own socket, pins and dirs) and real
 //! processes of other users.
+#![expect(
+    clippy::float_cmp,
+    reason = "Prometheus samples of counters and gauges here are small integers, exact in f64"
+)]
 
 use std::{
     io::{BufRead, BufReader},

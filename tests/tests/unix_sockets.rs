@@ -68,16 +68,15 @@ impl World {
     /// A root-owned stream listener anyone may connect to (mode 0777); `@name` is abstract.
     fn listen(&mut self, at: &str) -> String {
         use std::os::linux::net::SocketAddrExt as _;
-        let listener = match at.strip_prefix('@') {
-            Some(name) => UnixListener::bind_addr(
+        let listener = if let Some(name) = at.strip_prefix('@') {
+            UnixListener::bind_addr(
                 &std::os::unix::net::SocketAddr::from_abstract_name(name).expect("abstract name"),
-            ),
-            None => {
-                let l = UnixListener::bind(at);
-                std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o777))
-                    .expect("chmod socket");
-                l
-            }
+            )
+        } else {
+            let l = UnixListener::bind(at);
+            std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o777))
+                .expect("chmod socket");
+            l
         }
         .unwrap_or_else(|e| panic!("listen on {at}: {e}"));
         let count = Arc::new(AtomicUsize::new(0));
@@ -142,10 +141,10 @@ impl World {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let unix: Vec<String> = unix.iter().map(|s| s.to_string()).collect();
+        let unix: Vec<String> = unix.iter().map(std::string::ToString::to_string).collect();
         let mut read: Vec<String> = ["/usr", "/lib", "/lib64", "/bin", "/etc", "/proc"]
             .iter()
-            .map(|s| s.to_string())
+            .map(std::string::ToString::to_string)
             .collect();
         read.push(bindir.clone());
         read.extend(extra_read.iter().map(|p| p.display().to_string()));
@@ -552,8 +551,10 @@ fn an_egress_server_listing_no_unix_sockets_reaches_none_of_the_host_s() {
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["promise"] == "unix_abstract")
-        .map(|v| v["with_egress"]["mechanism"].clone())
-        .unwrap_or_else(|| panic!("doctor reports unix_abstract\n{}", describe(&doctor)));
+        .map_or_else(
+            || panic!("doctor reports unix_abstract\n{}", describe(&doctor)),
+            |v| v["with_egress"]["mechanism"].clone(),
+        );
     assert!(
         kept_by == "cgroup_unix" || kept_by == "seccomp_unix",
         "unix_abstract with egress kept by {kept_by}"

@@ -1,7 +1,7 @@
 //! `mcp-guard exec` by an unprivileged user with no agent to hand the session to: it says what
 //! it cannot enforce without root and refuses (77), or, when the policy allows degrading, runs
 //! the server with what an unprivileged process can apply to itself (landlock, seccomp,
-//! no_new_privs) behind the MCP proxy.
+//! `no_new_privs`) behind the MCP proxy.
 
 use std::process::{Command, Stdio};
 

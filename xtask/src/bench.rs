@@ -34,7 +34,7 @@ const BENCHES: &[&str] = &[
 /// Where the results of this run go (one JSON line per number while the benchmarks run).
 const LINES: &str = "target/bench/results.jsonl";
 
-pub fn command(args: &[String]) -> Result {
+pub(crate) fn command(args: &[String]) -> Result {
     let mut only = None;
     let mut baseline = None;
     let mut it = args.iter();
@@ -120,7 +120,7 @@ fn read_results(path: &Path) -> Result<Results> {
 fn parse_results(text: &str) -> Result<Results> {
     let doc = json::parse(text.trim())?;
     let mut out = Results::new();
-    for r in doc.get("results").map(json::Value::as_array).unwrap_or(&[]) {
+    for r in doc.get("results").map_or(&[][..], json::Value::as_array) {
         let field = |k: &str| r.get(k).and_then(json::Value::as_str).map(str::to_string);
         let value = match r.get("value") {
             Some(json::Value::Number(n)) => n.parse::<f64>().ok(),
@@ -159,8 +159,10 @@ fn git_head() -> String {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".to_string())
+        .map_or_else(
+            || "unknown".to_string(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        )
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use report::Verdict;
 
 use crate::{Result, root, run};
 
-pub const USAGE: &str = "usage: cargo xtask kernels [--kernel SERIES]... [--case TEXT]... [--ci] [--refresh] [-- TEST ARGS]
+pub(crate) const USAGE: &str = "usage: cargo xtask kernels [--kernel SERIES]... [--case TEXT]... [--ci] [--refresh] [-- TEST ARGS]
 
   --kernel SERIES  boot only this series (repeatable): 6.1, 6.12, 7.3 (default: all)
   --case TEXT      run only the cases whose name contains TEXT (repeatable)
@@ -103,20 +103,20 @@ fn parse(args: &[String]) -> Result<Options> {
 }
 
 /// `cargo xtask kernels ARGS`.
-pub fn command(args: &[String]) -> Result {
+pub(crate) fn command(args: &[String]) -> Result {
     if matches!(args.first().map(String::as_str), Some("-h" | "--help")) {
         println!("{USAGE}");
         return Ok(());
     }
-    matrix_run(parse(args)?)
+    matrix_run(&parse(args)?)
 }
 
 /// The matrix step of `cargo xtask test`: the CI kernels and cases (`--ci`).
-pub fn ci() -> Result {
-    matrix_run(parse(&["--ci".to_string()])?)
+pub(crate) fn ci() -> Result {
+    matrix_run(&parse(&["--ci".to_string()])?)
 }
 
-fn matrix_run(opts: Options) -> Result {
+fn matrix_run(opts: &Options) -> Result {
     preflight()?;
     let target = target_dir();
     // The checkout first: a guest that cannot see it makes the build below wasted work.
@@ -130,9 +130,9 @@ fn matrix_run(opts: Options) -> Result {
     let mut results = Vec::new();
     for kernel in &opts.kernels {
         let files = fetcher.kernel(kernel)?;
-        results.push(boots::run_kernel(kernel, files, &opts, &tests, &target)?);
+        results.push(boots::run_kernel(kernel, files, opts, &tests, &target)?);
     }
-    print_verdict(&opts, &results)
+    print_verdict(opts, &results)
 }
 
 /// Runs `program args` with its output captured; fails with its stderr.
@@ -216,9 +216,7 @@ fn same_filesystem_as_root(paths: &[PathBuf]) -> Result {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 
 /// A test executable and the directory cargo runs it in (its package's).
@@ -286,8 +284,7 @@ fn build(cases: &[&Case]) -> Result<BTreeMap<String, TestExe>> {
         if is_test && targets.contains(&name) {
             let dir = manifest
                 .and_then(|m| Path::new(m).parent())
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| root().join("tests"));
+                .map_or_else(|| root().join("tests"), Path::to_path_buf);
             exes.insert(
                 name.to_string(),
                 TestExe {
@@ -434,7 +431,7 @@ fn print_verdict(opts: &Options, runs: &[KernelRun]) -> Result {
             match verdict {
                 Verdict::Pass => {}
                 Verdict::Refused(p) => {
-                    notes.push(format!("{at}: refused with exit 77 naming {p:?}"))
+                    notes.push(format!("{at}: refused with exit 77 naming {p:?}"));
                 }
                 Verdict::KnownGap(g) => notes.push(format!("{at}: known gap, failed with {g:?}")),
                 Verdict::Wrong(why, lines) => {

@@ -17,7 +17,7 @@ use crate::{Result, root, run};
 /// prometheus: promtool lints packaging/prometheus and tests/tests/agent.rs scrapes the agent
 /// with a real Prometheus; systemd: systemd-analyze verifies the unit and systemd-sysusers makes
 /// the server user; python3 and python3-venv: the tests' venv (see [`VENV_PYTHON`]), whose
-/// interpreter tests/tests/trust_agent.rs also runs as other users.
+/// interpreter `tests/tests/trust_agent.rs` also runs as other users.
 /// qemu-system-x86 (with virtiofsd from qemu-system-common), busybox-static, xz-utils and
 /// zstd: `cargo xtask kernels` boots Debian's kernels and unpacks their modules. acl: setfacl
 /// lets the server user through a checkout's ancestors ([`server_user_reaches_workspace`]).
@@ -26,7 +26,7 @@ use crate::{Result, root, run};
 /// clickhouse-server and rsyslog (with rsyslog-gnutls for TLS): the export sinks' tests start
 /// their own instances of both (tests/tests/export.rs); only the binaries are used, never the
 /// system services.
-/// postgresql: tests/tests/shipped_policies.rs runs the shipped postgres policy's server against
+/// postgresql: `tests/tests/shipped_policies.rs` runs the shipped postgres policy's server against
 /// a real database. chromium: the same file runs the shipped playwright policy's server
 /// (@playwright/mcp) with Debian's browser, as the policy tells users to.
 const DEBIAN_PACKAGES: &[&str] = &[
@@ -66,7 +66,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
 const PODMAN_RUNTIME_CONF: &str = "/etc/containers/containers.conf.d/mcp-guard-runtime.conf";
 
 /// Runs every step in order.
-pub fn run_all() -> Result {
+pub(crate) fn run_all() -> Result {
     debian_packages()?;
     podman_runtime()?;
     server_user()?;
@@ -103,8 +103,7 @@ fn debian_packages() -> Result {
             !Command::new("dpkg-query")
                 .args(["-W", "-f=${Status}", p])
                 .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-                .unwrap_or(false)
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
         })
         .collect();
     if missing.is_empty() {
@@ -138,7 +137,7 @@ fn podman_runtime() -> Result {
 }
 
 /// The system user servers run as when root starts them without sudo (agent/src/launch/
-/// server_user.rs), from the sysusers.d file packaging ships.
+/// `server_user.rs`), from the sysusers.d file packaging ships.
 const SERVER_USER: &str = "mcp-guard-server";
 
 fn server_user() -> Result {
@@ -152,7 +151,7 @@ fn server_user() -> Result {
     run("server user", "systemd-sysusers", &[conf])
 }
 
-/// The tests' servers run as [`SERVER_USER`] from the workspace (its build, venv, node_modules
+/// The tests' servers run as [`SERVER_USER`] from the workspace (its build, venv, `node_modules`
 /// and fixtures), which may sit below a directory only root may enter (a checkout in /root, as
 /// CI's is). Each such ancestor gets an ACL entry that lets that one user pass through it (`x`,
 /// not read): what an admin does for a service user that must reach one tree.
@@ -238,8 +237,7 @@ fn bpf_linker() -> Result {
     let linker_works = Command::new("bpf-linker")
         .arg("--version")
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+        .is_ok_and(|o| o.status.success());
     if linker_works && fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         println!("==> bpf-linker: present, built against {llvm_name}");
         return Ok(());
@@ -345,7 +343,7 @@ fn npm_servers() -> Result {
     fs::write(&stamp, lock).map_err(|e| format!("{}: {e}", stamp.display()))
 }
 
-/// What the real servers of tests/corpus/real_servers.json list (tools, prompts, resources),
+/// What the real servers of `tests/corpus/real_servers.json` list (tools, prompts, resources),
 /// fetched into the target directory for the detection corpus's false-positive tests. Fetched
 /// again whenever the pins, the table or the fetch script change.
 fn real_server_tools() -> Result {
@@ -362,9 +360,8 @@ fn real_server_tools() -> Result {
         hasher.write(&bytes);
     }
     let wanted = format!("{:016x}\n", hasher.finish());
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let out = target.join("real-tools");
     let stamp = out.join("inputs.stamp");
     if out.join("index.json").exists() && fs::read_to_string(&stamp).ok() == Some(wanted.clone()) {

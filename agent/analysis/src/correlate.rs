@@ -1,7 +1,7 @@
 //! Correlation: kernel events of one server session + the proxy's call lifecycle → attributed events.
 //!
 //! A pure, synchronous state machine ([`Correlator`]): feed call facts and kernel events in any
-//! order, then [`Correlator::poll`] at a given "now" (CLOCK_BOOTTIME ns) to take the events whose
+//! order, then [`Correlator::poll`] at a given "now" (`CLOCK_BOOTTIME` ns) to take the events whose
 //! attribution is settled. Events arrive through the ring buffer and call facts through the proxy's
 //! pipe, so an event can be seen before the `CallStarted` of the call that caused it: events are
 //! held until the proxy's watermark (the latest call fact or [`Correlator::advance`] time) passes
@@ -30,14 +30,14 @@ pub enum CallFact {
         call_id: String,
         /// The tool name, if the call is `tools/call`.
         tool: Option<String>,
-        /// When the request was forwarded (CLOCK_BOOTTIME ns).
+        /// When the request was forwarded (`CLOCK_BOOTTIME` ns).
         at_boot_ns: u64,
     },
     /// The call's response (or error) came back, or the call was abandoned.
     Ended {
         /// The call id.
         call_id: String,
-        /// When (CLOCK_BOOTTIME ns).
+        /// When (`CLOCK_BOOTTIME` ns).
         at_boot_ns: u64,
         /// The tool, if the call was `tools/call`.
         tool: Option<String>,
@@ -48,7 +48,7 @@ pub enum CallFact {
     },
     /// The client's `initialize` was answered: the server's launch is over.
     Initialized {
-        /// When (CLOCK_BOOTTIME ns).
+        /// When (`CLOCK_BOOTTIME` ns).
         at_boot_ns: u64,
     },
 }
@@ -69,7 +69,7 @@ impl CallFact {
 pub struct ProcessKey {
     /// Process id (tgid).
     pub pid: u32,
-    /// CLOCK_BOOTTIME ns of the exec that started this image; 0 if no exec was seen for the pid.
+    /// `CLOCK_BOOTTIME` ns of the exec that started this image; 0 if no exec was seen for the pid.
     pub exec_boot_ns: u64,
 }
 
@@ -123,6 +123,10 @@ pub struct Stats {
 
 #[derive(Clone, Debug)]
 struct Call {
+    #[expect(
+        clippy::struct_field_names,
+        reason = "`call_id` is the contract's name for it"
+    )]
     call_id: String,
     tool: Option<String>,
     start: u64,
@@ -185,14 +189,11 @@ impl Correlator {
                     start: at_boot_ns,
                     seq,
                 };
-                match self.early_ends.remove(&call.call_id) {
-                    Some(end) => {
-                        self.ended.insert((end, seq), call);
-                    }
-                    None => {
-                        self.by_id.insert(call.call_id.clone(), (at_boot_ns, seq));
-                        self.open.insert((at_boot_ns, seq), call);
-                    }
+                if let Some(end) = self.early_ends.remove(&call.call_id) {
+                    self.ended.insert((end, seq), call);
+                } else {
+                    self.by_id.insert(call.call_id.clone(), (at_boot_ns, seq));
+                    self.open.insert((at_boot_ns, seq), call);
                 }
             }
             CallFact::Ended {

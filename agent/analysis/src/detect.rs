@@ -83,6 +83,10 @@ impl Rule {
     }
 
     /// Default severity and action.
+    #[expect(
+        clippy::match_same_arms,
+        reason = "one row per rule: each rule's defaults change alone"
+    )]
     pub const fn default_config(self) -> RuleConfig {
         let (severity, action) = match self {
             Rule::SensitiveRead => (Severity::High, Action::Alert),
@@ -204,7 +208,7 @@ pub struct CallEnd {
     pub result_bytes: Option<u64>,
     /// Whether mcp-guard denied the call.
     pub denied: bool,
-    /// When (CLOCK_BOOTTIME ns).
+    /// When (`CLOCK_BOOTTIME` ns).
     pub at_boot_ns: u64,
 }
 
@@ -257,7 +261,7 @@ pub fn is_interpreter(path: &str) -> bool {
 
 /// Opens for writing that change nothing a read-only tool promises to leave alone: unknown
 /// paths (the kernel could not read the path; counted as `path_read_failed`), the null device
-/// and terminals, and lock files taken with O_EXCL (how git, for one, guards a read: `git status`
+/// and terminals, and lock files taken with `O_EXCL` (how git, for one, guards a read: `git status`
 /// refreshes the index's stat cache under `.git/index.lock`; the content is unchanged).
 pub fn is_harmless_write(path: &str, flags: u32) -> bool {
     path.is_empty()
@@ -374,7 +378,7 @@ impl Detector {
                     denied = true;
                 }
                 if self.is_sensitive(path) {
-                    let summary = format!("{} opened sensitive path {path}", who(&tool));
+                    let summary = format!("{} opened sensitive path {path}", who(tool.as_deref()));
                     out.extend(self.fire(
                         Rule::SensitiveRead,
                         ts,
@@ -428,7 +432,7 @@ impl Detector {
                 {
                     let summary = format!(
                         "{} connected to {dest}, never seen for this tool",
-                        who(&tool)
+                        who(tool.as_deref())
                     );
                     out.extend(self.fire(
                         Rule::NewEgress,
@@ -456,7 +460,7 @@ impl Detector {
                         evs.push(event_id.to_string());
                         let summary = format!(
                             "{} read secret material then connected to {dest}",
-                            who(&tool)
+                            who(tool.as_deref())
                         );
                         out.extend(self.fire(
                             Rule::Exfiltration,
@@ -487,7 +491,7 @@ impl Detector {
                 } else if is_interpreter(path) && !self.profile.any_exec(path) {
                     let summary = format!(
                         "{} exec'd interpreter {path}, which this server did not while learning",
-                        who(&tool)
+                        who(tool.as_deref())
                     );
                     out.extend(self.fire(
                         Rule::InterpreterExec,
@@ -529,7 +533,7 @@ impl Detector {
         {
             let summary = format!(
                 "{} read secret material and returned {} bytes",
-                who(&end.tool),
+                who(end.tool.as_deref()),
                 end.result_bytes.unwrap_or(0)
             );
             out.extend(self.fire(
@@ -581,7 +585,7 @@ impl Detector {
     }
 }
 
-fn who(tool: &Option<String>) -> String {
+fn who(tool: Option<&str>) -> String {
     match tool {
         Some(t) => format!("tool {t}"),
         None => "the server (outside any call)".to_string(),

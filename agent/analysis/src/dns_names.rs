@@ -142,6 +142,10 @@ fn canonical_sock(s: SocketAddr) -> SocketAddr {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "test counts a little over the small bounds"
+)]
 mod tests {
     use super::*;
     use mcp_guard_model::DnsMessage;

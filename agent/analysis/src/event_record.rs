@@ -8,7 +8,7 @@ use mcp_guard_model::{
 
 /// The stored form of one kernel event, unattributed. `event_id` must be unique in the store.
 ///
-/// `ts` is the event's CLOCK_BOOTTIME stamp moved to the wall clock. Verdicts: an open that
+/// `ts` is the event's `CLOCK_BOOTTIME` stamp moved to the wall clock. Verdicts: an open that
 /// failed with EACCES/EPERM is `denied`; an egress let through only because of `--observe` is
 /// `allowed` with `would_deny`; an exec is reported when attempted (`allowed`).
 pub fn event_record(event: &KernelEvent, event_id: String) -> EventRecord {

@@ -72,7 +72,9 @@ struct Shared {
 
 impl Shared {
     fn stamping(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.stamping.lock().unwrap_or_else(|p| p.into_inner())
+        self.stamping
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

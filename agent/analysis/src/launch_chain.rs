@@ -13,7 +13,7 @@ use mcp_guard_model::kernel_event::{KernelEvent, KernelEventKind};
 pub struct LaunchChain {
     /// The process the jail started (the pid of the first exec in the cgroup).
     pid: Option<u32>,
-    /// When `initialize` was answered (CLOCK_BOOTTIME ns).
+    /// When `initialize` was answered (`CLOCK_BOOTTIME` ns).
     initialized_at: Option<u64>,
 }
 

@@ -144,7 +144,7 @@ impl Pipeline {
         }
     }
 
-    /// The proxy has said everything up to `now` (CLOCK_BOOTTIME ns): events up to it are
+    /// The proxy has said everything up to `now` (`CLOCK_BOOTTIME` ns): events up to it are
     /// attributed without waiting for its next fact.
     pub fn settled(&mut self, now: u64) {
         self.correlator.advance(now);
@@ -154,7 +154,7 @@ impl Pipeline {
     /// ended long enough ago.
     pub fn poll(&mut self, now: u64) {
         for a in self.correlator.poll(now) {
-            self.write(a);
+            self.write(&a);
         }
         self.end_calls(now.saturating_sub(END_GRACE_NS));
     }
@@ -168,7 +168,7 @@ impl Pipeline {
     /// judged (their effects are in [`Pipeline::take_effects`] afterwards).
     pub fn finish(&mut self) {
         for a in self.correlator.flush() {
-            self.write(a);
+            self.write(&a);
         }
         self.end_calls(u64::MAX);
         // DNS the session could not use is part of its history, as other gaps are.
@@ -253,7 +253,7 @@ impl Pipeline {
         }
     }
 
-    fn write(&mut self, a: AttributedEvent) {
+    fn write(&mut self, a: &AttributedEvent) {
         self.events += 1;
         let event_id = format!("{}-e{}", self.session, self.events);
         let mut rec = event_record(&a.event, event_id.clone());
@@ -275,7 +275,7 @@ impl Pipeline {
         if self.launch.is_launch(&a.event) {
             return;
         }
-        let detections = self.detector.event(&a, &event_id);
+        let detections = self.detector.event(a, &event_id);
         self.act(detections);
     }
 
@@ -325,8 +325,7 @@ impl Pipeline {
         let severity = match f.rule.as_str() {
             "tool-poisoning" | "tool-changed" | "tool-shadowing" | "result-poisoning"
             | "prompt-poisoning" => Severity::High,
-            "hidden-text" => Severity::Medium,
-            "secret-in-arguments" | "secret-in-result" => Severity::Medium,
+            "hidden-text" | "secret-in-arguments" | "secret-in-result" => Severity::Medium,
             _ => Severity::Low,
         };
         let ts = Timestamp::parse_rfc3339(&f.ts).unwrap_or_else(Timestamp::now);
@@ -376,12 +375,11 @@ pub async fn run(
         let now = inputs.settled_now();
         let mut drained = false;
         for _ in 0..INPUT_BATCH {
-            match inputs.try_recv() {
-                Some(input) => pipeline.input(input),
-                None => {
-                    drained = true;
-                    break;
-                }
+            if let Some(input) = inputs.try_recv() {
+                pipeline.input(input);
+            } else {
+                drained = true;
+                break;
             }
         }
         if drained {

@@ -15,7 +15,7 @@ use crate::{dns::DnsPacket, records::EventKind};
 /// One thing a guarded server did (or that was done about it).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KernelEvent {
-    /// CLOCK_BOOTTIME nanoseconds (see [`boot_ns_now`]).
+    /// `CLOCK_BOOTTIME` nanoseconds (see [`boot_ns_now`]).
     pub ts_boot_ns: u64,
     /// The cgroup v2 id of the process.
     pub cgroup_id: u64,
@@ -71,7 +71,7 @@ pub enum KernelEventKind {
         /// The socket's path as passed, or `@name` for an abstract socket (the kernel's copy);
         /// empty when the kernel program could not read it.
         path: String,
-        /// SOCK_STREAM (1), SOCK_DGRAM (2) or SOCK_SEQPACKET (5).
+        /// `SOCK_STREAM` (1), `SOCK_DGRAM` (2) or `SOCK_SEQPACKET` (5).
         sock_type: u32,
         /// connect or sendmsg.
         op: SockOp,
@@ -121,7 +121,7 @@ pub enum EgressVerdict {
     Observed,
 }
 
-/// CLOCK_BOOTTIME now, in nanoseconds: the clock kernel events are stamped with.
+/// `CLOCK_BOOTTIME` now, in nanoseconds: the clock kernel events are stamped with.
 pub fn boot_ns_now() -> u64 {
     clock_ns(libc::CLOCK_BOOTTIME)
 }
@@ -132,11 +132,14 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid out-pointer; the clock ids used are always supported on Linux.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
+    // Boot and monotonic clocks are never negative; 0 if one were.
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000) + nanos
 }
 
-/// Wall-clock nanoseconds since the epoch for a CLOCK_BOOTTIME stamp.
+/// Wall-clock nanoseconds since the epoch for a `CLOCK_BOOTTIME` stamp.
 pub fn boot_to_unix_ns(ts_boot_ns: u64) -> u64 {
     let real = clock_ns(libc::CLOCK_REALTIME);
     let boot = clock_ns(libc::CLOCK_BOOTTIME);

@@ -18,6 +18,10 @@ pub use vocabulary::{Attribution, Decision, EventKind, Severity, UnknownName, Ve
 
 use crate::audit::CallAudit;
 
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -147,8 +151,12 @@ impl Record {
                     redacted,
                 }) = audit
                 {
-                    arguments.iter_mut().for_each(|v| each_json_text(v, f));
-                    result.iter_mut().for_each(|v| each_json_text(v, f));
+                    for v in arguments.iter_mut() {
+                        each_json_text(v, f);
+                    }
+                    for v in result.iter_mut() {
+                        each_json_text(v, f);
+                    }
                     redacted.iter_mut().for_each(&mut *f);
                 }
             }

@@ -6,16 +6,16 @@ use crate::Timestamp;
 /// Short enough to lead the call and event ids built on it, random enough to be unique across
 /// every exec process of every host writing one store.
 pub fn new_session_id() -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
     let mut bytes = [0u8; 8];
     // SAFETY: getrandom writes at most `bytes.len()` bytes into the live buffer.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
     let mut bits = u64::from_le_bytes(bytes);
-    if n != bytes.len() as isize {
+    if usize::try_from(n).ok() != Some(bytes.len()) {
         // No entropy source (a very early boot): time and pid still differ between processes.
-        let nanos = Timestamp::now().unix_nanos() as u64;
+        let nanos = Timestamp::now().unix_nanos().cast_unsigned();
         bits = nanos.rotate_left(20) ^ u64::from(std::process::id());
     }
-    const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
     (0..12)
         .map(|i| char::from(ALPHABET[((bits >> (i * 5)) & 31) as usize]))
         .collect()

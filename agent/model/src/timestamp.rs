@@ -73,12 +73,14 @@ impl Timestamp {
     }
 
     /// `d` earlier (saturating).
+    #[must_use]
     pub fn saturating_sub(self, d: Duration) -> Self {
         let nanos = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         Self(self.0.saturating_sub(nanos))
     }
 
     /// `d` later (saturating).
+    #[must_use]
     pub fn saturating_add(self, d: Duration) -> Self {
         let nanos = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
         Self(self.0.saturating_add(nanos))
@@ -108,7 +110,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 /// Writes `v` (non-negative) as decimal digits filling `out`, zero-padded on the left.
 fn put_digits(out: &mut [u8], mut v: i64) {
     for b in out.iter_mut().rev() {
-        *b = b'0' + (v % 10) as u8;
+        *b = b'0' + u8::try_from(v % 10).unwrap_or(0);
         v /= 10;
     }
 }
@@ -180,7 +182,7 @@ mod tests {
             x = x
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
-            cases.push(x as i64);
+            cases.push(x.cast_signed());
         }
         for n in cases {
             let t = Timestamp::from_unix_nanos(n);

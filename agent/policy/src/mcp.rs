@@ -14,13 +14,13 @@ pub const PII_KINDS: &[&str] = &["email", "card-number", "us-ssn", "phone"];
 
 /// Default `[mcp] max_message_size`: 64 MiB (screenshots, file reads and query results are
 /// often tens of megabytes).
-pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 64 << 20;
+pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: u64 = 64 << 20;
 /// Smallest `max_message_size`: an `initialize` with capabilities must fit.
 const MIN_MESSAGE_SIZE: u64 = 4 << 10;
 /// Largest `max_message_size`: the proxy holds a whole message in memory.
 const MAX_MESSAGE_SIZE: u64 = 1 << 30;
 /// Default `[mcp.hook] timeout_ms`.
-pub const DEFAULT_HOOK_TIMEOUT_MS: u64 = 2000;
+pub(crate) const DEFAULT_HOOK_TIMEOUT_MS: u64 = 2000;
 const MAX_HOOK_TIMEOUT_MS: i64 = 600_000;
 
 /// What to do with poisoned text the server sends (`[mcp] poisoned_descriptions`,
@@ -298,7 +298,7 @@ impl Checker<'_> {
                     Some("redact") => *slot = ShapeAction::Redact,
                     Some("alert") => *slot = ShapeAction::Alert,
                     Some(o) => {
-                        self.error(&s, &k, format!("{o:?} is not one of deny, redact, alert"))
+                        self.error(&s, &k, format!("{o:?} is not one of deny, redact, alert"));
                     }
                     None => {}
                 }
@@ -332,7 +332,10 @@ impl Checker<'_> {
             let (_, s) = entry(table, "enabled", span);
             enabled = self.boolean(v, &s, &join(path, "enabled")).unwrap_or(false);
         }
-        let mut kinds: Vec<String> = PII_KINDS.iter().map(|k| k.to_string()).collect();
+        let mut kinds: Vec<String> = PII_KINDS
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         if let Some(v) = table.get("kinds") {
             let (_, s) = entry(table, "kinds", span);
             kinds.clear();

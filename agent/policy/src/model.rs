@@ -117,10 +117,10 @@ pub struct Isolation {
 /// Which launcher runs the server.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
-    /// namespaces + landlock + seccomp (launch::prepare).
+    /// namespaces + landlock + seccomp (`launch::prepare`).
     #[default]
     Jail,
-    /// A container through the Docker Engine API (launch::container).
+    /// A container through the Docker Engine API (`launch::container`).
     Container,
 }
 

@@ -82,7 +82,7 @@ pub struct PinSignature {
 /// A signer for `ssh-keygen -Y verify`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignerKey {
-    /// OpenSSH allowed_signers file holding the public key.
+    /// OpenSSH `allowed_signers` file holding the public key.
     pub allowed_signers: PathBuf,
     /// The principal (identity) the signature must be from.
     pub identity: String,
@@ -206,11 +206,11 @@ impl Checker<'_> {
     ) -> Vec<(&'d dyn TableLike, Span, String)> {
         let mut found: Vec<(&'d dyn TableLike, Span)> = Vec::new();
         if let Some(aot) = item.as_array_of_tables() {
-            for t in aot.iter() {
+            for t in aot {
                 found.push((t, t.span().or_else(|| span.clone())));
             }
         } else if let Some(array) = item.as_array() {
-            for v in array.iter() {
+            for v in array {
                 match v.as_inline_table() {
                     Some(t) => found.push((t, t.span().or_else(|| span.clone()))),
                     None => self.error(

@@ -17,7 +17,7 @@ use crate::check::{CheckedRules, Checker, Span};
 use crate::values::has_dot_dot;
 
 /// The `[secrets]` key naming a rules file (when its value is a string).
-pub const RULES_KEY: &str = "rules";
+pub(crate) const RULES_KEY: &str = "rules";
 
 impl Checker<'_> {
     /// `[secrets] rules = "<path>"`: reads the file (and what it extends) and checks every rule;

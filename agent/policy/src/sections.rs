@@ -316,7 +316,10 @@ impl Checker<'_> {
         }
         if let Some(value) = table.get("cpu") {
             let (_, s) = entry(table, "cpu", span);
-            #[allow(clippy::cast_precision_loss)] // small integers are exact in f64
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "a count too big for f64 to hold exactly is out of range anyway"
+            )]
             let cores = value
                 .as_float()
                 .or_else(|| value.as_integer().map(|n| n as f64));
@@ -374,14 +377,14 @@ impl Checker<'_> {
                 tools.allow = Some(Vec::new());
             }
             for (s, s_span, s_path) in self.strings(value, &value_span, &join("tools", key)) {
-                if !values::is_tool_name(s) {
+                if values::is_tool_name(s) {
+                    lists[i].push((s.to_string(), s_span, s_path));
+                } else {
                     self.error(
                         &s_span,
                         &s_path,
                         format!("{s:?} is not a tool name (empty, or has spaces or controls)"),
                     );
-                } else {
-                    lists[i].push((s.to_string(), s_span, s_path));
                 }
             }
         }

@@ -43,7 +43,7 @@ pub fn warnings(text: &str, policy: &Policy) -> Vec<Problem> {
             .and_then(|t| t.get(key))
             .and_then(|v| v.as_array())
             .and_then(|a| a.get(index))
-            .and_then(|v| v.span())
+            .and_then(toml_edit::Value::span)
             .map_or((0, 0), |s| line_col(text, s.start))
     };
     let mut warn = |key: &str, index: usize, message: String| {

@@ -14,7 +14,7 @@ pub fn syscall_number(name: &str) -> Option<i64> {
 
 /// Smallest memory limit accepted: below this nothing starts, so it is surely a typo.
 pub(crate) const MIN_MEMORY: u64 = 1 << 20;
-/// The kernel's PID_MAX_LIMIT on 64-bit.
+/// The kernel's `PID_MAX_LIMIT` on 64-bit.
 pub(crate) const MAX_PIDS: i64 = 4_194_304;
 /// cgroup cpu.max cannot express less than 1ms per 100ms period.
 pub(crate) const MIN_CPU: f64 = 0.01;

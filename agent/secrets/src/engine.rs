@@ -117,12 +117,11 @@ impl Prefilter {
                 always.push(i);
             }
             for k in &rule.keywords {
-                match words.iter().position(|w| w == k) {
-                    Some(p) => rules_of[p].push(i),
-                    None => {
-                        words.push(k.clone());
-                        rules_of.push(vec![i]);
-                    }
+                if let Some(p) = words.iter().position(|w| w == k) {
+                    rules_of[p].push(i);
+                } else {
+                    words.push(k.clone());
+                    rules_of.push(vec![i]);
                 }
             }
         }
@@ -205,6 +204,7 @@ impl SecretRules {
     }
 
     /// The same rules but those whose id or one of whose tags is in `names`.
+    #[must_use]
     pub fn without(&self, names: &[String]) -> Self {
         if names.is_empty() {
             return self.clone();
@@ -436,6 +436,7 @@ pub fn shannon_entropy(s: &str) -> f64 {
     for &b in s.as_bytes() {
         counts[usize::from(b)] += 1;
     }
+    #[expect(clippy::cast_precision_loss, reason = "a token's length, exact in f64")]
     let n = s.len() as f64;
     counts
         .iter()

@@ -134,7 +134,7 @@ fn relative_to(file: &Path, path: &str) -> PathBuf {
 
 /// The rules of `source` with its `[extend]` applied; `builtin` gives the catalog that
 /// `useDefault = true` extends.
-pub fn parse(
+pub(crate) fn parse(
     source: &RulesSource,
     builtin: impl Fn() -> RulesSpec,
 ) -> Result<RulesSpec, RulesError> {
@@ -199,13 +199,13 @@ fn parse_with(
 }
 
 /// The built-in catalog (see `catalog.toml`), parsed.
-pub fn builtin() -> RulesSpec {
+pub(crate) fn builtin() -> RulesSpec {
     super::builtin_spec().clone()
 }
 
 /// Parses text with every check (the built-in catalog's test); `Err` holds its problems.
 #[cfg(test)]
-pub fn parse_text(name: &str, text: &str) -> Result<RulesSpec, RulesError> {
+pub(crate) fn parse_text(name: &str, text: &str) -> Result<RulesSpec, RulesError> {
     let source = RulesSource {
         files: vec![(PathBuf::from(name), text.to_string())],
     };
@@ -214,7 +214,7 @@ pub fn parse_text(name: &str, text: &str) -> Result<RulesSpec, RulesError> {
 
 /// [`parse_text`] without compiling each regex to check it: for the built-in catalog, whose
 /// test parses it with every check ([`parse_text`]) and compares.
-pub fn parse_trusted_text(name: &str, text: &str) -> Result<RulesSpec, RulesError> {
+pub(crate) fn parse_trusted_text(name: &str, text: &str) -> Result<RulesSpec, RulesError> {
     let source = RulesSource {
         files: vec![(PathBuf::from(name), text.to_string())],
     };

@@ -19,7 +19,7 @@ const SPACE: &str = r"\t\n\f\r ";
 
 /// A `regex` builder for a translated pattern: octal escapes on (Go has them), and room for
 /// the large case-insensitive counted repetitions gitleaks rules are full of.
-pub fn builder(pattern: &str) -> regex::RegexBuilder {
+pub(crate) fn builder(pattern: &str) -> regex::RegexBuilder {
     let mut b = regex::RegexBuilder::new(pattern);
     b.octal(true).size_limit(64 << 20);
     b
@@ -27,7 +27,7 @@ pub fn builder(pattern: &str) -> regex::RegexBuilder {
 
 /// The `regex` crate spelling of the Go regex `go`; an error says what Go construct has no
 /// equivalent.
-pub fn translate(go: &str) -> Result<String, String> {
+pub(crate) fn translate(go: &str) -> Result<String, String> {
     let chars: Vec<char> = go.chars().collect();
     let mut out = String::with_capacity(go.len() + 16);
     let mut i = 0;
@@ -119,16 +119,15 @@ pub fn translate(go: &str) -> Result<String, String> {
                 out.push_str(r"\-");
                 i += 1;
             }
-            ('{', None) => match repetition_end(&chars, i) {
-                Some(end) => {
+            ('{', None) => {
+                if let Some(end) = repetition_end(&chars, i) {
                     out.extend(&chars[i..end]);
                     i = end;
-                }
-                None => {
+                } else {
                     out.push_str(r"\{");
                     i += 1;
                 }
-            },
+            }
             ('}', None) => {
                 // Only reached for a `}` that closes no repetition: a literal in Go.
                 out.push_str(r"\}");
@@ -205,7 +204,7 @@ fn posix_class_end(chars: &[char], from: usize) -> Option<usize> {
         j += 1;
     }
     let start = j;
-    while chars.get(j).is_some_and(|c| c.is_ascii_lowercase()) {
+    while chars.get(j).is_some_and(char::is_ascii_lowercase) {
         j += 1;
     }
     (j > start && chars.get(j) == Some(&':') && chars.get(j + 1) == Some(&']')).then_some(j + 2)

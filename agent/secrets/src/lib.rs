@@ -32,6 +32,10 @@ pub const CATALOG: &str = include_str!("catalog.toml");
 pub const CATALOG_NAME: &str = "<built-in secret rules>";
 
 /// The built-in catalog, parsed.
+///
+/// # Panics
+///
+/// If the embedded catalog does not parse, which its unit test rules out before a release.
 pub fn builtin_spec() -> &'static RulesSpec {
     static SPEC: OnceLock<RulesSpec> = OnceLock::new();
     // Trusted: `the_builtin_catalog_compiles_eagerly` checks it with every check.
@@ -45,6 +49,10 @@ pub fn builtin_spec() -> &'static RulesSpec {
 }
 
 /// The built-in catalog, compiled once per process.
+///
+/// # Panics
+///
+/// If the embedded catalog does not compile, which its unit test rules out before a release.
 pub fn builtin() -> SecretRules {
     static RULES: OnceLock<SecretRules> = OnceLock::new();
     RULES
@@ -64,15 +72,15 @@ pub fn is_builtin_name(name: &str) -> bool {
 /// The rules of `source` (a rules file and what it extends), or the built-in catalog for
 /// `None`; compiled once per distinct source in this process.
 pub fn for_source(source: Option<&RulesSource>) -> Result<SecretRules, RulesError> {
+    type Cache = Mutex<Vec<(RulesSource, SecretRules)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let Some(source) = source else {
         return Ok(builtin());
     };
-    type Cache = Mutex<Vec<(RulesSource, SecretRules)>>;
-    static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some((_, rules)) = cache
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .iter()
         .find(|(s, _)| s == source)
     {
@@ -92,7 +100,9 @@ pub fn for_source(source: Option<&RulesSource>) -> Result<SecretRules, RulesErro
             message,
         }],
     })?;
-    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // A long-lived agent sees few distinct files; keep the latest few.
     if cache.len() >= 8 {
         cache.remove(0);

@@ -6,6 +6,11 @@
 //! `{set:n,m}` between n and m, `{uuid}` a random UUID. Every rule of the catalog has a case;
 //! each case is drawn several times and put in several carriers (alone, in a log line, at a line
 //! end). A draw is caught when the secret no longer appears after redaction.
+#![expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    reason = "a recall ratio to a few digits; random indices below a slice length"
+)]
 
 use super::{builtin, builtin_spec};
 
@@ -339,7 +344,7 @@ fn draw(template: &str, rng: &mut Rng) -> (String, String) {
                 in_secret = false;
                 continue;
             }
-            '{' if chars.peek().is_some_and(|c| c.is_ascii_alphabetic()) => {
+            '{' if chars.peek().is_some_and(char::is_ascii_alphabetic) => {
                 let mut spec = String::new();
                 for c in chars.by_ref() {
                     if c == '}' {

@@ -133,7 +133,10 @@ mod tests {
         RuleSpec {
             id: id.into(),
             regex: regex.map(Into::into),
-            keywords: keywords.iter().map(|k| k.to_string()).collect(),
+            keywords: keywords
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
             ..RuleSpec::default()
         }
     }

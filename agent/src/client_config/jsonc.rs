@@ -27,7 +27,7 @@ fn options() -> ParseOptions {
 
 /// Why the text is not JSONC.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseFailure {
+pub(super) struct ParseFailure {
     /// 1-based line.
     pub line: usize,
     /// 1-based column.
@@ -38,7 +38,7 @@ pub struct ParseFailure {
 
 /// The text's value, and whether it is plain JSON (`false`: it has comments or trailing
 /// commas, and is rewritten with [`splice`]).
-pub fn parse(text: &str) -> Result<(Value, bool), ParseFailure> {
+pub(super) fn parse(text: &str) -> Result<(Value, bool), ParseFailure> {
     let strict = match serde_json::from_str(text) {
         Ok(v) => return Ok((v, true)),
         Err(e) => e,
@@ -56,7 +56,7 @@ pub fn parse(text: &str) -> Result<(Value, bool), ParseFailure> {
 
 /// A server whose `command` and `args` change.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Edit {
+pub(super) struct Edit {
     /// The server's key.
     pub server: String,
     /// The new command.
@@ -67,7 +67,7 @@ pub struct Edit {
 
 /// `text` with each edited server's `command` and `args` values replaced (its `args` added
 /// after `command` when it had none); `servers` is the path of keys to the servers object.
-pub fn splice(text: &str, servers: &[&str], edits: &[Edit]) -> Result<String, String> {
+pub(super) fn splice(text: &str, servers: &[&str], edits: &[Edit]) -> Result<String, String> {
     let parsed = jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &options())
         .map_err(|e| e.to_string())?;
     let mut node = parsed.value.as_ref().ok_or("the file is empty")?;
@@ -100,12 +100,11 @@ pub fn splice(text: &str, servers: &[&str], edits: &[Edit]) -> Result<String, St
             command.value.end(),
             Value::from(edit.command.as_str()).to_string(),
         ));
-        match entry.get("args") {
-            Some(args) => changes.push((args.value.start(), args.value.end(), args_text)),
-            None => {
-                let at = command.value.end();
-                changes.push((at, at, format!(", \"args\": {args_text}")));
-            }
+        if let Some(args) = entry.get("args") {
+            changes.push((args.value.start(), args.value.end(), args_text));
+        } else {
+            let at = command.value.end();
+            changes.push((at, at, format!(", \"args\": {args_text}")));
         }
     }
     changes.sort_by_key(|c| std::cmp::Reverse(c.0));

@@ -40,9 +40,7 @@ pub(super) fn choose_policy(
     if let Some(spec) = settings.policy_for.get(server) {
         // A path is made absolute: the client starts exec from a directory of its own choosing.
         let spec = if spec.contains('/') || spec.ends_with(".toml") {
-            std::path::absolute(spec)
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| spec.clone())
+            std::path::absolute(spec).map_or_else(|_| spec.clone(), |p| p.display().to_string())
         } else {
             spec.clone()
         };
@@ -175,7 +173,7 @@ pub(super) fn package_of(command: &str, args: &[String]) -> Option<String> {
         },
         p if p.starts_with("python") => {
             let i = args.iter().position(|a| *a == "-m")?;
-            args.get(i + 1).map(|m| m.to_string())
+            args.get(i + 1).map(std::string::ToString::to_string)
         }
         "node" | "deno" | "tsx" | "ts-node" => args
             .iter()
@@ -219,7 +217,7 @@ pub(super) fn runner_package(
             return Some(value.to_string());
         }
         if package_flags.contains(&arg) {
-            return args.get(i + 1).map(|v| v.to_string());
+            return args.get(i + 1).map(std::string::ToString::to_string);
         }
         if value_flags.contains(&arg) {
             i += 2;
@@ -247,11 +245,12 @@ pub(super) fn npm(spec: String) -> String {
 }
 
 /// A PyPI requirement without version, extras or markers (`pkg[x]==1` → `pkg`).
-pub(super) fn pypi(spec: String) -> String {
+pub(super) fn pypi(mut spec: String) -> String {
     let end = spec
         .find(['=', '<', '>', '[', '@', '~', '!', ';', ' '])
         .unwrap_or(spec.len());
-    spec[..end].to_string()
+    spec.truncate(end);
+    spec
 }
 
 /// The package in a script path under `node_modules` (the last one, scoped or not).

@@ -20,7 +20,7 @@ use mcp_guard_statefs::Dir;
 
 /// A config file as read: its directory, name, owner and mode, and content.
 #[derive(Debug)]
-pub struct ConfigFile {
+pub(super) struct ConfigFile {
     dir: Dir,
     name: String,
     /// The resolved path (for messages and the backup's path).
@@ -33,7 +33,7 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     /// Resolves `file`, opens its directory and reads it.
-    pub fn open(file: &Path) -> Result<ConfigFile, Error> {
+    pub(super) fn open(file: &Path) -> Result<ConfigFile, Error> {
         let read_err = |source| Error::Read {
             path: file.to_path_buf(),
             source,
@@ -63,13 +63,13 @@ impl ConfigFile {
     }
 
     /// The content as read.
-    pub fn bytes(&self) -> &[u8] {
+    pub(super) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
     /// Backs the file up (its content as read) next to it, then atomically replaces it with
     /// `new`, both with the file's mode and owner. Returns the backup's path.
-    pub fn replace_with_backup(&self, new: &str) -> Result<PathBuf, Error> {
+    pub(super) fn replace_with_backup(&self, new: &str) -> Result<PathBuf, Error> {
         let stamp = utc_stamp(SystemTime::now());
         let base = format!("{}.mcp-guard-backup-{stamp}", self.name);
         let (backup_name, mut backup) = self.create_unique(&base)?;

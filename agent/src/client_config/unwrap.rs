@@ -16,7 +16,7 @@ fn original(args: &[String]) -> Option<&[String]> {
 
 /// Unwraps one server entry in place when mcp-guard (`mcp_guard`, the configured command)
 /// runs it.
-pub fn entry(name: &str, entry: &mut Value, mcp_guard: &str) -> ServerReport {
+pub(super) fn entry(name: &str, entry: &mut Value, mcp_guard: &str) -> ServerReport {
     let mut report = ServerReport {
         server: name.to_string(),
         outcome: Outcome::NotWrapped,

@@ -90,7 +90,7 @@ pub fn run(req: Request, dirs: &Dirs) -> ExitCode {
     }
 }
 
-/// The exit status for a refused rewrite: policy problems are EX_CONFIG like everywhere else,
+/// The exit status for a refused rewrite: policy problems are `EX_CONFIG` like everywhere else,
 /// everything else 1.
 fn exit_status(e: &Error) -> u8 {
     match e {

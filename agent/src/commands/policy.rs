@@ -112,7 +112,7 @@ pub fn pin(
                 // Compiled now rather than at the first launch (which would otherwise wait).
                 match supply::python_cache(&pins, &program, state_dir) {
                     Ok(dir) => {
-                        say_as_is(&format!("python bytecode cache ready: {}", dir.display()))
+                        say_as_is(&format!("python bytecode cache ready: {}", dir.display()));
                     }
                     Err(e) => say_as_is(&format!(
                         "python bytecode cache not prepared ({e}): the first `exec` builds it"

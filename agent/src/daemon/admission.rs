@@ -1,5 +1,5 @@
 //! How much of the agent one local user may hold: connections that have not yet sent their
-//! request, and sessions (each one a root worker process), counted per uid from SO_PEERCRED.
+//! request, and sessions (each one a root worker process), counted per uid from `SO_PEERCRED`.
 //!
 //! A slot is a value that gives its place back when dropped, so a connection or session that ends
 //! any way at all (answered, refused, timed out, worker exited, panic) is no longer counted.
@@ -106,7 +106,9 @@ impl Admission {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
         // The counts stay consistent under a panic elsewhere: every change is one statement.
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -151,7 +153,7 @@ mod tests {
         drop(mine);
         assert!(a.pending(1000).is_ok(), "slots come back when dropped");
         drop((theirs, roots));
-        let many: Vec<Slot> = (0..MAX_PENDING as u32)
+        let many: Vec<Slot> = (0..u32::try_from(MAX_PENDING).expect("a few slots"))
             .map(|uid| a.pending(2000 + uid).expect("one each"))
             .collect();
         assert_eq!(a.pending(5000).err(), Some(Full::PendingAll));

@@ -54,7 +54,7 @@ pub struct Config {
     /// Let non-root callers use `--observe`.
     #[serde(default)]
     pub allow_observe: bool,
-    /// Sessions one non-root user may run at once (by SO_PEERCRED uid).
+    /// Sessions one non-root user may run at once (by `SO_PEERCRED` uid).
     #[serde(default = "default_max_sessions")]
     pub max_sessions_per_user: u32,
     /// `[store]`: retention.
@@ -111,8 +111,8 @@ impl Default for Config {
             known_only: false,
             allow_observe: false,
             max_sessions_per_user: default_max_sessions(),
-            store: Default::default(),
-            audit: Default::default(),
+            store: crate::history::StoreConfig::default(),
+            audit: crate::history::AuditDefaults::default(),
             export: ExportConfig::default(),
         }
     }

@@ -77,7 +77,7 @@ enum RouterCmd {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl GuardService {
@@ -143,26 +143,24 @@ impl GuardService {
         });
         let mut lines = BufReader::new(read).lines();
         loop {
-            match lines.next_line().await {
-                Ok(Some(line)) => match serde_json::from_str::<GuardCommand>(&line) {
-                    Ok(GuardCommand::Flush) => {
-                        self.guard.flush().await;
-                        let _ = self.router.send(RouterCmd::Flush { cgroup });
-                    }
-                    Ok(GuardCommand::Release) => break,
-                    Err(e) => tracing::warn!("cgroup {cgroup}: bad command from its worker: {e}"),
-                },
+            let Ok(Some(line)) = lines.next_line().await else {
                 // The worker died: release once its server is gone too (else it is left for
                 // the orphan check: a live server stays guarded).
-                Ok(None) | Err(_) => {
-                    if !cgroup_has_processes(&request.cgroup_dir) {
-                        break;
-                    }
-                    lock(&self.connected).remove(&cgroup);
-                    let _ = self.router.send(RouterCmd::Unregister { cgroup });
-                    writer.abort();
-                    return;
+                if !cgroup_has_processes(&request.cgroup_dir) {
+                    break;
                 }
+                lock(&self.connected).remove(&cgroup);
+                let _ = self.router.send(RouterCmd::Unregister { cgroup });
+                writer.abort();
+                return;
+            };
+            match serde_json::from_str::<GuardCommand>(&line) {
+                Ok(GuardCommand::Flush) => {
+                    self.guard.flush().await;
+                    let _ = self.router.send(RouterCmd::Flush { cgroup });
+                }
+                Ok(GuardCommand::Release) => break,
+                Err(e) => tracing::warn!("cgroup {cgroup}: bad command from its worker: {e}"),
             }
         }
         lock(&self.connected).remove(&cgroup);
@@ -302,7 +300,7 @@ fn live_session_cgroups(parent: &Path) -> HashSet<u64> {
             entries
                 .flatten()
                 .filter_map(|e| e.metadata().ok())
-                .filter(|m| m.is_dir())
+                .filter(std::fs::Metadata::is_dir)
                 .map(|m| m.ino())
                 .collect()
         })

@@ -2,9 +2,9 @@
 //! mcp-guard guards is never a client. Its sessions would run under policies its user may use,
 //! and a server running as root would be treated as root (`--observe`: no jail at all).
 //!
-//! The peer's cgroup is read from `/proc/<pid>/cgroup`, with the pid of SO_PEERCRED (taken when
+//! The peer's cgroup is read from `/proc/<pid>/cgroup`, with the pid of `SO_PEERCRED` (taken when
 //! it connected). A pid is only reused once its process is gone, so the reading counts only if
-//! the same process is still alive after it: the peer's pidfd (SO_PEERPIDFD, Linux 6.5) says
+//! the same process is still alive after it: the peer's pidfd (`SO_PEERPIDFD`, Linux 6.5) says
 //! so. Where there is none, the process must still be there under that pid.
 
 use std::{
@@ -26,13 +26,10 @@ pub fn jailed_peer(sock: RawFd, pid: Option<i32>) -> Option<String> {
         Ok(fd) => pidfd_alive(fd),
         Err(_) => Path::new(&format!("/proc/{pid}")).exists(),
     };
-    let cgroup = match (cgroup, alive) {
-        (Ok(text), true) => text,
-        _ => {
-            return Some(format!(
-                "process {pid} is gone: its cgroup cannot be checked"
-            ));
-        }
+    let (Ok(cgroup), true) = (cgroup, alive) else {
+        return Some(format!(
+            "process {pid} is gone: its cgroup cannot be checked"
+        ));
     };
     let path = v2_path(&cgroup)?;
     in_jail_cgroup(path).then(|| {
@@ -59,6 +56,10 @@ fn in_jail_cgroup(path: &str) -> bool {
 /// The peer's pidfd.
 fn peer_pidfd(sock: RawFd) -> io::Result<OwnedFd> {
     let mut fd: libc::c_int = -1;
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the size of a c_int, a socklen_t"
+    )]
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `fd` and `len` are valid out-pointers of the sizes given; `sock` is a socket the
     // caller holds open.
@@ -67,8 +68,8 @@ fn peer_pidfd(sock: RawFd) -> io::Result<OwnedFd> {
             sock,
             libc::SOL_SOCKET,
             libc::SO_PEERPIDFD,
-            (&mut fd as *mut libc::c_int).cast(),
-            &mut len,
+            (&raw mut fd).cast(),
+            &raw mut len,
         )
     };
     if r < 0 || fd < 0 {
@@ -116,7 +117,7 @@ mod tests {
     fn this_process_is_not_jailed_and_a_dead_pid_is_refused() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
         assert_eq!(
-            jailed_peer(a.as_raw_fd(), Some(std::process::id() as i32)),
+            jailed_peer(a.as_raw_fd(), Some(std::process::id().cast_signed())),
             None
         );
         assert!(jailed_peer(a.as_raw_fd(), None).is_some());

@@ -1,6 +1,6 @@
 //! The agent's Unix socket: `exec` clients ask for sessions, session workers for their guard.
 //!
-//! An exec request is checked against who sent it (SO_PEERCRED, not anything the client says):
+//! An exec request is checked against who sent it (`SO_PEERCRED`, not anything the client says):
 //! a non-root user gets policies from the policy dir by name only, only those whose `[access]`
 //! lets them, no `--observe` unless the config allows it, with `known_only` no launch without a
 //! policy of its own, and no server name (`--name`, checked here as an identifier) that belongs
@@ -112,6 +112,8 @@ type Refusal = (u8, String);
 /// Refuses a connection past the waiting bound without waiting for it: one non-blocking write
 /// of the refusal (a small line fits the socket buffer), then it is closed.
 fn busy(stream: &UnixStream, uid: u32, full: Full) {
+    // At most one line a second: the refused connections are the attacker's to multiply.
+    static LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let message = match full {
         Full::PendingUser => format!(
             "the agent has {} connections from uid {uid} waiting for their request; refused \
@@ -124,8 +126,6 @@ fn busy(stream: &UnixStream, uid: u32, full: Full) {
             admission::MAX_PENDING
         ),
     };
-    // At most one line a second: the refused connections are the attacker's to multiply.
-    static LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let second = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -246,7 +246,7 @@ impl Launcher {
         let cap = self
             .rules
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .max_sessions_per_user;
         self.admission.session(uid, cap).map_err(|_| {
             let name = User::from_uid(Uid::from_raw(uid))
@@ -268,7 +268,11 @@ impl Launcher {
     /// Whether `uid` may run `req`; the policy the worker runs it with (`None`: the built-in
     /// default).
     fn authorize(&self, uid: u32, gid: u32, req: &ExecRequest) -> Result<Option<Loaded>, Refusal> {
-        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let rules = self
+            .rules
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let dir = self.dirs.policy.display().to_string();
         let spec = req.policy.clone();
         let is_file = spec
@@ -301,19 +305,18 @@ impl Launcher {
             Some(name) => Some(
                 self.policies
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .get(name),
             ),
         }
         .transpose()
         .map_err(|e| (EXIT_POLICY, format!("policy error:\n{e}")))?;
         let builtin;
-        let policy = match &loaded {
-            Some(l) => &l.policy,
-            None => {
-                builtin = mcp_guard_policy::builtin_default();
-                &builtin
-            }
+        let policy = if let Some(l) = &loaded {
+            &l.policy
+        } else {
+            builtin = mcp_guard_policy::builtin_default();
+            &builtin
         };
         let (name, groups) = user_and_groups(uid, gid);
         if !policy.access.permits(uid, &name, &groups) {
@@ -342,7 +345,7 @@ impl Launcher {
             && let Some(owner) = self
                 .policies
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .owner_of(server)
             && owner != policy.name
         {
@@ -397,7 +400,11 @@ impl Launcher {
             policy_dir: self.dirs.policy.clone(),
             socket: self.socket.clone(),
             client_exe: None,
-            audit: self.rules.read().unwrap_or_else(|p| p.into_inner()).audit,
+            audit: self
+                .rules
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .audit,
             unix_probe: Some(self.unix_probe.clone()),
         };
         // The worker reads it blocking (the flag is the connection's: the agent only writes a

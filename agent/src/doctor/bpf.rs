@@ -1,7 +1,7 @@
 //! Tiny hand-assembled BPF programs for the probes that need a program of a given type attached
 //! to a real hook, which aya can only do for programs found in an object file.
 //!
-//! Every program here is a handful of instructions (`mov r0, 0; exit`, or a send_signal aimed at
+//! Every program here is a handful of instructions (`mov r0, 0; exit`, or a `send_signal` aimed at
 //! one probe child); each is attached only for the duration of its probe and released by closing
 //! its file descriptors.
 
@@ -18,17 +18,17 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 
 /// `BPF_PROG_TYPE_TRACEPOINT`.
-pub const PROG_TRACEPOINT: u32 = 5;
+pub(super) const PROG_TRACEPOINT: u32 = 5;
 /// `BPF_PROG_TYPE_RAW_TRACEPOINT`.
-pub const PROG_RAW_TRACEPOINT: u32 = 17;
-/// `BPF_PROG_TYPE_TRACING` (tp_btf, fentry, ...).
-pub const PROG_TRACING: u32 = 26;
+pub(super) const PROG_RAW_TRACEPOINT: u32 = 17;
+/// `BPF_PROG_TYPE_TRACING` (`tp_btf`, fentry, ...).
+pub(super) const PROG_TRACING: u32 = 26;
 /// `BPF_PROG_TYPE_LSM`.
-pub const PROG_LSM: u32 = 29;
-/// `BPF_TRACE_RAW_TP`: a tracing program on a BTF-typed raw tracepoint (tp_btf).
-pub const ATTACH_TRACE_RAW_TP: u32 = 23;
+pub(super) const PROG_LSM: u32 = 29;
+/// `BPF_TRACE_RAW_TP`: a tracing program on a BTF-typed raw tracepoint (`tp_btf`).
+pub(super) const ATTACH_TRACE_RAW_TP: u32 = 23;
 /// `BPF_LSM_MAC`.
-pub const ATTACH_LSM_MAC: u32 = 27;
+pub(super) const ATTACH_LSM_MAC: u32 = 27;
 
 const FUNC_GET_CURRENT_PID_TGID: i32 = 14;
 const FUNC_SEND_SIGNAL: i32 = 109;
@@ -36,7 +36,7 @@ const FUNC_SEND_SIGNAL: i32 = 109;
 /// One eBPF instruction as the kernel reads it (`struct bpf_insn`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct Insn {
+pub(super) struct Insn {
     code: u8,
     /// dst register in the low nibble, src in the high nibble.
     regs: u8,
@@ -67,17 +67,17 @@ const fn exit() -> Insn {
 }
 
 /// `r0 = 0; exit`: loads for every program type and, for LSM, means "allow".
-pub const TRIVIAL: [Insn; 2] = [mov_imm(0, 0), exit()];
+pub(super) const TRIVIAL: [Insn; 2] = [mov_imm(0, 0), exit()];
 
 /// A program that sends `signal` to the current task when its tgid is `tgid`, and does nothing
 /// for any other task.
-pub fn send_signal_to(tgid: u32, signal: i32) -> [Insn; 7] {
+pub(super) fn send_signal_to(tgid: u32, signal: i32) -> [Insn; 7] {
     [
         call(FUNC_GET_CURRENT_PID_TGID),
         // BPF_ALU64 | BPF_RSH | BPF_K: r0 >>= 32 leaves the tgid.
         insn(0x77, 0, 0, 32),
         // BPF_JMP | BPF_JNE | BPF_K: any other process skips to `r0 = 0; exit`.
-        insn(0x55, 0, 2, tgid as i32),
+        insn(0x55, 0, 2, tgid.cast_signed()),
         mov_imm(1, signal),
         call(FUNC_SEND_SIGNAL),
         mov_imm(0, 0),
@@ -108,12 +108,16 @@ fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> Result<OwnedFd, i32> {
     if ret < 0 {
         return Err(io::Error::last_os_error().raw_os_error().unwrap_or(0));
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "bpf(2) returns an fd, an int, in a long"
+    )]
     // SAFETY: on success these commands return a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
 }
 
 /// Loads `insns` as a program of `prog_type`; the error carries the errno and the verifier log.
-pub fn load(
+pub(super) fn load(
     name: &str,
     prog_type: u32,
     expected_attach_type: u32,
@@ -126,6 +130,10 @@ pub fn load(
     for (dst, src) in prog_name.iter_mut().zip(name.bytes().take(15)) {
         *dst = src;
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the probes' own programs (a few instructions) and log buffer, in __u32 fields"
+    )]
     let mut attr = ProgLoadAttr {
         prog_type,
         insn_cnt: insns.len() as u32,
@@ -150,12 +158,12 @@ pub fn load(
     })
 }
 
-/// Attaches a raw_tracepoint program to tracepoint `name`, or a tp_btf / LSM program (`None`) to
+/// Attaches a `raw_tracepoint` program to tracepoint `name`, or a `tp_btf` / LSM program (`None`) to
 /// the hook it was loaded for. Closing the returned fd detaches it.
-pub fn raw_tracepoint_open(name: Option<&CStr>, prog: &OwnedFd) -> Result<OwnedFd, Errno> {
+pub(super) fn raw_tracepoint_open(name: Option<&CStr>, prog: &OwnedFd) -> Result<OwnedFd, Errno> {
     let mut attr = RawTracepointAttr {
         name: name.map_or(0, |n| n.as_ptr() as u64),
-        prog_fd: prog.as_raw_fd() as u32,
+        prog_fd: prog.as_raw_fd().cast_unsigned(),
         _pad: 0,
     };
     sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr).map_err(Errno::bare)
@@ -184,7 +192,11 @@ const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
 
 /// Attaches a tracepoint program to the tracepoint with tracefs id `tracepoint_id` on CPU 0.
 /// Closing the returned perf event fd detaches it.
-pub fn attach_tracepoint(prog: &OwnedFd, tracepoint_id: u64) -> Result<OwnedFd, Errno> {
+pub(super) fn attach_tracepoint(prog: &OwnedFd, tracepoint_id: u64) -> Result<OwnedFd, Errno> {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the size of a kernel struct, a __u32"
+    )]
     let attr = PerfEventAttr {
         type_: PERF_TYPE_TRACEPOINT,
         size: std::mem::size_of::<PerfEventAttr>() as u32,
@@ -208,6 +220,10 @@ pub fn attach_tracepoint(prog: &OwnedFd, tracepoint_id: u64) -> Result<OwnedFd, 
     if ret < 0 {
         return Err(Errno::last());
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "perf_event_open(2) returns an fd, an int, in a long"
+    )]
     // SAFETY: perf_event_open returned a new fd that nothing else owns.
     let event = unsafe { OwnedFd::from_raw_fd(ret as i32) };
     // SAFETY: both fds are open for the duration of the call; SET_BPF takes the program fd by value.

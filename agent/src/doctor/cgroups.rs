@@ -71,7 +71,7 @@ pub(super) fn probe_cgroups(b: &mut Builder, mounts: &[crate::mounts::Mount]) {
     probe_controllers(b, mounts, Some((root, controllers.as_str())));
 }
 
-/// Loads mcp-guard's own embedded object (egress and tp_btf programs), guards the temporary
+/// Loads mcp-guard's own embedded object (egress and `tp_btf` programs), guards the temporary
 /// cgroup `dir` with an empty allowlist and checks that a connect from a child placed in it is
 /// refused. Dropping the handle and the guard detaches everything before the cgroup is removed.
 fn probe_egress(b: &mut Builder, dir: &Path) {

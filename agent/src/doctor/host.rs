@@ -11,7 +11,7 @@ use std::{
 use super::Errno;
 
 /// The effective capability set from `/proc/self/status` text (`CapEff:` hex).
-pub fn parse_cap_eff(status: &str) -> Option<u64> {
+pub(super) fn parse_cap_eff(status: &str) -> Option<u64> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
@@ -19,9 +19,9 @@ pub fn parse_cap_eff(status: &str) -> Option<u64> {
 }
 
 /// Capabilities mcp-guard uses, with their bit numbers (linux/capability.h): BPF and PERFMON to
-/// load programs, NET_ADMIN for cgroup socket hooks, SYS_ADMIN for cgroups, mounts and
+/// load programs, `NET_ADMIN` for cgroup socket hooks, `SYS_ADMIN` for cgroups, mounts and
 /// namespaces, SETUID/SETGID to drop a server to its user.
-pub const CAPS: [(&str, u32); 6] = [
+pub(super) const CAPS: [(&str, u32); 6] = [
     ("CAP_SETGID", 6),
     ("CAP_SETUID", 7),
     ("CAP_NET_ADMIN", 12),
@@ -31,17 +31,16 @@ pub const CAPS: [(&str, u32); 6] = [
 ];
 
 /// A unique name for a probe's temporary cgroup.
-pub fn temp_cgroup_name() -> String {
+pub(super) fn temp_cgroup_name() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+        .map_or(0, |d| d.subsec_nanos());
     format!("mcp-guard-doctor-{}-{nanos}", std::process::id())
 }
 
 /// Removes a cgroup directory, retrying briefly while a just-exited probe child is still being
 /// accounted out of it.
-pub fn remove_cgroup(dir: &Path) -> std::io::Result<()> {
+pub(super) fn remove_cgroup(dir: &Path) -> std::io::Result<()> {
     let mut last = Ok(());
     for _ in 0..50 {
         last = std::fs::remove_dir(dir);
@@ -49,7 +48,7 @@ pub fn remove_cgroup(dir: &Path) -> std::io::Result<()> {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                std::thread::sleep(Duration::from_millis(2))
+                std::thread::sleep(Duration::from_millis(2));
             }
             Err(_) => return last,
         }
@@ -59,7 +58,7 @@ pub fn remove_cgroup(dir: &Path) -> std::io::Result<()> {
 
 /// How a probe child ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChildEnd {
+pub(super) enum ChildEnd {
     /// It exited with this status (the probes use 0 for success, an errno otherwise).
     Exited(i32),
     /// A signal killed it.
@@ -71,7 +70,10 @@ pub enum ChildEnd {
 ///
 /// `f` runs after fork in a copy of a possibly multi-threaded process, so it must only make
 /// async-signal-safe calls: raw syscalls on data prepared before the fork, no allocation.
-pub fn in_child(f: impl FnOnce() -> i32, before_wait: impl FnOnce(i32)) -> Result<ChildEnd, Errno> {
+pub(super) fn in_child(
+    f: impl FnOnce() -> i32,
+    before_wait: impl FnOnce(i32),
+) -> Result<ChildEnd, Errno> {
     // SAFETY: the child only runs `f` (restricted to async-signal-safe calls, see above) and then
     // `_exit`s without running destructors or atexit handlers.
     let pid = unsafe { libc::fork() };
@@ -87,7 +89,7 @@ pub fn in_child(f: impl FnOnce() -> i32, before_wait: impl FnOnce(i32)) -> Resul
     let mut status = 0;
     loop {
         // SAFETY: `pid` is our own child and `status` is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        let r = unsafe { libc::waitpid(pid, &raw mut status, 0) };
         if r == pid {
             break;
         }
@@ -104,12 +106,12 @@ pub fn in_child(f: impl FnOnce() -> i32, before_wait: impl FnOnce(i32)) -> Resul
 }
 
 /// The calling thread's errno, for use in a probe child.
-pub fn errno() -> i32 {
+pub(super) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// In a probe child: `unshare(flags)`, 0 on success, the errno otherwise.
-pub fn child_unshare(flags: libc::c_int) -> i32 {
+pub(super) fn child_unshare(flags: libc::c_int) -> i32 {
     // SAFETY: unshare only affects this (child) process.
     if unsafe { libc::unshare(flags) } == 0 {
         0
@@ -120,7 +122,7 @@ pub fn child_unshare(flags: libc::c_int) -> i32 {
 
 /// In a probe child: joins the cgroup whose `cgroup.procs` path is given, then tries a TCP connect
 /// to 127.0.0.1:`port`; returns 0 if it connected, the errno otherwise, 255 if joining failed.
-pub fn child_connect_from_cgroup(procs: &CString, port: u16) -> i32 {
+pub(super) fn child_connect_from_cgroup(procs: &CString, port: u16) -> i32 {
     // SAFETY: plain open/write/close/socket/connect syscalls on data built before the fork.
     unsafe {
         let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -136,6 +138,10 @@ pub fn child_connect_from_cgroup(procs: &CString, port: u16) -> i32 {
         if sock < 0 {
             return errno();
         }
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "AF_INET, a c_int, in sa_family_t"
+        )]
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: port.to_be(),
@@ -144,6 +150,10 @@ pub fn child_connect_from_cgroup(procs: &CString, port: u16) -> i32 {
             },
             sin_zero: [0; 8],
         };
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "the size of a sockaddr_in, a socklen_t"
+        )]
         let r = libc::connect(
             sock,
             std::ptr::from_ref(&addr).cast(),
@@ -155,7 +165,7 @@ pub fn child_connect_from_cgroup(procs: &CString, port: u16) -> i32 {
 
 /// In a probe child: installs an allow-everything seccomp filter (after `no_new_privs`), 0 on
 /// success, the errno otherwise.
-pub fn child_seccomp_filter() -> i32 {
+pub(super) fn child_seccomp_filter() -> i32 {
     // BPF_RET | BPF_K with SECCOMP_RET_ALLOW.
     let allow = [libc::sock_filter {
         code: 0x06,
@@ -187,7 +197,7 @@ pub fn child_seccomp_filter() -> i32 {
 }
 
 /// Whether the kernel knows seccomp return action `action` (`SECCOMP_GET_ACTION_AVAIL`).
-pub fn seccomp_action_available(action: u32) -> bool {
+pub(super) fn seccomp_action_available(action: u32) -> bool {
     // SAFETY: SECCOMP_GET_ACTION_AVAIL only reads the u32 it is pointed at.
     unsafe {
         libc::syscall(
@@ -200,7 +210,7 @@ pub fn seccomp_action_available(action: u32) -> bool {
 }
 
 /// Creates (and closes) a real landlock ruleset handling file reads, proving rulesets work.
-pub fn landlock_ruleset_works() -> Result<(), Errno> {
+pub(super) fn landlock_ruleset_works() -> Result<(), Errno> {
     // struct landlock_ruleset_attr, first field only: LANDLOCK_ACCESS_FS_READ_FILE.
     let handled_access_fs: u64 = 1 << 2;
     // SAFETY: attr points at a live u64 whose size we pass; the result is a new fd we close.
@@ -215,13 +225,19 @@ pub fn landlock_ruleset_works() -> Result<(), Errno> {
     if fd < 0 {
         return Err(Errno::last());
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "landlock_create_ruleset(2) returns an fd, an int, in a long"
+    )]
     // SAFETY: `fd` is the ruleset fd just returned and owned by nobody else.
-    unsafe { libc::close(fd as i32) };
+    unsafe {
+        libc::close(fd as i32)
+    };
     Ok(())
 }
 
 /// What landlock ABI `abi` can restrict, for the report.
-pub fn landlock_coverage(abi: i64) -> String {
+pub(super) fn landlock_coverage(abi: i64) -> String {
     let mut parts = vec!["filesystem read/write/execute"];
     if abi >= 2 {
         parts.push("cross-directory rename/link (2)");
@@ -246,7 +262,7 @@ pub fn landlock_coverage(abi: i64) -> String {
 
 /// Where a Docker-Engine-API socket may be, in order: `DOCKER_HOST` (unix:// only), Docker's and
 /// Podman's default sockets.
-pub fn engine_sockets(docker_host: Option<&str>) -> Vec<PathBuf> {
+pub(super) fn engine_sockets(docker_host: Option<&str>) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(path) = docker_host.and_then(|h| h.strip_prefix("unix://")) {
         out.push(PathBuf::from(path));
@@ -257,7 +273,7 @@ pub fn engine_sockets(docker_host: Option<&str>) -> Vec<PathBuf> {
 }
 
 /// `GET /_ping` over a unix socket; Ok(the status line and body) when the engine answered 200.
-pub fn engine_ping(socket: &Path) -> std::io::Result<String> {
+pub(super) fn engine_ping(socket: &Path) -> std::io::Result<String> {
     let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     stream.set_write_timeout(Some(Duration::from_millis(500)))?;

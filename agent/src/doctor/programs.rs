@@ -133,13 +133,14 @@ pub(super) fn probe_tracepoint(b: &mut Builder, tracefs: Option<&Path>) {
     let found = candidates.iter().find_map(|ev| {
         let path = tracefs.join("events").join(ev).join("id");
         match std::fs::read_to_string(&path) {
-            Ok(text) => match text.trim().parse::<u64>() {
-                Ok(id) => Some((*ev, id)),
-                Err(_) => {
+            Ok(text) => {
+                if let Ok(id) = text.trim().parse::<u64>() {
+                    Some((*ev, id))
+                } else {
                     errors.push(format!("{}: not a number", path.display()));
                     None
                 }
-            },
+            }
             Err(e) => {
                 errors.push(format!("{}: {}", path.display(), io_errno(&e)));
                 None
@@ -238,7 +239,7 @@ pub(super) fn probe_tp_btf(b: &mut Builder, btf: Option<&KernelBtf>) {
     }
 }
 
-/// Attaches a tp_btf/sys_enter program that sends SIGUSR2 to one forked child only, lets the
+/// Attaches a `tp_btf/sys_enter` program that sends SIGUSR2 to one forked child only, lets the
 /// child make a syscall, and checks that the signal killed it.
 pub(super) fn probe_send_signal(b: &mut Builder, btf: Option<&KernelBtf>) {
     const CONSEQUENCE_NO: &str = "no in-kernel kill: mcp-guard's sys_enter program calls bpf_send_signal; exec refuses to launch (77) unless --observe or [enforcement] allow_degraded";
@@ -288,7 +289,7 @@ pub(super) fn probe_send_signal(b: &mut Builder, btf: Option<&KernelBtf>) {
                 bpf::PROG_TRACING,
                 bpf::ATTACH_TRACE_RAW_TP,
                 id,
-                &bpf::send_signal_to(pid as u32, libc::SIGUSR2),
+                &bpf::send_signal_to(pid.cast_unsigned(), libc::SIGUSR2),
             )
             .map_err(|e| format!("load refused: {e}"))
             .and_then(|prog| {

@@ -7,7 +7,7 @@ use super::{CapabilityId, Report};
 use crate::promises::{self, Choice, Features, Holder, Mechanism, Needs, Promise};
 
 /// This host's features, as doctor's probes found them.
-pub fn features(report: &Report) -> Features {
+pub(super) fn features(report: &Report) -> Features {
     let on = |id| report.is_available(id);
     Features {
         landlock_abi: if on(CapabilityId::Landlock) {
@@ -55,7 +55,7 @@ fn cell(h: &Holder) -> String {
 }
 
 /// The table, for people: each promise, what keeps it, and why not where nothing does.
-pub fn render_table(report: &Report) -> String {
+pub(super) fn render_table(report: &Report) -> String {
     let rows = rows(report);
     let w = Promise::ALL
         .iter()
@@ -116,7 +116,7 @@ pub fn render_table(report: &Report) -> String {
 /// "mechanisms": ["<strongest first>", ...], "with_egress": HOLDER, "without_egress": HOLDER}`
 /// where HOLDER is `{"state": "kept", "mechanism": "<name>"}`, `{"state": "not_needed"}` or
 /// `{"state": "unkept", "why": ["<mechanism>: <reason>", ...]}`.
-pub fn render_json(report: &Report) -> String {
+pub(super) fn render_json(report: &Report) -> String {
     #[derive(Serialize)]
     struct Line<'a> {
         promise: &'static str,

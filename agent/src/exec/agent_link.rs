@@ -117,7 +117,7 @@ async fn run(
         let Some((lines, write)) = conn.as_mut() else {
             // The agent is away: try again, and keep taking commands meanwhile.
             tokio::select! {
-                _ = tokio::time::sleep(RECONNECT_EVERY) => {
+                () = tokio::time::sleep(RECONNECT_EVERY) => {
                     match open(&socket, &adopt).await {
                         Ok((mut c, _)) => {
                             tracing::info!("the agent is back: session adopted");
@@ -137,28 +137,25 @@ async fn run(
             continue;
         };
         tokio::select! {
-            line = lines.next_line() => match line {
-                Ok(Some(line)) => match serde_json::from_str::<GuardReply>(&line) {
-                    Ok(GuardReply::Event { event }) => {
-                        // The forwarder stops only after the last flush: a closed channel means
-                        // the session is over.
-                        let _ = events.send(event).await;
-                    }
-                    Ok(GuardReply::Flushed) => {
-                        if !flushes.is_empty() {
-                            let _ = flushes.remove(0).send(());
-                        }
-                    }
-                    Ok(other) => tracing::warn!("unexpected message from the agent: {other:?}"),
-                    Err(e) => tracing::warn!("unreadable message from the agent: {e}"),
-                },
-                Ok(None) | Err(_) => {
-                    crate::exec::say(
-                        "WARNING: the agent went away; its pinned eBPF programs keep enforcing \
-                         this session; reconnecting to record its events",
-                    );
-                    conn = None;
+            line = lines.next_line() => if let Ok(Some(line)) = line { match serde_json::from_str::<GuardReply>(&line) {
+                Ok(GuardReply::Event { event }) => {
+                    // The forwarder stops only after the last flush: a closed channel means
+                    // the session is over.
+                    let _ = events.send(event).await;
                 }
+                Ok(GuardReply::Flushed) => {
+                    if !flushes.is_empty() {
+                        let _ = flushes.remove(0).send(());
+                    }
+                }
+                Ok(other) => tracing::warn!("unexpected message from the agent: {other:?}"),
+                Err(e) => tracing::warn!("unreadable message from the agent: {e}"),
+            } } else {
+                crate::exec::say(
+                    "WARNING: the agent went away; its pinned eBPF programs keep enforcing \
+                     this session; reconnecting to record its events",
+                );
+                conn = None;
             },
             cmd = commands.recv() => match cmd {
                 Some(Command::Flush(reply)) => {

@@ -44,7 +44,7 @@ impl Link {
     pub fn take_denials(&self) -> Option<mpsc::UnboundedReceiver<CallDenial>> {
         self.denials
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
     }
 }

@@ -1,6 +1,6 @@
 //! `exec` as a thin client of the agent: when the agent's socket is there, exec hands its
-//! stdin, stdout, stderr and working directory to the agent (SCM_RIGHTS) with the request, and
-//! waits for the session's exit status. The agent checks who is asking (SO_PEERCRED) and runs
+//! stdin, stdout, stderr and working directory to the agent (`SCM_RIGHTS`) with the request, and
+//! waits for the session's exit status. The agent checks who is asking (`SO_PEERCRED`) and runs
 //! the session as that user; exec itself needs no privilege.
 
 use std::{

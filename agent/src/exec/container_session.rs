@@ -99,7 +99,7 @@ pub(super) async fn run(
         pid: Some(std::process::id()),
         observe,
         exit_status: None,
-        facts: Default::default(),
+        facts: mcp_guard_model::ServerFacts::default(),
     };
     store.send(started.clone());
     let audit = crate::history::audit_config(&policy.audit, &args.audit);
@@ -191,7 +191,7 @@ async fn drive_container(
             );
         }
     }
-    info.member_cgroups = leaves.clone();
+    info.member_cgroups.clone_from(&leaves);
     // The seam: the cgroups exist, nothing of the server runs yet.
     let _guard: Option<Box<dyn Any>> = match hooks.attach {
         Some(attach) => match attach(info.clone()).await {

@@ -90,7 +90,7 @@ pub fn hooks(source: GuardSource) -> (Attach, Finish) {
                     *attach_state.borrow_mut() = Some(start_forwarder(&info, guard, events));
                     Ok(handle)
                 }
-                Err(why) => unavailable(&info, why),
+                Err(why) => unavailable(&info, &why),
             }
         })
     });
@@ -294,7 +294,7 @@ async fn forward(
 
 /// Refuses (fail closed) or, under `--observe` / `allow_degraded`, says loudly what is lost
 /// and lets the server run without the guard.
-fn unavailable(info: &SessionInfo, why: String) -> Result<Box<dyn Any>, String> {
+fn unavailable(info: &SessionInfo, why: &str) -> Result<Box<dyn Any>, String> {
     if !(info.observe || info.policy.enforcement.allow_degraded) {
         return Err(format!(
             "{why}\nwithout the kernel guard, egress cannot be limited to the policy's [network] \

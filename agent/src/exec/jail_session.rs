@@ -119,7 +119,7 @@ pub(super) async fn run(
         pid: Some(std::process::id()),
         observe,
         exit_status: None,
-        facts: Default::default(),
+        facts: mcp_guard_model::ServerFacts::default(),
     };
     store.send(started.clone());
     let audit = crate::history::audit_config(&policy.audit, &args.audit);
@@ -214,7 +214,7 @@ fn start_helper(path: &Path) -> Result<Helper, String> {
         std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     let theirs: OwnedFd = theirs.into();
     let theirs_raw = theirs.as_raw_fd();
-    let parent_pid = std::process::id() as libc::pid_t;
+    let parent_pid = std::process::id().cast_signed();
     let mut cmd = tokio::process::Command::new(path);
     cmd.arg(stage2::SUBCOMMAND)
         .env_clear()

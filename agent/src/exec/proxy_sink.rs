@@ -31,6 +31,7 @@ impl ProxySink {
     }
 
     /// Also hands the proxy the calls the analysis fails (`deny-call`).
+    #[must_use]
     pub fn with_denials(
         mut self,
         denials: Option<mpsc::UnboundedReceiver<mcp::CallDenial>>,

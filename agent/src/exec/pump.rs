@@ -79,7 +79,7 @@ pub async fn passthrough(io: ServerStdio) -> io::Result<()> {
         drop(stdin);
         let _ = client_eof.send(());
         // Never completes: the pump ends with the downstream half.
-        std::future::pending::<()>().await
+        std::future::pending::<()>().await;
     };
     let downstream = async move {
         let mut client = client_io::stdout();
@@ -96,6 +96,6 @@ pub async fn passthrough(io: ServerStdio) -> io::Result<()> {
     tokio::pin!(upstream);
     tokio::select! {
         r = downstream => r,
-        _ = &mut upstream => Ok(()),
+        () = &mut upstream => Ok(()),
     }
 }

@@ -137,7 +137,7 @@ pub async fn carry(
                 flushed = true;
                 lines.flush_idle()
             }
-            Some(Ok(0)) | Some(Err(_)) => {
+            Some(Ok(0) | Err(_)) => {
                 let rest = lines.finish();
                 let _ = to.write_all(&rest).await;
                 let _ = to.flush().await;

@@ -72,7 +72,7 @@ pub(super) async fn supervise(
                 eof_seen = true;
                 grace.as_mut().reset(tokio::time::Instant::now() + STDIN_EOF_GRACE);
             }
-            _ = &mut grace, if eof_seen => {
+            () = &mut grace, if eof_seen => {
                 say(&format!(
                     "the client closed stdin and the server did not exit within {}s: killing it",
                     STDIN_EOF_GRACE.as_secs()

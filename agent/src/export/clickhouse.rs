@@ -30,7 +30,7 @@ impl std::fmt::Debug for ClickHouse {
             .field("url", &self.url)
             .field("database", &self.database)
             .field("auth", &self.auth.as_ref().map(|_| ".."))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,7 +112,7 @@ impl ClickHouse {
         Err(format!("{}: HTTP {status}: {text}", self.url))
     }
 
-    /// Inserts JSONEachRow `body` into `table`.
+    /// Inserts `JSONEachRow` `body` into `table`.
     pub fn insert(&self, table: &str, body: &[u8]) -> Result<(), String> {
         let query = format!("INSERT INTO {}.{table} FORMAT JSONEachRow", self.database);
         self.post(Some(&query), body).map(drop)

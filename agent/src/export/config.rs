@@ -211,11 +211,7 @@ const FACILITIES: &[(&str, u8)] = &[
 
 /// The 1-based line of byte `offset` in `text`.
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
+    memchr::memchr_iter(b'\n', &text.as_bytes()[..offset.min(text.len())]).count() + 1
 }
 
 impl ExportConfig {
@@ -431,50 +427,47 @@ pub fn split_address(address: &str) -> Result<(String, u16), String> {
 
 fn resolve(s: &SinkConfig, credentials_dir: Option<&Path>) -> Result<Sink, String> {
     let at = |key: &str, what: String| format!("[[export.sink]] {:?}: {key}: {what}", s.name);
-    let target = match s.kind.as_str() {
-        "clickhouse" => {
-            let password = match (&s.password_file, &s.password_credential) {
-                (Some(file), _) => Some(read_secret(file).map_err(|e| at("password_file", e))?),
-                (None, Some(name)) => {
-                    let dir = credentials_dir.ok_or_else(|| {
-                        at(
-                            "password_credential",
-                            "$CREDENTIALS_DIRECTORY is not set: run the agent under systemd \
-                             with LoadCredential=, or use password_file"
-                                .into(),
-                        )
-                    })?;
-                    Some(read_secret(&dir.join(name)).map_err(|e| at("password_credential", e))?)
-                }
-                (None, None) => None,
-            };
-            let url = s.url.clone().unwrap_or_default();
-            Target::ClickHouse(ClickHouseTarget {
-                url: url.strip_suffix('/').unwrap_or(&url).to_string(),
-                database: s
-                    .database
-                    .clone()
-                    .unwrap_or_else(|| DEFAULT_DATABASE.into()),
-                user: s.user.clone(),
-                password,
+    let target = if s.kind.as_str() == "clickhouse" {
+        let password = match (&s.password_file, &s.password_credential) {
+            (Some(file), _) => Some(read_secret(file).map_err(|e| at("password_file", e))?),
+            (None, Some(name)) => {
+                let dir = credentials_dir.ok_or_else(|| {
+                    at(
+                        "password_credential",
+                        "$CREDENTIALS_DIRECTORY is not set: run the agent under systemd \
+                         with LoadCredential=, or use password_file"
+                            .into(),
+                    )
+                })?;
+                Some(read_secret(&dir.join(name)).map_err(|e| at("password_credential", e))?)
+            }
+            (None, None) => None,
+        };
+        let url = s.url.clone().unwrap_or_default();
+        Target::ClickHouse(ClickHouseTarget {
+            url: url.strip_suffix('/').unwrap_or(&url).to_string(),
+            database: s
+                .database
+                .clone()
+                .unwrap_or_else(|| DEFAULT_DATABASE.into()),
+            user: s.user.clone(),
+            password,
+            ca_file: s.ca_file.clone(),
+        })
+    } else {
+        let address = s.address.clone().unwrap_or_default();
+        let (host, _) = split_address(&address).map_err(|e| at("address", e))?;
+        Target::Syslog(SyslogTarget {
+            tls: (s.tls == Some(true)).then(|| TlsTarget {
                 ca_file: s.ca_file.clone(),
-            })
-        }
-        _ => {
-            let address = s.address.clone().unwrap_or_default();
-            let (host, _) = split_address(&address).map_err(|e| at("address", e))?;
-            Target::Syslog(SyslogTarget {
-                tls: (s.tls == Some(true)).then(|| TlsTarget {
-                    ca_file: s.ca_file.clone(),
-                    server_name: s.server_name.clone().unwrap_or(host),
-                }),
-                address,
-                facility: FACILITIES
-                    .iter()
-                    .find(|(n, _)| Some(*n) == s.facility.as_deref())
-                    .map_or(16, |(_, f)| *f),
-            })
-        }
+                server_name: s.server_name.clone().unwrap_or(host),
+            }),
+            address,
+            facility: FACILITIES
+                .iter()
+                .find(|(n, _)| Some(*n) == s.facility.as_deref())
+                .map_or(16, |(_, f)| *f),
+        })
     };
     let default_batch = match target {
         Target::ClickHouse(_) => DEFAULT_CLICKHOUSE_BATCH,
@@ -525,7 +518,10 @@ pub(crate) fn read_secret(path: &Path) -> Result<Secret, String> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![expect(
+        clippy::unwrap_used,
+        reason = "a test: a failed unwrap is the failure, with its line"
+    )]
 
     use std::os::unix::fs::PermissionsExt as _;
 

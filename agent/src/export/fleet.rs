@@ -25,7 +25,7 @@ use mcp_guard_store::{
 };
 
 /// How long one fleet query may take.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(300);
+const QUERY_TIMEOUT: Duration = Duration::from_mins(5);
 
 /// Where the fleet's history is, as the command line gives it.
 #[derive(Clone, Debug, Default)]
@@ -63,7 +63,7 @@ pub fn literal(s: &str) -> String {
 struct Where(Vec<String>);
 
 impl Where {
-    fn eq(&mut self, column: &str, value: &Option<String>) {
+    fn eq(&mut self, column: &str, value: Option<&str>) {
         if let Some(v) = value {
             self.0.push(format!("{column} = {}", literal(v)));
         }
@@ -99,8 +99,8 @@ pub fn list_sql(database: &str, query: &Query) -> Option<String> {
             since,
             ..
         } => {
-            w.eq("server", server);
-            w.eq("tool", tool);
+            w.eq("server", server.as_deref());
+            w.eq("tool", tool.as_deref());
             w.since("started_ns", *since);
             ("calls", "started_ns, host, call_id")
         }
@@ -111,12 +111,12 @@ pub fn list_sql(database: &str, query: &Query) -> Option<String> {
             since,
             ..
         } => {
-            w.eq("server", server);
+            w.eq("server", server.as_deref());
             // By contract name, as the local query: synonyms find what was stored.
             let kind = kind
                 .as_deref()
                 .map(|k| EventKind::from_name(k).as_str().to_string());
-            w.eq("kind", &kind);
+            w.eq("kind", kind.as_deref());
             if let Some(c) = call {
                 let c = literal(c);
                 w.push(format!(
@@ -127,12 +127,12 @@ pub fn list_sql(database: &str, query: &Query) -> Option<String> {
             ("events", "ts_ns, host, event_id")
         }
         Query::Alerts { server, since, .. } => {
-            w.eq("server", server);
+            w.eq("server", server.as_deref());
             w.since("ts_ns", *since);
             ("alerts", "ts_ns, host, alert_id")
         }
         Query::Sessions { server, since, .. } => {
-            w.eq("server", server);
+            w.eq("server", server.as_deref());
             w.since("started_ns", *since);
             ("sessions", "started_ns, host, session")
         }
@@ -424,7 +424,7 @@ mod tests {
                 server: Some("fs".into()),
                 call: Some("c1".into()),
                 kind: Some("kill".into()),
-                since: Some(Duration::from_secs(60)),
+                since: Some(Duration::from_mins(1)),
                 json: true,
             },
         )

@@ -314,7 +314,10 @@ fn base_name(path: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![expect(
+        clippy::unwrap_used,
+        reason = "a test: a failed unwrap is the failure, with its line"
+    )]
 
     use super::*;
     use mcp_guard_model::{Attribution, EventRecord};
@@ -344,7 +347,7 @@ mod tests {
         let (v, sev) = event(&Record::Event(open.clone()), &host()).expect("a table row");
         assert_eq!(v["class_uid"], 1001);
         assert_eq!(v["activity_id"], 14);
-        assert_eq!(v["type_uid"], 100114);
+        assert_eq!(v["type_uid"], 1001 * 100 + 14);
         assert_eq!(v["file"]["name"], "id_rsa");
         assert_eq!(v["disposition"], "Blocked");
         assert_eq!(v["status_detail"], "errno 13");
@@ -424,7 +427,7 @@ mod tests {
         let (v, _) = event(&Record::Alert(again), &host()).expect("a table row");
         assert_eq!(
             (v["activity_id"].clone(), v["type_uid"].clone()),
-            (2.into(), 200402.into())
+            (2.into(), (2004 * 100 + 2).into())
         );
         assert_eq!(v["count"], 3);
         assert_eq!(v["finding_info"]["first_seen_time"], 1_000);

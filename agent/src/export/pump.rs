@@ -38,7 +38,7 @@ pub trait Deliver: Send {
 
 /// The first wait after a failure, and the longest.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(60);
+const BACKOFF_MAX: Duration = Duration::from_mins(1);
 
 /// How often the lag gauges are refreshed while records flow (counting the backlog is a scan).
 const LAG_EVERY: Duration = Duration::from_secs(1);
@@ -107,7 +107,9 @@ pub struct Pump {
 
 impl std::fmt::Debug for Pump {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pump").field("name", &self.name).finish()
+        f.debug_struct("Pump")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -351,6 +353,7 @@ impl Sink<'_> {
     fn update_lag(&self, store: &Store, cursor: i64) {
         match store.export_lag(cursor) {
             Ok(lag) => {
+                #[expect(clippy::cast_precision_loss, reason = "a lag in seconds, for a gauge")]
                 let seconds = lag
                     .oldest
                     .map_or(0.0, |t| Timestamp::now().nanos_since(t).max(0) as f64 / 1e9);

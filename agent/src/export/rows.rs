@@ -117,7 +117,7 @@ struct AlertRow<'a> {
     last_seen_ns: i64,
 }
 
-/// The JSONEachRow bodies for [`TABLES`] (empty where a table has no rows).
+/// The `JSONEachRow` bodies for [`TABLES`] (empty where a table has no rows).
 pub fn encode(changes: &[Change], host: &Host) -> Result<[Vec<u8>; 4], serde_json::Error> {
     let mut bodies: [Vec<u8>; 4] = Default::default();
     // The `record` column's text, reused from row to row.
@@ -158,7 +158,7 @@ pub fn encode(changes: &[Change], host: &Host) -> Result<[Vec<u8>; 4], serde_jso
     Ok(bodies)
 }
 
-/// A ClickHouse sink's encoding: one JSONEachRow body per table of [`TABLES`].
+/// A ClickHouse sink's encoding: one `JSONEachRow` body per table of [`TABLES`].
 #[derive(Debug)]
 pub struct Rows {
     host: Host,
@@ -179,7 +179,7 @@ impl Encode for Rows {
     }
 }
 
-/// serde_json writes UTF-8; this only turns the bytes back into text.
+/// `serde_json` writes UTF-8; this only turns the bytes back into text.
 fn text(json: &[u8]) -> Result<&str, serde_json::Error> {
     std::str::from_utf8(json).map_err(|e| serde::ser::Error::custom(e.to_string()))
 }
@@ -274,7 +274,10 @@ fn alert<'a>(common: Common<'a>, a: &'a AlertRecord, record: &'a str) -> AlertRo
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![expect(
+        clippy::unwrap_used,
+        reason = "a test: a failed unwrap is the failure, with its line"
+    )]
 
     use super::*;
     use mcp_guard_model::EventKind;

@@ -59,7 +59,7 @@ impl std::fmt::Debug for SyslogSink {
         f.debug_struct("SyslogSink")
             .field("address", &self.address)
             .field("tls", &self.tls.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -240,7 +240,10 @@ impl Deliver for SyslogSink {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![expect(
+        clippy::unwrap_used,
+        reason = "a test: a failed unwrap is the failure, with its line"
+    )]
 
     use super::*;
     use mcp_guard_model::{EventKind, EventRecord, Timestamp};

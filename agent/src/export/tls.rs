@@ -35,7 +35,10 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String
     }
     // ring, as ureq uses for ClickHouse (aws-lc-rs, which rustls now prefers for its
     // post-quantum key exchange, needs cmake and a C toolchain to build on every host).
-    #[allow(deprecated)]
+    #[expect(
+        deprecated,
+        reason = "ring stays the provider (see above) while rustls moves its default to aws-lc-rs"
+    )]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -33,17 +33,15 @@ pub(crate) fn install(
     let Some(map) = map else {
         return Ok(());
     };
-    match ranges {
-        Some(ranges) => map
-            .insert(cgroup_id, *port_set(ranges), 0)
+    if let Some(ranges) = ranges {
+        map.insert(cgroup_id, *port_set(ranges), 0)
             .map_err(|source| KernelError::Map {
                 name: maps::BIND_PORTS,
                 source,
-            }),
-        None => {
-            let _ = map.remove(&cgroup_id);
-            Ok(())
-        }
+            })
+    } else {
+        let _ = map.remove(&cgroup_id);
+        Ok(())
     }
 }
 

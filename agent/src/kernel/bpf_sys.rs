@@ -18,11 +18,11 @@ const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
 /// `BPF_PROG_TYPE_CGROUP_SOCK_ADDR`.
-pub const PROG_CGROUP_SOCK_ADDR: u32 = 18;
+pub(crate) const PROG_CGROUP_SOCK_ADDR: u32 = 18;
 /// `BPF_CGROUP_UNIX_CONNECT` (Linux 6.7).
-pub const ATTACH_UNIX_CONNECT: u32 = 49;
+pub(crate) const ATTACH_UNIX_CONNECT: u32 = 49;
 /// `BPF_CGROUP_UNIX_SENDMSG` (Linux 6.7).
-pub const ATTACH_UNIX_SENDMSG: u32 = 50;
+pub(crate) const ATTACH_UNIX_SENDMSG: u32 = 50;
 
 /// The leading part of `union bpf_attr` for `BPF_PROG_LOAD`, up to `attach_prog_fd`; the kernel
 /// zero-fills the fields after `size_of` bytes. Padding is explicit so no byte is uninitialised.
@@ -101,6 +101,10 @@ fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
 }
 
 /// A new descriptor returned by a successful `bpf(2)` command.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "bpf(2) returns an fd, an int, in a long"
+)]
 fn owned(ret: libc::c_long) -> OwnedFd {
     // SAFETY: PROG_LOAD and LINK_CREATE return a new fd on success that nothing else owns.
     unsafe { OwnedFd::from_raw_fd(ret as i32) }
@@ -108,7 +112,7 @@ fn owned(ret: libc::c_long) -> OwnedFd {
 
 /// Why a program did not load: the errno and the verifier's log.
 #[derive(Debug)]
-pub struct LoadError {
+pub(crate) struct LoadError {
     /// What the kernel returned.
     pub error: io::Error,
     /// The verifier log (empty when the kernel refused before verifying).
@@ -129,7 +133,7 @@ impl std::fmt::Display for LoadError {
 }
 
 /// Loads `insns` as a program of `prog_type` that expects `expected_attach_type`.
-pub fn prog_load(
+pub(crate) fn prog_load(
     name: &str,
     prog_type: u32,
     expected_attach_type: u32,
@@ -140,14 +144,15 @@ pub fn prog_load(
     for (dst, src) in prog_name.iter_mut().zip(name.bytes().take(15)) {
         *dst = src;
     }
+    let too_big = |_| io::Error::from(io::ErrorKind::InvalidInput);
     let attempt = |log: &mut [u8]| {
         let mut attr = ProgLoadAttr {
             prog_type,
-            insn_cnt: insns.len() as u32,
+            insn_cnt: u32::try_from(insns.len()).map_err(too_big)?,
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
             log_level: u32::from(!log.is_empty()),
-            log_size: log.len() as u32,
+            log_size: u32::try_from(log.len()).map_err(too_big)?,
             log_buf: if log.is_empty() {
                 0
             } else {
@@ -173,16 +178,16 @@ pub fn prog_load(
     }
 }
 
-/// Attaches `prog` to the cgroup `cgroup` at `attach_type` through a bpf_link (which coexists
+/// Attaches `prog` to the cgroup `cgroup` at `attach_type` through a `bpf_link` (which coexists
 /// with other programs there); closing the link, or unpinning it, detaches.
-pub fn link_create(
+pub(crate) fn link_create(
     prog: BorrowedFd<'_>,
     cgroup: BorrowedFd<'_>,
     attach_type: u32,
 ) -> io::Result<OwnedFd> {
     let mut attr = LinkCreateAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        target_fd: cgroup.as_raw_fd() as u32,
+        prog_fd: prog.as_raw_fd().cast_unsigned(),
+        target_fd: cgroup.as_raw_fd().cast_unsigned(),
         attach_type,
         flags: 0,
     };
@@ -190,12 +195,12 @@ pub fn link_create(
 }
 
 /// Pins a program or link at `path` on bpffs.
-pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a pin path"))?;
     let mut attr = ObjPinAttr {
         pathname: c.as_ptr() as u64,
-        bpf_fd: fd.as_raw_fd() as u32,
+        bpf_fd: fd.as_raw_fd().cast_unsigned(),
         file_flags: 0,
     };
     sys_bpf(BPF_OBJ_PIN, &mut attr).map(drop)
@@ -203,11 +208,15 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
 
 /// How many instructions the verifier processed for the program `prog` (Linux 5.16+; `None`
 /// before, or when the kernel does not say).
-pub fn verified_insns(prog: BorrowedFd<'_>) -> Option<u32> {
+pub(crate) fn verified_insns(prog: BorrowedFd<'_>) -> Option<u32> {
     // SAFETY: `bpf_prog_info` is plain integers and a bitfield: all zeroes is a valid value.
     let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the size of a kernel struct, a __u32"
+    )]
     let mut attr = InfoAttr {
-        bpf_fd: prog.as_raw_fd() as u32,
+        bpf_fd: prog.as_raw_fd().cast_unsigned(),
         info_len: std::mem::size_of::<bpf_prog_info>() as u32,
         info: std::ptr::from_mut(&mut info) as u64,
     };

@@ -65,7 +65,7 @@ fn u32_at(data: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-/// A type record's fields: kind, kind_flag, vlen, size-or-type, trailing data.
+/// A type record's fields: kind, `kind_flag`, vlen, size-or-type, trailing data.
 struct Record {
     kind: u32,
     kind_flag: bool,
@@ -116,7 +116,8 @@ impl<'a> Btf<'a> {
             let kind = (info >> 24) & 0x1f;
             if kind == KIND_STRUCT {
                 let name_off = u32_at(type_data, at).ok_or("BTF type record cut short")?;
-                btf.structs.push((name_off, btf.starts.len() as u32));
+                let index = u32::try_from(btf.starts.len()).map_err(|_| "over 2^32 BTF types")?;
+                btf.structs.push((name_off, index));
             }
             let trailing = match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
@@ -127,7 +128,8 @@ impl<'a> Btf<'a> {
                 2 | 7 | 8..=12 | 16 | 18 => 0,
                 other => return Err(format!("unknown BTF kind {other} at byte {at}")),
             };
-            btf.starts.push(at as u32);
+            btf.starts
+                .push(u32::try_from(at).map_err(|_| "BTF type section over 4 GiB")?);
             at += 12 + trailing;
         }
         if at != type_data.len() {
@@ -237,6 +239,10 @@ mod tests {
     use super::*;
 
     /// A BTF blob with `int`, `char *`, a typedef and `struct s { char *p; u32 n; int b:3; }`.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a test blob of a few dozen bytes"
+    )]
     fn sample() -> Vec<u8> {
         let strings = b"\0int\0s\0p\0n\0b\0u32\0char\0".to_vec();
         let name = |s: &str| -> u32 {
@@ -265,6 +271,10 @@ mod tests {
         push(&[name("s"), (1 << 31) | (KIND_STRUCT << 24) | 3, 16]);
         push(&[name("p"), 3, 0]);
         push(&[name("n"), 4, 64]);
+        #[expect(
+            clippy::decimal_bitwise_operands,
+            reason = "a 3-bit field at bit 96, as BTF packs it"
+        )]
         push(&[name("b"), 1, (3 << 24) | 96]);
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC.to_ne_bytes());

@@ -16,7 +16,7 @@
 //! needs it refuses (77) naming the promise, unless it runs under `--observe` or the policy sets
 //! `allow_degraded`.
 //!
-//! No CO-RE: the programs read only stable layouts (the `bpf_sock_addr` context, x86_64's UAPI
+//! No CO-RE: the programs read only stable layouts (the `bpf_sock_addr` context, `x86_64`'s UAPI
 //! `struct pt_regs`, syscall arguments); the one kernel-internal layout the unix programs read
 //! (`struct bpf_sock_addr_kern`) comes from the kernel's own BTF at load.
 

@@ -109,6 +109,10 @@ fn name_text(name: &Name) -> String {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "test packets of a few dozen bytes"
+)]
 mod tests {
     use hickory_proto::{
         op::{Message, MessageType, Query},
@@ -142,7 +146,7 @@ mod tests {
         // SAFETY: a plain #[repr(C)] record, viewed as its bytes.
         let all = unsafe {
             std::slice::from_raw_parts(
-                (&ev as *const DnsEvent).cast::<u8>(),
+                (&raw const ev).cast::<u8>(),
                 std::mem::size_of::<DnsEvent>(),
             )
         };

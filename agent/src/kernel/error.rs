@@ -32,7 +32,7 @@ pub enum KernelError {
         #[source]
         source: aya::maps::MapError,
     },
-    /// The kernel's BTF (needed for the tp_btf tracepoints) could not be read.
+    /// The kernel's BTF (needed for the `tp_btf` tracepoints) could not be read.
     #[error("reading the kernel BTF from /sys/kernel/btf/vmlinux: {0}")]
     Btf(#[from] aya::BtfError),
     /// The eBPF object does not contain a map the agent needs.

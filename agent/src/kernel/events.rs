@@ -43,14 +43,14 @@ impl Labels {
     pub(crate) fn insert(&self, session: u32, label: ServerLabel) {
         self.0
             .write()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(session, label);
     }
 
     fn get(&self, session: u32) -> ServerLabel {
         self.0
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&session)
             .cloned()
             .unwrap_or_else(|| ServerLabel {
@@ -134,6 +134,8 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
         }
         event_kind::CONNECT => {
             let ev: ConnectEvent = read(bytes)?;
+            // A port over 16 bits is a malformed record, skipped like one cut short.
+            let port = u16::try_from(ev.port).ok()?;
             let ip = if ev.family == libc::AF_INET as u32 {
                 IpAddr::V4(Ipv4Addr::new(
                     ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
@@ -142,7 +144,7 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
                 IpAddr::V6(Ipv6Addr::from(ev.addr))
             };
             KernelEventKind::Connect {
-                addr: SocketAddr::new(ip, ev.port as u16),
+                addr: SocketAddr::new(ip, port),
                 proto: ev.protocol,
                 op: sock_op_of(ev.op),
                 verdict: verdict_of(ev.verdict),
@@ -168,11 +170,16 @@ pub(crate) fn parse(bytes: &[u8], labels: &Labels) -> Option<KernelEvent> {
         _ => return None,
     };
     let label = labels.get(header.session);
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "pid_tgid's low 32 bits are the thread id"
+    )]
+    let tid = header.pid_tgid as u32;
     Some(KernelEvent {
         ts_boot_ns: header.ts_boot_ns,
         cgroup_id: header.cgroup,
         pid: (header.pid_tgid >> 32) as u32,
-        tid: header.pid_tgid as u32,
+        tid,
         server: label.server,
         session: label.session,
         kind,
@@ -272,7 +279,9 @@ mod tests {
 
     fn bytes_of<T>(record: &T) -> &[u8] {
         // SAFETY: the records are plain `#[repr(C)]` data; viewing one as bytes is sound.
-        unsafe { std::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
+        unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref::<T>(record).cast::<u8>(), size_of::<T>())
+        }
     }
 
     #[test]
@@ -330,6 +339,10 @@ mod tests {
     /// the build before (drained on upgrade) has none, and that build's separate result record
     /// is skipped, not misread.
     #[test]
+    #[expect(
+        clippy::decimal_bitwise_operands,
+        reason = "pid 10 in the high half, tid 11 in the low"
+    )]
     fn opens_and_the_previous_builds_records() {
         let labels = Labels::default();
         labels.insert(

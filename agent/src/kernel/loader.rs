@@ -135,7 +135,7 @@ pub struct KernelGuard {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain map handles behind: still usable.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The event ring buffer, mapped for reading.
@@ -336,11 +336,8 @@ impl KernelGuard {
     /// `argv_read_failed`), summed over CPUs since load.
     pub fn dropped(&self) -> Result<BTreeMap<&'static str, u64>, KernelError> {
         let mut out = BTreeMap::new();
-        for (i, name) in drop_reason::NAMES.iter().enumerate() {
-            let values = self
-                .drops
-                .get(&(i as u32), 0)
-                .map_err(map_err(maps::DROPS))?;
+        for (i, name) in (0u32..).zip(drop_reason::NAMES.iter()) {
+            let values = self.drops.get(&i, 0).map_err(map_err(maps::DROPS))?;
             out.insert(*name, values.iter().sum());
         }
         Ok(out)
@@ -515,7 +512,7 @@ impl KernelGuard {
         })?;
         let pins = self.cgroup_pins(cgroup_id);
         if let Some(dir) = &pins {
-            std::fs::create_dir_all(dir).map_err(|e| pin_error(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| pin_error(dir, &e))?;
         }
         let mut ebpf = lock(&self.ebpf);
         for name in EGRESS_PROGRAMS {

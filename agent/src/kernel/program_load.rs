@@ -33,7 +33,7 @@ pub(crate) const EGRESS_PROGRAMS: [&str; 6] = [
     programs::BIND6,
 ];
 
-/// The syscall tracepoints: (program name, tp_btf target).
+/// The syscall tracepoints: (program name, `tp_btf` target).
 pub(crate) const TRACE_PROGRAMS: [(&str, &str); 2] = [
     (programs::SYS_ENTER, "sys_enter"),
     (programs::SYS_EXIT, "sys_exit"),

@@ -27,7 +27,7 @@ use mcp_guard_model::kernel_event::{KernelEvent, KernelEventKind, boot_ns_now};
 /// An answer is kept at least this long, even with a TTL of 0 (the server needs time to use it).
 const MIN_TTL: Duration = Duration::from_secs(5);
 /// Names are re-resolved at least this often (hosts-file answers carry a one-day TTL).
-const MAX_REFRESH: Duration = Duration::from_secs(300);
+const MAX_REFRESH: Duration = Duration::from_mins(5);
 /// After a failed lookup, try again this soon.
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -134,6 +134,7 @@ pub(crate) fn merge(
 
 /// Per-name state of one server's allowlist.
 struct Name {
+    #[expect(clippy::struct_field_names, reason = "the DNS name itself")]
     name: String,
     port_lo: u16,
     port_hi: u16,
@@ -152,7 +153,7 @@ pub(crate) struct Refresher {
 }
 
 impl Refresher {
-    /// `hosts` are (name, port_lo, port_hi); `nets` the allowlist's fixed networks.
+    /// `hosts` are (name, `port_lo`, `port_hi`); `nets` the allowlist's fixed networks.
     pub(crate) fn new(
         resolver: NameResolver,
         hosts: Vec<(String, u16, u16)>,
@@ -296,7 +297,7 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().expect("addr");
         let b: IpAddr = "192.0.2.2".parse().expect("addr");
         let mut known = Vec::new();
-        merge(&mut known, &[a], t0 + Duration::from_secs(60), t0);
+        merge(&mut known, &[a], t0 + Duration::from_mins(1), t0);
         // The name now answers b only: a is still valid for 60s and stays.
         merge(
             &mut known,

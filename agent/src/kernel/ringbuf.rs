@@ -110,12 +110,14 @@ impl RingReader {
         Ok(reader)
     }
 
+    #[expect(clippy::cast_ptr_alignment, reason = "page-aligned, see SAFETY")]
     fn consumer_pos(&self) -> &AtomicUsize {
         // SAFETY: the consumer page starts with the kernel's `unsigned long consumer_pos`,
         // page-aligned (so aligned for AtomicUsize) and mapped for as long as `self`.
         unsafe { &*self.consumer.base().cast::<AtomicUsize>() }
     }
 
+    #[expect(clippy::cast_ptr_alignment, reason = "page-aligned, see SAFETY")]
     fn producer_pos(&self) -> &AtomicUsize {
         // SAFETY: as above, the producer page's `unsigned long producer_pos`; the kernel
         // writes it with release semantics.
@@ -145,6 +147,7 @@ impl RingReader {
             // 8-byte aligned (positions advance by multiples of 8), so the u32 header is in
             // the mapping and aligned; the kernel commits it with a full barrier (xchg), and
             // the acquire load makes the record's data visible after the busy bit clears.
+            #[expect(clippy::cast_ptr_alignment, reason = "8-byte aligned, see SAFETY")]
             let header = unsafe { &*self.producer.base().add(offset).cast::<AtomicU32>() }
                 .load(Ordering::Acquire);
             if header & BUSY_BIT != 0 {

@@ -63,7 +63,12 @@ pub fn key(cgroup: u64, socket: &str) -> Result<UnixKey, String> {
     }
     key.path[..bytes.len()].copy_from_slice(&bytes);
     // A path is matched by its bytes alone; an abstract name by its length too (NULs count).
-    key.len = if bytes[0] == 0 { bytes.len() as u32 } else { 0 };
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "at most UNIX_PATH_LEN, checked above"
+    )]
+    let len = bytes.len() as u32;
+    key.len = if bytes[0] == 0 { len } else { 0 };
     Ok(key)
 }
 
@@ -162,15 +167,15 @@ pub(crate) struct UnixPrograms {
 
 /// The descriptor of a map aya created, for the variants this object uses.
 fn map_fd(map: &Map) -> Option<RawFd> {
-    let data = match map {
-        Map::Array(d)
-        | Map::HashMap(d)
-        | Map::LpmTrie(d)
-        | Map::PerCpuArray(d)
-        | Map::PerCpuHashMap(d)
-        | Map::LruHashMap(d)
-        | Map::RingBuf(d) => d,
-        _ => return None,
+    let (Map::Array(data)
+    | Map::HashMap(data)
+    | Map::LpmTrie(data)
+    | Map::PerCpuArray(data)
+    | Map::PerCpuHashMap(data)
+    | Map::LruHashMap(data)
+    | Map::RingBuf(data)) = map
+    else {
+        return None;
     };
     Some(data.fd().as_fd().as_raw_fd())
 }
@@ -287,7 +292,7 @@ impl UnixPrograms {
                 None => self
                     .links
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(link),
             }
         }

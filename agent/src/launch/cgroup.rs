@@ -141,8 +141,7 @@ pub fn sanitize(server: &str) -> String {
 pub fn leaf_name(server: &str, policy: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+        .map_or(0, |d| d.subsec_nanos());
     format!(
         "{}-{}-{nanos:08x}@{}",
         sanitize(server),
@@ -323,6 +322,11 @@ fn v1_settings(c: Controller, l: &Limits) -> Vec<(&'static str, String)> {
 }
 
 /// CPU cores → microseconds per 100ms period (at least the kernel's 1ms minimum).
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the policy holds `cpu` to MIN_CPU..=MAX_CPU cores, and `as` saturates besides"
+)]
 fn cpu_quota_us(cpu: f64) -> u64 {
     ((cpu * 100_000.0).round() as u64).max(1000)
 }
@@ -498,7 +502,7 @@ mod tests {
     fn leaf_names_carry_server_exec_pid_and_policy() {
         let leaf = leaf_name("my server/x", "pol-1.a");
         assert!(leaf.starts_with("my_server_x-"));
-        assert_eq!(exec_pid(&leaf), Some(std::process::id() as i32));
+        assert_eq!(exec_pid(&leaf), Some(std::process::id().cast_signed()));
         assert_eq!(leaf_server(&leaf).as_deref(), Some("my_server_x"));
         assert_eq!(leaf_policy(&leaf).as_deref(), Some("pol-1.a"));
         // An earlier version's leaf: no policy.

@@ -9,7 +9,7 @@
 //! The container: read-only root filesystem, tmpfs `/tmp`, every capability dropped,
 //! no-new-privileges, the jail's seccomp deny list as the engine's seccomp profile
 //! ([`seccomp_profile`]), memory/CPU/pids limits, explicit `nofile`/`nproc` ulimits at or below
-//! this process's (podman cannot raise them without CAP_SYS_RESOURCE), only the policy's
+//! this process's (podman cannot raise them without `CAP_SYS_RESOURCE`), only the policy's
 //! `[filesystem]` paths as bind mounts (read-only unless listed in `write`), no network at all
 //! unless the policy allows some egress (then the engine's default bridge, never the host's
 //! network), and an environment of only the policy's secrets and `[env] pass`. The image is
@@ -29,7 +29,7 @@
 //! leaves, else the session is ended (fail closed: its events would not be seen).
 //!
 //! Cleanup: the container is removed (forced) when the session ends however exec ends it. If
-//! exec itself is SIGKILLed nothing runs, so every container carries the labels [`LABEL`] and
+//! exec itself is `SIGKILLed` nothing runs, so every container carries the labels [`LABEL`] and
 //! [`LABEL_EXEC_PID`], and the next exec removes the containers whose exec is gone
 //! ([`reap_stale`]) before the stale cgroups are reaped; the container's stdin (attached, stdin
 //! once) also closes with exec's death, which ends a well-behaved server at once.

@@ -106,7 +106,7 @@ fn parse<Elf: FileHeader<Endian = object::Endianness>>(
             .map(str::to_string)
             .collect()
     };
-    for d in table.iter() {
+    for d in &table {
         let Ok(value) = table.string(d) else {
             continue;
         };

@@ -39,7 +39,7 @@ pub struct Identity {
     pub why: String,
 }
 
-/// Who asked the agent for a launch: the client's credentials (SO_PEERCRED) and environment.
+/// Who asked the agent for a launch: the client's credentials (`SO_PEERCRED`) and environment.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Caller {
     /// The client's uid.
@@ -221,9 +221,10 @@ pub fn root_warning(id: &Identity, observe: bool) -> Option<String> {
 /// The identity of `user`, with its supplementary groups from the group database.
 fn with_groups(user: User, why: String) -> Identity {
     let groups = match CString::new(user.name.clone()) {
-        Ok(name) => nix::unistd::getgrouplist(&name, user.gid)
-            .map(|g| g.into_iter().map(Gid::as_raw).collect())
-            .unwrap_or_else(|_| vec![user.gid.as_raw()]),
+        Ok(name) => nix::unistd::getgrouplist(&name, user.gid).map_or_else(
+            |_| vec![user.gid.as_raw()],
+            |g| g.into_iter().map(Gid::as_raw).collect(),
+        ),
         Err(_) => vec![user.gid.as_raw()],
     };
     Identity {
@@ -299,8 +300,7 @@ pub fn resolve_program(cmd: &str, env: &[(String, String)]) -> Option<PathBuf> {
     let path = env
         .iter()
         .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+        .map_or("/usr/local/bin:/usr/bin:/bin", |(_, v)| v.as_str());
     path.split(':')
         .filter(|d| !d.is_empty())
         .map(|d| Path::new(d).join(cmd))

@@ -105,7 +105,7 @@ pub fn build(spec: &LandlockSpec) -> Result<RulesetCreated, String> {
     Ok(created)
 }
 
-/// Applies a built ruleset to the calling thread (sets no_new_privs first).
+/// Applies a built ruleset to the calling thread (sets `no_new_privs` first).
 pub fn restrict(ruleset: RulesetCreated) -> Result<(), String> {
     let status = ruleset
         .restrict_self()

@@ -38,7 +38,7 @@ pub(super) fn apply_limits(
         match applied {
             Ok(Applied::V2) => tracing::debug!("{} limit: cgroup v2", c.name()),
             Ok(Applied::V1(dir)) => {
-                tracing::debug!("{} limit: cgroup v1 {}", c.name(), dir.display())
+                tracing::debug!("{} limit: cgroup v1 {}", c.name(), dir.display());
             }
             Ok(Applied::Unavailable) => match (c, l.memory, l.pids) {
                 (Controller::Memory, Some(m), _) => {

@@ -158,7 +158,7 @@ pub fn apply(plan: &Plan) -> Result<(), String> {
     Ok(())
 }
 
-/// A detached bind mount of `path` (open_tree with OPEN_TREE_CLONE), to attach elsewhere later.
+/// A detached bind mount of `path` (`open_tree` with `OPEN_TREE_CLONE`), to attach elsewhere later.
 pub(super) fn clone_tree(path: &Path) -> Result<OwnedFd, String> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| format!("{}: NUL in path", path.display()))?;
@@ -172,6 +172,10 @@ pub(super) fn clone_tree(path: &Path) -> Result<OwnedFd, String> {
             std::io::Error::last_os_error()
         ));
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "open_tree(2) returns an fd, an int, in a long"
+    )]
     // SAFETY: the kernel just returned this fd and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -182,8 +186,7 @@ pub(super) fn attach_tree(path: &Path, tree: &OwnedFd) -> Result<(), String> {
         format!("carrying {} into the jail ({what}): {e}", path.display())
     };
     let is_dir = std::fs::metadata(format!("/proc/self/fd/{}", tree.as_raw_fd()))
-        .map(|m| m.is_dir())
-        .unwrap_or(true);
+        .map_or(true, |m| m.is_dir());
     if is_dir {
         std::fs::create_dir_all(path).map_err(|e| err("mkdir", e))?;
     } else {

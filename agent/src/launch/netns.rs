@@ -22,14 +22,20 @@ pub fn loopback_up() -> Result<(), String> {
     // SAFETY: ifreq is plain integers and arrays; zero is a valid value for each.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
+        *dst = libc::c_char::from_ne_bytes([*src]);
     }
     // SAFETY: SIOCGIFFLAGS fills the ifreq we pass, which lives across the call.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
         return Err(err("reading lo's flags"));
     }
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "IFF_UP | IFF_RUNNING fits ifru_flags, a short"
+    )]
     // SAFETY: after SIOCGIFFLAGS the union holds the flags.
-    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    };
     // SAFETY: SIOCSIFFLAGS reads the ifreq we pass, which lives across the call.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
         return Err(err("bringing lo up"));

@@ -45,7 +45,7 @@ fn needs(policy: &Policy, home: &std::path::Path) -> promises::Needs {
 /// Checks the host, resolves everything and creates the cgroup. Nothing is launched; on error
 /// nothing is left behind.
 pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
-    use LaunchError::*;
+    use LaunchError::{Config, NotFound, Unenforceable};
     let policy = req.policy;
     let degraded_ok = policy.enforcement.allow_degraded;
     let mut warnings = Vec::new();

@@ -86,6 +86,10 @@ const CLONE_NS_FLAGS: &[u64] = &[
 /// `ioctl` requests denied to every server: TIOCSTI pushes bytes into a terminal's input (a
 /// server holding its user's terminal would type commands into the shell that started it),
 /// TIOCLINUX can do the same through the console's selection paste.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the kernel compares ioctl requests as 32-bit"
+)]
 pub const DENIED_IOCTLS: &[u32] = &[libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
 
 /// The `clone` flags that create namespaces (the container backend's seccomp profile denies them
@@ -103,7 +107,7 @@ impl Program {
         Program(p.into_iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
     }
 
-    /// Installs the filter on the calling thread (no_new_privs must be set or CAP_SYS_ADMIN held).
+    /// Installs the filter on the calling thread (`no_new_privs` must be set or `CAP_SYS_ADMIN` held).
     pub fn install(&self) -> Result<(), String> {
         let bpf: BpfProgram = self
             .0
@@ -139,7 +143,7 @@ fn number(name: &str) -> Option<i64> {
 pub struct Fallbacks {
     /// No landlock truncate right (ABI < 3): the truncation promise ([`truncate_rules`]).
     pub truncate: bool,
-    /// Neither connect_unix programs nor landlock scopes, and egress: no Unix sockets by
+    /// Neither `connect_unix` programs nor landlock scopes, and egress: no Unix sockets by
     /// address at all ([`unix_rule`]).
     pub no_unix: bool,
 }
@@ -288,8 +292,12 @@ fn truncate_rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, seccompiler::Backend
     Ok(out)
 }
 
-/// x32 syscalls share the x86_64 audit arch but set bit 30 of the number; seccompiler's
+/// x32 syscalls share the `x86_64` audit arch but set bit 30 of the number; seccompiler's
 /// per-number rules would not match them, so they are refused wholesale.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "classic BPF opcodes are 16-bit"
+)]
 fn x32_filter() -> Program {
     const X32_BIT: u32 = 0x4000_0000;
     const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
@@ -304,7 +312,7 @@ fn x32_filter() -> Program {
     ])
 }
 
-/// Whether this kernel has seccomp filtering (PR_GET_SECCOMP fails with EINVAL without it).
+/// Whether this kernel has seccomp filtering (`PR_GET_SECCOMP` fails with EINVAL without it).
 pub fn available() -> bool {
     // SAFETY: PR_GET_SECCOMP takes no pointer arguments.
     let r = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
@@ -355,7 +363,7 @@ mod tests {
                     libc::SYS_ioctl,
                     std::os::fd::AsRawFd::as_raw_fd(&null),
                     request,
-                    &c as *const u8,
+                    &raw const c,
                 )
             };
             let e = if r == 0 {
@@ -370,7 +378,7 @@ mod tests {
         }
         let mut status = 0;
         // SAFETY: reaping our own child into a valid int.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        unsafe { libc::waitpid(pid, &raw mut status, 0) };
         assert!(libc::WIFEXITED(status), "child status {status}");
         libc::WEXITSTATUS(status)
     }
@@ -432,13 +440,13 @@ mod tests {
         }
         let mut status = 0;
         // SAFETY: reaping our own child into a valid int.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        unsafe { libc::waitpid(pid, &raw mut status, 0) };
         assert!(libc::WIFEXITED(status), "child status {status}");
         libc::WEXITSTATUS(status)
     }
 
     /// The attack landlock before ABI 3 lets through: truncating a file the server may only
-    /// read (or one outside every set) with truncate(2) or a read-only open with O_TRUNC.
+    /// read (or one outside every set) with truncate(2) or a read-only open with `O_TRUNC`.
     #[test]
     fn the_truncate_rule_denies_truncation_without_a_write_open() {
         let dir = std::env::temp_dir().join(format!("mcpg-seccomp-trunc-{}", std::process::id()));

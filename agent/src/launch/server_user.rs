@@ -8,7 +8,7 @@
 //! mcp-guard-server` a directory the policy lets the server write, add the user to a group to let
 //! it read one. What one server could do to another running under the same uid is small: each
 //! jail has its own PID namespace (another server's processes cannot be named, so not signalled
-//! or traced; ptrace and process_vm_* are denied by seccomp anyway), its own IPC namespace and
+//! or traced; ptrace and `process_vm`_* are denied by seccomp anyway), its own IPC namespace and
 //! private `/tmp` and `/proc`, and landlock confines each to its policy's paths, so they meet
 //! only where two policies grant the same path: there the uid lets one change files the other
 //! reads, as two policies sharing a directory would let any two servers. What the shared uid does
@@ -124,6 +124,7 @@ pub fn lease(dir: &Path) -> Result<Lease, String> {
             Uid::effective()
         ));
     }
+    #[expect(clippy::cast_possible_truncation, reason = "a remainder modulo a u32")]
     let start = {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());
@@ -175,8 +176,8 @@ fn try_lease(dir: &Path, uid: u32) -> std::io::Result<Option<Lease>> {
                     lock: Some(lock),
                 }));
             }
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }

@@ -3,7 +3,7 @@
 //! Process tree: launcher → helper (joins v1 cgroups, relays the exit status) → init (born in
 //! the v2 cgroup as pid 1 of the new namespaces: handshake, mounts, builds landlock, reaps) →
 //! server (inherited descriptors closed at exec, its own session without a terminal →
-//! landlock → caps → seccomp → execve). Each sets PR_SET_PDEATHSIG=SIGKILL so a dead launcher
+//! landlock → caps → seccomp → execve). Each sets `PR_SET_PDEATHSIG=SIGKILL` so a dead launcher
 //! takes the tree down.
 //!
 //! Control socket on fd 3 (a socketpair end, close-on-exec in the helper):
@@ -69,8 +69,7 @@ pub fn main() -> i32 {
         }
     };
     match helper(&spec, sock) {
-        Ok(code) => code,
-        Err((code, _)) => code,
+        Ok(code) | Err((code, _)) => code,
     }
 }
 
@@ -119,7 +118,7 @@ fn wait_for(pid: Pid) -> i32 {
 }
 
 /// The helper: v1 cgroups, then init forked straight into the v2 cgroup and the new namespaces
-/// (clone3 with CLONE_INTO_CGROUP: moving a live task into a v2 cgroup waits for an RCU grace
+/// (clone3 with `CLONE_INTO_CGROUP`: moving a live task into a v2 cgroup waits for an RCU grace
 /// period), then relay init's status. Kernels without clone3 get the old way:
 /// write cgroup.procs, unshare, fork.
 fn helper(spec: &JailSpec, mut sock: UnixStream) -> Result<i32, Failure> {
@@ -154,6 +153,10 @@ fn join_v1_cgroups(spec: &JailSpec) -> Result<(), Failure> {
 
 /// Forks init into the v2 cgroup (first of `cgroup_dirs`) and, when enforcing, the new mount,
 /// PID, IPC and UTS namespaces. `None` in the child.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "clone3(2) returns a pid, an int, in a long"
+)]
 fn fork_init(spec: &JailSpec) -> Result<Option<Pid>, Failure> {
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let Some(v2) = spec.cgroup_dirs.first() else {
@@ -185,15 +188,15 @@ fn fork_init(spec: &JailSpec) -> Result<Option<Pid>, Failure> {
     let dir = std::fs::File::open(v2).map_err(fail(&format!("opening cgroup {}", v2.display())))?;
     // SAFETY: clone_args is plain integers; zero is "unset" for every field.
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
-    args.flags = ns.bits() as u64 | CLONE_INTO_CGROUP;
+    args.flags = u64::from(ns.bits().cast_unsigned()) | CLONE_INTO_CGROUP;
     args.exit_signal = libc::SIGCHLD as u64;
-    args.cgroup = dir.as_raw_fd() as u64;
+    args.cgroup = u64::from(dir.as_raw_fd().cast_unsigned());
     // SAFETY: a fork-like clone3 (no CLONE_VM, no stack): the single-threaded helper's child
     // continues here with its own copy of memory, as after fork().
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            &mut args as *mut libc::clone_args,
+            &raw mut args,
             std::mem::size_of::<libc::clone_args>(),
         )
     };
@@ -325,8 +328,8 @@ fn server(
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::sigemptyset(&raw mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &raw const set, std::ptr::null_mut());
     }
     set_pdeathsig();
     // Nothing but stdio reaches the server unless the jail passes it on purpose (the pinned
@@ -388,7 +391,7 @@ fn server(
                 rlim_max: value,
             };
             // SAFETY: lim is a valid rlimit for the duration of the call.
-            if unsafe { libc::setrlimit(resource as _, &lim) } != 0 {
+            if unsafe { libc::setrlimit(resource as _, &raw const lim) } != 0 {
                 return Err(fail("setrlimit")(std::io::Error::last_os_error()));
             }
         }
@@ -430,7 +433,7 @@ fn server(
 
 /// Marks every descriptor above stderr close-on-exec: the server's execve closes them, while the
 /// control socket stays usable until then to report a failed exec. `close_range` with
-/// CLOSE_RANGE_CLOEXEC (Linux 5.11), else each entry of /proc/self/fd.
+/// `CLOSE_RANGE_CLOEXEC` (Linux 5.11), else each entry of /proc/self/fd.
 fn close_inherited() -> std::io::Result<()> {
     // SAFETY: close_range takes integers only; with CLOSE_RANGE_CLOEXEC it closes nothing.
     let r = unsafe {
@@ -452,7 +455,7 @@ fn close_inherited() -> std::io::Result<()> {
     }
 }
 
-/// [`close_inherited`] without close_range: every fd above stderr that /proc/self/fd lists.
+/// [`close_inherited`] without `close_range`: every fd above stderr that /proc/self/fd lists.
 fn cloexec_each_open_fd() -> std::io::Result<()> {
     let fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")?
         .flatten()

@@ -368,6 +368,10 @@ mod tests {
     }
 
     /// An `ArgInterceptor` that has seen `tool` listed with `schema`, as the proxy feeds it.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "callers build the JSON in place with json!"
+    )]
     fn listed(tool: &str, schema: Value) -> ArgInterceptor {
         let mut g = ArgInterceptor::new(ArgConfig::default());
         let mut ctx = Ctx {

@@ -259,7 +259,7 @@ pub fn server_fact(method: &str, msg: &Value) -> Option<ServerFact> {
             if let Some(caps) = result.get("capabilities") {
                 let text = serialize(caps, 0);
                 let caps = match caps {
-                    Value::Object(m) if text.total as usize > CAPABILITIES_BYTES => {
+                    Value::Object(m) if text.total > CAPABILITIES_BYTES as u64 => {
                         Value::Array(m.keys().take(64).map(|k| short_key(k)).collect())
                     }
                     other => other.clone(),
@@ -383,7 +383,7 @@ mod tests {
             .and_then(|c| c.result.clone())
             .expect("copied");
         assert_eq!(peeked.text.len(), 16 + MARGIN);
-        assert_eq!(peeked.total as usize, 3 * MARGIN + r#"{"text":""}"#.len());
+        assert_eq!(peeked.total, (3 * MARGIN + r#"{"text":""}"#.len()) as u64);
         let v: Value = serde_json::from_str(&answer).expect("JSON");
         response_value(&mut capture, &v);
         assert_eq!(capture.and_then(|c| c.result), Some(peeked));

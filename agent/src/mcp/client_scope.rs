@@ -119,7 +119,7 @@ mod tests {
 
     fn rule(tools: &[&str], exe: &[&str], matching: ClientMatch) -> ClientRule {
         ClientRule {
-            tools: tools.iter().map(|t| t.to_string()).collect(),
+            tools: tools.iter().map(std::string::ToString::to_string).collect(),
             exe: exe.iter().map(PathBuf::from).collect(),
             matching,
         }

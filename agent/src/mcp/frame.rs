@@ -156,7 +156,7 @@ impl fmt::Display for ParseError {
 }
 
 /// Parses JSON strictly: any object with a repeated key (compared case-insensitively) is an error,
-/// where serde_json alone would silently keep the last one.
+/// where `serde_json` alone would silently keep the last one.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, ParseError> {
     // One UTF-8 check of the whole line (quick on ASCII) instead of one per string, which is
     // what parsing from bytes does. Invalid UTF-8 is refused either way.
@@ -174,6 +174,10 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, ParseError> {
 
 const DUP_PREFIX: &str = "\u{0}duplicate key:";
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "`.map_err(map_err)` hands the error over by value"
+)]
 fn map_err(e: serde_json::Error) -> ParseError {
     let msg = e.to_string();
     match msg.strip_prefix(DUP_PREFIX) {
@@ -272,7 +276,7 @@ pub(crate) fn same_key(a: &str, b: &str) -> bool {
     fold_case(a) == fold_case(b)
 }
 
-/// Objects up to this many members are searched by comparing keys: serde_json's map hashes
+/// Objects up to this many members are searched by comparing keys: `serde_json`'s map hashes
 /// every lookup with SipHash, which costs more than a few short string comparisons.
 const SCAN_MEMBERS: usize = 8;
 
@@ -427,7 +431,7 @@ mod tests {
                     Some(Value::from(7))
                 );
             }
-            other => panic!("expected oversized, got {other:?}"),
+            other @ Frame::Line(_) => panic!("expected oversized, got {other:?}"),
         }
         assert_eq!(f[1], Frame::Line(b"ok".to_vec()));
     }
@@ -512,6 +516,6 @@ mod tests {
         assert!(p(r#"{"jsonrpc":"1.0","id":3,"result":{}}"#).is_err());
         assert!(p(r#"{"jsonrpc":"2.0","id":3,"result":{},"error":{}}"#).is_err());
         assert!(p(r#"{"jsonrpc":"2.0","id":{},"method":"x"}"#).is_err());
-        assert!(p(r#"[1]"#).is_err());
+        assert!(p(r"[1]").is_err());
     }
 }

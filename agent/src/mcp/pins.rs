@@ -532,7 +532,7 @@ impl Interceptor for PinInterceptor {
             Err(e) => tracing::warn!("cannot reload pins: {e:#}"),
         }
         let mut hide = Vec::new();
-        for tool in tools.iter() {
+        for tool in tools {
             let name = tool
                 .get("name")
                 .and_then(Value::as_str)

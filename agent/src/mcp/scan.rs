@@ -182,8 +182,10 @@ fn views(s: &str, role: Role, channel: Channel) -> Views {
     let mut model = clean;
     for f in &found {
         let weight = match f.trick {
-            Trick::TagCharacters | Trick::VariationSelectors | Trick::ZeroWidthBits => 1.0,
-            Trick::BidiOverride => 1.0,
+            Trick::TagCharacters
+            | Trick::VariationSelectors
+            | Trick::ZeroWidthBits
+            | Trick::BidiOverride => 1.0,
             Trick::BidiControls => 0.8,
             Trick::SplitWords => 0.6,
             Trick::LookAlikeLetters => 0.5,

@@ -168,7 +168,7 @@ impl Patterns {
         if !hits.matched_any() {
             return;
         }
-        for i in hits.iter() {
+        for i in &hits {
             let (name, re) = &self.list[i];
             let mut found = false;
             let replaced = re.replace_all(s.as_str(), |c: &regex::Captures<'_>| {
@@ -424,7 +424,7 @@ impl Interceptor for SecretInterceptor {
         // What `pre_call` looks for, whatever it would then do with it.
         let mut found = Vec::new();
         for_each_member_str(args, &mut |key, s| {
-            self.redactor.shapes_in_member(key, s, &mut found)
+            self.redactor.shapes_in_member(key, s, &mut found);
         });
         found.is_empty()
     }
@@ -471,12 +471,14 @@ impl Interceptor for SecretInterceptor {
                     let mut shapes = Vec::new();
                     let hits = self.redactor.member_findings(key, s);
                     self.redactor.shapes.redact_found(s, hits, &mut shapes);
-                    shapes.into_iter().for_each(|x| note(&mut found, x));
+                    for x in shapes {
+                        note(&mut found, x);
+                    }
                 });
             }
             ShapeAction::Deny | ShapeAction::Alert => {
                 for_each_member_string(args, &mut |key, s| {
-                    self.redactor.shapes_in_member(key, s, &mut found)
+                    self.redactor.shapes_in_member(key, s, &mut found);
                 });
             }
         }
@@ -525,7 +527,7 @@ impl Interceptor for SecretInterceptor {
         let mut shapes_found = Vec::new();
         if self.in_results != ShapeAction::Redact && !self.redactor.shapes.is_empty() {
             for_each_member_string(msg, &mut |key, s| {
-                self.redactor.shapes_in_member(key, s, &mut shapes_found)
+                self.redactor.shapes_in_member(key, s, &mut shapes_found);
             });
         }
         if self.in_results == ShapeAction::Deny && !shapes_found.is_empty() {
@@ -543,7 +545,7 @@ impl Interceptor for SecretInterceptor {
         let shapes = self.in_results == ShapeAction::Redact;
         if !self.redactor.redacts_nothing(shapes) {
             for_each_member_string(msg, &mut |key, s| {
-                self.redactor.redact_member(key, s, shapes, &mut what)
+                self.redactor.redact_member(key, s, shapes, &mut what);
             });
         }
         if !shapes_found.is_empty() {
@@ -771,7 +773,7 @@ mod tests {
             SecretInterceptor::new(&SecretConfig {
                 in_arguments: a,
                 in_results: r,
-                pii: pii.iter().map(|s| s.to_string()).collect(),
+                pii: pii.iter().map(std::string::ToString::to_string).collect(),
                 ..SecretConfig::default()
             })
             .expect("compiles")

@@ -141,19 +141,19 @@ impl CallSink for MemorySink {
 
 impl<T: CallSink + ?Sized> CallSink for Box<T> {
     fn call_started(&mut self, call_id: &str, tool: Option<&str>) {
-        (**self).call_started(call_id, tool)
+        (**self).call_started(call_id, tool);
     }
     fn call(&mut self, record: CallRecord) {
-        (**self).call(record)
+        (**self).call(record);
     }
     fn finding(&mut self, finding: Finding) {
-        (**self).finding(finding)
+        (**self).finding(finding);
     }
     fn server_fact(&mut self, fact: ServerFact) {
-        (**self).server_fact(fact)
+        (**self).server_fact(fact);
     }
     fn tools_listed(&mut self, tools: &[(String, bool)]) {
-        (**self).tools_listed(tools)
+        (**self).tools_listed(tools);
     }
     fn take_call_denials(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<CallDenial>> {
         (**self).take_call_denials()
@@ -163,30 +163,32 @@ impl<T: CallSink + ?Sized> CallSink for Box<T> {
 impl<T: CallSink> CallSink for std::sync::Arc<std::sync::Mutex<T>> {
     fn call_started(&mut self, call_id: &str, tool: Option<&str>) {
         self.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .call_started(call_id, tool)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .call_started(call_id, tool);
     }
     fn call(&mut self, record: CallRecord) {
-        self.lock().unwrap_or_else(|p| p.into_inner()).call(record)
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .call(record);
     }
     fn finding(&mut self, finding: Finding) {
         self.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .finding(finding)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .finding(finding);
     }
     fn server_fact(&mut self, fact: ServerFact) {
         self.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .server_fact(fact)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .server_fact(fact);
     }
     fn tools_listed(&mut self, tools: &[(String, bool)]) {
         self.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .tools_listed(tools)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .tools_listed(tools);
     }
     fn take_call_denials(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<CallDenial>> {
         self.lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take_call_denials()
     }
 }

@@ -71,7 +71,7 @@ impl Token {
                 token.len()
             ));
         }
-        if !token.iter().all(|b| b.is_ascii_graphic()) {
+        if !token.iter().all(u8::is_ascii_graphic) {
             return Err(
                 "the token must be printable ASCII without spaces (it travels in an HTTP header)"
                     .into(),
@@ -93,21 +93,30 @@ impl Auth {
     /// Requires `token` (read from `file`) from now on; `None`: no token.
     pub fn set(&self, token: Option<(Token, PathBuf)>) {
         let (token, file) = token.unzip();
-        *self.token.write().unwrap_or_else(|p| p.into_inner()) = token;
-        *self.file.write().unwrap_or_else(|p| p.into_inner()) = file;
+        *self
+            .token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = token;
+        *self
+            .file
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = file;
     }
 
     /// Whether a token is required.
     pub fn required(&self) -> bool {
         self.token
             .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_some()
     }
 
     /// Whether a request with `headers` may read the metrics.
     pub fn permits(&self, headers: &HeaderMap) -> bool {
-        let guard = self.token.read().unwrap_or_else(|p| p.into_inner());
+        let guard = self
+            .token
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(token) = guard.as_ref() else {
             return true;
         };

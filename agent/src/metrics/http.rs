@@ -32,7 +32,7 @@ const MAX_CONNECTIONS: usize = 32;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A whole connection (keep-alive included) lasts at most this long.
-const CONNECTION_DEADLINE: Duration = Duration::from_secs(60);
+const CONNECTION_DEADLINE: Duration = Duration::from_mins(1);
 
 /// Serves `GET /metrics` (and `HEAD`) from `metrics` on `listener` until the task is dropped;
 /// other paths get 404, other methods on `/metrics` 405, and every request without the token

@@ -6,7 +6,7 @@
 use std::{fs::File, io::Read, path::Path};
 
 /// The interpreter the kernel loads to run `path`, if any (and if it can be read).
-pub fn interpreter(path: &Path) -> Option<String> {
+pub(super) fn interpreter(path: &Path) -> Option<String> {
     let mut head = Vec::new();
     File::open(path)
         .ok()?
@@ -28,6 +28,7 @@ pub fn interpreter(path: &Path) -> Option<String> {
 /// `PT_INTERP` of a 64-bit little-endian ELF file (the program headers are near the start; the
 /// interpreter string is read from the file if it lies beyond `head`).
 fn elf_interp(head: &[u8], path: &Path) -> Option<String> {
+    const PT_INTERP: u32 = 3;
     if head.len() < 64 || &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
         return None;
     }
@@ -37,7 +38,6 @@ fn elf_interp(head: &[u8], path: &Path) -> Option<String> {
     let phoff = usize::try_from(u64_at(0x20)?).ok()?;
     let phentsize = usize::from(u16_at(0x36)?);
     let phnum = usize::from(u16_at(0x38)?);
-    const PT_INTERP: u32 = 3;
     for i in 0..phnum {
         let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
         if u32_at(ph)? != PT_INTERP {

@@ -6,14 +6,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 /// Directories known from a session's absolute paths, by the names of their entries.
-pub struct Places {
+pub(super) struct Places {
     /// Entry name → the directories holding an entry of that name, with how often one was used.
     by_name: HashMap<String, BTreeMap<String, usize>>,
 }
 
 impl Places {
     /// Indexes every absolute path in `paths` (relative ones are ignored).
-    pub fn new<'a>(paths: impl Iterator<Item = &'a str>) -> Self {
+    pub(super) fn new<'a>(paths: impl Iterator<Item = &'a str>) -> Self {
         let mut by_name: HashMap<String, BTreeMap<String, usize>> = HashMap::new();
         for p in paths.filter(|p| p.starts_with('/')) {
             let comps: Vec<&str> = p.split('/').filter(|c| !c.is_empty()).collect();
@@ -30,7 +30,7 @@ impl Places {
     }
 
     /// `rel` made absolute, if a directory holding its first component is known.
-    pub fn place(&self, rel: &str) -> Option<String> {
+    pub(super) fn place(&self, rel: &str) -> Option<String> {
         let mut rel = rel;
         while let Some(r) = rel.strip_prefix("./") {
             rel = r;

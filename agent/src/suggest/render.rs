@@ -139,7 +139,7 @@ fn list(key: &str, entries: &BTreeMap<String, Why>, noun: &str, samples: bool) -
 }
 
 /// The policy text for `server` from what was observed.
-pub fn policy(server: &str, o: &Observed) -> String {
+pub(super) fn policy(server: &str, o: &Observed) -> String {
     let sessions: Vec<&str> = o.sessions.iter().map(String::as_str).collect();
     let mut out = format!(
         "# Suggested by `mcp-guard policy suggest` from {} recorded events of {} session{} ({}).\n\
@@ -198,6 +198,7 @@ fn limits(o: &Observed) -> String {
     let over = format!("over {n} session{}", if n == 1 { "" } else { "s" });
     if let Some(peak) = o.memory_peak {
         let mib = (peak.saturating_mul(HEADROOM).max(MIN_MEMORY)).div_ceil(16 * MIB) * 16;
+        #[expect(clippy::cast_precision_loss, reason = "shown to a tenth of a MiB")]
         let _ = writeln!(
             s,
             "memory = \"{mib}M\"  # peak {:.1} MiB {over}, ×{HEADROOM} headroom",

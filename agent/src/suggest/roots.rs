@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// The rule a path is granted through and why that rule.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Root {
+pub(super) struct Root {
     /// The directory or file the rule names.
     pub path: String,
     /// What it is (`node packages`, `python environment`, ...), for the comment.
@@ -46,7 +46,7 @@ const SYSTEM: &[(&str, usize, &str)] = &[
 
 /// The root `path` (absolute, as opened) is granted through. `exists` says whether a path is
 /// on disk (the host's filesystem in use, a test's fake in tests).
-pub fn root_of(path: &str, exists: &dyn Fn(&Path) -> bool) -> Root {
+pub(super) fn root_of(path: &str, exists: &dyn Fn(&Path) -> bool) -> Root {
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let join = |n: usize| format!("/{}", comps[..n].join("/"));
     // A node package tree: the outermost node_modules holds every package the server loads.
@@ -94,7 +94,7 @@ pub fn root_of(path: &str, exists: &dyn Fn(&Path) -> bool) -> Root {
 }
 
 /// A directory from which this many distinct loose files were opened is granted whole.
-pub const DIR_THRESHOLD: usize = 4;
+pub(super) const DIR_THRESHOLD: usize = 4;
 
 #[cfg(test)]
 mod tests {

@@ -464,7 +464,7 @@ mod tests {
     use mcp_guard_policy::FilePin;
 
     fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
+        v.iter().map(std::string::ToString::to_string).collect()
     }
 
     #[test]
@@ -565,7 +565,7 @@ mod tests {
         };
         let run = |program: &Path, args: &[&str], env: &[(String, String)]| {
             let mut argv = vec![program.display().to_string()];
-            argv.extend(args.iter().map(|a| a.to_string()));
+            argv.extend(args.iter().map(std::string::ToString::to_string));
             check(
                 &pins,
                 &Launch {

@@ -14,7 +14,7 @@ use mcp_guard_statefs::StateDir;
 use super::{NpmPin, Pins, SHA256, SupplyError, io_err, sha256_bytes, sha256_file};
 
 /// A digest over an installed package tree: every file and symlink below `dir` (nested
-/// node_modules included), in path order, with its kind, executable bit and content digest.
+/// `node_modules` included), in path order, with its kind, executable bit and content digest.
 pub fn tree_digest(dir: &Path) -> Result<String, SupplyError> {
     tree_listing(dir).map(|text| sha256_bytes(text.as_bytes()))
 }
@@ -126,17 +126,17 @@ pub(super) fn walk(
     out: &mut BTreeMap<String, String>,
 ) -> Result<(), SupplyError> {
     let dir = root.join(rel);
-    let read = std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))?;
+    let read = std::fs::read_dir(&dir).map_err(|e| io_err(&dir, &e))?;
     for entry in read {
-        let entry = entry.map_err(|e| io_err(&dir, e))?;
+        let entry = entry.map_err(|e| io_err(&dir, &e))?;
         let rel = rel.join(entry.file_name());
         let path = root.join(&rel);
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| io_err(&path, e))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| io_err(&path, &e))?;
         let key = rel.to_string_lossy().into_owned();
         if meta.is_dir() {
             walk(root, &rel, out)?;
         } else if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&path).map_err(|e| io_err(&path, e))?;
+            let target = std::fs::read_link(&path).map_err(|e| io_err(&path, &e))?;
             out.insert(key, format!("l {}", target.to_string_lossy()));
         } else if meta.is_file() {
             let x = if meta.permissions().mode() & 0o111 != 0 {
@@ -155,7 +155,7 @@ pub(super) fn walk(
 /// `(name, version)` from a package.json.
 pub(super) fn package_json(dir: &Path) -> Result<(String, String), SupplyError> {
     let path = dir.join("package.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, &e))?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| SupplyError::Io(format!("{}: {e}", path.display())))?;
     let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
@@ -216,7 +216,7 @@ pub(super) fn verify_npm(p: &NpmPin, state_dir: Option<&Path>) -> Vec<SupplyErro
                     what: format!("integrity of {what} in the lockfile"),
                     expected: expected.clone(),
                     actual,
-                })
+                });
             }
             Ok(Some(_)) => {}
             Ok(None) => problems.push(SupplyError::Mismatch {
@@ -264,7 +264,7 @@ pub(super) fn npm_package_dir(file: &Path) -> Option<PathBuf> {
     if comps.len() <= i + n {
         return None;
     }
-    let dir: PathBuf = comps[..=i + n - 1].iter().collect();
+    let dir: PathBuf = comps[..(i + n)].iter().collect();
     dir.join("package.json").is_file().then_some(dir)
 }
 
@@ -280,7 +280,7 @@ pub(super) fn npm_closure(
             continue;
         }
         let path = dir.join("package.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, &e))?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| SupplyError::Io(format!("{}: {e}", path.display())))?;
         for (kind, required) in [

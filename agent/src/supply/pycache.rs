@@ -93,8 +93,8 @@ pub fn python_cache(pins: &Pins, program: &Path, state_dir: &Path) -> Result<Pat
     let rel = format!("pycache/{}", &key[SHA256.len()..SHA256.len() + 32]);
     let dir = state_dir.join(&rel);
     // Made like every directory of the state dir (0700, not through symlinks).
-    let state = StateDir::create(&state_dir).map_err(|e| io_err(&state_dir, e))?;
-    let cache = state.subdir(&rel).map_err(|e| io_err(&dir, e))?;
+    let state = StateDir::create(&state_dir).map_err(|e| io_err(&state_dir, &e))?;
+    let cache = state.subdir(&rel).map_err(|e| io_err(&dir, &e))?;
     let complete =
         |cache: &mcp_guard_statefs::Dir| cache.read(".complete").is_ok_and(|d| d.is_some());
     if complete(&cache) {
@@ -104,10 +104,10 @@ pub fn python_cache(pins: &Pins, program: &Path, state_dir: &Path) -> Result<Pat
     let lock_path = dir.join(".lock");
     let lock = state
         .ensure_file(&cache, ".lock")
-        .map_err(|e| io_err(&lock_path, e))?;
+        .map_err(|e| io_err(&lock_path, &e))?;
     // SAFETY: flock on an fd we own; released when `lock` is dropped (closed).
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(io_err(&lock_path, std::io::Error::last_os_error()));
+        return Err(io_err(&lock_path, &std::io::Error::last_os_error()));
     }
     if complete(&cache) {
         return Ok(dir);
@@ -138,8 +138,8 @@ pub fn python_cache(pins: &Pins, program: &Path, state_dir: &Path) -> Result<Pat
         return Ok(dir);
     };
     // The compiler is this descriptor: what is hashed here is what runs.
-    let mut file = std::fs::File::open(&interpreter).map_err(|e| io_err(&interpreter, e))?;
-    let actual = sha256_reader(&mut file).map_err(|e| io_err(&interpreter, e))?;
+    let mut file = std::fs::File::open(&interpreter).map_err(|e| io_err(&interpreter, &e))?;
+    let actual = sha256_reader(&mut file).map_err(|e| io_err(&interpreter, &e))?;
     if actual != expected {
         return Err(SupplyError::Mismatch {
             file: interpreter,
@@ -190,7 +190,7 @@ pub fn python_cache(pins: &Pins, program: &Path, state_dir: &Path) -> Result<Pat
     if compile(&file, &spec, &list, &dir)? {
         cache
             .replace(".complete", b"", mcp_guard_statefs::FILE_MODE, |_| Ok(()))
-            .map_err(|e| io_err(&dir.join(".complete"), e))?;
+            .map_err(|e| io_err(&dir.join(".complete"), &e))?;
     }
     drop(lock);
     Ok(dir)
@@ -304,17 +304,17 @@ fn write_records(mut from: impl Read, dir: &Path) -> Result<usize, SupplyError> 
         match from.read_exact(&mut len) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(n),
-            Err(e) => return Err(io_err(dir, e)),
+            Err(e) => return Err(io_err(dir, &e)),
         }
         let len = u32::from_le_bytes(len) as usize;
         if len == 0 || len > MAX_PATH {
             return Err(bad(format!("a path of {len} bytes")));
         }
         let mut path = vec![0u8; len];
-        from.read_exact(&mut path).map_err(|e| io_err(dir, e))?;
+        from.read_exact(&mut path).map_err(|e| io_err(dir, &e))?;
         let path = PathBuf::from(std::ffi::OsString::from_vec(path));
         let mut size = [0u8; 8];
-        from.read_exact(&mut size).map_err(|e| io_err(dir, e))?;
+        from.read_exact(&mut size).map_err(|e| io_err(dir, &e))?;
         let size = u64::from_le_bytes(size);
         if size > MAX_PYC {
             return Err(bad(format!("{} bytes for {}", size, path.display())));
@@ -331,13 +331,13 @@ fn write_records(mut from: impl Read, dir: &Path) -> Result<usize, SupplyError> 
         (&mut from)
             .take(size)
             .read_to_end(&mut data)
-            .map_err(|e| io_err(dir, e))?;
+            .map_err(|e| io_err(dir, &e))?;
         if data.len() as u64 != size {
             return Err(bad(format!("a truncated {}", path.display())));
         }
         let target = dir.join(rel);
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+            std::fs::create_dir_all(parent).map_err(|e| io_err(parent, &e))?;
         }
         std::fs::OpenOptions::new()
             .write(true)
@@ -347,7 +347,7 @@ fn write_records(mut from: impl Read, dir: &Path) -> Result<usize, SupplyError> 
             .custom_flags(libc::O_NOFOLLOW)
             .open(&target)
             .and_then(|mut f| f.write_all(&data))
-            .map_err(|e| io_err(&target, e))?;
+            .map_err(|e| io_err(&target, &e))?;
         n += 1;
     }
 }
@@ -357,7 +357,10 @@ mod tests {
     use super::*;
 
     fn record(path: &str, data: &[u8]) -> Vec<u8> {
-        let mut v = (path.len() as u32).to_le_bytes().to_vec();
+        let mut v = u32::try_from(path.len())
+            .expect("a short path")
+            .to_le_bytes()
+            .to_vec();
         v.extend_from_slice(path.as_bytes());
         v.extend_from_slice(&(data.len() as u64).to_le_bytes());
         v.extend_from_slice(data);

@@ -207,7 +207,7 @@ pub(super) fn verify_pypi(
     let record = dist.join("RECORD");
     let bytes = match std::fs::read(&record) {
         Ok(b) => b,
-        Err(e) => return vec![io_err(&record, e)],
+        Err(e) => return vec![io_err(&record, &e)],
     };
     let mut problems = Vec::new();
     let actual = sha256_bytes(&bytes);
@@ -379,7 +379,7 @@ pub(super) fn pypi_closure(
                     tracing::debug!(
                         "{name}: requirement {r} not installed in {}",
                         site.display()
-                    )
+                    );
                 }
                 None => {}
             }

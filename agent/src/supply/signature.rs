@@ -10,7 +10,7 @@ use std::{
 use super::{Pins, SignerKey, SupplyError};
 
 /// Verifies a detached SSH signature (`ssh-keygen -Y sign`) over `data`: the signer must be
-/// `key.identity` in the `key.allowed_signers` file (OpenSSH's allowed_signers format) and the
+/// `key.identity` in the `key.allowed_signers` file (OpenSSH's `allowed_signers` format) and the
 /// signature made for `key.namespace`. A missing signature file is [`SupplyError::Unsigned`].
 pub fn verify_signature(data: &[u8], sig: &Path, key: &SignerKey) -> Result<(), SupplyError> {
     use std::io::Write;

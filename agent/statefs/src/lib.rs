@@ -64,8 +64,7 @@ fn temp_name(name: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+        .map_or(0, |d| d.subsec_nanos());
     format!(
         ".{name}.{}-{}-{nanos:x}.tmp",
         std::process::id(),
@@ -95,10 +94,12 @@ impl Dir {
                 Component::RootDir => {}
                 Component::Normal(name) => {
                     fd = openat(&fd, name, DIR_FLAGS, Mode::empty()).map_err(|e| {
-                        io::Error::new(
-                            io::Error::from(e).kind(),
-                            format!("{}: {name:?}: {}", path.display(), symlink_hint(e)),
-                        )
+                        #[expect(
+                            clippy::unnecessary_debug_formatting,
+                            reason = "quoted and escaped: a hostile name cannot forge the message"
+                        )]
+                        let message = format!("{}: {name:?}: {}", path.display(), symlink_hint(e));
+                        io::Error::new(io::Error::from(e).kind(), message)
                     })?;
                 }
                 _ => {
@@ -291,10 +292,10 @@ impl StateDir {
         match std::fs::symlink_metadata(path) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                use std::os::unix::fs::DirBuilderExt as _;
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent)?;
                 }
-                use std::os::unix::fs::DirBuilderExt as _;
                 match std::fs::DirBuilder::new().mode(DIR_MODE).create(path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

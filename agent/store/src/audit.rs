@@ -397,7 +397,7 @@ mod tests {
         assert_eq!(closed(r#"{"a":"x\"#), r#"{"a":"x"}"#);
         assert_eq!(closed(r#"{"a":"x\u00"#), r#"{"a":"x"}"#);
         assert_eq!(closed(r#"{"a":"x\ud83d"#), r#"{"a":"x"}"#);
-        assert_eq!(closed(r#"["#), r#"[]"#);
+        assert_eq!(closed(r"["), r"[]");
         assert!(close_prefix(b"12").is_none());
         assert!(close_prefix(b"}").is_none());
         // A character cut in two.

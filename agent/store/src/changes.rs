@@ -331,7 +331,10 @@ impl Store {
     }
 
     /// The rows of one table numbered in (`after`, `last`], appended to `out`.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one table's query: its name, bounds, columns and output"
+    )]
     fn join_changes(
         &self,
         n: i64,
@@ -375,7 +378,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![expect(
+        clippy::unwrap_used,
+        reason = "a test: a failed unwrap is the failure, with its line"
+    )]
 
     use super::*;
     use mcp_guard_model::{Decision, EventKind};

@@ -77,7 +77,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("path", &self.path)
             .field("read_only", &self.read_only)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -20,11 +20,14 @@ mod layout;
 mod tables;
 mod trace;
 
-use layout::*;
-use tables::*;
+use layout::{Col, table, truncate_end, truncate_middle};
+use tables::{
+    alerts_table, calls_table, duration_text, events_table, hosted_table, list_time, target,
+    verdict_text,
+};
 pub use tables::{fleet_alerts_table, fleet_calls_table, fleet_events_table, fleet_sessions_table};
 pub use trace::print_trace;
-use trace::*;
+use trace::{trace_json, trace_text};
 
 use mcp_guard_model::{AlertRecord, Attribution, CallRecord, EventRecord, Timestamp};
 
@@ -330,11 +333,11 @@ mod tests {
     #[test]
     fn durations_parse_in_the_documented_units() {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_mins(15)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_hours(1)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_hours(48)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_mins(90)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_mins(90)));
         for bad in ["", "h", "10", "1x", "-1h", "99999999999999999999d"] {
             let err = parse_duration(bad).expect_err(bad);
             assert!(err.contains("e.g. 30s, 15m, 1h, 2d"), "{err}");

@@ -93,9 +93,9 @@ impl Store {
         f: &mut dyn FnMut(CallRecord) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut q = Query::new();
-        q.eq("server", &filter.server);
-        q.eq("tool", &filter.tool);
-        q.eq("session", &filter.session);
+        q.eq("server", filter.server.as_deref());
+        q.eq("tool", filter.tool.as_deref());
+        q.eq("session", filter.session.as_deref());
         q.since("started_at", filter.since);
         let select = Select {
             columns: schema::CALL_COLUMNS,
@@ -119,14 +119,14 @@ impl Store {
         f: &mut dyn FnMut(EventRecord) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut q = Query::new();
-        q.eq("server", &filter.server);
+        q.eq("server", filter.server.as_deref());
         // By contract name, so synonyms ("kill") find what was stored ("killed").
         let kind = filter
             .kind
             .as_deref()
             .map(|k| EventKind::from_name(k).as_str().to_string());
-        q.eq("kind", &kind);
-        q.eq("session", &filter.session);
+        q.eq("kind", kind.as_deref());
+        q.eq("session", filter.session.as_deref());
         q.since("ts", filter.since);
         if let Some(call) = &filter.call {
             // Ambiguous events name the call among their candidates; the session narrows the
@@ -160,7 +160,7 @@ impl Store {
         f: &mut dyn FnMut(AlertRecord) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut q = Query::new();
-        q.eq("server", &filter.server);
+        q.eq("server", filter.server.as_deref());
         if let Some(call) = &filter.call {
             // A repeat in a later call is counted in the session's first alert: it is about
             // this call too when it cites this call's events.
@@ -343,9 +343,9 @@ impl Query {
         self.params.len()
     }
 
-    fn eq(&mut self, column: &str, value: &Option<String>) {
+    fn eq(&mut self, column: &str, value: Option<&str>) {
         if let Some(v) = value {
-            let n = self.push(Value::Text(v.clone()));
+            let n = self.push(Value::Text(v.to_string()));
             self.clauses.push(format!("{column} = ?{n}"));
         }
     }

@@ -167,16 +167,15 @@ impl Pruner {
             return Ok(Progress::Done(None));
         };
         let result = step_pass(pass, &self.retention, store, &mut self.converted);
-        match result {
-            Ok(true) => Ok(Progress::More),
-            Ok(false) | Err(_) => {
-                self.next = Instant::now() + self.retention.every;
-                let pass = self.pass.take();
-                result?;
-                let mut stats = pass.map(|p| p.stats).unwrap_or_default();
-                stats.bytes_after = store.live_bytes()?;
-                Ok(Progress::Done(Some(stats)))
-            }
+        if let Ok(true) = result {
+            Ok(Progress::More)
+        } else {
+            self.next = Instant::now() + self.retention.every;
+            let pass = self.pass.take();
+            result?;
+            let mut stats = pass.map(|p| p.stats).unwrap_or_default();
+            stats.bytes_after = store.live_bytes()?;
+            Ok(Progress::Done(Some(stats)))
         }
     }
 
@@ -255,7 +254,7 @@ fn step_pass(
             } else {
                 CHUNK
             };
-            if n as i64 >= chunk && target != Target::OldestAlerts {
+            if i64::try_from(n).unwrap_or(i64::MAX) >= chunk && target != Target::OldestAlerts {
                 pass.phases.push_front(phase);
             }
         }
@@ -294,7 +293,16 @@ fn size_round(pass: &mut Pass, r: &Retention, store: &mut Store) -> Result<(), S
             .push_front(Phase::Delete(Target::OldestAlerts, i64::MAX));
         return Ok(());
     };
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a fraction of the rows, roughly"
+    )]
     let excess = (live - max) as f64 / live as f64;
+    #[expect(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        reason = "a row count, roughly, clamped to 1..=MAX_ROUND_ROWS (`as` saturates)"
+    )]
     let k = ((event_rows(store)? as f64 * (excess + 0.02)) as i64).clamp(1, MAX_ROUND_ROWS);
     // Just past the k-th oldest plain event (past the oldest plain record at least, so every
     // round deletes something); past everything when fewer are left.
@@ -479,7 +487,7 @@ fn convert(store: &mut Store) -> Result<(), StoreError> {
         .map_err(store.sql_err())?;
     tracing::info!(
         path = %path.display(),
-        took_ms = t.elapsed().as_millis() as u64,
+        took_ms = u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX),
         "store: converted to incremental vacuum (one-time VACUUM)"
     );
     Ok(())

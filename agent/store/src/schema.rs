@@ -1,7 +1,7 @@
 //! The SQL side of the store: schema migrations, and records to and from rows.
 //!
 //! Timestamps are INTEGER nanoseconds since the epoch (UTC): compact, indexable, exact. Lists
-//! (command, argv, candidates, event_ids) and free-form detail are JSON text.
+//! (command, argv, candidates, `event_ids`) and free-form detail are JSON text.
 
 use std::path::Path;
 
@@ -164,6 +164,7 @@ const MAX_ALERT_EVENTS: usize = 64;
 const MAX_TOOLS_LISTED: i64 = 256;
 
 /// The schema version this build writes.
+#[expect(clippy::cast_possible_wrap, reason = "a handful of migrations")]
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the schema to [`SCHEMA_VERSION`]; one process migrates while the others wait on the
@@ -215,11 +216,14 @@ pub(super) fn migrate(
             supported: SCHEMA_VERSION,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    // A negative version is not one this build (or any) wrote.
+    let done = usize::try_from(found)
+        .map_err(|_| open_err(rusqlite::Error::IntegralValueOutOfRange(0, found)))?;
+    for (version, sql) in (1i64..).zip(MIGRATIONS.iter()).skip(done) {
         tx.execute_batch(sql).map_err(open_err)?;
         tx.execute(
             "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
-            params![i as i64 + 1, Timestamp::now().unix_nanos()],
+            params![version, Timestamp::now().unix_nanos()],
         )
         .map_err(open_err)?;
     }

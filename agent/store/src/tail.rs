@@ -21,7 +21,7 @@ use super::{LOST_KIND, Store, StoreError, Timestamp};
 const BATCH: i64 = 20_000;
 
 /// A call without an end this long after its start no longer holds the call cursor back.
-pub const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
+pub(crate) const ABANDONED_AFTER: Duration = Duration::from_hours(1);
 
 /// One ended `tools/call`.
 #[derive(Clone, Debug, PartialEq)]
@@ -122,6 +122,7 @@ impl Tail {
             .conn
             .prepare("SELECT id, count FROM alerts ORDER BY id DESC LIMIT ?1")
             .map_err(store.sql_err())?;
+        #[expect(clippy::cast_possible_wrap, reason = "a small constant")]
         let rows = stmt
             .query_map([REMEMBERED_ALERTS as i64], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))

@@ -1,5 +1,8 @@
 //! Unit tests: schema, round trips, filters, `since`, retention, the writer's counters.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a failed unwrap is the failure, with its line"
+)]
 
 use std::{fs, time::Duration};
 
@@ -100,6 +103,7 @@ fn ago(d: Duration) -> Timestamp {
 
 #[test]
 fn schema_is_created_versioned_wal_and_indexed() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("schema");
     let store = Store::open(&dir.db()).unwrap();
     let c = &store.conn;
@@ -143,7 +147,6 @@ fn schema_is_created_versioned_wal_and_indexed() {
         )
         .unwrap();
     assert!(plan.contains("events_server_ts"), "{plan}");
-    use std::os::unix::fs::PermissionsExt;
     for file in ["mcp-guard.db", "mcp-guard.db-wal", "mcp-guard.db-shm"] {
         let mode = fs::metadata(dir.0.join(file)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{file}");
@@ -207,7 +210,7 @@ fn records_round_trip_with_every_field() {
         pid: Some(99),
         observe: true,
         exit_status: None,
-        facts: Default::default(),
+        facts: mcp_guard_model::ServerFacts::default(),
     };
     let mut c = call("c1", "weather", "get_weather", t);
     c.result_bytes = Some(1234);
@@ -361,7 +364,7 @@ fn filters_narrow_and_results_are_in_time_order() {
 fn trace_has_the_calls_events_including_ambiguous_ones_and_alerts() {
     let dir = TempDir::new("trace");
     let mut store = Store::open(&dir.db()).unwrap();
-    let t0 = ago(Duration::from_secs(60));
+    let t0 = ago(Duration::from_mins(1));
     let at = |ms: u64| t0.saturating_add(Duration::from_millis(ms));
     let mut c1 = call("c1", "w", "get_weather", at(0));
     c1.ended_at = Some(at(50));
@@ -410,8 +413,8 @@ fn trace_has_the_calls_events_including_ambiguous_ones_and_alerts() {
 fn prune_by_age_keeps_recent_records_and_running_sessions() {
     let dir = TempDir::new("age");
     let mut store = Store::open(&dir.db()).unwrap();
-    let old = ago(Duration::from_secs(3 * 86_400));
-    let new = ago(Duration::from_secs(60));
+    let old = ago(Duration::from_hours(72));
+    let new = ago(Duration::from_mins(1));
     let running = SessionRecord {
         session: "running".into(),
         server: "a".into(),
@@ -422,7 +425,7 @@ fn prune_by_age_keeps_recent_records_and_running_sessions() {
         pid: None,
         observe: false,
         exit_status: None,
-        facts: Default::default(),
+        facts: mcp_guard_model::ServerFacts::default(),
     };
     let mut ended = running.clone();
     ended.session = "ended".into();
@@ -439,9 +442,7 @@ fn prune_by_age_keeps_recent_records_and_running_sessions() {
             alert("new", "a", "new", new).into(),
         ])
         .unwrap();
-    let stats = store
-        .prune(Some(Duration::from_secs(86_400)), None)
-        .unwrap();
+    let stats = store.prune(Some(Duration::from_hours(24)), None).unwrap();
     assert_eq!(
         stats.deleted,
         Counts {
@@ -592,8 +593,8 @@ fn writer_applies_retention() {
         dir.db(),
         WriterConfig {
             retention: Some(Retention {
-                max_age: Some(Duration::from_secs(3600)),
-                alert_max_age: Some(Duration::from_secs(3600)),
+                max_age: Some(Duration::from_hours(1)),
+                alert_max_age: Some(Duration::from_hours(1)),
                 max_bytes: None,
                 every: Duration::from_millis(50),
             }),
@@ -604,7 +605,7 @@ fn writer_applies_retention() {
         "old",
         "a",
         EventKind::Open,
-        ago(Duration::from_secs(7200)),
+        ago(Duration::from_hours(2)),
     ));
     handle.send(event("new", "a", EventKind::Open, Timestamp::now()));
     assert!(handle.flush(Duration::from_secs(10)));

@@ -1,7 +1,10 @@
 //! Unit tests: an alert repeated in its session is one row with a count and the last time it
 //! fired, for the queries, the agent's tail (which counts every occurrence), the export change
 //! log, and stores written before alerts were counted.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a failed unwrap is the failure, with its line"
+)]
 
 use super::*;
 use crate::tests::{TempDir, alert};
@@ -135,9 +138,9 @@ fn a_store_written_before_alerts_were_counted_folds_its_repeats() {
             "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);",
         )
         .unwrap();
-        for (i, sql) in schema::MIGRATIONS.iter().take(2).enumerate() {
+        for (version, sql) in (1i64..).zip(schema::MIGRATIONS.iter().take(2)) {
             conn.execute_batch(sql).unwrap();
-            conn.execute("INSERT INTO schema_version VALUES (?1, 0)", [i as i64 + 1])
+            conn.execute("INSERT INTO schema_version VALUES (?1, 0)", [version])
                 .unwrap();
         }
         let insert = "INSERT INTO alerts (alert_id, ts, server, session, rule, severity, \

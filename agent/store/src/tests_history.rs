@@ -1,7 +1,10 @@
 //! Unit tests of what issue 20 added to the store: the schema upgrade, calls' arguments and
 //! results, the server's facts, retention that keeps the evidence, the one-time conversion to
 //! incremental vacuum.
-#![allow(clippy::unwrap_used)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test: a failed unwrap is the failure, with its line"
+)]
 
 use std::{fs, time::Duration};
 
@@ -15,7 +18,7 @@ fn ago(d: Duration) -> Timestamp {
     Timestamp::now().saturating_sub(d)
 }
 
-const DAY: Duration = Duration::from_secs(86_400);
+const DAY: Duration = Duration::from_hours(24);
 
 #[test]
 fn a_version_1_store_is_upgraded_and_its_alerts_cite_their_events() {
@@ -329,7 +332,7 @@ fn the_writer_prunes_in_steps_while_it_keeps_writing() {
                 max_age: Some(DAY),
                 alert_max_age: Some(DAY),
                 max_bytes: None,
-                every: Duration::from_secs(3600),
+                every: Duration::from_hours(1),
             }),
             ..Default::default()
         },

@@ -85,7 +85,10 @@ struct Shared {
 
 impl Shared {
     fn set_error(&self, err: String) {
-        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Log each distinct error once, not once per batch.
         if last.as_deref() != Some(err.as_str()) {
             tracing::warn!(error = %err, "store: records dropped");
@@ -181,7 +184,7 @@ impl std::fmt::Debug for StoreHandle {
             .field("path", &self.path)
             .field("redacts", &self.redact.is_some())
             .field("stats", &self.stats())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -190,6 +193,7 @@ impl StoreHandle {
     /// `redact` (on the writer's thread, before anything is written): give a session's writers
     /// this one, and no injected value or secret shape reaches the store whatever path a record
     /// takes (event argv, call arguments and results, reasons, alert summaries, ...).
+    #[must_use]
     pub fn redacting(&self, redact: Option<Arc<dyn Redact>>) -> StoreHandle {
         StoreHandle {
             redact,
@@ -257,7 +261,7 @@ impl StoreHandle {
                 .shared
                 .last_error
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone(),
         }
     }
@@ -304,7 +308,7 @@ impl StoreHandle {
 const ACTIVE_TICK: Duration = Duration::from_millis(5);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The writer thread's state.
@@ -318,6 +322,10 @@ struct Writer<'a> {
     /// Records lost and not yet written down.
     lost: LostLedger,
     /// Tells this writer's `lost` events apart from other writers' of the same store.
+    #[expect(
+        clippy::struct_field_names,
+        reason = "the name `lost` records carry it under"
+    )]
     writer_id: String,
     lost_seq: u64,
 }
@@ -350,9 +358,9 @@ impl Writer<'_> {
             Some(Err(e)) => {
                 self.shared.write_failed.fetch_add(n, Ordering::Relaxed);
                 self.shared.set_error(e.to_string());
-                batch
-                    .iter()
-                    .for_each(|r| self.lost.add(r, lost::WRITE_FAILED));
+                for r in batch {
+                    self.lost.add(r, lost::WRITE_FAILED);
+                }
                 // Busy and full pass with time on the same connection; anything else (the
                 // file removed or replaced, an I/O error) may need a fresh one.
                 if !e.is_busy() && !e.is_disk_full() {
@@ -362,9 +370,9 @@ impl Writer<'_> {
             }
             None => {
                 self.shared.write_failed.fetch_add(n, Ordering::Relaxed);
-                batch
-                    .iter()
-                    .for_each(|r| self.lost.add(r, lost::WRITE_FAILED));
+                for r in batch {
+                    self.lost.add(r, lost::WRITE_FAILED);
+                }
             }
         }
     }

@@ -14,6 +14,11 @@
 //! `tiocsti TARGET ok|errno N` for each of fd 0, 1, 2 and /dev/tty (`tty` ... `open-errno N` when
 //! it cannot be opened), with the request as the plain TIOCSTI and again (`tiocsti-high`) with
 //! bits set above the 32 the kernel reads.
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "socket address families and sizes, pids and byte counts, in the widths the syscall ABI gives them"
+)]
 
 use std::{
     ffi::CString,
@@ -34,6 +39,10 @@ fn report(action: &str, result: Result<String, i32>) {
     let _ = std::io::stdout().flush();
 }
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "`.map_err(io_err)` hands the error over by value"
+)]
 fn io_err(e: std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(-1)
 }
@@ -53,7 +62,7 @@ fn in_child(f: impl FnOnce() -> i32) -> i32 {
     }
     let mut status = 0;
     // SAFETY: status is a valid out pointer.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    unsafe { libc::waitpid(pid, &raw mut status, 0) };
     if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
@@ -93,7 +102,7 @@ fn mptcp_bind(port: u16) -> Result<String, i32> {
     let r = unsafe {
         libc::bind(
             fd,
-            (&addr as *const libc::sockaddr_in).cast(),
+            (&raw const addr).cast(),
             size_of::<libc::sockaddr_in>() as libc::socklen_t,
         )
     };
@@ -136,7 +145,7 @@ fn whoami() -> String {
 fn tiocsti(fd: i32, request: u64, text: &str) -> Result<String, i32> {
     for b in text.bytes() {
         // SAFETY: a raw ioctl with a pointer to a live byte.
-        let r = unsafe { libc::syscall(libc::SYS_ioctl, fd, request, &b as *const u8) };
+        let r = unsafe { libc::syscall(libc::SYS_ioctl, fd, request, &raw const b) };
         if r != 0 {
             return Err(errno());
         }
@@ -191,7 +200,7 @@ fn fds() -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let arg = |i: usize| -> &str { args.get(i).map(String::as_str).unwrap_or("") };
+    let arg = |i: usize| -> &str { args.get(i).map_or("", String::as_str) };
     let action = arg(0);
     let result: Result<String, i32> = match action {
         "read" => std::fs::File::open(arg(1))
@@ -412,7 +421,11 @@ fn main() {
                 // Touch every page so it is really charged.
                 blocks.push(vec![1u8; 1 << 20]);
             }
-            Ok(blocks.iter().map(|b| b.len()).sum::<usize>().to_string())
+            Ok(blocks
+                .iter()
+                .map(std::vec::Vec::len)
+                .sum::<usize>()
+                .to_string())
         }
         "whoami" => Ok(whoami()),
         "fds" => Ok(fds()),

@@ -9,6 +9,10 @@
 //! connect to PATH or a datagram sent to it: re-pointing a pair). Output: `ok` or
 //! `errno N` per argument. IPv6 addresses are written in brackets: `tcp:[::1]:5000`; an
 //! abstract Unix socket is `@name`.
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "socket address families and sizes, in the widths the socket ABI gives them"
+)]
 use std::{
     io::Write as _,
     net::{SocketAddr, TcpStream, UdpSocket},
@@ -81,13 +85,7 @@ fn connect_fd(
 ) -> std::io::Result<()> {
     let (sun, len) = sockaddr_un(addr);
     // SAFETY: a live sockaddr_un of `len` bytes on an open fd.
-    let r = unsafe {
-        libc::connect(
-            s.as_raw_fd(),
-            (&sun as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    };
+    let r = unsafe { libc::connect(s.as_raw_fd(), (&raw const sun).cast(), len) };
     if r == 0 {
         Ok(())
     } else {
@@ -108,7 +106,7 @@ fn sendto_fd(
             b"x".as_ptr().cast(),
             1,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            (&sun as *const libc::sockaddr_un).cast(),
+            (&raw const sun).cast(),
             len,
         )
     };
@@ -131,7 +129,7 @@ fn sockaddr_un(addr: &std::os::unix::net::SocketAddr) -> (libc::sockaddr_un, lib
         (None, None) => (0, &[]),
     };
     for (i, b) in bytes.iter().take(sun.sun_path.len() - 1 - lead).enumerate() {
-        sun.sun_path[lead + i] = *b as libc::c_char;
+        sun.sun_path[lead + i] = libc::c_char::from_ne_bytes([*b]);
     }
     // An abstract name is its bytes after the leading NUL; a path ends with one.
     let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
@@ -232,7 +230,7 @@ fn mptcp_bind(addr: SocketAddr) -> String {
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
             size_of::<libc::sockaddr_in>()
         }
         SocketAddr::V6(a) => {
@@ -246,18 +244,12 @@ fn mptcp_bind(addr: SocketAddr) -> String {
                 sin6_scope_id: 0,
             };
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
             size_of::<libc::sockaddr_in6>()
         }
     };
     // SAFETY: `storage` holds a valid address of `len` bytes; `fd` is open.
-    let r = unsafe {
-        libc::bind(
-            fd,
-            (&storage as *const libc::sockaddr_storage).cast(),
-            len as libc::socklen_t,
-        )
-    };
+    let r = unsafe { libc::bind(fd, (&raw const storage).cast(), len as libc::socklen_t) };
     if r == 0 {
         "ok".into()
     } else {
@@ -265,7 +257,7 @@ fn mptcp_bind(addr: SocketAddr) -> String {
     }
 }
 
-/// Closes with RST instead of FIN: thousands of benchmark connects leave no TIME_WAIT behind to
+/// Closes with RST instead of FIN: thousands of benchmark connects leave no `TIME_WAIT` behind to
 /// slow down the ephemeral port search of later runs.
 fn reset_on_close(stream: &TcpStream) {
     use std::os::fd::AsRawFd as _;
@@ -279,7 +271,7 @@ fn reset_on_close(stream: &TcpStream) {
             stream.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
+            (&raw const linger).cast(),
             size_of::<libc::linger>() as libc::socklen_t,
         );
     }

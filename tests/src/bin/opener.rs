@@ -8,6 +8,10 @@
 //! touched: the path is written to a scratch file, which is mapped and handed to the kernel
 //! without being read. A tracer's fault-free read of it (`bpf_probe_read_user_str`) then fails,
 //! while the kernel's own copy faults the page in and opens the file.
+#![expect(
+    clippy::cast_sign_loss,
+    reason = "clock_gettime never returns negative fields"
+)]
 use std::{ffi::CString, fs::File, io::Write as _, time::Instant};
 
 fn main() {
@@ -40,14 +44,14 @@ fn main() {
     }
 }
 
-/// The calling thread's CPU time in ns (CLOCK_THREAD_CPUTIME_ID).
+/// The calling thread's CPU time in ns (`CLOCK_THREAD_CPUTIME_ID`).
 fn thread_cpu_ns() -> u128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes the timespec it is given; this clock always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
     ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
 }
 

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
             pid: Some(std::process::id()),
             observe: false,
             exit_status: None,
-            facts: Default::default(),
+            facts: mcp_guard_model::ServerFacts::default(),
         }
         .into(),
     );
@@ -95,7 +95,7 @@ fn main() -> ExitCode {
         call.ended_at = Some(Timestamp::now());
         send(call.into());
     }
-    let flushed = handle.flush(Duration::from_secs(60));
+    let flushed = handle.flush(Duration::from_mins(1));
     let stats = handle.stats();
     println!(
         "{}",

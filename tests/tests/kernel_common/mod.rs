@@ -1,5 +1,8 @@
 //! Shared by the kernel tests: throwaway cgroups and fixture processes placed in them.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary that includes this module uses a different part of it"
+)]
 
 use std::{
     fs::File,
@@ -10,7 +13,7 @@ use std::{
 };
 
 /// The cgroup v2 mount point, from /proc/self/mountinfo.
-pub fn cgroup2_root() -> PathBuf {
+pub(crate) fn cgroup2_root() -> PathBuf {
     let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
     for line in info.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
@@ -27,7 +30,7 @@ pub fn cgroup2_root() -> PathBuf {
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh cgroup, removed (after killing what is left in it) on drop.
-pub struct TestCgroup {
+pub(crate) struct TestCgroup {
     /// Its directory.
     pub dir: PathBuf,
     procs: File,
@@ -35,7 +38,7 @@ pub struct TestCgroup {
 
 impl TestCgroup {
     /// Creates `<v2 root>/mcp-guard-test-<tag>-<pid>-<n>`.
-    pub fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let dir = cgroup2_root().join(format!(
             "mcp-guard-test-{tag}-{}-{}",
             std::process::id(),
@@ -50,7 +53,7 @@ impl TestCgroup {
     }
 
     /// A command whose process moves itself into this cgroup before exec.
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    pub(crate) fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
         let fd = self.procs.as_raw_fd();
         // SAFETY: the hook only calls write(2) on an fd inherited from the parent: async-signal
@@ -68,7 +71,7 @@ impl TestCgroup {
     }
 
     /// Runs `program args` inside the cgroup and returns its output.
-    pub fn run(&self, program: &Path, args: &[String]) -> Output {
+    pub(crate) fn run(&self, program: &Path, args: &[String]) -> Output {
         self.command(program)
             .args(args)
             .output()
@@ -94,7 +97,7 @@ impl Drop for TestCgroup {
 }
 
 /// Runs `program args` outside any test cgroup.
-pub fn run_outside(program: &Path, args: &[String]) -> Output {
+pub(crate) fn run_outside(program: &Path, args: &[String]) -> Output {
     Command::new(program)
         .args(args)
         .stdin(Stdio::null())
@@ -103,7 +106,7 @@ pub fn run_outside(program: &Path, args: &[String]) -> Output {
 }
 
 /// The result lines a fixture printed.
-pub fn lines(output: &Output) -> Vec<String> {
+pub(crate) fn lines(output: &Output) -> Vec<String> {
     assert!(
         output.status.success(),
         "fixture failed: {:?}\nstdout: {}\nstderr: {}",
@@ -118,12 +121,12 @@ pub fn lines(output: &Output) -> Vec<String> {
 }
 
 /// A fixture binary of this package.
-pub fn fixture_bin(name: &str) -> PathBuf {
+pub(crate) fn fixture_bin(name: &str) -> PathBuf {
     mcp_guard_tests::workspace_bin(name)
 }
 
 /// A listener on `addr` (port 0 for any) accepting in the background; returns its port.
-pub fn listen(addr: &str) -> u16 {
+pub(crate) fn listen(addr: &str) -> u16 {
     let listener = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     let port = listener.local_addr().expect("local addr").port();
     // A deep accept queue: benchmark connect bursts must not overflow it (an overflow drops the
@@ -139,17 +142,17 @@ pub fn listen(addr: &str) -> u16 {
 }
 
 /// A port with nothing listening on it (bound then released).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     mcp_guard_tests::prom::free_port()
 }
 
 /// The network probe fixture (`tests/src/bin/netprobe.rs`).
-pub fn netprobe() -> PathBuf {
+pub(crate) fn netprobe() -> PathBuf {
     env!("CARGO_BIN_EXE_netprobe").into()
 }
 
 /// A single-threaded runtime for the async parts of a kernel test (event streams, resolvers).
-pub fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -157,14 +160,14 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// How netprobe reports a refusal with EPERM.
-pub const EPERM: &str = "errno 1";
+pub(crate) const EPERM: &str = "errno 1";
 
 /// A temporary directory removed on drop (also when a test panics).
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
     /// Creates a fresh `/tmp/mcp-guard-<tag>-<pid>-<n>`.
-    pub fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "mcp-guard-{tag}-{}-{}",
             std::process::id(),

@@ -23,7 +23,7 @@ use super::{
 use crate::{Result, root};
 
 /// One boot of one kernel.
-pub struct BootRun {
+pub(super) struct BootRun {
     /// The index (in the run's case list) of its first case.
     pub first: usize,
     pub log: GuestLog,
@@ -35,14 +35,14 @@ pub struct BootRun {
 }
 
 /// A boot whose kernel died: what it said and the first case whose result it spoiled.
-pub struct CrashNote {
+pub(super) struct CrashNote {
     pub from: usize,
     /// The kernel's own report, or what the host saw instead.
     pub lines: Vec<String>,
 }
 
 /// One kernel's boots (two when the first crashed) and what they showed.
-pub struct KernelRun {
+pub(super) struct KernelRun {
     pub kernel: &'static Kernel,
     pub files: fetch::KernelFiles,
     pub boots: Vec<BootRun>,
@@ -50,16 +50,16 @@ pub struct KernelRun {
 
 impl KernelRun {
     /// What case `index` did: from the last boot that ran it before any crash.
-    pub fn case(&self, index: usize) -> Option<&CaseRun> {
+    pub(super) fn case(&self, index: usize) -> Option<&CaseRun> {
         case_of(&self.boots, index)
     }
 
     /// A value the first boot that has it reported (doctor may have run in either).
-    pub fn first_of<T>(&self, pick: impl Fn(&GuestLog) -> Option<T>) -> Option<T> {
+    pub(super) fn first_of<T>(&self, pick: impl Fn(&GuestLog) -> Option<T>) -> Option<T> {
         self.boots.iter().find_map(|b| pick(&b.log))
     }
 
-    pub fn elapsed(&self) -> Duration {
+    pub(super) fn elapsed(&self) -> Duration {
         self.boots.iter().map(|b| b.elapsed).sum()
     }
 }
@@ -75,7 +75,7 @@ fn case_of(boots: &[BootRun], index: usize) -> Option<&CaseRun> {
 }
 
 /// Boots `kernel` with every case of `opts`; reboots once for the cases a kernel crash spoiled.
-pub fn run_kernel(
+pub(super) fn run_kernel(
     kernel: &'static Kernel,
     files: fetch::KernelFiles,
     opts: &Options,
@@ -124,7 +124,7 @@ fn guest_case(
                     .to_string_lossy()
                     .into_owned(),
             ];
-            argv.extend(args.iter().map(|a| a.to_string()));
+            argv.extend(args.iter().map(std::string::ToString::to_string));
             (root(), argv)
         }
         Run::Shell(script) => (root(), guest::shell_argv(script)),

@@ -35,7 +35,7 @@ const BOOT_MODULES: &[&str] = &["virtio_pci", "virtiofs", "overlay"];
 
 /// A kernel ready to boot: its image and the modules init loads, in load order.
 #[derive(Debug, Clone)]
-pub struct KernelFiles {
+pub(super) struct KernelFiles {
     pub package: String,
     pub version: String,
     pub release: String,
@@ -44,7 +44,7 @@ pub struct KernelFiles {
 }
 
 /// The cache: `$XDG_CACHE_HOME/mcp-guard/kernels`, else `~/.cache/mcp-guard/kernels`.
-pub fn cache_dir() -> Result<PathBuf> {
+pub(super) fn cache_dir() -> Result<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => PathBuf::from(std::env::var_os("HOME").ok_or("HOME is not set")?).join(".cache"),
@@ -54,14 +54,14 @@ pub fn cache_dir() -> Result<PathBuf> {
 
 /// Hands out the kernels of the matrix; talks to the archive (one `apt-get update` per run) only
 /// for a series not cached yet, or for every series with `refresh`.
-pub struct Fetcher {
+pub(super) struct Fetcher {
     cache: PathBuf,
     refresh: bool,
     apt: Option<Apt>,
 }
 
 impl Fetcher {
-    pub fn new(refresh: bool) -> Result<Self> {
+    pub(super) fn new(refresh: bool) -> Result<Self> {
         Ok(Fetcher {
             cache: cache_dir()?,
             refresh,
@@ -82,7 +82,7 @@ impl Fetcher {
 
     /// The kernel of `kernel.series`: the cached one unless refreshing (or nothing is cached),
     /// else the newest in the archive, downloaded and unpacked once.
-    pub fn kernel(&mut self, kernel: &Kernel) -> Result<KernelFiles> {
+    pub(super) fn kernel(&mut self, kernel: &Kernel) -> Result<KernelFiles> {
         let current = self.cache.join(format!("{}.current", kernel.series));
         let cached = fs::read_to_string(&current)
             .ok()

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 /// One command for the guest to run.
-pub struct GuestCase {
+pub(super) struct GuestCase {
     pub index: usize,
     pub dir: PathBuf,
     pub argv: Vec<String>,
@@ -16,7 +16,7 @@ pub struct GuestCase {
 
 /// The directories the guest mounts a fresh tmpfs over (see the prelude): whatever the host has
 /// below them is out of the guest's sight, a checkout included.
-pub const HIDDEN_BY_TMPFS: &[&str] = &[
+pub(super) const HIDDEN_BY_TMPFS: &[&str] = &[
     "/tmp",
     "/run",
     "/var/lib/mcp-guard",
@@ -80,7 +80,7 @@ fn quote(s: &str) -> String {
 }
 
 /// The script text; `env` are exported before the cases run.
-pub fn script(cases: &[GuestCase], env: &[(String, String)]) -> String {
+pub(super) fn script(cases: &[GuestCase], env: &[(String, String)]) -> String {
     let mut out = PRELUDE.replace("@TAG@", super::initramfs::ROOT_TAG);
     for (k, v) in env {
         out.push_str(&format!("export {k}={}\n", quote(v)));
@@ -100,7 +100,7 @@ pub fn script(cases: &[GuestCase], env: &[(String, String)]) -> String {
 }
 
 /// The argv of a shell case.
-pub fn shell_argv(script: &str) -> Vec<String> {
+pub(super) fn shell_argv(script: &str) -> Vec<String> {
     vec![
         "/bin/busybox".into(),
         "sh".into(),
@@ -110,7 +110,7 @@ pub fn shell_argv(script: &str) -> Vec<String> {
 }
 
 /// The argv of one integration test, run alone, without colour.
-pub fn test_argv(executable: &Path, name: &str, extra: &[String]) -> Vec<String> {
+pub(super) fn test_argv(executable: &Path, name: &str, extra: &[String]) -> Vec<String> {
     let mut argv = vec![
         executable.to_string_lossy().into_owned(),
         "--exact".into(),

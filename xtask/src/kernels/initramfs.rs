@@ -9,7 +9,7 @@ use std::{fs, path::Path};
 use crate::Result;
 
 /// The virtiofs tag the host's root is exported under (vm.rs uses the same).
-pub const ROOT_TAG: &str = "mcpg-root";
+pub(super) const ROOT_TAG: &str = "mcpg-root";
 
 /// The first program the kernel runs. Modules load in the order given (dependencies first).
 /// The run script's path comes from `mcpg.run=` on the kernel command line. On any failure it
@@ -46,8 +46,11 @@ struct Entry<'a> {
     data: &'a [u8],
 }
 
+#[expect(clippy::unreadable_literal, reason = "as <sys/stat.h> spells it")]
 const S_IFDIR: u32 = 0o040000;
+#[expect(clippy::unreadable_literal, reason = "as <sys/stat.h> spells it")]
 const S_IFREG: u32 = 0o100000;
+#[expect(clippy::unreadable_literal, reason = "as <sys/stat.h> spells it")]
 const S_IFCHR: u32 = 0o020000;
 
 /// Writes `entries` as a newc archive (with the trailer).
@@ -59,6 +62,10 @@ fn cpio(entries: &[Entry<'_>]) -> Vec<u8> {
         rdev: (0, 0),
         data: &[],
     };
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "newc's header fields are 32-bit; the guest's few files are far smaller"
+    )]
     for (ino, e) in entries.iter().chain(std::iter::once(&trailer)).enumerate() {
         let fields = [
             ino as u32 + 1,
@@ -96,7 +103,11 @@ fn pad4(out: &mut Vec<u8>) {
 
 /// Builds the initramfs at `dest` from the static busybox and `modules` (name, uncompressed
 /// `.ko` path), loaded in the given order.
-pub fn build(dest: &Path, busybox: &Path, modules: &[(String, std::path::PathBuf)]) -> Result {
+pub(super) fn build(
+    dest: &Path,
+    busybox: &Path,
+    modules: &[(String, std::path::PathBuf)],
+) -> Result {
     let read = |p: &Path| fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let busybox = read(busybox)?;
     let init = INIT.replace("@TAG@", ROOT_TAG);

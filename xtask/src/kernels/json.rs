@@ -2,7 +2,7 @@
 
 /// A parsed JSON value. Numbers keep their text: xtask only compares and prints them.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub(crate) enum Value {
     Null,
     Bool(bool),
     Number(String),
@@ -13,21 +13,21 @@ pub enum Value {
 
 impl Value {
     /// The member `key` of an object; `None` for a missing key or a non-object.
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         match self {
             Value::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
             _ => None,
         }
     }
 
-    pub fn as_str(&self) -> Option<&str> {
+    pub(crate) fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
             _ => None,
         }
     }
 
-    pub fn as_array(&self) -> &[Value] {
+    pub(crate) fn as_array(&self) -> &[Value] {
         match self {
             Value::Array(items) => items,
             _ => &[],
@@ -36,7 +36,7 @@ impl Value {
 }
 
 /// Parses one complete JSON document.
-pub fn parse(text: &str) -> Result<Value, String> {
+pub(crate) fn parse(text: &str) -> Result<Value, String> {
     let mut p = Parser {
         bytes: text.as_bytes(),
         pos: 0,
@@ -66,7 +66,7 @@ impl Parser<'_> {
         while self
             .bytes
             .get(self.pos)
-            .is_some_and(|b| b.is_ascii_whitespace())
+            .is_some_and(u8::is_ascii_whitespace)
         {
             self.pos += 1;
         }

@@ -4,7 +4,7 @@
 
 /// A Debian kernel series the matrix boots (the newest cloud-amd64 build of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Kernel {
+pub(super) struct Kernel {
     /// `6.1` matches `linux-image-6.1.*-cloud-amd64`.
     pub series: &'static str,
     /// Where Debian ships it (for the report).
@@ -15,7 +15,7 @@ pub struct Kernel {
     pub in_ci: bool,
 }
 
-pub const KERNELS: &[Kernel] = &[
+pub(super) const KERNELS: &[Kernel] = &[
     Kernel {
         series: "6.1",
         suite: "bookworm",
@@ -38,7 +38,7 @@ pub const KERNELS: &[Kernel] = &[
 
 /// What a case must do on a kernel other than pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
+pub(super) enum Expect {
     /// Enforcement is refused: the case fails, its output shows an `exec` that exited 77 and
     /// names this promise (a substring of mcp-guard's refusal message).
     Refuses(&'static str),
@@ -49,7 +49,7 @@ pub enum Expect {
 
 /// How a case runs inside the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Run {
+pub(super) enum Run {
     /// `mcp-guard ARGS` from the workspace's target dir.
     McpGuard(&'static [&'static str]),
     /// A busybox shell script, run as root in the guest (`$MCPG_ROOT_TAG`: the virtiofs tag of
@@ -64,7 +64,7 @@ pub enum Run {
 
 /// One row of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Case {
+pub(super) struct Case {
     /// Short name in the verdict table.
     pub id: &'static str,
     pub run: Run,
@@ -80,7 +80,7 @@ pub struct Case {
 
 impl Case {
     /// What this case must do on `series`: `None` means pass.
-    pub fn expect_on(&self, series: &str) -> Option<Expect> {
+    pub(super) fn expect_on(&self, series: &str) -> Option<Expect> {
         self.except
             .iter()
             .find(|(s, _)| *s == series)
@@ -118,7 +118,7 @@ const MOUNT_VIEW_ENOENT: Expect = Expect::Fails("errno 2");
 /// `connect_unix`/`sendmsg_unix` programs (Linux 6.7+) are missing, the jail's own /run, /var/run,
 /// /dev/shm and /tmp keep pathname sockets and its network namespace (policies without egress)
 /// abstract ones.
-pub const UNIX_SOCKET_CASES: &[Case] = &[
+pub(super) const UNIX_SOCKET_CASES: &[Case] = &[
     Case {
         id: "unix: only the listed sockets",
         run: test(
@@ -264,7 +264,7 @@ exit $rc
 "#;
 
 /// Every case but the Unix-socket ones, in the order they run.
-pub const CASES: &[Case] = &[
+pub(super) const CASES: &[Case] = &[
     Case {
         id: "vm: host root is read-only",
         run: Run::Shell(GUEST_CANNOT_WRITE_HOST),
@@ -451,7 +451,7 @@ pub const CASES: &[Case] = &[
 ];
 
 /// The cases in run order: [`CASES`], then [`UNIX_SOCKET_CASES`].
-pub fn all_cases() -> impl Iterator<Item = &'static Case> {
+pub(super) fn all_cases() -> impl Iterator<Item = &'static Case> {
     CASES.iter().chain(UNIX_SOCKET_CASES)
 }
 

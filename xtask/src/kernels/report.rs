@@ -7,7 +7,7 @@ use super::matrix::{Case, Expect};
 
 /// What one case did inside the guest.
 #[derive(Debug, Clone, Default)]
-pub struct CaseRun {
+pub(super) struct CaseRun {
     pub rc: Option<i32>,
     pub secs: Option<f64>,
     pub limit: Option<u32>,
@@ -16,7 +16,7 @@ pub struct CaseRun {
 
 /// Everything parsed from one boot's serial log.
 #[derive(Debug, Default)]
-pub struct GuestLog {
+pub(super) struct GuestLog {
     pub release: Option<String>,
     /// Seconds from power-on to the run script (the guest's uptime then).
     pub booted_s: Option<f64>,
@@ -36,7 +36,7 @@ pub struct GuestLog {
 
 /// A guest kernel oops or panic, and the case that was running when it happened.
 #[derive(Debug, Clone, Default)]
-pub struct Crash {
+pub(super) struct Crash {
     /// The case running then (`None`: between cases, during setup).
     pub case: Option<usize>,
     /// The oops's first line and the report that follows it (trace, registers), capped.
@@ -50,7 +50,7 @@ pub struct Crash {
 impl Crash {
     /// The first case whose result the crash spoils: the one running, else the next one
     /// (`first`: the boot's first case).
-    pub fn first_spoiled(&self, first: usize) -> usize {
+    pub(super) fn first_spoiled(&self, first: usize) -> usize {
         self.case.or(self.after.map(|i| i + 1)).unwrap_or(first)
     }
 }
@@ -60,7 +60,7 @@ const CRASH_LINES: usize = 60;
 
 /// Drops ANSI colour sequences (doctor colours its table on a terminal, and the serial console
 /// is one).
-pub fn strip_ansi(line: &str) -> String {
+pub(super) fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {
@@ -99,7 +99,7 @@ const KERNEL_ALARMS: &[&str] = &[
 /// The kernel's `die()` line (`int3: 0000 [#1] PREEMPT SMP NOPTI`, since 6.10 prefixed with
 /// `Oops: `), or a panic. Not soft-lockup or RCU-stall reports: a loaded host stalls a TCG guest
 /// and the kernel carries on.
-pub fn is_crash(line: &str) -> bool {
+pub(super) fn is_crash(line: &str) -> bool {
     if line.contains("Kernel panic") || line.contains("Oops:") {
         return true;
     }
@@ -125,7 +125,7 @@ fn is_kernel_message(line: &str) -> bool {
 
 impl GuestLog {
     /// Feeds one serial line (ANSI already stripped).
-    pub fn line(&mut self, line: &str) {
+    pub(super) fn line(&mut self, line: &str) {
         // A marker may follow terminal noise or a kernel message that began on the same line.
         let marker = line.find("MCPG-").map_or("", |at| &line[at..]);
         if SETUP_ALARMS.iter().any(|a| marker.starts_with(a)) {
@@ -206,7 +206,7 @@ impl GuestLog {
 
 /// The verdict on one case on one kernel.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub(super) enum Verdict {
     Pass,
     /// Refused as the table expects (exit 77, the promise named).
     Refused(&'static str),
@@ -260,7 +260,7 @@ fn evidence(output: &[String]) -> Vec<String> {
 }
 
 /// Judges `run` (None: the case never started or never ended) against the table.
-pub fn judge(case: &Case, series: &str, run: Option<&CaseRun>) -> Verdict {
+pub(super) fn judge(case: &Case, series: &str, run: Option<&CaseRun>) -> Verdict {
     let Some(run) = run else {
         return Verdict::Wrong(
             "did not run (the guest stopped before it)".into(),
@@ -425,7 +425,7 @@ mod tests {
             rc: Some(rc),
             secs: Some(1.0),
             limit: Some(60),
-            output: lines.iter().map(|l| l.to_string()).collect(),
+            output: lines.iter().map(std::string::ToString::to_string).collect(),
         };
         let refused = run(
             101,

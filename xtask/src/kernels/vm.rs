@@ -18,18 +18,18 @@ use std::{
 use super::initramfs::ROOT_TAG;
 use crate::Result;
 
-pub const QEMU: &str = "qemu-system-x86_64";
+pub(super) const QEMU: &str = "qemu-system-x86_64";
 /// QEMU 7.2's virtiofsd, as Debian bookworm ships it in qemu-system-common.
-pub const VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
+pub(super) const VIRTIOFSD: &str = "/usr/lib/qemu/virtiofsd";
 
 /// The emulated machine, for the report.
-pub const MACHINE: &str = "2 vCPUs, 4 GiB";
+pub(super) const MACHINE: &str = "2 vCPUs, 4 GiB";
 
 /// Guest memory (MiB): the tests start several node and Python servers at once.
 const MEMORY_MIB: u32 = 4096;
 
 /// What to boot and where to keep its files.
-pub struct Boot<'a> {
+pub(super) struct Boot<'a> {
     pub vmlinuz: &'a Path,
     pub initramfs: &'a Path,
     /// The guest's run script (on this machine's root, which the guest sees at the same path).
@@ -40,7 +40,7 @@ pub struct Boot<'a> {
     pub timeout: Duration,
 }
 
-pub struct Outcome {
+pub(super) struct Outcome {
     pub elapsed: Duration,
     pub timed_out: bool,
 }
@@ -113,7 +113,7 @@ fn virtiofsd(workdir: &Path) -> Result<(Reaped, PathBuf)> {
 /// Boots, calls `on_line` with each complete serial line as it arrives, and returns when QEMU
 /// exits (the guest powered off or panicked: `-no-reboot`), the time limit passes, or `on_line`
 /// returns true (stop now).
-pub fn boot(b: &Boot<'_>, on_line: &mut dyn FnMut(&str) -> bool) -> Result<Outcome> {
+pub(super) fn boot(b: &Boot<'_>, on_line: &mut dyn FnMut(&str) -> bool) -> Result<Outcome> {
     let (mut fsd, socket) = virtiofsd(b.workdir)?;
     let mem = format!("{MEMORY_MIB}M");
     let append = format!(

@@ -51,7 +51,7 @@ fn at(ts: u64, call: Option<&str>, kind: KernelEventKind) -> AttributedEvent {
 fn open(path: &str, flags: i32) -> KernelEventKind {
     KernelEventKind::Open {
         path: path.into(),
-        flags: flags as u32,
+        flags: flags.cast_unsigned(),
         result: Some(3),
     }
 }

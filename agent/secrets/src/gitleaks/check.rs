@@ -101,10 +101,8 @@ impl<'t> Checker<'t> {
         }
     }
 
-    fn at(&self, span: &Option<Range<usize>>, key: &str) -> Located {
-        let (line, col) = span
-            .as_ref()
-            .map_or((1, 1), |s| line_col(self.text, s.start));
+    fn at(&self, span: Option<&Range<usize>>, key: &str) -> Located {
+        let (line, col) = span.map_or((1, 1), |s| line_col(self.text, s.start));
         Located {
             file: self.file.clone(),
             line,
@@ -113,7 +111,7 @@ impl<'t> Checker<'t> {
         }
     }
 
-    fn error(&mut self, span: &Option<Range<usize>>, key: &str, message: impl Into<String>) {
+    fn error(&mut self, span: Option<&Range<usize>>, key: &str, message: impl Into<String>) {
         let p = self.at(span, key).problem(message.into());
         self.problems.push(p);
     }
@@ -127,7 +125,7 @@ impl<'t> Checker<'t> {
                     .and_then(|(k, _)| k.span())
                     .or_else(|| item.span());
                 self.error(
-                    &span,
+                    span.as_ref(),
                     &join(path, key),
                     format!("unknown key (expected one of: {})", known.join(", ")),
                 );
@@ -137,16 +135,15 @@ impl<'t> Checker<'t> {
 
     fn string(&mut self, table: &dyn TableLike, key: &str, path: &str) -> Option<String> {
         let (span, item) = get(table, key)?;
-        match item.as_str() {
-            Some(s) => Some(s.to_string()),
-            None => {
-                self.error(
-                    &span,
-                    &join(path, key),
-                    format!("expected a string, found {}", describe(item)),
-                );
-                None
-            }
+        if let Some(s) = item.as_str() {
+            Some(s.to_string())
+        } else {
+            self.error(
+                span.as_ref(),
+                &join(path, key),
+                format!("expected a string, found {}", describe(item)),
+            );
+            None
         }
     }
 
@@ -157,7 +154,7 @@ impl<'t> Checker<'t> {
         let key = join(path, key);
         let Some(array) = item.as_array() else {
             self.error(
-                &span,
+                span.as_ref(),
                 &key,
                 format!("expected an array of strings, found {}", describe(item)),
             );
@@ -168,7 +165,7 @@ impl<'t> Checker<'t> {
             match v.as_str() {
                 Some(s) => out.push(s.to_string()),
                 None => self.error(
-                    &v.span().or_else(|| span.clone()),
+                    v.span().or_else(|| span.clone()).as_ref(),
                     &format!("{key}[{i}]"),
                     "expected a string",
                 ),
@@ -181,10 +178,10 @@ impl<'t> Checker<'t> {
     fn regex(&mut self, table: &dyn TableLike, key: &str, path: &str) -> Option<String> {
         let go = self.string(table, key, path)?;
         let span = get(table, key).and_then(|(s, item)| item.span().or(s));
-        self.translate(&go, &span, &join(path, key))
+        self.translate(&go, span.as_ref(), &join(path, key))
     }
 
-    fn translate(&mut self, go: &str, span: &Option<Range<usize>>, key: &str) -> Option<String> {
+    fn translate(&mut self, go: &str, span: Option<&Range<usize>>, key: &str) -> Option<String> {
         let compile = self.compile;
         let checked = go_regex::translate(go).and_then(|rust| {
             if !compile {
@@ -210,7 +207,7 @@ impl<'t> Checker<'t> {
             Err(e) => {
                 let span = e.span();
                 self.error(
-                    &span,
+                    span.as_ref(),
                     "",
                     format!("invalid TOML: {}", one_line(e.message())),
                 );
@@ -239,7 +236,7 @@ impl<'t> Checker<'t> {
             places: Vec::new(),
         };
         if let Some((span, item)) = get(root, "extend") {
-            self.extend(item, &span, &mut file);
+            self.extend(item, span.as_ref(), &mut file);
         }
         if let Some((span, item)) = get(root, "rules") {
             match item.as_array_of_tables() {
@@ -249,7 +246,7 @@ impl<'t> Checker<'t> {
                         if let Some((rule, at)) = self.rule(rule, &path) {
                             if file.spec.rules.iter().any(|r| r.id == rule.id) {
                                 self.error(
-                                    &rule_span(rules.get(i)),
+                                    rule_span(rules.get(i)).as_ref(),
                                     &join(&path, "id"),
                                     format!("rule {:?} is defined twice", rule.id),
                                 );
@@ -260,7 +257,7 @@ impl<'t> Checker<'t> {
                     }
                 }
                 None => self.error(
-                    &span,
+                    span.as_ref(),
                     "rules",
                     format!("expected [[rules]] tables, found {}", describe(item)),
                 ),
@@ -270,7 +267,7 @@ impl<'t> Checker<'t> {
         let new = get(root, "allowlists");
         if let (Some((span, _)), Some(_)) = (&old, &new) {
             self.error(
-                span,
+                span.as_ref(),
                 "allowlist",
                 "[allowlist] is the older form of [[allowlists]]: use one or the other",
             );
@@ -280,13 +277,13 @@ impl<'t> Checker<'t> {
             .into_iter()
             .chain(new.map(|(s, i)| (s, i, "allowlists")))
         {
-            for (table, key, table_span) in self.tables(item, &span, path) {
+            for (table, key, table_span) in self.tables(item, span.as_ref(), path) {
                 let targets = self.strings(table, "targetRules", &key);
-                if let Some(allowlist) = self.allowlist(table, &table_span, &key, true) {
+                if let Some(allowlist) = self.allowlist(table, table_span.as_ref(), &key, true) {
                     if targets.is_empty() {
                         file.spec.allowlists.push(allowlist);
                     } else {
-                        let at = self.at(&table_span, &join(&key, "targetRules"));
+                        let at = self.at(table_span.as_ref(), &join(&key, "targetRules"));
                         for target in targets {
                             file.targeted.push((target, allowlist.clone(), at.clone()));
                         }
@@ -301,7 +298,7 @@ impl<'t> Checker<'t> {
     fn tables<'d>(
         &mut self,
         item: &'d Item,
-        span: &Option<Range<usize>>,
+        span: Option<&Range<usize>>,
         path: &str,
     ) -> Vec<(&'d dyn TableLike, String, Option<Range<usize>>)> {
         if let Some(array) = item.as_array_of_tables() {
@@ -309,25 +306,24 @@ impl<'t> Checker<'t> {
                 .iter()
                 .enumerate()
                 .map(|(i, t)| {
-                    let s = t.span().or_else(|| span.clone());
+                    let s = t.span().or_else(|| span.cloned());
                     (t as &dyn TableLike, format!("{path}[{i}]"), s)
                 })
                 .collect();
         }
-        match item.as_table_like() {
-            Some(t) => vec![(t, path.to_string(), span.clone())],
-            None => {
-                self.error(
-                    span,
-                    path,
-                    format!("expected a table, found {}", describe(item)),
-                );
-                Vec::new()
-            }
+        if let Some(t) = item.as_table_like() {
+            vec![(t, path.to_string(), span.cloned())]
+        } else {
+            self.error(
+                span,
+                path,
+                format!("expected a table, found {}", describe(item)),
+            );
+            Vec::new()
         }
     }
 
-    fn extend(&mut self, item: &Item, span: &Option<Range<usize>>, file: &mut FileRules) {
+    fn extend(&mut self, item: &Item, span: Option<&Range<usize>>, file: &mut FileRules) {
         let Some(table) = item.as_table_like() else {
             self.error(
                 span,
@@ -345,7 +341,7 @@ impl<'t> Checker<'t> {
             match v.as_bool() {
                 Some(b) => file.use_default = b,
                 None => self.error(
-                    &s,
+                    s.as_ref(),
                     "extend.useDefault",
                     format!("expected true or false, found {}", describe(v)),
                 ),
@@ -356,7 +352,7 @@ impl<'t> Checker<'t> {
         }
         if let Some((s, _)) = get(table, "url") {
             self.error(
-                &s,
+                s.as_ref(),
                 "extend.url",
                 "extending a config from a URL is not supported: download it and give its path",
             );
@@ -387,7 +383,7 @@ impl<'t> Checker<'t> {
         );
         let id = self.string(table, "id", path).unwrap_or_default();
         if id.trim().is_empty() {
-            self.error(&span, &join(path, "id"), "every rule needs an id");
+            self.error(span.as_ref(), &join(path, "id"), "every rule needs an id");
         }
         let mut rule = RuleSpec {
             id: id.clone(),
@@ -408,7 +404,7 @@ impl<'t> Checker<'t> {
             match v.as_integer().and_then(|n| usize::try_from(n).ok()) {
                 Some(n) => rule.secret_group = n,
                 None => self.error(
-                    &s,
+                    s.as_ref(),
                     &join(path, "secretGroup"),
                     format!("expected a group number, found {}", describe(v)),
                 ),
@@ -421,7 +417,7 @@ impl<'t> Checker<'t> {
             if rule.secret_group > groups {
                 let s = get(table, "secretGroup").and_then(|(s, _)| s);
                 self.error(
-                    &s,
+                    s.as_ref(),
                     &join(path, "secretGroup"),
                     format!(
                         "rule {id:?}: group {} does not exist: its regex has {groups}",
@@ -431,6 +427,10 @@ impl<'t> Checker<'t> {
             }
         }
         if let Some((s, v)) = get(table, "entropy") {
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "entropy thresholds are a few bits"
+            )]
             let e = v
                 .as_float()
                 .or_else(|| v.as_integer().map(|n| n as f64))
@@ -438,7 +438,7 @@ impl<'t> Checker<'t> {
             match e {
                 Some(e) => rule.entropy = e,
                 None => self.error(
-                    &s,
+                    s.as_ref(),
                     &join(path, "entropy"),
                     format!(
                         "expected a number of bits per character (0 or more), found {}",
@@ -459,7 +459,7 @@ impl<'t> Checker<'t> {
         let new = get(table, "allowlists");
         if let (Some((s, _)), Some(_)) = (&old, &new) {
             self.error(
-                s,
+                s.as_ref(),
                 &join(path, "allowlist"),
                 "[rules.allowlist] is the older form of [[rules.allowlists]]: use one or the other",
             );
@@ -469,21 +469,21 @@ impl<'t> Checker<'t> {
             .into_iter()
             .chain(new.map(|(s, i)| (s, i, "allowlists")))
         {
-            for (t, key, t_span) in self.tables(item, &s, &join(path, key)) {
-                match self.allowlist(t, &t_span, &key, false) {
+            for (t, key, t_span) in self.tables(item, s.as_ref(), &join(path, key)) {
+                match self.allowlist(t, t_span.as_ref(), &key, false) {
                     Some(a) => rule.allowlists.push(a),
                     None => ok = false,
                 }
             }
         }
-        let at = self.at(&span, path);
+        let at = self.at(span.as_ref(), path);
         (ok && !id.trim().is_empty()).then_some((rule, at))
     }
 
     fn allowlist(
         &mut self,
         table: &dyn TableLike,
-        span: &Option<Range<usize>>,
+        span: Option<&Range<usize>>,
         path: &str,
         global: bool,
     ) -> Option<AllowlistSpec> {
@@ -509,7 +509,7 @@ impl<'t> Checker<'t> {
                 _ => {
                     let s = get(table, "condition").and_then(|(s, _)| s);
                     self.error(
-                        &s,
+                        s.as_ref(),
                         &join(path, "condition"),
                         format!("{c:?} is not one of OR, AND"),
                     );
@@ -525,7 +525,7 @@ impl<'t> Checker<'t> {
                 _ => {
                     let s = get(table, "regexTarget").and_then(|(s, _)| s);
                     self.error(
-                        &s,
+                        s.as_ref(),
                         &join(path, "regexTarget"),
                         format!("{t:?} is not one of secret, match, line"),
                     );
@@ -541,7 +541,7 @@ impl<'t> Checker<'t> {
                 .unwrap_or_default();
             for (i, go) in self.strings(table, "regexes", path).into_iter().enumerate() {
                 let span = spans.get(i).cloned().unwrap_or_else(|| s.clone());
-                match self.translate(&go, &span, &format!("{key}[{i}]")) {
+                match self.translate(&go, span.as_ref(), &format!("{key}[{i}]")) {
                     Some(re) => a.regexes.push(re),
                     None => ok = false,
                 }

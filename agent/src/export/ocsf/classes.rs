@@ -3,7 +3,13 @@
 //! Activity, an alert as a Detection Finding (other events as a Base Event): the class's own
 //! fields, and what the common fields need.
 
-use super::*;
+use super::{
+    ALERT, ALLOWED, API_ACTIVITY, APPLICATION, Actor, AlertRecord, BASE_EVENT, BLOCKED, CORRECTED,
+    CRITICAL, CallRecord, Cow, DETECTION_FINDING, Decision, EventKind, EventRecord, FILE_ACTIVITY,
+    FINDINGS, File, HIGH, INFORMATIONAL, LOW, MEDIUM, Mapped, NETWORK, NETWORK_ACTIVITY, Name,
+    Outcome, PROCESS_ACTIVITY, Raw, SYSTEM, Serialize, SessionRecord, Severity, UNCATEGORIZED, Uid,
+    Verdict, actor, file, millis, outcome,
+};
 
 #[derive(Serialize)]
 pub(super) struct SessionBody<'a> {

@@ -28,9 +28,9 @@ pub(super) fn pin_dir(base: &Path) -> Result<PathBuf, KernelError> {
                 | nix::mount::MsFlags::MS_NOEXEC,
             None::<&str>,
         )
-        .map_err(|e| pin_error(root, std::io::Error::from(e)))?;
+        .map_err(|e| pin_error(root, &std::io::Error::from(e)))?;
     }
-    std::fs::create_dir_all(base).map_err(|e| pin_error(base, e))?;
+    std::fs::create_dir_all(base).map_err(|e| pin_error(base, &e))?;
     if !on_bpffs(base) {
         return Err(KernelError::Pin {
             path: base.display().to_string(),
@@ -41,7 +41,7 @@ pub(super) fn pin_dir(base: &Path) -> Result<PathBuf, KernelError> {
     let version = hex::encode(&digest[..8]);
     let dir = base.join(&version);
     for sub in ["maps", "cgroups"] {
-        std::fs::create_dir_all(dir.join(sub)).map_err(|e| pin_error(&dir, e))?;
+        std::fs::create_dir_all(dir.join(sub)).map_err(|e| pin_error(&dir, &e))?;
     }
     prune_versions(base, &dir);
     Ok(dir)
@@ -74,7 +74,7 @@ pub(super) fn guards_anything(dir: &Path) -> bool {
         .is_ok_and(|m| m.keys().next().is_some())
 }
 
-pub(super) fn pin_error(path: &Path, e: std::io::Error) -> KernelError {
+pub(super) fn pin_error(path: &Path, e: &std::io::Error) -> KernelError {
     KernelError::Pin {
         path: path.display().to_string(),
         why: e.to_string(),
@@ -95,7 +95,7 @@ pub(super) fn replace_pin(
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(pin_error(path, e)),
+        Err(e) => return Err(pin_error(path, &e)),
     }
     pin(path).map_err(|e| KernelError::Pin {
         path: path.display().to_string(),

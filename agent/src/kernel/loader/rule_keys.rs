@@ -143,6 +143,10 @@ pub(super) fn sensitive_keys(
             path: [0; PATH_LEN],
         };
         data.path[..bytes.len()].copy_from_slice(bytes);
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "the length is checked above: a few hundred bits"
+        )]
         keys.push(Key::new(((8 + len) * 8) as u32, data));
         Ok(())
     };
@@ -234,7 +238,12 @@ fn allowlist_entries(rules: &[NetRule]) -> Result<Vec<(IpNet, PortSet)>, KernelE
             for (slot, (lo, hi)) in set.ranges.iter_mut().zip(&ranges) {
                 *slot = PortRange { lo: *lo, hi: *hi };
             }
-            set.len = ranges.len() as u32;
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "at most MAX_PORT_RANGES, checked above"
+            )]
+            let len = ranges.len() as u32;
+            set.len = len;
             Ok((net, set))
         })
         .collect()
@@ -342,7 +351,7 @@ mod tests {
             merge_ranges(&mut [(10, 20), (21, 30), (5, 12), (40, 40)]),
             vec![(5, 30), (40, 40)]
         );
-        let many: Vec<NetRule> = (0..=MAX_PORT_RANGES as u16)
+        let many: Vec<NetRule> = (0..=u16::try_from(MAX_PORT_RANGES).expect("a few ranges"))
             .map(|i| rule("192.0.2.1/32", i * 10, i * 10))
             .collect();
         assert!(matches!(

@@ -64,7 +64,7 @@ pub async fn reap_stale(docker: &Docker) -> Vec<String> {
 }
 
 /// Removes the session cgroups (with the container leaves below them, in v2 and v1) of execs
-/// that are gone and whose cgroups are empty: what a SIGKILLed exec leaves. Run after
+/// that are gone and whose cgroups are empty: what a `SIGKILLed` exec leaves. Run after
 /// [`reap_stale`] removed their containers.
 pub fn reap_stale_cgroups(mounts: &cgroup::Mounts) -> Vec<PathBuf> {
     let mut removed = Vec::new();
@@ -88,12 +88,10 @@ pub fn reap_stale_cgroups(mounts: &cgroup::Mounts) -> Vec<PathBuf> {
         }
         // Only trees with container leaves (the jail's own reaper handles flat leaves), and
         // only when nothing runs there any more.
-        let has_children = std::fs::read_dir(&path)
-            .map(|d| d.flatten().any(|e| e.path().is_dir()))
-            .unwrap_or(false);
+        let has_children =
+            std::fs::read_dir(&path).is_ok_and(|d| d.flatten().any(|e| e.path().is_dir()));
         let populated = std::fs::read_to_string(path.join("cgroup.events"))
-            .map(|t| t.lines().any(|l| l == "populated 1"))
-            .unwrap_or(true);
+            .map_or(true, |t| t.lines().any(|l| l == "populated 1"));
         if has_children && !populated && remove_tree(mounts, &path).is_ok() {
             removed.push(path);
         }

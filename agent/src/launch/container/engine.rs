@@ -71,8 +71,7 @@ pub async fn engine_info(address: &str) -> Result<EngineInfo, String> {
         .components
         .as_ref()
         .and_then(|c| c.first())
-        .map(|c| c.name.clone())
-        .unwrap_or_else(|| "Docker Engine".into());
+        .map_or_else(|| "Docker Engine".into(), |c| c.name.clone());
     Ok(EngineInfo {
         address: address.to_string(),
         version: format!("{product} {}", version.version.unwrap_or_default()),

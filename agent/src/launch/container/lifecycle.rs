@@ -29,8 +29,9 @@ pub async fn remove(docker: &Docker, id: &str) -> Result<(), String> {
     let mut attempt = 0;
     loop {
         match docker.remove_container(id, Some(opts.clone())).await {
-            Ok(()) => return Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
+            // Gone already counts as removed.
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => return Ok(()),
             Err(e) if attempt >= 20 => return Err(format!("removing container {id}: {e}")),

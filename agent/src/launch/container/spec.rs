@@ -23,7 +23,7 @@ use mcp_guard_policy::expand_home;
 pub fn seccomp_profile(extra_deny: &[String]) -> serde_json::Value {
     let mut names: Vec<String> = seccomp::BUILTIN_DENY
         .iter()
-        .map(|s| s.to_string())
+        .map(std::string::ToString::to_string)
         .chain(extra_deny.iter().cloned())
         .collect();
     names.sort();
@@ -93,7 +93,7 @@ pub(super) fn profile_file(json: &str) -> io::Result<PathBuf> {
 }
 
 /// Caps of the explicit ulimits: the engine (not mcp-guard) sets them and cannot go above its
-/// own limits without CAP_SYS_RESOURCE, which are unknown here (podman's service had 32768
+/// own limits without `CAP_SYS_RESOURCE`, which are unknown here (podman's service had 32768
 /// processes and 20000 files on this host); the pids limit is the real process bound.
 const MAX_NOFILE: u64 = 16384;
 const MAX_NPROC: u64 = 4096;
@@ -105,7 +105,7 @@ fn host_ulimit(resource: libc::__rlimit_resource_t, cap: u64) -> i64 {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the struct it is given.
-    let ok = unsafe { libc::getrlimit(resource, &mut r) } == 0;
+    let ok = unsafe { libc::getrlimit(resource, &raw mut r) } == 0;
     let v = if ok { r.rlim_cur.min(cap) } else { 1024 };
     i64::try_from(v).unwrap_or(1024)
 }
@@ -135,7 +135,7 @@ pub async fn prepare(
     req: &LaunchRequest<'_>,
     session: &str,
 ) -> Result<ContainerPrepared, LaunchError> {
-    use LaunchError::*;
+    use LaunchError::{Config, Unenforceable};
     let policy = req.policy;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -192,15 +192,13 @@ pub async fn prepare(
     })?;
     let cg = cgroup::Cgroup::create(&mounts, &cgroup::leaf_name(req.server, &req.policy.name))
         .map_err(|e| Unenforceable(format!("cannot create the server's cgroup: {e}")))?;
-    let parent = match cg.v2_dir().strip_prefix(&v2root) {
-        Ok(rel) => format!("/{}", rel.display()),
-        Err(_) => {
-            let _ = cg.kill_and_remove();
-            return Err(Unenforceable(
-                "the session cgroup is outside the v2 mount".into(),
-            ));
-        }
+    let Ok(rel) = cg.v2_dir().strip_prefix(&v2root) else {
+        let _ = cg.kill_and_remove();
+        return Err(Unenforceable(
+            "the session cgroup is outside the v2 mount".into(),
+        ));
     };
+    let parent = format!("/{}", rel.display());
 
     let mut env: Vec<String> = passed.iter().map(|(k, v)| format!("{k}={v}")).collect();
     // `[env] set`, `~/` below the same home the binds below use.
@@ -247,7 +245,7 @@ pub async fn prepare(
         ]),
         memory: l.memory.and_then(|m| i64::try_from(m).ok()),
         memory_swap: l.memory.and_then(|m| i64::try_from(m).ok()),
-        nano_cpus: l.cpu.map(|c| (c * 1e9) as i64),
+        nano_cpus: l.cpu.map(nano_cpus),
         pids_limit: l.pids.and_then(|p| i64::try_from(p).ok()),
         ulimits: Some(vec![
             ResourcesUlimits {
@@ -302,6 +300,15 @@ pub async fn prepare(
         warnings,
         lease,
     })
+}
+
+/// CPU cores → Docker's `NanoCpus`.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the policy holds `cpu` to MIN_CPU..=MAX_CPU cores, and `as` saturates besides"
+)]
+fn nano_cpus(cores: f64) -> i64 {
+    (cores * 1e9) as i64
 }
 
 #[cfg(test)]

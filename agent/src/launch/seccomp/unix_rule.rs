@@ -10,14 +10,14 @@
 //! - `socketpair(AF_UNIX, …)` makes only stream and seqpacket pairs (with or without
 //!   `SOCK_CLOEXEC`/`SOCK_NONBLOCK`), which are connected for life: `connect()` on them is
 //!   EISCONN (even after the peer closed) and the kernel ignores or refuses a `sendto()`
-//!   address. A datagram pair (`SOCK_DGRAM`, or `SOCK_RAW`, which af_unix makes a datagram
+//!   address. A datagram pair (`SOCK_DGRAM`, or `SOCK_RAW`, which `af_unix` makes a datagram
 //!   socket) can `connect()` or `sendto()` any address, so it fails with EPERM.
 //!
 //! Compared on the low 32 bits, as the kernel reads these `int` arguments. The other routes to
-//! a Unix socket are closed elsewhere: io_uring's socket and connect operations (io_uring is
+//! a Unix socket are closed elsewhere: `io_uring`'s socket and connect operations (`io_uring` is
 //! on the built-in deny list), another process's descriptors (`pidfd_getfd`, `ptrace` denied;
 //! a socket cannot be opened through /proc), descriptors inherited from the launcher (closed
-//! at exec; stdio are pipes), SCM_RIGHTS (needs a Unix socket to someone who has one),
+//! at exec; stdio are pipes), `SCM_RIGHTS` (needs a Unix socket to someone who has one),
 //! `socketcall` and every i386 call (another audit arch: the filter kills the process), x32
 //! calls (refused wholesale). The container backend never shares the host's network namespace.
 
@@ -57,7 +57,7 @@ pub(super) fn rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, BackendError> {
                     1,
                     SeccompCmpArgLen::Dword,
                     SeccompCmpOp::Ne,
-                    (ty | flags) as u32 as u64,
+                    u64::from((ty | flags).cast_unsigned()),
                 )?);
             }
         }
@@ -67,6 +67,11 @@ pub(super) fn rules() -> Result<Vec<(i64, Vec<SeccompRule>)>, BackendError> {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "sockaddr_un fields and raw syscall results in the widths the socket ABI gives them"
+)]
 mod tests {
     use std::os::{
         fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
@@ -78,7 +83,7 @@ mod tests {
 
     use super::super::{Fallbacks, build};
 
-    /// An abstract address as the kernel takes it: (sockaddr_un, length).
+    /// An abstract address as the kernel takes it: (`sockaddr_un`, length).
     fn abstract_addr(name: &str) -> (libc::sockaddr_un, libc::socklen_t) {
         // SAFETY: all-zero is a valid sockaddr_un.
         let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
@@ -136,14 +141,14 @@ mod tests {
         }
         let mut status = 0;
         // SAFETY: reaping our own child into a valid int.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+        unsafe { libc::waitpid(pid, &raw mut status, 0) };
         assert!(libc::WIFEXITED(status), "child status {status}");
         libc::WEXITSTATUS(status)
     }
 
     fn connect(fd: RawFd, addr: &(libc::sockaddr_un, libc::socklen_t)) -> libc::c_long {
         // SAFETY: a live sockaddr_un of the given length.
-        unsafe { libc::connect(fd, (&addr.0 as *const libc::sockaddr_un).cast(), addr.1) }.into()
+        unsafe { libc::connect(fd, (&raw const addr.0).cast(), addr.1) }.into()
     }
 
     fn sendto(fd: RawFd, addr: &(libc::sockaddr_un, libc::socklen_t)) -> libc::c_long {
@@ -154,7 +159,7 @@ mod tests {
                 b"x".as_ptr().cast(),
                 1,
                 libc::MSG_DONTWAIT,
-                (&addr.0 as *const libc::sockaddr_un).cast(),
+                (&raw const addr.0).cast(),
                 addr.1,
             )
         };
@@ -312,13 +317,7 @@ mod tests {
         // SAFETY: the fd was just made and is owned here only.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: a live sockaddr_un of the given length on an open fd.
-        let bound = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr.0 as *const libc::sockaddr_un).cast(),
-                addr.1,
-            )
-        };
+        let bound = unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr.0).cast(), addr.1) };
         // SAFETY: listen(2) on an open fd.
         assert!(bound == 0 && unsafe { libc::listen(fd.as_raw_fd(), 8) } == 0);
         fd
@@ -335,7 +334,7 @@ mod tests {
         c >= 0
     }
 
-    /// The kernel's af_unix semantics the rule rests on, without any filter: a stream or
+    /// The kernel's `af_unix` semantics the rule rests on, without any filter: a stream or
     /// seqpacket pair cannot be re-pointed at an address, even once its peer is gone; a
     /// datagram pair can.
     #[test]

@@ -90,11 +90,10 @@ impl Outbox {
         let read_at = self.read_at.take();
         if !self.server.is_empty() {
             let bytes = std::mem::take(&mut self.server);
-            match s.upgrade() {
-                Some(s) => {
-                    let _ = s.send(Delivery { bytes, read_at }).await;
-                }
-                None => tracing::debug!("the client has gone; answer to the server dropped"),
+            if let Some(s) = s.upgrade() {
+                let _ = s.send(Delivery { bytes, read_at }).await;
+            } else {
+                tracing::debug!("the client has gone; answer to the server dropped");
             }
         }
         if !self.client.is_empty() {

@@ -50,7 +50,10 @@ where
 
 /// Runs the proxy with a caller-built chain. `client_eof` is sent when the client closes its
 /// input (the server's stdin is closed then; the proxy still delivers the server's output).
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the four ends of the two pipes, each its own generic type, and the run's parts"
+)]
 pub async fn run_with_chain<CI, CO, SI, SO, K>(
     client_in: CI,
     client_out: CO,
@@ -76,10 +79,10 @@ where
         sink,
         stats: ProxyOutcome::default(),
         max: config.max_message_bytes,
-        failed: Default::default(),
+        failed: std::collections::HashSet::default(),
         observe: config.observe,
         frame_len: 0,
-        relists: Default::default(),
+        relists: std::collections::HashSet::default(),
         relist_seq: 0,
         relist_since: None,
         relist_overdue: false,
@@ -230,7 +233,9 @@ where
     if let Err(e) = sw {
         tracing::debug!("writing to the server: {e}");
     }
-    let mut state = state.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut state = state
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !state.held.is_empty() {
         // Never delivered: their calls are refused and their other requests end unanswered below,
         // so each still gets its record.

@@ -199,5 +199,7 @@ pub(super) fn error_value(id: &Value, code: i64, message: &str) -> Value {
 
 pub(super) fn lock<K>(state: &Mutex<ProxyState<K>>) -> std::sync::MutexGuard<'_, ProxyState<K>> {
     // A panic inside an interceptor must not wedge the other direction.
-    state.lock().unwrap_or_else(|p| p.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -342,6 +342,10 @@ impl Screen {
 }
 
 /// Plays `s` on a terminal; see the module documentation.
+#[expect(
+    clippy::many_single_char_names,
+    reason = "a terminal emulator's loop: input, cursor, screen"
+)]
 pub fn render(s: &str) -> Rendered {
     let mut t = Screen::default();
     let chars: Vec<char> = s.chars().collect();
@@ -407,7 +411,7 @@ pub fn render(s: &str) -> Rendered {
                     }
                     '7' => t.saved = (t.row, t.col),
                     '8' => {
-                        (t.row, t.col, t.moved) = (t.saved.0, t.saved.1, Some(Concealment::Erased))
+                        (t.row, t.col, t.moved) = (t.saved.0, t.saved.1, Some(Concealment::Erased));
                     }
                     'c' => {
                         t.csi(&[2], 'J');

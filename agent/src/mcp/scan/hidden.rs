@@ -76,7 +76,9 @@ pub fn unicode(s: &str) -> (String, Vec<Found>) {
                 && run[..run.len() - 1]
                     .iter()
                     .all(|&t| matches!(t, '\u{E0061}'..='\u{E007A}' | '\u{E0030}'..='\u{E0039}'));
-            if !flag {
+            if flag {
+                clean.extend(run);
+            } else {
                 let text: String = run
                     .iter()
                     .filter_map(|&t| char::from_u32(t as u32 - 0xE0000))
@@ -86,8 +88,6 @@ pub fn unicode(s: &str) -> (String, Vec<Found>) {
                     trick: Trick::TagCharacters,
                     text,
                 });
-            } else {
-                clean.extend(run);
             }
             i = end;
             continue;
@@ -98,7 +98,7 @@ pub fn unicode(s: &str) -> (String, Vec<Found>) {
                 let bytes: Vec<u8> = chars[i..end]
                     .iter()
                     .map(|&v| match v as u32 {
-                        v @ 0xFE00..=0xFE0F => (v - 0xFE00) as u8,
+                        v @ 0xFE00..=0xFE0F => u8::try_from(v - 0xFE00).unwrap_or(u8::MAX),
                         v => (v - 0xE0100 + 16).min(255) as u8,
                     })
                     .collect();
@@ -115,7 +115,7 @@ pub fn unicode(s: &str) -> (String, Vec<Found>) {
         if is_zero_width(c) {
             let end = run_end(&is_zero_width);
             let run = &chars[i..end];
-            let latin = |k: Option<&char>| k.is_some_and(|c| c.is_ascii_alphanumeric());
+            let latin = |k: Option<&char>| k.is_some_and(char::is_ascii_alphanumeric);
             if run.len() >= 8 {
                 found.push(Found {
                     trick: Trick::ZeroWidthBits,

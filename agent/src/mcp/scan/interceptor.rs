@@ -127,7 +127,7 @@ impl ScanInterceptor {
 
     /// Reports a finding. Every occurrence: the store keeps one alert per session, rule, tool
     /// and summary and counts the repeats (a listing fetched again, the same poisoned result).
-    fn report(&mut self, ctx: &mut Ctx<'_>, rule: &str, tool: Option<&str>, summary: String) {
+    fn report(ctx: &mut Ctx<'_>, rule: &str, tool: Option<&str>, summary: String) {
         ctx.report(rule, tool, summary);
     }
 
@@ -166,7 +166,10 @@ impl ScanInterceptor {
     /// Applies the strictest action of the flagged channels to `v`; returns why it is blocked,
     /// for the client. The report gets `summary` (with the evidence); the client only `brief`,
     /// since quoting the evidence would hand the model the very text that was kept from it.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the channels' verdict, both texts and where they go; a struct would only be built to be taken apart"
+    )]
     fn act(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -184,22 +187,21 @@ impl ScanInterceptor {
             .unwrap_or(Action::Alert);
         match action {
             Action::Alert => {
-                self.report(ctx, rule, tool, format!("{summary}; passed (alert only)"));
+                Self::report(ctx, rule, tool, format!("{summary}; passed (alert only)"));
                 None
             }
-            Action::Strip => match walk::strip(v, flags, &self.neighbours) {
-                Some(removed) => {
+            Action::Strip => {
+                if let Some(removed) = walk::strip(v, flags, &self.neighbours) {
                     *changed = true;
-                    self.report(
+                    Self::report(
                         ctx,
                         rule,
                         tool,
                         format!("{summary}; stripped: {}", removed.join("; ")),
                     );
                     None
-                }
-                None => {
-                    self.report(
+                } else {
+                    Self::report(
                         ctx,
                         rule,
                         tool,
@@ -207,9 +209,9 @@ impl ScanInterceptor {
                     );
                     Some(brief)
                 }
-            },
+            }
             Action::Block | Action::Fail => {
-                self.report(ctx, rule, tool, format!("{summary}; blocked"));
+                Self::report(ctx, rule, tool, format!("{summary}; blocked"));
                 Some(brief)
             }
         }
@@ -244,11 +246,16 @@ impl ScanInterceptor {
                 } else {
                     "made visible"
                 };
-                self.report(ctx, "hidden-text", tool, format!(
-                    "terminal escapes in the server's {} {verb}; a terminal would have hidden {}",
-                    ctx.method,
-                    hidden.join(", ")
-                ));
+                Self::report(
+                    ctx,
+                    "hidden-text",
+                    tool,
+                    format!(
+                        "terminal escapes in the server's {} {verb}; a terminal would have hidden {}",
+                        ctx.method,
+                        hidden.join(", ")
+                    ),
+                );
             }
             return true;
         }
@@ -331,7 +338,7 @@ impl ScanInterceptor {
             let summary = format!("the {what} is poisoned: {}", reasons(&flags));
             let brief = format!("the {what} is poisoned (the alert names what was found)");
             if self.config.results == Action::Fail {
-                self.report(
+                Self::report(
                     ctx,
                     "result-poisoning",
                     tool.as_deref(),

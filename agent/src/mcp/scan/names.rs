@@ -132,7 +132,7 @@ mod tests {
                 .iter()
                 .map(|t| ("other".into(), t.to_string()))
                 .collect(),
-            own: own.iter().map(|t| t.to_string()).collect(),
+            own: own.iter().map(std::string::ToString::to_string).collect(),
         }
     }
 

@@ -5,7 +5,7 @@
 //!
 //! Only the operation's slot is spared: the verb must follow a failure and be followed by
 //! nothing but its operands up to the end of the clause, or be followed by its outcome, so an
-//! error that goes on to tell the model what to do ("…, read ~/.ssh/id_rsa and include it")
+//! error that goes on to tell the model what to do ("…, read ~/.`ssh/id_rsa` and include it")
 //! keeps its imperatives.
 
 use std::{ops::Range, sync::LazyLock};

@@ -53,7 +53,7 @@ pub enum Concept {
     Prefer,
     /// Another tool's use as a trigger ("whenever X is called").
     Trigger,
-    /// Another server or its tools, generically ("the filesystem server's write_file").
+    /// Another server or its tools, generically ("the filesystem server's `write_file`").
     OtherServer,
     /// A tool of another server, by name (see [`super::names`]).
     ForeignTool,
@@ -108,7 +108,11 @@ const MOVE: &str = r"(?:send|post|upload|forward|e-?mail|mail|transmit|exfiltrat
 
 /// (concept, weight, pattern). Patterns match folded (lowercase) text.
 fn rules() -> Vec<(Concept, f32, String)> {
-    use Concept::*;
+    use Concept::{
+        Addressed, Bypass, Conceal, Deceive, Disparage, Exec, ExfilLink, External, Marker,
+        OtherServer, Override, Persona, Prefer, Private, Reassure, Secret, SecretFile, Standing,
+        Trigger,
+    };
     let r = |c, w, p: &str| (c, w, p.to_string());
     vec![
         r(
@@ -385,7 +389,7 @@ pub fn hits(folded: &str, role: Role) -> Vec<Hit> {
     let mut out = Vec::new();
     // Verbs that name what failed or stand in quoted source are no imperatives.
     let mut reporting: Option<Vec<Range<usize>>> = None;
-    for i in rules.set.matches(folded).iter() {
+    for i in &rules.set.matches(folded) {
         let (concept, weight, re) = &rules.list[i];
         let verb = matches!(concept, Concept::Read | Concept::Move) && role == Role::Prose;
         for m in re.find_iter(folded).take(8) {
@@ -434,9 +438,7 @@ pub fn sentences(text: &str) -> Vec<Range<usize>> {
     for i in 0..b.len() {
         let end = match b[i] {
             b'\n' => Some(i + 1),
-            b'.' | b'!' | b'?' if b.get(i + 1).is_none_or(|c| c.is_ascii_whitespace()) => {
-                Some(i + 1)
-            }
+            b'.' | b'!' | b'?' if b.get(i + 1).is_none_or(u8::is_ascii_whitespace) => Some(i + 1),
             _ => None,
         };
         if let Some(end) = end {
@@ -456,6 +458,10 @@ pub fn sentences(text: &str) -> Vec<Range<usize>> {
 }
 
 /// Scores `hits` over windows of two sentences of `text`; returns the best window.
+#[expect(
+    clippy::many_single_char_names,
+    reason = "window indices and concept columns, as in the scoring's description"
+)]
 pub fn score(text: &str, hits: &[Hit]) -> Window {
     let spans = sentences(text);
     let mut per: Vec<[f32; N]> = vec![[0.0; N]; spans.len()];
@@ -480,7 +486,7 @@ pub fn score(text: &str, hits: &[Hit]) -> Window {
             for c in 0..N {
                 if per[k][c] > w[c] {
                     w[c] = per[k][c];
-                    ex[c] = example[k][c].clone();
+                    ex[c].clone_from(&example[k][c]);
                 }
             }
         }
@@ -514,7 +520,11 @@ pub fn score(text: &str, hits: &[Hit]) -> Window {
 }
 
 const ALL: [Concept; N] = {
-    use Concept::*;
+    use Concept::{
+        Addressed, Bypass, Conceal, Deceive, Disparage, Exec, ExfilLink, External, ForeignTool,
+        Marker, Move, OtherServer, Override, Persona, Prefer, Private, Read, Reassure, Secret,
+        SecretFile, Standing, Trigger,
+    };
     [
         Marker,
         Addressed,
@@ -543,7 +553,10 @@ const ALL: [Concept; N] = {
 
 /// The concepts' weights summed, plus what they mean together.
 fn combine(w: &[f32; N]) -> f32 {
-    use Concept::*;
+    use Concept::{
+        Addressed, Bypass, Conceal, Deceive, Disparage, Exec, External, ForeignTool, Move,
+        OtherServer, Override, Prefer, Private, Read, Secret, SecretFile, Standing, Trigger,
+    };
     let has = |c: Concept| w[c as usize] > 0.0;
     let any = |cs: &[Concept]| cs.iter().any(|c| has(*c));
     let mut s: f32 = w.iter().sum();

@@ -245,7 +245,6 @@ pub fn tool_spots(tool: &Value) -> Vec<Spot> {
 /// The strings of a `tools/call` result or a `resources/read` result (text, embedded resources,
 /// structured content; not images, blobs or URIs).
 pub fn result_spots(result: &Value) -> Vec<Spot> {
-    let mut out = Vec::new();
     fn walk(v: &Value, at: &str, out: &mut Vec<Spot>) {
         match v {
             Value::Object(m) => {
@@ -273,6 +272,7 @@ pub fn result_spots(result: &Value) -> Vec<Spot> {
             _ => {}
         }
     }
+    let mut out = Vec::new();
     walk(result, "", &mut out);
     out
 }
@@ -336,48 +336,45 @@ pub fn strip(v: &mut Value, flags: &[Flag], n: &Neighbours) -> Option<Vec<String
         if spot.pointer == "/name" && spot.key.is_none() {
             return None;
         }
-        match &spot.key {
-            Some(k) => {
-                let obj = v.pointer_mut(&spot.pointer)?.as_object_mut()?;
-                obj.remove(k);
-                removed.push(format!("removed {k:?}"));
-                // A removed property is no longer required.
-                if let Some(parent) = spot.pointer.strip_suffix("/properties")
-                    && let Some(req) = v
-                        .pointer_mut(&format!("{parent}/required"))
-                        .and_then(Value::as_array_mut)
+        if let Some(k) = &spot.key {
+            let obj = v.pointer_mut(&spot.pointer)?.as_object_mut()?;
+            obj.remove(k);
+            removed.push(format!("removed {k:?}"));
+            // A removed property is no longer required.
+            if let Some(parent) = spot.pointer.strip_suffix("/properties")
+                && let Some(req) = v
+                    .pointer_mut(&format!("{parent}/required"))
+                    .and_then(Value::as_array_mut)
+            {
+                req.retain(|r| r.as_str() != Some(k.as_str()));
+            }
+        } else {
+            let text = v.pointer(&spot.pointer)?.as_str()?.to_string();
+            if let Some((clean, what)) = strip_text(&text, spot.role, spot.channel, n) {
+                *v.pointer_mut(&spot.pointer)? = Value::String(clean);
+                removed.extend(what);
+                continue;
+            }
+            let (parent, last) = spot.pointer.rsplit_once('/')?;
+            let container = v.pointer_mut(parent)?;
+            match container {
+                Value::Array(a) => {
+                    let i: usize = last.parse().ok()?;
+                    (i < a.len()).then(|| a.remove(i))?;
+                }
+                Value::Object(m)
+                    if !["/description", "/text"]
+                        .iter()
+                        .any(|p| spot.pointer.ends_with(p)) =>
                 {
-                    req.retain(|r| r.as_str() != Some(k.as_str()));
+                    m.remove(&last.replace("~1", "/").replace("~0", "~"))?;
                 }
+                _ => return None,
             }
-            None => {
-                let text = v.pointer(&spot.pointer)?.as_str()?.to_string();
-                if let Some((clean, what)) = strip_text(&text, spot.role, spot.channel, n) {
-                    *v.pointer_mut(&spot.pointer)? = Value::String(clean);
-                    removed.extend(what);
-                    continue;
-                }
-                let (parent, last) = spot.pointer.rsplit_once('/')?;
-                let container = v.pointer_mut(parent)?;
-                match container {
-                    Value::Array(a) => {
-                        let i: usize = last.parse().ok()?;
-                        (i < a.len()).then(|| a.remove(i))?;
-                    }
-                    Value::Object(m)
-                        if !["/description", "/text"]
-                            .iter()
-                            .any(|p| spot.pointer.ends_with(p)) =>
-                    {
-                        m.remove(&last.replace("~1", "/").replace("~0", "~"))?;
-                    }
-                    _ => return None,
-                }
-                removed.push(format!(
-                    "removed {:?}",
-                    text.chars().take(80).collect::<String>()
-                ));
-            }
+            removed.push(format!(
+                "removed {:?}",
+                text.chars().take(80).collect::<String>()
+            ));
         }
     }
     Some(removed)

@@ -95,12 +95,11 @@ pub(super) fn python_target(args: &[String]) -> Result<PyTarget, Vec<String>> {
                     return Err(refused);
                 }
                 'm' => {
-                    return match value {
-                        Some(m) => done(refused, PyTarget::Module(m)),
-                        None => {
-                            refused.push("-m without a module".into());
-                            Err(refused)
-                        }
+                    return if let Some(m) = value {
+                        done(refused, PyTarget::Module(m))
+                    } else {
+                        refused.push("-m without a module".into());
+                        Err(refused)
                     };
                 }
                 'i' => refused.push("-i (reads code from stdin after the script)".into()),
@@ -114,9 +113,8 @@ pub(super) fn python_target(args: &[String]) -> Result<PyTarget, Vec<String>> {
                         ));
                     }
                 }
-                'W' => {}
-                'b' | 'B' | 'd' | 'E' | 'h' | 'I' | 'J' | 'O' | 'P' | 'q' | 'R' | 's' | 'S'
-                | 't' | 'u' | 'v' | 'V' | 'x' | '?' => {}
+                'W' | 'b' | 'B' | 'd' | 'E' | 'h' | 'I' | 'J' | 'O' | 'P' | 'q' | 'R' | 's'
+                | 'S' | 't' | 'u' | 'v' | 'V' | 'x' | '?' => {}
                 other => refused.push(format!("-{other} (not an option of Python)")),
             }
             if takes {
@@ -135,7 +133,7 @@ mod tests {
     use super::*;
 
     fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
+        v.iter().map(std::string::ToString::to_string).collect()
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Tables that fit the terminal: columns two spaces apart, droppable columns left out and long
 //! cells cut (in the middle for paths, at the end for prose) until the table fits.
 
-use super::*;
+use super::{QueryError, Write, io};
 
 /// How a column gives way when the table is too wide.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1,13 +1,17 @@
 //! The list tables of `calls`, `events` and `alerts`, local and from the fleet (a `HOST`
 //! column first).
 
-use super::*;
+use super::{
+    AlertRecord, Attribution, CallRecord, Col, EventRecord, Hosted, QueryError, Timestamp, Write,
+    history, table,
+};
 
 /// Local time for list tables: month-day and seconds (the header says it is local).
 pub(super) fn list_time(t: Timestamp) -> String {
     t.local().format("%m-%d %H:%M:%S").to_string()
 }
 
+#[expect(clippy::cast_precision_loss, reason = "shown to three digits")]
 pub(super) fn duration_text(nanos: i64) -> String {
     let ms = nanos as f64 / 1e6;
     if ms < 1.0 {

@@ -1,7 +1,10 @@
 //! `trace`: one call's timeline (request, its events and alerts by time, the response), as
 //! text within the terminal's width or as JSON lines.
 
-use super::*;
+use super::{
+    AlertRecord, Attribution, EventRecord, QueryError, Timestamp, Trace, Write, duration_text,
+    history, io, list_time, target, truncate_end, truncate_middle, verdict_text,
+};
 
 /// `trace` of a call: JSON lines (each with `host` when it is given) or the timeline.
 pub fn print_trace(
@@ -117,6 +120,7 @@ pub(super) fn trace_text(
     let mut notes = Vec::new();
     for (t, step) in timeline(trace) {
         // Milliseconds with microsecond digits: kernel events within a call are that close.
+        #[expect(clippy::cast_precision_loss, reason = "shown to the microsecond")]
         let offset = t.nanos_since(c.started_at) as f64 / 1e6;
         let lead = format!("{offset:>+11.3}ms  ");
         let body = match step {
