@@ -350,6 +350,16 @@ fn bad_name(name: Option<&str>) -> Option<i32> {
     Some(i32::from(EXIT_POLICY))
 }
 
+/// A launch that could not be prepared: says why; exec's status (77, 78 or 127).
+fn refused(e: &launch::LaunchError) -> i32 {
+    say(&e.to_string());
+    match e {
+        launch::LaunchError::Unenforceable(_) => i32::from(EXIT_UNENFORCEABLE),
+        launch::LaunchError::Config(_) => i32::from(EXIT_POLICY),
+        launch::LaunchError::NotFound(_) => 127,
+    }
+}
+
 /// [`run_recorded`], returning the status as a number.
 pub fn run_status(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hooks) -> i32 {
     if let Some(code) = bad_name(args.name.as_deref()) {

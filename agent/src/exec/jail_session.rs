@@ -19,14 +19,14 @@ use super::{
     ExecArgs, Hooks, Recording, SecretValues, SessionInfo, analysis,
     history::report_store,
     redaction::{redaction, warn_passthrough},
-    say,
+    refused, say,
     state_gate::refused_by_state,
     stderr,
     supervise::{KillTree, Signals, drain_stderr, supervise},
 };
 use crate::{
-    exit_codes::{EXIT_POLICY, EXIT_UNENFORCEABLE},
-    launch::{self, LaunchError, LaunchRequest, stage2},
+    exit_codes::EXIT_UNENFORCEABLE,
+    launch::{self, LaunchRequest, stage2},
 };
 use mcp_guard_model::names::StateKey;
 use mcp_guard_model::{SessionRecord, Timestamp};
@@ -52,14 +52,7 @@ pub(super) async fn run(
         caller: args.caller.as_ref(),
     }) {
         Ok(p) => p,
-        Err(e) => {
-            say(&e.to_string());
-            return match e {
-                LaunchError::Unenforceable(_) => i32::from(EXIT_UNENFORCEABLE),
-                LaunchError::Config(_) => i32::from(EXIT_POLICY),
-                LaunchError::NotFound(_) => 127,
-            };
-        }
+        Err(e) => return refused(&e),
     };
     for w in &prepared.warnings {
         say(&format!("WARNING: {w}"));
