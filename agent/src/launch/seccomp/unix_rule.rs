@@ -1,7 +1,8 @@
-//! The Unix-socket rule: keeps the abstract-socket promise where neither the cgroup
-//! `connect_unix`/`sendmsg_unix` programs (Linux 6.7) nor landlock's scopes (ABI 6) exist and
-//! the server needs the host's network namespace (egress), for a policy that lists no
-//! `[network] unix` sockets.
+//! The Unix-socket rule, for a policy that lists no `[network] unix` sockets where the cgroup
+//! `connect_unix`/`sendmsg_unix` programs (Linux 6.7) are missing: it keeps the pathname-socket
+//! promise (the mount view hides only the jail's own /run and /tmp), and the abstract-socket
+//! one where landlock's scopes (ABI 6) are missing too and the server needs the host's network
+//! namespace (egress).
 //!
 //! Abstract sockets live in a network namespace; a server sharing the host's can name any of
 //! them (a desktop's X11 and D-Bus sockets, systemd's, a container runtime's). Without
