@@ -31,6 +31,7 @@ mod systemd;
 
 pub use config::{Config, DEFAULT_BPF_DIR, DEFAULT_METRICS_ADDR};
 
+use crate::say::say_as_is;
 use crate::{
     exit_codes::EXIT_POLICY,
     export::{Exporter, Prepared},
@@ -62,7 +63,7 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
     let mut config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("mcp-guard agent: config error: {e}");
+            say_as_is(&format!("mcp-guard agent: config error: {e}"));
             return ExitCode::from(EXIT_POLICY);
         }
     };
@@ -77,7 +78,7 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
     {
         Ok(token) => auth.set(token),
         Err(e) => {
-            eprintln!("mcp-guard agent: config error: {e}");
+            say_as_is(&format!("mcp-guard agent: config error: {e}"));
             return ExitCode::from(EXIT_POLICY);
         }
     }
@@ -86,7 +87,7 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
     let export = match Prepared::new(&config.export, credentials.as_deref()) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("mcp-guard agent: config error: {e}");
+            say_as_is(&format!("mcp-guard agent: config error: {e}"));
             return ExitCode::from(EXIT_POLICY);
         }
     };
@@ -103,14 +104,14 @@ pub fn main(args: AgentArgs, dirs: &Dirs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mcp-guard agent: cannot start the runtime: {e}");
+            say_as_is(&format!("mcp-guard agent: cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match rt.block_on(run(args, config, auth, export, dirs.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mcp-guard agent: {e}");
+            say_as_is(&format!("mcp-guard agent: {e}"));
             ExitCode::FAILURE
         }
     }
@@ -138,14 +139,14 @@ async fn run(
     // back, or the idle agent keeps them for good.
     // SAFETY: malloc_trim only releases free heap memory; it has no other preconditions.
     unsafe { libc::malloc_trim(0) };
-    eprintln!(
+    say_as_is(&format!(
         "mcp-guard agent: eBPF programs pinned in {} ({} server(s) guarded from before)",
         config.bpf_dir.display(),
         guard.guarded()
-    );
+    ));
     let (policies, problems) = policies::PolicySet::load(&dirs.policy);
     for p in problems {
-        eprintln!("mcp-guard agent: policy not loaded: {p}");
+        say_as_is(&format!("mcp-guard agent: policy not loaded: {p}"));
     }
     let listener = socket::bind(&config)?;
     let launcher = Arc::new(sessions::Launcher {
@@ -167,7 +168,7 @@ async fn run(
         Err(e) => tracing::warn!("eBPF run statistics unavailable: {e}"),
     }
     let listener = Listener::bind(&config.metrics, config.metrics_socket_group.as_deref()).await?;
-    eprintln!(
+    say_as_is(&format!(
         "mcp-guard agent: serving {}{}, following {}",
         listener.describe(),
         if auth.required() {
@@ -176,7 +177,7 @@ async fn run(
             ""
         },
         db_path(&state_dir).display()
-    );
+    ));
     tokio::spawn(crate::metrics::serve(
         listener,
         metrics.clone(),
@@ -190,10 +191,10 @@ async fn run(
         .map_err(|e| format!("metrics: {e}"))?;
     let exporter = Exporter::start(export, &db_path(&state_dir), export_metrics);
     if !exporter.sinks().is_empty() {
-        eprintln!(
+        say_as_is(&format!(
             "mcp-guard agent: shipping the history to {}",
             exporter.sinks().join(", ")
-        );
+        ));
     }
     let store = Arc::new(std::sync::Mutex::new(store));
     systemd::notify("READY=1");
@@ -240,9 +241,9 @@ async fn run(
             _ = hup.recv() => {
                 let problems = launcher.policies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).reload();
                 for p in &problems {
-                    eprintln!("mcp-guard agent: SIGHUP: {p}");
+                    say_as_is(&format!("mcp-guard agent: SIGHUP: {p}"));
                 }
-                eprintln!("mcp-guard agent: policies reloaded ({} problem(s))", problems.len());
+                say_as_is(&format!("mcp-guard agent: policies reloaded ({} problem(s))", problems.len()));
                 match Config::load(args.config.as_deref())
                     .and_then(|new| new.metrics_token().map(|token| (new, token)))
                 {
@@ -275,16 +276,16 @@ async fn run(
                         export: config.export,
                         ..new
                     };
-                    eprintln!("mcp-guard agent: config reloaded");
+                    say_as_is("mcp-guard agent: config reloaded");
                 }
-                Err(e) => eprintln!("mcp-guard agent: SIGHUP: keeping the running config: {e}"),
+                Err(e) => say_as_is(&format!("mcp-guard agent: SIGHUP: keeping the running config: {e}")),
             }},
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     systemd::notify("STOPPING=1");
-    eprintln!("mcp-guard agent: stopping");
+    say_as_is("mcp-guard agent: stopping");
     // No new sessions; running ones keep their worker and their pinned guard, and reconnect to
     // the next agent.
     accepting.abort();

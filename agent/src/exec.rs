@@ -29,6 +29,7 @@ use tokio::{
     sync::oneshot,
 };
 
+use crate::say::say_as_is;
 use crate::{
     exit_codes::{EXIT_POLICY, EXIT_UNENFORCEABLE},
     launch,
@@ -372,7 +373,7 @@ pub fn run_status(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hook
     let mut policy = match loaded {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("mcp-guard: policy error:\n{e}");
+            say_as_is(&format!("mcp-guard: policy error:\n{e}"));
             return i32::from(EXIT_POLICY);
         }
     };
@@ -385,7 +386,7 @@ pub fn run_status(args: ExecArgs, dirs: &Dirs, recording: Recording, hooks: Hook
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mcp-guard: cannot start the runtime: {e}");
+            say_as_is(&format!("mcp-guard: cannot start the runtime: {e}"));
             return i32::from(EXIT_UNENFORCEABLE);
         }
     };

@@ -1,6 +1,7 @@
 //! The agent's Unix socket for `exec` clients: bound with the configured mode and group.
 
 use super::Config;
+use crate::say::say_as_is;
 
 /// Binds the Unix socket (replacing a stale one), with the configured mode and group.
 pub(super) fn bind(config: &Config) -> Result<tokio::net::UnixListener, String> {
@@ -30,7 +31,7 @@ pub(super) fn bind(config: &Config) -> Result<tokio::net::UnixListener, String> 
     let mode = config.mode()?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| err("chmod", &e))?;
-    eprintln!(
+    say_as_is(&format!(
         "mcp-guard agent: exec clients connect to {} (mode {:o}{})",
         path.display(),
         mode,
@@ -39,6 +40,6 @@ pub(super) fn bind(config: &Config) -> Result<tokio::net::UnixListener, String> 
             .as_ref()
             .map(|g| format!(", group {g}"))
             .unwrap_or_default()
-    );
+    ));
     Ok(listener)
 }

@@ -18,6 +18,7 @@ use tokio::{
 };
 
 use crate::ipc::{self, ClientReply, ClientSignal, ExecRequest, Request};
+use crate::say::say_as_is;
 
 /// Exit status when the agent or the session worker went away without an exit status.
 pub const EXIT_LOST: u8 = 69;
@@ -53,14 +54,16 @@ pub fn run(stream: UnixStream, request: ExecRequest) -> u8 {
     ) {
         Ok(fd) => fd,
         Err(e) => {
-            eprintln!("mcp-guard: cannot open the working directory: {e}");
+            say_as_is(&format!(
+                "mcp-guard: cannot open the working directory: {e}"
+            ));
             return crate::exit_codes::EXIT_UNENFORCEABLE;
         }
     };
     let msg = ipc::line(&Request::Exec(request));
     let fds = [0, 1, 2, cwd.as_raw_fd()];
     if let Err(e) = ipc::send_with_fds(stream.as_fd(), &msg, &fds) {
-        eprintln!("mcp-guard: sending the request to the agent: {e}");
+        say_as_is(&format!("mcp-guard: sending the request to the agent: {e}"));
         return EXIT_LOST;
     }
     drop::<OwnedFd>(cwd);
@@ -70,7 +73,7 @@ pub fn run(stream: UnixStream, request: ExecRequest) -> u8 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mcp-guard: cannot start the runtime: {e}");
+            say_as_is(&format!("mcp-guard: cannot start the runtime: {e}"));
             return EXIT_LOST;
         }
     };
@@ -79,10 +82,10 @@ pub fn run(stream: UnixStream, request: ExecRequest) -> u8 {
 
 async fn wait(stream: UnixStream) -> u8 {
     let lost = |why: &str| {
-        eprintln!(
+        say_as_is(&format!(
             "mcp-guard: the agent's session ended without an exit status ({why}): the session \
              worker was killed; see `mcp-guard events` and the agent's log"
-        );
+        ));
         EXIT_LOST
     };
     let stream = match stream
@@ -117,7 +120,7 @@ async fn wait(stream: UnixStream) -> u8 {
                     Ok(ClientReply::Exit { code }) => return u8::try_from(code).unwrap_or(1),
                     Ok(ClientReply::Refused { code, message }) => {
                         for l in message.lines() {
-                            eprintln!("mcp-guard: {l}");
+                            say_as_is(&format!("mcp-guard: {l}"));
                         }
                         return u8::try_from(code).unwrap_or(1);
                     }

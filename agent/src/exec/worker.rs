@@ -18,6 +18,7 @@ use std::{
 };
 
 use super::{ExecArgs, Hooks, Recording, guard};
+use crate::say::say_as_is;
 use crate::{
     ipc::{self, ClientReply, ClientSignal, WORKER_CLIENT_FD, WORKER_CWD_FD, WORKER_SETUP_FD},
     launch::identity::Caller,
@@ -43,7 +44,7 @@ pub fn main() -> ExitCode {
         &client,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     ) {
-        eprintln!("mcp-guard: session worker: {e}");
+        say_as_is(&format!("mcp-guard: session worker: {e}"));
         return ExitCode::from(crate::exit_codes::EXIT_UNENFORCEABLE);
     }
     let mut text = Vec::new();
@@ -55,12 +56,14 @@ pub fn main() -> ExitCode {
     {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("mcp-guard: session worker setup: {e}");
+            say_as_is(&format!("mcp-guard: session worker setup: {e}"));
             return ExitCode::from(crate::exit_codes::EXIT_UNENFORCEABLE);
         }
     };
     if let Err(e) = nix::unistd::fchdir(&cwd) {
-        eprintln!("mcp-guard: cannot enter the working directory: {e}");
+        say_as_is(&format!(
+            "mcp-guard: cannot enter the working directory: {e}"
+        ));
         return reply_exit(&client, i32::from(crate::exit_codes::EXIT_UNENFORCEABLE));
     }
     drop(cwd);
@@ -82,7 +85,9 @@ pub fn main() -> ExitCode {
         Ok(conn) => {
             std::thread::spawn(move || relay_signals(conn));
         }
-        Err(e) => eprintln!("mcp-guard: the client's signals cannot be relayed: {e}"),
+        Err(e) => say_as_is(&format!(
+            "mcp-guard: the client's signals cannot be relayed: {e}"
+        )),
     }
     let request = setup.request;
     let hooks = Hooks::for_session(guard::GuardSource::Agent(setup.socket), request.passthrough);

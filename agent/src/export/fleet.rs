@@ -18,6 +18,7 @@ use super::{
     clickhouse::ClickHouse,
     config::{self, ClickHouseTarget, DEFAULT_DATABASE},
 };
+use crate::say::say_as_is;
 use mcp_guard_model::{AlertRecord, CallRecord, EventKind, EventRecord, SessionRecord, Timestamp};
 use mcp_guard_store::{
     Trace,
@@ -186,7 +187,7 @@ pub fn run(fleet: &Fleet, query: &Query) -> ExitCode {
         Err(e) if e.contains("Broken pipe") => ExitCode::SUCCESS,
         Err(e) => {
             drop(out);
-            eprintln!("mcp-guard: --fleet: {e}");
+            say_as_is(&format!("mcp-guard: --fleet: {e}"));
             ExitCode::FAILURE
         }
     }
