@@ -410,20 +410,17 @@ impl Detector {
                     ));
                 }
                 if let (true, Some(dir)) = (self.config.learning, Path::new(path).parent()) {
-                    let learned = self.profile.tools.entry(tool_key.clone()).or_default();
-                    learned.prefixes.insert(dir.to_string_lossy().into_owned());
+                    self.profile
+                        .tool(&tool_key)
+                        .prefixes
+                        .insert(dir.to_string_lossy().into_owned());
                 }
             }
             KernelEventKind::Connect { addr, verdict, .. } => {
                 denied = *verdict == EgressVerdict::Denied;
                 let dest = addr.to_string();
                 if self.config.learning {
-                    self.profile
-                        .tools
-                        .entry(tool_key.clone())
-                        .or_default()
-                        .egress
-                        .insert(dest.clone());
+                    self.profile.tool(&tool_key).egress.insert(dest.clone());
                 } else if !self
                     .profile
                     .tools
@@ -443,12 +440,7 @@ impl Detector {
                         ids.clone(),
                     ));
                     // Remember it so one new destination alerts once.
-                    self.profile
-                        .tools
-                        .entry(tool_key.clone())
-                        .or_default()
-                        .egress
-                        .insert(dest.clone());
+                    self.profile.tool(&tool_key).egress.insert(dest.clone());
                 }
                 if let Some(c) = &call {
                     let fire = self
@@ -482,12 +474,7 @@ impl Detector {
             } if *r != 0 => {}
             KernelEventKind::Exec { path, .. } => {
                 if self.config.learning {
-                    self.profile
-                        .tools
-                        .entry(tool_key.clone())
-                        .or_default()
-                        .exec
-                        .insert(path.clone());
+                    self.profile.tool(&tool_key).exec.insert(path.clone());
                 } else if is_interpreter(path) && !self.profile.any_exec(path) {
                     let summary = format!(
                         "{} exec'd interpreter {path}, which this server did not while learning",
@@ -501,12 +488,7 @@ impl Detector {
                         summary,
                         ids.clone(),
                     ));
-                    self.profile
-                        .tools
-                        .entry(tool_key.clone())
-                        .or_default()
-                        .exec
-                        .insert(path.clone());
+                    self.profile.tool(&tool_key).exec.insert(path.clone());
                 }
             }
             KernelEventKind::Killed { .. } => denied = true,

@@ -78,11 +78,16 @@ impl Profile {
     /// Adds everything `other` has seen.
     pub fn merge(&mut self, other: &Profile) {
         for (tool, seen) in &other.tools {
-            let mine = self.tools.entry(tool.clone()).or_default();
+            let mine = self.tool(tool);
             mine.exec.extend(seen.exec.iter().cloned());
             mine.egress.extend(seen.egress.iter().cloned());
             mine.prefixes.extend(seen.prefixes.iter().cloned());
         }
+    }
+
+    /// What `tool` has done so far, empty the first time.
+    pub(super) fn tool(&mut self, tool: &str) -> &mut ToolProfile {
+        self.tools.entry(tool.to_owned()).or_default()
     }
 
     pub(super) fn any_exec(&self, prog: &str) -> bool {
