@@ -6,7 +6,7 @@ use std::{any::Any, io, path::Path};
 
 use super::{
     ExecArgs, Hooks, Recording, SecretValues, SessionInfo, analysis,
-    history::report_store,
+    history::{report_store, started_record},
     redaction::{redaction, warn_passthrough},
     refused, say,
     state_gate::refused_by_state,
@@ -79,21 +79,13 @@ pub(super) async fn run(
         }
         return code;
     }
-    let started = SessionRecord {
-        session: session.clone(),
-        server: server.clone(),
-        started_at: Timestamp::now(),
-        ended_at: None,
-        command: prepared.body.cmd.clone().unwrap_or_default(),
-        policy: policy
-            .source
-            .as_ref()
-            .map_or_else(|| policy.name.clone(), |p| p.display().to_string()),
-        pid: Some(std::process::id()),
+    let started = started_record(
+        &session,
+        &server,
+        prepared.body.cmd.clone().unwrap_or_default(),
+        &policy,
         observe,
-        exit_status: None,
-        facts: mcp_guard_model::ServerFacts::default(),
-    };
+    );
     store.send(started.clone());
     let audit = crate::history::audit_config(&policy.audit, &args.audit);
     let (analysis, link) = analysis::start(analysis::Setup {

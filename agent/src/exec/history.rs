@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use mcp_guard_model::{SessionFacts, Timestamp, ToolsListing};
+use mcp_guard_model::{ServerFacts, SessionFacts, SessionRecord, Timestamp, ToolsListing};
+use mcp_guard_policy::Policy;
 use mcp_guard_store::{self as store, RawJson, Redact, StoreHandle};
 
 use super::{STORE_FLUSH_TIMEOUT, say};
@@ -14,6 +15,32 @@ use crate::mcp::{
     audit::{Captured, ServerFact},
     secrets::{RecordRedactor, SecretConfig},
 };
+
+/// The row that opens a session: started now, by this process, which owns the session and
+/// lives exactly as long (what `servers_running` checks).
+pub fn started_record(
+    session: &str,
+    server: &str,
+    command: Vec<String>,
+    policy: &Policy,
+    observe: bool,
+) -> SessionRecord {
+    SessionRecord {
+        session: session.to_owned(),
+        server: server.to_owned(),
+        started_at: Timestamp::now(),
+        ended_at: None,
+        command,
+        policy: policy
+            .source
+            .as_ref()
+            .map_or_else(|| policy.name.clone(), |p| p.display().to_string()),
+        pid: Some(std::process::id()),
+        observe,
+        exit_status: None,
+        facts: ServerFacts::default(),
+    }
+}
 
 /// The proxy's capture of a call, as the store's writer takes it.
 pub fn capture(c: mcp::audit::CallCapture) -> store::CallCapture {

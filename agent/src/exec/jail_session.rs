@@ -17,7 +17,7 @@ use tokio::{
 
 use super::{
     ExecArgs, Hooks, Recording, SecretValues, SessionInfo, analysis,
-    history::report_store,
+    history::{report_store, started_record},
     redaction::{redaction, warn_passthrough},
     refused, say,
     state_gate::refused_by_state,
@@ -98,22 +98,13 @@ pub(super) async fn run(
         remove(&cgroup);
         return i32::from(EXIT_UNENFORCEABLE);
     };
-    let started = SessionRecord {
-        session: session.clone(),
-        server: server.clone(),
-        started_at: Timestamp::now(),
-        ended_at: None,
-        command: prepared.spec.argv.clone(),
-        policy: policy
-            .source
-            .as_ref()
-            .map_or_else(|| policy.name.clone(), |p| p.display().to_string()),
-        // exec owns the session and lives exactly as long: what `servers_running` checks.
-        pid: Some(std::process::id()),
+    let started = started_record(
+        &session,
+        &server,
+        prepared.spec.argv.clone(),
+        &policy,
         observe,
-        exit_status: None,
-        facts: mcp_guard_model::ServerFacts::default(),
-    };
+    );
     store.send(started.clone());
     let audit = crate::history::audit_config(&policy.audit, &args.audit);
     let cgroup_dir = cgroup
