@@ -154,6 +154,7 @@ fn listener(addr: Ipv4Addr, port: u16, stop: Arc<AtomicBool>) -> u16 {
 }
 
 const SERVER_JS: &str = r#"
+const dgram = require('dgram');
 const dns = require('dns');
 const net = require('net');
 const [resolver, port] = [process.argv[2], Number(process.argv[3])];
@@ -172,7 +173,19 @@ const connect = (host) => new Promise((ok) => {
   await resolve4('trigger.dns-names.test');
   await new Promise((ok) => setTimeout(ok, 200));
   await connect('127.0.77.12');
-  await resolve4('malformed.dns-names.test');
+  // Its own socket, open until all three bad replies are in: c-ares gives up on the first,
+  // and a datagram that reaches a closed socket never reaches the session's cgroup either.
+  await new Promise((ok) => {
+    const q = [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for (const l of 'malformed.dns-names.test'.split('.')) q.push(l.length, ...Buffer.from(l));
+    q.push(0, 0, 1, 0, 1);
+    const s = dgram.createSocket('udp4');
+    let replies = 0;
+    const done = () => { clearTimeout(t); s.close(); ok(); };
+    const t = setTimeout(done, 3000);
+    s.on('message', () => { if (++replies === 3) done(); });
+    s.send(Buffer.from(q), 53, resolver);
+  });
   process.exit(0);
 })();
 "#;
