@@ -34,7 +34,7 @@ use std::{
 };
 
 use kernel_common::{TestCgroup, lines, listen};
-use mcp_guard::kernel::loader::{Destination, EgressRule, KernelGuard, ServerSpec};
+use mcp_guard::kernel::loader::{Destination, EgressRule, KernelGuard, ServerSpec, cgroup_id};
 use mcp_guard_model::KernelEventKind;
 use mcp_guard_tests::bench::record;
 use mcp_guard_tests::require_root;
@@ -66,6 +66,22 @@ fn own_cpu() -> f64 {
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
+/// The benchmarks' runtime: one worker, for the event reader.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// With `MCP_GUARD_BENCH_STATS=1`, the kernel times every program run while the returned fd is
+/// held. That costs each run two clock reads: the ratios are then not the plain ones.
+fn kernel_stats() -> Option<std::os::fd::OwnedFd> {
+    std::env::var_os("MCP_GUARD_BENCH_STATS")
+        .map(|_| aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF stats"))
+}
+
 fn best(samples: &[f64]) -> f64 {
     samples.iter().copied().fold(f64::INFINITY, f64::min)
 }
@@ -81,16 +97,9 @@ fn paired(plain: &[f64], guarded: &[f64]) -> f64 {
 #[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn kernel_guard_overhead() {
     require_root();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let guard = KernelGuard::load().expect("load");
-    // MCP_GUARD_BENCH_STATS=1: the kernel times every program run (while this fd is held),
-    // which itself costs each run two clock reads: the ratios are then not the plain ones.
-    let stats = std::env::var_os("MCP_GUARD_BENCH_STATS")
-        .map(|_| aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF stats"));
+    let stats = kernel_stats();
     // MCP_GUARD_BENCH_NO_READER=1: nothing drains the ring buffer, so the guarded open loop
     // measures the kernel side alone (events past the buffer's capacity are counted as drops).
     let no_reader = std::env::var_os("MCP_GUARD_BENCH_NO_READER").is_some();
@@ -318,41 +327,33 @@ const LOOKUPS: usize = 5_000;
 /// The DNS responder of this benchmark (its own address: no test uses 127.0.75.0/24).
 const BENCH_RESOLVER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 75, 53);
 
-/// An echo peer for `netload tcprr` (one thread per connection); its port.
-fn tcp_echo() -> u16 {
-    use std::io::{Read as _, Write as _};
+/// A loopback TCP peer serving each connection in a thread of its own with `serve`; its port.
+fn tcp_peer(serve: fn(std::net::TcpStream)) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let _ = stream.set_nodelay(true);
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = stream.read(&mut buf) {
-                    if stream.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
+            std::thread::spawn(move || serve(stream));
         }
     });
     port
 }
 
-/// A sink for `netload tcpstream`: reads to the end, then closes; its port.
-fn tcp_sink() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let _ = std::io::copy(&mut stream, &mut std::io::sink());
-            });
+/// The echo peer of `netload tcprr`.
+fn echo(mut stream: std::net::TcpStream) {
+    use std::io::{Read as _, Write as _};
+    let _ = stream.set_nodelay(true);
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = stream.read(&mut buf) {
+        if stream.write_all(&buf[..n]).is_err() {
+            break;
         }
-    });
-    port
+    }
+}
+
+/// The sink of `netload tcpstream`: reads to the end, then closes.
+fn sink(mut stream: std::net::TcpStream) {
+    let _ = std::io::copy(&mut stream, &mut std::io::sink());
 }
 
 /// A UDP echo peer for `netload udprr`; its port.
@@ -398,7 +399,7 @@ impl DnsCapture {
     fn take_over(pins: &std::path::Path, cgroup: &std::path::Path) -> DnsCapture {
         use aya::programs::{CgroupSkb, CgroupSkbAttachType};
         use mcp_guard_ebpf::programs::{DNS_EGRESS, DNS_INGRESS};
-        let id = mcp_guard::kernel::loader::cgroup_id(cgroup).expect("cgroup id");
+        let id = cgroup_id(cgroup).expect("cgroup id");
         let links = pins.join("cgroups").join(id.to_string());
         let mut programs = Vec::new();
         for (name, ty) in [
@@ -450,16 +451,9 @@ impl DnsCapture {
 #[ignore = "benchmark: cargo xtask bench (root, release)"]
 fn dns_capture_overhead() {
     require_root();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     // Pinned, as the agent does: the programs and each cgroup's links are files there.
-    // MCP_GUARD_BENCH_STATS=1: the kernel times each program run (two clock reads each): the
-    // programs' own ns per packet, next to the wall-time ratios (which then include the clocks).
-    let stats = std::env::var_os("MCP_GUARD_BENCH_STATS")
-        .map(|_| aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF stats"));
+    let stats = kernel_stats();
     let base = mcp_guard_tests::agent::PinDir::new("bench-dns");
     let guard = KernelGuard::load_pinned(&base.0).expect("load");
     let mut rx = rt.block_on(async { guard.events() }).expect("events");
@@ -504,9 +498,17 @@ fn dns_capture_overhead() {
 
     let netload = env!("CARGO_BIN_EXE_netload");
     let loads: [(&str, usize, String); 4] = [
-        ("tcprr", ROUND_TRIPS, format!("127.0.0.1:{}", tcp_echo())),
+        (
+            "tcprr",
+            ROUND_TRIPS,
+            format!("127.0.0.1:{}", tcp_peer(echo)),
+        ),
         ("udprr", ROUND_TRIPS, format!("127.0.0.1:{}", udp_echo())),
-        ("tcpstream", STREAM_MIB, format!("127.0.0.1:{}", tcp_sink())),
+        (
+            "tcpstream",
+            STREAM_MIB,
+            format!("127.0.0.1:{}", tcp_peer(sink)),
+        ),
         ("dns", LOOKUPS, format!("{BENCH_RESOLVER}:53")),
     ];
     let secs = |mode: &str, count: usize, addr: &str| -> f64 {
