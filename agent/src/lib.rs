@@ -15,7 +15,6 @@ pub mod exit_codes;
 pub mod export;
 pub mod history;
 pub mod ipc;
-pub mod kernel;
 pub mod kernel_refusal;
 pub mod launch;
 pub mod mcp;

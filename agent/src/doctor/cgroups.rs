@@ -75,7 +75,7 @@ pub(super) fn probe_cgroups(b: &mut Builder, mounts: &[crate::mounts::Mount]) {
 /// cgroup `dir` with an empty allowlist and checks that a connect from a child placed in it is
 /// refused. Dropping the handle and the guard detaches everything before the cgroup is removed.
 fn probe_egress(b: &mut Builder, dir: &Path) {
-    use crate::kernel::loader::{KernelGuard, ServerSpec};
+    use mcp_guard_kernel::loader::{KernelGuard, ServerSpec};
     const NO: &str = "no egress filtering: exec refuses to launch (77) unless --observe or [enforcement] allow_degraded";
     let guard = match KernelGuard::load() {
         Ok(g) => {
@@ -191,7 +191,7 @@ fn probe_egress(b: &mut Builder, dir: &Path) {
 
 /// Whether this kernel runs the Unix socket programs (`kernel::unix::probe`).
 pub(super) fn probe_cgroup_unix(b: &mut Builder) {
-    match crate::kernel::unix::probe() {
+    match mcp_guard_kernel::unix::probe() {
         Ok(()) => b.put(
             CapabilityId::CgroupUnix,
             Status::Available,

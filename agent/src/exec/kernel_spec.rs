@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::kernel::loader::{Destination, EgressRule, SensitivePath, ServerSpec};
+use mcp_guard_kernel::loader::{Destination, EgressRule, SensitivePath, ServerSpec};
 use mcp_guard_policy::{NetAllow, NetTarget, OnSensitive, Policy, expand_home};
 
 /// What the kernel guard enforces for a server run under `policy`.

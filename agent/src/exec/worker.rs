@@ -68,7 +68,7 @@ pub fn main() -> ExitCode {
     }
     drop(cwd);
     if let Some(answer) = setup.unix_probe.clone() {
-        crate::kernel::unix::assume_probe(answer);
+        mcp_guard_kernel::unix::assume_probe(answer);
     }
     let dirs = Dirs {
         state: setup.state_dir.clone(),

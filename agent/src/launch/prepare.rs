@@ -230,7 +230,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             // The kernel guard loads once the cgroup exists; where it cannot, it refuses then,
             // naming what failed (exec/guard.rs).
             cgroup_sock_addr: !unprivileged,
-            cgroup_unix: !unprivileged && crate::kernel::unix::probe().is_ok(),
+            cgroup_unix: !unprivileged && mcp_guard_kernel::unix::probe().is_ok(),
             tracing: !unprivileged,
         };
         let choices = promises::choose(&features, &needs(policy, &id.home));

@@ -280,7 +280,7 @@ pub(super) const CASES: &[Case] = &[
         timeout_s: 120,
     },
     // Each program of the eBPF object loads exactly where the kernel has what it needs
-    // (agent/src/kernel/compat.rs), within a tenth of the verifier's limit.
+    // (agent/kernel/src/compat.rs), within a tenth of the verifier's limit.
     Case {
         id: "ebpf: programs load per compat table",
         run: test(
