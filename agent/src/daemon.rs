@@ -329,7 +329,7 @@ fn count(metrics: &Metrics, batch: &TailBatch) {
             // Operator actions (quarantine, release) are history, not kernel events.
             None if crate::quarantine::KINDS.contains(&e.kind.as_str()) => {}
             // A session's resource peaks, recorded at its end, are not a kernel event either.
-            None if e.kind == crate::launch::usage::USAGE => {}
+            None if e.kind == mcp_guard_launch::usage::USAGE => {}
             None => metrics.kernel_event(&e.server, &e.kind, &e.verdict),
         }
     }

@@ -23,12 +23,12 @@ use tokio::{
 use crate::{
     ipc::{self, GuardCommand, GuardReply, GuardRequest},
     kernel_refusal::explain_kernel as explain,
-    launch::cgroup::{Mounts, PARENT},
 };
 use mcp_guard_kernel::{
     events::KernelEvent,
     loader::{KernelError, KernelGuard, ServerHandle},
 };
+use mcp_guard_launch::cgroup::{Mounts, PARENT};
 use mcp_guard_model::EventRecord;
 use mcp_guard_store::StoreHandle;
 

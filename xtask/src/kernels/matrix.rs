@@ -92,7 +92,7 @@ const fn test(target: &'static str, name: &'static str) -> Run {
     Run::Test { target, name }
 }
 
-// What mcp-guard does where a kernel lacks something (agent/src/promises.rs picks, for each
+// What mcp-guard does where a kernel lacks something (agent/launch/src/promises.rs picks, for each
 // promise, the strongest mechanism the kernel has, and refuses only a promise none can keep).
 // The texts are mcp-guard's and the tests' own messages, so the assertions notice when the
 // message (or the behaviour) changes.

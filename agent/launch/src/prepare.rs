@@ -147,7 +147,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
     };
     let protect = match pinned_env {
         Some(env) => env,
-        None if !secrets.is_empty() => crate::supply::argv::hardening(&program, &argv, &env),
+        None if !secrets.is_empty() => mcp_guard_supply::argv::hardening(&program, &argv, &env),
         None => Vec::new(),
     };
     for (k, v) in protect {
@@ -171,7 +171,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
                     .any(|w| s.starts_with(expand_home(w, &id.home)))
         });
         let dir = match state {
-            Some(state) => crate::supply::python_cache(&policy.pin, &program, state)
+            Some(state) => mcp_guard_supply::python_cache(&policy.pin, &program, state)
                 .map_err(|e| Unenforceable(format!("the pinned packages' bytecode cache: {e}")))?,
             None => PathBuf::from("/tmp/.mcp-guard-pycache"),
         };
