@@ -18,7 +18,8 @@ pub mod ipc;
 pub mod kernel;
 pub mod kernel_refusal;
 pub mod launch;
-pub mod mcp;
+/// The MCP proxy, now its own crate; kept under its old path until the callers move.
+pub use mcp_guard_proxy as mcp;
 pub mod metrics;
 pub mod mounts;
 pub mod promises;
