@@ -18,8 +18,6 @@ pub mod ipc;
 pub mod kernel;
 pub mod kernel_refusal;
 pub mod launch;
-/// The MCP proxy, now its own crate; kept under its old path until the callers move.
-pub use mcp_guard_proxy as mcp;
 pub mod metrics;
 pub mod mounts;
 pub mod promises;
