@@ -16,7 +16,6 @@ pub mod export;
 pub mod history;
 pub mod ipc;
 pub mod kernel_refusal;
-pub mod mcp;
 pub mod metrics;
 pub mod quarantine;
 pub mod say;
