@@ -34,7 +34,7 @@ use std::{
 };
 
 use kernel_common::{TestCgroup, lines, listen};
-use mcp_guard::kernel::loader::{Destination, EgressRule, KernelGuard, ServerSpec, cgroup_id};
+use mcp_guard_kernel::loader::{Destination, EgressRule, KernelGuard, ServerSpec, cgroup_id};
 use mcp_guard_model::KernelEventKind;
 use mcp_guard_tests::bench::record;
 use mcp_guard_tests::require_root;
