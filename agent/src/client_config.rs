@@ -86,11 +86,14 @@ pub enum Outcome {
         reason: String,
         /// The value written after `--name`.
         name: String,
-        /// Variables of the entry's `env` that the policy neither passes nor sets: the server
-        /// will not see them.
+        /// Variables of the entry's `env` that the policy neither passes, sets nor replaces: the
+        /// server will not see them.
         scrubbed: Vec<String>,
         /// Variables of the entry's `env` that the policy's `[secrets]` replaces.
         replaced: Vec<String>,
+        /// Variables of the entry's `env` that the policy's `[env] set` fixes, with the policy's
+        /// value: the server never sees the entry's.
+        overridden: Vec<(String, String)>,
     },
     /// Its command already is mcp-guard.
     AlreadyWrapped,
@@ -427,6 +430,7 @@ pub fn describe(report: &ServerReport) -> Vec<String> {
         name,
         scrubbed,
         replaced,
+        overridden,
         ..
     } = &report.outcome
     {
@@ -438,7 +442,7 @@ pub fn describe(report: &ServerReport) -> Vec<String> {
         if !scrubbed.is_empty() {
             lines.push(format!(
                 "{server}: env {} will be scrubbed: neither the built-in allowlist ({}, LC_*) \
-                 nor policy {policy}'s [env] pass or [secrets] keeps them; add them to [env] \
+                 nor policy {policy}'s [env] pass, [env] set or [secrets] keeps them; add them to [env] \
                  pass in a copy of the policy if the server needs them",
                 scrubbed.join(", "),
                 ENV_ALLOW.join(", ")
@@ -449,6 +453,16 @@ pub fn describe(report: &ServerReport) -> Vec<String> {
                 "{server}: env {} will be replaced by policy {policy}'s [secrets], which only \
                  the command the policy fixes gets (its `command`, or the program its [pin] pins)",
                 replaced.join(", ")
+            ));
+        }
+        if !overridden.is_empty() {
+            let names: Vec<&str> = overridden.iter().map(|(n, _)| n.as_str()).collect();
+            let values: Vec<String> = overridden.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            lines.push(format!(
+                "{server}: env {} will be overridden by policy {policy}'s [env] set ({}): the \
+                 server gets the policy's value, not this file's",
+                names.join(", "),
+                values.join(", ")
             ));
         }
     }

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod certs;
 pub mod clickhouse;
 pub mod corpus;
+pub mod dns;
 pub mod prom;
 pub mod residue;
 pub mod rsyslog;

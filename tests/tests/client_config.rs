@@ -465,3 +465,54 @@ fn jsonc_keeps_its_comments_and_unwrap_restores_the_original() {
     assert_eq!(back, original);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A browser server whose entry points Playwright's caches somewhere of its own. The shipped
+/// `playwright` policy fixes those variables with `[env] set`, so the entry's values never reach
+/// the server: the report must say so, and must not call them scrubbed.
+const PLAYWRIGHT: &str = r#"{
+  "mcpServers": {
+    "browser": {
+      "command": "npx",
+      "args": ["@playwright/mcp@latest"],
+      "env": {"PLAYWRIGHT_BROWSERS_PATH": "/opt/ms-playwright", "XDG_CACHE_HOME": "/home/u/.cache", "DEBUG": "pw:api", "HTTPS_PROXY": "http://proxy.example.com:3128"}
+    }
+  }
+}
+"#;
+
+#[test]
+fn variables_the_policy_sets_are_reported_as_overridden_not_scrubbed() {
+    let dir = temp_dir("env-set");
+    let file = dir.join("config.json");
+    std::fs::write(&file, PLAYWRIGHT).expect("write config");
+    let (stdout, stderr) = ok(&client_config(&[file.to_str().expect("UTF-8 path")]));
+    let config: Value = serde_json::from_str(&stdout).expect("stdout is the JSON config");
+    let args = config["mcpServers"]["browser"]["args"]
+        .as_array()
+        .expect("args");
+    let policy = args.iter().position(|a| a == "--policy").expect("--policy") + 1;
+    assert_eq!(args[policy], "playwright", "{args:?}");
+    // The entry's env is written back as it was: exec, not client-config, decides.
+    assert_eq!(
+        config["mcpServers"]["browser"]["env"]["XDG_CACHE_HOME"],
+        "/home/u/.cache"
+    );
+    let overridden = "browser: env PLAYWRIGHT_BROWSERS_PATH, XDG_CACHE_HOME will be overridden by \
+                      policy playwright's [env] set (PLAYWRIGHT_BROWSERS_PATH=~/.cache/ms-playwright, \
+                      XDG_CACHE_HOME=/tmp/.cache): the server gets the policy's value, not this file's";
+    assert!(
+        stderr.contains(overridden),
+        "missing {overridden:?} in:\n{stderr}"
+    );
+    let scrubbed: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("will be scrubbed"))
+        .collect();
+    // DEBUG is dropped; the proxy is passed; the two the policy sets are not "scrubbed".
+    assert_eq!(scrubbed.len(), 1, "{stderr}");
+    assert!(
+        scrubbed[0].starts_with("browser: env DEBUG will be scrubbed"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -3,13 +3,13 @@
 //! answers, and the session's connect events carry the name it asked for (through a CNAME
 //! chain); `policy suggest` writes `name:port`, which passes `policy check`. A forged answer
 //! (no query of the server's matches it) names nothing, and malformed or oversized DNS packets
-//! are ignored and counted.
+//! are ignored and counted. The same, through the agent: a session the agent runs names its
+//! connects the same way.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket},
-    path::Path,
+    net::{Ipv4Addr, TcpListener},
+    path::{Path, PathBuf},
     process::{Command, Stdio},
-    str::FromStr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -19,37 +19,51 @@ use std::{
 
 use hickory_proto::{
     op::{Message, MessageType, ResponseCode},
-    rr::{Name, RData, Record, RecordType, rdata},
+    rr::{RData, Record, RecordType, rdata},
 };
-use mcp_guard_tests::{describe, fresh_dir, give_to_server_user, mcp_guard, require_root};
+use mcp_guard_tests::{
+    agent::{Agent, PinDir},
+    describe,
+    dns::{Responder, a_record, answer_to, name},
+    fresh_dir, give_to_server_user, mcp_guard, require_root,
+};
 use serde_json::Value;
 
-/// Addresses of this test (127.0.77.0/24, used by no other test).
-const RESOLVER: Ipv4Addr = Ipv4Addr::new(127, 0, 77, 53);
-const SERVICE: Ipv4Addr = Ipv4Addr::new(127, 0, 77, 10);
-const FORGED: Ipv4Addr = Ipv4Addr::new(127, 0, 77, 12);
-const ZONE: &str = "dns-names.test";
-
-fn name(s: &str) -> Name {
-    Name::from_str(&format!("{s}.")).expect("DNS name")
+/// The addresses one test uses: its DNS responder, the service `api.` resolves to, and the
+/// address the forged answer names. Each test has its own /24, used by no other test.
+struct Net {
+    resolver: Ipv4Addr,
+    service: Ipv4Addr,
+    forged: Ipv4Addr,
 }
 
-/// The answer to `query`, and what else to send to its asker.
-fn respond(query: &Message) -> Vec<Vec<u8>> {
+impl Net {
+    const fn in_block(c: u8) -> Net {
+        Net {
+            resolver: Ipv4Addr::new(127, 0, c, 53),
+            service: Ipv4Addr::new(127, 0, c, 10),
+            forged: Ipv4Addr::new(127, 0, c, 12),
+        }
+    }
+}
+
+const STANDALONE: Net = Net::in_block(77);
+const THROUGH_AGENT: Net = Net::in_block(76);
+const ZONE: &str = "dns-names.test";
+
+/// The answer to `query`, and what else to send to its asker. `api.` resolves (through CNAMEs)
+/// to the service of the responder's own /24, `trigger.` is followed by a forged answer naming
+/// `.12` of it.
+fn respond(query: &Message, block: Ipv4Addr) -> Vec<Vec<u8>> {
     let Some(q) = query.queries().first() else {
         return vec![];
     };
+    let [a, b, c, _] = block.octets();
     let asked = q.name().to_lowercase().to_ascii();
-    let mut answer = Message::new();
-    answer
-        .set_id(query.id())
-        .set_message_type(MessageType::Response)
-        .set_recursion_desired(true)
-        .set_recursion_available(true)
-        .add_query(q.clone());
+    let mut answer = answer_to(query);
     let mut extra = Vec::new();
     if asked == format!("api.{ZONE}.") {
-        // api → edge → lb → SERVICE.
+        // api → edge → lb → the service.
         answer.add_answer(Record::from_rdata(
             name(&format!("api.{ZONE}")),
             60,
@@ -61,11 +75,7 @@ fn respond(query: &Message) -> Vec<Vec<u8>> {
             RData::CNAME(rdata::CNAME(name(&format!("lb.{ZONE}")))),
         ));
         if q.query_type() == RecordType::A {
-            answer.add_answer(Record::from_rdata(
-                name(&format!("lb.{ZONE}")),
-                60,
-                RData::A(rdata::A(SERVICE)),
-            ));
+            answer.add_answer(a_record(&format!("lb.{ZONE}"), Ipv4Addr::new(a, b, c, 10)));
         }
     } else if asked == format!("trigger.{ZONE}.") {
         // Answered (no address), and followed by an answer nobody asked for: the attack.
@@ -77,10 +87,9 @@ fn respond(query: &Message) -> Vec<Vec<u8>> {
                 name(&format!("forged.{ZONE}")),
                 RecordType::A,
             ));
-        forged.add_answer(Record::from_rdata(
-            name(&format!("forged.{ZONE}")),
-            60,
-            RData::A(rdata::A(FORGED)),
+        forged.add_answer(a_record(
+            &format!("forged.{ZONE}"),
+            Ipv4Addr::new(a, b, c, 12),
         ));
         extra.push(forged.to_vec().expect("encode"));
     } else if asked == format!("malformed.{ZONE}.") {
@@ -91,19 +100,17 @@ fn respond(query: &Message) -> Vec<Vec<u8>> {
         looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
         let mut big = answer.clone();
         for i in 0..80u8 {
-            big.add_answer(Record::from_rdata(
-                name(&format!("malformed.{ZONE}")),
-                60,
-                RData::A(rdata::A(Ipv4Addr::new(127, 0, 78, i))),
+            big.add_answer(a_record(
+                &format!("malformed.{ZONE}"),
+                Ipv4Addr::new(127, 0, 78, i),
             ));
         }
         let big = big.to_vec().expect("encode");
         assert!(big.len() > 1024, "not oversized: {}", big.len());
         let mut cut = answer.clone();
-        cut.add_answer(Record::from_rdata(
-            name(&format!("malformed.{ZONE}")),
-            60,
-            RData::A(rdata::A(Ipv4Addr::new(127, 0, 78, 1))),
+        cut.add_answer(a_record(
+            &format!("malformed.{ZONE}"),
+            Ipv4Addr::new(127, 0, 78, 1),
         ));
         let mut cut = cut.to_vec().expect("encode");
         cut.truncate(cut.len() - 3);
@@ -114,28 +121,6 @@ fn respond(query: &Message) -> Vec<Vec<u8>> {
     let mut out = vec![answer.to_vec().expect("encode")];
     out.extend(extra);
     out
-}
-
-/// Answers on RESOLVER:53 until `stop`.
-fn responder(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let sock = UdpSocket::bind(SocketAddr::from((RESOLVER, 53)))
-        .expect("bind the test's DNS responder on 127.0.77.53:53 (root)");
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while !stop.load(Ordering::Relaxed) {
-            let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                continue;
-            };
-            let Ok(query) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            for packet in respond(&query) {
-                let _ = sock.send_to(&packet, from);
-            }
-        }
-    })
 }
 
 /// Accepts (and drops) connections on `addr`:`port` (0: any) until `stop`; returns the port.
@@ -153,11 +138,12 @@ fn listener(addr: Ipv4Addr, port: u16, stop: Arc<AtomicBool>) -> u16 {
     port
 }
 
+/// The server: argv is the resolver, the service port and the address the forged answer names.
 const SERVER_JS: &str = r#"
 const dgram = require('dgram');
 const dns = require('dns');
 const net = require('net');
-const [resolver, port] = [process.argv[2], Number(process.argv[3])];
+const [resolver, port, forged] = [process.argv[2], Number(process.argv[3]), process.argv[4]];
 const r = new dns.Resolver({ timeout: 1000, tries: 1 });
 r.setServers([resolver]);
 const resolve4 = (n) => new Promise((ok) => r.resolve4(n, (err, a) => ok(err ? [] : a)));
@@ -172,7 +158,7 @@ const connect = (host) => new Promise((ok) => {
   // The forged answer arrives after this one; the server "knows" its address and uses it.
   await resolve4('trigger.dns-names.test');
   await new Promise((ok) => setTimeout(ok, 200));
-  await connect('127.0.77.12');
+  await connect(forged);
   // Its own socket, open until all three bad replies are in: c-ares gives up on the first,
   // and a datagram that reaches a closed socket never reaches the session's cgroup either.
   await new Promise((ok) => {
@@ -199,37 +185,68 @@ fn cli(state: &Path, args: &[&str]) -> std::process::Output {
         .expect("run mcp-guard")
 }
 
-#[test]
-fn connects_carry_the_name_the_server_resolved_and_suggest_keeps_it() {
-    require_root();
-    let dir = fresh_dir("dns-names", "loop");
-    let script = dir.join("server.js");
+/// How the session is run: `exec` standalone, or through a running agent.
+enum Route<'a> {
+    Standalone(PathBuf),
+    Agent(&'a Agent),
+}
+
+impl Route<'_> {
+    /// The state dir the session is recorded in.
+    fn state(&self) -> &Path {
+        match self {
+            Route::Standalone(state) => state,
+            Route::Agent(agent) => &agent.state,
+        }
+    }
+}
+
+/// Runs the server observed under `net`'s responder and listeners, then checks what its
+/// session recorded: the connects' names, the counted bad packets, the table and the suggestion.
+fn resolve_connect_and_suggest(net: &Net, dir: &Path, route: &Route<'_>) {
+    // Only the server's own directory is the server user's (not the state, not the agent's).
+    let server_dir = dir.join("server");
+    std::fs::create_dir_all(&server_dir).expect("server dir");
+    let script = server_dir.join("server.js");
     std::fs::write(&script, SERVER_JS).expect("write the server");
-    give_to_server_user(&dir);
-    let state = dir.join("state");
+    give_to_server_user(&server_dir);
+    let block = net.resolver;
+    let dns = Responder::start(net.resolver, move |q| respond(q, block));
     let stop = Arc::new(AtomicBool::new(false));
-    let dns = responder(stop.clone());
-    let port = listener(SERVICE, 0, stop.clone());
-    listener(FORGED, port, stop.clone());
-    let out = Command::new(mcp_guard())
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["exec", "--observe", "--name", "dnsnames", "--", "node"])
+    let port = listener(net.service, 0, stop.clone());
+    listener(net.forged, port, stop.clone());
+    let mut exec = Command::new(mcp_guard());
+    match route {
+        Route::Standalone(state) => exec
+            .arg("--state-dir")
+            .arg(state)
+            .args(["exec", "--standalone"]),
+        // No state dir of its own: what it records is in the agent's store, or nowhere here.
+        Route::Agent(agent) => exec.arg("exec").arg("--agent-socket").arg(&agent.socket),
+    };
+    let out = exec
+        .args(["--observe", "--name", "dnsnames", "--", "node"])
         .arg(&script)
-        .arg(RESOLVER.to_string())
+        .arg(net.resolver.to_string())
         .arg(port.to_string())
+        .arg(net.forged.to_string())
         .stdin(Stdio::null())
         .output()
         .expect("run the server");
     stop.store(true, Ordering::Relaxed);
-    let _ = dns.join();
+    drop(dns);
+    let agent_log = match route {
+        Route::Agent(agent) => format!("\nagent:\n{}", agent.log()),
+        Route::Standalone(_) => String::new(),
+    };
     assert!(
         out.status.success(),
-        "the server failed:\n{}",
+        "the server failed:\n{}{agent_log}",
         describe(&out)
     );
+    let state = route.state();
 
-    let events = cli(&state, &["events", "--server", "dnsnames", "--json"]);
+    let events = cli(state, &["events", "--server", "dnsnames", "--json"]);
     assert!(events.status.success(), "{}", describe(&events));
     let events: Vec<Value> = String::from_utf8_lossy(&events.stdout)
         .lines()
@@ -241,17 +258,21 @@ fn connects_carry_the_name_the_server_resolved_and_suggest_keeps_it() {
             .filter(|e| e["kind"] == "connect" && e["addr"] == ip.to_string())
             .collect()
     };
+    let (service, forged) = (net.service, net.forged);
     // The name asked for, not the CNAME targets.
-    let api = connect_to(SERVICE);
-    assert!(!api.is_empty(), "no connect to {SERVICE}: {events:#?}");
+    let api = connect_to(service);
+    assert!(!api.is_empty(), "no connect to {service}: {events:#?}");
     for e in &api {
         assert_eq!(e["host"], format!("api.{ZONE}"), "{e}");
         assert_eq!(e["port"], port, "{e}");
     }
     // The forged answer matched no query of the server's: its address has no name.
-    let forged = connect_to(FORGED);
-    assert!(!forged.is_empty(), "no connect to {FORGED}: {events:#?}");
-    for e in &forged {
+    let forged_connects = connect_to(forged);
+    assert!(
+        !forged_connects.is_empty(),
+        "no connect to {forged}: {events:#?}"
+    );
+    for e in &forged_connects {
         assert!(e.get("host").is_none(), "a forged answer named {e}");
     }
     // Every DNS packet the session could not use is counted.
@@ -270,18 +291,18 @@ fn connects_carry_the_name_the_server_resolved_and_suggest_keeps_it() {
 
     // The table shows `name:port (address)`.
     let table = cli(
-        &state,
+        state,
         &["events", "--server", "dnsnames", "--kind", "connect"],
     );
     let table = String::from_utf8_lossy(&table.stdout).to_string();
     assert!(
-        table.contains(&format!("api.{ZONE}:{port} ({SERVICE})")),
+        table.contains(&format!("api.{ZONE}:{port} ({service})")),
         "{table}"
     );
 
     // The suggestion allows the name, says which connects it stands for, keeps the forged
     // connect as an address, and passes `policy check`.
-    let out = cli(&state, &["policy", "suggest", "--server", "dnsnames"]);
+    let out = cli(state, &["policy", "suggest", "--server", "dnsnames"]);
     assert!(out.status.success(), "{}", describe(&out));
     let policy = String::from_utf8(out.stdout).expect("UTF-8 policy");
     let line = policy
@@ -291,10 +312,10 @@ fn connects_carry_the_name_the_server_resolved_and_suggest_keeps_it() {
                 .starts_with(&format!("\"api.{ZONE}:{port}\""))
         })
         .unwrap_or_else(|| panic!("no `api.{ZONE}:{port}` entry:\n{policy}"));
-    assert!(line.contains(&SERVICE.to_string()), "{line}");
-    assert!(policy.contains(&format!("\"{FORGED}:{port}\"")), "{policy}");
+    assert!(line.contains(&service.to_string()), "{line}");
+    assert!(policy.contains(&format!("\"{forged}:{port}\"")), "{policy}");
     assert!(
-        !policy.contains(&format!("\"{SERVICE}:{port}\"")),
+        !policy.contains(&format!("\"{service}:{port}\"")),
         "{policy}"
     );
     let file = dir.join("dnsnames.toml");
@@ -309,5 +330,24 @@ fn connects_carry_the_name_the_server_resolved_and_suggest_keeps_it() {
         "policy check rejected the suggestion:\n{policy}\n{}",
         describe(&check)
     );
+}
+
+#[test]
+fn connects_carry_the_name_the_server_resolved_and_suggest_keeps_it() {
+    require_root();
+    let dir = fresh_dir("dns-names", "loop");
+    let state = dir.join("state");
+    resolve_connect_and_suggest(&STANDALONE, &dir, &Route::Standalone(state));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn through_the_agent_connects_carry_the_name_and_suggest_keeps_it() {
+    require_root();
+    let dir = fresh_dir("dns-names", "agent");
+    let pins = PinDir::new("dns-names-agent");
+    let agent = Agent::start(&dir, &pins, "");
+    resolve_connect_and_suggest(&THROUGH_AGENT, &dir, &Route::Agent(&agent));
+    drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -93,7 +93,7 @@ pub(super) fn wrap_entry(
         .and_then(Value::as_object)
         .map(|env| env.keys().cloned().collect())
         .unwrap_or_default();
-    let (scrubbed, replaced) = env_fate(&env_names, &chosen.policy);
+    let fate = env_fate(&env_names, &chosen.policy);
     let wrapped_name = exec_name(name);
     if let Some(env) = obj.get("env").and_then(Value::as_object) {
         for (key, value) in env {
@@ -155,8 +155,9 @@ pub(super) fn wrap_entry(
         policy: chosen.spec,
         reason: chosen.reason,
         name: wrapped_name,
-        scrubbed,
-        replaced,
+        scrubbed: fate.scrubbed,
+        replaced: fate.replaced,
+        overridden: fate.overridden,
     };
     Ok(report)
 }
@@ -172,22 +173,35 @@ pub(super) fn container_engine<'c>(command: &'c str, args: &[String]) -> Option<
         .then_some(program)
 }
 
-/// Variables of a server's `env` that the launcher drops (neither in its built-in allowlist nor
-/// passed by the policy), and those the policy's secrets replace.
-pub(super) fn env_fate(names: &[String], policy: &Policy) -> (Vec<String>, Vec<String>) {
-    let mut scrubbed = Vec::new();
-    let mut replaced = Vec::new();
+/// What the launcher does with the variables of a server entry's `env`, in the order it builds
+/// the server's environment: the policy's `[secrets]` win over everything, its `[env] set` over
+/// what the caller passes, and a variable neither allowlisted nor passed is dropped.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct EnvFate {
+    /// Dropped: neither in the built-in allowlist nor passed or set by the policy.
+    pub(super) scrubbed: Vec<String>,
+    /// Replaced by the policy's `[secrets]`.
+    pub(super) replaced: Vec<String>,
+    /// Fixed by the policy's `[env] set`: name and the policy's value.
+    pub(super) overridden: Vec<(String, String)>,
+}
+
+/// Sorts the variables of a server's `env` by what the launcher will do with them.
+pub(super) fn env_fate(names: &[String], policy: &Policy) -> EnvFate {
+    let mut fate = EnvFate::default();
     for name in names {
         let kept = ENV_ALLOW.contains(&name.as_str())
             || name.starts_with("LC_")
             || policy.env.pass.contains(name);
         if policy.secrets.contains_key(name) {
-            replaced.push(name.clone());
+            fate.replaced.push(name.clone());
+        } else if let Some(value) = policy.env.set.get(name) {
+            fate.overridden.push((name.clone(), value.clone()));
         } else if !kept {
-            scrubbed.push(name.clone());
+            fate.scrubbed.push(name.clone());
         }
     }
-    (scrubbed, replaced)
+    fate
 }
 
 /// Whether an environment variable's name suggests a credential.
