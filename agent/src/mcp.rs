@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod scan;
 pub mod secrets;
 pub mod session;
+pub mod unescaped;
 
 pub use proxy::{ProxyConfig, ProxyOutcome, run};
 pub use session::{CallDenial, CallRecord, CallSink, Decision, Finding};

@@ -11,7 +11,7 @@ use super::{
 use crate::mcp::{
     audit,
     frame::{self, Frame, Kind},
-    interceptors::{Denial, InterceptOutcome, MsgKind, Peeked},
+    interceptors::{Arguments, Denial, InterceptOutcome, MsgKind, Peeked},
     session::{CallSink, Decision},
 };
 
@@ -140,7 +140,7 @@ impl<K: CallSink> ProxyState<K> {
         let peeked = Peeked {
             raw,
             escaped: memchr::memchr(b'\\', raw).is_some(),
-            arguments: p.arguments.as_ref(),
+            arguments: Arguments::new(p.spans.arguments.map(|(a, b)| &raw[a..b])),
         };
         if !chain.pre_passes(&ctx, &peeked) {
             return false;

@@ -10,7 +10,7 @@ use super::{
 use crate::mcp::{
     audit,
     frame::{self, Frame, Kind},
-    interceptors::{InterceptOutcome, MsgKind, Peeked},
+    interceptors::{Arguments, InterceptOutcome, MsgKind, Peeked},
     session::{CallDenial, CallSink, Decision},
 };
 
@@ -110,7 +110,7 @@ impl<K: CallSink> ProxyState<K> {
         let peeked = Peeked {
             raw,
             escaped: memchr::memchr(b'\\', raw).is_some(),
-            arguments: None,
+            arguments: Arguments::default(),
         };
         match (&p.id, p.method.as_deref()) {
             (Some(id), None) => {

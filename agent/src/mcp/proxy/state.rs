@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{
     ProxyOutcome,
-    outbox::{Outbox, Side, to_vec},
+    outbox::{Outbox, Side, changed_line, to_vec},
 };
 use crate::mcp::{
     interceptors::{Chain, Ctx, InterceptOutcome, MsgKind},
@@ -85,7 +85,12 @@ impl<K: CallSink> ProxyState<K> {
     pub(super) fn emit_one(out: &mut Outbox, raw: Vec<u8>, action: MessageAction, forward: Side) {
         match action {
             MessageAction::Forward(_) => out.push_line(forward, raw),
-            MessageAction::ForwardChanged(v) => out.push_line(forward, to_vec(&v)),
+            MessageAction::ForwardChanged(v) => {
+                // The original is not sent: its memory goes back before the new line is built.
+                let size = raw.len();
+                drop(raw);
+                out.push_line(forward, changed_line(&v, size));
+            }
             MessageAction::AnswerClient(v) => out.push_line(Side::Client, to_vec(&v)),
             MessageAction::AnswerServer(v) => out.push_line(Side::Server, to_vec(&v)),
             MessageAction::Drop => {}
@@ -119,7 +124,9 @@ impl<K: CallSink> ProxyState<K> {
             let bytes = if untouched {
                 raw
             } else {
-                to_vec(&Value::Array(fwd))
+                let size = raw.len();
+                drop(raw);
+                changed_line(&Value::Array(fwd), size)
             };
             out.push_line(forward, bytes);
         }
