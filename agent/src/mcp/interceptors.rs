@@ -191,15 +191,39 @@ impl Chain {
     }
     /// Runs `pre_call` of every stage.
     pub fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
-        self.run(ctx, msg, true)
+        self.run(ctx, msg, true, None)
     }
     /// Runs `post_call` of every stage.
     pub fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
-        self.run(ctx, msg, false)
+        self.run(ctx, msg, false, None)
     }
-    fn run(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value, pre: bool) -> InterceptOutcome {
+    /// [`Chain::post_call`] for `msg` parsed from `seen`: a stage whose `post_passes` holds for
+    /// `seen` is not run while no stage before it has changed the message (it would pass it
+    /// untouched and report nothing; a stage that reads a whole large message, such as the
+    /// poisoning scan, need not build its views of one that another stage wanted parsed).
+    pub fn post_call_seen(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        msg: &mut Value,
+        seen: &Peeked<'_>,
+    ) -> InterceptOutcome {
+        self.run(ctx, msg, false, Some(seen))
+    }
+    fn run(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        msg: &mut Value,
+        pre: bool,
+        seen: Option<&Peeked<'_>>,
+    ) -> InterceptOutcome {
         let mut why: Vec<String> = Vec::new();
         for stage in &mut self.stages {
+            if why.is_empty()
+                && let Some(seen) = seen
+                && stage.post_passes(ctx, seen)
+            {
+                continue;
+            }
             let v = if pre {
                 stage.pre_call(ctx, msg)
             } else {

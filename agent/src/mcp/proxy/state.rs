@@ -11,7 +11,7 @@ use super::{
     outbox::{Outbox, Side, changed_line, to_vec},
 };
 use crate::mcp::{
-    interceptors::{Chain, Ctx, InterceptOutcome, MsgKind},
+    interceptors::{Arguments, Chain, Ctx, InterceptOutcome, MsgKind, Peeked},
     peek::Peeker,
     session::{CallSink, Session},
 };
@@ -171,20 +171,28 @@ pub(super) fn tool_hints(v: &Value) -> Vec<(String, bool)> {
         .collect()
 }
 
-/// Runs the chain; in observe mode on a copy, reporting instead of acting.
+/// Runs the chain; in observe mode on a copy, reporting instead of acting. `seen`: a server
+/// message's line, which it was parsed from alone (see [`Chain::post_call_seen`]).
 pub(super) fn run_chain(
     chain: &mut Chain,
     ctx: &mut Ctx<'_>,
     v: &mut Value,
     pre: bool,
     observe: bool,
+    seen: Option<&[u8]>,
 ) -> InterceptOutcome {
-    let run = |chain: &mut Chain, ctx: &mut Ctx<'_>, v: &mut Value| {
-        if pre {
-            chain.pre_call(ctx, v)
-        } else {
-            chain.post_call(ctx, v)
-        }
+    let run = |chain: &mut Chain, ctx: &mut Ctx<'_>, v: &mut Value| match (pre, seen) {
+        (true, _) => chain.pre_call(ctx, v),
+        (false, None) => chain.post_call(ctx, v),
+        (false, Some(raw)) => chain.post_call_seen(
+            ctx,
+            v,
+            &Peeked {
+                raw,
+                escaped: memchr::memchr(b'\\', raw).is_some(),
+                arguments: Arguments::default(),
+            },
+        ),
     };
     if !observe {
         return run(chain, ctx, v);
