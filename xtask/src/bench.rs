@@ -24,6 +24,7 @@ const BENCHES: &[&str] = &[
     "jail",
     "bench",
     "mcp_bench",
+    "proxy_memory",
     "detect_bench",
     "store",
     "supply",

@@ -171,6 +171,12 @@ impl ArgInterceptor {
         }
     }
 
+    /// False when [`ArgInterceptor::check`] passes `tool`'s arguments without reading them.
+    fn looks_at(&self, tool: &str) -> bool {
+        (self.config.validate_schema && self.schemas.contains_key(tool))
+            || self.rules.contains_key(tool)
+    }
+
     fn check(&mut self, tool: &str, args: &Value) -> Result<(), String> {
         if self.config.validate_schema
             && let Some(schema) = self.schemas.get(tool)
@@ -238,11 +244,17 @@ impl Interceptor for ArgInterceptor {
         if ctx.kind != MsgKind::Request || ctx.method != "tools/call" {
             return true;
         }
-        // The same check `pre_call` makes (on the same arguments, parsed by the peek); a
-        // refusal is made again there, with the parsed message, to be reported.
+        let tool = ctx.tool.unwrap_or("");
+        if !self.looks_at(tool) {
+            return true;
+        }
+        // The same check `pre_call` makes (on the same arguments, parsed now); a refusal is
+        // made again there, with the parsed message, to be reported.
+        let Ok(args) = msg.arguments.value() else {
+            return false;
+        };
         let empty = Value::Object(serde_json::Map::new());
-        self.check(ctx.tool.unwrap_or(""), msg.arguments.unwrap_or(&empty))
-            .is_ok()
+        self.check(tool, args.unwrap_or(&empty)).is_ok()
     }
 
     fn post_passes(&mut self, ctx: &Ctx<'_>, _msg: &Peeked<'_>) -> bool {

@@ -89,8 +89,48 @@ pub struct Peeked<'a> {
     /// The line has a backslash: some string in it is escaped, so its value is not the same
     /// bytes as in the line (a pattern absent from the line may still be in a string).
     pub escaped: bool,
-    /// `params.arguments`, parsed, when present.
-    pub arguments: Option<&'a Value>,
+    /// `params.arguments`, parsed only when a stage asks.
+    pub arguments: Arguments<'a>,
+}
+
+/// The `params.arguments` of a message the proxy has not parsed: their text in the line, parsed
+/// the first time a stage needs them (a stage that can rule itself out on the text spares the
+/// proxy a copy of a large call).
+#[derive(Debug, Default)]
+pub struct Arguments<'a> {
+    text: Option<&'a [u8]>,
+    parsed: std::cell::OnceCell<Option<Value>>,
+}
+
+/// The arguments' text did not parse: no stage can pass the message unseen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unparsable;
+
+impl<'a> Arguments<'a> {
+    /// The arguments whose JSON text is `text` (`None`: the message has none).
+    pub fn new(text: Option<&'a [u8]>) -> Self {
+        Self {
+            text,
+            parsed: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Their text as in the line.
+    pub fn text(&self) -> Option<&'a [u8]> {
+        self.text
+    }
+
+    /// Parsed (the first call parses), `None` when there are none.
+    pub fn value(&self) -> Result<Option<&Value>, Unparsable> {
+        let Some(text) = self.text else {
+            return Ok(None);
+        };
+        self.parsed
+            .get_or_init(|| super::frame::parse_strict(text).ok())
+            .as_ref()
+            .map(Some)
+            .ok_or(Unparsable)
+    }
 }
 
 /// One stage of policy applied to messages.
@@ -151,15 +191,39 @@ impl Chain {
     }
     /// Runs `pre_call` of every stage.
     pub fn pre_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
-        self.run(ctx, msg, true)
+        self.run(ctx, msg, true, None)
     }
     /// Runs `post_call` of every stage.
     pub fn post_call(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value) -> InterceptOutcome {
-        self.run(ctx, msg, false)
+        self.run(ctx, msg, false, None)
     }
-    fn run(&mut self, ctx: &mut Ctx<'_>, msg: &mut Value, pre: bool) -> InterceptOutcome {
+    /// [`Chain::post_call`] for `msg` parsed from `seen`: a stage whose `post_passes` holds for
+    /// `seen` is not run while no stage before it has changed the message (it would pass it
+    /// untouched and report nothing; a stage that reads a whole large message, such as the
+    /// poisoning scan, need not build its views of one that another stage wanted parsed).
+    pub fn post_call_seen(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        msg: &mut Value,
+        seen: &Peeked<'_>,
+    ) -> InterceptOutcome {
+        self.run(ctx, msg, false, Some(seen))
+    }
+    fn run(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        msg: &mut Value,
+        pre: bool,
+        seen: Option<&Peeked<'_>>,
+    ) -> InterceptOutcome {
         let mut why: Vec<String> = Vec::new();
         for stage in &mut self.stages {
+            if why.is_empty()
+                && let Some(seen) = seen
+                && stage.post_passes(ctx, seen)
+            {
+                continue;
+            }
             let v = if pre {
                 stage.pre_call(ctx, msg)
             } else {

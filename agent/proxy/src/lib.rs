@@ -1,6 +1,6 @@
 //! The MCP layer: a transparent JSON-RPC proxy on the server's stdio with policy interceptors.
 //!
-//! `frame` reads and parses messages, `peek` reads what the common path needs without parsing, `session` tracks calls and emits records, `interceptors`
+//! `frame` reads and parses messages, `peek` reads what the common path needs without parsing (`unescaped`: a line's strings decoded a window at a time, for the stages' checks), `session` tracks calls and emits records, `interceptors`
 //! defines the chain and tool access (`client_scope`: which `[tools.clients]` rule a client gets), `secrets`, `pins`, `scan` (poisoned text), `args` and `hook` are further
 //! interceptors, `audit` copies what the history keeps of each call, and `proxy` wires them between two pairs of streams.
 
@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod scan;
 pub mod secrets;
 pub mod session;
+pub mod unescaped;
 
 pub use proxy::{ProxyConfig, ProxyOutcome, run};
 pub use session::{CallDenial, CallRecord, CallSink, Decision, Finding};

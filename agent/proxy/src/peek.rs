@@ -1,9 +1,9 @@
-//! The proxy's common path: what it needs from one JSON-RPC message (its id, method, tool and
-//! arguments) read straight from the line, without building the whole message as a `Value`.
+//! The proxy's common path: what it needs from one JSON-RPC message (its id, method, tool, and
+//! where its arguments are) read straight from the line, without building it as a `Value`.
 //!
 //! [`Peeker::peek`] scans the line once, checking its syntax and the duplicate-key rule of
-//! [`super::frame::parse_strict`] as it goes, and builds nothing but the `params.arguments` the
-//! argument checks read. It is conservative: it answers only when the line is certainly one
+//! [`super::frame::parse_strict`] as it goes, and builds nothing (the stages parse
+//! `params.arguments` from its span only if they need it). It is conservative: it answers only when the line is certainly one
 //! `parse_strict` accepts, of a plain shape (an object with `"jsonrpc": "2.0"`, an integer or
 //! string id, a string method), and says `None` at anything unusual (an escaped key, a `\u`
 //! escape of a surrogate, a long or huge number, deep nesting, a batch). The proxy then takes
@@ -11,9 +11,7 @@
 
 use std::{borrow::Cow, collections::HashSet};
 
-use serde_json::Value;
-
-use super::frame::{fold_case, parse_strict, same_key};
+use super::frame::{fold_case, same_key};
 
 /// A JSON-RPC id as peeked (an integer or a string; other ids take the full path).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,8 +58,6 @@ pub struct Peek<'a> {
     pub method: Option<Cow<'a, str>>,
     /// `params.name`, when it is a string (the tool of a `tools/call`).
     pub tool: Option<Cow<'a, str>>,
-    /// `params.arguments`, parsed (the argument checks read it).
-    pub arguments: Option<Value>,
     /// Where `params`, `params.arguments` and `result` are in the line (the history copies
     /// their text).
     pub spans: Spans,
@@ -157,9 +153,6 @@ impl Peeker {
             && raw[a] == b'"'
         {
             peek.tool = Some(plain_str(text, (a, b))?);
-        }
-        if let Some((a, b)) = arguments {
-            peek.arguments = Some(parse_strict(&raw[a..b]).ok()?);
         }
         Some(peek)
     }
@@ -448,6 +441,8 @@ pub(crate) fn push_decimal(s: &mut String, mut n: u64) {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
     use crate::frame::{Kind, classify, parse_strict};
 
@@ -490,11 +485,6 @@ mod tests {
             params.and_then(|p| p.get("name")).and_then(Value::as_str),
             "{line}"
         );
-        assert_eq!(
-            p.arguments.as_ref(),
-            params.and_then(|p| p.get("arguments")),
-            "{line}"
-        );
         // The spans hold exactly the members' values.
         let at = |span: Option<Span>| {
             span.map(|(a, b)| parse_strict(&line.as_bytes()[a..b]).expect("a value"))
@@ -516,7 +506,11 @@ mod tests {
         assert_eq!(p.id, Some(PeekId::Unsigned(7)));
         assert_eq!(p.method.as_deref(), Some("tools/call"));
         assert_eq!(p.tool.as_deref(), Some("echo"));
-        assert_eq!(p.arguments, Some(serde_json::json!({"message": "hi"})));
+        let args = p
+            .spans
+            .arguments
+            .map(|(a, b)| parse_strict(&call.as_bytes()[a..b]));
+        assert_eq!(args, Some(Ok(serde_json::json!({"message": "hi"}))));
         for line in [
             call,
             r#"{"jsonrpc":"2.0","id":"a-b","result":{"t":"x\ny\u00e9\"","n":[1.5,-2e10,0,true,false,null]}}"#,

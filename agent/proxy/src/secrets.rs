@@ -235,6 +235,22 @@ impl Redactor {
             || (shapes && self.shapes.may_match(text))
     }
 
+    /// How long a stretch of text [`Redactor::could_match`] needs whole: it is true of a text
+    /// only if it is true of some stretch this long in it (each check looks for a fixed
+    /// string). `None` with PII kinds chosen, whose patterns have no such bound.
+    pub fn reach(&self, shapes: bool) -> Option<usize> {
+        if !self.pii.is_empty() {
+            return None;
+        }
+        let values = self.exact.as_ref().map_or(0, Scrubber::max_len);
+        let keywords = if shapes {
+            self.shapes.longest_keyword()
+        } else {
+            0
+        };
+        Some(values.max(keywords).max(1))
+    }
+
     /// How many bytes at the end of `s` could be the beginning of an injected value that
     /// continues past it (see [`Scrubber::unfinished_tail`]).
     pub fn unfinished_tail(&self, s: &str) -> usize {
@@ -418,8 +434,20 @@ impl Interceptor for SecretInterceptor {
         {
             return true;
         }
-        let Some(args) = msg.arguments else {
+        let Some(text) = msg.arguments.text() else {
             return true;
+        };
+        // The rules find nothing in strings (and keys) that hold none of their keywords: then
+        // the arguments need not be built.
+        let shapes = &self.redactor.shapes;
+        if crate::unescaped::any_window(text, shapes.longest_keyword().max(1), |w| {
+            shapes.may_match(w)
+        }) == Some(false)
+        {
+            return true;
+        }
+        let Ok(Some(args)) = msg.arguments.value() else {
+            return false;
         };
         // What `pre_call` looks for, whatever it would then do with it.
         let mut found = Vec::new();
@@ -442,7 +470,15 @@ impl Interceptor for SecretInterceptor {
             return true;
         }
         if msg.escaped {
-            return false;
+            // The strings differ from the line where it escapes: look at them decoded, a window
+            // at a time (a large result is not copied whole to be scanned).
+            let Some(reach) = self.redactor.reach(shapes) else {
+                return false;
+            };
+            let redactor = &self.redactor;
+            return crate::unescaped::any_window(msg.raw, reach, |w| {
+                redactor.could_match(w, shapes)
+            }) == Some(false);
         }
         let Ok(text) = std::str::from_utf8(msg.raw) else {
             return false;
@@ -575,6 +611,7 @@ impl Interceptor for SecretInterceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::interceptors::Arguments;
 
     fn redactor(pii: bool) -> Redactor {
         Redactor::new(&SecretConfig {
@@ -711,13 +748,14 @@ mod tests {
         };
         let peek = |msg: &Value| -> bool {
             let raw = msg.to_string();
+            let args_text = msg["params"]["arguments"].to_string();
             let mut g = SecretInterceptor::new(&SecretConfig::default()).expect("compiles");
             g.pre_passes(
                 &ctx(),
                 &Peeked {
                     raw: raw.as_bytes(),
                     escaped: false,
-                    arguments: msg.pointer("/params/arguments"),
+                    arguments: Arguments::new(Some(args_text.as_bytes())),
                 },
             )
         };

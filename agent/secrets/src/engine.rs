@@ -249,6 +249,15 @@ impl SecretRules {
                 .is_some_and(|k| k.is_match(text))
     }
 
+    /// The longest keyword of the enabled rules, in bytes (0 when there is none): a text holds
+    /// a keyword only if some stretch of it this long does.
+    pub fn longest_keyword(&self) -> usize {
+        self.prefilter
+            .keywords
+            .as_ref()
+            .map_or(0, AhoCorasick::max_pattern_len)
+    }
+
     /// Appends the secrets in `text`, rule by rule.
     pub fn find(&self, text: &str, out: &mut Vec<Finding>) {
         let p = &self.prefilter;

@@ -1,5 +1,7 @@
 //! A minimal MCP stdio server with one `echo` tool, for the proxy benchmark: cheap enough that
-//! the measured time is the transport and the proxy, not the server.
+//! the measured time is the transport and the proxy, not the server. Two unlisted tools serve
+//! the proxy's memory test: `blob` answers its `parts`, joined, repeated to `bytes` bytes; `size`
+//! answers the length of its `message`.
 
 use std::io::{BufRead, Write};
 
@@ -24,8 +26,15 @@ fn main() {
                 "inputSchema": {"type": "object", "properties": {"message": {"type": "string"}},
                 "required": ["message"]}}]})
             }
-            Some("tools/call") => json!({"content": [{"type": "text",
-                "text": msg["params"]["arguments"]["message"]}]}),
+            Some("tools/call") => {
+                let args = &msg["params"]["arguments"];
+                match msg["params"]["name"].as_str() {
+                    Some("blob") => json!({"content": [{"type": "text", "text": blob(args)}]}),
+                    Some("size") => json!({"content": [{"type": "text",
+                        "text": args["message"].as_str().map_or(0, str::len).to_string()}]}),
+                    _ => json!({"content": [{"type": "text", "text": args["message"]}]}),
+                }
+            }
             _ => json!({}),
         };
         if let Some(id) = id {
@@ -39,4 +48,23 @@ fn main() {
         }
     }
     let _ = out.flush();
+}
+
+/// `args.parts` joined, repeated to `args.bytes` bytes (cut at a character boundary).
+fn blob(args: &Value) -> String {
+    let line: String = args["parts"]
+        .as_array()
+        .map(|parts| parts.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let line = if line.is_empty() { "x" } else { line.as_str() };
+    let bytes = args["bytes"]
+        .as_u64()
+        .map_or(0, |n| usize::try_from(n).unwrap_or(0));
+    let mut text = line.repeat(bytes / line.len() + 1);
+    let mut end = bytes.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
 }

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     audit,
     frame::{self, Frame, Kind},
-    interceptors::{Denial, InterceptOutcome, MsgKind, Peeked},
+    interceptors::{Arguments, Denial, InterceptOutcome, MsgKind, Peeked},
     session::{CallSink, Decision},
 };
 
@@ -140,7 +140,7 @@ impl<K: CallSink> ProxyState<K> {
         let peeked = Peeked {
             raw,
             escaped: memchr::memchr(b'\\', raw).is_some(),
-            arguments: p.arguments.as_ref(),
+            arguments: Arguments::new(p.spans.arguments.map(|(a, b)| &raw[a..b])),
         };
         if !chain.pre_passes(&ctx, &peeked) {
             return false;
@@ -189,7 +189,7 @@ impl<K: CallSink> ProxyState<K> {
                     Some(why) if method == "tools/call" => {
                         InterceptOutcome::Deny(Denial::policy(why.to_string()))
                     }
-                    _ => run_chain(chain, &mut ctx, &mut v, true, *observe),
+                    _ => run_chain(chain, &mut ctx, &mut v, true, *observe, None),
                 };
                 let findings = std::mem::take(&mut ctx.findings);
                 for (rule, tool, summary) in findings {
@@ -228,7 +228,7 @@ impl<K: CallSink> ProxyState<K> {
                     }
                 }
                 let mut ctx = ctx_for(session, &method, None, MsgKind::Notification);
-                match run_chain(chain, &mut ctx, &mut v, true, *observe) {
+                match run_chain(chain, &mut ctx, &mut v, true, *observe, None) {
                     InterceptOutcome::Pass => MessageAction::Forward(v),
                     InterceptOutcome::Modified(_) => MessageAction::ForwardChanged(v),
                     InterceptOutcome::Deny(_) => MessageAction::Drop,
@@ -237,7 +237,7 @@ impl<K: CallSink> ProxyState<K> {
             Kind::Response { id } => {
                 let method = session.server_request_done(&id).unwrap_or_default();
                 let mut ctx = ctx_for(session, &method, None, MsgKind::Response);
-                match run_chain(chain, &mut ctx, &mut v, true, *observe) {
+                match run_chain(chain, &mut ctx, &mut v, true, *observe, None) {
                     InterceptOutcome::Pass => MessageAction::Forward(v),
                     InterceptOutcome::Modified(_) => MessageAction::ForwardChanged(v),
                     InterceptOutcome::Deny(d) => {

@@ -162,3 +162,13 @@ pub(super) fn to_line(v: &Value) -> Vec<u8> {
 pub(super) fn to_vec(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
+
+/// `v` serialized (without a newline) in place of a line of `size` bytes: its room, the newline's
+/// and some growth are reserved at once, so a large message is not regrown (and copied) as it is
+/// written.
+pub(super) fn changed_line(v: &Value, size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size + size / 8 + 64);
+    // Serializing a `Value` cannot fail (its keys are strings).
+    let _ = serde_json::to_writer(&mut out, v);
+    out
+}

@@ -103,7 +103,7 @@ impl<K: CallSink> ProxyState<K> {
             sink.server_fact(fact);
         }
         let mut ctx = ctx_for(session, "tools/list", None, MsgKind::Response);
-        let verdict = run_chain(chain, &mut ctx, &mut v, false, *observe);
+        let verdict = run_chain(chain, &mut ctx, &mut v, false, *observe, None);
         for (rule, tool, summary) in std::mem::take(&mut ctx.findings) {
             sink.finding(session.finding(&rule, tool.as_deref(), summary));
         }

@@ -10,7 +10,7 @@ use super::{
 use crate::{
     audit,
     frame::{self, Frame, Kind},
-    interceptors::{InterceptOutcome, MsgKind, Peeked},
+    interceptors::{Arguments, InterceptOutcome, MsgKind, Peeked},
     session::{CallDenial, CallSink, Decision},
 };
 
@@ -65,12 +65,12 @@ impl<K: CallSink> ProxyState<K> {
                 Value::Array(items) if !items.is_empty() => {
                     let actions: Vec<MessageAction> = items
                         .into_iter()
-                        .map(|v| self.on_server_message(v))
+                        .map(|v| self.on_server_message(v, None))
                         .collect();
                     Self::emit_batch(out, raw, actions, Side::Client);
                 }
                 v => {
-                    let action = self.on_server_message(v);
+                    let action = self.on_server_message(v, Some(&raw));
                     Self::emit_one(out, raw, action, Side::Client);
                 }
             }
@@ -110,7 +110,7 @@ impl<K: CallSink> ProxyState<K> {
         let peeked = Peeked {
             raw,
             escaped: memchr::memchr(b'\\', raw).is_some(),
-            arguments: None,
+            arguments: Arguments::default(),
         };
         match (&p.id, p.method.as_deref()) {
             (Some(id), None) => {
@@ -203,7 +203,8 @@ impl<K: CallSink> ProxyState<K> {
         }
     }
 
-    pub(super) fn on_server_message(&mut self, mut v: Value) -> MessageAction {
+    /// One message from the server; `raw`: its line, when it came alone in it.
+    pub(super) fn on_server_message(&mut self, mut v: Value, raw: Option<&[u8]>) -> MessageAction {
         self.stats.server_messages += 1;
         let kind = match frame::classify(&v) {
             Ok(k) => k,
@@ -275,7 +276,7 @@ impl<K: CallSink> ProxyState<K> {
             pending.as_ref().and_then(|p| p.tool.as_deref()),
             msg_kind,
         );
-        let verdict = run_chain(chain, &mut ctx, &mut v, false, *observe);
+        let verdict = run_chain(chain, &mut ctx, &mut v, false, *observe, raw);
         let findings = std::mem::take(&mut ctx.findings);
         for (rule, tool, summary) in findings {
             sink.finding(session.finding(&rule, tool.as_deref(), summary));

@@ -8,10 +8,10 @@ use serde_json::Value;
 
 use super::{
     ProxyOutcome,
-    outbox::{Outbox, Side, to_vec},
+    outbox::{Outbox, Side, changed_line, to_vec},
 };
 use crate::{
-    interceptors::{Chain, Ctx, InterceptOutcome, MsgKind},
+    interceptors::{Arguments, Chain, Ctx, InterceptOutcome, MsgKind, Peeked},
     peek::Peeker,
     session::{CallSink, Session},
 };
@@ -85,7 +85,12 @@ impl<K: CallSink> ProxyState<K> {
     pub(super) fn emit_one(out: &mut Outbox, raw: Vec<u8>, action: MessageAction, forward: Side) {
         match action {
             MessageAction::Forward(_) => out.push_line(forward, raw),
-            MessageAction::ForwardChanged(v) => out.push_line(forward, to_vec(&v)),
+            MessageAction::ForwardChanged(v) => {
+                // The original is not sent: its memory goes back before the new line is built.
+                let size = raw.len();
+                drop(raw);
+                out.push_line(forward, changed_line(&v, size));
+            }
             MessageAction::AnswerClient(v) => out.push_line(Side::Client, to_vec(&v)),
             MessageAction::AnswerServer(v) => out.push_line(Side::Server, to_vec(&v)),
             MessageAction::Drop => {}
@@ -119,7 +124,9 @@ impl<K: CallSink> ProxyState<K> {
             let bytes = if untouched {
                 raw
             } else {
-                to_vec(&Value::Array(fwd))
+                let size = raw.len();
+                drop(raw);
+                changed_line(&Value::Array(fwd), size)
             };
             out.push_line(forward, bytes);
         }
@@ -164,20 +171,28 @@ pub(super) fn tool_hints(v: &Value) -> Vec<(String, bool)> {
         .collect()
 }
 
-/// Runs the chain; in observe mode on a copy, reporting instead of acting.
+/// Runs the chain; in observe mode on a copy, reporting instead of acting. `seen`: a server
+/// message's line, which it was parsed from alone (see [`Chain::post_call_seen`]).
 pub(super) fn run_chain(
     chain: &mut Chain,
     ctx: &mut Ctx<'_>,
     v: &mut Value,
     pre: bool,
     observe: bool,
+    seen: Option<&[u8]>,
 ) -> InterceptOutcome {
-    let run = |chain: &mut Chain, ctx: &mut Ctx<'_>, v: &mut Value| {
-        if pre {
-            chain.pre_call(ctx, v)
-        } else {
-            chain.post_call(ctx, v)
-        }
+    let run = |chain: &mut Chain, ctx: &mut Ctx<'_>, v: &mut Value| match (pre, seen) {
+        (true, _) => chain.pre_call(ctx, v),
+        (false, None) => chain.post_call(ctx, v),
+        (false, Some(raw)) => chain.post_call_seen(
+            ctx,
+            v,
+            &Peeked {
+                raw,
+                escaped: memchr::memchr(b'\\', raw).is_some(),
+                arguments: Arguments::default(),
+            },
+        ),
     };
     if !observe {
         return run(chain, ctx, v);
