@@ -1137,6 +1137,25 @@ fn pid_cpu(pid: u32) -> Duration {
     Duration::from_millis((ticks(14) + ticks(15)) * 1000 / hz)
 }
 
+/// `sink` without its `batch` line: the sink's default batch.
+fn without_batch(sink: &str) -> String {
+    sink.lines()
+        .filter(|l| !l.starts_with("batch ="))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// The most memory this process has held (resident), in MiB.
+fn max_rss_mib() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the buffer it is given, which is sized for it.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+    // SAFETY: getrusage succeeded, so it initialised the struct.
+    let usage = unsafe { usage.assume_init() };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
 /// Export throughput, the agent's exporter in this process (the same `Exporter` the agent runs,
 /// nothing else running in the process), from a store of 20,000 calls with ten events each to a
 /// local ClickHouse, then to a local rsyslog configured as the README says. Prints records/s
@@ -1175,11 +1194,15 @@ fn bench_export_throughput() {
         t.elapsed().as_secs_f64()
     );
     for (name, sink) in [
+        // Each sink's default batch: what a user gets.
         (
             "clickhouse",
-            clickhouse_sink("clickhouse", &ch.url(), 10_000),
+            without_batch(&clickhouse_sink("clickhouse", &ch.url(), 1)),
         ),
-        ("rsyslog", syslog_sink("rsyslog", &rs.address(), 2_000)),
+        (
+            "rsyslog",
+            without_batch(&syslog_sink("rsyslog", &rs.address(), 1)),
+        ),
     ] {
         let config = Config::parse(&export_config("bench", &sink)).expect("config");
         let prepared = Prepared::new(&config.export, None).expect("sink");
@@ -1220,6 +1243,8 @@ fn bench_export_throughput() {
             .expect("CPU time only grows")
             .as_secs_f64();
         exporter.stop(Duration::from_secs(10));
+        // Before the check below reads the receiver's whole file into memory.
+        let rss = max_rss_mib();
         assert!(shipped, "{name}: not shipped within 600 s");
         // Where it went: every record, once.
         let landed = if name == "clickhouse" {
@@ -1239,10 +1264,17 @@ fn bench_export_throughput() {
         println!(
             "export bench: {name}: {total} records delivered in {secs:.2}s = {:.0} records/s; \
              exporter CPU {cpu:.2}s = {:.1} us/record; {name} CPU {engine_cpu:.2}s = {:.1} \
-             us/record; all in the engine after {written:.2}s",
+             us/record; all in the engine after {written:.2}s; this process's peak RSS so far \
+             {rss:.0} MiB; load average {}",
             total as f64 / secs,
             cpu * 1e6 / total as f64,
             engine_cpu * 1e6 / total as f64,
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
         );
         let bench = format!("export {name}");
         record(&bench, "throughput", total as f64 / secs, "records/s");
