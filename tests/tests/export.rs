@@ -446,13 +446,30 @@ fn two_hosts_ship_to_one_clickhouse_and_fleet_queries_show_both() {
         agents.push(agent);
         pins.push(p);
     }
+    // A connect with the name its server resolved (the record's `host`): ClickHouse keeps it
+    // as `dst_host`, beside `host`, the machine.
+    let mut connect = mcp_guard_model::EventRecord::new(
+        "same-connect".into(),
+        mcp_guard_model::Timestamp::now(),
+        "server-same",
+        "same",
+        4242,
+        mcp_guard_model::EventKind::Connect,
+    );
+    connect.addr = Some("203.0.113.7".into());
+    connect.port = Some(443);
+    connect.proto = Some("tcp".into());
+    connect.host = Some("api.example.test".into());
+    Store::open(&db_path(&agents[0].state))
+        .and_then(|mut s| s.insert(connect))
+        .expect("a connect event");
     assert_eq!(
         ch.wait_count(
             "SELECT count() FROM mcp_guard.events FINAL",
-            100,
+            101,
             Duration::from_mins(1)
         ),
-        100
+        101
     );
     assert_eq!(
         ch.wait_count(
@@ -480,12 +497,40 @@ fn two_hosts_ship_to_one_clickhouse_and_fleet_queries_show_both() {
     }
     assert_eq!(
         per_host,
-        BTreeMap::from([("vm-a".to_string(), 50), ("vm-b".to_string(), 50)]),
+        BTreeMap::from([("vm-a".to_string(), 51), ("vm-b".to_string(), 50)]),
+        "{text}"
+    );
+    // The connect shows the name, as the host's own table does.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("vm-a") && l.contains("api.example.test:443 (203.0.113.7)")),
         "{text}"
     );
 
-    // JSON: each host's records are exactly what that host's own query prints, plus `host`.
-    let fleet = json_lines(&cli(&state_a, &["events", "--fleet", &url, "--json"]));
+    // JSON: each host's records are exactly what that host's own query prints, plus `host`;
+    // an event's own `host` (the resolved name) is `dst_host` there, as in ClickHouse. One key
+    // each: serde_json keeps only the last of two `host`s, so a clash would show here.
+    let fleet_out = cli(&state_a, &["events", "--fleet", &url, "--json"]);
+    let connect_line = String::from_utf8_lossy(&fleet_out.stdout)
+        .lines()
+        .find(|l| l.contains("same-connect"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert_eq!(
+        connect_line.matches("\"host\":").count(),
+        1,
+        "{connect_line}"
+    );
+    let fleet = json_lines(&fleet_out);
+    let connect = fleet
+        .iter()
+        .find(|e| e["event_id"] == "same-connect")
+        .expect("the connect in the fleet's events");
+    assert_eq!(
+        (&connect["host"], &connect["dst_host"]),
+        (&Value::from("vm-a"), &Value::from("api.example.test")),
+        "{connect}"
+    );
     for (agent, host) in agents.iter().zip(["vm-a", "vm-b"]) {
         let mut local: Vec<Value> = json_lines(&cli(&agent.state, &["events", "--json"]));
         let mut mine: Vec<Value> = fleet
@@ -493,7 +538,12 @@ fn two_hosts_ship_to_one_clickhouse_and_fleet_queries_show_both() {
             .filter(|e| e["host"] == host)
             .map(|e| {
                 let mut e = e.clone();
-                e.as_object_mut().map(|m| m.remove("host"));
+                if let Some(m) = e.as_object_mut() {
+                    m.remove("host");
+                    if let Some(dst) = m.remove("dst_host") {
+                        m.insert("host".into(), dst);
+                    }
+                }
                 e
             })
             .collect();
@@ -505,6 +555,19 @@ fn two_hosts_ship_to_one_clickhouse_and_fleet_queries_show_both() {
             "{host}: the fleet's events differ from the host's own"
         );
     }
+    // In SQL: the resolved name in its own column, the machine in `host`.
+    assert_eq!(
+        ch.query(
+            "SELECT host, dst_host, addr, port FROM mcp_guard.events FINAL \
+             WHERE event_id = 'same-connect' FORMAT TSV"
+        )
+        .trim(),
+        "vm-a\tapi.example.test\t203.0.113.7\t443"
+    );
+    assert_eq!(
+        ch.count("SELECT count() FROM mcp_guard.events FINAL WHERE dst_host IS NULL"),
+        100
+    );
     let calls = json_lines(&cli(
         &state_a,
         &["calls", "--fleet", &url, "--tool", "read_file", "--json"],

@@ -100,6 +100,9 @@ struct EventRow<'a> {
     addr: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
+    /// The record's `host` (the name the server resolved `addr` from): `host` is the machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_host: Option<&'a str>,
     verdict: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     call_id: Option<&'a str>,
@@ -265,6 +268,7 @@ fn event<'a>(common: Common<'a>, e: &'a EventRecord, record: &'a str) -> EventRo
         path: e.path.as_deref(),
         addr: e.addr.as_deref(),
         port: e.port,
+        dst_host: e.host.as_deref(),
         verdict: e.verdict.as_str(),
         call_id: e.call_id.as_deref(),
         attribution: e.attribution.as_str(),
@@ -320,6 +324,7 @@ mod tests {
         let t = Timestamp::from_unix_nanos(1_795_464_903_123_456_789);
         let mut e = EventRecord::new("e1".into(), t, "fs", "s1", 42, EventKind::Open);
         e.path = Some("/etc/\"quoted\"\nname".into());
+        e.host = Some("api.example.test".into());
         let bodies = encode(
             &[Change {
                 seq: 7,
@@ -334,6 +339,7 @@ mod tests {
         let row: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
         assert_eq!(row["host"], "vm-a");
         assert_eq!(row["host_id"], "id-a");
+        assert_eq!(row["dst_host"], "api.example.test");
         assert_eq!(row["version"], 7);
         assert_eq!(row["ts"], "2026-11-23T20:15:03.123456789Z");
         assert_eq!(row["ts_ns"], 1_795_464_903_123_456_789_i64);

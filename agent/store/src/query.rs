@@ -88,14 +88,31 @@ pub enum Query {
 }
 
 /// A record from the fleet, with the name of the host it came from (JSON: `host`, then the
-/// record's own fields).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// record's own fields; an event's own `host`, the name its server resolved, as `dst_host`).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Hosted<T> {
     /// The host's name.
     pub host: String,
     /// The record.
-    #[serde(flatten)]
     pub record: T,
+}
+
+impl<T: Serialize> Serialize for Hosted<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeMap as _};
+        let record = serde_json::to_value(&self.record).map_err(S::Error::custom)?;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("host", &self.host)?;
+        if let serde_json::Value::Object(fields) = &record {
+            for (key, value) in fields {
+                // A second `host` key would hide one of the two: the record's takes the name of
+                // its ClickHouse column.
+                let key = if key == "host" { "dst_host" } else { key };
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// Why a query printed nothing useful.
