@@ -544,7 +544,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr (stdout may be an MCP stream): warnings and errors by default, more with
-/// `MCP_GUARD_LOG` (e.g. `MCP_GUARD_LOG=info` or `MCP_GUARD_LOG=mcp_guard::mcp=debug`).
+/// `MCP_GUARD_LOG` (e.g. `MCP_GUARD_LOG=info` or `MCP_GUARD_LOG=mcp_guard_proxy=debug`).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_GUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

@@ -98,7 +98,7 @@ pub struct SessionInfo {
     /// The executable the MCP client runs from (`[tools.clients]` `exe`), when known.
     pub client_exe: Option<PathBuf>,
     /// What the history keeps of each call.
-    pub audit: crate::mcp::audit::AuditConfig,
+    pub audit: mcp_guard_proxy::audit::AuditConfig,
     /// The cgroup unix programs keep the Unix-socket promises (where they do not, the jail's
     /// mount view or network namespace does, see [`crate::promises`]).
     pub unix_programs: bool,

@@ -18,7 +18,6 @@ pub mod ipc;
 pub mod kernel;
 pub mod kernel_refusal;
 pub mod launch;
-pub mod mcp;
 pub mod metrics;
 pub mod mounts;
 pub mod promises;

@@ -15,7 +15,6 @@ use tokio::{
 };
 
 use super::say;
-use crate::mcp::CallDenial;
 use mcp_guard_analysis::{
     Effect, InputSender, Outcome, Pipeline, PipelineConfig,
     detect::{DetectConfig, Detector, Profile},
@@ -23,6 +22,7 @@ use mcp_guard_analysis::{
 };
 use mcp_guard_model::names::StateKey;
 use mcp_guard_policy::Policy;
+use mcp_guard_proxy::CallDenial;
 use mcp_guard_store::StoreHandle;
 
 /// Where a session's parts reach its analysis: the input (the proxy's sink, the kernel guard)

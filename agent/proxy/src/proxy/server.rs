@@ -7,7 +7,7 @@ use super::{
     outbox::{Outbox, Side, line, to_line},
     state::{MessageAction, ProxyState, ctx_for, error_value, run_chain, tool_hints},
 };
-use crate::mcp::{
+use crate::{
     audit,
     frame::{self, Frame, Kind},
     interceptors::{InterceptOutcome, MsgKind, Peeked},
@@ -28,7 +28,7 @@ impl<K: CallSink> ProxyState<K> {
                     self.max
                 );
                 tracing::warn!("{msg}; dropped");
-                self.fail_pending(crate::mcp::ids::oversized_id(&head, &tail), &msg, out);
+                self.fail_pending(crate::ids::oversized_id(&head, &tail), &msg, out);
                 return;
             }
         };
@@ -46,14 +46,14 @@ impl<K: CallSink> ProxyState<K> {
                     let msg = format!("mcp-guard: the server sent a malformed message: {e}");
                     // A request of the server's own is answered; a response fails the client's
                     // request it answers (each of a batch).
-                    if crate::mcp::ids::has_method(&raw) {
+                    if crate::ids::has_method(&raw) {
                         out.queue(
                             Side::Server,
-                            line(crate::mcp::ids::refusal(&raw, e.code(), &msg)),
+                            line(crate::ids::refusal(&raw, e.code(), &msg)),
                         );
                     } else {
-                        let ids = crate::mcp::ids::message_id(&raw)
-                            .map_or_else(|| crate::mcp::ids::batch_ids(&raw), |id| vec![id]);
+                        let ids = crate::ids::message_id(&raw)
+                            .map_or_else(|| crate::ids::batch_ids(&raw), |id| vec![id]);
                         for id in ids {
                             self.fail_pending(Some(id), &msg, out);
                         }
@@ -180,7 +180,7 @@ impl<K: CallSink> ProxyState<K> {
             Side::Client,
             to_line(&error_value(
                 &id,
-                crate::mcp::interceptors::POLICY_DENIED,
+                crate::interceptors::POLICY_DENIED,
                 &d.reason,
             )),
         );

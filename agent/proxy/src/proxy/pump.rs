@@ -15,7 +15,7 @@ use super::{
     relist::relist_watchdog,
     state::{ProxyState, lock},
 };
-use crate::mcp::{
+use crate::{
     frame::FrameReader,
     interceptors::Chain,
     peek::Peeker,

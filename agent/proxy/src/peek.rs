@@ -449,7 +449,7 @@ pub(crate) fn push_decimal(s: &mut String, mut n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mcp::frame::{Kind, classify, parse_strict};
+    use crate::frame::{Kind, classify, parse_strict};
 
     /// `peek` answers exactly when the full path would classify the line, and agrees with it.
     fn agrees(line: &str) {

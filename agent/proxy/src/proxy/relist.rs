@@ -14,7 +14,7 @@ use super::{
     outbox::{Delivery, Outbox, to_line},
     state::{ProxyState, ctx_for, lock, run_chain, tool_hints},
 };
-use crate::mcp::{
+use crate::{
     audit, frame,
     interceptors::{InterceptOutcome, MsgKind},
     session::CallSink,
@@ -169,7 +169,7 @@ pub(super) fn calls_a_tool(frame_value: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mcp::{
+    use crate::{
         pins::PinConfig,
         proxy::{ProxyConfig, build_chain, run_with_chain},
         session::MemorySink,

@@ -329,7 +329,7 @@ fn canonical(v: &Value, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mcp::peek::peek;
+    use crate::peek::peek;
 
     fn config() -> AuditConfig {
         AuditConfig {

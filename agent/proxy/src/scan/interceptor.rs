@@ -14,7 +14,7 @@ use super::{
     screen::Screen,
     walk::{self, Controls, Flag},
 };
-use crate::mcp::interceptors::{
+use crate::interceptors::{
     Ctx, Denial, InterceptOutcome, Interceptor, MsgKind, Peeked, retain_tools,
 };
 use mcp_guard_model::names::StateKey;
@@ -108,11 +108,11 @@ impl ScanInterceptor {
     fn reload(&mut self) {
         let mut foreign = self.config.foreign.clone();
         if let Some((dir, key)) = &self.config.state {
-            for other in crate::mcp::pins::keys(dir).unwrap_or_default() {
+            for other in crate::pins::keys(dir).unwrap_or_default() {
                 if other == *key {
                     continue;
                 }
-                if let Ok(f) = crate::mcp::pins::load(dir, &other) {
+                if let Ok(f) = crate::pins::load(dir, &other) {
                     foreign.extend(f.tools.keys().map(|t| (other.server.clone(), t.clone())));
                 }
             }
@@ -229,7 +229,7 @@ impl ScanInterceptor {
             return false;
         }
         let mut hidden = Vec::new();
-        crate::mcp::secrets::for_each_string(v, &mut |s| {
+        crate::secrets::for_each_string(v, &mut |s| {
             if super::ansi::has_controls(s) {
                 for h in super::ansi::render(s).hidden {
                     if !h.text.is_empty() {

@@ -10,7 +10,7 @@ use super::{
     ProxyOutcome,
     outbox::{Outbox, Side, to_vec},
 };
-use crate::mcp::{
+use crate::{
     interceptors::{Chain, Ctx, InterceptOutcome, MsgKind},
     peek::Peeker,
     session::{CallSink, Session},
@@ -54,7 +54,7 @@ pub(super) struct ProxyState<K> {
     pub(super) peeker: Peeker,
     /// A response's id as the session's key, rebuilt in place for every response.
     pub(super) response_key: String,
-    pub(super) audit: crate::mcp::audit::AuditConfig,
+    pub(super) audit: crate::audit::AuditConfig,
 }
 
 /// The id to answer an invalid message with: its own if it has a usable one, else null.

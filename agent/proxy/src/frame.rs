@@ -426,10 +426,7 @@ mod tests {
                 assert_eq!(*len, input.len() - 4);
                 assert!(head.starts_with(b"{\"id\":7"));
                 assert!(tail.ends_with(b"a\"}"));
-                assert_eq!(
-                    crate::mcp::ids::oversized_id(head, tail),
-                    Some(Value::from(7))
-                );
+                assert_eq!(crate::ids::oversized_id(head, tail), Some(Value::from(7)));
             }
             other @ Frame::Line(_) => panic!("expected oversized, got {other:?}"),
         }

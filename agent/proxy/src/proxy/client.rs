@@ -8,7 +8,7 @@ use super::{
     relist::calls_a_tool,
     state::{MessageAction, ProxyState, ctx_for, error_value, reply_id, run_chain},
 };
-use crate::mcp::{
+use crate::{
     audit,
     frame::{self, Frame, Kind},
     interceptors::{Denial, InterceptOutcome, MsgKind, Peeked},
@@ -26,7 +26,7 @@ impl<K: CallSink> ProxyState<K> {
                     self.max
                 );
                 tracing::warn!("from the client: {msg}");
-                let id = crate::mcp::ids::oversized_id(&head, &tail).unwrap_or(Value::Null);
+                let id = crate::ids::oversized_id(&head, &tail).unwrap_or(Value::Null);
                 out.queue(
                     Side::Client,
                     line(frame::error_response(&id, frame::PARSE_ERROR, &msg, None)),
@@ -49,7 +49,7 @@ impl<K: CallSink> ProxyState<K> {
                 tracing::warn!("from the client: {e}");
                 out.queue(
                     Side::Client,
-                    line(crate::mcp::ids::refusal(
+                    line(crate::ids::refusal(
                         &raw,
                         e.code(),
                         &format!("mcp-guard: {e}"),

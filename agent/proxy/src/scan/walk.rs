@@ -398,7 +398,7 @@ pub fn neutralise(v: &mut Value, mode: Controls) -> bool {
         return false;
     }
     let mut changed = false;
-    crate::mcp::secrets::for_each_string(v, &mut |s| {
+    crate::secrets::for_each_string(v, &mut |s| {
         if super::ansi::has_controls(s) {
             *s = match mode {
                 Controls::Strip => super::ansi::render(s).visible,

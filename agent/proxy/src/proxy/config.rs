@@ -1,7 +1,7 @@
 //! What the proxy is told: [`ProxyConfig`] (plain data, filled from the policy by `exec`) and
 //! the standard interceptor chain built from it.
 
-use crate::mcp::{
+use crate::{
     frame,
     interceptors::{Chain, ToolAccess, ToolRules},
 };
@@ -19,15 +19,15 @@ pub struct ProxyConfig {
     /// Tool allowlist/denylist and per-client scoping.
     pub tools: ToolRules,
     /// Secret values and shapes, PII.
-    pub secrets: crate::mcp::secrets::SecretConfig,
+    pub secrets: crate::secrets::SecretConfig,
     /// Tool-definition pinning (off when `None`).
-    pub pins: Option<crate::mcp::pins::PinConfig>,
+    pub pins: Option<crate::pins::PinConfig>,
     /// The poisoning scanner over everything the server sends (off when `None`).
-    pub scan: Option<crate::mcp::scan::ScanConfig>,
+    pub scan: Option<crate::scan::ScanConfig>,
     /// Argument checks on `tools/call`.
-    pub args: crate::mcp::args::ArgConfig,
+    pub args: crate::args::ArgConfig,
     /// An external interceptor command (off when `None`).
-    pub hook: Option<crate::mcp::hook::HookConfig>,
+    pub hook: Option<crate::hook::HookConfig>,
     /// Observe only (`--observe`): run every interceptor, report what it would have done as an
     /// `observe` finding, but forward the original message.
     pub observe: bool,
@@ -35,7 +35,7 @@ pub struct ProxyConfig {
     /// [`ProxyOutcome::client_to_server`](super::ProxyOutcome::client_to_server). Off, nothing is measured.
     pub timing: bool,
     /// What the history keeps of each call's arguments and result.
-    pub audit: crate::mcp::audit::AuditConfig,
+    pub audit: crate::audit::AuditConfig,
 }
 
 impl ProxyConfig {
@@ -50,14 +50,14 @@ impl ProxyConfig {
                 policy: server.into(),
                 ..ToolRules::default()
             },
-            secrets: crate::mcp::secrets::SecretConfig::default(),
+            secrets: crate::secrets::SecretConfig::default(),
             pins: None,
-            scan: Some(crate::mcp::scan::ScanConfig::default()),
-            args: crate::mcp::args::ArgConfig::default(),
+            scan: Some(crate::scan::ScanConfig::default()),
+            args: crate::args::ArgConfig::default(),
             hook: None,
             observe: false,
             timing: false,
-            audit: crate::mcp::audit::AuditConfig::default(),
+            audit: crate::audit::AuditConfig::default(),
         }
     }
 }
@@ -74,8 +74,8 @@ impl ProxyConfig {
         state_dir: &std::path::Path,
         secret_values: Vec<(String, String)>,
     ) -> Self {
-        use crate::mcp::args::{ArgCheck, ArgRule};
-        use crate::mcp::scan::{interceptor::Action, walk::Controls};
+        use crate::args::{ArgCheck, ArgRule};
+        use crate::scan::{interceptor::Action, walk::Controls};
         use mcp_guard_policy::{ArgCheck as P, ControlAction as C, PoisonAction as PP};
         let mut c = Self::new(server);
         let mcp = &policy.mcp;
@@ -84,10 +84,10 @@ impl ProxyConfig {
             policy: policy.name.clone(),
             allow: policy.tools.allow.clone(),
             deny: policy.tools.deny.clone(),
-            per_client: crate::mcp::client_scope::ClientScopes::new(&policy.tools.clients),
+            per_client: crate::client_scope::ClientScopes::new(&policy.tools.clients),
             client_exe: None,
         };
-        c.args = crate::mcp::args::ArgConfig {
+        c.args = crate::args::ArgConfig {
             validate_schema: policy.tools.validate_schema,
             rules: policy
                 .tools
@@ -110,8 +110,8 @@ impl ProxyConfig {
                 })
                 .collect(),
         };
-        c.secrets = crate::mcp::secrets::SecretConfig::for_policy(mcp, secret_values);
-        c.pins = Some(crate::mcp::pins::PinConfig {
+        c.secrets = crate::secrets::SecretConfig::for_policy(mcp, secret_values);
+        c.pins = Some(crate::pins::PinConfig {
             state_dir: state_dir.to_path_buf(),
             policy: policy.name.clone(),
         });
@@ -121,7 +121,7 @@ impl ProxyConfig {
             PP::Alert => Action::Alert,
             PP::Fail => Action::Fail,
         };
-        c.scan = Some(crate::mcp::scan::ScanConfig {
+        c.scan = Some(crate::scan::ScanConfig {
             definitions: action(mcp.poisoned_descriptions),
             schema: action(mcp.poisoned_schemas),
             annotations: action(mcp.poisoned_annotations),
@@ -137,7 +137,7 @@ impl ProxyConfig {
                 .map(|k| (state_dir.to_path_buf(), k)),
             foreign: Vec::new(),
         });
-        c.hook = mcp.hook.as_ref().map(|h| crate::mcp::hook::HookConfig {
+        c.hook = mcp.hook.as_ref().map(|h| crate::hook::HookConfig {
             command: h.command.clone(),
             args: h.args.clone(),
             timeout: std::time::Duration::from_millis(h.timeout_ms),
@@ -155,24 +155,22 @@ pub fn build_chain(config: &ProxyConfig) -> anyhow::Result<Chain> {
     let mut chain = Chain::new();
     chain.push(Box::new(ToolAccess::new(config.tools.clone())));
     if let Some(pins) = &config.pins {
-        chain.push(Box::new(crate::mcp::pins::PinInterceptor::open(
+        chain.push(Box::new(crate::pins::PinInterceptor::open(
             &config.server,
             pins,
         )?));
     }
     if let Some(scan) = &config.scan {
-        chain.push(Box::new(crate::mcp::scan::ScanInterceptor::new(
-            scan.clone(),
-        )));
+        chain.push(Box::new(crate::scan::ScanInterceptor::new(scan.clone())));
     }
-    chain.push(Box::new(crate::mcp::args::ArgInterceptor::new(
+    chain.push(Box::new(crate::args::ArgInterceptor::new(
         config.args.clone(),
     )));
-    chain.push(Box::new(crate::mcp::secrets::SecretInterceptor::new(
+    chain.push(Box::new(crate::secrets::SecretInterceptor::new(
         &config.secrets,
     )?));
     if let Some(hook) = &config.hook {
-        chain.push(Box::new(crate::mcp::hook::ExternalHook::new(hook.clone())));
+        chain.push(Box::new(crate::hook::ExternalHook::new(hook.clone())));
     }
     Ok(chain)
 }
