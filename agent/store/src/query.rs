@@ -549,4 +549,62 @@ mod tests {
         assert!(text.starts_with("LOCAL TIME      SERVER   KIND"), "{text}");
         assert!(text.contains(&trace.events[0].path.clone().expect("path")));
     }
+
+    #[test]
+    fn a_fleet_event_has_one_host_the_machine_and_its_resolved_name_as_dst_host() {
+        let mut e = EventRecord::new(
+            "e1".into(),
+            Timestamp::from_unix_nanos(1_795_464_903_000_000_000),
+            "s",
+            "s1",
+            7,
+            EventKind::Connect,
+        );
+        e.addr = Some("203.0.113.7".into());
+        e.port = Some(443);
+        e.host = Some("vm-b".into());
+        let text = serde_json::to_string(&Hosted {
+            host: "vm-a".into(),
+            record: e.clone(),
+        })
+        .expect("json");
+        assert_eq!(text.matches("\"host\":").count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            (&v["host"], &v["dst_host"]),
+            (&"vm-a".into(), &"vm-b".into())
+        );
+        assert!(
+            text.starts_with("{\"host\":\"vm-a\",\"event_id\":\"e1\""),
+            "{text}"
+        );
+        // In trace JSON too.
+        let trace = Trace {
+            call: CallRecord {
+                call_id: "c1".into(),
+                server: "s".into(),
+                session: "s1".into(),
+                method: "tools/call".into(),
+                tool: None,
+                request_id: "1".into(),
+                started_at: Timestamp::from_unix_nanos(1_795_464_903_000_000_000),
+                ended_at: None,
+                decision: Decision::Allowed,
+                reason: None,
+                error: None,
+                result_bytes: None,
+                audit: None,
+            },
+            session: None,
+            events: vec![e],
+            alerts: Vec::new(),
+        };
+        let mut out = Vec::new();
+        print_trace(&mut out, &trace, Some("vm-a"), true, 80).expect("trace");
+        let text = String::from_utf8(out).expect("utf-8");
+        let event = text.lines().nth(1).expect("the event's line");
+        assert_eq!(event.matches("\"host\":").count(), 1, "{event}");
+        assert!(event.contains("\"dst_host\":\"vm-b\""), "{event}");
+        assert!(event.contains("\"host\":\"vm-a\""), "{event}");
+    }
 }
