@@ -534,11 +534,17 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::JailStage2 => {
-            ExitCode::from(u8::try_from(crate::launch::stage2::main()).unwrap_or(1))
+            let status = mcp_guard_launch::stage2::main().unwrap_or_else(|e| {
+                crate::say::say(&e.to_string());
+                2
+            });
+            ExitCode::from(u8::try_from(status).unwrap_or(1))
         }
         Command::Session => crate::exec::worker::main(),
         Command::PycacheCompile { spec } => {
-            ExitCode::from(u8::try_from(crate::supply::compile_jail::main(&spec)).unwrap_or(1))
+            let Err(e) = mcp_guard_supply::compile_jail::main(&spec);
+            crate::say::say(&e.to_string());
+            ExitCode::from(u8::try_from(mcp_guard_supply::compile_jail::EXIT_SETUP).unwrap_or(1))
         }
     }
 }

@@ -43,7 +43,7 @@ pub(super) fn probe_container_engine(b: &mut Builder) {
                                 .build()
                                 .map_err(|e| e.to_string())
                                 .and_then(|rt| {
-                                    rt.block_on(crate::launch::container::engine_info(&address))
+                                    rt.block_on(mcp_guard_launch::container::engine_info(&address))
                                 })
                         })
                         .join()

@@ -171,7 +171,7 @@ fn kill(cgroup_dir: &Path, rule: &str, summary: &str) {
         return;
     }
     say(&format!("{summary} ({rule}): killing the server"));
-    if let Err(e) = crate::launch::cgroup::kill_all(cgroup_dir) {
+    if let Err(e) = mcp_guard_launch::cgroup::kill_all(cgroup_dir) {
         say(&format!("killing the server: {e}"));
     }
 }

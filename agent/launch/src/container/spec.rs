@@ -16,7 +16,7 @@ use serde_json::json;
 use super::{
     LABEL, LABEL_EXEC_PID, connect, engine_address, reap_stale, reap_stale_cgroups, resolve_image,
 };
-use crate::launch::{LaunchError, LaunchRequest, cgroup, identity, seccomp};
+use crate::{LaunchError, LaunchRequest, cgroup, identity, seccomp};
 use mcp_guard_policy::expand_home;
 
 /// The jail's seccomp deny list plus the policy's, as an engine (OCI/Docker) seccomp profile.
@@ -126,7 +126,7 @@ pub struct ContainerPrepared {
     /// Warnings to print.
     pub warnings: Vec<String>,
     /// The per-session uid's lease, when the server runs as one: keep it until the session ends.
-    pub lease: Option<crate::launch::server_user::Lease>,
+    pub lease: Option<crate::server_user::Lease>,
 }
 
 /// Checks the host and the engine, verifies the image, makes the session cgroup and builds the
@@ -158,11 +158,11 @@ pub async fn prepare(
     // The secrets go only to the command the policy fixes: the image's own or its `command`.
     // The container's engine runs no jail of mcp-guard's: its capabilities are always dropped.
     let mut warnings: Vec<String> = identity::root_warning(&id, false).into_iter().collect();
-    let secrets = match crate::launch::secret_gate::container(policy, req.command, &passed) {
-        Ok(()) => crate::launch::read_secrets(policy)?,
+    let secrets = match crate::secret_gate::container(policy, req.command, &passed) {
+        Ok(()) => crate::read_secrets(policy)?,
         Err(why) => {
             if !policy.secrets.is_empty() {
-                warnings.push(crate::launch::secret_gate::withheld(policy, &why));
+                warnings.push(crate::secret_gate::withheld(policy, &why));
             }
             Vec::new()
         }

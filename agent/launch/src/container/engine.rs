@@ -5,7 +5,7 @@ use std::path::Path;
 
 use bollard::Docker;
 
-use crate::launch::LaunchError;
+use crate::LaunchError;
 use mcp_guard_policy::ImageRef;
 
 /// Engine API timeout for one request (seconds).
@@ -83,13 +83,13 @@ pub async fn engine_info(address: &str) -> Result<EngineInfo, String> {
     })
 }
 
-/// Finds the local image the policy's reference names ([`crate::launch::image_lookup`]) and checks it;
+/// Finds the local image the policy's reference names ([`crate::image_lookup`]) and checks it;
 /// returns the image id to create from. A digest must equal the image id or one of its repo
 /// digests.
 pub async fn resolve_image(docker: &Docker, image: &ImageRef) -> Result<String, LaunchError> {
     let mut missing = Vec::new();
     let mut found = None;
-    for lookup in crate::launch::image_lookup::candidates(image) {
+    for lookup in crate::image_lookup::candidates(image) {
         match docker.inspect_image(&lookup).await {
             Ok(f) => {
                 found = Some((lookup, f));

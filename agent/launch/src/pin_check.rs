@@ -18,7 +18,7 @@ pub(super) fn check_pins(
         return Ok(None);
     }
     let observe = req.observe;
-    let Err(problems) = crate::supply::verify(pins, program, req.state_dir) else {
+    let Err(problems) = mcp_guard_supply::verify(pins, program, req.state_dir) else {
         return Ok(pins.executable.clone());
     };
     let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
@@ -39,7 +39,7 @@ pub(super) fn check_pins(
 }
 
 /// With `[pin]`, checks that the pinned program runs the pinned script and nothing else
-/// ([`crate::supply::argv`]): refused (exit 77) naming what, or under observe only said.
+/// ([`mcp_guard_supply::argv`]): refused (exit 77) naming what, or under observe only said.
 /// `Some(variables to add)` when it passed; `None` without pins or when it failed under
 /// observe.
 pub(super) fn check_pinned_argv(
@@ -50,7 +50,7 @@ pub(super) fn check_pinned_argv(
     req: &LaunchRequest<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<Vec<(String, String)>>, LaunchError> {
-    use crate::supply::argv;
+    use mcp_guard_supply::argv;
     if policy.pin.is_empty() {
         return Ok(None);
     }

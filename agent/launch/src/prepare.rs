@@ -147,7 +147,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
     };
     let protect = match pinned_env {
         Some(env) => env,
-        None if !secrets.is_empty() => crate::supply::argv::hardening(&program, &argv, &env),
+        None if !secrets.is_empty() => mcp_guard_supply::argv::hardening(&program, &argv, &env),
         None => Vec::new(),
     };
     for (k, v) in protect {
@@ -171,7 +171,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
                     .any(|w| s.starts_with(expand_home(w, &id.home)))
         });
         let dir = match state {
-            Some(state) => crate::supply::python_cache(&policy.pin, &program, state)
+            Some(state) => mcp_guard_supply::python_cache(&policy.pin, &program, state)
                 .map_err(|e| Unenforceable(format!("the pinned packages' bytecode cache: {e}")))?,
             None => PathBuf::from("/tmp/.mcp-guard-pycache"),
         };
@@ -230,7 +230,7 @@ pub fn prepare(req: &LaunchRequest<'_>) -> Result<Prepared, LaunchError> {
             // The kernel guard loads once the cgroup exists; where it cannot, it refuses then,
             // naming what failed (exec/guard.rs).
             cgroup_sock_addr: !unprivileged,
-            cgroup_unix: !unprivileged && crate::kernel::unix::probe().is_ok(),
+            cgroup_unix: !unprivileged && mcp_guard_kernel::unix::probe().is_ok(),
             tracing: !unprivileged,
         };
         let choices = promises::choose(&features, &needs(policy, &id.home));

@@ -20,7 +20,7 @@
 //! gives the container `CgroupParent` = S, so the runtime (runc) makes the container's cgroup
 //! below S. Before the container starts, mcp-guard pre-creates the leaf directories the engines
 //! name (`S/libpod-<id>` for podman, `S/<id>` for Docker; runc joins an existing directory) and
-//! the kernel guard registers them as members of S ([`crate::kernel::loader::ServerHandle::
+//! the kernel guard registers them as members of S ([`mcp_guard_kernel::loader::ServerHandle::
 //! add_member`]): the container's first instruction already runs in a cgroup the syscall
 //! tracepoints see, under S's rules, with events carrying S's id. The egress programs are attached
 //! to S and so run for every descendant; one not registered (an engine naming its leaf otherwise)

@@ -358,7 +358,7 @@ fn try_sock_addr(program: &mut aya::programs::Program) -> Result<Option<u32>, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::program_load::EGRESS_PROGRAMS;
+    use crate::program_load::EGRESS_PROGRAMS;
 
     #[test]
     fn every_program_is_listed_and_the_ones_the_guard_needs_are_old_enough() {

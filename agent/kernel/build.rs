@@ -1,5 +1,5 @@
 //! Builds the eBPF programs of `agent-ebpf` for the BPF target and leaves the object in `OUT_DIR`,
-//! where `kernel::loader` embeds it, so the installed `mcp-guard` is a single file.
+//! where `loader` embeds it, so the installed `mcp-guard` is a single file.
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {

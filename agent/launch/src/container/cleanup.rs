@@ -11,7 +11,7 @@ use std::{
 use bollard::{Docker, query_parameters::ListContainersOptions};
 
 use super::{LABEL, LABEL_EXEC_PID, remove};
-use crate::launch::cgroup;
+use crate::cgroup;
 
 /// Removes mcp-guard containers whose exec process is gone; returns their ids.
 pub async fn reap_stale(docker: &Docker) -> Vec<String> {

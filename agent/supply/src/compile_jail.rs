@@ -66,15 +66,15 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_userfaultfd,
 ];
 
-/// Entry point of the helper; returns its exit status (only on failure: success execs).
-pub fn main(spec: &str) -> i32 {
-    match run(spec) {
-        Ok(never) => match never {},
-        Err(e) => {
-            crate::say::say(&format!("{SUBCOMMAND}: {e}"));
-            EXIT_SETUP
-        }
-    }
+/// Why the helper could not set up its jail (the interpreter never ran): the binary says it and
+/// exits with [`EXIT_SETUP`].
+#[derive(Debug, thiserror::Error)]
+#[error("{SUBCOMMAND}: {0}")]
+pub struct SetupFailed(String);
+
+/// Entry point of the helper; returns only on failure (success execs).
+pub fn main(spec: &str) -> Result<std::convert::Infallible, SetupFailed> {
+    run(spec).map_err(SetupFailed)
 }
 
 fn run(spec: &str) -> Result<std::convert::Infallible, String> {

@@ -1,7 +1,7 @@
 //! The eBPF side: loading and attaching mcp-guard's programs, filling their per-server maps,
 //! keeping allowed host names resolved, and turning the ring buffer into typed events.
 pub mod bind;
-pub(crate) mod bpf_sys;
+pub mod bpf_sys;
 pub mod btf_layout;
 pub mod compat;
 pub(crate) mod dns_packet;

@@ -22,9 +22,11 @@ pub mod image_lookup;
 pub mod landlock;
 mod limits;
 pub mod mount_view;
+pub mod mounts;
 pub mod netns;
 mod pin_check;
 mod prepare;
+pub mod promises;
 pub mod seccomp;
 pub mod secret_gate;
 pub mod server_user;
@@ -39,7 +41,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::promises;
 use mcp_guard_policy::{Policy, read_secret};
 
 /// Everything the stage-2 helper needs, as plain data (sent over a socket, never on disk).

@@ -47,7 +47,7 @@ use super::{
     unix::{self, RelocatedUnix, UnixPrograms},
 };
 
-/// The eBPF object built by `agent/build.rs` from `agent-ebpf`.
+/// The eBPF object built by `agent/kernel/build.rs` from `agent-ebpf`.
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcp-guard-ebpf"));
 

@@ -2,7 +2,7 @@
 //! policy chooses the command after `--`; if any command got the secrets, `sh -c 'echo $TOKEN'`
 //! would read them. A command is fixed by the policy's `command` (the same program path and the
 //! same arguments), or, without one, by `[pin]`: the pinned program whose script argument is the
-//! pinned entry script ([`crate::supply::argv`]). With a container, the image's own command is
+//! pinned entry script ([`mcp_guard_supply::argv`]). With a container, the image's own command is
 //! fixed by the image the policy names. And no variable of the server's environment may load
 //! other code into it. Any other command runs without the secrets, and is told which.
 
@@ -93,7 +93,7 @@ pub fn withheld(policy: &Policy, why: &str) -> String {
 
 /// No variable that loads code (a preload, another module path) in the server's environment.
 fn clean_env(policy: &Policy, env: &[(String, String)]) -> Result<(), NotFixed> {
-    let loading = crate::supply::argv::env_refusals(&policy.pin, env);
+    let loading = mcp_guard_supply::argv::env_refusals(&policy.pin, env);
     if loading.is_empty() {
         Ok(())
     } else {

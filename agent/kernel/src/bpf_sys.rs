@@ -29,29 +29,30 @@ pub(crate) const ATTACH_UNIX_SENDMSG: u32 = 50;
 /// The doctor's hand-assembled probe programs load with it too.
 #[repr(C)]
 #[derive(Default)]
-pub(crate) struct ProgLoadAttr {
-    pub(crate) prog_type: u32,
-    pub(crate) insn_cnt: u32,
-    pub(crate) insns: u64,
-    pub(crate) license: u64,
-    pub(crate) log_level: u32,
-    pub(crate) log_size: u32,
-    pub(crate) log_buf: u64,
-    pub(crate) kern_version: u32,
-    pub(crate) prog_flags: u32,
-    pub(crate) prog_name: [u8; 16],
-    pub(crate) prog_ifindex: u32,
-    pub(crate) expected_attach_type: u32,
-    pub(crate) prog_btf_fd: u32,
-    pub(crate) func_info_rec_size: u32,
-    pub(crate) func_info: u64,
-    pub(crate) func_info_cnt: u32,
-    pub(crate) line_info_rec_size: u32,
-    pub(crate) line_info: u64,
-    pub(crate) line_info_cnt: u32,
-    pub(crate) attach_btf_id: u32,
-    pub(crate) attach_prog_fd: u32,
-    pub(crate) _pad: u32,
+pub struct ProgLoadAttr {
+    pub prog_type: u32,
+    pub insn_cnt: u32,
+    pub insns: u64,
+    pub license: u64,
+    pub log_level: u32,
+    pub log_size: u32,
+    pub log_buf: u64,
+    pub kern_version: u32,
+    pub prog_flags: u32,
+    pub prog_name: [u8; 16],
+    pub prog_ifindex: u32,
+    pub expected_attach_type: u32,
+    pub prog_btf_fd: u32,
+    pub func_info_rec_size: u32,
+    pub func_info: u64,
+    pub func_info_cnt: u32,
+    pub line_info_rec_size: u32,
+    pub line_info: u64,
+    pub line_info_cnt: u32,
+    pub attach_btf_id: u32,
+    pub attach_prog_fd: u32,
+    /// Explicit padding to the next 8 bytes; always zero.
+    pub pad: u32,
 }
 
 /// `union bpf_attr` for `BPF_LINK_CREATE` with no target-specific options.

@@ -50,13 +50,23 @@ fn fail<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> Failure + '_ {
     move |e| (EXIT_JAIL, format!("{what}: {e}"))
 }
 
-/// Entry point of the helper; returns its exit status.
-pub fn main() -> i32 {
+/// The helper was started without the launcher's control socket (by hand, say): it does nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("{SUBCOMMAND} is internal to `mcp-guard exec`")]
+pub struct NotFromLauncher;
+
+/// Entry point of the helper; returns its exit status, or why it did not run (for the binary to
+/// say).
+pub fn main() -> Result<i32, NotFromLauncher> {
     // SAFETY: F_GETFD on an fd number only queries; no memory is passed.
     if unsafe { libc::fcntl(CONTROL_FD, libc::F_GETFD) } < 0 {
-        crate::say::say(&format!("{SUBCOMMAND} is internal to `mcp-guard exec`"));
-        return 2;
+        return Err(NotFromLauncher);
     }
+    Ok(run_helper())
+}
+
+/// The helper, once its control socket is there; its exit status.
+fn run_helper() -> i32 {
     // SAFETY: the launcher passed the control socket on CONTROL_FD; nothing else owns it.
     let mut sock = UnixStream::from(unsafe { OwnedFd::from_raw_fd(CONTROL_FD) });
     // SAFETY: FD_CLOEXEC on our own fd; no memory is passed.
@@ -481,7 +491,7 @@ fn open_pinned(program: &Path, expected: &str) -> Result<std::fs::File, Failure>
     use std::io::{Seek, SeekFrom};
     let mut f = std::fs::File::open(program)
         .map_err(fail(&format!("opening the pinned {}", program.display())))?;
-    let actual = crate::supply::sha256_reader(&mut f)
+    let actual = mcp_guard_supply::sha256_reader(&mut f)
         .map_err(fail(&format!("hashing the pinned {}", program.display())))?;
     if actual != expected {
         return Err((
@@ -567,7 +577,7 @@ mod tests {
         std::fs::write(&elf, b"\x7fELF not really").expect("write");
         let script = dir.join("script");
         std::fs::write(&script, b"#!/bin/sh\necho hi\n").expect("write");
-        let digest = |p: &Path| crate::supply::sha256_file(p).expect("hash");
+        let digest = |p: &Path| mcp_guard_supply::sha256_file(p).expect("hash");
 
         let f = open_pinned(&elf, &digest(&elf)).expect("matching digest opens");
         assert!(cloexec(&f), "a binary's fd must not leak into the server");
