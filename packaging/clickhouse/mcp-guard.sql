@@ -13,6 +13,8 @@
 -- parts merge; read with FINAL to see each record once before that. Timestamps are kept twice:
 -- RFC 3339 text with nanoseconds (as the JSON contract has them) and Int64 nanoseconds since
 -- the epoch for ranges and ordering; `time` (DateTime, seconds) is derived for partitioning.
+-- In `events`, `host` is the exporting machine (as in every table) and `dst_host` the name the
+-- server resolved the connect's address from (the record's own `host`).
 
 CREATE DATABASE IF NOT EXISTS mcp_guard;
 
@@ -80,6 +82,7 @@ CREATE TABLE IF NOT EXISTS mcp_guard.events
     path        Nullable(String),
     addr        Nullable(String),
     port        Nullable(UInt16),
+    dst_host    Nullable(String),
     verdict     String,
     call_id     Nullable(String),
     attribution String,
@@ -130,3 +133,6 @@ ORDER BY (host_id, alert_id);
 -- ADD COLUMN IF NOT EXISTS):
 --   ALTER TABLE mcp_guard.alerts ADD COLUMN count UInt64 DEFAULT 1,
 --     ADD COLUMN last_seen String DEFAULT ts, ADD COLUMN last_seen_ns Int64 DEFAULT ts_ns
+--
+-- `events.dst_host` came later too; for a table created before it:
+--   ALTER TABLE mcp_guard.events ADD COLUMN dst_host Nullable(String) AFTER port

@@ -446,13 +446,30 @@ fn two_hosts_ship_to_one_clickhouse_and_fleet_queries_show_both() {
         agents.push(agent);
         pins.push(p);
     }
+    // A connect with the name its server resolved (the record's `host`): ClickHouse keeps it
+    // as `dst_host`, beside `host`, the machine.
+    let mut connect = mcp_guard_model::EventRecord::new(
+        "same-connect".into(),
+        mcp_guard_model::Timestamp::now(),
+        "server-same",
+        "same",
+        4242,
+        mcp_guard_model::EventKind::Connect,
+    );
+    connect.addr = Some("203.0.113.7".into());
+    connect.port = Some(443);
+    connect.proto = Some("tcp".into());
+    connect.host = Some("api.example.test".into());
+    Store::open(&db_path(&agents[0].state))
+        .and_then(|mut s| s.insert(connect))
+        .expect("a connect event");
     assert_eq!(
         ch.wait_count(
             "SELECT count() FROM mcp_guard.events FINAL",
-            100,
+            101,
             Duration::from_mins(1)
         ),
-        100
+        101
     );
     assert_eq!(
         ch.wait_count(
@@ -480,12 +497,40 @@ fn two_hosts_ship_to_one_clickhouse_and_fleet_queries_show_both() {
     }
     assert_eq!(
         per_host,
-        BTreeMap::from([("vm-a".to_string(), 50), ("vm-b".to_string(), 50)]),
+        BTreeMap::from([("vm-a".to_string(), 51), ("vm-b".to_string(), 50)]),
+        "{text}"
+    );
+    // The connect shows the name, as the host's own table does.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("vm-a") && l.contains("api.example.test:443 (203.0.113.7)")),
         "{text}"
     );
 
-    // JSON: each host's records are exactly what that host's own query prints, plus `host`.
-    let fleet = json_lines(&cli(&state_a, &["events", "--fleet", &url, "--json"]));
+    // JSON: each host's records are exactly what that host's own query prints, plus `host`;
+    // an event's own `host` (the resolved name) is `dst_host` there, as in ClickHouse. One key
+    // each: serde_json keeps only the last of two `host`s, so a clash would show here.
+    let fleet_out = cli(&state_a, &["events", "--fleet", &url, "--json"]);
+    let connect_line = String::from_utf8_lossy(&fleet_out.stdout)
+        .lines()
+        .find(|l| l.contains("same-connect"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert_eq!(
+        connect_line.matches("\"host\":").count(),
+        1,
+        "{connect_line}"
+    );
+    let fleet = json_lines(&fleet_out);
+    let connect = fleet
+        .iter()
+        .find(|e| e["event_id"] == "same-connect")
+        .expect("the connect in the fleet's events");
+    assert_eq!(
+        (&connect["host"], &connect["dst_host"]),
+        (&Value::from("vm-a"), &Value::from("api.example.test")),
+        "{connect}"
+    );
     for (agent, host) in agents.iter().zip(["vm-a", "vm-b"]) {
         let mut local: Vec<Value> = json_lines(&cli(&agent.state, &["events", "--json"]));
         let mut mine: Vec<Value> = fleet
@@ -493,7 +538,12 @@ fn two_hosts_ship_to_one_clickhouse_and_fleet_queries_show_both() {
             .filter(|e| e["host"] == host)
             .map(|e| {
                 let mut e = e.clone();
-                e.as_object_mut().map(|m| m.remove("host"));
+                if let Some(m) = e.as_object_mut() {
+                    m.remove("host");
+                    if let Some(dst) = m.remove("dst_host") {
+                        m.insert("host".into(), dst);
+                    }
+                }
                 e
             })
             .collect();
@@ -505,6 +555,19 @@ fn two_hosts_ship_to_one_clickhouse_and_fleet_queries_show_both() {
             "{host}: the fleet's events differ from the host's own"
         );
     }
+    // In SQL: the resolved name in its own column, the machine in `host`.
+    assert_eq!(
+        ch.query(
+            "SELECT host, dst_host, addr, port FROM mcp_guard.events FINAL \
+             WHERE event_id = 'same-connect' FORMAT TSV"
+        )
+        .trim(),
+        "vm-a\tapi.example.test\t203.0.113.7\t443"
+    );
+    assert_eq!(
+        ch.count("SELECT count() FROM mcp_guard.events FINAL WHERE dst_host IS NULL"),
+        100
+    );
     let calls = json_lines(&cli(
         &state_a,
         &["calls", "--fleet", &url, "--tool", "read_file", "--json"],
@@ -1137,6 +1200,25 @@ fn pid_cpu(pid: u32) -> Duration {
     Duration::from_millis((ticks(14) + ticks(15)) * 1000 / hz)
 }
 
+/// `sink` without its `batch` line: the sink's default batch.
+fn without_batch(sink: &str) -> String {
+    sink.lines()
+        .filter(|l| !l.starts_with("batch ="))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// The most memory this process has held (resident), in MiB.
+fn max_rss_mib() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the buffer it is given, which is sized for it.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+    // SAFETY: getrusage succeeded, so it initialised the struct.
+    let usage = unsafe { usage.assume_init() };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
 /// Export throughput, the agent's exporter in this process (the same `Exporter` the agent runs,
 /// nothing else running in the process), from a store of 20,000 calls with ten events each to a
 /// local ClickHouse, then to a local rsyslog configured as the README says. Prints records/s
@@ -1175,11 +1257,15 @@ fn bench_export_throughput() {
         t.elapsed().as_secs_f64()
     );
     for (name, sink) in [
+        // Each sink's default batch: what a user gets.
         (
             "clickhouse",
-            clickhouse_sink("clickhouse", &ch.url(), 10_000),
+            without_batch(&clickhouse_sink("clickhouse", &ch.url(), 1)),
         ),
-        ("rsyslog", syslog_sink("rsyslog", &rs.address(), 2_000)),
+        (
+            "rsyslog",
+            without_batch(&syslog_sink("rsyslog", &rs.address(), 1)),
+        ),
     ] {
         let config = Config::parse(&export_config("bench", &sink)).expect("config");
         let prepared = Prepared::new(&config.export, None).expect("sink");
@@ -1220,6 +1306,8 @@ fn bench_export_throughput() {
             .expect("CPU time only grows")
             .as_secs_f64();
         exporter.stop(Duration::from_secs(10));
+        // Before the check below reads the receiver's whole file into memory.
+        let rss = max_rss_mib();
         assert!(shipped, "{name}: not shipped within 600 s");
         // Where it went: every record, once.
         let landed = if name == "clickhouse" {
@@ -1239,10 +1327,17 @@ fn bench_export_throughput() {
         println!(
             "export bench: {name}: {total} records delivered in {secs:.2}s = {:.0} records/s; \
              exporter CPU {cpu:.2}s = {:.1} us/record; {name} CPU {engine_cpu:.2}s = {:.1} \
-             us/record; all in the engine after {written:.2}s",
+             us/record; all in the engine after {written:.2}s; this process's peak RSS so far \
+             {rss:.0} MiB; load average {}",
             total as f64 / secs,
             cpu * 1e6 / total as f64,
             engine_cpu * 1e6 / total as f64,
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
         );
         let bench = format!("export {name}");
         record(&bench, "throughput", total as f64 / secs, "records/s");

@@ -36,8 +36,9 @@ use toml::Spanned;
 /// ClickHouse's database when the sink does not name one (the shipped DDL creates it).
 pub const DEFAULT_DATABASE: &str = "mcp_guard";
 
-/// Records per batch, by default and at most.
-const DEFAULT_CLICKHOUSE_BATCH: usize = 10_000;
+/// Records per batch, by default and at most. ClickHouse writes each insert as a new part (two
+/// files per column, and a merge later), so its cost is mostly per insert: few large ones.
+const DEFAULT_CLICKHOUSE_BATCH: usize = 50_000;
 const DEFAULT_SYSLOG_BATCH: usize = 2_000;
 const MAX_BATCH: usize = 100_000;
 

@@ -21,6 +21,10 @@ use super::{
 /// The shipped tables, in the order [`encode`] returns their bodies.
 pub const TABLES: [&str; 4] = ["sessions", "calls", "events", "alerts"];
 
+// Absent values (`None`, an empty list) are left out of a row: ClickHouse fills a column a row
+// does not name with its type's default, which for these columns is the same NULL or empty
+// list, and each field left out is one less for it to parse.
+
 /// What every row starts with.
 #[derive(Serialize)]
 struct Common<'a> {
@@ -37,12 +41,17 @@ struct SessionRow<'a> {
     server: &'a str,
     started_at: Timestamp,
     started_ns: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     ended_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     ended_ns: Option<i64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
     command: &'a [String],
     policy: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pid: Option<u32>,
     observe: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
     exit_status: Option<i32>,
     record: &'a str,
 }
@@ -55,15 +64,21 @@ struct CallRow<'a> {
     server: &'a str,
     session: &'a str,
     method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     tool: Option<&'a str>,
     request_id: &'a str,
     started_at: Timestamp,
     started_ns: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     ended_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     ended_ns: Option<i64>,
     decision: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     result_bytes: Option<u64>,
     record: &'a str,
 }
@@ -79,18 +94,31 @@ struct EventRow<'a> {
     session: &'a str,
     pid: u32,
     kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     addr: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
+    /// The record's `host` (the name the server resolved `addr` from): `host` is the machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst_host: Option<&'a str>,
     verdict: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     call_id: Option<&'a str>,
     attribution: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
     candidates: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
     flags: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<i64>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
     argv: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
     proto: Option<&'a str>,
     would_deny: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
     record: &'a str,
 }
@@ -106,10 +134,14 @@ struct AlertRow<'a> {
     session: &'a str,
     rule: &'a str,
     severity: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     tool: Option<&'a str>,
     summary: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
     event_ids: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
     action: Option<&'a str>,
     record: &'a str,
     count: u64,
@@ -236,6 +268,7 @@ fn event<'a>(common: Common<'a>, e: &'a EventRecord, record: &'a str) -> EventRo
         path: e.path.as_deref(),
         addr: e.addr.as_deref(),
         port: e.port,
+        dst_host: e.host.as_deref(),
         verdict: e.verdict.as_str(),
         call_id: e.call_id.as_deref(),
         attribution: e.attribution.as_str(),
@@ -291,6 +324,7 @@ mod tests {
         let t = Timestamp::from_unix_nanos(1_795_464_903_123_456_789);
         let mut e = EventRecord::new("e1".into(), t, "fs", "s1", 42, EventKind::Open);
         e.path = Some("/etc/\"quoted\"\nname".into());
+        e.host = Some("api.example.test".into());
         let bodies = encode(
             &[Change {
                 seq: 7,
@@ -305,10 +339,15 @@ mod tests {
         let row: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
         assert_eq!(row["host"], "vm-a");
         assert_eq!(row["host_id"], "id-a");
+        assert_eq!(row["dst_host"], "api.example.test");
         assert_eq!(row["version"], 7);
         assert_eq!(row["ts"], "2026-11-23T20:15:03.123456789Z");
         assert_eq!(row["ts_ns"], 1_795_464_903_123_456_789_i64);
-        assert_eq!(row["argv"], serde_json::json!([]));
+        // Absent values are left for ClickHouse's defaults (NULL, an empty list).
+        assert_eq!(row["path"], "/etc/\"quoted\"\nname");
+        for absent in ["argv", "candidates", "addr", "port", "proto", "detail"] {
+            assert!(row.get(absent).is_none(), "{absent} in {text}");
+        }
         let back: EventRecord = serde_json::from_str(row["record"].as_str().unwrap()).unwrap();
         assert_eq!(back, e);
     }

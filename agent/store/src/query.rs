@@ -88,14 +88,31 @@ pub enum Query {
 }
 
 /// A record from the fleet, with the name of the host it came from (JSON: `host`, then the
-/// record's own fields).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// record's own fields; an event's own `host`, the name its server resolved, as `dst_host`).
+#[derive(Clone, Debug, PartialEq)]
 pub struct Hosted<T> {
     /// The host's name.
     pub host: String,
     /// The record.
-    #[serde(flatten)]
     pub record: T,
+}
+
+impl<T: Serialize> Serialize for Hosted<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeMap as _};
+        let record = serde_json::to_value(&self.record).map_err(S::Error::custom)?;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("host", &self.host)?;
+        if let serde_json::Value::Object(fields) = &record {
+            for (key, value) in fields {
+                // A second `host` key would hide one of the two: the record's takes the name of
+                // its ClickHouse column.
+                let key = if key == "host" { "dst_host" } else { key };
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// Why a query printed nothing useful.
@@ -531,5 +548,63 @@ mod tests {
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.starts_with("LOCAL TIME      SERVER   KIND"), "{text}");
         assert!(text.contains(&trace.events[0].path.clone().expect("path")));
+    }
+
+    #[test]
+    fn a_fleet_event_has_one_host_the_machine_and_its_resolved_name_as_dst_host() {
+        let mut e = EventRecord::new(
+            "e1".into(),
+            Timestamp::from_unix_nanos(1_795_464_903_000_000_000),
+            "s",
+            "s1",
+            7,
+            EventKind::Connect,
+        );
+        e.addr = Some("203.0.113.7".into());
+        e.port = Some(443);
+        e.host = Some("vm-b".into());
+        let text = serde_json::to_string(&Hosted {
+            host: "vm-a".into(),
+            record: e.clone(),
+        })
+        .expect("json");
+        assert_eq!(text.matches("\"host\":").count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            (&v["host"], &v["dst_host"]),
+            (&"vm-a".into(), &"vm-b".into())
+        );
+        assert!(
+            text.starts_with("{\"host\":\"vm-a\",\"event_id\":\"e1\""),
+            "{text}"
+        );
+        // In trace JSON too.
+        let trace = Trace {
+            call: CallRecord {
+                call_id: "c1".into(),
+                server: "s".into(),
+                session: "s1".into(),
+                method: "tools/call".into(),
+                tool: None,
+                request_id: "1".into(),
+                started_at: Timestamp::from_unix_nanos(1_795_464_903_000_000_000),
+                ended_at: None,
+                decision: Decision::Allowed,
+                reason: None,
+                error: None,
+                result_bytes: None,
+                audit: None,
+            },
+            session: None,
+            events: vec![e],
+            alerts: Vec::new(),
+        };
+        let mut out = Vec::new();
+        print_trace(&mut out, &trace, Some("vm-a"), true, 80).expect("trace");
+        let text = String::from_utf8(out).expect("utf-8");
+        let event = text.lines().nth(1).expect("the event's line");
+        assert_eq!(event.matches("\"host\":").count(), 1, "{event}");
+        assert!(event.contains("\"dst_host\":\"vm-b\""), "{event}");
+        assert!(event.contains("\"host\":\"vm-a\""), "{event}");
     }
 }

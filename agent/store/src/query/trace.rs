@@ -52,6 +52,14 @@ pub(super) fn trace_json(
         if let serde_json::Value::Object(m) = &mut v {
             m.insert("type".into(), kind.into());
             if let Some(h) = host {
+                // An event's own `host` (the name its server resolved) keeps its value under the
+                // name of its ClickHouse column, in its place.
+                if m.contains_key("host") {
+                    *m = std::mem::take(m)
+                        .into_iter()
+                        .map(|(k, v)| (if k == "host" { "dst_host".into() } else { k }, v))
+                        .collect();
+                }
                 m.insert("host".into(), h.into());
             }
         }
