@@ -180,7 +180,7 @@ impl Preload {
         let spawned = std::thread::Builder::new()
             .name("ebpf-load".into())
             .spawn(move || {
-                let _ = tx.send(KernelGuard::load_standalone(&standalone_dir()));
+                let _ = tx.send(KernelGuard::load_standalone(&standalone_bpf_dir()));
             });
         Preload(spawned.ok().map(|_| rx))
     }
@@ -194,7 +194,7 @@ impl Preload {
                     "loading the eBPF programs: the loading thread ended without a result",
                 ))),
             },
-            None => KernelGuard::load_standalone(&standalone_dir()),
+            None => KernelGuard::load_standalone(&standalone_bpf_dir()),
         }
     }
 }
@@ -202,7 +202,7 @@ impl Preload {
 /// Where a standalone exec shares verified programs with other execs: the pool of
 /// [`KernelGuard::load_standalone`], moved by `MCP_GUARD_STANDALONE_BPF_DIR` (tests, or a host
 /// whose bpffs is elsewhere).
-fn standalone_dir() -> PathBuf {
+pub fn standalone_bpf_dir() -> PathBuf {
     std::env::var_os("MCP_GUARD_STANDALONE_BPF_DIR").map_or_else(
         || PathBuf::from(crate::kernel::loader::DEFAULT_STANDALONE_DIR),
         PathBuf::from,

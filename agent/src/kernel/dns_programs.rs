@@ -18,7 +18,10 @@ pub(crate) const DNS_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
     (programs::DNS_INGRESS, CgroupSkbAttachType::Ingress),
 ];
 
-pub(crate) fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSkb, KernelError> {
+pub(crate) fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSkb, KernelError> {
     ebpf.program_mut(name)
         .ok_or(KernelError::MissingProgram(name))?
         .try_into()

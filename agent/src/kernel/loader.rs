@@ -551,9 +551,14 @@ impl KernelGuard {
         }
         for (name, attach_type) in dns_programs::DNS_PROGRAMS {
             let program = programs.dns(name)?;
-            dns_programs::attach(name, attach_type, program, &cgroup, pins.as_deref(), |p, f| {
-                replace_pin(p, f)
-            })?;
+            dns_programs::attach(
+                name,
+                attach_type,
+                program,
+                &cgroup,
+                pins.as_deref(),
+                |p, f| replace_pin(p, f),
+            )?;
         }
         drop(programs);
         if let Ok(progs) = &self.unix {

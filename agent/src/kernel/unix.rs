@@ -311,8 +311,8 @@ impl UnixPrograms {
         let mut progs = Vec::new();
         for (name, attach) in PROGRAMS {
             let path = dir.join(format!("prog_{name}"));
-            let fd = bpf_sys::obj_get(&path)
-                .map_err(|e| format!("opening {}: {e}", path.display()))?;
+            let fd =
+                bpf_sys::obj_get(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
             progs.push((name, attach, fd));
         }
         Ok(UnixPrograms {

@@ -108,7 +108,10 @@ impl PinnedPrograms {
 
 impl ProgramSet {
     /// The egress (or bind) program `name`.
-    pub(super) fn egress(&mut self, name: &'static str) -> Result<&mut CgroupSockAddr, KernelError> {
+    pub(super) fn egress(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut CgroupSockAddr, KernelError> {
         match self {
             Self::Object(ebpf) => ebpf
                 .program_mut(name)

@@ -130,8 +130,8 @@ fn trusted_pool(base: &Path) -> Result<PathBuf, String> {
         return Err(format!("{} is not an absolute path", base.display()));
     }
     for ancestor in base.ancestors().skip(1) {
-        let meta = std::fs::metadata(ancestor)
-            .map_err(|e| format!("{}: {e}", ancestor.display()))?;
+        let meta =
+            std::fs::metadata(ancestor).map_err(|e| format!("{}: {e}", ancestor.display()))?;
         let open_to_others = meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0;
         if meta.uid() != 0 || open_to_others {
             return Err(format!(
@@ -303,9 +303,8 @@ fn open_slot(slot: &Path) -> Result<Parts, String> {
     let mut maps = pinned_maps(slot).map_err(|e| e.to_string())?;
     empty(&mut maps);
     empty_pairing(&map_dir)?;
-    let mut drops: PerCpuArray<MapData, u64> = open_map(&map_dir, maps::DROPS, |d| {
-        aya::maps::Map::PerCpuArray(d)
-    })?;
+    let mut drops: PerCpuArray<MapData, u64> =
+        open_map(&map_dir, maps::DROPS, aya::maps::Map::PerCpuArray)?;
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e.to_string())?;
     for i in 0..drop_reason::COUNT {
         let zeros = PerCpuValues::try_from(vec![0u64; cpus]).map_err(|e| e.to_string())?;
@@ -421,67 +420,57 @@ fn prune_other_builds(base: &Path, current: &Path) {
     }
 }
 
-/// What `doctor` says of the standalone pool at `base`: one line per finding.
-pub fn survey(base: &Path) -> Vec<String> {
+/// What `doctor` says of the standalone pool at `base`: one line per build directory (its
+/// slots, free or in use); `Err`: why the pool is not used.
+pub fn survey(base: &Path) -> Result<Vec<String>, String> {
     if !base.exists() {
-        return vec![format!(
+        return Ok(vec![format!(
             "{}: no slots yet (the first standalone exec as root makes one)",
             base.display()
-        )];
+        )]);
     }
-    if let Err(why) = trusted_pool(base) {
-        return vec![format!(
-            "{}: NOT USED, standalone execs verify their own programs: {why}",
-            base.display()
-        )];
-    }
+    trusted_pool(base)?;
     let current = build_id();
     let mut out = Vec::new();
     for build in std::fs::read_dir(base).into_iter().flatten().flatten() {
         let dir = build.path();
-        let name = build.file_name().to_string_lossy().into_owned();
-        let whose = if name == current {
+        let whose = if build.file_name().to_string_lossy() == current {
             "this build"
         } else {
             "another build, removed once its slots are free"
         };
         if let Err(why) = private_dir(&dir) {
-            out.push(format!("{}: {whose}, NOT USED: {why}", dir.display()));
+            out.push(format!("{} ({whose}) NOT USED: {why}", dir.display()));
             continue;
         }
-        let mut slots: Vec<String> = Vec::new();
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        let mut slots: Vec<PathBuf> = std::fs::read_dir(&dir)
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.path())
             .collect();
-        entries.sort();
-        for slot in entries {
-            let state = match lock_slot(&slot) {
-                Ok(None) => "in use",
-                Ok(Some(_)) if slot.join(READY).is_dir() => "verified, free",
-                Ok(Some(_)) => "incomplete, reloaded when next taken",
-                Err(_) => "unreadable",
-            };
-            let label = slot
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            slots.push(format!("{label} {state}"));
-        }
+        slots.sort();
+        let states: Vec<String> = slots
+            .iter()
+            .map(|slot| {
+                let state = match lock_slot(slot) {
+                    Ok(None) => "in use",
+                    Ok(Some(_)) if slot.join(READY).is_dir() => "verified, free",
+                    Ok(Some(_)) => "incomplete, loaded again when next taken",
+                    Err(_) => "unreadable",
+                };
+                let name = slot.file_name().unwrap_or_default().to_string_lossy();
+                format!("{name} {state}")
+            })
+            .collect();
         out.push(format!(
             "{} ({whose}): {}",
             dir.display(),
-            if slots.is_empty() {
-                "no slots".to_string()
-            } else {
-                slots.join(", ")
-            }
+            states.join(", ")
         ));
     }
     if out.is_empty() {
         out.push(format!("{}: no slots yet", base.display()));
     }
-    out
+    Ok(out)
 }
