@@ -176,6 +176,8 @@ impl Preload {
         if unsafe { libc::geteuid() } != 0 {
             return Preload(None);
         }
+        // Before the launch asks whether the unix programs run here.
+        crate::kernel::loader::learn_from_pool(&standalone_bpf_dir());
         let (tx, rx) = oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("ebpf-load".into())

@@ -98,7 +98,7 @@ mod slots;
 mod spec;
 mod takeover;
 
-pub use slots::{DEFAULT_STANDALONE_DIR, survey as survey_standalone};
+pub use slots::{DEFAULT_STANDALONE_DIR, learn_from_pool, survey as survey_standalone};
 
 use pins::{guards_anything, pin_dir, pin_error, prune_versions, replace_pin};
 use program_set::ProgramSet;

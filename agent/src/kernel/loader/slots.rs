@@ -91,6 +91,30 @@ impl KernelGuard {
     }
 }
 
+/// Tells this process's [`unix::probe`] its answer when a complete slot of this build below
+/// `base` holds the unix programs: the kernel verified them for their attach types with the
+/// layout they read, this boot (bpffs does not outlive it). Spares a standalone exec reading
+/// and parsing the kernel's BTF to answer it again. Does nothing otherwise.
+pub fn learn_from_pool(base: &Path) {
+    if !base.is_dir() || trusted_pool(base).is_err() {
+        return;
+    }
+    let version = base.join(build_id());
+    if private_dir(&version).is_err() {
+        return;
+    }
+    let proven = (0..MAX_SLOTS).any(|n| {
+        let slot = version.join(format!("slot-{n}"));
+        private_dir(&slot).is_ok()
+            && slot.join(READY).is_dir()
+            && !slot.join(NO_UNIX).exists()
+            && UnixPrograms::pin_paths(&slot).all(|p| p.exists())
+    });
+    if proven {
+        unix::assume_probe(Ok(()));
+    }
+}
+
 /// This build's directory name: the object's hash, as the agent names its own.
 fn build_id() -> String {
     use sha2::Digest as _;
