@@ -103,7 +103,7 @@ pub mod programs {
     /// `cgroup/bind6`: the same for IPv6 sockets.
     pub const BIND6: &str = "bind6";
     /// `cgroup/connect_unix` verdict (Linux 6.7+; loaded by the agent itself, see
-    /// `agent/src/kernel/unix.rs`).
+    /// `agent/kernel/src/unix.rs`).
     pub const CONNECT_UNIX: &str = "connect_unix";
     /// `cgroup/sendmsg_unix` verdict (datagrams with a destination).
     pub const SENDMSG_UNIX: &str = "sendmsg_unix";

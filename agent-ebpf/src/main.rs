@@ -1,5 +1,5 @@
-//! mcp-guard's eBPF programs. Built for `bpfel-unknown-none` by `agent/build.rs` and embedded in
-//! the `mcp-guard` binary.
+//! mcp-guard's eBPF programs. Built for `bpfel-unknown-none` by `agent/kernel/build.rs` and
+//! embedded in the `mcp-guard` binary.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 

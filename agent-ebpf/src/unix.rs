@@ -11,7 +11,7 @@
 //!
 //! aya-obj 0.3 knows no `cgroup/connect_unix` section (an unknown one fails the whole
 //! object's parse), so these programs sit in sections it parses as sock_addr programs; the
-//! agent loads them itself with the right expected attach type (`agent/src/kernel/unix.rs`).
+//! agent loads them itself with the right expected attach type (`agent/kernel/src/unix.rs`).
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,

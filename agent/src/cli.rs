@@ -534,17 +534,23 @@ pub fn main() -> ExitCode {
             },
         ),
         Command::JailStage2 => {
-            ExitCode::from(u8::try_from(crate::launch::stage2::main()).unwrap_or(1))
+            let status = mcp_guard_launch::stage2::main().unwrap_or_else(|e| {
+                crate::say::say(&e.to_string());
+                2
+            });
+            ExitCode::from(u8::try_from(status).unwrap_or(1))
         }
         Command::Session => crate::exec::worker::main(),
         Command::PycacheCompile { spec } => {
-            ExitCode::from(u8::try_from(crate::supply::compile_jail::main(&spec)).unwrap_or(1))
+            let Err(e) = mcp_guard_supply::compile_jail::main(&spec);
+            crate::say::say(&e.to_string());
+            ExitCode::from(u8::try_from(mcp_guard_supply::compile_jail::EXIT_SETUP).unwrap_or(1))
         }
     }
 }
 
 /// Logs go to stderr (stdout may be an MCP stream): warnings and errors by default, more with
-/// `MCP_GUARD_LOG` (e.g. `MCP_GUARD_LOG=info` or `MCP_GUARD_LOG=mcp_guard::mcp=debug`).
+/// `MCP_GUARD_LOG` (e.g. `MCP_GUARD_LOG=info` or `MCP_GUARD_LOG=mcp_guard_proxy=debug`).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_GUARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

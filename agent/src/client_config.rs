@@ -35,7 +35,7 @@ use std::{
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::launch::identity::ENV_ALLOW;
+use mcp_guard_launch::identity::ENV_ALLOW;
 use mcp_guard_policy::PolicyError;
 use wrap::wrap_entry;
 

@@ -35,13 +35,13 @@ use crate::say::say_as_is;
 use crate::{
     exit_codes::EXIT_POLICY,
     export::{Exporter, Prepared},
-    kernel::loader::PROGRAM_NAMES,
     metrics::{
         BpfStatsSource, Metrics,
         auth::Auth,
         listen::{Listener, MetricsAddr},
     },
 };
+use mcp_guard_kernel::loader::PROGRAM_NAMES;
 use mcp_guard_model::dirs::Dirs;
 use mcp_guard_store::{Store, StoreError, StoreWriter, Tail, TailBatch, WriterConfig, db_path};
 
@@ -156,7 +156,7 @@ async fn run(
         socket: config.socket.clone(),
         guard: guard.clone(),
         admission: Arc::default(),
-        unix_probe: crate::kernel::unix::probe(),
+        unix_probe: mcp_guard_kernel::unix::probe(),
     });
     let accepting = tokio::spawn(sessions::accept(listener, launcher.clone()));
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
@@ -329,7 +329,7 @@ fn count(metrics: &Metrics, batch: &TailBatch) {
             // Operator actions (quarantine, release) are history, not kernel events.
             None if crate::quarantine::KINDS.contains(&e.kind.as_str()) => {}
             // A session's resource peaks, recorded at its end, are not a kernel event either.
-            None if e.kind == crate::launch::usage::USAGE => {}
+            None if e.kind == mcp_guard_launch::usage::USAGE => {}
             None => metrics.kernel_event(&e.server, &e.kind, &e.verdict),
         }
     }

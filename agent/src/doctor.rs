@@ -138,7 +138,7 @@ impl Builder {
 /// Runs every probe on this host and returns the results.
 pub fn probe() -> Report {
     let mut b = Builder { checks: Vec::new() };
-    let mounts = crate::mounts::read().unwrap_or_default();
+    let mounts = mcp_guard_launch::mounts::read().unwrap_or_default();
     probe_privileges(&mut b);
     let btf = probe_btf(&mut b);
     let tracefs = probe_tracefs(&mut b, &mounts);

@@ -29,11 +29,9 @@ use tokio::{
     sync::oneshot,
 };
 
+use crate::exit_codes::{EXIT_POLICY, EXIT_UNENFORCEABLE};
 use crate::say::say_as_is;
-use crate::{
-    exit_codes::{EXIT_POLICY, EXIT_UNENFORCEABLE},
-    launch,
-};
+use mcp_guard_launch as launch;
 use mcp_guard_model::dirs::Dirs;
 use mcp_guard_model::names::StateKey;
 use mcp_guard_policy::{self as policy, Policy};
@@ -98,9 +96,9 @@ pub struct SessionInfo {
     /// The executable the MCP client runs from (`[tools.clients]` `exe`), when known.
     pub client_exe: Option<PathBuf>,
     /// What the history keeps of each call.
-    pub audit: crate::mcp::audit::AuditConfig,
+    pub audit: mcp_guard_proxy::audit::AuditConfig,
     /// The cgroup unix programs keep the Unix-socket promises (where they do not, the jail's
-    /// mount view or network namespace does, see [`crate::promises`]).
+    /// mount view or network namespace does, see [`mcp_guard_launch::promises`]).
     pub unix_programs: bool,
 }
 

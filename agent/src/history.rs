@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use mcp_guard_policy::MAX_RESULT_BYTES;
 use mcp_guard_store::Retention;
 
-use crate::mcp::audit::{AuditConfig, Keep};
+use mcp_guard_proxy::audit::{AuditConfig, Keep};
 
 /// The host config file `exec` reads for these settings when `$MCP_GUARD_CONFIG` names none
 /// (the agent's: [`DEFAULT_CONFIG`]).

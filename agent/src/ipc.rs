@@ -20,7 +20,7 @@ use std::{
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use serde::{Deserialize, Serialize};
 
-use crate::kernel::{events::KernelEvent, loader::ServerSpec};
+use mcp_guard_kernel::{events::KernelEvent, loader::ServerSpec};
 
 /// Where the agent listens unless configured otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/mcp-guard/agent.sock";
@@ -112,7 +112,7 @@ pub struct WorkerSetup {
     #[serde(default)]
     pub audit: crate::history::AuditDefaults,
     /// Whether this kernel runs the cgroup unix programs, as the agent found once
-    /// ([`crate::kernel::unix::probe`]): the worker does not parse the kernel's BTF again.
+    /// ([`mcp_guard_kernel::unix::probe`]): the worker does not parse the kernel's BTF again.
     #[serde(default)]
     pub unix_probe: Option<Result<(), String>>,
 }

@@ -4,7 +4,8 @@
 
 use mcp_guard_ebpf::programs;
 
-use crate::{capability::CapabilityId, kernel::loader::KernelError};
+use crate::capability::CapabilityId;
+use mcp_guard_kernel::loader::KernelError;
 
 /// The kernel error with the doctor capability that reports the same thing and how to fix it.
 pub fn explain_kernel(e: &KernelError) -> String {

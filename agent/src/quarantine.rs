@@ -25,7 +25,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::launch::cgroup::{self, Mounts};
+use mcp_guard_launch::cgroup::{self, Mounts};
 use mcp_guard_model::dirs::Dirs;
 use mcp_guard_model::names::{SHARED_POLICY, StateKey};
 use mcp_guard_model::{EventKind, EventRecord, Timestamp, Verdict};

@@ -261,7 +261,7 @@ fn observe(store: &Store, req: &Request<'_>) -> Result<Observed, SuggestError> {
                         .add(&e.session, tool, ip);
                 }
             }
-            EventKind::Other(k) if k == crate::launch::usage::USAGE => {
+            EventKind::Other(k) if k == mcp_guard_launch::usage::USAGE => {
                 let Some(d) = e.detail.as_ref() else { continue };
                 o.usage_sessions += 1;
                 if let Some(m) = d["memory_peak_bytes"].as_u64() {

@@ -44,7 +44,7 @@ impl Residue {
             .flatten()
             .filter(|p| {
                 p.name_as_str()
-                    .is_some_and(|n| mcp_guard::kernel::loader::PROGRAM_NAMES.contains(&n))
+                    .is_some_and(|n| mcp_guard_kernel::loader::PROGRAM_NAMES.contains(&n))
             })
             .count();
         Residue {

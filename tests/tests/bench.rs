@@ -30,7 +30,7 @@ use std::{
 };
 
 use kernel_common::{TestCgroup, lines, listen};
-use mcp_guard::kernel::loader::{Destination, EgressRule, KernelGuard, ServerSpec};
+use mcp_guard_kernel::loader::{Destination, EgressRule, KernelGuard, ServerSpec};
 use mcp_guard_model::KernelEventKind;
 use mcp_guard_tests::bench::record;
 use mcp_guard_tests::require_root;

@@ -641,7 +641,7 @@ fn a_sigkilled_exec_leaves_nothing_after_the_next_session() {
     child.kill().expect("SIGKILL exec");
     let _ = child.wait();
     assert_ne!(leftovers(), before, "exec's death alone removes nothing");
-    let out = echo_session_logged(&s, "mcp_guard::launch::container=debug");
+    let out = echo_session_logged(&s, "mcp_guard_launch::container=debug");
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(
         leftovers(),
@@ -709,7 +709,7 @@ fn a_container_gets_its_secrets_only_for_the_fixed_command_and_its_stderr_is_red
     .expect("policy");
     let out = run(&[]);
     assert!(out.status.success(), "{}", describe(&out));
-    let digest = mcp_guard::supply::sha256_bytes(value.as_bytes());
+    let digest = mcp_guard_supply::sha256_bytes(value.as_bytes());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         &digest["sha256:".len()..],

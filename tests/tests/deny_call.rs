@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use mcp_guard::mcp::{self, CallDenial, CallRecord, CallSink, Finding, ProxyConfig};
+use mcp_guard_proxy::{self as mcp, CallDenial, CallRecord, CallSink, Finding, ProxyConfig};
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},

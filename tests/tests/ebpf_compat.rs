@@ -4,7 +4,7 @@
 //!
 //! Needs root.
 
-use mcp_guard::kernel::compat::{NEEDS, Release, probe_programs};
+use mcp_guard_kernel::compat::{NEEDS, Release, probe_programs};
 use mcp_guard_tests::require_root;
 
 /// The verifier gives up after this many processed instructions (`BPF_COMPLEXITY_LIMIT_INSNS`).

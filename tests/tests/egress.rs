@@ -10,7 +10,7 @@ use std::{net::IpAddr, time::Duration};
 use kernel_common::{
     EPERM, TempDir, TestCgroup, free_port, lines, listen, netprobe, run_outside, runtime,
 };
-use mcp_guard::kernel::{
+use mcp_guard_kernel::{
     loader::{Destination, EgressRule, KernelGuard, ServerSpec},
     resolve::NameResolver,
 };

@@ -12,8 +12,8 @@ use std::{
 };
 
 use kernel_common::{TempDir, TestCgroup, lines, listen, netprobe, run_outside, runtime};
-use mcp_guard::kernel::loader::{Destination, EgressRule, KernelGuard, SensitivePath, ServerSpec};
 use mcp_guard_analysis::event_record;
+use mcp_guard_kernel::loader::{Destination, EgressRule, KernelGuard, SensitivePath, ServerSpec};
 use mcp_guard_model::{EgressVerdict, KernelEvent, KernelEventKind};
 use mcp_guard_tests::require_root;
 use tokio::sync::mpsc::Receiver;

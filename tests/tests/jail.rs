@@ -291,8 +291,7 @@ fn tcp_connect_only_to_allowed_ports() {
     );
     // Landlock's TCP rule where the kernel has one (ABI 4, EACCES), else the kernel guard's
     // egress programs (EPERM).
-    let errno = if mcp_guard::launch::landlock::kernel_abi() >= mcp_guard::launch::landlock::NET_ABI
-    {
+    let errno = if mcp_guard_launch::landlock::kernel_abi() >= mcp_guard_launch::landlock::NET_ABI {
         EACCES
     } else {
         EPERM
@@ -314,8 +313,7 @@ fn tcp_bind_outside_the_policy_is_denied_on_every_kernel() {
         .expect("addr")
         .port();
     let sb = Sandbox::new("bind", "");
-    let errno = if mcp_guard::launch::landlock::kernel_abi() >= mcp_guard::launch::landlock::NET_ABI
-    {
+    let errno = if mcp_guard_launch::landlock::kernel_abi() >= mcp_guard_launch::landlock::NET_ABI {
         EACCES
     } else {
         EPERM

@@ -43,7 +43,7 @@ use std::{
 };
 
 use mcp_guard::exec::proxy_sink::ProxySink;
-use mcp_guard::mcp::{self, ProxyConfig, ProxyOutcome, pins::PinConfig};
+use mcp_guard_proxy::{self as mcp, ProxyConfig, ProxyOutcome, pins::PinConfig};
 use mcp_guard_store::StoreWriter;
 use mcp_guard_tests::npm_server;
 use mcp_guard_tests::{bench::record, median};
@@ -216,7 +216,7 @@ async fn through_proxy(
 ) -> (Conn, ProxyThread) {
     // The store's redactor as exec gives it to a session (the default policy's).
     let redactor = mcp_guard::exec::history::store_redactor(
-        &mcp_guard::mcp::secrets::SecretConfig::for_policy(
+        &mcp_guard_proxy::secrets::SecretConfig::for_policy(
             &mcp_guard_policy::builtin_default().mcp,
             Vec::new(),
         ),

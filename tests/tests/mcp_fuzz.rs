@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use mcp_guard::mcp::{
-    self, ProxyConfig,
+use mcp_guard_proxy::{
+    self as mcp, ProxyConfig,
     frame::{Frame, FrameReader, Kind, ParseError, classify, parse_strict},
     peek::peek,
     session::MemorySink,
@@ -41,7 +41,7 @@ fn agrees_with_full_path(line: &[u8]) -> Result<(), TestCaseError> {
     })?;
     let kind = classify(&v)
         .map_err(|e| TestCaseError::fail(format!("peek accepted what classify refuses ({e})")))?;
-    let key = p.id.as_ref().map(mcp_guard::mcp::peek::PeekId::key);
+    let key = p.id.as_ref().map(mcp_guard_proxy::peek::PeekId::key);
     match kind {
         Kind::Request { id, method } => {
             prop_assert_eq!(key, Some(id.to_string()));

@@ -2,8 +2,7 @@
 //! `server-everything`, `server-filesystem`, PyPI `mcp-server-time`, and the misbehaving fixture
 //! `tests/fixtures/tricky_server.py`), with the proxy running in-process between their stdio.
 //!
-//! Until `mcp-guard exec` wires the proxy, these drive `mcp_guard::mcp::proxy::run` directly — the
-//! same function exec will call.
+//! These drive `mcp_guard_proxy::proxy::run` directly, the same function `mcp-guard exec` calls.
 
 use std::{
     path::{Path, PathBuf},
@@ -12,8 +11,8 @@ use std::{
     time::Duration,
 };
 
-use mcp_guard::mcp::{self, ProxyConfig, pins::PinConfig, session::MemorySink};
 use mcp_guard_model::names::StateKey;
+use mcp_guard_proxy::{self as mcp, ProxyConfig, pins::PinConfig, session::MemorySink};
 use mcp_guard_tests::{fixture, npm_server, python};
 use serde_json::{Value, json};
 use tokio::{
@@ -333,7 +332,7 @@ fn per_client_scoping_narrows_the_tools_one_client_sees() {
         {"op": "call", "tool": "get-sum", "args": {"a": 1, "b": 2}},
     ]);
     let mut cfg = config("everything", &dir);
-    cfg.tools.per_client = mcp_guard::mcp::client_scope::ClientScopes::by_name([(
+    cfg.tools.per_client = mcp_guard_proxy::client_scope::ClientScopes::by_name([(
         "narrow-ide",
         vec!["echo".to_string()],
     )]);

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use mcp_guard::mcp::scan::{self, Neighbours, walk::Flag};
+use mcp_guard_proxy::scan::{self, Neighbours, walk::Flag};
 use mcp_guard_tests::corpus::{self, Label};
 use serde_json::Value;
 

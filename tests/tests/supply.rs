@@ -583,11 +583,11 @@ fn bench_pin_verification() {
     for (name, command) in cases {
         let pins = pin(&dir.join("state"), &command);
         let args: Vec<String> = command.iter().map(|p| p.display().to_string()).collect();
-        let (model, _) = mcp_guard::supply::generate(command[0], &args, true).expect("generate");
+        let (model, _) = mcp_guard_supply::generate(command[0], &args, true).expect("generate");
         let verify: Vec<f64> = (0..10)
             .map(|_| {
                 let t = std::time::Instant::now();
-                mcp_guard::supply::verify(&model, command[0], None).expect("pins verify");
+                mcp_guard_supply::verify(&model, command[0], None).expect("pins verify");
                 t.elapsed().as_secs_f64()
             })
             .collect();
@@ -704,7 +704,7 @@ fn a_planted_bytecode_file_next_to_pinned_sources_is_never_run() {
          [env]\npass = [\"PYTHONPATH\"]\n",
         real(&site),
         real(&script),
-        mcp_guard::supply::sha256_file(&script).expect("hash the script"),
+        mcp_guard_supply::sha256_file(&script).expect("hash the script"),
     );
     let p = policy(&dir, "time", &[site.clone(), bin.clone()], &[], &pins);
     let out = Command::new(mcp_guard())

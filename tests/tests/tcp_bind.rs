@@ -8,7 +8,7 @@
 mod kernel_common;
 
 use kernel_common::{EPERM, TestCgroup, free_port, lines, netprobe, run_outside, runtime};
-use mcp_guard::kernel::loader::{KernelGuard, ServerSpec};
+use mcp_guard_kernel::loader::{KernelGuard, ServerSpec};
 use mcp_guard_tests::require_root;
 
 /// A server that may bind the ports of `tcp_bind` (`None`: any), with no egress at all.

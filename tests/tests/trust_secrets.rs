@@ -31,7 +31,7 @@ fn token() -> String {
 
 /// The hex sha256 of `value`.
 fn digest(value: &str) -> String {
-    mcp_guard::supply::sha256_bytes(value.as_bytes())["sha256:".len()..].to_string()
+    mcp_guard_supply::sha256_bytes(value.as_bytes())["sha256:".len()..].to_string()
 }
 
 /// Writes `value` to `dir/secrets/token` (root only, in no tree a policy here grants).

@@ -136,7 +136,7 @@ fn podman_runtime() -> Result {
     Ok(())
 }
 
-/// The system user servers run as when root starts them without sudo (agent/src/launch/
+/// The system user servers run as when root starts them without sudo (agent/launch/src/
 /// `server_user.rs`), from the sysusers.d file packaging ships.
 const SERVER_USER: &str = "mcp-guard-server";
 

@@ -10,7 +10,7 @@ use super::{
     names::{exec_name, is_mcp_guard, program_name},
     policy_choice::choose_policy,
 };
-use crate::launch::identity::ENV_ALLOW;
+use mcp_guard_launch::identity::ENV_ALLOW;
 use mcp_guard_policy::Policy;
 
 /// Server types that are reached over the network, not launched.

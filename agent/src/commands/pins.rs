@@ -2,7 +2,8 @@
 
 use std::{path::Path, process::ExitCode};
 
-use crate::{mcp::pins, say::say};
+use crate::say::say;
+use mcp_guard_proxy::pins;
 
 /// `pins list [SERVER] [--policy P] [--json]`: a table, or one JSON object per line.
 pub fn list(state: &Path, server: Option<&str>, policy: Option<&str>, json: bool) -> ExitCode {

@@ -8,8 +8,8 @@ use std::{
 use crate::{
     exit_codes::EXIT_POLICY,
     say::{say, say_as_is},
-    supply::{self, PIN_NAMESPACE},
 };
+use mcp_guard_supply::{self as supply, PIN_NAMESPACE};
 
 /// Prints `ok: FILE (name)` and its warnings for each valid file and every error of each invalid
 /// one; returns whether all were valid (the caller exits 78 when not).

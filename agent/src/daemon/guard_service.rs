@@ -22,13 +22,13 @@ use tokio::{
 
 use crate::{
     ipc::{self, GuardCommand, GuardReply, GuardRequest},
-    kernel::{
-        events::KernelEvent,
-        loader::{KernelError, KernelGuard, ServerHandle},
-    },
     kernel_refusal::explain_kernel as explain,
-    launch::cgroup::{Mounts, PARENT},
 };
+use mcp_guard_kernel::{
+    events::KernelEvent,
+    loader::{KernelError, KernelGuard, ServerHandle},
+};
+use mcp_guard_launch::cgroup::{Mounts, PARENT};
 use mcp_guard_model::EventRecord;
 use mcp_guard_store::StoreHandle;
 
@@ -171,7 +171,7 @@ impl GuardService {
 
     /// Guards (or adopts) the request's cgroup; its id.
     async fn guard_session(&self, request: &GuardRequest) -> Result<u64, String> {
-        let id = crate::kernel::loader::cgroup_id(&request.cgroup_dir)
+        let id = mcp_guard_kernel::loader::cgroup_id(&request.cgroup_dir)
             .map_err(|e| format!("cgroup {}: {e}", request.cgroup_dir.display()))?;
         // A worker reconnecting to the agent that still holds its handle keeps that one.
         if request.adopt && lock(&self.handles).contains_key(&id) {

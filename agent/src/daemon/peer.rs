@@ -13,7 +13,7 @@ use std::{
     path::Path,
 };
 
-use crate::launch::cgroup::PARENT;
+use mcp_guard_launch::cgroup::PARENT;
 
 /// Why the peer is refused, or `None` when it is not in a jailed server's cgroup.
 pub fn jailed_peer(sock: RawFd, pid: Option<i32>) -> Option<String> {

@@ -12,7 +12,7 @@ use std::{
 };
 
 use super::Errno;
-use crate::kernel::bpf_sys::ProgLoadAttr;
+use mcp_guard_kernel::bpf_sys::ProgLoadAttr;
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;

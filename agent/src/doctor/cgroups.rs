@@ -7,8 +7,8 @@ use std::{ffi::CString, path::Path};
 use super::{Builder, CapabilityId, Status, errno_name, host, io_errno};
 use crate::kernel_refusal::error_chain;
 
-pub(super) fn probe_cgroups(b: &mut Builder, mounts: &[crate::mounts::Mount]) {
-    let Some(root) = crate::mounts::cgroup2_mount(mounts) else {
+pub(super) fn probe_cgroups(b: &mut Builder, mounts: &[mcp_guard_launch::mounts::Mount]) {
+    let Some(root) = mcp_guard_launch::mounts::cgroup2_mount(mounts) else {
         b.put(
             CapabilityId::CgroupV2,
             Status::Unavailable,
@@ -75,7 +75,7 @@ pub(super) fn probe_cgroups(b: &mut Builder, mounts: &[crate::mounts::Mount]) {
 /// cgroup `dir` with an empty allowlist and checks that a connect from a child placed in it is
 /// refused. Dropping the handle and the guard detaches everything before the cgroup is removed.
 fn probe_egress(b: &mut Builder, dir: &Path) {
-    use crate::kernel::loader::{KernelGuard, ServerSpec};
+    use mcp_guard_kernel::loader::{KernelGuard, ServerSpec};
     const NO: &str = "no egress filtering: exec refuses to launch (77) unless --observe or [enforcement] allow_degraded";
     let guard = match KernelGuard::load() {
         Ok(g) => {
@@ -191,7 +191,7 @@ fn probe_egress(b: &mut Builder, dir: &Path) {
 
 /// Whether this kernel runs the Unix socket programs (`kernel::unix::probe`).
 pub(super) fn probe_cgroup_unix(b: &mut Builder) {
-    match crate::kernel::unix::probe() {
+    match mcp_guard_kernel::unix::probe() {
         Ok(()) => b.put(
             CapabilityId::CgroupUnix,
             Status::Available,
@@ -212,14 +212,18 @@ pub(super) fn probe_cgroup_unix(b: &mut Builder) {
 }
 
 /// Where the memory, pids and cpu controllers are, and whether a cgroup can be made there.
-fn probe_controllers(b: &mut Builder, mounts: &[crate::mounts::Mount], v2: Option<(&Path, &str)>) {
+fn probe_controllers(
+    b: &mut Builder,
+    mounts: &[mcp_guard_launch::mounts::Mount],
+    v2: Option<(&Path, &str)>,
+) {
     let mut found = Vec::new();
     let mut lacking = Vec::new();
     for controller in ["memory", "pids", "cpu"] {
         let in_v2 = v2.filter(|(_, list)| list.split_whitespace().any(|c| c == controller));
         let place = match in_v2 {
             Some((root, _)) => Some((root, "v2")),
-            None => crate::mounts::cgroup1_mount(mounts, controller).map(|p| (p, "v1")),
+            None => mcp_guard_launch::mounts::cgroup1_mount(mounts, controller).map(|p| (p, "v1")),
         };
         let Some((mount, version)) = place else {
             lacking.push(format!("{controller} (not mounted)"));

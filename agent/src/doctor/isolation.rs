@@ -64,7 +64,7 @@ pub(super) fn probe_privileges(b: &mut Builder) {
 pub(super) fn probe_landlock(b: &mut Builder) {
     const NO: &str = "no filesystem confinement: [filesystem] policies are refused (77)";
     let active = active_lsms();
-    let abi = crate::launch::landlock::abi()
+    let abi = mcp_guard_launch::landlock::abi()
         .map(i64::from)
         .map_err(|e| Errno::bare(e.raw_os_error().unwrap_or(0)));
     match abi {

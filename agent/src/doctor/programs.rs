@@ -67,7 +67,10 @@ pub(super) fn probe_btf(b: &mut Builder) -> Option<KernelBtf> {
 }
 
 /// Finds tracefs, mounting it at /sys/kernel/tracing when it is not mounted anywhere.
-pub(super) fn probe_tracefs(b: &mut Builder, mounts: &[crate::mounts::Mount]) -> Option<PathBuf> {
+pub(super) fn probe_tracefs(
+    b: &mut Builder,
+    mounts: &[mcp_guard_launch::mounts::Mount],
+) -> Option<PathBuf> {
     const CONSEQUENCE: &str = "syscall tracepoints can be attached by name";
     if let Some(m) = mounts.iter().find(|m| m.fstype == "tracefs") {
         b.put(

@@ -1,17 +1,17 @@
-//! doctor's table of promises ([`crate::promises`]) for this host: for a policy with egress
+//! doctor's table of promises ([`mcp_guard_launch::promises`]) for this host: for a policy with egress
 //! and one without, which mechanism keeps each promise, or why none can.
 
 use serde::Serialize;
 
 use super::{CapabilityId, Report};
-use crate::promises::{self, Choice, Features, Holder, Mechanism, Needs, Promise};
+use mcp_guard_launch::promises::{self, Choice, Features, Holder, Mechanism, Needs, Promise};
 
 /// This host's features, as doctor's probes found them.
 pub(super) fn features(report: &Report) -> Features {
     let on = |id| report.is_available(id);
     Features {
         landlock_abi: if on(CapabilityId::Landlock) {
-            crate::launch::landlock::kernel_abi().min(crate::launch::landlock::MAX_ABI)
+            mcp_guard_launch::landlock::kernel_abi().min(mcp_guard_launch::landlock::MAX_ABI)
         } else {
             0
         },

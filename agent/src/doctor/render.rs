@@ -31,7 +31,7 @@ struct JsonSummary {
 ///   `{"capability": "<CapabilityId::name>", "status": "available"|"unavailable"|"degraded",
 ///   "required": bool, "detail": "<what was measured, errno when refused>",
 ///   "consequence": "<what mcp-guard does because of it>"}`
-/// - then one line per promise (`crate::promises`), in `Promise::ALL` order: which mechanism
+/// - then one line per promise (`mcp_guard_launch::promises`), in `Promise::ALL` order: which mechanism
 ///   keeps it on this host for a policy with egress and one without (see
 ///   `promises::render_json` for the fields);
 /// - then one summary line: `{"summary": true, "ok": bool, "missing": ["<name>", ...]}`, where

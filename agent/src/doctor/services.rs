@@ -28,7 +28,7 @@ pub(super) fn probe_agent(b: &mut Builder) {
 /// of others, free or in use, or why the pool is not used.
 pub(super) fn probe_standalone_slots(b: &mut Builder) {
     let base = crate::exec::guard::standalone_bpf_dir();
-    match crate::kernel::loader::survey_standalone(&base) {
+    match mcp_guard_kernel::loader::survey_standalone(&base) {
         Ok(found) => b.put(
             CapabilityId::StandaloneSlots,
             Status::Available,
@@ -65,7 +65,7 @@ pub(super) fn probe_container_engine(b: &mut Builder) {
                                 .build()
                                 .map_err(|e| e.to_string())
                                 .and_then(|rt| {
-                                    rt.block_on(crate::launch::container::engine_info(&address))
+                                    rt.block_on(mcp_guard_launch::container::engine_info(&address))
                                 })
                         })
                         .join()

@@ -14,10 +14,8 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::{
-    ipc::{self, GuardCommand, GuardReply, GuardRequest, Request},
-    kernel::events::KernelEvent,
-};
+use crate::ipc::{self, GuardCommand, GuardReply, GuardRequest, Request};
+use mcp_guard_kernel::events::KernelEvent;
 
 /// How often a worker whose agent went away tries to reach the next one.
 const RECONNECT_EVERY: Duration = Duration::from_millis(200);

@@ -15,7 +15,6 @@ use tokio::{
 };
 
 use super::say;
-use crate::mcp::CallDenial;
 use mcp_guard_analysis::{
     Effect, InputSender, Outcome, Pipeline, PipelineConfig,
     detect::{DetectConfig, Detector, Profile},
@@ -23,6 +22,7 @@ use mcp_guard_analysis::{
 };
 use mcp_guard_model::names::StateKey;
 use mcp_guard_policy::Policy;
+use mcp_guard_proxy::CallDenial;
 use mcp_guard_store::StoreHandle;
 
 /// Where a session's parts reach its analysis: the input (the proxy's sink, the kernel guard)
@@ -171,7 +171,7 @@ fn kill(cgroup_dir: &Path, rule: &str, summary: &str) {
         return;
     }
     say(&format!("{summary} ({rule}): killing the server"));
-    if let Err(e) = crate::launch::cgroup::kill_all(cgroup_dir) {
+    if let Err(e) = mcp_guard_launch::cgroup::kill_all(cgroup_dir) {
         say(&format!("killing the server: {e}"));
     }
 }

@@ -13,10 +13,8 @@ use super::{
     stderr,
     supervise::{KillTree, Signals, drain_stderr, supervise},
 };
-use crate::{
-    exit_codes::{EXIT_POLICY, EXIT_UNENFORCEABLE},
-    launch::{self, LaunchRequest},
-};
+use crate::exit_codes::{EXIT_POLICY, EXIT_UNENFORCEABLE};
+use mcp_guard_launch::{self as launch, LaunchRequest};
 use mcp_guard_model::names::StateKey;
 use mcp_guard_model::{SessionRecord, Timestamp};
 use mcp_guard_policy::Policy;

@@ -1,7 +1,7 @@
 //! The eBPF kernel guard on exec's seams.
 //!
 //! [`hooks`] gives the [`Attach`] hook (load the programs, guard the session's cgroup with the
-//! policy's [`ServerSpec`](crate::kernel::loader::ServerSpec), hand its events to the session's
+//! policy's [`ServerSpec`](mcp_guard_kernel::loader::ServerSpec), hand its events to the session's
 //! analysis, see [`super::analysis`]) and the matching [`Finish`] hook (drain the events still in
 //! flight, say what was lost).
 //!
@@ -24,15 +24,12 @@ use super::{
     kernel_spec::{sensitive_path, server_spec},
     say,
 };
-use crate::{
-    ipc::GuardRequest,
-    kernel::{
-        events::KernelEvent,
-        loader::{KernelError, KernelGuard, ServerSpec},
-    },
-    kernel_refusal::explain_kernel,
-};
+use crate::{ipc::GuardRequest, kernel_refusal::explain_kernel};
 use mcp_guard_analysis::InputSender;
+use mcp_guard_kernel::{
+    events::KernelEvent,
+    loader::{KernelError, KernelGuard, ServerSpec},
+};
 use mcp_guard_model::EventRecord;
 use mcp_guard_policy::OnSensitive;
 use mcp_guard_store::StoreHandle;
@@ -141,14 +138,14 @@ fn spec_for(info: &SessionInfo) -> ServerSpec {
         // namespace or landlock's scope) to keep the Unix-socket promises: the programs are
         // used where they load, and not required.
         spec.unix_optional = true;
-        if let Err(why) = crate::kernel::unix::probe() {
+        if let Err(why) = mcp_guard_kernel::unix::probe() {
             tracing::info!(
                 "Unix sockets: kept by the jail's own /run, /var/run, /dev/shm and /tmp, not the \
                  cgroup unix programs ({why})"
             );
         }
     } else if spec.unix_optional
-        && let Err(why) = crate::kernel::unix::probe()
+        && let Err(why) = mcp_guard_kernel::unix::probe()
     {
         say(&format!(
             "WARNING: NOT ENFORCED: connect/sendmsg to Unix sockets are not limited to \
@@ -177,7 +174,7 @@ impl Preload {
             return Preload(None);
         }
         // Before the launch asks whether the unix programs run here.
-        crate::kernel::loader::learn_from_pool(&standalone_bpf_dir());
+        mcp_guard_kernel::loader::learn_from_pool(&standalone_bpf_dir());
         let (tx, rx) = oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("ebpf-load".into())
@@ -206,7 +203,7 @@ impl Preload {
 /// whose bpffs is elsewhere).
 pub fn standalone_bpf_dir() -> PathBuf {
     std::env::var_os("MCP_GUARD_STANDALONE_BPF_DIR").map_or_else(
-        || PathBuf::from(crate::kernel::loader::DEFAULT_STANDALONE_DIR),
+        || PathBuf::from(mcp_guard_kernel::loader::DEFAULT_STANDALONE_DIR),
         PathBuf::from,
     )
 }

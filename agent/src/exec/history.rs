@@ -10,9 +10,8 @@ use mcp_guard_store::{self as store, RawJson, Redact, StoreHandle};
 
 use super::{STORE_FLUSH_TIMEOUT, say};
 
-use crate::mcp::{
-    self,
-    audit::{Captured, ServerFact},
+use mcp_guard_proxy::{
+    audit::{CallCapture, Captured, ServerFact},
     secrets::{RecordRedactor, SecretConfig},
 };
 
@@ -43,7 +42,7 @@ pub fn started_record(
 }
 
 /// The proxy's capture of a call, as the store's writer takes it.
-pub fn capture(c: mcp::audit::CallCapture) -> store::CallCapture {
+pub fn capture(c: CallCapture) -> store::CallCapture {
     let raw = |c: Captured| RawJson {
         text: c.text,
         total: c.total,

@@ -24,10 +24,8 @@ use super::{
     stderr,
     supervise::{KillTree, Signals, drain_stderr, supervise},
 };
-use crate::{
-    exit_codes::EXIT_UNENFORCEABLE,
-    launch::{self, LaunchRequest, stage2},
-};
+use crate::exit_codes::EXIT_UNENFORCEABLE;
+use mcp_guard_launch::{self as launch, LaunchRequest, stage2};
 use mcp_guard_model::names::StateKey;
 use mcp_guard_model::{SessionRecord, Timestamp};
 use mcp_guard_policy::Policy;
@@ -136,9 +134,9 @@ pub(super) async fn run(
         member_cgroups: Vec::new(),
         client_exe: args.client_exe.clone(),
         audit,
-        unix_programs: crate::promises::uses(
+        unix_programs: mcp_guard_launch::promises::uses(
             &prepared.promises,
-            crate::promises::Mechanism::CgroupUnix,
+            mcp_guard_launch::promises::Mechanism::CgroupUnix,
         ),
     };
     let finish = hooks.finish.take();

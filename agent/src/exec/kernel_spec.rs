@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::kernel::loader::{Destination, EgressRule, SensitivePath, ServerSpec};
+use mcp_guard_kernel::loader::{Destination, EgressRule, SensitivePath, ServerSpec};
 use mcp_guard_policy::{NetAllow, NetTarget, OnSensitive, Policy, expand_home};
 
 /// What the kernel guard enforces for a server run under `policy`.
@@ -38,7 +38,7 @@ pub fn server_spec(
         unix_optional: observe || policy.enforcement.allow_degraded,
         // The bind programs judge the ports landlock's TCP rules allow, on every kernel (where
         // landlock has TCP rules it refuses first; where not, the programs keep the promise).
-        tcp_bind: crate::launch::tcp_port_ranges(policy),
+        tcp_bind: mcp_guard_launch::tcp_port_ranges(policy),
     }
 }
 

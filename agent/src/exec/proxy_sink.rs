@@ -4,9 +4,9 @@
 
 use tokio::sync::mpsc;
 
-use crate::mcp;
 use mcp_guard_analysis::{InputSender, SessionInput, correlate::CallFact};
 use mcp_guard_model::CallRecord;
+use mcp_guard_proxy as mcp;
 use mcp_guard_store::StoreHandle;
 
 /// Records a session's proxied calls in the store and tells its analysis about them.

@@ -7,7 +7,7 @@ use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{ServerStdio, client_io, proxy_sink::ProxySink};
-use crate::mcp::{self, ProxyConfig};
+use mcp_guard_proxy::{self as mcp, ProxyConfig};
 
 /// Runs the proxy between exec's stdin/stdout and the server until the server's stdout ends.
 /// An `Err` means the client is gone (its stdout closed) or the proxy could not start.

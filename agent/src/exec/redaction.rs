@@ -28,7 +28,7 @@ pub(super) fn redaction(
     if let Some(s) = mcp_guard_model::redact::Scrubber::new(secrets) {
         crate::say::install_for_logs(s);
     }
-    let config = crate::mcp::secrets::SecretConfig::for_policy(&policy.mcp, secrets.to_vec());
+    let config = mcp_guard_proxy::secrets::SecretConfig::for_policy(&policy.mcp, secrets.to_vec());
     let lines = match stderr::LineRedactor::new(&config) {
         Ok(l) => Some(l),
         Err(e) => {

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::mcp::secrets::{Redactor, SecretConfig, ShapeAction};
 use mcp_guard_model::redact::Scrubber;
+use mcp_guard_proxy::secrets::{Redactor, SecretConfig, ShapeAction};
 
 /// The longest line held in memory before a part of it is written.
 pub const MAX_LINE: usize = 64 * 1024;

@@ -18,11 +18,11 @@ use std::{
 };
 
 use super::{ExecArgs, Hooks, Recording, guard};
-use crate::say::say_as_is;
-use crate::{
-    ipc::{self, ClientReply, ClientSignal, WORKER_CLIENT_FD, WORKER_CWD_FD, WORKER_SETUP_FD},
-    launch::identity::Caller,
+use crate::ipc::{
+    self, ClientReply, ClientSignal, WORKER_CLIENT_FD, WORKER_CWD_FD, WORKER_SETUP_FD,
 };
+use crate::say::say_as_is;
+use mcp_guard_launch::identity::Caller;
 use mcp_guard_model::dirs::Dirs;
 
 /// The hidden subcommand the agent starts.
@@ -68,7 +68,7 @@ pub fn main() -> ExitCode {
     }
     drop(cwd);
     if let Some(answer) = setup.unix_probe.clone() {
-        crate::kernel::unix::assume_probe(answer);
+        mcp_guard_kernel::unix::assume_probe(answer);
     }
     let dirs = Dirs {
         state: setup.state_dir.clone(),

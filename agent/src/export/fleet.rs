@@ -22,7 +22,7 @@ use crate::say::say_as_is;
 use mcp_guard_model::{AlertRecord, CallRecord, EventKind, EventRecord, SessionRecord, Timestamp};
 use mcp_guard_store::{
     Trace,
-    query::{self, Hosted, Query, QueryError, TableFn},
+    query::{self, Hosted, NoRows, Query, QueryError, TableFn},
 };
 
 /// How long one fleet query may take.
@@ -180,10 +180,16 @@ pub fn run(fleet: &Fleet, query: &Query) -> ExitCode {
             crate::commands::query::width(),
         )
         .map_err(|e| e.to_string())
-        .and_then(|()| out.flush().map_err(|e| e.to_string()))
+        .and_then(|empty| {
+            out.flush().map_err(|e| e.to_string())?;
+            Ok(empty)
+        })
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(empty) => {
+            crate::commands::query::say_no_rows(empty);
+            ExitCode::SUCCESS
+        }
         Err(e) if e.contains("Broken pipe") => ExitCode::SUCCESS,
         Err(e) => {
             drop(out);
@@ -234,7 +240,7 @@ pub fn execute(
     query: &Query,
     out: &mut dyn Write,
     width: usize,
-) -> Result<(), QueryError> {
+) -> Result<Option<NoRows>, QueryError> {
     let source = format!("fleet {url}");
     let db = ch.database().to_string();
     let fetch = |sql: String| -> Result<Box<dyn BufRead>, QueryError> {
@@ -287,7 +293,8 @@ pub fn execute(
                     format!("no call {call_id:?} in the fleet ({url})"),
                 ))
             })?;
-            query::print_trace(out, &trace, Some(&host), *json, width)
+            query::print_trace(out, &trace, Some(&host), *json, width)?;
+            Ok(None)
         }
         Query::Sessions {
             server,

@@ -127,13 +127,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
-/// Runs a query, writing its output to `out` (tables `width` columns wide).
+/// Runs a query, writing its output to `out` (tables `width` columns wide); a `--json` list
+/// that matched nothing returns its line for stderr ([`NoRows`]).
 pub fn execute(
     state_dir: &Path,
     query: &Query,
     out: &mut dyn Write,
     width: usize,
-) -> Result<(), QueryError> {
+) -> Result<Option<NoRows>, QueryError> {
     let store = Store::open_existing(&crate::db_path(state_dir))?;
     let since = |d: &Option<Duration>| d.map(|d| Timestamp::now().saturating_sub(d));
     match query {
@@ -221,10 +222,11 @@ pub fn execute(
                     state_dir: state_dir.to_path_buf(),
                 })?;
             if *json {
-                trace_json(out, &trace, None)
+                trace_json(out, &trace, None)?;
             } else {
-                trace_text(out, &trace, None, width)
+                trace_text(out, &trace, None, width)?;
             }
+            Ok(None)
         }
     }
 }
@@ -260,20 +262,25 @@ fn human_duration(d: Duration) -> String {
     }
 }
 
-/// No rows: say so (on stderr with `--json`, so stdout stays JSON lines), and succeed.
+/// A `--json` list that matched nothing: the line saying so, for the caller to write on stderr
+/// (stdout stays JSON lines). A table's empty line goes to the output like the table would.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoRows(pub String);
+
+/// No rows: say so in the table's place, or hand the line back under `--json`; either way the
+/// query succeeded.
 fn empty(
     out: &mut dyn Write,
     json: bool,
     what: &str,
     state_dir: &dyn std::fmt::Display,
-) -> Result<(), QueryError> {
+) -> Result<Option<NoRows>, QueryError> {
     let line = format!("no {what} ({})", source_text(state_dir));
     if json {
-        eprintln!("{line}");
-    } else {
-        writeln!(out, "{line}")?;
+        return Ok(Some(NoRows(line)));
     }
-    Ok(())
+    writeln!(out, "{line}")?;
+    Ok(None)
 }
 
 /// Where records came from, for the empty-result line: a state dir, or `fleet <url>`.
@@ -291,7 +298,8 @@ pub type TableFn<T> = fn(&mut dyn Write, Vec<T>, usize) -> Result<(), QueryError
 
 /// A list command: JSON lines streamed straight from the source (any size), or a table
 /// (which needs every row to size its columns); the empty-result line when nothing matched.
-/// `source` is the state dir, or `fleet <url>`.
+/// `source` is the state dir, or `fleet <url>`. Under `--json` the empty-result line is returned
+/// ([`NoRows`]), not written.
 pub fn list<T: Serialize>(
     out: &mut dyn Write,
     json: bool,
@@ -300,7 +308,7 @@ pub fn list<T: Serialize>(
     width: usize,
     what: &str,
     state_dir: &dyn std::fmt::Display,
-) -> Result<(), QueryError> {
+) -> Result<Option<NoRows>, QueryError> {
     let mut n = 0usize;
     if json {
         each(&mut |row| {
@@ -320,9 +328,9 @@ pub fn list<T: Serialize>(
         }
     }
     if n == 0 {
-        empty(out, json, what, state_dir)?;
+        return empty(out, json, what, state_dir);
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ const fn test(target: &'static str, name: &'static str) -> Run {
     Run::Test { target, name }
 }
 
-// What mcp-guard does where a kernel lacks something (agent/src/promises.rs picks, for each
+// What mcp-guard does where a kernel lacks something (agent/launch/src/promises.rs picks, for each
 // promise, the strongest mechanism the kernel has, and refuses only a promise none can keep).
 // The texts are mcp-guard's and the tests' own messages, so the assertions notice when the
 // message (or the behaviour) changes.
@@ -280,7 +280,7 @@ pub(super) const CASES: &[Case] = &[
         timeout_s: 120,
     },
     // Each program of the eBPF object loads exactly where the kernel has what it needs
-    // (agent/src/kernel/compat.rs), within a tenth of the verifier's limit.
+    // (agent/kernel/src/compat.rs), within a tenth of the verifier's limit.
     Case {
         id: "ebpf: programs load per compat table",
         run: test(
