@@ -33,6 +33,11 @@ pub mod maps {
     /// `HashMap<u64 cgroup id, BindPorts>`: the TCP ports a guarded cgroup may bind; no entry:
     /// any.
     pub const BIND_PORTS: &str = "BIND_PORTS";
+    /// `HashMap<u64 pid_tgid, ExecDoneEvent>`: execs waiting for their result (`sys_enter` to
+    /// `sys_exit`).
+    pub const EXEC_PENDING: &str = "EXEC_PENDING";
+    /// `HashMap<u64 pid_tgid, u32>`: opens whose path is checked again at `sys_exit`.
+    pub const REREAD: &str = "REREAD";
 }
 
 /// Packets to or from this port are DNS to the `dns_*` programs.

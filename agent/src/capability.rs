@@ -48,11 +48,13 @@ pub enum CapabilityId {
     ContainerEngine,
     /// An mcp-guard agent listens on its socket (exec then hands sessions to it).
     Agent,
+    /// The bpffs pool where standalone execs share verified eBPF programs.
+    StandaloneSlots,
 }
 
 impl CapabilityId {
     /// Every capability, in report order.
-    pub const ALL: [CapabilityId; 22] = [
+    pub const ALL: [CapabilityId; 23] = [
         Self::Privileges,
         Self::Btf,
         Self::Tracefs,
@@ -75,6 +77,7 @@ impl CapabilityId {
         Self::UserNamespaces,
         Self::ContainerEngine,
         Self::Agent,
+        Self::StandaloneSlots,
     ];
 
     /// The stable name used in output and JSON.
@@ -102,6 +105,7 @@ impl CapabilityId {
             Self::UserNamespaces => "user_namespaces",
             Self::ContainerEngine => "container_engine",
             Self::Agent => "agent",
+            Self::StandaloneSlots => "standalone_slots",
         }
     }
 
@@ -115,6 +119,7 @@ impl CapabilityId {
                 | Self::UserNamespaces
                 | Self::ContainerEngine
                 | Self::Agent
+                | Self::StandaloneSlots
         )
     }
 }

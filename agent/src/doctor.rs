@@ -33,7 +33,7 @@ use programs::{
     probe_tracefs, probe_tracepoint,
 };
 pub use render::{render_json, render_table};
-use services::{probe_agent, probe_container_engine};
+use services::{probe_agent, probe_container_engine, probe_standalone_slots};
 
 /// The outcome of one probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -155,6 +155,7 @@ pub fn probe() -> Report {
     probe_namespaces(&mut b);
     probe_container_engine(&mut b);
     probe_agent(&mut b);
+    probe_standalone_slots(&mut b);
     b.finish()
 }
 

@@ -8,7 +8,7 @@ use mcp_guard_tests::{mcp_guard, require_root};
 use serde_json::Value;
 
 /// Every capability the doctor must report (issue 2).
-const CAPABILITIES: [&str; 22] = [
+const CAPABILITIES: [&str; 23] = [
     "privileges",
     "btf",
     "tracefs",
@@ -31,6 +31,7 @@ const CAPABILITIES: [&str; 22] = [
     "user_namespaces",
     "container_engine",
     "agent",
+    "standalone_slots",
 ];
 
 /// Available on these machines (DESIGN.md, measured).

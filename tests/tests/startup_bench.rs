@@ -1,7 +1,8 @@
 //! Benchmark (ignored by default): how long `mcp-guard exec -- /bin/true` takes from start to
 //! exit, median of 50 runs each, in one run: the plain command, bubblewrap's sandbox of it (the
 //! yardstick issue 23 sets: through the agent within 2x of it, standalone within 10x), exec
-//! standalone (loads and attaches its own eBPF programs), exec through the agent as root and as
+//! standalone (with a slot of verified eBPF programs an earlier exec left, and with a fresh
+//! pool, where it verifies them itself), exec through the agent as root and as
 //! an unprivileged user (the agent's pinned programs). Prints the medians and ratios.
 //!
 //! `cargo test -p mcp-guard-tests --test startup_bench -- --ignored --nocapture`
@@ -68,8 +69,13 @@ fn exec_startup_through_the_agent_vs_standalone_vs_plain() {
             .arg("/bin/true");
         c
     });
-    let standalone = timed(|| {
+    // The standalone pool of verified programs (README: a standalone exec's verified
+    // programs): warm, the programs an earlier exec verified; cold, a fresh pool each run, so
+    // each exec verifies them as the first exec on a host does.
+    let pool = PinDir::new("startup-standalone");
+    let standalone_cmd = |pool: &std::path::Path| {
         let mut c = Command::new(&guard);
+        c.env("MCP_GUARD_STANDALONE_BPF_DIR", pool);
         c.arg("--state-dir")
             .arg(&state)
             .arg("--policy-dir")
@@ -77,7 +83,12 @@ fn exec_startup_through_the_agent_vs_standalone_vs_plain() {
             .args(["exec", "--standalone", "--passthrough", "--policy", "bench"])
             .args(["--", "/bin/true"]);
         c
+    };
+    let cold = timed(|| {
+        let _ = std::fs::remove_dir_all(&pool.0);
+        standalone_cmd(&pool.0)
     });
+    let standalone = timed(|| standalone_cmd(&pool.0));
     let args = ["--passthrough", "--policy", "bench", "--", "/bin/true"];
     let root = timed(|| agent.exec(&guard, 0, &args));
     let nobody = timed(|| agent.exec(&guard, NOBODY, &args));
@@ -98,6 +109,11 @@ fn exec_startup_through_the_agent_vs_standalone_vs_plain() {
         ms(standalone) / ms(bwrap)
     );
     println!(
+        "  exec standalone, cold slot    {:8.2} ms  ({:.1}x bubblewrap)",
+        ms(cold),
+        ms(cold) / ms(bwrap)
+    );
+    println!(
         "  exec through the agent (root) {:8.2} ms  ({:.1}x bubblewrap, {:.2}x standalone)",
         ms(root),
         ms(root) / ms(bwrap),
@@ -112,6 +128,7 @@ fn exec_startup_through_the_agent_vs_standalone_vs_plain() {
     for (name, d) in [
         ("bubblewrap", bwrap),
         ("exec standalone", standalone),
+        ("exec standalone, cold slot", cold),
         ("exec through the agent (root)", root),
         ("exec through the agent (user)", nobody),
     ] {

@@ -14,6 +14,7 @@ use aya_obj::generated::{bpf_insn, bpf_prog_info};
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
@@ -107,7 +108,7 @@ fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     reason = "bpf(2) returns an fd, an int, in a long"
 )]
 fn owned(ret: libc::c_long) -> OwnedFd {
-    // SAFETY: PROG_LOAD and LINK_CREATE return a new fd on success that nothing else owns.
+    // SAFETY: PROG_LOAD, LINK_CREATE and OBJ_GET return a new fd on success that nothing else owns.
     unsafe { OwnedFd::from_raw_fd(ret as i32) }
 }
 
@@ -205,6 +206,18 @@ pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
         file_flags: 0,
     };
     sys_bpf(BPF_OBJ_PIN, &mut attr).map(drop)
+}
+
+/// Opens the object pinned at `path` on bpffs (the caller needs read and write access to it).
+pub(crate) fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a pin path"))?;
+    let mut attr = ObjPinAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    sys_bpf(BPF_OBJ_GET, &mut attr).map(owned)
 }
 
 /// How many instructions the verifier processed for the program `prog` (Linux 5.16+; `None`

@@ -18,7 +18,10 @@ pub(crate) const DNS_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
     (programs::DNS_INGRESS, CgroupSkbAttachType::Ingress),
 ];
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut CgroupSkb, KernelError> {
+pub(crate) fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSkb, KernelError> {
     ebpf.program_mut(name)
         .ok_or(KernelError::MissingProgram(name))?
         .try_into()
@@ -52,11 +55,13 @@ pub(crate) fn pin(
     Ok(())
 }
 
-/// Attaches the capture programs to `cgroup`. Unpinned, they stay as long as `ebpf` (the
-/// standalone `exec`); with `pins` (agent), each link is pinned there as `<name>`, and goes with
-/// that directory.
+/// Attaches the capture program `p` (`name`) to `cgroup` at `attach_type`. Unpinned, it stays
+/// as long as the program (the standalone `exec`); with `pins` (agent), its link is pinned there
+/// as `<name>`, and goes with that directory.
 pub(crate) fn attach(
-    ebpf: &mut Ebpf,
+    name: &'static str,
+    attach_type: CgroupSkbAttachType,
+    p: &mut CgroupSkb,
     cgroup: &File,
     pins: Option<&Path>,
     replace_pin: impl Fn(
@@ -64,26 +69,23 @@ pub(crate) fn attach(
         &mut dyn FnMut(&Path) -> Result<(), aya::pin::PinError>,
     ) -> Result<(), KernelError>,
 ) -> Result<(), KernelError> {
-    for (name, attach_type) in DNS_PROGRAMS {
-        let p = program(ebpf, name)?;
+    let link = p
+        .attach(cgroup, attach_type, CgroupAttachMode::Single)
+        .map_err(|source| KernelError::Program { name, source })?;
+    if let Some(dir) = pins {
         let link = p
-            .attach(cgroup, attach_type, CgroupAttachMode::Single)
+            .take_link(link)
             .map_err(|source| KernelError::Program { name, source })?;
-        if let Some(dir) = pins {
-            let link = p
-                .take_link(link)
-                .map_err(|source| KernelError::Program { name, source })?;
-            let link = FdLink::try_from(link).map_err(|e| KernelError::Pin {
-                path: dir.display().to_string(),
-                why: format!("{name}: the cgroup attachment is not a bpf_link: {e}"),
-            })?;
-            // Pinned once: `replace_pin` calls this exactly once.
-            let mut link = Some(link);
-            replace_pin(&dir.join(name), &mut |path| match link.take() {
-                Some(link) => link.pin(path).map(drop),
-                None => Ok(()),
-            })?;
-        }
+        let link = FdLink::try_from(link).map_err(|e| KernelError::Pin {
+            path: dir.display().to_string(),
+            why: format!("{name}: the cgroup attachment is not a bpf_link: {e}"),
+        })?;
+        // Pinned once: `replace_pin` calls this exactly once.
+        let mut link = Some(link);
+        replace_pin(&dir.join(name), &mut |path| match link.take() {
+            Some(link) => link.pin(path).map(drop),
+            None => Ok(()),
+        })?;
     }
     Ok(())
 }

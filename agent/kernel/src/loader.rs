@@ -92,11 +92,16 @@ pub use spec::{Destination, EgressRule, SensitivePath, ServerSpec};
 
 mod handle;
 mod pins;
+mod program_set;
 mod rule_keys;
+mod slots;
 mod spec;
 mod takeover;
 
+pub use slots::{DEFAULT_STANDALONE_DIR, learn_from_pool, survey as survey_standalone};
+
 use pins::{guards_anything, pin_dir, pin_error, prune_versions, replace_pin};
+use program_set::ProgramSet;
 use rule_keys::{Installed, install_rules, sensitive_keys, split_rules, v4_key, v6_key};
 
 /// The maps userspace writes, shared by the guard, its server handles and their name refreshers.
@@ -114,7 +119,7 @@ pub(crate) struct Maps {
 
 /// The loaded eBPF object: programs verified, tracepoints attached, maps created.
 pub struct KernelGuard {
-    ebpf: Mutex<Ebpf>,
+    programs: Mutex<ProgramSet>,
     maps: Arc<Mutex<Maps>>,
     drops: PerCpuArray<MapData, u64>,
     ring: Mutex<Option<RingReader>>,
@@ -131,6 +136,9 @@ pub struct KernelGuard {
     pins: Option<PathBuf>,
     /// The unix programs, or why this kernel cannot run them.
     unix: Result<UnixPrograms, String>,
+    /// The standalone slot whose programs these are, held (locked) while the guard lives;
+    /// last, so it is let go once the programs above are detached.
+    _slot: Option<slots::SlotLock>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -183,28 +191,16 @@ impl KernelGuard {
     }
 
     fn load_with(pins: Option<PathBuf>) -> Result<Self, KernelError> {
-        let btf = program_load::PendingBtf::start();
         let mut loader = EbpfLoader::new();
         if let Some(dir) = &pins {
             for name in PINNED_MAPS {
                 loader.map_pin_path(name, dir.join("maps").join(name));
             }
+        } else {
+            // One session's execs wait here at once, not a host's.
+            loader.map_max_entries(maps::EXEC_PENDING, slots::STANDALONE_EXEC_PENDING);
         }
-        let mut ebpf = loader.load(EBPF_OBJECT)?;
-        // Before any map is taken out of `ebpf`: they are relocated against its maps. Verified
-        // in a thread of their own while the other programs are (on the critical path of a
-        // standalone exec's start otherwise).
-        let relocated = UnixPrograms::relocate(&mut ebpf, EBPF_OBJECT);
-        let btf = btf.wait()?;
-        let (unix, loaded) = std::thread::scope(|scope| {
-            let unix = scope.spawn(move || relocated.and_then(RelocatedUnix::verify));
-            let loaded = program_load::load_programs(&mut ebpf, &btf);
-            let unix = unix
-                .join()
-                .unwrap_or_else(|_| Err("verifying them: the thread panicked".into()));
-            (unix, loaded)
-        });
-        loaded?;
+        let (mut ebpf, unix) = verify_object(&mut loader)?;
         match (&unix, &pins) {
             (Ok(progs), Some(dir)) => progs.pin_programs(dir).map_err(|why| KernelError::Pin {
                 path: dir.display().to_string(),
@@ -255,6 +251,27 @@ impl KernelGuard {
             unix: Some(take_map(&mut ebpf, maps::ALLOW_UNIX)?),
             bind: Some(take_map(&mut ebpf, maps::BIND_PORTS)?),
         };
+        let drops = take_map(&mut ebpf, maps::DROPS)?;
+        let ring = take_ring(&mut ebpf)?;
+        let parts = Parts {
+            programs: ProgramSet::Object(Box::new(ebpf)),
+            maps,
+            drops,
+            ring,
+            unix,
+        };
+        Ok(Self::from_parts(parts, pins, None))
+    }
+
+    /// A guard of loaded programs and their maps.
+    fn from_parts(parts: Parts, pins: Option<PathBuf>, slot: Option<slots::SlotLock>) -> Self {
+        let Parts {
+            programs,
+            maps,
+            drops,
+            ring,
+            unix,
+        } = parts;
         // Session indexes go on from the highest a pinned map still holds.
         let next_session = maps
             .guarded
@@ -263,11 +280,9 @@ impl KernelGuard {
             .map(|(_, config)| config.session)
             .max()
             .unwrap_or(0);
-        let drops = take_map(&mut ebpf, maps::DROPS)?;
-        let ring = take_ring(&mut ebpf)?;
         let (tx, rx) = mpsc::channel(EVENT_CHANNEL);
-        Ok(Self {
-            ebpf: Mutex::new(ebpf),
+        Self {
+            programs: Mutex::new(programs),
             maps: Arc::new(Mutex::new(maps)),
             drops,
             ring: Mutex::new(Some(ring)),
@@ -279,7 +294,8 @@ impl KernelGuard {
             attached: Arc::default(),
             pins,
             unix,
-        })
+            _slot: slot,
+        }
     }
 
     /// `Ok` when the unix programs run here (every guarded server gets them), else why not.
@@ -347,11 +363,11 @@ impl KernelGuard {
     /// kernel's BPF statistics: zero unless they are on (`aya::sys::enable_stats`). What the
     /// benchmark reads to price one guarded syscall without CPU counters.
     pub fn trace_program_stats(&self) -> Vec<(&'static str, std::time::Duration, u64)> {
-        let ebpf = lock(&self.ebpf);
+        let programs = lock(&self.programs);
         TRACE_PROGRAMS
             .iter()
             .filter_map(|(name, _)| {
-                let info = ebpf.program(name)?.info().ok()?;
+                let info = programs.trace_info(name)?;
                 Some((*name, info.run_time(), info.run_count()))
             })
             .collect()
@@ -514,13 +530,9 @@ impl KernelGuard {
         if let Some(dir) = &pins {
             std::fs::create_dir_all(dir).map_err(|e| pin_error(dir, &e))?;
         }
-        let mut ebpf = lock(&self.ebpf);
+        let mut programs = lock(&self.programs);
         for name in EGRESS_PROGRAMS {
-            let program: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or(KernelError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| KernelError::Program { name, source })?;
+            let program = programs.egress(name)?;
             // On 5.7+ aya attaches through a bpf_link, which always coexists with other
             // programs; link_create refuses the legacy BPF_F_ALLOW_MULTI flag (EINVAL).
             let link = program
@@ -537,10 +549,18 @@ impl KernelGuard {
                 replace_pin(&dir.join(name), |p| link.pin(p).map(drop))?;
             }
         }
-        dns_programs::attach(&mut ebpf, &cgroup, pins.as_deref(), |p, f| {
-            replace_pin(p, f)
-        })?;
-        drop(ebpf);
+        for (name, attach_type) in dns_programs::DNS_PROGRAMS {
+            let program = programs.dns(name)?;
+            dns_programs::attach(
+                name,
+                attach_type,
+                program,
+                &cgroup,
+                pins.as_deref(),
+                |p, f| replace_pin(p, f),
+            )?;
+        }
+        drop(programs);
         if let Ok(progs) = &self.unix {
             use std::os::fd::AsFd as _;
             progs
@@ -550,6 +570,38 @@ impl KernelGuard {
         attached.insert(cgroup_id);
         Ok(())
     }
+}
+
+/// Loads the object with `loader` and verifies every program: the unix programs in a thread
+/// of their own while the others are verified (on the critical path of a standalone exec's
+/// start otherwise). `Err` in the second half: why this kernel cannot run the unix programs.
+fn verify_object(
+    loader: &mut EbpfLoader,
+) -> Result<(Ebpf, Result<UnixPrograms, String>), KernelError> {
+    let btf = program_load::PendingBtf::start();
+    let mut ebpf = loader.load(EBPF_OBJECT)?;
+    // Before any map is taken out of `ebpf`: they are relocated against its maps.
+    let relocated = UnixPrograms::relocate(&mut ebpf, EBPF_OBJECT);
+    let btf = btf.wait()?;
+    let (unix, loaded) = std::thread::scope(|scope| {
+        let unix = scope.spawn(move || relocated.and_then(RelocatedUnix::verify));
+        let loaded = program_load::load_programs(&mut ebpf, &btf);
+        let unix = unix
+            .join()
+            .unwrap_or_else(|_| Err("verifying them: the thread panicked".into()));
+        (unix, loaded)
+    });
+    loaded?;
+    Ok((ebpf, unix))
+}
+
+/// What a guard is made of, however its programs were loaded.
+struct Parts {
+    programs: ProgramSet,
+    maps: Maps,
+    drops: PerCpuArray<MapData, u64>,
+    ring: RingReader,
+    unix: Result<UnixPrograms, String>,
 }
 
 /// The system resolver when `spec` names hosts.

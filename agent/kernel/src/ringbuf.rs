@@ -110,6 +110,13 @@ impl RingReader {
         Ok(reader)
     }
 
+    /// Drops every record committed so far unread: what a previous user of a reused map left
+    /// (records of a session that is over, labelled for it).
+    pub(crate) fn discard_pending(&mut self) {
+        self.pos = self.producer_pos().load(Ordering::Acquire);
+        self.consumer_pos().store(self.pos, Ordering::Release);
+    }
+
     #[expect(clippy::cast_ptr_alignment, reason = "page-aligned, see SAFETY")]
     fn consumer_pos(&self) -> &AtomicUsize {
         // SAFETY: the consumer page starts with the kernel's `unsigned long consumer_pos`,

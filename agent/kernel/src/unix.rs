@@ -305,6 +305,29 @@ impl UnixPrograms {
         bpf_sys::verified_insns(fd.as_fd())
     }
 
+    /// The programs [`Self::pin_programs`] pinned in `dir`, opened again (a standalone exec's
+    /// verified set, see `loader::slots`).
+    pub(crate) fn from_pins(dir: &Path) -> Result<Self, String> {
+        let mut progs = Vec::new();
+        for (name, attach) in PROGRAMS {
+            let path = dir.join(format!("prog_{name}"));
+            let fd =
+                bpf_sys::obj_get(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+            progs.push((name, attach, fd));
+        }
+        Ok(UnixPrograms {
+            progs,
+            links: Mutex::default(),
+        })
+    }
+
+    /// Where each program is pinned in `dir` by [`Self::pin_programs`].
+    pub(crate) fn pin_paths(dir: &Path) -> impl Iterator<Item = std::path::PathBuf> {
+        PROGRAMS
+            .into_iter()
+            .map(move |(name, _)| dir.join(format!("prog_{name}")))
+    }
+
     /// Pins the programs in `dir` (as `prog_<name>`), for inspection with bpftool.
     pub(crate) fn pin_programs(&self, dir: &Path) -> Result<(), String> {
         for (name, _, prog) in &self.progs {

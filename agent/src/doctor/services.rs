@@ -24,6 +24,28 @@ pub(super) fn probe_agent(b: &mut Builder) {
     }
 }
 
+/// Where standalone execs share verified programs, and what is there: slots of this build or
+/// of others, free or in use, or why the pool is not used.
+pub(super) fn probe_standalone_slots(b: &mut Builder) {
+    let base = crate::exec::guard::standalone_bpf_dir();
+    match mcp_guard_kernel::loader::survey_standalone(&base) {
+        Ok(found) => b.put(
+            CapabilityId::StandaloneSlots,
+            Status::Available,
+            found.join("; "),
+            "a standalone exec as root reuses programs an earlier one verified (remove the \
+             directory to drop them: running sessions keep theirs)",
+        ),
+        Err(why) => b.put(
+            CapabilityId::StandaloneSlots,
+            Status::Degraded,
+            format!("{}: {why}", base.display()),
+            "each standalone exec verifies its own programs (slower start; enforcement is the \
+             same); remove the directory as root to let mcp-guard make it again",
+        ),
+    }
+}
+
 pub(super) fn probe_container_engine(b: &mut Builder) {
     let docker_host = std::env::var("DOCKER_HOST").ok();
     let mut tried = Vec::new();

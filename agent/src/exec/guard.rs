@@ -173,11 +173,13 @@ impl Preload {
         if unsafe { libc::geteuid() } != 0 {
             return Preload(None);
         }
+        // Before the launch asks whether the unix programs run here.
+        mcp_guard_kernel::loader::learn_from_pool(&standalone_bpf_dir());
         let (tx, rx) = oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("ebpf-load".into())
             .spawn(move || {
-                let _ = tx.send(KernelGuard::load());
+                let _ = tx.send(KernelGuard::load_standalone(&standalone_bpf_dir()));
             });
         Preload(spawned.ok().map(|_| rx))
     }
@@ -191,9 +193,19 @@ impl Preload {
                     "loading the eBPF programs: the loading thread ended without a result",
                 ))),
             },
-            None => KernelGuard::load(),
+            None => KernelGuard::load_standalone(&standalone_bpf_dir()),
         }
     }
+}
+
+/// Where a standalone exec shares verified programs with other execs: the pool of
+/// [`KernelGuard::load_standalone`], moved by `MCP_GUARD_STANDALONE_BPF_DIR` (tests, or a host
+/// whose bpffs is elsewhere).
+pub fn standalone_bpf_dir() -> PathBuf {
+    std::env::var_os("MCP_GUARD_STANDALONE_BPF_DIR").map_or_else(
+        || PathBuf::from(mcp_guard_kernel::loader::DEFAULT_STANDALONE_DIR),
+        PathBuf::from,
+    )
 }
 
 /// Loads the programs in this process (or takes them from `preload`), starts the event stream

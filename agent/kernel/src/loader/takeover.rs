@@ -218,7 +218,7 @@ fn remove_server(maps: &mut Maps, cgroup_id: u64) {
 }
 
 /// The maps pinned in a build's directory (another build's, for a migration).
-fn pinned_maps(dir: &Path) -> Result<Maps, KernelError> {
+pub(super) fn pinned_maps(dir: &Path) -> Result<Maps, KernelError> {
     fn open<T>(dir: &Path, name: &'static str) -> Result<T, KernelError>
     where
         T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
