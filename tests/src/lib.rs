@@ -17,6 +17,7 @@ pub mod certs;
 pub mod clickhouse;
 pub mod corpus;
 pub mod dns;
+pub mod net;
 pub mod prom;
 pub mod residue;
 pub mod rsyslog;

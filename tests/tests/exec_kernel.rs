@@ -9,7 +9,7 @@ mod kernel_common;
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    net::{TcpListener, TcpStream, UdpSocket},
+    net::{TcpStream, UdpSocket},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
@@ -18,7 +18,11 @@ use std::{
 use kernel_common::fixture_bin;
 use mcp_guard_model::Timestamp;
 use mcp_guard_store::{Store, db_path};
-use mcp_guard_tests::{describe, mcp_guard, require_root, scratch_root};
+use mcp_guard_tests::{
+    describe, mcp_guard,
+    net::{listen_on, port_on_two_addresses},
+    require_root, scratch_root,
+};
 use serde_json::Value;
 
 /// A scratch tree outside /tmp (the jail mounts a private /tmp): HOME, a readable work dir, a
@@ -121,29 +125,6 @@ impl Drop for Sandbox {
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// A TCP listener on `addr` accepting in the background.
-fn listen_on(addr: (&str, u16)) -> std::io::Result<u16> {
-    let listener = TcpListener::bind(addr)?;
-    let port = listener.local_addr()?.port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            drop(stream);
-        }
-    });
-    Ok(port)
-}
-
-/// A port A with listeners on both 127.0.0.1:A and 127.0.0.2:A.
-fn port_on_two_addresses() -> u16 {
-    for _ in 0..20 {
-        let a = listen_on(("127.0.0.1", 0)).expect("listen on 127.0.0.1");
-        if listen_on(("127.0.0.2", a)).is_ok() {
-            return a;
-        }
-    }
-    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
 }
 
 fn field<'a>(ev: &'a Value, key: &str) -> &'a str {

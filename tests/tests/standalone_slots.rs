@@ -7,14 +7,15 @@ mod kernel_common;
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    net::TcpListener,
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
 };
 
 use kernel_common::fixture_bin;
-use mcp_guard_tests::{agent::NOBODY, describe, fresh_dir, mcp_guard, require_root};
+use mcp_guard_tests::{
+    agent::NOBODY, describe, fresh_dir, mcp_guard, net::port_on_two_addresses, require_root,
+};
 
 /// A pool's parent on bpffs (root's, mode 1777) and the test's scratch tree; both removed on
 /// drop.
@@ -126,29 +127,6 @@ impl Drop for Pool {
         let _ = std::fs::remove_dir_all(&self.parent);
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
-}
-
-/// A TCP listener on `addr` accepting in the background.
-fn listen_on(addr: (&str, u16)) -> std::io::Result<u16> {
-    let listener = TcpListener::bind(addr)?;
-    let port = listener.local_addr()?.port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            drop(stream);
-        }
-    });
-    Ok(port)
-}
-
-/// A port A with listeners on both 127.0.0.1:A and 127.0.0.2:A.
-fn port_on_two_addresses() -> u16 {
-    for _ in 0..20 {
-        let a = listen_on(("127.0.0.1", 0)).expect("listen on 127.0.0.1");
-        if listen_on(("127.0.0.2", a)).is_ok() {
-            return a;
-        }
-    }
-    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
 }
 
 /// Runs `script` with `sh` as the unprivileged user `nobody`.
