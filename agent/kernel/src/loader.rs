@@ -41,10 +41,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     bind, dns_programs,
     events::{self, KernelEvent, Labels, ServerLabel},
-    program_load::{self, EGRESS_PROGRAMS, TRACE_PROGRAMS},
+    program_load::{EGRESS_PROGRAMS, TRACE_PROGRAMS},
     resolve::{self, NameResolver},
     ringbuf::RingReader,
-    unix::{self, RelocatedUnix, UnixPrograms},
+    unix::{self, UnixPrograms},
 };
 
 /// The eBPF object built by `agent/kernel/build.rs` from `agent-ebpf`.
@@ -101,7 +101,7 @@ mod takeover;
 pub use slots::{DEFAULT_STANDALONE_DIR, learn_from_pool, survey as survey_standalone};
 
 use pins::{guards_anything, pin_dir, pin_error, prune_versions, replace_pin};
-use program_set::ProgramSet;
+use program_set::{Parts, ProgramSet, verify_object};
 use rule_keys::{Installed, install_rules, sensitive_keys, split_rules, v4_key, v6_key};
 
 /// The maps userspace writes, shared by the guard, its server handles and their name refreshers.
@@ -570,38 +570,6 @@ impl KernelGuard {
         attached.insert(cgroup_id);
         Ok(())
     }
-}
-
-/// Loads the object with `loader` and verifies every program: the unix programs in a thread
-/// of their own while the others are verified (on the critical path of a standalone exec's
-/// start otherwise). `Err` in the second half: why this kernel cannot run the unix programs.
-fn verify_object(
-    loader: &mut EbpfLoader,
-) -> Result<(Ebpf, Result<UnixPrograms, String>), KernelError> {
-    let btf = program_load::PendingBtf::start();
-    let mut ebpf = loader.load(EBPF_OBJECT)?;
-    // Before any map is taken out of `ebpf`: they are relocated against its maps.
-    let relocated = UnixPrograms::relocate(&mut ebpf, EBPF_OBJECT);
-    let btf = btf.wait()?;
-    let (unix, loaded) = std::thread::scope(|scope| {
-        let unix = scope.spawn(move || relocated.and_then(RelocatedUnix::verify));
-        let loaded = program_load::load_programs(&mut ebpf, &btf);
-        let unix = unix
-            .join()
-            .unwrap_or_else(|_| Err("verifying them: the thread panicked".into()));
-        (unix, loaded)
-    });
-    loaded?;
-    Ok((ebpf, unix))
-}
-
-/// What a guard is made of, however its programs were loaded.
-struct Parts {
-    programs: ProgramSet,
-    maps: Maps,
-    drops: PerCpuArray<MapData, u64>,
-    ring: RingReader,
-    unix: Result<UnixPrograms, String>,
 }
 
 /// The system resolver when `spec` names hosts.

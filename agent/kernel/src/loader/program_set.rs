@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray},
     programs::{
         BtfTracePoint, CgroupSkb, CgroupSockAddr, ProgramError, ProgramInfo,
         cgroup_sock_addr::CgroupSockAddrAttachType,
@@ -16,9 +17,11 @@ use mcp_guard_ebpf::programs;
 use super::{
     super::{
         dns_programs::{self, DNS_PROGRAMS},
-        program_load::{EGRESS_PROGRAMS, TRACE_PROGRAMS},
+        program_load::{self, EGRESS_PROGRAMS, TRACE_PROGRAMS},
+        ringbuf::RingReader,
+        unix::{RelocatedUnix, UnixPrograms},
     },
-    KernelError,
+    EBPF_OBJECT, KernelError, Maps,
 };
 
 /// Where each egress program attaches, for programs opened from pins (the kernel fixed it at
@@ -151,4 +154,36 @@ impl ProgramSet {
                 .and_then(|(_, p)| p.info().ok()),
         }
     }
+}
+
+/// Loads the object with `loader` and verifies every program: the unix programs in a thread
+/// of their own while the others are verified (on the critical path of a standalone exec's
+/// start otherwise). `Err` in the second half: why this kernel cannot run the unix programs.
+pub(super) fn verify_object(
+    loader: &mut EbpfLoader,
+) -> Result<(Ebpf, Result<UnixPrograms, String>), KernelError> {
+    let btf = program_load::PendingBtf::start();
+    let mut ebpf = loader.load(EBPF_OBJECT)?;
+    // Before any map is taken out of `ebpf`: they are relocated against its maps.
+    let relocated = UnixPrograms::relocate(&mut ebpf, EBPF_OBJECT);
+    let btf = btf.wait()?;
+    let (unix, loaded) = std::thread::scope(|scope| {
+        let unix = scope.spawn(move || relocated.and_then(RelocatedUnix::verify));
+        let loaded = program_load::load_programs(&mut ebpf, &btf);
+        let unix = unix
+            .join()
+            .unwrap_or_else(|_| Err("verifying them: the thread panicked".into()));
+        (unix, loaded)
+    });
+    loaded?;
+    Ok((ebpf, unix))
+}
+
+/// What a guard is made of, however its programs were loaded.
+pub(super) struct Parts {
+    pub(super) programs: ProgramSet,
+    pub(super) maps: Maps,
+    pub(super) drops: PerCpuArray<MapData, u64>,
+    pub(super) ring: RingReader,
+    pub(super) unix: Result<UnixPrograms, String>,
 }

@@ -37,10 +37,9 @@ use super::{
         ringbuf::RingReader,
         unix::{self, UnixPrograms},
     },
-    EBPF_OBJECT, KernelError, KernelGuard, Maps, Parts,
-    program_set::{PinnedPrograms, ProgramSet, aya_program_names, prog_pin},
+    EBPF_OBJECT, KernelError, KernelGuard, Maps,
+    program_set::{Parts, PinnedPrograms, ProgramSet, aya_program_names, prog_pin, verify_object},
     takeover::pinned_maps,
-    verify_object,
 };
 
 /// Where a standalone exec keeps its slots unless `MCP_GUARD_STANDALONE_BPF_DIR` says
