@@ -151,27 +151,30 @@ const connect = (host) => new Promise((ok) => {
   const s = net.connect({ host, port }, () => { s.destroy(); ok(true); });
   s.on('error', () => ok(false));
 });
+// Asks for `name` on a UDP socket of its own, open until `replies` datagrams are in (3 s at
+// most). c-ares closes its socket once its query is answered or given up, and a datagram that
+// reaches a closed socket never reaches the session's cgroup either.
+const ask = (name, replies) => new Promise((ok) => {
+  const q = [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+  for (const l of name.split('.')) q.push(l.length, ...Buffer.from(l));
+  q.push(0, 0, 1, 0, 1);
+  const s = dgram.createSocket('udp4');
+  let seen = 0;
+  const done = () => { clearTimeout(t); s.close(); ok(); };
+  const t = setTimeout(done, 3000);
+  s.on('message', () => { if (++seen === replies) done(); });
+  s.send(Buffer.from(q), 53, resolver);
+});
 (async () => {
   const api = await resolve4('api.dns-names.test');
   if (api.length !== 1) { console.error('api resolved to', api); process.exit(3); }
   if (!(await connect(api[0]))) process.exit(4);
-  // The forged answer arrives after this one; the server "knows" its address and uses it.
-  await resolve4('trigger.dns-names.test');
-  await new Promise((ok) => setTimeout(ok, 200));
+  // Its answer, then the forged one nobody asked for; the server "knows" its address and
+  // uses it.
+  await ask('trigger.dns-names.test', 2);
   await connect(forged);
-  // Its own socket, open until all three bad replies are in: c-ares gives up on the first,
-  // and a datagram that reaches a closed socket never reaches the session's cgroup either.
-  await new Promise((ok) => {
-    const q = [0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for (const l of 'malformed.dns-names.test'.split('.')) q.push(l.length, ...Buffer.from(l));
-    q.push(0, 0, 1, 0, 1);
-    const s = dgram.createSocket('udp4');
-    let replies = 0;
-    const done = () => { clearTimeout(t); s.close(); ok(); };
-    const t = setTimeout(done, 3000);
-    s.on('message', () => { if (++replies === 3) done(); });
-    s.send(Buffer.from(q), 53, resolver);
-  });
+  // Three bad replies: a self-looping, an oversized and a cut one.
+  await ask('malformed.dns-names.test', 3);
   process.exit(0);
 })();
 "#;
