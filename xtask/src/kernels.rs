@@ -365,9 +365,9 @@ fn print_verdict(opts: &Options, runs: &[KernelRun]) -> Result {
                         format!("from {:?} on", c.id)
                     });
                 let rerun = if n + 1 < r.boots.len() {
-                    "rerun once in a fresh boot"
+                    "rerun in a fresh boot"
                 } else {
-                    "not rerun (this was the rerun)"
+                    "not rerun (the same case crashed twice, or this was the last boot)"
                 };
                 let mut text = format!(
                     "{}, boot {}: the guest's kernel crashed; the cases {during} {rerun}; serial log {}",
@@ -387,7 +387,7 @@ fn print_verdict(opts: &Options, runs: &[KernelRun]) -> Result {
                     "{}: the guest's kernel crashed{} (see above)",
                     r.kernel.series,
                     if r.boots.len() > 1 {
-                        " again in the rerun"
+                        " again in its last boot"
                     } else {
                         ""
                     }

@@ -1,6 +1,7 @@
 //! One kernel's run: boot it with the chosen cases and read what they did; when the guest's
 //! kernel crashes (an oops or panic, or QEMU gone without the guest powering off), say so at
-//! once and boot it a second time for the cases the crash spoiled, and only those, once.
+//! once and boot it again for the cases the crash spoiled, and only those, while the crashes
+//! move on (at most three boots).
 //!
 //! Why a rerun at all: under TCG the guest's kernel now and then dies of the emulation itself
 //! (6.12 took an int3 oops in `syscall_exit_to_user_mode_prepare` while a static branch was
@@ -41,7 +42,7 @@ pub(super) struct CrashNote {
     pub lines: Vec<String>,
 }
 
-/// One kernel's boots (two when the first crashed) and what they showed.
+/// One kernel's boots (more than one when a boot crashed) and what they showed.
 pub(super) struct KernelRun {
     pub kernel: &'static Kernel,
     pub files: fetch::KernelFiles,
@@ -74,7 +75,8 @@ fn case_of(boots: &[BootRun], index: usize) -> Option<&CaseRun> {
     boot.log.runs.get(&index)
 }
 
-/// Boots `kernel` with every case of `opts`; reboots once for the cases a kernel crash spoiled.
+/// Boots `kernel` with every case of `opts`; reboots for the cases a kernel crash spoiled
+/// ([`rerun_from`]).
 pub(super) fn run_kernel(
     kernel: &'static Kernel,
     files: fetch::KernelFiles,
@@ -92,20 +94,33 @@ pub(super) fn run_kernel(
         boots: Vec::new(),
     };
     let first = boot_once(&run, &dir, &initrd, 0, opts, tests, target)?;
-    let rerun_from = first.crashed.as_ref().map(|c| c.from);
     run.boots.push(first);
-    if let Some(from) = rerun_from.filter(|&f| f < opts.cases.len()) {
+    while let Some(from) = rerun_from(&run.boots, opts.cases.len()) {
         println!(
-            "    [{}] !! booting the kernel again for the {} case(s) from {:?} on, once (a crash, \
+            "    [{}] !! booting the kernel again for the {} case(s) from {:?} on (a crash, \
              not a test failure: cases that failed on their own are not rerun)",
             kernel.series,
             opts.cases.len() - from,
             opts.cases[from].id
         );
-        let second = boot_once(&run, &dir, &initrd, from, opts, tests, target)?;
-        run.boots.push(second);
+        let again = boot_once(&run, &dir, &initrd, from, opts, tests, target)?;
+        run.boots.push(again);
     }
     Ok(run)
+}
+
+/// Boots of one kernel at most: the first and two reruns.
+const MAX_BOOTS: usize = 3;
+
+/// Where the next boot starts, if the last one crashed before the end: the case the crash
+/// spoiled. A rerun is booted only while the crashes move on (the last boot got past the case it
+/// began with); a case that crashes the kernel twice in a row is not emulation noise, and is
+/// left as the crash it is.
+fn rerun_from(boots: &[BootRun], cases: usize) -> Option<usize> {
+    let last = boots.last()?;
+    let from = last.crashed.as_ref()?.from;
+    let moved_on = boots.len() == 1 || from > last.first;
+    (from < cases && moved_on && boots.len() < MAX_BOOTS).then_some(from)
 }
 
 /// The guest's command for `case`.
@@ -165,7 +180,12 @@ fn boot_once(
     if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
         env.push(("CARGO_TARGET_DIR".into(), t.to_string_lossy().into_owned()));
     }
-    let suffix = if first == 0 { "" } else { "-rerun" };
+    // Each rerun begins at a later case than the one before it, so this names each boot's log.
+    let suffix = if first == 0 {
+        String::new()
+    } else {
+        format!("-rerun-{first}")
+    };
     let script = dir.join(format!("run{suffix}.sh"));
     if script.to_string_lossy().contains(char::is_whitespace) {
         // The path travels on the kernel command line, which splits at whitespace.
@@ -299,6 +319,39 @@ mod tests {
                 lines: Vec::new(),
             }),
         }
+    }
+
+    #[test]
+    fn reruns_go_on_while_the_crashes_move_on_and_stop_at_a_case_that_crashes_twice() {
+        let crashed_at = |first, case| {
+            boot(
+                first,
+                &[
+                    &format!("MCPG-BEGIN {case}"),
+                    "[  9.0] Oops: int3: 0000 [#1] SMP",
+                ],
+                Some(case),
+            )
+        };
+        let clean = boot(
+            4,
+            &["MCPG-BEGIN 4", "MCPG-END 4 rc=0 t0=1 t1=2 limit=60"],
+            None,
+        );
+        assert_eq!(rerun_from(&[crashed_at(0, 2)], 6), Some(2));
+        // The rerun got past case 2 and crashed at 4: once more, from 4.
+        assert_eq!(
+            rerun_from(&[crashed_at(0, 2), crashed_at(2, 4)], 6),
+            Some(4)
+        );
+        // Case 2 crashed the kernel again, first thing in its rerun: no more boots.
+        assert_eq!(rerun_from(&[crashed_at(0, 2), crashed_at(2, 2)], 6), None);
+        // Three boots at most.
+        assert_eq!(
+            rerun_from(&[crashed_at(0, 1), crashed_at(1, 2), crashed_at(2, 4)], 6),
+            None
+        );
+        assert_eq!(rerun_from(&[crashed_at(0, 2), clean], 6), None);
     }
 
     #[test]
