@@ -453,7 +453,7 @@ fn print_verdict(opts: &Options, runs: &[KernelRun]) -> Result {
     }
     if !crashes.is_empty() {
         println!(
-            "\n  !! GUEST KERNEL CRASHES (not a test's failure; each crashed boot's spoiled cases ran once more):"
+            "\n  !! GUEST KERNEL CRASHES (not a test's failure; each crashed boot's spoiled cases ran again):"
         );
         for c in &crashes {
             println!("    !! {c}");

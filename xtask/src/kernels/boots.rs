@@ -1,7 +1,7 @@
 //! One kernel's run: boot it with the chosen cases and read what they did; when the guest's
 //! kernel crashes (an oops or panic, or QEMU gone without the guest powering off), say so at
 //! once and boot it again for the cases the crash spoiled, and only those, while the crashes
-//! move on (at most three boots).
+//! move on (at most four boots).
 //!
 //! Why a rerun at all: under TCG the guest's kernel now and then dies of the emulation itself
 //! (6.12 took an int3 oops in `syscall_exit_to_user_mode_prepare` while a static branch was
@@ -109,8 +109,8 @@ pub(super) fn run_kernel(
     Ok(run)
 }
 
-/// Boots of one kernel at most: the first and two reruns.
-const MAX_BOOTS: usize = 3;
+/// Boots of one kernel at most: the first and three reruns.
+const MAX_BOOTS: usize = 4;
 
 /// Where the next boot starts, if the last one crashed before the end: the case the crash
 /// spoiled. A rerun is booted only while the crashes move on (the last boot got past the case it
@@ -346,9 +346,21 @@ mod tests {
         );
         // Case 2 crashed the kernel again, first thing in its rerun: no more boots.
         assert_eq!(rerun_from(&[crashed_at(0, 2), crashed_at(2, 2)], 6), None);
-        // Three boots at most.
+        // Four boots at most.
         assert_eq!(
             rerun_from(&[crashed_at(0, 1), crashed_at(1, 2), crashed_at(2, 4)], 6),
+            Some(4)
+        );
+        assert_eq!(
+            rerun_from(
+                &[
+                    crashed_at(0, 1),
+                    crashed_at(1, 2),
+                    crashed_at(2, 4),
+                    crashed_at(4, 5)
+                ],
+                6
+            ),
             None
         );
         assert_eq!(rerun_from(&[crashed_at(0, 2), clean], 6), None);
