@@ -89,6 +89,8 @@ pub enum Outcome {
         /// Variables of the entry's `env` that the policy neither passes, sets nor replaces: the
         /// server will not see them.
         scrubbed: Vec<String>,
+        /// Variables of the entry's `env` that the jail sets for the user the server runs as.
+        identity: Vec<String>,
         /// Variables of the entry's `env` that the policy's `[secrets]` replaces.
         replaced: Vec<String>,
         /// Variables of the entry's `env` that the policy's `[env] set` fixes, with the policy's
@@ -429,6 +431,7 @@ pub fn describe(report: &ServerReport) -> Vec<String> {
         policy,
         name,
         scrubbed,
+        identity,
         replaced,
         overridden,
         ..
@@ -446,6 +449,14 @@ pub fn describe(report: &ServerReport) -> Vec<String> {
                  pass in a copy of the policy if the server needs them",
                 scrubbed.join(", "),
                 ENV_ALLOW.join(", ")
+            ));
+        }
+        if !identity.is_empty() {
+            lines.push(format!(
+                "{server}: env {} will be set by the jail for the user the server runs as (HOME \
+                 its home, USER and LOGNAME its name, TMPDIR /tmp), not taken from this file; \
+                 [env] set in a copy of the policy fixes one",
+                identity.join(", ")
             ));
         }
         if !replaced.is_empty() {

@@ -516,3 +516,36 @@ fn variables_the_policy_sets_are_reported_as_overridden_not_scrubbed() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn identity_variables_are_reported_as_set_by_the_jail_not_scrubbed() {
+    // HOME, USER, LOGNAME and TMPDIR are never taken from the caller: the jail sets them for the
+    // user the server runs as, whatever [env] pass says. Only [env] set fixes one.
+    let dir = temp_dir("env-identity");
+    let file = dir.join("config.json");
+    let config = PLAYWRIGHT.replace(
+        r#""DEBUG": "pw:api","#,
+        r#""DEBUG": "pw:api", "HOME": "/home/u", "TMPDIR": "/var/tmp/u", "LOGNAME": "u","#,
+    );
+    assert_ne!(config, PLAYWRIGHT);
+    std::fs::write(&file, config).expect("write config");
+    let (_, stderr) = ok(&client_config(&[file.to_str().expect("UTF-8 path")]));
+    let identity = "browser: env HOME, TMPDIR, LOGNAME will be set by the jail for the user the \
+                    server runs as (HOME its home, USER and LOGNAME its name, TMPDIR /tmp), not \
+                    taken from this file; [env] set in a copy of the policy fixes one";
+    assert!(
+        stderr.contains(identity),
+        "missing {identity:?} in:\n{stderr}"
+    );
+    let scrubbed: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("will be scrubbed"))
+        .collect();
+    // Only DEBUG is dropped; the three the jail sets are not "scrubbed".
+    assert_eq!(scrubbed.len(), 1, "{stderr}");
+    assert!(
+        scrubbed[0].starts_with("browser: env DEBUG will be scrubbed"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

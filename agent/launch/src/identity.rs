@@ -242,6 +242,10 @@ fn with_groups(user: User, why: String) -> Identity {
 /// tokens: a policy passes those by name.
 pub const ENV_ALLOW: &[&str] = &["PATH", "LANG", "LANGUAGE", "TERM", "TZ"];
 
+/// Variables [`environment`] sets for the user the server runs as, whatever the caller had or
+/// `[env] pass` names; only `[env] set` (and `[secrets]`) replace them.
+pub const IDENTITY_VARS: &[&str] = &["HOME", "USER", "LOGNAME", "TMPDIR"];
+
 /// Builds the server's environment: the allowlist, `[env] pass`, identity variables, `[env] set`
 /// (`~/` values below the server's home) and the secrets (which win over anything of the same
 /// name).

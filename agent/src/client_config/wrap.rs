@@ -10,7 +10,7 @@ use super::{
     names::{exec_name, is_mcp_guard, program_name},
     policy_choice::choose_policy,
 };
-use mcp_guard_launch::identity::ENV_ALLOW;
+use mcp_guard_launch::identity::{ENV_ALLOW, IDENTITY_VARS};
 use mcp_guard_policy::Policy;
 
 /// Server types that are reached over the network, not launched.
@@ -156,6 +156,7 @@ pub(super) fn wrap_entry(
         reason: chosen.reason,
         name: wrapped_name,
         scrubbed: fate.scrubbed,
+        identity: fate.identity,
         replaced: fate.replaced,
         overridden: fate.overridden,
     };
@@ -180,6 +181,8 @@ pub(super) fn container_engine<'c>(command: &'c str, args: &[String]) -> Option<
 pub(super) struct EnvFate {
     /// Dropped: neither in the built-in allowlist nor passed or set by the policy.
     pub(super) scrubbed: Vec<String>,
+    /// Set by the jail for the user the server runs as (HOME, USER, LOGNAME, TMPDIR).
+    pub(super) identity: Vec<String>,
     /// Replaced by the policy's `[secrets]`.
     pub(super) replaced: Vec<String>,
     /// Fixed by the policy's `[env] set`: name and the policy's value.
@@ -197,6 +200,8 @@ pub(super) fn env_fate(names: &[String], policy: &Policy) -> EnvFate {
             fate.replaced.push(name.clone());
         } else if let Some(value) = policy.env.set.get(name) {
             fate.overridden.push((name.clone(), value.clone()));
+        } else if IDENTITY_VARS.contains(&name.as_str()) {
+            fate.identity.push(name.clone());
         } else if !kept {
             fate.scrubbed.push(name.clone());
         }
