@@ -38,6 +38,9 @@ pub(super) struct Boot<'a> {
     pub workdir: &'a Path,
     pub serial_log: &'a Path,
     pub timeout: Duration,
+    /// One emulator thread for both vCPUs (`tcg,thread=single`): slower, but the vCPUs never
+    /// run at once, so a static branch patched on one is never seen half-done by the other.
+    pub single_thread: bool,
 }
 
 pub(super) struct Outcome {
@@ -134,7 +137,11 @@ pub(super) fn boot(b: &Boot<'_>, on_line: &mut dyn FnMut(&str) -> bool) -> Resul
             "-nographic",
             "-no-reboot",
             "-accel",
-            "tcg,thread=multi",
+            if b.single_thread {
+                "tcg,thread=single"
+            } else {
+                "tcg,thread=multi"
+            },
             "-cpu",
             "max",
             "-smp",
