@@ -415,6 +415,59 @@ fn limits_stop_fork_bombs_and_memory_hogs() {
     );
 }
 
+/// The server's cgroups as `/proc/self/cgroup` lists them: its v2 path, and the v1 path of each
+/// hierarchy carrying memory, pids or cpu (the ones a session's limits and peaks use).
+fn session_cgroups(text: &str) -> (String, Vec<(String, String)>) {
+    let mut v2 = String::new();
+    let mut v1 = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if controllers.is_empty() {
+            v2 = path.to_string();
+        } else if controllers
+            .split(',')
+            .any(|c| ["memory", "pids", "cpu"].contains(&c))
+        {
+            v1.push((controllers.to_string(), path.to_string()));
+        }
+    }
+    (v2, v1)
+}
+
+#[test]
+fn the_server_is_in_every_cgroup_of_its_session() {
+    require_root();
+    // Where limits (and the peaks `policy suggest` reads) live: on a hybrid host the v1
+    // memory, pids and cpu hierarchies, which the jail joins itself (init inherits them).
+    let sb = Sandbox::new("cgroups", "");
+    let out = sb
+        .exec(false, &["/bin/cat", "/proc/self/cgroup"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mcp-guard exec");
+    assert!(out.status.success(), "{}", describe(&out));
+    let (v2, v1) = session_cgroups(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        v2.starts_with("/mcp-guard/"),
+        "v2: {v2:?}\n{}",
+        describe(&out)
+    );
+    let hybrid = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .any(|l| l.contains(" - cgroup cgroup ") && (l.contains(",memory") || l.contains(",pids")));
+    if hybrid {
+        assert!(!v1.is_empty(), "no v1 cgroup\n{}", describe(&out));
+    }
+    for (controllers, path) in &v1 {
+        assert_eq!(path, &v2, "v1 {controllers}\n{}", describe(&out));
+    }
+}
+
 #[test]
 fn exit_status_is_the_servers() {
     require_root();

@@ -151,14 +151,26 @@ fn helper(spec: &JailSpec, mut sock: UnixStream) -> Result<i32, Failure> {
     }
 }
 
-/// The v1 hierarchies (hybrid hosts) carry limits; init inherits the helper's membership.
+/// The v1 hierarchies (hybrid hosts) carry limits and the peaks' accounting; init inherits the
+/// membership of the thread that forks it, this one.
 fn join_v1_cgroups(spec: &JailSpec) -> Result<(), Failure> {
-    let me = std::process::id().to_string();
     for dir in spec.cgroup_dirs.iter().skip(1) {
-        std::fs::write(dir.join("cgroup.procs"), &me)
-            .map_err(fail(&format!("joining cgroup {}", dir.display())))?;
+        join_v1(dir).map_err(fail(&format!("joining cgroup {}", dir.display())))?;
     }
     Ok(())
+}
+
+/// Moves the calling thread into the v1 cgroup `dir`. Through `tasks` with `0` (the caller
+/// itself): for that one case the kernel skips the threadgroup lock, whose write side waits for
+/// an RCU grace period, where a write to `cgroup.procs` always takes it. The thread is what
+/// counts: [`fork_init`] forks from it, and a child is born in its parent thread's cgroups.
+fn join_v1(dir: &Path) -> std::io::Result<()> {
+    match std::fs::write(dir.join("tasks"), "0") {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string())
+        }
+        other => other,
+    }
 }
 
 /// Forks init into the v2 cgroup (first of `cgroup_dirs`) and, when enforcing, the new mount,
