@@ -97,9 +97,10 @@ pub fn store_redactor(config: &SecretConfig) -> anyhow::Result<Arc<dyn Redact>> 
     Ok(Arc::new(StoreRedactor(RecordRedactor::new(config)?)))
 }
 
-/// Waits for the store to commit the session and says on stderr what it could not keep.
+/// Waits for the store to commit the session and close (nothing is sent after this), and says
+/// on stderr what it could not keep.
 pub(super) fn report_store(store: &StoreHandle) {
-    let flushed = store.flush(STORE_FLUSH_TIMEOUT);
+    let flushed = store.close(STORE_FLUSH_TIMEOUT);
     let stats = store.stats();
     let lost = stats.dropped_queue_full + stats.dropped_write_failed;
     if lost > 0 || !flushed {

@@ -553,6 +553,52 @@ fn writer_goes_quiet_and_wakes_and_drains_on_close() {
     );
 }
 
+/// A writer that closes leaves no write-ahead log behind (the last connection moved it into
+/// the database): the next process to open the store has none to read back. A record sent after
+/// the close is still written.
+#[test]
+fn close_writes_everything_and_leaves_no_log_and_a_later_record_reopens() {
+    let dir = TempDir::new("writer-close");
+    let retention = Retention {
+        max_age: Some(Duration::from_hours(1)),
+        alert_max_age: Some(Duration::from_hours(1)),
+        max_bytes: Some(1 << 30),
+        every: Duration::from_millis(10),
+    };
+    let handle = StoreWriter::spawn_with(
+        dir.db(),
+        WriterConfig {
+            retention: Some(retention),
+            ..Default::default()
+        },
+    );
+    let now = Timestamp::now();
+    for i in 0..50 {
+        assert!(handle.send(event(&format!("e{i}"), "a", EventKind::Open, now)));
+    }
+    let wal = dir.0.join(format!("{DB_FILE}-wal"));
+    assert!(handle.close(Duration::from_secs(30)));
+    assert_eq!(handle.written(), 50);
+    // Retention is due every 10 ms: a closed writer does not open the store again for it.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "the write-ahead log is left for the next open to read back"
+    );
+    assert_eq!(
+        Store::open_existing(&dir.db())
+            .unwrap()
+            .counts()
+            .unwrap()
+            .events,
+        50
+    );
+    assert!(handle.send(event("late", "a", EventKind::Open, now)));
+    assert!(handle.flush(Duration::from_secs(30)));
+    assert_eq!(handle.written(), 51);
+    assert_eq!(handle.dropped(), 0);
+}
+
 #[test]
 fn writer_counts_what_it_cannot_write_and_never_blocks() {
     // A state dir that cannot be created: a regular file sits where its parent should be.

@@ -14,8 +14,8 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-        mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError},
     },
     thread,
     time::{Duration, Instant},
@@ -31,7 +31,7 @@ use super::{
 /// How the writer batches and what it keeps.
 #[derive(Clone, Copy, Debug)]
 pub struct WriterConfig {
-    /// Records that may wait in the channel; beyond that they are dropped and counted.
+    /// Records that may wait in the queue; beyond that they are dropped and counted.
     pub capacity: usize,
     /// Records committed per transaction at most.
     pub max_batch: usize,
@@ -76,6 +76,8 @@ struct Shared {
     queue_full: AtomicU64,
     write_failed: AtomicU64,
     lost_recorded: AtomicU64,
+    /// Records in the queue (sent, not yet taken by the writer): bounded by `capacity`.
+    queued: AtomicUsize,
     last_error: Mutex<Option<String>>,
     /// Records the queue had no room for, by session (the writer writes them down).
     queue_full_lost: Mutex<LostLedger>,
@@ -127,10 +129,14 @@ impl Queued {
     }
 }
 
-/// Records are boxed: a bounded channel preallocates every slot at the largest variant's size.
+/// What a handle asks of the writer. The queue is unbounded as a channel (it grows in small
+/// blocks as records come, where a bounded one allocated and initialised every slot up front,
+/// per session); `Shared::queued` bounds the records in it.
 enum Msg {
     Record(Box<Queued>),
     Flush(mpsc::Sender<()>),
+    /// Flush, then close the database (see [`StoreHandle::close`]).
+    Close(mpsc::Sender<()>),
     Retention(Option<Retention>),
 }
 
@@ -148,7 +154,7 @@ impl StoreWriter {
     /// writer keeps trying and counts the records it cannot write.
     pub fn spawn_with(path: impl Into<PathBuf>, config: WriterConfig) -> StoreHandle {
         let path = path.into();
-        let (tx, rx) = mpsc::sync_channel(config.capacity.max(1));
+        let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared::default());
         let thread_shared = Arc::clone(&shared);
         let thread_path = path.clone();
@@ -164,6 +170,7 @@ impl StoreWriter {
             shared,
             path: path.into(),
             redact: None,
+            capacity: config.capacity.max(1),
         }
     }
 }
@@ -171,11 +178,13 @@ impl StoreWriter {
 /// Sends records to a writer thread. Cheap to clone; the thread ends when every clone is dropped.
 #[derive(Clone)]
 pub struct StoreHandle {
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
     shared: Arc<Shared>,
     path: Arc<Path>,
     /// The session's redactor, applied to every record this handle sends.
     redact: Option<Arc<dyn Redact>>,
+    /// Records the queue holds at most.
+    capacity: usize,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -213,30 +222,28 @@ impl StoreHandle {
     }
 
     fn queue(&self, record: Record, capture: Option<CallCapture>) -> bool {
+        if self.shared.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            self.shared.queue_full.fetch_add(1, Ordering::Relaxed);
+            lock(&self.shared.queue_full_lost).add(&record, lost::QUEUE_FULL);
+            return false;
+        }
         let queued = Queued {
             record,
             capture,
             redact: self.redact.clone(),
         };
-        match self.tx.try_send(Msg::Record(Box::new(queued))) {
-            Ok(()) => true,
-            Err(TrySendError::Full(msg)) => {
-                self.shared.queue_full.fetch_add(1, Ordering::Relaxed);
-                if let Msg::Record(q) = msg {
-                    lock(&self.shared.queue_full_lost).add(&q.record, lost::QUEUE_FULL);
-                }
-                false
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.shared.write_failed.fetch_add(1, Ordering::Relaxed);
-                false
-            }
+        if self.tx.send(Msg::Record(Box::new(queued))).is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            self.shared.write_failed.fetch_add(1, Ordering::Relaxed);
+            return false;
         }
+        true
     }
 
     /// New retention limits for this writer (`None`: none), from its next pass on.
     pub fn set_retention(&self, retention: Option<Retention>) -> bool {
-        self.tx.try_send(Msg::Retention(retention)).is_ok()
+        self.tx.send(Msg::Retention(retention)).is_ok()
     }
 
     /// Records dropped so far, for any reason.
@@ -274,30 +281,27 @@ impl StoreHandle {
     /// Waits until every record sent before this call is committed or counted as dropped, at
     /// most `timeout`; true if it got there. For shutdown and tests, not for a hot path.
     pub fn flush(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        self.ask(Msg::Flush, timeout)
+    }
+
+    /// [`StoreHandle::flush`], then closes the database, at most `timeout`; true if it got
+    /// there. For the end of a process's use of the store: SQLite's last connection to close
+    /// moves the write-ahead log into the database and removes it, so the next process to open
+    /// the store does not read the whole log back first (which it must when the last writer
+    /// exited with it open). A record sent afterwards opens the database again.
+    pub fn close(&self, timeout: Duration) -> bool {
+        self.ask(Msg::Close, timeout)
+    }
+
+    fn ask(&self, msg: impl FnOnce(mpsc::Sender<()>) -> Msg, timeout: Duration) -> bool {
         let (done_tx, done_rx) = mpsc::channel();
-        let mut msg = Msg::Flush(done_tx);
-        loop {
-            match self.tx.try_send(msg) {
-                Ok(()) => {
-                    if let Some(writer) = self.shared.writer.get() {
-                        writer.unpark();
-                    }
-                    break;
-                }
-                Err(TrySendError::Full(m)) => {
-                    if Instant::now() >= deadline {
-                        return false;
-                    }
-                    msg = m;
-                    thread::sleep(Duration::from_millis(1));
-                }
-                Err(TrySendError::Disconnected(_)) => return false,
-            }
+        if self.tx.send(msg(done_tx)).is_err() {
+            return false;
         }
-        done_rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
+        if let Some(writer) = self.shared.writer.get() {
+            writer.unpark();
+        }
+        done_rx.recv_timeout(timeout).is_ok()
     }
 }
 
@@ -328,6 +332,9 @@ struct Writer<'a> {
     )]
     writer_id: String,
     lost_seq: u64,
+    /// A handle closed the store and no record came since: it is not opened again for
+    /// retention alone.
+    closed: bool,
 }
 
 impl Writer<'_> {
@@ -415,7 +422,7 @@ impl Writer<'_> {
     /// One step of retention, when a pass is running or due (opening the store for it: a
     /// writer with nothing to write still keeps the store within its limits).
     fn prune_step(&mut self) {
-        if !self.pruner.as_ref().is_some_and(Pruner::due) {
+        if self.closed || !self.pruner.as_ref().is_some_and(Pruner::due) {
             return;
         }
         if self.store().is_none() {
@@ -440,7 +447,11 @@ impl Writer<'_> {
             Some(_) => Duration::ZERO,
             None => self.next_open.saturating_duration_since(Instant::now()),
         };
-        let prune = self.pruner.as_ref().map(|p| p.wait().max(reopen));
+        let prune = self
+            .pruner
+            .as_ref()
+            .filter(|_| !self.closed)
+            .map(|p| p.wait().max(reopen));
         let lost = self.lost_pending().then_some(self.config.reopen_after);
         match (prune, lost) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -467,9 +478,12 @@ fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
             super::Timestamp::now().unix_nanos()
         ),
         lost_seq: 0,
+        closed: false,
     };
     let mut batch: Vec<Record> = Vec::with_capacity(config.max_batch);
     let mut flushes: Vec<mpsc::Sender<()>> = Vec::new();
+    // A handle asked to close the database once what came before is written.
+    let mut close = false;
     // Something arrived last time round: look again after a tick rather than wait.
     let mut active = false;
     // The last batch was cut at `max_batch`: more is waiting now.
@@ -507,8 +521,16 @@ fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
         let mut next = first;
         while let Some(msg) = next {
             match msg {
-                Msg::Record(q) => batch.push(q.prepare()),
+                Msg::Record(q) => {
+                    shared.queued.fetch_sub(1, Ordering::AcqRel);
+                    w.closed = false;
+                    batch.push(q.prepare());
+                }
                 Msg::Flush(done) => flushes.push(done),
+                Msg::Close(done) => {
+                    flushes.push(done);
+                    close = true;
+                }
                 Msg::Retention(r) => match (&mut w.pruner, r) {
                     (Some(p), Some(r)) => p.set(r),
                     (p, r) => *p = r.map(Pruner::new),
@@ -527,6 +549,11 @@ fn run(path: &Path, config: WriterConfig, rx: &Receiver<Msg>, shared: &Shared) {
         }
         if w.lost_pending() {
             w.write_lost();
+        }
+        if std::mem::take(&mut close) {
+            // Dropping the connection closes it; retention waits for the next record.
+            w.store = None;
+            w.closed = true;
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
