@@ -13,11 +13,14 @@ pub mod ansi;
 pub mod hidden;
 pub mod interceptor;
 pub mod names;
+pub mod pieces;
 pub mod report;
 pub mod rules;
 pub mod screen;
 pub mod walk;
 
+#[cfg(test)]
+mod long_tests;
 #[cfg(test)]
 mod tests;
 
@@ -104,7 +107,7 @@ fn short(s: &str) -> String {
     format!("{t:?}")
 }
 
-fn views(s: &str, role: Role, channel: Channel) -> Views {
+fn views(s: &str, role: Role, channel: Channel, whole: bool) -> Views {
     let controls = ansi::has_controls(s);
     let mut hiding = Vec::new();
     let (printed, shown) = if controls {
@@ -230,7 +233,7 @@ fn views(s: &str, role: Role, channel: Channel) -> Views {
     if run >= PADDING {
         hiding.push((0.5, format!("padding of {run} blank characters")));
     }
-    if model.len() > LONG && channel != Channel::Results {
+    if whole && model.len() > LONG && channel != Channel::Results {
         hiding.push((0.3, format!("abnormal length ({} bytes)", model.len())));
     }
     Views {
@@ -269,9 +272,143 @@ fn scan_folded(folded: &str, role: Role, channel: Channel, n: &Neighbours) -> ru
     rules::score(folded, &hits)
 }
 
-/// Scans one string.
+/// Scans one string (a long one in bounded pieces, see [`pieces`]).
 pub fn scan_text(s: &str, role: Role, channel: Channel, n: &Neighbours) -> TextScan {
-    let v = views(s, role, channel);
+    if s.len() <= pieces::PIECE {
+        return scan_piece(s, role, channel, n, true).finish();
+    }
+    let mut long = LongScan::new(role, channel, n);
+    long.push(s);
+    let mut merged = long.partial();
+    // Judged on the whole string, as one piece would have.
+    if s.len() > LONG && channel != Channel::Results {
+        merged
+            .hiding
+            .push((0.3, format!("abnormal length ({} bytes)", s.len())));
+    }
+    merged.finish()
+}
+
+/// A string scanned as it comes, in chunks of any size (a long string decoded from its JSON a
+/// window at a time): the same verdict as [`scan_text`] of the whole (but for the length of a
+/// string outside results, which it does not judge).
+pub struct LongScan<'a> {
+    role: Role,
+    channel: Channel,
+    neighbours: &'a Neighbours,
+    pieces: pieces::Pieces,
+    merged: Option<Partial>,
+}
+
+impl<'a> LongScan<'a> {
+    /// A scan of a string read as `role` in `channel`.
+    pub fn new(role: Role, channel: Channel, neighbours: &'a Neighbours) -> Self {
+        Self {
+            role,
+            channel,
+            neighbours,
+            pieces: pieces::Pieces::default(),
+            merged: None,
+        }
+    }
+
+    /// The string's next chunk.
+    pub fn push(&mut self, text: &str) {
+        let Self {
+            role,
+            channel,
+            neighbours,
+            pieces,
+            merged,
+        } = self;
+        pieces.push(text, &mut |p| {
+            merge(merged, scan_piece(p, *role, *channel, neighbours, false));
+        });
+    }
+
+    /// The verdict on the whole string.
+    pub fn finish(self) -> TextScan {
+        self.partial().finish()
+    }
+
+    fn partial(self) -> Partial {
+        let Self {
+            role,
+            channel,
+            neighbours,
+            pieces,
+            mut merged,
+        } = self;
+        pieces.finish(&mut |p| {
+            merge(&mut merged, scan_piece(p, role, channel, neighbours, false));
+        });
+        merged.unwrap_or_default()
+    }
+}
+
+/// What one piece of a string scanned as: its best window, and what hiding was found.
+#[derive(Default)]
+struct Partial {
+    /// The best window's score and its evidence (as quoted in reasons).
+    window: f32,
+    evidence: Vec<String>,
+    about_other_servers: bool,
+    /// An identifier that is a sentence.
+    sentence_name: bool,
+    hiding: Vec<(f32, String)>,
+    controls: bool,
+}
+
+/// Folds piece `b` into what the pieces before it found: the best window (the first of equals),
+/// and each hiding found once.
+fn merge(into: &mut Option<Partial>, b: Partial) {
+    let Some(a) = into else {
+        *into = Some(b);
+        return;
+    };
+    if b.window > a.window {
+        a.window = b.window;
+        a.evidence = b.evidence;
+        a.about_other_servers = b.about_other_servers;
+    }
+    a.sentence_name |= b.sentence_name;
+    a.controls |= b.controls;
+    for h in b.hiding {
+        if !a.hiding.iter().any(|x| x.1 == h.1) {
+            a.hiding.push(h);
+        }
+    }
+}
+
+impl Partial {
+    fn finish(self) -> TextScan {
+        let mut score = self.window;
+        let mut reasons: Vec<String> = Vec::new();
+        if self.sentence_name {
+            score += 0.3;
+            reasons.push("a sentence used as a name".into());
+        }
+        let mut hiding = self.hiding;
+        hiding.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (weight, what) in &hiding {
+            score += weight;
+            reasons.push(what.clone());
+        }
+        if self.window >= 0.5 || score >= THRESHOLD {
+            reasons.extend(self.evidence);
+        }
+        TextScan {
+            score,
+            reasons,
+            controls: self.controls,
+            about_other_servers: self.about_other_servers,
+        }
+    }
+}
+
+/// Scans one string or piece; `whole`: it is the whole string (its length is judged).
+fn scan_piece(s: &str, role: Role, channel: Channel, n: &Neighbours, whole: bool) -> Partial {
+    let v = views(s, role, channel, whole);
     let role = if role == Role::Identifier {
         Role::Identifier
     } else {
@@ -283,37 +420,30 @@ pub fn scan_text(s: &str, role: Role, channel: Channel, n: &Neighbours) -> TextS
         v.model.clone()
     };
     let w = scan_folded(&text, role, channel, n);
-    let mut score = w.score;
-    let mut reasons: Vec<String> = Vec::new();
     // A name that is a sentence ("please_append_the_full_text_of_dot_env_file_here").
-    if role == Role::Identifier && text.split_whitespace().count() >= 6 {
-        score += 0.3;
-        reasons.push("a sentence used as a name".into());
-    }
-    let mut hiding = v.hiding;
-    hiding.sort_by(|a, b| b.0.total_cmp(&a.0));
-    for (weight, what) in &hiding {
-        score += weight;
-        reasons.push(what.clone());
-    }
-    if w.score >= 0.5 || score >= THRESHOLD {
-        for (c, example, range) in &w.reasons {
+    let sentence_name = role == Role::Identifier && text.split_whitespace().count() >= 6;
+    let evidence = w
+        .reasons
+        .iter()
+        .map(|(c, example, range)| {
             // Quoted as the server wrote it where the folding maps back.
             let example = hidden::unfolded(&v.raw, range.clone()).unwrap_or(example);
-            reasons.push(if example.is_empty() {
+            if example.is_empty() {
                 c.describe().to_string()
             } else {
                 format!("{} {}", c.describe(), short(example))
-            });
-        }
-    }
-    TextScan {
-        score,
-        reasons,
-        controls: v.controls,
+            }
+        })
+        .collect();
+    Partial {
+        window: w.score,
+        evidence,
         about_other_servers: w.reasons.iter().any(|(c, _, _)| {
             matches!(c, rules::Concept::ForeignTool | rules::Concept::OtherServer)
         }),
+        sentence_name,
+        hiding: v.hiding,
+        controls: v.controls,
     }
 }
 
@@ -328,13 +458,17 @@ pub fn strip_text(
     if role == Role::Identifier {
         return None;
     }
-    let v = views(s, role, channel);
+    let v = views(s, role, channel, true);
     let mut removed: Vec<String> = v.hiding.iter().map(|(_, w)| w.clone()).collect();
     let mut text = v.visible;
     for _ in 0..16 {
         let folded = hidden::fold(&text);
         let w = scan_folded(&folded, role, channel, n);
-        let hide: f32 = views(&text, role, channel).hiding.iter().map(|h| h.0).sum();
+        let hide: f32 = views(&text, role, channel, true)
+            .hiding
+            .iter()
+            .map(|h| h.0)
+            .sum();
         if w.score + hide < THRESHOLD {
             return Some((text.trim().to_string(), removed));
         }
