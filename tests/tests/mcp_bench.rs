@@ -373,10 +373,8 @@ async fn compare(server: Server) {
     let mut unscanned_cfg = cfg.clone();
     unscanned_cfg.scan = None;
     let eight = mcp_guard_tests::fixture("secrets/eight-shapes.toml");
-    let text = std::fs::read_to_string(&eight).expect("eight-shapes.toml");
-    unscanned_cfg.secrets.rules = Some(mcp_guard_secrets::RulesSource {
-        files: vec![(eight, text)],
-    });
+    unscanned_cfg.secrets.rules =
+        Some(mcp_guard_secrets::read_file(&eight).expect("eight-shapes.toml"));
     unscanned_cfg.pins = Some(PinConfig {
         state_dir: dir.join("unscanned"),
         policy: "bench".into(),

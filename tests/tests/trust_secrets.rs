@@ -467,6 +467,82 @@ fn random_of(alphabet: &str, n: usize) -> String {
         .collect()
 }
 
+/// Runs `leaky_server.py`'s `leak_found` standalone under the default policy named `name` (plus
+/// `policy_extra`), the server having found `found` (its first line the token): exec's output
+/// and the tool result's text.
+fn leak_found(dir: &Path, name: &str, found: &str, policy_extra: &str) -> (Output, String) {
+    let state = dir.join("state");
+    let found_dir = dir.join("found");
+    std::fs::create_dir_all(&found_dir).expect("mkdir found");
+    let file = found_dir.join("creds.txt");
+    std::fs::write(&file, found).expect("write the found credentials");
+    mcp_guard_tests::give_to_server_user(&found_dir);
+    let policy = dir.join(format!("{name}.toml"));
+    let text = leaky_policy_text(name, &[&found_dir]) + policy_extra;
+    std::fs::write(&policy, text).expect("write policy");
+    let py = workspace_root().join(".venv/bin/python");
+
+    let out = Command::new(python())
+        .arg(fixture("mcp_client.py"))
+        .args(["--call", "leak_found", "{}", "--"])
+        .arg(mcp_guard())
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["exec", "--standalone", "--name", name, "--policy"])
+        .arg(&policy)
+        .arg("--")
+        .arg(&py)
+        .arg(fixture("leaky_server.py"))
+        .arg(&file)
+        .output()
+        .expect("run the MCP client");
+    assert!(out.status.success(), "{}", describe(&out));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    let text = answer["call"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(text.starts_with("found "), "the call did not run: {answer}");
+    (out, text)
+}
+
+/// Where each of `secrets` (name, value) shows: the tool result `text`, exec's stderr, the
+/// store's files under `state`.
+fn leaks_of(out: &Output, text: &str, state: &Path, secrets: &[(&str, &str)]) -> Vec<String> {
+    let mut leaks = Vec::new();
+    for (name, secret) in secrets {
+        if text.contains(secret) {
+            leaks.push(format!("{name} in the tool result"));
+        }
+        if count(&out.stderr, secret) > 0 {
+            leaks.push(format!("{name} on stderr"));
+        }
+        for file in ["mcp-guard.db", "mcp-guard.db-wal", "mcp-guard.db-shm"] {
+            if std::fs::read(state.join(file)).is_ok_and(|b| count(&b, secret) > 0) {
+                leaks.push(format!("{name} in {file}"));
+            }
+        }
+    }
+    leaks
+}
+
+/// Asserts the exec event of `server` (the child the server ran with the token in its argv)
+/// is stored with `marker` in place of the token.
+fn assert_exec_event_redacted(state: &Path, server: &str, marker: &str) {
+    let events = Command::new(mcp_guard())
+        .arg("--state-dir")
+        .arg(state)
+        .args(["events", "--server", server, "--kind", "exec", "--json"])
+        .output()
+        .expect("query events");
+    assert!(events.status.success(), "{}", describe(&events));
+    assert!(
+        String::from_utf8_lossy(&events.stdout).contains(marker),
+        "no exec event with the redacted argv:\n{}",
+        describe(&events)
+    );
+}
+
 /// A server leaks credentials it found on the machine (nothing mcp-guard injected): a GitLab
 /// token in a tool result, on stderr and in a child's argv, and in its result an AWS secret key
 /// assignment and a database URI with its password. The built-in secret rules redact each
@@ -480,54 +556,12 @@ fn provider_tokens_a_server_found_are_redacted_from_result_stderr_and_store() {
     let gitlab = format!("glpat-{}", random_of(alnum, 20));
     let aws = random_of(&format!("{alnum}/+"), 40);
     let db_password = random_of(alnum, 18);
-    let found = dir.join("found");
-    std::fs::create_dir_all(&found).expect("mkdir found");
-    let file = found.join("creds.txt");
-    std::fs::write(
-        &file,
-        format!(
-            "{gitlab}\naws_secret_access_key={aws}\nDATABASE_URL=postgres://app:{db_password}@db.internal:5432/app\n"
-        ),
-    )
-    .expect("write the found credentials");
-    mcp_guard_tests::give_to_server_user(&found);
-    let policy = dir.join("found.toml");
-    std::fs::write(&policy, leaky_policy_text("found", &[&found])).expect("write policy");
-    let py = workspace_root().join(".venv/bin/python");
-
-    let out = Command::new(python())
-        .arg(fixture("mcp_client.py"))
-        .args(["--call", "leak_found", "{}", "--"])
-        .arg(mcp_guard())
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["exec", "--standalone", "--name", "found", "--policy"])
-        .arg(&policy)
-        .arg("--")
-        .arg(&py)
-        .arg(fixture("leaky_server.py"))
-        .arg(&file)
-        .output()
-        .expect("run the MCP client");
-    assert!(out.status.success(), "{}", describe(&out));
-    let answer: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
-    let text = answer["call"]["text"].as_str().unwrap_or_default();
-    assert!(text.starts_with("found "), "the call did not run: {answer}");
-
-    let mut leaks = Vec::new();
-    for (name, secret) in [("gitlab", &gitlab), ("aws", &aws), ("db", &db_password)] {
-        if text.contains(secret.as_str()) {
-            leaks.push(format!("{name} in the tool result"));
-        }
-        if count(&out.stderr, secret) > 0 {
-            leaks.push(format!("{name} on stderr"));
-        }
-        for file in ["mcp-guard.db", "mcp-guard.db-wal", "mcp-guard.db-shm"] {
-            if std::fs::read(state.join(file)).is_ok_and(|b| count(&b, secret) > 0) {
-                leaks.push(format!("{name} in {file}"));
-            }
-        }
-    }
+    let found = format!(
+        "{gitlab}\naws_secret_access_key={aws}\nDATABASE_URL=postgres://app:{db_password}@db.internal:5432/app\n"
+    );
+    let (out, text) = leak_found(&dir, "found", &found, "");
+    let secrets = [("gitlab", &*gitlab), ("aws", &*aws), ("db", &*db_password)];
+    let leaks = leaks_of(&out, &text, &state, &secrets);
     assert!(
         leaks.is_empty(),
         "leaked: {leaks:?}\nresult: {text}\n{}",
@@ -545,17 +579,46 @@ fn provider_tokens_a_server_found_are_redacted_from_result_stderr_and_store() {
         "{}",
         describe(&out)
     );
-    let events = Command::new(mcp_guard())
-        .arg("--state-dir")
-        .arg(&state)
-        .args(["events", "--server", "found", "--kind", "exec", "--json"])
-        .output()
-        .expect("query events");
-    assert!(events.status.success(), "{}", describe(&events));
+    assert_exec_event_redacted(&state, "found", "[REDACTED:gitlab-pat]");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A team's own rule (`[secrets] rules`, extending the built-in catalog) is compiled on its
+/// first use, in each process that redacts with it: the exec's proxy, its stderr and its store
+/// writer have never run it when the server's first and only token arrives. That token is
+/// still redacted on first sight from the tool result, the terminal and the store (a lazily
+/// compiled rule that missed its first match would leak it everywhere).
+#[test]
+fn a_team_rule_never_compiled_before_redacts_its_first_match_everywhere() {
+    require_root();
+    let dir = data_dir("team-rule");
+    let state = dir.join("state");
+    let rules = dir.join("team-rules.toml");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        &rules,
+        "[extend]\nuseDefault = true\n\n[[rules]]\nid = \"acme-key\"\n\
+         regex = '''acme_[0-9a-f]{32}'''\nkeywords = [\"acme_\"]\n",
+    )
+    .expect("write the team's rules");
+    let token = format!("acme_{}", random_of("0123456789abcdef", 32));
+    let extra = format!("\n[secrets]\nrules = \"{}\"\n", rules.display());
+    let (out, text) = leak_found(&dir, "team-rule", &format!("{token}\n"), &extra);
+    let leaks = leaks_of(&out, &text, &state, &[("acme", &token)]);
     assert!(
-        String::from_utf8_lossy(&events.stdout).contains("[REDACTED:gitlab-pat]"),
-        "no exec event with the redacted argv:\n{}",
-        describe(&events)
+        leaks.is_empty(),
+        "leaked: {leaks:?}\nresult: {text}\n{}",
+        describe(&out)
     );
+    assert!(
+        text.contains("found [REDACTED:acme-key]"),
+        "not redacted in the result: {text}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stderr: [REDACTED:acme-key] was found"),
+        "{}",
+        describe(&out)
+    );
+    assert_exec_event_redacted(&state, "team-rule", "[REDACTED:acme-key]");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -36,12 +36,9 @@ impl Checker<'_> {
             );
             return None;
         }
-        let checked = secret_rules::read_file(Path::new(path)).and_then(|source| {
-            let names = secret_rules::spec_of(&source)?
-                .names()
-                .map(str::to_string)
-                .collect();
-            Ok(CheckedRules { source, names })
+        let checked = secret_rules::read_file_with_spec(Path::new(path)).map(|(source, spec)| {
+            let names = spec.names().map(str::to_string).collect();
+            CheckedRules { source, names }
         });
         match checked {
             Ok(c) => Some(c),

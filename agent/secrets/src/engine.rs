@@ -7,7 +7,7 @@ use std::{ops::Range, sync::Arc};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 use super::{
-    lazy_regex::LazyRegex,
+    lazy_regex::{LazyRegex, LazyWords},
     spec::{AllowlistSpec, Condition, RuleSpec, RulesSpec, Target},
 };
 
@@ -25,7 +25,7 @@ struct Allowlist {
     target: Target,
     /// The `regexes`, as one alternation.
     regex: Option<LazyRegex>,
-    stopwords: Option<AhoCorasick>,
+    stopwords: Option<LazyWords>,
     file_checks: bool,
 }
 
@@ -44,8 +44,10 @@ impl Allowlist {
         };
         let stopwords = if spec.stopwords.is_empty() {
             None
+        } else if deferred {
+            Some(LazyWords::deferred(&spec.stopwords))
         } else {
-            Some(AhoCorasick::new(&spec.stopwords).map_err(|e| e.to_string())?)
+            Some(LazyWords::now(&spec.stopwords)?)
         };
         Ok(Self {
             condition: spec.condition,

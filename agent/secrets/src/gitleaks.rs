@@ -30,6 +30,10 @@ const MAX_EXTEND_DEPTH: usize = 2;
 pub struct RulesSource {
     /// (path, text); the first is the file the policy names.
     pub files: Vec<(PathBuf, String)>,
+    /// Every check passed on these very texts when they were read ([`read`]: each regex
+    /// compiled), so a session may compile each regex on its first use. Private: only
+    /// [`read`] vouches for a source.
+    pub(crate) checked: bool,
 }
 
 /// One problem in a rules file.
@@ -97,6 +101,11 @@ impl RulesError {
 
 /// Reads the rules file at `path` and every file it extends, and checks them all.
 pub fn read(path: &Path) -> Result<RulesSource, RulesError> {
+    read_with_spec(path).map(|(source, _)| source)
+}
+
+/// [`read`], with the rules it states ([`crate::spec_of`] of it, from the same parse).
+pub fn read_with_spec(path: &Path) -> Result<(RulesSource, RulesSpec), RulesError> {
     let mut files = Vec::new();
     let mut next = Some(path.to_path_buf());
     while let Some(path) = next.take() {
@@ -111,9 +120,13 @@ pub fn read(path: &Path) -> Result<RulesSource, RulesError> {
         next = extended_path(&text).map(|p| relative_to(&path, &p));
         files.push((path, text));
     }
-    let source = RulesSource { files };
-    parse(&source, builtin)?;
-    Ok(source)
+    let mut source = RulesSource {
+        files,
+        checked: false,
+    };
+    let spec = parse(&source, builtin)?;
+    source.checked = true;
+    Ok((source, spec))
 }
 
 /// `[extend] path` of `text`, if it has one (the full check comes later).
@@ -139,6 +152,14 @@ pub(crate) fn parse(
     builtin: impl Fn() -> RulesSpec,
 ) -> Result<RulesSpec, RulesError> {
     parse_with(source, builtin, true)
+}
+
+/// [`parse`] without compiling each regex to check it, for a source [`read`] checked.
+pub(crate) fn parse_checked(
+    source: &RulesSource,
+    builtin: impl Fn() -> RulesSpec,
+) -> Result<RulesSpec, RulesError> {
+    parse_with(source, builtin, !source.checked)
 }
 
 fn parse_with(
@@ -208,6 +229,7 @@ pub(crate) fn builtin() -> RulesSpec {
 pub(crate) fn parse_text(name: &str, text: &str) -> Result<RulesSpec, RulesError> {
     let source = RulesSource {
         files: vec![(PathBuf::from(name), text.to_string())],
+        checked: false,
     };
     parse(&source, RulesSpec::default)
 }
@@ -217,6 +239,7 @@ pub(crate) fn parse_text(name: &str, text: &str) -> Result<RulesSpec, RulesError
 pub(crate) fn parse_trusted_text(name: &str, text: &str) -> Result<RulesSpec, RulesError> {
     let source = RulesSource {
         files: vec![(PathBuf::from(name), text.to_string())],
+        checked: false,
     };
     parse_with(&source, RulesSpec::default, false)
 }

@@ -22,7 +22,9 @@ mod tests;
 use std::sync::{Mutex, OnceLock};
 
 pub use engine::{Finding, SecretRules, shannon_entropy};
-pub use gitleaks::{RulesError, RulesProblem, RulesSource, read as read_file};
+pub use gitleaks::{
+    RulesError, RulesProblem, RulesSource, read as read_file, read_with_spec as read_file_with_spec,
+};
 pub use spec::{AllowlistSpec, Condition, RuleSpec, RulesSpec, Target};
 
 /// The built-in catalog, in the gitleaks format (so a team can read, copy and extend it).
@@ -70,7 +72,10 @@ pub fn is_builtin_name(name: &str) -> bool {
 }
 
 /// The rules of `source` (a rules file and what it extends), or the built-in catalog for
-/// `None`; compiled once per distinct source in this process.
+/// `None`; compiled once per distinct source in this process, and shared (every redactor of a
+/// session gets the same compiled rules). A source [`read_file`] checked (each of its regexes
+/// compiled then) compiles each regex on its first use, as the built-in catalog does: a text
+/// runs only the rules its keywords pick.
 pub fn for_source(source: Option<&RulesSource>) -> Result<SecretRules, RulesError> {
     type Cache = Mutex<Vec<(RulesSource, SecretRules)>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
@@ -86,8 +91,13 @@ pub fn for_source(source: Option<&RulesSource>) -> Result<SecretRules, RulesErro
     {
         return Ok(rules.clone());
     }
-    let spec = spec_of(source)?;
-    let rules = SecretRules::compile(&spec).map_err(|message| RulesError {
+    let spec = gitleaks::parse_checked(source, gitleaks::builtin)?;
+    let compiled = if source.checked {
+        SecretRules::compile_deferred(&spec)
+    } else {
+        SecretRules::compile(&spec)
+    };
+    let rules = compiled.map_err(|message| RulesError {
         problems: vec![RulesProblem {
             file: source
                 .files

@@ -8,6 +8,7 @@ use super::*;
 fn source(text: &str) -> RulesSource {
     RulesSource {
         files: vec![(PathBuf::from("/etc/t.toml"), text.to_string())],
+        checked: false,
     }
 }
 

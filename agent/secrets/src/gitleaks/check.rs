@@ -50,6 +50,9 @@ pub(super) struct Checker<'t> {
     /// Whether each regex is compiled to check it (not for the built-in catalog, which a
     /// unit test checks whole: compiling every regex is most of what parsing costs).
     compile: bool,
+    /// Where each line of `text` starts, made on the first location asked (every rule's is:
+    /// scanning the text up to each one was most of what parsing the catalog cost).
+    line_starts: std::cell::OnceCell<Vec<usize>>,
 }
 
 /// A key of `table`, found without regard to case: (its span, the item).
@@ -90,6 +93,7 @@ impl<'t> Checker<'t> {
             text,
             problems: Vec::new(),
             compile: true,
+            line_starts: std::cell::OnceCell::new(),
         }
     }
 
@@ -102,13 +106,31 @@ impl<'t> Checker<'t> {
     }
 
     fn at(&self, span: Option<&Range<usize>>, key: &str) -> Located {
-        let (line, col) = span.map_or((1, 1), |s| line_col(self.text, s.start));
+        let (line, col) = span.map_or((1, 1), |s| self.line_col(s.start));
         Located {
             file: self.file.clone(),
             line,
             col,
             key: key.to_string(),
         }
+    }
+
+    /// 1-based line and column (in characters) of byte `offset`.
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let text = self.text;
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let starts = self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        });
+        // The lines starting at or before `offset`; the first always does.
+        let line = starts.partition_point(|&s| s <= offset).max(1);
+        let start = starts[line - 1];
+        (line, text[start..offset].chars().count() + 1)
     }
 
     fn error(&mut self, span: Option<&Range<usize>>, key: &str, message: impl Into<String>) {
@@ -589,18 +611,4 @@ fn one_line(message: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// 1-based line and character column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (
-        before.matches('\n').count() + 1,
-        before[line_start..].chars().count() + 1,
-    )
 }
