@@ -19,6 +19,9 @@ pub struct Options {
     pub nofile: Option<u64>,
     /// The log's name (`dir/<log>.log`; default `agent`).
     pub log: Option<String>,
+    /// The `mcp-guard` binary the agent runs (default [`mcp_guard`]): its sessions run the
+    /// same binary.
+    pub bin: Option<PathBuf>,
 }
 
 /// The unprivileged user the tests run `exec` as (`nobody`).
@@ -122,7 +125,7 @@ impl Agent {
         std::fs::write(&config_path, format!("socket_mode = \"0666\"\n{config}"))
             .expect("agent config");
         let log = dir.join(format!("{log}.log"));
-        let mut cmd = Command::new(mcp_guard());
+        let mut cmd = Command::new(options.bin.clone().unwrap_or_else(mcp_guard));
         if let Some(n) = options.nofile {
             use std::os::unix::process::CommandExt as _;
             // SAFETY: only setrlimit, async-signal-safe, between fork and exec.

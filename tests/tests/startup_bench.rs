@@ -6,8 +6,8 @@
 //! an unprivileged user (the agent's pinned programs). Prints the medians and ratios.
 //!
 //! `cargo test -p mcp-guard-tests --test startup_bench -- --ignored --nocapture`
-//! (debug build; `MCP_GUARD_BIN=target/release/mcp-guard` measures a release build, which the
-//! agent then runs as well).
+//! (debug build; `MCP_GUARD_BIN=/path/to/mcp-guard` measures that binary, which the agent then
+//! runs as well).
 
 use std::{
     path::PathBuf,
@@ -16,7 +16,7 @@ use std::{
 };
 
 use mcp_guard_tests::{
-    agent::{Agent, NOBODY, PinDir, Public},
+    agent::{Agent, NOBODY, Options, PinDir, Public},
     mcp_guard, require_root, scratch_root,
 };
 use mcp_guard_tests::{bench::record, median};
@@ -54,7 +54,16 @@ fn exec_startup_through_the_agent_vs_standalone_vs_plain() {
     let public = Public::new("startup");
     let guard = public.copy(&bin, "mcp-guard");
     let pins = PinDir::new("startup");
-    let agent = Agent::start(&dir, &pins, "");
+    // The agent runs the measured binary too: a session is its worker's exec of it.
+    let agent = Agent::start_with(
+        &dir,
+        &pins,
+        "",
+        &Options {
+            bin: Some(bin.clone()),
+            ..Options::default()
+        },
+    );
     let state = dir.join("standalone-state");
 
     let plain = timed(|| Command::new("/bin/true"));
