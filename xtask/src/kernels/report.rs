@@ -26,7 +26,8 @@ pub(super) struct GuestLog {
     pub runs: BTreeMap<usize, CaseRun>,
     /// Init and setup failures, kernel oopses and panics: shown verbatim in the report.
     pub alarms: Vec<String>,
-    /// The first kernel oops or panic of this boot: what ran after it ran in a broken kernel.
+    /// The first kernel oops, panic or hang of this boot: what ran after it ran in a broken
+    /// kernel.
     pub crash: Option<Crash>,
     /// The case whose output is being read.
     current: Option<usize>,
@@ -34,7 +35,7 @@ pub(super) struct GuestLog {
     last_ended: Option<usize>,
 }
 
-/// A guest kernel oops or panic, and the case that was running when it happened.
+/// A guest kernel oops, panic or hang, and the case that was running when it happened.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Crash {
     /// The case running then (`None`: between cases, during setup).
@@ -98,7 +99,7 @@ const KERNEL_ALARMS: &[&str] = &[
 
 /// The kernel's `die()` line (`int3: 0000 [#1] PREEMPT SMP NOPTI`, since 6.10 prefixed with
 /// `Oops: `), or a panic. Not soft-lockup or RCU-stall reports: a loaded host stalls a TCG guest
-/// and the kernel carries on.
+/// and the kernel carries on (but see [`is_hang`]).
 pub(super) fn is_crash(line: &str) -> bool {
     if line.contains("Kernel panic") || line.contains("Oops:") {
         return true;
@@ -112,6 +113,23 @@ pub(super) fn is_crash(line: &str) -> bool {
             && !counter.is_empty()
             && counter.chars().all(|c| c.is_ascii_digit())
     })
+}
+
+/// A CPU stuck this long is a hung guest, not a stalled one: a loaded host's stalls end within
+/// about half a minute, no case's own limit reaches this far past them, and a guest this stuck
+/// cannot enforce that limit (its timeout never runs).
+const HUNG_S: u32 = 120;
+
+/// A soft-lockup report of a CPU stuck for [`HUNG_S`] or more
+/// (`watchdog: BUG: soft lockup - CPU#1 stuck for 425s! [mcp-guard:605]`). Seen on 6.1 under TCG
+/// with both vCPUs stuck for good, one of them loading eBPF programs (which patches kernel
+/// text): the same emulation race as 6.12's int3 crashes, so it is rerun the same way.
+pub(super) fn is_hang(line: &str) -> bool {
+    line.split_once("soft lockup - CPU#")
+        .and_then(|(_, rest)| rest.split_once(" stuck for "))
+        .and_then(|(_, rest)| rest.split_once("s!"))
+        .and_then(|(secs, _)| secs.parse::<u32>().ok())
+        .is_some_and(|secs| secs >= HUNG_S)
 }
 
 fn is_kernel_message(line: &str) -> bool {
@@ -162,11 +180,12 @@ impl GuestLog {
                 if line.contains("---[ end trace") || line.contains("Kernel panic") {
                     crash.ended = true;
                 }
-            } else if kernel && is_crash(line) {
+            } else if kernel && (is_crash(line) || is_hang(line)) {
+                // A panic or a hang says all it will: nothing after it is worth waiting for.
                 self.crash = Some(Crash {
                     case: self.current,
                     lines: vec![line.to_string()],
-                    ended: line.contains("Kernel panic"),
+                    ended: line.contains("Kernel panic") || is_hang(line),
                     after: self.last_ended,
                 });
             }
@@ -417,6 +436,32 @@ mod tests {
                 .map(|c| c.first_spoiled(7)),
             Some(7)
         );
+    }
+
+    #[test]
+    fn a_cpu_stuck_for_minutes_is_a_hang_that_spoils_its_case_and_ends_the_boot() {
+        // A loaded host's stall: the kernel carries on.
+        assert!(!is_hang(
+            "[  50.2] watchdog: BUG: soft lockup - CPU#1 stuck for 23s! [podman:412]"
+        ));
+        assert!(!is_hang(
+            "[  50.2] rcu: INFO: rcu_preempt self-detected stall on CPU"
+        ));
+        assert!(is_hang(
+            "[  216.8] watchdog: BUG: soft lockup - CPU#0 stuck for 127s! [ebpf-load:607]"
+        ));
+        let log = parse(&[
+            "MCPG-BEGIN 8",
+            "MCPG-END 8 rc=0 t0=1 t1=2 limit=60",
+            "MCPG-BEGIN 9",
+            "[  60.8] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [ebpf-load:607]",
+            "[  88.8] watchdog: BUG: soft lockup - CPU#0 stuck for 48s! [ebpf-load:607]",
+            "[ 180.8] watchdog: BUG: soft lockup - CPU#0 stuck for 140s! [ebpf-load:607]",
+        ]);
+        let crash = log.crash.as_ref().expect("a CPU stuck for 140 s is a hang");
+        assert_eq!(crash.first_spoiled(0), 9);
+        assert!(crash.ended, "nothing after it is waited for");
+        assert_eq!(crash.lines.len(), 1, "{:?}", crash.lines);
     }
 
     #[test]
