@@ -180,12 +180,15 @@ impl GuestLog {
                 if line.contains("---[ end trace") || line.contains("Kernel panic") {
                     crash.ended = true;
                 }
-            } else if kernel && (is_crash(line) || is_hang(line)) {
+            } else if kernel
+                && let hang = is_hang(line)
+                && (hang || is_crash(line))
+            {
                 // A panic or a hang says all it will: nothing after it is worth waiting for.
                 self.crash = Some(Crash {
                     case: self.current,
                     lines: vec![line.to_string()],
-                    ended: line.contains("Kernel panic") || is_hang(line),
+                    ended: hang || line.contains("Kernel panic"),
                     after: self.last_ended,
                 });
             }
